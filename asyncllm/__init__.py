@@ -1,0 +1,123 @@
+"""asyncllm: asyncio-native clients for AI model and storage APIs, sharing one dispatcher.
+
+Backends load lazily by name, so ``import asyncllm`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._backoff import parse_retry_after
+from ._breaker import BreakerState
+from ._config import BreakerConfig, LimitsConfig, RetryConfig
+from ._context import RequestIdFilter, current_request_id, request_context
+from ._dispatcher import BackendStats, Dispatcher, Priority, Stream, get_dispatcher
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AsyncLLMError,
+    AuthenticationError,
+    BadRequestError,
+    CircuitOpenError,
+    ClientClosedError,
+    ConfigurationError,
+    ConflictError,
+    InternalServerError,
+    NotFoundError,
+    OverloadedError,
+    PermissionDeniedError,
+    QueueFullError,
+    RateLimitError,
+    RequestTooLargeError,
+    ResponseValidationError,
+    UnprocessableEntityError,
+)
+from ._models import (
+    ChatChunk,
+    ChatResponse,
+    EmbeddingResponse,
+    Message,
+    ModelInfo,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    tool_result,
+)
+from ._tracking import RequestRecord, RequestStatus, RequestTracker
+
+if TYPE_CHECKING:
+    from .backends.openai import OpenAI
+
+__version__ = "0.1.0"
+
+# Public client name -> module under asyncllm.backends that defines it.
+_BACKENDS: dict[str, str] = {
+    "OpenAI": "openai",
+}
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncLLMError",
+    "AuthenticationError",
+    "BackendStats",
+    "BadRequestError",
+    "BreakerConfig",
+    "BreakerState",
+    "ChatChunk",
+    "ChatResponse",
+    "CircuitOpenError",
+    "ClientClosedError",
+    "ConfigurationError",
+    "ConflictError",
+    "Dispatcher",
+    "EmbeddingResponse",
+    "InternalServerError",
+    "LimitsConfig",
+    "Message",
+    "ModelInfo",
+    "NotFoundError",
+    "OpenAI",
+    "OverloadedError",
+    "PermissionDeniedError",
+    "Priority",
+    "QueueFullError",
+    "RateLimitError",
+    "RequestIdFilter",
+    "RequestRecord",
+    "RequestStatus",
+    "RequestTooLargeError",
+    "RequestTracker",
+    "ResponseValidationError",
+    "RetryConfig",
+    "Stream",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "UnprocessableEntityError",
+    "Usage",
+    "current_request_id",
+    "get_dispatcher",
+    "parse_retry_after",
+    "request_context",
+    "tool_result",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _BACKENDS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'asyncllm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"asyncllm.backends.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,90 @@
+"""When to retry and how long to wait: small pure functions, tested from tables."""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
+
+import backoff
+
+from ._config import RetryConfig
+from ._constants import RETRYABLE_STATUSES
+from ._exceptions import APIConnectionError, APIError, APIStatusError
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Connection errors, timeouts and the transient statuses; never another 4xx.
+
+    A server's ``x-should-retry`` header (as OpenAI sends) overrides the status rule.
+    """
+    if isinstance(exc, APIError) and exc.should_retry is not None:
+        return exc.should_retry
+    if isinstance(exc, APIConnectionError):
+        return True
+    if isinstance(exc, APIStatusError):
+        return exc.status_code in RETRYABLE_STATUSES
+    return False
+
+
+def parse_retry_after(
+    headers: Mapping[str, str], now: Callable[[], float] | None = None
+) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, ``Retry-After`` (seconds or HTTP date); None if absent.
+
+    ``now`` returns wall-clock seconds since the epoch, for the HTTP-date form.
+    """
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            value = float(ms) / 1000.0
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and value >= 0:
+            return value
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        parsed = email.utils.parsedate_tz(raw)
+        if parsed is None:
+            return None
+        import time
+
+        wall = (now or time.time)()
+        return max(0.0, float(email.utils.mktime_tz(parsed)) - wall)
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+class BackoffSchedule:
+    """The ceilings of one call's retries: initial, initial*factor, ... capped at max_delay.
+
+    The sequence comes from ``backoff.expo``; the jitter is drawn from an injectable ``rng`` so
+    tests are repeatable.
+    """
+
+    __slots__ = ("_ceilings", "_config", "_rng")
+
+    def __init__(self, config: RetryConfig, rng: random.Random) -> None:
+        self._config = config
+        self._rng = rng
+        self._ceilings: Generator[float, Any, None] | None = None
+
+    def next_delay(self, retry_after: float | None = None) -> float:
+        """The wait before the next attempt. A server's ``Retry-After`` wins over our own backoff."""
+        if self._ceilings is None:
+            self._ceilings = backoff.expo(
+                base=self._config.backoff_factor,
+                factor=self._config.initial_delay,
+                max_value=self._config.max_delay,
+            )
+            next(self._ceilings)  # prime, as backoff itself does
+        ceiling = min(next(self._ceilings), self._config.max_delay)
+        if retry_after is not None:
+            return retry_after
+        return self._rng.uniform(0.0, ceiling) if self._config.jitter else ceiling

@@ -1,0 +1,119 @@
+"""The circuit breaker of one backend instance: a small state machine on an injected clock."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+
+from ._config import BreakerConfig
+
+logger = logging.getLogger("asyncllm.breaker")
+
+
+class BreakerState(str, enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    """CLOSED counts retryable failures in a row; at the threshold it opens. OPEN refuses calls
+    until ``reset_timeout`` has passed, then HALF_OPEN admits up to ``half_open_max_calls`` probes:
+    a probe's success closes the breaker, its failure opens it again.
+
+    Client errors (400, 401, 404 ...) prove the backend is answering, so they count as successes.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_config",
+        "_failures",
+        "_name",
+        "_opened_at",
+        "_probes",
+        "_state",
+        "transitions",
+    )
+
+    def __init__(self, config: BreakerConfig, clock: Callable[[], float], name: str = "") -> None:
+        self._config = config
+        self._clock = clock
+        self._name = name
+        self._state = BreakerState.CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probes = 0
+        self.transitions: dict[str, int] = {}
+
+    @property
+    def state(self) -> BreakerState:
+        if (
+            self._state is BreakerState.OPEN
+            and self._clock() - self._opened_at >= self._config.reset_timeout
+        ):
+            self._move(BreakerState.HALF_OPEN)
+        return self._state
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._failures
+
+    def retry_in(self) -> float:
+        """Seconds until an open breaker lets a probe through (0 when it would now)."""
+        if self._state is not BreakerState.OPEN:
+            return 0.0
+        return max(0.0, self._opened_at + self._config.reset_timeout - self._clock())
+
+    def allows(self) -> bool:
+        """Whether a call may start now (without taking a probe place)."""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return True
+        if state is BreakerState.OPEN:
+            return False
+        return self._probes < self._config.half_open_max_calls
+
+    def acquire(self) -> bool:
+        """Take the right to start a call; True if it is a half-open probe."""
+        if self.state is BreakerState.HALF_OPEN:
+            self._probes += 1
+            return True
+        return False
+
+    def release_probe(self) -> None:
+        """A probe ended without a verdict (cancelled): let another one through."""
+        self._probes = max(0, self._probes - 1)
+
+    def record_success(self, probe: bool = False) -> None:
+        if probe:
+            self.release_probe()
+        self._failures = 0
+        if self._state is not BreakerState.CLOSED:
+            self._move(BreakerState.CLOSED)
+
+    def record_failure(self, probe: bool = False) -> None:
+        if probe:
+            self.release_probe()
+        self._failures += 1
+        if self._state is BreakerState.HALF_OPEN or (
+            self._state is BreakerState.CLOSED and self._failures >= self._config.failure_threshold
+        ):
+            self._opened_at = self._clock()
+            self._move(BreakerState.OPEN)
+
+    def _move(self, new: BreakerState) -> None:
+        old = self._state
+        self._state = new
+        if new is not BreakerState.HALF_OPEN:
+            self._probes = 0
+        key = f"{old.value}->{new.value}"
+        self.transitions[key] = self.transitions.get(key, 0) + 1
+        log = logger.warning if new is BreakerState.OPEN else logger.info
+        log(
+            "circuit breaker %s: %s -> %s",
+            self._name,
+            old.value,
+            new.value,
+            extra={"backend": self._name, "request_id": "-"},
+        )

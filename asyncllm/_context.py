@@ -1,0 +1,55 @@
+"""The request ID travels in a ContextVar, so it follows the caller into tasks it creates."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from ._exceptions import ConfigurationError
+
+_request_id: ContextVar[str | None] = ContextVar("asyncllm_request_id", default=None)
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+def check_header_value(name: str, value: str) -> str:
+    """Refuse values that would split a header (CR/LF) or are not text, before anything is sent."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"header {name!r} must be a str, not {type(value).__name__}")
+    if "\r" in value or "\n" in value or "\x00" in value:
+        raise ConfigurationError(f"header {name!r} contains CR, LF or NUL")
+    return value
+
+
+def current_request_id() -> str | None:
+    """The request ID of the enclosing ``request_context``, if any."""
+    return _request_id.get()
+
+
+@contextmanager
+def request_context(request_id: str | None = None) -> Iterator[str]:
+    """Give every call made inside the block (and in tasks started from it) one request ID.
+
+    The ID is sent as ``X-Request-ID`` and appears on log records, errors, responses and the
+    tracker. One is generated when none is given.
+    """
+    rid = new_request_id() if request_id is None else check_header_value("request_id", request_id)
+    token = _request_id.set(rid)
+    try:
+        yield rid
+    finally:
+        _request_id.reset(token)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``record.request_id`` (the current one, or "-") to records that lack it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = _request_id.get() or "-"
+        return True

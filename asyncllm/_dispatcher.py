@@ -1,0 +1,768 @@
+"""The one dispatcher per event loop: every call of every backend goes through it.
+
+A call is a job ordered by (priority, sequence) in one ``asyncio.PriorityQueue``. Jobs leave the
+queue for their backend's *lane*, which holds that backend's slots (``max_concurrent_requests``),
+its waiting jobs in priority order, its circuit breaker and its counters. A lane that is full
+holds its own jobs only, so a slow backend never delays another's (no head-of-line blocking).
+
+The caller's own task runs each attempt: there are no worker tasks to leak, and cancelling the
+caller frees its queue entry or its slot at once. Retries wait out their backoff *without* a slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import heapq
+import itertools
+import logging
+import random
+import time
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from ._backoff import BackoffSchedule, is_retryable
+from ._breaker import BreakerState, CircuitBreaker
+from ._config import BreakerConfig, LimitsConfig, RetryConfig
+from ._constants import DEFAULT_CLOSE_TIMEOUT, LATENCY_WINDOW
+from ._context import _request_id, new_request_id
+from ._exceptions import (
+    APIError,
+    APITimeoutError,
+    AsyncLLMError,
+    CircuitOpenError,
+    ClientClosedError,
+    ConfigurationError,
+    QueueFullError,
+)
+from ._tracking import RequestRecord, RequestStatus, RequestTracker
+
+logger = logging.getLogger("asyncllm")
+
+T = TypeVar("T")
+
+
+class Priority(enum.IntEnum):
+    """Lower runs first. Any int is accepted where a Priority is."""
+
+    HIGH = 0
+    NORMAL = 1
+    LOW = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What one attempt needs to know: its request ID, its number (1-based) and its time limit."""
+
+    request_id: str
+    number: int
+    timeout: float | None
+
+
+class _Job:
+    __slots__ = ("cancelled", "future", "lane", "priority", "request_id", "seq")
+
+    def __init__(
+        self,
+        lane: Lane,
+        priority: int,
+        seq: int,
+        future: asyncio.Future[bool],
+        request_id: str,
+    ) -> None:
+        self.lane = lane
+        self.request_id = request_id
+        self.priority = priority
+        self.seq = seq
+        self.future = future
+        self.cancelled = False
+
+    def __lt__(self, other: _Job) -> bool:
+        return (self.priority, self.seq) < (other.priority, other.seq)
+
+
+@dataclass(slots=True)
+class BackendStats:
+    backend: str
+    queued: int
+    in_flight: int
+    max_concurrent: int
+    succeeded: int
+    failed: int
+    retried: int
+    cancelled: int
+    rejected: int
+    breaker: str
+    breaker_transitions: dict[str, int]
+    latency_p50: float | None
+    latency_p95: float | None
+    info: dict[str, Any]
+
+
+def _percentile(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+class Lane:
+    """One backend instance inside the dispatcher."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        name: str,
+        limits: LimitsConfig,
+        retry: RetryConfig,
+        breaker: BreakerConfig,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.name = name
+        self.limits = limits
+        self.retry = retry
+        self.breaker = CircuitBreaker(breaker, dispatcher.clock, name)
+        self.in_flight = 0
+        self.queued = 0
+        self.closed = False
+        self._heap: list[_Job] = []
+        self._stale = 0
+        self._room_waiters: deque[asyncio.Future[None]] = deque()
+        self._idle: asyncio.Event | None = None
+        self._closing: asyncio.Event | None = None
+        self.succeeded = self.failed = self.retried = self.cancelled = self.rejected = 0
+        self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        # Free-form facts a backend reports (say, rate-limit headers); shown in stats.
+        self.info: dict[str, Any] = {}
+
+    # -- slots -------------------------------------------------------------------------------
+
+    def _grant_fast(self) -> bool | None:
+        """Take a slot at once if nothing is waiting; returns the probe flag, or None if not."""
+        if self.queued or self.in_flight >= self.limits.max_concurrent_requests:
+            return None
+        if not self.breaker.allows():
+            return None
+        self.in_flight += 1
+        return self.breaker.acquire()
+
+    def _park(self, job: _Job) -> None:
+        if job.cancelled:
+            return
+        heapq.heappush(self._heap, job)
+
+    def fill(self) -> None:
+        """Start waiting jobs while slots are free, best priority first."""
+        heap = self._heap
+        while heap and self.in_flight < self.limits.max_concurrent_requests:
+            job = heap[0]
+            if job.cancelled:
+                heapq.heappop(heap)
+                self._stale -= 1
+                continue
+            state = self.breaker.state
+            if state is BreakerState.OPEN:
+                heapq.heappop(heap)
+                self._leave_queue()
+                job.future.set_exception(self.circuit_error(job.request_id))
+                continue
+            if not self.breaker.allows():
+                break  # half-open and its probes are out: wait for their verdict
+            heapq.heappop(heap)
+            self._leave_queue()
+            self.in_flight += 1
+            job.future.set_result(self.breaker.acquire())
+        if self._stale > 32 and self._stale * 2 > len(heap):
+            self._heap = [j for j in heap if not j.cancelled]
+            heapq.heapify(self._heap)
+            self._stale = 0
+
+    def release(self, probe: bool, outcome: bool | None) -> None:
+        """Give a slot back. ``outcome``: True success, False retryable failure, None no verdict."""
+        self.in_flight -= 1
+        if outcome is True:
+            self.breaker.record_success(probe)
+        elif outcome is False:
+            self.breaker.record_failure(probe)
+        elif probe:
+            self.breaker.release_probe()
+        self.dispatcher._drain_intake()
+        self.fill()
+        if self.in_flight == 0 and self._idle is not None:
+            self._idle.set()
+
+    def circuit_error(self, request_id: str | None) -> CircuitOpenError:
+        retry_in = self.breaker.retry_in()
+        self.rejected += 1
+        return CircuitOpenError(
+            f"circuit open after repeated failures; next try in {retry_in:.1f}s",
+            backend=self.name,
+            request_id=request_id,
+            retry_in=retry_in,
+            retry_at=self.dispatcher.clock() + retry_in,
+        )
+
+    # -- the queue ---------------------------------------------------------------------------
+
+    def _leave_queue(self) -> None:
+        self.queued -= 1
+        waiters = self._room_waiters
+        while waiters and self.queued < self.limits.queue_size:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
+    def _cancel_job(self, job: _Job) -> None:
+        job.cancelled = True
+        self._stale += 1
+        self._leave_queue()
+
+    async def _wait_for_room(self, request_id: str, deadline_at: float | None) -> None:
+        timeout = self.limits.queue_timeout
+        if deadline_at is not None:
+            remaining = max(0.0, deadline_at - self.dispatcher.clock())
+            timeout = remaining if timeout is None else min(timeout, remaining)
+        while self.queued >= self.limits.queue_size:
+            if timeout == 0:
+                self.rejected += 1
+                raise QueueFullError(
+                    f"queue of {self.limits.queue_size} is full",
+                    backend=self.name,
+                    request_id=request_id,
+                )
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._room_waiters.append(waiter)
+            try:
+                if timeout is None:
+                    await waiter
+                else:
+                    await asyncio.wait_for(waiter, timeout)
+            except asyncio.TimeoutError:
+                self.rejected += 1
+                raise QueueFullError(
+                    f"queue of {self.limits.queue_size} stayed full for {timeout}s",
+                    backend=self.name,
+                    request_id=request_id,
+                ) from None
+            except asyncio.CancelledError:
+                # Pass the wake-up on if we were woken and cancelled at once.
+                if waiter.done() and not waiter.cancelled():
+                    self._leave_queue_wake_next()
+                raise
+            finally:
+                if not waiter.done():
+                    waiter.cancel()
+            if self.closed:
+                raise ClientClosedError("client closed", backend=self.name, request_id=request_id)
+
+    def _leave_queue_wake_next(self) -> None:
+        for waiter in self._room_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def acquire(self, priority: int, request_id: str, deadline_at: float | None) -> bool:
+        """Wait for a slot; returns whether it is a half-open probe."""
+        if self.closed:
+            raise ClientClosedError("client is closed", backend=self.name, request_id=request_id)
+        if self.breaker.state is BreakerState.OPEN:
+            raise self.circuit_error(request_id)
+        probe = self._grant_fast()
+        if probe is not None:
+            return probe
+        if self.queued >= self.limits.queue_size:
+            await self._wait_for_room(request_id, deadline_at)
+        loop = asyncio.get_running_loop()
+        job = _Job(self, priority, next(self.dispatcher._seq), loop.create_future(), request_id)
+        self.queued += 1
+        self.dispatcher._enqueue(job)
+        try:
+            if deadline_at is None:
+                return await job.future
+            remaining = deadline_at - self.dispatcher.clock()
+            return await asyncio.wait_for(job.future, max(0.0, remaining))
+        except BaseException as exc:
+            future = job.future
+            if future.done() and not future.cancelled() and future.exception() is None:
+                # Granted, but we were cancelled before we could use it.
+                self.release(future.result(), None)
+            elif not (future.done() and not future.cancelled()):
+                self._cancel_job(job)
+            if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, AsyncLLMError):
+                raise APITimeoutError(
+                    "deadline passed while queued", backend=self.name, request_id=request_id
+                ) from None
+            raise
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def closing_event(self) -> asyncio.Event:
+        if self._closing is None:
+            self._closing = asyncio.Event()
+            if self.closed:
+                self._closing.set()
+        return self._closing
+
+    async def aclose(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> None:
+        """Refuse new calls, fail the queued ones, let running ones finish for up to ``timeout``."""
+        if self.closed:
+            return
+        self.closed = True
+        self.closing_event().set()
+        self.dispatcher._drain_intake()
+        for job in self._heap:
+            if not job.cancelled and not job.future.done():
+                self.queued -= 1
+                job.future.set_exception(
+                    ClientClosedError(
+                        "client closed while the call was queued",
+                        backend=self.name,
+                        request_id=job.request_id,
+                    )
+                )
+        self._heap.clear()
+        for waiter in self._room_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._room_waiters.clear()
+        if self.in_flight:
+            self._idle = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout)
+            except asyncio.TimeoutError:
+                logger.warning(
+                    "%s: %d calls still running after %.1fs; cutting them off",
+                    self.name,
+                    self.in_flight,
+                    timeout,
+                    extra={"backend": self.name, "request_id": "-"},
+                )
+        self.dispatcher._lanes.pop(self.name, None)
+
+    def stats(self) -> BackendStats:
+        latencies = sorted(self.latencies)
+        return BackendStats(
+            backend=self.name,
+            queued=self.queued,
+            in_flight=self.in_flight,
+            max_concurrent=self.limits.max_concurrent_requests,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            retried=self.retried,
+            cancelled=self.cancelled,
+            rejected=self.rejected,
+            breaker=self.breaker.state.value,
+            breaker_transitions=dict(self.breaker.transitions),
+            latency_p50=_percentile(latencies, 0.5),
+            latency_p95=_percentile(latencies, 0.95),
+            info=dict(self.info),
+        )
+
+
+class Stream(Generic[T]):
+    """An async iterator of chunks that holds its backend slot until read to the end or closed.
+
+    Use ``async with`` (or read to the end) so the slot and the connection come back promptly.
+    """
+
+    def __init__(self, source: AsyncIterator[T], request_id: str) -> None:
+        self._source = source
+        self.request_id = request_id
+
+    def __aiter__(self) -> Stream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        return await self._source.__anext__()
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._source, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    async def __aenter__(self) -> Stream[T]:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class Dispatcher:
+    """Queues, limits, retries and tracks the calls of every client on one event loop.
+
+    ``clock``, ``sleep`` and ``rng`` are injectable so that tests of timing never wait.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        tracker_ttl: float | None = None,
+        tracker_max_records: int | None = None,
+    ) -> None:
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        kwargs: dict[str, Any] = {}
+        if tracker_ttl is not None:
+            kwargs["ttl"] = tracker_ttl
+        if tracker_max_records is not None:
+            kwargs["max_records"] = tracker_max_records
+        self.tracker = RequestTracker(clock=clock, **kwargs)
+        self._lanes: dict[str, Lane] = {}
+        self._seq = itertools.count()
+        self._queue: asyncio.PriorityQueue[tuple[int, int, _Job]] | None = None
+        self._drain_scheduled = False
+        self.closed = False
+
+    # -- lanes -------------------------------------------------------------------------------
+
+    def lane(
+        self,
+        name: str,
+        *,
+        limits: LimitsConfig | None = None,
+        retry: RetryConfig | None = None,
+        breaker: BreakerConfig | None = None,
+    ) -> Lane:
+        """Register a backend instance; a taken name gets a numeric suffix."""
+        if self.closed:
+            raise ClientClosedError("dispatcher is closed", backend=name)
+        unique = name
+        n = 2
+        while unique in self._lanes:
+            unique = f"{name}#{n}"
+            n += 1
+        lane = Lane(
+            self,
+            unique,
+            limits or LimitsConfig(),
+            retry or RetryConfig(),
+            breaker or BreakerConfig(),
+        )
+        self._lanes[unique] = lane
+        return lane
+
+    # -- the priority queue ------------------------------------------------------------------
+
+    def _enqueue(self, job: _Job) -> None:
+        if self._queue is None:
+            self._queue = asyncio.PriorityQueue()
+        self._queue.put_nowait((job.priority, job.seq, job))
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain_intake)
+
+    def _drain_intake(self) -> None:
+        """Move queued jobs to their lanes in (priority, sequence) order and start what can start."""
+        self._drain_scheduled = False
+        queue = self._queue
+        if queue is None or queue.empty():
+            return
+        touched: set[Lane] = set()
+        while not queue.empty():
+            _, _, job = queue.get_nowait()
+            job.lane._park(job)
+            touched.add(job.lane)
+        for lane in touched:
+            lane.fill()
+
+    # -- running calls -----------------------------------------------------------------------
+
+    def _begin(self, lane: Lane, operation: str, priority: int, request_id: str) -> RequestRecord:
+        if not isinstance(priority, int):
+            raise ConfigurationError("priority must be an int or a Priority")
+        return self.tracker.add(
+            RequestRecord(request_id, lane.name, operation, int(priority), self.clock())
+        )
+
+    def _finish(self, lane: Lane, record: RequestRecord, exc: BaseException | None) -> None:
+        now = self.clock()
+        record.finished_at = now
+        if exc is None:
+            record.status = RequestStatus.SUCCEEDED
+            lane.succeeded += 1
+            lane.latencies.append(now - record.enqueued_at)
+        elif isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+            record.status = RequestStatus.CANCELLED
+            lane.cancelled += 1
+        else:
+            record.status = RequestStatus.FAILED
+            record.last_error = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"[:300]
+            lane.failed += 1
+
+    async def _before_retry(
+        self,
+        lane: Lane,
+        record: RequestRecord,
+        error: APIError,
+        schedule: BackoffSchedule,
+        deadline_at: float | None,
+    ) -> None:
+        """Wait out the backoff (without a slot), or raise ``error`` if we must not retry."""
+        retry = lane.retry
+        if not is_retryable(error) or record.attempts > retry.max_retries:
+            raise error
+        if error.retry_after is not None and error.retry_after > retry.max_retry_after:
+            raise error
+        delay = schedule.next_delay(error.retry_after)
+        if deadline_at is not None and self.clock() + delay >= deadline_at:
+            raise error
+        record.status = RequestStatus.RETRYING
+        record.last_error = f"{type(error).__name__}: {error.message}"[:300]
+        lane.retried += 1
+        logger.info(
+            "%s: attempt %d failed (%s); retrying in %.2fs",
+            lane.name,
+            record.attempts,
+            type(error).__name__,
+            delay,
+            extra={"request_id": record.request_id, "backend": lane.name},
+        )
+        if delay > 0:
+            sleeper = asyncio.ensure_future(self.sleep(delay))
+            closing = asyncio.ensure_future(lane.closing_event().wait())
+            try:
+                await asyncio.wait((sleeper, closing), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                closing.cancel()
+        else:
+            await asyncio.sleep(0)
+        if lane.closed:
+            raise ClientClosedError(
+                "client closed during a retry backoff",
+                backend=lane.name,
+                request_id=record.request_id,
+            ) from error
+
+    @staticmethod
+    def _label(exc: APIError, lane: Lane, request_id: str, attempts: int) -> APIError:
+        if exc.backend is None:
+            exc.backend = lane.name
+        if exc.request_id is None:
+            exc.request_id = request_id
+        exc.attempts = attempts
+        return exc
+
+    def _attempt_timeout(self, timeout: float | None, deadline_at: float | None) -> float | None:
+        if deadline_at is None:
+            return timeout
+        remaining = max(0.001, deadline_at - self.clock())
+        return remaining if timeout is None else min(timeout, remaining)
+
+    async def run(
+        self,
+        lane: Lane,
+        operation: str,
+        attempt: Callable[[Attempt], Awaitable[T]],
+        *,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        request_id: str | None = None,
+    ) -> T:
+        """Run ``attempt`` under the lane's limits, retrying per its policy; returns its result."""
+        rid = request_id or _request_id.get() or new_request_id()
+        record = self._begin(lane, operation, priority, rid)
+        deadline_at = None if deadline is None else self.clock() + deadline
+        schedule: BackoffSchedule | None = None
+        try:
+            while True:
+                probe = await lane.acquire(priority, rid, deadline_at)
+                record.attempts += 1
+                record.status = RequestStatus.RUNNING
+                if record.started_at is None:
+                    record.started_at = self.clock()
+                outcome: bool | None = None
+                error: APIError | None = None
+                try:
+                    result = await attempt(
+                        Attempt(rid, record.attempts, self._attempt_timeout(timeout, deadline_at))
+                    )
+                    outcome = True
+                except APIError as exc:
+                    error = self._label(exc, lane, rid, record.attempts)
+                    # A client error shows the backend is answering: a success for the breaker.
+                    outcome = not is_retryable(error)
+                finally:
+                    lane.release(probe, outcome)
+                if error is None:
+                    self._finish(lane, record, None)
+                    return result
+                if lane.closed:
+                    raise ClientClosedError(
+                        "client closed while the call was running",
+                        backend=lane.name,
+                        request_id=rid,
+                    ) from error
+                if schedule is None:
+                    schedule = BackoffSchedule(lane.retry, self.rng)
+                await self._before_retry(lane, record, error, schedule, deadline_at)
+        except BaseException as exc:
+            self._finish(lane, record, exc)
+            raise
+
+    def stream(
+        self,
+        lane: Lane,
+        operation: str,
+        open_stream: Callable[[Attempt], AsyncIterator[T]],
+        *,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        request_id: str | None = None,
+    ) -> Stream[T]:
+        """Like ``run`` for a stream: retried only until its first item reaches the caller."""
+        rid = request_id or _request_id.get() or new_request_id()
+        return Stream(
+            self._stream(lane, operation, open_stream, priority, timeout, deadline, rid), rid
+        )
+
+    async def _stream(
+        self,
+        lane: Lane,
+        operation: str,
+        open_stream: Callable[[Attempt], AsyncIterator[T]],
+        priority: int,
+        timeout: float | None,
+        deadline: float | None,
+        rid: str,
+    ) -> AsyncIterator[T]:
+        record = self._begin(lane, operation, priority, rid)
+        deadline_at = None if deadline is None else self.clock() + deadline
+        schedule: BackoffSchedule | None = None
+        try:
+            while True:
+                probe = await lane.acquire(priority, rid, deadline_at)
+                record.attempts += 1
+                record.status = RequestStatus.RUNNING
+                if record.started_at is None:
+                    record.started_at = self.clock()
+                source = open_stream(
+                    Attempt(rid, record.attempts, self._attempt_timeout(timeout, deadline_at))
+                )
+                outcome: bool | None = None
+                error: APIError | None = None
+                try:
+                    try:
+                        first = await source.__anext__()
+                    except StopAsyncIteration:
+                        outcome = True
+                        self._finish(lane, record, None)
+                        return
+                    except APIError as exc:
+                        error = self._label(exc, lane, rid, record.attempts)
+                        outcome = not is_retryable(error)
+                    else:
+                        try:
+                            yield first
+                            async for item in source:
+                                yield item
+                        except APIError as exc:
+                            self._label(exc, lane, rid, record.attempts)
+                            outcome = not is_retryable(exc)
+                            raise
+                        outcome = True
+                        self._finish(lane, record, None)
+                        return
+                finally:
+                    aclose = getattr(source, "aclose", None)
+                    try:
+                        if aclose is not None:
+                            await aclose()
+                    finally:
+                        lane.release(probe, outcome)
+                assert error is not None
+                if lane.closed:
+                    raise ClientClosedError(
+                        "client closed while the stream was opening",
+                        backend=lane.name,
+                        request_id=rid,
+                    ) from error
+                if schedule is None:
+                    schedule = BackoffSchedule(lane.retry, self.rng)
+                await self._before_retry(lane, record, error, schedule, deadline_at)
+        except BaseException as exc:
+            if record.finished_at is None:
+                self._finish(lane, record, exc)
+            raise
+
+    # -- reporting and shutdown -----------------------------------------------------------
+
+    def stats(self) -> dict[str, BackendStats]:
+        """Per backend: queued, in flight, outcomes, retries, breaker state, latency p50/p95."""
+        return {name: lane.stats() for name, lane in self._lanes.items()}
+
+    def stats_table(self) -> str:
+        header = (
+            "backend",
+            "queued",
+            "in_flight",
+            "ok",
+            "failed",
+            "retried",
+            "cancelled",
+            "rejected",
+            "breaker",
+            "p50 ms",
+            "p95 ms",
+        )
+        rows = [header]
+        for s in self.stats().values():
+            rows.append(
+                (
+                    s.backend,
+                    str(s.queued),
+                    str(s.in_flight),
+                    str(s.succeeded),
+                    str(s.failed),
+                    str(s.retried),
+                    str(s.cancelled),
+                    str(s.rejected),
+                    s.breaker,
+                    "-" if s.latency_p50 is None else f"{s.latency_p50 * 1000:.1f}",
+                    "-" if s.latency_p95 is None else f"{s.latency_p95 * 1000:.1f}",
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        return "\n".join(
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows
+        )
+
+    async def aclose(self) -> None:
+        """Close every lane: queued calls fail with ClientClosedError, running ones may finish."""
+        self.closed = True
+        lanes = list(self._lanes.values())
+        await asyncio.gather(*(lane.aclose() for lane in lanes))
+        self._lanes.clear()
+        loop = asyncio.get_running_loop()
+        if _dispatchers.get(loop) is self:
+            del _dispatchers[loop]
+
+    async def __aenter__(self) -> Dispatcher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+_dispatchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dispatcher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_dispatcher() -> Dispatcher:
+    """The shared dispatcher of the running event loop, made on first use."""
+    loop = asyncio.get_running_loop()
+    dispatcher = _dispatchers.get(loop)
+    if dispatcher is None or dispatcher.closed:
+        dispatcher = _dispatchers[loop] = Dispatcher()
+    return dispatcher

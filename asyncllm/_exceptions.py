@@ -1,0 +1,238 @@
+"""The exception tree, grouped by what the caller can do about it::
+
+    AsyncLLMError
+    ├── ConfigurationError      bad arguments or settings; raised before anything is sent (ValueError)
+    ├── ClientClosedError       the client or dispatcher was closed before the call could finish
+    ├── QueueFullError          the backend's queue stayed full for longer than ``queue_timeout``
+    ├── CircuitOpenError        the backend failed repeatedly; calls fail fast until ``retry_at``
+    └── APIError                something went wrong talking to the backend
+        ├── APIConnectionError  the request never got an answer (retried)
+        │   └── APITimeoutError the attempt or the deadline ran out (retried; also a TimeoutError)
+        ├── ResponseValidationError  the answer is not what the protocol says (not retried)
+        └── APIStatusError      the backend answered with an error status
+            ├── BadRequestError           400
+            ├── AuthenticationError       401
+            ├── PermissionDeniedError     403
+            ├── NotFoundError             404
+            ├── ConflictError             409 (retried)
+            ├── RequestTooLargeError      413
+            ├── UnprocessableEntityError  422
+            ├── RateLimitError            429 (retried, honouring Retry-After)
+            ├── InternalServerError       5xx (500, 502, 503, 504 retried)
+            └── OverloadedError           529 (retried)
+
+Every ``APIError`` carries ``backend``, ``request_id``, ``status_code`` (or None), a short ``body``
+excerpt, the server's own ``server_request_id`` and, once retries ran out, ``attempts``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._constants import BODY_EXCERPT_CHARS
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncLLMError",
+    "AuthenticationError",
+    "BadRequestError",
+    "CircuitOpenError",
+    "ClientClosedError",
+    "ConfigurationError",
+    "ConflictError",
+    "InternalServerError",
+    "NotFoundError",
+    "OverloadedError",
+    "PermissionDeniedError",
+    "QueueFullError",
+    "RateLimitError",
+    "RequestTooLargeError",
+    "ResponseValidationError",
+    "UnprocessableEntityError",
+    "status_error",
+]
+
+
+def excerpt(body: Any, limit: int = BODY_EXCERPT_CHARS) -> str | None:
+    """A short, printable piece of a response body for error messages."""
+    if body is None:
+        return None
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        body = bytes(body[: limit * 4]).decode("utf-8", "replace")
+    text = str(body)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+class AsyncLLMError(Exception):
+    """Base of every error asyncllm raises on purpose."""
+
+    def __init__(
+        self, message: str, *, backend: str | None = None, request_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.backend = backend
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.backend:
+            parts.append(f"backend={self.backend}")
+        if self.request_id:
+            parts.append(f"request_id={self.request_id}")
+        return " | ".join(parts)
+
+
+class ConfigurationError(AsyncLLMError, ValueError):
+    """Invalid arguments or settings; nothing was sent."""
+
+
+class ClientClosedError(AsyncLLMError):
+    """The client (or its dispatcher) was closed; the call was not, or not fully, carried out."""
+
+
+class QueueFullError(AsyncLLMError):
+    """The backend's queue had no room within ``queue_timeout``; the call was not queued."""
+
+
+class CircuitOpenError(AsyncLLMError):
+    """The backend's breaker is open; retry after ``retry_at`` (dispatcher clock) / ``retry_in`` s."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str | None = None,
+        request_id: str | None = None,
+        retry_in: float = 0.0,
+        retry_at: float = 0.0,
+    ) -> None:
+        super().__init__(message, backend=backend, request_id=request_id)
+        self.retry_in = retry_in
+        self.retry_at = retry_at
+
+
+class APIError(AsyncLLMError):
+    """A failure talking to a backend."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str | None = None,
+        request_id: str | None = None,
+        status_code: int | None = None,
+        body: Any = None,
+        server_request_id: str | None = None,
+        code: str | None = None,
+        error_type: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, backend=backend, request_id=request_id)
+        self.status_code = status_code
+        self.body = excerpt(body)
+        self.server_request_id = server_request_id
+        self.code = code
+        self.error_type = error_type
+        self.retry_after = retry_after
+        self.attempts = 1
+        # Set by the transport/dispatcher: whether the server asked us (not) to retry.
+        self.should_retry: bool | None = None
+
+    @property
+    def status(self) -> int | None:
+        return self.status_code
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.status_code is not None:
+            parts.append(f"status={self.status_code}")
+        if self.backend:
+            parts.append(f"backend={self.backend}")
+        if self.request_id:
+            parts.append(f"request_id={self.request_id}")
+        if self.attempts > 1:
+            parts.append(f"attempts={self.attempts}")
+        if self.body:
+            parts.append(f"body={self.body!r}")
+        return " | ".join(parts)
+
+
+class APIConnectionError(APIError):
+    """No answer: the connection failed, was dropped, or the server vanished mid-response."""
+
+
+class APITimeoutError(APIConnectionError, TimeoutError):
+    """An attempt exceeded ``timeout``, or the call exceeded its ``deadline``."""
+
+
+class ResponseValidationError(APIError):
+    """The backend answered 2xx, but the body does not follow its protocol."""
+
+
+class APIStatusError(APIError):
+    """The backend answered with a non-success status."""
+
+
+class BadRequestError(APIStatusError):
+    pass
+
+
+class AuthenticationError(APIStatusError):
+    pass
+
+
+class PermissionDeniedError(APIStatusError):
+    pass
+
+
+class NotFoundError(APIStatusError):
+    pass
+
+
+class ConflictError(APIStatusError):
+    pass
+
+
+class RequestTooLargeError(APIStatusError):
+    pass
+
+
+class UnprocessableEntityError(APIStatusError):
+    pass
+
+
+class RateLimitError(APIStatusError):
+    pass
+
+
+class InternalServerError(APIStatusError):
+    pass
+
+
+class OverloadedError(APIStatusError):
+    pass
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: RequestTooLargeError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+    529: OverloadedError,
+}
+
+
+def status_error(status: int, message: str, **kwargs: Any) -> APIStatusError:
+    """The one place a status code becomes an exception class."""
+    cls = _BY_STATUS.get(status)
+    if cls is None:
+        cls = InternalServerError if status >= 500 else APIStatusError
+    return cls(message, status_code=status, **kwargs)

@@ -1,0 +1,297 @@
+"""Types every chat backend returns, and the one tool format every chat backend accepts.
+
+Messages travel in the common (OpenAI-style) form: ``{"role", "content", "tool_calls",
+"tool_call_id", "name"}``; each backend translates to and from its own wire form.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ._exceptions import ConfigurationError, ResponseValidationError
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+class Usage(BaseModel):
+    """Token counts; backends add their own extras (durations, cache tokens) as extra fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class ToolCall(BaseModel):
+    """A model's request to run a tool. ``arguments`` is the JSON text the model produced."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+    type: Literal["function"] = "function"
+
+    def args(self) -> dict[str, Any]:
+        """The arguments parsed; a model that produced invalid JSON raises ResponseValidationError."""
+        try:
+            value = json.loads(self.arguments or "{}")
+        except ValueError as exc:
+            raise ResponseValidationError(
+                f"tool call {self.name!r} has arguments that are not JSON", body=self.arguments
+            ) from exc
+        if not isinstance(value, dict):
+            raise ResponseValidationError(
+                f"tool call {self.name!r} arguments are not a JSON object", body=self.arguments
+            )
+        return value
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+class Message(BaseModel):
+    """A message in the common form."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.model_dump(exclude_none=True, exclude={"tool_calls"})
+        if self.tool_calls:
+            out["tool_calls"] = [call.to_openai() for call in self.tool_calls]
+        return out
+
+
+class ChatResponse(BaseModel):
+    """One chat completion. ``text`` is the first choice's text ("" when it only calls tools)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    text: str
+    message: Message
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    request_id: str
+    server_request_id: str | None = None
+    choices: list[Message] = Field(default_factory=list)
+    raw: Any = None
+
+
+class ToolCallDelta(BaseModel):
+    """A piece of a tool call as it streams in; pieces with the same ``index`` belong together."""
+
+    index: int = 0
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+class ChatChunk(BaseModel):
+    delta: str = ""
+    tool_calls: list[ToolCallDelta] = Field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    request_id: str
+    raw: Any = None
+
+
+class EmbeddingResponse(BaseModel):
+    """Vectors in the order of the inputs."""
+
+    vectors: list[list[float]]
+    usage: Usage | None = None
+    model: str | None = None
+    request_id: str
+    raw: Any = None
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    owned_by: str | None = None
+    created: int | None = None
+    raw: Any = None
+
+
+class Tool(BaseModel):
+    """A tool the model may call: a name, a description and a JSON schema of its parameters.
+
+    ``Tool.coerce`` also takes an OpenAI-style dict, a pydantic model class or a plain function
+    (its signature and docstring become the schema and description).
+    """
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+    @classmethod
+    def coerce(cls, value: Any) -> Tool:
+        if isinstance(value, Tool):
+            return value
+        if isinstance(value, Mapping):
+            spec = value.get("function", value) if value.get("type") == "function" else value
+            if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+                raise ConfigurationError("a tool dict needs a 'name' (or a 'function' with one)")
+            return cls(
+                name=spec["name"],
+                description=spec.get("description") or "",
+                parameters=dict(spec.get("parameters") or {"type": "object", "properties": {}}),
+            )
+        if isinstance(value, type) and issubclass(value, BaseModel):
+            schema = value.model_json_schema()
+            schema.pop("title", None)
+            return cls(
+                name=value.__name__,
+                description=inspect.cleandoc(value.__doc__ or ""),
+                parameters=schema,
+            )
+        if callable(value):
+            return cls.from_function(value)
+        raise ConfigurationError(f"cannot make a tool from {type(value).__name__}")
+
+    @classmethod
+    def from_function(cls, fn: Callable[..., Any]) -> Tool:
+        hints = typing.get_type_hints(fn)
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        for pname, param in inspect.signature(fn).parameters.items():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            properties[pname] = _json_type(hints.get(pname, Any))
+            if param.default is param.empty:
+                required.append(pname)
+        schema: dict[str, Any] = {"type": "object", "properties": properties}
+        if required:
+            schema["required"] = required
+        return cls(
+            name=fn.__name__,
+            description=inspect.cleandoc(fn.__doc__ or ""),
+            parameters=schema,
+        )
+
+    def to_openai(self) -> dict[str, Any]:
+        function: dict[str, Any] = {"name": self.name, "parameters": self.parameters}
+        if self.description:
+            function["description"] = self.description
+        return {"type": "function", "function": function}
+
+
+_SIMPLE_TYPES: dict[Any, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    dict: "object",
+    list: "array",
+}
+
+
+def _json_type(tp: Any) -> dict[str, Any]:
+    if tp in _SIMPLE_TYPES:
+        return {"type": _SIMPLE_TYPES[tp]}
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (list, Sequence, tuple):
+        return {"type": "array", "items": _json_type(args[0]) if args else {}}
+    if origin is dict:
+        return {"type": "object"}
+    if origin is Literal:
+        return {"enum": list(args)}
+    if origin in (Union, types.UnionType):
+        options = [_json_type(a) for a in args if a is not type(None)]
+        return options[0] if len(options) == 1 else {"anyOf": options}
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp.model_json_schema()
+    return {}
+
+
+def coerce_tools(tools: Sequence[Any] | None) -> list[Tool] | None:
+    if tools is None:
+        return None
+    if isinstance(tools, (str, bytes, Mapping)) or not isinstance(tools, Sequence):
+        raise ConfigurationError("tools must be a list")
+    return [Tool.coerce(t) for t in tools]
+
+
+def normalize_messages(messages: Any) -> list[dict[str, Any]]:
+    """Plain dicts or pydantic models in, checked plain dicts out; bad input never reaches a server."""
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+        raise ConfigurationError("messages must be a list of messages")
+    if not messages:
+        raise ConfigurationError("messages must not be empty")
+    out: list[dict[str, Any]] = []
+    for i, message in enumerate(messages):
+        if isinstance(message, Message):
+            item = message.to_dict()
+        elif isinstance(message, BaseModel):
+            item = message.model_dump(exclude_none=True)
+        elif isinstance(message, Mapping):
+            item = dict(message)
+        else:
+            raise ConfigurationError(
+                f"messages[{i}] must be a dict or a pydantic model, not {type(message).__name__}"
+            )
+        role = item.get("role")
+        if not isinstance(role, str) or role not in ROLES:
+            raise ConfigurationError(f"messages[{i}] has an invalid role {role!r}")
+        content = item.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise ConfigurationError(f"messages[{i}].content must be a str, a list or None")
+        if isinstance(content, list) and not all(isinstance(p, Mapping) for p in content):
+            raise ConfigurationError(f"messages[{i}].content parts must be dicts")
+        if content is None and not item.get("tool_calls") and role != "assistant":
+            raise ConfigurationError(f"messages[{i}] has no content")
+        if role == "tool" and not isinstance(item.get("tool_call_id"), str):
+            raise ConfigurationError(f"messages[{i}] (a tool result) needs a tool_call_id")
+        calls = item.get("tool_calls")
+        if calls is not None:
+            item["tool_calls"] = [_tool_call_dict(c, i) for c in calls]
+        out.append(item)
+    return out
+
+
+def _tool_call_dict(call: Any, index: int) -> dict[str, Any]:
+    if isinstance(call, ToolCall):
+        return call.to_openai()
+    if isinstance(call, Mapping) and isinstance(call.get("function"), Mapping):
+        return dict(call)
+    raise ConfigurationError(f"messages[{index}].tool_calls holds an invalid tool call")
+
+
+def tool_result(call: ToolCall, content: Any) -> dict[str, Any]:
+    """The message that returns a tool's result to the model, in the common form."""
+    text = content if isinstance(content, str) else json.dumps(content)
+    return {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": text}
+
+
+def message_text(content: Any) -> str:
+    """The text of a common-form content (a string, or parts with ``text``)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(
+        str(p.get("text", ""))
+        for p in content
+        if isinstance(p, Mapping) and p.get("type") == "text"
+    )

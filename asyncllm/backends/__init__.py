@@ -1,0 +1,1 @@
+"""One module per backend; each describes only its wire format."""

@@ -1,0 +1,470 @@
+"""The OpenAI wire format, for every backend that speaks it (OpenAI, Groq, vLLM, TGI, OVMS /v3...)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .._dispatcher import Priority, Stream
+from .._exceptions import APIError, ConfigurationError, ResponseValidationError, status_error
+from .._models import (
+    ChatChunk,
+    ChatResponse,
+    EmbeddingResponse,
+    Message,
+    ModelInfo,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    coerce_tools,
+    normalize_messages,
+)
+from .._transport import Response
+from ._base import (
+    BaseClient,
+    Meta,
+    check_int,
+    check_model,
+    check_number,
+    check_stop,
+    merge_extra,
+)
+
+
+class _WireFunction(BaseModel):
+    name: str
+    arguments: str = ""
+
+
+class _WireToolCall(BaseModel):
+    id: str
+    type: str = "function"
+    function: _WireFunction
+
+
+class _WireMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str = "assistant"
+    content: str | None = None
+    tool_calls: list[_WireToolCall] | None = None
+
+
+class _WireChoice(BaseModel):
+    index: int = 0
+    message: _WireMessage
+    finish_reason: str | None = None
+
+
+class _WireChat(BaseModel):
+    id: str | None = None
+    model: str | None = None
+    choices: list[_WireChoice] = Field(min_length=1)
+    usage: Usage | None = None
+
+
+class _WireDeltaFunction(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _WireDeltaToolCall(BaseModel):
+    index: int = 0
+    id: str | None = None
+    function: _WireDeltaFunction | None = None
+
+
+class _WireDelta(BaseModel):
+    content: str | None = None
+    tool_calls: list[_WireDeltaToolCall] | None = None
+
+
+class _WireChunkChoice(BaseModel):
+    index: int = 0
+    delta: _WireDelta = Field(default_factory=_WireDelta)
+    finish_reason: str | None = None
+
+
+class _WireChunk(BaseModel):
+    model: str | None = None
+    choices: list[_WireChunkChoice] = Field(default_factory=list)
+    usage: Usage | None = None
+
+
+class _WireEmbedding(BaseModel):
+    index: int
+    embedding: list[float]
+
+
+class _WireEmbeddings(BaseModel):
+    data: list[_WireEmbedding]
+    model: str | None = None
+    usage: Usage | None = None
+
+
+class _WireModel(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    owned_by: str | None = None
+    created: int | None = None
+
+
+class _WireModels(BaseModel):
+    data: list[_WireModel]
+
+
+def _message(wire: _WireMessage) -> Message:
+    calls = [
+        ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
+        for c in wire.tool_calls or ()
+    ]
+    return Message(role=wire.role, content=wire.content, tool_calls=calls or None)
+
+
+def response_format_body(value: Any) -> Any:
+    """A pydantic model class becomes a strict json_schema response format."""
+    if value is None or isinstance(value, Mapping):
+        return None if value is None else dict(value)
+    if isinstance(value, type) and issubclass(value, BaseModel):
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": value.__name__, "schema": value.model_json_schema()},
+        }
+    raise ConfigurationError("response_format must be a dict or a pydantic model class")
+
+
+def tool_choice_body(value: Any) -> Any:
+    if value is None or value in ("auto", "none", "required") or isinstance(value, Mapping):
+        return value
+    if isinstance(value, str):
+        return {"type": "function", "function": {"name": value}}
+    raise ConfigurationError(
+        "tool_choice must be 'auto', 'none', 'required', a tool name or a dict"
+    )
+
+
+class OpenAICompatible(BaseClient):
+    """A client for any server that speaks OpenAI's chat, embeddings and models routes."""
+
+    backend: ClassVar[str] = "openai-compatible"
+    server_request_id_header: ClassVar[str | None] = "x-request-id"
+    # Ask for a usage chunk at the end of streams (``stream_options.include_usage``).
+    stream_usage: ClassVar[bool] = True
+    chat_path: ClassVar[str] = "/chat/completions"
+    embeddings_path: ClassVar[str] = "/embeddings"
+    models_path: ClassVar[str] = "/models"
+
+    def _chat_body(
+        self,
+        messages: Any,
+        *,
+        model: str,
+        temperature: float | None,
+        top_p: float | None,
+        max_tokens: int | None,
+        stop: str | Sequence[str] | None,
+        seed: int | None,
+        tools: Sequence[Any] | None,
+        tool_choice: Any,
+        response_format: Any,
+        user: str | None,
+        n: int | None,
+        extra_body: Mapping[str, Any] | None,
+        stream: bool,
+    ) -> dict[str, Any]:
+        check_number("temperature", temperature, 0, 2)
+        check_number("top_p", top_p, 0, 1)
+        check_int("max_tokens", max_tokens, 1)
+        check_int("seed", seed)
+        check_int("n", n, 1)
+        if user is not None and not isinstance(user, str):
+            raise ConfigurationError("user must be a string")
+        body: dict[str, Any] = {
+            "model": check_model(model),
+            "messages": normalize_messages(messages),
+        }
+        optional = {
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_tokens": max_tokens,
+            "stop": check_stop(stop),
+            "seed": seed,
+            "user": user,
+            "n": n,
+            "response_format": response_format_body(response_format),
+            "tool_choice": tool_choice_body(tool_choice),
+        }
+        body.update((k, v) for k, v in optional.items() if v is not None)
+        coerced = coerce_tools(tools)
+        if coerced:
+            body["tools"] = [t.to_openai() for t in coerced]
+        if stream:
+            body["stream"] = True
+            if self.stream_usage:
+                body["stream_options"] = {"include_usage": True}
+        return merge_extra(body, extra_body)
+
+    def _parse_chat(self, payload: Any, meta: Meta) -> ChatResponse:
+        wire = _WireChat.model_validate(payload)
+        choices = [_message(c.message) for c in wire.choices]
+        first = choices[0]
+        return ChatResponse(
+            text=first.content or "",
+            message=first,
+            tool_calls=first.tool_calls or [],
+            finish_reason=wire.choices[0].finish_reason,
+            usage=wire.usage,
+            model=wire.model,
+            request_id=meta.request_id,
+            server_request_id=meta.server_request_id,
+            choices=choices,
+            raw=payload,
+        )
+
+    async def chat(
+        self,
+        messages: Sequence[Mapping[str, Any] | BaseModel],
+        *,
+        model: str,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        response_format: Any = None,
+        user: str | None = None,
+        n: int | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> ChatResponse:
+        """A chat completion. Raises a typed APIError subclass on failure (see ``asyncllm``)."""
+        body = self._chat_body(
+            messages,
+            model=model,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            stop=stop,
+            seed=seed,
+            tools=tools,
+            tool_choice=tool_choice,
+            response_format=response_format,
+            user=user,
+            n=n,
+            extra_body=extra_body,
+            stream=False,
+        )
+        return await self._request(
+            "chat",
+            "POST",
+            self.chat_path,
+            self._parse_chat,
+            body=body,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+            extra_headers=extra_headers,
+        )
+
+    def stream_chat(
+        self,
+        messages: Sequence[Mapping[str, Any] | BaseModel],
+        *,
+        model: str,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        response_format: Any = None,
+        user: str | None = None,
+        n: int | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Stream[ChatChunk]:
+        """Chunks as the server sends them (SSE). Use ``async with`` or read to the end."""
+        body = self._chat_body(
+            messages,
+            model=model,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            stop=stop,
+            seed=seed,
+            tools=tools,
+            tool_choice=tool_choice,
+            response_format=response_format,
+            user=user,
+            n=n,
+            extra_body=extra_body,
+            stream=True,
+        )
+        return self._stream(
+            "stream_chat",
+            "POST",
+            self.chat_path,
+            self._decode_chat_stream,
+            body=body,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+            extra_headers=extra_headers,
+        )
+
+    async def _decode_chat_stream(self, response: Response, meta: Meta) -> AsyncIterator[ChatChunk]:
+        async for event in self._sse(response):
+            if event.data.strip() == "[DONE]":
+                return
+            payload = event.json()
+            if isinstance(payload, Mapping) and "error" in payload:
+                raise self._stream_error(payload, meta.request_id)
+            yield self._parse(self._chunk, payload, meta)
+
+    def _stream_error(self, payload: Mapping[str, Any], request_id: str) -> APIError:
+        message, etype, code = self._error_details(payload)
+        error = payload.get("error")
+        status = error.get("status") if isinstance(error, Mapping) else None
+        if isinstance(status, int) and status >= 400:
+            return status_error(
+                status,
+                message or "error in stream",
+                backend=self.name,
+                request_id=request_id,
+                body=str(payload),
+                code=code,
+                error_type=etype,
+            )
+        return APIError(
+            message or "error in stream",
+            backend=self.name,
+            request_id=request_id,
+            body=str(payload),
+            code=code,
+            error_type=etype,
+        )
+
+    @staticmethod
+    def _chunk(payload: Any, meta: Meta) -> ChatChunk:
+        wire = _WireChunk.model_validate(payload)
+        delta = ""
+        calls: list[ToolCallDelta] = []
+        finish = None
+        if wire.choices:
+            choice = wire.choices[0]
+            delta = choice.delta.content or ""
+            finish = choice.finish_reason
+            for c in choice.delta.tool_calls or ():
+                calls.append(
+                    ToolCallDelta(
+                        index=c.index,
+                        id=c.id,
+                        name=c.function.name if c.function else None,
+                        arguments=(c.function.arguments or "") if c.function else "",
+                    )
+                )
+        return ChatChunk(
+            delta=delta,
+            tool_calls=calls,
+            finish_reason=finish,
+            usage=wire.usage,
+            model=wire.model,
+            request_id=meta.request_id,
+            raw=payload,
+        )
+
+    async def embed(
+        self,
+        inputs: str | Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None = None,
+        user: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> EmbeddingResponse:
+        """Embeddings of ``inputs``, returned in input order."""
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not inputs or not all(isinstance(i, str) for i in inputs):
+            raise ConfigurationError("inputs must be a non-empty list of strings")
+        check_int("dimensions", dimensions, 1)
+        body: dict[str, Any] = {
+            "model": check_model(model),
+            "input": list(inputs),
+            "encoding_format": "float",
+        }
+        if dimensions is not None:
+            body["dimensions"] = dimensions
+        if user is not None:
+            body["user"] = user
+        merge_extra(body, extra_body)
+        count = len(inputs)
+
+        def parse(payload: Any, meta: Meta) -> EmbeddingResponse:
+            wire = _WireEmbeddings.model_validate(payload)
+            ordered = sorted(wire.data, key=lambda d: d.index)
+            if [d.index for d in ordered] != list(range(count)):
+                raise ResponseValidationError(
+                    f"expected {count} embeddings indexed 0..{count - 1}", backend=self.name
+                )
+            return EmbeddingResponse(
+                vectors=[d.embedding for d in ordered],
+                usage=wire.usage,
+                model=wire.model,
+                request_id=meta.request_id,
+                raw=payload,
+            )
+
+        return await self._request(
+            "embed",
+            "POST",
+            self.embeddings_path,
+            parse,
+            body=body,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+            extra_headers=extra_headers,
+        )
+
+    async def models(
+        self,
+        *,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> list[ModelInfo]:
+        """The models the server offers."""
+
+        def parse(payload: Any, meta: Meta) -> list[ModelInfo]:
+            wire = _WireModels.model_validate(payload)
+            return [
+                ModelInfo(id=m.id, owned_by=m.owned_by, created=m.created, raw=m.model_dump())
+                for m in wire.data
+            ]
+
+        return await self._request(
+            "models",
+            "GET",
+            self.models_path,
+            parse,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+        )
