@@ -50,20 +50,51 @@ from ._models import (
 from ._tracking import RequestRecord, RequestStatus, RequestTracker
 
 if TYPE_CHECKING:
+    from .backends.claude import Anthropic, Claude
+    from .backends.gemini import Gemini
+    from .backends.groq import Groq
+    from .backends.llvm import LLVM
+    from .backends.ollama import Ollama
+    from .backends.opea import OPEA
     from .backends.openai import OpenAI
+    from .backends.ovms import OVMS
+    from .backends.s3 import S3
+    from .backends.tei import TEI
+    from .backends.tgi import TGI
+    from .backends.vllm import VLLM
 
 __version__ = "0.1.0"
 
 # Public client name -> module under asyncllm.backends that defines it.
 _BACKENDS: dict[str, str] = {
+    "Anthropic": "claude",
+    "Claude": "claude",
+    "Gemini": "gemini",
+    "Groq": "groq",
+    "LLVM": "llvm",
+    "OPEA": "opea",
+    "OVMS": "ovms",
+    "Ollama": "ollama",
     "OpenAI": "openai",
+    "S3": "s3",
+    "TEI": "tei",
+    "TGI": "tgi",
+    "VLLM": "vllm",
 }
 
 __all__ = [
+    "LLVM",
+    "OPEA",
+    "OVMS",
+    "S3",
+    "TEI",
+    "TGI",
+    "VLLM",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
     "APITimeoutError",
+    "Anthropic",
     "AsyncLLMError",
     "AuthenticationError",
     "BackendStats",
@@ -73,16 +104,20 @@ __all__ = [
     "ChatChunk",
     "ChatResponse",
     "CircuitOpenError",
+    "Claude",
     "ClientClosedError",
     "ConfigurationError",
     "ConflictError",
     "Dispatcher",
     "EmbeddingResponse",
+    "Gemini",
+    "Groq",
     "InternalServerError",
     "LimitsConfig",
     "Message",
     "ModelInfo",
     "NotFoundError",
+    "Ollama",
     "OpenAI",
     "OverloadedError",
     "PermissionDeniedError",
