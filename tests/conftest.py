@@ -41,3 +41,26 @@ def _loopback_only() -> Iterator[None]:
     yield
     socket.socket.connect = _real_connect  # type: ignore[method-assign]
     socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
+
+
+def _aioresponses_compat() -> None:
+    """aioresponses 0.7.9 builds ClientResponse without the ``stream_writer`` that aiohttp 3.14
+    requires; give it a response class that supplies an empty one."""
+    import inspect
+    import types
+
+    import aioresponses.core
+    from aiohttp import ClientResponse
+
+    if "stream_writer" not in inspect.signature(ClientResponse.__init__).parameters:
+        return
+
+    class CompatResponse(ClientResponse):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("stream_writer", types.SimpleNamespace(output_size=0))
+            super().__init__(*args, **kwargs)
+
+    aioresponses.core.ClientResponse = CompatResponse  # type: ignore[misc]
+
+
+_aioresponses_compat()

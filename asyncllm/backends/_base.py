@@ -6,6 +6,7 @@ variables, auth headers, how bodies are built and how answers and errors are rea
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -134,10 +135,9 @@ class BaseClient:
         self.base_url = _check_base_url(url)
         self.name = name or self.backend
         self.timeout = _timeout_value("timeout", timeout)
-        if retry is None:
-            retry = RetryConfig() if max_retries is None else RetryConfig(max_retries=max_retries)
-        elif max_retries is not None:
-            raise ConfigurationError("give max_retries or retry, not both")
+        retry = retry or RetryConfig()
+        if max_retries is not None:
+            retry = dataclasses.replace(retry, max_retries=max_retries)
         self.retry = retry
         self.breaker = breaker or BreakerConfig()
         self.limits = LimitsConfig(max_concurrent_requests, queue_size, queue_timeout)

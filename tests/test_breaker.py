@@ -1,0 +1,66 @@
+"""The breaker state machine on a fake clock."""
+
+from __future__ import annotations
+
+from asyncllm import BreakerConfig, BreakerState
+from asyncllm._breaker import CircuitBreaker
+from asyncllm.testing import FakeClock
+
+
+def make(
+    threshold: int = 3, reset: float = 30, probes: int = 1
+) -> tuple[CircuitBreaker, FakeClock]:
+    clock = FakeClock()
+    return CircuitBreaker(BreakerConfig(threshold, reset, probes), clock, "t"), clock
+
+
+def test_opens_after_threshold_consecutive_failures() -> None:
+    b, _ = make()
+    b.record_failure()
+    b.record_failure()
+    b.record_success()  # resets the run
+    b.record_failure()
+    b.record_failure()
+    assert b.state is BreakerState.CLOSED
+    b.record_failure()
+    assert b.state is BreakerState.OPEN
+    assert not b.allows()
+
+
+def test_half_open_after_reset_timeout_and_probe_success_closes() -> None:
+    b, clock = make()
+    for _ in range(3):
+        b.record_failure()
+    clock.advance(29.9)
+    assert b.state is BreakerState.OPEN
+    assert 0 < b.retry_in() <= 0.1 + 1e-9
+    clock.advance(0.1)
+    assert b.state is BreakerState.HALF_OPEN
+    assert b.allows()
+    probe = b.acquire()
+    assert probe is True
+    assert not b.allows()  # one probe at a time
+    b.record_success(probe)
+    assert b.state is BreakerState.CLOSED
+    assert b.transitions == {"closed->open": 1, "open->half_open": 1, "half_open->closed": 1}
+
+
+def test_probe_failure_reopens_for_a_full_timeout() -> None:
+    b, clock = make(threshold=1, reset=10)
+    b.record_failure()
+    clock.advance(10)
+    probe = b.acquire()
+    b.record_failure(probe)
+    assert b.state is BreakerState.OPEN
+    assert b.retry_in() == 10
+
+
+def test_cancelled_probe_lets_another_through() -> None:
+    b, clock = make(threshold=1, reset=1, probes=2)
+    b.record_failure()
+    clock.advance(1)
+    assert b.acquire() and b.acquire()
+    assert not b.allows()
+    b.release_probe()
+    assert b.allows()
+    assert b.state is BreakerState.HALF_OPEN

@@ -1,0 +1,96 @@
+"""Line, SSE and NDJSON readers, and the aiohttp layer through aioresponses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from aioresponses import aioresponses
+
+import asyncllm
+from asyncllm._transport import iter_lines, iter_ndjson, iter_sse
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for p in parts:
+        yield p
+
+
+async def test_lines_split_across_chunks_and_crlf() -> None:
+    got = [line async for line in iter_lines(chunks(b"ab", b"c\r\nde", b"f\n", b"\n", b"tail"))]
+    assert got == [b"abc", b"def", b"", b"tail"]
+
+
+async def test_endless_line_is_refused() -> None:
+    with pytest.raises(asyncllm.ResponseValidationError):
+        async for _ in iter_lines(chunks(*([b"x" * 1000] * 20)), max_line=5000):
+            pass
+
+
+async def test_sse_events_follow_the_spec() -> None:
+    stream = chunks(
+        b": comment\n",
+        b'event: message_start\ndata: {"a":1}\n\n',
+        b"data: line1\ndata: line2\nid: 7\n\n",
+        b"data:nospace\n\n",
+        b"event: ping\n\n",  # no data: not dispatched
+        b"data: last",
+    )
+    events = [e async for e in iter_sse(iter_lines(stream))]
+    assert [(e.event, e.data) for e in events] == [
+        ("message_start", '{"a":1}'),
+        ("message", "line1\nline2"),
+        ("message", "nospace"),
+        ("message", "last"),
+    ]
+    assert events[1].id == "7"
+    assert events[0].json() == {"a": 1}
+    with pytest.raises(asyncllm.ResponseValidationError):
+        events[1].json()
+
+
+async def test_ndjson() -> None:
+    got = [v async for v in iter_ndjson(iter_lines(chunks(b'{"a":1}\n\n{"b"', b":2}\n")))]
+    assert got == [{"a": 1}, {"b": 2}]
+    with pytest.raises(asyncllm.ResponseValidationError):
+        async for _ in iter_ndjson(iter_lines(chunks(b"{bad\n"))):
+            pass
+
+
+async def test_aiohttp_layer_with_aioresponses() -> None:
+    with aioresponses() as mocked:
+        mocked.post(
+            "http://api.test/v1/chat/completions",
+            payload={"choices": [{"index": 0, "message": {"role": "assistant", "content": "hey"}}]},
+            headers={"x-request-id": "srv-9"},
+        )
+        mocked.post(
+            "http://api.test/v1/chat/completions",
+            status=401,
+            payload={
+                "error": {
+                    "message": "bad key",
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                }
+            },
+        )
+        async with asyncllm.OpenAI(api_key="sk-x", base_url="http://api.test/v1") as client:
+            r = await client.chat([{"role": "user", "content": "hi"}], model="m")
+            assert (r.text, r.server_request_id) == ("hey", "srv-9")
+            with pytest.raises(asyncllm.AuthenticationError) as info:
+                await client.chat([{"role": "user", "content": "hi"}], model="m")
+        assert info.value.code == "invalid_api_key"
+        assert info.value.message == "bad key"
+        sent = next(iter(mocked.requests.values()))[0]
+        assert sent.kwargs["headers"]["Authorization"] == "Bearer sk-x"
+
+
+async def test_oversized_body_is_refused() -> None:
+    with aioresponses() as mocked:
+        mocked.get("http://api.test/v1/models", body=b"x" * 5000)
+        async with asyncllm.OpenAI(
+            api_key="k", base_url="http://api.test/v1", max_response_bytes=1000
+        ) as client:
+            with pytest.raises(asyncllm.ResponseValidationError, match="limit"):
+                await client.models()
