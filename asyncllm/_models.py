@@ -263,8 +263,13 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
             raise ConfigurationError(f"messages[{i}] has no content")
         if role == "tool" and not isinstance(item.get("tool_call_id"), str):
             raise ConfigurationError(f"messages[{i}] (a tool result) needs a tool_call_id")
+        for key in ("name", "tool_call_id"):
+            if item.get(key) is not None and not isinstance(item[key], str):
+                raise ConfigurationError(f"messages[{i}].{key} must be a string")
         calls = item.get("tool_calls")
         if calls is not None:
+            if not isinstance(calls, (list, tuple)):
+                raise ConfigurationError(f"messages[{i}].tool_calls must be a list")
             item["tool_calls"] = [_tool_call_dict(c, i) for c in calls]
         out.append(item)
     return out
@@ -274,7 +279,13 @@ def _tool_call_dict(call: Any, index: int) -> dict[str, Any]:
     if isinstance(call, ToolCall):
         return call.to_openai()
     if isinstance(call, Mapping) and isinstance(call.get("function"), Mapping):
-        return dict(call)
+        function = call["function"]
+        if (
+            isinstance(call.get("id"), str)
+            and isinstance(function.get("name"), str)
+            and isinstance(function.get("arguments", ""), str)
+        ):
+            return dict(call)
     raise ConfigurationError(f"messages[{index}].tool_calls holds an invalid tool call")
 
 
