@@ -16,16 +16,16 @@ from asyncllm.testing import FakeServer, Faults
 CALLS = 20_000
 LIMIT = 4
 MAX_RETRIES = 3
-FAULTS = dict(
-    rate_limit_rate=0.10,
-    retry_after="0",
-    error_rate=0.12,
-    error_statuses=(500, 503),
-    drop_rate=0.04,
-    hang_rate=0.002,
-    malformed_rate=0.038,
-    hang_seconds=5.0,
-)
+FAULTS = {
+    "rate_limit_rate": 0.10,
+    "retry_after": "0",
+    "error_rate": 0.12,
+    "error_statuses": (500, 503),
+    "drop_rate": 0.04,
+    "hang_rate": 0.002,
+    "malformed_rate": 0.038,
+    "hang_seconds": 5.0,
+}
 
 
 async def instant(_: float) -> None:
