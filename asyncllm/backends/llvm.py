@@ -1,0 +1,591 @@
+"""The LLVM-optimised model server (protocol: ``docs/protocols/llvm.md``), with client-side
+micro-batching of concurrent ``infer`` calls into ``batch_infer`` requests."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .._context import new_request_id, request_context
+from .._dispatcher import Priority
+from .._exceptions import (
+    APITimeoutError,
+    AsyncLLMError,
+    ClientClosedError,
+    ConfigurationError,
+    ResponseValidationError,
+)
+from .._models import ModelInfo
+from ._base import BaseClient, Meta, _timeout_value, check_int, check_model, check_number
+
+DEFAULT_BATCH_SIZE = 8
+DEFAULT_BATCH_WAIT = 0.010
+OPTIMIZATION_TYPES = ("speed", "memory", "balanced")
+
+OptimizationType = Literal["speed", "memory", "balanced"]
+
+
+class InferMetrics(BaseModel):
+    """What the server measured; servers may add keys, which are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    latency_ms: float | None = None
+    batch_size: int | None = None
+
+
+class InferResult(BaseModel):
+    """One input's output. ``request_id`` is that of the request that carried it (for a
+    micro-batched call, the shared batch request)."""
+
+    model: str
+    output: Any = None
+    metrics: InferMetrics = Field(default_factory=InferMetrics)
+    request_id: str
+    raw: Any = None
+
+
+class LLVMModel(ModelInfo):
+    name: str | None = None
+    version: str | None = None
+    status: str | None = None
+    optimization: str | None = None
+    max_batch: int | None = None
+
+
+class ModelStatistics(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    requests: int = 0
+    inferences: int = 0
+    batches: int = 0
+    errors: int = 0
+    average_latency_ms: float | None = None
+
+
+class OptimizeResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    optimization_type: str
+    status: str
+
+
+class ReloadResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    status: str
+
+
+class ServerStatus(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: str
+    version: str | None = None
+    uptime_seconds: float | None = None
+    models_loaded: int | None = None
+
+
+class _WireModels(BaseModel):
+    models: list[dict[str, Any]]
+
+
+class _WireItem(BaseModel):
+    output: Any = None
+    metrics: InferMetrics = Field(default_factory=InferMetrics)
+
+
+class _WireInfer(_WireItem):
+    model: str
+
+
+class _WireBatch(BaseModel):
+    model: str | None = None
+    results: list[_WireItem]
+
+
+def _model_info(item: Any) -> LLVMModel:
+    info = LLVMModel.model_validate(item)
+    info.raw = item
+    return info
+
+
+def _parameters(parameters: Mapping[str, Any] | None) -> tuple[dict[str, Any], str]:
+    """The parameters as a dict, and a canonical text that says which calls may share a batch."""
+    if parameters is None:
+        return {}, "{}"
+    if not isinstance(parameters, Mapping):
+        raise ConfigurationError("parameters must be a mapping")
+    params = dict(parameters)
+    try:
+        key = json.dumps(params, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"parameters cannot be sent as JSON: {exc}") from exc
+    return params, key
+
+
+def _copy_error(exc: BaseException) -> BaseException:
+    """A caller's own copy of a batch's error, so tracebacks of callers do not pile up on one."""
+    try:
+        clone = copy.copy(exc)
+    except Exception:  # an exotic exception that cannot be copied: share it
+        return exc
+    clone.__cause__ = exc.__cause__
+    return clone
+
+
+class _Waiter:
+    __slots__ = ("deadline", "future", "input", "priority", "timeout")
+
+    def __init__(
+        self,
+        future: asyncio.Future[InferResult],
+        value: Any,
+        priority: int,
+        timeout: float | None,
+        deadline: float | None,
+    ) -> None:
+        self.future = future
+        self.input = value
+        self.priority = priority
+        self.timeout = timeout
+        self.deadline = deadline
+
+
+class _Batch:
+    __slots__ = ("key", "model_id", "parameters", "sent", "task", "timer", "waiters")
+
+    def __init__(self, key: tuple[str, str], model_id: str, parameters: dict[str, Any]) -> None:
+        self.key = key
+        self.model_id = model_id
+        self.parameters = parameters
+        self.waiters: list[_Waiter] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.sent = False
+
+
+class LLVM(BaseClient):
+    """``LLVM(api_key=None, base_url=None, *, batch_size=8, batch_wait=0.010)``: base from
+    ``LLVM_API_URL`` (default ``http://localhost:8090``), optional Bearer key from ``LLVM_API_KEY``.
+
+    Micro-batching: concurrent ``infer`` calls for one model with equal ``parameters`` are sent
+    together as one ``batch_infer`` request once ``batch_size`` of them are waiting, or
+    ``batch_wait`` seconds after the first, whichever is sooner. It is on when ``batch_size > 1``
+    (``batch_size=1`` turns it off; ``infer(..., batch=False)`` skips it for one call). The batch
+    runs at the best priority of its callers; each caller gets its own result, or the batch's
+    error. Keep ``batch_size`` at or below the server's ``max_batch``.
+    """
+
+    backend: ClassVar[str] = "llvm"
+    default_base_url: ClassVar[str | None] = "http://localhost:8090"
+    base_url_env: ClassVar[tuple[str, ...]] = ("LLVM_API_URL",)
+    api_key_env: ClassVar[tuple[str, ...]] = ("LLVM_API_KEY",)
+    server_request_id_header: ClassVar[str | None] = "x-request-id"
+
+    def __init__(
+        self,
+        api_key: Any = None,
+        base_url: str | None = None,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_wait: float = DEFAULT_BATCH_WAIT,
+        **kwargs: Any,
+    ) -> None:
+        check_int("batch_size", batch_size, 1)
+        check_number("batch_wait", batch_wait, 0)
+        super().__init__(api_key=api_key, base_url=base_url, **kwargs)
+        self.batch_size = batch_size
+        self.batch_wait = float(batch_wait)
+        self._open: dict[tuple[str, str], _Batch] = {}
+        self._batch_tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def micro_batching(self) -> bool:
+        return self.batch_size > 1
+
+    @staticmethod
+    def _path(model_id: str, suffix: str = "") -> str:
+        return "/models/" + quote(check_model(model_id), safe="") + suffix
+
+    # -- model management ----------------------------------------------------------------------
+
+    async def models(
+        self,
+        *,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> list[LLVMModel]:
+        """The models the server has loaded."""
+
+        def parse(payload: Any, meta: Meta) -> list[LLVMModel]:
+            return [_model_info(m) for m in _WireModels.model_validate(payload).models]
+
+        return await self._request(
+            "models", "GET", "/models", parse, priority=priority, timeout=timeout, deadline=deadline
+        )
+
+    async def model_info(
+        self,
+        model_id: str,
+        *,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> LLVMModel:
+        """One model's description (status, optimisation, ``max_batch``); NotFoundError if absent."""
+        return await self._request(
+            "model_info",
+            "GET",
+            self._path(model_id),
+            lambda payload, meta: _model_info(payload),
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+        )
+
+    async def statistics(
+        self,
+        model_id: str,
+        *,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> ModelStatistics:
+        """The server's counters for one model (calls, inferences, batches, errors, latency)."""
+        return await self._request(
+            "statistics",
+            "GET",
+            self._path(model_id, "/statistics"),
+            lambda payload, meta: ModelStatistics.model_validate(payload),
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+        )
+
+    async def optimize(
+        self,
+        model_id: str,
+        optimization_type: OptimizationType,
+        *,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> OptimizeResult:
+        """Re-optimise a model for ``"speed"``, ``"memory"`` or ``"balanced"`` (checked before
+        sending: anything else is a ConfigurationError)."""
+        if optimization_type not in OPTIMIZATION_TYPES:
+            raise ConfigurationError(
+                f"optimization_type must be one of {', '.join(OPTIMIZATION_TYPES)}"
+            )
+        return await self._request(
+            "optimize",
+            "POST",
+            self._path(model_id, "/optimize"),
+            lambda payload, meta: OptimizeResult.model_validate(payload),
+            body={"optimization_type": optimization_type},
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+        )
+
+    async def reload(
+        self,
+        model_id: str,
+        *,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> ReloadResult:
+        """Reload a model from storage (say, after its files changed)."""
+        return await self._request(
+            "reload",
+            "POST",
+            self._path(model_id, "/reload"),
+            lambda payload, meta: ReloadResult.model_validate(payload),
+            body={},
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+        )
+
+    async def status(
+        self,
+        *,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> ServerStatus:
+        """The server's own health: ``status`` is ``"ok"`` or ``"degraded"``."""
+        return await self._request(
+            "status",
+            "GET",
+            "/status",
+            lambda payload, meta: ServerStatus.model_validate(payload),
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+        )
+
+    # -- inference ------------------------------------------------------------------------------
+
+    async def batch_infer(
+        self,
+        model_id: str,
+        inputs: Sequence[Any],
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> list[InferResult]:
+        """One ``batch_infer`` request: results in input order. A result list of the wrong length
+        is a ResponseValidationError; the server's ``max_batch`` limit is a RequestTooLargeError."""
+        if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence) or not inputs:
+            raise ConfigurationError("inputs must be a non-empty list")
+        params, _ = _parameters(parameters)
+        count = len(inputs)
+        path = self._path(model_id, "/batch_infer")
+
+        def parse(payload: Any, meta: Meta) -> list[InferResult]:
+            wire = _WireBatch.model_validate(payload)
+            if len(wire.results) != count:
+                raise ResponseValidationError(
+                    f"batch_infer sent {count} inputs but got {len(wire.results)} results",
+                    backend=self.name,
+                    request_id=meta.request_id,
+                    body=json.dumps(payload)[:2000],
+                )
+            name = wire.model or model_id
+            raw = payload["results"]
+            return [
+                InferResult(
+                    model=name,
+                    output=item.output,
+                    metrics=item.metrics,
+                    request_id=meta.request_id,
+                    raw=raw[i],
+                )
+                for i, item in enumerate(wire.results)
+            ]
+
+        return await self._request(
+            "batch_infer",
+            "POST",
+            path,
+            parse,
+            body={"inputs": list(inputs), "parameters": params},
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+        )
+
+    async def infer(
+        self,
+        model_id: str,
+        input: Any,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        batch: bool = True,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> InferResult:
+        """One inference. With micro-batching on (``batch_size > 1``) and ``batch=True`` it may
+        travel in a ``batch_infer`` request with concurrent calls; it never waits more than
+        ``batch_wait`` for company. Cancelling the call takes it out of its batch."""
+        params, key = _parameters(parameters)
+        path = self._path(model_id, "/infer")
+        body = {"input": input, "parameters": params}
+        self._encode(body)  # refuse what cannot be sent as JSON before queueing
+        if not (batch and self.micro_batching):
+
+            def parse(payload: Any, meta: Meta) -> InferResult:
+                wire = _WireInfer.model_validate(payload)
+                return InferResult(
+                    model=wire.model,
+                    output=wire.output,
+                    metrics=wire.metrics,
+                    request_id=meta.request_id,
+                    raw=payload,
+                )
+
+            return await self._request(
+                "infer",
+                "POST",
+                path,
+                parse,
+                body=body,
+                priority=priority,
+                timeout=timeout,
+                deadline=deadline,
+            )
+        return await self._join_batch(model_id, input, params, key, priority, timeout, deadline)
+
+    async def infer_many(
+        self,
+        model_id: str,
+        inputs: Sequence[Any],
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> list[InferResult]:
+        """Many inputs, results in input order: sent as ``batch_infer`` requests of at most
+        ``batch_size`` inputs, concurrently within the backend's limits. The first failure
+        cancels the rest and is raised."""
+        if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
+            raise ConfigurationError("inputs must be a list")
+        items = list(inputs)
+        if not items:
+            return []
+        size = self.batch_size
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        tasks = [
+            asyncio.ensure_future(
+                self.batch_infer(
+                    model_id,
+                    chunk,
+                    parameters,
+                    priority=priority,
+                    timeout=timeout,
+                    deadline=deadline,
+                )
+            )
+            for chunk in chunks
+        ]
+        try:
+            parts = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return [result for part in parts for result in part]
+
+    # -- micro-batching ---------------------------------------------------------------------------
+
+    async def _join_batch(
+        self,
+        model_id: str,
+        value: Any,
+        params: dict[str, Any],
+        params_key: str,
+        priority: int,
+        timeout: float | None,
+        deadline: float | None,
+    ) -> InferResult:
+        if not isinstance(priority, int):
+            raise ConfigurationError("priority must be an int or a Priority")
+        deadline = _timeout_value("deadline", deadline)
+        self._call_timeout(timeout)
+        self._get_lane()  # a closed client refuses here
+        loop = asyncio.get_running_loop()
+        key = (model_id, params_key)
+        batch = self._open.get(key)
+        if batch is None:
+            batch = self._open[key] = _Batch(key, model_id, params)
+            batch.timer = loop.call_later(self.batch_wait, self._flush, batch)
+        waiter = _Waiter(loop.create_future(), value, int(priority), timeout, deadline)
+        batch.waiters.append(waiter)
+        if len(batch.waiters) >= self.batch_size:
+            self._flush(batch)
+        try:
+            if deadline is None:
+                return await waiter.future
+            return await asyncio.wait_for(waiter.future, deadline)
+        except BaseException as exc:
+            self._leave(batch, waiter)
+            if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, AsyncLLMError):
+                # Our own deadline ran out (not the batch's typed error, which passes as is).
+                raise APITimeoutError(
+                    "deadline passed while waiting for a micro-batch", backend=self.name
+                ) from None
+            raise
+
+    def _leave(self, batch: _Batch, waiter: _Waiter) -> None:
+        """A caller gave up: take it out of its batch, or drop the batch nobody waits for."""
+        if not waiter.future.done():
+            waiter.future.cancel()
+        if not batch.sent:
+            if waiter in batch.waiters:
+                batch.waiters.remove(waiter)
+            if not batch.waiters:
+                if batch.timer is not None:
+                    batch.timer.cancel()
+                if self._open.get(batch.key) is batch:
+                    del self._open[batch.key]
+        elif batch.task is not None and all(w.future.done() for w in batch.waiters):
+            batch.task.cancel()
+
+    def _flush(self, batch: _Batch) -> None:
+        if batch.sent:
+            return
+        batch.sent = True
+        if batch.timer is not None:
+            batch.timer.cancel()
+        if self._open.get(batch.key) is batch:
+            del self._open[batch.key]
+        batch.waiters = [w for w in batch.waiters if not w.future.done()]
+        if not batch.waiters:
+            return
+        task = asyncio.ensure_future(self._run_batch(batch))
+        batch.task = task
+        self._batch_tasks.add(task)
+        task.add_done_callback(self._batch_tasks.discard)
+
+    async def _run_batch(self, batch: _Batch) -> None:
+        waiters = batch.waiters
+        timeouts = [w.timeout for w in waiters if w.timeout is not None]
+        deadlines = [w.deadline for w in waiters if w.deadline is not None]
+        # The batch may run as long as its most patient caller; each caller keeps its own limit.
+        deadline = max(deadlines) if len(deadlines) == len(waiters) else None
+        try:
+            with request_context(new_request_id()):
+                results = await self.batch_infer(
+                    batch.model_id,
+                    [w.input for w in waiters],
+                    batch.parameters,
+                    priority=min(w.priority for w in waiters),
+                    timeout=min(timeouts) if timeouts else None,
+                    deadline=deadline,
+                )
+        except asyncio.CancelledError:
+            for w in waiters:
+                w.future.cancel()
+            raise
+        except BaseException as exc:
+            for w in waiters:
+                if not w.future.done():
+                    w.future.set_exception(_copy_error(exc))
+            return
+        for w, result in zip(waiters, results, strict=True):
+            if not w.future.done():
+                w.future.set_result(result)
+
+    async def aclose(self) -> None:
+        """Fail calls still waiting for a micro-batch with ClientClosedError, let sent batches
+        finish (up to ``close_timeout``), then close as every client does."""
+        for batch in list(self._open.values()):
+            batch.sent = True
+            if batch.timer is not None:
+                batch.timer.cancel()
+            for w in batch.waiters:
+                if not w.future.done():
+                    w.future.set_exception(
+                        ClientClosedError(
+                            "client closed while the call waited for a batch", backend=self.name
+                        )
+                    )
+        self._open.clear()
+        await super().aclose()

@@ -1,0 +1,316 @@
+"""asyncllm.VLLM: the shared chat contract, vLLM's root routes and its sampling extras."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from pydantic import BaseModel
+
+import asyncllm
+from asyncllm.backends.vllm import VLLM
+from asyncllm.testing import FakeServer, MockResponse, MockTransport
+
+from .chat_contract import ChatContract
+
+NO_WAIT = asyncllm.RetryConfig(max_retries=3, initial_delay=0.0, max_delay=0.0)
+USER = [{"role": "user", "content": "hello there"}]
+
+
+class TestVLLMContract(ChatContract):
+    protocol = "vllm"
+
+    def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
+        return asyncllm.VLLM(base_url=server.url("/v1"), **kwargs)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeServer]:
+    async with FakeServer("vllm") as server:
+        yield server
+
+
+@pytest.fixture
+async def client(server: FakeServer) -> AsyncIterator[VLLM]:
+    client = VLLM(base_url=server.url("/v1"), retry=NO_WAIT)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+class Answer(BaseModel):
+    city: str
+    sunny: bool
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def test_env_vars_and_root_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VLLM_BASE_URL", raising=False)
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    plain = VLLM()
+    assert (plain.base_url, plain.root_url) == ("http://localhost:8000/v1", "http://localhost:8000")
+    assert "Authorization" not in plain._headers
+    monkeypatch.setenv("VLLM_BASE_URL", "http://gpu-box:9000/v1/")
+    monkeypatch.setenv("VLLM_API_KEY", "token-abc")
+    client = VLLM()
+    assert (client.base_url, client.root_url) == ("http://gpu-box:9000/v1", "http://gpu-box:9000")
+    assert client._headers["Authorization"] == "Bearer token-abc"
+    assert "token-abc" not in repr(client)
+    assert VLLM(base_url="http://proxy/vllm").root_url == "http://proxy/vllm"
+    assert VLLM(base_url="http://a/v1", root_url="http://b:1/").root_url == "http://b:1"
+
+
+async def test_root_routes_do_not_go_under_v1() -> None:
+    urls: list[str] = []
+
+    def handler(request: Any) -> MockResponse:
+        urls.append(request.url)
+        return MockResponse(200, json={"version": "0.9.0"})
+
+    client = VLLM(base_url="http://vllm.test/v1", transport=MockTransport(handler))
+    try:
+        assert await client.version() == "0.9.0"
+    finally:
+        await client.aclose()
+    assert urls == ["http://vllm.test/version"]
+
+
+# -- completions -------------------------------------------------------------------------------
+
+
+async def test_completions(client: VLLM, server: FakeServer) -> None:
+    r = await client.completions("once upon a time", model="fake-chat", max_tokens=16, seed=3)
+    assert r.text == "echo: once upon a time"
+    assert r.finish_reason == "stop"
+    assert r.usage is not None and r.usage.prompt_tokens == 4
+    assert r.model == "fake-chat"
+    assert r.request_id == server.request_ids[-1]
+    assert r.server_request_id and r.server_request_id.startswith("srv-cmpl-")
+    sent = server.requests[-1]
+    assert sent.path == "/v1/completions"
+    assert sent.json == {
+        "model": "fake-chat",
+        "prompt": "once upon a time",
+        "max_tokens": 16,
+        "seed": 3,
+    }
+
+
+async def test_completions_many_prompts_and_n(client: VLLM) -> None:
+    r = await client.completions(["a b", "c"], model="fake-chat", n=2)
+    assert [c.text for c in r.choices] == ["echo: a b", "echo: a b", "echo: c", "echo: c"]
+    assert [c.index for c in r.choices] == [0, 1, 2, 3]
+
+
+async def test_completions_bad_arguments(client: VLLM, server: FakeServer) -> None:
+    cases: list[dict[str, Any]] = [
+        {"prompt": 5},
+        {"prompt": []},
+        {"prompt": "x", "temperature": 3},
+        {"prompt": "x", "top_k": -2},
+        {"prompt": "x", "min_p": 1.5},
+        {"prompt": "x", "repetition_penalty": 0},
+        {"prompt": "x", "guided_regex": "a+", "guided_choice": ["a"]},
+        {"prompt": "x", "guided_json": "{not json"},
+        {"prompt": "x", "guided_choice": []},
+    ]
+    for kwargs in cases:
+        with pytest.raises(asyncllm.ConfigurationError):
+            await client.completions(model="fake-chat", **kwargs)
+    assert server.request_count == 0
+
+
+# -- sampling extras reach the wire -------------------------------------------------------------
+
+
+async def test_chat_sampling_extras_are_top_level_fields(client: VLLM, server: FakeServer) -> None:
+    r = await client.chat(
+        USER,
+        model="fake-chat",
+        guided_json=Answer,
+        top_k=40,
+        min_p=0.05,
+        repetition_penalty=1.1,
+    )
+    assert r.text == "echo: hello there"
+    body = server.requests[-1].json
+    assert body["guided_json"] == Answer.model_json_schema()
+    assert (body["top_k"], body["min_p"], body["repetition_penalty"]) == (40, 0.05, 1.1)
+    assert "guided_regex" not in body and "guided_choice" not in body
+    assert "extra_body" not in body
+
+
+async def test_stream_chat_sampling_extras(client: VLLM, server: FakeServer) -> None:
+    async with client.stream_chat(
+        USER, model="fake-chat", guided_choice=["yes", "no"], top_k=5
+    ) as stream:
+        text = "".join([chunk.delta async for chunk in stream])
+    assert text == "echo: hello there"
+    body = server.requests[-1].json
+    assert body["stream"] is True
+    assert body["guided_choice"] == ["yes", "no"] and body["top_k"] == 5
+
+
+async def test_completions_sampling_extras(client: VLLM, server: FakeServer) -> None:
+    await client.completions(
+        "x",
+        model="fake-chat",
+        guided_regex=r"\d+",
+        min_p=0.1,
+        extra_body={"min_p": 0.2, "ignore_eos": True},
+    )
+    body = server.requests[-1].json
+    assert body["guided_regex"] == r"\d+"
+    assert body["min_p"] == 0.2 and body["ignore_eos"] is True  # extra_body has the last word
+
+
+async def test_guided_json_forms(client: VLLM, server: FakeServer) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    await client.chat(USER, model="fake-chat", guided_json=schema)
+    assert server.requests[-1].json["guided_json"] == schema
+    await client.chat(USER, model="fake-chat", guided_json='{"type": "string"}')
+    assert server.requests[-1].json["guided_json"] == '{"type": "string"}'
+    with pytest.raises(asyncllm.ConfigurationError):
+        await client.chat(USER, model="fake-chat", guided_json=42)
+    with pytest.raises(asyncllm.ConfigurationError):
+        client.stream_chat(USER, model="fake-chat", guided_json=schema, guided_regex="a")
+
+
+# -- vLLM's own routes ------------------------------------------------------------------------------
+
+
+async def test_tokenize_and_detokenize_round_trip(client: VLLM, server: FakeServer) -> None:
+    t = await client.tokenize("the cat sat on the mat", model="fake-chat", return_token_strs=True)
+    assert t.count == 6 == len(t.tokens)
+    assert t.max_model_len == 4096
+    assert t.token_strs == ["the", " cat", " sat", " on", " the", " mat"]
+    assert server.requests[-1].path == "/tokenize"
+    assert server.requests[-1].json == {
+        "model": "fake-chat",
+        "prompt": "the cat sat on the mat",
+        "return_token_strs": True,
+    }
+    assert await client.detokenize(t.tokens) == "the cat sat on the mat"
+    assert server.requests[-1].path == "/detokenize"
+    assert server.requests[-1].json == {"tokens": t.tokens}
+
+
+async def test_tokenize_messages(client: VLLM, server: FakeServer) -> None:
+    t = await client.tokenize(messages=USER, add_generation_prompt=True, add_special_tokens=False)
+    assert t.count == 2
+    body = server.requests[-1].json
+    assert body["messages"] == USER
+    assert body["add_generation_prompt"] is True and body["add_special_tokens"] is False
+    with pytest.raises(asyncllm.ConfigurationError):
+        await client.tokenize()
+    with pytest.raises(asyncllm.ConfigurationError):
+        await client.tokenize("x", messages=USER)
+    with pytest.raises(asyncllm.ConfigurationError):
+        await client.detokenize([1, -2])
+
+
+async def test_detokenize_unknown_id_is_bad_request(client: VLLM) -> None:
+    with pytest.raises(asyncllm.BadRequestError, match="out of vocabulary"):
+        await client.detokenize([999_999])
+
+
+async def test_health_and_version(client: VLLM, server: FakeServer) -> None:
+    assert await client.health() is True
+    assert await client.version() == "0.0.0-fake"
+    assert [r.path for r in server.requests] == ["/health", "/version"]
+
+
+async def test_unhealthy_server_raises(server: FakeServer) -> None:
+    client = VLLM(base_url=server.url("/v1"), max_retries=0)
+    server.fail_next(1, status=503)
+    try:
+        with pytest.raises(asyncllm.InternalServerError) as info:
+            await client.health()
+    finally:
+        await client.aclose()
+    assert info.value.message == "injected 503"  # vLLM's {"error": {"message": ...}} body
+
+
+async def test_rerank(client: VLLM, server: FakeServer) -> None:
+    docs = ["paris is in france", "the cat sat", "capital of france is paris"]
+    r = await client.rerank("capital of france", docs, model="fake-rerank", top_n=2)
+    assert [x.index for x in r.results] == [2, 0]
+    assert r.results[0].relevance_score == 1.0
+    assert r.results[0].document is not None and r.results[0].document.text == docs[2]
+    assert r.usage is not None and r.usage.total_tokens
+    sent = server.requests[-1]
+    assert sent.path == "/rerank"
+    assert sent.json == {
+        "query": "capital of france",
+        "documents": docs,
+        "model": "fake-rerank",
+        "top_n": 2,
+    }
+    with pytest.raises(asyncllm.ConfigurationError):
+        await client.rerank("q", [])
+
+
+async def test_rerank_also_served_under_v1(server: FakeServer) -> None:
+    client = VLLM(base_url=server.url("/v1"), root_url=server.url("/v1"))
+    try:
+        r = await client.rerank("a", ["b", "a"])
+    finally:
+        await client.aclose()
+    assert server.requests[-1].path == "/v1/rerank"
+    assert [x.index for x in r.results] == [1, 0]
+
+
+async def test_rerank_index_out_of_range_is_validation_error(server: FakeServer) -> None:
+    async def bad(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"results": [{"index": 7, "relevance_score": 0.5}]})
+
+    server.overrides["/rerank"] = bad
+    client = VLLM(base_url=server.url("/v1"))
+    try:
+        with pytest.raises(asyncllm.ResponseValidationError):
+            await client.rerank("q", ["a"])
+    finally:
+        await client.aclose()
+
+
+async def test_score(client: VLLM, server: FakeServer) -> None:
+    one_to_many = await client.score("red apple", ["a red apple", "a green pear", "apple"])
+    assert one_to_many.scores == [1.0, 0.0, 0.5]
+    assert [d.index for d in one_to_many.data] == [0, 1, 2]
+    assert server.requests[-1].path == "/score"
+    assert server.requests[-1].json == {
+        "text_1": "red apple",
+        "text_2": ["a red apple", "a green pear", "apple"],
+    }
+    pairwise = await client.score(["x y", "z"], ["x", "z"], model="fake-score")
+    assert pairwise.scores == [0.5, 1.0] and pairwise.model == "fake-score"
+    single = await client.score("same", "same")
+    assert single.scores == [1.0]
+    with pytest.raises(asyncllm.ConfigurationError):
+        await client.score(["a", "b"], ["c", "d", "e"])
+    with pytest.raises(asyncllm.ConfigurationError):
+        await client.score("a", [])
+
+
+async def test_score_count_mismatch_is_validation_error(server: FakeServer) -> None:
+    async def short(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"model": "m", "data": [{"index": 0, "score": 0.1}]})
+
+    server.overrides["/score"] = short
+    client = VLLM(base_url=server.url("/v1"))
+    try:
+        with pytest.raises(asyncllm.ResponseValidationError, match="expected 2 scores"):
+            await client.score("q", ["a", "b"])
+    finally:
+        await client.aclose()
+
+
+async def test_embeddings_and_models_still_openai(client: VLLM) -> None:
+    e = await client.embed(["a", "b"], model="fake-embed")
+    assert len(e.vectors) == 2
+    assert [m.id for m in await client.models()] == ["fake-chat", "fake-embed"]
