@@ -1,0 +1,742 @@
+"""Anthropic's Messages API: ``x-api-key`` and ``anthropic-version`` headers, a top-level
+``system``, content blocks, and a stream of typed server-sent events.
+
+Messages arrive in the common (OpenAI-style) form and are translated here: system and developer
+messages become ``system``; assistant ``tool_calls`` become ``tool_use`` blocks; consecutive
+``role: tool`` results become one user message of ``tool_result`` blocks; ``image_url`` parts
+become ``image`` blocks. Blocks already in Anthropic's own form pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from .._context import check_header_value
+from .._dispatcher import Lane, Priority, Stream
+from .._exceptions import (
+    APIConnectionError,
+    APIError,
+    ConfigurationError,
+    ResponseValidationError,
+    status_error,
+)
+from .._models import (
+    ChatChunk,
+    ChatResponse,
+    Message,
+    ModelInfo,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    coerce_tools,
+    normalize_messages,
+)
+from .._transport import Response
+from ._base import (
+    BaseClient,
+    Meta,
+    check_int,
+    check_model,
+    check_number,
+    check_stop,
+    merge_extra,
+)
+
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 1024
+MODELS_PAGE_LIMIT = 1000
+
+# Anthropic's error ``type`` -> the HTTP status it stands for (from the API's error reference).
+# A stream that already answered 200 reports failures as an ``error`` event with one of these.
+ERROR_STATUS: dict[str, int] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+_DATA_URL = re.compile(r"data:(?P<media>[^;,]+)(?:;[^;,]*)*;base64,(?P<data>.*)", re.DOTALL)
+# OpenAI content parts that have no Anthropic counterpart here.
+_UNSUPPORTED_PARTS = frozenset({"input_audio", "file", "audio", "refusal"})
+
+
+class _WireUsage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+class _WireMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    type: str = "message"
+    role: str = "assistant"
+    model: str | None = None
+    content: list[dict[str, Any]]
+    stop_reason: str | None = None
+    usage: _WireUsage | None = None
+
+
+class _WireModel(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    created_at: str | None = None
+    display_name: str | None = None
+
+
+class _WireModels(BaseModel):
+    data: list[_WireModel]
+    has_more: bool = False
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+class _WireTokensCount(BaseModel):
+    input_tokens: int
+
+
+# -- common form -> Anthropic ----------------------------------------------------------------------
+
+
+def _image_block(part: Mapping[str, Any], where: str) -> dict[str, Any]:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, Mapping) else image
+    if not isinstance(url, str) or not url:
+        raise ConfigurationError(f"{where}: image_url needs a url")
+    if url.startswith("data:"):
+        match = _DATA_URL.fullmatch(url)
+        if match is None:
+            raise ConfigurationError(f"{where}: a data: image URL must be base64-encoded")
+        media = match["media"].lower()
+        if media not in IMAGE_MEDIA_TYPES:
+            raise ConfigurationError(
+                f"{where}: image type {media!r} is not one of {sorted(IMAGE_MEDIA_TYPES)}"
+            )
+        source: dict[str, Any] = {"type": "base64", "media_type": media, "data": match["data"]}
+    elif url.startswith(("http://", "https://")):
+        source = {"type": "url", "url": url}
+    else:
+        raise ConfigurationError(f"{where}: image URL must be a data: or http(s) URL")
+    return {"type": "image", "source": source}
+
+
+def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
+    """Common content (a string or OpenAI parts) as Anthropic content blocks."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks: list[dict[str, Any]] = []
+    for i, part in enumerate(content):
+        kind = part.get("type")
+        here = f"{where}.content[{i}]"
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise ConfigurationError(f"{here}: a text part needs a string 'text'")
+            if part["text"]:
+                blocks.append(dict(part))
+        elif kind == "image_url":
+            blocks.append(_image_block(part, here))
+        elif not isinstance(kind, str) or kind in _UNSUPPORTED_PARTS:
+            raise ConfigurationError(f"{here}: Claude does not take {kind!r} content parts")
+        else:  # already an Anthropic block (image, document, thinking, ...)
+            blocks.append(dict(part))
+    return blocks
+
+
+def _tool_use_block(call: Mapping[str, Any], where: str) -> dict[str, Any]:
+    function = call["function"]
+    name = function.get("name")
+    call_id = call.get("id")
+    if not isinstance(name, str) or not isinstance(call_id, str):
+        raise ConfigurationError(f"{where}: a tool call needs an id and a function name")
+    arguments = function.get("arguments") or "{}"
+    try:
+        value = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except ValueError as exc:
+        raise ConfigurationError(f"{where}: tool call {name!r} arguments are not JSON") from exc
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{where}: tool call {name!r} arguments must be a JSON object")
+    return {"type": "tool_use", "id": call_id, "name": name, "input": dict(value)}
+
+
+def to_wire(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(system blocks, messages) in Anthropic's form; bad input raises ConfigurationError."""
+    system: list[dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
+    for i, item in enumerate(normalize_messages(messages)):
+        role = item["role"]
+        where = f"messages[{i}]"
+        if role in ("system", "developer"):
+            system.extend(_blocks(item.get("content"), where))
+        elif role == "user":
+            blocks = _blocks(item.get("content"), where)
+            if not blocks:
+                raise ConfigurationError(f"{where}: a user message needs content")
+            content = item["content"]
+            out.append({"role": "user", "content": content if isinstance(content, str) else blocks})
+        elif role == "assistant":
+            blocks = _blocks(item.get("content"), where)
+            blocks += [_tool_use_block(c, where) for c in item.get("tool_calls") or ()]
+            if not blocks:
+                raise ConfigurationError(f"{where}: an assistant message needs content or tools")
+            out.append({"role": "assistant", "content": blocks})
+        elif role == "tool":
+            content = item.get("content")
+            result: dict[str, Any] = {"type": "tool_result", "tool_use_id": item["tool_call_id"]}
+            if isinstance(content, str):
+                result["content"] = content
+            elif content:
+                result["content"] = _blocks(content, where)
+            if isinstance(item.get("is_error"), bool):
+                result["is_error"] = item["is_error"]
+            last = out[-1] if out else None
+            if last is not None and last.get("_tool_results"):
+                last["content"].append(result)
+            else:
+                out.append({"role": "user", "content": [result], "_tool_results": True})
+        else:
+            raise ConfigurationError(f"{where}: Claude takes no {role!r} messages; use 'tool'")
+    if not out:
+        raise ConfigurationError("messages must hold at least one user message")
+    for message in out:
+        message.pop("_tool_results", None)
+    return system, out
+
+
+def _system_body(blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]] | None:
+    if not blocks:
+        return None
+    if len(blocks) == 1 and set(blocks[0]) == {"type", "text"}:
+        return str(blocks[0]["text"])
+    return blocks
+
+
+def tool_choice_body(value: Any) -> Any:
+    """``auto``/``any``/``none`` (``required`` means ``any``), a tool's name, or a dict."""
+    if value is None:
+        return None
+    if value in ("auto", "any", "none"):
+        return {"type": value}
+    if value == "required":
+        return {"type": "any"}
+    if isinstance(value, str):
+        return {"type": "tool", "name": value}
+    if isinstance(value, Mapping):
+        function = value.get("function")
+        if value.get("type") == "function" and isinstance(function, Mapping):
+            return {"type": "tool", "name": function.get("name")}
+        return dict(value)
+    raise ConfigurationError("tool_choice must be 'auto', 'any', 'none', a tool name or a dict")
+
+
+def _tools_body(tools: Sequence[Any] | None) -> list[dict[str, Any]] | None:
+    """Common tools as ``{name, description, input_schema}``. Dicts already in Anthropic's form
+    (with ``input_schema``, or a server tool's own ``type``) pass through unchanged."""
+    if tools is None:
+        return None
+    coerce_tools(tools)  # the checks every backend applies
+    out: list[dict[str, Any]] = []
+    for value in tools:
+        if isinstance(value, Mapping) and (
+            "input_schema" in value or value.get("type") not in (None, "function", "custom")
+        ):
+            out.append(dict(value))
+            continue
+        tool = Tool.coerce(value)
+        schema = dict(tool.parameters)
+        schema.setdefault("type", "object")
+        spec: dict[str, Any] = {"name": tool.name, "input_schema": schema}
+        if tool.description:
+            spec["description"] = tool.description
+        out.append(spec)
+    return out or None
+
+
+# -- Anthropic -> common form ----------------------------------------------------------------------
+
+
+def _usage(fields: Mapping[str, Any]) -> Usage | None:
+    if not fields:
+        return None
+    prompt = fields.get("input_tokens")
+    completion = fields.get("output_tokens")
+    extras = {
+        k: v
+        for k, v in fields.items()
+        if k not in ("input_tokens", "output_tokens") and v is not None
+    }
+    total = (prompt or 0) + (completion or 0) if prompt is not None or completion else None
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total, **extras)
+
+
+def _tool_call(block: Mapping[str, Any]) -> ToolCall:
+    value = block.get("input")
+    if not isinstance(value, Mapping):
+        raise ValueError("tool_use block has no input object")
+    return ToolCall(
+        id=block["id"], name=block["name"], arguments=json.dumps(value, ensure_ascii=False)
+    )
+
+
+def _created(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return None
+
+
+class _StreamState:
+    """What earlier events said that later chunks need: model, usage, tool ordinals."""
+
+    def __init__(self) -> None:
+        self.model: str | None = None
+        self.usage: dict[str, Any] = {}
+        self.tools: dict[int, int] = {}  # content block index -> tool call ordinal
+        self.stopped = False
+
+
+class Claude(BaseClient):
+    """``Claude(api_key=None, base_url=None, *, betas=None)`` (also ``asyncllm.Anthropic``):
+    key from ``ANTHROPIC_API_KEY``
+    (or ``CLAUDE_API_KEY``), base from ``ANTHROPIC_BASE_URL`` (default
+    ``https://api.anthropic.com``). ``betas`` turns on beta features (``anthropic-beta``);
+    ``max_tokens`` is the default for calls that do not give one (the API requires it).
+    """
+
+    backend: ClassVar[str] = "claude"
+    default_base_url: ClassVar[str | None] = ANTHROPIC_BASE_URL
+    base_url_env: ClassVar[tuple[str, ...]] = ("ANTHROPIC_BASE_URL",)
+    api_key_env: ClassVar[tuple[str, ...]] = ("ANTHROPIC_API_KEY", "CLAUDE_API_KEY")
+    server_request_id_header: ClassVar[str | None] = "request-id"
+    messages_path: ClassVar[str] = "/v1/messages"
+    count_tokens_path: ClassVar[str] = "/v1/messages/count_tokens"
+    models_path: ClassVar[str] = "/v1/models"
+
+    def __init__(
+        self,
+        api_key: Any = None,
+        base_url: str | None = None,
+        *,
+        betas: str | Sequence[str] | None = None,
+        anthropic_version: str = ANTHROPIC_VERSION,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(betas, str):
+            betas = [b.strip() for b in betas.split(",") if b.strip()]
+        if betas is not None and not all(isinstance(b, str) and b for b in betas):
+            raise ConfigurationError("betas must be a string or a list of non-empty strings")
+        self.betas: list[str] = [check_header_value("betas", b) for b in betas or ()]
+        self.anthropic_version = check_header_value("anthropic_version", anthropic_version)
+        check_int("max_tokens", max_tokens, 1)
+        self.default_max_tokens = max_tokens
+        super().__init__(api_key=api_key, base_url=base_url, **kwargs)
+        if self.api_key is None and self.base_url == ANTHROPIC_BASE_URL:
+            raise ConfigurationError("no API key: pass api_key= or set ANTHROPIC_API_KEY")
+
+    # -- hooks ------------------------------------------------------------------------------------
+
+    def _auth_headers(self) -> dict[str, str]:
+        headers = {"anthropic-version": self.anthropic_version}
+        if self.api_key is not None:
+            headers["x-api-key"] = self.api_key.get_secret_value()
+        if self.betas:
+            headers["anthropic-beta"] = ",".join(self.betas)
+        return headers
+
+    def _observe(self, status: int, headers: Mapping[str, str], lane: Lane) -> None:
+        for name, value in headers.items():
+            if name.lower().startswith("anthropic-ratelimit-"):
+                lane.info[name.lower()] = value
+
+    # -- bodies -----------------------------------------------------------------------------------
+
+    def _request_body(
+        self,
+        messages: Any,
+        model: str,
+        tools: Sequence[Any] | None,
+        tool_choice: Any,
+        system: str | Sequence[Mapping[str, Any]] | None,
+    ) -> dict[str, Any]:
+        system_blocks, wire = to_wire(messages)
+        if isinstance(system, str):
+            system_blocks.insert(0, {"type": "text", "text": system})
+        elif system is not None:
+            system_blocks[:0] = [dict(b) for b in system]
+        body: dict[str, Any] = {"model": check_model(model), "messages": wire}
+        optional = {
+            "system": _system_body(system_blocks),
+            "tools": _tools_body(tools),
+            "tool_choice": tool_choice_body(tool_choice),
+        }
+        body.update((k, v) for k, v in optional.items() if v is not None)
+        return body
+
+    def _chat_body(
+        self,
+        messages: Any,
+        *,
+        model: str,
+        max_tokens: int | None,
+        system: str | Sequence[Mapping[str, Any]] | None,
+        temperature: float | None,
+        top_p: float | None,
+        top_k: int | None,
+        stop: str | Sequence[str] | None,
+        tools: Sequence[Any] | None,
+        tool_choice: Any,
+        metadata: Mapping[str, Any] | None,
+        extra_body: Mapping[str, Any] | None,
+        stream: bool,
+    ) -> dict[str, Any]:
+        check_int("max_tokens", max_tokens, 1)
+        check_number("temperature", temperature, 0, 1)
+        check_number("top_p", top_p, 0, 1)
+        check_int("top_k", top_k, 0)
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise ConfigurationError("metadata must be a mapping")
+        stops = check_stop(stop)
+        body = self._request_body(messages, model, tools, tool_choice, system)
+        body["max_tokens"] = self.default_max_tokens if max_tokens is None else max_tokens
+        optional = {
+            "temperature": temperature,
+            "top_p": top_p,
+            "top_k": top_k,
+            "stop_sequences": [stops] if isinstance(stops, str) else stops,
+            "metadata": None if metadata is None else dict(metadata),
+        }
+        body.update((k, v) for k, v in optional.items() if v is not None)
+        if stream:
+            body["stream"] = True
+        return merge_extra(body, extra_body)
+
+    # -- answers ----------------------------------------------------------------------------------
+
+    def _parse_chat(self, payload: Any, meta: Meta) -> ChatResponse:
+        wire = _WireMessage.model_validate(payload)
+        if wire.type != "message":
+            raise ValueError(f"expected a message, got type {wire.type!r}")
+        text = "".join(str(b["text"]) for b in wire.content if b.get("type") == "text")
+        calls = [_tool_call(b) for b in wire.content if b.get("type") == "tool_use"]
+        message = Message(role="assistant", content=text or None, tool_calls=calls or None)
+        return ChatResponse(
+            text=text,
+            message=message,
+            tool_calls=calls,
+            finish_reason=wire.stop_reason,
+            usage=None if wire.usage is None else _usage(wire.usage.model_dump()),
+            model=wire.model,
+            request_id=meta.request_id,
+            server_request_id=meta.server_request_id,
+            choices=[message],
+            raw=payload,
+        )
+
+    def _event_error(self, payload: Any, meta: Meta) -> APIError:
+        message, etype, code = self._error_details(payload)
+        status = ERROR_STATUS.get(etype or "")
+        details: dict[str, Any] = {
+            "backend": self.name,
+            "request_id": meta.request_id,
+            "body": json.dumps(payload)[:2000],
+            "server_request_id": meta.server_request_id,
+            "code": code,
+            "error_type": etype,
+        }
+        if status is None:
+            return APIError(message or "error event in stream", **details)
+        return status_error(status, message or f"{etype} in stream", **details)
+
+    def _chunk(self, event: Mapping[str, Any], state: _StreamState, meta: Meta) -> ChatChunk | None:
+        """The chunk one event carries, or None for events that carry nothing for the caller."""
+        kind = event.get("type")
+        base: dict[str, Any] = {"request_id": meta.request_id, "raw": event}
+        if kind == "message_start":
+            message = event["message"]
+            state.model = message.get("model")
+            state.usage.update(message.get("usage") or {})
+            return None
+        if kind == "content_block_start":
+            block = event["content_block"]
+            if block.get("type") == "tool_use":
+                ordinal = state.tools[int(event["index"])] = len(state.tools)
+                value = block.get("input")
+                start = ToolCallDelta(
+                    index=ordinal,
+                    id=block["id"],
+                    name=block["name"],
+                    arguments=json.dumps(value, ensure_ascii=False) if value else "",
+                )
+                return ChatChunk(tool_calls=[start], model=state.model, **base)
+            if block.get("type") == "text" and block.get("text"):
+                return ChatChunk(delta=str(block["text"]), model=state.model, **base)
+            return None
+        if kind == "content_block_delta":
+            delta = event["delta"]
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                return ChatChunk(delta=str(delta["text"]), model=state.model, **base)
+            if dtype == "input_json_delta":
+                tool = state.tools.get(int(event["index"]))
+                if tool is None:
+                    raise ValueError("input_json_delta for a block that is not a tool_use")
+                call = ToolCallDelta(index=tool, arguments=str(delta["partial_json"]))
+                return ChatChunk(tool_calls=[call], model=state.model, **base)
+            if dtype in ("thinking_delta", "signature_delta", "citations_delta"):
+                return ChatChunk(model=state.model, **base)
+            return None
+        if kind == "message_delta":
+            state.usage.update(
+                {k: v for k, v in (event.get("usage") or {}).items() if v is not None}
+            )
+            return ChatChunk(
+                finish_reason=(event.get("delta") or {}).get("stop_reason"),
+                usage=_usage(state.usage),
+                model=state.model,
+                **base,
+            )
+        if kind == "message_stop":
+            state.stopped = True
+        # ping, content_block_stop, and event types added after this was written
+        return None
+
+    async def _decode_stream(self, response: Response, meta: Meta) -> AsyncIterator[ChatChunk]:
+        state = _StreamState()
+        async for event in self._sse(response):
+            payload = event.json()
+            if not isinstance(payload, Mapping):
+                raise self._validation_error(
+                    ValueError("stream event is not a JSON object"), event.data, meta.request_id
+                )
+            if payload.get("type") == "error" or event.event == "error":
+                raise self._event_error(payload, meta)
+            chunk = self._parse(self._chunk_parser(state), payload, meta)
+            if chunk is not None:
+                yield chunk
+            if state.stopped:
+                return
+        raise APIConnectionError(
+            "stream ended before message_stop",
+            backend=self.name,
+            request_id=meta.request_id,
+            server_request_id=meta.server_request_id,
+        )
+
+    def _chunk_parser(self, state: _StreamState) -> Callable[[Any, Meta], ChatChunk | None]:
+        def parse(payload: Any, meta: Meta) -> ChatChunk | None:
+            return self._chunk(payload, state, meta)
+
+        return parse
+
+    # -- public calls -----------------------------------------------------------------------------
+
+    async def chat(
+        self,
+        messages: Sequence[Mapping[str, Any] | BaseModel],
+        *,
+        model: str,
+        max_tokens: int | None = None,
+        system: str | Sequence[Mapping[str, Any]] | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        metadata: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> ChatResponse:
+        """A reply from ``POST /v1/messages``. ``finish_reason`` is Anthropic's ``stop_reason``
+        (``end_turn``, ``tool_use``, ``max_tokens``...). 429, 5xx and 529 (overloaded) are retried;
+        other failures raise their typed APIError at once.
+
+        ``temperature``, ``top_p`` and ``top_k`` are sent only when given: recent models refuse
+        non-default sampling values (400), and the current SDK types no longer list them."""
+        body = self._chat_body(
+            messages,
+            model=model,
+            max_tokens=max_tokens,
+            system=system,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            stop=stop,
+            tools=tools,
+            tool_choice=tool_choice,
+            metadata=metadata,
+            extra_body=extra_body,
+            stream=False,
+        )
+        return await self._request(
+            "chat",
+            "POST",
+            self.messages_path,
+            self._parse_chat,
+            body=body,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+            extra_headers=extra_headers,
+        )
+
+    def stream_chat(
+        self,
+        messages: Sequence[Mapping[str, Any] | BaseModel],
+        *,
+        model: str,
+        max_tokens: int | None = None,
+        system: str | Sequence[Mapping[str, Any]] | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        metadata: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Stream[ChatChunk]:
+        """Chunks as the events arrive. An ``error`` event raises its typed error (overloaded ->
+        OverloadedError); like any failure it is retried only before the first chunk. Use
+        ``async with`` or read to the end."""
+        body = self._chat_body(
+            messages,
+            model=model,
+            max_tokens=max_tokens,
+            system=system,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            stop=stop,
+            tools=tools,
+            tool_choice=tool_choice,
+            metadata=metadata,
+            extra_body=extra_body,
+            stream=True,
+        )
+        return self._stream(
+            "stream_chat",
+            "POST",
+            self.messages_path,
+            self._decode_stream,
+            body=body,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+            extra_headers=extra_headers,
+        )
+
+    async def count_tokens(
+        self,
+        messages: Sequence[Mapping[str, Any] | BaseModel],
+        *,
+        model: str,
+        system: str | Sequence[Mapping[str, Any]] | None = None,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        extra_body: Mapping[str, Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> int:
+        """Input tokens the messages (with system and tools) would cost, before sending them."""
+        body = merge_extra(
+            self._request_body(messages, model, tools, tool_choice, system), extra_body
+        )
+
+        def parse(payload: Any, meta: Meta) -> int:
+            return _WireTokensCount.model_validate(payload).input_tokens
+
+        return await self._request(
+            "count_tokens",
+            "POST",
+            self.count_tokens_path,
+            parse,
+            body=body,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+            extra_headers=extra_headers,
+        )
+
+    async def models(
+        self,
+        *,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> list[ModelInfo]:
+        """Every model the key may use, newest first, following pages while ``has_more``.
+        ``timeout`` and ``deadline`` apply to each page."""
+
+        def parse(payload: Any, meta: Meta) -> _WireModels:
+            return _WireModels.model_validate(payload)
+
+        found: list[ModelInfo] = []
+        seen: set[str] = set()
+        after: str | None = None
+        while True:
+            params = {"limit": str(MODELS_PAGE_LIMIT)}
+            if after is not None:
+                params["after_id"] = after
+            page = await self._request(
+                "models",
+                "GET",
+                self.models_path,
+                parse,
+                params=params,
+                priority=priority,
+                timeout=timeout,
+                deadline=deadline,
+            )
+            for m in page.data:
+                found.append(
+                    ModelInfo(
+                        id=m.id,
+                        owned_by="anthropic",
+                        created=_created(m.created_at),
+                        display_name=m.display_name,
+                        raw=m.model_dump(),
+                    )
+                )
+            if not page.has_more:
+                return found
+            after = page.last_id or (page.data[-1].id if page.data else None)
+            if after is None or after in seen:
+                raise ResponseValidationError(
+                    "models list says has_more but gives no new last_id", backend=self.name
+                )
+            seen.add(after)
+
+
+Anthropic = Claude

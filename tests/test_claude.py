@@ -1,0 +1,844 @@
+"""Claude (Anthropic Messages API): the shared chat contract, plus what is particular to it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jsonschema
+import pytest
+from aiohttp import web
+
+import asyncllm
+from asyncllm._fakes import anthropic as fake
+from asyncllm.backends.claude import tool_choice_body
+from asyncllm.testing import FakeServer, MockResponse, MockTransport
+
+from .chat_contract import NO_WAIT, ChatContract, get_weather
+
+SCHEMAS = Path("/work/shared/specs/anthropic/anthropic-messages.schemas.json")
+MODEL = "fake-chat"
+SECRET = "sk-ant-test-SECRET-0123456789"
+# Sampling fields that the API still takes under ``anthropic-version: 2023-06-01`` for older
+# models, but that the SDK types the schemas come from (anthropic 2.14) no longer list.
+LEGACY_SAMPLING = ("temperature", "top_p", "top_k")
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+
+class TestClaudeContract(ChatContract):
+    protocol = "anthropic"
+
+    def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
+        return asyncllm.Claude(api_key="test", base_url=server.url(), **kwargs)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _strict(node: Any) -> Any:
+    """The schema with ``additionalProperties: false`` wherever it does not say otherwise, so a
+    misspelt or misplaced field fails validation instead of passing as an unknown extra."""
+    if isinstance(node, dict):
+        out = {k: _strict(v) for k, v in node.items()}
+        if "properties" in out and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(node, list):
+        return [_strict(v) for v in node]
+    return node
+
+
+@cache
+def validator(name: str, strict: bool = True) -> jsonschema.Draft202012Validator:
+    if not SCHEMAS.exists():
+        pytest.skip(f"{SCHEMAS} is not available")
+    schema = json.loads(SCHEMAS.read_text())["schemas"][name]
+    return jsonschema.Draft202012Validator(_strict(schema) if strict else schema)
+
+
+def check(name: str, instance: Any, *, strict: bool = True) -> None:
+    errors = sorted(validator(name, strict).iter_errors(instance), key=str)
+    assert not errors, f"{name}: " + "; ".join(
+        f"{list(e.absolute_path)}: {e.message[:200]}" for e in errors[:5]
+    )
+
+
+def header(recorded: Any, name: str) -> str | None:
+    return next((v for k, v in recorded.headers.items() if k.lower() == name.lower()), None)
+
+
+def sent(server: FakeServer) -> Any:
+    return server.requests[-1].json
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeServer]:
+    async with FakeServer("anthropic") as server:
+        yield server
+
+
+@pytest.fixture
+async def client(server: FakeServer) -> AsyncIterator[asyncllm.Claude]:
+    client = asyncllm.Claude(api_key=SECRET, base_url=server.url(), retry=NO_WAIT)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def collect(stream: Any) -> list[asyncllm.ChatChunk]:
+    async with stream:
+        return [chunk async for chunk in stream]
+
+
+# -- configuration ---------------------------------------------------------------------------------
+
+
+def test_anthropic_is_claude() -> None:
+    assert asyncllm.Anthropic is asyncllm.Claude
+
+
+def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+    monkeypatch.delenv("CLAUDE_API_KEY", raising=False)
+    with pytest.raises(asyncllm.ConfigurationError, match="ANTHROPIC_API_KEY"):
+        asyncllm.Claude()
+    monkeypatch.setenv("CLAUDE_API_KEY", "from-claude")
+    assert asyncllm.Claude().api_key.get_secret_value() == "from-claude"  # type: ignore[union-attr]
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "from-anthropic")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9/")
+    c = asyncllm.Claude()
+    assert c.api_key is not None and c.api_key.get_secret_value() == "from-anthropic"
+    assert c.base_url == "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"betas": ["ok", ""]}, "betas"),
+        ({"betas": "a\r\nb"}, "CR"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"anthropic_version": "x\ny"}, "CR"),
+    ],
+)
+def test_bad_settings(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(asyncllm.ConfigurationError, match=message):
+        asyncllm.Claude(api_key="k", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("auto", {"type": "auto"}),
+        ("any", {"type": "any"}),
+        ("required", {"type": "any"}),
+        ("none", {"type": "none"}),
+        ("get_weather", {"type": "tool", "name": "get_weather"}),
+        ({"type": "function", "function": {"name": "f"}}, {"type": "tool", "name": "f"}),
+        (
+            {"type": "any", "disable_parallel_tool_use": True},
+            {"type": "any", "disable_parallel_tool_use": True},
+        ),
+    ],
+)
+def test_tool_choice(value: Any, expected: Any) -> None:
+    assert tool_choice_body(value) == expected
+
+
+# -- what goes on the wire -------------------------------------------------------------------------
+
+
+async def test_headers_sent(server: FakeServer) -> None:
+    async with asyncllm.Claude(
+        api_key=SECRET, base_url=server.url(), betas=["beta-one", "beta-two"]
+    ) as client:
+        await client.chat([{"role": "user", "content": "hi"}], model=MODEL)
+    recorded = server.requests[-1]
+    assert header(recorded, "x-api-key") == SECRET
+    assert header(recorded, "anthropic-version") == "2023-06-01"
+    assert header(recorded, "anthropic-beta") == "beta-one,beta-two"
+    assert header(recorded, "authorization") is None
+    assert recorded.path == "/v1/messages"
+
+
+async def test_system_goes_top_level(client: asyncllm.Claude, server: FakeServer) -> None:
+    r = await client.chat(
+        [
+            {"role": "system", "content": "be brief"},
+            {"role": "developer", "content": [{"type": "text", "text": "and kind"}]},
+            {"role": "user", "content": "hi there"},
+        ],
+        model=MODEL,
+    )
+    body = sent(server)
+    assert body["system"] == [
+        {"type": "text", "text": "be brief"},
+        {"type": "text", "text": "and kind"},
+    ]
+    assert [m["role"] for m in body["messages"]] == ["user"]
+    assert body["max_tokens"] == 1024
+    assert r.usage is not None and r.usage.prompt_tokens == 6  # system words counted by the fake
+    check("MessageCreateParamsNonStreaming", body)
+
+    await client.chat(
+        [{"role": "system", "content": "one"}, {"role": "user", "content": "x"}], model=MODEL
+    )
+    assert sent(server)["system"] == "one"
+
+
+async def test_params_mapped(client: asyncllm.Claude, server: FakeServer) -> None:
+    r = await client.chat(
+        [{"role": "user", "content": "hello big world"}],
+        model=MODEL,
+        max_tokens=50,
+        temperature=0.5,
+        top_p=0.9,
+        top_k=40,
+        stop="world",
+        metadata={"user_id": "u-1"},
+        extra_body={"service_tier": "auto"},
+    )
+    body = sent(server)
+    assert body["stop_sequences"] == ["world"]
+    assert (body["max_tokens"], body["temperature"], body["top_p"], body["top_k"]) == (
+        50,
+        0.5,
+        0.9,
+        40,
+    )
+    assert body["metadata"] == {"user_id": "u-1"}
+    assert body["service_tier"] == "auto"
+    assert "stop" not in body
+    with pytest.raises(AssertionError, match="top_k"):
+        check("MessageCreateParamsNonStreaming", body)
+    check(
+        "MessageCreateParamsNonStreaming",
+        {k: v for k, v in body.items() if k not in LEGACY_SAMPLING},
+    )
+    assert r.finish_reason == "stop_sequence"
+    assert r.text == "echo: hello big "
+
+    r = await client.chat([{"role": "user", "content": "a b c d e f"}], model=MODEL, max_tokens=2)
+    assert (r.finish_reason, r.text) == ("max_tokens", "echo: a")
+
+
+async def test_tool_round_trip_on_the_wire(client: asyncllm.Claude, server: FakeServer) -> None:
+    messages: list[Any] = [{"role": "user", "content": "weather?"}]
+    first = await client.chat(messages, model=MODEL, tools=[get_weather], tool_choice="get_weather")
+    body = sent(server)
+    assert body["tools"] == [
+        {
+            "name": "get_weather",
+            "description": "Current weather in a city.",
+            "input_schema": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+                "required": ["city"],
+            },
+        }
+    ]
+    assert body["tool_choice"] == {"type": "tool", "name": "get_weather"}
+    check("MessageCreateParamsNonStreaming", body)
+    assert first.finish_reason == "tool_use"
+    call = first.tool_calls[0]
+    assert call.id.startswith("toolu_")
+    assert json.loads(call.arguments) == {"city": "test"}
+
+    messages += [first.message, asyncllm.tool_result(call, "sunny")]
+    second = await client.chat(messages, model=MODEL, tools=[get_weather])
+    body = sent(server)
+    check("MessageCreateParamsNonStreaming", body)
+    assert body["messages"][1] == {
+        "role": "assistant",
+        "content": [
+            {"type": "tool_use", "id": call.id, "name": "get_weather", "input": {"city": "test"}}
+        ],
+    }
+    assert body["messages"][2] == {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "sunny"}],
+    }
+    assert second.text == "tool get_weather returned: sunny"
+
+
+async def test_native_tools_pass_through(client: asyncllm.Claude, server: FakeServer) -> None:
+    native = {
+        "name": "lookup",
+        "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}},
+    }
+    search = {"type": "web_search_20250305", "name": "web_search", "max_uses": 2}
+    r = await client.chat([{"role": "user", "content": "x"}], model=MODEL, tools=[native, search])
+    body = sent(server)
+    assert body["tools"] == [native, search]
+    check("MessageCreateParamsNonStreaming", body)
+    assert r.tool_calls[0].args() == {"q": "test"}
+
+
+async def test_consecutive_tool_results_merge(client: asyncllm.Claude, server: FakeServer) -> None:
+    calls = [
+        asyncllm.ToolCall(id="toolu_a", name="get_weather", arguments='{"city": "Paris"}'),
+        asyncllm.ToolCall(id="toolu_b", name="get_weather", arguments='{"city": "Rome"}'),
+    ]
+    messages: list[Any] = [
+        {"role": "user", "content": "two cities"},
+        {"role": "assistant", "content": "Looking both up.", "tool_calls": calls},
+        asyncllm.tool_result(calls[0], "rain"),
+        {**asyncllm.tool_result(calls[1], "sun"), "is_error": False},
+    ]
+    r = await client.chat(messages, model=MODEL)
+    body = sent(server)
+    check("MessageCreateParamsNonStreaming", body)
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
+    assert body["messages"][1]["content"][0] == {"type": "text", "text": "Looking both up."}
+    assert [b["tool_use_id"] for b in body["messages"][2]["content"]] == ["toolu_a", "toolu_b"]
+    assert body["messages"][2]["content"][1]["is_error"] is False
+    assert r.text == "tool get_weather returned: sun"
+
+
+async def test_fake_refuses_unanswered_tool_use(client: asyncllm.Claude) -> None:
+    call = asyncllm.ToolCall(id="toolu_x", name="get_weather", arguments="{}")
+    with pytest.raises(asyncllm.BadRequestError, match="tool_use ids"):
+        await client.chat(
+            [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "tool_calls": [call]},
+                {"role": "user", "content": "never mind"},
+            ],
+            model=MODEL,
+        )
+
+
+async def test_images(client: asyncllm.Claude, server: FakeServer) -> None:
+    await client.chat(
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "https://example.com/cat.jpg", "detail": "low"},
+                    },
+                ],
+            }
+        ],
+        model=MODEL,
+    )
+    body = sent(server)
+    check("MessageCreateParamsNonStreaming", body)
+    blocks = body["messages"][0]["content"]
+    assert blocks[1] == {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+    }
+    assert blocks[2] == {
+        "type": "image",
+        "source": {"type": "url", "url": "https://example.com/cat.jpg"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("messages", "kwargs", "message"),
+    [
+        ([{"role": "user", "content": "x"}], {"temperature": 1.5}, "temperature"),
+        ([{"role": "user", "content": "x"}], {"max_tokens": 0}, "max_tokens"),
+        ([{"role": "user", "content": "x"}], {"stop": 5}, "stop"),
+        ([{"role": "user", "content": "x"}], {"metadata": "u"}, "metadata"),
+        ([{"role": "system", "content": "only"}], {}, "user message"),
+        ([{"role": "function", "name": "f", "content": "x"}], {}, "'function'"),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "data:image/bmp;base64,AA=="}}
+                    ],
+                }
+            ],
+            {},
+            "image/bmp",
+        ),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "data:image/png,raw"}}],
+                }
+            ],
+            {},
+            "base64",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}],
+            {},
+            "input_audio",
+        ),
+        (
+            [
+                {"role": "user", "content": "x"},
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "t", "function": {"name": "f", "arguments": "{oops"}}],
+                },
+            ],
+            {},
+            "not JSON",
+        ),
+    ],
+)
+async def test_bad_input_is_refused_before_sending(
+    client: asyncllm.Claude, server: FakeServer, messages: Any, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(asyncllm.ConfigurationError, match=message):
+        await client.chat(messages, model=MODEL, **kwargs)
+    assert server.request_count == 0
+
+
+async def test_streaming_body_follows_schema(client: asyncllm.Claude, server: FakeServer) -> None:
+    await collect(
+        client.stream_chat(
+            [
+                {"role": "system", "content": "sys"},
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}],
+                },
+            ],
+            model=MODEL,
+            tools=[get_weather],
+            tool_choice="auto",
+        )
+    )
+    body = sent(server)
+    assert body["stream"] is True
+    check("MessageCreateParamsStreaming", body)
+    with pytest.raises(
+        AssertionError
+    ):  # the check can fail: a streaming body is not a non-streaming one
+        check("MessageCreateParamsNonStreaming", body)
+    with pytest.raises(AssertionError):  # and a misnamed field fails it too
+        check("MessageCreateParamsStreaming", {**body, "stop": ["x"]})
+
+
+# -- answers ---------------------------------------------------------------------------------------
+
+
+async def test_response_fields(client: asyncllm.Claude, server: FakeServer) -> None:
+    r = await client.chat([{"role": "user", "content": "hello"}], model=MODEL)
+    check("Message", r.raw, strict=False)
+    assert r.server_request_id == f"req_srv_{r.raw['id']}"
+    assert r.finish_reason == "end_turn"
+    assert r.model == MODEL
+    assert r.usage is not None
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (1, 2, 3)
+    assert r.usage.model_extra == {"cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+
+
+async def test_mixed_content_response() -> None:
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-x",
+        "content": [
+            {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+            {"type": "text", "text": "Let me "},
+            {"type": "text", "text": "check."},
+            {
+                "type": "tool_use",
+                "id": "toolu_1",
+                "name": "get_weather",
+                "input": {"city": "Zürich"},
+            },
+        ],
+        "stop_reason": "tool_use",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 7},
+    }
+    check("Message", message, strict=False)
+    transport = MockTransport(
+        lambda request: MockResponse(json=message, headers={"request-id": "req_server"})
+    )
+    async with asyncllm.Claude(api_key="k", transport=transport) as client:
+        r = await client.chat([{"role": "user", "content": "hi"}], model="claude-x")
+    assert r.text == "Let me check."
+    assert r.tool_calls == [
+        asyncllm.ToolCall(id="toolu_1", name="get_weather", arguments='{"city": "Zürich"}')
+    ]
+    assert r.usage is not None and r.usage.total_tokens == 15
+    assert r.usage.model_extra == {"cache_read_input_tokens": 7}
+    assert r.server_request_id == "req_server"
+    assert transport.requests[-1].url == "https://api.anthropic.com/v1/messages"
+
+
+async def test_not_a_message_is_a_validation_error() -> None:
+    transport = MockTransport(lambda request: MockResponse(json={"choices": []}))
+    async with asyncllm.Claude(api_key="k", transport=transport, max_retries=0) as client:
+        with pytest.raises(asyncllm.ResponseValidationError):
+            await client.chat([{"role": "user", "content": "hi"}], model="m")
+
+
+# -- streaming -------------------------------------------------------------------------------------
+
+
+async def test_stream_text_and_usage(client: asyncllm.Claude) -> None:
+    chunks = await collect(
+        client.stream_chat([{"role": "user", "content": "one two three four"}], model=MODEL)
+    )
+    assert "".join(c.delta for c in chunks) == "echo: one two three four"
+    assert len([c for c in chunks if c.delta]) == 5
+    last = chunks[-1]
+    assert last.finish_reason == "end_turn"
+    assert last.usage is not None
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens, last.usage.total_tokens) == (
+        4,
+        5,
+        9,
+    )
+    assert all(c.model == MODEL for c in chunks)
+    assert {c.raw["type"] for c in chunks} == {"content_block_delta", "message_delta"}
+
+
+async def test_stream_tool_call(client: asyncllm.Claude) -> None:
+    chunks = await collect(
+        client.stream_chat(
+            [{"role": "user", "content": "weather?"}], model=MODEL, tools=[get_weather]
+        )
+    )
+    deltas = [d for c in chunks for d in c.tool_calls]
+    assert deltas[0].index == 0 and deltas[0].name == "get_weather"
+    assert deltas[0].id is not None and deltas[0].id.startswith("toolu_")
+    assert all(d.index == 0 and d.id is None for d in deltas[1:])
+    assert json.loads("".join(d.arguments for d in deltas)) == {"city": "test"}
+    assert chunks[-1].finish_reason == "tool_use"
+
+
+async def test_stream_chunks_arrive_as_sent(client: asyncllm.Claude, server: FakeServer) -> None:
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        start: dict[str, Any] = {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": MODEL,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+        }
+        await resp.write(fake._sse("message_start", {"type": "message_start", "message": start}))
+        await resp.write(b'event: ping\ndata: {"type": "ping"}\n\n')
+        await resp.write(
+            fake._sse(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            )
+        )
+        await resp.write(
+            fake._sse(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": "first"},
+                },
+            )
+        )
+        await release.wait()
+        await resp.write(
+            fake._sse(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": " second"},
+                },
+            )
+        )
+        await resp.write(
+            fake._sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+        )
+        await resp.write(
+            fake._sse(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn"},
+                    "usage": {"output_tokens": 2},
+                },
+            )
+        )
+        await resp.write(fake._sse("message_stop", {"type": "message_stop"}))
+        await resp.write_eof()
+        return resp
+
+    server.overrides["/v1/messages"] = slow
+    async with client.stream_chat([{"role": "user", "content": "x"}], model=MODEL) as stream:
+        first = await asyncio.wait_for(stream.__anext__(), 2)
+        assert first.delta == "first"  # arrived while the server still holds the rest back
+        release.set()
+        rest = [c async for c in stream]
+    assert [c.delta for c in rest] == [" second", ""]
+    assert rest[-1].finish_reason == "end_turn"
+
+
+async def test_stream_error_before_first_chunk_is_retried(
+    client: asyncllm.Claude, server: FakeServer
+) -> None:
+    fake.stream_error_next(server, "overloaded_error", after=0)
+    chunks = await collect(
+        client.stream_chat([{"role": "user", "content": "again please"}], model=MODEL)
+    )
+    assert "".join(c.delta for c in chunks) == "echo: again please"
+    assert server.request_count == 2
+
+
+async def test_stream_error_after_first_chunk_is_raised(
+    client: asyncllm.Claude, server: FakeServer
+) -> None:
+    fake.stream_error_next(server, "overloaded_error", after=2)
+    got: list[str] = []
+    with pytest.raises(asyncllm.OverloadedError) as info:
+        async with client.stream_chat(
+            [{"role": "user", "content": "a b c d"}], model=MODEL
+        ) as stream:
+            async for chunk in stream:
+                got.append(chunk.delta)
+    assert got == ["echo:", " a"]
+    error = info.value
+    assert error.status_code == 529
+    assert error.error_type == "overloaded_error"
+    assert error.message == "injected overloaded_error"
+    assert error.server_request_id is not None and error.server_request_id.startswith("req_srv_")
+    assert server.request_count == 1
+
+
+async def test_stream_error_of_unknown_type(client: asyncllm.Claude, server: FakeServer) -> None:
+    fake.stream_error_next(server, "brand_new_error", after=0)
+    with pytest.raises(asyncllm.APIError) as info:
+        await collect(client.stream_chat([{"role": "user", "content": "x"}], model=MODEL))
+    assert info.value.status_code is None
+    assert info.value.error_type == "brand_new_error"
+    assert server.request_count == 1  # an unknown failure is not retried
+
+
+async def test_stream_cut_short_is_an_error() -> None:
+    events = [
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message","role":"assistant",'
+        b'"model":"m","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}}\n\n',
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n',
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hel"}}\n\n',
+    ]
+    transport = MockTransport(lambda request: MockResponse(chunks=events))
+    async with asyncllm.Claude(api_key="k", transport=transport, max_retries=0) as client:
+        got: list[str] = []
+        with pytest.raises(asyncllm.APIConnectionError, match="message_stop"):
+            async with client.stream_chat([{"role": "user", "content": "x"}], model="m") as stream:
+                async for chunk in stream:
+                    got.append(chunk.delta)
+    assert got == ["Hel"]
+
+
+async def test_stream_ignores_what_it_does_not_know() -> None:
+    events: list[dict[str, Any]] = [
+        {
+            "type": "message_start",
+            "message": {
+                "id": "m",
+                "type": "message",
+                "role": "assistant",
+                "model": "m",
+                "content": [],
+                "usage": {"input_tokens": 3, "output_tokens": 1},
+            },
+        },
+        {"type": "ping"},
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "hmm"},
+        },
+        {"type": "content_block_stop", "index": 0},
+        {"type": "something_new", "x": 1},
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Hi"}},
+        {
+            "type": "content_block_start",
+            "index": 2,
+            "content_block": {"type": "tool_use", "id": "toolu_9", "name": "f", "input": {}},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 2,
+            "delta": {"type": "input_json_delta", "partial_json": "{}"},
+        },
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+            "usage": {"output_tokens": 7},
+        },
+        {"type": "message_stop"},
+    ]
+    for event in events:
+        if event["type"] not in ("ping", "something_new"):
+            check("RawMessageStreamEvent", event, strict=False)
+    body = b"".join(fake._sse(str(e["type"]), e) for e in events)
+    transport = MockTransport(
+        lambda request: MockResponse(chunks=[body[i : i + 7] for i in range(0, len(body), 7)])
+    )
+    async with asyncllm.Claude(api_key="k", transport=transport) as client:
+        chunks = await collect(client.stream_chat([{"role": "user", "content": "x"}], model="m"))
+    assert "".join(c.delta for c in chunks) == "Hi"
+    assert [(d.index, d.id, d.arguments) for c in chunks for d in c.tool_calls] == [
+        (0, "toolu_9", ""),
+        (0, None, "{}"),
+    ]
+    usage = chunks[-1].usage
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (3, 7)
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+
+async def test_error_body_is_read(server: FakeServer) -> None:
+    server.fail_next(1, status=529, headers={"request-id": "req_overloaded"})
+    async with asyncllm.Claude(api_key=SECRET, base_url=server.url(), max_retries=0) as client:
+        with pytest.raises(asyncllm.OverloadedError) as info:
+            await client.chat([{"role": "user", "content": "x"}], model=MODEL)
+    error = info.value
+    assert (error.status_code, error.error_type, error.message) == (
+        529,
+        "overloaded_error",
+        "injected 529",
+    )
+    assert error.server_request_id == "req_overloaded"
+
+
+async def test_529_is_retried(client: asyncllm.Claude, server: FakeServer) -> None:
+    server.fail_next(2, status=529)
+    r = await client.chat([{"role": "user", "content": "x"}], model=MODEL)
+    assert r.text == "echo: x"
+    assert server.request_count == 3
+
+
+async def test_api_key_never_shown(server: FakeServer) -> None:
+    client = asyncllm.Claude(api_key=SECRET, base_url=server.url(), max_retries=0)
+    assert SECRET not in repr(client)
+    server.fail_next(1, status=401)
+    fake.stream_error_next(server, "authentication_error", after=0)
+    try:
+        with pytest.raises(asyncllm.AuthenticationError) as info:
+            await client.chat([{"role": "user", "content": "x"}], model=MODEL)
+        with pytest.raises(asyncllm.AuthenticationError) as streamed:
+            await collect(client.stream_chat([{"role": "user", "content": "x"}], model=MODEL))
+    finally:
+        await client.aclose()
+    for error in (info.value, streamed.value):
+        shown = " ".join([str(error), repr(error), str(error.body), repr(vars(error))])
+        assert SECRET not in shown
+
+
+async def test_count_tokens(client: asyncllm.Claude, server: FakeServer) -> None:
+    n = await client.count_tokens(
+        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "one two three"}],
+        model=MODEL,
+        tools=[get_weather],
+    )
+    assert n == 5
+    recorded = server.requests[-1]
+    assert recorded.path == "/v1/messages/count_tokens"
+    assert "max_tokens" not in recorded.json
+    check("MessageCountTokensParams", recorded.json)
+
+
+async def test_models_follow_pages(client: asyncllm.Claude, server: FakeServer) -> None:
+    server.state["anthropic.page_cap"] = 1
+    models = await client.models()
+    assert [m.id for m in models] == ["fake-chat", "claude-fake-opus", "claude-fake-haiku"]
+    assert models[0].created == 1747180800
+    assert models[0].model_extra == {"display_name": "Fake Chat"}
+    assert [r.query.get("after_id") for r in server.requests] == [
+        None,
+        "fake-chat",
+        "claude-fake-opus",
+    ]
+
+
+async def test_models_that_never_end_are_refused() -> None:
+    page = {
+        "data": [{"id": "a", "type": "model"}],
+        "has_more": True,
+        "first_id": "a",
+        "last_id": "a",
+    }
+    transport = MockTransport(lambda request: MockResponse(json=page))
+    async with asyncllm.Claude(api_key="k", transport=transport) as client:
+        with pytest.raises(asyncllm.ResponseValidationError):
+            await client.models()
+    assert len(transport.requests) == 2
+
+
+# -- the fake itself -------------------------------------------------------------------------------
+
+
+async def test_fake_speaks_anthropic(server: FakeServer) -> None:
+    good: dict[str, Any] = {
+        "model": MODEL,
+        "max_tokens": 20,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    headers = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+    async with aiohttp.ClientSession() as session:
+        refusals = [
+            ({k: v for k, v in good.items() if k != "max_tokens"}, headers, 400),
+            (good, {"x-api-key": "k"}, 400),
+            (good, {"anthropic-version": "2023-06-01"}, 401),
+            (
+                {**good, "messages": [{"role": "system", "content": "s"}, *good["messages"]]},
+                headers,
+                400,
+            ),
+        ]
+        for body, sent_headers, status in refusals:
+            async with session.post(
+                server.url("/v1/messages"), json=body, headers=sent_headers
+            ) as resp:
+                assert resp.status == status
+                check("ErrorResponse", await resp.json(), strict=False)
+        async with session.post(
+            server.url("/v1/messages"), json={**good, "stream": True}, headers=headers
+        ) as resp:
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            raw = (await resp.read()).decode()
+    events = [block for block in raw.split("\n\n") if block]
+    names = [e.split("\n")[0].removeprefix("event: ") for e in events]
+    assert names[:2] == ["message_start", "ping"] and names[-2:] == [
+        "message_delta",
+        "message_stop",
+    ]
+    for block in events:
+        name, data = block.split("\n")
+        payload = json.loads(data.removeprefix("data: "))
+        assert payload["type"] == name.removeprefix("event: ")
+        if payload["type"] != "ping":
+            check("RawMessageStreamEvent", payload, strict=False)
