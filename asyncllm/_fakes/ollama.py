@@ -1,0 +1,397 @@
+"""The Ollama protocol under ``/api``: chat and generate (JSON, or NDJSON streams by default),
+embed, and model management (tags, show, ps, version, pull, delete, copy).
+
+Besides the shared rules of ``_common``: models live in ``server.state["ollama_models"]``
+(``fake-chat`` and ``fake-embed`` at start) and any other name is a 404, as on a real server; a
+prompt containing ``FAILMID`` streams a piece and then an ``{"error": ...}`` line (a 500 when not
+streaming); pulling a name that starts with ``missing`` fails the same way after the manifest step;
+``format`` makes the reply a JSON value of that schema; ``think`` adds ``thinking`` text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from aiohttp import web
+
+from . import _common
+
+if False:  # pragma: no cover - typing only, avoids an import cycle at run time
+    from ..testing import FakeServer
+
+VERSION = "0.12.6"
+CONTEXT_TOKENS = 512
+FAILMID = "FAILMID"
+
+
+def error_body(status: int, message: str) -> Any:
+    return {"error": message}
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response(error_body(status, message), status=status)
+
+
+def _name(model: str) -> str:
+    return model if ":" in model.rpartition("/")[2] else f"{model}:latest"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def _entry(name: str, family: str = "llama") -> dict[str, Any]:
+    return {
+        "name": name,
+        "model": name,
+        "modified_at": "2025-10-03T23:34:03.409490317-07:00",
+        "size": 1_000_000 + len(name),
+        "digest": _digest(name),
+        "details": {
+            "parent_model": "",
+            "format": "gguf",
+            "family": family,
+            "families": [family],
+            "parameter_size": "1.0B",
+            "quantization_level": "Q4_K_M",
+        },
+    }
+
+
+def _stats(prompt: int, completion: int) -> dict[str, Any]:
+    load, prompt_ns, eval_ns = 1_000_000, prompt * 100_000, completion * 200_000
+    return {
+        "total_duration": load + prompt_ns + eval_ns,
+        "load_duration": load,
+        "prompt_eval_count": prompt,
+        "prompt_eval_duration": prompt_ns,
+        "eval_count": completion,
+        "eval_duration": eval_ns,
+    }
+
+
+def plan_reply(
+    messages: list[dict[str, Any]], tools: Any, fmt: Any
+) -> tuple[str, list[dict[str, Any]]]:
+    """(text, tool_calls) the fake model answers with, in Ollama form."""
+    last = messages[-1]
+    if last.get("role") == "tool":
+        name = last.get("tool_name") or next(
+            (
+                c["function"]["name"]
+                for m in reversed(messages)
+                for c in m.get("tool_calls") or ()
+                if isinstance(c, dict) and isinstance(c.get("function"), dict)
+            ),
+            "tool",
+        )
+        return _common.tool_result_text(name, str(last.get("content", ""))), []
+    if tools:
+        fn = tools[0].get("function", {}) if isinstance(tools[0], dict) else {}
+        args = _common.sample_for(fn.get("parameters") or {})
+        return "", [{"function": {"name": fn.get("name", "tool"), "arguments": args}}]
+    if fmt is not None:
+        return json.dumps(_common.sample_for(fmt) if isinstance(fmt, dict) else {}), []
+    user = next((m for m in reversed(messages) if m.get("role") == "user"), last)
+    return _common.reply_text(str(user.get("content", ""))), []
+
+
+def _check_messages(messages: Any) -> str | None:
+    if not isinstance(messages, list):
+        return "messages must be an array"
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "tool"):
+            return "invalid message role"
+        if not isinstance(m.get("content", ""), str):
+            return "invalid message content: must be a string"
+        images = m.get("images")
+        if images is not None and not (
+            isinstance(images, list) and all(isinstance(i, str) for i in images)
+        ):
+            return "invalid message images: must be base64 strings"
+    return None
+
+
+async def _ndjson(request: web.Request, lines: list[dict[str, Any]]) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await resp.prepare(request)
+    for line in lines:
+        await resp.write(json.dumps(line).encode() + b"\n")
+        await asyncio.sleep(0)
+    await resp.write_eof()
+    return resp
+
+
+def setup(server: FakeServer) -> None:
+    models: dict[str, dict[str, Any]] = {
+        _name("fake-chat"): _entry(_name("fake-chat")),
+        _name("fake-embed"): _entry(_name("fake-embed"), "bert"),
+    }
+    loaded: dict[str, str] = {}
+    server.state["ollama_models"] = models
+
+    def find(body: Any, key: str = "model") -> tuple[str | None, web.Response | None]:
+        if not isinstance(body, dict) or not isinstance(body.get(key), str) or not body[key]:
+            return None, _error(400, f"{key} is required")
+        name = _name(body[key])
+        if name not in models:
+            return None, _error(404, f"model '{body[key]}' not found")
+        return name, None
+
+    def load(name: str, keep_alive: Any) -> None:
+        if keep_alive == 0 or keep_alive == "0":
+            loaded.pop(name, None)
+        else:
+            loaded[name] = (datetime.now(timezone.utc) + timedelta(minutes=5)).isoformat()
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        body = request["json"]
+        name, failure = find(body)
+        if failure is not None or name is None:
+            return failure or _error(400, "model is required")
+        messages = body.get("messages") or []
+        problem = _check_messages(messages)
+        if problem:
+            return _error(400, problem)
+        load(name, body.get("keep_alive"))
+        if not messages:  # an empty chat loads (or unloads) the model
+            reason = "unload" if body.get("keep_alive") in (0, "0") else "load"
+            empty = {"role": "assistant", "content": ""}
+            return web.json_response(
+                {"model": body["model"], "created_at": _now(), "message": empty,
+                 "done": True, "done_reason": reason}
+            )  # fmt: skip
+        text, calls = plan_reply(messages, body.get("tools"), body.get("format"))
+        prompt = sum(_common.count_tokens(str(m.get("content", ""))) for m in messages)
+        stats = _stats(prompt, _common.count_tokens(text) or len(calls))
+        thinking = f"thinking about: {text}" if body.get("think") else None
+        base = {"model": body["model"], "created_at": _now()}
+        failing = FAILMID in str(messages[-1].get("content", ""))
+        if body.get("stream", True) is False:
+            if failing:
+                return _error(500, f"an error was encountered while running the model: {FAILMID}")
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if thinking:
+                message["thinking"] = thinking
+            if calls:
+                message["tool_calls"] = calls
+            return web.json_response(
+                {**base, "message": message, "done": True, "done_reason": "stop", **stats}
+            )
+        lines: list[dict[str, Any]] = []
+        if thinking:
+            lines.append(
+                {**base, "message": {"role": "assistant", "content": "", "thinking": thinking},
+                 "done": False}
+            )  # fmt: skip
+        for piece in _common.pieces(text) if text else ():
+            lines.append(
+                {**base, "message": {"role": "assistant", "content": piece}, "done": False}
+            )
+            if failing:
+                lines.append(
+                    {"error": f"an error was encountered while running the model: {FAILMID}"}
+                )
+                return await _ndjson(request, lines)
+        if calls:
+            lines.append(
+                {**base, "message": {"role": "assistant", "content": "", "tool_calls": calls},
+                 "done": False}
+            )  # fmt: skip
+        lines.append(
+            {**base, "message": {"role": "assistant", "content": ""}, "done": True,
+             "done_reason": "stop", **stats}
+        )  # fmt: skip
+        return await _ndjson(request, lines)
+
+    async def generate(request: web.Request) -> web.StreamResponse:
+        body = request["json"]
+        name, failure = find(body)
+        if failure is not None or name is None:
+            return failure or _error(400, "model is required")
+        images = body.get("images")
+        if images is not None and not (
+            isinstance(images, list) and all(isinstance(i, str) for i in images)
+        ):
+            return _error(400, "invalid images: must be base64 strings")
+        load(name, body.get("keep_alive"))
+        prompt = body.get("prompt") or ""
+        base = {"model": body["model"], "created_at": _now()}
+        if not prompt:
+            reason = "unload" if body.get("keep_alive") in (0, "0") else "load"
+            return web.json_response({**base, "response": "", "done": True, "done_reason": reason})
+        fmt = body.get("format")
+        text = (
+            json.dumps(_common.sample_for(fmt) if isinstance(fmt, dict) else {})
+            if fmt is not None
+            else _common.reply_text(prompt)
+        )
+        count = _common.count_tokens(prompt) + _common.count_tokens(body.get("system") or "")
+        stats = _stats(count, _common.count_tokens(text))
+        thinking = f"thinking about: {text}" if body.get("think") else None
+        failing = FAILMID in prompt
+        if body.get("stream", True) is False:
+            if failing:
+                return _error(500, f"an error was encountered while running the model: {FAILMID}")
+            result = {**base, "response": text, "done": True, "done_reason": "stop", **stats}
+            if thinking:
+                result["thinking"] = thinking
+            return web.json_response(result)
+        lines: list[dict[str, Any]] = []
+        if thinking:
+            lines.append({**base, "response": "", "thinking": thinking, "done": False})
+        for piece in _common.pieces(text):
+            lines.append({**base, "response": piece, "done": False})
+            if failing:
+                lines.append(
+                    {"error": f"an error was encountered while running the model: {FAILMID}"}
+                )
+                return await _ndjson(request, lines)
+        lines.append({**base, "response": "", "done": True, "done_reason": "stop", **stats})
+        return await _ndjson(request, lines)
+
+    async def embed(request: web.Request) -> web.StreamResponse:
+        body = request["json"]
+        name, failure = find(body)
+        if failure is not None or name is None:
+            return failure or _error(400, "model is required")
+        inputs = body.get("input")
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+            return _error(400, "invalid input type")
+        dim = body.get("dimensions") or 8
+        if not isinstance(dim, int) or dim < 1:
+            return _error(400, "dimensions must be a positive integer")
+        if body.get("truncate", True) is False and any(
+            _common.count_tokens(t) > CONTEXT_TOKENS for t in inputs
+        ):
+            return _error(400, "the input length exceeds the context length")
+        load(name, body.get("keep_alive"))
+        tokens = sum(min(CONTEXT_TOKENS, _common.count_tokens(t)) for t in inputs)
+        return web.json_response(
+            {
+                "model": body["model"],
+                "embeddings": [_common.vector(t, dim) for t in inputs],
+                "total_duration": 1_000_000 + tokens * 10_000,
+                "load_duration": 1_000_000,
+                "prompt_eval_count": tokens,
+            }
+        )
+
+    async def tags(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"models": list(models.values())})
+
+    async def ps(request: web.Request) -> web.StreamResponse:
+        running = [
+            {
+                **{k: v for k, v in models[n].items() if k != "modified_at"},
+                "expires_at": expires,
+                "size_vram": models[n]["size"],
+                "context_length": 4096,
+            }
+            for n, expires in loaded.items()
+            if n in models
+        ]
+        return web.json_response({"models": running})
+
+    async def show(request: web.Request) -> web.StreamResponse:
+        name, failure = find(request["json"])
+        if failure is not None or name is None:
+            return failure or _error(400, "model is required")
+        entry = models[name]
+        family = entry["details"]["family"]
+        return web.json_response(
+            {
+                "parameters": "temperature 0.7\nnum_ctx 4096",
+                "license": "fake licence",
+                "modified_at": entry["modified_at"],
+                "details": entry["details"],
+                "template": "{{ .Prompt }}",
+                "capabilities": ["embedding"] if family == "bert" else ["completion", "tools"],
+                "model_info": {"general.architecture": family, f"{family}.context_length": 4096},
+            }
+        )
+
+    async def version(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"version": VERSION})
+
+    async def pull(request: web.Request) -> web.StreamResponse:
+        body = request["json"]
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("model"), str)
+            or not body["model"]
+        ):
+            return _error(400, "model is required")
+        name = _name(body["model"])
+        missing = body["model"].startswith("missing")
+        failure = "pull model manifest: file does not exist"
+        if body.get("stream", True) is False:
+            if missing:
+                return _error(500, failure)
+            models[name] = _entry(name)
+            return web.json_response({"status": "success"})
+        lines: list[dict[str, Any]] = [{"status": "pulling manifest"}]
+        if missing:
+            return await _ndjson(request, [*lines, {"error": failure}])
+        for layer, total in ((f"{name}/weights", 4000), (f"{name}/params", 100)):
+            digest = "sha256:" + _digest(layer)
+            status = f"pulling {digest[7:19]}"
+            lines.append({"status": status, "digest": digest, "total": total})
+            lines.extend(
+                {"status": status, "digest": digest, "total": total, "completed": done}
+                for done in (total // 4, total // 2, total)
+            )
+        lines += [
+            {"status": "verifying sha256 digest"},
+            {"status": "writing manifest"},
+            {"status": "success"},
+        ]
+        models[name] = _entry(name)
+        return await _ndjson(request, lines)
+
+    async def delete(request: web.Request) -> web.StreamResponse:
+        name, failure = find(request["json"])
+        if failure is not None or name is None:
+            return failure or _error(400, "model is required")
+        del models[name]
+        loaded.pop(name, None)
+        return web.Response(status=200)
+
+    async def copy(request: web.Request) -> web.StreamResponse:
+        body = request["json"]
+        name, failure = find(body, "source")
+        if failure is not None or name is None:
+            return failure or _error(400, "source is required")
+        destination = body.get("destination")
+        if not isinstance(destination, str) or not destination:
+            return _error(400, "destination is required")
+        models[_name(destination)] = {
+            **models[name],
+            "name": _name(destination),
+            "model": _name(destination),
+        }
+        return web.Response(status=200)
+
+    for method, path, handler in (
+        ("POST", "/api/chat", chat),
+        ("POST", "/api/generate", generate),
+        ("POST", "/api/embed", embed),
+        ("GET", "/api/tags", tags),
+        ("GET", "/api/ps", ps),
+        ("POST", "/api/show", show),
+        ("GET", "/api/version", version),
+        ("POST", "/api/pull", pull),
+        ("DELETE", "/api/delete", delete),
+        ("POST", "/api/copy", copy),
+    ):
+        server.add_route(method, path, handler, error_body=error_body)

@@ -1,0 +1,1202 @@
+"""Ollama's native API (``/api/chat``, ``/api/generate``, ``/api/embed``, model management).
+
+Streams are newline-delimited JSON; every call but the streamed ones sends ``"stream": false``
+because Ollama streams by default. Errors are ``{"error": "..."}``, with an HTTP status before
+the stream starts and as a line of their own once it has.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, ClassVar, Literal, TypeVar, overload
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .._dispatcher import Priority, Stream
+from .._exceptions import APIConnectionError, APIError, ConfigurationError, ResponseValidationError
+from .._models import (
+    ChatChunk,
+    ChatResponse,
+    EmbeddingResponse,
+    Message,
+    ModelInfo,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    coerce_tools,
+    normalize_messages,
+)
+from .._transport import Response
+from ._base import BaseClient, Meta, check_int, check_model, check_number, check_stop, merge_extra
+
+T = TypeVar("T")
+
+OLLAMA_DEFAULT_PORT = 11434
+OLLAMA_BASE_URL = f"http://localhost:{OLLAMA_DEFAULT_PORT}"
+
+Think = bool | Literal["high", "medium", "low", "max"]
+KeepAlive = str | int | float
+
+_THINK_LEVELS = ("high", "medium", "low", "max")
+_DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
+_ROLES = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+    "function": "tool",
+}
+
+
+def ollama_host(value: str) -> str:
+    """A base URL from an ``OLLAMA_HOST`` value, read the way Ollama reads it.
+
+    The scheme is optional (``http``); the port defaults to 11434 without a scheme and to 80/443
+    with one; a path is kept. The bind-all addresses ``0.0.0.0`` and ``::`` mean this machine.
+    """
+    text = value.strip()
+    scheme, sep, rest = text.partition("://")
+    port = OLLAMA_DEFAULT_PORT
+    if not sep:
+        scheme, rest = "http", text
+    elif scheme in ("http", "https"):
+        port = 80 if scheme == "http" else 443
+    else:
+        raise ConfigurationError(f"Ollama host must be http(s) or host:port, got {value!r}")
+    hostport, _, path = rest.partition("/")
+    try:
+        parts = urlsplit("//" + hostport)
+        port = parts.port or port
+    except ValueError as exc:
+        raise ConfigurationError(f"Ollama host has an invalid port: {value!r}") from exc
+    host = parts.hostname or "127.0.0.1"
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    if ":" in host:
+        host = f"[{host}]"
+    path = path.strip("/")
+    return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")
+
+
+# -- public result types ------------------------------------------------------------------------
+
+
+class OllamaChatResponse(ChatResponse):
+    """A ChatResponse plus the model's separate reasoning when ``think`` was on."""
+
+    thinking: str | None = None
+
+
+class OllamaChatChunk(ChatChunk):
+    """A ChatChunk plus the piece of reasoning it carries when ``think`` is on."""
+
+    thinking: str = ""
+    done: bool = False
+
+
+class GenerateResponse(BaseModel):
+    """A completion of ``/api/generate``."""
+
+    text: str
+    thinking: str | None = None
+    done_reason: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    created_at: str | None = None
+    request_id: str
+    raw: Any = None
+
+
+class GenerateChunk(BaseModel):
+    """One streamed line of ``/api/generate``; the last (``done``) one carries ``usage``."""
+
+    delta: str = ""
+    thinking: str = ""
+    done: bool = False
+    done_reason: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    request_id: str
+    raw: Any = None
+
+
+class PullProgress(BaseModel):
+    """A status event of ``/api/pull``: a byte count per layer ``digest`` while downloading."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        """Share of this layer downloaded (0.0 to 1.0), when the server said how big it is."""
+        if not self.total or self.completed is None:
+            return None
+        return min(1.0, self.completed / self.total)
+
+
+class ShowResponse(BaseModel):
+    """What ``/api/show`` says about a model."""
+
+    model_config = ConfigDict(extra="allow")
+
+    parameters: str | None = None
+    license: str | None = None
+    modified_at: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    template: str | None = None
+    system: str | None = None
+    capabilities: list[str] = Field(default_factory=list)
+    model_info: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunningModel(BaseModel):
+    """A model loaded in memory (``/api/ps``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    model: str | None = None
+    size: int | None = None
+    digest: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    expires_at: str | None = None
+    size_vram: int | None = None
+    context_length: int | None = None
+
+
+# -- wire types ---------------------------------------------------------------------------------
+
+
+class _WireFunction(BaseModel):
+    name: str
+    arguments: dict[str, Any] | str = Field(default_factory=dict)
+    index: int | None = None
+
+
+class _WireToolCall(BaseModel):
+    id: str | None = None
+    function: _WireFunction
+
+
+class _WireMessage(BaseModel):
+    role: str = "assistant"
+    content: str | None = ""
+    thinking: str | None = None
+    tool_calls: list[_WireToolCall] | None = None
+    images: list[str] | None = None
+
+
+class _WireStats(BaseModel):
+    model: str | None = None
+    created_at: str | None = None
+    done: bool = False
+    done_reason: str | None = None
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+    prompt_eval_duration: int | None = None
+    eval_count: int | None = None
+    eval_duration: int | None = None
+
+    def usage(self) -> Usage | None:
+        extras: dict[str, Any] = {}
+        for name in _DURATIONS:
+            ns = getattr(self, name)
+            if ns is not None:
+                extras[name] = ns
+                extras[name.replace("_duration", "_seconds")] = ns / 1e9
+        prompt, completion = self.prompt_eval_count, self.eval_count
+        if prompt is None and completion is None and not extras:
+            return None
+        total = None if prompt is None and completion is None else (prompt or 0) + (completion or 0)
+        return Usage(
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=total, **extras
+        )
+
+
+class _WireChat(_WireStats):
+    message: _WireMessage
+
+
+class _WireGenerate(_WireStats):
+    response: str
+    thinking: str | None = None
+
+
+class _WireEmbed(BaseModel):
+    model: str | None = None
+    embeddings: list[list[float]]
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+
+
+class _WireTag(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    model: str | None = None
+    modified_at: str | None = None
+    size: int | None = None
+    digest: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class _WireTags(BaseModel):
+    models: list[_WireTag]
+
+
+class _WirePs(BaseModel):
+    models: list[RunningModel]
+
+
+class _WireVersion(BaseModel):
+    version: str
+
+
+# -- request pieces -----------------------------------------------------------------------------
+
+
+def _image(value: Any, where: str) -> str:
+    """Base64 text from bytes, base64 text or a ``data:`` URL; Ollama takes images only inline."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{where}: an image must be bytes, base64 text or a data: URL")
+    text: str = value
+    if text.startswith("data:"):
+        header, _, text = text.partition(",")
+        if not header.endswith(";base64"):
+            raise ConfigurationError(f"{where}: only base64 data: URLs are supported")
+    elif text.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"{where}: Ollama takes images inline, not by URL; send a data: URL"
+        )
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigurationError(f"{where}: image is not valid base64") from exc
+    return text
+
+
+def _images(values: Any, where: str) -> list[str]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ConfigurationError(f"{where} must be a list of images")
+    return [_image(v, f"{where}[{i}]") for i, v in enumerate(values)]
+
+
+def _content(content: Any, where: str) -> tuple[str, list[str]]:
+    """(text, base64 images) from a common-form content."""
+    if content is None:
+        return "", []
+    if isinstance(content, str):
+        return content, []
+    texts: list[str] = []
+    images: list[str] = []
+    for j, part in enumerate(content):
+        kind = part.get("type")
+        if kind == "text":
+            texts.append(str(part.get("text", "")))
+        elif kind == "image_url":
+            url = part.get("image_url")
+            if isinstance(url, Mapping):
+                url = url.get("url")
+            images.append(_image(url, f"{where}.content[{j}]"))
+        else:
+            raise ConfigurationError(f"{where}.content[{j}]: Ollama cannot take a {kind!r} part")
+    return "".join(texts), images
+
+
+def _arguments(raw: Any, where: str) -> dict[str, Any]:
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw or "{}")
+        except ValueError as exc:
+            raise ConfigurationError(f"{where}: tool call arguments are not JSON") from exc
+    if not isinstance(raw, Mapping):
+        raise ConfigurationError(f"{where}: tool call arguments must be a JSON object")
+    return dict(raw)
+
+
+def wire_messages(messages: Any) -> list[dict[str, Any]]:
+    """Common-form messages in Ollama's form: text ``content`` plus ``images``, tool calls with
+    object arguments, tool results named by ``tool_name``."""
+    out: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
+    for i, item in enumerate(normalize_messages(messages)):
+        where = f"messages[{i}]"
+        role = _ROLES[item["role"]]
+        text, images = _content(item.get("content"), where)
+        wire: dict[str, Any] = {"role": role, "content": text}
+        if item.get("images") is not None:
+            images = _images(item["images"], f"{where}.images") + images
+        if images:
+            wire["images"] = images
+        if isinstance(item.get("thinking"), str) and role == "assistant":
+            wire["thinking"] = item["thinking"]
+        calls = []
+        for call in item.get("tool_calls") or ():
+            fn = call["function"]
+            if not isinstance(fn.get("name"), str):
+                raise ConfigurationError(f"{where}: a tool call needs a function name")
+            if isinstance(call.get("id"), str):
+                names[call["id"]] = fn["name"]
+            calls.append(
+                {
+                    "function": {
+                        "name": fn["name"],
+                        "arguments": _arguments(fn.get("arguments"), where),
+                    }
+                }
+            )
+        if calls:
+            wire["tool_calls"] = calls
+        if role == "tool":
+            name = (
+                item.get("tool_name") or item.get("name") or names.get(item.get("tool_call_id", ""))
+            )
+            if isinstance(name, str):
+                wire["tool_name"] = name
+        out.append(wire)
+    return out
+
+
+def format_body(value: Any) -> str | dict[str, Any] | None:
+    """``"json"``, a JSON schema dict, or a pydantic model class (its schema)."""
+    if value is None or value == "json":
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, type) and issubclass(value, BaseModel):
+        return value.model_json_schema()
+    raise ConfigurationError("format must be 'json', a JSON schema dict or a pydantic model class")
+
+
+def options_body(
+    options: Mapping[str, Any] | None,
+    *,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    min_p: float | None = None,
+    max_tokens: int | None = None,
+    num_ctx: int | None = None,
+    seed: int | None = None,
+    stop: str | Sequence[str] | None = None,
+) -> dict[str, Any] | None:
+    """Ollama's ``options``: the named settings (``max_tokens`` is ``num_predict``) plus any other
+    Modelfile parameter given in ``options``. A setting given both ways is an error."""
+    check_number("temperature", temperature, 0)
+    check_number("top_p", top_p, 0, 1)
+    check_number("min_p", min_p, 0, 1)
+    check_int("top_k", top_k, 0)
+    check_int("max_tokens", max_tokens, 1)
+    check_int("num_ctx", num_ctx, 1)
+    check_int("seed", seed)
+    named = {
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": top_k,
+        "min_p": min_p,
+        "num_predict": max_tokens,
+        "num_ctx": num_ctx,
+        "seed": seed,
+        "stop": check_stop(stop),
+    }
+    out: dict[str, Any] = {}
+    if options is not None:
+        if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
+            raise ConfigurationError("options must be a mapping of parameter names to values")
+        out.update(options)
+    for key, value in named.items():
+        if value is None:
+            continue
+        if key in out:
+            given = "max_tokens" if key == "num_predict" else key
+            raise ConfigurationError(f"{given} is given twice (as an argument and in options)")
+        out[key] = value
+    return out or None
+
+
+def _keep_alive(value: Any) -> KeepAlive | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip():
+        return value
+    if not isinstance(value, str):
+        check_number("keep_alive", value)
+        return value  # type: ignore[no-any-return]
+    raise ConfigurationError("keep_alive must be a duration like '5m' or a number of seconds")
+
+
+def _think(value: Any) -> Think | None:
+    if value is None or isinstance(value, bool) or value in _THINK_LEVELS:
+        return value  # type: ignore[no-any-return]
+    raise ConfigurationError(f"think must be a bool or one of {', '.join(_THINK_LEVELS)}")
+
+
+def _tool_calls(message: _WireMessage) -> list[ToolCall]:
+    calls = []
+    for call in message.tool_calls or ():
+        args = call.function.arguments
+        calls.append(
+            ToolCall(
+                id=call.id or f"call_{uuid.uuid4().hex[:24]}",
+                name=call.function.name,
+                arguments=args if isinstance(args, str) else json.dumps(args),
+            )
+        )
+    return calls
+
+
+def _finish(wire: _WireStats, called: bool) -> str | None:
+    """Ollama says "stop" after tool calls too; the common form says "tool_calls"."""
+    if called and wire.done_reason in (None, "stop"):
+        return "tool_calls"
+    return wire.done_reason
+
+
+class Ollama(BaseClient):
+    """``Ollama(base_url=None, api_key=None)``: base from ``OLLAMA_HOST`` (``host:port`` accepted,
+    default ``http://localhost:11434``). No auth unless ``api_key`` (or ``OLLAMA_API_KEY``) is set,
+    for servers behind an authenticating proxy or Ollama's cloud."""
+
+    backend: ClassVar[str] = "ollama"
+    default_base_url: ClassVar[str | None] = OLLAMA_BASE_URL
+    base_url_env: ClassVar[tuple[str, ...]] = ("OLLAMA_HOST",)
+    api_key_env: ClassVar[tuple[str, ...]] = ("OLLAMA_API_KEY",)
+
+    def __init__(self, base_url: str | None = None, api_key: Any = None, **kwargs: Any) -> None:
+        url = base_url or os.environ.get("OLLAMA_HOST") or OLLAMA_BASE_URL
+        super().__init__(api_key=api_key, base_url=ollama_host(url), **kwargs)
+
+    # -- chat ------------------------------------------------------------------------------------
+
+    def _chat_body(
+        self,
+        messages: Any,
+        model: str,
+        tools: Sequence[Any] | None,
+        format: Any,
+        options: dict[str, Any] | None,
+        keep_alive: Any,
+        think: Any,
+        extra_body: Mapping[str, Any] | None,
+        stream: bool,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": check_model(model),
+            "messages": wire_messages(messages),
+            "stream": stream,
+        }
+        coerced = coerce_tools(tools)
+        optional = {
+            "tools": [t.to_openai() for t in coerced] if coerced else None,
+            "format": format_body(format),
+            "options": options,
+            "keep_alive": _keep_alive(keep_alive),
+            "think": _think(think),
+        }
+        body.update((k, v) for k, v in optional.items() if v is not None)
+        return merge_extra(body, extra_body)
+
+    def _parse_chat(self, payload: Any, meta: Meta) -> OllamaChatResponse:
+        wire = _WireChat.model_validate(self._no_error(payload, meta))
+        calls = _tool_calls(wire.message)
+        text = wire.message.content or ""
+        fields: dict[str, Any] = {"role": "assistant", "content": text}
+        if calls:
+            fields["tool_calls"] = calls
+        if wire.message.thinking:
+            fields["thinking"] = wire.message.thinking
+        message = Message.model_validate(fields)
+        return OllamaChatResponse(
+            text=text,
+            message=message,
+            tool_calls=calls,
+            finish_reason=_finish(wire, bool(calls)),
+            usage=wire.usage(),
+            model=wire.model,
+            request_id=meta.request_id,
+            choices=[message],
+            thinking=wire.message.thinking,
+            raw=payload,
+        )
+
+    async def chat(
+        self,
+        messages: Sequence[Mapping[str, Any] | BaseModel],
+        *,
+        model: str,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        min_p: float | None = None,
+        max_tokens: int | None = None,
+        num_ctx: int | None = None,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        options: Mapping[str, Any] | None = None,
+        tools: Sequence[Any] | None = None,
+        format: Any = None,
+        keep_alive: KeepAlive | None = None,
+        think: Think | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> OllamaChatResponse:
+        """A chat reply from ``/api/chat``. ``format`` is ``"json"``, a JSON schema or a pydantic
+        model class; ``think`` returns the reasoning apart (``.thinking``). Image parts must be
+        ``data:`` URLs; Ollama cannot fetch images."""
+        body = self._chat_body(
+            messages,
+            model,
+            tools,
+            format,
+            options_body(
+                options,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                min_p=min_p,
+                max_tokens=max_tokens,
+                num_ctx=num_ctx,
+                seed=seed,
+                stop=stop,
+            ),
+            keep_alive,
+            think,
+            extra_body,
+            stream=False,
+        )
+        return await self._request(
+            "chat",
+            "POST",
+            "/api/chat",
+            self._parse_chat,
+            body=body,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+            extra_headers=extra_headers,
+        )
+
+    def stream_chat(
+        self,
+        messages: Sequence[Mapping[str, Any] | BaseModel],
+        *,
+        model: str,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        min_p: float | None = None,
+        max_tokens: int | None = None,
+        num_ctx: int | None = None,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        options: Mapping[str, Any] | None = None,
+        tools: Sequence[Any] | None = None,
+        format: Any = None,
+        keep_alive: KeepAlive | None = None,
+        think: Think | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Stream[OllamaChatChunk]:
+        """Chunks of ``/api/chat`` as each line arrives; the last one carries ``usage``. An error
+        line mid-stream raises APIError (not retried once a chunk was delivered)."""
+        body = self._chat_body(
+            messages,
+            model,
+            tools,
+            format,
+            options_body(
+                options,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                min_p=min_p,
+                max_tokens=max_tokens,
+                num_ctx=num_ctx,
+                seed=seed,
+                stop=stop,
+            ),
+            keep_alive,
+            think,
+            extra_body,
+            stream=True,
+        )
+        return self._stream(
+            "stream_chat",
+            "POST",
+            "/api/chat",
+            self._decode_chat,
+            body=body,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+            extra_headers=extra_headers,
+        )
+
+    async def _decode_chat(self, response: Response, meta: Meta) -> AsyncIterator[OllamaChatChunk]:
+        index = 0
+        called = False
+
+        def parse(payload: Any, meta: Meta) -> OllamaChatChunk:
+            nonlocal index, called
+            wire = _WireChat.model_validate(self._no_error(payload, meta))
+            deltas = []
+            for call in _tool_calls(wire.message):
+                deltas.append(
+                    ToolCallDelta(index=index, id=call.id, name=call.name, arguments=call.arguments)
+                )
+                index += 1
+            called = called or bool(deltas)
+            return OllamaChatChunk(
+                delta=wire.message.content or "",
+                tool_calls=deltas,
+                thinking=wire.message.thinking or "",
+                done=wire.done,
+                finish_reason=_finish(wire, called) if wire.done else None,
+                usage=wire.usage() if wire.done else None,
+                model=wire.model,
+                request_id=meta.request_id,
+                raw=payload,
+            )
+
+        async for chunk in self._until_done(response, meta, parse):
+            yield chunk
+
+    # -- generate --------------------------------------------------------------------------------
+
+    def _generate_body(
+        self,
+        prompt: str | None,
+        model: str,
+        system: str | None,
+        suffix: str | None,
+        images: Sequence[str | bytes] | None,
+        format: Any,
+        options: dict[str, Any] | None,
+        raw: bool | None,
+        keep_alive: Any,
+        think: Any,
+        extra_body: Mapping[str, Any] | None,
+        stream: bool,
+    ) -> dict[str, Any]:
+        for name, value in (("prompt", prompt), ("system", system), ("suffix", suffix)):
+            if value is not None and not isinstance(value, str):
+                raise ConfigurationError(f"{name} must be a string")
+        if raw is not None and not isinstance(raw, bool):
+            raise ConfigurationError("raw must be a bool")
+        body: dict[str, Any] = {"model": check_model(model), "stream": stream}
+        optional = {
+            "prompt": prompt,
+            "system": system,
+            "suffix": suffix,
+            "images": None if images is None else _images(images, "images"),
+            "format": format_body(format),
+            "options": options,
+            "raw": raw,
+            "keep_alive": _keep_alive(keep_alive),
+            "think": _think(think),
+        }
+        body.update((k, v) for k, v in optional.items() if v is not None)
+        return merge_extra(body, extra_body)
+
+    async def generate(
+        self,
+        prompt: str | None = None,
+        *,
+        model: str,
+        system: str | None = None,
+        suffix: str | None = None,
+        images: Sequence[str | bytes] | None = None,
+        format: Any = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        min_p: float | None = None,
+        max_tokens: int | None = None,
+        num_ctx: int | None = None,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        options: Mapping[str, Any] | None = None,
+        raw: bool | None = None,
+        keep_alive: KeepAlive | None = None,
+        think: Think | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> GenerateResponse:
+        """A plain completion of ``prompt`` (``suffix`` for fill-in-the-middle, ``raw`` to skip the
+        model's template). No prompt just loads the model; add ``keep_alive=0`` to unload it."""
+        body = self._generate_body(
+            prompt,
+            model,
+            system,
+            suffix,
+            images,
+            format,
+            options_body(
+                options,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                min_p=min_p,
+                max_tokens=max_tokens,
+                num_ctx=num_ctx,
+                seed=seed,
+                stop=stop,
+            ),
+            raw,
+            keep_alive,
+            think,
+            extra_body,
+            stream=False,
+        )
+
+        def parse(payload: Any, meta: Meta) -> GenerateResponse:
+            wire = _WireGenerate.model_validate(self._no_error(payload, meta))
+            return GenerateResponse(
+                text=wire.response,
+                thinking=wire.thinking,
+                done_reason=wire.done_reason,
+                usage=wire.usage(),
+                model=wire.model,
+                created_at=wire.created_at,
+                request_id=meta.request_id,
+                raw=payload,
+            )
+
+        return await self._request(
+            "generate",
+            "POST",
+            "/api/generate",
+            parse,
+            body=body,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+            extra_headers=extra_headers,
+        )
+
+    def stream_generate(
+        self,
+        prompt: str | None = None,
+        *,
+        model: str,
+        system: str | None = None,
+        suffix: str | None = None,
+        images: Sequence[str | bytes] | None = None,
+        format: Any = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        min_p: float | None = None,
+        max_tokens: int | None = None,
+        num_ctx: int | None = None,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        options: Mapping[str, Any] | None = None,
+        raw: bool | None = None,
+        keep_alive: KeepAlive | None = None,
+        think: Think | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Stream[GenerateChunk]:
+        """``generate`` line by line as the model writes; the ``done`` chunk carries ``usage``."""
+        body = self._generate_body(
+            prompt,
+            model,
+            system,
+            suffix,
+            images,
+            format,
+            options_body(
+                options,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                min_p=min_p,
+                max_tokens=max_tokens,
+                num_ctx=num_ctx,
+                seed=seed,
+                stop=stop,
+            ),
+            raw,
+            keep_alive,
+            think,
+            extra_body,
+            stream=True,
+        )
+
+        def parse(payload: Any, meta: Meta) -> GenerateChunk:
+            wire = _WireGenerate.model_validate(self._no_error(payload, meta))
+            return GenerateChunk(
+                delta=wire.response,
+                thinking=wire.thinking or "",
+                done=wire.done,
+                done_reason=wire.done_reason,
+                usage=wire.usage() if wire.done else None,
+                model=wire.model,
+                request_id=meta.request_id,
+                raw=payload,
+            )
+
+        def decode(response: Response, meta: Meta) -> AsyncIterator[GenerateChunk]:
+            return self._until_done(response, meta, parse)
+
+        return self._stream(
+            "stream_generate",
+            "POST",
+            "/api/generate",
+            decode,
+            body=body,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+            extra_headers=extra_headers,
+        )
+
+    # -- embeddings ------------------------------------------------------------------------------
+
+    async def embed(
+        self,
+        inputs: str | Sequence[str],
+        *,
+        model: str,
+        truncate: bool | None = None,
+        dimensions: int | None = None,
+        keep_alive: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> EmbeddingResponse:
+        """Vectors of ``inputs`` in input order (``/api/embed``). With ``truncate=False`` an input
+        longer than the context is a BadRequestError instead of being cut."""
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not inputs or not all(isinstance(i, str) for i in inputs):
+            raise ConfigurationError("inputs must be a non-empty list of strings")
+        if truncate is not None and not isinstance(truncate, bool):
+            raise ConfigurationError("truncate must be a bool")
+        check_int("dimensions", dimensions, 1)
+        if keep_alive is not None and (not isinstance(keep_alive, str) or not keep_alive.strip()):
+            raise ConfigurationError("keep_alive for embed must be a duration string like '5m'")
+        body: dict[str, Any] = {"model": check_model(model), "input": list(inputs)}
+        optional = {
+            "truncate": truncate,
+            "dimensions": dimensions,
+            "keep_alive": keep_alive,
+            "options": options_body(options),
+        }
+        body.update((k, v) for k, v in optional.items() if v is not None)
+        merge_extra(body, extra_body)
+        count = len(inputs)
+
+        def parse(payload: Any, meta: Meta) -> EmbeddingResponse:
+            wire = _WireEmbed.model_validate(self._no_error(payload, meta))
+            if len(wire.embeddings) != count:
+                raise ResponseValidationError(
+                    f"expected {count} embeddings, got {len(wire.embeddings)}",
+                    backend=self.name,
+                    request_id=meta.request_id,
+                )
+            usage = _WireStats(
+                total_duration=wire.total_duration,
+                load_duration=wire.load_duration,
+                prompt_eval_count=wire.prompt_eval_count,
+            ).usage()
+            return EmbeddingResponse(
+                vectors=wire.embeddings,
+                usage=usage,
+                model=wire.model,
+                request_id=meta.request_id,
+                raw=payload,
+            )
+
+        return await self._request(
+            "embed",
+            "POST",
+            "/api/embed",
+            parse,
+            body=body,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+            extra_headers=extra_headers,
+        )
+
+    # -- model management ------------------------------------------------------------------------
+
+    async def models(
+        self,
+        *,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> list[ModelInfo]:
+        """The models available locally (``/api/tags``), with size, digest and details."""
+
+        def parse(payload: Any, meta: Meta) -> list[ModelInfo]:
+            return [
+                ModelInfo(
+                    id=m.name,
+                    size=m.size,
+                    digest=m.digest,
+                    modified_at=m.modified_at,
+                    details=m.details,
+                    raw=m.model_dump(),
+                )
+                for m in _WireTags.model_validate(payload).models
+            ]
+
+        return await self._request(
+            "models",
+            "GET",
+            "/api/tags",
+            parse,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+        )
+
+    async def show(
+        self,
+        model: str,
+        *,
+        verbose: bool = False,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> ShowResponse:
+        """A model's details, parameters, template and capabilities; NotFoundError if absent."""
+        body: dict[str, Any] = {"model": check_model(model)}
+        if verbose:
+            body["verbose"] = True
+        return await self._request(
+            "show",
+            "POST",
+            "/api/show",
+            lambda payload, meta: ShowResponse.model_validate(payload),
+            body=body,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+        )
+
+    async def ps(
+        self,
+        *,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> list[RunningModel]:
+        """The models loaded in memory now, and when each will be unloaded."""
+        return await self._request(
+            "ps",
+            "GET",
+            "/api/ps",
+            lambda payload, meta: _WirePs.model_validate(payload).models,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+        )
+
+    async def version(
+        self,
+        *,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> str:
+        """The server's Ollama version: a cheap liveness check."""
+        return await self._request(
+            "version",
+            "GET",
+            "/api/version",
+            lambda payload, meta: _WireVersion.model_validate(payload).version,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+        )
+
+    @overload
+    def pull(
+        self,
+        model: str,
+        *,
+        stream: Literal[True] = True,
+        insecure: bool = False,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Stream[PullProgress]: ...
+
+    @overload
+    def pull(
+        self,
+        model: str,
+        *,
+        stream: Literal[False],
+        insecure: bool = False,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Awaitable[PullProgress]: ...
+
+    def pull(
+        self,
+        model: str,
+        *,
+        stream: bool = True,
+        insecure: bool = False,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Stream[PullProgress] | Awaitable[PullProgress]:
+        """Download a model. By default a stream of progress events to draw a bar from (read it
+        to the end: the last one says ``success``); ``await pull(m, stream=False)`` just waits.
+        A failed pull is an APIError (mid-stream, as Ollama reports it)."""
+        body: dict[str, Any] = {"model": check_model(model), "stream": stream}
+        if insecure:
+            body["insecure"] = True
+        if not stream:
+            return self._request(
+                "pull",
+                "POST",
+                "/api/pull",
+                self._parse_pull,
+                body=body,
+                priority=priority,
+                timeout=timeout,
+                deadline=deadline,
+            )
+
+        async def decode(response: Response, meta: Meta) -> AsyncIterator[PullProgress]:
+            status = None
+            async for payload in self._objects(response, meta):
+                event = self._parse(self._parse_pull, payload, meta)
+                status = event.status
+                yield event
+            if status != "success":
+                raise self._early_end(meta)
+
+        return self._stream(
+            "pull",
+            "POST",
+            "/api/pull",
+            decode,
+            body=body,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+        )
+
+    def _parse_pull(self, payload: Any, meta: Meta) -> PullProgress:
+        return PullProgress.model_validate(self._no_error(payload, meta))
+
+    async def delete(
+        self,
+        model: str,
+        *,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        """Remove a model and its data; NotFoundError if there is no such model."""
+        await self._request(
+            "delete",
+            "DELETE",
+            "/api/delete",
+            lambda payload, meta: None,
+            body={"model": check_model(model)},
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+            raw_body=True,
+        )
+
+    async def copy(
+        self,
+        source: str,
+        destination: str,
+        *,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        """Make ``destination`` a new name for ``source``; NotFoundError if ``source`` is absent."""
+        await self._request(
+            "copy",
+            "POST",
+            "/api/copy",
+            lambda payload, meta: None,
+            body={"source": check_model(source), "destination": check_model(destination)},
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+            raw_body=True,
+        )
+
+    # -- NDJSON streams --------------------------------------------------------------------------
+
+    async def _objects(self, response: Response, meta: Meta) -> AsyncIterator[Any]:
+        """Each JSON line as it arrives; an ``{"error": ...}`` line becomes an APIError."""
+        async for payload in self._ndjson(response):
+            yield self._no_error(payload, meta)
+
+    async def _until_done(
+        self, response: Response, meta: Meta, parse: Callable[[Any, Meta], T]
+    ) -> AsyncIterator[T]:
+        """Parsed lines up to the ``done`` one; a stream that stops before it is cut short."""
+        async for payload in self._objects(response, meta):
+            yield self._parse(parse, payload, meta)
+            if isinstance(payload, Mapping) and payload.get("done") is True:
+                return
+        raise self._early_end(meta)
+
+    def _no_error(self, payload: Any, meta: Meta) -> Any:
+        """The payload, unless it is an ``{"error": ...}`` object (an error sent with a 200)."""
+        if isinstance(payload, Mapping) and "error" in payload:
+            raise self._stream_error(payload, meta)
+        return payload
+
+    def _stream_error(self, payload: Mapping[str, Any], meta: Meta) -> APIError:
+        message, etype, code = self._error_details(payload)
+        return APIError(
+            message or "error in stream",
+            backend=self.name,
+            request_id=meta.request_id,
+            body=json.dumps(payload)[:2000],
+            code=code,
+            error_type=etype,
+        )
+
+    def _early_end(self, meta: Meta) -> APIConnectionError:
+        return APIConnectionError(
+            "stream ended before its final line", backend=self.name, request_id=meta.request_id
+        )
