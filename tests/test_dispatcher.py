@@ -481,3 +481,43 @@ async def test_priority_must_be_an_int() -> None:
     with pytest.raises(asyncllm.ConfigurationError):
         await c.chat(msg("x"), model="m", priority="high")  # type: ignore[arg-type]
     await c.aclose()
+
+
+async def test_a_call_in_backoff_holds_no_slot() -> None:
+    backoff_started = asyncio.Event()
+    backoff_release = asyncio.Event()
+
+    async def slow_sleep(seconds: float) -> None:
+        backoff_started.set()
+        await backoff_release.wait()
+
+    dispatcher = asyncllm.Dispatcher(sleep=slow_sleep)
+    first_attempt = [True]
+
+    def handler(request: Any) -> MockResponse:
+        text = request.json()["messages"][0]["content"]
+        if text == "flaky" and first_attempt[0]:
+            first_attempt[0] = False
+            return MockResponse(503, json={"error": {"message": "x"}})
+        return ok(text)
+
+    c = client(
+        handler,
+        dispatcher,
+        max_concurrent_requests=1,
+        retry=asyncllm.RetryConfig(initial_delay=1),
+    )
+    flaky = asyncio.create_task(c.chat(msg("flaky"), model="m"))
+    await backoff_started.wait()
+    assert dispatcher.stats()["openai"].in_flight == 0
+    other = await asyncio.wait_for(c.chat(msg("other"), model="m"), 1)
+    assert other.text == "other"
+    assert dispatcher.tracker.get(flaky_id(dispatcher)).status.value == "retrying"  # type: ignore[union-attr]
+    backoff_release.set()
+    assert (await flaky).text == "flaky"
+    await dispatcher.aclose()
+
+
+def flaky_id(dispatcher: asyncllm.Dispatcher) -> str:
+    records = [r for rs in dispatcher.tracker._by_id.values() for r in rs]
+    return next(r.request_id for r in records if r.attempts == 1 and r.status.value == "retrying")
