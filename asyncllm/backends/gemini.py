@@ -1,0 +1,1127 @@
+"""Gemini (Google AI, REST ``v1beta``): generateContent, SSE streaming, embeddings, token counts.
+
+Field names follow ``google/ai/generativelanguage/v1beta/*.proto`` in their REST JSON form
+(lowerCamelCase). Messages arrive in the common form and are translated: ``assistant`` becomes
+the ``model`` role, ``system``/``developer`` become ``systemInstruction``, tool results become
+``functionResponse`` parts of a user turn. Gemini may leave function calls without ids, so those
+get stable synthetic ids (``gcall_...``); results find their call again by name.
+
+A prompt Gemini refuses (``promptFeedback.blockReason``), or an answer stopped for safety with
+nothing in it, raises ``ContentBlockedError`` rather than returning an empty answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from .._context import _request_id, new_request_id, request_context
+from .._dispatcher import Priority, Stream
+from .._exceptions import APIError, APIStatusError, ConfigurationError, status_error
+from .._models import (
+    ChatChunk,
+    ChatResponse,
+    EmbeddingResponse,
+    Message,
+    ModelInfo,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    coerce_tools,
+    message_text,
+    normalize_messages,
+)
+from .._transport import Response
+from ._base import BaseClient, Meta, check_int, check_model, check_number, check_stop, merge_extra
+
+__all__ = ["GEMINI_BASE_URL", "ContentBlockedError", "Gemini", "json_schema_to_gemini"]
+
+GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
+
+# batchEmbedContents takes at most this many requests; longer lists are sent in several calls.
+MAX_BATCH_EMBED = 100
+MAX_MODEL_PAGES = 100
+SYNTHETIC_ID_PREFIX = "gcall_"
+
+_MODEL_NAME = re.compile(r"(models|tunedModels)/[A-Za-z0-9][A-Za-z0-9._-]*")
+_BLOCKED_FINISH = frozenset(
+    {
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+    }
+)
+_FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
+_DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
+
+
+class ContentBlockedError(APIError):
+    """Gemini refused the prompt, or stopped its answer for safety before saying anything.
+
+    Not retried: the same prompt is refused again. ``block_reason`` is the prompt's block
+    reason (``SAFETY``, ``PROHIBITED_CONTENT``...) or None; ``finish_reason`` the candidate's.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        block_reason: str | None = None,
+        finish_reason: str | None = None,
+        safety_ratings: list[dict[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.block_reason = block_reason
+        self.finish_reason = finish_reason
+        self.safety_ratings = safety_ratings or []
+
+
+# -- wire types (the parts of GenerateContentResponse etc. that we read) ------------------------
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+
+class _FunctionCall(_Wire):
+    name: str
+    args: dict[str, Any] | None = None
+    id: str | None = None
+
+
+class _Part(_Wire):
+    text: str | None = None
+    function_call: _FunctionCall | None = None
+    thought: bool | None = None
+    thought_signature: str | None = None
+
+
+class _Content(_Wire):
+    role: str | None = None
+    parts: list[_Part] = Field(default_factory=list)
+
+
+class _Candidate(_Wire):
+    content: _Content | None = None
+    finish_reason: str | None = None
+    finish_message: str | None = None
+    index: int | None = None
+    safety_ratings: list[dict[str, Any]] | None = None
+
+
+class _PromptFeedback(_Wire):
+    block_reason: str | None = None
+    safety_ratings: list[dict[str, Any]] | None = None
+
+
+class _UsageMetadata(_Wire):
+    prompt_token_count: int | None = None
+    candidates_token_count: int | None = None
+    total_token_count: int | None = None
+    cached_content_token_count: int | None = None
+    thoughts_token_count: int | None = None
+    tool_use_prompt_token_count: int | None = None
+
+
+class _GenerateContentResponse(_Wire):
+    candidates: list[_Candidate] = Field(default_factory=list)
+    prompt_feedback: _PromptFeedback | None = None
+    usage_metadata: _UsageMetadata | None = None
+    model_version: str | None = None
+    response_id: str | None = None
+
+
+class _ContentEmbedding(_Wire):
+    values: list[float]
+
+
+class _EmbedContentResponse(_Wire):
+    embedding: _ContentEmbedding
+
+
+class _BatchEmbedContentsResponse(_Wire):
+    embeddings: list[_ContentEmbedding]
+
+
+class _CountTokensResponse(_Wire):
+    total_tokens: int = 0
+
+
+class _Model(_Wire):
+    name: str
+    display_name: str | None = None
+    description: str | None = None
+    version: str | None = None
+    input_token_limit: int | None = None
+    output_token_limit: int | None = None
+    supported_generation_methods: list[str] = Field(default_factory=list)
+
+
+class _ListModelsResponse(_Wire):
+    models: list[_Model] = Field(default_factory=list)
+    next_page_token: str | None = None
+
+
+# -- building requests ----------------------------------------------------------------------------
+
+
+def model_resource(model: str) -> str:
+    """``gemini-2.0-flash`` -> ``models/gemini-2.0-flash``; ``models/...`` and ``tunedModels/...``
+    are kept. Anything that could escape the path is refused."""
+    name = check_model(model).strip()
+    if "/" not in name:
+        name = "models/" + name
+    if not _MODEL_NAME.fullmatch(name):
+        raise ConfigurationError(f"invalid Gemini model name {model!r}")
+    return name
+
+
+def json_schema_to_gemini(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON schema (say, a pydantic model's) as Gemini's ``Schema`` message: local ``$ref``s
+    inlined, ``anyOf [X, null]`` as ``nullable``, types in upper case, unsupported keywords
+    (``additionalProperties``, ``$schema``...) dropped, an untyped node sent as STRING.
+    Recursive schemas are refused (ConfigurationError)."""
+    defs = dict(schema.get("$defs") or schema.get("definitions") or {})
+    return _schema(schema, defs, ())
+
+
+_SCHEMA_KEEP = (
+    "format",
+    "title",
+    "description",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "example",
+    "default",
+)
+_TYPES = {"string", "number", "integer", "boolean", "array", "object", "null"}
+
+
+def _schema(node: Any, defs: dict[str, Any], seen: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(node, Mapping):
+        raise ConfigurationError("a JSON schema node must be an object")
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        name = ref.rsplit("/", 1)[-1]
+        if not ref.startswith(("#/$defs/", "#/definitions/")) or name not in defs:
+            raise ConfigurationError(f"cannot resolve schema reference {ref!r}")
+        if name in seen:
+            raise ConfigurationError(f"recursive schema {name!r} cannot be sent to Gemini")
+        merged = {**defs[name], **{k: v for k, v in node.items() if k != "$ref"}}
+        return _schema(merged, defs, (*seen, name))
+    all_of = node.get("allOf")
+    if isinstance(all_of, list) and len(all_of) == 1:
+        merged = {**all_of[0], **{k: v for k, v in node.items() if k != "allOf"}}
+        return _schema(merged, defs, seen)
+    out: dict[str, Any] = {}
+    nullable = False
+    options = node.get("anyOf") or node.get("oneOf")
+    if isinstance(options, list):
+        rest = [o for o in options if not (isinstance(o, Mapping) and o.get("type") == "null")]
+        nullable = len(rest) < len(options)
+        if len(rest) == 1:
+            inner = _schema(rest[0], defs, seen)
+            for key in ("description", "title", "default"):
+                if key in node:
+                    inner[key] = node[key]
+            if nullable:
+                inner["nullable"] = True
+            return inner
+        out["anyOf"] = [_schema(o, defs, seen) for o in rest]
+    kind = node.get("type")
+    if isinstance(kind, list):
+        nullable = nullable or "null" in kind
+        kinds = [k for k in kind if k != "null"]
+        if len(kinds) > 1:
+            out["anyOf"] = [_schema({**node, "type": k}, defs, seen) for k in kinds]
+            kind = None
+        else:
+            kind = kinds[0] if kinds else "null"
+    if "const" in node and "enum" not in node:
+        node = {**node, "enum": [node["const"]]}
+    enum = node.get("enum")
+    # Gemini's enum is for strings only; other enums keep their type and lose the list.
+    if isinstance(enum, list) and all(isinstance(v, str) for v in enum):
+        kind = "string"
+        out["format"] = "enum"
+        out["enum"] = list(enum)
+    if kind is None and "anyOf" not in out:
+        kind = "object" if "properties" in node else "array" if "items" in node else "string"
+    if kind is not None:
+        if kind not in _TYPES:
+            raise ConfigurationError(f"unknown JSON schema type {kind!r}")
+        out["type"] = kind.upper()
+    for key in _SCHEMA_KEEP:
+        if key in node and key not in out:
+            out[key] = node[key]
+    if nullable:
+        out["nullable"] = True
+    if kind == "object":
+        props = node.get("properties") or {}
+        if props:
+            out["properties"] = {k: _schema(v, defs, seen) for k, v in props.items()}
+            out["propertyOrdering"] = list(props)
+        if node.get("required"):
+            out["required"] = list(node["required"])
+    if kind == "array" and isinstance(node.get("items"), Mapping):
+        out["items"] = _schema(node["items"], defs, seen)
+    return out
+
+
+def _parts(content: Any, index: int) -> list[dict[str, Any]]:
+    """Common-form content as Gemini parts: text, data URLs as ``inlineData``, other URLs as
+    ``fileData``; parts already in Gemini's form pass through."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}]
+    out: list[dict[str, Any]] = []
+    for part in content:
+        kind = part.get("type")
+        if kind == "text":
+            out.append({"text": str(part.get("text", ""))})
+        elif kind == "image_url":
+            spec = part.get("image_url")
+            url = spec.get("url") if isinstance(spec, Mapping) else spec
+            if not isinstance(url, str):
+                raise ConfigurationError(f"messages[{index}] has an image_url part without a url")
+            match = _DATA_URL.fullmatch(url)
+            if match:
+                out.append({"inlineData": {"mimeType": match["mime"], "data": match["data"]}})
+            else:
+                file_data: dict[str, Any] = {"fileUri": url}
+                if isinstance(part.get("mime_type"), str):
+                    file_data["mimeType"] = part["mime_type"]
+                out.append({"fileData": file_data})
+        elif kind is None and len(part) >= 1 and set(part) <= _NATIVE_PART_KEYS:
+            out.append(dict(part))
+        else:
+            raise ConfigurationError(f"messages[{index}] has a content part Gemini cannot take")
+    return out
+
+
+_NATIVE_PART_KEYS = frozenset(
+    {"text", "inlineData", "fileData", "functionCall", "functionResponse", "thought"}
+    | {"thoughtSignature", "executableCode", "codeExecutionResult", "videoMetadata"}
+)
+
+
+def _tool_response(content: Any) -> dict[str, Any]:
+    text = message_text(content)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    return value if isinstance(value, dict) else {"output": text}
+
+
+def _arguments(raw: Any, index: int) -> dict[str, Any]:
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    try:
+        value = json.loads(raw or "{}")
+    except (TypeError, ValueError):
+        value = None
+    if not isinstance(value, dict):
+        raise ConfigurationError(
+            f"messages[{index}] has tool call arguments that are not an object"
+        )
+    return value
+
+
+def to_gemini_contents(
+    messages: Any,
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """(contents, systemInstruction) for common-form ``messages``."""
+    items = normalize_messages(messages)
+    names: dict[str, str] = {}
+    system: list[dict[str, Any]] = []
+    contents: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        role = item["role"]
+        if role in ("system", "developer"):
+            system.extend(_parts(item.get("content"), i))
+        elif role == "user":
+            contents.append({"role": "user", "parts": _parts(item.get("content"), i)})
+        elif role == "assistant":
+            native = item.get("gemini_parts")
+            calls = item.get("tool_calls") or []
+            for call in calls:
+                names[str(call.get("id"))] = call["function"]["name"]
+            if isinstance(native, list) and native:
+                contents.append({"role": "model", "parts": [dict(p) for p in native]})
+                continue
+            parts = _parts(item.get("content"), i)
+            for call in calls:
+                fc: dict[str, Any] = {
+                    "name": call["function"]["name"],
+                    "args": _arguments(call["function"].get("arguments"), i),
+                }
+                cid = call.get("id")
+                if isinstance(cid, str) and cid and not cid.startswith(SYNTHETIC_ID_PREFIX):
+                    fc["id"] = cid
+                parts.append({"functionCall": fc})
+            contents.append({"role": "model", "parts": parts})
+        else:  # tool / function results
+            cid = item.get("tool_call_id")
+            name = item.get("name") or names.get(str(cid))
+            if not isinstance(name, str) or not name:
+                raise ConfigurationError(
+                    f"messages[{i}] is a tool result whose call (and so its name) is unknown"
+                )
+            response: dict[str, Any] = {"name": name, "response": _tool_response(item["content"])}
+            if isinstance(cid, str) and cid and not cid.startswith(SYNTHETIC_ID_PREFIX):
+                response["id"] = cid
+            part = {"functionResponse": response}
+            last = contents[-1] if contents else None
+            if (
+                last is not None
+                and last["role"] == "user"
+                and last["parts"]
+                and all("functionResponse" in p for p in last["parts"])
+            ):
+                last["parts"].append(part)
+            else:
+                contents.append({"role": "user", "parts": [part]})
+    if not contents:
+        raise ConfigurationError("messages need at least one user or assistant message")
+    return contents, ({"parts": system} if system else None)
+
+
+def _tool_config(tool_choice: Any, tool_names: list[str]) -> dict[str, Any] | None:
+    if tool_choice is None:
+        return None
+    modes = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+    if isinstance(tool_choice, str) and tool_choice in modes:
+        return {"functionCallingConfig": {"mode": modes[tool_choice]}}
+    name = tool_choice
+    if isinstance(tool_choice, Mapping):
+        spec = tool_choice.get("function", tool_choice)
+        name = spec.get("name") if isinstance(spec, Mapping) else None
+    if not isinstance(name, str) or name not in tool_names:
+        raise ConfigurationError(
+            "tool_choice must be 'auto', 'none', 'required' or the name of an offered tool"
+        )
+    return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
+
+
+def _response_format(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, type) and issubclass(value, BaseModel):
+        return {
+            "responseMimeType": "application/json",
+            "responseSchema": json_schema_to_gemini(value.model_json_schema()),
+        }
+    if isinstance(value, Mapping):
+        kind = value.get("type")
+        if kind == "text":
+            return {"responseMimeType": "text/plain"}
+        if kind == "json_object":
+            return {"responseMimeType": "application/json"}
+        if kind == "json_schema":
+            spec = value.get("json_schema")
+            schema = spec.get("schema") if isinstance(spec, Mapping) else None
+            if not isinstance(schema, Mapping):
+                raise ConfigurationError("a json_schema response_format needs json_schema.schema")
+            return {
+                "responseMimeType": "application/json",
+                "responseSchema": json_schema_to_gemini(schema),
+            }
+        return {
+            "responseMimeType": "application/json",
+            "responseSchema": json_schema_to_gemini(value),
+        }
+    raise ConfigurationError("response_format must be a pydantic model class or a dict")
+
+
+def _safety_settings(value: Any) -> list[dict[str, str]] | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, Mapping)) or not isinstance(value, Sequence):
+        raise ConfigurationError("safety_settings must be a list of {category, threshold}")
+    out = []
+    for s in value:
+        if not (
+            isinstance(s, Mapping)
+            and isinstance(s.get("category"), str)
+            and isinstance(s.get("threshold"), str)
+        ):
+            raise ConfigurationError("each safety setting needs a category and a threshold")
+        out.append({"category": s["category"], "threshold": s["threshold"]})
+    return out
+
+
+# -- reading responses ----------------------------------------------------------------------------
+
+
+def _call_id(call: _FunctionCall, position: int) -> str:
+    if call.id:
+        return call.id
+    digest = hashlib.sha256(
+        f"{call.name}:{json.dumps(call.args or {}, sort_keys=True)}".encode()
+    ).hexdigest()[:12]
+    return f"{SYNTHETIC_ID_PREFIX}{position}_{digest}"
+
+
+def _finish(reason: str | None, has_calls: bool) -> str | None:
+    if reason is None or reason == "FINISH_REASON_UNSPECIFIED":
+        return None
+    if reason == "STOP" and has_calls:
+        return "tool_calls"
+    if reason in _BLOCKED_FINISH:
+        return "content_filter"
+    return _FINISH.get(reason, reason.lower())
+
+
+def _usage(meta: _UsageMetadata | None) -> Usage | None:
+    if meta is None:
+        return None
+    extras = {
+        k: v
+        for k, v in {
+            "cached_content_token_count": meta.cached_content_token_count,
+            "thoughts_token_count": meta.thoughts_token_count,
+            "tool_use_prompt_token_count": meta.tool_use_prompt_token_count,
+        }.items()
+        if v is not None
+    }
+    return Usage(
+        prompt_tokens=meta.prompt_token_count,
+        completion_tokens=meta.candidates_token_count,
+        total_tokens=meta.total_token_count,
+        **extras,
+    )
+
+
+def _duration(value: Any) -> float | None:
+    if isinstance(value, str) and value.endswith("s"):
+        try:
+            seconds = float(value[:-1])
+        except ValueError:
+            return None
+        return seconds if seconds >= 0 else None
+    return None
+
+
+def _rpc_error(payload: Any) -> Mapping[str, Any] | None:
+    if isinstance(payload, list) and payload:
+        payload = payload[0]
+    if isinstance(payload, Mapping) and isinstance(payload.get("error"), Mapping):
+        error: Mapping[str, Any] = payload["error"]
+        return error
+    return None
+
+
+def _rpc_details(error: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for detail in error.get("details") or ():
+        if isinstance(detail, Mapping) and str(detail.get("@type", "")).endswith(kind):
+            return detail
+    return None
+
+
+class Gemini(BaseClient):
+    """``Gemini(api_key=None, base_url=None)``: key from ``GEMINI_API_KEY`` or ``GOOGLE_API_KEY``
+    (sent as ``x-goog-api-key``; required for Google's own URL), base from ``GEMINI_BASE_URL``
+    (default ``https://generativelanguage.googleapis.com/v1beta``).
+    """
+
+    backend: ClassVar[str] = "gemini"
+    default_base_url: ClassVar[str | None] = GEMINI_BASE_URL
+    base_url_env: ClassVar[tuple[str, ...]] = ("GEMINI_BASE_URL",)
+    api_key_env: ClassVar[tuple[str, ...]] = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+
+    def __init__(self, api_key: Any = None, base_url: str | None = None, **kwargs: Any) -> None:
+        self._retry_delay: float | None = None
+        super().__init__(api_key=api_key, base_url=base_url, **kwargs)
+        if self.api_key is None and self.base_url == GEMINI_BASE_URL:
+            raise ConfigurationError("no API key: pass api_key= or set GEMINI_API_KEY")
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {} if self.api_key is None else {"x-goog-api-key": self.api_key.get_secret_value()}
+
+    def _error_details(self, payload: Any) -> tuple[str | None, str | None, str | None]:
+        """google.rpc.Status: ``{"error": {"code", "message", "status", "details"}}``. The code we
+        report is ErrorInfo's ``reason`` (say ``API_KEY_INVALID``) when there is one."""
+        error = _rpc_error(payload)
+        # _status_error reads this right after this call returns, with no await in between.
+        self._retry_delay = None
+        if error is None:
+            return super()._error_details(payload)
+        retry = _rpc_details(error, "google.rpc.RetryInfo")
+        if retry is not None:
+            self._retry_delay = _duration(retry.get("retryDelay"))
+        info = _rpc_details(error, "google.rpc.ErrorInfo")
+        message = error.get("message")
+        status = error.get("status")
+        reason = info.get("reason") if info is not None else None
+        return (
+            None if message is None else str(message),
+            None if status is None else str(status),
+            str(reason) if reason is not None else None if status is None else str(status),
+        )
+
+    async def _status_error(self, response: Response, request_id: str) -> APIStatusError:
+        """As the base, plus RetryInfo's ``retryDelay`` as ``retry_after`` when no header says."""
+        error = await super()._status_error(response, request_id)
+        delay, self._retry_delay = self._retry_delay, None
+        if error.retry_after is None and delay is not None:
+            error.retry_after = delay
+        return error
+
+    # -- chat -------------------------------------------------------------------------------
+
+    def _generate_body(
+        self,
+        messages: Any,
+        *,
+        temperature: float | None,
+        top_p: float | None,
+        top_k: int | None,
+        max_tokens: int | None,
+        stop: str | Sequence[str] | None,
+        seed: int | None,
+        n: int | None,
+        tools: Sequence[Any] | None,
+        tool_choice: Any,
+        response_format: Any,
+        safety_settings: Sequence[Mapping[str, str]] | None,
+        generation_config: Mapping[str, Any] | None,
+        extra_body: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        check_number("temperature", temperature, 0, 2)
+        check_number("top_p", top_p, 0, 1)
+        check_int("top_k", top_k, 1)
+        check_int("max_tokens", max_tokens, 1)
+        check_int("seed", seed)
+        check_int("n", n, 1)
+        contents, system = to_gemini_contents(messages)
+        body: dict[str, Any] = {"contents": contents}
+        if system is not None:
+            body["systemInstruction"] = system
+        coerced = coerce_tools(tools)
+        if coerced:
+            declarations = []
+            for tool in coerced:
+                declaration: dict[str, Any] = {"name": tool.name}
+                if tool.description:
+                    declaration["description"] = tool.description
+                params = json_schema_to_gemini(tool.parameters)
+                if params.get("properties"):
+                    declaration["parameters"] = params
+                declarations.append(declaration)
+            body["tools"] = [{"functionDeclarations": declarations}]
+        tool_config = _tool_config(tool_choice, [t.name for t in coerced or ()])
+        if tool_config is not None:
+            body["toolConfig"] = tool_config
+        settings = _safety_settings(safety_settings)
+        if settings is not None:
+            body["safetySettings"] = settings
+        stops = check_stop(stop)
+        config: dict[str, Any] = {
+            k: v
+            for k, v in {
+                "temperature": temperature,
+                "topP": top_p,
+                "topK": top_k,
+                "maxOutputTokens": max_tokens,
+                "stopSequences": [stops] if isinstance(stops, str) else stops,
+                "seed": seed,
+                "candidateCount": n,
+            }.items()
+            if v is not None
+        }
+        config.update(_response_format(response_format))
+        if generation_config is not None:
+            if not isinstance(generation_config, Mapping):
+                raise ConfigurationError("generation_config must be a mapping")
+            config.update(generation_config)
+        if config:
+            body["generationConfig"] = config
+        return merge_extra(body, extra_body)
+
+    def _candidate_message(self, candidate: _Candidate) -> Message:
+        text: list[str] = []
+        calls: list[ToolCall] = []
+        signed = False
+        parts = candidate.content.parts if candidate.content is not None else []
+        for part in parts:
+            signed = signed or part.thought_signature is not None
+            if part.function_call is not None:
+                fc = part.function_call
+                calls.append(
+                    ToolCall(
+                        id=_call_id(fc, len(calls)),
+                        name=fc.name,
+                        arguments=json.dumps(fc.args or {}),
+                    )
+                )
+            elif part.text is not None and not part.thought:
+                text.append(part.text)
+        fields: dict[str, Any] = {
+            "role": "assistant",
+            "content": "".join(text),
+            "tool_calls": calls or None,
+        }
+        if signed:
+            # Thought signatures must go back as they came (Gemini 2.5+ function calling), so
+            # the message keeps the raw parts; to_gemini_contents sends them unchanged.
+            fields["gemini_parts"] = [p.model_dump(by_alias=True, exclude_none=True) for p in parts]
+        return Message.model_validate(fields)
+
+    def _blocked(
+        self, wire: _GenerateContentResponse, meta: Meta, emitted: bool
+    ) -> ContentBlockedError | None:
+        feedback = wire.prompt_feedback
+        if feedback is not None and feedback.block_reason:
+            return ContentBlockedError(
+                f"Gemini blocked the prompt ({feedback.block_reason})",
+                block_reason=feedback.block_reason,
+                safety_ratings=feedback.safety_ratings,
+                backend=self.name,
+                request_id=meta.request_id,
+                server_request_id=wire.response_id,
+                error_type="prompt_blocked",
+                code=feedback.block_reason,
+            )
+        if wire.candidates and not emitted:
+            first = wire.candidates[0]
+            empty = first.content is None or not first.content.parts
+            if empty and first.finish_reason in _BLOCKED_FINISH:
+                return ContentBlockedError(
+                    f"Gemini stopped the answer ({first.finish_reason})"
+                    + (f": {first.finish_message}" if first.finish_message else ""),
+                    finish_reason=first.finish_reason,
+                    safety_ratings=first.safety_ratings,
+                    backend=self.name,
+                    request_id=meta.request_id,
+                    server_request_id=wire.response_id,
+                    error_type="response_blocked",
+                    code=first.finish_reason,
+                )
+        return None
+
+    def _parse_generate(self, payload: Any, meta: Meta) -> ChatResponse:
+        wire = _GenerateContentResponse.model_validate(payload)
+        blocked = self._blocked(wire, meta, emitted=False)
+        if blocked is not None:
+            raise blocked
+        if not wire.candidates:
+            raise ValueError("no candidates and no block reason")
+        candidates = sorted(wire.candidates, key=lambda c: c.index or 0)
+        choices = [self._candidate_message(c) for c in candidates]
+        first = choices[0]
+        return ChatResponse(
+            text=message_text(first.content),
+            message=first,
+            tool_calls=first.tool_calls or [],
+            finish_reason=_finish(candidates[0].finish_reason, bool(first.tool_calls)),
+            usage=_usage(wire.usage_metadata),
+            model=wire.model_version,
+            request_id=meta.request_id,
+            server_request_id=wire.response_id,
+            choices=choices,
+            raw=payload,
+        )
+
+    async def chat(
+        self,
+        messages: Sequence[Mapping[str, Any] | BaseModel],
+        *,
+        model: str,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        max_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        n: int | None = None,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        response_format: Any = None,
+        safety_settings: Sequence[Mapping[str, str]] | None = None,
+        generation_config: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> ChatResponse:
+        """One answer (``n`` > 1: ``candidateCount`` answers in ``choices``). ``generation_config``
+        adds raw generationConfig fields. A refused prompt raises ContentBlockedError."""
+        body = self._generate_body(
+            messages,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            max_tokens=max_tokens,
+            stop=stop,
+            seed=seed,
+            n=n,
+            tools=tools,
+            tool_choice=tool_choice,
+            response_format=response_format,
+            safety_settings=safety_settings,
+            generation_config=generation_config,
+            extra_body=extra_body,
+        )
+        return await self._request(
+            "chat",
+            "POST",
+            f"/{model_resource(model)}:generateContent",
+            self._parse_generate,
+            body=body,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+            extra_headers=extra_headers,
+        )
+
+    def stream_chat(
+        self,
+        messages: Sequence[Mapping[str, Any] | BaseModel],
+        *,
+        model: str,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        max_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        response_format: Any = None,
+        safety_settings: Sequence[Mapping[str, str]] | None = None,
+        generation_config: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Stream[ChatChunk]:
+        """Chunks as Gemini sends them (``streamGenerateContent?alt=sse``). Function calls arrive
+        whole, one ToolCallDelta each. A block raises ContentBlockedError from the stream."""
+        body = self._generate_body(
+            messages,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            max_tokens=max_tokens,
+            stop=stop,
+            seed=seed,
+            n=None,
+            tools=tools,
+            tool_choice=tool_choice,
+            response_format=response_format,
+            safety_settings=safety_settings,
+            generation_config=generation_config,
+            extra_body=extra_body,
+        )
+        return self._stream(
+            "stream_chat",
+            "POST",
+            f"/{model_resource(model)}:streamGenerateContent",
+            self._decode_stream,
+            body=body,
+            params={"alt": "sse"},
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+            extra_headers=extra_headers,
+        )
+
+    async def _decode_stream(self, response: Response, meta: Meta) -> AsyncIterator[ChatChunk]:
+        calls = 0
+        emitted = False
+        async for event in self._sse(response):
+            if not event.data.strip():
+                continue
+            payload = event.json()
+            error = _rpc_error(payload)
+            if error is not None:
+                raise self._stream_error(error, payload, meta.request_id)
+            wire = self._parse(
+                lambda p, _m: _GenerateContentResponse.model_validate(p), payload, meta
+            )
+            blocked = self._blocked(wire, meta, emitted)
+            if blocked is not None:
+                raise blocked
+            delta: list[str] = []
+            deltas: list[ToolCallDelta] = []
+            finish = None
+            if wire.candidates:
+                candidate = wire.candidates[0]
+                for part in candidate.content.parts if candidate.content is not None else ():
+                    if part.function_call is not None:
+                        fc = part.function_call
+                        deltas.append(
+                            ToolCallDelta(
+                                index=calls,
+                                id=_call_id(fc, calls),
+                                name=fc.name,
+                                arguments=json.dumps(fc.args or {}),
+                            )
+                        )
+                        calls += 1
+                    elif part.text is not None and not part.thought:
+                        delta.append(part.text)
+                finish = _finish(candidate.finish_reason, calls > 0)
+            emitted = emitted or bool(delta or deltas)
+            yield ChatChunk(
+                delta="".join(delta),
+                tool_calls=deltas,
+                finish_reason=finish,
+                usage=_usage(wire.usage_metadata),
+                model=wire.model_version,
+                request_id=meta.request_id,
+                raw=payload,
+            )
+
+    def _stream_error(self, error: Mapping[str, Any], payload: Any, request_id: str) -> APIError:
+        message, etype, code = self._error_details(payload)
+        self._retry_delay = None
+        status = error.get("code")
+        if isinstance(status, int) and status >= 400:
+            return status_error(
+                status,
+                message or "error in stream",
+                backend=self.name,
+                request_id=request_id,
+                body=json.dumps(payload),
+                code=code,
+                error_type=etype,
+            )
+        return APIError(
+            message or "error in stream",
+            backend=self.name,
+            request_id=request_id,
+            body=json.dumps(payload),
+            code=code,
+            error_type=etype,
+        )
+
+    # -- embeddings, tokens, models ---------------------------------------------------------
+
+    async def embed(
+        self,
+        inputs: str | Sequence[str],
+        *,
+        model: str,
+        task_type: str | None = None,
+        title: str | None = None,
+        dimensions: int | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> EmbeddingResponse:
+        """Vectors in input order. One string goes to ``embedContent``, a list to
+        ``batchEmbedContents`` (in calls of up to 100, all under one request ID).
+        ``task_type`` is Gemini's TaskType (``RETRIEVAL_QUERY``, ``SEMANTIC_SIMILARITY``...)."""
+        name = model_resource(model)
+        single = isinstance(inputs, str)
+        texts = [inputs] if isinstance(inputs, str) else inputs
+        if (
+            isinstance(texts, Mapping)
+            or not isinstance(texts, Sequence)
+            or not texts
+            or not all(isinstance(t, str) for t in texts)
+        ):
+            raise ConfigurationError("inputs must be a string or a non-empty list of strings")
+        check_int("dimensions", dimensions, 1)
+        for label, value in (("task_type", task_type), ("title", title)):
+            if value is not None and not isinstance(value, str):
+                raise ConfigurationError(f"{label} must be a string")
+
+        def request(text: str, with_model: bool) -> dict[str, Any]:
+            item: dict[str, Any] = {"content": {"parts": [{"text": text}]}}
+            if with_model:
+                item = {"model": name, **item}
+            if task_type is not None:
+                item["taskType"] = task_type
+            if title is not None:
+                item["title"] = title
+            if dimensions is not None:
+                item["outputDimensionality"] = dimensions
+            return item
+
+        options: dict[str, Any] = {
+            "priority": priority,
+            "timeout": timeout,
+            "deadline": deadline,
+            "extra_headers": extra_headers,
+        }
+        if single:
+
+            def parse_one(payload: Any, meta: Meta) -> EmbeddingResponse:
+                wire = _EmbedContentResponse.model_validate(payload)
+                return EmbeddingResponse(
+                    vectors=[wire.embedding.values],
+                    model=model,
+                    request_id=meta.request_id,
+                    raw=payload,
+                )
+
+            return await self._request(
+                "embed",
+                "POST",
+                f"/{name}:embedContent",
+                parse_one,
+                body=request(texts[0], False),
+                **options,
+            )
+
+        def parse_batch(count: int) -> Any:
+            def parse(payload: Any, meta: Meta) -> tuple[list[list[float]], str]:
+                wire = _BatchEmbedContentsResponse.model_validate(payload)
+                if len(wire.embeddings) != count:
+                    raise ValueError(f"expected {count} embeddings, got {len(wire.embeddings)}")
+                return [e.values for e in wire.embeddings], meta.request_id
+
+            return parse
+
+        batches = [
+            list(texts[i : i + MAX_BATCH_EMBED]) for i in range(0, len(texts), MAX_BATCH_EMBED)
+        ]
+        with request_context(_request_id.get() or new_request_id()) as rid:
+            tasks = [
+                asyncio.ensure_future(
+                    self._request(
+                        "embed",
+                        "POST",
+                        f"/{name}:batchEmbedContents",
+                        parse_batch(len(batch)),
+                        body={"requests": [request(t, True) for t in batch]},
+                        **options,
+                    )
+                )
+                for batch in batches
+            ]
+            try:
+                results = await asyncio.gather(*tasks)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        vectors = [v for batch_vectors, _ in results for v in batch_vectors]
+        return EmbeddingResponse(vectors=vectors, model=model, request_id=rid)
+
+    async def count_tokens(
+        self,
+        messages: Sequence[Mapping[str, Any] | BaseModel],
+        *,
+        model: str,
+        tools: Sequence[Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> int:
+        """How many tokens ``messages`` (with their system instruction and ``tools``) take, to
+        check a prompt fits before sending it."""
+        name = model_resource(model)
+        request = self._generate_body(
+            messages,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            max_tokens=None,
+            stop=None,
+            seed=None,
+            n=None,
+            tools=tools,
+            tool_choice=None,
+            response_format=None,
+            safety_settings=None,
+            generation_config=None,
+            extra_body=None,
+        )
+        if set(request) == {"contents"}:
+            body: dict[str, Any] = request
+        else:
+            body = {"generateContentRequest": {"model": name, **request}}
+
+        def parse(payload: Any, meta: Meta) -> int:
+            return _CountTokensResponse.model_validate(payload).total_tokens
+
+        return await self._request(
+            "count_tokens",
+            "POST",
+            f"/{name}:countTokens",
+            parse,
+            body=body,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+            extra_headers=extra_headers,
+        )
+
+    async def models(
+        self,
+        *,
+        page_size: int = 1000,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> list[ModelInfo]:
+        """Every model the key may use, all pages followed. ``id`` is what ``model=`` takes."""
+        check_int("page_size", page_size, 1)
+        out: list[ModelInfo] = []
+        token: str | None = None
+        seen: set[str] = set()
+
+        def parse(payload: Any, meta: Meta) -> _ListModelsResponse:
+            return _ListModelsResponse.model_validate(payload)
+
+        for _ in range(MAX_MODEL_PAGES):
+            params = {"pageSize": str(page_size)}
+            if token:
+                params["pageToken"] = token
+            page = await self._request(
+                "models",
+                "GET",
+                "/models",
+                parse,
+                params=params,
+                priority=priority,
+                timeout=timeout,
+                deadline=deadline,
+            )
+            for m in page.models:
+                out.append(
+                    ModelInfo(
+                        id=m.name.removeprefix("models/"),
+                        owned_by="google",
+                        display_name=m.display_name,
+                        input_token_limit=m.input_token_limit,
+                        output_token_limit=m.output_token_limit,
+                        supported_generation_methods=m.supported_generation_methods,
+                        raw=m.model_dump(by_alias=True, exclude_none=True),
+                    )
+                )
+            token = page.next_page_token
+            if not token or token in seen:
+                return out
+            seen.add(token)
+        return out

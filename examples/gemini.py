@@ -1,0 +1,65 @@
+"""Gemini: chat, a tool call, streaming, embeddings and a refused prompt.
+
+Runs against the embedded fake server unless GEMINI_API_KEY (or GOOGLE_API_KEY) is set:
+
+    python examples/gemini.py
+    GEMINI_API_KEY=... python examples/gemini.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import asyncllm
+from asyncllm.backends.gemini import ContentBlockedError
+from asyncllm.testing import FakeServer
+
+
+def get_weather(city: str) -> str:
+    """Current weather in a city."""
+    return f"sunny in {city}"
+
+
+async def demo(client: Any, chat_model: str, embed_model: str, blocked: str) -> None:
+    messages: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
+    first = await client.chat(messages, model=chat_model, tools=[get_weather])
+    for call in first.tool_calls:
+        print("tool call:", call.name, call.args())
+        messages += [first.message, asyncllm.tool_result(call, get_weather(**call.args()))]
+        answer = await client.chat(messages, model=chat_model, tools=[get_weather])
+        print("answer:", answer.text)
+
+    async with client.stream_chat(
+        [{"role": "user", "content": "Name three rivers."}], model=chat_model
+    ) as stream:
+        async for chunk in stream:
+            print(chunk.delta, end="", flush=True)
+    print()
+
+    vectors = await client.embed(["first text", "second text"], model=embed_model)
+    print("embeddings:", len(vectors.vectors), "of", len(vectors.vectors[0]), "dimensions")
+    print("tokens:", await client.count_tokens(messages[:1], model=chat_model))
+
+    try:
+        await client.chat([{"role": "user", "content": blocked}], model=chat_model)
+    except ContentBlockedError as exc:
+        print("blocked:", exc.block_reason or exc.finish_reason)
+
+
+async def main() -> None:
+    if os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY"):
+        async with asyncllm.Gemini() as client:
+            model = os.environ.get("GEMINI_MODEL", "gemini-2.0-flash")
+            await demo(client, model, "text-embedding-004", "Tell me a joke.")
+        return
+    async with (
+        FakeServer("gemini") as server,
+        asyncllm.Gemini(api_key="test", base_url=server.url("/v1beta")) as client,
+    ):
+        await demo(client, "fake-chat", "fake-embed", "BLOCKME please")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,686 @@
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import asyncllm
+from asyncllm._fakes import _common
+from asyncllm.backends.gemini import (
+    GEMINI_BASE_URL,
+    ContentBlockedError,
+    Gemini,
+    json_schema_to_gemini,
+    model_resource,
+    to_gemini_contents,
+)
+from asyncllm.testing import FakeServer, MockResponse, MockTransport
+
+from .chat_contract import NO_WAIT, ChatContract, get_weather
+
+PROTO_DIR = Path("/work/shared/specs/gemini/v1beta")
+MODEL = "fake-chat"
+
+
+class TestGeminiContract(ChatContract):
+    protocol = "gemini"
+
+    def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
+        return asyncllm.Gemini(api_key="g-test", base_url=server.url("/v1beta"), **kwargs)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeServer]:
+    async with FakeServer("gemini") as server:
+        yield server
+
+
+@pytest.fixture
+async def client(server: FakeServer) -> AsyncIterator[Gemini]:
+    async with Gemini(api_key="g-test", base_url=server.url("/v1beta"), retry=NO_WAIT) as client:
+        yield client
+
+
+def user(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+# -- the protos: every key we send must be a field of the message it is in ---------------------
+
+_SCALARS = {
+    "string", "bytes", "bool", "int32", "int64", "uint32", "uint64", "float", "double",
+    "sint32", "sint64", "fixed32", "fixed64",
+}  # fmt: skip
+_FREE_FORM = {"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"}
+_FIELD = re.compile(
+    r"^(?:(?:optional|repeated)\s+)?(map<\s*\w+\s*,\s*([\w.]+)\s*>|[\w.]+)\s+(\w+)\s*=\s*\d+"
+)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def parse_protos(
+    folder: Path,
+) -> tuple[dict[str, dict[str, tuple[str, bool]]], dict[str, set[str]]]:
+    """{message: {jsonName: (type, is_map)}}, {enum: {value names}}, names qualified by nesting."""
+    messages: dict[str, dict[str, tuple[str, bool]]] = {}
+    enums: dict[str, set[str]] = {}
+    for path in sorted(folder.glob("*.proto")):
+        text = re.sub(r"//[^\n]*", "", path.read_text())
+        text = re.sub(r"\[[^\[\]]*(?:\[[^\[\]]*\][^\[\]]*)*\]", "", text)  # field options
+        text = re.sub(r"option\s*\([^;]*?\)\s*=\s*\{.*?\};", "", text, flags=re.DOTALL)
+        stack: list[tuple[str, str]] = []  # (kind, qualified name)
+        for raw in re.split(r"(?<=[{};])", text):
+            statement = " ".join(raw.split())
+            opened = re.match(r"^(message|enum|oneof|service|rpc.*?)\s*(\w*)\s*\{$", statement)
+            if opened or statement.endswith("{"):
+                kind = opened.group(1) if opened else "other"
+                name = opened.group(2) if opened else ""
+                outer = next((q for k, q in reversed(stack) if k in ("message", "enum")), "")
+                if kind in ("message", "enum"):
+                    qualified = f"{outer}.{name}" if outer else name
+                    if kind == "message":
+                        messages.setdefault(qualified, {})
+                    else:
+                        enums.setdefault(qualified, set())
+                    stack.append((kind, qualified))
+                else:
+                    stack.append((kind, outer))
+                continue
+            if statement == "}":
+                if stack:
+                    stack.pop()
+                continue
+            if not stack:
+                continue
+            kind, owner = stack[-1]
+            if kind == "oneof":
+                kind = "message"
+            if kind == "message":
+                match = _FIELD.match(statement)
+                if match:
+                    is_map = match.group(1).startswith("map<")
+                    ftype = match.group(2) if is_map else match.group(1)
+                    messages[owner][_camel(match.group(3))] = (ftype, is_map)
+            elif kind == "enum":
+                match = re.match(r"^(\w+)\s*=\s*\d+", statement)
+                if match:
+                    enums[owner].add(match.group(1))
+    return messages, enums
+
+
+MESSAGES, ENUMS = parse_protos(PROTO_DIR)
+
+
+def _resolve(type_name: str, scope: str) -> str:
+    if type_name in _SCALARS or type_name in _FREE_FORM or type_name.startswith("google."):
+        return type_name
+    parts = scope.split(".")
+    while True:
+        candidate = ".".join([*parts, type_name]) if parts and parts[0] else type_name
+        if candidate in MESSAGES or candidate in ENUMS:
+            return candidate
+        if not parts or not parts[0]:
+            raise AssertionError(f"unknown proto type {type_name} (from {scope})")
+        parts = parts[:-1]
+
+
+def check_against_proto(value: Any, message: str, where: str = "") -> list[str]:
+    """Everything in ``value`` (a request body) that the proto message does not define."""
+    problems: list[str] = []
+    if not isinstance(value, dict):
+        return [f"{where or message}: expected an object for {message}"]
+    fields = MESSAGES[message]
+    for key, item in value.items():
+        path = f"{where}.{key}" if where else key
+        if key not in fields:
+            problems.append(f"{path}: {message} has no field {key!r}")
+            continue
+        ftype, is_map = fields[key]
+        resolved = _resolve(ftype, message)
+        values = list(item.values()) if is_map else item if isinstance(item, list) else [item]
+        for i, v in enumerate(values):
+            at = f"{path}[{i}]" if len(values) > 1 or isinstance(item, list) else path
+            if resolved in MESSAGES:
+                problems += check_against_proto(v, resolved, at)
+            elif resolved in ENUMS and v not in ENUMS[resolved]:
+                problems.append(f"{at}: {v!r} is not a {resolved} value")
+    return problems
+
+
+def test_proto_parser_sees_the_messages() -> None:
+    # the parser itself must work, or the check below proves nothing
+    assert "systemInstruction" in MESSAGES["GenerateContentRequest"]
+    assert MESSAGES["Part"]["functionCall"] == ("FunctionCall", False)
+    assert MESSAGES["Schema"]["properties"] == ("Schema", True)
+    assert "candidatesTokenCount" in MESSAGES["GenerateContentResponse.UsageMetadata"]
+    assert "ANY" in ENUMS["FunctionCallingConfig.Mode"]
+    assert check_against_proto(
+        {"contents": [{"role": "user", "partz": []}]}, "GenerateContentRequest"
+    )
+    assert check_against_proto({"toolConfig": {"functionCallingConfig": {"mode": "ALWAYS"}}}, "GenerateContentRequest")  # fmt: skip
+
+
+class Answer(BaseModel):
+    """A structured answer."""
+
+    city: str
+    degrees: float | None = None
+    tags: list[str] = []
+
+
+async def test_every_key_we_send_is_in_the_protos(client: Gemini, server: FakeServer) -> None:
+    image = "data:image/png;base64,iVBORw0KGgo="
+    await client.chat(
+        [
+            {"role": "system", "content": "be brief"},
+            {"role": "developer", "content": [{"type": "text", "text": "and exact"}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this"},
+                    {"type": "image_url", "image_url": {"url": image}},
+                    {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}, "mime_type": "image/png"},
+                ],
+            },
+        ],
+        model=MODEL,
+        temperature=0.5,
+        top_p=0.9,
+        top_k=40,
+        max_tokens=100,
+        stop=["END"],
+        seed=7,
+        n=2,
+        response_format=Answer,
+        safety_settings=[
+            {"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_ONLY_HIGH"}
+        ],
+    )  # fmt: skip
+    messages: list[Any] = [user("weather in Paris?")]
+    first = await client.chat(messages, model=MODEL, tools=[get_weather], tool_choice="get_weather")
+    messages += [first.message, asyncllm.tool_result(first.tool_calls[0], {"temp": 21})]
+    await client.chat(messages, model=MODEL, tools=[get_weather, Answer], tool_choice="auto")
+    async with client.stream_chat([user("hi")], model=MODEL, tools=[get_weather]) as stream:
+        [c async for c in stream]
+    await client.embed("one", model="fake-embed", task_type="RETRIEVAL_QUERY", dimensions=4)
+    await client.embed(["a", "b"], model="fake-embed", title="doc", task_type="RETRIEVAL_DOCUMENT")
+    await client.count_tokens([user("count me")], model=MODEL)
+    await client.count_tokens([{"role": "system", "content": "s"}, user("x")], model=MODEL, tools=[get_weather])  # fmt: skip
+
+    kinds = {
+        "generateContent": "GenerateContentRequest",
+        "streamGenerateContent": "GenerateContentRequest",
+        "embedContent": "EmbedContentRequest",
+        "batchEmbedContents": "BatchEmbedContentsRequest",
+        "countTokens": "CountTokensRequest",
+    }
+    seen = set()
+    problems = []
+    for request in server.requests:
+        method = request.path.rsplit(":", 1)[-1]
+        seen.add(method)
+        problems += check_against_proto(request.json, kinds[method], method)
+    assert seen == set(kinds)
+    assert problems == []
+    sent = server.requests[0].json
+    assert sent["generationConfig"]["responseSchema"]["properties"]["degrees"] == {
+        "type": "NUMBER",
+        "nullable": True,
+        "default": None,
+        "title": "Degrees",
+    }
+
+
+# -- message translation ----------------------------------------------------------------------
+
+
+def test_roles_system_and_parts() -> None:
+    contents, system = to_gemini_contents(
+        [
+            {"role": "system", "content": "one"},
+            user("hello"),
+            {"role": "assistant", "content": "hi"},
+            {"role": "developer", "content": "two"},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AAAA"}}]},
+        ]
+    )  # fmt: skip
+    assert system == {"parts": [{"text": "one"}, {"text": "two"}]}
+    assert contents == [
+        {"role": "user", "parts": [{"text": "hello"}]},
+        {"role": "model", "parts": [{"text": "hi"}]},
+        {"role": "user", "parts": [{"inlineData": {"mimeType": "image/jpeg", "data": "AAAA"}}]},
+    ]
+
+
+def test_tool_results_become_one_user_turn_named_by_call() -> None:
+    calls = [
+        {
+            "id": "gcall_0_aa",
+            "type": "function",
+            "function": {"name": "a", "arguments": '{"x": 1}'},
+        },
+        {"id": "srv-id-7", "type": "function", "function": {"name": "b", "arguments": "{}"}},
+    ]
+    contents, _ = to_gemini_contents(
+        [
+            user("go"),
+            {"role": "assistant", "content": None, "tool_calls": calls},
+            {"role": "tool", "tool_call_id": "gcall_0_aa", "content": "plain text"},
+            {"role": "tool", "tool_call_id": "srv-id-7", "content": '{"ok": true}'},
+        ]
+    )
+    assert contents[1] == {
+        "role": "model",
+        "parts": [
+            {"functionCall": {"name": "a", "args": {"x": 1}}},  # our synthetic id is not sent
+            {"functionCall": {"name": "b", "args": {}, "id": "srv-id-7"}},
+        ],
+    }
+    assert contents[2] == {
+        "role": "user",
+        "parts": [
+            {"functionResponse": {"name": "a", "response": {"output": "plain text"}}},
+            {"functionResponse": {"name": "b", "response": {"ok": True}, "id": "srv-id-7"}},
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [user("x"), {"role": "tool", "tool_call_id": "nobody", "content": "r"}],
+        [{"role": "system", "content": "only a system message"}],
+        [{"role": "user", "content": [{"type": "audio", "data": "x"}]}],
+        [{"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "[1]"}}]}],
+    ],
+)  # fmt: skip
+def test_bad_messages_are_refused(messages: list[Any]) -> None:
+    with pytest.raises(asyncllm.ConfigurationError):
+        to_gemini_contents(messages)
+
+
+@pytest.mark.parametrize(
+    ("model", "resource"),
+    [
+        ("gemini-2.0-flash", "models/gemini-2.0-flash"),
+        ("models/gemini-1.5-pro-002", "models/gemini-1.5-pro-002"),
+        ("tunedModels/my-model-1", "tunedModels/my-model-1"),
+    ],
+)
+def test_model_resource(model: str, resource: str) -> None:
+    assert model_resource(model) == resource
+
+
+@pytest.mark.parametrize("model", ["", "../x", "models/a/b", "models/a:b", "files/x", "a?b=1"])
+async def test_bad_model_refused_before_sending(
+    client: Gemini, server: FakeServer, model: str
+) -> None:
+    with pytest.raises(asyncllm.ConfigurationError):
+        await client.chat([user("x")], model=model)
+    assert server.request_count == 0
+
+
+@pytest.mark.parametrize(
+    ("schema", "expected"),
+    [
+        ({"type": "string"}, {"type": "STRING"}),
+        ({"type": ["integer", "null"]}, {"type": "INTEGER", "nullable": True}),
+        (
+            {"anyOf": [{"type": "string"}, {"type": "null"}], "description": "d"},
+            {"type": "STRING", "nullable": True, "description": "d"},
+        ),
+        ({"enum": ["a", "b"]}, {"type": "STRING", "format": "enum", "enum": ["a", "b"]}),
+        ({"const": "only"}, {"type": "STRING", "format": "enum", "enum": ["only"]}),
+        (
+            {"type": "object", "properties": {"p": {"$ref": "#/$defs/P"}}, "required": ["p"],
+             "additionalProperties": False, "$defs": {"P": {"type": "array", "items": {"type": "number"}}}},
+            {"type": "OBJECT", "properties": {"p": {"type": "ARRAY", "items": {"type": "NUMBER"}}},
+             "propertyOrdering": ["p"], "required": ["p"]},
+        ),
+        (
+            {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+            {"anyOf": [{"type": "STRING"}, {"type": "INTEGER"}]},
+        ),
+        ({"enum": [1, 2], "type": "integer"}, {"type": "INTEGER"}),
+        ({"type": "object"}, {"type": "OBJECT"}),
+        ({}, {"type": "STRING"}),
+    ],
+)  # fmt: skip
+def test_json_schema_to_gemini(schema: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert json_schema_to_gemini(schema) == expected
+    assert check_against_proto(json_schema_to_gemini(schema), "Schema") == []
+
+
+def test_recursive_schema_is_refused() -> None:
+    schema = {
+        "$ref": "#/$defs/Node",
+        "$defs": {"Node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/Node"}}}},
+    }
+    with pytest.raises(asyncllm.ConfigurationError, match="recursive"):
+        json_schema_to_gemini(schema)
+
+
+# -- calls against the fake -------------------------------------------------------------------
+
+
+async def test_wire_request_shape(client: Gemini, server: FakeServer) -> None:
+    await client.chat(
+        [{"role": "system", "content": "sys"}, user("hi")],
+        model="models/fake-chat",
+        max_tokens=5,
+        stop="END",
+        tool_choice="none",
+        tools=[get_weather],
+    )
+    sent = server.requests[-1]
+    assert sent.path == "/v1beta/models/fake-chat:generateContent"
+    assert sent.headers["x-goog-api-key"] == "g-test"
+    assert "Authorization" not in sent.headers
+    assert sent.json["systemInstruction"] == {"parts": [{"text": "sys"}]}
+    assert sent.json["contents"] == [{"role": "user", "parts": [{"text": "hi"}]}]
+    assert sent.json["generationConfig"] == {"maxOutputTokens": 5, "stopSequences": ["END"]}
+    assert sent.json["toolConfig"] == {"functionCallingConfig": {"mode": "NONE"}}
+    declaration = sent.json["tools"][0]["functionDeclarations"][0]
+    assert declaration["name"] == "get_weather"
+    assert declaration["description"] == "Current weather in a city."
+    assert declaration["parameters"]["required"] == ["city"]
+
+
+async def test_stream_uses_sse_and_tool_ids_match_chat(client: Gemini, server: FakeServer) -> None:
+    chat = await client.chat([user("x")], model=MODEL, tools=[get_weather])
+    async with client.stream_chat([user("x")], model=MODEL, tools=[get_weather]) as stream:
+        chunks = [c async for c in stream]
+    sent = server.requests[-1]
+    assert sent.path == "/v1beta/models/fake-chat:streamGenerateContent"
+    assert sent.query == {"alt": "sse"}
+    calls = [d for c in chunks for d in c.tool_calls]
+    assert len(calls) == 1
+    assert calls[0].id == chat.tool_calls[0].id  # synthetic, and stable
+    assert calls[0].id.startswith("gcall_")
+    assert json.loads(calls[0].arguments) == {"city": "test"}
+    assert chunks[-1].finish_reason == "tool_calls"
+    assert chat.finish_reason == "tool_calls"
+
+
+async def test_candidate_count_gives_choices(client: Gemini) -> None:
+    r = await client.chat([user("many")], model=MODEL, n=3)
+    assert [m.content for m in r.choices] == ["echo: many"] * 3
+
+
+async def test_prompt_block_is_a_typed_error(server: FakeServer) -> None:
+    client = Gemini(
+        api_key="k",
+        base_url=server.url("/v1beta"),
+        retry=NO_WAIT,
+        breaker=asyncllm.BreakerConfig(failure_threshold=1, reset_timeout=60),
+    )
+    async with client:
+        with pytest.raises(ContentBlockedError) as info:
+            await client.chat([user("please BLOCKME now")], model=MODEL)
+        assert (await client.chat([user("fine")], model=MODEL)).text == "echo: fine"
+    error = info.value
+    assert error.block_reason == "SAFETY"
+    assert error.safety_ratings[0]["category"] == "HARM_CATEGORY_DANGEROUS_CONTENT"
+    assert error.request_id == server.request_ids[0]
+    assert server.request_count == 2  # not retried, and the breaker did not open
+
+
+async def test_safety_finish_without_content_is_a_typed_error(client: Gemini) -> None:
+    with pytest.raises(ContentBlockedError) as info:
+        await client.chat([user("UNSAFEREPLY")], model=MODEL)
+    assert info.value.finish_reason == "SAFETY"
+    assert info.value.block_reason is None
+
+
+async def test_block_in_stream_raises(client: Gemini) -> None:
+    with pytest.raises(ContentBlockedError):
+        async with client.stream_chat([user("BLOCKME")], model=MODEL) as stream:
+            [c async for c in stream]
+
+
+async def test_embed_one_and_batch_in_order(client: Gemini, server: FakeServer) -> None:
+    one = await client.embed("alpha", model="fake-embed")
+    assert one.vectors == [pytest.approx(_common.vector("alpha"))]
+    assert server.requests[-1].path == "/v1beta/models/fake-embed:embedContent"
+    texts = ["alpha", "beta", "gamma"]
+    batch = await client.embed(texts, model="fake-embed", dimensions=4)
+    sent = server.requests[-1]
+    assert sent.path == "/v1beta/models/fake-embed:batchEmbedContents"
+    assert [r["model"] for r in sent.json["requests"]] == ["models/fake-embed"] * 3
+    assert batch.vectors == [pytest.approx(_common.vector(t, 4)) for t in texts]
+
+
+async def test_embed_splits_long_lists_under_one_request_id(
+    client: Gemini, server: FakeServer
+) -> None:
+    texts = [f"text {i}" for i in range(230)]
+    result = await client.embed(texts, model="fake-embed")
+    assert server.request_count == 3
+    assert sorted(len(r.json["requests"]) for r in server.requests) == [30, 100, 100]
+    assert len(set(server.request_ids)) == 1
+    assert result.request_id == server.request_ids[0]
+    assert result.vectors[150] == pytest.approx(_common.vector("text 150"))
+
+
+async def test_count_tokens(client: Gemini, server: FakeServer) -> None:
+    assert await client.count_tokens([user("one two three")], model=MODEL) == 3
+    assert server.requests[-1].json == {
+        "contents": [{"role": "user", "parts": [{"text": "one two three"}]}]
+    }
+    total = await client.count_tokens(
+        [{"role": "system", "content": "be nice"}, user("one")], model=MODEL
+    )
+    assert total == 3
+    inner = server.requests[-1].json["generateContentRequest"]
+    assert inner["model"] == "models/fake-chat"
+    assert inner["systemInstruction"] == {"parts": [{"text": "be nice"}]}
+
+
+async def test_models_follow_page_tokens(client: Gemini, server: FakeServer) -> None:
+    models = await client.models()
+    assert [m.id for m in models] == [
+        "fake-chat",
+        "fake-chat-lite",
+        "fake-embed",
+        "fake-chat-pro",
+        "fake-vision",
+    ]
+    assert server.request_count == 3
+    assert "pageToken" not in server.requests[0].query
+    assert server.requests[1].query["pageToken"]
+    assert models[2].supported_generation_methods == ["embedContent", "batchEmbedContents"]  # type: ignore[attr-defined]
+
+
+async def test_rpc_error_body_is_read(server: FakeServer) -> None:
+    body = {
+        "error": {
+            "code": 429,
+            "message": "Quota exceeded for metric generate_content_free_tier_requests",
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [
+                {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []},
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7.5s"},
+            ],
+        }
+    }
+    server.fail_next(1, status=429, body=body)
+    server.fail_next(1, status=400)
+    async with Gemini(api_key="k", base_url=server.url("/v1beta"), max_retries=0) as client:
+        with pytest.raises(asyncllm.RateLimitError) as limited:
+            await client.chat([user("x")], model=MODEL)
+        with pytest.raises(asyncllm.BadRequestError) as bad:
+            await client.chat([user("x")], model=MODEL)
+    assert limited.value.message.startswith("Quota exceeded")
+    assert limited.value.error_type == "RESOURCE_EXHAUSTED"
+    assert limited.value.retry_after == 7.5  # from RetryInfo, as no header said
+    assert bad.value.error_type == "INVALID_ARGUMENT"
+    assert bad.value.code == "INVALID_ARGUMENT"
+    assert bad.value.retry_after is None
+
+
+async def test_retry_info_drives_the_retry(server: FakeServer) -> None:
+    server.fail_next(2, status=429)  # the fake's 429 body says retryDelay "0s"
+    async with Gemini(api_key="k", base_url=server.url("/v1beta"), max_retries=2) as client:
+        r = await client.chat([user("again")], model=MODEL)
+    assert r.text == "echo: again"
+    assert server.request_count == 3
+
+
+async def test_malformed_and_dropped_answers(client: Gemini, server: FakeServer) -> None:
+    server.malformed_next(1)
+    with pytest.raises(asyncllm.ResponseValidationError) as info:
+        await client.chat([user("x")], model=MODEL)
+    assert info.value.request_id == server.request_ids[-1]
+    server.malformed_next(1)
+    with pytest.raises(asyncllm.ResponseValidationError):
+        async with client.stream_chat([user("x")], model=MODEL) as stream:
+            [c async for c in stream]
+    server.drop_next(1)
+    r = await client.chat([user("after a drop")], model=MODEL)
+    assert r.text == "echo: after a drop"
+
+
+async def test_missing_key_is_refused_by_the_fake(server: FakeServer) -> None:
+    async with Gemini(base_url=server.url("/v1beta"), max_retries=0) as client:
+        with pytest.raises(asyncllm.PermissionDeniedError) as info:
+            await client.chat([user("x")], model=MODEL)
+    assert info.value.error_type == "PERMISSION_DENIED"
+
+
+def test_key_from_env_and_required_for_google(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GEMINI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(asyncllm.ConfigurationError, match="GEMINI_API_KEY"):
+        Gemini()
+    monkeypatch.setenv("GOOGLE_API_KEY", "from-google-env")
+    client = Gemini()
+    assert client.base_url == GEMINI_BASE_URL
+    assert client._headers["x-goog-api-key"] == "from-google-env"
+    assert "from-google-env" not in repr(client)
+    monkeypatch.setenv("GEMINI_API_KEY", "from-gemini-env")
+    assert Gemini()._headers["x-goog-api-key"] == "from-gemini-env"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"temperature": 3},
+        {"top_k": 0},
+        {"n": 0},
+        {"tool_choice": "unknown_tool"},
+        {"response_format": "json"},
+        {"safety_settings": [{"category": "HARM_CATEGORY_HARASSMENT"}]},
+        {"generation_config": ["not", "a", "mapping"]},
+    ],
+)
+async def test_bad_arguments_are_refused(
+    client: Gemini, server: FakeServer, kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(asyncllm.ConfigurationError):
+        await client.chat([user("x")], model=MODEL, **kwargs)
+    assert server.request_count == 0
+
+
+# -- answers Gemini may give that the fake does not -----------------------------------------------
+
+
+def mock_client(*responses: MockResponse) -> tuple[Gemini, MockTransport]:
+    queue = list(responses)
+    transport = MockTransport(lambda request: queue.pop(0))
+    return Gemini(api_key="k", transport=transport, retry=NO_WAIT), transport
+
+
+async def test_server_ids_and_thought_signatures_round_trip() -> None:
+    answer = {
+        "candidates": [
+            {
+                "content": {
+                    "role": "model",
+                    "parts": [
+                        {"text": "thinking...", "thought": True},
+                        {
+                            "functionCall": {"id": "fc-1", "name": "get_weather", "args": {"city": "Oslo"}},
+                            "thoughtSignature": "c2lnbmF0dXJl",
+                        },
+                    ],
+                },
+                "finishReason": "STOP",
+            }
+        ],
+        "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 2, "totalTokenCount": 20, "thoughtsTokenCount": 13},
+        "responseId": "r-1",
+        "modelVersion": "gemini-2.5-flash",
+    }  # fmt: skip
+    final = {"candidates": [{"content": {"role": "model", "parts": [{"text": "cold"}]}, "finishReason": "STOP"}]}  # fmt: skip
+    client, transport = mock_client(MockResponse(json=answer), MockResponse(json=final))
+    async with client:
+        first = await client.chat([user("weather?")], model="gemini-2.5-flash", tools=[get_weather])
+        assert first.text == ""  # the thought is not the answer
+        assert first.tool_calls[0].id == "fc-1"
+        assert first.server_request_id == "r-1"
+        assert first.usage is not None
+        assert first.usage.thoughts_token_count == 13  # type: ignore[attr-defined]
+        messages = [
+            user("weather?"),
+            first.message,
+            asyncllm.tool_result(first.tool_calls[0], "cold"),
+        ]
+        second = await client.chat(messages, model="gemini-2.5-flash", tools=[get_weather])
+    assert second.text == "cold"
+    sent = transport.requests[1].json()
+    assert sent["contents"][1]["parts"][1]["thoughtSignature"] == "c2lnbmF0dXJl"
+    assert sent["contents"][2]["parts"][0]["functionResponse"]["id"] == "fc-1"
+    assert check_against_proto(sent, "GenerateContentRequest") == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        ({"candidates": []}, asyncllm.ResponseValidationError),
+        ({"candidates": [{"content": {"parts": [{"functionCall": {"args": {}}}]}}]}, asyncllm.ResponseValidationError),
+        ({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}}, ContentBlockedError),
+        ({"candidates": [{"finishReason": "RECITATION", "content": {"parts": []}}]}, ContentBlockedError),
+    ],
+)  # fmt: skip
+async def test_bad_or_blocked_answers(payload: Any, error: type[Exception]) -> None:
+    client, _ = mock_client(MockResponse(json=payload))
+    async with client:
+        with pytest.raises(error):
+            await client.chat([user("x")], model=MODEL)
+
+
+async def test_max_tokens_finish_with_text_is_an_answer() -> None:
+    payload = {"candidates": [{"content": {"parts": [{"text": "partial"}]}, "finishReason": "MAX_TOKENS"}]}  # fmt: skip
+    client, _ = mock_client(MockResponse(json=payload))
+    async with client:
+        r = await client.chat([user("x")], model=MODEL)
+    assert (r.text, r.finish_reason) == ("partial", "length")
+
+
+async def test_error_event_inside_a_stream() -> None:
+    events = [
+        {"candidates": [{"content": {"parts": [{"text": "Hel"}]}}]},
+        {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}},
+    ]
+    body = b"".join(b"data: " + json.dumps(e).encode() + b"\r\n\r\n" for e in events)
+    client, transport = mock_client(
+        MockResponse(chunks=[body], headers={"content-type": "text/event-stream"})
+    )
+    got = []
+    async with client:
+        with pytest.raises(asyncllm.InternalServerError) as info:
+            async with client.stream_chat([user("x")], model=MODEL) as stream:
+                async for chunk in stream:
+                    got.append(chunk.delta)
+    assert got == ["Hel"]
+    assert info.value.error_type == "UNAVAILABLE"
+    assert transport.requests[0].params == {"alt": "sse"}
