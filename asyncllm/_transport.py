@@ -194,6 +194,8 @@ async def iter_lines(
             end = buffer.find(b"\n", start)
             if end < 0:
                 break
+            if end - start > max_line:
+                raise ResponseValidationError(f"stream line exceeds the {max_line}-byte limit")
             line = bytes(buffer[start:end])
             start = end + 1
             yield line[:-1] if line.endswith(b"\r") else line

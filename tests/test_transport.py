@@ -25,6 +25,10 @@ async def test_endless_line_is_refused() -> None:
     with pytest.raises(asyncllm.ResponseValidationError):
         async for _ in iter_lines(chunks(*([b"x" * 1000] * 20)), max_line=5000):
             pass
+    # A long line that arrives whole, newline included, is refused too.
+    with pytest.raises(asyncllm.ResponseValidationError):
+        async for _ in iter_lines(chunks(b"ok\n", b"y" * 6000 + b"\n"), max_line=5000):
+            pass
 
 
 async def test_sse_events_follow_the_spec() -> None:
