@@ -1,0 +1,375 @@
+"""OpenVINO Model Server: KServe v2 under ``/v2``, TF-Serving under ``/v1``, OpenAI under ``/v3``.
+
+One model, ``fake-model``, with versions 1 and 2 (2 is the latest). Its KServe ``infer`` takes
+any named inputs of any datatype, checks them as a strict server would (datatype, shape against
+the element count, each element's type and range; 400 ``{"error": ...}`` otherwise) and answers
+each input, in order, as ``output``, ``output1``, ``output2``... with the same shape and datatype
+and the data transformed by ``transform``: BOOL negated, integers plus one (wrapping around at
+the top of the range), floats negated, BYTES reversed. TF-Serving ``predict`` doubles numbers,
+negates bools and reverses strings, in rows (``instances`` -> ``predictions``) or columns
+(``inputs`` -> ``outputs``). Unknown models or versions get 404 ``{"error": ...}``.
+
+``server.state`` switches: ``"ovms_live"`` / ``"ovms_ready"`` (False: the probe answers 400),
+``"ovms_unready"`` (a set of model names whose ready probe answers 400).
+
+``/v3`` reuses the OpenAI fake for chat, embeddings and models and adds ``/v3/completions``
+(``"echo: <prompt>"``) and ``/v3/rerank`` (score: the share of query words found in a document).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from aiohttp import web
+
+from . import _common, openai
+
+if False:  # pragma: no cover - typing only, avoids an import cycle at run time
+    from ..testing import FakeServer
+
+MODEL = "fake-model"
+VERSIONS = ("1", "2")
+
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "UINT8": (0, 2**8 - 1),
+    "UINT16": (0, 2**16 - 1),
+    "UINT32": (0, 2**32 - 1),
+    "UINT64": (0, 2**64 - 1),
+    "INT8": (-(2**7), 2**7 - 1),
+    "INT16": (-(2**15), 2**15 - 1),
+    "INT32": (-(2**31), 2**31 - 1),
+    "INT64": (-(2**63), 2**63 - 1),
+}
+_FLOAT_MAX = {"FP16": 65504.0, "FP32": 3.4028234663852886e38, "FP64": 1.7976931348623157e308}
+
+
+def error_body(status: int, message: str) -> Any:
+    return {"error": message}
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response(error_body(status, message), status=status)
+
+
+class _BadTensor(Exception):
+    pass
+
+
+def _flat(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    out: list[Any] = []
+    for item in data:
+        out.extend(_flat(item))
+    return out
+
+
+def _check(value: Any, datatype: str) -> None:
+    if datatype == "BOOL":
+        ok = isinstance(value, bool)
+    elif datatype in _INT_RANGES:
+        low, high = _INT_RANGES[datatype]
+        ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    elif datatype in _FLOAT_MAX:
+        ok = (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and abs(value) <= _FLOAT_MAX[datatype]
+        )
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise _BadTensor(f"value {value!r} is not valid for datatype {datatype}")
+
+
+def transform(value: Any, datatype: str) -> Any:
+    """What ``fake-model`` does to one element of a KServe tensor."""
+    if datatype == "BOOL":
+        return not value
+    if datatype in _INT_RANGES:
+        low, high = _INT_RANGES[datatype]
+        return low if value == high else value + 1
+    if datatype in _FLOAT_MAX:
+        return -float(value)
+    return value[::-1]
+
+
+def tfs_transform(value: Any) -> Any:
+    """What ``fake-model`` does to a TF-Serving value: numbers doubled, bools negated, strings
+    reversed, ``{"b64": ...}`` objects returned as they came, lists and objects element-wise."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value * 2
+    if isinstance(value, str):
+        return value[::-1]
+    if isinstance(value, list):
+        return [tfs_transform(v) for v in value]
+    if isinstance(value, dict):
+        if set(value) == {"b64"}:
+            return value
+        return {k: tfs_transform(v) for k, v in value.items()}
+    return value
+
+
+def _parse_servable(tail: str) -> tuple[str, str | None, str]:
+    """``name[/versions/v][/rest]`` -> (name, version, rest); ``rest`` keeps its ``/`` or ``:``."""
+    rest = ""
+    for suffix in ("/ready", "/infer", "/metadata", ":predict"):
+        if tail.endswith(suffix):
+            tail, rest = tail[: -len(suffix)], suffix
+            break
+    version = None
+    if "/versions/" in tail:
+        tail, version = tail.rsplit("/versions/", 1)
+    return tail, version, rest
+
+
+def _resolve(name: str, version: str | None) -> tuple[str | None, web.Response | None]:
+    if name != MODEL:
+        return None, _error(404, f"Model with requested name is not found: {name}")
+    if version is None:
+        return VERSIONS[-1], None
+    if not version.isdigit() or version not in VERSIONS:
+        return None, _error(404, f"Model with requested version is not found: {version}")
+    return version, None
+
+
+def _kserve_metadata(version: str) -> dict[str, Any]:
+    return {
+        "name": MODEL,
+        "versions": list(VERSIONS),
+        "platform": "OpenVINO",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, -1]}],
+        "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, -1]}],
+        "rt_info": {"model_info": {"version": version}},
+    }
+
+
+def _infer(body: Any, model_version: str) -> web.Response:
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
+        return _error(400, "Invalid JSON: 'inputs' must be a non-empty array")
+    outputs: list[dict[str, Any]] = []
+    try:
+        for i, tensor in enumerate(body["inputs"]):
+            if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+                raise _BadTensor("each input needs a name")
+            datatype = tensor.get("datatype")
+            if datatype not in (*_INT_RANGES, *_FLOAT_MAX, "BOOL", "BYTES"):
+                raise _BadTensor(f"unsupported datatype {datatype!r}")
+            shape = tensor.get("shape")
+            if not isinstance(shape, list) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+            ):
+                raise _BadTensor(f"input {tensor['name']} has an invalid shape")
+            data = _flat(tensor.get("data"))
+            if len(data) != math.prod(shape):
+                raise _BadTensor(
+                    f"input {tensor['name']}: {len(data)} elements, shape {shape} "
+                    f"needs {math.prod(shape)}"
+                )
+            for v in data:
+                _check(v, datatype)
+            outputs.append(
+                {
+                    "name": "output" if i == 0 else f"output{i}",
+                    "shape": shape,
+                    "datatype": datatype,
+                    "data": [transform(v, datatype) for v in data],
+                }
+            )
+    except _BadTensor as exc:
+        return _error(400, str(exc))
+    requested = body.get("outputs")
+    if requested is not None:
+        names = [o.get("name") for o in requested if isinstance(o, dict)]
+        known = {o["name"] for o in outputs}
+        missing = [n for n in names if n not in known]
+        if missing:
+            return _error(400, f"Unknown output: {missing[0]}")
+        outputs = [o for o in outputs if o["name"] in names]
+    answer: dict[str, Any] = {
+        "model_name": MODEL,
+        "model_version": model_version,
+        "outputs": outputs,
+    }
+    if "id" in body:
+        answer["id"] = body["id"]
+    if isinstance(body.get("parameters"), dict):
+        answer["parameters"] = body["parameters"]
+    return web.json_response(answer)
+
+
+def _tfs_status(versions: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "model_version_status": [
+            {
+                "version": v,
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+            for v in versions
+        ]
+    }
+
+
+def _tfs_metadata(version: str) -> dict[str, Any]:
+    def tensor(name: str) -> dict[str, Any]:
+        return {
+            "name": f"{name}:0",
+            "dtype": "DT_FLOAT",
+            "tensorShape": {"dim": [{"size": "-1"}, {"size": "-1"}]},
+        }
+
+    return {
+        "modelSpec": {"name": MODEL, "signatureName": "", "version": version},
+        "metadata": {
+            "signature_def": {
+                "@type": "type.googleapis.com/tensorflow.serving.SignatureDefMap",
+                "signatureDef": {
+                    "serving_default": {
+                        "inputs": {"input": tensor("input")},
+                        "outputs": {"output": tensor("output")},
+                        "methodName": "tensorflow/serving/predict",
+                    }
+                },
+            }
+        },
+    }
+
+
+def _predict(body: Any) -> web.Response:
+    if not isinstance(body, dict):
+        return _error(400, "JSON Parse error: the request body must be an object")
+    if ("instances" in body) == ("inputs" in body):
+        return _error(400, "Missing 'inputs' or 'instances' key (exactly one is required)")
+    signature = body.get("signature_name", "serving_default")
+    if signature != "serving_default":
+        return _error(400, f'Serving signature name: "{signature}" not found in signature def')
+    if "instances" in body:
+        rows = body["instances"]
+        if not isinstance(rows, list) or not rows:
+            return _error(400, "'instances' must be a non-empty list")
+        return web.json_response({"predictions": [tfs_transform(r) for r in rows]})
+    return web.json_response({"outputs": tfs_transform(body["inputs"])})
+
+
+def setup(server: FakeServer) -> None:
+    state = server.state
+
+    def probe(key: str) -> web.Response:
+        if state.get(key, True):
+            return web.json_response({})
+        return web.Response(status=400)
+
+    async def live(request: web.Request) -> web.StreamResponse:
+        return probe("ovms_live")
+
+    async def ready(request: web.Request) -> web.StreamResponse:
+        return probe("ovms_ready")
+
+    async def server_metadata(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"name": "OpenVINO Model Server", "version": "2026.2.0.fake"})
+
+    async def v2_models(request: web.Request) -> web.StreamResponse:
+        name, version, rest = _parse_servable(request.match_info["tail"])
+        used, problem = _resolve(name, version)
+        if problem is not None or used is None:
+            return problem or _error(404, "not found")
+        if request.method == "POST":
+            if rest != "/infer":
+                return _error(404, "Invalid request URL")
+            return _infer(request["json"], used)
+        if rest == "/ready":
+            if name in state.get("ovms_unready", ()):
+                return web.Response(status=400)
+            return web.json_response({})
+        if rest:
+            return _error(404, "Invalid request URL")
+        return web.json_response(_kserve_metadata(used))
+
+    async def v1_models(request: web.Request) -> web.StreamResponse:
+        name, version, rest = _parse_servable(request.match_info["tail"])
+        used, problem = _resolve(name, version)
+        if problem is not None or used is None:
+            if name != MODEL:
+                return _error(404, f"Servable not found for request: Latest({name})")
+            return problem or _error(404, "not found")
+        if request.method == "POST":
+            if rest != ":predict":
+                return _error(404, "Invalid request URL")
+            return _predict(request["json"])
+        if rest == "/metadata":
+            return web.json_response(_tfs_metadata(used))
+        if rest:
+            return _error(404, "Invalid request URL")
+        return web.json_response(_tfs_status(VERSIONS if version is None else (used,)))
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        body = request["json"]
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            return _error(400, "model is missing in request")
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            return _error(400, "prompt is not a string")
+        text = _common.reply_text(prompt)
+        n = body.get("n") or 1
+        prompt_tokens = _common.count_tokens(prompt)
+        done = _common.count_tokens(text)
+        return web.json_response(
+            {
+                "choices": [
+                    {"finish_reason": "stop", "index": i, "logprobs": None, "text": text}
+                    for i in range(n)
+                ],
+                "created": int(time.time()),
+                "model": body["model"],
+                "object": "text_completion",
+                "usage": {
+                    "completion_tokens": done,
+                    "prompt_tokens": prompt_tokens,
+                    "total_tokens": prompt_tokens + done,
+                },
+            }
+        )
+
+    async def rerank(request: web.Request) -> web.StreamResponse:
+        body = request["json"]
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            return _error(400, "model is missing in request")
+        query, documents = body.get("query"), body.get("documents")
+        if not isinstance(query, str):
+            return _error(400, "query is not a string")
+        if not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
+            return _error(400, "documents is not a list of strings")
+        words = set(query.lower().split())
+
+        def score(doc: str) -> float:
+            return len(words & set(doc.lower().split())) / max(1, len(words))
+
+        ranked = sorted(range(len(documents)), key=lambda i: -score(documents[i]))
+        top_n = body.get("top_n")
+        if isinstance(top_n, int):
+            ranked = ranked[:top_n]
+        results: list[dict[str, Any]] = []
+        for i in ranked:
+            result: dict[str, Any] = {"index": i, "relevance_score": score(documents[i])}
+            if body.get("return_documents"):
+                result["document"] = documents[i]
+            results.append(result)
+        return web.json_response({"results": results})
+
+    server.add_route("GET", "/v2/health/live", live, error_body=error_body)
+    server.add_route("GET", "/v2/health/ready", ready, error_body=error_body)
+    server.add_route("GET", "/v2", server_metadata, error_body=error_body)
+    server.add_route("GET", "/v2/", server_metadata, error_body=error_body)
+    server.add_route("GET", "/v2/models/{tail:.+}", v2_models, error_body=error_body)
+    server.add_route("POST", "/v2/models/{tail:.+}", v2_models, error_body=error_body)
+    server.add_route("GET", "/v1/models/{tail:.+}", v1_models, error_body=error_body)
+    server.add_route("POST", "/v1/models/{tail:.+}", v1_models, error_body=error_body)
+    openai.setup(server, prefix="/v3")
+    server.add_route("POST", "/v3/completions", completions, error_body=error_body)
+    server.add_route("POST", "/v3/rerank", rerank, error_body=error_body)

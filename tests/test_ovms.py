@@ -1,0 +1,649 @@
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from jsonschema import Draft202012Validator
+
+import asyncllm
+from asyncllm._fakes import ovms as fake
+from asyncllm.backends.ovms import DATATYPES, OVMS, Tensor
+from asyncllm.testing import FakeServer, MockResponse, MockTransport
+
+from .chat_contract import NO_WAIT, ChatContract
+
+SPEC = Path("/work/shared/specs/kserve/open-inference-protocol.open_inference_rest.yaml")
+
+
+class TestOVMSContract(ChatContract):
+    protocol = "ovms"
+
+    def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
+        return asyncllm.OVMS(base_url=server.url(), **kwargs)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeServer]:
+    async with FakeServer("ovms") as server:
+        yield server
+
+
+@pytest.fixture
+async def client(server: FakeServer) -> AsyncIterator[OVMS]:
+    client = OVMS(base_url=server.url(), model="fake-model", retry=NO_WAIT)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+# Values per datatype, the range ends included, so the checks and the wire keep full range.
+SAMPLES: dict[str, list[Any]] = {
+    "BOOL": [True, False, False, True, True, False],
+    "UINT8": [0, 1, 2, 127, 200, 255],
+    "UINT16": [0, 1, 300, 1000, 40000, 65535],
+    "UINT32": [0, 1, 70000, 2**31, 2**32 - 2, 2**32 - 1],
+    "UINT64": [0, 1, 2**32, 2**53 + 1, 2**63, 2**64 - 1],
+    "INT8": [-128, -1, 0, 1, 100, 127],
+    "INT16": [-32768, -1, 0, 1, 1000, 32767],
+    "INT32": [-(2**31), -1, 0, 1, 123456, 2**31 - 1],
+    "INT64": [-(2**63), -(2**53) - 1, 0, 1, 2**53 + 1, 2**63 - 1],
+    "FP16": [-65504.0, -1.5, 0.0, 0.25, 3.0, 65504.0],
+    "FP32": [-3.4028234663852886e38, -1.25, 0.0, 1e-30, 3.5, 3.4028234663852886e38],
+    "FP64": [-1.7976931348623157e308, -0.1, 0.0, 5e-324, 2.5, 1.7976931348623157e308],
+    "BYTES": ["abc", "", "héllo", "x y", "12", "zz"],
+}
+
+
+def test_samples_cover_every_datatype() -> None:
+    assert set(SAMPLES) == set(DATATYPES)
+    assert len(DATATYPES) == 13
+
+
+def nest(flat: list[Any], rows: int) -> list[list[Any]]:
+    width = len(flat) // rows
+    return [flat[i * width : (i + 1) * width] for i in range(rows)]
+
+
+# -- configuration -----------------------------------------------------------------------------
+
+
+async def test_env_base_url_and_key(monkeypatch: pytest.MonkeyPatch, server: FakeServer) -> None:
+    monkeypatch.setenv("OVMS_API_URL", server.url())
+    monkeypatch.setenv("OVMS_API_KEY", "gw-secret")
+    client = OVMS(model="fake-model")
+    try:
+        assert client.base_url == server.url()
+        assert await client.server_live()
+    finally:
+        await client.aclose()
+    assert server.requests[-1].headers["Authorization"] == "Bearer gw-secret"
+    assert "gw-secret" not in repr(client)
+
+
+def test_default_base_url_and_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OVMS_API_URL", raising=False)
+    monkeypatch.delenv("OVMS_API_KEY", raising=False)
+    client = OVMS()
+    assert client.base_url == "http://localhost:9000"
+    assert "Authorization" not in client._headers
+
+
+@pytest.mark.parametrize("version", [0, -1, "v1", "1.5", True, 1.0])
+def test_bad_version_is_refused(version: Any) -> None:
+    with pytest.raises(asyncllm.ConfigurationError):
+        OVMS(base_url="http://127.0.0.1:1", version=version)
+
+
+def test_numpy_is_not_imported_with_the_module() -> None:
+    code = (
+        "import sys, asyncllm; asyncllm.OVMS; import asyncllm.backends.ovms, asyncllm._fakes.ovms;"
+        "assert 'numpy' not in sys.modules, 'numpy imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=20)
+
+
+# -- KServe tensors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("datatype", DATATYPES)
+async def test_tensor_round_trip_every_datatype(
+    client: OVMS, server: FakeServer, datatype: str
+) -> None:
+    values = SAMPLES[datatype]
+    r = await client.infer(inputs={"input": Tensor(nest(values, 2), datatype=datatype)})
+    sent = server.requests[-1].json["inputs"][0]
+    assert sent == {"name": "input", "shape": [2, 3], "datatype": datatype, "data": values}
+    out = r["output"]
+    assert out.datatype == datatype
+    assert out.shape == (2, 3)
+    expected = [fake.transform(v, datatype) for v in values]
+    assert out.data == expected
+    assert out.to_list() == nest(expected, 2)
+    assert r.model_name == "fake-model"
+    assert r.request_id == server.request_ids[-1]
+
+
+@pytest.mark.parametrize(
+    ("values", "datatype"),
+    [
+        ([[True, False]], "BOOL"),
+        ([[1, 2], [3, 4]], "INT64"),
+        ([[1.5, 2], [3, 4]], "FP32"),
+        ([["a", b"b"]], "BYTES"),
+    ],
+)
+async def test_datatype_is_inferred_from_nested_lists(
+    client: OVMS, values: Any, datatype: str
+) -> None:
+    r = await client.infer(inputs={"x": values})
+    assert r["output"].datatype == datatype
+    assert r["output"].shape == (len(values), len(values[0]))
+
+
+NUMPY_DTYPES = [
+    ("bool", "BOOL"),
+    ("uint8", "UINT8"),
+    ("uint16", "UINT16"),
+    ("uint32", "UINT32"),
+    ("uint64", "UINT64"),
+    ("int8", "INT8"),
+    ("int16", "INT16"),
+    ("int32", "INT32"),
+    ("int64", "INT64"),
+    ("float16", "FP16"),
+    ("float32", "FP32"),
+    ("float64", "FP64"),
+]
+
+
+@pytest.mark.parametrize(("dtype", "datatype"), NUMPY_DTYPES)
+async def test_numpy_round_trip(client: OVMS, dtype: str, datatype: str) -> None:
+    array = np.array(SAMPLES[datatype], dtype=dtype).reshape(3, 2)
+    r = await client.infer(inputs={"input": array})
+    out = r["output"]
+    assert (out.datatype, out.shape) == (datatype, (3, 2))
+    back = out.to_numpy()
+    assert back.dtype == np.dtype(dtype)
+    expected = np.array(
+        [fake.transform(v, datatype) for v in array.reshape(-1).tolist()], dtype=dtype
+    ).reshape(3, 2)
+    np.testing.assert_array_equal(back, expected)
+
+
+async def test_numpy_strings_are_bytes(client: OVMS) -> None:
+    r = await client.infer(inputs={"input": np.array([["ab", "cd"]])})
+    assert r["output"].datatype == "BYTES"
+    assert r["output"].to_numpy().tolist() == [["ba", "dc"]]
+
+
+def test_tensor_helpers() -> None:
+    flat = Tensor([1, 2, 3, 4, 5, 6], datatype="INT32", shape=[2, 3])
+    assert flat.to_list() == [[1, 2, 3], [4, 5, 6]]
+    assert flat == Tensor([[1, 2, 3], [4, 5, 6]], datatype="INT32")
+    assert Tensor(7, datatype="INT8").shape == ()
+    assert Tensor(7, datatype="INT8").to_list() == 7
+    empty = Tensor([], datatype="FP32")
+    assert empty.shape == (0,) and empty.to_list() == []
+    zero_rows = Tensor([], datatype="FP32", shape=[3, 0])
+    assert zero_rows.to_list() == [[], [], []]
+    assert Tensor([[[1], [2]]]).shape == (1, 2, 1)
+    assert Tensor.from_numpy(np.zeros((2, 0), dtype="float32")).shape == (2, 0)
+    assert Tensor([b"raw"]).data == ["raw"]
+    scalars = Tensor(list(np.array([1, 2], dtype="int16")), datatype="INT16")
+    assert scalars.data == [1, 2] and type(scalars.data[0]) is int
+    assert Tensor(np.float32(1.5)).to_list() == 1.5
+
+
+# Each is wrong in one way; all must fail before anything is sent. A lambda so that a Tensor
+# built by hand fails inside the test, as it would in a caller's code.
+MISMATCHES: list[tuple[str, Any]] = [
+    ("ragged rows", lambda: [[1, 2], [3]]),
+    ("ragged depth", lambda: [[1, 2], 3]),
+    ("too deep", lambda: [[1, [2]], [3, 4]]),
+    ("ragged with datatype", lambda: Tensor([[1.0], [2.0, 3.0]], datatype="FP32")),
+    ("data length != shape", lambda: Tensor([1, 2, 3], datatype="INT32", shape=[2, 2])),
+    ("nested data != shape", lambda: Tensor([[1, 2], [3, 4]], datatype="INT32", shape=[4])),
+    ("ragged data with shape", lambda: Tensor([[1, 2], [3]], datatype="INT32", shape=[3])),
+    ("UINT8 over range", lambda: Tensor([255, 256], datatype="UINT8")),
+    ("UINT64 negative", lambda: Tensor([-1], datatype="UINT64")),
+    ("INT8 under range", lambda: Tensor([-129], datatype="INT8")),
+    ("INT64 over range", lambda: Tensor([2**63], datatype="INT64")),
+    ("FP16 over range", lambda: Tensor([65505.0], datatype="FP16")),
+    ("FP32 over range", lambda: Tensor([3.5e38], datatype="FP32")),
+    ("NaN", lambda: [[math.nan]]),
+    ("infinity", lambda: Tensor([math.inf], datatype="FP64")),
+    ("int for BOOL", lambda: Tensor([1, 0], datatype="BOOL")),
+    ("str for BOOL", lambda: Tensor(["true"], datatype="BOOL")),
+    ("float for INT32", lambda: Tensor([1.0], datatype="INT32")),
+    ("bool for INT32", lambda: Tensor([True], datatype="INT32")),
+    ("str for FP32", lambda: Tensor(["1.5"], datatype="FP32")),
+    ("int for BYTES", lambda: Tensor([1], datatype="BYTES")),
+    ("bytes not UTF-8", lambda: [b"\xff\xfe"]),
+    ("mixed values", lambda: [1, "a"]),
+    ("unknown datatype", lambda: Tensor([1], datatype="BF16")),
+    ("negative dim", lambda: Tensor([1], datatype="INT8", shape=[-1])),
+    ("empty without datatype", list),
+    ("None element", lambda: [None]),
+    ("numpy shape mismatch", lambda: Tensor(np.zeros(4), shape=[3])),
+    ("numpy complex", lambda: np.zeros(2, dtype="complex64")),
+    ("numpy out of range for datatype", lambda: Tensor(np.array([300]), datatype="UINT8")),
+]
+
+
+@pytest.mark.parametrize(("case", "build"), MISMATCHES, ids=[c for c, _ in MISMATCHES])
+async def test_mismatch_is_refused_before_sending(
+    client: OVMS, server: FakeServer, case: str, build: Any
+) -> None:
+    with pytest.raises(asyncllm.ConfigurationError):
+        await client.infer(inputs={"input": build()})
+    assert server.request_count == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"inputs": {}},
+        {"inputs": [("input", [1])]},
+        {"inputs": {"": [1]}},
+        {"inputs": {"x": [1]}, "outputs": "output"},
+        {"inputs": {"x": [1]}, "outputs": [{"nom": "output"}]},
+        {"inputs": {"x": [1]}, "parameters": ["a"]},
+        {"inputs": {"x": [1]}, "id": 42},
+        {"inputs": {"x": [1]}, "model": ""},
+        {"inputs": {"x": [1]}, "version": "latest"},
+    ],
+)
+async def test_bad_infer_arguments(
+    client: OVMS, server: FakeServer, kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(asyncllm.ConfigurationError):
+        await client.infer(**kwargs)
+    assert server.request_count == 0
+
+
+async def test_infer_needs_a_model(server: FakeServer) -> None:
+    client = OVMS(base_url=server.url())
+    try:
+        with pytest.raises(asyncllm.ConfigurationError, match="model"):
+            await client.infer(inputs={"x": [1]})
+        r = await client.infer("fake-model", {"x": [1]})
+        assert r["output"].data == [2]
+    finally:
+        await client.aclose()
+    assert server.request_count == 1
+
+
+async def test_outputs_parameters_and_id(client: OVMS, server: FakeServer) -> None:
+    r = await client.infer(
+        inputs={"a": [1.0], "b": [True], "c": ["xy"]},
+        outputs=["output2", {"name": "output", "parameters": {}}],
+        parameters={"priority": 1},
+        id="req-42",
+    )
+    assert sorted(r) == ["output", "output2"]
+    assert r["output2"].to_list() == ["yx"]
+    assert r.id == "req-42"
+    assert r.parameters == {"priority": 1}
+    sent = server.requests[-1].json
+    assert sent["outputs"] == [{"name": "output2"}, {"name": "output", "parameters": {}}]
+    assert sent["parameters"] == {"priority": 1}
+    assert sent["id"] == "req-42"
+
+
+async def test_kserve_error_body(client: OVMS, server: FakeServer) -> None:
+    with pytest.raises(asyncllm.BadRequestError) as info:
+        await client.infer(inputs={"x": [1]}, outputs=["nope"])
+    assert info.value.message == "Unknown output: nope"
+    assert info.value.request_id == server.request_ids[-1]
+    server.fail_next(1, status=503)
+    r = await client.infer(inputs={"x": [1]})  # retried
+    assert r["output"].data == [2]
+    server.fail_next(1, status=400)
+    with pytest.raises(asyncllm.BadRequestError) as info:
+        await client.infer(inputs={"x": [1]})
+    assert info.value.message == "injected 400"
+
+
+# -- versions and metadata -----------------------------------------------------------------------
+
+
+async def test_versioned_routes(client: OVMS, server: FakeServer) -> None:
+    latest = await client.infer(inputs={"x": [1]})
+    assert latest.model_version == "2"
+    assert server.requests[-1].path == "/v2/models/fake-model/infer"
+    first = await client.infer(inputs={"x": [1]}, version=1)
+    assert first.model_version == "1"
+    assert server.requests[-1].path == "/v2/models/fake-model/versions/1/infer"
+    meta = await client.model_metadata(version="1")
+    assert server.requests[-1].path == "/v2/models/fake-model/versions/1"
+    assert meta.name == "fake-model"
+    assert meta.versions == ["1", "2"]
+    assert meta.inputs[0].name == "input" and meta.inputs[0].shape == [-1, -1]
+    assert meta.outputs[0].datatype == "FP32"
+    assert meta.rt_info == {"model_info": {"version": "1"}}
+    assert await client.model_ready(version=2)
+    assert server.requests[-1].path == "/v2/models/fake-model/versions/2/ready"
+    with pytest.raises(asyncllm.NotFoundError) as info:
+        await client.infer(inputs={"x": [1]}, version=3)
+    assert info.value.message == "Model with requested version is not found: 3"
+    with pytest.raises(asyncllm.NotFoundError, match="requested name"):
+        await client.model_metadata("other-model")
+
+
+async def test_version_pinned_on_the_client(server: FakeServer) -> None:
+    client = OVMS(base_url=server.url(), model="fake-model", version=1)
+    try:
+        assert (await client.infer(inputs={"x": [1]})).model_version == "1"
+        assert (await client.infer(inputs={"x": [1]}, version=2)).model_version == "2"
+        statuses = await client.model_status()
+    finally:
+        await client.aclose()
+    assert [s.version for s in statuses] == ["1"]
+    assert server.requests[-1].path == "/v1/models/fake-model/versions/1"
+
+
+async def test_model_name_is_quoted_in_the_path() -> None:
+    transport = MockTransport(
+        lambda request: MockResponse(json={"model_name": "BAAI/bge", "outputs": []})
+    )
+    client = OVMS(base_url="http://ovms.test:8000", transport=transport)
+    try:
+        await client.infer("BAAI/bge", {"x": [1]}, version=3)
+    finally:
+        await client.aclose()
+    assert (
+        transport.requests[-1].url == "http://ovms.test:8000/v2/models/BAAI%2Fbge/versions/3/infer"
+    )
+
+
+async def test_server_metadata_and_health(client: OVMS, server: FakeServer) -> None:
+    meta = await client.server_metadata()
+    assert meta.name == "OpenVINO Model Server"
+    assert meta.version.startswith("2026")
+    assert server.requests[-1].path == "/v2"
+    assert await client.server_live()
+    assert await client.server_ready()
+    assert await client.model_ready()
+    assert await client.model_ready("unknown") is False
+    server.state["ovms_live"] = False
+    server.state["ovms_ready"] = False
+    server.state["ovms_unready"] = {"fake-model"}
+    assert await client.server_live() is False
+    assert await client.server_ready() is False
+    assert await client.model_ready() is False
+    assert [r.path for r in list(server.requests)[-3:]] == [
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/fake-model/ready",
+    ]
+
+
+async def test_probe_raises_on_auth_errors(client: OVMS, server: FakeServer) -> None:
+    server.fail_next(1, status=401)
+    with pytest.raises(asyncllm.AuthenticationError):
+        await client.server_ready()
+    server.fail_next(1, status=500)
+    assert await client.server_ready()  # 500 retried, then fine
+
+
+# -- decoding answers ----------------------------------------------------------------------------
+
+
+def _answer(outputs: list[dict[str, Any]]) -> MockTransport:
+    return MockTransport(lambda request: MockResponse(json={"model_name": "m", "outputs": outputs}))
+
+
+async def test_nested_and_loose_output_data_is_decoded() -> None:
+    transport = _answer(
+        [
+            {"name": "a", "shape": [2, 2], "datatype": "INT32", "data": [[1, 2.0], [3, 4]]},
+            {"name": "b", "shape": [2], "datatype": "BOOL", "data": [1, 0]},
+            {"name": "c", "shape": [1], "datatype": "FP64", "data": [3]},
+        ]
+    )
+    client = OVMS(base_url="http://ovms.test", model="m", transport=transport)
+    try:
+        r = await client.infer(inputs={"x": [1]})
+    finally:
+        await client.aclose()
+    assert r["a"].to_list() == [[1, 2], [3, 4]]
+    assert r["b"].data == [True, False]
+    assert r["c"].data == [3.0] and isinstance(r["c"].data[0], float)
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        {"name": "a", "shape": [2, 2], "datatype": "INT32", "data": [1, 2, 3]},
+        {"name": "a", "shape": [1], "datatype": "INT8", "data": [300]},
+        {"name": "a", "shape": [1], "datatype": "BF16", "data": [1]},
+        {"name": "a", "shape": [1], "datatype": "BYTES", "data": [1]},
+        {"name": "a", "shape": [1], "datatype": "FP32"},
+        {"shape": [1], "datatype": "FP32", "data": [1]},
+    ],
+)
+async def test_bad_output_is_a_validation_error(output: dict[str, Any]) -> None:
+    client = OVMS(base_url="http://ovms.test", model="m", transport=_answer([output]))
+    try:
+        with pytest.raises(asyncllm.ResponseValidationError):
+            await client.infer(inputs={"x": [1]})
+    finally:
+        await client.aclose()
+
+
+# -- the request against the Open Inference Protocol schema --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def oip() -> dict[str, Any]:
+    spec: dict[str, Any] = yaml.safe_load(SPEC.read_text())
+    return spec
+
+
+def _validator(spec: dict[str, Any], schema_name: str) -> Draft202012Validator:
+    # '#/components/schemas/...' refs resolve against the root, so the root carries components.
+    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": spec["components"]}
+    return Draft202012Validator(schema)
+
+
+async def test_infer_request_follows_the_schema(
+    client: OVMS, server: FakeServer, oip: dict[str, Any]
+) -> None:
+    request_schema = _validator(oip, "inference_request")
+    response_schema = _validator(oip, "inference_response")
+    for datatype in DATATYPES:
+        await client.infer(
+            inputs={
+                "input": Tensor(nest(SAMPLES[datatype], 3), datatype=datatype),
+                "extra": Tensor([1, 2], datatype="INT8", parameters={"note": "x"}),
+            },
+            outputs=["output"],
+            parameters={"sequence_id": 7, "flag": True},
+            id="abc",
+        )
+        sent = json.loads(server.requests[-1].body)
+        errors = [e.message for e in request_schema.iter_errors(sent)]
+        assert errors == [], (datatype, errors)
+        for tensor in sent["inputs"]:
+            assert tensor["datatype"] in DATATYPES
+            assert len(tensor["data"]) == math.prod(tensor["shape"])
+    # The validator does reject a body that breaks the schema (so the check above has teeth).
+    broken = {"inputs": [{"name": "x", "datatype": "FP32", "data": [1]}]}
+    assert list(request_schema.iter_errors(broken))
+    assert not list(
+        request_schema.iter_errors({**broken, "inputs": [{**broken["inputs"][0], "shape": [1]}]})
+    )
+    # And the fake answers in the response schema.
+    r = await client.infer(inputs={"x": [1]})
+    assert list(response_schema.iter_errors(r.raw)) == []
+
+
+# -- TF-Serving ----------------------------------------------------------------------------------
+
+
+async def test_tfs_predict_row_form(client: OVMS, server: FakeServer) -> None:
+    r = await client.predict(instances=[[1, 2], [3.5, 4]], signature_name="serving_default")
+    assert r.predictions == [[2, 4], [7.0, 8]]
+    assert r.outputs is None
+    assert server.requests[-1].path == "/v1/models/fake-model:predict"
+    assert server.requests[-1].json == {
+        "signature_name": "serving_default",
+        "instances": [[1, 2], [3.5, 4]],
+    }
+    named = await client.predict(
+        instances=[{"tag": "ab", "x": [1]}, {"tag": "cd", "x": [2]}], version=1
+    )
+    assert named.predictions == [{"tag": "ba", "x": [2]}, {"tag": "dc", "x": [4]}]
+    assert server.requests[-1].path == "/v1/models/fake-model/versions/1:predict"
+
+
+async def test_tfs_predict_columnar_form(client: OVMS, server: FakeServer) -> None:
+    r = await client.predict(
+        inputs={"a": np.array([[1, 2], [3, 4]], dtype="int32"), "img": [b"\x00\xff"]}
+    )
+    assert r.outputs == {"a": [[2, 4], [6, 8]], "img": [b"\x00\xff"]}
+    assert r.predictions is None
+    assert server.requests[-1].json["inputs"]["img"] == [{"b64": "AP8="}]
+    single = await client.predict(inputs=[True, False])
+    assert single.outputs == [False, True]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"instances": [1], "inputs": [1]},
+        {"instances": []},
+        {"instances": 3},
+        {"instances": [{"a": 1}, {"b": 2}]},
+        {"inputs": [math.nan]},
+        {"inputs": {1: [1]}},
+        {"inputs": [object()]},
+        {"inputs": [1], "signature_name": ""},
+    ],
+)
+async def test_tfs_bad_arguments(client: OVMS, server: FakeServer, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(asyncllm.ConfigurationError):
+        await client.predict(**kwargs)
+    assert server.request_count == 0
+
+
+async def test_tfs_errors_status_and_metadata(client: OVMS, server: FakeServer) -> None:
+    with pytest.raises(asyncllm.NotFoundError) as info:
+        await client.predict("half", instances=[1.0])
+    assert info.value.message == "Servable not found for request: Latest(half)"
+    with pytest.raises(asyncllm.BadRequestError, match="not found in signature def"):
+        await client.predict(instances=[1], signature_name="other")
+    statuses = await client.model_status()
+    assert [(s.version, s.state, s.error_code) for s in statuses] == [
+        ("1", "AVAILABLE", "OK"),
+        ("2", "AVAILABLE", "OK"),
+    ]
+    meta = await client.tfs_model_metadata(version=2)
+    assert server.requests[-1].path == "/v1/models/fake-model/versions/2/metadata"
+    assert meta["modelSpec"]["version"] == "2"
+    signature = meta["metadata"]["signature_def"]["signatureDef"]["serving_default"]
+    assert set(signature["inputs"]) == {"input"}
+
+
+# -- /v3 -----------------------------------------------------------------------------------------
+
+
+async def test_v3_completions_embeddings_rerank(client: OVMS, server: FakeServer) -> None:
+    c = await client.completions("say hi", model="llm", max_tokens=5, n=2)
+    assert c.text == "echo: say hi"
+    assert c.choices == ["echo: say hi", "echo: say hi"]
+    assert c.usage is not None and c.usage.total_tokens == 5
+    assert server.requests[-1].path == "/v3/completions"
+    assert server.requests[-1].json == {"model": "llm", "prompt": "say hi", "max_tokens": 5, "n": 2}
+    e = await client.embed(["a", "b"], model="emb")
+    assert len(e.vectors) == 2
+    assert server.requests[-1].path == "/v3/embeddings"
+    r = await client.rerank(
+        "red apple", ["green pear", "red apple pie", "apple"], model="rr", top_n=2,
+        return_documents=True,
+    )  # fmt: skip
+    assert [x.index for x in r.results] == [1, 2]
+    assert r.results[0].relevance_score == 1.0
+    assert r.results[0].document == "red apple pie"
+    assert server.requests[-1].json == {
+        "model": "rr",
+        "query": "red apple",
+        "documents": ["green pear", "red apple pie", "apple"],
+        "top_n": 2,
+        "return_documents": True,
+    }
+    models = await client.models()
+    assert server.requests[-1].path == "/v3/models"
+    assert models
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "kwargs"),
+    [
+        ("completions", (["a", "b"],), {"model": "m"}),
+        ("completions", ("a",), {"model": "m", "echo": "yes"}),
+        ("rerank", ("", ["a"]), {"model": "m"}),
+        ("rerank", ("q", "a"), {"model": "m"}),
+        ("rerank", ("q", []), {"model": "m"}),
+        ("rerank", ("q", ["a"]), {"model": "m", "top_n": 0}),
+    ],
+)
+async def test_v3_bad_arguments(
+    client: OVMS, server: FakeServer, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(asyncllm.ConfigurationError):
+        await getattr(client, method)(*args, **kwargs)
+    assert server.request_count == 0
+
+
+async def test_rerank_index_out_of_range_is_a_validation_error() -> None:
+    transport = MockTransport(
+        lambda request: MockResponse(json={"results": [{"index": 5, "relevance_score": 0.5}]})
+    )
+    client = OVMS(base_url="http://ovms.test", transport=transport)
+    try:
+        with pytest.raises(asyncllm.ResponseValidationError):
+            await client.rerank("q", ["a"], model="m")
+    finally:
+        await client.aclose()
+
+
+async def test_v3_calls_use_the_pinned_model(client: OVMS, server: FakeServer) -> None:
+    r = await client.chat([{"role": "user", "content": "pinned"}])
+    assert r.text == "echo: pinned"
+    async with client.stream_chat([{"role": "user", "content": "a b"}]) as stream:
+        assert "".join([c.delta async for c in stream]) == "echo: a b"
+    await client.embed("x")
+    await client.completions("p")
+    await client.rerank("q", ["a"])
+    assert [r.json["model"] for r in server.requests] == ["fake-model"] * 5
+    await client.chat([{"role": "user", "content": "other"}], model="llm")
+    assert server.requests[-1].json["model"] == "llm"
+
+
+async def test_v3_calls_need_a_model(server: FakeServer) -> None:
+    client = OVMS(base_url=server.url())
+    try:
+        with pytest.raises(asyncllm.ConfigurationError, match="model"):
+            await client.chat([{"role": "user", "content": "x"}])
+        with pytest.raises(asyncllm.ConfigurationError, match="model"):
+            client.stream_chat([{"role": "user", "content": "x"}])
+        with pytest.raises(asyncllm.ConfigurationError, match="model"):
+            await client.embed("x")
+        with pytest.raises(asyncllm.ConfigurationError, match="model"):
+            await client.completions("x")
+        with pytest.raises(asyncllm.ConfigurationError, match="model"):
+            await client.rerank("q", ["a"])
+    finally:
+        await client.aclose()
+    assert server.request_count == 0
