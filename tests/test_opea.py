@@ -1,0 +1,802 @@
+from __future__ import annotations
+
+import ast
+import asyncio
+import builtins
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import asyncllm
+from asyncllm._fakes import _common
+from asyncllm.backends.opea import OPEA, parse_bytes_literal
+from asyncllm.testing import FakeServer, MockResponse, MockTransport
+
+from .chat_contract import NO_WAIT, ChatContract
+
+SERVICES = ("gateway", "llm", "embedding", "retriever", "reranking", "guardrails", "dataprep")
+# Quotes of both kinds, a newline, a tab, a backslash and non-ASCII: every escape repr() writes.
+HOSTILE_QUESTION = 'it\'s "quoted"\nnext\tline — café ☕ \\ back\x01'
+
+
+def opea_on(server: FakeServer, **kwargs: Any) -> OPEA:
+    url = server.url()
+    return OPEA(
+        url,
+        llm_url=url,
+        embedding_url=url,
+        retriever_url=url,
+        reranking_url=url,
+        guardrails_url=url,
+        dataprep_url=url,
+        **kwargs,
+    )
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeServer]:
+    async with FakeServer("opea") as server:
+        yield server
+
+
+@pytest.fixture
+async def dispatcher() -> AsyncIterator[asyncllm.Dispatcher]:
+    async with asyncllm.Dispatcher() as dispatcher:
+        yield dispatcher
+
+
+@pytest.fixture
+async def opea(server: FakeServer, dispatcher: asyncllm.Dispatcher) -> AsyncIterator[OPEA]:
+    client = opea_on(server, retry=NO_WAIT, dispatcher=dispatcher)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def sent(server: FakeServer, index: int = -1) -> Any:
+    """The JSON body as it went over the wire (before any fake handler touched it)."""
+    return json.loads(server.requests[index].body)
+
+
+# -- the LLM microservice keeps the shared chat contract -----------------------------------------
+
+
+class TestOPEAContract(ChatContract):
+    protocol = "opea"
+
+    def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
+        return OPEA(llm_url=server.url(), **kwargs)
+
+
+async def test_llm_chat_without_model_lets_the_service_choose(
+    opea: OPEA, server: FakeServer
+) -> None:
+    r = await opea.chat([{"role": "user", "content": "no model"}])
+    assert r.text == "echo: no model"
+    assert "model" not in sent(server)
+    assert server.requests[-1].path == "/v1/chat/completions"
+
+
+# -- gateway: ChatQnA ---------------------------------------------------------------------------
+
+
+async def test_chatqna_json(opea: OPEA, server: FakeServer) -> None:
+    r = await opea.chatqna(
+        "What is OPEA?", k=3, top_n=2, max_tokens=64, temperature=0.2, search_type="mmr"
+    )
+    assert r.text == "echo: What is OPEA?"
+    assert r.model == "chatqna"
+    assert r.finish_reason == "stop"
+    assert r.request_id == server.request_ids[-1]
+    body = sent(server)
+    assert server.requests[-1].path == "/v1/chatqna"
+    assert body == {
+        "messages": "What is OPEA?",
+        "max_tokens": 64,
+        "temperature": 0.2,
+        "k": 3,
+        "top_n": 2,
+        "search_type": "mmr",
+        "stream": False,
+    }
+
+
+async def test_chatqna_takes_messages(opea: OPEA, server: FakeServer) -> None:
+    r = await opea.chatqna(
+        [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "second"},
+        ]
+    )
+    assert r.text == "echo: second"
+    assert [m["role"] for m in sent(server)["messages"]] == ["system", "user", "assistant", "user"]
+
+
+@pytest.mark.parametrize(
+    ("question", "kwargs"),
+    [
+        ("", {}),
+        ("   ", {}),
+        ([{"role": "tool", "tool_call_id": "c1", "content": "x"}], {}),
+        ("q", {"k": 0}),
+        ("q", {"top_n": "2"}),
+        ("q", {"temperature": -1}),
+        ("q", {"max_tokens": 0}),
+        ("q", {"extra_body": ["not", "a", "mapping"]}),
+    ],
+)
+async def test_chatqna_bad_input_sends_nothing(
+    opea: OPEA, server: FakeServer, question: Any, kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(asyncllm.ConfigurationError):
+        await opea.chatqna(question, **kwargs)
+    with pytest.raises(asyncllm.ConfigurationError):
+        opea.stream_chatqna(question, **kwargs)
+    assert server.request_count == 0
+
+
+async def test_stream_chatqna_bytes_literals_with_escapes(opea: OPEA, server: FakeServer) -> None:
+    chunks = []
+    async with opea.stream_chatqna(HOSTILE_QUESTION, k=2) as stream:
+        async for chunk in stream:
+            chunks.append(chunk)
+    text = "".join(c.delta for c in chunks)
+    assert text == _common.reply_text(HOSTILE_QUESTION)
+    assert len([c for c in chunks if c.delta]) == len(_common.pieces(text))
+    assert chunks[-1].finish_reason == "stop"
+    assert sent(server)["stream"] is True
+    assert all(c.request_id == server.request_ids[-1] for c in chunks)
+
+
+async def test_stream_chatqna_wire_is_bytes_literals(server: FakeServer) -> None:
+    """Guard the fake itself: the test above must exercise the b'...' format and its escapes."""
+    seen: list[bytes] = []
+
+    async def handler(request: Any) -> MockResponse:
+        import aiohttp
+
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(server.url("/v1/chatqna"), json={"messages": HOSTILE_QUESTION}) as resp,
+        ):
+            body = await resp.read()
+        seen.append(body)
+        return MockResponse(200, content=body, headers={"Content-Type": "text/event-stream"})
+
+    client = OPEA(transport=MockTransport(handler), max_retries=0)
+    async with client, client.stream_chatqna(HOSTILE_QUESTION) as stream:
+        text = "".join([c.delta async for c in stream])
+    assert text == _common.reply_text(HOSTILE_QUESTION)
+    wire = seen[0]
+    assert b"data: b'" in wire and b'data: b"' in wire  # repr picks the quote per piece
+    for escape in (rb"\n", rb"\t", rb"\\", rb"\xe2\x80\x94", rb"\x01", rb"\'"):
+        assert escape in wire
+    assert wire.endswith(b"data: [DONE]\n\n")
+
+
+# -- gateway: CodeGen, DocSum, FaqGen --------------------------------------------------------------
+
+
+async def test_codegen_json_and_stream(opea: OPEA, server: FakeServer) -> None:
+    r = await opea.codegen("write a sort", index_name="repo", max_tokens=32)
+    assert r.text == "echo: write a sort"
+    assert r.model == "codegen"
+    assert sent(server)["index_name"] == "repo"
+    assert sent(server)["stream"] is False
+    chunks = []
+    async with opea.stream_codegen([{"role": "user", "content": "stream some code"}]) as stream:
+        async for chunk in stream:
+            chunks.append(chunk)
+    assert "".join(c.delta for c in chunks) == "echo: stream some code"
+    assert chunks[-1].finish_reason == "stop"
+    assert isinstance(chunks[1].raw, dict)  # OpenAI JSON chunks, not bytes literals
+    assert server.requests[-1].path == "/v1/codegen"
+
+
+async def test_docsum_json(opea: OPEA, server: FakeServer) -> None:
+    r = await opea.docsum("A long document.", summary_type="map_reduce", chunk_size=100)
+    assert r.text == "echo: A long document."
+    assert r.model == "docsum"
+    body = sent(server)
+    assert body["type"] == "text"  # DocSum reads data["type"]: without it, a 500
+    assert body["summary_type"] == "map_reduce"
+    assert body["chunk_size"] == 100
+    assert body["stream"] is False
+    assert "application/json" in server.requests[-1].headers["Content-Type"]
+
+
+async def test_docsum_with_files_is_multipart(
+    opea: OPEA, server: FakeServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("from a path", encoding="utf-8")
+    r = await opea.docsum("Intro. ", files=[path, ("b.txt", "ünïcode bytes".encode())])
+    assert r.text == "echo: Intro. from a path\nünïcode bytes"
+    form = server.state["opea_docsum_form"]
+    assert form["fields"]["type"] == "text"
+    assert form["fields"]["stream"] == "false"
+    assert [(f["filename"], f["data"]) for f in form["files"]] == [
+        ("notes.txt", b"from a path"),
+        ("b.txt", "ünïcode bytes".encode()),
+    ]
+    assert form["files"][0]["content_type"] == "text/plain"
+
+
+async def test_stream_docsum(opea: OPEA, server: FakeServer) -> None:
+    async with opea.stream_docsum('sum it\'s "this"') as stream:
+        text = "".join([c.delta async for c in stream])
+    assert text == 'echo: sum it\'s "this"'
+    async with opea.stream_docsum(files=[("f.txt", b"file only")]) as stream:
+        text = "".join([c.delta async for c in stream])
+    assert text == "echo: file only"
+    assert server.state["opea_docsum_form"]["fields"]["stream"] == "true"
+
+
+async def test_faqgen_always_sends_a_form(opea: OPEA, server: FakeServer) -> None:
+    r = await opea.faqgen("Some facts.", max_tokens=128)
+    assert r.text == "echo: Some facts."
+    assert r.model == "faqgen"
+    assert "multipart/form-data" in server.requests[-1].headers["Content-Type"]
+    fields = server.state["opea_faqgen_form"]["fields"]
+    assert fields == {"messages": "Some facts.", "max_tokens": "128", "stream": "false"}
+    async with opea.stream_faqgen("café ☕", files=[("x.txt", b" + file")]) as stream:
+        chunks = [c async for c in stream]
+    assert "".join(c.delta for c in chunks) == "echo: café ☕ + file"
+    assert len([c for c in chunks if c.delta]) >= 2
+
+
+@pytest.mark.parametrize(
+    ("call", "args", "kwargs"),
+    [
+        ("docsum", ("",), {}),
+        ("faqgen", ("   ",), {}),
+        ("docsum", ("x",), {"summary_type": "poem"}),
+        ("docsum", ("x",), {"chunk_overlap": -1}),
+        ("docsum", ("x",), {"files": ["/no/such/file.txt"]}),
+        ("faqgen", ("x",), {"files": [("name", "not bytes")]}),
+        ("faqgen", ("x",), {"files": "one.txt"}),
+        ("faqgen", (42,), {}),
+    ],
+)
+async def test_document_calls_check_their_input(
+    opea: OPEA, server: FakeServer, call: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(asyncllm.ConfigurationError):
+        await getattr(opea, call)(*args, **kwargs)
+    with pytest.raises(asyncllm.ConfigurationError):
+        getattr(opea, f"stream_{call}")(*args, **kwargs)
+    assert server.request_count == 0
+
+
+async def test_json_answer_to_a_stream_request_is_one_chunk() -> None:
+    def handler(request: Any) -> MockResponse:
+        return MockResponse(
+            200,
+            json={
+                "model": "chatqna",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "whole"}}],
+            },
+            headers={"Content-Type": "application/json"},
+        )
+
+    chunks = await read_stream(OPEA(transport=MockTransport(handler), max_retries=0))
+    assert [(c.delta, c.finish_reason) for c in chunks] == [("whole", "stop")]
+
+
+async def test_multipart_body_is_rebuilt_for_a_retry(opea: OPEA, server: FakeServer) -> None:
+    server.fail_next(2, status=503)
+    r = await opea.faqgen("retry me", files=[("r.txt", b" with file")])
+    assert r.text == "echo: retry me with file"
+    assert server.request_count == 3
+    assert server.requests[0].body == server.requests[2].body.replace(
+        *_boundaries(server.requests[2].body, server.requests[0].body)
+    )
+
+
+def _boundaries(later: bytes, first: bytes) -> tuple[bytes, bytes]:
+    return later.split(b"\r\n", 1)[0], first.split(b"\r\n", 1)[0]
+
+
+async def test_stream_faqgen_retries_before_the_first_chunk(opea: OPEA, server: FakeServer) -> None:
+    server.fail_next(1, status=429, retry_after="0")
+    async with opea.stream_faqgen("again", files=[("a.txt", b"!")]) as stream:
+        text = "".join([c.delta async for c in stream])
+    assert text == "echo: again!"
+    assert server.request_count == 2
+
+
+# -- gateway errors ---------------------------------------------------------------------------
+
+
+async def test_gateway_error_bodies(opea: OPEA, server: FakeServer) -> None:
+    server.fail_next(1, status=404)
+    with pytest.raises(asyncllm.NotFoundError) as info:
+        await opea.chatqna("q")
+    assert info.value.message == "injected 404"  # read from {"detail": ...}
+    server.fail_next(
+        1,
+        status=422,
+        body={
+            "detail": [{"type": "missing", "loc": ["body", "messages"], "msg": "Field required"}]
+        },
+    )
+    with pytest.raises(asyncllm.UnprocessableEntityError) as info422:
+        await opea.chatqna("q")
+    assert info422.value.message == "body.messages: Field required"
+    assert info422.value.error_type == "missing"
+
+
+async def test_gateway_plain_text_500(server: FakeServer) -> None:
+    async with opea_on(server, max_retries=0) as client:
+        with pytest.raises(asyncllm.InternalServerError) as info:
+            await client._gateway._request(
+                "raw", "POST", "/v1/chatqna", lambda p, m: p, body={"no": "messages"}
+            )
+    assert info.value.body == "Internal Server Error"
+
+
+async def test_malformed_stream_is_a_typed_error(opea: OPEA, server: FakeServer) -> None:
+    server.malformed_next(1)
+    with pytest.raises(asyncllm.ResponseValidationError) as info:
+        async with opea.stream_chatqna("q") as stream:
+            async for _ in stream:
+                pass
+    assert info.value.request_id == server.request_ids[-1]
+
+
+# -- the stream parser, against hostile servers ----------------------------------------------------
+
+
+def stream_client(*lines: bytes, **kwargs: Any) -> OPEA:
+    body = b"".join(lines)
+
+    def handler(request: Any) -> MockResponse:
+        # Cut the body into small uneven pieces so lines arrive split.
+        chunks = [body[i : i + 7] for i in range(0, len(body), 7)]
+        return MockResponse(200, chunks=chunks, headers={"Content-Type": "text/event-stream"})
+
+    kwargs.setdefault("max_retries", 0)
+    return OPEA(transport=MockTransport(handler), **kwargs)
+
+
+async def read_stream(client: OPEA) -> list[asyncllm.ChatChunk]:
+    async with client, client.stream_chatqna("q") as stream:
+        return [c async for c in stream]
+
+
+@pytest.fixture
+def no_evaluation(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Fail loudly if anything evaluates Python while the parser runs."""
+    calls: list[str] = []
+
+    def forbidden(name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            raise AssertionError(f"{name} called")
+
+        return call
+
+    monkeypatch.setattr(builtins, "eval", forbidden("eval"))
+    monkeypatch.setattr(builtins, "exec", forbidden("exec"))
+    monkeypatch.setattr(ast, "literal_eval", forbidden("ast.literal_eval"))
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        ([rb"data: b'it\'s'"], "it's"),
+        ([rb'data: b"say \"hi\""'], 'say "hi"'),
+        ([rb"data: b'a\nb\tc\\d\re'"], "a\nb\tc\\d\re"),
+        ([rb"data: b'\xe2\x98\x95 \x63af\xc3\xa9'"], "☕ café"),
+        ([rb"data: b'\xe2\x98'", rb"data: b'\x95'"], "☕"),  # a character split across events
+        ([rb"data: b'\101\102\0'"], "AB\x00"),
+        ([rb"data: b'unknown \q escape'"], "unknown \\q escape"),
+        # OPEA's guardrail fallback writes "data: b'" + text + "'" with nothing escaped:
+        (["data: b'I'm sorry, café'".encode()], "I'm sorry, café"),
+        ([b"data:b'no space'"], "no space"),
+        ([b'data: {"choices":[{"index":0,"delta":{"content":"json"}}]}'], "json"),
+        ([b'data: {"choices":[{"index":0,"text":"legacy"}]}'], "legacy"),
+        ([b'data: {"ops":[{"op":"add","path":"/x","value":"ops text"}]}'], "ops text"),
+        ([b'data: "a json string"'], "a json string"),
+        ([b'data: {"object":"unrelated"}', b"data: b'kept'"], "kept"),
+        ([b": a comment", b"event: message", b"id: 3", b"retry: 10", b"data: b'x'"], "x"),
+    ],
+)
+async def test_stream_lines_that_become_text(
+    no_evaluation: list[str], lines: list[bytes], expected: str
+) -> None:
+    body = [line + b"\n\n" for line in lines] + [b"data: [DONE]\n\n"]
+    chunks = await read_stream(stream_client(*body))
+    assert "".join(c.delta for c in chunks) == expected
+    assert chunks[-1].finish_reason == "stop"
+    assert no_evaluation == []
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"data: __import__('os').system('touch /tmp/asyncllm-opea-pwned')",
+        b'data: exec("import os")',
+        b"data: (lambda: 1)()",
+        b"data: 'a str literal, not bytes'",
+        b"data: u'unicode literal'",
+        b"data: rb'raw bytes'",
+        b"data: f'{__import__(\"os\")}'",
+        rb"data: b'unterminated",
+        rb"data: b'ends in an escaped quote\'",
+        rb"data: b'bad hex \xZZ'",
+        rb"data: b'short hex \x4'",
+        rb"data: b'octal out of range \777'",
+        b"data: b'mismatched quotes\"",
+        b"data: 42",
+        b"data: [1, 2]",
+        b"data: null",
+        b'data: {"broken": ',
+        b"data: <html>",
+    ],
+)
+async def test_hostile_lines_are_typed_errors(no_evaluation: list[str], line: bytes) -> None:
+    with pytest.raises(asyncllm.ResponseValidationError) as info:
+        await read_stream(stream_client(b"data: b'before'\n\n", line + b"\n\n"))
+    assert info.value.body  # the offending line, for the log
+    assert no_evaluation == []
+    assert not await asyncio.to_thread(Path("/tmp/asyncllm-opea-pwned").exists)
+
+
+async def test_over_long_line_is_refused() -> None:
+    line = b"data: b'" + b"x" * 5000 + b"'\n\n"
+    with pytest.raises(asyncllm.ResponseValidationError, match="byte limit"):
+        await read_stream(stream_client(line, max_line_bytes=1024))
+
+
+async def test_error_event_in_stream() -> None:
+    with pytest.raises(asyncllm.InternalServerError, match="overloaded"):
+        await read_stream(
+            stream_client(b'data: {"error": {"message": "overloaded", "status": 503}}\n\n')
+        )
+    with pytest.raises(asyncllm.APIError, match="no retriever"):
+        await read_stream(stream_client(b'data: {"detail": "no retriever"}\n\n'))
+
+
+async def test_stream_without_done_ends_cleanly() -> None:
+    chunks = await read_stream(stream_client(b"data: b'cut'\n\n"))
+    assert [c.delta for c in chunks] == ["cut"]
+
+
+@given(st.binary(max_size=200))
+def test_bytes_literal_round_trip(data: bytes) -> None:
+    assert parse_bytes_literal(repr(data)) == data
+    assert parse_bytes_literal(repr(data).encode()) == data
+
+
+@given(st.text(max_size=100))
+def test_text_round_trip(text: str) -> None:
+    assert parse_bytes_literal(repr(text.encode("utf-8"))).decode("utf-8") == text
+
+
+@given(st.binary(max_size=60))
+def test_parser_never_raises_anything_but_value_error(data: bytes) -> None:
+    with contextlib.suppress(ValueError):
+        parse_bytes_literal(b"b'" + data + b"'")
+
+
+# -- microservices ----------------------------------------------------------------------------------
+
+
+async def test_embed_retrieve_rerank_pipeline(opea: OPEA, server: FakeServer) -> None:
+    emb = await opea.embed(["ChatQnA answers questions from documents.", "other"])
+    assert len(emb.vectors) == 2
+    assert emb.vectors[0] == _common.vector("ChatQnA answers questions from documents.")
+    assert sent(server) == {
+        "input": ["ChatQnA answers questions from documents.", "other"],
+        "encoding_format": "float",
+    }
+    found = await opea.retrieve("what does chatqna do", emb.vectors[0], k=2)
+    assert sent(server)["k"] == 2
+    assert len(found.docs) == 2
+    assert found.docs[0].text == "ChatQnA answers questions from documents."
+    assert found.query == "what does chatqna do"
+    ranked = await opea.rerank("order documents by relevance", found.docs, top_n=2)
+    assert sent(server) == {
+        "input": "order documents by relevance",
+        "retrieved_docs": [{"text": d.text} for d in found.docs],
+        "top_n": 2,
+    }
+    assert ranked.docs[0].text == "Rerankers order documents by relevance."
+    scores = [d.score for d in ranked.docs]
+    assert scores == sorted(scores, reverse=True)  # type: ignore[type-var]
+
+
+@pytest.mark.parametrize(
+    ("call", "args"),
+    [
+        ("embed", ([],)),
+        ("embed", ([1, 2],)),
+        ("retrieve", ("", [0.1])),
+        ("retrieve", ("q", [])),
+        ("retrieve", ("q", [float("nan")])),
+        ("retrieve", ("q", "0.1,0.2")),
+        ("rerank", ("q", [])),
+        ("rerank", ("q", [{"no": "text"}])),
+        ("guardrails", (None,)),
+    ],
+)
+async def test_microservice_bad_input_sends_nothing(
+    opea: OPEA, server: FakeServer, call: str, args: tuple[Any, ...]
+) -> None:
+    with pytest.raises(asyncllm.ConfigurationError):
+        await getattr(opea, call)(*args)
+    assert server.request_count == 0
+
+
+async def test_guardrails(opea: OPEA, server: FakeServer) -> None:
+    ok = await opea.guardrails("a friendly question")
+    assert (ok.text, ok.blocked) == ("a friendly question", False)
+    blocked = await opea.guardrails("something UNSAFE")
+    assert blocked.blocked
+    assert blocked.text.startswith("Violated policies")
+    answer = await opea.guardrails("generated text", prompt="the prompt")
+    assert sent(server) == {"text": "generated text", "prompt": "the prompt"}
+    assert not answer.blocked
+
+
+async def test_microservice_validation_error(opea: OPEA, server: FakeServer) -> None:
+    with pytest.raises(asyncllm.UnprocessableEntityError) as info:
+        await opea._client("retriever")._request(
+            "raw", "POST", "/v1/retrieval", lambda p, m: p, body={"embedding": [1.0]}
+        )
+    assert info.value.message == "body.text: Field required"
+
+
+# -- dataprep -------------------------------------------------------------------------------------
+
+
+async def test_ingest_files_and_links(opea: OPEA, server: FakeServer, tmp_path: Path) -> None:
+    path = tmp_path / "manual.md"
+    path.write_bytes(b"# Manual\nThe pump runs at 3 bar.")
+    result = await opea.ingest(
+        [path, ("raw.txt", b"\x00binary\xffdata", "application/octet-stream")],
+        ["https://example.com/page"],
+        chunk_size=500,
+        chunk_overlap=50,
+        process_table=True,
+    )
+    assert result.status == 200
+    assert result.message == "Data preparation succeeded"
+    assert server.requests[-1].path == "/v1/dataprep/ingest"
+    assert "multipart/form-data" in server.requests[-1].headers["Content-Type"]
+    seen = server.state["opea_ingested"][-1]
+    assert [(f["filename"], f["data"], f["content_type"]) for f in seen["files"]] == [
+        ("manual.md", b"# Manual\nThe pump runs at 3 bar.", "text/markdown"),
+        ("raw.txt", b"\x00binary\xffdata", "application/octet-stream"),
+    ]
+    assert all(f["field"] == "files" for f in seen["files"])
+    assert json.loads(seen["fields"]["link_list"]) == ["https://example.com/page"]
+    assert seen["fields"]["chunk_size"] == "500"
+    assert seen["fields"]["chunk_overlap"] == "50"
+    assert seen["fields"]["process_table"] == "true"
+
+
+async def test_ingested_text_can_be_retrieved(opea: OPEA) -> None:
+    await opea.ingest([("facts.txt", b"The pump runs at 3 bar.")])
+    vector = (await opea.embed("The pump runs at 3 bar.")).vectors[0]
+    found = await opea.retrieve("pump pressure", vector, k=1)
+    assert [d.text for d in found.docs] == ["The pump runs at 3 bar."]
+
+
+async def test_ingest_links_only(opea: OPEA, server: FakeServer) -> None:
+    await opea.ingest(links=["http://a.example/x", "https://b.example/y"])
+    seen = server.state["opea_ingested"][-1]
+    assert seen["files"] == []
+    assert seen["links"] == ["http://a.example/x", "https://b.example/y"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"files": []},
+        {"links": "https://one.example"},
+        {"links": ["ftp://x"]},
+        {"files": ["/definitely/not/here.txt"]},
+        {"files": [("", b"x")]},
+        {"files": [("a.txt", b"x")], "chunk_size": 0},
+        {"files": [("a.txt", b"x")], "process_table": "yes"},
+    ],
+)
+async def test_ingest_bad_input_sends_nothing(
+    opea: OPEA, server: FakeServer, kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(asyncllm.ConfigurationError):
+        await opea.ingest(**kwargs)
+    assert server.request_count == 0
+
+
+async def test_ingest_retry_sends_the_files_again(opea: OPEA, server: FakeServer) -> None:
+    server.fail_next(1, status=500)
+    await opea.ingest([("again.txt", b"payload")])
+    assert server.request_count == 2
+    assert server.state["opea_ingested"][-1]["files"][0]["data"] == b"payload"
+    assert b"payload" in server.requests[0].body
+
+
+# -- health ---------------------------------------------------------------------------------------
+
+
+async def test_health_of_every_service(opea: OPEA, server: FakeServer) -> None:
+    for service in SERVICES:
+        health = await opea.health(service)
+        assert health.status == 200
+        assert health.service == f"opea-{service}"
+        assert "Service Title" in health.info
+    assert [r.path for r in server.requests] == ["/v1/health_check"] * len(SERVICES)
+    assert {r.method for r in server.requests} == {"GET"}
+
+
+async def test_unhealthy_service_raises(opea: OPEA, server: FakeServer) -> None:
+    server.fail_next(4, status=503)  # the first try and NO_WAIT's three retries
+    with pytest.raises(asyncllm.InternalServerError):
+        await opea.health("retriever", deadline=5)
+    assert server.request_count == 4
+    with pytest.raises(asyncllm.ConfigurationError):
+        await opea.health("vectordb")
+
+
+# -- one lane per service -----------------------------------------------------------------------
+
+
+async def test_each_service_is_its_own_lane(
+    opea: OPEA, server: FakeServer, dispatcher: asyncllm.Dispatcher
+) -> None:
+    assert opea.dispatcher is dispatcher
+    assert dispatcher.stats() == {}  # nothing made until used
+    await opea.chatqna("q")
+    await opea.chat([{"role": "user", "content": "x"}])
+    emb = await opea.embed("x")
+    await opea.retrieve("x", emb.vectors[0])
+    await opea.rerank("x", ["a", "b"])
+    stats = dispatcher.stats()
+    assert set(stats) == {
+        "opea-gateway",
+        "opea-llm",
+        "opea-embedding",
+        "opea-retriever",
+        "opea-reranking",
+    }
+    assert {name: s.succeeded for name, s in stats.items()} == dict.fromkeys(stats, 1)
+    await opea.aclose()
+    assert dispatcher.stats() == {}
+    with pytest.raises(asyncllm.ClientClosedError):
+        await opea.chatqna("q")
+    with pytest.raises(asyncllm.ClientClosedError):
+        await opea.embed("x")
+
+
+async def test_a_failing_service_opens_only_its_breaker(
+    server: FakeServer, dispatcher: asyncllm.Dispatcher
+) -> None:
+    async with opea_on(
+        server,
+        max_retries=0,
+        breaker=asyncllm.BreakerConfig(failure_threshold=2, reset_timeout=60),
+        max_concurrent_requests=3,
+        dispatcher=dispatcher,
+    ) as client:
+        server.fail_next(2, status=503)
+        for _ in range(2):
+            with pytest.raises(asyncllm.InternalServerError):
+                await client.chatqna("q")
+        with pytest.raises(asyncllm.CircuitOpenError):
+            await client.chatqna("q")
+        r = await client.chat([{"role": "user", "content": "still up"}])
+        assert r.text == "echo: still up"
+        stats = dispatcher.stats()
+        assert stats["opea-gateway"].breaker == "open"
+        assert stats["opea-llm"].breaker == "closed"
+        assert stats["opea-gateway"].max_concurrent == 3
+        assert stats["opea-llm"].max_concurrent == 3
+
+
+async def test_services_have_separate_concurrency(
+    server: FakeServer, dispatcher: asyncllm.Dispatcher
+) -> None:
+    async with opea_on(
+        server, max_concurrent_requests=1, dispatcher=dispatcher, retry=NO_WAIT
+    ) as client:
+        server.faults.latency = 0.05
+        await asyncio.gather(
+            client.chatqna("a"),
+            client.chatqna("b"),
+            client.chat([{"role": "user", "content": "c"}]),
+            client.chat([{"role": "user", "content": "d"}]),
+        )
+        assert server.in_flight_by_path == dict.fromkeys(server.in_flight_by_path, 0)
+        assert server.max_in_flight == 2  # one per service, never two on one service
+
+
+async def test_name_prefixes_the_lanes(server: FakeServer, dispatcher: asyncllm.Dispatcher) -> None:
+    async with opea_on(server, name="prod", dispatcher=dispatcher) as client:
+        await client.health("llm")
+        assert set(dispatcher.stats()) == {"prod-llm"}
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def test_default_urls_from_spec_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in (
+        "OPEA_API_ENDPOINT",
+        "OPEA_LLM_ENDPOINT",
+        "OPEA_EMBEDDING_ENDPOINT",
+        "OPEA_RETRIEVER_ENDPOINT",
+        "OPEA_RERANKING_ENDPOINT",
+        "OPEA_GUARDRAILS_ENDPOINT",
+        "OPEA_DATAPREP_ENDPOINT",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    assert OPEA().base_urls == {
+        "gateway": "http://localhost:8888",
+        "llm": "http://localhost:9000",
+        "embedding": "http://localhost:6000",
+        "retriever": "http://localhost:7000",
+        "reranking": "http://localhost:8000",
+        "guardrails": "http://localhost:9090",
+        "dataprep": "http://localhost:5000",
+    }
+
+
+def test_urls_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPEA_API_ENDPOINT", "http://gw.internal:18888/")
+    monkeypatch.setenv("OPEA_RERANKING_ENDPOINT", "http://rr.internal:1")
+    urls = OPEA(llm_url="http://llm.internal:2").base_urls
+    assert urls["gateway"] == "http://gw.internal:18888"
+    assert urls["reranking"] == "http://rr.internal:1"
+    assert urls["llm"] == "http://llm.internal:2"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"base_url": "localhost:8888"},
+        {"llm_url": "ftp://x"},
+        {"retriever_url": "http://bad host\r\n"},
+        {"timeout": -1},
+        {"name": ""},
+        {"api_key": "bad\nkey"},
+    ],
+)
+def test_bad_configuration(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(asyncllm.ConfigurationError):
+        OPEA(**kwargs)
+
+
+async def test_api_key_is_sent_and_never_shown(server: FakeServer) -> None:
+    async with opea_on(server, api_key="opea-secret-key", max_retries=0) as client:
+        await client.chatqna("q")
+        assert server.requests[-1].headers["Authorization"] == "Bearer opea-secret-key"
+        assert "opea-secret-key" not in repr(client)
+        assert "opea-secret-key" not in repr(client._gateway.__dict__.get("api_key"))
+        server.fail_next(1, status=401)
+        with pytest.raises(asyncllm.AuthenticationError) as info:
+            await client.embed("x")
+        assert "opea-secret-key" not in str(info.value)
+
+
+async def test_reopen_is_refused(server: FakeServer) -> None:
+    client = opea_on(server)
+    async with client:
+        pass
+    with pytest.raises(asyncllm.ClientClosedError):
+        async with client:
+            pass
+    await client.aclose()  # twice is fine
