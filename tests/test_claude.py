@@ -6,7 +6,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,8 +19,9 @@ from asyncllm.backends.claude import tool_choice_body
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
 
 from .chat_contract import NO_WAIT, ChatContract, get_weather
+from .specs import SPECS
 
-SCHEMAS = Path("/work/shared/specs/anthropic/anthropic-messages.schemas.json")
+SCHEMAS = SPECS / "anthropic/anthropic-messages.schemas.json"
 MODEL = "fake-chat"
 SECRET = "sk-ant-test-SECRET-0123456789"
 # Sampling fields that the API still takes under ``anthropic-version: 2023-06-01`` for older

@@ -22,8 +22,9 @@ from asyncllm.backends.gemini import (
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
 
 from .chat_contract import NO_WAIT, ChatContract, get_weather
+from .specs import SPECS
 
-PROTO_DIR = Path("/work/shared/specs/gemini/v1beta")
+PROTO_DIR = SPECS / "gemini/v1beta"
 MODEL = "fake-chat"
 
 

@@ -4,7 +4,6 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -23,8 +22,9 @@ from asyncllm.backends.ollama import (
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
 
 from .chat_contract import NO_WAIT, ChatContract, get_weather
+from .specs import SPECS
 
-SPEC = Path("/work/shared/specs/ollama.openapi.yaml")
+SPEC = SPECS / "ollama.openapi.yaml"
 PNG = b"\x89PNG\r\n\x1a\nfake image bytes"
 PNG_B64 = base64.b64encode(PNG).decode()
 USER = [{"role": "user", "content": "hello world"}]

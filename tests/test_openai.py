@@ -1,11 +1,23 @@
 from __future__ import annotations
 
+import asyncio
+import functools
+import gc
+import logging
 from typing import Any
 
+import jsonschema
+import pytest
+import yaml
+from pydantic import BaseModel
+
 import asyncllm
-from asyncllm.testing import FakeServer
+from asyncllm.testing import FakeServer, MockResponse
 
 from .chat_contract import ChatContract
+from .helpers import client as mock_client
+from .helpers import ok
+from .specs import SPECS
 
 
 class TestOpenAIContract(ChatContract):
@@ -17,23 +29,8 @@ class TestOpenAIContract(ChatContract):
 
 # -- OpenAI specifics ------------------------------------------------------------------------
 
-import asyncio  # noqa: E402
-import functools  # noqa: E402
-import gc  # noqa: E402
-import logging  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-import jsonschema  # noqa: E402
-import pytest  # noqa: E402
-import yaml  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
-
-from asyncllm.testing import MockResponse  # noqa: E402
-
-from .helpers import client as mock_client  # noqa: E402
-from .helpers import ok  # noqa: E402
-
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "openai.openapi.yaml"
+SPEC = SPECS / "openai.openapi.yaml"
 SECRET = "sk-test-secret"
 
 

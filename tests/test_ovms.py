@@ -5,7 +5,6 @@ import math
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,8 +18,9 @@ from asyncllm.backends.ovms import DATATYPES, OVMS, Tensor
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
 
 from .chat_contract import NO_WAIT, ChatContract
+from .specs import SPECS
 
-SPEC = Path("/work/shared/specs/kserve/open-inference-protocol.open_inference_rest.yaml")
+SPEC = SPECS / "kserve/open-inference-protocol.open_inference_rest.yaml"
 
 
 class TestOVMSContract(ChatContract):
