@@ -222,11 +222,12 @@ async def test_params_mapped(client: asyncllm.Claude, server: FakeServer) -> Non
         "MessageCreateParamsNonStreaming",
         {k: v for k, v in body.items() if k not in LEGACY_SAMPLING},
     )
-    assert r.finish_reason == "stop_sequence"
+    assert r.finish_reason == "stop"
+    assert r.raw["stop_reason"] == "stop_sequence"
     assert r.text == "echo: hello big "
 
     r = await client.chat([{"role": "user", "content": "a b c d e f"}], model=MODEL, max_tokens=2)
-    assert (r.finish_reason, r.text) == ("max_tokens", "echo: a")
+    assert (r.finish_reason, r.text) == ("length", "echo: a")
 
 
 async def test_tool_round_trip_on_the_wire(client: asyncllm.Claude, server: FakeServer) -> None:
@@ -246,7 +247,7 @@ async def test_tool_round_trip_on_the_wire(client: asyncllm.Claude, server: Fake
     ]
     assert body["tool_choice"] == {"type": "tool", "name": "get_weather"}
     check("MessageCreateParamsNonStreaming", body)
-    assert first.finish_reason == "tool_use"
+    assert first.finish_reason == "tool_calls"
     call = first.tool_calls[0]
     assert call.id.startswith("toolu_")
     assert json.loads(call.arguments) == {"city": "test"}
@@ -435,7 +436,7 @@ async def test_response_fields(client: asyncllm.Claude, server: FakeServer) -> N
     r = await client.chat([{"role": "user", "content": "hello"}], model=MODEL)
     check("Message", r.raw, strict=False)
     assert r.server_request_id == f"req_srv_{r.raw['id']}"
-    assert r.finish_reason == "end_turn"
+    assert r.finish_reason == "stop"
     assert r.model == MODEL
     assert r.usage is not None
     assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (1, 2, 3)
@@ -496,7 +497,7 @@ async def test_stream_text_and_usage(client: asyncllm.Claude) -> None:
     assert "".join(c.delta for c in chunks) == "echo: one two three four"
     assert len([c for c in chunks if c.delta]) == 5
     last = chunks[-1]
-    assert last.finish_reason == "end_turn"
+    assert last.finish_reason == "stop"
     assert last.usage is not None
     assert (last.usage.prompt_tokens, last.usage.completion_tokens, last.usage.total_tokens) == (
         4,
@@ -518,7 +519,7 @@ async def test_stream_tool_call(client: asyncllm.Claude) -> None:
     assert deltas[0].id is not None and deltas[0].id.startswith("toolu_")
     assert all(d.index == 0 and d.id is None for d in deltas[1:])
     assert json.loads("".join(d.arguments for d in deltas)) == {"city": "test"}
-    assert chunks[-1].finish_reason == "tool_use"
+    assert chunks[-1].finish_reason == "tool_calls"
 
 
 async def test_stream_chunks_arrive_as_sent(client: asyncllm.Claude, server: FakeServer) -> None:
@@ -594,7 +595,7 @@ async def test_stream_chunks_arrive_as_sent(client: asyncllm.Claude, server: Fak
         release.set()
         rest = [c async for c in stream]
     assert [c.delta for c in rest] == [" second", ""]
-    assert rest[-1].finish_reason == "end_turn"
+    assert rest[-1].finish_reason == "stop"
 
 
 async def test_stream_error_before_first_chunk_is_retried(

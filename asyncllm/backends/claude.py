@@ -75,6 +75,20 @@ _DATA_URL = re.compile(r"data:(?P<media>[^;,]+)(?:;[^;,]*)*;base64,(?P<data>.*)"
 _UNSUPPORTED_PARTS = frozenset({"input_audio", "file", "audio", "refusal"})
 
 
+# Anthropic's stop reasons in the common (OpenAI) words; ``raw`` keeps the original.
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+def finish_reason(stop_reason: str | None) -> str | None:
+    return None if stop_reason is None else _FINISH.get(stop_reason, stop_reason)
+
+
 class _WireUsage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -445,7 +459,7 @@ class Claude(BaseClient):
             text=text,
             message=message,
             tool_calls=calls,
-            finish_reason=wire.stop_reason,
+            finish_reason=finish_reason(wire.stop_reason),
             usage=None if wire.usage is None else _usage(wire.usage.model_dump()),
             model=wire.model,
             request_id=meta.request_id,
@@ -512,7 +526,7 @@ class Claude(BaseClient):
                 {k: v for k, v in (event.get("usage") or {}).items() if v is not None}
             )
             return ChatChunk(
-                finish_reason=(event.get("delta") or {}).get("stop_reason"),
+                finish_reason=finish_reason((event.get("delta") or {}).get("stop_reason")),
                 usage=_usage(state.usage),
                 model=state.model,
                 **base,
@@ -572,9 +586,9 @@ class Claude(BaseClient):
         timeout: float | None = None,
         deadline: float | None = None,
     ) -> ChatResponse:
-        """A reply from ``POST /v1/messages``. ``finish_reason`` is Anthropic's ``stop_reason``
-        (``end_turn``, ``tool_use``, ``max_tokens``...). 429, 5xx and 529 (overloaded) are retried;
-        other failures raise their typed APIError at once.
+        """A reply from ``POST /v1/messages``. ``finish_reason`` is Anthropic's ``stop_reason`` in
+        the common words (``stop``, ``tool_calls``, ``length``...); ``raw`` keeps the original.
+        429, 5xx and 529 (overloaded) are retried; other failures raise their typed APIError at once.
 
         ``temperature``, ``top_p`` and ``top_k`` are sent only when given: recent models refuse
         non-default sampling values (400), and the current SDK types no longer list them."""
