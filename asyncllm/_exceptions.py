@@ -9,6 +9,7 @@
         ├── APIConnectionError  the request never got an answer (retried)
         │   └── APITimeoutError the attempt or the deadline ran out (retried; also a TimeoutError)
         ├── ResponseValidationError  the answer is not what the protocol says (not retried)
+        ├── ContentBlockedError the backend refused the prompt or the answer for safety (not retried)
         └── APIStatusError      the backend answered with an error status
             ├── BadRequestError           400
             ├── AuthenticationError       401
@@ -43,6 +44,7 @@ __all__ = [
     "ClientClosedError",
     "ConfigurationError",
     "ConflictError",
+    "ContentBlockedError",
     "InternalServerError",
     "NotFoundError",
     "OverloadedError",
@@ -171,6 +173,28 @@ class APITimeoutError(APIConnectionError, TimeoutError):
 
 class ResponseValidationError(APIError):
     """The backend answered 2xx, but the body does not follow its protocol."""
+
+
+class ContentBlockedError(APIError):
+    """The backend refused the prompt, or stopped its answer for safety before saying anything.
+
+    Not retried: the same prompt is refused again. ``block_reason`` is the prompt's block
+    reason (``SAFETY``, ``PROHIBITED_CONTENT``...) or None; ``finish_reason`` the answer's.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        block_reason: str | None = None,
+        finish_reason: str | None = None,
+        safety_ratings: list[dict[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.block_reason = block_reason
+        self.finish_reason = finish_reason
+        self.safety_ratings = safety_ratings or []
 
 
 class APIStatusError(APIError):

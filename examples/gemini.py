@@ -13,7 +13,6 @@ import os
 from typing import Any
 
 import asyncllm
-from asyncllm.backends.gemini import ContentBlockedError
 from asyncllm.testing import FakeServer
 
 
@@ -44,7 +43,7 @@ async def demo(client: Any, chat_model: str, embed_model: str, blocked: str) -> 
 
     try:
         await client.chat([{"role": "user", "content": blocked}], model=chat_model)
-    except ContentBlockedError as exc:
+    except asyncllm.ContentBlockedError as exc:
         print("blocked:", exc.block_reason or exc.finish_reason)
 
 

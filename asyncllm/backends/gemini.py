@@ -24,7 +24,13 @@ from pydantic.alias_generators import to_camel
 
 from .._context import _request_id, new_request_id, request_context
 from .._dispatcher import Priority, Stream
-from .._exceptions import APIError, APIStatusError, ConfigurationError, status_error
+from .._exceptions import (
+    APIError,
+    APIStatusError,
+    ConfigurationError,
+    ContentBlockedError,
+    status_error,
+)
 from .._models import (
     ChatChunk,
     ChatResponse,
@@ -64,28 +70,6 @@ _BLOCKED_FINISH = frozenset(
 )
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
-
-
-class ContentBlockedError(APIError):
-    """Gemini refused the prompt, or stopped its answer for safety before saying anything.
-
-    Not retried: the same prompt is refused again. ``block_reason`` is the prompt's block
-    reason (``SAFETY``, ``PROHIBITED_CONTENT``...) or None; ``finish_reason`` the candidate's.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        block_reason: str | None = None,
-        finish_reason: str | None = None,
-        safety_ratings: list[dict[str, Any]] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(message, **kwargs)
-        self.block_reason = block_reason
-        self.finish_reason = finish_reason
-        self.safety_ratings = safety_ratings or []
 
 
 # -- wire types (the parts of GenerateContentResponse etc. that we read) ------------------------
