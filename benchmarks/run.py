@@ -1,0 +1,847 @@
+"""How much does asyncllm's dispatcher cost? Every figure of one run, measured side by side.
+
+    python benchmarks/run.py            # the full run (several minutes)
+    python benchmarks/run.py --quick    # reduced counts, under 30 seconds
+
+The servers run in separate processes (``benchmarks/server.py``), contenders are interleaved and
+every measurement is repeated: tables show the median and, in brackets, the spread (min-max).
+Memory figures come from fresh child processes of this script (``--child``), so that one
+measurement's garbage does not land in the next one's numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+import asyncllm
+from asyncllm import Dispatcher, LimitsConfig, Priority
+from asyncllm._dispatcher import Attempt
+from asyncllm.testing import MockResponse, MockTransport
+
+HERE = Path(__file__).resolve().parent
+KEY = "bench-not-a-key"  # never a real key; and no key is ever printed
+CONCURRENCY = (1, 16, 64, 256)
+Call = Callable[[int], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    repeats: int
+    calls: int  # per throughput cell
+    latency_calls: int
+    cpu_calls: int
+    streams: int
+    stream_words: int
+    queued: int
+    completed: int
+    import_runs: int
+    low_calls: int
+    high_calls: int
+
+
+FULL = Sizes(5, 2000, 3000, 20_000, 20, 400, 100_000, 1_000_000, 11, 4000, 200)
+QUICK = Sizes(3, 200, 300, 3000, 4, 200, 20_000, 50_000, 3, 600, 40)
+
+
+# -- small helpers ---------------------------------------------------------------------------------
+
+
+def rss() -> int:
+    """Resident set size in bytes, from /proc (psutil where there is no /proc)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+
+
+def med(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def spread(values: Sequence[float], fmt: str = "{:.0f}") -> str:
+    return f"{fmt.format(med(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+    print(f"\n### {title}\n")
+    print("```")
+    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    print(line)
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print("```")
+
+
+def message(i: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"q{i}"}]
+
+
+class ServerProcess:
+    """``benchmarks/server.py`` in a child process; it exits when our end of its stdin closes."""
+
+    def __init__(self, kind: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "server.py"), "--kind", kind],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            self.close()
+            raise RuntimeError(f"benchmark server ({kind}) did not start: {line!r}")
+        self.url = f"http://127.0.0.1:{int(line.split()[1])}/v1"
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# -- the contenders ------------------------------------------------------------------------------
+
+
+class Contenders:
+    """One client per library, made once and warmed up, each as ``call(i) -> reply text``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.names: list[str] = []
+        self.calls: dict[str, Call] = {}
+        self.missing: dict[str, str] = {}
+        self._closers: list[Callable[[], Awaitable[Any]]] = []
+
+    async def start(self) -> Contenders:
+        url = self.url
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        self._closers.append(session.close)
+        headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+
+        async def raw(i: int) -> str:
+            body = json.dumps({"model": "m", "messages": message(i)}).encode()
+            async with session.post(url + "/chat/completions", data=body, headers=headers) as r:
+                payload = json.loads(await r.read())
+            return str(payload["choices"][0]["message"]["content"])
+
+        self._add("raw aiohttp", raw)
+
+        client = asyncllm.OpenAI(
+            api_key=KEY,
+            base_url=url,
+            max_concurrent_requests=max(CONCURRENCY),
+            queue_size=100_000,
+        )
+        self._closers.append(client.aclose)
+
+        async def ours(i: int) -> str:
+            return (await client.chat(message(i), model="m")).text
+
+        self._add("asyncllm", ours)
+
+        if importlib.util.find_spec("openai") is None:
+            self.missing["openai SDK"] = "not installed"
+        else:
+            from openai import AsyncOpenAI
+
+            sdk = AsyncOpenAI(api_key=KEY, base_url=url, max_retries=0)
+            self._closers.append(sdk.close)
+
+            async def official(i: int) -> str:
+                r = await sdk.chat.completions.create(model="m", messages=message(i))  # type: ignore[arg-type]
+                return str(r.choices[0].message.content)
+
+            self._add("openai SDK", official)
+
+        if importlib.util.find_spec("litellm") is None:
+            self.missing["litellm"] = "not installed"
+        else:
+            import litellm
+
+            async def lite(i: int) -> str:
+                r = await litellm.acompletion(
+                    model="openai/m", api_base=url, api_key=KEY, messages=message(i)
+                )
+                return str(r.choices[0].message.content)
+
+            self._add("litellm", lite)
+
+        for name, call in self.calls.items():  # warm connections and first-use imports
+            for i in range(20):
+                reply = await call(i)
+                if reply != f"echo: q{i}":
+                    raise RuntimeError(f"{name} got a wrong reply: {reply!r}")
+        return self
+
+    def _add(self, name: str, call: Call) -> None:
+        self.names.append(name)
+        self.calls[name] = call
+
+    async def aclose(self) -> None:
+        for close in reversed(self._closers):
+            await close()
+
+
+async def drive(call: Call, concurrency: int, n: int) -> float:
+    """Calls per second for ``n`` calls made by ``concurrency`` tasks side by side."""
+    numbers = iter(range(n))
+
+    async def worker() -> None:
+        for i in numbers:
+            await call(i)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return n / (time.perf_counter() - started)
+
+
+def rotated(names: list[str], k: int) -> list[str]:
+    k %= len(names)
+    return names[k:] + names[:k]
+
+
+# -- 1. throughput ---------------------------------------------------------------------------------
+
+
+async def bench_throughput(c: Contenders, sizes: Sizes) -> None:
+    rates: dict[tuple[str, int], list[float]] = {}
+    ratios: dict[tuple[str, int], list[float]] = {}
+    for rep in range(sizes.repeats):
+        for conc in CONCURRENCY:
+            n = max(sizes.calls // 2, conc * 4) if conc == 1 else max(sizes.calls, conc * 4)
+            this: dict[str, float] = {}
+            for name in rotated(c.names, rep + conc):
+                this[name] = await drive(c.calls[name], conc, n)
+                rates.setdefault((name, conc), []).append(this[name])
+            for name, rate in this.items():
+                ratios.setdefault((name, conc), []).append(rate / this["raw aiohttp"])
+    rows = []
+    for name in c.names:
+        rows.append(
+            [name]
+            + [spread(rates[name, conc]) for conc in CONCURRENCY]
+            + [spread(ratios[name, conc], "{:.2f}") + "x" for conc in CONCURRENCY]
+        )
+    for name, why in c.missing.items():
+        rows.append([name] + [why] * 2 * len(CONCURRENCY))
+    table(
+        "1. Throughput, calls/s (loopback, fast server process), and ratio to raw aiohttp",
+        ["client"]
+        + [f"c={conc}" for conc in CONCURRENCY]
+        + [f"ratio c={conc}" for conc in CONCURRENCY],
+        rows,
+    )
+
+
+# -- 2. latency and CPU per call -------------------------------------------------------------------
+
+
+async def bench_latency(c: Contenders, sizes: Sizes) -> None:
+    samples: dict[str, list[list[float]]] = {n: [[] for _ in range(sizes.repeats)] for n in c.names}
+    per_block = sizes.latency_calls // sizes.repeats
+    for block in range(sizes.repeats):
+        for i in range(per_block):
+            for name in rotated(c.names, i):
+                started = time.perf_counter()
+                await c.calls[name](i)
+                samples[name][block].append(time.perf_counter() - started)
+    rows = []
+    for name in c.names:
+        p50 = [pct(s, 0.5) * 1e6 for s in samples[name]]
+        p99 = [pct(s, 0.99) * 1e6 for s in samples[name]]
+        base50 = [pct(s, 0.5) * 1e6 for s in samples["raw aiohttp"]]
+        base99 = [pct(s, 0.99) * 1e6 for s in samples["raw aiohttp"]]
+        add50 = [a - b for a, b in zip(p50, base50, strict=True)]
+        add99 = [a - b for a, b in zip(p99, base99, strict=True)]
+        rows.append([name, spread(p50), spread(p99), spread(add50), spread(add99)])
+    table(
+        "2a. Latency per call at concurrency 1 (us), and what each adds over raw aiohttp",
+        ["client", "p50", "p99", "added p50", "added p99"],
+        rows,
+    )
+
+
+CANNED = json.dumps(
+    {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "echo: q"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+    }
+).encode()
+
+
+def canned(_: Any) -> MockResponse:
+    return MockResponse(content=CANNED)
+
+
+async def cpu_per_call(make: Callable[[], Awaitable[Any]], n: int, tasks: int = 1) -> float:
+    """Process CPU seconds per call of ``make`` (``tasks`` side by side)."""
+    numbers = iter(range(n))
+
+    async def worker() -> None:
+        for _ in numbers:
+            await make()
+
+    gc.collect()
+    started = time.process_time()
+    await asyncio.gather(*(worker() for _ in range(tasks)))
+    return (time.process_time() - started) / n
+
+
+async def bench_cpu(sizes: Sizes) -> None:
+    n = sizes.cpu_calls
+    dispatcher = Dispatcher()
+    lane = dispatcher.lane("bench", limits=LimitsConfig(1000, 100_000))
+    small = dispatcher.lane("bench-small", limits=LimitsConfig(16, 100_000))
+
+    async def trivial(_: Attempt | None) -> int:
+        return 1
+
+    async def yielding(_: Attempt | None) -> int:
+        await asyncio.sleep(0)
+        return 1
+
+    transport = MockTransport(canned)
+    client = asyncllm.OpenAI(
+        api_key=KEY,
+        base_url="http://bench.invalid/v1",
+        transport=transport,
+        dispatcher=dispatcher,
+        max_concurrent_requests=1000,
+        queue_size=100_000,
+    )
+    request = asyncllm._transport.Request("POST", "http://bench.invalid", {}, b"{}")
+
+    async def mock_only() -> None:
+        r = await transport.send(request)
+        await r.read(1 << 20)
+
+    cases: dict[str, Callable[[], Awaitable[Any]]] = {
+        "bare attempt": lambda: trivial(None),
+        "Dispatcher.run": lambda: dispatcher.run(lane, "op", trivial),
+        "bare attempt, yielding, 64 tasks": lambda: yielding(None),
+        "Dispatcher.run, yielding, 64 tasks, 16 slots": lambda: dispatcher.run(
+            small, "op", yielding
+        ),
+        "MockTransport alone": mock_only,
+        "OpenAI.chat over MockTransport": lambda: client.chat(message(0), model="m"),
+    }
+    tasks = {
+        "bare attempt, yielding, 64 tasks": 64,
+        "Dispatcher.run, yielding, 64 tasks, 16 slots": 64,
+    }
+    results: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(sizes.repeats):
+        for name, make in cases.items():
+            results[name].append(await cpu_per_call(make, n, tasks.get(name, 1)) * 1e6)
+    await client.aclose()
+
+    def minus(a: str, b: str) -> list[float]:
+        return [x - y for x, y in zip(results[a], results[b], strict=True)]
+
+    rows = [
+        [
+            "dispatcher, fast path (slot free)",
+            spread(minus("Dispatcher.run", "bare attempt"), "{:.1f}"),
+        ],
+        [
+            "dispatcher, queued path (64 tasks on 16 slots)",
+            spread(
+                minus(
+                    "Dispatcher.run, yielding, 64 tasks, 16 slots",
+                    "bare attempt, yielding, 64 tasks",
+                ),
+                "{:.1f}",
+            ),
+        ],
+        [
+            "whole OpenAI.chat (body, dispatcher, parse), mock excluded",
+            spread(minus("OpenAI.chat over MockTransport", "MockTransport alone"), "{:.1f}"),
+        ],
+        [
+            "  (MockTransport's own cost, excluded above)",
+            spread(results["MockTransport alone"], "{:.1f}"),
+        ],
+    ]
+    table(
+        "2b. CPU time per call spent in asyncllm (us, MockTransport: no I/O)",
+        ["what", "us per call"],
+        rows,
+    )
+
+
+# -- 3. streaming ------------------------------------------------------------------------------------
+
+
+async def bench_streaming(url: str, sizes: Sizes) -> None:
+    text = " ".join(f"w{i}" for i in range(sizes.stream_words))
+    messages = [{"role": "user", "content": text}]
+    expected = f"echo: {text}"
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    client = asyncllm.OpenAI(api_key=KEY, base_url=url)
+    body = json.dumps({"model": "m", "messages": messages, "stream": True}).encode()
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+
+    async def raw() -> tuple[float, float, int, str]:
+        started = time.perf_counter()
+        first = 0.0
+        count = 0
+        parts: list[str] = []
+        async with session.post(url + "/chat/completions", data=body, headers=headers) as r:
+            async for line in r.content:
+                if not line.startswith(b"data: "):
+                    continue
+                data = line[6:].strip()
+                if data == b"[DONE]":
+                    break
+                chunk = json.loads(data)
+                if not count:
+                    first = time.perf_counter()
+                count += 1
+                if chunk["choices"]:
+                    parts.append(chunk["choices"][0]["delta"].get("content") or "")
+        return first - started, time.perf_counter() - first, count, "".join(parts)
+
+    async def ours() -> tuple[float, float, int, str]:
+        started = time.perf_counter()
+        first = 0.0
+        count = 0
+        parts: list[str] = []
+        async with client.stream_chat(messages, model="m") as stream:
+            async for chunk in stream:
+                if not count:
+                    first = time.perf_counter()
+                count += 1
+                parts.append(chunk.delta)
+        return first - started, time.perf_counter() - first, count, "".join(parts)
+
+    contenders: dict[str, Callable[[], Awaitable[tuple[float, float, int, str]]]] = {
+        "raw aiohttp": raw,
+        "asyncllm": ours,
+    }
+    closers: list[Callable[[], Awaitable[Any]]] = [session.close, client.aclose]
+    if importlib.util.find_spec("openai") is not None:
+        from openai import AsyncOpenAI
+
+        sdk = AsyncOpenAI(api_key=KEY, base_url=url, max_retries=0)
+        closers.append(sdk.close)
+
+        async def official() -> tuple[float, float, int, str]:
+            started = time.perf_counter()
+            first = 0.0
+            count = 0
+            parts: list[str] = []
+            stream = await sdk.chat.completions.create(
+                model="m",
+                messages=messages,  # type: ignore[arg-type]
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async for chunk in stream:
+                if not count:
+                    first = time.perf_counter()
+                count += 1
+                if chunk.choices:
+                    parts.append(chunk.choices[0].delta.content or "")
+            return first - started, time.perf_counter() - first, count, "".join(parts)
+
+        contenders["openai SDK"] = official
+
+    names = list(contenders)
+    for name in names:  # warm up, and check every contender reads the whole reply
+        _, _, _, got = await contenders[name]()
+        if got != expected:
+            raise RuntimeError(f"{name} streamed a wrong reply")
+    ttfc: dict[str, list[float]] = {n: [] for n in names}
+    rate: dict[str, list[float]] = {n: [] for n in names}
+    chunks: dict[str, int] = {}
+    for i in range(sizes.streams):
+        for name in rotated(names, i):
+            first, rest, count, _ = await contenders[name]()
+            ttfc[name].append(first * 1e3)
+            rate[name].append((count - 1) / rest)
+            chunks[name] = count
+    for close in closers:
+        await close()
+    rows = []
+    for name in names:
+        ratio = [a / b for a, b in zip(rate[name], rate["raw aiohttp"], strict=True)]
+        rows.append(
+            [
+                name,
+                str(chunks[name]),
+                spread(ttfc[name], "{:.2f}"),
+                spread(rate[name]),
+                spread(ratio, "{:.2f}") + "x",
+            ]
+        )
+    table(
+        f"3. Streaming a {sizes.stream_words + 1}-word reply (FakeServer process, SSE)",
+        ["client", "chunks", "first chunk ms", "chunks/s", "chunks/s ratio"],
+        rows,
+    )
+
+
+# -- 4. memory (in child processes) ---------------------------------------------------------------
+
+
+async def child_queued(kind: str, n: int) -> dict[str, Any]:
+    """RSS growth for ``n`` calls that wait at once behind a backend that does not answer."""
+    release = asyncio.Event()
+    limit = 16
+
+    async def hold(_: Any) -> MockResponse:
+        await release.wait()
+        return MockResponse(content=CANNED)
+
+    dispatcher = Dispatcher()
+    lane = dispatcher.lane("slow", limits=LimitsConfig(limit, n))
+    client = asyncllm.OpenAI(
+        api_key=KEY,
+        base_url="http://bench.invalid/v1",
+        transport=MockTransport(hold),
+        dispatcher=dispatcher,
+        max_concurrent_requests=limit,
+        queue_size=n,
+    )
+
+    async def attempt(_: Attempt) -> int:
+        await release.wait()
+        return 1
+
+    async def bare(future: asyncio.Future[None]) -> None:
+        await future
+
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+    # Warm every code path once, so that first-use allocations are not counted per call.
+    warm = asyncio.Event()
+    warm_tasks = [asyncio.ensure_future(bare(loop.create_future())) for _ in range(2)]
+    for t in warm_tasks:
+        t.cancel()
+    await asyncio.gather(*warm_tasks, return_exceptions=True)
+    del warm
+    gc.collect()
+    before = rss()
+    if kind == "bare":
+        tasks = [asyncio.ensure_future(bare(future)) for _ in range(n)]
+    elif kind == "dispatcher":
+        tasks = [asyncio.ensure_future(dispatcher.run(lane, "op", attempt)) for _ in range(n)]
+    else:
+        tasks = [
+            asyncio.ensure_future(client.chat(message(i), model="m", priority=Priority.LOW))
+            for i in range(n)
+        ]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    queued = {"bare": n, "dispatcher": lane.queued}.get(kind, 0)
+    if kind == "client":
+        queued = sum(s.queued for s in dispatcher.stats().values())
+    gc.collect()
+    after = rss()
+    release.set()
+    future.set_result(None)
+    await asyncio.gather(*tasks)
+    await client.aclose()
+    return {"kind": kind, "n": n, "queued": queued, "growth": after - before}
+
+
+async def child_completed(n: int) -> dict[str, Any]:
+    """RSS while ``n`` calls complete one after another (64 at a time); sampled ten times."""
+    dispatcher = Dispatcher()
+    client = asyncllm.OpenAI(
+        api_key=KEY,
+        base_url="http://bench.invalid/v1",
+        transport=MockTransport(canned),
+        dispatcher=dispatcher,
+        max_concurrent_requests=64,
+        queue_size=1000,
+    )
+    step = n // 10
+    samples: list[tuple[int, int]] = []
+    done = 0
+    for _ in range(10):
+        numbers = iter(range(step))
+
+        async def worker(numbers: Any = numbers) -> None:
+            for i in numbers:
+                await client.chat(message(i), model="m")
+
+        await asyncio.gather(*(worker() for _ in range(64)))
+        done += step
+        gc.collect()
+        samples.append((done, rss()))
+    tracked = len(dispatcher.tracker)
+    await client.aclose()
+    return {"samples": samples, "tracked": tracked}
+
+
+def run_child(*args: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=True
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def bench_memory(sizes: Sizes) -> None:
+    n = sizes.queued
+    growth: dict[str, list[float]] = {"bare": [], "dispatcher": [], "client": []}
+    for rep in range(max(2, sizes.repeats - 2)):
+        for kind in rotated(list(growth), rep):
+            result = run_child("queued", kind, str(n))
+            if kind != "bare" and result["queued"] < n - 16:
+                raise RuntimeError(f"only {result['queued']} of {n} calls were queued")
+            growth[kind].append(result["growth"])
+    rows = []
+    for kind, label in (
+        ("bare", "bare tasks awaiting a future (baseline)"),
+        ("dispatcher", "Dispatcher.run"),
+        ("client", "OpenAI.chat (body built, then queued)"),
+    ):
+        per = [g / n for g in growth[kind]]
+        part = [(g - b) / n for g, b in zip(growth[kind], growth["bare"], strict=True)]
+        rows.append(
+            [
+                label,
+                spread([g / 2**20 for g in growth[kind]], "{:.1f}"),
+                spread(per),
+                "-" if kind == "bare" else spread(part),
+            ]
+        )
+    table(
+        f"4a. Memory for {n:,} calls queued at once (16 running, the rest queued)",
+        ["what", "RSS growth MiB", "bytes per call", "asyncllm's part (minus baseline)"],
+        rows,
+    )
+    result = run_child("completed", str(sizes.completed))
+    samples = result["samples"]
+    rows = [
+        [f"{done:,}", f"{r / 2**20:.1f}", f"{(r - samples[0][1]) / 2**20:+.1f}"]
+        for done, r in samples
+    ]
+    table(
+        f"4b. RSS while {sizes.completed:,} calls complete (OpenAI.chat over MockTransport, 64 at a time); "
+        f"tracker holds {result['tracked']:,} records at the end",
+        ["calls done", "RSS MiB", "since first sample"],
+        rows,
+    )
+
+
+# -- 5. import time ------------------------------------------------------------------------------------
+
+
+def bench_imports(sizes: Sizes) -> None:
+    cases = {
+        "python -c pass (subtracted)": "pass",
+        "import aiohttp": "import aiohttp",
+        "import asyncllm": "import asyncllm",
+        "import asyncllm; asyncllm.OpenAI": "import asyncllm; asyncllm.OpenAI",
+    }
+    missing = []
+    for module in ("openai", "litellm"):
+        if importlib.util.find_spec(module) is None:
+            missing.append(f"import {module}")
+        else:
+            cases[f"import {module}"] = f"import {module}"
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    for rep in range(sizes.import_runs + 1):
+        for name in rotated(list(cases), rep):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", cases[name]], check=True, env=env)
+            if rep:  # the first round only warms the disk cache
+                times[name].append(time.perf_counter() - started)
+    bare = times.pop("python -c pass (subtracted)")
+    net = {
+        name: [(t - b) * 1e3 for t, b in zip(ts, bare, strict=True)] for name, ts in times.items()
+    }
+    aio = med(net["import aiohttp"])
+    rows = [["python -c pass", spread([b * 1e3 for b in bare], "{:.1f}"), "-"]]
+    for name, values in net.items():
+        rows.append([name, spread(values, "{:.1f}"), f"{med(values) / aio:.2f}x"])
+    rows.extend([name, "not installed", "-"] for name in missing)
+    table(
+        "5. Import time in a fresh interpreter (ms, minus the bare interpreter start)",
+        ["what", "ms", "vs import aiohttp"],
+        rows,
+    )
+
+
+# -- 6. priority under saturation ----------------------------------------------------------------------
+
+
+async def bench_priority(sizes: Sizes) -> None:
+    dispatcher = Dispatcher()
+    lane = dispatcher.lane("saturated", limits=LimitsConfig(4, 100_000))
+
+    async def work(_: Attempt) -> None:
+        await asyncio.sleep(0.001)
+
+    low = [
+        asyncio.ensure_future(
+            dispatcher.run(lane, "op", work, priority=Priority.LOW, request_id=f"low-{i}")
+        )
+        for i in range(sizes.low_calls)
+    ]
+    await asyncio.sleep(0.01)
+    high = []
+    for i in range(sizes.high_calls):
+        high.append(
+            asyncio.ensure_future(
+                dispatcher.run(lane, "op", work, priority=Priority.HIGH, request_id=f"high-{i}")
+            )
+        )
+        await asyncio.sleep(0.003)
+    await asyncio.gather(*low, *high)
+
+    def waits(prefix: str, count: int) -> list[float]:
+        out = []
+        for i in range(count):
+            record = dispatcher.tracker.get(f"{prefix}-{i}")
+            assert record is not None
+            assert record.started_at is not None
+            out.append((record.started_at - record.enqueued_at) * 1e3)
+        return out
+
+    rows = []
+    for label, prefix, count in (
+        ("HIGH", "high", sizes.high_calls),
+        ("LOW", "low", sizes.low_calls),
+    ):
+        w = waits(prefix, count)
+        rows.append(
+            [label, str(count), f"{pct(w, 0.5):.2f}", f"{pct(w, 0.99):.2f}", f"{max(w):.2f}"]
+        )
+    table(
+        "6. Wait from enqueue to start with the backend saturated by LOW calls (ms; 4 slots, "
+        "1 ms calls, HIGH arriving every 3 ms)",
+        ["priority", "calls", "p50 wait", "p99 wait", "max wait"],
+        rows,
+    )
+
+
+# -- main ----------------------------------------------------------------------------------------------
+
+
+def describe_machine() -> None:
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                model,
+            )
+    except OSError:
+        pass
+    print(
+        f"machine: {os.cpu_count()} CPUs ({model}); Python {platform.python_version()} "
+        f"({platform.python_implementation()}); {platform.system()} {platform.release()}"
+    )
+    print(f"aiohttp {aiohttp.__version__}", end="")
+    if importlib.util.find_spec("openai") is not None:
+        import openai
+
+        print(f"; openai {openai.__version__}", end="")
+    print(f"; load average at start {os.getloadavg()[0]:.2f}")
+
+
+async def main(quick: bool, only: set[str]) -> None:
+    sizes = QUICK if quick else FULL
+
+    def wanted(part: str) -> bool:
+        return not only or part in only
+
+    started = time.perf_counter()
+    describe_machine()
+    print(f"mode: {'--quick' if quick else 'full'}; {sizes.repeats} repeats; median [min-max]")
+    if wanted("throughput") or wanted("latency"):
+        fast = ServerProcess("fast")
+        try:
+            contenders = await Contenders(fast.url).start()
+            try:
+                if wanted("throughput"):
+                    await bench_throughput(contenders, sizes)
+                if wanted("latency"):
+                    await bench_latency(contenders, sizes)
+            finally:
+                await contenders.aclose()
+        finally:
+            fast.close()
+    if wanted("cpu"):
+        await bench_cpu(sizes)
+    if wanted("streaming"):
+        fake = ServerProcess("fake")
+        try:
+            await bench_streaming(fake.url, sizes)
+        finally:
+            fake.close()
+    if wanted("memory"):
+        bench_memory(sizes)
+    if wanted("imports"):
+        bench_imports(sizes)
+    if wanted("priority"):
+        await bench_priority(sizes)
+    print(f"\ntotal time {time.perf_counter() - started:.0f}s")
+
+
+def child(args: list[str]) -> None:
+    if args[0] == "queued":
+        result = asyncio.run(child_queued(args[1], int(args[2])))
+    else:
+        result = asyncio.run(child_completed(int(args[1])))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="reduced counts, under 30 seconds")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated parts: throughput,latency,cpu,streaming,memory,imports,priority",
+    )
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.child:
+        child(options.child)
+    else:
+        asyncio.run(main(options.quick, {p for p in options.only.split(",") if p}))
