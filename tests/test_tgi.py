@@ -1,0 +1,442 @@
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from pydantic import BaseModel
+
+import asyncllm
+from asyncllm.backends.tgi import TGI
+from asyncllm.testing import FakeServer
+
+from .chat_contract import NO_WAIT, ChatContract
+from .specs import SPECS
+
+SPEC = SPECS / "tgi.openapi.json"
+
+
+class TestTGIContract(ChatContract):
+    protocol = "tgi"
+
+    def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
+        return asyncllm.TGI(base_url=server.url(), **kwargs)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeServer]:
+    async with FakeServer("tgi") as server:
+        yield server
+
+
+@pytest.fixture
+async def client(server: FakeServer) -> AsyncIterator[TGI]:
+    client = asyncllm.TGI(base_url=server.url(), retry=NO_WAIT)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def sent(server: FakeServer, path: str) -> Any:
+    return next(r.json for r in reversed(server.requests) if r.path == path)
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+def test_base_url_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TGI_BASE_URL", raising=False)
+    with pytest.raises(asyncllm.ConfigurationError, match="TGI_BASE_URL"):
+        asyncllm.TGI()
+
+
+async def test_env_base_url_and_hf_token(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TGI_BASE_URL", server.url())
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_API_TOKEN", "hf_fallback")
+    async with asyncllm.TGI() as client:
+        await client.generate("hi")
+        assert "hf_fallback" not in repr(client)
+    assert server.requests[-1].headers["Authorization"] == "Bearer hf_fallback"
+    monkeypatch.setenv("HF_TOKEN", "hf_first")
+    async with asyncllm.TGI() as client:
+        await client.generate("hi")
+    assert server.requests[-1].headers["Authorization"] == "Bearer hf_first"
+
+
+async def test_no_token_no_auth_header(server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_API_TOKEN", raising=False)
+    async with asyncllm.TGI(base_url=server.url()) as client:
+        assert (await client.generate("hi")).text == "echo: hi"
+    assert "Authorization" not in server.requests[-1].headers
+
+
+# -- /generate -------------------------------------------------------------------------------
+
+
+async def test_generate_sends_every_parameter(client: TGI, server: FakeServer) -> None:
+    r = await client.generate(
+        "tell me",
+        max_new_tokens=20,
+        temperature=0.5,
+        top_p=0.9,
+        top_k=10,
+        typical_p=0.95,
+        repetition_penalty=1.03,
+        frequency_penalty=0.1,
+        stop="never",
+        seed=7,
+        do_sample=True,
+        truncate=100,
+        return_full_text=False,
+        details=True,
+        decoder_input_details=True,
+        top_n_tokens=2,
+        watermark=False,
+        grammar={"type": "regex", "value": ".*"},
+        extra_parameters={"adapter_id": "lora-1"},
+    )
+    assert sent(server, "/generate") == {
+        "inputs": "tell me",
+        "parameters": {
+            "max_new_tokens": 20,
+            "temperature": 0.5,
+            "top_p": 0.9,
+            "top_k": 10,
+            "typical_p": 0.95,
+            "repetition_penalty": 1.03,
+            "frequency_penalty": 0.1,
+            "stop": ["never"],
+            "seed": 7,
+            "do_sample": True,
+            "truncate": 100,
+            "return_full_text": False,
+            "details": True,
+            "decoder_input_details": True,
+            "top_n_tokens": 2,
+            "watermark": False,
+            "grammar": {"type": "regex", "value": ".*"},
+            "adapter_id": "lora-1",
+        },
+    }
+    assert r.text == "echo: tell me"
+    assert r.request_id == server.request_ids[-1]
+
+
+async def test_generate_without_parameters_sends_only_inputs(
+    client: TGI, server: FakeServer
+) -> None:
+    r = await client.generate("plain")
+    assert sent(server, "/generate") == {"inputs": "plain"}
+    assert r.text == "echo: plain"
+    assert r.details is None and r.finish_reason is None
+
+
+async def test_generate_details(client: TGI) -> None:
+    r = await client.generate("one two", details=True, decoder_input_details=True, top_n_tokens=1)
+    assert r.details is not None
+    assert r.finish_reason == "eos_token"
+    assert [t.text for t in r.details.tokens] == ["echo:", " one", " two", "</s>"]
+    assert r.details.tokens[-1].special
+    assert r.details.generated_tokens == 4
+    assert [t.text for t in r.details.prefill] == ["one", " two"]
+    assert len(r.details.top_tokens) == 4
+
+
+async def test_generate_stops(client: TGI) -> None:
+    r = await client.generate("a b c d", max_new_tokens=2, details=True)
+    assert (r.text, r.finish_reason) == ("echo: a", "length")
+    r = await client.generate("a b c d", stop=[" b"], details=True)
+    assert (r.text, r.finish_reason) == ("echo: a b", "stop_sequence")
+    r = await client.generate("full", return_full_text=True)
+    assert r.text == "fullecho: full"
+
+
+async def test_pydantic_grammar(client: TGI, server: FakeServer) -> None:
+    class City(BaseModel):
+        name: str
+
+    await client.generate("x", grammar=City)
+    grammar = sent(server, "/generate")["parameters"]["grammar"]
+    assert grammar["type"] == "json"
+    assert grammar["value"]["properties"] == {"name": {"title": "Name", "type": "string"}}
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"temperature": 0},
+        {"top_p": 1.5},
+        {"top_p": 0},
+        {"top_k": 0},
+        {"typical_p": 2},
+        {"repetition_penalty": 0},
+        {"frequency_penalty": -2},
+        {"max_new_tokens": -1},
+        {"max_new_tokens": 1.5},
+        {"seed": -1},
+        {"truncate": -3},
+        {"top_n_tokens": 0},
+        {"stop": ["a", "b", "c", "d", "e"]},
+        {"stop": [1]},
+        {"do_sample": "yes"},
+        {"grammar": {"type": "xml", "value": "x"}},
+        {"grammar": {"type": "regex", "value": 3}},
+        {"grammar": "json"},
+    ],
+)
+async def test_bad_parameters_are_refused_before_sending(
+    client: TGI, server: FakeServer, kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(asyncllm.ConfigurationError):
+        await client.generate("x", **kwargs)
+    assert server.request_count == 0
+
+
+async def test_empty_inputs_refused(client: TGI, server: FakeServer) -> None:
+    with pytest.raises(asyncllm.ConfigurationError):
+        await client.generate("")
+    with pytest.raises(asyncllm.ConfigurationError):
+        client.stream_generate("")
+    assert server.request_count == 0
+
+
+# -- /generate_stream --------------------------------------------------------------------------
+
+
+async def test_stream_generate_tokens(client: TGI, server: FakeServer) -> None:
+    events = []
+    async with client.stream_generate("hello streaming world", details=True) as stream:
+        async for event in stream:
+            events.append(event)
+    assert "".join(e.delta for e in events) == "echo: hello streaming world"
+    assert [e.index for e in events] == list(range(len(events)))
+    assert all(e.generated_text is None and e.details is None for e in events[:-1])
+    last = events[-1]
+    assert last.token.special and last.delta == ""
+    assert last.generated_text == "echo: hello streaming world"
+    assert last.details is not None
+    assert (last.details.finish_reason, last.details.generated_tokens) == ("eos_token", 5)
+    assert last.details.input_length == 3
+    assert sent(server, "/generate_stream")["parameters"] == {"details": True}
+    assert all(e.request_id == server.request_ids[-1] for e in events)
+
+
+async def test_stream_generate_length(client: TGI) -> None:
+    async with client.stream_generate("a b c", max_new_tokens=2, details=True) as stream:
+        events = [e async for e in stream]
+    assert [e.delta for e in events] == ["echo:", " a"]
+    assert events[-1].details is not None and events[-1].details.finish_reason == "length"
+
+
+async def test_mid_stream_error_is_typed(client: TGI, server: FakeServer) -> None:
+    server.state["tgi_stream_errors"] = [(2, "generation")]
+    deltas: list[str] = []
+    with pytest.raises(asyncllm.APIStatusError) as info:
+        async with client.stream_generate("one two three") as stream:
+            async for event in stream:
+                deltas.append(event.delta)
+    assert deltas == ["echo:", " one"]
+    assert info.value.status_code == 424
+    assert info.value.error_type == "generation"
+    assert info.value.request_id == server.request_ids[-1]
+    assert server.request_count == 1  # not retried once tokens reached the caller
+
+
+async def test_overloaded_first_event_is_retried(client: TGI, server: FakeServer) -> None:
+    server.state["tgi_stream_errors"] = [(0, "overloaded")]
+    async with client.stream_generate("again") as stream:
+        text = "".join([e.delta async for e in stream])
+    assert text == "echo: again"
+    assert server.request_count == 2
+
+
+async def test_validation_first_event_is_422_not_retried(client: TGI, server: FakeServer) -> None:
+    server.state["tgi_stream_errors"] = [(0, "validation")]
+    with pytest.raises(asyncllm.UnprocessableEntityError):
+        async with client.stream_generate("bad") as stream:
+            async for _ in stream:
+                pass
+    assert server.request_count == 1
+
+
+async def test_chat_mid_stream_error_event_is_typed(client: TGI, server: FakeServer) -> None:
+    async def broken_chat(request: Any) -> Any:
+        from aiohttp import web
+
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        chunk = {"choices": [{"index": 0, "delta": {"content": "par"}, "finish_reason": None}]}
+        await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        error = {"error": "Request failed during generation", "error_type": "generation"}
+        await resp.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+        await resp.write_eof()
+        return resp
+
+    server.overrides["/v1/chat/completions"] = broken_chat
+    with pytest.raises(asyncllm.APIStatusError) as info:
+        async with client.stream_chat([{"role": "user", "content": "x"}], model="tgi") as s:
+            async for _ in s:
+                pass
+    assert (info.value.status_code, info.value.error_type) == (424, "generation")
+
+
+# -- error bodies -------------------------------------------------------------------------------
+
+
+async def test_error_body_is_read(client: TGI, server: FakeServer) -> None:
+    server.fail_next(1, status=422)
+    with pytest.raises(asyncllm.UnprocessableEntityError) as info:
+        await client.generate("x")
+    assert info.value.error_type == "validation"
+    assert info.value.message == "injected 422"
+    assert server.request_count == 1
+
+
+async def test_real_validation_error(client: TGI, server: FakeServer) -> None:
+    with pytest.raises(asyncllm.UnprocessableEntityError, match="top_k"):
+        await client.generate("x", extra_parameters={"top_k": -1})
+    assert server.request_count == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "cls", "attempts"),
+    [
+        (400, "validation", asyncllm.UnprocessableEntityError, 1),
+        (424, "generation", asyncllm.APIStatusError, 1),
+        (424, "overloaded", asyncllm.APIStatusError, 3),
+        (429, "overloaded", asyncllm.RateLimitError, 3),
+        (500, "incomplete_generation", asyncllm.InternalServerError, 3),
+    ],
+)
+async def test_error_type_decides_class_and_retry(
+    server: FakeServer, status: int, error_type: str, cls: type[Exception], attempts: int
+) -> None:
+    retry = asyncllm.RetryConfig(max_retries=2, initial_delay=0, max_delay=0)
+    server.fail_next(3, status=status, body={"error": "boom", "error_type": error_type})
+    async with asyncllm.TGI(base_url=server.url(), retry=retry) as client:
+        with pytest.raises(cls) as info:
+            await client.generate("x")
+    error: Any = info.value
+    assert type(error) is cls
+    assert (error.status_code, error.error_type, error.message) == (status, error_type, "boom")
+    assert server.request_count == attempts
+
+
+# -- info, health, tokenize, chat body ------------------------------------------------------------
+
+
+async def test_info(client: TGI) -> None:
+    info = await client.info()
+    assert info.model_id == "fake/tgi-model"
+    assert info.max_stop_sequences == 4
+    assert info.model_pipeline_tag == "text-generation"
+
+
+async def test_health(client: TGI, server: FakeServer) -> None:
+    assert await client.health() is True
+    server.state["tgi_unhealthy"] = True
+    assert await client.health() is False
+    assert server.request_count == 2  # the 503 was not retried
+
+
+async def test_health_raises_on_other_errors(client: TGI, server: FakeServer) -> None:
+    server.fail_next(1, status=401)
+    with pytest.raises(asyncllm.AuthenticationError):
+        await client.health()
+
+
+async def test_tokenize(client: TGI, server: FakeServer) -> None:
+    tokens = await client.tokenize("to ken")
+    assert [(t.text, t.start, t.stop) for t in tokens] == [("to", 0, 2), (" ken", 2, 6)]
+    assert sent(server, "/tokenize") == {"inputs": "to ken"}
+
+
+async def test_chat_body_follows_tgi(client: TGI, server: FakeServer) -> None:
+    class Answer(BaseModel):
+        city: str
+
+    await client.chat(
+        [{"role": "user", "content": "x"}], model="tgi", stop="END", response_format=Answer
+    )
+    body = sent(server, "/v1/chat/completions")
+    assert body["stop"] == ["END"]
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["value"]["name"] == "Answer"
+    assert "json_schema" not in body["response_format"]
+
+
+# -- what we send follows the published schema ---------------------------------------------------
+
+
+def _nullable_to_anyof(node: Any) -> Any:
+    """OpenAPI 3.0's ``nullable`` in JSON Schema terms (SOURCES.md: some nodes have no type)."""
+    if isinstance(node, list):
+        return [_nullable_to_anyof(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _nullable_to_anyof(v) for k, v in node.items()}
+    if node.pop("nullable", False):
+        return {"anyOf": [node, {"type": "null"}]}
+    return node
+
+
+def request_validator(spec: Path, path: str) -> jsonschema.Draft202012Validator:
+    document = json.loads(spec.read_text())
+    ref = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    root = {
+        "$ref": ref["$ref"],
+        "components": _nullable_to_anyof(copy.deepcopy(document))["components"],
+    }
+    return jsonschema.Draft202012Validator(root)
+
+
+def test_schema_validator_can_fail() -> None:
+    validator = request_validator(SPEC, "/generate")
+    assert list(validator.iter_errors({"parameters": {}}))  # no inputs
+    assert list(validator.iter_errors({"inputs": "x", "parameters": {"temperature": 0}}))
+    assert list(validator.iter_errors({"inputs": "x", "parameters": {"top_p": 1.5}}))
+    assert list(validator.iter_errors({"inputs": "x", "parameters": {"grammar": {"type": "x"}}}))
+    assert not list(validator.iter_errors({"inputs": "x", "parameters": {"grammar": None}}))
+
+
+async def test_generate_bodies_follow_the_openapi_schema(client: TGI, server: FakeServer) -> None:
+    validator = request_validator(SPEC, "/generate")
+    await client.generate("plain")
+    await client.generate(
+        "all",
+        max_new_tokens=5,
+        temperature=0.7,
+        top_p=1,
+        top_k=3,
+        typical_p=0.5,
+        repetition_penalty=1.2,
+        frequency_penalty=-1.5,
+        stop=["x", "y", "z", "w"],
+        seed=1,
+        do_sample=False,
+        truncate=0,
+        return_full_text=True,
+        details=False,
+        decoder_input_details=False,
+        top_n_tokens=3,
+        watermark=True,
+        grammar={"type": "json_schema", "value": {"name": "n", "schema": {"type": "object"}}},
+        best_of=1,
+        adapter_id="a",
+    )
+    async with client.stream_generate("s", grammar={"type": "json", "value": {}}) as stream:
+        async for _ in stream:
+            pass
+    bodies = [r.json for r in server.requests if r.path in ("/generate", "/generate_stream")]
+    assert len(bodies) == 3
+    for body in bodies:
+        validator.validate(body)
