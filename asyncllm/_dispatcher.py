@@ -268,15 +268,29 @@ class Lane:
                 waiter.set_result(None)
                 return
 
-    async def acquire(self, priority: int, request_id: str, deadline_at: float | None) -> bool:
-        """Wait for a slot; returns whether it is a half-open probe."""
+    def acquire_nowait(self, request_id: str) -> bool | None:
+        """A slot at once if one is free and nothing waits (the probe flag), else None.
+
+        Raises as ``acquire`` does when the lane is closed or its breaker open; the callers on the
+        hot path try this first, so a call that need not wait creates no coroutine for it.
+        """
         if self.closed:
             raise ClientClosedError("client is closed", backend=self.name, request_id=request_id)
         if self.breaker.state is BreakerState.OPEN:
             raise self.circuit_error(request_id)
-        probe = self._grant_fast()
+        return self._grant_fast()
+
+    async def acquire(self, priority: int, request_id: str, deadline_at: float | None) -> bool:
+        """Wait for a slot; returns whether it is a half-open probe."""
+        probe = self.acquire_nowait(request_id)
         if probe is not None:
             return probe
+        return await self.acquire_queued(priority, request_id, deadline_at)
+
+    async def acquire_queued(
+        self, priority: int, request_id: str, deadline_at: float | None
+    ) -> bool:
+        """The waiting half of ``acquire``, for a caller whose ``acquire_nowait`` gave None."""
         if self.queued >= self.limits.queue_size:
             await self._wait_for_room(request_id, deadline_at)
         loop = asyncio.get_running_loop()
@@ -578,7 +592,9 @@ class Dispatcher:
         schedule: BackoffSchedule | None = None
         try:
             while True:
-                probe = await lane.acquire(priority, rid, deadline_at)
+                probe = lane.acquire_nowait(rid)
+                if probe is None:
+                    probe = await lane.acquire_queued(priority, rid, deadline_at)
                 record.attempts += 1
                 record.status = RequestStatus.RUNNING
                 if record.started_at is None:
@@ -644,7 +660,9 @@ class Dispatcher:
         schedule: BackoffSchedule | None = None
         try:
             while True:
-                probe = await lane.acquire(priority, rid, deadline_at)
+                probe = lane.acquire_nowait(rid)
+                if probe is None:
+                    probe = await lane.acquire_queued(priority, rid, deadline_at)
                 record.attempts += 1
                 record.status = RequestStatus.RUNNING
                 if record.started_at is None:
