@@ -521,3 +521,21 @@ async def test_a_call_in_backoff_holds_no_slot() -> None:
 def flaky_id(dispatcher: asyncllm.Dispatcher) -> str:
     records = [r for rs in dispatcher.tracker._by_id.values() for r in rs]
     return next(r.request_id for r in records if r.attempts == 1 and r.status.value == "retrying")
+
+
+async def test_cancelling_a_running_and_a_queued_call_in_one_turn() -> None:
+    gate = Gate()
+    c = client(gate, max_concurrent_requests=1, close_timeout=0.1)
+    running = asyncio.create_task(c.chat(msg("running"), model="m"))
+    await settle()
+    queued = asyncio.create_task(c.chat(msg("queued"), model="m"))
+    await settle()
+    running.cancel()
+    queued.cancel()  # its future is cancelled now; its task only notices on its next step
+    await asyncio.gather(running, queued, return_exceptions=True)
+    stats = c.dispatcher.stats()["openai"]
+    assert (stats.in_flight, stats.queued, stats.cancelled) == (0, 0, 2)
+    gate.release.set()
+    assert (await c.chat(msg("after"), model="m")).text == "ok"
+    assert gate.arrived == ["running", "after"]
+    await c.aclose()
