@@ -7,6 +7,7 @@ variables, auth headers, how bodies are built and how answers and errors are rea
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -72,6 +73,11 @@ def _env(names: tuple[str, ...]) -> str | None:
         if value:
             return value
     return None
+
+
+async def _build(data: Callable[[], Any]) -> Any:
+    value = data()
+    return await value if inspect.isawaitable(value) else value
 
 
 def _check_base_url(url: str) -> str:
@@ -346,7 +352,10 @@ class BaseClient:
         data: Callable[[], Any] | None = None,
     ) -> T:
         """One JSON exchange through the dispatcher. ``parse`` gets the decoded body (or the raw
-        bytes with ``raw_body``) and ``request_id`` is always set on what it returns or raises."""
+        bytes with ``raw_body``) and ``request_id`` is always set on what it returns or raises.
+
+        ``data`` builds a non-JSON body (say, a multipart form) anew for every attempt, since a
+        sent form is spent; it may be a coroutine function."""
         content = None if body is None else self._encode(body)
         deadline = _timeout_value("deadline", deadline)
         per_attempt = self._call_timeout(timeout)
@@ -362,7 +371,7 @@ class BaseClient:
                 params,
                 extra_headers,
                 lane=lane,
-                data=None if data is None else data(),
+                data=None if data is None else await _build(data),
             )
             try:
                 raw = await response.read(self.max_response_bytes)
@@ -405,6 +414,7 @@ class BaseClient:
         timeout: float | None = None,
         deadline: float | None = None,
         extra_headers: Mapping[str, str] | None = None,
+        data: Callable[[], Any] | None = None,
     ) -> Stream[T]:
         """A streamed exchange: ``decode`` turns the open response into items as they arrive."""
         content = None if body is None else self._encode(body)
@@ -415,7 +425,15 @@ class BaseClient:
 
         async def open_stream(a: Attempt) -> AsyncIterator[T]:
             response = await self._send(
-                a, method, path, content, params, extra_headers, stream=True, lane=lane
+                a,
+                method,
+                path,
+                content,
+                params,
+                extra_headers,
+                stream=True,
+                lane=lane,
+                data=None if data is None else await _build(data),
             )
             meta = Meta(
                 request_id,

@@ -24,8 +24,7 @@ from typing import Any, ClassVar, TypeVar, Union
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from .._context import _request_id, new_request_id
-from .._dispatcher import Attempt, Dispatcher, Priority, Stream, get_dispatcher
+from .._dispatcher import Dispatcher, Priority, Stream, get_dispatcher
 from .._exceptions import (
     APIError,
     ClientClosedError,
@@ -44,7 +43,6 @@ from ._base import (
     BaseClient,
     Meta,
     _check_base_url,
-    _timeout_value,
     check_int,
     check_number,
     merge_extra,
@@ -220,55 +218,6 @@ class _OPEAService(BaseClient):
                 etype = str(detail[0].get("type")) if detail[0].get("type") else None
             return _detail_text(detail), etype, None
         return super()._error_details(payload)
-
-    def _stream_form(
-        self,
-        operation: str,
-        path: str,
-        decode: Callable[[Response, Meta], AsyncIterator[T]],
-        fields: Mapping[str, Any],
-        files: list[_CheckedFile],
-        *,
-        priority: int,
-        timeout: float | None,
-        deadline: float | None,
-        extra_headers: Mapping[str, str] | None,
-    ) -> Stream[T]:
-        """``BaseClient._stream`` for a multipart body: the files are read on the first
-        attempt and the form is built anew for every attempt (a sent FormData is spent)."""
-        deadline = _timeout_value("deadline", deadline)
-        per_attempt = self._call_timeout(timeout)
-        request_id = _request_id.get() or new_request_id()
-        lane = self._get_lane()
-        build: list[Callable[[], aiohttp.FormData]] = []
-
-        async def open_stream(a: Attempt) -> AsyncIterator[T]:
-            if not build:
-                build.append(_form_builder(fields, await _read_files(files)))
-            response = await self._send(
-                a, "POST", path, None, None, extra_headers, stream=True, data=build[0](), lane=lane
-            )
-            meta = Meta(
-                request_id,
-                self._server_request_id(response.headers),
-                response.headers,
-                response.status,
-            )
-            try:
-                async for item in decode(response, meta):
-                    yield item
-            finally:
-                response.close()
-
-        return self.dispatcher.stream(
-            lane,
-            operation,
-            open_stream,
-            priority=priority,
-            timeout=per_attempt,
-            deadline=deadline,
-            request_id=request_id,
-        )
 
     async def health(
         self, *, priority: int, timeout: float | None, deadline: float | None
@@ -1258,12 +1207,20 @@ class OPEA:
                 operation, path, body, extra_headers, priority, timeout, deadline
             )
         gateway = self._gateway
-        return gateway._stream_form(
+        built: list[Callable[[], aiohttp.FormData]] = []
+
+        async def form() -> aiohttp.FormData:
+            # The files are read once, on the first attempt; the form is new for each attempt.
+            if not built:
+                built.append(_form_builder(body, await _read_files(checked)))
+            return built[0]()
+
+        return gateway._stream(
             operation,
+            "POST",
             path,
             gateway.decode_stream,
-            body,
-            checked,
+            data=form,
             priority=priority,
             timeout=timeout,
             deadline=deadline,
