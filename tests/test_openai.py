@@ -322,3 +322,21 @@ async def test_stream_carries_tool_call_deltas_and_usage(asyncllm_server: FakeSe
     assert "".join(d.arguments for d in deltas) == '{"city": "test"}'
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens
     assert any(ch.finish_reason == "tool_calls" for ch in chunks)
+
+
+async def test_default_model_on_the_client() -> None:
+    sent: list[Any] = []
+
+    def handler(request: Any) -> MockResponse:
+        sent.append(request.json()["model"])
+        return ok()
+
+    c = mock_client(handler, model="gpt-default")
+    await c.chat([{"role": "user", "content": "x"}])
+    await c.chat([{"role": "user", "content": "x"}], model="gpt-other")
+    assert sent == ["gpt-default", "gpt-other"]
+    await c.aclose()
+    bare = mock_client(handler)
+    with pytest.raises(asyncllm.ConfigurationError, match="model"):
+        await bare.chat([{"role": "user", "content": "x"}])
+    await bare.aclose()

@@ -97,6 +97,8 @@ def _timeout_value(name: str, value: float | None) -> float | None:
 class BaseClient:
     """The shared part of every client. Create once, use from many tasks, ``await aclose()``.
 
+    ``model`` sets the model used by calls that do not name one.
+
     Every call takes ``priority`` (lower first), ``timeout`` (seconds per attempt; ``math.inf``
     for none) and ``deadline`` (seconds for the whole call, retries and queueing included).
     """
@@ -113,6 +115,7 @@ class BaseClient:
         api_key: str | SecretStr | None = None,
         base_url: str | None = None,
         name: str | None = None,
+        model: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_retries: int | None = None,
@@ -140,6 +143,7 @@ class BaseClient:
             )
         self.base_url = _check_base_url(url)
         self.name = name or self.backend
+        self.model = None if model is None else check_model(model)
         self.timeout = _timeout_value("timeout", timeout)
         retry = retry or RetryConfig()
         if max_retries is not None:
@@ -162,6 +166,16 @@ class BaseClient:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
+
+    def _model(self, model: str | None) -> str:
+        """The call's model, or the one the client was made with."""
+        if model is None:
+            if self.model is None:
+                raise ConfigurationError(
+                    f"give model=, or make the client with {type(self).__name__}(model=...)"
+                )
+            return self.model
+        return check_model(model)
 
     # -- hooks for backends -------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ from ._base import (
     BaseClient,
     Meta,
     check_int,
-    check_model,
     check_number,
     check_stop,
     merge_extra,
@@ -161,7 +160,7 @@ class OpenAICompatible(BaseClient):
         self,
         messages: Any,
         *,
-        model: str,
+        model: str | None,
         temperature: float | None,
         top_p: float | None,
         max_tokens: int | None,
@@ -183,7 +182,7 @@ class OpenAICompatible(BaseClient):
         if user is not None and not isinstance(user, str):
             raise ConfigurationError("user must be a string")
         body: dict[str, Any] = {
-            "model": check_model(model),
+            "model": self._model(model),
             "messages": normalize_messages(messages),
         }
         optional = {
@@ -228,7 +227,7 @@ class OpenAICompatible(BaseClient):
         self,
         messages: Sequence[Mapping[str, Any] | BaseModel],
         *,
-        model: str,
+        model: str | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
         max_tokens: int | None = None,
@@ -278,7 +277,7 @@ class OpenAICompatible(BaseClient):
         self,
         messages: Sequence[Mapping[str, Any] | BaseModel],
         *,
-        model: str,
+        model: str | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
         max_tokens: int | None = None,
@@ -389,7 +388,7 @@ class OpenAICompatible(BaseClient):
         self,
         inputs: str | Sequence[str],
         *,
-        model: str,
+        model: str | None = None,
         dimensions: int | None = None,
         user: str | None = None,
         extra_body: Mapping[str, Any] | None = None,
@@ -405,7 +404,7 @@ class OpenAICompatible(BaseClient):
             raise ConfigurationError("inputs must be a non-empty list of strings")
         check_int("dimensions", dimensions, 1)
         body: dict[str, Any] = {
-            "model": check_model(model),
+            "model": self._model(model),
             "input": list(inputs),
             "encoding_format": "float",
         }

@@ -388,7 +388,7 @@ class _LLM(_OPEAService, OpenAICompatible):
     # OPEA's LLM service fills in its own model (LLM_MODEL_ID) when none is sent.
     _NO_MODEL = "\x00opea-default-model"
 
-    def _chat_body(self, messages: Any, *, model: str, **kwargs: Any) -> dict[str, Any]:
+    def _chat_body(self, messages: Any, *, model: str | None, **kwargs: Any) -> dict[str, Any]:
         body = super()._chat_body(messages, model=model, **kwargs)
         if body.get("model") is self._NO_MODEL:
             del body["model"]

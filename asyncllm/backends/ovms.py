@@ -23,10 +23,10 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._dispatcher import Priority, Stream
+from .._dispatcher import Priority
 from .._exceptions import APIStatusError, ConfigurationError
-from .._models import ChatChunk, ChatResponse, EmbeddingResponse, Usage
-from ._base import Meta, check_int, check_model, check_number, check_stop, merge_extra
+from .._models import Usage
+from ._base import Meta, check_int, check_number, check_stop, merge_extra
 from ._openai_compat import OpenAICompatible
 
 __all__ = [
@@ -604,9 +604,8 @@ class OVMS(OpenAICompatible):
         version: int | str | None = None,
         **kwargs: Any,
     ) -> None:
-        self.model = None if model is None else check_model(model)
         self.version = None if version is None else self._check_version(version)
-        super().__init__(api_key=api_key, base_url=base_url, **kwargs)
+        super().__init__(api_key=api_key, base_url=base_url, model=model, **kwargs)
 
     def __repr__(self) -> str:
         return (
@@ -628,11 +627,7 @@ class OVMS(OpenAICompatible):
 
     def _servable(self, model: str | None, version: int | str | None, api: str) -> str:
         """``/{api}/models/{name}[/versions/{v}]``; the name is %-quoted (OVMS names hold '/')."""
-        if model is None:
-            if self.model is None:
-                raise ConfigurationError("give model= (or pin it with OVMS(model=...))")
-            model = self.model
-        name = quote(check_model(model), safe="")
+        name = quote(self._model(model), safe="")
         chosen = self.version if version is None else self._check_version(version)
         path = f"/{api}/models/{name}"
         return path if chosen is None else f"{path}/versions/{chosen}"
@@ -948,125 +943,6 @@ class OVMS(OpenAICompatible):
 
     # -- OpenAI-style extras under /v3 -----------------------------------------------------------
 
-    def _llm_model(self, model: str | None) -> str:
-        if model is None:
-            if self.model is None:
-                raise ConfigurationError("give model= (or pin it with OVMS(model=...))")
-            return self.model
-        return check_model(model)
-
-    async def chat(
-        self,
-        messages: Sequence[Mapping[str, Any] | BaseModel],
-        *,
-        model: str | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        tools: Sequence[Any] | None = None,
-        tool_choice: Any = None,
-        response_format: Any = None,
-        user: str | None = None,
-        n: int | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> ChatResponse:
-        """A chat completion on an LLM servable (``/v3/chat/completions``); ``model`` defaults
-        to the client's pinned model."""
-        return await super().chat(
-            messages,
-            model=self._llm_model(model),
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
-            stop=stop,
-            seed=seed,
-            tools=tools,
-            tool_choice=tool_choice,
-            response_format=response_format,
-            user=user,
-            n=n,
-            extra_body=extra_body,
-            extra_headers=extra_headers,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-        )
-
-    def stream_chat(
-        self,
-        messages: Sequence[Mapping[str, Any] | BaseModel],
-        *,
-        model: str | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        tools: Sequence[Any] | None = None,
-        tool_choice: Any = None,
-        response_format: Any = None,
-        user: str | None = None,
-        n: int | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> Stream[ChatChunk]:
-        """Chat chunks as they arrive (SSE). The usage chunk comes only from continuous-batching
-        servables, as OVMS documents."""
-        return super().stream_chat(
-            messages,
-            model=self._llm_model(model),
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
-            stop=stop,
-            seed=seed,
-            tools=tools,
-            tool_choice=tool_choice,
-            response_format=response_format,
-            user=user,
-            n=n,
-            extra_body=extra_body,
-            extra_headers=extra_headers,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-        )
-
-    async def embed(
-        self,
-        inputs: str | Sequence[str],
-        *,
-        model: str | None = None,
-        dimensions: int | None = None,
-        user: str | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> EmbeddingResponse:
-        """Embeddings from an embeddings servable (``/v3/embeddings``), in input order."""
-        return await super().embed(
-            inputs,
-            model=self._llm_model(model),
-            dimensions=dimensions,
-            user=user,
-            extra_body=extra_body,
-            extra_headers=extra_headers,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-        )
-
     async def completions(
         self,
         prompt: str,
@@ -1095,7 +971,7 @@ class OVMS(OpenAICompatible):
         check_int("n", n, 1)
         if echo is not None and not isinstance(echo, bool):
             raise ConfigurationError("echo must be a bool")
-        body: dict[str, Any] = {"model": self._llm_model(model), "prompt": prompt}
+        body: dict[str, Any] = {"model": self._model(model), "prompt": prompt}
         optional = {
             "max_tokens": max_tokens,
             "temperature": temperature,
@@ -1162,7 +1038,7 @@ class OVMS(OpenAICompatible):
         if return_documents is not None and not isinstance(return_documents, bool):
             raise ConfigurationError("return_documents must be a bool")
         body: dict[str, Any] = {
-            "model": self._llm_model(model),
+            "model": self._model(model),
             "query": query,
             "documents": list(documents),
         }

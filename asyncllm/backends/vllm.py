@@ -235,7 +235,7 @@ class VLLM(OpenAICompatible):
         self,
         messages: Sequence[Mapping[str, Any] | BaseModel],
         *,
-        model: str,
+        model: str | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
         max_tokens: int | None = None,
@@ -292,7 +292,7 @@ class VLLM(OpenAICompatible):
         self,
         messages: Sequence[Mapping[str, Any] | BaseModel],
         *,
-        model: str,
+        model: str | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
         max_tokens: int | None = None,
@@ -348,7 +348,7 @@ class VLLM(OpenAICompatible):
         self,
         prompt: str | Sequence[str],
         *,
-        model: str,
+        model: str | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
@@ -377,7 +377,7 @@ class VLLM(OpenAICompatible):
         check_int("n", n, 1)
         if echo is not None and not isinstance(echo, bool):
             raise ConfigurationError("echo must be a bool")
-        body: dict[str, Any] = {"model": check_model(model), "prompt": _strings("prompt", prompt)}
+        body: dict[str, Any] = {"model": self._model(model), "prompt": _strings("prompt", prompt)}
         optional = {
             "max_tokens": max_tokens,
             "temperature": temperature,
