@@ -440,3 +440,12 @@ async def test_generate_bodies_follow_the_openapi_schema(client: TGI, server: Fa
     assert len(bodies) == 3
     for body in bodies:
         validator.validate(body)
+
+
+async def test_chat_needs_no_model_name() -> None:
+    async with FakeServer("tgi") as server:
+        client = asyncllm.TGI(base_url=server.url())
+        r = await client.chat([{"role": "user", "content": "no model"}])
+        await client.aclose()
+    assert r.text == "echo: no model"
+    assert server.requests[-1].json["model"] == "tgi"

@@ -240,7 +240,8 @@ class TGI(OpenAICompatible):
     """``TGI(base_url=None, api_key=None)``: base from ``TGI_BASE_URL`` (required: TGI is
     self-hosted or an Inference Endpoint), Bearer token from ``HF_TOKEN`` or ``HF_API_TOKEN``.
 
-    Chat and stream_chat are OpenAI-shaped; TGI ignores ``model`` (any name, say "tgi", will do).
+    Chat and stream_chat are OpenAI-shaped. TGI serves one model and ignores the name, so
+    ``model`` defaults to "tgi".
     """
 
     backend: ClassVar[str] = "tgi"
@@ -251,6 +252,7 @@ class TGI(OpenAICompatible):
     models_path: ClassVar[str] = "/v1/models"
 
     def __init__(self, base_url: str | None = None, api_key: Any = None, **kwargs: Any) -> None:
+        kwargs.setdefault("model", "tgi")
         super().__init__(api_key=api_key, base_url=base_url, **kwargs)
 
     # -- errors ----------------------------------------------------------------------------------
