@@ -102,7 +102,27 @@ class _AiohttpResponse(Response):
                 f"response body of {length} bytes exceeds the {limit}-byte limit",
                 status_code=self.status,
             )
-        return await super().read(limit)
+        # Response.read over iter_bytes, without an async generator per response.
+        content = self._resp.content
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                chunk = await content.readany()
+            except aiohttp.EofStream:
+                chunk = b""
+            except (aiohttp.ClientError, ConnectionError) as exc:
+                raise _connection_error(exc) from exc
+            except asyncio.TimeoutError as exc:
+                raise APITimeoutError("timed out reading the response") from exc
+            if not chunk:
+                return b"".join(parts)
+            size += len(chunk)
+            if size > limit:
+                raise ResponseValidationError(
+                    f"response body exceeds the {limit}-byte limit", status_code=self.status
+                )
+            parts.append(chunk)
 
     def close(self) -> None:
         self._resp.release() if self._resp.content.at_eof() else self._resp.close()
