@@ -55,6 +55,8 @@ from .._transport import (
 T = TypeVar("T")
 
 ERROR_BODY_LIMIT = 64 * 1024
+# Made once: json.dumps with non-default options builds a new encoder on every call.
+_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,9 +243,7 @@ class BaseClient:
     @staticmethod
     def _encode(body: Any) -> bytes:
         try:
-            return json.dumps(
-                body, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-            ).encode()
+            return _JSON_ENCODER.encode(body).encode()
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"request body cannot be sent as JSON: {exc}") from exc
 
