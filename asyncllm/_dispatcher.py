@@ -293,27 +293,46 @@ class Lane:
         """The waiting half of ``acquire``, for a caller whose ``acquire_nowait`` gave None."""
         if self.queued >= self.limits.queue_size:
             await self._wait_for_room(request_id, deadline_at)
+        job = self.enqueue(priority, request_id)
+        try:
+            return await self.wait_job(job, deadline_at)
+        except BaseException as exc:
+            replaced = self.abandon(job, exc)
+            if replaced is not None:
+                raise replaced from None
+            raise
+
+    # The three steps of acquire_queued, for Dispatcher.run to take inline: a queued call then
+    # holds one coroutine frame, not two.
+
+    def enqueue(self, priority: int, request_id: str) -> _Job:
+        """Queue a call (there is room); its future gets the probe flag when a slot is its."""
         loop = asyncio.get_running_loop()
         job = _Job(self, priority, next(self.dispatcher._seq), loop.create_future(), request_id)
         self.queued += 1
         self.dispatcher._enqueue(job)
-        try:
-            if deadline_at is None:
-                return await job.future
-            remaining = deadline_at - self.dispatcher.clock()
-            return await asyncio.wait_for(job.future, max(0.0, remaining))
-        except BaseException as exc:
-            future = job.future
-            if future.done() and not future.cancelled() and future.exception() is None:
-                # Granted, but we were cancelled before we could use it.
-                self.release(future.result(), None)
-            elif not (future.done() and not future.cancelled()):
-                self._cancel_job(job)
-            if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, AsyncLLMError):
-                raise APITimeoutError(
-                    "deadline passed while queued", backend=self.name, request_id=request_id
-                ) from None
-            raise
+        return job
+
+    def wait_job(self, job: _Job, deadline_at: float | None) -> Awaitable[bool]:
+        if deadline_at is None:
+            return job.future
+        remaining = deadline_at - self.dispatcher.clock()
+        return asyncio.wait_for(job.future, max(0.0, remaining))
+
+    def abandon(self, job: _Job, exc: BaseException) -> APITimeoutError | None:
+        """Tidy up after a queued call stopped waiting with ``exc``; returns the error to raise
+        instead of it (a deadline passed while queued), or None to re-raise it."""
+        future = job.future
+        if future.done() and not future.cancelled() and future.exception() is None:
+            # Granted, but we were cancelled before we could use it.
+            self.release(future.result(), None)
+        elif not (future.done() and not future.cancelled()):
+            self._cancel_job(job)
+        if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, AsyncLLMError):
+            return APITimeoutError(
+                "deadline passed while queued", backend=self.name, request_id=job.request_id
+            )
+        return None
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -594,7 +613,17 @@ class Dispatcher:
             while True:
                 probe = lane.acquire_nowait(rid)
                 if probe is None:
-                    probe = await lane.acquire_queued(priority, rid, deadline_at)
+                    # Lane.acquire_queued, inline (see Lane.enqueue).
+                    if lane.queued >= lane.limits.queue_size:
+                        await lane._wait_for_room(rid, deadline_at)
+                    job = lane.enqueue(priority, rid)
+                    try:
+                        probe = await lane.wait_job(job, deadline_at)
+                    except BaseException as exc:
+                        replaced = lane.abandon(job, exc)
+                        if replaced is not None:
+                            raise replaced from None
+                        raise
                 record.attempts += 1
                 record.status = RequestStatus.RUNNING
                 if record.started_at is None:
