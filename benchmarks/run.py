@@ -156,6 +156,19 @@ class Contenders:
 
         self._add("raw aiohttp", raw)
 
+        # The same raw call run by the dispatcher (queue, breaker, tracker, retry policy, request
+        # ID): what the dispatcher alone costs under real I/O.
+        dispatcher = Dispatcher()
+        lane = dispatcher.lane("dispatched", limits=LimitsConfig(max(CONCURRENCY), 100_000))
+
+        async def dispatched(i: int) -> str:
+            async def attempt(_: Attempt) -> str:
+                return await raw(i)
+
+            return await dispatcher.run(lane, "chat", attempt)
+
+        self._add("aiohttp in Dispatcher.run", dispatched)
+
         client = asyncllm.OpenAI(
             api_key=KEY,
             base_url=url,
