@@ -144,10 +144,15 @@ class Lane:
         """Take a slot at once if nothing is waiting; returns the probe flag, or None if not."""
         if self.queued or self.in_flight >= self.limits.max_concurrent_requests:
             return None
-        if not self.breaker.allows():
+        breaker = self.breaker
+        if breaker._state is BreakerState.CLOSED:
+            # The common case, read without the state property: closed allows, and is no probe.
+            self.in_flight += 1
+            return False
+        if not breaker.allows():
             return None
         self.in_flight += 1
-        return self.breaker.acquire()
+        return breaker.acquire()
 
     def _park(self, job: _Job) -> None:
         if job.cancelled:
@@ -276,7 +281,8 @@ class Lane:
         """
         if self.closed:
             raise ClientClosedError("client is closed", backend=self.name, request_id=request_id)
-        if self.breaker.state is BreakerState.OPEN:
+        breaker = self.breaker
+        if breaker._state is not BreakerState.CLOSED and breaker.state is BreakerState.OPEN:
             raise self.circuit_error(request_id)
         return self._grant_fast()
 
