@@ -68,7 +68,7 @@ def rss() -> int:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
-        import psutil
+        import psutil  # type: ignore[import-untyped]
 
         return int(psutil.Process().memory_info().rss)
 
@@ -199,7 +199,7 @@ class Contenders:
         if importlib.util.find_spec("litellm") is None:
             self.missing["litellm"] = "not installed"
         else:
-            import litellm
+            litellm: Any = importlib.import_module("litellm")
 
             async def lite(i: int) -> str:
                 r = await litellm.acompletion(
@@ -482,9 +482,9 @@ async def bench_streaming(url: str, sizes: Sizes) -> None:
             first = 0.0
             count = 0
             parts: list[str] = []
-            stream = await sdk.chat.completions.create(
+            stream = await sdk.chat.completions.create(  # type: ignore[call-overload]
                 model="m",
-                messages=messages,  # type: ignore[arg-type]
+                messages=messages,
                 stream=True,
                 stream_options={"include_usage": True},
             )
@@ -569,14 +569,13 @@ async def child_queued(kind: str, n: int) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[None] = loop.create_future()
     # Warm every code path once, so that first-use allocations are not counted per call.
-    warm = asyncio.Event()
     warm_tasks = [asyncio.ensure_future(bare(loop.create_future())) for _ in range(2)]
     for t in warm_tasks:
         t.cancel()
     await asyncio.gather(*warm_tasks, return_exceptions=True)
-    del warm
     gc.collect()
     before = rss()
+    tasks: list[asyncio.Future[Any]]
     if kind == "bare":
         tasks = [asyncio.ensure_future(bare(future)) for _ in range(n)]
     elif kind == "dispatcher":
