@@ -245,6 +245,8 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
             item = message.to_dict()
         elif isinstance(message, BaseModel):
             item = message.model_dump(exclude_none=True)
+        elif type(message) is dict and "tool_calls" not in message:
+            item = message  # sent as it is: nothing below changes it
         elif isinstance(message, Mapping):
             item = dict(message)
         else:

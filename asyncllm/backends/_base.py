@@ -405,7 +405,7 @@ class BaseClient:
                 raise self._validation_error(exc, raw, request_id) from exc
             return self._parse(parse, payload, meta)
 
-        return await self.dispatcher.run(
+        return await lane.dispatcher.run(
             lane,
             operation,
             attempt,
@@ -461,7 +461,7 @@ class BaseClient:
             finally:
                 response.close()
 
-        return self.dispatcher.stream(
+        return lane.dispatcher.stream(
             lane,
             operation,
             open_stream,

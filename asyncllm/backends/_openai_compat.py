@@ -174,32 +174,40 @@ class OpenAICompatible(BaseClient):
         extra_body: Mapping[str, Any] | None,
         stream: bool,
     ) -> dict[str, Any]:
-        check_number("temperature", temperature, 0, 2)
-        check_number("top_p", top_p, 0, 1)
-        check_int("max_tokens", max_tokens, 1)
-        check_int("seed", seed)
-        check_int("n", n, 1)
-        if user is not None and not isinstance(user, str):
-            raise ConfigurationError("user must be a string")
         body: dict[str, Any] = {
             "model": self._model(model),
             "messages": normalize_messages(messages),
         }
-        optional = {
-            "temperature": temperature,
-            "top_p": top_p,
-            "max_tokens": max_tokens,
-            "stop": check_stop(stop),
-            "seed": seed,
-            "user": user,
-            "n": n,
-            "response_format": response_format_body(response_format),
-            "tool_choice": tool_choice_body(tool_choice),
-        }
-        body.update((k, v) for k, v in optional.items() if v is not None)
-        coerced = coerce_tools(tools)
-        if coerced:
-            body["tools"] = [t.to_openai() for t in coerced]
+        # Each optional parameter is checked, and sent, only when given.
+        if temperature is not None:
+            check_number("temperature", temperature, 0, 2)
+            body["temperature"] = temperature
+        if top_p is not None:
+            check_number("top_p", top_p, 0, 1)
+            body["top_p"] = top_p
+        if max_tokens is not None:
+            check_int("max_tokens", max_tokens, 1)
+            body["max_tokens"] = max_tokens
+        if stop is not None:
+            body["stop"] = check_stop(stop)
+        if seed is not None:
+            check_int("seed", seed)
+            body["seed"] = seed
+        if user is not None:
+            if not isinstance(user, str):
+                raise ConfigurationError("user must be a string")
+            body["user"] = user
+        if n is not None:
+            check_int("n", n, 1)
+            body["n"] = n
+        if response_format is not None:
+            body["response_format"] = response_format_body(response_format)
+        if tool_choice is not None:
+            body["tool_choice"] = tool_choice_body(tool_choice)
+        if tools is not None:
+            coerced = coerce_tools(tools)
+            if coerced:
+                body["tools"] = [t.to_openai() for t in coerced]
         if stream:
             body["stream"] = True
             if self.stream_usage:
