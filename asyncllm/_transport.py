@@ -21,6 +21,7 @@ from ._exceptions import (
     APIConnectionError,
     APITimeoutError,
     ClientClosedError,
+    ConfigurationError,
     ResponseValidationError,
 )
 
@@ -141,6 +142,7 @@ class AiohttpTransport(Transport):
         self._connect_timeout = connect_timeout
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._timeouts: dict[tuple[float | None, bool], aiohttp.ClientTimeout] = {}
 
@@ -148,8 +150,16 @@ class AiohttpTransport(Transport):
         if self._closed:
             raise ClientClosedError("transport is closed")
         session = self._session
+        loop = asyncio.get_running_loop()
+        if session is not None and self._loop is not loop:
+            # aiohttp sessions and their sockets belong to one loop; a silent switch would hang
+            # or fail deep inside aiohttp.
+            raise ConfigurationError(
+                "this client was first used on another event loop; make one client per loop"
+            )
         if session is None or session.closed:
             connector = aiohttp.TCPConnector(limit=self._limit, enable_cleanup_closed=False)
+            self._loop = loop
             session = self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),

@@ -340,3 +340,20 @@ async def test_default_model_on_the_client() -> None:
     with pytest.raises(asyncllm.ConfigurationError, match="model"):
         await bare.chat([{"role": "user", "content": "x"}])
     await bare.aclose()
+
+
+def test_a_client_belongs_to_one_event_loop() -> None:
+    async def serve_and_call(c: asyncllm.OpenAI) -> str:
+        async with FakeServer("openai") as server:
+            c.base_url = server.url("/v1")
+            return (await c.chat([{"role": "user", "content": "loop"}], model="m")).text
+
+    c = asyncllm.OpenAI(api_key="k", base_url="http://127.0.0.1:9/v1")
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(serve_and_call(c)) == "echo: loop"
+        with pytest.raises(asyncllm.ConfigurationError, match="event loop"):
+            asyncio.run(serve_and_call(c))
+        loop.run_until_complete(c.aclose())
+    finally:
+        loop.close()
