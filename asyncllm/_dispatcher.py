@@ -546,10 +546,12 @@ class Dispatcher:
         error: APIError,
         schedule: BackoffSchedule,
         deadline_at: float | None,
+        max_retries: int | None = None,
     ) -> None:
         """Wait out the backoff (without a slot), or raise ``error`` if we must not retry."""
         retry = lane.retry
-        if not is_retryable(error) or record.attempts > retry.max_retries:
+        limit = retry.max_retries if max_retries is None else max_retries
+        if not is_retryable(error) or record.attempts > limit:
             raise error
         if error.retry_after is not None and error.retry_after > retry.max_retry_after:
             raise error
@@ -609,8 +611,10 @@ class Dispatcher:
         timeout: float | None = None,
         deadline: float | None = None,
         request_id: str | None = None,
+        max_retries: int | None = None,
     ) -> T:
-        """Run ``attempt`` under the lane's limits, retrying per its policy; returns its result."""
+        """Run ``attempt`` under the lane's limits, retrying per its policy (``max_retries``
+        overrides the lane's count for this call); returns its result."""
         rid = request_id or _request_id.get() or new_request_id()
         record = self._begin(lane, operation, priority, rid)
         deadline_at = None if deadline is None else self.clock() + deadline
@@ -658,7 +662,7 @@ class Dispatcher:
                     ) from error
                 if schedule is None:
                     schedule = BackoffSchedule(lane.retry, self.rng)
-                await self._before_retry(lane, record, error, schedule, deadline_at)
+                await self._before_retry(lane, record, error, schedule, deadline_at, max_retries)
         except BaseException as exc:
             self._finish(lane, record, exc)
             raise

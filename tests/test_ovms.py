@@ -392,7 +392,10 @@ async def test_probe_raises_on_auth_errors(client: OVMS, server: FakeServer) -> 
     with pytest.raises(asyncllm.AuthenticationError):
         await client.server_ready()
     server.fail_next(1, status=500)
-    assert await client.server_ready()  # 500 retried, then fine
+    before = server.request_count
+    assert not await client.server_ready()  # not ready, and a probe is never retried
+    assert server.request_count == before + 1
+    assert await client.server_ready()
 
 
 # -- decoding answers ----------------------------------------------------------------------------

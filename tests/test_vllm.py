@@ -225,15 +225,22 @@ async def test_health_and_version(client: VLLM, server: FakeServer) -> None:
     assert [r.path for r in server.requests] == ["/health", "/version"]
 
 
-async def test_unhealthy_server_raises(server: FakeServer) -> None:
-    client = VLLM(base_url=server.url("/v1"), max_retries=0)
+async def test_unhealthy_server_is_false_and_not_retried(server: FakeServer) -> None:
+    client = VLLM(base_url=server.url("/v1"))
     server.fail_next(1, status=503)
     try:
-        with pytest.raises(asyncllm.InternalServerError) as info:
+        assert await client.health() is False
+        assert server.request_count == 1
+        assert await client.health() is True
+        server.fail_next(1, status=401)
+        with pytest.raises(asyncllm.AuthenticationError):
             await client.health()
+        server.fail_next(1, status=400)
+        with pytest.raises(asyncllm.BadRequestError) as info:
+            await client.version()
     finally:
         await client.aclose()
-    assert info.value.message == "injected 503"  # vLLM's {"error": {"message": ...}} body
+    assert info.value.message == "injected 400"  # vLLM's {"error": {"message": ...}} body
 
 
 async def test_rerank(client: VLLM, server: FakeServer) -> None:

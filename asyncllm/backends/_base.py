@@ -364,6 +364,7 @@ class BaseClient:
         extra_headers: Mapping[str, str] | None = None,
         raw_body: bool = False,
         data: Callable[[], Any] | None = None,
+        max_retries: int | None = None,
     ) -> T:
         """One JSON exchange through the dispatcher. ``parse`` gets the decoded body (or the raw
         bytes with ``raw_body``) and ``request_id`` is always set on what it returns or raises.
@@ -413,7 +414,37 @@ class BaseClient:
             timeout=per_attempt,
             deadline=deadline,
             request_id=request_id,
+            max_retries=max_retries,
         )
+
+    async def _probe(
+        self,
+        operation: str,
+        path: str,
+        *,
+        priority: int,
+        timeout: float | None,
+        deadline: float | None,
+    ) -> bool:
+        """A health or readiness check: True on 2xx, False when the server answers that it is
+        not ready (5xx, or a 4xx such as 404 for an unknown model). Never retried: a probe
+        reports the state now. Auth errors (401, 403, 407), 429 and connection failures raise."""
+        try:
+            return await self._request(
+                operation,
+                "GET",
+                path,
+                lambda payload, meta: True,
+                priority=priority,
+                timeout=timeout,
+                deadline=deadline,
+                raw_body=True,
+                max_retries=0,
+            )
+        except APIStatusError as exc:
+            if exc.status_code in (401, 403, 407, 429):
+                raise
+            return False
 
     def _stream(
         self,

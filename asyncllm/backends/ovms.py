@@ -24,7 +24,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._dispatcher import Priority
-from .._exceptions import APIStatusError, ConfigurationError
+from .._exceptions import ConfigurationError
 from .._models import Usage
 from ._base import Meta, check_int, check_number, check_stop, merge_extra
 from ._openai_compat import OpenAICompatible
@@ -759,31 +759,6 @@ class OVMS(OpenAICompatible):
             deadline=deadline,
         )
 
-    async def _probe(
-        self,
-        operation: str,
-        path: str,
-        priority: int,
-        timeout: float | None,
-        deadline: float | None,
-    ) -> bool:
-        try:
-            return await self._request(
-                operation,
-                "GET",
-                path,
-                lambda payload, meta: True,
-                priority=priority,
-                timeout=timeout,
-                deadline=deadline,
-                raw_body=True,
-            )
-        except APIStatusError as exc:
-            status = exc.status_code or 0
-            if 400 <= status < 500 and status not in (401, 403, 407, 429):
-                return False
-            raise
-
     async def server_live(
         self,
         *,
@@ -791,9 +766,11 @@ class OVMS(OpenAICompatible):
         timeout: float | None = None,
         deadline: float | None = None,
     ) -> bool:
-        """True when the server answers 200 on ``/v2/health/live``, False on a 4xx. Auth errors
-        and 429 still raise; 5xx are retried, then raise."""
-        return await self._probe("server_live", "/v2/health/live", priority, timeout, deadline)
+        """True when the server answers 200 on ``/v2/health/live``, False when it answers that
+        it is not (never retried). Auth errors, 429 and connection failures raise."""
+        return await self._probe(
+            "server_live", "/v2/health/live", priority=priority, timeout=timeout, deadline=deadline
+        )
 
     async def server_ready(
         self,
@@ -803,7 +780,13 @@ class OVMS(OpenAICompatible):
         deadline: float | None = None,
     ) -> bool:
         """True when every model is loaded (``/v2/health/ready`` answers 200); see server_live."""
-        return await self._probe("server_ready", "/v2/health/ready", priority, timeout, deadline)
+        return await self._probe(
+            "server_ready",
+            "/v2/health/ready",
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+        )
 
     async def model_ready(
         self,
@@ -814,9 +797,11 @@ class OVMS(OpenAICompatible):
         timeout: float | None = None,
         deadline: float | None = None,
     ) -> bool:
-        """True when the model (version) can serve; False on a 4xx, unknown models included."""
+        """True when the model (version) can serve; False otherwise, unknown models included."""
         path = self._servable(model, version, "v2") + "/ready"
-        return await self._probe("model_ready", path, priority, timeout, deadline)
+        return await self._probe(
+            "model_ready", path, priority=priority, timeout=timeout, deadline=deadline
+        )
 
     # -- TF-Serving --------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextvars import ContextVar
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -42,7 +41,6 @@ __all__ = [
 
 T = TypeVar("T")
 # Set while health() runs (attempts run in the caller's task): its failures are not retried.
-_probing: ContextVar[bool] = ContextVar("asyncllm_tei_probing", default=False)
 PredictInput = str | tuple[str, str]
 
 
@@ -192,9 +190,7 @@ class TEI(BaseClient):
 
     async def _status_error(self, response: Response, request_id: str) -> APIStatusError:
         error = await super()._status_error(response, request_id)
-        if _probing.get():
-            error.should_retry = False  # a health probe reports the state now; never wait
-        elif error.should_retry is None and (error.error_type or "").lower() == "overloaded":
+        if error.should_retry is None and (error.error_type or "").lower() == "overloaded":
             error.should_retry = True
         return error
 
@@ -615,23 +611,8 @@ class TEI(BaseClient):
         timeout: float | None = None,
         deadline: float | None = None,
     ) -> bool:
-        """True when the model can serve. Unhealthy (503) is False, not an error; an error
-        answer to a probe is not retried. Connection and auth failures still raise."""
-        token = _probing.set(True)
-        try:
-            return await self._request(
-                "health",
-                "GET",
-                "/health",
-                lambda payload, meta: True,
-                priority=priority,
-                timeout=timeout,
-                deadline=deadline,
-                raw_body=True,
-            )
-        except APIStatusError as exc:
-            if exc.status_code == 503:
-                return False
-            raise
-        finally:
-            _probing.reset(token)
+        """True when the model can serve, False when the server says it cannot (503); never
+        retried. Connection and auth failures still raise."""
+        return await self._probe(
+            "health", "/health", priority=priority, timeout=timeout, deadline=deadline
+        )

@@ -10,7 +10,6 @@ is always retried), and the same body sent as a stream event becomes the same ty
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextvars import ContextVar
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,7 +48,6 @@ ERROR_TYPE_STATUS: dict[str, int] = {
     "healthcheck": 503,
 }
 # Set while health() runs (attempts run in the caller's task): its failures are not retried.
-_probing: ContextVar[bool] = ContextVar("asyncllm_tgi_probing", default=False)
 MAX_STOP_SEQUENCES = 4  # GenerateParameters.stop.maxItems
 GRAMMAR_TYPES = ("json", "regex", "json_schema")
 
@@ -260,8 +258,6 @@ class TGI(OpenAICompatible):
     async def _status_error(self, response: Response, request_id: str) -> APIStatusError:
         error = retype_error(await super()._status_error(response, request_id))
         assert isinstance(error, APIStatusError)
-        if _probing.get():
-            error.should_retry = False  # a health probe reports the state now; never wait
         return error
 
     def _stream_error(self, payload: Mapping[str, Any], request_id: str) -> APIError:
@@ -528,26 +524,11 @@ class TGI(OpenAICompatible):
         timeout: float | None = None,
         deadline: float | None = None,
     ) -> bool:
-        """True when the server can generate. Unhealthy (503) is False, not an error; an error
-        answer to a probe is not retried. Connection and auth failures still raise."""
-        token = _probing.set(True)
-        try:
-            return await self._request(
-                "health",
-                "GET",
-                "/health",
-                lambda payload, meta: True,
-                priority=priority,
-                timeout=timeout,
-                deadline=deadline,
-                raw_body=True,
-            )
-        except APIStatusError as exc:
-            if exc.status_code == 503:
-                return False
-            raise
-        finally:
-            _probing.reset(token)
+        """True when the model can serve, False when the server says it cannot (503); never
+        retried. Connection and auth failures still raise."""
+        return await self._probe(
+            "health", "/health", priority=priority, timeout=timeout, deadline=deadline
+        )
 
     async def tokenize(
         self,

@@ -506,17 +506,10 @@ class VLLM(OpenAICompatible):
         timeout: float | None = None,
         deadline: float | None = None,
     ) -> bool:
-        """True when the server answers ``/health`` with 200; otherwise the typed error (a
-        503 while the engine is down is retried by the usual policy)."""
-        return await self._request(
-            "health",
-            "GET",
-            self._root("/health"),
-            lambda payload, meta: True,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            raw_body=True,
+        """True when the server answers ``/health`` with 200, False when it answers that the
+        engine is down; never retried. Connection and auth failures raise."""
+        return await self._probe(
+            "health", self._root("/health"), priority=priority, timeout=timeout, deadline=deadline
         )
 
     async def version(
