@@ -206,6 +206,38 @@ class TEI(BaseClient):
                     self.max_client_batch_size = max(1, info.max_client_batch_size)
         return self.max_client_batch_size
 
+    async def _rows(
+        self,
+        operation: str,
+        texts: Sequence[str],
+        options: Mapping[str, Any],
+        row: Callable[[Any], T],
+        *,
+        extra_headers: Mapping[str, str] | None,
+        priority: int,
+        timeout: float | None,
+        deadline: float | None,
+    ) -> tuple[list[T], str]:
+        """``POST /{operation}`` of ``texts`` in batches; one ``row(answer)`` per input, in order."""
+
+        async def run(chunk: Sequence[str], offset: int) -> list[T]:
+            def parse(payload: Any, meta: Meta) -> list[T]:
+                return [row(r) for r in _list_of(len(chunk), payload)]
+
+            return await self._request(
+                operation,
+                "POST",
+                f"/{operation}",
+                parse,
+                body={"inputs": list(chunk), **options},
+                priority=priority,
+                timeout=timeout,
+                deadline=deadline,
+                extra_headers=extra_headers,
+            )
+
+        return await self._batched(texts, run, priority=priority, timeout=timeout)
+
     async def _batched(
         self,
         items: Sequence[Any],
@@ -300,24 +332,16 @@ class TEI(BaseClient):
         if dimensions is not None:
             options["dimensions"] = dimensions
 
-        async def run(chunk: Sequence[str], offset: int) -> list[list[float]]:
-            def parse(payload: Any, meta: Meta) -> list[list[float]]:
-                rows = _list_of(len(chunk), payload)
-                return [[float(x) for x in row] for row in rows]
-
-            return await self._request(
-                "embed",
-                "POST",
-                "/embed",
-                parse,
-                body={"inputs": list(chunk), **options},
-                priority=priority,
-                timeout=timeout,
-                deadline=deadline,
-                extra_headers=extra_headers,
-            )
-
-        vectors, rid = await self._batched(texts, run, priority=priority, timeout=timeout)
+        vectors, rid = await self._rows(
+            "embed",
+            texts,
+            options,
+            lambda row: [float(x) for x in row],
+            extra_headers=extra_headers,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+        )
         return EmbeddingResponse(vectors=vectors, request_id=rid)
 
     async def embed_sparse(
@@ -338,24 +362,16 @@ class TEI(BaseClient):
         if _prompt_name(prompt_name) is not None:
             options["prompt_name"] = prompt_name
 
-        async def run(chunk: Sequence[str], offset: int) -> list[list[TEISparseValue]]:
-            def parse(payload: Any, meta: Meta) -> list[list[TEISparseValue]]:
-                rows = _list_of(len(chunk), payload)
-                return [[TEISparseValue.model_validate(v) for v in row] for row in rows]
-
-            return await self._request(
-                "embed_sparse",
-                "POST",
-                "/embed_sparse",
-                parse,
-                body={"inputs": list(chunk), **options},
-                priority=priority,
-                timeout=timeout,
-                deadline=deadline,
-                extra_headers=extra_headers,
-            )
-
-        vectors, rid = await self._batched(texts, run, priority=priority, timeout=timeout)
+        vectors, rid = await self._rows(
+            "embed_sparse",
+            texts,
+            options,
+            lambda row: [TEISparseValue.model_validate(v) for v in row],
+            extra_headers=extra_headers,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+        )
         return TEISparseEmbeddings(vectors=vectors, request_id=rid)
 
     async def embed_all(
@@ -376,24 +392,16 @@ class TEI(BaseClient):
         if _prompt_name(prompt_name) is not None:
             options["prompt_name"] = prompt_name
 
-        async def run(chunk: Sequence[str], offset: int) -> list[list[list[float]]]:
-            def parse(payload: Any, meta: Meta) -> list[list[list[float]]]:
-                rows = _list_of(len(chunk), payload)
-                return [[[float(x) for x in tok] for tok in row] for row in rows]
-
-            return await self._request(
-                "embed_all",
-                "POST",
-                "/embed_all",
-                parse,
-                body={"inputs": list(chunk), **options},
-                priority=priority,
-                timeout=timeout,
-                deadline=deadline,
-                extra_headers=extra_headers,
-            )
-
-        vectors, rid = await self._batched(texts, run, priority=priority, timeout=timeout)
+        vectors, rid = await self._rows(
+            "embed_all",
+            texts,
+            options,
+            lambda row: [[float(x) for x in tok] for tok in row],
+            extra_headers=extra_headers,
+            priority=priority,
+            timeout=timeout,
+            deadline=deadline,
+        )
         return TEITokenEmbeddings(vectors=vectors, request_id=rid)
 
     async def openai_embed(
