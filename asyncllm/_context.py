@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-import secrets
+import os
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -13,8 +14,17 @@ from ._exceptions import ConfigurationError
 _request_id: ContextVar[str | None] = ContextVar("asyncllm_request_id", default=None)
 
 
+# IDs need to be unique, not secret: a private generator seeded from os.urandom is half the
+# cost of secrets.token_hex. Private, so a caller's random.seed() cannot make IDs repeat, and
+# reseeded in a forked child so that parent and child never share a sequence.
+_ids = random.Random()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ids.seed)
+_bits = _ids.getrandbits
+
+
 def new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+    return f"req_{_bits(96):024x}"
 
 
 def check_header_value(name: str, value: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ._constants import (
     DEFAULT_TRACKER_MAX_RECORDS,
@@ -40,7 +40,6 @@ class RequestRecord:
     started_at: float | None = None
     finished_at: float | None = None
     last_error: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 class RequestTracker:

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from . import _json
 from ._constants import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_LINE_BYTES
 from ._exceptions import (
     APIConnectionError,
@@ -245,7 +246,7 @@ class ServerSentEvent:
 
     def json(self) -> Any:
         try:
-            return json.loads(self.data)
+            return _json.loads(self.data)
         except ValueError as exc:
             raise ResponseValidationError(
                 f"stream event is not JSON: {exc}", body=self.data
@@ -285,6 +286,6 @@ async def iter_ndjson(lines: AsyncIterator[bytes]) -> AsyncIterator[Any]:
         if not line.strip():
             continue
         try:
-            yield json.loads(line)
+            yield _json.loads(line)
         except ValueError as exc:
             raise ResponseValidationError(f"stream line is not JSON: {exc}", body=line) from exc

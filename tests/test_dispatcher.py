@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from typing import Any
 
@@ -331,6 +332,32 @@ async def test_request_id_is_on_log_records(caplog: Any) -> None:
     retry_records = [r for r in caplog.records if "retrying" in r.getMessage()]
     assert retry_records and all(r.request_id == "log-id" for r in retry_records)
     await c.aclose()
+
+
+def test_request_ids_do_not_follow_the_global_random_seed() -> None:
+    from asyncllm._context import new_request_id
+
+    random.seed(7)
+    first = new_request_id()
+    random.seed(7)
+    assert new_request_id() != first
+    assert first.startswith("req_") and len(first) == 28
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_makes_other_request_ids_than_its_parent() -> None:
+    from asyncllm._context import new_request_id
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its first ID and leave at once
+        os.write(write_end, new_request_id().encode())
+        os._exit(0)
+    os.close(write_end)
+    child_id = os.read(read_end, 64).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert child_id.startswith("req_") and child_id != new_request_id()
 
 
 async def test_cancel_while_queued_frees_the_entry() -> None:

@@ -12,12 +12,12 @@ import json
 import math
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr, ValidationError
 
+from .. import _json
 from .._backoff import parse_retry_after
 from .._config import BreakerConfig, LimitsConfig, RetryConfig, check_timeout
 from .._constants import (
@@ -55,12 +55,9 @@ from .._transport import (
 T = TypeVar("T")
 
 ERROR_BODY_LIMIT = 64 * 1024
-# Made once: json.dumps with non-default options builds a new encoder on every call.
-_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-@dataclass(frozen=True, slots=True)
-class Meta:
+class Meta(NamedTuple):
     """What a parser may need besides the body: our request ID and the response headers."""
 
     request_id: str
@@ -243,7 +240,7 @@ class BaseClient:
     @staticmethod
     def _encode(body: Any) -> bytes:
         try:
-            return _JSON_ENCODER.encode(body).encode()
+            return _json.dumps(body)
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"request body cannot be sent as JSON: {exc}") from exc
 
@@ -401,7 +398,7 @@ class BaseClient:
             if raw_body:
                 return self._parse(parse, raw, meta)
             try:
-                payload = json.loads(raw) if raw else None
+                payload = _json.loads(raw) if raw else None
             except ValueError as exc:
                 raise self._validation_error(exc, raw, request_id) from exc
             return self._parse(parse, payload, meta)
