@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ class RequestTracker:
         self._clock = clock
         self._by_id: OrderedDict[str, list[RequestRecord]] = OrderedDict()
         self._count = 0
+        self._next_sweep = -math.inf
 
     def __len__(self) -> int:
         return self._count
@@ -84,11 +86,17 @@ class RequestTracker:
         return list(self._by_id.get(request_id, ()))
 
     def _prune(self, now: float) -> None:
-        horizon = now - self.ttl
         by_id = self._by_id
         while by_id and self._count > self.max_records:
             _, dropped = by_id.popitem(last=False)
             self._count -= len(dropped)
+        # Expiry is swept at most every 1/16 of the TTL: a call need not pay for it.
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.ttl / 16
+            self._expire(now - self.ttl)
+
+    def _expire(self, horizon: float) -> None:
+        by_id = self._by_id
         while by_id:
             first = next(iter(by_id.values()))
             last = first[-1]
@@ -101,4 +109,5 @@ class RequestTracker:
             self._count -= len(first)
 
     def prune(self) -> None:
+        self._next_sweep = -math.inf
         self._prune(self._clock())

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pydantic
 
 import asyncllm
 from asyncllm import Dispatcher, LimitsConfig, Priority
@@ -98,6 +99,30 @@ def table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> N
     print("```")
 
 
+class _ReplyMessage(pydantic.BaseModel):
+    role: str
+    content: str | None = None
+
+
+class _ReplyChoice(pydantic.BaseModel):
+    index: int
+    message: _ReplyMessage
+    finish_reason: str | None = None
+
+
+class _ReplyUsage(pydantic.BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class _Reply(pydantic.BaseModel):
+    id: str
+    model: str
+    choices: list[_ReplyChoice]
+    usage: _ReplyUsage | None = None
+
+
 def message(i: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"q{i}"}]
 
@@ -155,6 +180,16 @@ class Contenders:
             return str(payload["choices"][0]["message"]["content"])
 
         self._add("raw aiohttp", raw)
+
+        # The same raw call with its reply validated into a pydantic model (one pass, from the
+        # bytes): the least any client with typed replies pays on top of raw aiohttp.
+        async def typed(i: int) -> str:
+            body = json.dumps({"model": "m", "messages": message(i)}).encode()
+            async with session.post(url + "/chat/completions", data=body, headers=headers) as r:
+                reply = _Reply.model_validate_json(await r.read())
+            return str(reply.choices[0].message.content)
+
+        self._add("raw aiohttp + typed reply", typed)
 
         # The same raw call run by the dispatcher (queue, breaker, tracker, retry policy, request
         # ID): what the dispatcher alone costs under real I/O.
@@ -238,6 +273,13 @@ async def drive(call: Call, concurrency: int, n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
+async def drive_cpu(call: Call, concurrency: int, n: int) -> tuple[float, float]:
+    """``drive``, and this process's CPU seconds per call during it."""
+    cpu = time.process_time()
+    rate = await drive(call, concurrency, n)
+    return rate, (time.process_time() - cpu) / n
+
+
 def rotated(names: list[str], k: int) -> list[str]:
     k %= len(names)
     return names[k:] + names[:k]
@@ -249,13 +291,15 @@ def rotated(names: list[str], k: int) -> list[str]:
 async def bench_throughput(c: Contenders, sizes: Sizes) -> None:
     rates: dict[tuple[str, int], list[float]] = {}
     ratios: dict[tuple[str, int], list[float]] = {}
+    cpus: dict[tuple[str, int], list[float]] = {}
     for rep in range(sizes.repeats):
         for conc in CONCURRENCY:
             n = max(sizes.calls // 2, conc * 4) if conc == 1 else max(sizes.calls, conc * 4)
             this: dict[str, float] = {}
             for name in rotated(c.names, rep + conc):
-                this[name] = await drive(c.calls[name], conc, n)
+                this[name], cpu = await drive_cpu(c.calls[name], conc, n)
                 rates.setdefault((name, conc), []).append(this[name])
+                cpus.setdefault((name, conc), []).append(cpu * 1e6)
             for name, rate in this.items():
                 ratios.setdefault((name, conc), []).append(rate / this["raw aiohttp"])
     rows = []
@@ -273,6 +317,13 @@ async def bench_throughput(c: Contenders, sizes: Sizes) -> None:
         + [f"c={conc}" for conc in CONCURRENCY]
         + [f"ratio c={conc}" for conc in CONCURRENCY],
         rows,
+    )
+    # Past c=1 the client process runs out of CPU before the server does, so a throughput ratio
+    # is a ratio of CPU per call: this table is where the calls/s above come from.
+    table(
+        "1b. Client CPU per call at the same runs, us (process time / calls)",
+        ["client"] + [f"c={conc}" for conc in CONCURRENCY],
+        [[name] + [spread(cpus[name, conc], "{:.1f}") for conc in CONCURRENCY] for name in c.names],
     )
 
 
