@@ -38,6 +38,7 @@ from asyncllm.testing import MockResponse, MockTransport
 HERE = Path(__file__).resolve().parent
 KEY = "bench-not-a-key"  # never a real key; and no key is ever printed
 CONCURRENCY = (1, 16, 64, 256)
+BACKEND_DELAY = 0.020  # seconds per answer in table 1c
 Call = Callable[[int], Awaitable[str]]
 
 
@@ -54,10 +55,11 @@ class Sizes:
     import_runs: int
     low_calls: int
     high_calls: int
+    rounds: int  # a throughput cell has at least this many calls per task
 
 
-FULL = Sizes(5, 2000, 3000, 20_000, 20, 400, 100_000, 1_000_000, 11, 4000, 200)
-QUICK = Sizes(3, 100, 300, 2000, 4, 200, 10_000, 20_000, 2, 600, 40)
+FULL = Sizes(5, 2000, 3000, 20_000, 20, 400, 100_000, 1_000_000, 11, 4000, 200, 4)
+QUICK = Sizes(3, 100, 300, 2000, 4, 200, 10_000, 20_000, 2, 600, 40, 2)
 
 
 # -- small helpers ---------------------------------------------------------------------------------
@@ -130,9 +132,9 @@ def message(i: int) -> list[dict[str, str]]:
 class ServerProcess:
     """``benchmarks/server.py`` in a child process; it exits when our end of its stdin closes."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, delay: float = 0.0) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "server.py"), "--kind", kind],
+            [sys.executable, str(HERE / "server.py"), "--kind", kind, "--delay", str(delay)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -288,13 +290,19 @@ def rotated(names: list[str], k: int) -> list[str]:
 # -- 1. throughput ---------------------------------------------------------------------------------
 
 
-async def bench_throughput(c: Contenders, sizes: Sizes) -> None:
+async def bench_throughput(
+    c: Contenders,
+    sizes: Sizes,
+    title: str = "1. Throughput, calls/s (loopback, fast server process), and ratio to raw aiohttp",
+    levels: tuple[int, ...] = CONCURRENCY,
+    cpu_title: str | None = "1b. Client CPU per call at the same runs, us (process time / calls)",
+) -> None:
     rates: dict[tuple[str, int], list[float]] = {}
     ratios: dict[tuple[str, int], list[float]] = {}
     cpus: dict[tuple[str, int], list[float]] = {}
     for rep in range(sizes.repeats):
-        for conc in CONCURRENCY:
-            n = max(sizes.calls // 2, conc * 4) if conc == 1 else max(sizes.calls, conc * 4)
+        for conc in levels:
+            n = max(sizes.calls // 2 if conc == 1 else sizes.calls, conc * sizes.rounds)
             this: dict[str, float] = {}
             for name in rotated(c.names, rep + conc):
                 this[name], cpu = await drive_cpu(c.calls[name], conc, n)
@@ -306,24 +314,24 @@ async def bench_throughput(c: Contenders, sizes: Sizes) -> None:
     for name in c.names:
         rows.append(
             [name]
-            + [spread(rates[name, conc]) for conc in CONCURRENCY]
-            + [spread(ratios[name, conc], "{:.2f}") + "x" for conc in CONCURRENCY]
+            + [spread(rates[name, conc]) for conc in levels]
+            + [spread(ratios[name, conc], "{:.2f}") + "x" for conc in levels]
         )
     for name, why in c.missing.items():
-        rows.append([name] + [why] * 2 * len(CONCURRENCY))
+        rows.append([name] + [why] * 2 * len(levels))
     table(
-        "1. Throughput, calls/s (loopback, fast server process), and ratio to raw aiohttp",
-        ["client"]
-        + [f"c={conc}" for conc in CONCURRENCY]
-        + [f"ratio c={conc}" for conc in CONCURRENCY],
+        title,
+        ["client"] + [f"c={conc}" for conc in levels] + [f"ratio c={conc}" for conc in levels],
         rows,
     )
     # Past c=1 the client process runs out of CPU before the server does, so a throughput ratio
     # is a ratio of CPU per call: this table is where the calls/s above come from.
+    if cpu_title is None:
+        return
     table(
-        "1b. Client CPU per call at the same runs, us (process time / calls)",
-        ["client"] + [f"c={conc}" for conc in CONCURRENCY],
-        [[name] + [spread(cpus[name, conc], "{:.1f}") for conc in CONCURRENCY] for name in c.names],
+        cpu_title,
+        ["client"] + [f"c={conc}" for conc in levels],
+        [[name] + [spread(cpus[name, conc], "{:.1f}") for conc in levels] for name in c.names],
     )
 
 
@@ -872,6 +880,25 @@ async def main(quick: bool, only: set[str]) -> None:
                 await contenders.aclose()
         finally:
             fast.close()
+    if wanted("backend"):
+        # The same contenders against a server that takes 20 ms per answer, as a fast model
+        # would: what the client's CPU per call means once the backend sets the pace.
+        slow = ServerProcess("fast", delay=BACKEND_DELAY)
+        try:
+            contenders = await Contenders(slow.url).start()
+            try:
+                await bench_throughput(
+                    contenders,
+                    sizes,
+                    f"1c. Throughput, calls/s, against a server that answers after "
+                    f"{BACKEND_DELAY * 1000:.0f} ms, and ratio to raw aiohttp",
+                    (64,) if quick else (16, 64, 256),
+                    None,
+                )
+            finally:
+                await contenders.aclose()
+        finally:
+            slow.close()
     if wanted("cpu"):
         await bench_cpu(sizes)
     if wanted("streaming"):
@@ -903,7 +930,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated parts: throughput,latency,cpu,streaming,memory,imports,priority",
+        help="comma-separated parts: throughput,latency,backend,cpu,streaming,memory,imports,priority",
     )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     options = parser.parse_args()

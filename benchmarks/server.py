@@ -1,6 +1,6 @@
 """A loopback OpenAI-compatible server for the benchmarks, run in its own process.
 
-    python benchmarks/server.py [--kind fake|fast]
+    python benchmarks/server.py [--kind fake|fast] [--delay SECONDS]
 
 prints ``PORT <n>`` on stdout once it listens, then serves until stdin closes (so it dies with
 its parent) or it is killed.
@@ -8,7 +8,8 @@ its parent) or it is killed.
 ``fake`` is ``asyncllm.testing.FakeServer("openai")``: the full protocol, streaming included.
 ``fast`` answers ``POST /v1/chat/completions`` (non-streaming) from a bare asyncio protocol with
 the same "echo: <last user text>" reply; it needs a fraction of the CPU per call, so that on a
-small machine the client under test, not the server, is what runs out of CPU first.
+small machine the client under test, not the server, is what runs out of CPU first. With
+``--delay`` it waits that long before each answer, as a real backend would.
 """
 
 from __future__ import annotations
@@ -62,9 +63,10 @@ def _http(status: int, payload: bytes) -> bytes:
 class _FastProtocol(asyncio.Protocol):
     """HTTP/1.1 keep-alive with Content-Length bodies: enough for the clients we measure."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
+        self.delay = delay
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -90,7 +92,15 @@ class _FastProtocol(asyncio.Protocol):
             del buffer[: end + 4 + length]
             out.append(_reply(body))
         if out and self.transport is not None:
-            self.transport.write(b"".join(out))
+            if self.delay:  # a backend that takes its time: answer later, keep reading
+                loop = asyncio.get_running_loop()
+                loop.call_later(self.delay, self._write, b"".join(out))
+            else:
+                self.transport.write(b"".join(out))
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
 
 async def _until_stdin_closes() -> None:
@@ -98,14 +108,16 @@ async def _until_stdin_closes() -> None:
     await loop.run_in_executor(None, sys.stdin.read)
 
 
-async def main(kind: str) -> None:
+async def main(kind: str, delay: float) -> None:
     if kind == "fake":
         server: Any = FakeServer("openai", history=1)
         await server.start()
         port = server.port
     else:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(_FastProtocol, "127.0.0.1", 0, backlog=1024)
+        server = await loop.create_server(
+            lambda: _FastProtocol(delay), "127.0.0.1", 0, backlog=1024
+        )
         port = server.sockets[0].getsockname()[1]
     print(f"PORT {port}", flush=True)
     try:
@@ -120,4 +132,8 @@ async def main(kind: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", choices=("fake", "fast"), default="fake")
-    asyncio.run(main(parser.parse_args().kind))
+    parser.add_argument(
+        "--delay", type=float, default=0.0, help="seconds before each answer (fast)"
+    )
+    options = parser.parse_args()
+    asyncio.run(main(options.kind, options.delay))
