@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import json.encoder
+import reprlib
 from collections.abc import Callable
 from typing import Any
 
@@ -54,8 +55,20 @@ def dumps(value: Any) -> bytes:
 
 
 def loads(data: bytes | str) -> Any:
-    """Parse JSON; raises ValueError for what is not JSON."""
+    """Parse JSON; raises ValueError for anything that is not JSON, nesting too deep included."""
     try:
         return from_json(data)
     except ValueError:
+        pass
+    try:
         return json.loads(data)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc
+
+
+def excerpt(value: Any, limit: int = 2000) -> str:
+    """A bounded text of a parsed body for an error, whatever it holds."""
+    try:
+        return json.dumps(value)[:limit]
+    except (TypeError, ValueError, RecursionError):
+        return reprlib.repr(value)[:limit]

@@ -15,6 +15,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import _json
 from ._exceptions import ConfigurationError, ResponseValidationError
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -41,7 +42,7 @@ class ToolCall(BaseModel):
     def args(self) -> dict[str, Any]:
         """The arguments parsed; a model that produced invalid JSON raises ResponseValidationError."""
         try:
-            value = json.loads(self.arguments or "{}")
+            value = _json.loads(self.arguments or "{}")
         except ValueError as exc:
             raise ResponseValidationError(
                 f"tool call {self.name!r} has arguments that are not JSON", body=self.arguments

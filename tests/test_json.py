@@ -80,3 +80,35 @@ def test_loads_takes_a_lone_surrogate_as_the_stdlib_does() -> None:
 def test_loads_raises_value_error_for_what_is_not_json(text: bytes) -> None:
     with pytest.raises(ValueError):
         _json.loads(text)
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def test_loads_turns_nesting_too_deep_into_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        _json.loads(DEEP)
+
+
+def test_excerpt_is_bounded_whatever_it_is_given() -> None:
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert len(_json.excerpt(deep)) <= 2000
+    assert _json.excerpt({"a": "x" * 5000}, 100) == '{"a": "' + "x" * 93
+
+
+async def test_a_reply_nested_too_deeply_is_a_typed_error() -> None:
+    import asyncllm
+    from asyncllm.testing import MockResponse
+
+    from .helpers import client
+
+    replies = [MockResponse(200, content=DEEP), MockResponse(500, content=DEEP)]
+    c = client(lambda r: replies.pop(0), max_retries=0)
+    with pytest.raises(asyncllm.ResponseValidationError):
+        await c.chat([{"role": "user", "content": "x"}], model="m")
+    with pytest.raises(asyncllm.InternalServerError) as caught:
+        await c.chat([{"role": "user", "content": "x"}], model="m")
+    assert caught.value.status_code == 500
+    await c.aclose()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import math
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -254,7 +253,7 @@ class BaseClient:
             raw = b""
         payload: Any = None
         try:
-            payload = json.loads(raw) if raw else None
+            payload = _json.loads(raw) if raw else None
         except ValueError:
             payload = None
         message, etype, code = self._error_details(payload)
@@ -302,7 +301,7 @@ class BaseClient:
             ValueError,
             AttributeError,
         ) as exc:
-            shown = payload if isinstance(payload, bytes) else json.dumps(payload)[:2000]
+            shown = payload if isinstance(payload, bytes) else _json.excerpt(payload)
             raise self._validation_error(exc, shown, meta.request_id) from exc
 
     async def _send(

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from .. import _json
 from .._context import check_header_value
 from .._dispatcher import Lane, Priority, Stream
 from .._exceptions import (
@@ -184,7 +185,7 @@ def _tool_use_block(call: Mapping[str, Any], where: str) -> dict[str, Any]:
         raise ConfigurationError(f"{where}: a tool call needs an id and a function name")
     arguments = function.get("arguments") or "{}"
     try:
-        value = json.loads(arguments) if isinstance(arguments, str) else arguments
+        value = _json.loads(arguments) if isinstance(arguments, str) else arguments
     except ValueError as exc:
         raise ConfigurationError(f"{where}: tool call {name!r} arguments are not JSON") from exc
     if not isinstance(value, Mapping):
@@ -474,7 +475,7 @@ class Claude(BaseClient):
         details: dict[str, Any] = {
             "backend": self.name,
             "request_id": meta.request_id,
-            "body": json.dumps(payload)[:2000],
+            "body": _json.excerpt(payload),
             "server_request_id": meta.server_request_id,
             "code": code,
             "error_type": etype,

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from .. import _json
 from .._context import _request_id, new_request_id, request_context
 from .._dispatcher import Priority, Stream
 from .._exceptions import (
@@ -312,7 +313,7 @@ _NATIVE_PART_KEYS = frozenset(
 def _tool_response(content: Any) -> dict[str, Any]:
     text = message_text(content)
     try:
-        value = json.loads(text)
+        value = _json.loads(text)
     except ValueError:
         value = None
     return value if isinstance(value, dict) else {"output": text}
@@ -322,7 +323,7 @@ def _arguments(raw: Any, index: int) -> dict[str, Any]:
     if isinstance(raw, Mapping):
         return dict(raw)
     try:
-        value = json.loads(raw or "{}")
+        value = _json.loads(raw or "{}")
     except (TypeError, ValueError):
         value = None
     if not isinstance(value, dict):
@@ -892,7 +893,7 @@ class Gemini(BaseClient):
                 message or "error in stream",
                 backend=self.name,
                 request_id=request_id,
-                body=json.dumps(payload),
+                body=_json.excerpt(payload),
                 code=code,
                 error_type=etype,
             )
@@ -900,7 +901,7 @@ class Gemini(BaseClient):
             message or "error in stream",
             backend=self.name,
             request_id=request_id,
-            body=json.dumps(payload),
+            body=_json.excerpt(payload),
             code=code,
             error_type=etype,
         )

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .. import _json
 from .._context import new_request_id, request_context
 from .._dispatcher import Priority
 from .._exceptions import (
@@ -363,7 +364,7 @@ class LLVM(BaseClient):
                     f"batch_infer sent {count} inputs but got {len(wire.results)} results",
                     backend=self.name,
                     request_id=meta.request_id,
-                    body=json.dumps(payload)[:2000],
+                    body=_json.excerpt(payload),
                 )
             name = wire.model or model_id
             raw = payload["results"]

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .. import _json
 from .._dispatcher import Priority, Stream
 from .._exceptions import APIConnectionError, APIError, ConfigurationError, ResponseValidationError
 from .._models import (
@@ -320,7 +321,7 @@ def _content(content: Any, where: str) -> tuple[str, list[str]]:
 def _arguments(raw: Any, where: str) -> dict[str, Any]:
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw or "{}")
+            raw = _json.loads(raw or "{}")
         except ValueError as exc:
             raise ConfigurationError(f"{where}: tool call arguments are not JSON") from exc
     if not isinstance(raw, Mapping):
@@ -1191,7 +1192,7 @@ class Ollama(BaseClient):
             message or "error in stream",
             backend=self.name,
             request_id=meta.request_id,
-            body=json.dumps(payload)[:2000],
+            body=_json.excerpt(payload),
             code=code,
             error_type=etype,
         )

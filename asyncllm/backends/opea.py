@@ -24,6 +24,7 @@ from typing import Any, ClassVar, TypeVar, Union
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from .. import _json
 from .._dispatcher import Dispatcher, Priority, Stream, get_dispatcher
 from .._exceptions import (
     APIError,
@@ -279,7 +280,7 @@ class _Gateway(_OPEAService):
         if "application/json" in response.headers.get("Content-Type", "").lower():
             raw = await response.read(self.max_response_bytes)
             try:
-                payload = json.loads(raw)
+                payload = _json.loads(raw)
             except ValueError as exc:
                 raise self._bad_line(f"answer is not valid JSON: {exc}", raw, meta) from exc
             answer = self._parse(_chat_response, payload, meta)
@@ -327,7 +328,7 @@ class _Gateway(_OPEAService):
             if first not in (b"{", b'"'):
                 raise self._bad_line("stream line is neither a bytes literal nor JSON", value, meta)
             try:
-                payload = json.loads(value)
+                payload = _json.loads(value)
             except ValueError as exc:
                 raise self._bad_line(f"stream line is not valid JSON: {exc}", value, meta) from exc
             if isinstance(payload, str):
@@ -370,7 +371,7 @@ class _Gateway(_OPEAService):
         kwargs: dict[str, Any] = {
             "backend": self.name,
             "request_id": meta.request_id,
-            "body": json.dumps(payload)[:2000],
+            "body": _json.excerpt(payload),
             "code": code,
             "error_type": etype,
         }

@@ -8,13 +8,13 @@ Chat, streaming, embeddings and models are the OpenAI wire format. vLLM adds sam
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .. import _json
 from .._dispatcher import Priority, Stream
 from .._exceptions import ConfigurationError, ResponseValidationError
 from .._models import ChatChunk, ChatResponse, Usage, normalize_messages
@@ -169,7 +169,7 @@ def _sampling_extras(
             extras["guided_json"] = dict(guided_json)
         elif isinstance(guided_json, str):
             try:
-                json.loads(guided_json)
+                _json.loads(guided_json)
             except ValueError as exc:
                 raise ConfigurationError("guided_json string must be a JSON schema") from exc
             extras["guided_json"] = guided_json
