@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import math
 import random
+import time
 from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
@@ -54,10 +55,11 @@ def parse_retry_after(
         parsed = email.utils.parsedate_tz(raw)
         if parsed is None:
             return None
-        import time
-
-        wall = (now or time.time)()
-        return max(0.0, float(email.utils.mktime_tz(parsed)) - wall)
+        try:
+            at = float(email.utils.mktime_tz(parsed))
+        except (ValueError, OverflowError):  # a date no calendar holds, e.g. the year 99999
+            return None
+        return max(0.0, at - (now or time.time)())
     return value if math.isfinite(value) and value >= 0 else None
 
 

@@ -26,6 +26,7 @@ from asyncllm._exceptions import status_error
         ({"retry-after": "nan"}, None),
         ({"retry-after": "Wed, 21 Oct 2015 07:28:30 GMT"}, 30.0),
         ({"retry-after": "Wed, 21 Oct 2015 07:27:00 GMT"}, 0.0),
+        ({"retry-after": "Mon, 01 Jan 99999 00:00:00 GMT"}, None),  # no calendar holds it
     ],
 )
 def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> None:

@@ -300,6 +300,8 @@ class BaseClient:
             IndexError,
             ValueError,
             AttributeError,
+            ArithmeticError,  # say, an integer too large for a float
+            RecursionError,
         ) as exc:
             shown = payload if isinstance(payload, bytes) else _json.excerpt(payload)
             raise self._validation_error(exc, shown, meta.request_id) from exc
