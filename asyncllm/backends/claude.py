@@ -24,7 +24,6 @@ from .._exceptions import (
     APIConnectionError,
     APIError,
     ConfigurationError,
-    ResponseValidationError,
     status_error,
 )
 from .._models import (
@@ -312,6 +311,14 @@ def _tool_call(block: Mapping[str, Any]) -> ToolCall:
     )
 
 
+def _block_index(event: Mapping[str, Any]) -> int:
+    """The content block an event is about; ``int()`` would take 1.5 and overflow on Infinity."""
+    index = event["index"]
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise ValueError(f"content block index must be an int, got {index!r}")
+    return index
+
+
 def _created(value: str | None) -> int | None:
     if not value:
         return None
@@ -496,7 +503,7 @@ class Claude(BaseClient):
         if kind == "content_block_start":
             block = event["content_block"]
             if block.get("type") == "tool_use":
-                ordinal = state.tools[int(event["index"])] = len(state.tools)
+                ordinal = state.tools[_block_index(event)] = len(state.tools)
                 value = block.get("input")
                 start = ToolCallDelta(
                     index=ordinal,
@@ -514,7 +521,7 @@ class Claude(BaseClient):
             if dtype == "text_delta":
                 return ChatChunk(delta=str(delta["text"]), model=state.model, **base)
             if dtype == "input_json_delta":
-                tool = state.tools.get(int(event["index"]))
+                tool = state.tools.get(_block_index(event))
                 if tool is None:
                     raise ValueError("input_json_delta for a block that is not a tool_use")
                 call = ToolCallDelta(index=tool, arguments=str(delta["partial_json"]))
@@ -714,12 +721,18 @@ class Claude(BaseClient):
         """Every model the key may use, newest first, following pages while ``has_more``.
         ``timeout`` and ``deadline`` apply to each page."""
 
-        def parse(payload: Any, meta: Meta) -> _WireModels:
-            return _WireModels.model_validate(payload)
-
         found: list[ModelInfo] = []
         seen: set[str] = set()
         after: str | None = None
+
+        def parse(payload: Any, meta: Meta) -> _WireModels:
+            page = _WireModels.model_validate(payload)
+            if page.has_more:
+                last = page.last_id or (page.data[-1].id if page.data else None)
+                if last is None or last in seen:
+                    raise ValueError("models list says has_more but gives no new last_id")
+            return page
+
         while True:
             params = {"limit": str(MODELS_PAGE_LIMIT)}
             if after is not None:
@@ -746,11 +759,7 @@ class Claude(BaseClient):
                 )
             if not page.has_more:
                 return found
-            after = page.last_id or (page.data[-1].id if page.data else None)
-            if after is None or after in seen:
-                raise ResponseValidationError(
-                    "models list says has_more but gives no new last_id", backend=self.name
-                )
+            after = page.last_id or page.data[-1].id  # parse made sure it is a new one
             seen.add(after)
 
 

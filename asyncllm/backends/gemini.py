@@ -462,9 +462,9 @@ def _safety_settings(value: Any) -> list[dict[str, str]] | None:
 def _call_id(call: _FunctionCall, position: int) -> str:
     if call.id:
         return call.id
-    digest = hashlib.sha256(
-        f"{call.name}:{json.dumps(call.args or {}, sort_keys=True)}".encode()
-    ).hexdigest()[:12]
+    # A name may hold a lone surrogate (JSON's \ud800 escape), which strict UTF-8 refuses.
+    text = f"{call.name}:{json.dumps(call.args or {}, sort_keys=True)}"
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     return f"{SYNTHETIC_ID_PREFIX}{position}_{digest}"
 
 
@@ -518,7 +518,8 @@ def _rpc_error(payload: Any) -> Mapping[str, Any] | None:
 
 
 def _rpc_details(error: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
-    for detail in error.get("details") or ():
+    details = error.get("details")
+    for detail in details if isinstance(details, list) else ():
         if isinstance(detail, Mapping) and str(detail.get("@type", "")).endswith(kind):
             return detail
     return None

@@ -13,7 +13,7 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, ClassVar, Literal, TypeVar, overload
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, overload
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,6 +45,9 @@ Think = bool | Literal["high", "medium", "low", "max"]
 KeepAlive = str | int | float
 
 _THINK_LEVELS = ("high", "medium", "low", "max")
+# Go's time.Duration, as Ollama sends durations: int64 nanoseconds. A larger number is no duration
+# (and has no float to turn into seconds).
+_Nanoseconds = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 _DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
 _ROLES = {
     "system": "system",
@@ -202,12 +205,12 @@ class _WireStats(BaseModel):
     created_at: str | None = None
     done: bool = False
     done_reason: str | None = None
-    total_duration: int | None = None
-    load_duration: int | None = None
+    total_duration: _Nanoseconds | None = None
+    load_duration: _Nanoseconds | None = None
     prompt_eval_count: int | None = None
-    prompt_eval_duration: int | None = None
+    prompt_eval_duration: _Nanoseconds | None = None
     eval_count: int | None = None
-    eval_duration: int | None = None
+    eval_duration: _Nanoseconds | None = None
 
     def usage(self) -> Usage | None:
         extras: dict[str, Any] = {}

@@ -194,7 +194,8 @@ def _detail_text(detail: Any) -> str:
         parts = []
         for item in detail[:5]:
             if isinstance(item, Mapping):
-                loc = ".".join(str(p) for p in item.get("loc") or ())
+                where = item.get("loc")
+                loc = ".".join(map(str, where)) if isinstance(where, list) else str(where or "")
                 msg = str(item.get("msg", ""))
                 parts.append(f"{loc}: {msg}" if loc else msg)
             else:
