@@ -186,7 +186,7 @@ def _check_value(value: Any, datatype: str, where: str) -> Any:
     if datatype in _FLOAT_MAX:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigurationError(f"{where}: {datatype} elements must be numbers, got {value!r}")
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise ConfigurationError(f"{where}: JSON cannot carry {value!r}")
         if abs(value) > _FLOAT_MAX[datatype]:
             raise ConfigurationError(f"{where}: {value} is out of range for {datatype}")
@@ -377,7 +377,8 @@ def _from_json(value: Any, datatype: str) -> Any:
     elif datatype in _INT_RANGES and isinstance(value, float) and value.is_integer():
         return int(value)
     elif datatype in _FLOAT_MAX and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        # An int beyond the datatype's range stays an int, for _check_value to refuse.
+        return float(value) if abs(value) <= _FLOAT_MAX[datatype] else value
     return value
 
 
@@ -679,12 +680,15 @@ class OVMS(OpenAICompatible):
             answered_id = payload.get("id")
             if sent_id is not None and answered_id != sent_id:
                 raise ValueError(f"response id {answered_id!r} != request id {sent_id!r}")
+            parameters = payload.get("parameters")
+            if parameters is not None and not isinstance(parameters, Mapping):
+                raise ValueError("inference response 'parameters' is not an object")
             return InferResponse(
                 {t.name or "": t for t in tensors},
                 model_name=str(payload.get("model_name", "")),
                 model_version=None if version_used is None else str(version_used),
                 id=None if answered_id is None else str(answered_id),
-                parameters=payload.get("parameters"),
+                parameters=None if parameters is None else dict(parameters),
                 request_id=meta.request_id,
                 raw=payload,
             )
@@ -850,9 +854,11 @@ class OVMS(OpenAICompatible):
         def parse(payload: Any, meta: Meta) -> PredictResponse:
             if not isinstance(payload, Mapping) or key not in payload:
                 raise ValueError(f"predict response has no {key!r}")
-            return PredictResponse(
-                **{key: _from_b64(payload[key])}, request_id=meta.request_id, raw=payload
-            )
+            try:
+                value = _from_b64(payload[key])
+            except RecursionError as exc:
+                raise ValueError(f"predict response {key!r} is nested too deeply") from exc
+            return PredictResponse(**{key: value}, request_id=meta.request_id, raw=payload)
 
         return await self._request(
             "predict",

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from .._context import current_request_id, new_request_id, request_context
 from .._dispatcher import Priority
@@ -106,6 +106,11 @@ class TEIInfo(BaseModel):
     max_batch_requests: int | None = None
     sha: str | None = None
     docker_label: str | None = None
+
+
+# A row of /embed and of /embed_all: numbers that fit a float (a huge int is refused, not cast).
+_VECTOR = TypeAdapter(list[float])
+_TOKEN_VECTORS = TypeAdapter(list[list[float]])
 
 
 class _WireOpenAIEmbedding(BaseModel):
@@ -336,7 +341,7 @@ class TEI(BaseClient):
             "embed",
             texts,
             options,
-            lambda row: [float(x) for x in row],
+            _VECTOR.validate_python,
             extra_headers=extra_headers,
             priority=priority,
             timeout=timeout,
@@ -396,7 +401,7 @@ class TEI(BaseClient):
             "embed_all",
             texts,
             options,
-            lambda row: [[float(x) for x in tok] for tok in row],
+            _TOKEN_VECTORS.validate_python,
             extra_headers=extra_headers,
             priority=priority,
             timeout=timeout,
