@@ -27,6 +27,9 @@ DEFAULT_CLOSE_TIMEOUT = 5.0
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024
 BODY_EXCERPT_CHARS = 500
+# An error's message and its server-given code and type are cut to this, so a hostile or
+# runaway error body cannot flood logs through str(error).
+MESSAGE_CHARS = 1000
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._constants import BODY_EXCERPT_CHARS
+from ._constants import BODY_EXCERPT_CHARS, MESSAGE_CHARS
 
 __all__ = [
     "APIConnectionError",
@@ -68,12 +68,17 @@ def excerpt(body: Any, limit: int = BODY_EXCERPT_CHARS) -> str | None:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+def _cut(text: str) -> str:
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS] + "..."
+
+
 class AsyncLLMError(Exception):
     """Base of every error asyncllm raises on purpose."""
 
     def __init__(
         self, message: str, *, backend: str | None = None, request_id: str | None = None
     ) -> None:
+        message = _cut(message)
         super().__init__(message)
         self.message = message
         self.backend = backend
@@ -137,8 +142,8 @@ class APIError(AsyncLLMError):
         self.status_code = status_code
         self.body = excerpt(body)
         self.server_request_id = server_request_id
-        self.code = code
-        self.error_type = error_type
+        self.code = None if code is None else _cut(code)
+        self.error_type = None if error_type is None else _cut(error_type)
         self.retry_after = retry_after
         self.attempts = 1
         # Set by the transport/dispatcher: whether the server asked us (not) to retry.

@@ -134,3 +134,24 @@ def test_hostile_streams_give_typed_errors_with_bounded_lines(chunks: list[bytes
             await c.aclose()
 
     asyncio.run(run())
+
+
+def test_a_runaway_error_message_is_cut_short() -> None:
+    huge = {"error": {"message": "m" * 30_000, "type": "t" * 5000, "code": "c" * 5000}}
+
+    async def run() -> None:
+        c = client(lambda r: MockResponse(400, json=huge), max_retries=0)
+        try:
+            await c.chat([{"role": "user", "content": "x"}], model="m")
+        except asyncllm.BadRequestError as exc:
+            assert len(exc.message) <= 1003 and exc.message.startswith("mmm")
+            assert len(str(exc)) < 2000  # the message, the body excerpt and the labels
+            assert exc.code is not None and len(exc.code) <= 1003
+            assert exc.error_type is not None and len(exc.error_type) <= 1003
+            assert exc.body is not None and len(exc.body) <= 501
+        else:
+            raise AssertionError("a 400 must raise")
+        finally:
+            await c.aclose()
+
+    asyncio.run(run())
