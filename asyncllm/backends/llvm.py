@@ -128,9 +128,20 @@ def _parameters(parameters: Mapping[str, Any] | None) -> tuple[dict[str, Any], s
     params = dict(parameters)
     try:
         key = json.dumps(params, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ConfigurationError(f"parameters cannot be sent as JSON: {exc}") from exc
     return params, key
+
+
+def _path_segment(model_id: str) -> str:
+    """The id as one URL path segment: %-quoted, and never '.' or '..', which a client resolves
+    against the path before sending (so ``/models/../infer`` would go to ``/infer``)."""
+    if model_id in (".", ".."):
+        raise ConfigurationError(f"model_id {model_id!r} cannot be a URL path segment")
+    try:
+        return quote(model_id, safe="")
+    except UnicodeEncodeError as exc:  # a lone surrogate
+        raise ConfigurationError("model_id is not valid Unicode text") from exc
 
 
 def _copy_error(exc: BaseException) -> BaseException:
@@ -201,6 +212,8 @@ class LLVM(BaseClient):
         batch_wait: float = DEFAULT_BATCH_WAIT,
         **kwargs: Any,
     ) -> None:
+        if batch_size is None or batch_wait is None:  # the checks below let None through
+            raise ConfigurationError("batch_size and batch_wait must be numbers, not None")
         check_int("batch_size", batch_size, 1)
         check_number("batch_wait", batch_wait, 0)
         super().__init__(api_key=api_key, base_url=base_url, **kwargs)
@@ -215,7 +228,7 @@ class LLVM(BaseClient):
 
     @staticmethod
     def _path(model_id: str, suffix: str = "") -> str:
-        return "/models/" + quote(check_model(model_id), safe="") + suffix
+        return "/models/" + _path_segment(check_model(model_id)) + suffix
 
     # -- model management ----------------------------------------------------------------------
 
@@ -284,7 +297,7 @@ class LLVM(BaseClient):
     ) -> OptimizeResult:
         """Re-optimise a model for ``"speed"``, ``"memory"`` or ``"balanced"`` (checked before
         sending: anything else is a ConfigurationError)."""
-        if optimization_type not in OPTIMIZATION_TYPES:
+        if not isinstance(optimization_type, str) or optimization_type not in OPTIMIZATION_TYPES:
             raise ConfigurationError(
                 f"optimization_type must be one of {', '.join(OPTIMIZATION_TYPES)}"
             )
@@ -404,6 +417,8 @@ class LLVM(BaseClient):
         """One inference. With micro-batching on (``batch_size > 1``) and ``batch=True`` it may
         travel in a ``batch_infer`` request with concurrent calls; it never waits more than
         ``batch_wait`` for company. Cancelling the call takes it out of its batch."""
+        if not isinstance(batch, bool):
+            raise ConfigurationError("batch must be a bool")
         params, key = _parameters(parameters)
         path = self._path(model_id, "/infer")
         body = {"input": input, "parameters": params}
@@ -448,6 +463,10 @@ class LLVM(BaseClient):
         if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
             raise ConfigurationError("inputs must be a list")
         items = list(inputs)
+        # Refuse what one chunk could not send before any chunk is sent.
+        self._path(model_id)
+        params, _ = _parameters(parameters)
+        self._encode({"inputs": items, "parameters": params})
         if not items:
             return []
         size = self.batch_size

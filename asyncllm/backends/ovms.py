@@ -126,7 +126,10 @@ def _flatten(data: Any, shape: Sequence[int], where: str) -> list[Any]:
         for item in node:
             walk(item, depth + 1)
 
-    walk(data, 0)
+    try:
+        walk(data, 0)
+    except RecursionError as exc:
+        raise ConfigurationError(f"{where}: nested list too deep") from exc
     return out
 
 
@@ -247,7 +250,7 @@ class Tensor:
         where = f"tensor {name!r}" if name else "tensor"
         if _is_numpy_array(data):
             array = Tensor.from_numpy(data, datatype=datatype, name=name)
-            if shape is not None and tuple(shape) != array.shape:
+            if shape is not None and _check_shape(shape, where) != array.shape:
                 raise ConfigurationError(f"{where}: shape {list(shape)} != array shape")
             datatype, shape, data = array.datatype, array.shape, array.data
         if not _is_sequence(data):
@@ -380,6 +383,17 @@ def _from_json(value: Any, datatype: str) -> Any:
         # An int beyond the datatype's range stays an int, for _check_value to refuse.
         return float(value) if abs(value) <= _FLOAT_MAX[datatype] else value
     return value
+
+
+def _path_segment(name: str, value: str) -> str:
+    """``value`` as one URL path segment: %-quoted, and never '.' or '..', which a client resolves
+    against the path before sending (so ``/models/../infer`` would go to ``/infer``)."""
+    if value in (".", ".."):
+        raise ConfigurationError(f"{name} {value!r} cannot be a URL path segment")
+    try:
+        return quote(value, safe="")
+    except UnicodeEncodeError as exc:  # a lone surrogate
+        raise ConfigurationError(f"{name} is not valid Unicode text") from exc
 
 
 def _as_tensor(name: Any, value: Any) -> dict[str, Any]:
@@ -563,6 +577,13 @@ def _to_json_value(value: Any, where: str) -> Any:
     raise ConfigurationError(f"{where}: cannot send {type(value).__name__} as JSON")
 
 
+def _to_json(value: Any, where: str) -> Any:
+    try:
+        return _to_json_value(value, where)
+    except RecursionError as exc:
+        raise ConfigurationError(f"{where}: nested too deeply to send") from exc
+
+
 def _from_b64(value: Any) -> Any:
     if isinstance(value, dict):
         if len(value) == 1 and isinstance(value.get("b64"), str):
@@ -618,17 +639,16 @@ class OVMS(OpenAICompatible):
 
     @staticmethod
     def _check_version(version: Any) -> str:
-        if isinstance(version, bool):
-            raise ConfigurationError("version must be a positive int")
-        if isinstance(version, int) and version >= 1:
-            return str(version)
-        if isinstance(version, str) and version.isdigit() and int(version) >= 1:
-            return str(int(version))
-        raise ConfigurationError(f"version must be a positive int, got {version!r}")
+        """A version is a positive int64, given as an int or a string of ASCII digits."""
+        if isinstance(version, str) and version.isascii() and version.isdigit():
+            version = int(version) if len(version.lstrip("0")) <= 19 else 0
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 2**63:
+            raise ConfigurationError("version must be a positive int below 2**63")
+        return str(version)
 
     def _servable(self, model: str | None, version: int | str | None, api: str) -> str:
         """``/{api}/models/{name}[/versions/{v}]``; the name is %-quoted (OVMS names hold '/')."""
-        name = quote(self._model(model), safe="")
+        name = _path_segment("model", self._model(model))
         chosen = self.version if version is None else self._check_version(version)
         path = f"/{api}/models/{name}"
         return path if chosen is None else f"{path}/versions/{chosen}"
@@ -836,7 +856,7 @@ class OVMS(OpenAICompatible):
                 raise ConfigurationError("signature_name must be a non-empty string")
             body["signature_name"] = signature_name
         if instances is not None:
-            rows = _to_json_value(instances, "instances")
+            rows = _to_json(instances, "instances")
             if not isinstance(rows, list) or not rows:
                 raise ConfigurationError("instances must be a non-empty list (one item per row)")
             if any(isinstance(r, dict) and "b64" not in r for r in rows):
@@ -848,7 +868,7 @@ class OVMS(OpenAICompatible):
             body["instances"] = rows
             key = "predictions"
         else:
-            body["inputs"] = _to_json_value(inputs, "inputs")
+            body["inputs"] = _to_json(inputs, "inputs")
             key = "outputs"
 
         def parse(payload: Any, meta: Meta) -> PredictResponse:

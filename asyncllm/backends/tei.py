@@ -26,7 +26,7 @@ from .._exceptions import (
 )
 from .._models import EmbeddingResponse, Usage
 from .._transport import Response
-from ._base import BaseClient, Meta, check_int
+from ._base import BaseClient, Meta, _timeout_value, check_int
 
 __all__ = [
     "TEI",
@@ -201,6 +201,16 @@ class TEI(BaseClient):
 
     # -- batching --------------------------------------------------------------------------------
 
+    def _check_batch(
+        self, body: Any, extra_headers: Mapping[str, str] | None, deadline: float | None
+    ) -> None:
+        """Refuse what would fail only as a chunk is sent, before ``/info`` or any chunk goes
+        out: a body that is not JSON (say, one input with a lone surrogate), a bad header or a
+        bad deadline (neither of which ``/info`` is given)."""
+        self._encode(body)
+        self._headers_for("", extra_headers)
+        _timeout_value("deadline", deadline)
+
     async def _batch_size(self, priority: int, timeout: float | None) -> int:
         if self.max_client_batch_size is None:
             if self._batch_lock is None:
@@ -224,6 +234,7 @@ class TEI(BaseClient):
         deadline: float | None,
     ) -> tuple[list[T], str]:
         """``POST /{operation}`` of ``texts`` in batches; one ``row(answer)`` per input, in order."""
+        self._check_batch({"inputs": texts, **options}, extra_headers, deadline)
 
         async def run(chunk: Sequence[str], offset: int) -> list[T]:
             def parse(payload: Any, meta: Meta) -> list[T]:
@@ -487,6 +498,7 @@ class TEI(BaseClient):
             "raw_scores": _bool("raw_scores", raw_scores),
             "truncate": _bool("truncate", truncate),
         }
+        self._check_batch({"query": query, "texts": items, **options}, extra_headers, deadline)
 
         async def run(chunk: Sequence[str], offset: int) -> list[TEIRank]:
             def parse(payload: Any, meta: Meta) -> list[TEIRank]:
@@ -535,6 +547,7 @@ class TEI(BaseClient):
             "raw_scores": _bool("raw_scores", raw_scores),
             "truncate": _bool("truncate", truncate),
         }
+        self._check_batch({"inputs": batch, **options}, extra_headers, deadline)
 
         async def run(chunk: Sequence[list[str]], offset: int) -> list[list[TEIPrediction]]:
             def parse(payload: Any, meta: Meta) -> list[list[TEIPrediction]]:

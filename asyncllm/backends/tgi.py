@@ -177,6 +177,14 @@ def _check_bool(name: str, value: Any) -> None:
         raise ConfigurationError(f"{name} must be a bool")
 
 
+def _check_int_below(name: str, value: Any, low: int, bits: int) -> None:
+    """An int the router reads into a Rust integer of ``bits`` bits (u32, i32, u64): a larger
+    one would fail its JSON parser."""
+    check_int(name, value, low)
+    if value is not None and value >= 2**bits:
+        raise ConfigurationError(f"{name} must be below 2**{bits}")
+
+
 def _check_positive(name: str, value: Any, high: float | None = None) -> None:
     """Numbers the spec bounds with ``exclusiveMinimum: 0`` (and, for top_p/typical_p, max 1)."""
     check_number(name, value, None, high)
@@ -301,19 +309,19 @@ class TGI(OpenAICompatible):
         if not isinstance(inputs, str) or not inputs:
             raise ConfigurationError("inputs must be a non-empty string")
         p = dict(parameters)
-        check_int("max_new_tokens", p["max_new_tokens"], 0)
+        _check_int_below("max_new_tokens", p["max_new_tokens"], 0, 32)
         _check_positive("temperature", p["temperature"])
         _check_positive("top_p", p["top_p"], 1)
-        check_int("top_k", p["top_k"], 1)
+        _check_int_below("top_k", p["top_k"], 1, 31)
         _check_positive("typical_p", p["typical_p"], 1)
         _check_positive("repetition_penalty", p["repetition_penalty"])
         check_number("frequency_penalty", p["frequency_penalty"])
         if p["frequency_penalty"] is not None and p["frequency_penalty"] <= -2:
             raise ConfigurationError("frequency_penalty must be > -2")
-        check_int("seed", p["seed"], 0)
-        check_int("truncate", p["truncate"], 0)
-        check_int("top_n_tokens", p["top_n_tokens"], 1)
-        check_int("best_of", p["best_of"], 1)
+        _check_int_below("seed", p["seed"], 1, 64)  # exclusiveMinimum: 0
+        _check_int_below("truncate", p["truncate"], 0, 64)
+        _check_int_below("top_n_tokens", p["top_n_tokens"], 1, 32)
+        _check_int_below("best_of", p["best_of"], 1, 64)
         for flag in (
             "do_sample",
             "return_full_text",

@@ -170,7 +170,7 @@ def _sampling_extras(
         elif isinstance(guided_json, str):
             try:
                 _json.loads(guided_json)
-            except ValueError as exc:
+            except (TypeError, ValueError) as exc:  # TypeError: a lone surrogate (pydantic-core)
                 raise ConfigurationError("guided_json string must be a JSON schema") from exc
             extras["guided_json"] = guided_json
         else:
@@ -445,6 +445,13 @@ class VLLM(OpenAICompatible):
         template): to count tokens or check a prompt against ``max_model_len``."""
         if (prompt is None) == (messages is None):
             raise ConfigurationError("give exactly one of prompt or messages")
+        for name, flag in (
+            ("add_special_tokens", add_special_tokens),
+            ("add_generation_prompt", add_generation_prompt),
+            ("return_token_strs", return_token_strs),
+        ):
+            if flag is not None and not isinstance(flag, bool):
+                raise ConfigurationError(f"{name} must be a bool")
         body: dict[str, Any] = {}
         if model is not None:
             body["model"] = check_model(model)
@@ -455,11 +462,11 @@ class VLLM(OpenAICompatible):
         else:
             body["messages"] = normalize_messages(messages)
             if add_generation_prompt is not None:
-                body["add_generation_prompt"] = bool(add_generation_prompt)
+                body["add_generation_prompt"] = add_generation_prompt
         if add_special_tokens is not None:
-            body["add_special_tokens"] = bool(add_special_tokens)
+            body["add_special_tokens"] = add_special_tokens
         if return_token_strs is not None:
-            body["return_token_strs"] = bool(return_token_strs)
+            body["return_token_strs"] = return_token_strs
         return await self._request(
             "tokenize",
             "POST",
