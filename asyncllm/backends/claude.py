@@ -71,6 +71,7 @@ ERROR_STATUS: dict[str, int] = {
 
 IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _DATA_URL = re.compile(r"data:(?P<media>[^;,]+)(?:;[^;,]*)*;base64,(?P<data>.*)", re.DOTALL)
+_TEXT_BLOCK_FIELDS = frozenset({"type", "text", "cache_control", "citations"})
 # OpenAI content parts that have no Anthropic counterpart here.
 _UNSUPPORTED_PARTS = frozenset({"input_audio", "file", "audio", "refusal"})
 
@@ -166,7 +167,8 @@ def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
             if not isinstance(part.get("text"), str):
                 raise ConfigurationError(f"{here}: a text part needs a string 'text'")
             if part["text"]:
-                blocks.append(dict(part))
+                # Like image parts, rebuilt: the fields Anthropic's text block has, no others.
+                blocks.append({k: v for k, v in part.items() if k in _TEXT_BLOCK_FIELDS})
         elif kind == "image_url":
             blocks.append(_image_block(part, here))
         elif not isinstance(kind, str) or kind in _UNSUPPORTED_PARTS:
@@ -239,6 +241,8 @@ def to_wire(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 def _system_body(blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]] | None:
     if not blocks:
         return None
+    if any(b.get("type") != "text" for b in blocks):
+        raise ConfigurationError("Claude takes only text blocks in the system prompt")
     if len(blocks) == 1 and set(blocks[0]) == {"type", "text"}:
         return str(blocks[0]["text"])
     return blocks
@@ -252,12 +256,15 @@ def tool_choice_body(value: Any) -> Any:
         return {"type": value}
     if value == "required":
         return {"type": "any"}
-    if isinstance(value, str):
+    if isinstance(value, str) and value:
         return {"type": "tool", "name": value}
     if isinstance(value, Mapping):
-        function = value.get("function")
-        if value.get("type") == "function" and isinstance(function, Mapping):
-            return {"type": "tool", "name": function.get("name")}
+        if value.get("type") == "function":  # the common (OpenAI) form: translated, so checked
+            function = value.get("function")
+            name = function.get("name") if isinstance(function, Mapping) else None
+            if not isinstance(name, str) or not name:
+                raise ConfigurationError("a function tool_choice needs a function name")
+            return {"type": "tool", "name": name}
         return dict(value)
     raise ConfigurationError("tool_choice must be 'auto', 'any', 'none', a tool name or a dict")
 
@@ -367,10 +374,16 @@ class Claude(BaseClient):
     ) -> None:
         if isinstance(betas, str):
             betas = [b.strip() for b in betas.split(",") if b.strip()]
-        if betas is not None and not all(isinstance(b, str) and b for b in betas):
+        if betas is not None and (
+            isinstance(betas, (bytes, Mapping))
+            or not isinstance(betas, Sequence)
+            or not all(isinstance(b, str) and b for b in betas)
+        ):
             raise ConfigurationError("betas must be a string or a list of non-empty strings")
         self.betas: list[str] = [check_header_value("betas", b) for b in betas or ()]
         self.anthropic_version = check_header_value("anthropic_version", anthropic_version)
+        if max_tokens is None:  # the API requires one: there is no "not given" here
+            raise ConfigurationError("max_tokens must be an int")
         check_int("max_tokens", max_tokens, 1)
         self.default_max_tokens = max_tokens
         super().__init__(api_key=api_key, base_url=base_url, **kwargs)
@@ -406,7 +419,13 @@ class Claude(BaseClient):
         if isinstance(system, str):
             system_blocks.insert(0, {"type": "text", "text": system})
         elif system is not None:
-            system_blocks[:0] = [dict(b) for b in system]
+            if (
+                isinstance(system, (bytes, Mapping))
+                or not isinstance(system, Sequence)
+                or not all(isinstance(b, Mapping) for b in system)
+            ):
+                raise ConfigurationError("system must be a string or a list of content blocks")
+            system_blocks[:0] = _blocks(system, "system")
         body: dict[str, Any] = {"model": check_model(model), "messages": wire}
         optional = {
             "system": _system_body(system_blocks),

@@ -177,9 +177,17 @@ def json_schema_to_gemini(schema: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON schema (say, a pydantic model's) as Gemini's ``Schema`` message: local ``$ref``s
     inlined, ``anyOf [X, null]`` as ``nullable``, types in upper case, unsupported keywords
     (``additionalProperties``, ``$schema``...) dropped, an untyped node sent as STRING.
-    Recursive schemas are refused (ConfigurationError)."""
-    defs = dict(schema.get("$defs") or schema.get("definitions") or {})
-    return _schema(schema, defs, ())
+    Recursive schemas, and any that is not made of JSON schema objects, are refused
+    (ConfigurationError)."""
+    if not isinstance(schema, Mapping):
+        raise ConfigurationError("a JSON schema must be an object")
+    defs = schema.get("$defs") or schema.get("definitions") or {}
+    if not isinstance(defs, Mapping):
+        raise ConfigurationError("a JSON schema's $defs must be an object")
+    try:
+        return _schema(schema, dict(defs), ())
+    except RecursionError as exc:  # nested past the interpreter's limit, or a cycle of dicts
+        raise ConfigurationError("a JSON schema is nested too deeply (or holds itself)") from exc
 
 
 _SCHEMA_KEEP = (
@@ -211,10 +219,12 @@ def _schema(node: Any, defs: dict[str, Any], seen: tuple[str, ...]) -> dict[str,
             raise ConfigurationError(f"cannot resolve schema reference {ref!r}")
         if name in seen:
             raise ConfigurationError(f"recursive schema {name!r} cannot be sent to Gemini")
+        if not isinstance(defs[name], Mapping):
+            raise ConfigurationError(f"schema definition {name!r} must be an object")
         merged = {**defs[name], **{k: v for k, v in node.items() if k != "$ref"}}
         return _schema(merged, defs, (*seen, name))
     all_of = node.get("allOf")
-    if isinstance(all_of, list) and len(all_of) == 1:
+    if isinstance(all_of, list) and len(all_of) == 1 and isinstance(all_of[0], Mapping):
         merged = {**all_of[0], **{k: v for k, v in node.items() if k != "allOf"}}
         return _schema(merged, defs, seen)
     out: dict[str, Any] = {}
@@ -252,7 +262,7 @@ def _schema(node: Any, defs: dict[str, Any], seen: tuple[str, ...]) -> dict[str,
     if kind is None and "anyOf" not in out:
         kind = "object" if "properties" in node else "array" if "items" in node else "string"
     if kind is not None:
-        if kind not in _TYPES:
+        if not isinstance(kind, str) or kind not in _TYPES:
             raise ConfigurationError(f"unknown JSON schema type {kind!r}")
         out["type"] = kind.upper()
     for key in _SCHEMA_KEEP:
@@ -262,11 +272,16 @@ def _schema(node: Any, defs: dict[str, Any], seen: tuple[str, ...]) -> dict[str,
         out["nullable"] = True
     if kind == "object":
         props = node.get("properties") or {}
+        if not isinstance(props, Mapping) or not all(isinstance(k, str) for k in props):
+            raise ConfigurationError("a JSON schema's properties must be an object")
         if props:
             out["properties"] = {k: _schema(v, defs, seen) for k, v in props.items()}
             out["propertyOrdering"] = list(props)
-        if node.get("required"):
-            out["required"] = list(node["required"])
+        required = node.get("required")
+        if required:
+            if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+                raise ConfigurationError("a JSON schema's required must be a list of names")
+            out["required"] = list(required)
     if kind == "array" and isinstance(node.get("items"), Mapping):
         out["items"] = _schema(node["items"], defs, seen)
     return out
@@ -283,7 +298,9 @@ def _parts(content: Any, index: int) -> list[dict[str, Any]]:
     for part in content:
         kind = part.get("type")
         if kind == "text":
-            out.append({"text": str(part.get("text", ""))})
+            if not isinstance(part.get("text"), str):
+                raise ConfigurationError(f"messages[{index}] has a text part without string text")
+            out.append({"text": part["text"]})
         elif kind == "image_url":
             spec = part.get("image_url")
             url = spec.get("url") if isinstance(spec, Mapping) else spec
@@ -353,6 +370,8 @@ def to_gemini_contents(
             for call in calls:
                 names[str(call.get("id"))] = call["function"]["name"]
             if isinstance(native, list) and native:
+                if not all(isinstance(p, Mapping) for p in native):
+                    raise ConfigurationError(f"messages[{i}].gemini_parts must be a list of dicts")
                 contents.append({"role": "model", "parts": [dict(p) for p in native]})
                 continue
             parts = _parts(item.get("content"), i)
@@ -1072,6 +1091,8 @@ class Gemini(BaseClient):
         deadline: float | None = None,
     ) -> list[ModelInfo]:
         """Every model the key may use, all pages followed. ``id`` is what ``model=`` takes."""
+        if page_size is None:  # check_int lets None mean "not given"; it would be sent as "None"
+            raise ConfigurationError("page_size must be an int")
         check_int("page_size", page_size, 1)
         out: list[ModelInfo] = []
         token: str | None = None

@@ -65,6 +65,8 @@ def ollama_host(value: str) -> str:
     The scheme is optional (``http``); the port defaults to 11434 without a scheme and to 80/443
     with one; a path is kept. The bind-all addresses ``0.0.0.0`` and ``::`` mean this machine.
     """
+    if not isinstance(value, str):
+        raise ConfigurationError(f"Ollama host must be a string, not {type(value).__name__}")
     text = value.strip()
     scheme, sep, rest = text.partition("://")
     port = OLLAMA_DEFAULT_PORT
@@ -310,7 +312,9 @@ def _content(content: Any, where: str) -> tuple[str, list[str]]:
     for j, part in enumerate(content):
         kind = part.get("type")
         if kind == "text":
-            texts.append(str(part.get("text", "")))
+            if not isinstance(part.get("text"), str):
+                raise ConfigurationError(f"{where}.content[{j}]: a text part needs a string 'text'")
+            texts.append(part["text"])
         elif kind == "image_url":
             url = part.get("image_url")
             if isinstance(url, Mapping):
@@ -421,6 +425,7 @@ def options_body(
     if options is not None:
         if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
             raise ConfigurationError("options must be a mapping of parameter names to values")
+        _check_typed_options(options)
         out.update(options)
     for key, value in named.items():
         if value is None:
@@ -432,6 +437,27 @@ def options_body(
     return out or None
 
 
+# The parameters Ollama's ModelOptions types. Given in ``options`` they are checked for their
+# type only, not for the ranges of the named arguments: Ollama gives some values of its own
+# meaning there (``num_predict: -1`` generates until the context is full).
+_NUMBER_OPTIONS = ("temperature", "top_p", "min_p")
+_INT_OPTIONS = ("top_k", "num_ctx", "num_predict", "seed")
+
+
+def _check_typed_options(options: Mapping[str, Any]) -> None:
+    for key in _NUMBER_OPTIONS + _INT_OPTIONS:
+        if key in options and options[key] is None:
+            raise ConfigurationError(f"options[{key!r}] must not be None")
+    for key in _NUMBER_OPTIONS:
+        check_number(f"options[{key!r}]", options.get(key))
+    for key in _INT_OPTIONS:
+        check_int(f"options[{key!r}]", options.get(key))
+    if "stop" in options:
+        if options["stop"] is None:
+            raise ConfigurationError("options['stop'] must not be None")
+        check_stop(options["stop"])
+
+
 def _keep_alive(value: Any) -> KeepAlive | None:
     if value is None:
         return None
@@ -441,6 +467,11 @@ def _keep_alive(value: Any) -> KeepAlive | None:
         check_number("keep_alive", value)
         return value  # type: ignore[no-any-return]
     raise ConfigurationError("keep_alive must be a duration like '5m' or a number of seconds")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be a bool")
 
 
 def _think(value: Any) -> Think | None:
@@ -903,7 +934,12 @@ class Ollama(BaseClient):
         longer than the context is a BadRequestError instead of being cut."""
         if isinstance(inputs, str):
             inputs = [inputs]
-        if not inputs or not all(isinstance(i, str) for i in inputs):
+        if (
+            isinstance(inputs, (bytes, Mapping))
+            or not isinstance(inputs, Sequence)
+            or not inputs
+            or not all(isinstance(i, str) for i in inputs)
+        ):
             raise ConfigurationError("inputs must be a non-empty list of strings")
         if truncate is not None and not isinstance(truncate, bool):
             raise ConfigurationError("truncate must be a bool")
@@ -998,6 +1034,7 @@ class Ollama(BaseClient):
         deadline: float | None = None,
     ) -> ShowResponse:
         """A model's details, parameters, template and capabilities; NotFoundError if absent."""
+        _check_bool("verbose", verbose)
         body: dict[str, Any] = {"model": check_model(model)}
         if verbose:
             body["verbose"] = True
@@ -1085,6 +1122,8 @@ class Ollama(BaseClient):
         """Download a model. By default a stream of progress events to draw a bar from (read it
         to the end: the last one says ``success``); ``await pull(m, stream=False)`` just waits.
         A failed pull is an APIError (mid-stream, as Ollama reports it)."""
+        _check_bool("stream", stream)
+        _check_bool("insecure", insecure)
         body: dict[str, Any] = {"model": check_model(model), "stream": stream}
         if insecure:
             body["insecure"] = True

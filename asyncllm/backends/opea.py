@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import json
 import mimetypes
 import os
+import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, Union
@@ -482,12 +482,32 @@ def _generation(
     return {k: v for k, v in params.items() if v is not None}
 
 
-def _form_value(value: Any) -> str:
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _form_text(what: str, text: str, *, header: bool = False) -> str:
+    """Text for a multipart form, checked before anything is sent: aiohttp refuses what it
+    cannot write only when it writes the form. Names and content types go into part headers."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigurationError(f"{what} is not valid text: {exc}") from exc
+    if header and _CONTROL.search(text):
+        raise ConfigurationError(f"{what} holds a control character (CR, LF, NUL...)")
+    return text
+
+
+def _form_value(name: str, value: Any) -> str:
     if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value)
-    return str(value)
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = _json.dumps(value).decode()
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"form field {name!r} cannot be sent: {exc}") from exc
+    return _form_text(f"form field {name!r}", text)
 
 
 # A checked file: (name, content or the path to read it from, content type).
@@ -515,11 +535,18 @@ def _check_files(files: Sequence[FileSpec] | None) -> list[_CheckedFile]:
             source = bytes(content)
         elif isinstance(item, (str, os.PathLike)):
             source = Path(item)
-            if not source.is_file():
+            try:
+                found = source.is_file()
+            except OSError:  # say, a name too long for the file system
+                found = False
+            if not found:
                 raise ConfigurationError(f"files[{i}] is not a readable file: {str(source)!r}")
             name, ctype = source.name, None
         else:
             raise ConfigurationError(f"files[{i}] must be a path or a (name, bytes) tuple")
+        _form_text(f"files[{i}] name", name, header=True)
+        if ctype is not None:
+            _form_text(f"files[{i}] content type", ctype, header=True)
         checked.append((name, source, ctype or mimetypes.guess_type(name)[0] or "text/plain"))
     return checked
 
@@ -541,7 +568,14 @@ def _form_builder(
     fields: Mapping[str, Any], files: list[tuple[str, bytes, str]], file_field: str = "files"
 ) -> Callable[[], aiohttp.FormData]:
     """A FormData is consumed when sent, so every attempt gets a fresh one."""
-    items = [(k, _form_value(v)) for k, v in fields.items() if v is not None]
+    items = []
+    for key, value in fields.items():
+        if value is None:
+            continue
+        if not isinstance(key, str) or not key:
+            raise ConfigurationError(f"form field names must be non-empty strings, not {key!r}")
+        _form_text(f"form field name {key!r}", key, header=True)
+        items.append((key, _form_value(key, value)))
 
     def build() -> aiohttp.FormData:
         try:
@@ -966,7 +1000,9 @@ class OPEA:
         chunk_overlap: int | None,
         language: str | None,
     ) -> dict[str, Any]:
-        if summary_type is not None and summary_type not in SUMMARY_TYPES:
+        if summary_type is not None and (
+            not isinstance(summary_type, str) or summary_type not in SUMMARY_TYPES
+        ):
             raise ConfigurationError(f"summary_type must be one of {sorted(SUMMARY_TYPES)}")
         check_int("chunk_size", chunk_size, 1)
         check_int("chunk_overlap", chunk_overlap, 0)
@@ -1335,6 +1371,7 @@ class OPEA:
             inputs = [inputs]
         if (
             isinstance(inputs, (bytes, Mapping))
+            or not isinstance(inputs, Sequence)
             or not inputs
             or not all(isinstance(i, str) for i in inputs)
         ):
@@ -1404,6 +1441,8 @@ class OPEA:
         ):
             raise ConfigurationError("embedding must be a non-empty list of numbers")
         for number in embedding:
+            if number is None:  # check_number lets None mean "not given"
+                raise ConfigurationError("embedding values must be numbers")
             check_number("embedding values", number)
         check_int("k", k, 1)
         check_int("fetch_k", fetch_k, 1)
@@ -1463,7 +1502,11 @@ class OPEA:
         default is 1), from the reranking microservice (``/v1/reranking``)."""
         if not isinstance(query, str) or not query.strip():
             raise ConfigurationError("query must be a non-empty string")
-        if isinstance(documents, (str, bytes, Mapping)) or not documents:
+        if (
+            isinstance(documents, (str, bytes, Mapping))
+            or not isinstance(documents, Sequence)
+            or not documents
+        ):
             raise ConfigurationError("documents must be a non-empty list")
         docs: list[str] = []
         for i, doc in enumerate(documents):
@@ -1638,7 +1681,7 @@ class OPEA:
     ) -> HealthResult:
         """``GET /v1/health_check`` of one service (``gateway``, ``llm``, ``embedding``,
         ``retriever``, ``reranking``, ``guardrails`` or ``dataprep``); an unhealthy one raises."""
-        if service not in SERVICES:
+        if not isinstance(service, str) or service not in SERVICES:
             raise ConfigurationError(
                 f"unknown OPEA service {service!r}; one of {', '.join(SERVICES)}"
             )
