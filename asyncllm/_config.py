@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from . import _constants as c
 from ._exceptions import ConfigurationError
@@ -14,8 +15,14 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigurationError(message)
 
 
-def _finite(value: float) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def finite_number(value: Any) -> bool:
+    """A real number a float can hold (an int beyond float range is not one: it overflows)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +42,16 @@ class RetryConfig:
             "max_retries must be an int >= 0",
         )
         _check(
-            _finite(self.initial_delay) and self.initial_delay >= 0, "initial_delay must be >= 0"
+            finite_number(self.initial_delay) and self.initial_delay >= 0,
+            "initial_delay must be >= 0",
         )
         _check(
-            _finite(self.backoff_factor) and self.backoff_factor >= 1, "backoff_factor must be >= 1"
+            finite_number(self.backoff_factor) and self.backoff_factor >= 1,
+            "backoff_factor must be >= 1",
         )
-        _check(_finite(self.max_delay) and self.max_delay >= 0, "max_delay must be >= 0")
+        _check(finite_number(self.max_delay) and self.max_delay >= 0, "max_delay must be >= 0")
         _check(
-            _finite(self.max_retry_after) and self.max_retry_after >= 0,
+            finite_number(self.max_retry_after) and self.max_retry_after >= 0,
             "max_retry_after must be >= 0",
         )
 
@@ -62,7 +71,8 @@ class BreakerConfig:
             "failure_threshold must be an int >= 1",
         )
         _check(
-            _finite(self.reset_timeout) and self.reset_timeout >= 0, "reset_timeout must be >= 0"
+            finite_number(self.reset_timeout) and self.reset_timeout >= 0,
+            "reset_timeout must be >= 0",
         )
         _check(
             isinstance(self.half_open_max_calls, int) and self.half_open_max_calls >= 1,
@@ -89,11 +99,12 @@ class LimitsConfig:
         )
         _check(isinstance(self.queue_size, int) and self.queue_size >= 1, "queue_size must be >= 1")
         _check(
-            self.queue_timeout is None or (_finite(self.queue_timeout) and self.queue_timeout >= 0),
+            self.queue_timeout is None
+            or (finite_number(self.queue_timeout) and self.queue_timeout >= 0),
             "queue_timeout must be None or >= 0",
         )
 
 
 def check_timeout(name: str, value: float | None) -> float | None:
-    _check(value is None or (_finite(value) and value > 0), f"{name} must be None or > 0")
+    _check(value is None or (finite_number(value) and value > 0), f"{name} must be None or > 0")
     return value

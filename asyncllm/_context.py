@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 from ._exceptions import ConfigurationError
 
@@ -27,13 +29,37 @@ def new_request_id() -> str:
     return f"req_{_bits(96):024x}"
 
 
+# RFC 9110: a field name is a token; a value holds no control character but HTAB.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def check_header_value(name: str, value: str) -> str:
-    """Refuse values that would split a header (CR/LF) or are not text, before anything is sent."""
+    """Refuse values that would split a header (CR/LF), hold other control characters or are
+    not text UTF-8 can carry, before anything is sent. The value is never shown: it may be a key."""
     if not isinstance(value, str):
         raise ConfigurationError(f"header {name!r} must be a str, not {type(value).__name__}")
-    if "\r" in value or "\n" in value or "\x00" in value:
-        raise ConfigurationError(f"header {name!r} contains CR, LF or NUL")
+    if _CONTROL.search(value):
+        raise ConfigurationError(f"header {name!r} contains a control character (CR, LF, NUL...)")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigurationError(f"header {name!r} is not valid text") from None
     return value
+
+
+def check_header_name(name: Any) -> str:
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        raise ConfigurationError(f"{name!r} is not a valid HTTP header name")
+    return name
+
+
+def check_headers(headers: Any, what: str) -> dict[str, str]:
+    """``headers`` (a mapping) checked name by name and value by value."""
+    if not isinstance(headers, Mapping):
+        raise ConfigurationError(f"{what} must be a mapping of header names to values")
+    return {check_header_name(k): check_header_value(k, v) for k, v in headers.items()}
 
 
 def current_request_id() -> str | None:

@@ -58,7 +58,7 @@ def loads(data: bytes | str) -> Any:
     """Parse JSON; raises ValueError for anything that is not JSON, nesting too deep included."""
     try:
         return from_json(data)
-    except ValueError:
+    except (ValueError, TypeError):  # a str with a lone surrogate is a TypeError there
         pass
     try:
         return json.loads(data)

@@ -18,7 +18,7 @@ from pydantic import SecretStr, ValidationError
 
 from .. import _json
 from .._backoff import parse_retry_after
-from .._config import BreakerConfig, LimitsConfig, RetryConfig, check_timeout
+from .._config import BreakerConfig, LimitsConfig, RetryConfig, check_timeout, finite_number
 from .._constants import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
@@ -29,7 +29,7 @@ from .._constants import (
     DEFAULT_TIMEOUT,
     REQUEST_ID_HEADER,
 )
-from .._context import _request_id, check_header_value, new_request_id
+from .._context import _request_id, check_header_value, check_headers, new_request_id
 from .._dispatcher import Attempt, Dispatcher, Lane, Priority, Stream, get_dispatcher
 from .._exceptions import (
     APIError,
@@ -78,10 +78,17 @@ async def _build(data: Callable[[], Any]) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-def _check_base_url(url: str) -> str:
-    parts = urlsplit(url)
+def _check_base_url(url: Any) -> str:
+    if not isinstance(url, str):
+        raise ConfigurationError(f"base_url must be a str, not {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # say, an unclosed IPv6 bracket
+        raise ConfigurationError(f"base_url is not a valid URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigurationError(f"base_url must be an http(s) URL, got {url!r}")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ConfigurationError("base_url must not hold a query or fragment: paths go after it")
     check_header_value("base_url", url)
     return url.rstrip("/")
 
@@ -131,7 +138,11 @@ class BaseClient:
     ) -> None:
         key = api_key if api_key is not None else _env(self.api_key_env)
         if isinstance(key, str):
-            key = SecretStr(check_header_value("api_key", key))
+            key = SecretStr(key)
+        if key is not None:
+            if not isinstance(key, SecretStr):
+                raise ConfigurationError("api_key must be a str or a pydantic SecretStr")
+            check_header_value("api_key", key.get_secret_value())
         self.api_key: SecretStr | None = key
         url = base_url or _env(self.base_url_env) or self.default_base_url
         if url is None:
@@ -156,8 +167,8 @@ class BaseClient:
         self._owns_transport = transport is None
         self._transport = transport or AiohttpTransport(connect_timeout=connect_timeout)
         headers = {"Accept": "application/json", **self._auth_headers()}
-        for hname, value in (default_headers or {}).items():
-            headers[check_header_value(hname, hname)] = check_header_value(hname, value)
+        if default_headers is not None:
+            headers.update(check_headers(default_headers, "default_headers"))
         self._headers = headers
         self._lane: Lane | None = None
         self._closed = False
@@ -228,9 +239,8 @@ class BaseClient:
     def _headers_for(self, request_id: str, extra: Mapping[str, str] | None) -> dict[str, str]:
         headers = dict(self._headers)
         headers[REQUEST_ID_HEADER] = request_id
-        if extra:
-            for hname, value in extra.items():
-                headers[check_header_value(hname, hname)] = check_header_value(hname, value)
+        if extra is not None:
+            headers.update(check_headers(extra, "extra_headers"))
         return headers
 
     def _url(self, path: str) -> str:
@@ -548,7 +558,7 @@ def check_number(
 ) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not finite_number(value):
         raise ConfigurationError(f"{name} must be a number")
     if (low is not None and value < low) or (high is not None and value > high):
         raise ConfigurationError(f"{name} must be between {low} and {high}")

@@ -196,6 +196,11 @@ def _check_value(value: Any, datatype: str, where: str) -> Any:
         return value
     # BYTES: JSON carries text; bytes must be UTF-8 (arbitrary binary needs the binary extension).
     if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")  # a lone surrogate has no UTF-8 form to send
+            except UnicodeEncodeError as exc:
+                raise ConfigurationError(f"{where}: BYTES elements must be valid text") from exc
         return value
     if isinstance(value, bytes):
         try:
