@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, ClassVar, NamedTuple, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from pydantic import SecretStr, ValidationError
 
@@ -587,3 +587,14 @@ def merge_extra(body: dict[str, Any], extra_body: Mapping[str, Any] | None) -> d
             raise ConfigurationError("extra_body must be a mapping")
         body.update(extra_body)
     return body
+
+
+def path_segment(name: str, value: str) -> str:
+    """``value`` as one URL path segment: %-quoted, and never '.' or '..', which a client resolves
+    against the path before sending (so ``/models/../infer`` would go to ``/infer``)."""
+    if value in (".", ".."):
+        raise ConfigurationError(f"{name} {value!r} cannot be a URL path segment")
+    try:
+        return quote(value, safe="")
+    except UnicodeEncodeError as exc:  # a lone surrogate
+        raise ConfigurationError(f"{name} is not valid Unicode text") from exc

@@ -8,7 +8,6 @@ import copy
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
-from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,7 +22,15 @@ from .._exceptions import (
     ResponseValidationError,
 )
 from .._models import ModelInfo
-from ._base import BaseClient, Meta, _timeout_value, check_int, check_model, check_number
+from ._base import (
+    BaseClient,
+    Meta,
+    _timeout_value,
+    check_int,
+    check_model,
+    check_number,
+    path_segment,
+)
 
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_BATCH_WAIT = 0.010
@@ -133,17 +140,6 @@ def _parameters(parameters: Mapping[str, Any] | None) -> tuple[dict[str, Any], s
     return params, key
 
 
-def _path_segment(model_id: str) -> str:
-    """The id as one URL path segment: %-quoted, and never '.' or '..', which a client resolves
-    against the path before sending (so ``/models/../infer`` would go to ``/infer``)."""
-    if model_id in (".", ".."):
-        raise ConfigurationError(f"model_id {model_id!r} cannot be a URL path segment")
-    try:
-        return quote(model_id, safe="")
-    except UnicodeEncodeError as exc:  # a lone surrogate
-        raise ConfigurationError("model_id is not valid Unicode text") from exc
-
-
 def _copy_error(exc: BaseException) -> BaseException:
     """A caller's own copy of a batch's error, so tracebacks of callers do not pile up on one."""
     try:
@@ -228,7 +224,7 @@ class LLVM(BaseClient):
 
     @staticmethod
     def _path(model_id: str, suffix: str = "") -> str:
-        return "/models/" + _path_segment(check_model(model_id)) + suffix
+        return "/models/" + path_segment("model_id", check_model(model_id)) + suffix
 
     # -- model management ----------------------------------------------------------------------
 

@@ -19,14 +19,13 @@ import struct
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._dispatcher import Priority
 from .._exceptions import ConfigurationError
 from .._models import Usage
-from ._base import Meta, check_int, check_number, check_stop, merge_extra
+from ._base import Meta, check_int, check_number, check_stop, merge_extra, path_segment
 from ._openai_compat import OpenAICompatible
 
 __all__ = [
@@ -390,17 +389,6 @@ def _from_json(value: Any, datatype: str) -> Any:
     return value
 
 
-def _path_segment(name: str, value: str) -> str:
-    """``value`` as one URL path segment: %-quoted, and never '.' or '..', which a client resolves
-    against the path before sending (so ``/models/../infer`` would go to ``/infer``)."""
-    if value in (".", ".."):
-        raise ConfigurationError(f"{name} {value!r} cannot be a URL path segment")
-    try:
-        return quote(value, safe="")
-    except UnicodeEncodeError as exc:  # a lone surrogate
-        raise ConfigurationError(f"{name} is not valid Unicode text") from exc
-
-
 def _as_tensor(name: Any, value: Any) -> dict[str, Any]:
     if not isinstance(name, str) or not name:
         raise ConfigurationError("input tensor names must be non-empty strings")
@@ -653,7 +641,7 @@ class OVMS(OpenAICompatible):
 
     def _servable(self, model: str | None, version: int | str | None, api: str) -> str:
         """``/{api}/models/{name}[/versions/{v}]``; the name is %-quoted (OVMS names hold '/')."""
-        name = _path_segment("model", self._model(model))
+        name = path_segment("model", self._model(model))
         chosen = self.version if version is None else self._check_version(version)
         path = f"/{api}/models/{name}"
         return path if chosen is None else f"{path}/versions/{chosen}"
