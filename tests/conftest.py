@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# The property tests draw the same examples on every run, so a CI run cannot fail on a case no
+# earlier run saw. To hunt for new cases: HYPOTHESIS_PROFILE=explore pytest tests/test_fuzz*.py
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex

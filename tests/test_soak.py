@@ -90,7 +90,9 @@ async def test_soak_nothing_lost_nothing_doubled() -> None:
             type(v).__name__ for v in outcome.values() if not isinstance(v, asyncllm.ChatResponse)
         )
         assert results + sum(errors.values()) == CALLS
-        assert results > CALLS * 0.9, errors
+        # An opening breaker fails its backend's queued calls at once (by design, and how many
+        # depends on timing); of the calls it did not end, nearly all must succeed.
+        assert results > (CALLS - errors["CircuitOpenError"]) * 0.9, errors
         for s in servers:
             assert s.max_in_flight <= LIMIT
             attempts = collections.Counter(s.request_ids)
