@@ -153,11 +153,13 @@ class Tool(BaseModel):
             spec = value.get("function", value) if value.get("type") == "function" else value
             if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
                 raise ConfigurationError("a tool dict needs a 'name' (or a 'function' with one)")
-            return cls(
-                name=spec["name"],
-                description=spec.get("description") or "",
-                parameters=dict(spec.get("parameters") or {"type": "object", "properties": {}}),
-            )
+            description = spec.get("description") or ""
+            parameters = spec.get("parameters") or {"type": "object", "properties": {}}
+            if not isinstance(description, str):
+                raise ConfigurationError(f"tool {spec['name']!r}: description must be a string")
+            if not isinstance(parameters, Mapping):
+                raise ConfigurationError(f"tool {spec['name']!r}: parameters must be a JSON schema")
+            return cls(name=spec["name"], description=description, parameters=dict(parameters))
         if isinstance(value, type) and issubclass(value, BaseModel):
             schema = value.model_json_schema()
             schema.pop("title", None)
@@ -172,10 +174,14 @@ class Tool(BaseModel):
 
     @classmethod
     def from_function(cls, fn: Callable[..., Any]) -> Tool:
-        hints = typing.get_type_hints(fn)
+        try:
+            hints = typing.get_type_hints(fn)
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError, NameError) as exc:  # say, a builtin without a signature
+            raise ConfigurationError(f"cannot make a tool from {fn!r}: {exc}") from None
         properties: dict[str, Any] = {}
         required: list[str] = []
-        for pname, param in inspect.signature(fn).parameters.items():
+        for pname, param in signature.parameters.items():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 continue
             properties[pname] = _json_type(hints.get(pname, Any))

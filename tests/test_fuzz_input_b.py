@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from jsonschema import Draft202012Validator, FormatChecker
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from yarl import URL
 
 import asyncllm
@@ -784,14 +784,7 @@ METHODS = _methods()
 # keep finding new bugs. When a shared fix lands, its xfail passes (and fails, being strict): drop
 # the test's mark and its entry here.
 
-OPENAI_COMPAT = ("tgi", "vllm", "ovms", "openai")
 KNOWN_SHARED_BUGS: dict[str, Callable[[Method, Mapping[str, Any]], bool]] = {
-    # OpenAICompatible.embed sends any user=, which OpenAI's schema says is a string.
-    "embed user not a string": lambda m, kw: (
-        m.backend == "openai"
-        and m.name == "embed"
-        and not isinstance(kw.get("user"), (str, type(None)))
-    ),
     # _openai_compat.tool_choice_body passes any mapping through, {} included.
     "tool_choice mapping unchecked": lambda m, kw: (
         m.backend == "openai" and isinstance(kw.get("tool_choice"), Mapping)
@@ -820,10 +813,6 @@ KNOWN_SHARED_BUGS: dict[str, Callable[[Method, Mapping[str, Any]], bool]] = {
     "n or seed beyond the schema": lambda m, kw: (
         m.backend == "openai"
         and (_int_beyond(kw.get("n"), 128) or _int_beyond(kw.get("seed"), 2**63))
-    ),
-    # OpenAICompatible.embed iterates inputs= to check it: TypeError for a number or an object.
-    "embed inputs not iterable": lambda m, kw: (
-        m.backend in OPENAI_COMPAT and m.name == "embed" and not _iterable(kw.get("inputs", ""))
     ),
 }
 
@@ -859,10 +848,6 @@ def _has_unchecked_message(messages: Any) -> bool:
 
 def _int_beyond(value: Any, bound: int) -> bool:
     return isinstance(value, int) and abs(value) > bound
-
-
-def _iterable(value: Any) -> bool:
-    return not value or isinstance(value, str) or hasattr(value, "__iter__")
 
 
 def _short_limit(kwargs: Mapping[str, Any]) -> bool:
@@ -1432,12 +1417,10 @@ def test_number_beyond_float_range_is_refused() -> None:
     refused_unsent(Method("tgi", "generate"), inputs="x", temperature=10**400)
 
 
-@shared_bug("OpenAICompatible.embed sends any user=", AssertionError)
 def test_embed_user_that_is_not_a_string_is_refused() -> None:
     refused_unsent(Method("openai", "embed"), inputs="a", user=[])
 
 
-@shared_bug("OpenAICompatible.embed iterates inputs= to check it", TypeError)
 def test_embed_inputs_that_are_not_a_list_are_refused() -> None:
     refused_unsent(Method("openai", "embed"), inputs=1)
 
@@ -1452,14 +1435,12 @@ def test_response_format_mapping_that_is_not_a_format_is_refused() -> None:
     refused_unsent(Method("openai", "stream_chat"), messages=USER, response_format={})
 
 
-@shared_bug("_models.Tool.coerce calls dict() on any parameters", TypeError)
 def test_tool_parameters_that_are_not_a_mapping_are_refused() -> None:
     refused_unsent(
         Method("openai", "stream_chat"), messages=USER, tools=[{"name": "f", "parameters": [1]}]
     )
 
 
-@shared_bug("_models.Tool.coerce passes description to pydantic unchecked", ValidationError)
 def test_tool_description_that_is_not_a_string_is_refused() -> None:
     refused_unsent(
         Method("openai", "stream_chat"), messages=USER, tools=[{"name": "f", "description": 1}]

@@ -408,8 +408,12 @@ class OpenAICompatible(BaseClient):
         """Embeddings of ``inputs``, returned in input order."""
         if isinstance(inputs, str):
             inputs = [inputs]
-        if not inputs or not all(isinstance(i, str) for i in inputs):
-            raise ConfigurationError("inputs must be a non-empty list of strings")
+        if (
+            not isinstance(inputs, (list, tuple))
+            or not inputs
+            or not all(isinstance(i, str) for i in inputs)
+        ):
+            raise ConfigurationError("inputs must be a string or a non-empty list of strings")
         check_int("dimensions", dimensions, 1)
         body: dict[str, Any] = {
             "model": self._model(model),
@@ -419,6 +423,8 @@ class OpenAICompatible(BaseClient):
         if dimensions is not None:
             body["dimensions"] = dimensions
         if user is not None:
+            if not isinstance(user, str):
+                raise ConfigurationError("user must be a string")
             body["user"] = user
         merge_extra(body, extra_body)
         count = len(inputs)
