@@ -8,11 +8,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._backoff import parse_retry_after
-from ._breaker import BreakerState
 from ._config import BreakerConfig, LimitsConfig, RetryConfig
-from ._context import RequestIdFilter, current_request_id, request_context
-from ._dispatcher import BackendStats, Dispatcher, Priority, Stream, get_dispatcher
+from ._engine._backoff import parse_retry_after
+from ._engine._breaker import BreakerState
+from ._engine._context import RequestIdFilter, current_request_id, request_context
+from ._engine._dispatcher import BackendStats, Dispatcher, Priority, get_dispatcher
+from ._engine._tracking import RequestRecord, RequestStatus, RequestTracker
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -48,7 +49,7 @@ from ._models import (
     Usage,
     tool_result,
 )
-from ._tracking import RequestRecord, RequestStatus, RequestTracker
+from .streaming import Stream
 
 if TYPE_CHECKING:
     from .backends.claude import Anthropic, Claude

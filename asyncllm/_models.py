@@ -15,8 +15,8 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import _json
 from ._exceptions import ConfigurationError, ResponseValidationError
+from ._http import _json
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 

@@ -32,7 +32,7 @@ import pydantic
 
 import asyncllm
 from asyncllm import Dispatcher, LimitsConfig, Priority
-from asyncllm._dispatcher import Attempt
+from asyncllm._engine._dispatcher import Attempt
 from asyncllm.testing import MockResponse, MockTransport
 
 HERE = Path(__file__).resolve().parent
@@ -420,7 +420,7 @@ async def bench_cpu(sizes: Sizes) -> None:
         max_concurrent_requests=1000,
         queue_size=100_000,
     )
-    request = asyncllm._transport.Request("POST", "http://bench.invalid", {}, b"{}")
+    request = asyncllm._http._transport.Request("POST", "http://bench.invalid", {}, b"{}")
 
     async def mock_only() -> None:
         r = await transport.send(request)

@@ -7,7 +7,7 @@ import random
 import pytest
 
 import asyncllm
-from asyncllm._backoff import BackoffSchedule, is_retryable, parse_retry_after
+from asyncllm._engine._backoff import BackoffSchedule, is_retryable, parse_retry_after
 from asyncllm._exceptions import status_error
 
 

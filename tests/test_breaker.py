@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from asyncllm import BreakerConfig, BreakerState
-from asyncllm._breaker import CircuitBreaker
+from asyncllm._engine._breaker import CircuitBreaker
 from asyncllm.testing import FakeClock
 
 

@@ -14,12 +14,11 @@ import pytest
 from aiohttp import web
 
 import asyncllm
-from asyncllm._fakes import anthropic as fake
 from asyncllm.backends.claude import tool_choice_body
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
-
-from .chat_contract import NO_WAIT, ChatContract, get_weather
-from .specs import SPECS
+from asyncllm.testing.fakes import anthropic as fake
+from tests.chat_contract import NO_WAIT, ChatContract, get_weather
+from tests.specs import SPECS
 
 SCHEMAS = SPECS / "anthropic/anthropic-messages.schemas.json"
 MODEL = "fake-chat"

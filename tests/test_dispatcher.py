@@ -11,8 +11,7 @@ import pytest
 
 import asyncllm
 from asyncllm.testing import FakeClock, FakeServer, MockResponse
-
-from .helpers import Gate, client, ok, settle
+from tests.helpers import Gate, client, ok, settle
 
 
 def msg(text: str) -> list[dict[str, str]]:
@@ -335,7 +334,7 @@ async def test_request_id_is_on_log_records(caplog: Any) -> None:
 
 
 def test_request_ids_do_not_follow_the_global_random_seed() -> None:
-    from asyncllm._context import new_request_id
+    from asyncllm._engine._context import new_request_id
 
     random.seed(7)
     first = new_request_id()
@@ -346,7 +345,7 @@ def test_request_ids_do_not_follow_the_global_random_seed() -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_makes_other_request_ids_than_its_parent() -> None:
-    from asyncllm._context import new_request_id
+    from asyncllm._engine._context import new_request_id
 
     read_end, write_end = os.pipe()
     pid = os.fork()

@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 
 import asyncllm
 from asyncllm.testing import MockResponse
-
-from .helpers import client, ok
+from tests.helpers import client, ok
 
 json_scalars = (
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20)

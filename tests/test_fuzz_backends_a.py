@@ -2,7 +2,7 @@
 typed APIError (with its request ID) or the documented result, never an untyped exception and
 never a hang, and streams keep their lines bounded.
 
-The hostile answers are made from valid ones (as the fakes in ``asyncllm._fakes`` send them):
+The hostile answers are made from valid ones (as the fakes in ``asyncllm.testing.fakes`` send them):
 every single subtree deleted or given the wrong type, in turn; then, at random, several such
 changes at once, deep nesting, huge strings and numbers, truncated or non-UTF-8 bytes; for
 streams, single events mutated, dropped or repeated and garbage lines put in between.

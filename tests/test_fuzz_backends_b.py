@@ -3,7 +3,7 @@ a response, the caller gets the documented type or a typed APIError carrying the
 a builtin exception or a hang, and streams refuse endless lines.
 
 The hostile answers are structure-aware: each starts from a valid body for the call (the shapes
-the fakes in ``asyncllm._fakes`` serve) and is damaged by a few drawn operations (a subtree
+the fakes in ``asyncllm.testing.fakes`` serve) and is damaged by a few drawn operations (a subtree
 replaced by a hostile value, a key deleted, a list's items repeated or dropped, a subtree buried
 in deep nesting) and sometimes at the byte level (truncated, not UTF-8, replaced by garbage).
 Streams get damaged events and garbage lines between them, cut into chunks at drawn places. An
@@ -27,8 +27,7 @@ from hypothesis import strategies as st
 import asyncllm
 from asyncllm.backends import llvm, ovms, tei, tgi, vllm
 from asyncllm.testing import MockResponse, MockTransport
-
-from .helpers import USER
+from tests.helpers import USER
 
 # Sized so that the whole file runs in about half a minute; raise max_examples to hunt.
 SETTINGS = settings(

@@ -28,14 +28,13 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, SecretStr
 
 import asyncllm
-from asyncllm._transport import Request
+from asyncllm._http._transport import Request
 from asyncllm.backends.opea import OPEA
 from asyncllm.testing import MockResponse, MockTransport
-
-from .chat_contract import get_weather
-from .test_claude import LEGACY_SAMPLING
-from .test_claude import check as claude_check
-from .test_fuzz_backends_a import (
+from tests.chat_contract import get_weather
+from tests.test_claude import LEGACY_SAMPLING
+from tests.test_claude import check as claude_check
+from tests.test_fuzz_backends_a import (
     CLAUDE_EVENTS,
     CLAUDE_MESSAGE,
     CLAUDE_MODELS,
@@ -61,9 +60,9 @@ from .test_fuzz_backends_a import (
     OPENAI_MODELS,
     Event,
 )
-from .test_gemini import check_against_proto
-from .test_ollama import SPEC as OLLAMA_SPEC
-from .test_ollama import _validator as ollama_schema_validator
+from tests.test_gemini import check_against_proto
+from tests.test_ollama import SPEC as OLLAMA_SPEC
+from tests.test_ollama import _validator as ollama_schema_validator
 
 HOST = "mock.invalid"
 URL = f"http://{HOST}"

@@ -39,14 +39,13 @@ from pydantic import BaseModel
 from yarl import URL
 
 import asyncllm
-from asyncllm import _json
-from asyncllm._transport import Request
+from asyncllm._http import _json
+from asyncllm._http._transport import Request
 from asyncllm.backends.ovms import _FLOAT_MAX, _INT_RANGES, DATATYPES, Tensor
 from asyncllm.testing import MockResponse, MockTransport
-
-from . import test_ovms, test_tei, test_tgi
-from .helpers import USER
-from .test_fuzz_backends_b import (
+from tests import test_ovms, test_tei, test_tgi
+from tests.helpers import USER
+from tests.test_fuzz_backends_b import (
     CHAT,
     CHAT_CHUNKS,
     TGI_STREAM,
@@ -56,7 +55,7 @@ from .test_fuzz_backends_b import (
     tgi_valid,
     vllm_valid,
 )
-from .test_openai import validator as openai_validator
+from tests.test_openai import validator as openai_validator
 
 # Sized so that the whole file runs in about half a minute; raise max_examples to hunt.
 SETTINGS = settings(
@@ -785,11 +784,11 @@ METHODS = _methods()
 # the test's mark and its entry here.
 
 KNOWN_SHARED_BUGS: dict[str, Callable[[Method, Mapping[str, Any]], bool]] = {
-    # _openai_compat.tool_choice_body passes any mapping through, {} included.
+    # _wire.openai.tool_choice_body passes any mapping through, {} included.
     "tool_choice mapping unchecked": lambda m, kw: (
         m.backend == "openai" and isinstance(kw.get("tool_choice"), Mapping)
     ),
-    # _openai_compat.response_format_body passes any mapping through, {} included.
+    # _wire.openai.response_format_body passes any mapping through, {} included.
     "response_format mapping unchecked": lambda m, kw: (
         m.backend == "openai" and isinstance(kw.get("response_format"), Mapping)
     ),
@@ -809,7 +808,7 @@ KNOWN_SHARED_BUGS: dict[str, Callable[[Method, Mapping[str, Any]], bool]] = {
     "message shape unchecked": lambda m, kw: (
         m.backend == "openai" and _has_unchecked_message(kw.get("messages"))
     ),
-    # _openai_compat checks n and seed with check_int, unbounded; OpenAI's schema bounds them.
+    # _wire.openai checks n and seed with check_int, unbounded; OpenAI's schema bounds them.
     "n or seed beyond the schema": lambda m, kw: (
         m.backend == "openai"
         and (_int_beyond(kw.get("n"), 128) or _int_beyond(kw.get("seed"), 2**63))
@@ -1425,12 +1424,12 @@ def test_embed_inputs_that_are_not_a_list_are_refused() -> None:
     refused_unsent(Method("openai", "embed"), inputs=1)
 
 
-@shared_bug("_openai_compat.tool_choice_body passes any mapping through", AssertionError)
+@shared_bug("_wire.openai.tool_choice_body passes any mapping through", AssertionError)
 def test_tool_choice_mapping_that_is_not_a_tool_choice_is_refused() -> None:
     refused_unsent(Method("openai", "stream_chat"), messages=USER, tool_choice={})
 
 
-@shared_bug("_openai_compat.response_format_body passes any mapping through", AssertionError)
+@shared_bug("_wire.openai.response_format_body passes any mapping through", AssertionError)
 def test_response_format_mapping_that_is_not_a_format_is_refused() -> None:
     refused_unsent(Method("openai", "stream_chat"), messages=USER, response_format={})
 
@@ -1478,7 +1477,7 @@ def test_function_message_without_a_name_is_refused() -> None:
 
 
 @shared_bug(
-    "_openai_compat checks n and seed unbounded; the schema takes 1..128, int64", AssertionError
+    "_wire.openai checks n and seed unbounded; the schema takes 1..128, int64", AssertionError
 )
 @pytest.mark.parametrize("bounds", [{"n": 129}, {"seed": 2**64}], ids=["n", "seed"])
 def test_n_and_seed_beyond_the_schema_are_refused(bounds: dict[str, int]) -> None:

@@ -10,7 +10,6 @@ import pytest
 from pydantic import BaseModel
 
 import asyncllm
-from asyncllm._fakes import _common
 from asyncllm.backends.gemini import (
     GEMINI_BASE_URL,
     ContentBlockedError,
@@ -20,9 +19,9 @@ from asyncllm.backends.gemini import (
     to_gemini_contents,
 )
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
-
-from .chat_contract import NO_WAIT, ChatContract, get_weather
-from .specs import SPECS
+from asyncllm.testing.fakes import _common
+from tests.chat_contract import NO_WAIT, ChatContract, get_weather
+from tests.specs import SPECS
 
 PROTO_DIR = SPECS / "gemini/v1beta"
 MODEL = "fake-chat"

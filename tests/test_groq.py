@@ -14,8 +14,7 @@ from asyncllm.backends.groq import (
     parse_duration,
 )
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
-
-from .chat_contract import NO_WAIT, ChatContract
+from tests.chat_contract import NO_WAIT, ChatContract
 
 
 class TestGroqContract(ChatContract):

@@ -1,4 +1,4 @@
-"""asyncllm._json must behave exactly as the stdlib json module does, only faster."""
+"""asyncllm._http._json must behave exactly as the stdlib json module does, only faster."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asyncllm import _json
+from asyncllm._http import _json
 
 scalars = (
     st.none()
@@ -101,8 +101,7 @@ def test_excerpt_is_bounded_whatever_it_is_given() -> None:
 async def test_a_reply_nested_too_deeply_is_a_typed_error() -> None:
     import asyncllm
     from asyncllm.testing import MockResponse
-
-    from .helpers import client
+    from tests.helpers import client
 
     replies = [MockResponse(200, content=DEEP), MockResponse(500, content=DEEP)]
     c = client(lambda r: replies.pop(0), max_retries=0)

@@ -11,9 +11,9 @@ import pytest
 from aiohttp import web
 
 import asyncllm
-from asyncllm._fakes.llvm import output_for
 from asyncllm.backends.llvm import LLVM, InferResult
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
+from asyncllm.testing.fakes.llvm import output_for
 
 NO_WAIT = asyncllm.RetryConfig(max_retries=3, initial_delay=0.0, max_delay=0.0)
 BATCH_PATH = "/models/{model}/batch_infer"

@@ -20,9 +20,8 @@ from asyncllm.backends.ollama import (
     ollama_host,
 )
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
-
-from .chat_contract import NO_WAIT, ChatContract, get_weather
-from .specs import SPECS
+from tests.chat_contract import NO_WAIT, ChatContract, get_weather
+from tests.specs import SPECS
 
 SPEC = SPECS / "ollama.openapi.yaml"
 PNG = b"\x89PNG\r\n\x1a\nfake image bytes"

@@ -14,11 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import asyncllm
-from asyncllm._fakes import _common
 from asyncllm.backends.opea import OPEA, parse_bytes_literal
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
-
-from .chat_contract import NO_WAIT, ChatContract
+from asyncllm.testing.fakes import _common
+from tests.chat_contract import NO_WAIT, ChatContract
 
 SERVICES = ("gateway", "llm", "embedding", "retriever", "reranking", "guardrails", "dataprep")
 # Quotes of both kinds, a newline, a tab, a backslash and non-ASCII: every escape repr() writes.

@@ -13,11 +13,10 @@ from pydantic import BaseModel
 
 import asyncllm
 from asyncllm.testing import FakeServer, MockResponse
-
-from .chat_contract import ChatContract
-from .helpers import client as mock_client
-from .helpers import ok
-from .specs import SPECS
+from tests.chat_contract import ChatContract
+from tests.helpers import client as mock_client
+from tests.helpers import ok
+from tests.specs import SPECS
 
 
 class TestOpenAIContract(ChatContract):
@@ -303,7 +302,7 @@ async def test_embed_and_models_against_the_server(asyncllm_server: FakeServer) 
     async with asyncllm.OpenAI(api_key="k", base_url=asyncllm_server.url("/v1")) as c:
         e = await c.embed(["alpha", "beta", "gamma"], model="fake-embed")
         models = await c.models()
-    from asyncllm._fakes._common import vector
+    from asyncllm.testing.fakes._common import vector
 
     assert e.vectors == [vector("alpha"), vector("beta"), vector("gamma")]
     assert [m.id for m in models] == ["fake-chat", "fake-embed"]

@@ -13,12 +13,11 @@ import yaml
 from jsonschema import Draft202012Validator
 
 import asyncllm
-from asyncllm._fakes import ovms as fake
 from asyncllm.backends.ovms import DATATYPES, OVMS, Tensor
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
-
-from .chat_contract import NO_WAIT, ChatContract
-from .specs import SPECS
+from asyncllm.testing.fakes import ovms as fake
+from tests.chat_contract import NO_WAIT, ChatContract
+from tests.specs import SPECS
 
 SPEC = SPECS / "kserve/open-inference-protocol.open_inference_rest.yaml"
 
@@ -105,7 +104,7 @@ def test_bad_version_is_refused(version: Any) -> None:
 
 def test_numpy_is_not_imported_with_the_module() -> None:
     code = (
-        "import sys, asyncllm; asyncllm.OVMS; import asyncllm.backends.ovms, asyncllm._fakes.ovms;"
+        "import sys, asyncllm; asyncllm.OVMS; import asyncllm.backends.ovms, asyncllm.testing.fakes.ovms;"
         "assert 'numpy' not in sys.modules, 'numpy imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=20)

@@ -23,7 +23,7 @@ def test_anthropic_is_claude() -> None:
 def test_import_is_lazy() -> None:
     code = (
         "import sys, asyncllm; "
-        "loaded = [m for m in sys.modules if m.startswith('asyncllm.backends.') and m != 'asyncllm.backends._base']; "
+        "loaded = [m for m in sys.modules if m.startswith('asyncllm.backends.')]; "
         "print(','.join(sorted(loaded))); "
         "print('aiobotocore' in sys.modules, 'numpy' in sys.modules, 'yaml' in sys.modules)"
     )

@@ -37,11 +37,10 @@ from asyncllm import (
     RetryConfig,
     request_context,
 )
-from asyncllm._backoff import is_retryable
+from asyncllm._engine._backoff import is_retryable
 from asyncllm.backends import s3 as s3_module
 from asyncllm.backends.s3 import S3, BucketInfo, ObjectSummary, map_error
-
-from .s3_server import moto_auth_endpoint, moto_endpoint  # noqa: F401 - fixtures
+from tests.s3_server import moto_auth_endpoint, moto_endpoint  # noqa: F401 - fixtures
 
 MiB = 1024 * 1024
 ACCESS_KEY = "AKIAASYNCLLMTESTKEY1"

@@ -11,12 +11,11 @@ import jsonschema
 import pytest
 
 import asyncllm
-from asyncllm._fakes import _common
-from asyncllm._fakes.tei import rerank_score, sparse_vector
 from asyncllm.backends.tei import TEI
 from asyncllm.testing import FakeServer
-
-from .specs import SPECS
+from asyncllm.testing.fakes import _common
+from asyncllm.testing.fakes.tei import rerank_score, sparse_vector
+from tests.specs import SPECS
 
 SPEC = SPECS / "tei.openapi.json"
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "local_rag.py"

@@ -13,9 +13,8 @@ from pydantic import BaseModel
 import asyncllm
 from asyncllm.backends.tgi import TGI
 from asyncllm.testing import FakeServer
-
-from .chat_contract import NO_WAIT, ChatContract
-from .specs import SPECS
+from tests.chat_contract import NO_WAIT, ChatContract
+from tests.specs import SPECS
 
 SPEC = SPECS / "tgi.openapi.json"
 

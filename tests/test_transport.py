@@ -8,7 +8,7 @@ import pytest
 from aioresponses import aioresponses
 
 import asyncllm
-from asyncllm._transport import iter_lines, iter_ndjson, iter_sse
+from asyncllm._http._transport import iter_lines, iter_ndjson, iter_sse
 
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:

@@ -12,8 +12,7 @@ from pydantic import BaseModel
 import asyncllm
 from asyncllm.backends.vllm import VLLM
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
-
-from .chat_contract import ChatContract
+from tests.chat_contract import ChatContract
 
 NO_WAIT = asyncllm.RetryConfig(max_retries=3, initial_delay=0.0, max_delay=0.0)
 USER = [{"role": "user", "content": "hello there"}]

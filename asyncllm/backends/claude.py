@@ -17,15 +17,25 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from .. import _json
-from .._context import check_header_value
-from .._dispatcher import Lane, Priority, Stream
+from .._engine._context import check_header_value
+from .._engine._dispatcher import Lane, Priority
 from .._exceptions import (
     APIConnectionError,
     APIError,
     ConfigurationError,
     status_error,
 )
+from .._http import _json
+from .._http._backend import (
+    BaseClient,
+    Meta,
+    check_int,
+    check_model,
+    check_number,
+    check_stop,
+    merge_extra,
+)
+from .._http._transport import Response
 from .._models import (
     ChatChunk,
     ChatResponse,
@@ -38,16 +48,7 @@ from .._models import (
     coerce_tools,
     normalize_messages,
 )
-from .._transport import Response
-from ._base import (
-    BaseClient,
-    Meta,
-    check_int,
-    check_model,
-    check_number,
-    check_stop,
-    merge_extra,
-)
+from ..streaming import Stream
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"

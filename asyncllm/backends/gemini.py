@@ -22,9 +22,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from .. import _json
-from .._context import _request_id, new_request_id, request_context
-from .._dispatcher import Priority, Stream
+from .._engine._context import _request_id, new_request_id, request_context
+from .._engine._dispatcher import Priority
 from .._exceptions import (
     APIError,
     APIStatusError,
@@ -32,6 +31,17 @@ from .._exceptions import (
     ContentBlockedError,
     status_error,
 )
+from .._http import _json
+from .._http._backend import (
+    BaseClient,
+    Meta,
+    check_int,
+    check_model,
+    check_number,
+    check_stop,
+    merge_extra,
+)
+from .._http._transport import Response
 from .._models import (
     ChatChunk,
     ChatResponse,
@@ -45,8 +55,7 @@ from .._models import (
     message_text,
     normalize_messages,
 )
-from .._transport import Response
-from ._base import BaseClient, Meta, check_int, check_model, check_number, check_stop, merge_extra
+from ..streaming import Stream
 
 __all__ = ["GEMINI_BASE_URL", "ContentBlockedError", "Gemini", "json_schema_to_gemini"]
 

@@ -15,12 +15,12 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from .._backoff import parse_retry_after
-from .._dispatcher import Lane
+from .._engine._backoff import parse_retry_after
+from .._engine._dispatcher import Lane
 from .._exceptions import ConfigurationError
+from .._http._backend import Meta
 from .._models import ChatChunk, ChatResponse, Usage
-from ._base import Meta
-from ._openai_compat import OpenAICompatible
+from .._wire.openai import OpenAICompatible
 
 __all__ = ["GROQ_BASE_URL", "Groq", "GroqChatResponse", "GroqRateLimits", "parse_duration"]
 

@@ -11,9 +11,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import _json
-from .._context import new_request_id, request_context
-from .._dispatcher import Priority
+from .._engine._context import new_request_id, request_context
+from .._engine._dispatcher import Priority
 from .._exceptions import (
     APITimeoutError,
     AsyncLLMError,
@@ -21,8 +20,8 @@ from .._exceptions import (
     ConfigurationError,
     ResponseValidationError,
 )
-from .._models import ModelInfo
-from ._base import (
+from .._http import _json
+from .._http._backend import (
     BaseClient,
     Meta,
     _timeout_value,
@@ -31,6 +30,7 @@ from ._base import (
     check_number,
     path_segment,
 )
+from .._models import ModelInfo
 
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_BATCH_WAIT = 0.010

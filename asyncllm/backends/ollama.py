@@ -18,9 +18,19 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import _json
-from .._dispatcher import Priority, Stream
+from .._engine._dispatcher import Priority
 from .._exceptions import APIConnectionError, APIError, ConfigurationError, ResponseValidationError
+from .._http import _json
+from .._http._backend import (
+    BaseClient,
+    Meta,
+    check_int,
+    check_model,
+    check_number,
+    check_stop,
+    merge_extra,
+)
+from .._http._transport import Response
 from .._models import (
     ChatChunk,
     ChatResponse,
@@ -33,8 +43,7 @@ from .._models import (
     coerce_tools,
     normalize_messages,
 )
-from .._transport import Response
-from ._base import BaseClient, Meta, check_int, check_model, check_number, check_stop, merge_extra
+from ..streaming import Stream
 
 T = TypeVar("T")
 

@@ -24,8 +24,7 @@ from typing import Any, ClassVar, TypeVar, Union
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from .. import _json
-from .._dispatcher import Dispatcher, Priority, Stream, get_dispatcher
+from .._engine._dispatcher import Dispatcher, Priority, get_dispatcher
 from .._exceptions import (
     APIError,
     ClientClosedError,
@@ -33,14 +32,8 @@ from .._exceptions import (
     ResponseValidationError,
     status_error,
 )
-from .._models import (
-    ChatChunk,
-    ChatResponse,
-    EmbeddingResponse,
-    normalize_messages,
-)
-from .._transport import Response
-from ._base import (
+from .._http import _json
+from .._http._backend import (
     BaseClient,
     Meta,
     _check_base_url,
@@ -48,7 +41,15 @@ from ._base import (
     check_number,
     merge_extra,
 )
-from ._openai_compat import OpenAICompatible, _message, _WireChat, _WireEmbeddings
+from .._http._transport import Response
+from .._models import (
+    ChatChunk,
+    ChatResponse,
+    EmbeddingResponse,
+    normalize_messages,
+)
+from .._wire.openai import OpenAICompatible, _message, _WireChat, _WireEmbeddings
+from ..streaming import Stream
 
 T = TypeVar("T")
 

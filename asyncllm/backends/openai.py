@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .._context import check_header_value
+from .._engine._context import check_header_value
 from .._exceptions import ConfigurationError
-from ._openai_compat import OpenAICompatible
+from .._wire.openai import OpenAICompatible
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 

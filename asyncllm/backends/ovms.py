@@ -22,11 +22,11 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._dispatcher import Priority
+from .._engine._dispatcher import Priority
 from .._exceptions import ConfigurationError
+from .._http._backend import Meta, check_int, check_number, check_stop, merge_extra, path_segment
 from .._models import Usage
-from ._base import Meta, check_int, check_number, check_stop, merge_extra, path_segment
-from ._openai_compat import OpenAICompatible
+from .._wire.openai import OpenAICompatible
 
 __all__ = [
     "DATATYPES",

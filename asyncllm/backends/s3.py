@@ -27,7 +27,6 @@ from typing import Any, BinaryIO, ClassVar, Literal, TypeVar, Union
 
 from pydantic import SecretStr
 
-from .._backoff import parse_retry_after
 from .._config import BreakerConfig, RetryConfig
 from .._constants import (
     DEFAULT_CLOSE_TIMEOUT,
@@ -38,8 +37,9 @@ from .._constants import (
     DEFAULT_TIMEOUT,
     REQUEST_ID_HEADER,
 )
-from .._context import _request_id, check_header_value, new_request_id, request_context
-from .._dispatcher import Attempt, Dispatcher, Priority, Stream
+from .._engine._backoff import parse_retry_after
+from .._engine._context import _request_id, check_header_value, new_request_id, request_context
+from .._engine._dispatcher import Attempt, Dispatcher, Priority
 from .._exceptions import (
     APIConnectionError,
     APIError,
@@ -56,7 +56,8 @@ from .._exceptions import (
     ResponseValidationError,
     status_error,
 )
-from ._base import BaseClient, _env, _timeout_value, check_int
+from .._http._backend import BaseClient, _env, _timeout_value, check_int
+from ..streaming import Stream
 
 __all__ = [
     "S3",

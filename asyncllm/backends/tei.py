@@ -16,17 +16,17 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
-from .._context import current_request_id, new_request_id, request_context
-from .._dispatcher import Priority
+from .._engine._context import current_request_id, new_request_id, request_context
+from .._engine._dispatcher import Priority
 from .._exceptions import (
     APIStatusError,
     AsyncLLMError,
     ConfigurationError,
     ResponseValidationError,
 )
+from .._http._backend import BaseClient, Meta, _timeout_value, check_int
+from .._http._transport import Response
 from .._models import EmbeddingResponse, Usage
-from .._transport import Response
-from ._base import BaseClient, Meta, _timeout_value, check_int
 
 __all__ = [
     "TEI",

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._dispatcher import Priority, Stream
+from .._engine._dispatcher import Priority
 from .._exceptions import (
     APIError,
     APIStatusError,
@@ -22,9 +22,10 @@ from .._exceptions import (
     UnprocessableEntityError,
     status_error,
 )
-from .._transport import Response
-from ._base import Meta, check_int, check_number, merge_extra
-from ._openai_compat import OpenAICompatible
+from .._http._backend import Meta, check_int, check_number, merge_extra
+from .._http._transport import Response
+from .._wire.openai import OpenAICompatible
+from ..streaming import Stream
 
 __all__ = [
     "TGI",

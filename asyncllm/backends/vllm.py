@@ -14,11 +14,10 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import _json
-from .._dispatcher import Priority, Stream
+from .._engine._dispatcher import Priority
 from .._exceptions import ConfigurationError, ResponseValidationError
-from .._models import ChatChunk, ChatResponse, Usage, normalize_messages
-from ._base import (
+from .._http import _json
+from .._http._backend import (
     Meta,
     _check_base_url,
     check_int,
@@ -27,7 +26,9 @@ from ._base import (
     check_stop,
     merge_extra,
 )
-from ._openai_compat import OpenAICompatible
+from .._models import ChatChunk, ChatResponse, Usage, normalize_messages
+from .._wire.openai import OpenAICompatible
+from ..streaming import Stream
 
 VLLM_BASE_URL = "http://localhost:8000/v1"
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from . import _common, openai
 
 if False:  # pragma: no cover - typing only, avoids an import cycle at run time
-    from ..testing import FakeServer
+    from .. import FakeServer
 
 VERSION = "0.0.0-fake"
 MAX_MODEL_LEN = 4096

@@ -16,8 +16,6 @@ from urllib.parse import quote, urlsplit
 
 from pydantic import SecretStr, ValidationError
 
-from .. import _json
-from .._backoff import parse_retry_after
 from .._config import BreakerConfig, LimitsConfig, RetryConfig, check_timeout, finite_number
 from .._constants import (
     DEFAULT_CLOSE_TIMEOUT,
@@ -29,8 +27,9 @@ from .._constants import (
     DEFAULT_TIMEOUT,
     REQUEST_ID_HEADER,
 )
-from .._context import _request_id, check_header_value, check_headers, new_request_id
-from .._dispatcher import Attempt, Dispatcher, Lane, Priority, Stream, get_dispatcher
+from .._engine._backoff import parse_retry_after
+from .._engine._context import _request_id, check_header_value, check_headers, new_request_id
+from .._engine._dispatcher import Attempt, Dispatcher, Lane, Priority, get_dispatcher
 from .._exceptions import (
     APIError,
     APIStatusError,
@@ -40,7 +39,9 @@ from .._exceptions import (
     ResponseValidationError,
     status_error,
 )
-from .._transport import (
+from ..streaming import Stream
+from . import _json
+from ._transport import (
     AiohttpTransport,
     Request,
     Response,

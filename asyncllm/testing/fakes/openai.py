@@ -12,7 +12,7 @@ from aiohttp import web
 from . import _common
 
 if False:  # pragma: no cover - typing only, avoids an import cycle at run time
-    from ..testing import FakeServer
+    from .. import FakeServer
 
 _ids = itertools.count(1)
 

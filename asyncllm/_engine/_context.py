@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from ._exceptions import ConfigurationError
+from .._exceptions import ConfigurationError
 
 _request_id: ContextVar[str | None] = ContextVar("asyncllm_request_id", default=None)
 

@@ -6,7 +6,7 @@ import enum
 import logging
 from collections.abc import Callable
 
-from ._config import BreakerConfig
+from .._config import BreakerConfig
 
 logger = logging.getLogger("asyncllm.breaker")
 

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 if False:  # pragma: no cover - typing only, avoids an import cycle at run time
-    from ..testing import FakeServer
+    from .. import FakeServer
 
 OPTIMIZATION_TYPES = ("speed", "memory", "balanced")
 LATENCY_MS = 0.5  # what the fake reports per input; deterministic

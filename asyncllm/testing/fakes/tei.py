@@ -23,7 +23,7 @@ from aiohttp import web
 from . import _common
 
 if False:  # pragma: no cover - typing only, avoids an import cycle at run time
-    from ..testing import FakeServer
+    from .. import FakeServer
 
 MODEL_ID = "fake/tei-model"
 DEFAULT_MAX_CLIENT_BATCH_SIZE = 4

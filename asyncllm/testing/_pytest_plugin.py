@@ -11,7 +11,7 @@ if importlib.util.find_spec("pytest_asyncio") is not None:
 
     @pytest_asyncio.fixture
     async def asyncllm_server() -> AsyncIterator[object]:
-        from .testing import FakeServer
+        from . import FakeServer
 
         async with FakeServer("openai") as server:
             yield server

@@ -26,7 +26,7 @@ from . import _common
 from . import openai as openai_fake
 
 if False:  # pragma: no cover - typing only, avoids an import cycle at run time
-    from ..testing import FakeServer
+    from .. import FakeServer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

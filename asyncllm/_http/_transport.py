@@ -16,15 +16,15 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from . import _json
-from ._constants import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_LINE_BYTES
-from ._exceptions import (
+from .._constants import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_LINE_BYTES
+from .._exceptions import (
     APIConnectionError,
     APITimeoutError,
     ClientClosedError,
     ConfigurationError,
     ResponseValidationError,
 )
+from . import _json
 
 
 @dataclass(slots=True)

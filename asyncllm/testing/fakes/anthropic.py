@@ -24,7 +24,7 @@ from aiohttp import web
 from . import _common
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..testing import FakeServer
+    from .. import FakeServer
 
 _ids = itertools.count(1)
 

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ._constants import (
+from .._constants import (
     DEFAULT_TRACKER_MAX_RECORDS,
     DEFAULT_TRACKER_TTL,
     TRACKER_MAX_RECORDS_PER_ID,

@@ -7,8 +7,17 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._dispatcher import Priority, Stream
+from .._engine._dispatcher import Priority
 from .._exceptions import APIError, ConfigurationError, ResponseValidationError, status_error
+from .._http._backend import (
+    BaseClient,
+    Meta,
+    check_int,
+    check_number,
+    check_stop,
+    merge_extra,
+)
+from .._http._transport import Response
 from .._models import (
     ChatChunk,
     ChatResponse,
@@ -21,15 +30,7 @@ from .._models import (
     coerce_tools,
     normalize_messages,
 )
-from .._transport import Response
-from ._base import (
-    BaseClient,
-    Meta,
-    check_int,
-    check_number,
-    check_stop,
-    merge_extra,
-)
+from ..streaming import Stream
 
 
 class _WireFunction(BaseModel):

@@ -8,7 +8,7 @@ fake clock.
         ...
         assert server.max_in_flight <= 5
 
-Each protocol is a module ``asyncllm._fakes.<name>``; a server may speak several at once.
+Each protocol is a module ``asyncllm.testing.fakes.<name>``; a server may speak several at once.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ._transport import Request, Response, Transport, response_headers
+from .._http._transport import Request, Response, Transport, response_headers
 
 __all__ = [
     "FakeClock",
@@ -111,7 +111,7 @@ class FakeServer:
         self._closing = asyncio.Event()
         self._served = 0
         for name in self.protocols:
-            importlib.import_module(f"asyncllm._fakes.{name}").setup(self)
+            importlib.import_module(f"asyncllm.testing.fakes.{name}").setup(self)
 
     # -- building -------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from . import openai
 
 if False:  # pragma: no cover - typing only, avoids an import cycle at run time
-    from ..testing import FakeServer
+    from .. import FakeServer
 
 PREFIX = "/openai/v1"
 

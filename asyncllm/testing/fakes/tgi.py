@@ -21,7 +21,7 @@ from aiohttp import web
 from . import _common, openai
 
 if False:  # pragma: no cover - typing only, avoids an import cycle at run time
-    from ..testing import FakeServer
+    from .. import FakeServer
 
 EOS = "</s>"
 MODEL_ID = "fake/tgi-model"

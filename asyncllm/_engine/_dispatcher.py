@@ -22,14 +22,11 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
-from ._backoff import BackoffSchedule, is_retryable
-from ._breaker import BreakerState, CircuitBreaker
-from ._config import BreakerConfig, LimitsConfig, RetryConfig
-from ._constants import DEFAULT_CLOSE_TIMEOUT, LATENCY_WINDOW
-from ._context import _request_id, new_request_id
-from ._exceptions import (
+from .._config import BreakerConfig, LimitsConfig, RetryConfig
+from .._constants import DEFAULT_CLOSE_TIMEOUT, LATENCY_WINDOW
+from .._exceptions import (
     APIError,
     APITimeoutError,
     AsyncLLMError,
@@ -38,6 +35,10 @@ from ._exceptions import (
     ConfigurationError,
     QueueFullError,
 )
+from ..streaming import Stream
+from ._backoff import BackoffSchedule, is_retryable
+from ._breaker import BreakerState, CircuitBreaker
+from ._context import _request_id, new_request_id
 from ._tracking import RequestRecord, RequestStatus, RequestTracker
 
 logger = logging.getLogger("asyncllm")
@@ -403,34 +404,6 @@ class Lane:
             latency_p95=_percentile(latencies, 0.95),
             info=dict(self.info),
         )
-
-
-class Stream(Generic[T]):
-    """An async iterator of chunks that holds its backend slot until read to the end or closed.
-
-    Use ``async with`` (or read to the end) so the slot and the connection come back promptly.
-    """
-
-    def __init__(self, source: AsyncIterator[T], request_id: str) -> None:
-        self._source = source
-        self.request_id = request_id
-
-    def __aiter__(self) -> Stream[T]:
-        return self
-
-    async def __anext__(self) -> T:
-        return await self._source.__anext__()
-
-    async def aclose(self) -> None:
-        aclose = getattr(self._source, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-    async def __aenter__(self) -> Stream[T]:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
 
 class Dispatcher:

@@ -11,9 +11,9 @@ from typing import Any
 
 import backoff
 
-from ._config import RetryConfig
-from ._constants import RETRYABLE_STATUSES
-from ._exceptions import APIConnectionError, APIError, APIStatusError
+from .._config import RetryConfig
+from .._constants import RETRYABLE_STATUSES
+from .._exceptions import APIConnectionError, APIError, APIStatusError
 
 
 def is_retryable(exc: BaseException) -> bool:

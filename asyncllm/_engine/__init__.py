@@ -1,0 +1,1 @@
+"""The engine: queueing, slots, retries, breaker, tracker and request IDs; it knows nothing of HTTP."""
