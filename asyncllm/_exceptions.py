@@ -259,9 +259,13 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
 }
 
 
-def status_error(status: int, message: str, **kwargs: Any) -> APIStatusError:
-    """The one place a status code becomes an exception class."""
-    cls = _BY_STATUS.get(status)
+def status_error(
+    status: int, message: str, *, kind: int | None = None, **kwargs: Any
+) -> APIStatusError:
+    """The one place a status code becomes an exception class. ``kind``: the status whose class
+    to use where the body names a truer one than the response's (``status_code`` stays as sent)."""
+    key = status if kind is None else kind
+    cls = _BY_STATUS.get(key)
     if cls is None:
-        cls = InternalServerError if status >= 500 else APIStatusError
+        cls = InternalServerError if key >= 500 else APIStatusError
     return cls(message, status_code=status, **kwargs)

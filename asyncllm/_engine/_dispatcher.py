@@ -650,11 +650,15 @@ class Dispatcher:
         timeout: float | None = None,
         deadline: float | None = None,
         request_id: str | None = None,
+        max_retries: int | None = None,
     ) -> Stream[T]:
         """Like ``run`` for a stream: retried only until its first item reaches the caller."""
         rid = request_id or _request_id.get() or new_request_id()
         return Stream(
-            self._stream(lane, operation, open_stream, priority, timeout, deadline, rid), rid
+            self._stream(
+                lane, operation, open_stream, priority, timeout, deadline, rid, max_retries
+            ),
+            rid,
         )
 
     async def _stream(
@@ -666,6 +670,7 @@ class Dispatcher:
         timeout: float | None,
         deadline: float | None,
         rid: str,
+        max_retries: int | None,
     ) -> AsyncIterator[T]:
         record = self._begin(lane, operation, priority, rid)
         deadline_at = None if deadline is None else self.clock() + deadline
@@ -722,7 +727,7 @@ class Dispatcher:
                     ) from error
                 if schedule is None:
                     schedule = BackoffSchedule(lane.retry, self.rng)
-                await self._before_retry(lane, record, error, schedule, deadline_at)
+                await self._before_retry(lane, record, error, schedule, deadline_at, max_retries)
         except BaseException as exc:
             if record.finished_at is None:
                 self._finish(lane, record, exc)

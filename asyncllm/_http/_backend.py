@@ -1,44 +1,40 @@
-"""What every backend shares: configuration, the lane in the dispatcher, sending and error reading.
+"""The HTTP half of a backend: auth, sending, JSON requests and streams, status to error.
 
 A backend subclass says only what is particular to its wire format: base URL and environment
-variables, auth headers, how bodies are built and how answers and errors are read.
+variables, auth headers, how bodies are built and how answers and errors are read (the
+``_error_info`` hook).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import math
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, ClassVar, NamedTuple, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr, ValidationError
+from typing_extensions import Unpack
 
-from .._config import BreakerConfig, LimitsConfig, RetryConfig, check_timeout, finite_number
 from .._constants import (
-    DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_CONCURRENT_REQUESTS,
     DEFAULT_MAX_LINE_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_QUEUE_SIZE,
-    DEFAULT_TIMEOUT,
     REQUEST_ID_HEADER,
 )
+from .._engine._backend import Backend, Call
 from .._engine._backoff import parse_retry_after
-from .._engine._context import _request_id, check_header_value, check_headers, new_request_id
-from .._engine._dispatcher import Attempt, Dispatcher, Lane, Priority, get_dispatcher
+from .._engine._context import check_header_value, check_headers
+from .._engine._dispatcher import Attempt, Lane
 from .._exceptions import (
     APIError,
     APIStatusError,
     AsyncLLMError,
-    ClientClosedError,
     ConfigurationError,
     ResponseValidationError,
     status_error,
 )
+from .._options import BODY_KEYS, CLIENT_KEYS, HTTP_KEYS, ClientOptions, check_keys, merge_body
 from ..streaming import Stream
 from . import _json
 from ._transport import (
@@ -64,6 +60,26 @@ class Meta(NamedTuple):
     server_request_id: str | None
     headers: Mapping[str, str]
     status: int
+
+
+class ErrorInfo(NamedTuple):
+    """What a vendor's error body says, read by one hook (``HttpBackend._error_info``) for status
+    errors and in-stream errors alike.
+
+    ``status``: the HTTP status the body names, which types an error inside a 200 stream.
+    ``kind``: the status whose exception class to use where the vendor's error type says more
+    than the status (TGI's "validation" is an ``UnprocessableEntityError`` whatever its status).
+    ``retry_after``: a delay the body asks for (Gemini's ``RetryInfo``), used when no header gives
+    one. ``should_retry``: the body's own verdict, if it gives one.
+    """
+
+    message: str | None = None
+    type: str | None = None
+    code: str | None = None
+    retry_after: float | None = None
+    status: int | None = None
+    kind: int | None = None
+    should_retry: bool | None = None
 
 
 def _env(names: tuple[str, ...]) -> str | None:
@@ -94,49 +110,57 @@ def _check_base_url(url: Any) -> str:
     return url.rstrip("/")
 
 
-def _timeout_value(name: str, value: float | None) -> float | None:
-    if value is not None and value == math.inf:
-        return None
-    return check_timeout(name, value)
+def _check_query(query: Any) -> dict[str, str]:
+    if not isinstance(query, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in query.items()
+    ):
+        raise ConfigurationError("extra_query must be a mapping of str to str")
+    return dict(query)
 
 
-class BaseClient:
-    """The shared part of every client. Create once, use from many tasks, ``await aclose()``.
+def default_error_info(payload: Any) -> ErrorInfo:
+    """The common error shapes: ``{"error": {"message", "type", "code"}}``, ``{"error": "..."}``,
+    ``{"detail": ...}`` and ``{"message": ...}``."""
+    if isinstance(payload, Mapping):
+        error = payload.get("error", payload)
+        if isinstance(error, Mapping):
+            message = error.get("message") or error.get("detail")
+            etype = error.get("type") or error.get("error_type") or error.get("status")
+            code = error.get("code")
+            status = error.get("status")
+            return ErrorInfo(
+                None if message is None else str(message),
+                None if etype is None else str(etype),
+                None if code is None else str(code),
+                status=status if isinstance(status, int) and not isinstance(status, bool) else None,
+            )
+        if isinstance(error, str):
+            etype = payload.get("error_type") or payload.get("type")
+            return ErrorInfo(error, None if etype is None else str(etype))
+        detail = payload.get("detail") or payload.get("message")
+        if detail is not None:
+            return ErrorInfo(str(detail))
+    return ErrorInfo()
 
-    ``model`` sets the model used by calls that do not name one.
 
-    Every call takes ``priority`` (lower first), ``timeout`` (seconds per attempt; ``math.inf``
-    for none) and ``deadline`` (seconds for the whole call, retries and queueing included).
+class HttpBackend(Backend):
+    """The HTTP half of every client but S3: a base URL, auth headers, a transport, and the two
+    ways to call (``_request`` for one JSON exchange, ``_stream`` for a streamed one).
+
+    Constructor options are ``ClientOptions`` (keyword-only); per-call options are ``HttpOptions``,
+    plus ``extra_body`` on calls that send a JSON body.
     """
 
-    backend: ClassVar[str] = "base"
+    client_keys: ClassVar[frozenset[str]] = CLIENT_KEYS
     default_base_url: ClassVar[str | None] = None
     base_url_env: ClassVar[tuple[str, ...]] = ()
     api_key_env: ClassVar[tuple[str, ...]] = ()
     server_request_id_header: ClassVar[str | None] = None
 
-    def __init__(
-        self,
-        *,
-        api_key: str | SecretStr | None = None,
-        base_url: str | None = None,
-        name: str | None = None,
-        model: str | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        max_retries: int | None = None,
-        retry: RetryConfig | None = None,
-        breaker: BreakerConfig | None = None,
-        max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
-        queue_size: int = DEFAULT_QUEUE_SIZE,
-        queue_timeout: float | None = None,
-        default_headers: Mapping[str, str] | None = None,
-        dispatcher: Dispatcher | None = None,
-        transport: Transport | None = None,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
-    ) -> None:
+    def __init__(self, **options: Unpack[ClientOptions]) -> None:
+        check_keys(options, self.client_keys, type(self).__name__)
+        self._init_engine(options)
+        api_key = options.get("api_key")
         key = api_key if api_key is not None else _env(self.api_key_env)
         if isinstance(key, str):
             key = SecretStr(key)
@@ -145,47 +169,28 @@ class BaseClient:
                 raise ConfigurationError("api_key must be a str or a pydantic SecretStr")
             check_header_value("api_key", key.get_secret_value())
         self.api_key: SecretStr | None = key
-        url = base_url or _env(self.base_url_env) or self.default_base_url
+        url = options.get("base_url") or _env(self.base_url_env) or self.default_base_url
         if url is None:
             raise ConfigurationError(
                 f"{type(self).__name__} needs base_url"
                 + (f" (or ${self.base_url_env[0]})" if self.base_url_env else "")
             )
         self.base_url = _check_base_url(url)
-        self.name = name or self.backend
-        self.model = None if model is None else check_model(model)
-        self.timeout = _timeout_value("timeout", timeout)
-        retry = retry or RetryConfig()
-        if max_retries is not None:
-            retry = dataclasses.replace(retry, max_retries=max_retries)
-        self.retry = retry
-        self.breaker = breaker or BreakerConfig()
-        self.limits = LimitsConfig(max_concurrent_requests, queue_size, queue_timeout)
-        self.max_response_bytes = max_response_bytes
-        self.max_line_bytes = max_line_bytes
-        self.close_timeout = close_timeout
-        self._dispatcher = dispatcher
+        self.max_response_bytes: int = options.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
+        self.max_line_bytes: int = options.get("max_line_bytes", DEFAULT_MAX_LINE_BYTES)
+        transport = options.get("transport")
         self._owns_transport = transport is None
-        self._transport = transport or AiohttpTransport(connect_timeout=connect_timeout)
+        self._transport: Transport = transport or AiohttpTransport(
+            connect_timeout=options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        )
         headers = {"Accept": "application/json", **self._auth_headers()}
+        default_headers = options.get("default_headers")
         if default_headers is not None:
             headers.update(check_headers(default_headers, "default_headers"))
         self._headers = headers
-        self._lane: Lane | None = None
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
-
-    def _model(self, model: str | None) -> str:
-        """The call's model, or the one the client was made with."""
-        if model is None:
-            if self.model is None:
-                raise ConfigurationError(
-                    f"give model=, or make the client with {type(self).__name__}(model=...)"
-                )
-            return self.model
-        return check_model(model)
 
     # -- hooks for backends -------------------------------------------------------------------
 
@@ -195,69 +200,60 @@ class BaseClient:
             return {}
         return {"Authorization": f"Bearer {self.api_key.get_secret_value()}"}
 
-    def _error_details(self, payload: Any) -> tuple[str | None, str | None, str | None]:
-        """(message, type, code) from an error body; override for the vendor's error shape."""
-        if isinstance(payload, Mapping):
-            error = payload.get("error", payload)
-            if isinstance(error, Mapping):
-                message = error.get("message") or error.get("detail")
-                etype = error.get("type") or error.get("error_type") or error.get("status")
-                code = error.get("code")
-                return (
-                    None if message is None else str(message),
-                    None if etype is None else str(etype),
-                    None if code is None else str(code),
-                )
-            if isinstance(error, str):
-                etype = payload.get("error_type") or payload.get("type")
-                return error, None if etype is None else str(etype), None
-            detail = payload.get("detail") or payload.get("message")
-            if detail is not None:
-                return str(detail), None, None
-        return None, None, None
+    def _error_info(self, payload: Any) -> ErrorInfo:
+        """What an error body (a status error's, or an error event inside a stream) says;
+        override for the vendor's error shape."""
+        return default_error_info(payload)
 
     def _observe(self, status: int, headers: Mapping[str, str], lane: Lane) -> None:
         """Called on every response (say, to record rate-limit headers in ``lane.info``)."""
 
-    # -- plumbing ------------------------------------------------------------------------------
+    # -- errors -------------------------------------------------------------------------------
 
-    @property
-    def dispatcher(self) -> Dispatcher:
-        """The dispatcher this client runs on: the one given, or the running loop's shared one."""
-        return self._dispatcher if self._dispatcher is not None else get_dispatcher()
+    def _error(
+        self,
+        status: int | None,
+        info: ErrorInfo,
+        request_id: str,
+        body: Any,
+        *,
+        server_request_id: str | None = None,
+        retry_after: float | None = None,
+        fallback: str,
+    ) -> APIError:
+        """The one place an error body becomes a typed error: a status error when there is a
+        status (the response's, or one the body names), else a plain ``APIError``."""
+        kwargs: dict[str, Any] = {
+            "backend": self.name,
+            "request_id": request_id,
+            "body": body,
+            "server_request_id": server_request_id,
+            "code": info.code,
+            "error_type": info.type,
+            "retry_after": retry_after if retry_after is not None else info.retry_after,
+        }
+        error: APIError
+        if status is not None and status >= 400:
+            error = status_error(status, info.message or fallback, kind=info.kind, **kwargs)
+        else:
+            error = APIError(info.message or fallback, **kwargs)
+        if info.should_retry is not None:
+            error.should_retry = info.should_retry
+        return error
 
-    def _get_lane(self) -> Lane:
-        if self._closed:
-            raise ClientClosedError("client is closed", backend=self.name)
-        dispatcher = self.dispatcher
-        lane = self._lane
-        if lane is None or lane.dispatcher is not dispatcher or lane.closed:
-            lane = self._lane = dispatcher.lane(
-                self.name, limits=self.limits, retry=self.retry, breaker=self.breaker
-            )
-        return lane
+    def _stream_error(self, payload: Any, meta: Meta) -> APIError:
+        """An error event inside a stream, typed by the status its body names (if any)."""
+        info = self._error_info(payload)
+        return self._error(
+            info.status,
+            info,
+            meta.request_id,
+            _json.excerpt(payload),
+            server_request_id=meta.server_request_id,
+            fallback="error in stream",
+        )
 
-    def _headers_for(self, request_id: str, extra: Mapping[str, str] | None) -> dict[str, str]:
-        headers = dict(self._headers)
-        headers[REQUEST_ID_HEADER] = request_id
-        if extra is not None:
-            headers.update(check_headers(extra, "extra_headers"))
-        return headers
-
-    def _url(self, path: str) -> str:
-        return path if path.startswith(("http://", "https://")) else self.base_url + path
-
-    @staticmethod
-    def _encode(body: Any) -> bytes:
-        try:
-            return _json.dumps(body)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"request body cannot be sent as JSON: {exc}") from exc
-
-    def _call_timeout(self, timeout: float | None) -> float | None:
-        return self.timeout if timeout is None else _timeout_value("timeout", timeout)
-
-    async def _status_error(self, response: Response, request_id: str) -> APIStatusError:
+    async def _status_error(self, response: Response, request_id: str) -> APIError:
         try:
             raw = await response.read(ERROR_BODY_LIMIT)
         except APIError:
@@ -267,18 +263,15 @@ class BaseClient:
             payload = _json.loads(raw) if raw else None
         except ValueError:
             payload = None
-        message, etype, code = self._error_details(payload)
         headers = response.headers
-        error = status_error(
+        error = self._error(
             response.status,
-            message or f"HTTP {response.status}",
-            backend=self.name,
-            request_id=request_id,
-            body=raw.decode("utf-8", "replace") if raw else None,
+            self._error_info(payload),
+            request_id,
+            raw.decode("utf-8", "replace") if raw else None,
             server_request_id=self._server_request_id(headers),
-            code=code,
-            error_type=etype,
             retry_after=parse_retry_after(headers),
+            fallback=f"HTTP {response.status}",
         )
         hint = headers.get("x-should-retry")
         if hint in ("true", "false"):
@@ -317,6 +310,45 @@ class BaseClient:
             shown = payload if isinstance(payload, bytes) else _json.excerpt(payload)
             raise self._validation_error(exc, shown, meta.request_id) from exc
 
+    # -- sending --------------------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else self.base_url + path
+
+    @staticmethod
+    def _encode(body: Any) -> bytes:
+        try:
+            return _json.dumps(body)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"request body cannot be sent as JSON: {exc}") from exc
+
+    def _prepare(
+        self,
+        operation: str,
+        options: Mapping[str, Any],
+        allowed: frozenset[str] | None,
+        body: Any,
+        params: Mapping[str, str] | None,
+    ) -> tuple[Call, bytes | None, Mapping[str, str] | None, Mapping[str, str] | None]:
+        """Everything a call decides before it queues: its engine settings, its encoded body
+        (``extra_body`` merged in), its query and its extra headers, all checked."""
+        if allowed is None:
+            allowed = BODY_KEYS if body is not None else HTTP_KEYS
+        call = self._call(options, allowed, operation)
+        extra_body = options.get("extra_body")
+        if extra_body is not None:
+            if not isinstance(extra_body, Mapping) or not isinstance(body, dict):
+                raise ConfigurationError("extra_body must be a mapping, on a call with a JSON body")
+            body = merge_body(body, extra_body)
+        extra_query = options.get("extra_query")
+        if extra_query is not None:
+            params = {**(params or {}), **_check_query(extra_query)}
+        extra_headers = options.get("extra_headers")
+        if extra_headers is not None:
+            extra_headers = check_headers(extra_headers, "extra_headers")
+        content = None if body is None else self._encode(body)
+        return call, content, params, extra_headers
+
     async def _send(
         self,
         attempt: Attempt,
@@ -331,7 +363,10 @@ class BaseClient:
         lane: Lane,
     ) -> Response:
         """Send one attempt; a non-2xx answer becomes its typed error here."""
-        headers = self._headers_for(attempt.request_id, extra_headers)
+        headers = dict(self._headers)
+        headers[REQUEST_ID_HEADER] = attempt.request_id
+        if extra_headers is not None:
+            headers.update(extra_headers)
         if content is not None:
             headers["Content-Type"] = "application/json"
         if stream:
@@ -364,27 +399,26 @@ class BaseClient:
         method: str,
         path: str,
         parse: Callable[[Any, Meta], T],
+        options: Mapping[str, Any],
         *,
         body: Any = None,
         params: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        extra_headers: Mapping[str, str] | None = None,
         raw_body: bool = False,
         data: Callable[[], Any] | None = None,
-        max_retries: int | None = None,
+        allowed: frozenset[str] | None = None,
     ) -> T:
         """One JSON exchange through the dispatcher. ``parse`` gets the decoded body (or the raw
         bytes with ``raw_body``) and ``request_id`` is always set on what it returns or raises.
 
-        ``data`` builds a non-JSON body (say, a multipart form) anew for every attempt, since a
-        sent form is spent; it may be a coroutine function."""
-        content = None if body is None else self._encode(body)
-        deadline = _timeout_value("deadline", deadline)
-        per_attempt = self._call_timeout(timeout)
-        request_id = _request_id.get() or new_request_id()
-        lane = self._get_lane()
+        ``options`` are the call's keyword arguments; ``allowed`` names the keys it may hold
+        (default: the HTTP options, and ``extra_body`` when there is a JSON ``body``). ``data``
+        builds a non-JSON body (say, a multipart form) anew for every attempt, since a sent form
+        is spent; it may be a coroutine function."""
+        call, content, params, extra_headers = self._prepare(
+            operation, options, allowed, body, params
+        )
+        request_id = call.request_id
+        lane = call.lane
 
         async def attempt(a: Attempt) -> T:
             response = await self._send(
@@ -415,26 +449,9 @@ class BaseClient:
                 raise self._validation_error(exc, raw, request_id) from exc
             return self._parse(parse, payload, meta)
 
-        return await lane.dispatcher.run(
-            lane,
-            operation,
-            attempt,
-            priority=priority,
-            timeout=per_attempt,
-            deadline=deadline,
-            request_id=request_id,
-            max_retries=max_retries,
-        )
+        return await self._run(call, operation, attempt)
 
-    async def _probe(
-        self,
-        operation: str,
-        path: str,
-        *,
-        priority: int,
-        timeout: float | None,
-        deadline: float | None,
-    ) -> bool:
+    async def _probe(self, operation: str, path: str, options: Mapping[str, Any]) -> bool:
         """A health or readiness check: True on 2xx, False when the server answers that it is
         not ready (5xx, or a 4xx such as 404 for an unknown model). Never retried: a probe
         reports the state now. Auth errors (401, 403, 407), 429 and connection failures raise."""
@@ -444,11 +461,8 @@ class BaseClient:
                 "GET",
                 path,
                 lambda payload, meta: True,
-                priority=priority,
-                timeout=timeout,
-                deadline=deadline,
+                {**options, "max_retries": 0},
                 raw_body=True,
-                max_retries=0,
             )
         except APIStatusError as exc:
             if exc.status_code in (401, 403, 407, 429):
@@ -461,21 +475,19 @@ class BaseClient:
         method: str,
         path: str,
         decode: Callable[[Response, Meta], AsyncIterator[T]],
+        options: Mapping[str, Any],
         *,
         body: Any = None,
         params: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        extra_headers: Mapping[str, str] | None = None,
         data: Callable[[], Any] | None = None,
+        allowed: frozenset[str] | None = None,
     ) -> Stream[T]:
         """A streamed exchange: ``decode`` turns the open response into items as they arrive."""
-        content = None if body is None else self._encode(body)
-        deadline = _timeout_value("deadline", deadline)
-        per_attempt = self._call_timeout(timeout)
-        request_id = _request_id.get() or new_request_id()
-        lane = self._get_lane()
+        call, content, params, extra_headers = self._prepare(
+            operation, options, allowed, body, params
+        )
+        request_id = call.request_id
+        lane = call.lane
 
         async def open_stream(a: Attempt) -> AsyncIterator[T]:
             response = await self._send(
@@ -501,15 +513,7 @@ class BaseClient:
             finally:
                 response.close()
 
-        return lane.dispatcher.stream(
-            lane,
-            operation,
-            open_stream,
-            priority=priority,
-            timeout=per_attempt,
-            deadline=deadline,
-            request_id=request_id,
-        )
+        return self._run_stream(call, operation, open_stream)
 
     def _lines(self, response: Response) -> AsyncIterator[bytes]:
         return iter_lines(response.iter_bytes(), self.max_line_bytes)
@@ -522,80 +526,6 @@ class BaseClient:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def aclose(self) -> None:
-        """Refuse new calls, fail queued ones with ClientClosedError, let running ones finish
-        (up to ``close_timeout``), then close the connections. Safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        lane, self._lane = self._lane, None
-        try:
-            if lane is not None:
-                await lane.aclose(self.close_timeout)
-        finally:
-            if self._owns_transport:
-                await self._transport.aclose()
-
-    async def __aenter__(self: _C) -> _C:
-        if self._closed:
-            raise ClientClosedError("a closed client cannot be reopened", backend=self.name)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
-_C = TypeVar("_C", bound=BaseClient)
-
-
-def check_model(model: Any) -> str:
-    if not isinstance(model, str) or not model.strip():
-        raise ConfigurationError("model must be a non-empty string")
-    return model
-
-
-def check_number(
-    name: str, value: Any, low: float | None = None, high: float | None = None
-) -> None:
-    if value is None:
-        return
-    if not finite_number(value):
-        raise ConfigurationError(f"{name} must be a number")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ConfigurationError(f"{name} must be between {low} and {high}")
-
-
-def check_int(name: str, value: Any, low: int | None = None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigurationError(f"{name} must be an int")
-    if low is not None and value < low:
-        raise ConfigurationError(f"{name} must be >= {low}")
-
-
-def check_stop(stop: Any) -> list[str] | str | None:
-    if stop is None or isinstance(stop, str):
-        return stop
-    if isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop):
-        return list(stop)
-    raise ConfigurationError("stop must be a string or a list of strings")
-
-
-def merge_extra(body: dict[str, Any], extra_body: Mapping[str, Any] | None) -> dict[str, Any]:
-    if extra_body:
-        if not isinstance(extra_body, Mapping):
-            raise ConfigurationError("extra_body must be a mapping")
-        body.update(extra_body)
-    return body
-
-
-def path_segment(name: str, value: str) -> str:
-    """``value`` as one URL path segment: %-quoted, and never '.' or '..', which a client resolves
-    against the path before sending (so ``/models/../infer`` would go to ``/infer``)."""
-    if value in (".", ".."):
-        raise ConfigurationError(f"{name} {value!r} cannot be a URL path segment")
-    try:
-        return quote(value, safe="")
-    except UnicodeEncodeError as exc:  # a lone surrogate
-        raise ConfigurationError(f"{name} is not valid Unicode text") from exc
+    async def _close_resources(self) -> None:
+        if self._owns_transport:
+            await self._transport.aclose()

@@ -6,17 +6,10 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypedDict, Unpack
 
-from .._engine._dispatcher import Priority
-from .._exceptions import APIError, ConfigurationError, ResponseValidationError, status_error
-from .._http._backend import (
-    BaseClient,
-    Meta,
-    check_int,
-    check_number,
-    check_stop,
-    merge_extra,
-)
+from .._exceptions import ConfigurationError, ResponseValidationError
+from .._http._backend import HttpBackend, Meta
 from .._http._transport import Response
 from .._models import (
     ChatChunk,
@@ -30,7 +23,49 @@ from .._models import (
     coerce_tools,
     normalize_messages,
 )
+from .._options import BodyOptions, HttpOptions, keys_of
+from .._validate import check_int, check_number, check_stop, check_str, check_str_list
 from ..streaming import Stream
+
+Messages = Sequence[Mapping[str, Any] | BaseModel]
+
+
+class ChatParams(TypedDict, total=False):
+    """The parameters of an OpenAI-shaped chat call, shared by ``chat`` and ``stream_chat``.
+
+    ``model`` defaults to the client's. ``tools``: functions, pydantic models, ``asyncllm.Tool``
+    or OpenAI tool dicts. ``tool_choice``: "auto", "none", "required", a tool name or a dict.
+    ``response_format``: a dict, or a pydantic model class (sent as a strict JSON schema).
+    Anything else the server takes goes in ``extra_body``.
+    """
+
+    model: str | None
+    temperature: float | None
+    top_p: float | None
+    max_tokens: int | None
+    stop: str | Sequence[str] | None
+    seed: int | None
+    tools: Sequence[Any] | None
+    tool_choice: Any
+    response_format: Any
+    user: str | None
+    n: int | None
+
+
+class ChatOptions(ChatParams, BodyOptions, total=False):
+    """A chat call's keyword arguments: its parameters and the call options."""
+
+
+class EmbedOptions(BodyOptions, total=False):
+    """``model`` defaults to the client's; ``dimensions`` asks for shorter vectors."""
+
+    model: str | None
+    dimensions: int | None
+    user: str | None
+
+
+CHAT_KEYS = keys_of(ChatOptions)
+EMBED_KEYS = keys_of(EmbedOptions)
 
 
 class _WireFunction(BaseModel):
@@ -146,7 +181,7 @@ def tool_choice_body(value: Any) -> Any:
     )
 
 
-class OpenAICompatible(BaseClient):
+class OpenAICompatible(HttpBackend):
     """A client for any server that speaks OpenAI's chat, embeddings and models routes."""
 
     backend: ClassVar[str] = "openai-compatible"
@@ -156,56 +191,41 @@ class OpenAICompatible(BaseClient):
     chat_path: ClassVar[str] = "/chat/completions"
     embeddings_path: ClassVar[str] = "/embeddings"
     models_path: ClassVar[str] = "/models"
+    # The keyword arguments chat and stream_chat take (a backend with more extends ChatOptions).
+    chat_keys: ClassVar[frozenset[str]] = CHAT_KEYS
 
-    def _chat_body(
-        self,
-        messages: Any,
-        *,
-        model: str | None,
-        temperature: float | None,
-        top_p: float | None,
-        max_tokens: int | None,
-        stop: str | Sequence[str] | None,
-        seed: int | None,
-        tools: Sequence[Any] | None,
-        tool_choice: Any,
-        response_format: Any,
-        user: str | None,
-        n: int | None,
-        extra_body: Mapping[str, Any] | None,
-        stream: bool,
-    ) -> dict[str, Any]:
+    def _chat_body(self, messages: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": self._model(model),
+            "model": self._model(params.get("model")),
             "messages": normalize_messages(messages),
         }
+        get = params.get
         # Each optional parameter is checked, and sent, only when given.
-        if temperature is not None:
+        if (temperature := get("temperature")) is not None:
             check_number("temperature", temperature, 0, 2)
             body["temperature"] = temperature
-        if top_p is not None:
+        if (top_p := get("top_p")) is not None:
             check_number("top_p", top_p, 0, 1)
             body["top_p"] = top_p
-        if max_tokens is not None:
+        if (max_tokens := get("max_tokens")) is not None:
             check_int("max_tokens", max_tokens, 1)
             body["max_tokens"] = max_tokens
-        if stop is not None:
+        if (stop := get("stop")) is not None:
             body["stop"] = check_stop(stop)
-        if seed is not None:
+        if (seed := get("seed")) is not None:
             check_int("seed", seed)
             body["seed"] = seed
-        if user is not None:
-            if not isinstance(user, str):
-                raise ConfigurationError("user must be a string")
+        if (user := get("user")) is not None:
+            check_str("user", user)
             body["user"] = user
-        if n is not None:
+        if (n := get("n")) is not None:
             check_int("n", n, 1)
             body["n"] = n
-        if response_format is not None:
+        if (response_format := get("response_format")) is not None:
             body["response_format"] = response_format_body(response_format)
-        if tool_choice is not None:
+        if (tool_choice := get("tool_choice")) is not None:
             body["tool_choice"] = tool_choice_body(tool_choice)
-        if tools is not None:
+        if (tools := get("tools")) is not None:
             coerced = coerce_tools(tools)
             if coerced:
                 body["tools"] = [t.to_openai() for t in coerced]
@@ -213,7 +233,7 @@ class OpenAICompatible(BaseClient):
             body["stream"] = True
             if self.stream_usage:
                 body["stream_options"] = {"include_usage": True}
-        return merge_extra(body, extra_body)
+        return body
 
     def _parse_chat(self, payload: Any, meta: Meta) -> ChatResponse:
         wire = _WireChat.model_validate(payload)
@@ -232,104 +252,28 @@ class OpenAICompatible(BaseClient):
             raw=payload,
         )
 
-    async def chat(
-        self,
-        messages: Sequence[Mapping[str, Any] | BaseModel],
-        *,
-        model: str | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        tools: Sequence[Any] | None = None,
-        tool_choice: Any = None,
-        response_format: Any = None,
-        user: str | None = None,
-        n: int | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> ChatResponse:
+    async def chat(self, messages: Messages, **options: Unpack[ChatOptions]) -> ChatResponse:
         """A chat completion. Raises a typed APIError subclass on failure (see ``asyncllm``)."""
-        body = self._chat_body(
-            messages,
-            model=model,
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
-            stop=stop,
-            seed=seed,
-            tools=tools,
-            tool_choice=tool_choice,
-            response_format=response_format,
-            user=user,
-            n=n,
-            extra_body=extra_body,
-            stream=False,
-        )
         return await self._request(
             "chat",
             "POST",
             self.chat_path,
             self._parse_chat,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
+            options,
+            body=self._chat_body(messages, options, stream=False),
+            allowed=self.chat_keys,
         )
 
-    def stream_chat(
-        self,
-        messages: Sequence[Mapping[str, Any] | BaseModel],
-        *,
-        model: str | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        tools: Sequence[Any] | None = None,
-        tool_choice: Any = None,
-        response_format: Any = None,
-        user: str | None = None,
-        n: int | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> Stream[ChatChunk]:
+    def stream_chat(self, messages: Messages, **options: Unpack[ChatOptions]) -> Stream[ChatChunk]:
         """Chunks as the server sends them (SSE). Use ``async with`` or read to the end."""
-        body = self._chat_body(
-            messages,
-            model=model,
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
-            stop=stop,
-            seed=seed,
-            tools=tools,
-            tool_choice=tool_choice,
-            response_format=response_format,
-            user=user,
-            n=n,
-            extra_body=extra_body,
-            stream=True,
-        )
         return self._stream(
             "stream_chat",
             "POST",
             self.chat_path,
             self._decode_chat_stream,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
+            options,
+            body=self._chat_body(messages, options, stream=True),
+            allowed=self.chat_keys,
         )
 
     async def _decode_chat_stream(self, response: Response, meta: Meta) -> AsyncIterator[ChatChunk]:
@@ -338,31 +282,8 @@ class OpenAICompatible(BaseClient):
                 return
             payload = event.json()
             if isinstance(payload, Mapping) and "error" in payload:
-                raise self._stream_error(payload, meta.request_id)
+                raise self._stream_error(payload, meta)
             yield self._parse(self._chunk, payload, meta)
-
-    def _stream_error(self, payload: Mapping[str, Any], request_id: str) -> APIError:
-        message, etype, code = self._error_details(payload)
-        error = payload.get("error")
-        status = error.get("status") if isinstance(error, Mapping) else None
-        if isinstance(status, int) and status >= 400:
-            return status_error(
-                status,
-                message or "error in stream",
-                backend=self.name,
-                request_id=request_id,
-                body=str(payload),
-                code=code,
-                error_type=etype,
-            )
-        return APIError(
-            message or "error in stream",
-            backend=self.name,
-            request_id=request_id,
-            body=str(payload),
-            code=code,
-            error_type=etype,
-        )
 
     @staticmethod
     def _chunk(payload: Any, meta: Meta) -> ChatChunk:
@@ -394,41 +315,23 @@ class OpenAICompatible(BaseClient):
         )
 
     async def embed(
-        self,
-        inputs: str | Sequence[str],
-        *,
-        model: str | None = None,
-        dimensions: int | None = None,
-        user: str | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, inputs: str | Sequence[str], **options: Unpack[EmbedOptions]
     ) -> EmbeddingResponse:
         """Embeddings of ``inputs``, returned in input order."""
-        if isinstance(inputs, str):
-            inputs = [inputs]
-        if (
-            not isinstance(inputs, (list, tuple))
-            or not inputs
-            or not all(isinstance(i, str) for i in inputs)
-        ):
-            raise ConfigurationError("inputs must be a string or a non-empty list of strings")
+        texts = check_str_list("inputs", inputs, allow_str=True)
+        dimensions = options.get("dimensions")
         check_int("dimensions", dimensions, 1)
         body: dict[str, Any] = {
-            "model": self._model(model),
-            "input": list(inputs),
+            "model": self._model(options.get("model")),
+            "input": texts,
             "encoding_format": "float",
         }
         if dimensions is not None:
             body["dimensions"] = dimensions
-        if user is not None:
-            if not isinstance(user, str):
-                raise ConfigurationError("user must be a string")
+        if (user := options.get("user")) is not None:
+            check_str("user", user)
             body["user"] = user
-        merge_extra(body, extra_body)
-        count = len(inputs)
+        count = len(texts)
 
         def parse(payload: Any, meta: Meta) -> EmbeddingResponse:
             wire = _WireEmbeddings.model_validate(payload)
@@ -446,24 +349,10 @@ class OpenAICompatible(BaseClient):
             )
 
         return await self._request(
-            "embed",
-            "POST",
-            self.embeddings_path,
-            parse,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
+            "embed", "POST", self.embeddings_path, parse, options, body=body, allowed=EMBED_KEYS
         )
 
-    async def models(
-        self,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> list[ModelInfo]:
+    async def models(self, **options: Unpack[HttpOptions]) -> list[ModelInfo]:
         """The models the server offers."""
 
         def parse(payload: Any, meta: Meta) -> list[ModelInfo]:
@@ -473,12 +362,4 @@ class OpenAICompatible(BaseClient):
                 for m in wire.data
             ]
 
-        return await self._request(
-            "models",
-            "GET",
-            self.models_path,
-            parse,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-        )
+        return await self._request("models", "GET", self.models_path, parse, options)

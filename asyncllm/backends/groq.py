@@ -14,12 +14,14 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
+from typing_extensions import Unpack
 
 from .._engine._backoff import parse_retry_after
 from .._engine._dispatcher import Lane
 from .._exceptions import ConfigurationError
 from .._http._backend import Meta
 from .._models import ChatChunk, ChatResponse, Usage
+from .._options import ClientOptions
 from .._wire.openai import OpenAICompatible
 
 __all__ = ["GROQ_BASE_URL", "Groq", "GroqChatResponse", "GroqRateLimits", "parse_duration"]
@@ -99,7 +101,7 @@ class GroqChatResponse(ChatResponse):
 
 
 class Groq(OpenAICompatible):
-    """``Groq(api_key=None, base_url=None)``: key from ``GROQ_API_KEY`` (required for Groq's own
+    """``Groq(api_key=..., base_url=...)``: key from ``GROQ_API_KEY`` (required for Groq's own
     URL), base from ``GROQ_BASE_URL`` (default ``https://api.groq.com/openai/v1``).
 
     ``chat`` returns a ``GroqChatResponse``; ``rate_limits`` holds the latest limits seen.
@@ -110,16 +112,26 @@ class Groq(OpenAICompatible):
     base_url_env: ClassVar[tuple[str, ...]] = ("GROQ_BASE_URL",)
     api_key_env: ClassVar[tuple[str, ...]] = ("GROQ_API_KEY",)
 
-    def __init__(self, api_key: Any = None, base_url: str | None = None, **kwargs: Any) -> None:
-        self.rate_limits: GroqRateLimits | None = None
-        super().__init__(api_key=api_key, base_url=base_url, **kwargs)
+    def __init__(self, **options: Unpack[ClientOptions]) -> None:
+        self._rate_limits: GroqRateLimits | None = None
+        super().__init__(**options)
         if self.api_key is None and self.base_url == GROQ_BASE_URL:
             raise ConfigurationError("no API key: pass api_key= or set GROQ_API_KEY")
+
+    @property
+    def rate_limits(self) -> GroqRateLimits | None:
+        """The latest limits seen by this client (or by the client it came from through
+        ``with_options``)."""
+        root = self._root
+        assert isinstance(root, Groq)
+        return root._rate_limits
 
     def _observe(self, status: int, headers: Mapping[str, str], lane: Lane) -> None:
         limits = GroqRateLimits.from_headers(headers)
         if limits is not None:
-            self.rate_limits = limits
+            root = self._root
+            assert isinstance(root, Groq)
+            root._rate_limits = limits
             lane.info["rate_limits"] = limits
             lane.info["rate_limits_at"] = lane.dispatcher.clock()
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
+
+from typing_extensions import Unpack
 
 from .._engine._context import check_header_value
 from .._exceptions import ConfigurationError
+from .._options import ClientOptions
 from .._wire.openai import OpenAICompatible
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
 class OpenAI(OpenAICompatible):
-    """``OpenAI(api_key=None, base_url=None)``: key from ``OPENAI_API_KEY``, base from
+    """``OpenAI(api_key=..., base_url=...)``: key from ``OPENAI_API_KEY``, base from
     ``OPENAI_BASE_URL`` (default ``https://api.openai.com/v1``). Any OpenAI-compatible server works.
+    ``organization`` and ``project`` are sent as OpenAI's headers of those names.
     """
 
     backend: ClassVar[str] = "openai"
@@ -23,16 +27,14 @@ class OpenAI(OpenAICompatible):
 
     def __init__(
         self,
-        api_key: Any = None,
-        base_url: str | None = None,
         *,
         organization: str | None = None,
         project: str | None = None,
-        **kwargs: Any,
+        **options: Unpack[ClientOptions],
     ) -> None:
         self.organization = organization
         self.project = project
-        super().__init__(api_key=api_key, base_url=base_url, **kwargs)
+        super().__init__(**options)
         if self.api_key is None and self.base_url == OPENAI_BASE_URL:
             raise ConfigurationError("no API key: pass api_key= or set OPENAI_API_KEY")
 
