@@ -565,3 +565,132 @@ async def test_cancelling_a_running_and_a_queued_call_in_one_turn() -> None:
     assert (await c.chat(msg("after"), model="m")).text == "ok"
     assert gate.arrived == ["running", "after"]
     await c.aclose()
+
+
+# -- the dispatcher-wide limit and its PriorityQueue -------------------------------------------------
+
+
+async def test_global_limit_orders_jobs_across_backends_by_priority() -> None:
+    dispatcher = asyncllm.Dispatcher(max_in_flight=1)
+    gate = Gate()
+    a = client(gate, dispatcher, name="a", max_concurrent_requests=5)
+    b = client(gate, dispatcher, name="b", max_concurrent_requests=5)
+    first = asyncio.create_task(a.chat(msg("first"), model="m"))
+    await settle()
+    order = [
+        (a, "low-a", asyncllm.Priority.LOW),
+        (b, "low-b", asyncllm.Priority.LOW),
+        (a, "normal-a", asyncllm.Priority.NORMAL),
+        (b, "high-b", asyncllm.Priority.HIGH),
+        (a, "high-a", asyncllm.Priority.HIGH),
+        (b, "urgent-b", -5),
+    ]
+    tasks = [asyncio.create_task(c.chat(msg(t), model="m", priority=p)) for c, t, p in order]
+    await settle()
+    assert dispatcher.in_flight == 1
+    assert dispatcher.stats()["a"].queued == 3 and dispatcher.stats()["b"].queued == 3
+    gate.release.set()
+    await asyncio.gather(first, *tasks)
+    assert gate.arrived == ["first", "urgent-b", "high-b", "high-a", "normal-a", "low-a", "low-b"]
+    assert gate.max_running == 1
+    assert dispatcher.in_flight == 0
+    await dispatcher.aclose()
+
+
+async def test_global_limit_a_saturated_backend_does_not_delay_another() -> None:
+    dispatcher = asyncllm.Dispatcher(max_in_flight=4)
+    stuck = Gate()
+    slow = client(stuck, dispatcher, name="slow", max_concurrent_requests=2)
+    fast = client(lambda r: ok("fast"), dispatcher, name="fast", max_concurrent_requests=2)
+    blocked = [
+        asyncio.create_task(slow.chat(msg(f"s{i}"), model="m", priority=asyncllm.Priority.HIGH))
+        for i in range(10)
+    ]
+    await settle()
+    assert dispatcher.stats()["slow"].queued == 8 and dispatcher.in_flight == 2
+    # slow's waiting HIGH calls are held by its own full lane, not by the global limit: the free
+    # global slots go to fast's LOW calls at once.
+    answers = await asyncio.wait_for(
+        asyncio.gather(
+            *(fast.chat(msg("f"), model="m", priority=asyncllm.Priority.LOW) for _ in range(10))
+        ),
+        2,
+    )
+    assert [x.text for x in answers] == ["fast"] * 10
+    stuck.release.set()
+    await asyncio.gather(*blocked)
+    assert stuck.max_running == 2
+    await dispatcher.aclose()
+
+
+async def test_global_limit_counts_a_stream_for_its_whole_life() -> None:
+    dispatcher = asyncllm.Dispatcher(max_in_flight=1)
+    chunks = (
+        b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
+        b'data: {"choices":[{"index":0,"delta":{"content":"b"},"finish_reason":"stop"}]}\n\n'
+        b"data: [DONE]\n\n"
+    )
+
+    def handler(request: Any) -> MockResponse:
+        if request.json().get("stream"):
+            return MockResponse(200, content=chunks, headers={"content-type": "text/event-stream"})
+        return ok("other")
+
+    streamer = client(handler, dispatcher, name="streamer")
+    other = client(handler, dispatcher, name="other")
+    stream = streamer.stream_chat(msg("s"), model="m")
+    first = await stream.__anext__()
+    assert first.delta == "a"
+    waiting = asyncio.create_task(other.chat(msg("o"), model="m"))
+    await settle()
+    assert not waiting.done() and dispatcher.stats()["other"].queued == 1
+    await stream.aclose()
+    assert (await asyncio.wait_for(waiting, 2)).text == "other"
+    assert dispatcher.in_flight == 0
+    await dispatcher.aclose()
+
+
+async def test_global_limit_slot_comes_back_when_a_caller_is_cancelled() -> None:
+    dispatcher = asyncllm.Dispatcher(max_in_flight=1)
+    gate = Gate()
+    a = client(gate, dispatcher, name="a")
+    b = client(lambda r: ok("b"), dispatcher, name="b")
+    running = asyncio.create_task(a.chat(msg("r"), model="m"))
+    queued = asyncio.create_task(a.chat(msg("q"), model="m"))
+    await settle()
+    waiting = asyncio.create_task(b.chat(msg("w"), model="m"))
+    await settle()
+    queued.cancel()
+    running.cancel()
+    assert (await asyncio.wait_for(waiting, 2)).text == "b"
+    assert dispatcher.in_flight == 0
+    assert dispatcher.stats()["a"].queued == 0
+    await dispatcher.aclose()
+
+
+@pytest.mark.parametrize(("aging", "expected"), [(None, ["first", "high", "low"]), (1.0, ["first", "low", "high"])])  # fmt: skip
+async def test_aging_lets_a_long_waiting_low_call_go_first(
+    aging: float | None, expected: list[str]
+) -> None:
+    clock = FakeClock()
+    dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep, aging=aging)
+    gate = Gate()
+    c = client(gate, dispatcher, max_concurrent_requests=1)
+    first = asyncio.create_task(c.chat(msg("first"), model="m"))
+    await settle()
+    low = asyncio.create_task(c.chat(msg("low"), model="m", priority=asyncllm.Priority.LOW))
+    await settle()
+    # LOW (2) queued at t orders as t + 2s with aging=1; a HIGH call queued 3s later as t + 3s.
+    clock.advance(3.0)
+    high = asyncio.create_task(c.chat(msg("high"), model="m", priority=asyncllm.Priority.HIGH))
+    await settle()
+    gate.release.set()
+    await asyncio.gather(first, low, high)
+    assert gate.arrived == expected
+    await dispatcher.aclose()
+
+
+@pytest.mark.parametrize("kwargs", [{"max_in_flight": 0}, {"max_in_flight": True}, {"aging": 0}, {"aging": float("nan")}])  # fmt: skip
+def test_dispatcher_limits_are_checked(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(asyncllm.ConfigurationError):
+        asyncllm.Dispatcher(**kwargs)

@@ -1,9 +1,21 @@
 """The one dispatcher per event loop: every call of every backend goes through it.
 
-A call is a job ordered by (priority, sequence) in one ``asyncio.PriorityQueue``. Jobs leave the
-queue for their backend's *lane*, which holds that backend's slots (``max_concurrent_requests``),
-its waiting jobs in priority order, its circuit breaker and its counters. A lane that is full
-holds its own jobs only, so a slow backend never delays another's (no head-of-line blocking).
+Each backend instance has a *lane*: its slots (``max_concurrent_requests``), its waiting calls in
+order, its circuit breaker and its counters. A call that finds a free slot takes it at once; one
+that does not waits in its lane, ordered by its key: ``(priority, sequence)``, or with aging
+``(enqueued_at + priority * aging, sequence)``, a continuous key under which a LOW call that has
+waited long enough goes before a HIGH one that just came (every heap stays valid, since a key never
+changes once given). A full lane holds its own calls only, so a slow backend never delays another's.
+
+Above the lanes, ``max_in_flight`` bounds the calls in flight across every backend (unlimited by
+default). Where that limit is what a lane waits for, the lane has one entry in the dispatcher's
+``asyncio.PriorityQueue``, keyed by its best waiting call's key; a freed global slot goes to the
+best entry, so the best call among the lanes that could run it starts next, in O(log lanes), with
+no head-of-line blocking (a lane that is full, or whose breaker refuses, has no valid entry) and no
+re-pushing of calls. Entries are invalidated lazily: a lane's entry is valid while its key is the
+one the lane last pushed. Every attempt holds one lane slot and one global slot while it runs: a
+stream holds both until it is read to the end or closed, a half-open probe counts like any attempt,
+and an LLVM micro-batch is one request, so one slot.
 
 The caller's own task runs each attempt: there are no worker tasks to leak, and cancelling the
 caller frees its queue entry or its slot at once. Retries wait out their backoff *without* a slot.
@@ -24,7 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .._config import BreakerConfig, LimitsConfig, RetryConfig
+from .._config import BreakerConfig, LimitsConfig, RetryConfig, finite_number
 from .._constants import DEFAULT_CLOSE_TIMEOUT, LATENCY_WINDOW
 from .._exceptions import (
     APIError,
@@ -64,25 +76,23 @@ class Attempt:
 
 
 class _Job:
-    __slots__ = ("cancelled", "future", "lane", "priority", "request_id", "seq")
+    __slots__ = ("cancelled", "future", "key", "lane", "request_id")
 
     def __init__(
         self,
         lane: Lane,
-        priority: int,
-        seq: int,
+        key: tuple[float, int],
         future: asyncio.Future[bool],
         request_id: str,
     ) -> None:
         self.lane = lane
         self.request_id = request_id
-        self.priority = priority
-        self.seq = seq
+        self.key = key
         self.future = future
         self.cancelled = False
 
     def __lt__(self, other: _Job) -> bool:
-        return (self.priority, self.seq) < (other.priority, other.seq)
+        return self.key < other.key
 
 
 @dataclass(slots=True)
@@ -131,6 +141,9 @@ class Lane:
         self.closed = False
         self._heap: list[_Job] = []
         self._stale = 0
+        # The key of this lane's latest entry in the dispatcher's queue; an entry with another
+        # key is stale (see the module docstring).
+        self._entry_key: tuple[float, int] | None = None
         self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._idle: asyncio.Event | None = None
         self._closing: asyncio.Event | None = None
@@ -145,45 +158,61 @@ class Lane:
         """Take a slot at once if nothing is waiting; returns the probe flag, or None if not."""
         if self.queued or self.in_flight >= self.limits.max_concurrent_requests:
             return None
+        dispatcher = self.dispatcher
+        limit = dispatcher.max_in_flight
+        if limit is not None and dispatcher.in_flight >= limit:
+            return None
         breaker = self.breaker
         if breaker._state is BreakerState.CLOSED:
             # The common case, read without the state property: closed allows, and is no probe.
             self.in_flight += 1
+            dispatcher.in_flight += 1
             return False
         if not breaker.allows():
             return None
         self.in_flight += 1
+        dispatcher.in_flight += 1
         return breaker.acquire()
 
-    def _park(self, job: _Job) -> None:
-        if job.cancelled:
-            return
-        heapq.heappush(self._heap, job)
+    def _best(self) -> _Job | None:
+        """The best waiting job, dropping cancelled ones from the top of the heap."""
+        heap = self._heap
+        while heap:
+            job = heap[0]
+            if not (job.cancelled or job.future.done()):
+                return job
+            # A done future here was cancelled with its task (Task.cancel); that task's
+            # abandon() does the bookkeeping when it sees the CancelledError.
+            heapq.heappop(heap)
+            if job.cancelled:
+                self._stale -= 1
+        return None
 
     def fill(self) -> None:
-        """Start waiting jobs while slots are free, best priority first."""
-        heap = self._heap
-        while heap and self.in_flight < self.limits.max_concurrent_requests:
-            job = heap[0]
-            if job.cancelled or job.future.done():
-                # A done future here was cancelled with its task (Task.cancel); that task's
-                # Lane.acquire does the bookkeeping when it sees the CancelledError.
-                heapq.heappop(heap)
-                if job.cancelled:
-                    self._stale -= 1
-                continue
-            state = self.breaker.state
-            if state is BreakerState.OPEN:
-                heapq.heappop(heap)
+        """Start waiting jobs while this lane's slots and the global ones allow, best first; a
+        lane that waits only for a global slot gets its entry in the dispatcher's queue."""
+        dispatcher = self.dispatcher
+        limit = dispatcher.max_in_flight
+        while self.in_flight < self.limits.max_concurrent_requests:
+            job = self._best()
+            if job is None:
+                break
+            if self.breaker.state is BreakerState.OPEN:
+                heapq.heappop(self._heap)
                 self._leave_queue()
                 job.future.set_exception(self.circuit_error(job.request_id))
                 continue
             if not self.breaker.allows():
                 break  # half-open and its probes are out: wait for their verdict
-            heapq.heappop(heap)
+            if limit is not None and dispatcher.in_flight >= limit:
+                dispatcher._want(self, job)
+                break
+            heapq.heappop(self._heap)
             self._leave_queue()
             self.in_flight += 1
+            dispatcher.in_flight += 1
             job.future.set_result(self.breaker.acquire())
+        heap = self._heap
         if self._stale > 32 and self._stale * 2 > len(heap):
             self._heap = [j for j in heap if not j.cancelled]
             heapq.heapify(self._heap)
@@ -192,14 +221,24 @@ class Lane:
     def release(self, probe: bool, outcome: bool | None) -> None:
         """Give a slot back. ``outcome``: True success, False retryable failure, None no verdict."""
         self.in_flight -= 1
+        dispatcher = self.dispatcher
+        dispatcher.in_flight -= 1
         if outcome is True:
             self.breaker.record_success(probe)
         elif outcome is False:
             self.breaker.record_failure(probe)
         elif probe:
             self.breaker.release_probe()
-        self.dispatcher._drain_intake()
-        self.fill()
+        if dispatcher.max_in_flight is None:
+            self.fill()
+        else:
+            # The freed global slot goes to the best waiting job of any lane, this one included.
+            job = self._best()
+            if job is not None and self.in_flight < self.limits.max_concurrent_requests:
+                dispatcher._want(self, job)
+            dispatcher._serve()
+            if self._heap and dispatcher.in_flight < dispatcher.max_in_flight:
+                self.fill()  # say, a breaker that now refuses: fail or hold this lane's jobs
         if self.in_flight == 0 and self._idle is not None:
             self._idle.set()
 
@@ -277,8 +316,8 @@ class Lane:
     def acquire_nowait(self, request_id: str) -> bool | None:
         """A slot at once if one is free and nothing waits (the probe flag), else None.
 
-        Raises as ``acquire`` does when the lane is closed or its breaker open; the callers on the
-        hot path try this first, so a call that need not wait creates no coroutine for it.
+        Raises when the lane is closed or its breaker open; the attempt loop tries this first, so
+        a call that need not wait creates no future and no coroutine for it.
         """
         if self.closed:
             raise ClientClosedError("client is closed", backend=self.name, request_id=request_id)
@@ -287,37 +326,19 @@ class Lane:
             raise self.circuit_error(request_id)
         return self._grant_fast()
 
-    async def acquire(self, priority: int, request_id: str, deadline_at: float | None) -> bool:
-        """Wait for a slot; returns whether it is a half-open probe."""
-        probe = self.acquire_nowait(request_id)
-        if probe is not None:
-            return probe
-        return await self.acquire_queued(priority, request_id, deadline_at)
-
-    async def acquire_queued(
-        self, priority: int, request_id: str, deadline_at: float | None
-    ) -> bool:
-        """The waiting half of ``acquire``, for a caller whose ``acquire_nowait`` gave None."""
-        if self.queued >= self.limits.queue_size:
-            await self._wait_for_room(request_id, deadline_at)
-        job = self.enqueue(priority, request_id)
-        try:
-            return await self.wait_job(job, deadline_at)
-        except BaseException as exc:
-            replaced = self.abandon(job, exc)
-            if replaced is not None:
-                raise replaced from None
-            raise
-
-    # The three steps of acquire_queued, for Dispatcher.run to take inline: a queued call then
+    # The three steps of waiting for a slot, taken inline by the attempt loop: a queued call then
     # holds one coroutine frame, not two.
 
     def enqueue(self, priority: int, request_id: str) -> _Job:
         """Queue a call (there is room); its future gets the probe flag when a slot is its."""
-        loop = asyncio.get_running_loop()
-        job = _Job(self, priority, next(self.dispatcher._seq), loop.create_future(), request_id)
+        dispatcher = self.dispatcher
+        seq = next(dispatcher._seq)
+        aging = dispatcher.aging
+        key = (priority, seq) if aging is None else (dispatcher.clock() + priority * aging, seq)
+        job = _Job(self, key, asyncio.get_running_loop().create_future(), request_id)
         self.queued += 1
-        self.dispatcher._enqueue(job)
+        heapq.heappush(self._heap, job)
+        self.fill()
         return job
 
     def wait_job(self, job: _Job, deadline_at: float | None) -> Awaitable[bool]:
@@ -356,7 +377,6 @@ class Lane:
             return
         self.closed = True
         self.closing_event().set()
-        self.dispatcher._drain_intake()
         for job in self._heap:
             if not job.cancelled and not job.future.done():
                 self.queued -= 1
@@ -409,6 +429,11 @@ class Lane:
 class Dispatcher:
     """Queues, limits, retries and tracks the calls of every client on one event loop.
 
+    ``max_in_flight`` bounds the calls in flight across every backend (None: unlimited); the
+    best waiting call of the lanes that could run it gets each freed slot. ``aging`` (seconds per
+    priority level) lets waiting calls age: a call of priority p queued at t is ordered as if
+    queued at t + p * aging, so LOW work cannot starve behind a steady stream of HIGH work. Without
+    it, priority is strict: a LOW call waits for as long as HIGH calls keep the backend busy.
     ``clock``, ``sleep`` and ``rng`` are injectable so that tests of timing never wait.
     """
 
@@ -420,7 +445,21 @@ class Dispatcher:
         rng: random.Random | None = None,
         tracker_ttl: float | None = None,
         tracker_max_records: int | None = None,
+        max_in_flight: int | None = None,
+        aging: float | None = None,
     ) -> None:
+        if max_in_flight is not None and (
+            isinstance(max_in_flight, bool)
+            or not isinstance(max_in_flight, int)
+            or max_in_flight < 1
+        ):
+            raise ConfigurationError("max_in_flight must be an int >= 1, or None for no limit")
+        if aging is not None and not (finite_number(aging) and aging > 0):
+            raise ConfigurationError("aging must be a number of seconds > 0, or None")
+        self.max_in_flight = max_in_flight
+        self.aging = aging
+        # Attempts in flight across every lane (each holds a slot of its lane, too).
+        self.in_flight = 0
         self.clock = clock
         self.sleep = sleep
         self.rng = rng or random.Random()
@@ -432,8 +471,8 @@ class Dispatcher:
         self.tracker = RequestTracker(clock=clock, **kwargs)
         self._lanes: dict[str, Lane] = {}
         self._seq = itertools.count()
-        self._queue: asyncio.PriorityQueue[tuple[int, int, _Job]] | None = None
-        self._drain_scheduled = False
+        # One entry per lane waiting for a global slot: (its best job's key, lane).
+        self._queue: asyncio.PriorityQueue[tuple[tuple[float, int], Lane]] = asyncio.PriorityQueue()
         self.closed = False
 
     # -- lanes -------------------------------------------------------------------------------
@@ -466,26 +505,21 @@ class Dispatcher:
 
     # -- the priority queue ------------------------------------------------------------------
 
-    def _enqueue(self, job: _Job) -> None:
-        if self._queue is None:
-            self._queue = asyncio.PriorityQueue()
-        self._queue.put_nowait((job.priority, job.seq, job))
-        if not self._drain_scheduled:
-            self._drain_scheduled = True
-            asyncio.get_running_loop().call_soon(self._drain_intake)
+    def _want(self, lane: Lane, job: _Job) -> None:
+        """``lane`` waits for a global slot for ``job``, its best waiting job."""
+        if lane._entry_key != job.key:
+            lane._entry_key = job.key
+            self._queue.put_nowait((job.key, lane))
 
-    def _drain_intake(self) -> None:
-        """Move queued jobs to their lanes in (priority, sequence) order and start what can start."""
-        self._drain_scheduled = False
+    def _serve(self) -> None:
+        """Give free global slots to the best entries; stale ones are dropped as they surface."""
         queue = self._queue
-        if queue is None or queue.empty():
-            return
-        touched: set[Lane] = set()
-        while not queue.empty():
-            _, _, job = queue.get_nowait()
-            job.lane._park(job)
-            touched.add(job.lane)
-        for lane in touched:
+        limit = self.max_in_flight
+        while limit is not None and self.in_flight < limit and not queue.empty():
+            key, lane = queue.get_nowait()
+            if lane._entry_key != key or lane.closed:
+                continue
+            lane._entry_key = None
             lane.fill()
 
     # -- running calls -----------------------------------------------------------------------
@@ -574,6 +608,65 @@ class Dispatcher:
         remaining = max(0.001, deadline_at - self.clock())
         return remaining if timeout is None else min(timeout, remaining)
 
+    async def _attempts(
+        self,
+        lane: Lane,
+        record: RequestRecord,
+        attempt: Callable[[Attempt], Awaitable[T]],
+        priority: int,
+        timeout: float | None,
+        deadline_at: float | None,
+        max_retries: int | None,
+        hold: bool,
+    ) -> tuple[T, bool]:
+        """The one attempt loop, for calls and streams: take a slot (at once, or by waiting in
+        the lane), run ``attempt`` in the caller's task, give the slot back, and on a retryable
+        error wait out the backoff without a slot and go again. Returns the result and its probe
+        flag; with ``hold`` a success keeps its slot (a stream gives it back when it ends)."""
+        rid = record.request_id
+        schedule: BackoffSchedule | None = None
+        while True:
+            probe = lane.acquire_nowait(rid)
+            if probe is None:
+                if lane.queued >= lane.limits.queue_size:
+                    await lane._wait_for_room(rid, deadline_at)
+                job = lane.enqueue(priority, rid)
+                try:
+                    probe = await lane.wait_job(job, deadline_at)
+                except BaseException as exc:
+                    replaced = lane.abandon(job, exc)
+                    if replaced is not None:
+                        raise replaced from None
+                    raise
+            record.attempts += 1
+            record.status = RequestStatus.RUNNING
+            if record.started_at is None:
+                record.started_at = self.clock()
+            try:
+                result = await attempt(
+                    Attempt(rid, record.attempts, self._attempt_timeout(timeout, deadline_at))
+                )
+            except APIError as exc:
+                error = self._label(exc, lane, rid, record.attempts)
+                # A client error shows the backend is answering: a success for the breaker.
+                lane.release(probe, not is_retryable(error))
+            except BaseException:
+                lane.release(probe, None)
+                raise
+            else:
+                if not hold:
+                    lane.release(probe, True)
+                return result, probe
+            if lane.closed:
+                raise ClientClosedError(
+                    "client closed while the call was running",
+                    backend=lane.name,
+                    request_id=rid,
+                ) from error
+            if schedule is None:
+                schedule = BackoffSchedule(lane.retry, self.rng)
+            await self._before_retry(lane, record, error, schedule, deadline_at, max_retries)
+
     async def run(
         self,
         lane: Lane,
@@ -591,54 +684,15 @@ class Dispatcher:
         rid = request_id or _request_id.get() or new_request_id()
         record = self._begin(lane, operation, priority, rid)
         deadline_at = None if deadline is None else self.clock() + deadline
-        schedule: BackoffSchedule | None = None
         try:
-            while True:
-                probe = lane.acquire_nowait(rid)
-                if probe is None:
-                    # Lane.acquire_queued, inline (see Lane.enqueue).
-                    if lane.queued >= lane.limits.queue_size:
-                        await lane._wait_for_room(rid, deadline_at)
-                    job = lane.enqueue(priority, rid)
-                    try:
-                        probe = await lane.wait_job(job, deadline_at)
-                    except BaseException as exc:
-                        replaced = lane.abandon(job, exc)
-                        if replaced is not None:
-                            raise replaced from None
-                        raise
-                record.attempts += 1
-                record.status = RequestStatus.RUNNING
-                if record.started_at is None:
-                    record.started_at = self.clock()
-                outcome: bool | None = None
-                error: APIError | None = None
-                try:
-                    result = await attempt(
-                        Attempt(rid, record.attempts, self._attempt_timeout(timeout, deadline_at))
-                    )
-                    outcome = True
-                except APIError as exc:
-                    error = self._label(exc, lane, rid, record.attempts)
-                    # A client error shows the backend is answering: a success for the breaker.
-                    outcome = not is_retryable(error)
-                finally:
-                    lane.release(probe, outcome)
-                if error is None:
-                    self._finish(lane, record, None)
-                    return result
-                if lane.closed:
-                    raise ClientClosedError(
-                        "client closed while the call was running",
-                        backend=lane.name,
-                        request_id=rid,
-                    ) from error
-                if schedule is None:
-                    schedule = BackoffSchedule(lane.retry, self.rng)
-                await self._before_retry(lane, record, error, schedule, deadline_at, max_retries)
+            result, _ = await self._attempts(
+                lane, record, attempt, priority, timeout, deadline_at, max_retries, False
+            )
         except BaseException as exc:
             self._finish(lane, record, exc)
             raise
+        self._finish(lane, record, None)
+        return result
 
     def stream(
         self,
@@ -674,64 +728,47 @@ class Dispatcher:
     ) -> AsyncIterator[T]:
         record = self._begin(lane, operation, priority, rid)
         deadline_at = None if deadline is None else self.clock() + deadline
-        schedule: BackoffSchedule | None = None
+
+        async def first_item(a: Attempt) -> tuple[AsyncIterator[T], T | None, bool]:
+            """Open the stream and read its first item: the part of a stream that is retried."""
+            source = open_stream(a)
+            try:
+                return source, await source.__anext__(), False
+            except StopAsyncIteration:
+                await _aclose(source)
+                return source, None, True
+            except BaseException:
+                await _aclose(source)
+                raise
+
         try:
-            while True:
-                probe = lane.acquire_nowait(rid)
-                if probe is None:
-                    probe = await lane.acquire_queued(priority, rid, deadline_at)
-                record.attempts += 1
-                record.status = RequestStatus.RUNNING
-                if record.started_at is None:
-                    record.started_at = self.clock()
-                source = open_stream(
-                    Attempt(rid, record.attempts, self._attempt_timeout(timeout, deadline_at))
-                )
-                outcome: bool | None = None
-                error: APIError | None = None
-                try:
-                    try:
-                        first = await source.__anext__()
-                    except StopAsyncIteration:
-                        outcome = True
-                        self._finish(lane, record, None)
-                        return
-                    except APIError as exc:
-                        error = self._label(exc, lane, rid, record.attempts)
-                        outcome = not is_retryable(error)
-                    else:
-                        try:
-                            yield first
-                            async for item in source:
-                                yield item
-                        except APIError as exc:
-                            self._label(exc, lane, rid, record.attempts)
-                            outcome = not is_retryable(exc)
-                            raise
-                        outcome = True
-                        self._finish(lane, record, None)
-                        return
-                finally:
-                    aclose = getattr(source, "aclose", None)
-                    try:
-                        if aclose is not None:
-                            await aclose()
-                    finally:
-                        lane.release(probe, outcome)
-                assert error is not None
-                if lane.closed:
-                    raise ClientClosedError(
-                        "client closed while the stream was opening",
-                        backend=lane.name,
-                        request_id=rid,
-                    ) from error
-                if schedule is None:
-                    schedule = BackoffSchedule(lane.retry, self.rng)
-                await self._before_retry(lane, record, error, schedule, deadline_at, max_retries)
+            (source, first, empty), probe = await self._attempts(
+                lane, record, first_item, priority, timeout, deadline_at, max_retries, True
+            )
         except BaseException as exc:
-            if record.finished_at is None:
-                self._finish(lane, record, exc)
+            self._finish(lane, record, exc)
             raise
+        outcome: bool | None = None
+        try:
+            if not empty:
+                yield first  # type: ignore[misc]  # not empty: the first item is a T
+                async for item in source:
+                    yield item
+            outcome = True
+            self._finish(lane, record, None)
+        except APIError as exc:
+            self._label(exc, lane, rid, record.attempts)
+            outcome = not is_retryable(exc)
+            self._finish(lane, record, exc)
+            raise
+        except BaseException as exc:
+            self._finish(lane, record, exc)
+            raise
+        finally:
+            try:
+                await _aclose(source)
+            finally:
+                lane.release(probe, outcome)
 
     # -- reporting and shutdown -----------------------------------------------------------
 
@@ -790,6 +827,12 @@ class Dispatcher:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+async def _aclose(source: AsyncIterator[Any]) -> None:
+    aclose = getattr(source, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 _dispatchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dispatcher] = (
