@@ -649,3 +649,86 @@ async def test_v3_calls_need_a_model(server: FakeServer) -> None:
     finally:
         await client.aclose()
     assert server.request_count == 0
+
+
+# -- call options --------------------------------------------------------------------------------
+
+
+def test_constructor_is_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        OVMS("http://ovms.test")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="bse_url"):
+        OVMS(bse_url="http://ovms.test")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "kwargs"),
+    [
+        ("infer", (), {"inputs": {"x": [1]}, "timout": 1.0}),
+        ("predict", (), {"instances": [1], "extra_bdy": {}}),
+        ("model_metadata", (), {"extra_body": {"a": 1}}),  # a GET sends no body
+        ("server_metadata", (), {"priorty": 0}),
+        ("server_live", (), {"extra_body": {"a": 1}}),
+        ("model_ready", (), {"dedline": 1.0}),
+        ("model_status", (), {"max_retry": 1}),
+        ("tfs_model_metadata", (), {"extra_header": {}}),
+        ("completions", ("p",), {"max_token": 5}),
+        ("completions", ("p",), {"top_k": 5}),
+        ("rerank", ("q", ["a"]), {"topn": 1}),
+    ],
+)
+async def test_misspelt_option_is_a_type_error_unsent(
+    client: OVMS, server: FakeServer, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        await getattr(client, method)(*args, **kwargs)
+    assert server.request_count == 0
+
+
+async def test_call_options_reach_the_wire(client: OVMS, server: FakeServer) -> None:
+    await client.completions(
+        "p",
+        stop=["\n"],
+        echo=True,
+        extra_body={"ignore_eos": True},
+        extra_headers={"x-tag": "t1"},
+        extra_query={"trace": "1"},
+        timeout=5.0,
+        priority=0,
+    )
+    sent = server.requests[-1]
+    assert sent.json == {
+        "model": "fake-model",
+        "prompt": "p",
+        "stop": ["\n"],
+        "echo": True,
+        "ignore_eos": True,
+    }
+    assert sent.headers["x-tag"] == "t1"
+    assert sent.query == {"trace": "1"}
+    await client.infer(inputs={"x": [1]}, extra_body={"parameters": {"a": 1}}, parameters={"b": 2})
+    assert server.requests[-1].json["parameters"] == {"b": 2, "a": 1}
+    await client.rerank("q", ["a"], extra_body={"truncate": True})
+    assert server.requests[-1].json["truncate"] is True
+    assert await client.server_ready(extra_headers={"x-tag": "t2"}, timeout=1.0)
+    assert server.requests[-1].headers["x-tag"] == "t2"
+
+
+async def test_max_retries_per_call(client: OVMS, server: FakeServer) -> None:
+    server.fail_next(1, status=503)
+    with pytest.raises(asyncllm.APIStatusError):
+        await client.model_status(max_retries=0)
+    assert server.request_count == 1
+    server.fail_next(1, status=503)
+    assert await client.model_status()  # the client's retries apply again
+    assert server.request_count == 3
+
+
+async def test_with_options_keeps_the_pinned_version(server: FakeServer) -> None:
+    client = OVMS(base_url=server.url(), model="fake-model", version=1, retry=NO_WAIT)
+    try:
+        fast = client.with_options(timeout=5.0)
+        assert (await fast.infer(inputs={"x": [1]})).model_version == "1"
+        assert "version='1'" in repr(fast)
+    finally:
+        await client.aclose()

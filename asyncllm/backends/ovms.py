@@ -21,16 +21,27 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypedDict, Unpack
 
-from .._engine._dispatcher import Priority
 from .._exceptions import ConfigurationError
-from .._http._backend import Meta, check_int, check_number, check_stop, merge_extra, path_segment
+from .._http._backend import Meta
 from .._models import Usage
+from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
+from .._validate import (
+    check_bool,
+    check_int,
+    check_number,
+    check_stop,
+    check_str_list,
+    path_segment,
+)
 from .._wire.openai import OpenAICompatible
 
 __all__ = [
     "DATATYPES",
     "OVMS",
+    "CompletionOptions",
+    "CompletionParams",
     "CompletionResponse",
     "InferResponse",
     "ModelMetadata",
@@ -587,17 +598,49 @@ def _from_b64(value: Any) -> Any:
     return value
 
 
+# -- call parameters -----------------------------------------------------------------------------
+
+
+class CompletionParams(TypedDict, total=False):
+    """The parameters of a ``/v3/completions`` call, declared once so that a streaming twin can
+    share them.
+
+    ``model`` defaults to the client's. ``max_tokens`` (>= 1), ``temperature`` (0 to 2),
+    ``top_p`` (0 to 1), ``stop`` (a string or a list of strings), ``seed``, ``n`` (>= 1, the
+    number of choices) and ``echo`` (a bool: the prompt is repeated before the completion) are
+    sent only when given. Anything else the server takes goes in ``extra_body``.
+    """
+
+    model: str | None
+    max_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+    stop: str | Sequence[str] | None
+    seed: int | None
+    n: int | None
+    echo: bool | None
+
+
+class CompletionOptions(CompletionParams, BodyOptions, total=False):
+    """A completions call's keyword arguments: its parameters and the call options."""
+
+
+COMPLETION_KEYS = keys_of(CompletionOptions)
+
+
 # -- the client ----------------------------------------------------------------------------------
 
 
 class OVMS(OpenAICompatible):
-    """``OVMS(base_url=None, model=None, version=None)``: base from ``OVMS_API_URL`` (default
+    """``OVMS(base_url=..., model=..., version=...)``: base from ``OVMS_API_URL`` (default
     ``http://localhost:9000``), optional Bearer key from ``OVMS_API_KEY`` for a gateway in front.
 
     ``model`` / ``version`` pin the servable; each call may name another. The version applies to
     the KServe (``/v2``) and TF-Serving (``/v1``) calls; the OpenAI-style calls (``chat``,
     ``stream_chat``, ``completions``, ``embed``, ``rerank``, ``models``) go to ``/v3``, where a
-    servable has no version.
+    servable has no version. Every call takes the call options (``priority``, ``timeout``,
+    ``deadline``, ``max_retries``, ``extra_headers``, ``extra_query``, and ``extra_body`` on calls
+    that send a JSON body).
     """
 
     backend: ClassVar[str] = "ovms"
@@ -611,16 +654,12 @@ class OVMS(OpenAICompatible):
     rerank_path: ClassVar[str] = "/v3/rerank"
 
     def __init__(
-        self,
-        base_url: str | None = None,
-        *,
-        api_key: Any = None,
-        model: str | None = None,
-        version: int | str | None = None,
-        **kwargs: Any,
+        self, *, version: int | str | None = None, **options: Unpack[ClientOptions]
     ) -> None:
+        """``version`` pins the model version of the ``/v1`` and ``/v2`` calls (a positive int,
+        or a string of digits); the rest are the ``ClientOptions``."""
         self.version = None if version is None else self._check_version(version)
-        super().__init__(api_key=api_key, base_url=base_url, model=model, **kwargs)
+        super().__init__(**options)
 
     def __repr__(self) -> str:
         return (
@@ -657,14 +696,12 @@ class OVMS(OpenAICompatible):
         outputs: Sequence[str | Mapping[str, Any]] | None = None,
         parameters: Mapping[str, Any] | None = None,
         id: str | None = None,  # the protocol's field name
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[BodyOptions],
     ) -> InferResponse:
         """Run a model on named tensors (nested lists, numpy arrays or ``Tensor``s) and get its
         output tensors by name. ``outputs`` limits which outputs come back (names, or
-        ``{"name", "parameters"}`` objects). Bad tensors raise ConfigurationError unsent."""
+        ``{"name", "parameters"}`` objects); ``parameters`` and ``id`` are the request's own
+        (the answer must carry the same ``id``). Bad tensors raise ConfigurationError unsent."""
         if isinstance(model, Mapping):
             raise ConfigurationError("pass inputs= by keyword when the model is pinned")
         path = self._servable(model, version, "v2") + "/infer"
@@ -706,17 +743,7 @@ class OVMS(OpenAICompatible):
                 raw=payload,
             )
 
-        return await self._request(
-            "infer",
-            "POST",
-            path,
-            parse,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
-        )
+        return await self._request("infer", "POST", path, parse, options, body=body)
 
     @staticmethod
     def _requested_output(output: Any) -> dict[str, Any]:
@@ -735,90 +762,44 @@ class OVMS(OpenAICompatible):
         model: str | None = None,
         *,
         version: int | str | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[HttpOptions],
     ) -> ModelMetadata:
         """A model's inputs and outputs (names, datatypes, shapes), to build ``infer`` inputs."""
 
         def parse(payload: Any, meta: Meta) -> ModelMetadata:
             return ModelMetadata.model_validate({**payload, "request_id": meta.request_id})
 
-        return await self._request(
-            "model_metadata",
-            "GET",
-            self._servable(model, version, "v2"),
-            parse,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-        )
+        path = self._servable(model, version, "v2")
+        return await self._request("model_metadata", "GET", path, parse, options)
 
-    async def server_metadata(
-        self,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> ServerMetadata:
+    async def server_metadata(self, **options: Unpack[HttpOptions]) -> ServerMetadata:
         """The server's name and version (``GET /v2``)."""
 
         def parse(payload: Any, meta: Meta) -> ServerMetadata:
             return ServerMetadata.model_validate({**payload, "request_id": meta.request_id})
 
-        return await self._request(
-            "server_metadata",
-            "GET",
-            "/v2",
-            parse,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-        )
+        return await self._request("server_metadata", "GET", "/v2", parse, options)
 
-    async def server_live(
-        self,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> bool:
+    async def server_live(self, **options: Unpack[HttpOptions]) -> bool:
         """True when the server answers 200 on ``/v2/health/live``, False when it answers that
         it is not (never retried). Auth errors, 429 and connection failures raise."""
-        return await self._probe(
-            "server_live", "/v2/health/live", priority=priority, timeout=timeout, deadline=deadline
-        )
+        return await self._probe("server_live", "/v2/health/live", options)
 
-    async def server_ready(
-        self,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> bool:
+    async def server_ready(self, **options: Unpack[HttpOptions]) -> bool:
         """True when every model is loaded (``/v2/health/ready`` answers 200); see server_live."""
-        return await self._probe(
-            "server_ready",
-            "/v2/health/ready",
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-        )
+        return await self._probe("server_ready", "/v2/health/ready", options)
 
     async def model_ready(
         self,
         model: str | None = None,
         *,
         version: int | str | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[HttpOptions],
     ) -> bool:
-        """True when the model (version) can serve; False otherwise, unknown models included."""
+        """True when the model (version) can serve; False otherwise, unknown models included.
+        Raises as ``server_live`` does."""
         path = self._servable(model, version, "v2") + "/ready"
-        return await self._probe(
-            "model_ready", path, priority=priority, timeout=timeout, deadline=deadline
-        )
+        return await self._probe("model_ready", path, options)
 
     # -- TF-Serving --------------------------------------------------------------------------
 
@@ -830,10 +811,7 @@ class OVMS(OpenAICompatible):
         inputs: Any = None,
         version: int | str | None = None,
         signature_name: str | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[BodyOptions],
     ) -> PredictResponse:
         """TF-Serving predict. ``instances`` is the row form (a list, one item per example, or
         objects of named inputs that share the batch size) and gets ``predictions``; ``inputs``
@@ -873,26 +851,14 @@ class OVMS(OpenAICompatible):
                 raise ValueError(f"predict response {key!r} is nested too deeply") from exc
             return PredictResponse(**{key: value}, request_id=meta.request_id, raw=payload)
 
-        return await self._request(
-            "predict",
-            "POST",
-            path,
-            parse,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
-        )
+        return await self._request("predict", "POST", path, parse, options, body=body)
 
     async def model_status(
         self,
         model: str | None = None,
         *,
         version: int | str | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[HttpOptions],
     ) -> list[ModelVersionStatus]:
         """The state of each version of a model (all versions unless one is pinned or given)."""
 
@@ -908,24 +874,15 @@ class OVMS(OpenAICompatible):
                 for s in wire.model_version_status
             ]
 
-        return await self._request(
-            "model_status",
-            "GET",
-            self._servable(model, version, "v1"),
-            parse,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-        )
+        path = self._servable(model, version, "v1")
+        return await self._request("model_status", "GET", path, parse, options)
 
     async def tfs_model_metadata(
         self,
         model: str | None = None,
         *,
         version: int | str | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[HttpOptions],
     ) -> dict[str, Any]:
         """TF-Serving's GetModelMetadataResponse as JSON (``modelSpec``, ``metadata`` with the
         ``signature_def`` map), for tools that already read that format."""
@@ -935,82 +892,67 @@ class OVMS(OpenAICompatible):
                 raise ValueError("model metadata response has no 'metadata' object")
             return payload
 
-        return await self._request(
-            "tfs_model_metadata",
-            "GET",
-            self._servable(model, version, "v1") + "/metadata",
-            parse,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-        )
+        path = self._servable(model, version, "v1") + "/metadata"
+        return await self._request("tfs_model_metadata", "GET", path, parse, options)
 
-    # -- OpenAI-style extras under /v3 -----------------------------------------------------------
+    # -- OpenAI-style extras under /v3 (chat, embed and models come from OpenAICompatible) ------
 
-    async def completions(
-        self,
-        prompt: str,
-        *,
-        model: str | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        n: int | None = None,
-        echo: bool | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> CompletionResponse:
-        """A plain text completion (no chat template). OVMS takes one string prompt."""
+    def _completion_body(self, prompt: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``/v3/completions`` body from a call's ``CompletionParams``, each checked and sent
+        only when given."""
         if not isinstance(prompt, str):
             raise ConfigurationError("prompt must be a string (OVMS takes one prompt per call)")
-        check_number("temperature", temperature, 0, 2)
-        check_number("top_p", top_p, 0, 1)
-        check_int("max_tokens", max_tokens, 1)
-        check_int("seed", seed)
-        check_int("n", n, 1)
-        if echo is not None and not isinstance(echo, bool):
-            raise ConfigurationError("echo must be a bool")
-        body: dict[str, Any] = {"model": self._model(model), "prompt": prompt}
-        optional = {
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-            "stop": check_stop(stop),
-            "seed": seed,
-            "n": n,
-            "echo": echo,
-        }
-        body.update((k, v) for k, v in optional.items() if v is not None)
-        merge_extra(body, extra_body)
+        get = params.get
+        body: dict[str, Any] = {"model": self._model(get("model")), "prompt": prompt}
+        if (max_tokens := get("max_tokens")) is not None:
+            check_int("max_tokens", max_tokens, 1)
+            body["max_tokens"] = max_tokens
+        if (temperature := get("temperature")) is not None:
+            check_number("temperature", temperature, 0, 2)
+            body["temperature"] = temperature
+        if (top_p := get("top_p")) is not None:
+            check_number("top_p", top_p, 0, 1)
+            body["top_p"] = top_p
+        if (stop := get("stop")) is not None:
+            body["stop"] = check_stop(stop)
+        if (seed := get("seed")) is not None:
+            check_int("seed", seed)
+            body["seed"] = seed
+        if (n := get("n")) is not None:
+            check_int("n", n, 1)
+            body["n"] = n
+        if (echo := get("echo")) is not None:
+            check_bool("echo", echo)
+            body["echo"] = echo
+        return body
 
-        def parse(payload: Any, meta: Meta) -> CompletionResponse:
-            wire = _WireCompletion.model_validate(payload)
-            ordered = sorted(wire.choices, key=lambda c: c.index)
-            return CompletionResponse(
-                text=ordered[0].text,
-                choices=[c.text for c in ordered],
-                finish_reason=ordered[0].finish_reason,
-                usage=wire.usage,
-                model=wire.model,
-                request_id=meta.request_id,
-                raw=payload,
-            )
+    @staticmethod
+    def _parse_completion(payload: Any, meta: Meta) -> CompletionResponse:
+        wire = _WireCompletion.model_validate(payload)
+        ordered = sorted(wire.choices, key=lambda c: c.index)
+        return CompletionResponse(
+            text=ordered[0].text,
+            choices=[c.text for c in ordered],
+            finish_reason=ordered[0].finish_reason,
+            usage=wire.usage,
+            model=wire.model,
+            request_id=meta.request_id,
+            raw=payload,
+        )
 
+    async def completions(
+        self, prompt: str, **options: Unpack[CompletionOptions]
+    ) -> CompletionResponse:
+        """A plain text completion (no chat template) of one string prompt; the parameters are
+        ``CompletionParams``."""
         return await self._request(
             "completions",
             "POST",
             self.completions_path,
-            parse,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
+            self._parse_completion,
+            options,
+            body=self._completion_body(prompt, options),
+            allowed=COMPLETION_KEYS,
         )
 
     async def rerank(
@@ -1021,37 +963,22 @@ class OVMS(OpenAICompatible):
         model: str | None = None,
         top_n: int | None = None,
         return_documents: bool | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[BodyOptions],
     ) -> RerankResponse:
         """Score ``documents`` against ``query`` (Cohere-style ``/v3/rerank``); the most relevant
-        come first, each with its index in ``documents``."""
+        come first, each with its index in ``documents``. ``top_n`` keeps that many results;
+        ``return_documents`` has each result carry its document's text."""
         if not isinstance(query, str) or not query:
             raise ConfigurationError("query must be a non-empty string")
-        if (
-            isinstance(documents, str)
-            or not _is_sequence(documents)
-            or not documents
-            or not all(isinstance(d, str) for d in documents)
-        ):
-            raise ConfigurationError("documents must be a non-empty list of strings")
+        texts = check_str_list("documents", documents)
         check_int("top_n", top_n, 1)
-        if return_documents is not None and not isinstance(return_documents, bool):
-            raise ConfigurationError("return_documents must be a bool")
-        body: dict[str, Any] = {
-            "model": self._model(model),
-            "query": query,
-            "documents": list(documents),
-        }
+        check_bool("return_documents", return_documents)
+        body: dict[str, Any] = {"model": self._model(model), "query": query, "documents": texts}
         if top_n is not None:
             body["top_n"] = top_n
         if return_documents is not None:
             body["return_documents"] = return_documents
-        merge_extra(body, extra_body)
-        count = len(documents)
+        count = len(texts)
 
         def parse(payload: Any, meta: Meta) -> RerankResponse:
             wire = _WireRerank.model_validate(payload)
@@ -1071,14 +998,4 @@ class OVMS(OpenAICompatible):
                 )
             return RerankResponse(results=results, request_id=meta.request_id, raw=payload)
 
-        return await self._request(
-            "rerank",
-            "POST",
-            self.rerank_path,
-            parse,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
-        )
+        return await self._request("rerank", "POST", self.rerank_path, parse, options, body=body)
