@@ -393,10 +393,10 @@ def _betas(value: Any) -> list[str]:
         return []
     if isinstance(value, str):
         names = [b.strip() for b in value.split(",") if b.strip()]
+    elif isinstance(value, (list, tuple)) and not value:  # none: as good as not given
+        names = []
     else:
-        names = (
-            [] if isinstance(value, (list, tuple)) and not value else check_str_list("betas", value)
-        )
+        names = check_str_list("betas", value)
         if not all(names):
             raise ConfigurationError("betas must be non-empty strings")
     return [check_header_value("betas", b) for b in names]
@@ -488,21 +488,20 @@ class Claude(HttpBackend):
         return body
 
     def _chat_body(self, messages: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
-        get = params.get
-        max_tokens, temperature, top_p, top_k = (
-            get("max_tokens"),
-            get("temperature"),
-            get("top_p"),
-            get("top_k"),
-        )
+        """The Messages body: the shared part, then the sampling parameters, each checked and sent
+        only when given."""
+        max_tokens = params.get("max_tokens")
+        temperature = params.get("temperature")
+        top_p = params.get("top_p")
+        top_k = params.get("top_k")
         check_int("max_tokens", max_tokens, 1)
         check_number("temperature", temperature, 0, 1)
         check_number("top_p", top_p, 0, 1)
         check_int("top_k", top_k, 0)
-        metadata = get("metadata")
+        metadata = params.get("metadata")
         if metadata is not None and not isinstance(metadata, Mapping):
             raise ConfigurationError("metadata must be a mapping")
-        stops = check_stop(get("stop"))
+        stops = check_stop(params.get("stop"))
         body = self._request_body(messages, params)
         body["max_tokens"] = self.default_max_tokens if max_tokens is None else max_tokens
         optional = {
