@@ -23,10 +23,11 @@ def get_weather(city: str) -> str:
 async def main() -> None:
     async with contextlib.AsyncExitStack() as stack:
         if os.environ.get("ANTHROPIC_API_KEY"):
-            client, model = asyncllm.Claude(), os.environ.get("CLAUDE_MODEL", "claude-haiku-4-5")
+            # The model every call uses unless it names another.
+            client = asyncllm.Claude(model=os.environ.get("CLAUDE_MODEL", "claude-haiku-4-5"))
         else:
             server = await stack.enter_async_context(FakeServer("anthropic"))
-            client, model = asyncllm.Claude(api_key="fake", base_url=server.url()), "fake-chat"
+            client = asyncllm.Claude(api_key="fake", base_url=server.url(), model="fake-chat")
         await stack.enter_async_context(client)
 
         reply = await client.chat(
@@ -34,24 +35,23 @@ async def main() -> None:
                 {"role": "system", "content": "Answer in one line."},
                 {"role": "user", "content": "Hi!"},
             ],
-            model=model,
+            max_tokens=200,
+            timeout=30,  # a call option: seconds per attempt
         )
         print(reply.text, f"({reply.usage}, request {reply.server_request_id})")
 
-        async with client.stream_chat(
-            [{"role": "user", "content": "Count to five."}], model=model
-        ) as stream:
+        async with client.stream_chat([{"role": "user", "content": "Count to five."}]) as stream:
             async for chunk in stream:
                 print(chunk.delta, end="", flush=True)
         print()
 
         messages: list[Any] = [{"role": "user", "content": "Weather in Paris?"}]
-        first = await client.chat(messages, model=model, tools=[get_weather])
+        first = await client.chat(messages, tools=[get_weather])
         if first.tool_calls:
             messages.append(first.message)
             for call in first.tool_calls:
                 messages.append(asyncllm.tool_result(call, get_weather(**call.args())))
-            final = await client.chat(messages, model=model, tools=[get_weather])
+            final = await client.chat(messages, tools=[get_weather])
             print(final.text)
 
 

@@ -151,6 +151,59 @@ def test_tool_choice(value: Any, expected: Any) -> None:
     assert tool_choice_body(value) == expected
 
 
+def test_constructor_is_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        asyncllm.Claude("k")  # type: ignore[misc]
+    with pytest.raises(TypeError, match="api_kye"):
+        asyncllm.Claude(api_kye="k")  # type: ignore[call-arg]
+
+
+def test_betas_forms() -> None:
+    assert asyncllm.Claude(api_key="k", betas="a, b,").betas == ["a", "b"]
+    assert asyncllm.Claude(api_key="k", betas=()).betas == []
+    with pytest.raises(asyncllm.ConfigurationError, match="betas must be"):
+        asyncllm.Claude(api_key="k", betas=5)  # type: ignore[arg-type]
+
+
+USER = [{"role": "user", "content": "x"}]
+
+
+@pytest.mark.parametrize(
+    ("call", "unknown"),
+    [
+        (lambda c: c.chat(USER, model=MODEL, temprature=0.5), "temprature"),
+        (lambda c: collect(c.stream_chat(USER, model=MODEL, timout=1)), "timout"),
+        (lambda c: c.count_tokens(USER, model=MODEL, max_tokens=5), "max_tokens"),
+        (lambda c: c.models(extra_body={}), "extra_body"),
+    ],
+)
+async def test_misspelt_option_is_refused_before_sending(
+    client: asyncllm.Claude, server: FakeServer, call: Any, unknown: str
+) -> None:
+    with pytest.raises(TypeError, match=unknown):
+        await call(client)
+    assert server.request_count == 0
+
+
+async def test_call_options_reach_every_page(client: asyncllm.Claude, server: FakeServer) -> None:
+    server.state["anthropic.page_cap"] = 1
+    await client.models(extra_query={"trace": "1"}, extra_headers={"x-trace": "t"}, max_retries=0)
+    assert len(server.requests) == 3
+    assert all(r.query.get("trace") == "1" for r in server.requests)
+    assert all(header(r, "x-trace") == "t" for r in server.requests)
+
+
+async def test_model_defaults_to_the_clients(server: FakeServer) -> None:
+    async with asyncllm.Claude(api_key="k", base_url=server.url(), model=MODEL) as client:
+        r = await client.chat([{"role": "user", "content": "hi"}])
+        assert r.model == MODEL and sent(server)["model"] == MODEL
+        assert await client.count_tokens([{"role": "user", "content": "a b"}]) == 2
+    async with asyncllm.Claude(api_key="k", base_url=server.url()) as client:
+        with pytest.raises(asyncllm.ConfigurationError, match="model"):
+            await client.chat([{"role": "user", "content": "hi"}])
+    assert server.request_count == 2
+
+
 # -- what goes on the wire -------------------------------------------------------------------------
 
 

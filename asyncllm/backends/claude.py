@@ -16,25 +16,13 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
+from typing_extensions import TypedDict, Unpack
 
 from .._engine._context import check_header_value
-from .._engine._dispatcher import Lane, Priority
-from .._exceptions import (
-    APIConnectionError,
-    APIError,
-    ConfigurationError,
-    status_error,
-)
+from .._engine._dispatcher import Lane
+from .._exceptions import APIConnectionError, ConfigurationError
 from .._http import _json
-from .._http._backend import (
-    BaseClient,
-    Meta,
-    check_int,
-    check_model,
-    check_number,
-    check_stop,
-    merge_extra,
-)
+from .._http._backend import ErrorInfo, HttpBackend, Meta
 from .._http._transport import Response
 from .._models import (
     ChatChunk,
@@ -48,7 +36,11 @@ from .._models import (
     coerce_tools,
     normalize_messages,
 )
+from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
+from .._validate import check_int, check_number, check_stop, check_str_list
 from ..streaming import Stream
+
+Messages = Sequence[Mapping[str, Any] | BaseModel]
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -346,12 +338,79 @@ class _StreamState:
         self.stopped = False
 
 
-class Claude(BaseClient):
-    """``Claude(api_key=None, base_url=None, *, betas=None)`` (also ``asyncllm.Anthropic``):
-    key from ``ANTHROPIC_API_KEY``
-    (or ``CLAUDE_API_KEY``), base from ``ANTHROPIC_BASE_URL`` (default
-    ``https://api.anthropic.com``). ``betas`` turns on beta features (``anthropic-beta``);
-    ``max_tokens`` is the default for calls that do not give one (the API requires it).
+# -- the parameters of a call ---------------------------------------------------------------------
+
+
+class MessagesParams(TypedDict, total=False):
+    """What every call about a conversation takes (``chat``, ``stream_chat``, ``count_tokens``).
+
+    ``model`` defaults to the client's (``Claude(model=...)``). ``system``: a string or text
+    blocks, put before the system and developer messages. ``tools``: functions, pydantic models,
+    ``asyncllm.Tool``, OpenAI tool dicts, or Anthropic's own tool dicts (with ``input_schema``, or
+    a server tool's ``type``), which pass through. ``tool_choice``: "auto", "any", "none"
+    ("required" means "any"), a tool's name, or a dict.
+    """
+
+    model: str | None
+    system: str | Sequence[Mapping[str, Any]] | None
+    tools: Sequence[Any] | None
+    tool_choice: Any
+
+
+class ChatParams(MessagesParams, total=False):
+    """The parameters of ``chat`` and ``stream_chat``, shared by both.
+
+    ``max_tokens`` defaults to the client's (the API requires one). ``temperature`` (0 to 1),
+    ``top_p`` and ``top_k`` are sent only when given: recent models refuse non-default sampling
+    values (400), and the current SDK types no longer list them. ``stop`` goes out as
+    ``stop_sequences``. ``metadata``: say, ``{"user_id": ...}``. Anything else the API takes goes
+    in ``extra_body``.
+    """
+
+    max_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
+    stop: str | Sequence[str] | None
+    metadata: Mapping[str, Any] | None
+
+
+class ChatOptions(ChatParams, BodyOptions, total=False):
+    """A chat call's keyword arguments: its parameters and the call options."""
+
+
+class CountTokensOptions(MessagesParams, BodyOptions, total=False):
+    """A ``count_tokens`` call's keyword arguments: its parameters and the call options."""
+
+
+CHAT_KEYS = keys_of(ChatOptions)
+COUNT_TOKENS_KEYS = keys_of(CountTokensOptions)
+
+
+def _betas(value: Any) -> list[str]:
+    """Beta feature names, from a comma-separated string or a list of names."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        names = [b.strip() for b in value.split(",") if b.strip()]
+    elif isinstance(value, (list, tuple)) and not value:  # none: as good as not given
+        names = []
+    else:
+        names = check_str_list("betas", value)
+        if not all(names):
+            raise ConfigurationError("betas must be non-empty strings")
+    return [check_header_value("betas", b) for b in names]
+
+
+class Claude(HttpBackend):
+    """``Claude(api_key=..., base_url=..., betas=None, max_tokens=1024)`` (also
+    ``asyncllm.Anthropic``): key from ``ANTHROPIC_API_KEY`` (or ``CLAUDE_API_KEY``; required for
+    Anthropic's own URL), base from ``ANTHROPIC_BASE_URL`` (default ``https://api.anthropic.com``).
+
+    ``betas`` turns on beta features (the ``anthropic-beta`` header); ``anthropic_version`` is the
+    API version header; ``max_tokens`` is the default for calls that do not give one (the API
+    requires it). The ``anthropic-ratelimit-*`` headers of the latest response are kept in the
+    dispatcher stats (``stats()[name].info``).
     """
 
     backend: ClassVar[str] = "claude"
@@ -365,29 +424,19 @@ class Claude(BaseClient):
 
     def __init__(
         self,
-        api_key: Any = None,
-        base_url: str | None = None,
         *,
         betas: str | Sequence[str] | None = None,
         anthropic_version: str = ANTHROPIC_VERSION,
         max_tokens: int = DEFAULT_MAX_TOKENS,
-        **kwargs: Any,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        if isinstance(betas, str):
-            betas = [b.strip() for b in betas.split(",") if b.strip()]
-        if betas is not None and (
-            isinstance(betas, (bytes, Mapping))
-            or not isinstance(betas, Sequence)
-            or not all(isinstance(b, str) and b for b in betas)
-        ):
-            raise ConfigurationError("betas must be a string or a list of non-empty strings")
-        self.betas: list[str] = [check_header_value("betas", b) for b in betas or ()]
+        self.betas: list[str] = _betas(betas)
         self.anthropic_version = check_header_value("anthropic_version", anthropic_version)
         if max_tokens is None:  # the API requires one: there is no "not given" here
             raise ConfigurationError("max_tokens must be an int")
         check_int("max_tokens", max_tokens, 1)
         self.default_max_tokens = max_tokens
-        super().__init__(api_key=api_key, base_url=base_url, **kwargs)
+        super().__init__(**options)
         if self.api_key is None and self.base_url == ANTHROPIC_BASE_URL:
             raise ConfigurationError("no API key: pass api_key= or set ANTHROPIC_API_KEY")
 
@@ -406,17 +455,19 @@ class Claude(BaseClient):
             if name.lower().startswith("anthropic-ratelimit-"):
                 lane.info[name.lower()] = value
 
+    def _error_info(self, payload: Any) -> ErrorInfo:
+        """Anthropic's error body, ``{"type": "error", "error": {"type", "message"}}``. Its
+        ``type`` names a status (``ERROR_STATUS``), which types an ``error`` event inside a stream
+        that already answered 200 (``overloaded_error`` -> ``OverloadedError``)."""
+        info = super()._error_info(payload)
+        return info._replace(status=ERROR_STATUS.get(info.type or ""))
+
     # -- bodies -----------------------------------------------------------------------------------
 
-    def _request_body(
-        self,
-        messages: Any,
-        model: str,
-        tools: Sequence[Any] | None,
-        tool_choice: Any,
-        system: str | Sequence[Mapping[str, Any]] | None,
-    ) -> dict[str, Any]:
+    def _request_body(self, messages: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+        """What chat and count_tokens send alike: model, messages, system and tools."""
         system_blocks, wire = to_wire(messages)
+        system = params.get("system")
         if isinstance(system, str):
             system_blocks.insert(0, {"type": "text", "text": system})
         elif system is not None:
@@ -427,40 +478,31 @@ class Claude(BaseClient):
             ):
                 raise ConfigurationError("system must be a string or a list of content blocks")
             system_blocks[:0] = _blocks(system, "system")
-        body: dict[str, Any] = {"model": check_model(model), "messages": wire}
+        body: dict[str, Any] = {"model": self._model(params.get("model")), "messages": wire}
         optional = {
             "system": _system_body(system_blocks),
-            "tools": _tools_body(tools),
-            "tool_choice": tool_choice_body(tool_choice),
+            "tools": _tools_body(params.get("tools")),
+            "tool_choice": tool_choice_body(params.get("tool_choice")),
         }
         body.update((k, v) for k, v in optional.items() if v is not None)
         return body
 
-    def _chat_body(
-        self,
-        messages: Any,
-        *,
-        model: str,
-        max_tokens: int | None,
-        system: str | Sequence[Mapping[str, Any]] | None,
-        temperature: float | None,
-        top_p: float | None,
-        top_k: int | None,
-        stop: str | Sequence[str] | None,
-        tools: Sequence[Any] | None,
-        tool_choice: Any,
-        metadata: Mapping[str, Any] | None,
-        extra_body: Mapping[str, Any] | None,
-        stream: bool,
-    ) -> dict[str, Any]:
+    def _chat_body(self, messages: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
+        """The Messages body: the shared part, then the sampling parameters, each checked and sent
+        only when given."""
+        max_tokens = params.get("max_tokens")
+        temperature = params.get("temperature")
+        top_p = params.get("top_p")
+        top_k = params.get("top_k")
         check_int("max_tokens", max_tokens, 1)
         check_number("temperature", temperature, 0, 1)
         check_number("top_p", top_p, 0, 1)
         check_int("top_k", top_k, 0)
+        metadata = params.get("metadata")
         if metadata is not None and not isinstance(metadata, Mapping):
             raise ConfigurationError("metadata must be a mapping")
-        stops = check_stop(stop)
-        body = self._request_body(messages, model, tools, tool_choice, system)
+        stops = check_stop(params.get("stop"))
+        body = self._request_body(messages, params)
         body["max_tokens"] = self.default_max_tokens if max_tokens is None else max_tokens
         optional = {
             "temperature": temperature,
@@ -472,7 +514,7 @@ class Claude(BaseClient):
         body.update((k, v) for k, v in optional.items() if v is not None)
         if stream:
             body["stream"] = True
-        return merge_extra(body, extra_body)
+        return body
 
     # -- answers ----------------------------------------------------------------------------------
 
@@ -495,21 +537,6 @@ class Claude(BaseClient):
             choices=[message],
             raw=payload,
         )
-
-    def _event_error(self, payload: Any, meta: Meta) -> APIError:
-        message, etype, code = self._error_details(payload)
-        status = ERROR_STATUS.get(etype or "")
-        details: dict[str, Any] = {
-            "backend": self.name,
-            "request_id": meta.request_id,
-            "body": _json.excerpt(payload),
-            "server_request_id": meta.server_request_id,
-            "code": code,
-            "error_type": etype,
-        }
-        if status is None:
-            return APIError(message or "error event in stream", **details)
-        return status_error(status, message or f"{etype} in stream", **details)
 
     def _chunk(self, event: Mapping[str, Any], state: _StreamState, meta: Meta) -> ChatChunk | None:
         """The chunk one event carries, or None for events that carry nothing for the caller."""
@@ -566,6 +593,7 @@ class Claude(BaseClient):
 
     async def _decode_stream(self, response: Response, meta: Meta) -> AsyncIterator[ChatChunk]:
         state = _StreamState()
+        parse = self._chunk_parser(state)
         async for event in self._sse(response):
             payload = event.json()
             if not isinstance(payload, Mapping):
@@ -573,8 +601,8 @@ class Claude(BaseClient):
                     ValueError("stream event is not a JSON object"), event.data, meta.request_id
                 )
             if payload.get("type") == "error" or event.event == "error":
-                raise self._event_error(payload, meta)
-            chunk = self._parse(self._chunk_parser(state), payload, meta)
+                raise self._stream_error(payload, meta)
+            chunk = self._parse(parse, payload, meta)
             if chunk is not None:
                 yield chunk
             if state.stopped:
@@ -594,127 +622,39 @@ class Claude(BaseClient):
 
     # -- public calls -----------------------------------------------------------------------------
 
-    async def chat(
-        self,
-        messages: Sequence[Mapping[str, Any] | BaseModel],
-        *,
-        model: str,
-        max_tokens: int | None = None,
-        system: str | Sequence[Mapping[str, Any]] | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        top_k: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        tools: Sequence[Any] | None = None,
-        tool_choice: Any = None,
-        metadata: Mapping[str, Any] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> ChatResponse:
-        """A reply from ``POST /v1/messages``. ``finish_reason`` is Anthropic's ``stop_reason`` in
-        the common words (``stop``, ``tool_calls``, ``length``...); ``raw`` keeps the original.
-        429, 5xx and 529 (overloaded) are retried; other failures raise their typed APIError at once.
-
-        ``temperature``, ``top_p`` and ``top_k`` are sent only when given: recent models refuse
-        non-default sampling values (400), and the current SDK types no longer list them."""
-        body = self._chat_body(
-            messages,
-            model=model,
-            max_tokens=max_tokens,
-            system=system,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            stop=stop,
-            tools=tools,
-            tool_choice=tool_choice,
-            metadata=metadata,
-            extra_body=extra_body,
-            stream=False,
-        )
+    async def chat(self, messages: Messages, **options: Unpack[ChatOptions]) -> ChatResponse:
+        """A reply from ``POST /v1/messages`` (parameters: ``ChatParams``). ``finish_reason`` is
+        Anthropic's ``stop_reason`` in the common words (``stop``, ``tool_calls``, ``length``...);
+        ``raw`` keeps the original. 429, 5xx and 529 (overloaded) are retried; other failures
+        raise their typed APIError at once."""
         return await self._request(
             "chat",
             "POST",
             self.messages_path,
             self._parse_chat,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
+            options,
+            body=self._chat_body(messages, options, stream=False),
+            allowed=CHAT_KEYS,
         )
 
-    def stream_chat(
-        self,
-        messages: Sequence[Mapping[str, Any] | BaseModel],
-        *,
-        model: str,
-        max_tokens: int | None = None,
-        system: str | Sequence[Mapping[str, Any]] | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        top_k: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        tools: Sequence[Any] | None = None,
-        tool_choice: Any = None,
-        metadata: Mapping[str, Any] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> Stream[ChatChunk]:
-        """Chunks as the events arrive. An ``error`` event raises its typed error (overloaded ->
-        OverloadedError); like any failure it is retried only before the first chunk. Use
-        ``async with`` or read to the end."""
-        body = self._chat_body(
-            messages,
-            model=model,
-            max_tokens=max_tokens,
-            system=system,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            stop=stop,
-            tools=tools,
-            tool_choice=tool_choice,
-            metadata=metadata,
-            extra_body=extra_body,
-            stream=True,
-        )
+    def stream_chat(self, messages: Messages, **options: Unpack[ChatOptions]) -> Stream[ChatChunk]:
+        """Chunks as the events arrive (parameters: ``ChatParams``). An ``error`` event raises its
+        typed error (overloaded -> OverloadedError); like any failure it is retried only before
+        the first chunk. A stream that ends before ``message_stop`` raises APIConnectionError.
+        Use ``async with`` or read to the end."""
         return self._stream(
             "stream_chat",
             "POST",
             self.messages_path,
             self._decode_stream,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
+            options,
+            body=self._chat_body(messages, options, stream=True),
+            allowed=CHAT_KEYS,
         )
 
-    async def count_tokens(
-        self,
-        messages: Sequence[Mapping[str, Any] | BaseModel],
-        *,
-        model: str,
-        system: str | Sequence[Mapping[str, Any]] | None = None,
-        tools: Sequence[Any] | None = None,
-        tool_choice: Any = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> int:
-        """Input tokens the messages (with system and tools) would cost, before sending them."""
-        body = merge_extra(
-            self._request_body(messages, model, tools, tool_choice, system), extra_body
-        )
+    async def count_tokens(self, messages: Messages, **options: Unpack[CountTokensOptions]) -> int:
+        """Input tokens the messages (with system and tools) would cost, before sending them:
+        ``POST /v1/messages/count_tokens`` (parameters: ``MessagesParams``)."""
 
         def parse(payload: Any, meta: Meta) -> int:
             return _WireTokensCount.model_validate(payload).input_tokens
@@ -724,22 +664,14 @@ class Claude(BaseClient):
             "POST",
             self.count_tokens_path,
             parse,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
+            options,
+            body=self._request_body(messages, options),
+            allowed=COUNT_TOKENS_KEYS,
         )
 
-    async def models(
-        self,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> list[ModelInfo]:
-        """Every model the key may use, newest first, following pages while ``has_more``.
-        ``timeout`` and ``deadline`` apply to each page."""
+    async def models(self, **options: Unpack[HttpOptions]) -> list[ModelInfo]:
+        """Every model the key may use, newest first, following pages while ``has_more``. The
+        call options apply to each page (``timeout`` and ``deadline`` too)."""
 
         found: list[ModelInfo] = []
         seen: set[str] = set()
@@ -758,14 +690,7 @@ class Claude(BaseClient):
             if after is not None:
                 params["after_id"] = after
             page = await self._request(
-                "models",
-                "GET",
-                self.models_path,
-                parse,
-                params=params,
-                priority=priority,
-                timeout=timeout,
-                deadline=deadline,
+                "models", "GET", self.models_path, parse, options, params=params
             )
             for m in page.data:
                 found.append(
