@@ -176,6 +176,73 @@ async def test_bad_arguments_are_refused_before_sending(
     assert server.request_count == 0
 
 
+@pytest.mark.parametrize(
+    ("method", "args", "kwargs"),
+    [
+        ("chat", (USER,), {"model": "fake-chat", "temprature": 0.5}),
+        ("generate", ("p",), {"model": "fake-chat", "tools": []}),
+        ("embed", ("x",), {"model": "fake-embed", "think": True}),
+        ("show", ("fake-chat",), {"extra_bodies": {}}),
+        ("version", (), {"extra_body": {"a": 1}}),  # a GET sends no body to merge into
+        ("pull", ("tiny",), {"stream": False, "insecur": True}),
+    ],
+)
+async def test_misspelt_keyword_is_a_type_error_before_sending(
+    client: Ollama, server: FakeServer, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        await getattr(client, method)(*args, **kwargs)
+    assert server.request_count == 0
+
+
+async def test_misspelt_keyword_on_a_stream_is_a_type_error_at_the_call(
+    client: Ollama, server: FakeServer
+) -> None:
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        client.stream_chat(USER, model="fake-chat", num_predict=5)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        client.stream_generate("p", model="fake-chat", tools=[])  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        client.pull("tiny", insecur=True)  # type: ignore[call-overload]
+    assert server.request_count == 0
+
+
+async def test_model_from_the_client(server: FakeServer) -> None:
+    async with Ollama(base_url=server.url(), model="fake-chat") as client:
+        r = await client.chat(USER)
+        assert r.text == "echo: hello world"
+        await client.generate("p")
+        assert sent(server, "/api/generate")["model"] == "fake-chat"
+    async with Ollama(base_url=server.url()) as client:
+        with pytest.raises(asyncllm.ConfigurationError, match="model"):
+            await client.chat(USER)
+    assert server.request_count == 2
+
+
+async def test_call_options_reach_the_wire(client: Ollama, server: FakeServer) -> None:
+    await client.chat(
+        USER,
+        model="fake-chat",
+        temperature=0.5,
+        extra_body={"options": {"mirostat": 1}, "logprobs": True},
+        extra_headers={"x-trace": "t1"},
+        extra_query={"q": "1"},
+        max_retries=0,
+        priority=asyncllm.Priority.HIGH,
+    )
+    body = sent(server, "/api/chat")
+    assert body["options"] == {"temperature": 0.5, "mirostat": 1}  # merged, not replaced
+    assert body["logprobs"] is True
+    request = server.requests[-1]
+    assert request.headers["x-trace"] == "t1"
+    assert request.query == {"q": "1"}
+    async with client.with_options(timeout=30).stream_generate(
+        "a", model="fake-chat", extra_body={"raw": True}
+    ) as stream:
+        assert [c async for c in stream][-1].done
+    assert sent(server, "/api/generate")["raw"] is True
+
+
 class Country(BaseModel):
     name: str
     population: int

@@ -17,19 +17,11 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar, overload
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypedDict, Unpack
 
-from .._engine._dispatcher import Priority
-from .._exceptions import APIConnectionError, APIError, ConfigurationError, ResponseValidationError
+from .._exceptions import APIConnectionError, ConfigurationError, ResponseValidationError
 from .._http import _json
-from .._http._backend import (
-    BaseClient,
-    Meta,
-    check_int,
-    check_model,
-    check_number,
-    check_stop,
-    merge_extra,
-)
+from .._http._backend import HttpBackend, Meta
 from .._http._transport import Response
 from .._models import (
     ChatChunk,
@@ -42,6 +34,16 @@ from .._models import (
     Usage,
     coerce_tools,
     normalize_messages,
+)
+from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
+from .._validate import (
+    check_bool,
+    check_int,
+    check_model,
+    check_number,
+    check_stop,
+    check_str,
+    check_str_list,
 )
 from ..streaming import Stream
 
@@ -399,38 +401,124 @@ def format_body(value: Any) -> str | dict[str, Any] | None:
     raise ConfigurationError("format must be 'json', a JSON schema dict or a pydantic model class")
 
 
-def options_body(
-    options: Mapping[str, Any] | None,
-    *,
-    temperature: float | None = None,
-    top_p: float | None = None,
-    top_k: int | None = None,
-    min_p: float | None = None,
-    max_tokens: int | None = None,
-    num_ctx: int | None = None,
-    seed: int | None = None,
-    stop: str | Sequence[str] | None = None,
-) -> dict[str, Any] | None:
-    """Ollama's ``options``: the named settings (``max_tokens`` is ``num_predict``) plus any other
-    Modelfile parameter given in ``options``. A setting given both ways is an error."""
-    check_number("temperature", temperature, 0)
-    check_number("top_p", top_p, 0, 1)
-    check_number("min_p", min_p, 0, 1)
-    check_int("top_k", top_k, 0)
-    check_int("max_tokens", max_tokens, 1)
-    check_int("num_ctx", num_ctx, 1)
-    check_int("seed", seed)
-    named = {
-        "temperature": temperature,
-        "top_p": top_p,
-        "top_k": top_k,
-        "min_p": min_p,
-        "num_predict": max_tokens,
-        "num_ctx": num_ctx,
-        "seed": seed,
-        "stop": check_stop(stop),
-    }
+# -- call parameters ------------------------------------------------------------------------------
+
+
+class SamplingParams(TypedDict, total=False):
+    """The parameters ``chat`` and ``generate`` (and their streaming twins) share.
+
+    ``model`` defaults to the client's. ``temperature``, ``top_p``, ``top_k``, ``min_p``,
+    ``max_tokens`` (sent as ``num_predict``), ``num_ctx``, ``seed`` and ``stop`` go into Ollama's
+    ``options``, with any other Modelfile parameter given in ``options`` (``repeat_penalty``,
+    ``mirostat``...); a setting given both ways is a ConfigurationError. ``format``: ``"json"``,
+    a JSON schema dict or a pydantic model class. ``keep_alive``: how long the model stays loaded
+    afterwards ("5m", seconds, 0 to unload it now). ``think``: True or False, or a level ("high",
+    "medium", "low", "max") for models that take one; the reasoning comes back apart
+    (``.thinking``). Anything else the server takes goes in ``extra_body``.
+    """
+
+    model: str | None
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
+    min_p: float | None
+    max_tokens: int | None
+    num_ctx: int | None
+    seed: int | None
+    stop: str | Sequence[str] | None
+    options: Mapping[str, Any] | None
+    format: Any
+    keep_alive: KeepAlive | None
+    think: Think | None
+
+
+class ChatParams(SamplingParams, total=False):
+    """``SamplingParams`` plus ``tools``: functions, pydantic models, ``asyncllm.Tool`` or
+    OpenAI tool dicts."""
+
+    tools: Sequence[Any] | None
+
+
+class ChatOptions(ChatParams, BodyOptions, total=False):
+    """The keyword arguments of ``chat`` and ``stream_chat``: their parameters and the call
+    options."""
+
+
+class GenerateParams(SamplingParams, total=False):
+    """``SamplingParams`` plus ``system`` (in place of the model's system prompt), ``suffix``
+    (the text after the completion, for fill-in-the-middle), ``images`` (bytes, base64 text or
+    ``data:`` URLs) and ``raw`` (send the prompt as it is, without the model's template)."""
+
+    system: str | None
+    suffix: str | None
+    images: Sequence[str | bytes] | None
+    raw: bool | None
+
+
+class GenerateOptions(GenerateParams, BodyOptions, total=False):
+    """The keyword arguments of ``generate`` and ``stream_generate``."""
+
+
+class EmbedParams(TypedDict, total=False):
+    """``model`` defaults to the client's. ``truncate=False`` makes an input longer than the
+    context a BadRequestError instead of cutting it. ``dimensions`` asks for shorter vectors.
+    ``keep_alive`` is a duration string ("5m"). ``options``: Modelfile parameters (``num_ctx``...).
+    """
+
+    model: str | None
+    truncate: bool | None
+    dimensions: int | None
+    keep_alive: str | None
+    options: Mapping[str, Any] | None
+
+
+class EmbedOptions(EmbedParams, BodyOptions, total=False):
+    """The keyword arguments of ``embed``."""
+
+
+class PullParams(TypedDict, total=False):
+    """``insecure``: let the pull use a registry without TLS or with an unverified certificate."""
+
+    insecure: bool | None
+
+
+class PullOptions(PullParams, BodyOptions, total=False):
+    """The keyword arguments of ``pull`` besides ``stream``, streamed or not."""
+
+
+CHAT_KEYS = keys_of(ChatOptions)
+GENERATE_KEYS = keys_of(GenerateOptions)
+EMBED_KEYS = keys_of(EmbedOptions)
+PULL_KEYS = keys_of(PullOptions)
+# The named settings that go into Ollama's ``options``, by their name there.
+_NAMED_OPTIONS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "max_tokens": "num_predict",
+    "num_ctx": "num_ctx",
+    "seed": "seed",
+    "stop": "stop",
+}
+
+
+def options_body(params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Ollama's ``options`` from a call's parameters: the named settings (``max_tokens`` is
+    ``num_predict``) plus any other Modelfile parameter in ``params["options"]``. A setting given
+    both ways is an error."""
+    get = params.get
+    check_number("temperature", get("temperature"), 0)
+    check_number("top_p", get("top_p"), 0, 1)
+    check_number("min_p", get("min_p"), 0, 1)
+    check_int("top_k", get("top_k"), 0)
+    check_int("max_tokens", get("max_tokens"), 1)
+    check_int("num_ctx", get("num_ctx"), 1)
+    check_int("seed", get("seed"))
+    named = {wire: get(name) for name, wire in _NAMED_OPTIONS.items()}
+    named["stop"] = check_stop(named["stop"])
     out: dict[str, Any] = {}
+    options = get("options")
     if options is not None:
         if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
             raise ConfigurationError("options must be a mapping of parameter names to values")
@@ -478,11 +566,6 @@ def _keep_alive(value: Any) -> KeepAlive | None:
     raise ConfigurationError("keep_alive must be a duration like '5m' or a number of seconds")
 
 
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ConfigurationError(f"{name} must be a bool")
-
-
 def _think(value: Any) -> Think | None:
     if value is None or isinstance(value, bool) or value in _THINK_LEVELS:
         return value  # type: ignore[no-any-return]
@@ -510,49 +593,46 @@ def _finish(wire: _WireStats, called: bool) -> str | None:
     return wire.done_reason
 
 
-class Ollama(BaseClient):
-    """``Ollama(base_url=None, api_key=None)``: base from ``OLLAMA_HOST`` (``host:port`` accepted,
-    default ``http://localhost:11434``). No auth unless ``api_key`` (or ``OLLAMA_API_KEY``) is set,
-    for servers behind an authenticating proxy or Ollama's cloud."""
+class Ollama(HttpBackend):
+    """``Ollama(base_url=..., api_key=..., model=...)``: base from ``OLLAMA_HOST`` (read the way
+    Ollama reads it: ``host:port`` accepted, default ``http://localhost:11434``). No auth unless
+    ``api_key`` (or ``OLLAMA_API_KEY``) is set, for servers behind an authenticating proxy or
+    Ollama's cloud. ``model`` is the model of chat, generate and embed calls that name none.
+
+    Calls take the call options (``priority``, ``timeout``, ``deadline``, ``max_retries``,
+    ``extra_headers``, ``extra_query``, and ``extra_body`` on those that send a body).
+    """
 
     backend: ClassVar[str] = "ollama"
     default_base_url: ClassVar[str | None] = OLLAMA_BASE_URL
     base_url_env: ClassVar[tuple[str, ...]] = ("OLLAMA_HOST",)
     api_key_env: ClassVar[tuple[str, ...]] = ("OLLAMA_API_KEY",)
 
-    def __init__(self, base_url: str | None = None, api_key: Any = None, **kwargs: Any) -> None:
-        url = base_url or os.environ.get("OLLAMA_HOST") or OLLAMA_BASE_URL
-        super().__init__(api_key=api_key, base_url=ollama_host(url), **kwargs)
+    def __init__(self, **options: Unpack[ClientOptions]) -> None:
+        # OLLAMA_HOST is not always a URL ("0.0.0.0", "host:port"): read it as Ollama does.
+        url = options.get("base_url") or os.environ.get("OLLAMA_HOST") or OLLAMA_BASE_URL
+        options["base_url"] = ollama_host(url)
+        super().__init__(**options)
 
     # -- chat ------------------------------------------------------------------------------------
 
-    def _chat_body(
-        self,
-        messages: Any,
-        model: str,
-        tools: Sequence[Any] | None,
-        format: Any,
-        options: dict[str, Any] | None,
-        keep_alive: Any,
-        think: Any,
-        extra_body: Mapping[str, Any] | None,
-        stream: bool,
-    ) -> dict[str, Any]:
+    def _chat_body(self, messages: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
+        options = options_body(params)
         body: dict[str, Any] = {
-            "model": check_model(model),
+            "model": self._model(params.get("model")),
             "messages": wire_messages(messages),
             "stream": stream,
         }
-        coerced = coerce_tools(tools)
+        coerced = coerce_tools(params.get("tools"))
         optional = {
             "tools": [t.to_openai() for t in coerced] if coerced else None,
-            "format": format_body(format),
+            "format": format_body(params.get("format")),
             "options": options,
-            "keep_alive": _keep_alive(keep_alive),
-            "think": _think(think),
+            "keep_alive": _keep_alive(params.get("keep_alive")),
+            "think": _think(params.get("think")),
         }
         body.update((k, v) for k, v in optional.items() if v is not None)
-        return merge_extra(body, extra_body)
+        return body
 
     def _parse_chat(self, payload: Any, meta: Meta) -> OllamaChatResponse:
         wire = _WireChat.model_validate(self._no_error(payload, meta))
@@ -578,131 +658,45 @@ class Ollama(BaseClient):
         )
 
     async def chat(
-        self,
-        messages: Sequence[Mapping[str, Any] | BaseModel],
-        *,
-        model: str,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        top_k: int | None = None,
-        min_p: float | None = None,
-        max_tokens: int | None = None,
-        num_ctx: int | None = None,
-        seed: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        options: Mapping[str, Any] | None = None,
-        tools: Sequence[Any] | None = None,
-        format: Any = None,
-        keep_alive: KeepAlive | None = None,
-        think: Think | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, messages: Sequence[Mapping[str, Any] | BaseModel], **options: Unpack[ChatOptions]
     ) -> OllamaChatResponse:
-        """A chat reply from ``/api/chat``. ``format`` is ``"json"``, a JSON schema or a pydantic
-        model class; ``think`` returns the reasoning apart (``.thinking``). Image parts must be
-        ``data:`` URLs; Ollama cannot fetch images."""
-        body = self._chat_body(
-            messages,
-            model,
-            tools,
-            format,
-            options_body(
-                options,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                min_p=min_p,
-                max_tokens=max_tokens,
-                num_ctx=num_ctx,
-                seed=seed,
-                stop=stop,
-            ),
-            keep_alive,
-            think,
-            extra_body,
-            stream=False,
-        )
+        """A chat reply from ``/api/chat`` (parameters: ``ChatParams``). Image parts must be
+        ``data:`` URLs, since Ollama cannot fetch images; with ``think`` the reasoning is in
+        ``.thinking``."""
         return await self._request(
             "chat",
             "POST",
             "/api/chat",
             self._parse_chat,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
+            options,
+            body=self._chat_body(messages, options, stream=False),
+            allowed=CHAT_KEYS,
         )
 
     def stream_chat(
-        self,
-        messages: Sequence[Mapping[str, Any] | BaseModel],
-        *,
-        model: str,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        top_k: int | None = None,
-        min_p: float | None = None,
-        max_tokens: int | None = None,
-        num_ctx: int | None = None,
-        seed: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        options: Mapping[str, Any] | None = None,
-        tools: Sequence[Any] | None = None,
-        format: Any = None,
-        keep_alive: KeepAlive | None = None,
-        think: Think | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, messages: Sequence[Mapping[str, Any] | BaseModel], **options: Unpack[ChatOptions]
     ) -> Stream[OllamaChatChunk]:
-        """Chunks of ``/api/chat`` as each line arrives; the last one carries ``usage``. An error
-        line mid-stream raises APIError (not retried once a chunk was delivered)."""
-        body = self._chat_body(
-            messages,
-            model,
-            tools,
-            format,
-            options_body(
-                options,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                min_p=min_p,
-                max_tokens=max_tokens,
-                num_ctx=num_ctx,
-                seed=seed,
-                stop=stop,
-            ),
-            keep_alive,
-            think,
-            extra_body,
-            stream=True,
-        )
+        """``chat`` chunk by chunk as each line arrives; the last (``done``) one carries
+        ``usage``. An error line mid-stream raises APIError (not retried once a chunk was
+        delivered)."""
         return self._stream(
             "stream_chat",
             "POST",
             "/api/chat",
             self._decode_chat,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
+            options,
+            body=self._chat_body(messages, options, stream=True),
+            allowed=CHAT_KEYS,
         )
 
     async def _decode_chat(self, response: Response, meta: Meta) -> AsyncIterator[OllamaChatChunk]:
+        # Ollama sends each tool call whole, on a line of its own: number them across the stream.
         index = 0
         called = False
 
         def parse(payload: Any, meta: Meta) -> OllamaChatChunk:
             nonlocal index, called
-            wire = _WireChat.model_validate(self._no_error(payload, meta))
+            wire = _WireChat.model_validate(payload)
             deltas = []
             for call in _tool_calls(wire.message):
                 deltas.append(
@@ -728,243 +722,114 @@ class Ollama(BaseClient):
     # -- generate --------------------------------------------------------------------------------
 
     def _generate_body(
-        self,
-        prompt: str | None,
-        model: str,
-        system: str | None,
-        suffix: str | None,
-        images: Sequence[str | bytes] | None,
-        format: Any,
-        options: dict[str, Any] | None,
-        raw: bool | None,
-        keep_alive: Any,
-        think: Any,
-        extra_body: Mapping[str, Any] | None,
-        stream: bool,
+        self, prompt: Any, params: Mapping[str, Any], stream: bool
     ) -> dict[str, Any]:
-        for name, value in (("prompt", prompt), ("system", system), ("suffix", suffix)):
-            if value is not None and not isinstance(value, str):
-                raise ConfigurationError(f"{name} must be a string")
-        if raw is not None and not isinstance(raw, bool):
-            raise ConfigurationError("raw must be a bool")
-        body: dict[str, Any] = {"model": check_model(model), "stream": stream}
+        get = params.get
+        check_str("prompt", prompt)
+        check_str("system", get("system"))
+        check_str("suffix", get("suffix"))
+        check_bool("raw", get("raw"))
+        options = options_body(params)
+        images = get("images")
+        body: dict[str, Any] = {"model": self._model(get("model")), "stream": stream}
         optional = {
             "prompt": prompt,
-            "system": system,
-            "suffix": suffix,
+            "system": get("system"),
+            "suffix": get("suffix"),
             "images": None if images is None else _images(images, "images"),
-            "format": format_body(format),
+            "format": format_body(get("format")),
             "options": options,
-            "raw": raw,
-            "keep_alive": _keep_alive(keep_alive),
-            "think": _think(think),
+            "raw": get("raw"),
+            "keep_alive": _keep_alive(get("keep_alive")),
+            "think": _think(get("think")),
         }
         body.update((k, v) for k, v in optional.items() if v is not None)
-        return merge_extra(body, extra_body)
+        return body
 
-    async def generate(
-        self,
-        prompt: str | None = None,
-        *,
-        model: str,
-        system: str | None = None,
-        suffix: str | None = None,
-        images: Sequence[str | bytes] | None = None,
-        format: Any = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        top_k: int | None = None,
-        min_p: float | None = None,
-        max_tokens: int | None = None,
-        num_ctx: int | None = None,
-        seed: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        options: Mapping[str, Any] | None = None,
-        raw: bool | None = None,
-        keep_alive: KeepAlive | None = None,
-        think: Think | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> GenerateResponse:
-        """A plain completion of ``prompt`` (``suffix`` for fill-in-the-middle, ``raw`` to skip the
-        model's template). No prompt just loads the model; add ``keep_alive=0`` to unload it."""
-        body = self._generate_body(
-            prompt,
-            model,
-            system,
-            suffix,
-            images,
-            format,
-            options_body(
-                options,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                min_p=min_p,
-                max_tokens=max_tokens,
-                num_ctx=num_ctx,
-                seed=seed,
-                stop=stop,
-            ),
-            raw,
-            keep_alive,
-            think,
-            extra_body,
-            stream=False,
+    def _parse_generate(self, payload: Any, meta: Meta) -> GenerateResponse:
+        wire = _WireGenerate.model_validate(self._no_error(payload, meta))
+        return GenerateResponse(
+            text=wire.response,
+            thinking=wire.thinking,
+            done_reason=wire.done_reason,
+            usage=wire.usage(),
+            model=wire.model,
+            created_at=wire.created_at,
+            request_id=meta.request_id,
+            raw=payload,
         )
 
-        def parse(payload: Any, meta: Meta) -> GenerateResponse:
-            wire = _WireGenerate.model_validate(self._no_error(payload, meta))
-            return GenerateResponse(
-                text=wire.response,
-                thinking=wire.thinking,
-                done_reason=wire.done_reason,
-                usage=wire.usage(),
-                model=wire.model,
-                created_at=wire.created_at,
-                request_id=meta.request_id,
-                raw=payload,
-            )
+    @staticmethod
+    def _generate_chunk(payload: Any, meta: Meta) -> GenerateChunk:
+        wire = _WireGenerate.model_validate(payload)
+        return GenerateChunk(
+            delta=wire.response,
+            thinking=wire.thinking or "",
+            done=wire.done,
+            done_reason=wire.done_reason,
+            usage=wire.usage() if wire.done else None,
+            model=wire.model,
+            request_id=meta.request_id,
+            raw=payload,
+        )
 
+    async def generate(
+        self, prompt: str | None = None, **options: Unpack[GenerateOptions]
+    ) -> GenerateResponse:
+        """A plain completion of ``prompt`` from ``/api/generate`` (parameters:
+        ``GenerateParams``). No prompt just loads the model; add ``keep_alive=0`` to unload it."""
         return await self._request(
             "generate",
             "POST",
             "/api/generate",
-            parse,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
+            self._parse_generate,
+            options,
+            body=self._generate_body(prompt, options, stream=False),
+            allowed=GENERATE_KEYS,
         )
 
     def stream_generate(
-        self,
-        prompt: str | None = None,
-        *,
-        model: str,
-        system: str | None = None,
-        suffix: str | None = None,
-        images: Sequence[str | bytes] | None = None,
-        format: Any = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        top_k: int | None = None,
-        min_p: float | None = None,
-        max_tokens: int | None = None,
-        num_ctx: int | None = None,
-        seed: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        options: Mapping[str, Any] | None = None,
-        raw: bool | None = None,
-        keep_alive: KeepAlive | None = None,
-        think: Think | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, prompt: str | None = None, **options: Unpack[GenerateOptions]
     ) -> Stream[GenerateChunk]:
         """``generate`` line by line as the model writes; the ``done`` chunk carries ``usage``."""
-        body = self._generate_body(
-            prompt,
-            model,
-            system,
-            suffix,
-            images,
-            format,
-            options_body(
-                options,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                min_p=min_p,
-                max_tokens=max_tokens,
-                num_ctx=num_ctx,
-                seed=seed,
-                stop=stop,
-            ),
-            raw,
-            keep_alive,
-            think,
-            extra_body,
-            stream=True,
-        )
-
-        def parse(payload: Any, meta: Meta) -> GenerateChunk:
-            wire = _WireGenerate.model_validate(self._no_error(payload, meta))
-            return GenerateChunk(
-                delta=wire.response,
-                thinking=wire.thinking or "",
-                done=wire.done,
-                done_reason=wire.done_reason,
-                usage=wire.usage() if wire.done else None,
-                model=wire.model,
-                request_id=meta.request_id,
-                raw=payload,
-            )
 
         def decode(response: Response, meta: Meta) -> AsyncIterator[GenerateChunk]:
-            return self._until_done(response, meta, parse)
+            return self._until_done(response, meta, self._generate_chunk)
 
         return self._stream(
             "stream_generate",
             "POST",
             "/api/generate",
             decode,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
+            options,
+            body=self._generate_body(prompt, options, stream=True),
+            allowed=GENERATE_KEYS,
         )
 
     # -- embeddings ------------------------------------------------------------------------------
 
     async def embed(
-        self,
-        inputs: str | Sequence[str],
-        *,
-        model: str,
-        truncate: bool | None = None,
-        dimensions: int | None = None,
-        keep_alive: str | None = None,
-        options: Mapping[str, Any] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, inputs: str | Sequence[str], **options: Unpack[EmbedOptions]
     ) -> EmbeddingResponse:
-        """Vectors of ``inputs`` in input order (``/api/embed``). With ``truncate=False`` an input
-        longer than the context is a BadRequestError instead of being cut."""
-        if isinstance(inputs, str):
-            inputs = [inputs]
-        if (
-            isinstance(inputs, (bytes, Mapping))
-            or not isinstance(inputs, Sequence)
-            or not inputs
-            or not all(isinstance(i, str) for i in inputs)
-        ):
-            raise ConfigurationError("inputs must be a non-empty list of strings")
-        if truncate is not None and not isinstance(truncate, bool):
-            raise ConfigurationError("truncate must be a bool")
+        """Vectors of ``inputs`` in input order, from ``/api/embed`` (parameters:
+        ``EmbedParams``)."""
+        texts = check_str_list("inputs", inputs, allow_str=True)
+        truncate = options.get("truncate")
+        dimensions = options.get("dimensions")
+        keep_alive = options.get("keep_alive")
+        check_bool("truncate", truncate)
         check_int("dimensions", dimensions, 1)
         if keep_alive is not None and (not isinstance(keep_alive, str) or not keep_alive.strip()):
             raise ConfigurationError("keep_alive for embed must be a duration string like '5m'")
-        body: dict[str, Any] = {"model": check_model(model), "input": list(inputs)}
+        body: dict[str, Any] = {"model": self._model(options.get("model")), "input": texts}
         optional = {
             "truncate": truncate,
             "dimensions": dimensions,
             "keep_alive": keep_alive,
-            "options": options_body(options),
+            "options": options_body({"options": options.get("options")}),
         }
         body.update((k, v) for k, v in optional.items() if v is not None)
-        merge_extra(body, extra_body)
-        count = len(inputs)
+        count = len(texts)
 
         def parse(payload: Any, meta: Meta) -> EmbeddingResponse:
             wire = _WireEmbed.model_validate(self._no_error(payload, meta))
@@ -988,26 +853,12 @@ class Ollama(BaseClient):
             )
 
         return await self._request(
-            "embed",
-            "POST",
-            "/api/embed",
-            parse,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
+            "embed", "POST", "/api/embed", parse, options, body=body, allowed=EMBED_KEYS
         )
 
     # -- model management ------------------------------------------------------------------------
 
-    async def models(
-        self,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> list[ModelInfo]:
+    async def models(self, **options: Unpack[HttpOptions]) -> list[ModelInfo]:
         """The models available locally (``/api/tags``), with size, digest and details."""
 
         def parse(payload: Any, meta: Meta) -> list[ModelInfo]:
@@ -1023,27 +874,14 @@ class Ollama(BaseClient):
                 for m in _WireTags.model_validate(payload).models
             ]
 
-        return await self._request(
-            "models",
-            "GET",
-            "/api/tags",
-            parse,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-        )
+        return await self._request("models", "GET", "/api/tags", parse, options)
 
     async def show(
-        self,
-        model: str,
-        *,
-        verbose: bool = False,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, model: str, *, verbose: bool = False, **options: Unpack[BodyOptions]
     ) -> ShowResponse:
-        """A model's details, parameters, template and capabilities; NotFoundError if absent."""
-        _check_bool("verbose", verbose)
+        """A model's details, parameters, template and capabilities; NotFoundError if absent.
+        ``verbose`` adds the full tokenizer data to ``model_info``."""
+        check_bool("verbose", verbose)
         body: dict[str, Any] = {"model": check_model(model)}
         if verbose:
             body["verbose"] = True
@@ -1052,100 +890,57 @@ class Ollama(BaseClient):
             "POST",
             "/api/show",
             lambda payload, meta: ShowResponse.model_validate(payload),
+            options,
             body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
         )
 
-    async def ps(
-        self,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> list[RunningModel]:
+    async def ps(self, **options: Unpack[HttpOptions]) -> list[RunningModel]:
         """The models loaded in memory now, and when each will be unloaded."""
         return await self._request(
             "ps",
             "GET",
             "/api/ps",
             lambda payload, meta: _WirePs.model_validate(payload).models,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
+            options,
         )
 
-    async def version(
-        self,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> str:
+    async def version(self, **options: Unpack[HttpOptions]) -> str:
         """The server's Ollama version: a cheap liveness check."""
         return await self._request(
             "version",
             "GET",
             "/api/version",
             lambda payload, meta: _WireVersion.model_validate(payload).version,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
+            options,
         )
 
     @overload
     def pull(
-        self,
-        model: str,
-        *,
-        stream: Literal[True] = True,
-        insecure: bool = False,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, model: str, *, stream: Literal[True] = True, **options: Unpack[PullOptions]
     ) -> Stream[PullProgress]: ...
 
     @overload
     def pull(
-        self,
-        model: str,
-        *,
-        stream: Literal[False],
-        insecure: bool = False,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, model: str, *, stream: Literal[False], **options: Unpack[PullOptions]
     ) -> Awaitable[PullProgress]: ...
 
     def pull(
-        self,
-        model: str,
-        *,
-        stream: bool = True,
-        insecure: bool = False,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, model: str, *, stream: bool = True, **options: Unpack[PullOptions]
     ) -> Stream[PullProgress] | Awaitable[PullProgress]:
         """Download a model. By default a stream of progress events to draw a bar from (read it
         to the end: the last one says ``success``); ``await pull(m, stream=False)`` just waits.
-        A failed pull is an APIError (mid-stream, as Ollama reports it)."""
-        _check_bool("stream", stream)
-        _check_bool("insecure", insecure)
-        body: dict[str, Any] = {"model": check_model(model), "stream": stream}
+        A failed pull is an APIError (mid-stream, as Ollama reports it). Parameters:
+        ``PullParams``."""
+        check_bool("stream", stream)
+        insecure = options.get("insecure")
+        check_bool("insecure", insecure)
+        streamed = stream is not False  # None is "not given": the default, a stream
+        body: dict[str, Any] = {"model": check_model(model), "stream": streamed}
         if insecure:
             body["insecure"] = True
-        if not stream:
+        if not streamed:
             return self._request(
-                "pull",
-                "POST",
-                "/api/pull",
-                self._parse_pull,
-                body=body,
-                priority=priority,
-                timeout=timeout,
-                deadline=deadline,
+                "pull", "POST", "/api/pull", self._parse_pull, options, body=body, allowed=PULL_KEYS
             )
 
         async def decode(response: Response, meta: Meta) -> AsyncIterator[PullProgress]:
@@ -1158,59 +953,33 @@ class Ollama(BaseClient):
                 raise self._early_end(meta)
 
         return self._stream(
-            "pull",
-            "POST",
-            "/api/pull",
-            decode,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
+            "pull", "POST", "/api/pull", decode, options, body=body, allowed=PULL_KEYS
         )
 
     def _parse_pull(self, payload: Any, meta: Meta) -> PullProgress:
         return PullProgress.model_validate(self._no_error(payload, meta))
 
-    async def delete(
-        self,
-        model: str,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> None:
+    async def delete(self, model: str, **options: Unpack[BodyOptions]) -> None:
         """Remove a model and its data; NotFoundError if there is no such model."""
         await self._request(
             "delete",
             "DELETE",
             "/api/delete",
             lambda payload, meta: None,
+            options,
             body={"model": check_model(model)},
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
             raw_body=True,
         )
 
-    async def copy(
-        self,
-        source: str,
-        destination: str,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> None:
+    async def copy(self, source: str, destination: str, **options: Unpack[BodyOptions]) -> None:
         """Make ``destination`` a new name for ``source``; NotFoundError if ``source`` is absent."""
         await self._request(
             "copy",
             "POST",
             "/api/copy",
             lambda payload, meta: None,
+            options,
             body={"source": check_model(source), "destination": check_model(destination)},
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
             raw_body=True,
         )
 
@@ -1232,21 +1001,11 @@ class Ollama(BaseClient):
         raise self._early_end(meta)
 
     def _no_error(self, payload: Any, meta: Meta) -> Any:
-        """The payload, unless it is an ``{"error": ...}`` object (an error sent with a 200)."""
+        """The payload, unless it is an ``{"error": ...}`` object: Ollama's error once it has
+        answered 200 (a line mid-stream, or a whole body), an APIError with no status."""
         if isinstance(payload, Mapping) and "error" in payload:
             raise self._stream_error(payload, meta)
         return payload
-
-    def _stream_error(self, payload: Mapping[str, Any], meta: Meta) -> APIError:
-        message, etype, code = self._error_details(payload)
-        return APIError(
-            message or "error in stream",
-            backend=self.name,
-            request_id=meta.request_id,
-            body=_json.excerpt(payload),
-            code=code,
-            error_type=etype,
-        )
 
     def _early_end(self, meta: Meta) -> APIConnectionError:
         return APIConnectionError(
