@@ -878,7 +878,8 @@ class Gemini(HttpBackend):
         ``model``: the client's by default. ``task_type`` is Gemini's TaskType
         (``RETRIEVAL_QUERY``, ``SEMANTIC_SIMILARITY``...); ``title`` names the document (with
         ``RETRIEVAL_DOCUMENT``); ``dimensions`` asks for shorter vectors
-        (``outputDimensionality``). ``extra_body`` is merged into every request sent."""
+        (``outputDimensionality``). ``extra_body`` is merged into each body sent (for a list,
+        each ``batchEmbedContents`` body, at its top level)."""
         model = self._model(model)
         name = model_resource(model)
         texts = check_str_list("inputs", inputs, allow_str=True)
