@@ -21,43 +21,45 @@ def get_weather(city: str) -> str:
     return f"sunny in {city}"
 
 
-async def demo(client: Any, chat_model: str, embed_model: str, blocked: str) -> None:
+async def demo(client: asyncllm.Gemini, embed_model: str, blocked: str) -> None:
+    # The client was made with model=, so chat calls name none; every call also takes the call
+    # options (timeout, deadline, priority, max_retries, extra_headers, extra_query, extra_body).
     messages: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
-    first = await client.chat(messages, model=chat_model, tools=[get_weather])
+    first = await client.chat(messages, tools=[get_weather], timeout=30)
     for call in first.tool_calls:
         print("tool call:", call.name, call.args())
         messages += [first.message, asyncllm.tool_result(call, get_weather(**call.args()))]
-        answer = await client.chat(messages, model=chat_model, tools=[get_weather])
+        answer = await client.chat(messages, tools=[get_weather])
         print("answer:", answer.text)
 
-    async with client.stream_chat(
-        [{"role": "user", "content": "Name three rivers."}], model=chat_model
-    ) as stream:
+    async with client.stream_chat([{"role": "user", "content": "Name three rivers."}]) as stream:
         async for chunk in stream:
             print(chunk.delta, end="", flush=True)
     print()
 
     vectors = await client.embed(["first text", "second text"], model=embed_model)
     print("embeddings:", len(vectors.vectors), "of", len(vectors.vectors[0]), "dimensions")
-    print("tokens:", await client.count_tokens(messages[:1], model=chat_model))
+    print("tokens:", await client.count_tokens(messages[:1]))
 
     try:
-        await client.chat([{"role": "user", "content": blocked}], model=chat_model)
+        await client.chat([{"role": "user", "content": blocked}])
     except asyncllm.ContentBlockedError as exc:
         print("blocked:", exc.block_reason or exc.finish_reason)
 
 
 async def main() -> None:
     if os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY"):
-        async with asyncllm.Gemini() as client:
-            model = os.environ.get("GEMINI_MODEL", "gemini-2.0-flash")
-            await demo(client, model, "text-embedding-004", "Tell me a joke.")
+        model = os.environ.get("GEMINI_MODEL", "gemini-2.0-flash")
+        async with asyncllm.Gemini(model=model) as client:
+            await demo(client, "text-embedding-004", "Tell me a joke.")
         return
     async with (
         FakeServer("gemini") as server,
-        asyncllm.Gemini(api_key="test", base_url=server.url("/v1beta")) as client,
+        asyncllm.Gemini(
+            api_key="test", base_url=server.url("/v1beta"), model="fake-chat"
+        ) as client,
     ):
-        await demo(client, "fake-chat", "fake-embed", "BLOCKME please")
+        await demo(client, "fake-embed", "BLOCKME please")
 
 
 if __name__ == "__main__":

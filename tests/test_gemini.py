@@ -629,7 +629,7 @@ async def test_server_ids_and_thought_signatures_round_trip() -> None:
         assert first.server_request_id == "r-1"
         assert first.usage is not None
         assert first.usage.thoughts_token_count == 13  # type: ignore[attr-defined]
-        messages = [
+        messages: list[Any] = [
             user("weather?"),
             first.message,
             asyncllm.tool_result(first.tool_calls[0], "cold"),
@@ -684,3 +684,99 @@ async def test_error_event_inside_a_stream() -> None:
     assert got == ["Hel"]
     assert info.value.error_type == "UNAVAILABLE"
     assert transport.requests[0].params == {"alt": "sse"}
+
+
+async def test_error_event_in_a_stream_carries_retry_info_and_untyped_codes_stay_plain() -> None:
+    limited = {
+        "error": {
+            "code": 429,
+            "message": "Resource has been exhausted",
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"},
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "RATE_LIMIT_EXCEEDED"},
+            ],
+        }
+    }  # fmt: skip
+    no_code = {"error": {"message": "something broke", "status": "UNKNOWN"}}
+    responses = [
+        MockResponse(chunks=[b"data: " + json.dumps(e).encode() + b"\n\n"], headers={"content-type": "text/event-stream"})
+        for e in (limited, no_code)
+    ]  # fmt: skip
+    client, _ = mock_client(*responses)
+    async with client:
+        with pytest.raises(asyncllm.RateLimitError) as info:
+            async with client.stream_chat([user("x")], model=MODEL, max_retries=0) as stream:
+                [c async for c in stream]
+        with pytest.raises(asyncllm.APIError) as plain:
+            async with client.stream_chat([user("x")], model=MODEL, max_retries=0) as stream:
+                [c async for c in stream]
+    assert info.value.retry_after == 1.5
+    assert info.value.code == "RATE_LIMIT_EXCEEDED"
+    assert info.value.error_type == "RESOURCE_EXHAUSTED"
+    assert type(plain.value) is asyncllm.APIError
+    assert plain.value.message == "something broke"
+
+
+# -- options: declared once, checked before anything is sent ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "kwargs"),
+    [
+        ("chat", ([user("x")],), {"model": MODEL, "temprature": 0.5}),
+        ("chat", ([user("x")],), {"model": MODEL, "extra_bdy": {}}),
+        ("stream_chat", ([user("x")],), {"model": MODEL, "n": 2}),
+        ("embed", (["a", "b"],), {"model": "fake-embed", "task": "RETRIEVAL_QUERY"}),
+        ("count_tokens", ([user("x")],), {"model": MODEL, "priorty": 1}),
+        ("models", (), {"extra_body": {"a": 1}}),  # a GET has no body to merge into
+    ],
+)
+async def test_misspelt_options_are_a_type_error_before_sending(
+    client: Gemini, server: FakeServer, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        result = getattr(client, method)(*args, **kwargs)
+        if method == "stream_chat":
+            async with result as stream:
+                [c async for c in stream]
+        else:
+            await result
+    assert server.request_count == 0
+
+
+async def test_client_model_and_extra_options_reach_the_wire(server: FakeServer) -> None:
+    async with Gemini(api_key="k", base_url=server.url("/v1beta"), model=MODEL) as client:
+        r = await client.chat(
+            [user("hi")],
+            max_tokens=5,
+            extra_body={"generationConfig": {"responseLogprobs": True}},
+            extra_query={"trace": "1"},
+            extra_headers={"x-trace": "t-1"},
+        )
+        assert r.text == "echo: hi"
+        sent = server.requests[-1]
+        assert sent.path == "/v1beta/models/fake-chat:generateContent"
+        # extra_body merges into the generationConfig the SDK built
+        assert sent.json["generationConfig"] == {"maxOutputTokens": 5, "responseLogprobs": True}
+        assert sent.query == {"trace": "1"}
+        assert sent.headers["x-trace"] == "t-1"
+        async with client.stream_chat([user("hi")], extra_query={"trace": "2"}) as stream:
+            [c async for c in stream]
+        assert server.requests[-1].query == {"alt": "sse", "trace": "2"}
+        assert await client.count_tokens([user("one two")]) == 2
+        await client.embed("a", model="fake-embed", extra_body={"taskType": "CLUSTERING"})
+        assert server.requests[-1].json["taskType"] == "CLUSTERING"
+
+
+async def test_embed_batch_error_is_raised_as_itself_without_partial_results(
+    server: FakeServer,
+) -> None:
+    server.fail_next(1, status=400)
+    async with Gemini(api_key="k", base_url=server.url("/v1beta"), max_retries=0) as client:
+        with pytest.raises(asyncllm.BadRequestError) as info:
+            await client.embed([f"text {i}" for i in range(230)], model="fake-embed")
+        assert info.value.request_id == server.request_ids[0]
+        assert len(set(server.request_ids)) == 1  # every sub-call sent under one request ID
+        ok = await client.embed(["a", "b"], model="fake-embed")
+    assert len(ok.vectors) == 2

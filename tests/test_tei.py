@@ -427,3 +427,20 @@ async def test_local_rag_example_runs_on_embedded_servers(
     out = capsys.readouterr().out
     assert "after reranking:" in out
     assert "answer (TGI):\necho: Context:" in out
+
+
+async def test_misspelt_keyword_is_a_type_error_before_info(server: FakeServer) -> None:
+    async with asyncllm.TEI(base_url=server.url()) as client:
+        with pytest.raises(TypeError, match="dedline"):
+            await client.embed(["a", "b", "c"], dedline=1.0)  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="extra_body"):
+            await client.health(extra_body={})  # type: ignore[call-arg]
+    assert server.request_count == 0
+
+
+async def test_with_options_clients_share_the_batch_size(server: FakeServer) -> None:
+    async with asyncllm.TEI(base_url=server.url(), retry=NO_WAIT) as client:
+        await client.with_options(timeout=5).embed([str(i) for i in range(5)])
+        await client.embed([str(i) for i in range(5)])
+        assert client.max_client_batch_size == 4
+    assert count(server, "/info") == 1

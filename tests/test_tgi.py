@@ -448,3 +448,27 @@ async def test_chat_needs_no_model_name() -> None:
         await client.aclose()
     assert r.text == "echo: no model"
     assert server.requests[-1].json["model"] == "tgi"
+
+
+async def test_misspelt_keyword_is_a_type_error_before_sending(
+    client: TGI, server: FakeServer
+) -> None:
+    with pytest.raises(TypeError, match="temprature"):
+        await client.generate("x", temprature=0.5)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="best_of"):
+        client.stream_generate("x", best_of=2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="extra_body"):
+        await client.info(extra_body={})  # type: ignore[call-arg]
+    assert server.request_count == 0
+
+
+async def test_call_options_reach_the_wire(client: TGI, server: FakeServer) -> None:
+    await client.generate(
+        "x", max_new_tokens=3, extra_body={"stream": False}, extra_headers={"X-Trace": "t"}
+    )
+    assert sent(server, "/generate") == {
+        "inputs": "x",
+        "parameters": {"max_new_tokens": 3},
+        "stream": False,
+    }
+    assert server.requests[-1].headers["X-Trace"] == "t"

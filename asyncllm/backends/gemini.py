@@ -12,35 +12,21 @@ nothing in it, raises ``ContentBlockedError`` rather than returning an empty ans
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
+import math
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from typing_extensions import TypedDict, Unpack
 
-from .._engine._context import _request_id, new_request_id, request_context
-from .._engine._dispatcher import Priority
-from .._exceptions import (
-    APIError,
-    APIStatusError,
-    ConfigurationError,
-    ContentBlockedError,
-    status_error,
-)
+from .._engine._fanout import fan_out
+from .._exceptions import ConfigurationError, ContentBlockedError
 from .._http import _json
-from .._http._backend import (
-    BaseClient,
-    Meta,
-    check_int,
-    check_model,
-    check_number,
-    check_stop,
-    merge_extra,
-)
+from .._http._backend import ErrorInfo, HttpBackend, Meta, default_error_info
 from .._http._transport import Response
 from .._models import (
     ChatChunk,
@@ -55,6 +41,8 @@ from .._models import (
     message_text,
     normalize_messages,
 )
+from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
+from .._validate import check_int, check_model, check_number, check_stop, check_str, check_str_list
 from ..streaming import Stream
 
 __all__ = ["GEMINI_BASE_URL", "ContentBlockedError", "Gemini", "json_schema_to_gemini"]
@@ -80,6 +68,54 @@ _BLOCKED_FINISH = frozenset(
 )
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
+
+Messages = Sequence[Mapping[str, Any] | BaseModel]
+
+
+# -- the keyword arguments of the calls -----------------------------------------------------------
+
+
+class ChatParams(TypedDict, total=False):
+    """The parameters ``chat`` and ``stream_chat`` share, sent as a ``GenerateContentRequest``.
+
+    ``model``: ``gemini-2.0-flash``, ``models/...`` or ``tunedModels/...``; the client's by
+    default. ``temperature`` (0 to 2), ``top_p`` (0 to 1), ``top_k`` (at least 1), ``max_tokens``
+    (``maxOutputTokens``), ``stop`` (``stopSequences``) and ``seed`` go in ``generationConfig``.
+    ``tools``: functions, pydantic models, ``asyncllm.Tool`` or OpenAI tool dicts, sent as
+    ``functionDeclarations``. ``tool_choice``: "auto", "none", "required" or the name of an
+    offered tool. ``response_format``: a pydantic model class or a JSON schema (sent as
+    ``responseSchema``), or ``{"type": "text" | "json_object" | "json_schema"}``.
+    ``safety_settings``: a list of ``{"category", "threshold"}``. ``generation_config``: raw
+    ``generationConfig`` fields, applied last (for fields this SDK does not name).
+    """
+
+    model: str | None
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
+    max_tokens: int | None
+    stop: str | Sequence[str] | None
+    seed: int | None
+    tools: Sequence[Any] | None
+    tool_choice: Any
+    response_format: Any
+    safety_settings: Sequence[Mapping[str, str]] | None
+    generation_config: Mapping[str, Any] | None
+
+
+class StreamChatOptions(ChatParams, BodyOptions, total=False):
+    """``stream_chat``'s keyword arguments: the chat parameters and the call options."""
+
+
+class ChatOptions(StreamChatOptions, total=False):
+    """``chat``'s keyword arguments: ``stream_chat``'s, plus ``n`` (``candidateCount``: that many
+    answers, in ``ChatResponse.choices``). A stream carries one candidate, so it takes no ``n``."""
+
+    n: int | None
+
+
+CHAT_KEYS = keys_of(ChatOptions)
+STREAM_CHAT_KEYS = keys_of(StreamChatOptions)
 
 
 # -- wire types (the parts of GenerateContentResponse etc. that we read) ------------------------
@@ -532,7 +568,7 @@ def _duration(value: Any) -> float | None:
             seconds = float(value[:-1])
         except ValueError:
             return None
-        return seconds if seconds >= 0 else None
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
     return None
 
 
@@ -553,10 +589,11 @@ def _rpc_details(error: Mapping[str, Any], kind: str) -> Mapping[str, Any] | Non
     return None
 
 
-class Gemini(BaseClient):
-    """``Gemini(api_key=None, base_url=None)``: key from ``GEMINI_API_KEY`` or ``GOOGLE_API_KEY``
+class Gemini(HttpBackend):
+    """``Gemini(api_key=..., base_url=...)``: key from ``GEMINI_API_KEY`` or ``GOOGLE_API_KEY``
     (sent as ``x-goog-api-key``; required for Google's own URL), base from ``GEMINI_BASE_URL``
-    (default ``https://generativelanguage.googleapis.com/v1beta``).
+    (default ``https://generativelanguage.googleapis.com/v1beta``). ``model=`` sets the model of
+    calls that name none.
     """
 
     backend: ClassVar[str] = "gemini"
@@ -564,9 +601,8 @@ class Gemini(BaseClient):
     base_url_env: ClassVar[tuple[str, ...]] = ("GEMINI_BASE_URL",)
     api_key_env: ClassVar[tuple[str, ...]] = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 
-    def __init__(self, api_key: Any = None, base_url: str | None = None, **kwargs: Any) -> None:
-        self._retry_delay: float | None = None
-        super().__init__(api_key=api_key, base_url=base_url, **kwargs)
+    def __init__(self, **options: Unpack[ClientOptions]) -> None:
+        super().__init__(**options)
         if self.api_key is None and self.base_url == GEMINI_BASE_URL:
             raise ConfigurationError("no API key: pass api_key= or set GEMINI_API_KEY")
 
@@ -575,55 +611,40 @@ class Gemini(BaseClient):
     def _auth_headers(self) -> dict[str, str]:
         return {} if self.api_key is None else {"x-goog-api-key": self.api_key.get_secret_value()}
 
-    def _error_details(self, payload: Any) -> tuple[str | None, str | None, str | None]:
-        """google.rpc.Status: ``{"error": {"code", "message", "status", "details"}}``. The code we
-        report is ErrorInfo's ``reason`` (say ``API_KEY_INVALID``) when there is one."""
+    def _error_info(self, payload: Any) -> ErrorInfo:
+        """google.rpc.Status: ``{"error": {"code", "message", "status", "details"}}``, for status
+        errors and error events in a stream alike. ``type`` is the status name
+        (``RESOURCE_EXHAUSTED``); ``code`` is the ErrorInfo detail's ``reason`` (say
+        ``API_KEY_INVALID``) when there is one, else the status name; ``status`` is the int
+        ``code``, which types an error inside a 200 stream; ``retry_after`` is the RetryInfo
+        detail's ``retryDelay``, used when no header gives a delay."""
         error = _rpc_error(payload)
-        # _status_error reads this right after this call returns, with no await in between.
-        self._retry_delay = None
         if error is None:
-            return super()._error_details(payload)
+            return default_error_info(payload)
         retry = _rpc_details(error, "google.rpc.RetryInfo")
-        if retry is not None:
-            self._retry_delay = _duration(retry.get("retryDelay"))
-        info = _rpc_details(error, "google.rpc.ErrorInfo")
+        detail = _rpc_details(error, "google.rpc.ErrorInfo")
         message = error.get("message")
-        status = error.get("status")
-        reason = info.get("reason") if info is not None else None
-        return (
-            None if message is None else str(message),
-            None if status is None else str(status),
-            str(reason) if reason is not None else None if status is None else str(status),
+        name = error.get("status")
+        reason = detail.get("reason") if detail is not None else None
+        code = error.get("code")
+        return ErrorInfo(
+            message=None if message is None else str(message),
+            type=None if name is None else str(name),
+            code=str(reason) if reason is not None else None if name is None else str(name),
+            retry_after=None if retry is None else _duration(retry.get("retryDelay")),
+            status=code if isinstance(code, int) and not isinstance(code, bool) else None,
         )
-
-    async def _status_error(self, response: Response, request_id: str) -> APIStatusError:
-        """As the base, plus RetryInfo's ``retryDelay`` as ``retry_after`` when no header says."""
-        error = await super()._status_error(response, request_id)
-        delay, self._retry_delay = self._retry_delay, None
-        if error.retry_after is None and delay is not None:
-            error.retry_after = delay
-        return error
 
     # -- chat -------------------------------------------------------------------------------
 
     def _generate_body(
-        self,
-        messages: Any,
-        *,
-        temperature: float | None,
-        top_p: float | None,
-        top_k: int | None,
-        max_tokens: int | None,
-        stop: str | Sequence[str] | None,
-        seed: int | None,
-        n: int | None,
-        tools: Sequence[Any] | None,
-        tool_choice: Any,
-        response_format: Any,
-        safety_settings: Sequence[Mapping[str, str]] | None,
-        generation_config: Mapping[str, Any] | None,
-        extra_body: Mapping[str, Any] | None,
+        self, messages: Any, params: Mapping[str, Any], n: int | None = None
     ) -> dict[str, Any]:
+        """A GenerateContentRequest (without its model, which goes in the path) from the
+        ``ChatParams`` in ``params``; every value is checked here, before anything is sent."""
+        get = params.get
+        temperature, top_p, top_k = get("temperature"), get("top_p"), get("top_k")
+        max_tokens, seed = get("max_tokens"), get("seed")
         check_number("temperature", temperature, 0, 2)
         check_number("top_p", top_p, 0, 1)
         check_int("top_k", top_k, 1)
@@ -634,25 +655,25 @@ class Gemini(BaseClient):
         body: dict[str, Any] = {"contents": contents}
         if system is not None:
             body["systemInstruction"] = system
-        coerced = coerce_tools(tools)
+        coerced = coerce_tools(get("tools"))
         if coerced:
             declarations = []
             for tool in coerced:
                 declaration: dict[str, Any] = {"name": tool.name}
                 if tool.description:
                     declaration["description"] = tool.description
-                params = json_schema_to_gemini(tool.parameters)
-                if params.get("properties"):
-                    declaration["parameters"] = params
+                schema = json_schema_to_gemini(tool.parameters)
+                if schema.get("properties"):
+                    declaration["parameters"] = schema
                 declarations.append(declaration)
             body["tools"] = [{"functionDeclarations": declarations}]
-        tool_config = _tool_config(tool_choice, [t.name for t in coerced or ()])
+        tool_config = _tool_config(get("tool_choice"), [t.name for t in coerced or ()])
         if tool_config is not None:
             body["toolConfig"] = tool_config
-        settings = _safety_settings(safety_settings)
+        settings = _safety_settings(get("safety_settings"))
         if settings is not None:
             body["safetySettings"] = settings
-        stops = check_stop(stop)
+        stops = check_stop(get("stop"))
         config: dict[str, Any] = {
             k: v
             for k, v in {
@@ -666,14 +687,15 @@ class Gemini(BaseClient):
             }.items()
             if v is not None
         }
-        config.update(_response_format(response_format))
+        config.update(_response_format(get("response_format")))
+        generation_config = get("generation_config")
         if generation_config is not None:
             if not isinstance(generation_config, Mapping):
                 raise ConfigurationError("generation_config must be a mapping")
             config.update(generation_config)
         if config:
             body["generationConfig"] = config
-        return merge_extra(body, extra_body)
+        return body
 
     def _candidate_message(self, candidate: _Candidate) -> Message:
         text: list[str] = []
@@ -759,110 +781,37 @@ class Gemini(BaseClient):
             raw=payload,
         )
 
-    async def chat(
-        self,
-        messages: Sequence[Mapping[str, Any] | BaseModel],
-        *,
-        model: str,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        top_k: int | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        n: int | None = None,
-        tools: Sequence[Any] | None = None,
-        tool_choice: Any = None,
-        response_format: Any = None,
-        safety_settings: Sequence[Mapping[str, str]] | None = None,
-        generation_config: Mapping[str, Any] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> ChatResponse:
-        """One answer (``n`` > 1: ``candidateCount`` answers in ``choices``). ``generation_config``
-        adds raw generationConfig fields. A refused prompt raises ContentBlockedError."""
-        body = self._generate_body(
-            messages,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            max_tokens=max_tokens,
-            stop=stop,
-            seed=seed,
-            n=n,
-            tools=tools,
-            tool_choice=tool_choice,
-            response_format=response_format,
-            safety_settings=safety_settings,
-            generation_config=generation_config,
-            extra_body=extra_body,
-        )
+    async def chat(self, messages: Messages, **options: Unpack[ChatOptions]) -> ChatResponse:
+        """One answer (``n`` > 1: ``candidateCount`` answers in ``choices``); see ``ChatParams``.
+        A refused prompt, or an answer stopped for safety with nothing in it, raises
+        ContentBlockedError."""
+        body = self._generate_body(messages, options, options.get("n"))
         return await self._request(
             "chat",
             "POST",
-            f"/{model_resource(model)}:generateContent",
+            f"/{model_resource(self._model(options.get('model')))}:generateContent",
             self._parse_generate,
+            options,
             body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
+            allowed=CHAT_KEYS,
         )
 
     def stream_chat(
-        self,
-        messages: Sequence[Mapping[str, Any] | BaseModel],
-        *,
-        model: str,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        top_k: int | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        tools: Sequence[Any] | None = None,
-        tool_choice: Any = None,
-        response_format: Any = None,
-        safety_settings: Sequence[Mapping[str, str]] | None = None,
-        generation_config: Mapping[str, Any] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, messages: Messages, **options: Unpack[StreamChatOptions]
     ) -> Stream[ChatChunk]:
-        """Chunks as Gemini sends them (``streamGenerateContent?alt=sse``). Function calls arrive
-        whole, one ToolCallDelta each. A block raises ContentBlockedError from the stream."""
-        body = self._generate_body(
-            messages,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            max_tokens=max_tokens,
-            stop=stop,
-            seed=seed,
-            n=None,
-            tools=tools,
-            tool_choice=tool_choice,
-            response_format=response_format,
-            safety_settings=safety_settings,
-            generation_config=generation_config,
-            extra_body=extra_body,
-        )
+        """Chunks as Gemini sends them (``streamGenerateContent?alt=sse``); see ``ChatParams``.
+        Function calls arrive whole, one ToolCallDelta each. A block raises ContentBlockedError
+        from the stream, an error event the typed error its ``code`` names."""
+        body = self._generate_body(messages, options)
         return self._stream(
             "stream_chat",
             "POST",
-            f"/{model_resource(model)}:streamGenerateContent",
+            f"/{model_resource(self._model(options.get('model')))}:streamGenerateContent",
             self._decode_stream,
+            options,
             body=body,
             params={"alt": "sse"},
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
+            allowed=STREAM_CHAT_KEYS,
         )
 
     async def _decode_stream(self, response: Response, meta: Meta) -> AsyncIterator[ChatChunk]:
@@ -872,9 +821,8 @@ class Gemini(BaseClient):
             if not event.data.strip():
                 continue
             payload = event.json()
-            error = _rpc_error(payload)
-            if error is not None:
-                raise self._stream_error(error, payload, meta.request_id)
+            if _rpc_error(payload) is not None:
+                raise self._stream_error(payload, meta)
             wire = self._parse(
                 lambda p, _m: _GenerateContentResponse.model_validate(p), payload, meta
             )
@@ -912,61 +860,32 @@ class Gemini(BaseClient):
                 raw=payload,
             )
 
-    def _stream_error(self, error: Mapping[str, Any], payload: Any, request_id: str) -> APIError:
-        message, etype, code = self._error_details(payload)
-        self._retry_delay = None
-        status = error.get("code")
-        if isinstance(status, int) and status >= 400:
-            return status_error(
-                status,
-                message or "error in stream",
-                backend=self.name,
-                request_id=request_id,
-                body=_json.excerpt(payload),
-                code=code,
-                error_type=etype,
-            )
-        return APIError(
-            message or "error in stream",
-            backend=self.name,
-            request_id=request_id,
-            body=_json.excerpt(payload),
-            code=code,
-            error_type=etype,
-        )
-
     # -- embeddings, tokens, models ---------------------------------------------------------
 
     async def embed(
         self,
         inputs: str | Sequence[str],
         *,
-        model: str,
+        model: str | None = None,
         task_type: str | None = None,
         title: str | None = None,
         dimensions: int | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[BodyOptions],
     ) -> EmbeddingResponse:
         """Vectors in input order. One string goes to ``embedContent``, a list to
-        ``batchEmbedContents`` (in calls of up to 100, all under one request ID).
-        ``task_type`` is Gemini's TaskType (``RETRIEVAL_QUERY``, ``SEMANTIC_SIMILARITY``...)."""
+        ``batchEmbedContents``: in calls of up to 100, sent in parallel under one request ID; the
+        first that fails cancels the rest and is raised (never a partial result).
+        ``model``: the client's by default. ``task_type`` is Gemini's TaskType
+        (``RETRIEVAL_QUERY``, ``SEMANTIC_SIMILARITY``...); ``title`` names the document (with
+        ``RETRIEVAL_DOCUMENT``); ``dimensions`` asks for shorter vectors
+        (``outputDimensionality``). ``extra_body`` is merged into each body sent (for a list,
+        each ``batchEmbedContents`` body, at its top level)."""
+        model = self._model(model)
         name = model_resource(model)
-        single = isinstance(inputs, str)
-        texts = [inputs] if isinstance(inputs, str) else inputs
-        if (
-            isinstance(texts, Mapping)
-            or not isinstance(texts, Sequence)
-            or not texts
-            or not all(isinstance(t, str) for t in texts)
-        ):
-            raise ConfigurationError("inputs must be a string or a non-empty list of strings")
+        texts = check_str_list("inputs", inputs, allow_str=True)
         check_int("dimensions", dimensions, 1)
-        for label, value in (("task_type", task_type), ("title", title)):
-            if value is not None and not isinstance(value, str):
-                raise ConfigurationError(f"{label} must be a string")
+        check_str("task_type", task_type)
+        check_str("title", title)
 
         def request(text: str, with_model: bool) -> dict[str, Any]:
             item: dict[str, Any] = {"content": {"parts": [{"text": text}]}}
@@ -980,13 +899,7 @@ class Gemini(BaseClient):
                 item["outputDimensionality"] = dimensions
             return item
 
-        options: dict[str, Any] = {
-            "priority": priority,
-            "timeout": timeout,
-            "deadline": deadline,
-            "extra_headers": extra_headers,
-        }
-        if single:
+        if isinstance(inputs, str):
 
             def parse_one(payload: Any, meta: Meta) -> EmbeddingResponse:
                 wire = _EmbedContentResponse.model_validate(payload)
@@ -1002,75 +915,49 @@ class Gemini(BaseClient):
                 "POST",
                 f"/{name}:embedContent",
                 parse_one,
+                options,
                 body=request(texts[0], False),
-                **options,
             )
 
-        def parse_batch(count: int) -> Any:
+        def batch_call(batch: list[str]) -> Any:
             def parse(payload: Any, meta: Meta) -> tuple[list[list[float]], str]:
                 wire = _BatchEmbedContentsResponse.model_validate(payload)
-                if len(wire.embeddings) != count:
-                    raise ValueError(f"expected {count} embeddings, got {len(wire.embeddings)}")
+                if len(wire.embeddings) != len(batch):
+                    raise ValueError(
+                        f"expected {len(batch)} embeddings, got {len(wire.embeddings)}"
+                    )
                 return [e.values for e in wire.embeddings], meta.request_id
 
-            return parse
+            return lambda: self._request(
+                "embed",
+                "POST",
+                f"/{name}:batchEmbedContents",
+                parse,
+                options,
+                body={"requests": [request(t, True) for t in batch]},
+            )
 
-        batches = [
-            list(texts[i : i + MAX_BATCH_EMBED]) for i in range(0, len(texts), MAX_BATCH_EMBED)
-        ]
-        with request_context(_request_id.get() or new_request_id()) as rid:
-            tasks = [
-                asyncio.ensure_future(
-                    self._request(
-                        "embed",
-                        "POST",
-                        f"/{name}:batchEmbedContents",
-                        parse_batch(len(batch)),
-                        body={"requests": [request(t, True) for t in batch]},
-                        **options,
-                    )
-                )
-                for batch in batches
+        results = await fan_out(
+            [
+                batch_call(texts[i : i + MAX_BATCH_EMBED])
+                for i in range(0, len(texts), MAX_BATCH_EMBED)
             ]
-            try:
-                results = await asyncio.gather(*tasks)
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+        )
         vectors = [v for batch_vectors, _ in results for v in batch_vectors]
-        return EmbeddingResponse(vectors=vectors, model=model, request_id=rid)
+        return EmbeddingResponse(vectors=vectors, model=model, request_id=results[0][1])
 
     async def count_tokens(
         self,
-        messages: Sequence[Mapping[str, Any] | BaseModel],
+        messages: Messages,
         *,
-        model: str,
+        model: str | None = None,
         tools: Sequence[Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[BodyOptions],
     ) -> int:
         """How many tokens ``messages`` (with their system instruction and ``tools``) take, to
-        check a prompt fits before sending it."""
-        name = model_resource(model)
-        request = self._generate_body(
-            messages,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            max_tokens=None,
-            stop=None,
-            seed=None,
-            n=None,
-            tools=tools,
-            tool_choice=None,
-            response_format=None,
-            safety_settings=None,
-            generation_config=None,
-            extra_body=None,
-        )
+        check a prompt fits before sending it. ``model``: the client's by default."""
+        name = model_resource(self._model(model))
+        request = self._generate_body(messages, {"tools": tools})
         if set(request) == {"contents"}:
             body: dict[str, Any] = request
         else:
@@ -1080,26 +967,14 @@ class Gemini(BaseClient):
             return _CountTokensResponse.model_validate(payload).total_tokens
 
         return await self._request(
-            "count_tokens",
-            "POST",
-            f"/{name}:countTokens",
-            parse,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
+            "count_tokens", "POST", f"/{name}:countTokens", parse, options, body=body
         )
 
     async def models(
-        self,
-        *,
-        page_size: int = 1000,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, *, page_size: int = 1000, **options: Unpack[HttpOptions]
     ) -> list[ModelInfo]:
-        """Every model the key may use, all pages followed. ``id`` is what ``model=`` takes."""
+        """Every model the key may use, all pages followed (``page_size`` per page). ``id`` is
+        what ``model=`` takes."""
         if page_size is None:  # check_int lets None mean "not given"; it would be sent as "None"
             raise ConfigurationError("page_size must be an int")
         check_int("page_size", page_size, 1)
@@ -1114,16 +989,7 @@ class Gemini(BaseClient):
             params = {"pageSize": str(page_size)}
             if token:
                 params["pageToken"] = token
-            page = await self._request(
-                "models",
-                "GET",
-                "/models",
-                parse,
-                params=params,
-                priority=priority,
-                timeout=timeout,
-                deadline=deadline,
-            )
+            page = await self._request("models", "GET", "/models", parse, options, params=params)
             for m in page.models:
                 out.append(
                     ModelInfo(

@@ -3,8 +3,9 @@ classification from a self-hosted server or an Inference Endpoint.
 
 TEI refuses a request with more inputs than its ``max_client_batch_size`` (413). Batch calls
 here split their inputs into chunks of at most that size (read once from ``/info``, or given to
-the constructor), send the chunks concurrently as separate dispatcher jobs at the call's
-priority (so ``max_concurrent_requests`` bounds them), and put the results back in input order.
+the constructor), send the chunks concurrently (``fan_out``) as separate dispatcher jobs under the
+call's request ID and options (so ``max_concurrent_requests`` bounds them), and put the results
+back in input order. The first failing chunk fails the call and cancels the others.
 TEI's error body is ``{"error": "...", "error_type": "Validation" | "Overloaded" | ...}``.
 """
 
@@ -15,18 +16,17 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
+from typing_extensions import Unpack
 
 from .._engine._context import current_request_id, new_request_id, request_context
 from .._engine._dispatcher import Priority
-from .._exceptions import (
-    APIStatusError,
-    AsyncLLMError,
-    ConfigurationError,
-    ResponseValidationError,
-)
-from .._http._backend import BaseClient, Meta, _timeout_value, check_int
-from .._http._transport import Response
+from .._engine._fanout import fan_out
+from .._exceptions import AsyncLLMError, ConfigurationError, ResponseValidationError
+from .._http._backend import ErrorInfo, HttpBackend, Meta
 from .._models import EmbeddingResponse, Usage
+from .._options import BodyOptions, ClientOptions, HttpOptions
+from .._validate import check_bool, check_int, check_str, check_str_list
+from .._wire.openai import EMBED_KEYS, EmbedOptions
 
 __all__ = [
     "TEI",
@@ -40,7 +40,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-# Set while health() runs (attempts run in the caller's task): its failures are not retried.
 PredictInput = str | tuple[str, str]
 
 
@@ -124,22 +123,13 @@ class _WireOpenAIEmbeddings(BaseModel):
     usage: Usage | None = None
 
 
-def _texts(name: str, inputs: Any) -> list[str]:
-    if isinstance(inputs, str):
-        return [inputs]
-    if (
-        not isinstance(inputs, Sequence)
-        or not inputs
-        or not all(isinstance(i, str) for i in inputs)
-    ):
-        raise ConfigurationError(f"{name} must be a string or a non-empty list of strings")
-    return list(inputs)
-
-
-def _bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
+def _flag(name: str, value: Any) -> bool:
+    """A flag TEI's schema types as a plain bool: None is refused too, since TEI would refuse the
+    null it is sent as."""
+    check_bool(name, value)
+    if value is None:
         raise ConfigurationError(f"{name} must be a bool")
-    return value
+    return bool(value)
 
 
 def _prompt_name(value: Any) -> str | None:
@@ -165,12 +155,18 @@ def _list_of(count: int, payload: Any) -> list[Any]:
     return payload
 
 
-class TEI(BaseClient):
-    """``TEI(base_url=None, api_key=None, max_client_batch_size=None)``: base from
-    ``TEI_BASE_URL`` (required), Bearer token from ``HF_TOKEN`` or ``HF_API_TOKEN`` when set.
+def _with_prompt_name(params: dict[str, Any], prompt_name: Any) -> dict[str, Any]:
+    if _prompt_name(prompt_name) is not None:
+        params["prompt_name"] = prompt_name
+    return params
+
+
+class TEI(HttpBackend):
+    """``TEI(base_url=..., api_key=..., max_client_batch_size=None)``: base from ``TEI_BASE_URL``
+    (required), Bearer token from ``HF_TOKEN`` or ``HF_API_TOKEN`` when set.
 
     ``max_client_batch_size`` overrides what the server's ``/info`` says (which is otherwise read
-    on the first batch call and cached).
+    on the first batch call that has more than one input, and cached).
     """
 
     backend: ClassVar[str] = "tei"
@@ -179,62 +175,94 @@ class TEI(BaseClient):
     server_request_id_header: ClassVar[str | None] = "x-request-id"
 
     def __init__(
-        self,
-        base_url: str | None = None,
-        api_key: Any = None,
-        *,
-        max_client_batch_size: int | None = None,
-        **kwargs: Any,
+        self, *, max_client_batch_size: int | None = None, **options: Unpack[ClientOptions]
     ) -> None:
         check_int("max_client_batch_size", max_client_batch_size, 1)
-        super().__init__(api_key=api_key, base_url=base_url, **kwargs)
+        super().__init__(**options)
         self.max_client_batch_size = max_client_batch_size
         self._batch_lock: asyncio.Lock | None = None
 
     # -- errors ----------------------------------------------------------------------------------
 
-    async def _status_error(self, response: Response, request_id: str) -> APIStatusError:
-        error = await super()._status_error(response, request_id)
-        if error.should_retry is None and (error.error_type or "").lower() == "overloaded":
-            error.should_retry = True
-        return error
+    def _error_info(self, payload: Any) -> ErrorInfo:
+        """TEI's ``{"error", "error_type"}``: an ``Overloaded`` error is retried whatever its
+        status, unless the server says otherwise."""
+        info = super()._error_info(payload)
+        if info.should_retry is None and (info.type or "").lower() == "overloaded":
+            return info._replace(should_retry=True)
+        return info
 
     # -- batching --------------------------------------------------------------------------------
 
-    def _check_batch(
-        self, body: Any, extra_headers: Mapping[str, str] | None, deadline: float | None
-    ) -> None:
-        """Refuse what would fail only as a chunk is sent, before ``/info`` or any chunk goes
-        out: a body that is not JSON (say, one input with a lone surrogate), a bad header or a
-        bad deadline (neither of which ``/info`` is given)."""
-        self._encode(body)
-        self._headers_for("", extra_headers)
-        _timeout_value("deadline", deadline)
+    async def _batch_size(self, options: Mapping[str, Any]) -> int:
+        """The server's ``max_client_batch_size``, read from ``/info`` once per client (clients
+        from ``with_options`` share the root's) at the call's priority and timeout."""
+        root = self._root
+        assert isinstance(root, TEI)
+        if root.max_client_batch_size is None:
+            if root._batch_lock is None:
+                root._batch_lock = asyncio.Lock()
+            async with root._batch_lock:
+                if root.max_client_batch_size is None:
+                    info_options: HttpOptions = {}
+                    if "priority" in options:
+                        info_options["priority"] = options["priority"]
+                    if "timeout" in options:
+                        info_options["timeout"] = options["timeout"]
+                    info = await self.info(**info_options)
+                    root.max_client_batch_size = max(1, info.max_client_batch_size)
+        return root.max_client_batch_size
 
-    async def _batch_size(self, priority: int, timeout: float | None) -> int:
-        if self.max_client_batch_size is None:
-            if self._batch_lock is None:
-                self._batch_lock = asyncio.Lock()
-            async with self._batch_lock:
-                if self.max_client_batch_size is None:
-                    info = await self.info(priority=priority, timeout=timeout)
-                    self.max_client_batch_size = max(1, info.max_client_batch_size)
-        return self.max_client_batch_size
+    async def _batched(
+        self,
+        operation: str,
+        items: Sequence[Any],
+        whole: dict[str, Any],
+        run_chunk: Callable[[Sequence[Any], int], Awaitable[list[T]]],
+        options: Mapping[str, Any],
+    ) -> tuple[list[T], str]:
+        """Results of ``run_chunk(chunk, offset)`` for every chunk, joined in input order, and
+        the request ID the chunks shared.
+
+        ``whole`` is the body as if sent in one request: preparing it first refuses what would
+        fail only as a chunk is sent (an option, header or deadline, a body that is not JSON such
+        as an input with a lone surrogate) before ``/info`` or any chunk goes out. The first
+        failing chunk fails the call (its error names the chunk) and the others are cancelled.
+        """
+        self._prepare(operation, options, None, whole, None)
+        with request_context(current_request_id() or new_request_id()) as rid:
+            size = await self._batch_size(options) if len(items) > 1 else 1
+            spans = [(start, items[start : start + size]) for start in range(0, len(items), size)]
+
+            def chunk(
+                number: int, start: int, part: Sequence[Any]
+            ) -> Callable[[], Awaitable[list[T]]]:
+                async def run() -> list[T]:
+                    try:
+                        return await run_chunk(part, start)
+                    except AsyncLLMError as exc:
+                        if len(spans) > 1:
+                            exc.message = (
+                                f"chunk {number + 1} of {len(spans)} "
+                                f"(inputs {start}..{start + len(part) - 1}) failed: {exc.message}"
+                            )
+                            exc.args = (exc.message,)
+                        raise
+
+                return run
+
+            results = await fan_out([chunk(n, s, p) for n, (s, p) in enumerate(spans)])
+        return [item for rows in results for item in rows], rid
 
     async def _rows(
         self,
         operation: str,
-        texts: Sequence[str],
-        options: Mapping[str, Any],
+        texts: list[str],
+        params: Mapping[str, Any],
         row: Callable[[Any], T],
-        *,
-        extra_headers: Mapping[str, str] | None,
-        priority: int,
-        timeout: float | None,
-        deadline: float | None,
+        options: Mapping[str, Any],
     ) -> tuple[list[T], str]:
         """``POST /{operation}`` of ``texts`` in batches; one ``row(answer)`` per input, in order."""
-        self._check_batch({"inputs": texts, **options}, extra_headers, deadline)
 
         async def run(chunk: Sequence[str], offset: int) -> list[T]:
             def parse(payload: Any, meta: Meta) -> list[T]:
@@ -245,78 +273,11 @@ class TEI(BaseClient):
                 "POST",
                 f"/{operation}",
                 parse,
-                body={"inputs": list(chunk), **options},
-                priority=priority,
-                timeout=timeout,
-                deadline=deadline,
-                extra_headers=extra_headers,
+                options,
+                body={"inputs": list(chunk), **params},
             )
 
-        return await self._batched(texts, run, priority=priority, timeout=timeout)
-
-    async def _batched(
-        self,
-        items: Sequence[Any],
-        run_chunk: Callable[[Sequence[Any], int], Awaitable[list[T]]],
-        *,
-        priority: int,
-        timeout: float | None,
-    ) -> tuple[list[T], str]:
-        """Results of ``run_chunk(chunk, offset)`` for every chunk, joined in input order, and
-        the request ID the chunks shared. The first failing chunk fails the call (its error is
-        re-raised, naming the chunk) and the other chunks are cancelled."""
-        size = await self._batch_size(priority, timeout) if len(items) > 1 else 1
-        rid = current_request_id() or new_request_id()
-        spans = [(start, items[start : start + size]) for start in range(0, len(items), size)]
-
-        tasks: list[asyncio.Future[list[T]]] = []
-
-        async def one(start: int, chunk: Sequence[Any]) -> list[T]:
-            try:
-                results = await run_chunk(chunk, start)
-            except AsyncLLMError:
-                # Cancel the siblings now, in this step, before one of them takes the slot
-                # this chunk just gave back and sends a request that can no longer matter.
-                for task in tasks:
-                    if task is not asyncio.current_task():
-                        task.cancel()
-                raise
-            if len(results) != len(chunk):
-                raise ResponseValidationError(
-                    f"expected {len(chunk)} results, got {len(results)}",
-                    backend=self.name,
-                    request_id=rid,
-                )
-            return results
-
-        with request_context(rid):  # tasks copy the context: every chunk carries this ID
-            if len(spans) == 1:
-                return await one(*spans[0]), rid
-            tasks.extend(asyncio.ensure_future(one(start, chunk)) for start, chunk in spans)
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        finally:
-            pending = [t for t in tasks if not t.done()]
-            for t in pending:
-                t.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
-        for number, task in enumerate(tasks):
-            exc = None if task.cancelled() else task.exception()
-            if exc is None:
-                continue
-            if isinstance(exc, AsyncLLMError):
-                start, chunk = spans[number]
-                exc.message = (
-                    f"chunk {number + 1} of {len(spans)} (inputs {start}..{start + len(chunk) - 1})"
-                    f" failed: {exc.message}"
-                )
-                exc.args = (exc.message,)
-            raise exc
-        joined: list[T] = []
-        for task in tasks:
-            joined.extend(task.result())
-        return joined, rid
+        return await self._batched(operation, texts, {"inputs": texts, **params}, run, options)
 
     # -- embeddings ------------------------------------------------------------------------------
 
@@ -328,36 +289,23 @@ class TEI(BaseClient):
         truncate: bool = False,
         prompt_name: str | None = None,
         dimensions: int | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[BodyOptions],
     ) -> EmbeddingResponse:
         """Pooled embeddings of ``inputs`` in input order, however many there are (see batching).
 
-        ``truncate=False`` makes an input longer than the model's limit an error instead of
-        silently cut; ``prompt_name`` picks a sentence-transformers prompt (say "query")."""
-        texts = _texts("inputs", inputs)
-        options: dict[str, Any] = {
-            "normalize": _bool("normalize", normalize),
-            "truncate": _bool("truncate", truncate),
-        }
-        if _prompt_name(prompt_name) is not None:
-            options["prompt_name"] = prompt_name
+        ``normalize``: unit-length vectors. ``truncate=False`` makes an input longer than the
+        model's limit an error instead of silently cut. ``prompt_name`` picks a
+        sentence-transformers prompt (say "query"). ``dimensions`` asks for shorter vectors
+        (Matryoshka models)."""
+        texts = check_str_list("inputs", inputs, allow_str=True)
+        params = _with_prompt_name(
+            {"normalize": _flag("normalize", normalize), "truncate": _flag("truncate", truncate)},
+            prompt_name,
+        )
         check_int("dimensions", dimensions, 1)
         if dimensions is not None:
-            options["dimensions"] = dimensions
-
-        vectors, rid = await self._rows(
-            "embed",
-            texts,
-            options,
-            _VECTOR.validate_python,
-            extra_headers=extra_headers,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-        )
+            params["dimensions"] = dimensions
+        vectors, rid = await self._rows("embed", texts, params, _VECTOR.validate_python, options)
         return EmbeddingResponse(vectors=vectors, request_id=rid)
 
     async def embed_sparse(
@@ -366,27 +314,18 @@ class TEI(BaseClient):
         *,
         truncate: bool = False,
         prompt_name: str | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[BodyOptions],
     ) -> TEISparseEmbeddings:
         """Sparse (SPLADE) embeddings, for lexical-style retrieval; needs a model with a
-        sparse head."""
-        texts = _texts("inputs", inputs)
-        options: dict[str, Any] = {"truncate": _bool("truncate", truncate)}
-        if _prompt_name(prompt_name) is not None:
-            options["prompt_name"] = prompt_name
-
+        sparse head. ``truncate`` and ``prompt_name`` as for ``embed``."""
+        texts = check_str_list("inputs", inputs, allow_str=True)
+        params = _with_prompt_name({"truncate": _flag("truncate", truncate)}, prompt_name)
         vectors, rid = await self._rows(
             "embed_sparse",
             texts,
-            options,
+            params,
             lambda row: [TEISparseValue.model_validate(v) for v in row],
-            extra_headers=extra_headers,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
+            options,
         )
         return TEISparseEmbeddings(vectors=vectors, request_id=rid)
 
@@ -396,51 +335,34 @@ class TEI(BaseClient):
         *,
         truncate: bool = False,
         prompt_name: str | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[BodyOptions],
     ) -> TEITokenEmbeddings:
         """Unpooled per-token vectors (for late-interaction retrieval or your own pooling);
-        TEI serves them only when the model was started with ``--pooling none``."""
-        texts = _texts("inputs", inputs)
-        options: dict[str, Any] = {"truncate": _bool("truncate", truncate)}
-        if _prompt_name(prompt_name) is not None:
-            options["prompt_name"] = prompt_name
-
+        TEI serves them only when the model was started with ``--pooling none``. ``truncate``
+        and ``prompt_name`` as for ``embed``."""
+        texts = check_str_list("inputs", inputs, allow_str=True)
+        params = _with_prompt_name({"truncate": _flag("truncate", truncate)}, prompt_name)
         vectors, rid = await self._rows(
-            "embed_all",
-            texts,
-            options,
-            _TOKEN_VECTORS.validate_python,
-            extra_headers=extra_headers,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
+            "embed_all", texts, params, _TOKEN_VECTORS.validate_python, options
         )
         return TEITokenEmbeddings(vectors=vectors, request_id=rid)
 
     async def openai_embed(
-        self,
-        inputs: str | Sequence[str],
-        *,
-        model: str | None = None,
-        dimensions: int | None = None,
-        user: str | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, inputs: str | Sequence[str], **options: Unpack[EmbedOptions]
     ) -> EmbeddingResponse:
         """The same embeddings through TEI's OpenAI-compatible ``/v1/embeddings`` (one request,
-        not split: use ``embed`` for large batches)."""
-        texts = _texts("inputs", inputs)
+        not split: use ``embed`` for large batches). ``model`` (the client's, if it was made
+        with one) and ``user`` are sent only when given; TEI serves one model whatever the name."""
+        texts = check_str_list("inputs", inputs, allow_str=True)
+        dimensions = options.get("dimensions")
         check_int("dimensions", dimensions, 1)
         body: dict[str, Any] = {"input": texts, "encoding_format": "float"}
-        for key, value in (("model", model), ("user", user)):
+        for key, value in (
+            ("model", options.get("model", self.model)),
+            ("user", options.get("user")),
+        ):
             if value is not None:
-                if not isinstance(value, str):
-                    raise ConfigurationError(f"{key} must be a string")
+                check_str(key, value)
                 body[key] = value
         if dimensions is not None:
             body["dimensions"] = dimensions
@@ -460,15 +382,7 @@ class TEI(BaseClient):
             )
 
         return await self._request(
-            "openai_embed",
-            "POST",
-            "/v1/embeddings",
-            parse,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
+            "openai_embed", "POST", "/v1/embeddings", parse, options, body=body, allowed=EMBED_KEYS
         )
 
     # -- rerank and classify ---------------------------------------------------------------------
@@ -481,24 +395,19 @@ class TEI(BaseClient):
         return_text: bool = False,
         raw_scores: bool = False,
         truncate: bool = False,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[BodyOptions],
     ) -> list[TEIRank]:
         """``texts`` ranked by relevance to ``query`` (needs a reranker model), best first;
-        ``index`` points into ``texts``. Long lists are split like ``embed``'s inputs."""
+        ``index`` points into ``texts``. Long lists are split like ``embed``'s inputs.
+        ``return_text`` echoes each text, ``raw_scores`` skips the sigmoid."""
         if not isinstance(query, str) or not query:
             raise ConfigurationError("query must be a non-empty string")
-        if isinstance(texts, str):
-            raise ConfigurationError("texts must be a list of strings, not one string")
-        items = _texts("texts", texts)
-        options = {
-            "return_text": _bool("return_text", return_text),
-            "raw_scores": _bool("raw_scores", raw_scores),
-            "truncate": _bool("truncate", truncate),
+        items = check_str_list("texts", texts)
+        params = {
+            "return_text": _flag("return_text", return_text),
+            "raw_scores": _flag("raw_scores", raw_scores),
+            "truncate": _flag("truncate", truncate),
         }
-        self._check_batch({"query": query, "texts": items, **options}, extra_headers, deadline)
 
         async def run(chunk: Sequence[str], offset: int) -> list[TEIRank]:
             def parse(payload: Any, meta: Meta) -> list[TEIRank]:
@@ -514,14 +423,12 @@ class TEI(BaseClient):
                 "POST",
                 "/rerank",
                 parse,
-                body={"query": query, "texts": list(chunk), **options},
-                priority=priority,
-                timeout=timeout,
-                deadline=deadline,
-                extra_headers=extra_headers,
+                options,
+                body={"query": query, "texts": list(chunk), **params},
             )
 
-        ranks, _ = await self._batched(items, run, priority=priority, timeout=timeout)
+        whole = {"query": query, "texts": items, **params}
+        ranks, _ = await self._batched("rerank", items, whole, run, options)
         return sorted(ranks, key=lambda r: (-r.score, r.index))
 
     async def predict(
@@ -530,24 +437,21 @@ class TEI(BaseClient):
         *,
         raw_scores: bool = False,
         truncate: bool = False,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[BodyOptions],
     ) -> list[list[TEIPrediction]]:
         """Classify texts (a str) or text pairs (a ``(str, str)`` tuple) with a classifier model.
-        One list of labelled scores per input, in input order, best label first."""
+        One list of labelled scores per input, in input order, best label first. Long lists are
+        split like ``embed``'s inputs."""
         if isinstance(inputs, (str, tuple)):
             batch = [_predict_item(inputs)]
         elif isinstance(inputs, Sequence) and inputs:
             batch = [_predict_item(i) for i in inputs]
         else:
             raise ConfigurationError("inputs must be a string, a pair, or a non-empty list")
-        options = {
-            "raw_scores": _bool("raw_scores", raw_scores),
-            "truncate": _bool("truncate", truncate),
+        params = {
+            "raw_scores": _flag("raw_scores", raw_scores),
+            "truncate": _flag("truncate", truncate),
         }
-        self._check_batch({"inputs": batch, **options}, extra_headers, deadline)
 
         async def run(chunk: Sequence[list[str]], offset: int) -> list[list[TEIPrediction]]:
             def parse(payload: Any, meta: Meta) -> list[list[TEIPrediction]]:
@@ -565,14 +469,12 @@ class TEI(BaseClient):
                 "POST",
                 "/predict",
                 parse,
-                body={"inputs": list(chunk), **options},
-                priority=priority,
-                timeout=timeout,
-                deadline=deadline,
-                extra_headers=extra_headers,
+                options,
+                body={"inputs": list(chunk), **params},
             )
 
-        results, _ = await self._batched(batch, run, priority=priority, timeout=timeout)
+        whole = {"inputs": batch, **params}
+        results, _ = await self._batched("predict", batch, whole, run, options)
         return results
 
     # -- service -------------------------------------------------------------------------------
@@ -583,62 +485,33 @@ class TEI(BaseClient):
         *,
         add_special_tokens: bool = True,
         prompt_name: str | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[BodyOptions],
     ) -> list[list[TEIToken]]:
         """How the model's tokenizer splits each input (to count tokens against
-        ``max_input_length`` before embedding)."""
-        texts = _texts("inputs", inputs)
-        body: dict[str, Any] = {
-            "inputs": texts,
-            "add_special_tokens": _bool("add_special_tokens", add_special_tokens),
-        }
-        if _prompt_name(prompt_name) is not None:
-            body["prompt_name"] = prompt_name
+        ``max_input_length`` before embedding); one request, not split."""
+        texts = check_str_list("inputs", inputs, allow_str=True)
+        body = _with_prompt_name(
+            {
+                "inputs": texts,
+                "add_special_tokens": _flag("add_special_tokens", add_special_tokens),
+            },
+            prompt_name,
+        )
 
         def parse(payload: Any, meta: Meta) -> list[list[TEIToken]]:
             rows = _list_of(len(texts), payload)
             return [[TEIToken.model_validate(t) for t in row] for row in rows]
 
-        return await self._request(
-            "tokenize",
-            "POST",
-            "/tokenize",
-            parse,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-        )
+        return await self._request("tokenize", "POST", "/tokenize", parse, options, body=body)
 
-    async def info(
-        self,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> TEIInfo:
+    async def info(self, **options: Unpack[HttpOptions]) -> TEIInfo:
         """The served model (and its type: embedding, classifier or reranker) and the limits."""
         return await self._request(
-            "info",
-            "GET",
-            "/info",
-            lambda payload, meta: TEIInfo.model_validate(payload),
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
+            "info", "GET", "/info", lambda payload, meta: TEIInfo.model_validate(payload), options
         )
 
-    async def health(
-        self,
-        *,
-        priority: int = Priority.HIGH,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> bool:
+    async def health(self, **options: Unpack[HttpOptions]) -> bool:
         """True when the model can serve, False when the server says it cannot (503); never
-        retried. Connection and auth failures still raise."""
-        return await self._probe(
-            "health", "/health", priority=priority, timeout=timeout, deadline=deadline
-        )
+        retried. Connection and auth failures still raise. Runs at ``Priority.HIGH`` unless
+        given another ``priority``."""
+        return await self._probe("health", "/health", {"priority": Priority.HIGH, **options})

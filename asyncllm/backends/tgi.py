@@ -13,22 +13,22 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypedDict, Unpack
 
 from .._engine._dispatcher import Priority
-from .._exceptions import (
-    APIError,
-    APIStatusError,
-    ConfigurationError,
-    UnprocessableEntityError,
-    status_error,
-)
-from .._http._backend import Meta, check_int, check_number, merge_extra
+from .._exceptions import ConfigurationError
+from .._http._backend import ErrorInfo, Meta
 from .._http._transport import Response
+from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
+from .._validate import check_bool, check_int, check_number, check_stop, check_str
 from .._wire.openai import OpenAICompatible
 from ..streaming import Stream
 
 __all__ = [
     "TGI",
+    "GenerateOptions",
+    "GenerateParams",
+    "StreamGenerateOptions",
     "TGIBestOfSequence",
     "TGIDetails",
     "TGIGeneration",
@@ -48,7 +48,6 @@ ERROR_TYPE_STATUS: dict[str, int] = {
     "incomplete_generation": 500,
     "healthcheck": 503,
 }
-# Set while health() runs (attempts run in the caller's task): its failures are not retried.
 MAX_STOP_SEQUENCES = 4  # GenerateParameters.stop.maxItems
 GRAMMAR_TYPES = ("json", "regex", "json_schema")
 
@@ -173,11 +172,6 @@ class _WireStreamToken(BaseModel):
     details: TGIStreamDetails | None = None
 
 
-def _check_bool(name: str, value: Any) -> None:
-    if value is not None and not isinstance(value, bool):
-        raise ConfigurationError(f"{name} must be a bool")
-
-
 def _check_int_below(name: str, value: Any, low: int, bits: int) -> None:
     """An int the router reads into a Rust integer of ``bits`` bits (u32, i32, u64): a larger
     one would fail its JSON parser."""
@@ -211,40 +205,108 @@ def _grammar(value: Any) -> dict[str, Any] | None:
 
 
 def _stop_list(stop: Any) -> list[str] | None:
-    if stop is None:
-        return None
-    stops = [stop] if isinstance(stop, str) else stop
-    if not isinstance(stops, (list, tuple)) or not all(isinstance(s, str) for s in stops):
-        raise ConfigurationError("stop must be a string or a list of strings")
-    if len(stops) > MAX_STOP_SEQUENCES:
+    stops = check_stop(stop)
+    if isinstance(stops, str):
+        stops = [stops]
+    if stops is not None and len(stops) > MAX_STOP_SEQUENCES:
         raise ConfigurationError(f"TGI takes at most {MAX_STOP_SEQUENCES} stop sequences")
-    return list(stops)
+    return stops
 
 
-def retype_error(error: APIError) -> APIError:
-    """Let TGI's ``error_type`` decide the class where the status alone would not."""
-    etype = (error.error_type or "").lower()
-    if etype == "validation" and not isinstance(error, UnprocessableEntityError):
-        typed = UnprocessableEntityError(
-            error.message,
-            backend=error.backend,
-            request_id=error.request_id,
-            status_code=error.status_code,
-            body=error.body,
-            server_request_id=error.server_request_id,
-            code=error.code,
-            error_type=error.error_type,
-            retry_after=error.retry_after,
-        )
-        typed.should_retry = error.should_retry
-        return typed
-    if etype == "overloaded" and error.should_retry is None:
-        error.should_retry = True
-    return error
+class GenerateParams(TypedDict, total=False):
+    """The parameters of ``/generate`` and ``/generate_stream`` (TGI's ``GenerateParameters``),
+    shared by ``generate`` and ``stream_generate``. Each is checked against TGI's published
+    bounds before anything is sent, and sent only when given.
+
+    ``max_new_tokens``: tokens to generate at most. ``temperature``, ``top_p`` (0 < p <= 1),
+    ``top_k``, ``typical_p`` (0 < p <= 1): sampling; ``do_sample`` turns sampling on.
+    ``repetition_penalty`` (> 0) and ``frequency_penalty`` (> -2): penalties. ``stop``: up to 4
+    stop sequences (one string is a list of one). ``seed``: for sampling. ``truncate``: keep only
+    the last this many input tokens. ``return_full_text``: prepend the prompt to the text.
+    ``details``: the finish reason, tokens and logprobs; ``decoder_input_details`` adds the
+    prompt's tokens, ``top_n_tokens`` the likeliest alternatives of each token. ``watermark``:
+    watermark the output. ``grammar``: a GrammarType dict (``{"type": "json" | "regex" |
+    "json_schema", "value": ...}``) or a pydantic model class (a JSON grammar) constraining the
+    output. ``adapter_id``: the LoRA adapter to use. ``extra_parameters``: merged last into the
+    ``parameters`` object (one level; ``extra_body`` merges into the top of the body instead).
+    """
+
+    max_new_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
+    typical_p: float | None
+    repetition_penalty: float | None
+    frequency_penalty: float | None
+    stop: str | Sequence[str] | None
+    seed: int | None
+    do_sample: bool | None
+    truncate: int | None
+    return_full_text: bool | None
+    details: bool | None
+    decoder_input_details: bool | None
+    top_n_tokens: int | None
+    watermark: bool | None
+    grammar: Any
+    adapter_id: str | None
+    extra_parameters: Mapping[str, Any] | None
+
+
+class StreamGenerateOptions(GenerateParams, BodyOptions, total=False):
+    """``stream_generate``'s keyword arguments: the generation parameters and the call options."""
+
+
+class GenerateOptions(StreamGenerateOptions, total=False):
+    """``generate``'s keyword arguments: those of ``stream_generate`` plus ``best_of`` (generate
+    this many sequences and return the likeliest; TGI refuses it on a stream)."""
+
+    best_of: int | None
+
+
+GENERATE_KEYS = keys_of(GenerateOptions)
+STREAM_GENERATE_KEYS = keys_of(StreamGenerateOptions)
+_FLAGS = ("do_sample", "return_full_text", "details", "decoder_input_details", "watermark")
+# GenerateOptions' parameters in the order they are sent.
+_PARAMS = (*GenerateParams.__annotations__, "best_of")
+
+
+def _generate_body(inputs: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The body of ``/generate`` and ``/generate_stream``, every parameter checked."""
+    if not isinstance(inputs, str) or not inputs:
+        raise ConfigurationError("inputs must be a non-empty string")
+    p = {key: params.get(key) for key in _PARAMS}
+    extra_parameters = p.pop("extra_parameters")
+    _check_int_below("max_new_tokens", p["max_new_tokens"], 0, 32)
+    _check_positive("temperature", p["temperature"])
+    _check_positive("top_p", p["top_p"], 1)
+    _check_int_below("top_k", p["top_k"], 1, 31)
+    _check_positive("typical_p", p["typical_p"], 1)
+    _check_positive("repetition_penalty", p["repetition_penalty"])
+    check_number("frequency_penalty", p["frequency_penalty"])
+    if p["frequency_penalty"] is not None and p["frequency_penalty"] <= -2:
+        raise ConfigurationError("frequency_penalty must be > -2")
+    _check_int_below("seed", p["seed"], 1, 64)  # exclusiveMinimum: 0
+    _check_int_below("truncate", p["truncate"], 0, 64)
+    _check_int_below("top_n_tokens", p["top_n_tokens"], 1, 32)
+    _check_int_below("best_of", p["best_of"], 1, 64)
+    for flag in _FLAGS:
+        check_bool(flag, p[flag])
+    check_str("adapter_id", p["adapter_id"])
+    p["stop"] = _stop_list(p["stop"])
+    p["grammar"] = _grammar(p["grammar"])
+    wire = {k: v for k, v in p.items() if v is not None}
+    if extra_parameters:
+        if not isinstance(extra_parameters, Mapping):
+            raise ConfigurationError("extra_parameters must be a mapping")
+        wire.update(extra_parameters)
+    body: dict[str, Any] = {"inputs": inputs}
+    if wire:
+        body["parameters"] = wire
+    return body
 
 
 class TGI(OpenAICompatible):
-    """``TGI(base_url=None, api_key=None)``: base from ``TGI_BASE_URL`` (required: TGI is
+    """``TGI(base_url=..., api_key=...)``: base from ``TGI_BASE_URL`` (required: TGI is
     self-hosted or an Inference Endpoint), Bearer token from ``HF_TOKEN`` or ``HF_API_TOKEN``.
 
     Chat and stream_chat are OpenAI-shaped. TGI serves one model and ignores the name, so
@@ -258,39 +320,30 @@ class TGI(OpenAICompatible):
     chat_path: ClassVar[str] = "/v1/chat/completions"
     models_path: ClassVar[str] = "/v1/models"
 
-    def __init__(self, base_url: str | None = None, api_key: Any = None, **kwargs: Any) -> None:
-        kwargs.setdefault("model", "tgi")
-        super().__init__(api_key=api_key, base_url=base_url, **kwargs)
+    def __init__(self, **options: Unpack[ClientOptions]) -> None:
+        options.setdefault("model", "tgi")
+        super().__init__(**options)
 
     # -- errors ----------------------------------------------------------------------------------
 
-    async def _status_error(self, response: Response, request_id: str) -> APIStatusError:
-        error = retype_error(await super()._status_error(response, request_id))
-        assert isinstance(error, APIStatusError)
-        return error
-
-    def _stream_error(self, payload: Mapping[str, Any], request_id: str) -> APIError:
-        message, etype, code = self._error_details(payload)
-        status = ERROR_TYPE_STATUS.get((etype or "").lower())
-        error: APIError
-        if status is None:
-            error = super()._stream_error(payload, request_id)
-        else:
-            error = status_error(
-                status,
-                message or "error in stream",
-                backend=self.name,
-                request_id=request_id,
-                body=str(payload),
-                code=code,
-                error_type=etype,
-            )
-        return retype_error(error)
+    def _error_info(self, payload: Any) -> ErrorInfo:
+        """TGI's ``{"error", "error_type"}``: ``validation`` is an UnprocessableEntityError
+        whatever the status, ``overloaded`` is retried unless the server says otherwise, and an
+        error event in a 200 stream takes the status its ``error_type`` stands for."""
+        info = super()._error_info(payload)
+        etype = (info.type or "").lower()
+        return info._replace(
+            status=info.status if info.status is not None else ERROR_TYPE_STATUS.get(etype),
+            kind=422 if etype == "validation" else info.kind,
+            should_retry=(
+                True if etype == "overloaded" and info.should_retry is None else info.should_retry
+            ),
+        )
 
     # -- chat: TGI's ChatRequest differs from OpenAI's in two fields ------------------------------
 
-    def _chat_body(self, messages: Any, **kwargs: Any) -> dict[str, Any]:
-        body = super()._chat_body(messages, **kwargs)
+    def _chat_body(self, messages: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
+        body = super()._chat_body(messages, params, stream)
         if isinstance(body.get("stop"), str):
             body["stop"] = [body["stop"]]
         fmt = body.get("response_format")
@@ -301,107 +354,12 @@ class TGI(OpenAICompatible):
 
     # -- the native API ---------------------------------------------------------------------------
 
-    def _generate_body(
-        self,
-        inputs: str,
-        parameters: Mapping[str, Any],
-        extra_parameters: Mapping[str, Any] | None,
-    ) -> dict[str, Any]:
-        if not isinstance(inputs, str) or not inputs:
-            raise ConfigurationError("inputs must be a non-empty string")
-        p = dict(parameters)
-        _check_int_below("max_new_tokens", p["max_new_tokens"], 0, 32)
-        _check_positive("temperature", p["temperature"])
-        _check_positive("top_p", p["top_p"], 1)
-        _check_int_below("top_k", p["top_k"], 1, 31)
-        _check_positive("typical_p", p["typical_p"], 1)
-        _check_positive("repetition_penalty", p["repetition_penalty"])
-        check_number("frequency_penalty", p["frequency_penalty"])
-        if p["frequency_penalty"] is not None and p["frequency_penalty"] <= -2:
-            raise ConfigurationError("frequency_penalty must be > -2")
-        _check_int_below("seed", p["seed"], 1, 64)  # exclusiveMinimum: 0
-        _check_int_below("truncate", p["truncate"], 0, 64)
-        _check_int_below("top_n_tokens", p["top_n_tokens"], 1, 32)
-        _check_int_below("best_of", p["best_of"], 1, 64)
-        for flag in (
-            "do_sample",
-            "return_full_text",
-            "details",
-            "decoder_input_details",
-            "watermark",
-        ):
-            _check_bool(flag, p[flag])
-        if p["adapter_id"] is not None and not isinstance(p["adapter_id"], str):
-            raise ConfigurationError("adapter_id must be a string")
-        p["stop"] = _stop_list(p["stop"])
-        p["grammar"] = _grammar(p["grammar"])
-        wire = {k: v for k, v in p.items() if v is not None}
-        merge_extra(wire, extra_parameters)
-        body: dict[str, Any] = {"inputs": inputs}
-        if wire:
-            body["parameters"] = wire
-        return body
-
-    async def generate(
-        self,
-        inputs: str,
-        *,
-        max_new_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        top_k: int | None = None,
-        typical_p: float | None = None,
-        repetition_penalty: float | None = None,
-        frequency_penalty: float | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        do_sample: bool | None = None,
-        truncate: int | None = None,
-        return_full_text: bool | None = None,
-        details: bool | None = None,
-        decoder_input_details: bool | None = None,
-        top_n_tokens: int | None = None,
-        watermark: bool | None = None,
-        grammar: Any = None,
-        best_of: int | None = None,
-        adapter_id: str | None = None,
-        extra_parameters: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> TGIGeneration:
+    async def generate(self, inputs: str, **options: Unpack[GenerateOptions]) -> TGIGeneration:
         """Raw text completion of a prompt you templated yourself (no chat template applied).
 
-        Use ``details=True`` for the finish reason, tokens and logprobs; ``grammar`` (a
-        GrammarType dict or a pydantic model class) constrains the output. Parameters are
-        checked against TGI's published bounds before anything is sent.
+        Use ``details=True`` for the finish reason, tokens and logprobs; ``grammar`` constrains
+        the output. The parameters are those of ``GenerateParams``, plus ``best_of``.
         """
-        body = self._generate_body(
-            inputs,
-            {
-                "max_new_tokens": max_new_tokens,
-                "temperature": temperature,
-                "top_p": top_p,
-                "top_k": top_k,
-                "typical_p": typical_p,
-                "repetition_penalty": repetition_penalty,
-                "frequency_penalty": frequency_penalty,
-                "stop": stop,
-                "seed": seed,
-                "do_sample": do_sample,
-                "truncate": truncate,
-                "return_full_text": return_full_text,
-                "details": details,
-                "decoder_input_details": decoder_input_details,
-                "top_n_tokens": top_n_tokens,
-                "watermark": watermark,
-                "grammar": grammar,
-                "best_of": best_of,
-                "adapter_id": adapter_id,
-            },
-            extra_parameters,
-        )
 
         def parse(payload: Any, meta: Meta) -> TGIGeneration:
             wire = _WireGeneration.model_validate(payload)
@@ -418,78 +376,25 @@ class TGI(OpenAICompatible):
             "POST",
             "/generate",
             parse,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
+            options,
+            body=_generate_body(inputs, options),
+            allowed=GENERATE_KEYS,
         )
 
     def stream_generate(
-        self,
-        inputs: str,
-        *,
-        max_new_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        top_k: int | None = None,
-        typical_p: float | None = None,
-        repetition_penalty: float | None = None,
-        frequency_penalty: float | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        do_sample: bool | None = None,
-        truncate: int | None = None,
-        return_full_text: bool | None = None,
-        details: bool | None = None,
-        decoder_input_details: bool | None = None,
-        top_n_tokens: int | None = None,
-        watermark: bool | None = None,
-        grammar: Any = None,
-        adapter_id: str | None = None,
-        extra_parameters: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, inputs: str, **options: Unpack[StreamGenerateOptions]
     ) -> Stream[TGIStreamToken]:
-        """``generate`` token by token (SSE). Retried only until the first token arrives; an
-        error event after that raises the typed error for its ``error_type``."""
-        body = self._generate_body(
-            inputs,
-            {
-                "max_new_tokens": max_new_tokens,
-                "temperature": temperature,
-                "top_p": top_p,
-                "top_k": top_k,
-                "typical_p": typical_p,
-                "repetition_penalty": repetition_penalty,
-                "frequency_penalty": frequency_penalty,
-                "stop": stop,
-                "seed": seed,
-                "do_sample": do_sample,
-                "truncate": truncate,
-                "return_full_text": return_full_text,
-                "details": details,
-                "decoder_input_details": decoder_input_details,
-                "top_n_tokens": top_n_tokens,
-                "watermark": watermark,
-                "grammar": grammar,
-                "best_of": None,
-                "adapter_id": adapter_id,
-            },
-            extra_parameters,
-        )
+        """``generate`` token by token (SSE), with the same parameters but ``best_of``. Retried
+        only until the first token arrives; an error event after that raises the typed error
+        for its ``error_type``."""
         return self._stream(
             "stream_generate",
             "POST",
             "/generate_stream",
             self._decode_generate_stream,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
+            options,
+            body=_generate_body(inputs, options),
+            allowed=STREAM_GENERATE_KEYS,
         )
 
     async def _decode_generate_stream(
@@ -500,7 +405,7 @@ class TGI(OpenAICompatible):
                 return
             payload = event.json()
             if isinstance(payload, Mapping) and "error" in payload:
-                raise self._stream_error(payload, meta.request_id)
+                raise self._stream_error(payload, meta)
             yield self._parse(self._stream_token, payload, meta)
 
     @staticmethod
@@ -508,45 +413,19 @@ class TGI(OpenAICompatible):
         wire = _WireStreamToken.model_validate(payload)
         return TGIStreamToken(**wire.model_dump(), request_id=meta.request_id, raw=payload)
 
-    async def info(
-        self,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> TGIInfo:
+    async def info(self, **options: Unpack[HttpOptions]) -> TGIInfo:
         """The served model and the router's limits (max input/total tokens, stop sequences...)."""
         return await self._request(
-            "info",
-            "GET",
-            "/info",
-            lambda payload, meta: TGIInfo.model_validate(payload),
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
+            "info", "GET", "/info", lambda payload, meta: TGIInfo.model_validate(payload), options
         )
 
-    async def health(
-        self,
-        *,
-        priority: int = Priority.HIGH,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> bool:
+    async def health(self, **options: Unpack[HttpOptions]) -> bool:
         """True when the model can serve, False when the server says it cannot (503); never
-        retried. Connection and auth failures still raise."""
-        return await self._probe(
-            "health", "/health", priority=priority, timeout=timeout, deadline=deadline
-        )
+        retried. Connection and auth failures still raise. Runs at ``Priority.HIGH`` unless
+        given another ``priority``."""
+        return await self._probe("health", "/health", {"priority": Priority.HIGH, **options})
 
-    async def tokenize(
-        self,
-        inputs: str,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> list[TGITokenSpan]:
+    async def tokenize(self, inputs: str, **options: Unpack[BodyOptions]) -> list[TGITokenSpan]:
         """How the served model's tokenizer splits ``inputs`` (404 if it has no fast tokenizer)."""
         if not isinstance(inputs, str) or not inputs:
             raise ConfigurationError("inputs must be a non-empty string")
@@ -557,12 +436,5 @@ class TGI(OpenAICompatible):
             return [TGITokenSpan.model_validate(t) for t in payload]
 
         return await self._request(
-            "tokenize",
-            "POST",
-            "/tokenize",
-            parse,
-            body={"inputs": inputs},
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
+            "tokenize", "POST", "/tokenize", parse, options, body={"inputs": inputs}
         )
