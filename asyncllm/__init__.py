@@ -49,6 +49,7 @@ from ._models import (
     Usage,
     tool_result,
 )
+from ._options import BodyOptions, CallOptions, ClientOptions, EngineClientOptions, HttpOptions
 from .streaming import Stream
 
 if TYPE_CHECKING:
@@ -101,20 +102,25 @@ __all__ = [
     "AuthenticationError",
     "BackendStats",
     "BadRequestError",
+    "BodyOptions",
     "BreakerConfig",
     "BreakerState",
+    "CallOptions",
     "ChatChunk",
     "ChatResponse",
     "CircuitOpenError",
     "Claude",
     "ClientClosedError",
+    "ClientOptions",
     "ConfigurationError",
     "ConflictError",
     "ContentBlockedError",
     "Dispatcher",
     "EmbeddingResponse",
+    "EngineClientOptions",
     "Gemini",
     "Groq",
+    "HttpOptions",
     "InternalServerError",
     "LimitsConfig",
     "Message",
