@@ -442,11 +442,139 @@ async def test_close_fails_callers_waiting_for_a_batch(server: FakeServer) -> No
 
 
 async def test_batch_attempt_timeout_keeps_its_details(server: FakeServer) -> None:
-    client = make(server, batch_size=2, batch_wait=0.001, max_retries=0, retry=None)
+    # The client's timeout: a per-call one other than the client's would send the call alone.
+    client = make(server, batch_size=2, batch_wait=0.001, max_retries=0, retry=None, timeout=0.05)
     server.hang_next()
     try:
         with pytest.raises(asyncllm.APITimeoutError) as info:
-            await client.infer("resnet-50", "slow", timeout=0.05)
+            await client.infer("resnet-50", "slow")
     finally:
         await client.aclose()
     assert info.value.request_id == server.request_ids[-1]  # the batch's own error, not a new one
+    assert server.requests[-1].path.endswith("/batch_infer")
+
+
+# -- call options -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"extra_headers": {"X-Tenant": "t1"}},
+        {"extra_query": {"trace": "1"}},
+        {"extra_body": {"parameters": {"t": 9}}},
+        {"timeout": 5},
+        {"max_retries": 0},
+    ],
+)
+async def test_call_with_its_own_http_options_is_sent_alone(
+    server: FakeServer, options: dict[str, Any]
+) -> None:
+    client = make(server, batch_size=3, batch_wait=30)
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                client.infer("resnet-50", "alone", **options),
+                client.infer("resnet-50", 1),
+                client.infer("resnet-50", 2),
+                client.infer("resnet-50", 3),
+            ),
+            2,
+        )
+    finally:
+        await client.aclose()
+    assert [r.output for r in results] == [output_for("resnet-50", v) for v in ("alone", 1, 2, 3)]
+    alone = [r for r in server.requests if r.path.endswith("/infer")]
+    assert len(alone) == 1 and alone[0].json["input"] == "alone"
+    assert batch_requests(server) == [{"inputs": [1, 2, 3], "parameters": {}}]
+    if "extra_headers" in options:
+        assert alone[0].headers["X-Tenant"] == "t1"
+    if "extra_query" in options:
+        assert alone[0].query == {"trace": "1"}
+    if "extra_body" in options:
+        assert alone[0].json["parameters"] == {"t": 9}
+
+
+async def test_client_settings_and_call_options_still_batch(server: FakeServer) -> None:
+    client = make(server, batch_size=4, batch_wait=30, timeout=20, max_retries=2)
+    urgent = client.with_options(priority=asyncllm.Priority.HIGH, deadline=10)
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                client.infer("resnet-50", 1, timeout=20),  # the client's own timeout
+                client.infer("resnet-50", 2, max_retries=2),  # and retries
+                urgent.infer("resnet-50", 3),  # a with_options client shares the batch
+                client.infer("resnet-50", 4, deadline=5, priority=asyncllm.Priority.LOW),
+            ),
+            2,
+        )
+        record = client.dispatcher.tracker.get(results[0].request_id)
+    finally:
+        await urgent.aclose()  # does nothing: the batches are its client's
+        await client.aclose()
+    assert batch_requests(server) == [{"inputs": [1, 2, 3, 4], "parameters": {}}]
+    assert record is not None and record.priority == asyncllm.Priority.HIGH
+
+
+async def test_with_options_close_leaves_waiting_calls_alone(server: FakeServer) -> None:
+    client = make(server, batch_size=2, batch_wait=30)
+    try:
+        first = asyncio.ensure_future(client.infer("resnet-50", 1))
+        await asyncio.sleep(0)
+        await client.with_options(timeout=5).aclose()
+        second = await client.infer("resnet-50", 2)
+        assert (await first).output == output_for("resnet-50", 1)
+        assert second.output == output_for("resnet-50", 2)
+    finally:
+        await client.aclose()
+
+
+async def test_misspelt_option_is_type_error_before_sending(server: FakeServer) -> None:
+    client = make(server)
+    try:
+        with pytest.raises(TypeError, match="extra_bdy"):
+            await client.infer("resnet-50", 1, extra_bdy={})  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="timeuot"):
+            await client.infer("resnet-50", 1, batch=False, timeuot=1)  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="priorty"):
+            await client.infer_many("resnet-50", [], priorty=0)  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="extra_body"):
+            await client.models(extra_body={})  # type: ignore[call-arg]
+    finally:
+        await client.aclose()
+    with pytest.raises(TypeError):
+        LLVM("http://localhost:8090")  # type: ignore[call-arg, arg-type]
+    assert server.request_count == 0
+
+
+async def test_routes_take_call_options(client: LLVM, server: FakeServer) -> None:
+    await client.status(extra_headers={"X-Tenant": "t1"}, extra_query={"verbose": "1"})
+    assert server.requests[-1].headers["X-Tenant"] == "t1"
+    assert server.requests[-1].query == {"verbose": "1"}
+    await client.batch_infer("resnet-50", [1], extra_body={"parameters": {"k": 2}}, timeout=5)
+    assert server.requests[-1].json == {"inputs": [1], "parameters": {"k": 2}}
+
+
+async def test_infer_many_first_error_cancels_the_rest(server: FakeServer) -> None:
+    started: list[Any] = []
+
+    async def fail_or_hang(request: web.Request) -> web.StreamResponse:
+        inputs = (await request.json())["inputs"]
+        started.append(inputs)
+        if 0 in inputs:
+            await asyncio.sleep(0.05)
+            return web.json_response({"error": "bad input"}, status=400)
+        await asyncio.sleep(30)
+        raise AssertionError("not cancelled")
+
+    server.overrides[BATCH_PATH] = fail_or_hang
+    client = make(server, batch_size=2, max_retries=0, retry=None)
+    try:
+        began = time.perf_counter()
+        with pytest.raises(asyncllm.BadRequestError, match="bad input"):
+            await client.infer_many("resnet-50", [0, 1, 2, 3, 4, 5])
+        assert time.perf_counter() - began < 2
+        assert client.dispatcher.stats()[client.name].in_flight == 0
+    finally:
+        await client.aclose()
+    assert len(started) == 3

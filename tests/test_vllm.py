@@ -320,3 +320,53 @@ async def test_embeddings_and_models_still_openai(client: VLLM) -> None:
     e = await client.embed(["a", "b"], model="fake-embed")
     assert len(e.vectors) == 2
     assert [m.id for m in await client.models()] == ["fake-chat", "fake-embed"]
+
+
+# -- call options -----------------------------------------------------------------------------------
+
+
+async def test_misspelt_option_is_type_error_before_sending(
+    client: VLLM, server: FakeServer
+) -> None:
+    with pytest.raises(TypeError, match="top_kk"):
+        await client.chat(USER, model="fake-chat", top_kk=4)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="guided_jsn"):
+        client.stream_chat(USER, model="fake-chat", guided_jsn={})  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="echoo"):
+        await client.completions("x", model="fake-chat", echoo=True)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="extra_bdy"):
+        await client.tokenize("x", extra_bdy={})  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        VLLM("http://localhost:8000/v1")  # type: ignore[call-arg]
+    assert server.request_count == 0
+
+
+async def test_root_routes_take_call_options(client: VLLM, server: FakeServer) -> None:
+    await client.tokenize(
+        "a b",
+        extra_headers={"X-Tenant": "t1"},
+        extra_query={"trace": "1"},
+        extra_body={"add_special_tokens": False},
+        timeout=5,
+        max_retries=0,
+    )
+    sent = server.requests[-1]
+    assert sent.headers["X-Tenant"] == "t1" and sent.query == {"trace": "1"}
+    assert sent.json == {"prompt": "a b", "add_special_tokens": False}
+    await client.score("a", ["a"], extra_body={"truncate_prompt_tokens": 8})
+    assert server.requests[-1].json["truncate_prompt_tokens"] == 8
+    assert await client.health(extra_headers={"X-Probe": "1"}) is True
+    assert server.requests[-1].headers["X-Probe"] == "1"
+    assert await client.version(extra_query={"v": "2"}) == "0.0.0-fake"
+    assert server.requests[-1].query == {"v": "2"}
+
+
+async def test_with_options_client_reaches_the_root_routes(
+    client: VLLM, server: FakeServer
+) -> None:
+    fast = client.with_options(timeout=5, priority=asyncllm.Priority.HIGH)
+    tokens = (await fast.tokenize("the cat")).tokens
+    assert await fast.detokenize(tokens) == "the cat"
+    assert server.requests[-1].path == "/detokenize"
+    r = await fast.chat(USER, model="fake-chat", guided_regex="a+")
+    assert r.text and server.requests[-1].json["guided_regex"] == "a+"

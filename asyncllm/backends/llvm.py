@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import Unpack
 
 from .._engine._context import new_request_id, request_context
-from .._engine._dispatcher import Priority
+from .._engine._fanout import fan_out
 from .._exceptions import (
     APITimeoutError,
     AsyncLLMError,
@@ -21,20 +22,16 @@ from .._exceptions import (
     ResponseValidationError,
 )
 from .._http import _json
-from .._http._backend import (
-    BaseClient,
-    Meta,
-    _timeout_value,
-    check_int,
-    check_model,
-    check_number,
-    path_segment,
-)
+from .._http._backend import HttpBackend, Meta
 from .._models import ModelInfo
+from .._options import BODY_KEYS, BodyOptions, ClientOptions, HttpOptions, check_keys
+from .._validate import check_int, check_model, check_number, path_segment
 
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_BATCH_WAIT = 0.010
 OPTIMIZATION_TYPES = ("speed", "memory", "balanced")
+# Per-call HTTP options a batch cannot carry for one of its callers: such a call is sent alone.
+UNBATCHABLE = ("extra_headers", "extra_query", "extra_body")
 
 OptimizationType = Literal["speed", "memory", "balanced"]
 
@@ -151,20 +148,18 @@ def _copy_error(exc: BaseException) -> BaseException:
 
 
 class _Waiter:
-    __slots__ = ("deadline", "future", "input", "priority", "timeout")
+    __slots__ = ("deadline", "future", "input", "priority")
 
     def __init__(
         self,
         future: asyncio.Future[InferResult],
         value: Any,
         priority: int,
-        timeout: float | None,
         deadline: float | None,
     ) -> None:
         self.future = future
         self.input = value
         self.priority = priority
-        self.timeout = timeout
         self.deadline = deadline
 
 
@@ -181,16 +176,18 @@ class _Batch:
         self.sent = False
 
 
-class LLVM(BaseClient):
-    """``LLVM(api_key=None, base_url=None, *, batch_size=8, batch_wait=0.010)``: base from
+class LLVM(HttpBackend):
+    """``LLVM(base_url=..., api_key=..., batch_size=8, batch_wait=0.010)``: base from
     ``LLVM_API_URL`` (default ``http://localhost:8090``), optional Bearer key from ``LLVM_API_KEY``.
 
     Micro-batching: concurrent ``infer`` calls for one model with equal ``parameters`` are sent
     together as one ``batch_infer`` request once ``batch_size`` of them are waiting, or
     ``batch_wait`` seconds after the first, whichever is sooner. It is on when ``batch_size > 1``
     (``batch_size=1`` turns it off; ``infer(..., batch=False)`` skips it for one call). The batch
-    runs at the best priority of its callers; each caller gets its own result, or the batch's
-    error. Keep ``batch_size`` at or below the server's ``max_batch``.
+    runs at the best priority of its callers, with the client's timeout and retries; each caller
+    gets its own result, or the batch's error. A call with per-call HTTP options the batch
+    cannot share is sent alone (see ``infer``). Keep ``batch_size`` at or below the server's
+    ``max_batch``. Clients from ``with_options`` share their client's batches.
     """
 
     backend: ClassVar[str] = "llvm"
@@ -201,18 +198,16 @@ class LLVM(BaseClient):
 
     def __init__(
         self,
-        api_key: Any = None,
-        base_url: str | None = None,
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         batch_wait: float = DEFAULT_BATCH_WAIT,
-        **kwargs: Any,
+        **options: Unpack[ClientOptions],
     ) -> None:
         if batch_size is None or batch_wait is None:  # the checks below let None through
             raise ConfigurationError("batch_size and batch_wait must be numbers, not None")
         check_int("batch_size", batch_size, 1)
         check_number("batch_wait", batch_wait, 0)
-        super().__init__(api_key=api_key, base_url=base_url, **kwargs)
+        super().__init__(**options)
         self.batch_size = batch_size
         self.batch_wait = float(batch_wait)
         self._open: dict[tuple[str, str], _Batch] = {}
@@ -220,7 +215,15 @@ class LLVM(BaseClient):
 
     @property
     def micro_batching(self) -> bool:
+        """Whether ``infer`` calls may be grouped (``batch_size > 1``)."""
         return self.batch_size > 1
+
+    @property
+    def _owner(self) -> LLVM:
+        """The client that owns the lane and the open batches (self, unless from with_options)."""
+        root = self._root
+        assert isinstance(root, LLVM)
+        return root
 
     @staticmethod
     def _path(model_id: str, suffix: str = "") -> str:
@@ -228,68 +231,39 @@ class LLVM(BaseClient):
 
     # -- model management ----------------------------------------------------------------------
 
-    async def models(
-        self,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> list[LLVMModel]:
+    async def models(self, **options: Unpack[HttpOptions]) -> list[LLVMModel]:
         """The models the server has loaded."""
 
         def parse(payload: Any, meta: Meta) -> list[LLVMModel]:
             return [_model_info(m) for m in _WireModels.model_validate(payload).models]
 
-        return await self._request(
-            "models", "GET", "/models", parse, priority=priority, timeout=timeout, deadline=deadline
-        )
+        return await self._request("models", "GET", "/models", parse, options)
 
-    async def model_info(
-        self,
-        model_id: str,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> LLVMModel:
+    async def model_info(self, model_id: str, **options: Unpack[HttpOptions]) -> LLVMModel:
         """One model's description (status, optimisation, ``max_batch``); NotFoundError if absent."""
         return await self._request(
             "model_info",
             "GET",
             self._path(model_id),
             lambda payload, meta: _model_info(payload),
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
+            options,
         )
 
-    async def statistics(
-        self,
-        model_id: str,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> ModelStatistics:
+    async def statistics(self, model_id: str, **options: Unpack[HttpOptions]) -> ModelStatistics:
         """The server's counters for one model (calls, inferences, batches, errors, latency)."""
         return await self._request(
             "statistics",
             "GET",
             self._path(model_id, "/statistics"),
             lambda payload, meta: ModelStatistics.model_validate(payload),
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
+            options,
         )
 
     async def optimize(
         self,
         model_id: str,
         optimization_type: OptimizationType,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[BodyOptions],
     ) -> OptimizeResult:
         """Re-optimise a model for ``"speed"``, ``"memory"`` or ``"balanced"`` (checked before
         sending: anything else is a ConfigurationError)."""
@@ -302,48 +276,29 @@ class LLVM(BaseClient):
             "POST",
             self._path(model_id, "/optimize"),
             lambda payload, meta: OptimizeResult.model_validate(payload),
+            options,
             body={"optimization_type": optimization_type},
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
         )
 
-    async def reload(
-        self,
-        model_id: str,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> ReloadResult:
+    async def reload(self, model_id: str, **options: Unpack[BodyOptions]) -> ReloadResult:
         """Reload a model from storage (say, after its files changed)."""
         return await self._request(
             "reload",
             "POST",
             self._path(model_id, "/reload"),
             lambda payload, meta: ReloadResult.model_validate(payload),
+            options,
             body={},
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
         )
 
-    async def status(
-        self,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> ServerStatus:
+    async def status(self, **options: Unpack[HttpOptions]) -> ServerStatus:
         """The server's own health: ``status`` is ``"ok"`` or ``"degraded"``."""
         return await self._request(
             "status",
             "GET",
             "/status",
             lambda payload, meta: ServerStatus.model_validate(payload),
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
+            options,
         )
 
     # -- inference ------------------------------------------------------------------------------
@@ -353,10 +308,7 @@ class LLVM(BaseClient):
         model_id: str,
         inputs: Sequence[Any],
         parameters: Mapping[str, Any] | None = None,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[BodyOptions],
     ) -> list[InferResult]:
         """One ``batch_infer`` request: results in input order. A result list of the wrong length
         is a ResponseValidationError; the server's ``max_batch`` limit is a RequestTooLargeError."""
@@ -393,10 +345,8 @@ class LLVM(BaseClient):
             "POST",
             path,
             parse,
+            options,
             body={"inputs": list(inputs), "parameters": params},
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
         )
 
     async def infer(
@@ -406,90 +356,80 @@ class LLVM(BaseClient):
         parameters: Mapping[str, Any] | None = None,
         *,
         batch: bool = True,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[BodyOptions],
     ) -> InferResult:
         """One inference. With micro-batching on (``batch_size > 1``) and ``batch=True`` it may
         travel in a ``batch_infer`` request with concurrent calls; it never waits more than
-        ``batch_wait`` for company. Cancelling the call takes it out of its batch."""
+        ``batch_wait`` for company. Cancelling the call takes it out of its batch.
+
+        A batch is one HTTP request for several callers, so it carries no caller's own HTTP
+        options: a call given ``extra_headers``, ``extra_query`` or ``extra_body``, or a
+        ``timeout`` or ``max_retries`` other than the client's (its own, or from
+        ``with_options``), skips batching and is sent alone as an ``infer`` request with them.
+        ``priority`` and ``deadline`` do not: the batch runs at its callers' best priority, and
+        each caller waits no longer than its own deadline.
+        """
         if not isinstance(batch, bool):
             raise ConfigurationError("batch must be a bool")
         params, key = _parameters(parameters)
         path = self._path(model_id, "/infer")
         body = {"input": input, "parameters": params}
         self._encode(body)  # refuse what cannot be sent as JSON before queueing
-        if not (batch and self.micro_batching):
-
-            def parse(payload: Any, meta: Meta) -> InferResult:
-                wire = _WireInfer.model_validate(payload)
-                return InferResult(
-                    model=wire.model,
-                    output=wire.output,
-                    metrics=wire.metrics,
-                    request_id=meta.request_id,
-                    raw=payload,
+        if batch and self.micro_batching:
+            call = self._call(options, BODY_KEYS, "infer")  # checks options; refuses if closed
+            owner = self._owner
+            alone = any(options.get(name) is not None for name in UNBATCHABLE) or (
+                call.timeout != owner.timeout
+                or (call.max_retries is not None and call.max_retries != owner.retry.max_retries)
+            )
+            if not alone:
+                check_int("priority", call.priority)
+                return await owner._join_batch(
+                    model_id, input, params, key, call.priority, call.deadline
                 )
 
-            return await self._request(
-                "infer",
-                "POST",
-                path,
-                parse,
-                body=body,
-                priority=priority,
-                timeout=timeout,
-                deadline=deadline,
+        def parse(payload: Any, meta: Meta) -> InferResult:
+            wire = _WireInfer.model_validate(payload)
+            return InferResult(
+                model=wire.model,
+                output=wire.output,
+                metrics=wire.metrics,
+                request_id=meta.request_id,
+                raw=payload,
             )
-        return await self._join_batch(model_id, input, params, key, priority, timeout, deadline)
+
+        return await self._request("infer", "POST", path, parse, options, body=body)
 
     async def infer_many(
         self,
         model_id: str,
         inputs: Sequence[Any],
         parameters: Mapping[str, Any] | None = None,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[BodyOptions],
     ) -> list[InferResult]:
         """Many inputs, results in input order: sent as ``batch_infer`` requests of at most
-        ``batch_size`` inputs, concurrently within the backend's limits. The first failure
-        cancels the rest and is raised."""
+        ``batch_size`` inputs, concurrently within the backend's limits and under one request
+        ID. The first failure cancels the rest and is raised; there are no partial results."""
         if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
             raise ConfigurationError("inputs must be a list")
         items = list(inputs)
         # Refuse what one chunk could not send before any chunk is sent.
+        check_keys(options, BODY_KEYS, "infer_many")
         self._path(model_id)
         params, _ = _parameters(parameters)
         self._encode({"inputs": items, "parameters": params})
         if not items:
             return []
         size = self.batch_size
-        chunks = [items[i : i + size] for i in range(0, len(items), size)]
-        tasks = [
-            asyncio.ensure_future(
-                self.batch_infer(
-                    model_id,
-                    chunk,
-                    parameters,
-                    priority=priority,
-                    timeout=timeout,
-                    deadline=deadline,
-                )
-            )
-            for chunk in chunks
-        ]
-        try:
-            parts = await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+
+        def chunk(start: int) -> Callable[[], Awaitable[list[InferResult]]]:
+            part = items[start : start + size]
+            return lambda: self.batch_infer(model_id, part, params, **options)
+
+        parts = await fan_out([chunk(i) for i in range(0, len(items), size)])
         return [result for part in parts for result in part]
 
-    # -- micro-batching ---------------------------------------------------------------------------
+    # -- micro-batching (on the owning client) ------------------------------------------------------
 
     async def _join_batch(
         self,
@@ -498,21 +438,15 @@ class LLVM(BaseClient):
         params: dict[str, Any],
         params_key: str,
         priority: int,
-        timeout: float | None,
         deadline: float | None,
     ) -> InferResult:
-        if not isinstance(priority, int):
-            raise ConfigurationError("priority must be an int or a Priority")
-        deadline = _timeout_value("deadline", deadline)
-        self._call_timeout(timeout)
-        self._get_lane()  # a closed client refuses here
         loop = asyncio.get_running_loop()
         key = (model_id, params_key)
         batch = self._open.get(key)
         if batch is None:
             batch = self._open[key] = _Batch(key, model_id, params)
             batch.timer = loop.call_later(self.batch_wait, self._flush, batch)
-        waiter = _Waiter(loop.create_future(), value, int(priority), timeout, deadline)
+        waiter = _Waiter(loop.create_future(), value, priority, deadline)
         batch.waiters.append(waiter)
         if len(batch.waiters) >= self.batch_size:
             self._flush(batch)
@@ -562,19 +496,15 @@ class LLVM(BaseClient):
 
     async def _run_batch(self, batch: _Batch) -> None:
         waiters = batch.waiters
-        timeouts = [w.timeout for w in waiters if w.timeout is not None]
         deadlines = [w.deadline for w in waiters if w.deadline is not None]
         # The batch may run as long as its most patient caller; each caller keeps its own limit.
-        deadline = max(deadlines) if len(deadlines) == len(waiters) else None
+        options: BodyOptions = {"priority": min(w.priority for w in waiters)}
+        if len(deadlines) == len(waiters):
+            options["deadline"] = max(deadlines)
         try:
             with request_context(new_request_id()):
                 results = await self.batch_infer(
-                    batch.model_id,
-                    [w.input for w in waiters],
-                    batch.parameters,
-                    priority=min(w.priority for w in waiters),
-                    timeout=min(timeouts) if timeouts else None,
-                    deadline=deadline,
+                    batch.model_id, [w.input for w in waiters], batch.parameters, **options
                 )
         except asyncio.CancelledError:
             for w in waiters:
@@ -591,17 +521,20 @@ class LLVM(BaseClient):
 
     async def aclose(self) -> None:
         """Fail calls still waiting for a micro-batch with ClientClosedError, let sent batches
-        finish (up to ``close_timeout``), then close as every client does."""
-        for batch in list(self._open.values()):
-            batch.sent = True
-            if batch.timer is not None:
-                batch.timer.cancel()
-            for w in batch.waiters:
-                if not w.future.done():
-                    w.future.set_exception(
-                        ClientClosedError(
-                            "client closed while the call waited for a batch", backend=self.name
+        finish (up to ``close_timeout``), then close as every client does. Does nothing on a
+        client from ``with_options``."""
+        if self._root is self and not self._closed:
+            for batch in list(self._open.values()):
+                batch.sent = True
+                if batch.timer is not None:
+                    batch.timer.cancel()
+                for w in batch.waiters:
+                    if not w.future.done():
+                        w.future.set_exception(
+                            ClientClosedError(
+                                "client closed while the call waited for a batch",
+                                backend=self.name,
+                            )
                         )
-                    )
-        self._open.clear()
+            self._open.clear()
         await super().aclose()

@@ -10,24 +10,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypedDict, Unpack
 
-from .._engine._dispatcher import Priority
 from .._exceptions import ConfigurationError, ResponseValidationError
 from .._http import _json
-from .._http._backend import (
-    Meta,
-    _check_base_url,
+from .._http._backend import Meta, _check_base_url
+from .._models import ChatChunk, ChatResponse, Usage, normalize_messages
+from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
+from .._validate import (
+    check_bool,
     check_int,
     check_model,
     check_number,
     check_stop,
-    merge_extra,
+    check_str,
+    check_str_list,
 )
-from .._models import ChatChunk, ChatResponse, Usage, normalize_messages
-from .._wire.openai import OpenAICompatible
+from .._wire.openai import ChatOptions, ChatParams, Messages, OpenAICompatible
 from ..streaming import Stream
 
 VLLM_BASE_URL = "http://localhost:8000/v1"
@@ -135,30 +137,65 @@ class _WireVersion(BaseModel):
     version: str
 
 
-def _strings(name: str, value: Any, *, single: bool = True) -> str | list[str]:
-    if single and isinstance(value, str):
-        return value
-    if (
-        isinstance(value, Sequence)
-        and not isinstance(value, (str, bytes))
-        and value
-        and all(isinstance(v, str) for v in value)
-    ):
-        return list(value)
-    kind = "a string or " if single else ""
-    raise ConfigurationError(f"{name} must be {kind}a non-empty list of strings")
+class SamplingParams(TypedDict, total=False):
+    """vLLM's sampling extras, taken by ``chat``, ``stream_chat`` and ``completions`` and sent as
+    top-level body fields (only those given).
+
+    ``guided_json``: a JSON schema (dict or JSON text) or a pydantic model class the output must
+    follow; ``guided_regex``: a regular expression it must match; ``guided_choice``: the strings
+    it must be one of. Give at most one of the three. ``top_k`` (-1 for all), ``min_p`` (0 to 1)
+    and ``repetition_penalty`` (> 0, 1 for none) tune sampling.
+    """
+
+    guided_json: Any
+    guided_regex: str | None
+    guided_choice: Sequence[str] | None
+    top_k: int | None
+    min_p: float | None
+    repetition_penalty: float | None
 
 
-def _sampling_extras(
-    *,
-    guided_json: Any,
-    guided_regex: str | None,
-    guided_choice: Sequence[str] | None,
-    top_k: int | None,
-    min_p: float | None,
-    repetition_penalty: float | None,
-) -> dict[str, Any]:
-    """vLLM's sampling fields, checked, as top-level body fields (only those given)."""
+class VLLMChatParams(ChatParams, SamplingParams, total=False):
+    """The OpenAI chat parameters plus vLLM's sampling extras."""
+
+
+class VLLMChatOptions(VLLMChatParams, BodyOptions, total=False):
+    """A vLLM chat call's keyword arguments: its parameters and the call options."""
+
+
+class CompletionParams(SamplingParams, total=False):
+    """The parameters of ``completions``. ``model`` defaults to the client's; ``n`` completions
+    per prompt; ``echo`` puts the prompt before each completion. Anything else the server takes
+    goes in ``extra_body`` (it has the last word over the fields built here)."""
+
+    model: str | None
+    max_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+    stop: str | Sequence[str] | None
+    seed: int | None
+    n: int | None
+    echo: bool | None
+
+
+class CompletionOptions(CompletionParams, BodyOptions, total=False):
+    """A completions call's keyword arguments: its parameters and the call options."""
+
+
+VLLM_CHAT_KEYS = keys_of(VLLMChatOptions)
+COMPLETION_KEYS = keys_of(CompletionOptions)
+
+
+def _one_or_many(name: str, value: Any) -> str | list[str]:
+    """A string as is (the server takes one or many), or a non-empty list of strings."""
+    return value if isinstance(value, str) else check_str_list(name, value, allow_str=True)
+
+
+def _sampling_extras(params: Mapping[str, Any]) -> dict[str, Any]:
+    """vLLM's sampling fields in ``params``, checked, as top-level body fields (only those given)."""
+    guided_json = params.get("guided_json")
+    guided_regex = params.get("guided_regex")
+    guided_choice = params.get("guided_choice")
     guided = [g for g in (guided_json, guided_regex, guided_choice) if g is not None]
     if len(guided) > 1:
         raise ConfigurationError("give at most one of guided_json, guided_regex, guided_choice")
@@ -183,7 +220,10 @@ def _sampling_extras(
             raise ConfigurationError("guided_regex must be a non-empty string")
         extras["guided_regex"] = guided_regex
     if guided_choice is not None:
-        extras["guided_choice"] = _strings("guided_choice", guided_choice, single=False)
+        extras["guided_choice"] = check_str_list("guided_choice", guided_choice)
+    top_k = params.get("top_k")
+    min_p = params.get("min_p")
+    repetition_penalty = params.get("repetition_penalty")
     check_int("top_k", top_k, -1)
     check_number("min_p", min_p, 0, 1)
     check_number("repetition_penalty", repetition_penalty, 0)
@@ -200,9 +240,14 @@ def _sampling_extras(
 
 
 class VLLM(OpenAICompatible):
-    """``VLLM(api_key=None, base_url=None, *, root_url=None)``: base from ``VLLM_BASE_URL``
-    (default ``http://localhost:8000/v1``), optional key from ``VLLM_API_KEY``. vLLM's own routes
-    go to ``root_url``: by default ``base_url`` without its trailing ``/v1``.
+    """``VLLM(base_url=..., api_key=..., root_url=...)``: base from ``VLLM_BASE_URL`` (default
+    ``http://localhost:8000/v1``), optional key from ``VLLM_API_KEY``. vLLM's own routes go to
+    ``root_url``: by default ``base_url`` without its trailing ``/v1`` (give it when a proxy
+    serves them elsewhere).
+
+    ``chat`` and ``stream_chat`` take vLLM's sampling extras (``SamplingParams``) besides the
+    OpenAI parameters; every call takes the call options (``BodyOptions``, or ``HttpOptions`` on
+    the GET routes).
     """
 
     backend: ClassVar[str] = "vllm"
@@ -210,16 +255,10 @@ class VLLM(OpenAICompatible):
     base_url_env: ClassVar[tuple[str, ...]] = ("VLLM_BASE_URL",)
     api_key_env: ClassVar[tuple[str, ...]] = ("VLLM_API_KEY",)
     completions_path: ClassVar[str] = "/completions"
+    chat_keys: ClassVar[frozenset[str]] = VLLM_CHAT_KEYS
 
-    def __init__(
-        self,
-        api_key: Any = None,
-        base_url: str | None = None,
-        *,
-        root_url: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(api_key=api_key, base_url=base_url, **kwargs)
+    def __init__(self, *, root_url: str | None = None, **options: Unpack[ClientOptions]) -> None:
+        super().__init__(**options)
         if root_url is not None:
             self.root_url = _check_base_url(root_url)
         elif self.base_url.endswith("/v1"):
@@ -227,179 +266,61 @@ class VLLM(OpenAICompatible):
         else:
             self.root_url = self.base_url
 
-    def _root(self, path: str) -> str:
+    def _at_root(self, path: str) -> str:
         return self.root_url + path
 
     # -- OpenAI routes with vLLM's sampling extras --------------------------------------------
 
-    async def chat(
-        self,
-        messages: Sequence[Mapping[str, Any] | BaseModel],
-        *,
-        model: str | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        tools: Sequence[Any] | None = None,
-        tool_choice: Any = None,
-        response_format: Any = None,
-        user: str | None = None,
-        n: int | None = None,
-        guided_json: Any = None,
-        guided_regex: str | None = None,
-        guided_choice: Sequence[str] | None = None,
-        top_k: int | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> ChatResponse:
+    def _chat_body(self, messages: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
+        body = super()._chat_body(messages, params, stream)
+        body.update(_sampling_extras(params))
+        return body
+
+    # chat and stream_chat are OpenAICompatible's (the body comes from _chat_body above, the
+    # allowed keys from chat_keys); they are re-declared only so that type checkers know the
+    # sampling extras.
+
+    async def chat(self, messages: Messages, **options: Unpack[VLLMChatOptions]) -> ChatResponse:
         """A chat completion; ``guided_*`` constrain the output (one at most), ``top_k``,
-        ``min_p`` and ``repetition_penalty`` tune sampling."""
-        extras = _sampling_extras(
-            guided_json=guided_json,
-            guided_regex=guided_regex,
-            guided_choice=guided_choice,
-            top_k=top_k,
-            min_p=min_p,
-            repetition_penalty=repetition_penalty,
-        )
-        return await super().chat(
-            messages,
-            model=model,
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
-            stop=stop,
-            seed=seed,
-            tools=tools,
-            tool_choice=tool_choice,
-            response_format=response_format,
-            user=user,
-            n=n,
-            extra_body=merge_extra(extras, extra_body),  # extra_body wins
-            extra_headers=extra_headers,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-        )
+        ``min_p`` and ``repetition_penalty`` tune sampling (see ``SamplingParams``)."""
+        return await super().chat(messages, **cast(ChatOptions, options))
 
     def stream_chat(
-        self,
-        messages: Sequence[Mapping[str, Any] | BaseModel],
-        *,
-        model: str | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        tools: Sequence[Any] | None = None,
-        tool_choice: Any = None,
-        response_format: Any = None,
-        user: str | None = None,
-        n: int | None = None,
-        guided_json: Any = None,
-        guided_regex: str | None = None,
-        guided_choice: Sequence[str] | None = None,
-        top_k: int | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, messages: Messages, **options: Unpack[VLLMChatOptions]
     ) -> Stream[ChatChunk]:
         """Chunks as they arrive (SSE), with the same sampling extras as ``chat``."""
-        extras = _sampling_extras(
-            guided_json=guided_json,
-            guided_regex=guided_regex,
-            guided_choice=guided_choice,
-            top_k=top_k,
-            min_p=min_p,
-            repetition_penalty=repetition_penalty,
-        )
-        return super().stream_chat(
-            messages,
-            model=model,
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
-            stop=stop,
-            seed=seed,
-            tools=tools,
-            tool_choice=tool_choice,
-            response_format=response_format,
-            user=user,
-            n=n,
-            extra_body=merge_extra(extras, extra_body),  # extra_body wins
-            extra_headers=extra_headers,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-        )
+        return super().stream_chat(messages, **cast(ChatOptions, options))
 
     async def completions(
-        self,
-        prompt: str | Sequence[str],
-        *,
-        model: str | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        n: int | None = None,
-        echo: bool | None = None,
-        guided_json: Any = None,
-        guided_regex: str | None = None,
-        guided_choice: Sequence[str] | None = None,
-        top_k: int | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, prompt: str | Sequence[str], **options: Unpack[CompletionOptions]
     ) -> CompletionResponse:
         """A raw-prompt completion (``/v1/completions``): for base models and prompts you have
-        already formatted with the chat template."""
+        already formatted with the chat template. ``prompt`` may be a list: the choices then
+        come prompt by prompt, ``n`` each."""
+        temperature, top_p = options.get("temperature"), options.get("top_p")
+        max_tokens, seed = options.get("max_tokens"), options.get("seed")
+        n, echo = options.get("n"), options.get("echo")
         check_number("temperature", temperature, 0, 2)
         check_number("top_p", top_p, 0, 1)
         check_int("max_tokens", max_tokens, 1)
         check_int("seed", seed)
         check_int("n", n, 1)
-        if echo is not None and not isinstance(echo, bool):
-            raise ConfigurationError("echo must be a bool")
-        body: dict[str, Any] = {"model": self._model(model), "prompt": _strings("prompt", prompt)}
+        check_bool("echo", echo)
+        body: dict[str, Any] = {
+            "model": self._model(options.get("model")),
+            "prompt": _one_or_many("prompt", prompt),
+        }
         optional = {
             "max_tokens": max_tokens,
             "temperature": temperature,
             "top_p": top_p,
-            "stop": check_stop(stop),
+            "stop": check_stop(options.get("stop")),
             "seed": seed,
             "n": n,
             "echo": echo,
         }
         body.update((k, v) for k, v in optional.items() if v is not None)
-        body.update(
-            _sampling_extras(
-                guided_json=guided_json,
-                guided_regex=guided_regex,
-                guided_choice=guided_choice,
-                top_k=top_k,
-                min_p=min_p,
-                repetition_penalty=repetition_penalty,
-            )
-        )
-        merge_extra(body, extra_body)
+        body.update(_sampling_extras(options))
 
         def parse(payload: Any, meta: Meta) -> CompletionResponse:
             wire = _WireCompletions.model_validate(payload)
@@ -420,11 +341,9 @@ class VLLM(OpenAICompatible):
             "POST",
             self.completions_path,
             parse,
+            options,
             body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
+            allowed=COMPLETION_KEYS,
         )
 
     # -- vLLM's own routes, at the server root -----------------------------------------------------
@@ -433,32 +352,27 @@ class VLLM(OpenAICompatible):
         self,
         prompt: str | None = None,
         *,
-        messages: Sequence[Mapping[str, Any] | BaseModel] | None = None,
+        messages: Messages | None = None,
         model: str | None = None,
         add_special_tokens: bool | None = None,
         add_generation_prompt: bool | None = None,
         return_token_strs: bool | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[BodyOptions],
     ) -> TokenizeResponse:
         """Token ids of a ``prompt`` or of chat ``messages`` (rendered with the server's chat
-        template): to count tokens or check a prompt against ``max_model_len``."""
+        template): to count tokens or check a prompt against ``max_model_len``.
+        ``add_generation_prompt`` applies to ``messages`` only; ``return_token_strs`` asks for
+        the token texts as well."""
         if (prompt is None) == (messages is None):
             raise ConfigurationError("give exactly one of prompt or messages")
-        for name, flag in (
-            ("add_special_tokens", add_special_tokens),
-            ("add_generation_prompt", add_generation_prompt),
-            ("return_token_strs", return_token_strs),
-        ):
-            if flag is not None and not isinstance(flag, bool):
-                raise ConfigurationError(f"{name} must be a bool")
+        check_bool("add_special_tokens", add_special_tokens)
+        check_bool("add_generation_prompt", add_generation_prompt)
+        check_bool("return_token_strs", return_token_strs)
         body: dict[str, Any] = {}
         if model is not None:
             body["model"] = check_model(model)
         if prompt is not None:
-            if not isinstance(prompt, str):
-                raise ConfigurationError("prompt must be a string")
+            check_str("prompt", prompt)
             body["prompt"] = prompt
         else:
             body["messages"] = normalize_messages(messages)
@@ -471,22 +385,14 @@ class VLLM(OpenAICompatible):
         return await self._request(
             "tokenize",
             "POST",
-            self._root("/tokenize"),
+            self._at_root("/tokenize"),
             lambda payload, meta: TokenizeResponse.model_validate(payload),
+            options,
             body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
         )
 
     async def detokenize(
-        self,
-        tokens: Sequence[int],
-        *,
-        model: str | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, tokens: Sequence[int], *, model: str | None = None, **options: Unpack[BodyOptions]
     ) -> str:
         """The text of token ids, as the server's tokenizer decodes them."""
         if isinstance(tokens, (str, bytes)) or not isinstance(tokens, Sequence):
@@ -499,43 +405,25 @@ class VLLM(OpenAICompatible):
         return await self._request(
             "detokenize",
             "POST",
-            self._root("/detokenize"),
+            self._at_root("/detokenize"),
             lambda payload, meta: _WireDetokenize.model_validate(payload).prompt,
+            options,
             body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
         )
 
-    async def health(
-        self,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> bool:
+    async def health(self, **options: Unpack[HttpOptions]) -> bool:
         """True when the server answers ``/health`` with 200, False when it answers that the
         engine is down; never retried. Connection and auth failures raise."""
-        return await self._probe(
-            "health", self._root("/health"), priority=priority, timeout=timeout, deadline=deadline
-        )
+        return await self._probe("health", self._at_root("/health"), options)
 
-    async def version(
-        self,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> str:
+    async def version(self, **options: Unpack[HttpOptions]) -> str:
         """The vLLM version the server runs (say, to gate features)."""
         return await self._request(
             "version",
             "GET",
-            self._root("/version"),
+            self._at_root("/version"),
             lambda payload, meta: _WireVersion.model_validate(payload).version,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
+            options,
         )
 
     async def rerank(
@@ -545,23 +433,19 @@ class VLLM(OpenAICompatible):
         *,
         model: str | None = None,
         top_n: int | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[BodyOptions],
     ) -> RerankResponse:
         """Documents ordered by relevance to ``query`` (a cross-encoder/reranker model);
         ``top_n`` keeps the best n."""
         if not isinstance(query, str):
             raise ConfigurationError("query must be a string")
-        docs = _strings("documents", documents, single=False)
+        docs = check_str_list("documents", documents)
         check_int("top_n", top_n, 1)
         body: dict[str, Any] = {"query": query, "documents": docs}
         if model is not None:
             body["model"] = check_model(model)
         if top_n is not None:
             body["top_n"] = top_n
-        merge_extra(body, extra_body)
         count = len(docs)
 
         def parse(payload: Any, meta: Meta) -> RerankResponse:
@@ -582,14 +466,7 @@ class VLLM(OpenAICompatible):
             )
 
         return await self._request(
-            "rerank",
-            "POST",
-            self._root("/rerank"),
-            parse,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
+            "rerank", "POST", self._at_root("/rerank"), parse, options, body=body
         )
 
     async def score(
@@ -598,15 +475,12 @@ class VLLM(OpenAICompatible):
         text_2: str | Sequence[str],
         *,
         model: str | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[BodyOptions],
     ) -> ScoreResponse:
         """Similarity scores of text pairs: one against one, one against many, or pairwise
         (two lists of the same length)."""
-        first = _strings("text_1", text_1)
-        second = _strings("text_2", text_2)
+        first = _one_or_many("text_1", text_1)
+        second = _one_or_many("text_2", text_2)
         n1 = len(first) if isinstance(first, list) else 1
         pairs = len(second) if isinstance(second, list) else 1
         if n1 > 1 and n1 != pairs:
@@ -614,7 +488,6 @@ class VLLM(OpenAICompatible):
         body: dict[str, Any] = {"text_1": first, "text_2": second}
         if model is not None:
             body["model"] = check_model(model)
-        merge_extra(body, extra_body)
 
         def parse(payload: Any, meta: Meta) -> ScoreResponse:
             wire = _WireScore.model_validate(payload)
@@ -639,12 +512,5 @@ class VLLM(OpenAICompatible):
             )
 
         return await self._request(
-            "score",
-            "POST",
-            self._root("/score"),
-            parse,
-            body=body,
-            priority=priority,
-            timeout=timeout,
-            deadline=deadline,
+            "score", "POST", self._at_root("/score"), parse, options, body=body
         )
