@@ -68,7 +68,7 @@ def make_s3(endpoint: str, **kwargs: Any) -> S3:
         "dispatcher": Dispatcher(),
     }
     options.update(kwargs)
-    return S3(endpoint, **options)
+    return S3(endpoint_url=endpoint, **options)
 
 
 @pytest.fixture
@@ -173,7 +173,12 @@ class Wrap:
 
 
 def test_repr_and_secrets_never_show_keys() -> None:
-    s3 = S3("http://127.0.0.1:9", access_key=ACCESS_KEY, secret_key=SECRET_KEY, bucket="models")
+    s3 = S3(
+        endpoint_url="http://127.0.0.1:9",
+        access_key=ACCESS_KEY,
+        secret_key=SECRET_KEY,
+        bucket="models",
+    )
     assert isinstance(s3.secret_key, SecretStr)
     for text in (repr(s3), str(s3), repr(vars(s3))):
         assert SECRET_KEY not in text
@@ -223,7 +228,7 @@ def test_without_aiobotocore_import_works_and_use_explains(
         "import sys; sys.modules['aiobotocore'] = None; sys.modules['botocore'] = None\n"
         "import asyncllm\n"
         "try:\n"
-        "    asyncllm.S3('http://127.0.0.1:9')\n"
+        "    asyncllm.S3(endpoint_url='http://127.0.0.1:9')\n"
         "except asyncllm.ConfigurationError as e:\n"
         "    print(e)\n"
     )
@@ -233,7 +238,7 @@ def test_without_aiobotocore_import_works_and_use_explains(
     assert "pip install 'asyncllm[s3]'" in out.stdout
     monkeypatch.setitem(sys.modules, "aiobotocore", None)
     with pytest.raises(ConfigurationError, match=r"asyncllm\[s3\]"):
-        S3("http://127.0.0.1:9")
+        S3(endpoint_url="http://127.0.0.1:9")
 
 
 async def test_bad_arguments_fail_before_sending(s3: S3, bucket: str) -> None:
@@ -258,13 +263,13 @@ async def test_credentials_from_the_aws_chain(
     moto_endpoint: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    anonymous = S3(moto_endpoint, region="us-east-1", dispatcher=Dispatcher())
+    anonymous = S3(endpoint_url=moto_endpoint, region="us-east-1", dispatcher=Dispatcher())
     async with anonymous:
         with pytest.raises(ConfigurationError, match="no S3 credentials"):
             await anonymous.list_buckets()
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-    from_env = S3(moto_endpoint, region="us-east-1", dispatcher=Dispatcher())
+    from_env = S3(endpoint_url=moto_endpoint, region="us-east-1", dispatcher=Dispatcher())
     async with from_env:
         assert isinstance(await from_env.list_buckets(), list)
     assert SECRET_KEY not in repr(from_env)
