@@ -719,6 +719,58 @@ async def test_closed_client_refuses_calls(moto_endpoint: str) -> None:  # noqa:
         await s3.list_buckets()
 
 
+async def test_misspelt_options_are_type_errors_before_sending(s3: S3, bucket: str) -> None:
+    raw = Wrap(await s3._client(), "put_object")
+    calls: list[Callable[[], Any]] = [
+        lambda: s3.put_object(bucket, "k", b"v", prioity=0),  # type: ignore[call-arg]
+        lambda: s3.get_object(bucket, "k", chunk_size=1),  # type: ignore[call-arg]
+        lambda: s3.head_object(bucket, "k", extra_headers={}),  # type: ignore[call-arg]
+        lambda: s3.upload_file(bucket, "k", "/no/such/file", deadlien=1),  # type: ignore[call-arg]
+        lambda: s3.list_buckets(timeot=1),  # type: ignore[call-arg]
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match="unexpected keyword argument"):
+            await call()
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        s3.stream_object(bucket, "k", extra_body={})  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        s3.list_objects(bucket, page_sise=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        S3(endpoint_url="http://127.0.0.1:9", api_key="k")  # type: ignore[call-arg]
+    assert raw.calls == []
+    assert len(s3.dispatcher.tracker) == 1  # the bucket fixture's create_bucket
+
+
+async def test_with_options_and_per_call_max_retries(s3: S3, bucket: str) -> None:
+    raw = Wrap(await s3._client(), "head_object", fail=lambda n, kw: client_error("SlowDown", 503))
+    with pytest.raises(RateLimitError) as caught:
+        await s3.head_object(bucket, "k", max_retries=0)
+    assert caught.value.attempts == 1
+    patient = s3.with_options(max_retries=1, priority=0)
+    with pytest.raises(RateLimitError) as caught:
+        await patient.head_object(bucket, "k")
+    assert caught.value.attempts == 2
+    assert len(raw.calls) == 3
+    assert await patient._client() is await s3._client()  # one aiobotocore client
+    await patient.aclose()  # owns nothing
+    await s3.put_object(bucket, "k", b"v")
+    await s3.aclose()
+    with pytest.raises(ClientClosedError):
+        await patient.list_buckets()
+
+
+def test_a_client_belongs_to_one_event_loop(moto_endpoint: str) -> None:  # noqa: F811
+    s3 = make_s3(moto_endpoint, dispatcher=None)
+    loop = asyncio.new_event_loop()
+    try:
+        assert isinstance(loop.run_until_complete(s3.list_buckets()), list)
+        with pytest.raises(ConfigurationError, match="event loop"):
+            asyncio.run(s3.list_buckets())
+        loop.run_until_complete(s3.aclose())
+    finally:
+        loop.close()
+
+
 # -- errors ---------------------------------------------------------------------------------------
 
 
