@@ -76,7 +76,7 @@ def make_model_file(directory: str) -> str:
 
 
 async def run(endpoint: str) -> None:
-    async with asyncllm.S3(endpoint, bucket=BUCKET, max_concurrent_requests=4) as s3:
+    async with asyncllm.S3(endpoint_url=endpoint, bucket=BUCKET, max_concurrent_requests=4) as s3:
         await s3.create_bucket(None, exist_ok=True)
         with tempfile.TemporaryDirectory() as directory:
             path = make_model_file(directory)

@@ -68,7 +68,7 @@ def make_s3(endpoint: str, **kwargs: Any) -> S3:
         "dispatcher": Dispatcher(),
     }
     options.update(kwargs)
-    return S3(endpoint, **options)
+    return S3(endpoint_url=endpoint, **options)
 
 
 @pytest.fixture
@@ -173,7 +173,12 @@ class Wrap:
 
 
 def test_repr_and_secrets_never_show_keys() -> None:
-    s3 = S3("http://127.0.0.1:9", access_key=ACCESS_KEY, secret_key=SECRET_KEY, bucket="models")
+    s3 = S3(
+        endpoint_url="http://127.0.0.1:9",
+        access_key=ACCESS_KEY,
+        secret_key=SECRET_KEY,
+        bucket="models",
+    )
     assert isinstance(s3.secret_key, SecretStr)
     for text in (repr(s3), str(s3), repr(vars(s3))):
         assert SECRET_KEY not in text
@@ -223,7 +228,7 @@ def test_without_aiobotocore_import_works_and_use_explains(
         "import sys; sys.modules['aiobotocore'] = None; sys.modules['botocore'] = None\n"
         "import asyncllm\n"
         "try:\n"
-        "    asyncllm.S3('http://127.0.0.1:9')\n"
+        "    asyncllm.S3(endpoint_url='http://127.0.0.1:9')\n"
         "except asyncllm.ConfigurationError as e:\n"
         "    print(e)\n"
     )
@@ -233,7 +238,7 @@ def test_without_aiobotocore_import_works_and_use_explains(
     assert "pip install 'asyncllm[s3]'" in out.stdout
     monkeypatch.setitem(sys.modules, "aiobotocore", None)
     with pytest.raises(ConfigurationError, match=r"asyncllm\[s3\]"):
-        S3("http://127.0.0.1:9")
+        S3(endpoint_url="http://127.0.0.1:9")
 
 
 async def test_bad_arguments_fail_before_sending(s3: S3, bucket: str) -> None:
@@ -258,13 +263,13 @@ async def test_credentials_from_the_aws_chain(
     moto_endpoint: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    anonymous = S3(moto_endpoint, region="us-east-1", dispatcher=Dispatcher())
+    anonymous = S3(endpoint_url=moto_endpoint, region="us-east-1", dispatcher=Dispatcher())
     async with anonymous:
         with pytest.raises(ConfigurationError, match="no S3 credentials"):
             await anonymous.list_buckets()
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-    from_env = S3(moto_endpoint, region="us-east-1", dispatcher=Dispatcher())
+    from_env = S3(endpoint_url=moto_endpoint, region="us-east-1", dispatcher=Dispatcher())
     async with from_env:
         assert isinstance(await from_env.list_buckets(), list)
     assert SECRET_KEY not in repr(from_env)
@@ -712,6 +717,58 @@ async def test_closed_client_refuses_calls(moto_endpoint: str) -> None:  # noqa:
     await s3.aclose()
     with pytest.raises(ClientClosedError):
         await s3.list_buckets()
+
+
+async def test_misspelt_options_are_type_errors_before_sending(s3: S3, bucket: str) -> None:
+    raw = Wrap(await s3._client(), "put_object")
+    calls: list[Callable[[], Any]] = [
+        lambda: s3.put_object(bucket, "k", b"v", prioity=0),  # type: ignore[call-arg]
+        lambda: s3.get_object(bucket, "k", chunk_size=1),  # type: ignore[call-arg]
+        lambda: s3.head_object(bucket, "k", extra_headers={}),  # type: ignore[call-arg]
+        lambda: s3.upload_file(bucket, "k", "/no/such/file", deadlien=1),  # type: ignore[call-arg]
+        lambda: s3.list_buckets(timeot=1),  # type: ignore[call-arg]
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match="unexpected keyword argument"):
+            await call()
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        s3.stream_object(bucket, "k", extra_body={})  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        s3.list_objects(bucket, page_sise=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        S3(endpoint_url="http://127.0.0.1:9", api_key="k")  # type: ignore[call-arg]
+    assert raw.calls == []
+    assert len(s3.dispatcher.tracker) == 1  # the bucket fixture's create_bucket
+
+
+async def test_with_options_and_per_call_max_retries(s3: S3, bucket: str) -> None:
+    raw = Wrap(await s3._client(), "head_object", fail=lambda n, kw: client_error("SlowDown", 503))
+    with pytest.raises(RateLimitError) as caught:
+        await s3.head_object(bucket, "k", max_retries=0)
+    assert caught.value.attempts == 1
+    patient = s3.with_options(max_retries=1, priority=0)
+    with pytest.raises(RateLimitError) as caught:
+        await patient.head_object(bucket, "k")
+    assert caught.value.attempts == 2
+    assert len(raw.calls) == 3
+    assert await patient._client() is await s3._client()  # one aiobotocore client
+    await patient.aclose()  # owns nothing
+    await s3.put_object(bucket, "k", b"v")
+    await s3.aclose()
+    with pytest.raises(ClientClosedError):
+        await patient.list_buckets()
+
+
+def test_a_client_belongs_to_one_event_loop(moto_endpoint: str) -> None:  # noqa: F811
+    s3 = make_s3(moto_endpoint, dispatcher=None)
+    loop = asyncio.new_event_loop()
+    try:
+        assert isinstance(loop.run_until_complete(s3.list_buckets()), list)
+        with pytest.raises(ConfigurationError, match="event loop"):
+            asyncio.run(s3.list_buckets())
+        loop.run_until_complete(s3.aclose())
+    finally:
+        loop.close()
 
 
 # -- errors ---------------------------------------------------------------------------------------

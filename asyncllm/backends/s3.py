@@ -20,26 +20,24 @@ import os
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO, ClassVar, Literal, TypeVar, Union
 
 from pydantic import SecretStr
+from typing_extensions import TypedDict, Unpack
 
-from .._config import BreakerConfig, RetryConfig
+from .._config import check_timeout
 from .._constants import (
-    DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_CONCURRENT_REQUESTS,
     DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_QUEUE_SIZE,
-    DEFAULT_TIMEOUT,
     REQUEST_ID_HEADER,
 )
+from .._engine._backend import Backend, Call
 from .._engine._backoff import parse_retry_after
-from .._engine._context import _request_id, check_header_value, new_request_id, request_context
-from .._engine._dispatcher import Attempt, Dispatcher, Priority
+from .._engine._context import _request_id, check_header_value
+from .._engine._dispatcher import Attempt, Priority
+from .._engine._fanout import fan_out
 from .._exceptions import (
     APIConnectionError,
     APIError,
@@ -56,7 +54,9 @@ from .._exceptions import (
     ResponseValidationError,
     status_error,
 )
-from .._http._backend import BaseClient, _env, _timeout_value, check_int
+from .._http._backend import _check_base_url, _env
+from .._options import CALL_KEYS, CallOptions, EngineClientOptions, keys_of
+from .._validate import check_int
 from ..streaming import Stream
 
 __all__ = [
@@ -64,8 +64,11 @@ __all__ = [
     "BucketInfo",
     "DeleteError",
     "DeleteResult",
+    "GetOptions",
+    "GetParams",
     "ObjectInfo",
     "ObjectSummary",
+    "StreamObjectOptions",
     "UploadResult",
 ]
 
@@ -88,9 +91,6 @@ PresignMethod = Literal["get", "put", "head", "delete"]
 ProgressCallback = Callable[[int, int], Any]
 """Called as ``progress(bytes_done, total)``; may be sync or async."""
 ObjectData = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", AsyncIterable[bytes]]
-
-# The request ID of the attempt running in this task, for the X-Request-ID header.
-_attempt_request_id: ContextVar[str | None] = ContextVar("asyncllm_s3_request_id", default=None)
 
 _NOT_FOUND = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchUpload", "NoSuchVersion", "NotFound"})
 _THROTTLED = frozenset(
@@ -369,6 +369,8 @@ def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def _check_part_size(part_size: int) -> int:
+    if part_size is None:
+        raise ConfigurationError("part_size must be an int")
     check_int("part_size", part_size, MIN_PART_SIZE)
     if part_size > MAX_PART_SIZE:
         raise ConfigurationError("part_size must be at most 5 GiB")
@@ -406,27 +408,49 @@ async def _report(progress: ProgressCallback | None, done: int, total: int) -> N
             await result
 
 
-async def _settle(tasks: list[asyncio.Task[Any]]) -> None:
-    """Cancel ``tasks`` and wait until they have all unwound (their slots are back)."""
-    for task in tasks:
-        task.cancel()
-    await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
+# -- per-call keyword arguments -------------------------------------------------------------------
+
+
+class GetParams(TypedDict, total=False):
+    """What ``get_object`` and ``stream_object`` share. ``byte_range``: ``(start, end)``, both
+    inclusive, or ``(start, None)`` for the rest of the object; unset (or None) for all of it."""
+
+    byte_range: tuple[int, int | None] | None
+
+
+class GetOptions(GetParams, CallOptions, total=False):
+    """``get_object``'s keyword arguments: its parameters and the call options."""
+
+
+class StreamObjectOptions(GetOptions, total=False):
+    """``stream_object``'s keyword arguments: ``GetOptions`` plus ``chunk_size``, the most bytes
+    one chunk holds (1 MiB unless given)."""
+
+    chunk_size: int
+
+
+GET_KEYS = keys_of(GetOptions)
+STREAM_OBJECT_KEYS = keys_of(StreamObjectOptions)
 
 
 # -- the client -----------------------------------------------------------------------------------
 
 
-class S3(BaseClient):
-    """``S3(endpoint_url=None, *, access_key=None, secret_key=None, region=None, bucket=None)``.
+class S3(Backend):
+    """``S3(*, endpoint_url=None, access_key=None, secret_key=None, region=None, bucket=None)``.
 
     ``endpoint_url`` (or ``$S3_ENDPOINT``) points at an S3-compatible store; unset means AWS.
     Keys come from the arguments, ``$S3_ACCESS_KEY``/``$S3_SECRET_KEY``, or else botocore's own
     chain (``AWS_*`` variables, ``profile``, instance roles). With a default ``bucket``, pass
-    ``None`` as the bucket of any call. One aiobotocore client is made on first use, in the
-    running loop, and closed by ``aclose()``.
+    ``None`` as the bucket of any call. ``part_size`` is the default part of ``upload_file``;
+    ``connect_timeout`` limits each connection attempt; ``get_object`` refuses objects larger
+    than ``max_response_bytes``. The other keyword arguments are every client's
+    (``EngineClientOptions``: ``name``, ``timeout``, ``retry``, ``max_concurrent_requests``...).
 
-    Every call takes ``priority``, ``timeout`` (per attempt; for reads of a body, per chunk)
-    and ``deadline`` (for the whole call).
+    One aiobotocore client is made on first use, in the running loop (so one ``S3`` serves one
+    event loop), and closed by ``aclose()``. Every call takes the ``CallOptions``: ``priority``,
+    ``timeout`` (per attempt; for reads of a body, per wait for data), ``deadline`` (for the whole
+    call) and ``max_retries``.
     """
 
     backend: ClassVar[str] = "s3"
@@ -437,8 +461,8 @@ class S3(BaseClient):
 
     def __init__(
         self,
-        endpoint_url: str | None = None,
         *,
+        endpoint_url: str | None = None,
         access_key: str | SecretStr | None = None,
         secret_key: str | SecretStr | None = None,
         session_token: str | SecretStr | None = None,
@@ -447,21 +471,13 @@ class S3(BaseClient):
         addressing_style: AddressingStyle | None = None,
         bucket: str | None = None,
         part_size: int = DEFAULT_PART_SIZE,
-        name: str | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        max_retries: int | None = None,
-        retry: RetryConfig | None = None,
-        breaker: BreakerConfig | None = None,
-        max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
-        queue_size: int = DEFAULT_QUEUE_SIZE,
-        queue_timeout: float | None = None,
-        dispatcher: Dispatcher | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        **options: Unpack[EngineClientOptions],
     ) -> None:
         _require_aiobotocore()
-        self.endpoint_url = endpoint_url or _env(self.endpoint_env)
+        url = endpoint_url or _env(self.endpoint_env)
+        self.endpoint_url: str | None = None if url is None else _check_base_url(url)
         self.region = region or _env(self.region_env)
         self.access_key = _secret("access_key", access_key, self.access_key_env)
         self.secret_key = _secret("secret_key", secret_key, self.secret_key_env)
@@ -478,77 +494,76 @@ class S3(BaseClient):
         self.bucket = bucket
         self.profile = profile
         self.part_size = _check_part_size(part_size)
+        self.connect_timeout = check_timeout("connect_timeout", connect_timeout)
         check_int("max_response_bytes", max_response_bytes, 1)
-        aws = (
-            f"https://s3.{self.region}.amazonaws.com" if self.region else "https://s3.amazonaws.com"
-        )
-        super().__init__(
-            api_key=None,
-            base_url=self.endpoint_url or aws,
-            name=name,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            max_retries=max_retries,
-            retry=retry,
-            breaker=breaker,
-            max_concurrent_requests=max_concurrent_requests,
-            queue_size=queue_size,
-            queue_timeout=queue_timeout,
-            dispatcher=dispatcher,
-            max_response_bytes=max_response_bytes,
-            close_timeout=close_timeout,
-        )
-        self._connect_timeout = connect_timeout
+        self.max_response_bytes = max_response_bytes
+        super().__init__(**options)
         self._redact = _Redactor(self.access_key, self.secret_key, self.session_token)
+        # The aiobotocore client and what closes it; a client from with_options() uses its root's.
         self._s3: Any = None
         self._stack: AsyncExitStack | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening: asyncio.Lock | None = None
 
     def __repr__(self) -> str:
+        endpoint = self.endpoint_url or (
+            f"https://s3.{self.region}.amazonaws.com" if self.region else "https://s3.amazonaws.com"
+        )
         return (
-            f"S3(name={self.name!r}, endpoint_url={self.base_url!r}, "
+            f"S3(name={self.name!r}, endpoint_url={endpoint!r}, "
             f"region={self.region!r}, bucket={self.bucket!r})"
         )
 
     # -- the aiobotocore client ---------------------------------------------------------------
 
+    @property
+    def _owner(self) -> S3:
+        """The client that owns the lane and the aiobotocore client (``self`` but for a client
+        from ``with_options``)."""
+        root = self._root
+        assert isinstance(root, S3)
+        return root
+
     async def _client(self) -> Any:
-        """The one aiobotocore client, made on first use in the running loop."""
-        if self._closed:
+        """The one aiobotocore client, made on first use in the running loop.
+
+        It belongs to that loop: the engine would give another loop a lane of its own, but the
+        connections would still be the first loop's, so another loop is refused here."""
+        owner = self._owner
+        if owner._closed:
             raise ClientClosedError("client is closed", backend=self.name)
         loop = asyncio.get_running_loop()
-        if self._s3 is not None and self._loop is loop:
-            return self._s3
-        if self._loop is not None and self._loop is not loop:
+        if owner._s3 is not None and owner._loop is loop:
+            return owner._s3
+        if owner._loop is not None and owner._loop is not loop:
             raise ConfigurationError(
                 "this S3 client belongs to another event loop; make one per loop"
             )
-        if self._opening is None:
-            self._opening = asyncio.Lock()
-        async with self._opening:
-            if self._s3 is None:
-                await self._open(loop)
-        return self._s3
+        if owner._opening is None:
+            owner._opening = asyncio.Lock()
+        async with owner._opening:
+            if owner._s3 is None:
+                await owner._open(loop)
+        return owner._s3
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> None:
         session_mod = _import("aiobotocore.session")
         config_mod = _import("aiobotocore.config")
-        options: dict[str, Any] = {
+        config: dict[str, Any] = {
             # The dispatcher retries; botocore must not retry underneath it.
             "retries": {"total_max_attempts": 1, "mode": "standard"},
             # SigV4 for presigned URLs too (botocore would presign with the legacy SigV2).
             "signature_version": "s3v4",
             "s3": {"addressing_style": self.addressing_style},
-            "connect_timeout": self._connect_timeout,
+            "connect_timeout": self.connect_timeout,
             "read_timeout": self.timeout,
             "max_pool_connections": max(10, self.limits.max_concurrent_requests),
         }
         defaults = getattr(config_mod.AioConfig, "OPTION_DEFAULTS", {})
         if "request_checksum_calculation" in defaults:
             # Many S3-compatible stores reject the newer default checksum headers.
-            options["request_checksum_calculation"] = "when_required"
-            options["response_checksum_validation"] = "when_required"
+            config["request_checksum_calculation"] = "when_required"
+            config["response_checksum_validation"] = "when_required"
         stack = AsyncExitStack()
         try:
             session = session_mod.AioSession(profile=self.profile)
@@ -561,7 +576,7 @@ class S3(BaseClient):
                     aws_access_key_id=_reveal(self.access_key),
                     aws_secret_access_key=_reveal(self.secret_key),
                     aws_session_token=_reveal(self.session_token),
-                    config=config_mod.AioConfig(**options),
+                    config=config_mod.AioConfig(**config),
                 )
             )
         except BaseException as exc:
@@ -573,15 +588,11 @@ class S3(BaseClient):
         client.meta.events.register("before-call.s3", _add_request_id_header)
         self._s3, self._stack, self._loop = client, stack, loop
 
-    async def aclose(self) -> None:
-        """Refuse new calls, let running ones finish (up to ``close_timeout``), then close the
-        aiobotocore client and its connections. Safe to call twice."""
-        try:
-            await super().aclose()
-        finally:
-            stack, self._stack, self._s3 = self._stack, None, None
-            if stack is not None:
-                await stack.aclose()
+    async def _close_resources(self) -> None:
+        """Close the aiobotocore client and its connections, after the lane."""
+        stack, self._stack, self._s3 = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
 
     # -- running a job ------------------------------------------------------------------------
 
@@ -592,53 +603,39 @@ class S3(BaseClient):
             return self.bucket
         return _check_bucket(bucket)
 
-    def _mapped(self, exc: BaseException, request_id: str) -> BaseException:
-        return map_error(exc, backend=self.name, request_id=request_id, redact=self._redact)
-
-    async def _guard(self, a: Attempt, awaitable: Awaitable[T], timeout: float | None) -> T:
-        """Await one botocore call within ``timeout``, its errors typed, our ID on its headers."""
-        token = _attempt_request_id.set(a.request_id)
+    async def _guard(self, a: Attempt, awaitable: Awaitable[T]) -> T:
+        """Await one botocore call within the attempt's time limit, its errors typed. The
+        attempt's request ID is the current one meanwhile, so the ``before-call`` hook puts it on
+        the request's headers (a call made outside ``request_context`` has none of its own)."""
+        token = _request_id.set(a.request_id)
         try:
-            if timeout is None:
+            if a.timeout is None:
                 return await awaitable
-            return await asyncio.wait_for(awaitable, timeout)
+            return await asyncio.wait_for(awaitable, a.timeout)
         except AsyncLLMError:
             raise
         except asyncio.TimeoutError as exc:
             raise APITimeoutError(
-                f"S3 request took longer than {timeout}s",
+                f"S3 request took longer than {a.timeout}s",
                 backend=self.name,
                 request_id=a.request_id,
             ) from exc
         except Exception as exc:
-            mapped = self._mapped(exc, a.request_id)
+            mapped = map_error(exc, backend=self.name, request_id=a.request_id, redact=self._redact)
             if mapped is exc:
                 raise
             raise mapped from exc
         finally:
-            _attempt_request_id.reset(token)
+            _request_id.reset(token)
 
-    async def _run(
-        self,
-        operation: str,
-        call: Callable[[Any], Awaitable[T]],
-        *,
-        priority: int,
-        timeout: float | None,
-        deadline: float | None,
-    ) -> T:
-        """One S3 request as a dispatcher job: ``call(client)`` is run once per attempt."""
-        deadline = _timeout_value("deadline", deadline)
-        per_attempt = self._call_timeout(timeout)
-        lane = self._get_lane()
+    async def _send(self, call: Call, operation: str, request: Callable[[Any], Awaitable[T]]) -> T:
+        """One S3 request as a dispatcher job: ``request(client)`` runs once per attempt."""
         client = await self._client()
 
         async def attempt(a: Attempt) -> T:
-            return await self._guard(a, call(client), a.timeout)
+            return await self._guard(a, request(client))
 
-        return await self.dispatcher.run(
-            lane, operation, attempt, priority=priority, timeout=per_attempt, deadline=deadline
-        )
+        return await self._run(call, operation, attempt)
 
     # -- objects --------------------------------------------------------------------------------
 
@@ -650,24 +647,23 @@ class S3(BaseClient):
         *,
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[CallOptions],
     ) -> UploadResult:
         """Store ``data`` in one request: bytes, a file path (``str`` is always a path) or an
         async iterator of bytes (gathered first, so that a retry can send it again). For large
-        files ``upload_file`` is faster and needs less memory."""
+        files ``upload_file`` is faster and needs less memory. ``content_type`` and
+        ``metadata`` (str to str, sent as ``x-amz-meta-*``) are stored with the object."""
+        call = self._call(options, CALL_KEYS, "put_object")
         bucket = self._bucket(bucket)
         _check_key(key)
-        extra = self._object_params(content_type, metadata)
-        body: bytes | None = None
-        path = ""
+        extra = _object_params(content_type, metadata)
+        body: bytes | str
         if isinstance(data, (bytes, bytearray, memoryview)):
             body = bytes(data)
         elif isinstance(data, (str, os.PathLike)):
-            path = os.fspath(data)
-            if not await asyncio.to_thread(os.path.isfile, path):
-                raise ConfigurationError(f"no such file: {path!r}")
+            body = os.fspath(data)
+            if not await asyncio.to_thread(os.path.isfile, body):
+                raise ConfigurationError(f"no such file: {body!r}")
         elif isinstance(data, AsyncIterable):
             parts: list[bytes] = []
             async for piece in data:
@@ -679,9 +675,15 @@ class S3(BaseClient):
             raise ConfigurationError(
                 "data must be bytes, a file path or an async iterator of bytes"
             )
+        return await self._put(call, bucket, key, body, extra)
 
-        async def call(client: Any) -> UploadResult:
-            payload = body if body is not None else await asyncio.to_thread(_read_all, path)
+    async def _put(
+        self, call: Call, bucket: str, key: str, body: bytes | str, extra: dict[str, Any]
+    ) -> UploadResult:
+        """PutObject of ``body``: bytes, or the path of a file read afresh on every attempt."""
+
+        async def request(client: Any) -> UploadResult:
+            payload = body if isinstance(body, bytes) else await asyncio.to_thread(_read_all, body)
             response = await client.put_object(Bucket=bucket, Key=key, Body=payload, **extra)
             return UploadResult(
                 bucket,
@@ -691,26 +693,18 @@ class S3(BaseClient):
                 len(payload),
             )
 
-        return await self._run(
-            "put_object", call, priority=priority, timeout=timeout, deadline=deadline
-        )
+        return await self._send(call, "put_object", request)
 
     async def get_object(
-        self,
-        bucket: str | None,
-        key: str,
-        byte_range: tuple[int, int | None] | None = None,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, bucket: str | None, key: str, **options: Unpack[GetOptions]
     ) -> bytes:
-        """The object's bytes (or the inclusive ``byte_range``). Objects larger than
+        """The object's bytes (or those of ``byte_range``). Objects larger than
         ``max_response_bytes`` are refused: read those with ``stream_object``/``download_file``."""
-        params = self._get_params(bucket, key, byte_range)
+        call = self._call(options, GET_KEYS, "get_object")
+        params = self._get_params(bucket, key, options.get("byte_range"))
         limit = self.max_response_bytes
 
-        async def call(client: Any) -> bytes:
+        async def request(client: Any) -> bytes:
             response = await client.get_object(**params)
             body = response["Body"]
             try:
@@ -726,66 +720,44 @@ class S3(BaseClient):
             finally:
                 body.close()
 
-        return await self._run(
-            "get_object", call, priority=priority, timeout=timeout, deadline=deadline
-        )
+        return await self._send(call, "get_object", request)
 
     def stream_object(
-        self,
-        bucket: str | None,
-        key: str,
-        byte_range: tuple[int, int | None] | None = None,
-        *,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, bucket: str | None, key: str, **options: Unpack[StreamObjectOptions]
     ) -> Stream[bytes]:
-        """The object in chunks of at most ``chunk_size`` as they arrive, holding a slot (and a
-        connection) until read to the end or closed: use ``async with``. Retried only until the
-        first chunk is out; ``timeout`` limits each wait for data."""
-        params = self._get_params(bucket, key, byte_range)
+        """The object (or ``byte_range`` of it) in chunks of at most ``chunk_size`` as they
+        arrive, holding a slot (and a connection) until read to the end or closed: use
+        ``async with``. Retried only until the first chunk is out; ``timeout`` limits each wait
+        for data."""
+        call = self._call(options, STREAM_OBJECT_KEYS, "stream_object")
+        params = self._get_params(bucket, key, options.get("byte_range"))
+        chunk_size = options.get("chunk_size", DEFAULT_CHUNK_SIZE)
         check_int("chunk_size", chunk_size, 1)
-        deadline = _timeout_value("deadline", deadline)
-        per_attempt = self._call_timeout(timeout)
-        lane = self._get_lane()
 
         async def open_stream(a: Attempt) -> AsyncIterator[bytes]:
             client = await self._client()
-            response = await self._guard(a, client.get_object(**params), a.timeout)
+            response = await self._guard(a, client.get_object(**params))
             body = response["Body"]
             try:
                 while True:
-                    chunk: bytes = await self._guard(a, body.read(chunk_size), a.timeout)
+                    chunk: bytes = await self._guard(a, body.read(chunk_size))
                     if not chunk:
                         return
                     yield chunk
             finally:
                 body.close()
 
-        return self.dispatcher.stream(
-            lane,
-            "stream_object",
-            open_stream,
-            priority=priority,
-            timeout=per_attempt,
-            deadline=deadline,
-        )
+        return self._run_stream(call, "stream_object", open_stream)
 
     async def head_object(
-        self,
-        bucket: str | None,
-        key: str,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, bucket: str | None, key: str, **options: Unpack[CallOptions]
     ) -> ObjectInfo:
         """Size, ETag, type and metadata; ``NotFoundError`` (code ``"404"``) if there is none."""
+        call = self._call(options, CALL_KEYS, "head_object")
         bucket = self._bucket(bucket)
         _check_key(key)
 
-        async def call(client: Any) -> ObjectInfo:
+        async def request(client: Any) -> ObjectInfo:
             r = await client.head_object(Bucket=bucket, Key=key)
             return ObjectInfo(
                 key,
@@ -797,41 +769,31 @@ class S3(BaseClient):
                 dict(r.get("Metadata") or {}),
             )
 
-        return await self._run(
-            "head_object", call, priority=priority, timeout=timeout, deadline=deadline
-        )
+        return await self._send(call, "head_object", request)
 
     async def delete_object(
-        self,
-        bucket: str | None,
-        key: str,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, bucket: str | None, key: str, **options: Unpack[CallOptions]
     ) -> None:
         """Remove one object; deleting an absent key succeeds, as S3 has it."""
+        call = self._call(options, CALL_KEYS, "delete_object")
         bucket = self._bucket(bucket)
         _check_key(key)
 
-        async def call(client: Any) -> None:
+        async def request(client: Any) -> None:
             await client.delete_object(Bucket=bucket, Key=key)
 
-        await self._run(
-            "delete_object", call, priority=priority, timeout=timeout, deadline=deadline
-        )
+        await self._send(call, "delete_object", request)
 
     async def delete_objects(
         self,
         bucket: str | None,
         keys: list[str] | tuple[str, ...],
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[CallOptions],
     ) -> DeleteResult:
-        """Remove many objects, 1000 keys per request (each request its own job, in order).
-        Keys S3 refuses are in ``errors``; they do not raise."""
+        """Remove many objects, 1000 keys per request (each request its own job with its own
+        ``timeout`` and ``deadline``, in order). Keys S3 refuses are in ``errors``; they do not
+        raise. An empty list sends nothing."""
+        call = self._call(options, CALL_KEYS, "delete_objects")
         bucket = self._bucket(bucket)
         if isinstance(keys, str) or not isinstance(keys, (list, tuple)):
             raise ConfigurationError("keys must be a list of strings")
@@ -842,15 +804,13 @@ class S3(BaseClient):
         for start in range(0, len(keys), DELETE_BATCH_SIZE):
             batch = list(keys[start : start + DELETE_BATCH_SIZE])
 
-            async def call(client: Any, batch: list[str] = batch) -> Any:
+            async def request(client: Any, batch: list[str] = batch) -> Any:
                 return await client.delete_objects(
                     Bucket=bucket,
                     Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
                 )
 
-            response = await self._run(
-                "delete_objects", call, priority=priority, timeout=timeout, deadline=deadline
-            )
+            response = await self._send(call, "delete_objects", request)
             refused = [
                 DeleteError(str(e.get("Key")), e.get("Code"), e.get("Message"))
                 for e in response.get("Errors") or ()
@@ -860,39 +820,40 @@ class S3(BaseClient):
             errors.extend(refused)
         return DeleteResult(tuple(deleted), tuple(errors))
 
-    async def list_objects(
+    def list_objects(
         self,
         bucket: str | None,
         prefix: str = "",
         *,
         page_size: int = 1000,
         start_after: str | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[CallOptions],
     ) -> AsyncIterator[ObjectSummary]:
-        """Every object under ``prefix``, in key order, fetching page after page (each page a
-        job, with its own ``timeout`` and ``deadline``) as the iteration needs them."""
-        bucket = self._bucket(bucket)
+        """Every object under ``prefix`` (after the key ``start_after``, if given), in key order,
+        fetching pages of up to ``page_size`` as the iteration needs them. Each page is a job
+        with its own ``timeout`` and ``deadline``; all share one request ID. The arguments are
+        checked here, the first page is fetched by the first iteration."""
+        call = self._call(options, CALL_KEYS, "list_objects")
         if not isinstance(prefix, str):
             raise ConfigurationError("prefix must be a string")
         check_int("page_size", page_size, 1)
         params: dict[str, Any] = {
-            "Bucket": bucket,
+            "Bucket": self._bucket(bucket),
             "Prefix": prefix,
             "MaxKeys": min(page_size, 1000),
         }
         if start_after is not None:
             params["StartAfter"] = _check_key(start_after)
+        return self._list_pages(call, params)
+
+    async def _list_pages(self, call: Call, params: dict[str, Any]) -> AsyncIterator[ObjectSummary]:
         while True:
             snapshot = dict(params)
 
-            async def call(client: Any, snapshot: dict[str, Any] = snapshot) -> Any:
+            async def request(client: Any, snapshot: dict[str, Any] = snapshot) -> Any:
                 return await client.list_objects_v2(**snapshot)
 
-            page = await self._run(
-                "list_objects", call, priority=priority, timeout=timeout, deadline=deadline
-            )
+            page = await self._send(call, "list_objects", request)
             for item in page.get("Contents") or ():
                 yield ObjectSummary(
                     str(item["Key"]),
@@ -914,74 +875,56 @@ class S3(BaseClient):
         dest_key: str,
         *,
         dest_bucket: str | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[CallOptions],
     ) -> UploadResult:
         """Copy server-side (up to 5 GiB), into ``dest_bucket`` or the same bucket."""
+        call = self._call(options, CALL_KEYS, "copy_object")
         bucket = self._bucket(bucket)
         _check_key(key)
         _check_key(dest_key)
         target = bucket if dest_bucket is None else _check_bucket(dest_bucket)
 
-        async def call(client: Any) -> UploadResult:
+        async def request(client: Any) -> UploadResult:
             r = await client.copy_object(
                 Bucket=target, Key=dest_key, CopySource={"Bucket": bucket, "Key": key}
             )
             etag = (r.get("CopyObjectResult") or {}).get("ETag")
             return UploadResult(target, dest_key, _strip_etag(etag), r.get("VersionId"))
 
-        return await self._run(
-            "copy_object", call, priority=priority, timeout=timeout, deadline=deadline
-        )
+        return await self._send(call, "copy_object", request)
 
     # -- buckets --------------------------------------------------------------------------------
 
     async def create_bucket(
-        self,
-        bucket: str | None,
-        *,
-        exist_ok: bool = False,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        self, bucket: str | None, *, exist_ok: bool = False, **options: Unpack[CallOptions]
     ) -> None:
         """Create a bucket in this client's region. With ``exist_ok`` a bucket we already own
         is fine; one owned by someone else is always a ``ConflictError``."""
-        bucket = self._bucket(bucket)
-        params: dict[str, Any] = {"Bucket": bucket}
+        call = self._call(options, CALL_KEYS, "create_bucket")
+        params: dict[str, Any] = {"Bucket": self._bucket(bucket)}
         if self.region and self.region != "us-east-1":
             params["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
 
-        async def call(client: Any) -> None:
+        async def request(client: Any) -> None:
             await client.create_bucket(**params)
 
         try:
-            await self._run(
-                "create_bucket", call, priority=priority, timeout=timeout, deadline=deadline
-            )
+            await self._send(call, "create_bucket", request)
         except ConflictError as exc:
             if not (exist_ok and exc.code == "BucketAlreadyOwnedByYou"):
                 raise
 
-    async def list_buckets(
-        self,
-        *,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> list[BucketInfo]:
+    async def list_buckets(self, **options: Unpack[CallOptions]) -> list[BucketInfo]:
         """The buckets these credentials own."""
+        call = self._call(options, CALL_KEYS, "list_buckets")
 
-        async def call(client: Any) -> list[BucketInfo]:
+        async def request(client: Any) -> list[BucketInfo]:
             r = await client.list_buckets()
             return [
                 BucketInfo(str(b["Name"]), b.get("CreationDate")) for b in r.get("Buckets") or ()
             ]
 
-        return await self._run(
-            "list_buckets", call, priority=priority, timeout=timeout, deadline=deadline
-        )
+        return await self._send(call, "list_buckets", request)
 
     async def presign(
         self,
@@ -992,8 +935,8 @@ class S3(BaseClient):
     ) -> str:
         """A URL that lets anyone holding it ``method`` the object for ``expires_in`` seconds.
 
-        Signing happens locally and sends nothing, so it is not a dispatcher job: it never waits
-        behind a full lane or fails on an open breaker."""
+        Signing happens locally and sends nothing, so it is not a dispatcher job and takes no
+        call options: it never waits behind a full lane or fails on an open breaker."""
         bucket = self._bucket(bucket)
         _check_key(key)
         operations = {
@@ -1034,109 +977,76 @@ class S3(BaseClient):
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
         progress: ProgressCallback | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[CallOptions],
     ) -> UploadResult:
-        """Upload a file of any size. Up to ``part_size`` it is one request; larger files go as
-        a multipart upload whose parts (each its own job, retried on its own) run concurrently
-        within the lane's limit (or ``max_concurrency``) and are read from disk as they go.
-        If the upload fails for good or is cancelled, it is aborted: no parts are left behind.
-        ``timeout`` is per part attempt, ``deadline`` for the whole upload; all jobs share one
-        request ID. ``progress(bytes_done, total)`` follows each finished part."""
+        """Upload a file of any size. Up to ``part_size`` (the client's unless given) it is one
+        request; larger files go as a multipart upload whose parts (each its own job, retried on
+        its own) run concurrently within the lane's limit (or ``max_concurrency``) and are read
+        from disk as they go. If the upload fails for good or is cancelled, it is aborted: no
+        parts are left behind. ``timeout`` is per part attempt, ``deadline`` for the whole
+        upload; all jobs share one request ID. ``progress(bytes_done, total)`` follows each
+        finished part."""
+        call = self._call(options, CALL_KEYS, "upload_file")
         bucket = self._bucket(bucket)
         _check_key(key)
         file = os.fspath(path)
-        extra = self._object_params(content_type, metadata)
+        extra = _object_params(content_type, metadata)
         size_of_part = self.part_size if part_size is None else _check_part_size(part_size)
-        if max_concurrency is not None:
-            check_int("max_concurrency", max_concurrency, 1)
-        deadline = _timeout_value("deadline", deadline)
+        check_int("max_concurrency", max_concurrency, 1)
         try:
             stat = await asyncio.to_thread(os.stat, file)
         except OSError as exc:
             raise ConfigurationError(f"cannot read {file!r}: {exc.strerror}") from None
         total = stat.st_size
         if total <= size_of_part:
-            result = await self.put_object(
-                bucket,
-                key,
-                file,
-                content_type=content_type,
-                metadata=metadata,
-                priority=priority,
-                timeout=timeout,
-                deadline=deadline,
-            )
+            result = await self._put(call, bucket, key, file, extra)
             await _report(progress, total, total)
             return result
         # Grow the parts if 10 000 of them would not hold the file.
         size_of_part = max(size_of_part, math.ceil(total / MAX_PARTS / MiB) * MiB)
         count = math.ceil(total / size_of_part)
-        deadline_at = None if deadline is None else self.dispatcher.clock() + deadline
+        clock = call.lane.dispatcher.clock
+        deadline_at = None if call.deadline is None else clock() + call.deadline
 
-        def remaining() -> float | None:
+        def job() -> Call:
+            """The settings of the upload's next job: its deadline is what is left of the
+            upload's."""
             if deadline_at is None:
-                return None
-            return max(0.001, deadline_at - self.dispatcher.clock())
+                return call
+            return call._replace(deadline=max(0.001, deadline_at - clock()))
 
-        with request_context(_request_id.get() or new_request_id()):
+        async def create(client: Any) -> str:
+            r = await client.create_multipart_upload(Bucket=bucket, Key=key, **extra)
+            return str(r["UploadId"])
 
-            async def create(client: Any) -> str:
-                r = await client.create_multipart_upload(Bucket=bucket, Key=key, **extra)
-                return str(r["UploadId"])
-
-            upload_id = await self._run(
-                "create_multipart_upload",
-                create,
-                priority=priority,
-                timeout=timeout,
-                deadline=remaining(),
+        upload_id = await self._send(job(), "create_multipart_upload", create)
+        try:
+            width = min(count, max_concurrency or self.limits.max_concurrent_requests)
+            etags = await self._upload_parts(
+                job, bucket, key, upload_id, file, total, size_of_part, count, width, progress
             )
-            try:
-                etags = await self._upload_parts(
-                    bucket,
-                    key,
-                    upload_id,
-                    file,
-                    total,
-                    size_of_part,
-                    count,
-                    max_concurrency,
-                    progress,
-                    priority,
-                    timeout,
-                    remaining,
+
+            async def complete(client: Any) -> Any:
+                return await client.complete_multipart_upload(
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={
+                        "Parts": [{"ETag": etags[n], "PartNumber": n} for n in range(1, count + 1)]
+                    },
                 )
 
-                async def complete(client: Any) -> Any:
-                    return await client.complete_multipart_upload(
-                        Bucket=bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        MultipartUpload={
-                            "Parts": [
-                                {"ETag": etags[n], "PartNumber": n} for n in range(1, count + 1)
-                            ]
-                        },
-                    )
-
-                r = await self._run(
-                    "complete_multipart_upload",
-                    complete,
-                    priority=priority,
-                    timeout=timeout,
-                    deadline=remaining(),
-                )
-            except BaseException:
-                await self._abort(bucket, key, upload_id)
-                raise
+            r = await self._send(job(), "complete_multipart_upload", complete)
+        except BaseException:
+            await self._abort(call, bucket, key, upload_id)
+            raise
         return UploadResult(
             bucket, key, _strip_etag(r.get("ETag")), r.get("VersionId"), total, count
         )
 
     async def _upload_parts(
         self,
+        job: Callable[[], Call],
         bucket: str,
         key: str,
         upload_id: str,
@@ -1144,12 +1054,12 @@ class S3(BaseClient):
         total: int,
         part_size: int,
         count: int,
-        max_concurrency: int | None,
+        width: int,
         progress: ProgressCallback | None,
-        priority: int,
-        timeout: float | None,
-        remaining: Callable[[], float | None],
     ) -> dict[int, str]:
+        """The parts' ETags by number. ``width`` workers take the parts in order, so that no
+        more jobs wait in the dispatcher's queue than can run and a part is read from disk only
+        when its turn comes; ``fan_out`` cancels the others on the first failure."""
         etags: dict[int, str] = {}
         numbers = iter(range(1, count + 1))
         done = 0
@@ -1160,7 +1070,7 @@ class S3(BaseClient):
                 offset = (number - 1) * part_size
                 length = min(part_size, total - offset)
 
-                async def call(
+                async def request(
                     client: Any, number: int = number, offset: int = offset, length: int = length
                 ) -> str:
                     data = await asyncio.to_thread(_read_range, file, offset, length)
@@ -1173,40 +1083,30 @@ class S3(BaseClient):
                     )
                     return str(r["ETag"])
 
-                etags[number] = await self._run(
-                    "upload_part", call, priority=priority, timeout=timeout, deadline=remaining()
-                )
+                etags[number] = await self._send(job(), "upload_part", request)
                 done += length
                 await _report(progress, done, total)
 
-        width = min(count, max_concurrency or self.limits.max_concurrent_requests)
-        tasks = [asyncio.ensure_future(worker()) for _ in range(width)]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            await _settle(tasks)
-            raise
+        await fan_out([worker] * width)
         return etags
 
-    async def _abort(self, bucket: str, key: str, upload_id: str) -> None:
-        """Abort a multipart upload so that its parts stop costing storage; never raises."""
+    async def _abort(self, call: Call, bucket: str, key: str, upload_id: str) -> None:
+        """Abort a multipart upload so that its parts stop costing storage; never raises but
+        for the caller's cancellation. It runs first in the lane, without time limits, shielded
+        from the cancellation that may have caused it; on a client closed meanwhile it goes
+        straight to the aiobotocore client while that is still open."""
 
-        async def call(client: Any) -> None:
+        async def request(client: Any) -> None:
             await client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
 
         async def abort() -> None:
             try:
-                await self._run(
-                    "abort_multipart_upload",
-                    call,
-                    priority=Priority.HIGH,
-                    timeout=None,
-                    deadline=None,
-                )
+                urgent = Call(self._get_lane(), call.request_id, Priority.HIGH, None, None, None)
+                await self._send(urgent, "abort_multipart_upload", request)
             except ClientClosedError:
-                client = self._s3
+                client = self._owner._s3
                 if client is not None:
-                    await call(client)
+                    await request(client)
 
         task = asyncio.ensure_future(abort())
         try:
@@ -1220,7 +1120,7 @@ class S3(BaseClient):
                 bucket,
                 key,
                 type(exc).__name__,
-                extra={"backend": self.name, "request_id": _request_id.get() or "-"},
+                extra={"backend": self.name, "request_id": call.request_id},
             )
 
     async def download_file(
@@ -1231,51 +1131,52 @@ class S3(BaseClient):
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         progress: ProgressCallback | None = None,
-        priority: int = Priority.NORMAL,
-        timeout: float | None = None,
-        deadline: float | None = None,
+        **options: Unpack[CallOptions],
     ) -> int:
-        """Stream an object to ``path`` in chunks (never whole in memory) and return its size.
+        """Stream an object to ``path`` in chunks of ``chunk_size`` (never whole in memory) and
+        return its size.
 
         The data goes to a temporary file beside ``path`` that replaces it only when complete.
         A retry after a dropped connection resumes where it stopped (only if the object is
         unchanged, by its ETag). ``timeout`` limits each wait for data; ``progress(bytes_done,
         total)`` follows each chunk written."""
+        call = self._call(options, CALL_KEYS, "download_file")
         bucket = self._bucket(bucket)
         _check_key(key)
         check_int("chunk_size", chunk_size, 1)
-        deadline = _timeout_value("deadline", deadline)
-        per_attempt = self._call_timeout(timeout)
         target = os.fspath(path)
         partial = f"{target}.{secrets.token_hex(4)}.part"
-        lane = self._get_lane()
         client = await self._client()
-        state: dict[str, Any] = {"written": 0, "etag": None, "total": None}
+        # What earlier attempts learnt and wrote, so that a retry resumes.
+        written = 0
+        etag: str | None = None
+        size: int | None = None
 
         async def attempt(a: Attempt) -> int:
+            nonlocal written, etag, size
             params: dict[str, Any] = {"Bucket": bucket, "Key": key}
-            if state["written"]:
-                params["Range"] = f"bytes={state['written']}-"
-                params["IfMatch"] = state["etag"]
-            response = await self._guard(a, client.get_object(**params), a.timeout)
+            if written:
+                params["Range"] = f"bytes={written}-"
+                params["IfMatch"] = etag
+            response = await self._guard(a, client.get_object(**params))
             body = response["Body"]
             try:
-                if state["total"] is None:
-                    state["total"] = int(response.get("ContentLength") or 0)
-                    state["etag"] = response.get("ETag")
-                total: int = state["total"]
-                f = await asyncio.to_thread(_open_at, partial, state["written"])
+                if size is None:
+                    size = int(response.get("ContentLength") or 0)
+                    etag = response.get("ETag")
+                total = size
+                f = await asyncio.to_thread(_open_at, partial, written)
                 try:
                     buffer = bytearray()
                     while True:
-                        chunk = await self._guard(a, body.read(chunk_size), a.timeout)
+                        chunk = await self._guard(a, body.read(chunk_size))
                         if chunk:
                             buffer += chunk
                         if buffer and (len(buffer) >= chunk_size or not chunk):
                             await asyncio.to_thread(f.write, buffer)
-                            state["written"] += len(buffer)
+                            written += len(buffer)
                             buffer.clear()
-                            await _report(progress, state["written"], total)
+                            await _report(progress, written, total)
                         if not chunk:
                             break
                 finally:
@@ -1285,19 +1186,12 @@ class S3(BaseClient):
                 body.close()
 
         try:
-            size = await self.dispatcher.run(
-                lane,
-                "download_file",
-                attempt,
-                priority=priority,
-                timeout=per_attempt,
-                deadline=deadline,
-            )
+            result = await self._run(call, "download_file", attempt)
             await asyncio.to_thread(os.replace, partial, target)
         except BaseException:
             await asyncio.shield(asyncio.to_thread(_remove, partial))
             raise
-        return size
+        return result
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -1310,17 +1204,15 @@ class S3(BaseClient):
             params["Range"] = header
         return params
 
-    @staticmethod
-    def _object_params(
-        content_type: str | None, metadata: Mapping[str, str] | None
-    ) -> dict[str, Any]:
-        extra: dict[str, Any] = {}
-        if content_type is not None:
-            extra["ContentType"] = check_header_value("content_type", content_type)
-        meta = _check_metadata(metadata)
-        if meta:
-            extra["Metadata"] = meta
-        return extra
+
+def _object_params(content_type: str | None, metadata: Mapping[str, str] | None) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if content_type is not None:
+        extra["ContentType"] = check_header_value("content_type", content_type)
+    meta = _check_metadata(metadata)
+    if meta:
+        extra["Metadata"] = meta
+    return extra
 
 
 _shared_loader: list[Any] = []
@@ -1335,7 +1227,9 @@ def _share_data_loader(session: Any) -> None:
 
 
 def _add_request_id_header(params: dict[str, Any], **_: Any) -> None:
-    request_id = _attempt_request_id.get()
+    """botocore's ``before-call`` hook: the current request ID (the attempt's, set by
+    ``S3._guard``) as ``X-Request-ID``."""
+    request_id = _request_id.get()
     if request_id is not None:
         params.setdefault("headers", {})[REQUEST_ID_HEADER] = request_id
 
