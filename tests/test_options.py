@@ -138,3 +138,205 @@ async def test_per_call_max_retries_on_a_stream() -> None:
 
 def test_chat_json_helper_is_a_valid_reply() -> None:
     assert chat_json("x")["choices"][0]["message"]["content"] == "x"
+
+
+# -- per-call max_retries on every public call and stream method of every HTTP client ------------
+
+M = [{"role": "user", "content": "hi"}]
+
+# For each client: its constructor arguments, and one sample call per public method. A public
+# method without an entry fails test_the_registry_covers_every_public_method.
+CALLS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "OpenAI": (
+        {"api_key": "k"},
+        {
+            "chat": lambda c, **o: c.chat(M, model="m", **o),
+            "stream_chat": lambda c, **o: c.stream_chat(M, model="m", **o),
+            "embed": lambda c, **o: c.embed(["a"], model="m", **o),
+            "models": lambda c, **o: c.models(**o),
+        },
+    ),
+    "Groq": (
+        {"api_key": "k"},
+        {
+            "chat": lambda c, **o: c.chat(M, model="m", **o),
+            "stream_chat": lambda c, **o: c.stream_chat(M, model="m", **o),
+            "embed": lambda c, **o: c.embed(["a"], model="m", **o),
+            "models": lambda c, **o: c.models(**o),
+        },
+    ),
+    "Claude": (
+        {"api_key": "k"},
+        {
+            "chat": lambda c, **o: c.chat(M, model="m", **o),
+            "stream_chat": lambda c, **o: c.stream_chat(M, model="m", **o),
+            "count_tokens": lambda c, **o: c.count_tokens(M, model="m", **o),
+            "models": lambda c, **o: c.models(**o),
+        },
+    ),
+    "Gemini": (
+        {"api_key": "k"},
+        {
+            "chat": lambda c, **o: c.chat(M, model="m", **o),
+            "stream_chat": lambda c, **o: c.stream_chat(M, model="m", **o),
+            "count_tokens": lambda c, **o: c.count_tokens(M, model="m", **o),
+            "embed": lambda c, **o: c.embed(["a"], model="m", **o),
+            "models": lambda c, **o: c.models(**o),
+        },
+    ),
+    "Ollama": (
+        {},
+        {
+            "chat": lambda c, **o: c.chat(M, model="m", **o),
+            "stream_chat": lambda c, **o: c.stream_chat(M, model="m", **o),
+            "generate": lambda c, **o: c.generate("p", model="m", **o),
+            "stream_generate": lambda c, **o: c.stream_generate("p", model="m", **o),
+            "embed": lambda c, **o: c.embed(["a"], model="m", **o),
+            "pull": lambda c, **o: c.pull("m", **o),
+            "show": lambda c, **o: c.show("m", **o),
+            "copy": lambda c, **o: c.copy("a", "b", **o),
+            "delete": lambda c, **o: c.delete("m", **o),
+            "models": lambda c, **o: c.models(**o),
+            "ps": lambda c, **o: c.ps(**o),
+            "version": lambda c, **o: c.version(**o),
+        },
+    ),
+    "TGI": (
+        {},
+        {
+            "chat": lambda c, **o: c.chat(M, **o),
+            "stream_chat": lambda c, **o: c.stream_chat(M, **o),
+            "generate": lambda c, **o: c.generate("p", **o),
+            "stream_generate": lambda c, **o: c.stream_generate("p", **o),
+            "embed": lambda c, **o: c.embed(["a"], **o),
+            "tokenize": lambda c, **o: c.tokenize("p", **o),
+            "info": lambda c, **o: c.info(**o),
+            "models": lambda c, **o: c.models(**o),
+            "health": lambda c, **o: c.health(**o),
+        },
+    ),
+    "TEI": (
+        {},
+        {
+            "embed": lambda c, **o: c.embed(["a"], **o),
+            "embed_all": lambda c, **o: c.embed_all(["a"], **o),
+            "embed_sparse": lambda c, **o: c.embed_sparse(["a"], **o),
+            "openai_embed": lambda c, **o: c.openai_embed(["a"], **o),
+            "predict": lambda c, **o: c.predict("a", **o),
+            "rerank": lambda c, **o: c.rerank("q", ["a"], **o),
+            "tokenize": lambda c, **o: c.tokenize("a", **o),
+            "info": lambda c, **o: c.info(**o),
+            "health": lambda c, **o: c.health(**o),
+        },
+    ),
+    "VLLM": (
+        {},
+        {
+            "chat": lambda c, **o: c.chat(M, model="m", **o),
+            "stream_chat": lambda c, **o: c.stream_chat(M, model="m", **o),
+            "completions": lambda c, **o: c.completions("p", model="m", **o),
+            "embed": lambda c, **o: c.embed(["a"], model="m", **o),
+            "tokenize": lambda c, **o: c.tokenize("p", model="m", **o),
+            "detokenize": lambda c, **o: c.detokenize([1], model="m", **o),
+            "rerank": lambda c, **o: c.rerank("q", ["a"], model="m", **o),
+            "score": lambda c, **o: c.score("a", "b", model="m", **o),
+            "models": lambda c, **o: c.models(**o),
+            "version": lambda c, **o: c.version(**o),
+            "health": lambda c, **o: c.health(**o),
+        },
+    ),
+    "LLVM": (
+        {},
+        {
+            "infer": lambda c, **o: c.infer("m", [1.0], **o),
+            "batch_infer": lambda c, **o: c.batch_infer("m", [[1.0]], **o),
+            "infer_many": lambda c, **o: c.infer_many("m", [[1.0]], **o),
+            "model_info": lambda c, **o: c.model_info("m", **o),
+            "models": lambda c, **o: c.models(**o),
+            "optimize": lambda c, **o: c.optimize("m", "speed", **o),
+            "reload": lambda c, **o: c.reload("m", **o),
+            "statistics": lambda c, **o: c.statistics("m", **o),
+            "status": lambda c, **o: c.status(**o),
+        },
+    ),
+    "OVMS": (
+        {"model": "m"},
+        {
+            "chat": lambda c, **o: c.chat(M, **o),
+            "stream_chat": lambda c, **o: c.stream_chat(M, **o),
+            "completions": lambda c, **o: c.completions("p", **o),
+            "embed": lambda c, **o: c.embed(["a"], **o),
+            "rerank": lambda c, **o: c.rerank("q", ["a"], **o),
+            "infer": lambda c, **o: c.infer(inputs={"x": [1.0]}, **o),
+            "predict": lambda c, **o: c.predict(instances=[[1.0]], **o),
+            "model_metadata": lambda c, **o: c.model_metadata(**o),
+            "model_status": lambda c, **o: c.model_status(**o),
+            "tfs_model_metadata": lambda c, **o: c.tfs_model_metadata(**o),
+            "server_metadata": lambda c, **o: c.server_metadata(**o),
+            "models": lambda c, **o: c.models(**o),
+            "model_ready": lambda c, **o: c.model_ready(**o),
+            "server_live": lambda c, **o: c.server_live(**o),
+            "server_ready": lambda c, **o: c.server_ready(**o),
+        },
+    ),
+}
+
+# Health and readiness probes report the state now: never retried, False on a 5xx.
+PROBES = {"health", "model_ready", "server_live", "server_ready"}
+
+
+def _public_methods(cls: type) -> set[str]:
+    return {
+        name
+        for name in dir(cls)
+        if not name.startswith("_")
+        and callable(getattr(cls, name))
+        and name not in ("aclose", "with_options")
+    }
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_the_registry_covers_every_public_method(name: str) -> None:
+    assert _public_methods(getattr(asyncllm, name)) == set(CALLS[name][1])
+
+
+async def _outcome(result: Any) -> Any:
+    if isinstance(result, asyncllm.Stream):
+        async with result as stream:
+            return [item async for item in stream]
+    return await result
+
+
+@pytest.mark.parametrize(
+    ("name", "method"), [(n, m) for n in sorted(CALLS) for m in sorted(CALLS[n][1])]
+)
+async def test_per_call_max_retries_on_every_call(name: str, method: str) -> None:
+    from asyncllm.testing import MockTransport
+
+    requests = 0
+
+    def handler(request: Any) -> MockResponse:
+        nonlocal requests
+        requests += 1
+        return MockResponse(503, json={"error": {"message": "busy"}})
+
+    kwargs, calls = CALLS[name]
+    client = getattr(asyncllm, name)(
+        base_url="http://mock.invalid",
+        transport=MockTransport(handler),
+        dispatcher=asyncllm.Dispatcher(),
+        retry=asyncllm.RetryConfig(max_retries=5, initial_delay=0, max_delay=0),
+        **kwargs,
+    )
+    call = calls[method]
+    for max_retries in (0, 2):
+        requests = 0
+        if method in PROBES:
+            assert await _outcome(call(client, max_retries=max_retries)) is False
+            assert requests == 1
+        else:
+            with pytest.raises(asyncllm.APIStatusError) as info:
+                await _outcome(call(client, max_retries=max_retries))
+            assert info.value.status_code == 503
+            assert requests == max_retries + 1, (name, method, max_retries)
+    await client.aclose()
