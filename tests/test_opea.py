@@ -27,7 +27,7 @@ HOSTILE_QUESTION = 'it\'s "quoted"\nnext\tline — café ☕ \\ back\x01'
 def opea_on(server: FakeServer, **kwargs: Any) -> OPEA:
     url = server.url()
     return OPEA(
-        url,
+        base_url=url,
         llm_url=url,
         embedding_url=url,
         retriever_url=url,
@@ -337,8 +337,8 @@ async def test_gateway_error_bodies(opea: OPEA, server: FakeServer) -> None:
 async def test_gateway_plain_text_500(server: FakeServer) -> None:
     async with opea_on(server, max_retries=0) as client:
         with pytest.raises(asyncllm.InternalServerError) as info:
-            await client._gateway._request(
-                "raw", "POST", "/v1/chatqna", lambda p, m: p, body={"no": "messages"}
+            await client._parts.gateway._request(
+                "raw", "POST", "/v1/chatqna", lambda p, m: p, {}, body={"no": "messages"}
             )
     assert info.value.body == "Internal Server Error"
 
@@ -551,8 +551,8 @@ async def test_guardrails(opea: OPEA, server: FakeServer) -> None:
 
 async def test_microservice_validation_error(opea: OPEA, server: FakeServer) -> None:
     with pytest.raises(asyncllm.UnprocessableEntityError) as info:
-        await opea._client("retriever")._request(
-            "raw", "POST", "/v1/retrieval", lambda p, m: p, body={"embedding": [1.0]}
+        await opea._parts.retriever._request(
+            "raw", "POST", "/v1/retrieval", lambda p, m: p, {}, body={"embedding": [1.0]}
         )
     assert info.value.message == "body.text: Field required"
 
@@ -784,7 +784,7 @@ async def test_api_key_is_sent_and_never_shown(server: FakeServer) -> None:
         await client.chatqna("q")
         assert server.requests[-1].headers["Authorization"] == "Bearer opea-secret-key"
         assert "opea-secret-key" not in repr(client)
-        assert "opea-secret-key" not in repr(client._gateway.__dict__.get("api_key"))
+        assert "opea-secret-key" not in repr(client._parts.gateway.__dict__.get("api_key"))
         server.fail_next(1, status=401)
         with pytest.raises(asyncllm.AuthenticationError) as info:
             await client.embed("x")
