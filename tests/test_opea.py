@@ -799,3 +799,84 @@ async def test_reopen_is_refused(server: FakeServer) -> None:
         async with client:
             pass
     await client.aclose()  # twice is fine
+
+
+# -- one transport, options checked by name ------------------------------------------------------
+
+
+async def test_services_share_one_transport_that_the_facade_closes() -> None:
+    client = OPEA()
+    transports = {id(part._transport) for part in client._parts}
+    assert transports == {id(client._transport)}
+    assert not any(part._owns_transport for part in client._parts)
+    await client.aclose()
+    with pytest.raises(asyncllm.ClientClosedError):
+        await client._transport.send(None)  # type: ignore[arg-type]
+
+
+async def test_a_given_transport_is_shared_and_left_open() -> None:
+    closed: list[bool] = []
+    transport = MockTransport(lambda request: MockResponse(200, json={}))
+    transport_close = transport.aclose
+
+    async def aclose() -> None:
+        closed.append(True)
+        await transport_close()
+
+    transport.aclose = aclose  # type: ignore[method-assign]
+    async with OPEA(transport=transport) as client:
+        assert {id(part._transport) for part in client._parts} == {id(transport)}
+    assert closed == []
+
+
+def test_the_constructor_is_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        OPEA("http://localhost:8888")  # type: ignore[misc]
+    with pytest.raises(TypeError, match="llm_urll"):
+        OPEA(llm_urll="http://x")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("call", "args", "kwargs"),
+    [
+        ("chatqna", ("q",), {"priorty": 1}),
+        ("stream_chatqna", ("q",), {"temprature": 0.1}),
+        ("codegen", ("q",), {"index": "x"}),
+        ("docsum", ("x",), {"sumary_type": "auto"}),
+        ("faqgen", ("x",), {"extra_body": {"a": 1}}),  # a form: no JSON body to merge into
+        ("stream_faqgen", ("x",), {"extra_body": {"a": 1}}),
+        ("chat", ([{"role": "user", "content": "x"}],), {"top_k": 3}),
+        ("embed", ("x",), {"dimension": 3}),
+        ("retrieve", ("q", [0.1]), {"top_k": 3}),
+        ("rerank", ("q", ["a"]), {"k": 3}),
+        ("guardrails", ("x",), {"promt": "p"}),
+        ("ingest", ([("a.txt", b"x")],), {"chunk_sise": 3}),
+        ("health", ("llm",), {"extra_body": {}}),
+    ],
+)
+async def test_a_misspelt_option_is_a_type_error_before_anything_is_sent(
+    opea: OPEA, server: FakeServer, call: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(TypeError, match=f"{call}\\(\\) got an unexpected keyword argument"):
+        result = getattr(opea, call)(*args, **kwargs)
+        if not isinstance(result, asyncllm.Stream):
+            await result
+    assert server.request_count == 0
+
+
+async def test_with_options_reaches_every_service(opea: OPEA, server: FakeServer) -> None:
+    once = opea.with_options(max_retries=0)
+    server.fail_next(1, status=503)
+    with pytest.raises(asyncllm.InternalServerError):
+        await once.chatqna("q")
+    server.fail_next(1, status=503)
+    with pytest.raises(asyncllm.InternalServerError):
+        await once.embed("x")
+    assert server.request_count == 2
+    server.fail_next(1, status=503)
+    assert (await opea.embed("x")).vectors  # the client itself still retries
+    await once.aclose()  # owns nothing
+    assert (await opea.chatqna("q")).text == "echo: q"
+    await opea.aclose()
+    with pytest.raises(asyncllm.ClientClosedError):
+        await once.chatqna("q")
