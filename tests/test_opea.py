@@ -27,7 +27,7 @@ HOSTILE_QUESTION = 'it\'s "quoted"\nnext\tline — café ☕ \\ back\x01'
 def opea_on(server: FakeServer, **kwargs: Any) -> OPEA:
     url = server.url()
     return OPEA(
-        url,
+        base_url=url,
         llm_url=url,
         embedding_url=url,
         retriever_url=url,
@@ -337,8 +337,8 @@ async def test_gateway_error_bodies(opea: OPEA, server: FakeServer) -> None:
 async def test_gateway_plain_text_500(server: FakeServer) -> None:
     async with opea_on(server, max_retries=0) as client:
         with pytest.raises(asyncllm.InternalServerError) as info:
-            await client._gateway._request(
-                "raw", "POST", "/v1/chatqna", lambda p, m: p, body={"no": "messages"}
+            await client._parts.gateway._request(
+                "raw", "POST", "/v1/chatqna", lambda p, m: p, {}, body={"no": "messages"}
             )
     assert info.value.body == "Internal Server Error"
 
@@ -551,8 +551,8 @@ async def test_guardrails(opea: OPEA, server: FakeServer) -> None:
 
 async def test_microservice_validation_error(opea: OPEA, server: FakeServer) -> None:
     with pytest.raises(asyncllm.UnprocessableEntityError) as info:
-        await opea._client("retriever")._request(
-            "raw", "POST", "/v1/retrieval", lambda p, m: p, body={"embedding": [1.0]}
+        await opea._parts.retriever._request(
+            "raw", "POST", "/v1/retrieval", lambda p, m: p, {}, body={"embedding": [1.0]}
         )
     assert info.value.message == "body.text: Field required"
 
@@ -784,7 +784,7 @@ async def test_api_key_is_sent_and_never_shown(server: FakeServer) -> None:
         await client.chatqna("q")
         assert server.requests[-1].headers["Authorization"] == "Bearer opea-secret-key"
         assert "opea-secret-key" not in repr(client)
-        assert "opea-secret-key" not in repr(client._gateway.__dict__.get("api_key"))
+        assert "opea-secret-key" not in repr(client._parts.gateway.__dict__.get("api_key"))
         server.fail_next(1, status=401)
         with pytest.raises(asyncllm.AuthenticationError) as info:
             await client.embed("x")
@@ -799,3 +799,84 @@ async def test_reopen_is_refused(server: FakeServer) -> None:
         async with client:
             pass
     await client.aclose()  # twice is fine
+
+
+# -- one transport, options checked by name ------------------------------------------------------
+
+
+async def test_services_share_one_transport_that_the_facade_closes() -> None:
+    client = OPEA()
+    transports = {id(part._transport) for part in client._parts}
+    assert transports == {id(client._transport)}
+    assert not any(part._owns_transport for part in client._parts)
+    await client.aclose()
+    with pytest.raises(asyncllm.ClientClosedError):
+        await client._transport.send(None)  # type: ignore[arg-type]
+
+
+async def test_a_given_transport_is_shared_and_left_open() -> None:
+    closed: list[bool] = []
+    transport = MockTransport(lambda request: MockResponse(200, json={}))
+    transport_close = transport.aclose
+
+    async def aclose() -> None:
+        closed.append(True)
+        await transport_close()
+
+    transport.aclose = aclose  # type: ignore[method-assign]
+    async with OPEA(transport=transport) as client:
+        assert {id(part._transport) for part in client._parts} == {id(transport)}
+    assert closed == []
+
+
+def test_the_constructor_is_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        OPEA("http://localhost:8888")  # type: ignore[misc]
+    with pytest.raises(TypeError, match="llm_urll"):
+        OPEA(llm_urll="http://x")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("call", "args", "kwargs"),
+    [
+        ("chatqna", ("q",), {"priorty": 1}),
+        ("stream_chatqna", ("q",), {"temprature": 0.1}),
+        ("codegen", ("q",), {"index": "x"}),
+        ("docsum", ("x",), {"sumary_type": "auto"}),
+        ("faqgen", ("x",), {"extra_body": {"a": 1}}),  # a form: no JSON body to merge into
+        ("stream_faqgen", ("x",), {"extra_body": {"a": 1}}),
+        ("chat", ([{"role": "user", "content": "x"}],), {"top_k": 3}),
+        ("embed", ("x",), {"dimension": 3}),
+        ("retrieve", ("q", [0.1]), {"top_k": 3}),
+        ("rerank", ("q", ["a"]), {"k": 3}),
+        ("guardrails", ("x",), {"promt": "p"}),
+        ("ingest", ([("a.txt", b"x")],), {"chunk_sise": 3}),
+        ("health", ("llm",), {"extra_body": {}}),
+    ],
+)
+async def test_a_misspelt_option_is_a_type_error_before_anything_is_sent(
+    opea: OPEA, server: FakeServer, call: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(TypeError, match=f"{call}\\(\\) got an unexpected keyword argument"):
+        result = getattr(opea, call)(*args, **kwargs)
+        if not isinstance(result, asyncllm.Stream):
+            await result
+    assert server.request_count == 0
+
+
+async def test_with_options_reaches_every_service(opea: OPEA, server: FakeServer) -> None:
+    once = opea.with_options(max_retries=0)
+    server.fail_next(1, status=503)
+    with pytest.raises(asyncllm.InternalServerError):
+        await once.chatqna("q")
+    server.fail_next(1, status=503)
+    with pytest.raises(asyncllm.InternalServerError):
+        await once.embed("x")
+    assert server.request_count == 2
+    server.fail_next(1, status=503)
+    assert (await opea.embed("x")).vectors  # the client itself still retries
+    await once.aclose()  # owns nothing
+    assert (await opea.chatqna("q")).text == "echo: q"
+    await opea.aclose()
+    with pytest.raises(asyncllm.ClientClosedError):
+        await once.chatqna("q")
