@@ -193,12 +193,21 @@ class OpenAICompatible(HttpBackend):
     models_path: ClassVar[str] = "/models"
     # The keyword arguments chat and stream_chat take (a backend with more extends ChatOptions).
     chat_keys: ClassVar[frozenset[str]] = CHAT_KEYS
+    # A server that serves one model (say, an OPEA microservice) uses it when a request names
+    # none: then a call without a model sends none, instead of raising.
+    model_required: ClassVar[bool] = True
+
+    def _with_model(self, body: dict[str, Any], model: str | None) -> dict[str, Any]:
+        """``body`` with the call's model (or the client's) under "model"; without one, an error
+        unless the server picks its own (``model_required = False``)."""
+        if model is None and self.model is None and not self.model_required:
+            return body
+        body["model"] = self._model(model)
+        return body
 
     def _chat_body(self, messages: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self._model(params.get("model")),
-            "messages": normalize_messages(messages),
-        }
+        body = self._with_model({}, params.get("model"))
+        body["messages"] = normalize_messages(messages)
         get = params.get
         # Each optional parameter is checked, and sent, only when given.
         if (temperature := get("temperature")) is not None:
@@ -321,11 +330,9 @@ class OpenAICompatible(HttpBackend):
         texts = check_str_list("inputs", inputs, allow_str=True)
         dimensions = options.get("dimensions")
         check_int("dimensions", dimensions, 1)
-        body: dict[str, Any] = {
-            "model": self._model(options.get("model")),
-            "input": texts,
-            "encoding_format": "float",
-        }
+        body = self._with_model({}, options.get("model"))
+        body["input"] = texts
+        body["encoding_format"] = "float"
         if dimensions is not None:
             body["dimensions"] = dimensions
         if (user := options.get("user")) is not None:

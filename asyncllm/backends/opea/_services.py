@@ -372,26 +372,13 @@ class _Service(HttpBackend):
         return await self._request("health", "GET", "/v1/health_check", parse, options)
 
 
-# OPEA's LLM and embedding services use the model they were started with (LLM_MODEL_ID,
-# EMBEDDING_MODEL_ID) when a request names none, where OpenAICompatible always sends one. So a
-# call without a model (on a client made without one) puts this marker in the body, and the body
-# is sent without it.
-_SERVICE_MODEL = "\x00the service's own model"
-
-
 class _OpenAIShaped(_Service, OpenAICompatible):
-    """A service that answers in OpenAI's shapes, read with ``OpenAICompatible``'s parsers."""
+    """A service that answers in OpenAI's shapes, read with ``OpenAICompatible``'s parsers.
 
-    def _model(self, model: str | None) -> str:
-        if model is None and self.model is None:
-            return _SERVICE_MODEL
-        return super()._model(model)
+    OPEA's LLM and embedding services use the model they were started with (LLM_MODEL_ID,
+    EMBEDDING_MODEL_ID) when a request names none."""
 
-    @staticmethod
-    def _encode(body: Any) -> bytes:
-        if isinstance(body, dict) and body.get("model") is _SERVICE_MODEL:
-            body = {key: value for key, value in body.items() if key != "model"}
-        return HttpBackend._encode(body)
+    model_required: ClassVar[bool] = False
 
 
 class _LLM(_OpenAIShaped):
