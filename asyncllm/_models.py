@@ -20,6 +20,9 @@ from ._http import _json
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
+# What a chat call takes as ``messages``: common-form dicts, or pydantic models of them.
+Messages = Sequence[Mapping[str, Any] | BaseModel]
+
 
 class Usage(BaseModel):
     """Token counts; backends add their own extras (durations, cache tokens) as extra fields."""
@@ -296,6 +299,19 @@ def _tool_call_dict(call: Any, index: int) -> dict[str, Any]:
         ):
             return dict(call)
     raise ConfigurationError(f"messages[{index}].tool_calls holds an invalid tool call")
+
+
+def call_arguments(call: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The arguments of a tool call from ``normalize_messages`` (JSON text) as a dict, for a
+    backend whose wire form sends them as an object; ``where`` names the message in an error."""
+    name = call["function"]["name"]
+    try:
+        value = _json.loads(call["function"].get("arguments") or "{}")
+    except ValueError as exc:
+        raise ConfigurationError(f"{where}: tool call {name!r} arguments are not JSON") from exc
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{where}: tool call {name!r} arguments must be a JSON object")
+    return value
 
 
 def tool_result(call: ToolCall, content: Any) -> dict[str, Any]:

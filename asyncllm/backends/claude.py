@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -21,26 +21,24 @@ from typing_extensions import TypedDict, Unpack
 from .._engine._context import check_header_value
 from .._engine._dispatcher import Lane
 from .._exceptions import APIConnectionError, ConfigurationError
-from .._http import _json
 from .._http._backend import ErrorInfo, HttpBackend, Meta
 from .._http._transport import Response
 from .._models import (
     ChatChunk,
     ChatResponse,
     Message,
+    Messages,
     ModelInfo,
-    Tool,
     ToolCall,
     ToolCallDelta,
     Usage,
+    call_arguments,
     coerce_tools,
     normalize_messages,
 )
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
 from .._validate import check_int, check_number, check_stop, check_str_list
 from ..streaming import Stream
-
-Messages = Sequence[Mapping[str, Any] | BaseModel]
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -172,19 +170,13 @@ def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
 
 
 def _tool_use_block(call: Mapping[str, Any], where: str) -> dict[str, Any]:
-    function = call["function"]
-    name = function.get("name")
-    call_id = call.get("id")
-    if not isinstance(name, str) or not isinstance(call_id, str):
-        raise ConfigurationError(f"{where}: a tool call needs an id and a function name")
-    arguments = function.get("arguments") or "{}"
-    try:
-        value = _json.loads(arguments) if isinstance(arguments, str) else arguments
-    except ValueError as exc:
-        raise ConfigurationError(f"{where}: tool call {name!r} arguments are not JSON") from exc
-    if not isinstance(value, Mapping):
-        raise ConfigurationError(f"{where}: tool call {name!r} arguments must be a JSON object")
-    return {"type": "tool_use", "id": call_id, "name": name, "input": dict(value)}
+    # normalize_messages has checked that the id and the name are strings.
+    return {
+        "type": "tool_use",
+        "id": call["id"],
+        "name": call["function"]["name"],
+        "input": call_arguments(call, where),
+    }
 
 
 def to_wire(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -265,17 +257,16 @@ def tool_choice_body(value: Any) -> Any:
 def _tools_body(tools: Sequence[Any] | None) -> list[dict[str, Any]] | None:
     """Common tools as ``{name, description, input_schema}``. Dicts already in Anthropic's form
     (with ``input_schema``, or a server tool's own ``type``) pass through unchanged."""
-    if tools is None:
+    coerced = coerce_tools(tools)  # the checks every backend applies
+    if tools is None or coerced is None:
         return None
-    coerce_tools(tools)  # the checks every backend applies
     out: list[dict[str, Any]] = []
-    for value in tools:
+    for value, tool in zip(tools, coerced, strict=True):
         if isinstance(value, Mapping) and (
             "input_schema" in value or value.get("type") not in (None, "function", "custom")
         ):
             out.append(dict(value))
             continue
-        tool = Tool.coerce(value)
         schema = dict(tool.parameters)
         schema.setdefault("type", "object")
         spec: dict[str, Any] = {"name": tool.name, "input_schema": schema}
@@ -329,13 +320,67 @@ def _created(value: str | None) -> int | None:
 
 
 class _StreamState:
-    """What earlier events said that later chunks need: model, usage, tool ordinals."""
+    """One stream's events read in order, keeping what later chunks need from earlier events:
+    model, usage, tool ordinals."""
 
     def __init__(self) -> None:
         self.model: str | None = None
         self.usage: dict[str, Any] = {}
         self.tools: dict[int, int] = {}  # content block index -> tool call ordinal
         self.stopped = False
+
+    def chunk(self, event: Mapping[str, Any], meta: Meta) -> ChatChunk | None:
+        """The chunk one event carries, or None for events that carry nothing for the caller."""
+        kind = event.get("type")
+        base: dict[str, Any] = {"request_id": meta.request_id, "raw": event}
+        if kind == "message_start":
+            message = event["message"]
+            self.model = message.get("model")
+            self.usage.update(message.get("usage") or {})
+            return None
+        if kind == "content_block_start":
+            block = event["content_block"]
+            if block.get("type") == "tool_use":
+                ordinal = self.tools[_block_index(event)] = len(self.tools)
+                value = block.get("input")
+                start = ToolCallDelta(
+                    index=ordinal,
+                    id=block["id"],
+                    name=block["name"],
+                    arguments=json.dumps(value, ensure_ascii=False) if value else "",
+                )
+                return ChatChunk(tool_calls=[start], model=self.model, **base)
+            if block.get("type") == "text" and block.get("text"):
+                return ChatChunk(delta=str(block["text"]), model=self.model, **base)
+            return None
+        if kind == "content_block_delta":
+            delta = event["delta"]
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                return ChatChunk(delta=str(delta["text"]), model=self.model, **base)
+            if dtype == "input_json_delta":
+                tool = self.tools.get(_block_index(event))
+                if tool is None:
+                    raise ValueError("input_json_delta for a block that is not a tool_use")
+                call = ToolCallDelta(index=tool, arguments=str(delta["partial_json"]))
+                return ChatChunk(tool_calls=[call], model=self.model, **base)
+            if dtype in ("thinking_delta", "signature_delta", "citations_delta"):
+                return ChatChunk(model=self.model, **base)
+            return None
+        if kind == "message_delta":
+            self.usage.update(
+                {k: v for k, v in (event.get("usage") or {}).items() if v is not None}
+            )
+            return ChatChunk(
+                finish_reason=finish_reason((event.get("delta") or {}).get("stop_reason")),
+                usage=_usage(self.usage),
+                model=self.model,
+                **base,
+            )
+        if kind == "message_stop":
+            self.stopped = True
+        # ping, content_block_stop, and event types added after this was written
+        return None
 
 
 # -- the parameters of a call ---------------------------------------------------------------------
@@ -538,62 +583,8 @@ class Claude(HttpBackend):
             raw=payload,
         )
 
-    def _chunk(self, event: Mapping[str, Any], state: _StreamState, meta: Meta) -> ChatChunk | None:
-        """The chunk one event carries, or None for events that carry nothing for the caller."""
-        kind = event.get("type")
-        base: dict[str, Any] = {"request_id": meta.request_id, "raw": event}
-        if kind == "message_start":
-            message = event["message"]
-            state.model = message.get("model")
-            state.usage.update(message.get("usage") or {})
-            return None
-        if kind == "content_block_start":
-            block = event["content_block"]
-            if block.get("type") == "tool_use":
-                ordinal = state.tools[_block_index(event)] = len(state.tools)
-                value = block.get("input")
-                start = ToolCallDelta(
-                    index=ordinal,
-                    id=block["id"],
-                    name=block["name"],
-                    arguments=json.dumps(value, ensure_ascii=False) if value else "",
-                )
-                return ChatChunk(tool_calls=[start], model=state.model, **base)
-            if block.get("type") == "text" and block.get("text"):
-                return ChatChunk(delta=str(block["text"]), model=state.model, **base)
-            return None
-        if kind == "content_block_delta":
-            delta = event["delta"]
-            dtype = delta.get("type")
-            if dtype == "text_delta":
-                return ChatChunk(delta=str(delta["text"]), model=state.model, **base)
-            if dtype == "input_json_delta":
-                tool = state.tools.get(_block_index(event))
-                if tool is None:
-                    raise ValueError("input_json_delta for a block that is not a tool_use")
-                call = ToolCallDelta(index=tool, arguments=str(delta["partial_json"]))
-                return ChatChunk(tool_calls=[call], model=state.model, **base)
-            if dtype in ("thinking_delta", "signature_delta", "citations_delta"):
-                return ChatChunk(model=state.model, **base)
-            return None
-        if kind == "message_delta":
-            state.usage.update(
-                {k: v for k, v in (event.get("usage") or {}).items() if v is not None}
-            )
-            return ChatChunk(
-                finish_reason=finish_reason((event.get("delta") or {}).get("stop_reason")),
-                usage=_usage(state.usage),
-                model=state.model,
-                **base,
-            )
-        if kind == "message_stop":
-            state.stopped = True
-        # ping, content_block_stop, and event types added after this was written
-        return None
-
     async def _decode_stream(self, response: Response, meta: Meta) -> AsyncIterator[ChatChunk]:
         state = _StreamState()
-        parse = self._chunk_parser(state)
         async for event in self._sse(response):
             payload = event.json()
             if not isinstance(payload, Mapping):
@@ -602,7 +593,7 @@ class Claude(HttpBackend):
                 )
             if payload.get("type") == "error" or event.event == "error":
                 raise self._stream_error(payload, meta)
-            chunk = self._parse(parse, payload, meta)
+            chunk = self._parse(state.chunk, payload, meta)
             if chunk is not None:
                 yield chunk
             if state.stopped:
@@ -613,12 +604,6 @@ class Claude(HttpBackend):
             request_id=meta.request_id,
             server_request_id=meta.server_request_id,
         )
-
-    def _chunk_parser(self, state: _StreamState) -> Callable[[Any, Meta], ChatChunk | None]:
-        def parse(payload: Any, meta: Meta) -> ChatChunk | None:
-            return self._chunk(payload, state, meta)
-
-        return parse
 
     # -- public calls -----------------------------------------------------------------------------
 
