@@ -33,10 +33,12 @@ from .._models import (
     ChatResponse,
     EmbeddingResponse,
     Message,
+    Messages,
     ModelInfo,
     ToolCall,
     ToolCallDelta,
     Usage,
+    call_arguments,
     coerce_tools,
     message_text,
     normalize_messages,
@@ -68,9 +70,6 @@ _BLOCKED_FINISH = frozenset(
 )
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
-
-Messages = Sequence[Mapping[str, Any] | BaseModel]
-
 
 # -- the keyword arguments of the calls -----------------------------------------------------------
 
@@ -381,18 +380,11 @@ def _tool_response(content: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"output": text}
 
 
-def _arguments(raw: Any, index: int) -> dict[str, Any]:
-    if isinstance(raw, Mapping):
-        return dict(raw)
-    try:
-        value = _json.loads(raw or "{}")
-    except (TypeError, ValueError):
-        value = None
-    if not isinstance(value, dict):
-        raise ConfigurationError(
-            f"messages[{index}] has tool call arguments that are not an object"
-        )
-    return value
+def _sent_id(call_id: Any) -> bool:
+    """Whether a call's id goes back to Gemini: the ids it gave, not the ones made up here."""
+    return (
+        isinstance(call_id, str) and bool(call_id) and not call_id.startswith(SYNTHETIC_ID_PREFIX)
+    )
 
 
 def to_gemini_contents(
@@ -413,7 +405,7 @@ def to_gemini_contents(
             native = item.get("gemini_parts")
             calls = item.get("tool_calls") or []
             for call in calls:
-                names[str(call.get("id"))] = call["function"]["name"]
+                names[call["id"]] = call["function"]["name"]
             if isinstance(native, list) and native:
                 if not all(isinstance(p, Mapping) for p in native):
                     raise ConfigurationError(f"messages[{i}].gemini_parts must be a list of dicts")
@@ -423,11 +415,10 @@ def to_gemini_contents(
             for call in calls:
                 fc: dict[str, Any] = {
                     "name": call["function"]["name"],
-                    "args": _arguments(call["function"].get("arguments"), i),
+                    "args": call_arguments(call, f"messages[{i}]"),
                 }
-                cid = call.get("id")
-                if isinstance(cid, str) and cid and not cid.startswith(SYNTHETIC_ID_PREFIX):
-                    fc["id"] = cid
+                if _sent_id(call["id"]):
+                    fc["id"] = call["id"]
                 parts.append({"functionCall": fc})
             contents.append({"role": "model", "parts": parts})
         else:  # tool / function results
@@ -438,7 +429,7 @@ def to_gemini_contents(
                     f"messages[{i}] is a tool result whose call (and so its name) is unknown"
                 )
             response: dict[str, Any] = {"name": name, "response": _tool_response(item["content"])}
-            if isinstance(cid, str) and cid and not cid.startswith(SYNTHETIC_ID_PREFIX):
+            if _sent_id(cid):
                 response["id"] = cid
             part = {"functionResponse": response}
             last = contents[-1] if contents else None
@@ -473,14 +464,15 @@ def _tool_config(tool_choice: Any, tool_names: list[str]) -> dict[str, Any] | No
     return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
 
 
+def _json_schema_format(schema: Mapping[str, Any]) -> dict[str, Any]:
+    return {"responseMimeType": "application/json", "responseSchema": json_schema_to_gemini(schema)}
+
+
 def _response_format(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if isinstance(value, type) and issubclass(value, BaseModel):
-        return {
-            "responseMimeType": "application/json",
-            "responseSchema": json_schema_to_gemini(value.model_json_schema()),
-        }
+        return _json_schema_format(value.model_json_schema())
     if isinstance(value, Mapping):
         kind = value.get("type")
         if kind == "text":
@@ -492,14 +484,8 @@ def _response_format(value: Any) -> dict[str, Any]:
             schema = spec.get("schema") if isinstance(spec, Mapping) else None
             if not isinstance(schema, Mapping):
                 raise ConfigurationError("a json_schema response_format needs json_schema.schema")
-            return {
-                "responseMimeType": "application/json",
-                "responseSchema": json_schema_to_gemini(schema),
-            }
-        return {
-            "responseMimeType": "application/json",
-            "responseSchema": json_schema_to_gemini(value),
-        }
+            return _json_schema_format(schema)
+        return _json_schema_format(value)
     raise ConfigurationError("response_format must be a pydantic model class or a dict")
 
 
