@@ -528,24 +528,53 @@ def _finish(reason: str | None, has_calls: bool) -> str | None:
     return _FINISH.get(reason, reason.lower())
 
 
+_USAGE_EXTRAS = {
+    "cached_content_token_count",
+    "thoughts_token_count",
+    "tool_use_prompt_token_count",
+}
+
+
 def _usage(meta: _UsageMetadata | None) -> Usage | None:
     if meta is None:
         return None
-    extras = {
-        k: v
-        for k, v in {
-            "cached_content_token_count": meta.cached_content_token_count,
-            "thoughts_token_count": meta.thoughts_token_count,
-            "tool_use_prompt_token_count": meta.tool_use_prompt_token_count,
-        }.items()
-        if v is not None
-    }
+    extras = meta.model_dump(include=_USAGE_EXTRAS, exclude_none=True)
     return Usage(
         prompt_tokens=meta.prompt_token_count,
         completion_tokens=meta.candidates_token_count,
         total_tokens=meta.total_token_count,
         **extras,
     )
+
+
+def _read_parts(candidate: _Candidate, first_call: int = 0) -> tuple[list[str], list[ToolCall]]:
+    """A candidate's texts (thoughts left out) and function calls, the calls numbered from
+    ``first_call`` (a stream numbers them across its chunks)."""
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for part in candidate.content.parts if candidate.content is not None else ():
+        fc = part.function_call
+        if fc is not None:
+            call_id = _call_id(fc, first_call + len(calls))
+            calls.append(ToolCall(id=call_id, name=fc.name, arguments=json.dumps(fc.args or {})))
+        elif part.text is not None and not part.thought:
+            texts.append(part.text)
+    return texts, calls
+
+
+def _candidate_message(candidate: _Candidate) -> Message:
+    texts, calls = _read_parts(candidate)
+    fields: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts),
+        "tool_calls": calls or None,
+    }
+    parts = candidate.content.parts if candidate.content is not None else []
+    if any(part.thought_signature is not None for part in parts):
+        # Thought signatures must go back as they came (Gemini 2.5+ function calling), so
+        # the message keeps the raw parts; to_gemini_contents sends them unchanged.
+        fields["gemini_parts"] = [p.model_dump(by_alias=True, exclude_none=True) for p in parts]
+    return Message.model_validate(fields)
 
 
 def _duration(value: Any) -> float | None:
@@ -621,6 +650,10 @@ class Gemini(HttpBackend):
             status=code if isinstance(code, int) and not isinstance(code, bool) else None,
         )
 
+    def _method_path(self, model: str | None, method: str) -> str:
+        """The path of a model's method: ``/models/gemini-2.0-flash:generateContent``."""
+        return f"/{model_resource(self._model(model))}:{method}"
+
     # -- chat -------------------------------------------------------------------------------
 
     def _generate_body(
@@ -683,76 +716,45 @@ class Gemini(HttpBackend):
             body["generationConfig"] = config
         return body
 
-    def _candidate_message(self, candidate: _Candidate) -> Message:
-        text: list[str] = []
-        calls: list[ToolCall] = []
-        signed = False
-        parts = candidate.content.parts if candidate.content is not None else []
-        for part in parts:
-            signed = signed or part.thought_signature is not None
-            if part.function_call is not None:
-                fc = part.function_call
-                calls.append(
-                    ToolCall(
-                        id=_call_id(fc, len(calls)),
-                        name=fc.name,
-                        arguments=json.dumps(fc.args or {}),
-                    )
-                )
-            elif part.text is not None and not part.thought:
-                text.append(part.text)
-        fields: dict[str, Any] = {
-            "role": "assistant",
-            "content": "".join(text),
-            "tool_calls": calls or None,
+    def _check_blocked(self, wire: _GenerateContentResponse, meta: Meta, emitted: bool) -> None:
+        """Raise ContentBlockedError for a refused prompt, or for an answer stopped for safety
+        before anything of it was ``emitted``."""
+        where: dict[str, Any] = {
+            "backend": self.name,
+            "request_id": meta.request_id,
+            "server_request_id": wire.response_id,
         }
-        if signed:
-            # Thought signatures must go back as they came (Gemini 2.5+ function calling), so
-            # the message keeps the raw parts; to_gemini_contents sends them unchanged.
-            fields["gemini_parts"] = [p.model_dump(by_alias=True, exclude_none=True) for p in parts]
-        return Message.model_validate(fields)
-
-    def _blocked(
-        self, wire: _GenerateContentResponse, meta: Meta, emitted: bool
-    ) -> ContentBlockedError | None:
         feedback = wire.prompt_feedback
         if feedback is not None and feedback.block_reason:
-            return ContentBlockedError(
+            raise ContentBlockedError(
                 f"Gemini blocked the prompt ({feedback.block_reason})",
                 block_reason=feedback.block_reason,
                 safety_ratings=feedback.safety_ratings,
-                backend=self.name,
-                request_id=meta.request_id,
-                server_request_id=wire.response_id,
                 error_type="prompt_blocked",
                 code=feedback.block_reason,
+                **where,
             )
         if wire.candidates and not emitted:
             first = wire.candidates[0]
             empty = first.content is None or not first.content.parts
             if empty and first.finish_reason in _BLOCKED_FINISH:
-                return ContentBlockedError(
+                raise ContentBlockedError(
                     f"Gemini stopped the answer ({first.finish_reason})"
                     + (f": {first.finish_message}" if first.finish_message else ""),
                     finish_reason=first.finish_reason,
                     safety_ratings=first.safety_ratings,
-                    backend=self.name,
-                    request_id=meta.request_id,
-                    server_request_id=wire.response_id,
                     error_type="response_blocked",
                     code=first.finish_reason,
+                    **where,
                 )
-        return None
 
     def _parse_generate(self, payload: Any, meta: Meta) -> ChatResponse:
         wire = _GenerateContentResponse.model_validate(payload)
-        blocked = self._blocked(wire, meta, emitted=False)
-        if blocked is not None:
-            raise blocked
+        self._check_blocked(wire, meta, emitted=False)
         if not wire.candidates:
             raise ValueError("no candidates and no block reason")
         candidates = sorted(wire.candidates, key=lambda c: c.index or 0)
-        choices = [self._candidate_message(c) for c in candidates]
+        choices = [_candidate_message(c) for c in candidates]
         first = choices[0]
         return ChatResponse(
             text=message_text(first.content),
@@ -775,7 +777,7 @@ class Gemini(HttpBackend):
         return await self._request(
             "chat",
             "POST",
-            f"/{model_resource(self._model(options.get('model')))}:generateContent",
+            self._method_path(options.get("model"), "generateContent"),
             self._parse_generate,
             options,
             body=body,
@@ -792,7 +794,7 @@ class Gemini(HttpBackend):
         return self._stream(
             "stream_chat",
             "POST",
-            f"/{model_resource(self._model(options.get('model')))}:streamGenerateContent",
+            self._method_path(options.get("model"), "streamGenerateContent"),
             self._decode_stream,
             options,
             body=body,
@@ -812,32 +814,22 @@ class Gemini(HttpBackend):
             wire = self._parse(
                 lambda p, _m: _GenerateContentResponse.model_validate(p), payload, meta
             )
-            blocked = self._blocked(wire, meta, emitted)
-            if blocked is not None:
-                raise blocked
-            delta: list[str] = []
+            self._check_blocked(wire, meta, emitted)
+            texts: list[str] = []
             deltas: list[ToolCallDelta] = []
             finish = None
             if wire.candidates:
                 candidate = wire.candidates[0]
-                for part in candidate.content.parts if candidate.content is not None else ():
-                    if part.function_call is not None:
-                        fc = part.function_call
-                        deltas.append(
-                            ToolCallDelta(
-                                index=calls,
-                                id=_call_id(fc, calls),
-                                name=fc.name,
-                                arguments=json.dumps(fc.args or {}),
-                            )
-                        )
-                        calls += 1
-                    elif part.text is not None and not part.thought:
-                        delta.append(part.text)
+                texts, found = _read_parts(candidate, calls)
+                deltas = [
+                    ToolCallDelta(index=calls + i, id=c.id, name=c.name, arguments=c.arguments)
+                    for i, c in enumerate(found)
+                ]
+                calls += len(found)
                 finish = _finish(candidate.finish_reason, calls > 0)
-            emitted = emitted or bool(delta or deltas)
+            emitted = emitted or bool(texts or deltas)
             yield ChatChunk(
-                delta="".join(delta),
+                delta="".join(texts),
                 tool_calls=deltas,
                 finish_reason=finish,
                 usage=_usage(wire.usage_metadata),
