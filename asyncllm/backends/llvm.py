@@ -8,7 +8,7 @@ import copy
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import Unpack
@@ -30,11 +30,10 @@ from .._validate import check_int, check_model, check_number, path_segment
 
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_BATCH_WAIT = 0.010
-OPTIMIZATION_TYPES = ("speed", "memory", "balanced")
+OptimizationType = Literal["speed", "memory", "balanced"]
+OPTIMIZATION_TYPES: tuple[str, ...] = get_args(OptimizationType)
 # Per-call HTTP options a batch cannot carry for one of its callers: such a call is sent alone.
 UNBATCHABLE = ("extra_headers", "extra_query", "extra_body")
-
-OptimizationType = Literal["speed", "memory", "balanced"]
 
 
 class InferMetrics(BaseModel):
