@@ -7,7 +7,8 @@ import asyncio
 import copy
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import Unpack
@@ -29,11 +30,10 @@ from .._validate import check_int, check_model, check_number, path_segment
 
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_BATCH_WAIT = 0.010
-OPTIMIZATION_TYPES = ("speed", "memory", "balanced")
+OptimizationType = Literal["speed", "memory", "balanced"]
+OPTIMIZATION_TYPES: tuple[str, ...] = get_args(OptimizationType)
 # Per-call HTTP options a batch cannot carry for one of its callers: such a call is sent alone.
 UNBATCHABLE = ("extra_headers", "extra_query", "extra_body")
-
-OptimizationType = Literal["speed", "memory", "balanced"]
 
 
 class InferMetrics(BaseModel):
@@ -147,33 +147,24 @@ def _copy_error(exc: BaseException) -> BaseException:
     return clone
 
 
+# Compared by identity (eq=False): a caller leaving its batch removes its own waiter.
+@dataclass(slots=True, eq=False)
 class _Waiter:
-    __slots__ = ("deadline", "future", "input", "priority")
-
-    def __init__(
-        self,
-        future: asyncio.Future[InferResult],
-        value: Any,
-        priority: int,
-        deadline: float | None,
-    ) -> None:
-        self.future = future
-        self.input = value
-        self.priority = priority
-        self.deadline = deadline
+    future: asyncio.Future[InferResult]
+    input: Any
+    priority: int
+    deadline: float | None
 
 
+@dataclass(slots=True, eq=False)
 class _Batch:
-    __slots__ = ("key", "model_id", "parameters", "sent", "task", "timer", "waiters")
-
-    def __init__(self, key: tuple[str, str], model_id: str, parameters: dict[str, Any]) -> None:
-        self.key = key
-        self.model_id = model_id
-        self.parameters = parameters
-        self.waiters: list[_Waiter] = []
-        self.timer: asyncio.TimerHandle | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.sent = False
+    key: tuple[str, str]
+    model_id: str
+    parameters: dict[str, Any]
+    waiters: list[_Waiter] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
+    task: asyncio.Task[None] | None = None
+    sent: bool = False
 
 
 class LLVM(HttpBackend):
@@ -471,21 +462,22 @@ class LLVM(HttpBackend):
             if waiter in batch.waiters:
                 batch.waiters.remove(waiter)
             if not batch.waiters:
-                if batch.timer is not None:
-                    batch.timer.cancel()
-                if self._open.get(batch.key) is batch:
-                    del self._open[batch.key]
+                self._seal(batch)
         elif batch.task is not None and all(w.future.done() for w in batch.waiters):
             batch.task.cancel()
 
-    def _flush(self, batch: _Batch) -> None:
-        if batch.sent:
-            return
+    def _seal(self, batch: _Batch) -> None:
+        """Take ``batch`` out of the open ones (nobody joins it any more) and stop its timer."""
         batch.sent = True
         if batch.timer is not None:
             batch.timer.cancel()
         if self._open.get(batch.key) is batch:
             del self._open[batch.key]
+
+    def _flush(self, batch: _Batch) -> None:
+        if batch.sent:
+            return
+        self._seal(batch)
         batch.waiters = [w for w in batch.waiters if not w.future.done()]
         if not batch.waiters:
             return
@@ -525,9 +517,7 @@ class LLVM(HttpBackend):
         client from ``with_options``."""
         if self._root is self and not self._closed:
             for batch in list(self._open.values()):
-                batch.sent = True
-                if batch.timer is not None:
-                    batch.timer.cancel()
+                self._seal(batch)
                 for w in batch.waiters:
                     if not w.future.done():
                         w.future.set_exception(
@@ -536,5 +526,4 @@ class LLVM(HttpBackend):
                                 backend=self.name,
                             )
                         )
-            self._open.clear()
         await super().aclose()

@@ -250,12 +250,8 @@ class _WireGenerate(_WireStats):
     thinking: str | None = None
 
 
-class _WireEmbed(BaseModel):
-    model: str | None = None
+class _WireEmbed(_WireStats):
     embeddings: list[list[float]]
-    total_duration: int | None = None
-    load_duration: int | None = None
-    prompt_eval_count: int | None = None
 
 
 class _WireTag(BaseModel):
@@ -542,7 +538,8 @@ _INT_OPTIONS = ("top_k", "num_ctx", "num_predict", "seed")
 
 
 def _check_typed_options(options: Mapping[str, Any]) -> None:
-    for key in _NUMBER_OPTIONS + _INT_OPTIONS:
+    # The checks below let None through as "not given"; in options it is sent, so refuse it.
+    for key in (*_NUMBER_OPTIONS, *_INT_OPTIONS, "stop"):
         if key in options and options[key] is None:
             raise ConfigurationError(f"options[{key!r}] must not be None")
     for key in _NUMBER_OPTIONS:
@@ -550,8 +547,6 @@ def _check_typed_options(options: Mapping[str, Any]) -> None:
     for key in _INT_OPTIONS:
         check_int(f"options[{key!r}]", options.get(key))
     if "stop" in options:
-        if options["stop"] is None:
-            raise ConfigurationError("options['stop'] must not be None")
         check_stop(options["stop"])
 
 
@@ -616,23 +611,31 @@ class Ollama(HttpBackend):
 
     # -- chat ------------------------------------------------------------------------------------
 
-    def _chat_body(self, messages: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
+    def _sampling_body(
+        self, params: Mapping[str, Any], stream: bool, fields: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The body of a chat or generate call: the model, the call's own ``fields``, then what
+        ``SamplingParams`` declares; a field or parameter that is None is left out."""
+        get = params.get
         options = options_body(params)
-        body: dict[str, Any] = {
-            "model": self._model(params.get("model")),
-            "messages": wire_messages(messages),
-            "stream": stream,
-        }
-        coerced = coerce_tools(params.get("tools"))
+        body: dict[str, Any] = {"model": self._model(get("model")), "stream": stream}
         optional = {
-            "tools": [t.to_openai() for t in coerced] if coerced else None,
-            "format": format_body(params.get("format")),
+            **fields,
+            "format": format_body(get("format")),
             "options": options,
-            "keep_alive": _keep_alive(params.get("keep_alive")),
-            "think": _think(params.get("think")),
+            "keep_alive": _keep_alive(get("keep_alive")),
+            "think": _think(get("think")),
         }
         body.update((k, v) for k, v in optional.items() if v is not None)
         return body
+
+    def _chat_body(self, messages: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
+        coerced = coerce_tools(params.get("tools"))
+        fields = {
+            "messages": wire_messages(messages),
+            "tools": [t.to_openai() for t in coerced] if coerced else None,
+        }
+        return self._sampling_body(params, stream, fields)
 
     def _parse_chat(self, payload: Any, meta: Meta) -> OllamaChatResponse:
         wire = _WireChat.model_validate(self._no_error(payload, meta))
@@ -729,22 +732,15 @@ class Ollama(HttpBackend):
         check_str("system", get("system"))
         check_str("suffix", get("suffix"))
         check_bool("raw", get("raw"))
-        options = options_body(params)
         images = get("images")
-        body: dict[str, Any] = {"model": self._model(get("model")), "stream": stream}
-        optional = {
+        fields = {
             "prompt": prompt,
             "system": get("system"),
             "suffix": get("suffix"),
             "images": None if images is None else _images(images, "images"),
-            "format": format_body(get("format")),
-            "options": options,
             "raw": get("raw"),
-            "keep_alive": _keep_alive(get("keep_alive")),
-            "think": _think(get("think")),
         }
-        body.update((k, v) for k, v in optional.items() if v is not None)
-        return body
+        return self._sampling_body(params, stream, fields)
 
     def _parse_generate(self, payload: Any, meta: Meta) -> GenerateResponse:
         wire = _WireGenerate.model_validate(self._no_error(payload, meta))
@@ -839,14 +835,9 @@ class Ollama(HttpBackend):
                     backend=self.name,
                     request_id=meta.request_id,
                 )
-            usage = _WireStats(
-                total_duration=wire.total_duration,
-                load_duration=wire.load_duration,
-                prompt_eval_count=wire.prompt_eval_count,
-            ).usage()
             return EmbeddingResponse(
                 vectors=wire.embeddings,
-                usage=usage,
+                usage=wire.usage(),
                 model=wire.model,
                 request_id=meta.request_id,
                 raw=payload,

@@ -23,10 +23,10 @@ from .._engine._dispatcher import Priority
 from .._engine._fanout import fan_out
 from .._exceptions import AsyncLLMError, ConfigurationError, ResponseValidationError
 from .._http._backend import ErrorInfo, HttpBackend, Meta
-from .._models import EmbeddingResponse, Usage
+from .._models import EmbeddingResponse
 from .._options import BodyOptions, ClientOptions, HttpOptions
 from .._validate import check_bool, check_int, check_str, check_str_list
-from .._wire.openai import EMBED_KEYS, EmbedOptions
+from .._wire.openai import EMBED_KEYS, EmbedOptions, _WireEmbeddings
 
 __all__ = [
     "TEI",
@@ -112,17 +112,6 @@ _VECTOR = TypeAdapter(list[float])
 _TOKEN_VECTORS = TypeAdapter(list[list[float]])
 
 
-class _WireOpenAIEmbedding(BaseModel):
-    index: int
-    embedding: list[float]
-
-
-class _WireOpenAIEmbeddings(BaseModel):
-    data: list[_WireOpenAIEmbedding]
-    model: str | None = None
-    usage: Usage | None = None
-
-
 def _flag(name: str, value: Any) -> bool:
     """A flag TEI's schema types as a plain bool: None is refused too, since TEI would refuse the
     null it is sent as."""
@@ -130,12 +119,6 @@ def _flag(name: str, value: Any) -> bool:
     if value is None:
         raise ConfigurationError(f"{name} must be a bool")
     return bool(value)
-
-
-def _prompt_name(value: Any) -> str | None:
-    if value is not None and (not isinstance(value, str) or not value):
-        raise ConfigurationError("prompt_name must be a non-empty string")
-    return value
 
 
 def _predict_item(value: Any) -> list[str]:
@@ -156,7 +139,9 @@ def _list_of(count: int, payload: Any) -> list[Any]:
 
 
 def _with_prompt_name(params: dict[str, Any], prompt_name: Any) -> dict[str, Any]:
-    if _prompt_name(prompt_name) is not None:
+    if prompt_name is not None:
+        if not isinstance(prompt_name, str) or not prompt_name:
+            raise ConfigurationError("prompt_name must be a non-empty string")
         params["prompt_name"] = prompt_name
     return params
 
@@ -257,14 +242,14 @@ class TEI(HttpBackend):
     async def _rows(
         self,
         operation: str,
-        texts: list[str],
+        inputs: Sequence[Any],
         params: Mapping[str, Any],
         row: Callable[[Any], T],
         options: Mapping[str, Any],
     ) -> tuple[list[T], str]:
-        """``POST /{operation}`` of ``texts`` in batches; one ``row(answer)`` per input, in order."""
+        """``POST /{operation}`` of ``inputs`` in batches; one ``row(answer)`` per input, in order."""
 
-        async def run(chunk: Sequence[str], offset: int) -> list[T]:
+        async def run(chunk: Sequence[Any], offset: int) -> list[T]:
             def parse(payload: Any, meta: Meta) -> list[T]:
                 return [row(r) for r in _list_of(len(chunk), payload)]
 
@@ -277,7 +262,7 @@ class TEI(HttpBackend):
                 body={"inputs": list(chunk), **params},
             )
 
-        return await self._batched(operation, texts, {"inputs": texts, **params}, run, options)
+        return await self._batched(operation, inputs, {"inputs": inputs, **params}, run, options)
 
     # -- embeddings ------------------------------------------------------------------------------
 
@@ -369,7 +354,7 @@ class TEI(HttpBackend):
         count = len(texts)
 
         def parse(payload: Any, meta: Meta) -> EmbeddingResponse:
-            wire = _WireOpenAIEmbeddings.model_validate(payload)
+            wire = _WireEmbeddings.model_validate(payload)
             ordered = sorted(wire.data, key=lambda d: d.index)
             if [d.index for d in ordered] != list(range(count)):
                 raise ResponseValidationError(f"expected {count} embeddings indexed 0..{count - 1}")
@@ -453,28 +438,10 @@ class TEI(HttpBackend):
             "truncate": _flag("truncate", truncate),
         }
 
-        async def run(chunk: Sequence[list[str]], offset: int) -> list[list[TEIPrediction]]:
-            def parse(payload: Any, meta: Meta) -> list[list[TEIPrediction]]:
-                rows = _list_of(len(chunk), payload)
-                return [
-                    sorted(
-                        (TEIPrediction.model_validate(p) for p in row),
-                        key=lambda p: -p.score,
-                    )
-                    for row in rows
-                ]
+        def row(labels: Any) -> list[TEIPrediction]:
+            return sorted((TEIPrediction.model_validate(p) for p in labels), key=lambda p: -p.score)
 
-            return await self._request(
-                "predict",
-                "POST",
-                "/predict",
-                parse,
-                options,
-                body={"inputs": list(chunk), **params},
-            )
-
-        whole = {"inputs": batch, **params}
-        results, _ = await self._batched("predict", batch, whole, run, options)
+        results, _ = await self._rows("predict", batch, params, row, options)
         return results
 
     # -- service -------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from ._services import (
     RetrievalResult,
     RetrievedDoc,
     RetrieveOptions,
+    _check_name,
     _Dataprep,
     _Embedding,
     _Gateway,
@@ -91,10 +92,8 @@ class OPEA(Backend):
         **options: Unpack[ClientOptions],
     ) -> None:
         check_keys(options, CLIENT_KEYS, "OPEA")
-        name = options.pop("name", None)
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ConfigurationError("name must be a non-empty string")
-        self._init_engine({**options, "name": name})
+        _check_name("name", options.get("name"))
+        self._init_engine(options)
         transport = options.get("transport")
         self._owns_transport = transport is None
         self._transport: Transport = transport or AiohttpTransport(

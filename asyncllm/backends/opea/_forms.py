@@ -115,7 +115,7 @@ def form_fields(fields: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def form_builder(
-    items: list[tuple[str, str]], files: list[tuple[str, bytes, str]], file_field: str = "files"
+    items: list[tuple[str, str]], files: list[tuple[str, bytes, str]]
 ) -> Callable[[], aiohttp.FormData]:
     """A FormData is consumed when sent, so every attempt gets a fresh one."""
 
@@ -127,7 +127,7 @@ def form_builder(
         for key, value in items:
             form.add_field(key, value)
         for name, data, ctype in files:
-            form.add_field(file_field, data, filename=name, content_type=ctype)
+            form.add_field("files", data, filename=name, content_type=ctype)
         return form
 
     return build

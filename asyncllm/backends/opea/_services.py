@@ -287,8 +287,15 @@ def _gateway_messages(value: Any) -> str | list[dict[str, Any]]:
     return messages
 
 
-def _chatqna_body(question: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
+def _question_body(
+    question: Any, params: Mapping[str, Any], declared: type, stream: bool
+) -> dict[str, Any]:
+    """ChatQnA's and CodeGen's JSON body: the question as messages, then the parameters given."""
     _check_generation(params)
+    return {"messages": _gateway_messages(question), **_given(params, declared), "stream": stream}
+
+
+def _chatqna_body(question: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
     get = params.get
     check_int("k", get("k"), 1)
     check_int("top_n", get("top_n"), 1)
@@ -296,21 +303,12 @@ def _chatqna_body(question: Any, params: Mapping[str, Any], stream: bool) -> dic
     check_number("score_threshold", get("score_threshold"), 0)
     check_str("search_type", get("search_type"))
     check_str("chat_template", get("chat_template"))
-    return {
-        "messages": _gateway_messages(question),
-        **_given(params, ChatQnAParams),
-        "stream": stream,
-    }
+    return _question_body(question, params, ChatQnAParams, stream)
 
 
 def _codegen_body(prompt: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
-    _check_generation(params)
     _check_name("index_name", params.get("index_name"))
-    return {
-        "messages": _gateway_messages(prompt),
-        **_given(params, CodeGenParams),
-        "stream": stream,
-    }
+    return _question_body(prompt, params, CodeGenParams, stream)
 
 
 def _document_fields(
@@ -407,10 +405,11 @@ class _Gateway(_OpenAIShaped):
     default_base_url: ClassVar[str | None] = "http://localhost:8888"
     base_url_env: ClassVar[tuple[str, ...]] = ("OPEA_API_ENDPOINT",)
 
+    # Each megaservice answers at /v1/<its name>: "chatqna" at /v1/chatqna, streamed or not.
+
     def _answer(
         self,
-        operation: str,
-        path: str,
+        service: str,
         options: Mapping[str, Any],
         allowed: frozenset[str],
         *,
@@ -418,9 +417,9 @@ class _Gateway(_OpenAIShaped):
         data: Callable[[], Any] | None = None,
     ) -> Awaitable[ChatResponse]:
         return self._request(
-            operation,
+            service,
             "POST",
-            path,
+            f"/v1/{service}",
             self._parse_chat,
             options,
             body=body,
@@ -430,8 +429,7 @@ class _Gateway(_OpenAIShaped):
 
     def _answer_stream(
         self,
-        operation: str,
-        path: str,
+        service: str,
         options: Mapping[str, Any],
         allowed: frozenset[str],
         *,
@@ -439,9 +437,9 @@ class _Gateway(_OpenAIShaped):
         data: Callable[[], Any] | None = None,
     ) -> Stream[ChatChunk]:
         return self._stream(
-            operation,
+            f"stream_{service}",
             "POST",
-            path,
+            f"/v1/{service}",
             self._decode_gateway,
             options,
             body=body,
@@ -451,55 +449,49 @@ class _Gateway(_OpenAIShaped):
 
     async def chatqna(self, question: Question, **options: Unpack[ChatQnAOptions]) -> ChatResponse:
         body = _chatqna_body(question, options, stream=False)
-        return await self._answer("chatqna", "/v1/chatqna", options, CHATQNA_KEYS, body=body)
+        return await self._answer("chatqna", options, CHATQNA_KEYS, body=body)
 
     def stream_chatqna(
         self, question: Question, **options: Unpack[ChatQnAOptions]
     ) -> Stream[ChatChunk]:
         body = _chatqna_body(question, options, stream=True)
-        return self._answer_stream(
-            "stream_chatqna", "/v1/chatqna", options, CHATQNA_KEYS, body=body
-        )
+        return self._answer_stream("chatqna", options, CHATQNA_KEYS, body=body)
 
     async def codegen(self, prompt: Question, **options: Unpack[CodeGenOptions]) -> ChatResponse:
         body = _codegen_body(prompt, options, stream=False)
-        return await self._answer("codegen", "/v1/codegen", options, CODEGEN_KEYS, body=body)
+        return await self._answer("codegen", options, CODEGEN_KEYS, body=body)
 
     def stream_codegen(
         self, prompt: Question, **options: Unpack[CodeGenOptions]
     ) -> Stream[ChatChunk]:
         body = _codegen_body(prompt, options, stream=True)
-        return self._answer_stream(
-            "stream_codegen", "/v1/codegen", options, CODEGEN_KEYS, body=body
-        )
+        return self._answer_stream("codegen", options, CODEGEN_KEYS, body=body)
 
     async def docsum(self, text: str = "", **options: Unpack[DocSumOptions]) -> ChatResponse:
         fields = _docsum_fields(text, options, stream=False)
         files = check_files(options.get("files"))
         if not files:
-            return await self._answer("docsum", "/v1/docsum", options, DOCSUM_KEYS, body=fields)
+            return await self._answer("docsum", options, DOCSUM_KEYS, body=fields)
         form = form_builder(form_fields(fields), await read_files(files))
-        return await self._answer("docsum", "/v1/docsum", options, DOCSUM_KEYS, data=form)
+        return await self._answer("docsum", options, DOCSUM_KEYS, data=form)
 
     def stream_docsum(self, text: str = "", **options: Unpack[DocSumOptions]) -> Stream[ChatChunk]:
         fields = _docsum_fields(text, options, stream=True)
         files = check_files(options.get("files"))
         if not files:
-            return self._answer_stream(
-                "stream_docsum", "/v1/docsum", options, DOCSUM_KEYS, body=fields
-            )
+            return self._answer_stream("docsum", options, DOCSUM_KEYS, body=fields)
         form = lazy_form(form_fields(fields), files)
-        return self._answer_stream("stream_docsum", "/v1/docsum", options, DOCSUM_KEYS, data=form)
+        return self._answer_stream("docsum", options, DOCSUM_KEYS, data=form)
 
     async def faqgen(self, text: str = "", **options: Unpack[FaqGenOptions]) -> ChatResponse:
         fields = form_fields(_document_fields(text, options, FaqGenParams, stream=False))
         form = form_builder(fields, await read_files(check_files(options.get("files"))))
-        return await self._answer("faqgen", "/v1/faqgen", options, FAQGEN_KEYS, data=form)
+        return await self._answer("faqgen", options, FAQGEN_KEYS, data=form)
 
     def stream_faqgen(self, text: str = "", **options: Unpack[FaqGenOptions]) -> Stream[ChatChunk]:
         fields = form_fields(_document_fields(text, options, FaqGenParams, stream=True))
         form = lazy_form(fields, check_files(options.get("files")))
-        return self._answer_stream("stream_faqgen", "/v1/faqgen", options, FAQGEN_KEYS, data=form)
+        return self._answer_stream("faqgen", options, FAQGEN_KEYS, data=form)
 
     async def _decode_gateway(self, response: Response, meta: Meta) -> AsyncIterator[ChatChunk]:
         """Gateway SSE lines, one ``data:`` line per event: bytes literals or JSON chunks.
@@ -689,7 +681,7 @@ class _Reranking(_Service):
 
         def parse(payload: Any, meta: Meta) -> RerankResult:
             wire = _WireReranked.model_validate(payload)
-            ranked = [RerankedDoc(text=d.text, score=d.score) for d in wire.reranked_docs]
+            ranked = wire.reranked_docs
             if not ranked and wire.documents is not None:
                 ranked = [
                     RerankedDoc(text=d if isinstance(d, str) else str(d.get("text", "")))
@@ -815,15 +807,10 @@ def _retrieved(doc: dict[str, Any]) -> RetrievedDoc:
     return RetrievedDoc.model_validate(doc)
 
 
-class _WireRankedDoc(BaseModel):
-    text: str
-    score: float | None = None
-
-
 class _WireReranked(BaseModel):
     """``RerankingResponse`` or ``RerankedDoc``; ``LLMParamsDoc`` carries the docs in ``documents``."""
 
-    reranked_docs: list[_WireRankedDoc] = Field(default_factory=list)
+    reranked_docs: list[RerankedDoc] = Field(default_factory=list)
     initial_query: str | None = None
     query: str | None = None
     documents: list[str | dict[str, Any]] | None = None
