@@ -8,7 +8,7 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict, Unpack
 
-from .._exceptions import ConfigurationError, ResponseValidationError
+from .._exceptions import ConfigurationError
 from .._http._backend import HttpBackend, Meta
 from .._http._transport import Response
 from .._models import (
@@ -406,9 +406,7 @@ class OpenAICompatible(HttpBackend):
             wire = _WireEmbeddings.model_validate(payload)
             ordered = sorted(wire.data, key=lambda d: d.index)
             if [d.index for d in ordered] != list(range(count)):
-                raise ResponseValidationError(
-                    f"expected {count} embeddings indexed 0..{count - 1}", backend=self.name
-                )
+                raise ValueError(f"expected {count} embeddings indexed 0..{count - 1}")
             return EmbeddingResponse(
                 vectors=[d.embedding for d in ordered],
                 usage=wire.usage,

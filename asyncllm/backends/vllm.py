@@ -15,7 +15,7 @@ from typing import Any, ClassVar, cast
 from pydantic import BaseModel, ConfigDict
 from typing_extensions import TypedDict, Unpack
 
-from .._exceptions import ConfigurationError, ResponseValidationError
+from .._exceptions import ConfigurationError
 from .._http import _json
 from .._http._backend import Meta, _check_base_url
 from .._models import ChatChunk, ChatResponse, Usage, normalize_messages
@@ -373,11 +373,7 @@ class VLLM(OpenAICompletions):
         def parse(payload: Any, meta: Meta) -> RerankResponse:
             wire = _WireRerank.model_validate(payload)
             if any(not 0 <= r.index < count for r in wire.results):
-                raise ResponseValidationError(
-                    f"rerank result index outside 0..{count - 1}",
-                    backend=self.name,
-                    request_id=meta.request_id,
-                )
+                raise ValueError(f"rerank result index outside 0..{count - 1}")
             return RerankResponse(
                 id=wire.id,
                 model=wire.model,
@@ -415,15 +411,9 @@ class VLLM(OpenAICompletions):
             wire = _WireScore.model_validate(payload)
             data = sorted(wire.data, key=lambda d: d.index)
             if [d.index for d in data] != list(range(pairs)):
-                raise ResponseValidationError(
-                    f"expected {pairs} scores indexed 0..{pairs - 1}",
-                    backend=self.name,
-                    request_id=meta.request_id,
-                )
+                raise ValueError(f"expected {pairs} scores indexed 0..{pairs - 1}")
             if not all(math.isfinite(d.score) for d in data):
-                raise ResponseValidationError(
-                    "score is not a finite number", backend=self.name, request_id=meta.request_id
-                )
+                raise ValueError("score is not a finite number")
             return ScoreResponse(
                 scores=[d.score for d in data],
                 data=data,
