@@ -183,20 +183,14 @@ def _sampling_extras(params: Mapping[str, Any]) -> dict[str, Any]:
         extras["guided_regex"] = guided_regex
     if guided_choice is not None:
         extras["guided_choice"] = check_str_list("guided_choice", guided_choice)
-    top_k = params.get("top_k")
-    min_p = params.get("min_p")
+    check_int("top_k", params.get("top_k"), -1)
+    check_number("min_p", params.get("min_p"), 0, 1)
     repetition_penalty = params.get("repetition_penalty")
-    check_int("top_k", top_k, -1)
-    check_number("min_p", min_p, 0, 1)
     check_number("repetition_penalty", repetition_penalty, 0)
     if repetition_penalty is not None and repetition_penalty <= 0:
         raise ConfigurationError("repetition_penalty must be > 0")
-    for name, value in (
-        ("top_k", top_k),
-        ("min_p", min_p),
-        ("repetition_penalty", repetition_penalty),
-    ):
-        if value is not None:
+    for name in ("top_k", "min_p", "repetition_penalty"):
+        if (value := params.get(name)) is not None:
             extras[name] = value
     return extras
 
