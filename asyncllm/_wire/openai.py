@@ -234,10 +234,10 @@ def sampling_body(params: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in body.items() if value is not None}
 
 
-def response_format_body(value: Any) -> Any:
-    """A pydantic model class becomes a strict json_schema response format."""
-    if value is None or isinstance(value, Mapping):
-        return None if value is None else dict(value)
+def response_format_body(value: Any) -> dict[str, Any]:
+    """A dict as is; a pydantic model class becomes a strict json_schema response format."""
+    if isinstance(value, Mapping):
+        return dict(value)
     if isinstance(value, type) and issubclass(value, BaseModel):
         return {
             "type": "json_schema",
@@ -247,7 +247,7 @@ def response_format_body(value: Any) -> Any:
 
 
 def tool_choice_body(value: Any) -> Any:
-    if value is None or value in ("auto", "none", "required") or isinstance(value, Mapping):
+    if value in ("auto", "none", "required") or isinstance(value, Mapping):
         return value
     if isinstance(value, str):
         return {"type": "function", "function": {"name": value}}
