@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict, Unpack
 
-from .._exceptions import ConfigurationError, ResponseValidationError
+from .._exceptions import ConfigurationError
 from .._http._backend import HttpBackend, Meta
 from .._http._transport import Response
 from .._models import (
@@ -24,9 +24,10 @@ from .._models import (
     normalize_messages,
 )
 from .._options import BodyOptions, HttpOptions, keys_of
-from .._validate import check_int, check_number, check_stop, check_str, check_str_list
+from .._validate import check_bool, check_int, check_number, check_stop, check_str, check_str_list
 from ..streaming import Stream
 
+T = TypeVar("T")
 Messages = Sequence[Mapping[str, Any] | BaseModel]
 
 
@@ -64,8 +65,55 @@ class EmbedOptions(BodyOptions, total=False):
     user: str | None
 
 
+class CompletionParams(TypedDict, total=False):
+    """The parameters of an OpenAI-shaped ``/completions`` call (a raw prompt, no chat template).
+
+    ``model`` defaults to the client's; ``n`` completions per prompt; ``echo`` puts the prompt
+    before each completion. Anything else the server takes goes in ``extra_body`` (it has the
+    last word over the fields built here).
+    """
+
+    model: str | None
+    max_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+    stop: str | Sequence[str] | None
+    seed: int | None
+    n: int | None
+    echo: bool | None
+
+
+class CompletionOptions(CompletionParams, BodyOptions, total=False):
+    """A completions call's keyword arguments: its parameters and the call options."""
+
+
 CHAT_KEYS = keys_of(ChatOptions)
 EMBED_KEYS = keys_of(EmbedOptions)
+COMPLETION_KEYS = keys_of(CompletionOptions)
+
+
+class CompletionChoice(BaseModel):
+    """One completion; vLLM adds ``stop_reason`` (the stop string or token id that ended it)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    index: int = 0
+    text: str
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+
+
+class CompletionResponse(BaseModel):
+    """A text completion; ``text`` is the first choice's."""
+
+    text: str
+    choices: list[CompletionChoice]
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    request_id: str
+    server_request_id: str | None = None
+    raw: Any = None
 
 
 class _WireFunction(BaseModel):
@@ -97,6 +145,13 @@ class _WireChat(BaseModel):
     id: str | None = None
     model: str | None = None
     choices: list[_WireChoice] = Field(min_length=1)
+    usage: Usage | None = None
+
+
+class _WireCompletions(BaseModel):
+    id: str | None = None
+    model: str | None = None
+    choices: list[CompletionChoice] = Field(min_length=1)
     usage: Usage | None = None
 
 
@@ -159,10 +214,30 @@ def _message(wire: _WireMessage) -> Message:
     return Message(role=wire.role, content=wire.content, tool_calls=calls or None)
 
 
-def response_format_body(value: Any) -> Any:
-    """A pydantic model class becomes a strict json_schema response format."""
-    if value is None or isinstance(value, Mapping):
-        return None if value is None else dict(value)
+def sampling_body(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The sampling parameters chat and completions share, checked against OpenAI's bounds; only
+    those given are sent."""
+    get = params.get
+    check_number("temperature", get("temperature"), 0, 2)
+    check_number("top_p", get("top_p"), 0, 1)
+    check_int("max_tokens", get("max_tokens"), 1)
+    check_int("seed", get("seed"))
+    check_int("n", get("n"), 1)
+    body = {
+        "temperature": get("temperature"),
+        "top_p": get("top_p"),
+        "max_tokens": get("max_tokens"),
+        "stop": check_stop(get("stop")),
+        "seed": get("seed"),
+        "n": get("n"),
+    }
+    return {key: value for key, value in body.items() if value is not None}
+
+
+def response_format_body(value: Any) -> dict[str, Any]:
+    """A dict as is; a pydantic model class becomes a strict json_schema response format."""
+    if isinstance(value, Mapping):
+        return dict(value)
     if isinstance(value, type) and issubclass(value, BaseModel):
         return {
             "type": "json_schema",
@@ -172,7 +247,7 @@ def response_format_body(value: Any) -> Any:
 
 
 def tool_choice_body(value: Any) -> Any:
-    if value is None or value in ("auto", "none", "required") or isinstance(value, Mapping):
+    if value in ("auto", "none", "required") or isinstance(value, Mapping):
         return value
     if isinstance(value, str):
         return {"type": "function", "function": {"name": value}}
@@ -208,28 +283,11 @@ class OpenAICompatible(HttpBackend):
     def _chat_body(self, messages: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
         body = self._with_model({}, params.get("model"))
         body["messages"] = normalize_messages(messages)
+        body.update(sampling_body(params))
         get = params.get
-        # Each optional parameter is checked, and sent, only when given.
-        if (temperature := get("temperature")) is not None:
-            check_number("temperature", temperature, 0, 2)
-            body["temperature"] = temperature
-        if (top_p := get("top_p")) is not None:
-            check_number("top_p", top_p, 0, 1)
-            body["top_p"] = top_p
-        if (max_tokens := get("max_tokens")) is not None:
-            check_int("max_tokens", max_tokens, 1)
-            body["max_tokens"] = max_tokens
-        if (stop := get("stop")) is not None:
-            body["stop"] = check_stop(stop)
-        if (seed := get("seed")) is not None:
-            check_int("seed", seed)
-            body["seed"] = seed
         if (user := get("user")) is not None:
             check_str("user", user)
             body["user"] = user
-        if (n := get("n")) is not None:
-            check_int("n", n, 1)
-            body["n"] = n
         if (response_format := get("response_format")) is not None:
             body["response_format"] = response_format_body(response_format)
         if (tool_choice := get("tool_choice")) is not None:
@@ -279,20 +337,24 @@ class OpenAICompatible(HttpBackend):
             "stream_chat",
             "POST",
             self.chat_path,
-            self._decode_chat_stream,
+            lambda response, meta: self._decode_sse(response, meta, self._chunk),
             options,
             body=self._chat_body(messages, options, stream=True),
             allowed=self.chat_keys,
         )
 
-    async def _decode_chat_stream(self, response: Response, meta: Meta) -> AsyncIterator[ChatChunk]:
+    async def _decode_sse(
+        self, response: Response, meta: Meta, parse: Callable[[Any, Meta], T]
+    ) -> AsyncIterator[T]:
+        """The events of an SSE stream through ``parse``, up to ``[DONE]``; an event that is an
+        error body raises the typed error it stands for."""
         async for event in self._sse(response):
             if event.data.strip() == "[DONE]":
                 return
             payload = event.json()
             if isinstance(payload, Mapping) and "error" in payload:
                 raise self._stream_error(payload, meta)
-            yield self._parse(self._chunk, payload, meta)
+            yield self._parse(parse, payload, meta)
 
     @staticmethod
     def _chunk(payload: Any, meta: Meta) -> ChatChunk:
@@ -344,9 +406,7 @@ class OpenAICompatible(HttpBackend):
             wire = _WireEmbeddings.model_validate(payload)
             ordered = sorted(wire.data, key=lambda d: d.index)
             if [d.index for d in ordered] != list(range(count)):
-                raise ResponseValidationError(
-                    f"expected {count} embeddings indexed 0..{count - 1}", backend=self.name
-                )
+                raise ValueError(f"expected {count} embeddings indexed 0..{count - 1}")
             return EmbeddingResponse(
                 vectors=[d.embedding for d in ordered],
                 usage=wire.usage,
@@ -370,3 +430,54 @@ class OpenAICompatible(HttpBackend):
             ]
 
         return await self._request("models", "GET", self.models_path, parse, options)
+
+
+class OpenAICompletions(OpenAICompatible):
+    """An OpenAI-compatible server that also serves the ``/completions`` route (vLLM, OVMS).
+
+    Each backend declares its own public ``completions`` (its prompt forms and parameters differ)
+    on ``_complete``; one with more parameters extends ``_completion_body`` and
+    ``completion_keys``."""
+
+    completions_path: ClassVar[str] = "/completions"
+    completion_keys: ClassVar[frozenset[str]] = COMPLETION_KEYS
+
+    def _completion_body(
+        self, prompt: str | list[str], params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        body = self._with_model({}, params.get("model"))
+        body["prompt"] = prompt
+        body.update(sampling_body(params))
+        if (echo := params.get("echo")) is not None:
+            check_bool("echo", echo)
+            body["echo"] = echo
+        return body
+
+    @staticmethod
+    def _parse_completion(payload: Any, meta: Meta) -> CompletionResponse:
+        wire = _WireCompletions.model_validate(payload)
+        choices = sorted(wire.choices, key=lambda c: c.index)
+        return CompletionResponse(
+            text=choices[0].text,
+            choices=choices,
+            finish_reason=choices[0].finish_reason,
+            usage=wire.usage,
+            model=wire.model,
+            request_id=meta.request_id,
+            server_request_id=meta.server_request_id,
+            raw=payload,
+        )
+
+    async def _complete(
+        self, prompt: str | list[str], options: Mapping[str, Any]
+    ) -> CompletionResponse:
+        """A completion of ``prompt`` (already checked) with the call's ``options``."""
+        return await self._request(
+            "completions",
+            "POST",
+            self.completions_path,
+            self._parse_completion,
+            options,
+            body=self._completion_body(prompt, options),
+            allowed=self.completion_keys,
+        )

@@ -21,21 +21,19 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from typing_extensions import TypedDict, Unpack
+from typing_extensions import Unpack
 
 from .._exceptions import ConfigurationError
 from .._http._backend import Meta
 from .._models import Usage
-from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
+from .._options import BodyOptions, ClientOptions, HttpOptions
 from .._validate import (
     check_bool,
     check_int,
-    check_number,
-    check_stop,
     check_str_list,
     path_segment,
 )
-from .._wire.openai import OpenAICompatible
+from .._wire.openai import CompletionOptions, CompletionParams, OpenAICompletions
 
 __all__ = [
     "DATATYPES",
@@ -496,6 +494,8 @@ class PredictResponse(BaseModel):
 
 
 class CompletionResponse(BaseModel):
+    """A text completion; ``text`` is the first choice's, ``choices`` the texts in index order."""
+
     text: str
     choices: list[str]
     finish_reason: str | None = None
@@ -532,18 +532,6 @@ class _WireVersionStatus(BaseModel):
 
 class _WireModelStatus(BaseModel):
     model_version_status: list[_WireVersionStatus]
-
-
-class _WireCompletionChoice(BaseModel):
-    index: int = 0
-    text: str
-    finish_reason: str | None = None
-
-
-class _WireCompletion(BaseModel):
-    model: str | None = None
-    choices: list[_WireCompletionChoice] = Field(min_length=1)
-    usage: Usage | None = None
 
 
 class _WireRerankResult(BaseModel):
@@ -598,40 +586,10 @@ def _from_b64(value: Any) -> Any:
     return value
 
 
-# -- call parameters -----------------------------------------------------------------------------
-
-
-class CompletionParams(TypedDict, total=False):
-    """The parameters of a ``/v3/completions`` call, declared once so that a streaming twin can
-    share them.
-
-    ``model`` defaults to the client's. ``max_tokens`` (>= 1), ``temperature`` (0 to 2),
-    ``top_p`` (0 to 1), ``stop`` (a string or a list of strings), ``seed``, ``n`` (>= 1, the
-    number of choices) and ``echo`` (a bool: the prompt is repeated before the completion) are
-    sent only when given. Anything else the server takes goes in ``extra_body``.
-    """
-
-    model: str | None
-    max_tokens: int | None
-    temperature: float | None
-    top_p: float | None
-    stop: str | Sequence[str] | None
-    seed: int | None
-    n: int | None
-    echo: bool | None
-
-
-class CompletionOptions(CompletionParams, BodyOptions, total=False):
-    """A completions call's keyword arguments: its parameters and the call options."""
-
-
-COMPLETION_KEYS = keys_of(CompletionOptions)
-
-
 # -- the client ----------------------------------------------------------------------------------
 
 
-class OVMS(OpenAICompatible):
+class OVMS(OpenAICompletions):
     """``OVMS(base_url=..., model=..., version=...)``: base from ``OVMS_API_URL`` (default
     ``http://localhost:9000``), optional Bearer key from ``OVMS_API_KEY`` for a gateway in front.
 
@@ -897,62 +855,22 @@ class OVMS(OpenAICompatible):
 
     # -- OpenAI-style extras under /v3 (chat, embed and models come from OpenAICompatible) ------
 
-    def _completion_body(self, prompt: Any, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The ``/v3/completions`` body from a call's ``CompletionParams``, each checked and sent
-        only when given."""
-        if not isinstance(prompt, str):
-            raise ConfigurationError("prompt must be a string (OVMS takes one prompt per call)")
-        get = params.get
-        body: dict[str, Any] = {"model": self._model(get("model")), "prompt": prompt}
-        if (max_tokens := get("max_tokens")) is not None:
-            check_int("max_tokens", max_tokens, 1)
-            body["max_tokens"] = max_tokens
-        if (temperature := get("temperature")) is not None:
-            check_number("temperature", temperature, 0, 2)
-            body["temperature"] = temperature
-        if (top_p := get("top_p")) is not None:
-            check_number("top_p", top_p, 0, 1)
-            body["top_p"] = top_p
-        if (stop := get("stop")) is not None:
-            body["stop"] = check_stop(stop)
-        if (seed := get("seed")) is not None:
-            check_int("seed", seed)
-            body["seed"] = seed
-        if (n := get("n")) is not None:
-            check_int("n", n, 1)
-            body["n"] = n
-        if (echo := get("echo")) is not None:
-            check_bool("echo", echo)
-            body["echo"] = echo
-        return body
-
-    @staticmethod
-    def _parse_completion(payload: Any, meta: Meta) -> CompletionResponse:
-        wire = _WireCompletion.model_validate(payload)
-        ordered = sorted(wire.choices, key=lambda c: c.index)
-        return CompletionResponse(
-            text=ordered[0].text,
-            choices=[c.text for c in ordered],
-            finish_reason=ordered[0].finish_reason,
-            usage=wire.usage,
-            model=wire.model,
-            request_id=meta.request_id,
-            raw=payload,
-        )
-
     async def completions(
         self, prompt: str, **options: Unpack[CompletionOptions]
     ) -> CompletionResponse:
         """A plain text completion (no chat template) of one string prompt; the parameters are
         ``CompletionParams``."""
-        return await self._request(
-            "completions",
-            "POST",
-            self.completions_path,
-            self._parse_completion,
-            options,
-            body=self._completion_body(prompt, options),
-            allowed=COMPLETION_KEYS,
+        if not isinstance(prompt, str):
+            raise ConfigurationError("prompt must be a string (OVMS takes one prompt per call)")
+        answer = await self._complete(prompt, options)
+        return CompletionResponse(
+            text=answer.text,
+            choices=[c.text for c in answer.choices],
+            finish_reason=answer.finish_reason,
+            usage=answer.usage,
+            model=answer.model,
+            request_id=answer.request_id,
+            raw=answer.raw,
         )
 
     async def rerank(

@@ -9,7 +9,7 @@ is always retried), and the same body sent as a stream event becomes the same ty
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,7 +18,6 @@ from typing_extensions import TypedDict, Unpack
 from .._engine._dispatcher import Priority
 from .._exceptions import ConfigurationError
 from .._http._backend import ErrorInfo, Meta
-from .._http._transport import Response
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
 from .._validate import check_bool, check_int, check_number, check_stop, check_str
 from .._wire.openai import OpenAICompatible
@@ -69,25 +68,24 @@ class TGIPrefillToken(BaseModel):
     logprob: float | None = None
 
 
-class TGIBestOfSequence(BaseModel):
+class _SequenceDetails(BaseModel):
+    """What TGI reports of one generated sequence: why it stopped, its tokens and their logprobs."""
+
+    finish_reason: str
+    generated_tokens: int
+    seed: int | None = None
+    prefill: list[TGIPrefillToken] = Field(default_factory=list)
+    tokens: list[TGIToken] = Field(default_factory=list)
+    top_tokens: list[list[TGIToken]] = Field(default_factory=list)
+
+
+class TGIBestOfSequence(_SequenceDetails):
     generated_text: str
-    finish_reason: str
-    generated_tokens: int
-    seed: int | None = None
-    prefill: list[TGIPrefillToken] = Field(default_factory=list)
-    tokens: list[TGIToken] = Field(default_factory=list)
-    top_tokens: list[list[TGIToken]] = Field(default_factory=list)
 
 
-class TGIDetails(BaseModel):
-    """What ``details=True`` adds to a generation: why it stopped, its tokens and their logprobs."""
+class TGIDetails(_SequenceDetails):
+    """What ``details=True`` adds to a generation (``best_of_sequences`` with ``best_of``)."""
 
-    finish_reason: str
-    generated_tokens: int
-    seed: int | None = None
-    prefill: list[TGIPrefillToken] = Field(default_factory=list)
-    tokens: list[TGIToken] = Field(default_factory=list)
-    top_tokens: list[list[TGIToken]] = Field(default_factory=list)
     best_of_sequences: list[TGIBestOfSequence] | None = None
 
 
@@ -162,14 +160,6 @@ class TGITokenSpan(BaseModel):
 class _WireGeneration(BaseModel):
     generated_text: str
     details: TGIDetails | None = None
-
-
-class _WireStreamToken(BaseModel):
-    index: int
-    token: TGIToken
-    top_tokens: list[TGIToken] = Field(default_factory=list)
-    generated_text: str | None = None
-    details: TGIStreamDetails | None = None
 
 
 def _check_int_below(name: str, value: Any, low: int, bits: int) -> None:
@@ -316,7 +306,6 @@ class TGI(OpenAICompatible):
     backend: ClassVar[str] = "tgi"
     base_url_env: ClassVar[tuple[str, ...]] = ("TGI_BASE_URL",)
     api_key_env: ClassVar[tuple[str, ...]] = ("HF_TOKEN", "HF_API_TOKEN")
-    server_request_id_header: ClassVar[str | None] = "x-request-id"
     chat_path: ClassVar[str] = "/v1/chat/completions"
     models_path: ClassVar[str] = "/v1/models"
 
@@ -391,27 +380,17 @@ class TGI(OpenAICompatible):
             "stream_generate",
             "POST",
             "/generate_stream",
-            self._decode_generate_stream,
+            lambda response, meta: self._decode_sse(response, meta, self._stream_token),
             options,
             body=_generate_body(inputs, options),
             allowed=STREAM_GENERATE_KEYS,
         )
 
-    async def _decode_generate_stream(
-        self, response: Response, meta: Meta
-    ) -> AsyncIterator[TGIStreamToken]:
-        async for event in self._sse(response):
-            if event.data.strip() == "[DONE]":
-                return
-            payload = event.json()
-            if isinstance(payload, Mapping) and "error" in payload:
-                raise self._stream_error(payload, meta)
-            yield self._parse(self._stream_token, payload, meta)
-
     @staticmethod
     def _stream_token(payload: Any, meta: Meta) -> TGIStreamToken:
-        wire = _WireStreamToken.model_validate(payload)
-        return TGIStreamToken(**wire.model_dump(), request_id=meta.request_id, raw=payload)
+        return TGIStreamToken.model_validate(
+            {**payload, "request_id": meta.request_id, "raw": payload}
+        )
 
     async def info(self, **options: Unpack[HttpOptions]) -> TGIInfo:
         """The served model and the router's limits (max input/total tokens, stop sequences...)."""

@@ -12,10 +12,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from typing_extensions import TypedDict, Unpack
 
-from .._exceptions import ConfigurationError, ResponseValidationError
+from .._exceptions import ConfigurationError
 from .._http import _json
 from .._http._backend import Meta, _check_base_url
 from .._models import ChatChunk, ChatResponse, Usage, normalize_messages
@@ -25,36 +25,16 @@ from .._validate import (
     check_int,
     check_model,
     check_number,
-    check_stop,
     check_str,
     check_str_list,
 )
-from .._wire.openai import ChatOptions, ChatParams, Messages, OpenAICompatible
+from .._wire.openai import ChatOptions, ChatParams, Messages, OpenAICompletions
+from .._wire.openai import CompletionChoice as CompletionChoice  # vLLM's public names
+from .._wire.openai import CompletionParams as OpenAICompletionParams
+from .._wire.openai import CompletionResponse as CompletionResponse
 from ..streaming import Stream
 
 VLLM_BASE_URL = "http://localhost:8000/v1"
-
-
-class CompletionChoice(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    index: int = 0
-    text: str
-    finish_reason: str | None = None
-    stop_reason: int | str | None = None
-
-
-class CompletionResponse(BaseModel):
-    """A text completion; ``text`` is the first choice's."""
-
-    text: str
-    choices: list[CompletionChoice]
-    finish_reason: str | None = None
-    usage: Usage | None = None
-    model: str | None = None
-    request_id: str
-    server_request_id: str | None = None
-    raw: Any = None
 
 
 class TokenizeResponse(BaseModel):
@@ -109,13 +89,6 @@ class ScoreResponse(BaseModel):
     raw: Any = None
 
 
-class _WireCompletions(BaseModel):
-    id: str | None = None
-    model: str | None = None
-    choices: list[CompletionChoice] = Field(min_length=1)
-    usage: Usage | None = None
-
-
 class _WireRerank(BaseModel):
     id: str | None = None
     model: str | None = None
@@ -163,19 +136,8 @@ class VLLMChatOptions(VLLMChatParams, BodyOptions, total=False):
     """A vLLM chat call's keyword arguments: its parameters and the call options."""
 
 
-class CompletionParams(SamplingParams, total=False):
-    """The parameters of ``completions``. ``model`` defaults to the client's; ``n`` completions
-    per prompt; ``echo`` puts the prompt before each completion. Anything else the server takes
-    goes in ``extra_body`` (it has the last word over the fields built here)."""
-
-    model: str | None
-    max_tokens: int | None
-    temperature: float | None
-    top_p: float | None
-    stop: str | Sequence[str] | None
-    seed: int | None
-    n: int | None
-    echo: bool | None
+class CompletionParams(OpenAICompletionParams, SamplingParams, total=False):
+    """The parameters of ``completions``: the OpenAI ones plus vLLM's sampling extras."""
 
 
 class CompletionOptions(CompletionParams, BodyOptions, total=False):
@@ -221,25 +183,19 @@ def _sampling_extras(params: Mapping[str, Any]) -> dict[str, Any]:
         extras["guided_regex"] = guided_regex
     if guided_choice is not None:
         extras["guided_choice"] = check_str_list("guided_choice", guided_choice)
-    top_k = params.get("top_k")
-    min_p = params.get("min_p")
+    check_int("top_k", params.get("top_k"), -1)
+    check_number("min_p", params.get("min_p"), 0, 1)
     repetition_penalty = params.get("repetition_penalty")
-    check_int("top_k", top_k, -1)
-    check_number("min_p", min_p, 0, 1)
     check_number("repetition_penalty", repetition_penalty, 0)
     if repetition_penalty is not None and repetition_penalty <= 0:
         raise ConfigurationError("repetition_penalty must be > 0")
-    for name, value in (
-        ("top_k", top_k),
-        ("min_p", min_p),
-        ("repetition_penalty", repetition_penalty),
-    ):
-        if value is not None:
+    for name in ("top_k", "min_p", "repetition_penalty"):
+        if (value := params.get(name)) is not None:
             extras[name] = value
     return extras
 
 
-class VLLM(OpenAICompatible):
+class VLLM(OpenAICompletions):
     """``VLLM(base_url=..., api_key=..., root_url=...)``: base from ``VLLM_BASE_URL`` (default
     ``http://localhost:8000/v1``), optional key from ``VLLM_API_KEY``. vLLM's own routes go to
     ``root_url``: by default ``base_url`` without its trailing ``/v1`` (give it when a proxy
@@ -254,8 +210,8 @@ class VLLM(OpenAICompatible):
     default_base_url: ClassVar[str | None] = VLLM_BASE_URL
     base_url_env: ClassVar[tuple[str, ...]] = ("VLLM_BASE_URL",)
     api_key_env: ClassVar[tuple[str, ...]] = ("VLLM_API_KEY",)
-    completions_path: ClassVar[str] = "/completions"
     chat_keys: ClassVar[frozenset[str]] = VLLM_CHAT_KEYS
+    completion_keys: ClassVar[frozenset[str]] = COMPLETION_KEYS
 
     def __init__(self, *, root_url: str | None = None, **options: Unpack[ClientOptions]) -> None:
         super().__init__(**options)
@@ -273,6 +229,13 @@ class VLLM(OpenAICompatible):
 
     def _chat_body(self, messages: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
         body = super()._chat_body(messages, params, stream)
+        body.update(_sampling_extras(params))
+        return body
+
+    def _completion_body(
+        self, prompt: str | list[str], params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        body = super()._completion_body(prompt, params)
         body.update(_sampling_extras(params))
         return body
 
@@ -297,54 +260,7 @@ class VLLM(OpenAICompatible):
         """A raw-prompt completion (``/v1/completions``): for base models and prompts you have
         already formatted with the chat template. ``prompt`` may be a list: the choices then
         come prompt by prompt, ``n`` each."""
-        temperature, top_p = options.get("temperature"), options.get("top_p")
-        max_tokens, seed = options.get("max_tokens"), options.get("seed")
-        n, echo = options.get("n"), options.get("echo")
-        check_number("temperature", temperature, 0, 2)
-        check_number("top_p", top_p, 0, 1)
-        check_int("max_tokens", max_tokens, 1)
-        check_int("seed", seed)
-        check_int("n", n, 1)
-        check_bool("echo", echo)
-        body: dict[str, Any] = {
-            "model": self._model(options.get("model")),
-            "prompt": _one_or_many("prompt", prompt),
-        }
-        optional = {
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-            "stop": check_stop(options.get("stop")),
-            "seed": seed,
-            "n": n,
-            "echo": echo,
-        }
-        body.update((k, v) for k, v in optional.items() if v is not None)
-        body.update(_sampling_extras(options))
-
-        def parse(payload: Any, meta: Meta) -> CompletionResponse:
-            wire = _WireCompletions.model_validate(payload)
-            choices = sorted(wire.choices, key=lambda c: c.index)
-            return CompletionResponse(
-                text=choices[0].text,
-                choices=choices,
-                finish_reason=choices[0].finish_reason,
-                usage=wire.usage,
-                model=wire.model,
-                request_id=meta.request_id,
-                server_request_id=meta.server_request_id,
-                raw=payload,
-            )
-
-        return await self._request(
-            "completions",
-            "POST",
-            self.completions_path,
-            parse,
-            options,
-            body=body,
-            allowed=COMPLETION_KEYS,
-        )
+        return await self._complete(_one_or_many("prompt", prompt), options)
 
     # -- vLLM's own routes, at the server root -----------------------------------------------------
 
@@ -451,11 +367,7 @@ class VLLM(OpenAICompatible):
         def parse(payload: Any, meta: Meta) -> RerankResponse:
             wire = _WireRerank.model_validate(payload)
             if any(not 0 <= r.index < count for r in wire.results):
-                raise ResponseValidationError(
-                    f"rerank result index outside 0..{count - 1}",
-                    backend=self.name,
-                    request_id=meta.request_id,
-                )
+                raise ValueError(f"rerank result index outside 0..{count - 1}")
             return RerankResponse(
                 id=wire.id,
                 model=wire.model,
@@ -493,15 +405,9 @@ class VLLM(OpenAICompatible):
             wire = _WireScore.model_validate(payload)
             data = sorted(wire.data, key=lambda d: d.index)
             if [d.index for d in data] != list(range(pairs)):
-                raise ResponseValidationError(
-                    f"expected {pairs} scores indexed 0..{pairs - 1}",
-                    backend=self.name,
-                    request_id=meta.request_id,
-                )
+                raise ValueError(f"expected {pairs} scores indexed 0..{pairs - 1}")
             if not all(math.isfinite(d.score) for d in data):
-                raise ResponseValidationError(
-                    "score is not a finite number", backend=self.name, request_id=meta.request_id
-                )
+                raise ValueError("score is not a finite number")
             return ScoreResponse(
                 scores=[d.score for d in data],
                 data=data,
