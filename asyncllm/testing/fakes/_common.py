@@ -95,6 +95,10 @@ def error_only_body(status: int, message: str) -> Any:
     return {"error": message}
 
 
+def error_only(status: int, message: str) -> web.Response:
+    return web.json_response(error_only_body(status, message), status=status)
+
+
 def sse(data: Any, event: str | None = None) -> bytes:
     """One server-sent event whose data is ``data`` as JSON."""
     head = f"event: {event}\n" if event is not None else ""

@@ -26,10 +26,7 @@ FAILMID = "FAILMID"
 MODEL_FAILURE = f"an error was encountered while running the model: {FAILMID}"
 
 error_body = _common.error_only_body
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response(error_body(status, message), status=status)
+_error = _common.error_only
 
 
 def _name(model: str) -> str:

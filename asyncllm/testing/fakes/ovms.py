@@ -24,10 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import FakeServer
 from . import _common, openai
-
-if False:  # pragma: no cover - typing only, avoids an import cycle at run time
-    from .. import FakeServer
 
 MODEL = "fake-model"
 VERSIONS = ("1", "2")
@@ -45,12 +43,8 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
 _FLOAT_MAX = {"FP16": 65504.0, "FP32": 3.4028234663852886e38, "FP64": 1.7976931348623157e308}
 
 
-def error_body(status: int, message: str) -> Any:
-    return {"error": message}
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response(error_body(status, message), status=status)
+error_body = _common.error_only_body
+_error = _common.error_only
 
 
 class _BadTensor(Exception):
