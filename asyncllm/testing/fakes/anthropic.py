@@ -17,14 +17,12 @@ import itertools
 import json
 from collections import deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
+from .. import FakeServer
 from . import _common
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .. import FakeServer
 
 _ids = itertools.count(1)
 

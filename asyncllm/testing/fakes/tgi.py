@@ -17,10 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import FakeServer
 from . import _common, openai
-
-if False:  # pragma: no cover - typing only, avoids an import cycle at run time
-    from .. import FakeServer
 
 EOS = "</s>"
 MODEL_ID = "fake/tgi-model"
