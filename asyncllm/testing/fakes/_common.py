@@ -7,10 +7,19 @@ calls the first tool with arguments made from its schema; after a tool result, i
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import math
 import struct
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from aiohttp import web
+
+from .. import Handler
+
+DONE = b"data: [DONE]\n\n"
 
 
 def reply_text(last_user_text: str) -> str:
@@ -29,6 +38,14 @@ def pieces(text: str) -> list[str]:
     """How a reply is cut into stream chunks: word by word, spaces kept."""
     words = text.split(" ")
     return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+def relevance(query: str, document: str) -> float:
+    """Share of the query's words that appear in the document (case-insensitive)."""
+    words = set(query.lower().split())
+    if not words:
+        return 0.0
+    return len(words & set(document.lower().split())) / len(words)
 
 
 def vector(text: str, dim: int = 8) -> list[float]:
@@ -68,3 +85,49 @@ def sample_for(schema: Any) -> Any:
         "null": None,
     }
     return samples.get(kind, "test")
+
+
+# -- answering ---------------------------------------------------------------------------------
+
+
+def error_only_body(status: int, message: str) -> Any:
+    """The error body of servers that say nothing but the message."""
+    return {"error": message}
+
+
+def error_only(status: int, message: str) -> web.Response:
+    return web.json_response(error_only_body(status, message), status=status)
+
+
+def sse(data: Any, event: str | None = None) -> bytes:
+    """One server-sent event whose data is ``data`` as JSON."""
+    head = f"event: {event}\n" if event is not None else ""
+    return f"{head}data: {json.dumps(data)}\n\n".encode()
+
+
+async def stream(
+    request: web.Request,
+    chunks: Iterable[bytes],
+    *,
+    content_type: str = "text/event-stream",
+    headers: Mapping[str, str] | None = None,
+) -> web.StreamResponse:
+    """Send ``chunks``, one write each; event streams say ``Cache-Control: no-cache``."""
+    uncached = {"Cache-Control": "no-cache"} if content_type == "text/event-stream" else {}
+    resp = web.StreamResponse(headers={**(headers or {}), "Content-Type": content_type, **uncached})
+    await resp.prepare(request)
+    for chunk in chunks:
+        await resp.write(chunk)
+        await asyncio.sleep(0)  # a client reading as the chunks come sees them one by one
+    await resp.write_eof()
+    return resp
+
+
+def guarded(check: Callable[[web.Request], web.Response | None], handler: Handler) -> Handler:
+    """``handler``, unless ``check`` (of the request's headers, say) answers the request first."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        refused = check(request)
+        return refused if refused is not None else await handler(request)
+
+    return answer

@@ -17,14 +17,12 @@ import itertools
 import json
 from collections import deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
+from .. import FakeServer
 from . import _common
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .. import FakeServer
 
 _ids = itertools.count(1)
 
@@ -259,7 +257,7 @@ def _finish(
 
 
 def _sse(kind: str, data: dict[str, Any]) -> bytes:
-    return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+    return _common.sse(data, event=kind)
 
 
 def _events(
@@ -341,9 +339,6 @@ def _events(
 
 def setup(server: FakeServer, prefix: str = "/v1") -> None:
     async def messages(request: web.Request) -> web.StreamResponse:
-        refused = _check_headers(request)
-        if refused is not None:
-            return refused
         try:
             body, turns = _common_body(request["json"])
             max_tokens = body.get("max_tokens")
@@ -378,21 +373,10 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
             return web.json_response(message, headers=headers)
         queue = server.state.get("anthropic.stream_errors")
         error = queue.popleft() if queue else None
-        resp = web.StreamResponse(
-            headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await resp.prepare(request)
-        for chunk in _events(
-            message, text, calls, stop_reason, stop_sequence, output_tokens, error
-        ):
-            await resp.write(chunk)
-        await resp.write_eof()
-        return resp
+        events = _events(message, text, calls, stop_reason, stop_sequence, output_tokens, error)
+        return await _common.stream(request, events, headers=headers)
 
     async def count_tokens(request: web.Request) -> web.StreamResponse:
-        refused = _check_headers(request)
-        if refused is not None:
-            return refused
         try:
             body, turns = _common_body(request["json"])
         except _Invalid as exc:
@@ -400,9 +384,6 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
         return web.json_response({"input_tokens": _input_tokens(body, turns)})
 
     async def models(request: web.Request) -> web.StreamResponse:
-        refused = _check_headers(request)
-        if refused is not None:
-            return refused
         catalogue: list[dict[str, Any]] = server.state.get("anthropic.models", MODELS)
         try:
             limit = int(request.query.get("limit", "20"))
@@ -428,6 +409,10 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
             }
         )
 
-    server.add_route("POST", f"{prefix}/messages", messages, error_body=error_body)
-    server.add_route("POST", f"{prefix}/messages/count_tokens", count_tokens, error_body=error_body)
-    server.add_route("GET", f"{prefix}/models", models, error_body=error_body)
+    for method, path, handler in (
+        ("POST", "/messages", messages),
+        ("POST", "/messages/count_tokens", count_tokens),
+        ("GET", "/models", models),
+    ):
+        guarded = _common.guarded(_check_headers, handler)
+        server.add_route(method, prefix + path, guarded, error_body=error_body)

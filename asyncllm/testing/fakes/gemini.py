@@ -18,10 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import FakeServer
 from . import _common
-
-if False:  # pragma: no cover - typing only, avoids an import cycle at run time
-    from .. import FakeServer
 
 PREFIX = "/v1beta"
 
@@ -195,9 +193,6 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
         return {"candidates": candidates, "usageMetadata": usage, "modelVersion": model, "responseId": rid}  # fmt: skip
 
     async def generate(request: web.Request) -> web.StreamResponse:
-        denied = check_key(request)
-        if denied is not None:
-            return denied
         model = request.match_info["model"]
         try:
             return web.json_response(answer(request["json"], model))
@@ -205,9 +200,6 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
             return _error(400, str(exc))
 
     async def stream(request: web.Request) -> web.StreamResponse:
-        denied = check_key(request)
-        if denied is not None:
-            return denied
         model = request.match_info["model"]
         try:
             whole = answer(request["json"], model)
@@ -233,14 +225,9 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
             last["usageMetadata"] = whole["usageMetadata"]
         if request.query.get("alt") != "sse":
             return web.json_response(events)
-        resp = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await resp.prepare(request)
-        for event in events:
-            await resp.write(b"data: " + json.dumps(event).encode() + b"\r\n\r\n")
-        await resp.write_eof()
-        return resp
+        # Google's servers end each event with CRLF pairs, which clients must accept
+        chunks = (b"data: " + json.dumps(event).encode() + b"\r\n\r\n" for event in events)
+        return await _common.stream(request, chunks)
 
     def embed_values(item: Any) -> list[float]:
         if not isinstance(item, dict) or not isinstance(item.get("content"), dict):
@@ -249,18 +236,12 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
         return _common.vector(text, int(item.get("outputDimensionality") or 8))
 
     async def embed(request: web.Request) -> web.StreamResponse:
-        denied = check_key(request)
-        if denied is not None:
-            return denied
         try:
             return web.json_response({"embedding": {"values": embed_values(request["json"])}})
         except _Invalid as exc:
             return _error(400, str(exc))
 
     async def batch_embed(request: web.Request) -> web.StreamResponse:
-        denied = check_key(request)
-        if denied is not None:
-            return denied
         body = request["json"]
         model = "models/" + request.match_info["model"]
         requests = body.get("requests") if isinstance(body, dict) else None
@@ -281,9 +262,6 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
         return web.json_response({"embeddings": values})
 
     async def count(request: web.Request) -> web.StreamResponse:
-        denied = check_key(request)
-        if denied is not None:
-            return denied
         body = request["json"]
         if not isinstance(body, dict):
             return _error(400, "request body must be a JSON object")
@@ -298,9 +276,6 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
         return web.json_response({"totalTokens": _prompt_tokens(target)})
 
     async def models(request: web.Request) -> web.StreamResponse:
-        denied = check_key(request)
-        if denied is not None:
-            return denied
         try:
             size = int(request.query.get("pageSize") or 50)
             token = request.query.get("pageToken")
@@ -335,7 +310,8 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
         ("countTokens", count),
     ]
     for method, handler in routes:
-        server.add_route(
-            "POST", f"{prefix}/models/{{model}}:{method}", handler, error_body=error_body
-        )
-    server.add_route("GET", f"{prefix}/models", models, error_body=error_body)
+        path = f"{prefix}/models/{{model}}:{method}"
+        server.add_route("POST", path, _common.guarded(check_key, handler), error_body=error_body)
+    server.add_route(
+        "GET", f"{prefix}/models", _common.guarded(check_key, models), error_body=error_body
+    )

@@ -12,10 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import FakeServer
 from . import openai
-
-if False:  # pragma: no cover - typing only, avoids an import cycle at run time
-    from .. import FakeServer
 
 PREFIX = "/openai/v1"
 

@@ -13,24 +13,19 @@ from typing import Any
 
 from aiohttp import web
 
-if False:  # pragma: no cover - typing only, avoids an import cycle at run time
-    from .. import FakeServer
+from .. import FakeServer
+from . import _common
 
 OPTIMIZATION_TYPES = ("speed", "memory", "balanced")
 LATENCY_MS = 0.5  # what the fake reports per input; deterministic
 
-
-def error_body(status: int, message: str) -> Any:
-    return {"error": message}
+error_body = _common.error_only_body
+_error = _common.error_only
 
 
 def output_for(model: str, value: Any) -> str:
     """The fake model's answer: ``"<model>:<input as JSON>"`` reversed."""
     return f"{model}:{json.dumps(value, sort_keys=True)}"[::-1]
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response(error_body(status, message), status=status)
 
 
 def _new_stats() -> dict[str, Any]:
@@ -72,15 +67,15 @@ def setup(
     }
     server.state["llvm"] = state
 
-    def check(request: web.Request) -> tuple[str | None, web.Response | None]:
-        """(model id, error to send): auth first, then the model's existence."""
+    def refusal(request: web.Request) -> web.Response | None:
+        """The error to send, if any: auth first, then the model's existence."""
         key = state["api_key"]
         if key is not None and request.headers.get("Authorization") != f"Bearer {key}":
-            return None, _error(401, "missing or invalid API key")
+            return _error(401, "missing or invalid API key")
         model = request.match_info.get("model")
         if model is not None and model not in state["models"]:
-            return None, _error(404, f"model {model!r} not found")
-        return model, None
+            return _error(404, f"model {model!r} not found")
+        return None
 
     def fail(model: str, status: int, message: str) -> web.Response:
         state["stats"][model]["errors"] += 1
@@ -91,21 +86,14 @@ def setup(
         return None if isinstance(params, dict) else "'parameters' must be an object"
 
     async def list_models(request: web.Request) -> web.StreamResponse:
-        _, err = check(request)
-        if err is not None:
-            return err
         return web.json_response({"models": list(state["models"].values())})
 
     async def model_info(request: web.Request) -> web.StreamResponse:
-        model, err = check(request)
-        if err is not None or model is None:
-            return err or _error(404, "no model")
+        model = request.match_info["model"]
         return web.json_response(state["models"][model])
 
     async def infer(request: web.Request) -> web.StreamResponse:
-        model, err = check(request)
-        if err is not None or model is None:
-            return err or _error(404, "no model")
+        model = request.match_info["model"]
         body = request["json"]
         stats = state["stats"][model]
         stats["requests"] += 1
@@ -126,9 +114,7 @@ def setup(
         )
 
     async def batch_infer(request: web.Request) -> web.StreamResponse:
-        model, err = check(request)
-        if err is not None or model is None:
-            return err or _error(404, "no model")
+        model = request.match_info["model"]
         body = request["json"]
         stats = state["stats"][model]
         stats["requests"] += 1
@@ -157,9 +143,7 @@ def setup(
         )
 
     async def statistics(request: web.Request) -> web.StreamResponse:
-        model, err = check(request)
-        if err is not None or model is None:
-            return err or _error(404, "no model")
+        model = request.match_info["model"]
         s = state["stats"][model]
         done = s["inferences"]
         return web.json_response(
@@ -176,9 +160,7 @@ def setup(
         )
 
     async def optimize(request: web.Request) -> web.StreamResponse:
-        model, err = check(request)
-        if err is not None or model is None:
-            return err or _error(404, "no model")
+        model = request.match_info["model"]
         body = request["json"]
         kind = body.get("optimization_type") if isinstance(body, dict) else None
         if kind not in OPTIMIZATION_TYPES:
@@ -187,16 +169,11 @@ def setup(
         return web.json_response({"model": model, "optimization_type": kind, "status": "optimized"})
 
     async def reload(request: web.Request) -> web.StreamResponse:
-        model, err = check(request)
-        if err is not None or model is None:
-            return err or _error(404, "no model")
+        model = request.match_info["model"]
         state["stats"][model]["reloads"] += 1
         return web.json_response({"model": model, "status": "reloaded"})
 
     async def status(request: web.Request) -> web.StreamResponse:
-        _, err = check(request)
-        if err is not None:
-            return err
         return web.json_response(
             {
                 "status": "ok",
@@ -217,4 +194,4 @@ def setup(
         ("GET", "/status", status),
     ]
     for method, path, handler in routes:
-        server.add_route(method, path, handler, error_body=error_body)
+        server.add_route(method, path, _common.guarded(refusal, handler), error_body=error_body)

@@ -10,7 +10,6 @@ streaming); pulling a name that starts with ``missing`` fails the same way after
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from datetime import datetime, timedelta, timezone
@@ -18,22 +17,16 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import FakeServer
 from . import _common
-
-if False:  # pragma: no cover - typing only, avoids an import cycle at run time
-    from .. import FakeServer
 
 VERSION = "0.12.6"
 CONTEXT_TOKENS = 512
 FAILMID = "FAILMID"
+MODEL_FAILURE = f"an error was encountered while running the model: {FAILMID}"
 
-
-def error_body(status: int, message: str) -> Any:
-    return {"error": message}
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response(error_body(status, message), status=status)
+error_body = _common.error_only_body
+_error = _common.error_only
 
 
 def _name(model: str) -> str:
@@ -78,6 +71,15 @@ def _stats(prompt: int, completion: int) -> dict[str, Any]:
     }
 
 
+def _formatted(fmt: Any) -> str:
+    """The reply asked for with ``format``: a JSON value of its schema."""
+    return json.dumps(_common.sample_for(fmt) if isinstance(fmt, dict) else {})
+
+
+def _images_ok(images: Any) -> bool:
+    return images is None or (isinstance(images, list) and all(isinstance(i, str) for i in images))
+
+
 def plan_reply(
     messages: list[dict[str, Any]], tools: Any, fmt: Any
 ) -> tuple[str, list[dict[str, Any]]]:
@@ -99,7 +101,7 @@ def plan_reply(
         args = _common.sample_for(fn.get("parameters") or {})
         return "", [{"function": {"name": fn.get("name", "tool"), "arguments": args}}]
     if fmt is not None:
-        return json.dumps(_common.sample_for(fmt) if isinstance(fmt, dict) else {}), []
+        return _formatted(fmt), []
     user = next((m for m in reversed(messages) if m.get("role") == "user"), last)
     return _common.reply_text(str(user.get("content", ""))), []
 
@@ -112,22 +114,14 @@ def _check_messages(messages: Any) -> str | None:
             return "invalid message role"
         if not isinstance(m.get("content", ""), str):
             return "invalid message content: must be a string"
-        images = m.get("images")
-        if images is not None and not (
-            isinstance(images, list) and all(isinstance(i, str) for i in images)
-        ):
+        if not _images_ok(m.get("images")):
             return "invalid message images: must be base64 strings"
     return None
 
 
 async def _ndjson(request: web.Request, lines: list[dict[str, Any]]) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await resp.prepare(request)
-    for line in lines:
-        await resp.write(json.dumps(line).encode() + b"\n")
-        await asyncio.sleep(0)
-    await resp.write_eof()
-    return resp
+    chunks = (json.dumps(line).encode() + b"\n" for line in lines)
+    return await _common.stream(request, chunks, content_type="application/x-ndjson")
 
 
 def setup(server: FakeServer) -> None:
@@ -138,32 +132,34 @@ def setup(server: FakeServer) -> None:
     loaded: dict[str, str] = {}
     server.state["ollama_models"] = models
 
-    def find(body: Any, key: str = "model") -> tuple[str | None, web.Response | None]:
+    def find(body: Any, key: str = "model") -> str | web.Response:
+        """The full name of the model ``body[key]`` names, or the error to send."""
         if not isinstance(body, dict) or not isinstance(body.get(key), str) or not body[key]:
-            return None, _error(400, f"{key} is required")
+            return _error(400, f"{key} is required")
         name = _name(body[key])
         if name not in models:
-            return None, _error(404, f"model '{body[key]}' not found")
-        return name, None
+            return _error(404, f"model '{body[key]}' not found")
+        return name
 
-    def load(name: str, keep_alive: Any) -> None:
-        if keep_alive == 0 or keep_alive == "0":
+    def load(name: str, keep_alive: Any) -> str:
+        """Load the model, or unload it when ``keep_alive`` is 0; says which it did."""
+        if keep_alive in (0, "0"):
             loaded.pop(name, None)
-        else:
-            loaded[name] = (datetime.now(timezone.utc) + timedelta(minutes=5)).isoformat()
+            return "unload"
+        loaded[name] = (datetime.now(timezone.utc) + timedelta(minutes=5)).isoformat()
+        return "load"
 
     async def chat(request: web.Request) -> web.StreamResponse:
         body = request["json"]
-        name, failure = find(body)
-        if failure is not None or name is None:
-            return failure or _error(400, "model is required")
+        name = find(body)
+        if isinstance(name, web.Response):
+            return name
         messages = body.get("messages") or []
         problem = _check_messages(messages)
         if problem:
             return _error(400, problem)
-        load(name, body.get("keep_alive"))
+        reason = load(name, body.get("keep_alive"))
         if not messages:  # an empty chat loads (or unloads) the model
-            reason = "unload" if body.get("keep_alive") in (0, "0") else "load"
             empty = {"role": "assistant", "content": ""}
             return web.json_response(
                 {"model": body["model"], "created_at": _now(), "message": empty,
@@ -177,7 +173,7 @@ def setup(server: FakeServer) -> None:
         failing = FAILMID in str(messages[-1].get("content", ""))
         if body.get("stream", True) is False:
             if failing:
-                return _error(500, f"an error was encountered while running the model: {FAILMID}")
+                return _error(500, MODEL_FAILURE)
             message: dict[str, Any] = {"role": "assistant", "content": text}
             if thinking:
                 message["thinking"] = thinking
@@ -197,9 +193,7 @@ def setup(server: FakeServer) -> None:
                 {**base, "message": {"role": "assistant", "content": piece}, "done": False}
             )
             if failing:
-                lines.append(
-                    {"error": f"an error was encountered while running the model: {FAILMID}"}
-                )
+                lines.append({"error": MODEL_FAILURE})
                 return await _ndjson(request, lines)
         if calls:
             lines.append(
@@ -214,33 +208,25 @@ def setup(server: FakeServer) -> None:
 
     async def generate(request: web.Request) -> web.StreamResponse:
         body = request["json"]
-        name, failure = find(body)
-        if failure is not None or name is None:
-            return failure or _error(400, "model is required")
-        images = body.get("images")
-        if images is not None and not (
-            isinstance(images, list) and all(isinstance(i, str) for i in images)
-        ):
+        name = find(body)
+        if isinstance(name, web.Response):
+            return name
+        if not _images_ok(body.get("images")):
             return _error(400, "invalid images: must be base64 strings")
-        load(name, body.get("keep_alive"))
+        reason = load(name, body.get("keep_alive"))
         prompt = body.get("prompt") or ""
         base = {"model": body["model"], "created_at": _now()}
         if not prompt:
-            reason = "unload" if body.get("keep_alive") in (0, "0") else "load"
             return web.json_response({**base, "response": "", "done": True, "done_reason": reason})
         fmt = body.get("format")
-        text = (
-            json.dumps(_common.sample_for(fmt) if isinstance(fmt, dict) else {})
-            if fmt is not None
-            else _common.reply_text(prompt)
-        )
+        text = _formatted(fmt) if fmt is not None else _common.reply_text(prompt)
         count = _common.count_tokens(prompt) + _common.count_tokens(body.get("system") or "")
         stats = _stats(count, _common.count_tokens(text))
         thinking = f"thinking about: {text}" if body.get("think") else None
         failing = FAILMID in prompt
         if body.get("stream", True) is False:
             if failing:
-                return _error(500, f"an error was encountered while running the model: {FAILMID}")
+                return _error(500, MODEL_FAILURE)
             result = {**base, "response": text, "done": True, "done_reason": "stop", **stats}
             if thinking:
                 result["thinking"] = thinking
@@ -251,18 +237,16 @@ def setup(server: FakeServer) -> None:
         for piece in _common.pieces(text):
             lines.append({**base, "response": piece, "done": False})
             if failing:
-                lines.append(
-                    {"error": f"an error was encountered while running the model: {FAILMID}"}
-                )
+                lines.append({"error": MODEL_FAILURE})
                 return await _ndjson(request, lines)
         lines.append({**base, "response": "", "done": True, "done_reason": "stop", **stats})
         return await _ndjson(request, lines)
 
     async def embed(request: web.Request) -> web.StreamResponse:
         body = request["json"]
-        name, failure = find(body)
-        if failure is not None or name is None:
-            return failure or _error(400, "model is required")
+        name = find(body)
+        if isinstance(name, web.Response):
+            return name
         inputs = body.get("input")
         if isinstance(inputs, str):
             inputs = [inputs]
@@ -304,9 +288,9 @@ def setup(server: FakeServer) -> None:
         return web.json_response({"models": running})
 
     async def show(request: web.Request) -> web.StreamResponse:
-        name, failure = find(request["json"])
-        if failure is not None or name is None:
-            return failure or _error(400, "model is required")
+        name = find(request["json"])
+        if isinstance(name, web.Response):
+            return name
         entry = models[name]
         family = entry["details"]["family"]
         return web.json_response(
@@ -360,18 +344,18 @@ def setup(server: FakeServer) -> None:
         return await _ndjson(request, lines)
 
     async def delete(request: web.Request) -> web.StreamResponse:
-        name, failure = find(request["json"])
-        if failure is not None or name is None:
-            return failure or _error(400, "model is required")
+        name = find(request["json"])
+        if isinstance(name, web.Response):
+            return name
         del models[name]
         loaded.pop(name, None)
         return web.Response(status=200)
 
     async def copy(request: web.Request) -> web.StreamResponse:
         body = request["json"]
-        name, failure = find(body, "source")
-        if failure is not None or name is None:
-            return failure or _error(400, "source is required")
+        name = find(body, "source")
+        if isinstance(name, web.Response):
+            return name
         destination = body.get("destination")
         if not isinstance(destination, str) or not destination:
             return _error(400, "destination is required")

@@ -17,18 +17,13 @@ import email.policy
 import json
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
 
+from .. import FakeServer, Handler
 from . import _common
 from . import openai as openai_fake
-
-if False:  # pragma: no cover - typing only, avoids an import cycle at run time
-    from .. import FakeServer
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 BLOCK_WORD = "unsafe"
 DEFAULT_DOCS = (
@@ -81,15 +76,7 @@ def bytes_line(piece: str) -> bytes:
 
 
 async def _stream(request: web.Request, lines: list[bytes]) -> web.StreamResponse:
-    resp = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await resp.prepare(request)
-    for line in lines:
-        await resp.write(line)
-    await resp.write(b"data: [DONE]\n\n")
-    await resp.write_eof()
-    return resp
+    return await _common.stream(request, [*lines, _common.DONE])
 
 
 def _chat_completion(model: str, text: str) -> dict[str, Any]:
@@ -119,7 +106,7 @@ def _openai_chunk(model: str, delta: dict[str, Any], finish: str | None) -> byte
         "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
     }
-    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+    return _common.sse(chunk)
 
 
 def _is_streaming(value: Any) -> bool:
@@ -165,21 +152,10 @@ async def parse_form(request: web.Request) -> tuple[dict[str, str], list[dict[st
     return fields, files
 
 
-class _Capture:
-    """Collects the handlers a protocol's ``setup`` would register, to reuse them."""
-
-    def __init__(self) -> None:
-        self.handlers: dict[str, Handler] = {}
-
-    def add_route(self, method: str, path: str, handler: Handler, **_: Any) -> None:
-        self.handlers[path] = handler
-
-
 def setup(server: FakeServer) -> None:
-    capture = _Capture()
-    openai_fake.setup(cast("FakeServer", capture), prefix="/v1")
-    openai_chat = capture.handlers["/v1/chat/completions"]
-    openai_embeddings = capture.handlers["/v1/embeddings"]
+    openai_handlers = {path: handler for _, path, handler in openai_fake.routes("/v1")}
+    openai_chat = openai_handlers["/v1/chat/completions"]
+    openai_embeddings = openai_handlers["/v1/embeddings"]
     docs: list[str] = server.state.setdefault("opea_docs", list(DEFAULT_DOCS))
     ingested: list[dict[str, Any]] = server.state.setdefault("opea_ingested", [])
 

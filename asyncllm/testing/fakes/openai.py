@@ -9,10 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import FakeServer, Handler
 from . import _common
-
-if False:  # pragma: no cover - typing only, avoids an import cycle at run time
-    from .. import FakeServer
 
 _ids = itertools.count(1)
 
@@ -76,7 +74,31 @@ def plan_reply(
     return _common.reply_text(_text(user.get("content"))), []
 
 
-def setup(server: FakeServer, prefix: str = "/v1") -> None:
+def usage(prompt_tokens: int, completion_tokens: int = 0) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def embedding_list(model: str, inputs: list[str], dim: int) -> dict[str, Any]:
+    """An embeddings answer with the vectors in input order."""
+    tokens = sum(_common.count_tokens(t) for t in inputs)
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _common.vector(t, dim)}
+            for i, t in enumerate(inputs)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def routes(prefix: str = "/v1") -> list[tuple[str, str, Handler]]:
+    """(method, path, handler) of the OpenAI routes, for protocols that serve some of them."""
+
     async def chat(request: web.Request) -> web.StreamResponse:
         body = request["json"]
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
@@ -86,11 +108,7 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
             return _bad_request("'messages' must be a non-empty array")
         text, calls = plan_reply(messages, body.get("tools"))
         prompt = sum(_common.count_tokens(_text(m.get("content"))) for m in messages)
-        usage = {
-            "prompt_tokens": prompt,
-            "completion_tokens": _common.count_tokens(text),
-            "total_tokens": prompt + _common.count_tokens(text),
-        }
+        counts = usage(prompt, _common.count_tokens(text))
         cid = f"chatcmpl-{next(_ids)}"
         headers = {"x-request-id": f"srv-{cid}"}
         finish = "tool_calls" if calls else "stop"
@@ -109,67 +127,30 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
                 {"index": i, "message": message, "finish_reason": finish, "logprobs": None}
                 for i in range(n)
             ]
-            return web.json_response({**base, "choices": choices, "usage": usage}, headers=headers)
-        resp = web.StreamResponse(
-            headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await resp.prepare(request)
+            return web.json_response({**base, "choices": choices, "usage": counts}, headers=headers)
         chunk_base = {**base, "object": "chat.completion.chunk"}
 
-        async def send(choices: list[dict[str, Any]], **extra: Any) -> None:
-            await resp.write(
-                b"data: "
-                + json.dumps({**chunk_base, "choices": choices, **extra}).encode()
-                + b"\n\n"
-            )
+        def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            return _common.sse({**chunk_base, "choices": choices, **extra})
 
-        await send(
-            [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
-        )
+        def delta(content: dict[str, Any], finish: str | None = None) -> bytes:
+            return chunk([{"index": 0, "delta": content, "finish_reason": finish}])
+
+        chunks = [delta({"role": "assistant", "content": ""})]
         if text:
-            for piece in _common.pieces(text):
-                await send([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
-        for i, call in enumerate(calls):
+            chunks += [delta({"content": piece}) for piece in _common.pieces(text)]
+        for i, call in enumerate(calls):  # each call's arguments in two halves
             args = call["function"]["arguments"]
             half = len(args) // 2
-            await send(
-                [
-                    {
-                        "index": 0,
-                        "delta": {
-                            "tool_calls": [
-                                {
-                                    "index": i,
-                                    "id": call["id"],
-                                    "type": "function",
-                                    "function": {
-                                        "name": call["function"]["name"],
-                                        "arguments": args[:half],
-                                    },
-                                }
-                            ]
-                        },
-                        "finish_reason": None,
-                    }
-                ]
-            )
-            await send(
-                [
-                    {
-                        "index": 0,
-                        "delta": {
-                            "tool_calls": [{"index": i, "function": {"arguments": args[half:]}}]
-                        },
-                        "finish_reason": None,
-                    }
-                ]
-            )
-        await send([{"index": 0, "delta": {}, "finish_reason": finish}])
+            first = {"name": call["function"]["name"], "arguments": args[:half]}
+            chunks.append(delta({"tool_calls": [{"index": i, **call, "function": first}]}))
+            rest = {"index": i, "function": {"arguments": args[half:]}}
+            chunks.append(delta({"tool_calls": [rest]}))
+        chunks.append(delta({}, finish))
         if (body.get("stream_options") or {}).get("include_usage"):
-            await send([], usage=usage)
-        await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
-        return resp
+            chunks.append(chunk([], usage=counts))
+        chunks.append(_common.DONE)
+        return await _common.stream(request, chunks, headers=headers)
 
     async def embeddings(request: web.Request) -> web.StreamResponse:
         body = request["json"]
@@ -184,43 +165,28 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
             or not all(isinstance(i, str) for i in inputs)
         ):
             return _bad_request("'input' must be a string or an array of strings")
-        dim = int(body.get("dimensions") or 8)
-        data = [
-            {"object": "embedding", "index": i, "embedding": _common.vector(t, dim)}
-            for i, t in enumerate(inputs)
-        ]
-        data.reverse()  # the index, not the order, says which input a vector belongs to
-        tokens = sum(_common.count_tokens(t) for t in inputs)
-        return web.json_response(
-            {
-                "object": "list",
-                "data": data,
-                "model": body["model"],
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }
-        )
+        answer = embedding_list(body["model"], inputs, int(body.get("dimensions") or 8))
+        answer["data"].reverse()  # the index, not the order, says which input a vector belongs to
+        return web.json_response(answer)
 
     async def models(request: web.Request) -> web.StreamResponse:
         return web.json_response(
             {
                 "object": "list",
                 "data": [
-                    {
-                        "id": "fake-chat",
-                        "object": "model",
-                        "created": 1700000000,
-                        "owned_by": "asyncllm",
-                    },
-                    {
-                        "id": "fake-embed",
-                        "object": "model",
-                        "created": 1700000000,
-                        "owned_by": "asyncllm",
-                    },
+                    {"id": name, "object": "model", "created": 1700000000, "owned_by": "asyncllm"}
+                    for name in ("fake-chat", "fake-embed")
                 ],
             }
         )
 
-    server.add_route("POST", f"{prefix}/chat/completions", chat, error_body=error_body)
-    server.add_route("POST", f"{prefix}/embeddings", embeddings, error_body=error_body)
-    server.add_route("GET", f"{prefix}/models", models, error_body=error_body)
+    return [
+        ("POST", f"{prefix}/chat/completions", chat),
+        ("POST", f"{prefix}/embeddings", embeddings),
+        ("GET", f"{prefix}/models", models),
+    ]
+
+
+def setup(server: FakeServer, prefix: str = "/v1") -> None:
+    for method, path, handler in routes(prefix):
+        server.add_route(method, path, handler, error_body=error_body)

@@ -24,10 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import FakeServer
 from . import _common, openai
-
-if False:  # pragma: no cover - typing only, avoids an import cycle at run time
-    from .. import FakeServer
 
 MODEL = "fake-model"
 VERSIONS = ("1", "2")
@@ -45,12 +43,8 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
 _FLOAT_MAX = {"FP16": 65504.0, "FP32": 3.4028234663852886e38, "FP64": 1.7976931348623157e308}
 
 
-def error_body(status: int, message: str) -> Any:
-    return {"error": message}
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response(error_body(status, message), status=status)
+error_body = _common.error_only_body
+_error = _common.error_only
 
 
 class _BadTensor(Exception):
@@ -345,31 +339,30 @@ def setup(server: FakeServer) -> None:
             return _error(400, "query is not a string")
         if not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
             return _error(400, "documents is not a list of strings")
-        words = set(query.lower().split())
-
-        def score(doc: str) -> float:
-            return len(words & set(doc.lower().split())) / max(1, len(words))
-
-        ranked = sorted(range(len(documents)), key=lambda i: -score(documents[i]))
+        scores = [_common.relevance(query, d) for d in documents]
+        ranked = sorted(range(len(documents)), key=lambda i: -scores[i])
         top_n = body.get("top_n")
         if isinstance(top_n, int):
             ranked = ranked[:top_n]
         results: list[dict[str, Any]] = []
         for i in ranked:
-            result: dict[str, Any] = {"index": i, "relevance_score": score(documents[i])}
+            result: dict[str, Any] = {"index": i, "relevance_score": scores[i]}
             if body.get("return_documents"):
                 result["document"] = documents[i]
             results.append(result)
         return web.json_response({"results": results})
 
-    server.add_route("GET", "/v2/health/live", live, error_body=error_body)
-    server.add_route("GET", "/v2/health/ready", ready, error_body=error_body)
-    server.add_route("GET", "/v2", server_metadata, error_body=error_body)
-    server.add_route("GET", "/v2/", server_metadata, error_body=error_body)
-    server.add_route("GET", "/v2/models/{tail:.+}", v2_models, error_body=error_body)
-    server.add_route("POST", "/v2/models/{tail:.+}", v2_models, error_body=error_body)
-    server.add_route("GET", "/v1/models/{tail:.+}", v1_models, error_body=error_body)
-    server.add_route("POST", "/v1/models/{tail:.+}", v1_models, error_body=error_body)
+    for method, path, handler in (
+        ("GET", "/v2/health/live", live),
+        ("GET", "/v2/health/ready", ready),
+        ("GET", "/v2", server_metadata),
+        ("GET", "/v2/", server_metadata),
+        ("GET", "/v2/models/{tail:.+}", v2_models),
+        ("POST", "/v2/models/{tail:.+}", v2_models),
+        ("GET", "/v1/models/{tail:.+}", v1_models),
+        ("POST", "/v1/models/{tail:.+}", v1_models),
+        ("POST", "/v3/completions", completions),
+        ("POST", "/v3/rerank", rerank),
+    ):
+        server.add_route(method, path, handler, error_body=error_body)
     openai.setup(server, prefix="/v3")
-    server.add_route("POST", "/v3/completions", completions, error_body=error_body)
-    server.add_route("POST", "/v3/rerank", rerank, error_body=error_body)

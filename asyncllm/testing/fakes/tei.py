@@ -20,10 +20,9 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import FakeServer
 from . import _common
-
-if False:  # pragma: no cover - typing only, avoids an import cycle at run time
-    from .. import FakeServer
+from . import openai as openai_fake
 
 MODEL_ID = "fake/tei-model"
 DEFAULT_MAX_CLIENT_BATCH_SIZE = 4
@@ -76,6 +75,15 @@ def setup(server: FakeServer) -> None:
     def batch_limit() -> int:
         return int(server.state.get("tei_max_client_batch_size", DEFAULT_MAX_CLIENT_BATCH_SIZE))
 
+    def batch_refusal(size: int, *, openai: bool = False) -> web.Response | None:
+        """TEI's error for an empty or too large batch, or None."""
+        if not size:
+            return _error("Empty", "Batch is empty", openai=openai)
+        if size > batch_limit():
+            message = f"batch size {size} > maximum allowed batch size {batch_limit()}"
+            return _error("Validation", message, openai=openai)
+        return None
+
     async def delay() -> None:
         latency = float(server.state.get("tei_latency", 0.0))
         if latency:
@@ -92,15 +100,7 @@ def setup(server: FakeServer) -> None:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
             return web.json_response({"error": f"invalid type for `{key}`"}, status=422)
-        if not items:
-            return _error("Empty", "Batch is empty", openai=openai)
-        if len(items) > batch_limit():
-            return _error(
-                "Validation",
-                f"batch size {len(items)} > maximum allowed batch size {batch_limit()}",
-                openai=openai,
-            )
-        return items
+        return batch_refusal(len(items), openai=openai) or items
 
     async def embed(request: web.Request) -> web.StreamResponse:
         items = inputs_of(request)
@@ -158,13 +158,9 @@ def setup(server: FakeServer) -> None:
             for item in batch
         ):
             return web.json_response({"error": "invalid type for `inputs`"}, status=422)
-        if not batch:
-            return _error("Empty", "Batch is empty")
-        if len(batch) > batch_limit():
-            return _error(
-                "Validation",
-                f"batch size {len(batch)} > maximum allowed batch size {batch_limit()}",
-            )
+        refused = batch_refusal(len(batch))
+        if refused is not None:
+            return refused
         await delay()
         raw = bool(body.get("raw_scores"))
         results = []
@@ -215,20 +211,8 @@ def setup(server: FakeServer) -> None:
         items = inputs_of(request, key="input", openai=True)
         if isinstance(items, web.Response):
             return items
-        body = request["json"]
-        dim = int(body.get("dimensions") or 8)
-        tokens = sum(_common.count_tokens(t) for t in items)
-        return web.json_response(
-            {
-                "object": "list",
-                "data": [
-                    {"object": "embedding", "index": i, "embedding": _common.vector(t, dim)}
-                    for i, t in enumerate(items)
-                ],
-                "model": MODEL_ID,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }
-        )
+        dim = int(request["json"].get("dimensions") or 8)
+        return web.json_response(openai_fake.embedding_list(MODEL_ID, items, dim))
 
     async def info(request: web.Request) -> web.StreamResponse:
         return web.json_response(

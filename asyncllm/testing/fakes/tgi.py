@@ -13,15 +13,12 @@ tokens, then ends.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
 
+from .. import FakeServer
 from . import _common, openai
-
-if False:  # pragma: no cover - typing only, avoids an import cycle at run time
-    from .. import FakeServer
 
 EOS = "</s>"
 MODEL_ID = "fake/tgi-model"
@@ -50,19 +47,6 @@ def _error(error_type: str, message: str) -> web.Response:
     return web.json_response(
         {"error": message, "error_type": error_type}, status=STATUS_OF[error_type]
     )
-
-
-class _Routes:
-    """Registers only the OpenAI routes TGI has, with TGI's error body for injected faults."""
-
-    def __init__(self, server: FakeServer, paths: tuple[str, ...]) -> None:
-        self._server = server
-        self._paths = paths
-        self._error_body: Callable[[int, str], Any] = error_body
-
-    def add_route(self, method: str, path: str, handler: Any, **_: Any) -> None:
-        if path in self._paths:
-            self._server.add_route(method, path, handler, error_body=self._error_body)
 
 
 def _validate(params: Any) -> str | None:
@@ -163,16 +147,11 @@ def setup(server: FakeServer) -> None:
         tokens, text, finish = _generation(inputs, params)
         scripted: list[tuple[int, str]] = server.state.get("tgi_stream_errors") or []
         fail = scripted.pop(0) if scripted else None
-        resp = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await resp.prepare(request)
+        events: list[dict[str, Any]] = []
         for i, token in enumerate(tokens):
             if fail is not None and i == fail[0]:
-                problem = {"error": f"injected {fail[1]} error", "error_type": fail[1]}
-                await resp.write(b"data:" + json.dumps(problem).encode() + b"\n\n")
-                await resp.write_eof()
-                return resp
+                events.append({"error": f"injected {fail[1]} error", "error_type": fail[1]})
+                break
             event: dict[str, Any] = {
                 "index": i,
                 "token": token,
@@ -190,9 +169,10 @@ def setup(server: FakeServer) -> None:
                         "input_length": len(_common.pieces(inputs)),
                         "seed": params.get("seed"),
                     }
-            await resp.write(b"data:" + json.dumps(event).encode() + b"\n\n")
-        await resp.write_eof()
-        return resp
+            events.append(event)
+        # TGI writes "data:" with no space after the colon
+        chunks = (b"data:" + json.dumps(event).encode() + b"\n\n" for event in events)
+        return await _common.stream(request, chunks)
 
     async def info(request: web.Request) -> web.StreamResponse:
         return web.json_response(
@@ -238,6 +218,6 @@ def setup(server: FakeServer) -> None:
     server.add_route("GET", "/info", info, error_body=error_body)
     server.add_route("GET", "/health", health, error_body=error_body)
     server.add_route("POST", "/tokenize", tokenize, error_body=error_body)
-    openai.setup(
-        cast("FakeServer", _Routes(server, ("/v1/chat/completions", "/v1/models"))), prefix="/v1"
-    )
+    for method, path, handler in openai.routes("/v1"):
+        if path != "/v1/embeddings":  # TGI serves OpenAI's chat and models, with its own errors
+            server.add_route(method, path, handler, error_body=error_body)

@@ -15,10 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import FakeServer
 from . import _common, openai
-
-if False:  # pragma: no cover - typing only, avoids an import cycle at run time
-    from .. import FakeServer
 
 VERSION = "0.0.0-fake"
 MAX_MODEL_LEN = 4096
@@ -42,14 +40,6 @@ def error_body(status: int, message: str) -> Any:
 
 def _bad_request(message: str) -> web.Response:
     return web.json_response(error_body(400, message), status=400)
-
-
-def relevance(query: str, document: str) -> float:
-    """Share of the query's words that appear in the document (case-insensitive)."""
-    words = set(query.lower().split())
-    if not words:
-        return 0.0
-    return len(words & set(document.lower().split())) / len(words)
 
 
 def _strings(value: Any, *, single: bool = True) -> list[str] | None:
@@ -76,13 +66,6 @@ def setup(server: FakeServer) -> None:
                 pieces_by_id[vocab[piece]] = piece
             ids.append(vocab[piece])
         return ids
-
-    def usage(prompt_tokens: int, completion_tokens: int = 0) -> dict[str, int]:
-        return {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
 
     async def completions(request: web.Request) -> web.StreamResponse:
         body = request["json"]
@@ -120,7 +103,7 @@ def setup(server: FakeServer) -> None:
                 "created": int(time.time()),
                 "model": body["model"],
                 "choices": choices,
-                "usage": usage(prompt_tokens, completion_tokens),
+                "usage": openai.usage(prompt_tokens, completion_tokens),
             },
             headers={"x-request-id": f"srv-{cid}"},
         )
@@ -180,10 +163,10 @@ def setup(server: FakeServer) -> None:
             return _bad_request("'top_n' must be a non-negative integer")
         query = body["query"]
         ranked = sorted(
-            enumerate(documents), key=lambda item: (-relevance(query, item[1]), item[0])
+            enumerate(documents), key=lambda item: (-_common.relevance(query, item[1]), item[0])
         )
         results = [
-            {"index": i, "document": {"text": d}, "relevance_score": relevance(query, d)}
+            {"index": i, "document": {"text": d}, "relevance_score": _common.relevance(query, d)}
             for i, d in ranked
         ]
         if top_n:
@@ -211,7 +194,7 @@ def setup(server: FakeServer) -> None:
         if len(first) == 1:
             first = first * len(second)
         data = [
-            {"index": i, "object": "score", "score": relevance(a, b)}
+            {"index": i, "object": "score", "score": _common.relevance(a, b)}
             for i, (a, b) in enumerate(zip(first, second, strict=True))
         ]
         tokens = sum(
@@ -225,7 +208,7 @@ def setup(server: FakeServer) -> None:
                 "created": int(time.time()),
                 "model": model_of(body),
                 "data": data,
-                "usage": usage(tokens),
+                "usage": openai.usage(tokens),
             }
         )
 
