@@ -637,6 +637,15 @@ class S3(Backend):
 
         return await self._run(call, operation, attempt)
 
+    async def _api(
+        self, call: Call, operation: str, /, *, method: str | None = None, **params: Any
+    ) -> Any:
+        """The botocore request ``method`` (by default the ``operation`` it is tracked as) with
+        ``params``, as a dispatcher job; its response as botocore parsed it."""
+        return await self._send(
+            call, operation, lambda client: getattr(client, method or operation)(**params)
+        )
+
     # -- objects --------------------------------------------------------------------------------
 
     async def put_object(
@@ -757,19 +766,16 @@ class S3(Backend):
         bucket = self._bucket(bucket)
         _check_key(key)
 
-        async def request(client: Any) -> ObjectInfo:
-            r = await client.head_object(Bucket=bucket, Key=key)
-            return ObjectInfo(
-                key,
-                int(r.get("ContentLength") or 0),
-                _strip_etag(r.get("ETag")),
-                r.get("LastModified"),
-                r.get("ContentType"),
-                r.get("VersionId"),
-                dict(r.get("Metadata") or {}),
-            )
-
-        return await self._send(call, "head_object", request)
+        r = await self._api(call, "head_object", Bucket=bucket, Key=key)
+        return ObjectInfo(
+            key,
+            int(r.get("ContentLength") or 0),
+            _strip_etag(r.get("ETag")),
+            r.get("LastModified"),
+            r.get("ContentType"),
+            r.get("VersionId"),
+            dict(r.get("Metadata") or {}),
+        )
 
     async def delete_object(
         self, bucket: str | None, key: str, **options: Unpack[CallOptions]
@@ -779,10 +785,7 @@ class S3(Backend):
         bucket = self._bucket(bucket)
         _check_key(key)
 
-        async def request(client: Any) -> None:
-            await client.delete_object(Bucket=bucket, Key=key)
-
-        await self._send(call, "delete_object", request)
+        await self._api(call, "delete_object", Bucket=bucket, Key=key)
 
     async def delete_objects(
         self,
@@ -802,15 +805,13 @@ class S3(Backend):
         deleted: list[str] = []
         errors: list[DeleteError] = []
         for start in range(0, len(keys), DELETE_BATCH_SIZE):
-            batch = list(keys[start : start + DELETE_BATCH_SIZE])
-
-            async def request(client: Any, batch: list[str] = batch) -> Any:
-                return await client.delete_objects(
-                    Bucket=bucket,
-                    Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
-                )
-
-            response = await self._send(call, "delete_objects", request)
+            batch = keys[start : start + DELETE_BATCH_SIZE]
+            response = await self._api(
+                call,
+                "delete_objects",
+                Bucket=bucket,
+                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+            )
             refused = [
                 DeleteError(str(e.get("Key")), e.get("Code"), e.get("Message"))
                 for e in response.get("Errors") or ()
@@ -848,12 +849,7 @@ class S3(Backend):
 
     async def _list_pages(self, call: Call, params: dict[str, Any]) -> AsyncIterator[ObjectSummary]:
         while True:
-            snapshot = dict(params)
-
-            async def request(client: Any, snapshot: dict[str, Any] = snapshot) -> Any:
-                return await client.list_objects_v2(**snapshot)
-
-            page = await self._send(call, "list_objects", request)
+            page = await self._api(call, "list_objects", method="list_objects_v2", **params)
             for item in page.get("Contents") or ():
                 yield ObjectSummary(
                     str(item["Key"]),
@@ -884,14 +880,15 @@ class S3(Backend):
         _check_key(dest_key)
         target = bucket if dest_bucket is None else _check_bucket(dest_bucket)
 
-        async def request(client: Any) -> UploadResult:
-            r = await client.copy_object(
-                Bucket=target, Key=dest_key, CopySource={"Bucket": bucket, "Key": key}
-            )
-            etag = (r.get("CopyObjectResult") or {}).get("ETag")
-            return UploadResult(target, dest_key, _strip_etag(etag), r.get("VersionId"))
-
-        return await self._send(call, "copy_object", request)
+        r = await self._api(
+            call,
+            "copy_object",
+            Bucket=target,
+            Key=dest_key,
+            CopySource={"Bucket": bucket, "Key": key},
+        )
+        etag = (r.get("CopyObjectResult") or {}).get("ETag")
+        return UploadResult(target, dest_key, _strip_etag(etag), r.get("VersionId"))
 
     # -- buckets --------------------------------------------------------------------------------
 
@@ -905,11 +902,8 @@ class S3(Backend):
         if self.region and self.region != "us-east-1":
             params["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
 
-        async def request(client: Any) -> None:
-            await client.create_bucket(**params)
-
         try:
-            await self._send(call, "create_bucket", request)
+            await self._api(call, "create_bucket", **params)
         except ConflictError as exc:
             if not (exist_ok and exc.code == "BucketAlreadyOwnedByYou"):
                 raise
@@ -918,13 +912,8 @@ class S3(Backend):
         """The buckets these credentials own."""
         call = self._call(options, CALL_KEYS, "list_buckets")
 
-        async def request(client: Any) -> list[BucketInfo]:
-            r = await client.list_buckets()
-            return [
-                BucketInfo(str(b["Name"]), b.get("CreationDate")) for b in r.get("Buckets") or ()
-            ]
-
-        return await self._send(call, "list_buckets", request)
+        r = await self._api(call, "list_buckets")
+        return [BucketInfo(str(b["Name"]), b.get("CreationDate")) for b in r.get("Buckets") or ()]
 
     async def presign(
         self,
@@ -1015,28 +1004,23 @@ class S3(Backend):
                 return call
             return call._replace(deadline=max(0.001, deadline_at - clock()))
 
-        async def create(client: Any) -> str:
-            r = await client.create_multipart_upload(Bucket=bucket, Key=key, **extra)
-            return str(r["UploadId"])
-
-        upload_id = await self._send(job(), "create_multipart_upload", create)
+        created = await self._api(job(), "create_multipart_upload", Bucket=bucket, Key=key, **extra)
+        upload_id = str(created["UploadId"])
         try:
             width = min(count, max_concurrency or self.limits.max_concurrent_requests)
             etags = await self._upload_parts(
                 job, bucket, key, upload_id, file, total, size_of_part, count, width, progress
             )
-
-            async def complete(client: Any) -> Any:
-                return await client.complete_multipart_upload(
-                    Bucket=bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    MultipartUpload={
-                        "Parts": [{"ETag": etags[n], "PartNumber": n} for n in range(1, count + 1)]
-                    },
-                )
-
-            r = await self._send(job(), "complete_multipart_upload", complete)
+            r = await self._api(
+                job(),
+                "complete_multipart_upload",
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={
+                    "Parts": [{"ETag": etags[n], "PartNumber": n} for n in range(1, count + 1)]
+                },
+            )
         except BaseException:
             await self._abort(call, bucket, key, upload_id)
             raise
@@ -1095,18 +1079,16 @@ class S3(Backend):
         for the caller's cancellation. It runs first in the lane, without time limits, shielded
         from the cancellation that may have caused it; on a client closed meanwhile it goes
         straight to the aiobotocore client while that is still open."""
-
-        async def request(client: Any) -> None:
-            await client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        params = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
 
         async def abort() -> None:
             try:
                 urgent = Call(self._get_lane(), call.request_id, Priority.HIGH, None, None, None)
-                await self._send(urgent, "abort_multipart_upload", request)
+                await self._api(urgent, "abort_multipart_upload", **params)
             except ClientClosedError:
                 client = self._owner._s3
                 if client is not None:
-                    await request(client)
+                    await client.abort_multipart_upload(**params)
 
         task = asyncio.ensure_future(abort())
         try:
