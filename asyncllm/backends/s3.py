@@ -312,13 +312,9 @@ def map_error(
             errors.IncompleteReadError,
             errors.FlexibleChecksumError,
             ConnectionError,
+            _import("aiohttp").ClientError,
         ),
     ):
-        return APIConnectionError(
-            redact(f"S3 connection failed: {exc}"), backend=backend, request_id=request_id
-        )
-    aiohttp = importlib.import_module("aiohttp")
-    if isinstance(exc, aiohttp.ClientError):
         return APIConnectionError(
             redact(f"S3 connection failed: {exc}"), backend=backend, request_id=request_id
         )
@@ -377,7 +373,8 @@ def _check_part_size(part_size: int) -> int:
     return part_size
 
 
-def _read_range(path: str, offset: int, length: int) -> bytes:
+def _read(path: str, offset: int = 0, length: int = -1) -> bytes:
+    """``length`` bytes of the file from ``offset``; by default all of it."""
     with open(path, "rb") as f:
         f.seek(offset)
         return f.read(length)
@@ -394,11 +391,6 @@ def _open_at(path: str, offset: int) -> BinaryIO:
 def _remove(path: str) -> None:
     with contextlib.suppress(OSError):
         os.remove(path)
-
-
-def _read_all(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
 
 
 async def _report(progress: ProgressCallback | None, done: int, total: int) -> None:
@@ -692,7 +684,7 @@ class S3(Backend):
         """PutObject of ``body``: bytes, or the path of a file read afresh on every attempt."""
 
         async def request(client: Any) -> UploadResult:
-            payload = body if isinstance(body, bytes) else await asyncio.to_thread(_read_all, body)
+            payload = body if isinstance(body, bytes) else await asyncio.to_thread(_read, body)
             response = await client.put_object(Bucket=bucket, Key=key, Body=payload, **extra)
             return UploadResult(
                 bucket,
@@ -928,13 +920,7 @@ class S3(Backend):
         call options: it never waits behind a full lane or fails on an open breaker."""
         bucket = self._bucket(bucket)
         _check_key(key)
-        operations = {
-            "get": "get_object",
-            "put": "put_object",
-            "head": "head_object",
-            "delete": "delete_object",
-        }
-        if method not in operations:
+        if method not in ("get", "put", "head", "delete"):
             raise ConfigurationError("method must be 'get', 'put', 'head' or 'delete'")
         check_int("expires_in", expires_in, 1)
         if expires_in > MAX_PRESIGN_SECONDS:
@@ -942,7 +928,7 @@ class S3(Backend):
         client = await self._client()
         try:
             url: str = await client.generate_presigned_url(
-                operations[method],
+                f"{method}_object",
                 Params={"Bucket": bucket, "Key": key},
                 ExpiresIn=expires_in,
             )
@@ -1057,7 +1043,7 @@ class S3(Backend):
                 async def request(
                     client: Any, number: int = number, offset: int = offset, length: int = length
                 ) -> str:
-                    data = await asyncio.to_thread(_read_range, file, offset, length)
+                    data = await asyncio.to_thread(_read, file, offset, length)
                     r = await client.upload_part(
                         Bucket=bucket,
                         Key=key,
