@@ -991,90 +991,65 @@ class S3(Backend):
             return call._replace(deadline=max(0.001, deadline_at - clock()))
 
         created = await self._api(job(), "create_multipart_upload", Bucket=bucket, Key=key, **extra)
-        upload_id = str(created["UploadId"])
+        upload = {"Bucket": bucket, "Key": key, "UploadId": str(created["UploadId"])}
+        etags: dict[int, str] = {}
+        numbers = iter(range(1, count + 1))
+        done = 0
+
+        async def upload_part(number: int) -> None:
+            nonlocal done
+            offset = (number - 1) * size_of_part
+            length = min(size_of_part, total - offset)
+
+            async def request(client: Any) -> str:
+                data = await asyncio.to_thread(_read, file, offset, length)
+                r = await client.upload_part(**upload, PartNumber=number, Body=data)
+                return str(r["ETag"])
+
+            etags[number] = await self._send(job(), "upload_part", request)
+            done += length
+            await _report(progress, done, total)
+
+        async def worker() -> None:
+            """Takes the next part until none is left. A few workers rather than a job per part,
+            so that no more jobs wait in the dispatcher's queue than can run and a part is read
+            from disk only when its turn comes; fan_out cancels the others on the first failure."""
+            for number in numbers:
+                await upload_part(number)
+
         try:
             width = min(count, max_concurrency or self.limits.max_concurrent_requests)
-            etags = await self._upload_parts(
-                job, bucket, key, upload_id, file, total, size_of_part, count, width, progress
-            )
+            await fan_out([worker] * width)
             r = await self._api(
                 job(),
                 "complete_multipart_upload",
-                Bucket=bucket,
-                Key=key,
-                UploadId=upload_id,
+                **upload,
                 MultipartUpload={
                     "Parts": [{"ETag": etags[n], "PartNumber": n} for n in range(1, count + 1)]
                 },
             )
         except BaseException:
-            await self._abort(call, bucket, key, upload_id)
+            await self._abort(call, upload)
             raise
         return UploadResult(
             bucket, key, _strip_etag(r.get("ETag")), r.get("VersionId"), total, count
         )
 
-    async def _upload_parts(
-        self,
-        job: Callable[[], Call],
-        bucket: str,
-        key: str,
-        upload_id: str,
-        file: str,
-        total: int,
-        part_size: int,
-        count: int,
-        width: int,
-        progress: ProgressCallback | None,
-    ) -> dict[int, str]:
-        """The parts' ETags by number. ``width`` workers take the parts in order, so that no
-        more jobs wait in the dispatcher's queue than can run and a part is read from disk only
-        when its turn comes; ``fan_out`` cancels the others on the first failure."""
-        etags: dict[int, str] = {}
-        numbers = iter(range(1, count + 1))
-        done = 0
-
-        async def worker() -> None:
-            nonlocal done
-            for number in numbers:
-                offset = (number - 1) * part_size
-                length = min(part_size, total - offset)
-
-                async def request(
-                    client: Any, number: int = number, offset: int = offset, length: int = length
-                ) -> str:
-                    data = await asyncio.to_thread(_read, file, offset, length)
-                    r = await client.upload_part(
-                        Bucket=bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=data,
-                    )
-                    return str(r["ETag"])
-
-                etags[number] = await self._send(job(), "upload_part", request)
-                done += length
-                await _report(progress, done, total)
-
-        await fan_out([worker] * width)
-        return etags
-
-    async def _abort(self, call: Call, bucket: str, key: str, upload_id: str) -> None:
+    async def _abort(self, call: Call, upload: dict[str, str]) -> None:
         """Abort a multipart upload so that its parts stop costing storage; never raises but
         for the caller's cancellation. It runs first in the lane, without time limits, shielded
         from the cancellation that may have caused it; on a client closed meanwhile it goes
-        straight to the aiobotocore client while that is still open."""
-        params = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
+        straight to the aiobotocore client while that is still open. ``upload``: its Bucket, Key
+        and UploadId."""
 
         async def abort() -> None:
             try:
                 urgent = Call(self._get_lane(), call.request_id, Priority.HIGH, None, None, None)
-                await self._api(urgent, "abort_multipart_upload", **params)
+                await self._api(urgent, "abort_multipart_upload", **upload)
             except ClientClosedError:
                 client = self._owner._s3
                 if client is not None:
-                    await client.abort_multipart_upload(**params)
+                    await client.abort_multipart_upload(**upload)
 
         task = asyncio.ensure_future(abort())
         try:
@@ -1085,8 +1060,8 @@ class S3(Backend):
             logger.warning(
                 "%s: could not abort multipart upload of %s/%s (%s); parts may remain",
                 self.name,
-                bucket,
-                key,
+                upload["Bucket"],
+                upload["Key"],
                 type(exc).__name__,
                 extra={"backend": self.name, "request_id": call.request_id},
             )
