@@ -755,10 +755,7 @@ class S3(Backend):
     ) -> ObjectInfo:
         """Size, ETag, type and metadata; ``NotFoundError`` (code ``"404"``) if there is none."""
         call = self._call(options, CALL_KEYS, "head_object")
-        bucket = self._bucket(bucket)
-        _check_key(key)
-
-        r = await self._api(call, "head_object", Bucket=bucket, Key=key)
+        r = await self._api(call, "head_object", **self._where(bucket, key))
         return ObjectInfo(
             key,
             int(r.get("ContentLength") or 0),
@@ -774,10 +771,7 @@ class S3(Backend):
     ) -> None:
         """Remove one object; deleting an absent key succeeds, as S3 has it."""
         call = self._call(options, CALL_KEYS, "delete_object")
-        bucket = self._bucket(bucket)
-        _check_key(key)
-
-        await self._api(call, "delete_object", Bucket=bucket, Key=key)
+        await self._api(call, "delete_object", **self._where(bucket, key))
 
     async def delete_objects(
         self,
@@ -918,8 +912,7 @@ class S3(Backend):
 
         Signing happens locally and sends nothing, so it is not a dispatcher job and takes no
         call options: it never waits behind a full lane or fails on an open breaker."""
-        bucket = self._bucket(bucket)
-        _check_key(key)
+        where = self._where(bucket, key)
         if method not in ("get", "put", "head", "delete"):
             raise ConfigurationError("method must be 'get', 'put', 'head' or 'delete'")
         check_int("expires_in", expires_in, 1)
@@ -929,7 +922,7 @@ class S3(Backend):
         try:
             url: str = await client.generate_presigned_url(
                 f"{method}_object",
-                Params={"Bucket": bucket, "Key": key},
+                Params=where,
                 ExpiresIn=expires_in,
             )
         except Exception as exc:
@@ -1084,8 +1077,7 @@ class S3(Backend):
         unchanged, by its ETag). ``timeout`` limits each wait for data; ``progress(bytes_done,
         total)`` follows each chunk written."""
         call = self._call(options, CALL_KEYS, "download_file")
-        bucket = self._bucket(bucket)
-        _check_key(key)
+        where = self._where(bucket, key)
         check_int("chunk_size", chunk_size, 1)
         target = os.fspath(path)
         partial = f"{target}.{secrets.token_hex(4)}.part"
@@ -1097,11 +1089,8 @@ class S3(Backend):
 
         async def attempt(a: Attempt) -> int:
             nonlocal written, etag, size
-            params: dict[str, Any] = {"Bucket": bucket, "Key": key}
-            if written:
-                params["Range"] = f"bytes={written}-"
-                params["IfMatch"] = etag
-            response = await self._guard(a, client.get_object(**params))
+            resume = {"Range": f"bytes={written}-", "IfMatch": etag} if written else {}
+            response = await self._guard(a, client.get_object(**where, **resume))
             body = response["Body"]
             try:
                 if size is None:
@@ -1138,10 +1127,14 @@ class S3(Backend):
 
     # -- helpers --------------------------------------------------------------------------------
 
+    def _where(self, bucket: str | None, key: str) -> dict[str, Any]:
+        """The parameters that name one object: its bucket (or the default one) and key, checked."""
+        return {"Bucket": self._bucket(bucket), "Key": _check_key(key)}
+
     def _get_params(
         self, bucket: str | None, key: str, byte_range: tuple[int, int | None] | None
     ) -> dict[str, Any]:
-        params: dict[str, Any] = {"Bucket": self._bucket(bucket), "Key": _check_key(key)}
+        params = self._where(bucket, key)
         header = _check_range(byte_range)
         if header is not None:
             params["Range"] = header
