@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -557,7 +557,7 @@ class S3(Backend):
             config["request_checksum_calculation"] = "when_required"
             config["response_checksum_validation"] = "when_required"
         stack = AsyncExitStack()
-        try:
+        with self._typed_errors():
             session = session_mod.AioSession(profile=self.profile)
             _share_data_loader(session)
             client = await stack.enter_async_context(
@@ -571,12 +571,6 @@ class S3(Backend):
                     config=config_mod.AioConfig(**config),
                 )
             )
-        except BaseException as exc:
-            await stack.aclose()
-            mapped = map_error(exc, backend=self.name, redact=self._redact)
-            if mapped is exc:
-                raise
-            raise mapped from None
         client.meta.events.register("before-call.s3", _add_request_id_header)
         self._s3, self._stack, self._loop = client, stack, loop
 
@@ -594,6 +588,18 @@ class S3(Backend):
                 raise ConfigurationError("no bucket given and no default bucket configured")
             return self.bucket
         return _check_bucket(bucket)
+
+    @contextlib.contextmanager
+    def _typed_errors(self) -> Iterator[None]:
+        """botocore's errors raised as ours, for the work done outside a job (a job's go through
+        ``_guard``)."""
+        try:
+            yield
+        except Exception as exc:
+            mapped = map_error(exc, backend=self.name, redact=self._redact)
+            if mapped is exc:
+                raise
+            raise mapped from None
 
     async def _guard(self, a: Attempt, awaitable: Awaitable[T]) -> T:
         """Await one botocore call within the attempt's time limit, its errors typed. The
@@ -919,17 +925,10 @@ class S3(Backend):
         if expires_in > MAX_PRESIGN_SECONDS:
             raise ConfigurationError("expires_in must be at most 604800 (7 days)")
         client = await self._client()
-        try:
+        with self._typed_errors():
             url: str = await client.generate_presigned_url(
-                f"{method}_object",
-                Params=where,
-                ExpiresIn=expires_in,
+                f"{method}_object", Params=where, ExpiresIn=expires_in
             )
-        except Exception as exc:
-            mapped = map_error(exc, backend=self.name, redact=self._redact)
-            if mapped is exc:
-                raise
-            raise mapped from None
         return url
 
     # -- large files ----------------------------------------------------------------------------
