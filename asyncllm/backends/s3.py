@@ -22,7 +22,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, BinaryIO, ClassVar, Literal, TypeVar, Union
+from typing import Any, BinaryIO, ClassVar, Literal, TypeGuard, TypeVar, Union
 
 from pydantic import SecretStr
 from typing_extensions import TypedDict, Unpack
@@ -334,19 +334,16 @@ def _check_key(key: Any) -> str:
     return key
 
 
+def _is_offset(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _check_range(byte_range: tuple[int, int | None] | None) -> str | None:
     if byte_range is None:
         return None
     ok = isinstance(byte_range, tuple) and len(byte_range) == 2
     start, end = byte_range if ok else (None, None)
-    if (
-        not isinstance(start, int)
-        or isinstance(start, bool)
-        or start < 0
-        or not (
-            end is None or (isinstance(end, int) and not isinstance(end, bool) and end >= start)
-        )
-    ):
+    if not _is_offset(start) or not (end is None or (_is_offset(end) and end >= start)):
         raise ConfigurationError(
             "byte_range must be (start, end) with 0 <= start <= end, or (start, None)"
         )
