@@ -18,11 +18,11 @@ import logging
 import math
 import os
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, BinaryIO, ClassVar, Literal, TypeVar, Union
+from typing import Any, BinaryIO, ClassVar, Literal, TypeGuard, TypeVar, Union
 
 from pydantic import SecretStr
 from typing_extensions import TypedDict, Unpack
@@ -312,13 +312,9 @@ def map_error(
             errors.IncompleteReadError,
             errors.FlexibleChecksumError,
             ConnectionError,
+            _import("aiohttp").ClientError,
         ),
     ):
-        return APIConnectionError(
-            redact(f"S3 connection failed: {exc}"), backend=backend, request_id=request_id
-        )
-    aiohttp = importlib.import_module("aiohttp")
-    if isinstance(exc, aiohttp.ClientError):
         return APIConnectionError(
             redact(f"S3 connection failed: {exc}"), backend=backend, request_id=request_id
         )
@@ -338,19 +334,16 @@ def _check_key(key: Any) -> str:
     return key
 
 
+def _is_offset(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _check_range(byte_range: tuple[int, int | None] | None) -> str | None:
     if byte_range is None:
         return None
     ok = isinstance(byte_range, tuple) and len(byte_range) == 2
     start, end = byte_range if ok else (None, None)
-    if (
-        not isinstance(start, int)
-        or isinstance(start, bool)
-        or start < 0
-        or not (
-            end is None or (isinstance(end, int) and not isinstance(end, bool) and end >= start)
-        )
-    ):
+    if not _is_offset(start) or not (end is None or (_is_offset(end) and end >= start)):
         raise ConfigurationError(
             "byte_range must be (start, end) with 0 <= start <= end, or (start, None)"
         )
@@ -377,7 +370,8 @@ def _check_part_size(part_size: int) -> int:
     return part_size
 
 
-def _read_range(path: str, offset: int, length: int) -> bytes:
+def _read(path: str, offset: int = 0, length: int = -1) -> bytes:
+    """``length`` bytes of the file from ``offset``; by default all of it."""
     with open(path, "rb") as f:
         f.seek(offset)
         return f.read(length)
@@ -394,11 +388,6 @@ def _open_at(path: str, offset: int) -> BinaryIO:
 def _remove(path: str) -> None:
     with contextlib.suppress(OSError):
         os.remove(path)
-
-
-def _read_all(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
 
 
 async def _report(progress: ProgressCallback | None, done: int, total: int) -> None:
@@ -565,7 +554,7 @@ class S3(Backend):
             config["request_checksum_calculation"] = "when_required"
             config["response_checksum_validation"] = "when_required"
         stack = AsyncExitStack()
-        try:
+        with self._typed_errors():
             session = session_mod.AioSession(profile=self.profile)
             _share_data_loader(session)
             client = await stack.enter_async_context(
@@ -579,12 +568,6 @@ class S3(Backend):
                     config=config_mod.AioConfig(**config),
                 )
             )
-        except BaseException as exc:
-            await stack.aclose()
-            mapped = map_error(exc, backend=self.name, redact=self._redact)
-            if mapped is exc:
-                raise
-            raise mapped from None
         client.meta.events.register("before-call.s3", _add_request_id_header)
         self._s3, self._stack, self._loop = client, stack, loop
 
@@ -602,6 +585,18 @@ class S3(Backend):
                 raise ConfigurationError("no bucket given and no default bucket configured")
             return self.bucket
         return _check_bucket(bucket)
+
+    @contextlib.contextmanager
+    def _typed_errors(self) -> Iterator[None]:
+        """botocore's errors raised as ours, for the work done outside a job (a job's go through
+        ``_guard``)."""
+        try:
+            yield
+        except Exception as exc:
+            mapped = map_error(exc, backend=self.name, redact=self._redact)
+            if mapped is exc:
+                raise
+            raise mapped from None
 
     async def _guard(self, a: Attempt, awaitable: Awaitable[T]) -> T:
         """Await one botocore call within the attempt's time limit, its errors typed. The
@@ -636,6 +631,15 @@ class S3(Backend):
             return await self._guard(a, request(client))
 
         return await self._run(call, operation, attempt)
+
+    async def _api(
+        self, call: Call, operation: str, /, *, method: str | None = None, **params: Any
+    ) -> Any:
+        """The botocore request ``method`` (by default the ``operation`` it is tracked as) with
+        ``params``, as a dispatcher job; its response as botocore parsed it."""
+        return await self._send(
+            call, operation, lambda client: getattr(client, method or operation)(**params)
+        )
 
     # -- objects --------------------------------------------------------------------------------
 
@@ -683,7 +687,7 @@ class S3(Backend):
         """PutObject of ``body``: bytes, or the path of a file read afresh on every attempt."""
 
         async def request(client: Any) -> UploadResult:
-            payload = body if isinstance(body, bytes) else await asyncio.to_thread(_read_all, body)
+            payload = body if isinstance(body, bytes) else await asyncio.to_thread(_read, body)
             response = await client.put_object(Bucket=bucket, Key=key, Body=payload, **extra)
             return UploadResult(
                 bucket,
@@ -754,35 +758,23 @@ class S3(Backend):
     ) -> ObjectInfo:
         """Size, ETag, type and metadata; ``NotFoundError`` (code ``"404"``) if there is none."""
         call = self._call(options, CALL_KEYS, "head_object")
-        bucket = self._bucket(bucket)
-        _check_key(key)
-
-        async def request(client: Any) -> ObjectInfo:
-            r = await client.head_object(Bucket=bucket, Key=key)
-            return ObjectInfo(
-                key,
-                int(r.get("ContentLength") or 0),
-                _strip_etag(r.get("ETag")),
-                r.get("LastModified"),
-                r.get("ContentType"),
-                r.get("VersionId"),
-                dict(r.get("Metadata") or {}),
-            )
-
-        return await self._send(call, "head_object", request)
+        r = await self._api(call, "head_object", **self._where(bucket, key))
+        return ObjectInfo(
+            key,
+            int(r.get("ContentLength") or 0),
+            _strip_etag(r.get("ETag")),
+            r.get("LastModified"),
+            r.get("ContentType"),
+            r.get("VersionId"),
+            dict(r.get("Metadata") or {}),
+        )
 
     async def delete_object(
         self, bucket: str | None, key: str, **options: Unpack[CallOptions]
     ) -> None:
         """Remove one object; deleting an absent key succeeds, as S3 has it."""
         call = self._call(options, CALL_KEYS, "delete_object")
-        bucket = self._bucket(bucket)
-        _check_key(key)
-
-        async def request(client: Any) -> None:
-            await client.delete_object(Bucket=bucket, Key=key)
-
-        await self._send(call, "delete_object", request)
+        await self._api(call, "delete_object", **self._where(bucket, key))
 
     async def delete_objects(
         self,
@@ -802,15 +794,13 @@ class S3(Backend):
         deleted: list[str] = []
         errors: list[DeleteError] = []
         for start in range(0, len(keys), DELETE_BATCH_SIZE):
-            batch = list(keys[start : start + DELETE_BATCH_SIZE])
-
-            async def request(client: Any, batch: list[str] = batch) -> Any:
-                return await client.delete_objects(
-                    Bucket=bucket,
-                    Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
-                )
-
-            response = await self._send(call, "delete_objects", request)
+            batch = keys[start : start + DELETE_BATCH_SIZE]
+            response = await self._api(
+                call,
+                "delete_objects",
+                Bucket=bucket,
+                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+            )
             refused = [
                 DeleteError(str(e.get("Key")), e.get("Code"), e.get("Message"))
                 for e in response.get("Errors") or ()
@@ -848,12 +838,7 @@ class S3(Backend):
 
     async def _list_pages(self, call: Call, params: dict[str, Any]) -> AsyncIterator[ObjectSummary]:
         while True:
-            snapshot = dict(params)
-
-            async def request(client: Any, snapshot: dict[str, Any] = snapshot) -> Any:
-                return await client.list_objects_v2(**snapshot)
-
-            page = await self._send(call, "list_objects", request)
+            page = await self._api(call, "list_objects", method="list_objects_v2", **params)
             for item in page.get("Contents") or ():
                 yield ObjectSummary(
                     str(item["Key"]),
@@ -884,14 +869,15 @@ class S3(Backend):
         _check_key(dest_key)
         target = bucket if dest_bucket is None else _check_bucket(dest_bucket)
 
-        async def request(client: Any) -> UploadResult:
-            r = await client.copy_object(
-                Bucket=target, Key=dest_key, CopySource={"Bucket": bucket, "Key": key}
-            )
-            etag = (r.get("CopyObjectResult") or {}).get("ETag")
-            return UploadResult(target, dest_key, _strip_etag(etag), r.get("VersionId"))
-
-        return await self._send(call, "copy_object", request)
+        r = await self._api(
+            call,
+            "copy_object",
+            Bucket=target,
+            Key=dest_key,
+            CopySource={"Bucket": bucket, "Key": key},
+        )
+        etag = (r.get("CopyObjectResult") or {}).get("ETag")
+        return UploadResult(target, dest_key, _strip_etag(etag), r.get("VersionId"))
 
     # -- buckets --------------------------------------------------------------------------------
 
@@ -905,11 +891,8 @@ class S3(Backend):
         if self.region and self.region != "us-east-1":
             params["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
 
-        async def request(client: Any) -> None:
-            await client.create_bucket(**params)
-
         try:
-            await self._send(call, "create_bucket", request)
+            await self._api(call, "create_bucket", **params)
         except ConflictError as exc:
             if not (exist_ok and exc.code == "BucketAlreadyOwnedByYou"):
                 raise
@@ -918,13 +901,8 @@ class S3(Backend):
         """The buckets these credentials own."""
         call = self._call(options, CALL_KEYS, "list_buckets")
 
-        async def request(client: Any) -> list[BucketInfo]:
-            r = await client.list_buckets()
-            return [
-                BucketInfo(str(b["Name"]), b.get("CreationDate")) for b in r.get("Buckets") or ()
-            ]
-
-        return await self._send(call, "list_buckets", request)
+        r = await self._api(call, "list_buckets")
+        return [BucketInfo(str(b["Name"]), b.get("CreationDate")) for b in r.get("Buckets") or ()]
 
     async def presign(
         self,
@@ -937,31 +915,17 @@ class S3(Backend):
 
         Signing happens locally and sends nothing, so it is not a dispatcher job and takes no
         call options: it never waits behind a full lane or fails on an open breaker."""
-        bucket = self._bucket(bucket)
-        _check_key(key)
-        operations = {
-            "get": "get_object",
-            "put": "put_object",
-            "head": "head_object",
-            "delete": "delete_object",
-        }
-        if method not in operations:
+        where = self._where(bucket, key)
+        if method not in ("get", "put", "head", "delete"):
             raise ConfigurationError("method must be 'get', 'put', 'head' or 'delete'")
         check_int("expires_in", expires_in, 1)
         if expires_in > MAX_PRESIGN_SECONDS:
             raise ConfigurationError("expires_in must be at most 604800 (7 days)")
         client = await self._client()
-        try:
+        with self._typed_errors():
             url: str = await client.generate_presigned_url(
-                operations[method],
-                Params={"Bucket": bucket, "Key": key},
-                ExpiresIn=expires_in,
+                f"{method}_object", Params=where, ExpiresIn=expires_in
             )
-        except Exception as exc:
-            mapped = map_error(exc, backend=self.name, redact=self._redact)
-            if mapped is exc:
-                raise
-            raise mapped from None
         return url
 
     # -- large files ----------------------------------------------------------------------------
@@ -1015,98 +979,66 @@ class S3(Backend):
                 return call
             return call._replace(deadline=max(0.001, deadline_at - clock()))
 
-        async def create(client: Any) -> str:
-            r = await client.create_multipart_upload(Bucket=bucket, Key=key, **extra)
-            return str(r["UploadId"])
+        created = await self._api(job(), "create_multipart_upload", Bucket=bucket, Key=key, **extra)
+        upload = {"Bucket": bucket, "Key": key, "UploadId": str(created["UploadId"])}
+        etags: dict[int, str] = {}
+        numbers = iter(range(1, count + 1))
+        done = 0
 
-        upload_id = await self._send(job(), "create_multipart_upload", create)
+        async def upload_part(number: int) -> None:
+            nonlocal done
+            offset = (number - 1) * size_of_part
+            length = min(size_of_part, total - offset)
+
+            async def request(client: Any) -> str:
+                data = await asyncio.to_thread(_read, file, offset, length)
+                r = await client.upload_part(**upload, PartNumber=number, Body=data)
+                return str(r["ETag"])
+
+            etags[number] = await self._send(job(), "upload_part", request)
+            done += length
+            await _report(progress, done, total)
+
+        async def worker() -> None:
+            """Takes the next part until none is left. A few workers rather than a job per part,
+            so that no more jobs wait in the dispatcher's queue than can run and a part is read
+            from disk only when its turn comes; fan_out cancels the others on the first failure."""
+            for number in numbers:
+                await upload_part(number)
+
         try:
             width = min(count, max_concurrency or self.limits.max_concurrent_requests)
-            etags = await self._upload_parts(
-                job, bucket, key, upload_id, file, total, size_of_part, count, width, progress
+            await fan_out([worker] * width)
+            r = await self._api(
+                job(),
+                "complete_multipart_upload",
+                **upload,
+                MultipartUpload={
+                    "Parts": [{"ETag": etags[n], "PartNumber": n} for n in range(1, count + 1)]
+                },
             )
-
-            async def complete(client: Any) -> Any:
-                return await client.complete_multipart_upload(
-                    Bucket=bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    MultipartUpload={
-                        "Parts": [{"ETag": etags[n], "PartNumber": n} for n in range(1, count + 1)]
-                    },
-                )
-
-            r = await self._send(job(), "complete_multipart_upload", complete)
         except BaseException:
-            await self._abort(call, bucket, key, upload_id)
+            await self._abort(call, upload)
             raise
         return UploadResult(
             bucket, key, _strip_etag(r.get("ETag")), r.get("VersionId"), total, count
         )
 
-    async def _upload_parts(
-        self,
-        job: Callable[[], Call],
-        bucket: str,
-        key: str,
-        upload_id: str,
-        file: str,
-        total: int,
-        part_size: int,
-        count: int,
-        width: int,
-        progress: ProgressCallback | None,
-    ) -> dict[int, str]:
-        """The parts' ETags by number. ``width`` workers take the parts in order, so that no
-        more jobs wait in the dispatcher's queue than can run and a part is read from disk only
-        when its turn comes; ``fan_out`` cancels the others on the first failure."""
-        etags: dict[int, str] = {}
-        numbers = iter(range(1, count + 1))
-        done = 0
-
-        async def worker() -> None:
-            nonlocal done
-            for number in numbers:
-                offset = (number - 1) * part_size
-                length = min(part_size, total - offset)
-
-                async def request(
-                    client: Any, number: int = number, offset: int = offset, length: int = length
-                ) -> str:
-                    data = await asyncio.to_thread(_read_range, file, offset, length)
-                    r = await client.upload_part(
-                        Bucket=bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=data,
-                    )
-                    return str(r["ETag"])
-
-                etags[number] = await self._send(job(), "upload_part", request)
-                done += length
-                await _report(progress, done, total)
-
-        await fan_out([worker] * width)
-        return etags
-
-    async def _abort(self, call: Call, bucket: str, key: str, upload_id: str) -> None:
+    async def _abort(self, call: Call, upload: dict[str, str]) -> None:
         """Abort a multipart upload so that its parts stop costing storage; never raises but
         for the caller's cancellation. It runs first in the lane, without time limits, shielded
         from the cancellation that may have caused it; on a client closed meanwhile it goes
-        straight to the aiobotocore client while that is still open."""
-
-        async def request(client: Any) -> None:
-            await client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        straight to the aiobotocore client while that is still open. ``upload``: its Bucket, Key
+        and UploadId."""
 
         async def abort() -> None:
             try:
                 urgent = Call(self._get_lane(), call.request_id, Priority.HIGH, None, None, None)
-                await self._send(urgent, "abort_multipart_upload", request)
+                await self._api(urgent, "abort_multipart_upload", **upload)
             except ClientClosedError:
                 client = self._owner._s3
                 if client is not None:
-                    await request(client)
+                    await client.abort_multipart_upload(**upload)
 
         task = asyncio.ensure_future(abort())
         try:
@@ -1117,8 +1049,8 @@ class S3(Backend):
             logger.warning(
                 "%s: could not abort multipart upload of %s/%s (%s); parts may remain",
                 self.name,
-                bucket,
-                key,
+                upload["Bucket"],
+                upload["Key"],
                 type(exc).__name__,
                 extra={"backend": self.name, "request_id": call.request_id},
             )
@@ -1141,8 +1073,7 @@ class S3(Backend):
         unchanged, by its ETag). ``timeout`` limits each wait for data; ``progress(bytes_done,
         total)`` follows each chunk written."""
         call = self._call(options, CALL_KEYS, "download_file")
-        bucket = self._bucket(bucket)
-        _check_key(key)
+        where = self._where(bucket, key)
         check_int("chunk_size", chunk_size, 1)
         target = os.fspath(path)
         partial = f"{target}.{secrets.token_hex(4)}.part"
@@ -1154,11 +1085,8 @@ class S3(Backend):
 
         async def attempt(a: Attempt) -> int:
             nonlocal written, etag, size
-            params: dict[str, Any] = {"Bucket": bucket, "Key": key}
-            if written:
-                params["Range"] = f"bytes={written}-"
-                params["IfMatch"] = etag
-            response = await self._guard(a, client.get_object(**params))
+            resume = {"Range": f"bytes={written}-", "IfMatch": etag} if written else {}
+            response = await self._guard(a, client.get_object(**where, **resume))
             body = response["Body"]
             try:
                 if size is None:
@@ -1195,10 +1123,14 @@ class S3(Backend):
 
     # -- helpers --------------------------------------------------------------------------------
 
+    def _where(self, bucket: str | None, key: str) -> dict[str, Any]:
+        """The parameters that name one object: its bucket (or the default one) and key, checked."""
+        return {"Bucket": self._bucket(bucket), "Key": _check_key(key)}
+
     def _get_params(
         self, bucket: str | None, key: str, byte_range: tuple[int, int | None] | None
     ) -> dict[str, Any]:
-        params: dict[str, Any] = {"Bucket": self._bucket(bucket), "Key": _check_key(key)}
+        params = self._where(bucket, key)
         header = _check_range(byte_range)
         if header is not None:
             params["Range"] = header
