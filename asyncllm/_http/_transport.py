@@ -292,8 +292,8 @@ def _ssl_setting(value: Any) -> ssl.SSLContext | bool | None:
     )
 
 
-def _proxy_setting(value: Any, what: str) -> tuple[URL, aiohttp.BasicAuth | None]:
-    """A proxy URL, its credentials taken out into a ``BasicAuth``."""
+def _proxy_setting(value: Any, what: str) -> tuple[URL, dict[str, str] | None]:
+    """A proxy URL, its credentials taken out into a Proxy-Authorization header."""
     if not isinstance(value, str):
         raise ConfigurationError(f"{what} must be a str URL, not {type(value).__name__}")
     try:
@@ -302,11 +302,12 @@ def _proxy_setting(value: Any, what: str) -> tuple[URL, aiohttp.BasicAuth | None
         raise ConfigurationError(f"{what} is not a valid URL: {exc}") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ConfigurationError(f"{what} must be an http(s) URL, got {display_url(value)!r}")
-    auth = None
+    headers = None
     if url.user is not None:
-        auth = aiohttp.BasicAuth(url.user, url.password or "")
+        auth = aiohttp.encode_basic_auth(url.user, url.password or "")
+        headers = Headers.masking({"Proxy-Authorization": auth})
         url = url.with_user(None)
-    return url, auth
+    return url, headers
 
 
 def is_loopback(host: str | None) -> bool:
@@ -322,7 +323,8 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-_Proxy = tuple[URL | None, aiohttp.BasicAuth | None]
+# A proxy URL and the Proxy-Authorization headers its credentials make.
+_Proxy = tuple[URL | None, dict[str, str] | None]
 _NO_PROXY: _Proxy = (None, None)
 
 
@@ -428,7 +430,8 @@ class AiohttpTransport(Transport):
     # -- proxies ----------------------------------------------------------------------------------
 
     def proxy_for(self, url: str) -> _Proxy:
-        """The proxy (and its credentials) a request to ``url`` goes through, if any."""
+        """The proxy (and the headers carrying its credentials) a request to ``url`` goes
+        through, if any."""
         if self._proxy is not None:
             return self._proxy
         env = self._env_proxies
@@ -488,14 +491,17 @@ class AiohttpTransport(Transport):
                     "loop that is closed; give one made on the running loop"
                 )
             await self._abandon(session)
-            session = None
+            # Another call may have opened a session on this loop meanwhile: share it.
+            session = self._session
+            if session is not None and self._loop is not loop:
+                session = None
         if session is not None and not session.closed:
             return session
         given = self._given_session
         if given is not None:
             if given.closed:
                 raise ConfigurationError("the aiohttp session given as session= is closed")
-            if given.loop is not loop:
+            if getattr(given, "_loop", loop) is not loop:
                 raise ConfigurationError(
                     "the aiohttp session given as session= belongs to another event loop"
                 )
@@ -572,16 +578,23 @@ class AiohttpTransport(Transport):
         if session is None or self._loop is not loop or session.closed:
             session = await self._open(loop)
         kwargs = self._request_kwargs
+        headers = request.headers
         if self._proxy is not None or self._env_proxies is not None:
-            proxy, proxy_auth = self.proxy_for(request.url)
+            proxy, proxy_headers = self.proxy_for(request.url)
             if proxy is not None:
-                kwargs = {**kwargs, "proxy": proxy, "proxy_auth": proxy_auth}
+                kwargs = {**kwargs, "proxy": proxy}
+                if proxy_headers is not None and request.url.startswith("https:"):
+                    kwargs["proxy_headers"] = proxy_headers  # sent on the CONNECT
+                elif proxy_headers is not None:
+                    # A forward proxy reads its credentials from the request itself.
+                    headers = Headers(headers)
+                    headers.update(proxy_headers)
         try:
             resp = await session.request(
                 request.method,
                 request.url,
                 data=request.content if request.data is None else request.data,
-                headers=request.headers,
+                headers=headers,
                 params=request.params,
                 timeout=self._timeout(request.timeout, request.stream),
                 **kwargs,
