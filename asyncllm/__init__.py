@@ -8,6 +8,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# First, so that modules loaded below (or by them) may read it while this one is half done.
+__version__ = "0.1.0"
+
 from ._config import BreakerConfig, LimitsConfig, RetryConfig
 from ._engine._backoff import parse_retry_after
 from ._engine._breaker import BreakerState
@@ -37,6 +40,7 @@ from ._exceptions import (
     ResponseValidationError,
     UnprocessableEntityError,
 )
+from ._http._transport import Request, Response, Transport
 from ._models import (
     ChatChunk,
     ChatResponse,
@@ -65,8 +69,6 @@ if TYPE_CHECKING:
     from .backends.tei import TEI
     from .backends.tgi import TGI
     from .backends.vllm import VLLM
-
-__version__ = "0.1.0"
 
 # Public client name -> module under asyncllm.backends that defines it.
 _BACKENDS: dict[str, str] = {
@@ -133,17 +135,20 @@ __all__ = [
     "Priority",
     "QueueFullError",
     "RateLimitError",
+    "Request",
     "RequestIdFilter",
     "RequestRecord",
     "RequestStatus",
     "RequestTooLargeError",
     "RequestTracker",
+    "Response",
     "ResponseValidationError",
     "RetryConfig",
     "Stream",
     "Tool",
     "ToolCall",
     "ToolCallDelta",
+    "Transport",
     "UnprocessableEntityError",
     "Usage",
     "current_request_id",

@@ -23,7 +23,8 @@
             └── OverloadedError           529 (retried)
 
 Every ``APIError`` carries ``backend``, ``request_id``, ``status_code`` (or None), a short ``body``
-excerpt, the server's own ``server_request_id`` and, once retries ran out, ``attempts``.
+excerpt, the server's own ``server_request_id``, once retries ran out ``attempts``, and where the
+request is known its ``method`` and ``url`` (without userinfo or query).
 """
 
 from __future__ import annotations
@@ -148,6 +149,9 @@ class APIError(AsyncLLMError):
         self.attempts = 1
         # Set by the transport/dispatcher: whether the server asked us (not) to retry.
         self.should_retry: bool | None = None
+        # The request that failed, where known: its method and its URL without userinfo or query.
+        self.method: str | None = None
+        self.url: str | None = None
 
     @property
     def status(self) -> int | None:
@@ -157,6 +161,8 @@ class APIError(AsyncLLMError):
         parts = [self.message]
         if self.status_code is not None:
             parts.append(f"status={self.status_code}")
+        if self.url is not None:
+            parts.append(f"{self.method} {self.url}" if self.method else self.url)
         if self.backend:
             parts.append(f"backend={self.backend}")
         if self.request_id:

@@ -25,6 +25,11 @@ from typing_extensions import TypedDict
 from ._config import BreakerConfig, RetryConfig
 
 if TYPE_CHECKING:
+    import os
+    import ssl
+
+    import aiohttp
+
     from ._engine._dispatcher import Dispatcher
     from ._http._transport import Transport
 
@@ -82,10 +87,20 @@ class EngineClientOptions(TypedDict, total=False):
 
 class ClientOptions(EngineClientOptions, total=False):
     """``EngineClientOptions`` plus what an HTTP client takes: ``api_key`` and ``base_url`` (each
-    backend names the environment variables it falls back to), ``connect_timeout``,
-    ``default_headers`` (sent on every call), ``transport`` (say, ``asyncllm.testing.MockTransport``;
-    the client then does not close it), ``max_response_bytes`` and ``max_line_bytes`` (limits on
-    what a server may send)."""
+    backend names the environment variables it falls back to; ``user:password@`` in the URL
+    becomes Basic auth and is never shown), ``connect_timeout``, ``default_headers`` (sent on
+    every call; they may replace ``User-Agent``), ``transport`` (say,
+    ``asyncllm.testing.MockTransport``; the client then does not close it),
+    ``max_response_bytes`` and ``max_line_bytes`` (limits on what a server may send).
+
+    Settings of the built-in aiohttp transport (refused together with ``transport``):
+    ``ssl`` (an ``ssl.SSLContext``, a CA bundle path, or ``False`` for no verification, logged
+    as a warning), ``proxy`` (a proxy URL for every request), ``trust_env`` (default True: without
+    ``proxy``, use ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` and ``NO_PROXY``; loopback targets
+    never go through them; ``~/.netrc`` is never read), ``max_connections`` and
+    ``max_connections_per_host`` (pool limits; default none), ``session`` (an
+    ``aiohttp.ClientSession`` to send through, not closed by the client) or ``connector`` (an
+    ``aiohttp.BaseConnector`` for the client's session, not closed by the client)."""
 
     api_key: str | SecretStr | None
     base_url: str | None
@@ -94,6 +109,28 @@ class ClientOptions(EngineClientOptions, total=False):
     transport: Transport | None
     max_response_bytes: int
     max_line_bytes: int
+    ssl: ssl.SSLContext | str | os.PathLike[str] | bool | None
+    proxy: str | None
+    trust_env: bool
+    max_connections: int | None
+    max_connections_per_host: int | None
+    session: aiohttp.ClientSession | None
+    connector: aiohttp.BaseConnector | None
+
+
+# The ClientOptions keys that configure the built-in transport.
+TRANSPORT_KEYS = frozenset(
+    {
+        "connect_timeout",
+        "ssl",
+        "proxy",
+        "trust_env",
+        "max_connections",
+        "max_connections_per_host",
+        "session",
+        "connector",
+    }
+)
 
 
 def keys_of(*declarations: type) -> frozenset[str]:

@@ -98,3 +98,57 @@ async def test_oversized_body_is_refused() -> None:
         ) as client:
             with pytest.raises(asyncllm.ResponseValidationError, match="limit"):
                 await client.models()
+
+
+def test_headers_and_request_repr_mask_credentials() -> None:
+    from asyncllm._http._transport import Headers, display_url
+
+    secret = "sk-0123456789"
+    headers = Headers.masking(
+        {
+            "Authorization": f"Bearer {secret}",
+            "x-api-key": secret,
+            "x-goog-api-key": secret,
+            "X-Custom-Token": secret,
+            "Accept": "application/json",
+        }
+    )
+    assert secret not in repr(headers) and "application/json" in repr(headers)
+    assert secret not in repr(headers.copy()) and isinstance(headers.copy(), Headers)
+    assert secret not in repr(list(headers.values()))  # the values themselves mask their repr
+    assert headers["x-api-key"] == secret and f"{headers['x-api-key']}" == secret
+    request = asyncllm.Request("POST", "http://u:pw@h:1/v1/x?key=q", dict(headers), b"{}")
+    shown = repr(request)
+    assert secret not in shown and "pw" not in shown and "key=q" not in shown
+    assert display_url("https://u:pw@h:1/v1/x?key=q#f") == "https://h:1/v1/x"
+
+
+def test_loopback_targets_never_use_an_environment_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from asyncllm._http._transport import AiohttpTransport
+
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "REQUEST_METHOD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:3128")
+    t = AiohttpTransport()
+    for url in (
+        "http://localhost:8000/v1/x",
+        "http://127.0.0.1:8000/v1",
+        "http://127.8.9.10/v1",
+        "http://[::1]:8000/v1",
+        "http://app.localhost/v1",
+    ):
+        assert t.proxy_for(url) == (None, None), url
+    assert str(t.proxy_for("http://10.0.0.5:8000/v1")[0]) == "http://127.0.0.1:3128"
+    # An explicit proxy= is the caller's decision: it applies to every target.
+    explicit = AiohttpTransport(proxy="http://127.0.0.1:3129")
+    assert str(explicit.proxy_for("http://localhost:8000/v1")[0]) == "http://127.0.0.1:3129"
+    assert AiohttpTransport(trust_env=False).proxy_for("http://10.0.0.5/v1") == (None, None)
+
+
+def test_transport_interface_is_public() -> None:
+    assert asyncllm.Transport.__doc__ and "send" in asyncllm.Transport.__doc__
+    assert {"Transport", "Request", "Response"} <= set(asyncllm.__all__)
+    from asyncllm.testing import MockTransport
+
+    assert issubclass(MockTransport, asyncllm.Transport)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from .._constants import REQUEST_ID_HEADER
 from .._exceptions import ConfigurationError
 
 _request_id: ContextVar[str | None] = ContextVar("asyncllm_request_id", default=None)
@@ -55,11 +56,52 @@ def check_header_name(name: Any) -> str:
     return name
 
 
+# Headers the SDK or the HTTP layer own. Framing and hop-by-hop headers describe the connection
+# and the body aiohttp builds (a caller's Content-Length made aiohttp drop the JSON body); the
+# request-ID header must carry the ID the call, its errors and the tracker report.
+_FRAMING_HEADERS = frozenset(
+    {
+        "content-length",
+        "transfer-encoding",
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    }
+)
+_REQUEST_ID_HEADER = REQUEST_ID_HEADER.lower()
+
+
+def _check_owned_header(name: str, what: str) -> None:
+    lowered = name.lower()
+    if lowered in _FRAMING_HEADERS:
+        raise ConfigurationError(
+            f"{what} must not set {name!r}: framing and connection headers are set by the HTTP "
+            "layer from the request it sends"
+        )
+    if lowered == _REQUEST_ID_HEADER:
+        raise ConfigurationError(
+            f"{what} must not set {name!r}: asyncllm sends each call's request ID there; set the "
+            "ID with `with asyncllm.request_context(request_id): ...`"
+        )
+
+
 def check_headers(headers: Any, what: str) -> dict[str, str]:
-    """``headers`` (a mapping) checked name by name and value by value."""
+    """``headers`` (a mapping) checked name by name and value by value; framing headers
+    (Content-Length, Transfer-Encoding, Host, Connection and the other hop-by-hop ones) and the
+    request-ID header are refused."""
     if not isinstance(headers, Mapping):
         raise ConfigurationError(f"{what} must be a mapping of header names to values")
-    return {check_header_name(k): check_header_value(k, v) for k, v in headers.items()}
+    checked: dict[str, str] = {}
+    for name, value in headers.items():
+        check_header_name(name)
+        _check_owned_header(name, what)
+        checked[name] = check_header_value(name, value)
+    return checked
 
 
 def current_request_id() -> str | None:

@@ -7,17 +7,19 @@ variables, auth headers, how bodies are built and how answers and errors are rea
 
 from __future__ import annotations
 
+import base64
 import inspect
 import os
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, ClassVar, NamedTuple, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+import aiohttp
 from pydantic import SecretStr, ValidationError
 from typing_extensions import Unpack
 
 from .._constants import (
-    DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_LINE_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
     REQUEST_ID_HEADER,
@@ -34,15 +36,25 @@ from .._exceptions import (
     ResponseValidationError,
     status_error,
 )
-from .._options import BODY_KEYS, CLIENT_KEYS, HTTP_KEYS, ClientOptions, check_keys, merge_body
+from .._options import (
+    BODY_KEYS,
+    CLIENT_KEYS,
+    HTTP_KEYS,
+    TRANSPORT_KEYS,
+    ClientOptions,
+    check_keys,
+    merge_body,
+)
 from ..streaming import Stream
 from . import _json
 from ._transport import (
     AiohttpTransport,
+    Headers,
     Request,
     Response,
     ServerSentEvent,
     Transport,
+    display_url,
     iter_lines,
     iter_ndjson,
     iter_sse,
@@ -110,6 +122,36 @@ def _check_base_url(url: Any) -> str:
     return url.rstrip("/")
 
 
+def _split_userinfo(url: str) -> tuple[str, str | None]:
+    """``url`` without ``user:password@``, and those credentials as a Basic Authorization value
+    (aiohttp would send them so; kept apart, the URL can be shown anywhere)."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, host = netloc.rpartition("@")
+    if not at:
+        return url, None
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
+    return f"{scheme}{sep}{host}{slash}{path}", f"Basic {token}"
+
+
+def _name_request(error: APIError, method: str, url: str) -> None:
+    """Name the failed request on its error (once: the innermost layer knows best)."""
+    if error.url is None:
+        error.method = method
+        error.url = display_url(url)
+
+
+def _user_agent() -> str:
+    from .. import __version__
+
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return f"asyncllm/{__version__} python/{python} aiohttp/{aiohttp.__version__}"
+
+
+USER_AGENT = _user_agent()
+
+
 def _check_query(query: Any) -> dict[str, str]:
     if not isinstance(query, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in query.items()
@@ -175,22 +217,37 @@ class HttpBackend(Backend):
                 f"{type(self).__name__} needs base_url"
                 + (f" (or ${self.base_url_env[0]})" if self.base_url_env else "")
             )
-        self.base_url = _check_base_url(url)
+        self.base_url, url_auth = _split_userinfo(_check_base_url(url))
         self.max_response_bytes: int = options.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
         self.max_line_bytes: int = options.get("max_line_bytes", DEFAULT_MAX_LINE_BYTES)
         transport = options.get("transport")
         self._owns_transport = transport is None
-        self._transport: Transport = transport or AiohttpTransport(
-            connect_timeout=options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-        )
-        headers = {"Accept": "application/json", **self._auth_headers()}
+        if transport is None:
+            transport = AiohttpTransport.from_options(options)
+        else:
+            given = sorted(k for k in options.keys() & TRANSPORT_KEYS if k != "connect_timeout")
+            if given:
+                raise ConfigurationError(
+                    f"{given[0]}= sets up the built-in transport; with transport= given, "
+                    "configure that transport instead"
+                )
+        self._transport: Transport = transport
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **self._auth_headers()}
+        if url_auth is not None:
+            if any(name.lower() == "authorization" for name in headers):
+                raise ConfigurationError(
+                    "base_url holds credentials (user:password@) and the API key sets the "
+                    "Authorization header too: give one of them"
+                )
+            headers["Authorization"] = url_auth
         default_headers = options.get("default_headers")
         if default_headers is not None:
             headers.update(check_headers(default_headers, "default_headers"))
-        self._headers = headers
+        # Credentials stay in objects whose repr masks them (see Headers), made once here.
+        self._headers = Headers.masking(headers)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
+        return f"{type(self).__name__}(name={self.name!r}, base_url={display_url(self.base_url)!r})"
 
     # -- hooks for backends -------------------------------------------------------------------
 
@@ -345,7 +402,7 @@ class HttpBackend(Backend):
             params = {**(params or {}), **_check_query(extra_query)}
         extra_headers = options.get("extra_headers")
         if extra_headers is not None:
-            extra_headers = check_headers(extra_headers, "extra_headers")
+            extra_headers = Headers.masking(check_headers(extra_headers, "extra_headers"))
         content = None if body is None else self._encode(body)
         return call, content, params, extra_headers
 
@@ -362,8 +419,8 @@ class HttpBackend(Backend):
         data: Any = None,
         lane: Lane,
     ) -> Response:
-        """Send one attempt; a non-2xx answer becomes its typed error here."""
-        headers = dict(self._headers)
+        """Send one attempt; a non-2xx answer becomes its typed error here, naming the request."""
+        headers = Headers(self._headers)
         headers[REQUEST_ID_HEADER] = attempt.request_id
         if extra_headers is not None:
             headers.update(extra_headers)
@@ -371,24 +428,22 @@ class HttpBackend(Backend):
             headers["Content-Type"] = "application/json"
         if stream:
             headers["Accept"] = "text/event-stream, application/x-ndjson, application/json"
-        response = await self._transport.send(
-            Request(
-                method,
-                self._url(path),
-                headers,
-                content,
-                params,
-                attempt.timeout,
-                stream,
-                data,
+        url = self._url(path)
+        try:
+            response = await self._transport.send(
+                Request(method, url, headers, content, params, attempt.timeout, stream, data)
             )
-        )
+        except APIError as exc:
+            _name_request(exc, method, url)
+            raise
         self._observe(response.status, response.headers, lane)
         if response.status >= 400:
             try:
-                raise await self._status_error(response, attempt.request_id)
+                error = await self._status_error(response, attempt.request_id)
             finally:
                 response.close()
+            _name_request(error, method, url)
+            raise error
         return response
 
     # -- the two ways to call ------------------------------------------------------------------

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
+import ipaddress
 import json
-from collections.abc import AsyncIterator, Mapping
+import logging
+import os
+import ssl
+import urllib.request
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from .._constants import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_LINE_BYTES
 from .._exceptions import (
@@ -26,9 +34,95 @@ from .._exceptions import (
 )
 from . import _json
 
+logger = logging.getLogger("asyncllm")
 
-@dataclass(slots=True)
+
+# Header names whose values are credentials: exact names, then parts of names.
+_SECRET_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "x-goog-api-key",
+        "api-key",
+        "cookie",
+        "set-cookie",
+    }
+)
+_SECRET_PARTS = ("key", "token", "secret", "auth", "password", "signature", "credential", "cookie")
+
+
+def is_secret_header(name: str) -> bool:
+    """Whether a header's value is shown masked: credentials, keys, tokens, cookies."""
+    lowered = name.lower()
+    return lowered in _SECRET_HEADERS or any(part in lowered for part in _SECRET_PARTS)
+
+
+class SecretValue(str):
+    """A header value that is a credential: sent as itself, shown as ``'***'`` by ``repr``, so a
+    traceback printed with its local variables (Sentry, ``rich``, ``pytest --showlocals``,
+    ``traceback`` with ``capture_locals``) does not show it, in our frames or in aiohttp's."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
+class Headers(dict[str, str]):
+    """Request headers whose ``repr`` masks the values of credential headers
+    (``Authorization``, ``x-api-key``, ``x-goog-api-key``, cookies, anything named like a key or
+    token). ``Headers.masking(mapping)`` also wraps those values in ``SecretValue``, so that they
+    stay masked once aiohttp copies them into its own header multidict."""
+
+    __slots__ = ()
+
+    @classmethod
+    def masking(cls, headers: Mapping[str, str]) -> Headers:
+        return cls(
+            {
+                name: SecretValue(value) if is_secret_header(name) and type(value) is str else value
+                for name, value in headers.items()
+            }
+        )
+
+    def copy(self) -> Headers:
+        return Headers(self)
+
+    def __repr__(self) -> str:
+        return mask_headers(self)
+
+
+def mask_headers(headers: Mapping[str, str]) -> str:
+    shown = (
+        f"{name!r}: {'***' if is_secret_header(name) else repr(value)}"
+        for name, value in headers.items()
+    )
+    return "{" + ", ".join(shown) + "}"
+
+
+def display_url(url: str) -> str:
+    """``url`` as errors, logs and reprs show it: without userinfo, query or fragment."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid URL>"
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+@dataclass(slots=True, repr=False)
 class Request:
+    """One HTTP request, as a ``Transport`` receives it.
+
+    ``url`` is absolute; ``params`` are query parameters to add to it. ``headers`` are the final
+    headers (``Headers``: their repr masks credentials). The body is ``content`` (bytes, already
+    encoded) or, for multipart forms, ``data`` (an ``aiohttp.FormData``), never both.
+    ``timeout`` is the attempt's limit in seconds (None: none): for a plain request the whole
+    exchange, for a ``stream`` the longest wait for more data. ``extensions`` carries anything
+    else a custom transport wants to see.
+    """
+
     method: str
     url: str
     headers: dict[str, str]
@@ -43,9 +137,24 @@ class Request:
     def json(self) -> Any:
         return None if self.content is None else json.loads(self.content)
 
+    def __repr__(self) -> str:
+        size = None if self.content is None else len(self.content)
+        return (
+            f"Request(method={self.method!r}, url={display_url(self.url)!r}, "
+            f"headers={mask_headers(self.headers)}, content=<{size} bytes>, "
+            f"timeout={self.timeout!r}, stream={self.stream!r})"
+        )
+
 
 class Response(abc.ABC):
-    """A response whose headers have arrived; the body is read (bounded) or iterated."""
+    """A response whose headers have arrived, as a ``Transport`` returns it.
+
+    A custom transport sets ``status`` and ``headers`` (a case-insensitive mapping, say a
+    ``multidict.CIMultiDictProxy``), implements ``iter_bytes`` (the body in pieces as they arrive;
+    a dropped connection raises ``APIConnectionError``, a read timeout ``APITimeoutError``) and
+    ``close`` (release the connection; called exactly once, whether or not the body was read).
+    ``read(limit)`` reads the whole body through ``iter_bytes``; override it for speed.
+    """
 
     status: int
     headers: Mapping[str, str]
@@ -73,8 +182,27 @@ class Response(abc.ABC):
 
 
 class Transport(abc.ABC):
+    """What carries a client's requests: ``send(request) -> response``, and ``aclose()``.
+
+    Give one to any HTTP client as ``transport=`` (the client then does not close it). A custom
+    transport must:
+
+    - send ``request`` as given: its method, absolute ``url`` plus ``params``, ``headers`` and
+      body (``content`` bytes, or ``data``), without following redirects (a key must never travel
+      to another host) and without adding credentials of its own;
+    - return a ``Response`` as soon as the status and headers have arrived, whatever the status
+      (the client turns 3xx, 4xx and 5xx into errors and calls ``close()`` on every response);
+    - honour ``request.timeout`` (seconds; None for none), raising ``APITimeoutError``;
+    - raise ``APIConnectionError`` (or a subclass) when no answer came, and ``ClientClosedError``
+      once closed; the client retries connection errors as the retry policy says;
+    - be safe to use from many tasks of one event loop at once.
+
+    ``asyncllm.testing.MockTransport`` answers from a function, with no I/O.
+    """
+
     @abc.abstractmethod
-    async def send(self, request: Request) -> Response: ...
+    async def send(self, request: Request) -> Response:
+        """Send ``request``; return once the status and headers have arrived."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional for transports that hold nothing
         """Release connections."""
@@ -136,38 +264,298 @@ def _connection_error(exc: BaseException) -> APIConnectionError:
     return APIConnectionError(f"connection failed: {type(exc).__name__}: {exc}")
 
 
-class AiohttpTransport(Transport):
-    """One ``aiohttp.ClientSession``, made on first use inside the running loop."""
+def _ssl_setting(value: Any) -> ssl.SSLContext | bool | None:
+    """``ssl=`` as aiohttp takes it: None for default verification, False for none (with a loud
+    warning), or a context (a CA bundle path is loaded here, once)."""
+    if value is None or value is True:
+        return None
+    if value is False:
+        logger.warning(
+            "TLS certificate verification is OFF (ssl=False): any server can pose as the "
+            "backend and read its API key; give ssl=<CA bundle path or ssl.SSLContext> instead",
+            extra={"backend": "-", "request_id": "-"},
+        )
+        return False
+    if isinstance(value, ssl.SSLContext):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        path = os.fspath(value)
+        try:
+            if os.path.isdir(path):
+                return ssl.create_default_context(capath=path)
+            return ssl.create_default_context(cafile=path)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(f"ssl: cannot load the CA bundle {path!r}: {exc}") from None
+    raise ConfigurationError(
+        "ssl must be an ssl.SSLContext, a CA bundle path, True or False, "
+        f"not {type(value).__name__}"
+    )
 
-    def __init__(self, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, limit: int = 0) -> None:
+
+def _proxy_setting(value: Any, what: str) -> tuple[URL, dict[str, str] | None]:
+    """A proxy URL, its credentials taken out into a Proxy-Authorization header."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{what} must be a str URL, not {type(value).__name__}")
+    try:
+        url = URL(value)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"{what} is not a valid URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigurationError(f"{what} must be an http(s) URL, got {display_url(value)!r}")
+    headers = None
+    if url.user is not None:
+        auth = aiohttp.encode_basic_auth(url.user, url.password or "")
+        headers = Headers.masking({"Proxy-Authorization": auth})
+        url = url.with_user(None)
+    return url, headers
+
+
+def is_loopback(host: str | None) -> bool:
+    """``localhost`` (and ``*.localhost``), 127.0.0.0/8 and ::1."""
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# A proxy URL and the Proxy-Authorization headers its credentials make.
+_Proxy = tuple[URL | None, dict[str, str] | None]
+_NO_PROXY: _Proxy = (None, None)
+
+
+class AiohttpTransport(Transport):
+    """One ``aiohttp.ClientSession``, made on first use inside the running loop.
+
+    ``ssl``: an ``ssl.SSLContext``, a CA bundle path (file or directory), or ``False`` for no
+    verification (logged as a warning). ``proxy``: a proxy URL for every request. ``trust_env``
+    (default True): without ``proxy``, use ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` and honour
+    ``NO_PROXY``, read when the transport is made; loopback targets never go through an
+    environment proxy. ``~/.netrc`` is never read. ``max_connections`` and
+    ``max_connections_per_host``: pool limits (None: no limit). ``session``: an
+    ``aiohttp.ClientSession`` to send through (its own settings apply; not closed here).
+    ``connector``: an ``aiohttp.BaseConnector`` for the session made here (not closed here).
+
+    A transport made outside any loop binds to the first loop that uses it. When that loop has
+    been closed (a script's or a test's successive ``asyncio.run``), it rebinds to the new one,
+    closing the old connections; used from two live loops, it raises ``ConfigurationError``.
+    """
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        limit: int = 0,
+        max_connections: int | None = None,
+        max_connections_per_host: int | None = None,
+        ssl: ssl.SSLContext | str | os.PathLike[str] | bool | None = None,
+        proxy: str | None = None,
+        trust_env: bool = True,
+        session: aiohttp.ClientSession | None = None,
+        connector: aiohttp.BaseConnector | None = None,
+    ) -> None:
         self._connect_timeout = connect_timeout
-        self._limit = limit
+        for name, value in (
+            ("max_connections", max_connections),
+            ("max_connections_per_host", max_connections_per_host),
+        ):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ConfigurationError(f"{name} must be a positive int or None")
+        self._limit = max_connections if max_connections is not None else limit
+        self._limit_per_host = max_connections_per_host or 0
+        if not isinstance(trust_env, bool):
+            raise ConfigurationError("trust_env must be True or False")
+        if session is not None and not isinstance(session, aiohttp.ClientSession):
+            raise ConfigurationError("session must be an aiohttp.ClientSession")
+        if connector is not None and not isinstance(connector, aiohttp.BaseConnector):
+            raise ConfigurationError("connector must be an aiohttp.BaseConnector")
+        if session is not None and (
+            connector is not None or max_connections is not None or max_connections_per_host
+        ):
+            raise ConfigurationError(
+                "session= brings its own connector and pool: give connector= or the pool "
+                "limits instead, not both"
+            )
+        if connector is not None and (max_connections is not None or max_connections_per_host):
+            raise ConfigurationError(
+                "connector= brings its own pool limits: set them on the connector"
+            )
+        self._given_session = session
+        self._given_connector = connector
+        self._ssl = _ssl_setting(ssl)
+        # Keyword arguments of every session.request call, made once.
+        self._request_kwargs: dict[str, Any] = {"allow_redirects": False}
+        if self._ssl is not None and (session is not None or connector is not None):
+            self._request_kwargs["ssl"] = self._ssl
+        # Proxies: an explicit one for every request, or the environment's, per origin.
+        self._proxy: _Proxy | None = None
+        self._env_proxies: dict[str, str] | None = None
+        self._proxy_cache: dict[str, _Proxy] = {}
+        if proxy is not None:
+            self._proxy = _proxy_setting(proxy, "proxy")
+        elif trust_env:
+            env = {
+                scheme: url
+                for scheme, url in urllib.request.getproxies_environment().items()
+                if scheme in ("http", "https", "all", "no")
+            }
+            if env.keys() - {"no"}:
+                self._env_proxies = env
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._guard: AsyncGenerator[None, None] | None = None
         self._closed = False
         self._timeouts: dict[tuple[float | None, bool], aiohttp.ClientTimeout] = {}
 
-    def _get_session(self) -> aiohttp.ClientSession:
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> AiohttpTransport:
+        """The transport a client's constructor options (``ClientOptions``) describe."""
+        return cls(
+            connect_timeout=options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+            max_connections=options.get("max_connections"),
+            max_connections_per_host=options.get("max_connections_per_host"),
+            ssl=options.get("ssl"),
+            proxy=options.get("proxy"),
+            trust_env=options.get("trust_env", True),
+            session=options.get("session"),
+            connector=options.get("connector"),
+        )
+
+    # -- proxies ----------------------------------------------------------------------------------
+
+    def proxy_for(self, url: str) -> _Proxy:
+        """The proxy (and the headers carrying its credentials) a request to ``url`` goes
+        through, if any."""
+        if self._proxy is not None:
+            return self._proxy
+        env = self._env_proxies
+        if env is None:
+            return _NO_PROXY
+        # Decided once per origin (scheme://host:port), cheaply found without parsing.
+        slash = url.find("/", url.find("//") + 2)
+        origin = url if slash < 0 else url[:slash]
+        cached = self._proxy_cache.get(origin)
+        if cached is None:
+            cached = self._env_proxy(origin, env)
+            if len(self._proxy_cache) < 256:
+                self._proxy_cache[origin] = cached
+        return cached
+
+    @staticmethod
+    def _env_proxy(origin: str, env: dict[str, str]) -> _Proxy:
+        try:
+            parts = urlsplit(origin)
+            host = parts.hostname
+        except ValueError:
+            return _NO_PROXY
+        if host is None or is_loopback(host):
+            return _NO_PROXY
+        netloc = parts.netloc.rpartition("@")[2]
+        bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+        if "no" in env and bypass(netloc, env):
+            return _NO_PROXY
+        proxy = env.get(parts.scheme) or env.get("all")
+        if not proxy:
+            return _NO_PROXY
+        if "://" not in proxy:
+            proxy = "http://" + proxy
+        try:
+            return _proxy_setting(proxy, f"the {parts.scheme.upper()}_PROXY environment variable")
+        except ConfigurationError:
+            return _NO_PROXY
+
+    # -- the session and its loop -----------------------------------------------------------------
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
         if self._closed:
             raise ClientClosedError("transport is closed")
         session = self._session
-        loop = asyncio.get_running_loop()
         if session is not None and self._loop is not loop:
-            # aiohttp sessions and their sockets belong to one loop; a silent switch would hang
-            # or fail deep inside aiohttp.
-            raise ConfigurationError(
-                "this client was first used on another event loop; make one client per loop"
+            old = self._loop
+            if old is not None and not old.is_closed():
+                # aiohttp sessions and their sockets belong to one loop; a silent switch would
+                # hang or fail deep inside aiohttp.
+                raise ConfigurationError(
+                    "this client is in use on another event loop that is still open; make one "
+                    "client per loop (a client whose loop was closed moves to the new one)"
+                )
+            if self._given_session is not None or self._given_connector is not None:
+                raise ConfigurationError(
+                    "the aiohttp session or connector given to this client belongs to an event "
+                    "loop that is closed; give one made on the running loop"
+                )
+            await self._abandon(session)
+            # Another call may have opened a session on this loop meanwhile: share it.
+            session = self._session
+            if session is not None and self._loop is not loop:
+                session = None
+        if session is not None and not session.closed:
+            return session
+        given = self._given_session
+        if given is not None:
+            if given.closed:
+                raise ConfigurationError("the aiohttp session given as session= is closed")
+            if getattr(given, "_loop", loop) is not loop:
+                raise ConfigurationError(
+                    "the aiohttp session given as session= belongs to another event loop"
+                )
+            self._session, self._loop = given, loop
+            return given
+        connector = self._given_connector
+        if connector is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._limit,
+                limit_per_host=self._limit_per_host,
+                ssl=True if self._ssl is None else self._ssl,
+                enable_cleanup_closed=False,
             )
-        if session is None or session.closed:
-            connector = aiohttp.TCPConnector(limit=self._limit, enable_cleanup_closed=False)
-            self._loop = loop
-            session = self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
-                auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
-            )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            connector_owner=self._given_connector is None,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
+            auto_decompress=True,
+            # Proxies from the environment are resolved here, once; aiohttp's trust_env would
+            # also read ~/.netrc and add (or clash with) an Authorization header.
+            trust_env=False,
+            skip_auto_headers=("User-Agent",),
+        )
+        self._session, self._loop = session, loop
+        # An async generator the loop finalizes at its end (asyncio.run calls shutdown_asyncgens
+        # before closing the loop): the session is then closed while its loop still runs.
+        guard = self._guard = self._loop_guard(session)
+        await guard.__anext__()
         return session
+
+    async def _loop_guard(self, session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            if self._session is session:
+                self._session = None
+            if not session.closed:
+                await session.close()
+
+    async def _abandon(self, session: aiohttp.ClientSession) -> None:
+        """Let go of a session whose loop was closed without finalizing it: close its sockets
+        directly (the closed loop cannot schedule that) and mark it closed."""
+        self._session = self._guard = None
+        connector = session.connector
+        if connector is not None:
+            pooled: Any = getattr(connector, "_conns", {})
+            acquired: Any = getattr(connector, "_acquired", ())
+            protocols = [proto for conns in pooled.values() for proto, _ in conns]
+            protocols.extend(acquired)
+            for proto in protocols:
+                _force_close(getattr(proto, "transport", None))
+        with contextlib.suppress(Exception):
+            # aiohttp's close only marks the connector closed when its loop is closed.
+            await session.close()
 
     def _timeout(self, timeout: float | None, stream: bool) -> aiohttp.ClientTimeout:
         """A whole-request limit, or for streams a limit on each wait for data."""
@@ -185,28 +573,86 @@ class AiohttpTransport(Transport):
         return cached
 
     async def send(self, request: Request) -> Response:
-        session = self._get_session()
+        session = self._session
+        loop = asyncio.get_running_loop()
+        if session is None or self._loop is not loop or session.closed:
+            session = await self._open(loop)
+        kwargs = self._request_kwargs
+        headers = request.headers
+        if self._proxy is not None or self._env_proxies is not None:
+            proxy, proxy_headers = self.proxy_for(request.url)
+            if proxy is not None:
+                kwargs = {**kwargs, "proxy": proxy}
+                if proxy_headers is not None and request.url.startswith("https:"):
+                    kwargs["proxy_headers"] = proxy_headers  # sent on the CONNECT
+                elif proxy_headers is not None:
+                    # A forward proxy reads its credentials from the request itself.
+                    headers = Headers(headers)
+                    headers.update(proxy_headers)
         try:
             resp = await session.request(
                 request.method,
                 request.url,
                 data=request.content if request.data is None else request.data,
-                headers=request.headers,
+                headers=headers,
                 params=request.params,
                 timeout=self._timeout(request.timeout, request.stream),
-                allow_redirects=False,
+                **kwargs,
             )
         except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError) as exc:
             if self._closed or session.closed:
                 raise ClientClosedError("client closed while the request was in flight") from exc
-            raise _connection_error(exc) from exc
+            error = _connection_error(exc)
+            reason = _reason(exc)
+            if reason and reason not in error.message.lower():
+                error.message = f"{error.message} ({reason})"
+            raise error from exc
         return _AiohttpResponse(resp)
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        session, guard, loop = self._session, self._guard, self._loop
+        self._session = self._guard = None
+        if session is None:
+            return
+        if loop is asyncio.get_running_loop():
+            if guard is not None:
+                await guard.aclose()  # closes the session (if it is ours)
+        elif loop is not None and loop.is_closed() and self._given_session is None:
+            await self._abandon(session)
+
+
+def _reason(exc: BaseException) -> str | None:
+    """The operating system's word for a failed connection ("connection refused"), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        os_error = getattr(current, "os_error", None)
+        if isinstance(os_error, OSError):
+            current = os_error
+        if isinstance(current, OSError) and current.errno:
+            return os.strerror(current.errno).lower()
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _force_close(transport: Any) -> None:
+    """Close an asyncio transport's socket without its (closed) loop; best effort."""
+    if transport is None:
+        return
+    inner = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+    for t in (transport, inner):
+        if t is None:
+            continue
+        sock = getattr(t, "_sock", None)
+        if sock is not None:
+            with contextlib.suppress(Exception):
+                sock.close()
+            with contextlib.suppress(Exception):
+                t._sock = None  # so that its __del__ finds nothing left to warn about
+        if isinstance(getattr(t, "_closed", None), bool):
+            t._closed = True  # an SSL transport's own unclosed-transport flag
 
 
 def response_headers(headers: Mapping[str, str] | None = None) -> CIMultiDictProxy[str]:
