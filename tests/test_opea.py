@@ -880,3 +880,15 @@ async def test_with_options_reaches_every_service(opea: OPEA, server: FakeServer
     await opea.aclose()
     with pytest.raises(asyncllm.ClientClosedError):
         await once.chatqna("q")
+
+
+async def test_transport_settings_build_the_one_shared_transport() -> None:
+    c = asyncllm.OPEA(
+        base_url="http://127.0.0.1:1",
+        proxy="http://127.0.0.1:2",
+        max_connections=4,
+        trust_env=False,
+    )
+    assert all(part._transport is c._transport for part in c._parts)
+    assert str(c._transport.proxy_for("http://127.0.0.1:1/v1/chatqna")[0]) == "http://127.0.0.1:2"
+    await c.aclose()

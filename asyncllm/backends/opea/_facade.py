@@ -12,12 +12,18 @@ from typing import Any, ClassVar, NamedTuple
 
 from typing_extensions import Self, Unpack
 
-from ..._constants import DEFAULT_CONNECT_TIMEOUT
 from ..._engine._backend import Backend
 from ..._exceptions import ConfigurationError
 from ..._http._transport import AiohttpTransport, Transport
 from ..._models import ChatChunk, ChatResponse, EmbeddingResponse
-from ..._options import CLIENT_KEYS, CallOptions, ClientOptions, HttpOptions, check_keys
+from ..._options import (
+    CLIENT_KEYS,
+    TRANSPORT_KEYS,
+    CallOptions,
+    ClientOptions,
+    HttpOptions,
+    check_keys,
+)
 from ..._wire.openai import ChatOptions, EmbedOptions, Messages
 from ...streaming import Stream
 from ._forms import FileSpec
@@ -96,10 +102,12 @@ class OPEA(Backend):
         self._init_engine(options)
         transport = options.get("transport")
         self._owns_transport = transport is None
-        self._transport: Transport = transport or AiohttpTransport(
-            connect_timeout=options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-        )
-        shared: ClientOptions = {**options, "transport": self._transport}
+        self._transport: Transport = transport or AiohttpTransport.from_options(options)
+        # The parts get the one transport; its settings (TLS, proxy, pool) were spent on it.
+        shared: ClientOptions = {
+            **{k: v for k, v in options.items() if k not in TRANSPORT_KEYS},  # type: ignore[typeddict-item]
+            "transport": self._transport,
+        }
 
         def part(service: str, url: str | None) -> ClientOptions:
             return {**shared, "base_url": url, "name": f"{self.name}-{service}"}
