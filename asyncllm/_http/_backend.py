@@ -62,6 +62,16 @@ class Meta(NamedTuple):
     status: int
 
 
+class Prepared(NamedTuple):
+    """A call as decided before it queues: its engine settings, its encoded body, its query and
+    its extra headers, all checked."""
+
+    call: Call
+    content: bytes | None
+    params: Mapping[str, str] | None
+    extra_headers: Mapping[str, str] | None
+
+
 class ErrorInfo(NamedTuple):
     """What a vendor's error body says, read by one hook (``HttpBackend._error_info``) for status
     errors and in-stream errors alike.
@@ -155,6 +165,9 @@ class HttpBackend(Backend):
     default_base_url: ClassVar[str | None] = None
     base_url_env: ClassVar[tuple[str, ...]] = ()
     api_key_env: ClassVar[tuple[str, ...]] = ()
+    # True for a hosted API: no key (given or from api_key_env) at default_base_url is a
+    # ConfigurationError naming api_key_env[0]; at another URL (a proxy, a local server) it is not.
+    api_key_required: ClassVar[bool] = False
     server_request_id_header: ClassVar[str | None] = None
 
     def __init__(self, **options: Unpack[ClientOptions]) -> None:
@@ -176,6 +189,8 @@ class HttpBackend(Backend):
                 + (f" (or ${self.base_url_env[0]})" if self.base_url_env else "")
             )
         self.base_url = _check_base_url(url)
+        if self.api_key_required and key is None and self.base_url == self.default_base_url:
+            raise ConfigurationError(f"no API key: pass api_key= or set {self.api_key_env[0]}")
         self.max_response_bytes: int = options.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
         self.max_line_bytes: int = options.get("max_line_bytes", DEFAULT_MAX_LINE_BYTES)
         transport = options.get("transport")
@@ -329,9 +344,8 @@ class HttpBackend(Backend):
         allowed: frozenset[str] | None,
         body: Any,
         params: Mapping[str, str] | None,
-    ) -> tuple[Call, bytes | None, Mapping[str, str] | None, Mapping[str, str] | None]:
-        """Everything a call decides before it queues: its engine settings, its encoded body
-        (``extra_body`` merged in), its query and its extra headers, all checked."""
+    ) -> Prepared:
+        """Everything a call decides before it queues (``extra_body`` merged into the body)."""
         if allowed is None:
             allowed = BODY_KEYS if body is not None else HTTP_KEYS
         call = self._call(options, allowed, operation)
@@ -346,28 +360,24 @@ class HttpBackend(Backend):
         extra_headers = options.get("extra_headers")
         if extra_headers is not None:
             extra_headers = check_headers(extra_headers, "extra_headers")
-        content = None if body is None else self._encode(body)
-        return call, content, params, extra_headers
+        return Prepared(call, None if body is None else self._encode(body), params, extra_headers)
 
     async def _send(
         self,
         attempt: Attempt,
+        prepared: Prepared,
         method: str,
         path: str,
-        content: bytes | None,
-        params: Mapping[str, str] | None,
-        extra_headers: Mapping[str, str] | None,
+        data: Callable[[], Any] | None,
         *,
         stream: bool = False,
-        data: Any = None,
-        lane: Lane,
     ) -> Response:
         """Send one attempt; a non-2xx answer becomes its typed error here."""
         headers = dict(self._headers)
         headers[REQUEST_ID_HEADER] = attempt.request_id
-        if extra_headers is not None:
-            headers.update(extra_headers)
-        if content is not None:
+        if prepared.extra_headers is not None:
+            headers.update(prepared.extra_headers)
+        if prepared.content is not None:
             headers["Content-Type"] = "application/json"
         if stream:
             headers["Accept"] = "text/event-stream, application/x-ndjson, application/json"
@@ -376,20 +386,24 @@ class HttpBackend(Backend):
                 method,
                 self._url(path),
                 headers,
-                content,
-                params,
+                prepared.content,
+                prepared.params,
                 attempt.timeout,
                 stream,
-                data,
+                None if data is None else await _build(data),
             )
         )
-        self._observe(response.status, response.headers, lane)
+        self._observe(response.status, response.headers, prepared.call.lane)
         if response.status >= 400:
             try:
                 raise await self._status_error(response, attempt.request_id)
             finally:
                 response.close()
         return response
+
+    def _meta(self, response: Response, request_id: str) -> Meta:
+        headers = response.headers
+        return Meta(request_id, self._server_request_id(headers), headers, response.status)
 
     # -- the two ways to call ------------------------------------------------------------------
 
@@ -414,33 +428,16 @@ class HttpBackend(Backend):
         (default: the HTTP options, and ``extra_body`` when there is a JSON ``body``). ``data``
         builds a non-JSON body (say, a multipart form) anew for every attempt, since a sent form
         is spent; it may be a coroutine function."""
-        call, content, params, extra_headers = self._prepare(
-            operation, options, allowed, body, params
-        )
-        request_id = call.request_id
-        lane = call.lane
+        prepared = self._prepare(operation, options, allowed, body, params)
+        request_id = prepared.call.request_id
 
         async def attempt(a: Attempt) -> T:
-            response = await self._send(
-                a,
-                method,
-                path,
-                content,
-                params,
-                extra_headers,
-                lane=lane,
-                data=None if data is None else await _build(data),
-            )
+            response = await self._send(a, prepared, method, path, data)
             try:
                 raw = await response.read(self.max_response_bytes)
             finally:
                 response.close()
-            meta = Meta(
-                request_id,
-                self._server_request_id(response.headers),
-                response.headers,
-                response.status,
-            )
+            meta = self._meta(response, request_id)
             if raw_body:
                 return self._parse(parse, raw, meta)
             try:
@@ -449,7 +446,7 @@ class HttpBackend(Backend):
                 raise self._validation_error(exc, raw, request_id) from exc
             return self._parse(parse, payload, meta)
 
-        return await self._run(call, operation, attempt)
+        return await self._run(prepared.call, operation, attempt)
 
     async def _probe(self, operation: str, path: str, options: Mapping[str, Any]) -> bool:
         """A health or readiness check: True on 2xx, False when the server answers that it is
@@ -483,37 +480,18 @@ class HttpBackend(Backend):
         allowed: frozenset[str] | None = None,
     ) -> Stream[T]:
         """A streamed exchange: ``decode`` turns the open response into items as they arrive."""
-        call, content, params, extra_headers = self._prepare(
-            operation, options, allowed, body, params
-        )
-        request_id = call.request_id
-        lane = call.lane
+        prepared = self._prepare(operation, options, allowed, body, params)
+        request_id = prepared.call.request_id
 
         async def open_stream(a: Attempt) -> AsyncIterator[T]:
-            response = await self._send(
-                a,
-                method,
-                path,
-                content,
-                params,
-                extra_headers,
-                stream=True,
-                lane=lane,
-                data=None if data is None else await _build(data),
-            )
-            meta = Meta(
-                request_id,
-                self._server_request_id(response.headers),
-                response.headers,
-                response.status,
-            )
+            response = await self._send(a, prepared, method, path, data, stream=True)
             try:
-                async for item in decode(response, meta):
+                async for item in decode(response, self._meta(response, request_id)):
                     yield item
             finally:
                 response.close()
 
-        return self._run_stream(call, operation, open_stream)
+        return self._run_stream(prepared.call, operation, open_stream)
 
     def _lines(self, response: Response) -> AsyncIterator[bytes]:
         return iter_lines(response.iter_bytes(), self.max_line_bytes)
