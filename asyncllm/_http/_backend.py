@@ -273,9 +273,8 @@ class HttpBackend(Backend):
             raw = await response.read(ERROR_BODY_LIMIT)
         except APIError:
             raw = b""
-        payload: Any = None
         try:
-            payload = _json.loads(raw) if raw else None
+            payload: Any = _json.loads(raw) if raw else None
         except ValueError:
             payload = None
         headers = response.headers
