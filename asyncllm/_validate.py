@@ -28,6 +28,13 @@ def check_number(
         raise ConfigurationError(f"{name} must be between {low} and {high}")
 
 
+def check_positive(name: str, value: Any) -> None:
+    """``value`` is None (not given) or a finite number above zero."""
+    check_number(name, value)
+    if value is not None and value <= 0:
+        raise ConfigurationError(f"{name} must be > 0")
+
+
 def check_int(name: str, value: Any, low: int | None = None) -> None:
     if value is None:
         return
@@ -47,6 +54,12 @@ def check_bool(name: str, value: Any) -> None:
 def check_str(name: str, value: Any) -> None:
     if value is not None and not isinstance(value, str):
         raise ConfigurationError(f"{name} must be a string")
+
+
+def check_name(name: str, value: Any) -> None:
+    """``value`` is None (not given) or a non-empty string."""
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigurationError(f"{name} must be a non-empty string")
 
 
 def check_str_list(name: str, value: Any, *, allow_str: bool = False) -> list[str]:

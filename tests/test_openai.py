@@ -356,3 +356,23 @@ def test_a_client_belongs_to_one_event_loop() -> None:
         loop.run_until_complete(c.aclose())
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize(
+    ("cls", "env"),
+    [
+        (asyncllm.OpenAI, "OPENAI_API_KEY"),
+        (asyncllm.Groq, "GROQ_API_KEY"),
+        (asyncllm.Claude, "ANTHROPIC_API_KEY"),
+        (asyncllm.Gemini, "GEMINI_API_KEY"),
+    ],
+)
+def test_hosted_apis_need_a_key_only_at_their_own_url(
+    monkeypatch: pytest.MonkeyPatch, cls: Any, env: str
+) -> None:
+    for name in (*cls.api_key_env, *cls.base_url_env):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(asyncllm.ConfigurationError) as caught:
+        cls()
+    assert str(caught.value) == f"no API key: pass api_key= or set {env}"
+    assert cls(base_url="http://127.0.0.1:9").api_key is None

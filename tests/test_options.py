@@ -367,3 +367,32 @@ async def test_per_call_max_retries_on_every_call(name: str, method: str) -> Non
             assert info.value.status_code == 503
             assert requests == max_retries + 1, (name, method, max_retries)
     await client.aclose()
+
+
+def test_check_positive_takes_none_or_a_finite_number_above_zero() -> None:
+    from asyncllm._validate import check_positive
+
+    for value in (None, 0.5, 1, 1e300):
+        check_positive("penalty", value)
+    for value, message in (
+        (0, "penalty must be > 0"),
+        (-1.5, "penalty must be > 0"),
+        (float("inf"), "penalty must be a number"),
+        (float("nan"), "penalty must be a number"),
+        (True, "penalty must be a number"),
+        ("1", "penalty must be a number"),
+    ):
+        with pytest.raises(asyncllm.ConfigurationError, match=f"^{re.escape(message)}$"):
+            check_positive("penalty", value)
+
+
+def test_check_name_takes_none_or_a_non_empty_string() -> None:
+    from asyncllm._validate import check_name
+
+    for value in (None, "x", " padded "):
+        check_name("index_name", value)
+    for value in ("", 1, b"x", ["x"]):
+        with pytest.raises(
+            asyncllm.ConfigurationError, match=r"^index_name must be a non-empty string$"
+        ):
+            check_name("index_name", value)

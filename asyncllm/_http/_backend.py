@@ -74,6 +74,16 @@ class Meta(NamedTuple):
     status: int
 
 
+class Prepared(NamedTuple):
+    """A call as decided before it queues: its engine settings, its encoded body, its query and
+    its extra headers, all checked."""
+
+    call: Call
+    content: bytes | None
+    params: Mapping[str, str] | None
+    extra_headers: Mapping[str, str] | None
+
+
 class ErrorInfo(NamedTuple):
     """What a vendor's error body says, read by one hook (``HttpBackend._error_info``) for status
     errors and in-stream errors alike.
@@ -197,6 +207,9 @@ class HttpBackend(Backend):
     default_base_url: ClassVar[str | None] = None
     base_url_env: ClassVar[tuple[str, ...]] = ()
     api_key_env: ClassVar[tuple[str, ...]] = ()
+    # True for a hosted API: no key (given or from api_key_env) at default_base_url is a
+    # ConfigurationError naming api_key_env[0]; at another URL (a proxy, a local server) it is not.
+    api_key_required: ClassVar[bool] = False
     server_request_id_header: ClassVar[str | None] = None
 
     def __init__(self, **options: Unpack[ClientOptions]) -> None:
@@ -218,6 +231,8 @@ class HttpBackend(Backend):
                 + (f" (or ${self.base_url_env[0]})" if self.base_url_env else "")
             )
         self.base_url, url_auth = _split_userinfo(_check_base_url(url))
+        if self.api_key_required and key is None and self.base_url == self.default_base_url:
+            raise ConfigurationError(f"no API key: pass api_key= or set {self.api_key_env[0]}")
         self.max_response_bytes: int = options.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
         self.max_line_bytes: int = options.get("max_line_bytes", DEFAULT_MAX_LINE_BYTES)
         transport = options.get("transport")
@@ -315,9 +330,8 @@ class HttpBackend(Backend):
             raw = await response.read(ERROR_BODY_LIMIT)
         except APIError:
             raw = b""
-        payload: Any = None
         try:
-            payload = _json.loads(raw) if raw else None
+            payload: Any = _json.loads(raw) if raw else None
         except ValueError:
             payload = None
         headers = response.headers
@@ -386,9 +400,8 @@ class HttpBackend(Backend):
         allowed: frozenset[str] | None,
         body: Any,
         params: Mapping[str, str] | None,
-    ) -> tuple[Call, bytes | None, Mapping[str, str] | None, Mapping[str, str] | None]:
-        """Everything a call decides before it queues: its engine settings, its encoded body
-        (``extra_body`` merged in), its query and its extra headers, all checked."""
+    ) -> Prepared:
+        """Everything a call decides before it queues (``extra_body`` merged into the body)."""
         if allowed is None:
             allowed = BODY_KEYS if body is not None else HTTP_KEYS
         call = self._call(options, allowed, operation)
@@ -403,40 +416,44 @@ class HttpBackend(Backend):
         extra_headers = options.get("extra_headers")
         if extra_headers is not None:
             extra_headers = Headers.masking(check_headers(extra_headers, "extra_headers"))
-        content = None if body is None else self._encode(body)
-        return call, content, params, extra_headers
+        return Prepared(call, None if body is None else self._encode(body), params, extra_headers)
 
     async def _send(
         self,
         attempt: Attempt,
+        prepared: Prepared,
         method: str,
         path: str,
-        content: bytes | None,
-        params: Mapping[str, str] | None,
-        extra_headers: Mapping[str, str] | None,
+        data: Callable[[], Any] | None,
         *,
         stream: bool = False,
-        data: Any = None,
-        lane: Lane,
     ) -> Response:
         """Send one attempt; a non-2xx answer becomes its typed error here, naming the request."""
         headers = Headers(self._headers)
         headers[REQUEST_ID_HEADER] = attempt.request_id
-        if extra_headers is not None:
-            headers.update(extra_headers)
-        if content is not None:
+        if prepared.extra_headers is not None:
+            headers.update(prepared.extra_headers)
+        if prepared.content is not None:
             headers["Content-Type"] = "application/json"
         if stream:
             headers["Accept"] = "text/event-stream, application/x-ndjson, application/json"
         url = self._url(path)
+        request = Request(
+            method,
+            url,
+            headers,
+            prepared.content,
+            prepared.params,
+            attempt.timeout,
+            stream,
+            None if data is None else await _build(data),
+        )
         try:
-            response = await self._transport.send(
-                Request(method, url, headers, content, params, attempt.timeout, stream, data)
-            )
+            response = await self._transport.send(request)
         except APIError as exc:
             _name_request(exc, method, url)
             raise
-        self._observe(response.status, response.headers, lane)
+        self._observe(response.status, response.headers, prepared.call.lane)
         if response.status >= 400:
             try:
                 error = await self._status_error(response, attempt.request_id)
@@ -445,6 +462,10 @@ class HttpBackend(Backend):
             _name_request(error, method, url)
             raise error
         return response
+
+    def _meta(self, response: Response, request_id: str) -> Meta:
+        headers = response.headers
+        return Meta(request_id, self._server_request_id(headers), headers, response.status)
 
     # -- the two ways to call ------------------------------------------------------------------
 
@@ -469,33 +490,16 @@ class HttpBackend(Backend):
         (default: the HTTP options, and ``extra_body`` when there is a JSON ``body``). ``data``
         builds a non-JSON body (say, a multipart form) anew for every attempt, since a sent form
         is spent; it may be a coroutine function."""
-        call, content, params, extra_headers = self._prepare(
-            operation, options, allowed, body, params
-        )
-        request_id = call.request_id
-        lane = call.lane
+        prepared = self._prepare(operation, options, allowed, body, params)
+        request_id = prepared.call.request_id
 
         async def attempt(a: Attempt) -> T:
-            response = await self._send(
-                a,
-                method,
-                path,
-                content,
-                params,
-                extra_headers,
-                lane=lane,
-                data=None if data is None else await _build(data),
-            )
+            response = await self._send(a, prepared, method, path, data)
             try:
                 raw = await response.read(self.max_response_bytes)
             finally:
                 response.close()
-            meta = Meta(
-                request_id,
-                self._server_request_id(response.headers),
-                response.headers,
-                response.status,
-            )
+            meta = self._meta(response, request_id)
             if raw_body:
                 return self._parse(parse, raw, meta)
             try:
@@ -504,7 +508,7 @@ class HttpBackend(Backend):
                 raise self._validation_error(exc, raw, request_id) from exc
             return self._parse(parse, payload, meta)
 
-        return await self._run(call, operation, attempt)
+        return await self._run(prepared.call, operation, attempt)
 
     async def _probe(self, operation: str, path: str, options: Mapping[str, Any]) -> bool:
         """A health or readiness check: True on 2xx, False when the server answers that it is
@@ -538,37 +542,18 @@ class HttpBackend(Backend):
         allowed: frozenset[str] | None = None,
     ) -> Stream[T]:
         """A streamed exchange: ``decode`` turns the open response into items as they arrive."""
-        call, content, params, extra_headers = self._prepare(
-            operation, options, allowed, body, params
-        )
-        request_id = call.request_id
-        lane = call.lane
+        prepared = self._prepare(operation, options, allowed, body, params)
+        request_id = prepared.call.request_id
 
         async def open_stream(a: Attempt) -> AsyncIterator[T]:
-            response = await self._send(
-                a,
-                method,
-                path,
-                content,
-                params,
-                extra_headers,
-                stream=True,
-                lane=lane,
-                data=None if data is None else await _build(data),
-            )
-            meta = Meta(
-                request_id,
-                self._server_request_id(response.headers),
-                response.headers,
-                response.status,
-            )
+            response = await self._send(a, prepared, method, path, data, stream=True)
             try:
-                async for item in decode(response, meta):
+                async for item in decode(response, self._meta(response, request_id)):
                     yield item
             finally:
                 response.close()
 
-        return self._run_stream(call, operation, open_stream)
+        return self._run_stream(prepared.call, operation, open_stream)
 
     def _lines(self, response: Response) -> AsyncIterator[bytes]:
         return iter_lines(response.iter_bytes(), self.max_line_bytes)

@@ -462,6 +462,7 @@ class Claude(HttpBackend):
     default_base_url: ClassVar[str | None] = ANTHROPIC_BASE_URL
     base_url_env: ClassVar[tuple[str, ...]] = ("ANTHROPIC_BASE_URL",)
     api_key_env: ClassVar[tuple[str, ...]] = ("ANTHROPIC_API_KEY", "CLAUDE_API_KEY")
+    api_key_required: ClassVar[bool] = True
     server_request_id_header: ClassVar[str | None] = "request-id"
     messages_path: ClassVar[str] = "/v1/messages"
     count_tokens_path: ClassVar[str] = "/v1/messages/count_tokens"
@@ -482,8 +483,6 @@ class Claude(HttpBackend):
         check_int("max_tokens", max_tokens, 1)
         self.default_max_tokens = max_tokens
         super().__init__(**options)
-        if self.api_key is None and self.base_url == ANTHROPIC_BASE_URL:
-            raise ConfigurationError("no API key: pass api_key= or set ANTHROPIC_API_KEY")
 
     # -- hooks ------------------------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ from .._models import (
     message_text,
     normalize_messages,
 )
-from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
+from .._options import BodyOptions, HttpOptions, keys_of
 from .._validate import check_int, check_model, check_number, check_stop, check_str, check_str_list
 from ..streaming import Stream
 
@@ -615,11 +615,7 @@ class Gemini(HttpBackend):
     default_base_url: ClassVar[str | None] = GEMINI_BASE_URL
     base_url_env: ClassVar[tuple[str, ...]] = ("GEMINI_BASE_URL",)
     api_key_env: ClassVar[tuple[str, ...]] = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
-
-    def __init__(self, **options: Unpack[ClientOptions]) -> None:
-        super().__init__(**options)
-        if self.api_key is None and self.base_url == GEMINI_BASE_URL:
-            raise ConfigurationError("no API key: pass api_key= or set GEMINI_API_KEY")
+    api_key_required: ClassVar[bool] = True
 
     # -- hooks ------------------------------------------------------------------------------
 

@@ -18,7 +18,6 @@ from typing_extensions import Unpack
 
 from .._engine._backoff import parse_retry_after
 from .._engine._dispatcher import Lane
-from .._exceptions import ConfigurationError
 from .._http._backend import Meta
 from .._models import ChatChunk, ChatResponse, Usage
 from .._options import ClientOptions
@@ -111,12 +110,11 @@ class Groq(OpenAICompatible):
     default_base_url: ClassVar[str | None] = GROQ_BASE_URL
     base_url_env: ClassVar[tuple[str, ...]] = ("GROQ_BASE_URL",)
     api_key_env: ClassVar[tuple[str, ...]] = ("GROQ_API_KEY",)
+    api_key_required: ClassVar[bool] = True
 
     def __init__(self, **options: Unpack[ClientOptions]) -> None:
         self._rate_limits: GroqRateLimits | None = None
         super().__init__(**options)
-        if self.api_key is None and self.base_url == GROQ_BASE_URL:
-            raise ConfigurationError("no API key: pass api_key= or set GROQ_API_KEY")
 
     @property
     def rate_limits(self) -> GroqRateLimits | None:

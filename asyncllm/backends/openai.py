@@ -7,7 +7,6 @@ from typing import ClassVar
 from typing_extensions import Unpack
 
 from .._engine._context import check_header_value
-from .._exceptions import ConfigurationError
 from .._options import ClientOptions
 from .._wire.openai import OpenAICompatible
 
@@ -24,6 +23,7 @@ class OpenAI(OpenAICompatible):
     default_base_url: ClassVar[str | None] = OPENAI_BASE_URL
     base_url_env: ClassVar[tuple[str, ...]] = ("OPENAI_BASE_URL",)
     api_key_env: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY",)
+    api_key_required: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -35,8 +35,6 @@ class OpenAI(OpenAICompatible):
         self.organization = organization
         self.project = project
         super().__init__(**options)
-        if self.api_key is None and self.base_url == OPENAI_BASE_URL:
-            raise ConfigurationError("no API key: pass api_key= or set OPENAI_API_KEY")
 
     def _auth_headers(self) -> dict[str, str]:
         headers = super()._auth_headers()

@@ -109,7 +109,6 @@ class FakeServer:
         self._script: deque[_Scripted] = deque()
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
-        self._served = 0
         for name in self.protocols:
             importlib.import_module(f"asyncllm.testing.fakes.{name}").setup(self)
 
