@@ -549,6 +549,7 @@ def _to_json_value(value: Any, where: str) -> Any:
         if value.dtype.kind == "S":
             value = value.astype(object)
         return _to_json_value(value.tolist(), where)
+    value = _plain(value)
     if isinstance(value, bytes):
         return {"b64": base64.b64encode(value).decode("ascii")}
     if isinstance(value, Mapping):
@@ -563,8 +564,6 @@ def _to_json_value(value: Any, where: str) -> Any:
         if not math.isfinite(value):
             raise ConfigurationError(f"{where}: JSON cannot carry {value!r}")
         return value
-    if hasattr(value, "item") and type(value).__module__ == "numpy":  # a numpy scalar
-        return _to_json_value(value.item(), where)
     raise ConfigurationError(f"{where}: cannot send {type(value).__name__} as JSON")
 
 
