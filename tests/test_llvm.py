@@ -136,6 +136,27 @@ async def test_batch_infer_keeps_input_order(client: LLVM, server: FakeServer) -
     assert server.requests[-1].json == {"inputs": inputs, "parameters": {"k": 1}}
 
 
+async def test_results_keep_the_server_json_as_raw() -> None:
+    item = {"output": [1], "metrics": {"latency_ms": 2.0, "gpu": "a"}, "note": "kept"}
+
+    def handler(request: Any) -> MockResponse:
+        if request.url.endswith("/batch_infer"):
+            return MockResponse(200, json={"model": "served", "results": [item, {}]})
+        return MockResponse(200, json={**item, "model": "m", "request_id": "theirs"})
+
+    client = LLVM(base_url="http://llvm.test", transport=MockTransport(handler))
+    try:
+        one = await client.infer("m", 1, batch=False)
+        first, second = await client.batch_infer("m", [1, 2])
+    finally:
+        await client.aclose()
+    assert one.raw == {**item, "model": "m", "request_id": "theirs"}
+    assert one.request_id != "theirs" and one.metrics.model_extra == {"gpu": "a"}
+    assert (first.model, first.output, first.raw) == ("served", [1], item)
+    assert (second.model, second.output, second.raw) == ("served", None, {})
+    assert second.metrics.latency_ms is None and first.request_id == second.request_id
+
+
 async def test_statistics_count_calls(client: LLVM) -> None:
     await client.infer("resnet-50", "a", batch=False)
     await client.batch_infer("resnet-50", ["b", "c", "d"])

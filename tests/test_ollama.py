@@ -304,6 +304,17 @@ async def test_images_that_ollama_cannot_take(
     assert server.request_count == 0
 
 
+@pytest.mark.parametrize("arguments", ["{not json", "[1, 2]"])
+async def test_tool_call_arguments_must_be_a_json_object(
+    client: Ollama, server: FakeServer, arguments: str
+) -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    messages = [*USER, {"role": "assistant", "content": None, "tool_calls": [call]}]
+    with pytest.raises(asyncllm.ConfigurationError, match=r"messages\[1\]"):
+        await client.chat(messages, model="fake-chat")
+    assert server.request_count == 0
+
+
 async def test_tool_calls_and_results_in_ollama_form(client: Ollama, server: FakeServer) -> None:
     first = await client.chat(
         [{"role": "developer", "content": "use tools"}, *USER],

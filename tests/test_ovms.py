@@ -620,6 +620,40 @@ async def test_rerank_index_out_of_range_is_a_validation_error() -> None:
         await client.aclose()
 
 
+async def test_status_and_rerank_read_their_wire_forms() -> None:
+    """Numbers where the models hold text, error fields nested in ``status``, and a document
+    sent as ``{"text": ...}`` are read into the public models as they are."""
+    answers = {
+        "/v1/models/m": {
+            "model_version_status": [
+                {"version": 3, "state": "END", "status": {"error_code": 5, "error_message": "x"}},
+                {"version": "4", "state": "AVAILABLE"},
+            ]
+        },
+        "/v3/rerank": {
+            "results": [
+                {"index": 1, "relevance_score": 0.9, "document": {"text": "b"}},
+                {"index": 0, "relevance_score": 0.1, "document": "a"},
+                {"index": 0, "relevance_score": 0.1},
+            ]
+        },
+    }
+    transport = MockTransport(
+        lambda request: MockResponse(json=answers[request.url.split("test")[1]])
+    )
+    client = OVMS(base_url="http://ovms.test", model="m", transport=transport)
+    try:
+        statuses = await client.model_status()
+        assert [s.model_dump() for s in statuses] == [
+            {"version": "3", "state": "END", "error_code": "5", "error_message": "x"},
+            {"version": "4", "state": "AVAILABLE", "error_code": None, "error_message": None},
+        ]
+        ranked = await client.rerank("q", ["a", "b"])
+        assert [(r.index, r.document) for r in ranked.results] == [(1, "b"), (0, "a"), (0, None)]
+    finally:
+        await client.aclose()
+
+
 async def test_v3_calls_use_the_pinned_model(client: OVMS, server: FakeServer) -> None:
     r = await client.chat([{"role": "user", "content": "pinned"}])
     assert r.text == "echo: pinned"

@@ -316,6 +316,42 @@ async def test_score_count_mismatch_is_validation_error(server: FakeServer) -> N
         await client.aclose()
 
 
+async def test_rerank_and_score_read_the_server_json(server: FakeServer) -> None:
+    usage = {"prompt_tokens": 3, "total_tokens": 3}
+    reranked = {
+        "id": "r1",
+        "model": "m",
+        "usage": usage,
+        "request_id": "theirs",
+        "results": [
+            {"index": 0, "relevance_score": 0.1, "document": {"text": "a"}},
+            {"index": 1, "relevance_score": 0.9},
+        ],
+    }
+    scored = {"data": [{"index": 1, "score": 0.2}, {"index": 0, "score": 0.7}], "usage": usage}
+
+    async def rerank(request: web.Request) -> web.StreamResponse:
+        return web.json_response(reranked)
+
+    async def score(request: web.Request) -> web.StreamResponse:
+        return web.json_response({**scored, "scores": "not on the wire"})
+
+    server.overrides["/rerank"] = rerank
+    server.overrides["/score"] = score
+    client = VLLM(base_url=server.url("/v1"))
+    try:
+        r = await client.rerank("q", ["a", "b"])
+        s = await client.score("q", ["a", "b"])
+    finally:
+        await client.aclose()
+    assert (r.id, r.model, r.raw) == ("r1", "m", reranked)
+    assert r.request_id == server.request_ids[-2] and r.usage is not None
+    assert [x.index for x in r.results] == [1, 0] and r.results[1].document is not None
+    assert s.scores == [0.7, 0.2] and [d.index for d in s.data] == [0, 1]
+    assert s.model is None and s.usage == asyncllm.Usage(**usage)
+    assert s.request_id == server.request_ids[-1] and s.raw["data"] == scored["data"]
+
+
 async def test_embeddings_and_models_still_openai(client: VLLM) -> None:
     e = await client.embed(["a", "b"], model="fake-embed")
     assert len(e.vectors) == 2

@@ -332,12 +332,13 @@ class _StreamState:
     def chunk(self, event: Mapping[str, Any], meta: Meta) -> ChatChunk | None:
         """The chunk one event carries, or None for events that carry nothing for the caller."""
         kind = event.get("type")
-        base: dict[str, Any] = {"request_id": meta.request_id, "raw": event}
         if kind == "message_start":
             message = event["message"]
             self.model = message.get("model")
             self.usage.update(message.get("usage") or {})
             return None
+        # What every chunk carries; the model is the one message_start named.
+        base: dict[str, Any] = {"model": self.model, "request_id": meta.request_id, "raw": event}
         if kind == "content_block_start":
             block = event["content_block"]
             if block.get("type") == "tool_use":
@@ -349,23 +350,23 @@ class _StreamState:
                     name=block["name"],
                     arguments=json.dumps(value, ensure_ascii=False) if value else "",
                 )
-                return ChatChunk(tool_calls=[start], model=self.model, **base)
+                return ChatChunk(tool_calls=[start], **base)
             if block.get("type") == "text" and block.get("text"):
-                return ChatChunk(delta=str(block["text"]), model=self.model, **base)
+                return ChatChunk(delta=str(block["text"]), **base)
             return None
         if kind == "content_block_delta":
             delta = event["delta"]
             dtype = delta.get("type")
             if dtype == "text_delta":
-                return ChatChunk(delta=str(delta["text"]), model=self.model, **base)
+                return ChatChunk(delta=str(delta["text"]), **base)
             if dtype == "input_json_delta":
                 tool = self.tools.get(_block_index(event))
                 if tool is None:
                     raise ValueError("input_json_delta for a block that is not a tool_use")
                 call = ToolCallDelta(index=tool, arguments=str(delta["partial_json"]))
-                return ChatChunk(tool_calls=[call], model=self.model, **base)
+                return ChatChunk(tool_calls=[call], **base)
             if dtype in ("thinking_delta", "signature_delta", "citations_delta"):
-                return ChatChunk(model=self.model, **base)
+                return ChatChunk(**base)
             return None
         if kind == "message_delta":
             self.usage.update(
@@ -374,7 +375,6 @@ class _StreamState:
             return ChatChunk(
                 finish_reason=finish_reason((event.get("delta") or {}).get("stop_reason")),
                 usage=_usage(self.usage),
-                model=self.model,
                 **base,
             )
         if kind == "message_stop":

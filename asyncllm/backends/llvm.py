@@ -103,24 +103,22 @@ class _WireModels(BaseModel):
     models: list[dict[str, Any]]
 
 
-class _WireItem(BaseModel):
-    output: Any = None
-    metrics: InferMetrics = Field(default_factory=InferMetrics)
-
-
-class _WireInfer(_WireItem):
-    model: str
-
-
 class _WireBatch(BaseModel):
     model: str | None = None
-    results: list[_WireItem]
+    results: list[dict[str, Any]]
 
 
 def _model_info(item: Any) -> LLVMModel:
     info = LLVMModel.model_validate(item)
     info.raw = item
     return info
+
+
+def _infer_result(item: Any, meta: Meta, **fields: Any) -> InferResult:
+    """An InferResult read straight from one result object of the server (kept as ``raw``)."""
+    return InferResult.model_validate(
+        {**item, **fields, "request_id": meta.request_id, "raw": item}
+    )
 
 
 def _parameters(parameters: Mapping[str, Any] | None) -> tuple[dict[str, Any], str]:
@@ -319,17 +317,7 @@ class LLVM(HttpBackend):
                     body=_json.excerpt(payload),
                 )
             name = wire.model or model_id
-            raw = payload["results"]
-            return [
-                InferResult(
-                    model=name,
-                    output=item.output,
-                    metrics=item.metrics,
-                    request_id=meta.request_id,
-                    raw=raw[i],
-                )
-                for i, item in enumerate(wire.results)
-            ]
+            return [_infer_result(item, meta, model=name) for item in wire.results]
 
         return await self._request(
             "batch_infer",
@@ -379,17 +367,7 @@ class LLVM(HttpBackend):
                     model_id, input, params, key, call.priority, call.deadline
                 )
 
-        def parse(payload: Any, meta: Meta) -> InferResult:
-            wire = _WireInfer.model_validate(payload)
-            return InferResult(
-                model=wire.model,
-                output=wire.output,
-                metrics=wire.metrics,
-                request_id=meta.request_id,
-                raw=payload,
-            )
-
-        return await self._request("infer", "POST", path, parse, options, body=body)
+        return await self._request("infer", "POST", path, _infer_result, options, body=body)
 
     async def infer_many(
         self,

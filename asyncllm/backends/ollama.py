@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict, Unpack
 
 from .._exceptions import APIConnectionError, ConfigurationError, ResponseValidationError
-from .._http import _json
 from .._http._backend import HttpBackend, Meta
 from .._http._transport import Response
 from .._models import (
@@ -32,6 +31,7 @@ from .._models import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    call_arguments,
     coerce_tools,
     normalize_messages,
 )
@@ -332,17 +332,6 @@ def _content(content: Any, where: str) -> tuple[str, list[str]]:
     return "".join(texts), images
 
 
-def _arguments(raw: Any, where: str) -> dict[str, Any]:
-    if isinstance(raw, str):
-        try:
-            raw = _json.loads(raw or "{}")
-        except ValueError as exc:
-            raise ConfigurationError(f"{where}: tool call arguments are not JSON") from exc
-    if not isinstance(raw, Mapping):
-        raise ConfigurationError(f"{where}: tool call arguments must be a JSON object")
-    return dict(raw)
-
-
 def wire_messages(messages: Any) -> list[dict[str, Any]]:
     """Common-form messages in Ollama's form: text ``content`` plus ``images``, tool calls with
     object arguments, tool results named by ``tool_name``."""
@@ -360,20 +349,11 @@ def wire_messages(messages: Any) -> list[dict[str, Any]]:
         if isinstance(item.get("thinking"), str) and role == "assistant":
             wire["thinking"] = item["thinking"]
         calls = []
+        # normalize_messages leaves each call an id, a function name and JSON text arguments.
         for call in item.get("tool_calls") or ():
-            fn = call["function"]
-            if not isinstance(fn.get("name"), str):
-                raise ConfigurationError(f"{where}: a tool call needs a function name")
-            if isinstance(call.get("id"), str):
-                names[call["id"]] = fn["name"]
-            calls.append(
-                {
-                    "function": {
-                        "name": fn["name"],
-                        "arguments": _arguments(fn.get("arguments"), where),
-                    }
-                }
-            )
+            name = call["function"]["name"]
+            names[call["id"]] = name
+            calls.append({"function": {"name": name, "arguments": call_arguments(call, where)}})
         if calls:
             wire["tool_calls"] = calls
         if role == "tool":

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasPath, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from typing_extensions import Unpack
 
 from .._exceptions import ConfigurationError
@@ -475,13 +475,28 @@ class ServerMetadata(BaseModel):
     request_id: str | None = None
 
 
+_STR_OR_INT: TypeAdapter[str | int] = TypeAdapter(str | int)  # how TF-Serving JSON sends a version
+
+
 class ModelVersionStatus(BaseModel):
-    """One version of a model as TF-Serving's status API reports it (state ``AVAILABLE``...)."""
+    """One version of a model as TF-Serving's status API reports it (state ``AVAILABLE``...),
+    read straight from a ``model_version_status`` item: the wire nests the error fields in
+    ``status`` and may send the version and the error code as numbers."""
+
+    model_config = ConfigDict(validate_by_name=True)
 
     version: str
     state: str
-    error_code: str | None = None
-    error_message: str | None = None
+    error_code: str | None = Field(None, validation_alias=AliasPath("status", "error_code"))
+    error_message: str | None = Field(None, validation_alias=AliasPath("status", "error_message"))
+
+    @field_validator("version", "error_code", mode="before")
+    @classmethod
+    def _number_as_text(cls, value: Any) -> Any:
+        return value if value is None else str(_STR_OR_INT.validate_python(value))
+
+
+_STATUSES = TypeAdapter(list[ModelVersionStatus])
 
 
 class PredictResponse(BaseModel):
@@ -510,6 +525,15 @@ class RerankResult(BaseModel):
     relevance_score: float
     document: str | None = None
 
+    @field_validator("document", mode="before")
+    @classmethod
+    def _document_text(cls, value: Any) -> Any:
+        """The server may send a document as ``{"text": ...}``."""
+        if isinstance(value, dict):
+            text = value.get("text")
+            return None if text is None else str(text)
+        return value
+
 
 class RerankResponse(BaseModel):
     """Results as the server ranks them (most relevant first)."""
@@ -519,37 +543,13 @@ class RerankResponse(BaseModel):
     raw: Any = None
 
 
-class _WireStatus(BaseModel):
-    error_code: str | int | None = None
-    error_message: str | None = None
-
-
-class _WireVersionStatus(BaseModel):
-    version: str | int
-    state: str
-    status: _WireStatus = Field(default_factory=_WireStatus)
-
-
-class _WireModelStatus(BaseModel):
-    model_version_status: list[_WireVersionStatus]
-
-
-class _WireRerankResult(BaseModel):
-    index: int
-    relevance_score: float
-    document: str | dict[str, Any] | None = None
-
-
-class _WireRerank(BaseModel):
-    results: list[_WireRerankResult]
-
-
 def _to_json_value(value: Any, where: str) -> Any:
     """TF-Serving JSON: numpy arrays become lists, bytes become ``{"b64": ...}``."""
     if _is_numpy_array(value):
         if value.dtype.kind == "S":
             value = value.astype(object)
         return _to_json_value(value.tolist(), where)
+    value = _plain(value)
     if isinstance(value, bytes):
         return {"b64": base64.b64encode(value).decode("ascii")}
     if isinstance(value, Mapping):
@@ -564,8 +564,6 @@ def _to_json_value(value: Any, where: str) -> Any:
         if not math.isfinite(value):
             raise ConfigurationError(f"{where}: JSON cannot carry {value!r}")
         return value
-    if hasattr(value, "item") and type(value).__module__ == "numpy":  # a numpy scalar
-        return _to_json_value(value.item(), where)
     raise ConfigurationError(f"{where}: cannot send {type(value).__name__} as JSON")
 
 
@@ -821,16 +819,7 @@ class OVMS(OpenAICompletions):
         """The state of each version of a model (all versions unless one is pinned or given)."""
 
         def parse(payload: Any, meta: Meta) -> list[ModelVersionStatus]:
-            wire = _WireModelStatus.model_validate(payload)
-            return [
-                ModelVersionStatus(
-                    version=str(s.version),
-                    state=s.state,
-                    error_code=None if s.status.error_code is None else str(s.status.error_code),
-                    error_message=s.status.error_message,
-                )
-                for s in wire.model_version_status
-            ]
+            return _STATUSES.validate_python(payload["model_version_status"])
 
         path = self._servable(model, version, "v1")
         return await self._request("model_status", "GET", path, parse, options)
@@ -899,21 +888,12 @@ class OVMS(OpenAICompletions):
         count = len(texts)
 
         def parse(payload: Any, meta: Meta) -> RerankResponse:
-            wire = _WireRerank.model_validate(payload)
-            results = []
-            for r in wire.results:
+            answer = RerankResponse.model_validate(
+                {**payload, "request_id": meta.request_id, "raw": payload}
+            )
+            for r in answer.results:
                 if not 0 <= r.index < count:
                     raise ValueError(f"rerank result index {r.index} is not in 0..{count - 1}")
-                doc = r.document
-                if isinstance(doc, dict):
-                    doc = doc.get("text")
-                results.append(
-                    RerankResult(
-                        index=r.index,
-                        relevance_score=r.relevance_score,
-                        document=None if doc is None else str(doc),
-                    )
-                )
-            return RerankResponse(results=results, request_id=meta.request_id, raw=payload)
+            return answer
 
         return await self._request("rerank", "POST", self.rerank_path, parse, options, body=body)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 from typing_extensions import TypedDict, Unpack
@@ -35,6 +35,8 @@ from .._wire.openai import CompletionResponse as CompletionResponse
 from ..streaming import Stream
 
 VLLM_BASE_URL = "http://localhost:8000/v1"
+
+R = TypeVar("R", bound=BaseModel)
 
 
 class TokenizeResponse(BaseModel):
@@ -87,19 +89,6 @@ class ScoreResponse(BaseModel):
     usage: Usage | None = None
     request_id: str
     raw: Any = None
-
-
-class _WireRerank(BaseModel):
-    id: str | None = None
-    model: str | None = None
-    results: list[RerankResult]
-    usage: Usage | None = None
-
-
-class _WireScore(BaseModel):
-    model: str | None = None
-    data: list[ScoreData]
-    usage: Usage | None = None
 
 
 class _WireDetokenize(BaseModel):
@@ -224,6 +213,13 @@ class VLLM(OpenAICompletions):
 
     def _at_root(self, path: str) -> str:
         return self.root_url + path
+
+    @staticmethod
+    def _result(model: type[R], payload: Any, meta: Meta, **fields: Any) -> R:
+        """``model`` read straight from the server's JSON object, which it keeps as ``raw``."""
+        return model.model_validate(
+            {**payload, **fields, "request_id": meta.request_id, "raw": payload}
+        )
 
     # -- OpenAI routes with vLLM's sampling extras --------------------------------------------
 
@@ -365,17 +361,11 @@ class VLLM(OpenAICompletions):
         count = len(docs)
 
         def parse(payload: Any, meta: Meta) -> RerankResponse:
-            wire = _WireRerank.model_validate(payload)
-            if any(not 0 <= r.index < count for r in wire.results):
+            response = self._result(RerankResponse, payload, meta)
+            if any(not 0 <= r.index < count for r in response.results):
                 raise ValueError(f"rerank result index outside 0..{count - 1}")
-            return RerankResponse(
-                id=wire.id,
-                model=wire.model,
-                results=sorted(wire.results, key=lambda r: -r.relevance_score),
-                usage=wire.usage,
-                request_id=meta.request_id,
-                raw=payload,
-            )
+            response.results.sort(key=lambda r: -r.relevance_score)
+            return response
 
         return await self._request(
             "rerank", "POST", self._at_root("/rerank"), parse, options, body=body
@@ -402,20 +392,16 @@ class VLLM(OpenAICompletions):
             body["model"] = check_model(model)
 
         def parse(payload: Any, meta: Meta) -> ScoreResponse:
-            wire = _WireScore.model_validate(payload)
-            data = sorted(wire.data, key=lambda d: d.index)
+            # ``scores`` is not on the wire: it is read from ``data`` once that is sorted.
+            response = self._result(ScoreResponse, payload, meta, scores=[])
+            data = response.data
+            data.sort(key=lambda d: d.index)
             if [d.index for d in data] != list(range(pairs)):
                 raise ValueError(f"expected {pairs} scores indexed 0..{pairs - 1}")
             if not all(math.isfinite(d.score) for d in data):
                 raise ValueError("score is not a finite number")
-            return ScoreResponse(
-                scores=[d.score for d in data],
-                data=data,
-                model=wire.model,
-                usage=wire.usage,
-                request_id=meta.request_id,
-                raw=payload,
-            )
+            response.scores = [d.score for d in data]
+            return response
 
         return await self._request(
             "score", "POST", self._at_root("/score"), parse, options, body=body
