@@ -7,7 +7,8 @@
     ├── CircuitOpenError        the backend failed repeatedly; calls fail fast until ``retry_at``
     └── APIError                something went wrong talking to the backend
         ├── APIConnectionError  the request never got an answer (retried)
-        │   └── APITimeoutError the attempt or the deadline ran out (retried; also a TimeoutError)
+        │   ├── APITimeoutError the attempt or the deadline ran out (retried; also a TimeoutError)
+        │   └── CertificateVerificationError  the server's TLS certificate failed (not retried)
         ├── ResponseValidationError  the answer is not what the protocol says (not retried)
         ├── ContentBlockedError the backend refused the prompt or the answer for safety (not retried)
         └── APIStatusError      the backend answered with an error status
@@ -23,7 +24,9 @@
             └── OverloadedError           529 (retried)
 
 Every ``APIError`` carries ``backend``, ``request_id``, ``status_code`` (or None), a short ``body``
-excerpt, the server's own ``server_request_id`` and, once retries ran out, ``attempts``.
+excerpt, the server's own ``server_request_id`` and, once retries ran out, ``attempts``. A call
+that reached the backend always raises its own error, never ``CircuitOpenError``: if the breaker
+opened while it ran (or because it failed), its error says so in ``circuit_open`` and a note.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ __all__ = [
     "AsyncLLMError",
     "AuthenticationError",
     "BadRequestError",
+    "CertificateVerificationError",
     "CircuitOpenError",
     "ClientClosedError",
     "ConfigurationError",
@@ -106,7 +110,12 @@ class QueueFullError(AsyncLLMError):
 
 
 class CircuitOpenError(AsyncLLMError):
-    """The backend's breaker is open; retry after ``retry_at`` (dispatcher clock) / ``retry_in`` s."""
+    """The backend's breaker is open and this call was not sent; retry after ``retry_at``
+    (dispatcher clock) / ``retry_in`` s.
+
+    ``last_error`` (also the ``__cause__``) is the failure that opened the breaker; ``host`` the
+    backend's host, where its client told the dispatcher.
+    """
 
     def __init__(
         self,
@@ -116,10 +125,16 @@ class CircuitOpenError(AsyncLLMError):
         request_id: str | None = None,
         retry_in: float = 0.0,
         retry_at: float = 0.0,
+        host: str | None = None,
+        last_error: APIError | None = None,
     ) -> None:
         super().__init__(message, backend=backend, request_id=request_id)
         self.retry_in = retry_in
         self.retry_at = retry_at
+        self.host = host
+        self.last_error = last_error
+        if last_error is not None:
+            self.__cause__ = last_error
 
 
 class APIError(AsyncLLMError):
@@ -148,6 +163,9 @@ class APIError(AsyncLLMError):
         self.attempts = 1
         # Set by the transport/dispatcher: whether the server asked us (not) to retry.
         self.should_retry: bool | None = None
+        # Set by the dispatcher when the backend's circuit breaker opened while this call ran (or
+        # because of it): what the next call to that backend would be refused with.
+        self.circuit_open: CircuitOpenError | None = None
 
     @property
     def status(self) -> int | None:
@@ -174,6 +192,18 @@ class APIConnectionError(APIError):
 
 class APITimeoutError(APIConnectionError, TimeoutError):
     """An attempt exceeded ``timeout``, or the call exceeded its ``deadline``."""
+
+
+class CertificateVerificationError(APIConnectionError):
+    """The server's TLS certificate did not verify (untrusted, expired, wrong host name).
+
+    Not transient: never retried, and no verdict for the circuit breaker. The message names the
+    host and the verification error.
+    """
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.should_retry = False
 
 
 class ResponseValidationError(APIError):
