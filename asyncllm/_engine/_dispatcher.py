@@ -612,7 +612,7 @@ class Dispatcher:
             record.last_error = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"[:300]
             lane.failed += 1
 
-    async def _before_retry(
+    def _retry_delay(
         self,
         lane: Lane,
         record: RequestRecord,
@@ -620,8 +620,8 @@ class Dispatcher:
         schedule: BackoffSchedule,
         deadline_at: float | None,
         max_retries: int | None = None,
-    ) -> None:
-        """Wait out the backoff (without a slot), or raise ``error`` if we must not retry."""
+    ) -> float:
+        """The wait before the next attempt, or raise ``error`` if we must not retry."""
         retry = lane.retry
         limit = retry.max_retries if max_retries is None else max_retries
         if not is_retryable(error) or record.attempts > limit:
@@ -642,6 +642,12 @@ class Dispatcher:
             delay,
             extra={"request_id": record.request_id, "backend": lane.name},
         )
+        return delay
+
+    async def _backoff(
+        self, lane: Lane, record: RequestRecord, error: APIError, delay: float
+    ) -> None:
+        """Wait out a retry's backoff, without a slot; a closing client cuts it short."""
         if delay > 0:
             sleeper = asyncio.ensure_future(self.sleep(delay))
             closing = asyncio.ensure_future(lane.closing_event().wait())
@@ -739,13 +745,6 @@ class Dispatcher:
                 )
             except APIError as exc:
                 error = self._label(exc, lane, rid, record.attempts)
-                verdict = breaker_verdict(error)
-                if probe:
-                    # A half-open probe's verdict is its attempt's: it closes or reopens now.
-                    counted = verdict is not None
-                    lane.release(True, verdict, error)
-                else:
-                    lane.release(False, None)
             except BaseException:
                 lane.release(probe, None)
                 raise
@@ -753,7 +752,9 @@ class Dispatcher:
                 if not hold:
                     lane.release(probe, True)
                 return result, probe
+            verdict = breaker_verdict(error)
             if lane.closed:
+                lane.release(probe, None)
                 raise ClientClosedError(
                     "client closed while the call was running",
                     backend=lane.name,
@@ -762,11 +763,19 @@ class Dispatcher:
             if schedule is None:
                 schedule = BackoffSchedule(lane.retry, self.rng)
             try:
-                await self._before_retry(lane, record, error, schedule, deadline_at, max_retries)
-            except APIError as exc:
-                if exc is error and not counted:
-                    lane.judge(verdict, error)  # the call gives up: its one count
+                delay = self._retry_delay(lane, record, error, schedule, deadline_at, max_retries)
+            except APIError:
+                # The call gives up: its one verdict goes with its slot, before the slot can go
+                # to a queued call (which an opening breaker then refuses).
+                lane.release(probe, None if counted else verdict, error)
                 raise
+            if probe:
+                # A half-open probe's verdict is its attempt's: it closes or reopens now.
+                counted = verdict is not None
+                lane.release(True, verdict, error)
+            else:
+                lane.release(False, None)  # no verdict until the call ends
+            await self._backoff(lane, record, error, delay)
 
     async def run(
         self,
