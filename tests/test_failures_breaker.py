@@ -23,7 +23,7 @@ from aiohttp import web
 import asyncllm
 from asyncllm._engine._backoff import breaker_verdict, is_retryable
 from asyncllm._exceptions import CertificateVerificationError, status_error
-from asyncllm.testing import FakeClock, FakeServer, MockResponse, MockTransport
+from asyncllm.testing import FakeClock, FakeServer, Faults, MockResponse, MockTransport
 from tests.helpers import USER, Gate, chat_json, ok, settle
 
 
@@ -557,3 +557,39 @@ async def test_a_long_call_does_not_hold_back_tracker_expiry() -> None:
     dispatcher.tracker.prune()
     assert len(dispatcher.tracker) == 0
     await dispatcher.aclose()
+
+
+async def instant(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+async def test_breaker_opens_after_threshold_failed_calls_and_closes_after_recovery() -> None:
+    """Against a real server answering 503: five calls of three attempts each reach it (one count
+    per call), the fifth raises its own error marked as the opener, the sixth is not sent; after
+    ``reset_timeout`` one probe closes it again. (Replaces test_soak's per-attempt version.)"""
+    async with FakeServer("openai", faults=Faults(error_rate=1.0, error_statuses=(503,))) as server:
+        client = asyncllm.OpenAI(
+            api_key="k",
+            base_url=server.url("/v1"),
+            dispatcher=asyncllm.Dispatcher(sleep=instant),
+            retry=asyncllm.RetryConfig(max_retries=2),
+            breaker=asyncllm.BreakerConfig(failure_threshold=5, reset_timeout=0.1),
+        )
+        async with client:
+            errors: list[asyncllm.AsyncLLMError] = []
+            for _ in range(6):
+                try:
+                    await client.chat(USER, model="m")
+                except asyncllm.AsyncLLMError as exc:
+                    errors.append(exc)
+            assert server.request_count == 15  # five calls of three attempts; the sixth not sent
+            assert [type(e).__name__ for e in errors] == ["InternalServerError"] * 5 + [
+                "CircuitOpenError"
+            ]
+            assert isinstance(errors[4], asyncllm.APIError) and errors[4].circuit_open is not None
+            assert client.dispatcher.stats()["openai"].breaker == "open"
+            server.faults.error_rate = 0.0
+            await asyncio.sleep(0.12)
+            r = await client.chat([{"role": "user", "content": "back"}], model="m")
+            assert r.text == "echo: back"
+            assert client.dispatcher.stats()["openai"].breaker == "closed"
