@@ -277,7 +277,8 @@ class Lane:
         if breaker.opened_from is BreakerState.HALF_OPEN:
             why = "its half-open probe failed"
         else:
-            why = f"{breaker._config.failure_threshold} calls in a row failed"
+            n = breaker._config.failure_threshold
+            why = f"{n} calls in a row failed" if n > 1 else "a call failed"
         if cause is not None:
             why += f", the last with {type(cause).__name__}: {cause.message}"
         return CircuitOpenError(
@@ -764,7 +765,7 @@ class Dispatcher:
                 schedule = BackoffSchedule(lane.retry, self.rng)
             try:
                 delay = self._retry_delay(lane, record, error, schedule, deadline_at, max_retries)
-            except APIError:
+            except BaseException:
                 # The call gives up: its one verdict goes with its slot, before the slot can go
                 # to a queued call (which an opening breaker then refuses).
                 lane.release(probe, None if counted else verdict, error)
