@@ -58,7 +58,8 @@ class RetryConfig:
 
 @dataclass(frozen=True, slots=True)
 class BreakerConfig:
-    """CLOSED -> OPEN after ``failure_threshold`` retryable failures in a row; OPEN for
+    """CLOSED -> OPEN after ``failure_threshold`` failed calls in a row (one count per call, when
+    it gives up: connection errors, timeouts, 5xx; 429 and other 4xx give no verdict); OPEN for
     ``reset_timeout`` seconds; then HALF_OPEN lets ``half_open_max_calls`` probes through."""
 
     failure_threshold: int = c.DEFAULT_FAILURE_THRESHOLD

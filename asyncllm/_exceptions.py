@@ -7,7 +7,8 @@
     ├── CircuitOpenError        the backend failed repeatedly; calls fail fast until ``retry_at``
     └── APIError                something went wrong talking to the backend
         ├── APIConnectionError  the request never got an answer (retried)
-        │   └── APITimeoutError the attempt or the deadline ran out (retried; also a TimeoutError)
+        │   ├── APITimeoutError the attempt or the deadline ran out (retried; also a TimeoutError)
+        │   └── CertificateVerificationError  the server's TLS certificate failed (not retried)
         ├── ResponseValidationError  the answer is not what the protocol says (not retried)
         ├── ContentBlockedError the backend refused the prompt or the answer for safety (not retried)
         └── APIStatusError      the backend answered with an error status
@@ -24,7 +25,9 @@
 
 Every ``APIError`` carries ``backend``, ``request_id``, ``status_code`` (or None), a short ``body``
 excerpt, the server's own ``server_request_id``, once retries ran out ``attempts``, and where the
-request is known its ``method`` and ``url`` (without userinfo or query).
+request is known its ``method`` and ``url`` (without userinfo or query). A call that reached the
+backend always raises its own error, never ``CircuitOpenError``: if the breaker opened while it
+ran (or because it failed), its error says so in ``circuit_open`` and a note.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "AsyncLLMError",
     "AuthenticationError",
     "BadRequestError",
+    "CertificateVerificationError",
     "CircuitOpenError",
     "ClientClosedError",
     "ConfigurationError",
@@ -107,7 +111,12 @@ class QueueFullError(AsyncLLMError):
 
 
 class CircuitOpenError(AsyncLLMError):
-    """The backend's breaker is open; retry after ``retry_at`` (dispatcher clock) / ``retry_in`` s."""
+    """The backend's breaker is open and this call was not sent; retry after ``retry_at``
+    (dispatcher clock) / ``retry_in`` s.
+
+    ``last_error`` (also the ``__cause__``) is the failure that opened the breaker; ``host`` the
+    backend's host, where its client told the dispatcher.
+    """
 
     def __init__(
         self,
@@ -117,10 +126,16 @@ class CircuitOpenError(AsyncLLMError):
         request_id: str | None = None,
         retry_in: float = 0.0,
         retry_at: float = 0.0,
+        host: str | None = None,
+        last_error: APIError | None = None,
     ) -> None:
         super().__init__(message, backend=backend, request_id=request_id)
         self.retry_in = retry_in
         self.retry_at = retry_at
+        self.host = host
+        self.last_error = last_error
+        if last_error is not None:
+            self.__cause__ = last_error
 
 
 class APIError(AsyncLLMError):
@@ -152,6 +167,9 @@ class APIError(AsyncLLMError):
         # The request that failed, where known: its method and its URL without userinfo or query.
         self.method: str | None = None
         self.url: str | None = None
+        # Set by the dispatcher when the backend's circuit breaker opened while this call ran (or
+        # because of it): what the next call to that backend would be refused with.
+        self.circuit_open: CircuitOpenError | None = None
 
     @property
     def status(self) -> int | None:
@@ -180,6 +198,18 @@ class APIConnectionError(APIError):
 
 class APITimeoutError(APIConnectionError, TimeoutError):
     """An attempt exceeded ``timeout``, or the call exceeded its ``deadline``."""
+
+
+class CertificateVerificationError(APIConnectionError):
+    """The server's TLS certificate did not verify (untrusted, expired, wrong host name).
+
+    Not transient: never retried, and no verdict for the circuit breaker. The message names the
+    host and the verification error.
+    """
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.should_retry = False
 
 
 class ResponseValidationError(APIError):

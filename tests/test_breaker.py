@@ -64,3 +64,33 @@ def test_cancelled_probe_lets_another_through() -> None:
     b.release_probe()
     assert b.allows()
     assert b.state is BreakerState.HALF_OPEN
+
+
+def test_failure_that_opens_is_kept_until_it_closes() -> None:
+    from asyncllm import APIConnectionError
+
+    b, clock = make(threshold=2, reset=5)
+    first, second = APIConnectionError("a"), APIConnectionError("b")
+    assert b.record_failure(False, first) is False
+    assert b.opened_by is None
+    assert b.record_failure(False, second) is True
+    assert b.opened_by is second and b.opened_from is BreakerState.CLOSED
+    clock.advance(5)
+    probe = b.acquire()
+    third = APIConnectionError("c")
+    assert b.record_failure(probe, third) is True  # the probe's failure reopens
+    assert b.opened_by is third and b.opened_from is BreakerState.HALF_OPEN
+    clock.advance(5)
+    b.record_success(b.acquire())
+    assert b.opened_by is None and b.opened_from is None
+
+
+def test_a_probe_without_verdict_keeps_it_half_open() -> None:
+    b, clock = make(threshold=1, reset=1)
+    b.record_failure()
+    clock.advance(1)
+    assert b.acquire()
+    assert not b.allows()
+    b.release_probe()  # what a 429, another 4xx or a TLS failure gives a probe
+    assert b.state is BreakerState.HALF_OPEN
+    assert b.allows()

@@ -120,13 +120,15 @@ async def test_breaker_opens_within_threshold_and_closes_after_recovery() -> Non
             breaker=asyncllm.BreakerConfig(failure_threshold=5, reset_timeout=0.1),
         )
         errors = []
-        for _ in range(4):
+        for _ in range(6):
             try:
                 await client.chat([{"role": "user", "content": "x"}], model="m")
             except asyncllm.AsyncLLMError as exc:
                 errors.append(type(exc).__name__)
-        assert server.request_count == 5  # exactly the threshold reached the server
-        assert errors[-1] == "CircuitOpenError"
+        # The breaker counts failed calls, not attempts: five calls of three attempts each reach
+        # the server and raise their own 503; only the sixth, never sent, is refused.
+        assert server.request_count == 15
+        assert errors == ["InternalServerError"] * 5 + ["CircuitOpenError"]
         assert client.dispatcher.stats()["openai"].breaker == "open"
         server.faults.error_rate = 0.0
         await asyncio.sleep(0.12)

@@ -41,3 +41,50 @@ def test_shared_ids_keep_every_call_boundedly() -> None:
         tracker.add(record("batch", clock()))
     assert len(tracker.all("batch")) == 100
     assert len(tracker) == 100
+
+
+def test_a_running_record_does_not_hold_back_expiry_of_later_ones() -> None:
+    """Before, one unfinished record at the front stopped every sweep: 2,002 kept past the TTL."""
+    clock = FakeClock()
+    tracker = RequestTracker(ttl=0.5, clock=clock)
+    tracker.add(record("long", clock(), RequestStatus.RUNNING))
+    for i in range(2000):
+        tracker.add(record(f"r{i}", clock()))
+        clock.advance(0.0001)
+    clock.advance(1.0)
+    tracker.add(record("new", clock()))
+    assert len(tracker) == 2
+    assert tracker.get("long") is not None and tracker.get("new") is not None
+    # Finished, it expires a TTL after it finished, though newer records are now ahead of it.
+    long = tracker.get("long")
+    assert long is not None
+    long.status, long.finished_at = RequestStatus.SUCCEEDED, clock()
+    clock.advance(0.4)
+    tracker.add(record("newer", clock()))
+    tracker.prune()
+    assert tracker.get("long") is not None
+    clock.advance(0.2)
+    tracker.prune()
+    assert tracker.get("long") is None
+    assert tracker.get("new") is None
+    assert tracker.get("newer") is not None
+
+
+def test_a_late_finisher_does_not_hold_back_expiry() -> None:
+    """A record that finished late (a long call) stays a TTL after it finished, and the records
+    added after it that finished early still go."""
+    clock = FakeClock()
+    tracker = RequestTracker(ttl=10, clock=clock)
+    tracker.add(record("long", clock(), RequestStatus.RUNNING))
+    tracker.add(record("short", clock()))
+    clock.advance(100)
+    long = tracker.get("long")
+    assert long is not None
+    long.status, long.finished_at = RequestStatus.FAILED, clock()
+    clock.advance(5)
+    tracker.prune()
+    assert tracker.get("short") is None
+    assert tracker.get("long") is not None
+    clock.advance(6)
+    tracker.prune()
+    assert len(tracker) == 0

@@ -139,9 +139,17 @@ class Backend:
         lane = root._lane
         if lane is None or lane.dispatcher is not dispatcher or lane.closed:
             lane = root._lane = dispatcher.lane(
-                root.name, limits=root.limits, retry=root.retry, breaker=root.breaker
+                root.name,
+                limits=root.limits,
+                retry=root.retry,
+                breaker=root.breaker,
+                host=root._host(),
             )
         return lane
+
+    def _host(self) -> str | None:
+        """The backend's host (and port), for errors that name it; None where there is none."""
+        return None
 
     def _call(self, options: Mapping[str, Any], allowed: frozenset[str], operation: str) -> Call:
         """Check the call's option names, then resolve its engine settings: once per call."""

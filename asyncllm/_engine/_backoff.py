@@ -13,7 +13,12 @@ import backoff
 
 from .._config import RetryConfig
 from .._constants import RETRYABLE_STATUSES
-from .._exceptions import APIConnectionError, APIError, APIStatusError
+from .._exceptions import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    CertificateVerificationError,
+)
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -28,6 +33,27 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, APIStatusError):
         return exc.status_code in RETRYABLE_STATUSES
     return False
+
+
+def breaker_verdict(exc: APIError) -> bool | None:
+    """What a failed call says of its backend's health, for the circuit breaker.
+
+    False, the backend is failing: connection errors, timeouts and 5xx (529 "overloaded" and a
+    503 with ``Retry-After`` included). None, no verdict: 429 (a rate limit proves the backend is
+    up), every other 3xx/4xx (the request's fault, not the backend's) and TLS certificate
+    failures (our trust settings, not the backend's health). True, the backend answered: a 2xx
+    that breaks its protocol, a prompt refused for safety.
+    """
+    if isinstance(exc, CertificateVerificationError):
+        return None
+    if isinstance(exc, APIConnectionError):
+        return False
+    status = exc.status_code
+    if status is not None and status >= 500:
+        return False
+    if isinstance(exc, APIStatusError):
+        return None
+    return True
 
 
 def parse_retry_after(

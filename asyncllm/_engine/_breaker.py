@@ -5,8 +5,12 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .._config import BreakerConfig
+
+if TYPE_CHECKING:
+    from .._exceptions import APIError
 
 logger = logging.getLogger("asyncllm.breaker")
 
@@ -18,11 +22,15 @@ class BreakerState(str, enum.Enum):
 
 
 class CircuitBreaker:
-    """CLOSED counts retryable failures in a row; at the threshold it opens. OPEN refuses calls
-    until ``reset_timeout`` has passed, then HALF_OPEN admits up to ``half_open_max_calls`` probes:
-    a probe's success closes the breaker, its failure opens it again.
+    """CLOSED counts failed calls in a row; at the threshold it opens. OPEN refuses calls until
+    ``reset_timeout`` has passed, then HALF_OPEN admits up to ``half_open_max_calls`` probes: a
+    probe's success closes the breaker, its failure opens it again.
 
-    Client errors (400, 401, 404 ...) prove the backend is answering, so they count as successes.
+    The dispatcher decides what is a failure (``breaker_verdict``) and when: one count per call,
+    when the call gives up, never one per attempt; a half-open probe's verdict is its attempt's.
+    Answers that give no verdict (429, other 4xx, TLS verification) reach the breaker only as
+    ``release_probe``. The failure that opened the breaker is kept in ``opened_by`` for the
+    ``CircuitOpenError`` of the calls it refuses.
     """
 
     __slots__ = (
@@ -33,6 +41,8 @@ class CircuitBreaker:
         "_opened_at",
         "_probes",
         "_state",
+        "opened_by",
+        "opened_from",
         "transitions",
     )
 
@@ -45,6 +55,9 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probes = 0
         self.transitions: dict[str, int] = {}
+        # While open: the failure that opened it, and the state it opened from.
+        self.opened_by: APIError | None = None
+        self.opened_from: BreakerState | None = None
 
     @property
     def state(self) -> BreakerState:
@@ -92,21 +105,29 @@ class CircuitBreaker:
         if self._state is not BreakerState.CLOSED:
             self._move(BreakerState.CLOSED)
 
-    def record_failure(self, probe: bool = False) -> None:
+    def record_failure(self, probe: bool = False, error: APIError | None = None) -> bool:
+        """Count a failed call (or a failed probe); True if this opened the breaker."""
         if probe:
             self.release_probe()
         self._failures += 1
-        if self._state is BreakerState.HALF_OPEN or (
-            self._state is BreakerState.CLOSED and self._failures >= self._config.failure_threshold
+        old = self._state
+        if old is BreakerState.HALF_OPEN or (
+            old is BreakerState.CLOSED and self._failures >= self._config.failure_threshold
         ):
             self._opened_at = self._clock()
+            self.opened_by = error
+            self.opened_from = old
             self._move(BreakerState.OPEN)
+            return True
+        return False
 
     def _move(self, new: BreakerState) -> None:
         old = self._state
         self._state = new
         if new is not BreakerState.HALF_OPEN:
             self._probes = 0
+        if new is BreakerState.CLOSED:
+            self.opened_by = self.opened_from = None
         key = f"{old.value}->{new.value}"
         self.transitions[key] = self.transitions.get(key, 0) + 1
         log = logger.warning if new is BreakerState.OPEN else logger.info

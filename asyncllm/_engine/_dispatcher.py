@@ -19,6 +19,13 @@ and an LLVM micro-batch is one request, so one slot.
 
 The caller's own task runs each attempt: there are no worker tasks to leak, and cancelling the
 caller frees its queue entry or its slot at once. Retries wait out their backoff *without* a slot.
+
+The breaker counts failed *calls*, not attempts: a call's failed attempts give the breaker nothing
+until the call gives up, and then one verdict (``breaker_verdict`` of its last error: connection
+errors, timeouts and 5xx count; 429, other 4xx and TLS verification give none; a success resets
+the count). A half-open probe is the exception: its attempt's verdict closes or reopens the
+breaker at once. Only a call that never made an attempt gets ``CircuitOpenError``; one that did
+and whose retry the breaker refuses raises its own last error, noted (``circuit_open``).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import heapq
 import itertools
 import logging
 import random
+import sys
 import time
 import weakref
 from collections import deque
@@ -48,7 +56,7 @@ from .._exceptions import (
     QueueFullError,
 )
 from ..streaming import Stream
-from ._backoff import BackoffSchedule, is_retryable
+from ._backoff import BackoffSchedule, breaker_verdict, is_retryable
 from ._breaker import BreakerState, CircuitBreaker
 from ._context import _request_id, new_request_id
 from ._tracking import RequestRecord, RequestStatus, RequestTracker
@@ -130,9 +138,12 @@ class Lane:
         limits: LimitsConfig,
         retry: RetryConfig,
         breaker: BreakerConfig,
+        host: str | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.name = name
+        # The backend's host (say, "api.openai.com:443"), if its client told us: for messages.
+        self.host = host
         self.limits = limits
         self.retry = retry
         self.breaker = CircuitBreaker(breaker, dispatcher.clock, name)
@@ -218,15 +229,17 @@ class Lane:
             heapq.heapify(self._heap)
             self._stale = 0
 
-    def release(self, probe: bool, outcome: bool | None) -> None:
-        """Give a slot back. ``outcome``: True success, False retryable failure, None no verdict."""
+    def release(self, probe: bool, outcome: bool | None, error: APIError | None = None) -> None:
+        """Give a slot back. ``outcome``, the breaker's verdict: True success, False failure
+        (``error``), None no verdict (a probe then frees its place)."""
         self.in_flight -= 1
         dispatcher = self.dispatcher
         dispatcher.in_flight -= 1
         if outcome is True:
             self.breaker.record_success(probe)
         elif outcome is False:
-            self.breaker.record_failure(probe)
+            if self.breaker.record_failure(probe, error) and error is not None:
+                self.note_open(error)
         elif probe:
             self.breaker.release_probe()
         if dispatcher.max_in_flight is None:
@@ -242,16 +255,67 @@ class Lane:
         if self.in_flight == 0 and self._idle is not None:
             self._idle.set()
 
-    def circuit_error(self, request_id: str | None) -> CircuitOpenError:
-        retry_in = self.breaker.retry_in()
-        self.rejected += 1
+    def judge(self, outcome: bool | None, error: APIError) -> None:
+        """The breaker's one verdict on a call that gave up, its slot already given back."""
+        if outcome is True:
+            self.breaker.record_success()
+        elif outcome is False and self.breaker.record_failure(False, error):
+            self.note_open(error)
+            self.fill()  # the calls queued behind it fail at once
+
+    def _where(self) -> str:
+        return self.name if self.host is None else f"{self.name} ({self.host})"
+
+    def circuit_error(self, request_id: str | None, *, rejected: bool = True) -> CircuitOpenError:
+        """The error of a call the open breaker refuses: names the backend, says why it opened
+        and carries the failure that opened it (``last_error``, ``__cause__``)."""
+        breaker = self.breaker
+        retry_in = breaker.retry_in()
+        if rejected:
+            self.rejected += 1
+        cause = breaker.opened_by
+        if breaker.opened_from is BreakerState.HALF_OPEN:
+            why = "its half-open probe failed"
+        else:
+            n = breaker._config.failure_threshold
+            why = f"{n} calls in a row failed" if n > 1 else "a call failed"
+        if cause is not None:
+            why += f", the last with {type(cause).__name__}: {cause.message}"
         return CircuitOpenError(
-            f"circuit open after repeated failures; next try in {retry_in:.1f}s",
+            f"circuit open for {self._where()}: {why}; not sent, next try in {retry_in:.1f}s",
             backend=self.name,
             request_id=request_id,
             retry_in=retry_in,
             retry_at=self.dispatcher.clock() + retry_in,
+            host=self.host,
+            last_error=cause,
         )
+
+    def note_open(self, error: APIError) -> None:
+        """Note on a call's own error that the breaker opened: by this failure, or while the
+        call was between attempts (its retry then was not sent)."""
+        if error.circuit_open is not None:
+            return
+        refusal = error.circuit_open = self.circuit_error(error.request_id, rejected=False)
+        if self.breaker.opened_by is error:
+            text = (
+                f"this failure opened the circuit breaker of {self._where()}: calls to it fail"
+                f" fast with CircuitOpenError for {refusal.retry_in:.1f}s"
+            )
+        else:
+            text = (
+                f"the circuit breaker of {self._where()} opened while this call waited to retry,"
+                f" so its retry was not sent; next try in {refusal.retry_in:.1f}s"
+            )
+        if sys.version_info >= (3, 11):
+            error.add_note(text)
+
+    def refuse_retry(self, error: APIError) -> APIError:
+        """A call that reached the backend and whose retry the open breaker refuses: its own
+        last error, noted."""
+        self.rejected += 1
+        self.note_open(error)
+        return error
 
     # -- the queue ---------------------------------------------------------------------------
 
@@ -484,8 +548,10 @@ class Dispatcher:
         limits: LimitsConfig | None = None,
         retry: RetryConfig | None = None,
         breaker: BreakerConfig | None = None,
+        host: str | None = None,
     ) -> Lane:
-        """Register a backend instance; a taken name gets a numeric suffix."""
+        """Register a backend instance; a taken name gets a numeric suffix. ``host``, the
+        backend's host (and port), is named by its ``CircuitOpenError``."""
         if self.closed:
             raise ClientClosedError("dispatcher is closed", backend=name)
         unique = name
@@ -499,6 +565,7 @@ class Dispatcher:
             limits or LimitsConfig(),
             retry or RetryConfig(),
             breaker or BreakerConfig(),
+            host,
         )
         self._lanes[unique] = lane
         return lane
@@ -546,7 +613,7 @@ class Dispatcher:
             record.last_error = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"[:300]
             lane.failed += 1
 
-    async def _before_retry(
+    def _retry_delay(
         self,
         lane: Lane,
         record: RequestRecord,
@@ -554,8 +621,8 @@ class Dispatcher:
         schedule: BackoffSchedule,
         deadline_at: float | None,
         max_retries: int | None = None,
-    ) -> None:
-        """Wait out the backoff (without a slot), or raise ``error`` if we must not retry."""
+    ) -> float:
+        """The wait before the next attempt, or raise ``error`` if we must not retry."""
         retry = lane.retry
         limit = retry.max_retries if max_retries is None else max_retries
         if not is_retryable(error) or record.attempts > limit:
@@ -576,6 +643,12 @@ class Dispatcher:
             delay,
             extra={"request_id": record.request_id, "backend": lane.name},
         )
+        return delay
+
+    async def _backoff(
+        self, lane: Lane, record: RequestRecord, error: APIError, delay: float
+    ) -> None:
+        """Wait out a retry's backoff, without a slot; a closing client cuts it short."""
         if delay > 0:
             sleeper = asyncio.ensure_future(self.sleep(delay))
             closing = asyncio.ensure_future(lane.closing_event().wait())
@@ -622,22 +695,47 @@ class Dispatcher:
         """The one attempt loop, for calls and streams: take a slot (at once, or by waiting in
         the lane), run ``attempt`` in the caller's task, give the slot back, and on a retryable
         error wait out the backoff without a slot and go again. Returns the result and its probe
-        flag; with ``hold`` a success keeps its slot (a stream gives it back when it ends)."""
+        flag; with ``hold`` a success keeps its slot (a stream gives it back when it ends).
+
+        The breaker hears of the call once, when it gives up (see the module docstring)."""
         rid = record.request_id
         schedule: BackoffSchedule | None = None
+        # The last attempt's error and its verdict; ``counted`` once the breaker has had this
+        # call's verdict (from a half-open probe), so that the call counts at most once.
+        error: APIError | None = None
+        verdict: bool | None = None
+        counted = False
         while True:
+            if error is not None and lane.breaker.state is BreakerState.OPEN:
+                raise lane.refuse_retry(error)
             probe = lane.acquire_nowait(rid)
             if probe is None:
                 if lane.queued >= lane.limits.queue_size:
                     await lane._wait_for_room(rid, deadline_at)
                 job = lane.enqueue(priority, rid)
+                ended: BaseException | None = None
                 try:
                     probe = await lane.wait_job(job, deadline_at)
                 except BaseException as exc:
                     replaced = lane.abandon(job, exc)
                     if replaced is not None:
-                        raise replaced from None
-                    raise
+                        if error is None:
+                            raise replaced from None
+                        ended = replaced
+                    elif error is not None and isinstance(exc, CircuitOpenError):
+                        ended = exc
+                    else:
+                        raise
+                if probe is None:
+                    # A retry the breaker refused, or whose deadline passed while it was queued:
+                    # raised outside the handler, so that no error gets the other as context.
+                    assert error is not None
+                    assert ended is not None
+                    if isinstance(ended, CircuitOpenError):
+                        raise lane.refuse_retry(error)
+                    if not counted:
+                        lane.judge(verdict, error)
+                    raise ended from error
             record.attempts += 1
             record.status = RequestStatus.RUNNING
             if record.started_at is None:
@@ -648,8 +746,6 @@ class Dispatcher:
                 )
             except APIError as exc:
                 error = self._label(exc, lane, rid, record.attempts)
-                # A client error shows the backend is answering: a success for the breaker.
-                lane.release(probe, not is_retryable(error))
             except BaseException:
                 lane.release(probe, None)
                 raise
@@ -657,7 +753,9 @@ class Dispatcher:
                 if not hold:
                     lane.release(probe, True)
                 return result, probe
+            verdict = breaker_verdict(error)
             if lane.closed:
+                lane.release(probe, None)
                 raise ClientClosedError(
                     "client closed while the call was running",
                     backend=lane.name,
@@ -665,7 +763,20 @@ class Dispatcher:
                 ) from error
             if schedule is None:
                 schedule = BackoffSchedule(lane.retry, self.rng)
-            await self._before_retry(lane, record, error, schedule, deadline_at, max_retries)
+            try:
+                delay = self._retry_delay(lane, record, error, schedule, deadline_at, max_retries)
+            except BaseException:
+                # The call gives up: its one verdict goes with its slot, before the slot can go
+                # to a queued call (which an opening breaker then refuses).
+                lane.release(probe, None if counted else verdict, error)
+                raise
+            if probe:
+                # A half-open probe's verdict is its attempt's: it closes or reopens now.
+                counted = verdict is not None
+                lane.release(True, verdict, error)
+            else:
+                lane.release(False, None)  # no verdict until the call ends
+            await self._backoff(lane, record, error, delay)
 
     async def run(
         self,
@@ -749,6 +860,7 @@ class Dispatcher:
             self._finish(lane, record, exc)
             raise
         outcome: bool | None = None
+        failure: APIError | None = None
         try:
             if not empty:
                 yield first  # type: ignore[misc]  # not empty: the first item is a T
@@ -757,8 +869,8 @@ class Dispatcher:
             outcome = True
             self._finish(lane, record, None)
         except APIError as exc:
-            self._label(exc, lane, rid, record.attempts)
-            outcome = not is_retryable(exc)
+            failure = self._label(exc, lane, rid, record.attempts)
+            outcome = breaker_verdict(failure)
             self._finish(lane, record, exc)
             raise
         except BaseException as exc:
@@ -768,7 +880,7 @@ class Dispatcher:
             try:
                 await _aclose(source)
             finally:
-                lane.release(probe, outcome)
+                lane.release(probe, outcome, failure)
 
     # -- reporting and shutdown -----------------------------------------------------------
 

@@ -43,6 +43,10 @@ class RequestRecord:
     last_error: str | None = None
 
 
+def _done_before(record: RequestRecord, horizon: float) -> bool:
+    return record.status in FINAL_STATUSES and (record.finished_at or record.enqueued_at) <= horizon
+
+
 class RequestTracker:
     """Records by request ID. Several calls may share one ID (a ``request_context`` around a
     batch); ``get`` returns the latest, ``all`` every one still kept."""
@@ -60,6 +64,8 @@ class RequestTracker:
         self._by_id: OrderedDict[str, list[RequestRecord]] = OrderedDict()
         self._count = 0
         self._next_sweep = -math.inf
+        # IDs added before the last sweep's horizon that were not done then (see _expire).
+        self._held: set[str] = set()
 
     def __len__(self) -> int:
         return self._count
@@ -96,17 +102,35 @@ class RequestTracker:
             self._expire(now - self.ttl)
 
     def _expire(self, horizon: float) -> None:
+        """Drop the records that finished before ``horizon``.
+
+        IDs are kept in the order they were added, so the sweep stops at the first one added
+        after the horizon. One added before it but not done (still running, or finished since)
+        does not stop the sweep: it moves to the back and into ``_held``, the few IDs every sweep
+        looks at again, so that one long call never holds back the expiry of those after it.
+        """
         by_id = self._by_id
-        while by_id:
-            first = next(iter(by_id.values()))
-            last = first[-1]
-            if (
-                last.status not in FINAL_STATUSES
-                or (last.finished_at or last.enqueued_at) > horizon
-            ):
+        held = self._held
+        for request_id in list(held):
+            records = by_id.get(request_id)
+            if records is None or records[-1].enqueued_at > horizon:
+                held.discard(request_id)  # gone (capped), or added to again: in order again
+            elif _done_before(records[-1], horizon):
+                held.discard(request_id)
+                del by_id[request_id]
+                self._count -= len(records)
+        for _ in range(len(by_id)):
+            request_id, records = next(iter(by_id.items()))
+            last = records[-1]
+            if last.enqueued_at > horizon:
                 break
-            by_id.popitem(last=False)
-            self._count -= len(first)
+            if _done_before(last, horizon):
+                held.discard(request_id)
+                del by_id[request_id]
+                self._count -= len(records)
+            else:
+                by_id.move_to_end(request_id)
+                held.add(request_id)
 
     def prune(self) -> None:
         self._next_sweep = -math.inf

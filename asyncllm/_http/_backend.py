@@ -264,6 +264,9 @@ class HttpBackend(Backend):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, base_url={display_url(self.base_url)!r})"
 
+    def _host(self) -> str | None:
+        return urlsplit(self.base_url).netloc
+
     # -- hooks for backends -------------------------------------------------------------------
 
     def _auth_headers(self) -> dict[str, str]:

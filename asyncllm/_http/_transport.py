@@ -28,6 +28,7 @@ from .._constants import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_LINE_BYTES
 from .._exceptions import (
     APIConnectionError,
     APITimeoutError,
+    CertificateVerificationError,
     ClientClosedError,
     ConfigurationError,
     ResponseValidationError,
@@ -261,6 +262,26 @@ class _AiohttpResponse(Response):
 def _connection_error(exc: BaseException) -> APIConnectionError:
     if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
         return APITimeoutError(f"request timed out ({type(exc).__name__})")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        # Not transient: not retried, no verdict for the breaker.
+        cert = exc.certificate_error
+        reason = getattr(cert, "verify_message", None) or getattr(cert, "reason", None) or cert
+        return CertificateVerificationError(
+            f"TLS certificate verification failed for {exc.host}:{exc.port}: {reason} ({cert})"
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # Name the host and what the OS said ("Connection refused"), not just aiohttp's text.
+        # (asyncio's text for a refused connection is "Connect call failed"; gaierror's errno is
+        # negative and its strerror the resolver's text.)
+        os_error = exc.os_error
+        errno = os_error.errno
+        if isinstance(errno, int) and errno > 0:
+            reason = os.strerror(errno)
+        else:
+            reason = os_error.strerror or str(os_error) or type(os_error).__name__
+        return APIConnectionError(
+            f"cannot connect to {exc.host}:{exc.port}: {reason} ({type(exc).__name__})"
+        )
     return APIConnectionError(f"connection failed: {type(exc).__name__}: {exc}")
 
 
