@@ -596,7 +596,7 @@ async def test_breaker_opens_after_threshold_failed_calls_and_closes_after_recov
 
 
 async def test_a_client_s_lane_knows_its_host() -> None:
-    client = asyncllm.OpenAI(api_key="k", base_url="http://user:pw@127.0.0.1:9/v1")
+    client = asyncllm.OpenAI(base_url="http://user:pw@127.0.0.1:9/v1")
     lane = client._get_lane()
     assert lane.host == "127.0.0.1:9"
     await client.aclose()
