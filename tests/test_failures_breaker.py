@@ -8,7 +8,6 @@ reached the backend raises its own last error; only a call never sent gets Circu
 from __future__ import annotations
 
 import asyncio
-import datetime
 import random
 import socket
 import ssl
@@ -24,7 +23,7 @@ import asyncllm
 from asyncllm._engine._backoff import breaker_verdict, is_retryable
 from asyncllm._exceptions import CertificateVerificationError, status_error
 from asyncllm.testing import FakeClock, FakeServer, Faults, MockResponse, MockTransport
-from tests.helpers import USER, Gate, chat_json, ok, settle
+from tests.helpers import USER, Gate, chat_json, ok, self_signed_cert, settle
 
 
 def down(status: int = 503, headers: dict[str, str] | None = None) -> MockResponse:
@@ -438,47 +437,10 @@ def test_breaker_verdict_table() -> None:
 # -- TLS -------------------------------------------------------------------------------------------
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "asyncllm-test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture
 async def tls_server(tmp_path: Path) -> AsyncIterator[tuple[str, list[str]]]:
     """A real HTTPS server on loopback with a self-signed certificate nobody trusts."""
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     seen: list[str] = []
