@@ -8,12 +8,13 @@ variables, auth headers, how bodies are built and how answers and errors are rea
 from __future__ import annotations
 
 import base64
+import contextlib
 import inspect
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, ClassVar, NamedTuple, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
 from pydantic import SecretStr, ValidationError
@@ -29,6 +30,7 @@ from .._engine._backoff import parse_retry_after
 from .._engine._context import check_header_value, check_headers
 from .._engine._dispatcher import Attempt, Lane
 from .._exceptions import (
+    APIConnectionError,
     APIError,
     APIStatusError,
     AsyncLLMError,
@@ -195,6 +197,14 @@ def default_error_info(payload: Any) -> ErrorInfo:
     return ErrorInfo()
 
 
+def _is_json(content_type: str | None) -> bool:
+    """``application/json`` and its kin (``+json``, ``text/json``); not NDJSON."""
+    if not content_type:
+        return False
+    media = content_type.partition(";")[0].strip().lower()
+    return media in ("application/json", "text/json") or media.endswith("+json")
+
+
 class HttpBackend(Backend):
     """The HTTP half of every client but S3: a base URL, auth headers, a transport, and the two
     ways to call (``_request`` for one JSON exchange, ``_stream`` for a streamed one).
@@ -352,6 +362,90 @@ class HttpBackend(Backend):
             error.should_retry = hint == "true"
         return error
 
+    def _redirect_error(self, response: Response, request_id: str, url: str) -> APIStatusError:
+        """A 3xx: never followed (the transport sends no request to another host, which could
+        carry the key there), so an ``APIStatusError`` that is not retried. Its ``location`` is
+        the ``Location`` header resolved against the request's URL (None without one); the
+        message shows it without userinfo or query."""
+        status = response.status
+        location = response.headers.get("Location")
+        if location:
+            with contextlib.suppress(ValueError):  # say, an unclosed IPv6 bracket
+                location = urljoin(url, location)
+        target = f"to {display_url(location)}" if location else "with no Location"
+        error = status_error(
+            status,
+            f"HTTP {status}: redirected {target}; redirects are not followed (the request "
+            "carries credentials): point base_url at the final URL",
+            backend=self.name,
+            request_id=request_id,
+            server_request_id=self._server_request_id(response.headers),
+        )
+        error.should_retry = False
+        # APIStatusError declares no location attribute (yet); set it for every 3xx error.
+        setattr(error, "location", location or None)  # noqa: B010
+        return error
+
+    def _not_a_stream(self, raw: bytes, response: Response, meta: Meta) -> APIError:
+        """A JSON body where an event stream was asked for (some OpenAI-compatible proxies
+        answer so): an error body becomes the status error it names (its ``status``, or a
+        numeric ``code``), any other body a ResponseValidationError. Neither is retried but as
+        its status says."""
+        try:
+            payload: Any = _json.loads(raw) if raw else None
+        except ValueError:
+            payload = None
+        if isinstance(payload, Mapping) and (
+            "error" in payload
+            or "detail" in payload
+            or payload.get("object") == "error"
+            or payload.get("type") == "error"
+        ):
+            info = self._error_info(payload)
+            status = info.status
+            if status is None and info.code is not None and info.code.isdigit():
+                status = int(info.code)
+            if status is not None and status >= 400:
+                return self._error(
+                    status,
+                    info,
+                    meta.request_id,
+                    raw.decode("utf-8", "replace"),
+                    server_request_id=meta.server_request_id,
+                    retry_after=parse_retry_after(response.headers),
+                    fallback=f"HTTP {status} in a JSON body answering a stream request",
+                )
+            error = self._error(
+                None,
+                info,
+                meta.request_id,
+                raw.decode("utf-8", "replace"),
+                server_request_id=meta.server_request_id,
+                fallback="error body answering a stream request",
+            )
+            error.should_retry = False
+            return error
+        return ResponseValidationError(
+            f"a stream was asked for, but the {self.backend} server answered with a JSON body "
+            f"({response.headers.get('Content-Type')}), not an event stream",
+            backend=self.name,
+            request_id=meta.request_id,
+            status_code=response.status,
+            body=raw.decode("utf-8", "replace") if raw else None,
+            server_request_id=meta.server_request_id,
+        )
+
+    def _cut_short(self, meta: Meta, end: str) -> APIConnectionError:
+        """A stream whose body ended before its protocol's ``end`` (a dropped connection, or a
+        proxy or server that stopped early): what arrived is not the whole answer. Retried
+        like any connection failure, which the dispatcher does only before the first chunk."""
+        return APIConnectionError(
+            f"stream ended before {end}: the answer is incomplete",
+            backend=self.name,
+            request_id=meta.request_id,
+            server_request_id=meta.server_request_id,
+        )
+
     def _server_request_id(self, headers: Mapping[str, str]) -> str | None:
         name = self.server_request_id_header
         return None if name is None else headers.get(name)
@@ -457,9 +551,13 @@ class HttpBackend(Backend):
             _name_request(exc, method, url)
             raise
         self._observe(response.status, response.headers, prepared.call.lane)
-        if response.status >= 400:
+        if response.status >= 300:
+            error: APIError
             try:
-                error = await self._status_error(response, attempt.request_id)
+                if response.status < 400:
+                    error = self._redirect_error(response, attempt.request_id, url)
+                else:
+                    error = await self._status_error(response, attempt.request_id)
             finally:
                 response.close()
             _name_request(error, method, url)
@@ -543,16 +641,30 @@ class HttpBackend(Backend):
         params: Mapping[str, str] | None = None,
         data: Callable[[], Any] | None = None,
         allowed: frozenset[str] | None = None,
+        sse: bool = True,
     ) -> Stream[T]:
-        """A streamed exchange: ``decode`` turns the open response into items as they arrive."""
+        """A streamed exchange: ``decode`` turns the open response into items as they arrive,
+        and raises (``_cut_short``) when the body ends before its protocol's end.
+
+        ``sse``: the answer must be an event stream, so a JSON body instead is read here as the
+        error it holds (``_not_a_stream``). NDJSON streams, and decoders that read a whole JSON
+        answer themselves, pass False."""
         prepared = self._prepare(operation, options, allowed, body, params)
         request_id = prepared.call.request_id
+        url = self._url(path)
 
         async def open_stream(a: Attempt) -> AsyncIterator[T]:
             response = await self._send(a, prepared, method, path, data, stream=True)
             try:
-                async for item in decode(response, self._meta(response, request_id)):
+                meta = self._meta(response, request_id)
+                if sse and _is_json(response.headers.get("Content-Type")):
+                    raw = await response.read(ERROR_BODY_LIMIT)
+                    raise self._not_a_stream(raw, response, meta)
+                async for item in decode(response, meta):
                     yield item
+            except APIError as exc:
+                _name_request(exc, method, url)
+                raise
             finally:
                 response.close()
 

@@ -206,6 +206,30 @@ class _WireModels(BaseModel):
     data: list[_WireModel]
 
 
+class ChoiceEnds:
+    """Whether an OpenAI-shaped stream is complete without ``[DONE]``: called with each chunk,
+    True once every choice seen has had a ``finish_reason`` (a usage-only chunk after them
+    changes nothing)."""
+
+    __slots__ = ("_finished", "_seen")
+
+    def __init__(self) -> None:
+        self._seen: set[Any] = set()
+        self._finished: set[Any] = set()
+
+    def __call__(self, payload: Any) -> bool:
+        choices = payload.get("choices") if isinstance(payload, Mapping) else None
+        for position, choice in enumerate(choices if isinstance(choices, list) else ()):
+            if not isinstance(choice, Mapping):
+                continue
+            index = choice.get("index", position)
+            key = index if isinstance(index, (int, str)) else position
+            self._seen.add(key)
+            if choice.get("finish_reason"):
+                self._finished.add(key)
+        return bool(self._seen) and self._seen <= self._finished
+
+
 def _message(wire: _WireMessage) -> Message:
     calls = [
         ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
@@ -344,17 +368,33 @@ class OpenAICompatible(HttpBackend):
         )
 
     async def _decode_sse(
-        self, response: Response, meta: Meta, parse: Callable[[Any, Meta], T]
+        self,
+        response: Response,
+        meta: Meta,
+        parse: Callable[[Any, Meta], T],
+        ended: Callable[[Any], bool] | None = None,
     ) -> AsyncIterator[T]:
         """The events of an SSE stream through ``parse``, up to ``[DONE]``; an event that is an
-        error body raises the typed error it stands for."""
+        error body raises the typed error it stands for.
+
+        A body that ends without ``[DONE]`` is complete only if ``ended`` says so of the events
+        seen (called with each payload, it answers whether the stream is complete as of that
+        one); by default, when every choice seen has its ``finish_reason`` (some compatible
+        servers never send ``[DONE]``). Otherwise the answer was cut: APIConnectionError."""
+        if ended is None:
+            ended = ChoiceEnds()
+        complete = False
         async for event in self._sse(response):
             if event.data.strip() == "[DONE]":
                 return
             payload = event.json()
             if isinstance(payload, Mapping) and "error" in payload:
                 raise self._stream_error(payload, meta)
-            yield self._parse(parse, payload, meta)
+            item = self._parse(parse, payload, meta)
+            complete = ended(payload)
+            yield item
+        if not complete:
+            raise self._cut_short(meta, "data: [DONE]")
 
     @staticmethod
     def _chunk(payload: Any, meta: Meta) -> ChatChunk:

@@ -799,8 +799,12 @@ class Gemini(HttpBackend):
         )
 
     async def _decode_stream(self, response: Response, meta: Meta) -> AsyncIterator[ChatChunk]:
+        """Events up to the end of the body, which must come after a ``finishReason`` for every
+        candidate seen (else the answer was cut: APIConnectionError)."""
         calls = 0
         emitted = False
+        seen: set[int] = set()
+        finished: set[int] = set()
         async for event in self._sse(response):
             if not event.data.strip():
                 continue
@@ -814,6 +818,11 @@ class Gemini(HttpBackend):
             texts: list[str] = []
             deltas: list[ToolCallDelta] = []
             finish = None
+            for position, each in enumerate(wire.candidates):
+                index = position if each.index is None else each.index
+                seen.add(index)
+                if each.finish_reason and each.finish_reason != "FINISH_REASON_UNSPECIFIED":
+                    finished.add(index)
             if wire.candidates:
                 candidate = wire.candidates[0]
                 texts, found = _read_parts(candidate, calls)
@@ -833,6 +842,8 @@ class Gemini(HttpBackend):
                 request_id=meta.request_id,
                 raw=payload,
             )
+        if not seen or not seen <= finished:
+            raise self._cut_short(meta, "a candidate's finishReason")
 
     # -- embeddings, tokens, models ---------------------------------------------------------
 

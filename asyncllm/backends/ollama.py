@@ -670,6 +670,7 @@ class Ollama(HttpBackend):
             options,
             body=self._chat_body(messages, options, stream=True),
             allowed=CHAT_KEYS,
+            sse=False,
         )
 
     async def _decode_chat(self, response: Response, meta: Meta) -> AsyncIterator[OllamaChatChunk]:
@@ -780,6 +781,7 @@ class Ollama(HttpBackend):
             options,
             body=self._generate_body(prompt, options, stream=True),
             allowed=GENERATE_KEYS,
+            sse=False,
         )
 
     # -- embeddings ------------------------------------------------------------------------------
@@ -924,7 +926,7 @@ class Ollama(HttpBackend):
                 raise self._early_end(meta)
 
         return self._stream(
-            "pull", "POST", "/api/pull", decode, options, body=body, allowed=PULL_KEYS
+            "pull", "POST", "/api/pull", decode, options, body=body, allowed=PULL_KEYS, sse=False
         )
 
     def _parse_pull(self, payload: Any, meta: Meta) -> PullProgress:

@@ -295,6 +295,14 @@ def _generate_body(inputs: Any, params: Mapping[str, Any]) -> dict[str, Any]:
     return body
 
 
+def _final_token(payload: Any) -> bool:
+    """TGI's native stream ends with the token that carries ``generated_text`` (and ``details``
+    when asked for); a stream that stops before it was cut."""
+    return isinstance(payload, Mapping) and (
+        payload.get("generated_text") is not None or payload.get("details") is not None
+    )
+
+
 class TGI(OpenAICompatible):
     """``TGI(base_url=..., api_key=...)``: base from ``TGI_BASE_URL`` (required: TGI is
     self-hosted or an Inference Endpoint), Bearer token from ``HF_TOKEN`` or ``HF_API_TOKEN``.
@@ -375,12 +383,15 @@ class TGI(OpenAICompatible):
     ) -> Stream[TGIStreamToken]:
         """``generate`` token by token (SSE), with the same parameters but ``best_of``. Retried
         only until the first token arrives; an error event after that raises the typed error
-        for its ``error_type``."""
+        for its ``error_type``, and a stream that ends before its final token (the one with
+        ``generated_text``) raises APIConnectionError."""
         return self._stream(
             "stream_generate",
             "POST",
             "/generate_stream",
-            lambda response, meta: self._decode_sse(response, meta, self._stream_token),
+            lambda response, meta: self._decode_sse(
+                response, meta, self._stream_token, _final_token
+            ),
             options,
             body=_generate_body(inputs, options),
             allowed=STREAM_GENERATE_KEYS,

@@ -445,6 +445,7 @@ class _Gateway(_OpenAIShaped):
             body=body,
             data=data,
             allowed=allowed,
+            sse=False,  # a gateway may answer a stream with one JSON answer: one chunk
         )
 
     async def chatqna(self, question: Question, **options: Unpack[ChatQnAOptions]) -> ChatResponse:
@@ -494,14 +495,18 @@ class _Gateway(_OpenAIShaped):
         return self._answer_stream("faqgen", options, FAQGEN_KEYS, data=form)
 
     async def _decode_gateway(self, response: Response, meta: Meta) -> AsyncIterator[ChatChunk]:
-        """Gateway SSE lines, one ``data:`` line per event: bytes literals or JSON chunks.
-        A gateway that answers a stream request with one JSON answer gives one chunk."""
+        """Gateway SSE lines, one ``data:`` line per event: bytes literals or JSON chunks, up to
+        ``[DONE]`` (or the end of the body after a chunk with a ``finish_reason``; else the
+        answer was cut: APIConnectionError). A gateway that answers a stream request with one
+        JSON answer gives one chunk; a JSON error body raises its error."""
         if "application/json" in response.headers.get("Content-Type", "").lower():
             raw = await response.read(self.max_response_bytes)
             try:
                 payload = _json.loads(raw)
             except ValueError as exc:
                 raise self._bad_line(f"answer is not valid JSON: {exc}", raw, meta) from exc
+            if isinstance(payload, Mapping) and ("error" in payload or "detail" in payload):
+                raise self._not_a_stream(raw, response, meta)
             answer = self._parse(self._parse_chat, payload, meta)
             yield ChatChunk(
                 delta=answer.text,
@@ -574,6 +579,8 @@ class _Gateway(_OpenAIShaped):
         tail = decoder.decode(b"", final=True)
         if tail:
             yield ChatChunk(delta=tail, request_id=meta.request_id)
+        if not finished:
+            raise self._cut_short(meta, "data: [DONE]")
 
     def _bad_line(self, problem: str, value: bytes, meta: Meta) -> ResponseValidationError:
         return self._validation_error(
