@@ -239,7 +239,10 @@ class ContentBlockedError(APIError):
 
 
 class APIStatusError(APIError):
-    """The backend answered with a non-success status."""
+    """The backend answered with a non-success status. For a redirect (3xx), which is never
+    followed (the key must not travel to another host), ``location`` is where it pointed."""
+
+    location: str | None = None
 
 
 class BadRequestError(APIStatusError):

@@ -469,7 +469,7 @@ async def test_a_redirect_is_a_status_error_carrying_location_and_is_never_follo
                     assert got == []
                 assert type(error) is asyncllm.APIStatusError, error
                 assert error.status_code == status
-                assert error.location == target  # type: ignore[attr-defined]
+                assert error.location == target
                 assert "/login" in str(error) and "next" not in str(error)
                 assert len(server.requests) == 1  # not retried
                 assert other.requests == []  # not followed: the key stays home
@@ -486,7 +486,7 @@ async def test_a_relative_location_is_resolved_against_the_request() -> None:
         try:
             with pytest.raises(asyncllm.APIStatusError) as info:
                 await client.chat(MESSAGES)
-            assert info.value.location == server.url("/sso/login")  # type: ignore[attr-defined]
+            assert info.value.location == server.url("/sso/login")
         finally:
             await client.aclose()
 

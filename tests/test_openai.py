@@ -72,6 +72,9 @@ async def test_chat_body_validates_against_the_openapi_spec() -> None:
 
     def handler(request: Any) -> MockResponse:
         sent.append(request.json())
+        if request.stream:
+            done = [b"data: [DONE]\n\n"]
+            return MockResponse(200, chunks=done, headers={"Content-Type": "text/event-stream"})
         return ok()
 
     c = mock_client(handler)

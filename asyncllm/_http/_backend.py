@@ -382,8 +382,7 @@ class HttpBackend(Backend):
             server_request_id=self._server_request_id(response.headers),
         )
         error.should_retry = False
-        # APIStatusError declares no location attribute (yet); set it for every 3xx error.
-        setattr(error, "location", location or None)  # noqa: B010
+        error.location = location or None
         return error
 
     def _not_a_stream(self, raw: bytes, response: Response, meta: Meta) -> APIError:
