@@ -11,12 +11,14 @@ import json
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._exceptions import ConfigurationError, ResponseValidationError
 from ._http import _json
+
+M = TypeVar("M", bound=BaseModel)
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
@@ -135,6 +137,12 @@ class ModelInfo(BaseModel):
     owned_by: str | None = None
     created: int | None = None
     raw: Any = None
+
+
+def from_json(model: type[M], payload: Any, **fields: Any) -> M:
+    """``model`` read straight from a server's JSON object, which it keeps whole as ``raw``;
+    ``fields`` add what the object does not hold (say, ``request_id``)."""
+    return model.model_validate({**payload, **fields, "raw": payload})
 
 
 class Tool(BaseModel):
