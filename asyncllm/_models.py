@@ -139,7 +139,7 @@ class ModelInfo(BaseModel):
     raw: Any = None
 
 
-def from_json(model: type[M], payload: Any, **fields: Any) -> M:
+def from_json(model: type[M], payload: Any, /, **fields: Any) -> M:
     """``model`` read straight from a server's JSON object, which it keeps whole as ``raw``;
     ``fields`` add what the object does not hold (say, ``request_id``)."""
     return model.model_validate({**payload, **fields, "raw": payload})
