@@ -56,7 +56,7 @@ from .._exceptions import (
 )
 from .._http._backend import _check_base_url, _env
 from .._options import CALL_KEYS, CallOptions, EngineClientOptions, keys_of
-from .._validate import check_int
+from .._validate import check_int, given
 from ..streaming import Stream
 
 __all__ = [
@@ -1137,21 +1137,14 @@ class S3(Backend):
     def _get_params(
         self, bucket: str | None, key: str, byte_range: tuple[int, int | None] | None
     ) -> dict[str, Any]:
-        params = self._where(bucket, key)
-        header = _check_range(byte_range)
-        if header is not None:
-            params["Range"] = header
-        return params
+        return {**self._where(bucket, key), **given(Range=_check_range(byte_range))}
 
 
 def _object_params(content_type: str | None, metadata: Mapping[str, str] | None) -> dict[str, Any]:
-    extra: dict[str, Any] = {}
+    """A new object's ContentType and Metadata, checked; only those given (no empty Metadata)."""
     if content_type is not None:
-        extra["ContentType"] = check_header_value("content_type", content_type)
-    meta = _check_metadata(metadata)
-    if meta:
-        extra["Metadata"] = meta
-    return extra
+        check_header_value("content_type", content_type)
+    return given(ContentType=content_type, Metadata=_check_metadata(metadata) or None)
 
 
 _shared_loader: list[Any] = []
