@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ._exceptions import ConfigurationError, ResponseValidationError
 from ._http import _json
+from ._validate import check_str
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -86,8 +87,6 @@ class Message(BaseModel):
 
 class ChatResponse(BaseModel):
     """One chat completion. ``text`` is the first choice's text ("" when it only calls tools)."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     text: str
     message: Message
@@ -284,8 +283,7 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
         if role == "tool" and not isinstance(item.get("tool_call_id"), str):
             raise ConfigurationError(f"messages[{i}] (a tool result) needs a tool_call_id")
         for key in ("name", "tool_call_id"):
-            if item.get(key) is not None and not isinstance(item[key], str):
-                raise ConfigurationError(f"messages[{i}].{key} must be a string")
+            check_str(f"messages[{i}].{key}", item.get(key))
         calls = item.get("tool_calls")
         if calls is not None:
             if not isinstance(calls, (list, tuple)):
