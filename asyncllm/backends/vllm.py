@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 from typing_extensions import TypedDict, Unpack
 
 from .._exceptions import ConfigurationError
@@ -92,12 +92,8 @@ class ScoreResponse(BaseModel):
     raw: Any = None
 
 
-class _WireDetokenize(BaseModel):
-    prompt: str
-
-
-class _WireVersion(BaseModel):
-    version: str
+# A text field of vLLM's answer (/detokenize's "prompt", /version's "version"), checked as a str.
+_TEXT = TypeAdapter(str)
 
 
 class SamplingParams(TypedDict, total=False):
@@ -313,7 +309,7 @@ class VLLM(OpenAICompletions):
             "detokenize",
             "POST",
             self._at_root("/detokenize"),
-            lambda payload, meta: _WireDetokenize.model_validate(payload).prompt,
+            lambda payload, meta: _TEXT.validate_python(payload["prompt"]),
             options,
             body=body,
         )
@@ -329,7 +325,7 @@ class VLLM(OpenAICompletions):
             "version",
             "GET",
             self._at_root("/version"),
-            lambda payload, meta: _WireVersion.model_validate(payload).version,
+            lambda payload, meta: _TEXT.validate_python(payload["version"]),
             options,
         )
 
