@@ -11,12 +11,15 @@ import json
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._exceptions import ConfigurationError, ResponseValidationError
 from ._http import _json
+from ._validate import check_str
+
+M = TypeVar("M", bound=BaseModel)
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
@@ -85,8 +88,6 @@ class Message(BaseModel):
 class ChatResponse(BaseModel):
     """One chat completion. ``text`` is the first choice's text ("" when it only calls tools)."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
     text: str
     message: Message
     tool_calls: list[ToolCall] = Field(default_factory=list)
@@ -135,6 +136,12 @@ class ModelInfo(BaseModel):
     owned_by: str | None = None
     created: int | None = None
     raw: Any = None
+
+
+def from_json(model: type[M], payload: Any, /, **fields: Any) -> M:
+    """``model`` read straight from a server's JSON object, which it keeps whole as ``raw``;
+    ``fields`` add what the object does not hold (say, ``request_id``)."""
+    return model.model_validate({**payload, **fields, "raw": payload})
 
 
 class Tool(BaseModel):
@@ -276,8 +283,7 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
         if role == "tool" and not isinstance(item.get("tool_call_id"), str):
             raise ConfigurationError(f"messages[{i}] (a tool result) needs a tool_call_id")
         for key in ("name", "tool_call_id"):
-            if item.get(key) is not None and not isinstance(item[key], str):
-                raise ConfigurationError(f"messages[{i}].{key} must be a string")
+            check_str(f"messages[{i}].{key}", item.get(key))
         calls = item.get("tool_calls")
         if calls is not None:
             if not isinstance(calls, (list, tuple)):

@@ -90,6 +90,11 @@ def check_stop(stop: Any) -> list[str] | str | None:
     raise ConfigurationError("stop must be a string or a list of strings")
 
 
+def given(**fields: Any) -> dict[str, Any]:
+    """The fields that are not None, in the order given: a body sends only what the caller gave."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
 def path_segment(name: str, value: str) -> str:
     """``value`` as one URL path segment: %-quoted, and never '.' or '..', which a client resolves
     against the path before sending (so ``/models/../infer`` would go to ``/infer``)."""

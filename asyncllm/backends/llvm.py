@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, get_args
 
@@ -15,16 +16,9 @@ from typing_extensions import Unpack
 
 from .._engine._context import new_request_id, request_context
 from .._engine._fanout import fan_out
-from .._exceptions import (
-    APITimeoutError,
-    AsyncLLMError,
-    ClientClosedError,
-    ConfigurationError,
-    ResponseValidationError,
-)
-from .._http import _json
+from .._exceptions import APITimeoutError, AsyncLLMError, ClientClosedError, ConfigurationError
 from .._http._backend import HttpBackend, Meta
-from .._models import ModelInfo
+from .._models import ModelInfo, from_json
 from .._options import BODY_KEYS, BodyOptions, ClientOptions, HttpOptions, check_keys
 from .._validate import check_int, check_model, check_number, path_segment
 
@@ -108,17 +102,8 @@ class _WireBatch(BaseModel):
     results: list[dict[str, Any]]
 
 
-def _model_info(item: Any) -> LLVMModel:
-    info = LLVMModel.model_validate(item)
-    info.raw = item
-    return info
-
-
 def _infer_result(item: Any, meta: Meta, **fields: Any) -> InferResult:
-    """An InferResult read straight from one result object of the server (kept as ``raw``)."""
-    return InferResult.model_validate(
-        {**item, **fields, "request_id": meta.request_id, "raw": item}
-    )
+    return from_json(InferResult, item, request_id=meta.request_id, **fields)
 
 
 def _parameters(parameters: Mapping[str, Any] | None) -> tuple[dict[str, Any], str]:
@@ -224,7 +209,7 @@ class LLVM(HttpBackend):
         """The models the server has loaded."""
 
         def parse(payload: Any, meta: Meta) -> list[LLVMModel]:
-            return [_model_info(m) for m in _WireModels.model_validate(payload).models]
+            return [from_json(LLVMModel, m) for m in _WireModels.model_validate(payload).models]
 
         return await self._request("models", "GET", "/models", parse, options)
 
@@ -234,7 +219,7 @@ class LLVM(HttpBackend):
             "model_info",
             "GET",
             self._path(model_id),
-            lambda payload, meta: _model_info(payload),
+            lambda payload, meta: from_json(LLVMModel, payload),
             options,
         )
 
@@ -310,11 +295,8 @@ class LLVM(HttpBackend):
         def parse(payload: Any, meta: Meta) -> list[InferResult]:
             wire = _WireBatch.model_validate(payload)
             if len(wire.results) != count:
-                raise ResponseValidationError(
-                    f"batch_infer sent {count} inputs but got {len(wire.results)} results",
-                    backend=self.name,
-                    request_id=meta.request_id,
-                    body=_json.excerpt(payload),
+                raise ValueError(
+                    f"batch_infer sent {count} inputs but got {len(wire.results)} results"
                 )
             name = wire.model or model_id
             return [_infer_result(item, meta, model=name) for item in wire.results]
@@ -390,12 +372,10 @@ class LLVM(HttpBackend):
         if not items:
             return []
         size = self.batch_size
-
-        def chunk(start: int) -> Callable[[], Awaitable[list[InferResult]]]:
-            part = items[start : start + size]
-            return lambda: self.batch_infer(model_id, part, params, **options)
-
-        parts = await fan_out([chunk(i) for i in range(0, len(items), size)])
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        parts = await fan_out(
+            [functools.partial(self.batch_infer, model_id, c, params, **options) for c in chunks]
+        )
         return [result for part in parts for result in part]
 
     # -- micro-batching (on the owning client) ------------------------------------------------------

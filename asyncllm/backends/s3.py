@@ -56,7 +56,7 @@ from .._exceptions import (
 )
 from .._http._backend import _check_base_url, _env
 from .._options import CALL_KEYS, CallOptions, EngineClientOptions, keys_of
-from .._validate import check_int
+from .._validate import check_int, given
 from ..streaming import Stream
 
 __all__ = [
@@ -390,6 +390,18 @@ def _remove(path: str) -> None:
         os.remove(path)
 
 
+async def _blocks(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytearray]:
+    """``chunks`` gathered into blocks of at least ``size`` bytes (the last may hold fewer)."""
+    buffer = bytearray()
+    async for chunk in chunks:
+        buffer += chunk
+        if len(buffer) >= size:
+            yield buffer
+            buffer = bytearray()
+    if buffer:
+        yield buffer
+
+
 async def _report(progress: ProgressCallback | None, done: int, total: int) -> None:
     if progress is not None:
         result = progress(done, total)
@@ -623,6 +635,12 @@ class S3(Backend):
         finally:
             _request_id.reset(token)
 
+    async def _chunks(self, a: Attempt, body: Any, size: int) -> AsyncIterator[bytes]:
+        """An object's data as it arrives, at most ``size`` bytes a chunk, each wait for data
+        within the attempt's time limit."""
+        while chunk := await self._guard(a, body.read(size)):
+            yield chunk
+
     async def _send(self, call: Call, operation: str, request: Callable[[Any], Awaitable[T]]) -> T:
         """One S3 request as a dispatcher job: ``request(client)`` runs once per attempt."""
         client = await self._client()
@@ -743,10 +761,7 @@ class S3(Backend):
             response = await self._guard(a, client.get_object(**params))
             body = response["Body"]
             try:
-                while True:
-                    chunk: bytes = await self._guard(a, body.read(chunk_size))
-                    if not chunk:
-                        return
+                async for chunk in self._chunks(a, body, chunk_size):
                     yield chunk
             finally:
                 body.close()
@@ -1095,18 +1110,10 @@ class S3(Backend):
                 total = size
                 f = await asyncio.to_thread(_open_at, partial, written)
                 try:
-                    buffer = bytearray()
-                    while True:
-                        chunk = await self._guard(a, body.read(chunk_size))
-                        if chunk:
-                            buffer += chunk
-                        if buffer and (len(buffer) >= chunk_size or not chunk):
-                            await asyncio.to_thread(f.write, buffer)
-                            written += len(buffer)
-                            buffer.clear()
-                            await _report(progress, written, total)
-                        if not chunk:
-                            break
+                    async for block in _blocks(self._chunks(a, body, chunk_size), chunk_size):
+                        await asyncio.to_thread(f.write, block)
+                        written += len(block)
+                        await _report(progress, written, total)
                 finally:
                     await asyncio.shield(asyncio.to_thread(f.close))
                 return total
@@ -1130,21 +1137,14 @@ class S3(Backend):
     def _get_params(
         self, bucket: str | None, key: str, byte_range: tuple[int, int | None] | None
     ) -> dict[str, Any]:
-        params = self._where(bucket, key)
-        header = _check_range(byte_range)
-        if header is not None:
-            params["Range"] = header
-        return params
+        return {**self._where(bucket, key), **given(Range=_check_range(byte_range))}
 
 
 def _object_params(content_type: str | None, metadata: Mapping[str, str] | None) -> dict[str, Any]:
-    extra: dict[str, Any] = {}
+    """A new object's ContentType and Metadata, checked; only those given (no empty Metadata)."""
     if content_type is not None:
-        extra["ContentType"] = check_header_value("content_type", content_type)
-    meta = _check_metadata(metadata)
-    if meta:
-        extra["Metadata"] = meta
-    return extra
+        check_header_value("content_type", content_type)
+    return given(ContentType=content_type, Metadata=_check_metadata(metadata) or None)
 
 
 _shared_loader: list[Any] = []

@@ -12,7 +12,8 @@ TEI's error body is ``{"error": "...", "error_type": "Validation" | "Overloaded"
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
@@ -25,7 +26,7 @@ from .._exceptions import AsyncLLMError, ConfigurationError, ResponseValidationE
 from .._http._backend import ErrorInfo, HttpBackend, Meta
 from .._models import EmbeddingResponse
 from .._options import BodyOptions, ClientOptions, HttpOptions
-from .._validate import check_bool, check_int, check_str, check_str_list
+from .._validate import check_bool, check_int, check_name, check_str, check_str_list, given
 from .._wire.openai import EMBED_KEYS, EmbedOptions, _WireEmbeddings
 
 __all__ = [
@@ -139,11 +140,8 @@ def _list_of(count: int, payload: Any) -> list[Any]:
 
 
 def _with_prompt_name(params: dict[str, Any], prompt_name: Any) -> dict[str, Any]:
-    if prompt_name is not None:
-        if not isinstance(prompt_name, str) or not prompt_name:
-            raise ConfigurationError("prompt_name must be a non-empty string")
-        params["prompt_name"] = prompt_name
-    return params
+    check_name("prompt_name", prompt_name)
+    return {**params, **given(prompt_name=prompt_name)}
 
 
 class TEI(HttpBackend):
@@ -202,41 +200,46 @@ class TEI(HttpBackend):
         self,
         operation: str,
         items: Sequence[Any],
-        whole: dict[str, Any],
-        run_chunk: Callable[[Sequence[Any], int], Awaitable[list[T]]],
+        body: Callable[[Sequence[Any]], dict[str, Any]],
+        parse: Callable[[Any, Sequence[Any], int], list[T]],
         options: Mapping[str, Any],
     ) -> tuple[list[T], str]:
-        """Results of ``run_chunk(chunk, offset)`` for every chunk, joined in input order, and
-        the request ID the chunks shared.
+        """``POST /{operation}`` of ``body(chunk)`` for every chunk of ``items``; the results of
+        ``parse(payload, chunk, offset)`` joined in input order, and the request ID the chunks
+        shared.
 
-        ``whole`` is the body as if sent in one request: preparing it first refuses what would
-        fail only as a chunk is sent (an option, header or deadline, a body that is not JSON such
-        as an input with a lone surrogate) before ``/info`` or any chunk goes out. The first
-        failing chunk fails the call (its error names the chunk) and the others are cancelled.
+        The body of all ``items`` is prepared first, as if sent in one request: that refuses what
+        would fail only as a chunk is sent (an option, header or deadline, a body that is not
+        JSON such as an input with a lone surrogate) before ``/info`` or any chunk goes out. The
+        first failing chunk fails the call (its error names the chunk) and the others are
+        cancelled.
         """
-        self._prepare(operation, options, None, whole, None)
+        self._prepare(operation, options, None, body(items), None)
         with request_context(current_request_id() or new_request_id()) as rid:
             size = await self._batch_size(options) if len(items) > 1 else 1
             spans = [(start, items[start : start + size]) for start in range(0, len(items), size)]
 
-            def chunk(
-                number: int, start: int, part: Sequence[Any]
-            ) -> Callable[[], Awaitable[list[T]]]:
-                async def run() -> list[T]:
-                    try:
-                        return await run_chunk(part, start)
-                    except AsyncLLMError as exc:
-                        if len(spans) > 1:
-                            exc.message = (
-                                f"chunk {number + 1} of {len(spans)} "
-                                f"(inputs {start}..{start + len(part) - 1}) failed: {exc.message}"
-                            )
-                            exc.args = (exc.message,)
-                        raise
+            async def run(number: int, start: int, part: Sequence[Any]) -> list[T]:
+                try:
+                    return await self._request(
+                        operation,
+                        "POST",
+                        f"/{operation}",
+                        lambda payload, meta: parse(payload, part, start),
+                        options,
+                        body=body(part),
+                    )
+                except AsyncLLMError as exc:
+                    if len(spans) > 1:
+                        exc.message = (
+                            f"chunk {number + 1} of {len(spans)} "
+                            f"(inputs {start}..{start + len(part) - 1}) failed: {exc.message}"
+                        )
+                        exc.args = (exc.message,)
+                    raise
 
-                return run
-
-            results = await fan_out([chunk(n, s, p) for n, (s, p) in enumerate(spans)])
+            calls = [functools.partial(run, n, s, p) for n, (s, p) in enumerate(spans)]
+            results = await fan_out(calls)
         return [item for rows in results for item in rows], rid
 
     async def _rows(
@@ -248,21 +251,13 @@ class TEI(HttpBackend):
         options: Mapping[str, Any],
     ) -> tuple[list[T], str]:
         """``POST /{operation}`` of ``inputs`` in batches; one ``row(answer)`` per input, in order."""
-
-        async def run(chunk: Sequence[Any], offset: int) -> list[T]:
-            def parse(payload: Any, meta: Meta) -> list[T]:
-                return [row(r) for r in _list_of(len(chunk), payload)]
-
-            return await self._request(
-                operation,
-                "POST",
-                f"/{operation}",
-                parse,
-                options,
-                body={"inputs": list(chunk), **params},
-            )
-
-        return await self._batched(operation, inputs, {"inputs": inputs, **params}, run, options)
+        return await self._batched(
+            operation,
+            inputs,
+            lambda chunk: {"inputs": list(chunk), **params},
+            lambda payload, chunk, offset: [row(r) for r in _list_of(len(chunk), payload)],
+            options,
+        )
 
     # -- embeddings ------------------------------------------------------------------------------
 
@@ -288,8 +283,7 @@ class TEI(HttpBackend):
             prompt_name,
         )
         check_int("dimensions", dimensions, 1)
-        if dimensions is not None:
-            params["dimensions"] = dimensions
+        params.update(given(dimensions=dimensions))
         vectors, rid = await self._rows("embed", texts, params, _VECTOR.validate_python, options)
         return EmbeddingResponse(vectors=vectors, request_id=rid)
 
@@ -341,16 +335,15 @@ class TEI(HttpBackend):
         texts = check_str_list("inputs", inputs, allow_str=True)
         dimensions = options.get("dimensions")
         check_int("dimensions", dimensions, 1)
-        body: dict[str, Any] = {"input": texts, "encoding_format": "float"}
-        for key, value in (
-            ("model", options.get("model", self.model)),
-            ("user", options.get("user")),
-        ):
-            if value is not None:
-                check_str(key, value)
-                body[key] = value
-        if dimensions is not None:
-            body["dimensions"] = dimensions
+        model = options.get("model", self.model)
+        user = options.get("user")
+        check_str("model", model)
+        check_str("user", user)
+        body = {
+            "input": texts,
+            "encoding_format": "float",
+            **given(model=model, user=user, dimensions=dimensions),
+        }
         count = len(texts)
 
         def parse(payload: Any, meta: Meta) -> EmbeddingResponse:
@@ -394,26 +387,21 @@ class TEI(HttpBackend):
             "truncate": _flag("truncate", truncate),
         }
 
-        async def run(chunk: Sequence[str], offset: int) -> list[TEIRank]:
-            def parse(payload: Any, meta: Meta) -> list[TEIRank]:
-                ranks = [TEIRank.model_validate(r) for r in _list_of(len(chunk), payload)]
-                if sorted(r.index for r in ranks) != list(range(len(chunk))):
-                    raise ResponseValidationError("rerank indexes do not cover the texts sent")
-                for r in ranks:
-                    r.index += offset
-                return ranks
+        def parse(payload: Any, chunk: Sequence[str], offset: int) -> list[TEIRank]:
+            ranks = [TEIRank.model_validate(r) for r in _list_of(len(chunk), payload)]
+            if sorted(r.index for r in ranks) != list(range(len(chunk))):
+                raise ResponseValidationError("rerank indexes do not cover the texts sent")
+            for r in ranks:
+                r.index += offset
+            return ranks
 
-            return await self._request(
-                "rerank",
-                "POST",
-                "/rerank",
-                parse,
-                options,
-                body={"query": query, "texts": list(chunk), **params},
-            )
-
-        whole = {"query": query, "texts": items, **params}
-        ranks, _ = await self._batched("rerank", items, whole, run, options)
+        ranks, _ = await self._batched(
+            "rerank",
+            items,
+            lambda chunk: {"query": query, "texts": list(chunk), **params},
+            parse,
+            options,
+        )
         return sorted(ranks, key=lambda r: (-r.score, r.index))
 
     async def predict(

@@ -10,23 +10,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, cast
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 from typing_extensions import TypedDict, Unpack
 
 from .._exceptions import ConfigurationError
 from .._http import _json
 from .._http._backend import Meta, _check_base_url
-from .._models import ChatChunk, ChatResponse, Usage, normalize_messages
+from .._models import ChatChunk, ChatResponse, Usage, from_json, normalize_messages
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
 from .._validate import (
     check_bool,
     check_int,
     check_model,
+    check_name,
     check_number,
+    check_positive,
     check_str,
     check_str_list,
+    given,
 )
 from .._wire.openai import ChatOptions, ChatParams, Messages, OpenAICompletions
 from .._wire.openai import CompletionChoice as CompletionChoice  # vLLM's public names
@@ -35,8 +38,6 @@ from .._wire.openai import CompletionResponse as CompletionResponse
 from ..streaming import Stream
 
 VLLM_BASE_URL = "http://localhost:8000/v1"
-
-R = TypeVar("R", bound=BaseModel)
 
 
 class TokenizeResponse(BaseModel):
@@ -91,12 +92,8 @@ class ScoreResponse(BaseModel):
     raw: Any = None
 
 
-class _WireDetokenize(BaseModel):
-    prompt: str
-
-
-class _WireVersion(BaseModel):
-    version: str
+# A text field of vLLM's answer (/detokenize's "prompt", /version's "version"), checked as a str.
+_TEXT = TypeAdapter(str)
 
 
 class SamplingParams(TypedDict, total=False):
@@ -142,46 +139,53 @@ def _one_or_many(name: str, value: Any) -> str | list[str]:
     return value if isinstance(value, str) else check_str_list(name, value, allow_str=True)
 
 
+def _named_model(model: str | None) -> str | None:
+    """The model a call names, checked; None sends none (vLLM's own routes then use the
+    served model, not the client's)."""
+    return None if model is None else check_model(model)
+
+
+def _guided_json(value: Any) -> Any:
+    """A JSON schema as it is sent: a pydantic model class's schema, a dict, or JSON text."""
+    if value is None:
+        return None
+    if isinstance(value, type) and issubclass(value, BaseModel):
+        return value.model_json_schema()
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, str):
+        try:
+            _json.loads(value)
+        except (TypeError, ValueError) as exc:  # TypeError: a lone surrogate (pydantic-core)
+            raise ConfigurationError("guided_json string must be a JSON schema") from exc
+        return value
+    raise ConfigurationError(
+        "guided_json must be a JSON schema (dict or str) or a pydantic model class"
+    )
+
+
 def _sampling_extras(params: Mapping[str, Any]) -> dict[str, Any]:
     """vLLM's sampling fields in ``params``, checked, as top-level body fields (only those given)."""
-    guided_json = params.get("guided_json")
-    guided_regex = params.get("guided_regex")
-    guided_choice = params.get("guided_choice")
-    guided = [g for g in (guided_json, guided_regex, guided_choice) if g is not None]
-    if len(guided) > 1:
+    get = params.get
+    guided = [get(name) for name in ("guided_json", "guided_regex", "guided_choice")]
+    if sum(g is not None for g in guided) > 1:
         raise ConfigurationError("give at most one of guided_json, guided_regex, guided_choice")
-    extras: dict[str, Any] = {}
-    if guided_json is not None:
-        if isinstance(guided_json, type) and issubclass(guided_json, BaseModel):
-            extras["guided_json"] = guided_json.model_json_schema()
-        elif isinstance(guided_json, Mapping):
-            extras["guided_json"] = dict(guided_json)
-        elif isinstance(guided_json, str):
-            try:
-                _json.loads(guided_json)
-            except (TypeError, ValueError) as exc:  # TypeError: a lone surrogate (pydantic-core)
-                raise ConfigurationError("guided_json string must be a JSON schema") from exc
-            extras["guided_json"] = guided_json
-        else:
-            raise ConfigurationError(
-                "guided_json must be a JSON schema (dict or str) or a pydantic model class"
-            )
-    if guided_regex is not None:
-        if not isinstance(guided_regex, str) or not guided_regex:
-            raise ConfigurationError("guided_regex must be a non-empty string")
-        extras["guided_regex"] = guided_regex
+    guided_json = _guided_json(get("guided_json"))
+    check_name("guided_regex", get("guided_regex"))
+    guided_choice = get("guided_choice")
     if guided_choice is not None:
-        extras["guided_choice"] = check_str_list("guided_choice", guided_choice)
-    check_int("top_k", params.get("top_k"), -1)
-    check_number("min_p", params.get("min_p"), 0, 1)
-    repetition_penalty = params.get("repetition_penalty")
-    check_number("repetition_penalty", repetition_penalty, 0)
-    if repetition_penalty is not None and repetition_penalty <= 0:
-        raise ConfigurationError("repetition_penalty must be > 0")
-    for name in ("top_k", "min_p", "repetition_penalty"):
-        if (value := params.get(name)) is not None:
-            extras[name] = value
-    return extras
+        guided_choice = check_str_list("guided_choice", guided_choice)
+    check_int("top_k", get("top_k"), -1)
+    check_number("min_p", get("min_p"), 0, 1)
+    check_positive("repetition_penalty", get("repetition_penalty"))
+    return given(
+        guided_json=guided_json,
+        guided_regex=get("guided_regex"),
+        guided_choice=guided_choice,
+        top_k=get("top_k"),
+        min_p=get("min_p"),
+        repetition_penalty=get("repetition_penalty"),
+    )
 
 
 class VLLM(OpenAICompletions):
@@ -213,13 +217,6 @@ class VLLM(OpenAICompletions):
 
     def _at_root(self, path: str) -> str:
         return self.root_url + path
-
-    @staticmethod
-    def _result(model: type[R], payload: Any, meta: Meta, **fields: Any) -> R:
-        """``model`` read straight from the server's JSON object, which it keeps as ``raw``."""
-        return model.model_validate(
-            {**payload, **fields, "request_id": meta.request_id, "raw": payload}
-        )
 
     # -- OpenAI routes with vLLM's sampling extras --------------------------------------------
 
@@ -280,20 +277,16 @@ class VLLM(OpenAICompletions):
         check_bool("add_special_tokens", add_special_tokens)
         check_bool("add_generation_prompt", add_generation_prompt)
         check_bool("return_token_strs", return_token_strs)
-        body: dict[str, Any] = {}
-        if model is not None:
-            body["model"] = check_model(model)
-        if prompt is not None:
-            check_str("prompt", prompt)
-            body["prompt"] = prompt
-        else:
-            body["messages"] = normalize_messages(messages)
-            if add_generation_prompt is not None:
-                body["add_generation_prompt"] = add_generation_prompt
-        if add_special_tokens is not None:
-            body["add_special_tokens"] = add_special_tokens
-        if return_token_strs is not None:
-            body["return_token_strs"] = return_token_strs
+        model = _named_model(model)
+        check_str("prompt", prompt)
+        body = given(
+            model=model,
+            prompt=prompt,
+            messages=None if messages is None else normalize_messages(messages),
+            add_generation_prompt=None if messages is None else add_generation_prompt,
+            add_special_tokens=add_special_tokens,
+            return_token_strs=return_token_strs,
+        )
         return await self._request(
             "tokenize",
             "POST",
@@ -311,14 +304,12 @@ class VLLM(OpenAICompletions):
             raise ConfigurationError("tokens must be a list of ints")
         if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in tokens):
             raise ConfigurationError("tokens must be a list of non-negative ints")
-        body: dict[str, Any] = {"tokens": list(tokens)}
-        if model is not None:
-            body["model"] = check_model(model)
+        body = given(tokens=list(tokens), model=_named_model(model))
         return await self._request(
             "detokenize",
             "POST",
             self._at_root("/detokenize"),
-            lambda payload, meta: _WireDetokenize.model_validate(payload).prompt,
+            lambda payload, meta: _TEXT.validate_python(payload["prompt"]),
             options,
             body=body,
         )
@@ -334,7 +325,7 @@ class VLLM(OpenAICompletions):
             "version",
             "GET",
             self._at_root("/version"),
-            lambda payload, meta: _WireVersion.model_validate(payload).version,
+            lambda payload, meta: _TEXT.validate_python(payload["version"]),
             options,
         )
 
@@ -353,15 +344,11 @@ class VLLM(OpenAICompletions):
             raise ConfigurationError("query must be a string")
         docs = check_str_list("documents", documents)
         check_int("top_n", top_n, 1)
-        body: dict[str, Any] = {"query": query, "documents": docs}
-        if model is not None:
-            body["model"] = check_model(model)
-        if top_n is not None:
-            body["top_n"] = top_n
+        body = given(query=query, documents=docs, model=_named_model(model), top_n=top_n)
         count = len(docs)
 
         def parse(payload: Any, meta: Meta) -> RerankResponse:
-            response = self._result(RerankResponse, payload, meta)
+            response = from_json(RerankResponse, payload, request_id=meta.request_id)
             if any(not 0 <= r.index < count for r in response.results):
                 raise ValueError(f"rerank result index outside 0..{count - 1}")
             response.results.sort(key=lambda r: -r.relevance_score)
@@ -387,13 +374,11 @@ class VLLM(OpenAICompletions):
         pairs = len(second) if isinstance(second, list) else 1
         if n1 > 1 and n1 != pairs:
             raise ConfigurationError("a text_1 list longer than 1 needs a text_2 of equal length")
-        body: dict[str, Any] = {"text_1": first, "text_2": second}
-        if model is not None:
-            body["model"] = check_model(model)
+        body = given(text_1=first, text_2=second, model=_named_model(model))
 
         def parse(payload: Any, meta: Meta) -> ScoreResponse:
             # ``scores`` is not on the wire: it is read from ``data`` once that is sorted.
-            response = self._result(ScoreResponse, payload, meta, scores=[])
+            response = from_json(ScoreResponse, payload, request_id=meta.request_id, scores=[])
             data = response.data
             data.sort(key=lambda d: d.index)
             if [d.index for d in data] != list(range(pairs)):
