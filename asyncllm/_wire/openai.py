@@ -16,6 +16,7 @@ from .._models import (
     ChatResponse,
     EmbeddingResponse,
     Message,
+    Messages,
     ModelInfo,
     ToolCall,
     ToolCallDelta,
@@ -28,7 +29,6 @@ from .._validate import check_bool, check_int, check_number, check_stop, check_s
 from ..streaming import Stream
 
 T = TypeVar("T")
-Messages = Sequence[Mapping[str, Any] | BaseModel]
 
 
 class ChatParams(TypedDict, total=False):
@@ -280,6 +280,26 @@ def tool_choice_body(value: Any) -> Any:
     )
 
 
+def embeddings_parser(count: int) -> Callable[[Any, Meta], EmbeddingResponse]:
+    """The parser of an OpenAI embeddings answer to ``count`` inputs: vectors in input order, or
+    an error when the indexes are not exactly 0..count-1."""
+
+    def parse(payload: Any, meta: Meta) -> EmbeddingResponse:
+        wire = _WireEmbeddings.model_validate(payload)
+        ordered = sorted(wire.data, key=lambda d: d.index)
+        if [d.index for d in ordered] != list(range(count)):
+            raise ValueError(f"expected {count} embeddings indexed 0..{count - 1}")
+        return EmbeddingResponse(
+            vectors=[d.embedding for d in ordered],
+            usage=wire.usage,
+            model=wire.model,
+            request_id=meta.request_id,
+            raw=payload,
+        )
+
+    return parse
+
+
 class OpenAICompatible(HttpBackend):
     """A client for any server that speaks OpenAI's chat, embeddings and models routes."""
 
@@ -440,23 +460,14 @@ class OpenAICompatible(HttpBackend):
         if (user := options.get("user")) is not None:
             check_str("user", user)
             body["user"] = user
-        count = len(texts)
-
-        def parse(payload: Any, meta: Meta) -> EmbeddingResponse:
-            wire = _WireEmbeddings.model_validate(payload)
-            ordered = sorted(wire.data, key=lambda d: d.index)
-            if [d.index for d in ordered] != list(range(count)):
-                raise ValueError(f"expected {count} embeddings indexed 0..{count - 1}")
-            return EmbeddingResponse(
-                vectors=[d.embedding for d in ordered],
-                usage=wire.usage,
-                model=wire.model,
-                request_id=meta.request_id,
-                raw=payload,
-            )
-
         return await self._request(
-            "embed", "POST", self.embeddings_path, parse, options, body=body, allowed=EMBED_KEYS
+            "embed",
+            "POST",
+            self.embeddings_path,
+            embeddings_parser(len(texts)),
+            options,
+            body=body,
+            allowed=EMBED_KEYS,
         )
 
     async def models(self, **options: Unpack[HttpOptions]) -> list[ModelInfo]:

@@ -27,7 +27,7 @@ from .._http._backend import ErrorInfo, HttpBackend, Meta
 from .._models import EmbeddingResponse
 from .._options import BodyOptions, ClientOptions, HttpOptions
 from .._validate import check_bool, check_int, check_name, check_str, check_str_list, given
-from .._wire.openai import EMBED_KEYS, EmbedOptions, _WireEmbeddings
+from .._wire.openai import EMBED_KEYS, EmbedOptions, embeddings_parser
 
 __all__ = [
     "TEI",
@@ -344,23 +344,14 @@ class TEI(HttpBackend):
             "encoding_format": "float",
             **given(model=model, user=user, dimensions=dimensions),
         }
-        count = len(texts)
-
-        def parse(payload: Any, meta: Meta) -> EmbeddingResponse:
-            wire = _WireEmbeddings.model_validate(payload)
-            ordered = sorted(wire.data, key=lambda d: d.index)
-            if [d.index for d in ordered] != list(range(count)):
-                raise ResponseValidationError(f"expected {count} embeddings indexed 0..{count - 1}")
-            return EmbeddingResponse(
-                vectors=[d.embedding for d in ordered],
-                usage=wire.usage,
-                model=wire.model,
-                request_id=meta.request_id,
-                raw=payload,
-            )
-
         return await self._request(
-            "openai_embed", "POST", "/v1/embeddings", parse, options, body=body, allowed=EMBED_KEYS
+            "openai_embed",
+            "POST",
+            "/v1/embeddings",
+            embeddings_parser(len(texts)),
+            options,
+            body=body,
+            allowed=EMBED_KEYS,
         )
 
     # -- rerank and classify ---------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing_extensions import TypedDict, Unpack
 from .._exceptions import ConfigurationError
 from .._http import _json
 from .._http._backend import Meta, _check_base_url
-from .._models import ChatChunk, ChatResponse, Usage, from_json, normalize_messages
+from .._models import ChatChunk, ChatResponse, Messages, Usage, from_json, normalize_messages
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
 from .._validate import (
     check_bool,
@@ -31,7 +31,7 @@ from .._validate import (
     check_str_list,
     given,
 )
-from .._wire.openai import ChatOptions, ChatParams, Messages, OpenAICompletions
+from .._wire.openai import ChatOptions, ChatParams, OpenAICompletions
 from .._wire.openai import CompletionChoice as CompletionChoice  # vLLM's public names
 from .._wire.openai import CompletionParams as OpenAICompletionParams
 from .._wire.openai import CompletionResponse as CompletionResponse

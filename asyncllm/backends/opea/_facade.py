@@ -15,7 +15,7 @@ from typing_extensions import Self, Unpack
 from ..._engine._backend import Backend
 from ..._exceptions import ConfigurationError
 from ..._http._transport import AiohttpTransport, Transport
-from ..._models import ChatChunk, ChatResponse, EmbeddingResponse
+from ..._models import ChatChunk, ChatResponse, EmbeddingResponse, Messages
 from ..._options import (
     CLIENT_KEYS,
     TRANSPORT_KEYS,
@@ -24,7 +24,7 @@ from ..._options import (
     HttpOptions,
     check_keys,
 )
-from ..._wire.openai import ChatOptions, EmbedOptions, Messages
+from ..._wire.openai import ChatOptions, EmbedOptions
 from ...streaming import Stream
 from ._forms import FileSpec
 from ._services import (
