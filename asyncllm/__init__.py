@@ -71,23 +71,6 @@ if TYPE_CHECKING:
     from .backends.tgi import TGI
     from .backends.vllm import VLLM
 
-# Public client name -> module under asyncllm.backends that defines it.
-_BACKENDS: dict[str, str] = {
-    "Anthropic": "claude",
-    "Claude": "claude",
-    "Gemini": "gemini",
-    "Groq": "groq",
-    "LLVM": "llvm",
-    "OPEA": "opea",
-    "OVMS": "ovms",
-    "Ollama": "ollama",
-    "OpenAI": "openai",
-    "S3": "s3",
-    "TEI": "tei",
-    "TGI": "tgi",
-    "VLLM": "vllm",
-}
-
 __all__ = [
     "LLVM",
     "OPEA",
@@ -162,9 +145,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _BACKENDS.get(name)
-    if module is None:
+    """Load a backend client on first use: the public names not imported above are the clients
+    (those under TYPE_CHECKING), each defined in ``asyncllm.backends.<its name, lowercased>``,
+    but for Anthropic, Claude's other name."""
+    if name not in __all__:
         raise AttributeError(f"module 'asyncllm' has no attribute {name!r}")
+    module = "claude" if name == "Anthropic" else name.lower()
     value = getattr(importlib.import_module(f"asyncllm.backends.{module}"), name)
     globals()[name] = value
     return value

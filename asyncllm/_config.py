@@ -10,11 +10,6 @@ from . import _constants as c
 from ._exceptions import ConfigurationError
 
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigurationError(message)
-
-
 def finite_number(value: Any) -> bool:
     """A real number a float can hold (an int beyond float range is not one: it overflows)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -23,6 +18,14 @@ def finite_number(value: Any) -> bool:
         return math.isfinite(value)
     except OverflowError:
         return False
+
+
+def _at_least(name: str, value: Any, low: int, *, integer: bool = False) -> None:
+    """Refuse ``value`` unless it is a finite number (with ``integer``, an int) >= ``low``."""
+    valid = isinstance(value, int) if integer else finite_number(value)
+    if not (valid and value >= low):
+        kind = "an int " if integer else ""
+        raise ConfigurationError(f"{name} must be {kind}>= {low}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,23 +40,11 @@ class RetryConfig:
     jitter: bool = True
 
     def __post_init__(self) -> None:
-        _check(
-            isinstance(self.max_retries, int) and self.max_retries >= 0,
-            "max_retries must be an int >= 0",
-        )
-        _check(
-            finite_number(self.initial_delay) and self.initial_delay >= 0,
-            "initial_delay must be >= 0",
-        )
-        _check(
-            finite_number(self.backoff_factor) and self.backoff_factor >= 1,
-            "backoff_factor must be >= 1",
-        )
-        _check(finite_number(self.max_delay) and self.max_delay >= 0, "max_delay must be >= 0")
-        _check(
-            finite_number(self.max_retry_after) and self.max_retry_after >= 0,
-            "max_retry_after must be >= 0",
-        )
+        _at_least("max_retries", self.max_retries, 0, integer=True)
+        _at_least("initial_delay", self.initial_delay, 0)
+        _at_least("backoff_factor", self.backoff_factor, 1)
+        _at_least("max_delay", self.max_delay, 0)
+        _at_least("max_retry_after", self.max_retry_after, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,18 +58,9 @@ class BreakerConfig:
     half_open_max_calls: int = c.DEFAULT_HALF_OPEN_MAX_CALLS
 
     def __post_init__(self) -> None:
-        _check(
-            isinstance(self.failure_threshold, int) and self.failure_threshold >= 1,
-            "failure_threshold must be an int >= 1",
-        )
-        _check(
-            finite_number(self.reset_timeout) and self.reset_timeout >= 0,
-            "reset_timeout must be >= 0",
-        )
-        _check(
-            isinstance(self.half_open_max_calls, int) and self.half_open_max_calls >= 1,
-            "half_open_max_calls must be an int >= 1",
-        )
+        _at_least("failure_threshold", self.failure_threshold, 1, integer=True)
+        _at_least("reset_timeout", self.reset_timeout, 0)
+        _at_least("half_open_max_calls", self.half_open_max_calls, 1, integer=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,18 +76,13 @@ class LimitsConfig:
     queue_timeout: float | None = None
 
     def __post_init__(self) -> None:
-        _check(
-            isinstance(self.max_concurrent_requests, int) and self.max_concurrent_requests >= 1,
-            "max_concurrent_requests must be an int >= 1",
-        )
-        _check(isinstance(self.queue_size, int) and self.queue_size >= 1, "queue_size must be >= 1")
-        _check(
-            self.queue_timeout is None
-            or (finite_number(self.queue_timeout) and self.queue_timeout >= 0),
-            "queue_timeout must be None or >= 0",
-        )
+        _at_least("max_concurrent_requests", self.max_concurrent_requests, 1, integer=True)
+        _at_least("queue_size", self.queue_size, 1, integer=True)
+        if self.queue_timeout is not None:
+            _at_least("queue_timeout", self.queue_timeout, 0)
 
 
 def check_timeout(name: str, value: float | None) -> float | None:
-    _check(value is None or (finite_number(value) and value > 0), f"{name} must be None or > 0")
+    if value is not None and not (finite_number(value) and value > 0):
+        raise ConfigurationError(f"{name} must be None or > 0")
     return value

@@ -90,12 +90,16 @@ class AsyncLLMError(Exception):
         self.request_id = request_id
 
     def __str__(self) -> str:
-        parts = [self.message]
+        return " | ".join([self.message, *self._details()])
+
+    def _details(self) -> list[str]:
+        """What ``str()`` shows after the message."""
+        parts = []
         if self.backend:
             parts.append(f"backend={self.backend}")
         if self.request_id:
             parts.append(f"request_id={self.request_id}")
-        return " | ".join(parts)
+        return parts
 
 
 class ConfigurationError(AsyncLLMError, ValueError):
@@ -122,14 +126,13 @@ class CircuitOpenError(AsyncLLMError):
         self,
         message: str,
         *,
-        backend: str | None = None,
-        request_id: str | None = None,
         retry_in: float = 0.0,
         retry_at: float = 0.0,
         host: str | None = None,
         last_error: APIError | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(message, backend=backend, request_id=request_id)
+        super().__init__(message, **kwargs)
         self.retry_in = retry_in
         self.retry_at = retry_at
         self.host = host
@@ -175,21 +178,18 @@ class APIError(AsyncLLMError):
     def status(self) -> int | None:
         return self.status_code
 
-    def __str__(self) -> str:
-        parts = [self.message]
+    def _details(self) -> list[str]:
+        parts = []
         if self.status_code is not None:
             parts.append(f"status={self.status_code}")
         if self.url is not None:
             parts.append(f"{self.method} {self.url}" if self.method else self.url)
-        if self.backend:
-            parts.append(f"backend={self.backend}")
-        if self.request_id:
-            parts.append(f"request_id={self.request_id}")
+        parts += super()._details()
         if self.attempts > 1:
             parts.append(f"attempts={self.attempts}")
         if self.body:
             parts.append(f"body={self.body!r}")
-        return " | ".join(parts)
+        return parts
 
 
 class APIConnectionError(APIError):

@@ -694,3 +694,34 @@ async def test_aging_lets_a_long_waiting_low_call_go_first(
 def test_dispatcher_limits_are_checked(kwargs: dict[str, Any]) -> None:
     with pytest.raises(asyncllm.ConfigurationError):
         asyncllm.Dispatcher(**kwargs)
+
+
+async def test_abandoned_queued_calls_are_dropped_from_the_lane() -> None:
+    # A cancelled queued call leaves its lane's count at once; the heap is compacted once most
+    # of it is abandoned, and the calls still queued run in order.
+    d = asyncllm.Dispatcher()
+    lane = d.lane("x", limits=asyncllm.LimitsConfig(max_concurrent_requests=1, queue_size=200))
+    release = asyncio.Event()
+    ran: list[int] = []
+
+    async def attempt(n: int) -> int:
+        await release.wait()
+        ran.append(n)
+        return n
+
+    tasks = [
+        asyncio.create_task(d.run(lane, "op", lambda a, n=n: attempt(n), max_retries=0))
+        for n in range(100)
+    ]
+    await settle()
+    assert lane.queued == 99
+    for task in tasks[1:91]:
+        task.cancel()
+    await settle()
+    assert lane.queued == 9
+    lane.fill()
+    assert len(lane._heap) == 9
+    release.set()
+    await asyncio.gather(tasks[0], *tasks[91:])
+    assert ran == [0, *range(91, 100)]
+    await d.aclose()

@@ -80,9 +80,9 @@ class CircuitBreaker:
 
     def allows(self) -> bool:
         """Whether a call may start now (without taking a probe place)."""
+        if self._state is BreakerState.CLOSED:
+            return True  # the common case, read without the state property
         state = self.state
-        if state is BreakerState.CLOSED:
-            return True
         if state is BreakerState.OPEN:
             return False
         return self._probes < self._config.half_open_max_calls

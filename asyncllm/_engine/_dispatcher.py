@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .._config import BreakerConfig, LimitsConfig, RetryConfig, finite_number
+from .._config import BreakerConfig, LimitsConfig, RetryConfig
 from .._constants import DEFAULT_CLOSE_TIMEOUT, LATENCY_WINDOW
 from .._exceptions import (
     APIError,
@@ -55,6 +55,7 @@ from .._exceptions import (
     ConfigurationError,
     QueueFullError,
 )
+from .._validate import check_int, check_positive
 from ..streaming import Stream
 from ._backoff import BackoffSchedule, breaker_verdict, is_retryable
 from ._breaker import BreakerState, CircuitBreaker
@@ -84,20 +85,17 @@ class Attempt:
 
 
 class _Job:
-    __slots__ = ("cancelled", "future", "key", "lane", "request_id")
+    """A queued call: its future gets the probe flag when a slot is its; an abandoned job's
+    future is cancelled, and it leaves the heap when it surfaces."""
+
+    __slots__ = ("future", "key", "request_id")
 
     def __init__(
-        self,
-        lane: Lane,
-        key: tuple[float, int],
-        future: asyncio.Future[bool],
-        request_id: str,
+        self, key: tuple[float, int], future: asyncio.Future[bool], request_id: str
     ) -> None:
-        self.lane = lane
         self.request_id = request_id
         self.key = key
         self.future = future
-        self.cancelled = False
 
     def __lt__(self, other: _Job) -> bool:
         return self.key < other.key
@@ -150,8 +148,8 @@ class Lane:
         self.in_flight = 0
         self.queued = 0
         self.closed = False
+        # Waiting jobs, and abandoned ones not yet dropped (len(_heap) - queued of them).
         self._heap: list[_Job] = []
-        self._stale = 0
         # The key of this lane's latest entry in the dispatcher's queue; an entry with another
         # key is stale (see the module docstring).
         self._entry_key: tuple[float, int] | None = None
@@ -165,45 +163,32 @@ class Lane:
 
     # -- slots -------------------------------------------------------------------------------
 
-    def _grant_fast(self) -> bool | None:
-        """Take a slot at once if nothing is waiting; returns the probe flag, or None if not."""
-        if self.queued or self.in_flight >= self.limits.max_concurrent_requests:
-            return None
-        dispatcher = self.dispatcher
-        limit = dispatcher.max_in_flight
-        if limit is not None and dispatcher.in_flight >= limit:
-            return None
-        breaker = self.breaker
-        if breaker._state is BreakerState.CLOSED:
-            # The common case, read without the state property: closed allows, and is no probe.
-            self.in_flight += 1
-            dispatcher.in_flight += 1
-            return False
-        if not breaker.allows():
-            return None
+    def _take_slot(self) -> bool:
+        """Take a lane slot and a global one; returns the probe flag."""
         self.in_flight += 1
-        dispatcher.in_flight += 1
-        return breaker.acquire()
+        self.dispatcher.in_flight += 1
+        # The common case, read without the state property: closed allows, and is no probe.
+        return self.breaker._state is not BreakerState.CLOSED and self.breaker.acquire()
+
+    def _global_slot_free(self) -> bool:
+        limit = self.dispatcher.max_in_flight
+        return limit is None or self.dispatcher.in_flight < limit
 
     def _best(self) -> _Job | None:
-        """The best waiting job, dropping cancelled ones from the top of the heap."""
+        """The best waiting job, dropping abandoned ones from the top of the heap."""
         heap = self._heap
         while heap:
             job = heap[0]
-            if not (job.cancelled or job.future.done()):
+            if not job.future.done():
                 return job
-            # A done future here was cancelled with its task (Task.cancel); that task's
-            # abandon() does the bookkeeping when it sees the CancelledError.
+            # Abandoned, or cancelled with its task (Task.cancel): that task's abandon() does the
+            # bookkeeping when it sees the CancelledError.
             heapq.heappop(heap)
-            if job.cancelled:
-                self._stale -= 1
         return None
 
     def fill(self) -> None:
         """Start waiting jobs while this lane's slots and the global ones allow, best first; a
         lane that waits only for a global slot gets its entry in the dispatcher's queue."""
-        dispatcher = self.dispatcher
-        limit = dispatcher.max_in_flight
         while self.in_flight < self.limits.max_concurrent_requests:
             job = self._best()
             if job is None:
@@ -215,19 +200,16 @@ class Lane:
                 continue
             if not self.breaker.allows():
                 break  # half-open and its probes are out: wait for their verdict
-            if limit is not None and dispatcher.in_flight >= limit:
-                dispatcher._want(self, job)
+            if not self._global_slot_free():
+                self.dispatcher._want(self, job)
                 break
             heapq.heappop(self._heap)
             self._leave_queue()
-            self.in_flight += 1
-            dispatcher.in_flight += 1
-            job.future.set_result(self.breaker.acquire())
-        heap = self._heap
-        if self._stale > 32 and self._stale * 2 > len(heap):
-            self._heap = [j for j in heap if not j.cancelled]
+            job.future.set_result(self._take_slot())
+        stale = len(self._heap) - self.queued
+        if stale > 32 and stale * 2 > len(self._heap):
+            self._heap = [job for job in self._heap if not job.future.done()]
             heapq.heapify(self._heap)
-            self._stale = 0
 
     def release(self, probe: bool, outcome: bool | None, error: APIError | None = None) -> None:
         """Give a slot back. ``outcome``, the breaker's verdict: True success, False failure
@@ -235,13 +217,7 @@ class Lane:
         self.in_flight -= 1
         dispatcher = self.dispatcher
         dispatcher.in_flight -= 1
-        if outcome is True:
-            self.breaker.record_success(probe)
-        elif outcome is False:
-            if self.breaker.record_failure(probe, error) and error is not None:
-                self.note_open(error)
-        elif probe:
-            self.breaker.release_probe()
+        self.judge(outcome, error, probe)
         if dispatcher.max_in_flight is None:
             self.fill()
         else:
@@ -255,13 +231,18 @@ class Lane:
         if self.in_flight == 0 and self._idle is not None:
             self._idle.set()
 
-    def judge(self, outcome: bool | None, error: APIError) -> None:
-        """The breaker's one verdict on a call that gave up, its slot already given back."""
+    def judge(self, outcome: bool | None, error: APIError | None, probe: bool = False) -> bool:
+        """Give the breaker a verdict (see ``release``); True if it opened the breaker."""
         if outcome is True:
-            self.breaker.record_success()
-        elif outcome is False and self.breaker.record_failure(False, error):
-            self.note_open(error)
-            self.fill()  # the calls queued behind it fail at once
+            self.breaker.record_success(probe)
+        elif outcome is False:
+            if self.breaker.record_failure(probe, error):
+                if error is not None:
+                    self.note_open(error)
+                return True
+        elif probe:
+            self.breaker.release_probe()
+        return False
 
     def _where(self) -> str:
         return self.name if self.host is None else f"{self.name} ({self.host})"
@@ -321,17 +302,16 @@ class Lane:
 
     def _leave_queue(self) -> None:
         self.queued -= 1
+        self._wake_room_waiter()
+
+    def _wake_room_waiter(self) -> None:
+        """If the queue has room, wake the first caller still waiting for it."""
         waiters = self._room_waiters
         while waiters and self.queued < self.limits.queue_size:
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                break
-
-    def _cancel_job(self, job: _Job) -> None:
-        job.cancelled = True
-        self._stale += 1
-        self._leave_queue()
+                return
 
     async def _wait_for_room(self, request_id: str, deadline_at: float | None) -> None:
         timeout = self.limits.queue_timeout
@@ -349,10 +329,7 @@ class Lane:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._room_waiters.append(waiter)
             try:
-                if timeout is None:
-                    await waiter
-                else:
-                    await asyncio.wait_for(waiter, timeout)
+                await asyncio.wait_for(waiter, timeout)
             except asyncio.TimeoutError:
                 self.rejected += 1
                 raise QueueFullError(
@@ -363,19 +340,13 @@ class Lane:
             except asyncio.CancelledError:
                 # Pass the wake-up on if we were woken and cancelled at once.
                 if waiter.done() and not waiter.cancelled():
-                    self._leave_queue_wake_next()
+                    self._wake_room_waiter()
                 raise
             finally:
                 if not waiter.done():
                     waiter.cancel()
             if self.closed:
                 raise ClientClosedError("client closed", backend=self.name, request_id=request_id)
-
-    def _leave_queue_wake_next(self) -> None:
-        for waiter in self._room_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-                return
 
     def acquire_nowait(self, request_id: str) -> bool | None:
         """A slot at once if one is free and nothing waits (the probe flag), else None.
@@ -388,7 +359,14 @@ class Lane:
         breaker = self.breaker
         if breaker._state is not BreakerState.CLOSED and breaker.state is BreakerState.OPEN:
             raise self.circuit_error(request_id)
-        return self._grant_fast()
+        if (
+            self.queued
+            or self.in_flight >= self.limits.max_concurrent_requests
+            or not self._global_slot_free()
+            or not breaker.allows()
+        ):
+            return None
+        return self._take_slot()
 
     # The three steps of waiting for a slot, taken inline by the attempt loop: a queued call then
     # holds one coroutine frame, not two.
@@ -399,7 +377,7 @@ class Lane:
         seq = next(dispatcher._seq)
         aging = dispatcher.aging
         key = (priority, seq) if aging is None else (dispatcher.clock() + priority * aging, seq)
-        job = _Job(self, key, asyncio.get_running_loop().create_future(), request_id)
+        job = _Job(key, asyncio.get_running_loop().create_future(), request_id)
         self.queued += 1
         heapq.heappush(self._heap, job)
         self.fill()
@@ -415,11 +393,12 @@ class Lane:
         """Tidy up after a queued call stopped waiting with ``exc``; returns the error to raise
         instead of it (a deadline passed while queued), or None to re-raise it."""
         future = job.future
-        if future.done() and not future.cancelled() and future.exception() is None:
+        if not future.done() or future.cancelled():
+            future.cancel()
+            self._leave_queue()
+        elif future.exception() is None:
             # Granted, but we were cancelled before we could use it.
             self.release(future.result(), None)
-        elif not (future.done() and not future.cancelled()):
-            self._cancel_job(job)
         if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, AsyncLLMError):
             return APITimeoutError(
                 "deadline passed while queued", backend=self.name, request_id=job.request_id
@@ -442,7 +421,7 @@ class Lane:
         self.closed = True
         self.closing_event().set()
         for job in self._heap:
-            if not job.cancelled and not job.future.done():
+            if not job.future.done():
                 self.queued -= 1
                 job.future.set_exception(
                     ClientClosedError(
@@ -512,14 +491,8 @@ class Dispatcher:
         max_in_flight: int | None = None,
         aging: float | None = None,
     ) -> None:
-        if max_in_flight is not None and (
-            isinstance(max_in_flight, bool)
-            or not isinstance(max_in_flight, int)
-            or max_in_flight < 1
-        ):
-            raise ConfigurationError("max_in_flight must be an int >= 1, or None for no limit")
-        if aging is not None and not (finite_number(aging) and aging > 0):
-            raise ConfigurationError("aging must be a number of seconds > 0, or None")
+        check_int("max_in_flight", max_in_flight, 1)
+        check_positive("aging", aging)
         self.max_in_flight = max_in_flight
         self.aging = aging
         # Attempts in flight across every lane (each holds a slot of its lane, too).
@@ -620,7 +593,7 @@ class Dispatcher:
         error: APIError,
         schedule: BackoffSchedule,
         deadline_at: float | None,
-        max_retries: int | None = None,
+        max_retries: int | None,
     ) -> float:
         """The wait before the next attempt, or raise ``error`` if we must not retry."""
         retry = lane.retry
@@ -733,8 +706,8 @@ class Dispatcher:
                     assert ended is not None
                     if isinstance(ended, CircuitOpenError):
                         raise lane.refuse_retry(error)
-                    if not counted:
-                        lane.judge(verdict, error)
+                    if not counted and lane.judge(verdict, error):
+                        lane.fill()  # the calls queued behind it fail at once
                     raise ended from error
             record.attempts += 1
             record.status = RequestStatus.RUNNING

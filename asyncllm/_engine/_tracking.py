@@ -116,21 +116,21 @@ class RequestTracker:
             if records is None or records[-1].enqueued_at > horizon:
                 held.discard(request_id)  # gone (capped), or added to again: in order again
             elif _done_before(records[-1], horizon):
-                held.discard(request_id)
-                del by_id[request_id]
-                self._count -= len(records)
+                self._drop(request_id)
         for _ in range(len(by_id)):
             request_id, records = next(iter(by_id.items()))
             last = records[-1]
             if last.enqueued_at > horizon:
                 break
             if _done_before(last, horizon):
-                held.discard(request_id)
-                del by_id[request_id]
-                self._count -= len(records)
+                self._drop(request_id)
             else:
                 by_id.move_to_end(request_id)
                 held.add(request_id)
+
+    def _drop(self, request_id: str) -> None:
+        self._held.discard(request_id)
+        self._count -= len(self._by_id.pop(request_id))
 
     def prune(self) -> None:
         self._next_sweep = -math.inf
