@@ -129,7 +129,8 @@ class Request:
     headers (``Headers``: their repr masks credentials). The body is ``content`` (bytes, already
     encoded) or, for multipart forms, ``data`` (an ``aiohttp.FormData``), never both.
     ``timeout`` is the attempt's limit in seconds (None: none): for a plain request the whole
-    exchange, for a ``stream`` the longest wait for more data. ``extensions`` carries anything
+    exchange, for a ``stream`` the longest wait for more data (the client itself also bounds the
+    wait for the next event, which keep-alive bytes do not extend, and the call's deadline). ``extensions`` carries anything
     else a custom transport wants to see.
     """
 
@@ -776,29 +777,50 @@ def _noise_error(max_noise: int) -> ResponseValidationError:
     )
 
 
+class _Turn:
+    """Whether the event loop has run since ``expect()``: a reader that finds it has not (its
+    source answered from a buffer, without waiting) gives the loop a turn itself."""
+
+    __slots__ = ("ran",)
+
+    def __init__(self) -> None:
+        self.ran = True
+
+    def mark(self) -> None:
+        self.ran = True
+
+    def expect(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.ran = False
+        loop.call_soon(self.mark)
+
+
 async def line_batches(
     chunks: AsyncIterable[bytes], max_line: int = DEFAULT_MAX_LINE_BYTES
 ) -> AsyncIterator[list[bytes]]:
     """The lines of a byte stream (without the newline, CR stripped), a list per piece of the
-    stream: each network chunk, cut into pieces of at most ``READ_STEP_BYTES``. Control goes back
-    to the event loop after every piece, so that a body that arrives all at once (a buffered or
-    decompressed one) never holds the loop for more than a piece's work. A line longer than
-    ``max_line`` is a ``ResponseValidationError``.
+    stream: each network chunk, cut into pieces of at most ``READ_STEP_BYTES``. The event loop
+    runs between any two pieces (a turn is given unless the source waited for data anyway), so a
+    body that arrives all at once (buffered, or decompressed) never holds the loop for more than a
+    piece's work. A line longer than ``max_line`` is a ``ResponseValidationError``.
 
     Lines are split by ``bytes.split`` (in C): a piece of many short lines costs its readers a
     loop over a list, not a generator step per line."""
+    loop = asyncio.get_running_loop()
+    turn = _Turn()
     pending: list[bytes] = []  # the start of a line whose end has not come yet
     pending_size = 0
     async for chunk in chunks:
         size = len(chunk)
         for offset in range(0, size, READ_STEP_BYTES):
+            if not turn.ran:
+                await asyncio.sleep(0)
+            turn.expect(loop)
             piece = chunk if size <= READ_STEP_BYTES else chunk[offset : offset + READ_STEP_BYTES]
             if b"\n" not in piece:
                 pending.append(piece)
                 pending_size += len(piece)
                 if pending_size > max_line + 1:
                     raise _line_error(max_line)
-                await asyncio.sleep(0)
                 continue
             lines = piece.split(b"\n")
             rest = lines.pop()
@@ -813,7 +835,6 @@ async def line_batches(
             if max(map(len, lines)) > max_line or pending_size > max_line + 1:
                 raise _line_error(max_line)
             yield lines
-            await asyncio.sleep(0)
     if pending:
         tail = b"".join(pending)
         yield [tail[:-1] if tail.endswith(b"\r") else tail]
