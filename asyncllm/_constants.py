@@ -26,6 +26,18 @@ DEFAULT_CLOSE_TIMEOUT = 5.0
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024
+# A stream's bytes that carry no event (blank lines, comments, fields of events without data) allowed
+# in a row: each real event resets the count. Past it the stream is a ResponseValidationError.
+DEFAULT_MAX_NOISE_BYTES = 64 * 1024
+# The readers take a network chunk in pieces of at most this many bytes and hand control back to
+# the event loop after each piece.
+READ_STEP_BYTES = 16 * 1024
+# A compressed body may decompress to at most this many times the bytes received, plus the
+# allowance (so that small, highly compressible bodies pass); past it, ResponseValidationError.
+MAX_DECOMPRESSION_RATIO = 100
+DECOMPRESSION_ALLOWANCE = 1024 * 1024
+# The encodings the built-in transport decodes itself (and so the only ones it asks for).
+ACCEPT_ENCODING = "gzip, deflate"
 BODY_EXCERPT_CHARS = 500
 # An error's message and its server-given code and type are cut to this, so a hostile or
 # runaway error body cannot flood logs through str(error).

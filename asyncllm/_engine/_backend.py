@@ -58,8 +58,9 @@ class Backend:
     """The shared part of every client. Create once, use from many tasks, ``await aclose()``.
 
     Every call takes the ``CallOptions``: ``priority`` (lower first), ``timeout`` (seconds per
-    attempt; ``math.inf`` for none), ``deadline`` (seconds for the whole call, retries and
-    queueing included) and ``max_retries``.
+    attempt, for a stream per wait for its next chunk; ``math.inf`` for none), ``deadline``
+    (seconds for the whole call, retries, queueing and reading a stream included) and
+    ``max_retries``.
     """
 
     backend: ClassVar[str] = "base"

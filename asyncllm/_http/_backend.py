@@ -7,12 +7,13 @@ variables, auth headers, how bodies are built and how answers and errors are rea
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import inspect
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, ClassVar, NamedTuple, TypeVar
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -22,6 +23,7 @@ from typing_extensions import Unpack
 
 from .._constants import (
     DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_MAX_NOISE_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
     REQUEST_ID_HEADER,
 )
@@ -33,7 +35,9 @@ from .._exceptions import (
     APIConnectionError,
     APIError,
     APIStatusError,
+    APITimeoutError,
     AsyncLLMError,
+    ClientClosedError,
     ConfigurationError,
     ResponseValidationError,
     status_error,
@@ -205,6 +209,176 @@ def _is_json(content_type: str | None) -> bool:
     return media in ("application/json", "text/json") or media.endswith("+json")
 
 
+class _Deadline:
+    """A streaming call's deadline, on the dispatcher's clock: it runs from the first read of the
+    stream (when the dispatcher's own deadline starts) to the end of reading it."""
+
+    __slots__ = ("at", "clock", "seconds")
+
+    def __init__(self, clock: Callable[[], float], seconds: float) -> None:
+        self.clock = clock
+        self.seconds = seconds
+        self.at: float | None = None
+
+
+class _DeadlineStream(Stream[T]):
+    """A ``Stream`` that starts its deadline on its first read."""
+
+    def __init__(self, stream: Stream[T], deadline: _Deadline) -> None:
+        super().__init__(stream._source, stream.request_id)
+        self._deadline = deadline
+
+    async def __anext__(self) -> T:
+        deadline = self._deadline
+        if deadline.at is None:
+            deadline.at = deadline.clock() + deadline.seconds
+        return await self._source.__anext__()
+
+
+class _OpenStream(Response):
+    """One attempt of a stream: its response as the decoder reads it, bounded in time and
+    closable by the client.
+
+    Before each item the decoder is asked for (``begin``) the limit is set: ``idle`` seconds
+    (the call's ``timeout``) from now, or the deadline if sooner. The wait for the item (``wait``)
+    is cut by a timer at that limit, and every network chunk that arrives meanwhile is checked
+    against it: keep-alive pings and comments make chunks but no items, so they do not extend
+    it. ``shut`` (the client's ``aclose``) closes the response and cuts a wait in progress; the
+    reader then gets ``ClientClosedError``. Time is the dispatcher's clock; the timer runs on the
+    loop's, for the same span.
+    """
+
+    __slots__ = (
+        "_cut",
+        "_released",
+        "_response",
+        "_task",
+        "clock",
+        "closed",
+        "deadline",
+        "headers",
+        "idle",
+        "limit_at",
+        "status",
+    )
+
+    def __init__(
+        self, clock: Callable[[], float], idle: float | None, deadline: _Deadline | None
+    ) -> None:
+        self.clock = clock
+        self.idle = idle
+        self.deadline = deadline
+        self.limit_at: float | None = None
+        self.closed = False
+        self._response: Response | None = None
+        self._released = False
+        self._task: asyncio.Task[Any] | None = None
+        self._cut: str | None = None
+
+    def attach(self, response: Response) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers = response.headers
+        if self.closed:  # shut while the request was being sent
+            self.close()
+
+    # -- limits --------------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Start the wait for the next item: raise if the client closed or the deadline passed,
+        else set the limit of the wait."""
+        if self.closed:
+            raise self._closed_error()
+        now = self.clock()
+        limit = None if self.idle is None else now + self.idle
+        deadline = self.deadline
+        if deadline is not None and deadline.at is not None:
+            if now >= deadline.at:
+                raise self._deadline_error()
+            if limit is None or deadline.at < limit:
+                limit = deadline.at
+        self.limit_at = limit
+
+    async def wait(self, awaitable: Awaitable[T]) -> T:
+        """``awaitable``, cut at the limit (``APITimeoutError``) or by ``shut``."""
+        limit = self.limit_at
+        handle = None
+        if limit is not None:
+            loop = asyncio.get_running_loop()
+            handle = loop.call_at(loop.time() + (limit - self.clock()), self._fire, "timeout")
+        task = self._task = asyncio.current_task()
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            cut = self._cut
+            if cut is None or task is None:
+                raise
+            self._cut = None
+            if sys.version_info >= (3, 11) and task.uncancel() > 0:
+                raise  # cancelled from outside as well
+            raise self._closed_error() if cut == "closed" else self._timeout_error() from None
+        finally:
+            self._task = None
+            if handle is not None:
+                handle.cancel()
+
+    def _fire(self, cut: str) -> None:
+        task = self._task
+        if task is not None and self._cut is None:
+            self._cut = cut
+            task.cancel()
+
+    def shut(self) -> None:
+        """The client is closing: end this stream with ``ClientClosedError``."""
+        self.closed = True
+        self._fire("closed")
+        if self._response is not None:
+            self.close()
+
+    def _check(self) -> None:
+        if self.closed:
+            raise self._closed_error()
+        limit = self.limit_at
+        if limit is not None and self.clock() >= limit:
+            raise self._timeout_error()
+
+    def _timeout_error(self) -> APITimeoutError:
+        deadline = self.deadline
+        if deadline is not None and deadline.at is not None and self.limit_at == deadline.at:
+            return self._deadline_error()
+        return APITimeoutError(
+            f"stream idle: no event with data for {self.idle}s (timeout={self.idle}; "
+            "keep-alive pings and comments do not count)"
+        )
+
+    def _deadline_error(self) -> APITimeoutError:
+        seconds = None if self.deadline is None else self.deadline.seconds
+        return APITimeoutError(f"deadline of {seconds}s passed while the stream was open")
+
+    @staticmethod
+    def _closed_error() -> ClientClosedError:
+        return ClientClosedError("client closed while the stream was open")
+
+    # -- Response ------------------------------------------------------------------------------
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        assert self._response is not None
+        self._check()
+        async for chunk in self._response.iter_bytes():
+            self._check()
+            yield chunk
+
+    async def read(self, limit: int) -> bytes:
+        assert self._response is not None
+        self._check()
+        return await self._response.read(limit)
+
+    def close(self) -> None:
+        if not self._released and self._response is not None:
+            self._released = True
+            self._response.close()
+
+
 class HttpBackend(Backend):
     """The HTTP half of every client but S3: a base URL, auth headers, a transport, and the two
     ways to call (``_request`` for one JSON exchange, ``_stream`` for a streamed one).
@@ -270,6 +444,8 @@ class HttpBackend(Backend):
             headers.update(check_headers(default_headers, "default_headers"))
         # Credentials stay in objects whose repr masks them (see Headers), made once here.
         self._headers = Headers.masking(headers)
+        # The streams open now (shared with with_options clients): aclose ends them.
+        self._open_streams: set[_OpenStream] = set()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, base_url={display_url(self.base_url)!r})"
@@ -647,39 +823,68 @@ class HttpBackend(Backend):
 
         ``sse``: the answer must be an event stream, so a JSON body instead is read here as the
         error it holds (``_not_a_stream``). NDJSON streams, and decoders that read a whole JSON
-        answer themselves, pass False."""
+        answer themselves, pass False.
+
+        Bounded in time: the call's ``timeout`` is the longest wait for the next item (pings and
+        comments do not count), its ``deadline`` bounds the whole call, reading included (time the
+        caller spends between items counts); either is an ``APITimeoutError``. ``aclose`` ends
+        open streams with ``ClientClosedError``."""
         prepared = self._prepare(operation, options, allowed, body, params)
-        request_id = prepared.call.request_id
+        call = prepared.call
+        request_id = call.request_id
         url = self._url(path)
+        clock = call.lane.dispatcher.clock
+        deadline = None if call.deadline is None else _Deadline(clock, call.deadline)
+        streams = self._open_streams
 
         async def open_stream(a: Attempt) -> AsyncIterator[T]:
-            response = await self._send(a, prepared, method, path, data, stream=True)
+            guard = _OpenStream(clock, call.timeout, deadline)
+            streams.add(guard)
             try:
+                guard.begin()
+                response = await guard.wait(
+                    self._send(a, prepared, method, path, data, stream=True)
+                )
+                guard.attach(response)
                 meta = self._meta(response, request_id)
                 if sse and _is_json(response.headers.get("Content-Type")):
-                    raw = await response.read(ERROR_BODY_LIMIT)
+                    raw = await guard.wait(guard.read(ERROR_BODY_LIMIT))
                     raise self._not_a_stream(raw, response, meta)
-                async for item in decode(response, meta):
+                items = decode(guard, meta)
+                while True:
+                    try:
+                        item = await guard.wait(items.__anext__())
+                    except StopAsyncIteration:
+                        return
                     yield item
+                    guard.begin()
             except APIError as exc:
                 _name_request(exc, method, url)
                 raise
             finally:
-                response.close()
+                streams.discard(guard)
+                guard.close()
 
-        return self._run_stream(prepared.call, operation, open_stream)
+        stream = self._run_stream(call, operation, open_stream)
+        return stream if deadline is None else _DeadlineStream(stream, deadline)
 
-    def _lines(self, response: Response) -> AsyncIterator[bytes]:
-        return iter_lines(response.iter_bytes(), self.max_line_bytes)
+    def _lines(self, response: Response) -> AsyncIterable[bytes]:
+        return iter_lines(response.iter_bytes(), self.max_line_bytes, DEFAULT_MAX_NOISE_BYTES)
 
     def _sse(self, response: Response) -> AsyncIterator[ServerSentEvent]:
-        return iter_sse(self._lines(response))
+        lines = iter_lines(response.iter_bytes(), self.max_line_bytes)
+        return iter_sse(lines, DEFAULT_MAX_NOISE_BYTES, self.max_line_bytes)
 
     def _ndjson(self, response: Response) -> AsyncIterator[Any]:
-        return iter_ndjson(self._lines(response))
+        lines = iter_lines(response.iter_bytes(), self.max_line_bytes)
+        return iter_ndjson(lines, DEFAULT_MAX_NOISE_BYTES)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def _close_resources(self) -> None:
+        # Our own open streams end now (their readers get ClientClosedError), whatever the
+        # transport does with its connections.
+        for stream in list(self._open_streams):
+            stream.shut()
         if self._owns_transport:
             await self._transport.aclose()

@@ -9,13 +9,16 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import inspect
 import ipaddress
 import json
 import logging
 import os
 import ssl
+import sys
 import urllib.request
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+import zlib
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -24,7 +27,14 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from .._constants import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_LINE_BYTES
+from .._constants import (
+    ACCEPT_ENCODING,
+    DECOMPRESSION_ALLOWANCE,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_LINE_BYTES,
+    MAX_DECOMPRESSION_RATIO,
+    READ_STEP_BYTES,
+)
 from .._exceptions import (
     APIConnectionError,
     APITimeoutError,
@@ -120,7 +130,8 @@ class Request:
     headers (``Headers``: their repr masks credentials). The body is ``content`` (bytes, already
     encoded) or, for multipart forms, ``data`` (an ``aiohttp.FormData``), never both.
     ``timeout`` is the attempt's limit in seconds (None: none): for a plain request the whole
-    exchange, for a ``stream`` the longest wait for more data. ``extensions`` carries anything
+    exchange, for a ``stream`` the longest wait for more data (the client itself also bounds the
+    wait for the next event, which keep-alive bytes do not extend, and the call's deadline). ``extensions`` carries anything
     else a custom transport wants to see.
     """
 
@@ -209,24 +220,97 @@ class Transport(abc.ABC):
         """Release connections."""
 
 
-class _AiohttpResponse(Response):
-    __slots__ = ("_resp", "headers", "status")
+class _Inflater:
+    """A gzip or deflate body decompressed as it arrives, in pieces of at most
+    ``READ_STEP_BYTES``, and never to more than ``MAX_DECOMPRESSION_RATIO`` times the bytes
+    received (plus ``DECOMPRESSION_ALLOWANCE``): a small body that expands to gigabytes (a
+    decompression bomb) ends as a ``ResponseValidationError`` after a bounded amount of work."""
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+    __slots__ = ("_gzip", "_obj", "_produced", "_received", "_status")
+
+    def __init__(self, encoding: str, status: int) -> None:
+        self._gzip = encoding != "deflate"
+        self._obj: Any = None
+        self._received = 0
+        self._produced = 0
+        self._status = status
+
+    def _new(self, data: bytes) -> Any:
+        if self._gzip:
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        # "deflate" is meant to be zlib-wrapped; some servers send raw deflate (as aiohttp, accept
+        # both: a zlib header has compression method 8 in its low nibble).
+        raw = not data or data[0] & 0x0F != 8
+        return zlib.decompressobj(-zlib.MAX_WBITS if raw else zlib.MAX_WBITS)
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        self._received += len(data)
+        obj = self._obj
+        while data:
+            if obj is None:
+                obj = self._obj = self._new(data)
+            try:
+                out = obj.decompress(data, READ_STEP_BYTES)
+            except zlib.error as exc:
+                raise APIConnectionError(
+                    f"cannot decompress the {'gzip' if self._gzip else 'deflate'} body: {exc}"
+                ) from None
+            data = obj.unconsumed_tail
+            if obj.eof:
+                # Another gzip member may follow; anything after a deflate stream is ignored.
+                data = obj.unused_data if self._gzip else b""
+                obj = self._obj = None
+            if out:
+                self._produced += len(out)
+                if self._produced > self._received * MAX_DECOMPRESSION_RATIO + (
+                    DECOMPRESSION_ALLOWANCE
+                ):
+                    raise ResponseValidationError(
+                        f"response body decompresses to more than {MAX_DECOMPRESSION_RATIO} "
+                        f"times its {self._received} received bytes (a decompression bomb?)",
+                        status_code=self._status,
+                    )
+                yield out
+
+
+def _inflater(headers: Mapping[str, str], status: int) -> _Inflater | None:
+    encoding = headers.get("Content-Encoding")
+    if encoding is None:
+        return None
+    encoding = encoding.strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        return _Inflater(encoding, status)
+    return None  # identity, or one we never asked for: the body as it came
+
+
+class _AiohttpResponse(Response):
+    __slots__ = ("_inflater", "_resp", "headers", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse, decompress: bool) -> None:
         self._resp = resp
         self.status = resp.status
         self.headers = resp.headers
+        # aiohttp does not decompress for us (it would do it all at once, unbounded, inside its
+        # protocol callback); we do it here, piece by piece.
+        self._inflater = _inflater(resp.headers, resp.status) if decompress else None
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
+        inflater = self._inflater
         try:
             async for chunk in self._resp.content.iter_any():
-                yield chunk
+                if inflater is None:
+                    yield chunk
+                else:
+                    for piece in inflater.feed(chunk):
+                        yield piece
         except (aiohttp.ClientError, ConnectionError) as exc:
             raise _connection_error(exc) from exc
         except asyncio.TimeoutError as exc:
             raise APITimeoutError("timed out reading the response") from exc
 
     async def read(self, limit: int) -> bytes:
+        if self._inflater is not None:
+            return await super().read(limit)
         length = self._resp.content_length
         if length is not None and length > limit:
             raise ResponseValidationError(
@@ -344,6 +428,12 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+# Whether this aiohttp takes auto_decompress per request (so that a given session's responses can
+# be decompressed here too).
+_REQUEST_AUTO_DECOMPRESS = (
+    "auto_decompress" in inspect.signature(aiohttp.ClientSession._request).parameters
+)
+
 # A proxy URL and the Proxy-Authorization headers its credentials make.
 _Proxy = tuple[URL | None, dict[str, str] | None]
 _NO_PROXY: _Proxy = (None, None)
@@ -414,6 +504,13 @@ class AiohttpTransport(Transport):
         self._request_kwargs: dict[str, Any] = {"allow_redirects": False}
         if self._ssl is not None and (session is not None or connector is not None):
             self._request_kwargs["ssl"] = self._ssl
+        # Whether responses are decompressed here (always with our own session; with a given one
+        # when aiohttp lets a request turn its decompression off, else the session's setting).
+        self._decompress = True
+        self._ask_encoding = False
+        if session is not None and _REQUEST_AUTO_DECOMPRESS:
+            self._request_kwargs["auto_decompress"] = False
+            self._ask_encoding = True
         # Proxies: an explicit one for every request, or the environment's, per origin.
         self._proxy: _Proxy | None = None
         self._env_proxies: dict[str, str] | None = None
@@ -527,6 +624,9 @@ class AiohttpTransport(Transport):
                     "the aiohttp session given as session= belongs to another event loop"
                 )
             self._session, self._loop = given, loop
+            self._decompress = _REQUEST_AUTO_DECOMPRESS or not getattr(
+                given, "auto_decompress", True
+            )
             return given
         connector = self._given_connector
         if connector is None:
@@ -540,7 +640,10 @@ class AiohttpTransport(Transport):
             connector=connector,
             connector_owner=self._given_connector is None,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
-            auto_decompress=True,
+            # Bodies are decompressed by _AiohttpResponse, bounded (see _Inflater); we ask only
+            # for the encodings it decodes.
+            auto_decompress=False,
+            headers={"Accept-Encoding": ACCEPT_ENCODING},
             # Proxies from the environment are resolved here, once; aiohttp's trust_env would
             # also read ~/.netrc and add (or clash with) an Authorization header.
             trust_env=False,
@@ -600,6 +703,10 @@ class AiohttpTransport(Transport):
             session = await self._open(loop)
         kwargs = self._request_kwargs
         headers = request.headers
+        if self._ask_encoding and "Accept-Encoding" not in headers:
+            # A given session would ask for what aiohttp can decode (br, zstd), not what we can.
+            headers = Headers(headers)
+            headers["Accept-Encoding"] = ACCEPT_ENCODING
         if self._proxy is not None or self._env_proxies is not None:
             proxy, proxy_headers = self.proxy_for(request.url)
             if proxy is not None:
@@ -628,7 +735,7 @@ class AiohttpTransport(Transport):
             if reason and reason not in error.message.lower():
                 error.message = f"{error.message} ({reason})"
             raise error from exc
-        return _AiohttpResponse(resp)
+        return _AiohttpResponse(resp, self._decompress)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -680,29 +787,134 @@ def response_headers(headers: Mapping[str, str] | None = None) -> CIMultiDictPro
     return CIMultiDictProxy(CIMultiDict(headers or {}))
 
 
-async def iter_lines(
-    chunks: AsyncIterator[bytes], max_line: int = DEFAULT_MAX_LINE_BYTES
-) -> AsyncIterator[bytes]:
-    """Split a byte stream into lines (without the newline, CR stripped), refusing endless lines."""
-    buffer = bytearray()
+def _line_error(max_line: int) -> ResponseValidationError:
+    return ResponseValidationError(f"stream line exceeds the {max_line}-byte limit")
+
+
+def _noise_error(max_noise: int) -> ResponseValidationError:
+    return ResponseValidationError(
+        f"stream sent more than {max_noise} bytes that carry no event (blank lines, comments, "
+        "keep-alives) in a row"
+    )
+
+
+class _Turn:
+    """Whether the event loop has run since ``expect()``: a reader that finds it has not (its
+    source answered from a buffer, without waiting) gives the loop a turn itself."""
+
+    __slots__ = ("ran",)
+
+    def __init__(self) -> None:
+        self.ran = True
+
+    def mark(self) -> None:
+        self.ran = True
+
+    def expect(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.ran = False
+        loop.call_soon(self.mark)
+
+
+async def line_batches(
+    chunks: AsyncIterable[bytes], max_line: int = DEFAULT_MAX_LINE_BYTES
+) -> AsyncIterator[list[bytes]]:
+    """The lines of a byte stream (without the newline, CR stripped), a list per piece of the
+    stream: each network chunk, cut into pieces of at most ``READ_STEP_BYTES``. The event loop
+    runs between any two pieces (a turn is given unless the source waited for data anyway), so a
+    body that arrives all at once (buffered, or decompressed) never holds the loop for more than a
+    piece's work. A line longer than ``max_line`` is a ``ResponseValidationError``.
+
+    Lines are split by ``bytes.split`` (in C): a piece of many short lines costs its readers a
+    loop over a list, not a generator step per line."""
+    loop = asyncio.get_running_loop()
+    turn = _Turn()
+    pending: list[bytes] = []  # the start of a line whose end has not come yet
+    pending_size = 0
     async for chunk in chunks:
-        buffer += chunk
-        start = 0
-        while True:
-            end = buffer.find(b"\n", start)
-            if end < 0:
-                break
-            if end - start > max_line:
-                raise ResponseValidationError(f"stream line exceeds the {max_line}-byte limit")
-            line = bytes(buffer[start:end])
-            start = end + 1
-            yield line[:-1] if line.endswith(b"\r") else line
-        if start:
-            del buffer[:start]
-        if len(buffer) > max_line:
-            raise ResponseValidationError(f"stream line exceeds the {max_line}-byte limit")
-    if buffer:
-        yield bytes(buffer[:-1] if buffer.endswith(b"\r") else buffer)
+        size = len(chunk)
+        for offset in range(0, size, READ_STEP_BYTES):
+            if not turn.ran:
+                await asyncio.sleep(0)
+            turn.expect(loop)
+            piece = chunk if size <= READ_STEP_BYTES else chunk[offset : offset + READ_STEP_BYTES]
+            if b"\n" not in piece:
+                pending.append(piece)
+                pending_size += len(piece)
+                if pending_size > max_line + 1:
+                    raise _line_error(max_line)
+                continue
+            lines = piece.split(b"\n")
+            rest = lines.pop()
+            if pending:
+                lines[0] = b"".join(pending) + lines[0]
+                pending.clear()
+            if rest:
+                pending.append(rest)
+            pending_size = len(rest)
+            if b"\r" in piece or lines[0].endswith(b"\r"):
+                lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+            if max(map(len, lines)) > max_line or pending_size > max_line + 1:
+                raise _line_error(max_line)
+            yield lines
+    if pending:
+        tail = b"".join(pending)
+        yield [tail[:-1] if tail.endswith(b"\r") else tail]
+
+
+async def _single_lines(lines: AsyncIterable[bytes]) -> AsyncIterator[list[bytes]]:
+    async for line in lines:
+        yield [line]
+
+
+def _batches(lines: AsyncIterable[bytes] | AsyncIterable[list[bytes]]) -> Any:
+    """Line batches from ``iter_lines`` (read as batches, without a step per line) or any
+    iterable of lines."""
+    if isinstance(lines, _Lines):
+        return lines.batches
+    return _single_lines(lines)  # type: ignore[arg-type]
+
+
+class _Lines:
+    """What ``iter_lines`` returns: an async iterable of lines whose readers (``iter_sse``,
+    ``iter_ndjson``) can take its batches instead."""
+
+    __slots__ = ("batches", "max_noise")
+
+    def __init__(self, batches: AsyncIterator[list[bytes]], max_noise: int | None) -> None:
+        self.batches = batches
+        self.max_noise = max_noise
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._flat()
+
+    async def _flat(self) -> AsyncIterator[bytes]:
+        max_noise = self.max_noise
+        if max_noise is None:
+            async for lines in self.batches:
+                for line in lines:
+                    yield line
+            return
+        noise = 0
+        async for lines in self.batches:
+            for line in lines:
+                if not line or line[:1] == b":":
+                    noise += len(line) + 1
+                    if noise > max_noise:
+                        raise _noise_error(max_noise)
+                else:
+                    noise = 0
+                yield line
+
+
+def iter_lines(
+    chunks: AsyncIterable[bytes],
+    max_line: int = DEFAULT_MAX_LINE_BYTES,
+    max_noise: int | None = None,
+) -> AsyncIterable[bytes]:
+    """Split a byte stream into lines (without the newline, CR stripped), refusing endless lines
+    and, with ``max_noise``, more than that many bytes of blank and ``:`` comment lines in a row
+    (any other line resets the count). See ``line_batches``."""
+    return _Lines(line_batches(chunks, max_line), max_noise)
 
 
 @dataclass(slots=True)
@@ -720,39 +932,82 @@ class ServerSentEvent:
             ) from exc
 
 
-async def iter_sse(lines: AsyncIterator[bytes]) -> AsyncIterator[ServerSentEvent]:
-    """Events per the WHATWG server-sent events rules: ``field: value`` lines, blank line ends one."""
+async def iter_sse(
+    lines: AsyncIterable[bytes],
+    max_noise: int | None = None,
+    max_event: int | None = None,
+) -> AsyncIterator[ServerSentEvent]:
+    """Events per the WHATWG server-sent events rules: ``field: value`` lines, blank line ends one.
+
+    ``max_noise``: the bytes of lines that carry no event (blank lines, comments, fields of events
+    without data) allowed in a row; each event with data resets the count. ``max_event``: the
+    largest an event's data may grow. Past either, ``ResponseValidationError``."""
+    noise_limit = sys.maxsize if max_noise is None else max_noise
+    event_limit = sys.maxsize if max_event is None else max_event
     event = ""
     data: list[str] = []
+    size = 0
+    noise = 0
     last_id: str | None = None
-    async for raw in lines:
-        if not raw:
-            if data:
-                yield ServerSentEvent(event or "message", "\n".join(data), last_id)
-            event, data = "", []
-            continue
-        if raw.startswith(b":"):
-            continue
-        line = raw.decode("utf-8", "replace")
-        name, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            event = value
-        elif name == "id":
-            last_id = value
+    async for batch in _batches(lines):
+        for raw in batch:
+            if not raw:
+                if data:
+                    noise = 0
+                    yield ServerSentEvent(event or "message", "\n".join(data), last_id)
+                    data = []
+                    size = 0
+                else:
+                    noise += 1
+                    if noise > noise_limit:
+                        raise _noise_error(noise_limit)
+                event = ""
+                continue
+            if raw[:1] == b":":
+                noise += len(raw) + 1
+                if noise > noise_limit:
+                    raise _noise_error(noise_limit)
+                continue
+            line = raw.decode("utf-8", "replace")
+            name, _, value = line.partition(":")
+            if value.startswith(" "):
+                value = value[1:]
+            if name == "data":
+                size += len(value) + 1
+                if size > event_limit:
+                    raise ResponseValidationError(
+                        f"stream event exceeds the {event_limit}-byte limit"
+                    )
+                data.append(value)
+                continue
+            noise += len(raw) + 1
+            if noise > noise_limit:
+                raise _noise_error(noise_limit)
+            if name == "event":
+                event = value
+            elif name == "id":
+                last_id = value
     if data:
         yield ServerSentEvent(event or "message", "\n".join(data), last_id)
 
 
-async def iter_ndjson(lines: AsyncIterator[bytes]) -> AsyncIterator[Any]:
-    """One JSON value per non-blank line."""
-    async for line in lines:
-        if not line.strip():
-            continue
-        try:
-            yield _json.loads(line)
-        except ValueError as exc:
-            raise ResponseValidationError(f"stream line is not JSON: {exc}", body=line) from exc
+async def iter_ndjson(
+    lines: AsyncIterable[bytes], max_noise: int | None = None
+) -> AsyncIterator[Any]:
+    """One JSON value per non-blank line; with ``max_noise``, more than that many bytes of blank
+    lines in a row is a ``ResponseValidationError``."""
+    noise_limit = sys.maxsize if max_noise is None else max_noise
+    noise = 0
+    async for batch in _batches(lines):
+        for line in batch:
+            if not line.strip():
+                noise += len(line) + 1
+                if noise > noise_limit:
+                    raise _noise_error(noise_limit)
+                continue
+            noise = 0
+            try:
+                value = _json.loads(line)
+            except ValueError as exc:
+                raise ResponseValidationError(f"stream line is not JSON: {exc}", body=line) from exc
+            yield value
