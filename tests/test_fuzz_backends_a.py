@@ -32,15 +32,14 @@ from asyncllm.backends.ollama import (
     RunningModel,
     ShowResponse,
 )
-from asyncllm.backends.opea import (
-    OPEA,
-    GuardrailResult,
-    HealthResult,
-    IngestResult,
-    RerankResult,
-    RetrievalResult,
-)
 from asyncllm.testing import MockResponse, MockTransport
+from tests.fuzz.harness import opea_or_skip
+
+_opea = opea_or_skip()
+OPEA = _opea.OPEA
+GuardrailResult, HealthResult = _opea.GuardrailResult, _opea.HealthResult
+IngestResult, RerankResult = _opea.IngestResult, _opea.RerankResult
+RetrievalResult = _opea.RetrievalResult
 
 URL = "http://mock.invalid"
 USER = [{"role": "user", "content": "hi"}]

@@ -29,9 +29,9 @@ from pydantic import BaseModel, SecretStr
 
 import asyncllm
 from asyncllm._http._transport import Request
-from asyncllm.backends.opea import OPEA
 from asyncllm.testing import MockResponse, MockTransport
 from tests.chat_contract import get_weather
+from tests.fuzz.harness import keywords, opea_or_skip, public_methods, undeclared
 from tests.test_claude import LEGACY_SAMPLING
 from tests.test_claude import check as claude_check
 from tests.test_fuzz_backends_a import (
@@ -64,6 +64,7 @@ from tests.test_gemini import check_against_proto
 from tests.test_ollama import SPEC as OLLAMA_SPEC
 from tests.test_ollama import _validator as ollama_schema_validator
 
+OPEA = opea_or_skip().OPEA
 HOST = "mock.invalid"
 URL = f"http://{HOST}"
 # Far longer than any call here takes; reaching it means the client hung.
@@ -368,6 +369,31 @@ EXTRA = [
     opt("extra_headers", [None, {}, {"x-trace": "1"}], bad_headers),
     opt("extra_body", [None, {}], bad_extra_body, raw=always),
 ]
+# The call options every method takes (by its **options TypedDict): added to each method's
+# arguments from that declaration, so that a new option is fuzzed everywhere at once.
+bad_query = st.dictionaries(header_text, header_text | junk, min_size=1, max_size=2) | junk
+OPTION_ARGS = {
+    "priority": COMMON[0],
+    "timeout": COMMON[1],
+    "deadline": COMMON[2],
+    "max_retries": opt("max_retries", [0, 1, 3], bad_ints),
+    "extra_headers": EXTRA[0],
+    "extra_query": opt("extra_query", [None, {}, {"tenant": "a"}], bad_query),
+    "extra_body": EXTRA[1],
+}
+
+
+def declared(cls: type, method: str, params: list[Arg]) -> list[Arg]:
+    """``params`` with an Arg for each call option the method's **options TypedDict declares
+    that ``params`` leaves out. Every key of that TypedDict must then have an Arg."""
+    kw = keywords(cls, method)
+    given = {a.name for a in params}
+    out = [*params, *(OPTION_ARGS[k] for k in kw.options if k in OPTION_ARGS and k not in given)]
+    missing = set(kw.all) - {a.name for a in out}
+    assert not missing, f"{cls.__name__}.{method}: no Arg for {sorted(missing)}"
+    return out
+
+
 model = req("model", "m", names | junk)
 temperature = opt("temperature", st.floats(0, 1), bad_numbers)
 top_p = opt("top_p", st.floats(0, 1), bad_numbers)
@@ -446,9 +472,9 @@ def check_sent(request: Request, path: re.Pattern[str]) -> None:
         assert isinstance(name, str) and isinstance(value, str)
         assert not re.search(r"[\r\n\x00]", name + value), (name, value)
     url = urlsplit(request.url)
-    assert (url.scheme, url.hostname, url.query, url.fragment) == ("http", HOST, "", ""), (
-        request.url
-    )
+    assert (url.scheme, url.hostname, url.fragment) == ("http", HOST, ""), request.url
+    # No query but extra_query's, percent-encoded.
+    assert not re.search(r"[\s#\x00-\x1f]", url.query), request.url
     assert path.fullmatch(url.path), url.path
     assert request.params is None or all(
         isinstance(k, str) and isinstance(v, str) for k, v in request.params.items()
@@ -759,7 +785,14 @@ def claude_schema(method: str, path: str, body: Any) -> None:
 @SETTINGS
 @given(data=st.data())
 def test_claude_input_is_sent_or_refused(method: str, data: st.DataObject) -> None:
-    fuzz(data, claude, claude_reply, method, CLAUDE[method], claude_schema)
+    fuzz(
+        data,
+        claude,
+        claude_reply,
+        method,
+        declared(asyncllm.Claude, method, CLAUDE[method]),
+        claude_schema,
+    )
 
 
 # -- Gemini ---------------------------------------------------------------------------------------
@@ -839,7 +872,14 @@ def gemini_schema(method: str, path: str, body: Any) -> None:
 @SETTINGS
 @given(data=st.data())
 def test_gemini_input_is_sent_or_refused(method: str, data: st.DataObject) -> None:
-    fuzz(data, gemini, gemini_reply, method, GEMINI[method], gemini_schema)
+    fuzz(
+        data,
+        gemini,
+        gemini_reply,
+        method,
+        declared(asyncllm.Gemini, method, GEMINI[method]),
+        gemini_schema,
+    )
 
 
 # -- Groq -----------------------------------------------------------------------------------------
@@ -893,7 +933,7 @@ GROQ: dict[str, list[Arg]] = {
 @SETTINGS
 @given(data=st.data())
 def test_groq_input_is_sent_or_refused(method: str, data: st.DataObject) -> None:
-    fuzz(data, groq, groq_reply, method, GROQ[method])
+    fuzz(data, groq, groq_reply, method, declared(asyncllm.Groq, method, GROQ[method]))
 
 
 # -- Ollama ---------------------------------------------------------------------------------------
@@ -1000,7 +1040,14 @@ def ollama_schema(method: str, path: str, body: Any) -> None:
 @SETTINGS
 @given(data=st.data())
 def test_ollama_input_is_sent_or_refused(method: str, data: st.DataObject) -> None:
-    fuzz(data, ollama, ollama_reply, method, OLLAMA[method], ollama_schema)
+    fuzz(
+        data,
+        ollama,
+        ollama_reply,
+        method,
+        declared(asyncllm.Ollama, method, OLLAMA[method]),
+        ollama_schema,
+    )
 
 
 # -- OPEA (its services publish no schema the repository checks: strict JSON and forms only) ---
@@ -1117,7 +1164,7 @@ OPEA_METHODS: dict[str, list[Arg]] = {
 @SETTINGS
 @given(data=st.data())
 def test_opea_input_is_sent_or_refused(method: str, data: st.DataObject) -> None:
-    fuzz(data, opea, opea_reply, method, OPEA_METHODS[method])
+    fuzz(data, opea, opea_reply, method, declared(OPEA, method, OPEA_METHODS[method]))
 
 
 # -- settings given when a client is made ----------------------------------------------------------
@@ -1362,3 +1409,63 @@ def test_known_shared_bugs(
     """Bad input that the shared code (not the backends') lets through untyped or sends."""
     reply = _SHARED_REPLIES.get(request.node.callspec.id)
     assert_refused(make, method, args, kwargs, reply=reply)
+
+
+# -- a keyword a method does not declare ---------------------------------------------------------
+
+UNDECLARED_CASES = {
+    f"{backend}.{method}": (cls, make, reply, method, table[method])
+    for backend, cls, make, reply, table in [
+        ("claude", asyncllm.Claude, claude, claude_reply, CLAUDE),
+        ("gemini", asyncllm.Gemini, gemini, gemini_reply, GEMINI),
+        ("groq", asyncllm.Groq, groq, groq_reply, GROQ),
+        ("ollama", asyncllm.Ollama, ollama, ollama_reply, OLLAMA),
+        ("opea", OPEA, opea, opea_reply, OPEA_METHODS),
+    ]
+    for method in table
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNDECLARED_CASES))
+@settings(SETTINGS, max_examples=10)
+@given(data=st.data())
+def test_an_undeclared_keyword_is_a_type_error_unsent(case: str, data: st.DataObject) -> None:
+    """Good arguments plus one keyword the method declares neither in its signature nor in its
+    **options TypedDict: a TypeError, with nothing sent."""
+    cls, make, reply, method, params = UNDECLARED_CASES[case]
+    params = declared(cls, method, params)
+    args, kwargs, _ = data.draw(_calls(params, st.none()), label="(args, kwargs)")
+    bad = data.draw(st.sampled_from(undeclared(keywords(cls, method))), label="undeclared")
+    kwargs[bad] = data.draw(st.sampled_from([0, None, "x", {}]), label="value")
+
+    async def run() -> None:
+        transport = MockTransport(reply)
+        client = make(transport)
+        try:
+            try:
+                await finish(getattr(client, method)(*args, **kwargs))
+            except TypeError as exc:
+                assert "unexpected keyword argument" in str(exc)
+            except asyncllm.ConfigurationError:
+                # Refused for another argument first: only if that one is refused by itself.
+                with pytest.raises(asyncllm.ConfigurationError):
+                    rest = {k: v for k, v in kwargs.items() if k != bad}
+                    await finish(getattr(client, method)(*args, **rest))
+            else:
+                raise AssertionError(f"{bad}= was taken")
+            assert not transport.requests
+        finally:
+            await client.aclose()
+
+    asyncio.run(asyncio.wait_for(run(), HANG))
+
+
+def test_every_public_method_is_fuzzed() -> None:
+    for backend, cls in [
+        ("claude", asyncllm.Claude),
+        ("gemini", asyncllm.Gemini),
+        ("groq", asyncllm.Groq),
+        ("ollama", asyncllm.Ollama),
+    ]:
+        covered = {c.split(".", 1)[1] for c in UNDECLARED_CASES if c.startswith(backend + ".")}
+        assert covered == set(public_methods(cls)), backend

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import json
 import math
 import re
@@ -44,6 +43,7 @@ from asyncllm._http._transport import Request
 from asyncllm.backends.ovms import _FLOAT_MAX, _INT_RANGES, DATATYPES, Tensor
 from asyncllm.testing import MockResponse, MockTransport
 from tests import test_ovms, test_tei, test_tgi
+from tests.fuzz.harness import keywords, public_methods, undeclared
 from tests.helpers import USER
 from tests.test_fuzz_backends_b import (
     CHAT,
@@ -241,6 +241,8 @@ COMMON: dict[str, st.SearchStrategy[Any]] = {
     "priority": priorities,
     "timeout": timeouts_ok,
     "deadline": timeouts_ok,
+    "max_retries": st.integers(0, 3),
+    "extra_query": st.dictionaries(st.sampled_from(["api-version", "tenant"]), visible, max_size=2),
 }
 TGI_GENERATE: dict[str, st.SearchStrategy[Any]] = {
     "inputs": nonempty,
@@ -528,9 +530,13 @@ def no_schema(path: str) -> None:
     return None
 
 
-def _segments(url: str) -> list[str]:
+def _segments(url: str, query: Mapping[str, Any] | None = None) -> list[str]:
     parsed = URL(url)  # as aiohttp sends it: dot segments resolved
-    assert not parsed.raw_query_string and not parsed.raw_fragment, url
+    assert not parsed.raw_fragment, url
+    if query:  # the query is extra_query's (sent in the URL or as the request's params)
+        assert set(parsed.query.items()) <= set(dict(query).items()), url
+    else:
+        assert not parsed.raw_query_string, url
     return [unquote(part) for part in parsed.raw_parts]
 
 
@@ -557,7 +563,11 @@ def ovms_path(method: Method, kwargs: Mapping[str, Any], url: str) -> None:
         expected[-1] += ":predict"
     else:
         expected += suffix
-    assert _segments(url) == expected, (url, kwargs.get("model"), kwargs.get("version"))
+    assert _segments(url, kwargs.get("extra_query")) == expected, (
+        url,
+        kwargs.get("model"),
+        kwargs.get("version"),
+    )
 
 
 LLVM_SUFFIX = {
@@ -578,11 +588,16 @@ def llvm_path(method: Method, kwargs: Mapping[str, Any], url: str) -> None:
         suffix = LLVM_SUFFIX[method.name]
     else:
         return
-    assert _segments(url) == ["/", "models", kwargs["model_id"], *suffix], url
+    assert _segments(url, kwargs.get("extra_query")) == [
+        "/",
+        "models",
+        kwargs["model_id"],
+        *suffix,
+    ], url
 
 
 def any_path(method: Method, kwargs: Mapping[str, Any], url: str) -> None:
-    _segments(url)
+    _segments(url, kwargs.get("extra_query"))
 
 
 # -- the methods ---------------------------------------------------------------------------------------
@@ -674,16 +689,13 @@ def arguments(draw: st.DrawFn, method: Method, faults: bool = True) -> dict[str,
     """Arguments of the right shape (those without a default always, the others sometimes), then
     up to two of them (any, given or not) replaced by hostile values: one or two faults at a time,
     so that a fault is not hidden behind another that is refused first."""
-    signature = inspect.signature(getattr(BACKENDS[method.backend].cls, method.name))
-    params = list(signature.parameters.values())[1:]
-    names = [p.name for p in params]
+    # The signature's parameters and the keys of the **options TypedDict: the backend's own
+    # parameters and the call options alike.
+    kw = keywords(BACKENDS[method.backend].cls, method.name)
+    names = kw.all
     grouped = set(method.one) | set(method.at_most_one)
-    required = {p.name: method.valid(p.name) for p in params if p.default is p.empty}
-    optional = {
-        p.name: method.valid(p.name)
-        for p in params
-        if p.default is not p.empty and p.name not in grouped
-    }
+    required = {n: method.valid(n) for n in kw.required}
+    optional = {n: method.valid(n) for n in kw.optional if n not in grouped}
     kwargs = draw(st.fixed_dictionaries(required, optional=optional), label="valid")
     for group, needed in ((method.one, True), (method.at_most_one, False)):
         if group:
@@ -888,6 +900,9 @@ async def sent_or_refused(method: Method, kwargs: dict[str, Any]) -> None:
         for request in transport.requests:
             check_headers(request)
             backend.path(method, kwargs, request.url)
+            if kwargs.get("extra_query"):
+                sent = {**URL(request.url).query, **(request.params or {})}
+                assert dict(kwargs["extra_query"]).items() <= sent.items(), (request.url, sent)
             if request.content is None:
                 continue
             body = strict_json(request.content)
@@ -911,15 +926,47 @@ def test_random_arguments_are_sent_or_refused_unsent(label: str, data: st.DataOb
 
 def test_every_public_method_is_fuzzed() -> None:
     for name, backend in BACKENDS.items():
-        public = {
-            n
-            for n, v in inspect.getmembers(backend.cls)
-            if not n.startswith("_") and inspect.isfunction(v) and n != "aclose"
-        }
+        public = set(public_methods(backend.cls))
         covered = {m.name for m in METHODS.values() if m.backend == name}
         if name == "openai":
             public.discard("chat")  # tests/test_fuzz.py covers it
         assert covered == public, name
+
+
+@pytest.mark.parametrize("label", sorted(METHODS))
+@settings(SETTINGS, max_examples=10)
+@given(data=st.data())
+def test_an_undeclared_keyword_is_a_type_error_unsent(label: str, data: st.DataObject) -> None:
+    """A keyword the method declares neither in its signature nor in its **options TypedDict
+    is a TypeError, with nothing sent, whatever else the call is given."""
+    method = METHODS[label]
+    kwargs = data.draw(arguments(method, faults=False), label="kwargs")
+    names = undeclared(keywords(BACKENDS[method.backend].cls, method.name))
+    assume(not any(known(method, kwargs) for known in KNOWN_SHARED_BUGS.values()))
+    bad = data.draw(st.sampled_from(names), label="undeclared")
+    kwargs[bad] = data.draw(st.sampled_from([0, None, "x", {}]), label="value")
+    backend = BACKENDS[method.backend]
+
+    async def run() -> None:
+        transport = MockTransport(serve(backend.answer))
+        client = backend.make(transport, **method.client)
+        try:
+            try:
+                await asyncio.wait_for(invoke(client, method.name, kwargs), CALL_TIMEOUT)
+            except TypeError as exc:
+                assert "unexpected keyword argument" in str(exc)
+            except asyncllm.ConfigurationError:
+                # Refused for another argument first: only if that one is refused by itself.
+                transport.requests.clear()
+                with pytest.raises(asyncllm.ConfigurationError):
+                    await invoke(client, method.name, {k: kwargs[k] for k in kwargs if k != bad})
+            else:
+                raise AssertionError(f"{bad}= was taken")
+            assert not transport.requests
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
 
 
 # -- batched calls: one input that cannot be sent among many --------------------------------------
