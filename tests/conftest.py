@@ -12,7 +12,7 @@ import pytest
 from hypothesis import settings
 
 # The property tests draw the same examples on every run, so a CI run cannot fail on a case no
-# earlier run saw. To hunt for new cases: HYPOTHESIS_PROFILE=explore pytest tests/test_fuzz*.py
+# earlier run saw. To hunt for new cases: HYPOTHESIS_PROFILE=explore pytest tests/fuzz
 settings.register_profile("repeatable", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))

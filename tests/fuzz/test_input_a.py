@@ -32,9 +32,7 @@ from asyncllm._http._transport import Request
 from asyncllm.testing import MockResponse, MockTransport
 from tests.chat_contract import get_weather
 from tests.fuzz.harness import keywords, opea_or_skip, public_methods, undeclared
-from tests.test_claude import LEGACY_SAMPLING
-from tests.test_claude import check as claude_check
-from tests.test_fuzz_backends_a import (
+from tests.fuzz.test_responses_a import (
     CLAUDE_EVENTS,
     CLAUDE_MESSAGE,
     CLAUDE_MODELS,
@@ -60,6 +58,8 @@ from tests.test_fuzz_backends_a import (
     OPENAI_MODELS,
     Event,
 )
+from tests.test_claude import LEGACY_SAMPLING
+from tests.test_claude import check as claude_check
 from tests.test_gemini import check_against_proto
 from tests.test_ollama import SPEC as OLLAMA_SPEC
 from tests.test_ollama import _validator as ollama_schema_validator
