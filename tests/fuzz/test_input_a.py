@@ -648,7 +648,7 @@ def ollama(t: MockTransport) -> asyncllm.Ollama:
 
 def opea(t: MockTransport) -> OPEA:
     services = ("llm", "embedding", "retriever", "reranking", "guardrails", "dataprep")
-    return OPEA(URL, **{f"{s}_url": URL for s in services}, **_options(t))
+    return OPEA(base_url=URL, **{f"{s}_url": URL for s in services}, **_options(t))
 
 
 def _snapshot(*values: Any) -> str | None:

@@ -410,7 +410,7 @@ def ollama(t: MockTransport) -> asyncllm.Ollama:
 
 def opea(t: MockTransport) -> OPEA:
     services = ("llm", "embedding", "retriever", "reranking", "guardrails", "dataprep")
-    return OPEA(URL, **{f"{s}_url": URL for s in services}, transport=t, **_options())
+    return OPEA(base_url=URL, **{f"{s}_url": URL for s in services}, transport=t, **_options())
 
 
 SSE = {"Content-Type": "text/event-stream"}
