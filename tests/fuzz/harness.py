@@ -34,12 +34,28 @@ class Keywords:
         return [p.name for p in self.named] + list(self.options)
 
 
+def _hints(obj: Any, **extra: Any) -> dict[str, Any]:
+    """``obj``'s type hints, or (where one cannot be evaluated, as OPEA's ``FileSpec`` names
+    ``"os.PathLike[str]"`` in a module that has no ``os``) its annotations as written: only the
+    names are needed here, and the ``options`` one is evaluated on its own."""
+    try:
+        return typing.get_type_hints(obj, include_extras=True, **extra)
+    except NameError:
+        if isinstance(obj, type):
+            merged: dict[str, Any] = {}
+            for klass in reversed(obj.__mro__):
+                merged.update(getattr(klass, "__annotations__", {}))
+            return merged
+        return dict(obj.__annotations__)
+
+
 def options_of(fn: Callable[..., Any]) -> type | None:
     """The TypedDict of ``fn``'s ``**options: Unpack[X]``, or None when it takes none."""
-    hints = typing.get_type_hints(fn, include_extras=True)
-    unpacked = hints.get("options")
+    unpacked = _hints(fn).get("options")
     if unpacked is None:
         return None
+    if isinstance(unpacked, str):  # left unevaluated by _hints
+        unpacked = eval(unpacked, fn.__globals__)  # the package's own annotation
     (declaration,) = typing.get_args(unpacked)
     return declaration  # type: ignore[no-any-return]
 
@@ -52,7 +68,7 @@ def keywords(cls: type, name: str) -> Keywords:
     options: dict[str, Any] = {}
     if declaration is not None:
         keys = declaration.__required_keys__ | declaration.__optional_keys__  # type: ignore[attr-defined]
-        types = typing.get_type_hints(declaration)
+        types = _hints(declaration)
         options = {k: types[k] for k in sorted(keys)}
     return Keywords(named, options)
 

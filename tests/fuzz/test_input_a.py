@@ -391,6 +391,9 @@ def declared(cls: type, method: str, params: list[Arg]) -> list[Arg]:
     out = [*params, *(OPTION_ARGS[k] for k in kw.options if k in OPTION_ARGS and k not in given)]
     missing = set(kw.all) - {a.name for a in out}
     assert not missing, f"{cls.__name__}.{method}: no Arg for {sorted(missing)}"
+    # And no Arg for a keyword the method does not take (that is a TypeError, tested apart).
+    stray = {a.name for a in out} - set(kw.all)
+    assert not stray, f"{cls.__name__}.{method} does not take {sorted(stray)}"
     return out
 
 
@@ -1078,7 +1081,7 @@ OPEA_GENERATION = [
 ]
 gateway_input = st.sampled_from(["what is OPEA?", *GOOD_MESSAGES[:2]])
 OPEA_CHATQNA = [
-    pos("messages_or_question", gateway_input, texts | bad_messages),
+    pos("question", gateway_input, texts | bad_messages),
     opt("k", st.integers(1, 10), bad_ints),
     opt("top_n", st.integers(1, 10), bad_ints),
     opt("fetch_k", st.integers(1, 10), bad_ints),
@@ -1088,7 +1091,7 @@ OPEA_CHATQNA = [
     *OPEA_GENERATION,
 ]
 OPEA_CODEGEN = [
-    pos("messages_or_prompt", gateway_input, texts | bad_messages),
+    pos("prompt", gateway_input, texts | bad_messages),
     opt("index_name", [None, "code"], texts | junk),
     *OPEA_GENERATION,
 ]
@@ -1101,10 +1104,11 @@ OPEA_DOCSUM = [
     opt("language", [None, "en"], texts | junk),
     *OPEA_GENERATION,
 ]
+# FaqGen always sends a multipart form: it takes the HTTP options, not extra_body.
 OPEA_FAQGEN = [
     pos("text", st.sampled_from(["some text", ""]), texts | junk),
     opt("files", FILES, bad_files),
-    *OPEA_GENERATION,
+    *(a for a in OPEA_GENERATION if a.name != "extra_body"),
 ]
 OPEA_LLM_CHAT = [a if a.name != "model" else opea_model for a in OPENAI_CHAT_ARGS]
 OPEA_METHODS: dict[str, list[Arg]] = {
@@ -1118,7 +1122,7 @@ OPEA_METHODS: dict[str, list[Arg]] = {
     "stream_faqgen": OPEA_FAQGEN,
     "chat": OPEA_LLM_CHAT,
     "stream_chat": OPEA_LLM_CHAT,
-    "embed": [embed_inputs, opea_model, dimensions, *EXTRA, *COMMON],
+    "embed": [embed_inputs, opea_model, dimensions, opt("user", [None, "u-1"], texts | junk), *EXTRA, *COMMON],
     "retrieve": [
         pos("text", "q", texts | junk),
         pos("embedding", st.sampled_from([[0.1, 0.2], (1, 2.5)]), st.lists(scalars | flat_junk, max_size=3) | junk),
@@ -1320,9 +1324,8 @@ FOUND = [
     # iterated (TypeError).
     pytest.param(opea, "health", (["gateway"],), {}, "unknown OPEA service", id="opea-health-list"),
     pytest.param(opea, "docsum", ("t",), {"summary_type": ["auto"]}, "summary_type must be", id="opea-summary-type-list"),
-    pytest.param(opea, "faqgen", ("t",), {"extra_body": {"x": b"a"}}, "form field 'x' cannot be sent", id="opea-form-bytes"),
-    pytest.param(opea, "faqgen", ("t",), {"extra_body": {"x": [math.nan]}}, "form field 'x' cannot be sent", id="opea-form-nan"),
-    pytest.param(opea, "stream_faqgen", ("t",), {"extra_body": {"a\nb": 1}}, "control character", id="opea-form-name-newline"),
+    # (Form fields from extra_body, which could not be written or held NaN, are gone with
+    # extra_body on form calls: see test_a_form_call_takes_no_extra_body.)
     pytest.param(opea, "faqgen", ("\ud800",), {}, "not valid text", id="opea-form-lone-surrogate"),
     pytest.param(opea, "faqgen", ("t",), {"files": [("a\r\nb.txt", b"x")]}, "control character", id="opea-file-name-crlf"),
     pytest.param(opea, "docsum", (), {"files": ["x" * 5000]}, "not a readable file", id="opea-file-path-too-long"),
@@ -1345,6 +1348,34 @@ def test_found_bad_input_is_refused_before_sending(
     reply: Callable[[Request], MockResponse] | None,
 ) -> None:
     assert_refused(make, method, args, kwargs, message, reply)
+
+
+# Found: extra_body fields that aiohttp could not write (bytes, NaN, a name with a newline) went
+# into OPEA's multipart forms. The form calls now take only the HTTP options: FaqGen (always a
+# form) has no extra_body keyword, and DocSum with files refuses one.
+FORM_EXTRA_BODY = [
+    pytest.param("faqgen", {"extra_body": {"x": b"a"}}, TypeError, "unexpected keyword argument 'extra_body'", id="opea-form-bytes"),
+    pytest.param("docsum", {"files": [("a.txt", b"x")], "extra_body": {"x": [math.nan]}}, asyncllm.ConfigurationError, "extra_body must be a mapping, on a call with a JSON body", id="opea-form-nan"),
+    pytest.param("stream_faqgen", {"extra_body": {"a\nb": 1}}, TypeError, "unexpected keyword argument 'extra_body'", id="opea-form-name-newline"),
+    pytest.param("stream_docsum", {"files": [("a.txt", b"x")], "extra_body": {"a\nb": 1}}, asyncllm.ConfigurationError, "extra_body must be a mapping, on a call with a JSON body", id="opea-stream-form-extra-body"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "kwargs", "error", "message"), FORM_EXTRA_BODY)
+def test_a_form_call_takes_no_extra_body(
+    method: str, kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    async def run() -> None:
+        transport = MockTransport(opea_reply)
+        client = opea(transport)
+        try:
+            with pytest.raises(error, match=message):
+                await finish(getattr(client, method)("t", **kwargs))
+            assert not transport.requests
+        finally:
+            await client.aclose()
+
+    asyncio.run(asyncio.wait_for(run(), HANG))
 
 
 def test_claude_text_parts_keep_only_the_fields_anthropic_has() -> None:
@@ -1466,6 +1497,7 @@ def test_every_public_method_is_fuzzed() -> None:
         ("gemini", asyncllm.Gemini),
         ("groq", asyncllm.Groq),
         ("ollama", asyncllm.Ollama),
+        ("opea", OPEA),
     ]:
         covered = {c.split(".", 1)[1] for c in UNDECLARED_CASES if c.startswith(backend + ".")}
         assert covered == set(public_methods(cls)), backend
