@@ -10,7 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncllm
 from asyncllm._options import CallOptions, HttpOptions
+
+# The clients' retry settings: no retry unless a call asks for one (the input fuzzing draws
+# max_retries), and then no backoff sleep, so that a retried call never waits for real.
+NO_WAIT = asyncllm.RetryConfig(max_retries=0, initial_delay=0.0, max_delay=0.0)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import asyncllm
 from asyncllm._http._transport import Request
 from asyncllm.testing import MockResponse, MockTransport
 from tests.chat_contract import get_weather
-from tests.fuzz.harness import keywords, opea_or_skip, public_methods, undeclared
+from tests.fuzz.harness import NO_WAIT, keywords, opea_or_skip, public_methods, undeclared
 from tests.fuzz.test_responses_a import (
     CLAUDE_EVENTS,
     CLAUDE_MESSAGE,
@@ -69,8 +69,10 @@ HOST = "mock.invalid"
 URL = f"http://{HOST}"
 # Far longer than any call here takes; reaching it means the client hung.
 HANG = 10.0
+# Each method's call options (from its **options TypedDict) are drawn too: 75 examples a method
+# keep the file near 20 s. Raise max_examples (and HYPOTHESIS_PROFILE=explore) to hunt.
 SETTINGS = settings(
-    max_examples=250,
+    max_examples=75,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -630,7 +632,7 @@ def check_form(form: Any) -> None:
 
 
 def _options(t: MockTransport) -> dict[str, Any]:
-    return {"transport": t, "max_retries": 0, "dispatcher": asyncllm.Dispatcher()}
+    return {"transport": t, "retry": NO_WAIT, "dispatcher": asyncllm.Dispatcher()}
 
 
 def claude(t: MockTransport) -> asyncllm.Claude:

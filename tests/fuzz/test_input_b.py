@@ -43,7 +43,7 @@ from asyncllm._http._transport import Request
 from asyncllm.backends.ovms import _FLOAT_MAX, _INT_RANGES, DATATYPES, Tensor
 from asyncllm.testing import MockResponse, MockTransport
 from tests import test_ovms, test_tei, test_tgi
-from tests.fuzz.harness import keywords, public_methods, undeclared
+from tests.fuzz.harness import NO_WAIT, keywords, public_methods, undeclared
 from tests.fuzz.test_responses_b import (
     CHAT,
     CHAT_CHUNKS,
@@ -58,6 +58,8 @@ from tests.helpers import USER
 from tests.test_openai import validator as openai_validator
 
 # Sized so that the whole file runs in about half a minute; raise max_examples to hunt.
+# test_random_arguments_are_sent_or_refused_unsent, which draws each method's call options as well
+# (63 methods), takes RANDOM_ARGUMENTS.
 SETTINGS = settings(
     max_examples=100,
     deadline=None,
@@ -67,6 +69,7 @@ SETTINGS = settings(
         HealthCheck.filter_too_much,
     ],
 )
+RANDOM_ARGUMENTS = settings(SETTINGS, max_examples=30)
 CALL_TIMEOUT = 10.0  # a call that takes longer than this hangs: no canned reply waits
 
 # -- hostile values --------------------------------------------------------------------------------
@@ -633,7 +636,7 @@ class Backend:
             base_url=self.base_url,
             transport=transport,
             dispatcher=asyncllm.Dispatcher(),
-            max_retries=0,
+            retry=NO_WAIT,
             **{**self.fixed, **kwargs},
         )
 
@@ -931,7 +934,7 @@ async def sent_or_refused(method: Method, kwargs: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("label", sorted(METHODS))
-@SETTINGS
+@RANDOM_ARGUMENTS
 @given(data=st.data())
 def test_random_arguments_are_sent_or_refused_unsent(label: str, data: st.DataObject) -> None:
     method = METHODS[label]
@@ -1266,7 +1269,7 @@ def test_random_constructor_arguments_are_refused_or_sent_cleanly(
         transport = MockTransport(serve(backend.answer))
         try:
             client = backend.cls(
-                transport=transport, dispatcher=asyncllm.Dispatcher(), max_retries=0, **kwargs
+                transport=transport, dispatcher=asyncllm.Dispatcher(), retry=NO_WAIT, **kwargs
             )
         except asyncllm.ConfigurationError:
             return
