@@ -5,14 +5,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from hypothesis import settings
 
 # The property tests draw the same examples on every run, so a CI run cannot fail on a case no
-# earlier run saw. To hunt for new cases: HYPOTHESIS_PROFILE=explore pytest tests/test_fuzz*.py
+# earlier run saw. To hunt for new cases: HYPOTHESIS_PROFILE=explore pytest tests/fuzz
 settings.register_profile("repeatable", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
@@ -72,3 +72,25 @@ def _aioresponses_compat() -> None:
 
 
 _aioresponses_compat()
+
+
+# -- the server and client of a backend's test module ------------------------------------------
+# A module that uses them names its fake protocols (``PROTOCOLS = ("ollama",)``) and how to make
+# its client on that server (``def make_client(server): ...``); the client is closed afterwards.
+
+
+@pytest.fixture
+async def server(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    from asyncllm.testing import FakeServer
+
+    async with FakeServer(*request.module.PROTOCOLS) as server:
+        yield server
+
+
+@pytest.fixture
+async def client(request: pytest.FixtureRequest, server: Any) -> AsyncIterator[Any]:
+    client = request.module.make_client(server)
+    try:
+        yield client
+    finally:
+        await client.aclose()

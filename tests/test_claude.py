@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from functools import cache
 from typing import Any
 
@@ -75,19 +74,11 @@ def sent(server: FakeServer) -> Any:
     return server.requests[-1].json
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer("anthropic") as server:
-        yield server
+PROTOCOLS = ("anthropic",)
 
 
-@pytest.fixture
-async def client(server: FakeServer) -> AsyncIterator[asyncllm.Claude]:
-    client = asyncllm.Claude(api_key=SECRET, base_url=server.url(), retry=NO_WAIT)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+def make_client(server: FakeServer) -> asyncllm.Claude:
+    return asyncllm.Claude(api_key=SECRET, base_url=server.url(), retry=NO_WAIT)
 
 
 async def collect(stream: Any) -> list[asyncllm.ChatChunk]:

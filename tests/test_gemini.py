@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +33,11 @@ class TestGeminiContract(ChatContract):
         return asyncllm.Gemini(api_key="g-test", base_url=server.url("/v1beta"), **kwargs)
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer("gemini") as server:
-        yield server
+PROTOCOLS = ("gemini",)
 
 
-@pytest.fixture
-async def client(server: FakeServer) -> AsyncIterator[Gemini]:
-    async with Gemini(api_key="g-test", base_url=server.url("/v1beta"), retry=NO_WAIT) as client:
-        yield client
+def make_client(server: FakeServer) -> Gemini:
+    return Gemini(api_key="g-test", base_url=server.url("/v1beta"), retry=NO_WAIT)
 
 
 def user(text: str) -> dict[str, Any]:

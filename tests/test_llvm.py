@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,10 +18,7 @@ NO_WAIT = asyncllm.RetryConfig(max_retries=3, initial_delay=0.0, max_delay=0.0)
 BATCH_PATH = "/models/{model}/batch_infer"
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer("llvm") as server:
-        yield server
+PROTOCOLS = ("llvm",)
 
 
 def make(server: FakeServer, **kwargs: Any) -> LLVM:
@@ -30,13 +26,8 @@ def make(server: FakeServer, **kwargs: Any) -> LLVM:
     return LLVM(base_url=server.url(), **kwargs)
 
 
-@pytest.fixture
-async def client(server: FakeServer) -> AsyncIterator[LLVM]:
-    client = make(server)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+def make_client(server: FakeServer) -> LLVM:
+    return make(server)
 
 
 def batch_requests(server: FakeServer) -> list[Any]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import jsonschema
@@ -42,19 +41,11 @@ def _no_ollama_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OLLAMA_API_KEY", raising=False)
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer("ollama") as server:
-        yield server
+PROTOCOLS = ("ollama",)
 
 
-@pytest.fixture
-async def client(server: FakeServer) -> AsyncIterator[Ollama]:
-    client = Ollama(base_url=server.url(), retry=NO_WAIT)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+def make_client(server: FakeServer) -> Ollama:
+    return Ollama(base_url=server.url(), retry=NO_WAIT)
 
 
 def sent(server: FakeServer, path: str) -> Any:

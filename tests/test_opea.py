@@ -38,25 +38,18 @@ def opea_on(server: FakeServer, **kwargs: Any) -> OPEA:
     )
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer("opea") as server:
-        yield server
+PROTOCOLS = ("opea",)
+
+
+def make_client(server: FakeServer) -> OPEA:
+    # A dispatcher of its own, so that its lanes are this client's alone.
+    return opea_on(server, retry=NO_WAIT, dispatcher=asyncllm.Dispatcher())
 
 
 @pytest.fixture
 async def dispatcher() -> AsyncIterator[asyncllm.Dispatcher]:
     async with asyncllm.Dispatcher() as dispatcher:
         yield dispatcher
-
-
-@pytest.fixture
-async def opea(server: FakeServer, dispatcher: asyncllm.Dispatcher) -> AsyncIterator[OPEA]:
-    client = opea_on(server, retry=NO_WAIT, dispatcher=dispatcher)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def sent(server: FakeServer, index: int = -1) -> Any:
@@ -75,9 +68,9 @@ class TestOPEAContract(ChatContract):
 
 
 async def test_llm_chat_without_model_lets_the_service_choose(
-    opea: OPEA, server: FakeServer
+    client: OPEA, server: FakeServer
 ) -> None:
-    r = await opea.chat([{"role": "user", "content": "no model"}])
+    r = await client.chat([{"role": "user", "content": "no model"}])
     assert r.text == "echo: no model"
     assert "model" not in sent(server)
     assert server.requests[-1].path == "/v1/chat/completions"
@@ -86,8 +79,8 @@ async def test_llm_chat_without_model_lets_the_service_choose(
 # -- gateway: ChatQnA ---------------------------------------------------------------------------
 
 
-async def test_chatqna_json(opea: OPEA, server: FakeServer) -> None:
-    r = await opea.chatqna(
+async def test_chatqna_json(client: OPEA, server: FakeServer) -> None:
+    r = await client.chatqna(
         "What is OPEA?", k=3, top_n=2, max_tokens=64, temperature=0.2, search_type="mmr"
     )
     assert r.text == "echo: What is OPEA?"
@@ -107,8 +100,8 @@ async def test_chatqna_json(opea: OPEA, server: FakeServer) -> None:
     }
 
 
-async def test_chatqna_takes_messages(opea: OPEA, server: FakeServer) -> None:
-    r = await opea.chatqna(
+async def test_chatqna_takes_messages(client: OPEA, server: FakeServer) -> None:
+    r = await client.chatqna(
         [
             {"role": "system", "content": "be brief"},
             {"role": "user", "content": "first"},
@@ -134,18 +127,18 @@ async def test_chatqna_takes_messages(opea: OPEA, server: FakeServer) -> None:
     ],
 )
 async def test_chatqna_bad_input_sends_nothing(
-    opea: OPEA, server: FakeServer, question: Any, kwargs: dict[str, Any]
+    client: OPEA, server: FakeServer, question: Any, kwargs: dict[str, Any]
 ) -> None:
     with pytest.raises(asyncllm.ConfigurationError):
-        await opea.chatqna(question, **kwargs)
+        await client.chatqna(question, **kwargs)
     with pytest.raises(asyncllm.ConfigurationError):
-        opea.stream_chatqna(question, **kwargs)
+        client.stream_chatqna(question, **kwargs)
     assert server.request_count == 0
 
 
-async def test_stream_chatqna_bytes_literals_with_escapes(opea: OPEA, server: FakeServer) -> None:
+async def test_stream_chatqna_bytes_literals_with_escapes(client: OPEA, server: FakeServer) -> None:
     chunks = []
-    async with opea.stream_chatqna(HOSTILE_QUESTION, k=2) as stream:
+    async with client.stream_chatqna(HOSTILE_QUESTION, k=2) as stream:
         async for chunk in stream:
             chunks.append(chunk)
     text = "".join(c.delta for c in chunks)
@@ -185,14 +178,14 @@ async def test_stream_chatqna_wire_is_bytes_literals(server: FakeServer) -> None
 # -- gateway: CodeGen, DocSum, FaqGen --------------------------------------------------------------
 
 
-async def test_codegen_json_and_stream(opea: OPEA, server: FakeServer) -> None:
-    r = await opea.codegen("write a sort", index_name="repo", max_tokens=32)
+async def test_codegen_json_and_stream(client: OPEA, server: FakeServer) -> None:
+    r = await client.codegen("write a sort", index_name="repo", max_tokens=32)
     assert r.text == "echo: write a sort"
     assert r.model == "codegen"
     assert sent(server)["index_name"] == "repo"
     assert sent(server)["stream"] is False
     chunks = []
-    async with opea.stream_codegen([{"role": "user", "content": "stream some code"}]) as stream:
+    async with client.stream_codegen([{"role": "user", "content": "stream some code"}]) as stream:
         async for chunk in stream:
             chunks.append(chunk)
     assert "".join(c.delta for c in chunks) == "echo: stream some code"
@@ -201,8 +194,8 @@ async def test_codegen_json_and_stream(opea: OPEA, server: FakeServer) -> None:
     assert server.requests[-1].path == "/v1/codegen"
 
 
-async def test_docsum_json(opea: OPEA, server: FakeServer) -> None:
-    r = await opea.docsum("A long document.", summary_type="map_reduce", chunk_size=100)
+async def test_docsum_json(client: OPEA, server: FakeServer) -> None:
+    r = await client.docsum("A long document.", summary_type="map_reduce", chunk_size=100)
     assert r.text == "echo: A long document."
     assert r.model == "docsum"
     body = sent(server)
@@ -214,11 +207,11 @@ async def test_docsum_json(opea: OPEA, server: FakeServer) -> None:
 
 
 async def test_docsum_with_files_is_multipart(
-    opea: OPEA, server: FakeServer, tmp_path: Path
+    client: OPEA, server: FakeServer, tmp_path: Path
 ) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("from a path", encoding="utf-8")
-    r = await opea.docsum("Intro. ", files=[path, ("b.txt", "ünïcode bytes".encode())])
+    r = await client.docsum("Intro. ", files=[path, ("b.txt", "ünïcode bytes".encode())])
     assert r.text == "echo: Intro. from a path\nünïcode bytes"
     form = server.state["opea_docsum_form"]
     assert form["fields"]["type"] == "text"
@@ -230,24 +223,24 @@ async def test_docsum_with_files_is_multipart(
     assert form["files"][0]["content_type"] == "text/plain"
 
 
-async def test_stream_docsum(opea: OPEA, server: FakeServer) -> None:
-    async with opea.stream_docsum('sum it\'s "this"') as stream:
+async def test_stream_docsum(client: OPEA, server: FakeServer) -> None:
+    async with client.stream_docsum('sum it\'s "this"') as stream:
         text = "".join([c.delta async for c in stream])
     assert text == 'echo: sum it\'s "this"'
-    async with opea.stream_docsum(files=[("f.txt", b"file only")]) as stream:
+    async with client.stream_docsum(files=[("f.txt", b"file only")]) as stream:
         text = "".join([c.delta async for c in stream])
     assert text == "echo: file only"
     assert server.state["opea_docsum_form"]["fields"]["stream"] == "true"
 
 
-async def test_faqgen_always_sends_a_form(opea: OPEA, server: FakeServer) -> None:
-    r = await opea.faqgen("Some facts.", max_tokens=128)
+async def test_faqgen_always_sends_a_form(client: OPEA, server: FakeServer) -> None:
+    r = await client.faqgen("Some facts.", max_tokens=128)
     assert r.text == "echo: Some facts."
     assert r.model == "faqgen"
     assert "multipart/form-data" in server.requests[-1].headers["Content-Type"]
     fields = server.state["opea_faqgen_form"]["fields"]
     assert fields == {"messages": "Some facts.", "max_tokens": "128", "stream": "false"}
-    async with opea.stream_faqgen("café ☕", files=[("x.txt", b" + file")]) as stream:
+    async with client.stream_faqgen("café ☕", files=[("x.txt", b" + file")]) as stream:
         chunks = [c async for c in stream]
     assert "".join(c.delta for c in chunks) == "echo: café ☕ + file"
     assert len([c for c in chunks if c.delta]) >= 2
@@ -267,12 +260,12 @@ async def test_faqgen_always_sends_a_form(opea: OPEA, server: FakeServer) -> Non
     ],
 )
 async def test_document_calls_check_their_input(
-    opea: OPEA, server: FakeServer, call: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    client: OPEA, server: FakeServer, call: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     with pytest.raises(asyncllm.ConfigurationError):
-        await getattr(opea, call)(*args, **kwargs)
+        await getattr(client, call)(*args, **kwargs)
     with pytest.raises(asyncllm.ConfigurationError):
-        getattr(opea, f"stream_{call}")(*args, **kwargs)
+        getattr(client, f"stream_{call}")(*args, **kwargs)
     assert server.request_count == 0
 
 
@@ -291,9 +284,9 @@ async def test_json_answer_to_a_stream_request_is_one_chunk() -> None:
     assert [(c.delta, c.finish_reason) for c in chunks] == [("whole", "stop")]
 
 
-async def test_multipart_body_is_rebuilt_for_a_retry(opea: OPEA, server: FakeServer) -> None:
+async def test_multipart_body_is_rebuilt_for_a_retry(client: OPEA, server: FakeServer) -> None:
     server.fail_next(2, status=503)
-    r = await opea.faqgen("retry me", files=[("r.txt", b" with file")])
+    r = await client.faqgen("retry me", files=[("r.txt", b" with file")])
     assert r.text == "echo: retry me with file"
     assert server.request_count == 3
     assert server.requests[0].body == server.requests[2].body.replace(
@@ -305,9 +298,11 @@ def _boundaries(later: bytes, first: bytes) -> tuple[bytes, bytes]:
     return later.split(b"\r\n", 1)[0], first.split(b"\r\n", 1)[0]
 
 
-async def test_stream_faqgen_retries_before_the_first_chunk(opea: OPEA, server: FakeServer) -> None:
+async def test_stream_faqgen_retries_before_the_first_chunk(
+    client: OPEA, server: FakeServer
+) -> None:
     server.fail_next(1, status=429, retry_after="0")
-    async with opea.stream_faqgen("again", files=[("a.txt", b"!")]) as stream:
+    async with client.stream_faqgen("again", files=[("a.txt", b"!")]) as stream:
         text = "".join([c.delta async for c in stream])
     assert text == "echo: again!"
     assert server.request_count == 2
@@ -316,10 +311,10 @@ async def test_stream_faqgen_retries_before_the_first_chunk(opea: OPEA, server: 
 # -- gateway errors ---------------------------------------------------------------------------
 
 
-async def test_gateway_error_bodies(opea: OPEA, server: FakeServer) -> None:
+async def test_gateway_error_bodies(client: OPEA, server: FakeServer) -> None:
     server.fail_next(1, status=404)
     with pytest.raises(asyncllm.NotFoundError) as info:
-        await opea.chatqna("q")
+        await client.chatqna("q")
     assert info.value.message == "injected 404"  # read from {"detail": ...}
     server.fail_next(
         1,
@@ -329,7 +324,7 @@ async def test_gateway_error_bodies(opea: OPEA, server: FakeServer) -> None:
         },
     )
     with pytest.raises(asyncllm.UnprocessableEntityError) as info422:
-        await opea.chatqna("q")
+        await client.chatqna("q")
     assert info422.value.message == "body.messages: Field required"
     assert info422.value.error_type == "missing"
 
@@ -343,10 +338,10 @@ async def test_gateway_plain_text_500(server: FakeServer) -> None:
     assert info.value.body == "Internal Server Error"
 
 
-async def test_malformed_stream_is_a_typed_error(opea: OPEA, server: FakeServer) -> None:
+async def test_malformed_stream_is_a_typed_error(client: OPEA, server: FakeServer) -> None:
     server.malformed_next(1)
     with pytest.raises(asyncllm.ResponseValidationError) as info:
-        async with opea.stream_chatqna("q") as stream:
+        async with client.stream_chatqna("q") as stream:
             async for _ in stream:
                 pass
     assert info.value.request_id == server.request_ids[-1]
@@ -493,20 +488,20 @@ def test_parser_never_raises_anything_but_value_error(data: bytes) -> None:
 # -- microservices ----------------------------------------------------------------------------------
 
 
-async def test_embed_retrieve_rerank_pipeline(opea: OPEA, server: FakeServer) -> None:
-    emb = await opea.embed(["ChatQnA answers questions from documents.", "other"])
+async def test_embed_retrieve_rerank_pipeline(client: OPEA, server: FakeServer) -> None:
+    emb = await client.embed(["ChatQnA answers questions from documents.", "other"])
     assert len(emb.vectors) == 2
     assert emb.vectors[0] == _common.vector("ChatQnA answers questions from documents.")
     assert sent(server) == {
         "input": ["ChatQnA answers questions from documents.", "other"],
         "encoding_format": "float",
     }
-    found = await opea.retrieve("what does chatqna do", emb.vectors[0], k=2)
+    found = await client.retrieve("what does chatqna do", emb.vectors[0], k=2)
     assert sent(server)["k"] == 2
     assert len(found.docs) == 2
     assert found.docs[0].text == "ChatQnA answers questions from documents."
     assert found.query == "what does chatqna do"
-    ranked = await opea.rerank("order documents by relevance", found.docs, top_n=2)
+    ranked = await client.rerank("order documents by relevance", found.docs, top_n=2)
     assert sent(server) == {
         "input": "order documents by relevance",
         "retrieved_docs": [{"text": d.text} for d in found.docs],
@@ -532,27 +527,27 @@ async def test_embed_retrieve_rerank_pipeline(opea: OPEA, server: FakeServer) ->
     ],
 )
 async def test_microservice_bad_input_sends_nothing(
-    opea: OPEA, server: FakeServer, call: str, args: tuple[Any, ...]
+    client: OPEA, server: FakeServer, call: str, args: tuple[Any, ...]
 ) -> None:
     with pytest.raises(asyncllm.ConfigurationError):
-        await getattr(opea, call)(*args)
+        await getattr(client, call)(*args)
     assert server.request_count == 0
 
 
-async def test_guardrails(opea: OPEA, server: FakeServer) -> None:
-    ok = await opea.guardrails("a friendly question")
+async def test_guardrails(client: OPEA, server: FakeServer) -> None:
+    ok = await client.guardrails("a friendly question")
     assert (ok.text, ok.blocked) == ("a friendly question", False)
-    blocked = await opea.guardrails("something UNSAFE")
+    blocked = await client.guardrails("something UNSAFE")
     assert blocked.blocked
     assert blocked.text.startswith("Violated policies")
-    answer = await opea.guardrails("generated text", prompt="the prompt")
+    answer = await client.guardrails("generated text", prompt="the prompt")
     assert sent(server) == {"text": "generated text", "prompt": "the prompt"}
     assert not answer.blocked
 
 
-async def test_microservice_validation_error(opea: OPEA, server: FakeServer) -> None:
+async def test_microservice_validation_error(client: OPEA, server: FakeServer) -> None:
     with pytest.raises(asyncllm.UnprocessableEntityError) as info:
-        await opea._parts.retriever._request(
+        await client._parts.retriever._request(
             "raw", "POST", "/v1/retrieval", lambda p, m: p, {}, body={"embedding": [1.0]}
         )
     assert info.value.message == "body.text: Field required"
@@ -561,10 +556,10 @@ async def test_microservice_validation_error(opea: OPEA, server: FakeServer) -> 
 # -- dataprep -------------------------------------------------------------------------------------
 
 
-async def test_ingest_files_and_links(opea: OPEA, server: FakeServer, tmp_path: Path) -> None:
+async def test_ingest_files_and_links(client: OPEA, server: FakeServer, tmp_path: Path) -> None:
     path = tmp_path / "manual.md"
     path.write_bytes(b"# Manual\nThe pump runs at 3 bar.")
-    result = await opea.ingest(
+    result = await client.ingest(
         [path, ("raw.txt", b"\x00binary\xffdata", "application/octet-stream")],
         ["https://example.com/page"],
         chunk_size=500,
@@ -587,15 +582,15 @@ async def test_ingest_files_and_links(opea: OPEA, server: FakeServer, tmp_path: 
     assert seen["fields"]["process_table"] == "true"
 
 
-async def test_ingested_text_can_be_retrieved(opea: OPEA) -> None:
-    await opea.ingest([("facts.txt", b"The pump runs at 3 bar.")])
-    vector = (await opea.embed("The pump runs at 3 bar.")).vectors[0]
-    found = await opea.retrieve("pump pressure", vector, k=1)
+async def test_ingested_text_can_be_retrieved(client: OPEA) -> None:
+    await client.ingest([("facts.txt", b"The pump runs at 3 bar.")])
+    vector = (await client.embed("The pump runs at 3 bar.")).vectors[0]
+    found = await client.retrieve("pump pressure", vector, k=1)
     assert [d.text for d in found.docs] == ["The pump runs at 3 bar."]
 
 
-async def test_ingest_links_only(opea: OPEA, server: FakeServer) -> None:
-    await opea.ingest(links=["http://a.example/x", "https://b.example/y"])
+async def test_ingest_links_only(client: OPEA, server: FakeServer) -> None:
+    await client.ingest(links=["http://a.example/x", "https://b.example/y"])
     seen = server.state["opea_ingested"][-1]
     assert seen["files"] == []
     assert seen["links"] == ["http://a.example/x", "https://b.example/y"]
@@ -615,16 +610,16 @@ async def test_ingest_links_only(opea: OPEA, server: FakeServer) -> None:
     ],
 )
 async def test_ingest_bad_input_sends_nothing(
-    opea: OPEA, server: FakeServer, kwargs: dict[str, Any]
+    client: OPEA, server: FakeServer, kwargs: dict[str, Any]
 ) -> None:
     with pytest.raises(asyncllm.ConfigurationError):
-        await opea.ingest(**kwargs)
+        await client.ingest(**kwargs)
     assert server.request_count == 0
 
 
-async def test_ingest_retry_sends_the_files_again(opea: OPEA, server: FakeServer) -> None:
+async def test_ingest_retry_sends_the_files_again(client: OPEA, server: FakeServer) -> None:
     server.fail_next(1, status=500)
-    await opea.ingest([("again.txt", b"payload")])
+    await client.ingest([("again.txt", b"payload")])
     assert server.request_count == 2
     assert server.state["opea_ingested"][-1]["files"][0]["data"] == b"payload"
     assert b"payload" in server.requests[0].body
@@ -633,9 +628,9 @@ async def test_ingest_retry_sends_the_files_again(opea: OPEA, server: FakeServer
 # -- health ---------------------------------------------------------------------------------------
 
 
-async def test_health_of_every_service(opea: OPEA, server: FakeServer) -> None:
+async def test_health_of_every_service(client: OPEA, server: FakeServer) -> None:
     for service in SERVICES:
-        health = await opea.health(service)
+        health = await client.health(service)
         assert health.status == 200
         assert health.service == f"opea-{service}"
         assert "Service Title" in health.info
@@ -643,28 +638,27 @@ async def test_health_of_every_service(opea: OPEA, server: FakeServer) -> None:
     assert {r.method for r in server.requests} == {"GET"}
 
 
-async def test_unhealthy_service_raises(opea: OPEA, server: FakeServer) -> None:
+async def test_unhealthy_service_raises(client: OPEA, server: FakeServer) -> None:
     server.fail_next(4, status=503)  # the first try and NO_WAIT's three retries
     with pytest.raises(asyncllm.InternalServerError):
-        await opea.health("retriever", deadline=5)
+        await client.health("retriever", deadline=5)
     assert server.request_count == 4
     with pytest.raises(asyncllm.ConfigurationError):
-        await opea.health("vectordb")
+        await client.health("vectordb")
 
 
 # -- one lane per service -----------------------------------------------------------------------
 
 
-async def test_each_service_is_its_own_lane(
-    opea: OPEA, server: FakeServer, dispatcher: asyncllm.Dispatcher
-) -> None:
-    assert opea.dispatcher is dispatcher
+async def test_each_service_is_its_own_lane(client: OPEA, server: FakeServer) -> None:
+    dispatcher = client.dispatcher  # make_client's own
+    assert dispatcher is not asyncllm.get_dispatcher()
     assert dispatcher.stats() == {}  # nothing made until used
-    await opea.chatqna("q")
-    await opea.chat([{"role": "user", "content": "x"}])
-    emb = await opea.embed("x")
-    await opea.retrieve("x", emb.vectors[0])
-    await opea.rerank("x", ["a", "b"])
+    await client.chatqna("q")
+    await client.chat([{"role": "user", "content": "x"}])
+    emb = await client.embed("x")
+    await client.retrieve("x", emb.vectors[0])
+    await client.rerank("x", ["a", "b"])
     stats = dispatcher.stats()
     assert set(stats) == {
         "opea-gateway",
@@ -674,12 +668,12 @@ async def test_each_service_is_its_own_lane(
         "opea-reranking",
     }
     assert {name: s.succeeded for name, s in stats.items()} == dict.fromkeys(stats, 1)
-    await opea.aclose()
+    await client.aclose()
     assert dispatcher.stats() == {}
     with pytest.raises(asyncllm.ClientClosedError):
-        await opea.chatqna("q")
+        await client.chatqna("q")
     with pytest.raises(asyncllm.ClientClosedError):
-        await opea.embed("x")
+        await client.embed("x")
 
 
 async def test_a_failing_service_opens_only_its_breaker(
@@ -856,17 +850,17 @@ def test_the_constructor_is_keyword_only() -> None:
     ],
 )
 async def test_a_misspelt_option_is_a_type_error_before_anything_is_sent(
-    opea: OPEA, server: FakeServer, call: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    client: OPEA, server: FakeServer, call: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     with pytest.raises(TypeError, match=f"{call}\\(\\) got an unexpected keyword argument"):
-        result = getattr(opea, call)(*args, **kwargs)
+        result = getattr(client, call)(*args, **kwargs)
         if not isinstance(result, asyncllm.Stream):
             await result
     assert server.request_count == 0
 
 
-async def test_with_options_reaches_every_service(opea: OPEA, server: FakeServer) -> None:
-    once = opea.with_options(max_retries=0)
+async def test_with_options_reaches_every_service(client: OPEA, server: FakeServer) -> None:
+    once = client.with_options(max_retries=0)
     server.fail_next(1, status=503)
     with pytest.raises(asyncllm.InternalServerError):
         await once.chatqna("q")
@@ -875,10 +869,10 @@ async def test_with_options_reaches_every_service(opea: OPEA, server: FakeServer
         await once.embed("x")
     assert server.request_count == 2
     server.fail_next(1, status=503)
-    assert (await opea.embed("x")).vectors  # the client itself still retries
+    assert (await client.embed("x")).vectors  # the client itself still retries
     await once.aclose()  # owns nothing
-    assert (await opea.chatqna("q")).text == "echo: q"
-    await opea.aclose()
+    assert (await client.chatqna("q")).text == "echo: q"
+    await client.aclose()
     with pytest.raises(asyncllm.ClientClosedError):
         await once.chatqna("q")
 

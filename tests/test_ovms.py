@@ -4,7 +4,6 @@ import json
 import math
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -29,19 +28,11 @@ class TestOVMSContract(ChatContract):
         return asyncllm.OVMS(base_url=server.url(), **kwargs)
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer("ovms") as server:
-        yield server
+PROTOCOLS = ("ovms",)
 
 
-@pytest.fixture
-async def client(server: FakeServer) -> AsyncIterator[OVMS]:
-    client = OVMS(base_url=server.url(), model="fake-model", retry=NO_WAIT)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+def make_client(server: FakeServer) -> OVMS:
+    return OVMS(base_url=server.url(), model="fake-model", retry=NO_WAIT)
 
 
 # Values per datatype, the range ends included, so the checks and the wire keep full range.

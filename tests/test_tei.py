@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +21,11 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "local_rag.py"
 NO_WAIT = asyncllm.RetryConfig(max_retries=3, initial_delay=0.0, max_delay=0.0)
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer("tei") as server:
-        yield server
+PROTOCOLS = ("tei",)
 
 
-@pytest.fixture
-async def client(server: FakeServer) -> AsyncIterator[TEI]:
-    client = asyncllm.TEI(base_url=server.url(), retry=NO_WAIT)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+def make_client(server: FakeServer) -> TEI:
+    return asyncllm.TEI(base_url=server.url(), retry=NO_WAIT)
 
 
 def bodies(server: FakeServer, path: str) -> list[Any]:

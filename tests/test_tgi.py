@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +25,11 @@ class TestTGIContract(ChatContract):
         return asyncllm.TGI(base_url=server.url(), **kwargs)
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer("tgi") as server:
-        yield server
+PROTOCOLS = ("tgi",)
 
 
-@pytest.fixture
-async def client(server: FakeServer) -> AsyncIterator[TGI]:
-    client = asyncllm.TGI(base_url=server.url(), retry=NO_WAIT)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+def make_client(server: FakeServer) -> TGI:
+    return asyncllm.TGI(base_url=server.url(), retry=NO_WAIT)
 
 
 def sent(server: FakeServer, path: str) -> Any:

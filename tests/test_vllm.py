@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,19 +24,11 @@ class TestVLLMContract(ChatContract):
         return asyncllm.VLLM(base_url=server.url("/v1"), **kwargs)
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer("vllm") as server:
-        yield server
+PROTOCOLS = ("vllm",)
 
 
-@pytest.fixture
-async def client(server: FakeServer) -> AsyncIterator[VLLM]:
-    client = VLLM(base_url=server.url("/v1"), retry=NO_WAIT)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+def make_client(server: FakeServer) -> VLLM:
+    return VLLM(base_url=server.url("/v1"), retry=NO_WAIT)
 
 
 class Answer(BaseModel):

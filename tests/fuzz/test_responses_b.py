@@ -31,11 +31,11 @@ from tests.helpers import USER
 
 # Sized so that the whole file runs in about half a minute; raise max_examples to hunt.
 SETTINGS = settings(
-    max_examples=150,
+    max_examples=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-STREAM_SETTINGS = settings(SETTINGS, max_examples=500)
+STREAM_SETTINGS = settings(SETTINGS, max_examples=150)
 MAX_RESPONSE_BYTES = 64 * 1024
 MAX_LINE_BYTES = 4096
 CALL_TIMEOUT = 10.0  # a call that takes longer than this hangs: no mock answer waits

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import json
 import math
 import re
@@ -44,8 +43,8 @@ from asyncllm._http._transport import Request
 from asyncllm.backends.ovms import _FLOAT_MAX, _INT_RANGES, DATATYPES, Tensor
 from asyncllm.testing import MockResponse, MockTransport
 from tests import test_ovms, test_tei, test_tgi
-from tests.helpers import USER
-from tests.test_fuzz_backends_b import (
+from tests.fuzz.harness import NO_WAIT, keywords, public_methods, undeclared
+from tests.fuzz.test_responses_b import (
     CHAT,
     CHAT_CHUNKS,
     TGI_STREAM,
@@ -55,9 +54,12 @@ from tests.test_fuzz_backends_b import (
     tgi_valid,
     vllm_valid,
 )
+from tests.helpers import USER
 from tests.test_openai import validator as openai_validator
 
 # Sized so that the whole file runs in about half a minute; raise max_examples to hunt.
+# test_random_arguments_are_sent_or_refused_unsent, which draws each method's call options as well
+# (63 methods), takes RANDOM_ARGUMENTS.
 SETTINGS = settings(
     max_examples=100,
     deadline=None,
@@ -67,6 +69,7 @@ SETTINGS = settings(
         HealthCheck.filter_too_much,
     ],
 )
+RANDOM_ARGUMENTS = settings(SETTINGS, max_examples=30)
 CALL_TIMEOUT = 10.0  # a call that takes longer than this hangs: no canned reply waits
 
 # -- hostile values --------------------------------------------------------------------------------
@@ -241,6 +244,8 @@ COMMON: dict[str, st.SearchStrategy[Any]] = {
     "priority": priorities,
     "timeout": timeouts_ok,
     "deadline": timeouts_ok,
+    "max_retries": st.integers(0, 3),
+    "extra_query": st.dictionaries(st.sampled_from(["api-version", "tenant"]), visible, max_size=2),
 }
 TGI_GENERATE: dict[str, st.SearchStrategy[Any]] = {
     "inputs": nonempty,
@@ -528,9 +533,13 @@ def no_schema(path: str) -> None:
     return None
 
 
-def _segments(url: str) -> list[str]:
+def _segments(url: str, query: Mapping[str, Any] | None = None) -> list[str]:
     parsed = URL(url)  # as aiohttp sends it: dot segments resolved
-    assert not parsed.raw_query_string and not parsed.raw_fragment, url
+    assert not parsed.raw_fragment, url
+    if query:  # the query is extra_query's (sent in the URL or as the request's params)
+        assert set(parsed.query.items()) <= set(dict(query).items()), url
+    else:
+        assert not parsed.raw_query_string, url
     return [unquote(part) for part in parsed.raw_parts]
 
 
@@ -557,7 +566,11 @@ def ovms_path(method: Method, kwargs: Mapping[str, Any], url: str) -> None:
         expected[-1] += ":predict"
     else:
         expected += suffix
-    assert _segments(url) == expected, (url, kwargs.get("model"), kwargs.get("version"))
+    assert _segments(url, kwargs.get("extra_query")) == expected, (
+        url,
+        kwargs.get("model"),
+        kwargs.get("version"),
+    )
 
 
 LLVM_SUFFIX = {
@@ -574,15 +587,35 @@ def llvm_path(method: Method, kwargs: Mapping[str, Any], url: str) -> None:
     if method.name == "infer":
         batched = kwargs.get("batch", True) and method.client.get("batch_size", 8) > 1
         suffix = ["batch_infer"] if batched else ["infer"]
+        if batched and _alone(kwargs):  # perhaps sent alone, with options of its own
+            segments = _segments(url, kwargs.get("extra_query"))
+            assert segments in (
+                ["/", "models", kwargs["model_id"], "infer"],
+                ["/", "models", kwargs["model_id"], "batch_infer"],
+            ), url
+            return
     elif method.name in LLVM_SUFFIX:
         suffix = LLVM_SUFFIX[method.name]
     else:
         return
-    assert _segments(url) == ["/", "models", kwargs["model_id"], *suffix], url
+    assert _segments(url, kwargs.get("extra_query")) == [
+        "/",
+        "models",
+        kwargs["model_id"],
+        *suffix,
+    ], url
+
+
+def _alone(kwargs: Mapping[str, Any]) -> bool:
+    """An LLVM infer that skips micro-batching: it has HTTP options of its own, or a timeout or
+    max_retries other than the client's (None and 0 here)."""
+    return any(
+        kwargs.get(k) is not None for k in ("extra_headers", "extra_query", "extra_body")
+    ) or ("timeout" in kwargs or kwargs.get("max_retries") not in (None, 0))
 
 
 def any_path(method: Method, kwargs: Mapping[str, Any], url: str) -> None:
-    _segments(url)
+    _segments(url, kwargs.get("extra_query"))
 
 
 # -- the methods ---------------------------------------------------------------------------------------
@@ -603,7 +636,7 @@ class Backend:
             base_url=self.base_url,
             transport=transport,
             dispatcher=asyncllm.Dispatcher(),
-            max_retries=0,
+            retry=NO_WAIT,
             **{**self.fixed, **kwargs},
         )
 
@@ -674,16 +707,13 @@ def arguments(draw: st.DrawFn, method: Method, faults: bool = True) -> dict[str,
     """Arguments of the right shape (those without a default always, the others sometimes), then
     up to two of them (any, given or not) replaced by hostile values: one or two faults at a time,
     so that a fault is not hidden behind another that is refused first."""
-    signature = inspect.signature(getattr(BACKENDS[method.backend].cls, method.name))
-    params = list(signature.parameters.values())[1:]
-    names = [p.name for p in params]
+    # The signature's parameters and the keys of the **options TypedDict: the backend's own
+    # parameters and the call options alike.
+    kw = keywords(BACKENDS[method.backend].cls, method.name)
+    names = kw.all
     grouped = set(method.one) | set(method.at_most_one)
-    required = {p.name: method.valid(p.name) for p in params if p.default is p.empty}
-    optional = {
-        p.name: method.valid(p.name)
-        for p in params
-        if p.default is not p.empty and p.name not in grouped
-    }
+    required = {n: method.valid(n) for n in kw.required}
+    optional = {n: method.valid(n) for n in kw.optional if n not in grouped}
     kwargs = draw(st.fixed_dictionaries(required, optional=optional), label="valid")
     for group, needed in ((method.one, True), (method.at_most_one, False)):
         if group:
@@ -888,6 +918,10 @@ async def sent_or_refused(method: Method, kwargs: dict[str, Any]) -> None:
         for request in transport.requests:
             check_headers(request)
             backend.path(method, kwargs, request.url)
+            internal = method.name != "info" and URL(request.url).raw_path == "/info"
+            if kwargs.get("extra_query") and not internal:  # not on TEI's own /info lookup
+                sent = {**URL(request.url).query, **(request.params or {})}
+                assert dict(kwargs["extra_query"]).items() <= sent.items(), (request.url, sent)
             if request.content is None:
                 continue
             body = strict_json(request.content)
@@ -900,7 +934,7 @@ async def sent_or_refused(method: Method, kwargs: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("label", sorted(METHODS))
-@SETTINGS
+@RANDOM_ARGUMENTS
 @given(data=st.data())
 def test_random_arguments_are_sent_or_refused_unsent(label: str, data: st.DataObject) -> None:
     method = METHODS[label]
@@ -911,15 +945,47 @@ def test_random_arguments_are_sent_or_refused_unsent(label: str, data: st.DataOb
 
 def test_every_public_method_is_fuzzed() -> None:
     for name, backend in BACKENDS.items():
-        public = {
-            n
-            for n, v in inspect.getmembers(backend.cls)
-            if not n.startswith("_") and inspect.isfunction(v) and n != "aclose"
-        }
+        public = set(public_methods(backend.cls))
         covered = {m.name for m in METHODS.values() if m.backend == name}
         if name == "openai":
-            public.discard("chat")  # tests/test_fuzz.py covers it
+            public.discard("chat")  # tests/fuzz/test_openai_chat.py covers it
         assert covered == public, name
+
+
+@pytest.mark.parametrize("label", sorted(METHODS))
+@settings(SETTINGS, max_examples=10)
+@given(data=st.data())
+def test_an_undeclared_keyword_is_a_type_error_unsent(label: str, data: st.DataObject) -> None:
+    """A keyword the method declares neither in its signature nor in its **options TypedDict
+    is a TypeError, with nothing sent, whatever else the call is given."""
+    method = METHODS[label]
+    kwargs = data.draw(arguments(method, faults=False), label="kwargs")
+    names = undeclared(keywords(BACKENDS[method.backend].cls, method.name))
+    assume(not any(known(method, kwargs) for known in KNOWN_SHARED_BUGS.values()))
+    bad = data.draw(st.sampled_from(names), label="undeclared")
+    kwargs[bad] = data.draw(st.sampled_from([0, None, "x", {}]), label="value")
+    backend = BACKENDS[method.backend]
+
+    async def run() -> None:
+        transport = MockTransport(serve(backend.answer))
+        client = backend.make(transport, **method.client)
+        try:
+            try:
+                await asyncio.wait_for(invoke(client, method.name, kwargs), CALL_TIMEOUT)
+            except TypeError as exc:
+                assert "unexpected keyword argument" in str(exc)
+            except asyncllm.ConfigurationError:
+                # Refused for another argument first: only if that one is refused by itself.
+                transport.requests.clear()
+                with pytest.raises(asyncllm.ConfigurationError):
+                    await invoke(client, method.name, {k: kwargs[k] for k in kwargs if k != bad})
+            else:
+                raise AssertionError(f"{bad}= was taken")
+            assert not transport.requests
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
 
 
 # -- batched calls: one input that cannot be sent among many --------------------------------------
@@ -1133,11 +1199,16 @@ def test_concurrent_micro_batched_infers_are_each_sent_or_refused(
                 timed_out += 1
             elif not isinstance(result, asyncllm.ConfigurationError):
                 assert not isinstance(result, BaseException), repr(result)
-                assert result.output == {"echo": json.loads(json.dumps(kw["input"]))}
+                alone = {"output": [1, 2]}  # llvm_valid's answer to a lone /infer
+                batched = {"echo": json.loads(json.dumps(kw["input"]))}
+                assert result.output in ((alone["output"], batched) if _alone(kw) else (batched,))
                 returned += 1
         sent = 0
         for request in transport.requests:
             check_headers(request)
+            if _segments(request.url)[-1] == "infer":  # a call sent alone
+                sent += 1
+                continue
             assert _segments(request.url)[-1] == "batch_infer"
             sent += len(strict_json(request.content or b"")["inputs"])
         assert returned <= sent <= returned + timed_out
@@ -1198,7 +1269,7 @@ def test_random_constructor_arguments_are_refused_or_sent_cleanly(
         transport = MockTransport(serve(backend.answer))
         try:
             client = backend.cls(
-                transport=transport, dispatcher=asyncllm.Dispatcher(), max_retries=0, **kwargs
+                transport=transport, dispatcher=asyncllm.Dispatcher(), retry=NO_WAIT, **kwargs
             )
         except asyncllm.ConfigurationError:
             return
