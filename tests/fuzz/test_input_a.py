@@ -1505,16 +1505,9 @@ def test_every_public_method_is_fuzzed() -> None:
         assert covered == set(public_methods(cls)), backend
 
 
-@pytest.mark.xfail(
-    reason="asyncllm.backends.opea._forms.FileSpec names 'os.PathLike[str]' as a string, which "
-    "typing cannot resolve in _services or _facade (no os there): get_type_hints fails on "
-    "OPEA.ingest and on the DocSum/FaqGen options TypedDicts",
-    raises=NameError,
-    strict=True,
-)
 def test_opea_type_hints_resolve() -> None:
-    """Found while reading each method's **options TypedDict (the harness reads the names
-    without evaluating them): the public annotations of OPEA's file-taking calls do not resolve."""
+    """Found while reading each method's **options TypedDict: the public annotations of OPEA's
+    file-taking calls did not resolve (FileSpec named ``os.PathLike`` as a string)."""
     import typing
 
     for name in ("ingest", "docsum", "faqgen"):

@@ -9,7 +9,7 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import aiohttp
 
@@ -17,7 +17,7 @@ from ..._exceptions import ConfigurationError
 from ..._http import _json
 
 # A file to send: a path, or (file name, content) with an optional content type.
-FileSpec = Union[str, "os.PathLike[str]", tuple[str, bytes], tuple[str, bytes, str]]
+FileSpec = str | os.PathLike[str] | tuple[str, bytes] | tuple[str, bytes, str]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
