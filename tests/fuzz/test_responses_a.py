@@ -931,7 +931,7 @@ def test_claude_stream_block_index_that_is_not_an_int() -> None:
 
 def test_gemini_streamed_call_whose_name_is_a_lone_surrogate() -> None:
     # The synthetic call id hashed the name as UTF-8: UnicodeEncodeError, outside any parse.
-    event = b'{"candidates": [{"content": {"parts": [{"functionCall": {"name": "\\ud800"}}]}}]}'
+    event = b'{"candidates": [{"content": {"parts": [{"functionCall": {"name": "\\ud800"}}]}, "finishReason": "STOP"}]}'
     chunks = run(_one("gemini.stream_chat"), 200, [b"data: " + event + b"\n\n"], None)
     assert [c.name for chunk in chunks for c in chunk.tool_calls] == ["\ud800"]
     assert chunks[0].tool_calls[0].id.startswith("gcall_0_")
