@@ -194,7 +194,7 @@ def _plan(turns: list[dict[str, Any]], tools: Any) -> tuple[str, list[dict[str, 
         return _common.tool_result_text(name, _text(result.get("content"))), []
     if isinstance(tools, list) and tools and isinstance(tools[0], dict):
         tool = tools[0]
-        args = _common.sample_for(tool.get("input_schema") or {})
+        args = _common.tool_arguments(tool.get("input_schema"))
         use = {
             "type": "tool_use",
             "id": f"toolu_fake{next(_ids):06d}",

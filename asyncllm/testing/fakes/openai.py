@@ -20,6 +20,7 @@ def error_body(status: int, message: str) -> Any:
         400: "invalid_request_error",
         401: "invalid_api_key",
         404: "not_found_error",
+        405: "invalid_request_error",
         429: "rate_limit_exceeded",
     }
     return {
@@ -62,7 +63,7 @@ def plan_reply(
         return _common.tool_result_text(name, _text(last.get("content"))), []
     if tools:
         fn = tools[0].get("function", {})
-        args = _common.sample_for(fn.get("parameters") or {})
+        args = _common.tool_arguments(fn.get("parameters"))
         return "", [
             {
                 "id": f"call_{next(_ids)}",
