@@ -166,10 +166,9 @@ class FakeServer:
             message = f"Method {request.method} is not allowed for {request.path}"
         else:
             message = f"Not found: {request.method} {request.path}"
+        body = error_body(exc.status, message)
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-        return web.json_response(
-            error_body(exc.status, message), status=exc.status, headers=headers
-        )
+        return web.json_response(body, status=exc.status, headers={**_id_header(body), **headers})
 
     # -- scripting faults -------------------------------------------------------------------
 
@@ -277,7 +276,8 @@ class FakeServer:
                 if fault.body is not None
                 else error_body(fault.status, f"injected {fault.status}")
             )
-            return web.json_response(body, status=fault.status, headers=fault.headers)
+            headers = {**_id_header(body), **fault.headers}
+            return web.json_response(body, status=fault.status, headers=headers)
         if fault.kind == "drop":
             if request.transport is not None:
                 request.transport.abort()
@@ -324,6 +324,13 @@ class FakeServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _id_header(body: Any) -> dict[str, str]:
+    """An error body that carries a ``request_id`` (Anthropic's do) has it in the
+    ``request-id`` header too, as the API sends it and SDKs read it."""
+    rid = body.get("request_id") if isinstance(body, dict) else None
+    return {"request-id": rid} if isinstance(rid, str) else {}
 
 
 def _segments(path: str) -> tuple[str, ...]:
