@@ -11,19 +11,11 @@ from types import ModuleType
 
 import pytest
 
-# Every variable by which an SDK would pick up a key, a base URL or retry settings from the
-# environment: cleared for each interop test, so only what a test passes is used.
+# What an SDK would read from the environment (a key, a base URL, custom headers, a profile,
+# retries, proxies): every variable with these prefixes, and these names, is cleared for each
+# interop test, so that only what a test passes is used.
+VENDOR_ENV_PREFIXES = ("OPENAI_", "ANTHROPIC_", "AZURE_OPENAI_")
 VENDOR_ENV = (
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "OPENAI_ORG_ID",
-    "OPENAI_PROJECT_ID",
-    "OPENAI_WEBHOOK_SECRET",
-    "OPENAI_LOG",
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_AUTH_TOKEN",
-    "ANTHROPIC_BASE_URL",
-    "ANTHROPIC_LOG",
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "ALL_PROXY",
@@ -31,6 +23,13 @@ VENDOR_ENV = (
     "https_proxy",
     "all_proxy",
 )
+
+
+def vendor_environment() -> list[str]:
+    """The names of the variables to clear that are set now."""
+    return [
+        name for name in os.environ if name.startswith(VENDOR_ENV_PREFIXES) or name in VENDOR_ENV
+    ]
 
 
 def in_ci() -> bool:

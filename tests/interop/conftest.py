@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.interop import VENDOR_ENV
+from tests.interop import vendor_environment
 
 
 @pytest.fixture(autouse=True)
 def _no_vendor_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in VENDOR_ENV:
-        monkeypatch.delenv(name, raising=False)
+    for name in vendor_environment():
+        monkeypatch.delenv(name)
