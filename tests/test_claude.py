@@ -886,3 +886,34 @@ async def test_fake_speaks_anthropic(server: FakeServer) -> None:
         assert payload["type"] == name.removeprefix("event: ")
         if payload["type"] != "ping":
             check("RawMessageStreamEvent", payload, strict=False)
+
+
+async def test_fake_takes_a_bearer_key_as_well_as_x_api_key(server: FakeServer) -> None:
+    # The anthropic SDK (2.x) sends Authorization: Bearer; our client sends x-api-key.
+    good = {"model": MODEL, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
+    version = {"anthropic-version": "2023-06-01"}
+    async with aiohttp.ClientSession() as session:
+        for headers, status in [
+            ({**version, "Authorization": "Bearer k"}, 200),
+            ({**version, "x-api-key": "k"}, 200),
+            ({**version, "Authorization": "Bearer "}, 401),
+            ({**version, "Authorization": "Basic k"}, 401),
+            (version, 401),
+        ]:
+            async with session.post(server.url("/v1/messages"), json=good, headers=headers) as r:
+                assert r.status == status, headers
+                if status == 401:
+                    body = await r.json()
+                    check("ErrorResponse", body, strict=False)
+                    assert body["error"]["type"] == "authentication_error"
+
+
+async def test_fake_retrieves_one_model(server: FakeServer) -> None:
+    headers = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.get(server.url("/v1/models/claude-fake-haiku")) as r:
+            assert r.status == 200
+            assert (await r.json())["id"] == "claude-fake-haiku"
+        async with session.get(server.url("/v1/models/nope")) as r:
+            assert r.status == 404
+            assert r.headers["request-id"] == (await r.json())["request_id"]

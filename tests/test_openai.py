@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import gc
 import logging
+import struct
 from typing import Any
 
+import aiohttp
 import jsonschema
 import pytest
 import yaml
@@ -13,6 +16,7 @@ from pydantic import BaseModel
 
 import asyncllm
 from asyncllm.testing import FakeServer, MockResponse
+from asyncllm.testing.fakes import _common
 from tests.chat_contract import ChatContract
 from tests.helpers import client as mock_client
 from tests.helpers import ok
@@ -379,3 +383,27 @@ def test_hosted_apis_need_a_key_only_at_their_own_url(
         cls()
     assert str(caught.value) == f"no API key: pass api_key= or set {env}"
     assert cls(base_url="http://127.0.0.1:9").api_key is None
+
+
+async def test_fake_models_retrieve_and_base64_embeddings(asyncllm_server: FakeServer) -> None:
+    url = asyncllm_server.url
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url("/v1/models/fake-embed")) as r:
+            assert r.status == 200
+            model = await r.json()
+        validator("Model").validate(model)
+        assert model["id"] == "fake-embed"
+        async with session.get(url("/v1/models/nope")) as r:
+            assert r.status == 404
+            error = await r.json()
+        validator("ErrorResponse").validate(error)
+        assert error["error"]["code"] == "model_not_found"
+        body = {"model": "fake-embed", "input": ["a", "b"], "encoding_format": "base64"}
+        async with session.post(url("/v1/embeddings"), json=body) as r:
+            data = (await r.json())["data"]
+        async with session.post(url("/v1/embeddings"), json={**body, "encoding_format": "x"}) as r:
+            assert r.status == 400
+    for item in data:
+        assert isinstance(item["embedding"], str)
+        floats = struct.unpack("<8f", base64.b64decode(item["embedding"]))
+        assert floats == pytest.approx(_common.vector(["a", "b"][item["index"]]), abs=1e-6)

@@ -329,6 +329,19 @@ async def test_versioned_routes(client: OVMS, server: FakeServer) -> None:
         await client.model_metadata("other-model")
 
 
+async def test_model_metadata_accepts_null_optional_lists() -> None:
+    # KServe requires only name and platform; "versions" (and inputs/outputs) may come as null.
+    body = {"name": "m", "versions": None, "platform": "OpenVINO", "inputs": None, "outputs": None}
+    transport = MockTransport(lambda request: MockResponse(json=body))
+    client = OVMS(base_url="http://ovms.test:8000", transport=transport)
+    try:
+        meta = await client.model_metadata("m")
+    finally:
+        await client.aclose()
+    assert meta.name == "m" and meta.platform == "OpenVINO"
+    assert meta.versions == [] and meta.inputs == [] and meta.outputs == []
+
+
 async def test_version_pinned_on_the_client(server: FakeServer) -> None:
     client = OVMS(base_url=server.url(), model="fake-model", version=1)
     try:

@@ -465,6 +465,12 @@ class ModelMetadata(BaseModel):
     rt_info: dict[str, Any] | None = None
     request_id: str | None = None
 
+    @field_validator("versions", "inputs", "outputs", mode="before")
+    @classmethod
+    def _null_as_empty(cls, value: Any) -> Any:
+        # Only name and platform are required by KServe; servers may send the rest as null.
+        return [] if value is None else value
+
 
 class ServerMetadata(BaseModel):
     model_config = ConfigDict(extra="allow")

@@ -97,7 +97,10 @@ class FakeServer:
         self.random = random.Random(seed)
         self.host = host
         self.port = port
-        self.app = web.Application(client_max_size=256 * 1024 * 1024)
+        self.app = web.Application(
+            client_max_size=256 * 1024 * 1024, middlewares=[self._protocol_not_found()]
+        )
+        self._error_bodies: list[tuple[tuple[str, ...], ErrorBody]] = []
         self.requests: deque[RecordedRequest] = deque(maxlen=history)
         self.request_ids: deque[str] = deque(maxlen=history)
         self.request_count = 0
@@ -128,6 +131,44 @@ class FakeServer:
             return await self._serve(request, path, handler, error_body)
 
         self.app.router.add_route(method, path, wrapped)
+        self._error_bodies.append((_segments(path), error_body))
+
+    def _protocol_not_found(self) -> Any:
+        """A middleware that answers unknown routes (404) and unknown methods on known routes
+        (405) with the error body of the protocol that serves the nearest path, instead of
+        aiohttp's plain text, so SDKs raise their own not-found errors."""
+
+        @web.middleware
+        async def answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+            try:
+                return await handler(request)
+            except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
+                if request.match_info.http_exception is None:
+                    raise  # a handler's own 404, not the router's
+                return self._unrouted(request, exc)
+
+        return answer
+
+    def _unrouted(self, request: web.Request, exc: web.HTTPException) -> web.Response:
+        wanted = _segments(request.path)
+
+        def shared(entry: tuple[tuple[str, ...], ErrorBody]) -> int:
+            n = 0
+            for a, b in zip(entry[0], wanted, strict=False):
+                if a != b:
+                    break
+                n += 1
+            return n
+
+        # The route sharing the most leading segments wins; on a tie, the first added.
+        error_body = max(self._error_bodies, key=shared, default=((), default_error_body))[1]
+        if exc.status == 405:
+            message = f"Method {request.method} is not allowed for {request.path}"
+        else:
+            message = f"Not found: {request.method} {request.path}"
+        body = error_body(exc.status, message)
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return web.json_response(body, status=exc.status, headers={**_id_header(body), **headers})
 
     # -- scripting faults -------------------------------------------------------------------
 
@@ -235,7 +276,8 @@ class FakeServer:
                 if fault.body is not None
                 else error_body(fault.status, f"injected {fault.status}")
             )
-            return web.json_response(body, status=fault.status, headers=fault.headers)
+            headers = {**_id_header(body), **fault.headers}
+            return web.json_response(body, status=fault.status, headers=headers)
         if fault.kind == "drop":
             if request.transport is not None:
                 request.transport.abort()
@@ -282,6 +324,17 @@ class FakeServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _id_header(body: Any) -> dict[str, str]:
+    """An error body that carries a ``request_id`` (Anthropic's do) has it in the
+    ``request-id`` header too, as the API sends it and SDKs read it."""
+    rid = body.get("request_id") if isinstance(body, dict) else None
+    return {"request-id": rid} if isinstance(rid, str) else {}
+
+
+def _segments(path: str) -> tuple[str, ...]:
+    return tuple(part for part in path.split("/") if part)
 
 
 # -- no-I/O transport ---------------------------------------------------------------------------

@@ -87,6 +87,13 @@ def sample_for(schema: Any) -> Any:
     return samples.get(kind, "test")
 
 
+def tool_arguments(schema: Any) -> dict[str, Any]:
+    """The arguments the fake model calls a tool with: always an object, ``{}`` for a tool
+    declared without a parameters schema (or with one that does not describe an object)."""
+    args = sample_for(schema) if isinstance(schema, dict) and schema else {}
+    return args if isinstance(args, dict) else {}
+
+
 # -- answering ---------------------------------------------------------------------------------
 
 

@@ -1,8 +1,9 @@
 """Anthropic's Messages API: ``/v1/messages`` (JSON and the SSE event sequence, ``ping``
-included), ``/v1/messages/count_tokens`` and ``/v1/models`` (paged).
+included), ``/v1/messages/count_tokens``, ``/v1/models`` (paged) and ``/v1/models/{model_id}``.
 
 Like the real API it refuses, with its ``{"type": "error", "error": {...}}`` body, requests
-without ``x-api-key``, ``anthropic-version`` or ``max_tokens``, ``system`` roles inside
+without a key (``x-api-key``, or ``Authorization: Bearer`` as the anthropic SDK sends it since
+2.0), without ``anthropic-version`` or ``max_tokens``, ``system`` roles inside
 ``messages``, and ``tool_use`` blocks whose ``tool_result`` is not in the next user turn.
 Consecutive turns of one role are combined, as the API does.
 
@@ -45,18 +46,21 @@ MODELS = [
         "id": "fake-chat",
         "display_name": "Fake Chat",
         "created_at": "2025-05-14T00:00:00Z",
+        "lifecycle": "active",
     },
     {
         "type": "model",
         "id": "claude-fake-opus",
         "display_name": "Claude Fake Opus",
         "created_at": "2025-02-24T00:00:00Z",
+        "lifecycle": "active",
     },
     {
         "type": "model",
         "id": "claude-fake-haiku",
         "display_name": "Claude Fake Haiku",
         "created_at": "2024-10-22T00:00:00Z",
+        "lifecycle": "active",
     },
 ]
 
@@ -87,8 +91,15 @@ def stream_error_next(
     queue.append((error_type, after))
 
 
+def _has_key(request: web.Request) -> bool:
+    if request.headers.get("x-api-key"):
+        return True
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and bool(token.strip())
+
+
 def _check_headers(request: web.Request) -> web.Response | None:
-    if not request.headers.get("x-api-key"):
+    if not _has_key(request):
         return _error(401, "x-api-key header is required")
     if not request.headers.get("anthropic-version"):
         return _error(400, "anthropic-version: header is required")
@@ -194,7 +205,7 @@ def _plan(turns: list[dict[str, Any]], tools: Any) -> tuple[str, list[dict[str, 
         return _common.tool_result_text(name, _text(result.get("content"))), []
     if isinstance(tools, list) and tools and isinstance(tools[0], dict):
         tool = tools[0]
-        args = _common.sample_for(tool.get("input_schema") or {})
+        args = _common.tool_arguments(tool.get("input_schema"))
         use = {
             "type": "tool_use",
             "id": f"toolu_fake{next(_ids):06d}",
@@ -409,10 +420,19 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
             }
         )
 
+    async def model(request: web.Request) -> web.StreamResponse:
+        catalogue: list[dict[str, Any]] = server.state.get("anthropic.models", MODELS)
+        name = request.match_info["model_id"]
+        found = next((m for m in catalogue if m["id"] == name), None)
+        if found is None:
+            return _error(404, f"model: {name}")
+        return web.json_response(found)
+
     for method, path, handler in (
         ("POST", "/messages", messages),
         ("POST", "/messages/count_tokens", count_tokens),
         ("GET", "/models", models),
+        ("GET", "/models/{model_id:.+}", model),
     ):
         guarded = _common.guarded(_check_headers, handler)
         server.add_route(method, prefix + path, guarded, error_body=error_body)

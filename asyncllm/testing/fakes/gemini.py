@@ -132,7 +132,7 @@ def plan_reply(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     ]
     if declarations:
         fn = declarations[0]
-        args = _common.sample_for(_lower_types(fn.get("parameters") or {}))
+        args = _common.tool_arguments(_lower_types(fn.get("parameters") or {}))
         return "", [{"functionCall": {"name": fn.get("name", "tool"), "args": args}}]
     user = next((c for c in reversed(contents) if c["role"] == "user"), contents[-1])
     return _common.reply_text(_text(user["parts"])), []

@@ -98,7 +98,7 @@ def plan_reply(
         return _common.tool_result_text(name, str(last.get("content", ""))), []
     if tools:
         fn = tools[0].get("function", {}) if isinstance(tools[0], dict) else {}
-        args = _common.sample_for(fn.get("parameters") or {})
+        args = _common.tool_arguments(fn.get("parameters"))
         return "", [{"function": {"name": fn.get("name", "tool"), "arguments": args}}]
     if fmt is not None:
         return _formatted(fmt), []

@@ -1,9 +1,12 @@
-"""The OpenAI protocol under ``/v1``: chat (JSON and SSE), embeddings, models."""
+"""The OpenAI protocol under ``/v1``: chat (JSON and SSE), embeddings (``float`` or
+``base64``), models (list and retrieve)."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
+import struct
 import time
 from typing import Any
 
@@ -20,6 +23,7 @@ def error_body(status: int, message: str) -> Any:
         400: "invalid_request_error",
         401: "invalid_api_key",
         404: "not_found_error",
+        405: "invalid_request_error",
         429: "rate_limit_exceeded",
     }
     return {
@@ -62,7 +66,7 @@ def plan_reply(
         return _common.tool_result_text(name, _text(last.get("content"))), []
     if tools:
         fn = tools[0].get("function", {})
-        args = _common.sample_for(fn.get("parameters") or {})
+        args = _common.tool_arguments(fn.get("parameters"))
         return "", [
             {
                 "id": f"call_{next(_ids)}",
@@ -94,6 +98,18 @@ def embedding_list(model: str, inputs: list[str], dim: int) -> dict[str, Any]:
         "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
+
+
+def base64_vector(values: list[float]) -> str:
+    """A vector as the API sends it for ``encoding_format="base64"``: little-endian float32."""
+    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+
+
+MODELS = ("fake-chat", "fake-embed")
+
+
+def model_object(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 1700000000, "owned_by": "asyncllm"}
 
 
 def routes(prefix: str = "/v1") -> list[tuple[str, str, Handler]]:
@@ -165,25 +181,32 @@ def routes(prefix: str = "/v1") -> list[tuple[str, str, Handler]]:
             or not all(isinstance(i, str) for i in inputs)
         ):
             return _bad_request("'input' must be a string or an array of strings")
+        encoding = body.get("encoding_format", "float")
+        if encoding not in ("float", "base64"):
+            return _bad_request("'encoding_format' must be 'float' or 'base64'")
         answer = embedding_list(body["model"], inputs, int(body.get("dimensions") or 8))
+        if encoding == "base64":
+            for item in answer["data"]:
+                item["embedding"] = base64_vector(item["embedding"])
         answer["data"].reverse()  # the index, not the order, says which input a vector belongs to
         return web.json_response(answer)
 
     async def models(request: web.Request) -> web.StreamResponse:
-        return web.json_response(
-            {
-                "object": "list",
-                "data": [
-                    {"id": name, "object": "model", "created": 1700000000, "owned_by": "asyncllm"}
-                    for name in ("fake-chat", "fake-embed")
-                ],
-            }
-        )
+        return web.json_response({"object": "list", "data": [model_object(n) for n in MODELS]})
+
+    async def model(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["model"]
+        if name in MODELS:
+            return web.json_response(model_object(name))
+        body = error_body(404, f"The model '{name}' does not exist")
+        body["error"].update(type="invalid_request_error", param="model", code="model_not_found")
+        return web.json_response(body, status=404)
 
     return [
         ("POST", f"{prefix}/chat/completions", chat),
         ("POST", f"{prefix}/embeddings", embeddings),
         ("GET", f"{prefix}/models", models),
+        ("GET", f"{prefix}/models/{{model:.+}}", model),
     ]
 
 
