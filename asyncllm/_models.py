@@ -283,7 +283,9 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
         if role == "tool" and not isinstance(item.get("tool_call_id"), str):
             raise ConfigurationError(f"messages[{i}] (a tool result) needs a tool_call_id")
         for key in ("name", "tool_call_id"):
-            check_str(f"messages[{i}].{key}", item.get(key))
+            value = item.get(key)
+            if value is not None and not isinstance(value, str):  # the name is built only here
+                check_str(f"messages[{i}].{key}", value)
         calls = item.get("tool_calls")
         if calls is not None:
             if not isinstance(calls, (list, tuple)):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from typing_extensions import Self, Unpack
@@ -34,6 +34,8 @@ from ._context import _request_id, new_request_id
 from ._dispatcher import Attempt, Dispatcher, Lane, Priority, get_dispatcher
 
 T = TypeVar("T")
+
+_tuple_new = tuple.__new__
 
 
 def timeout_value(name: str, value: Any) -> float | None:
@@ -154,27 +156,35 @@ class Backend:
 
     def _call(self, options: Mapping[str, Any], allowed: frozenset[str], operation: str) -> Call:
         """Check the call's option names, then resolve its engine settings: once per call."""
-        check_keys(options, allowed, operation)
+        if not options.keys() <= allowed:
+            check_keys(options, allowed, operation)  # raises, naming the unknown keyword
         if self._defaults:
             options = {**self._defaults, **options}
         timeout = options.get("timeout")
         max_retries = options.get("max_retries")
         if max_retries is not None:
             check_int("max_retries", max_retries, 0)
-        return Call(
-            self._get_lane(),
-            _request_id.get() or new_request_id(),
-            options.get("priority", Priority.NORMAL),
-            self.timeout if timeout is None else timeout_value("timeout", timeout),
-            timeout_value("deadline", options.get("deadline")),
-            max_retries,
+        deadline = options.get("deadline")
+        # tuple.__new__ builds the NamedTuple without its generated Python-level __new__: this
+        # runs on every call.
+        return _tuple_new(
+            Call,
+            (
+                self._get_lane(),
+                _request_id.get() or new_request_id(),
+                options.get("priority", Priority.NORMAL),
+                self.timeout if timeout is None else timeout_value("timeout", timeout),
+                None if deadline is None else timeout_value("deadline", deadline),
+                max_retries,
+            ),
         )
 
-    async def _run(
+    def _run(
         self, call: Call, operation: str, attempt: Callable[[Attempt], Awaitable[T]]
-    ) -> T:
-        """One call through the dispatcher: ``attempt`` runs once per try, in the caller's task."""
-        return await call.lane.dispatcher.run(
+    ) -> Coroutine[Any, Any, T]:
+        """One call through the dispatcher: ``attempt`` runs once per try, in the caller's task.
+        (A plain function returning the dispatcher's coroutine: no frame of its own per call.)"""
+        return call.lane.dispatcher.run(
             call.lane,
             operation,
             attempt,

@@ -217,9 +217,19 @@ class Lane:
         self.in_flight -= 1
         dispatcher = self.dispatcher
         dispatcher.in_flight -= 1
-        self.judge(outcome, error, probe)
+        breaker = self.breaker
+        # A success on a closed breaker with no failures counted (the common case) changes
+        # nothing: it skips the verdict's method calls.
+        if (
+            outcome is not True
+            or probe
+            or breaker._failures
+            or breaker._state is not BreakerState.CLOSED
+        ):
+            self.judge(outcome, error, probe)
         if dispatcher.max_in_flight is None:
-            self.fill()
+            if self._heap:
+                self.fill()
         else:
             # The freed global slot goes to the best waiting job of any lane, this one included.
             job = self._best()
@@ -359,12 +369,18 @@ class Lane:
         breaker = self.breaker
         if breaker._state is not BreakerState.CLOSED and breaker.state is BreakerState.OPEN:
             raise self.circuit_error(request_id)
-        if (
-            self.queued
-            or self.in_flight >= self.limits.max_concurrent_requests
-            or not self._global_slot_free()
-            or not breaker.allows()
-        ):
+        if self.queued or self.in_flight >= self.limits.max_concurrent_requests:
+            return None
+        dispatcher = self.dispatcher
+        limit = dispatcher.max_in_flight
+        if limit is not None and dispatcher.in_flight >= limit:
+            return None
+        # Every call passes here: the closed breaker is read without a method call.
+        if breaker._state is BreakerState.CLOSED:
+            self.in_flight += 1
+            dispatcher.in_flight += 1
+            return False
+        if not breaker.allows():
             return None
         return self._take_slot()
 

@@ -13,7 +13,7 @@ import contextlib
 import inspect
 import os
 import sys
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any, ClassVar, NamedTuple, TypeVar
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -67,6 +67,8 @@ from ._transport import (
 )
 
 T = TypeVar("T")
+
+_tuple_new = tuple.__new__
 
 ERROR_BODY_LIMIT = 64 * 1024
 
@@ -688,7 +690,8 @@ class HttpBackend(Backend):
         extra_headers = options.get("extra_headers")
         if extra_headers is not None:
             extra_headers = Headers.masking(check_headers(extra_headers, "extra_headers"))
-        return Prepared(call, None if body is None else self._encode(body), params, extra_headers)
+        content = None if body is None else self._encode(body)
+        return _tuple_new(Prepared, (call, content, params, extra_headers))  # as in Backend._call
 
     async def _send(
         self,
@@ -741,11 +744,12 @@ class HttpBackend(Backend):
 
     def _meta(self, response: Response, request_id: str) -> Meta:
         headers = response.headers
-        return Meta(request_id, self._server_request_id(headers), headers, response.status)
+        server_id = self._server_request_id(headers)
+        return _tuple_new(Meta, (request_id, server_id, headers, response.status))
 
     # -- the two ways to call ------------------------------------------------------------------
 
-    async def _request(
+    def _request(
         self,
         operation: str,
         method: str,
@@ -758,9 +762,11 @@ class HttpBackend(Backend):
         raw_body: bool = False,
         data: Callable[[], Any] | None = None,
         allowed: frozenset[str] | None = None,
-    ) -> T:
+    ) -> Coroutine[Any, Any, T]:
         """One JSON exchange through the dispatcher. ``parse`` gets the decoded body (or the raw
         bytes with ``raw_body``) and ``request_id`` is always set on what it returns or raises.
+        Bad arguments raise here, before the dispatcher's coroutine (returned, to be awaited)
+        exists; a plain function, so a call costs no coroutine frame of its own.
 
         ``options`` are the call's keyword arguments; ``allowed`` names the keys it may hold
         (default: the HTTP options, and ``extra_body`` when there is a JSON ``body``). ``data``
@@ -784,7 +790,7 @@ class HttpBackend(Backend):
                 raise self._validation_error(exc, raw, request_id) from exc
             return self._parse(parse, payload, meta)
 
-        return await self._run(prepared.call, operation, attempt)
+        return self._run(prepared.call, operation, attempt)
 
     async def _probe(self, operation: str, path: str, options: Mapping[str, Any]) -> bool:
         """A health or readiness check: True on 2xx, False when the server answers that it is

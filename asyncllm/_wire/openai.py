@@ -238,24 +238,32 @@ def _message(wire: _WireMessage) -> Message:
     return Message(role=wire.role, content=wire.content, tool_calls=calls or None)
 
 
+SAMPLING_KEYS = frozenset({"temperature", "top_p", "max_tokens", "stop", "seed", "n"})
+
+
 def sampling_body(params: Mapping[str, Any]) -> dict[str, Any]:
     """The sampling parameters chat and completions share, checked against OpenAI's bounds; only
-    those given are sent."""
+    those given are checked and sent (the common call gives none, and pays six lookups)."""
+    body: dict[str, Any] = {}
     get = params.get
-    check_number("temperature", get("temperature"), 0, 2)
-    check_number("top_p", get("top_p"), 0, 1)
-    check_int("max_tokens", get("max_tokens"), 1)
-    check_int("seed", get("seed"))
-    check_int("n", get("n"), 1)
-    body = {
-        "temperature": get("temperature"),
-        "top_p": get("top_p"),
-        "max_tokens": get("max_tokens"),
-        "stop": check_stop(get("stop")),
-        "seed": get("seed"),
-        "n": get("n"),
-    }
-    return {key: value for key, value in body.items() if value is not None}
+    if (temperature := get("temperature")) is not None:
+        check_number("temperature", temperature, 0, 2)
+        body["temperature"] = temperature
+    if (top_p := get("top_p")) is not None:
+        check_number("top_p", top_p, 0, 1)
+        body["top_p"] = top_p
+    if (max_tokens := get("max_tokens")) is not None:
+        check_int("max_tokens", max_tokens, 1)
+        body["max_tokens"] = max_tokens
+    if (stop := get("stop")) is not None:
+        body["stop"] = check_stop(stop)
+    if (seed := get("seed")) is not None:
+        check_int("seed", seed)
+        body["seed"] = seed
+    if (n := get("n")) is not None:
+        check_int("n", n, 1)
+        body["n"] = n
+    return body
 
 
 def response_format_body(value: Any) -> dict[str, Any]:
@@ -327,7 +335,8 @@ class OpenAICompatible(HttpBackend):
     def _chat_body(self, messages: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
         body = self._with_model({}, params.get("model"))
         body["messages"] = normalize_messages(messages)
-        body.update(sampling_body(params))
+        if not SAMPLING_KEYS.isdisjoint(params):
+            body.update(sampling_body(params))
         get = params.get
         if (user := get("user")) is not None:
             check_str("user", user)
