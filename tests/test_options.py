@@ -396,3 +396,13 @@ def test_check_name_takes_none_or_a_non_empty_string() -> None:
             asyncllm.ConfigurationError, match=r"^index_name must be a non-empty string$"
         ):
             check_name("index_name", value)
+
+
+async def test_a_misspelt_keyword_is_named_before_any_argument_is_checked() -> None:
+    c = client(lambda r: ok())
+    bad_tools = [{"type": "function", "function": {"name": "f", "description": 5}}]
+    with pytest.raises(TypeError, match="'priorty'"):
+        c.stream_chat(USER, model="m", tools=bad_tools, priorty=0)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="'priorty'"):
+        await c.chat(USER, model="m", temperature=9, priorty=0)  # type: ignore[call-arg]
+    await c.aclose()

@@ -435,3 +435,25 @@ async def test_with_options_clients_share_the_batch_size(server: FakeServer) -> 
         await client.embed([str(i) for i in range(5)])
         assert client.max_client_batch_size == 4
     assert count(server, "/info") == 1
+
+
+async def test_the_info_lookup_carries_the_call_s_extra_headers_and_query() -> None:
+    from asyncllm.testing import MockResponse, MockTransport
+
+    seen: list[Any] = []
+
+    def handler(request: Any) -> MockResponse:
+        seen.append(request)
+        if request.url.endswith("/info"):
+            info = {"model_id": "m", "model_dtype": "float16", "model_type": {"embedding": {}}}
+            info |= {"max_concurrent_requests": 4, "max_input_length": 512, "version": "1"}
+            info |= {"max_batch_tokens": 16384, "max_client_batch_size": 1}
+            info |= {"auto_truncate": False, "tokenization_workers": 1}
+            return MockResponse(200, json=info)
+        return MockResponse(200, json=[[0.5]])
+
+    client = TEI(base_url="http://tei.invalid", transport=MockTransport(handler))
+    await client.embed(["a", "b"], extra_query={"k": "v"}, extra_headers={"X-Gw": "1"})
+    assert [r.url.rsplit("/", 1)[1] for r in seen] == ["info", "embed", "embed"]
+    assert all(r.params == {"k": "v"} and r.headers["X-Gw"] == "1" for r in seen)
+    await client.aclose()

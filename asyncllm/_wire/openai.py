@@ -24,7 +24,7 @@ from .._models import (
     coerce_tools,
     normalize_messages,
 )
-from .._options import BodyOptions, HttpOptions, keys_of
+from .._options import BodyOptions, HttpOptions, check_keys, keys_of
 from .._validate import check_bool, check_int, check_number, check_stop, check_str, check_str_list
 from ..streaming import Stream
 
@@ -333,6 +333,8 @@ class OpenAICompatible(HttpBackend):
         return body
 
     def _chat_body(self, messages: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
+        if not params.keys() <= self.chat_keys:  # a misspelt keyword first, before any check
+            check_keys(params, self.chat_keys, "stream_chat" if stream else "chat")
         body = self._with_model({}, params.get("model"))
         body["messages"] = normalize_messages(messages)
         if not SAMPLING_KEYS.isdisjoint(params):

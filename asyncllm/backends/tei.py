@@ -179,7 +179,8 @@ class TEI(HttpBackend):
 
     async def _batch_size(self, options: Mapping[str, Any]) -> int:
         """The server's ``max_client_batch_size``, read from ``/info`` once per client (clients
-        from ``with_options`` share the root's) at the call's priority and timeout."""
+        from ``with_options`` share the root's) at the call's priority and timeout, and with its
+        extra headers and query (a gateway in front may need them on every request)."""
         root = self._root
         assert isinstance(root, TEI)
         if root.max_client_batch_size is None:
@@ -187,11 +188,8 @@ class TEI(HttpBackend):
                 root._batch_lock = asyncio.Lock()
             async with root._batch_lock:
                 if root.max_client_batch_size is None:
-                    info_options: HttpOptions = {}
-                    if "priority" in options:
-                        info_options["priority"] = options["priority"]
-                    if "timeout" in options:
-                        info_options["timeout"] = options["timeout"]
+                    keys = ("priority", "timeout", "extra_headers", "extra_query")
+                    info_options: HttpOptions = {k: options[k] for k in keys if k in options}  # type: ignore[assignment]
                     info = await self.info(**info_options)
                     root.max_client_batch_size = max(1, info.max_client_batch_size)
         return root.max_client_batch_size
