@@ -1,5 +1,6 @@
 """The Ollama protocol under ``/api``: chat and generate (JSON, or NDJSON streams by default),
-embed, and model management (tags, show, ps, version, pull, delete, copy).
+embed (and the older ``/api/embeddings``), and model management (tags, show, ps, version, pull,
+delete, copy).
 
 Besides the shared rules of ``_common``: models live in ``server.state["ollama_models"]``
 (``fake-chat`` and ``fake-embed`` at start) and any other name is a 404, as on a real server; a
@@ -271,6 +272,18 @@ def setup(server: FakeServer) -> None:
             }
         )
 
+    async def embeddings(request: web.Request) -> web.StreamResponse:
+        """The older, deprecated ``/api/embeddings``: one ``prompt``, one ``embedding``."""
+        body = request["json"]
+        name = find(body)
+        if isinstance(name, web.Response):
+            return name
+        prompt = body.get("prompt")
+        if prompt is not None and not isinstance(prompt, str):
+            return _error(400, "invalid prompt type")
+        load(name, body.get("keep_alive"))
+        return web.json_response({"embedding": _common.vector(prompt) if prompt else []})
+
     async def tags(request: web.Request) -> web.StreamResponse:
         return web.json_response({"models": list(models.values())})
 
@@ -370,6 +383,7 @@ def setup(server: FakeServer) -> None:
         ("POST", "/api/chat", chat),
         ("POST", "/api/generate", generate),
         ("POST", "/api/embed", embed),
+        ("POST", "/api/embeddings", embeddings),
         ("GET", "/api/tags", tags),
         ("GET", "/api/ps", ps),
         ("POST", "/api/show", show),
