@@ -7,6 +7,7 @@ through the SDK's own transport (``_request_raw``), as its other calls are. The 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import AsyncIterator
@@ -328,3 +329,20 @@ async def test_injected_failure(client: Any, server: FakeServer) -> None:
 async def test_legacy_embeddings_of_nothing_is_empty(client: Any) -> None:
     response = await client.embeddings(model="fake-embed")
     assert response.embedding == []
+
+
+async def test_chat_and_generate_with_images(client: Any, server: FakeServer) -> None:
+    png = b"\x89PNG\r\n\x1a\n fake"
+    user = [{"role": "user", "content": "what is this", "images": [png]}]
+    response = await client.chat(model=MODEL, messages=user)
+    assert response.message.content == "echo: what is this"
+    (image,) = server.requests[-1].json["messages"][0]["images"]
+    assert base64.b64decode(image) == png
+    response = await client.generate(model=MODEL, prompt="what is this", images=[png])
+    assert response.response == "echo: what is this"
+    assert base64.b64decode(server.requests[-1].json["images"][0]) == png
+
+
+async def test_think_off_gives_no_thinking(client: Any) -> None:
+    response = await client.chat(model=MODEL, messages=USER, think=False)
+    assert response.message.thinking is None
