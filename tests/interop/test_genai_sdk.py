@@ -1,7 +1,7 @@
 """The ``gemini`` fake, driven by Google's own Python SDK (``google-genai``, ``client.aio``).
 
-Verified with google-genai 3.6.1 and 3.0.0 (the ``dev`` extra takes ``google-genai>=3,<4``). Where the
-SDK and the fake disagree the SDK is right.
+Verified with google-genai 3.6.1 and 3.0.0 (the ``dev`` extra takes ``google-genai>=3,<4``).
+Where the SDK and the fake disagree the SDK is right.
 """
 
 from __future__ import annotations
