@@ -2,8 +2,11 @@
 
 ``models/{model}:generateContent`` (JSON), ``:streamGenerateContent`` (SSE with ``alt=sse``, a
 JSON array without), ``:embedContent``, ``:batchEmbedContents``, ``:countTokens`` and paged
-``GET models``. Replies follow ``_common``'s rules; function calls carry no id, as Gemini's often
-do not. Errors (injected ones too) are google.rpc.Status bodies. A prompt containing ``BLOCKME``
+``GET models``, ``GET models/{model}``; the same routes answer under ``/v1`` too (the
+google-genai SDK's default). A function declared with ``parametersJsonSchema`` (or its proto name
+``parameters_json_schema``) is called with arguments made from that schema. Replies follow
+``_common``'s rules (a function response that is a lone string under ``output`` or ``result`` is
+that string); function calls carry no id, as Gemini's often do not. Errors (injected ones too) are google.rpc.Status bodies. A prompt containing ``BLOCKME``
 is refused with ``promptFeedback.blockReason``; one containing ``UNSAFEREPLY`` gets a candidate
 that stopped for ``SAFETY`` with no content. ``server.state["gemini_max_page_size"]`` (default 2)
 caps the models page size, so paging is exercised.
@@ -124,15 +127,25 @@ def plan_reply(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     if responses:
         first = responses[0]
         result = first["response"]
-        output = result.get("output")
-        text = output if isinstance(output, str) and len(result) == 1 else json.dumps(result)
+        # A lone string under "output" (our client's wrapping) or "result" (google-genai's) is
+        # the result itself
+        (key, output), *rest = list(result.items()) or [("", None)]
+        plain = key in ("output", "result") and isinstance(output, str) and not rest
+        text = output if plain else json.dumps(result)
         return _common.tool_result_text(first["name"], text), []
     declarations = [
         d for tool in body.get("tools") or () for d in tool.get("functionDeclarations") or ()
     ]
     if declarations:
         fn = declarations[0]
-        args = _common.tool_arguments(_lower_types(fn.get("parameters") or {}))
+        # ``parametersJsonSchema`` is plain JSON schema (proto JSON takes the field's proto name,
+        # ``parameters_json_schema``, too: google-genai sends that); ``parameters`` is a Schema
+        schema = (
+            fn.get("parametersJsonSchema")
+            or fn.get("parameters_json_schema")
+            or _lower_types(fn.get("parameters") or {})
+        )
+        args = _common.tool_arguments(schema)
         return "", [{"functionCall": {"name": fn.get("name", "tool"), "args": args}}]
     user = next((c for c in reversed(contents) if c["role"] == "user"), contents[-1])
     return _common.reply_text(_text(user["parts"])), []
@@ -157,6 +170,19 @@ def _usage(prompt: int, text: str) -> dict[str, int]:
 
 def _all_text(body: dict[str, Any]) -> str:
     return " ".join(_text(c.get("parts") or []) for c in body.get("contents") or ())
+
+
+def model_body(name: str, methods: list[str]) -> dict[str, Any]:
+    """A google.ai.generativelanguage.v1beta.Model."""
+    return {
+        "name": f"models/{name}",
+        "baseModelId": name,
+        "version": "001",
+        "displayName": name.replace("-", " ").title(),
+        "inputTokenLimit": 32768,
+        "outputTokenLimit": 8192,
+        "supportedGenerationMethods": methods,
+    }
 
 
 def setup(server: FakeServer, prefix: str = PREFIX) -> None:
@@ -284,23 +310,18 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
             return _error(400, "invalid page size or page token")
         size = max(1, min(size, int(server.state.get("gemini_max_page_size", 2))))
         page = MODELS[start : start + size]
-        body: dict[str, Any] = {
-            "models": [
-                {
-                    "name": f"models/{name}",
-                    "baseModelId": name,
-                    "version": "001",
-                    "displayName": name.replace("-", " ").title(),
-                    "inputTokenLimit": 32768,
-                    "outputTokenLimit": 8192,
-                    "supportedGenerationMethods": methods,
-                }
-                for name, methods in page
-            ]
-        }
+        body: dict[str, Any] = {"models": [model_body(name, methods) for name, methods in page]}
         if start + size < len(MODELS):
             body["nextPageToken"] = base64.urlsafe_b64encode(str(start + size).encode()).decode()
         return web.json_response(body)
+
+    async def get_model(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["model"]
+        methods = dict(MODELS).get(name)
+        if methods is None:
+            version = request.path.split("/")[1]
+            return _error(404, f"models/{name} is not found for API version {version}")
+        return web.json_response(model_body(name, methods))
 
     routes = [
         ("generateContent", generate),
@@ -309,9 +330,13 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
         ("batchEmbedContents", batch_embed),
         ("countTokens", count),
     ]
-    for method, handler in routes:
-        path = f"{prefix}/models/{{model}}:{method}"
-        server.add_route("POST", path, _common.guarded(check_key, handler), error_body=error_body)
-    server.add_route(
-        "GET", f"{prefix}/models", _common.guarded(check_key, models), error_body=error_body
-    )
+    # The API answers the same methods under /v1 (google-genai's default) and /v1beta.
+    for base in (prefix, "/v1") if prefix == PREFIX else (prefix,):
+        for method, handler in routes:
+            path = f"{base}/models/{{model}}:{method}"
+            guarded = _common.guarded(check_key, handler)
+            server.add_route("POST", path, guarded, error_body=error_body)
+        for path, handler in ((f"{base}/models", models), (f"{base}/models/{{model}}", get_model)):
+            server.add_route(
+                "GET", path, _common.guarded(check_key, handler), error_body=error_body
+            )
