@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
+from typing import Any
 
 import pytest
 
 # What an SDK would read from the environment (a key, a base URL, custom headers, a profile,
 # retries, proxies): every variable with these prefixes, and these names, is cleared for each
 # interop test, so that only what a test passes is used.
-VENDOR_ENV_PREFIXES = ("OPENAI_", "ANTHROPIC_", "AZURE_OPENAI_")
+VENDOR_ENV_PREFIXES = ("OPENAI_", "ANTHROPIC_", "AZURE_OPENAI_", "OLLAMA_", "GOOGLE_", "GEMINI_")
 VENDOR_ENV = (
+    "CLOUDSDK_CORE_PROJECT",
+    "GCLOUD_PROJECT",
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "ALL_PROXY",
@@ -45,3 +48,21 @@ def require(module: str, minversion: str | None = None) -> ModuleType:
         return pytest.importorskip(module, minversion=minversion)
     except pytest.skip.Exception as exc:
         pytest.fail(f"CI=true, but {exc} (pip install -e '.[dev]')", pytrace=False)
+
+
+# What the chat SDK tests send: a fake model, a user turn, and a tool in OpenAI's form.
+MODEL = "fake-chat"
+USER: Any = [{"role": "user", "content": "hello there"}]
+WEATHER_PARAMETERS: Any = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+    "required": ["city", "days"],
+}
+WEATHER: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": WEATHER_PARAMETERS,
+    },
+}

@@ -15,20 +15,14 @@ import pytest
 
 from asyncllm.testing import FakeServer
 from asyncllm.testing.fakes import anthropic as fake
-from tests.interop import require
+from tests.interop import MODEL, USER, WEATHER_PARAMETERS, require
 
 anthropic = require("anthropic", "2")
 
-MODEL = "fake-chat"
-USER: Any = [{"role": "user", "content": "hello there"}]
 WEATHER: Any = {
     "name": "get_weather",
     "description": "The weather in a city.",
-    "input_schema": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
-        "required": ["city", "days"],
-    },
+    "input_schema": WEATHER_PARAMETERS,
 }
 
 

@@ -6,7 +6,6 @@ Where the SDK and the fake disagree the SDK is right.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 
 from asyncllm.testing import FakeServer
 from asyncllm.testing.fakes import _common
-from tests.interop import require
+from tests.interop import MODEL, require
 
 genai = require("google.genai", "3")
 types = require("google.genai.types")
@@ -25,18 +24,8 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:Inheritance class AiohttpClientSession from ClientSession:DeprecationWarning"
 )
 
-MODEL = "fake-chat"
 
 # What the SDK reads from the environment: keys, Vertex AI switches, projects, credentials.
-GOOGLE_ENV_PREFIXES = ("GOOGLE_", "GEMINI_")
-GOOGLE_ENV = ("CLOUDSDK_CORE_PROJECT", "GCLOUD_PROJECT")
-
-
-@pytest.fixture(autouse=True)
-def _no_google_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(GOOGLE_ENV_PREFIXES) or name in GOOGLE_ENV:
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture

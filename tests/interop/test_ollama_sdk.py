@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,31 +16,9 @@ import pytest
 
 from asyncllm.testing import FakeServer
 from asyncllm.testing.fakes import _common
-from tests.interop import require
+from tests.interop import MODEL, USER, WEATHER, require
 
 ollama = require("ollama")  # it has no __version__ to check a minimum against
-
-MODEL = "fake-chat"
-USER: Any = [{"role": "user", "content": "hello there"}]
-WEATHER: Any = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
-            "required": ["city", "days"],
-        },
-    },
-}
-
-
-@pytest.fixture(autouse=True)
-def _no_ollama_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The SDK reads OLLAMA_HOST and OLLAMA_API_KEY (a bearer token for every call).
-    for name in [n for n in os.environ if n.startswith("OLLAMA_")]:
-        monkeypatch.delenv(name)
 
 
 @pytest.fixture

@@ -16,24 +16,9 @@ import pytest
 
 from asyncllm.testing import FakeServer
 from asyncllm.testing.fakes import _common
-from tests.interop import require
+from tests.interop import MODEL, USER, WEATHER, require
 
 openai = require("openai", "2")
-
-MODEL = "fake-chat"
-USER: Any = [{"role": "user", "content": "hello there"}]
-WEATHER: Any = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
-            "required": ["city", "days"],
-        },
-    },
-}
 
 
 @pytest.fixture
