@@ -24,6 +24,7 @@ from ..._options import (
     HttpOptions,
     check_keys,
 )
+from ..._validate import check_name
 from ..._wire.openai import ChatOptions, EmbedOptions
 from ...streaming import Stream
 from ._forms import FileSpec
@@ -44,7 +45,6 @@ from ._services import (
     RetrievalResult,
     RetrievedDoc,
     RetrieveOptions,
-    _check_name,
     _Dataprep,
     _Embedding,
     _Gateway,
@@ -98,7 +98,7 @@ class OPEA(Backend):
         **options: Unpack[ClientOptions],
     ) -> None:
         check_keys(options, CLIENT_KEYS, "OPEA")
-        _check_name("name", options.get("name"))
+        check_name("name", options.get("name"))
         self._init_engine(options)
         transport = options.get("transport")
         self._owns_transport = transport is None

@@ -28,6 +28,7 @@ from ..._validate import (
     check_bool,
     check_int,
     check_model,
+    check_name,
     check_number,
     check_str,
     check_str_list,
@@ -256,11 +257,6 @@ def _given(params: Mapping[str, Any], declared: type) -> dict[str, Any]:
     return {key: params[key] for key in declared.__annotations__ if params.get(key) is not None}
 
 
-def _check_name(name: str, value: Any) -> None:
-    if value is not None and (not isinstance(value, str) or not value):
-        raise ConfigurationError(f"{name} must be a non-empty string")
-
-
 def _check_generation(params: Mapping[str, Any]) -> None:
     get = params.get
     if get("model") is not None:
@@ -307,7 +303,7 @@ def _chatqna_body(question: Any, params: Mapping[str, Any], stream: bool) -> dic
 
 
 def _codegen_body(prompt: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
-    _check_name("index_name", params.get("index_name"))
+    check_name("index_name", params.get("index_name"))
     return _question_body(prompt, params, CodeGenParams, stream)
 
 
@@ -627,8 +623,8 @@ class _Retriever(_Service):
         check_number("score_threshold", get("score_threshold"), 0)
         check_number("distance_threshold", get("distance_threshold"))
         check_number("lambda_mult", get("lambda_mult"), 0)
-        _check_name("search_type", get("search_type"))
-        _check_name("index_name", get("index_name"))
+        check_name("search_type", get("search_type"))
+        check_name("index_name", get("index_name"))
         body = {
             "text": text,
             "embedding": [float(v) for v in embedding],
@@ -763,8 +759,8 @@ class _Dataprep(_Service):
         check_int("chunk_size", get("chunk_size"), 1)
         check_int("chunk_overlap", get("chunk_overlap"), 0)
         check_bool("process_table", get("process_table"))
-        _check_name("table_strategy", get("table_strategy"))
-        _check_name("index_name", get("index_name"))
+        check_name("table_strategy", get("table_strategy"))
+        check_name("index_name", get("index_name"))
         fields = form_fields({"link_list": link_list or None, **_given(options, IngestParams)})
         loaded = await read_files(check_files(files))
         if not loaded and not link_list:
