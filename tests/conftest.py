@@ -94,3 +94,10 @@ async def client(request: pytest.FixtureRequest, server: Any) -> AsyncIterator[A
         yield client
     finally:
         await client.aclose()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The interop tests (``tests/interop/``: vendors' SDKs and real servers, in their own
+    environments and processes) run after the unit tests, so a unit failure shows first."""
+    interop = os.sep + "interop" + os.sep
+    items.sort(key=lambda item: interop in str(item.path))

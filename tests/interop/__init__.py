@@ -66,3 +66,59 @@ WEATHER: Any = {
         "parameters": WEATHER_PARAMETERS,
     },
 }
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def group_python(group: str) -> str:
+    """The interpreter of an interop group's pinned environment (``tests/interop/envs.py``),
+    built on first use. A failed build skips locally and fails under ``CI=true``."""
+    from tests.interop.envs import EnvError, python_for
+
+    try:
+        return str(python_for(group))
+    except EnvError as exc:
+        if in_ci():
+            pytest.fail(f"CI=true, but {exc}", pytrace=False)
+        pytest.skip(str(exc))
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    """The environment for a process of another group: this one's, without vendor settings,
+    with ``NO_PROXY`` covering loopback, and with ``extra`` on top."""
+    env = {k: v for k, v in os.environ.items() if k not in set(vendor_environment())}
+    env.pop("PYTHONPATH", None)
+    env.update({"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}, **extra)
+    return env
+
+
+async def run_in_group(
+    group: str, script: str, *args: str, timeout: float = 120.0, **env: str
+) -> str:
+    """Run ``tests/interop/<script>`` with ``group``'s interpreter and return its standard output.
+
+    It runs as a subprocess while this event loop keeps serving (the fakes it talks to live on
+    this loop). A non-zero exit fails the test with the script's output."""
+    import asyncio
+
+    python = await asyncio.to_thread(group_python, group)  # a first build takes a while
+    path = os.path.join(HERE, script)
+    proc = await asyncio.create_subprocess_exec(
+        python,
+        path,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=clean_environment(**env),
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        pytest.fail(f"{script} ({group}) did not finish within {timeout} s", pytrace=False)
+    text = out.decode(errors="replace")
+    if proc.returncode:
+        pytest.fail(f"{script} ({group}) exited with {proc.returncode}:\n{text}", pytrace=False)
+    return text
