@@ -123,6 +123,22 @@ async def test_tensor_round_trip_every_datatype(
 
 
 @pytest.mark.parametrize(
+    ("datatype", "expected"),
+    [
+        ("FP16", [-0.0999755859375, -0.0, -0.333251953125]),
+        ("FP32", [-0.10000000149011612, -1.0000000031710769e-30, -0.3333333432674408]),
+        ("FP64", [-0.1, -1e-30, -1 / 3]),
+    ],
+)
+async def test_narrow_floats_come_back_at_their_precision(
+    client: OVMS, datatype: str, expected: list[float]
+) -> None:
+    # As a real server holding FP16 / FP32 tensors answers (MLServer does; tests/interop).
+    r = await client.infer(inputs={"x": Tensor([0.1, 1e-30, 1 / 3], datatype=datatype)})
+    assert r["output"].data == expected
+
+
+@pytest.mark.parametrize(
     ("values", "datatype"),
     [
         ([[True, False]], "BOOL"),

@@ -5,7 +5,8 @@ any named inputs of any datatype, checks them as a strict server would (datatype
 the element count, each element's type and range; 400 ``{"error": ...}`` otherwise) and answers
 each input, in order, as ``output``, ``output1``, ``output2``... with the same shape and datatype
 and the data transformed by ``transform``: BOOL negated, integers plus one (wrapping around at
-the top of the range), floats negated, BYTES reversed. TF-Serving ``predict`` doubles numbers,
+the top of the range), floats negated (FP16 and FP32 rounded to that precision, as a model that
+holds such tensors answers them), BYTES reversed. TF-Serving ``predict`` doubles numbers,
 negates bools and reverses strings, in rows (``instances`` -> ``predictions``) or columns
 (``inputs`` -> ``outputs``). Unknown models or versions get 404 ``{"error": ...}``.
 
@@ -19,6 +20,7 @@ negates bools and reverses strings, in rows (``instances`` -> ``predictions``) o
 from __future__ import annotations
 
 import math
+import struct
 import time
 from typing import Any
 
@@ -41,6 +43,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "INT64": (-(2**63), 2**63 - 1),
 }
 _FLOAT_MAX = {"FP16": 65504.0, "FP32": 3.4028234663852886e38, "FP64": 1.7976931348623157e308}
+_FLOAT_FORMATS = {"FP16": "<e", "FP32": "<f"}  # how struct packs the narrower floats
 
 
 error_body = _common.error_only_body
@@ -87,7 +90,9 @@ def transform(value: Any, datatype: str) -> Any:
         low, high = _INT_RANGES[datatype]
         return low if value == high else value + 1
     if datatype in _FLOAT_MAX:
-        return -float(value)
+        negated = -float(value)
+        packing = _FLOAT_FORMATS.get(datatype)
+        return struct.unpack(packing, struct.pack(packing, negated))[0] if packing else negated
     return value[::-1]
 
 
