@@ -623,3 +623,106 @@ async def test_root_and_ping_are_health(server: FakeServer) -> None:
     status, _, text = await raw(server, "GET", "/")
     assert status == 503
     assert json.loads(text) == {"error": "unhealthy", "error_type": "healthcheck"}
+
+
+async def test_chat_answers_in_tgis_shape(server: FakeServer) -> None:
+    body = {"model": "tgi", "messages": [{"role": "user", "content": "hi there"}]}
+    status, _, text = await raw(server, "POST", "/v1/chat/completions", body)
+    assert status == 200
+    answer = json.loads(text)
+    assert answer["object"] == "chat.completion"
+    assert answer["model"] == "fake/tgi-model"  # "tgi" (or no model) is the served one
+    assert answer["system_fingerprint"] == "3.3.6-dev0-native"
+    assert answer["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "echo: hi there"},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ]
+    assert answer["usage"] == {"prompt_tokens": 2, "completion_tokens": 4, "total_tokens": 6}
+    del body["model"]
+    _, _, text = await raw(server, "POST", "/v1/chat/completions", {**body, "model": "mine"})
+    assert json.loads(text)["model"] == "mine"
+    _, _, text = await raw(server, "POST", "/v1/chat/completions", {**body, "max_tokens": 1})
+    choice = json.loads(text)["choices"][0]
+    assert (choice["message"]["content"], choice["finish_reason"]) == ("echo:", "length")
+
+
+async def test_chat_stream_is_one_chunk_per_token_with_the_role_in_each(
+    server: FakeServer,
+) -> None:
+    body = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    status, ctype, text = await raw(server, "POST", "/v1/chat/completions", body)
+    assert (status, ctype) == (200, "text/event-stream")
+    got = events(text)
+    assert got[-1] == "[DONE]"
+    chunks = got[:-1]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert all(c["system_fingerprint"] == "3.3.6-dev0-native" for c in chunks)
+    assert all(c["model"] == "fake/tgi-model" for c in chunks)
+    deltas = [c["choices"][0]["delta"] for c in chunks[:-1]]
+    assert deltas == [
+        {"role": "assistant", "content": "echo:"},
+        {"role": "assistant", "content": " hi"},
+        {"role": "assistant", "content": ""},  # the end-of-sequence token
+    ]
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks[:-1]]
+    assert finishes == [None, None, "stop"]
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"] == {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}
+
+
+async def test_chat_tool_call_in_tgis_shape(server: FakeServer) -> None:
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+    body = {"messages": [{"role": "user", "content": "weather?"}], "tools": [tool]}
+    _, _, text = await raw(server, "POST", "/v1/chat/completions", body)
+    choice = json.loads(text)["choices"][0]
+    assert choice["message"] == {
+        "role": "assistant",
+        "tool_calls": [
+            {
+                "id": "0",
+                "type": "function",
+                "function": {
+                    "description": None,
+                    "name": "get_weather",
+                    "arguments": '{"city":"test"}',
+                },
+            }
+        ],
+    }
+    assert choice["finish_reason"] == "stop"
+
+    # A streamed call's id is one more than the largest integer id in the conversation.
+    earlier = {
+        "role": "assistant",
+        "tool_calls": [{**choice["message"]["tool_calls"][0], "id": "4"}],
+    }
+    stream_body = {**body, "stream": True}
+    stream_body["messages"] = [*body["messages"], earlier, {"role": "user", "content": "again"}]
+    _, _, text = await raw(server, "POST", "/v1/chat/completions", stream_body)
+    chunks = events(text)
+    assert chunks[-1] == "[DONE]"
+    calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in chunks[:-1]]
+    assert all(c["choices"][0]["delta"]["role"] == "assistant" for c in chunks[:-1])
+    assert [c["function"]["name"] for c in calls] == ["get_weather", None, None]
+    assert {(c["index"], c["id"], c["type"]) for c in calls} == {(0, "5", "function")}
+    assert json.loads("".join(c["function"]["arguments"] for c in calls)) == {"city": "test"}
+    assert calls[0]["function"]["arguments"] == "{"
+    # After a whole call TGI sends nothing for the end-of-sequence token: no finish reason.
+    assert {c["choices"][0]["finish_reason"] for c in chunks[:-1]} == {None}
+    body["tool_choice"] = "none"
+    _, _, text = await raw(server, "POST", "/v1/chat/completions", body)
+    assert json.loads(text)["choices"][0]["message"]["content"] == "echo: weather?"

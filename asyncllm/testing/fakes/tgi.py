@@ -1,6 +1,6 @@
 """The text-generation-inference protocol: ``POST /`` (TGI's ``compat_generate``), /generate,
-/generate_stream (SSE), /info, /health (also ``GET /`` and /ping), /tokenize, and the
-OpenAI-compatible /v1/chat/completions and /v1/models.
+/generate_stream (SSE), /info, /health (also ``GET /`` and /ping), /tokenize, TGI's
+OpenAI-compatible /v1/chat/completions, and /v1/models.
 
 ``/generate`` answers ``"echo: <inputs>"``, one token per ``_common.pieces`` piece, ending with a
 special ``</s>`` token (finish ``eos_token``) unless ``max_new_tokens`` or a ``stop`` sequence ends
@@ -10,6 +10,12 @@ is tagged ``text-generation`` it puts the prompt in front of the text unless the
 ``return_full_text: false``. Stream events count from 1, and a stream refused by TGI's validation
 is a 200 whose one event is the error. Errors use TGI's body ``{"error": ..., "error_type": ...}``.
 
+Chat answers by the shared conversation rule, in TGI's shape rather than OpenAI's: a
+``system_fingerprint``, ``"role": "assistant"`` in every stream delta, one chunk per token (the
+last, for the end-of-sequence token, carries the finish reason and empty content), the model named
+in the request echoed unless it is "tgi" or missing (then the served model's id), and tool call
+arguments as a JSON string.
+
 Scripted stream errors: ``server.state["tgi_stream_errors"]`` is a list of ``(after_tokens,
 error_type)``; each generate stream takes the first one and sends that error event after
 ``after_tokens`` tokens, then ends.
@@ -18,6 +24,8 @@ error_type)``; each generate stream takes the first one and sends that error eve
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +36,8 @@ from . import _common, openai
 EOS = "</s>"
 MODEL_ID = "fake/tgi-model"
 VERSION = "3.3.6-dev0"
+# "<version>-<docker label>", the label being "native" outside TGI's images.
+SYSTEM_FINGERPRINT = f"{VERSION}-native"
 MAX_STOP_SEQUENCES = 4
 MAX_TOP_N_TOKENS = 5  # the launcher's default --max-top-n-tokens
 MAX_INPUT_TOKENS = 1024
@@ -177,6 +187,29 @@ def _event(data: Any) -> bytes:
     return b"data: " + json.dumps(data).encode() + b"\n\n"
 
 
+def _event_text(data: str) -> bytes:
+    """A server-sent event whose data is ``data`` as it is (TGI's closing ``[DONE]``)."""
+    return b"data: " + data.encode() + b"\n\n"
+
+
+def _chat_finish(finish: str) -> str:
+    """TGI's chat names an end-of-sequence finish "stop", as OpenAI does; the others as they are."""
+    return "stop" if finish == "eos_token" else finish
+
+
+def _tool_call_id(messages: list[Any], server: FakeServer) -> str:
+    """TGI's id for a streamed tool call: one more than the largest integer id of the calls in
+    the conversation ("0" for the first), or a UUID when an id is not an integer."""
+    next_id = 0
+    for message in messages:
+        for call in (message.get("tool_calls") or []) if isinstance(message, dict) else []:
+            try:
+                next_id = max(next_id, int(call.get("id")) + 1)
+            except (TypeError, ValueError, AttributeError):
+                return str(uuid.UUID(int=server.random.getrandbits(128), version=4))
+    return str(next_id)
+
+
 def setup(server: FakeServer) -> None:
     def request_of(request: web.Request) -> tuple[str, dict[str, Any]] | web.Response:
         """(inputs, parameters) of a generate request, or the 422 of a body TGI cannot read."""
@@ -289,6 +322,83 @@ def setup(server: FakeServer) -> None:
         out = generated(inputs, params)
         return out if isinstance(out, web.Response) else answer([out])  # a list, as api-inference
 
+    async def chat(request: web.Request) -> web.StreamResponse:
+        body = request["json"]
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(messages, list) or not messages:
+            return _error("validation", "Input validation error: `messages` cannot be empty")
+        params = {"max_new_tokens": body.get("max_tokens"), "stop": body.get("stop") or []}
+        problem = _validate(params)
+        if problem is not None:
+            return _error("validation", f"Input validation error: {problem}")
+        model = body.get("model")
+        model_id = MODEL_ID if model in (None, "tgi") else str(model)
+        tools = None if body.get("tool_choice") == "none" else body.get("tools")
+        text, calls = openai.plan_reply(messages, tools)
+        prompt_tokens = sum(_common.count_tokens(openai._text(m.get("content"))) for m in messages)
+        base = {
+            "id": "",
+            "created": int(time.time()),
+            "model": model_id,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+        }
+        if calls:  # TGI generates the call as JSON, names it, and ends
+            call = calls[0]["function"]
+            name, args = call["name"], json.loads(call["arguments"])
+            tokens, _, finish = _tokens(json.dumps({"function": {"_name": name, **args}}), {})
+        else:
+            tokens, text, finish = _tokens(text, params)
+        usage = openai.usage(prompt_tokens, len(tokens))
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if calls:
+                arguments = json.dumps(args, separators=(",", ":"))
+                function = {"description": None, "name": name, "arguments": arguments}
+                message = {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "0", "type": "function", "function": function}],
+                }
+            choice = {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": _chat_finish(finish),
+            }
+            answer = {"object": "chat.completion", **base, "choices": [choice], "usage": usage}
+            return web.json_response(answer)
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            return _event({"object": "chat.completion.chunk", **base, "choices": [choice]})
+
+        chunks: list[bytes] = []
+        if calls:
+            # Once the generated JSON names the function, TGI sends the name with "{" and then
+            # the arguments as they come; the end-of-sequence token after a whole call sends
+            # nothing, so such a stream has no finish reason.
+            call_id = _tool_call_id(messages, server)
+            rest = json.dumps(args)[1:]
+            for i, piece in enumerate(("{", rest[: len(rest) // 2], rest[len(rest) // 2 :])):
+                function = {"name": name if i == 0 else None, "arguments": piece}
+                delta = {"index": 0, "id": call_id, "type": "function", "function": function}
+                chunks.append(chunk({"role": "assistant", "tool_calls": [delta]}))
+        else:
+            for i, token in enumerate(tokens):
+                content = "" if token["special"] else token["text"]
+                last = i == len(tokens) - 1
+                chunks.append(
+                    chunk(
+                        {"role": "assistant", "content": content},
+                        _chat_finish(finish) if last else None,
+                    )
+                )
+        if (body.get("stream_options") or {}).get("include_usage"):
+            chunks.append(
+                _event({"object": "chat.completion.chunk", **base, "choices": [], "usage": usage})
+            )
+        chunks.append(_event_text("[DONE]"))
+        return await _common.stream(request, chunks)
+
     async def info(request: web.Request) -> web.StreamResponse:
         return web.json_response(
             {
@@ -334,8 +444,8 @@ def setup(server: FakeServer) -> None:
         ("GET", "/info", info),
         ("GET", "/health", health),
         ("POST", "/tokenize", tokenize),
-        # TGI serves OpenAI's chat and models, with its own errors
-        *((m, p, h) for m, p, h in openai.routes("/v1") if p != "/v1/embeddings"),
+        ("POST", "/v1/chat/completions", chat),
+        *((m, p, h) for m, p, h in openai.routes("/v1") if p.startswith("/v1/models")),
         ("POST", "/", compat_generate),
         ("GET", "/", health),  # TGI answers GET / and /ping as /health
         ("GET", "/ping", health),
