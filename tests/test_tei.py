@@ -320,6 +320,53 @@ async def test_openai_embeddings_error_body(client: TEI, server: FakeServer) -> 
     assert "batch size 5" in info.value.message
 
 
+# -- the fake's root routes, as TEI's router serves an embedding model ----------------------------
+
+
+async def raw(server: FakeServer, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """(status, JSON answer or None) of one request straight to the fake."""
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, server.url(path), json=body) as response,
+    ):
+        text = await response.text()
+        return response.status, json.loads(text) if text else None
+
+
+@pytest.mark.parametrize("path", ["/", "/invocations"])
+async def test_root_and_invocations_embed(server: FakeServer, path: str) -> None:
+    body = {"inputs": ["alpha", "beta"], "normalize": False, "dimensions": 4}
+    assert await raw(server, "POST", path, body) == await raw(server, "POST", "/embed", body)
+    status, vectors = await raw(server, "POST", path, {"inputs": "alpha"})
+    assert (status, vectors) == (200, [_common.vector("alpha")])
+    status, error = await raw(server, "POST", path, {"inputs": [str(i) for i in range(5)]})
+    assert status == 413
+    assert error == {
+        "error": "batch size 5 > maximum allowed batch size 4",
+        "error_type": "Validation",
+    }
+
+
+async def test_embeddings_without_v1_is_openai_embeddings(server: FakeServer) -> None:
+    body = {"input": ["a", "b"], "model": "m"}
+    status, answer = await raw(server, "POST", "/embeddings", body)
+    assert status == 200
+    assert answer == (await raw(server, "POST", "/v1/embeddings", body))[1]
+    assert [d["embedding"] for d in answer["data"]] == [_common.vector("a"), _common.vector("b")]
+
+
+async def test_root_and_ping_are_health(server: FakeServer) -> None:
+    for path in ("/", "/ping", "/health"):
+        assert await raw(server, "GET", path) == (200, None)
+    server.state["tei_unhealthy"] = True
+    assert await raw(server, "GET", "/ping") == (
+        503,
+        {"error": "unhealthy", "error_type": "Unhealthy"},
+    )
+
+
 # -- what we send follows the published schema ---------------------------------------------------
 
 

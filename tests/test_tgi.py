@@ -208,7 +208,7 @@ async def test_stream_generate_tokens(client: TGI, server: FakeServer) -> None:
         async for event in stream:
             events.append(event)
     assert "".join(e.delta for e in events) == "echo: hello streaming world"
-    assert [e.index for e in events] == list(range(len(events)))
+    assert [e.index for e in events] == list(range(1, len(events) + 1))  # TGI counts from 1
     assert all(e.generated_text is None and e.details is None for e in events[:-1])
     last = events[-1]
     assert last.token.special and last.delta == ""
@@ -401,28 +401,30 @@ def test_schema_validator_can_fail() -> None:
 async def test_generate_bodies_follow_the_openapi_schema(client: TGI, server: FakeServer) -> None:
     validator = request_validator(SPEC, "/generate")
     await client.generate("plain")
-    await client.generate(
-        "all",
-        max_new_tokens=5,
-        temperature=0.7,
-        top_p=1,
-        top_k=3,
-        typical_p=0.5,
-        repetition_penalty=1.2,
-        frequency_penalty=-1.5,
-        stop=["x", "y", "z", "w"],
-        seed=1,
-        do_sample=False,
-        truncate=0,
-        return_full_text=True,
-        details=False,
-        decoder_input_details=False,
-        top_n_tokens=3,
-        watermark=True,
-        grammar={"type": "json_schema", "value": {"name": "n", "schema": {"type": "object"}}},
-        best_of=1,
-        adapter_id="a",
-    )
+    # The schema allows top_p = 1 and truncate = 0; TGI's router refuses both (so does the fake).
+    with pytest.raises(asyncllm.UnprocessableEntityError, match="top_p"):
+        await client.generate(
+            "all",
+            max_new_tokens=5,
+            temperature=0.7,
+            top_p=1,
+            top_k=3,
+            typical_p=0.5,
+            repetition_penalty=1.2,
+            frequency_penalty=-1.5,
+            stop=["x", "y", "z", "w"],
+            seed=1,
+            do_sample=False,
+            truncate=0,
+            return_full_text=True,
+            details=False,
+            decoder_input_details=False,
+            top_n_tokens=3,
+            watermark=True,
+            grammar={"type": "json_schema", "value": {"name": "n", "schema": {"type": "object"}}},
+            best_of=1,
+            adapter_id="a",
+        )
     async with client.stream_generate("s", grammar={"type": "json", "value": {}}) as stream:
         async for _ in stream:
             pass
@@ -463,3 +465,264 @@ async def test_call_options_reach_the_wire(client: TGI, server: FakeServer) -> N
         "stream": False,
     }
     assert server.requests[-1].headers["X-Trace"] == "t"
+
+
+# -- the fake answers as TGI's router does ---------------------------------------------------------
+
+
+async def raw(server: FakeServer, method: str, path: str, body: Any = None) -> tuple[int, str, str]:
+    """(status, content type, text) of one request straight to the fake."""
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, server.url(path), json=body) as response,
+    ):
+        return response.status, response.content_type, await response.text()
+
+
+def events(text: str) -> list[Any]:
+    """The data of each server-sent event, as TGI's router writes them ("data: <json>")."""
+    out: list[Any] = []
+    for block in text.split("\n\n"):
+        if block:
+            assert block.startswith("data: "), block
+            data = block[len("data: ") :]
+            out.append(data if data == "[DONE]" else json.loads(data))
+    return out
+
+
+async def test_root_generates_a_list_with_the_prompt_in_front(server: FakeServer) -> None:
+    status, ctype, text = await raw(server, "POST", "/", {"inputs": "a b"})
+    assert (status, ctype) == (200, "application/json")
+    assert json.loads(text) == [{"generated_text": "a becho: a b"}]
+    _, _, text = await raw(
+        server, "POST", "/", {"inputs": "a b", "parameters": {"return_full_text": False}}
+    )
+    assert json.loads(text) == [{"generated_text": "echo: a b"}]
+    # "stream": false is the same as no flag; details come as /generate gives them.
+    body = {"inputs": "a", "parameters": {"details": True, "max_new_tokens": 1}, "stream": False}
+    _, _, text = await raw(server, "POST", "/", body)
+    (answer,) = json.loads(text)
+    assert answer["generated_text"] == "aecho:"
+    assert answer["details"]["finish_reason"] == "length"
+    assert [r.path for r in server.requests] == ["/", "/", "/"]
+
+
+async def test_root_streams_when_the_body_says_so(server: FakeServer) -> None:
+    body = {"inputs": "a b", "parameters": {"details": True}, "stream": True}
+    status, ctype, text = await raw(server, "POST", "/", body)
+    assert (status, ctype) == (200, "text/event-stream")
+    got = events(text)
+    assert [e["index"] for e in got] == [1, 2, 3, 4]  # TGI counts from 1
+    assert [e["token"]["text"] for e in got] == ["echo:", " a", " b", "</s>"]
+    assert got[-1]["generated_text"] == "a becho: a b"
+    assert got[-1]["details"]["finish_reason"] == "eos_token"
+    assert all(e["generated_text"] is None and e["details"] is None for e in got[:-1])
+
+
+async def test_root_refusals_are_a_422_or_a_stream_of_one_error(server: FakeServer) -> None:
+    status, _, text = await raw(server, "POST", "/", {"inputs": ""})
+    assert status == 422
+    assert json.loads(text) == {
+        "error": "Input validation error: `inputs` cannot be empty",
+        "error_type": "validation",
+    }
+    status, ctype, text = await raw(server, "POST", "/", {"inputs": "", "stream": True})
+    assert (status, ctype) == (200, "text/event-stream")
+    assert events(text) == [
+        {"error": "Input validation error: `inputs` cannot be empty", "error_type": "validation"}
+    ]
+    status, _, _ = await raw(server, "POST", "/", {"stream": True})
+    assert status == 422  # a body TGI cannot read is refused before any stream
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        (
+            {"best_of": 2, "do_sample": True},
+            "`best_of` != 1 is not supported when streaming tokens",
+        ),
+        (
+            {"decoder_input_details": True},
+            "`decoder_input_details` == true is not supported when streaming tokens",
+        ),
+        ({"temperature": 0}, "`temperature` must be strictly positive"),
+    ],
+)
+async def test_generate_stream_refuses_in_the_stream(
+    server: FakeServer, parameters: dict[str, Any], message: str
+) -> None:
+    body = {"inputs": "x", "parameters": parameters}
+    status, _, text = await raw(server, "POST", "/generate_stream", body)
+    assert status == 200
+    assert events(text) == [
+        {"error": f"Input validation error: {message}", "error_type": "validation"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"top_p": 1.0}, "`top_p` must be > 0.0 and < 1.0"),
+        ({"typical_p": 1}, "`typical_p` must be > 0.0 and < 1.0"),
+        ({"max_new_tokens": 0}, "`max_new_tokens` must be strictly positive"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "`stop` supports up to 4 stop sequences. Given: 5"),
+        ({"top_n_tokens": 6}, "`top_n_tokens` must be >= 0 and <= 5. Given: 6"),
+        ({"truncate": 0}, "`truncate` must be strictly positive and less than 1024. Given: 0"),
+        ({"frequency_penalty": 2.5}, "`frequency_penalty` must be >= -2.0 and <= 2.0"),
+        ({"best_of": 2}, "you must use sampling when `best_of` is > 1"),
+        ({"best_of": 2, "do_sample": True, "seed": 1}, "`seed` must not be set when `best_of` > 1"),
+    ],
+)
+async def test_generate_validation_follows_tgi(
+    server: FakeServer, parameters: dict[str, Any], message: str
+) -> None:
+    status, _, text = await raw(
+        server, "POST", "/generate", {"inputs": "x", "parameters": parameters}
+    )
+    assert status == 422
+    assert json.loads(text) == {
+        "error": f"Input validation error: {message}",
+        "error_type": "validation",
+    }
+
+
+async def test_generate_accepts_what_tgi_accepts(server: FakeServer) -> None:
+    parameters = {"top_n_tokens": 0, "frequency_penalty": -2, "truncate": 1024, "top_p": 0.99}
+    status, _, _ = await raw(server, "POST", "/generate", {"inputs": "x", "parameters": parameters})
+    assert status == 200
+
+
+async def test_seed_is_reported_only_for_sampled_generations(server: FakeServer) -> None:
+    async def seed(**parameters: Any) -> Any:
+        body = {"inputs": "x", "parameters": {"details": True, **parameters}}
+        _, _, text = await raw(server, "POST", "/generate", body)
+        return json.loads(text)["details"]["seed"]
+
+    assert await seed(seed=7) is None  # greedy
+    assert await seed(seed=7, do_sample=True) == 7
+    assert await seed(seed=7, temperature=0.5) == 7
+    drawn = await seed(top_k=5)
+    assert isinstance(drawn, int) and drawn >= 0
+
+
+async def test_decoder_input_details_alone_brings_details(server: FakeServer) -> None:
+    body = {"inputs": "a b", "parameters": {"decoder_input_details": True}}
+    _, _, text = await raw(server, "POST", "/generate", body)
+    details = json.loads(text)["details"]
+    assert [t["text"] for t in details["prefill"]] == ["a", " b"]
+    assert details["prefill"][0]["logprob"] is None
+
+
+async def test_root_and_ping_are_health(server: FakeServer) -> None:
+    for path in ("/", "/ping", "/health"):
+        assert (await raw(server, "GET", path))[0] == 200
+    server.state["tgi_unhealthy"] = True
+    status, _, text = await raw(server, "GET", "/")
+    assert status == 503
+    assert json.loads(text) == {"error": "unhealthy", "error_type": "healthcheck"}
+
+
+async def test_chat_answers_in_tgis_shape(server: FakeServer) -> None:
+    body = {"model": "tgi", "messages": [{"role": "user", "content": "hi there"}]}
+    status, _, text = await raw(server, "POST", "/v1/chat/completions", body)
+    assert status == 200
+    answer = json.loads(text)
+    assert answer["object"] == "chat.completion"
+    assert answer["model"] == "fake/tgi-model"  # "tgi" (or no model) is the served one
+    assert answer["system_fingerprint"] == "3.3.6-dev0-native"
+    assert answer["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "echo: hi there"},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ]
+    assert answer["usage"] == {"prompt_tokens": 2, "completion_tokens": 4, "total_tokens": 6}
+    del body["model"]
+    _, _, text = await raw(server, "POST", "/v1/chat/completions", {**body, "model": "mine"})
+    assert json.loads(text)["model"] == "mine"
+    _, _, text = await raw(server, "POST", "/v1/chat/completions", {**body, "max_tokens": 1})
+    choice = json.loads(text)["choices"][0]
+    assert (choice["message"]["content"], choice["finish_reason"]) == ("echo:", "length")
+
+
+async def test_chat_stream_is_one_chunk_per_token_with_the_role_in_each(
+    server: FakeServer,
+) -> None:
+    body = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    status, ctype, text = await raw(server, "POST", "/v1/chat/completions", body)
+    assert (status, ctype) == (200, "text/event-stream")
+    got = events(text)
+    assert got[-1] == "[DONE]"
+    chunks = got[:-1]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert all(c["system_fingerprint"] == "3.3.6-dev0-native" for c in chunks)
+    assert all(c["model"] == "fake/tgi-model" for c in chunks)
+    deltas = [c["choices"][0]["delta"] for c in chunks[:-1]]
+    assert deltas == [
+        {"role": "assistant", "content": "echo:"},
+        {"role": "assistant", "content": " hi"},
+        {"role": "assistant", "content": ""},  # the end-of-sequence token
+    ]
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks[:-1]]
+    assert finishes == [None, None, "stop"]
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"] == {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}
+
+
+async def test_chat_tool_call_in_tgis_shape(server: FakeServer) -> None:
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+    body = {"messages": [{"role": "user", "content": "weather?"}], "tools": [tool]}
+    _, _, text = await raw(server, "POST", "/v1/chat/completions", body)
+    choice = json.loads(text)["choices"][0]
+    assert choice["message"] == {
+        "role": "assistant",
+        "tool_calls": [
+            {
+                "id": "0",
+                "type": "function",
+                "function": {
+                    "description": None,
+                    "name": "get_weather",
+                    "arguments": '{"city":"test"}',
+                },
+            }
+        ],
+    }
+    assert choice["finish_reason"] == "stop"
+
+    # A streamed call's id is one more than the largest integer id in the conversation.
+    earlier = {
+        "role": "assistant",
+        "tool_calls": [{**choice["message"]["tool_calls"][0], "id": "4"}],
+    }
+    stream_body = {**body, "stream": True}
+    stream_body["messages"] = [*body["messages"], earlier, {"role": "user", "content": "again"}]
+    _, _, text = await raw(server, "POST", "/v1/chat/completions", stream_body)
+    chunks = events(text)
+    assert chunks[-1] == "[DONE]"
+    calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in chunks[:-1]]
+    assert all(c["choices"][0]["delta"]["role"] == "assistant" for c in chunks[:-1])
+    assert [c["function"]["name"] for c in calls] == ["get_weather", None, None]
+    assert {(c["index"], c["id"], c["type"]) for c in calls} == {(0, "5", "function")}
+    assert json.loads("".join(c["function"]["arguments"] for c in calls)) == {"city": "test"}
+    assert calls[0]["function"]["arguments"] == "{"
+    # After a whole call TGI sends nothing for the end-of-sequence token: no finish reason.
+    assert {c["choices"][0]["finish_reason"] for c in chunks[:-1]} == {None}
+    body["tool_choice"] = "none"
+    _, _, text = await raw(server, "POST", "/v1/chat/completions", body)
+    assert json.loads(text)["choices"][0]["message"]["content"] == "echo: weather?"

@@ -1,5 +1,8 @@
 """The text-embeddings-inference protocol: /embed, /embed_sparse, /embed_all, /rerank, /predict,
-/tokenize, /info, /health and the OpenAI-compatible /v1/embeddings.
+/tokenize, /info, /health and the OpenAI-compatible /v1/embeddings (and /embeddings).
+
+The served model is an embedding model, so, as in TEI's router, ``POST /`` and ``/invocations``
+are /embed (what Hugging Face's clients post to), and ``GET /`` and ``/ping`` are /health.
 
 Vectors come from ``_common.vector`` (unit length; ``normalize=false`` scales them by 2), rerank
 scores from the dot product of the query's and the text's vectors, so every answer is
@@ -250,5 +253,12 @@ def setup(server: FakeServer) -> None:
     ):
         server.add_route("POST", path, handler, error_body=error_body)
     server.add_route("POST", "/v1/embeddings", openai_embeddings, error_body=openai_error_body)
+    server.add_route("POST", "/embeddings", openai_embeddings, error_body=openai_error_body)
     server.add_route("GET", "/info", info, error_body=error_body)
     server.add_route("GET", "/health", health, error_body=error_body)
+    # The model is an embedding model, so TEI serves /embed at the root as well (what Hugging
+    # Face's clients post to) and at SageMaker's /invocations; GET / and /ping are /health.
+    server.add_route("POST", "/", embed, error_body=error_body)
+    server.add_route("POST", "/invocations", embed, error_body=error_body)
+    server.add_route("GET", "/", health, error_body=error_body)
+    server.add_route("GET", "/ping", health, error_body=error_body)
