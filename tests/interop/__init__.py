@@ -15,7 +15,17 @@ import pytest
 # What an SDK would read from the environment (a key, a base URL, custom headers, a profile,
 # retries, proxies): every variable with these prefixes, and these names, is cleared for each
 # interop test, so that only what a test passes is used.
-VENDOR_ENV_PREFIXES = ("OPENAI_", "ANTHROPIC_", "AZURE_OPENAI_", "OLLAMA_", "GOOGLE_", "GEMINI_")
+VENDOR_ENV_PREFIXES = (
+    "OPENAI_",
+    "ANTHROPIC_",
+    "AZURE_OPENAI_",
+    "OLLAMA_",
+    "GOOGLE_",
+    "GEMINI_",
+    "HF_",
+    "HUGGINGFACE_",
+    "HUGGING_FACE_",
+)
 VENDOR_ENV = (
     "CLOUDSDK_CORE_PROJECT",
     "GCLOUD_PROJECT",
