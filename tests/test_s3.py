@@ -11,7 +11,7 @@ import sys
 import traceback
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from asyncllm import (
     APIConnectionError,
+    APIError,
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
@@ -592,12 +593,11 @@ async def test_download_of_100_mb_stays_small_in_memory(
     assert not [p for p in listdir(tmp_path) if p.endswith(".part")]
 
 
-async def test_download_resumes_after_a_dropped_connection(
-    s3: S3, bucket: str, tmp_path: Path
-) -> None:
-    data = os.urandom(3 * MiB)
-    await s3.put_object(bucket, "obj", data)
-    client = await s3._client()
+def drop_the_first_download(
+    client: Any, after: int, before_drop: Callable[[], Awaitable[Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Make the client's first ``get_object`` body fail as a reset connection once ``after``
+    bytes are read (having awaited ``before_drop()``, if given); returns the calls' arguments."""
     real_get = client.get_object
     calls: list[dict[str, Any]] = []
 
@@ -611,7 +611,9 @@ async def test_download_resumes_after_a_dropped_connection(
 
             async def read(amt: int | None = None) -> bytes:
                 nonlocal sent
-                if sent >= MiB:
+                if sent >= after:
+                    if before_drop is not None:
+                        await before_drop()
                     raise botocore.exceptions.ResponseStreamingError(error="connection reset")
                 chunk: bytes = await real_read(amt)
                 sent += len(chunk)
@@ -621,6 +623,15 @@ async def test_download_resumes_after_a_dropped_connection(
         return response
 
     client.get_object = get_object
+    return calls
+
+
+async def test_download_resumes_after_a_dropped_connection(
+    s3: S3, bucket: str, tmp_path: Path
+) -> None:
+    data = os.urandom(3 * MiB)
+    await s3.put_object(bucket, "obj", data)
+    calls = drop_the_first_download(await s3._client(), MiB)
     target = tmp_path / "obj.bin"
     assert await s3.download_file(bucket, "obj", target, chunk_size=256 * 1024) == len(data)
     assert target.read_bytes() == data
@@ -628,6 +639,53 @@ async def test_download_resumes_after_a_dropped_connection(
     assert calls[1]["Range"].startswith("bytes=") and calls[1]["Range"] != "bytes=0-"
     assert calls[1]["IfMatch"]
     assert s3.dispatcher.stats()["s3"].retried == 1
+
+
+async def test_a_download_does_not_resume_into_a_changed_object(
+    s3: S3, bucket: str, tmp_path: Path
+) -> None:
+    await s3.put_object(bucket, "obj", os.urandom(3 * MiB))
+    client = await s3._client()
+
+    async def replace() -> None:
+        await client.put_object(Bucket=bucket, Key="obj", Body=os.urandom(3 * MiB))
+
+    calls = drop_the_first_download(client, MiB, before_drop=replace)
+    with pytest.raises(APIError) as caught:
+        await s3.download_file(bucket, "obj", tmp_path / "obj.bin", chunk_size=256 * 1024)
+    # S3 (and moto) answer the resumed read with 412; where a store ignores If-Match, the client
+    # finds the new ETag itself.
+    assert caught.value.code == "PreconditionFailed"
+    assert caught.value.attempts == 2
+    assert len(calls) == 2
+    assert listdir(tmp_path) == []
+
+
+async def test_a_resumed_download_checks_the_etag_where_the_store_ignores_if_match(
+    s3: S3, bucket: str, tmp_path: Path
+) -> None:
+    await s3.put_object(bucket, "obj", os.urandom(3 * MiB))
+    client = await s3._client()
+
+    async def replace() -> None:
+        await client.put_object(Bucket=bucket, Key="obj", Body=os.urandom(3 * MiB))
+
+    calls = drop_the_first_download(client, MiB, before_drop=replace)
+    dropping = client.get_object
+
+    async def ignoring_if_match(**kwargs: Any) -> Any:
+        kwargs.pop("IfMatch", None)  # as s3rver does
+        return await dropping(**kwargs)
+
+    client.get_object = ignoring_if_match
+    with pytest.raises(ResponseValidationError, match="changed while it was downloading") as caught:
+        await s3.download_file(bucket, "obj", tmp_path / "obj.bin", chunk_size=256 * 1024)
+    assert caught.value.code == "PreconditionFailed"
+    assert caught.value.attempts == 2  # not retried: the object will not change back
+    assert len(calls) == 2
+    resumed_at = int(calls[1]["Range"].removeprefix("bytes=").removesuffix("-"))
+    assert resumed_at >= MiB
+    assert listdir(tmp_path) == []
 
 
 async def test_empty_object_and_size_limit(
