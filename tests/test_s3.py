@@ -11,7 +11,7 @@ import sys
 import traceback
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from asyncllm import (
     APIConnectionError,
+    APIError,
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
@@ -72,8 +73,21 @@ def make_s3(endpoint: str, **kwargs: Any) -> S3:
 
 
 @pytest.fixture
-async def s3(moto_endpoint: str) -> AsyncIterator[S3]:  # noqa: F811
-    client = make_s3(moto_endpoint)
+def s3_endpoint(moto_endpoint: str) -> str:  # noqa: F811
+    """The S3 that the tests talking to a server use: moto. tests/interop/test_s3rver.py runs
+    those tests against s3rver by giving them its own ``s3_endpoint``."""
+    return moto_endpoint
+
+
+@pytest.fixture
+def s3_auth_endpoint(moto_auth_endpoint: str) -> str:  # noqa: F811
+    """An S3 that checks credentials and does not know the tests' key."""
+    return moto_auth_endpoint
+
+
+@pytest.fixture
+async def s3(s3_endpoint: str) -> AsyncIterator[S3]:
+    client = make_s3(s3_endpoint)
     yield client
     await client.aclose()
 
@@ -260,16 +274,16 @@ async def test_bad_arguments_fail_before_sending(s3: S3, bucket: str) -> None:
 
 
 async def test_credentials_from_the_aws_chain(
-    moto_endpoint: str,  # noqa: F811
+    s3_endpoint: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    anonymous = S3(endpoint_url=moto_endpoint, region="us-east-1", dispatcher=Dispatcher())
+    anonymous = S3(endpoint_url=s3_endpoint, region="us-east-1", dispatcher=Dispatcher())
     async with anonymous:
         with pytest.raises(ConfigurationError, match="no S3 credentials"):
             await anonymous.list_buckets()
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-    from_env = S3(endpoint_url=moto_endpoint, region="us-east-1", dispatcher=Dispatcher())
+    from_env = S3(endpoint_url=s3_endpoint, region="us-east-1", dispatcher=Dispatcher())
     async with from_env:
         assert isinstance(await from_env.list_buckets(), list)
     assert SECRET_KEY not in repr(from_env)
@@ -325,8 +339,8 @@ async def test_put_get_head_delete(s3: S3, bucket: str, tmp_path: Path) -> None:
     assert stats.failed == 3
 
 
-async def test_default_bucket(moto_endpoint: str, bucket: str) -> None:  # noqa: F811
-    s3 = make_s3(moto_endpoint, bucket=bucket)
+async def test_default_bucket(s3_endpoint: str, bucket: str) -> None:
+    s3 = make_s3(s3_endpoint, bucket=bucket)
     async with s3:
         await s3.put_object(None, "k", b"v")
         assert await s3.get_object(None, "k") == b"v"
@@ -369,6 +383,18 @@ async def test_list_objects_pages_and_prefix(s3: S3, bucket: str) -> None:
     assert [o async for o in s3.list_objects(bucket, "nothing/")] == []
 
 
+async def test_list_objects_in_s3_key_order_across_pages(s3: S3, bucket: str) -> None:
+    # S3 lists keys in the order of their UTF-8 bytes: a key comes before the longer keys it
+    # starts, and "." (0x2e) before "/" (0x2f).
+    keys = ["k", "k-1", "k.txt", "k/a", "k/b/c", "k0"]
+    for key in reversed(keys):
+        await s3.put_object(bucket, key, b"x")
+    assert [o.key async for o in s3.list_objects(bucket)] == keys
+    assert [o.key async for o in s3.list_objects(bucket, page_size=1)] == keys
+    assert [o.key async for o in s3.list_objects(bucket, "k/")] == ["k/a", "k/b/c"]
+    assert [o.key async for o in s3.list_objects(bucket, start_after="k.txt")] == keys[3:]
+
+
 async def test_delete_objects_splits_batches_of_1000(s3: S3, bucket: str) -> None:
     await s3.put_object(bucket, "real-1", b"1")
     await s3.put_object(bucket, "real-2", b"2")
@@ -397,10 +423,14 @@ async def test_copy_object_within_and_across_buckets(s3: S3, bucket: str) -> Non
 async def test_create_and_list_buckets(s3: S3) -> None:
     name = f"made-{uuid.uuid4().hex[:8]}"
     await s3.create_bucket(name)
-    await s3.create_bucket(name, exist_ok=True)
     buckets = await s3.list_buckets()
     assert all(isinstance(b, BucketInfo) for b in buckets)
     assert name in {b.name for b in buckets}
+
+
+async def test_creating_a_bucket_we_own_is_fine_with_exist_ok(s3: S3, bucket: str) -> None:
+    await s3.create_bucket(bucket, exist_ok=True)
+    assert bucket in {b.name for b in await s3.list_buckets()}
 
 
 async def test_presigned_urls_work_without_credentials(s3: S3, bucket: str) -> None:
@@ -443,7 +473,6 @@ async def test_multipart_upload_retries_a_failed_part(s3: S3, bucket: str, tmp_p
             progress=lambda d, t: seen.append((d, t)),
         )
     assert (result.parts, result.size) == (3, len(data))
-    assert result.etag.endswith("-3")
     assert sorted(c["PartNumber"] for c in raw.calls) == [1, 2, 2, 3]
     assert seen[-1] == (len(data), len(data))
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
@@ -459,6 +488,18 @@ async def test_multipart_upload_retries_a_failed_part(s3: S3, bucket: str, tmp_p
     target = tmp_path / "back.bin"
     assert await s3.download_file(bucket, "model.bin", target) == len(data)
     assert target.read_bytes() == data
+
+
+async def test_multipart_etag_is_the_md5_of_the_parts_md5s(
+    s3: S3, bucket: str, tmp_path: Path
+) -> None:
+    data = write_file(tmp_path / "f.bin", 11 * MiB)
+    result = await s3.upload_file(bucket, "f.bin", tmp_path / "f.bin", part_size=5 * MiB)
+    parts = [data[i : i + 5 * MiB] for i in range(0, len(data), 5 * MiB)]
+    md5s = b"".join(hashlib.md5(part).digest() for part in parts)
+    expected = f"{hashlib.md5(md5s).hexdigest()}-3"
+    assert result.etag == expected
+    assert (await s3.head_object(bucket, "f.bin")).etag == expected
 
 
 async def test_small_file_upload_is_one_request(s3: S3, bucket: str, tmp_path: Path) -> None:
@@ -552,12 +593,11 @@ async def test_download_of_100_mb_stays_small_in_memory(
     assert not [p for p in listdir(tmp_path) if p.endswith(".part")]
 
 
-async def test_download_resumes_after_a_dropped_connection(
-    s3: S3, bucket: str, tmp_path: Path
-) -> None:
-    data = os.urandom(3 * MiB)
-    await s3.put_object(bucket, "obj", data)
-    client = await s3._client()
+def drop_the_first_download(
+    client: Any, after: int, before_drop: Callable[[], Awaitable[Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Make the client's first ``get_object`` body fail as a reset connection once ``after``
+    bytes are read (having awaited ``before_drop()``, if given); returns the calls' arguments."""
     real_get = client.get_object
     calls: list[dict[str, Any]] = []
 
@@ -571,7 +611,9 @@ async def test_download_resumes_after_a_dropped_connection(
 
             async def read(amt: int | None = None) -> bytes:
                 nonlocal sent
-                if sent >= MiB:
+                if sent >= after:
+                    if before_drop is not None:
+                        await before_drop()
                     raise botocore.exceptions.ResponseStreamingError(error="connection reset")
                 chunk: bytes = await real_read(amt)
                 sent += len(chunk)
@@ -581,6 +623,15 @@ async def test_download_resumes_after_a_dropped_connection(
         return response
 
     client.get_object = get_object
+    return calls
+
+
+async def test_download_resumes_after_a_dropped_connection(
+    s3: S3, bucket: str, tmp_path: Path
+) -> None:
+    data = os.urandom(3 * MiB)
+    await s3.put_object(bucket, "obj", data)
+    calls = drop_the_first_download(await s3._client(), MiB)
     target = tmp_path / "obj.bin"
     assert await s3.download_file(bucket, "obj", target, chunk_size=256 * 1024) == len(data)
     assert target.read_bytes() == data
@@ -590,12 +641,59 @@ async def test_download_resumes_after_a_dropped_connection(
     assert s3.dispatcher.stats()["s3"].retried == 1
 
 
+async def test_a_download_does_not_resume_into_a_changed_object(
+    s3: S3, bucket: str, tmp_path: Path
+) -> None:
+    await s3.put_object(bucket, "obj", os.urandom(3 * MiB))
+    client = await s3._client()
+
+    async def replace() -> None:
+        await client.put_object(Bucket=bucket, Key="obj", Body=os.urandom(3 * MiB))
+
+    calls = drop_the_first_download(client, MiB, before_drop=replace)
+    with pytest.raises(APIError) as caught:
+        await s3.download_file(bucket, "obj", tmp_path / "obj.bin", chunk_size=256 * 1024)
+    # S3 (and moto) answer the resumed read with 412; where a store ignores If-Match, the client
+    # finds the new ETag itself.
+    assert caught.value.code == "PreconditionFailed"
+    assert caught.value.attempts == 2
+    assert len(calls) == 2
+    assert listdir(tmp_path) == []
+
+
+async def test_a_resumed_download_checks_the_etag_where_the_store_ignores_if_match(
+    s3: S3, bucket: str, tmp_path: Path
+) -> None:
+    await s3.put_object(bucket, "obj", os.urandom(3 * MiB))
+    client = await s3._client()
+
+    async def replace() -> None:
+        await client.put_object(Bucket=bucket, Key="obj", Body=os.urandom(3 * MiB))
+
+    calls = drop_the_first_download(client, MiB, before_drop=replace)
+    dropping = client.get_object
+
+    async def ignoring_if_match(**kwargs: Any) -> Any:
+        kwargs.pop("IfMatch", None)  # as s3rver does
+        return await dropping(**kwargs)
+
+    client.get_object = ignoring_if_match
+    with pytest.raises(ResponseValidationError, match="changed while it was downloading") as caught:
+        await s3.download_file(bucket, "obj", tmp_path / "obj.bin", chunk_size=256 * 1024)
+    assert caught.value.code == "PreconditionFailed"
+    assert caught.value.attempts == 2  # not retried: the object will not change back
+    assert len(calls) == 2
+    resumed_at = int(calls[1]["Range"].removeprefix("bytes=").removesuffix("-"))
+    assert resumed_at >= MiB
+    assert listdir(tmp_path) == []
+
+
 async def test_empty_object_and_size_limit(
-    moto_endpoint: str,  # noqa: F811
+    s3_endpoint: str,
     bucket: str,
     tmp_path: Path,
 ) -> None:
-    s3 = make_s3(moto_endpoint, max_response_bytes=100)
+    s3 = make_s3(s3_endpoint, max_response_bytes=100)
     async with s3:
         await s3.put_object(bucket, "empty", b"")
         assert await s3.get_object(bucket, "empty") == b""
@@ -618,10 +716,10 @@ async def test_failed_download_leaves_nothing(s3: S3, bucket: str, tmp_path: Pat
 
 
 async def test_concurrency_never_exceeds_the_limit(
-    moto_endpoint: str,  # noqa: F811
+    s3_endpoint: str,
     tmp_path: Path,
 ) -> None:
-    s3 = make_s3(moto_endpoint, max_concurrent_requests=3)
+    s3 = make_s3(s3_endpoint, max_concurrent_requests=3)
     async with s3:
         name = f"conc-{uuid.uuid4().hex[:8]}"
         await s3.create_bucket(name)
@@ -640,12 +738,10 @@ async def test_concurrency_never_exceeds_the_limit(
         assert narrow.max_in_flight == 2
 
 
-async def test_two_endpoints_have_their_own_lanes(moto_endpoint: str) -> None:  # noqa: F811
+async def test_two_endpoints_have_their_own_lanes(s3_endpoint: str) -> None:
     dispatcher = Dispatcher()
-    first = make_s3(moto_endpoint, dispatcher=dispatcher, max_concurrent_requests=1)
-    second = make_s3(
-        moto_endpoint, dispatcher=dispatcher, name="archive", max_concurrent_requests=4
-    )
+    first = make_s3(s3_endpoint, dispatcher=dispatcher, max_concurrent_requests=1)
+    second = make_s3(s3_endpoint, dispatcher=dispatcher, name="archive", max_concurrent_requests=4)
     async with first, second:
         await first.list_buckets()
         await second.list_buckets()
@@ -710,8 +806,8 @@ async def test_request_id_header_is_sent(s3: S3, bucket: str) -> None:
     assert seen == [b"req_s3_header"]
 
 
-async def test_closed_client_refuses_calls(moto_endpoint: str) -> None:  # noqa: F811
-    s3 = make_s3(moto_endpoint)
+async def test_closed_client_refuses_calls(s3_endpoint: str) -> None:
+    s3 = make_s3(s3_endpoint)
     await s3.list_buckets()
     await s3.aclose()
     await s3.aclose()
@@ -759,8 +855,8 @@ async def test_with_options_and_per_call_max_retries(s3: S3, bucket: str) -> Non
         await patient.list_buckets()
 
 
-def test_a_client_belongs_to_one_event_loop(moto_endpoint: str) -> None:  # noqa: F811
-    s3 = make_s3(moto_endpoint, dispatcher=None)
+def test_a_client_belongs_to_one_event_loop(s3_endpoint: str) -> None:
+    s3 = make_s3(s3_endpoint, dispatcher=None)
     loop = asyncio.new_event_loop()
     try:
         assert isinstance(loop.run_until_complete(s3.list_buckets()), list)
@@ -817,11 +913,11 @@ def test_error_mapping_of_transport_failures() -> None:
 
 
 async def test_unknown_key_is_an_authentication_error_without_the_key(
-    moto_auth_endpoint: str,  # noqa: F811
+    s3_auth_endpoint: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="asyncllm")
-    s3 = make_s3(moto_auth_endpoint)
+    s3 = make_s3(s3_auth_endpoint)
     async with s3:
         with request_context() as rid, pytest.raises(AuthenticationError) as caught:
             await s3.put_object("some-bucket", "k", b"v")

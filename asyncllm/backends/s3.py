@@ -1084,9 +1084,11 @@ class S3(Backend):
         return its size.
 
         The data goes to a temporary file beside ``path`` that replaces it only when complete.
-        A retry after a dropped connection resumes where it stopped (only if the object is
-        unchanged, by its ETag). ``timeout`` limits each wait for data; ``progress(bytes_done,
-        total)`` follows each chunk written."""
+        A retry after a dropped connection resumes where it stopped, if the object is unchanged
+        (by its ETag); if it changed, the download fails with the code ``"PreconditionFailed"``
+        (S3's 412, or a ``ResponseValidationError`` where the store ignores ``If-Match``).
+        ``timeout`` limits each wait for data; ``progress(bytes_done, total)`` follows each chunk
+        written."""
         call = self._call(options, CALL_KEYS, "download_file")
         where = self._where(bucket, key)
         check_int("chunk_size", chunk_size, 1)
@@ -1096,7 +1098,7 @@ class S3(Backend):
         # What earlier attempts learnt and wrote, so that a retry resumes.
         written = 0
         etag: str | None = None
-        size: int | None = None
+        size = 0
 
         async def attempt(a: Attempt) -> int:
             nonlocal written, etag, size
@@ -1104,9 +1106,21 @@ class S3(Backend):
             response = await self._guard(a, client.get_object(**where, **resume))
             body = response["Body"]
             try:
-                if size is None:
+                if not written:
                     size = int(response.get("ContentLength") or 0)
                     etag = response.get("ETag")
+                elif _strip_etag(response.get("ETag")) != _strip_etag(etag):
+                    # S3 answers 412 to a resumed read of a changed object; a store that ignores
+                    # If-Match (s3rver) sends the new object's bytes instead, which must not be
+                    # appended to the old one's.
+                    raise ResponseValidationError(
+                        f"the object changed while it was downloading (ETag "
+                        f"{_strip_etag(etag)} became {_strip_etag(response.get('ETag'))}) and "
+                        "the store ignored If-Match",
+                        backend=self.name,
+                        request_id=a.request_id,
+                        code="PreconditionFailed",
+                    )
                 total = size
                 f = await asyncio.to_thread(_open_at, partial, written)
                 try:
