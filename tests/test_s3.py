@@ -688,6 +688,26 @@ async def test_a_resumed_download_checks_the_etag_where_the_store_ignores_if_mat
     assert listdir(tmp_path) == []
 
 
+async def test_a_resumed_download_starts_over_where_the_store_ignores_range(
+    s3: S3, bucket: str, tmp_path: Path
+) -> None:
+    data = os.urandom(3 * MiB)
+    await s3.put_object(bucket, "obj", data)
+    client = await s3._client()
+    calls = drop_the_first_download(client, MiB)
+    dropping = client.get_object
+
+    async def ignoring_range(**kwargs: Any) -> Any:
+        kwargs.pop("Range", None)  # the whole object again, 200 without Content-Range
+        return await dropping(**kwargs)
+
+    client.get_object = ignoring_range
+    target = tmp_path / "obj.bin"
+    assert await s3.download_file(bucket, "obj", target, chunk_size=256 * 1024) == len(data)
+    assert target.read_bytes() == data  # not the first MiB twice
+    assert len(calls) == 2 and "Range" not in calls[1]
+
+
 async def test_empty_object_and_size_limit(
     s3_endpoint: str,
     bucket: str,

@@ -1086,7 +1086,8 @@ class S3(Backend):
         The data goes to a temporary file beside ``path`` that replaces it only when complete.
         A retry after a dropped connection resumes where it stopped, if the object is unchanged
         (by its ETag); if it changed, the download fails with the code ``"PreconditionFailed"``
-        (S3's 412, or a ``ResponseValidationError`` where the store ignores ``If-Match``).
+        (S3's 412, or a ``ResponseValidationError`` where the store ignores ``If-Match``); where
+        the store ignores ``Range`` and sends the whole object again, it is written from the start.
         ``timeout`` limits each wait for data; ``progress(bytes_done, total)`` follows each chunk
         written."""
         call = self._call(options, CALL_KEYS, "download_file")
@@ -1121,6 +1122,12 @@ class S3(Backend):
                         request_id=a.request_id,
                         code="PreconditionFailed",
                     )
+                if written and not str(response.get("ContentRange", "")).startswith(
+                    f"bytes {written}-"
+                ):
+                    # A store that ignores Range sends the whole object (200, no Content-Range):
+                    # it is written from the start, not appended to what is there.
+                    written = 0
                 total = size
                 f = await asyncio.to_thread(_open_at, partial, written)
                 try:
