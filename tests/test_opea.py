@@ -169,6 +169,7 @@ async def test_stream_chatqna_wire_is_bytes_literals(server: FakeServer) -> None
         text = "".join([c.delta async for c in stream])
     assert text == _common.reply_text(HOSTILE_QUESTION)
     wire = seen[0]
+    assert wire.startswith(b"data: b''\n\n")  # the LLM's first chunk: the role, no text
     assert b"data: b'" in wire and b'data: b"' in wire  # repr picks the quote per piece
     for escape in (rb"\n", rb"\t", rb"\\", rb"\xe2\x80\x94", rb"\x01", rb"\'"):
         assert escape in wire
@@ -336,6 +337,65 @@ async def test_gateway_plain_text_500(server: FakeServer) -> None:
                 "raw", "POST", "/v1/chatqna", lambda p, m: p, {}, body={"no": "messages"}
             )
     assert info.value.body == "Internal Server Error"
+
+
+# What OPEA's gateway cannot read, and answers with a bare 500 (as opea-comps 1.5 does; see
+# tests/interop/test_opea_comps.py): ChatCompletionRequest's checks and the prompt's roles.
+UNREADABLE_BODIES: list[Any] = [
+    {},
+    {"messages": 42},
+    {"messages": [{"role": "tool", "content": "x"}]},
+    {"messages": ["not a message"]},
+    {"messages": "q", "k": "many"},
+    {"messages": "q", "k": 0},
+    {"messages": "q", "k": None},
+    {"messages": "q", "top_n": 2.5},
+    {"messages": "q", "fetch_k": "1e1"},
+    {"messages": "q", "max_tokens": 0},
+    {"messages": "q", "seed": 0},
+    {"messages": "q", "temperature": -1},
+    {"messages": "q", "top_p": "high"},
+]
+READABLE_BODIES: list[Any] = [
+    {"messages": "q", "k": "2", "top_n": 2.0, "temperature": "0.5"},
+    {"messages": "q", "k": True, "max_tokens": None, "top_k": None},
+]
+
+
+@pytest.mark.parametrize("route", ["/v1/chatqna", "/v1/codegen"])
+async def test_fake_gateway_reads_a_body_as_opea_does(server: FakeServer, route: str) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        for body in UNREADABLE_BODIES + READABLE_BODIES:
+            async with session.post(server.url(route), json={**body, "stream": False}) as r:
+                answer = await r.text()
+                if body in UNREADABLE_BODIES:
+                    assert (r.status, answer) == (500, "Internal Server Error"), body
+                    assert r.content_type == "text/plain", body
+                else:
+                    assert r.status == 200, body
+
+
+async def test_fake_gateway_llm_failures_as_opea_sends_them(server: FakeServer) -> None:
+    """``state["opea_llm_failures"]``: the wire of a gateway whose LLM failed (opea-comps 1.5)."""
+    import aiohttp
+
+    cases = [
+        ("/v1/chatqna", True, 200, b"data: [DONE]\n\n"),
+        ("/v1/codegen", True, 200, b""),
+        ("/v1/chatqna", False, 500, b"Internal Server Error"),
+        ("/v1/codegen", False, 500, b"Internal Server Error"),
+    ]
+    async with aiohttp.ClientSession() as session:
+        for route, stream, status, wire in cases:
+            server.state["opea_llm_failures"] = 1
+            body = {"messages": "q", "stream": stream}
+            async with session.post(server.url(route), json=body) as r:
+                assert (r.status, await r.read()) == (status, wire), (route, stream)
+            assert server.state["opea_llm_failures"] == 0
+            async with session.post(server.url(route), json=body) as r:
+                assert r.status == 200 and b"echo:" in await r.read()  # the next one is answered
 
 
 async def test_malformed_stream_is_a_typed_error(client: OPEA, server: FakeServer) -> None:
