@@ -337,6 +337,7 @@ async def test_gateway_plain_text_500(server: FakeServer) -> None:
                 "raw", "POST", "/v1/chatqna", lambda p, m: p, {}, body={"no": "messages"}
             )
     assert info.value.body == "Internal Server Error"
+    assert "cannot be read" in info.value.message and "microservice" in info.value.message
 
 
 # What OPEA's gateway cannot read, and answers with a bare 500 (as opea-comps 1.5 does; see
@@ -396,6 +397,55 @@ async def test_fake_gateway_llm_failures_as_opea_sends_them(server: FakeServer) 
             assert server.state["opea_llm_failures"] == 0
             async with session.post(server.url(route), json=body) as r:
                 assert r.status == 200 and b"echo:" in await r.read()  # the next one is answered
+
+
+async def test_a_bare_500_is_retried_but_spares_the_breaker(
+    server: FakeServer, dispatcher: asyncllm.Dispatcher
+) -> None:
+    """OPEA answers a request it cannot read as it answers a failed microservice: a bare 500.
+    It says nothing certain of the gateway's health, so its breaker does not hear of it."""
+    async with opea_on(
+        server,
+        retry=NO_WAIT,
+        breaker=asyncllm.BreakerConfig(failure_threshold=2, reset_timeout=60),
+        dispatcher=dispatcher,
+    ) as client:
+        for _ in range(3):
+            with pytest.raises(asyncllm.InternalServerError) as info:
+                await client.chatqna("q", extra_body={"k": "many"})
+            assert info.value.attempts == NO_WAIT.max_retries + 1
+            assert info.value.circuit_open is None
+        assert dispatcher.stats()["opea-gateway"].breaker == "closed"
+        assert (await client.chatqna("q")).text == "echo: q"
+        # A 5xx with a body is the gateway's own word: it counts.
+        server.fail_next(2 * (NO_WAIT.max_retries + 1), status=503)
+        for _ in range(2):
+            with pytest.raises(asyncllm.InternalServerError):
+                await client.chatqna("q")
+        assert dispatcher.stats()["opea-gateway"].breaker == "open"
+
+
+async def test_a_failed_llm_behind_the_gateway(server: FakeServer) -> None:
+    """``state["opea_llm_failures"]``: the gateway's LLM fails as OPEA reports it: a bare 500
+    for a whole answer, a 200 stream with no answer in it (only [DONE] for ChatQnA, nothing for
+    CodeGen), which the client reads as the failure it is and retries."""
+    async with opea_on(server, max_retries=0) as client:
+        server.state["opea_llm_failures"] = 1
+        with pytest.raises(asyncllm.InternalServerError):
+            await client.chatqna("q")
+        for stream in (client.stream_chatqna, client.stream_codegen):
+            server.state["opea_llm_failures"] = 1
+            with pytest.raises(asyncllm.APIConnectionError, match="LLM microservice") as info:
+                async with stream("q") as chunks:
+                    async for _ in chunks:
+                        pass
+            assert info.value.request_id == server.request_ids[-1]
+    assert [r.path for r in server.requests] == ["/v1/chatqna", "/v1/chatqna", "/v1/codegen"]
+    async with opea_on(server, retry=NO_WAIT) as client:
+        server.state["opea_llm_failures"] = 1
+        async with client.stream_chatqna("q") as chunks:
+            assert "".join([c.delta async for c in chunks]) == "echo: q"
+    assert server.state["opea_llm_failures"] == 0
 
 
 async def test_malformed_stream_is_a_typed_error(client: OPEA, server: FakeServer) -> None:
@@ -526,6 +576,18 @@ async def test_stream_without_done_is_cut_short() -> None:
     """A gateway stream ends with [DONE]; one that stops before it lost its tail."""
     with pytest.raises(asyncllm.APIConnectionError, match="stream ended before"):
         await read_stream(stream_client(b"data: b'cut'\n\n"))
+
+
+@pytest.mark.parametrize("body", [b"data: [DONE]\n\n", b": ping\n\ndata: [DONE]\n\n", b""])
+async def test_a_stream_with_no_answer_in_it_is_an_error(body: bytes) -> None:
+    """How OPEA reports an LLM that failed after the stream began; not an empty answer."""
+    with pytest.raises(asyncllm.APIConnectionError, match="without a piece of an answer"):
+        await read_stream(stream_client(body))
+
+
+async def test_an_empty_answer_is_one_empty_piece() -> None:
+    chunks = await read_stream(stream_client(b"data: b''\n\n", b"data: [DONE]\n\n"))
+    assert [(c.delta, c.finish_reason) for c in chunks] == [("", "stop")]
 
 
 @given(st.binary(max_size=200))
