@@ -167,6 +167,9 @@ class APIError(AsyncLLMError):
         self.attempts = 1
         # Set by the transport/dispatcher: whether the server asked us (not) to retry.
         self.should_retry: bool | None = None
+        # Set by a backend whose error says nothing certain of its health (OPEA's bare 500 also
+        # answers a request it cannot read): the circuit breaker then gets no verdict from it.
+        self.spares_breaker = False
         # The request that failed, where known: its method and its URL without userinfo or query.
         self.method: str | None = None
         self.url: str | None = None

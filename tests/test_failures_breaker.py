@@ -432,6 +432,10 @@ def test_breaker_verdict_table() -> None:
     assert breaker_verdict(cert) is None
     assert not is_retryable(cert)
     assert breaker_verdict(asyncllm.ResponseValidationError("x", status_code=200)) is True
+    for spared in (status(500), asyncllm.APIConnectionError("x")):
+        spared.spares_breaker = True
+        assert breaker_verdict(spared) is None
+        assert is_retryable(spared)  # sparing the breaker says nothing of retrying
 
 
 # -- TLS -------------------------------------------------------------------------------------------

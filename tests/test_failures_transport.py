@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gc
 import logging
 import re
@@ -345,6 +346,39 @@ async def test_pool_limits_bound_open_connections() -> None:
         await c.aclose()
     with pytest.raises(asyncllm.ConfigurationError, match="max_connections"):
         asyncllm.OpenAI(api_key="k", base_url="http://127.0.0.1:9/v1", max_connections=0)
+
+
+async def test_a_connection_that_answered_a_5xx_is_not_reused() -> None:
+    """A server may close its end right after a 5xx without saying so (uvicorn does, after an
+    unhandled exception); a pooled connection would make the next call a spurious connection
+    error. After a 2xx or a 4xx the connection is kept."""
+    peers: list[int] = []
+    statuses = iter([200, 200, 400, 400, 500, 200])
+
+    async def handler(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername")[1])  # type: ignore[union-attr]
+        status = next(statuses)
+        body = CHAT_BODY if status == 200 else {"error": {"message": "no"}}
+        return web.json_response(body, status=status)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with asyncllm.OpenAI(
+            api_key="k", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0
+        ) as c:
+            for _ in range(6):
+                with contextlib.suppress(asyncllm.APIStatusError):
+                    await c.chat(MESSAGES, model="m")
+    finally:
+        await runner.cleanup()
+    assert len(set(peers[:5])) == 1  # 200, 200, 400, 400 and the 500 on one connection
+    assert peers[5] != peers[4]  # a new one after the 500
 
 
 async def test_an_injected_session_or_connector_is_used_and_left_open() -> None:

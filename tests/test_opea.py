@@ -169,6 +169,7 @@ async def test_stream_chatqna_wire_is_bytes_literals(server: FakeServer) -> None
         text = "".join([c.delta async for c in stream])
     assert text == _common.reply_text(HOSTILE_QUESTION)
     wire = seen[0]
+    assert wire.startswith(b"data: b''\n\n")  # the LLM's first chunk: the role, no text
     assert b"data: b'" in wire and b'data: b"' in wire  # repr picks the quote per piece
     for escape in (rb"\n", rb"\t", rb"\\", rb"\xe2\x80\x94", rb"\x01", rb"\'"):
         assert escape in wire
@@ -336,6 +337,115 @@ async def test_gateway_plain_text_500(server: FakeServer) -> None:
                 "raw", "POST", "/v1/chatqna", lambda p, m: p, {}, body={"no": "messages"}
             )
     assert info.value.body == "Internal Server Error"
+    assert "cannot be read" in info.value.message and "microservice" in info.value.message
+
+
+# What OPEA's gateway cannot read, and answers with a bare 500 (as opea-comps 1.5 does; see
+# tests/interop/test_opea_comps.py): ChatCompletionRequest's checks and the prompt's roles.
+UNREADABLE_BODIES: list[Any] = [
+    {},
+    {"messages": 42},
+    {"messages": [{"role": "tool", "content": "x"}]},
+    {"messages": ["not a message"]},
+    {"messages": "q", "k": "many"},
+    {"messages": "q", "k": 0},
+    {"messages": "q", "k": None},
+    {"messages": "q", "top_n": 2.5},
+    {"messages": "q", "fetch_k": "1e1"},
+    {"messages": "q", "max_tokens": 0},
+    {"messages": "q", "seed": 0},
+    {"messages": "q", "temperature": -1},
+    {"messages": "q", "top_p": "high"},
+]
+READABLE_BODIES: list[Any] = [
+    {"messages": "q", "k": "2", "top_n": 2.0, "temperature": "0.5"},
+    {"messages": "q", "k": True, "max_tokens": None, "top_k": None},
+]
+
+
+@pytest.mark.parametrize("route", ["/v1/chatqna", "/v1/codegen"])
+async def test_fake_gateway_reads_a_body_as_opea_does(server: FakeServer, route: str) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        for body in UNREADABLE_BODIES + READABLE_BODIES:
+            async with session.post(server.url(route), json={**body, "stream": False}) as r:
+                answer = await r.text()
+                if body in UNREADABLE_BODIES:
+                    assert (r.status, answer) == (500, "Internal Server Error"), body
+                    assert r.content_type == "text/plain", body
+                else:
+                    assert r.status == 200, body
+
+
+async def test_fake_gateway_llm_failures_as_opea_sends_them(server: FakeServer) -> None:
+    """``state["opea_llm_failures"]``: the wire of a gateway whose LLM failed (opea-comps 1.5)."""
+    import aiohttp
+
+    cases = [
+        ("/v1/chatqna", True, 200, b"data: [DONE]\n\n"),
+        ("/v1/codegen", True, 200, b""),
+        ("/v1/chatqna", False, 500, b"Internal Server Error"),
+        ("/v1/codegen", False, 500, b"Internal Server Error"),
+    ]
+    async with aiohttp.ClientSession() as session:
+        for route, stream, status, wire in cases:
+            server.state["opea_llm_failures"] = 1
+            body = {"messages": "q", "stream": stream}
+            async with session.post(server.url(route), json=body) as r:
+                assert (r.status, await r.read()) == (status, wire), (route, stream)
+            assert server.state["opea_llm_failures"] == 0
+            async with session.post(server.url(route), json=body) as r:
+                assert r.status == 200 and b"echo:" in await r.read()  # the next one is answered
+
+
+async def test_a_bare_500_is_retried_but_spares_the_breaker(
+    server: FakeServer, dispatcher: asyncllm.Dispatcher
+) -> None:
+    """OPEA answers a request it cannot read as it answers a failed microservice: a bare 500.
+    It says nothing certain of the gateway's health, so its breaker does not hear of it."""
+    async with opea_on(
+        server,
+        retry=NO_WAIT,
+        breaker=asyncllm.BreakerConfig(failure_threshold=2, reset_timeout=60),
+        dispatcher=dispatcher,
+    ) as client:
+        for _ in range(3):
+            with pytest.raises(asyncllm.InternalServerError) as info:
+                await client.chatqna("q", extra_body={"k": "many"})
+            assert info.value.attempts == NO_WAIT.max_retries + 1
+            assert info.value.circuit_open is None
+        assert dispatcher.stats()["opea-gateway"].breaker == "closed"
+        assert (await client.chatqna("q")).text == "echo: q"
+        # A 5xx with a body is the gateway's own word: it counts.
+        server.fail_next(2 * (NO_WAIT.max_retries + 1), status=503)
+        for _ in range(2):
+            with pytest.raises(asyncllm.InternalServerError):
+                await client.chatqna("q")
+        assert dispatcher.stats()["opea-gateway"].breaker == "open"
+
+
+async def test_a_failed_llm_behind_the_gateway(server: FakeServer) -> None:
+    """``state["opea_llm_failures"]``: the gateway's LLM fails as OPEA reports it: a bare 500
+    for a whole answer, a 200 stream with no answer in it (only [DONE] for ChatQnA, nothing for
+    CodeGen), which the client reads as the failure it is and retries."""
+    async with opea_on(server, max_retries=0) as client:
+        server.state["opea_llm_failures"] = 1
+        with pytest.raises(asyncllm.InternalServerError):
+            await client.chatqna("q")
+        for stream in (client.stream_chatqna, client.stream_codegen):
+            server.state["opea_llm_failures"] = 1
+            with pytest.raises(asyncllm.APIConnectionError, match="LLM microservice") as info:
+                async with stream("q") as chunks:
+                    async for _ in chunks:
+                        pass
+            assert info.value.request_id == server.request_ids[-1]
+    assert [r.path for r in server.requests] == ["/v1/chatqna", "/v1/chatqna", "/v1/codegen"]
+    async with opea_on(server, retry=NO_WAIT) as client:
+        server.state["opea_llm_failures"] = 1
+        async with client.stream_chatqna("q") as chunks:
+            assert "".join([c.delta async for c in chunks]) == "echo: q"
+    assert server.state["opea_llm_failures"] == 0
 
 
 async def test_malformed_stream_is_a_typed_error(client: OPEA, server: FakeServer) -> None:
@@ -466,6 +576,18 @@ async def test_stream_without_done_is_cut_short() -> None:
     """A gateway stream ends with [DONE]; one that stops before it lost its tail."""
     with pytest.raises(asyncllm.APIConnectionError, match="stream ended before"):
         await read_stream(stream_client(b"data: b'cut'\n\n"))
+
+
+@pytest.mark.parametrize("body", [b"data: [DONE]\n\n", b": ping\n\ndata: [DONE]\n\n", b""])
+async def test_a_stream_with_no_answer_in_it_is_an_error(body: bytes) -> None:
+    """How OPEA reports an LLM that failed after the stream began; not an empty answer."""
+    with pytest.raises(asyncllm.APIConnectionError, match="without a piece of an answer"):
+        await read_stream(stream_client(body))
+
+
+async def test_an_empty_answer_is_one_empty_piece() -> None:
+    chunks = await read_stream(stream_client(b"data: b''\n\n", b"data: [DONE]\n\n"))
+    assert [(c.delta, c.finish_reason) for c in chunks] == [("", "stop")]
 
 
 @given(st.binary(max_size=200))

@@ -42,9 +42,10 @@ def breaker_verdict(exc: APIError) -> bool | None:
     503 with ``Retry-After`` included). None, no verdict: 429 (a rate limit proves the backend is
     up), every other 3xx/4xx (the request's fault, not the backend's) and TLS certificate
     failures (our trust settings, not the backend's health). True, the backend answered: a 2xx
-    that breaks its protocol, a prompt refused for safety.
+    that breaks its protocol, a prompt refused for safety. An error a backend marked
+    ``spares_breaker`` gives no verdict, whatever its status.
     """
-    if isinstance(exc, CertificateVerificationError):
+    if exc.spares_breaker or isinstance(exc, CertificateVerificationError):
         return None
     if isinstance(exc, APIConnectionError):
         return False

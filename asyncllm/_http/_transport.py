@@ -735,6 +735,8 @@ class AiohttpTransport(Transport):
             if reason and reason not in error.message.lower():
                 error.message = f"{error.message} ({reason})"
             raise error from exc
+        if resp.status >= 500:
+            _not_reused(resp, session.connector)
         return _AiohttpResponse(resp, self._decompress)
 
     async def aclose(self) -> None:
@@ -763,6 +765,30 @@ def _reason(exc: BaseException) -> str | None:
             return os.strerror(current.errno).lower()
         current = current.__cause__ or current.__context__
     return None
+
+
+def _not_reused(resp: aiohttp.ClientResponse, connector: Any) -> None:
+    """Keep the connection that carried a 5xx out of the pool. A server that failed a request
+    may close its end right after answering, without a ``Connection: close`` (uvicorn does after
+    an unhandled exception, which is how OPEA's megaservices answer their bare 500), and the next
+    call on that connection would fail as a spurious connection error (and count against the
+    breaker). Still in use, it is closed when released; already pooled (a short body is read
+    with the headers), it is taken out and closed, unless another request has it by now."""
+    connection = resp.connection
+    if connection is not None:
+        if connection.protocol is not None:
+            connection.protocol.force_close()
+        return
+    protocol = getattr(resp, "_protocol", None)
+    pooled: Any = getattr(connector, "_conns", None)
+    if protocol is None or not isinstance(pooled, dict):
+        return
+    for conns in pooled.values():
+        for entry in conns:
+            if entry[0] is protocol:
+                conns.remove(entry)
+                protocol.close()
+                return
 
 
 def _force_close(transport: Any) -> None:

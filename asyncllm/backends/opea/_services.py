@@ -7,6 +7,11 @@ ones that answer in OpenAI's shapes (the gateway, the LLM and the embedding serv
 Gateway streams (ChatQnA, DocSum, FaqGen) send each text piece as a Python bytes literal,
 ``data: b'...'``, and end with ``data: [DONE]``; gateways that pass an LLM stream through (CodeGen)
 send OpenAI-style JSON chunks instead. Both are read here without evaluating anything.
+
+How OPEA's orchestrator fails, which the gateway client reads as it is meant: a request it cannot
+read and a microservice that fails or cannot be reached both end in an unhandled exception, which
+its runtime answers with a bare 500 (``text/plain`` "Internal Server Error"); and an LLM that fails
+once a stream has begun leaves a 200 stream holding nothing but ``data: [DONE]``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,12 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict, Unpack
 
-from ..._exceptions import ConfigurationError, ResponseValidationError
+from ..._exceptions import (
+    APIConnectionError,
+    APIError,
+    ConfigurationError,
+    ResponseValidationError,
+)
 from ..._http import _json
 from ..._http._backend import ErrorInfo, HttpBackend, Meta
 from ..._http._transport import Response
@@ -39,6 +49,7 @@ from ._forms import FileSpec, check_files, form_builder, form_fields, lazy_form,
 from ._literal import parse_bytes_literal
 
 GATEWAY_ROLES = frozenset({"system", "user", "assistant"})
+BARE_500 = "Internal Server Error"  # Starlette's answer to an unhandled exception
 SUMMARY_TYPES = frozenset({"auto", "stuff", "truncate", "map_reduce", "refine"})
 
 # A gateway question: one string, or messages in the system, user and assistant roles.
@@ -403,6 +414,20 @@ class _Gateway(_OpenAIShaped):
 
     # Each megaservice answers at /v1/<its name>: "chatqna" at /v1/chatqna, streamed or not.
 
+    async def _status_error(self, response: Response, request_id: str) -> APIError:
+        """A bare 500 is the megaservice's unhandled exception, for a request it could not read
+        as for a microservice that failed: its ``InternalServerError`` says so, is retried as a
+        500 is, and spares the gateway's breaker (a bad request says nothing of its health)."""
+        error = await super()._status_error(response, request_id)
+        if error.status_code == 500 and error.body == BARE_500:
+            error.message = (
+                "HTTP 500 from the OPEA megaservice, with no detail: its orchestrator answers so "
+                "when a request cannot be read, and when a microservice behind it fails or "
+                "cannot be reached (the megaservice's log says which)"
+            )
+            error.spares_breaker = True
+        return error
+
     def _answer(
         self,
         service: str,
@@ -515,6 +540,7 @@ class _Gateway(_OpenAIShaped):
             return
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         finished = False
+        answered = False  # any data line before [DONE], even an empty piece (b'')
         async for line in self._lines(response):
             if not line.startswith(b"data:"):
                 continue  # blank separators, comments and other SSE fields
@@ -525,6 +551,8 @@ class _Gateway(_OpenAIShaped):
             if not value:
                 continue
             if value == b"[DONE]":
+                if not answered:
+                    raise self._no_answer(meta, "held only data: [DONE]")
                 tail = decoder.decode(b"", final=True)
                 if tail or not finished:
                     yield ChatChunk(
@@ -533,6 +561,7 @@ class _Gateway(_OpenAIShaped):
                         request_id=meta.request_id,
                     )
                 return
+            answered = True
             first = value[:1]
             if first in (b"b", b"B") and value[1:2] in (b"'", b'"'):
                 try:
@@ -572,11 +601,27 @@ class _Gateway(_OpenAIShaped):
             other = _json_chunk_text(payload)
             if other:
                 yield ChatChunk(delta=other, request_id=meta.request_id, raw=payload)
+        if not answered:
+            raise self._no_answer(meta, "was empty")
         tail = decoder.decode(b"", final=True)
         if tail:
             yield ChatChunk(delta=tail, request_id=meta.request_id)
         if not finished:
             raise self._cut_short(meta, "data: [DONE]")
+
+    def _no_answer(self, meta: Meta, what: str) -> APIConnectionError:
+        """A 200 stream without a single piece of an answer: how OPEA's orchestrator reports an
+        LLM that failed (an error status, or no connection) after the stream began (ChatQnA's
+        stream then holds only ``[DONE]``; CodeGen's is empty). A real answer, even an empty
+        one, comes with at least one piece (``b''``). Retried like a connection failure:
+        nothing reached the caller."""
+        return APIConnectionError(
+            f"the OPEA gateway's stream {what}, without a piece of an answer: its orchestrator "
+            "answers so when the LLM microservice behind it failed",
+            backend=self.name,
+            request_id=meta.request_id,
+            server_request_id=meta.server_request_id,
+        )
 
     def _bad_line(self, problem: str, value: bytes, meta: Meta) -> ResponseValidationError:
         return self._validation_error(

@@ -8,6 +8,14 @@ retrieval, reranking, guardrails, dataprep) answer as OPEA's FastAPI services do
 ``{"detail": ...}``. ``/v1/health_check`` serves every service.
 
 Replies follow ``_common``: "echo: <last user text>" (for documents, the text and the files' text).
+
+ChatQnA and CodeGen fail as OPEA's orchestrator does (checked against opea-comps 1.5): a body it
+cannot read (no ``messages``, a role other than system, user and assistant, a number that is no
+number or out of range) gets a bare 500 (``text/plain`` "Internal Server Error"), and a ChatQnA
+stream begins with ``data: b''`` (the LLM's first chunk, the role with empty content).
+``server.state["opea_llm_failures"] = n`` makes the LLM behind the next ``n`` ChatQnA or CodeGen
+calls fail: a call asked for whole gets the bare 500; a ChatQnA stream is a 200 holding only
+``data: [DONE]``, a CodeGen stream a 200 with an empty body, as OPEA sends them.
 """
 
 from __future__ import annotations
@@ -60,6 +68,45 @@ def _text(content: Any) -> str:
     return ""
 
 
+# Fields of OPEA's ChatCompletionRequest that must be positive integers, and those that must be
+# numbers >= 0; the ones in _NOT_NULL may be left out but not sent as null. Pydantic's lax mode
+# takes numeric strings and booleans too.
+_POSITIVE_INTS = ("max_tokens", "n", "k", "top_n", "fetch_k", "top_k", "seed")
+_NON_NEGATIVE = ("temperature", "top_p", "repetition_penalty", "lambda_mult", "score_threshold")
+_NOT_NULL = frozenset({"k", "top_n", "fetch_k", "lambda_mult", "score_threshold"})
+
+
+def _lax_number(value: Any, integer: bool) -> float | None:
+    if isinstance(value, str):
+        try:
+            return int(value.strip()) if integer else float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, (bool, int, float)):
+        return None if integer and value != int(value) else float(value)
+    return None
+
+
+def _unreadable(body: Any) -> bool:
+    """Whether OPEA's gateway fails on this body: ``ChatCompletionRequest`` rejects it, or its
+    prompt builder meets a role it does not know."""
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), (str, list)):
+        return True
+    roles = ("system", "user", "assistant")
+    if isinstance(body["messages"], list) and not all(
+        isinstance(m, dict) and m.get("role") in roles for m in body["messages"]
+    ):
+        return True
+    for keys, integer, least in ((_POSITIVE_INTS, True, 1), (_NON_NEGATIVE, False, 0)):
+        for key in keys:
+            if key not in body or (body[key] is None and key not in _NOT_NULL):
+                continue
+            value = _lax_number(body[key], integer)
+            if value is None or value < least:
+                return True
+    return False
+
+
 def _last_user_text(messages: Any) -> str:
     if isinstance(messages, str):
         return messages
@@ -75,8 +122,12 @@ def bytes_line(piece: str) -> bytes:
     return f"data: {piece.encode('utf-8')!r}\n\n".encode()
 
 
+# What a gateway's StreamingResponse says it sends.
+EVENT_STREAM = "text/event-stream; charset=utf-8"
+
+
 async def _stream(request: web.Request, lines: list[bytes]) -> web.StreamResponse:
-    return await _common.stream(request, [*lines, _common.DONE])
+    return await _common.stream(request, [*lines, _common.DONE], content_type=EVENT_STREAM)
 
 
 def _chat_completion(model: str, text: str) -> dict[str, Any]:
@@ -161,22 +212,38 @@ def setup(server: FakeServer) -> None:
 
     # -- gateways ----------------------------------------------------------------------------
 
+    def llm_fails() -> bool:
+        """Whether the LLM behind this gateway call fails (``state["opea_llm_failures"]``)."""
+        left = int(server.state.get("opea_llm_failures", 0))
+        if left > 0:
+            server.state["opea_llm_failures"] = left - 1
+        return left > 0
+
     async def chatqna(request: web.Request) -> web.StreamResponse:
         body = request["json"]
-        if not isinstance(body, dict) or "messages" not in body:
-            return _internal_error()  # ChatCompletionRequest.parse_obj raises inside the handler
+        if _unreadable(body):
+            return _internal_error()  # the handler raises; the runtime answers a bare 500
         reply = _common.reply_text(_last_user_text(body["messages"]))
-        if not _is_streaming(body.get("stream")):
+        streaming = _is_streaming(body.get("stream"))
+        if llm_fails():
+            return await _stream(request, []) if streaming else _internal_error()
+        if not streaming:
             return web.json_response(_chat_completion("chatqna", reply))
-        return await _stream(request, [bytes_line(p) for p in _common.pieces(reply)])
+        lines = [bytes_line(p) for p in ["", *_common.pieces(reply)]]
+        return await _stream(request, lines)
 
     async def codegen(request: web.Request) -> web.StreamResponse:
         body = request["json"]
-        if not isinstance(body, dict) or "messages" not in body:
+        if _unreadable(body):
             return _internal_error()
         reply = _common.reply_text(_last_user_text(body["messages"]))
         model = str(body.get("model") or "codegen")
-        if not _is_streaming(body.get("stream")):
+        streaming = _is_streaming(body.get("stream"))
+        if llm_fails():
+            if streaming:  # CodeGen passes its LLM's stream on: nothing, not even [DONE]
+                return await _common.stream(request, [], content_type=EVENT_STREAM)
+            return _internal_error()
+        if not streaming:
             return web.json_response(_chat_completion("codegen", reply))
         lines = [_openai_chunk(model, {"role": "assistant", "content": ""}, None)]
         lines += [_openai_chunk(model, {"content": p}, None) for p in _common.pieces(reply)]
