@@ -6,10 +6,12 @@ import subprocess
 import sys
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
+from yarl import URL
 
 import asyncllm
 from asyncllm.backends.ovms import DATATYPES, OVMS, Tensor
@@ -415,6 +417,114 @@ async def test_probe_raises_on_auth_errors(client: OVMS, server: FakeServer) -> 
     assert not await client.server_ready()  # not ready, and a probe is never retried
     assert server.request_count == before + 1
     assert await client.server_ready()
+
+
+# -- the fake's routes, as OVMS answers them -----------------------------------------------------
+
+
+async def call(
+    server: FakeServer,
+    method: str,
+    path: str,
+    *,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """A raw request (the path sent as written, %-escapes and all): status, headers, body."""
+    url = URL(server.url(path), encoded=True)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, data=body, headers=headers) as r,
+    ):
+        return r.status, dict(r.headers), await r.read()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "error"),
+    [
+        # OVMS has no model configuration endpoint (tritonclient's get_model_config asks for it).
+        ("GET", "/v2/models/fake-model/config", 400, "Invalid request URL"),
+        ("GET", "/v2/models/fake-model/versions/latest", 400, "Invalid request URL"),
+        ("POST", "/v2/models/fake-model/versions/1/ready/infer", 400, "Invalid request URL"),
+        ("GET", "/v1/models/fake-model/config", 400, "Invalid request URL"),
+        # A route asked with the other method.
+        ("GET", "/v2/models/fake-model/infer", 406, "Unsupported method"),
+        ("POST", "/v2/models/fake-model/ready", 406, "Unsupported method"),
+        ("POST", "/v2/models/fake-model", 406, "Unsupported method"),
+        ("GET", "/v1/models/fake-model:predict", 406, "Unsupported method"),
+        ("POST", "/v1/models/fake-model/versions/1/metadata", 406, "Unsupported method"),
+        ("POST", "/v1/models/fake-model:classify", 404, "Requested REST resource not found"),
+        # A name is one segment, %-decoded: a%2Fb is the (unknown) model a/b.
+        ("GET", "/v2/models/a%2Fb/ready", 404, "Model with requested name is not found: a/b"),
+        (
+            "GET",
+            "/v2/models/fake-model/versions/3",
+            404,
+            "Model with requested version is not found: 3",
+        ),
+        # KServe's ready and metadata calls look version 0 up as it is: there is none.
+        ("GET", "/v2/models/fake-model/versions/0/ready", 404, "requested version is not found: 0"),
+        ("GET", "/v2/models/fake-model/versions/0", 404, "requested version is not found: 0"),
+        ("GET", f"/v2/models/fake-model/versions/{2**64}", 400, "invalid model version format"),
+    ],
+)
+async def test_routes_answer_as_ovms(
+    server: FakeServer, method: str, path: str, status: int, error: str
+) -> None:
+    got, headers, body = await call(server, method, path)
+    assert got == status
+    assert headers["Content-Type"].startswith("application/json")
+    assert error in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "version"),
+    [
+        ("/v2/models/fake%2Dmodel", "2"),  # %2D is "-"
+        ("/v2/models/fake-model/", "2"),
+        ("/v2/models/fake-model/versions/01", "1"),  # a number, as OVMS parses it
+    ],
+)
+async def test_kserve_metadata_paths(server: FakeServer, path: str, version: str) -> None:
+    status, _, body = await call(server, "GET", path)
+    assert status == 200
+    assert json.loads(body)["rt_info"] == {"model_info": {"version": version}}
+
+
+async def test_version_zero_is_the_default_where_ovms_runs_a_model(server: FakeServer) -> None:
+    infer = json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "INT32", "data": [1]}]})
+    status, _, body = await call(
+        server, "POST", "/v2/models/fake-model/versions/0/infer", body=infer.encode()
+    )
+    assert status == 200 and json.loads(body)["model_version"] == "2"
+    # TF-Serving: what ovmsclient asks for when no version is given.
+    status, _, body = await call(server, "GET", "/v1/models/fake-model/versions/0")
+    assert status == 200
+    assert [s["version"] for s in json.loads(body)["model_version_status"]] == ["1", "2"]
+    status, _, body = await call(server, "GET", "/v1/models/fake-model/versions/0/metadata")
+    assert status == 200 and json.loads(body)["modelSpec"]["version"] == "2"
+    predict = json.dumps({"inputs": [1, 2]}).encode()
+    status, _, body = await call(
+        server, "POST", "/v1/models/fake-model/versions/0:predict", body=predict
+    )
+    assert status == 200 and json.loads(body) == {"outputs": [2, 4]}
+    # A label names no version to OVMS: the default one answers.
+    status, _, body = await call(server, "GET", "/v1/models/fake-model/labels/stable/metadata")
+    assert status == 200 and json.loads(body)["modelSpec"]["version"] == "2"
+    status, _, body = await call(server, "GET", "/v1/models/fake-model/versions/1")
+    assert [s["version"] for s in json.loads(body)["model_version_status"]] == ["1"]
+
+
+async def test_probes_answer_as_ovms(server: FakeServer) -> None:
+    server.state.update(ovms_live=False, ovms_ready=False, ovms_unready={"fake-model"})
+    expected = [
+        ("/v2/health/live", 500, "Internal server error"),
+        ("/v2/health/ready", 503, "Server is not ready"),
+        ("/v2/models/fake-model/ready", 404, "Model with requested version is not loaded yet"),
+    ]
+    for path, status, error in expected:
+        got, _, body = await call(server, "GET", path)
+        assert (got, json.loads(body)) == (status, {"error": error})
 
 
 # -- decoding answers ----------------------------------------------------------------------------

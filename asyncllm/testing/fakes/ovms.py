@@ -10,8 +10,16 @@ holds such tensors answers them), BYTES reversed. TF-Serving ``predict`` doubles
 negates bools and reverses strings, in rows (``instances`` -> ``predictions``) or columns
 (``inputs`` -> ``outputs``). Unknown models or versions get 404 ``{"error": ...}``.
 
-``server.state`` switches: ``"ovms_live"`` / ``"ovms_ready"`` (False: the probe answers 400),
-``"ovms_unready"`` (a set of model names whose ready probe answers 400).
+Paths are read as OVMS reads them: a model name is one path segment (%-decoded, so ``a%2Fb`` names
+``a/b``); a path OVMS has no route for answers 400 ``Invalid request URL`` (``/config``, say: OVMS
+has no model configuration endpoint), a route asked with the other method 406. Version 0 is the
+default version wherever OVMS runs or describes a model by it (KServe infer, TF-Serving predict and
+metadata; TF-Serving status then lists every version), and no version in KServe's ready and
+metadata calls (404).
+
+``server.state`` switches, answered as OVMS answers them: ``"ovms_live"`` (False: 500),
+``"ovms_ready"`` (False: 503), ``"ovms_unready"`` (a set of model names whose ready probe answers
+404, "not loaded yet").
 
 ``/v3`` reuses the OpenAI fake for chat, embeddings and models and adds ``/v3/completions``
 (``"echo: <prompt>"``) and ``/v3/rerank`` (score: the share of query words found in a document).
@@ -20,9 +28,11 @@ negates bools and reverses strings, in rows (``instances`` -> ``predictions``) o
 from __future__ import annotations
 
 import math
+import re
 import struct
 import time
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -114,27 +124,51 @@ def tfs_transform(value: Any) -> Any:
     return value
 
 
-def _parse_servable(tail: str) -> tuple[str, str | None, str]:
-    """``name[/versions/v][/rest]`` -> (name, version, rest); ``rest`` keeps its ``/`` or ``:``."""
-    rest = ""
-    for suffix in ("/ready", "/infer", "/metadata", ":predict"):
-        if tail.endswith(suffix):
-            tail, rest = tail[: -len(suffix)], suffix
-            break
-    version = None
-    if "/versions/" in tail:
-        tail, version = tail.rsplit("/versions/", 1)
-    return tail, version, rest
+# The routes as OVMS matches them (src/http_rest_api_handler.cpp), on the raw path: a name is one
+# segment, %-decoded afterwards, so "BAAI%2Fbge" names BAAI/bge while "fake-model/config" is no
+# route at all.
+_KSERVE_READY = re.compile(r"/v2/models/([^/]+)(?:/versions/([0-9]+))?/ready")
+_KSERVE_METADATA = re.compile(r"/v2/models/([^/]+)(?:/versions/([0-9]+))?/?")
+_KSERVE_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([0-9]+))?/infer")
+_TFS_PREDICT = re.compile(
+    r"/v1/models/([^/:]+)(?:/versions/([0-9]+)|/labels/[A-Za-z0-9_]+)?:(classify|regress|predict)"
+)
+_TFS_MODEL = re.compile(
+    r"/v1/models/([^/:]+)(?:/versions/([0-9]+)|/labels/[A-Za-z0-9_]+)?(/metadata)?"
+)
+_INT64_MAX = 2**63 - 1
 
 
-def _resolve(name: str, version: str | None) -> tuple[str | None, web.Response | None]:
+def _raw_path(request: web.Request) -> str:
+    return request.raw_path.split("?", 1)[0]
+
+
+def _invalid_url() -> web.Response:
+    return _error(400, "Invalid request URL")
+
+
+def _unsupported_method() -> web.Response:
+    return _error(406, "Unsupported method")
+
+
+def _resolve(
+    name: str, version: str | None, *, zero_is_default: bool
+) -> tuple[str | None, web.Response | None]:
+    """The version a request reaches. OVMS takes version 0 as the default version where it looks
+    a model up to run it (KServe infer, every TF-Serving call); its KServe ready and metadata
+    calls look the number up as it is, and there is no version 0."""
     if name != MODEL:
         return None, _error(404, f"Model with requested name is not found: {name}")
     if version is None:
         return VERSIONS[-1], None
-    if not version.isdigit() or version not in VERSIONS:
+    number = int(version)
+    if number > _INT64_MAX:
+        return None, _error(400, "invalid model version format in request")
+    if number == 0 and zero_is_default:
+        return VERSIONS[-1], None
+    if str(number) not in VERSIONS:
         return None, _error(404, f"Model with requested version is not found: {version}")
-    return version, None
+    return str(number), None
 
 
 def _kserve_metadata(version: str) -> dict[str, Any]:
@@ -259,53 +293,69 @@ def _predict(body: Any) -> web.Response:
 def setup(server: FakeServer) -> None:
     state = server.state
 
-    def probe(key: str) -> web.Response:
-        if state.get(key, True):
-            return web.json_response({})
-        return web.Response(status=400)
-
     async def live(request: web.Request) -> web.StreamResponse:
-        return probe("ovms_live")
+        if state.get("ovms_live", True):
+            return web.json_response({})
+        return _error(500, "Internal server error")
 
     async def ready(request: web.Request) -> web.StreamResponse:
-        return probe("ovms_ready")
+        if state.get("ovms_ready", True):
+            return web.json_response({})
+        return _error(503, "Server is not ready")
 
     async def server_metadata(request: web.Request) -> web.StreamResponse:
         return web.json_response({"name": "OpenVINO Model Server", "version": "2026.2.0.fake"})
 
     async def v2_models(request: web.Request) -> web.StreamResponse:
-        name, version, rest = _parse_servable(request.match_info["tail"])
-        used, problem = _resolve(name, version)
-        if problem is not None or used is None:
-            return problem or _error(404, "not found")
+        path = _raw_path(request)
         if request.method == "POST":
-            if rest != "/infer":
-                return _error(404, "Invalid request URL")
+            found = _KSERVE_INFER.fullmatch(path)
+            if found is None:
+                if _KSERVE_READY.fullmatch(path) or _KSERVE_METADATA.fullmatch(path):
+                    return _unsupported_method()
+                return _invalid_url()
+            used, problem = _resolve(unquote(found[1]), found[2], zero_is_default=True)
+            if problem is not None or used is None:
+                return problem or _invalid_url()
             return _infer(request["json"], used)
-        if rest == "/ready":
+        found = _KSERVE_METADATA.fullmatch(path) or _KSERVE_READY.fullmatch(path)
+        if found is None:
+            return _unsupported_method() if _KSERVE_INFER.fullmatch(path) else _invalid_url()
+        name = unquote(found[1])
+        used, problem = _resolve(name, found[2], zero_is_default=False)
+        if problem is not None or used is None:
+            return problem or _invalid_url()
+        if found.re is _KSERVE_READY:
             if name in state.get("ovms_unready", ()):
-                return web.Response(status=400)
+                return _error(404, "Model with requested version is not loaded yet")
             return web.json_response({})
-        if rest:
-            return _error(404, "Invalid request URL")
         return web.json_response(_kserve_metadata(used))
 
     async def v1_models(request: web.Request) -> web.StreamResponse:
-        name, version, rest = _parse_servable(request.match_info["tail"])
-        used, problem = _resolve(name, version)
-        if problem is not None or used is None:
-            if name != MODEL:
-                return _error(404, f"Servable not found for request: Latest({name})")
-            return problem or _error(404, "not found")
+        path = _raw_path(request)
         if request.method == "POST":
-            if rest != ":predict":
-                return _error(404, "Invalid request URL")
+            found = _TFS_PREDICT.fullmatch(path)
+            if found is None:
+                return _unsupported_method() if _TFS_MODEL.fullmatch(path) else _invalid_url()
+            if found[3] != "predict":
+                return _error(404, "Requested REST resource not found")
+        else:
+            found = _TFS_MODEL.fullmatch(path)
+            if found is None:
+                return _unsupported_method() if _TFS_PREDICT.fullmatch(path) else _invalid_url()
+        name, version = unquote(found[1]), found[2]
+        if name != MODEL:
+            return _error(404, f"Servable not found for request: Latest({name})")
+        used, problem = _resolve(name, version, zero_is_default=True)
+        if problem is not None or used is None:
+            return problem or _invalid_url()
+        if request.method == "POST":
             return _predict(request["json"])
-        if rest == "/metadata":
+        if found[3]:
             return web.json_response(_tfs_metadata(used))
-        if rest:
-            return _error(404, "Invalid request URL")
-        return web.json_response(_tfs_status(VERSIONS if version is None else (used,)))
+        # No version, or 0: the status of every version.
+        every = version is None or int(version) == 0
+        return web.json_response(_tfs_status(VERSIONS if every else (used,)))
 
     async def completions(request: web.Request) -> web.StreamResponse:
         body = request["json"]
