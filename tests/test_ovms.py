@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 import subprocess
 import sys
 from typing import Any
@@ -525,6 +526,272 @@ async def test_probes_answer_as_ovms(server: FakeServer) -> None:
     for path, status, error in expected:
         got, _, body = await call(server, "GET", path)
         assert (got, json.loads(body)) == (status, {"error": error})
+
+
+# -- KServe's binary data extension --------------------------------------------------------------
+
+INFER = "/v2/models/fake-model/infer"
+
+
+def binary_request(header: dict[str, Any], *blobs: bytes) -> tuple[bytes, dict[str, str]]:
+    """An infer request in KServe's binary form: the JSON header, then the tensors' bytes."""
+    head = json.dumps(header).encode()
+    return head + b"".join(blobs), {"Inference-Header-Content-Length": str(len(head))}
+
+
+def strings(*items: bytes) -> bytes:
+    return b"".join(struct.pack("<I", len(s)) + s for s in items)
+
+
+def split_answer(headers: dict[str, str], body: bytes) -> tuple[dict[str, Any], bytes]:
+    size = int(headers["Inference-Header-Content-Length"])
+    return json.loads(body[:size]), body[size:]
+
+
+BINARY_INPUTS = [
+    ("f", "FP32", [2], struct.pack("<2f", 1.5, -2.25)),
+    ("i", "INT64", [3], struct.pack("<3q", -(2**63), 0, 2**63 - 1)),
+    ("b", "BOOL", [1, 2], bytes([1, 0])),
+    ("s", "BYTES", [2], strings(b"abc", "h\u00e9".encode())),
+]
+
+
+def binary_inputs() -> list[dict[str, Any]]:
+    return [
+        {"name": n, "datatype": d, "shape": s, "parameters": {"binary_data_size": len(b)}}
+        for n, d, s, b in BINARY_INPUTS
+    ]
+
+
+async def test_binary_inputs_and_outputs(server: FakeServer) -> None:
+    names = ["output", "output1", "output2", "output3"]
+    body, headers = binary_request(
+        {
+            "id": "r1",
+            "inputs": binary_inputs(),
+            "outputs": [{"name": n, "parameters": {"binary_data": True}} for n in names],
+        },
+        *(b for *_, b in BINARY_INPUTS),
+    )
+    status, got_headers, answer = await call(server, "POST", INFER, body=body, headers=headers)
+    assert status == 200
+    assert got_headers["Content-Type"].startswith("application/json")
+    header, tail = split_answer(got_headers, answer)
+    assert header["id"] == "r1" and header["model_version"] == "2"
+    expected_bytes = [
+        struct.pack("<2f", -1.5, 2.25),
+        struct.pack("<3q", -(2**63) + 1, 1, -(2**63)),
+        bytes([0, 1]),
+        strings(b"cba", "\u00e9h".encode()),
+    ]
+    assert [o["name"] for o in header["outputs"]] == names
+    for output, (_, datatype, shape, _), blob in zip(
+        header["outputs"], BINARY_INPUTS, expected_bytes, strict=True
+    ):
+        assert output == {
+            "name": output["name"],
+            "shape": shape,
+            "datatype": datatype,
+            "parameters": {"binary_data_size": len(blob)},
+        }
+    assert tail == b"".join(expected_bytes)
+
+
+async def test_binary_inputs_json_outputs(server: FakeServer) -> None:
+    # OVMS sends in binary only outputs the request lists: binary_data_output alone (what
+    # tritonclient asks for when it lists none) still gets JSON.
+    body, headers = binary_request(
+        {"inputs": binary_inputs(), "parameters": {"binary_data_output": True}},
+        *(b for *_, b in BINARY_INPUTS),
+    )
+    status, got_headers, answer = await call(server, "POST", INFER, body=body, headers=headers)
+    assert status == 200 and "Inference-Header-Content-Length" not in got_headers
+    outputs = json.loads(answer)["outputs"]
+    assert [o["data"] for o in outputs] == [
+        [-1.5, 2.25],
+        [-(2**63) + 1, 1, -(2**63)],
+        [False, True],
+        ["cba", "\u00e9h"],
+    ]
+    # Listed outputs: each one's binary_data, else the request's binary_data_output.
+    body, headers = binary_request(
+        {
+            "inputs": binary_inputs(),
+            "parameters": {"binary_data_output": True},
+            "outputs": [
+                {"name": "output1"},
+                {"name": "output2", "parameters": {"binary_data": False}},
+            ],
+        },
+        *(b for *_, b in BINARY_INPUTS),
+    )
+    status, got_headers, answer = await call(server, "POST", INFER, body=body, headers=headers)
+    header, tail = split_answer(got_headers, answer)
+    assert [("data" in o, o.get("parameters")) for o in header["outputs"]] == [
+        (False, {"binary_data_size": 24}),
+        (True, None),
+    ]
+    assert header["outputs"][1]["data"] == [False, True]
+    assert tail == struct.pack("<3q", -(2**63) + 1, 1, -(2**63))
+
+
+async def test_binary_sizes_from_the_shape(server: FakeServer) -> None:
+    # Without binary_data_size a tensor takes its shape's element count times its datatype's size;
+    # a lone BYTES input of shape [1] takes the whole binary part.
+    inputs = [
+        {"name": "a", "datatype": "INT16", "shape": [2]},
+        {"name": "b", "datatype": "FP64", "shape": [1]},
+    ]
+    body, headers = binary_request(
+        {"inputs": inputs}, struct.pack("<2h", -5, 32767), struct.pack("<d", 0.1)
+    )
+    status, _, answer = await call(server, "POST", INFER, body=body, headers=headers)
+    assert status == 200
+    assert [o["data"] for o in json.loads(answer)["outputs"]] == [[-4, -32768], [-0.1]]
+    body, headers = binary_request(
+        {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [1]}]}, strings(b"xyz")
+    )
+    status, _, answer = await call(server, "POST", INFER, body=body, headers=headers)
+    assert status == 200 and json.loads(answer)["outputs"][0]["data"] == ["zyx"]
+
+
+async def test_bytes_that_are_not_utf8(server: FakeServer) -> None:
+    raw = strings(b"\x00\xff", b"ok")
+    request = {
+        "inputs": [
+            {
+                "name": "s",
+                "datatype": "BYTES",
+                "shape": [2],
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ]
+    }
+    body, headers = binary_request(
+        {**request, "outputs": [{"name": "output", "parameters": {"binary_data": True}}]}, raw
+    )
+    status, got_headers, answer = await call(server, "POST", INFER, body=body, headers=headers)
+    assert status == 200 and split_answer(got_headers, answer)[1] == strings(b"\xff\x00", b"ko")
+    # In JSON, OVMS writes the bytes into the string as they are: the answer is not UTF-8.
+    body, headers = binary_request(request, raw)
+    status, _, answer = await call(server, "POST", INFER, body=body, headers=headers)
+    assert status == 200
+    assert b'"data": ["\xff\\u0000", "ko"]' in answer
+    with pytest.raises(UnicodeDecodeError):
+        answer.decode("utf-8")
+
+
+async def test_empty_binary_output(server: FakeServer) -> None:
+    # OVMS gives an empty binary output neither data nor a size, and sends no binary part.
+    body, headers = binary_request(
+        {
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [0]}],
+            "outputs": [{"name": "output", "parameters": {"binary_data": True}}],
+        }
+    )
+    status, got_headers, answer = await call(server, "POST", INFER, body=body, headers=headers)
+    assert status == 200 and "Inference-Header-Content-Length" not in got_headers
+    assert json.loads(answer)["outputs"] == [{"name": "output", "shape": [0], "datatype": "FP32"}]
+
+
+def _one(datatype: str, shape: list[int], parameters: Any = None, **extra: Any) -> dict[str, Any]:
+    tensor: dict[str, Any] = {"name": "x", "datatype": datatype, "shape": shape, **extra}
+    if parameters is not None:
+        tensor["parameters"] = parameters
+    return {"inputs": [tensor]}
+
+
+@pytest.mark.parametrize(
+    ("header", "blob", "length", "error"),
+    [
+        (_one("FP32", [1]), b"\x00" * 4, "x1", "header is invalid and couldn't be parsed"),
+        (_one("FP32", [1]), b"\x00" * 4, "-3", "header is invalid and couldn't be parsed"),
+        (_one("FP32", [1]), b"", "99999", "exceeds actual payload length"),
+        (
+            _one("FP32", [2], {"binary_data_size": 8}),
+            b"\x00" * 4,
+            None,
+            "smaller than binary_data_size",
+        ),
+        (_one("FP32", [3]), b"\x00" * 8, None, "smaller than binary_data_size"),
+        (
+            _one("FP32", [2], {"binary_data_size": 4}),
+            b"\x00" * 4,
+            None,
+            "Expected: 8 bytes; Actual: 4 bytes; input name: x",
+        ),
+        (
+            _one("FP32", [1], {"binary_data_size": 4}, data=[1.0]),
+            b"\x00" * 4,
+            None,
+            "both in binary data and in content value",
+        ),
+        (
+            _one("FP32", [1], {"binary_data_size": -4}),
+            b"\x00" * 4,
+            None,
+            "binary_data_size parameter is invalid",
+        ),
+        (
+            _one("FP32", [1], {"binary_data_size": "4"}),
+            b"\x00" * 4,
+            None,
+            "binary_data_size parameter is invalid",
+        ),
+        (
+            _one("BYTES", [1], {"binary_data_size": 6}),
+            b"\x09\x00\x00\x00ab",
+            None,
+            "Batch length metadata exceeded buffer size",
+        ),
+        (
+            _one("BYTES", [1], {"binary_data_size": 6}),
+            strings(b"a") + b"\x00",
+            None,
+            "Processed bytes: 5 do not equal to buffer size: 6",
+        ),
+        (
+            _one("BYTES", [3], {"binary_data_size": 5}),
+            strings(b"a"),
+            None,
+            "Expected: 3 values; Actual: 1 values",
+        ),
+        (_one("BYTES", [2]), strings(b"a", b"b"), None, "Not valid ndarray detected"),
+        (
+            {
+                "inputs": [
+                    {"name": "j", "datatype": "INT32", "shape": [1], "data": [1]},
+                    {
+                        "name": "b",
+                        "datatype": "INT32",
+                        "shape": [1],
+                        "parameters": {"binary_data_size": 4},
+                    },
+                ]
+            },
+            b"\x00" * 4,
+            None,
+            "inputs in binary and in JSON data in one request; input name: j",
+        ),
+    ],
+)
+async def test_bad_binary_requests(
+    server: FakeServer, header: dict[str, Any], blob: bytes, length: str | None, error: str
+) -> None:
+    body, headers = binary_request(header, blob)
+    if length is not None:
+        headers["Inference-Header-Content-Length"] = length
+    status, _, answer = await call(server, "POST", INFER, body=body, headers=headers)
+    assert status == 400
+    assert error in json.loads(answer)["error"]
+
+
+async def test_json_bytes_must_be_utf8_text(server: FakeServer) -> None:
+    body = json.dumps(
+        {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [1], "data": ["\ud800"]}]}
+    ).encode()
+    status, _, answer = await call(server, "POST", INFER, body=body)
+    assert status == 400 and "not valid for datatype BYTES" in json.loads(answer)["error"]
 
 
 # -- decoding answers ----------------------------------------------------------------------------

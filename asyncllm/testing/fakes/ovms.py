@@ -6,9 +6,16 @@ the element count, each element's type and range; 400 ``{"error": ...}`` otherwi
 each input, in order, as ``output``, ``output1``, ``output2``... with the same shape and datatype
 and the data transformed by ``transform``: BOOL negated, integers plus one (wrapping around at
 the top of the range), floats negated (FP16 and FP32 rounded to that precision, as a model that
-holds such tensors answers them), BYTES reversed. TF-Serving ``predict`` doubles numbers,
-negates bools and reverses strings, in rows (``instances`` -> ``predictions``) or columns
-(``inputs`` -> ``outputs``). Unknown models or versions get 404 ``{"error": ...}``.
+holds such tensors answers them), BYTES reversed. Inputs come in JSON ``data`` or in KServe's
+binary data extension, as ``tritonclient`` sends them: an ``Inference-Header-Content-Length``
+header, the JSON, then each binary input's bytes (``binary_data_size`` of them, else as many as its
+shape and datatype take). Outputs go in binary when the request lists them with ``binary_data``
+(or lists them under ``binary_data_output``); as in OVMS, outputs it does not list come in JSON,
+and BYTES that are not UTF-8 are written into the JSON string as they are.
+
+TF-Serving ``predict`` doubles numbers, negates bools and reverses strings, in rows
+(``instances`` -> ``predictions``) or columns (``inputs`` -> ``outputs``). Unknown models or
+versions get 404 ``{"error": ...}``.
 
 Paths are read as OVMS reads them: a model name is one path segment (%-decoded, so ``a%2Fb`` names
 ``a/b``); a path OVMS has no route for answers 400 ``Invalid request URL`` (``/config``, say: OVMS
@@ -27,6 +34,7 @@ metadata calls (404).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import struct
@@ -54,6 +62,23 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
 }
 _FLOAT_MAX = {"FP16": 65504.0, "FP32": 3.4028234663852886e38, "FP64": 1.7976931348623157e308}
 _FLOAT_FORMATS = {"FP16": "<e", "FP32": "<f"}  # how struct packs the narrower floats
+# KServe's binary data extension: elements little-endian, in these struct formats; a BYTES element
+# is its length (4 bytes) and then its bytes.
+_STRUCT = {
+    "BOOL": "?",
+    "UINT8": "B",
+    "UINT16": "H",
+    "UINT32": "I",
+    "UINT64": "Q",
+    "INT8": "b",
+    "INT16": "h",
+    "INT32": "i",
+    "INT64": "q",
+    "FP16": "e",
+    "FP32": "f",
+    "FP64": "d",
+}
+HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
 error_body = _common.error_only_body
@@ -73,6 +98,15 @@ def _flat(data: Any) -> list[Any]:
     return out
 
 
+def _is_text(value: str) -> bool:
+    """Whether a string can go on the wire as UTF-8 (a lone surrogate cannot)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check(value: Any, datatype: str) -> None:
     if datatype == "BOOL":
         ok = isinstance(value, bool)
@@ -87,13 +121,23 @@ def _check(value: Any, datatype: str) -> None:
             and abs(value) <= _FLOAT_MAX[datatype]
         )
     else:
-        ok = isinstance(value, str)
+        ok = isinstance(value, str) and _is_text(value)
     if not ok:
         raise _BadTensor(f"value {value!r} is not valid for datatype {datatype}")
 
 
+def _reverse(value: str | bytes) -> str | bytes:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")[::-1].encode("utf-8")
+        except UnicodeDecodeError:
+            return value[::-1]
+    return value[::-1]
+
+
 def transform(value: Any, datatype: str) -> Any:
-    """What ``fake-model`` does to one element of a KServe tensor."""
+    """What ``fake-model`` does to one element of a KServe tensor. BYTES elements are reversed
+    by character, or by byte when they are not UTF-8 (an element sent in binary is ``bytes``)."""
     if datatype == "BOOL":
         return not value
     if datatype in _INT_RANGES:
@@ -103,7 +147,69 @@ def transform(value: Any, datatype: str) -> Any:
         negated = -float(value)
         packing = _FLOAT_FORMATS.get(datatype)
         return struct.unpack(packing, struct.pack(packing, negated))[0] if packing else negated
-    return value[::-1]
+    return _reverse(value)
+
+
+def _read_binary(name: str, datatype: str, shape: list[int], raw: bytes) -> list[Any]:
+    """An input's elements from its raw bytes, checked as OVMS checks them (its messages)."""
+    count = math.prod(shape)
+    if datatype != "BYTES":
+        code = _STRUCT[datatype]
+        expected = count * struct.calcsize(code)
+        if len(raw) != expected:
+            raise _BadTensor(
+                f"Invalid content size of tensor proto - Expected: {expected} bytes; "
+                f"Actual: {len(raw)} bytes; input name: {name}"
+            )
+        return list(struct.unpack(f"<{count}{code}", raw))
+    elements: list[Any] = []
+    at = 0
+    while len(raw) >= at + 4:
+        (size,) = struct.unpack_from("<I", raw, at)
+        if at + 4 + size > len(raw):
+            raise _BadTensor(
+                "Invalid content size of tensor proto - Batch length metadata exceeded buffer "
+                f"size, buffer size: {len(raw)}, batch length: {size}; input name: {name}"
+            )
+        elements.append(raw[at + 4 : at + 4 + size])
+        at += 4 + size
+    if at != len(raw):
+        raise _BadTensor(
+            f"Invalid content size of tensor proto - Processed bytes: {at} do not equal to "
+            f"buffer size: {len(raw)}; input name: {name}"
+        )
+    if len(elements) != count:
+        raise _BadTensor(
+            f"Invalid number of values in tensor proto container - Expected: {count} values; "
+            f"Actual: {len(elements)} values; input name: {name}"
+        )
+    return elements
+
+
+def _write_binary(datatype: str, values: list[Any]) -> bytes:
+    if datatype != "BYTES":
+        return struct.pack(f"<{len(values)}{_STRUCT[datatype]}", *values)
+    parts: list[bytes] = []
+    for value in values:
+        raw = value if isinstance(value, bytes) else value.encode("utf-8")
+        parts += (struct.pack("<I", len(raw)), raw)
+    return b"".join(parts)
+
+
+def _as_json(value: Any) -> Any:
+    """Bytes as JSON text: OVMS writes them into the string as they are, so bytes that are not
+    UTF-8 reach the wire unchanged (see ``_json_bytes``)."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+def _json_bytes(answer: Any) -> bytes:
+    """``answer`` as OVMS writes JSON: UTF-8 as it is, and the bytes of a BYTES element that is
+    not UTF-8 as they are (not valid UTF-8 then, which clients refuse to decode)."""
+    text = json.dumps(answer, ensure_ascii=False)
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate from a client's own JSON, echoed back
+        return json.dumps(answer).encode()
 
 
 def tfs_transform(value: Any) -> Any:
@@ -182,40 +288,127 @@ def _kserve_metadata(version: str) -> dict[str, Any]:
     }
 
 
-def _infer(body: Any, model_version: str) -> web.Response:
-    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
-        return _error(400, "Invalid JSON: 'inputs' must be a non-empty array")
-    outputs: list[dict[str, Any]] = []
+def _split(raw: bytes, header_length: str | None, parsed: Any) -> tuple[Any, bytes]:
+    """The JSON header and the binary part of an infer request (KServe's binary data extension:
+    ``Inference-Header-Content-Length`` says where the JSON ends)."""
+    if header_length is None:
+        return parsed, b""
+    if not re.fullmatch(r"[0-9]{1,10}", header_length) or int(header_length) >= 2**31:
+        raise _BadTensor("Inference-Header-Content-Length header is invalid and couldn't be parsed")
+    end = int(header_length)
+    if end > len(raw):
+        raise _BadTensor("Inference-Header-Content-Length header exceeds actual payload length")
     try:
-        for i, tensor in enumerate(body["inputs"]):
-            if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
-                raise _BadTensor("each input needs a name")
-            datatype = tensor.get("datatype")
-            if datatype not in (*_INT_RANGES, *_FLOAT_MAX, "BOOL", "BYTES"):
-                raise _BadTensor(f"unsupported datatype {datatype!r}")
-            shape = tensor.get("shape")
-            if not isinstance(shape, list) or not all(
-                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-            ):
-                raise _BadTensor(f"input {tensor['name']} has an invalid shape")
-            data = _flat(tensor.get("data"))
+        return json.loads(raw[:end]), raw[end:]
+    except ValueError:
+        return None, raw[end:]
+
+
+def _inputs(body: dict[str, Any], buffer: bytes) -> list[tuple[str, str, list[int], list[Any]]]:
+    """Each input's name, datatype, shape and elements, from JSON ``data`` or from the binary
+    part, read in order and sized as OVMS sizes them: ``binary_data_size``, else (no data) the
+    shape's element count times the datatype's size, or the whole binary part for a lone BYTES
+    input of shape [1]."""
+    tensors: list[tuple[str, str, list[int], list[Any]]] = []
+    in_binary: list[str] = []
+    in_json: list[str] = []
+    offset = 0
+    lone = len(body["inputs"]) == 1
+    for tensor in body["inputs"]:
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+            raise _BadTensor("each input needs a name")
+        name = tensor["name"]
+        datatype = tensor.get("datatype")
+        if datatype not in (*_INT_RANGES, *_FLOAT_MAX, "BOOL", "BYTES"):
+            raise _BadTensor(f"unsupported datatype {datatype!r}")
+        shape = tensor.get("shape")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise _BadTensor(f"input {name} has an invalid shape")
+        parameters = tensor.get("parameters", {})
+        if not isinstance(parameters, dict):
+            raise _BadTensor(f"input {name}: parameters must be an object")
+        if "binary_data_size" in parameters:
+            if "data" in tensor and _flat(tensor["data"]):
+                raise _BadTensor("Request contains values both in binary data and in content value")
+            size = parameters["binary_data_size"]
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise _BadTensor("binary_data_size parameter is invalid and cannot be parsed")
+        elif "data" in tensor:
+            data = _flat(tensor["data"])
             if len(data) != math.prod(shape):
                 raise _BadTensor(
-                    f"input {tensor['name']}: {len(data)} elements, shape {shape} "
-                    f"needs {math.prod(shape)}"
+                    f"input {name}: {len(data)} elements, shape {shape} needs {math.prod(shape)}"
                 )
             for v in data:
                 _check(v, datatype)
-            outputs.append(
-                {
-                    "name": "output" if i == 0 else f"output{i}",
-                    "shape": shape,
-                    "datatype": datatype,
-                    "data": [transform(v, datatype) for v in data],
-                }
+            tensors.append((name, datatype, shape, data))
+            in_json.append(name)
+            continue
+        elif datatype == "BYTES":
+            if not (lone and shape == [1]):
+                raise _BadTensor(
+                    f"Could not parse input content. Not valid ndarray detected (input {name}: "
+                    "BYTES in binary need binary_data_size unless alone and of shape [1])"
+                )
+            size = len(buffer) - offset
+        else:
+            size = math.prod(shape) * struct.calcsize(_STRUCT[datatype])
+        if size > len(buffer) - offset:
+            raise _BadTensor(
+                "Received buffer size is smaller than binary_data_size parameter indicates"
             )
+        raw = buffer[offset : offset + size]
+        offset += size
+        tensors.append((name, datatype, shape, _read_binary(name, datatype, shape, raw)))
+        in_binary.append(name)
+    if in_binary and in_json:
+        raise _BadTensor(
+            "Invalid content size of tensor proto - inputs in binary and in JSON data in one "
+            f"request; input name: {in_json[0]}"
+        )
+    return tensors
+
+
+def _binary_outputs(body: dict[str, Any]) -> set[str]:
+    """The outputs to send in binary: as OVMS decides it, only outputs the request lists, each by
+    its ``binary_data`` parameter, else by the request's ``binary_data_output``."""
+    parameters = body.get("parameters")
+    default = isinstance(parameters, dict) and parameters.get("binary_data_output") is True
+    requested = body.get("outputs")
+    chosen: set[str] = set()
+    for output in requested if isinstance(requested, list) else ():
+        if not isinstance(output, dict) or not isinstance(output.get("name"), str):
+            continue
+        own = output.get("parameters")
+        flag = own.get("binary_data") if isinstance(own, dict) else None
+        if flag if isinstance(flag, bool) else default:
+            chosen.add(output["name"])
+    return chosen
+
+
+def _infer(parsed: Any, raw: bytes, header_length: str | None, model_version: str) -> web.Response:
+    try:
+        body, buffer = _split(raw, header_length, parsed)
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("inputs"), list)
+            or not body["inputs"]
+        ):
+            return _error(400, "Invalid JSON: 'inputs' must be a non-empty array")
+        tensors = _inputs(body, buffer)
     except _BadTensor as exc:
         return _error(400, str(exc))
+    outputs: list[dict[str, Any]] = [
+        {
+            "name": "output" if i == 0 else f"output{i}",
+            "shape": shape,
+            "datatype": datatype,
+            "data": [transform(v, datatype) for v in data],
+        }
+        for i, (_, datatype, shape, data) in enumerate(tensors)
+    ]
     requested = body.get("outputs")
     if requested is not None:
         names = [o.get("name") for o in requested if isinstance(o, dict)]
@@ -224,6 +417,17 @@ def _infer(body: Any, model_version: str) -> web.Response:
         if missing:
             return _error(400, f"Unknown output: {missing[0]}")
         outputs = [o for o in outputs if o["name"] in names]
+    binary = _binary_outputs(body)
+    blobs: list[bytes] = []
+    for output in outputs:
+        data = output.pop("data")
+        if output["name"] not in binary:
+            output["data"] = [_as_json(v) for v in data]
+            continue
+        blob = _write_binary(output["datatype"], data)
+        if blob:  # OVMS names no size (and sends no data) for an empty binary output
+            output["parameters"] = {"binary_data_size": len(blob)}
+        blobs.append(blob)
     answer: dict[str, Any] = {
         "model_name": MODEL,
         "model_version": model_version,
@@ -233,7 +437,15 @@ def _infer(body: Any, model_version: str) -> web.Response:
         answer["id"] = body["id"]
     if isinstance(body.get("parameters"), dict):
         answer["parameters"] = body["parameters"]
-    return web.json_response(answer)
+    header = _json_bytes(answer)
+    tail = b"".join(blobs)
+    if not tail:
+        return web.Response(body=header, content_type="application/json")
+    return web.Response(
+        body=header + tail,
+        content_type="application/json",
+        headers={HEADER_LENGTH: str(len(header))},
+    )
 
 
 def _tfs_status(versions: tuple[str, ...]) -> dict[str, Any]:
@@ -317,7 +529,8 @@ def setup(server: FakeServer) -> None:
             used, problem = _resolve(unquote(found[1]), found[2], zero_is_default=True)
             if problem is not None or used is None:
                 return problem or _invalid_url()
-            return _infer(request["json"], used)
+            raw = await request.read()
+            return _infer(request["json"], raw, request.headers.get(HEADER_LENGTH), used)
         found = _KSERVE_METADATA.fullmatch(path) or _KSERVE_READY.fullmatch(path)
         if found is None:
             return _unsupported_method() if _KSERVE_INFER.fullmatch(path) else _invalid_url()
