@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import json
 import math
 import struct
@@ -907,13 +908,14 @@ async def test_tfs_predict_row_form(client: OVMS, server: FakeServer) -> None:
 
 async def test_tfs_predict_columnar_form(client: OVMS, server: FakeServer) -> None:
     r = await client.predict(
-        inputs={"a": np.array([[1, 2], [3, 4]], dtype="int32"), "img": [b"\x00\xff"]}
+        inputs={"a": np.array([[1, 2], [3, 4]], dtype="int32"), "img_bytes": [b"\x00\xff"]}
     )
-    assert r.outputs == {"a": [[2, 4], [6, 8]], "img": [b"\x00\xff"]}
+    # Bytes come back as {"b64": ...} from an output named *_bytes (the model reverses them).
+    assert r.outputs == {"a": [[2, 4], [6, 8]], "img_bytes": [b"\xff\x00"]}
     assert r.predictions is None
-    assert server.requests[-1].json["inputs"]["img"] == [{"b64": "AP8="}]
-    single = await client.predict(inputs=[True, False])
-    assert single.outputs == [False, True]
+    assert server.requests[-1].json["inputs"]["img_bytes"] == [{"b64": "AP8="}]
+    single = await client.predict(inputs=[1.5, -2])
+    assert single.outputs == [3.0, -4]
 
 
 @pytest.mark.parametrize(
@@ -939,7 +941,7 @@ async def test_tfs_bad_arguments(client: OVMS, server: FakeServer, kwargs: dict[
 async def test_tfs_errors_status_and_metadata(client: OVMS, server: FakeServer) -> None:
     with pytest.raises(asyncllm.NotFoundError) as info:
         await client.predict("half", instances=[1.0])
-    assert info.value.message == "Servable not found for request: Latest(half)"
+    assert info.value.message == "Model with requested name is not found: half"
     with pytest.raises(asyncllm.BadRequestError, match="not found in signature def"):
         await client.predict(instances=[1], signature_name="other")
     statuses = await client.model_status()
@@ -952,6 +954,92 @@ async def test_tfs_errors_status_and_metadata(client: OVMS, server: FakeServer) 
     assert meta["modelSpec"]["version"] == "2"
     signature = meta["metadata"]["signature_def"]["signatureDef"]["serving_default"]
     assert set(signature["inputs"]) == {"input"}
+
+
+PREDICT = "/v1/models/fake-model:predict"
+
+
+def b64(raw: bytes) -> dict[str, str]:
+    return {"b64": base64.b64encode(raw).decode()}
+
+
+async def predict_raw(server: FakeServer, body: Any) -> tuple[int, bytes]:
+    status, _, answer = await call(server, "POST", PREDICT, body=json.dumps(body).encode())
+    return status, answer
+
+
+@pytest.mark.parametrize(
+    ("request_body", "answer"),
+    [
+        # One output is the answer itself, as TF-Serving writes it; several are named.
+        ({"inputs": {"x": [[1, 2.5]]}}, {"outputs": [[2, 5.0]]}),
+        ({"inputs": {"x": [1], "y": ["ab"]}}, {"outputs": {"x": [2], "y": ["ba"]}}),
+        ({"inputs": [1, 2]}, {"outputs": [2, 4]}),
+        ({"inputs": 3}, {"outputs": 6}),
+        ({"inputs": {"x": 3}}, {"outputs": 6}),
+        ({"instances": [{"x": [1]}, {"x": [2]}]}, {"predictions": [[2], [4]]}),
+        (
+            {"instances": [{"x": 1, "s": "ab"}, {"x": 2, "s": "cd"}]},
+            {"predictions": [{"x": 2, "s": "ba"}, {"x": 4, "s": "dc"}]},
+        ),
+        ({"instances": [[1, 2], [3, 4]]}, {"predictions": [[2, 4], [6, 8]]}),
+        ({"inputs": {"x": []}}, {"outputs": []}),
+        # b64 is decoded; the bytes come back as text, or as b64 from an output named *_bytes.
+        ({"inputs": {"t": [b64("héllo".encode())]}}, {"outputs": ["olléh"]}),
+        ({"inputs": {"t_bytes": [b64(b"\x00\x01")]}}, {"outputs": [b64(b"\x01\x00")]}),
+        ({"inputs": {"t_bytes": ["ab"]}}, {"outputs": [b64(b"ba")]}),
+        ({"inputs": {"t_bytes": [{"b64": "YWJjZA"}]}}, {"outputs": [b64(b"dcba")]}),  # unpadded
+        ({"instances": [b64(b"ab"), b64(b"cd")]}, {"predictions": ["ba", "dc"]}),
+        ({"instances": [{"i_bytes": b64(b"\xff")}]}, {"predictions": [b64(b"\xff")]}),
+    ],
+)
+async def test_tfs_predict_answers_as_tf_serving(
+    server: FakeServer, request_body: dict[str, Any], answer: dict[str, Any]
+) -> None:
+    status, body = await predict_raw(server, request_body)
+    assert status == 200
+    assert json.loads(body) == answer
+
+
+async def test_tfs_bytes_that_are_not_utf8_are_written_as_they_are(server: FakeServer) -> None:
+    status, body = await predict_raw(server, {"inputs": {"t": [b64(b"\x00\xfe")]}})
+    assert status == 200
+    assert body == b'{"outputs": ["\xfe\\u0000"]}'
+
+
+@pytest.mark.parametrize(
+    ("request_body", "error"),
+    [
+        ([1], "Request body should be JSON object"),
+        ({}, "Could not detect row or column format"),
+        ({"inputs": [1], "instances": [1]}, "Could not detect row or column format"),
+        # OVMS's TF-Serving API has no boolean tensors.
+        ({"inputs": [True, False]}, "Could not parse input content. Not valid ndarray detected"),
+        ({"inputs": {"x": [[1], [True]]}}, "Could not parse input content"),
+        ({"instances": [True]}, "Could not detect neither named or nonamed format"),
+        ({"instances": [{"x": [True]}]}, "Could not parse instance content. Not valid ndarray"),
+        # Not an ndarray: ragged, mixed, or neither numbers nor text.
+        ({"inputs": {"x": [[1, 2], [3]]}}, "Could not parse input content"),
+        ({"inputs": {"x": [1, "a"]}}, "Could not parse input content"),
+        ({"inputs": {"x": [None]}}, "Could not parse input content"),
+        ({"inputs": {"x": [{"b64": "!!"}]}}, "Could not parse input content"),
+        ({"inputs": {"x": [{"b64": "YQ==", "more": 1}]}}, "Could not parse input content"),
+        ({"instances": [{"x": [1]}, {"x": [1, 2]}]}, "Could not parse instance content"),
+        ({"inputs": "text"}, "One of inputs is not a JSON object"),
+        ({"inputs": {}}, "missing inputs"),
+        ({"instances": 3}, "Nonamed instance is not an array"),
+        ({"instances": []}, "Missing instances in row format"),
+        ({"instances": [{"x": 1}, [1]]}, "One of named instances is not a JSON object"),
+        ({"instances": [{"x": 1}, {"y": 1}]}, "Request inputs have different batch sizes"),
+        ({"instances": [{}]}, "Could not parse instance content"),
+    ],
+)
+async def test_tfs_predict_refuses_what_ovms_refuses(
+    server: FakeServer, request_body: Any, error: str
+) -> None:
+    status, body = await predict_raw(server, request_body)
+    assert status == 400
+    assert error in json.loads(body)["error"]
 
 
 # -- /v3 -----------------------------------------------------------------------------------------

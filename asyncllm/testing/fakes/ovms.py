@@ -13,16 +13,20 @@ shape and datatype take). Outputs go in binary when the request lists them with 
 (or lists them under ``binary_data_output``); as in OVMS, outputs it does not list come in JSON,
 and BYTES that are not UTF-8 are written into the JSON string as they are.
 
-TF-Serving ``predict`` doubles numbers, negates bools and reverses strings, in rows
-(``instances`` -> ``predictions``) or columns (``inputs`` -> ``outputs``). Unknown models or
-versions get 404 ``{"error": ...}``.
+TF-Serving ``predict`` (by ``tfs_transform``) doubles numbers and reverses strings and
+``{"b64": ...}`` bytes, in rows (``instances`` -> ``predictions``) or columns (``inputs`` ->
+``outputs``). It answers each named input as the output of the same name (one unnamed input as
+``output``) and writes them as TF-Serving does: one output is the answer itself, several an object
+by name; strings and bytes come back as ``{"b64": ...}`` in an output named ``*_bytes`` and as
+text otherwise (bytes that are not UTF-8 as they are). Like OVMS it takes scalars and rectangular
+lists of numbers or of text, and no booleans (400 otherwise).
 
-Paths are read as OVMS reads them: a model name is one path segment (%-decoded, so ``a%2Fb`` names
-``a/b``); a path OVMS has no route for answers 400 ``Invalid request URL`` (``/config``, say: OVMS
-has no model configuration endpoint), a route asked with the other method 406. Version 0 is the
-default version wherever OVMS runs or describes a model by it (KServe infer, TF-Serving predict and
-metadata; TF-Serving status then lists every version), and no version in KServe's ready and
-metadata calls (404).
+Unknown models or versions get 404 ``{"error": ...}``. Paths are read as OVMS reads them: a
+model name is one path segment (%-decoded, so ``a%2Fb`` names ``a/b``); a path OVMS has no route
+for answers 400 ``Invalid request URL`` (``/config``, say: OVMS has no model configuration
+endpoint), a route asked with the other method 406. Version 0 is the default version wherever
+OVMS runs or describes a model by it (KServe infer, TF-Serving predict and metadata; TF-Serving
+status then lists every version), and no version in KServe's ready and metadata calls (404).
 
 ``server.state`` switches, answered as OVMS answers them: ``"ovms_live"`` (False: 500),
 ``"ovms_ready"`` (False: 503), ``"ovms_unready"`` (a set of model names whose ready probe answers
@@ -34,6 +38,7 @@ metadata calls (404).
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -213,21 +218,13 @@ def _json_bytes(answer: Any) -> bytes:
 
 
 def tfs_transform(value: Any) -> Any:
-    """What ``fake-model`` does to a TF-Serving value: numbers doubled, bools negated, strings
-    reversed, ``{"b64": ...}`` objects returned as they came, lists and objects element-wise."""
-    if isinstance(value, bool):
-        return not value
-    if isinstance(value, (int, float)):
-        return value * 2
-    if isinstance(value, str):
-        return value[::-1]
+    """What ``fake-model`` does to a TF-Serving value: numbers doubled, strings and bytes reversed
+    (bytes by character when they are UTF-8, as in ``transform``), lists element-wise."""
     if isinstance(value, list):
         return [tfs_transform(v) for v in value]
-    if isinstance(value, dict):
-        if set(value) == {"b64"}:
-            return value
-        return {k: tfs_transform(v) for k, v in value.items()}
-    return value
+    if isinstance(value, (str, bytes)):
+        return _reverse(value)
+    return value * 2
 
 
 # The routes as OVMS matches them (src/http_rest_api_handler.cpp), on the raw path: a name is one
@@ -486,20 +483,123 @@ def _tfs_metadata(version: str) -> dict[str, Any]:
     }
 
 
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def _tfs_tensor(value: Any, error: str) -> Any:
+    """A TF-Serving JSON tensor as the model gets it, ``{"b64": ...}`` decoded to bytes. OVMS
+    takes a scalar or a rectangular nested list, of numbers or of strings and bytes; it has no
+    boolean tensors. Anything else raises ``_BadTensor(error)``."""
+    kinds: set[str] = set()
+
+    def walk(item: Any) -> tuple[Any, tuple[int, ...]]:
+        if isinstance(item, list):
+            parts = [walk(v) for v in item]
+            shapes = {shape for _, shape in parts}
+            if len(shapes) > 1:
+                raise _BadTensor(error)
+            return [v for v, _ in parts], (len(parts), *(shapes.pop() if shapes else ()))
+        if isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item):
+            kinds.add("number")
+            return item, ()
+        if isinstance(item, str) and _is_text(item):
+            kinds.add("text")
+            return item, ()
+        if _is_b64(item):
+            text = item["b64"]
+            try:
+                decoded = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+            except ValueError:
+                raise _BadTensor(error) from None
+            kinds.add("text")
+            return decoded, ()
+        raise _BadTensor(error)
+
+    tensor, _ = walk(value)
+    if len(kinds) > 1:
+        raise _BadTensor(error)
+    return tensor
+
+
+def _tfs_output(value: Any, as_b64: bool) -> Any:
+    """An output as TF-Serving writes it: text as it is (bytes too, UTF-8 or not), except in an
+    output whose name ends in ``_bytes``, where each string is ``{"b64": ...}``."""
+    if isinstance(value, list):
+        return [_tfs_output(v, as_b64) for v in value]
+    if as_b64 and isinstance(value, (str, bytes)):
+        raw = value.encode("utf-8") if isinstance(value, str) else value
+        return {"b64": base64.b64encode(raw).decode("ascii")}
+    return _as_json(value)
+
+
+def _tfs_outputs(columns: dict[str, Any], error: str) -> dict[str, Any]:
+    """Each named input answered as the output of the same name."""
+    return {
+        name: _tfs_output(tfs_transform(_tfs_tensor(value, error)), name.endswith("_bytes"))
+        for name, value in columns.items()
+    }
+
+
+def _rows(instances: Any) -> list[Any]:
+    """The row form: one unnamed input, or objects naming the inputs, one per instance."""
+    if not isinstance(instances, list):
+        raise _BadTensor("Invalid JSON structure. Nonamed instance is not an array.")
+    if not instances:
+        raise _BadTensor("Invalid JSON structure. Missing instances in row format")
+    error = "Could not parse instance content. Not valid ndarray detected"
+    first = instances[0]
+    if isinstance(first, dict) and not _is_b64(first):
+        if not all(isinstance(r, dict) and not _is_b64(r) for r in instances):
+            raise _BadTensor("Invalid JSON structure. One of named instances is not a JSON object.")
+        if not first:
+            raise _BadTensor(error)
+        if any(set(r) != set(first) for r in instances):
+            raise _BadTensor("Invalid JSON structure. Request inputs have different batch sizes")
+        outputs = _tfs_outputs({n: [r[n] for r in instances] for n in first}, error)
+    elif isinstance(first, bool) or first is None:
+        raise _BadTensor("Could not detect neither named or nonamed format")
+    else:
+        outputs = _tfs_outputs({"output": instances}, error)
+    if len(outputs) == 1:
+        return list(next(iter(outputs.values())))
+    return [{n: column[i] for n, column in outputs.items()} for i in range(len(instances))]
+
+
+def _columns(inputs: Any) -> Any:
+    """The columnar form: one unnamed input, or an object naming the inputs."""
+    error = "Could not parse input content. Not valid ndarray detected"
+    if isinstance(inputs, dict) and not _is_b64(inputs):
+        if not inputs:
+            raise _BadTensor("Invalid JSON structure, missing inputs")
+        outputs = _tfs_outputs(inputs, error)
+    elif isinstance(inputs, list) or (
+        isinstance(inputs, (int, float)) and not isinstance(inputs, bool)
+    ):
+        outputs = _tfs_outputs({"output": inputs}, error)
+    else:
+        raise _BadTensor("Invalid JSON structure. One of inputs is not a JSON object.")
+    return next(iter(outputs.values())) if len(outputs) == 1 else outputs
+
+
 def _predict(body: Any) -> web.Response:
+    """TF-Serving predict, answered as TF-Serving writes it: one output is the answer itself
+    (``"predictions": [...]`` or ``"outputs": ...``), several are named."""
     if not isinstance(body, dict):
-        return _error(400, "JSON Parse error: the request body must be an object")
+        return _error(400, "Request body should be JSON object")
     if ("instances" in body) == ("inputs" in body):
-        return _error(400, "Missing 'inputs' or 'instances' key (exactly one is required)")
+        return _error(400, "Invalid JSON structure. Could not detect row or column format")
     signature = body.get("signature_name", "serving_default")
     if signature != "serving_default":
         return _error(400, f'Serving signature name: "{signature}" not found in signature def')
-    if "instances" in body:
-        rows = body["instances"]
-        if not isinstance(rows, list) or not rows:
-            return _error(400, "'instances' must be a non-empty list")
-        return web.json_response({"predictions": [tfs_transform(r) for r in rows]})
-    return web.json_response({"outputs": tfs_transform(body["inputs"])})
+    try:
+        if "instances" in body:
+            answer = {"predictions": _rows(body["instances"])}
+        else:
+            answer = {"outputs": _columns(body["inputs"])}
+    except _BadTensor as exc:
+        return _error(400, str(exc))
+    return web.Response(body=_json_bytes(answer), content_type="application/json")
 
 
 def setup(server: FakeServer) -> None:
@@ -556,10 +656,8 @@ def setup(server: FakeServer) -> None:
             found = _TFS_MODEL.fullmatch(path)
             if found is None:
                 return _unsupported_method() if _TFS_PREDICT.fullmatch(path) else _invalid_url()
-        name, version = unquote(found[1]), found[2]
-        if name != MODEL:
-            return _error(404, f"Servable not found for request: Latest({name})")
-        used, problem = _resolve(name, version, zero_is_default=True)
+        version = found[2]
+        used, problem = _resolve(unquote(found[1]), version, zero_is_default=True)
         if problem is not None or used is None:
             return problem or _invalid_url()
         if request.method == "POST":
