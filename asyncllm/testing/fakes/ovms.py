@@ -83,7 +83,7 @@ _STRUCT = {
     "FP32": "f",
     "FP64": "d",
 }
-HEADER_LENGTH = "Inference-Header-Content-Length"
+_HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
 error_body = _common.error_only_body
@@ -441,7 +441,7 @@ def _infer(parsed: Any, raw: bytes, header_length: str | None, model_version: st
     return web.Response(
         body=header + tail,
         content_type="application/json",
-        headers={HEADER_LENGTH: str(len(header))},
+        headers={_HEADER_LENGTH: str(len(header))},
     )
 
 
@@ -630,7 +630,7 @@ def setup(server: FakeServer) -> None:
             if problem is not None or used is None:
                 return problem or _invalid_url()
             raw = await request.read()
-            return _infer(request["json"], raw, request.headers.get(HEADER_LENGTH), used)
+            return _infer(request["json"], raw, request.headers.get(_HEADER_LENGTH), used)
         found = _KSERVE_METADATA.fullmatch(path) or _KSERVE_READY.fullmatch(path)
         if found is None:
             return _unsupported_method() if _KSERVE_INFER.fullmatch(path) else _invalid_url()
