@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+import base64
 import json
 import math
+import struct
 import subprocess
 import sys
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
+from yarl import URL
 
 import asyncllm
 from asyncllm.backends.ovms import DATATYPES, OVMS, Tensor
@@ -417,6 +421,380 @@ async def test_probe_raises_on_auth_errors(client: OVMS, server: FakeServer) -> 
     assert await client.server_ready()
 
 
+# -- the fake's routes, as OVMS answers them -----------------------------------------------------
+
+
+async def call(
+    server: FakeServer,
+    method: str,
+    path: str,
+    *,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """A raw request (the path sent as written, %-escapes and all): status, headers, body."""
+    url = URL(server.url(path), encoded=True)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, data=body, headers=headers) as r,
+    ):
+        return r.status, dict(r.headers), await r.read()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "error"),
+    [
+        # OVMS has no model configuration endpoint (tritonclient's get_model_config asks for it).
+        ("GET", "/v2/models/fake-model/config", 400, "Invalid request URL"),
+        ("GET", "/v2/models/fake-model/versions/latest", 400, "Invalid request URL"),
+        ("POST", "/v2/models/fake-model/versions/1/ready/infer", 400, "Invalid request URL"),
+        ("GET", "/v1/models/fake-model/config", 400, "Invalid request URL"),
+        # A route asked with the other method.
+        ("GET", "/v2/models/fake-model/infer", 406, "Unsupported method"),
+        ("POST", "/v2/models/fake-model/ready", 406, "Unsupported method"),
+        ("POST", "/v2/models/fake-model", 406, "Unsupported method"),
+        ("GET", "/v1/models/fake-model:predict", 406, "Unsupported method"),
+        ("POST", "/v1/models/fake-model/versions/1/metadata", 406, "Unsupported method"),
+        ("POST", "/v1/models/fake-model:classify", 404, "Requested REST resource not found"),
+        # A name is one segment, %-decoded: a%2Fb is the (unknown) model a/b.
+        ("GET", "/v2/models/a%2Fb/ready", 404, "Model with requested name is not found: a/b"),
+        (
+            "GET",
+            "/v2/models/fake-model/versions/3",
+            404,
+            "Model with requested version is not found: 3",
+        ),
+        # KServe's ready and metadata calls look version 0 up as it is: there is none.
+        ("GET", "/v2/models/fake-model/versions/0/ready", 404, "requested version is not found: 0"),
+        ("GET", "/v2/models/fake-model/versions/0", 404, "requested version is not found: 0"),
+        ("GET", f"/v2/models/fake-model/versions/{2**64}", 400, "invalid model version format"),
+    ],
+)
+async def test_routes_answer_as_ovms(
+    server: FakeServer, method: str, path: str, status: int, error: str
+) -> None:
+    got, headers, body = await call(server, method, path)
+    assert got == status
+    assert headers["Content-Type"].startswith("application/json")
+    assert error in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "version"),
+    [
+        ("/v2/models/fake%2Dmodel", "2"),  # %2D is "-"
+        ("/v2/models/fake-model/", "2"),
+        ("/v2/models/fake-model/versions/01", "1"),  # a number, as OVMS parses it
+    ],
+)
+async def test_kserve_metadata_paths(server: FakeServer, path: str, version: str) -> None:
+    status, _, body = await call(server, "GET", path)
+    assert status == 200
+    assert json.loads(body)["rt_info"] == {"model_info": {"version": version}}
+
+
+async def test_version_zero_is_the_default_where_ovms_runs_a_model(server: FakeServer) -> None:
+    infer = json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "INT32", "data": [1]}]})
+    status, _, body = await call(
+        server, "POST", "/v2/models/fake-model/versions/0/infer", body=infer.encode()
+    )
+    assert status == 200 and json.loads(body)["model_version"] == "2"
+    # TF-Serving: what ovmsclient asks for when no version is given.
+    status, _, body = await call(server, "GET", "/v1/models/fake-model/versions/0")
+    assert status == 200
+    assert [s["version"] for s in json.loads(body)["model_version_status"]] == ["1", "2"]
+    status, _, body = await call(server, "GET", "/v1/models/fake-model/versions/0/metadata")
+    assert status == 200 and json.loads(body)["modelSpec"]["version"] == "2"
+    predict = json.dumps({"inputs": [1, 2]}).encode()
+    status, _, body = await call(
+        server, "POST", "/v1/models/fake-model/versions/0:predict", body=predict
+    )
+    assert status == 200 and json.loads(body) == {"outputs": [2, 4]}
+    # A label names no version to OVMS: the default one answers.
+    status, _, body = await call(server, "GET", "/v1/models/fake-model/labels/stable/metadata")
+    assert status == 200 and json.loads(body)["modelSpec"]["version"] == "2"
+    status, _, body = await call(server, "GET", "/v1/models/fake-model/versions/1")
+    assert [s["version"] for s in json.loads(body)["model_version_status"]] == ["1"]
+
+
+async def test_probes_answer_as_ovms(server: FakeServer) -> None:
+    server.state.update(ovms_live=False, ovms_ready=False, ovms_unready={"fake-model"})
+    expected = [
+        ("/v2/health/live", 500, "Internal server error"),
+        ("/v2/health/ready", 503, "Server is not ready"),
+        ("/v2/models/fake-model/ready", 404, "Model with requested version is not loaded yet"),
+    ]
+    for path, status, error in expected:
+        got, _, body = await call(server, "GET", path)
+        assert (got, json.loads(body)) == (status, {"error": error})
+
+
+# -- KServe's binary data extension --------------------------------------------------------------
+
+INFER = "/v2/models/fake-model/infer"
+
+
+def binary_request(header: dict[str, Any], *blobs: bytes) -> tuple[bytes, dict[str, str]]:
+    """An infer request in KServe's binary form: the JSON header, then the tensors' bytes."""
+    head = json.dumps(header).encode()
+    return head + b"".join(blobs), {"Inference-Header-Content-Length": str(len(head))}
+
+
+def strings(*items: bytes) -> bytes:
+    return b"".join(struct.pack("<I", len(s)) + s for s in items)
+
+
+def split_answer(headers: dict[str, str], body: bytes) -> tuple[dict[str, Any], bytes]:
+    size = int(headers["Inference-Header-Content-Length"])
+    return json.loads(body[:size]), body[size:]
+
+
+BINARY_INPUTS = [
+    ("f", "FP32", [2], struct.pack("<2f", 1.5, -2.25)),
+    ("i", "INT64", [3], struct.pack("<3q", -(2**63), 0, 2**63 - 1)),
+    ("b", "BOOL", [1, 2], bytes([1, 0])),
+    ("s", "BYTES", [2], strings(b"abc", "h\u00e9".encode())),
+]
+
+
+def binary_inputs() -> list[dict[str, Any]]:
+    return [
+        {"name": n, "datatype": d, "shape": s, "parameters": {"binary_data_size": len(b)}}
+        for n, d, s, b in BINARY_INPUTS
+    ]
+
+
+async def test_binary_inputs_and_outputs(server: FakeServer) -> None:
+    names = ["output", "output1", "output2", "output3"]
+    body, headers = binary_request(
+        {
+            "id": "r1",
+            "inputs": binary_inputs(),
+            "outputs": [{"name": n, "parameters": {"binary_data": True}} for n in names],
+        },
+        *(b for *_, b in BINARY_INPUTS),
+    )
+    status, got_headers, answer = await call(server, "POST", INFER, body=body, headers=headers)
+    assert status == 200
+    assert got_headers["Content-Type"].startswith("application/json")
+    header, tail = split_answer(got_headers, answer)
+    assert header["id"] == "r1" and header["model_version"] == "2"
+    expected_bytes = [
+        struct.pack("<2f", -1.5, 2.25),
+        struct.pack("<3q", -(2**63) + 1, 1, -(2**63)),
+        bytes([0, 1]),
+        strings(b"cba", "\u00e9h".encode()),
+    ]
+    assert [o["name"] for o in header["outputs"]] == names
+    for output, (_, datatype, shape, _), blob in zip(
+        header["outputs"], BINARY_INPUTS, expected_bytes, strict=True
+    ):
+        assert output == {
+            "name": output["name"],
+            "shape": shape,
+            "datatype": datatype,
+            "parameters": {"binary_data_size": len(blob)},
+        }
+    assert tail == b"".join(expected_bytes)
+
+
+async def test_binary_inputs_json_outputs(server: FakeServer) -> None:
+    # OVMS sends in binary only outputs the request lists: binary_data_output alone (what
+    # tritonclient asks for when it lists none) still gets JSON.
+    body, headers = binary_request(
+        {"inputs": binary_inputs(), "parameters": {"binary_data_output": True}},
+        *(b for *_, b in BINARY_INPUTS),
+    )
+    status, got_headers, answer = await call(server, "POST", INFER, body=body, headers=headers)
+    assert status == 200 and "Inference-Header-Content-Length" not in got_headers
+    outputs = json.loads(answer)["outputs"]
+    assert [o["data"] for o in outputs] == [
+        [-1.5, 2.25],
+        [-(2**63) + 1, 1, -(2**63)],
+        [False, True],
+        ["cba", "\u00e9h"],
+    ]
+    # Listed outputs: each one's binary_data, else the request's binary_data_output.
+    body, headers = binary_request(
+        {
+            "inputs": binary_inputs(),
+            "parameters": {"binary_data_output": True},
+            "outputs": [
+                {"name": "output1"},
+                {"name": "output2", "parameters": {"binary_data": False}},
+            ],
+        },
+        *(b for *_, b in BINARY_INPUTS),
+    )
+    status, got_headers, answer = await call(server, "POST", INFER, body=body, headers=headers)
+    header, tail = split_answer(got_headers, answer)
+    assert [("data" in o, o.get("parameters")) for o in header["outputs"]] == [
+        (False, {"binary_data_size": 24}),
+        (True, None),
+    ]
+    assert header["outputs"][1]["data"] == [False, True]
+    assert tail == struct.pack("<3q", -(2**63) + 1, 1, -(2**63))
+
+
+async def test_binary_sizes_from_the_shape(server: FakeServer) -> None:
+    # Without binary_data_size a tensor takes its shape's element count times its datatype's size;
+    # a lone BYTES input of shape [1] takes the whole binary part.
+    inputs = [
+        {"name": "a", "datatype": "INT16", "shape": [2]},
+        {"name": "b", "datatype": "FP64", "shape": [1]},
+    ]
+    body, headers = binary_request(
+        {"inputs": inputs}, struct.pack("<2h", -5, 32767), struct.pack("<d", 0.1)
+    )
+    status, _, answer = await call(server, "POST", INFER, body=body, headers=headers)
+    assert status == 200
+    assert [o["data"] for o in json.loads(answer)["outputs"]] == [[-4, -32768], [-0.1]]
+    body, headers = binary_request(
+        {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [1]}]}, strings(b"xyz")
+    )
+    status, _, answer = await call(server, "POST", INFER, body=body, headers=headers)
+    assert status == 200 and json.loads(answer)["outputs"][0]["data"] == ["zyx"]
+
+
+async def test_bytes_that_are_not_utf8(server: FakeServer) -> None:
+    raw = strings(b"\x00\xff", b"ok")
+    request = {
+        "inputs": [
+            {
+                "name": "s",
+                "datatype": "BYTES",
+                "shape": [2],
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ]
+    }
+    body, headers = binary_request(
+        {**request, "outputs": [{"name": "output", "parameters": {"binary_data": True}}]}, raw
+    )
+    status, got_headers, answer = await call(server, "POST", INFER, body=body, headers=headers)
+    assert status == 200 and split_answer(got_headers, answer)[1] == strings(b"\xff\x00", b"ko")
+    # In JSON, OVMS writes the bytes into the string as they are: the answer is not UTF-8.
+    body, headers = binary_request(request, raw)
+    status, _, answer = await call(server, "POST", INFER, body=body, headers=headers)
+    assert status == 200
+    assert b'"data": ["\xff\\u0000", "ko"]' in answer
+    with pytest.raises(UnicodeDecodeError):
+        answer.decode("utf-8")
+
+
+async def test_empty_binary_output(server: FakeServer) -> None:
+    # OVMS gives an empty binary output neither data nor a size, and sends no binary part.
+    body, headers = binary_request(
+        {
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [0]}],
+            "outputs": [{"name": "output", "parameters": {"binary_data": True}}],
+        }
+    )
+    status, got_headers, answer = await call(server, "POST", INFER, body=body, headers=headers)
+    assert status == 200 and "Inference-Header-Content-Length" not in got_headers
+    assert json.loads(answer)["outputs"] == [{"name": "output", "shape": [0], "datatype": "FP32"}]
+
+
+def _one(datatype: str, shape: list[int], parameters: Any = None, **extra: Any) -> dict[str, Any]:
+    tensor: dict[str, Any] = {"name": "x", "datatype": datatype, "shape": shape, **extra}
+    if parameters is not None:
+        tensor["parameters"] = parameters
+    return {"inputs": [tensor]}
+
+
+@pytest.mark.parametrize(
+    ("header", "blob", "length", "error"),
+    [
+        (_one("FP32", [1]), b"\x00" * 4, "x1", "header is invalid and couldn't be parsed"),
+        (_one("FP32", [1]), b"\x00" * 4, "-3", "header is invalid and couldn't be parsed"),
+        (_one("FP32", [1]), b"", "99999", "exceeds actual payload length"),
+        (
+            _one("FP32", [2], {"binary_data_size": 8}),
+            b"\x00" * 4,
+            None,
+            "smaller than binary_data_size",
+        ),
+        (_one("FP32", [3]), b"\x00" * 8, None, "smaller than binary_data_size"),
+        (
+            _one("FP32", [2], {"binary_data_size": 4}),
+            b"\x00" * 4,
+            None,
+            "Expected: 8 bytes; Actual: 4 bytes; input name: x",
+        ),
+        (
+            _one("FP32", [1], {"binary_data_size": 4}, data=[1.0]),
+            b"\x00" * 4,
+            None,
+            "both in binary data and in content value",
+        ),
+        (
+            _one("FP32", [1], {"binary_data_size": -4}),
+            b"\x00" * 4,
+            None,
+            "binary_data_size parameter is invalid",
+        ),
+        (
+            _one("FP32", [1], {"binary_data_size": "4"}),
+            b"\x00" * 4,
+            None,
+            "binary_data_size parameter is invalid",
+        ),
+        (
+            _one("BYTES", [1], {"binary_data_size": 6}),
+            b"\x09\x00\x00\x00ab",
+            None,
+            "Batch length metadata exceeded buffer size",
+        ),
+        (
+            _one("BYTES", [1], {"binary_data_size": 6}),
+            strings(b"a") + b"\x00",
+            None,
+            "Processed bytes: 5 do not equal to buffer size: 6",
+        ),
+        (
+            _one("BYTES", [3], {"binary_data_size": 5}),
+            strings(b"a"),
+            None,
+            "Expected: 3 values; Actual: 1 values",
+        ),
+        (_one("BYTES", [2]), strings(b"a", b"b"), None, "Not valid ndarray detected"),
+        (
+            {
+                "inputs": [
+                    {"name": "j", "datatype": "INT32", "shape": [1], "data": [1]},
+                    {
+                        "name": "b",
+                        "datatype": "INT32",
+                        "shape": [1],
+                        "parameters": {"binary_data_size": 4},
+                    },
+                ]
+            },
+            b"\x00" * 4,
+            None,
+            "inputs in binary and in JSON data in one request; input name: j",
+        ),
+    ],
+)
+async def test_bad_binary_requests(
+    server: FakeServer, header: dict[str, Any], blob: bytes, length: str | None, error: str
+) -> None:
+    body, headers = binary_request(header, blob)
+    if length is not None:
+        headers["Inference-Header-Content-Length"] = length
+    status, _, answer = await call(server, "POST", INFER, body=body, headers=headers)
+    assert status == 400
+    assert error in json.loads(answer)["error"]
+
+
+async def test_json_bytes_must_be_utf8_text(server: FakeServer) -> None:
+    body = json.dumps(
+        {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [1], "data": ["\ud800"]}]}
+    ).encode()
+    status, _, answer = await call(server, "POST", INFER, body=body)
+    assert status == 400 and "not valid for datatype BYTES" in json.loads(answer)["error"]
+
+
 # -- decoding answers ----------------------------------------------------------------------------
 
 
@@ -530,13 +908,14 @@ async def test_tfs_predict_row_form(client: OVMS, server: FakeServer) -> None:
 
 async def test_tfs_predict_columnar_form(client: OVMS, server: FakeServer) -> None:
     r = await client.predict(
-        inputs={"a": np.array([[1, 2], [3, 4]], dtype="int32"), "img": [b"\x00\xff"]}
+        inputs={"a": np.array([[1, 2], [3, 4]], dtype="int32"), "img_bytes": [b"\x00\xff"]}
     )
-    assert r.outputs == {"a": [[2, 4], [6, 8]], "img": [b"\x00\xff"]}
+    # Bytes come back as {"b64": ...} from an output named *_bytes (the model reverses them).
+    assert r.outputs == {"a": [[2, 4], [6, 8]], "img_bytes": [b"\xff\x00"]}
     assert r.predictions is None
-    assert server.requests[-1].json["inputs"]["img"] == [{"b64": "AP8="}]
-    single = await client.predict(inputs=[True, False])
-    assert single.outputs == [False, True]
+    assert server.requests[-1].json["inputs"]["img_bytes"] == [{"b64": "AP8="}]
+    single = await client.predict(inputs=[1.5, -2])
+    assert single.outputs == [3.0, -4]
 
 
 @pytest.mark.parametrize(
@@ -562,7 +941,7 @@ async def test_tfs_bad_arguments(client: OVMS, server: FakeServer, kwargs: dict[
 async def test_tfs_errors_status_and_metadata(client: OVMS, server: FakeServer) -> None:
     with pytest.raises(asyncllm.NotFoundError) as info:
         await client.predict("half", instances=[1.0])
-    assert info.value.message == "Servable not found for request: Latest(half)"
+    assert info.value.message == "Model with requested name is not found: half"
     with pytest.raises(asyncllm.BadRequestError, match="not found in signature def"):
         await client.predict(instances=[1], signature_name="other")
     statuses = await client.model_status()
@@ -575,6 +954,92 @@ async def test_tfs_errors_status_and_metadata(client: OVMS, server: FakeServer) 
     assert meta["modelSpec"]["version"] == "2"
     signature = meta["metadata"]["signature_def"]["signatureDef"]["serving_default"]
     assert set(signature["inputs"]) == {"input"}
+
+
+PREDICT = "/v1/models/fake-model:predict"
+
+
+def b64(raw: bytes) -> dict[str, str]:
+    return {"b64": base64.b64encode(raw).decode()}
+
+
+async def predict_raw(server: FakeServer, body: Any) -> tuple[int, bytes]:
+    status, _, answer = await call(server, "POST", PREDICT, body=json.dumps(body).encode())
+    return status, answer
+
+
+@pytest.mark.parametrize(
+    ("request_body", "answer"),
+    [
+        # One output is the answer itself, as TF-Serving writes it; several are named.
+        ({"inputs": {"x": [[1, 2.5]]}}, {"outputs": [[2, 5.0]]}),
+        ({"inputs": {"x": [1], "y": ["ab"]}}, {"outputs": {"x": [2], "y": ["ba"]}}),
+        ({"inputs": [1, 2]}, {"outputs": [2, 4]}),
+        ({"inputs": 3}, {"outputs": 6}),
+        ({"inputs": {"x": 3}}, {"outputs": 6}),
+        ({"instances": [{"x": [1]}, {"x": [2]}]}, {"predictions": [[2], [4]]}),
+        (
+            {"instances": [{"x": 1, "s": "ab"}, {"x": 2, "s": "cd"}]},
+            {"predictions": [{"x": 2, "s": "ba"}, {"x": 4, "s": "dc"}]},
+        ),
+        ({"instances": [[1, 2], [3, 4]]}, {"predictions": [[2, 4], [6, 8]]}),
+        ({"inputs": {"x": []}}, {"outputs": []}),
+        # b64 is decoded; the bytes come back as text, or as b64 from an output named *_bytes.
+        ({"inputs": {"t": [b64("héllo".encode())]}}, {"outputs": ["olléh"]}),
+        ({"inputs": {"t_bytes": [b64(b"\x00\x01")]}}, {"outputs": [b64(b"\x01\x00")]}),
+        ({"inputs": {"t_bytes": ["ab"]}}, {"outputs": [b64(b"ba")]}),
+        ({"inputs": {"t_bytes": [{"b64": "YWJjZA"}]}}, {"outputs": [b64(b"dcba")]}),  # unpadded
+        ({"instances": [b64(b"ab"), b64(b"cd")]}, {"predictions": ["ba", "dc"]}),
+        ({"instances": [{"i_bytes": b64(b"\xff")}]}, {"predictions": [b64(b"\xff")]}),
+    ],
+)
+async def test_tfs_predict_answers_as_tf_serving(
+    server: FakeServer, request_body: dict[str, Any], answer: dict[str, Any]
+) -> None:
+    status, body = await predict_raw(server, request_body)
+    assert status == 200
+    assert json.loads(body) == answer
+
+
+async def test_tfs_bytes_that_are_not_utf8_are_written_as_they_are(server: FakeServer) -> None:
+    status, body = await predict_raw(server, {"inputs": {"t": [b64(b"\x00\xfe")]}})
+    assert status == 200
+    assert body == b'{"outputs": ["\xfe\\u0000"]}'
+
+
+@pytest.mark.parametrize(
+    ("request_body", "error"),
+    [
+        ([1], "Request body should be JSON object"),
+        ({}, "Could not detect row or column format"),
+        ({"inputs": [1], "instances": [1]}, "Could not detect row or column format"),
+        # OVMS's TF-Serving API has no boolean tensors.
+        ({"inputs": [True, False]}, "Could not parse input content. Not valid ndarray detected"),
+        ({"inputs": {"x": [[1], [True]]}}, "Could not parse input content"),
+        ({"instances": [True]}, "Could not detect neither named or nonamed format"),
+        ({"instances": [{"x": [True]}]}, "Could not parse instance content. Not valid ndarray"),
+        # Not an ndarray: ragged, mixed, or neither numbers nor text.
+        ({"inputs": {"x": [[1, 2], [3]]}}, "Could not parse input content"),
+        ({"inputs": {"x": [1, "a"]}}, "Could not parse input content"),
+        ({"inputs": {"x": [None]}}, "Could not parse input content"),
+        ({"inputs": {"x": [{"b64": "!!"}]}}, "Could not parse input content"),
+        ({"inputs": {"x": [{"b64": "YQ==", "more": 1}]}}, "Could not parse input content"),
+        ({"instances": [{"x": [1]}, {"x": [1, 2]}]}, "Could not parse instance content"),
+        ({"inputs": "text"}, "One of inputs is not a JSON object"),
+        ({"inputs": {}}, "missing inputs"),
+        ({"instances": 3}, "Nonamed instance is not an array"),
+        ({"instances": []}, "Missing instances in row format"),
+        ({"instances": [{"x": 1}, [1]]}, "One of named instances is not a JSON object"),
+        ({"instances": [{"x": 1}, {"y": 1}]}, "Request inputs have different batch sizes"),
+        ({"instances": [{}]}, "Could not parse instance content"),
+    ],
+)
+async def test_tfs_predict_refuses_what_ovms_refuses(
+    server: FakeServer, request_body: Any, error: str
+) -> None:
+    status, body = await predict_raw(server, request_body)
+    assert status == 400
+    assert error in json.loads(body)["error"]
 
 
 # -- /v3 -----------------------------------------------------------------------------------------
