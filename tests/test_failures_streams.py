@@ -376,6 +376,23 @@ async def test_json_error_body_instead_of_a_stream_is_its_status_error(
             await client.aclose()
 
 
+@pytest.mark.parametrize("code", ["\u00b2", "700", "busy"])
+async def test_json_error_body_naming_no_status_is_an_api_error(code: str) -> None:
+    """A ``code`` that is no error status ("²" is a digit to ``str.isdigit``, not to ``int``)
+    gives a plain APIError, not retried: no status to go by."""
+    body = {"error": {"message": "odd", "code": code}}
+    async with Hostile(json_answer(body)) as server:
+        client, stream = stream_of("openai", server.url("/v1"))
+        try:
+            got, error = await read(stream)
+            assert got == []
+            assert type(error) is asyncllm.APIError, error
+            assert error.status_code is None and error.code == code
+            assert len(server.requests) == 1
+        finally:
+            await client.aclose()
+
+
 @pytest.mark.parametrize("name", ["openai", "claude"])
 async def test_json_answer_instead_of_a_stream_is_a_validation_error(name: str) -> None:
     """A whole answer where a stream was asked for is not what the protocol says: a
@@ -527,4 +544,62 @@ async def test_redirects_stay_unfollowed_through_a_given_session() -> None:
                 await client.chat(MESSAGES)
             assert info.value.status_code == 307
             assert other.requests == []
+            await client.aclose()
+
+
+# -- 4. an error event inside a stream ------------------------------------------------------------
+
+# (the event's error body, the error the caller gets, its status)
+STREAM_ERRORS: list[tuple[Any, type[asyncllm.APIError], int | None]] = [
+    # LiteLLM, when the model it relays to breaks mid-stream: the status is a string code.
+    ({"error": {"message": "upstream broke", "type": None, "param": None, "code": "500"}}, asyncllm.InternalServerError, 500),
+    ({"error": {"message": "slow down", "type": "throttling_error", "code": "429"}}, asyncllm.RateLimitError, 429),
+    # vLLM: an int code.
+    ({"error": {"message": "bad", "type": "BadRequestError", "code": 400}}, asyncllm.BadRequestError, 400),
+    # OpenAI's own codes are words; a number that is no error status, or no ASCII number, says nothing.
+    ({"error": {"message": "busy", "type": "server_error", "code": "rate_limit_exceeded"}}, asyncllm.APIError, None),
+    ({"error": {"message": "odd", "code": "700"}}, asyncllm.APIError, None),
+    ({"error": {"message": "odd", "code": "\u00b2"}}, asyncllm.APIError, None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "cls", "status"), STREAM_ERRORS, ids=lambda v: str(v)[:40])
+async def test_error_event_after_a_chunk_is_typed_by_the_status_it_names(
+    body: Any, cls: type[asyncllm.APIError], status: int | None
+) -> None:
+    """An error event after the first chunk ends the stream with the error it names (the
+    chunks before it reached the caller, so it is not retried); a ``code`` that is an error
+    status types it, as a JSON error body answering a stream request is typed."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await send_events(request, [openai_chunk("Hel"), sse(body)])
+
+    async with Hostile(handler) as server:
+        client = OPENAI_SHAPED["openai"](server.url("/v1"))
+        try:
+            got, error = await read(client.stream_chat(MESSAGES))
+            assert texts(got) == "Hel"
+            assert type(error) is cls, error
+            assert error.status_code == status
+            assert error.message == body["error"]["message"]
+            assert len(server.requests) == 1
+        finally:
+            await client.aclose()
+
+
+async def test_error_event_with_a_5xx_code_before_any_chunk_is_retried() -> None:
+    """Nothing reached the caller: a 5xx named in the event is retried like a 5xx status."""
+    failed = sse({"error": {"message": "upstream broke", "type": None, "code": "503"}})
+    answers = [[failed], [openai_chunk("whole"), openai_chunk(None, "stop"), DONE]]
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await send_events(request, answers.pop(0))
+
+    async with Hostile(handler) as server:
+        client = OPENAI_SHAPED["openai"](server.url("/v1"))
+        try:
+            got, error = await read(client.stream_chat(MESSAGES))
+            assert error is None and texts(got) == "whole"
+            assert len(server.requests) == 2
+        finally:
             await client.aclose()

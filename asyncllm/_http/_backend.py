@@ -203,6 +203,18 @@ def default_error_info(payload: Any) -> ErrorInfo:
     return ErrorInfo()
 
 
+def named_status(info: ErrorInfo) -> int | None:
+    """The HTTP status an error body names: its ``status``, or else a ``code`` that is an error
+    status, as OpenAI-compatible servers write it (LiteLLM ``"code": "500"``, vLLM ``400``).
+    OpenAI's own codes are words (``"rate_limit_exceeded"``) and name none."""
+    if info.status is not None:
+        return info.status
+    code = info.code
+    if code is not None and code.isascii() and code.isdigit() and 400 <= int(code) <= 599:
+        return int(code)
+    return None
+
+
 def _is_json(content_type: str | None) -> bool:
     """``application/json`` and its kin (``+json``, ``text/json``); not NDJSON."""
     if not content_type:
@@ -505,10 +517,11 @@ class HttpBackend(Backend):
         return error
 
     def _stream_error(self, payload: Any, meta: Meta) -> APIError:
-        """An error event inside a stream, typed by the status its body names (if any)."""
+        """An error event inside a stream, typed by the status its body names (``named_status``),
+        if any: LiteLLM reports an upstream that broke mid-stream as ``"code": "500"``."""
         info = self._error_info(payload)
         return self._error(
-            info.status,
+            named_status(info),
             info,
             meta.request_id,
             _json.excerpt(payload),
@@ -579,9 +592,7 @@ class HttpBackend(Backend):
             or payload.get("type") == "error"
         ):
             info = self._error_info(payload)
-            status = info.status
-            if status is None and info.code is not None and info.code.isdigit():
-                status = int(info.code)
+            status = named_status(info)
             if status is not None and status >= 400:
                 return self._error(
                     status,
