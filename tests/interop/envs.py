@@ -5,7 +5,8 @@ own environment under ``.interop/<group>/``, because the groups cannot share one
 needs ``huggingface_hub<1`` while the ``huggingface_hub`` tests need 1.x, ``opea-comps`` pins about a
 hundred exact versions, and the servers (LiteLLM, MLServer) bring their own FastAPI and pydantic.
 An environment whose marker matches its requirements file is reused as it is; a changed file
-rebuilds it. ``uv`` (a dev dependency) does the installs; without it, pip does.
+rebuilds it. ``uv`` (a dev dependency) does the installs, compiling bytecode so that a server's
+first start (LiteLLM imports thousands of modules) does not compile it; without uv, pip does.
 
 The test run calls this through :func:`python_for` (the ``interop_python`` fixture); CI can also
 build every group ahead of the tests, in parallel: ``python -m tests.interop.envs``.
@@ -66,7 +67,8 @@ def python_for(group: str) -> Path:
         if uv:
             steps = [
                 [uv, "venv", "--quiet", "--python", sys.executable, str(env)],
-                [uv, "pip", "install", "--quiet", "--python", str(_python(env)), "-r", str(spec)],
+                [uv, "pip", "install", "--quiet", "--compile-bytecode"]
+                + ["--python", str(_python(env)), "-r", str(spec)],
             ]
         else:
             steps = [
