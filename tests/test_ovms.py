@@ -362,6 +362,25 @@ async def test_model_metadata_accepts_null_optional_lists() -> None:
     assert meta.versions == [] and meta.inputs == [] and meta.outputs == []
 
 
+async def test_fastapi_validation_errors_read_as_text() -> None:
+    # MLServer (and every FastAPI server) answers a body it cannot read with a list of errors.
+    detail = [
+        {"type": "literal_error", "loc": ["body", "inputs", 0, "datatype"], "msg": "Bad type"},
+        {"type": "missing", "loc": ["body", "inputs", 0, "shape"], "msg": "Field required"},
+    ]
+    transport = MockTransport(lambda request: MockResponse(422, json={"detail": detail}))
+    client = OVMS(base_url="http://ovms.test:8000", transport=transport, max_retries=0)
+    try:
+        with pytest.raises(asyncllm.UnprocessableEntityError) as info:
+            await client.infer("m", {"x": [1]})
+    finally:
+        await client.aclose()
+    assert info.value.message == (
+        "body.inputs.0.datatype: Bad type; body.inputs.0.shape: Field required"
+    )
+    assert info.value.error_type == "literal_error"
+
+
 async def test_version_pinned_on_the_client(server: FakeServer) -> None:
     client = OVMS(base_url=server.url(), model="fake-model", version=1)
     try:

@@ -178,9 +178,36 @@ def _check_query(query: Any) -> dict[str, str]:
     return dict(query)
 
 
+# Keys of the other shapes, which say more than a FastAPI detail beside them.
+_NAMED = frozenset(("error", "message"))
+
+
+def _detail_text(detail: Any) -> str:
+    """FastAPI's ``detail``: a string, or a list of ``{"loc", "msg", "type"}`` validation errors."""
+    if not isinstance(detail, list):
+        return str(detail)
+    parts = []
+    for item in detail[:5]:
+        if isinstance(item, Mapping):
+            where = item.get("loc")
+            loc = ".".join(map(str, where)) if isinstance(where, list) else str(where or "")
+            msg = str(item.get("msg", ""))
+            parts.append(f"{loc}: {msg}" if loc else msg)
+        else:
+            parts.append(str(item))
+    return "; ".join(parts)
+
+
 def default_error_info(payload: Any) -> ErrorInfo:
     """The common error shapes: ``{"error": {"message", "type", "code"}}``, ``{"error": "..."}``,
-    ``{"detail": ...}`` and ``{"message": ...}``."""
+    ``{"message": ...}`` and FastAPI's ``{"detail": ...}`` (a list of validation errors reads as
+    ``loc: msg; ...``, typed by the first one's ``type``), which OPEA, vLLM, MLServer and every
+    other FastAPI server answer."""
+    if isinstance(payload, Mapping) and "detail" in payload and payload.keys().isdisjoint(_NAMED):
+        detail = payload["detail"]
+        first = detail[0] if isinstance(detail, list) and detail else None
+        etype = first.get("type") if isinstance(first, Mapping) else None
+        return ErrorInfo(_detail_text(detail), None if etype is None else str(etype))
     if isinstance(payload, Mapping):
         error = payload.get("error", payload)
         if isinstance(error, Mapping):

@@ -65,10 +65,10 @@ def python_for(group: str) -> Path:
         env.parent.mkdir(parents=True, exist_ok=True)
         uv = _uv()
         if uv:
+            python = ("--python", str(_python(env)))
             steps = [
                 [uv, "venv", "--quiet", "--python", sys.executable, str(env)],
-                [uv, "pip", "install", "--quiet", "--compile-bytecode"]
-                + ["--python", str(_python(env)), "-r", str(spec)],
+                [uv, "pip", "install", "--quiet", "--compile-bytecode", "-r", str(spec), *python],
             ]
         else:
             steps = [

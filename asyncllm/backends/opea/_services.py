@@ -30,7 +30,7 @@ from ..._exceptions import (
     ResponseValidationError,
 )
 from ..._http import _json
-from ..._http._backend import ErrorInfo, HttpBackend, Meta
+from ..._http._backend import HttpBackend, Meta
 from ..._http._transport import Response
 from ..._models import ChatChunk, ChatResponse, normalize_messages
 from ..._options import BodyOptions, HttpOptions, keys_of
@@ -116,22 +116,6 @@ class HealthResult(BaseModel):
 
 
 # -- errors ---------------------------------------------------------------------------------------
-
-
-def _detail_text(detail: Any) -> str:
-    """FastAPI's ``detail``: a string, or a list of ``{"loc", "msg", "type"}`` validation errors."""
-    if isinstance(detail, list):
-        parts = []
-        for item in detail[:5]:
-            if isinstance(item, Mapping):
-                where = item.get("loc")
-                loc = ".".join(map(str, where)) if isinstance(where, list) else str(where or "")
-                msg = str(item.get("msg", ""))
-                parts.append(f"{loc}: {msg}" if loc else msg)
-            else:
-                parts.append(str(item))
-        return "; ".join(parts)
-    return str(detail)
 
 
 # -- the parameters of each call, declared once ---------------------------------------------------
@@ -356,14 +340,6 @@ class _Service(HttpBackend):
     backend: ClassVar[str] = "opea"
     api_key_env: ClassVar[tuple[str, ...]] = ("OPEA_API_KEY",)
     server_request_id_header: ClassVar[str | None] = "x-request-id"
-
-    def _error_info(self, payload: Any) -> ErrorInfo:
-        if isinstance(payload, Mapping) and "detail" in payload:
-            detail = payload["detail"]
-            first = detail[0] if isinstance(detail, list) and detail else None
-            etype = first.get("type") if isinstance(first, Mapping) else None
-            return ErrorInfo(_detail_text(detail), str(etype) if etype else None)
-        return super()._error_info(payload)
 
     async def health(self, **options: Unpack[HttpOptions]) -> HealthResult:
         """``GET /v1/health_check``; an unhealthy service raises (a 5xx is retried)."""
