@@ -32,6 +32,7 @@ from ._exceptions import (
     ConflictError,
     ContentBlockedError,
     InternalServerError,
+    LengthFinishReasonError,
     NotFoundError,
     OverloadedError,
     PermissionDeniedError,
@@ -39,6 +40,7 @@ from ._exceptions import (
     RateLimitError,
     RequestTooLargeError,
     ResponseValidationError,
+    StructuredOutputError,
     UnprocessableEntityError,
 )
 from ._http._transport import Request, Response, Transport
@@ -55,7 +57,7 @@ from ._models import (
     tool_result,
 )
 from ._options import BodyOptions, CallOptions, ClientOptions, EngineClientOptions, HttpOptions
-from .streaming import Stream
+from .streaming import ChatStream, Stream
 
 if TYPE_CHECKING:
     from .backends.claude import Anthropic, Claude
@@ -95,6 +97,7 @@ __all__ = [
     "CertificateVerificationError",
     "ChatChunk",
     "ChatResponse",
+    "ChatStream",
     "CircuitOpenError",
     "Claude",
     "ClientClosedError",
@@ -109,6 +112,7 @@ __all__ = [
     "Groq",
     "HttpOptions",
     "InternalServerError",
+    "LengthFinishReasonError",
     "LimitsConfig",
     "Message",
     "ModelInfo",
@@ -130,6 +134,7 @@ __all__ = [
     "ResponseValidationError",
     "RetryConfig",
     "Stream",
+    "StructuredOutputError",
     "Tool",
     "ToolCall",
     "ToolCallDelta",

@@ -10,6 +10,8 @@
         │   ├── APITimeoutError the attempt or the deadline ran out (retried; also a TimeoutError)
         │   └── CertificateVerificationError  the server's TLS certificate failed (not retried)
         ├── ResponseValidationError  the answer is not what the protocol says (not retried)
+        │   └── StructuredOutputError   the answer does not fit the asked ``response_format``
+        │       └── LengthFinishReasonError  ... because it was cut at the token limit
         ├── ContentBlockedError the backend refused the prompt or the answer for safety (not retried)
         └── APIStatusError      the backend answered with an error status
             ├── BadRequestError           400
@@ -51,6 +53,7 @@ __all__ = [
     "ConflictError",
     "ContentBlockedError",
     "InternalServerError",
+    "LengthFinishReasonError",
     "NotFoundError",
     "OverloadedError",
     "PermissionDeniedError",
@@ -58,6 +61,7 @@ __all__ = [
     "RateLimitError",
     "RequestTooLargeError",
     "ResponseValidationError",
+    "StructuredOutputError",
     "UnprocessableEntityError",
     "status_error",
 ]
@@ -217,6 +221,23 @@ class CertificateVerificationError(APIConnectionError):
 
 class ResponseValidationError(APIError):
     """The backend answered 2xx, but the body does not follow its protocol."""
+
+
+class StructuredOutputError(ResponseValidationError):
+    """The model's answer is not valid JSON for the ``response_format`` asked, or does not
+    validate against its model. ``text`` is the answer as the model wrote it; ``response`` the
+    ``ChatResponse`` (everything but ``parsed``). The server worked: neither retried nor counted
+    by the breaker."""
+
+    def __init__(self, message: str, *, text: str = "", response: Any = None, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.text = text
+        self.response = response
+
+
+class LengthFinishReasonError(StructuredOutputError):
+    """The structured answer was cut at the token limit (``finish_reason`` "length", Claude's
+    "max_tokens", Gemini's "MAX_TOKENS"), so it cannot be whole JSON: raise ``max_tokens``."""
 
 
 class ContentBlockedError(APIError):

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Generic, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypeVar
 
 from ._exceptions import ConfigurationError, ResponseValidationError
 from ._http import _json
 from ._validate import check_str
 
 M = TypeVar("M", bound=BaseModel)
+# What ``ChatResponse.parsed`` holds: for type checkers only, never parametrized at run time.
+P = TypeVar("P", default=Any)
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
@@ -85,8 +89,15 @@ class Message(BaseModel):
         return out
 
 
-class ChatResponse(BaseModel):
-    """One chat completion. ``text`` is the first choice's text ("" when it only calls tools)."""
+class ChatResponse(BaseModel, Generic[P]):
+    """One chat completion. ``text`` is the first choice's text ("" when it only calls tools).
+
+    With ``response_format``, ``parsed`` is the answer validated into the model (or the decoded
+    JSON for a schema dict), None when the model refused (``refusal`` says why) or only called
+    tools. ``reasoning`` is the model's reasoning text, where the API returns it; what a backend
+    needs to send it back in the next turn (Claude's signed thinking blocks, Gemini's thought
+    signatures) stays on ``message``.
+    """
 
     text: str
     message: Message
@@ -97,6 +108,9 @@ class ChatResponse(BaseModel):
     request_id: str
     server_request_id: str | None = None
     choices: list[Message] = Field(default_factory=list)
+    parsed: P | None = None
+    refusal: str | None = None
+    reasoning: str | None = None
     raw: Any = None
 
 
@@ -110,8 +124,15 @@ class ToolCallDelta(BaseModel):
 
 
 class ChatChunk(BaseModel):
+    """A piece of a streamed answer: text, reasoning and refusal deltas, tool-call pieces; the
+    last carries ``finish_reason`` and ``usage``. ``message_extra``, on the last chunk where a
+    backend has any, is what it keeps on the final message to send back (signed thinking)."""
+
     delta: str = ""
+    reasoning: str = ""
+    refusal: str = ""
     tool_calls: list[ToolCallDelta] = Field(default_factory=list)
+    message_extra: dict[str, Any] | None = None
     finish_reason: str | None = None
     usage: Usage | None = None
     model: str | None = None
@@ -250,8 +271,17 @@ def coerce_tools(tools: Sequence[Any] | None) -> list[Tool] | None:
     return [Tool.coerce(t) for t in tools]
 
 
-def normalize_messages(messages: Any) -> list[dict[str, Any]]:
-    """Plain dicts or pydantic models in, checked plain dicts out; bad input never reaches a server."""
+# Message keys that carry one vendor's reasoning into its next turn (Claude's signed thinking
+# blocks, Gemini's parts with thought signatures, Ollama's thinking, DeepSeek-style
+# reasoning_content). A backend keeps its own; any other drops them (with a debug log), since
+# they mean nothing to it, and sending them as text would leak another model's reasoning.
+REASONING_KEYS = frozenset({"thinking_blocks", "gemini_parts", "thinking", "reasoning_content"})
+_logger = logging.getLogger("asyncllm")
+
+
+def normalize_messages(messages: Any, keep: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """Plain dicts or pydantic models in, checked plain dicts out; bad input never reaches a server.
+    Reasoning keys (``REASONING_KEYS``) other than those in ``keep`` are dropped."""
     if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
         raise ConfigurationError("messages must be a list of messages")
     if not messages:
@@ -270,6 +300,10 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
             raise ConfigurationError(
                 f"messages[{i}] must be a dict or a pydantic model, not {type(message).__name__}"
             )
+        if not REASONING_KEYS.isdisjoint(item) and not (REASONING_KEYS & item.keys()) <= keep:
+            dropped = sorted((REASONING_KEYS & item.keys()) - keep)
+            _logger.debug("messages[%d]: dropped %s, which this backend cannot take", i, dropped)
+            item = {k: v for k, v in item.items() if k not in REASONING_KEYS or k in keep}
         role = item.get("role")
         if not isinstance(role, str) or role not in ROLES:
             raise ConfigurationError(f"messages[{i}] has an invalid role {role!r}")

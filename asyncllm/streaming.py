@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from ._models import ChatChunk, ChatResponse, Message, P, ToolCall, Usage
+from ._structured import OutputFormat, finish
 
 T = TypeVar("T")
 
@@ -34,3 +37,83 @@ class Stream(Generic[T]):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+class ChatStream(Stream[ChatChunk], Generic[P]):
+    """A chat stream that also builds the whole answer as it is read: ``await stream.final()``
+    reads what is left and returns the ``ChatResponse`` a non-streamed call would have (text,
+    reasoning, refusal, tool calls assembled from their pieces, finish reason, usage, and
+    ``parsed`` with ``response_format``)."""
+
+    def __init__(
+        self, inner: Stream[ChatChunk], fmt: OutputFormat | None = None, backend: str = ""
+    ) -> None:
+        super().__init__(inner, inner.request_id)
+        self._fmt = fmt
+        self._backend = backend
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self._refusal: list[str] = []
+        self._calls: dict[int, list[Any]] = {}
+        self._extra: dict[str, Any] = {}
+        self._last: ChatChunk | None = None
+        self._usage: Usage | None = None
+        self._finish: str | None = None
+        self._model: str | None = None
+        self._final: ChatResponse[P] | None = None
+
+    async def __anext__(self) -> ChatChunk:
+        chunk = await self._source.__anext__()
+        if chunk.delta:
+            self._text.append(chunk.delta)
+        if chunk.reasoning:
+            self._reasoning.append(chunk.reasoning)
+        if chunk.refusal:
+            self._refusal.append(chunk.refusal)
+        for piece in chunk.tool_calls:
+            call = self._calls.setdefault(piece.index, [None, None, []])
+            call[0] = piece.id or call[0]
+            call[1] = piece.name or call[1]
+            call[2].append(piece.arguments)
+        if chunk.message_extra:
+            self._extra.update(chunk.message_extra)
+        if chunk.finish_reason is not None:
+            self._finish = chunk.finish_reason
+        if chunk.usage is not None:
+            self._usage = chunk.usage
+        if chunk.model is not None:
+            self._model = chunk.model
+        self._last = chunk
+        return chunk
+
+    async def final(self) -> ChatResponse[P]:
+        """The whole answer, once the stream is read to its end (reading the rest here)."""
+        if self._final is None:
+            async for _ in self:
+                pass
+            text = "".join(self._text)
+            calls = [
+                ToolCall(id=c[0] or f"call_{i}", name=c[1] or "", arguments="".join(c[2]) or "{}")
+                for i, c in sorted(self._calls.items())
+            ]
+            message = Message(
+                role="assistant",
+                content=text if text or not calls else None,
+                tool_calls=calls or None,
+                **self._extra,
+            )
+            response: ChatResponse[P] = ChatResponse(
+                text=text,
+                message=message,
+                tool_calls=calls,
+                finish_reason=self._finish,
+                usage=self._usage,
+                model=self._model,
+                request_id=self.request_id,
+                choices=[message],
+                refusal="".join(self._refusal) or None,
+                reasoning="".join(self._reasoning) or None,
+                raw=None if self._last is None else self._last.raw,
+            )
+            self._final = finish(response, self._fmt, self._backend)
+        return self._final

@@ -391,7 +391,7 @@ def to_gemini_contents(
     messages: Any,
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """(contents, systemInstruction) for common-form ``messages``."""
-    items = normalize_messages(messages)
+    items = normalize_messages(messages, keep=frozenset({"gemini_parts"}))
     names: dict[str, str] = {}
     system: list[dict[str, Any]] = []
     contents: list[dict[str, Any]] = []

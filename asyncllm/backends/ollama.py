@@ -337,7 +337,7 @@ def wire_messages(messages: Any) -> list[dict[str, Any]]:
     object arguments, tool results named by ``tool_name``."""
     out: list[dict[str, Any]] = []
     names: dict[str, str] = {}
-    for i, item in enumerate(normalize_messages(messages)):
+    for i, item in enumerate(normalize_messages(messages, keep=frozenset({"thinking"}))):
         where = f"messages[{i}]"
         role = _ROLES[item["role"]]
         text, images = _content(item.get("content"), where)
