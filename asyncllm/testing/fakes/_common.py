@@ -60,30 +60,42 @@ def vector(text: str, dim: int = 8) -> list[float]:
     return [v / norm for v in values]
 
 
-def sample_for(schema: Any) -> Any:
-    """A value that satisfies a (simple) JSON schema: what the fake model passes to tools."""
+def sample_for(schema: Any, root: Any = None, depth: int = 0) -> Any:
+    """A value that satisfies a JSON schema: what the fake model passes to tools and answers
+    with structured output. ``$ref`` resolves against the root's ``$defs``; an array gets one
+    item (none past a few levels, so a recursive model ends); numbers respect their minimum."""
     if not isinstance(schema, dict):
         return "test"
+    root = schema if root is None else root
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        return sample_for(target, root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
     if schema.get("enum"):
         return schema["enum"][0]
-    for key in ("anyOf", "oneOf"):
+    for key in ("anyOf", "oneOf", "allOf"):
         if schema.get(key):
-            return sample_for(schema[key][0])
+            return sample_for(schema[key][0], root, depth)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "string")
     if kind == "object" or "properties" in schema:
         props = schema.get("properties") or {}
         required = schema.get("required") or list(props)
-        return {name: sample_for(props.get(name, {})) for name in required}
-    samples: dict[Any, Any] = {
-        "string": "test",
-        "integer": 1,
-        "number": 1.5,
-        "boolean": True,
-        "array": [],
-        "null": None,
-    }
+        return {name: sample_for(props.get(name, {}), root, depth + 1) for name in required}
+    if kind == "array":
+        items = schema.get("items")
+        count = max(int(schema.get("minItems") or 0), 1 if depth < 4 else 0)
+        return [sample_for(items, root, depth + 1) for _ in range(count)]
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum"))
+        value = 1 if low is None else int(low) + (1 if "exclusiveMinimum" in schema else 0)
+        return value if kind == "integer" else value + 0.5
+    samples: dict[Any, Any] = {"string": "test", "boolean": True, "null": None}
     return samples.get(kind, "test")
 
 
