@@ -79,10 +79,10 @@ async def test_chat_body_validates_against_the_openapi_spec() -> None:
         if request.stream:
             done = [b"data: [DONE]\n\n"]
             return MockResponse(200, chunks=done, headers={"Content-Type": "text/event-stream"})
-        return ok()
+        return ok('{"city": "Oslo", "temperature": 4.5}')
 
     c = mock_client(handler)
-    await c.chat(
+    r = await c.chat(
         [
             {"role": "system", "content": "be brief"},
             {"role": "user", "content": [{"type": "text", "text": "hi"}]},
@@ -107,6 +107,7 @@ async def test_chat_body_validates_against_the_openapi_spec() -> None:
         user="u-1",
         n=2,
     )
+    assert r.parsed == Answer(city="Oslo", temperature=4.5)
     async for _ in c.stream_chat([{"role": "user", "content": "x"}], model="gpt-4o-mini"):
         pass
     await c.aclose()

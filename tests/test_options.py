@@ -65,16 +65,13 @@ async def test_extra_body_query_and_headers_reach_the_wire() -> None:
     await c.chat(
         USER,
         model="m",
-        response_format={"type": "json_schema", "json_schema": {"name": "a", "strict": False}},
-        extra_body={"response_format": {"json_schema": {"strict": True}}, "top_k": 3, "model": "n"},
+        tool_choice={"type": "function", "function": {"name": "a", "x": 1}},
+        extra_body={"tool_choice": {"function": {"name": "b"}}, "top_k": 3, "model": "n"},
         extra_query={"api-version": "2024"},
         extra_headers={"X-Trace": "t1"},
     )
     body = seen[0].json()
-    assert body["response_format"] == {
-        "type": "json_schema",
-        "json_schema": {"name": "a", "strict": True},
-    }
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "b", "x": 1}}
     assert body["top_k"] == 3 and body["model"] == "n"
     assert seen[0].params == {"api-version": "2024"}
     assert seen[0].headers["X-Trace"] == "t1"

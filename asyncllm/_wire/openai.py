@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict, Unpack
@@ -15,6 +15,7 @@ from .._models import (
     ChatChunk,
     ChatResponse,
     EmbeddingResponse,
+    M,
     Message,
     Messages,
     ModelInfo,
@@ -25,8 +26,9 @@ from .._models import (
     normalize_messages,
 )
 from .._options import BodyOptions, HttpOptions, check_keys, keys_of
+from .._structured import OutputFormat, finish, output_format
 from .._validate import check_bool, check_int, check_number, check_stop, check_str, check_str_list
-from ..streaming import Stream
+from ..streaming import ChatStream
 
 T = TypeVar("T")
 
@@ -36,8 +38,9 @@ class ChatParams(TypedDict, total=False):
 
     ``model`` defaults to the client's. ``tools``: functions, pydantic models, ``asyncllm.Tool``
     or OpenAI tool dicts. ``tool_choice``: "auto", "none", "required", a tool name or a dict.
-    ``response_format``: a dict, or a pydantic model class (sent as a strict JSON schema).
-    Anything else the server takes goes in ``extra_body``.
+    ``reasoning_effort`` ("minimal", "low", "medium", "high"...) for reasoning models.
+    Anything else the server takes goes in ``extra_body``. (``response_format`` is a parameter
+    of its own, so that ``parsed`` is typed by the model it names.)
     """
 
     model: str | None
@@ -48,7 +51,7 @@ class ChatParams(TypedDict, total=False):
     seed: int | None
     tools: Sequence[Any] | None
     tool_choice: Any
-    response_format: Any
+    reasoning_effort: str | None
     user: str | None
     n: int | None
 
@@ -133,6 +136,10 @@ class _WireMessage(BaseModel):
     role: str = "assistant"
     content: str | None = None
     tool_calls: list[_WireToolCall] | None = None
+    refusal: str | None = None
+    # DeepSeek, vLLM (before 0.10: reasoning_content; since: reasoning), Groq (reasoning).
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
 
 class _WireChoice(BaseModel):
@@ -169,6 +176,9 @@ class _WireDeltaToolCall(BaseModel):
 class _WireDelta(BaseModel):
     content: str | None = None
     tool_calls: list[_WireDeltaToolCall] | None = None
+    refusal: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
 
 class _WireChunkChoice(BaseModel):
@@ -266,18 +276,6 @@ def sampling_body(params: Mapping[str, Any]) -> dict[str, Any]:
     return body
 
 
-def response_format_body(value: Any) -> dict[str, Any]:
-    """A dict as is; a pydantic model class becomes a strict json_schema response format."""
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, type) and issubclass(value, BaseModel):
-        return {
-            "type": "json_schema",
-            "json_schema": {"name": value.__name__, "schema": value.model_json_schema()},
-        }
-    raise ConfigurationError("response_format must be a dict or a pydantic model class")
-
-
 def tool_choice_body(value: Any) -> Any:
     if value in ("auto", "none", "required") or isinstance(value, Mapping):
         return value
@@ -332,7 +330,18 @@ class OpenAICompatible(HttpBackend):
         body["model"] = self._model(model)
         return body
 
-    def _chat_body(self, messages: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
+    def _response_format_body(self, fmt: OutputFormat) -> dict[str, Any]:
+        """The body fields that ask for ``fmt``: OpenAI's ``response_format`` (a strict JSON
+        schema for a model); a server with its own mechanism (vLLM, TGI) overrides this."""
+        return {"response_format": fmt.openai()}
+
+    def _chat_body(
+        self,
+        messages: Any,
+        params: Mapping[str, Any],
+        stream: bool,
+        fmt: OutputFormat | None = None,
+    ) -> dict[str, Any]:
         if not params.keys() <= self.chat_keys:  # a misspelt keyword first, before any check
             check_keys(params, self.chat_keys, "stream_chat" if stream else "chat")
         body = self._with_model({}, params.get("model"))
@@ -343,8 +352,11 @@ class OpenAICompatible(HttpBackend):
         if (user := get("user")) is not None:
             check_str("user", user)
             body["user"] = user
-        if (response_format := get("response_format")) is not None:
-            body["response_format"] = response_format_body(response_format)
+        if fmt is not None:
+            body.update(self._response_format_body(fmt))
+        if (effort := get("reasoning_effort")) is not None:
+            check_str("reasoning_effort", effort)
+            body["reasoning_effort"] = effort
         if (tool_choice := get("tool_choice")) is not None:
             body["tool_choice"] = tool_choice_body(tool_choice)
         if (tools := get("tools")) is not None:
@@ -361,6 +373,7 @@ class OpenAICompatible(HttpBackend):
         wire = _WireChat.model_validate(payload)
         choices = [_message(c.message) for c in wire.choices]
         first = choices[0]
+        said = wire.choices[0].message
         return ChatResponse(
             text=first.content or "",
             message=first,
@@ -371,31 +384,82 @@ class OpenAICompatible(HttpBackend):
             request_id=meta.request_id,
             server_request_id=meta.server_request_id,
             choices=choices,
+            refusal=said.refusal,
+            reasoning=said.reasoning_content or said.reasoning,
             raw=payload,
         )
 
-    async def chat(self, messages: Messages, **options: Unpack[ChatOptions]) -> ChatResponse:
-        """A chat completion. Raises a typed APIError subclass on failure (see ``asyncllm``)."""
-        return await self._request(
+    @overload
+    async def chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: type[M],
+        **options: Unpack[ChatOptions],
+    ) -> ChatResponse[M]: ...
+    @overload
+    async def chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: Mapping[str, Any] | None = None,
+        **options: Unpack[ChatOptions],
+    ) -> ChatResponse: ...
+    async def chat(
+        self, messages: Messages, *, response_format: Any = None, **options: Unpack[ChatOptions]
+    ) -> ChatResponse[Any]:
+        """A chat completion. Raises a typed APIError subclass on failure (see ``asyncllm``).
+
+        ``response_format``: a pydantic model class (sent as a strict JSON schema; the answer
+        comes back validated in ``parsed``), a JSON schema dict, or one of OpenAI's
+        ``response_format`` dicts (sent as it is)."""
+        fmt = None if response_format is None else output_format(response_format)
+        call = self._request(
             "chat",
             "POST",
             self.chat_path,
             self._parse_chat,
             options,
-            body=self._chat_body(messages, options, stream=False),
+            body=self._chat_body(messages, options, False, fmt),
             allowed=self.chat_keys,
         )
+        response: ChatResponse[Any] = await call
+        return response if fmt is None else finish(response, fmt, self.name)
 
-    def stream_chat(self, messages: Messages, **options: Unpack[ChatOptions]) -> Stream[ChatChunk]:
-        """Chunks as the server sends them (SSE). Use ``async with`` or read to the end."""
-        return self._stream(
-            "stream_chat",
-            "POST",
-            self.chat_path,
-            lambda response, meta: self._decode_sse(response, meta, self._chunk),
-            options,
-            body=self._chat_body(messages, options, stream=True),
-            allowed=self.chat_keys,
+    @overload
+    def stream_chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: type[M],
+        **options: Unpack[ChatOptions],
+    ) -> ChatStream[M]: ...
+    @overload
+    def stream_chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: Mapping[str, Any] | None = None,
+        **options: Unpack[ChatOptions],
+    ) -> ChatStream: ...
+    def stream_chat(
+        self, messages: Messages, *, response_format: Any = None, **options: Unpack[ChatOptions]
+    ) -> ChatStream[Any]:
+        """Chunks as the server sends them (SSE). Use ``async with`` or read to the end;
+        ``await stream.final()`` gives the whole answer (``parsed`` with ``response_format``)."""
+        fmt = None if response_format is None else output_format(response_format)
+        return ChatStream(
+            self._stream(
+                "stream_chat",
+                "POST",
+                self.chat_path,
+                lambda response, meta: self._decode_sse(response, meta, self._chunk),
+                options,
+                body=self._chat_body(messages, options, True, fmt),
+                allowed=self.chat_keys,
+            ),
+            fmt,
+            self.name,
         )
 
     async def _decode_sse(
@@ -430,12 +494,15 @@ class OpenAICompatible(HttpBackend):
     @staticmethod
     def _chunk(payload: Any, meta: Meta) -> ChatChunk:
         wire = _WireChunk.model_validate(payload)
-        delta = ""
+        delta = reasoning = refusal = ""
         calls: list[ToolCallDelta] = []
         finish = None
         if wire.choices:
             choice = wire.choices[0]
-            delta = choice.delta.content or ""
+            said = choice.delta
+            delta = said.content or ""
+            reasoning = said.reasoning_content or said.reasoning or ""
+            refusal = said.refusal or ""
             finish = choice.finish_reason
             for c in choice.delta.tool_calls or ():
                 calls.append(
@@ -448,6 +515,8 @@ class OpenAICompatible(HttpBackend):
                 )
         return ChatChunk(
             delta=delta,
+            reasoning=reasoning,
+            refusal=refusal,
             tool_calls=calls,
             finish_reason=finish,
             usage=wire.usage,

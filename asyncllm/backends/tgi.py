@@ -19,6 +19,7 @@ from .._engine._dispatcher import Priority
 from .._exceptions import ConfigurationError
 from .._http._backend import ErrorInfo, Meta
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
+from .._structured import OutputFormat
 from .._validate import check_bool, check_int, check_number, check_stop, check_str
 from .._wire.openai import OpenAICompatible
 from ..streaming import Stream
@@ -339,15 +340,24 @@ class TGI(OpenAICompatible):
 
     # -- chat: TGI's ChatRequest differs from OpenAI's in two fields ------------------------------
 
-    def _chat_body(self, messages: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
-        body = super()._chat_body(messages, params, stream)
+    def _chat_body(
+        self,
+        messages: Any,
+        params: Mapping[str, Any],
+        stream: bool,
+        fmt: OutputFormat | None = None,
+    ) -> dict[str, Any]:
+        body = super()._chat_body(messages, params, stream, fmt)
         if isinstance(body.get("stop"), str):
             body["stop"] = [body["stop"]]
-        fmt = body.get("response_format")
-        if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema" and "json_schema" in fmt:
-            # TGI's GrammarType carries the schema config under "value".
-            body["response_format"] = {"type": "json_schema", "value": fmt["json_schema"]}
         return body
+
+    def _response_format_body(self, fmt: OutputFormat) -> dict[str, Any]:
+        sent = fmt.openai()
+        if sent.get("type") == "json_schema" and "json_schema" in sent:
+            # TGI's GrammarType carries the schema config under "value".
+            return {"response_format": {"type": "json_schema", "value": sent["json_schema"]}}
+        return {"response_format": sent}
 
     # -- the native API ---------------------------------------------------------------------------
 

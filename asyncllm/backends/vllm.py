@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, cast, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 from typing_extensions import TypedDict, Unpack
@@ -18,8 +18,9 @@ from typing_extensions import TypedDict, Unpack
 from .._exceptions import ConfigurationError
 from .._http import _json
 from .._http._backend import Meta, _check_base_url
-from .._models import ChatChunk, ChatResponse, Messages, Usage, from_json, normalize_messages
+from .._models import ChatResponse, M, Messages, Usage, from_json, normalize_messages
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
+from .._structured import OutputFormat
 from .._validate import (
     check_bool,
     check_int,
@@ -35,7 +36,7 @@ from .._wire.openai import ChatOptions, ChatParams, OpenAICompletions
 from .._wire.openai import CompletionChoice as CompletionChoice  # vLLM's public names
 from .._wire.openai import CompletionParams as OpenAICompletionParams
 from .._wire.openai import CompletionResponse as CompletionResponse
-from ..streaming import Stream
+from ..streaming import ChatStream
 
 VLLM_BASE_URL = "http://localhost:8000/v1"
 
@@ -220,8 +221,14 @@ class VLLM(OpenAICompletions):
 
     # -- OpenAI routes with vLLM's sampling extras --------------------------------------------
 
-    def _chat_body(self, messages: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
-        body = super()._chat_body(messages, params, stream)
+    def _chat_body(
+        self,
+        messages: Any,
+        params: Mapping[str, Any],
+        stream: bool,
+        fmt: OutputFormat | None = None,
+    ) -> dict[str, Any]:
+        body = super()._chat_body(messages, params, stream, fmt)
         body.update(_sampling_extras(params))
         return body
 
@@ -236,16 +243,54 @@ class VLLM(OpenAICompletions):
     # allowed keys from chat_keys); they are re-declared only so that type checkers know the
     # sampling extras.
 
-    async def chat(self, messages: Messages, **options: Unpack[VLLMChatOptions]) -> ChatResponse:
+    @overload
+    async def chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: type[M],
+        **options: Unpack[VLLMChatOptions],
+    ) -> ChatResponse[M]: ...
+    @overload
+    async def chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: Mapping[str, Any] | None = None,
+        **options: Unpack[VLLMChatOptions],
+    ) -> ChatResponse: ...
+    async def chat(
+        self, messages: Messages, *, response_format: Any = None, **options: Unpack[VLLMChatOptions]
+    ) -> ChatResponse[Any]:
         """A chat completion; ``guided_*`` constrain the output (one at most), ``top_k``,
         ``min_p`` and ``repetition_penalty`` tune sampling (see ``SamplingParams``)."""
-        return await super().chat(messages, **cast(ChatOptions, options))
+        return await super().chat(
+            messages, response_format=response_format, **cast(ChatOptions, options)
+        )
 
+    @overload
     def stream_chat(
-        self, messages: Messages, **options: Unpack[VLLMChatOptions]
-    ) -> Stream[ChatChunk]:
+        self,
+        messages: Messages,
+        *,
+        response_format: type[M],
+        **options: Unpack[VLLMChatOptions],
+    ) -> ChatStream[M]: ...
+    @overload
+    def stream_chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: Mapping[str, Any] | None = None,
+        **options: Unpack[VLLMChatOptions],
+    ) -> ChatStream: ...
+    def stream_chat(
+        self, messages: Messages, *, response_format: Any = None, **options: Unpack[VLLMChatOptions]
+    ) -> ChatStream[Any]:
         """Chunks as they arrive (SSE), with the same sampling extras as ``chat``."""
-        return super().stream_chat(messages, **cast(ChatOptions, options))
+        return super().stream_chat(
+            messages, response_format=response_format, **cast(ChatOptions, options)
+        )
 
     async def completions(
         self, prompt: str | Sequence[str], **options: Unpack[CompletionOptions]

@@ -48,10 +48,30 @@ def _text(content: Any) -> str:
     return ""
 
 
+def answer_format(body: Any) -> dict[str, Any] | None:
+    """The JSON schema a chat body's ``response_format`` asks the answer to follow: OpenAI's
+    ``json_schema`` (or TGI's, under ``value``), ``{}`` for any JSON object, None for text."""
+    fmt = body.get("response_format") if isinstance(body, dict) else None
+    if not isinstance(fmt, dict):
+        return None
+    kind, spec = fmt.get("type"), fmt.get("json_schema") or fmt.get("value")
+    if kind == "json_object":
+        return {}
+    if kind in ("json_schema", "json") and isinstance(spec, dict):
+        schema = spec.get("schema", spec) if kind == "json_schema" else spec
+        return schema if isinstance(schema, dict) else {}
+    return None
+
+
 def plan_reply(
-    messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    schema: dict[str, Any] | None = None,
 ) -> tuple[str, list[dict[str, Any]]]:
-    """(text, tool_calls) the fake model answers with, in OpenAI form."""
+    """(text, tool_calls) the fake model answers with, in OpenAI form: with a ``schema``
+    (``answer_format``), a JSON value that follows it."""
+    if schema is not None and not tools:
+        return json.dumps(_common.sample_for(schema) if schema else {"answer": "test"}), []
     last = messages[-1]
     if last.get("role") == "tool":
         name = last.get("name") or next(
@@ -122,7 +142,7 @@ def routes(prefix: str = "/v1") -> list[tuple[str, str, Handler]]:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return _bad_request("'messages' must be a non-empty array")
-        text, calls = plan_reply(messages, body.get("tools"))
+        text, calls = plan_reply(messages, body.get("tools"), answer_format(body))
         prompt = sum(_common.count_tokens(_text(m.get("content"))) for m in messages)
         counts = usage(prompt, _common.count_tokens(text))
         cid = f"chatcmpl-{next(_ids)}"

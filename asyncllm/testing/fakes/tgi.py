@@ -334,7 +334,7 @@ def setup(server: FakeServer) -> None:
         model = body.get("model")
         model_id = MODEL_ID if model in (None, "tgi") else str(model)
         tools = None if body.get("tool_choice") == "none" else body.get("tools")
-        text, calls = openai.plan_reply(messages, tools)
+        text, calls = openai.plan_reply(messages, tools, openai.answer_format(body))
         prompt_tokens = sum(_common.count_tokens(openai._text(m.get("content"))) for m in messages)
         base = {
             "id": "",
