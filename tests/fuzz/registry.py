@@ -433,7 +433,6 @@ groq_embed_inputs = pos(
     st.sampled_from(["x", ["a", "b"]]),
     st.lists(texts | flat_junk, max_size=3) | st.sampled_from(["", [], ()]),
 )
-_groq = {"headers": a.GROQ_HEADERS}
 GROQ = Backend(
     name="groq",
     cls=asyncllm.Groq,
@@ -451,10 +450,10 @@ GROQ = Backend(
         "chat", (USER,), fixed={"base_url": URL + "/openai/v1"},
     ),
     calls=(
-        Call("chat", lambda c: c.chat(USER, model="m"), is_a(GroqChatResponse), valid=a.CHAT, **_groq),
-        Call("embed", lambda c: c.embed("x", model="m"), is_a(Embedding), valid=a.embeddings(1), **_groq),
-        Call("models", lambda c: c.models(), list_of(ModelInfo), valid=a.MODELS, **_groq),
-        Call("stream_chat", lambda c: c.stream_chat(USER, model="m"), is_a(ChatChunk), events=tuple(a.OPENAI_EVENTS), **_groq),
+        Call("chat", lambda c: c.chat(USER, model="m"), is_a(GroqChatResponse), valid=a.CHAT, headers=a.GROQ_HEADERS),
+        Call("embed", lambda c: c.embed("x", model="m"), is_a(Embedding), valid=a.embeddings(1), headers=a.GROQ_HEADERS),
+        Call("models", lambda c: c.models(), list_of(ModelInfo), valid=a.MODELS, headers=a.GROQ_HEADERS),
+        Call("stream_chat", lambda c: c.stream_chat(USER, model="m"), is_a(ChatChunk), events=tuple(a.OPENAI_EVENTS), headers=a.GROQ_HEADERS),
     ),
     error=a.OPENAI_ERROR,
     damage="tree",
