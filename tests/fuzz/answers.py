@@ -1,11 +1,12 @@
 """What each backend's server answers when all is well: the valid bodies, events and error bodies
 (as the fakes in ``asyncllm.testing.fakes`` send them) that the input fuzzing replies with and the
-response fuzzing damages, and one route per backend that answers any request its client sends."""
+response fuzzing damages, and one JSON route per backend (``*_answer``) that, with the streams it
+sends, answers any request its client makes (``serve``)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from yarl import URL
@@ -16,6 +17,8 @@ from asyncllm.testing import MockResponse
 Event = tuple[str | None, Any]  # (SSE event name, payload: JSON, or bytes sent as they are)
 # The valid JSON answer to a request, by its (raw) URL path and JSON body.
 Answer = Callable[[str, Any], Any]
+Stream = tuple[str, list[Event], Mapping[str, str]]  # framing, events, headers
+Reply = Callable[[Request], MockResponse]
 
 SSE = {"Content-Type": "text/event-stream"}
 JSON = {"Content-Type": "application/json"}
@@ -187,15 +190,12 @@ CLAUDE_EVENTS: list[Event] = [
 # fmt: on
 
 
-def claude_reply(request: Request) -> MockResponse:
-    path = URL(request.url).raw_path
+def claude_answer(path: str, body: Any) -> Any:
     if path == "/v1/models":
-        return MockResponse(200, json=CLAUDE_MODELS)
+        return CLAUDE_MODELS
     if path.endswith("/count_tokens"):
-        return MockResponse(200, json={"input_tokens": 12})
-    if request.stream:
-        return MockResponse(200, content=stream_bytes("sse", CLAUDE_EVENTS))
-    return MockResponse(200, json=CLAUDE_MESSAGE)
+        return {"input_tokens": 12}
+    return CLAUDE_MESSAGE
 
 
 # -- Gemini ----------------------------------------------------------------------------------------
@@ -260,30 +260,17 @@ GEMINI_EVENTS: list[Event] = [
 # fmt: on
 
 
-def gemini_reply(request: Request) -> MockResponse:
-    path = URL(request.url).raw_path
+def gemini_answer(path: str, body: Any) -> Any:
     if path == "/v1beta/models":  # one page: no nextPageToken
-        return MockResponse(200, json={k: v for k, v in GEMINI_MODELS.items() if k != "models"})
+        return {k: v for k, v in GEMINI_MODELS.items() if k != "models"}
     method = path.rsplit(":", 1)[1]
-    if method == "streamGenerateContent":
-        return MockResponse(200, content=stream_bytes("sse", GEMINI_EVENTS))
     if method == "embedContent":
-        return MockResponse(200, json={"embedding": {"values": [0.1, 0.2]}})
+        return {"embedding": {"values": [0.1, 0.2]}}
     if method == "batchEmbedContents":
-        count = len(json.loads(request.content or b"")["requests"])
-        return MockResponse(200, json={"embeddings": [{"values": [0.1]}] * count})
+        return {"embeddings": [{"values": [0.1]}] * len(body["requests"])}
     if method == "countTokens":
-        return MockResponse(200, json={"totalTokens": 7})
-    return MockResponse(200, json=GEMINI_ANSWER)
-
-
-# -- Groq ------------------------------------------------------------------------------------------
-
-
-def groq_reply(request: Request) -> MockResponse:
-    if request.stream:
-        return MockResponse(200, content=stream_bytes("sse", OPENAI_EVENTS))
-    return MockResponse(200, json=openai_answer(URL(request.url).raw_path, request.json()))
+        return {"totalTokens": 7}
+    return GEMINI_ANSWER
 
 
 # -- Ollama ----------------------------------------------------------------------------------------
@@ -376,7 +363,7 @@ OLLAMA_PULL_LINES: list[Event] = [
     (None, {"status": "success"}),
 ]
 # fmt: on
-_OLLAMA_JSON: dict[str, Any] = {
+OLLAMA_JSON: dict[str, Any] = {
     "/api/chat": OLLAMA_CHAT,
     "/api/generate": OLLAMA_GENERATE,
     "/api/tags": OLLAMA_TAGS,
@@ -385,23 +372,21 @@ _OLLAMA_JSON: dict[str, Any] = {
     "/api/version": OLLAMA_VERSION,
     "/api/pull": {"status": "success"},
 }
-_OLLAMA_LINES = {
+OLLAMA_LINES = {
     "/api/chat": OLLAMA_CHAT_LINES,
     "/api/generate": OLLAMA_GENERATE_LINES,
     "/api/pull": OLLAMA_PULL_LINES,
 }
 
 
-def ollama_reply(request: Request) -> MockResponse:
-    path = URL(request.url).raw_path
-    if request.stream:
-        return MockResponse(200, content=stream_bytes("ndjson", _OLLAMA_LINES[path]))
+def ollama_events(path: str) -> Stream:
+    return "ndjson", OLLAMA_LINES[path], {}
+
+
+def ollama_answer(path: str, body: Any) -> Any:
     if path == "/api/embed":
-        count = embed_count(request.json())
-        return MockResponse(200, json={"model": "m", "embeddings": [[0.1, 0.2]] * count})
-    if path in ("/api/delete", "/api/copy"):
-        return MockResponse(200)
-    return MockResponse(200, json=_OLLAMA_JSON[path])
+        return {"model": "m", "embeddings": [[0.1, 0.2]] * embed_count(body)}
+    return OLLAMA_JSON.get(path)  # delete and copy: an empty body
 
 
 # -- OPEA ------------------------------------------------------------------------------------------
@@ -450,17 +435,17 @@ _OPEA_JSON: dict[str, Any] = {
 }
 
 
-def opea_reply(request: Request) -> MockResponse:
-    path = URL(request.url).raw_path
+def opea_answer(path: str, body: Any) -> Any:
     if path == "/v1/embeddings":
-        return MockResponse(200, json=embeddings(embed_count(request.json())))
-    if path in _OPEA_JSON:
-        return MockResponse(200, json=_OPEA_JSON[path])
-    if request.stream and path == "/v1/chat/completions":
-        return MockResponse(200, content=stream_bytes("sse", OPENAI_EVENTS))
-    if request.stream:
-        return MockResponse(200, content=stream_bytes("sse", OPEA_BYTES_EVENTS), headers=SSE)
-    return MockResponse(200, json=CHAT)
+        return embeddings(embed_count(body))
+    return _OPEA_JSON.get(path, CHAT)
+
+
+def opea_events(path: str) -> Stream:
+    """The LLM service streams OpenAI's chunks; the gateways, bytes literals."""
+    if path == "/v1/chat/completions":
+        return "sse", OPENAI_EVENTS, {}
+    return "sse", OPEA_BYTES_EVENTS, SSE
 
 
 # -- TGI -------------------------------------------------------------------------------------------
@@ -722,16 +707,29 @@ def llvm_answer(path: str, body: Any) -> Any:
     return LLVM_MODEL
 
 
-def serve(answer: Answer) -> Callable[[Request], MockResponse]:
-    """A reply from a JSON route; streams get TGI's tokens or OpenAI-compatible chunks."""
+def chunks(path: str) -> Stream:
+    """TGI's tokens, or OpenAI-compatible chunks."""
+    return "sse", plain(TGI_STREAM if path == "/generate_stream" else CHAT_CHUNKS), {}
+
+
+def events(framing: str, stream: list[Event]) -> Callable[[str], Stream]:
+    """One stream for every path."""
+    return lambda path: (framing, stream, {})
+
+
+def serve(answer: Answer, streams: Callable[[str], Stream] = chunks) -> Reply:
+    """A backend's reply to any request: the JSON its route answers (None: an empty body), or
+    for a stream request the events ``streams`` gives for the path."""
 
     def reply(request: Request) -> MockResponse:
         path = URL(request.url).raw_path  # a %-quoted '/' or ':' in a name routes nowhere
         if request.stream:
-            events = TGI_STREAM if path == "/generate_stream" else CHAT_CHUNKS
-            return MockResponse(200, content=stream_bytes("sse", plain(events)))
-        return MockResponse(
-            200, json=answer(path, request.json()), headers={"x-request-id": "srv-1"}
-        )
+            framing, stream, headers = streams(path)
+            return MockResponse(200, content=stream_bytes(framing, stream), headers=headers)
+        value = answer(path, request.json())
+        headers = {"x-request-id": "srv-1"}
+        if value is None:
+            return MockResponse(200, headers=headers)
+        return MockResponse(200, json=value, headers=headers)
 
     return reply

@@ -30,6 +30,7 @@ from asyncllm._constants import BODY_EXCERPT_CHARS
 from asyncllm._http._transport import Request
 from asyncllm._options import CallOptions, HttpOptions
 from asyncllm.testing import MockResponse, MockTransport
+from tests.fuzz.answers import Event, Reply, Stream, chunks, serve
 
 HOST = "mock.invalid"
 URL = f"http://{HOST}"
@@ -270,13 +271,11 @@ def calls(draw: st.DrawFn, method: Method, faults: bool = True) -> Drawn:
 
 # -- registry entries --------------------------------------------------------------------------------
 
-Reply = Callable[[Request], MockResponse]
 # Checks a sent request's URL (and query parameters) for a method, given the call's arguments
 # merged over the client's settings.
 PathCheck = Callable[[str, Mapping[str, Any], Request], None]
 # Checks a sent JSON body against the backend's published schema: (method, URL path, body).
 Schema = Callable[[str, str, Any], None]
-Event = tuple[str | None, Any]
 
 
 @dataclass(frozen=True)
@@ -316,19 +315,20 @@ class Call:
 class Backend:
     """One registry entry: everything the fuzzing needs to know of a backend.
 
-    ``make`` builds its client on a transport; ``reply`` answers any request it sends as the
-    server would; ``path`` and ``schema`` check what it sent; ``methods`` are the argument tables
-    of its public methods, drawn ``examples`` times each; ``probe`` fuzzes its settings;
-    ``skip`` leaves out inputs that hit known bugs in shared code (reported, each with a strict
-    xfail). For the response fuzzing: ``calls``, the valid ``error`` body, and ``damage``: "tree"
-    (every single fault of each call's own valid answer in turn, then mutated bodies, events
-    and headers) or "plan" (drawn damage plans over the JSON that ``answer`` routes, request by
-    request, and streams re-framed at random)."""
+    ``make`` builds its client on a transport. ``answer`` (the JSON for a request's path and
+    body) and ``streams`` (the events for a stream request's path) make ``reply``, which answers
+    any request the client sends as the server would. ``path`` and ``schema`` check what it
+    sent. ``methods`` are the argument tables of its public methods, drawn ``examples`` times
+    each; ``probe`` fuzzes its settings; ``skip`` leaves out inputs that hit known bugs in
+    shared code (reported, each with a strict xfail). For the response fuzzing: ``calls``, the
+    valid ``error`` body, and ``damage``. Every entry's JSON answers get drawn damage plans,
+    request by request; "tree" adds every single fault of each call's own valid answer in turn,
+    then mutated bodies, events and headers; "plan" re-frames its streams at random."""
 
     name: str
     cls: type
     settings: Mapping[str, Any]
-    reply: Reply
+    answer: Callable[[str, Any], Any]
     path: PathCheck
     methods: tuple[Method, ...]
     probe: Probe
@@ -336,9 +336,13 @@ class Backend:
     error: Any
     damage: str
     schema: Schema | None = None
-    answer: Callable[[str, Any], Any] | None = None
+    streams: Callable[[str], Stream] = chunks
     examples: int = 75
     skip: Callable[[Method, Mapping[str, Any]], bool] | None = None
+
+    @property
+    def reply(self) -> Reply:
+        return serve(self.answer, self.streams)
 
     def make(
         self,

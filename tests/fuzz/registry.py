@@ -283,7 +283,8 @@ CLAUDE = Backend(
     name="claude",
     cls=asyncllm.Claude,
     settings={"api_key": "k", "base_url": URL},
-    reply=a.claude_reply,
+    answer=a.claude_answer,
+    streams=a.events("sse", a.CLAUDE_EVENTS),
     path=regex_path(r"/v1/(messages|messages/count_tokens|models)"),
     schema=claude_schema,
     methods=tables(asyncllm.Claude, {
@@ -378,7 +379,8 @@ GEMINI = Backend(
     name="gemini",
     cls=asyncllm.Gemini,
     settings={"api_key": "k", "base_url": URL + "/v1beta"},
-    reply=a.gemini_reply,
+    answer=a.gemini_answer,
+    streams=a.events("sse", a.GEMINI_EVENTS),
     path=gemini_path,
     schema=gemini_schema,
     methods=tables(asyncllm.Gemini, {
@@ -437,7 +439,8 @@ GROQ = Backend(
     name="groq",
     cls=asyncllm.Groq,
     settings={"api_key": "k", "base_url": URL + "/openai/v1"},
-    reply=a.groq_reply,
+    answer=a.openai_answer,
+    streams=a.events("sse", a.OPENAI_EVENTS),
     path=regex_path(r"/openai/v1/(chat/completions|embeddings|models)"),
     methods=tables(asyncllm.Groq, {
         "chat": OPENAI_CHAT_ARGS,
@@ -529,7 +532,8 @@ OLLAMA = Backend(
     name="ollama",
     cls=asyncllm.Ollama,
     settings={"base_url": URL + ":80"},
-    reply=a.ollama_reply,
+    answer=a.ollama_answer,
+    streams=a.ollama_events,
     path=regex_path(r"/api/(chat|generate|embed|tags|show|ps|version|pull|delete|copy)"),
     schema=ollama_schema,
     methods=tables(asyncllm.Ollama, {
@@ -650,7 +654,8 @@ OPEA_ENTRY = Backend(
     name="opea",
     cls=OPEA,
     settings={"base_url": URL, **{f"{s}_url": URL for s in OPEA_SERVICES}},
-    reply=a.opea_reply,
+    answer=a.opea_answer,
+    streams=a.opea_events,
     path=regex_path(
         r"/v1/(chatqna|codegen|docsum|faqgen|chat/completions|embeddings|retrieval"
         r"|reranking|guardrails|dataprep/ingest|health_check)"
@@ -1012,13 +1017,10 @@ def settings_args(base_url: str, **params: st.SearchStrategy[Any]) -> tuple[Arg,
     table = {
         "api_key": st.none() | visible.filter(str.strip),
         "model": st.none() | model_names,
-        "default_headers": st.none() | headers_ok_or_none,
+        "default_headers": st.none() | VALID["extra_headers"],
         **params,
     }
     return (req("base_url", base_url, bad), *(Arg(n, s, bad) for n, s in table.items()))
-
-
-headers_ok_or_none = VALID["extra_headers"]
 
 
 def _tgi_methods() -> tuple[Method, ...]:
@@ -1035,7 +1037,6 @@ TGI = Backend(
     name="tgi",
     cls=asyncllm.TGI,
     settings={"base_url": URL},
-    reply=a.serve(a.tgi_answer),
     answer=a.tgi_answer,
     path=any_path,
     schema=by_path(tgi_validator),
@@ -1077,7 +1078,6 @@ TEI = Backend(
     name="tei",
     cls=asyncllm.TEI,
     settings={"base_url": URL, "max_client_batch_size": 2},
-    reply=a.serve(a.tei_answer),
     answer=a.tei_answer,
     path=any_path,
     schema=by_path(tei_validator),
@@ -1122,7 +1122,6 @@ VLLM = Backend(
     name="vllm",
     cls=asyncllm.VLLM,
     settings={"base_url": URL + "/v1", "model": "m"},
-    reply=a.serve(a.vllm_answer),
     answer=a.vllm_answer,
     path=any_path,
     methods=_vllm_methods(),
@@ -1195,7 +1194,6 @@ OVMS_ENTRY = Backend(
     name="ovms",
     cls=asyncllm.OVMS,
     settings={"base_url": URL, "model": "m"},
-    reply=a.serve(a.ovms_answer),
     answer=a.ovms_answer,
     path=ovms_path,
     schema=by_path(ovms_validator),
@@ -1255,7 +1253,6 @@ LLVM = Backend(
     name="llvm",
     cls=asyncllm.LLVM,
     settings={"base_url": URL, "batch_wait": 0.0},
-    reply=a.serve(a.llvm_answer),
     answer=a.llvm_answer,
     path=llvm_path,
     methods=_llvm_methods(),
@@ -1284,7 +1281,6 @@ OPENAI = Backend(
     name="openai",
     cls=asyncllm.OpenAI,
     settings={"base_url": URL + "/v1", "api_key": "sk-test", "model": "m"},
-    reply=a.serve(a.openai_answer),
     answer=a.openai_answer,
     path=any_path,
     schema=by_path(openai_schema_of),

@@ -3,18 +3,20 @@ documented result or a typed ``APIError`` carrying the request ID (and, for an e
 ``APIStatusError`` of that status), never a builtin exception or a hang; bodies and stream lines
 stay within their limits. For every call of every backend in the registry.
 
-The hostile answers start from valid ones (``tests/fuzz/answers.py``) and are damaged in one of
-two ways, as each entry's ``damage`` says:
+The hostile answers start from valid ones (``tests/fuzz/answers.py``) and are damaged in two
+ways:
 
-- "tree": every single subtree of the call's valid answer deleted or given the wrong type, in
-  turn; then, at random, several such changes at once, deep nesting, huge strings and numbers,
-  truncated or non-UTF-8 bytes, odd retry and rate-limit headers; for streams, single events
-  mutated, dropped or repeated and garbage lines put in between, in SSE or NDJSON framing.
-- "plan": a few drawn operations (a subtree replaced by a hostile value, a key deleted, a list's
-  items repeated or dropped, a subtree buried in deep nesting) picked by an index into the
-  body's list of nodes, so that one plan damages the answer to each request of a call whatever
-  its shape (the chunks of a batched call, TEI's /info first), and sometimes its bytes; streams
+- "plan", for every call that reads JSON: a few drawn operations (a subtree replaced by a
+  hostile value, a key deleted, a list's items repeated or dropped, a subtree buried in deep
+  nesting) picked by an index into the body's list of nodes, so that one plan damages the
+  answer to each request of a call whatever its shape (the chunks of a batched call, TEI's
+  /info first), and sometimes its bytes. The streams of the entries whose ``damage`` is "plan"
   are re-framed with other separators, garbage lines and cuts at drawn places.
+- "tree", for the calls of the entries whose ``damage`` is "tree": every single subtree of the
+  call's valid answer deleted or given the wrong type, in turn; then, at random, several such
+  changes at once, deep nesting, huge strings and numbers, truncated or non-UTF-8 bytes, odd
+  retry and rate-limit headers; for streams, single events mutated, dropped or repeated and
+  garbage lines put in between, in SSE or NDJSON framing.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def _labels(damage: str, kind: Callable[[Call], bool] = lambda c: True) -> list[
 TREE = _labels("tree")
 TREE_JSON = _labels("tree", lambda c: not c.events)
 TREE_STREAMS = _labels("tree", lambda c: bool(c.events))
-PLAN_JSON = _labels("plan", lambda c: not _streams(c))
+JSON_CALLS = sorted(n for n, (b, c) in CALLS.items() if not _streams(c))
 PLAN_STREAMS = _labels("plan", _streams)
 
 # -- editing JSON ------------------------------------------------------------------------------
@@ -610,15 +612,13 @@ def serve(plan: list[Drawn], backend: Backend) -> Callable[[Any], MockResponse]:
     """A handler that answers request n with ``plan[n % len(plan)]``, damaging the valid body for
     the request's path and body (or, for an error status, the backend's error body)."""
     count = 0
-    answer = backend.answer
-    assert answer is not None
 
     def handler(request: Any) -> MockResponse:
         nonlocal count
         drawn = plan[count % len(plan)]
         count += 1
         path = urlsplit(request.url).path
-        base = backend.error if drawn.status >= 400 else answer(path, request.json())
+        base = backend.error if drawn.status >= 400 else backend.answer(path, request.json())
         return MockResponse(drawn.status, content=drawn.body(base), headers=drawn.headers)
 
     return handler
@@ -628,7 +628,7 @@ def serve(plan: list[Drawn], backend: Backend) -> Callable[[Any], MockResponse]:
 PLAN_SETTINGS = settings(FUZZ_SETTINGS, max_examples=50)
 
 
-@pytest.mark.parametrize("label", PLAN_JSON)
+@pytest.mark.parametrize("label", JSON_CALLS)
 @PLAN_SETTINGS
 @given(plan=plans)
 def test_hostile_answers_give_typed_errors(label: str, plan: list[Drawn]) -> None:
@@ -653,7 +653,7 @@ class Endless(MockResponse):
             yield self.filler
 
 
-@pytest.mark.parametrize("label", [n for n in PLAN_JSON if n != "llvm.infer_concurrent"])
+@pytest.mark.parametrize("label", [n for n in JSON_CALLS if n != "llvm.infer_concurrent"])
 def test_endless_bodies_stop_at_max_response_bytes(label: str) -> None:
     """A body that never ends is refused once it passes max_response_bytes."""
     backend, call = CALLS[label]
