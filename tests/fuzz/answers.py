@@ -47,30 +47,20 @@ def plain(payloads: list[Any]) -> list[Event]:
 # -- OpenAI-compatible -----------------------------------------------------------------------------
 
 USAGE = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+# fmt: off
 CHAT = {
-    "id": "chatcmpl-1",
-    "object": "chat.completion",
-    "created": 1,
-    "model": "m",
-    "choices": [
-        {
-            "index": 0,
-            "message": {
-                "role": "assistant",
-                "content": "ok",
-                "tool_calls": [
-                    {
-                        "id": "call_1",
-                        "type": "function",
-                        "function": {"name": "f", "arguments": '{"a": 1}'},
-                    }
-                ],
-            },
-            "finish_reason": "stop",
-        }
-    ],
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+    "choices": [{
+        "index": 0,
+        "message": {
+            "role": "assistant", "content": "ok",
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}],
+        },
+        "finish_reason": "stop",
+    }],
     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
 }
+# fmt: on
 MODELS = {
     "object": "list",
     "data": [{"id": "llama", "object": "model", "created": 1, "owned_by": "Meta"}],
@@ -160,19 +150,12 @@ CLAUDE_MESSAGE = {
     "stop_sequence": None,
     "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 7},
 }
+# fmt: off
 CLAUDE_MODELS = {
-    "data": [
-        {
-            "id": "claude-x",
-            "type": "model",
-            "display_name": "Claude X",
-            "created_at": "2025-02-19T00:00:00Z",
-        }
-    ],
-    "has_more": False,
-    "first_id": "claude-x",
-    "last_id": "claude-x",
+    "data": [{"id": "claude-x", "type": "model", "display_name": "Claude X", "created_at": "2025-02-19T00:00:00Z"}],
+    "has_more": False, "first_id": "claude-x", "last_id": "claude-x",
 }
+# fmt: on
 CLAUDE_ERROR = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
 # fmt: off
 CLAUDE_EVENTS: list[Event] = [
@@ -225,30 +208,26 @@ GEMINI_ANSWER = {
     "modelVersion": "gemini-x",
     "responseId": "resp-1",
 }
+# fmt: off
 GEMINI_MODELS = {
-    "models": [
-        {
-            "name": "models/gemini-x",
-            "version": "001",
-            "displayName": "Gemini X",
-            "inputTokenLimit": 32768,
-            "outputTokenLimit": 8192,
-            "supportedGenerationMethods": ["generateContent", "countTokens"],
-        }
-    ],
+    "models": [{
+        "name": "models/gemini-x", "version": "001", "displayName": "Gemini X", "inputTokenLimit": 32768,
+        "outputTokenLimit": 8192, "supportedGenerationMethods": ["generateContent", "countTokens"],
+    }],
     "nextPageToken": "page-2",
 }
+# fmt: on
+# fmt: off
 GEMINI_ERROR = {
     "error": {
-        "code": 429,
-        "message": "Resource has been exhausted",
-        "status": "RESOURCE_EXHAUSTED",
+        "code": 429, "message": "Resource has been exhausted", "status": "RESOURCE_EXHAUSTED",
         "details": [
             {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"},
             {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "RATE_LIMIT_EXCEEDED"},
         ],
     }
 }
+# fmt: on
 _GEMINI_BASE = {"modelVersion": "gemini-x", "responseId": "resp-1"}
 # fmt: off
 GEMINI_EVENTS: list[Event] = [
@@ -275,14 +254,12 @@ def gemini_answer(path: str, body: Any) -> Any:
 
 # -- Ollama ----------------------------------------------------------------------------------------
 
+# fmt: off
 _OLLAMA_STATS = {
-    "total_duration": 5_000_000,
-    "load_duration": 1_000_000,
-    "prompt_eval_count": 3,
-    "prompt_eval_duration": 300_000,
-    "eval_count": 2,
-    "eval_duration": 400_000,
+    "total_duration": 5_000_000, "load_duration": 1_000_000, "prompt_eval_count": 3,
+    "prompt_eval_duration": 300_000, "eval_count": 2, "eval_duration": 400_000,
 }
+# fmt: on
 _OLLAMA_BASE = {"model": "llama3:latest", "created_at": "2025-01-01T00:00:00Z"}
 _OLLAMA_CALL = {"function": {"name": "f", "arguments": {"a": 1}}}
 OLLAMA_CHAT = {
@@ -305,42 +282,32 @@ OLLAMA_GENERATE = {
     "done_reason": "stop",
     **_OLLAMA_STATS,
 }
+# fmt: off
 OLLAMA_EMBED = {
-    "model": "all-minilm",
-    "embeddings": [[0.1, 0.2]],
-    "total_duration": 1_000_000,
-    "load_duration": 1_000,
+    "model": "all-minilm", "embeddings": [[0.1, 0.2]], "total_duration": 1_000_000, "load_duration": 1_000,
     "prompt_eval_count": 2,
 }
+# fmt: on
 _OLLAMA_DETAILS = {"format": "gguf", "family": "llama", "families": ["llama"]}
+# fmt: off
 _OLLAMA_ENTRY = {
-    "name": "llama3:latest",
-    "model": "llama3:latest",
-    "modified_at": "2025-10-03T23:34:03.409490317-07:00",
-    "size": 1_000_000,
-    "digest": "sha256:abc",
-    "details": _OLLAMA_DETAILS,
+    "name": "llama3:latest", "model": "llama3:latest", "modified_at": "2025-10-03T23:34:03.409490317-07:00",
+    "size": 1_000_000, "digest": "sha256:abc", "details": _OLLAMA_DETAILS,
 }
+# fmt: on
 OLLAMA_TAGS = {"models": [_OLLAMA_ENTRY]}
+# fmt: off
 OLLAMA_PS = {
-    "models": [
-        {
-            **_OLLAMA_ENTRY,
-            "expires_at": "2025-10-04T00:00:00Z",
-            "size_vram": 1_000_000,
-            "context_length": 4096,
-        }
-    ]
+    "models": [{**_OLLAMA_ENTRY, "expires_at": "2025-10-04T00:00:00Z", "size_vram": 1_000_000, "context_length": 4096}]
 }
+# fmt: on
+# fmt: off
 OLLAMA_SHOW = {
-    "parameters": "temperature 0.7\nnum_ctx 4096",
-    "license": "licence",
-    "modified_at": "2025-10-03T23:34:03Z",
-    "details": _OLLAMA_DETAILS,
-    "template": "{{ .Prompt }}",
-    "capabilities": ["completion", "tools"],
+    "parameters": "temperature 0.7\nnum_ctx 4096", "license": "licence", "modified_at": "2025-10-03T23:34:03Z",
+    "details": _OLLAMA_DETAILS, "template": "{{ .Prompt }}", "capabilities": ["completion", "tools"],
     "model_info": {"general.architecture": "llama", "llama.context_length": 4096},
 }
+# fmt: on
 OLLAMA_VERSION = {"version": "0.12.0"}
 OLLAMA_ERROR = {"error": "model 'x' not found"}
 # fmt: off
@@ -452,44 +419,28 @@ def opea_events(path: str) -> Stream:
 
 TOKEN = {"id": 100, "text": "echo", "logprob": -0.25, "special": False}
 EOS = {"id": 2, "text": "</s>", "logprob": -0.01, "special": True}
+# fmt: off
 TGI_GENERATION = {
     "generated_text": "echo",
     "details": {
-        "finish_reason": "eos_token",
-        "generated_tokens": 2,
-        "seed": 7,
+        "finish_reason": "eos_token", "generated_tokens": 2, "seed": 7,
         "prefill": [{"id": 10, "text": "hi", "logprob": None}],
-        "tokens": [TOKEN, EOS],
-        "top_tokens": [[TOKEN], [EOS]],
-        "best_of_sequences": [
-            {
-                "generated_text": "echo",
-                "finish_reason": "length",
-                "generated_tokens": 1,
-                "seed": 1,
-                "prefill": [],
-                "tokens": [TOKEN],
-                "top_tokens": [],
-            }
-        ],
+        "tokens": [TOKEN, EOS], "top_tokens": [[TOKEN], [EOS]],
+        "best_of_sequences": [{
+            "generated_text": "echo", "finish_reason": "length", "generated_tokens": 1, "seed": 1,
+            "prefill": [], "tokens": [TOKEN], "top_tokens": [],
+        }],
     },
 }
+# fmt: on
+# fmt: off
 TGI_INFO = {
-    "model_id": "fake/tgi-model",
-    "model_sha": None,
-    "model_pipeline_tag": "text-generation",
-    "max_concurrent_requests": 128,
-    "max_best_of": 2,
-    "max_stop_sequences": 4,
-    "max_input_tokens": 1024,
-    "max_total_tokens": 2048,
-    "validation_workers": 2,
-    "max_client_batch_size": 4,
-    "router": "text-generation-router",
-    "version": "3.3.6",
-    "sha": None,
-    "docker_label": None,
+    "model_id": "fake/tgi-model", "model_sha": None, "model_pipeline_tag": "text-generation",
+    "max_concurrent_requests": 128, "max_best_of": 2, "max_stop_sequences": 4, "max_input_tokens": 1024,
+    "max_total_tokens": 2048, "validation_workers": 2, "max_client_batch_size": 4,
+    "router": "text-generation-router", "version": "3.3.6", "sha": None, "docker_label": None,
 }
+# fmt: on
 TGI_STREAM = [
     {"index": 0, "token": TOKEN, "top_tokens": [TOKEN], "generated_text": None, "details": None},
     {
@@ -519,23 +470,15 @@ def tgi_answer(path: str, body: Any) -> Any:
 
 # -- TEI -------------------------------------------------------------------------------------------
 
+# fmt: off
 TEI_INFO = {
-    "model_id": "fake/tei-model",
-    "model_sha": None,
-    "model_dtype": "float32",
-    "served_model_name": "fake/tei-model",
-    "model_type": {"embedding": {"pooling": "cls"}},
-    "max_concurrent_requests": 512,
-    "max_input_length": 512,
-    "max_batch_tokens": 16384,
-    "max_batch_requests": None,
-    "max_client_batch_size": 2,
-    "auto_truncate": False,
-    "tokenization_workers": 4,
-    "version": "1.9.3",
-    "sha": None,
-    "docker_label": None,
+    "model_id": "fake/tei-model", "model_sha": None, "model_dtype": "float32",
+    "served_model_name": "fake/tei-model", "model_type": {"embedding": {"pooling": "cls"}},
+    "max_concurrent_requests": 512, "max_input_length": 512, "max_batch_tokens": 16384,
+    "max_batch_requests": None, "max_client_batch_size": 2, "auto_truncate": False,
+    "tokenization_workers": 4, "version": "1.9.3", "sha": None, "docker_label": None,
 }
+# fmt: on
 TEI_ERROR = {"error": "boom", "error_type": "Overloaded"}
 _TEI_ROWS: dict[str, Any] = {
     "/embed": [0.5, -0.25, 0.0],
@@ -614,23 +557,23 @@ _OVMS_V1_STATUS = {
         {"version": 2, "state": "LOADING", "status": {"error_code": 3, "error_message": ""}},
     ]
 }
+# fmt: off
 _OVMS_V2_METADATA = {
-    "name": "m",
-    "versions": ["1"],
-    "platform": "OpenVINO",
+    "name": "m", "versions": ["1"], "platform": "OpenVINO",
     "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 2]}],
     "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, 2]}],
     "rt_info": {"model_info": {"version": "1"}},
 }
+# fmt: on
+# fmt: off
 _OVMS_COMPLETIONS = {
     "choices": [
         {"finish_reason": "stop", "index": 1, "text": "b"},
         {"finish_reason": "length", "index": 0, "text": "a"},
     ],
-    "model": "m",
-    "object": "text_completion",
-    "usage": USAGE,
+    "model": "m", "object": "text_completion", "usage": USAGE,
 }
+# fmt: on
 
 
 def ovms_answer(path: str, body: Any) -> Any:
@@ -674,14 +617,9 @@ def ovms_answer(path: str, body: Any) -> Any:
 # -- LLVM ------------------------------------------------------------------------------------------
 
 LLVM_ERROR = {"error": {"message": "boom", "type": "server_error", "code": 500}}
-LLVM_MODEL = {
-    "id": "m",
-    "name": "m",
-    "version": "1",
-    "status": "loaded",
-    "optimization": "speed",
-    "max_batch": 8,
-}
+# fmt: off
+LLVM_MODEL = {"id": "m", "name": "m", "version": "1", "status": "loaded", "optimization": "speed", "max_batch": 8}
+# fmt: on
 LLVM_ALONE = [1, 2]  # the output of an infer sent alone
 
 
