@@ -424,6 +424,7 @@ OPENAI_CHAT_ARGS = [
     tools_arg,
     opt("tool_choice", [None, "auto", "none", "required", "f"], bad_tool_choices),
     opt("response_format", [None, Answer, {"type": "json_object"}], bad_response_formats),
+    opt("reasoning_effort", [None, "low", "high"], texts | junk),
     user,
     opt("n", st.integers(1, 4), bad_ints),
     *EXTRA,
