@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from pydantic import BaseModel
@@ -21,6 +21,8 @@ from tests.helpers import chat_json
 
 class TestGroqContract(ChatContract):
     protocol = "groq"
+    open_maps_refused = True  # sent as a strict schema
+    reasoning_options: ClassVar[dict[str, Any] | None] = {"reasoning_format": "parsed"}
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.Groq(api_key="gsk-test", base_url=server.url("/openai/v1"), **kwargs)

@@ -26,6 +26,9 @@ from tests.specs import SPECS
 
 class TestOpenAIContract(ChatContract):
     protocol = "openai"
+    open_maps_refused = True  # strict mode takes no dict[str, int]
+    refusal_prompt = "REFUSE THIS"  # message.refusal, content null
+    # reasoning_options stays None: chat completions return no reasoning text
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.OpenAI(api_key="sk-test", base_url=server.url("/v1"), **kwargs)

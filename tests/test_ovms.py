@@ -6,7 +6,7 @@ import math
 import struct
 import subprocess
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import numpy as np
@@ -28,6 +28,11 @@ SPEC = SPECS / "kserve/open-inference-protocol.open_inference_rest.yaml"
 
 class TestOVMSContract(ChatContract):
     protocol = "ovms"
+    open_maps_refused = True  # sent as OpenAI's strict schema
+    # A servable with a reasoning parser, whose chat template thinks when asked to.
+    reasoning_options: ClassVar[dict[str, Any] | None] = {
+        "extra_body": {"chat_template_kwargs": {"enable_thinking": True}}
+    }
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.OVMS(base_url=server.url(), **kwargs)
