@@ -547,6 +547,26 @@ async def test_the_fake_refuses_a_strict_schema_as_openai_does(
     assert r.parsed is not None
 
 
+async def test_the_fake_wants_the_word_json_in_json_mode(asyncllm_server: FakeServer) -> None:
+    fmt = {"type": "json_object"}
+    async with asyncllm.OpenAI(
+        api_key="k", base_url=asyncllm_server.url("/v1"), max_retries=0
+    ) as c:
+        with pytest.raises(asyncllm.BadRequestError) as info:
+            await c.chat([{"role": "user", "content": "x"}], model="m", response_format=fmt)
+        r = await c.chat(
+            [{"role": "system", "content": "Answer in JSON."}, {"role": "user", "content": "x"}],
+            model="m",
+            response_format=fmt,
+        )
+    assert info.value.message == (
+        "'messages' must contain the word 'json' in some form, to use 'response_format' of type "
+        "'json_object'."
+    )
+    assert json.loads(info.value.body)["error"]["param"] == "messages"
+    assert r.parsed == {"answer": "test"}
+
+
 async def test_the_fake_cuts_the_answer_at_max_tokens(asyncllm_server: FakeServer) -> None:
     ask = [{"role": "user", "content": "one two three four"}]
     async with asyncllm.OpenAI(api_key="k", base_url=asyncllm_server.url("/v1")) as c:

@@ -9,6 +9,7 @@ Chat follows the shared conversation rule (``_common``), and as the real API doe
   with ``"strict": true`` a schema strict mode cannot take (an object without
   ``additionalProperties: false``, one whose ``required`` misses a property, a root that is no
   object) is a 400 with OpenAI's message.
+- JSON mode (``{"type": "json_object"}``) needs the word "json" in the messages (a 400 otherwise).
 - A last user message containing ``REFUSAL_PROMPT`` ("REFUSE THIS") is refused: with a
   ``json_schema`` format in ``message.refusal`` (``content`` null; ``delta.refusal`` in a stream),
   otherwise as the text of the answer.
@@ -76,7 +77,8 @@ class Rules:
     """What one server's OpenAI-shaped chat does beyond the shared reply.
 
     ``strict_schemas``: a ``json_schema`` format with ``"strict": true`` is checked as OpenAI
-    checks it (400 otherwise). ``refusals``: the model refuses ``REFUSAL_PROMPT`` (see the module
+    checks it (400 otherwise). ``json_word``: JSON mode (``json_object``) needs the word "json"
+    in the messages, as OpenAI's does (400 otherwise). ``refusals``: the model refuses ``REFUSAL_PROMPT`` (see the module
     docstring). ``reasoning``: called with the request body, says where the model's reasoning
     (``reasoning_text``) goes: None for nowhere (the model does not reason, or it is hidden), a
     message and delta field name ("reasoning", "reasoning_content"), or ``INLINE``; an error
@@ -85,11 +87,12 @@ class Rules:
 
     strict_schemas: bool = False
     refusals: bool = False
+    json_word: bool = False
     reasoning: Callable[[dict[str, Any]], str | web.Response | None] | None = None
 
 
 # OpenAI itself: strict structured outputs, refusals, and no reasoning text in chat completions.
-OPENAI = Rules(strict_schemas=True, refusals=True)
+OPENAI = Rules(strict_schemas=True, refusals=True, json_word=True)
 # An OpenAI-compatible server that takes a schema as it is and never refuses.
 COMPATIBLE = Rules()
 
@@ -193,6 +196,14 @@ def token_limit(body: dict[str, Any]) -> int | web.Response | None:
             return _bad_request(message, key, "integer_below_min_value")
         return value
     return None
+
+
+def _says_json(body: dict[str, Any], messages: list[Any]) -> bool:
+    """Whether a JSON-mode request's messages say "json" (true of any other request)."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_object":
+        return True
+    return any("json" in _text(m.get("content")).lower() for m in messages if isinstance(m, dict))
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str:
@@ -340,6 +351,12 @@ def routes(prefix: str = "/v1", rules: Rules = COMPATIBLE) -> list[tuple[str, st
             return limit
         if rules.strict_schemas and (problem := strict_refusal(body)):
             return _bad_request(problem, param="response_format")
+        if rules.json_word and not _says_json(body, messages):
+            return _bad_request(
+                "'messages' must contain the word 'json' in some form, to use 'response_format' "
+                "of type 'json_object'.",
+                param="messages",
+            )
         where = rules.reasoning(body) if rules.reasoning is not None else None
         if isinstance(where, web.Response):
             return where
