@@ -15,7 +15,6 @@ from asyncllm.backends.gemini import (
     ContentBlockedError,
     Gemini,
     gemini_json_schema,
-    json_schema_to_gemini,
     model_resource,
     to_gemini_contents,
 )
@@ -336,46 +335,6 @@ async def test_bad_model_refused_before_sending(
     assert server.request_count == 0
 
 
-@pytest.mark.parametrize(
-    ("schema", "expected"),
-    [
-        ({"type": "string"}, {"type": "STRING"}),
-        ({"type": ["integer", "null"]}, {"type": "INTEGER", "nullable": True}),
-        (
-            {"anyOf": [{"type": "string"}, {"type": "null"}], "description": "d"},
-            {"type": "STRING", "nullable": True, "description": "d"},
-        ),
-        ({"enum": ["a", "b"]}, {"type": "STRING", "format": "enum", "enum": ["a", "b"]}),
-        ({"const": "only"}, {"type": "STRING", "format": "enum", "enum": ["only"]}),
-        (
-            {"type": "object", "properties": {"p": {"$ref": "#/$defs/P"}}, "required": ["p"],
-             "additionalProperties": False, "$defs": {"P": {"type": "array", "items": {"type": "number"}}}},
-            {"type": "OBJECT", "properties": {"p": {"type": "ARRAY", "items": {"type": "NUMBER"}}},
-             "propertyOrdering": ["p"], "required": ["p"]},
-        ),
-        (
-            {"anyOf": [{"type": "string"}, {"type": "integer"}]},
-            {"anyOf": [{"type": "STRING"}, {"type": "INTEGER"}]},
-        ),
-        ({"enum": [1, 2], "type": "integer"}, {"type": "INTEGER"}),
-        ({"type": "object"}, {"type": "OBJECT"}),
-        ({}, {"type": "STRING"}),
-    ],
-)  # fmt: skip
-def test_json_schema_to_gemini(schema: dict[str, Any], expected: dict[str, Any]) -> None:
-    assert json_schema_to_gemini(schema) == expected
-    assert check_against_proto(json_schema_to_gemini(schema), "Schema") == []
-
-
-def test_recursive_schema_is_refused() -> None:
-    schema = {
-        "$ref": "#/$defs/Node",
-        "$defs": {"Node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/Node"}}}},
-    }
-    with pytest.raises(asyncllm.ConfigurationError, match="recursive"):
-        json_schema_to_gemini(schema)
-
-
 # -- calls against the fake -------------------------------------------------------------------
 
 
@@ -399,7 +358,12 @@ async def test_wire_request_shape(client: Gemini, server: FakeServer) -> None:
     declaration = sent.json["tools"][0]["functionDeclarations"][0]
     assert declaration["name"] == "get_weather"
     assert declaration["description"] == "Current weather in a city."
-    assert declaration["parameters"]["required"] == ["city"]
+    assert declaration["parametersJsonSchema"] == {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+        "required": ["city"],
+    }
+    assert "parameters" not in declaration
 
 
 async def test_stream_uses_sse_and_tool_ids_match_chat(client: Gemini, server: FakeServer) -> None:
@@ -1164,3 +1128,19 @@ async def test_a_schema_that_is_no_schema_is_a_400_from_the_fake(
 ) -> None:
     with pytest.raises(asyncllm.BadRequestError, match="not a valid schema"):
         await client.chat([user("x")], model=MODEL, response_format=schema)
+
+
+async def test_tool_parameters_are_sent_as_json_schema(client: Gemini, server: FakeServer) -> None:
+    # int enums, open maps and recursion: what the OpenAPI-subset ``parameters`` lost or refused
+    first = await client.chat([user("x")], model=MODEL, tools=[Sized, Counts, Tree, Described])
+    declarations = server.requests[-1].json["tools"][0]["functionDeclarations"]
+    sent = {d["name"]: d["parametersJsonSchema"] for d in declarations}
+    assert sent["Sized"]["properties"]["size"]["enum"] == [2, 3]
+    assert sent["Counts"]["properties"]["counts"]["additionalProperties"] == {"type": "integer"}
+    tree = sent["Tree"]
+    assert tree["$ref"] == "#/$defs/Tree"
+    assert tree["$defs"]["Tree"]["properties"]["children"]["items"] == {"$ref": "#/$defs/Tree"}
+    assert sent["Described"]["properties"]["item"]["anyOf"] == [{"$ref": "#/$defs/Item"}]
+    assert first.tool_calls[0].args() == {"size": 2, "count": 5}  # the fake read the schema
+    await client.chat([user("x")], model=MODEL, tools=[{"name": "ping"}])
+    assert server.requests[-1].json["tools"] == [{"functionDeclarations": [{"name": "ping"}]}]

@@ -103,7 +103,7 @@ class ChatParams(TypedDict, total=False):
     default. ``temperature`` (0 to 2), ``top_p`` (0 to 1), ``top_k`` (at least 1), ``max_tokens``
     (``maxOutputTokens``), ``stop`` (``stopSequences``) and ``seed`` go in ``generationConfig``.
     ``tools``: functions, pydantic models, ``asyncllm.Tool`` or OpenAI tool dicts, sent as
-    ``functionDeclarations``. ``tool_choice``: "auto", "none", "required" or the name of an
+    ``functionDeclarations`` with their JSON schema as ``parametersJsonSchema``. ``tool_choice``: "auto", "none", "required" or the name of an
     offered tool. ``safety_settings``: a list of ``{"category", "threshold"}``.
     ``include_thoughts``, ``thinking_level`` (Gemini 3: "minimal", "low", "medium", "high") and
     ``thinking_budget`` (Gemini 2.5: tokens, 0 off, -1 dynamic) go in ``thinkingConfig``; the API
@@ -241,120 +241,6 @@ def model_resource(model: str) -> str:
     if not _MODEL_NAME.fullmatch(name):
         raise ConfigurationError(f"invalid Gemini model name {model!r}")
     return name
-
-
-def json_schema_to_gemini(schema: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON schema (say, a pydantic model's) as Gemini's ``Schema`` message: local ``$ref``s
-    inlined, ``anyOf [X, null]`` as ``nullable``, types in upper case, unsupported keywords
-    (``additionalProperties``, ``$schema``...) dropped, an untyped node sent as STRING.
-    Recursive schemas, and any that is not made of JSON schema objects, are refused
-    (ConfigurationError)."""
-    if not isinstance(schema, Mapping):
-        raise ConfigurationError("a JSON schema must be an object")
-    defs = schema.get("$defs") or schema.get("definitions") or {}
-    if not isinstance(defs, Mapping):
-        raise ConfigurationError("a JSON schema's $defs must be an object")
-    try:
-        return _schema(schema, dict(defs), ())
-    except RecursionError as exc:  # nested past the interpreter's limit, or a cycle of dicts
-        raise ConfigurationError("a JSON schema is nested too deeply (or holds itself)") from exc
-
-
-_SCHEMA_KEEP = (
-    "format",
-    "title",
-    "description",
-    "minItems",
-    "maxItems",
-    "minProperties",
-    "maxProperties",
-    "minimum",
-    "maximum",
-    "minLength",
-    "maxLength",
-    "pattern",
-    "example",
-    "default",
-)
-_TYPES = {"string", "number", "integer", "boolean", "array", "object", "null"}
-
-
-def _schema(node: Any, defs: dict[str, Any], seen: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(node, Mapping):
-        raise ConfigurationError("a JSON schema node must be an object")
-    ref = node.get("$ref")
-    if isinstance(ref, str):
-        name = ref.rsplit("/", 1)[-1]
-        if not ref.startswith(("#/$defs/", "#/definitions/")) or name not in defs:
-            raise ConfigurationError(f"cannot resolve schema reference {ref!r}")
-        if name in seen:
-            raise ConfigurationError(f"recursive schema {name!r} cannot be sent to Gemini")
-        if not isinstance(defs[name], Mapping):
-            raise ConfigurationError(f"schema definition {name!r} must be an object")
-        merged = {**defs[name], **{k: v for k, v in node.items() if k != "$ref"}}
-        return _schema(merged, defs, (*seen, name))
-    all_of = node.get("allOf")
-    if isinstance(all_of, list) and len(all_of) == 1 and isinstance(all_of[0], Mapping):
-        merged = {**all_of[0], **{k: v for k, v in node.items() if k != "allOf"}}
-        return _schema(merged, defs, seen)
-    out: dict[str, Any] = {}
-    nullable = False
-    options = node.get("anyOf") or node.get("oneOf")
-    if isinstance(options, list):
-        rest = [o for o in options if not (isinstance(o, Mapping) and o.get("type") == "null")]
-        nullable = len(rest) < len(options)
-        if len(rest) == 1:
-            inner = _schema(rest[0], defs, seen)
-            for key in ("description", "title", "default"):
-                if key in node:
-                    inner[key] = node[key]
-            if nullable:
-                inner["nullable"] = True
-            return inner
-        out["anyOf"] = [_schema(o, defs, seen) for o in rest]
-    kind = node.get("type")
-    if isinstance(kind, list):
-        nullable = nullable or "null" in kind
-        kinds = [k for k in kind if k != "null"]
-        if len(kinds) > 1:
-            out["anyOf"] = [_schema({**node, "type": k}, defs, seen) for k in kinds]
-            kind = None
-        else:
-            kind = kinds[0] if kinds else "null"
-    if "const" in node and "enum" not in node:
-        node = {**node, "enum": [node["const"]]}
-    enum = node.get("enum")
-    # Gemini's enum is for strings only; other enums keep their type and lose the list.
-    if isinstance(enum, list) and all(isinstance(v, str) for v in enum):
-        kind = "string"
-        out["format"] = "enum"
-        out["enum"] = list(enum)
-    if kind is None and "anyOf" not in out:
-        kind = "object" if "properties" in node else "array" if "items" in node else "string"
-    if kind is not None:
-        if not isinstance(kind, str) or kind not in _TYPES:
-            raise ConfigurationError(f"unknown JSON schema type {kind!r}")
-        out["type"] = kind.upper()
-    for key in _SCHEMA_KEEP:
-        if key in node and key not in out:
-            out[key] = node[key]
-    if nullable:
-        out["nullable"] = True
-    if kind == "object":
-        props = node.get("properties") or {}
-        if not isinstance(props, Mapping) or not all(isinstance(k, str) for k in props):
-            raise ConfigurationError("a JSON schema's properties must be an object")
-        if props:
-            out["properties"] = {k: _schema(v, defs, seen) for k, v in props.items()}
-            out["propertyOrdering"] = list(props)
-        required = node.get("required")
-        if required:
-            if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
-                raise ConfigurationError("a JSON schema's required must be a list of names")
-            out["required"] = list(required)
-    if kind == "array" and isinstance(node.get("items"), Mapping):
-        out["items"] = _schema(node["items"], defs, seen)
-    return out
 
 
 def _parts(content: Any, index: int) -> list[dict[str, Any]]:
@@ -802,9 +688,9 @@ class Gemini(HttpBackend):
                 declaration: dict[str, Any] = {"name": tool.name}
                 if tool.description:
                     declaration["description"] = tool.description
-                schema = json_schema_to_gemini(tool.parameters)
-                if schema.get("properties"):
-                    declaration["parameters"] = schema
+                schema = tool.parameters
+                if schema.get("properties") or "$ref" in schema:  # a recursive model is a $ref
+                    declaration["parametersJsonSchema"] = gemini_json_schema(schema)
                 declarations.append(declaration)
             body["tools"] = [{"functionDeclarations": declarations}]
         tool_config = _tool_config(get("tool_choice"), [t.name for t in coerced or ()])
