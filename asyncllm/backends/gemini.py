@@ -105,7 +105,7 @@ class ChatParams(TypedDict, total=False):
     ``tools``: functions, pydantic models, ``asyncllm.Tool`` or OpenAI tool dicts, sent as
     ``functionDeclarations`` with their JSON schema as ``parametersJsonSchema``. ``tool_choice``: "auto", "none", "required" or the name of an
     offered tool. ``safety_settings``: a list of ``{"category", "threshold"}``.
-    ``include_thoughts``, ``thinking_level`` (Gemini 3: "minimal", "low", "medium", "high") and
+    ``include_thoughts``, ``thinking_level`` (Gemini 3: "minimal" to "xhigh", as the model takes) and
     ``thinking_budget`` (Gemini 2.5: tokens, 0 off, -1 dynamic) go in ``thinkingConfig``; the API
     takes a level or a budget, not both. ``generation_config``: raw ``generationConfig`` fields,
     applied last (for fields this SDK does not name). (``response_format`` is a parameter of its
