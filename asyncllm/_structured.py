@@ -179,9 +179,10 @@ def _close(node: Any, where: str) -> None:
 def finish(response: Any, fmt: OutputFormat | None, backend: str | None = None) -> Any:
     """Set ``response.parsed`` from its text: the validated model (or the decoded JSON without
     one). A refusal leaves ``parsed`` None (see ``response.refusal``), as does an answer that
-    only calls tools. An answer cut at the token limit raises ``LengthFinishReasonError``; one
-    that does not parse or validate raises ``StructuredOutputError`` with the text."""
-    if fmt is None or response.refusal or (response.tool_calls and not response.text):
+    calls tools (its text, if any, is what the model said before calling them: "Let me
+    check."). An answer cut at the token limit raises ``LengthFinishReasonError``; one that does
+    not parse or validate raises ``StructuredOutputError`` with the text."""
+    if fmt is None or response.refusal or response.tool_calls:
         return response
     text: str = response.text
     where = {

@@ -263,6 +263,9 @@ CLAUDE_CHAT = [
     top_k,
     stop,
     opt("metadata", [None, {"user_id": "u"}], junk, raw=always),
+    opt("response_format", [None, Answer, {"type": "object", "properties": {}}], bad_response_formats),
+    opt("thinking", [None, {"type": "enabled", "budget_tokens": 1024}, {"type": "disabled"}, {"type": "adaptive"}], junk),
+    opt("effort", [None, "low", "high"], texts | junk),
     *CLAUDE_BODY,
 ]
 CLAUDE_SCHEMAS = {
@@ -346,6 +349,9 @@ GEMINI_GENERATE = [
     tools_arg,
     opt("tool_choice", [None, "auto", "none", "required", "f"], bad_tool_choices),
     opt("response_format", [None, Answer, {"type": "json_object"}, {"type": "text"}], bad_response_formats),
+    opt("include_thoughts", [None, True, False], junk),
+    opt("thinking_level", [None, "low", "high"], texts | junk),
+    opt("thinking_budget", [None, -1, 0, 1024], bad_ints),
     opt("safety_settings", [None, SAFETY], st.lists(safety, max_size=2) | junk, raw=_strings_only),
     opt("generation_config", [None, {"responseMimeType": "text/plain"}], junk, raw=always),
     *EXTRA,
@@ -436,6 +442,11 @@ groq_embed_inputs = pos(
     st.sampled_from(["x", ["a", "b"]]),
     st.lists(texts | flat_junk, max_size=3) | st.sampled_from(["", [], ()]),
 )
+GROQ_CHAT_ARGS = [
+    *OPENAI_CHAT_ARGS,
+    opt("reasoning_format", [None, "parsed", "hidden"], texts | junk),
+    opt("include_reasoning", [None, True, False], junk),
+]
 GROQ = Backend(
     name="groq",
     cls=asyncllm.Groq,
@@ -444,8 +455,8 @@ GROQ = Backend(
     streams=a.events("sse", a.OPENAI_EVENTS),
     path=regex_path(r"/openai/v1/(chat/completions|embeddings|models)"),
     methods=tables(asyncllm.Groq, {
-        "chat": OPENAI_CHAT_ARGS,
-        "stream_chat": OPENAI_CHAT_ARGS,
+        "chat": GROQ_CHAT_ARGS,
+        "stream_chat": GROQ_CHAT_ARGS,
         "embed": [groq_embed_inputs, req("model", "m", names | junk), dimensions, user, *EXTRA, *COMMON],
         "models": COMMON,
     }),

@@ -414,6 +414,7 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     "tools": st.just([get_weather]) | tools_shaped,
     "tool_choice": st.sampled_from(["auto", "none", "required", "get_weather"]),
     "response_format": st.sampled_from([{"type": "json_object"}, Answer]),
+    "reasoning_effort": st.sampled_from(["minimal", "low", "medium", "high"]),
     "user": text,
     "n": st.integers(1, 3),
     "dimensions": st.integers(1, 4096),
