@@ -4,16 +4,16 @@ routes (``/tokenize``, ``/detokenize``, ``/health``, ``/version``, ``/rerank``, 
 
 Chat answers by the shared conversation rule, as vLLM writes it: ``structured_outputs`` (checked
 as vLLM checks it: exactly one constraint) makes the answer follow it: ``json`` a JSON value of
-the schema, ``json_object`` a JSON object, ``choice`` the first choice, ``regex`` the shortest
-text the fake can build that matches it (the echo when it cannot: backreferences, lookarounds),
-``grammar`` the echo (the fake reads no grammars). ``response_format`` is read into it, as vLLM
-does. A reasoning request (``chat_template_kwargs`` ``enable_thinking`` or ``thinking`` true, or
-``reasoning_effort``) adds ``reasoning`` text, ``"thinking about: <last user text>"`` (unless
-``include_reasoning`` is false). ``max_completion_tokens`` (or ``max_tokens``) cuts reasoning
-and answer, a word piece a token, with ``finish_reason`` "length". Fields vLLM does not know,
-the ``guided_*`` it removed in 0.12 among them, are ignored as vLLM ignores them: the fake only
-notes them in ``server.state["vllm"]["ignored"]`` (one sorted list per request), where vLLM logs
-a warning.
+the schema, ``json_object`` a JSON object, ``choice`` the first choice, ``regex`` the echo if it
+matches, else the shortest text the fake can build that does (``_common.matching``; the echo
+when it cannot), ``grammar`` the echo (the fake reads no grammars). ``response_format`` is read
+into it, as vLLM does. A reasoning request (``chat_template_kwargs`` ``enable_thinking`` or
+``thinking`` true, or ``reasoning_effort``) adds ``reasoning`` text, ``"thinking about: <last
+user text>"`` (unless ``include_reasoning`` is false). ``max_completion_tokens`` (or
+``max_tokens``) cuts reasoning and answer, a word piece a token, with ``finish_reason``
+"length". Fields vLLM does not know, the ``guided_*`` it removed in 0.12 among them, are ignored
+as vLLM ignores them: the fake only notes them in ``server.state["vllm"]["ignored"]`` (one
+sorted list per request), where vLLM logs a warning.
 
 Completions answer ``"echo: <prompt>"`` (the shared rule). Tokens are the word pieces of
 ``_common.pieces``, numbered in order of first sight, so detokenize inverts tokenize. Rerank and
@@ -22,11 +22,8 @@ score rate a pair by the share of the query's words found in the document.
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import json
-import re
-import string
 import time
 from typing import Any
 
@@ -87,71 +84,6 @@ CHAT_FIELDS = frozenset(
 # StructuredOutputsParams' constraints, of which a request gives exactly one.
 CONSTRAINTS = ("json", "regex", "choice", "grammar", "json_object", "structural_tag")
 DEFAULT_MODEL = "fake-chat"
-
-# Python's own regular expression parser: what the fake reads a ``regex`` constraint with.
-_sre: Any = importlib.import_module("re._parser")
-
-
-class _Unsupported(Exception):
-    pass
-
-
-def _in_class(items: list[tuple[Any, Any]], ch: str) -> bool:
-    """Whether ``ch`` is in a parsed character class."""
-    negate = False
-    hit = False
-    for op, av in items:
-        name = str(op)
-        if name == "NEGATE":
-            negate = True
-        elif name == "LITERAL":
-            hit = hit or ch == chr(av)
-        elif name == "RANGE":
-            hit = hit or av[0] <= ord(ch) <= av[1]
-        elif name == "CATEGORY":
-            category = str(av).removeprefix("CATEGORY_")
-            tests = {"DIGIT": r"\d", "WORD": r"\w", "SPACE": r"\s"}
-            base = category.removeprefix("NOT_")
-            if base not in tests:
-                raise _Unsupported(category)
-            inside = re.fullmatch(tests[base], ch) is not None
-            hit = hit or (inside != category.startswith("NOT_"))
-        else:
-            raise _Unsupported(name)
-    return hit != negate
-
-
-def _emit(items: Any) -> str:
-    """The shortest text a parsed pattern matches, taking the first branch of each choice."""
-    out: list[str] = []
-    for op, av in items:
-        name = str(op)
-        if name == "LITERAL":
-            out.append(chr(av))
-        elif name in ("NOT_LITERAL", "ANY"):
-            out.append("b" if name == "NOT_LITERAL" and av == ord("a") else "a")
-        elif name == "IN":
-            out.append(next(c for c in string.printable if _in_class(av, c)))
-        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-            out.append(_emit(av[2]) * av[0])
-        elif name == "SUBPATTERN":
-            out.append(_emit(av[-1]))
-        elif name == "ATOMIC_GROUP":
-            out.append(_emit(av))
-        elif name == "BRANCH":
-            out.append(_emit(av[1][0]))
-        elif name != "AT":
-            raise _Unsupported(name)
-    return "".join(out)
-
-
-def matching(pattern: str) -> str | None:
-    """A text that ``pattern`` matches whole, or None when the fake cannot build one."""
-    try:
-        text = _emit(_sre.parse(pattern))
-    except (re.error, _Unsupported, StopIteration, RecursionError):
-        return None
-    return text if re.fullmatch(pattern, text) else None
 
 
 def _thinking(body: dict[str, Any]) -> bool:
@@ -222,7 +154,7 @@ def setup(server: FakeServer) -> None:
         if kind == "choice":
             return str(value[0])
         if kind == "regex":
-            built = matching(value)
+            built = _common.matching(value, echo)
             return echo if built is None else built
         return echo  # grammar, structural_tag: the fake reads neither
 
