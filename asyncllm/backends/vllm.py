@@ -223,13 +223,13 @@ def structured_outputs_body(value: Any) -> dict[str, Any]:
             f"structured_outputs takes json, regex, choice or grammar, not {unknown[0]!r} "
             "(anything else vLLM takes goes in extra_body)"
         )
-    given_ = [k for k in _CONSTRAINTS if value.get(k) is not None]
-    if len(given_) != 1:
+    kinds = [k for k in _CONSTRAINTS if value.get(k) is not None]
+    if len(kinds) != 1:
         raise ConfigurationError(
             "structured_outputs takes exactly one of json, regex, choice, grammar"
-            + (f" (got {', '.join(given_)})" if given_ else "")
+            + (f" (got {', '.join(kinds)})" if kinds else "")
         )
-    kind = given_[0]
+    kind = kinds[0]
     item = value[kind]
     if kind == "json":
         item = _schema(item)

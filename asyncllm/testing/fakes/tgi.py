@@ -100,8 +100,8 @@ def read_grammar(grammar: Any) -> tuple[str, Any] | str:
 
 
 def grammar_problem(kind: str, value: Any) -> str | None:
-    """What TGI's validation says of a grammar it has read, or None; the JSON schema it
-    constrains to is then ``grammar_schema``."""
+    """What TGI's validation says of a grammar it has read (a JSON schema needs an object with
+    ``properties`` at its root), or None."""
     if kind == "regex":
         return None
     schema = value["schema"] if kind == "json_schema" else value
