@@ -8,16 +8,36 @@ subclass, named ``Test...``) and saying which fake protocol to start and how to 
 
         def make_client(self, server, **kwargs):
             return asyncllm.Claude(api_key="test", base_url=server.url(), **kwargs)
+
+Structured output and reasoning are tested by what the backend's API has, which its subclass
+says in class attributes (a test skips only by them, saying which):
+
+- ``structured``: ``response_format`` takes a model and a JSON schema, imposed by the server
+  (False skips the structured tests).
+- ``open_maps_refused``: the vendor's schema cannot express ``dict[str, int]``, so it is a
+  ``ConfigurationError`` before anything is sent (False: it is sent and parsed).
+- ``refusal_prompt``: a user text the fake refuses in the API's own refusal shape ("REFUSE THIS"
+  everywhere); None where the API has no refusal.
+- ``reasoning_options``: call options that make the fake reason, where the API returns reasoning
+  text; None where it returns none.
+- ``length_options``: call options that make the fake cut a structured answer at its token
+  limit, with the API's own finish reason.
+- ``signed_history``: the API needs the reasoning of a tool-calling turn sent back (Claude's
+  signed thinking, Gemini's thought signatures), and its fake refuses a history without it.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import pytest
+from pydantic import BaseModel, Field
 
 import asyncllm
+from asyncllm._models import REASONING_KEYS
+from asyncllm._structured import LENGTH_REASONS
 from asyncllm.testing import FakeServer
 
 NO_WAIT = asyncllm.RetryConfig(max_retries=3, initial_delay=0.0, max_delay=0.0)
@@ -39,10 +59,53 @@ def get_weather(city: str, unit: str = "celsius") -> str:
     return f"sunny in {city}"
 
 
+# A structured answer with an enum, a Literal, a default with a bound and a list of sub-models.
+class Colour(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Item(BaseModel):
+    name: str
+    count: int = Field(default=1, ge=1)
+    size: Literal[1, 2, 3] = 1
+
+
+class Order(BaseModel):
+    colour: Colour
+    items: list[Item]
+    note: str | None = None
+
+
+class Counts(BaseModel):
+    """An open map: what OpenAI-style strict schemas cannot express."""
+
+    counts: dict[str, int]
+
+
+ASK_ORDER = [{"role": "user", "content": "the order as JSON"}]
+ASK_THOUGHT = [{"role": "user", "content": "think it over"}]
+
+
+async def read_all(stream: Any) -> tuple[list[Any], Any]:
+    """Every chunk of a chat stream, and its ``final()`` response."""
+    async with stream:
+        chunks = [chunk async for chunk in stream]
+        return chunks, await stream.final()
+
+
 class ChatContract:
     protocol: ClassVar[str]
     model: ClassVar[str] = "fake-chat"
     # Protocols that answer 429 with a vendor body still map to RateLimitError, etc.
+
+    # What the API has for structured output and reasoning (see the module docstring).
+    structured: ClassVar[bool] = True
+    open_maps_refused: ClassVar[bool] = False
+    refusal_prompt: ClassVar[str | None] = None
+    reasoning_options: ClassVar[dict[str, Any] | None] = None
+    length_options: ClassVar[dict[str, Any]] = {"max_tokens": 3}
+    signed_history: ClassVar[bool] = False
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         raise NotImplementedError
@@ -145,3 +208,117 @@ class ChatContract:
         assert r.request_id == "contract-id-1"
         assert list(server.request_ids) == ["contract-id-1"]
         assert client.dispatcher.tracker.get("contract-id-1").status.value == "succeeded"
+
+    # -- structured output and reasoning ----------------------------------------------------------
+
+    def needs_structured(self) -> None:
+        if not self.structured:
+            pytest.skip("structured = False: this API imposes no schema on the answer")
+
+    async def test_structured_output_is_parsed_into_the_model(self, client: Any) -> None:
+        self.needs_structured()
+        r = await client.chat(ASK_ORDER, model=self.model, response_format=Order)
+        assert isinstance(r.parsed, Order), r.text
+        assert r.parsed.items and isinstance(r.parsed.items[0], Item)
+        assert r.parsed == Order.model_validate_json(r.text)
+        assert r.refusal is None
+        chunks, final = await read_all(
+            client.stream_chat(ASK_ORDER, model=self.model, response_format=Order)
+        )
+        assert isinstance(final.parsed, Order)
+        assert (final.text, final.parsed) == (r.text, r.parsed)
+        assert "".join(c.delta for c in chunks) == r.text
+
+    async def test_a_schema_dict_is_parsed_into_json(self, client: Any) -> None:
+        self.needs_structured()
+        r = await client.chat(
+            ASK_ORDER, model=self.model, response_format=Order.model_json_schema()
+        )
+        assert isinstance(r.parsed, dict), r.text
+        assert Order.model_validate(r.parsed) == Order.model_validate_json(r.text)
+
+    async def test_open_maps_are_refused_unsent_or_parsed(
+        self, client: Any, server: FakeServer
+    ) -> None:
+        self.needs_structured()
+        if not self.open_maps_refused:
+            r = await client.chat(ASK_ORDER, model=self.model, response_format=Counts)
+            assert isinstance(r.parsed, Counts), r.text
+            return
+        with pytest.raises(asyncllm.ConfigurationError):
+            await client.chat(ASK_ORDER, model=self.model, response_format=Counts)
+        with pytest.raises(asyncllm.ConfigurationError):
+            await read_all(client.stream_chat(ASK_ORDER, model=self.model, response_format=Counts))
+        assert server.request_count == 0
+
+    async def test_a_structured_answer_cut_at_the_token_limit_raises(self, client: Any) -> None:
+        self.needs_structured()
+        whole = await client.chat(ASK_ORDER, model=self.model, response_format=Order)
+        with pytest.raises(asyncllm.LengthFinishReasonError) as info:
+            await client.chat(
+                ASK_ORDER, model=self.model, response_format=Order, **self.length_options
+            )
+        error = info.value
+        assert error.response.finish_reason in LENGTH_REASONS
+        assert error.text and whole.text.startswith(error.text) and error.text != whole.text
+        assert error.request_id == error.response.request_id
+        with pytest.raises(asyncllm.LengthFinishReasonError) as streamed:
+            await read_all(
+                client.stream_chat(
+                    ASK_ORDER, model=self.model, response_format=Order, **self.length_options
+                )
+            )
+        assert streamed.value.text == error.text
+
+    async def test_a_refusal_is_reported_not_parsed(self, client: Any) -> None:
+        if self.refusal_prompt is None:
+            pytest.skip("refusal_prompt = None: this API has no refusal field")
+        self.needs_structured()
+        ask = [{"role": "user", "content": self.refusal_prompt}]
+        r = await client.chat(ask, model=self.model, response_format=Order)
+        assert r.refusal and r.parsed is None
+        chunks, final = await read_all(
+            client.stream_chat(ask, model=self.model, response_format=Order)
+        )
+        assert "".join(c.refusal for c in chunks) == r.refusal
+        assert (final.refusal, final.parsed, final.text) == (r.refusal, None, r.text)
+
+    @pytest.mark.parametrize("structured_answer", [False, True], ids=["text", "structured"])
+    async def test_reasoning_comes_apart_from_the_answer(
+        self, client: Any, structured_answer: bool
+    ) -> None:
+        if self.reasoning_options is None:
+            pytest.skip("reasoning_options = None: this API returns no reasoning text")
+        options = dict(self.reasoning_options)
+        if structured_answer:
+            self.needs_structured()
+            options["response_format"] = Order
+        r = await client.chat(ASK_THOUGHT, model=self.model, **options)
+        assert r.reasoning and r.text
+        assert r.reasoning not in r.text
+        chunks, final = await read_all(client.stream_chat(ASK_THOUGHT, model=self.model, **options))
+        assert "".join(c.reasoning for c in chunks) == r.reasoning
+        assert "".join(c.delta for c in chunks) == r.text
+        assert (final.text, final.reasoning, final.parsed) == (r.text, r.reasoning, r.parsed)
+        if structured_answer:
+            assert isinstance(r.parsed, Order)
+
+    async def test_reasoning_goes_back_with_the_tool_loop(self, client: Any) -> None:
+        if not self.signed_history:
+            pytest.skip("signed_history = False: this API needs no reasoning sent back")
+        assert self.reasoning_options is not None, "signed_history needs reasoning_options"
+        options = {**self.reasoning_options, "tools": [get_weather]}
+        ask = [{"role": "user", "content": "weather in Paris?"}]
+        called = await client.chat(ask, model=self.model, **options)
+        _, streamed = await read_all(client.stream_chat(ask, model=self.model, **options))
+        for turn in (called, streamed):  # the message of a call, and the one a stream assembles
+            assert len(turn.tool_calls) == 1
+            call = turn.tool_calls[0]
+            result = asyncllm.tool_result(call, get_weather(**call.args()))
+            answer = await client.chat([*ask, turn.message, result], model=self.model, **options)
+            assert "sunny in test" in answer.text
+            sent = turn.message.to_dict()
+            stripped = {k: v for k, v in sent.items() if k not in REASONING_KEYS}
+            assert stripped != sent, "the assistant message carries no reasoning to send back"
+            with pytest.raises(asyncllm.BadRequestError):
+                await client.chat([*ask, stripped, result], model=self.model, **options)

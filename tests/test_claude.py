@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import enum
 import json
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import jsonschema
 import pytest
 from aiohttp import web
+from pydantic import BaseModel, Field
 
 import asyncllm
-from asyncllm.backends.claude import tool_choice_body
+from asyncllm.backends.claude import output_schema, tool_choice_body
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
 from asyncllm.testing.fakes import anthropic as fake
 from tests.chat_contract import NO_WAIT, ChatContract, get_weather
@@ -30,6 +33,13 @@ PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAW
 
 class TestClaudeContract(ChatContract):
     protocol = "anthropic"
+    structured = True
+    open_maps_refused = True  # the API takes additionalProperties: false only
+    refusal_prompt = "REFUSE THIS"
+    # budget_tokens must be below max_tokens (the client's default is 1024, the least budget).
+    reasoning_options = {"thinking": {"type": "enabled", "budget_tokens": 1024}, "max_tokens": 2048}
+    length_options = {"max_tokens": 3}
+    signed_history = True
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.Claude(api_key="test", base_url=server.url(), **kwargs)
@@ -917,3 +927,625 @@ async def test_fake_retrieves_one_model(server: FakeServer) -> None:
         async with session.get(server.url("/v1/models/nope")) as r:
             assert r.status == 404
             assert r.headers["request-id"] == (await r.json())["request_id"]
+
+
+# -- structured output -----------------------------------------------------------------------------
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Item(BaseModel):
+    name: str
+    count: int = Field(default=1, ge=1)
+    size: Literal[1, 2, 3] = 1
+
+
+class Order(BaseModel):
+    colour: Colour
+    items: list[Item]
+    note: str | None = None
+
+
+class Tree(BaseModel):
+    value: int
+    children: list[Tree] = []
+
+
+class Open(BaseModel):
+    counts: dict[str, int]
+
+
+THINK: dict[str, Any] = {"thinking": {"type": "enabled", "budget_tokens": 1024}, "max_tokens": 2048}
+
+
+def objects(node: Any) -> list[dict[str, Any]]:
+    """Every object schema inside ``node``."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        if node.get("type") == "object":
+            found.append(node)
+        for value in node.values():
+            found += objects(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += objects(value)
+    return found
+
+
+async def test_structured_output_on_the_wire(client: asyncllm.Claude, server: FakeServer) -> None:
+    r = await client.chat(
+        [{"role": "user", "content": "an order"}], model=MODEL, response_format=Order
+    )
+    assert isinstance(r.parsed, Order)
+    assert r.parsed == Order(colour=Colour.RED, items=[Item(name="test")])
+    assert json.loads(r.text) == r.parsed.model_dump(mode="json", exclude_defaults=True)
+    body = sent(server)
+    check("MessageCreateParamsNonStreaming", body)
+    fmt = body["output_config"]["format"]
+    assert fmt["type"] == "json_schema"
+    schema = fmt["schema"]
+    assert schema == output_schema(Order.model_json_schema())
+    assert len(objects(schema)) == 2  # Order and Item, both closed
+    assert all(o["additionalProperties"] is False for o in objects(schema))
+    assert schema["required"] == ["colour", "items"]  # optional fields stay optional
+    count = schema["$defs"]["Item"]["properties"]["count"]
+    assert "minimum" not in count and count["description"] == "{minimum: 1}"
+
+
+async def test_structured_stream_final_matches_chat(client: asyncllm.Claude) -> None:
+    messages = [{"role": "user", "content": "an order"}]
+    r = await client.chat(messages, model=MODEL, response_format=Order)
+    async with client.stream_chat(messages, model=MODEL, response_format=Order) as stream:
+        deltas = [chunk.delta async for chunk in stream]
+        final = await stream.final()
+    assert len([d for d in deltas if d]) > 1
+    assert isinstance(final.parsed, Order)
+    assert (final.text, final.parsed, final.finish_reason) == (r.text, r.parsed, "stop")
+
+
+async def test_schema_dicts_are_taken(client: asyncllm.Claude, server: FakeServer) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 5}}}
+    r = await client.chat([{"role": "user", "content": "n"}], model=MODEL, response_format=schema)
+    assert r.parsed == {"n": 1}
+    assert sent(server)["output_config"]["format"]["schema"] == {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "description": "{maximum: 5}"}},
+        "additionalProperties": False,
+    }
+    openai_shaped = {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}
+    r = await client.chat(
+        [{"role": "user", "content": "n"}], model=MODEL, response_format=openai_shaped
+    )
+    assert r.parsed == {"n": 1}
+
+
+@pytest.mark.parametrize(
+    ("response_format", "message"),
+    [
+        (Open, "open map at #/properties/counts"),
+        (Tree, "recursive schema"),
+        ({"type": "json_object"}, "no JSON mode"),
+        ({"type": "object", "properties": {"a": {"$ref": "https://x/s.json"}}}, "local references"),
+        ({"type": "object", "additionalProperties": {"type": "string"}}, "open map at #"),
+    ],
+)
+async def test_what_claude_cannot_express_is_refused_before_sending(
+    client: asyncllm.Claude, server: FakeServer, response_format: Any, message: str
+) -> None:
+    with pytest.raises(asyncllm.ConfigurationError, match=message):
+        await client.chat(USER, model=MODEL, response_format=response_format)
+    with pytest.raises(asyncllm.ConfigurationError, match=message):
+        client.stream_chat(USER, model=MODEL, response_format=response_format)
+    assert server.request_count == 0
+
+
+@pytest.mark.parametrize(
+    ("schema", "expected"),
+    [
+        (
+            {"type": "string", "format": "email", "minLength": 2, "description": "who"},
+            {"type": "string", "format": "email", "description": "who\n\n{minLength: 2}"},
+        ),
+        (
+            {"type": "string", "format": "ipv4-ish", "pattern": "^a+$"},
+            {"type": "string", "pattern": "^a+$", "description": '{format: "ipv4-ish"}'},
+        ),
+        (
+            {"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 3},
+            {
+                "type": "array",
+                "items": {"type": "integer"},
+                "minItems": 1,
+                "description": "{maxItems: 3}",
+            },
+        ),
+        (
+            {"type": "array", "items": {"type": "integer"}, "minItems": 2, "uniqueItems": True},
+            {
+                "type": "array",
+                "items": {"type": "integer"},
+                "description": "{minItems: 2, uniqueItems: true}",
+            },
+        ),
+        (
+            {"oneOf": [{"type": "object", "properties": {}}, {"type": "null"}]},
+            {
+                "anyOf": [
+                    {"type": "object", "properties": {}, "additionalProperties": False},
+                    {"type": "null"},
+                ]
+            },
+        ),
+        (
+            {
+                "allOf": [{"$ref": "#/$defs/A"}],
+                "description": "an A",
+                "$defs": {"A": {"type": "integer"}},
+            },
+            {"$ref": "#/$defs/A", "$defs": {"A": {"type": "integer"}}},
+        ),
+        (  # a property named like a keyword is a property
+            {
+                "type": "object",
+                "properties": {"minimum": {"type": "number"}},
+                "required": ["minimum"],
+            },
+            {
+                "type": "object",
+                "properties": {"minimum": {"type": "number"}},
+                "required": ["minimum"],
+                "additionalProperties": False,
+            },
+        ),
+        (  # a shared definition used twice is no recursion
+            {
+                "type": "object",
+                "properties": {"a": {"$ref": "#/$defs/P"}, "b": {"$ref": "#/$defs/P"}},
+                "$defs": {"P": {"type": "object", "properties": {"x": {"const": 1}}}},
+            },
+            {
+                "type": "object",
+                "properties": {"a": {"$ref": "#/$defs/P"}, "b": {"$ref": "#/$defs/P"}},
+                "$defs": {
+                    "P": {
+                        "type": "object",
+                        "properties": {"x": {"const": 1}},
+                        "additionalProperties": False,
+                    }
+                },
+                "additionalProperties": False,
+            },
+        ),
+    ],
+)
+def test_output_schema(schema: dict[str, Any], expected: dict[str, Any]) -> None:
+    before = json.dumps(schema)
+    assert output_schema(schema) == expected
+    assert json.dumps(schema) == before  # the schema given is left as it was
+
+
+async def test_the_fake_refuses_schemas_the_api_refuses(server: FakeServer) -> None:
+    headers = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+    good: dict[str, Any] = {
+        "model": MODEL,
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": "x"}],
+    }
+
+    def with_schema(schema: Any) -> dict[str, Any]:
+        return {**good, "output_config": {"format": {"type": "json_schema", "schema": schema}}}
+
+    closed = {
+        "type": "object",
+        "properties": {"a": {"type": "string"}},
+        "additionalProperties": False,
+    }
+    cases = [
+        ({**closed, "additionalProperties": True}, "'additionalProperties: true' is not supported"),
+        ({"type": "object", "properties": {}}, "must be explicitly set to false"),
+        (
+            {**closed, "properties": {"a": {"type": "integer", "minimum": 1}}},
+            "minimum not supported",
+        ),
+        (
+            {
+                **closed,
+                "properties": {"a": {"$ref": "#/$defs/T"}},
+                "$defs": {"T": {"anyOf": [{"$ref": "#/$defs/T"}, {"type": "null"}]}},
+            },
+            "Too many recursive definitions",
+        ),
+    ]
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.post(server.url("/v1/messages"), json=with_schema(closed)) as resp:
+            assert resp.status == 200
+            assert json.loads((await resp.json())["content"][0]["text"]) == {"a": "test"}
+        for schema, message in cases:
+            async with session.post(server.url("/v1/messages"), json=with_schema(schema)) as resp:
+                assert resp.status == 400, schema
+                error = await resp.json()
+                check("ErrorResponse", error, strict=False)
+                assert message in error["error"]["message"]
+        bad_effort = {**good, "output_config": {"effort": "extreme"}}
+        async with session.post(server.url("/v1/messages"), json=bad_effort) as resp:
+            assert resp.status == 400
+
+
+async def test_refusal(client: asyncllm.Claude) -> None:
+    messages = [{"role": "user", "content": "REFUSE THIS, please"}]
+    r = await client.chat(messages, model=MODEL, response_format=Order)
+    assert r.parsed is None and r.text == ""
+    assert r.refusal == "The fake model refuses text that says 'REFUSE THIS'."
+    assert (r.finish_reason, r.raw["stop_reason"]) == ("content_filter", "refusal")
+    check("Message", r.raw, strict=False)
+    async with client.stream_chat(messages, model=MODEL, response_format=Order) as stream:
+        chunks = [chunk async for chunk in stream]
+        final = await stream.final()
+    assert [c.refusal for c in chunks if c.refusal] == [r.refusal]
+    assert (final.refusal, final.parsed, final.finish_reason) == (r.refusal, None, "content_filter")
+
+
+@pytest.mark.parametrize(
+    ("details", "expected"),
+    [
+        (None, "refused"),
+        ({"type": "refusal", "category": "cyber", "explanation": None}, "refused (cyber)"),
+        ({"type": "refusal", "explanation": "Not this."}, "Not this."),
+    ],
+)
+async def test_refusal_without_explanation(details: Any, expected: str) -> None:
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "content": [{"type": "text", "text": '{"colour": '}],
+        "stop_reason": "refusal",
+        "stop_details": details,
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
+    transport = MockTransport(lambda request: MockResponse(json=message))
+    async with asyncllm.Claude(api_key="k", transport=transport) as client:
+        r = await client.chat(USER, model="m", response_format=Order)
+    assert (r.refusal, r.parsed, r.text) == (expected, None, '{"colour": ')
+
+
+async def test_length_cut(client: asyncllm.Claude) -> None:
+    messages = [{"role": "user", "content": "an order"}]
+    with pytest.raises(asyncllm.LengthFinishReasonError) as info:
+        await client.chat(messages, model=MODEL, response_format=Order, max_tokens=3)
+    assert info.value.response.raw["stop_reason"] == "max_tokens"
+    assert info.value.text == '{"colour": "red", "items":'
+    with pytest.raises(asyncllm.LengthFinishReasonError):
+        async with client.stream_chat(
+            messages, model=MODEL, response_format=Order, max_tokens=3
+        ) as stream:
+            await stream.final()
+
+
+async def test_effort_and_format_share_output_config(
+    client: asyncllm.Claude, server: FakeServer
+) -> None:
+    await client.chat(USER, model=MODEL, effort="low")
+    assert sent(server)["output_config"] == {"effort": "low"}
+    await client.chat(USER, model=MODEL, effort="medium", response_format=Item)
+    body = sent(server)
+    assert body["output_config"]["effort"] == "medium"
+    assert body["output_config"]["format"]["type"] == "json_schema"
+    check("MessageCreateParamsNonStreaming", body)
+    await client.chat(USER, model=MODEL)
+    assert "output_config" not in sent(server) and "thinking" not in sent(server)
+
+
+# -- extended thinking -----------------------------------------------------------------------------
+
+
+async def test_thinking_is_kept(client: asyncllm.Claude, server: FakeServer) -> None:
+    r = await client.chat([{"role": "user", "content": "why?"}], model=MODEL, **THINK)
+    body = sent(server)
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    check("MessageCreateParamsNonStreaming", body)
+    check("Message", r.raw, strict=False)
+    assert r.reasoning == "thinking about: why?"
+    assert r.text == "echo: why?"
+    blocks = r.message.model_extra["thinking_blocks"]  # type: ignore[index]
+    assert blocks == [r.raw["content"][0]] and blocks[0]["signature"]
+    assert r.message.to_dict()["thinking_blocks"] == blocks
+
+    async with client.stream_chat(
+        [{"role": "user", "content": "why?"}], model=MODEL, **THINK
+    ) as stream:
+        chunks = [chunk async for chunk in stream]
+        final = await stream.final()
+    reasoning = [c.reasoning for c in chunks if c.reasoning]
+    assert len(reasoning) > 1 and "".join(reasoning) == r.reasoning
+    assert not any(c.delta for c in chunks if c.reasoning)
+    assert chunks[-1].message_extra == {"thinking_blocks": blocks}
+    assert all(c.message_extra is None for c in chunks[:-1])
+    assert (final.text, final.reasoning) == (r.text, r.reasoning)
+    assert final.message.to_dict() == r.message.to_dict()  # the same signed blocks
+
+
+async def test_adaptive_thinking_and_effort(client: asyncllm.Claude, server: FakeServer) -> None:
+    r = await client.chat(USER, model=MODEL, thinking={"type": "adaptive"}, effort="high")
+    assert r.reasoning == "thinking about: x"
+    body = sent(server)
+    assert (body["thinking"], body["output_config"]) == ({"type": "adaptive"}, {"effort": "high"})
+    check("MessageCreateParamsNonStreaming", body)
+    r = await client.chat(USER, model=MODEL, thinking={"type": "disabled"})
+    assert r.reasoning is None and "thinking_blocks" not in r.message.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"thinking": {"type": "enabled", "budget_tokens": 100}}, "budget_tokens must be >= 1024"),
+        ({"thinking": {"type": "enabled"}}, "needs budget_tokens"),
+        ({"thinking": "on"}, "thinking must be a dict"),
+        ({"thinking": {"budget_tokens": 2048}}, "thinking must be a dict"),
+        ({"effort": 3}, "effort must be a string"),
+    ],
+)
+async def test_bad_thinking_is_refused_before_sending(
+    client: asyncllm.Claude, server: FakeServer, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(asyncllm.ConfigurationError, match=message):
+        await client.chat(USER, model=MODEL, **kwargs)
+    assert server.request_count == 0
+
+
+async def test_the_fake_checks_the_thinking_budget(
+    client: asyncllm.Claude, server: FakeServer
+) -> None:
+    thinking: Any = {"type": "enabled", "budget_tokens": 2048}
+    with pytest.raises(
+        asyncllm.BadRequestError, match=r"must be greater than `thinking\.budget_tokens`"
+    ):
+        await client.chat(USER, model=MODEL, thinking=thinking)
+    # Interleaved thinking lets the budget pass max_tokens.
+    r = await client.chat(
+        USER,
+        model=MODEL,
+        thinking=thinking,
+        extra_headers={"anthropic-beta": "interleaved-thinking-2025-05-14"},
+    )
+    assert r.reasoning
+
+
+async def tool_loop(client: asyncllm.Claude, text: str, *, streamed: bool = False) -> list[Any]:
+    """A user text, the model's tool call and the tool's result: a tool loop in progress."""
+    messages: list[Any] = [{"role": "user", "content": text}]
+    if streamed:
+        async with client.stream_chat(
+            messages, model=MODEL, tools=[get_weather], **THINK
+        ) as stream:
+            first = await stream.final()
+    else:
+        first = await client.chat(messages, model=MODEL, tools=[get_weather], **THINK)
+    assert first.tool_calls and first.message.model_extra
+    return [*messages, first.message, asyncllm.tool_result(first.tool_calls[0], "sunny")]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_thinking_goes_back_first_and_unmodified(
+    client: asyncllm.Claude, server: FakeServer, streamed: bool
+) -> None:
+    messages = await tool_loop(client, "weather in Paris?", streamed=streamed)
+    blocks = messages[1].model_extra["thinking_blocks"]
+    r = await client.chat(messages, model=MODEL, tools=[get_weather], **THINK)
+    assert r.text == "tool get_weather returned: sunny"
+    body = sent(server)
+    check("MessageCreateParamsNonStreaming", body)
+    assistant = body["messages"][1]["content"]
+    assert (
+        assistant[0]
+        == blocks[0]
+        == {
+            "type": "thinking",
+            "thinking": "thinking about: weather in Paris?",
+            "signature": blocks[0]["signature"],
+        }
+    )
+    assert [b["type"] for b in assistant] == ["thinking", "tool_use"]
+    # As plain dicts (say, from a database) the message goes back just the same.
+    r = await client.chat(
+        [messages[0], messages[1].to_dict(), messages[2]], model=MODEL, tools=[get_weather], **THINK
+    )
+    assert sent(server)["messages"][1]["content"] == assistant
+
+
+async def test_the_fake_refuses_a_tool_loop_without_its_thinking(client: asyncllm.Claude) -> None:
+    messages = await tool_loop(client, "weather?")
+    stripped = {k: v for k, v in messages[1].to_dict().items() if k != "thinking_blocks"}
+    with pytest.raises(asyncllm.BadRequestError) as info:
+        await client.chat([messages[0], stripped, messages[2]], model=MODEL, **THINK)
+    assert info.value.message.startswith(
+        "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+        "`tool_use`. When `thinking` is enabled, a final `assistant` message must start"
+    )
+    # Without thinking the same history is fine: the rule holds only while thinking is on.
+    r = await client.chat([messages[0], stripped, messages[2]], model=MODEL)
+    assert r.text == "tool get_weather returned: sunny"
+
+
+async def test_the_fake_refuses_a_changed_signature(client: asyncllm.Claude) -> None:
+    messages = await tool_loop(client, "weather?")
+    block = messages[1].model_extra["thinking_blocks"][0]
+    for changed in ({**block, "thinking": block["thinking"] + "!"}, {**block, "signature": "AAAA"}):
+        tampered = {**messages[1].to_dict(), "thinking_blocks": [changed]}
+        with pytest.raises(
+            asyncllm.BadRequestError, match=r"messages.1.content.0: Invalid `signature`"
+        ):
+            await client.chat([messages[0], tampered, messages[2]], model=MODEL, **THINK)
+
+
+async def test_another_servers_signature_is_refused(client: asyncllm.Claude) -> None:
+    messages = await tool_loop(client, "weather?")
+    async with FakeServer("anthropic") as other, make_client(other) as elsewhere:
+        with pytest.raises(asyncllm.BadRequestError, match="Invalid `signature`"):
+            await elsewhere.chat(messages, model=MODEL, **THINK)
+
+
+async def test_redacted_thinking_round_trip(client: asyncllm.Claude, server: FakeServer) -> None:
+    messages = await tool_loop(client, "REDACT this thought")
+    blocks = messages[1].model_extra["thinking_blocks"]
+    assert [b["type"] for b in blocks] == ["redacted_thinking"]
+    assert base64.b64decode(blocks[0]["data"])  # opaque to us, sent back as it came
+    r = await client.chat(messages, model=MODEL, **THINK)
+    assert r.text == "tool get_weather returned: sunny"
+    assert sent(server)["messages"][1]["content"][0] == blocks[0]
+    check("MessageCreateParamsNonStreaming", sent(server))
+    sealed = {**blocks[0], "data": base64.b64encode(b"x" * 40).decode()}
+    with pytest.raises(asyncllm.BadRequestError, match="Invalid `data` in `redacted_thinking`"):
+        await client.chat(
+            [messages[0], {**messages[1].to_dict(), "thinking_blocks": [sealed]}, messages[2]],
+            model=MODEL,
+            **THINK,
+        )
+
+
+async def test_redacted_thinking_streams_whole(client: asyncllm.Claude) -> None:
+    async with client.stream_chat(
+        [{"role": "user", "content": "REDACT"}], model=MODEL, **THINK
+    ) as stream:
+        chunks = [chunk async for chunk in stream]
+        final = await stream.final()
+    assert not any(c.reasoning for c in chunks)
+    blocks = final.message.model_extra["thinking_blocks"]  # type: ignore[index]
+    assert [b["type"] for b in blocks] == ["redacted_thinking"] and final.reasoning is None
+
+
+async def test_earlier_turns_may_drop_their_thinking(client: asyncllm.Claude) -> None:
+    messages = await tool_loop(client, "weather?")
+    done = await client.chat(messages, model=MODEL, tools=[get_weather], **THINK)
+    later = [
+        messages[0],
+        {k: v for k, v in messages[1].to_dict().items() if k != "thinking_blocks"},
+        messages[2],
+        done.message,
+        {"role": "user", "content": "and tomorrow?"},
+    ]
+    r = await client.chat(later, model=MODEL, **THINK)
+    assert r.text == "echo: and tomorrow?" and r.reasoning == "thinking about: and tomorrow?"
+
+
+async def test_other_vendors_reasoning_is_dropped(
+    client: asyncllm.Claude, server: FakeServer
+) -> None:
+    messages = [
+        {"role": "user", "content": "hi"},
+        {
+            "role": "assistant",
+            "content": "hello",
+            "gemini_parts": [{"text": "x", "thought": True}],
+            "reasoning_content": "r",
+        },
+        {"role": "user", "content": "again"},
+    ]
+    await client.chat(messages, model=MODEL)
+    assert sent(server)["messages"][1] == {
+        "role": "assistant",
+        "content": [{"type": "text", "text": "hello"}],
+    }
+
+
+@pytest.mark.parametrize("blocks", [[{"type": "text", "text": "x"}], "signed", [None]])
+async def test_bad_thinking_blocks_are_refused(
+    client: asyncllm.Claude, server: FakeServer, blocks: Any
+) -> None:
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello", "thinking_blocks": blocks},
+        {"role": "user", "content": "again"},
+    ]
+    with pytest.raises(asyncllm.ConfigurationError, match="thinking_blocks"):
+        await client.chat(messages, model=MODEL)
+    assert server.request_count == 0
+
+
+async def test_two_thinking_blocks_read_as_one_reasoning() -> None:
+    events: list[dict[str, Any]] = [
+        {
+            "type": "message_start",
+            "message": {
+                "id": "m",
+                "type": "message",
+                "role": "assistant",
+                "model": "m",
+                "content": [],
+                "usage": {"input_tokens": 3, "output_tokens": 1},
+            },
+        },
+    ]
+    content: list[dict[str, Any]] = [
+        {"type": "thinking", "thinking": "first", "signature": "s1"},
+        {"type": "thinking", "thinking": "", "signature": "s2"},  # display: omitted
+        {"type": "thinking", "thinking": "second", "signature": "s3"},
+        {"type": "text", "text": "ok"},
+    ]
+    for i, block in enumerate(content):
+        if block["type"] == "text":
+            events.append({"type": "content_block_start", "index": i, "content_block": block})
+            continue
+        events.append(
+            {
+                "type": "content_block_start",
+                "index": i,
+                "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+            }
+        )
+        for piece in (block["thinking"][:2], block["thinking"][2:]):
+            delta = {"type": "thinking_delta", "thinking": piece}
+            events.append({"type": "content_block_delta", "index": i, "delta": delta})
+        delta = {"type": "signature_delta", "signature": block["signature"]}
+        events.append({"type": "content_block_delta", "index": i, "delta": delta})
+    events += [
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 9},
+        },
+        {"type": "message_stop"},
+    ]
+    message = {**events[0]["message"], "content": content, "stop_reason": "end_turn"}
+    streamed = b"".join(fake._sse(str(e["type"]), e) for e in events)
+
+    def answer(request: Any) -> MockResponse:
+        if request.stream:
+            return MockResponse(chunks=[streamed])
+        return MockResponse(json=message)
+
+    async with asyncllm.Claude(api_key="k", transport=MockTransport(answer)) as client:
+        r = await client.chat(USER, model="m")
+        async with client.stream_chat(USER, model="m") as stream:
+            final = await stream.final()
+    assert r.reasoning == final.reasoning == "first\n\nsecond"
+    assert final.message.to_dict() == r.message.to_dict()
+    assert r.message.model_extra == {"thinking_blocks": content[:3]}
+
+
+async def test_fake_streams_thinking_as_the_api_does(server: FakeServer) -> None:
+    headers = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+    body = {
+        "model": MODEL,
+        "max_tokens": 2048,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "messages": [{"role": "user", "content": "deep thought"}],
+        "stream": True,
+    }
+    async with (
+        aiohttp.ClientSession(headers=headers) as session,
+        session.post(server.url("/v1/messages"), json=body) as resp,
+    ):
+        raw = (await resp.read()).decode()
+    events = [json.loads(b.split("\n")[1].removeprefix("data: ")) for b in raw.split("\n\n") if b]
+    for event in events:
+        if event["type"] != "ping":
+            check("RawMessageStreamEvent", event, strict=False)
+    deltas = [e["delta"]["type"] for e in events if e["type"] == "content_block_delta"]
+    assert deltas == ["thinking_delta"] * 4 + ["signature_delta"] + ["text_delta"] * 3
+    starts = [e["content_block"]["type"] for e in events if e["type"] == "content_block_start"]
+    assert starts == ["thinking", "text"]

@@ -1,24 +1,26 @@
 from __future__ import annotations
 
+import enum
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 import asyncllm
 from asyncllm.backends.gemini import (
     GEMINI_BASE_URL,
     ContentBlockedError,
     Gemini,
-    json_schema_to_gemini,
+    gemini_json_schema,
     model_resource,
     to_gemini_contents,
 )
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
 from asyncllm.testing.fakes import _common
+from asyncllm.testing.fakes.gemini import CORRUPTED_SIGNATURE, Signer
 from tests.chat_contract import NO_WAIT, ChatContract, get_weather
 from tests.specs import SPECS
 
@@ -28,6 +30,15 @@ MODEL = "fake-chat"
 
 class TestGeminiContract(ChatContract):
     protocol = "gemini"
+    # A Gemini 3 model: the fake then signs its answers and refuses a function call of the
+    # current turn sent back without its signature, as Gemini 3 does.
+    model = "gemini-3-flash-preview"
+    structured = True
+    open_maps_refused = False  # responseJsonSchema takes additionalProperties
+    refusal_prompt = None  # Gemini has no refusal field (a safety block is ContentBlockedError)
+    reasoning_options: ClassVar[dict[str, Any] | None] = {"include_thoughts": True}
+    length_options: ClassVar[dict[str, Any]] = {"max_tokens": 3}
+    signed_history = True
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.Gemini(api_key="g-test", base_url=server.url("/v1beta"), **kwargs)
@@ -173,7 +184,7 @@ class Answer(BaseModel):
 
 async def test_every_key_we_send_is_in_the_protos(client: Gemini, server: FakeServer) -> None:
     image = "data:image/png;base64,iVBORw0KGgo="
-    await client.chat(
+    r = await client.chat(
         [
             {"role": "system", "content": "be brief"},
             {"role": "developer", "content": [{"type": "text", "text": "and exact"}]},
@@ -198,7 +209,11 @@ async def test_every_key_we_send_is_in_the_protos(client: Gemini, server: FakeSe
         safety_settings=[
             {"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_ONLY_HIGH"}
         ],
+        include_thoughts=True,
+        thinking_budget=1024,
     )  # fmt: skip
+    assert r.parsed == Answer(city="test")  # the fake fills what the schema requires
+    assert r.reasoning == "thinking about: what is this"
     messages: list[Any] = [user("weather in Paris?")]
     first = await client.chat(messages, model=MODEL, tools=[get_weather], tool_choice="get_weather")
     messages += [first.message, asyncllm.tool_result(first.tool_calls[0], {"temp": 21})]
@@ -225,13 +240,10 @@ async def test_every_key_we_send_is_in_the_protos(client: Gemini, server: FakeSe
         problems += check_against_proto(request.json, kinds[method], method)
     assert seen == set(kinds)
     assert problems == []
-    sent = server.requests[0].json
-    assert sent["generationConfig"]["responseSchema"]["properties"]["degrees"] == {
-        "type": "NUMBER",
-        "nullable": True,
-        "default": None,
-        "title": "Degrees",
-    }
+    config = server.requests[0].json["generationConfig"]
+    assert config["responseMimeType"] == "application/json"
+    assert config["responseJsonSchema"] == Answer.model_json_schema()  # as it is, not converted
+    assert config["thinkingConfig"] == {"includeThoughts": True, "thinkingBudget": 1024}
 
 
 # -- message translation ----------------------------------------------------------------------
@@ -323,46 +335,6 @@ async def test_bad_model_refused_before_sending(
     assert server.request_count == 0
 
 
-@pytest.mark.parametrize(
-    ("schema", "expected"),
-    [
-        ({"type": "string"}, {"type": "STRING"}),
-        ({"type": ["integer", "null"]}, {"type": "INTEGER", "nullable": True}),
-        (
-            {"anyOf": [{"type": "string"}, {"type": "null"}], "description": "d"},
-            {"type": "STRING", "nullable": True, "description": "d"},
-        ),
-        ({"enum": ["a", "b"]}, {"type": "STRING", "format": "enum", "enum": ["a", "b"]}),
-        ({"const": "only"}, {"type": "STRING", "format": "enum", "enum": ["only"]}),
-        (
-            {"type": "object", "properties": {"p": {"$ref": "#/$defs/P"}}, "required": ["p"],
-             "additionalProperties": False, "$defs": {"P": {"type": "array", "items": {"type": "number"}}}},
-            {"type": "OBJECT", "properties": {"p": {"type": "ARRAY", "items": {"type": "NUMBER"}}},
-             "propertyOrdering": ["p"], "required": ["p"]},
-        ),
-        (
-            {"anyOf": [{"type": "string"}, {"type": "integer"}]},
-            {"anyOf": [{"type": "STRING"}, {"type": "INTEGER"}]},
-        ),
-        ({"enum": [1, 2], "type": "integer"}, {"type": "INTEGER"}),
-        ({"type": "object"}, {"type": "OBJECT"}),
-        ({}, {"type": "STRING"}),
-    ],
-)  # fmt: skip
-def test_json_schema_to_gemini(schema: dict[str, Any], expected: dict[str, Any]) -> None:
-    assert json_schema_to_gemini(schema) == expected
-    assert check_against_proto(json_schema_to_gemini(schema), "Schema") == []
-
-
-def test_recursive_schema_is_refused() -> None:
-    schema = {
-        "$ref": "#/$defs/Node",
-        "$defs": {"Node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/Node"}}}},
-    }
-    with pytest.raises(asyncllm.ConfigurationError, match="recursive"):
-        json_schema_to_gemini(schema)
-
-
 # -- calls against the fake -------------------------------------------------------------------
 
 
@@ -386,7 +358,12 @@ async def test_wire_request_shape(client: Gemini, server: FakeServer) -> None:
     declaration = sent.json["tools"][0]["functionDeclarations"][0]
     assert declaration["name"] == "get_weather"
     assert declaration["description"] == "Current weather in a city."
-    assert declaration["parameters"]["required"] == ["city"]
+    assert declaration["parametersJsonSchema"] == {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+        "required": ["city"],
+    }
+    assert "parameters" not in declaration
 
 
 async def test_stream_uses_sse_and_tool_ids_match_chat(client: Gemini, server: FakeServer) -> None:
@@ -574,6 +551,10 @@ def test_key_from_env_and_required_for_google(monkeypatch: pytest.MonkeyPatch) -
         {"response_format": "json"},
         {"safety_settings": [{"category": "HARM_CATEGORY_HARASSMENT"}]},
         {"generation_config": ["not", "a", "mapping"]},
+        {"include_thoughts": 1},
+        {"thinking_budget": -2},
+        {"thinking_level": "max"},
+        {"thinking_level": "low", "thinking_budget": 128},  # the API takes one or the other
     ],
 )
 async def test_bad_arguments_are_refused(
@@ -774,3 +755,392 @@ async def test_embed_batch_error_is_raised_as_itself_without_partial_results(
         assert len(set(server.request_ids)) == 1  # every sub-call sent under one request ID
         ok = await client.embed(["a", "b"], model="fake-embed")
     assert len(ok.vectors) == 2
+
+
+# -- structured output, reasoning and thought signatures ----------------------------------------
+
+GEMINI_3 = "gemini-3-flash-preview"
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Item(BaseModel):
+    name: str
+    count: int = Field(default=1, ge=1)
+    size: Literal[1, 2, 3] = 1
+
+
+class Order(BaseModel):
+    colour: Colour
+    items: list[Item]
+    note: str | None = None
+
+
+class Sized(BaseModel):
+    """Int enums and minimums, which the OpenAPI-subset ``responseSchema`` lost."""
+
+    size: Literal[2, 3]
+    count: int = Field(ge=5)
+
+
+class Tree(BaseModel):
+    value: int
+    children: list[Tree] = []
+
+
+class Counts(BaseModel):
+    counts: dict[str, int]
+
+
+class Described(BaseModel):
+    item: Item = Field(title="The item", description="what was bought")
+
+
+@pytest.mark.parametrize(
+    ("model", "parsed"),
+    [
+        (Order, Order(colour=Colour.RED, items=[Item(name="test")])),
+        (Sized, Sized(size=2, count=5)),  # the int enum and the minimum reached the fake
+        (Tree, Tree(value=1)),  # recursive: refused before
+        (Counts, Counts(counts={})),  # an open map: sent as an empty object before
+        (Described, Described(item=Item(name="test"))),  # $ref with a title beside it
+    ],
+)
+async def test_response_format_is_a_json_schema_and_parsed(
+    client: Gemini, server: FakeServer, model: type[BaseModel], parsed: BaseModel
+) -> None:
+    r = await client.chat([user("extract")], model=MODEL, response_format=model)
+    assert r.parsed == parsed and type(r.parsed) is model
+    config = server.requests[-1].json["generationConfig"]
+    assert config["responseMimeType"] == "application/json"
+    assert config["responseJsonSchema"] == gemini_json_schema(model.model_json_schema())
+    assert "responseSchema" not in config
+    async with client.stream_chat([user("extract")], model=MODEL, response_format=model) as stream:
+        final = await stream.final()
+    assert final.parsed == parsed
+    assert server.requests[-1].json["generationConfig"] == config
+
+
+async def test_open_maps_and_recursion_reach_the_wire_as_json_schema(
+    client: Gemini, server: FakeServer
+) -> None:
+    await client.chat([user("x")], model=MODEL, response_format=Counts)
+    schema = server.requests[-1].json["generationConfig"]["responseJsonSchema"]
+    assert schema["properties"]["counts"]["additionalProperties"] == {"type": "integer"}
+    await client.chat([user("x")], model=MODEL, response_format=Tree)
+    schema = server.requests[-1].json["generationConfig"]["responseJsonSchema"]
+    assert schema["$ref"] == "#/$defs/Tree"
+    assert schema["$defs"]["Tree"]["properties"]["children"]["items"] == {"$ref": "#/$defs/Tree"}
+
+
+def test_gemini_json_schema_wraps_a_ref_with_keys_beside_it() -> None:
+    schema = Described.model_json_schema()
+    fixed = gemini_json_schema(schema)
+    assert fixed["properties"]["item"] == {
+        "title": "The item",
+        "description": "what was bought",
+        "anyOf": [{"$ref": "#/$defs/Item"}],
+    }
+    assert fixed["$defs"] == schema["$defs"]
+    assert schema["properties"]["item"]["$ref"] == "#/$defs/Item"  # the input is not changed
+    # What Gemini takes already is sent as it is, not copied.
+    plain = {"$ref": "#/$defs/A", "description": "d", "default": None, "$defs": {"A": {}}}
+    assert gemini_json_schema(plain) is plain
+    tree = Tree.model_json_schema()
+    assert gemini_json_schema(tree) is tree
+
+
+async def test_the_fake_refuses_a_ref_with_keys_beside_it(
+    client: Gemini, server: FakeServer
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"item": {"$ref": "#/$defs/Item", "title": "T"}},
+        "$defs": {"Item": {"type": "object", "properties": {"name": {"type": "string"}}}},
+    }
+    with pytest.raises(asyncllm.BadRequestError, match=r"\$ref 'Item' was set alongside"):
+        await client.chat(
+            [user("x")],
+            model=MODEL,
+            generation_config={
+                "responseMimeType": "application/json",
+                "responseJsonSchema": schema,
+            },
+        )
+    with pytest.raises(asyncllm.BadRequestError, match="response_mime_type"):
+        await client.chat([user("x")], model=MODEL, generation_config={"responseJsonSchema": {}})
+
+
+@pytest.mark.parametrize(
+    ("response_format", "parsed", "config"),
+    [
+        (
+            {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+            {"a": 1},
+            {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+        ),
+        (
+            {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object", "properties": {"b": {"type": "boolean"}}, "required": ["b"]}}},
+            {"b": True},
+            {"type": "object", "properties": {"b": {"type": "boolean"}}, "required": ["b"]},
+        ),
+        ({"type": "json_object"}, {"answer": "test"}, None),
+    ],
+)  # fmt: skip
+async def test_schema_dicts_and_openai_dicts(
+    client: Gemini, server: FakeServer, response_format: Any, parsed: Any, config: Any
+) -> None:
+    r = await client.chat([user("x")], model=MODEL, response_format=response_format)
+    assert r.parsed == parsed
+    sent = server.requests[-1].json["generationConfig"]
+    assert sent["responseMimeType"] == "application/json"
+    assert sent.get("responseJsonSchema") == config
+
+
+async def test_text_response_format_sends_nothing(client: Gemini, server: FakeServer) -> None:
+    r = await client.chat([user("x")], model=MODEL, response_format={"type": "text"})
+    assert r.text == "echo: x" and r.parsed is None
+    assert "generationConfig" not in server.requests[-1].json
+
+
+async def test_an_answer_cut_at_max_tokens(client: Gemini) -> None:
+    r = await client.chat([user("one two three four")], model=MODEL, max_tokens=3)
+    assert (r.text, r.finish_reason) == ("echo: one two", "length")
+    with pytest.raises(asyncllm.LengthFinishReasonError) as info:
+        await client.chat([user("x")], model=MODEL, response_format=Order, max_tokens=3)
+    assert info.value.text == '{"colour": "red", "items":'
+    with pytest.raises(asyncllm.LengthFinishReasonError):
+        async with client.stream_chat(
+            [user("x")], model=MODEL, response_format=Order, max_tokens=3
+        ) as stream:
+            await stream.final()
+
+
+async def test_an_answer_that_does_not_validate() -> None:
+    payload = {"candidates": [{"content": {"parts": [{"text": '{"colour": "green"}'}]}, "finishReason": "STOP"}]}  # fmt: skip
+    client, _ = mock_client(MockResponse(json=payload))
+    async with client:
+        with pytest.raises(asyncllm.StructuredOutputError) as info:
+            await client.chat([user("x")], model=MODEL, response_format=Order)
+    assert info.value.text == '{"colour": "green"}'
+
+
+async def test_thinking_options_on_the_wire(client: Gemini, server: FakeServer) -> None:
+    await client.chat([user("x")], model=GEMINI_3, thinking_level="low")
+    assert server.requests[-1].json["generationConfig"] == {"thinkingConfig": {"thinkingLevel": "LOW"}}  # fmt: skip
+    await client.chat([user("x")], model="gemini-2.5-flash", thinking_budget=0)
+    assert server.requests[-1].json["generationConfig"] == {"thinkingConfig": {"thinkingBudget": 0}}  # fmt: skip
+    r = await client.chat([user("x")], model="gemini-2.5-flash", thinking_budget=0)
+    assert r.message.model_extra == {}  # thinking off: nothing signed, nothing kept
+
+
+async def test_thoughts_are_reasoning_not_text(client: Gemini) -> None:
+    r = await client.chat([user("hello there")], model=MODEL, include_thoughts=True)
+    assert r.text == "echo: hello there" and r.message.content == "echo: hello there"
+    assert r.reasoning == "thinking about: hello there"
+    assert r.usage is not None and r.usage.thoughts_token_count == 4  # type: ignore[attr-defined]
+    chunks = []
+    async with client.stream_chat(
+        [user("hello there")], model=MODEL, include_thoughts=True
+    ) as stream:
+        async for chunk in stream:
+            chunks.append(chunk)
+        final = await stream.final()
+    assert len([c for c in chunks if c.reasoning]) >= 2  # thoughts stream piece by piece
+    assert "".join(c.reasoning for c in chunks) == r.reasoning
+    assert "".join(c.delta for c in chunks) == r.text
+    assert (final.text, final.reasoning) == (r.text, r.reasoning)
+    plain = await client.chat([user("hello there")], model=MODEL)
+    assert plain.reasoning is None
+
+
+async def test_a_gemini_3_tool_loop_keeps_its_signatures(client: Gemini) -> None:
+    messages: list[Any] = [user("weather in Paris?")]
+    first = await client.chat(messages, model=GEMINI_3, tools=[get_weather])
+    parts = first.message.model_extra["gemini_parts"]  # type: ignore[index]
+    assert "thoughtSignature" in parts[0] and "functionCall" in parts[0]
+    messages += [first.message, asyncllm.tool_result(first.tool_calls[0], "sunny")]
+    second = await client.chat(messages, model=GEMINI_3, tools=[get_weather])
+    assert second.text == "tool get_weather returned: sunny"
+    # The same history without the signature is refused, as Gemini 3 refuses it.
+    stripped = [user("weather in Paris?"), first.message.to_dict(), messages[2]]
+    del stripped[1]["gemini_parts"]
+    with pytest.raises(asyncllm.BadRequestError) as info:
+        await client.chat(stripped, model=GEMINI_3, tools=[get_weather])
+    assert info.value.message is not None
+    assert info.value.message.startswith("Function call is missing a thought_signature")
+    assert "`default_api:get_weather` , position 2" in info.value.message
+    assert info.value.error_type == "INVALID_ARGUMENT"
+    # Gemini 2.5 signs too, but does not refuse.
+    ok = await client.chat(stripped, model="gemini-2.5-flash", tools=[get_weather])
+    assert ok.text == "tool get_weather returned: sunny"
+
+
+async def test_a_streamed_tool_loop_keeps_its_signatures(client: Gemini) -> None:
+    messages: list[Any] = [user("weather in Paris?")]
+    async with client.stream_chat(messages, model=GEMINI_3, tools=[get_weather]) as stream:
+        first = await stream.final()
+    assert first.message.model_extra is not None
+    assert "thoughtSignature" in first.message.model_extra["gemini_parts"][0]
+    messages += [first.message, asyncllm.tool_result(first.tool_calls[0], "sunny")]
+    async with client.stream_chat(messages, model=GEMINI_3, tools=[get_weather]) as stream:
+        second = await stream.final()
+    assert second.text == "tool get_weather returned: sunny"
+
+
+async def test_a_streamed_signature_on_an_empty_text_part_is_kept(
+    client: Gemini, server: FakeServer
+) -> None:
+    async with client.stream_chat(
+        [user("hello there")], model=GEMINI_3, include_thoughts=True
+    ) as stream:
+        chunks = [c async for c in stream]
+        final = await stream.final()
+    events = server.requests[-1]
+    assert events.path.endswith(":streamGenerateContent")
+    last = chunks[-1].raw["candidates"][0]["content"]["parts"]
+    assert last[0]["text"] == "" and "thoughtSignature" in last[0]  # as Gemini sends it
+    assert [c.message_extra for c in chunks[:-1]] == [None] * (len(chunks) - 1)
+    parts = final.message.model_extra["gemini_parts"]  # type: ignore[index]
+    assert parts == [
+        {"text": "thinking about: hello there", "thought": True},
+        {"text": "echo: hello there", "thoughtSignature": last[0]["thoughtSignature"]},
+    ]
+    # The answer goes back with its signature and is taken; a signature Gemini did not give is
+    # refused.
+    messages: list[Any] = [user("hello there"), final.message, user("and again")]
+    again = await client.chat(messages, model=GEMINI_3)
+    assert again.text == "echo: and again"
+    forged = final.message.to_dict()
+    forged["gemini_parts"][1]["thoughtSignature"] = "c2lnbmF0dXJl"
+    with pytest.raises(asyncllm.BadRequestError, match=CORRUPTED_SIGNATURE):
+        await client.chat([user("hello there"), forged, user("and again")], model=GEMINI_3)
+
+
+def call_part(name: str, signature: str | None = None) -> dict[str, Any]:
+    part: dict[str, Any] = {"functionCall": {"name": name, "args": {}}}
+    if signature is not None:
+        part["thoughtSignature"] = signature
+    return part
+
+
+def history(*steps: list[dict[str, Any]], fresh_turn: bool = False) -> list[Any]:
+    """A user turn, then a model step (``gemini_parts``) and its function results per step."""
+    messages: list[Any] = [user("go")]
+    for i, parts in enumerate(steps):
+        calls = [
+            {"id": f"c{i}_{j}", "type": "function", "function": {"name": p["functionCall"]["name"], "arguments": "{}"}}
+            for j, p in enumerate(parts)
+        ]  # fmt: skip
+        messages.append({"role": "assistant", "content": None, "tool_calls": calls, "gemini_parts": parts})  # fmt: skip
+        messages += [{"role": "tool", "tool_call_id": c["id"], "content": "ok"} for c in calls]
+    if fresh_turn:
+        messages.append(user("next question"))
+    return messages
+
+
+async def test_the_fake_checks_the_first_call_of_every_step_of_the_current_turn(
+    client: Gemini,
+) -> None:
+    first = await client.chat([user("go")], model=GEMINI_3, tools=[get_weather])
+    signed = first.message.model_extra["gemini_parts"][0]  # type: ignore[index]
+    sig = signed["thoughtSignature"]
+    other = Signer().sign(call_part("get_weather"))  # another server's secret
+    cases: list[tuple[list[Any], str | None]] = [
+        (history([call_part("get_weather", sig)]), None),
+        # parallel calls: only the first part of a step carries the signature
+        (history([call_part("get_weather", sig), call_part("get_time")]), None),
+        (history([call_part("get_time"), call_part("get_weather", sig)]), "get_time` , position 2"),
+        # every step of the current turn is checked, not only the last
+        (history([call_part("get_weather")], [call_part("get_weather", sig)]), "position 2"),
+        (history([call_part("get_weather", sig)], [call_part("get_weather")]), "position 4"),
+        # an earlier turn is not checked
+        (history([call_part("get_weather")], fresh_turn=True), None),
+        (history([call_part("get_weather", "skip_thought_signature_validator")]), None),
+        (history([call_part("get_weather", "context_engineering_is_the_way_to_go")]), None),
+        (history([call_part("get_weather", other)]), CORRUPTED_SIGNATURE),
+        (history([call_part("get_time", sig)]), CORRUPTED_SIGNATURE),  # signed another call
+    ]
+    for messages, refused in cases:
+        if refused is None:
+            r = await client.chat(messages, model=GEMINI_3)
+            assert r.text
+        else:
+            with pytest.raises(asyncllm.BadRequestError) as info:
+                await client.chat(messages, model=GEMINI_3)
+            assert refused in str(info.value.message), messages
+
+
+async def test_streamed_parts_are_put_back_together() -> None:
+    events = [
+        {"candidates": [{"content": {"role": "model", "parts": [{"text": "I ", "thought": True}]}}]},
+        {"candidates": [{"content": {"role": "model", "parts": [{"text": "think", "thought": True, "thoughtSignature": "dGhvdWdodA=="}]}}]},
+        {"candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}}]},
+        {"candidates": [{"content": {"role": "model", "parts": [{"text": "lo"}, {"functionCall": {"name": "f", "args": {"a": 1}}, "thoughtSignature": "Y2FsbA=="}]}}]},
+        {"candidates": [{"content": {"role": "model", "parts": [{"text": "", "thoughtSignature": "ZW5k"}]}, "finishReason": "STOP"}]},
+    ]  # fmt: skip
+    body = b"".join(b"data: " + json.dumps(e).encode() + b"\r\n\r\n" for e in events)
+    client, _ = mock_client(
+        MockResponse(chunks=[body], headers={"content-type": "text/event-stream"})
+    )
+    async with client, client.stream_chat([user("x")], model=MODEL) as stream:
+        chunks = [c async for c in stream]
+        final = await stream.final()
+    assert [c.reasoning for c in chunks] == ["I ", "think", "", "", ""]
+    assert final.text == "Hello" and final.reasoning == "I think"
+    assert final.tool_calls[0].name == "f"
+    assert final.message.model_extra == {
+        "gemini_parts": [
+            {"text": "I think", "thought": True, "thoughtSignature": "dGhvdWdodA=="},
+            {"text": "Hello"},
+            {"functionCall": {"name": "f", "args": {"a": 1}}, "thoughtSignature": "Y2FsbA=="},
+            {"text": "", "thoughtSignature": "ZW5k"},
+        ]
+    }
+    assert chunks[-1].message_extra == final.message.model_extra
+
+
+async def test_a_part_with_nothing_in_it_then_text() -> None:
+    # Found by the fuzz tests: an empty part was taken for an open text part.
+    events = [
+        {"candidates": [{"content": {"parts": [{}]}}]},
+        {"candidates": [{"content": {"parts": [{"text": "a", "thought": False}]}}]},
+        {"candidates": [{"content": {"parts": [{"text": "b", "thoughtSignature": "c2ln"}]}, "finishReason": "STOP"}]},
+    ]  # fmt: skip
+    body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+    client, _ = mock_client(MockResponse(chunks=[body], headers={"content-type": "text/event-stream"}))  # fmt: skip
+    async with client, client.stream_chat([user("x")], model=MODEL) as stream:
+        final = await stream.final()
+    assert final.message.model_extra == {
+        "gemini_parts": [{}, {"text": "ab", "thoughtSignature": "c2ln"}]
+    }
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [{"type": "object", "properties": 5}, {"type": "object", "required": 5, "properties": {}}],
+)
+async def test_a_schema_that_is_no_schema_is_a_400_from_the_fake(
+    client: Gemini, schema: dict[str, Any]
+) -> None:
+    with pytest.raises(asyncllm.BadRequestError, match="not a valid schema"):
+        await client.chat([user("x")], model=MODEL, response_format=schema)
+
+
+async def test_tool_parameters_are_sent_as_json_schema(client: Gemini, server: FakeServer) -> None:
+    # int enums, open maps and recursion: what the OpenAPI-subset ``parameters`` lost or refused
+    first = await client.chat([user("x")], model=MODEL, tools=[Sized, Counts, Tree, Described])
+    declarations = server.requests[-1].json["tools"][0]["functionDeclarations"]
+    sent = {d["name"]: d["parametersJsonSchema"] for d in declarations}
+    assert sent["Sized"]["properties"]["size"]["enum"] == [2, 3]
+    assert sent["Counts"]["properties"]["counts"]["additionalProperties"] == {"type": "integer"}
+    tree = sent["Tree"]
+    assert tree["$ref"] == "#/$defs/Tree"
+    assert tree["$defs"]["Tree"]["properties"]["children"]["items"] == {"$ref": "#/$defs/Tree"}
+    assert sent["Described"]["properties"]["item"]["anyOf"] == [{"$ref": "#/$defs/Item"}]
+    assert first.tool_calls[0].args() == {"size": 2, "count": 5}  # the fake read the schema
+    await client.chat([user("x")], model=MODEL, tools=[{"name": "ping"}])
+    assert server.requests[-1].json["tools"] == [{"functionDeclarations": [{"name": "ping"}]}]

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+from pydantic import BaseModel
 
 import asyncllm
 from asyncllm.backends.groq import (
@@ -15,10 +16,13 @@ from asyncllm.backends.groq import (
 )
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
 from tests.chat_contract import NO_WAIT, ChatContract
+from tests.helpers import chat_json
 
 
 class TestGroqContract(ChatContract):
     protocol = "groq"
+    open_maps_refused = True  # sent as a strict schema
+    reasoning_options: ClassVar[dict[str, Any] | None] = {"reasoning_format": "parsed"}
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.Groq(api_key="gsk-test", base_url=server.url("/openai/v1"), **kwargs)
@@ -166,3 +170,120 @@ async def test_stream_usage_from_x_groq() -> None:
     assert [c.delta for c in chunks] == ["hi", ""]
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.prompt_tokens == 3
+
+
+# -- structured output and reasoning ---------------------------------------------------------
+
+
+class Answer(BaseModel):
+    city: str
+    warm: bool
+
+
+def groq_on(server: FakeServer, **kwargs: Any) -> Groq:
+    return Groq(api_key="gsk", base_url=server.url("/openai/v1"), retry=NO_WAIT, **kwargs)
+
+
+async def test_reasoning_controls_on_the_wire() -> None:
+    transport = MockTransport(lambda request: MockResponse(json=chat_json("ok")))
+    ask = [{"role": "user", "content": "x"}]
+    async with Groq(api_key="gsk", transport=transport, retry=NO_WAIT) as client:
+        await client.chat(ask, model="qwen/qwen3-32b", reasoning_format="parsed")
+        await client.chat(ask, model="openai/gpt-oss-20b", include_reasoning=False)
+        await client.chat(ask, model="qwen/qwen3-32b", reasoning_effort="none")
+        await client.chat(ask, model="m")
+        for bad in (
+            {"reasoning_format": "parsed", "include_reasoning": True},
+            {"reasoning_format": "summary"},
+            {"include_reasoning": "yes"},
+        ):
+            with pytest.raises(asyncllm.ConfigurationError):
+                await client.chat(ask, model="m", **bad)
+    bodies = [json.loads(r.content or b"") for r in transport.requests]
+    assert len(bodies) == 4  # the refused calls sent nothing
+    assert bodies[0]["reasoning_format"] == "parsed" and "include_reasoning" not in bodies[0]
+    assert bodies[1]["include_reasoning"] is False and "reasoning_format" not in bodies[1]
+    assert bodies[2]["reasoning_effort"] == "none"
+    assert not {"reasoning_format", "include_reasoning", "reasoning_effort"} & bodies[3].keys()
+
+
+async def test_parsed_reasoning_and_the_typed_answer() -> None:
+    async with FakeServer("groq") as server, groq_on(server) as client:
+        r = await client.chat(
+            [{"role": "user", "content": "weather?"}],
+            model="openai/gpt-oss-20b",
+            response_format=Answer,
+            include_reasoning=True,
+        )
+    assert isinstance(r, GroqChatResponse) and r.rate_limits is not None
+    assert r.parsed == Answer(city="test", warm=True)
+    assert r.reasoning == "thinking about: weather?"
+    said = r.raw["choices"][0]["message"]
+    assert said["reasoning"] == r.reasoning and "refusal" not in said  # Groq has no refusal
+
+
+@pytest.mark.parametrize(
+    ("options", "text", "reasoning"),
+    [
+        ({"reasoning_format": "raw"}, "<think>\nthinking about: hm\n</think>\n\necho: hm", None),
+        (
+            {"reasoning_effort": "default"},
+            "<think>\nthinking about: hm\n</think>\n\necho: hm",
+            None,
+        ),
+        ({"reasoning_format": "hidden"}, "echo: hm", None),
+        ({"include_reasoning": False, "reasoning_effort": "high"}, "echo: hm", None),
+        ({"reasoning_format": "parsed", "reasoning_effort": "none"}, "echo: hm", None),
+        ({"reasoning_format": "parsed"}, "echo: hm", "thinking about: hm"),
+        ({}, "echo: hm", None),  # the fake model reasons only when asked to
+    ],
+)
+async def test_the_fake_reasons_as_groq_does(
+    options: dict[str, Any], text: str, reasoning: str | None
+) -> None:
+    ask = [{"role": "user", "content": "hm"}]
+    async with FakeServer("groq") as server, groq_on(server) as client:
+        r = await client.chat(ask, model="qwen/qwen3-32b", **options)
+        async with client.stream_chat(ask, model="qwen/qwen3-32b", **options) as stream:
+            final = await stream.final()
+    assert (r.text, r.reasoning) == (text, reasoning)
+    assert (final.text, final.reasoning) == (text, reasoning)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"reasoning_format": "raw", "response_format": {"type": "json_object"}},
+        {"reasoning_format": "raw", "response_format": Answer},
+        {"reasoning_format": "raw", "tools": [{"type": "function", "function": {"name": "f"}}]},
+        {"extra_body": {"reasoning_format": "parsed", "include_reasoning": True}},
+        {"extra_body": {"reasoning_format": "summary"}},
+    ],
+)
+async def test_the_fake_refuses_what_groq_refuses(options: dict[str, Any]) -> None:
+    async with FakeServer("groq") as server, groq_on(server) as client:
+        with pytest.raises(asyncllm.BadRequestError) as info:
+            await client.chat([{"role": "user", "content": "x"}], model="m", **options)
+    assert json.loads(info.value.body)["error"]["param"] == "reasoning_format"
+
+
+async def test_json_mode_and_tools_default_to_parsed_reasoning() -> None:
+    async with FakeServer("groq") as server, groq_on(server) as client:
+        r = await client.chat(
+            [{"role": "user", "content": "x"}],
+            model="qwen/qwen3-32b",
+            reasoning_effort="default",
+            response_format={"type": "json_object"},
+        )
+    assert r.parsed == {"answer": "test"} and r.reasoning == "thinking about: x"
+
+
+async def test_the_fake_checks_strict_schemas_as_groq_does() -> None:
+    loose = {"type": "object", "properties": {"a": {"type": "string"}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "l", "schema": loose, "strict": True}}
+    async with FakeServer("groq") as server, groq_on(server, max_retries=0) as client:
+        with pytest.raises(asyncllm.BadRequestError, match="'additionalProperties' is required"):
+            await client.chat([{"role": "user", "content": "x"}], model="m", response_format=fmt)
+        fmt["json_schema"]["strict"] = False  # type: ignore[index]
+        r = await client.chat([{"role": "user", "content": "x"}], model="m", response_format=fmt)
+    assert r.parsed == {"a": "test"}

@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 import asyncllm
 from asyncllm.backends.opea import OPEA, parse_bytes_literal
@@ -63,6 +65,7 @@ def sent(server: FakeServer, index: int = -1) -> Any:
 
 class TestOPEAContract(ChatContract):
     protocol = "opea"
+    structured = False  # OPEA's LLM service takes JSON mode only, no schema (see below)
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return OPEA(llm_url=server.url(), **kwargs)
@@ -75,6 +78,59 @@ async def test_llm_chat_without_model_lets_the_service_choose(
     assert r.text == "echo: no model"
     assert "model" not in sent(server)
     assert server.requests[-1].path == "/v1/chat/completions"
+
+
+class Reply(BaseModel):
+    answer: str
+
+
+class Ticket(BaseModel):
+    title: str
+    priority: int
+
+
+async def test_llm_structured_output_is_json_mode_validated_here(
+    client: OPEA, server: FakeServer
+) -> None:
+    """OPEA's ChatCompletionRequest takes response_format "text" or "json_object" only: a model
+    goes as JSON mode, and the answer is validated against it when it arrives."""
+    ask = [{"role": "user", "content": "answer in JSON"}]
+    r = await client.chat(ask, response_format=Reply)
+    assert sent(server)["response_format"] == {"type": "json_object"}
+    assert r.parsed == Reply(answer="test")
+    async with client.stream_chat(ask, response_format=Reply) as stream:
+        final = await stream.final()
+    assert final.parsed == Reply(answer="test") and final.text == r.text
+    assert sent(server)["response_format"] == {"type": "json_object"}
+    schema = await client.chat(ask, response_format=Reply.model_json_schema())
+    assert schema.parsed == {"answer": "test"}
+    # The service does not hold the model to the schema: what does not fit raises, with the text.
+    with pytest.raises(asyncllm.StructuredOutputError) as info:
+        await client.chat(ask, response_format=Ticket)
+    assert info.value.text == r.text
+    with pytest.raises(asyncllm.LengthFinishReasonError):
+        await client.chat(ask, response_format=Reply, max_tokens=1)
+
+
+async def test_llm_refuses_a_json_schema_as_opea_does(server: FakeServer) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}}}
+    async with aiohttp.ClientSession() as session:
+        body = {"messages": "hi", "response_format": fmt}
+        async with session.post(server.url("/v1/chat/completions"), json=body) as response:
+            assert response.status == 422
+            detail = (await response.json())["detail"][0]
+        body["response_format"] = {"type": "json_object"}
+        async with session.post(server.url("/v1/chat/completions"), json=body) as response:
+            assert response.status == 200
+            answer = await response.json()
+    assert detail["loc"] == ["body", "response_format", "type"]
+    assert detail["type"] == "literal_error"
+    assert json.loads(answer["choices"][0]["message"]["content"]) == {"answer": "test"}
+
+
+async def test_llm_chat_is_cut_at_max_tokens(client: OPEA) -> None:
+    r = await client.chat([{"role": "user", "content": "a b c"}], max_tokens=2)
+    assert (r.text, r.finish_reason) == ("echo: a", "length")
 
 
 # -- gateway: ChatQnA ---------------------------------------------------------------------------

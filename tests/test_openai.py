@@ -4,6 +4,7 @@ import asyncio
 import base64
 import functools
 import gc
+import json
 import logging
 import struct
 from typing import Any
@@ -18,13 +19,16 @@ import asyncllm
 from asyncllm.testing import FakeServer, MockResponse
 from asyncllm.testing.fakes import _common
 from tests.chat_contract import ChatContract
+from tests.helpers import chat_json, ok
 from tests.helpers import client as mock_client
-from tests.helpers import ok
 from tests.specs import SPECS
 
 
 class TestOpenAIContract(ChatContract):
     protocol = "openai"
+    open_maps_refused = True  # strict mode takes no dict[str, int]
+    refusal_prompt = "REFUSE THIS"  # message.refusal, content null
+    # reasoning_options stays None: chat completions return no reasoning text
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.OpenAI(api_key="sk-test", base_url=server.url("/v1"), **kwargs)
@@ -408,3 +412,246 @@ async def test_fake_models_retrieve_and_base64_embeddings(asyncllm_server: FakeS
         assert isinstance(item["embedding"], str)
         floats = struct.unpack("<8f", base64.b64decode(item["embedding"]))
         assert floats == pytest.approx(_common.vector(["a", "b"][item["index"]]), abs=1e-6)
+
+
+# -- structured output and reasoning on the wire ----------------------------------------------
+
+
+class Node(BaseModel):
+    value: int
+    children: list[Node] = []
+
+
+async def test_a_model_is_sent_as_a_strict_json_schema_and_reasoning_effort_as_given() -> None:
+    sent: list[Any] = []
+
+    def handler(request: Any) -> MockResponse:
+        sent.append(request.json())
+        return ok('{"city": "Oslo", "temperature": -3.5}')
+
+    c = mock_client(handler)
+    r = await c.chat(
+        [{"role": "user", "content": "x"}],
+        model="o4",
+        response_format=Answer,
+        reasoning_effort="low",
+    )
+    await c.aclose()
+    assert r.parsed == Answer(city="Oslo", temperature=-3.5)
+    assert sent[0]["reasoning_effort"] == "low"
+    assert sent[0]["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "Answer",
+            "schema": {
+                "properties": {
+                    "city": {"title": "City", "type": "string"},
+                    "temperature": {"title": "Temperature", "type": "number"},
+                },
+                "required": ["city", "temperature"],
+                "title": "Answer",
+                "type": "object",
+                "additionalProperties": False,
+            },
+            "strict": True,
+        },
+    }
+    validator("CreateChatCompletionRequest").validate(sent[0])
+
+
+async def test_openai_dicts_are_sent_as_given() -> None:
+    sent: list[Any] = []
+
+    def handler(request: Any) -> MockResponse:
+        sent.append(request.json()["response_format"])
+        return ok('{"a": 1}')
+
+    c = mock_client(handler)
+    loose = {"type": "json_schema", "json_schema": {"name": "loose", "schema": {"type": "object"}}}
+    for fmt in ({"type": "json_object"}, loose):
+        r = await c.chat([{"role": "user", "content": "x"}], model="m", response_format=fmt)
+        assert r.parsed == {"a": 1}
+    await c.aclose()
+    assert sent == [{"type": "json_object"}, loose]
+
+
+async def test_what_our_strict_schemas_hold_the_fake_takes(asyncllm_server: FakeServer) -> None:
+    """The fake checks strict schemas as OpenAI does; the ones we make from models pass, a
+    recursive model's (a $ref at the root, made an object) included."""
+    async with asyncllm.OpenAI(api_key="k", base_url=asyncllm_server.url("/v1")) as c:
+        r = await c.chat([{"role": "user", "content": "x"}], model="m", response_format=Node)
+    assert r.parsed == Node(value=1, children=[Node(value=1)])
+    assert asyncllm_server.requests[-1].json["response_format"]["json_schema"]["strict"] is True
+
+
+def strict_format(schema: dict[str, Any], strict: bool = True) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": "s", "schema": schema, "strict": strict}}
+
+
+OPEN = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+PARTLY_REQUIRED = {
+    "type": "object",
+    "properties": {
+        "inner": {
+            "type": "object",
+            "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+            "required": ["a"],
+            "additionalProperties": False,
+        }
+    },
+    "required": ["inner"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        (
+            OPEN,
+            "Invalid schema for response_format 's': In context=(), 'additionalProperties' is "
+            "required to be supplied and to be false.",
+        ),
+        (
+            PARTLY_REQUIRED,
+            "Invalid schema for response_format 's': In context=('properties', 'inner'), "
+            "'required' is required to be supplied and to be an array including every key in "
+            "properties. Missing 'b'.",
+        ),
+        (
+            {"type": "array", "items": {"type": "string"}},
+            "Invalid schema for response_format 's': schema must be a JSON Schema of "
+            "'type: \"object\"', got 'type: \"array\"'.",
+        ),
+    ],
+)
+async def test_the_fake_refuses_a_strict_schema_as_openai_does(
+    asyncllm_server: FakeServer, schema: dict[str, Any], message: str
+) -> None:
+    async with asyncllm.OpenAI(
+        api_key="k", base_url=asyncllm_server.url("/v1"), max_retries=0
+    ) as c:
+        with pytest.raises(asyncllm.BadRequestError) as info:
+            await c.chat(
+                [{"role": "user", "content": "x"}], model="m", response_format=strict_format(schema)
+            )
+        # Not strict, the same schema is answered: the fake is no stricter than OpenAI.
+        r = await c.chat(
+            [{"role": "user", "content": "x"}],
+            model="m",
+            response_format=strict_format(schema, strict=False),
+        )
+    assert info.value.message == message
+    body = json.loads(info.value.body)["error"]
+    assert body["param"] == "response_format" and body["type"] == "invalid_request_error"
+    assert r.parsed is not None
+
+
+async def test_the_fake_wants_the_word_json_in_json_mode(asyncllm_server: FakeServer) -> None:
+    fmt = {"type": "json_object"}
+    async with asyncllm.OpenAI(
+        api_key="k", base_url=asyncllm_server.url("/v1"), max_retries=0
+    ) as c:
+        with pytest.raises(asyncllm.BadRequestError) as info:
+            await c.chat([{"role": "user", "content": "x"}], model="m", response_format=fmt)
+        r = await c.chat(
+            [{"role": "system", "content": "Answer in JSON."}, {"role": "user", "content": "x"}],
+            model="m",
+            response_format=fmt,
+        )
+    assert info.value.message == (
+        "'messages' must contain the word 'json' in some form, to use 'response_format' of type "
+        "'json_object'."
+    )
+    assert json.loads(info.value.body)["error"]["param"] == "messages"
+    assert r.parsed == {"answer": "test"}
+
+
+async def test_the_fake_cuts_the_answer_at_max_tokens(asyncllm_server: FakeServer) -> None:
+    ask = [{"role": "user", "content": "one two three four"}]
+    async with asyncllm.OpenAI(api_key="k", base_url=asyncllm_server.url("/v1")) as c:
+        cut = await c.chat(ask, model="m", max_tokens=3)
+        newer = await c.chat(ask, model="m", extra_body={"max_completion_tokens": 2})
+        whole = await c.chat(ask, model="m", max_tokens=5)
+        chunks = [ch async for ch in c.stream_chat(ask, model="m", max_tokens=3)]
+    assert (cut.text, cut.finish_reason) == ("echo: one two", "length")
+    assert cut.usage is not None and cut.usage.completion_tokens == 3
+    assert (newer.text, newer.finish_reason) == ("echo: one", "length")
+    assert (whole.text, whole.finish_reason) == ("echo: one two three four", "stop")
+    assert "".join(ch.delta for ch in chunks) == "echo: one two"
+    assert chunks[-2].finish_reason == "length"
+
+
+async def test_the_fake_refuses_a_bad_token_limit(asyncllm_server: FakeServer) -> None:
+    async with asyncllm.OpenAI(
+        api_key="k", base_url=asyncllm_server.url("/v1"), max_retries=0
+    ) as c:
+        with pytest.raises(asyncllm.BadRequestError) as info:
+            await c.chat(
+                [{"role": "user", "content": "x"}],
+                model="m",
+                extra_body={"max_completion_tokens": 0},
+            )
+    assert info.value.message == (
+        "Invalid 'max_completion_tokens': integer below minimum value. Expected a value >= 1, "
+        "but got 0 instead."
+    )
+    error = json.loads(info.value.body)["error"]
+    assert (error["param"], error["code"]) == ("max_completion_tokens", "integer_below_min_value")
+
+
+async def test_a_refusal_on_the_wire(asyncllm_server: FakeServer) -> None:
+    ask = [{"role": "user", "content": "REFUSE THIS"}]
+    async with asyncllm.OpenAI(api_key="k", base_url=asyncllm_server.url("/v1")) as c:
+        structured = await c.chat(ask, model="m", response_format=Answer)
+        plain = await c.chat(ask, model="m")
+        answered = await c.chat([{"role": "user", "content": "x"}], model="m")
+    said = structured.raw["choices"][0]["message"]
+    assert said["content"] is None and said["refusal"] == structured.refusal
+    assert structured.refusal == "I'm sorry, I can't assist with that request."
+    assert (structured.text, structured.parsed) == ("", None)
+    # Without a schema the model refuses in its text, as a model that is not bound to JSON does.
+    assert (plain.text, plain.refusal) == (structured.refusal, None)
+    assert answered.raw["choices"][0]["message"]["refusal"] is None
+
+
+async def test_openai_returns_no_reasoning_text(asyncllm_server: FakeServer) -> None:
+    async with asyncllm.OpenAI(api_key="k", base_url=asyncllm_server.url("/v1")) as c:
+        r = await c.chat([{"role": "user", "content": "x"}], model="o4", reasoning_effort="high")
+    assert r.reasoning is None and r.text == "echo: x"
+    assert asyncllm_server.requests[-1].json["reasoning_effort"] == "high"
+
+
+@pytest.mark.parametrize("field", ["reasoning", "reasoning_content"])
+async def test_reasoning_is_read_from_either_field(field: str) -> None:
+    """vLLM (before 0.10: reasoning_content; since: reasoning), DeepSeek and Groq name it
+    differently; both are read, in whole answers and in deltas."""
+    answer = chat_json_with({field: "because"})
+    chunks = [
+        {"choices": [{"index": 0, "delta": {field: "be"}, "finish_reason": None}]},
+        {"choices": [{"index": 0, "delta": {field: "cause"}, "finish_reason": None}]},
+        {"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]},
+    ]
+
+    def handler(request: Any) -> MockResponse:
+        if request.stream:
+            lines = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks]
+            sse = {"Content-Type": "text/event-stream"}
+            return MockResponse(200, chunks=[*lines, b"data: [DONE]\n\n"], headers=sse)
+        return MockResponse(200, json=answer)
+
+    c = mock_client(handler)
+    r = await c.chat([{"role": "user", "content": "x"}], model="m")
+    async with c.stream_chat([{"role": "user", "content": "x"}], model="m") as stream:
+        streamed = [ch.reasoning async for ch in stream]
+        final = await stream.final()
+    await c.aclose()
+    assert r.reasoning == "because" and r.text == "ok"
+    assert streamed == ["be", "cause", ""]
+    assert (final.reasoning, final.text) == ("because", "ok")
+
+
+def chat_json_with(extra: dict[str, Any]) -> dict[str, Any]:
+    answer = chat_json("ok")
+    answer["choices"][0]["message"].update(extra)
+    return answer

@@ -6,13 +6,14 @@ import math
 import struct
 import subprocess
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import numpy as np
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
+from pydantic import BaseModel
 from yarl import URL
 
 import asyncllm
@@ -27,6 +28,11 @@ SPEC = SPECS / "kserve/open-inference-protocol.open_inference_rest.yaml"
 
 class TestOVMSContract(ChatContract):
     protocol = "ovms"
+    open_maps_refused = True  # sent as OpenAI's strict schema
+    # A servable with a reasoning parser, whose chat template thinks when asked to.
+    reasoning_options: ClassVar[dict[str, Any] | None] = {
+        "extra_body": {"chat_template_kwargs": {"enable_thinking": True}}
+    }
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.OVMS(base_url=server.url(), **kwargs)
@@ -1187,6 +1193,39 @@ async def test_v3_calls_need_a_model(server: FakeServer) -> None:
     finally:
         await client.aclose()
     assert server.request_count == 0
+
+
+class Reading(BaseModel):
+    sensor: str
+    values: list[float]
+
+
+async def test_v3_structured_output_and_reasoning(client: OVMS, server: FakeServer) -> None:
+    """A model goes as OpenAI's strict JSON schema (OVMS imposes it with XGrammar); a servable
+    with a reasoning parser answers ``reasoning_content``, here when its template thinks."""
+    thinking = {"chat_template_kwargs": {"enable_thinking": True}}
+    ask = [{"role": "user", "content": "read it"}]
+    r = await client.chat(ask, response_format=Reading, extra_body=thinking)
+    sent = server.requests[-1]
+    assert sent.path == "/v3/chat/completions"
+    assert sent.json["response_format"]["type"] == "json_schema"
+    assert sent.json["response_format"]["json_schema"]["strict"] is True
+    assert sent.json["chat_template_kwargs"] == {"enable_thinking": True}
+    assert r.parsed == Reading(sensor="test", values=[1.5])
+    assert r.reasoning == "thinking about: read it"
+    assert r.raw["choices"][0]["message"]["reasoning_content"] == r.reasoning
+    async with client.stream_chat(ask, extra_body=thinking) as stream:
+        chunks = [c async for c in stream]
+    assert "".join(c.reasoning for c in chunks) == r.reasoning
+    plain = await client.chat(ask)
+    assert (plain.reasoning, plain.text) == (None, "echo: read it")
+
+
+async def test_v3_chat_is_cut_at_max_tokens(client: OVMS) -> None:
+    r = await client.chat([{"role": "user", "content": "a b c"}], max_tokens=2)
+    assert (r.text, r.finish_reason) == ("echo: a", "length")
+    with pytest.raises(asyncllm.LengthFinishReasonError):
+        await client.chat([{"role": "user", "content": "x"}], response_format=Reading, max_tokens=2)
 
 
 # -- call options --------------------------------------------------------------------------------

@@ -136,10 +136,8 @@ class _WireMessage(BaseModel):
     role: str = "assistant"
     content: str | None = None
     tool_calls: list[_WireToolCall] | None = None
-    refusal: str | None = None
-    # DeepSeek, vLLM (before 0.10: reasoning_content; since: reasoning), Groq (reasoning).
-    reasoning_content: str | None = None
-    reasoning: str | None = None
+    # refusal and reasoning (DeepSeek's and vLLM's reasoning_content, vLLM 0.10+ and Groq's
+    # reasoning) are read from the extras: a declared field costs every answer a validation.
 
 
 class _WireChoice(BaseModel):
@@ -373,7 +371,16 @@ class OpenAICompatible(HttpBackend):
         wire = _WireChat.model_validate(payload)
         choices = [_message(c.message) for c in wire.choices]
         first = choices[0]
-        said = wire.choices[0].message
+        said = wire.choices[0].message.__pydantic_extra__
+        # refusal and reasoning only when the answer has them: each field given costs a
+        # validation on every call, and most answers have neither.
+        extra: dict[str, Any] = {}
+        if said:
+            if isinstance(refusal := said.get("refusal"), str):
+                extra["refusal"] = refusal
+            reasoning = said.get("reasoning_content") or said.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                extra["reasoning"] = reasoning
         return ChatResponse(
             text=first.content or "",
             message=first,
@@ -384,9 +391,8 @@ class OpenAICompatible(HttpBackend):
             request_id=meta.request_id,
             server_request_id=meta.server_request_id,
             choices=choices,
-            refusal=said.refusal,
-            reasoning=said.reasoning_content or said.reasoning,
             raw=payload,
+            **extra,
         )
 
     @overload

@@ -5,6 +5,12 @@ Messages arrive in the common (OpenAI-style) form and are translated here: syste
 messages become ``system``; assistant ``tool_calls`` become ``tool_use`` blocks; consecutive
 ``role: tool`` results become one user message of ``tool_result`` blocks; ``image_url`` parts
 become ``image`` blocks. Blocks already in Anthropic's own form pass through unchanged.
+
+Extended thinking: an answer's ``thinking`` and ``redacted_thinking`` blocks are kept verbatim
+(signatures included) on ``r.message`` as ``thinking_blocks`` and sent back first in that
+assistant turn, as the API requires while a tool loop is in progress; ``r.reasoning`` is their
+text. ``response_format`` goes out as ``output_config.format`` with the schema made to Claude's
+rules (``output_schema``).
 """
 
 from __future__ import annotations
@@ -13,10 +19,10 @@ import json
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, overload
 
 from pydantic import BaseModel, ConfigDict
-from typing_extensions import TypedDict, Unpack
+from typing_extensions import NotRequired, TypedDict, Unpack
 
 from .._engine._context import check_header_value
 from .._engine._dispatcher import Lane
@@ -26,6 +32,7 @@ from .._http._transport import Response
 from .._models import (
     ChatChunk,
     ChatResponse,
+    M,
     Message,
     Messages,
     ModelInfo,
@@ -37,13 +44,15 @@ from .._models import (
     normalize_messages,
 )
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
-from .._validate import check_int, check_number, check_stop, check_str_list
-from ..streaming import Stream
+from .._structured import OutputFormat, finish, output_format
+from .._validate import check_int, check_number, check_stop, check_str, check_str_list
+from ..streaming import ChatStream
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024
 MODELS_PAGE_LIMIT = 1000
+MIN_THINKING_BUDGET = 1024  # the API's least budget_tokens
 
 # Anthropic's error ``type`` -> the HTTP status it stands for (from the API's error reference).
 # A stream that already answered 200 reports failures as an ``error`` event with one of these.
@@ -65,6 +74,9 @@ _DATA_URL = re.compile(r"data:(?P<media>[^;,]+)(?:;[^;,]*)*;base64,(?P<data>.*)"
 _TEXT_BLOCK_FIELDS = frozenset({"type", "text", "cache_control", "citations"})
 # OpenAI content parts that have no Anthropic counterpart here.
 _UNSUPPORTED_PARTS = frozenset({"input_audio", "file", "audio", "refusal"})
+_THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
+# The message key that carries signed thinking blocks into the next turn (see REASONING_KEYS).
+_KEEP = frozenset({"thinking_blocks"})
 
 
 # Anthropic's stop reasons in the common (OpenAI) words; ``raw`` keeps the original.
@@ -183,7 +195,7 @@ def to_wire(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(system blocks, messages) in Anthropic's form; bad input raises ConfigurationError."""
     system: list[dict[str, Any]] = []
     out: list[dict[str, Any]] = []
-    for i, item in enumerate(normalize_messages(messages)):
+    for i, item in enumerate(normalize_messages(messages, keep=_KEEP)):
         role = item["role"]
         where = f"messages[{i}]"
         if role in ("system", "developer"):
@@ -197,6 +209,8 @@ def to_wire(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         elif role == "assistant":
             blocks = _blocks(item.get("content"), where)
             blocks += [_tool_use_block(c, where) for c in item.get("tool_calls") or ()]
+            if item.get("thinking_blocks") is not None:  # first, as the answer had them
+                blocks[:0] = _thinking_blocks(item["thinking_blocks"], where)
             if not blocks:
                 raise ConfigurationError(f"{where}: an assistant message needs content or tools")
             out.append({"role": "assistant", "content": blocks})
@@ -276,6 +290,180 @@ def _tools_body(tools: Sequence[Any] | None) -> list[dict[str, Any]] | None:
     return out or None
 
 
+# -- structured output and thinking ----------------------------------------------------------------
+
+# What Claude's structured outputs take of JSON Schema (the structured-outputs guide, "JSON Schema
+# limitations"). Other keywords (numeric and length bounds, ``maxItems``, ``uniqueItems``...) the
+# API refuses with 400: they are left out of what is sent and written into the description, so
+# the model may still follow them, and the model class validates the answer against them.
+_SCHEMA_KEYWORDS = frozenset(
+    {
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "enum",
+        "const",
+        "anyOf",
+        "allOf",
+        "$ref",
+        "$defs",
+        "definitions",
+        "default",
+        "description",
+        "title",
+        "pattern",
+    }
+)
+_STRING_FORMATS = frozenset(
+    {"date-time", "time", "date", "duration", "email", "hostname", "uri", "ipv4", "ipv6", "uuid"}
+)
+_REF_PREFIXES = ("#/$defs/", "#/definitions/")
+
+
+def output_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """``schema`` as Claude's structured outputs take it, as a new dict: every object closed
+    (``additionalProperties: false``, as the API requires), ``required`` as given (Claude, unlike
+    OpenAI, takes optional properties), ``oneOf`` read as ``anyOf``, a one-item ``allOf`` taken
+    as its item, keywords the API refuses moved into the description. What Claude cannot
+    express raises ``ConfigurationError`` before anything is sent: an open map (``dict[str,
+    int]``: ``additionalProperties`` a schema or true), a recursive schema, an external ``$ref``.
+    """
+    _check_references(schema)
+    return _schema_node(schema, "#")
+
+
+def _sub_schema(node: Any, where: str) -> Any:
+    return _schema_node(node, where) if isinstance(node, Mapping) else node
+
+
+def _schema_node(node: Mapping[str, Any], where: str) -> dict[str, Any]:
+    every = node.get("allOf")
+    if isinstance(every, list) and len(every) == 1 and isinstance(every[0], Mapping):
+        node = {**{k: v for k, v in node.items() if k != "allOf"}, **every[0]}
+    if "$ref" in node:  # siblings of a reference are dropped, as Anthropic's SDK sends it
+        node = {k: v for k, v in node.items() if k in ("$ref", "$defs", "definitions")}
+    out: dict[str, Any] = {}
+    notes: dict[str, Any] = {}
+    for key, value in node.items():
+        here = f"{where}/{key}"
+        if key in ("properties", "$defs", "definitions") and isinstance(value, Mapping):
+            out[key] = {name: _sub_schema(sub, f"{here}/{name}") for name, sub in value.items()}
+        elif key == "items":
+            out[key] = _sub_schema(value, here)
+        elif key in ("anyOf", "oneOf", "allOf") and isinstance(value, list):
+            out["allOf" if key == "allOf" else "anyOf"] = [
+                _sub_schema(sub, f"{here}/{i}") for i, sub in enumerate(value)
+            ]
+        elif _kept(key, value):
+            out[key] = value
+        elif key != "additionalProperties":
+            notes[key] = value
+    kind = node.get("type")
+    if kind == "object" or (isinstance(kind, list) and "object" in kind) or "properties" in node:
+        if node.get("additionalProperties", False) is not False:
+            raise ConfigurationError(
+                f"Claude's structured output cannot express an open map at {where} "
+                "(additionalProperties): use a model with named fields, or a list of pairs"
+            )
+        out["additionalProperties"] = False
+    if notes:
+        said = ", ".join(f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in notes.items())
+        description = out.get("description")
+        out["description"] = f"{description}\n\n{{{said}}}" if description else f"{{{said}}}"
+    return out
+
+
+def _kept(key: str, value: Any) -> bool:
+    """Whether a keyword goes out as it is (``additionalProperties`` is set apart)."""
+    if key == "format":
+        return value in _STRING_FORMATS
+    if key == "minItems":
+        return value in (0, 1) and not isinstance(value, bool)
+    return key in _SCHEMA_KEYWORDS and key != "additionalProperties"
+
+
+def _check_references(schema: Mapping[str, Any]) -> None:
+    """Refuse references Claude cannot follow: external ones, and any cycle (a recursive model)."""
+    definitions: dict[str, Any] = {}
+    for key in ("$defs", "definitions"):
+        if isinstance(schema.get(key), Mapping):
+            definitions.update({f"#/{key}/{name}": sub for name, sub in schema[key].items()})
+    edges: dict[str, set[str]] = {"#": set()}
+
+    def collect(node: Any, source: str) -> None:
+        if isinstance(node, list):
+            for item in node:
+                collect(item, source)
+        elif isinstance(node, Mapping):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                if ref != "#" and not ref.startswith(_REF_PREFIXES):
+                    raise ConfigurationError(
+                        f"Claude's structured output takes only local references ($ref {ref!r})"
+                    )
+                edges[source].add(ref)
+            for key, value in node.items():
+                if key not in ("$defs", "definitions", "enum", "const", "default"):
+                    collect(value, source)
+
+    collect(schema, "#")
+    for name, sub in definitions.items():
+        edges[name] = set()
+        collect(sub, name)
+    state: dict[str, int] = {}  # 1: on the path being walked, 2: done
+
+    def walk(name: str) -> None:
+        state[name] = 1
+        for target in edges.get(name, ()):
+            if state.get(target) == 1:
+                raise ConfigurationError(
+                    f"Claude's structured output cannot take a recursive schema ({target} "
+                    "refers back to itself): flatten the model, or ask for JSON text"
+                )
+            if target not in state:
+                walk(target)
+        state[name] = 2
+
+    walk("#")
+
+
+def _format_body(fmt: OutputFormat) -> dict[str, Any]:
+    if fmt.schema is None:
+        raise ConfigurationError(
+            "Claude has no JSON mode without a schema: give response_format a pydantic model "
+            "or a JSON schema"
+        )
+    return {"type": "json_schema", "schema": output_schema(fmt.schema)}
+
+
+def _thinking_body(value: Any) -> dict[str, Any]:
+    """``thinking`` checked: ``{"type": "enabled", "budget_tokens": N}`` (N at least 1024),
+    ``{"type": "adaptive"}`` or ``{"type": "disabled"}``; other fields (``display``) pass."""
+    if not isinstance(value, Mapping) or not isinstance(value.get("type"), str):
+        raise ConfigurationError(
+            "thinking must be a dict such as {'type': 'enabled', 'budget_tokens': 2048}, "
+            "{'type': 'adaptive'} or {'type': 'disabled'}"
+        )
+    if value["type"] == "enabled":
+        if "budget_tokens" not in value:
+            raise ConfigurationError("thinking of type 'enabled' needs budget_tokens")
+        check_int("thinking.budget_tokens", value["budget_tokens"], MIN_THINKING_BUDGET)
+    return dict(value)
+
+
+def _thinking_blocks(value: Any, where: str) -> list[dict[str, Any]]:
+    """A message's ``thinking_blocks`` (as a response put them there), to be sent unmodified."""
+    if not isinstance(value, list) or not all(
+        isinstance(b, Mapping) and b.get("type") in _THINKING_TYPES for b in value
+    ):
+        raise ConfigurationError(
+            f"{where}.thinking_blocks must be a list of thinking or redacted_thinking blocks"
+        )
+    return [dict(b) for b in value]
+
+
 # -- Anthropic -> common form ----------------------------------------------------------------------
 
 
@@ -319,15 +507,48 @@ def _created(value: str | None) -> int | None:
         return None
 
 
+def refusal(stop_reason: str | None, details: Any) -> str | None:
+    """``r.refusal`` for an answer Claude refused (``stop_reason`` "refusal"): the explanation in
+    ``stop_details`` where the API gives one, else "refused" (and the category, if any)."""
+    if stop_reason != "refusal":
+        return None
+    details = details if isinstance(details, Mapping) else {}
+    explanation = details.get("explanation")
+    if isinstance(explanation, str) and explanation:
+        return explanation
+    category = details.get("category")
+    return f"refused ({category})" if isinstance(category, str) and category else "refused"
+
+
+# Between the texts of two thinking blocks of one answer, streamed or not.
+REASONING_SEPARATOR = "\n\n"
+
+
 class _StreamState:
     """One stream's events read in order, keeping what later chunks need from earlier events:
-    model, usage, tool ordinals."""
+    model, usage, tool ordinals, and the thinking blocks rebuilt from their deltas (the last
+    chunk carries them as ``message_extra``, so that ``stream.final().message`` sends them back).
+    """
 
     def __init__(self) -> None:
         self.model: str | None = None
         self.usage: dict[str, Any] = {}
         self.tools: dict[int, int] = {}  # content block index -> tool call ordinal
+        self.thinking: dict[int, dict[str, Any]] = {}  # content block index -> block so far
+        self.reasoned = False  # some reasoning text was given: the next block's is separated
         self.stopped = False
+
+    def _reasoning(self, index: int, text: str, base: dict[str, Any]) -> ChatChunk | None:
+        block = self.thinking.get(index)
+        if block is None or block["type"] != "thinking":
+            raise ValueError("thinking_delta for a block that is not a thinking block")
+        block["thinking"] += text
+        if not text:
+            return None
+        if self.reasoned and block["thinking"] == text:  # the first text of a later block
+            text = REASONING_SEPARATOR + text
+        self.reasoned = True
+        return ChatChunk(reasoning=text, **base)
 
     def chunk(self, event: Mapping[str, Any], meta: Meta) -> ChatChunk | None:
         """The chunk one event carries, or None for events that carry nothing for the caller."""
@@ -353,6 +574,12 @@ class _StreamState:
                 return ChatChunk(tool_calls=[start], **base)
             if block.get("type") == "text" and block.get("text"):
                 return ChatChunk(delta=str(block["text"]), **base)
+            if block.get("type") in _THINKING_TYPES:
+                index = _block_index(event)
+                self.thinking[index] = {**block}
+                if block["type"] == "thinking":
+                    self.thinking[index].update(thinking="", signature=block.get("signature", ""))
+                    return self._reasoning(index, str(block.get("thinking") or ""), base)
             return None
         if kind == "content_block_delta":
             delta = event["delta"]
@@ -365,17 +592,30 @@ class _StreamState:
                     raise ValueError("input_json_delta for a block that is not a tool_use")
                 call = ToolCallDelta(index=tool, arguments=str(delta["partial_json"]))
                 return ChatChunk(tool_calls=[call], **base)
-            if dtype in ("thinking_delta", "signature_delta", "citations_delta"):
+            if dtype == "thinking_delta":
+                return self._reasoning(_block_index(event), str(delta["thinking"]), base)
+            if dtype == "signature_delta":
+                block = self.thinking.get(_block_index(event))
+                if block is None or block["type"] != "thinking":
+                    raise ValueError("signature_delta for a block that is not a thinking block")
+                block["signature"] += str(delta["signature"])
+                return None
+            if dtype == "citations_delta":
                 return ChatChunk(**base)
             return None
         if kind == "message_delta":
             self.usage.update(
                 {k: v for k, v in (event.get("usage") or {}).items() if v is not None}
             )
+            said = event.get("delta") or {}
+            stop_reason = said.get("stop_reason")
+            if self.thinking:
+                blocks = [self.thinking[i] for i in sorted(self.thinking)]
+                base["message_extra"] = {"thinking_blocks": blocks}
+            if stop_reason == "refusal":
+                base["refusal"] = refusal(stop_reason, said.get("stop_details"))
             return ChatChunk(
-                finish_reason=finish_reason((event.get("delta") or {}).get("stop_reason")),
-                usage=_usage(self.usage),
-                **base,
+                finish_reason=finish_reason(stop_reason), usage=_usage(self.usage), **base
             )
         if kind == "message_stop":
             self.stopped = True
@@ -402,14 +642,42 @@ class MessagesParams(TypedDict, total=False):
     tool_choice: Any
 
 
+class ThinkingEnabled(TypedDict):
+    """Extended thinking with a budget: at least 1024 tokens, below ``max_tokens`` (unless
+    interleaved thinking is on)."""
+
+    type: Literal["enabled"]
+    budget_tokens: int
+    display: NotRequired[Literal["summarized", "omitted"]]
+
+
+class ThinkingAdaptive(TypedDict):
+    """The model decides how much to think (with ``effort``), on the models that take it."""
+
+    type: Literal["adaptive"]
+    display: NotRequired[Literal["summarized", "omitted"]]
+
+
+class ThinkingDisabled(TypedDict):
+    type: Literal["disabled"]
+
+
+Thinking = ThinkingEnabled | ThinkingAdaptive | ThinkingDisabled
+Effort = Literal["low", "medium", "high", "xhigh", "max"]
+
+
 class ChatParams(MessagesParams, total=False):
     """The parameters of ``chat`` and ``stream_chat``, shared by both.
 
     ``max_tokens`` defaults to the client's (the API requires one). ``temperature`` (0 to 1),
     ``top_p`` and ``top_k`` are sent only when given: recent models refuse non-default sampling
     values (400), and the current SDK types no longer list them. ``stop`` goes out as
-    ``stop_sequences``. ``metadata``: say, ``{"user_id": ...}``. Anything else the API takes goes
-    in ``extra_body``.
+    ``stop_sequences``. ``metadata``: say, ``{"user_id": ...}``. ``thinking``:
+    ``{"type": "enabled", "budget_tokens": 2048}``, ``{"type": "adaptive"}`` or
+    ``{"type": "disabled"}``; ``effort`` ("low", "medium", "high"...) goes out as
+    ``output_config.effort``. Anything else the API takes goes in ``extra_body``.
+    (``response_format`` is a parameter of its own, so that ``parsed`` is typed by the model it
+    names.)
     """
 
     max_tokens: int | None
@@ -418,6 +686,8 @@ class ChatParams(MessagesParams, total=False):
     top_k: int | None
     stop: str | Sequence[str] | None
     metadata: Mapping[str, Any] | None
+    thinking: Thinking | None
+    effort: Effort | None
 
 
 class ChatOptions(ChatParams, BodyOptions, total=False):
@@ -531,9 +801,15 @@ class Claude(HttpBackend):
         body.update((k, v) for k, v in optional.items() if v is not None)
         return body
 
-    def _chat_body(self, messages: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
+    def _chat_body(
+        self,
+        messages: Any,
+        params: Mapping[str, Any],
+        stream: bool,
+        fmt: OutputFormat | None = None,
+    ) -> dict[str, Any]:
         """The Messages body: the shared part, then the sampling parameters, each checked and sent
-        only when given."""
+        only when given; ``thinking``, and ``output_config`` for ``effort`` and ``fmt``."""
         max_tokens = params.get("max_tokens")
         temperature = params.get("temperature")
         top_p = params.get("top_p")
@@ -556,6 +832,15 @@ class Claude(HttpBackend):
             "metadata": None if metadata is None else dict(metadata),
         }
         body.update((k, v) for k, v in optional.items() if v is not None)
+        if (thinking := params.get("thinking")) is not None:
+            body["thinking"] = _thinking_body(thinking)
+        effort = params.get("effort")
+        if effort is not None or fmt is not None:
+            check_str("effort", effort)
+            config: dict[str, Any] = {} if effort is None else {"effort": effort}
+            if fmt is not None:
+                config["format"] = _format_body(fmt)
+            body["output_config"] = config
         if stream:
             body["stream"] = True
         return body
@@ -566,9 +851,28 @@ class Claude(HttpBackend):
         wire = _WireMessage.model_validate(payload)
         if wire.type != "message":
             raise ValueError(f"expected a message, got type {wire.type!r}")
-        text = "".join(str(b["text"]) for b in wire.content if b.get("type") == "text")
-        calls = [_tool_call(b) for b in wire.content if b.get("type") == "tool_use"]
-        message = Message(role="assistant", content=text or None, tool_calls=calls or None)
+        texts: list[str] = []
+        calls: list[ToolCall] = []
+        thought: list[dict[str, Any]] = []
+        for block in wire.content:
+            kind = block.get("type")
+            if kind == "text":
+                texts.append(str(block["text"]))
+            elif kind == "tool_use":
+                calls.append(_tool_call(block))
+            elif kind in _THINKING_TYPES:
+                thought.append(block)
+        text = "".join(texts)
+        # Only what an answer has: the plain answer pays for no reasoning or refusal fields.
+        extra: dict[str, Any] = {}
+        said: dict[str, Any] = {}
+        if thought:
+            extra["thinking_blocks"] = thought
+            thinking = [b.get("thinking") for b in thought if b["type"] == "thinking"]
+            said["reasoning"] = REASONING_SEPARATOR.join(str(t) for t in thinking if t) or None
+        if wire.stop_reason == "refusal":
+            said["refusal"] = refusal(wire.stop_reason, payload.get("stop_details"))
+        message = Message(role="assistant", content=text or None, tool_calls=calls or None, **extra)
         return ChatResponse(
             text=text,
             message=message,
@@ -579,6 +883,7 @@ class Claude(HttpBackend):
             request_id=meta.request_id,
             server_request_id=meta.server_request_id,
             choices=[message],
+            **said,
             raw=payload,
         )
 
@@ -606,34 +911,88 @@ class Claude(HttpBackend):
 
     # -- public calls -----------------------------------------------------------------------------
 
-    async def chat(self, messages: Messages, **options: Unpack[ChatOptions]) -> ChatResponse:
+    @overload
+    async def chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: type[M],
+        **options: Unpack[ChatOptions],
+    ) -> ChatResponse[M]: ...
+    @overload
+    async def chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: Mapping[str, Any] | None = None,
+        **options: Unpack[ChatOptions],
+    ) -> ChatResponse: ...
+    async def chat(
+        self, messages: Messages, *, response_format: Any = None, **options: Unpack[ChatOptions]
+    ) -> ChatResponse[Any]:
         """A reply from ``POST /v1/messages`` (parameters: ``ChatParams``). ``finish_reason`` is
         Anthropic's ``stop_reason`` in the common words (``stop``, ``tool_calls``, ``length``...);
         ``raw`` keeps the original. 429, 5xx and 529 (overloaded) are retried; other failures
-        raise their typed APIError at once."""
-        return await self._request(
+        raise their typed APIError at once.
+
+        ``response_format``: a pydantic model class or a JSON schema dict (or OpenAI's
+        ``json_schema`` dict), sent as ``output_config.format`` (see ``output_schema``); the
+        answer comes back validated in ``parsed``. A refusal (``stop_reason`` "refusal") sets
+        ``refusal`` and leaves ``parsed`` None; an answer cut at ``max_tokens`` raises
+        LengthFinishReasonError. With ``thinking``, ``reasoning`` is the thinking text and
+        ``message`` keeps the signed blocks, to be sent back as they are."""
+        fmt = None if response_format is None else output_format(response_format)
+        call = self._request(
             "chat",
             "POST",
             self.messages_path,
             self._parse_chat,
             options,
-            body=self._chat_body(messages, options, stream=False),
+            body=self._chat_body(messages, options, False, fmt),
             allowed=CHAT_KEYS,
         )
+        response: ChatResponse[Any] = await call
+        return response if fmt is None else finish(response, fmt, self.name)
 
-    def stream_chat(self, messages: Messages, **options: Unpack[ChatOptions]) -> Stream[ChatChunk]:
-        """Chunks as the events arrive (parameters: ``ChatParams``). An ``error`` event raises its
-        typed error (overloaded -> OverloadedError); like any failure it is retried only before
-        the first chunk. A stream that ends before ``message_stop`` raises APIConnectionError.
-        Use ``async with`` or read to the end."""
-        return self._stream(
-            "stream_chat",
-            "POST",
-            self.messages_path,
-            self._decode_stream,
-            options,
-            body=self._chat_body(messages, options, stream=True),
-            allowed=CHAT_KEYS,
+    @overload
+    def stream_chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: type[M],
+        **options: Unpack[ChatOptions],
+    ) -> ChatStream[M]: ...
+    @overload
+    def stream_chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: Mapping[str, Any] | None = None,
+        **options: Unpack[ChatOptions],
+    ) -> ChatStream: ...
+    def stream_chat(
+        self, messages: Messages, *, response_format: Any = None, **options: Unpack[ChatOptions]
+    ) -> ChatStream[Any]:
+        """Chunks as the events arrive (parameters: ``ChatParams``); thinking comes as
+        ``chunk.reasoning``, and the last chunk carries the signed thinking blocks
+        (``message_extra``). An ``error`` event raises its typed error (overloaded ->
+        OverloadedError); like any failure it is retried only before the first chunk. A stream
+        that ends before ``message_stop`` raises APIConnectionError. Use ``async with`` or read
+        to the end; ``await stream.final()`` gives the whole answer (``parsed`` with
+        ``response_format``, and a ``message`` to send back)."""
+        fmt = None if response_format is None else output_format(response_format)
+        return ChatStream(
+            self._stream(
+                "stream_chat",
+                "POST",
+                self.messages_path,
+                self._decode_stream,
+                options,
+                body=self._chat_body(messages, options, True, fmt),
+                allowed=CHAT_KEYS,
+            ),
+            fmt,
+            self.name,
         )
 
     async def count_tokens(self, messages: Messages, **options: Unpack[CountTokensOptions]) -> int:

@@ -6,8 +6,16 @@ the ``model`` role, ``system``/``developer`` become ``systemInstruction``, tool 
 ``functionResponse`` parts of a user turn. Gemini may leave function calls without ids, so those
 get stable synthetic ids (``gcall_...``); results find their call again by name.
 
+``response_format`` is sent as ``responseJsonSchema`` (JSON schema as it is, with
+``responseMimeType: application/json``) and the answer parsed into ``parsed``. Thought parts
+(``thought: true``, asked for with ``include_thoughts``) are the answer's ``reasoning``, never its
+text. Thought signatures stay on the parts they came with, in the message's ``gemini_parts``
+(streamed too, where a signature may arrive on an empty text part), and go back unchanged: Gemini 3
+refuses a function call of the current turn sent back without its signature.
+
 A prompt Gemini refuses (``promptFeedback.blockReason``), or an answer stopped for safety with
-nothing in it, raises ``ContentBlockedError`` rather than returning an empty answer.
+nothing in it, raises ``ContentBlockedError`` rather than returning an empty answer. Gemini has no
+refusal field, so ``refusal`` is always None.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import json
 import math
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -32,6 +40,7 @@ from .._models import (
     ChatChunk,
     ChatResponse,
     EmbeddingResponse,
+    M,
     Message,
     Messages,
     ModelInfo,
@@ -44,10 +53,19 @@ from .._models import (
     normalize_messages,
 )
 from .._options import BodyOptions, HttpOptions, keys_of
-from .._validate import check_int, check_model, check_number, check_stop, check_str, check_str_list
-from ..streaming import Stream
+from .._structured import OutputFormat, finish, output_format
+from .._validate import (
+    check_bool,
+    check_int,
+    check_model,
+    check_number,
+    check_stop,
+    check_str,
+    check_str_list,
+)
+from ..streaming import ChatStream
 
-__all__ = ["GEMINI_BASE_URL", "ContentBlockedError", "Gemini", "json_schema_to_gemini"]
+__all__ = ["GEMINI_BASE_URL", "ContentBlockedError", "Gemini", "ThinkingLevel"]
 
 GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 
@@ -71,6 +89,10 @@ _BLOCKED_FINISH = frozenset(
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
 
+# ``thinkingConfig.thinkingLevel``, for Gemini 3 (2.5 takes ``thinkingBudget`` instead).
+ThinkingLevel = Literal["minimal", "low", "medium", "high", "xhigh"]
+_THINKING_LEVELS = frozenset(get_args(ThinkingLevel))
+
 # -- the keyword arguments of the calls -----------------------------------------------------------
 
 
@@ -81,11 +103,13 @@ class ChatParams(TypedDict, total=False):
     default. ``temperature`` (0 to 2), ``top_p`` (0 to 1), ``top_k`` (at least 1), ``max_tokens``
     (``maxOutputTokens``), ``stop`` (``stopSequences``) and ``seed`` go in ``generationConfig``.
     ``tools``: functions, pydantic models, ``asyncllm.Tool`` or OpenAI tool dicts, sent as
-    ``functionDeclarations``. ``tool_choice``: "auto", "none", "required" or the name of an
-    offered tool. ``response_format``: a pydantic model class or a JSON schema (sent as
-    ``responseSchema``), or ``{"type": "text" | "json_object" | "json_schema"}``.
-    ``safety_settings``: a list of ``{"category", "threshold"}``. ``generation_config``: raw
-    ``generationConfig`` fields, applied last (for fields this SDK does not name).
+    ``functionDeclarations`` with their JSON schema as ``parametersJsonSchema``. ``tool_choice``: "auto", "none", "required" or the name of an
+    offered tool. ``safety_settings``: a list of ``{"category", "threshold"}``.
+    ``include_thoughts``, ``thinking_level`` (Gemini 3: "minimal" to "xhigh", as the model takes) and
+    ``thinking_budget`` (Gemini 2.5: tokens, 0 off, -1 dynamic) go in ``thinkingConfig``; the API
+    takes a level or a budget, not both. ``generation_config``: raw ``generationConfig`` fields,
+    applied last (for fields this SDK does not name). (``response_format`` is a parameter of its
+    own, so that ``parsed`` is typed by the model it names.)
     """
 
     model: str | None
@@ -97,8 +121,10 @@ class ChatParams(TypedDict, total=False):
     seed: int | None
     tools: Sequence[Any] | None
     tool_choice: Any
-    response_format: Any
     safety_settings: Sequence[Mapping[str, str]] | None
+    include_thoughts: bool | None
+    thinking_level: ThinkingLevel | None
+    thinking_budget: int | None
     generation_config: Mapping[str, Any] | None
 
 
@@ -215,120 +241,6 @@ def model_resource(model: str) -> str:
     if not _MODEL_NAME.fullmatch(name):
         raise ConfigurationError(f"invalid Gemini model name {model!r}")
     return name
-
-
-def json_schema_to_gemini(schema: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON schema (say, a pydantic model's) as Gemini's ``Schema`` message: local ``$ref``s
-    inlined, ``anyOf [X, null]`` as ``nullable``, types in upper case, unsupported keywords
-    (``additionalProperties``, ``$schema``...) dropped, an untyped node sent as STRING.
-    Recursive schemas, and any that is not made of JSON schema objects, are refused
-    (ConfigurationError)."""
-    if not isinstance(schema, Mapping):
-        raise ConfigurationError("a JSON schema must be an object")
-    defs = schema.get("$defs") or schema.get("definitions") or {}
-    if not isinstance(defs, Mapping):
-        raise ConfigurationError("a JSON schema's $defs must be an object")
-    try:
-        return _schema(schema, dict(defs), ())
-    except RecursionError as exc:  # nested past the interpreter's limit, or a cycle of dicts
-        raise ConfigurationError("a JSON schema is nested too deeply (or holds itself)") from exc
-
-
-_SCHEMA_KEEP = (
-    "format",
-    "title",
-    "description",
-    "minItems",
-    "maxItems",
-    "minProperties",
-    "maxProperties",
-    "minimum",
-    "maximum",
-    "minLength",
-    "maxLength",
-    "pattern",
-    "example",
-    "default",
-)
-_TYPES = {"string", "number", "integer", "boolean", "array", "object", "null"}
-
-
-def _schema(node: Any, defs: dict[str, Any], seen: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(node, Mapping):
-        raise ConfigurationError("a JSON schema node must be an object")
-    ref = node.get("$ref")
-    if isinstance(ref, str):
-        name = ref.rsplit("/", 1)[-1]
-        if not ref.startswith(("#/$defs/", "#/definitions/")) or name not in defs:
-            raise ConfigurationError(f"cannot resolve schema reference {ref!r}")
-        if name in seen:
-            raise ConfigurationError(f"recursive schema {name!r} cannot be sent to Gemini")
-        if not isinstance(defs[name], Mapping):
-            raise ConfigurationError(f"schema definition {name!r} must be an object")
-        merged = {**defs[name], **{k: v for k, v in node.items() if k != "$ref"}}
-        return _schema(merged, defs, (*seen, name))
-    all_of = node.get("allOf")
-    if isinstance(all_of, list) and len(all_of) == 1 and isinstance(all_of[0], Mapping):
-        merged = {**all_of[0], **{k: v for k, v in node.items() if k != "allOf"}}
-        return _schema(merged, defs, seen)
-    out: dict[str, Any] = {}
-    nullable = False
-    options = node.get("anyOf") or node.get("oneOf")
-    if isinstance(options, list):
-        rest = [o for o in options if not (isinstance(o, Mapping) and o.get("type") == "null")]
-        nullable = len(rest) < len(options)
-        if len(rest) == 1:
-            inner = _schema(rest[0], defs, seen)
-            for key in ("description", "title", "default"):
-                if key in node:
-                    inner[key] = node[key]
-            if nullable:
-                inner["nullable"] = True
-            return inner
-        out["anyOf"] = [_schema(o, defs, seen) for o in rest]
-    kind = node.get("type")
-    if isinstance(kind, list):
-        nullable = nullable or "null" in kind
-        kinds = [k for k in kind if k != "null"]
-        if len(kinds) > 1:
-            out["anyOf"] = [_schema({**node, "type": k}, defs, seen) for k in kinds]
-            kind = None
-        else:
-            kind = kinds[0] if kinds else "null"
-    if "const" in node and "enum" not in node:
-        node = {**node, "enum": [node["const"]]}
-    enum = node.get("enum")
-    # Gemini's enum is for strings only; other enums keep their type and lose the list.
-    if isinstance(enum, list) and all(isinstance(v, str) for v in enum):
-        kind = "string"
-        out["format"] = "enum"
-        out["enum"] = list(enum)
-    if kind is None and "anyOf" not in out:
-        kind = "object" if "properties" in node else "array" if "items" in node else "string"
-    if kind is not None:
-        if not isinstance(kind, str) or kind not in _TYPES:
-            raise ConfigurationError(f"unknown JSON schema type {kind!r}")
-        out["type"] = kind.upper()
-    for key in _SCHEMA_KEEP:
-        if key in node and key not in out:
-            out[key] = node[key]
-    if nullable:
-        out["nullable"] = True
-    if kind == "object":
-        props = node.get("properties") or {}
-        if not isinstance(props, Mapping) or not all(isinstance(k, str) for k in props):
-            raise ConfigurationError("a JSON schema's properties must be an object")
-        if props:
-            out["properties"] = {k: _schema(v, defs, seen) for k, v in props.items()}
-            out["propertyOrdering"] = list(props)
-        required = node.get("required")
-        if required:
-            if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
-                raise ConfigurationError("a JSON schema's required must be a list of names")
-            out["required"] = list(required)
-    if kind == "array" and isinstance(node.get("items"), Mapping):
-        out["items"] = _schema(node["items"], defs, seen)
-    return out
 
 
 def _parts(content: Any, index: int) -> list[dict[str, Any]]:
@@ -464,29 +376,79 @@ def _tool_config(tool_choice: Any, tool_names: list[str]) -> dict[str, Any] | No
     return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
 
 
-def _json_schema_format(schema: Mapping[str, Any]) -> dict[str, Any]:
-    return {"responseMimeType": "application/json", "responseSchema": json_schema_to_gemini(schema)}
+def _response_format(fmt: OutputFormat) -> dict[str, Any]:
+    """The ``generationConfig`` fields that ask for ``fmt``: JSON, following its schema
+    (``responseJsonSchema``, JSON schema as given: no lossy conversion to the OpenAPI subset)."""
+    if fmt.schema is None:
+        return {"responseMimeType": "application/json"}
+    return {
+        "responseMimeType": "application/json",
+        "responseJsonSchema": gemini_json_schema(fmt.schema),
+    }
 
 
-def _response_format(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if isinstance(value, type) and issubclass(value, BaseModel):
-        return _json_schema_format(value.model_json_schema())
-    if isinstance(value, Mapping):
-        kind = value.get("type")
-        if kind == "text":
-            return {"responseMimeType": "text/plain"}
-        if kind == "json_object":
-            return {"responseMimeType": "application/json"}
-        if kind == "json_schema":
-            spec = value.get("json_schema")
-            schema = spec.get("schema") if isinstance(spec, Mapping) else None
-            if not isinstance(schema, Mapping):
-                raise ConfigurationError("a json_schema response_format needs json_schema.schema")
-            return _json_schema_format(schema)
-        return _json_schema_format(value)
-    raise ConfigurationError("response_format must be a pydantic model class or a dict")
+# What Gemini lets stand beside a ``$ref`` (besides keys starting with ``$``).
+_BESIDE_REF = frozenset({"description", "default"})
+
+
+def gemini_json_schema(schema: Mapping[str, Any]) -> Any:
+    """``schema`` as ``responseJsonSchema`` and ``parametersJsonSchema`` take it. Gemini refuses
+    a ``$ref`` with keys beside it other than ``description``, ``default`` and ``$``-keys (pydantic
+    writes ``title`` or ``examples`` there from ``Field``): such a node becomes
+    ``{"anyOf": [{"$ref": ...}], ...}``, which says the same. A schema that needs no change is
+    returned as it is (not copied)."""
+    return _fix_refs(schema)
+
+
+def _fix_refs(node: Any) -> Any:
+    if isinstance(node, list):
+        items = [_fix_refs(item) for item in node]
+        return node if all(a is b for a, b in zip(items, node, strict=True)) else items
+    if not isinstance(node, Mapping):
+        return node
+    out: dict[str, Any] | None = None
+    for key, value in node.items():
+        fixed = _fix_refs(value) if isinstance(value, (Mapping, list)) else value
+        if fixed is not value:
+            out = dict(node) if out is None else out
+            out[key] = fixed
+    current = node if out is None else out
+    if (
+        "$ref" in current
+        and "anyOf" not in current
+        and any(k not in _BESIDE_REF and not k.startswith("$") for k in current)
+    ):
+        rest = {k: v for k, v in current.items() if k != "$ref"}
+        return {**rest, "anyOf": [{"$ref": current["$ref"]}]}
+    return current
+
+
+def _thinking_config(params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``thinkingConfig`` from ``include_thoughts``, ``thinking_level`` and ``thinking_budget``;
+    a level and a budget together are refused here, as the API would refuse them."""
+    include, level, budget = (
+        params.get("include_thoughts"),
+        params.get("thinking_level"),
+        params.get("thinking_budget"),
+    )
+    if include is None and level is None and budget is None:
+        return None
+    check_bool("include_thoughts", include)
+    check_int("thinking_budget", budget, -1)
+    if level is not None and level not in _THINKING_LEVELS:
+        raise ConfigurationError(f"thinking_level must be one of {sorted(_THINKING_LEVELS)}")
+    if level is not None and budget is not None:
+        raise ConfigurationError(
+            "thinking_level (Gemini 3) and thinking_budget (Gemini 2.5) cannot be used together"
+        )
+    config: dict[str, Any] = {}
+    if include is not None:
+        config["includeThoughts"] = include
+    if level is not None:
+        config["thinkingLevel"] = level.upper()
+    if budget is not None:
+        config["thinkingBudget"] = budget
+    return config
 
 
 def _safety_settings(value: Any) -> list[dict[str, str]] | None:
@@ -547,23 +509,28 @@ def _usage(meta: _UsageMetadata | None) -> Usage | None:
     )
 
 
-def _read_parts(candidate: _Candidate, first_call: int = 0) -> tuple[list[str], list[ToolCall]]:
-    """A candidate's texts (thoughts left out) and function calls, the calls numbered from
-    ``first_call`` (a stream numbers them across its chunks)."""
+def _read_parts(
+    candidate: _Candidate, first_call: int = 0
+) -> tuple[list[str], list[str], list[ToolCall]]:
+    """A candidate's texts, thoughts (``thought: true`` parts: the reasoning, not the answer)
+    and function calls, the calls numbered from ``first_call`` (a stream numbers them across its
+    chunks)."""
     texts: list[str] = []
+    thoughts: list[str] = []
     calls: list[ToolCall] = []
     for part in candidate.content.parts if candidate.content is not None else ():
         fc = part.function_call
         if fc is not None:
             call_id = _call_id(fc, first_call + len(calls))
             calls.append(ToolCall(id=call_id, name=fc.name, arguments=json.dumps(fc.args or {})))
-        elif part.text is not None and not part.thought:
-            texts.append(part.text)
-    return texts, calls
+        elif part.text is not None:
+            (thoughts if part.thought else texts).append(part.text)
+    return texts, thoughts, calls
 
 
-def _candidate_message(candidate: _Candidate) -> Message:
-    texts, calls = _read_parts(candidate)
+def _candidate_message(candidate: _Candidate) -> tuple[Message, str | None]:
+    """The candidate as a common-form message, and its reasoning (the thoughts' text)."""
+    texts, thoughts, calls = _read_parts(candidate)
     fields: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(texts),
@@ -571,10 +538,49 @@ def _candidate_message(candidate: _Candidate) -> Message:
     }
     parts = candidate.content.parts if candidate.content is not None else []
     if any(part.thought_signature is not None for part in parts):
-        # Thought signatures must go back as they came (Gemini 2.5+ function calling), so
-        # the message keeps the raw parts; to_gemini_contents sends them unchanged.
+        # Thought signatures must go back as they came (Gemini 3 refuses a function call of the
+        # current turn without its own), so the message keeps the raw parts; to_gemini_contents
+        # sends them unchanged.
         fields["gemini_parts"] = [p.model_dump(by_alias=True, exclude_none=True) for p in parts]
-    return Message.model_validate(fields)
+    return Message.model_validate(fields), "".join(thoughts) if thoughts else None
+
+
+def _joined_parts(received: list[_Part]) -> list[dict[str, Any]]:
+    """A streamed candidate's parts put back together as the message must send them: the pieces
+    of one text (or one thought) joined into one part, which keeps the signature that closed it
+    (Gemini may send that on a last piece with empty text); other parts kept whole."""
+    out: list[dict[str, Any]] = []
+    pieces: list[str] | None = None  # the text part still open
+    thought = False
+
+    def close(signature: str | None = None) -> None:
+        part: dict[str, Any] = {"text": "".join(pieces or ())}
+        if thought:
+            part["thought"] = True
+        if signature is not None:
+            part["thoughtSignature"] = signature
+        out.append(part)
+
+    for part in received:
+        text = part.text
+        if text is not None and part.function_call is None and not part.__pydantic_extra__:
+            if pieces is not None and thought != (part.thought is True):
+                close()
+                pieces = None
+            if pieces is None:
+                pieces, thought = [], part.thought is True
+            pieces.append(text)
+            if part.thought_signature is not None:
+                close(part.thought_signature)
+                pieces = None
+            continue
+        if pieces is not None:
+            close()
+            pieces = None
+        out.append(part.model_dump(by_alias=True, exclude_none=True))
+    if pieces is not None:
+        close()
+    return out
 
 
 def _duration(value: Any) -> float | None:
@@ -653,10 +659,15 @@ class Gemini(HttpBackend):
     # -- chat -------------------------------------------------------------------------------
 
     def _generate_body(
-        self, messages: Any, params: Mapping[str, Any], n: int | None = None
+        self,
+        messages: Any,
+        params: Mapping[str, Any],
+        n: int | None = None,
+        fmt: OutputFormat | None = None,
     ) -> dict[str, Any]:
         """A GenerateContentRequest (without its model, which goes in the path) from the
-        ``ChatParams`` in ``params``; every value is checked here, before anything is sent."""
+        ``ChatParams`` in ``params`` and the ``response_format`` read as ``fmt``; every value is
+        checked here, before anything is sent."""
         get = params.get
         temperature, top_p, top_k = get("temperature"), get("top_p"), get("top_k")
         max_tokens, seed = get("max_tokens"), get("seed")
@@ -677,9 +688,9 @@ class Gemini(HttpBackend):
                 declaration: dict[str, Any] = {"name": tool.name}
                 if tool.description:
                     declaration["description"] = tool.description
-                schema = json_schema_to_gemini(tool.parameters)
-                if schema.get("properties"):
-                    declaration["parameters"] = schema
+                schema = tool.parameters
+                if schema.get("properties") or "$ref" in schema:  # a recursive model is a $ref
+                    declaration["parametersJsonSchema"] = gemini_json_schema(schema)
                 declarations.append(declaration)
             body["tools"] = [{"functionDeclarations": declarations}]
         tool_config = _tool_config(get("tool_choice"), [t.name for t in coerced or ()])
@@ -702,7 +713,11 @@ class Gemini(HttpBackend):
             }.items()
             if v is not None
         }
-        config.update(_response_format(get("response_format")))
+        if fmt is not None:
+            config.update(_response_format(fmt))
+        thinking = _thinking_config(params)
+        if thinking is not None:
+            config["thinkingConfig"] = thinking
         generation_config = get("generation_config")
         if generation_config is not None:
             if not isinstance(generation_config, Mapping):
@@ -750,7 +765,8 @@ class Gemini(HttpBackend):
         if not wire.candidates:
             raise ValueError("no candidates and no block reason")
         candidates = sorted(wire.candidates, key=lambda c: c.index or 0)
-        choices = [_candidate_message(c) for c in candidates]
+        read = [_candidate_message(c) for c in candidates]
+        choices = [message for message, _ in read]
         first = choices[0]
         return ChatResponse(
             text=message_text(first.content),
@@ -762,40 +778,95 @@ class Gemini(HttpBackend):
             request_id=meta.request_id,
             server_request_id=wire.response_id,
             choices=choices,
+            reasoning=read[0][1],
             raw=payload,
         )
 
-    async def chat(self, messages: Messages, **options: Unpack[ChatOptions]) -> ChatResponse:
+    @overload
+    async def chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: type[M],
+        **options: Unpack[ChatOptions],
+    ) -> ChatResponse[M]: ...
+    @overload
+    async def chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: Mapping[str, Any] | None = None,
+        **options: Unpack[ChatOptions],
+    ) -> ChatResponse: ...
+    async def chat(
+        self, messages: Messages, *, response_format: Any = None, **options: Unpack[ChatOptions]
+    ) -> ChatResponse[Any]:
         """One answer (``n`` > 1: ``candidateCount`` answers in ``choices``); see ``ChatParams``.
         A refused prompt, or an answer stopped for safety with nothing in it, raises
-        ContentBlockedError."""
-        body = self._generate_body(messages, options, options.get("n"))
-        return await self._request(
+        ContentBlockedError.
+
+        ``response_format``: a pydantic model class or a JSON schema dict (sent as
+        ``responseJsonSchema``; the answer comes back in ``parsed``, validated by the model), or
+        one of OpenAI's dicts (``json_schema``, ``json_object``: any JSON). An answer cut at
+        ``max_tokens`` raises LengthFinishReasonError, one that does not validate
+        StructuredOutputError."""
+        fmt = None if response_format is None else output_format(response_format)
+        call = self._request(
             "chat",
             "POST",
             self._method_path(options.get("model"), "generateContent"),
             self._parse_generate,
             options,
-            body=body,
+            body=self._generate_body(messages, options, options.get("n"), fmt),
             allowed=CHAT_KEYS,
         )
+        response: ChatResponse[Any] = await call
+        return response if fmt is None else finish(response, fmt, self.name)
 
+    @overload
     def stream_chat(
-        self, messages: Messages, **options: Unpack[StreamChatOptions]
-    ) -> Stream[ChatChunk]:
-        """Chunks as Gemini sends them (``streamGenerateContent?alt=sse``); see ``ChatParams``.
-        Function calls arrive whole, one ToolCallDelta each. A block raises ContentBlockedError
-        from the stream, an error event the typed error its ``code`` names."""
-        body = self._generate_body(messages, options)
-        return self._stream(
-            "stream_chat",
-            "POST",
-            self._method_path(options.get("model"), "streamGenerateContent"),
-            self._decode_stream,
-            options,
-            body=body,
-            params={"alt": "sse"},
-            allowed=STREAM_CHAT_KEYS,
+        self,
+        messages: Messages,
+        *,
+        response_format: type[M],
+        **options: Unpack[StreamChatOptions],
+    ) -> ChatStream[M]: ...
+    @overload
+    def stream_chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: Mapping[str, Any] | None = None,
+        **options: Unpack[StreamChatOptions],
+    ) -> ChatStream: ...
+    def stream_chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: Any = None,
+        **options: Unpack[StreamChatOptions],
+    ) -> ChatStream[Any]:
+        """Chunks as Gemini sends them (``streamGenerateContent?alt=sse``); see ``ChatParams``
+        and ``chat`` (``await stream.final()`` gives the whole answer, ``parsed`` included).
+        Thoughts arrive as ``chunk.reasoning``; function calls arrive whole, one ToolCallDelta
+        each. The last chunk's ``message_extra`` holds the answer's ``gemini_parts`` when it
+        carries thought signatures, so that ``final().message`` can be sent back. A block
+        raises ContentBlockedError from the stream, an error event the typed error its ``code``
+        names."""
+        fmt = None if response_format is None else output_format(response_format)
+        return ChatStream(
+            self._stream(
+                "stream_chat",
+                "POST",
+                self._method_path(options.get("model"), "streamGenerateContent"),
+                self._decode_stream,
+                options,
+                body=self._generate_body(messages, options, None, fmt),
+                params={"alt": "sse"},
+                allowed=STREAM_CHAT_KEYS,
+            ),
+            fmt,
+            self.name,
         )
 
     async def _decode_stream(self, response: Response, meta: Meta) -> AsyncIterator[ChatChunk]:
@@ -805,6 +876,8 @@ class Gemini(HttpBackend):
         emitted = False
         seen: set[int] = set()
         finished: set[int] = set()
+        received: list[_Part] = []  # the first candidate's parts, kept for message_extra
+        signed = done = False
         async for event in self._sse(response):
             if not event.data.strip():
                 continue
@@ -816,6 +889,7 @@ class Gemini(HttpBackend):
             )
             self._check_blocked(wire, meta, emitted)
             texts: list[str] = []
+            thoughts: list[str] = []
             deltas: list[ToolCallDelta] = []
             finish = None
             for position, each in enumerate(wire.candidates):
@@ -825,17 +899,28 @@ class Gemini(HttpBackend):
                     finished.add(index)
             if wire.candidates:
                 candidate = wire.candidates[0]
-                texts, found = _read_parts(candidate, calls)
+                texts, thoughts, found = _read_parts(candidate, calls)
                 deltas = [
                     ToolCallDelta(index=calls + i, id=c.id, name=c.name, arguments=c.arguments)
                     for i, c in enumerate(found)
                 ]
                 calls += len(found)
                 finish = _finish(candidate.finish_reason, calls > 0)
-            emitted = emitted or bool(texts or deltas)
+                if candidate.content is not None:
+                    received += candidate.content.parts
+                    for part in candidate.content.parts if not signed else ():
+                        signed = part.thought_signature is not None
+                        if signed:
+                            break
+                done = done or finish is not None
+            emitted = emitted or bool(texts or thoughts or deltas)
             yield ChatChunk(
                 delta="".join(texts),
+                reasoning="".join(thoughts),
                 tool_calls=deltas,
+                message_extra={"gemini_parts": _joined_parts(received)}
+                if done and signed
+                else None,
                 finish_reason=finish,
                 usage=_usage(wire.usage_metadata),
                 model=wire.model_version,

@@ -4,6 +4,12 @@ Groq reports its limits on each response (``x-ratelimit-{limit,remaining,reset}-
 and ``retry-after`` on a 429). They are read into ``GroqRateLimits``: on each chat response
 (``GroqChatResponse.rate_limits``), on the client (``Groq.rate_limits``, the latest seen) and in the
 dispatcher stats (``stats()[name].info["rate_limits"]``). Streams end with usage in ``x_groq.usage``.
+
+Reasoning models (qwen3, gpt-oss) take ``reasoning_format`` ("parsed": the reasoning comes apart
+in ``r.reasoning`` and ``chunk.reasoning``; "raw": inside ``<think>`` tags in the text, which Groq
+refuses with JSON mode or tools; "hidden": not at all) or ``include_reasoning``, not both, and
+``reasoning_effort``. ``response_format=Model`` is sent as a strict JSON schema, which Groq
+enforces on the models that support strict mode.
 """
 
 from __future__ import annotations
@@ -11,21 +17,50 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, overload
 
 from pydantic import BaseModel, ConfigDict
 from typing_extensions import Unpack
 
 from .._engine._backoff import parse_retry_after
 from .._engine._dispatcher import Lane
+from .._exceptions import ConfigurationError
 from .._http._backend import Meta
-from .._models import ChatChunk, ChatResponse, Usage
-from .._options import ClientOptions
-from .._wire.openai import OpenAICompatible
+from .._models import ChatChunk, ChatResponse, M, Messages, P, Usage
+from .._options import BodyOptions, ClientOptions, keys_of
+from .._structured import OutputFormat
+from .._validate import check_bool
+from .._wire.openai import ChatParams, OpenAICompatible
+from ..streaming import ChatStream
 
-__all__ = ["GROQ_BASE_URL", "Groq", "GroqChatResponse", "GroqRateLimits", "parse_duration"]
+__all__ = [
+    "GROQ_BASE_URL",
+    "Groq",
+    "GroqChatOptions",
+    "GroqChatParams",
+    "GroqChatResponse",
+    "GroqRateLimits",
+    "parse_duration",
+]
 
 GROQ_BASE_URL = "https://api.groq.com/openai/v1"
+REASONING_FORMATS = ("parsed", "raw", "hidden")
+_REASONING_KEYS = frozenset({"reasoning_format", "include_reasoning"})
+
+
+class GroqChatParams(ChatParams, total=False):
+    """The OpenAI chat parameters plus Groq's reasoning controls: ``reasoning_format``
+    ("parsed", "raw" or "hidden") or ``include_reasoning`` (give one of them at most)."""
+
+    reasoning_format: Literal["parsed", "raw", "hidden"] | None
+    include_reasoning: bool | None
+
+
+class GroqChatOptions(GroqChatParams, BodyOptions, total=False):
+    """A Groq chat call's keyword arguments: its parameters and the call options."""
+
+
+GROQ_CHAT_KEYS = keys_of(GroqChatOptions)
 
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|µs|ns|h|m|s)")
@@ -93,7 +128,7 @@ class GroqRateLimits(BaseModel):
         return None if limits == cls() else limits
 
 
-class GroqChatResponse(ChatResponse):
+class GroqChatResponse(ChatResponse[P], Generic[P]):
     """A chat response with the rate limits Groq reported alongside it."""
 
     rate_limits: GroqRateLimits | None = None
@@ -111,6 +146,7 @@ class Groq(OpenAICompatible):
     base_url_env: ClassVar[tuple[str, ...]] = ("GROQ_BASE_URL",)
     api_key_env: ClassVar[tuple[str, ...]] = ("GROQ_API_KEY",)
     api_key_required: ClassVar[bool] = True
+    chat_keys: ClassVar[frozenset[str]] = GROQ_CHAT_KEYS
 
     def __init__(self, **options: Unpack[ClientOptions]) -> None:
         self._rate_limits: GroqRateLimits | None = None
@@ -132,6 +168,84 @@ class Groq(OpenAICompatible):
             root._rate_limits = limits
             lane.info["rate_limits"] = limits
             lane.info["rate_limits_at"] = lane.dispatcher.clock()
+
+    def _chat_body(
+        self,
+        messages: Any,
+        params: Mapping[str, Any],
+        stream: bool,
+        fmt: OutputFormat | None = None,
+    ) -> dict[str, Any]:
+        body = super()._chat_body(messages, params, stream, fmt)
+        if _REASONING_KEYS.isdisjoint(params):  # the common call: one set comparison
+            return body
+        reasoning_format = params.get("reasoning_format")
+        include = params.get("include_reasoning")
+        if reasoning_format is not None and include is not None:
+            raise ConfigurationError("give reasoning_format or include_reasoning, not both")
+        if reasoning_format is not None:
+            if reasoning_format not in REASONING_FORMATS:
+                raise ConfigurationError(
+                    f"reasoning_format must be one of {', '.join(REASONING_FORMATS)}"
+                )
+            body["reasoning_format"] = reasoning_format
+        if include is not None:
+            check_bool("include_reasoning", include)
+            body["include_reasoning"] = include
+        return body
+
+    if TYPE_CHECKING:
+        # chat and stream_chat are OpenAICompatible's at run time (the body from _chat_body
+        # above, the keys from chat_keys): re-declared for type checkers only, with Groq's
+        # parameters and response type, so that a call costs no extra frame.
+
+        @overload
+        async def chat(
+            self,
+            messages: Messages,
+            *,
+            response_format: type[M],
+            **options: Unpack[GroqChatOptions],
+        ) -> GroqChatResponse[M]: ...
+        @overload
+        async def chat(
+            self,
+            messages: Messages,
+            *,
+            response_format: Mapping[str, Any] | None = None,
+            **options: Unpack[GroqChatOptions],
+        ) -> GroqChatResponse: ...
+        async def chat(
+            self,
+            messages: Messages,
+            *,
+            response_format: Any = None,
+            **options: Unpack[GroqChatOptions],
+        ) -> GroqChatResponse[Any]: ...
+
+        @overload
+        def stream_chat(
+            self,
+            messages: Messages,
+            *,
+            response_format: type[M],
+            **options: Unpack[GroqChatOptions],
+        ) -> ChatStream[M]: ...
+        @overload
+        def stream_chat(
+            self,
+            messages: Messages,
+            *,
+            response_format: Mapping[str, Any] | None = None,
+            **options: Unpack[GroqChatOptions],
+        ) -> ChatStream: ...
+        def stream_chat(
+            self,
+            messages: Messages,
+            *,
+            response_format: Any = None,
+            **options: Unpack[GroqChatOptions],
+        ) -> ChatStream[Any]: ...
 
     def _parse_chat(self, payload: Any, meta: Meta) -> GroqChatResponse:
         base = super()._parse_chat(payload, meta)

@@ -17,6 +17,11 @@ class OpenAI(OpenAICompatible):
     """``OpenAI(api_key=..., base_url=...)``: key from ``OPENAI_API_KEY``, base from
     ``OPENAI_BASE_URL`` (default ``https://api.openai.com/v1``). Any OpenAI-compatible server works.
     ``organization`` and ``project`` are sent as OpenAI's headers of those names.
+
+    ``chat(response_format=Model)`` sends the model as a strict JSON schema (what strict mode
+    cannot express, such as ``dict[str, int]``, is a ConfigurationError before sending) and gives
+    the validated answer in ``parsed``, or the model's refusal in ``refusal``. Chat completions
+    return no reasoning text; ``reasoning_effort`` sets how much a reasoning model thinks.
     """
 
     backend: ClassVar[str] = "openai"

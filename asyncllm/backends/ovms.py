@@ -603,6 +603,11 @@ class OVMS(OpenAICompletions):
     servable has no version. Every call takes the call options (``priority``, ``timeout``,
     ``deadline``, ``max_retries``, ``extra_headers``, ``extra_query``, and ``extra_body`` on calls
     that send a JSON body).
+
+    ``chat(response_format=Model)`` sends OpenAI's strict JSON schema, which OVMS imposes with
+    XGrammar, and parses the answer into ``parsed``. A servable deployed with a reasoning parser
+    returns its reasoning in ``r.reasoning`` (``chunk.reasoning`` in a stream); for Qwen3-style
+    templates, ``extra_body={"chat_template_kwargs": {"enable_thinking": ...}}`` turns it on or off.
     """
 
     backend: ClassVar[str] = "ovms"

@@ -9,9 +9,10 @@ tests/specs/anthropic/, are right.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
+from pydantic import BaseModel, Field
 
 from asyncllm.testing import FakeServer
 from asyncllm.testing.fakes import anthropic as fake
@@ -169,6 +170,96 @@ async def test_streamed_tool_use(client: Any) -> None:
     use = final.content[0]
     assert use.type == "tool_use" and use.input == {"city": "test", "days": 1}
     assert final.stop_reason == "tool_use"
+
+
+# -- structured output, thinking, refusals -------------------------------------------------------
+
+
+class Item(BaseModel):
+    name: str
+    count: int = Field(default=1, ge=1)
+
+
+class Order(BaseModel):
+    colour: Literal["red", "blue"]
+    items: list[Item]
+    note: str | None = None
+
+
+THINKING: Any = {"type": "enabled", "budget_tokens": 1024}
+
+
+async def test_parse_with_an_output_format(client: Any, server: FakeServer) -> None:
+    # The SDK's own schema transform (closed objects, bounds moved into descriptions) passes
+    # the fake's checks, and the fake's answer parses into the model.
+    message = await client.messages.parse(
+        model=MODEL, max_tokens=200, messages=USER, output_format=Order
+    )
+    assert message.parsed_output == Order(colour="red", items=[Item(name="test")])
+    sent = server.requests[-1].json["output_config"]["format"]
+    assert sent["type"] == "json_schema"
+    assert sent["schema"]["additionalProperties"] is False
+
+
+async def test_output_config_schema_the_api_refuses(client: Any) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await client.messages.create(
+            model=MODEL,
+            max_tokens=50,
+            messages=USER,
+            output_config={"format": {"type": "json_schema", "schema": schema}},
+        )
+    assert "'additionalProperties' must be explicitly set to false" in str(info.value)
+
+
+async def test_thinking_round_trip(client: Any) -> None:
+    ask: Any = {"model": MODEL, "max_tokens": 2048, "thinking": THINKING, "tools": [WEATHER]}
+    message = await client.messages.create(messages=USER, **ask)
+    assert [b.type for b in message.content] == ["thinking", "tool_use"]
+    thought, use = message.content
+    assert thought.thinking == "thinking about: hello there" and thought.signature
+    result = {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}],
+    }
+    history = [*USER, {"role": "assistant", "content": message.content}, result]
+    answer = await client.messages.create(messages=history, **ask)
+    assert answer.content[-1].text == "tool get_weather returned: sunny"
+    stripped = [*USER, {"role": "assistant", "content": [use]}, result]
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await client.messages.create(messages=stripped, **ask)
+    assert "Expected `thinking` or `redacted_thinking`, but found `tool_use`" in str(info.value)
+
+
+async def test_thinking_stream_helper(client: Any) -> None:
+    ask: Any = {"model": MODEL, "max_tokens": 2048, "thinking": THINKING, "messages": USER}
+    whole = await client.messages.create(**ask)
+    async with client.messages.stream(**ask) as stream:
+        events = [e async for e in stream]
+        final = await stream.get_final_message()
+    thinking = "".join(e.thinking for e in events if e.type == "thinking")
+    assert thinking == "thinking about: hello there"
+    assert [e.signature for e in events if e.type == "signature"] == [whole.content[0].signature]
+    assert final.content[0].model_dump() == whole.content[0].model_dump()
+
+
+async def test_redacted_thinking(client: Any) -> None:
+    messages = [{"role": "user", "content": "REDACT it"}]
+    message = await client.messages.create(
+        model=MODEL, max_tokens=2048, thinking=THINKING, messages=messages
+    )
+    assert message.content[0].type == "redacted_thinking" and message.content[0].data
+
+
+async def test_refusal(client: Any) -> None:
+    messages = [{"role": "user", "content": "REFUSE THIS"}]
+    message = await client.messages.create(model=MODEL, max_tokens=50, messages=messages)
+    assert message.stop_reason == "refusal" and message.content == []
+    assert message.stop_details.type == "refusal" and message.stop_details.explanation
+    async with client.messages.stream(model=MODEL, max_tokens=50, messages=messages) as stream:
+        final = await stream.get_final_message()
+    assert final.stop_reason == "refusal"
 
 
 # -- count_tokens and models ---------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The ``gemini`` fake, driven by Google's own Python SDK (``google-genai``, ``client.aio``).
 
-Verified with google-genai 3.6.1 and 3.0.0 (the ``dev`` extra takes ``google-genai>=3,<4``).
+Verified with google-genai 3.6.1 and 3.0.0 (the ``dev`` extra takes ``google-genai>=3,<4``);
+the structured-output, thinking and thought-signature tests with 3.6.1.
 Where the SDK and the fake disagree the SDK is right.
 """
 
@@ -269,3 +270,77 @@ async def test_server_error(client: Any, server: FakeServer) -> None:
     with pytest.raises(errors.ServerError) as info:
         await client.models.generate_content(model=MODEL, contents="hello")
     assert info.value.code == 500
+
+
+# -- structured output, thinking and thought signatures ------------------------------------------
+
+GEMINI_3 = "gemini-3-flash-preview"
+
+
+async def test_response_json_schema(client: Any, server: FakeServer) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"size": {"enum": [2, 3]}, "tags": {"type": "array", "items": {"type": "string"}}},
+        "required": ["size", "tags"],
+    }  # fmt: skip
+    config = types.GenerateContentConfig(
+        response_mime_type="application/json", response_json_schema=schema
+    )
+    response = await client.models.generate_content(model=MODEL, contents="x", config=config)
+    assert response.parsed == {"size": 2, "tags": ["test"]}
+    assert server.requests[-1].json["generationConfig"]["responseJsonSchema"] == schema
+
+
+async def test_thoughts_and_thinking_level(client: Any, server: FakeServer) -> None:
+    config = types.GenerateContentConfig(
+        thinking_config=types.ThinkingConfig(include_thoughts=True, thinking_level="LOW")
+    )
+    response = await client.models.generate_content(model=GEMINI_3, contents="hi", config=config)
+    thought, answer = response.candidates[0].content.parts
+    assert (thought.thought, thought.text) == (True, "thinking about: hi")
+    assert answer.text == "echo: hi" and answer.thought_signature
+    assert response.usage_metadata.thoughts_token_count == 3
+    sent = server.requests[-1].json["generationConfig"]["thinkingConfig"]
+    assert sent == {"include_thoughts": True, "thinking_level": "LOW"}  # proto names, read too
+
+
+async def test_gemini_3_function_calling_round_trips_its_signatures(client: Any) -> None:
+    # The SDK sends the model's parts back as they came: the fake must take that history.
+    config = types.GenerateContentConfig(tools=[get_weather])
+    response = await client.models.generate_content(
+        model=GEMINI_3, contents="weather?", config=config
+    )
+    assert response.text == "tool get_weather returned: sunny in test for 1 day(s)"
+    call = response.automatic_function_calling_history[1].parts[0]
+    assert call.function_call.name == "get_weather" and call.thought_signature
+    stream = await client.models.generate_content_stream(
+        model=GEMINI_3, contents="weather?", config=config
+    )
+    text = "".join([c.text or "" async for c in stream])
+    assert text == "tool get_weather returned: sunny in test for 1 day(s)"
+
+
+async def test_gemini_3_chat_session_stream_then_again(client: Any) -> None:
+    # The SDK keeps each streamed chunk as a turn, the signed empty-text piece too.
+    chat = client.chats.create(model=GEMINI_3)
+    stream = await chat.send_message_stream("hello there")
+    assert "".join([c.text or "" async for c in stream]) == "echo: hello there"
+    assert (await chat.send_message("and again")).text == "echo: and again"
+
+
+async def test_gemini_3_refuses_a_function_call_without_its_signature(client: Any) -> None:
+    contents = [
+        types.Content(role="user", parts=[types.Part(text="weather?")]),
+        types.Content(
+            role="model",
+            parts=[types.Part(function_call=types.FunctionCall(name="get_weather", args={}))],
+        ),
+        types.Content(
+            role="user",
+            parts=[types.Part.from_function_response(name="get_weather", response={"r": 1})],
+        ),
+    ]
+    with pytest.raises(errors.ClientError) as info:
+        await client.models.generate_content(model=GEMINI_3, contents=contents)
+    assert info.value.code == 400 and info.value.status == "INVALID_ARGUMENT"
+    assert "missing a thought_signature" in info.value.message

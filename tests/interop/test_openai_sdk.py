@@ -16,6 +16,8 @@ import pytest
 
 from asyncllm.testing import FakeServer
 from asyncllm.testing.fakes import _common
+from asyncllm.testing.fakes.openai import REFUSAL_PROMPT, REFUSAL_TEXT
+from tests.chat_contract import Order
 from tests.interop import MODEL, USER, WEATHER, require
 
 openai = require("openai", "2")
@@ -132,6 +134,64 @@ async def test_stream_helper_with_tools(client: Any) -> None:
     call = final.choices[0].message.tool_calls[0]
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "test", "days": 1}
+
+
+# -- structured outputs --------------------------------------------------------------------------
+
+REFUSE: Any = [{"role": "user", "content": REFUSAL_PROMPT}]
+
+
+async def test_parse_with_a_model(client: Any, server: FakeServer) -> None:
+    """The SDK makes its own strict schema from the model: the fake takes it (no stricter than
+    OpenAI) and answers JSON the SDK parses into the model."""
+    completion = await client.chat.completions.parse(
+        model=MODEL, messages=USER, response_format=Order
+    )
+    message = completion.choices[0].message
+    assert isinstance(message.parsed, Order) and message.refusal is None
+    sent = server.requests[-1].json["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["strict"] is True
+
+
+async def test_parse_reports_a_refusal(client: Any) -> None:
+    completion = await client.chat.completions.parse(
+        model=MODEL, messages=REFUSE, response_format=Order
+    )
+    message = completion.choices[0].message
+    assert message.refusal == REFUSAL_TEXT
+    assert message.content is None and message.parsed is None
+
+
+async def test_parse_of_an_answer_cut_at_the_limit_is_a_length_error(client: Any) -> None:
+    with pytest.raises(openai.LengthFinishReasonError):
+        await client.chat.completions.parse(
+            model=MODEL, messages=USER, response_format=Order, max_completion_tokens=3
+        )
+
+
+async def test_stream_helper_parses_and_streams_a_refusal(client: Any) -> None:
+    async with client.chat.completions.stream(
+        model=MODEL, messages=USER, response_format=Order
+    ) as stream:
+        parsed = await stream.get_final_completion()
+    assert isinstance(parsed.choices[0].message.parsed, Order)
+    async with client.chat.completions.stream(
+        model=MODEL, messages=REFUSE, response_format=Order
+    ) as stream:
+        deltas = [e.delta async for e in stream if e.type == "refusal.delta"]
+        refused = await stream.get_final_completion()
+    assert "".join(deltas) == REFUSAL_TEXT
+    assert refused.choices[0].message.refusal == REFUSAL_TEXT
+    assert refused.choices[0].message.parsed is None
+
+
+async def test_a_strict_schema_strict_mode_refuses_is_a_bad_request(client: Any) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    fmt = {"type": "json_schema", "json_schema": {"name": "s", "schema": schema, "strict": True}}
+    with pytest.raises(openai.BadRequestError) as info:
+        await client.chat.completions.create(model=MODEL, messages=USER, response_format=fmt)
+    assert info.value.param == "response_format"
+    assert "'additionalProperties' is required to be supplied and to be false" in str(info.value)
 
 
 # -- embeddings ----------------------------------------------------------------------------------

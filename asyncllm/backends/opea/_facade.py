@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, overload
 
 from typing_extensions import Self, Unpack
 
 from ..._engine._backend import Backend
 from ..._exceptions import ConfigurationError
 from ..._http._transport import AiohttpTransport, Transport
-from ..._models import ChatChunk, ChatResponse, EmbeddingResponse, Messages
+from ..._models import ChatChunk, ChatResponse, EmbeddingResponse, M, Messages
 from ..._options import (
     CLIENT_KEYS,
     TRANSPORT_KEYS,
@@ -26,7 +26,7 @@ from ..._options import (
 )
 from ..._validate import check_name
 from ..._wire.openai import ChatOptions, EmbedOptions
-from ...streaming import Stream
+from ...streaming import ChatStream, Stream
 from ._forms import FileSpec
 from ._services import (
     _LLM,
@@ -195,14 +195,57 @@ class OPEA(Backend):
 
     # -- microservices ---------------------------------------------------------------------------
 
-    async def chat(self, messages: Messages, **options: Unpack[ChatOptions]) -> ChatResponse:
+    @overload
+    async def chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: type[M],
+        **options: Unpack[ChatOptions],
+    ) -> ChatResponse[M]: ...
+    @overload
+    async def chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: Mapping[str, Any] | None = None,
+        **options: Unpack[ChatOptions],
+    ) -> ChatResponse: ...
+    async def chat(
+        self, messages: Messages, *, response_format: Any = None, **options: Unpack[ChatOptions]
+    ) -> ChatResponse[Any]:
         """A chat completion from the LLM microservice (OpenAI's format and parameters,
-        ``ChatParams``); without ``model`` the service uses the model it was started with."""
-        return await self._parts.llm.chat(messages, **options)
+        ``ChatParams``); without ``model`` the service uses the model it was started with.
 
-    def stream_chat(self, messages: Messages, **options: Unpack[ChatOptions]) -> Stream[ChatChunk]:
-        """Chunks from the LLM microservice as they come (OpenAI SSE)."""
-        return self._parts.llm.stream_chat(messages, **options)
+        ``response_format`` (a pydantic model class, a JSON schema or OpenAI's dicts) is sent as
+        JSON mode, the only structured output OPEA's service takes: the model is asked for a
+        JSON object, and the answer comes back in ``parsed``, validated against the model
+        (``StructuredOutputError`` when it does not fit). Describe the fields in the prompt."""
+        return await self._parts.llm.chat(messages, response_format=response_format, **options)
+
+    @overload
+    def stream_chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: type[M],
+        **options: Unpack[ChatOptions],
+    ) -> ChatStream[M]: ...
+    @overload
+    def stream_chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: Mapping[str, Any] | None = None,
+        **options: Unpack[ChatOptions],
+    ) -> ChatStream: ...
+    def stream_chat(
+        self, messages: Messages, *, response_format: Any = None, **options: Unpack[ChatOptions]
+    ) -> ChatStream[Any]:
+        """Chunks from the LLM microservice as they come (OpenAI SSE); ``await
+        stream.final()`` gives the whole answer (``parsed`` with ``response_format``, as
+        ``chat``)."""
+        return self._parts.llm.stream_chat(messages, response_format=response_format, **options)
 
     async def embed(
         self, inputs: str | Sequence[str], **options: Unpack[EmbedOptions]

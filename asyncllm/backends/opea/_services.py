@@ -34,6 +34,7 @@ from ..._http._backend import HttpBackend, Meta
 from ..._http._transport import Response
 from ..._models import ChatChunk, ChatResponse, normalize_messages
 from ..._options import BodyOptions, HttpOptions, keys_of
+from ..._structured import OutputFormat
 from ..._validate import (
     check_bool,
     check_int,
@@ -369,6 +370,12 @@ class _LLM(_OpenAIShaped):
     default_base_url: ClassVar[str | None] = "http://localhost:9000"
     base_url_env: ClassVar[tuple[str, ...]] = ("OPEA_LLM_ENDPOINT",)
     chat_path: ClassVar[str] = "/v1/chat/completions"
+
+    def _response_format_body(self, fmt: OutputFormat) -> dict[str, Any]:
+        """OPEA's ChatCompletionRequest takes JSON mode only (``response_format`` of type "text"
+        or "json_object"; a JSON schema is a 422): any format is sent as JSON mode, and the
+        answer is validated against the model on arrival (a mismatch: StructuredOutputError)."""
+        return {"response_format": {"type": "json_object"}}
 
 
 class _Embedding(_OpenAIShaped):

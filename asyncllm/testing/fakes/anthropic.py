@@ -7,6 +7,25 @@ without a key (``x-api-key``, or ``Authorization: Bearer`` as the anthropic SDK 
 ``messages``, and ``tool_use`` blocks whose ``tool_result`` is not in the next user turn.
 Consecutive turns of one role are combined, as the API does.
 
+Structured output: ``output_config.format`` (``{"type": "json_schema", "schema": ...}``) makes
+the answer JSON drawn from the schema; a schema the API refuses is 400 (an object without
+``additionalProperties: false``, a recursive ``$ref``, numeric and length bounds, ``minItems``
+above 1). ``output_config.effort`` is checked.
+
+Extended thinking (``thinking`` of type ``enabled``, with ``budget_tokens`` of at least 1024 and
+below ``max_tokens`` unless the ``interleaved-thinking-*`` beta is on, or ``adaptive``): every
+answer starts with a ``thinking`` block, "thinking about: <the user's last text>", signed with an
+HMAC under a secret of this server (a ``redacted_thinking`` block, its ``data`` sealed the same
+way, when the text says "REDACT"); streamed as ``thinking_delta`` and ``signature_delta``. As the
+API does, with thinking on it refuses (400) a thinking block whose signature it did not issue,
+and a tool loop in progress (the assistant turn since the last user text holds ``tool_use``)
+whose assistant turn does not start with a thinking block. Thinking in earlier turns may be
+dropped.
+
+A user text that says "REFUSE THIS" is refused: no content, ``stop_reason`` "refusal" and
+``stop_details``. An answer longer than ``max_tokens`` words is cut (``stop_reason``
+"max_tokens").
+
 Test knobs: ``stream_error_next(server, ...)`` makes the next stream send an ``error`` event
 after some text; ``server.state["anthropic.models"]`` replaces the model list and
 ``server.state["anthropic.page_cap"]`` caps the page size so that listing takes several pages.
@@ -14,8 +33,12 @@ after some text; ``server.state["anthropic.models"]`` replaces the model list an
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import itertools
 import json
+import os
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -63,6 +86,38 @@ MODELS = [
         "lifecycle": "active",
     },
 ]
+
+
+# The API's own words (as its 400s read).
+THINKING_FIRST = (
+    "messages.{index}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+    "`{found}`. When `thinking` is enabled, a final `assistant` message must start with a "
+    "thinking block (preceeding the lastmost set of `tool_use` and `tool_result` blocks). We "
+    "recommend you include thinking blocks from previous turns. To avoid this requirement, "
+    "disable `thinking`. Please consult our documentation at "
+    "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+)
+BAD_SIGNATURE = "messages.{index}.content.{block}: Invalid `signature` in `thinking` block"
+BAD_REDACTED = "messages.{index}.content.{block}: Invalid `data` in `redacted_thinking` block"
+REFUSE = "REFUSE THIS"
+REDACT = "REDACT"
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+THINKING_TYPES = ("enabled", "disabled", "adaptive")
+MIN_BUDGET = 1024
+# JSON Schema keywords Claude's structured outputs refuse (the guide's "Not supported" list).
+UNSUPPORTED_SCHEMA = frozenset(
+    {
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "minLength",
+        "maxLength",
+        "maxItems",
+        "uniqueItems",
+    }
+)
 
 
 class _Invalid(Exception):
@@ -150,7 +205,7 @@ def _turns(messages: Any) -> list[dict[str, Any]]:
         if turns and turns[-1]["role"] == role:
             turns[-1]["content"] += blocks
         else:
-            turns.append({"role": role, "content": blocks})
+            turns.append({"role": role, "content": blocks, "index": i})
     if turns[0]["role"] != "user":
         raise _Invalid("messages: the first message must use the user role")
     for i, turn in enumerate(turns):
@@ -181,10 +236,202 @@ def _check_block(block: dict[str, Any], where: str) -> None:
         raise _Invalid(f"{where}: tool_use blocks need id, name and an input object")
     if kind == "tool_result" and not isinstance(block.get("tool_use_id"), str):
         raise _Invalid(f"{where}.tool_use_id: Field required")
+    if kind == "thinking" and not (
+        isinstance(block.get("thinking"), str) and isinstance(block.get("signature"), str)
+    ):
+        raise _Invalid(f"{where}: thinking blocks need thinking and signature strings")
+    if kind == "redacted_thinking" and not isinstance(block.get("data"), str):
+        raise _Invalid(f"{where}.data: Field required")
     if kind == "image":
         source = block.get("source")
         if not isinstance(source, dict) or source.get("type") not in ("base64", "url", "file"):
             raise _Invalid(f"{where}.source: Input tag does not match any of the expected tags")
+
+
+# -- extended thinking -----------------------------------------------------------------------------
+
+
+def _digest(secret: bytes, text: str) -> bytes:
+    return hmac.new(secret, text.encode(), hashlib.sha256).digest()
+
+
+def thinking_block(secret: bytes, about: str) -> dict[str, Any]:
+    """The block the fake model thinks in: signed, or redacted (sealed) when asked to."""
+    text = f"thinking about: {about}"
+    if REDACT in about:
+        data = base64.b64encode(_digest(secret, text) + text.encode()).decode()
+        return {"type": "redacted_thinking", "data": data}
+    signature = base64.b64encode(_digest(secret, text)).decode()
+    return {"type": "thinking", "thinking": text, "signature": signature}
+
+
+def _genuine(secret: bytes, block: dict[str, Any]) -> bool:
+    """Whether a thinking block is one this server issued, unmodified."""
+    try:
+        if block["type"] == "thinking":
+            signature = base64.b64decode(block["signature"], validate=True)
+            return hmac.compare_digest(signature, _digest(secret, block["thinking"]))
+        sealed = base64.b64decode(block["data"], validate=True)
+        text = sealed[32:].decode()
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return hmac.compare_digest(sealed[:32], _digest(secret, text))
+
+
+def _check_thinking(messages: list[Any], turns: list[dict[str, Any]], secret: bytes) -> None:
+    """The API's rules with thinking on: every thinking block sent is one it signed, and a tool
+    loop in progress has an assistant turn that starts with thinking (the thinking of turns
+    before the last user text may be dropped)."""
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        if message.get("role") != "assistant" or not isinstance(content, list):
+            continue
+        for j, block in enumerate(content):
+            if block["type"] in ("thinking", "redacted_thinking") and not _genuine(secret, block):
+                template = BAD_SIGNATURE if block["type"] == "thinking" else BAD_REDACTED
+                raise _Invalid(template.format(index=i, block=j))
+    asked = max(
+        (
+            k
+            for k, t in enumerate(turns)
+            if t["role"] == "user" and any(b["type"] != "tool_result" for b in t["content"])
+        ),
+        default=-1,
+    )
+    since = [t for t in turns[asked + 1 :] if t["role"] == "assistant"]
+    if since and any(b["type"] == "tool_use" for t in since for b in t["content"]):
+        first = since[0]["content"][0]["type"]
+        if first not in ("thinking", "redacted_thinking"):
+            raise _Invalid(THINKING_FIRST.format(index=since[0]["index"], found=first))
+
+
+def _thinks(body: dict[str, Any], headers: Any) -> bool:
+    """Whether the request turns thinking on; a ``thinking`` the API would refuse is 400."""
+    thinking = body.get("thinking")
+    if thinking is None:
+        return False
+    if not isinstance(thinking, dict) or thinking.get("type") not in THINKING_TYPES:
+        raise _Invalid(
+            "thinking: Input tag does not match any of the expected tags: "
+            + ", ".join(repr(t) for t in THINKING_TYPES)
+        )
+    if thinking["type"] == "enabled":
+        budget = thinking.get("budget_tokens")
+        if isinstance(budget, bool) or not isinstance(budget, int):
+            raise _Invalid("thinking.enabled.budget_tokens: Field required")
+        if budget < MIN_BUDGET:
+            raise _Invalid(
+                "thinking.enabled.budget_tokens: Input should be greater than or equal to "
+                f"{MIN_BUDGET}"
+            )
+        interleaved = "interleaved-thinking" in headers.get("anthropic-beta", "")
+        if budget >= body["max_tokens"] and not interleaved:
+            raise _Invalid("`max_tokens` must be greater than `thinking.budget_tokens`")
+    return bool(thinking["type"] != "disabled")
+
+
+# -- structured output -----------------------------------------------------------------------------
+
+
+def _output_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The schema ``output_config.format`` asks for (None: free text), checked as the API
+    checks it; ``output_config.effort`` too."""
+    config = body.get("output_config")
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        raise _Invalid("output_config: Input should be an object")
+    effort = config.get("effort")
+    if effort is not None and effort not in EFFORTS:
+        raise _Invalid(
+            "output_config.effort: Input should be " + ", ".join(repr(e) for e in EFFORTS)
+        )
+    fmt = config.get("format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise _Invalid("output_config.format.type: Input should be 'json_schema'")
+    schema = fmt.get("schema")
+    if not isinstance(schema, dict):
+        raise _Invalid("output_config.format.schema: Field required")
+    _check_schema(schema)
+    _check_cycles(schema)
+    return schema
+
+
+_WHERE = "output_config.format.schema"
+
+
+def _check_schema(node: Any) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _check_schema(item)
+        return
+    if not isinstance(node, dict):
+        return
+    kind = node.get("type")
+    if kind == "object" or (isinstance(kind, list) and "object" in kind):
+        extra = node.get("additionalProperties")
+        if extra is True:
+            raise _Invalid(
+                f"{_WHERE}: For 'object' type, 'additionalProperties: true' is not supported. "
+                "Please set 'additionalProperties' to false"
+            )
+        if extra is not False:
+            raise _Invalid(
+                f"{_WHERE}: For 'object' type, 'additionalProperties' must be explicitly set "
+                "to false"
+            )
+    refused = sorted(UNSUPPORTED_SCHEMA & node.keys())
+    min_items = node.get("minItems", 0)
+    if min_items not in (0, 1):
+        refused.append("minItems")
+    if refused:
+        raise _Invalid(f"{_WHERE}: {', '.join(refused)} not supported")
+    for key in ("properties", "$defs", "definitions"):
+        if isinstance(node.get(key), dict):
+            _check_schema(list(node[key].values()))
+    for key in ("items", "anyOf", "allOf", "oneOf", "not", "prefixItems"):
+        if key in node:
+            _check_schema(node[key])
+
+
+def _check_cycles(schema: dict[str, Any]) -> None:
+    """Recursive schemas are refused: a ``$ref`` that leads back to where it is."""
+
+    def refs(node: Any) -> Iterator[str]:
+        if isinstance(node, list):
+            for item in node:
+                yield from refs(item)
+        elif isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                yield node["$ref"]
+            for key, value in node.items():
+                if key not in ("$defs", "definitions", "enum", "const", "default"):
+                    yield from refs(value)
+
+    def target(ref: str) -> Any:
+        found: Any = schema
+        for part in ref.removeprefix("#").strip("/").split("/") if ref != "#" else []:
+            found = found.get(part) if isinstance(found, dict) else None
+        return found
+
+    def walk(ref: str, path: tuple[str, ...]) -> None:
+        if ref in path:
+            raise _Invalid(f"{_WHERE}: Too many recursive definitions in schema")
+        for inner in refs(target(ref)):
+            walk(inner, (*path, ref))
+
+    for ref in refs(schema):
+        walk(ref, ("#",))
+
+
+# -- the fake model --------------------------------------------------------------------------------
+
+
+def _last_user_text(turns: list[dict[str, Any]]) -> str:
+    user = next((t for t in reversed(turns) if t["role"] == "user"), turns[-1])
+    return _text(user["content"])
 
 
 def _plan(turns: list[dict[str, Any]], tools: Any) -> tuple[str, list[dict[str, Any]]]:
@@ -213,8 +460,7 @@ def _plan(turns: list[dict[str, Any]], tools: Any) -> tuple[str, list[dict[str, 
             "input": args,
         }
         return "", [use]
-    user = next((t for t in reversed(turns) if t["role"] == "user"), last)
-    return _common.reply_text(_text(user["content"])), []
+    return _common.reply_text(_last_user_text(turns)), []
 
 
 def _system_text(system: Any) -> str:
@@ -271,12 +517,33 @@ def _sse(kind: str, data: dict[str, Any]) -> bytes:
     return _common.sse(data, event=kind)
 
 
+def _thinking_events(index: int, block: dict[str, Any]) -> Iterator[bytes]:
+    """A thinking block streamed: its text in pieces, then its signature; a redacted one whole."""
+    if block["type"] == "redacted_thinking":
+        start = block
+    else:
+        start = {"type": "thinking", "thinking": "", "signature": ""}
+    yield _sse(
+        "content_block_start",
+        {"type": "content_block_start", "index": index, "content_block": start},
+    )
+    if block["type"] == "thinking":
+        deltas = [
+            {"type": "thinking_delta", "thinking": p} for p in _common.pieces(block["thinking"])
+        ]
+        deltas.append({"type": "signature_delta", "signature": block["signature"]})
+        for delta in deltas:
+            yield _sse(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": index, "delta": delta},
+            )
+    yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
+
+
 def _events(
     message: dict[str, Any],
     text: str,
     calls: list[dict[str, Any]],
-    stop_reason: str,
-    stop_sequence: str | None,
     output_tokens: int,
     error: tuple[str, int] | None,
 ) -> Iterator[bytes]:
@@ -288,16 +555,21 @@ def _events(
         "stop_sequence": None,
         "usage": {**message["usage"], "output_tokens": 1},
     }
+    start.pop("stop_details", None)
     yield _sse("message_start", {"type": "message_start", "message": start})
     yield _sse("ping", {"type": "ping"})
     index = 0
     sent = 0
+    for block in message["content"]:
+        if block["type"] in ("thinking", "redacted_thinking"):
+            yield from _thinking_events(index, block)
+            index += 1
     if text or error is not None:
         yield _sse(
             "content_block_start",
             {
                 "type": "content_block_start",
-                "index": 0,
+                "index": index,
                 "content_block": {"type": "text", "text": ""},
             },
         )
@@ -308,7 +580,7 @@ def _events(
                 "content_block_delta",
                 {
                     "type": "content_block_delta",
-                    "index": 0,
+                    "index": index,
                     "delta": {"type": "text_delta", "text": piece},
                 },
             )
@@ -319,8 +591,8 @@ def _events(
             body = {"type": "error", "error": {"type": error[0], "message": f"injected {error[0]}"}}
             yield _sse("error", body)
             return
-        yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
-        index = 1
+        yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
+        index += 1
     for call in calls:
         block = {**call, "input": {}}
         yield _sse(
@@ -337,18 +609,20 @@ def _events(
             )
         yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
         index += 1
+    delta = {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]}
+    if "stop_details" in message:
+        delta["stop_details"] = message["stop_details"]
     yield _sse(
         "message_delta",
-        {
-            "type": "message_delta",
-            "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-            "usage": {"output_tokens": output_tokens},
-        },
+        {"type": "message_delta", "delta": delta, "usage": {"output_tokens": output_tokens}},
     )
     yield _sse("message_stop", {"type": "message_stop"})
 
 
 def setup(server: FakeServer, prefix: str = "/v1") -> None:
+    # Signs the thinking blocks this server issues; another server's do not verify here.
+    secret: bytes = server.state.setdefault("anthropic.secret", os.urandom(32))
+
     async def messages(request: web.Request) -> web.StreamResponse:
         try:
             body, turns = _common_body(request["json"])
@@ -357,11 +631,26 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
                 raise _Invalid("max_tokens: Field required")
             if max_tokens < 1:
                 raise _Invalid("max_tokens: Input should be greater than or equal to 1")
-            text, calls = _plan(turns, body.get("tools"))
+            schema = _output_schema(body)
+            thinks = _thinks(body, request.headers)
+            if thinks:
+                _check_thinking(body["messages"], turns, secret)
+            about = _last_user_text(turns)
+            refused = REFUSE in about
+            text, calls = ("", []) if refused else _plan(turns, body.get("tools"))
         except _Invalid as exc:
             return _error(400, str(exc))
-        text, stop_reason, stop_sequence = _finish(text, calls, body)
-        output_tokens = _common.count_tokens(text) + 10 * len(calls)
+        if schema is not None and not calls and not refused:
+            text = json.dumps(_common.sample_for(schema))
+        thought = [thinking_block(secret, about)] if thinks and not refused else []
+        if refused:
+            stop_reason, stop_sequence = "refusal", None
+        else:
+            text, stop_reason, stop_sequence = _finish(text, calls, body)
+        thinking_text = " ".join(str(b.get("thinking", "")) for b in thought)
+        output_tokens = (
+            _common.count_tokens(text) + _common.count_tokens(thinking_text) + 10 * len(calls)
+        )
         mid = f"msg_fake{next(_ids):06d}"
         headers = {"request-id": f"req_srv_{mid}"}
         content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
@@ -370,7 +659,7 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
             "type": "message",
             "role": "assistant",
             "model": body["model"],
-            "content": content + calls,
+            "content": thought + content + calls,
             "stop_reason": stop_reason,
             "stop_sequence": stop_sequence,
             "usage": {
@@ -380,11 +669,17 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
                 "cache_read_input_tokens": 0,
             },
         }
+        if refused:
+            message["stop_details"] = {
+                "type": "refusal",
+                "category": None,
+                "explanation": f"The fake model refuses text that says {REFUSE!r}.",
+            }
         if not body.get("stream"):
             return web.json_response(message, headers=headers)
         queue = server.state.get("anthropic.stream_errors")
         error = queue.popleft() if queue else None
-        events = _events(message, text, calls, stop_reason, stop_sequence, output_tokens, error)
+        events = _events(message, text, calls, output_tokens, error)
         return await _common.stream(request, events, headers=headers)
 
     async def count_tokens(request: web.Request) -> web.StreamResponse:

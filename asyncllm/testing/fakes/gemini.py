@@ -6,17 +6,41 @@ JSON array without), ``:embedContent``, ``:batchEmbedContents``, ``:countTokens`
 google-genai SDK's default). A function declared with ``parametersJsonSchema`` (or its proto name
 ``parameters_json_schema``) is called with arguments made from that schema. Replies follow
 ``_common``'s rules (a function response that is a lone string under ``output`` or ``result`` is
-that string); function calls carry no id, as Gemini's often do not. Errors (injected ones too) are google.rpc.Status bodies. A prompt containing ``BLOCKME``
-is refused with ``promptFeedback.blockReason``; one containing ``UNSAFEREPLY`` gets a candidate
-that stopped for ``SAFETY`` with no content. ``server.state["gemini_max_page_size"]`` (default 2)
-caps the models page size, so paging is exercised.
+that string); function calls carry no id, as Gemini's often do not. Errors (injected ones too)
+are google.rpc.Status bodies. A prompt containing ``BLOCKME`` is refused with
+``promptFeedback.blockReason``; one containing ``UNSAFEREPLY`` gets a candidate that stopped for
+``SAFETY`` with no content. ``server.state["gemini_max_page_size"]`` (default 2) caps the models
+page size, so paging is exercised.
+
+Structured output: with ``responseMimeType: application/json`` the answer is JSON that follows
+``responseJsonSchema`` (or ``responseSchema``), made by ``_common.sample_for``, unless tools are
+offered. ``maxOutputTokens`` cuts an answer at that many words, with ``finishReason:
+MAX_TOKENS``.
+
+Thinking, as Gemini 3 and 2.5 do it: a model named ``gemini-3*`` or ``gemini-2.5*``, or any
+model given a ``thinkingConfig`` (other than ``thinkingBudget: 0``), thinks. With
+``includeThoughts`` the answer starts with a thought part, ``"thinking about: <user text>"``.
+A thinking model signs its answer (``thoughtSignature``: an HMAC with this server's secret): the
+first ``functionCall`` part of a step, else the last part (in a stream, a last piece with empty
+text, as Gemini sends it). For ``gemini-3*`` models the API's rule is enforced: each step of the
+current turn (the model turns after the last user turn with text) must send back its first
+``functionCall`` part with the signature it was given, else 400 ``Function call is missing a
+thought_signature``; a signature this server did not issue is ``Corrupted thought signature.``
+(Google's documented placeholders ``skip_thought_signature_validator`` and
+``context_engineering_is_the_way_to_go`` pass). A ``$ref`` beside keys other than
+``description``, ``default`` and ``$``-keys in a JSON schema is refused, as Gemini refuses it.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import hashlib
+import hmac
 import itertools
 import json
+import os
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -119,11 +143,66 @@ def _lower_types(schema: Any) -> Any:
     return schema
 
 
+_BESIDE_REF = frozenset({"description", "default"})
+
+
+def _check_refs(schema: Any) -> None:
+    """Gemini's rule for JSON schemas: beside a ``$ref`` only ``description``, ``default`` and
+    keys starting with ``$``."""
+    if isinstance(schema, list):
+        for item in schema:
+            _check_refs(item)
+    elif isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if ref is not None and any(
+            k not in _BESIDE_REF and not str(k).startswith("$") for k in schema
+        ):
+            name = str(ref).rsplit("/", 1)[-1]
+            raise _Invalid(
+                f"$ref '{name}' was set alongside unsupported fields. If a schema node has $ref "
+                "set, then only description and default can be set alongside it"
+            )
+        for value in schema.values():
+            _check_refs(value)
+
+
+def _json_field(spec: dict[str, Any], name: str) -> Any:
+    """A ``google.protobuf.Value`` field by its JSON name or its proto name (the SDK sends
+    either): ``responseJsonSchema`` or ``response_json_schema``."""
+    snake = "".join("_" + c.lower() if c.isupper() else c for c in name)
+    return spec.get(name, spec.get(snake))
+
+
+def answer_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema the answer must follow (``{}`` for any JSON), None for text; raises
+    _Invalid for a request the API refuses."""
+    config = body.get("generationConfig") or {}
+    json_schema = _json_field(config, "responseJsonSchema")
+    if json_schema is None:
+        json_schema = config.get("_responseJsonSchema")
+    schema = _json_field(config, "responseSchema")
+    mime = _json_field(config, "responseMimeType")
+    if json_schema is not None and schema is not None:
+        raise _Invalid("response_schema and response_json_schema cannot both be set")
+    if json_schema is not None:
+        if mime != "application/json":
+            raise _Invalid("response_json_schema requires response_mime_type application/json")
+        _check_refs(json_schema)
+        return json_schema if isinstance(json_schema, dict) else {}
+    if schema is not None:
+        return _lower_types(schema) if isinstance(schema, dict) else {}
+    return {} if mime == "application/json" else None
+
+
 def plan_reply(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     """(text, functionCall parts) the fake model answers with."""
     contents = _check_contents(body.get("contents"))
     last_parts = contents[-1]["parts"]
     responses = [p["functionResponse"] for p in last_parts if "functionResponse" in p]
+    declarations = [
+        d for tool in body.get("tools") or () for d in tool.get("functionDeclarations") or ()
+    ]
+    schema = answer_format(body)
     if responses:
         first = responses[0]
         result = first["response"]
@@ -133,22 +212,134 @@ def plan_reply(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         plain = key in ("output", "result") and isinstance(output, str) and not rest
         text = output if plain else json.dumps(result)
         return _common.tool_result_text(first["name"], text), []
-    declarations = [
-        d for tool in body.get("tools") or () for d in tool.get("functionDeclarations") or ()
-    ]
+    if schema is not None and not declarations:
+        return json.dumps(_sample(schema, "response_json_schema") if schema else {"answer": "test"}), []  # fmt: skip
     if declarations:
         fn = declarations[0]
         # ``parametersJsonSchema`` is plain JSON schema (proto JSON takes the field's proto name,
         # ``parameters_json_schema``, too: google-genai sends that); ``parameters`` is a Schema
-        schema = (
-            fn.get("parametersJsonSchema")
-            or fn.get("parameters_json_schema")
-            or _lower_types(fn.get("parameters") or {})
+        json_schema = _json_field(fn, "parametersJsonSchema")
+        if json_schema is not None:
+            _check_refs(json_schema)
+        args = _sample(
+            json_schema if json_schema is not None else _lower_types(fn.get("parameters") or {}),
+            "function_declarations[0].parameters",
+            _common.tool_arguments,
         )
-        args = _common.tool_arguments(schema)
         return "", [{"functionCall": {"name": fn.get("name", "tool"), "args": args}}]
+    return _common.reply_text(_user_text(contents)), []
+
+
+def _sample(schema: Any, where: str, make: Callable[[Any], Any] = _common.sample_for) -> Any:
+    """A value made from a schema the request gave, which may be no schema at all: the API
+    answers that with 400, never 500."""
+    try:
+        return make(schema)
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError, RecursionError) as exc:
+        raise _Invalid(f"{where} is not a valid schema: {type(exc).__name__}") from None
+
+
+def _user_text(contents: list[dict[str, Any]]) -> str:
     user = next((c for c in reversed(contents) if c["role"] == "user"), contents[-1])
-    return _common.reply_text(_text(user["parts"])), []
+    return _text(user["parts"])
+
+
+# -- thinking and thought signatures ------------------------------------------------------------
+
+MISSING_SIGNATURE = (
+    "Function call is missing a thought_signature in functionCall parts. This is required for "
+    "tools to work correctly, and missing thought_signature may lead to degraded model "
+    "performance. Additional data, function call `default_api:{name}` , position {position}. "
+    "Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
+)
+CORRUPTED_SIGNATURE = "Corrupted thought signature."
+# Google's documented stand-ins for a signature, for history the model did not write.
+PLACEHOLDER_SIGNATURES = frozenset(
+    {"skip_thought_signature_validator", "context_engineering_is_the_way_to_go"}
+)
+_THINKING_LEVELS = frozenset({"THINKING_LEVEL_UNSPECIFIED", "MINIMAL", "LOW", "MEDIUM", "HIGH", "XHIGH"})  # fmt: skip
+
+
+class Signer:
+    """Thought signatures as this server issues them: a nonce and an HMAC (this server's secret)
+    of the nonce and what the signature is bound to (a function call's name, or the text)."""
+
+    def __init__(self, secret: bytes | None = None) -> None:
+        self._secret = os.urandom(16) if secret is None else secret
+
+    def _mac(self, kind: bytes, nonce: bytes, name: str) -> bytes:
+        message = kind + nonce + name.encode("utf-8", "surrogatepass")
+        return hmac.new(self._secret, message, hashlib.sha256).digest()[:16]
+
+    def sign(self, part: dict[str, Any]) -> str:
+        kind, name = self._binding(part)
+        nonce = os.urandom(8)
+        return base64.b64encode(kind + nonce + self._mac(kind, nonce, name)).decode()
+
+    def valid(self, part: dict[str, Any]) -> bool:
+        """Whether the part's signature is one this server issued for such a part."""
+        signature = part.get("thoughtSignature", part.get("thought_signature"))
+        if signature in PLACEHOLDER_SIGNATURES:
+            return True
+        if not isinstance(signature, str):
+            return False
+        try:  # proto JSON takes bytes in either base64 alphabet
+            raw = base64.b64decode(signature.replace("-", "+").replace("_", "/") + "==")
+        except (binascii.Error, ValueError):
+            return False
+        kind, name = self._binding(part)
+        return len(raw) == 25 and hmac.compare_digest(
+            raw, kind + raw[1:9] + self._mac(kind, raw[1:9], name)
+        )
+
+    @staticmethod
+    def _binding(part: dict[str, Any]) -> tuple[bytes, str]:
+        call = part.get("functionCall", part.get("function_call"))
+        if isinstance(call, dict):
+            return b"f", str(call.get("name"))
+        return b"t", ""
+
+
+def thinking_of(model: str, config: dict[str, Any]) -> tuple[bool, bool]:
+    """(whether the model thinks, whether it shows its thoughts) for a generationConfig; raises
+    _Invalid for a thinkingConfig the API refuses."""
+    thinking = _json_field(config, "thinkingConfig") or {}
+    if not isinstance(thinking, dict):
+        raise _Invalid("generation_config.thinking_config must be an object")
+    level = _json_field(thinking, "thinkingLevel")
+    budget = _json_field(thinking, "thinkingBudget")
+    if level is not None and budget is not None:
+        raise _Invalid("thinking_level and thinking_budget cannot both be set")
+    if level is not None and str(level).upper() not in _THINKING_LEVELS:
+        raise _Invalid(f"Invalid value at 'generation_config.thinking_config.thinking_level', {json.dumps(level)}")  # fmt: skip
+    thinks = model.startswith(("gemini-3", "gemini-2.5")) or bool(thinking)
+    if budget == 0 and not model.startswith("gemini-3"):
+        thinks = False
+    return thinks, thinks and _json_field(thinking, "includeThoughts") is True
+
+
+def check_signatures(contents: list[dict[str, Any]], signer: Signer) -> None:
+    """Gemini 3's rule: the first functionCall part of each model step after the last user turn
+    with text must carry the signature it was given; any signature sent must be genuine."""
+    start = 0
+    for i, content in enumerate(contents):
+        if content["role"] == "user" and any(
+            not isinstance(p, dict) or "functionResponse" not in p for p in content["parts"]
+        ):
+            start = i + 1
+    for i, content in enumerate(contents):
+        parts = [p for p in content["parts"] if isinstance(p, dict)]
+        calls = [p for p in parts if "functionCall" in p or "function_call" in p]
+        for part in parts:
+            signed = "thoughtSignature" in part or "thought_signature" in part
+            if signed and not signer.valid(part):
+                raise _Invalid(CORRUPTED_SIGNATURE)
+        if i >= start and content["role"] == "model" and calls:
+            first = calls[0]
+            if "thoughtSignature" not in first and "thought_signature" not in first:
+                call = first.get("functionCall", first.get("function_call")) or {}
+                name = call.get("name", "") if isinstance(call, dict) else ""
+                raise _Invalid(MISSING_SIGNATURE.format(name=name, position=i + 1))
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:
@@ -191,13 +382,28 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
             return _error(403, "Method doesn't allow unregistered callers. Please use an API key.")
         return None
 
+    signer = Signer()
+
     def answer(body: Any, model: str) -> dict[str, Any]:
         """The whole (non-streamed) GenerateContentResponse; raises _Invalid."""
         if not isinstance(body, dict):
             raise _Invalid("request body must be a JSON object")
+        config = body.get("generationConfig") or {}
+        thinks, shows = thinking_of(model, config)
         text, calls = plan_reply(body)
+        if model.startswith("gemini-3"):
+            check_signatures(body["contents"], signer)
         rid = f"resp-{next(_ids)}"
+        finish = "STOP"
+        limit = _json_field(config, "maxOutputTokens")
+        if text and not calls and isinstance(limit, int) and _common.count_tokens(text) > limit:
+            text = "".join(_common.pieces(text)[:limit])
+            finish = "MAX_TOKENS"
+        thought = f"thinking about: {_user_text(body['contents'])}" if shows else ""
         usage = _usage(_prompt_tokens(body), text)
+        if thought:
+            usage["thoughtsTokenCount"] = _common.count_tokens(thought)
+            usage["totalTokenCount"] += usage["thoughtsTokenCount"]
         words = _all_text(body)
         if "BLOCKME" in words:
             return {
@@ -209,11 +415,17 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
         if "UNSAFEREPLY" in words:
             candidate = {"finishReason": "SAFETY", "index": 0, "safetyRatings": _RATINGS}
             return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": model, "responseId": rid}  # fmt: skip
-        parts = ([{"text": text}] if text else []) + calls
-        config = body.get("generationConfig") or {}
+        parts = ([{"text": thought, "thought": True}] if thought else []) + (
+            [{"text": text}] if text else []
+        )
+        parts += [dict(call) for call in calls]
+        if thinks and parts:
+            # Gemini signs the first function call of a step, or else the last part.
+            signed = next((p for p in parts if "functionCall" in p), parts[-1])
+            signed["thoughtSignature"] = signer.sign(signed)
         n = int(config.get("candidateCount") or 1)
         candidates = [
-            {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": i}
+            {"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": i}
             for i in range(n)
         ]
         return {"candidates": candidates, "usageMetadata": usage, "modelVersion": model, "responseId": rid}  # fmt: skip
@@ -224,6 +436,9 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
             return web.json_response(answer(request["json"], model))
         except _Invalid as exc:
             return _error(400, str(exc))
+
+    def stream_event(parts: list[dict[str, Any]], base: dict[str, Any]) -> dict[str, Any]:
+        return {"candidates": [{"content": {"role": "model", "parts": parts}, "index": 0}], **base}
 
     async def stream(request: web.Request) -> web.StreamResponse:
         model = request.match_info["model"]
@@ -237,17 +452,21 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
         if not candidates or "content" not in candidates[0]:
             events.append(whole)
         else:
-            parts = candidates[0]["content"]["parts"]
-            text = _text(parts)
-            for piece in _common.pieces(text) if text else ():
-                events.append({"candidates": [{"content": {"role": "model", "parts": [{"text": piece}]}, "index": 0}], **base})  # fmt: skip
-            calls = [p for p in parts if "functionCall" in p]
-            if calls:
-                events.append({"candidates": [{"content": {"role": "model", "parts": calls}, "index": 0}], **base})  # fmt: skip
+            signature = None
+            for part in candidates[0]["content"]["parts"]:
+                if "functionCall" in part:
+                    events.append(stream_event([part], base))
+                    continue
+                # Text comes word by word; its signature on a last piece with empty text.
+                signature = part.get("thoughtSignature", signature)
+                for piece in _common.pieces(part["text"]) if part["text"] else ():
+                    events.append(stream_event([{**part, "text": piece}] if part.get("thought") else [{"text": piece}], base))  # fmt: skip
+            if signature is not None:
+                events.append(stream_event([{"text": "", "thoughtSignature": signature}], base))
             last = events[-1] if events else {"candidates": [{"index": 0}], **base}
             if not events:
                 events.append(last)
-            last["candidates"][0]["finishReason"] = "STOP"
+            last["candidates"][0]["finishReason"] = candidates[0]["finishReason"]
             last["usageMetadata"] = whole["usageMetadata"]
         if request.query.get("alt") != "sse":
             return web.json_response(events)

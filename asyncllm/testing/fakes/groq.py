@@ -4,6 +4,14 @@ Every answer under the prefix (injected faults included) carries ``x-ratelimit-*
 from ``server.state["groq_rate_limits"]`` (tests may change them); ``remaining-requests`` counts
 down with each request. A 429 reports no tokens left and carries ``retry-after`` (``"0"`` unless
 the fault or the state says otherwise).
+
+Chat keeps Groq's rules (``GROQ``): strict ``json_schema`` formats are checked as OpenAI checks
+them, and the fake model reasons when asked to (``reasoning_format``, ``include_reasoning: true``,
+or a ``reasoning_effort`` other than "none"): ``reasoning_format`` "parsed" (and
+``include_reasoning: true``) put it in ``message.reasoning`` (``delta.reasoning`` in a stream),
+"raw" (the default otherwise) in the content between ``<think>`` tags, "hidden" (and
+``include_reasoning: false``) nowhere. As on Groq, ``reasoning_format`` and ``include_reasoning``
+together, or "raw" with JSON mode or tools, are a 400. Groq has no refusal field.
 """
 
 from __future__ import annotations
@@ -16,6 +24,48 @@ from .. import FakeServer
 from . import openai
 
 PREFIX = "/openai/v1"
+REASONING_FORMATS = ("parsed", "raw", "hidden")
+
+
+def _bad_request(message: str, param: str) -> web.Response:
+    body = openai.error_body(400, message)
+    body["error"].update(param=param, code=None)
+    return web.json_response(body, status=400)
+
+
+def reasoning(body: dict[str, Any]) -> str | web.Response | None:
+    """Where Groq puts the fake model's reasoning for this request (see the module docstring)."""
+    fmt = body.get("reasoning_format")
+    include = body.get("include_reasoning")
+    effort = body.get("reasoning_effort")
+    if fmt is not None and include is not None:
+        return _bad_request(
+            "reasoning_format and include_reasoning cannot be used together", "reasoning_format"
+        )
+    if fmt is not None and fmt not in REASONING_FORMATS:
+        return _bad_request(
+            "'reasoning_format' must be one of " + ", ".join(REASONING_FORMATS), "reasoning_format"
+        )
+    if include is not None and not isinstance(include, bool):
+        return _bad_request("'include_reasoning' must be a boolean", "include_reasoning")
+    json_mode = isinstance(body.get("response_format"), dict) and body["response_format"].get(
+        "type"
+    ) in ("json_object", "json_schema")
+    if fmt == "raw" and (json_mode or body.get("tools")):
+        return _bad_request(
+            "reasoning_format=raw is not supported with JSON mode or tool calling",
+            "reasoning_format",
+        )
+    if effort == "none" or not (fmt is not None or include is True or effort is not None):
+        return None  # the model does not reason
+    if fmt == "hidden" or include is False:
+        return None
+    if fmt == "parsed" or include is True or json_mode or body.get("tools"):
+        return "reasoning"
+    return openai.INLINE
+
+
+GROQ = openai.Rules(strict_schemas=True, reasoning=reasoning)
 
 
 def default_rate_limits() -> dict[str, Any]:
@@ -31,7 +81,7 @@ def default_rate_limits() -> dict[str, Any]:
 
 
 def setup(server: FakeServer, prefix: str = PREFIX) -> None:
-    openai.setup(server, prefix=prefix)
+    openai.setup(server, prefix=prefix, rules=GROQ)
     limits = server.state.setdefault("groq_rate_limits", default_rate_limits())
 
     async def add_headers(request: web.Request, response: web.StreamResponse) -> None:

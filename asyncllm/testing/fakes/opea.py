@@ -5,7 +5,9 @@ ChatQnA, DocSum and FaqGen send every piece as ``data: b'...'`` (``repr`` of its
 OPEA's stream aligners do), CodeGen passes the LLM's OpenAI-style JSON chunks through. DocSum
 takes JSON or a multipart form, FaqGen only a form. The microservices (LLM, embedding,
 retrieval, reranking, guardrails, dataprep) answer as OPEA's FastAPI services do, errors as
-``{"detail": ...}``. ``/v1/health_check`` serves every service.
+``{"detail": ...}``. ``/v1/health_check`` serves every service. The LLM service takes only
+OPEA's ``response_format`` types, "text" and "json_object" (any other is FastAPI's 422), and
+answers a "json_object" with a JSON object that follows no schema.
 
 Replies follow ``_common``: "echo: <last user text>" (for documents, the text and the files' text).
 
@@ -288,6 +290,17 @@ def setup(server: FakeServer) -> None:
         if not isinstance(body, dict) or "messages" not in body:
             return _validation_error(["messages"], "Field required")
         messages = body["messages"]
+        fmt = body.get("response_format")
+        if fmt is not None:
+            # OPEA's ResponseFormat: {"type": "text" | "json_object"}, nothing else kept.
+            kind = fmt.get("type") if isinstance(fmt, dict) else None
+            if kind not in ("text", "json_object"):
+                return _validation_error(
+                    ["response_format", "type"],
+                    "Input should be 'text' or 'json_object'",
+                    "literal_error" if isinstance(fmt, dict) and "type" in fmt else "missing",
+                )
+            body["response_format"] = {"type": kind}
         if isinstance(messages, str):
             body["messages"] = [{"role": "user", "content": messages}]
         body.setdefault("model", "opea-default-llm")

@@ -1,5 +1,23 @@
 """The OpenAI protocol under ``/v1``: chat (JSON and SSE), embeddings (``float`` or
-``base64``), models (list and retrieve)."""
+``base64``), models (list and retrieve).
+
+Chat follows the shared conversation rule (``_common``), and as the real API does:
+
+- ``max_completion_tokens`` (or the older ``max_tokens``) cuts the answer after that many tokens
+  (``_common.pieces``, reasoning first), with ``finish_reason`` "length".
+- A ``response_format`` of type ``json_schema`` is answered with JSON that follows its schema;
+  with ``"strict": true`` a schema strict mode cannot take (an object without
+  ``additionalProperties: false``, one whose ``required`` misses a property, a root that is no
+  object) is a 400 with OpenAI's message.
+- JSON mode (``{"type": "json_object"}``) needs the word "json" in the messages (a 400 otherwise).
+- A last user message containing ``REFUSAL_PROMPT`` ("REFUSE THIS") is refused: with a
+  ``json_schema`` format in ``message.refusal`` (``content`` null; ``delta.refusal`` in a stream),
+  otherwise as the text of the answer.
+
+The same routes serve other servers' OpenAI-shaped APIs (Groq, vLLM, OVMS ``/v3``, OPEA's LLM
+service) with their own ``Rules``: no strict checks and no refusals by default, and reasoning
+where the server returns it (``Rules.reasoning``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +26,8 @@ import itertools
 import json
 import struct
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -36,8 +56,45 @@ def error_body(status: int, message: str) -> Any:
     }
 
 
-def _bad_request(message: str) -> web.Response:
-    return web.json_response(error_body(400, message), status=400)
+def _bad_request(message: str, param: str | None = None, code: str | None = None) -> web.Response:
+    body = error_body(400, message)
+    if param is not None:  # OpenAI names the parameter at fault, and the code it broke (if any)
+        body["error"].update(param=param, code=code)
+    return web.json_response(body, status=400)
+
+
+# What makes the fake model refuse, and what it says then (OpenAI's usual words).
+REFUSAL_PROMPT = "REFUSE THIS"
+REFUSAL_TEXT = "I'm sorry, I can't assist with that request."
+
+# Where a ``Rules.reasoning`` hook may put the reasoning besides a message field of its own name:
+# in the content, between <think> tags, as a server that does not parse it out sends it.
+INLINE = "content"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What one server's OpenAI-shaped chat does beyond the shared reply.
+
+    ``strict_schemas``: a ``json_schema`` format with ``"strict": true`` is checked as OpenAI
+    checks it (400 otherwise). ``json_word``: JSON mode (``json_object``) needs the word "json"
+    in the messages, as OpenAI's does (400 otherwise). ``refusals``: the model refuses ``REFUSAL_PROMPT`` (see the module
+    docstring). ``reasoning``: called with the request body, says where the model's reasoning
+    (``reasoning_text``) goes: None for nowhere (the model does not reason, or it is hidden), a
+    message and delta field name ("reasoning", "reasoning_content"), or ``INLINE``; an error
+    response it returns answers the request instead.
+    """
+
+    strict_schemas: bool = False
+    refusals: bool = False
+    json_word: bool = False
+    reasoning: Callable[[dict[str, Any]], str | web.Response | None] | None = None
+
+
+# OpenAI itself: strict structured outputs, refusals, and no reasoning text in chat completions.
+OPENAI = Rules(strict_schemas=True, refusals=True, json_word=True)
+# An OpenAI-compatible server that takes a schema as it is and never refuses.
+COMPATIBLE = Rules()
 
 
 def _text(content: Any) -> str:
@@ -61,6 +118,102 @@ def answer_format(body: Any) -> dict[str, Any] | None:
         schema = spec.get("schema", spec) if kind == "json_schema" else spec
         return schema if isinstance(schema, dict) else {}
     return None
+
+
+def _strict_problem(schema: Any, name: str) -> str | None:
+    """OpenAI's message for a strict ``json_schema`` it refuses, or None when it takes it."""
+    prefix = f"Invalid schema for response_format '{name}': "
+    if not isinstance(schema, dict):
+        return prefix + "schema must be a JSON Schema object."
+    if schema.get("type") != "object":
+        return (
+            prefix + "schema must be a JSON Schema of 'type: \"object\"', "
+            f"got 'type: \"{schema.get('type')}\"'."
+        )
+    return _strict_node(schema, (), prefix)
+
+
+def _strict_node(node: Any, context: tuple[Any, ...], prefix: str) -> str | None:
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            if problem := _strict_node(item, (*context, i), prefix):
+                return problem
+        return None
+    if not isinstance(node, dict):
+        return None
+    if node.get("type") == "object" or "properties" in node:
+        where = f"{prefix}In context={context!r}, "
+        if node.get("additionalProperties") is not False:
+            return where + "'additionalProperties' is required to be supplied and to be false."
+        properties = node.get("properties") or {}
+        required = node.get("required")
+        missing = [p for p in properties if not isinstance(required, list) or p not in required]
+        if missing:
+            return (
+                where + "'required' is required to be supplied and to be an array including "
+                f"every key in properties. Missing '{missing[0]}'."
+            )
+    for key, value in node.items():
+        if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+            for sub, schema in value.items():
+                if problem := _strict_node(schema, (*context, key, sub), prefix):
+                    return problem
+        elif key in ("items", "anyOf", "allOf", "oneOf", "prefixItems") and (
+            problem := _strict_node(value, (*context, key), prefix)
+        ):
+            return problem
+    return None
+
+
+def strict_refusal(body: dict[str, Any]) -> str | None:
+    """OpenAI's 400 message for the body's ``response_format``, or None when strict mode takes
+    it (or it asks for no strict schema)."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+    spec = fmt.get("json_schema")
+    if not isinstance(spec, dict) or spec.get("strict") is not True:
+        return None
+    return _strict_problem(spec.get("schema"), str(spec.get("name", "response")))
+
+
+def token_limit(body: dict[str, Any]) -> int | web.Response | None:
+    """The request's token limit (``max_completion_tokens``, else ``max_tokens``), None for
+    none, or OpenAI's 400 for a limit that is no positive integer."""
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            kind = type(value).__name__
+            message = f"Invalid type for '{key}': expected an integer, but got a {kind} instead."
+            return _bad_request(message, key, "invalid_type")
+        if value < 1:
+            message = (
+                f"Invalid '{key}': integer below minimum value. Expected a value >= 1, but got "
+                f"{value} instead."
+            )
+            return _bad_request(message, key, "integer_below_min_value")
+        return value
+    return None
+
+
+def _says_json(body: dict[str, Any], messages: list[Any]) -> bool:
+    """Whether a JSON-mode request's messages say "json" (true of any other request)."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_object":
+        return True
+    return any("json" in _text(m.get("content")).lower() for m in messages if isinstance(m, dict))
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    user = next((m for m in reversed(messages) if m.get("role") == "user"), messages[-1])
+    return _text(user.get("content"))
+
+
+def reasoning_text(messages: list[dict[str, Any]]) -> str:
+    """What the fake model thinks before it answers, where a server returns reasoning."""
+    return f"thinking about: {_last_user_text(messages)}"
 
 
 def plan_reply(
@@ -94,8 +247,7 @@ def plan_reply(
                 "function": {"name": fn.get("name", "tool"), "arguments": json.dumps(args)},
             }
         ]
-    user = next((m for m in reversed(messages) if m.get("role") == "user"), last)
-    return _common.reply_text(_text(user.get("content"))), []
+    return _common.reply_text(_last_user_text(messages)), []
 
 
 def usage(prompt_tokens: int, completion_tokens: int = 0) -> dict[str, int]:
@@ -132,8 +284,60 @@ def model_object(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 1700000000, "owned_by": "asyncllm"}
 
 
-def routes(prefix: str = "/v1") -> list[tuple[str, str, Handler]]:
-    """(method, path, handler) of the OpenAI routes, for protocols that serve some of them."""
+@dataclass
+class _Said:
+    """What the fake model writes, as stream pieces: reasoning first, then a refusal or text."""
+
+    reasoning: list[str]
+    refusal: list[str]
+    text: list[str]
+    calls: list[dict[str, Any]]
+    finish: str
+
+    def cut(self, limit: int) -> None:
+        """Keep the first ``limit`` pieces (tool calls count none): "length" when any is lost."""
+        if len(self.reasoning) + len(self.refusal) + len(self.text) <= limit:
+            return
+        left = limit
+        for field in ("reasoning", "refusal", "text"):
+            kept = getattr(self, field)[:left]
+            setattr(self, field, kept)
+            left -= len(kept)
+        self.calls, self.finish = [], "length"
+
+    def tokens(self) -> int:
+        return sum(
+            _common.count_tokens("".join(part))
+            for part in (self.reasoning, self.refusal, self.text)
+        )
+
+
+def _compose(
+    body: dict[str, Any], messages: list[dict[str, Any]], refusals: bool, where: str | None
+) -> _Said:
+    fmt = body.get("response_format")
+    structured = isinstance(fmt, dict) and fmt.get("type") == "json_schema"
+    refusal = ""
+    calls: list[dict[str, Any]]
+    if refusals and REFUSAL_PROMPT in _last_user_text(messages):
+        text, calls = ("", []) if structured else (REFUSAL_TEXT, [])
+        refusal = REFUSAL_TEXT if structured else ""
+    else:
+        text, calls = plan_reply(messages, body.get("tools"), answer_format(body))
+    thought = reasoning_text(messages) if where else ""
+    if where == INLINE:
+        text, thought = f"<think>\n{thought}\n</think>\n\n{text}", ""
+
+    def split(value: str) -> list[str]:
+        return _common.pieces(value) if value else []
+
+    finish = "tool_calls" if calls else "stop"
+    return _Said(split(thought), split(refusal), split(text), calls, finish)
+
+
+def routes(prefix: str = "/v1", rules: Rules = COMPATIBLE) -> list[tuple[str, str, Handler]]:
+    """(method, path, handler) of the OpenAI routes, for protocols that serve some of them;
+    chat answers by ``rules``."""
 
     async def chat(request: web.Request) -> web.StreamResponse:
         body = request["json"]
@@ -142,12 +346,29 @@ def routes(prefix: str = "/v1") -> list[tuple[str, str, Handler]]:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return _bad_request("'messages' must be a non-empty array")
-        text, calls = plan_reply(messages, body.get("tools"), answer_format(body))
+        limit = token_limit(body)
+        if isinstance(limit, web.Response):
+            return limit
+        if rules.strict_schemas and (problem := strict_refusal(body)):
+            return _bad_request(problem, param="response_format")
+        if rules.json_word and not _says_json(body, messages):
+            return _bad_request(
+                "'messages' must contain the word 'json' in some form, to use 'response_format' "
+                "of type 'json_object'.",
+                param="messages",
+            )
+        where = rules.reasoning(body) if rules.reasoning is not None else None
+        if isinstance(where, web.Response):
+            return where
+        said = _compose(body, messages, rules.refusals, where)
+        if limit is not None:
+            said.cut(limit)
+        reasoning, refusal, text = ("".join(p) for p in (said.reasoning, said.refusal, said.text))
+        calls, finish = said.calls, said.finish
         prompt = sum(_common.count_tokens(_text(m.get("content"))) for m in messages)
-        counts = usage(prompt, _common.count_tokens(text))
+        counts = usage(prompt, said.tokens())
         cid = f"chatcmpl-{next(_ids)}"
         headers = {"x-request-id": f"srv-{cid}"}
-        finish = "tool_calls" if calls else "stop"
         base = {
             "id": cid,
             "object": "chat.completion",
@@ -157,6 +378,10 @@ def routes(prefix: str = "/v1") -> list[tuple[str, str, Handler]]:
         if not body.get("stream"):
             n = int(body.get("n") or 1)
             message: dict[str, Any] = {"role": "assistant", "content": text or None}
+            if where is not None and where != INLINE and reasoning:
+                message[where] = reasoning
+            if rules.refusals:
+                message["refusal"] = refusal or None
             if calls:
                 message["tool_calls"] = calls
             choices = [
@@ -172,14 +397,19 @@ def routes(prefix: str = "/v1") -> list[tuple[str, str, Handler]]:
         def delta(content: dict[str, Any], finish: str | None = None) -> bytes:
             return chunk([{"index": 0, "delta": content, "finish_reason": finish}])
 
-        chunks = [delta({"role": "assistant", "content": ""})]
-        if text:
-            chunks += [delta({"content": piece}) for piece in _common.pieces(text)]
+        first: dict[str, Any] = {"role": "assistant", "content": None if refusal else ""}
+        if rules.refusals:
+            first["refusal"] = None
+        chunks = [delta(first)]
+        if where is not None and where != INLINE:
+            chunks += [delta({where: piece}) for piece in said.reasoning]
+        chunks += [delta({"refusal": piece}) for piece in said.refusal]
+        chunks += [delta({"content": piece}) for piece in said.text]
         for i, call in enumerate(calls):  # each call's arguments in two halves
             args = call["function"]["arguments"]
             half = len(args) // 2
-            first = {"name": call["function"]["name"], "arguments": args[:half]}
-            chunks.append(delta({"tool_calls": [{"index": i, **call, "function": first}]}))
+            head = {"name": call["function"]["name"], "arguments": args[:half]}
+            chunks.append(delta({"tool_calls": [{"index": i, **call, "function": head}]}))
             rest = {"index": i, "function": {"arguments": args[half:]}}
             chunks.append(delta({"tool_calls": [rest]}))
         chunks.append(delta({}, finish))
@@ -230,6 +460,10 @@ def routes(prefix: str = "/v1") -> list[tuple[str, str, Handler]]:
     ]
 
 
-def setup(server: FakeServer, prefix: str = "/v1") -> None:
-    for method, path, handler in routes(prefix):
+def setup(server: FakeServer, prefix: str | None = None, rules: Rules | None = None) -> None:
+    """The OpenAI protocol itself (no ``prefix``: ``/v1`` with ``OPENAI``'s rules), or another
+    server's OpenAI routes under ``prefix`` (with ``COMPATIBLE`` rules unless given)."""
+    if rules is None:
+        rules = OPENAI if prefix is None else COMPATIBLE
+    for method, path, handler in routes(prefix or "/v1", rules):
         server.add_route(method, path, handler, error_body=error_body)

@@ -34,6 +34,10 @@ status then lists every version), and no version in KServe's ready and metadata 
 
 ``/v3`` reuses the OpenAI fake for chat, embeddings and models and adds ``/v3/completions``
 (``"echo: <prompt>"``) and ``/v3/rerank`` (score: the share of query words found in a document).
+Its chat is served as a servable with a reasoning parser serves it: the model thinks when its chat
+template is asked to (``chat_template_kwargs: {"enable_thinking": true}``) and the reasoning comes
+in ``reasoning_content``; ``response_format`` schemas are imposed, never checked for strict mode
+(OVMS hands them to XGrammar), and nothing is refused.
 """
 
 from __future__ import annotations
@@ -54,6 +58,16 @@ from . import _common, openai
 
 MODEL = "fake-model"
 VERSIONS = ("1", "2")
+
+
+def _reasoning(body: dict[str, Any]) -> str | None:
+    kwargs = body.get("chat_template_kwargs")
+    thinking = isinstance(kwargs, dict) and kwargs.get("enable_thinking") is True
+    return "reasoning_content" if thinking else None
+
+
+# /v3 chat: OpenAI's shape, reasoning from the servable's reasoning parser, no strict checks.
+CHAT_RULES = openai.Rules(reasoning=_reasoning)
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
     "UINT8": (0, 2**8 - 1),
@@ -731,4 +745,4 @@ def setup(server: FakeServer) -> None:
         ("POST", "/v3/rerank", rerank),
     ):
         server.add_route(method, path, handler, error_body=error_body)
-    openai.setup(server, prefix="/v3")
+    openai.setup(server, prefix="/v3", rules=CHAT_RULES)
