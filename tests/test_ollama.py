@@ -30,6 +30,12 @@ USER = [{"role": "user", "content": "hello world"}]
 
 class TestOllamaContract(ChatContract):
     protocol = "ollama"
+    structured = True
+    open_maps_refused = False  # format takes the schema as it is, open maps too
+    refusal_prompt = None  # Ollama has no refusals
+    reasoning_options = {"think": True}
+    length_options = {"max_tokens": 3}
+    signed_history = False  # thinking is sent back as it came, unsigned
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.Ollama(base_url=server.url(), **kwargs)
@@ -337,11 +343,72 @@ async def test_tool_calls_and_results_in_ollama_form(client: Ollama, server: Fak
 async def test_thinking(client: Ollama) -> None:
     r = await client.chat(USER, model="fake-chat", think=True)
     assert r.text == "echo: hello world"
-    assert r.thinking == "thinking about: echo: hello world"
-    assert r.message.model_dump()["thinking"] == r.thinking
+    assert r.reasoning == "thinking about: echo: hello world"
+    assert r.thinking == r.reasoning  # the name it had before
+    assert r.message.model_dump()["thinking"] == r.reasoning
     chunks = [c async for c in client.stream_chat(USER, model="fake-chat", think=True)]
-    assert "".join(c.thinking for c in chunks) == r.thinking
+    assert len([c for c in chunks if c.reasoning]) > 1  # a piece a line, as Ollama streams it
+    assert "".join(c.reasoning for c in chunks) == r.reasoning
+    assert "".join(c.thinking for c in chunks) == r.reasoning
     assert "".join(c.delta for c in chunks) == r.text
+
+
+async def test_streamed_reasoning_is_kept_for_the_next_turn(
+    client: Ollama, server: FakeServer
+) -> None:
+    async with client.stream_chat(USER, model="fake-chat", think=True) as stream:
+        final = await stream.final()
+    assert final.reasoning == "thinking about: echo: hello world"
+    assert final.message.model_dump()["thinking"] == final.reasoning
+    await client.chat(
+        [*USER, final.message, {"role": "user", "content": "and?"}], model="fake-chat"
+    )
+    assert sent(server, "/api/chat")["messages"][1] == {
+        "role": "assistant",
+        "content": "echo: hello world",
+        "thinking": "thinking about: echo: hello world",
+    }
+
+
+class Order(BaseModel):
+    country: Country
+    tags: list[str]
+    counts: dict[str, int]
+
+
+async def test_response_format_is_sent_as_format_and_parsed(
+    client: Ollama, server: FakeServer
+) -> None:
+    r = await client.chat(USER, model="fake-chat", response_format=Order)
+    assert sent(server, "/api/chat")["format"] == Order.model_json_schema()  # as it is
+    assert r.parsed == Order(country=Country(name="test", population=1), tags=["test"], counts={})
+    async with client.stream_chat(USER, model="fake-chat", response_format=Order) as stream:
+        final = await stream.final()
+    assert final.parsed == r.parsed and final.text == r.text
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    assert (await client.chat(USER, model="fake-chat", response_format=schema)).parsed == {"a": 1}
+    r = await client.chat(USER, model="fake-chat", response_format={"type": "json_object"})
+    assert sent(server, "/api/chat")["format"] == "json" and r.parsed == {}
+    r = await client.chat(USER, model="fake-chat", format=Country)
+    assert r.parsed is None  # format alone constrains without parsing
+    count = server.request_count
+    with pytest.raises(asyncllm.ConfigurationError, match="not both"):
+        await client.chat(USER, model="fake-chat", response_format=Country, format="json")
+    assert server.request_count == count
+
+
+async def test_answer_cut_at_max_tokens(client: Ollama, server: FakeServer) -> None:
+    r = await client.chat(USER, model="fake-chat", max_tokens=1)
+    assert (r.text, r.finish_reason) == ("echo:", "length")
+    assert sent(server, "/api/chat")["options"] == {"num_predict": 1}
+    with pytest.raises(asyncllm.LengthFinishReasonError) as info:
+        await client.chat(USER, model="fake-chat", response_format=Country, max_tokens=2)
+    assert info.value.text == '{"name": "test",'
+    stream = client.stream_chat(USER, model="fake-chat", response_format=Country, max_tokens=2)
+    with pytest.raises(asyncllm.LengthFinishReasonError):
+        await stream.final()
+    r = await client.chat(USER, model="fake-chat", think=True, max_tokens=3)
+    assert (r.reasoning, r.text, r.finish_reason) == ("thinking about: echo:", "", "length")
 
 
 async def test_usage_durations(client: Ollama) -> None:

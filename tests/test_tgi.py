@@ -12,7 +12,7 @@ from pydantic import BaseModel
 import asyncllm
 from asyncllm.backends.tgi import TGI
 from asyncllm.testing import FakeServer
-from tests.chat_contract import NO_WAIT, ChatContract
+from tests.chat_contract import NO_WAIT, ChatContract, get_weather
 from tests.specs import SPECS
 
 SPEC = SPECS / "tgi.openapi.json"
@@ -20,6 +20,12 @@ SPEC = SPECS / "tgi.openapi.json"
 
 class TestTGIContract(ChatContract):
     protocol = "tgi"
+    structured = True
+    open_maps_refused = False  # the schema is sent as it is; TGI's grammar takes open maps
+    refusal_prompt = None  # TGI has no refusals
+    reasoning_options = None  # nor a reasoning field
+    length_options = {"max_tokens": 3}
+    signed_history = False
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.TGI(base_url=server.url(), **kwargs)
@@ -165,16 +171,20 @@ async def test_pydantic_grammar(client: TGI, server: FakeServer) -> None:
     [
         {"temperature": 0},
         {"top_p": 1.5},
+        {"top_p": 1},  # the schema allows 1; TGI's router refuses it
         {"top_p": 0},
         {"top_k": 0},
         {"typical_p": 2},
+        {"typical_p": 1.0},
         {"repetition_penalty": 0},
-        {"frequency_penalty": -2},
+        {"frequency_penalty": -2.5},
+        {"frequency_penalty": 2.5},
         {"max_new_tokens": -1},
         {"max_new_tokens": 1.5},
         {"seed": -1},
         {"truncate": -3},
-        {"top_n_tokens": 0},
+        {"truncate": 0},  # the schema allows 0; TGI's router refuses it
+        {"top_n_tokens": -1},
         {"stop": ["a", "b", "c", "d", "e"]},
         {"stop": [1]},
         {"do_sample": "yes"},
@@ -189,6 +199,19 @@ async def test_bad_parameters_are_refused_before_sending(
     with pytest.raises(asyncllm.ConfigurationError):
         await client.generate("x", **kwargs)
     assert server.request_count == 0
+
+
+async def test_what_the_router_accepts_is_sent(client: TGI, server: FakeServer) -> None:
+    """The router's own bounds, not the schema's: these were refused before sending."""
+    await client.generate("x", top_n_tokens=0, frequency_penalty=-2, seed=0, details=True)
+    assert sent(server, "/generate")["parameters"] == {
+        "top_n_tokens": 0,
+        "frequency_penalty": -2,
+        "seed": 0,
+        "details": True,
+    }
+    await client.generate("x", frequency_penalty=2, truncate=1, top_p=0.999, typical_p=0.001)
+    assert sent(server, "/generate")["parameters"]["truncate"] == 1
 
 
 async def test_empty_inputs_refused(client: TGI, server: FakeServer) -> None:
@@ -350,18 +373,63 @@ async def test_tokenize(client: TGI, server: FakeServer) -> None:
     assert sent(server, "/tokenize") == {"inputs": "to ken"}
 
 
-async def test_chat_body_follows_tgi(client: TGI, server: FakeServer) -> None:
-    class Answer(BaseModel):
-        city: str
+class Answer(BaseModel):
+    city: str
+    population: int = 0
 
-    await client.chat(
+
+class Tree(BaseModel):
+    value: int
+    children: list[Tree] = []
+
+
+class Counts(BaseModel):
+    counts: dict[str, int]
+
+
+async def test_chat_body_follows_tgi(client: TGI, server: FakeServer) -> None:
+    r = await client.chat(
         [{"role": "user", "content": "x"}], model="tgi", stop="END", response_format=Answer
     )
     body = sent(server, "/v1/chat/completions")
     assert body["stop"] == ["END"]
-    assert body["response_format"]["type"] == "json_schema"
-    assert body["response_format"]["value"]["name"] == "Answer"
-    assert "json_schema" not in body["response_format"]
+    # TGI's GrammarType "json", which every TGI 3 takes, with the schema as it is (not strict:
+    # population stays optional).
+    assert body["response_format"] == {"type": "json", "value": Answer.model_json_schema()}
+    assert r.parsed == Answer(city="test")
+
+
+async def test_response_format_forms(client: TGI, server: FakeServer) -> None:
+    r = await client.chat([{"role": "user", "content": "x"}], response_format=Tree)
+    value = sent(server, "/v1/chat/completions")["response_format"]["value"]
+    assert value["properties"]["children"]["items"] == {"$ref": "#/$defs/Tree"}
+    assert "$ref" not in value and value["$defs"]["Tree"]["required"] == ["value"]
+    assert isinstance(r.parsed, Tree)
+    r = await client.chat([{"role": "user", "content": "x"}], response_format=Counts)
+    assert r.parsed == Counts(counts={})
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    r = await client.chat([{"role": "user", "content": "x"}], response_format=schema)
+    assert r.parsed == {"n": 1}
+    sent_before = server.request_count
+    for bad in ({"type": "json_object"}, {"type": "array", "items": {"type": "string"}}):
+        with pytest.raises(asyncllm.ConfigurationError, match="properties"):
+            await client.chat([{"role": "user", "content": "x"}], response_format=bad)
+    with pytest.raises(asyncllm.ConfigurationError, match="tools or response_format"):
+        await client.chat(
+            [{"role": "user", "content": "x"}], response_format=Answer, tools=[get_weather]
+        )
+    with pytest.raises(asyncllm.ConfigurationError, match="top_p"):
+        await client.chat([{"role": "user", "content": "x"}], top_p=1)
+    assert server.request_count == sent_before
+
+
+async def test_streamed_structured_answer_and_its_cut(client: TGI) -> None:
+    async with client.stream_chat([{"role": "user", "content": "x"}], response_format=Answer) as s:
+        final = await s.final()
+    assert final.parsed == Answer(city="test") and final.finish_reason == "stop"
+    with pytest.raises(asyncllm.LengthFinishReasonError) as info:
+        await client.chat([{"role": "user", "content": "x"}], response_format=Answer, max_tokens=1)
+    assert info.value.text == '{"city":'
 
 
 # -- what we send follows the published schema ---------------------------------------------------
@@ -401,31 +469,32 @@ def test_schema_validator_can_fail() -> None:
 async def test_generate_bodies_follow_the_openapi_schema(client: TGI, server: FakeServer) -> None:
     validator = request_validator(SPEC, "/generate")
     await client.generate("plain")
-    # The schema allows top_p = 1 and truncate = 0; TGI's router refuses both (so does the fake).
-    with pytest.raises(asyncllm.UnprocessableEntityError, match="top_p"):
-        await client.generate(
-            "all",
-            max_new_tokens=5,
-            temperature=0.7,
-            top_p=1,
-            top_k=3,
-            typical_p=0.5,
-            repetition_penalty=1.2,
-            frequency_penalty=-1.5,
-            stop=["x", "y", "z", "w"],
-            seed=1,
-            do_sample=False,
-            truncate=0,
-            return_full_text=True,
-            details=False,
-            decoder_input_details=False,
-            top_n_tokens=3,
-            watermark=True,
-            grammar={"type": "json_schema", "value": {"name": "n", "schema": {"type": "object"}}},
-            best_of=1,
-            adapter_id="a",
-        )
-    async with client.stream_generate("s", grammar={"type": "json", "value": {}}) as stream:
+    # The schema allows top_p = 1 and truncate = 0; TGI's router refuses both, and so does the
+    # client, before sending (test_bad_parameters_are_refused_before_sending).
+    await client.generate(
+        "all",
+        max_new_tokens=5,
+        temperature=0.7,
+        top_p=0.95,
+        top_k=3,
+        typical_p=0.5,
+        repetition_penalty=1.2,
+        frequency_penalty=-1.5,
+        stop=["x", "y", "z", "w"],
+        seed=1,
+        do_sample=False,
+        truncate=5,
+        return_full_text=True,
+        details=False,
+        decoder_input_details=False,
+        top_n_tokens=3,
+        watermark=True,
+        grammar={"type": "json_schema", "value": {"name": "n", "schema": {"properties": {}}}},
+        best_of=1,
+        adapter_id="a",
+    )
+    grammar = {"type": "json", "value": {"properties": {}}}
+    async with client.stream_generate("s", grammar=grammar) as stream:
         async for _ in stream:
             pass
     bodies = [r.json for r in server.requests if r.path in ("/generate", "/generate_stream")]
@@ -623,6 +692,98 @@ async def test_root_and_ping_are_health(server: FakeServer) -> None:
     status, _, text = await raw(server, "GET", "/")
     assert status == 503
     assert json.loads(text) == {"error": "unhealthy", "error_type": "healthcheck"}
+
+
+WEATHER = {"properties": {"unit": {"type": "string"}}, "required": ["unit"]}
+
+
+@pytest.mark.parametrize(
+    ("response_format", "content"),
+    [
+        ({"type": "json", "value": WEATHER}, '{"unit": "test"}'),
+        ({"type": "json_object", "value": WEATHER}, '{"unit": "test"}'),  # an alias of json
+        ({"type": "json", "value": json.dumps(WEATHER)}, '{"unit": "test"}'),
+        ({"type": "json_schema", "value": {"name": "w", "schema": WEATHER}}, '{"unit": "test"}'),
+        ({"type": "regex", "value": "[A-Z]{2}-[0-9]+"}, "AA-0"),
+    ],
+)
+async def test_chat_follows_tgis_grammar_types(
+    server: FakeServer, response_format: Any, content: str
+) -> None:
+    body = {"messages": [{"role": "user", "content": "x"}], "response_format": response_format}
+    status, _, text = await raw(server, "POST", "/v1/chat/completions", body)
+    assert status == 200
+    assert json.loads(text)["choices"][0]["message"]["content"] == content
+
+
+@pytest.mark.parametrize(
+    ("extra", "status", "error"),
+    [
+        (
+            {"response_format": {"type": "json", "value": {"type": "object"}}},
+            422,
+            {
+                "error": "Input validation error: grammar is not valid: Grammar must have a "
+                "'properties' field",
+                "error_type": "validation",
+            },
+        ),
+        (
+            {"response_format": {"type": "json", "value": WEATHER}, "tools": []},
+            422,
+            {
+                "error": "Tool error: Grammar and tools are mutually exclusive",
+                "error_type": "tool_error",
+            },
+        ),
+        (
+            {"response_format": {"type": "json_object"}},
+            422,
+            {"error": "response_format: missing field `value`", "error_type": "validation"},
+        ),
+        (
+            {"top_p": 1},
+            422,
+            {"error": "Input validation error: `top_p` must be > 0.0 and < 1.0",
+             "error_type": "validation"},
+        ),
+        (
+            {"presence_penalty": -2},
+            422,
+            {"error": "Input validation error: `repetition_penalty` must be strictly positive",
+             "error_type": "validation"},
+        ),
+    ],
+)  # fmt: skip
+async def test_chat_refuses_as_tgi(
+    server: FakeServer, extra: dict[str, Any], status: int, error: Any
+) -> None:
+    body = {"messages": [{"role": "user", "content": "x"}], **extra}
+    got, _, text = await raw(server, "POST", "/v1/chat/completions", body)
+    assert (got, json.loads(text)) == (status, error)
+
+
+async def test_chat_accepts_what_tgi_accepts(server: FakeServer) -> None:
+    body = {
+        "messages": [{"role": "user", "content": "x"}],
+        "temperature": 0,  # greedy
+        "top_p": 0.5,
+        "frequency_penalty": -2,
+        "presence_penalty": -1.5,
+        "seed": 0,
+    }
+    status, _, _ = await raw(server, "POST", "/v1/chat/completions", body)
+    assert status == 200
+
+
+async def test_generate_grammar_is_checked_and_followed(server: FakeServer) -> None:
+    grammar = {"type": "json", "value": {"type": "object"}}
+    body = {"inputs": "x", "parameters": {"grammar": grammar}}
+    status, _, text = await raw(server, "POST", "/generate", body)
+    assert status == 422 and "'properties' field" in json.loads(text)["error"]
+    body = {"inputs": "x", "parameters": {"grammar": {"type": "json", "value": WEATHER}}}
+    status, _, text = await raw(server, "POST", "/generate", body)
+    assert json.loads(text) == {"generated_text": '{"unit": "test"}'}
 
 
 async def test_chat_answers_in_tgis_shape(server: FakeServer) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from pydantic import BaseModel
@@ -19,6 +21,12 @@ USER = [{"role": "user", "content": "hello there"}]
 
 class TestVLLMContract(ChatContract):
     protocol = "vllm"
+    structured = True
+    open_maps_refused = False  # structured_outputs takes the schema as it is, open maps too
+    refusal_prompt = None  # vLLM has no refusals
+    reasoning_options = {"chat_template_kwargs": {"enable_thinking": True}}
+    length_options = {"max_tokens": 3}
+    signed_history = False
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.VLLM(base_url=server.url("/v1"), **kwargs)
@@ -105,9 +113,13 @@ async def test_completions_bad_arguments(client: VLLM, server: FakeServer) -> No
         {"prompt": "x", "top_k": -2},
         {"prompt": "x", "min_p": 1.5},
         {"prompt": "x", "repetition_penalty": 0},
-        {"prompt": "x", "guided_regex": "a+", "guided_choice": ["a"]},
-        {"prompt": "x", "guided_json": "{not json"},
-        {"prompt": "x", "guided_choice": []},
+        {"prompt": "x", "structured_outputs": {"regex": "a+", "choice": ["a"]}},
+        {"prompt": "x", "structured_outputs": {"json": "{not json"}},
+        {"prompt": "x", "structured_outputs": {"choice": []}},
+        {"prompt": "x", "structured_outputs": {}},
+        {"prompt": "x", "structured_outputs": {"jsn": {}}},
+        {"prompt": "x", "structured_outputs": {"regex": ""}},
+        {"prompt": "x", "structured_outputs": "a+"},
     ]
     for kwargs in cases:
         with pytest.raises(asyncllm.ConfigurationError):
@@ -122,53 +134,149 @@ async def test_chat_sampling_extras_are_top_level_fields(client: VLLM, server: F
     r = await client.chat(
         USER,
         model="fake-chat",
-        guided_json=Answer,
+        structured_outputs={"json": Answer},
         top_k=40,
         min_p=0.05,
         repetition_penalty=1.1,
+        chat_template_kwargs={"enable_thinking": False},
     )
-    assert r.text == "echo: hello there"
+    assert Answer.model_validate_json(r.text) == Answer(city="test", sunny=True)
+    assert r.parsed is None  # structured_outputs constrains; response_format parses
     body = server.requests[-1].json
-    assert body["guided_json"] == Answer.model_json_schema()
+    assert body["structured_outputs"] == {"json": Answer.model_json_schema()}
     assert (body["top_k"], body["min_p"], body["repetition_penalty"]) == (40, 0.05, 1.1)
-    assert "guided_regex" not in body and "guided_choice" not in body
-    assert "extra_body" not in body
+    assert body["chat_template_kwargs"] == {"enable_thinking": False}
+    assert "extra_body" not in body and "response_format" not in body
+    assert server.state["vllm"]["ignored"] == []  # every field sent is one vLLM reads
+
+
+async def test_plain_chat_sends_no_extras(client: VLLM, server: FakeServer) -> None:
+    await client.chat(USER, model="fake-chat")
+    assert server.requests[-1].json == {"model": "fake-chat", "messages": USER}
 
 
 async def test_stream_chat_sampling_extras(client: VLLM, server: FakeServer) -> None:
     async with client.stream_chat(
-        USER, model="fake-chat", guided_choice=["yes", "no"], top_k=5
+        USER, model="fake-chat", structured_outputs={"choice": ["yes", "no"]}, top_k=5
     ) as stream:
         text = "".join([chunk.delta async for chunk in stream])
-    assert text == "echo: hello there"
+    assert text == "yes"  # the fake answers the first choice
     body = server.requests[-1].json
     assert body["stream"] is True
-    assert body["guided_choice"] == ["yes", "no"] and body["top_k"] == 5
+    assert body["structured_outputs"] == {"choice": ["yes", "no"]} and body["top_k"] == 5
 
 
 async def test_completions_sampling_extras(client: VLLM, server: FakeServer) -> None:
     await client.completions(
         "x",
         model="fake-chat",
-        guided_regex=r"\d+",
+        structured_outputs={"regex": r"\d+"},
         min_p=0.1,
         extra_body={"min_p": 0.2, "ignore_eos": True},
     )
     body = server.requests[-1].json
-    assert body["guided_regex"] == r"\d+"
+    assert body["structured_outputs"] == {"regex": r"\d+"}
     assert body["min_p"] == 0.2 and body["ignore_eos"] is True  # extra_body has the last word
 
 
-async def test_guided_json_forms(client: VLLM, server: FakeServer) -> None:
-    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
-    await client.chat(USER, model="fake-chat", guided_json=schema)
-    assert server.requests[-1].json["guided_json"] == schema
-    await client.chat(USER, model="fake-chat", guided_json='{"type": "string"}')
-    assert server.requests[-1].json["guided_json"] == '{"type": "string"}'
+async def test_structured_outputs_forms(client: VLLM, server: FakeServer) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    r = await client.chat(USER, model="fake-chat", structured_outputs={"json": schema})
+    assert server.requests[-1].json["structured_outputs"] == {"json": schema}
+    assert r.text == '{"a": 1}'
+    r = await client.chat(
+        USER, model="fake-chat", structured_outputs={"json": '{"type": "string"}'}
+    )
+    assert server.requests[-1].json["structured_outputs"] == {"json": '{"type": "string"}'}
+    assert r.text == '"test"'
+    r = await client.chat(USER, model="fake-chat", structured_outputs={"regex": r"[A-Z]{2}-\d+"})
+    assert re.fullmatch(r"[A-Z]{2}-\d+", r.text)
+    grammar = 'root ::= "yes" | "no"'
+    await client.chat(USER, model="fake-chat", structured_outputs={"grammar": grammar})
+    assert server.requests[-1].json["structured_outputs"] == {"grammar": grammar}
+    sent = server.request_count
+    with pytest.raises(asyncllm.ConfigurationError, match="exactly one"):
+        client.stream_chat(
+            USER, model="fake-chat", structured_outputs={"json": schema, "regex": "a"}
+        )
     with pytest.raises(asyncllm.ConfigurationError):
-        await client.chat(USER, model="fake-chat", guided_json=42)
-    with pytest.raises(asyncllm.ConfigurationError):
-        client.stream_chat(USER, model="fake-chat", guided_json=schema, guided_regex="a")
+        await client.chat(USER, model="fake-chat", structured_outputs={"json": 42})
+    with pytest.raises(asyncllm.ConfigurationError, match="response_format or structured_outputs"):
+        await client.chat(
+            USER, model="fake-chat", response_format=Answer, structured_outputs={"regex": "a"}
+        )
+    assert server.request_count == sent
+
+
+@pytest.mark.parametrize(
+    "field", ["guided_json", "guided_regex", "guided_choice", "guided_grammar"]
+)
+async def test_removed_guided_fields_are_refused(
+    client: VLLM, server: FakeServer, field: str
+) -> None:
+    """vLLM 0.12 removed guided_*: it ignores them, so the output would not be constrained."""
+    value: Any = ["a"] if field == "guided_choice" else "a+"
+    with pytest.raises(asyncllm.ConfigurationError, match="structured_outputs") as info:
+        await client.chat(USER, model="fake-chat", **{field: value})
+    assert field in str(info.value) and "0.12" in str(info.value)
+    with pytest.raises(asyncllm.ConfigurationError, match="structured_outputs"):
+        client.stream_chat(USER, model="fake-chat", **{field: value})
+    with pytest.raises(asyncllm.ConfigurationError, match="structured_outputs"):
+        await client.completions("x", model="fake-chat", **{field: value})
+    with pytest.raises(asyncllm.ConfigurationError, match="structured_outputs"):
+        await client.chat(USER, model="fake-chat", extra_body={field: value})
+    assert server.request_count == 0
+
+
+async def test_the_fake_ignores_guided_fields_as_vllm_does(server: FakeServer) -> None:
+    """What the client protects against: the server answers unconstrained, and only logs."""
+    body = {"model": "fake-chat", "messages": USER, "guided_choice": ["yes", "no"]}
+    url = server.url("/v1/chat/completions")
+    async with aiohttp.ClientSession() as session, session.post(url, json=body) as response:
+        assert response.status == 200
+        answer = await response.json()
+    assert answer["choices"][0]["message"]["content"] == "echo: hello there"
+    assert server.state["vllm"]["ignored"] == [["guided_choice"]]
+
+
+async def test_response_format_is_sent_as_structured_outputs(
+    client: VLLM, server: FakeServer
+) -> None:
+    r = await client.chat(USER, model="fake-chat", response_format=Answer)
+    assert r.parsed == Answer(city="test", sunny=True)
+    body = server.requests[-1].json
+    assert body["structured_outputs"] == {"json": Answer.model_json_schema()}
+    assert "response_format" not in body
+    async with client.stream_chat(USER, model="fake-chat", response_format=Answer) as stream:
+        final = await stream.final()
+    assert final.parsed == r.parsed and final.text == r.text
+    await client.chat(USER, model="fake-chat", response_format={"type": "json_object"})
+    assert server.requests[-1].json["structured_outputs"] == {"json_object": True}
+
+
+async def test_reasoning_text_and_deltas(client: VLLM, server: FakeServer) -> None:
+    kwargs = {"chat_template_kwargs": {"enable_thinking": True}}
+    r = await client.chat(USER, model="fake-chat", **kwargs)
+    assert r.reasoning == "thinking about: hello there" and r.text == "echo: hello there"
+    assert server.requests[-1].json["chat_template_kwargs"] == {"enable_thinking": True}
+    async with client.stream_chat(USER, model="fake-chat", **kwargs) as stream:
+        pieces = [chunk.reasoning async for chunk in stream if chunk.reasoning]
+        final = await stream.final()
+    assert len(pieces) > 1 and "".join(pieces) == r.reasoning
+    assert (final.reasoning, final.text) == (r.reasoning, r.text)
+    plain = await client.chat(USER, model="fake-chat")
+    assert plain.reasoning is None
+
+
+async def test_answer_cut_at_max_tokens(client: VLLM) -> None:
+    r = await client.chat(USER, model="fake-chat", max_tokens=2)
+    assert (r.text, r.finish_reason) == ("echo: hello", "length")
+    with pytest.raises(asyncllm.LengthFinishReasonError) as info:
+        await client.chat(USER, model="fake-chat", response_format=Answer, max_tokens=2)
+    assert info.value.text == '{"city": "test",'
+    thinking = {"chat_template_kwargs": {"enable_thinking": True}}
+    r = await client.chat(USER, model="fake-chat", max_tokens=2, **thinking)
+    assert (r.reasoning, r.text, r.finish_reason) == ("thinking about:", "", "length")
 
 
 # -- vLLM's own routes ------------------------------------------------------------------------------
@@ -357,8 +465,8 @@ async def test_misspelt_option_is_type_error_before_sending(
 ) -> None:
     with pytest.raises(TypeError, match="top_kk"):
         await client.chat(USER, model="fake-chat", top_kk=4)  # type: ignore[call-arg]
-    with pytest.raises(TypeError, match="guided_jsn"):
-        client.stream_chat(USER, model="fake-chat", guided_jsn={})  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="structured_output"):
+        client.stream_chat(USER, model="fake-chat", structured_output={})  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="echoo"):
         await client.completions("x", model="fake-chat", echoo=True)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="extra_bdy"):
@@ -395,5 +503,5 @@ async def test_with_options_client_reaches_the_root_routes(
     tokens = (await fast.tokenize("the cat")).tokens
     assert await fast.detokenize(tokens) == "the cat"
     assert server.requests[-1].path == "/detokenize"
-    r = await fast.chat(USER, model="fake-chat", guided_regex="a+")
-    assert r.text and server.requests[-1].json["guided_regex"] == "a+"
+    r = await fast.chat(USER, model="fake-chat", structured_outputs={"regex": "a+"})
+    assert r.text == "a" and server.requests[-1].json["structured_outputs"] == {"regex": "a+"}

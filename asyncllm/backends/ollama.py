@@ -13,7 +13,7 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Annotated, Any, ClassVar, Literal, TypeVar, overload
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, overload
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,8 +26,11 @@ from .._models import (
     ChatChunk,
     ChatResponse,
     EmbeddingResponse,
+    M,
     Message,
+    Messages,
     ModelInfo,
+    P,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -36,6 +39,7 @@ from .._models import (
     normalize_messages,
 )
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
+from .._structured import OutputFormat, finish, output_format
 from .._validate import (
     check_bool,
     check_int,
@@ -45,7 +49,7 @@ from .._validate import (
     check_str,
     check_str_list,
 )
-from ..streaming import Stream
+from ..streaming import ChatStream, Stream
 
 T = TypeVar("T")
 
@@ -104,17 +108,26 @@ def ollama_host(value: str) -> str:
 # -- public result types ------------------------------------------------------------------------
 
 
-class OllamaChatResponse(ChatResponse):
-    """A ChatResponse plus the model's separate reasoning when ``think`` was on."""
+class OllamaChatResponse(ChatResponse[P], Generic[P]):
+    """A ChatResponse from ``/api/chat``. With ``think`` the model's reasoning is in
+    ``reasoning``, as on every backend, and on ``message`` (as ``thinking``) to send back."""
 
-    thinking: str | None = None
+    @property
+    def thinking(self) -> str | None:
+        """``reasoning`` by Ollama's name for it (the name this field had before 0.2)."""
+        return self.reasoning
 
 
 class OllamaChatChunk(ChatChunk):
-    """A ChatChunk plus the piece of reasoning it carries when ``think`` is on."""
+    """A ChatChunk plus ``done`` (True on the last line, which carries ``usage``); its piece of
+    reasoning with ``think`` is in ``reasoning``."""
 
-    thinking: str = ""
     done: bool = False
+
+    @property
+    def thinking(self) -> str:
+        """``reasoning`` by Ollama's name for it (the name this field had before 0.2)."""
+        return self.reasoning
 
 
 class GenerateResponse(BaseModel):
@@ -387,10 +400,12 @@ class SamplingParams(TypedDict, total=False):
     ``max_tokens`` (sent as ``num_predict``), ``num_ctx``, ``seed`` and ``stop`` go into Ollama's
     ``options``, with any other Modelfile parameter given in ``options`` (``repeat_penalty``,
     ``mirostat``...); a setting given both ways is a ConfigurationError. ``format``: ``"json"``,
-    a JSON schema dict or a pydantic model class. ``keep_alive``: how long the model stays loaded
-    afterwards ("5m", seconds, 0 to unload it now). ``think``: True or False, or a level ("high",
-    "medium", "low", "max") for models that take one; the reasoning comes back apart
-    (``.thinking``). Anything else the server takes goes in ``extra_body``.
+    a JSON schema dict or a pydantic model class, sent as it is (``chat``'s ``response_format``
+    sends the same and parses the answer into ``parsed``). ``keep_alive``: how long the model
+    stays loaded afterwards ("5m", seconds, 0 to unload it now). ``think``: True or False, or a
+    level ("high", "medium", "low", "max") for models that take one; the reasoning comes back
+    apart (``reasoning`` on chat, ``thinking`` on generate). Anything else the server takes goes
+    in ``extra_body``.
     """
 
     model: str | None
@@ -609,15 +624,27 @@ class Ollama(HttpBackend):
         body.update((k, v) for k, v in optional.items() if v is not None)
         return body
 
-    def _chat_body(self, messages: Any, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
+    def _chat_body(
+        self,
+        messages: Any,
+        params: Mapping[str, Any],
+        stream: bool,
+        fmt: OutputFormat | None = None,
+    ) -> dict[str, Any]:
         coerced = coerce_tools(params.get("tools"))
         fields = {
             "messages": wire_messages(messages),
             "tools": [t.to_openai() for t in coerced] if coerced else None,
         }
-        return self._sampling_body(params, stream, fields)
+        body = self._sampling_body(params, stream, fields)
+        if fmt is not None:
+            if params.get("format") is not None:
+                raise ConfigurationError("give response_format or format, not both")
+            # The schema as it is: Ollama's grammar takes open maps, $defs and length limits.
+            body["format"] = "json" if fmt.schema is None else fmt.schema
+        return body
 
-    def _parse_chat(self, payload: Any, meta: Meta) -> OllamaChatResponse:
+    def _parse_chat(self, payload: Any, meta: Meta) -> OllamaChatResponse[Any]:
         wire = _WireChat.model_validate(self._no_error(payload, meta))
         calls = _tool_calls(wire.message)
         text = wire.message.content or ""
@@ -636,47 +663,85 @@ class Ollama(HttpBackend):
             model=wire.model,
             request_id=meta.request_id,
             choices=[message],
-            thinking=wire.message.thinking,
+            reasoning=wire.message.thinking,
             raw=payload,
         )
 
+    @overload
     async def chat(
-        self, messages: Sequence[Mapping[str, Any] | BaseModel], **options: Unpack[ChatOptions]
-    ) -> OllamaChatResponse:
+        self, messages: Messages, *, response_format: type[M], **options: Unpack[ChatOptions]
+    ) -> OllamaChatResponse[M]: ...
+    @overload
+    async def chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: Mapping[str, Any] | None = None,
+        **options: Unpack[ChatOptions],
+    ) -> OllamaChatResponse: ...
+    async def chat(
+        self, messages: Messages, *, response_format: Any = None, **options: Unpack[ChatOptions]
+    ) -> OllamaChatResponse[Any]:
         """A chat reply from ``/api/chat`` (parameters: ``ChatParams``). Image parts must be
         ``data:`` URLs, since Ollama cannot fetch images; with ``think`` the reasoning is in
-        ``.thinking``."""
-        return await self._request(
+        ``reasoning``.
+
+        ``response_format``: a pydantic model class or a JSON schema dict, sent as Ollama's
+        ``format`` (the schema as it is), and the answer parsed into ``parsed``; an answer cut
+        at ``max_tokens`` (``done_reason`` "length") raises LengthFinishReasonError."""
+        fmt = None if response_format is None else output_format(response_format)
+        call = self._request(
             "chat",
             "POST",
             "/api/chat",
             self._parse_chat,
             options,
-            body=self._chat_body(messages, options, stream=False),
+            body=self._chat_body(messages, options, False, fmt),
             allowed=CHAT_KEYS,
         )
+        response: OllamaChatResponse[Any] = await call
+        return response if fmt is None else finish(response, fmt, self.name)
 
+    @overload
     def stream_chat(
-        self, messages: Sequence[Mapping[str, Any] | BaseModel], **options: Unpack[ChatOptions]
-    ) -> Stream[OllamaChatChunk]:
-        """``chat`` chunk by chunk as each line arrives; the last (``done``) one carries
-        ``usage``. An error line mid-stream raises APIError (not retried once a chunk was
-        delivered)."""
-        return self._stream(
-            "stream_chat",
-            "POST",
-            "/api/chat",
-            self._decode_chat,
-            options,
-            body=self._chat_body(messages, options, stream=True),
-            allowed=CHAT_KEYS,
-            sse=False,
+        self, messages: Messages, *, response_format: type[M], **options: Unpack[ChatOptions]
+    ) -> ChatStream[M]: ...
+    @overload
+    def stream_chat(
+        self,
+        messages: Messages,
+        *,
+        response_format: Mapping[str, Any] | None = None,
+        **options: Unpack[ChatOptions],
+    ) -> ChatStream: ...
+    def stream_chat(
+        self, messages: Messages, *, response_format: Any = None, **options: Unpack[ChatOptions]
+    ) -> ChatStream[Any]:
+        """``chat`` chunk by chunk (``OllamaChatChunk``) as each line arrives; the last
+        (``done``) one carries ``usage``, and ``await stream.final()`` gives the whole answer
+        (``parsed`` with ``response_format``, the reasoning kept on its message). An error line
+        mid-stream raises APIError (not retried once a chunk was delivered)."""
+        fmt = None if response_format is None else output_format(response_format)
+        return ChatStream(
+            self._stream(
+                "stream_chat",
+                "POST",
+                "/api/chat",
+                self._decode_chat,
+                options,
+                body=self._chat_body(messages, options, True, fmt),
+                allowed=CHAT_KEYS,
+                sse=False,
+            ),
+            fmt,
+            self.name,
         )
 
     async def _decode_chat(self, response: Response, meta: Meta) -> AsyncIterator[OllamaChatChunk]:
         # Ollama sends each tool call whole, on a line of its own: number them across the stream.
         index = 0
         called = False
+        thoughts: list[str] = []
 
         def parse(payload: Any, meta: Meta) -> OllamaChatChunk:
             nonlocal index, called
@@ -688,10 +753,16 @@ class Ollama(HttpBackend):
                 )
                 index += 1
             called = called or bool(deltas)
+            thinking = wire.message.thinking or ""
+            if thinking:
+                thoughts.append(thinking)
+            # The whole reasoning goes on the final message, which sends it back next turn.
+            extra = {"thinking": "".join(thoughts)} if wire.done and thoughts else None
             return OllamaChatChunk(
                 delta=wire.message.content or "",
+                reasoning=thinking,
                 tool_calls=deltas,
-                thinking=wire.message.thinking or "",
+                message_extra=extra,
                 done=wire.done,
                 finish_reason=_finish(wire, called) if wire.done else None,
                 usage=wire.usage() if wire.done else None,

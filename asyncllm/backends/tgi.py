@@ -2,6 +2,9 @@
 
 Chat goes through TGI's OpenAI-compatible ``/v1/chat/completions``; the native routes
 (``/generate``, ``/generate_stream``, ``/info``, ``/health``, ``/tokenize``) have typed methods.
+Sampling parameters are checked against the bounds TGI's router enforces (``router/src/
+validation.rs``), which are narrower than its OpenAPI schema says: ``top_p`` and ``typical_p``
+below 1, ``truncate`` above 0.
 TGI's error body is ``{"error": "...", "error_type": "..."}``; ``error_type`` picks the error class
 where the status alone would not (``validation`` is always UnprocessableEntityError, ``overloaded``
 is always retried), and the same body sent as a stream event becomes the same typed error.
@@ -171,11 +174,37 @@ def _check_int_below(name: str, value: Any, low: int, bits: int) -> None:
         raise ConfigurationError(f"{name} must be below 2**{bits}")
 
 
-def _check_positive(name: str, value: Any, high: float | None = None) -> None:
-    """Numbers the spec bounds with ``exclusiveMinimum: 0`` (and, for top_p/typical_p, max 1)."""
-    check_number(name, value, None, high)
+def _check_positive(name: str, value: Any) -> None:
+    """Numbers TGI's router wants strictly positive (temperature, repetition_penalty)."""
+    check_number(name, value)
     if value is not None and value <= 0:
         raise ConfigurationError(f"{name} must be > 0")
+
+
+def _check_below_one(name: str, value: Any) -> None:
+    """``top_p`` and ``typical_p``: TGI's router takes 0 < p < 1 (1, which its OpenAPI schema
+    allows, is a 422: leave the parameter out to sample from the whole distribution)."""
+    check_number(name, value)
+    if value is not None and not 0 < value < 1:
+        raise ConfigurationError(f"{name} must be > 0 and < 1 (TGI refuses 1: leave it out)")
+
+
+def json_grammar(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON schema as TGI's JSON grammar takes it: an object with ``properties`` at its root
+    (TGI's router refuses any other). A recursive model's schema, a reference at the root, is
+    given its target in place, which the references inside still point at."""
+    out = dict(schema)
+    ref, defs = out.get("$ref"), out.get("$defs")
+    if isinstance(ref, str) and ref.startswith("#/$defs/") and isinstance(defs, Mapping):
+        target = defs.get(ref.removeprefix("#/$defs/"))
+        if isinstance(target, Mapping):
+            out = {**target, "$defs": defs}
+    if not isinstance(out.get("properties"), Mapping):
+        raise ConfigurationError(
+            "TGI's JSON grammar needs an object schema with properties at its root (TGI refuses "
+            "any other): wrap the value in a model with one field"
+        )
+    return out
 
 
 def _grammar(value: Any) -> dict[str, Any] | None:
@@ -183,7 +212,7 @@ def _grammar(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
     if isinstance(value, type) and issubclass(value, BaseModel):
-        return {"type": "json", "value": value.model_json_schema()}
+        return {"type": "json", "value": json_grammar(value.model_json_schema())}
     if isinstance(value, Mapping):
         if value.get("type") not in GRAMMAR_TYPES or "value" not in value:
             raise ConfigurationError(
@@ -209,16 +238,17 @@ class GenerateParams(TypedDict, total=False):
     shared by ``generate`` and ``stream_generate``. Each is checked against TGI's published
     bounds before anything is sent, and sent only when given.
 
-    ``max_new_tokens``: tokens to generate at most. ``temperature``, ``top_p`` (0 < p <= 1),
-    ``top_k``, ``typical_p`` (0 < p <= 1): sampling; ``do_sample`` turns sampling on.
-    ``repetition_penalty`` (> 0) and ``frequency_penalty`` (> -2): penalties. ``stop``: up to 4
-    stop sequences (one string is a list of one). ``seed``: for sampling. ``truncate``: keep only
-    the last this many input tokens. ``return_full_text``: prepend the prompt to the text.
-    ``details``: the finish reason, tokens and logprobs; ``decoder_input_details`` adds the
-    prompt's tokens, ``top_n_tokens`` the likeliest alternatives of each token. ``watermark``:
+    ``max_new_tokens``: tokens to generate at most. ``temperature``, ``top_p`` (0 < p < 1),
+    ``top_k``, ``typical_p`` (0 < p < 1): sampling; ``do_sample`` turns sampling on.
+    ``repetition_penalty`` (> 0) and ``frequency_penalty`` (-2 to 2): penalties. ``stop``: up to
+    4 stop sequences (one string is a list of one). ``seed``: for sampling. ``truncate``: keep
+    only the last this many input tokens (at least 1). ``return_full_text``: prepend the prompt
+    to the text. ``details``: the finish reason, tokens and logprobs; ``decoder_input_details``
+    adds the prompt's tokens, ``top_n_tokens`` the likeliest alternatives of each token (0 for
+    none). ``watermark``:
     watermark the output. ``grammar``: a GrammarType dict (``{"type": "json" | "regex" |
-    "json_schema", "value": ...}``) or a pydantic model class (a JSON grammar) constraining the
-    output. ``adapter_id``: the LoRA adapter to use. ``extra_parameters``: merged last into the
+    "json_schema", "value": ...}``, the ``json_schema`` form since TGI 3.3) or a pydantic model
+    class (a JSON grammar) constraining the output. ``adapter_id``: the LoRA adapter to use. ``extra_parameters``: merged last into the
     ``parameters`` object (one level; ``extra_body`` merges into the top of the body instead).
     """
 
@@ -269,16 +299,14 @@ def _generate_body(inputs: Any, params: Mapping[str, Any]) -> dict[str, Any]:
     extra_parameters = p.pop("extra_parameters")
     _check_int_below("max_new_tokens", p["max_new_tokens"], 0, 32)
     _check_positive("temperature", p["temperature"])
-    _check_positive("top_p", p["top_p"], 1)
+    _check_below_one("top_p", p["top_p"])
     _check_int_below("top_k", p["top_k"], 1, 31)
-    _check_positive("typical_p", p["typical_p"], 1)
+    _check_below_one("typical_p", p["typical_p"])
     _check_positive("repetition_penalty", p["repetition_penalty"])
-    check_number("frequency_penalty", p["frequency_penalty"])
-    if p["frequency_penalty"] is not None and p["frequency_penalty"] <= -2:
-        raise ConfigurationError("frequency_penalty must be > -2")
-    _check_int_below("seed", p["seed"], 1, 64)  # exclusiveMinimum: 0
-    _check_int_below("truncate", p["truncate"], 0, 64)
-    _check_int_below("top_n_tokens", p["top_n_tokens"], 1, 32)
+    check_number("frequency_penalty", p["frequency_penalty"], -2, 2)
+    _check_int_below("seed", p["seed"], 0, 64)  # the schema says > 0; the router takes 0
+    _check_int_below("truncate", p["truncate"], 1, 64)
+    _check_int_below("top_n_tokens", p["top_n_tokens"], 0, 32)
     _check_int_below("best_of", p["best_of"], 1, 64)
     for flag in _FLAGS:
         check_bool(flag, p[flag])
@@ -309,7 +337,9 @@ class TGI(OpenAICompatible):
     self-hosted or an Inference Endpoint), Bearer token from ``HF_TOKEN`` or ``HF_API_TOKEN``.
 
     Chat and stream_chat are OpenAI-shaped. TGI serves one model and ignores the name, so
-    ``model`` defaults to "tgi".
+    ``model`` defaults to "tgi". ``response_format`` (a pydantic model class or a JSON schema
+    with properties at its root) is sent as TGI's JSON grammar and the answer parsed into
+    ``parsed``; TGI takes no tools with it, nor a bare ``{"type": "json_object"}``.
     """
 
     backend: ClassVar[str] = "tgi"
@@ -338,7 +368,7 @@ class TGI(OpenAICompatible):
             ),
         )
 
-    # -- chat: TGI's ChatRequest differs from OpenAI's in two fields ------------------------------
+    # -- chat: TGI's ChatRequest differs from OpenAI's in a few fields ----------------------------
 
     def _chat_body(
         self,
@@ -350,14 +380,25 @@ class TGI(OpenAICompatible):
         body = super()._chat_body(messages, params, stream, fmt)
         if isinstance(body.get("stop"), str):
             body["stop"] = [body["stop"]]
+        if "top_p" in body:
+            _check_below_one("top_p", body["top_p"])
+        if fmt is not None and "tools" in body:
+            raise ConfigurationError(
+                "TGI takes tools or response_format, not both (its grammar is either)"
+            )
         return body
 
     def _response_format_body(self, fmt: OutputFormat) -> dict[str, Any]:
-        sent = fmt.openai()
-        if sent.get("type") == "json_schema" and "json_schema" in sent:
-            # TGI's GrammarType carries the schema config under "value".
-            return {"response_format": {"type": "json_schema", "value": sent["json_schema"]}}
-        return {"response_format": sent}
+        """TGI's GrammarType ``{"type": "json", "value": schema}``, which every TGI 3 takes
+        (``json_schema`` came in 3.3). The schema is sent as it is, not made strict: TGI's
+        grammar compiler (outlines-core) keeps optional fields optional and reads open maps and
+        length limits, which OpenAI's strict mode would drop."""
+        if fmt.schema is None:
+            raise ConfigurationError(
+                "TGI cannot ask for any JSON object (its JSON grammar needs a schema with "
+                "properties): give a pydantic model class or a JSON schema"
+            )
+        return {"response_format": {"type": "json", "value": json_grammar(fmt.schema)}}
 
     # -- the native API ---------------------------------------------------------------------------
 

@@ -1,9 +1,13 @@
 """vLLM: the OpenAI-compatible server under ``/v1`` plus vLLM's own routes at the server root.
 
 Chat, streaming, embeddings and models are the OpenAI wire format. vLLM adds sampling extras
-(``guided_json``, ``guided_regex``, ``guided_choice``, ``top_k``, ``min_p``,
-``repetition_penalty``) as top-level body fields, ``/v1/completions``, and at the root (not under
-``/v1``): ``/tokenize``, ``/detokenize``, ``/health``, ``/version``, ``/rerank`` and ``/score``.
+(``structured_outputs``, ``top_k``, ``min_p``, ``repetition_penalty``, and ``chat_template_kwargs``
+on chat) as top-level body fields, ``/v1/completions``, and at the root (not under ``/v1``):
+``/tokenize``, ``/detokenize``, ``/health``, ``/version``, ``/rerank`` and ``/score``.
+
+``response_format`` is sent as ``structured_outputs: {"json": schema}``, vLLM's own mechanism. The
+``guided_*`` fields vLLM took before 0.12 are refused: vLLM 0.12 dropped them and ignores them
+(with a warning in its log only), so the output would come back unconstrained.
 """
 
 from __future__ import annotations
@@ -97,26 +101,42 @@ class ScoreResponse(BaseModel):
 _TEXT = TypeAdapter(str)
 
 
+class StructuredOutputs(TypedDict, total=False):
+    """vLLM's ``structured_outputs``: exactly one constraint on the output.
+
+    ``json``: a JSON schema (dict or JSON text) or a pydantic model class it must follow;
+    ``regex``: a regular expression it must match; ``choice``: the strings it must be one of;
+    ``grammar``: a context-free grammar (EBNF, as the server's structured-output backend reads
+    it). For an answer parsed into a model, give ``response_format`` instead.
+    """
+
+    json: Any
+    regex: str
+    choice: Sequence[str]
+    grammar: str
+
+
 class SamplingParams(TypedDict, total=False):
     """vLLM's sampling extras, taken by ``chat``, ``stream_chat`` and ``completions`` and sent as
     top-level body fields (only those given).
 
-    ``guided_json``: a JSON schema (dict or JSON text) or a pydantic model class the output must
-    follow; ``guided_regex``: a regular expression it must match; ``guided_choice``: the strings
-    it must be one of. Give at most one of the three. ``top_k`` (-1 for all), ``min_p`` (0 to 1)
-    and ``repetition_penalty`` (> 0, 1 for none) tune sampling.
+    ``structured_outputs`` constrains the output (``StructuredOutputs``: one of ``json``,
+    ``regex``, ``choice``, ``grammar``). ``top_k`` (-1 for all), ``min_p`` (0 to 1) and
+    ``repetition_penalty`` (> 0, 1 for none) tune sampling.
     """
 
-    guided_json: Any
-    guided_regex: str | None
-    guided_choice: Sequence[str] | None
+    structured_outputs: StructuredOutputs | None
     top_k: int | None
     min_p: float | None
     repetition_penalty: float | None
 
 
 class VLLMChatParams(ChatParams, SamplingParams, total=False):
-    """The OpenAI chat parameters plus vLLM's sampling extras."""
+    """The OpenAI chat parameters plus vLLM's sampling extras and ``chat_template_kwargs``: the
+    variables the model's chat template reads (``{"enable_thinking": True}`` turns on the
+    reasoning of Qwen3-style models; it comes back in ``reasoning``)."""
+
+    chat_template_kwargs: Mapping[str, Any] | None
 
 
 class VLLMChatOptions(VLLMChatParams, BodyOptions, total=False):
@@ -146,10 +166,38 @@ def _named_model(model: str | None) -> str | None:
     return None if model is None else check_model(model)
 
 
-def _guided_json(value: Any) -> Any:
+# The guided decoding fields vLLM removed in 0.12: it ignores them (a warning in its log), so
+# the output would come back unconstrained. Refused, in the call's arguments and in extra_body.
+REMOVED_FIELDS = (
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+    "guided_decoding_backend",
+    "guided_whitespace_pattern",
+)
+_REMOVED = frozenset(REMOVED_FIELDS)
+_CONSTRAINTS = ("json", "regex", "choice", "grammar")
+_EXTRAS = frozenset({"structured_outputs", "top_k", "min_p", "repetition_penalty"})
+
+
+def _refuse_removed(params: Mapping[str, Any]) -> None:
+    """ConfigurationError for a ``guided_*`` field, given as an argument or in ``extra_body``."""
+    removed = _REMOVED & params.keys()
+    extra = params.get("extra_body")
+    if isinstance(extra, Mapping):
+        removed |= _REMOVED & extra.keys()
+    if removed:
+        name = min(removed)
+        raise ConfigurationError(
+            f"{name} was removed in vLLM 0.12, which ignores it (the output would not be "
+            f"constrained): use structured_outputs={{{name.removeprefix('guided_')!r}: ...}} "
+            "or response_format"
+        )
+
+
+def _schema(value: Any) -> Any:
     """A JSON schema as it is sent: a pydantic model class's schema, a dict, or JSON text."""
-    if value is None:
-        return None
     if isinstance(value, type) and issubclass(value, BaseModel):
         return value.model_json_schema()
     if isinstance(value, Mapping):
@@ -158,31 +206,51 @@ def _guided_json(value: Any) -> Any:
         try:
             _json.loads(value)
         except (TypeError, ValueError) as exc:  # TypeError: a lone surrogate (pydantic-core)
-            raise ConfigurationError("guided_json string must be a JSON schema") from exc
+            raise ConfigurationError("structured_outputs json text must be a JSON schema") from exc
         return value
     raise ConfigurationError(
-        "guided_json must be a JSON schema (dict or str) or a pydantic model class"
+        "structured_outputs json must be a JSON schema (dict or str) or a pydantic model class"
     )
+
+
+def structured_outputs_body(value: Any) -> dict[str, Any]:
+    """``structured_outputs`` checked as vLLM checks it (exactly one constraint), as sent."""
+    if not isinstance(value, Mapping):
+        raise ConfigurationError("structured_outputs must be a dict, such as {'regex': '...'}")
+    unknown = sorted(set(value) - set(_CONSTRAINTS), key=str)
+    if unknown:
+        raise ConfigurationError(
+            f"structured_outputs takes json, regex, choice or grammar, not {unknown[0]!r} "
+            "(anything else vLLM takes goes in extra_body)"
+        )
+    kinds = [k for k in _CONSTRAINTS if value.get(k) is not None]
+    if len(kinds) != 1:
+        raise ConfigurationError(
+            "structured_outputs takes exactly one of json, regex, choice, grammar"
+            + (f" (got {', '.join(kinds)})" if kinds else "")
+        )
+    kind = kinds[0]
+    item = value[kind]
+    if kind == "json":
+        item = _schema(item)
+    elif kind == "choice":
+        item = check_str_list("structured_outputs choice", item)
+    else:
+        check_name(f"structured_outputs {kind}", item)
+    return {kind: item}
 
 
 def _sampling_extras(params: Mapping[str, Any]) -> dict[str, Any]:
     """vLLM's sampling fields in ``params``, checked, as top-level body fields (only those given)."""
+    if _EXTRAS.isdisjoint(params):  # the common call gives none
+        return {}
     get = params.get
-    guided = [get(name) for name in ("guided_json", "guided_regex", "guided_choice")]
-    if sum(g is not None for g in guided) > 1:
-        raise ConfigurationError("give at most one of guided_json, guided_regex, guided_choice")
-    guided_json = _guided_json(get("guided_json"))
-    check_name("guided_regex", get("guided_regex"))
-    guided_choice = get("guided_choice")
-    if guided_choice is not None:
-        guided_choice = check_str_list("guided_choice", guided_choice)
+    outputs = get("structured_outputs")
     check_int("top_k", get("top_k"), -1)
     check_number("min_p", get("min_p"), 0, 1)
     check_positive("repetition_penalty", get("repetition_penalty"))
     return given(
-        guided_json=guided_json,
-        guided_regex=get("guided_regex"),
-        guided_choice=guided_choice,
+        structured_outputs=None if outputs is None else structured_outputs_body(outputs),
         top_k=get("top_k"),
         min_p=get("min_p"),
         repetition_penalty=get("repetition_penalty"),
@@ -195,9 +263,10 @@ class VLLM(OpenAICompletions):
     ``root_url``: by default ``base_url`` without its trailing ``/v1`` (give it when a proxy
     serves them elsewhere).
 
-    ``chat`` and ``stream_chat`` take vLLM's sampling extras (``SamplingParams``) besides the
-    OpenAI parameters; every call takes the call options (``BodyOptions``, or ``HttpOptions`` on
-    the GET routes).
+    ``chat`` and ``stream_chat`` take vLLM's sampling extras (``SamplingParams``) and
+    ``chat_template_kwargs`` besides the OpenAI parameters; ``response_format`` is sent as
+    ``structured_outputs``. Every call takes the call options (``BodyOptions``, or
+    ``HttpOptions`` on the GET routes).
     """
 
     backend: ClassVar[str] = "vllm"
@@ -228,13 +297,32 @@ class VLLM(OpenAICompletions):
         stream: bool,
         fmt: OutputFormat | None = None,
     ) -> dict[str, Any]:
+        if not params.keys() <= self.chat_keys or "extra_body" in params:
+            _refuse_removed(params)
         body = super()._chat_body(messages, params, stream, fmt)
-        body.update(_sampling_extras(params))
+        extras = _sampling_extras(params)
+        if "structured_outputs" in extras and fmt is not None:
+            raise ConfigurationError("give response_format or structured_outputs, not both")
+        body.update(extras)
+        if (kwargs := params.get("chat_template_kwargs")) is not None:
+            if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+                raise ConfigurationError("chat_template_kwargs must be a dict with string keys")
+            body["chat_template_kwargs"] = dict(kwargs)
         return body
+
+    def _response_format_body(self, fmt: OutputFormat) -> dict[str, Any]:
+        """vLLM's own mechanism: ``structured_outputs`` with the schema as given (vLLM's
+        grammar backends take open maps and every keyword OpenAI's strict mode refuses), or
+        ``json_object`` for any JSON object."""
+        if fmt.schema is None:
+            return {"structured_outputs": {"json_object": True}}
+        return {"structured_outputs": {"json": fmt.schema}}
 
     def _completion_body(
         self, prompt: str | list[str], params: Mapping[str, Any]
     ) -> dict[str, Any]:
+        if not params.keys() <= self.completion_keys or "extra_body" in params:
+            _refuse_removed(params)
         body = super()._completion_body(prompt, params)
         body.update(_sampling_extras(params))
         return body
@@ -262,8 +350,11 @@ class VLLM(OpenAICompletions):
     async def chat(
         self, messages: Messages, *, response_format: Any = None, **options: Unpack[VLLMChatOptions]
     ) -> ChatResponse[Any]:
-        """A chat completion; ``guided_*`` constrain the output (one at most), ``top_k``,
-        ``min_p`` and ``repetition_penalty`` tune sampling (see ``SamplingParams``)."""
+        """A chat completion. ``response_format`` (a pydantic model class or a JSON schema) is
+        sent as ``structured_outputs`` and the answer parsed into ``parsed``;
+        ``structured_outputs`` constrains the output without parsing it; ``top_k``, ``min_p`` and
+        ``repetition_penalty`` tune sampling (see ``SamplingParams``). The reasoning of a model
+        served with a reasoning parser is in ``reasoning``."""
         return await super().chat(
             messages, response_format=response_format, **cast(ChatOptions, options)
         )
@@ -287,7 +378,8 @@ class VLLM(OpenAICompletions):
     def stream_chat(
         self, messages: Messages, *, response_format: Any = None, **options: Unpack[VLLMChatOptions]
     ) -> ChatStream[Any]:
-        """Chunks as they arrive (SSE), with the same sampling extras as ``chat``."""
+        """Chunks as they arrive (SSE), with the same parameters as ``chat``; reasoning arrives
+        in ``chunk.reasoning``, and ``await stream.final()`` gives the whole answer."""
         return super().stream_chat(
             messages, response_format=response_format, **cast(ChatOptions, options)
         )

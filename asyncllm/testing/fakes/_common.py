@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import json
 import math
+import re
+import string
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -97,6 +100,77 @@ def sample_for(schema: Any, root: Any = None, depth: int = 0) -> Any:
         return value if kind == "integer" else value + 0.5
     samples: dict[Any, Any] = {"string": "test", "boolean": True, "null": None}
     return samples.get(kind, "test")
+
+
+# Python's own regular expression parser: what the fake reads a ``regex`` constraint with.
+_sre: Any = importlib.import_module("re._parser")
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _in_class(items: list[tuple[Any, Any]], ch: str) -> bool:
+    """Whether ``ch`` is in a parsed character class."""
+    negate = False
+    hit = False
+    for op, av in items:
+        name = str(op)
+        if name == "NEGATE":
+            negate = True
+        elif name == "LITERAL":
+            hit = hit or ch == chr(av)
+        elif name == "RANGE":
+            hit = hit or av[0] <= ord(ch) <= av[1]
+        elif name == "CATEGORY":
+            category = str(av).removeprefix("CATEGORY_")
+            tests = {"DIGIT": r"\d", "WORD": r"\w", "SPACE": r"\s"}
+            base = category.removeprefix("NOT_")
+            if base not in tests:
+                raise _Unsupported(category)
+            inside = re.fullmatch(tests[base], ch) is not None
+            hit = hit or (inside != category.startswith("NOT_"))
+        else:
+            raise _Unsupported(name)
+    return hit != negate
+
+
+def _emit(items: Any) -> str:
+    """The shortest text a parsed pattern matches, taking the first branch of each choice."""
+    out: list[str] = []
+    for op, av in items:
+        name = str(op)
+        if name == "LITERAL":
+            out.append(chr(av))
+        elif name in ("NOT_LITERAL", "ANY"):
+            out.append("b" if name == "NOT_LITERAL" and av == ord("a") else "a")
+        elif name == "IN":
+            out.append(next(c for c in string.printable if _in_class(av, c)))
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            out.append(_emit(av[2]) * av[0])
+        elif name == "SUBPATTERN":
+            out.append(_emit(av[-1]))
+        elif name == "ATOMIC_GROUP":
+            out.append(_emit(av))
+        elif name == "BRANCH":
+            out.append(_emit(av[1][0]))
+        elif name != "AT":
+            raise _Unsupported(name)
+    return "".join(out)
+
+
+def matching(pattern: str, preferred: str = "") -> str | None:
+    """A text that ``pattern`` matches whole: what the fake model answers a regex constraint
+    with. ``preferred`` (the answer it would give unconstrained) when the pattern matches it,
+    else the shortest text the fake can build (the first branch of each choice, each repeat at
+    its least); None when it cannot build one (backreferences, lookarounds)."""
+    try:
+        if re.fullmatch(pattern, preferred):
+            return preferred
+        text = _emit(_sre.parse(pattern))
+    except (re.error, _Unsupported, StopIteration, RecursionError):
+        return None
+    return text if re.fullmatch(pattern, text) else None
 
 
 def tool_arguments(schema: Any) -> dict[str, Any]:

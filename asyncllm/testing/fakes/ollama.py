@@ -6,7 +6,9 @@ Besides the shared rules of ``_common``: models live in ``server.state["ollama_m
 (``fake-chat`` and ``fake-embed`` at start) and any other name is a 404, as on a real server; a
 prompt containing ``FAILMID`` streams a piece and then an ``{"error": ...}`` line (a 500 when not
 streaming); pulling a name that starts with ``missing`` fails the same way after the manifest step;
-``format`` makes the reply a JSON value of that schema; ``think`` adds ``thinking`` text.
+``format`` makes the reply a JSON value of that schema; ``think`` adds ``thinking`` text (streamed
+a word piece a line); ``options.num_predict`` cuts thinking and reply, a word piece a token, with
+``done_reason`` "length".
 """
 
 from __future__ import annotations
@@ -75,6 +77,14 @@ def _stats(prompt: int, completion: int) -> dict[str, Any]:
 def _formatted(fmt: Any) -> str:
     """The reply asked for with ``format``: a JSON value of its schema."""
     return json.dumps(_common.sample_for(fmt) if isinstance(fmt, dict) else {})
+
+
+def _num_predict(body: dict[str, Any]) -> int | None:
+    """The token limit ``options.num_predict`` sets, or None (none given, or one below 1: -1
+    is no limit, -2 fills the context, and the fake takes 0 as no limit too)."""
+    options = body.get("options")
+    limit = options.get("num_predict") if isinstance(options, dict) else None
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1 else None
 
 
 def _images_ok(images: Any) -> bool:
@@ -168,8 +178,16 @@ def setup(server: FakeServer) -> None:
             )  # fmt: skip
         text, calls = plan_reply(messages, body.get("tools"), body.get("format"))
         prompt = sum(_common.count_tokens(str(m.get("content", ""))) for m in messages)
-        stats = _stats(prompt, _common.count_tokens(text) or len(calls))
-        thinking = f"thinking about: {text}" if body.get("think") else None
+        thinking = f"thinking about: {text}" if body.get("think") else ""
+        # The model thinks, then answers, a word piece a token, up to options.num_predict.
+        thought = _common.pieces(thinking) if thinking else []
+        said = _common.pieces(text) if text else []
+        limit = _num_predict(body)
+        reason = "stop"
+        if limit is not None and not calls and len(thought) + len(said) > limit:
+            thought, said = thought[:limit], said[: max(0, limit - len(thought))]
+            thinking, text, reason = "".join(thought), "".join(said), "length"
+        stats = _stats(prompt, len(thought) + len(said) or len(calls))
         base = {"model": body["model"], "created_at": _now()}
         failing = FAILMID in str(messages[-1].get("content", ""))
         if body.get("stream", True) is False:
@@ -181,15 +199,14 @@ def setup(server: FakeServer) -> None:
             if calls:
                 message["tool_calls"] = calls
             return web.json_response(
-                {**base, "message": message, "done": True, "done_reason": "stop", **stats}
+                {**base, "message": message, "done": True, "done_reason": reason, **stats}
             )
-        lines: list[dict[str, Any]] = []
-        if thinking:
-            lines.append(
-                {**base, "message": {"role": "assistant", "content": "", "thinking": thinking},
-                 "done": False}
-            )  # fmt: skip
-        for piece in _common.pieces(text) if text else ():
+        lines: list[dict[str, Any]] = [
+            {**base, "message": {"role": "assistant", "content": "", "thinking": piece},
+             "done": False}
+            for piece in thought
+        ]  # fmt: skip
+        for piece in said:
             lines.append(
                 {**base, "message": {"role": "assistant", "content": piece}, "done": False}
             )
@@ -203,7 +220,7 @@ def setup(server: FakeServer) -> None:
             )  # fmt: skip
         lines.append(
             {**base, "message": {"role": "assistant", "content": ""}, "done": True,
-             "done_reason": "stop", **stats}
+             "done_reason": reason, **stats}
         )  # fmt: skip
         return await _ndjson(request, lines)
 

@@ -14,7 +14,13 @@ Chat answers by the shared conversation rule, in TGI's shape rather than OpenAI'
 ``system_fingerprint``, ``"role": "assistant"`` in every stream delta, one chunk per token (the
 last, for the end-of-sequence token, carries the finish reason and empty content), the model named
 in the request echoed unless it is "tgi" or missing (then the served model's id), and tool call
-arguments as a JSON string.
+arguments as a JSON string. A ``response_format`` (TGI's GrammarType: ``json`` or its alias
+``json_object`` with the schema under ``value``, ``json_schema`` with ``{"name", "schema"}``
+under ``value``, ``regex``) makes the answer follow it, checked as TGI's router checks it (a
+JSON schema needs ``properties`` at its root; tools with it are a ``tool_error``); so does a
+``grammar`` on the native routes. Chat sampling parameters are validated as TGI validates the
+generation they become (``presence_penalty`` as ``repetition_penalty`` = it + 2, ``top_logprobs``
+as ``top_n_tokens``, ``temperature`` 0 as greedy).
 
 Scripted stream errors: ``server.state["tgi_stream_errors"]`` is a list of ``(after_tokens,
 error_type)``; each generate stream takes the first one and sends that error event after
@@ -48,7 +54,9 @@ STATUS_OF = {
     "overloaded": 429,
     "incomplete_generation": 500,
     "healthcheck": 503,
+    "tool_error": 422,
 }
+GRAMMAR_TYPES = ("json", "json_object", "regex", "json_schema")
 # What an injected fault says it is; statuses TGI itself never sends get "unknown".
 _TYPE_OF = {
     422: "validation",
@@ -70,6 +78,53 @@ def _error(error_type: str, message: str) -> web.Response:
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def read_grammar(grammar: Any) -> tuple[str, Any] | str:
+    """(type, value) of a GrammarType as TGI's parser reads it (``json_object`` is ``json``), or
+    the parser's complaint."""
+    if not isinstance(grammar, dict):
+        return "invalid type: expected internally tagged enum GrammarType"
+    kind = grammar.get("type")
+    if kind not in GRAMMAR_TYPES:
+        names = ", ".join(f"`{t}`" for t in GRAMMAR_TYPES)
+        return f"unknown variant `{kind}`, expected one of {names}"
+    if "value" not in grammar:
+        return "missing field `value`"
+    value = grammar["value"]
+    if kind == "regex" and not isinstance(value, str):
+        return "invalid type: expected a string"
+    if kind == "json_schema" and (not isinstance(value, dict) or "schema" not in value):
+        return "missing field `schema`"
+    return ("json" if kind == "json_object" else kind), value
+
+
+def grammar_problem(kind: str, value: Any) -> str | None:
+    """What TGI's validation says of a grammar it has read (a JSON schema needs an object with
+    ``properties`` at its root), or None."""
+    if kind == "regex":
+        return None
+    schema = value["schema"] if kind == "json_schema" else value
+    if kind == "json" and isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except ValueError as exc:
+            return f"grammar is not valid: {exc}"
+    if not isinstance(schema, dict):
+        return "grammar is not supported"
+    if "properties" not in schema:
+        return "grammar is not valid: Grammar must have a 'properties' field"
+    return None
+
+
+def grammar_answer(kind: str, value: Any, echo: str) -> str:
+    """What the fake model answers under a valid grammar: a JSON value of the schema, or a text
+    the regex matches (the echo when the fake cannot build one)."""
+    if kind == "regex":
+        built = _common.matching(value, echo)
+        return echo if built is None else built
+    schema = value["schema"] if kind == "json_schema" else value
+    return json.dumps(_common.sample_for(json.loads(schema) if isinstance(schema, str) else schema))
 
 
 def _validate(params: Any, inputs: str = "x") -> str | None:
@@ -118,6 +173,10 @@ def _validate(params: Any, inputs: str = "x") -> str | None:
         return (
             f"`truncate` must be strictly positive and less than {MAX_INPUT_TOKENS}. Given: {value}"
         )
+    grammar = params.get("grammar")
+    if grammar is not None:
+        read = read_grammar(grammar)
+        return read if isinstance(read, str) else grammar_problem(*read)
     return None
 
 
@@ -168,8 +227,15 @@ def _tokens(text: str, params: dict[str, Any]) -> tuple[list[dict[str, Any]], st
 
 
 def _generation(inputs: str, params: dict[str, Any]) -> tuple[list[dict[str, Any]], str, str]:
-    """(tokens, generated_text, finish_reason) for the echo rule under the given parameters."""
-    tokens, text, finish = _tokens(_common.reply_text(inputs), params)
+    """(tokens, generated_text, finish_reason) for the echo rule (or the grammar's answer) under
+    the given parameters."""
+    answer = _common.reply_text(inputs)
+    grammar = params.get("grammar")
+    if grammar is not None:
+        read = read_grammar(grammar)
+        if not isinstance(read, str):
+            answer = grammar_answer(*read, answer)
+    tokens, text, finish = _tokens(answer, params)
     if params.get("return_full_text"):
         text = inputs + text
     return tokens, text, finish
@@ -327,14 +393,35 @@ def setup(server: FakeServer) -> None:
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(messages, list) or not messages:
             return _error("validation", "Input validation error: `messages` cannot be empty")
-        params = {"max_new_tokens": body.get("max_tokens"), "stop": body.get("stop") or []}
+        fmt = body.get("response_format")
+        grammar = None if fmt is None else read_grammar(fmt)
+        if isinstance(grammar, str):
+            return _error("validation", f"response_format: {grammar}")
+        if grammar is not None and body.get("tools") is not None:
+            return _error("tool_error", "Tool error: Grammar and tools are mutually exclusive")
+        # What the chat request becomes: a generation with these parameters (TGI's
+        # ChatRequest::try_into_generate), validated as any other.
+        temperature, presence = body.get("temperature"), body.get("presence_penalty")
+        params = {
+            "max_new_tokens": body.get("max_tokens", body.get("max_completion_tokens")),
+            "stop": body.get("stop") or [],
+            "temperature": None if temperature == 0 else temperature,
+            "top_p": body.get("top_p"),
+            "frequency_penalty": body.get("frequency_penalty"),
+            "repetition_penalty": presence + 2 if _number(presence) else presence,
+            "top_n_tokens": body.get("top_logprobs"),
+        }
         problem = _validate(params)
+        if problem is None and grammar is not None:
+            problem = grammar_problem(*grammar)
         if problem is not None:
             return _error("validation", f"Input validation error: {problem}")
         model = body.get("model")
         model_id = MODEL_ID if model in (None, "tgi") else str(model)
         tools = None if body.get("tool_choice") == "none" else body.get("tools")
-        text, calls = openai.plan_reply(messages, tools, openai.answer_format(body))
+        text, calls = openai.plan_reply(messages, tools)
+        if grammar is not None:
+            text = grammar_answer(*grammar, text)
         prompt_tokens = sum(_common.count_tokens(openai._text(m.get("content"))) for m in messages)
         base = {
             "id": "",
