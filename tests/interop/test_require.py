@@ -39,3 +39,39 @@ def test_present_module_is_returned(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_vendor_environment_is_cleared() -> None:
     assert vendor_environment() == []
     assert "OPENAI_API_KEY" not in os.environ and "ANTHROPIC_BASE_URL" not in os.environ
+
+
+class _Report:
+    def __init__(self, skipped: bool, **extra: object) -> None:
+        self.skipped = skipped
+        self.outcome = "skipped" if skipped else "passed"
+        self.longrepr: object = ("f.py", 1, "Skipped: no SDK")
+        self.__dict__.update(extra)
+
+
+class _Outcome:
+    def __init__(self, report: _Report) -> None:
+        self.report = report
+
+    def get_result(self) -> _Report:
+        return self.report
+
+
+def _through_hook(report: _Report) -> _Report:
+    from tests.interop.conftest import pytest_runtest_makereport
+
+    gen = pytest_runtest_makereport(None, None)  # type: ignore[arg-type]
+    next(gen)
+    with pytest.raises(StopIteration):
+        gen.send(_Outcome(report))
+    return report
+
+
+def test_a_skipped_interop_test_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    report = _through_hook(_Report(True))
+    assert report.outcome == "failed" and "CI=true" in str(report.longrepr)
+    assert _through_hook(_Report(True, wasxfail="known")).outcome == "skipped"  # a strict xfail
+    assert _through_hook(_Report(False)).outcome == "passed"
+    monkeypatch.delenv("CI")
+    assert _through_hook(_Report(True)).outcome == "skipped"  # locally it skips
