@@ -27,10 +27,15 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function
 Messages = Sequence[Mapping[str, Any] | BaseModel]
 
 
-class Usage(BaseModel):
-    """Token counts; backends add their own extras (durations, cache tokens) as extra fields."""
+class OpenModel(BaseModel):
+    """A server's object: the fields a model declares are checked, any others it sends are kept
+    (a newer server's additions stay readable as attributes and in ``model_dump()``)."""
 
     model_config = ConfigDict(extra="allow")
+
+
+class Usage(OpenModel):
+    """Token counts; backends add their own extras (durations, cache tokens) as extra fields."""
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -67,10 +72,8 @@ class ToolCall(BaseModel):
         }
 
 
-class Message(BaseModel):
+class Message(OpenModel):
     """A message in the common form."""
-
-    model_config = ConfigDict(extra="allow")
 
     role: str
     content: str | list[dict[str, Any]] | None = None
@@ -129,9 +132,7 @@ class EmbeddingResponse(BaseModel):
     raw: Any = None
 
 
-class ModelInfo(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class ModelInfo(OpenModel):
     id: str
     owned_by: str | None = None
     created: int | None = None
@@ -142,6 +143,11 @@ def from_json(model: type[M], payload: Any, /, **fields: Any) -> M:
     """``model`` read straight from a server's JSON object, which it keeps whole as ``raw``;
     ``fields`` add what the object does not hold (say, ``request_id``)."""
     return model.model_validate({**payload, **fields, "raw": payload})
+
+
+def parse_as(model: type[M]) -> Callable[[Any, object], M]:
+    """A ``parse`` hook that reads the whole JSON body as ``model`` (the call's metadata unused)."""
+    return lambda payload, meta: model.model_validate(payload)
 
 
 class Tool(BaseModel):
