@@ -11,15 +11,16 @@ import json
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal, TypeVar, Union, overload
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ._exceptions import ConfigurationError, ResponseValidationError
 from ._http import _json
 from ._validate import check_str
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
@@ -145,9 +146,15 @@ def from_json(model: type[M], payload: Any, /, **fields: Any) -> M:
     return model.model_validate({**payload, **fields, "raw": payload})
 
 
-def parse_as(model: type[M]) -> Callable[[Any, object], M]:
-    """A ``parse`` hook that reads the whole JSON body as ``model`` (the call's metadata unused)."""
-    return lambda payload, meta: model.model_validate(payload)
+@overload
+def parse_as(model: type[M]) -> Callable[[Any, object], M]: ...
+@overload
+def parse_as(model: TypeAdapter[T]) -> Callable[[Any, object], T]: ...
+def parse_as(model: Any) -> Callable[[Any, object], Any]:
+    """A ``parse`` hook that reads the whole JSON body as ``model`` (a pydantic model class or a
+    ``TypeAdapter``); the call's metadata is not needed."""
+    validate = model.validate_python if isinstance(model, TypeAdapter) else model.model_validate
+    return lambda payload, meta: validate(payload)
 
 
 class Tool(BaseModel):

@@ -12,14 +12,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from typing_extensions import TypedDict, Unpack
 
 from .._engine._dispatcher import Priority
 from .._exceptions import ConfigurationError
 from .._http._backend import ErrorInfo, Meta
+from .._models import from_json, parse_as
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
-from .._validate import check_bool, check_int, check_number, check_stop, check_str
+from .._validate import check_bool, check_int, check_number, check_positive, check_stop, check_str
 from .._wire.openai import OpenAICompatible
 from ..streaming import Stream
 
@@ -157,9 +158,7 @@ class TGITokenSpan(BaseModel):
     stop: int
 
 
-class _WireGeneration(BaseModel):
-    generated_text: str
-    details: TGIDetails | None = None
+_TOKEN_SPANS = parse_as(TypeAdapter(list[TGITokenSpan]))
 
 
 def _check_int_below(name: str, value: Any, low: int, bits: int) -> None:
@@ -168,13 +167,6 @@ def _check_int_below(name: str, value: Any, low: int, bits: int) -> None:
     check_int(name, value, low)
     if value is not None and value >= 2**bits:
         raise ConfigurationError(f"{name} must be below 2**{bits}")
-
-
-def _check_positive(name: str, value: Any, high: float | None = None) -> None:
-    """Numbers the spec bounds with ``exclusiveMinimum: 0`` (and, for top_p/typical_p, max 1)."""
-    check_number(name, value, None, high)
-    if value is not None and value <= 0:
-        raise ConfigurationError(f"{name} must be > 0")
 
 
 def _grammar(value: Any) -> dict[str, Any] | None:
@@ -267,11 +259,12 @@ def _generate_body(inputs: Any, params: Mapping[str, Any]) -> dict[str, Any]:
     p = {key: params.get(key) for key in _PARAMS}
     extra_parameters = p.pop("extra_parameters")
     _check_int_below("max_new_tokens", p["max_new_tokens"], 0, 32)
-    _check_positive("temperature", p["temperature"])
-    _check_positive("top_p", p["top_p"], 1)
+    # The spec bounds these with ``exclusiveMinimum: 0`` (and top_p, typical_p with max 1).
+    check_positive("temperature", p["temperature"])
+    check_positive("top_p", p["top_p"], 1)
     _check_int_below("top_k", p["top_k"], 1, 31)
-    _check_positive("typical_p", p["typical_p"], 1)
-    _check_positive("repetition_penalty", p["repetition_penalty"])
+    check_positive("typical_p", p["typical_p"], 1)
+    check_positive("repetition_penalty", p["repetition_penalty"])
     check_number("frequency_penalty", p["frequency_penalty"])
     if p["frequency_penalty"] is not None and p["frequency_penalty"] <= -2:
         raise ConfigurationError("frequency_penalty must be > -2")
@@ -359,13 +352,12 @@ class TGI(OpenAICompatible):
         """
 
         def parse(payload: Any, meta: Meta) -> TGIGeneration:
-            wire = _WireGeneration.model_validate(payload)
-            return TGIGeneration(
-                text=wire.generated_text,
-                details=wire.details,
+            return from_json(
+                TGIGeneration,
+                payload,
+                text=payload["generated_text"],
                 request_id=meta.request_id,
                 server_request_id=meta.server_request_id,
-                raw=payload,
             )
 
         return await self._request(
@@ -399,15 +391,11 @@ class TGI(OpenAICompatible):
 
     @staticmethod
     def _stream_token(payload: Any, meta: Meta) -> TGIStreamToken:
-        return TGIStreamToken.model_validate(
-            {**payload, "request_id": meta.request_id, "raw": payload}
-        )
+        return from_json(TGIStreamToken, payload, request_id=meta.request_id)
 
     async def info(self, **options: Unpack[HttpOptions]) -> TGIInfo:
         """The served model and the router's limits (max input/total tokens, stop sequences...)."""
-        return await self._request(
-            "info", "GET", "/info", lambda payload, meta: TGIInfo.model_validate(payload), options
-        )
+        return await self._request("info", "GET", "/info", parse_as(TGIInfo), options)
 
     async def health(self, **options: Unpack[HttpOptions]) -> bool:
         """True when the model can serve, False when the server says it cannot (503); never
@@ -420,11 +408,6 @@ class TGI(OpenAICompatible):
         if not isinstance(inputs, str) or not inputs:
             raise ConfigurationError("inputs must be a non-empty string")
 
-        def parse(payload: Any, meta: Meta) -> list[TGITokenSpan]:
-            if not isinstance(payload, list):
-                raise TypeError("expected a list of tokens")
-            return [TGITokenSpan.model_validate(t) for t in payload]
-
         return await self._request(
-            "tokenize", "POST", "/tokenize", parse, options, body={"inputs": inputs}
+            "tokenize", "POST", "/tokenize", _TOKEN_SPANS, options, body={"inputs": inputs}
         )
