@@ -24,7 +24,7 @@ from .._engine._dispatcher import Priority
 from .._engine._fanout import fan_out
 from .._exceptions import AsyncLLMError, ConfigurationError, ResponseValidationError
 from .._http._backend import ErrorInfo, HttpBackend, Meta
-from .._models import EmbeddingResponse
+from .._models import EmbeddingResponse, parse_as
 from .._options import BodyOptions, ClientOptions, HttpOptions
 from .._validate import check_bool, check_int, check_name, check_str, check_str_list, given
 from .._wire.openai import EMBED_KEYS, EmbedOptions, embeddings_parser
@@ -111,6 +111,7 @@ class TEIInfo(BaseModel):
 # A row of /embed and of /embed_all: numbers that fit a float (a huge int is refused, not cast).
 _VECTOR = TypeAdapter(list[float])
 _TOKEN_VECTORS = TypeAdapter(list[list[float]])
+_SPARSE_VECTOR = TypeAdapter(list[TEISparseValue])
 
 
 def _flag(name: str, value: Any) -> bool:
@@ -297,13 +298,8 @@ class TEI(HttpBackend):
         sparse head. ``truncate`` and ``prompt_name`` as for ``embed``."""
         texts = check_str_list("inputs", inputs, allow_str=True)
         params = _with_prompt_name({"truncate": _flag("truncate", truncate)}, prompt_name)
-        vectors, rid = await self._rows(
-            "embed_sparse",
-            texts,
-            params,
-            lambda row: [TEISparseValue.model_validate(v) for v in row],
-            options,
-        )
+        row = _SPARSE_VECTOR.validate_python
+        vectors, rid = await self._rows("embed_sparse", texts, params, row, options)
         return TEISparseEmbeddings(vectors=vectors, request_id=rid)
 
     async def embed_all(
@@ -319,9 +315,8 @@ class TEI(HttpBackend):
         and ``prompt_name`` as for ``embed``."""
         texts = check_str_list("inputs", inputs, allow_str=True)
         params = _with_prompt_name({"truncate": _flag("truncate", truncate)}, prompt_name)
-        vectors, rid = await self._rows(
-            "embed_all", texts, params, _TOKEN_VECTORS.validate_python, options
-        )
+        row = _TOKEN_VECTORS.validate_python
+        vectors, rid = await self._rows("embed_all", texts, params, row, options)
         return TEITokenEmbeddings(vectors=vectors, request_id=rid)
 
     async def openai_embed(
@@ -450,9 +445,7 @@ class TEI(HttpBackend):
 
     async def info(self, **options: Unpack[HttpOptions]) -> TEIInfo:
         """The served model (and its type: embedding, classifier or reranker) and the limits."""
-        return await self._request(
-            "info", "GET", "/info", lambda payload, meta: TEIInfo.model_validate(payload), options
-        )
+        return await self._request("info", "GET", "/info", parse_as(TEIInfo), options)
 
     async def health(self, **options: Unpack[HttpOptions]) -> bool:
         """True when the model can serve, False when the server says it cannot (503); never
