@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, overload
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from typing_extensions import TypedDict, Unpack
 
-from .._exceptions import APIConnectionError, ConfigurationError, ResponseValidationError
+from .._exceptions import ConfigurationError, ResponseValidationError
 from .._http._backend import HttpBackend, Meta
 from .._http._transport import Response
 from .._models import (
@@ -27,13 +27,16 @@ from .._models import (
     ChatResponse,
     EmbeddingResponse,
     Message,
+    Messages,
     ModelInfo,
+    OpenModel,
     ToolCall,
     ToolCallDelta,
     Usage,
     call_arguments,
     coerce_tools,
     normalize_messages,
+    parse_as,
 )
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
 from .._validate import (
@@ -60,14 +63,8 @@ _THINK_LEVELS = ("high", "medium", "low", "max")
 # (and has no float to turn into seconds).
 _Nanoseconds = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 _DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
-_ROLES = {
-    "system": "system",
-    "developer": "system",
-    "user": "user",
-    "assistant": "assistant",
-    "tool": "tool",
-    "function": "tool",
-}
+# The common roles Ollama names otherwise; the rest it names alike.
+_ROLES = {"developer": "system", "function": "tool"}
 
 
 def ollama_host(value: str) -> str:
@@ -143,10 +140,8 @@ class GenerateChunk(BaseModel):
     raw: Any = None
 
 
-class PullProgress(BaseModel):
+class PullProgress(OpenModel):
     """A status event of ``/api/pull``: a byte count per layer ``digest`` while downloading."""
-
-    model_config = ConfigDict(extra="allow")
 
     status: str
     digest: str | None = None
@@ -161,10 +156,8 @@ class PullProgress(BaseModel):
         return min(1.0, self.completed / self.total)
 
 
-class ShowResponse(BaseModel):
+class ShowResponse(OpenModel):
     """What ``/api/show`` says about a model."""
-
-    model_config = ConfigDict(extra="allow")
 
     parameters: str | None = None
     license: str | None = None
@@ -176,16 +169,19 @@ class ShowResponse(BaseModel):
     model_info: dict[str, Any] = Field(default_factory=dict)
 
 
-class RunningModel(BaseModel):
-    """A model loaded in memory (``/api/ps``)."""
-
-    model_config = ConfigDict(extra="allow")
+class _ModelEntry(OpenModel):
+    """What ``/api/tags`` and ``/api/ps`` both say of a model."""
 
     name: str
     model: str | None = None
     size: int | None = None
     digest: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunningModel(_ModelEntry):
+    """A model loaded in memory (``/api/ps``)."""
+
     expires_at: str | None = None
     size_vram: int | None = None
     context_length: int | None = None
@@ -254,15 +250,8 @@ class _WireEmbed(_WireStats):
     embeddings: list[list[float]]
 
 
-class _WireTag(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    name: str
-    model: str | None = None
+class _WireTag(_ModelEntry):
     modified_at: str | None = None
-    size: int | None = None
-    digest: str | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
 
 
 class _WireTags(BaseModel):
@@ -339,7 +328,7 @@ def wire_messages(messages: Any) -> list[dict[str, Any]]:
     names: dict[str, str] = {}
     for i, item in enumerate(normalize_messages(messages)):
         where = f"messages[{i}]"
-        role = _ROLES[item["role"]]
+        role = _ROLES.get(item["role"], item["role"])
         text, images = _content(item.get("content"), where)
         wire: dict[str, Any] = {"role": role, "content": text}
         if item.get("images") is not None:
@@ -640,9 +629,7 @@ class Ollama(HttpBackend):
             raw=payload,
         )
 
-    async def chat(
-        self, messages: Sequence[Mapping[str, Any] | BaseModel], **options: Unpack[ChatOptions]
-    ) -> OllamaChatResponse:
+    async def chat(self, messages: Messages, **options: Unpack[ChatOptions]) -> OllamaChatResponse:
         """A chat reply from ``/api/chat`` (parameters: ``ChatParams``). Image parts must be
         ``data:`` URLs, since Ollama cannot fetch images; with ``think`` the reasoning is in
         ``.thinking``."""
@@ -657,7 +644,7 @@ class Ollama(HttpBackend):
         )
 
     def stream_chat(
-        self, messages: Sequence[Mapping[str, Any] | BaseModel], **options: Unpack[ChatOptions]
+        self, messages: Messages, **options: Unpack[ChatOptions]
     ) -> Stream[OllamaChatChunk]:
         """``chat`` chunk by chunk as each line arrives; the last (``done``) one carries
         ``usage``. An error line mid-stream raises APIError (not retried once a chunk was
@@ -859,33 +846,20 @@ class Ollama(HttpBackend):
         if verbose:
             body["verbose"] = True
         return await self._request(
-            "show",
-            "POST",
-            "/api/show",
-            lambda payload, meta: ShowResponse.model_validate(payload),
-            options,
-            body=body,
+            "show", "POST", "/api/show", parse_as(ShowResponse), options, body=body
         )
 
     async def ps(self, **options: Unpack[HttpOptions]) -> list[RunningModel]:
         """The models loaded in memory now, and when each will be unloaded."""
-        return await self._request(
-            "ps",
-            "GET",
-            "/api/ps",
-            lambda payload, meta: _WirePs.model_validate(payload).models,
-            options,
-        )
+        loaded = await self._request("ps", "GET", "/api/ps", parse_as(_WirePs), options)
+        return loaded.models
 
     async def version(self, **options: Unpack[HttpOptions]) -> str:
         """The server's Ollama version: a cheap liveness check."""
-        return await self._request(
-            "version",
-            "GET",
-            "/api/version",
-            lambda payload, meta: _WireVersion.model_validate(payload).version,
-            options,
+        answer = await self._request(
+            "version", "GET", "/api/version", parse_as(_WireVersion), options
         )
+        return answer.version
 
     @overload
     def pull(
@@ -923,7 +897,7 @@ class Ollama(HttpBackend):
                 status = event.status
                 yield event
             if status != "success":
-                raise self._early_end(meta)
+                raise self._cut_short(meta, "its final line")
 
         return self._stream(
             "pull", "POST", "/api/pull", decode, options, body=body, allowed=PULL_KEYS, sse=False
@@ -971,7 +945,7 @@ class Ollama(HttpBackend):
             yield self._parse(parse, payload, meta)
             if isinstance(payload, Mapping) and payload.get("done") is True:
                 return
-        raise self._early_end(meta)
+        raise self._cut_short(meta, "its final line")
 
     def _no_error(self, payload: Any, meta: Meta) -> Any:
         """The payload, unless it is an ``{"error": ...}`` object: Ollama's error once it has
@@ -979,8 +953,3 @@ class Ollama(HttpBackend):
         if isinstance(payload, Mapping) and "error" in payload:
             raise self._stream_error(payload, meta)
         return payload
-
-    def _early_end(self, meta: Meta) -> APIConnectionError:
-        return APIConnectionError(
-            "stream ended before its final line", backend=self.name, request_id=meta.request_id
-        )
