@@ -15,12 +15,12 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from typing_extensions import TypedDict, Unpack
 
 from .._engine._context import check_header_value
 from .._engine._dispatcher import Lane
-from .._exceptions import APIConnectionError, ConfigurationError
+from .._exceptions import ConfigurationError
 from .._http._backend import ErrorInfo, HttpBackend, Meta
 from .._http._transport import Response
 from .._models import (
@@ -29,6 +29,7 @@ from .._models import (
     Message,
     Messages,
     ModelInfo,
+    OpenModel,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -81,28 +82,18 @@ def finish_reason(stop_reason: str | None) -> str | None:
     return None if stop_reason is None else _FINISH.get(stop_reason, stop_reason)
 
 
-class _WireUsage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-
-
-class _WireMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class _WireMessage(OpenModel):
     id: str | None = None
     type: str = "message"
     role: str = "assistant"
     model: str | None = None
     content: list[dict[str, Any]]
     stop_reason: str | None = None
-    usage: _WireUsage | None = None
+    # Read as the stream's usage is (``_usage``), so that both count alike.
+    usage: dict[str, Any] | None = None
 
 
-class _WireModel(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class _WireModel(OpenModel):
     id: str
     created_at: str | None = None
     display_name: str | None = None
@@ -574,7 +565,7 @@ class Claude(HttpBackend):
             message=message,
             tool_calls=calls,
             finish_reason=finish_reason(wire.stop_reason),
-            usage=None if wire.usage is None else _usage(wire.usage.model_dump()),
+            usage=_usage(wire.usage or {}),
             model=wire.model,
             request_id=meta.request_id,
             server_request_id=meta.server_request_id,
@@ -597,12 +588,7 @@ class Claude(HttpBackend):
                 yield chunk
             if state.stopped:
                 return
-        raise APIConnectionError(
-            "stream ended before message_stop",
-            backend=self.name,
-            request_id=meta.request_id,
-            server_request_id=meta.server_request_id,
-        )
+        raise self._cut_short(meta, "message_stop")
 
     # -- public calls -----------------------------------------------------------------------------
 
