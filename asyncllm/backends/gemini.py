@@ -42,9 +42,18 @@ from .._models import (
     coerce_tools,
     message_text,
     normalize_messages,
+    parse_as,
 )
 from .._options import BodyOptions, HttpOptions, keys_of
-from .._validate import check_int, check_model, check_number, check_stop, check_str, check_str_list
+from .._validate import (
+    check_int,
+    check_model,
+    check_number,
+    check_stop,
+    check_str,
+    check_str_list,
+    given,
+)
 from ..streaming import Stream
 
 __all__ = ["GEMINI_BASE_URL", "ContentBlockedError", "Gemini", "json_schema_to_gemini"]
@@ -191,8 +200,6 @@ class _CountTokensResponse(_Wire):
 class _Model(_Wire):
     name: str
     display_name: str | None = None
-    description: str | None = None
-    version: str | None = None
     input_token_limit: int | None = None
     output_token_limit: int | None = None
     supported_generation_methods: list[str] = Field(default_factory=list)
@@ -689,19 +696,15 @@ class Gemini(HttpBackend):
         if settings is not None:
             body["safetySettings"] = settings
         stops = check_stop(get("stop"))
-        config: dict[str, Any] = {
-            k: v
-            for k, v in {
-                "temperature": temperature,
-                "topP": top_p,
-                "topK": top_k,
-                "maxOutputTokens": max_tokens,
-                "stopSequences": [stops] if isinstance(stops, str) else stops,
-                "seed": seed,
-                "candidateCount": n,
-            }.items()
-            if v is not None
-        }
+        config = given(
+            temperature=temperature,
+            topP=top_p,
+            topK=top_k,
+            maxOutputTokens=max_tokens,
+            stopSequences=[stops] if isinstance(stops, str) else stops,
+            seed=seed,
+            candidateCount=n,
+        )
         config.update(_response_format(get("response_format")))
         generation_config = get("generation_config")
         if generation_config is not None:
@@ -811,9 +814,7 @@ class Gemini(HttpBackend):
             payload = event.json()
             if _rpc_error(payload) is not None:
                 raise self._stream_error(payload, meta)
-            wire = self._parse(
-                lambda p, _m: _GenerateContentResponse.model_validate(p), payload, meta
-            )
+            wire = self._parse(parse_as(_GenerateContentResponse), payload, meta)
             self._check_blocked(wire, meta, emitted)
             texts: list[str] = []
             deltas: list[ToolCallDelta] = []
@@ -871,18 +872,7 @@ class Gemini(HttpBackend):
         check_int("dimensions", dimensions, 1)
         check_str("task_type", task_type)
         check_str("title", title)
-
-        def request(text: str, with_model: bool) -> dict[str, Any]:
-            item: dict[str, Any] = {"content": {"parts": [{"text": text}]}}
-            if with_model:
-                item = {"model": name, **item}
-            if task_type is not None:
-                item["taskType"] = task_type
-            if title is not None:
-                item["title"] = title
-            if dimensions is not None:
-                item["outputDimensionality"] = dimensions
-            return item
+        fields = given(taskType=task_type, title=title, outputDimensionality=dimensions)
 
         if isinstance(inputs, str):
 
@@ -901,7 +891,7 @@ class Gemini(HttpBackend):
                 f"/{name}:embedContent",
                 parse_one,
                 options,
-                body=request(texts[0], False),
+                body={"content": {"parts": [{"text": texts[0]}]}, **fields},
             )
 
         def batch_call(batch: list[str]) -> Any:
@@ -913,13 +903,16 @@ class Gemini(HttpBackend):
                     )
                 return [e.values for e in wire.embeddings], meta.request_id
 
+            requests = [
+                {"model": name, "content": {"parts": [{"text": t}]}, **fields} for t in batch
+            ]
             return lambda: self._request(
                 "embed",
                 "POST",
                 f"/{name}:batchEmbedContents",
                 parse,
                 options,
-                body={"requests": [request(t, True) for t in batch]},
+                body={"requests": requests},
             )
 
         results = await fan_out(
@@ -967,9 +960,7 @@ class Gemini(HttpBackend):
         token: str | None = None
         seen: set[str] = set()
 
-        def parse(payload: Any, meta: Meta) -> _ListModelsResponse:
-            return _ListModelsResponse.model_validate(payload)
-
+        parse = parse_as(_ListModelsResponse)
         for _ in range(MAX_MODEL_PAGES):
             params = {"pageSize": str(page_size)}
             if token:
