@@ -288,6 +288,19 @@ def tool_choice_body(value: Any) -> Any:
     )
 
 
+def embeddings_body(texts: list[str], options: Mapping[str, Any]) -> dict[str, Any]:
+    """An embeddings body but its model: float vectors, and ``dimensions`` and ``user`` (both
+    checked) only when given."""
+    body: dict[str, Any] = {"input": texts, "encoding_format": "float"}
+    if (dimensions := options.get("dimensions")) is not None:
+        check_int("dimensions", dimensions, 1)
+        body["dimensions"] = dimensions
+    if (user := options.get("user")) is not None:
+        check_str("user", user)
+        body["user"] = user
+    return body
+
+
 def embeddings_parser(count: int) -> Callable[[Any, Meta], EmbeddingResponse]:
     """The parser of an OpenAI embeddings answer to ``count`` inputs: vectors in input order, or
     an error when the indexes are not exactly 0..count-1."""
@@ -461,16 +474,7 @@ class OpenAICompatible(HttpBackend):
     ) -> EmbeddingResponse:
         """Embeddings of ``inputs``, returned in input order."""
         texts = check_str_list("inputs", inputs, allow_str=True)
-        dimensions = options.get("dimensions")
-        check_int("dimensions", dimensions, 1)
-        body = self._with_model({}, options.get("model"))
-        body["input"] = texts
-        body["encoding_format"] = "float"
-        if dimensions is not None:
-            body["dimensions"] = dimensions
-        if (user := options.get("user")) is not None:
-            check_str("user", user)
-            body["user"] = user
+        body = self._with_model(embeddings_body(texts, options), options.get("model"))
         return await self._request(
             "embed",
             "POST",

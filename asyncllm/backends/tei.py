@@ -27,7 +27,7 @@ from .._http._backend import ErrorInfo, HttpBackend, Meta
 from .._models import EmbeddingResponse, parse_as
 from .._options import BodyOptions, ClientOptions, HttpOptions
 from .._validate import check_bool, check_int, check_name, check_str, check_str_list, given
-from .._wire.openai import EMBED_KEYS, EmbedOptions, embeddings_parser
+from .._wire.openai import EMBED_KEYS, EmbedOptions, embeddings_body, embeddings_parser
 
 __all__ = [
     "TEI",
@@ -326,17 +326,9 @@ class TEI(HttpBackend):
         not split: use ``embed`` for large batches). ``model`` (the client's, if it was made
         with one) and ``user`` are sent only when given; TEI serves one model whatever the name."""
         texts = check_str_list("inputs", inputs, allow_str=True)
-        dimensions = options.get("dimensions")
-        check_int("dimensions", dimensions, 1)
         model = options.get("model", self.model)
-        user = options.get("user")
         check_str("model", model)
-        check_str("user", user)
-        body = {
-            "input": texts,
-            "encoding_format": "float",
-            **given(model=model, user=user, dimensions=dimensions),
-        }
+        body = {**embeddings_body(texts, options), **given(model=model)}
         return await self._request(
             "openai_embed",
             "POST",
