@@ -455,17 +455,8 @@ CHAT_KEYS = keys_of(ChatOptions)
 GENERATE_KEYS = keys_of(GenerateOptions)
 EMBED_KEYS = keys_of(EmbedOptions)
 PULL_KEYS = keys_of(PullOptions)
-# The named settings that go into Ollama's ``options``, by their name there.
-_NAMED_OPTIONS = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "min_p": "min_p",
-    "max_tokens": "num_predict",
-    "num_ctx": "num_ctx",
-    "seed": "seed",
-    "stop": "stop",
-}
+# The named settings that go into Ollama's ``options``, where ``max_tokens`` is ``num_predict``.
+_NAMED_OPTIONS = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "num_ctx", "seed", "stop")
 
 
 def options_body(params: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -480,7 +471,7 @@ def options_body(params: Mapping[str, Any]) -> dict[str, Any] | None:
     check_int("max_tokens", get("max_tokens"), 1)
     check_int("num_ctx", get("num_ctx"), 1)
     check_int("seed", get("seed"))
-    named = {wire: get(name) for name, wire in _NAMED_OPTIONS.items()}
+    named = {name: get(name) for name in _NAMED_OPTIONS}
     named["stop"] = check_stop(named["stop"])
     out: dict[str, Any] = {}
     options = get("options")
@@ -489,12 +480,12 @@ def options_body(params: Mapping[str, Any]) -> dict[str, Any] | None:
             raise ConfigurationError("options must be a mapping of parameter names to values")
         _check_typed_options(options)
         out.update(options)
-    for key, value in named.items():
+    for name, value in named.items():
         if value is None:
             continue
+        key = "num_predict" if name == "max_tokens" else name
         if key in out:
-            given = "max_tokens" if key == "num_predict" else key
-            raise ConfigurationError(f"{given} is given twice (as an argument and in options)")
+            raise ConfigurationError(f"{name} is given twice (as an argument and in options)")
         out[key] = value
     return out or None
 
@@ -562,9 +553,6 @@ class Ollama(HttpBackend):
     Ollama reads it: ``host:port`` accepted, default ``http://localhost:11434``). No auth unless
     ``api_key`` (or ``OLLAMA_API_KEY``) is set, for servers behind an authenticating proxy or
     Ollama's cloud. ``model`` is the model of chat, generate and embed calls that name none.
-
-    Calls take the call options (``priority``, ``timeout``, ``deadline``, ``max_retries``,
-    ``extra_headers``, ``extra_query``, and ``extra_body`` on those that send a body).
     """
 
     backend: ClassVar[str] = "ollama"
