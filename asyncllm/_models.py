@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, Union, overload
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from typing_extensions import TypedDict
 
 from ._exceptions import ConfigurationError, ResponseValidationError
 from ._http import _json
@@ -26,6 +27,19 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function
 
 # What a chat call takes as ``messages``: common-form dicts, or pydantic models of them.
 Messages = Sequence[Mapping[str, Any] | BaseModel]
+
+
+class GenerationParams(TypedDict, total=False):
+    """The parameters chat and completion calls share by name (OpenAI's, Gemini's, Ollama's):
+    ``model`` (the client's by default), ``temperature``, ``top_p``, ``max_tokens``, ``stop``
+    and ``seed``. Each backend checks them against its own bounds, which its docstring gives."""
+
+    model: str | None
+    temperature: float | None
+    top_p: float | None
+    max_tokens: int | None
+    stop: str | Sequence[str] | None
+    seed: int | None
 
 
 class OpenModel(BaseModel):

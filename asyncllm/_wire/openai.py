@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from typing_extensions import TypedDict, Unpack
+from typing_extensions import Unpack
 
 from .._exceptions import ConfigurationError
 from .._http._backend import HttpBackend, Meta
@@ -15,6 +15,7 @@ from .._models import (
     ChatChunk,
     ChatResponse,
     EmbeddingResponse,
+    GenerationParams,
     Message,
     Messages,
     ModelInfo,
@@ -31,7 +32,7 @@ from ..streaming import Stream
 T = TypeVar("T")
 
 
-class ChatParams(TypedDict, total=False):
+class ChatParams(GenerationParams, total=False):
     """The parameters of an OpenAI-shaped chat call, shared by ``chat`` and ``stream_chat``.
 
     ``model`` defaults to the client's. ``tools``: functions, pydantic models, ``asyncllm.Tool``
@@ -40,12 +41,6 @@ class ChatParams(TypedDict, total=False):
     Anything else the server takes goes in ``extra_body``.
     """
 
-    model: str | None
-    temperature: float | None
-    top_p: float | None
-    max_tokens: int | None
-    stop: str | Sequence[str] | None
-    seed: int | None
     tools: Sequence[Any] | None
     tool_choice: Any
     response_format: Any
@@ -65,7 +60,7 @@ class EmbedOptions(BodyOptions, total=False):
     user: str | None
 
 
-class CompletionParams(TypedDict, total=False):
+class CompletionParams(GenerationParams, total=False):
     """The parameters of an OpenAI-shaped ``/completions`` call (a raw prompt, no chat template).
 
     ``model`` defaults to the client's; ``n`` completions per prompt; ``echo`` puts the prompt
@@ -73,12 +68,6 @@ class CompletionParams(TypedDict, total=False):
     last word over the fields built here).
     """
 
-    model: str | None
-    max_tokens: int | None
-    temperature: float | None
-    top_p: float | None
-    stop: str | Sequence[str] | None
-    seed: int | None
     n: int | None
     echo: bool | None
 

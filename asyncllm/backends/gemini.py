@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
-from typing_extensions import TypedDict, Unpack
+from typing_extensions import Unpack
 
 from .._engine._fanout import fan_out
 from .._exceptions import ConfigurationError, ContentBlockedError
@@ -32,6 +32,7 @@ from .._models import (
     ChatChunk,
     ChatResponse,
     EmbeddingResponse,
+    GenerationParams,
     Message,
     Messages,
     ModelInfo,
@@ -83,7 +84,7 @@ _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", 
 # -- the keyword arguments of the calls -----------------------------------------------------------
 
 
-class ChatParams(TypedDict, total=False):
+class ChatParams(GenerationParams, total=False):
     """The parameters ``chat`` and ``stream_chat`` share, sent as a ``GenerateContentRequest``.
 
     ``model``: ``gemini-2.0-flash``, ``models/...`` or ``tunedModels/...``; the client's by
@@ -97,13 +98,7 @@ class ChatParams(TypedDict, total=False):
     ``generationConfig`` fields, applied last (for fields this SDK does not name).
     """
 
-    model: str | None
-    temperature: float | None
-    top_p: float | None
     top_k: int | None
-    max_tokens: int | None
-    stop: str | Sequence[str] | None
-    seed: int | None
     tools: Sequence[Any] | None
     tool_choice: Any
     response_format: Any

@@ -26,6 +26,7 @@ from .._models import (
     ChatChunk,
     ChatResponse,
     EmbeddingResponse,
+    GenerationParams,
     Message,
     Messages,
     ModelInfo,
@@ -369,7 +370,7 @@ def format_body(value: Any) -> str | dict[str, Any] | None:
 # -- call parameters ------------------------------------------------------------------------------
 
 
-class SamplingParams(TypedDict, total=False):
+class SamplingParams(GenerationParams, total=False):
     """The parameters ``chat`` and ``generate`` (and their streaming twins) share.
 
     ``model`` defaults to the client's. ``temperature``, ``top_p``, ``top_k``, ``min_p``,
@@ -382,15 +383,9 @@ class SamplingParams(TypedDict, total=False):
     (``.thinking``). Anything else the server takes goes in ``extra_body``.
     """
 
-    model: str | None
-    temperature: float | None
-    top_p: float | None
     top_k: int | None
     min_p: float | None
-    max_tokens: int | None
     num_ctx: int | None
-    seed: int | None
-    stop: str | Sequence[str] | None
     options: Mapping[str, Any] | None
     format: Any
     keep_alive: KeepAlive | None
