@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict, Unpack
 
-from .._exceptions import ConfigurationError, ResponseValidationError
+from .._exceptions import ConfigurationError
 from .._http._backend import HttpBackend, Meta
 from .._http._transport import Response
 from .._models import (
@@ -782,11 +782,7 @@ class Ollama(HttpBackend):
         def parse(payload: Any, meta: Meta) -> EmbeddingResponse:
             wire = _WireEmbed.model_validate(self._no_error(payload, meta))
             if len(wire.embeddings) != count:
-                raise ResponseValidationError(
-                    f"expected {count} embeddings, got {len(wire.embeddings)}",
-                    backend=self.name,
-                    request_id=meta.request_id,
-                )
+                raise ValueError(f"expected {count} embeddings, got {len(wire.embeddings)}")
             return EmbeddingResponse(
                 vectors=wire.embeddings,
                 usage=wire.usage(),
