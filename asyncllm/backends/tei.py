@@ -22,7 +22,7 @@ from typing_extensions import Unpack
 from .._engine._context import current_request_id, new_request_id, request_context
 from .._engine._dispatcher import Priority
 from .._engine._fanout import fan_out
-from .._exceptions import AsyncLLMError, ConfigurationError, ResponseValidationError
+from .._exceptions import AsyncLLMError, ConfigurationError
 from .._http._backend import ErrorInfo, HttpBackend, Meta
 from .._models import EmbeddingResponse, parse_as
 from .._options import BodyOptions, ClientOptions, HttpOptions
@@ -133,7 +133,7 @@ def _predict_item(value: Any) -> list[str]:
 
 def _list_of(count: int, payload: Any) -> list[Any]:
     if not isinstance(payload, list) or len(payload) != count:
-        raise ResponseValidationError(
+        raise ValueError(
             f"expected a list of {count} results, got "
             + (f"{len(payload)}" if isinstance(payload, list) else type(payload).__name__)
         )
@@ -366,7 +366,7 @@ class TEI(HttpBackend):
         def parse(payload: Any, chunk: Sequence[str], offset: int) -> list[TEIRank]:
             ranks = [TEIRank.model_validate(r) for r in _list_of(len(chunk), payload)]
             if sorted(r.index for r in ranks) != list(range(len(chunk))):
-                raise ResponseValidationError("rerank indexes do not cover the texts sent")
+                raise ValueError("rerank indexes do not cover the texts sent")
             for r in ranks:
                 r.index += offset
             return ranks
