@@ -102,7 +102,6 @@ class _WireModel(OpenModel):
 class _WireModels(BaseModel):
     data: list[_WireModel]
     has_more: bool = False
-    first_id: str | None = None
     last_id: str | None = None
 
 
@@ -425,12 +424,10 @@ COUNT_TOKENS_KEYS = keys_of(CountTokensOptions)
 
 def _betas(value: Any) -> list[str]:
     """Beta feature names, from a comma-separated string or a list of names."""
-    if value is None:
-        return []
+    if value is None or (isinstance(value, (list, tuple)) and not value):
+        return []  # an empty list is as good as none
     if isinstance(value, str):
         names = [b.strip() for b in value.split(",") if b.strip()]
-    elif isinstance(value, (list, tuple)) and not value:  # none: as good as not given
-        names = []
     else:
         names = check_str_list("betas", value)
         if not all(names):
