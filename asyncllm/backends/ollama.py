@@ -506,14 +506,11 @@ def _check_typed_options(options: Mapping[str, Any]) -> None:
 
 
 def _keep_alive(value: Any) -> KeepAlive | None:
-    if value is None:
-        return None
-    if isinstance(value, str) and value.strip():
-        return value
+    if isinstance(value, str) and not value.strip():
+        raise ConfigurationError("keep_alive must be a duration like '5m' or a number of seconds")
     if not isinstance(value, str):
-        check_number("keep_alive", value)
-        return value  # type: ignore[no-any-return]
-    raise ConfigurationError("keep_alive must be a duration like '5m' or a number of seconds")
+        check_number("keep_alive", value)  # None passes: not given
+    return value  # type: ignore[no-any-return]
 
 
 def _think(value: Any) -> Think | None:
@@ -593,12 +590,8 @@ class Ollama(HttpBackend):
         wire = _WireChat.model_validate(self._no_error(payload, meta))
         calls = _tool_calls(wire.message)
         text = wire.message.content or ""
-        fields: dict[str, Any] = {"role": "assistant", "content": text}
-        if calls:
-            fields["tool_calls"] = calls
-        if wire.message.thinking:
-            fields["thinking"] = wire.message.thinking
-        message = Message.model_validate(fields)
+        thinking = {"thinking": wire.message.thinking} if wire.message.thinking else {}
+        message = Message(role="assistant", content=text, tool_calls=calls or None, **thinking)
         return OllamaChatResponse(
             text=text,
             message=message,
