@@ -36,6 +36,7 @@ from .._models import (
     call_arguments,
     coerce_tools,
     normalize_messages,
+    parse_as,
 )
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
 from .._validate import check_int, check_number, check_stop, check_str_list
@@ -622,19 +623,16 @@ class Claude(HttpBackend):
     async def count_tokens(self, messages: Messages, **options: Unpack[CountTokensOptions]) -> int:
         """Input tokens the messages (with system and tools) would cost, before sending them:
         ``POST /v1/messages/count_tokens`` (parameters: ``MessagesParams``)."""
-
-        def parse(payload: Any, meta: Meta) -> int:
-            return _WireTokensCount.model_validate(payload).input_tokens
-
-        return await self._request(
+        counted = await self._request(
             "count_tokens",
             "POST",
             self.count_tokens_path,
-            parse,
+            parse_as(_WireTokensCount),
             options,
             body=self._request_body(messages, options),
             allowed=COUNT_TOKENS_KEYS,
         )
+        return counted.input_tokens
 
     async def models(self, **options: Unpack[HttpOptions]) -> list[ModelInfo]:
         """Every model the key may use, newest first, following pages while ``has_more``. The

@@ -566,17 +566,13 @@ def _read_parts(candidate: _Candidate, first_call: int = 0) -> tuple[list[str], 
 
 def _candidate_message(candidate: _Candidate) -> Message:
     texts, calls = _read_parts(candidate)
-    fields: dict[str, Any] = {
-        "role": "assistant",
-        "content": "".join(texts),
-        "tool_calls": calls or None,
-    }
     parts = candidate.content.parts if candidate.content is not None else []
+    native = {}
     if any(part.thought_signature is not None for part in parts):
         # Thought signatures must go back as they came (Gemini 2.5+ function calling), so
         # the message keeps the raw parts; to_gemini_contents sends them unchanged.
-        fields["gemini_parts"] = [p.model_dump(by_alias=True, exclude_none=True) for p in parts]
-    return Message.model_validate(fields)
+        native["gemini_parts"] = [p.model_dump(by_alias=True, exclude_none=True) for p in parts]
+    return Message(role="assistant", content="".join(texts), tool_calls=calls or None, **native)
 
 
 def _duration(value: Any) -> float | None:
