@@ -26,7 +26,7 @@ from .._exceptions import AsyncLLMError, ConfigurationError
 from .._http._backend import ErrorInfo, HttpBackend, Meta
 from .._models import EmbeddingResponse, parse_as
 from .._options import BodyOptions, ClientOptions, HttpOptions
-from .._validate import check_bool, check_int, check_name, check_str, check_str_list, given
+from .._validate import check_int, check_name, check_str, check_str_list, given
 from .._wire.openai import EMBED_KEYS, EmbedOptions, embeddings_body, embeddings_parser
 
 __all__ = [
@@ -117,10 +117,9 @@ _SPARSE_VECTOR = TypeAdapter(list[TEISparseValue])
 def _flag(name: str, value: Any) -> bool:
     """A flag TEI's schema types as a plain bool: None is refused too, since TEI would refuse the
     null it is sent as."""
-    check_bool(name, value)
-    if value is None:
+    if not isinstance(value, bool):
         raise ConfigurationError(f"{name} must be a bool")
-    return bool(value)
+    return value
 
 
 def _predict_item(value: Any) -> list[str]:
