@@ -12,10 +12,10 @@ import logging
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, Literal, Union
+from typing import Any, Generic, Literal, Union, overload
 
-from pydantic import BaseModel, ConfigDict, Field
-from typing_extensions import TypeVar
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from typing_extensions import TypedDict, TypeVar
 
 from ._exceptions import ConfigurationError, ResponseValidationError
 from ._http import _json
@@ -24,6 +24,7 @@ from ._validate import check_str
 M = TypeVar("M", bound=BaseModel)
 # What ``ChatResponse.parsed`` holds: for type checkers only, never parametrized at run time.
 P = TypeVar("P", default=Any)
+T = TypeVar("T")
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
@@ -31,10 +32,28 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function
 Messages = Sequence[Mapping[str, Any] | BaseModel]
 
 
-class Usage(BaseModel):
-    """Token counts; backends add their own extras (durations, cache tokens) as extra fields."""
+class GenerationParams(TypedDict, total=False):
+    """The parameters chat and completion calls share by name (OpenAI's, Gemini's, Ollama's):
+    ``model`` (the client's by default), ``temperature``, ``top_p``, ``max_tokens``, ``stop``
+    and ``seed``. Each backend checks them against its own bounds, which its docstring gives."""
+
+    model: str | None
+    temperature: float | None
+    top_p: float | None
+    max_tokens: int | None
+    stop: str | Sequence[str] | None
+    seed: int | None
+
+
+class OpenModel(BaseModel):
+    """A server's object: the fields a model declares are checked, any others it sends are kept
+    (a newer server's additions stay readable as attributes and in ``model_dump()``)."""
 
     model_config = ConfigDict(extra="allow")
+
+
+class Usage(OpenModel):
+    """Token counts; backends add their own extras (durations, cache tokens) as extra fields."""
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -71,10 +90,8 @@ class ToolCall(BaseModel):
         }
 
 
-class Message(BaseModel):
+class Message(OpenModel):
     """A message in the common form."""
-
-    model_config = ConfigDict(extra="allow")
 
     role: str
     content: str | list[dict[str, Any]] | None = None
@@ -150,9 +167,7 @@ class EmbeddingResponse(BaseModel):
     raw: Any = None
 
 
-class ModelInfo(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class ModelInfo(OpenModel):
     id: str
     owned_by: str | None = None
     created: int | None = None
@@ -163,6 +178,17 @@ def from_json(model: type[M], payload: Any, /, **fields: Any) -> M:
     """``model`` read straight from a server's JSON object, which it keeps whole as ``raw``;
     ``fields`` add what the object does not hold (say, ``request_id``)."""
     return model.model_validate({**payload, **fields, "raw": payload})
+
+
+@overload
+def parse_as(model: type[M]) -> Callable[[Any, object], M]: ...
+@overload
+def parse_as(model: TypeAdapter[T]) -> Callable[[Any, object], T]: ...
+def parse_as(model: Any) -> Callable[[Any, object], Any]:
+    """A ``parse`` hook that reads the whole JSON body as ``model`` (a pydantic model class or a
+    ``TypeAdapter``); the call's metadata is not needed."""
+    validate = model.validate_python if isinstance(model, TypeAdapter) else model.model_validate
+    return lambda payload, meta: validate(payload)
 
 
 class Tool(BaseModel):

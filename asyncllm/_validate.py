@@ -28,9 +28,9 @@ def check_number(
         raise ConfigurationError(f"{name} must be between {low} and {high}")
 
 
-def check_positive(name: str, value: Any) -> None:
-    """``value`` is None (not given) or a finite number above zero."""
-    check_number(name, value)
+def check_positive(name: str, value: Any, high: float | None = None) -> None:
+    """``value`` is None (not given) or a finite number above zero (and at most ``high``)."""
+    check_number(name, value, None, high)
     if value is not None and value <= 0:
         raise ConfigurationError(f"{name} must be > 0")
 

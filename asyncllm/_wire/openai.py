@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field
-from typing_extensions import TypedDict, Unpack
+from typing_extensions import Unpack
 
 from .._exceptions import ConfigurationError
 from .._http._backend import HttpBackend, Meta
@@ -15,6 +15,7 @@ from .._models import (
     ChatChunk,
     ChatResponse,
     EmbeddingResponse,
+    GenerationParams,
     M,
     Message,
     Messages,
@@ -33,7 +34,7 @@ from ..streaming import ChatStream
 T = TypeVar("T")
 
 
-class ChatParams(TypedDict, total=False):
+class ChatParams(GenerationParams, total=False):
     """The parameters of an OpenAI-shaped chat call, shared by ``chat`` and ``stream_chat``.
 
     ``model`` defaults to the client's. ``tools``: functions, pydantic models, ``asyncllm.Tool``
@@ -43,12 +44,6 @@ class ChatParams(TypedDict, total=False):
     of its own, so that ``parsed`` is typed by the model it names.)
     """
 
-    model: str | None
-    temperature: float | None
-    top_p: float | None
-    max_tokens: int | None
-    stop: str | Sequence[str] | None
-    seed: int | None
     tools: Sequence[Any] | None
     tool_choice: Any
     reasoning_effort: str | None
@@ -68,7 +63,7 @@ class EmbedOptions(BodyOptions, total=False):
     user: str | None
 
 
-class CompletionParams(TypedDict, total=False):
+class CompletionParams(GenerationParams, total=False):
     """The parameters of an OpenAI-shaped ``/completions`` call (a raw prompt, no chat template).
 
     ``model`` defaults to the client's; ``n`` completions per prompt; ``echo`` puts the prompt
@@ -76,12 +71,6 @@ class CompletionParams(TypedDict, total=False):
     last word over the fields built here).
     """
 
-    model: str | None
-    max_tokens: int | None
-    temperature: float | None
-    top_p: float | None
-    stop: str | Sequence[str] | None
-    seed: int | None
     n: int | None
     echo: bool | None
 
@@ -282,6 +271,19 @@ def tool_choice_body(value: Any) -> Any:
     raise ConfigurationError(
         "tool_choice must be 'auto', 'none', 'required', a tool name or a dict"
     )
+
+
+def embeddings_body(texts: list[str], options: Mapping[str, Any]) -> dict[str, Any]:
+    """An embeddings body but its model: float vectors, and ``dimensions`` and ``user`` (both
+    checked) only when given."""
+    body: dict[str, Any] = {"input": texts, "encoding_format": "float"}
+    if (dimensions := options.get("dimensions")) is not None:
+        check_int("dimensions", dimensions, 1)
+        body["dimensions"] = dimensions
+    if (user := options.get("user")) is not None:
+        check_str("user", user)
+        body["user"] = user
+    return body
 
 
 def embeddings_parser(count: int) -> Callable[[Any, Meta], EmbeddingResponse]:
@@ -536,16 +538,7 @@ class OpenAICompatible(HttpBackend):
     ) -> EmbeddingResponse:
         """Embeddings of ``inputs``, returned in input order."""
         texts = check_str_list("inputs", inputs, allow_str=True)
-        dimensions = options.get("dimensions")
-        check_int("dimensions", dimensions, 1)
-        body = self._with_model({}, options.get("model"))
-        body["input"] = texts
-        body["encoding_format"] = "float"
-        if dimensions is not None:
-            body["dimensions"] = dimensions
-        if (user := options.get("user")) is not None:
-            check_str("user", user)
-            body["user"] = user
+        body = self._with_model(embeddings_body(texts, options), options.get("model"))
         return await self._request(
             "embed",
             "POST",

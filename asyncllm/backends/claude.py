@@ -21,12 +21,12 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Literal, overload
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from typing_extensions import NotRequired, TypedDict, Unpack
 
 from .._engine._context import check_header_value
 from .._engine._dispatcher import Lane
-from .._exceptions import APIConnectionError, ConfigurationError
+from .._exceptions import ConfigurationError
 from .._http._backend import ErrorInfo, HttpBackend, Meta
 from .._http._transport import Response
 from .._models import (
@@ -36,12 +36,14 @@ from .._models import (
     Message,
     Messages,
     ModelInfo,
+    OpenModel,
     ToolCall,
     ToolCallDelta,
     Usage,
     call_arguments,
     coerce_tools,
     normalize_messages,
+    parse_as,
 )
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
 from .._structured import OutputFormat, finish, output_format
@@ -93,28 +95,18 @@ def finish_reason(stop_reason: str | None) -> str | None:
     return None if stop_reason is None else _FINISH.get(stop_reason, stop_reason)
 
 
-class _WireUsage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-
-
-class _WireMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class _WireMessage(OpenModel):
     id: str | None = None
     type: str = "message"
     role: str = "assistant"
     model: str | None = None
     content: list[dict[str, Any]]
     stop_reason: str | None = None
-    usage: _WireUsage | None = None
+    # Read as the stream's usage is (``_usage``), so that both count alike.
+    usage: dict[str, Any] | None = None
 
 
-class _WireModel(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class _WireModel(OpenModel):
     id: str
     created_at: str | None = None
     display_name: str | None = None
@@ -123,7 +115,6 @@ class _WireModel(BaseModel):
 class _WireModels(BaseModel):
     data: list[_WireModel]
     has_more: bool = False
-    first_id: str | None = None
     last_id: str | None = None
 
 
@@ -704,12 +695,10 @@ COUNT_TOKENS_KEYS = keys_of(CountTokensOptions)
 
 def _betas(value: Any) -> list[str]:
     """Beta feature names, from a comma-separated string or a list of names."""
-    if value is None:
-        return []
+    if value is None or (isinstance(value, (list, tuple)) and not value):
+        return []  # an empty list is as good as none
     if isinstance(value, str):
         names = [b.strip() for b in value.split(",") if b.strip()]
-    elif isinstance(value, (list, tuple)) and not value:  # none: as good as not given
-        names = []
     else:
         names = check_str_list("betas", value)
         if not all(names):
@@ -878,7 +867,7 @@ class Claude(HttpBackend):
             message=message,
             tool_calls=calls,
             finish_reason=finish_reason(wire.stop_reason),
-            usage=None if wire.usage is None else _usage(wire.usage.model_dump()),
+            usage=_usage(wire.usage or {}),
             model=wire.model,
             request_id=meta.request_id,
             server_request_id=meta.server_request_id,
@@ -902,12 +891,7 @@ class Claude(HttpBackend):
                 yield chunk
             if state.stopped:
                 return
-        raise APIConnectionError(
-            "stream ended before message_stop",
-            backend=self.name,
-            request_id=meta.request_id,
-            server_request_id=meta.server_request_id,
-        )
+        raise self._cut_short(meta, "message_stop")
 
     # -- public calls -----------------------------------------------------------------------------
 
@@ -998,19 +982,16 @@ class Claude(HttpBackend):
     async def count_tokens(self, messages: Messages, **options: Unpack[CountTokensOptions]) -> int:
         """Input tokens the messages (with system and tools) would cost, before sending them:
         ``POST /v1/messages/count_tokens`` (parameters: ``MessagesParams``)."""
-
-        def parse(payload: Any, meta: Meta) -> int:
-            return _WireTokensCount.model_validate(payload).input_tokens
-
-        return await self._request(
+        counted = await self._request(
             "count_tokens",
             "POST",
             self.count_tokens_path,
-            parse,
+            parse_as(_WireTokensCount),
             options,
             body=self._request_body(messages, options),
             allowed=COUNT_TOKENS_KEYS,
         )
+        return counted.input_tokens
 
     async def models(self, **options: Unpack[HttpOptions]) -> list[ModelInfo]:
         """Every model the key may use, newest first, following pages while ``has_more``. The

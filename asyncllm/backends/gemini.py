@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Literal, get_args, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
-from typing_extensions import TypedDict, Unpack
+from typing_extensions import Unpack
 
 from .._engine._fanout import fan_out
 from .._exceptions import ConfigurationError, ContentBlockedError
@@ -40,6 +40,7 @@ from .._models import (
     ChatChunk,
     ChatResponse,
     EmbeddingResponse,
+    GenerationParams,
     M,
     Message,
     Messages,
@@ -51,6 +52,7 @@ from .._models import (
     coerce_tools,
     message_text,
     normalize_messages,
+    parse_as,
 )
 from .._options import BodyOptions, HttpOptions, keys_of
 from .._structured import OutputFormat, finish, output_format
@@ -62,6 +64,7 @@ from .._validate import (
     check_stop,
     check_str,
     check_str_list,
+    given,
 )
 from ..streaming import ChatStream
 
@@ -96,7 +99,7 @@ _THINKING_LEVELS = frozenset(get_args(ThinkingLevel))
 # -- the keyword arguments of the calls -----------------------------------------------------------
 
 
-class ChatParams(TypedDict, total=False):
+class ChatParams(GenerationParams, total=False):
     """The parameters ``chat`` and ``stream_chat`` share, sent as a ``GenerateContentRequest``.
 
     ``model``: ``gemini-2.0-flash``, ``models/...`` or ``tunedModels/...``; the client's by
@@ -112,13 +115,7 @@ class ChatParams(TypedDict, total=False):
     own, so that ``parsed`` is typed by the model it names.)
     """
 
-    model: str | None
-    temperature: float | None
-    top_p: float | None
     top_k: int | None
-    max_tokens: int | None
-    stop: str | Sequence[str] | None
-    seed: int | None
     tools: Sequence[Any] | None
     tool_choice: Any
     safety_settings: Sequence[Mapping[str, str]] | None
@@ -217,8 +214,6 @@ class _CountTokensResponse(_Wire):
 class _Model(_Wire):
     name: str
     display_name: str | None = None
-    description: str | None = None
-    version: str | None = None
     input_token_limit: int | None = None
     output_token_limit: int | None = None
     supported_generation_methods: list[str] = Field(default_factory=list)
@@ -700,19 +695,15 @@ class Gemini(HttpBackend):
         if settings is not None:
             body["safetySettings"] = settings
         stops = check_stop(get("stop"))
-        config: dict[str, Any] = {
-            k: v
-            for k, v in {
-                "temperature": temperature,
-                "topP": top_p,
-                "topK": top_k,
-                "maxOutputTokens": max_tokens,
-                "stopSequences": [stops] if isinstance(stops, str) else stops,
-                "seed": seed,
-                "candidateCount": n,
-            }.items()
-            if v is not None
-        }
+        config = given(
+            temperature=temperature,
+            topP=top_p,
+            topK=top_k,
+            maxOutputTokens=max_tokens,
+            stopSequences=[stops] if isinstance(stops, str) else stops,
+            seed=seed,
+            candidateCount=n,
+        )
         if fmt is not None:
             config.update(_response_format(fmt))
         thinking = _thinking_config(params)
@@ -884,9 +875,7 @@ class Gemini(HttpBackend):
             payload = event.json()
             if _rpc_error(payload) is not None:
                 raise self._stream_error(payload, meta)
-            wire = self._parse(
-                lambda p, _m: _GenerateContentResponse.model_validate(p), payload, meta
-            )
+            wire = self._parse(parse_as(_GenerateContentResponse), payload, meta)
             self._check_blocked(wire, meta, emitted)
             texts: list[str] = []
             thoughts: list[str] = []
@@ -956,18 +945,7 @@ class Gemini(HttpBackend):
         check_int("dimensions", dimensions, 1)
         check_str("task_type", task_type)
         check_str("title", title)
-
-        def request(text: str, with_model: bool) -> dict[str, Any]:
-            item: dict[str, Any] = {"content": {"parts": [{"text": text}]}}
-            if with_model:
-                item = {"model": name, **item}
-            if task_type is not None:
-                item["taskType"] = task_type
-            if title is not None:
-                item["title"] = title
-            if dimensions is not None:
-                item["outputDimensionality"] = dimensions
-            return item
+        fields = given(taskType=task_type, title=title, outputDimensionality=dimensions)
 
         if isinstance(inputs, str):
 
@@ -986,7 +964,7 @@ class Gemini(HttpBackend):
                 f"/{name}:embedContent",
                 parse_one,
                 options,
-                body=request(texts[0], False),
+                body={"content": {"parts": [{"text": texts[0]}]}, **fields},
             )
 
         def batch_call(batch: list[str]) -> Any:
@@ -998,13 +976,16 @@ class Gemini(HttpBackend):
                     )
                 return [e.values for e in wire.embeddings], meta.request_id
 
+            requests = [
+                {"model": name, "content": {"parts": [{"text": t}]}, **fields} for t in batch
+            ]
             return lambda: self._request(
                 "embed",
                 "POST",
                 f"/{name}:batchEmbedContents",
                 parse,
                 options,
-                body={"requests": [request(t, True) for t in batch]},
+                body={"requests": requests},
             )
 
         results = await fan_out(
@@ -1052,9 +1033,7 @@ class Gemini(HttpBackend):
         token: str | None = None
         seen: set[str] = set()
 
-        def parse(payload: Any, meta: Meta) -> _ListModelsResponse:
-            return _ListModelsResponse.model_validate(payload)
-
+        parse = parse_as(_ListModelsResponse)
         for _ in range(MAX_MODEL_PAGES):
             params = {"pageSize": str(page_size)}
             if token:

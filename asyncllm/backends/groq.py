@@ -248,9 +248,8 @@ class Groq(OpenAICompatible):
         ) -> ChatStream[Any]: ...
 
     def _parse_chat(self, payload: Any, meta: Meta) -> GroqChatResponse:
-        base = super()._parse_chat(payload, meta)
-        fields = {name: getattr(base, name) for name in ChatResponse.model_fields}
-        return GroqChatResponse(**fields, rate_limits=GroqRateLimits.from_headers(meta.headers))
+        base = dict(super()._parse_chat(payload, meta))  # its fields, not copied
+        return GroqChatResponse(**base, rate_limits=GroqRateLimits.from_headers(meta.headers))
 
     @staticmethod
     def _chunk(payload: Any, meta: Meta) -> ChatChunk:

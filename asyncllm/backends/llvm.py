@@ -11,14 +11,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from typing_extensions import Unpack
 
 from .._engine._context import new_request_id, request_context
 from .._engine._fanout import fan_out
 from .._exceptions import APITimeoutError, AsyncLLMError, ClientClosedError, ConfigurationError
 from .._http._backend import HttpBackend, Meta
-from .._models import ModelInfo, from_json
+from .._models import ModelInfo, OpenModel, from_json, parse_as
 from .._options import BODY_KEYS, BodyOptions, ClientOptions, HttpOptions, check_keys
 from .._validate import check_int, check_model, check_number, path_segment
 
@@ -30,10 +30,8 @@ OPTIMIZATION_TYPES: tuple[str, ...] = get_args(OptimizationType)
 UNBATCHABLE = ("extra_headers", "extra_query", "extra_body")
 
 
-class InferMetrics(BaseModel):
+class InferMetrics(OpenModel):
     """What the server measured; servers may add keys, which are kept."""
-
-    model_config = ConfigDict(extra="allow")
 
     latency_ms: float | None = None
     batch_size: int | None = None
@@ -58,9 +56,7 @@ class LLVMModel(ModelInfo):
     max_batch: int | None = None
 
 
-class ModelStatistics(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class ModelStatistics(OpenModel):
     model: str
     requests: int = 0
     inferences: int = 0
@@ -69,24 +65,18 @@ class ModelStatistics(BaseModel):
     average_latency_ms: float | None = None
 
 
-class OptimizeResult(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class OptimizeResult(OpenModel):
     model: str
     optimization_type: str
     status: str
 
 
-class ReloadResult(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class ReloadResult(OpenModel):
     model: str
     status: str
 
 
-class ServerStatus(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class ServerStatus(OpenModel):
     status: str
     version: str | None = None
     uptime_seconds: float | None = None
@@ -128,6 +118,13 @@ def _copy_error(exc: BaseException) -> BaseException:
         return exc
     clone.__cause__ = exc.__cause__
     return clone
+
+
+def _fail(waiters: list[_Waiter], exc: BaseException) -> None:
+    """Every caller still waiting gets its own copy of ``exc``."""
+    for w in waiters:
+        if not w.future.done():
+            w.future.set_exception(_copy_error(exc))
 
 
 # Compared by identity (eq=False): a caller leaving its batch removes its own waiter.
@@ -225,13 +222,8 @@ class LLVM(HttpBackend):
 
     async def statistics(self, model_id: str, **options: Unpack[HttpOptions]) -> ModelStatistics:
         """The server's counters for one model (calls, inferences, batches, errors, latency)."""
-        return await self._request(
-            "statistics",
-            "GET",
-            self._path(model_id, "/statistics"),
-            lambda payload, meta: ModelStatistics.model_validate(payload),
-            options,
-        )
+        path = self._path(model_id, "/statistics")
+        return await self._request("statistics", "GET", path, parse_as(ModelStatistics), options)
 
     async def optimize(
         self,
@@ -245,35 +237,20 @@ class LLVM(HttpBackend):
             raise ConfigurationError(
                 f"optimization_type must be one of {', '.join(OPTIMIZATION_TYPES)}"
             )
+        path = self._path(model_id, "/optimize")
+        body = {"optimization_type": optimization_type}
         return await self._request(
-            "optimize",
-            "POST",
-            self._path(model_id, "/optimize"),
-            lambda payload, meta: OptimizeResult.model_validate(payload),
-            options,
-            body={"optimization_type": optimization_type},
+            "optimize", "POST", path, parse_as(OptimizeResult), options, body=body
         )
 
     async def reload(self, model_id: str, **options: Unpack[BodyOptions]) -> ReloadResult:
         """Reload a model from storage (say, after its files changed)."""
-        return await self._request(
-            "reload",
-            "POST",
-            self._path(model_id, "/reload"),
-            lambda payload, meta: ReloadResult.model_validate(payload),
-            options,
-            body={},
-        )
+        path = self._path(model_id, "/reload")
+        return await self._request("reload", "POST", path, parse_as(ReloadResult), options, body={})
 
     async def status(self, **options: Unpack[HttpOptions]) -> ServerStatus:
         """The server's own health: ``status`` is ``"ok"`` or ``"degraded"``."""
-        return await self._request(
-            "status",
-            "GET",
-            "/status",
-            lambda payload, meta: ServerStatus.model_validate(payload),
-            options,
-        )
+        return await self._request("status", "GET", "/status", parse_as(ServerStatus), options)
 
     # -- inference ------------------------------------------------------------------------------
 
@@ -461,9 +438,7 @@ class LLVM(HttpBackend):
                 w.future.cancel()
             raise
         except BaseException as exc:
-            for w in waiters:
-                if not w.future.done():
-                    w.future.set_exception(_copy_error(exc))
+            _fail(waiters, exc)
             return
         for w, result in zip(waiters, results, strict=True):
             if not w.future.done():
@@ -474,14 +449,10 @@ class LLVM(HttpBackend):
         finish (up to ``close_timeout``), then close as every client does. Does nothing on a
         client from ``with_options``."""
         if self._root is self and not self._closed:
+            closed = ClientClosedError(
+                "client closed while the call waited for a batch", backend=self.name
+            )
             for batch in list(self._open.values()):
                 self._seal(batch)
-                for w in batch.waiters:
-                    if not w.future.done():
-                        w.future.set_exception(
-                            ClientClosedError(
-                                "client closed while the call waited for a batch",
-                                backend=self.name,
-                            )
-                        )
+                _fail(batch.waiters, closed)
         await super().aclose()

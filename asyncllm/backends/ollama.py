@@ -16,20 +16,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, overload
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from typing_extensions import TypedDict, Unpack
 
-from .._exceptions import APIConnectionError, ConfigurationError, ResponseValidationError
+from .._exceptions import ConfigurationError
 from .._http._backend import HttpBackend, Meta
 from .._http._transport import Response
 from .._models import (
     ChatChunk,
     ChatResponse,
     EmbeddingResponse,
+    GenerationParams,
     M,
     Message,
     Messages,
     ModelInfo,
+    OpenModel,
     P,
     ToolCall,
     ToolCallDelta,
@@ -37,6 +39,7 @@ from .._models import (
     call_arguments,
     coerce_tools,
     normalize_messages,
+    parse_as,
 )
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
 from .._structured import OutputFormat, finish, output_format
@@ -64,14 +67,8 @@ _THINK_LEVELS = ("high", "medium", "low", "max")
 # (and has no float to turn into seconds).
 _Nanoseconds = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 _DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
-_ROLES = {
-    "system": "system",
-    "developer": "system",
-    "user": "user",
-    "assistant": "assistant",
-    "tool": "tool",
-    "function": "tool",
-}
+# The common roles Ollama names otherwise; the rest it names alike.
+_ROLES = {"developer": "system", "function": "tool"}
 
 
 def ollama_host(value: str) -> str:
@@ -156,10 +153,8 @@ class GenerateChunk(BaseModel):
     raw: Any = None
 
 
-class PullProgress(BaseModel):
+class PullProgress(OpenModel):
     """A status event of ``/api/pull``: a byte count per layer ``digest`` while downloading."""
-
-    model_config = ConfigDict(extra="allow")
 
     status: str
     digest: str | None = None
@@ -174,10 +169,8 @@ class PullProgress(BaseModel):
         return min(1.0, self.completed / self.total)
 
 
-class ShowResponse(BaseModel):
+class ShowResponse(OpenModel):
     """What ``/api/show`` says about a model."""
-
-    model_config = ConfigDict(extra="allow")
 
     parameters: str | None = None
     license: str | None = None
@@ -189,16 +182,19 @@ class ShowResponse(BaseModel):
     model_info: dict[str, Any] = Field(default_factory=dict)
 
 
-class RunningModel(BaseModel):
-    """A model loaded in memory (``/api/ps``)."""
-
-    model_config = ConfigDict(extra="allow")
+class _ModelEntry(OpenModel):
+    """What ``/api/tags`` and ``/api/ps`` both say of a model."""
 
     name: str
     model: str | None = None
     size: int | None = None
     digest: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunningModel(_ModelEntry):
+    """A model loaded in memory (``/api/ps``)."""
+
     expires_at: str | None = None
     size_vram: int | None = None
     context_length: int | None = None
@@ -267,15 +263,8 @@ class _WireEmbed(_WireStats):
     embeddings: list[list[float]]
 
 
-class _WireTag(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    name: str
-    model: str | None = None
+class _WireTag(_ModelEntry):
     modified_at: str | None = None
-    size: int | None = None
-    digest: str | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
 
 
 class _WireTags(BaseModel):
@@ -352,7 +341,7 @@ def wire_messages(messages: Any) -> list[dict[str, Any]]:
     names: dict[str, str] = {}
     for i, item in enumerate(normalize_messages(messages, keep=frozenset({"thinking"}))):
         where = f"messages[{i}]"
-        role = _ROLES[item["role"]]
+        role = _ROLES.get(item["role"], item["role"])
         text, images = _content(item.get("content"), where)
         wire: dict[str, Any] = {"role": role, "content": text}
         if item.get("images") is not None:
@@ -393,7 +382,7 @@ def format_body(value: Any) -> str | dict[str, Any] | None:
 # -- call parameters ------------------------------------------------------------------------------
 
 
-class SamplingParams(TypedDict, total=False):
+class SamplingParams(GenerationParams, total=False):
     """The parameters ``chat`` and ``generate`` (and their streaming twins) share.
 
     ``model`` defaults to the client's. ``temperature``, ``top_p``, ``top_k``, ``min_p``,
@@ -408,15 +397,9 @@ class SamplingParams(TypedDict, total=False):
     in ``extra_body``.
     """
 
-    model: str | None
-    temperature: float | None
-    top_p: float | None
     top_k: int | None
     min_p: float | None
-    max_tokens: int | None
     num_ctx: int | None
-    seed: int | None
-    stop: str | Sequence[str] | None
     options: Mapping[str, Any] | None
     format: Any
     keep_alive: KeepAlive | None
@@ -481,17 +464,8 @@ CHAT_KEYS = keys_of(ChatOptions)
 GENERATE_KEYS = keys_of(GenerateOptions)
 EMBED_KEYS = keys_of(EmbedOptions)
 PULL_KEYS = keys_of(PullOptions)
-# The named settings that go into Ollama's ``options``, by their name there.
-_NAMED_OPTIONS = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "min_p": "min_p",
-    "max_tokens": "num_predict",
-    "num_ctx": "num_ctx",
-    "seed": "seed",
-    "stop": "stop",
-}
+# The named settings that go into Ollama's ``options``, where ``max_tokens`` is ``num_predict``.
+_NAMED_OPTIONS = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "num_ctx", "seed", "stop")
 
 
 def options_body(params: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -506,7 +480,7 @@ def options_body(params: Mapping[str, Any]) -> dict[str, Any] | None:
     check_int("max_tokens", get("max_tokens"), 1)
     check_int("num_ctx", get("num_ctx"), 1)
     check_int("seed", get("seed"))
-    named = {wire: get(name) for name, wire in _NAMED_OPTIONS.items()}
+    named = {name: get(name) for name in _NAMED_OPTIONS}
     named["stop"] = check_stop(named["stop"])
     out: dict[str, Any] = {}
     options = get("options")
@@ -515,12 +489,12 @@ def options_body(params: Mapping[str, Any]) -> dict[str, Any] | None:
             raise ConfigurationError("options must be a mapping of parameter names to values")
         _check_typed_options(options)
         out.update(options)
-    for key, value in named.items():
+    for name, value in named.items():
         if value is None:
             continue
+        key = "num_predict" if name == "max_tokens" else name
         if key in out:
-            given = "max_tokens" if key == "num_predict" else key
-            raise ConfigurationError(f"{given} is given twice (as an argument and in options)")
+            raise ConfigurationError(f"{name} is given twice (as an argument and in options)")
         out[key] = value
     return out or None
 
@@ -546,14 +520,11 @@ def _check_typed_options(options: Mapping[str, Any]) -> None:
 
 
 def _keep_alive(value: Any) -> KeepAlive | None:
-    if value is None:
-        return None
-    if isinstance(value, str) and value.strip():
-        return value
+    if isinstance(value, str) and not value.strip():
+        raise ConfigurationError("keep_alive must be a duration like '5m' or a number of seconds")
     if not isinstance(value, str):
-        check_number("keep_alive", value)
-        return value  # type: ignore[no-any-return]
-    raise ConfigurationError("keep_alive must be a duration like '5m' or a number of seconds")
+        check_number("keep_alive", value)  # None passes: not given
+    return value  # type: ignore[no-any-return]
 
 
 def _think(value: Any) -> Think | None:
@@ -588,9 +559,6 @@ class Ollama(HttpBackend):
     Ollama reads it: ``host:port`` accepted, default ``http://localhost:11434``). No auth unless
     ``api_key`` (or ``OLLAMA_API_KEY``) is set, for servers behind an authenticating proxy or
     Ollama's cloud. ``model`` is the model of chat, generate and embed calls that name none.
-
-    Calls take the call options (``priority``, ``timeout``, ``deadline``, ``max_retries``,
-    ``extra_headers``, ``extra_query``, and ``extra_body`` on those that send a body).
     """
 
     backend: ClassVar[str] = "ollama"
@@ -648,12 +616,8 @@ class Ollama(HttpBackend):
         wire = _WireChat.model_validate(self._no_error(payload, meta))
         calls = _tool_calls(wire.message)
         text = wire.message.content or ""
-        fields: dict[str, Any] = {"role": "assistant", "content": text}
-        if calls:
-            fields["tool_calls"] = calls
-        if wire.message.thinking:
-            fields["thinking"] = wire.message.thinking
-        message = Message.model_validate(fields)
+        thinking = {"thinking": wire.message.thinking} if wire.message.thinking else {}
+        message = Message(role="assistant", content=text, tool_calls=calls or None, **thinking)
         return OllamaChatResponse(
             text=text,
             message=message,
@@ -883,11 +847,7 @@ class Ollama(HttpBackend):
         def parse(payload: Any, meta: Meta) -> EmbeddingResponse:
             wire = _WireEmbed.model_validate(self._no_error(payload, meta))
             if len(wire.embeddings) != count:
-                raise ResponseValidationError(
-                    f"expected {count} embeddings, got {len(wire.embeddings)}",
-                    backend=self.name,
-                    request_id=meta.request_id,
-                )
+                raise ValueError(f"expected {count} embeddings, got {len(wire.embeddings)}")
             return EmbeddingResponse(
                 vectors=wire.embeddings,
                 usage=wire.usage(),
@@ -930,33 +890,20 @@ class Ollama(HttpBackend):
         if verbose:
             body["verbose"] = True
         return await self._request(
-            "show",
-            "POST",
-            "/api/show",
-            lambda payload, meta: ShowResponse.model_validate(payload),
-            options,
-            body=body,
+            "show", "POST", "/api/show", parse_as(ShowResponse), options, body=body
         )
 
     async def ps(self, **options: Unpack[HttpOptions]) -> list[RunningModel]:
         """The models loaded in memory now, and when each will be unloaded."""
-        return await self._request(
-            "ps",
-            "GET",
-            "/api/ps",
-            lambda payload, meta: _WirePs.model_validate(payload).models,
-            options,
-        )
+        loaded = await self._request("ps", "GET", "/api/ps", parse_as(_WirePs), options)
+        return loaded.models
 
     async def version(self, **options: Unpack[HttpOptions]) -> str:
         """The server's Ollama version: a cheap liveness check."""
-        return await self._request(
-            "version",
-            "GET",
-            "/api/version",
-            lambda payload, meta: _WireVersion.model_validate(payload).version,
-            options,
+        answer = await self._request(
+            "version", "GET", "/api/version", parse_as(_WireVersion), options
         )
+        return answer.version
 
     @overload
     def pull(
@@ -994,7 +941,7 @@ class Ollama(HttpBackend):
                 status = event.status
                 yield event
             if status != "success":
-                raise self._early_end(meta)
+                raise self._cut_short(meta, "its final line")
 
         return self._stream(
             "pull", "POST", "/api/pull", decode, options, body=body, allowed=PULL_KEYS, sse=False
@@ -1042,7 +989,7 @@ class Ollama(HttpBackend):
             yield self._parse(parse, payload, meta)
             if isinstance(payload, Mapping) and payload.get("done") is True:
                 return
-        raise self._early_end(meta)
+        raise self._cut_short(meta, "its final line")
 
     def _no_error(self, payload: Any, meta: Meta) -> Any:
         """The payload, unless it is an ``{"error": ...}`` object: Ollama's error once it has
@@ -1050,8 +997,3 @@ class Ollama(HttpBackend):
         if isinstance(payload, Mapping) and "error" in payload:
             raise self._stream_error(payload, meta)
         return payload
-
-    def _early_end(self, meta: Meta) -> APIConnectionError:
-        return APIConnectionError(
-            "stream ended before its final line", backend=self.name, request_id=meta.request_id
-        )

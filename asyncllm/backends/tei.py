@@ -22,12 +22,12 @@ from typing_extensions import Unpack
 from .._engine._context import current_request_id, new_request_id, request_context
 from .._engine._dispatcher import Priority
 from .._engine._fanout import fan_out
-from .._exceptions import AsyncLLMError, ConfigurationError, ResponseValidationError
+from .._exceptions import AsyncLLMError, ConfigurationError
 from .._http._backend import ErrorInfo, HttpBackend, Meta
-from .._models import EmbeddingResponse
+from .._models import EmbeddingResponse, parse_as
 from .._options import BodyOptions, ClientOptions, HttpOptions
-from .._validate import check_bool, check_int, check_name, check_str, check_str_list, given
-from .._wire.openai import EMBED_KEYS, EmbedOptions, embeddings_parser
+from .._validate import check_int, check_name, check_str, check_str_list, given
+from .._wire.openai import EMBED_KEYS, EmbedOptions, embeddings_body, embeddings_parser
 
 __all__ = [
     "TEI",
@@ -111,15 +111,15 @@ class TEIInfo(BaseModel):
 # A row of /embed and of /embed_all: numbers that fit a float (a huge int is refused, not cast).
 _VECTOR = TypeAdapter(list[float])
 _TOKEN_VECTORS = TypeAdapter(list[list[float]])
+_SPARSE_VECTOR = TypeAdapter(list[TEISparseValue])
 
 
 def _flag(name: str, value: Any) -> bool:
     """A flag TEI's schema types as a plain bool: None is refused too, since TEI would refuse the
     null it is sent as."""
-    check_bool(name, value)
-    if value is None:
+    if not isinstance(value, bool):
         raise ConfigurationError(f"{name} must be a bool")
-    return bool(value)
+    return value
 
 
 def _predict_item(value: Any) -> list[str]:
@@ -132,7 +132,7 @@ def _predict_item(value: Any) -> list[str]:
 
 def _list_of(count: int, payload: Any) -> list[Any]:
     if not isinstance(payload, list) or len(payload) != count:
-        raise ResponseValidationError(
+        raise ValueError(
             f"expected a list of {count} results, got "
             + (f"{len(payload)}" if isinstance(payload, list) else type(payload).__name__)
         )
@@ -297,13 +297,8 @@ class TEI(HttpBackend):
         sparse head. ``truncate`` and ``prompt_name`` as for ``embed``."""
         texts = check_str_list("inputs", inputs, allow_str=True)
         params = _with_prompt_name({"truncate": _flag("truncate", truncate)}, prompt_name)
-        vectors, rid = await self._rows(
-            "embed_sparse",
-            texts,
-            params,
-            lambda row: [TEISparseValue.model_validate(v) for v in row],
-            options,
-        )
+        row = _SPARSE_VECTOR.validate_python
+        vectors, rid = await self._rows("embed_sparse", texts, params, row, options)
         return TEISparseEmbeddings(vectors=vectors, request_id=rid)
 
     async def embed_all(
@@ -319,9 +314,8 @@ class TEI(HttpBackend):
         and ``prompt_name`` as for ``embed``."""
         texts = check_str_list("inputs", inputs, allow_str=True)
         params = _with_prompt_name({"truncate": _flag("truncate", truncate)}, prompt_name)
-        vectors, rid = await self._rows(
-            "embed_all", texts, params, _TOKEN_VECTORS.validate_python, options
-        )
+        row = _TOKEN_VECTORS.validate_python
+        vectors, rid = await self._rows("embed_all", texts, params, row, options)
         return TEITokenEmbeddings(vectors=vectors, request_id=rid)
 
     async def openai_embed(
@@ -331,17 +325,9 @@ class TEI(HttpBackend):
         not split: use ``embed`` for large batches). ``model`` (the client's, if it was made
         with one) and ``user`` are sent only when given; TEI serves one model whatever the name."""
         texts = check_str_list("inputs", inputs, allow_str=True)
-        dimensions = options.get("dimensions")
-        check_int("dimensions", dimensions, 1)
         model = options.get("model", self.model)
-        user = options.get("user")
         check_str("model", model)
-        check_str("user", user)
-        body = {
-            "input": texts,
-            "encoding_format": "float",
-            **given(model=model, user=user, dimensions=dimensions),
-        }
+        body = {**embeddings_body(texts, options), **given(model=model)}
         return await self._request(
             "openai_embed",
             "POST",
@@ -379,7 +365,7 @@ class TEI(HttpBackend):
         def parse(payload: Any, chunk: Sequence[str], offset: int) -> list[TEIRank]:
             ranks = [TEIRank.model_validate(r) for r in _list_of(len(chunk), payload)]
             if sorted(r.index for r in ranks) != list(range(len(chunk))):
-                raise ResponseValidationError("rerank indexes do not cover the texts sent")
+                raise ValueError("rerank indexes do not cover the texts sent")
             for r in ranks:
                 r.index += offset
             return ranks
@@ -450,9 +436,7 @@ class TEI(HttpBackend):
 
     async def info(self, **options: Unpack[HttpOptions]) -> TEIInfo:
         """The served model (and its type: embedding, classifier or reranker) and the limits."""
-        return await self._request(
-            "info", "GET", "/info", lambda payload, meta: TEIInfo.model_validate(payload), options
-        )
+        return await self._request("info", "GET", "/info", parse_as(TEIInfo), options)
 
     async def health(self, **options: Unpack[HttpOptions]) -> bool:
         """True when the model can serve, False when the server says it cannot (503); never

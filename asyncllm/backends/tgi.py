@@ -15,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from typing_extensions import TypedDict, Unpack
 
 from .._engine._dispatcher import Priority
 from .._exceptions import ConfigurationError
 from .._http._backend import ErrorInfo, Meta
+from .._models import from_json, parse_as
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
 from .._structured import OutputFormat
 from .._validate import check_bool, check_int, check_number, check_stop, check_str
@@ -161,9 +162,7 @@ class TGITokenSpan(BaseModel):
     stop: int
 
 
-class _WireGeneration(BaseModel):
-    generated_text: str
-    details: TGIDetails | None = None
+_TOKEN_SPANS = parse_as(TypeAdapter(list[TGITokenSpan]))
 
 
 def _check_int_below(name: str, value: Any, low: int, bits: int) -> None:
@@ -410,13 +409,12 @@ class TGI(OpenAICompatible):
         """
 
         def parse(payload: Any, meta: Meta) -> TGIGeneration:
-            wire = _WireGeneration.model_validate(payload)
-            return TGIGeneration(
-                text=wire.generated_text,
-                details=wire.details,
+            return from_json(
+                TGIGeneration,
+                payload,
+                text=payload["generated_text"],
                 request_id=meta.request_id,
                 server_request_id=meta.server_request_id,
-                raw=payload,
             )
 
         return await self._request(
@@ -450,15 +448,11 @@ class TGI(OpenAICompatible):
 
     @staticmethod
     def _stream_token(payload: Any, meta: Meta) -> TGIStreamToken:
-        return TGIStreamToken.model_validate(
-            {**payload, "request_id": meta.request_id, "raw": payload}
-        )
+        return from_json(TGIStreamToken, payload, request_id=meta.request_id)
 
     async def info(self, **options: Unpack[HttpOptions]) -> TGIInfo:
         """The served model and the router's limits (max input/total tokens, stop sequences...)."""
-        return await self._request(
-            "info", "GET", "/info", lambda payload, meta: TGIInfo.model_validate(payload), options
-        )
+        return await self._request("info", "GET", "/info", parse_as(TGIInfo), options)
 
     async def health(self, **options: Unpack[HttpOptions]) -> bool:
         """True when the model can serve, False when the server says it cannot (503); never
@@ -471,11 +465,6 @@ class TGI(OpenAICompatible):
         if not isinstance(inputs, str) or not inputs:
             raise ConfigurationError("inputs must be a non-empty string")
 
-        def parse(payload: Any, meta: Meta) -> list[TGITokenSpan]:
-            if not isinstance(payload, list):
-                raise TypeError("expected a list of tokens")
-            return [TGITokenSpan.model_validate(t) for t in payload]
-
         return await self._request(
-            "tokenize", "POST", "/tokenize", parse, options, body={"inputs": inputs}
+            "tokenize", "POST", "/tokenize", _TOKEN_SPANS, options, body={"inputs": inputs}
         )

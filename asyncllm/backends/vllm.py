@@ -16,13 +16,22 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast, overload
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 from typing_extensions import TypedDict, Unpack
 
 from .._exceptions import ConfigurationError
 from .._http import _json
 from .._http._backend import Meta, _check_base_url
-from .._models import ChatResponse, M, Messages, Usage, from_json, normalize_messages
+from .._models import (
+    ChatResponse,
+    M,
+    Messages,
+    OpenModel,
+    Usage,
+    from_json,
+    normalize_messages,
+    parse_as,
+)
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
 from .._structured import OutputFormat
 from .._validate import (
@@ -45,24 +54,18 @@ from ..streaming import ChatStream
 VLLM_BASE_URL = "http://localhost:8000/v1"
 
 
-class TokenizeResponse(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class TokenizeResponse(OpenModel):
     count: int
     max_model_len: int
     tokens: list[int]
     token_strs: list[str] | None = None
 
 
-class RerankDocument(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class RerankDocument(OpenModel):
     text: str | None = None
 
 
-class RerankResult(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class RerankResult(OpenModel):
     index: int
     relevance_score: float
     document: RerankDocument | None = None
@@ -79,9 +82,7 @@ class RerankResponse(BaseModel):
     raw: Any = None
 
 
-class ScoreData(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class ScoreData(OpenModel):
     index: int
     score: float
 
@@ -278,12 +279,8 @@ class VLLM(OpenAICompletions):
 
     def __init__(self, *, root_url: str | None = None, **options: Unpack[ClientOptions]) -> None:
         super().__init__(**options)
-        if root_url is not None:
-            self.root_url = _check_base_url(root_url)
-        elif self.base_url.endswith("/v1"):
-            self.root_url = self.base_url[: -len("/v1")]
-        else:
-            self.root_url = self.base_url
+        served_at = self.base_url.removesuffix("/v1")
+        self.root_url = served_at if root_url is None else _check_base_url(root_url)
 
     def _at_root(self, path: str) -> str:
         return self.root_url + path
@@ -428,7 +425,7 @@ class VLLM(OpenAICompletions):
             "tokenize",
             "POST",
             self._at_root("/tokenize"),
-            lambda payload, meta: TokenizeResponse.model_validate(payload),
+            parse_as(TokenizeResponse),
             options,
             body=body,
         )
