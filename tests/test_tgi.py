@@ -887,3 +887,9 @@ async def test_chat_tool_call_in_tgis_shape(server: FakeServer) -> None:
     body["tool_choice"] = "none"
     _, _, text = await raw(server, "POST", "/v1/chat/completions", body)
     assert json.loads(text)["choices"][0]["message"]["content"] == "echo: weather?"
+
+
+def test_tgi_has_no_embed() -> None:
+    # TGI serves no embeddings route: the embed it inherited posted to /embeddings and got 404.
+    assert not hasattr(asyncllm.TGI, "embed")
+    assert hasattr(asyncllm.TEI, "embed")

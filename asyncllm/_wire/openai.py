@@ -306,8 +306,9 @@ def embeddings_parser(count: int) -> Callable[[Any, Meta], EmbeddingResponse]:
     return parse
 
 
-class OpenAICompatible(HttpBackend):
-    """A client for any server that speaks OpenAI's chat, embeddings and models routes."""
+class OpenAIChat(HttpBackend):
+    """A client for a server that speaks OpenAI's chat and models routes (TGI's messages API:
+    no embeddings route); ``OpenAICompatible`` adds embeddings."""
 
     backend: ClassVar[str] = "openai-compatible"
     server_request_id_header: ClassVar[str | None] = "x-request-id"
@@ -533,6 +534,22 @@ class OpenAICompatible(HttpBackend):
             raw=payload,
         )
 
+    async def models(self, **options: Unpack[HttpOptions]) -> list[ModelInfo]:
+        """The models the server offers."""
+
+        def parse(payload: Any, meta: Meta) -> list[ModelInfo]:
+            wire = _WireModels.model_validate(payload)
+            return [
+                ModelInfo(id=m.id, owned_by=m.owned_by, created=m.created, raw=m.model_dump())
+                for m in wire.data
+            ]
+
+        return await self._request("models", "GET", self.models_path, parse, options)
+
+
+class OpenAICompatible(OpenAIChat):
+    """A client for any server that speaks OpenAI's chat, embeddings and models routes."""
+
     async def embed(
         self, inputs: str | Sequence[str], **options: Unpack[EmbedOptions]
     ) -> EmbeddingResponse:
@@ -548,18 +565,6 @@ class OpenAICompatible(HttpBackend):
             body=body,
             allowed=EMBED_KEYS,
         )
-
-    async def models(self, **options: Unpack[HttpOptions]) -> list[ModelInfo]:
-        """The models the server offers."""
-
-        def parse(payload: Any, meta: Meta) -> list[ModelInfo]:
-            wire = _WireModels.model_validate(payload)
-            return [
-                ModelInfo(id=m.id, owned_by=m.owned_by, created=m.created, raw=m.model_dump())
-                for m in wire.data
-            ]
-
-        return await self._request("models", "GET", self.models_path, parse, options)
 
 
 class OpenAICompletions(OpenAICompatible):

@@ -25,7 +25,7 @@ from .._models import from_json, parse_as
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
 from .._structured import OutputFormat
 from .._validate import check_bool, check_int, check_number, check_stop, check_str
-from .._wire.openai import OpenAICompatible
+from .._wire.openai import OpenAIChat
 from ..streaming import Stream
 
 __all__ = [
@@ -331,7 +331,7 @@ def _final_token(payload: Any) -> bool:
     )
 
 
-class TGI(OpenAICompatible):
+class TGI(OpenAIChat):
     """``TGI(base_url=..., api_key=...)``: base from ``TGI_BASE_URL`` (required: TGI is
     self-hosted or an Inference Endpoint), Bearer token from ``HF_TOKEN`` or ``HF_API_TOKEN``.
 
