@@ -205,7 +205,6 @@ CALLS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "stream_chat": lambda c, **o: c.stream_chat(M, **o),
             "generate": lambda c, **o: c.generate("p", **o),
             "stream_generate": lambda c, **o: c.stream_generate("p", **o),
-            "embed": lambda c, **o: c.embed(["a"], **o),
             "tokenize": lambda c, **o: c.tokenize("p", **o),
             "info": lambda c, **o: c.info(**o),
             "models": lambda c, **o: c.models(**o),
