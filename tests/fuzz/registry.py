@@ -10,6 +10,7 @@ and bad ones that poison a good value)."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import re
 from collections.abc import Callable, Mapping
@@ -59,6 +60,7 @@ from tests.fuzz.harness import (
     segments,
 )
 from tests.fuzz.values import (
+    ANSWER_SCHEMA,
     GOOD_MESSAGES,
     GOOD_TOOLS,
     OLLAMA_HOSTS,
@@ -150,8 +152,16 @@ def declared(cls: type, method: str, params: list[Arg], **fields: Any) -> Method
     return Method(method, tuple(out), **fields)
 
 
-def tables(cls: type, table: Mapping[str, list[Arg]]) -> tuple[Method, ...]:
-    return tuple(declared(cls, name, params) for name, params in table.items())
+def tables(
+    cls: type,
+    table: Mapping[str, list[Arg]],
+    fields: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[Method, ...]:
+    """``declared`` for each method of ``table``, with its ``Method`` fields from ``fields``."""
+    return tuple(
+        declared(cls, name, params, **(fields or {}).get(name, {}))
+        for name, params in table.items()
+    )
 
 
 def from_signature(
@@ -267,7 +277,7 @@ CLAUDE_CHAT = [
     opt("thinking", [None, {"type": "enabled", "budget_tokens": 1024}, {"type": "disabled"}, {"type": "adaptive"}], junk),
     opt("effort", [None, "low", "high"], texts | junk),
     *CLAUDE_BODY,
-]
+]  # fmt: skip
 CLAUDE_SCHEMAS = {
     "chat": "MessageCreateParamsNonStreaming",
     "stream_chat": "MessageCreateParamsStreaming",
@@ -512,10 +522,18 @@ OLLAMA_GENERATE_ARGS = [
     *OLLAMA_SAMPLING,
     *OLLAMA_GENERATION,
 ]  # fmt: skip
+# format constrains, response_format also parses: both at once is a ConfigurationError (tried in
+# test_input.py), so the random calls give one of them at most.
+OLLAMA_FORMATS = ("format", "response_format")
 OLLAMA_CHAT_ARGS = [
     pos("messages", good_messages, bad_messages),
     ollama_model,
     tools_arg,
+    opt(
+        "response_format",
+        [None, Answer, ANSWER_SCHEMA, {"type": "json_object"}],
+        bad_response_formats,
+    ),
     *OLLAMA_SAMPLING,
     *OLLAMA_GENERATION,
 ]
@@ -575,7 +593,7 @@ OLLAMA = Backend(
         ],
         "delete": [pos("model", ollama_name, names | junk), *COMMON],
         "copy": [pos("source", ollama_name, names | junk), pos("destination", "copy", names | junk), *COMMON],
-    }),
+    }, {m: {"at_most_one": OLLAMA_FORMATS} for m in ("chat", "stream_chat")}),
     probe=Probe(
         (
             req("base_url", st.sampled_from([URL, HOST, f"{HOST}:8080", f"{URL}:11434/"]), st.sampled_from(OLLAMA_HOSTS) | st.builds(Thing)),
@@ -773,10 +791,38 @@ def _with_formats(validator: Draft202012Validator) -> Draft202012Validator:
     return Draft202012Validator(validator.schema, format_checker=FORMATS)
 
 
+# TGI's router (router/src/validation.rs) bounds some parameters other than its OpenAPI schema
+# does: it takes seed=0, top_n_tokens=0 and a frequency_penalty of -2, which the schema excludes,
+# and refuses top_p=1, typical_p=1, truncate=0 and a frequency_penalty above 2, which the schema
+# allows. A sent body is checked against the router's bounds.
+TGI_ROUTER_BOUNDS: dict[str, dict[str, int]] = {
+    "seed": {"minimum": 0},
+    "top_n_tokens": {"minimum": 0},
+    "frequency_penalty": {"minimum": -2, "maximum": 2},
+    "top_p": {"exclusiveMinimum": 0, "exclusiveMaximum": 1},
+    "typical_p": {"exclusiveMinimum": 0, "exclusiveMaximum": 1},
+    "truncate": {"minimum": 1},
+}
+BOUND_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def _router_bounds(validator: Draft202012Validator) -> Draft202012Validator:
+    schema = copy.deepcopy(validator.schema)
+    properties = schema["components"]["schemas"]["GenerateParameters"]["properties"]
+    for name, bounds in TGI_ROUTER_BOUNDS.items():
+        node = properties[name]
+        node = node["anyOf"][0] if "anyOf" in node else node  # nullable, as test_tgi reads it
+        for keyword in BOUND_KEYWORDS:
+            node.pop(keyword, None)
+        node.update(bounds)
+    return Draft202012Validator(schema)
+
+
 @functools.cache
 def tgi_validator(path: str) -> Draft202012Validator | None:
     if path in ("/generate", "/generate_stream"):  # one GenerateRequest, as test_tgi checks
-        return _with_formats(test_tgi.request_validator(test_tgi.SPEC, "/generate"))
+        spec = test_tgi.request_validator(test_tgi.SPEC, "/generate")
+        return _with_formats(_router_bounds(spec))
     return None
 
 
@@ -929,30 +975,37 @@ def skip_openai_gaps(method: Method, kwargs: Mapping[str, Any]) -> bool:
     return _has_bad_tool(kwargs.get("tools")) or any(gap(kwargs) for gap in OPENAI_SCHEMA_GAPS)
 
 
+# Within the router's bounds (TGI_ROUTER_BOUNDS).
 TGI_GENERATE: dict[str, st.SearchStrategy[Any]] = {
     "inputs": nonempty,
     "max_new_tokens": st.integers(0, 1000),
     "temperature": st.floats(0, 2, exclude_min=True),
-    "top_p": st.floats(0, 1, exclude_min=True),
+    "top_p": st.floats(0, 1, exclude_min=True, exclude_max=True),
     "top_k": st.integers(1, 100),
-    "typical_p": st.floats(0, 1, exclude_min=True),
+    "typical_p": st.floats(0, 1, exclude_min=True, exclude_max=True),
     "repetition_penalty": st.floats(0, 3, exclude_min=True),
-    "frequency_penalty": st.floats(-2, 2, exclude_min=True),
+    "frequency_penalty": st.floats(-2, 2),
     "stop": text | st.lists(text, max_size=4),
-    "seed": st.integers(1, 2**64 - 1),
+    "seed": st.integers(0, 2**64 - 1),
     "do_sample": st.booleans(),
-    "truncate": st.integers(0, 1000),
+    "truncate": st.integers(1, 1000),
     "return_full_text": st.booleans(),
     "details": st.booleans(),
     "decoder_input_details": st.booleans(),
-    "top_n_tokens": st.integers(1, 5),
+    "top_n_tokens": st.integers(0, 5),
     "watermark": st.booleans(),
     "grammar": st.sampled_from(
-        [{"type": "regex", "value": "[a-z]+"}, {"type": "json", "value": {}}, Answer]
+        [{"type": "regex", "value": "[a-z]+"}, {"type": "json", "value": ANSWER_SCHEMA}, Answer]
     ),
     "best_of": st.integers(1, 2),
     "adapter_id": text,
     "extra_parameters": st.dictionaries(st.sampled_from(["x_a"]), json_ok, max_size=1),
+}
+# Chat: top_p below 1, as the router takes it; a response_format TGI's JSON grammar can carry
+# (an object with properties: a bare {"type": "json_object"} is refused).
+TGI_CHAT: dict[str, st.SearchStrategy[Any]] = {
+    "top_p": TGI_GENERATE["top_p"],
+    "response_format": st.sampled_from([Answer, ANSWER_SCHEMA]),
 }
 predict_item = text | st.tuples(text, text)
 TEI_PARAMS: dict[str, st.SearchStrategy[Any]] = {
@@ -968,9 +1021,18 @@ TEI_PARAMS: dict[str, st.SearchStrategy[Any]] = {
 VLLM_PARAMS: dict[str, st.SearchStrategy[Any]] = {
     "prompt": text | text_lists,
     "echo": st.booleans(),
-    "guided_json": st.sampled_from([{"type": "object"}, '{"type": "string"}', Answer]),
-    "guided_regex": nonempty,
-    "guided_choice": text_lists,
+    # Exactly one constraint (vLLM's StructuredOutputsParams); the guided_* fields it replaced
+    # are refused (test_input.py).
+    "structured_outputs": st.fixed_dictionaries(
+        {"json": st.sampled_from([{"type": "object"}, '{"type": "string"}', Answer, ANSWER_SCHEMA])}
+    )
+    | st.fixed_dictionaries({"regex": nonempty})
+    | st.fixed_dictionaries({"choice": text_lists})
+    | st.fixed_dictionaries({"grammar": nonempty}),
+    "chat_template_kwargs": st.fixed_dictionaries(
+        {}, optional={"enable_thinking": st.booleans(), "x_a": json_ok}
+    ),
+    "response_format": st.sampled_from([{"type": "json_object"}, Answer, ANSWER_SCHEMA]),
     "top_k": st.integers(-1, 100),
     "min_p": st.floats(0, 1),
     "repetition_penalty": st.floats(0, 2, exclude_min=True),
@@ -1039,9 +1101,12 @@ def _tgi_methods() -> tuple[Method, ...]:
     cls = asyncllm.TGI
     out = [from_signature(cls, n, TGI_GENERATE) for n in ("generate", "stream_generate")]
     out.append(from_signature(cls, "tokenize", {"inputs": nonempty}))
+    # TGI's grammar is either tools or response_format: both at once is a ConfigurationError.
     out += [
-        from_signature(cls, n) for n in ("chat", "stream_chat", "embed", "info", "health", "models")
+        from_signature(cls, n, TGI_CHAT, at_most_one=("tools", "response_format"))
+        for n in ("chat", "stream_chat")
     ]
+    out += [from_signature(cls, n) for n in ("embed", "info", "health", "models")]
     return tuple(out)
 
 
@@ -1117,11 +1182,12 @@ TEI = Backend(
 
 def _vllm_methods() -> tuple[Method, ...]:
     cls = asyncllm.VLLM
-    guided = ("guided_json", "guided_regex", "guided_choice")
+    # response_format is sent as structured_outputs: both at once is a ConfigurationError.
+    formats = ("response_format", "structured_outputs")
     out = [
-        from_signature(cls, n, VLLM_PARAMS, at_most_one=guided)
-        for n in ("chat", "stream_chat", "completions")
+        from_signature(cls, n, VLLM_PARAMS, at_most_one=formats) for n in ("chat", "stream_chat")
     ]
+    out.append(from_signature(cls, "completions", VLLM_PARAMS))
     out.append(from_signature(cls, "tokenize", VLLM_PARAMS, one=("prompt", "messages")))
     out += [
         from_signature(cls, n, VLLM_PARAMS)

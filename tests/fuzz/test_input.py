@@ -69,6 +69,7 @@ from tests.fuzz.registry import (
 )
 from tests.fuzz.values import (
     USER,
+    Answer,
     Opaque,
     cycle,
     deep,
@@ -640,19 +641,41 @@ def test_vllm_tokenize_flags_must_be_bools(flag: str) -> None:
     refused(VLLM, "tokenize", messages=USER, **{flag: "no"})
 
 
-def test_vllm_guided_json_string_with_a_lone_surrogate_is_refused() -> None:
-    # Was TypeError: pydantic-core's parser takes no str it cannot encode (see _json below).
-    refused(VLLM, "completions", prompt="x", guided_json='"\ud800"')
+def test_vllm_structured_outputs_json_string_with_a_lone_surrogate_is_refused() -> None:
+    # Was TypeError (as guided_json): pydantic-core's parser takes no str it cannot encode (see
+    # _json below).
+    refused(VLLM, "completions", prompt="x", structured_outputs={"json": '"\ud800"'})
+
+
+@pytest.mark.parametrize("method", ["chat", "stream_chat", "completions"])
+@pytest.mark.parametrize(
+    "field", ["guided_json", "guided_regex", "guided_choice", "guided_grammar"]
+)
+@pytest.mark.parametrize("where", ["argument", "extra_body"])
+def test_vllm_removed_guided_fields_are_refused_naming_their_replacement(
+    method: str, field: str, where: str
+) -> None:
+    # vLLM 0.12 ignores them: sent, the output would come back unconstrained.
+    value = {"type": "object"} if field == "guided_json" else "x"
+    given = {field: value} if where == "argument" else {"extra_body": {field: value}}
+    first: dict[str, Any] = {"prompt": "x"} if method == "completions" else {"messages": USER}
+    replacement = rf"structured_outputs=\{{'{field.removeprefix('guided_')}': \.\.\.\}}"
+    refused(VLLM, method, match=replacement, **first, **given)
+
+
+@pytest.mark.parametrize("method", ["chat", "stream_chat"])
+def test_ollama_format_and_response_format_together_are_refused(method: str) -> None:
+    refused(OLLAMA, method, USER, model="m", format="json", response_format=Answer)
 
 
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("seed", 0),  # the spec's exclusiveMinimum
         ("seed", 2**64),
         ("max_new_tokens", 2**32),
         ("top_k", 2**31),
         ("top_n_tokens", 2**32),
+        ("truncate", 0),  # the spec's minimum; the router wants it > 0
         ("truncate", 2**64),
         ("best_of", 2**64),
     ],

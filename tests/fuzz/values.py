@@ -272,6 +272,9 @@ class Answer(BaseModel):
     degrees: float | None = None
 
 
+# A JSON schema dict as every backend's structured output takes it (an object with properties).
+ANSWER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
 SCHEMA_TYPES = ["object", "string", "array", "integer", "number", "boolean", "null", "bogus"]
 schema_leaf = st.fixed_dictionaries(
     {},
