@@ -35,6 +35,7 @@ from asyncllm.backends.ollama import (
     RunningModel,
     ShowResponse,
 )
+from asyncllm.testing.fakes.gemini import _THINKING_LEVELS as GEMINI_THINKING_LEVELS
 from tests import test_ovms, test_tei, test_tgi
 from tests.fuzz import answers as a
 from tests.fuzz.harness import (
@@ -380,6 +381,14 @@ def gemini_path(method: str, kwargs: Mapping[str, Any], request: Request) -> Non
         assert request.params is not None and request.params["pageSize"].isdigit()
 
 
+def _thinking_level(body: Any) -> Any:
+    """Take thinkingConfig.thinkingLevel (Gemini 3) out of ``body``: the vendored proto
+    (tests/specs/gemini, googleapis f8291d2) predates it. None when it is not there."""
+    config = body.get("generationConfig") if isinstance(body, dict) else None
+    thinking = config.get("thinkingConfig") if isinstance(config, dict) else None
+    return thinking.pop("thinkingLevel", None) if isinstance(thinking, dict) else None
+
+
 def gemini_schema(method: str, path: str, body: Any) -> None:
     kind = {
         "generateContent": "GenerateContentRequest",
@@ -388,6 +397,10 @@ def gemini_schema(method: str, path: str, body: Any) -> None:
         "batchEmbedContents": "BatchEmbedContentsRequest",
         "countTokens": "CountTokensRequest",
     }[path.rsplit(":", 1)[1]]
+    body = copy.deepcopy(body)
+    level = _thinking_level(body)
+    # The API's ThinkingLevel values, as the Gemini fake (written from the API) takes them.
+    assert level is None or level in GEMINI_THINKING_LEVELS, level
     assert check_against_proto(body, kind) == []
 
 
