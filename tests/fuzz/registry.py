@@ -1015,7 +1015,8 @@ def _int_beyond(value: Any, bound: int) -> bool:
 
 
 OPENAI_SCHEMA_GAPS: list[Callable[[Mapping[str, Any]], bool]] = [
-    # _wire.openai.tool_choice_body and response_format_body pass any mapping through, {} too.
+    # _wire.openai.tool_choice_body passes any mapping through, {} too; _structured.output_format
+    # sends an OpenAI-shaped response_format dict as given (a json_schema without its name).
     lambda kw: isinstance(kw.get("tool_choice"), Mapping),
     lambda kw: isinstance(kw.get("response_format"), Mapping),
     # _base.check_stop takes a list of any length; OpenAI's schema takes 1 to 4 stops.

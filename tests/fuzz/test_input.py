@@ -876,9 +876,17 @@ def test_tool_choice_mapping_that_is_not_a_tool_choice_is_refused() -> None:
     refused_unsent(OPENAI, "stream_chat", messages=USER, tool_choice={})
 
 
-@shared_bug("_wire.openai.response_format_body passes any mapping through")
 def test_response_format_mapping_that_is_not_a_format_is_refused() -> None:
-    refused_unsent(OPENAI, "stream_chat", messages=USER, response_format={})
+    # Was sent as given; since #14 a mapping that is no OpenAI format is read as a JSON schema,
+    # and {} (no object at its root) is refused by _structured.strict_schema.
+    refused(OPENAI, "stream_chat", messages=USER, response_format={})
+
+
+@shared_bug("_structured.output_format sends an OpenAI json_schema dict as given, without its name")
+def test_json_schema_response_format_without_a_name_is_refused() -> None:
+    # OpenAI's schema requires json_schema.name; the strict schema made from a model has one.
+    unnamed = {"type": "json_schema", "json_schema": {"schema": {"type": "object"}}}
+    refused_unsent(OPENAI, "stream_chat", messages=USER, response_format=unnamed)
 
 
 @shared_bug("_models.Tool.coerce sends any name; OpenAI's schema takes [a-zA-Z0-9_-]{1,64}")
