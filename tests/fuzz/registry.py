@@ -1176,7 +1176,7 @@ def _tgi_methods() -> tuple[Method, ...]:
         from_signature(cls, n, TGI_CHAT, at_most_one=("tools", "response_format"))
         for n in ("chat", "stream_chat")
     ]
-    out += [from_signature(cls, n) for n in ("embed", "info", "health", "models")]
+    out += [from_signature(cls, n) for n in ("info", "health", "models")]
     return tuple(out)
 
 
