@@ -10,7 +10,6 @@ says nothing about the server's health, so it is neither retried nor counted by 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +84,39 @@ class OutputFormat:
         }
 
 
+# How deep a JSON schema may nest: far beyond any real model's, well within the stack.
+MAX_SCHEMA_DEPTH = 64
+
+
+def check_schema(value: Any, what: str) -> None:
+    """Refuse a JSON schema nested deeper than ``MAX_SCHEMA_DEPTH`` (a circular one is, without
+    end) before the walks over it meet a RecursionError; walked without recursion itself."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_SCHEMA_DEPTH:
+            raise ConfigurationError(
+                f"{what} is nested too deeply or circular (over {MAX_SCHEMA_DEPTH} levels)"
+            )
+        if isinstance(node, Mapping):
+            children: Any = node.values()
+        elif isinstance(node, (list, tuple)):
+            children = node
+        else:
+            continue
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (Mapping, list, tuple)))
+
+
+def plain_schema(value: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """A checked copy of a JSON schema in plain JSON types (a JSON round trip), so that what is
+    sent cannot change under the caller."""
+    check_schema(value, what)
+    try:
+        return _json.loads(_json.dumps(value))  # type: ignore[no-any-return]
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{what} holds what JSON cannot carry: {exc}") from None
+
+
 def output_format(value: Any) -> OutputFormat | None:
     """Read ``response_format``: a pydantic model class, a JSON schema dict, or an OpenAI-shaped
     ``{"type": "json_schema", "json_schema": {...}}`` / ``{"type": "json_object"}`` dict."""
@@ -107,13 +139,18 @@ def output_format(value: Any) -> OutputFormat | None:
         schema = spec.get("schema")
         if not isinstance(schema, Mapping):
             raise ConfigurationError("a json_schema response_format needs json_schema.schema")
-        name = spec.get("name", "response")
-        if not isinstance(name, str):
-            raise ConfigurationError("json_schema.name must be a string")
-        return OutputFormat(_name(name), dict(schema), raw=dict(value))
+        name = spec.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(
+                "a json_schema response_format needs json_schema.name (OpenAI refuses one "
+                "without it)"
+            )
+        raw = plain_schema(value, "response_format")
+        return OutputFormat(_name(name), raw["json_schema"]["schema"], raw=raw)
     if isinstance(kind, str) and kind not in _SCHEMA_TYPES:
         raise ConfigurationError(f"response_format of type {kind!r} is not supported")
-    return OutputFormat(_name(str(value.get("title") or "response")), dict(value))
+    schema = plain_schema(value, "response_format")
+    return OutputFormat(_name(str(schema.get("title") or "response")), schema)
 
 
 _SCHEMA_TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
@@ -131,7 +168,7 @@ def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
     removed. What it cannot express raises ``ConfigurationError`` naming where: an open map
     (``dict[str, int]``, ``additionalProperties`` a schema or true) and a root that is no object.
     """
-    out = copy.deepcopy(dict(schema))
+    out = plain_schema(schema, "response_format")
     ref = out.get("$ref")
     defs = out.get("$defs")
     if isinstance(ref, str) and ref.startswith("#/$defs/") and isinstance(defs, dict):
@@ -139,7 +176,7 @@ def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
         # which the references inside still point at.
         target = defs.get(ref.removeprefix("#/$defs/"))
         if isinstance(target, dict):
-            out = {**copy.deepcopy(target), "$defs": defs}
+            out = {**target, "$defs": defs}
     if out.get("type") != "object":
         raise ConfigurationError(
             "strict structured output needs an object at the root of the schema "

@@ -231,3 +231,24 @@ async def test_final_parses_and_reports_refusals() -> None:
         await chat_stream(
             ChatChunk(delta='{"name": ', finish_reason="length", request_id="req_9"), fmt=fmt
         ).final()
+
+
+def test_a_circular_or_absurdly_deep_schema_is_refused_not_a_recursion_error() -> None:
+    cyclic: dict[str, Any] = {"type": "object", "properties": {}}
+    cyclic["properties"]["self"] = cyclic
+    deep: dict[str, Any] = {"type": "object"}
+    node = deep
+    for _ in range(5000):
+        node["properties"] = {"x": {"type": "object"}}
+        node = node["properties"]["x"]
+    for schema in (cyclic, deep):
+        with pytest.raises(asyncllm.ConfigurationError, match="nested too deeply or circular"):
+            output_format(schema)
+        with pytest.raises(asyncllm.ConfigurationError, match="nested too deeply or circular"):
+            strict_schema(schema)
+    assert output_format({"type": "object", "properties": {"a": {"type": "string"}}}) is not None
+
+
+def test_an_openai_json_schema_dict_needs_its_name() -> None:
+    with pytest.raises(asyncllm.ConfigurationError, match=r"json_schema\.name"):
+        output_format({"type": "json_schema", "json_schema": {"schema": {"type": "object"}}})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import typing
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Literal, overload
@@ -47,7 +48,7 @@ from .._models import (
 )
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
 from .._structured import OutputFormat, finish, output_format
-from .._validate import check_int, check_number, check_stop, check_str, check_str_list
+from .._validate import check_int, check_number, check_stop, check_str_list
 from ..streaming import ChatStream
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
@@ -825,7 +826,10 @@ class Claude(HttpBackend):
             body["thinking"] = _thinking_body(thinking)
         effort = params.get("effort")
         if effort is not None or fmt is not None:
-            check_str("effort", effort)
+            if effort is not None and effort not in typing.get_args(Effort):
+                raise ConfigurationError(
+                    f"effort must be one of {', '.join(typing.get_args(Effort))}, not {effort!r}"
+                )
             config: dict[str, Any] = {} if effort is None else {"effort": effort}
             if fmt is not None:
                 config["format"] = _format_body(fmt)

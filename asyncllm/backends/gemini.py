@@ -55,7 +55,7 @@ from .._models import (
     parse_as,
 )
 from .._options import BodyOptions, HttpOptions, keys_of
-from .._structured import OutputFormat, finish, output_format
+from .._structured import OutputFormat, check_schema, finish, output_format
 from .._validate import (
     check_bool,
     check_int,
@@ -392,6 +392,7 @@ def gemini_json_schema(schema: Mapping[str, Any]) -> Any:
     writes ``title`` or ``examples`` there from ``Field``): such a node becomes
     ``{"anyOf": [{"$ref": ...}], ...}``, which says the same. A schema that needs no change is
     returned as it is (not copied)."""
+    check_schema(schema, "a JSON schema")
     return _fix_refs(schema)
 
 
@@ -430,7 +431,7 @@ def _thinking_config(params: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     check_bool("include_thoughts", include)
     check_int("thinking_budget", budget, -1)
-    if level is not None and level not in _THINKING_LEVELS:
+    if level is not None and (not isinstance(level, str) or level not in _THINKING_LEVELS):
         raise ConfigurationError(f"thinking_level must be one of {sorted(_THINKING_LEVELS)}")
     if level is not None and budget is not None:
         raise ConfigurationError(

@@ -23,7 +23,7 @@ from .._exceptions import ConfigurationError
 from .._http._backend import ErrorInfo, Meta
 from .._models import from_json, parse_as
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
-from .._structured import OutputFormat
+from .._structured import OutputFormat, plain_schema
 from .._validate import check_bool, check_int, check_number, check_stop, check_str
 from .._wire.openai import OpenAIChat
 from ..streaming import Stream
@@ -192,7 +192,7 @@ def json_grammar(schema: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON schema as TGI's JSON grammar takes it: an object with ``properties`` at its root
     (TGI's router refuses any other). A recursive model's schema, a reference at the root, is
     given its target in place, which the references inside still point at."""
-    out = dict(schema)
+    out = plain_schema(schema, "the JSON grammar")
     ref, defs = out.get("$ref"), out.get("$defs")
     if isinstance(ref, str) and ref.startswith("#/$defs/") and isinstance(defs, Mapping):
         target = defs.get(ref.removeprefix("#/$defs/"))
@@ -219,6 +219,10 @@ def _grammar(value: Any) -> dict[str, Any] | None:
             )
         if value["type"] == "regex" and not isinstance(value["value"], str):
             raise ConfigurationError("a regex grammar's value must be a string")
+        if value["type"] == "json":
+            if not isinstance(value["value"], Mapping):
+                raise ConfigurationError("a json grammar's value must be a JSON schema dict")
+            return {**value, "value": json_grammar(value["value"])}
         return dict(value)
     raise ConfigurationError("grammar must be a dict or a pydantic model class")
 

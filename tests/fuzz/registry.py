@@ -14,7 +14,7 @@ import copy
 import functools
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, get_args
+from typing import Any
 from urllib.parse import urlsplit
 
 import jsonschema
@@ -24,7 +24,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 import asyncllm
 from asyncllm._http._transport import Request
-from asyncllm.backends import claude, llvm, ovms, tei, tgi, vllm
+from asyncllm.backends import llvm, ovms, tei, tgi, vllm
 from asyncllm.backends.groq import GroqChatResponse
 from asyncllm.backends.ollama import (
     GenerateChunk,
@@ -241,59 +241,6 @@ def _embeddings(r: Any) -> bool:
     return isinstance(r, Embedding) and floats(r.vectors)
 
 
-# Known bugs in the chat parameters of #14. A response_format schema (and, on Gemini, a tool's
-# parameters) nested past the stack, or cyclic, raises RecursionError, untyped, from Claude's
-# output_schema, Gemini's gemini_json_schema and the shared _structured.strict_schema
-# (OpenAI-shaped chat); two more below. Reported, each with a strict xfail test in
-# test_input.py; the random runs leave those inputs out (the entries' skip) so that they keep
-# finding new bugs. When a fix lands, drop its xfail mark and its skip here.
-
-
-def nested_too_deep(value: Any, limit: int = 500) -> bool:
-    """Whether ``value`` nests lists and mappings deeper than ``limit`` (a cycle does, forever).
-    Walked without recursion, so that it cannot hit the stack limit it looks for."""
-    stack = [(value, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(node, Mapping):
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, (list, tuple)):
-            stack.extend((v, depth + 1) for v in node)
-    return False
-
-
-def skip_deep_response_format(method: Method, kwargs: Mapping[str, Any]) -> bool:
-    return nested_too_deep(kwargs.get("response_format"))
-
-
-def _unhashable(value: Any) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return True
-    return False
-
-
-def skip_claude_bugs(method: Method, kwargs: Mapping[str, Any]) -> bool:
-    """Also: Claude sends any string as output_config.effort (the API, the Anthropic SDK's types
-    and the Anthropic fake take five levels)."""
-    effort = kwargs.get("effort")
-    unknown = isinstance(effort, str) and effort not in get_args(claude.Effort)
-    return unknown or skip_deep_response_format(method, kwargs)
-
-
-def skip_gemini_bugs(method: Method, kwargs: Mapping[str, Any]) -> bool:
-    """Gemini: its response_format and its tools' parameters go through gemini_json_schema; and
-    an unhashable thinking_level is looked up in a frozenset (TypeError)."""
-    return (
-        nested_too_deep(kwargs.get("response_format"))
-        or nested_too_deep(kwargs.get("tools"))
-        or _unhashable(kwargs.get("thinking_level"))
-    )
-
-
 # -- Claude ----------------------------------------------------------------------------------------
 
 
@@ -377,7 +324,6 @@ CLAUDE = Backend(
         Call("stream_chat", lambda c: c.stream_chat(USER, model="m"), is_a(ChatChunk), events=tuple(a.CLAUDE_EVENTS)),
     ),
     error=a.CLAUDE_ERROR,
-    skip=skip_claude_bugs,
     damage="tree",
 )  # fmt: skip
 
@@ -491,7 +437,6 @@ GEMINI = Backend(
         Call("stream_chat", lambda c: c.stream_chat(USER, model="g"), is_a(ChatChunk), events=tuple(a.GEMINI_EVENTS)),
     ),
     error=a.GEMINI_ERROR,
-    skip=skip_gemini_bugs,
     damage="tree",
 )  # fmt: skip
 
@@ -549,7 +494,6 @@ GROQ = Backend(
         Call("stream_chat", lambda c: c.stream_chat(USER, model="m"), is_a(ChatChunk), events=tuple(a.OPENAI_EVENTS), headers=a.GROQ_HEADERS),
     ),
     error=a.OPENAI_ERROR,
-    skip=skip_deep_response_format,
     damage="tree",
 )  # fmt: skip
 

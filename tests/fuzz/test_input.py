@@ -418,20 +418,6 @@ def test_concurrent_micro_batched_infers_are_each_sent_or_refused(
 # -- what the fuzzing found, fixed in the backends: the smallest examples ----------------------------
 
 
-def untyped_bug(reason: str) -> pytest.MarkDecorator:
-    """A known bug that raises RecursionError where a ConfigurationError belongs (strict: once
-    fixed, drop the mark and the entry's skip in registry.py)."""
-    return pytest.mark.xfail(strict=True, raises=RecursionError, reason=reason)
-
-
-GEMINI_SCHEMA_BUG = "gemini._fix_refs (gemini_json_schema) recurses without bound: RecursionError"
-CLAUDE_SCHEMA_BUG = (
-    "claude._check_references (output_schema) recurses without bound: RecursionError"
-)
-STRICT_SCHEMA_BUG = (
-    "_structured.strict_schema (copy.deepcopy, then _close) recurses without bound: RecursionError"
-)
-
 # (backend, method, args, kwargs, message, client settings)
 FOUND = [
     # Claude: a system that is no list of blocks was iterated (TypeError, ValueError).
@@ -458,8 +444,8 @@ FOUND = [
     # Gemini: JSON schemas (response_format, tool parameters) of the wrong shape were walked
     # into (AttributeError, TypeError), and deep or cyclic ones into a RecursionError. Since #14
     # (tools sent as parametersJsonSchema) gemini_json_schema walks them into one again.
-    pytest.param(GEMINI, "stream_chat", (USER,), {"model": "g", "tools": [{"name": "f", "parameters": deep(2000)}]}, "nested too deeply", {}, id="gemini-schema-deep", marks=untyped_bug(GEMINI_SCHEMA_BUG)),
-    pytest.param(GEMINI, "count_tokens", (USER,), {"model": "g", "tools": [{"name": "f", "parameters": cycle()}]}, "nested too deeply", {}, id="gemini-schema-cycle", marks=untyped_bug(GEMINI_SCHEMA_BUG)),
+    pytest.param(GEMINI, "stream_chat", (USER,), {"model": "g", "tools": [{"name": "f", "parameters": deep(2000)}]}, "nested too deeply", {}, id="gemini-schema-deep"),
+    pytest.param(GEMINI, "count_tokens", (USER,), {"model": "g", "tools": [{"name": "f", "parameters": cycle()}]}, "nested too deeply", {}, id="gemini-schema-cycle"),
     # Ollama: pull's stream flag was sent as given ("stream": []); known options were sent
     # with the wrong type; embed iterated inputs it could not (TypeError).
     pytest.param(OLLAMA, "pull", ("llama3",), {"stream": []}, "stream must be a bool", {}, id="ollama-pull-stream-list"),
@@ -703,12 +689,6 @@ def test_tgi_generate_integers_beyond_tgi_bounds_are_refused(name: str, value: i
         refused(TGI, "stream_generate", inputs="x", **{name: value})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="TGI's grammar dict is sent as given: only a model's JSON grammar goes through "
-    "tgi.json_grammar, which refuses a schema without properties at its root",
-)
 @pytest.mark.parametrize("schema", [{}, {"type": "object"}], ids=["empty", "no-properties"])
 def test_tgi_json_grammar_without_properties_is_refused(schema: dict[str, Any]) -> None:
     # TGI's router answers a JSON grammar without root properties with a 422.
@@ -809,11 +789,11 @@ def test_a_bytes_tensor_with_a_lone_surrogate_is_refused_when_built() -> None:
 # Every chat backend that sends a response_format's schema (OPEA sends JSON mode and keeps the
 # schema to validate the answer: it sends no schema to refuse).
 DEEP_RESPONSE_FORMAT = [
-    pytest.param(CLAUDE, {"model": "m"}, id="claude", marks=untyped_bug(CLAUDE_SCHEMA_BUG)),
-    pytest.param(GEMINI, {"model": "g"}, id="gemini", marks=untyped_bug(GEMINI_SCHEMA_BUG)),
-    pytest.param(GROQ, {"model": "m"}, id="groq", marks=untyped_bug(STRICT_SCHEMA_BUG)),
-    pytest.param(OPENAI, {}, id="openai", marks=untyped_bug(STRICT_SCHEMA_BUG)),
-    pytest.param(OVMS_ENTRY, {}, id="ovms", marks=untyped_bug(STRICT_SCHEMA_BUG)),
+    pytest.param(CLAUDE, {"model": "m"}, id="claude"),
+    pytest.param(GEMINI, {"model": "g"}, id="gemini"),
+    pytest.param(GROQ, {"model": "m"}, id="groq"),
+    pytest.param(OPENAI, {}, id="openai"),
+    pytest.param(OVMS_ENTRY, {}, id="ovms"),
     pytest.param(OLLAMA, {"model": "m"}, id="ollama"),
     pytest.param(TGI, {}, id="tgi"),
     pytest.param(VLLM, {}, id="vllm"),
@@ -846,25 +826,12 @@ def refused_unsent(backend: Any, method: str, **kwargs: Any) -> None:
         raise AssertionError(f"{method}({kwargs!r:.200}) was not refused unsent") from exc
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="gemini._thinking_config looks thinking_level up in a frozenset unchecked: an "
-    "unhashable one is TypeError",
-)
 @pytest.mark.parametrize("method", ["chat", "stream_chat"])
 @pytest.mark.parametrize("level", [[], {}, ["low"]], ids=["list", "dict", "list-of-a-level"])
 def test_gemini_thinking_level_that_is_no_string_is_refused(level: Any, method: str) -> None:
     refused(GEMINI, method, USER, model="g", thinking_level=level)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Claude checks only that effort is a string: any string is sent as "
-    "output_config.effort, which the API (the Anthropic SDK's types, the Anthropic fake) takes "
-    "as low, medium, high, xhigh or max",
-)
 @pytest.mark.parametrize("method", ["chat", "stream_chat"])
 @pytest.mark.parametrize("effort", ["", "LOW", "extreme"])
 def test_claude_effort_that_is_no_level_is_refused(effort: str, method: str) -> None:
@@ -882,7 +849,6 @@ def test_response_format_mapping_that_is_not_a_format_is_refused() -> None:
     refused(OPENAI, "stream_chat", messages=USER, response_format={})
 
 
-@shared_bug("_structured.output_format sends an OpenAI json_schema dict as given, without its name")
 def test_json_schema_response_format_without_a_name_is_refused() -> None:
     # OpenAI's schema requires json_schema.name; the strict schema made from a model has one.
     unnamed = {"type": "json_schema", "json_schema": {"schema": {"type": "object"}}}
