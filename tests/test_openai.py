@@ -191,6 +191,8 @@ def test_bad_configuration_is_refused(monkeypatch: Any) -> None:
         asyncllm.OpenAI(api_key="k\nx")
     with pytest.raises(asyncllm.ConfigurationError):
         asyncllm.OpenAI(api_key="k", base_url="ftp://x")
+    with pytest.raises(asyncllm.ConfigurationError, match="http"):
+        asyncllm.OpenAI(api_key="k", base_url="")  # not a way to ask for api.openai.com
     with pytest.raises(asyncllm.ConfigurationError):
         asyncllm.OpenAI(api_key="k", default_headers={"X-A": "b\r\n"})
     monkeypatch.setenv("OPENAI_API_KEY", "sk-env")

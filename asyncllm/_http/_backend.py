@@ -449,7 +449,11 @@ class HttpBackend(Backend):
                 raise ConfigurationError("api_key must be a str or a pydantic SecretStr")
             check_header_value("api_key", key.get_secret_value())
         self.api_key: SecretStr | None = key
-        url = options.get("base_url") or _env(self.base_url_env) or self.default_base_url
+        # An explicit base_url, empty included, is checked as given: "" is no way to ask for
+        # the public API (an empty variable in the environment is as good as none, though).
+        url = options.get("base_url")
+        if url is None:
+            url = _env(self.base_url_env) or self.default_base_url
         if url is None:
             raise ConfigurationError(
                 f"{type(self).__name__} needs base_url"

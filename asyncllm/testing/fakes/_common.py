@@ -15,6 +15,7 @@ import math
 import re
 import string
 import struct
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -102,8 +103,9 @@ def sample_for(schema: Any, root: Any = None, depth: int = 0) -> Any:
     return samples.get(kind, "test")
 
 
-# Python's own regular expression parser: what the fake reads a ``regex`` constraint with.
-_sre: Any = importlib.import_module("re._parser")
+# Python's own regular expression parser: what the fake reads a ``regex`` constraint with
+# (``re._parser`` since Python 3.11, ``sre_parse`` before).
+_sre: Any = importlib.import_module("re._parser" if sys.version_info >= (3, 11) else "sre_parse")
 
 
 class _Unsupported(Exception):
