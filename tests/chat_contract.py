@@ -83,6 +83,13 @@ class Counts(BaseModel):
     counts: dict[str, int]
 
 
+class Tree(BaseModel):
+    """A recursive model: its schema is a reference at the root."""
+
+    value: int
+    children: list[Tree] = []
+
+
 ASK_ORDER = [{"role": "user", "content": "the order as JSON"}]
 ASK_THOUGHT = [{"role": "user", "content": "think it over"}]
 

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import enum
 import json
 from functools import cache
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 import jsonschema
 import pytest
 from aiohttp import web
-from pydantic import BaseModel, Field
 
 import asyncllm
 from asyncllm.backends.claude import output_schema, tool_choice_body
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
 from asyncllm.testing.fakes import anthropic as fake
-from tests.chat_contract import NO_WAIT, ChatContract, get_weather
+from tests.chat_contract import NO_WAIT, ChatContract, Colour, Item, Order, Tree, get_weather
+from tests.chat_contract import Counts as Open
 from tests.specs import SPECS
 
 SCHEMAS = SPECS / "anthropic/anthropic-messages.schemas.json"
@@ -930,32 +929,6 @@ async def test_fake_retrieves_one_model(server: FakeServer) -> None:
 
 
 # -- structured output -----------------------------------------------------------------------------
-
-
-class Colour(enum.Enum):
-    RED = "red"
-    BLUE = "blue"
-
-
-class Item(BaseModel):
-    name: str
-    count: int = Field(default=1, ge=1)
-    size: Literal[1, 2, 3] = 1
-
-
-class Order(BaseModel):
-    colour: Colour
-    items: list[Item]
-    note: str | None = None
-
-
-class Tree(BaseModel):
-    value: int
-    children: list[Tree] = []
-
-
-class Open(BaseModel):
-    counts: dict[str, int]
 
 
 THINK: dict[str, Any] = {"thinking": {"type": "enabled", "budget_tokens": 1024}, "max_tokens": 2048}

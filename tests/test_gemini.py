@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import enum
 import json
 import re
 from pathlib import Path
@@ -21,7 +20,16 @@ from asyncllm.backends.gemini import (
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
 from asyncllm.testing.fakes import _common
 from asyncllm.testing.fakes.gemini import CORRUPTED_SIGNATURE, Signer
-from tests.chat_contract import NO_WAIT, ChatContract, get_weather
+from tests.chat_contract import (
+    NO_WAIT,
+    ChatContract,
+    Colour,
+    Counts,
+    Item,
+    Order,
+    Tree,
+    get_weather,
+)
 from tests.specs import SPECS
 
 PROTO_DIR = SPECS / "gemini/v1beta"
@@ -762,37 +770,11 @@ async def test_embed_batch_error_is_raised_as_itself_without_partial_results(
 GEMINI_3 = "gemini-3-flash-preview"
 
 
-class Colour(enum.Enum):
-    RED = "red"
-    BLUE = "blue"
-
-
-class Item(BaseModel):
-    name: str
-    count: int = Field(default=1, ge=1)
-    size: Literal[1, 2, 3] = 1
-
-
-class Order(BaseModel):
-    colour: Colour
-    items: list[Item]
-    note: str | None = None
-
-
 class Sized(BaseModel):
     """Int enums and minimums, which the OpenAPI-subset ``responseSchema`` lost."""
 
     size: Literal[2, 3]
     count: int = Field(ge=5)
-
-
-class Tree(BaseModel):
-    value: int
-    children: list[Tree] = []
-
-
-class Counts(BaseModel):
-    counts: dict[str, int]
 
 
 class Described(BaseModel):

@@ -3,44 +3,18 @@ answer back (``finish``), the foreign reasoning a backend drops, and ``ChatStrea
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any
 
 import pytest
-from pydantic import BaseModel, Field
 
 import asyncllm
 from asyncllm._models import ChatChunk, ChatResponse, Message, ToolCallDelta, normalize_messages
 from asyncllm._structured import OutputFormat, finish, output_format, strict_schema
 from asyncllm.streaming import ChatStream, Stream
-
-
-class Colour(enum.Enum):
-    RED = "red"
-    BLUE = "blue"
-
-
-class Item(BaseModel):
-    name: str
-    count: int = Field(default=1, ge=1)
-    size: Literal[1, 2, 3] = 1
-
-
-class Order(BaseModel):
-    colour: Colour
-    items: list[Item]
-    note: str | None = None
-
-
-class Tree(BaseModel):
-    value: int
-    children: list[Tree] = []
-
-
-class Open(BaseModel):
-    counts: dict[str, int]
+from tests.chat_contract import Colour, Item, Order, Tree
+from tests.chat_contract import Counts as Open
 
 
 def response(text: str, **fields: Any) -> ChatResponse[Any]:
