@@ -161,11 +161,12 @@ class _WireDeltaToolCall(BaseModel):
 
 
 class _WireDelta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
     content: str | None = None
     tool_calls: list[_WireDeltaToolCall] | None = None
-    refusal: str | None = None
-    reasoning_content: str | None = None
-    reasoning: str | None = None
+    # refusal and reasoning are read from the extras, as in _WireMessage: every chunk would
+    # otherwise pay for three declared fields it almost never has.
 
 
 class _WireChunkChoice(BaseModel):
@@ -225,6 +226,20 @@ class ChoiceEnds:
             if choice.get("finish_reason"):
                 self._finished.add(key)
         return bool(self._seen) and self._seen <= self._finished
+
+
+def _said_apart(said: Mapping[str, Any]) -> dict[str, str]:
+    """A message's or delta's refusal and reasoning, from the wire's extra fields: the
+    ``refusal`` OpenAI sends, and the reasoning DeepSeek and vLLM before 0.10 send as
+    ``reasoning_content``, vLLM 0.10+ and Groq as ``reasoning``. Only those that are text."""
+    out: dict[str, str] = {}
+    refusal = said.get("refusal")
+    if isinstance(refusal, str):
+        out["refusal"] = refusal
+    reasoning = said.get("reasoning_content") or said.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        out["reasoning"] = reasoning
+    return out
 
 
 def _message(wire: _WireMessage) -> Message:
@@ -377,13 +392,7 @@ class OpenAIChat(HttpBackend):
         said = wire.choices[0].message.__pydantic_extra__
         # refusal and reasoning only when the answer has them: each field given costs a
         # validation on every call, and most answers have neither.
-        extra: dict[str, Any] = {}
-        if said:
-            if isinstance(refusal := said.get("refusal"), str):
-                extra["refusal"] = refusal
-            reasoning = said.get("reasoning_content") or said.get("reasoning")
-            if isinstance(reasoning, str) and reasoning:
-                extra["reasoning"] = reasoning
+        extra = _said_apart(said) if said else {}
         return ChatResponse(
             text=first.content or "",
             message=first,
@@ -503,15 +512,17 @@ class OpenAIChat(HttpBackend):
     @staticmethod
     def _chunk(payload: Any, meta: Meta) -> ChatChunk:
         wire = _WireChunk.model_validate(payload)
-        delta = reasoning = refusal = ""
+        delta = ""
         calls: list[ToolCallDelta] = []
         finish = None
+        # reasoning and refusal only when the chunk has them (see _parse_chat).
+        extra: dict[str, Any] = {}
         if wire.choices:
             choice = wire.choices[0]
             said = choice.delta
             delta = said.content or ""
-            reasoning = said.reasoning_content or said.reasoning or ""
-            refusal = said.refusal or ""
+            if said.__pydantic_extra__:
+                extra = _said_apart(said.__pydantic_extra__)
             finish = choice.finish_reason
             for c in choice.delta.tool_calls or ():
                 calls.append(
@@ -524,14 +535,13 @@ class OpenAIChat(HttpBackend):
                 )
         return ChatChunk(
             delta=delta,
-            reasoning=reasoning,
-            refusal=refusal,
             tool_calls=calls,
             finish_reason=finish,
             usage=wire.usage,
             model=wire.model,
             request_id=meta.request_id,
             raw=payload,
+            **extra,
         )
 
     async def models(self, **options: Unpack[HttpOptions]) -> list[ModelInfo]:
