@@ -162,21 +162,27 @@ def _name(text: str) -> str:
     return cleaned[:64] or "response"
 
 
+def rooted_schema(schema: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """A checked copy of ``schema`` (``plain_schema``) whose root is a schema, not a reference:
+    a recursive model's schema is a ``$ref`` at the root, and servers that want an object there
+    (OpenAI's strict mode, TGI's grammar) get its target, which the references inside still
+    point at."""
+    out = plain_schema(schema, what)
+    ref, defs = out.get("$ref"), out.get("$defs")
+    if isinstance(ref, str) and ref.startswith("#/$defs/") and isinstance(defs, dict):
+        target = defs.get(ref.removeprefix("#/$defs/"))
+        if isinstance(target, dict):
+            out = {**target, "$defs": defs}
+    return out
+
+
 def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``schema`` that OpenAI's strict mode accepts: every object closed
     (``additionalProperties: false``) with every property required, keywords strict mode refuses
     removed. What it cannot express raises ``ConfigurationError`` naming where: an open map
     (``dict[str, int]``, ``additionalProperties`` a schema or true) and a root that is no object.
     """
-    out = plain_schema(schema, "response_format")
-    ref = out.get("$ref")
-    defs = out.get("$defs")
-    if isinstance(ref, str) and ref.startswith("#/$defs/") and isinstance(defs, dict):
-        # A recursive model's schema is a reference at the root: the root becomes its target,
-        # which the references inside still point at.
-        target = defs.get(ref.removeprefix("#/$defs/"))
-        if isinstance(target, dict):
-            out = {**target, "$defs": defs}
+    out = rooted_schema(schema, "response_format")
     if out.get("type") != "object":
         raise ConfigurationError(
             "strict structured output needs an object at the root of the schema "

@@ -23,7 +23,7 @@ from .._exceptions import ConfigurationError
 from .._http._backend import ErrorInfo, Meta
 from .._models import from_json, parse_as
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
-from .._structured import OutputFormat, plain_schema
+from .._structured import OutputFormat, rooted_schema
 from .._validate import check_bool, check_int, check_number, check_stop, check_str
 from .._wire.openai import OpenAIChat
 from ..streaming import Stream
@@ -192,12 +192,7 @@ def json_grammar(schema: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON schema as TGI's JSON grammar takes it: an object with ``properties`` at its root
     (TGI's router refuses any other). A recursive model's schema, a reference at the root, is
     given its target in place, which the references inside still point at."""
-    out = plain_schema(schema, "the JSON grammar")
-    ref, defs = out.get("$ref"), out.get("$defs")
-    if isinstance(ref, str) and ref.startswith("#/$defs/") and isinstance(defs, Mapping):
-        target = defs.get(ref.removeprefix("#/$defs/"))
-        if isinstance(target, Mapping):
-            out = {**target, "$defs": defs}
+    out = rooted_schema(schema, "the JSON grammar")
     if not isinstance(out.get("properties"), Mapping):
         raise ConfigurationError(
             "TGI's JSON grammar needs an object schema with properties at its root (TGI refuses "
