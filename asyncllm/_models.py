@@ -326,10 +326,13 @@ def normalize_messages(messages: Any, keep: frozenset[str] = frozenset()) -> lis
             raise ConfigurationError(
                 f"messages[{i}] must be a dict or a pydantic model, not {type(message).__name__}"
             )
-        if not REASONING_KEYS.isdisjoint(item) and not (REASONING_KEYS & item.keys()) <= keep:
-            dropped = sorted((REASONING_KEYS & item.keys()) - keep)
-            _logger.debug("messages[%d]: dropped %s, which this backend cannot take", i, dropped)
-            item = {k: v for k, v in item.items() if k not in REASONING_KEYS or k in keep}
+        if not REASONING_KEYS.isdisjoint(item):  # the common message has none: one check
+            dropped = (REASONING_KEYS & item.keys()) - keep
+            if dropped:
+                _logger.debug(
+                    "messages[%d]: dropped %s, which this backend cannot take", i, sorted(dropped)
+                )
+                item = {k: v for k, v in item.items() if k not in dropped}
         role = item.get("role")
         if not isinstance(role, str) or role not in ROLES:
             raise ConfigurationError(f"messages[{i}] has an invalid role {role!r}")

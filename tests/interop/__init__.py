@@ -97,7 +97,8 @@ def group_python(group: str) -> str:
 def clean_environment(**extra: str) -> dict[str, str]:
     """The environment for a process of another group: this one's, without vendor settings,
     with ``NO_PROXY`` covering loopback, and with ``extra`` on top."""
-    env = {k: v for k, v in os.environ.items() if k not in set(vendor_environment())}
+    vendor = set(vendor_environment())
+    env = {k: v for k, v in os.environ.items() if k not in vendor}
     env.pop("PYTHONPATH", None)
     env.update({"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}, **extra)
     return env
