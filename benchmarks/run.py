@@ -18,10 +18,12 @@ import importlib.util
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ import pydantic
 import asyncllm
 from asyncllm import Dispatcher, LimitsConfig, Priority
 from asyncllm._engine._dispatcher import Attempt
+from asyncllm._http import _json as fast_json
 from asyncllm.testing import MockResponse, MockTransport
 
 HERE = Path(__file__).resolve().parent
@@ -40,6 +43,9 @@ KEY = "bench-not-a-key"  # never a real key; and no key is ever printed
 CONCURRENCY = (1, 16, 64, 256)
 BACKEND_DELAY = 0.020  # seconds per answer in table 1c
 Call = Callable[[int], Awaitable[str]]
+SAME_JSON = "raw aiohttp + asyncllm's JSON"
+RATIO_CONCURRENCY = 64
+LIMITED = f"asyncllm, Dispatcher(max_in_flight={RATIO_CONCURRENCY})"
 
 
 @dataclass(frozen=True)
@@ -56,10 +62,12 @@ class Sizes:
     low_calls: int
     high_calls: int
     rounds: int  # a throughput cell has at least this many calls per task
+    pairs: int  # interleaved repetitions of the CPU ratio (the issue asks for at least 15)
+    pair_calls: int  # calls per contender per repetition
 
 
-FULL = Sizes(5, 2000, 3000, 20_000, 20, 400, 100_000, 1_000_000, 11, 4000, 200, 4)
-QUICK = Sizes(3, 100, 300, 2000, 4, 200, 10_000, 20_000, 2, 600, 40, 2)
+FULL = Sizes(5, 2000, 3000, 20_000, 20, 400, 100_000, 1_000_000, 11, 4000, 200, 4, 21, 2000)
+QUICK = Sizes(3, 100, 300, 2000, 4, 200, 10_000, 20_000, 2, 600, 40, 2, 15, 128)
 
 
 # -- small helpers ---------------------------------------------------------------------------------
@@ -87,6 +95,17 @@ def spread(values: Sequence[float], fmt: str = "{:.0f}") -> str:
 def pct(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bootstrap(
+    values: Sequence[float], level: float = 0.90, draws: int = 4000
+) -> tuple[float, float]:
+    """A percentile-bootstrap interval for the median of ``values`` (seeded: reruns agree)."""
+    rng = random.Random(1)
+    n = len(values)
+    medians = [med([values[rng.randrange(n)] for _ in range(n)]) for _ in range(draws)]
+    tail = (1 - level) / 2
+    return pct(medians, tail), pct(medians, 1 - tail)
 
 
 def table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -162,8 +181,9 @@ class ServerProcess:
 class Contenders:
     """One client per library, made once and warmed up, each as ``call(i) -> reply text``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, only: Sequence[str] | None = None) -> None:
         self.url = url
+        self.only = only
         self.names: list[str] = []
         self.calls: dict[str, Call] = {}
         self.missing: dict[str, str] = {}
@@ -182,6 +202,16 @@ class Contenders:
             return str(payload["choices"][0]["message"]["content"])
 
         self._add("raw aiohttp", raw)
+
+        # The same raw call with asyncllm's own JSON encoder and decoder: what of asyncllm's
+        # figures comes from JSON, and what from everything else.
+        async def raw_same_json(i: int) -> str:
+            body = fast_json.dumps({"model": "m", "messages": message(i)})
+            async with session.post(url + "/chat/completions", data=body, headers=headers) as r:
+                payload = fast_json.loads(await r.read())
+            return str(payload["choices"][0]["message"]["content"])
+
+        self._add(SAME_JSON, raw_same_json)
 
         # The same raw call with its reply validated into a pydantic model (one pass, from the
         # bytes): the least any client with typed replies pays on top of raw aiohttp.
@@ -219,7 +249,27 @@ class Contenders:
 
         self._add("asyncllm", ours)
 
-        if importlib.util.find_spec("openai") is None:
+        if self.wants(LIMITED):
+            # The same client on a dispatcher with a dispatcher-wide limit: every slot then also
+            # passes through the dispatcher's global queue. The limit equals the concurrency, so
+            # that it costs its bookkeeping without holding calls back.
+            limited_client = asyncllm.OpenAI(
+                api_key=KEY,
+                base_url=url,
+                max_concurrent_requests=max(CONCURRENCY),
+                queue_size=100_000,
+                dispatcher=Dispatcher(max_in_flight=RATIO_CONCURRENCY),
+            )
+            self._closers.append(limited_client.aclose)
+
+            async def limited(i: int) -> str:
+                return (await limited_client.chat(message(i), model="m")).text
+
+            self._add(LIMITED, limited)
+
+        if not self.wants("openai SDK"):
+            pass
+        elif importlib.util.find_spec("openai") is None:
             self.missing["openai SDK"] = "not installed"
         else:
             from openai import AsyncOpenAI
@@ -233,7 +283,9 @@ class Contenders:
 
             self._add("openai SDK", official)
 
-        if importlib.util.find_spec("litellm") is None:
+        if not self.wants("litellm"):
+            pass
+        elif importlib.util.find_spec("litellm") is None:
             self.missing["litellm"] = "not installed"
         else:
             litellm: Any = importlib.import_module("litellm")
@@ -253,9 +305,13 @@ class Contenders:
                     raise RuntimeError(f"{name} got a wrong reply: {reply!r}")
         return self
 
+    def wants(self, name: str) -> bool:
+        return self.only is None or name in self.only
+
     def _add(self, name: str, call: Call) -> None:
-        self.names.append(name)
-        self.calls[name] = call
+        if self.wants(name):
+            self.names.append(name)
+            self.calls[name] = call
 
     async def aclose(self) -> None:
         for close in reversed(self._closers):
@@ -332,6 +388,63 @@ async def bench_throughput(
         cpu_title,
         ["client"] + [f"c={conc}" for conc in levels],
         [[name] + [spread(cpus[name, conc], "{:.1f}") for conc in levels] for name in c.names],
+    )
+
+
+# -- 0. the CPU ratio ------------------------------------------------------------------------------
+
+RATIO_TARGET = 0.85
+
+
+async def bench_ratio(url: str, sizes: Sizes) -> None:
+    """The CPU ratio as issue #16 defines it: raw aiohttp's client CPU per call over each
+    contender's, at concurrency 64 against the instant server, one ratio per interleaved pair."""
+    names = ["raw aiohttp", SAME_JSON, "asyncllm", LIMITED]
+    c = await Contenders(url, only=names).start()
+    cpus: dict[str, list[float]] = {name: [] for name in names}
+    ratios: dict[str, list[float]] = {name: [] for name in names}
+    n = sizes.pair_calls
+    try:
+        for rep in range(sizes.pairs):
+            this: dict[str, float] = {}
+            for name in rotated(names, rep):
+                gc.collect()
+                _, this[name] = await drive_cpu(c.calls[name], RATIO_CONCURRENCY, n)
+                cpus[name].append(this[name] * 1e6)
+            for name in names:
+                ratios[name].append(this["raw aiohttp"] / this[name])
+    finally:
+        await c.aclose()
+    rows = []
+    for name in names[1:]:
+        low, high = bootstrap(ratios[name])
+        verdict = "-"
+        if name != SAME_JSON:
+            met = med(ratios[name]) >= RATIO_TARGET and low >= RATIO_TARGET - 0.05
+            verdict = "met" if met else "missed"
+        rows.append(
+            [
+                name,
+                spread(cpus[name], "{:.1f}"),
+                f"{med(ratios[name]):.2f}",
+                f"{low:.2f}-{high:.2f}",
+                f"{min(ratios[name]):.2f}-{max(ratios[name]):.2f}",
+                verdict,
+            ]
+        )
+    table(
+        f"0. CPU ratio: raw aiohttp's client CPU per call / the contender's (OpenAI.chat, "
+        f"c={RATIO_CONCURRENCY}, instant server; {sizes.pairs} interleaved repetitions of "
+        f"{n} calls each; raw aiohttp {spread(cpus['raw aiohttp'], '{:.1f}')} us per call)",
+        [
+            "contender",
+            "CPU us per call",
+            "ratio (median)",
+            "bootstrap 90%",
+            "min-max",
+            f"target >= {RATIO_TARGET}",
+        ],
+        rows,
     )
 
 
@@ -598,8 +711,10 @@ async def bench_streaming(url: str, sizes: Sizes) -> None:
 # -- 4. memory (in child processes) ---------------------------------------------------------------
 
 
-async def child_queued(kind: str, n: int) -> dict[str, Any]:
-    """RSS growth for ``n`` calls that wait at once behind a backend that does not answer."""
+async def child_queued(kind: str, n: int, trace: bool = False) -> dict[str, Any]:
+    """RSS growth for ``n`` calls that wait at once behind a backend that does not answer; with
+    ``trace``, the growth of what tracemalloc sees instead (its own bookkeeping would inflate
+    RSS, so the two come from separate runs)."""
     release = asyncio.Event()
     limit = 16
 
@@ -633,7 +748,9 @@ async def child_queued(kind: str, n: int) -> dict[str, Any]:
         t.cancel()
     await asyncio.gather(*warm_tasks, return_exceptions=True)
     gc.collect()
-    before = rss()
+    if trace:
+        tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0] if trace else rss()
     tasks: list[asyncio.Future[Any]]
     if kind == "bare":
         tasks = [asyncio.ensure_future(bare(future)) for _ in range(n)]
@@ -650,7 +767,8 @@ async def child_queued(kind: str, n: int) -> dict[str, Any]:
     if kind == "client":
         queued = sum(s.queued for s in dispatcher.stats().values())
     gc.collect()
-    after = rss()
+    after = tracemalloc.get_traced_memory()[0] if trace else rss()
+    tracemalloc.stop()
     release.set()
     future.set_result(None)
     await asyncio.gather(*tasks)
@@ -699,12 +817,14 @@ def run_child(*args: str) -> dict[str, Any]:
 def bench_memory(sizes: Sizes) -> None:
     n = sizes.queued
     growth: dict[str, list[float]] = {"bare": [], "dispatcher": [], "client": []}
+    traced: dict[str, list[float]] = {"bare": [], "dispatcher": [], "client": []}
     for rep in range(max(2, sizes.repeats - 2)):
         for kind in rotated(list(growth), rep):
-            result = run_child("queued", kind, str(n))
-            if kind != "bare" and result["queued"] < n - 16:
-                raise RuntimeError(f"only {result['queued']} of {n} calls were queued")
-            growth[kind].append(result["growth"])
+            for how, into in (("rss", growth), ("trace", traced)):
+                result = run_child("queued", kind, str(n), how)
+                if kind != "bare" and result["queued"] < n - 16:
+                    raise RuntimeError(f"only {result['queued']} of {n} calls were queued")
+                into[kind].append(result["growth"])
     rows = []
     for kind, label in (
         ("bare", "bare tasks awaiting a future (baseline)"),
@@ -713,17 +833,29 @@ def bench_memory(sizes: Sizes) -> None:
     ):
         per = [g / n for g in growth[kind]]
         part = [(g - b) / n for g, b in zip(growth[kind], growth["bare"], strict=True)]
+        traced_part = [(g - b) / n for g, b in zip(traced[kind], traced["bare"], strict=True)]
         rows.append(
             [
                 label,
                 spread([g / 2**20 for g in growth[kind]], "{:.1f}"),
                 spread(per),
                 "-" if kind == "bare" else spread(part),
+                spread([g / n for g in traced[kind]]),
+                "-" if kind == "bare" else spread(traced_part),
             ]
         )
     table(
-        f"4a. Memory for {n:,} calls queued at once (16 running, the rest queued)",
-        ["what", "RSS growth MiB", "bytes per call", "asyncllm's part (minus baseline)"],
+        f"4a. Memory for {n:,} calls queued at once (16 running, the rest queued; distinct "
+        "messages, each body built before it queues); target: asyncllm's part of a queued "
+        "OpenAI.chat <= 1,500 bytes",
+        [
+            "what",
+            "RSS growth MiB",
+            "RSS bytes per call",
+            "asyncllm's part (minus baseline)",
+            "tracemalloc bytes per call",
+            "asyncllm's part (tracemalloc)",
+        ],
         rows,
     )
     result = run_child("completed", str(sizes.completed))
@@ -740,6 +872,9 @@ def bench_memory(sizes: Sizes) -> None:
     )
 
 
+CONSTRUCT = "import asyncllm; asyncllm.OpenAI(api_key='x')"
+
+
 # -- 5. import time ------------------------------------------------------------------------------------
 
 
@@ -747,8 +882,9 @@ def bench_imports(sizes: Sizes) -> None:
     cases = {
         "python -c pass (subtracted)": "pass",
         "import aiohttp": "import aiohttp",
+        "import aiohttp, pydantic": "import aiohttp, pydantic",
         "import asyncllm": "import asyncllm",
-        "import asyncllm; asyncllm.OpenAI": "import asyncllm; asyncllm.OpenAI",
+        CONSTRUCT: CONSTRUCT,
     }
     missing = []
     for module in ("openai", "litellm"):
@@ -769,13 +905,19 @@ def bench_imports(sizes: Sizes) -> None:
         name: [(t - b) * 1e3 for t, b in zip(ts, bare, strict=True)] for name, ts in times.items()
     }
     aio = med(net["import aiohttp"])
-    rows = [["python -c pass", spread([b * 1e3 for b in bare], "{:.1f}"), "-"]]
+    deps = net["import aiohttp, pydantic"]
+    rows = [["python -c pass", spread([b * 1e3 for b in bare], "{:.1f}"), "-", "-"]]
     for name, values in net.items():
-        rows.append([name, spread(values, "{:.1f}"), f"{med(values) / aio:.2f}x"])
-    rows.extend([name, "not installed", "-"] for name in missing)
+        # Paired by round: the two ran back to back, under the same load.
+        more = [v - d for v, d in zip(values, deps, strict=True)]
+        rows.append(
+            [name, spread(values, "{:.1f}"), f"{med(values) / aio:.2f}x", spread(more, "{:+.1f}")]
+        )
+    rows.extend([name, "not installed", "-", "-"] for name in missing)
     table(
-        "5. Import time in a fresh interpreter (ms, minus the bare interpreter start)",
-        ["what", "ms", "vs import aiohttp"],
+        "5. Import time in a fresh interpreter (ms, minus the bare interpreter start); the target: "
+        "constructing asyncllm.OpenAI at most 30 ms more than import aiohttp, pydantic",
+        ["what", "ms", "vs import aiohttp", "vs import aiohttp, pydantic (ms)"],
         rows,
     )
 
@@ -867,6 +1009,12 @@ async def main(quick: bool, only: set[str]) -> None:
     started = time.perf_counter()
     describe_machine()
     print(f"mode: {'--quick' if quick else 'full'}; {sizes.repeats} repeats; median [min-max]")
+    if wanted("ratio"):
+        fast = ServerProcess("fast")
+        try:
+            await bench_ratio(fast.url, sizes)
+        finally:
+            fast.close()
     if wanted("throughput") or wanted("latency"):
         fast = ServerProcess("fast")
         try:
@@ -918,7 +1066,7 @@ async def main(quick: bool, only: set[str]) -> None:
 
 def child(args: list[str]) -> None:
     if args[0] == "queued":
-        result = asyncio.run(child_queued(args[1], int(args[2])))
+        result = asyncio.run(child_queued(args[1], int(args[2]), args[3:] == ["trace"]))
     else:
         result = asyncio.run(child_completed(int(args[1])))
     print(json.dumps(result))
@@ -930,7 +1078,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated parts: throughput,latency,backend,cpu,streaming,memory,imports,priority",
+        help="comma-separated parts: "
+        "ratio,throughput,latency,backend,cpu,streaming,memory,imports,priority",
     )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     options = parser.parse_args()
