@@ -75,13 +75,33 @@ class Priority(enum.IntEnum):
     LOW = 2
 
 
-@dataclass(frozen=True, slots=True)
 class Attempt:
-    """What one attempt needs to know: its request ID, its number (1-based) and its time limit."""
+    """What one attempt needs to know: its request ID, its number (1-based) and its time limit.
 
-    request_id: str
-    number: int
-    timeout: float | None
+    A plain slotted class, not a frozen dataclass: one is made per attempt, and a frozen
+    dataclass's ``__init__`` sets each field through ``object.__setattr__``. Treat it as
+    read-only."""
+
+    __slots__ = ("number", "request_id", "timeout")
+
+    def __init__(self, request_id: str, number: int, timeout: float | None) -> None:
+        self.request_id = request_id
+        self.number = number
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return (
+            f"Attempt(request_id={self.request_id!r}, number={self.number}, timeout={self.timeout})"
+        )
+
+    def _key(self) -> tuple[str, int, float | None]:
+        return (self.request_id, self.number, self.timeout)
+
+    def __eq__(self, other: object) -> bool:
+        return self._key() == other._key() if isinstance(other, Attempt) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
 
 class _Job:
