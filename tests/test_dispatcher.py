@@ -545,7 +545,8 @@ async def test_a_call_in_backoff_holds_no_slot() -> None:
 
 
 def flaky_id(dispatcher: asyncllm.Dispatcher) -> str:
-    records = [r for rs in dispatcher.tracker._by_id.values() for r in rs]
+    tracker = dispatcher.tracker
+    records = [r for request_id in list(tracker._by_id) for r in tracker.all(request_id)]
     return next(r.request_id for r in records if r.attempts == 1 and r.status.value == "retrying")
 
 

@@ -47,6 +47,20 @@ def _done_before(record: RequestRecord, horizon: float) -> bool:
     return record.status in FINAL_STATUSES and (record.finished_at or record.enqueued_at) <= horizon
 
 
+# An ID's records: the record itself while it has one (nearly every ID), a list once several calls
+# share it. Thousands of records live long enough to reach the garbage collector's oldest
+# generation, which scans each container it holds: a list per record doubled what it scans.
+_Entry = RequestRecord | list[RequestRecord]
+
+
+def _last(entry: _Entry) -> RequestRecord:
+    return entry[-1] if type(entry) is list else entry  # type: ignore[return-value]
+
+
+def _size(entry: _Entry) -> int:
+    return len(entry) if type(entry) is list else 1
+
+
 class RequestTracker:
     """Records by request ID. Several calls may share one ID (a ``request_context`` around a
     batch); ``get`` returns the latest, ``all`` every one still kept."""
@@ -61,7 +75,7 @@ class RequestTracker:
         self.ttl = ttl
         self.max_records = max_records
         self._clock = clock
-        self._by_id: OrderedDict[str, list[RequestRecord]] = OrderedDict()
+        self._by_id: OrderedDict[str, _Entry] = OrderedDict()
         self._count = 0
         self._next_sweep = -math.inf
         # IDs added before the last sweep's horizon that were not done then (see _expire).
@@ -71,31 +85,39 @@ class RequestTracker:
         return self._count
 
     def add(self, record: RequestRecord) -> RequestRecord:
-        records = self._by_id.get(record.request_id)
-        if records is None:
-            self._by_id[record.request_id] = [record]
+        by_id = self._by_id
+        request_id = record.request_id
+        entry = by_id.get(request_id)
+        if entry is None:
+            by_id[request_id] = record
         else:
-            self._by_id.move_to_end(record.request_id)
-            records.append(record)
-            if len(records) > TRACKER_MAX_RECORDS_PER_ID:
-                del records[0]
-                self._count -= 1
+            by_id.move_to_end(request_id)
+            if type(entry) is not list:
+                by_id[request_id] = [entry, record]  # type: ignore[list-item]
+            else:
+                entry.append(record)
+                if len(entry) > TRACKER_MAX_RECORDS_PER_ID:
+                    del entry[0]
+                    self._count -= 1
         self._count += 1
         self._prune(record.enqueued_at)
         return record
 
     def get(self, request_id: str) -> RequestRecord | None:
-        records = self._by_id.get(request_id)
-        return records[-1] if records else None
+        entry = self._by_id.get(request_id)
+        return None if entry is None else _last(entry)
 
     def all(self, request_id: str) -> list[RequestRecord]:
-        return list(self._by_id.get(request_id, ()))
+        entry = self._by_id.get(request_id)
+        if entry is None:
+            return []
+        return list(entry) if type(entry) is list else [entry]  # type: ignore[list-item]
 
     def _prune(self, now: float) -> None:
         by_id = self._by_id
         while by_id and self._count > self.max_records:
             _, dropped = by_id.popitem(last=False)
-            self._count -= len(dropped)
+            self._count -= _size(dropped)
         # Expiry is swept at most every 1/16 of the TTL: a call need not pay for it.
         if now >= self._next_sweep:
             self._next_sweep = now + self.ttl / 16
@@ -112,14 +134,14 @@ class RequestTracker:
         by_id = self._by_id
         held = self._held
         for request_id in list(held):
-            records = by_id.get(request_id)
-            if records is None or records[-1].enqueued_at > horizon:
+            entry = by_id.get(request_id)
+            if entry is None or _last(entry).enqueued_at > horizon:
                 held.discard(request_id)  # gone (capped), or added to again: in order again
-            elif _done_before(records[-1], horizon):
+            elif _done_before(_last(entry), horizon):
                 self._drop(request_id)
         for _ in range(len(by_id)):
-            request_id, records = next(iter(by_id.items()))
-            last = records[-1]
+            request_id, entry = next(iter(by_id.items()))
+            last = _last(entry)
             if last.enqueued_at > horizon:
                 break
             if _done_before(last, horizon):
@@ -130,7 +152,7 @@ class RequestTracker:
 
     def _drop(self, request_id: str) -> None:
         self._held.discard(request_id)
-        self._count -= len(self._by_id.pop(request_id))
+        self._count -= _size(self._by_id.pop(request_id))
 
     def prune(self) -> None:
         self._next_sweep = -math.inf
