@@ -6,10 +6,7 @@ import email.utils
 import math
 import random
 import time
-from collections.abc import Callable, Generator, Mapping
-from typing import Any
-
-import backoff
+from collections.abc import Callable, Mapping
 
 from .._config import RetryConfig
 from .._constants import RETRYABLE_STATUSES
@@ -93,27 +90,29 @@ def parse_retry_after(
 class BackoffSchedule:
     """The ceilings of one call's retries: initial, initial*factor, ... capped at max_delay.
 
-    The sequence comes from ``backoff.expo``; the jitter is drawn from an injectable ``rng`` so
-    tests are repeatable.
+    The jitter is drawn from an injectable ``rng`` so tests are repeatable. (The sequence is
+    computed here rather than by the ``backoff`` package, whose import cost every process a few
+    milliseconds for this one line of arithmetic.)
     """
 
-    __slots__ = ("_ceilings", "_config", "_rng")
+    __slots__ = ("_ceiling", "_config", "_rng")
 
     def __init__(self, config: RetryConfig, rng: random.Random) -> None:
         self._config = config
         self._rng = rng
-        self._ceilings: Generator[float, Any, None] | None = None
+        self._ceiling: float | None = None  # the last ceiling given; None before the first
 
     def next_delay(self, retry_after: float | None = None) -> float:
         """The wait before the next attempt. A server's ``Retry-After`` wins over our own backoff."""
-        if self._ceilings is None:
-            self._ceilings = backoff.expo(
-                base=self._config.backoff_factor,
-                factor=self._config.initial_delay,
-                max_value=self._config.max_delay,
-            )
-            next(self._ceilings)  # prime, as backoff itself does
-        ceiling = min(next(self._ceilings), self._config.max_delay)
+        config = self._config
+        if self._ceiling is None:
+            ceiling = config.initial_delay
+        else:
+            # Once at the cap, stay there: no power is taken that could overflow a float.
+            ceiling = self._ceiling
+            if ceiling < config.max_delay:
+                ceiling *= config.backoff_factor
+        ceiling = self._ceiling = min(ceiling, config.max_delay)
         if retry_after is not None:
             return retry_after
-        return self._rng.uniform(0.0, ceiling) if self._config.jitter else ceiling
+        return self._rng.uniform(0.0, ceiling) if config.jitter else ceiling
