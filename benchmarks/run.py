@@ -249,7 +249,7 @@ class Contenders:
 
         self._add("asyncllm", ours)
 
-        if self.wants(LIMITED):
+        if self.only is not None and LIMITED in self.only:  # the CPU ratio's contender only
             # The same client on a dispatcher with a dispatcher-wide limit: every slot then also
             # passes through the dispatcher's global queue. The limit equals the concurrency, so
             # that it costs its bookkeeping without holding calls back.
