@@ -64,6 +64,33 @@ def test_ceilings_without_jitter_follow_the_defaults() -> None:
     assert [schedule.next_delay() for _ in range(7)] == [1, 2, 4, 8, 16, 16, 16]
 
 
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"initial_delay": 0.5, "backoff_factor": 3, "max_delay": 10}, [0.5, 1.5, 4.5, 10, 10]),
+        (
+            {"initial_delay": 0.25, "backoff_factor": 1.5, "max_delay": 1},
+            [0.25, 0.375, 0.5625, 0.84375, 1],
+        ),
+        ({"initial_delay": 0, "backoff_factor": 2, "max_delay": 8}, [0, 0, 0, 0, 0]),
+        ({"initial_delay": 20, "backoff_factor": 2, "max_delay": 8}, [8, 8, 8, 8, 8]),
+        ({"initial_delay": 1, "backoff_factor": 1, "max_delay": 8}, [1, 1, 1, 1, 1]),
+    ],
+)
+def test_ceilings_grow_by_the_factor_up_to_the_cap(
+    config: dict[str, float], expected: list[float]
+) -> None:
+    schedule = BackoffSchedule(asyncllm.RetryConfig(jitter=False, **config), random.Random(0))  # type: ignore[arg-type]
+    assert [schedule.next_delay() for _ in expected] == pytest.approx(expected)
+
+
+def test_a_long_run_of_retries_stays_at_the_cap_without_overflow() -> None:
+    schedule = BackoffSchedule(
+        asyncllm.RetryConfig(jitter=False, backoff_factor=1e300, max_delay=5), random.Random(0)
+    )
+    assert [schedule.next_delay() for _ in range(2000)][-3:] == [5, 5, 5]
+
+
 def test_full_jitter_spreads_over_the_whole_range() -> None:
     rng = random.Random(1234)
     samples = []

@@ -34,6 +34,34 @@ def test_records_expire_but_unfinished_ones_stay_until_finished() -> None:
     assert tracker.get("new") is not None
 
 
+def test_one_record_and_a_shared_id_read_the_same() -> None:
+    clock = FakeClock()
+    tracker = RequestTracker(clock=clock)
+    first = tracker.add(record("alone", clock()))
+    assert tracker.get("alone") is first
+    assert tracker.all("alone") == [first]
+    tracker.all("alone").clear()  # a copy: the tracker keeps its record
+    assert tracker.all("alone") == [first]
+    second = tracker.add(record("alone", clock()))
+    assert tracker.get("alone") is second
+    assert tracker.all("alone") == [first, second]
+    assert len(tracker) == 2
+    assert tracker.all("missing") == []
+    assert tracker.get("missing") is None
+
+
+def test_capping_counts_a_shared_id_by_its_records() -> None:
+    clock = FakeClock()
+    tracker = RequestTracker(max_records=3, clock=clock)
+    tracker.add(record("pair", clock()))
+    tracker.add(record("pair", clock()))
+    tracker.add(record("one", clock()))
+    tracker.add(record("two", clock()))  # four records: the oldest ID goes with both of its
+    assert len(tracker) == 2
+    assert tracker.get("pair") is None
+    assert tracker.get("one") is not None and tracker.get("two") is not None
+
+
 def test_shared_ids_keep_every_call_boundedly() -> None:
     clock = FakeClock()
     tracker = RequestTracker(clock=clock)
