@@ -42,6 +42,9 @@ HERE = Path(__file__).resolve().parent
 KEY = "bench-not-a-key"  # never a real key; and no key is ever printed
 CONCURRENCY = (1, 16, 64, 256)
 BACKEND_DELAY = 0.020  # seconds per answer in table 1c
+# The openai SDK's own timeout: long, since at c=256 on a loaded machine its calls wait their
+# turn for seconds (its default, with no retries, once ended a full run).
+SDK_TIMEOUT = 300.0
 Call = Callable[[int], Awaitable[str]]
 SAME_JSON = "raw aiohttp + asyncllm's JSON"
 RATIO_CONCURRENCY = 64
@@ -274,7 +277,7 @@ class Contenders:
         else:
             from openai import AsyncOpenAI
 
-            sdk = AsyncOpenAI(api_key=KEY, base_url=url, max_retries=0)
+            sdk = AsyncOpenAI(api_key=KEY, base_url=url, max_retries=0, timeout=SDK_TIMEOUT)
             self._closers.append(sdk.close)
 
             async def official(i: int) -> str:
@@ -646,7 +649,7 @@ async def bench_streaming(url: str, sizes: Sizes) -> None:
     if importlib.util.find_spec("openai") is not None:
         from openai import AsyncOpenAI
 
-        sdk = AsyncOpenAI(api_key=KEY, base_url=url, max_retries=0)
+        sdk = AsyncOpenAI(api_key=KEY, base_url=url, max_retries=0, timeout=SDK_TIMEOUT)
         closers.append(sdk.close)
 
         async def official() -> tuple[float, float, int, str]:
