@@ -8,6 +8,7 @@ from typing_extensions import Unpack
 
 from .._engine._context import check_header_value
 from .._options import ClientOptions
+from .._platform.openai import Files
 from .._wire.openai import OpenAICompatible
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -48,3 +49,8 @@ class OpenAI(OpenAICompatible):
         if self.project:
             headers["OpenAI-Project"] = check_header_value("project", self.project)
         return headers
+
+    @property
+    def files(self) -> Files:
+        """Upload, list, retrieve, delete and download files (``/files``)."""
+        return Files(self)

@@ -1,0 +1,124 @@
+"""What an upload reads from: a path, bytes or an async iterator of bytes, never held whole in
+memory by us (a path is read in pieces off the event loop, an iterator is passed through)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
+from typing import Any, Union
+
+import aiohttp
+from aiohttp.payload import AsyncIterablePayload, BytesPayload
+
+from .._exceptions import ConfigurationError
+
+FileSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, AsyncIterable[bytes]]
+
+# Pieces read from a file at a time: large enough to keep the syscall count low, small enough to
+# keep an upload's memory flat.
+CHUNK_BYTES = 256 * 1024
+
+
+class Upload:
+    """One file to send, checked before anything is sent.
+
+    ``replayable``: a path or bytes can be sent again by a retry; an async iterator cannot (it is
+    spent by the first attempt), so a call that uploads one is never retried.
+    """
+
+    __slots__ = ("_bytes", "_iter", "_path", "content_type", "filename", "size", "used")
+
+    def __init__(
+        self, source: Any, *, filename: str | None = None, content_type: str | None = None
+    ) -> None:
+        self._path: Path | None = None
+        self._bytes: bytes | None = None
+        self._iter: AsyncIterable[bytes] | None = None
+        self.used = False
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            if not path.is_file():
+                raise ConfigurationError(f"file to upload not found or not a file: {str(path)!r}")
+            self._path = path
+            self.size: int | None = path.stat().st_size
+            filename = filename or path.name
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            self._bytes = bytes(source)
+            self.size = len(self._bytes)
+        elif isinstance(source, AsyncIterable):
+            self._iter = source
+            self.size = None
+        else:
+            raise ConfigurationError(
+                "file must be a path, bytes or an async iterator of bytes, "
+                f"not {type(source).__name__}"
+            )
+        if filename is not None and (not isinstance(filename, str) or not filename):
+            raise ConfigurationError("filename must be a non-empty str")
+        if filename is not None and any(c in filename for c in '\r\n"'):
+            raise ConfigurationError("filename must not hold quotes or line breaks")
+        if content_type is not None and not isinstance(content_type, str):
+            raise ConfigurationError("content_type must be a str")
+        self.filename = filename or "upload"
+        self.content_type = content_type or "application/octet-stream"
+
+    @property
+    def replayable(self) -> bool:
+        return self._iter is None
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The content in pieces, anew for each attempt (an iterator only once)."""
+        if self._path is not None:
+            return _read_file(self._path)
+        if self._bytes is not None:
+            return _once(self._bytes)
+        assert self._iter is not None
+        if self.used:
+            raise ConfigurationError("an async iterator upload cannot be sent twice")
+        self.used = True
+        return _checked(self._iter)
+
+    def payload(self) -> aiohttp.Payload:
+        """A body part for a multipart form, or a whole request body: bytes as they are, the
+        rest streamed."""
+        if self._bytes is not None:
+            return BytesPayload(self._bytes, content_type=self.content_type)
+        return AsyncIterablePayload(self.chunks(), content_type=self.content_type)
+
+    def form(self, field: str, fields: dict[str, str]) -> aiohttp.FormData:
+        """A multipart form with ``fields`` first and the file last, as the vendors' SDKs send it;
+        built anew for each attempt (a sent form is spent)."""
+        form = aiohttp.FormData(quote_fields=False)
+        for name, value in fields.items():
+            form.add_field(name, value)
+        form.add_field(
+            field, self.payload(), filename=self.filename, content_type=self.content_type
+        )
+        return form
+
+
+async def _read_file(path: Path) -> AsyncIterator[bytes]:
+    handle = await asyncio.to_thread(path.open, "rb")
+    try:
+        while True:
+            chunk = await asyncio.to_thread(handle.read, CHUNK_BYTES)
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        await asyncio.to_thread(handle.close)
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _checked(source: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    async for chunk in source:
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise ConfigurationError(
+                f"an upload iterator must yield bytes, not {type(chunk).__name__}"
+            )
+        yield bytes(chunk)

@@ -1,0 +1,284 @@
+"""OpenAI's platform routes under ``/v1``, mounted by the OpenAI fake: Files and Batches.
+
+Files: uploads (multipart, streamed to a spooled file), list with ``after``/``limit``/``order``/
+``purpose``, retrieve, delete, content. Batches: a batch reads its JSONL input file (each line
+``{"custom_id", "method", "url", "body"}``) and moves one step of its life on each retrieve
+(``validating`` -> ``in_progress`` -> ``finalizing`` -> ``completed``), as a real batch moves
+over hours; on completion it writes an output file (a chat completion per good line, answered by
+the shared conversation rule) and an error file (a 400 per line whose body has no ``messages``).
+``server.state["openai.batches"]`` holds the batches, for tests to inspect or finish.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from .. import FakeServer
+from . import _common, openai
+from ._files import FileStore, StoredFile, read_form, send_file, store
+
+PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/responses")
+LIFE = ("validating", "in_progress", "finalizing", "completed")
+
+
+def _error(status: int, message: str, param: str | None = None) -> web.Response:
+    body = openai.error_body(status, message)
+    body["error"]["param"] = param
+    return web.json_response(body, status=status)
+
+
+def file_json(stored: StoredFile) -> dict[str, Any]:
+    return {
+        "id": stored.id,
+        "object": "file",
+        "bytes": stored.size,
+        "created_at": stored.created_at,
+        "filename": stored.filename,
+        "purpose": stored.purpose,
+        "status": "processed",
+        "expires_at": None,
+        "status_details": None,
+    }
+
+
+def page(items: list[dict[str, Any]], request: web.Request, default: int) -> web.Response:
+    """A cursor page of ``items`` (already in order) after ``?after=`` with ``?limit=``."""
+    after = request.query.get("after")
+    try:
+        limit = int(request.query.get("limit", default))
+    except ValueError:
+        return _error(400, "limit must be an integer", "limit")
+    if after is not None:
+        ids = [i["id"] for i in items]
+        items = items[ids.index(after) + 1 :] if after in ids else []
+    chosen = items[:limit]
+    return web.json_response(
+        {
+            "object": "list",
+            "data": chosen,
+            "first_id": chosen[0]["id"] if chosen else None,
+            "last_id": chosen[-1]["id"] if chosen else None,
+            "has_more": len(items) > limit,
+        }
+    )
+
+
+def _answer(body: Any, custom_id: str) -> tuple[int, Any]:
+    """What the fake model answers one batch line with: (status, body)."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list) or not messages:
+        return 400, openai.error_body(400, "'messages' is a required property")
+    text, calls = openai.plan_reply(messages, body.get("tools"))
+    prompt = sum(_common.count_tokens(openai._text(m.get("content"))) for m in messages)
+    message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
+    if calls:
+        message["tool_calls"] = calls
+    return 200, {
+        "id": f"chatcmpl-{custom_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", "fake-chat"),
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": "tool_calls" if calls else "stop",
+            }
+        ],
+        "usage": openai.usage(prompt, _common.count_tokens(text)),
+    }
+
+
+class Batch:
+    """One batch and its life."""
+
+    def __init__(self, batch_id: str, body: dict[str, Any], lines: list[Any]) -> None:
+        self.id = batch_id
+        self.body = body
+        self.lines = lines
+        self.step = 0
+        self.cancelled = False
+        self.output_file_id: str | None = None
+        self.error_file_id: str | None = None
+        self.created_at = int(time.time())
+        self.counts = {"total": len(lines), "completed": 0, "failed": 0}
+
+    @property
+    def status(self) -> str:
+        return "cancelled" if self.cancelled else LIFE[self.step]
+
+    def advance(self, files: FileStore) -> None:
+        if self.cancelled or self.step == len(LIFE) - 1:
+            return
+        self.step += 1
+        if LIFE[self.step] == "completed":
+            self.finish(files)
+
+    def finish(self, files: FileStore) -> None:
+        self.step = len(LIFE) - 1
+        out: list[str] = []
+        errors: list[str] = []
+        for n, line in enumerate(self.lines):
+            custom_id = str(line.get("custom_id"))
+            status, body = _answer(line.get("body"), custom_id)
+            record = {
+                "id": f"batch_req_{self.id}_{n}",
+                "custom_id": custom_id,
+                "response": {"status_code": status, "request_id": f"req_{n}", "body": body},
+                "error": None,
+            }
+            (out if status == 200 else errors).append(json.dumps(record))
+        self.counts.update(completed=len(out), failed=len(errors))
+        if out:
+            content = ("\n".join(out) + "\n").encode()
+            name = f"{self.id}_output.jsonl"
+            self.output_file_id = files.add_bytes(content, filename=name, purpose="batch_output").id
+        if errors:
+            content = ("\n".join(errors) + "\n").encode()
+            name = f"{self.id}_error.jsonl"
+            self.error_file_id = files.add_bytes(content, filename=name, purpose="batch_output").id
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "batch",
+            "endpoint": self.body["endpoint"],
+            "errors": None,
+            "input_file_id": self.body["input_file_id"],
+            "completion_window": self.body["completion_window"],
+            "status": self.status,
+            "output_file_id": self.output_file_id,
+            "error_file_id": self.error_file_id,
+            "created_at": self.created_at,
+            "request_counts": dict(self.counts),
+            "metadata": self.body.get("metadata"),
+        }
+
+
+def setup(server: FakeServer, prefix: str = "/v1") -> None:
+    files = store(server, "openai", "file-")
+    batches: dict[str, Batch] = server.state.setdefault("openai.batches", {})
+    batch_ids = itertools.count(1)
+
+    def found(request: web.Request) -> StoredFile | web.Response:
+        stored = files.files.get(request.match_info["file_id"])
+        if stored is None:
+            return _error(404, f"No such File object: {request.match_info['file_id']}", "id")
+        return stored
+
+    async def create_file(request: web.Request) -> web.StreamResponse:
+        if not request.content_type.startswith("multipart/"):
+            return _error(400, "the request must be multipart/form-data")
+        fields, upload = await read_form(request, "file")
+        purpose = fields.get("purpose")
+        if upload is None:
+            return _error(400, "'file' is a required property", "file")
+        if purpose not in PURPOSES:
+            return _error(400, f"'{purpose}' is not one of {list(PURPOSES)} - 'purpose'", "purpose")
+        data, size, filename, mime = upload
+        stored = files.add(data, size, filename=filename, purpose=purpose, mime_type=mime)
+        return web.json_response(file_json(stored))
+
+    async def list_files(request: web.Request) -> web.StreamResponse:
+        chosen = [
+            file_json(f)
+            for f in files.files.values()
+            if request.query.get("purpose") in (None, f.purpose)
+        ]
+        if request.query.get("order", "desc") == "desc":
+            chosen.reverse()
+        return page(chosen, request, 10000)
+
+    async def retrieve_file(request: web.Request) -> web.StreamResponse:
+        stored = found(request)
+        return stored if isinstance(stored, web.Response) else web.json_response(file_json(stored))
+
+    async def delete_file(request: web.Request) -> web.StreamResponse:
+        stored = found(request)
+        if isinstance(stored, web.Response):
+            return stored
+        files.remove(stored.id)
+        return web.json_response({"id": stored.id, "object": "file", "deleted": True})
+
+    async def file_content(request: web.Request) -> web.StreamResponse:
+        stored = found(request)
+        return stored if isinstance(stored, web.Response) else await send_file(request, stored)
+
+    async def create_batch(request: web.Request) -> web.StreamResponse:
+        body = request["json"]
+        if not isinstance(body, dict):
+            return _error(400, "request body must be a JSON object")
+        for name in ("input_file_id", "endpoint", "completion_window"):
+            if not isinstance(body.get(name), str):
+                return _error(400, f"Missing required parameter: '{name}'.", name)
+        if body["endpoint"] not in ENDPOINTS:
+            return _error(400, f"Invalid endpoint: {body['endpoint']}", "endpoint")
+        if body["completion_window"] != "24h":
+            return _error(400, "completion_window must be '24h'", "completion_window")
+        stored = files.files.get(body["input_file_id"])
+        if stored is None:
+            return _error(404, f"No such File object: {body['input_file_id']}", "input_file_id")
+        if stored.purpose != "batch":
+            return _error(400, "the input file must have purpose 'batch'", "input_file_id")
+        lines = []
+        for raw in stored.read().decode().splitlines():
+            if not raw.strip():
+                continue
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                return _error(400, "the input file holds a line that is not JSON")
+            if not isinstance(line, dict) or line.get("url") != body["endpoint"]:
+                return _error(400, "every line's url must be the batch's endpoint")
+            lines.append(line)
+        custom_ids = [line.get("custom_id") for line in lines]
+        if len(set(custom_ids)) != len(custom_ids):
+            return _error(400, "custom_id values must be unique within a batch")
+        batch = Batch(f"batch_{next(batch_ids):06d}", body, lines)
+        batches[batch.id] = batch
+        return web.json_response(batch.json())
+
+    def batch_of(request: web.Request) -> Batch | web.Response:
+        batch = batches.get(request.match_info["batch_id"])
+        if batch is None:
+            return _error(404, f"No batch found with id '{request.match_info['batch_id']}'.")
+        return batch
+
+    async def retrieve_batch(request: web.Request) -> web.StreamResponse:
+        batch = batch_of(request)
+        if isinstance(batch, web.Response):
+            return batch
+        answer = batch.json()
+        batch.advance(files)  # the next look finds it one step further
+        return web.json_response(answer)
+
+    async def cancel_batch(request: web.Request) -> web.StreamResponse:
+        batch = batch_of(request)
+        if isinstance(batch, web.Response):
+            return batch
+        if batch.status == "completed":
+            return _error(400, "Cannot cancel a batch with status 'completed'.")
+        batch.cancelled = True
+        return web.json_response(batch.json())
+
+    async def list_batches(request: web.Request) -> web.StreamResponse:
+        return page([b.json() for b in reversed(batches.values())], request, 20)
+
+    def add(method: str, path: str, handler: Any, **kwargs: Any) -> None:
+        server.add_route(method, prefix + path, handler, error_body=openai.error_body, **kwargs)
+
+    add("POST", "/files", create_file, read_body=False)
+    add("GET", "/files", list_files)
+    add("GET", "/files/{file_id}", retrieve_file)
+    add("DELETE", "/files/{file_id}", delete_file)
+    add("GET", "/files/{file_id}/content", file_content)
+    add("POST", "/batches", create_batch)
+    add("GET", "/batches", list_batches)
+    add("GET", "/batches/{batch_id}", retrieve_batch)
+    add("POST", "/batches/{batch_id}/cancel", cancel_batch)

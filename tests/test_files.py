@@ -1,0 +1,161 @@
+"""Files on OpenAI, through the fake: uploads streamed from a path, bytes or an async iterator,
+listing with pagination, retrieve, delete and downloads; bad input refused before sending."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tracemalloc
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import asyncllm
+from asyncllm.testing import FakeServer
+
+PROTOCOLS = ("openai",)
+
+
+def make_client(server: FakeServer) -> asyncllm.OpenAI:
+    return asyncllm.OpenAI(
+        api_key="sk-test",
+        base_url=server.url("/v1"),
+        retry=asyncllm.RetryConfig(initial_delay=0, max_delay=0),
+    )
+
+
+async def pieces(*chunks: bytes) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+async def test_upload_from_bytes_path_and_iterator(
+    client: asyncllm.OpenAI, server: FakeServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b'{"a": 1}\n')
+    from_path = await client.files.create(path, purpose="batch")
+    from_bytes = await client.files.create(b"hello", purpose="user_data", filename="h.txt")
+    from_iter = await client.files.create(
+        pieces(b"ab", b"cd"), purpose="user_data", filename="it.bin"
+    )
+    assert (from_path.filename, from_path.size, from_path.purpose) == ("data.jsonl", 9, "batch")
+    assert (from_bytes.filename, from_bytes.size) == ("h.txt", 5)
+    assert (from_iter.filename, from_iter.size) == ("it.bin", 4)
+    assert from_path.request_id == server.request_ids[-3]
+    assert from_path.raw["object"] == "file"
+    got = b"".join([c async for c in client.files.content(from_iter.id)])
+    assert got == b"abcd"
+
+
+async def test_list_pages_through_every_file(client: asyncllm.OpenAI, server: FakeServer) -> None:
+    made = [
+        await client.files.create(b"x" * n, purpose="user_data", filename=f"{n}")
+        for n in range(1, 6)
+    ]
+    seen = [f.id async for f in client.files.list(limit=2, order="asc")]
+    assert seen == [f.id for f in made]
+    pages = [r for r in server.requests if r.method == "GET" and r.path == "/v1/files"]
+    assert [r.query.get("after") for r in pages] == [None, made[1].id, made[3].id]
+    only_batch = [f async for f in client.files.list(purpose="batch")]
+    assert only_batch == []
+
+
+async def test_retrieve_delete_and_not_found(client: asyncllm.OpenAI) -> None:
+    made = await client.files.create(b"abc", purpose="user_data", filename="a")
+    assert (await client.files.retrieve(made.id)).size == 3
+    deleted = await client.files.delete(made.id)
+    assert deleted.deleted and deleted.id == made.id
+    with pytest.raises(asyncllm.NotFoundError) as info:
+        await client.files.retrieve(made.id)
+    assert info.value.url is not None and made.id in info.value.url
+
+
+async def test_download_streams_to_a_path(client: asyncllm.OpenAI, tmp_path: Path) -> None:
+    content = bytes(range(256)) * 4096  # 1 MiB, several network pieces
+    made = await client.files.create(content, purpose="user_data", filename="blob")
+    target = tmp_path / "out.bin"
+    assert await client.files.download(made.id, target) == len(content)
+    assert target.read_bytes() == content
+    assert not (tmp_path / "out.bin.part").exists()
+
+
+async def test_failed_download_leaves_no_file(client: asyncllm.OpenAI, tmp_path: Path) -> None:
+    target = tmp_path / "missing.bin"
+    with pytest.raises(asyncllm.NotFoundError):
+        await client.files.download("file-nope", target)
+    assert await asyncio.to_thread(os.listdir, tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "kwargs", "match"),
+    [
+        ("/no/such/file", {"purpose": "batch"}, "not found"),
+        (123, {"purpose": "batch"}, "must be a path, bytes or an async iterator"),
+        (b"x", {"purpose": ""}, "purpose"),
+        (b"x", {"purpose": "batch", "filename": 'a"b'}, "filename"),
+    ],
+)
+async def test_bad_upload_refused_before_sending(
+    client: asyncllm.OpenAI, server: FakeServer, source: Any, kwargs: Any, match: str
+) -> None:
+    with pytest.raises(asyncllm.ConfigurationError, match=match):
+        await client.files.create(source, **kwargs)
+    assert server.request_count == 0
+
+
+@pytest.mark.parametrize("file_id", ["", "a/b", "../models", "x?y=1", "a#b"])
+async def test_ids_cannot_reach_another_path(
+    client: asyncllm.OpenAI, server: FakeServer, file_id: str
+) -> None:
+    with pytest.raises(asyncllm.ConfigurationError):
+        await client.files.retrieve(file_id)
+    assert server.request_count == 0
+
+
+async def test_iterator_upload_is_never_retried(
+    client: asyncllm.OpenAI, server: FakeServer
+) -> None:
+    server.fail_next(1, status=500)
+    with pytest.raises(asyncllm.InternalServerError) as info:
+        await client.files.create(pieces(b"a"), purpose="user_data", filename="a")
+    assert info.value.attempts == 1
+    assert server.request_count == 1
+
+
+async def test_bytes_upload_retried_after_429(client: asyncllm.OpenAI, server: FakeServer) -> None:
+    server.fail_next(1, status=429, retry_after="0")
+    made = await client.files.create(b"abc", purpose="user_data", filename="a")
+    assert made.size == 3 and server.request_count == 2
+
+
+async def test_large_upload_is_streamed_not_held_in_memory(
+    client: asyncllm.OpenAI, server: FakeServer, tmp_path: Path
+) -> None:
+    """A 48 MiB upload from a path and another from an async iterator: the process (client and
+    fake server both) never holds more than a few MiB at once."""
+    size = 48 * 1024 * 1024
+    path = tmp_path / "big.bin"
+    block = bytes(range(256)) * 4096
+    with path.open("wb") as handle:
+        for _ in range(size // len(block)):
+            handle.write(block)
+
+    async def generated() -> AsyncIterator[bytes]:
+        for _ in range(size // len(block)):
+            yield block
+
+    tracemalloc.start()
+    try:
+        made = await client.files.create(path, purpose="user_data")
+        _, from_path = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        streamed = await client.files.create(generated(), purpose="user_data", filename="g")
+        _, from_iter = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert made.size == size and streamed.size == size
+    assert from_path < size // 6, from_path
+    assert from_iter < size // 6, from_iter
