@@ -31,6 +31,7 @@ from ._exceptions import (
     ConfigurationError,
     ConflictError,
     ContentBlockedError,
+    FileNotDownloadableError,
     InternalServerError,
     LengthFinishReasonError,
     NotFoundError,
@@ -57,6 +58,7 @@ from ._models import (
     tool_result,
 )
 from ._options import BodyOptions, CallOptions, ClientOptions, EngineClientOptions, HttpOptions
+from ._platform._files import FileDeleted, FileObject
 from .streaming import ChatStream, Stream
 
 if TYPE_CHECKING:
@@ -108,6 +110,9 @@ __all__ = [
     "Dispatcher",
     "EmbeddingResponse",
     "EngineClientOptions",
+    "FileDeleted",
+    "FileNotDownloadableError",
+    "FileObject",
     "Gemini",
     "Groq",
     "HttpOptions",

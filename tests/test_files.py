@@ -159,3 +159,98 @@ async def test_large_upload_is_streamed_not_held_in_memory(
     assert made.size == size and streamed.size == size
     assert from_path < size // 6, from_path
     assert from_iter < size // 6, from_iter
+
+
+# -- Anthropic (beta Files API) ------------------------------------------------------------------
+
+
+async def test_anthropic_files_round_trip(tmp_path: Path) -> None:
+    from asyncllm.testing.fakes.anthropic_platform import FILES_BETA, add_tool_file
+
+    async with FakeServer("anthropic") as server:
+        client = asyncllm.Claude(api_key="k", base_url=server.url(), betas=["other-beta"])
+        async with client:
+            path = tmp_path / "notes.txt"
+            path.write_bytes(b"some notes")
+            made = await client.files.create(path, content_type="text/plain")
+            assert (made.filename, made.size, made.mime_type) == ("notes.txt", 10, "text/plain")
+            assert made.downloadable is False
+            sent = server.requests[-1].headers["anthropic-beta"]
+            assert sent.split(",") == ["other-beta", FILES_BETA]
+            more = [await client.files.create(b"x", filename=f"{n}") for n in range(3)]
+            listed = [f.id async for f in client.files.list(limit=2)]
+            assert listed == [f.id for f in reversed([made, *more])]
+            assert (await client.files.retrieve(made.id)).filename == "notes.txt"
+            count = server.request_count
+            with pytest.raises(asyncllm.FileNotDownloadableError):
+                await client.files.content(made)
+            assert server.request_count == count  # refused before anything was sent
+            with pytest.raises(asyncllm.FileNotDownloadableError):
+                await client.files.download(made.id, tmp_path / "x")  # looked up first
+            tool_made = add_tool_file(server, b"chart data", "chart.csv")
+            assert await client.files.download(tool_made, tmp_path / "c.csv") == 10
+            assert (tmp_path / "c.csv").read_bytes() == b"chart data"
+            assert (await client.files.delete(made.id)).deleted
+            with pytest.raises(asyncllm.NotFoundError):
+                await client.files.retrieve(made.id)
+
+
+async def test_anthropic_beta_header_kept_with_the_callers() -> None:
+    from asyncllm.testing.fakes.anthropic_platform import FILES_BETA
+
+    async with (
+        FakeServer("anthropic") as server,
+        asyncllm.Claude(api_key="k", base_url=server.url()) as client,
+    ):
+        await client.files.create(b"x", filename="x", extra_headers={"Anthropic-Beta": "mine-1"})
+        assert server.requests[-1].headers["anthropic-beta"] == f"mine-1,{FILES_BETA}"
+
+
+# -- Gemini (resumable uploads) ------------------------------------------------------------------
+
+
+async def test_gemini_files_round_trip(tmp_path: Path) -> None:
+    from asyncllm.testing.fakes.gemini_platform import add_generated_file
+
+    async with (
+        FakeServer("gemini") as server,
+        asyncllm.Gemini(api_key="k", base_url=server.url("/v1beta")) as client,
+    ):
+        made = await client.files.create(
+            pieces(b"GIF89a", b"..."), display_name="cat.gif", mime_type="image/gif"
+        )
+        start, finish = list(server.requests)[-2:]
+        assert start.path == finish.path == "/upload/v1beta/files"
+        assert start.headers["X-Goog-Upload-Command"] == "start"
+        assert "X-Goog-Upload-Header-Content-Length" not in start.headers  # unknown size
+        assert finish.headers["X-Goog-Upload-Command"] == "upload, finalize"
+        assert (made.filename, made.size, made.mime_type) == ("cat.gif", 9, "image/gif")
+        assert made.id.startswith("files/") and made.uri and made.status == "ACTIVE"
+        sized = await client.files.create(b"abc", display_name="a")
+        assert server.requests[-2].headers["X-Goog-Upload-Header-Content-Length"] == "3"
+        listed = [f.id async for f in client.files.list(page_size=1)]
+        assert listed == [sized.id, made.id]
+        assert (await client.files.retrieve(made.id.removeprefix("files/"))).size == 9
+        with pytest.raises(asyncllm.FileNotDownloadableError):
+            await client.files.content(made)
+        generated = add_generated_file(server, b"\x00video", "clip.mp4")
+        chunks = [c async for c in await client.files.content(generated)]
+        assert b"".join(chunks) == b"\x00video"
+        await client.files.delete(made.id)
+        with pytest.raises(asyncllm.PermissionDeniedError):  # as Gemini answers a gone file
+            await client.files.retrieve(made.id)
+
+
+async def test_gemini_upload_url_on_another_origin_is_refused() -> None:
+    async with FakeServer("gemini") as server:
+
+        async def elsewhere(request: Any) -> Any:
+            from aiohttp import web
+
+            return web.Response(headers={"X-Goog-Upload-URL": "http://198.51.100.7/steal"})
+
+        server.overrides["/upload/v1beta/files"] = elsewhere
+        async with asyncllm.Gemini(api_key="k", base_url=server.url("/v1beta")) as client:
+            with pytest.raises(asyncllm.ResponseValidationError, match="another origin"):
+                await client.files.create(b"x", display_name="x")
+            assert server.request_count == 1

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from .._exceptions import ConfigurationError
+from .._exceptions import ConfigurationError, ResponseValidationError
 from .._http._backend import Meta
 from .._http._transport import Response
 from ..streaming import Stream
@@ -59,11 +59,6 @@ class FileDeleted(BaseModel):
     server_request_id: str | None = None
 
 
-class FileNotDownloadableError(ConfigurationError):
-    """The vendor does not serve this file's content (Anthropic and Gemini serve only files their
-    own tools or models produced, not uploads). Raised before the download is sent."""
-
-
 def check_id(name: str, value: Any) -> str:
     """An id that goes into a URL path: a non-empty str without ``/``, ``?`` or ``#``, so that
     it cannot reach another endpoint."""
@@ -95,12 +90,16 @@ async def paginate(
     """Every item of a paginated listing: ``fetch(cursor)`` gets one page (each page its own
     call through the dispatcher) and the cursor of the next, None after the last."""
     cursor: str | None = None
+    seen: set[str] = set()
     while True:
         items, cursor = await fetch(cursor)
         for item in items:
             yield item
         if cursor is None:
             return
+        if cursor in seen:  # a server that repeats a page would be read forever
+            raise ResponseValidationError(f"the listing repeated its page cursor {cursor!r}")
+        seen.add(cursor)
 
 
 def content_stream(

@@ -104,14 +104,16 @@ def store(server: FakeServer, name: str, prefix: str) -> FileStore:
 
 
 async def spool(reader: Any) -> tuple[IO[bytes], int]:
-    """Read a body (or a multipart part) in pieces into a spooled file: its handle and size."""
+    """Read a multipart part (or a request's ``content``) in pieces into a spooled file: its
+    handle and size."""
+    read = reader.read_chunk if hasattr(reader, "read_chunk") else reader.read
     data = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - kept open
     size = 0
     while True:
         with warnings.catch_warnings():
             # aiohttp reads a part of unknown length with its deprecated unread_data().
             warnings.simplefilter("ignore", DeprecationWarning)
-            chunk = await reader.read_chunk(CHUNK)
+            chunk = await read(CHUNK)
         if not chunk:
             return data, size
         data.write(chunk)

@@ -731,3 +731,7 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
     ):
         guarded = _common.guarded(_check_headers, handler)
         server.add_route(method, prefix + path, guarded, error_body=error_body)
+
+    from . import anthropic_platform  # the Files API (beta)
+
+    anthropic_platform.setup(server, prefix)

@@ -559,3 +559,6 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
             server.add_route(
                 "GET", path, _common.guarded(check_key, handler), error_body=error_body
             )
+    from . import gemini_platform  # the Files API
+
+    gemini_platform.setup(server, prefix)
