@@ -1,7 +1,8 @@
 """Anthropic's Files API (beta) under ``/v1/files``, mounted by the Anthropic fake.
 
-Every files route needs ``anthropic-beta`` to name ``files-api-2025-04-14`` (a 400 otherwise).
-Uploads are not downloadable, as on the real API; ``add_tool_file`` stores a file as Anthropic's
+Anthropic documents the Files API as a beta behind ``anthropic-beta: files-api-2025-04-14``,
+which asyncllm sends; the ``anthropic`` SDK (2.x) sends it only when asked, so the fake, like the
+SDK's own expectations, does not insist on it. Uploads are not downloadable, as on the real API; ``add_tool_file`` stores a file as Anthropic's
 code execution tool would make one, which is.
 """
 
@@ -17,19 +18,6 @@ from . import _common, anthropic
 from ._files import StoredFile, read_form, send_file, store
 
 FILES_BETA = "files-api-2025-04-14"
-
-
-def _betas(request: web.Request) -> list[str]:
-    return [b.strip() for b in request.headers.get("anthropic-beta", "").split(",")]
-
-
-def _check(request: web.Request) -> web.Response | None:
-    refused = anthropic._check_headers(request)
-    if refused is None and FILES_BETA not in _betas(request):
-        refused = anthropic._error(
-            400, f"the Files API is in beta: send 'anthropic-beta: {FILES_BETA}'"
-        )
-    return refused
 
 
 def file_json(stored: StoredFile) -> dict[str, Any]:
@@ -121,7 +109,7 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
         server.add_route(
             method,
             prefix + path,
-            _common.guarded(_check, handler),
+            _common.guarded(anthropic._check_headers, handler),
             error_body=anthropic.error_body,
             read_body=read_body,
         )

@@ -56,6 +56,9 @@ def setup(server: FakeServer, prefix: str = gemini.PREFIX) -> None:
     async def upload(request: web.Request) -> web.StreamResponse:
         command = request.headers.get("X-Goog-Upload-Command", "")
         if request.headers.get("X-Goog-Upload-Protocol") == "resumable" and command == "start":
+            refused = check_key(request)
+            if refused is not None:
+                return refused
             body = await request.json() if request.can_read_body else {}
             meta = body.get("file") if isinstance(body, dict) else None
             if meta is not None and not isinstance(meta, dict):
@@ -136,18 +139,20 @@ def setup(server: FakeServer, prefix: str = gemini.PREFIX) -> None:
             return gemini._error(400, "Only generated files can be downloaded.")
         return await send_file(request, stored)
 
-    server.add_route(
-        "POST",
-        f"/upload{prefix}/files",
-        _common.guarded(check_key, upload),
-        error_body=gemini.error_body,
-        read_body=False,
-    )
-    for method, path, handler in (
-        ("GET", "/files", list_files),
-        ("GET", "/files/{id:[^/:]+}:download", download),
-        ("GET", "/files/{id:[^/:]+}", get),
-        ("DELETE", "/files/{id:[^/:]+}", delete),
-    ):
-        guarded = _common.guarded(check_key, handler)
-        server.add_route(method, prefix + path, guarded, error_body=gemini.error_body)
+    # The API answers under /v1 (google-genai's default) and /v1beta alike.
+    for base in (prefix, "/v1") if prefix == gemini.PREFIX else (prefix,):
+        server.add_route(
+            "POST",
+            f"/upload{base}/files",
+            upload,  # the key starts a session; the session's id authorizes its upload
+            error_body=gemini.error_body,
+            read_body=False,
+        )
+        for method, path, handler in (
+            ("GET", "/files", list_files),
+            ("GET", "/files/{id:[^/:]+}:download", download),
+            ("GET", "/files/{id:[^/:]+}", get),
+            ("DELETE", "/files/{id:[^/:]+}", delete),
+        ):
+            guarded = _common.guarded(check_key, handler)
+            server.add_route(method, base + path, guarded, error_body=gemini.error_body)
