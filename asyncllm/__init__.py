@@ -58,6 +58,7 @@ from ._models import (
     tool_result,
 )
 from ._options import BodyOptions, CallOptions, ClientOptions, EngineClientOptions, HttpOptions
+from ._platform._batch import BatchCounts, BatchJob, BatchRequest, BatchResult, run_batch
 from ._platform._files import FileDeleted, FileObject
 from .streaming import ChatStream, Stream
 
@@ -92,6 +93,10 @@ __all__ = [
     "AuthenticationError",
     "BackendStats",
     "BadRequestError",
+    "BatchCounts",
+    "BatchJob",
+    "BatchRequest",
+    "BatchResult",
     "BodyOptions",
     "BreakerConfig",
     "BreakerState",
@@ -150,6 +155,7 @@ __all__ = [
     "get_dispatcher",
     "parse_retry_after",
     "request_context",
+    "run_batch",
     "tool_result",
 ]
 

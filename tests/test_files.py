@@ -125,6 +125,7 @@ async def test_iterator_upload_is_never_retried(
     assert server.request_count == 1
 
 
+@pytest.mark.xfail(strict=True, reason="creating calls are sent once until the engine's rule lands")
 async def test_bytes_upload_retried_after_429(client: asyncllm.OpenAI, server: FakeServer) -> None:
     server.fail_next(1, status=429, retry_after="0")
     made = await client.files.create(b"abc", purpose="user_data", filename="a")

@@ -8,7 +8,7 @@ from typing_extensions import Unpack
 
 from .._engine._context import check_header_value
 from .._options import ClientOptions
-from .._platform.openai import Files
+from .._platform.openai import Batches, Files
 from .._wire.openai import OpenAICompatible
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -54,3 +54,8 @@ class OpenAI(OpenAICompatible):
     def files(self) -> Files:
         """Upload, list, retrieve, delete and download files (``/files``)."""
         return Files(self)
+
+    @property
+    def batches(self) -> Batches:
+        """OpenAI's Batch API (``/batches``); ``asyncllm.run_batch`` runs one end to end."""
+        return Batches(self)

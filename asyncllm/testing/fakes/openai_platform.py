@@ -5,7 +5,8 @@ Files: uploads (multipart, streamed to a spooled file), list with ``after``/``li
 ``{"custom_id", "method", "url", "body"}``) and moves one step of its life on each retrieve
 (``validating`` -> ``in_progress`` -> ``finalizing`` -> ``completed``), as a real batch moves
 over hours; on completion it writes an output file (a chat completion per good line, answered by
-the shared conversation rule) and an error file (a 400 per line whose body has no ``messages``).
+the shared conversation rule) and an error file (a 400 per line whose body has no ``messages``, a 404 per line naming a model the
+fake does not serve).
 ``server.state["openai.batches"]`` holds the batches, for tests to inspect or finish.
 """
 
@@ -74,6 +75,10 @@ def _answer(body: Any, custom_id: str) -> tuple[int, Any]:
     messages = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(messages, list) or not messages:
         return 400, openai.error_body(400, "'messages' is a required property")
+    if body.get("model") not in openai.MODELS:
+        error = openai.error_body(404, f"The model '{body.get('model')}' does not exist")
+        error["error"].update(type="invalid_request_error", code="model_not_found")
+        return 404, error
     text, calls = openai.plan_reply(messages, body.get("tools"))
     prompt = sum(_common.count_tokens(openai._text(m.get("content"))) for m in messages)
     message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}

@@ -1,0 +1,233 @@
+"""Vendor batches and the uniform helper: OpenAI's Batch API through Files, and ``run_batch``
+with its state file, a simulated crash mid-poll and resumed polling, on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import asyncllm
+from asyncllm.testing import FakeClock, FakeServer
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def dispatcher(clock: FakeClock) -> AsyncIterator[asyncllm.Dispatcher]:
+    async with asyncllm.Dispatcher(clock=clock, sleep=clock.sleep) as dispatcher:
+        yield dispatcher
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeServer]:
+    async with FakeServer("openai") as server:
+        yield server
+
+
+@pytest.fixture
+async def client(
+    server: FakeServer, dispatcher: asyncllm.Dispatcher
+) -> AsyncIterator[asyncllm.OpenAI]:
+    async with asyncllm.OpenAI(
+        api_key="sk-test", base_url=server.url("/v1"), model="fake-chat", dispatcher=dispatcher
+    ) as client:
+        yield client
+
+
+def requests(n: int = 3) -> list[asyncllm.BatchRequest]:
+    return [
+        asyncllm.BatchRequest(f"q{i}", [{"role": "user", "content": f"question {i}"}])
+        for i in range(n)
+    ]
+
+
+def created(server: FakeServer, path: str) -> int:
+    return sum(1 for r in server.requests if r.method == "POST" and r.path == path)
+
+
+async def test_batch_api_round_trip(client: asyncllm.OpenAI, server: FakeServer) -> None:
+    line = {
+        "custom_id": "a",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}]},
+    }
+    made = await client.files.create(json.dumps(line).encode(), purpose="batch", filename="in")
+    job = await client.batches.create(input_file_id=made.id, metadata={"run": "1"})
+    assert (job.status, job.done, job.counts.total) == ("validating", False, 1)
+    assert server.requests[-1].json["metadata"] == {"run": "1"}
+    while not job.done:
+        job = await client.batches.retrieve(job.id)
+    assert job.status == "completed" and job.counts.succeeded == 1
+    assert job.output_file_id is not None and job.error_file_id is None
+    assert [b.id async for b in client.batches.list()] == [job.id]
+    with pytest.raises(asyncllm.BadRequestError):
+        await client.batches.cancel(job.id)
+
+
+async def test_batch_cancel(client: asyncllm.OpenAI) -> None:
+    made = await client.files.create(b"", purpose="batch", filename="empty.jsonl")
+    job = await client.batches.create(input_file_id=made.id)
+    cancelled = await client.batches.cancel(job.id)
+    assert cancelled.status == "cancelled" and cancelled.done
+
+
+async def test_batch_create_is_not_retried_after_a_500(
+    client: asyncllm.OpenAI, server: FakeServer
+) -> None:
+    made = await client.files.create(b"", purpose="batch", filename="empty.jsonl")
+    server.fail_next(1, status=500)
+    with pytest.raises(asyncllm.InternalServerError) as info:
+        await client.batches.create(input_file_id=made.id)
+    assert info.value.attempts == 1
+    assert created(server, "/v1/batches") == 1
+
+
+async def test_run_batch_yields_results_matched_by_id(
+    client: asyncllm.OpenAI, server: FakeServer, clock: FakeClock, tmp_path: Path
+) -> None:
+    state = tmp_path / "job.json"
+    batch = [
+        *requests(2),
+        asyncllm.BatchRequest("bad", [{"role": "user", "content": "x"}], model="no-such-model"),
+    ]
+    seen: list[str] = []
+    results = {
+        r.id: r
+        async for r in asyncllm.run_batch(
+            client,
+            batch,
+            state_file=state,
+            poll_interval=10,
+            on_progress=lambda j: seen.append(j.status),
+        )
+    }
+    assert set(results) == {"q0", "q1", "bad"}
+    assert results["q0"].response is not None
+    assert results["q0"].response.text == "echo: question 0"
+    assert results["q1"].request is batch[1]
+    error = results["bad"].error
+    assert isinstance(error, asyncllm.NotFoundError) and "no-such-model" in error.message
+    assert not results["bad"].ok and results["bad"].response is None
+    assert seen == ["validating", "in_progress", "finalizing", "completed"]
+    assert clock.sleeps == [10, 15, 22.5]  # backoff between polls, on the dispatcher's sleep
+    assert not state.exists()  # every result was read
+
+
+async def test_crash_mid_poll_then_resume_from_the_state_file(
+    client: asyncllm.OpenAI, server: FakeServer, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The helper is cancelled (a crash, a Ctrl-C) while it polls: the state file holds the job
+    id, and a second run with the same requests polls that job, submitting nothing."""
+    state = tmp_path / "job.json"
+    batch = requests(3)
+    polls = 0
+
+    def crash_on_second_poll(job: asyncllm.BatchJob) -> None:
+        nonlocal polls
+        polls += 1
+        if polls == 2:
+            task.cancel()  # lands at the helper's next await: its sleep between polls
+
+    async def first_run() -> None:
+        async for _ in asyncllm.run_batch(
+            client, batch, state_file=state, on_progress=crash_on_second_poll
+        ):
+            pytest.fail("no result can come before the job is done")
+
+    task = asyncio.ensure_future(first_run())
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert polls == 2
+    saved = json.loads(state.read_text())
+    jobs = server.state["openai.batches"]
+    assert list(jobs) == [saved["job_id"]]
+    assert created(server, "/v1/files") == created(server, "/v1/batches") == 1
+
+    results = [r async for r in asyncllm.run_batch(client, batch, state_file=state)]
+    assert [r.id for r in results] == ["q0", "q1", "q2"]
+    assert all(r.ok for r in results)
+    assert created(server, "/v1/files") == created(server, "/v1/batches") == 1  # not resubmitted
+    assert not state.exists()
+
+
+async def test_state_file_of_another_batch_is_refused(
+    client: asyncllm.OpenAI, server: FakeServer, tmp_path: Path
+) -> None:
+    state = tmp_path / "job.json"
+    with pytest.raises(asyncio.CancelledError):
+        async for _ in asyncllm.run_batch(
+            client,
+            requests(2),
+            state_file=state,
+            on_progress=lambda job: (_ for _ in ()).throw(asyncio.CancelledError()),
+        ):
+            pass
+    with pytest.raises(asyncllm.ConfigurationError, match="another batch"):
+        async for _ in asyncllm.run_batch(client, requests(3), state_file=state):
+            pass
+    assert created(server, "/v1/batches") == 1
+
+
+async def test_a_refused_submission_leaves_no_state(
+    client: asyncllm.OpenAI, server: FakeServer, tmp_path: Path
+) -> None:
+    state = tmp_path / "job.json"
+    server.fail_next(1, status=400)  # the upload is refused: nothing was made
+    with pytest.raises(asyncllm.BadRequestError):
+        async for _ in asyncllm.run_batch(client, requests(1), state_file=state):
+            pass
+    assert not state.exists()
+
+
+async def test_a_submission_that_may_have_created_the_job_is_not_repeated(
+    client: asyncllm.OpenAI, server: FakeServer, tmp_path: Path
+) -> None:
+    """The batch creation fails with a 502 after it was sent: the job may exist, so the state
+    file keeps a marker and the next run refuses to submit again (raise, not pay twice)."""
+    from aiohttp import web
+
+    async def bad_gateway(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"error": {"message": "bad gateway"}}, status=502)
+
+    state = tmp_path / "job.json"
+    server.overrides["/v1/batches"] = bad_gateway
+    with pytest.raises(asyncllm.InternalServerError):
+        async for _ in asyncllm.run_batch(client, requests(1), state_file=state):
+            pass
+    assert json.loads(state.read_text())["job_id"] is None
+    del server.overrides["/v1/batches"]
+    sent = server.request_count
+    with pytest.raises(asyncllm.ConfigurationError, match="may have been created"):
+        async for _ in asyncllm.run_batch(client, requests(1), state_file=state):
+            pass
+    assert server.request_count == sent
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (list, "non-empty"),
+        (lambda: [asyncllm.BatchRequest("a", []), asyncllm.BatchRequest("a", [])], "unique"),
+    ],
+)
+async def test_bad_batches_refused_before_sending(
+    client: asyncllm.OpenAI, server: FakeServer, tmp_path: Path, build: Any, match: str
+) -> None:
+    with pytest.raises(asyncllm.ConfigurationError, match=match):
+        async for _ in asyncllm.run_batch(client, build(), state_file=tmp_path / "s"):
+            pass
+    assert server.request_count == 0
+
+
+def test_call_options_are_not_request_parameters() -> None:
+    with pytest.raises(asyncllm.ConfigurationError, match="timeout"):
+        asyncllm.BatchRequest("a", [], timeout=3)
