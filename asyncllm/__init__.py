@@ -59,7 +59,7 @@ from ._models import (
 )
 from ._options import BodyOptions, CallOptions, ClientOptions, EngineClientOptions, HttpOptions
 from ._platform._batch import BatchCounts, BatchJob, BatchRequest, BatchResult, run_batch
-from ._platform._files import FileDeleted, FileObject
+from ._platform._files import Deleted, FileObject
 from .streaming import ChatStream, Stream
 
 if TYPE_CHECKING:
@@ -112,10 +112,10 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "ContentBlockedError",
+    "Deleted",
     "Dispatcher",
     "EmbeddingResponse",
     "EngineClientOptions",
-    "FileDeleted",
     "FileNotDownloadableError",
     "FileObject",
     "Gemini",

@@ -231,3 +231,76 @@ async def test_bad_batches_refused_before_sending(
 def test_call_options_are_not_request_parameters() -> None:
     with pytest.raises(asyncllm.ConfigurationError, match="timeout"):
         asyncllm.BatchRequest("a", [], timeout=3)
+
+
+# -- Anthropic Message Batches -------------------------------------------------------------------
+
+
+@pytest.fixture
+async def claude(dispatcher: asyncllm.Dispatcher) -> AsyncIterator[tuple[Any, FakeServer]]:
+    async with (
+        FakeServer("anthropic") as server,
+        asyncllm.Claude(
+            api_key="k", base_url=server.url(), model="fake-chat", dispatcher=dispatcher
+        ) as client,
+    ):
+        yield client, server
+
+
+async def test_anthropic_message_batches(claude: tuple[Any, FakeServer]) -> None:
+    client, server = claude
+    good = {"model": "fake-chat", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+    job = await client.batches.create(
+        [{"custom_id": "a", "params": good}, {"custom_id": "b", "params": {"model": "fake-chat"}}]
+    )
+    assert (job.status, job.done, job.counts.processing) == ("in_progress", False, 2)
+    with pytest.raises(asyncllm.BadRequestError):  # still running
+        await client.batches.delete(job.id)
+    while not job.done:
+        job = await client.batches.retrieve(job.id)
+    assert (job.counts.succeeded, job.counts.failed) == (1, 1)
+    lines = {line["custom_id"]: line async for line in client.batches.results(job.id)}
+    assert lines["a"]["result"]["type"] == "succeeded"
+    assert lines["b"]["result"]["type"] == "errored"
+    assert [b.id async for b in client.batches.list(limit=1)] == [job.id]
+    assert (await client.batches.delete(job.id)).deleted
+    with pytest.raises(asyncllm.NotFoundError):
+        await client.batches.retrieve(job.id)
+
+
+async def test_anthropic_cancel_ends_with_canceled_requests(
+    claude: tuple[Any, FakeServer],
+) -> None:
+    client, _ = claude
+    job = await client.batches.create(
+        [{"custom_id": "a", "params": {"model": "m", "max_tokens": 5, "messages": []}}]
+    )
+    assert (await client.batches.cancel(job.id)).status == "canceling"
+    job = await client.batches.retrieve(job.id)
+    job = await client.batches.retrieve(job.id)
+    assert job.done and job.counts.failed == 1
+    results = [r async for r in client.batches.chat_results(job)]
+    assert results[0][0] == "a" and isinstance(results[0][1], asyncllm.APIError)
+
+
+async def test_run_batch_on_claude(
+    claude: tuple[Any, FakeServer], clock: FakeClock, tmp_path: Path
+) -> None:
+    client, server = claude
+    batch = [
+        asyncllm.BatchRequest("x", [{"role": "user", "content": "one"}], max_tokens=20),
+        asyncllm.BatchRequest("y", [{"role": "user", "content": "two"}], system="be brief"),
+    ]
+    results = [r async for r in asyncllm.run_batch(client, batch, state_file=tmp_path / "s")]
+    assert {r.id: r.response.text for r in results if r.response} == {
+        "x": "echo: one",
+        "y": "echo: two",
+    }
+    sent = server.requests[0].json["requests"]
+    assert "be brief" in json.dumps(sent[1]["params"]["system"])
+    with pytest.raises(TypeError, match="nonsense"):
+        async for _ in asyncllm.run_batch(
+            client, [asyncllm.BatchRequest("z", [], nonsense=1)], state_file=tmp_path / "t"
+        ):
+            pass
+    assert not (tmp_path / "t").exists()

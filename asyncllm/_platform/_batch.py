@@ -156,12 +156,16 @@ def write_state(path: Path, state: Mapping[str, Any]) -> None:
 
 
 def _may_have_been_applied(exc: BaseException) -> bool:
-    """Whether a failed submission may have created the job anyway."""
-    applied = getattr(exc, "may_have_been_applied", None)
-    if isinstance(applied, bool):
-        return applied
-    status = exc.status_code if isinstance(exc, APIStatusError) else None
-    return not (status is not None and 400 <= status < 500)
+    """Whether a failed submission may have created the job anyway: an API error that says so
+    (a timeout, a 5xx), or a cancellation or interrupt that came mid-way. Any other exception
+    (bad arguments) was raised before sending."""
+    if isinstance(exc, APIError):
+        applied = getattr(exc, "may_have_been_applied", None)
+        if isinstance(applied, bool):
+            return applied
+        status = exc.status_code if isinstance(exc, APIStatusError) else None
+        return not (status is not None and 400 <= status < 500)
+    return not isinstance(exc, Exception)
 
 
 def _log_progress(job: BatchJob) -> None:
@@ -230,7 +234,7 @@ async def run_batch(
         try:
             job = await api.submit_chat(batch)
         except BaseException as exc:
-            if not _may_have_been_applied(exc) or isinstance(exc, ConfigurationError):
+            if not _may_have_been_applied(exc):
                 await asyncio.to_thread(path.unlink, True)
             raise
         state = {"batch": name, "job_id": job.id, "backend": client.backend}

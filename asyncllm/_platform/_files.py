@@ -50,8 +50,8 @@ class FileObject(BaseModel):
     raw: Any = None
 
 
-class FileDeleted(BaseModel):
-    """What a delete answers: the file's id and whether it is gone."""
+class Deleted(BaseModel):
+    """What a delete answers (a file, a batch): the id and whether it is gone."""
 
     id: str
     deleted: bool

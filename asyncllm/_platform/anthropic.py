@@ -8,17 +8,20 @@ the client's own ``betas``. Anthropic serves the content only of files its tools
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Unpack
 
-from .._exceptions import FileNotDownloadableError
-from .._http._backend import Meta
-from .._options import HttpOptions
+from .._exceptions import ConfigurationError, FileNotDownloadableError
+from .._http import _json
+from .._http._backend import Meta, named_status
+from .._http._transport import iter_lines
+from .._options import BODY_KEYS, BodyOptions, HttpOptions, check_keys
 from ..streaming import Stream
+from ._batch import BatchCounts, BatchJob, BatchRequest
 from ._files import (
-    FileDeleted,
+    Deleted,
     FileObject,
     SubClient,
     check_id,
@@ -111,12 +114,12 @@ class Files(SubClient["Claude"]):
         opts = with_beta(self._client, options, FILES_BETA)
         return await self._client._request("files.retrieve", "GET", path, file_object, opts)
 
-    async def delete(self, file_id: str, **options: Unpack[HttpOptions]) -> FileDeleted:
+    async def delete(self, file_id: str, **options: Unpack[HttpOptions]) -> Deleted:
         """Delete the file."""
         path = f"/v1/files/{check_id('file_id', file_id)}"
 
-        def parse(payload: Any, meta: Meta) -> FileDeleted:
-            return FileDeleted(
+        def parse(payload: Any, meta: Meta) -> Deleted:
+            return Deleted(
                 id=payload["id"],
                 deleted=payload.get("type") == "file_deleted",
                 request_id=meta.request_id,
@@ -167,3 +170,167 @@ class Files(SubClient["Claude"]):
             )
 
         return paginate(fetch)
+
+
+# -- Message Batches ----------------------------------------------------------------------------
+
+
+def batch_job(payload: Any, meta: Meta) -> BatchJob:
+    """A ``message_batch``: done once ``ended``; its counts say how each request ended."""
+    if payload.get("type") != "message_batch":
+        raise ValueError(f"expected a message_batch, got type {payload.get('type')!r}")
+    counts = payload.get("request_counts") or {}
+    number = {k: int(counts.get(k) or 0) for k in _COUNTS}
+    failed = number["errored"] + number["canceled"] + number["expired"]
+    status = str(payload["processing_status"])
+    return BatchJob(
+        id=payload["id"],
+        status=status,
+        done=status == "ended",
+        counts=BatchCounts(
+            total=sum(number.values()),
+            succeeded=number["succeeded"],
+            failed=failed,
+            processing=number["processing"],
+        ),
+        created_at=payload.get("created_at"),
+        results_url=payload.get("results_url"),
+        request_id=meta.request_id,
+        server_request_id=meta.server_request_id,
+        raw=payload,
+    )
+
+
+_COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
+
+
+class Batches(SubClient["Claude"]):
+    """``client.batches``: Anthropic's Message Batches (``/v1/messages/batches``), half-price
+    Messages requests run within a day: create (not retried once it may have reached the server:
+    it starts a paid job), retrieve, list, cancel, delete (an ended batch), and the results as a
+    stream of JSONL lines. ``asyncllm.run_batch`` runs a list of chat requests as one."""
+
+    __slots__ = ()
+
+    async def create(
+        self, requests: Sequence[Mapping[str, Any]], **options: Unpack[BodyOptions]
+    ) -> BatchJob:
+        """Start a batch of ``{"custom_id": ..., "params": <a Messages body>}`` requests."""
+        if (
+            isinstance(requests, (str, bytes))
+            or not isinstance(requests, Sequence)
+            or not all(
+                isinstance(r, Mapping) and isinstance(r.get("custom_id"), str) for r in requests
+            )
+        ):
+            raise ConfigurationError(
+                "requests must be a list of {'custom_id': str, 'params': {...}} mappings"
+            )
+        body = {"requests": [dict(r) for r in requests]}
+        return await self._client._request(
+            "batches.create", "POST", BATCHES, batch_job, creating(options), body=body
+        )
+
+    async def retrieve(self, batch_id: str, **options: Unpack[HttpOptions]) -> BatchJob:
+        """The batch as it is now."""
+        path = f"{BATCHES}/{check_id('batch_id', batch_id)}"
+        return await self._client._request("batches.retrieve", "GET", path, batch_job, options)
+
+    async def cancel(self, batch_id: str, **options: Unpack[HttpOptions]) -> BatchJob:
+        """Ask the batch to stop (``canceling``, then ``ended``); what ran is kept."""
+        path = f"{BATCHES}/{check_id('batch_id', batch_id)}/cancel"
+        return await self._client._request("batches.cancel", "POST", path, batch_job, options)
+
+    async def delete(self, batch_id: str, **options: Unpack[HttpOptions]) -> Deleted:
+        """Delete an ended batch and its results (a batch still running must be cancelled)."""
+        path = f"{BATCHES}/{check_id('batch_id', batch_id)}"
+
+        def parse(payload: Any, meta: Meta) -> Deleted:
+            return Deleted(
+                id=payload["id"],
+                deleted=payload.get("type") == "message_batch_deleted",
+                request_id=meta.request_id,
+                server_request_id=meta.server_request_id,
+            )
+
+        return await self._client._request("batches.delete", "DELETE", path, parse, options)
+
+    def results(self, batch_id: str, **options: Unpack[HttpOptions]) -> AsyncIterator[Any]:
+        """An ended batch's results, one decoded JSONL line at a time as they arrive:
+        ``{"custom_id", "result": {"type": "succeeded", "message"} | {"type": "errored",
+        "error"} | {"type": "canceled"} | {"type": "expired"}}``. Read from the client's own
+        origin (the batch's ``results_url`` names it), so the key goes nowhere else."""
+        path = f"{BATCHES}/{check_id('batch_id', batch_id)}/results"
+        client = self._client
+        stream = content_stream(client, "batches.results", path, options)
+
+        async def lines() -> AsyncIterator[Any]:
+            meta = Meta(stream.request_id, None, {}, 200)
+            async with stream:
+                async for raw in iter_lines(stream, client.max_line_bytes):
+                    if raw.strip():
+                        yield client._parse(lambda raw, meta: _json.loads(raw), raw, meta)
+
+        return lines()
+
+    def list(
+        self, *, limit: int | None = None, **options: Unpack[HttpOptions]
+    ) -> AsyncIterator[BatchJob]:
+        """Every batch, newest first (``async for``), a page of ``limit`` at a time."""
+        size = check_limit(limit)
+        client = self._client
+
+        async def fetch(after: str | None) -> tuple[Any, str | None]:
+            def parse(payload: Any, meta: Meta) -> tuple[Any, str | None]:
+                items, cursor = id_page(payload)
+                return [batch_job(item, meta) for item in items], cursor
+
+            params = query(limit=size, after_id=after)
+            return await client._request(
+                "batches.list", "GET", BATCHES, parse, options, params=params
+            )
+
+        return paginate(fetch)
+
+    # -- what run_batch needs ------------------------------------------------------------------
+
+    async def submit_chat(self, requests: Sequence[BatchRequest]) -> BatchJob:
+        """Start a batch of the requests, each body built and checked before anything is sent."""
+        from ..backends.claude import CHAT_KEYS  # the chat parameters (a cycle at import time)
+
+        client = self._client
+        items = []
+        for request in requests:
+            check_keys(request.params, CHAT_KEYS - BODY_KEYS, "BatchRequest")
+            body = client._chat_body(
+                request.messages, request.params, False, request.output_format()
+            )
+            items.append({"custom_id": request.id, "params": body})
+        return await self.create(items)
+
+    async def chat_results(self, job: BatchJob) -> AsyncIterator[tuple[str, Any]]:
+        """Each result: its ``custom_id`` and its ``ChatResponse``, or the typed error the same
+        call would have raised (``errored``), or an ``APIError`` saying it was ``canceled`` or
+        ``expired``."""
+        client = self._client
+        async for line in self.results(job.id):
+            custom_id = str(line["custom_id"])
+            result = line["result"]
+            kind = result.get("type")
+            meta = Meta(job.request_id, None, {}, 200)
+            if kind == "succeeded":
+                yield custom_id, client._parse(client._parse_chat, result["message"], meta)
+                continue
+            payload = result.get("error") or {}
+            info = client._error_info(payload)
+            error = client._error(
+                named_status(info),
+                info,
+                job.request_id,
+                _json.excerpt(payload),
+                fallback=f"batch request {custom_id} {kind}",
+            )
+            yield custom_id, error
+
+
+BATCHES = "/v1/messages/batches"

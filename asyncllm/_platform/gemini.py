@@ -21,7 +21,7 @@ from .._http._backend import Meta
 from .._options import HttpOptions
 from ..streaming import Stream
 from ._files import (
-    FileDeleted,
+    Deleted,
     FileObject,
     SubClient,
     check_id,
@@ -135,12 +135,12 @@ class Files(SubClient["Gemini"]):
         path = "/" + resource("files", name)
         return await self._client._request("files.retrieve", "GET", path, file_object, options)
 
-    async def delete(self, name: str, **options: Unpack[HttpOptions]) -> FileDeleted:
+    async def delete(self, name: str, **options: Unpack[HttpOptions]) -> Deleted:
         """Delete the file."""
         path = "/" + resource("files", name)
 
-        def parse(payload: Any, meta: Meta) -> FileDeleted:
-            return FileDeleted(
+        def parse(payload: Any, meta: Meta) -> Deleted:
+            return Deleted(
                 id=path[1:],
                 deleted=True,
                 request_id=meta.request_id,

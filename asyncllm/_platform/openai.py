@@ -22,7 +22,7 @@ from .._wire.openai import OpenAIChat
 from ..streaming import Stream
 from ._batch import BatchCounts, BatchJob, BatchRequest
 from ._files import (
-    FileDeleted,
+    Deleted,
     FileObject,
     SubClient,
     check_id,
@@ -101,12 +101,12 @@ class Files(SubClient[OpenAIChat]):
         path = f"/files/{check_id('file_id', file_id)}"
         return await self._client._request("files.retrieve", "GET", path, file_object, options)
 
-    async def delete(self, file_id: str, **options: Unpack[HttpOptions]) -> FileDeleted:
+    async def delete(self, file_id: str, **options: Unpack[HttpOptions]) -> Deleted:
         """Delete the file (retried: deleting twice deletes once)."""
         path = f"/files/{check_id('file_id', file_id)}"
 
-        def parse(payload: Any, meta: Meta) -> FileDeleted:
-            return FileDeleted(
+        def parse(payload: Any, meta: Meta) -> Deleted:
+            return Deleted(
                 id=payload["id"],
                 deleted=bool(payload["deleted"]),
                 request_id=meta.request_id,

@@ -47,7 +47,7 @@ from .._models import (
     parse_as,
 )
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
-from .._platform.anthropic import Files
+from .._platform.anthropic import Batches, Files
 from .._structured import OutputFormat, finish, output_format
 from .._validate import check_int, check_number, check_stop, check_str_list
 from ..streaming import ChatStream
@@ -1040,6 +1040,11 @@ class Claude(HttpBackend):
     def files(self) -> Files:
         """Anthropic's Files API (beta): upload, list, retrieve, delete, download."""
         return Files(self)
+
+    @property
+    def batches(self) -> Batches:
+        """Message Batches; ``asyncllm.run_batch`` runs one end to end."""
+        return Batches(self)
 
 
 Anthropic = Claude
