@@ -248,7 +248,7 @@ async def claude(dispatcher: asyncllm.Dispatcher) -> AsyncIterator[tuple[Any, Fa
 
 
 async def test_anthropic_message_batches(claude: tuple[Any, FakeServer]) -> None:
-    client, server = claude
+    client, _ = claude
     good = {"model": "fake-chat", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
     job = await client.batches.create(
         [{"custom_id": "a", "params": good}, {"custom_id": "b", "params": {"model": "fake-chat"}}]
