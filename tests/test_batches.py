@@ -91,6 +91,16 @@ async def test_batch_create_is_not_retried_after_a_500(
     assert created(server, "/v1/batches") == 1
 
 
+async def test_batch_create_is_retried_when_the_server_asks(
+    client: asyncllm.OpenAI, server: FakeServer
+) -> None:
+    made = await client.files.create(b"", purpose="batch", filename="empty.jsonl")
+    server.fail_next(1, status=503, retry_after="1")  # refused: nothing was started
+    job = await client.batches.create(input_file_id=made.id)
+    assert job.status == "validating"
+    assert created(server, "/v1/batches") == 2
+
+
 async def test_run_batch_yields_results_matched_by_id(
     client: asyncllm.OpenAI, server: FakeServer, clock: FakeClock, tmp_path: Path
 ) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import asyncllm
-from asyncllm.testing import FakeServer
+from asyncllm.testing import FakeServer, MockResponse, MockTransport
 
 PROTOCOLS = ("openai",)
 
@@ -125,7 +125,28 @@ async def test_iterator_upload_is_never_retried(
     assert server.request_count == 1
 
 
-@pytest.mark.xfail(strict=True, reason="creating calls are sent once until the engine's rule lands")
+@pytest.mark.parametrize("error", [asyncllm.APITimeoutError, asyncllm.APIConnectionError])
+async def test_upload_is_not_retried_once_it_may_have_arrived(
+    tmp_path: Path, error: type[asyncllm.APIError]
+) -> None:
+    """The upload was sent but no answer came (a read timeout, a dropped connection): sending it
+    again could store the file twice, so the call raises, saying it may have been applied."""
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b"{}\n")
+
+    def handler(request: asyncllm.Request) -> MockResponse:
+        raise error("no answer")
+
+    transport = MockTransport(handler)
+    async with asyncllm.OpenAI(
+        api_key="k", base_url="http://127.0.0.1:9/v1", transport=transport
+    ) as client:
+        with pytest.raises(error) as info:
+            await client.files.create(path, purpose="batch")
+    assert info.value.may_have_been_applied and info.value.attempts == 1
+    assert len(transport.requests) == 1
+
+
 async def test_bytes_upload_retried_after_429(client: asyncllm.OpenAI, server: FakeServer) -> None:
     server.fail_next(1, status=429, retry_after="0")
     made = await client.files.create(b"abc", purpose="user_data", filename="a")

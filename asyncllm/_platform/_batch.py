@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from .._exceptions import APIError, APIStatusError, ConfigurationError
+from .._exceptions import APIError, ConfigurationError
 from .._models import ChatResponse
 from .._options import BODY_KEYS
 from .._structured import OutputFormat, finish, output_format
@@ -160,11 +160,7 @@ def _may_have_been_applied(exc: BaseException) -> bool:
     (a timeout, a 5xx), or a cancellation or interrupt that came mid-way. Any other exception
     (bad arguments) was raised before sending."""
     if isinstance(exc, APIError):
-        applied = getattr(exc, "may_have_been_applied", None)
-        if isinstance(applied, bool):
-            return applied
-        status = exc.status_code if isinstance(exc, APIStatusError) else None
-        return not (status is not None and 400 <= status < 500)
+        return exc.may_have_been_applied
     return not isinstance(exc, Exception)
 
 

@@ -137,13 +137,11 @@ async def save(stream: Stream[bytes], path: str | os.PathLike[str]) -> int:
     return written
 
 
-def creating(options: Mapping[str, Any], upload: Upload | None = None) -> Mapping[str, Any]:
-    """The options of a call that creates something (a file, a batch, a fine-tuning job): sent
-    once, since a retry after a timeout or a 5xx could pay twice or store a duplicate.
-    (Interim: no retries at all, until the engine's rule for creating calls, which still
-    retries what provably never reached the server, lands.)"""
-    del upload  # an upload from an async iterator cannot be replayed: never retried either
-    return {**options, "max_retries": 0}
+def upload_options(options: Mapping[str, Any], upload: Upload) -> Mapping[str, Any]:
+    """The options of an upload, a creating call (sent with ``creates=True``: retried only
+    while it cannot have reached the server): one from an async iterator is never retried at
+    all, since the iterator cannot be replayed."""
+    return options if upload.replayable else {**options, "max_retries": 0}
 
 
 class SubClient(Generic[B]):

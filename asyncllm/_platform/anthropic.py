@@ -27,10 +27,10 @@ from ._files import (
     check_id,
     check_limit,
     content_stream,
-    creating,
     paginate,
     query,
     save,
+    upload_options,
 )
 from ._upload import FileSource, Upload
 
@@ -104,8 +104,9 @@ class Files(SubClient["Claude"]):
             "POST",
             "/v1/files",
             file_object,
-            creating(with_beta(self._client, options, FILES_BETA), upload),
+            upload_options(with_beta(self._client, options, FILES_BETA), upload),
             data=lambda: upload.form("file", {}),
+            creates=True,
         )
 
     async def retrieve(self, file_id: str, **options: Unpack[HttpOptions]) -> FileObject:
@@ -228,7 +229,7 @@ class Batches(SubClient["Claude"]):
             )
         body = {"requests": [dict(r) for r in requests]}
         return await self._client._request(
-            "batches.create", "POST", BATCHES, batch_job, creating(options), body=body
+            "batches.create", "POST", BATCHES, batch_job, options, body=body, creates=True
         )
 
     async def retrieve(self, batch_id: str, **options: Unpack[HttpOptions]) -> BatchJob:

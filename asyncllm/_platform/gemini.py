@@ -27,10 +27,10 @@ from ._files import (
     check_id,
     check_limit,
     content_stream,
-    creating,
     paginate,
     query,
     save,
+    upload_options,
 )
 from ._upload import FileSource, Upload
 
@@ -126,8 +126,9 @@ class Files(SubClient["Gemini"]):
             "POST",
             url,
             lambda payload, meta: file_object(payload["file"], meta),
-            creating({**options, "extra_headers": {**given, **finish}}, upload),
+            upload_options({**options, "extra_headers": {**given, **finish}}, upload),
             data=upload.payload,
+            creates=True,
         )
 
     async def retrieve(self, name: str, **options: Unpack[HttpOptions]) -> FileObject:

@@ -28,10 +28,10 @@ from ._files import (
     check_id,
     check_limit,
     content_stream,
-    creating,
     paginate,
     query,
     save,
+    upload_options,
 )
 from ._upload import FileSource, Upload
 
@@ -92,8 +92,9 @@ class Files(SubClient[OpenAIChat]):
             "POST",
             "/files",
             file_object,
-            creating(options, upload),
+            upload_options(options, upload),
             data=lambda: upload.form("file", {"purpose": purpose}),
+            creates=True,
         )
 
     async def retrieve(self, file_id: str, **options: Unpack[HttpOptions]) -> FileObject:
@@ -221,7 +222,7 @@ class Batches(SubClient[OpenAIChat]):
                 raise ConfigurationError("metadata must be a mapping of str to str")
             body["metadata"] = dict(metadata)
         return await self._client._request(
-            "batches.create", "POST", "/batches", batch_job, creating(options), body=body
+            "batches.create", "POST", "/batches", batch_job, options, body=body, creates=True
         )
 
     async def retrieve(self, batch_id: str, **options: Unpack[HttpOptions]) -> BatchJob:
