@@ -314,3 +314,67 @@ async def test_run_batch_on_claude(
         ):
             pass
     assert not (tmp_path / "t").exists()
+
+
+# -- Gemini batch generation ---------------------------------------------------------------------
+
+
+@pytest.fixture
+async def gemini(dispatcher: asyncllm.Dispatcher) -> AsyncIterator[tuple[Any, FakeServer]]:
+    async with (
+        FakeServer("gemini") as server,
+        asyncllm.Gemini(
+            api_key="k",
+            base_url=server.url("/v1beta"),
+            model="gemini-2.0-flash",
+            dispatcher=dispatcher,
+        ) as client,
+    ):
+        yield client, server
+
+
+async def test_gemini_batch_generation(gemini: tuple[Any, FakeServer]) -> None:
+    client, server = gemini
+    good = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    job = await client.batches.create(
+        [{"request": good, "metadata": {"key": "a"}}, {"request": {}, "metadata": {"key": "b"}}],
+        display_name="nightly",
+    )
+    assert job.id.startswith("batches/") and job.status == "BATCH_STATE_PENDING" and not job.done
+    assert server.requests[-1].path == "/v1beta/models/gemini-2.0-flash:batchGenerateContent"
+    while not job.done:
+        job = await client.batches.retrieve(job.id)
+    assert job.status == "BATCH_STATE_SUCCEEDED"
+    assert (job.counts.total, job.counts.succeeded, job.counts.failed) == (2, 1, 1)
+    results = dict([r async for r in client.batches.chat_results(job)])
+    assert results["a"].text == "echo: hi"
+    assert isinstance(results["b"], asyncllm.BadRequestError)
+    assert [b.id async for b in client.batches.list()] == [job.id]
+    assert (await client.batches.delete(job.id)).deleted
+    with pytest.raises(asyncllm.NotFoundError):
+        await client.batches.retrieve(job.id)
+
+
+async def test_gemini_cancel(gemini: tuple[Any, FakeServer]) -> None:
+    client, _ = gemini
+    job = await client.batches.create([{"request": {"contents": []}}])
+    await client.batches.cancel(job.id)
+    job = await client.batches.retrieve(job.id)
+    assert job.done and job.status == "BATCH_STATE_CANCELLED"
+
+
+async def test_run_batch_on_gemini(gemini: tuple[Any, FakeServer], tmp_path: Path) -> None:
+    client, _ = gemini
+    batch = [
+        asyncllm.BatchRequest("x", [{"role": "user", "content": "one"}], temperature=0.5),
+        asyncllm.BatchRequest("y", [{"role": "user", "content": "two"}]),
+    ]
+    results = [r async for r in asyncllm.run_batch(client, batch, state_file=tmp_path / "s")]
+    assert {r.id: r.response.text for r in results if r.response} == {
+        "x": "echo: one",
+        "y": "echo: two",
+    }
+    mixed = [*batch, asyncllm.BatchRequest("z", [{"role": "user", "content": "3"}], model="other")]
+    with pytest.raises(asyncllm.ConfigurationError, match="one model"):
+        async for _ in asyncllm.run_batch(client, mixed, state_file=tmp_path / "t"):
+            pass

@@ -10,16 +10,18 @@ it. Gemini serves the content only of files its models generated (``source: GENE
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from typing_extensions import Unpack
 
-from .._exceptions import FileNotDownloadableError
-from .._http._backend import Meta
-from .._options import HttpOptions
+from .._exceptions import ConfigurationError, FileNotDownloadableError
+from .._http import _json
+from .._http._backend import ErrorInfo, Meta
+from .._options import BODY_KEYS, BodyOptions, HttpOptions, check_keys
 from ..streaming import Stream
+from ._batch import BatchCounts, BatchJob, BatchRequest
 from ._files import (
     Deleted,
     FileObject,
@@ -190,3 +192,180 @@ class Files(SubClient["Gemini"]):
             )
 
         return paginate(fetch)
+
+
+# -- batch generation ---------------------------------------------------------------------------
+
+BATCH_ENDED = frozenset(
+    {"BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED"}
+)
+# google.rpc.Code -> the HTTP status Google's REST APIs answer with it.
+RPC_STATUS = {
+    1: 499, 2: 500, 3: 400, 4: 504, 5: 404, 6: 409, 7: 403, 8: 429,
+    9: 400, 10: 409, 11: 400, 12: 501, 13: 500, 14: 503, 15: 500, 16: 401,
+}  # fmt: skip
+
+
+def batch_job(payload: Any, meta: Meta) -> BatchJob:
+    """A batch, as the long-running operation that carries it (``{"name", "metadata":
+    GenerateContentBatch, "done"}``) or as the batch itself; done in a final ``state``."""
+    batch = payload.get("metadata") or payload
+    stats = batch.get("batchStats") or {}
+    number = {
+        k: int(stats.get(k) or 0)
+        for k in ("requestCount", "successfulRequestCount", "failedRequestCount")
+    }
+    state = str(batch.get("state") or "BATCH_STATE_UNSPECIFIED")
+    total, succeeded, failed = number.values()
+    return BatchJob(
+        id=str(payload.get("name") or batch["name"]),
+        status=state,
+        done=state in BATCH_ENDED,
+        counts=BatchCounts(
+            total=total,
+            succeeded=succeeded,
+            failed=failed,
+            processing=int(stats.get("pendingRequestCount") or 0),
+        ),
+        created_at=batch.get("createTime"),
+        request_id=meta.request_id,
+        server_request_id=meta.server_request_id,
+        raw=payload,
+    )
+
+
+class Batches(SubClient["Gemini"]):
+    """``client.batches``: Gemini batch generation (``models/*:batchGenerateContent``), half-price
+    generateContent requests run within a day, results matched by each request's
+    ``metadata.key``: create (not retried once it may have reached the server: it starts a paid
+    job), retrieve, list, cancel, delete. ``asyncllm.run_batch`` runs a list of chat requests as
+    one (inline requests and results; a job whose results went to a file is not read here)."""
+
+    __slots__ = ()
+
+    async def create(
+        self,
+        requests: Sequence[Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        display_name: str | None = None,
+        **options: Unpack[BodyOptions],
+    ) -> BatchJob:
+        """Start a batch of inline ``{"request": <a GenerateContentRequest>, "metadata":
+        {"key": ...}}`` requests on ``model`` (default: the client's)."""
+        if (
+            isinstance(requests, (str, bytes))
+            or not isinstance(requests, Sequence)
+            or not all(
+                isinstance(r, Mapping) and isinstance(r.get("request"), Mapping) for r in requests
+            )
+        ):
+            raise ConfigurationError(
+                "requests must be a list of {'request': {...}, 'metadata': {'key': ...}} mappings"
+            )
+        if display_name is not None and not isinstance(display_name, str):
+            raise ConfigurationError("display_name must be a str")
+        client = self._client
+        batch: dict[str, Any] = {
+            "inputConfig": {"requests": {"requests": [dict(r) for r in requests]}}
+        }
+        if display_name:
+            batch["displayName"] = display_name
+        path = client._method_path(model, "batchGenerateContent")
+        return await client._request(
+            "batches.create", "POST", path, batch_job, options, body={"batch": batch}, creates=True
+        )
+
+    async def retrieve(self, name: str, **options: Unpack[HttpOptions]) -> BatchJob:
+        """The batch as it is now (``name``: ``batches/...`` or its last part)."""
+        path = "/" + resource("batches", name)
+        return await self._client._request("batches.retrieve", "GET", path, batch_job, options)
+
+    async def cancel(self, name: str, **options: Unpack[HttpOptions]) -> None:
+        """Ask the batch to stop (it ends ``BATCH_STATE_CANCELLED``)."""
+        path = "/" + resource("batches", name) + ":cancel"
+        await self._client._request("batches.cancel", "POST", path, lambda p, m: None, options)
+
+    async def delete(self, name: str, **options: Unpack[HttpOptions]) -> Deleted:
+        """Delete the batch."""
+        path = "/" + resource("batches", name)
+
+        def parse(payload: Any, meta: Meta) -> Deleted:
+            return Deleted(
+                id=path[1:],
+                deleted=True,
+                request_id=meta.request_id,
+                server_request_id=meta.server_request_id,
+            )
+
+        return await self._client._request("batches.delete", "DELETE", path, parse, options)
+
+    def list(
+        self, *, page_size: int | None = None, **options: Unpack[HttpOptions]
+    ) -> AsyncIterator[BatchJob]:
+        """Every batch (``async for``), ``page_size`` at a time."""
+        size = check_limit(page_size)
+        client = self._client
+
+        async def fetch(token: str | None) -> tuple[Any, str | None]:
+            def parse(payload: Any, meta: Meta) -> tuple[Any, str | None]:
+                payload = payload or {}
+                items = [batch_job(item, meta) for item in payload.get("operations") or ()]
+                return items, payload.get("nextPageToken") or None
+
+            params = query(pageSize=size, pageToken=token)
+            return await client._request(
+                "batches.list", "GET", "/batches", parse, options, params=params
+            )
+
+        return paginate(fetch)
+
+    # -- what run_batch needs ------------------------------------------------------------------
+
+    async def submit_chat(self, requests: Sequence[BatchRequest]) -> BatchJob:
+        """Start a batch of the requests (on one model: a Gemini batch has one), each body
+        built and checked before anything is sent."""
+        from ..backends.gemini import CHAT_KEYS  # the chat parameters (a cycle at import time)
+
+        client = self._client
+        models = {client._model(r.params.get("model")) for r in requests}
+        if len(models) != 1:
+            raise ConfigurationError(
+                "a Gemini batch runs on one model: give every request the same"
+            )
+        items = []
+        for request in requests:
+            check_keys(request.params, CHAT_KEYS - BODY_KEYS, "BatchRequest")
+            params = request.params
+            body = client._generate_body(
+                request.messages, params, params.get("n"), request.output_format()
+            )
+            items.append({"request": body, "metadata": {"key": request.id}})
+        return await self.create(items, model=models.pop())
+
+    async def chat_results(self, job: BatchJob) -> AsyncIterator[tuple[str, Any]]:
+        """Each inline response: its ``metadata.key`` and its ``ChatResponse``, or the typed
+        error its ``google.rpc.Status`` names."""
+        client = self._client
+        raw = job.raw or {}
+        output = (raw.get("metadata") or raw).get("output") or raw.get("response") or {}
+        if output.get("responsesFile"):
+            raise ConfigurationError(
+                f"batch {job.id} wrote its results to {output['responsesFile']}: read that file"
+            )
+        meta = Meta(job.request_id, None, {}, 200)
+        for item in (output.get("inlinedResponses") or {}).get("inlinedResponses") or ():
+            key = str((item.get("metadata") or {}).get("key"))
+            if "error" in item:
+                status = item["error"]
+                info = ErrorInfo(message=status.get("message"), code=str(status.get("code")))
+                error = client._error(
+                    RPC_STATUS.get(status.get("code"), 500),
+                    info,
+                    job.request_id,
+                    _json.excerpt(status),
+                    fallback=f"batch request {key} failed",
+                )
+                yield key, error
+            else:
+                yield key, client._parse(client._parse_generate, item.get("response"), meta)

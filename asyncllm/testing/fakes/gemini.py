@@ -430,6 +430,8 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
         ]
         return {"candidates": candidates, "usageMetadata": usage, "modelVersion": model, "responseId": rid}  # fmt: skip
 
+    server.state["gemini.answer"] = answer  # batch generation answers each request with it
+
     async def generate(request: web.Request) -> web.StreamResponse:
         model = request.match_info["model"]
         try:

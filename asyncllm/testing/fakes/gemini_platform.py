@@ -1,4 +1,9 @@
-"""Gemini's Files API, mounted by the Gemini fake: the resumable upload protocol under
+"""Gemini's Files API and batch generation, mounted by the Gemini fake. Batches:
+``models/{model}:batchGenerateContent`` takes inline requests (each with ``metadata.key``) and
+answers with the batch as a long-running operation, ``BATCH_STATE_PENDING``; each get moves it
+on (``RUNNING``, then ``SUCCEEDED`` with ``output.inlinedResponses``: the fake model's answer per
+request, or the ``google.rpc.Status`` of a request generateContent would refuse); cancel,
+delete and list as the API has them. ``server.state["gemini.batches"]`` holds the batches. Files: the resumable upload protocol under
 ``/upload/v1beta/files`` (``start`` answers with ``X-Goog-Upload-URL``; ``upload, finalize``
 streams the bytes there, into a spooled file), and list, get, delete and download under
 ``/v1beta/files``. Uploads are ``source: UPLOADED`` and not downloadable, as on the real API;
@@ -43,8 +48,70 @@ def add_generated_file(
     return files.add_bytes(content, filename=display_name, mime_type=mime_type, file_id=file_id).id
 
 
+BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch"
+OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatchOutput"
+ENDED = ("BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED")
+
+
+class Batch:
+    def __init__(self, name: str, model: str, display_name: str, requests: list[Any]) -> None:
+        self.name = name
+        self.model = model
+        self.display_name = display_name
+        self.requests = requests
+        self.state = "BATCH_STATE_PENDING"
+        self.created = datetime.datetime.now(datetime.timezone.utc)
+        self.output: list[dict[str, Any]] | None = None
+
+    def advance(self, answer: Any) -> None:
+        if self.state == "BATCH_STATE_PENDING":
+            self.state = "BATCH_STATE_RUNNING"
+        elif self.state == "BATCH_STATE_RUNNING":
+            self.output = []
+            for item in self.requests:
+                meta = item.get("metadata")
+                try:
+                    reply: dict[str, Any] = {"response": answer(item.get("request"), self.model)}
+                except gemini._Invalid as exc:
+                    reply = {"error": {"code": 3, "message": str(exc)}}
+                if meta is not None:
+                    reply["metadata"] = meta
+                self.output.append(reply)
+            self.state = "BATCH_STATE_SUCCEEDED"
+
+    def json(self) -> dict[str, Any]:
+        failed = sum(1 for r in self.output or () if "error" in r)
+        done = self.output is not None
+        stats = {
+            "requestCount": str(len(self.requests)),
+            "successfulRequestCount": str(len(self.requests) - failed if done else 0),
+            "failedRequestCount": str(failed),
+            "pendingRequestCount": str(0 if done else len(self.requests)),
+        }
+        metadata: dict[str, Any] = {
+            "@type": BATCH_TYPE,
+            "model": f"models/{self.model}",
+            "displayName": self.display_name,
+            "createTime": self.created.isoformat().replace("+00:00", "Z"),
+            "state": self.state,
+            "name": self.name,
+            "batchStats": stats,
+        }
+        operation: dict[str, Any] = {"name": self.name, "metadata": metadata}
+        if self.state in ENDED:
+            operation["done"] = True
+        if self.output is not None:
+            output = {"inlinedResponses": {"inlinedResponses": self.output}}
+            metadata["output"] = output
+            operation["response"] = {"@type": OUTPUT_TYPE, **output}
+        return operation
+
+
 def setup(server: FakeServer, prefix: str = gemini.PREFIX) -> None:
     files = store(server, "gemini", "files/up-")
+    batches: dict[str, Batch] = server.state.setdefault("gemini.batches", {})
+    batch_ids = itertools.count(1)
+    answer = server.state["gemini.answer"]
     sessions: dict[str, dict[str, Any]] = {}
     session_ids = itertools.count(1)
 
@@ -139,6 +206,64 @@ def setup(server: FakeServer, prefix: str = gemini.PREFIX) -> None:
             return gemini._error(400, "Only generated files can be downloaded.")
         return await send_file(request, stored)
 
+    async def create_batch(request: web.Request) -> web.StreamResponse:
+        body = request["json"]
+        batch: dict[str, Any] = (body.get("batch") if isinstance(body, dict) else None) or {}
+        config = batch.get("inputConfig") if isinstance(batch, dict) else None
+        if not isinstance(batch, dict):
+            return gemini._error(400, "batch must be an object")
+        inline = (config or {}).get("requests") if isinstance(config, dict) else None
+        items = inline.get("requests") if isinstance(inline, dict) else None
+        if not isinstance(items, list) or not items:
+            return gemini._error(
+                400, "batch.input_config.requests: at least one request is required"
+            )
+        if not all(isinstance(i, dict) and isinstance(i.get("request"), dict) for i in items):
+            return gemini._error(400, "every inlined request needs a request object")
+        name = f"batches/fake{next(batch_ids):06d}"
+        made = Batch(name, request.match_info["model"], str(batch.get("displayName") or ""), items)
+        batches[name] = made
+        return web.json_response(made.json())
+
+    def batch_of(request: web.Request) -> Batch | web.Response:
+        found = batches.get(f"batches/{request.match_info['id']}")
+        if found is None:
+            return gemini._error(404, f"Batch batches/{request.match_info['id']} not found.")
+        return found
+
+    async def get_batch(request: web.Request) -> web.StreamResponse:
+        found = batch_of(request)
+        if isinstance(found, web.Response):
+            return found
+        answer_now = found.json()
+        found.advance(answer)  # the next look finds it one step further
+        return web.json_response(answer_now)
+
+    async def cancel_batch(request: web.Request) -> web.StreamResponse:
+        found = batch_of(request)
+        if isinstance(found, web.Response):
+            return found
+        if found.state not in ENDED:
+            found.state = "BATCH_STATE_CANCELLED"
+        return web.json_response({})
+
+    async def delete_batch(request: web.Request) -> web.StreamResponse:
+        found = batch_of(request)
+        if isinstance(found, web.Response):
+            return found
+        del batches[found.name]
+        return web.json_response({})
+
+    async def list_batches(request: web.Request) -> web.StreamResponse:
+        every = [b.json() for b in reversed(batches.values())]
+        size = int(request.query.get("pageSize") or 10)
+        token = request.query.get("pageToken")
+        start = int(token) if token else 0
+        page: dict[str, Any] = {"operations": every[start : start + size]}
+        if start + size < len(every):
+            page["nextPageToken"] = str(start + size)
+        return web.json_response(page)
+
     # The API answers under /v1 (google-genai's default) and /v1beta alike.
     for base in (prefix, "/v1") if prefix == gemini.PREFIX else (prefix,):
         server.add_route(
@@ -153,6 +278,11 @@ def setup(server: FakeServer, prefix: str = gemini.PREFIX) -> None:
             ("GET", "/files/{id:[^/:]+}:download", download),
             ("GET", "/files/{id:[^/:]+}", get),
             ("DELETE", "/files/{id:[^/:]+}", delete),
+            ("POST", "/models/{model}:batchGenerateContent", create_batch),
+            ("GET", "/batches", list_batches),
+            ("POST", "/batches/{id:[^/:]+}:cancel", cancel_batch),
+            ("GET", "/batches/{id:[^/:]+}", get_batch),
+            ("DELETE", "/batches/{id:[^/:]+}", delete_batch),
         ):
             guarded = _common.guarded(check_key, handler)
             server.add_route(method, base + path, guarded, error_body=gemini.error_body)
