@@ -103,15 +103,22 @@ async def paginate(
 
 
 def content_stream(
-    client: HttpBackend, operation: str, path: str, options: Mapping[str, Any], **kw: Any
+    client: HttpBackend,
+    operation: str,
+    path: str,
+    options: Mapping[str, Any],
+    *,
+    method: str = "GET",
+    **kw: Any,
 ) -> Stream[bytes]:
-    """A file's content in pieces as they arrive: one streamed GET, retried only before the
-    first piece reaches the caller, its ``timeout`` the longest wait for the next piece."""
+    """A body in pieces as they arrive (a file's content, generated speech): one streamed
+    exchange, retried only before the first piece reaches the caller, its ``timeout`` the
+    longest wait for the next piece."""
 
     def decode(response: Response, meta: Meta) -> AsyncIterator[bytes]:
         return response.iter_bytes()
 
-    return client._stream(operation, "GET", path, decode, options, sse=False, **kw)
+    return client._stream(operation, method, path, decode, options, sse=False, **kw)
 
 
 async def save(stream: Stream[bytes], path: str | os.PathLike[str]) -> int:

@@ -7,9 +7,10 @@ pieces (uploads, pagination, downloads, the creating-call rule) are in ``_upload
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from typing import Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict
 from typing_extensions import Unpack
 
 from .._exceptions import ConfigurationError
@@ -17,7 +18,7 @@ from .._http import _json
 from .._http._backend import Meta
 from .._http._transport import iter_lines
 from .._options import BodyOptions, HttpOptions
-from .._validate import check_str
+from .._validate import check_number, check_str
 from .._wire.openai import OpenAIChat
 from ..streaming import Stream
 from ._batch import BatchCounts, BatchJob, BatchRequest
@@ -311,3 +312,293 @@ def batch_line(client: OpenAIChat, line: Any, job: BatchJob) -> tuple[str, Any]:
     )
     error.backend = client.name
     return custom_id, error
+
+
+# -- audio --------------------------------------------------------------------------------------
+
+TEXT_FORMATS = frozenset({"text", "srt", "vtt"})
+
+
+class Transcription(BaseModel):
+    """What a transcription or translation answers: ``text``, and with
+    ``response_format="verbose_json"`` the ``language``, ``duration`` (seconds), ``segments``
+    and ``words`` the server gives. With ``text``, ``srt`` or ``vtt`` the ``text`` is the
+    server's answer as it came."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    language: str | None = None
+    duration: float | None = None
+    segments: list[dict[str, Any]] | None = None
+    words: list[dict[str, Any]] | None = None
+    usage: dict[str, Any] | None = None
+    request_id: str
+    server_request_id: str | None = None
+    raw: Any = None
+
+
+def _transcription(response_format: str | None) -> Any:
+    def parse(payload: Any, meta: Meta) -> Transcription:
+        if response_format in TEXT_FORMATS:
+            return Transcription(
+                text=payload.decode("utf-8"),
+                request_id=meta.request_id,
+                server_request_id=meta.server_request_id,
+                raw=payload.decode("utf-8"),
+            )
+        data = _json.loads(payload)
+        text = data["text"]
+        if not isinstance(text, str):
+            raise TypeError("text is not a string")
+        return Transcription(
+            text=text,
+            language=data.get("language"),
+            duration=data.get("duration"),
+            segments=data.get("segments"),
+            words=data.get("words"),
+            usage=data.get("usage"),
+            request_id=meta.request_id,
+            server_request_id=meta.server_request_id,
+            raw=data,
+        )
+
+    return parse
+
+
+class _AudioUpload(SubClient[OpenAIChat]):
+    """One of the audio endpoints that take an uploaded file (multipart, streamed)."""
+
+    __slots__ = ()
+    path: ClassVar[str]
+    operation: ClassVar[str]
+
+    def _send(
+        self,
+        file: FileSource,
+        fields: dict[str, Any],
+        response_format: str | None,
+        filename: str | None,
+        options: Mapping[str, Any],
+    ) -> Coroutine[Any, Any, Transcription]:
+        upload = Upload(file, filename=filename)
+        check_str("response_format", response_format)
+        form: dict[str, str] = {}
+        for name, value in fields.items():
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise ConfigurationError(f"{name} must be a str or a number")
+            form[name] = str(value)
+        if response_format is not None:
+            form["response_format"] = response_format
+        return self._client._request(
+            self.operation,
+            "POST",
+            self.path,
+            _transcription(response_format),
+            upload_options(options, upload),
+            raw_body=True,
+            data=lambda: upload.form("file", form),
+        )
+
+
+class Transcriptions(_AudioUpload):
+    """``client.audio.transcriptions``: speech to text in its own language
+    (``/audio/transcriptions``). The audio is streamed up, never read whole into memory; a call
+    from a path or bytes is retried like any call (it creates nothing), one from an async
+    iterator never (it cannot be replayed)."""
+
+    __slots__ = ()
+    path = "/audio/transcriptions"
+    operation = "audio.transcriptions"
+
+    async def create(
+        self,
+        file: FileSource,
+        *,
+        model: str | None = None,
+        language: str | None = None,
+        prompt: str | None = None,
+        response_format: str | None = None,
+        temperature: float | None = None,
+        filename: str | None = None,
+        **options: Unpack[HttpOptions],
+    ) -> Transcription:
+        """Transcribe ``file`` (a path, bytes or an async iterator of bytes; ``filename`` tells
+        the server its format when it is not a path). ``response_format``: ``json`` (default),
+        ``verbose_json``, ``text``, ``srt`` or ``vtt``."""
+        check_number("temperature", temperature, 0, 1)
+        fields = {
+            "model": self._client._model(model),
+            "language": language,
+            "prompt": prompt,
+            "temperature": temperature,
+        }
+        return await self._send(file, fields, response_format, filename, options)
+
+
+class Translations(_AudioUpload):
+    """``client.audio.translations``: speech in any language to English text
+    (``/audio/translations``), streamed up as transcriptions are."""
+
+    __slots__ = ()
+    path = "/audio/translations"
+    operation = "audio.translations"
+
+    async def create(
+        self,
+        file: FileSource,
+        *,
+        model: str | None = None,
+        prompt: str | None = None,
+        response_format: str | None = None,
+        temperature: float | None = None,
+        filename: str | None = None,
+        **options: Unpack[HttpOptions],
+    ) -> Transcription:
+        """Translate ``file`` into English text; arguments as for transcriptions."""
+        check_number("temperature", temperature, 0, 1)
+        fields = {"model": self._client._model(model), "prompt": prompt, "temperature": temperature}
+        return await self._send(file, fields, response_format, filename, options)
+
+
+class Speech(SubClient[OpenAIChat]):
+    """``client.audio.speech``: text to speech (``/audio/speech``), the audio streamed down."""
+
+    __slots__ = ()
+
+    def create(
+        self,
+        input: str,
+        *,
+        voice: str,
+        model: str | None = None,
+        response_format: str | None = None,
+        speed: float | None = None,
+        instructions: str | None = None,
+        **options: Unpack[BodyOptions],
+    ) -> Stream[bytes]:
+        """The spoken ``input`` as audio bytes, as they arrive (``async with`` ... ``async for``;
+        ``asyncllm``'s ``save``-like ``download`` writes them to a path). ``response_format``:
+        ``mp3`` (default), ``opus``, ``aac``, ``flac``, ``wav`` or ``pcm``."""
+        if not isinstance(input, str) or not input:
+            raise ConfigurationError("input must be a non-empty str")
+        if not isinstance(voice, str) or not voice:
+            raise ConfigurationError("voice must be a non-empty str")
+        check_str("response_format", response_format)
+        check_str("instructions", instructions)
+        check_number("speed", speed, 0.25, 4.0)
+        body: dict[str, Any] = {"model": self._client._model(model), "input": input, "voice": voice}
+        for name, value in (
+            ("response_format", response_format),
+            ("speed", speed),
+            ("instructions", instructions),
+        ):
+            if value is not None:
+                body[name] = value
+        return content_stream(
+            self._client, "audio.speech", "/audio/speech", options, method="POST", body=body
+        )
+
+    async def download(
+        self, input: str, path: str | os.PathLike[str], *, voice: str, **kwargs: Any
+    ) -> int:
+        """Write the spoken ``input`` to ``path`` as it arrives; the bytes written."""
+        return await save(self.create(input, voice=voice, **kwargs), path)
+
+
+class Audio(SubClient[OpenAIChat]):
+    """``client.audio``: ``transcriptions`` and ``translations`` (OpenAI, Groq, vLLM)."""
+
+    __slots__ = ()
+
+    @property
+    def transcriptions(self) -> Transcriptions:
+        return Transcriptions(self._client)
+
+    @property
+    def translations(self) -> Translations:
+        return Translations(self._client)
+
+
+class OpenAIAudio(Audio):
+    """``client.audio`` on OpenAI: ``transcriptions``, ``translations`` and ``speech``."""
+
+    __slots__ = ()
+
+    @property
+    def speech(self) -> Speech:
+        return Speech(self._client)
+
+
+# -- moderation ---------------------------------------------------------------------------------
+
+
+class ModerationResult(BaseModel):
+    """One input's verdict: ``flagged``, and per category whether it applies and its score."""
+
+    flagged: bool
+    categories: dict[str, bool]
+    category_scores: dict[str, float]
+    category_applied_input_types: dict[str, list[str]] | None = None
+
+
+class Moderation(BaseModel):
+    """What ``client.moderations.create`` answers: one result per input, in input order."""
+
+    id: str | None = None
+    model: str | None = None
+    results: list[ModerationResult]
+    request_id: str
+    server_request_id: str | None = None
+    raw: Any = None
+
+    @property
+    def flagged(self) -> bool:
+        return any(r.flagged for r in self.results)
+
+
+class Moderations(SubClient[OpenAIChat]):
+    """``client.moderations``: OpenAI's moderation classifier (``/moderations``)."""
+
+    __slots__ = ()
+
+    async def create(
+        self,
+        input: str | Sequence[Any],
+        *,
+        model: str | None = None,
+        **options: Unpack[BodyOptions],
+    ) -> Moderation:
+        """Classify ``input``: a text, a list of texts, or a list of multimodal parts
+        (``{"type": "text", ...}``, ``{"type": "image_url", ...}``); ``model`` defaults to the
+        server's (``omni-moderation-latest``)."""
+        if isinstance(input, str):
+            if not input:
+                raise ConfigurationError("input must not be empty")
+            given: Any = input
+        elif isinstance(input, Sequence) and not isinstance(input, bytes) and input:
+            if not all(isinstance(i, (str, Mapping)) for i in input):
+                raise ConfigurationError("input must be a str, or a list of str or of parts")
+            given = [i if isinstance(i, str) else dict(i) for i in input]
+        else:
+            raise ConfigurationError("input must be a str, or a non-empty list of str or parts")
+        body: dict[str, Any] = {"input": given}
+        if model is not None:
+            check_str("model", model)
+            body["model"] = model
+
+        def parse(payload: Any, meta: Meta) -> Moderation:
+            return Moderation(
+                id=payload.get("id"),
+                model=payload.get("model"),
+                results=payload["results"],
+                request_id=meta.request_id,
+                server_request_id=meta.server_request_id,
+                raw=payload,
+            )
+
+        return await self._client._request(
+            "moderations", "POST", "/moderations", parse, options, body=body
+        )

@@ -8,7 +8,7 @@ from typing_extensions import Unpack
 
 from .._engine._context import check_header_value
 from .._options import ClientOptions
-from .._platform.openai import Batches, Files
+from .._platform.openai import Batches, Files, Moderations, OpenAIAudio
 from .._wire.openai import OpenAICompatible
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -59,3 +59,13 @@ class OpenAI(OpenAICompatible):
     def batches(self) -> Batches:
         """OpenAI's Batch API (``/batches``); ``asyncllm.run_batch`` runs one end to end."""
         return Batches(self)
+
+    @property
+    def audio(self) -> OpenAIAudio:
+        """Transcriptions and translations (audio streamed up), and speech (streamed down)."""
+        return OpenAIAudio(self)
+
+    @property
+    def moderations(self) -> Moderations:
+        """The moderation classifier (``/moderations``)."""
+        return Moderations(self)

@@ -1,4 +1,7 @@
-"""OpenAI's platform routes under ``/v1``, mounted by the OpenAI fake: Files and Batches.
+"""OpenAI's platform routes under ``/v1``, mounted by the OpenAI fake: Files, Batches, audio
+(transcriptions and translations answer with what the fake "hears": the upload's name and size;
+speech streams one piece per word) and moderations (texts with "kill", "hate" or "bomb" are
+flagged). Groq and vLLM mount the transcription and translation routes (``setup_audio``).
 
 Files: uploads (multipart, streamed to a spooled file), list with ``after``/``limit``/``order``/
 ``purpose``, retrieve, delete, content. Batches: a batch reads its JSONL input file (each line
@@ -166,6 +169,137 @@ class Batch:
         }
 
 
+# -- audio and moderation ------------------------------------------------------------------------
+
+AUDIO_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer")
+SPEECH_FORMATS = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/opus",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+}
+# Words the fake moderation model flags, and the category each flags.
+FLAGGED_WORDS = {"kill": "violence", "hate": "hate", "bomb": "illicit/violent"}
+CATEGORIES = ("harassment", "hate", "illicit", "illicit/violent", "self-harm", "sexual", "violence")
+
+
+def transcript(filename: str, size: int, translated: bool) -> str:
+    """What the fake model hears in an upload: its name and size (it cannot listen)."""
+    verb = "translation" if translated else "transcript"
+    return f"{verb} of {filename} ({size} bytes)"
+
+
+def audio_routes(prefix: str, *, speech: bool) -> list[tuple[str, str, Any, bool]]:
+    """Transcriptions and translations (multipart, the upload read in pieces and counted), and
+    with ``speech`` text to speech (the audio streamed in pieces) and moderations:
+    (method, path, handler, read_body)."""
+
+    def hears(translated: bool) -> Any:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            if not request.content_type.startswith("multipart/"):
+                return _error(400, "the request must be multipart/form-data")
+            fields, upload = await read_form(request, "file")
+            if upload is None:
+                return _error(400, "'file' is a required property", "file")
+            data, size, filename, _ = upload
+            data.close()
+            if not fields.get("model"):
+                return _error(400, "'model' is a required property", "model")
+            fmt = fields.get("response_format", "json")
+            if fmt not in AUDIO_FORMATS:
+                return _error(
+                    400, f"'{fmt}' is not one of {list(AUDIO_FORMATS)}", "response_format"
+                )
+            text = transcript(filename, size, translated)
+            if fmt == "text":
+                return web.Response(text=text, content_type="text/plain")
+            if fmt in ("srt", "vtt"):
+                cue = (
+                    "00:00:00,000 --> 00:00:01,000"
+                    if fmt == "srt"
+                    else "00:00:00.000 --> 00:00:01.000"
+                )
+                head = "1\n" if fmt == "srt" else "WEBVTT\n\n"
+                return web.Response(text=f"{head}{cue}\n{text}\n", content_type="text/plain")
+            answer: dict[str, Any] = {"text": text}
+            if fmt == "verbose_json":
+                answer.update(
+                    task="translate" if translated else "transcribe",
+                    language="english" if translated else fields.get("language", "english"),
+                    duration=round(size / 16000, 3),
+                    segments=[{"id": 0, "start": 0.0, "end": round(size / 16000, 3), "text": text}],
+                )
+            return web.json_response(answer)
+
+        return handler
+
+    async def speak(request: web.Request) -> web.StreamResponse:
+        body = request["json"]
+        if not isinstance(body, dict) or not isinstance(body.get("input"), str):
+            return _error(400, "'input' is a required property", "input")
+        if body.get("voice") not in VOICES:
+            return _error(400, f"'{body.get('voice')}' is not one of {list(VOICES)}", "voice")
+        fmt = body.get("response_format", "mp3")
+        if fmt not in SPEECH_FORMATS:
+            return _error(400, f"'{fmt}' is not a supported format", "response_format")
+        response = web.StreamResponse(headers={"Content-Type": SPEECH_FORMATS[fmt]})
+        await response.prepare(request)
+        for word in body["input"].split():  # one "frame" of audio per word, as it is made
+            await response.write(f"<{fmt}:{word}>".encode())
+        await response.write_eof()
+        return response
+
+    async def moderate(request: web.Request) -> web.StreamResponse:
+        body = request["json"]
+        given = body.get("input") if isinstance(body, dict) else None
+        if isinstance(given, str):
+            given = [given]
+        if not isinstance(given, list) or not given:
+            return _error(400, "'input' is a required property", "input")
+        results = []
+        for item in given:
+            text = item if isinstance(item, str) else str(item.get("text", ""))
+            hit = {FLAGGED_WORDS[w] for w in text.lower().split() if w in FLAGGED_WORDS}
+            results.append(
+                {
+                    "flagged": bool(hit),
+                    "categories": {c: c in hit for c in CATEGORIES},
+                    "category_scores": {c: 0.9 if c in hit else 0.001 for c in CATEGORIES},
+                    "category_applied_input_types": {c: ["text"] for c in CATEGORIES},
+                }
+            )
+        return web.json_response(
+            {
+                "id": f"modr-{next(_moderation_ids)}",
+                "model": body.get("model") or "omni-moderation-latest",
+                "results": results,
+            }
+        )
+
+    routes: list[tuple[str, str, Any, bool]] = [
+        ("POST", f"{prefix}/audio/transcriptions", hears(False), False),
+        ("POST", f"{prefix}/audio/translations", hears(True), False),
+    ]
+    if speech:
+        routes += [
+            ("POST", f"{prefix}/audio/speech", speak, True),
+            ("POST", f"{prefix}/moderations", moderate, True),
+        ]
+    return routes
+
+
+_moderation_ids = itertools.count(1)
+
+
+def setup_audio(server: FakeServer, prefix: str, *, speech: bool = False) -> None:
+    """Mount the audio routes (another OpenAI-shaped server's transcriptions and translations)."""
+    for method, path, handler, read_body in audio_routes(prefix, speech=speech):
+        server.add_route(method, path, handler, error_body=openai.error_body, read_body=read_body)
+
+
 def setup(server: FakeServer, prefix: str = "/v1") -> None:
     files = store(server, "openai", "file-")
     batches: dict[str, Batch] = server.state.setdefault("openai.batches", {})
@@ -287,3 +421,4 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
     add("GET", "/batches", list_batches)
     add("GET", "/batches/{batch_id}", retrieve_batch)
     add("POST", "/batches/{batch_id}/cancel", cancel_batch)
+    setup_audio(server, prefix, speech=True)
