@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from typing_extensions import Unpack
@@ -18,7 +18,7 @@ from .._http import _json
 from .._http._backend import Meta
 from .._http._transport import iter_lines
 from .._options import BodyOptions, HttpOptions
-from .._validate import check_number, check_str
+from .._validate import check_int, check_number, check_str
 from .._wire.openai import OpenAIChat
 from ..streaming import Stream
 from ._batch import BatchCounts, BatchJob, BatchRequest
@@ -35,6 +35,8 @@ from ._files import (
     upload_options,
 )
 from ._upload import FileSource, Upload
+
+T = TypeVar("T", bound=BaseModel)
 
 
 def file_object(payload: Any, meta: Meta) -> FileObject:
@@ -602,3 +604,220 @@ class Moderations(SubClient[OpenAIChat]):
         return await self._client._request(
             "moderations", "POST", "/moderations", parse, options, body=body
         )
+
+
+# -- fine-tuning --------------------------------------------------------------------------------
+
+
+class FineTuningJob(BaseModel):
+    """A fine-tuning job: ``status`` is ``validating_files``, ``queued``, ``running``,
+    ``succeeded``, ``failed`` or ``cancelled``; ``fine_tuned_model`` names the result once it
+    succeeded. ``raw`` is the job as it came."""
+
+    id: str
+    model: str
+    status: str
+    training_file: str | None = None
+    validation_file: str | None = None
+    fine_tuned_model: str | None = None
+    created_at: int | None = None
+    finished_at: int | None = None
+    trained_tokens: int | None = None
+    error: dict[str, Any] | None = None
+    result_files: list[str] = []
+    request_id: str
+    server_request_id: str | None = None
+    raw: Any = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("succeeded", "failed", "cancelled")
+
+
+class FineTuningEvent(BaseModel):
+    """One event of a job's life (``level``: ``info``, ``warn``, ``error``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    created_at: int | None = None
+    level: str | None = None
+    message: str
+    type: str | None = None
+    data: Any = None
+
+
+class FineTuningCheckpoint(BaseModel):
+    """A checkpoint a job saved: a model you can use (``fine_tuned_model_checkpoint``), at
+    ``step_number``, with its ``metrics``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    created_at: int | None = None
+    fine_tuned_model_checkpoint: str
+    step_number: int
+    metrics: dict[str, Any] = {}
+    fine_tuning_job_id: str | None = None
+
+
+def fine_tuning_job(payload: Any, meta: Meta) -> FineTuningJob:
+    if payload.get("object") != "fine_tuning.job":
+        raise ValueError(f"expected a fine_tuning.job, got object {payload.get('object')!r}")
+    return FineTuningJob.model_validate(
+        {
+            **{k: payload.get(k) for k in FineTuningJob.model_fields if k in payload},
+            "result_files": payload.get("result_files") or [],
+            "request_id": meta.request_id,
+            "server_request_id": meta.server_request_id,
+            "raw": payload,
+        }
+    )
+
+
+class Checkpoints(SubClient[OpenAIChat]):
+    """``client.fine_tuning.jobs.checkpoints``: the checkpoints a job saved."""
+
+    __slots__ = ()
+
+    def list(
+        self, job_id: str, *, limit: int | None = None, **options: Unpack[HttpOptions]
+    ) -> AsyncIterator[FineTuningCheckpoint]:
+        """Every checkpoint of the job, newest first (``async for``)."""
+        path = f"/fine_tuning/jobs/{check_id('job_id', job_id)}/checkpoints"
+        return _listing(
+            self._client, "fine_tuning.checkpoints", path, FineTuningCheckpoint, limit, options
+        )
+
+
+class Jobs(SubClient[OpenAIChat]):
+    """``client.fine_tuning.jobs``: create (not retried once it may have reached the server: it
+    starts a paid job), list, retrieve, cancel, events and checkpoints."""
+
+    __slots__ = ()
+
+    @property
+    def checkpoints(self) -> Checkpoints:
+        return Checkpoints(self._client)
+
+    async def create(
+        self,
+        *,
+        model: str,
+        training_file: str,
+        validation_file: str | None = None,
+        suffix: str | None = None,
+        seed: int | None = None,
+        method: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        **options: Unpack[BodyOptions],
+    ) -> FineTuningJob:
+        """Start fine-tuning ``model`` on an uploaded JSONL file (``purpose="fine-tune"``);
+        ``method`` is OpenAI's (``{"type": "supervised", "supervised": {"hyperparameters":
+        {...}}}``, ``dpo``, ``reinforcement``)."""
+        if not isinstance(model, str) or not model:
+            raise ConfigurationError("model must be a non-empty str")
+        body: dict[str, Any] = {
+            "model": model,
+            "training_file": check_id("training_file", training_file),
+        }
+        if validation_file is not None:
+            body["validation_file"] = check_id("validation_file", validation_file)
+        if suffix is not None:
+            if not isinstance(suffix, str) or not 1 <= len(suffix) <= 64:
+                raise ConfigurationError("suffix must be a str of 1 to 64 characters")
+            body["suffix"] = suffix
+        if seed is not None:
+            check_int("seed", seed)
+            body["seed"] = seed
+        if method is not None:
+            if not isinstance(method, Mapping) or not isinstance(method.get("type"), str):
+                raise ConfigurationError("method must be a mapping with a 'type'")
+            body["method"] = dict(method)
+        if metadata is not None:
+            if not isinstance(metadata, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+            ):
+                raise ConfigurationError("metadata must be a mapping of str to str")
+            body["metadata"] = dict(metadata)
+        return await self._client._request(
+            "fine_tuning.create",
+            "POST",
+            "/fine_tuning/jobs",
+            fine_tuning_job,
+            options,
+            body=body,
+            creates=True,
+        )
+
+    async def retrieve(self, job_id: str, **options: Unpack[HttpOptions]) -> FineTuningJob:
+        """The job as it is now."""
+        path = f"/fine_tuning/jobs/{check_id('job_id', job_id)}"
+        return await self._client._request(
+            "fine_tuning.retrieve", "GET", path, fine_tuning_job, options
+        )
+
+    async def cancel(self, job_id: str, **options: Unpack[HttpOptions]) -> FineTuningJob:
+        """Stop the job (``cancelled``)."""
+        path = f"/fine_tuning/jobs/{check_id('job_id', job_id)}/cancel"
+        return await self._client._request(
+            "fine_tuning.cancel", "POST", path, fine_tuning_job, options
+        )
+
+    def list(
+        self, *, limit: int | None = None, **options: Unpack[HttpOptions]
+    ) -> AsyncIterator[FineTuningJob]:
+        """Every job, newest first (``async for``)."""
+        size = check_limit(limit)
+        client = self._client
+
+        async def fetch(after: str | None) -> tuple[Any, str | None]:
+            def parse(payload: Any, meta: Meta) -> tuple[Any, str | None]:
+                items, cursor = list_page(payload)
+                return [fine_tuning_job(item, meta) for item in items], cursor
+
+            params = query(limit=size, after=after)
+            return await client._request(
+                "fine_tuning.list", "GET", "/fine_tuning/jobs", parse, options, params=params
+            )
+
+        return paginate(fetch)
+
+    def list_events(
+        self, job_id: str, *, limit: int | None = None, **options: Unpack[HttpOptions]
+    ) -> AsyncIterator[FineTuningEvent]:
+        """The job's events, newest first (``async for``)."""
+        path = f"/fine_tuning/jobs/{check_id('job_id', job_id)}/events"
+        return _listing(self._client, "fine_tuning.events", path, FineTuningEvent, limit, options)
+
+
+def _listing(
+    client: OpenAIChat,
+    operation: str,
+    path: str,
+    kind: type[T],
+    limit: int | None,
+    options: Mapping[str, Any],
+) -> AsyncIterator[T]:
+    """A cursor listing whose items are plain objects of ``kind``."""
+    size = check_limit(limit)
+
+    async def fetch(after: str | None) -> tuple[Any, str | None]:
+        def parse(payload: Any, meta: Meta) -> tuple[Any, str | None]:
+            items, cursor = list_page(payload)
+            return [kind.model_validate(item) for item in items], cursor
+
+        params = query(limit=size, after=after)
+        return await client._request(operation, "GET", path, parse, options, params=params)
+
+    return paginate(fetch)
+
+
+class FineTuning(SubClient[OpenAIChat]):
+    """``client.fine_tuning``: OpenAI's fine-tuning API; the calls are on ``jobs``."""
+
+    __slots__ = ()
+
+    @property
+    def jobs(self) -> Jobs:
+        return Jobs(self._client)

@@ -8,7 +8,7 @@ from typing_extensions import Unpack
 
 from .._engine._context import check_header_value
 from .._options import ClientOptions
-from .._platform.openai import Batches, Files, Moderations, OpenAIAudio
+from .._platform.openai import Batches, Files, FineTuning, Moderations, OpenAIAudio
 from .._wire.openai import OpenAICompatible
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -69,3 +69,8 @@ class OpenAI(OpenAICompatible):
     def moderations(self) -> Moderations:
         """The moderation classifier (``/moderations``)."""
         return Moderations(self)
+
+    @property
+    def fine_tuning(self) -> FineTuning:
+        """Fine-tuning jobs: create, list, retrieve, cancel, events, checkpoints."""
+        return FineTuning(self)

@@ -1,7 +1,8 @@
 """OpenAI's platform routes under ``/v1``, mounted by the OpenAI fake: Files, Batches, audio
 (transcriptions and translations answer with what the fake "hears": the upload's name and size;
 speech streams one piece per word) and moderations (texts with "kill", "hate" or "bomb" are
-flagged). Groq and vLLM mount the transcription and translation routes (``setup_audio``).
+flagged), fine-tuning (a job moves one step of its life per retrieve: ``validating_files``,
+``queued``, ``running``, ``succeeded``, with events and checkpoints). Groq and vLLM mount the transcription and translation routes (``setup_audio``).
 
 Files: uploads (multipart, streamed to a spooled file), list with ``after``/``limit``/``order``/
 ``purpose``, retrieve, delete, content. Batches: a batch reads its JSONL input file (each line
@@ -294,6 +295,167 @@ def audio_routes(prefix: str, *, speech: bool) -> list[tuple[str, str, Any, bool
 _moderation_ids = itertools.count(1)
 
 
+# -- fine-tuning ---------------------------------------------------------------------------------
+
+TUNING_LIFE = ("validating_files", "queued", "running", "succeeded")
+
+
+class TuningJob:
+    """A fine-tuning job that moves one step of its life per retrieve, logging an event per
+    step and saving a checkpoint while it runs and when it ends."""
+
+    def __init__(self, job_id: str, body: dict[str, Any]) -> None:
+        self.id = job_id
+        self.body = body
+        self.step = 0
+        self.status = TUNING_LIFE[0]
+        self.created_at = int(time.time())
+        self.finished_at: int | None = None
+        self.events: list[dict[str, Any]] = []
+        self.checkpoints: list[dict[str, Any]] = []
+        self.log("Created fine-tuning job")
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.events.append(
+            {
+                "object": "fine_tuning.job.event",
+                "id": f"ftevent-{self.id}-{len(self.events)}",
+                "created_at": int(time.time()),
+                "level": level,
+                "message": message,
+                "type": "message",
+                "data": {},
+            }
+        )
+
+    @property
+    def model_name(self) -> str:
+        suffix = self.body.get("suffix") or "fake"
+        return f"ft:{self.body['model']}:asyncllm:{suffix}:{self.id[-6:]}"
+
+    def save(self, step: int) -> None:
+        self.checkpoints.append(
+            {
+                "object": "fine_tuning.job.checkpoint",
+                "id": f"ftckpt-{self.id}-{step}",
+                "created_at": int(time.time()),
+                "fine_tuned_model_checkpoint": f"{self.model_name}:ckpt-step-{step}",
+                "step_number": step,
+                "metrics": {"step": step, "train_loss": round(1.0 / step, 4)},
+                "fine_tuning_job_id": self.id,
+            }
+        )
+
+    def advance(self) -> None:
+        if self.status not in TUNING_LIFE[:-1]:
+            return
+        self.step += 1
+        self.status = TUNING_LIFE[self.step]
+        if self.status == "queued":
+            self.log("Files validated, moving job to queued state")
+        elif self.status == "running":
+            self.log("Fine-tuning job started")
+            self.save(10)
+        else:
+            self.save(20)
+            self.finished_at = int(time.time())
+            self.log(f"New fine-tuned model created: {self.model_name}")
+            self.log("The job has successfully completed")
+
+    def cancel(self) -> None:
+        if self.status in ("succeeded", "failed", "cancelled"):
+            return
+        self.status = "cancelled"
+        self.finished_at = int(time.time())
+        self.log("Fine-tuning job cancelled")
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "object": "fine_tuning.job",
+            "id": self.id,
+            "model": self.body["model"],
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+            "fine_tuned_model": self.model_name if self.status == "succeeded" else None,
+            "organization_id": "org-fake",
+            "result_files": [],
+            "status": self.status,
+            "validation_file": self.body.get("validation_file"),
+            "training_file": self.body["training_file"],
+            "trained_tokens": 1000 if self.status == "succeeded" else None,
+            "error": None,
+            "seed": self.body.get("seed", 42),
+            "metadata": self.body.get("metadata"),
+            "method": self.body.get("method") or {"type": "supervised"},
+        }
+
+
+def tuning_routes(server: FakeServer, files: FileStore, prefix: str) -> list[tuple[str, str, Any]]:
+    jobs: dict[str, TuningJob] = server.state.setdefault("openai.fine_tuning", {})
+    ids = itertools.count(1)
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        body = request["json"]
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            return _error(400, "Missing required parameter: 'model'.", "model")
+        for name in ("training_file", "validation_file"):
+            file_id = body.get(name)
+            if file_id is None and name == "validation_file":
+                continue
+            stored = files.files.get(file_id) if isinstance(file_id, str) else None
+            if stored is None:
+                return _error(400, f"invalid {name}: {file_id}", name)
+            if stored.purpose != "fine-tune":
+                return _error(400, f"File {file_id} is not for fine-tuning", name)
+        job = TuningJob(f"ftjob-{next(ids):06d}", body)
+        jobs[job.id] = job
+        return web.json_response(job.json())
+
+    def job_of(request: web.Request) -> TuningJob | web.Response:
+        job = jobs.get(request.match_info["job_id"])
+        if job is None:
+            return _error(404, f"Could not find fine tune job: {request.match_info['job_id']}")
+        return job
+
+    async def retrieve(request: web.Request) -> web.StreamResponse:
+        job = job_of(request)
+        if isinstance(job, web.Response):
+            return job
+        answer = job.json()
+        job.advance()  # the next look finds it one step further
+        return web.json_response(answer)
+
+    async def cancel(request: web.Request) -> web.StreamResponse:
+        job = job_of(request)
+        if isinstance(job, web.Response):
+            return job
+        if job.status in ("succeeded", "failed", "cancelled"):
+            return _error(400, f"Job has already completed: {job.id}")
+        job.cancel()
+        return web.json_response(job.json())
+
+    async def list_jobs(request: web.Request) -> web.StreamResponse:
+        return page([j.json() for j in reversed(jobs.values())], request, 20)
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        job = job_of(request)
+        return job if isinstance(job, web.Response) else page(job.events[::-1], request, 20)
+
+    async def checkpoints(request: web.Request) -> web.StreamResponse:
+        job = job_of(request)
+        return job if isinstance(job, web.Response) else page(job.checkpoints[::-1], request, 10)
+
+    base = f"{prefix}/fine_tuning/jobs"
+    return [
+        ("POST", base, create),
+        ("GET", base, list_jobs),
+        ("GET", base + "/{job_id}", retrieve),
+        ("POST", base + "/{job_id}/cancel", cancel),
+        ("GET", base + "/{job_id}/events", events),
+        ("GET", base + "/{job_id}/checkpoints", checkpoints),
+    ]
+
+
 def setup_audio(server: FakeServer, prefix: str, *, speech: bool = False) -> None:
     """Mount the audio routes (another OpenAI-shaped server's transcriptions and translations)."""
     for method, path, handler, read_body in audio_routes(prefix, speech=speech):
@@ -422,3 +584,5 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
     add("GET", "/batches/{batch_id}", retrieve_batch)
     add("POST", "/batches/{batch_id}/cancel", cancel_batch)
     setup_audio(server, prefix, speech=True)
+    for method, path, handler in tuning_routes(server, files, prefix):
+        server.add_route(method, path, handler, error_body=openai.error_body)
