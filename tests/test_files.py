@@ -276,3 +276,14 @@ async def test_gemini_upload_url_on_another_origin_is_refused() -> None:
             with pytest.raises(asyncllm.ResponseValidationError, match="another origin"):
                 await client.files.create(b"x", display_name="x")
             assert server.request_count == 1
+
+
+async def test_an_iterator_that_yields_no_bytes_is_a_configuration_error(
+    client: asyncllm.OpenAI, server: FakeServer
+) -> None:
+    async def mixed() -> AsyncIterator[Any]:
+        yield b"fine"
+        yield "not bytes"
+
+    with pytest.raises(asyncllm.ConfigurationError, match="must yield bytes, not str"):
+        await client.files.create(mixed(), purpose="user_data", filename="m")

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 import aiohttp
 from aiohttp.payload import AsyncIterablePayload, BytesPayload
 
-from .._exceptions import ConfigurationError
+from .._exceptions import APIError, ConfigurationError
+
+T = TypeVar("T")
 
 FileSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, AsyncIterable[bytes]]
 
@@ -28,7 +30,7 @@ class Upload:
     spent by the first attempt), so a call that uploads one is never retried.
     """
 
-    __slots__ = ("_bytes", "_iter", "_path", "content_type", "filename", "size", "used")
+    __slots__ = ("_bytes", "_iter", "_path", "content_type", "failure", "filename", "size", "used")
 
     def __init__(
         self, source: Any, *, filename: str | None = None, content_type: str | None = None
@@ -37,6 +39,9 @@ class Upload:
         self._bytes: bytes | None = None
         self._iter: AsyncIterable[bytes] | None = None
         self.used = False
+        # Set when the caller's iterator yields something that is not bytes: aiohttp reports
+        # that as a failed send, and the upload raises this instead.
+        self.failure: ConfigurationError | None = None
         if isinstance(source, (str, os.PathLike)):
             path = Path(source)
             if not path.is_file():
@@ -78,7 +83,26 @@ class Upload:
         if self.used:
             raise ConfigurationError("an async iterator upload cannot be sent twice")
         self.used = True
-        return _checked(self._iter)
+        return self._checked(self._iter)
+
+    async def _checked(self, source: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in source:
+            if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                self.failure = ConfigurationError(
+                    f"an upload iterator must yield bytes, not {type(chunk).__name__}"
+                )
+                raise self.failure
+            yield bytes(chunk)
+
+    async def sending(self, call: Awaitable[T]) -> T:
+        """``call`` (the request that sends this upload), raising the iterator's own mistake
+        (``failure``) rather than the connection error aiohttp makes of it."""
+        try:
+            return await call
+        except APIError as exc:
+            if self.failure is not None:
+                raise self.failure from exc
+            raise
 
     def payload(self) -> aiohttp.Payload:
         """A body part for a multipart form, or a whole request body: bytes as they are, the
@@ -113,12 +137,3 @@ async def _read_file(path: Path) -> AsyncIterator[bytes]:
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
-
-
-async def _checked(source: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    async for chunk in source:
-        if not isinstance(chunk, (bytes, bytearray, memoryview)):
-            raise ConfigurationError(
-                f"an upload iterator must yield bytes, not {type(chunk).__name__}"
-            )
-        yield bytes(chunk)

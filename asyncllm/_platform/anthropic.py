@@ -99,14 +99,16 @@ class Files(SubClient["Claude"]):
     ) -> FileObject:
         """Upload ``file`` (a path, bytes or an async iterator of bytes)."""
         upload = Upload(file, filename=filename, content_type=content_type)
-        return await self._client._request(
-            "files.create",
-            "POST",
-            "/v1/files",
-            file_object,
-            upload_options(with_beta(self._client, options, FILES_BETA), upload),
-            data=lambda: upload.form("file", {}),
-            creates=True,
+        return await upload.sending(
+            self._client._request(
+                "files.create",
+                "POST",
+                "/v1/files",
+                file_object,
+                upload_options(with_beta(self._client, options, FILES_BETA), upload),
+                data=lambda: upload.form("file", {}),
+                creates=True,
+            )
         )
 
     async def retrieve(self, file_id: str, **options: Unpack[HttpOptions]) -> FileObject:

@@ -117,20 +117,21 @@ class Files(SubClient["Gemini"]):
             session,
             {**options, "extra_headers": {**given, **headers}},
             body=body,
-            raw_body=False,
         )
         finish = {
             "X-Goog-Upload-Command": "upload, finalize",
             "X-Goog-Upload-Offset": "0",
         }
-        return await client._request(
-            "files.create",
-            "POST",
-            url,
-            lambda payload, meta: file_object(payload["file"], meta),
-            upload_options({**options, "extra_headers": {**given, **finish}}, upload),
-            data=upload.payload,
-            creates=True,
+        return await upload.sending(
+            client._request(
+                "files.create",
+                "POST",
+                url,
+                lambda payload, meta: file_object(payload["file"], meta),
+                upload_options({**options, "extra_headers": {**given, **finish}}, upload),
+                data=upload.payload,
+                creates=True,
+            )
         )
 
     async def retrieve(self, name: str, **options: Unpack[HttpOptions]) -> FileObject:

@@ -7,7 +7,7 @@ pieces (uploads, pagination, downloads, the creating-call rule) are in ``_upload
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -90,14 +90,16 @@ class Files(SubClient[OpenAIChat]):
         if not isinstance(purpose, str) or not purpose:
             raise ConfigurationError("purpose must be a non-empty str")
         upload = Upload(file, filename=filename, content_type=content_type)
-        return await self._client._request(
-            "files.create",
-            "POST",
-            "/files",
-            file_object,
-            upload_options(options, upload),
-            data=lambda: upload.form("file", {"purpose": purpose}),
-            creates=True,
+        return await upload.sending(
+            self._client._request(
+                "files.create",
+                "POST",
+                "/files",
+                file_object,
+                upload_options(options, upload),
+                data=lambda: upload.form("file", {"purpose": purpose}),
+                creates=True,
+            )
         )
 
     async def retrieve(self, file_id: str, **options: Unpack[HttpOptions]) -> FileObject:
@@ -375,14 +377,14 @@ class _AudioUpload(SubClient[OpenAIChat]):
     path: ClassVar[str]
     operation: ClassVar[str]
 
-    def _send(
+    async def _send(
         self,
         file: FileSource,
         fields: dict[str, Any],
         response_format: str | None,
         filename: str | None,
         options: Mapping[str, Any],
-    ) -> Coroutine[Any, Any, Transcription]:
+    ) -> Transcription:
         upload = Upload(file, filename=filename)
         check_str("response_format", response_format)
         form: dict[str, str] = {}
@@ -394,14 +396,16 @@ class _AudioUpload(SubClient[OpenAIChat]):
             form[name] = str(value)
         if response_format is not None:
             form["response_format"] = response_format
-        return self._client._request(
-            self.operation,
-            "POST",
-            self.path,
-            _transcription(response_format),
-            upload_options(options, upload),
-            raw_body=True,
-            data=lambda: upload.form("file", form),
+        return await upload.sending(
+            self._client._request(
+                self.operation,
+                "POST",
+                self.path,
+                _transcription(response_format),
+                upload_options(options, upload),
+                raw_body=True,
+                data=lambda: upload.form("file", form),
+            )
         )
 
 
@@ -482,8 +486,8 @@ class Speech(SubClient[OpenAIChat]):
         **options: Unpack[BodyOptions],
     ) -> Stream[bytes]:
         """The spoken ``input`` as audio bytes, as they arrive (``async with`` ... ``async for``;
-        ``asyncllm``'s ``save``-like ``download`` writes them to a path). ``response_format``:
-        ``mp3`` (default), ``opus``, ``aac``, ``flac``, ``wav`` or ``pcm``."""
+        ``download`` writes them to a path). ``response_format``: ``mp3`` (default), ``opus``,
+        ``aac``, ``flac``, ``wav`` or ``pcm``. Retried only before the first bytes arrive."""
         if not isinstance(input, str) or not input:
             raise ConfigurationError("input must be a non-empty str")
         if not isinstance(voice, str) or not voice:
