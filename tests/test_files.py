@@ -45,6 +45,9 @@ async def test_upload_from_bytes_path_and_iterator(
     assert (from_bytes.filename, from_bytes.size) == ("h.txt", 5)
     assert (from_iter.filename, from_iter.size) == ("it.bin", 4)
     assert from_path.request_id == server.request_ids[-3]
+    sent = [r for r in server.requests if r.path == "/v1/files"]
+    assert "Content-Length" in sent[0].headers  # a path's size is known: not chunked
+    assert sent[2].headers.get("Transfer-Encoding") == "chunked"  # an iterator's is not
     assert from_path.raw["object"] == "file"
     got = b"".join([c async for c in client.files.content(from_iter.id)])
     assert got == b"abcd"

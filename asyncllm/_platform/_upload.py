@@ -109,6 +109,8 @@ class Upload:
         rest streamed."""
         if self._bytes is not None:
             return BytesPayload(self._bytes, content_type=self.content_type)
+        if self._path is not None:
+            return _SizedPayload(self.chunks(), self.size, content_type=self.content_type)
         return AsyncIterablePayload(self.chunks(), content_type=self.content_type)
 
     def form(self, field: str, fields: dict[str, str]) -> aiohttp.FormData:
@@ -121,6 +123,19 @@ class Upload:
             field, self.payload(), filename=self.filename, content_type=self.content_type
         )
         return form
+
+
+class _SizedPayload(AsyncIterablePayload):
+    """A file read in pieces whose size is known: sent with a ``Content-Length`` (and so is a
+    form holding it) rather than chunked, which some servers and proxies refuse."""
+
+    def __init__(self, value: AsyncIterator[bytes], size: int | None, **kwargs: Any) -> None:
+        super().__init__(value, **kwargs)
+        self._known_size = size
+
+    @property
+    def size(self) -> int | None:
+        return self._known_size
 
 
 async def _read_file(path: Path) -> AsyncIterator[bytes]:
