@@ -128,6 +128,8 @@ async def test_run_batch_yields_results_matched_by_id(
     assert isinstance(error, asyncllm.NotFoundError) and "no-such-model" in error.message
     assert not results["bad"].ok and results["bad"].response is None
     assert seen == ["validating", "in_progress", "finalizing", "completed"]
+    job = await client.batches.retrieve(next(iter(server.state["openai.batches"])))
+    assert str(job) == f"{job.id}: completed, 3 of 3 done (1 failed)"
     assert clock.sleeps == [10, 15, 22.5]  # backoff between polls, on the dispatcher's sleep
     assert not state.exists()  # every result was read
 

@@ -61,6 +61,13 @@ class BatchJob(BaseModel):
     server_request_id: str | None = None
     raw: Any = None
 
+    def __str__(self) -> str:
+        """One line of progress: ``batch_1: in_progress, 3 of 10 done (1 failed)``, so that
+        ``run_batch(..., on_progress=print)`` shows a batch's progress as it polls."""
+        counts = self.counts
+        ended = counts.succeeded + counts.failed
+        return f"{self.id}: {self.status}, {ended} of {counts.total} done ({counts.failed} failed)"
+
 
 class BatchRequest:
     """One chat request of a batch: ``id`` (unique in the batch; it matches the result to the
@@ -165,15 +172,7 @@ def _may_have_been_applied(exc: BaseException) -> bool:
 
 
 def _log_progress(job: BatchJob) -> None:
-    counts = job.counts
-    logger.info(
-        "batch %s: %s, %d of %d done (%d failed)",
-        job.id,
-        job.status,
-        counts.succeeded + counts.failed,
-        counts.total,
-        counts.failed,
-    )
+    logger.info("batch %s", job)
 
 
 async def run_batch(
@@ -193,7 +192,8 @@ async def run_batch(
     these same requests (a run that crashed or was cancelled), polling resumes on that job and
     nothing is submitted. Polls start ``poll_interval`` seconds apart and grow by half each time
     up to ``max_poll_interval``, on the client's dispatcher's ``sleep`` (a ``FakeClock`` in
-    tests). ``on_progress`` gets the job after each poll (default: an INFO log line). The state
+    tests). ``on_progress`` gets the job after each poll (default: an INFO log line of
+    ``str(job)``; ``on_progress=print`` shows it on the terminal). The state
     file is removed once every result has been yielded, unless ``keep_state``.
 
     A submission that failed where the job may have been created anyway (a timeout, a 5xx)
