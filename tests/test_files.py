@@ -253,6 +253,9 @@ async def test_gemini_files_round_trip(tmp_path: Path) -> None:
         assert made.id.startswith("files/") and made.uri and made.status == "ACTIVE"
         sized = await client.files.create(b"abc", display_name="a")
         assert server.requests[-2].headers["X-Goog-Upload-Header-Content-Length"] == "3"
+        typed = await client.files.create(b"%PDF", display_name="paper.pdf")
+        assert typed.mime_type == "application/pdf"  # guessed from the name
+        await client.files.delete(typed.id)
         listed = [f.id async for f in client.files.list(page_size=1)]
         assert listed == [sized.id, made.id]
         assert (await client.files.retrieve(made.id.removeprefix("files/"))).size == 9

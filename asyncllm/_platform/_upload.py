@@ -4,6 +4,7 @@ memory by us (a path is read in pieces off the event loop, an iterator is passed
 from __future__ import annotations
 
 import asyncio
+import mimetypes
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable
 from pathlib import Path
@@ -64,10 +65,15 @@ class Upload:
             raise ConfigurationError("filename must be a non-empty str")
         if filename is not None and any(c in filename for c in '\r\n"'):
             raise ConfigurationError("filename must not hold quotes or line breaks")
-        if content_type is not None and not isinstance(content_type, str):
-            raise ConfigurationError("content_type must be a str")
+        if content_type is not None and (
+            not isinstance(content_type, str) or not content_type.isprintable()
+        ):
+            raise ConfigurationError("content_type must be a str without control characters")
         self.filename = filename or "upload"
-        self.content_type = content_type or "application/octet-stream"
+        # A type the name says (Gemini refuses octet-stream for most uses, as a server that
+        # sniffs by type would); else the generic one.
+        guessed = mimetypes.guess_type(self.filename)[0] if filename else None
+        self.content_type = content_type or guessed or "application/octet-stream"
 
     @property
     def replayable(self) -> bool:
