@@ -49,7 +49,7 @@ async def test_upload_from_bytes_path_and_iterator(
     assert "Content-Length" in sent[0].headers  # a path's size is known: not chunked
     assert sent[2].headers.get("Transfer-Encoding") == "chunked"  # an iterator's is not
     assert from_path.raw["object"] == "file"
-    got = b"".join([c async for c in client.files.content(from_iter.id)])
+    got = b"".join([c async for c in await client.files.content(from_iter.id)])
     assert got == b"abcd"
 
 

@@ -121,16 +121,24 @@ class Files(SubClient[OpenAIChat]):
 
         return await self._client._request("files.delete", "DELETE", path, parse, options)
 
-    def content(self, file_id: str, **options: Unpack[HttpOptions]) -> Stream[bytes]:
-        """The file's content as it arrives (``async with`` ... ``async for chunk in it``)."""
+    async def content(
+        self, file: str | FileObject, **options: Unpack[HttpOptions]
+    ) -> Stream[bytes]:
+        """The file's content as it arrives (``async with await client.files.content(id) as
+        chunks``). Awaited as on every vendor, where the file may have to be looked up first;
+        OpenAI serves any file's content, so nothing is sent until the stream is read."""
+        return self._content(file, options)
+
+    def _content(self, file: str | FileObject, options: Mapping[str, Any]) -> Stream[bytes]:
+        file_id = file.id if isinstance(file, FileObject) else file
         path = f"/files/{check_id('file_id', file_id)}/content"
         return content_stream(self._client, "files.content", path, options)
 
     async def download(
-        self, file_id: str, path: str | os.PathLike[str], **options: Unpack[HttpOptions]
+        self, file: str | FileObject, path: str | os.PathLike[str], **options: Unpack[HttpOptions]
     ) -> int:
         """Write the file's content to ``path`` as it arrives; the bytes written."""
-        return await save(self.content(file_id, **options), path)
+        return await save(self._content(file, options), path)
 
     def list(
         self,
@@ -288,7 +296,7 @@ class Batches(SubClient[OpenAIChat]):
             if file_id is None:
                 continue
             meta = Meta(job.request_id, None, {}, 200)
-            async with files.content(file_id) as stream:
+            async with files._content(file_id, {}) as stream:
                 async for raw in iter_lines(stream, client.max_line_bytes):
                     if raw.strip():
                         yield client._parse(read_line, raw, meta)
