@@ -380,3 +380,20 @@ async def test_run_batch_on_gemini(gemini: tuple[Any, FakeServer], tmp_path: Pat
     with pytest.raises(asyncllm.ConfigurationError, match="one model"):
         async for _ in asyncllm.run_batch(client, mixed, state_file=tmp_path / "t"):
             pass
+
+
+async def test_a_batch_cancelled_elsewhere_yields_an_error_per_request(
+    client: asyncllm.OpenAI, server: FakeServer, tmp_path: Path
+) -> None:
+    def cancel_it(job: asyncllm.BatchJob) -> None:
+        server.state["openai.batches"][job.id].cancelled = True  # say, from the dashboard
+
+    results = [
+        r
+        async for r in asyncllm.run_batch(
+            client, requests(2), state_file=tmp_path / "s", on_progress=cancel_it
+        )
+    ]
+    assert [r.id for r in results] == ["q0", "q1"]
+    assert all(isinstance(r.error, asyncllm.APIError) for r in results)
+    assert "ended (cancelled) without a result" in str(results[0].error)
