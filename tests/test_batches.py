@@ -397,3 +397,22 @@ async def test_a_batch_cancelled_elsewhere_yields_an_error_per_request(
     assert [r.id for r in results] == ["q0", "q1"]
     assert all(isinstance(r.error, asyncllm.APIError) for r in results)
     assert "ended (cancelled) without a result" in str(results[0].error)
+
+
+async def test_a_large_gemini_batch_goes_through_files(
+    gemini: tuple[Any, FakeServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond the inline limit the requests go up as a JSONL file, and the results come back in
+    a file, read as it arrives."""
+    from asyncllm._platform import gemini as platform
+
+    monkeypatch.setattr(platform, "INLINE_BYTES", 10)
+    client, server = gemini
+    results = [r async for r in asyncllm.run_batch(client, requests(3), state_file=tmp_path / "s")]
+    assert {r.id: r.response.text for r in results if r.response} == {
+        f"q{i}": f"echo: question {i}" for i in range(3)
+    }
+    created = next(r for r in server.requests if r.path.endswith(":batchGenerateContent"))
+    assert created.json["batch"]["inputConfig"]["fileName"].startswith("files/")
+    downloads = [r for r in server.requests if r.path.endswith(":download")]
+    assert len(downloads) == 1 and downloads[0].query == {"alt": "media"}

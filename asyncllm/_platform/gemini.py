@@ -19,6 +19,7 @@ from typing_extensions import Unpack
 from .._exceptions import ConfigurationError, FileNotDownloadableError
 from .._http import _json
 from .._http._backend import ErrorInfo, Meta
+from .._http._transport import iter_lines
 from .._options import BODY_KEYS, BodyOptions, HttpOptions, check_keys
 from ..streaming import Stream
 from ._batch import BatchCounts, BatchJob, BatchRequest
@@ -197,6 +198,10 @@ class Files(SubClient["Gemini"]):
 
 # -- batch generation ---------------------------------------------------------------------------
 
+# Above this many bytes of requests, a batch goes up as a JSONL file rather than inline (the
+# API takes up to 20 MB inline).
+INLINE_BYTES = 10 * 1024 * 1024
+
 BATCH_ENDED = frozenset(
     {"BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED"}
 )
@@ -246,15 +251,20 @@ class Batches(SubClient["Gemini"]):
 
     async def create(
         self,
-        requests: Sequence[Mapping[str, Any]],
+        requests: Sequence[Mapping[str, Any]] | None = None,
         *,
+        input_file: str | FileObject | None = None,
         model: str | None = None,
         display_name: str | None = None,
         **options: Unpack[BodyOptions],
     ) -> BatchJob:
-        """Start a batch of inline ``{"request": <a GenerateContentRequest>, "metadata":
-        {"key": ...}}`` requests on ``model`` (default: the client's)."""
-        if (
+        """Start a batch on ``model`` (default: the client's) of inline ``{"request": <a
+        GenerateContentRequest>, "metadata": {"key": ...}}`` requests, or of an uploaded JSONL
+        ``input_file`` whose lines are ``{"key": ..., "request": {...}}`` (for batches beyond
+        the inline limit; the results then come in a file too)."""
+        if (requests is None) == (input_file is None):
+            raise ConfigurationError("give either requests or input_file")
+        if requests is not None and (
             isinstance(requests, (str, bytes))
             or not isinstance(requests, Sequence)
             or not all(
@@ -267,9 +277,12 @@ class Batches(SubClient["Gemini"]):
         if display_name is not None and not isinstance(display_name, str):
             raise ConfigurationError("display_name must be a str")
         client = self._client
-        batch: dict[str, Any] = {
-            "inputConfig": {"requests": {"requests": [dict(r) for r in requests]}}
-        }
+        if requests is not None:
+            config: dict[str, Any] = {"requests": {"requests": [dict(r) for r in requests]}}
+        else:
+            name = input_file.id if isinstance(input_file, FileObject) else input_file
+            config = {"fileName": resource("files", name)}
+        batch: dict[str, Any] = {"inputConfig": config}
         if display_name:
             batch["displayName"] = display_name
         path = client._method_path(model, "batchGenerateContent")
@@ -342,31 +355,46 @@ class Batches(SubClient["Gemini"]):
                 request.messages, params, params.get("n"), request.output_format()
             )
             items.append({"request": body, "metadata": {"key": request.id}})
-        return await self.create(items, model=models.pop())
+        model = models.pop()
+        lines = [_json.dumps({"key": i["metadata"]["key"], "request": i["request"]}) for i in items]
+        if sum(len(line) for line in lines) <= INLINE_BYTES:
+            return await self.create(items, model=model)
+        content = b"\n".join(lines) + b"\n"
+        made = await Files(client).create(content, display_name="batch.jsonl", mime_type="jsonl")
+        return await self.create(input_file=made, model=model)
 
     async def chat_results(self, job: BatchJob) -> AsyncIterator[tuple[str, Any]]:
-        """Each inline response: its ``metadata.key`` and its ``ChatResponse``, or the typed
-        error its ``google.rpc.Status`` names."""
+        """Each response, inline or in the job's results file (read as it arrives): its key and
+        its ``ChatResponse``, or the typed error its ``google.rpc.Status`` names."""
         client = self._client
         raw = job.raw or {}
         output = (raw.get("metadata") or raw).get("output") or raw.get("response") or {}
-        if output.get("responsesFile"):
-            raise ConfigurationError(
-                f"batch {job.id} wrote its results to {output['responsesFile']}: read that file"
-            )
         meta = Meta(job.request_id, None, {}, 200)
+        responses_file = output.get("responsesFile")
+        if responses_file:
+            path = "/" + resource("files", responses_file) + ":download"
+            stream = content_stream(client, "batches.results", path, {}, params={"alt": "media"})
+            async with stream:
+                async for line in iter_lines(stream, client.max_line_bytes):
+                    if line.strip():
+                        item = client._parse(lambda raw, meta: _json.loads(raw), line, meta)
+                        yield self._outcome(str(item.get("key")), item, job, meta)
+            return
         for item in (output.get("inlinedResponses") or {}).get("inlinedResponses") or ():
             key = str((item.get("metadata") or {}).get("key"))
-            if "error" in item:
-                status = item["error"]
-                info = ErrorInfo(message=status.get("message"), code=str(status.get("code")))
-                error = client._error(
-                    RPC_STATUS.get(status.get("code"), 500),
-                    info,
-                    job.request_id,
-                    _json.excerpt(status),
-                    fallback=f"batch request {key} failed",
-                )
-                yield key, error
-            else:
-                yield key, client._parse(client._parse_generate, item.get("response"), meta)
+            yield self._outcome(key, item, job, meta)
+
+    def _outcome(self, key: str, item: Any, job: BatchJob, meta: Meta) -> tuple[str, Any]:
+        client = self._client
+        if "error" in item:
+            status = item["error"]
+            info = ErrorInfo(message=status.get("message"), code=str(status.get("code")))
+            error = client._error(
+                RPC_STATUS.get(status.get("code"), 500),
+                info,
+                job.request_id,
+                _json.excerpt(status),
+                fallback=f"batch request {key} failed",
+            )
+            return key, error
+        return key, client._parse(client._parse_generate, item.get("response"), meta)

@@ -1,5 +1,7 @@
 """Gemini's Files API and batch generation, mounted by the Gemini fake. Batches:
-``models/{model}:batchGenerateContent`` takes inline requests (each with ``metadata.key``) and
+``models/{model}:batchGenerateContent`` takes inline requests (each with ``metadata.key``), or
+an uploaded JSONL file of ``{"key", "request"}`` lines (its results then go to a JSONL file of
+``{"key", "response" | "error"}`` lines, served as a generated file), and
 answers with the batch as a long-running operation, ``BATCH_STATE_PENDING``; each get moves it
 on (``RUNNING``, then ``SUCCEEDED`` with ``output.inlinedResponses``: the fake model's answer per
 request, or the ``google.rpc.Status`` of a request generateContent would refuse); cancel,
@@ -14,6 +16,7 @@ from __future__ import annotations
 import base64
 import datetime
 import itertools
+import json
 from typing import Any
 
 from aiohttp import web
@@ -54,8 +57,18 @@ ENDED = ("BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED")
 
 
 class Batch:
-    def __init__(self, name: str, model: str, display_name: str, requests: list[Any]) -> None:
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        display_name: str,
+        requests: list[Any],
+        output_file: Any = None,
+    ) -> None:
         self.name = name
+        # Given for a batch whose input came in a file: writes its results to a file as well.
+        self.output_file = output_file
+        self.responses_file: str | None = None
         self.model = model
         self.display_name = display_name
         self.requests = requests
@@ -77,6 +90,8 @@ class Batch:
                 if meta is not None:
                     reply["metadata"] = meta
                 self.output.append(reply)
+            if self.output_file is not None:
+                self.responses_file = self.output_file(self.output)
             self.state = "BATCH_STATE_SUCCEEDED"
 
     def json(self) -> dict[str, Any]:
@@ -100,7 +115,10 @@ class Batch:
         operation: dict[str, Any] = {"name": self.name, "metadata": metadata}
         if self.state in ENDED:
             operation["done"] = True
-        if self.output is not None:
+        if self.responses_file is not None:
+            metadata["output"] = {"responsesFile": self.responses_file}
+            operation["response"] = {"@type": OUTPUT_TYPE, "responsesFile": self.responses_file}
+        elif self.output is not None:
             output = {"inlinedResponses": {"inlinedResponses": self.output}}
             metadata["output"] = output
             operation["response"] = {"@type": OUTPUT_TYPE, **output}
@@ -214,6 +232,34 @@ def setup(server: FakeServer, prefix: str = gemini.PREFIX) -> None:
             return gemini._error(400, "batch must be an object")
         inline = (config or {}).get("requests") if isinstance(config, dict) else None
         items = inline.get("requests") if isinstance(inline, dict) else None
+        output_file = None
+        file_name = (config or {}).get("fileName") if isinstance(config, dict) else None
+        if file_name is not None:
+            stored = files.files.get(str(file_name))
+            if stored is None:
+                return gemini._error(404, f"File {file_name} not found.")
+            items = []
+            for line in stored.read().decode().splitlines():
+                if line.strip():
+                    record = json.loads(line)
+                    items.append(
+                        {"request": record.get("request"), "metadata": {"key": record.get("key")}}
+                    )
+
+            def output_file(replies: list[dict[str, Any]]) -> str:
+                lines = []
+                for reply in replies:
+                    record = {k: v for k, v in reply.items() if k != "metadata"}
+                    lines.append(json.dumps({"key": reply["metadata"]["key"], **record}))
+                content = ("\n".join(lines) + "\n").encode()
+                out = files.add_bytes(
+                    content,
+                    filename="batch-results",
+                    mime_type="application/jsonl",
+                    file_id="files/batch-" + files.new_id().rpartition("-")[2],
+                )
+                return out.id
+
         if not isinstance(items, list) or not items:
             return gemini._error(
                 400, "batch.input_config.requests: at least one request is required"
@@ -221,7 +267,13 @@ def setup(server: FakeServer, prefix: str = gemini.PREFIX) -> None:
         if not all(isinstance(i, dict) and isinstance(i.get("request"), dict) for i in items):
             return gemini._error(400, "every inlined request needs a request object")
         name = f"batches/fake{next(batch_ids):06d}"
-        made = Batch(name, request.match_info["model"], str(batch.get("displayName") or ""), items)
+        made = Batch(
+            name,
+            request.match_info["model"],
+            str(batch.get("displayName") or ""),
+            items,
+            output_file,
+        )
         batches[name] = made
         return web.json_response(made.json())
 
