@@ -245,7 +245,7 @@ class Batches(SubClient["Gemini"]):
     generateContent requests run within a day, results matched by each request's
     ``metadata.key``: create (not retried once it may have reached the server: it starts a paid
     job), retrieve, list, cancel, delete. ``asyncllm.run_batch`` runs a list of chat requests as
-    one (inline requests and results; a job whose results went to a file is not read here)."""
+    one: inline up to ``INLINE_BYTES`` of requests, through a JSONL file beyond."""
 
     __slots__ = ()
 
