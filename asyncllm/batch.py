@@ -60,6 +60,7 @@ __all__ = [
     "BatchSummary",
     "TextProgress",
     "imap",
+    "numbered_jsonl",
     "read_jsonl",
     "run",
 ]
@@ -76,8 +77,8 @@ USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 @dataclass(frozen=True, slots=True)
 class BatchResult(Generic[T, R]):
     """One item's outcome: ``value`` if its call returned, ``error`` if it raised an error of the
-    captured types. ``index`` is its position in the input (from 0), ``id`` its ``id_of`` or, by
-    default, its index; ``latency`` is seconds from submission to the end of its call (queueing
+    captured types. ``index`` is its position in the input (from 0), ``id`` what ``id_of`` gave
+    for it or, if that is None, its index; ``latency`` is seconds from submission to the end of its call (queueing
     and retries included)."""
 
     index: int
@@ -122,7 +123,9 @@ async def imap(
     order: deque[int] = deque()  # ordered: submitted indexes, oldest first
 
     async def one(index: int, item: T) -> BatchResult[T, R]:
-        ident = index if id_of is None else id_of(item)
+        ident = None if id_of is None else id_of(item)
+        if ident is None:
+            ident = index
         start = clock()
         try:
             value = await call(item)
@@ -202,6 +205,12 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     a JSON object raises ``ConfigurationError`` naming the file and line; read the file once
     through this before a run (``for _ in read_jsonl(p): pass``) to refuse bad input before
     anything is sent."""
+    for _, value in numbered_jsonl(path):
+        yield value
+
+
+def numbered_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``read_jsonl``'s objects with their line numbers (from 1), for messages that name them."""
     with open(path, "rb") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -214,7 +223,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
                 raise ConfigurationError(
                     f"{path}:{number}: a JSON object was expected, not {type(value).__name__}"
                 )
-            yield value
+            yield number, value
 
 
 # -- accounting -------------------------------------------------------------------------------
