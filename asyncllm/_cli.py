@@ -163,6 +163,7 @@ def _run(main: Coroutine[Any, Any, int]) -> int:
         with asyncio.Runner() as runner:
             return runner.run(main)
     loop = asyncio.new_event_loop()  # pragma: no cover - Python 3.10
+    asyncio.set_event_loop(loop)
     task = loop.create_task(main)
     try:
         # Windows, or not the main thread: KeyboardInterrupt as asyncio.run gives it.
@@ -178,9 +179,11 @@ def _run(main: Coroutine[Any, Any, int]) -> int:
         rest = asyncio.all_tasks(loop)
         for t in rest:
             t.cancel()
-        loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+        if rest:
+            loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.run_until_complete(loop.shutdown_default_executor())
+        asyncio.set_event_loop(None)
         loop.close()
 
 
