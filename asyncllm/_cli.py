@@ -77,9 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def client_options(p: argparse.ArgumentParser) -> None:
+    def client_options(p: argparse.ArgumentParser, *, model_required: bool = True) -> None:
         p.add_argument("--backend", default="openai", help=f"one of: {', '.join(BACKENDS)}")
-        p.add_argument("--model", help="model name (batch: lines may name their own)")
+        p.add_argument(
+            "--model",
+            required=model_required,
+            help="model name" + ("" if model_required else " (lines may name their own)"),
+        )
         p.add_argument(
             "--base-url", help="server URL (default: the backend's variable, or its API)"
         )
@@ -103,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("input", type=Path)
     run.add_argument("output", type=Path)
-    client_options(run)
+    client_options(run, model_required=False)
     run.add_argument("--concurrency", type=int, default=8, help="calls in flight at once")
     run.add_argument("--resume", action="store_true", help="skip items the output already holds")
     run.add_argument("--ordered", action="store_true", help="sort the output by input order")
@@ -143,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except AsyncLLMError as exc:
         _say(f"error: {type(exc).__name__}: {exc}")
+        return EXIT_ERROR
+    except OSError as exc:  # say, an output in a folder that does not exist
+        _say(f"error: {exc}")
         return EXIT_ERROR
     return code
 
@@ -218,10 +225,9 @@ def _chat(args: argparse.Namespace) -> int:
     if args.system:
         messages.insert(0, {"role": "system", "content": args.system})
     client = _client(args)
-    model = {} if args.model is None else {"model": args.model}
 
     async def stream() -> int:
-        async with client, client.stream_chat(messages, **model) as chunks:
+        async with client, client.stream_chat(messages, model=args.model) as chunks:
             async for chunk in chunks:
                 sys.stdout.write(chunk.delta)
                 sys.stdout.flush()
@@ -280,9 +286,9 @@ def _display(total: int) -> batch.Progress | None:
         console=Console(stderr=True),
     )
     task = bar.add_task("batch", total=total, line="")
-    bar.start()
 
     def show(p: batch.BatchProgress) -> None:
+        bar.start()  # at the first report: a run refused before it starts draws nothing
         eta = "-" if p.eta is None else batch._clock_text(p.eta)
         line = (
             f"{p.failed} failed  {p.retried} retried  {p.calls_per_second:.1f} calls/s  ETA {eta}"
@@ -423,7 +429,6 @@ def _bench(args: argparse.Namespace) -> int:
         raise ConfigurationError("--concurrency and --requests must be at least 1")
     client = _client(args, max_concurrent_requests=args.concurrency)
     messages = [{"role": "user", "content": args.prompt}]
-    model = {} if args.model is None else {"model": args.model}
 
     async def go() -> int:
         latencies = batch._Latencies()
@@ -431,7 +436,7 @@ def _bench(args: argparse.Namespace) -> int:
         async with client:
             start = time.perf_counter()
             results = batch.imap(
-                lambda _: client.chat(messages, **model),
+                lambda _: client.chat(messages, model=args.model),
                 range(args.requests),
                 window=2 * args.concurrency,
             )

@@ -195,6 +195,22 @@ def test_unknown_backend_missing_key_and_existing_output(
     assert "in.jsonl:1: names no model" in capsys.readouterr().err
 
 
+def test_chat_needs_a_model_and_an_output_folder_must_exist(
+    tmp_path: Path, openai_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        _cli.main(["chat", "hi"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--model" in err
+    src = tmp_path / "in.jsonl"
+    write_input(src, 2)
+    argv = ["batch", str(src), str(tmp_path / "no" / "out.jsonl"), "--model", "m"]
+    assert _cli.main([*argv, "--base-url", "http://127.0.0.1:9/v1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No such file or directory" in err
+
+
 # -- chat and bench ---------------------------------------------------------------------------
 
 
