@@ -316,8 +316,7 @@ def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
                 table.add_row(name, value)
             Console().print(table)
             return
-    width = max(len(name) for name, _ in rows)
-    print("\n".join(f"{name.ljust(width)}  {value}" for name, value in rows))
+    print(batch.two_columns(rows))
 
 
 def _batch(args: argparse.Namespace) -> int:

@@ -63,6 +63,7 @@ __all__ = [
     "numbered_jsonl",
     "read_jsonl",
     "run",
+    "two_columns",
 ]
 
 T = TypeVar("T")
@@ -356,9 +357,13 @@ class BatchSummary:
         return rows
 
     def table(self) -> str:
-        rows = self.rows()
-        width = max(len(name) for name, _ in rows)
-        return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+        return two_columns(self.rows())
+
+
+def two_columns(rows: list[tuple[str, str]]) -> str:
+    """(name, value) rows as plain text, the names padded to one width."""
+    width = max((len(name) for name, _ in rows), default=0)
+    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
 
 
 def _add_usage(totals: dict[str, int], value: Any) -> None:

@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -220,6 +221,30 @@ async def test_resume_skips_written_items_and_redoes_a_cut_line(tmp_path: Path) 
     assert [line["index"] for line in lines] == list(range(8))
     assert lines[3]["response"] == "old3" and lines[5]["response"] == "new5"
     assert summary.skipped == 2 and summary.succeeded == 6
+
+
+async def test_failed_items_are_redone_once_their_lines_are_dropped(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    fail = True
+
+    async def call(i: int) -> int:
+        if fail and i % 4 == 0:
+            raise asyncllm.APIConnectionError("down")
+        return i
+
+    first = await batch.run(call, range(20), out)
+    assert first.failed == 5
+    # The README's recipe: grep -v '"index":[0-9]*,"error":'
+    kept = [
+        line
+        for line in out.read_bytes().splitlines(keepends=True)
+        if not re.search(rb'"index":[0-9]*,"error":', line)
+    ]
+    out.write_bytes(b"".join(kept))
+    fail = False
+    again = await batch.run(call, range(20), out, resume=True, ordered_output=True)
+    assert (again.skipped, again.succeeded) == (15, 5)
+    assert [line["response"] for line in lines_of(out)] == list(range(20))
 
 
 async def test_resume_refuses_an_output_that_is_not_a_runs(tmp_path: Path) -> None:
