@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import pkgutil
 import signal
 import sys
 import time
@@ -43,19 +44,14 @@ BACKENDS = {
     "ovms": "OVMS",
     "opea": "OPEA",
 }
-# The embedded fakes, by protocol (modules of asyncllm.testing.fakes).
-PROTOCOLS = (
-    "anthropic",
-    "gemini",
-    "groq",
-    "llvm",
-    "ollama",
-    "opea",
-    "openai",
-    "ovms",
-    "tei",
-    "tgi",
-    "vllm",
+# The embedded fakes, by protocol: the modules of asyncllm.testing.fakes, listed without
+# importing them (or aiohttp's server), so that --help stays light.
+PROTOCOLS = tuple(
+    sorted(
+        m.name
+        for m in pkgutil.iter_modules([str(Path(__file__).parent / "testing" / "fakes")])
+        if not m.name.startswith("_")
+    )
 )
 EXIT_ERROR = 1
 EXIT_USAGE = 2

@@ -74,6 +74,12 @@ def test_help_imports_no_backend_and_no_progress_library(argv: list[str]) -> Non
     assert not [m for m in imported if m.split(".")[0] in ("rich", "tqdm")]
 
 
+def test_the_fake_server_serves_every_fake() -> None:
+    assert "openai" in _cli.PROTOCOLS and "anthropic" in _cli.PROTOCOLS
+    for protocol in _cli.PROTOCOLS:
+        FakeServer(protocol)  # each sets itself up
+
+
 def test_every_backend_name_makes_a_client_with_chat_or_embed() -> None:
     for name in _cli.BACKENDS.values():
         client = getattr(asyncllm, name)
