@@ -246,7 +246,7 @@ def _check_input(path: Path, embed: bool, model: str | None) -> int:
     if not path.is_file():
         raise ConfigurationError(f"{path}: no such file")
     n = 0
-    for number, line in batch.numbered_jsonl(path):
+    for number, line in batch._numbered_jsonl(path):
         n += 1
         where = f"{path}:{number}"
         if embed:
@@ -312,7 +312,7 @@ def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
                 table.add_row(name, value)
             Console().print(table)
             return
-    print(batch.two_columns(rows))
+    print(batch._two_columns(rows))
 
 
 def _batch(args: argparse.Namespace) -> int:

@@ -60,10 +60,8 @@ __all__ = [
     "BatchSummary",
     "TextProgress",
     "imap",
-    "numbered_jsonl",
     "read_jsonl",
     "run",
-    "two_columns",
 ]
 
 T = TypeVar("T")
@@ -206,11 +204,11 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     a JSON object raises ``ConfigurationError`` naming the file and line; read the file once
     through this before a run (``for _ in read_jsonl(p): pass``) to refuse bad input before
     anything is sent."""
-    for _, value in numbered_jsonl(path):
+    for _, value in _numbered_jsonl(path):
         yield value
 
 
-def numbered_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+def _numbered_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     """``read_jsonl``'s objects with their line numbers (from 1), for messages that name them."""
     with open(path, "rb") as lines:
         for number, line in enumerate(lines, 1):
@@ -357,10 +355,10 @@ class BatchSummary:
         return rows
 
     def table(self) -> str:
-        return two_columns(self.rows())
+        return _two_columns(self.rows())
 
 
-def two_columns(rows: list[tuple[str, str]]) -> str:
+def _two_columns(rows: list[tuple[str, str]]) -> str:
     """(name, value) rows as plain text, the names padded to one width."""
     width = max((len(name) for name, _ in rows), default=0)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)

@@ -372,3 +372,8 @@ def test_a_killed_run_resumes_without_writing_any_item_twice(tmp_path: Path) -> 
     indexes = [line["index"] for line in lines]
     assert len(indexes) == len(set(indexes)) == n
     assert all(line["response"] == {"double": 2 * line["index"]} for line in lines)
+
+
+def test_public_names() -> None:
+    assert batch.__all__ == sorted(batch.__all__, key=lambda n: (not n[0].isupper(), n))
+    assert all(getattr(batch, name) is not None for name in batch.__all__)
