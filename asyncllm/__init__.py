@@ -58,7 +58,7 @@ from ._models import (
     tool_result,
 )
 from ._options import BodyOptions, CallOptions, ClientOptions, EngineClientOptions, HttpOptions
-from ._platform._batch import BatchCounts, BatchJob, BatchRequest, BatchResult, run_batch
+from ._platform._batch import BatchCounts, BatchJob, BatchJobResult, BatchRequest, run_batch_job
 from ._platform._files import Deleted, FileObject
 from .streaming import ChatStream, Stream
 
@@ -95,8 +95,8 @@ __all__ = [
     "BadRequestError",
     "BatchCounts",
     "BatchJob",
+    "BatchJobResult",
     "BatchRequest",
-    "BatchResult",
     "BodyOptions",
     "BreakerConfig",
     "BreakerState",
@@ -155,7 +155,7 @@ __all__ = [
     "get_dispatcher",
     "parse_retry_after",
     "request_context",
-    "run_batch",
+    "run_batch_job",
     "tool_result",
 ]
 

@@ -1,4 +1,4 @@
-"""Vendor batches and the uniform helper: OpenAI's Batch API through Files, and ``run_batch``
+"""Vendor batches and the uniform helper: OpenAI's Batch API through Files, and ``run_batch_job``
 with its state file, a simulated crash mid-poll and resumed polling, on a fake clock."""
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ async def test_run_batch_yields_results_matched_by_id(
     seen: list[str] = []
     results = {
         r.id: r
-        async for r in asyncllm.run_batch(
+        async for r in asyncllm.run_batch_job(
             client,
             batch,
             state_file=state,
@@ -150,7 +150,7 @@ async def test_crash_mid_poll_then_resume_from_the_state_file(
             task.cancel()  # lands at the helper's next await: its sleep between polls
 
     async def first_run() -> None:
-        async for _ in asyncllm.run_batch(
+        async for _ in asyncllm.run_batch_job(
             client, batch, state_file=state, on_progress=crash_on_second_poll
         ):
             pytest.fail("no result can come before the job is done")
@@ -164,7 +164,7 @@ async def test_crash_mid_poll_then_resume_from_the_state_file(
     assert list(jobs) == [saved["job_id"]]
     assert created(server, "/v1/files") == created(server, "/v1/batches") == 1
 
-    results = [r async for r in asyncllm.run_batch(client, batch, state_file=state)]
+    results = [r async for r in asyncllm.run_batch_job(client, batch, state_file=state)]
     assert [r.id for r in results] == ["q0", "q1", "q2"]
     assert all(r.ok for r in results)
     assert created(server, "/v1/files") == created(server, "/v1/batches") == 1  # not resubmitted
@@ -176,7 +176,7 @@ async def test_state_file_of_another_batch_is_refused(
 ) -> None:
     state = tmp_path / "job.json"
     with pytest.raises(asyncio.CancelledError):
-        async for _ in asyncllm.run_batch(
+        async for _ in asyncllm.run_batch_job(
             client,
             requests(2),
             state_file=state,
@@ -184,7 +184,7 @@ async def test_state_file_of_another_batch_is_refused(
         ):
             pass
     with pytest.raises(asyncllm.ConfigurationError, match="another batch"):
-        async for _ in asyncllm.run_batch(client, requests(3), state_file=state):
+        async for _ in asyncllm.run_batch_job(client, requests(3), state_file=state):
             pass
     assert created(server, "/v1/batches") == 1
 
@@ -195,7 +195,7 @@ async def test_a_refused_submission_leaves_no_state(
     state = tmp_path / "job.json"
     server.fail_next(1, status=400)  # the upload is refused: nothing was made
     with pytest.raises(asyncllm.BadRequestError):
-        async for _ in asyncllm.run_batch(client, requests(1), state_file=state):
+        async for _ in asyncllm.run_batch_job(client, requests(1), state_file=state):
             pass
     assert not state.exists()
 
@@ -213,13 +213,13 @@ async def test_a_submission_that_may_have_created_the_job_is_not_repeated(
     state = tmp_path / "job.json"
     server.overrides["/v1/batches"] = bad_gateway
     with pytest.raises(asyncllm.InternalServerError):
-        async for _ in asyncllm.run_batch(client, requests(1), state_file=state):
+        async for _ in asyncllm.run_batch_job(client, requests(1), state_file=state):
             pass
     assert json.loads(state.read_text())["job_id"] is None
     del server.overrides["/v1/batches"]
     sent = server.request_count
     with pytest.raises(asyncllm.ConfigurationError, match="may have been created"):
-        async for _ in asyncllm.run_batch(client, requests(1), state_file=state):
+        async for _ in asyncllm.run_batch_job(client, requests(1), state_file=state):
             pass
     assert server.request_count == sent
 
@@ -235,7 +235,7 @@ async def test_bad_batches_refused_before_sending(
     client: asyncllm.OpenAI, server: FakeServer, tmp_path: Path, build: Any, match: str
 ) -> None:
     with pytest.raises(asyncllm.ConfigurationError, match=match):
-        async for _ in asyncllm.run_batch(client, build(), state_file=tmp_path / "s"):
+        async for _ in asyncllm.run_batch_job(client, build(), state_file=tmp_path / "s"):
             pass
     assert server.request_count == 0
 
@@ -303,7 +303,7 @@ async def test_run_batch_on_claude(
         asyncllm.BatchRequest("x", [{"role": "user", "content": "one"}], max_tokens=20),
         asyncllm.BatchRequest("y", [{"role": "user", "content": "two"}], system="be brief"),
     ]
-    results = [r async for r in asyncllm.run_batch(client, batch, state_file=tmp_path / "s")]
+    results = [r async for r in asyncllm.run_batch_job(client, batch, state_file=tmp_path / "s")]
     assert {r.id: r.response.text for r in results if r.response} == {
         "x": "echo: one",
         "y": "echo: two",
@@ -311,7 +311,7 @@ async def test_run_batch_on_claude(
     sent = server.requests[0].json["requests"]
     assert "be brief" in json.dumps(sent[1]["params"]["system"])
     with pytest.raises(TypeError, match="nonsense"):
-        async for _ in asyncllm.run_batch(
+        async for _ in asyncllm.run_batch_job(
             client, [asyncllm.BatchRequest("z", [], nonsense=1)], state_file=tmp_path / "t"
         ):
             pass
@@ -371,14 +371,14 @@ async def test_run_batch_on_gemini(gemini: tuple[Any, FakeServer], tmp_path: Pat
         asyncllm.BatchRequest("x", [{"role": "user", "content": "one"}], temperature=0.5),
         asyncllm.BatchRequest("y", [{"role": "user", "content": "two"}]),
     ]
-    results = [r async for r in asyncllm.run_batch(client, batch, state_file=tmp_path / "s")]
+    results = [r async for r in asyncllm.run_batch_job(client, batch, state_file=tmp_path / "s")]
     assert {r.id: r.response.text for r in results if r.response} == {
         "x": "echo: one",
         "y": "echo: two",
     }
     mixed = [*batch, asyncllm.BatchRequest("z", [{"role": "user", "content": "3"}], model="other")]
     with pytest.raises(asyncllm.ConfigurationError, match="one model"):
-        async for _ in asyncllm.run_batch(client, mixed, state_file=tmp_path / "t"):
+        async for _ in asyncllm.run_batch_job(client, mixed, state_file=tmp_path / "t"):
             pass
 
 
@@ -390,7 +390,7 @@ async def test_a_batch_cancelled_elsewhere_yields_an_error_per_request(
 
     results = [
         r
-        async for r in asyncllm.run_batch(
+        async for r in asyncllm.run_batch_job(
             client, requests(2), state_file=tmp_path / "s", on_progress=cancel_it
         )
     ]
@@ -408,7 +408,9 @@ async def test_a_large_gemini_batch_goes_through_files(
 
     monkeypatch.setattr(platform, "INLINE_BYTES", 10)
     client, server = gemini
-    results = [r async for r in asyncllm.run_batch(client, requests(3), state_file=tmp_path / "s")]
+    results = [
+        r async for r in asyncllm.run_batch_job(client, requests(3), state_file=tmp_path / "s")
+    ]
     assert {r.id: r.response.text for r in results if r.response} == {
         f"q{i}": f"echo: question {i}" for i in range(3)
     }

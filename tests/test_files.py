@@ -16,6 +16,7 @@ import asyncllm
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
 
 PROTOCOLS = ("openai",)
+FILES_BETA = "files-api-2025-04-14"  # the beta header Anthropic's Files API asks for
 
 
 def make_client(server: FakeServer) -> asyncllm.OpenAI:
@@ -190,7 +191,7 @@ async def test_large_upload_is_streamed_not_held_in_memory(
 
 
 async def test_anthropic_files_round_trip(tmp_path: Path) -> None:
-    from asyncllm.testing.fakes.anthropic_platform import FILES_BETA, add_tool_file
+    from asyncllm.testing.fakes.anthropic import add_tool_file
 
     async with FakeServer("anthropic") as server:
         client = asyncllm.Claude(api_key="k", base_url=server.url(), betas=["other-beta"])
@@ -221,7 +222,6 @@ async def test_anthropic_files_round_trip(tmp_path: Path) -> None:
 
 
 async def test_anthropic_beta_header_kept_with_the_callers() -> None:
-    from asyncllm.testing.fakes.anthropic_platform import FILES_BETA
 
     async with (
         FakeServer("anthropic") as server,
@@ -235,7 +235,7 @@ async def test_anthropic_beta_header_kept_with_the_callers() -> None:
 
 
 async def test_gemini_files_round_trip(tmp_path: Path) -> None:
-    from asyncllm.testing.fakes.gemini_platform import add_generated_file
+    from asyncllm.testing.fakes.gemini import add_generated_file
 
     async with (
         FakeServer("gemini") as server,

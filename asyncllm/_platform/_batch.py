@@ -1,6 +1,6 @@
 """Vendor batch jobs in one shape, and the helper that runs a list of chat requests as one.
 
-``run_batch`` submits the requests as the client's vendor batch (half price, results within a
+``run_batch_job`` submits the requests as the client's vendor batch (half price, results within a
 day), writes the vendor's job id to a state file *before* it polls, polls with backoff until the
 job ends, and yields each request's result matched to it by id. A crash or Ctrl-C while polling
 never loses the paid job: run it again with the same state file and it resumes polling the job it
@@ -63,7 +63,7 @@ class BatchJob(BaseModel):
 
     def __str__(self) -> str:
         """One line of progress: ``batch_1: in_progress, 3 of 10 done (1 failed)``, so that
-        ``run_batch(..., on_progress=print)`` shows a batch's progress as it polls."""
+        ``run_batch_job(..., on_progress=print)`` shows a batch's progress as it polls."""
         counts = self.counts
         ended = counts.succeeded + counts.failed
         return f"{self.id}: {self.status}, {ended} of {counts.total} done ({counts.failed} failed)"
@@ -100,7 +100,7 @@ class BatchRequest:
         return output_format(self.response_format)
 
 
-class BatchResult(BaseModel):
+class BatchJobResult(BaseModel):
     """The result of one request of a batch: its ``id`` and ``request``, and either its
     ``response`` or its ``error`` (the typed error the same call would have raised alone, such
     as a ``BadRequestError``; an ``APIError`` for a request the job never ran, expired or
@@ -119,7 +119,7 @@ class BatchResult(BaseModel):
 
 
 class BatchAPI(Protocol):
-    """What ``run_batch`` needs of a client's ``batches``: each vendor's wire says how."""
+    """What ``run_batch_job`` needs of a client's ``batches``: each vendor's wire says how."""
 
     async def submit_chat(self, requests: list[BatchRequest]) -> BatchJob: ...
 
@@ -175,7 +175,7 @@ def _log_progress(job: BatchJob) -> None:
     logger.info("batch %s", job)
 
 
-async def run_batch(
+async def run_batch_job(
     client: Any,
     requests: Iterable[BatchRequest],
     *,
@@ -184,9 +184,9 @@ async def run_batch(
     max_poll_interval: float = 300.0,
     on_progress: Callable[[BatchJob], Any] | None = None,
     keep_state: bool = False,
-) -> AsyncIterator[BatchResult]:
+) -> AsyncIterator[BatchJobResult]:
     """Run ``requests`` as one vendor batch on ``client`` (a client with ``batches``: OpenAI,
-    Claude, Gemini) and yield each one's ``BatchResult`` as the results are read.
+    Claude, Gemini) and yield each one's ``BatchJobResult`` as the results are read.
 
     The job id goes to ``state_file`` before polling starts; if the file already names a job of
     these same requests (a run that crashed or was cancelled), polling resumes on that job and
@@ -260,17 +260,17 @@ async def run_batch(
                 f"batch {job.id} ended ({job.status}) without a result for {request.id!r}",
                 backend=client.name,
             )
-            yield BatchResult(id=request.id, request=request, error=error)
+            yield BatchJobResult(id=request.id, request=request, error=error)
     if not keep_state:
         await asyncio.to_thread(path.unlink, True)
 
 
-def _result(client: Any, request: BatchRequest, outcome: Any) -> BatchResult:
+def _result(client: Any, request: BatchRequest, outcome: Any) -> BatchJobResult:
     if isinstance(outcome, APIError):
-        return BatchResult(id=request.id, request=request, error=outcome)
+        return BatchJobResult(id=request.id, request=request, error=outcome)
     fmt = request.output_format()
     try:
         response = finish(outcome, fmt, client.name) if fmt is not None else outcome
     except APIError as exc:
-        return BatchResult(id=request.id, request=request, error=exc)
-    return BatchResult(id=request.id, request=request, response=response)
+        return BatchJobResult(id=request.id, request=request, error=exc)
+    return BatchJobResult(id=request.id, request=request, response=response)

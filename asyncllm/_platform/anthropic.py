@@ -211,7 +211,7 @@ class Batches(SubClient["Claude"]):
     """``client.batches``: Anthropic's Message Batches (``/v1/messages/batches``), half-price
     Messages requests run within a day: create (not retried once it may have reached the server:
     it starts a paid job), retrieve, list, cancel, delete (an ended batch), and the results as a
-    stream of JSONL lines. ``asyncllm.run_batch`` runs a list of chat requests as one."""
+    stream of JSONL lines. ``asyncllm.run_batch_job`` runs a list of chat requests as one."""
 
     __slots__ = ()
 
@@ -295,7 +295,7 @@ class Batches(SubClient["Claude"]):
 
         return paginate(fetch)
 
-    # -- what run_batch needs ------------------------------------------------------------------
+    # -- what run_batch_job needs ------------------------------------------------------------------
 
     async def submit_chat(self, requests: Sequence[BatchRequest]) -> BatchJob:
         """Start a batch of the requests, each body built and checked before anything is sent."""

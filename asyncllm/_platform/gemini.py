@@ -244,7 +244,7 @@ class Batches(SubClient["Gemini"]):
     """``client.batches``: Gemini batch generation (``models/*:batchGenerateContent``), half-price
     generateContent requests run within a day, results matched by each request's
     ``metadata.key``: create (not retried once it may have reached the server: it starts a paid
-    job), retrieve, list, cancel, delete. ``asyncllm.run_batch`` runs a list of chat requests as
+    job), retrieve, list, cancel, delete. ``asyncllm.run_batch_job`` runs a list of chat requests as
     one: inline up to ``INLINE_BYTES`` of requests, through a JSONL file beyond."""
 
     __slots__ = ()
@@ -334,7 +334,7 @@ class Batches(SubClient["Gemini"]):
 
         return paginate(fetch)
 
-    # -- what run_batch needs ------------------------------------------------------------------
+    # -- what run_batch_job needs ------------------------------------------------------------------
 
     async def submit_chat(self, requests: Sequence[BatchRequest]) -> BatchJob:
         """Start a batch of the requests (on one model: a Gemini batch has one), each body

@@ -206,7 +206,7 @@ class Batches(SubClient[OpenAIChat]):
     """``client.batches``: OpenAI's Batch API (``/batches``): half-price jobs that run a JSONL
     file of requests within ``completion_window``. Create (not retried once it may have reached
     the server: it starts a paid job), retrieve, cancel and list; OpenAI deletes no batch.
-    ``asyncllm.run_batch`` runs a list of chat requests as one, end to end."""
+    ``asyncllm.run_batch_job`` runs a list of chat requests as one, end to end."""
 
     __slots__ = ()
 
@@ -267,7 +267,7 @@ class Batches(SubClient[OpenAIChat]):
 
         return paginate(fetch)
 
-    # -- what run_batch needs ------------------------------------------------------------------
+    # -- what run_batch_job needs ------------------------------------------------------------------
 
     async def submit_chat(self, requests: Sequence[BatchRequest]) -> BatchJob:
         """Upload the requests as a JSONL file and start a chat batch over it; every body is

@@ -1043,7 +1043,7 @@ class Claude(HttpBackend):
 
     @property
     def batches(self) -> Batches:
-        """Message Batches; ``asyncllm.run_batch`` runs one end to end."""
+        """Message Batches; ``asyncllm.run_batch_job`` runs one end to end."""
         return Batches(self)
 
 

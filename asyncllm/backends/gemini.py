@@ -1066,5 +1066,5 @@ class Gemini(HttpBackend):
 
     @property
     def batches(self) -> Batches:
-        """Batch generation; ``asyncllm.run_batch`` runs one end to end."""
+        """Batch generation; ``asyncllm.run_batch_job`` runs one end to end."""
         return Batches(self)

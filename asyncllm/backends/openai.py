@@ -57,7 +57,7 @@ class OpenAI(OpenAICompatible):
 
     @property
     def batches(self) -> Batches:
-        """OpenAI's Batch API (``/batches``); ``asyncllm.run_batch`` runs one end to end."""
+        """OpenAI's Batch API (``/batches``); ``asyncllm.run_batch_job`` runs one end to end."""
         return Batches(self)
 
     @property

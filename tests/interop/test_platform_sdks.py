@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from asyncllm.testing import FakeServer
-from asyncllm.testing.fakes.anthropic_platform import add_tool_file
+from asyncllm.testing.fakes.anthropic import add_tool_file
 from tests.interop import require
 
 pytestmark = pytest.mark.filterwarnings(

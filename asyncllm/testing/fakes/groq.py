@@ -82,9 +82,9 @@ def default_rate_limits() -> dict[str, Any]:
 
 def setup(server: FakeServer, prefix: str = PREFIX) -> None:
     openai.setup(server, prefix=prefix, rules=GROQ)
-    from . import openai_platform
+    from . import _openai_platform
 
-    openai_platform.setup_audio(server, prefix)
+    _openai_platform.setup_audio(server, prefix)
     limits = server.state.setdefault("groq_rate_limits", default_rate_limits())
 
     async def add_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -468,6 +468,6 @@ def setup(server: FakeServer, prefix: str | None = None, rules: Rules | None = N
     for method, path, handler in routes(prefix or "/v1", rules):
         server.add_route(method, path, handler, error_body=error_body)
     if prefix is None:
-        from . import openai_platform  # files and batches, which only OpenAI itself serves here
+        from . import _openai_platform  # files and batches, which only OpenAI itself serves here
 
-        openai_platform.setup(server)
+        _openai_platform.setup(server)

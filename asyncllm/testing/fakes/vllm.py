@@ -101,9 +101,9 @@ def setup(server: FakeServer) -> None:
     for method, path, handler in openai.routes("/v1"):  # chat is vLLM's own, below
         if path != "/v1/chat/completions":
             server.add_route(method, path, handler, error_body=openai.error_body)
-    from . import openai_platform
+    from . import _openai_platform
 
-    openai_platform.setup_audio(server, "/v1")
+    _openai_platform.setup_audio(server, "/v1")
     vocab: dict[str, int] = {}
     pieces_by_id: dict[int, str] = {}
     ignored: list[list[str]] = []

@@ -9,7 +9,7 @@ delete and list as the API has them. ``server.state["gemini.batches"]`` holds th
 ``/upload/v1beta/files`` (``start`` answers with ``X-Goog-Upload-URL``; ``upload, finalize``
 streams the bytes there, into a spooled file), and list, get, delete and download under
 ``/v1beta/files``. Uploads are ``source: UPLOADED`` and not downloadable, as on the real API;
-``add_generated_file`` stores one as a model would generate it."""
+``gemini.add_generated_file`` stores one as a model would generate it."""
 
 from __future__ import annotations
 
@@ -40,15 +40,6 @@ def file_json(stored: StoredFile) -> dict[str, Any]:
         "state": "ACTIVE",
         "source": "GENERATED" if stored.downloadable else "UPLOADED",
     }
-
-
-def add_generated_file(
-    server: FakeServer, content: bytes, display_name: str, mime_type: str = "video/mp4"
-) -> str:
-    """Store a file as a Gemini model would generate one (downloadable); its name."""
-    files = store(server, "gemini", "files/up-")
-    file_id = "files/gen-" + files.new_id().rpartition("-")[2]
-    return files.add_bytes(content, filename=display_name, mime_type=mime_type, file_id=file_id).id
 
 
 BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch"

@@ -8,8 +8,9 @@ the Messages API would refuse it (``errored``, with its ``invalid_request_error`
 
 Anthropic documents the Files API as a beta behind ``anthropic-beta: files-api-2025-04-14``,
 which asyncllm sends; the ``anthropic`` SDK (2.x) sends it only when asked, so the fake, like the
-SDK's own expectations, does not insist on it. Uploads are not downloadable, as on the real API; ``add_tool_file`` stores a file as Anthropic's
-code execution tool would make one, which is.
+SDK's own expectations, does not insist on it. Uploads are not downloadable, as on the real API;
+``anthropic.add_tool_file`` stores a file as Anthropic's code execution tool would make one,
+which is.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from .. import FakeServer
 from . import _common, anthropic
 from ._files import StoredFile, read_form, send_file, store
 
-FILES_BETA = "files-api-2025-04-14"
-
 
 def file_json(stored: StoredFile) -> dict[str, Any]:
     created = datetime.datetime.fromtimestamp(stored.created_at, datetime.timezone.utc)
@@ -40,14 +39,6 @@ def file_json(stored: StoredFile) -> dict[str, Any]:
         "created_at": created.isoformat().replace("+00:00", "Z"),
         "downloadable": stored.downloadable,
     }
-
-
-def add_tool_file(
-    server: FakeServer, content: bytes, filename: str, mime_type: str = "text/plain"
-) -> str:
-    """Store a file as Anthropic's tools make one (downloadable); its id."""
-    files = store(server, "anthropic", "file_")
-    return files.add_bytes(content, filename=filename, mime_type=mime_type).id
 
 
 def _stamp(seconds: float) -> str:
