@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -541,3 +542,60 @@ def test_events_have_their_classes() -> None:
         )["content"][0]["text"]
         == "a"
     )
+
+
+# -- the README's table -------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+COLUMNS = (
+    "instructions",
+    "text_format",
+    "builtin_tools",
+    "store",
+    "previous_response_id",
+    "background",
+    "retrieve",
+    "cancel",
+    "delete",
+    "input_items",
+    "input_tokens",
+)
+
+
+def test_the_readme_table_says_what_each_client_serves() -> None:
+    text = README.read_text(encoding="utf-8")
+    lines = text[text.index("<!-- responses:") :].splitlines()[3:]
+    rows = {}
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0].split("`")[1]] = [c.rstrip("*") == "yes" for c in cells[1:]]
+    assert set(rows) == {"OpenAI", "VLLM", "OVMS", "Groq"}
+    for name, says in rows.items():
+        support = getattr(asyncllm, name).responses_support
+        assert says == [getattr(support, column) for column in COLUMNS], name
+
+
+def test_a_refusal_is_read_and_leaves_parsed_empty() -> None:
+    from asyncllm._wire.responses import _finish, text_format
+
+    refused = asyncllm.ModelResponse.model_validate(
+        {
+            "id": "resp_1",
+            "status": "completed",
+            "output": [
+                {
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [{"type": "refusal", "refusal": "No."}],
+                }
+            ],
+        }
+    )
+    assert refused.refusal == "No." and refused.output_text == ""
+    assert _finish(refused, text_format(Colour), "openai").parsed is None
+    echoed = asyncllm.ResponseItem.model_validate(
+        {"type": "message", "role": "user", "content": "hi"}
+    )
+    assert echoed.text == "hi"

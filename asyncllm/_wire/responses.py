@@ -144,7 +144,7 @@ class ResponseItem(OpenModel):
     id: str | None = None
     status: str | None = None
     role: str | None = None
-    content: list[dict[str, Any]] | None = None
+    content: list[dict[str, Any]] | str | None = None
     call_id: str | None = None
     name: str | None = None
     arguments: str | None = None
@@ -152,6 +152,8 @@ class ResponseItem(OpenModel):
     @property
     def text(self) -> str:
         """The text of a message's ``output_text`` (or ``input_text``) parts; "" for others."""
+        if isinstance(self.content, str):  # an input message as some servers echo it
+            return self.content
         return "".join(
             str(part.get("text", ""))
             for part in self.content or ()
@@ -207,8 +209,8 @@ class ModelResponse(OpenModel, Generic[P]):
         said = [
             str(part.get("refusal", ""))
             for item in self.output
-            if item.type == "message"
-            for part in item.content or ()
+            if item.type == "message" and isinstance(item.content, list)
+            for part in item.content
             if part.get("type") == "refusal"
         ]
         return "".join(said) or None
