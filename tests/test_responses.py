@@ -599,3 +599,46 @@ def test_a_refusal_is_read_and_leaves_parsed_empty() -> None:
         {"type": "message", "role": "user", "content": "hi"}
     )
     assert echoed.text == "hi"
+
+
+RESPONSE_CALLS: dict[str, Any] = {
+    "create": lambda r, **o: r.create(input="hi", **o),
+    "stream": lambda r, **o: r.stream(input="hi", **o),
+    "retrieve": lambda r, **o: r.retrieve("resp_1", **o),
+    "cancel": lambda r, **o: r.cancel("resp_1", **o),
+    "delete": lambda r, **o: r.delete("resp_1", **o),
+    "input_items.list": lambda r, **o: r.input_items.list("resp_1", **o),
+    "input_tokens.count": lambda r, **o: r.input_tokens.count(input="hi", **o),
+}
+
+
+@pytest.mark.parametrize("method", sorted(RESPONSE_CALLS))
+async def test_per_call_max_retries_on_every_responses_call(method: str) -> None:
+    from asyncllm.testing import MockResponse, MockTransport
+
+    requests = 0
+
+    def handler(request: Any) -> MockResponse:
+        nonlocal requests
+        requests += 1
+        return MockResponse(503, json={"error": {"message": "busy"}})
+
+    client = asyncllm.OpenAI(
+        api_key="k",
+        model="m",
+        base_url="http://mock.invalid/v1",
+        transport=MockTransport(handler),
+        dispatcher=asyncllm.Dispatcher(),
+        retry=asyncllm.RetryConfig(max_retries=5, initial_delay=0, max_delay=0),
+    )
+    for max_retries in (0, 2):
+        requests = 0
+        with pytest.raises(asyncllm.InternalServerError):
+            result = RESPONSE_CALLS[method](client.responses, max_retries=max_retries)
+            if isinstance(result, asyncllm.Stream):
+                async with result as stream:
+                    [_ async for _ in stream]
+            else:
+                await result
+        assert requests == max_retries + 1
+    await client.aclose()
