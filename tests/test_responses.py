@@ -547,6 +547,7 @@ def test_events_have_their_classes() -> None:
 # -- the README's table -------------------------------------------------------------------------
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+EXAMPLE = README.parent / "examples" / "responses.py"
 COLUMNS = (
     "instructions",
     "text_format",
@@ -642,3 +643,21 @@ async def test_per_call_max_retries_on_every_responses_call(method: str) -> None
                 await result
         assert requests == max_retries + 1
     await client.aclose()
+
+
+async def test_the_example_runs_against_the_fake(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    spec = importlib.util.spec_from_file_location("responses_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    await module.main()
+    out = capsys.readouterr().out
+    assert "reply: echo: Name a colour." in out
+    assert "chained: echo: And another?" in out
+    assert "echo: Count to five." in out
+    assert "background job: completed -> echo: Write a haiku." in out
