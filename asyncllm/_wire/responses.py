@@ -826,8 +826,8 @@ class InputItems:
     async def list(
         self, response_id: str, **options: Unpack[InputItemsOptions]
     ) -> ResponseItemList:
-        """One page of the items a stored response was given as input (a chained response's
-        include those of the responses before it)."""
+        """One page of the items a stored response was given as input, newest first unless
+        ``order="asc"``; pass ``after=page.last_id`` for the next page while ``has_more``."""
         responses = self._responses
         responses._support.require("input_items", "input items")
         params: dict[str, str] = {}
