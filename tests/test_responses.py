@@ -343,6 +343,34 @@ async def test_background_poll_and_cancel(server: FakeServer, client: asyncllm.O
         await client.responses.create(input="x", background=True, store=False)
 
 
+async def test_stream_a_stored_response(server: FakeServer, client: asyncllm.OpenAI) -> None:
+    job = await client.responses.create(input="long job", background=True)
+    async with client.responses.stream(response_id=job.id, starting_after=3) as stream:
+        seen = [event async for event in stream]
+        final = await stream.final()
+    assert seen[0].sequence_number == 4 and seen[-1].type == "response.completed"
+    assert final.status == "completed" and final.output_text == "echo: long job"
+    last = server.requests[-1]
+    assert (last.method, last.path) == ("GET", f"/v1/responses/{job.id}")
+    assert last.query == {"stream": "true", "starting_after": "3"}
+    async with client.responses.stream(response_id=job.id) as again:
+        kinds = [event.type async for event in again]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    stopped = await client.responses.create(input="stop", background=True)
+    await client.responses.cancel(stopped.id)
+    with pytest.raises(asyncllm.BadRequestError, match="cancelled"):
+        async with client.responses.stream(response_id=stopped.id) as stream:
+            [_ async for _ in stream]
+    before = server.request_count
+    with pytest.raises(asyncllm.ConfigurationError, match="takes no input"):
+        client.responses.stream(response_id=job.id, input="x")
+    with pytest.raises(asyncllm.ConfigurationError, match="give response_id"):
+        client.responses.stream(input="x", starting_after=2)
+    with pytest.raises(asyncllm.ConfigurationError, match="starting_after"):
+        client.responses.stream(response_id=job.id, starting_after=-1)
+    assert server.request_count == before
+
+
 async def test_background_create_is_not_sent_twice(
     server: FakeServer, client: asyncllm.OpenAI
 ) -> None:
@@ -445,6 +473,7 @@ UNSERVED: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("create", {"store": True}),
         ("create", {"background": True}),
         ("retrieve", {}),
+        ("resume", {}),
         ("cancel", {}),
         ("delete", {}),
         ("input_items", {}),
@@ -483,6 +512,8 @@ async def test_what_a_server_lacks_is_refused_before_sending(
                 await responses.input_items.list("resp_1")
             elif call == "input_tokens":
                 await responses.input_tokens.count(input="hi")
+            elif call == "resume":
+                responses.stream(response_id="resp_1")
             else:
                 await getattr(responses, call)("resp_1")
         assert server.request_count == 0
@@ -579,7 +610,7 @@ def test_the_readme_table_says_what_each_client_serves() -> None:
 
 
 def test_a_refusal_is_read_and_leaves_parsed_empty() -> None:
-    from asyncllm._wire.responses import _finish, text_format
+    from asyncllm._wire.responses import _finish, text_format_of
 
     refused = asyncllm.ModelResponse.model_validate(
         {
@@ -595,7 +626,7 @@ def test_a_refusal_is_read_and_leaves_parsed_empty() -> None:
         }
     )
     assert refused.refusal == "No." and refused.output_text == ""
-    assert _finish(refused, text_format(Colour), "openai").parsed is None
+    assert _finish(refused, text_format_of(Colour), "openai").parsed is None
     echoed = asyncllm.ResponseItem.model_validate(
         {"type": "message", "role": "user", "content": "hi"}
     )

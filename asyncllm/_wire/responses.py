@@ -439,6 +439,8 @@ class InputItemsOptions(HttpOptions, total=False):
 
 
 RESPONSE_KEYS = keys_of(ResponseOptions)
+# What only a create takes: refused when a stream reads a stored response.
+_CREATE_ONLY = keys_of(ResponseParams)
 INPUT_TOKEN_KEYS = keys_of(InputTokenOptions)
 INPUT_ITEMS_KEYS = keys_of(InputItemsOptions)
 
@@ -541,7 +543,7 @@ def _tool_choice(value: Any) -> Any:
     )
 
 
-def text_format(value: Any) -> OutputFormat | None:
+def text_format_of(value: Any) -> OutputFormat | None:
     """``text_format`` read as chat's ``response_format`` is (``output_format``); Responses' flat
     ``{"type": "json_schema", "name", "schema"}`` is taken too."""
     if (
@@ -639,7 +641,7 @@ class Responses:
             body["tool_choice"] = _tool_choice(choice)
         fmt = None
         if wanted is not None:
-            fmt = text_format(wanted)
+            fmt = text_format_of(wanted)
             if fmt is not None:
                 support.require("text_format", "structured output (text.format)")
                 body["text"] = {"format": _format_body(fmt)}
@@ -729,20 +731,44 @@ class Responses:
 
     @overload
     def stream(
-        self, *, text_format: type[M], **options: Unpack[ResponseOptions]
+        self,
+        *,
+        text_format: type[M],
+        response_id: str | None = None,
+        starting_after: int | None = None,
+        **options: Unpack[ResponseOptions],
     ) -> ResponseStream[M]: ...
     @overload
     def stream(
-        self, *, text_format: Any = None, **options: Unpack[ResponseOptions]
+        self,
+        *,
+        text_format: Any = None,
+        response_id: str | None = None,
+        starting_after: int | None = None,
+        **options: Unpack[ResponseOptions],
     ) -> ResponseStream: ...
     def stream(
-        self, *, text_format: Any = None, **options: Unpack[ResponseOptions]
+        self,
+        *,
+        text_format: Any = None,
+        response_id: str | None = None,
+        starting_after: int | None = None,
+        **options: Unpack[ResponseOptions],
     ) -> ResponseStream[Any]:
         """A response streamed as typed events (see ``ResponseStream``); retried only until its
-        first event arrives (a background one, only while it cannot have been sent)."""
+        first event arrives (a background one, only while it cannot have been sent).
+
+        With ``response_id`` (and no create parameters) it streams a stored response instead,
+        as openai-python's ``stream(response_id=...)`` does: a background response followed to
+        its end, or read again; ``starting_after`` skips the events up to that
+        ``sequence_number``, to pick up a stream that broke off. Never creates anything."""
+        client = self._client
+        if response_id is not None:
+            return self._resume(response_id, starting_after, text_format, options)
+        if starting_after is not None:
+            raise ConfigurationError("starting_after resumes a stored response: give response_id")
         body, fmt = self._body(options, text_format, "stream")
         body["stream"] = True
-        client = self._client
         return ResponseStream(
             client._stream(
                 "responses.stream",
@@ -753,6 +779,39 @@ class Responses:
                 body=body,
                 allowed=RESPONSE_KEYS,
                 creates=bool(body.get("background")),
+            ),
+            fmt,
+            client.name,
+        )
+
+    def _resume(
+        self,
+        response_id: str,
+        starting_after: int | None,
+        text_format: Any,
+        options: Mapping[str, Any],
+    ) -> ResponseStream[Any]:
+        """``GET /responses/{id}?stream=true``: a stored response's events."""
+        given = sorted(options.keys() & _CREATE_ONLY)
+        if given:
+            raise ConfigurationError(
+                f"stream(response_id=...) reads a stored response: it takes no {given[0]}"
+            )
+        self._support.require("retrieve", "retrieve (streaming a stored response)")
+        params = {"stream": "true"}
+        if starting_after is not None:
+            check_int("starting_after", starting_after, 0)
+            params["starting_after"] = str(starting_after)
+        fmt = None if text_format is None else text_format_of(text_format)
+        client = self._client
+        return ResponseStream(
+            client._stream(
+                "responses.stream",
+                "GET",
+                f"{self._path}/{_response_id(response_id)}",
+                self._events,
+                options,
+                params=params,
             ),
             fmt,
             client.name,

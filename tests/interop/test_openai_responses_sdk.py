@@ -96,6 +96,10 @@ async def test_background_retrieve_cancel_delete(client: Any) -> None:
     assert (await client.responses.retrieve(job.id)).status == "in_progress"
     done = await client.responses.retrieve(job.id)
     assert done.status == "completed" and done.output_text == "echo: long job"
+    events = await client.responses.retrieve(job.id, stream=True, starting_after=2)
+    seen = [event async for event in events]
+    assert seen[0].sequence_number == 3 and seen[-1].type == "response.completed"
+    assert seen[-1].response.output_text == "echo: long job"
     other = await client.responses.create(model=MODEL, input="stop", background=True)
     assert (await client.responses.cancel(other.id)).status == "cancelled"
     await client.responses.delete(job.id)

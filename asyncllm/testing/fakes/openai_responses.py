@@ -12,7 +12,8 @@ State, as OpenAI keeps it: a response is stored unless ``store`` is false, and c
 retrieved, chained, listed (its input items) and deleted. A ``background`` response (which must
 be stored) is answered ``queued`` at once; each retrieve moves it on (``queued`` ->
 ``in_progress`` -> ``completed``), and ``cancel`` stops it (``cancelled``) while it has not
-ended. Everything lives in ``server.state["responses"]``, by response ID.
+ended. A retrieve with ``?stream=true`` streams a stored response's events (a background one
+to its end), those after ``starting_after`` only. Everything lives in ``server.state["responses"]``, by response ID.
 
 Streams send OpenAI's events in OpenAI's order, each with its ``sequence_number``:
 ``response.created``, ``response.in_progress``, then per output item ``output_item.added``,
@@ -427,12 +428,35 @@ def routes(
         entry = find(request)
         if isinstance(entry, web.Response):
             return entry
+        if request.query.get("stream") == "true":
+            return await follow(request, entry)
         current = entry["response"]
         if current["status"] == "queued":  # each look moves a background response on
             entry["response"] = {**current, "status": "in_progress"}
         elif current["status"] == "in_progress" and "final" in entry:
             entry["response"] = entry.pop("final")
         return web.json_response(entry["response"])
+
+    async def follow(request: web.Request, entry: dict[str, Any]) -> web.StreamResponse:
+        """A stored response's events (``?stream=true``), after ``starting_after``: a
+        background response is followed to its end."""
+        if "final" in entry:
+            entry["response"] = entry.pop("final")
+        current = entry["response"]
+        if current["status"] not in ("completed", "incomplete"):
+            return _error(400, f"Cannot stream a response with status '{current['status']}'.")
+        try:
+            after = int(request.query.get("starting_after", "-1"))
+        except ValueError:
+            return _error(400, "Invalid value for 'starting_after'.", "starting_after")
+        text = "".join(
+            part.get("text", "")
+            for item in current["output"]
+            if item["type"] == "message"
+            for part in item["content"]
+        )
+        chunks = events(current, _common.pieces(text) if text else [])
+        return await _common.stream(request, chunks[after + 1 :])
 
     async def cancel(request: web.Request) -> web.StreamResponse:
         entry = find(request)
