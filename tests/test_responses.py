@@ -158,6 +158,28 @@ async def test_structured_output(server: FakeServer, client: asyncllm.OpenAI) ->
         await client.responses.create(input="a colour", text_format=Colour, max_output_tokens=1)
 
 
+async def test_a_refusal(server: FakeServer, client: asyncllm.OpenAI) -> None:
+    from asyncllm.testing.fakes.openai import REFUSAL_PROMPT, REFUSAL_TEXT
+
+    r = await client.responses.create(input=REFUSAL_PROMPT, text_format=Colour)
+    assert r.refusal == REFUSAL_TEXT and r.parsed is None and r.output_text == ""
+    async with client.responses.stream(input=REFUSAL_PROMPT, text_format=Colour) as stream:
+        seen = [event async for event in stream]
+        final = await stream.final()
+    assert final.refusal == REFUSAL_TEXT and final.parsed is None
+    pieces = [e for e in seen if e.type == "response.refusal.delta"]
+    assert "".join(e.delta for e in pieces) == REFUSAL_TEXT  # type: ignore[attr-defined]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(server.url("/v1/responses"), json=sent(server)[-1]) as answer,
+    ):
+        raw = (await answer.read()).decode()
+    check = validator("ResponseStreamEvent")
+    for line in raw.splitlines():
+        if line.startswith("data: "):
+            check.validate(json.loads(line[6:]))
+
+
 async def test_chaining_store_and_input_items(server: FakeServer, client: asyncllm.OpenAI) -> None:
     first = await client.responses.create(input="one")
     second = await client.responses.create(

@@ -43,6 +43,8 @@ class ResponseRules:
     """What one server's ``/responses`` serves: ``store`` (stored responses, chaining,
     retrieve), ``background``, ``cancel``, ``delete``, ``input_items``, ``input_tokens``;
     ``instructions`` and ``text_format`` (``text.format``) taken or refused with a 400;
+    ``refusals``: with a ``json_schema`` format, a last user text holding ``REFUSAL_PROMPT`` is
+    refused (a ``refusal`` content part, streamed as ``response.refusal.delta``), as OpenAI's;
     ``done``: a stream ends with ``data: [DONE]`` after its last event (OVMS)."""
 
     store: bool = True
@@ -53,10 +55,11 @@ class ResponseRules:
     input_tokens: bool = True
     instructions: bool = True
     text_format: bool = True
+    refusals: bool = False
     done: bool = False
 
 
-OPENAI = ResponseRules()
+OPENAI = ResponseRules(refusals=True)
 # vLLM started with VLLM_ENABLE_RESPONSES_API_STORE=1: create, stream, retrieve, cancel.
 VLLM = ResponseRules(delete=False, input_items=False, input_tokens=False)
 # OVMS /v3/responses: create and stream only; a stream ends with [DONE].
@@ -179,6 +182,18 @@ def _reply(
     return _common.reply_text(_text_of(users[-1]) if users else ""), None
 
 
+def _asks_refusal(conversation: list[dict[str, Any]], fmt: Any) -> bool:
+    from .openai import REFUSAL_PROMPT  # a cycle at import time: openai mounts this
+
+    users = [item for item in conversation if item.get("role") == "user"]
+    return (
+        isinstance(fmt, dict)
+        and fmt.get("type") == "json_schema"
+        and bool(users)
+        and REFUSAL_PROMPT in _text_of(users[-1])
+    )
+
+
 def _unfinished(response: dict[str, Any]) -> dict[str, Any]:
     """``response`` as it stands before its answer: no output, no usage (which OpenAI leaves
     out rather than null), not completed."""
@@ -259,7 +274,13 @@ def routes(
         """The finished response, and the pieces its text streams in."""
         conversation = [*earlier, *items]
         fmt = (body.get("text") or {}).get("format")
-        text, call = _reply(conversation, body.get("tools") or [], fmt)
+        refuses = rules.refusals and _asks_refusal(conversation, fmt)
+        if refuses:
+            from .openai import REFUSAL_TEXT  # a cycle at import time: openai mounts this
+
+            text, call = REFUSAL_TEXT, None
+        else:
+            text, call = _reply(conversation, body.get("tools") or [], fmt)
         pieces = _common.pieces(text) if text else []
         limit = body.get("max_output_tokens")
         incomplete = isinstance(limit, int) and len(pieces) > limit
@@ -276,7 +297,9 @@ def routes(
                     "status": "incomplete" if incomplete else "completed",
                     "role": "assistant",
                     "content": [
-                        {
+                        {"type": "refusal", "refusal": "".join(pieces)}
+                        if refuses
+                        else {
                             "type": "output_text",
                             "text": "".join(pieces),
                             "annotations": [],
@@ -397,19 +420,28 @@ def routes(
                 )
                 send("response.output_item.done", output_index=index, item=item)
                 continue
-            empty = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
             send(
                 "response.output_item.added",
                 output_index=index,
                 item={**item, "status": "in_progress", "content": []},
             )
             where = {"item_id": item["id"], "output_index": index, "content_index": 0}
-            send("response.content_part.added", **where, part=empty)
-            for piece in pieces:
-                send("response.output_text.delta", **where, delta=piece, logprobs=[])
             text = "".join(pieces)
-            send("response.output_text.done", **where, text=text, logprobs=[])
-            send("response.content_part.done", **where, part={**empty, "text": text})
+            if item["content"][0]["type"] == "refusal":
+                send(
+                    "response.content_part.added", **where, part={"type": "refusal", "refusal": ""}
+                )
+                for piece in pieces:
+                    send("response.refusal.delta", **where, delta=piece)
+                send("response.refusal.done", **where, refusal=text)
+                send("response.content_part.done", **where, part=item["content"][0])
+            else:
+                empty = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+                send("response.content_part.added", **where, part=empty)
+                for piece in pieces:
+                    send("response.output_text.delta", **where, delta=piece, logprobs=[])
+                send("response.output_text.done", **where, text=text, logprobs=[])
+                send("response.content_part.done", **where, part={**empty, "text": text})
             send("response.output_item.done", output_index=index, item=item)
         end = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
         send(end, response=response)
@@ -450,7 +482,7 @@ def routes(
         except ValueError:
             return _error(400, "Invalid value for 'starting_after'.", "starting_after")
         text = "".join(
-            part.get("text", "")
+            part.get("text") or part.get("refusal") or ""
             for item in current["output"]
             if item["type"] == "message"
             for part in item["content"]
