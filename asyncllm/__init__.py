@@ -33,6 +33,7 @@ from ._exceptions import (
     ContentBlockedError,
     InternalServerError,
     LengthFinishReasonError,
+    MaxTurnsExceededError,
     NotFoundError,
     OverloadedError,
     PermissionDeniedError,
@@ -41,6 +42,8 @@ from ._exceptions import (
     RequestTooLargeError,
     ResponseValidationError,
     StructuredOutputError,
+    ToolCallError,
+    ToolLoopError,
     UnprocessableEntityError,
 )
 from ._http._transport import Request, Response, Transport
@@ -57,6 +60,7 @@ from ._models import (
     tool_result,
 )
 from ._options import BodyOptions, CallOptions, ClientOptions, EngineClientOptions, HttpOptions
+from ._tools import ToolRun
 from .streaming import ChatStream, Stream
 
 if TYPE_CHECKING:
@@ -114,6 +118,7 @@ __all__ = [
     "InternalServerError",
     "LengthFinishReasonError",
     "LimitsConfig",
+    "MaxTurnsExceededError",
     "Message",
     "ModelInfo",
     "NotFoundError",
@@ -138,6 +143,9 @@ __all__ = [
     "Tool",
     "ToolCall",
     "ToolCallDelta",
+    "ToolCallError",
+    "ToolLoopError",
+    "ToolRun",
     "Transport",
     "UnprocessableEntityError",
     "Usage",
