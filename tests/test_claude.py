@@ -6,7 +6,7 @@ import asyncio
 import base64
 import json
 from functools import cache
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import jsonschema
@@ -39,6 +39,21 @@ class TestClaudeContract(ChatContract):
     reasoning_options = {"thinking": {"type": "enabled", "budget_tokens": 1024}, "max_tokens": 2048}
     length_options = {"max_tokens": 3}
     signed_history = True
+    builtin_tool: ClassVar[dict[str, Any] | None] = {
+        "type": "web_search_20250305",
+        "name": "web_search",
+        "max_uses": 1,
+    }
+    # Anthropic's tools are versioned types, server tools and client tools alike.
+    builtin_kinds = frozenset({"web_search_20250305"})
+
+    def strict_on_wire(self, body: dict[str, Any]) -> bool:
+        return any(t.get("strict") is True for t in body.get("tools") or ())
+
+    def builtin_sent_back(self, body: dict[str, Any]) -> bool:
+        # The answer's server_tool_use and its web_search_tool_result, in the assistant turn.
+        kinds = [b["type"] for b in body["messages"][1]["content"]]
+        return kinds[:2] == ["server_tool_use", "web_search_tool_result"] and "tool_use" in kinds
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.Claude(api_key="test", base_url=server.url(), **kwargs)

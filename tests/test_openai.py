@@ -7,7 +7,7 @@ import gc
 import json
 import logging
 import struct
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import jsonschema
@@ -29,6 +29,17 @@ class TestOpenAIContract(ChatContract):
     open_maps_refused = True  # strict mode takes no dict[str, int]
     refusal_prompt = "REFUSE THIS"  # message.refusal, content null
     # reasoning_options stays None: chat completions return no reasoning text
+    # Web search goes in web_search_options (chat completions have no tool entry for it).
+    builtin_tool: ClassVar[dict[str, Any] | None] = {
+        "type": "web_search",
+        "search_context_size": "low",
+    }
+    builtin_kinds = frozenset({"custom", "web_search"})
+
+    def builtin_on_wire(self, body: dict[str, Any]) -> bool:
+        return body.get("web_search_options") == {"search_context_size": "low"} and [
+            t["type"] for t in body["tools"]
+        ] == ["function"]
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.OpenAI(api_key="sk-test", base_url=server.url("/v1"), **kwargs)

@@ -271,6 +271,10 @@ def tool_choice_body(value: Any) -> Any:
     raise ConfigurationError("tool_choice must be 'auto', 'any', 'none', a tool name or a dict")
 
 
+# The type of every tool of Anthropic's, server-run or client-run: a name and a version date.
+_VERSIONED_TOOL = re.compile(r"[a-z_]+_[0-9]{8}")
+
+
 def _tools_body(tools: Sequence[Any] | None) -> list[dict[str, Any]] | None:
     """Common tools as ``{name, description, input_schema}`` (``strict`` when given, a strict
     tool's schema made to Claude's structured-output rules). Dicts already in Anthropic's form
@@ -282,8 +286,11 @@ def _tools_body(tools: Sequence[Any] | None) -> list[dict[str, Any]] | None:
         return None
     out: list[dict[str, Any]] = []
     for value, tool in zip(tools, coerced, strict=True):
-        if tool.kind == "custom" or (tool.builtin is not None and "type" not in tool.builtin):
-            raise ConfigurationError(f"Claude has no built-in tool {tool.kind!r}")
+        if tool.builtin is not None and not _VERSIONED_TOOL.fullmatch(tool.kind):
+            raise ConfigurationError(
+                f"Claude has no built-in tool {tool.kind!r} (Anthropic's tools have versioned "
+                "types, such as web_search_20250305)"
+            )
         if tool.builtin is not None or (isinstance(value, Mapping) and "input_schema" in value):
             out.append(dict(value))
             continue
