@@ -1537,3 +1537,30 @@ async def test_fake_streams_thinking_as_the_api_does(server: FakeServer) -> None
     assert deltas == ["thinking_delta"] * 4 + ["signature_delta"] + ["text_delta"] * 3
     starts = [e["content_block"]["type"] for e in events if e["type"] == "content_block_start"]
     assert starts == ["thinking", "text"]
+
+
+async def test_strict_and_server_tools_follow_the_schema(
+    client: asyncllm.Claude, server: FakeServer
+) -> None:
+    search = {"type": "web_search_20250305", "name": "web_search", "max_uses": 1}
+    tools = [asyncllm.Tool.from_function(get_weather, strict=True), search]
+    ask = [{"role": "user", "content": "weather in Paris?"}]
+    first = await client.chat(ask, model=MODEL, tools=tools)
+    body = sent(server)
+    check("MessageCreateParamsNonStreaming", body)
+    assert body["tools"][0]["strict"] is True and body["tools"][1] == search
+    assert body["tools"][0]["input_schema"]["additionalProperties"] is False
+    check("Message", first.raw)  # the fake's answer, its server tool blocks included
+    assert first.text == "" and [c.name for c in first.tool_calls] == ["get_weather"]
+    result = asyncllm.tool_result(first.tool_calls[0], "sunny")
+    await client.chat([*ask, first.message, result], model=MODEL, tools=tools)
+    check("MessageCreateParamsNonStreaming", sent(server))
+    # Without the server tool's result, the API (and so the fake) refuses the turn.
+    blocks = [
+        b
+        for b in first.message.to_dict()["claude_content"]
+        if b["type"] != "web_search_tool_result"
+    ]
+    broken = {**first.message.to_dict(), "claude_content": blocks}
+    with pytest.raises(asyncllm.BadRequestError, match="server_tool_use"):
+        await client.chat([*ask, broken, result], model=MODEL, tools=tools)
