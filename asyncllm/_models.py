@@ -140,12 +140,15 @@ class ChatResponse(BaseModel, Generic[P]):
 
 
 class ToolCallDelta(BaseModel):
-    """A piece of a tool call as it streams in; pieces with the same ``index`` belong together."""
+    """A piece of a tool call as it streams in; pieces with the same ``index`` belong together.
+    ``type`` is "custom" on the first piece of a call of an OpenAI custom tool (whose
+    ``arguments`` are then pieces of its free-text input)."""
 
     index: int = 0
     id: str | None = None
     name: str | None = None
     arguments: str = ""
+    type: Literal["function", "custom"] | None = None
 
 
 class ChatChunk(BaseModel):

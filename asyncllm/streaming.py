@@ -71,10 +71,11 @@ class ChatStream(Stream[ChatChunk], Generic[P]):
         if chunk.refusal:
             self._refusal.append(chunk.refusal)
         for piece in chunk.tool_calls:
-            call = self._calls.setdefault(piece.index, [None, None, []])
+            call = self._calls.setdefault(piece.index, [None, None, [], "function"])
             call[0] = piece.id or call[0]
             call[1] = piece.name or call[1]
             call[2].append(piece.arguments)
+            call[3] = piece.type or call[3]
         if chunk.message_extra:
             self._extra.update(chunk.message_extra)
         if chunk.finish_reason is not None:
@@ -93,7 +94,12 @@ class ChatStream(Stream[ChatChunk], Generic[P]):
                 pass
             text = "".join(self._text)
             calls = [
-                ToolCall(id=c[0] or f"call_{i}", name=c[1] or "", arguments="".join(c[2]) or "{}")
+                ToolCall(
+                    id=c[0] or f"call_{i}",
+                    name=c[1] or "",
+                    arguments="".join(c[2]) or ("{}" if c[3] == "function" else ""),
+                    type=c[3],
+                )
                 for i, c in sorted(self._calls.items())
             ]
             message = Message(

@@ -697,6 +697,11 @@ async def test_a_custom_tool_stays_custom_through_a_round_trip(asyncllm_server: 
         assert asyncllm_server.requests[-1].json["tools"] == [shell]
         call = first.tool_calls[0]
         assert (call.type, call.name, call.arguments) == ("custom", "shell", "test")
+        async with c.stream_chat(ask, model="m", tools=[shell]) as stream:
+            final = await stream.final()
+        assert [(t.type, t.name, t.arguments) for t in final.tool_calls] == [
+            ("custom", "shell", "test")
+        ]
         answer = await c.chat([*ask, first.message, asyncllm.tool_result(call, "a b")], model="m")
         assert answer.text == "tool shell returned: a b"
         sent = asyncllm_server.requests[-1].json["messages"][1]["tool_calls"]

@@ -162,10 +162,16 @@ class _WireDeltaFunction(BaseModel):
     arguments: str | None = None
 
 
+class _WireDeltaCustom(BaseModel):
+    name: str | None = None
+    input: str | None = None
+
+
 class _WireDeltaToolCall(BaseModel):
     index: int = 0
     id: str | None = None
     function: _WireDeltaFunction | None = None
+    custom: _WireDeltaCustom | None = None
 
 
 class _WireDelta(BaseModel):
@@ -582,14 +588,22 @@ class OpenAIChat(HttpBackend, ToolRunner):
                 extra = _said_apart(said.__pydantic_extra__)
             finish = choice.finish_reason
             for c in choice.delta.tool_calls or ():
-                calls.append(
-                    ToolCallDelta(
+                if c.custom is not None:  # a custom tool's call: its input is free text
+                    piece = ToolCallDelta(
+                        index=c.index,
+                        id=c.id,
+                        name=c.custom.name,
+                        arguments=c.custom.input or "",
+                        type="custom",
+                    )
+                else:
+                    piece = ToolCallDelta(
                         index=c.index,
                         id=c.id,
                         name=c.function.name if c.function else None,
                         arguments=(c.function.arguments or "") if c.function else "",
                     )
-                )
+                calls.append(piece)
         return ChatChunk(
             delta=delta,
             tool_calls=calls,
