@@ -390,7 +390,7 @@ class OpenAIChat(HttpBackend, ToolRunner):
         if not params.keys() <= self.chat_keys:  # a misspelt keyword first, before any check
             check_keys(params, self.chat_keys, "stream_chat" if stream else "chat")
         body = self._with_model({}, params.get("model"))
-        body["messages"] = normalize_messages(messages, custom_calls=bool(self.builtin_tools))
+        body["messages"] = normalize_messages(messages, custom_calls="custom" in self.builtin_tools)
         if not SAMPLING_KEYS.isdisjoint(params):
             body.update(sampling_body(params))
         get = params.get

@@ -139,6 +139,8 @@ class Groq(OpenAICompatible):
     URL), base from ``GROQ_BASE_URL`` (default ``https://api.groq.com/openai/v1``).
 
     ``chat`` returns a ``GroqChatResponse``; ``rate_limits`` holds the latest limits seen.
+    ``tools`` takes, beside functions (``strict`` sent), the built-in tools of Groq's GPT-OSS
+    models, ``{"type": "browser_search"}`` and ``{"type": "code_interpreter"}``, which Groq runs.
     """
 
     backend: ClassVar[str] = "groq"
@@ -147,6 +149,7 @@ class Groq(OpenAICompatible):
     api_key_env: ClassVar[tuple[str, ...]] = ("GROQ_API_KEY",)
     api_key_required: ClassVar[bool] = True
     chat_keys: ClassVar[frozenset[str]] = GROQ_CHAT_KEYS
+    builtin_tools: ClassVar[frozenset[str]] = frozenset({"browser_search", "code_interpreter"})
 
     def __init__(self, **options: Unpack[ClientOptions]) -> None:
         self._rate_limits: GroqRateLimits | None = None

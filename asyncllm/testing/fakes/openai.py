@@ -86,14 +86,19 @@ class Rules:
     """
 
     strict_schemas: bool = False
-    custom_tools: bool = False
+    tool_types: frozenset[str] = frozenset({"function"})
     refusals: bool = False
     json_word: bool = False
     reasoning: Callable[[dict[str, Any]], str | web.Response | None] | None = None
 
 
 # OpenAI itself: strict structured outputs, refusals, and no reasoning text in chat completions.
-OPENAI = Rules(strict_schemas=True, custom_tools=True, refusals=True, json_word=True)
+OPENAI = Rules(
+    strict_schemas=True,
+    tool_types=frozenset({"function", "custom"}),
+    refusals=True,
+    json_word=True,
+)
 # An OpenAI-compatible server that takes a schema as it is and never refuses.
 COMPATIBLE = Rules()
 
@@ -187,13 +192,17 @@ def tools_refusal(body: dict[str, Any], rules: Rules) -> web.Response | None:
         return None
     if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
         return _bad_request("Invalid type for 'tools': expected an array of objects.", "tools")
-    kinds = "'function' and 'custom'" if rules.custom_tools else "'function'"
+    kinds = " and ".join(
+        f"'{k}'" for k in sorted(rules.tool_types, key=lambda k: (k != "function", k))
+    )
     for i, tool in enumerate(tools):
         kind = tool.get("type")
         spec = tool.get(kind) if isinstance(kind, str) else None
-        if kind not in ("function", "custom") or (kind == "custom" and not rules.custom_tools):
+        if kind not in rules.tool_types:
             message = f"Invalid value: '{kind}'. Supported values are: {kinds}."
             return _bad_request(message, f"tools[{i}].type", "invalid_value")
+        if kind not in ("function", "custom"):  # a server-run tool: its type says all
+            continue
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
             return _bad_request(f"Missing required parameter: 'tools[{i}].{kind}.name'.")
         strict = spec.get("strict")
@@ -269,6 +278,8 @@ def plan_reply(
             "tool",
         )
         return _common.tool_result_text(name, _text(last.get("content"))), []
+    # The first tool the caller runs (a server-run one, such as Groq's browser_search, is not).
+    tools = [t for t in tools or () if t.get("type", "function") in ("function", "custom")]
     if tools and tools[0].get("type") == "custom":
         custom = {"name": tools[0]["custom"]["name"], "input": "test"}
         return "", [{"id": f"call_{next(_ids)}", "type": "custom", "custom": custom}]
