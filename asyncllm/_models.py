@@ -251,6 +251,8 @@ class Tool(BaseModel):
     @classmethod
     def _from_dict(cls, value: Mapping[str, Any]) -> Tool:
         kind = value.get("type")
+        if kind is None and "function" in value:  # OpenAI's form without its type
+            kind = "function"
         if kind is None and "name" not in value and len(value) == 1:
             key = next(iter(value))  # Gemini's form: {"googleSearch": {}}
             if not isinstance(key, str) or not isinstance(value[key], Mapping):

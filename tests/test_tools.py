@@ -237,6 +237,7 @@ async def test_bad_arguments_fail_before_any_call(
         ),
         ({"type": "web_search"}, "web_search", "web_search", None),
         ({"googleSearch": {}}, "googleSearch", "googleSearch", None),
+        ({"function": {"name": "f", "strict": True}}, "function", "f", True),
     ],
 )
 def test_tool_dicts_keep_what_they_are(
