@@ -223,8 +223,8 @@ class Tool(BaseModel):
 
     @property
     def kind(self) -> str:
-        """ "function", or the vendor tool's type (``web_search_20250305``, ``custom``) or key
-        (Gemini's ``googleSearch``)."""
+        """What the tool is: "function", or a vendor tool's type (``web_search_20250305``,
+        ``custom``) or key (Gemini's ``googleSearch``), which backends check it by."""
         if self.builtin is None:
             return "function"
         kind = self.builtin.get("type")

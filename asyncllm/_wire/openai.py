@@ -423,12 +423,9 @@ class OpenAIChat(HttpBackend, ToolRunner):
         for tool in tools:
             if tool.builtin is not None:
                 if tool.kind not in self.builtin_tools:
+                    has = ", ".join(sorted(self.builtin_tools)) or "none"
                     raise ConfigurationError(
-                        f"{self.backend} has no built-in tool {tool.kind!r}"
-                        + (
-                            f" (it has {', '.join(sorted(self.builtin_tools))})"
-                            * bool(self.builtin_tools)
-                        )
+                        f"{self.backend} has no built-in tool {tool.kind!r} (it has: {has})"
                     )
                 entry = self._builtin_tool(tool, body)
                 if entry is not None:

@@ -111,7 +111,8 @@ class ChatParams(GenerationParams, total=False):
     ``functionDeclarations`` with their JSON schema as ``parametersJsonSchema`` (a ``strict``
     one makes the calling mode ``VALIDATED``), and built-in tools as their own entries beside
     them (``{"googleSearch": {}}``, ``codeExecution``, ``urlContext``...: ``BUILTIN_TOOLS``).
-    ``tool_choice``: "auto", "none", "required" or the name of an offered tool. ``safety_settings``: a list of ``{"category", "threshold"}``.
+    ``tool_choice``: "auto", "none", "required" or the name of an offered tool.
+    ``safety_settings``: a list of ``{"category", "threshold"}``.
     ``include_thoughts``, ``thinking_level`` (Gemini 3: "minimal" to "xhigh", as the model takes) and
     ``thinking_budget`` (Gemini 2.5: tokens, 0 off, -1 dynamic) go in ``thinkingConfig``; the API
     takes a level or a budget, not both. ``generation_config``: raw ``generationConfig`` fields,
