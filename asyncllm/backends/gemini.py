@@ -56,6 +56,7 @@ from .._models import (
     parse_as,
 )
 from .._options import BodyOptions, HttpOptions, keys_of
+from .._platform.gemini import Batches, Files
 from .._structured import OutputFormat, check_schema, finish, output_format
 from .._tools import ToolRunner
 from .._validate import (
@@ -1107,3 +1108,13 @@ class Gemini(HttpBackend, ToolRunner):
                 return out
             seen.add(token)
         return out
+
+    @property
+    def files(self) -> Files:
+        """Gemini's Files API: resumable uploads, list, retrieve, delete, download."""
+        return Files(self)
+
+    @property
+    def batches(self) -> Batches:
+        """Batch generation; ``asyncllm.run_batch_job`` runs one end to end."""
+        return Batches(self)

@@ -28,9 +28,11 @@ from .._exceptions import ConfigurationError
 from .._http._backend import Meta
 from .._models import ChatChunk, ChatResponse, M, Messages, P, Usage
 from .._options import BodyOptions, ClientOptions, keys_of
+from .._platform.openai import Audio
 from .._structured import OutputFormat
 from .._validate import check_bool
 from .._wire.openai import ChatParams, OpenAICompatible
+from .._wire.responses import GROQ_RESPONSES, ResponsesSupport, ServesResponses
 from ..streaming import ChatStream
 
 __all__ = [
@@ -134,11 +136,14 @@ class GroqChatResponse(ChatResponse[P], Generic[P]):
     rate_limits: GroqRateLimits | None = None
 
 
-class Groq(OpenAICompatible):
+class Groq(ServesResponses, OpenAICompatible):
     """``Groq(api_key=..., base_url=...)``: key from ``GROQ_API_KEY`` (required for Groq's own
     URL), base from ``GROQ_BASE_URL`` (default ``https://api.groq.com/openai/v1``).
 
     ``chat`` returns a ``GroqChatResponse``; ``rate_limits`` holds the latest limits seen.
+    ``responses``: create and stream (structured output and built-in tools included), no stored
+    state (``store``, ``previous_response_id``, ``background``, retrieve and the rest refused).
+
     ``tools`` takes, beside functions (``strict`` sent), the built-in tools of Groq's GPT-OSS
     models, ``{"type": "browser_search"}`` and ``{"type": "code_interpreter"}``, which Groq runs.
     """
@@ -149,6 +154,7 @@ class Groq(OpenAICompatible):
     api_key_env: ClassVar[tuple[str, ...]] = ("GROQ_API_KEY",)
     api_key_required: ClassVar[bool] = True
     chat_keys: ClassVar[frozenset[str]] = GROQ_CHAT_KEYS
+    responses_support: ClassVar[ResponsesSupport] = GROQ_RESPONSES
     builtin_tools: ClassVar[frozenset[str]] = frozenset({"browser_search", "code_interpreter"})
 
     def __init__(self, **options: Unpack[ClientOptions]) -> None:
@@ -262,3 +268,8 @@ class Groq(OpenAICompatible):
             if isinstance(extra, Mapping) and isinstance(extra.get("usage"), Mapping):
                 chunk.usage = Usage.model_validate(extra["usage"])
         return chunk
+
+    @property
+    def audio(self) -> Audio:
+        """Transcriptions and translations (``/audio/...``), the audio streamed up."""
+        return Audio(self)

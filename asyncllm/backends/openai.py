@@ -10,12 +10,14 @@ from .._engine._context import check_header_value
 from .._exceptions import ConfigurationError
 from .._models import Tool
 from .._options import ClientOptions
+from .._platform.openai import Batches, Files, FineTuning, Moderations, OpenAIAudio
 from .._wire.openai import OpenAICompatible
+from .._wire.responses import ServesResponses
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
-class OpenAI(OpenAICompatible):
+class OpenAI(ServesResponses, OpenAICompatible):
     """``OpenAI(api_key=..., base_url=...)``: key from ``OPENAI_API_KEY``, base from
     ``OPENAI_BASE_URL`` (default ``https://api.openai.com/v1``). Any OpenAI-compatible server works.
     ``organization`` and ``project`` are sent as OpenAI's headers of those names.
@@ -24,6 +26,9 @@ class OpenAI(OpenAICompatible):
     cannot express, such as ``dict[str, int]``, is a ConfigurationError before sending) and gives
     the validated answer in ``parsed``, or the model's refusal in ``refusal``. Chat completions
     return no reasoning text; ``reasoning_effort`` sets how much a reasoning model thinks.
+
+    ``responses`` is the Responses API, all of it (create, stream, retrieve, cancel, delete,
+    input items, input token counting; store, background, previous_response_id).
 
     ``tools`` takes, beside functions (``strict`` sent), OpenAI's ``custom`` tools (their calls
     come back with ``type="custom"`` and the free-text input in ``arguments``) and
@@ -56,6 +61,31 @@ class OpenAI(OpenAICompatible):
         if self.project:
             headers["OpenAI-Project"] = check_header_value("project", self.project)
         return headers
+
+    @property
+    def files(self) -> Files:
+        """Upload, list, retrieve, delete and download files (``/files``)."""
+        return Files(self)
+
+    @property
+    def batches(self) -> Batches:
+        """OpenAI's Batch API (``/batches``); ``asyncllm.run_batch_job`` runs one end to end."""
+        return Batches(self)
+
+    @property
+    def audio(self) -> OpenAIAudio:
+        """Transcriptions and translations (audio streamed up), and speech (streamed down)."""
+        return OpenAIAudio(self)
+
+    @property
+    def moderations(self) -> Moderations:
+        """The moderation classifier (``/moderations``)."""
+        return Moderations(self)
+
+    @property
+    def fine_tuning(self) -> FineTuning:
+        """Fine-tuning jobs: create, list, retrieve, cancel, events, checkpoints."""
+        return FineTuning(self)
 
     def _builtin_tool(self, tool: Tool, body: dict[str, Any]) -> dict[str, Any] | None:
         """Chat completions have no web search tool entry: its settings go in
