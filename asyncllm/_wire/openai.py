@@ -16,6 +16,7 @@ from .._models import (
     ChatResponse,
     EmbeddingResponse,
     GenerationParams,
+    HasHttp,
     M,
     Message,
     Messages,
@@ -97,7 +98,7 @@ class CompletionChoice(BaseModel):
     stop_reason: int | str | None = None
 
 
-class CompletionResponse(BaseModel):
+class CompletionResponse(HasHttp, BaseModel):
     """A text completion; ``text`` is the first choice's."""
 
     text: str
@@ -268,6 +269,45 @@ def _tool_call(wire: _WireToolCall) -> ToolCall:
     raise ValueError(f"tool call {wire.id!r} has neither a function nor a custom tool")
 
 
+def _choice_chunk(
+    choice: _WireChunkChoice, usage: Usage | None, model: str | None, meta: Meta, payload: Any
+) -> ChatChunk:
+    said = choice.delta
+    calls: list[ToolCallDelta] = []
+    if said.tool_calls:
+        for c in said.tool_calls:
+            if c.custom is not None:  # a custom tool's call: its input is free text
+                piece = ToolCallDelta(
+                    index=c.index,
+                    id=c.id,
+                    name=c.custom.name,
+                    arguments=c.custom.input or "",
+                    type="custom",
+                )
+            else:
+                piece = ToolCallDelta(
+                    index=c.index,
+                    id=c.id,
+                    name=c.function.name if c.function else None,
+                    arguments=(c.function.arguments or "") if c.function else "",
+                )
+            calls.append(piece)
+    # reasoning, refusal and the choice index only when the chunk has them (see _parse_chat).
+    extra: dict[str, Any] = _said_apart(said.__pydantic_extra__) if said.__pydantic_extra__ else {}
+    if choice.index:
+        extra["index"] = choice.index
+    return ChatChunk(
+        delta=said.content or "",
+        tool_calls=calls,
+        finish_reason=choice.finish_reason,
+        usage=usage,
+        model=model,
+        request_id=meta.request_id,
+        raw=payload,
+        **extra,
+    )
+
+
 def _message(wire: _WireMessage) -> Message:
     calls = [_tool_call(c) for c in wire.tool_calls or ()]
     return Message(role=wire.role, content=wire.content, tool_calls=calls or None)
@@ -366,6 +406,9 @@ class OpenAIChat(HttpBackend, ToolRunner):
     # The vendor tools (``Tool.kind``) the server takes in ``tools`` beside functions: none on
     # an OpenAI-compatible server; OpenAI's own adds ``custom`` (and web search).
     builtin_tools: ClassVar[frozenset[str]] = frozenset()
+    # Whether the server answers ``n`` > 1 with that many choices; one that does not (it
+    # refuses, or ignores ``n``) makes ``n`` > 1 a ConfigurationError before anything is sent.
+    multiple_choices: ClassVar[bool] = True
 
     def _with_model(self, body: dict[str, Any], model: str | None) -> dict[str, Any]:
         """``body`` with the call's model (or the client's) under "model"; without one, an error
@@ -393,6 +436,8 @@ class OpenAIChat(HttpBackend, ToolRunner):
         body["messages"] = normalize_messages(messages, custom_calls="custom" in self.builtin_tools)
         if not SAMPLING_KEYS.isdisjoint(params):
             body.update(sampling_body(params))
+            if body.get("n", 1) != 1 and not self.multiple_choices:
+                raise ConfigurationError(f"{self.backend} gives one choice: n must be 1")
         get = params.get
         if (user := get("user")) is not None:
             check_str("user", user)
@@ -447,6 +492,8 @@ class OpenAIChat(HttpBackend, ToolRunner):
 
     def _parse_chat(self, payload: Any, meta: Meta) -> ChatResponse:
         wire = _WireChat.model_validate(payload)
+        if len(wire.choices) > 1:  # n > 1: in index order, as a stream's final() has them
+            wire.choices.sort(key=lambda c: c.index)
         choices = [_message(c.message) for c in wire.choices]
         first = choices[0]
         said = wire.choices[0].message.__pydantic_extra__
@@ -531,7 +578,9 @@ class OpenAIChat(HttpBackend, ToolRunner):
                 "stream_chat",
                 "POST",
                 self.chat_path,
-                lambda response, meta: self._decode_sse(response, meta, self._chunk),
+                lambda response, meta: self._decode_sse(
+                    response, meta, self._chunk, more=self._other_choices
+                ),
                 options,
                 body=self._chat_body(messages, options, True, fmt),
                 allowed=self.chat_keys,
@@ -546,6 +595,7 @@ class OpenAIChat(HttpBackend, ToolRunner):
         meta: Meta,
         parse: Callable[[Any, Meta], T],
         ended: Callable[[Any], bool] | None = None,
+        more: Callable[[Any, Meta], list[T]] | None = None,
     ) -> AsyncIterator[T]:
         """The events of an SSE stream through ``parse``, up to ``[DONE]``; an event that is an
         error body raises the typed error it stands for.
@@ -553,7 +603,9 @@ class OpenAIChat(HttpBackend, ToolRunner):
         A body that ends without ``[DONE]`` is complete only if ``ended`` says so of the events
         seen (called with each payload, it answers whether the stream is complete as of that
         one); by default, when every choice seen has its ``finish_reason`` (some compatible
-        servers never send ``[DONE]``). Otherwise the answer was cut: APIConnectionError."""
+        servers never send ``[DONE]``). Otherwise the answer was cut: APIConnectionError.
+        ``more`` gives the items of an event's later choices, asked only of an event (a JSON
+        object, as ``parse`` has checked) with more than one."""
         if ended is None:
             ended = ChoiceEnds()
         complete = False
@@ -566,51 +618,29 @@ class OpenAIChat(HttpBackend, ToolRunner):
             item = self._parse(parse, payload, meta)
             complete = ended(payload)
             yield item
+            if more is not None and len(payload.get("choices") or ()) > 1:
+                for other in self._parse(more, payload, meta):
+                    yield other
         if not complete:
             raise self._cut_short(meta, "data: [DONE]")
 
     @staticmethod
     def _chunk(payload: Any, meta: Meta) -> ChatChunk:
+        """The chunk of an event's first choice (or of none: the usage chunk); the others, with
+        ``n`` > 1, come from ``_other_choices``."""
         wire = _WireChunk.model_validate(payload)
-        delta = ""
-        calls: list[ToolCallDelta] = []
-        finish = None
-        # reasoning and refusal only when the chunk has them (see _parse_chat).
-        extra: dict[str, Any] = {}
-        if wire.choices:
-            choice = wire.choices[0]
-            said = choice.delta
-            delta = said.content or ""
-            if said.__pydantic_extra__:
-                extra = _said_apart(said.__pydantic_extra__)
-            finish = choice.finish_reason
-            for c in choice.delta.tool_calls or ():
-                if c.custom is not None:  # a custom tool's call: its input is free text
-                    piece = ToolCallDelta(
-                        index=c.index,
-                        id=c.id,
-                        name=c.custom.name,
-                        arguments=c.custom.input or "",
-                        type="custom",
-                    )
-                else:
-                    piece = ToolCallDelta(
-                        index=c.index,
-                        id=c.id,
-                        name=c.function.name if c.function else None,
-                        arguments=(c.function.arguments or "") if c.function else "",
-                    )
-                calls.append(piece)
-        return ChatChunk(
-            delta=delta,
-            tool_calls=calls,
-            finish_reason=finish,
-            usage=wire.usage,
-            model=wire.model,
-            request_id=meta.request_id,
-            raw=payload,
-            **extra,
-        )
+        if not wire.choices:
+            return ChatChunk(
+                usage=wire.usage, model=wire.model, request_id=meta.request_id, raw=payload
+            )
+        return _choice_chunk(wire.choices[0], wire.usage, wire.model, meta, payload)
+
+    @staticmethod
+    def _other_choices(payload: Any, meta: Meta) -> list[ChatChunk]:
+        """The chunks of an event's choices after its first, for a server that sends several
+        choices in one event (most send one an event)."""
+        wire = _WireChunk.model_validate(payload)
+        return [_choice_chunk(c, None, wire.model, meta, payload) for c in wire.choices[1:]]
 
     async def models(self, **options: Unpack[HttpOptions]) -> list[ModelInfo]:
         """The models the server offers."""

@@ -533,9 +533,16 @@ def _usage(meta: _UsageMetadata | None) -> Usage | None:
     if meta is None:
         return None
     extras = meta.model_dump(include=_USAGE_EXTRAS, exclude_none=True)
+    completion = meta.candidates_token_count
+    thoughts = meta.thoughts_token_count
+    if thoughts is not None:  # the common meaning: completion tokens include reasoning
+        extras["reasoning_tokens"] = thoughts
+        completion = (completion or 0) + thoughts
+    if meta.cached_content_token_count is not None:  # already within promptTokenCount
+        extras["cached_tokens"] = meta.cached_content_token_count
     return Usage(
         prompt_tokens=meta.prompt_token_count,
-        completion_tokens=meta.candidates_token_count,
+        completion_tokens=completion,
         total_tokens=meta.total_token_count,
         **extras,
     )
@@ -563,9 +570,11 @@ def _read_parts(
 def _candidate_message(candidate: _Candidate) -> tuple[Message, str | None]:
     """The candidate as a common-form message, and its reasoning (the thoughts' text)."""
     texts, thoughts, calls = _read_parts(candidate)
+    text = "".join(texts)
     fields: dict[str, Any] = {
         "role": "assistant",
-        "content": "".join(texts),
+        # No text beside tool calls is None, as in the common form (and a stream's final()).
+        "content": text if text or not calls else None,
         "tool_calls": calls or None,
     }
     parts = candidate.content.parts if candidate.content is not None else []

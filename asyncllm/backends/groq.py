@@ -152,6 +152,8 @@ class Groq(ServesResponses, OpenAICompatible):
     default_base_url: ClassVar[str | None] = GROQ_BASE_URL
     base_url_env: ClassVar[tuple[str, ...]] = ("GROQ_BASE_URL",)
     api_key_env: ClassVar[tuple[str, ...]] = ("GROQ_API_KEY",)
+    # "Only n=1 is supported" (the API reference); more is a 400.
+    multiple_choices: ClassVar[bool] = False
     api_key_required: ClassVar[bool] = True
     chat_keys: ClassVar[frozenset[str]] = GROQ_CHAT_KEYS
     responses_support: ClassVar[ResponsesSupport] = GROQ_RESPONSES

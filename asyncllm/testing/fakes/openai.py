@@ -82,7 +82,9 @@ class Rules:
     docstring). ``reasoning``: called with the request body, says where the model's reasoning
     (``reasoning_text``) goes: None for nowhere (the model does not reason, or it is hidden), a
     message and delta field name ("reasoning", "reasoning_content"), or ``INLINE``; an error
-    response it returns answers the request instead.
+    response it returns answers the request instead. ``usage_details``: usage has OpenAI's
+    ``prompt_tokens_details`` and ``completion_tokens_details`` (nothing cached, no hidden
+    reasoning: zeros, as the API reports them then).
     """
 
     strict_schemas: bool = False
@@ -90,14 +92,17 @@ class Rules:
     refusals: bool = False
     json_word: bool = False
     reasoning: Callable[[dict[str, Any]], str | web.Response | None] | None = None
+    usage_details: bool = False
 
 
-# OpenAI itself: strict structured outputs, refusals, and no reasoning text in chat completions.
+# OpenAI itself: strict structured outputs, custom tools, refusals, no reasoning text in chat
+# completions, and usage with its details (cached prompt tokens, reasoning tokens).
 OPENAI = Rules(
     strict_schemas=True,
     tool_types=frozenset({"function", "custom"}),
     refusals=True,
     json_word=True,
+    usage_details=True,
 )
 # An OpenAI-compatible server that takes a schema as it is and never refuses.
 COMPATIBLE = Rules()
@@ -414,7 +419,15 @@ def routes(prefix: str = "/v1", rules: Rules = COMPATIBLE) -> list[tuple[str, st
         reasoning, refusal, text = ("".join(p) for p in (said.reasoning, said.refusal, said.text))
         calls, finish = said.calls, said.finish
         prompt = sum(_common.count_tokens(_text(m.get("content"))) for m in messages)
-        counts = usage(prompt, said.tokens())
+        counts: dict[str, Any] = usage(prompt, said.tokens())
+        if rules.usage_details:
+            counts["prompt_tokens_details"] = {"cached_tokens": 0, "audio_tokens": 0}
+            counts["completion_tokens_details"] = {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            }
         cid = f"chatcmpl-{next(_ids)}"
         headers = {"x-request-id": f"srv-{cid}"}
         base = {
@@ -423,8 +436,8 @@ def routes(prefix: str = "/v1", rules: Rules = COMPATIBLE) -> list[tuple[str, st
             "created": int(time.time()),
             "model": body["model"],
         }
+        n = int(body.get("n") or 1)
         if not body.get("stream"):
-            n = int(body.get("n") or 1)
             message: dict[str, Any] = {"role": "assistant", "content": text or None}
             if where is not None and where != INLINE and reasoning:
                 message[where] = reasoning
@@ -442,28 +455,34 @@ def routes(prefix: str = "/v1", rules: Rules = COMPATIBLE) -> list[tuple[str, st
         def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
             return _common.sse({**chunk_base, "choices": choices, **extra})
 
-        def delta(content: dict[str, Any], finish: str | None = None) -> bytes:
-            return chunk([{"index": 0, "delta": content, "finish_reason": finish}])
+        chunks: list[bytes] = []
+
+        def delta(content: dict[str, Any], finish: str | None = None) -> None:
+            """The piece for every choice, one event each, interleaved (as the API sends n>1)."""
+            for i in range(n):
+                chunks.append(chunk([{"index": i, "delta": content, "finish_reason": finish}]))
 
         first: dict[str, Any] = {"role": "assistant", "content": None if refusal else ""}
         if rules.refusals:
             first["refusal"] = None
-        chunks = [delta(first)]
+        delta(first)
         if where is not None and where != INLINE:
-            chunks += [delta({where: piece}) for piece in said.reasoning]
-        chunks += [delta({"refusal": piece}) for piece in said.refusal]
-        chunks += [delta({"content": piece}) for piece in said.text]
+            for piece in said.reasoning:
+                delta({where: piece})
+        for piece in said.refusal:
+            delta({"refusal": piece})
+        for piece in said.text:
+            delta({"content": piece})
         for i, call in enumerate(calls):  # each call's arguments in two halves
             if call["type"] == "custom":  # a custom tool's input, whole
-                chunks.append(delta({"tool_calls": [{"index": i, **call}]}))
+                delta({"tool_calls": [{"index": i, **call}]})
                 continue
             args = call["function"]["arguments"]
             half = len(args) // 2
             head = {"name": call["function"]["name"], "arguments": args[:half]}
-            chunks.append(delta({"tool_calls": [{"index": i, **call, "function": head}]}))
-            rest = {"index": i, "function": {"arguments": args[half:]}}
-            chunks.append(delta({"tool_calls": [rest]}))
-        chunks.append(delta({}, finish))
+            delta({"tool_calls": [{"index": i, **call, "function": head}]})
+            delta({"tool_calls": [{"index": i, "function": {"arguments": args[half:]}}]})
+        delta({}, finish)
         if (body.get("stream_options") or {}).get("include_usage"):
             chunks.append(chunk([], usage=counts))
         chunks.append(_common.DONE)
