@@ -70,7 +70,12 @@ class _Choice:
     def message(self) -> Message:
         text = "".join(self.text)
         calls = [
-            ToolCall(id=c[0] or f"call_{i}", name=c[1] or "", arguments="".join(c[2]) or "{}")
+            ToolCall(
+                id=c[0] or f"call_{i}",
+                name=c[1] or "",
+                arguments="".join(c[2]) or ("{}" if c[3] == "function" else ""),
+                type=c[3],  # "custom" for a call of an OpenAI custom tool (free-text input)
+            )
             for i, c in sorted(self.calls.items())
         ]
         return Message(
@@ -119,10 +124,11 @@ class ChatStream(Stream[ChatChunk], Generic[P]):
         if chunk.refusal:
             choice.refusal.append(chunk.refusal)
         for piece in chunk.tool_calls:
-            call = choice.calls.setdefault(piece.index, [None, None, []])
+            call = choice.calls.setdefault(piece.index, [None, None, [], "function"])
             call[0] = piece.id or call[0]
             call[1] = piece.name or call[1]
             call[2].append(piece.arguments)
+            call[3] = piece.type or call[3]
         if chunk.message_extra:
             choice.extra.update(chunk.message_extra)
         if chunk.finish_reason is not None:

@@ -49,6 +49,22 @@ class TestGeminiContract(ChatContract):
     reasoning_options: ClassVar[dict[str, Any] | None] = {"include_thoughts": True}
     length_options: ClassVar[dict[str, Any]] = {"max_tokens": 3}
     signed_history = True
+    builtin_tool: ClassVar[dict[str, Any] | None] = {"codeExecution": {}}
+    builtin_kinds = frozenset({"googleSearch", "codeExecution"})
+
+    def strict_on_wire(self, body: dict[str, Any]) -> bool:
+        return bool(body.get("toolConfig") == {"functionCallingConfig": {"mode": "VALIDATED"}})
+
+    def builtin_on_wire(self, body: dict[str, Any]) -> bool:
+        return bool(
+            body["tools"][1:] == [{"codeExecution": {}}]
+            and body["tools"][0]["functionDeclarations"]
+        )
+
+    def builtin_sent_back(self, body: dict[str, Any]) -> bool:
+        # The code the model ran and its result, in the model's turn.
+        parts = body["contents"][1]["parts"]
+        return {"executableCode", "codeExecutionResult"} <= {k for p in parts for k in p}
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.Gemini(api_key="g-test", base_url=server.url("/v1beta"), **kwargs)

@@ -7,7 +7,7 @@ import gc
 import json
 import logging
 import struct
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import jsonschema
@@ -30,6 +30,17 @@ class TestOpenAIContract(ChatContract):
     open_maps_refused = True  # strict mode takes no dict[str, int]
     refusal_prompt = "REFUSE THIS"  # message.refusal, content null
     # reasoning_options stays None: chat completions return no reasoning text
+    # Web search goes in web_search_options (chat completions have no tool entry for it).
+    builtin_tool: ClassVar[dict[str, Any] | None] = {
+        "type": "web_search",
+        "search_context_size": "low",
+    }
+    builtin_kinds = frozenset({"custom", "web_search"})
+
+    def builtin_on_wire(self, body: dict[str, Any]) -> bool:
+        return body.get("web_search_options") == {"search_context_size": "low"} and [
+            t["type"] for t in body["tools"]
+        ] == ["function"]
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.OpenAI(api_key="sk-test", base_url=server.url("/v1"), **kwargs)
@@ -113,6 +124,22 @@ async def test_chat_body_validates_against_the_openapi_spec() -> None:
         n=2,
     )
     assert r.parsed == Answer(city="Oslo", temperature=4.5)
+    custom_call = {"id": "c2", "type": "custom", "custom": {"name": "shell", "input": "ls"}}
+    await c.chat(  # strict and custom tools, web search, a custom tool's call and result
+        [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "tool_calls": [custom_call]},
+            {"role": "tool", "tool_call_id": "c2", "content": "a b"},
+        ],
+        model="gpt-4o-mini",
+        tools=[
+            asyncllm.Tool.from_function(get_weather_tool, strict=True),
+            {"type": "custom", "custom": {"name": "shell", "format": {"type": "text"}}},
+            {"type": "web_search", "search_context_size": "low"},
+        ],
+    )
+    assert sent[-1]["tools"][0]["function"]["strict"] is True
+    assert sent[-1]["web_search_options"] == {"search_context_size": "low"}
     async for _ in c.stream_chat([{"role": "user", "content": "x"}], model="gpt-4o-mini"):
         pass
     await c.aclose()
@@ -658,6 +685,66 @@ def chat_json_with(extra: dict[str, Any]) -> dict[str, Any]:
     answer = chat_json("ok")
     answer["choices"][0]["message"].update(extra)
     return answer
+
+
+# -- tools ------------------------------------------------------------------------------------
+
+
+async def test_a_custom_tool_stays_custom_through_a_round_trip(asyncllm_server: FakeServer) -> None:
+    shell = {"type": "custom", "custom": {"name": "shell", "description": "Runs a command."}}
+    ask = [{"role": "user", "content": "list files"}]
+    async with asyncllm.OpenAI(api_key="k", base_url=asyncllm_server.url("/v1")) as c:
+        first = await c.chat(ask, model="m", tools=[shell])
+        assert asyncllm_server.requests[-1].json["tools"] == [shell]
+        call = first.tool_calls[0]
+        assert (call.type, call.name, call.arguments) == ("custom", "shell", "test")
+        async with c.stream_chat(ask, model="m", tools=[shell]) as stream:
+            final = await stream.final()
+        assert [(t.type, t.name, t.arguments) for t in final.tool_calls] == [
+            ("custom", "shell", "test")
+        ]
+        answer = await c.chat([*ask, first.message, asyncllm.tool_result(call, "a b")], model="m")
+        assert answer.text == "tool shell returned: a b"
+        sent = asyncllm_server.requests[-1].json["messages"][1]["tool_calls"]
+        assert sent == [
+            {"id": call.id, "type": "custom", "custom": {"name": "shell", "input": "test"}}
+        ]
+        run = await c.run_tools(ask, model="m", tools=[(shell, lambda text: f"ran {text}")])
+    assert run.response.text == "tool shell returned: ran test"
+
+
+@pytest.mark.parametrize(
+    ("tool", "message"),
+    [
+        (
+            {
+                "type": "function",
+                "function": {
+                    "name": "f",
+                    "strict": True,
+                    "parameters": {"type": "object", "properties": {"a": {"type": "string"}}},
+                },
+            },
+            "Invalid schema for function 'f': In context=(), 'additionalProperties' is required "
+            "to be supplied and to be false.",
+        ),
+        (
+            {"type": "web_search_preview"},
+            "Invalid value: 'web_search_preview'. Supported values are: 'function' and 'custom'.",
+        ),
+    ],
+)
+async def test_the_fake_refuses_tools_as_openai_does(
+    asyncllm_server: FakeServer, tool: dict[str, Any], message: str
+) -> None:
+    async with asyncllm.OpenAI(
+        api_key="k", base_url=asyncllm_server.url("/v1"), max_retries=0
+    ) as c:
+        with pytest.raises(asyncllm.BadRequestError) as info:  # sent as given, past the client
+            await c.chat(
+                [{"role": "user", "content": "x"}], model="m", extra_body={"tools": [tool]}
+            )
+    assert info.value.message == message
 
 
 # -- choices, usage counts and the HTTP response -------------------------------------------------

@@ -21,6 +21,7 @@ from .._models import (
     Message,
     Messages,
     ModelInfo,
+    Tool,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -29,6 +30,7 @@ from .._models import (
 )
 from .._options import BodyOptions, HttpOptions, check_keys, keys_of
 from .._structured import OutputFormat, finish, output_format
+from .._tools import ToolRunner
 from .._validate import check_bool, check_int, check_number, check_stop, check_str, check_str_list
 from ..streaming import ChatStream
 
@@ -114,10 +116,16 @@ class _WireFunction(BaseModel):
     arguments: str = ""
 
 
+class _WireCustom(BaseModel):
+    name: str
+    input: str = ""
+
+
 class _WireToolCall(BaseModel):
     id: str
     type: str = "function"
-    function: _WireFunction
+    function: _WireFunction | None = None
+    custom: _WireCustom | None = None
 
 
 class _WireMessage(BaseModel):
@@ -155,10 +163,16 @@ class _WireDeltaFunction(BaseModel):
     arguments: str | None = None
 
 
+class _WireDeltaCustom(BaseModel):
+    name: str | None = None
+    input: str | None = None
+
+
 class _WireDeltaToolCall(BaseModel):
     index: int = 0
     id: str | None = None
     function: _WireDeltaFunction | None = None
+    custom: _WireDeltaCustom | None = None
 
 
 class _WireDelta(BaseModel):
@@ -243,6 +257,18 @@ def _said_apart(said: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def _tool_call(wire: _WireToolCall) -> ToolCall:
+    if wire.function is not None:
+        return ToolCall(
+            id=wire.id, name=wire.function.name, arguments=wire.function.arguments or "{}"
+        )
+    if wire.custom is not None:  # a custom tool's input is free text, not JSON
+        return ToolCall(
+            id=wire.id, name=wire.custom.name, arguments=wire.custom.input, type="custom"
+        )
+    raise ValueError(f"tool call {wire.id!r} has neither a function nor a custom tool")
+
+
 def _choice_chunk(
     choice: _WireChunkChoice, usage: Usage | None, model: str | None, meta: Meta, payload: Any
 ) -> ChatChunk:
@@ -250,14 +276,22 @@ def _choice_chunk(
     calls: list[ToolCallDelta] = []
     if said.tool_calls:
         for c in said.tool_calls:
-            calls.append(
-                ToolCallDelta(
+            if c.custom is not None:  # a custom tool's call: its input is free text
+                piece = ToolCallDelta(
+                    index=c.index,
+                    id=c.id,
+                    name=c.custom.name,
+                    arguments=c.custom.input or "",
+                    type="custom",
+                )
+            else:
+                piece = ToolCallDelta(
                     index=c.index,
                     id=c.id,
                     name=c.function.name if c.function else None,
                     arguments=(c.function.arguments or "") if c.function else "",
                 )
-            )
+            calls.append(piece)
     # reasoning, refusal and the choice index only when the chunk has them (see _parse_chat).
     extra: dict[str, Any] = _said_apart(said.__pydantic_extra__) if said.__pydantic_extra__ else {}
     if choice.index:
@@ -275,10 +309,7 @@ def _choice_chunk(
 
 
 def _message(wire: _WireMessage) -> Message:
-    calls = [
-        ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
-        for c in wire.tool_calls or ()
-    ]
+    calls = [_tool_call(c) for c in wire.tool_calls or ()]
     return Message(role=wire.role, content=wire.content, tool_calls=calls or None)
 
 
@@ -353,7 +384,7 @@ def embeddings_parser(count: int) -> Callable[[Any, Meta], EmbeddingResponse]:
     return parse
 
 
-class OpenAIChat(HttpBackend):
+class OpenAIChat(HttpBackend, ToolRunner):
     """A client for a server that speaks OpenAI's chat and models routes (TGI's messages API:
     no embeddings route); ``OpenAICompatible`` adds embeddings."""
 
@@ -369,6 +400,12 @@ class OpenAIChat(HttpBackend):
     # A server that serves one model (say, an OPEA microservice) uses it when a request names
     # none: then a call without a model sends none, instead of raising.
     model_required: ClassVar[bool] = True
+    # Whether the server holds a ``strict`` function tool's arguments to its schema (then
+    # ``strict`` is sent); a server that cannot refuses such a tool with ConfigurationError.
+    tool_strict: ClassVar[bool] = True
+    # The vendor tools (``Tool.kind``) the server takes in ``tools`` beside functions: none on
+    # an OpenAI-compatible server; OpenAI's own adds ``custom`` (and web search).
+    builtin_tools: ClassVar[frozenset[str]] = frozenset()
     # Whether the server answers ``n`` > 1 with that many choices; one that does not (it
     # refuses, or ignores ``n``) makes ``n`` > 1 a ConfigurationError before anything is sent.
     multiple_choices: ClassVar[bool] = True
@@ -396,7 +433,7 @@ class OpenAIChat(HttpBackend):
         if not params.keys() <= self.chat_keys:  # a misspelt keyword first, before any check
             check_keys(params, self.chat_keys, "stream_chat" if stream else "chat")
         body = self._with_model({}, params.get("model"))
-        body["messages"] = normalize_messages(messages)
+        body["messages"] = normalize_messages(messages, custom_calls="custom" in self.builtin_tools)
         if not SAMPLING_KEYS.isdisjoint(params):
             body.update(sampling_body(params))
             if body.get("n", 1) != 1 and not self.multiple_choices:
@@ -415,12 +452,43 @@ class OpenAIChat(HttpBackend):
         if (tools := get("tools")) is not None:
             coerced = coerce_tools(tools)
             if coerced:
-                body["tools"] = [t.to_openai() for t in coerced]
+                self._tools_body(coerced, body)
         if stream:
             body["stream"] = True
             if self.stream_usage:
                 body["stream_options"] = {"include_usage": True}
         return body
+
+    def _tools_body(self, tools: list[Tool], body: dict[str, Any]) -> None:
+        """``tools`` into ``body``: functions (``strict`` where the server enforces it) and the
+        vendor tools this server has (``builtin_tools``), each checked before anything is sent;
+        a backend whose vendor tool is not a ``tools`` entry (OpenAI's web search) overrides
+        ``_builtin_tool``."""
+        entries = []
+        for tool in tools:
+            if tool.builtin is not None:
+                if tool.kind not in self.builtin_tools:
+                    has = ", ".join(sorted(self.builtin_tools)) or "none"
+                    raise ConfigurationError(
+                        f"{self.backend} has no built-in tool {tool.kind!r} (it has: {has})"
+                    )
+                entry = self._builtin_tool(tool, body)
+                if entry is not None:
+                    entries.append(entry)
+                continue
+            if tool.strict and not self.tool_strict:
+                raise ConfigurationError(
+                    f"{self.backend} cannot hold tool {tool.name!r} to its schema "
+                    "(strict): drop strict=True"
+                )
+            entries.append(tool.to_openai())
+        if entries:
+            body["tools"] = entries
+
+    def _builtin_tool(self, tool: Tool, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``tools`` entry of a vendor tool this server has, or None when it goes into
+        ``body`` some other way."""
+        return tool.to_openai()
 
     def _parse_chat(self, payload: Any, meta: Meta) -> ChatResponse:
         wire = _WireChat.model_validate(payload)

@@ -184,6 +184,8 @@ def setup(server: FakeServer) -> None:
         wanted = constraint(body)
         if isinstance(wanted, web.Response):
             return wanted
+        if (refused := openai.tools_refusal(body, openai.COMPATIBLE)) is not None:
+            return refused  # function tools only (strict taken: it guides the call's JSON)
         tools = None if body.get("tool_choice") == "none" else body.get("tools")
         schema = None
         if wanted is not None and wanted[0] in ("json", "json_object"):
