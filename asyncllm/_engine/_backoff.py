@@ -6,7 +6,8 @@ import email.utils
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
 
 from .._config import RetryConfig
 from .._constants import RETRYABLE_STATUSES
@@ -102,29 +103,30 @@ def parse_retry_after(
 class BackoffSchedule:
     """The ceilings of one call's retries: initial, initial*factor, ... capped at max_delay.
 
-    The jitter is drawn from an injectable ``rng`` so tests are repeatable. (The sequence is
-    computed here rather than by the ``backoff`` package, whose import cost every process a few
-    milliseconds for this one line of arithmetic.)
+    The sequence comes from ``backoff.expo``, imported at the first retry rather than at start-up
+    (its import costs a few milliseconds that a process which never retries should not pay); the
+    jitter is drawn from an injectable ``rng`` so tests are repeatable.
     """
 
-    __slots__ = ("_ceiling", "_config", "_rng")
+    __slots__ = ("_ceilings", "_config", "_rng")
 
     def __init__(self, config: RetryConfig, rng: random.Random) -> None:
         self._config = config
         self._rng = rng
-        self._ceiling: float | None = None  # the last ceiling given; None before the first
+        self._ceilings: Generator[float, Any, None] | None = None
 
     def next_delay(self, retry_after: float | None = None) -> float:
         """The wait before the next attempt. A server's ``Retry-After`` wins over our own backoff."""
         config = self._config
-        if self._ceiling is None:
-            ceiling = config.initial_delay
-        else:
-            # Once at the cap, stay there: no power is taken that could overflow a float.
-            ceiling = self._ceiling
-            if ceiling < config.max_delay:
-                ceiling *= config.backoff_factor
-        ceiling = self._ceiling = min(ceiling, config.max_delay)
+        if self._ceilings is None:
+            import backoff
+
+            self._ceilings = backoff.expo(
+                base=config.backoff_factor, factor=config.initial_delay, max_value=config.max_delay
+            )
+            next(self._ceilings)  # prime, as backoff itself does
+        # expo stops growing once at max_value, so a long run at the cap takes no overflowing power
+        ceiling = min(next(self._ceilings), config.max_delay)
         if retry_after is not None:
             return retry_after
         return self._rng.uniform(0.0, ceiling) if config.jitter else ceiling
