@@ -139,6 +139,11 @@ class Groq(OpenAICompatible):
     URL), base from ``GROQ_BASE_URL`` (default ``https://api.groq.com/openai/v1``).
 
     ``chat`` returns a ``GroqChatResponse``; ``rate_limits`` holds the latest limits seen.
+    ``max_tokens`` goes out as ``max_completion_tokens`` (Groq deprecated ``max_tokens``);
+    ``parallel_tool_calls`` and ``service_tier`` are taken, while ``logprobs``,
+    ``top_logprobs``, ``store``, ``metadata`` and ``prompt_cache_key``, which Groq documents as
+    not supported, are a ConfigurationError. Images go as ``image_url`` parts (vision models);
+    files are refused.
     """
 
     backend: ClassVar[str] = "groq"
@@ -147,6 +152,10 @@ class Groq(OpenAICompatible):
     api_key_env: ClassVar[tuple[str, ...]] = ("GROQ_API_KEY",)
     api_key_required: ClassVar[bool] = True
     chat_keys: ClassVar[frozenset[str]] = GROQ_CHAT_KEYS
+    max_tokens_field: ClassVar[str] = "max_completion_tokens"
+    refused_params: ClassVar[frozenset[str]] = frozenset(
+        {"logprobs", "top_logprobs", "store", "metadata", "prompt_cache_key"}
+    )
 
     def __init__(self, **options: Unpack[ClientOptions]) -> None:
         self._rate_limits: GroqRateLimits | None = None

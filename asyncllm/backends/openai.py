@@ -22,6 +22,11 @@ class OpenAI(OpenAICompatible):
     cannot express, such as ``dict[str, int]``, is a ConfigurationError before sending) and gives
     the validated answer in ``parsed``, or the model's refusal in ``refusal``. Chat completions
     return no reasoning text; ``reasoning_effort`` sets how much a reasoning model thinks.
+
+    ``max_tokens`` goes out as ``max_completion_tokens`` (OpenAI's reasoning models refuse
+    ``max_tokens``, which OpenAI has deprecated); every ``ModernParams`` is taken. Content parts
+    may be images (``image_url``: a data: or http(s) URL) and files (``file``: ``file_data`` or
+    ``file_id``).
     """
 
     backend: ClassVar[str] = "openai"
@@ -29,6 +34,8 @@ class OpenAI(OpenAICompatible):
     base_url_env: ClassVar[tuple[str, ...]] = ("OPENAI_BASE_URL",)
     api_key_env: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY",)
     api_key_required: ClassVar[bool] = True
+    max_tokens_field: ClassVar[str] = "max_completion_tokens"
+    media_parts: ClassVar[frozenset[str]] = frozenset({"image_url", "file"})
 
     def __init__(
         self,

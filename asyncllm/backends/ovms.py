@@ -608,6 +608,10 @@ class OVMS(OpenAICompletions):
     XGrammar, and parses the answer into ``parsed``. A servable deployed with a reasoning parser
     returns its reasoning in ``r.reasoning`` (``chunk.reasoning`` in a stream); for Qwen3-style
     templates, ``extra_body={"chat_template_kwargs": {"enable_thinking": ...}}`` turns it on or off.
+
+    Of the ``ModernParams``, OVMS takes ``max_completion_tokens`` and ``logprobs`` (in ``chat``
+    only: its streams carry none); the others are a ConfigurationError. Images go as
+    ``image_url`` parts (VLM servables); files are refused.
     """
 
     backend: ClassVar[str] = "ovms"
@@ -619,6 +623,12 @@ class OVMS(OpenAICompletions):
     models_path: ClassVar[str] = "/v3/models"
     completions_path: ClassVar[str] = "/v3/completions"
     rerank_path: ClassVar[str] = "/v3/rerank"
+    # What the chat API reference lists as unsupported, or does not list at all.
+    refused_params: ClassVar[frozenset[str]] = frozenset(
+        {"top_logprobs", "parallel_tool_calls", "service_tier", "store", "metadata"}
+        | {"prompt_cache_key"}
+    )
+    stream_logprobs: ClassVar[bool] = False
 
     def __init__(
         self, *, version: int | str | None = None, **options: Unpack[ClientOptions]

@@ -268,6 +268,12 @@ class VLLM(OpenAICompletions):
     ``chat_template_kwargs`` besides the OpenAI parameters; ``response_format`` is sent as
     ``structured_outputs``. Every call takes the call options (``BodyOptions``, or
     ``HttpOptions`` on the GET routes).
+
+    ``max_tokens`` and ``max_completion_tokens`` go out as given (vLLM takes both);
+    ``parallel_tool_calls``, ``logprobs`` and ``top_logprobs`` are taken, while
+    ``service_tier``, ``store``, ``metadata`` and ``prompt_cache_key``, which vLLM would ignore,
+    are a ConfigurationError. Images go as ``image_url`` parts (multimodal models); files are
+    refused.
     """
 
     backend: ClassVar[str] = "vllm"
@@ -276,6 +282,9 @@ class VLLM(OpenAICompletions):
     api_key_env: ClassVar[tuple[str, ...]] = ("VLLM_API_KEY",)
     chat_keys: ClassVar[frozenset[str]] = VLLM_CHAT_KEYS
     completion_keys: ClassVar[frozenset[str]] = COMPLETION_KEYS
+    refused_params: ClassVar[frozenset[str]] = frozenset(
+        {"service_tier", "store", "metadata", "prompt_cache_key"}
+    )
 
     def __init__(self, *, root_url: str | None = None, **options: Unpack[ClientOptions]) -> None:
         super().__init__(**options)
