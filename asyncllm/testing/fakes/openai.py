@@ -82,17 +82,22 @@ class Rules:
     docstring). ``reasoning``: called with the request body, says where the model's reasoning
     (``reasoning_text``) goes: None for nowhere (the model does not reason, or it is hidden), a
     message and delta field name ("reasoning", "reasoning_content"), or ``INLINE``; an error
-    response it returns answers the request instead.
+    response it returns answers the request instead. ``parts``: the content part types the
+    server takes (others are a 400). ``logprobs``: the server returns token log probabilities
+    when asked (False: a 400, as Groq answers); ``stream_logprobs``: in streams too.
     """
 
     strict_schemas: bool = False
     refusals: bool = False
     json_word: bool = False
     reasoning: Callable[[dict[str, Any]], str | web.Response | None] | None = None
+    parts: frozenset[str] = _common.IMAGE_PARTS
+    logprobs: bool = True
+    stream_logprobs: bool = True
 
 
 # OpenAI itself: strict structured outputs, refusals, and no reasoning text in chat completions.
-OPENAI = Rules(strict_schemas=True, refusals=True, json_word=True)
+OPENAI = Rules(strict_schemas=True, refusals=True, json_word=True, parts=_common.OPENAI_PARTS)
 # An OpenAI-compatible server that takes a schema as it is and never refuses.
 COMPATIBLE = Rules()
 
@@ -195,6 +200,22 @@ def token_limit(body: dict[str, Any]) -> int | web.Response | None:
             )
             return _bad_request(message, key, "integer_below_min_value")
         return value
+    return None
+
+
+def logprobs_problem(body: dict[str, Any], rules: Rules) -> str | None:
+    """Why the server refuses the body's ``logprobs`` and ``top_logprobs``, or None: OpenAI's
+    bounds (``top_logprobs`` 0 to 20, only with ``logprobs``), or a server without them."""
+    logprobs, top = body.get("logprobs"), body.get("top_logprobs")
+    if logprobs is not None and not isinstance(logprobs, bool):
+        return "Invalid type for 'logprobs': expected a boolean."
+    if logprobs and not rules.logprobs:
+        return "'logprobs' is not supported with this model"
+    if top is not None:
+        if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20:
+            return "Invalid 'top_logprobs': expected an integer between 0 and 20."
+        if not logprobs:
+            return "'logprobs' must be set to true when 'top_logprobs' is given."
     return None
 
 
@@ -349,6 +370,11 @@ def routes(prefix: str = "/v1", rules: Rules = COMPATIBLE) -> list[tuple[str, st
         limit = token_limit(body)
         if isinstance(limit, web.Response):
             return limit
+        if problem := _common.parts_problem(messages, rules.parts):
+            return _bad_request(problem, param="messages")
+        if problem := logprobs_problem(body, rules):
+            return _bad_request(problem, param="logprobs")
+        top = body.get("top_logprobs") if body.get("logprobs") else None
         if rules.strict_schemas and (problem := strict_refusal(body)):
             return _bad_request(problem, param="response_format")
         if rules.json_word and not _says_json(body, messages):
@@ -384,8 +410,12 @@ def routes(prefix: str = "/v1", rules: Rules = COMPATIBLE) -> list[tuple[str, st
                 message["refusal"] = refusal or None
             if calls:
                 message["tool_calls"] = calls
+            logprobs = None
+            if body.get("logprobs"):
+                tokens = _common.token_logprobs(said.refusal + said.text, top)
+                logprobs = {"content": tokens, "refusal": None}
             choices = [
-                {"index": i, "message": message, "finish_reason": finish, "logprobs": None}
+                {"index": i, "message": message, "finish_reason": finish, "logprobs": logprobs}
                 for i in range(n)
             ]
             return web.json_response({**base, "choices": choices, "usage": counts}, headers=headers)
@@ -404,7 +434,13 @@ def routes(prefix: str = "/v1", rules: Rules = COMPATIBLE) -> list[tuple[str, st
         if where is not None and where != INLINE:
             chunks += [delta({where: piece}) for piece in said.reasoning]
         chunks += [delta({"refusal": piece}) for piece in said.refusal]
-        chunks += [delta({"content": piece}) for piece in said.text]
+        if body.get("logprobs") and rules.stream_logprobs:
+            for piece in said.text:  # each piece a token, with its logprobs
+                logprobs = {"content": _common.token_logprobs([piece], top), "refusal": None}
+                choice = {"index": 0, "delta": {"content": piece}, "logprobs": logprobs}
+                chunks.append(chunk([{**choice, "finish_reason": None}]))
+        else:
+            chunks += [delta({"content": piece}) for piece in said.text]
         for i, call in enumerate(calls):  # each call's arguments in two halves
             args = call["function"]["arguments"]
             half = len(args) // 2

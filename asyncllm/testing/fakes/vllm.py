@@ -180,6 +180,11 @@ def setup(server: FakeServer) -> None:
         wanted = constraint(body)
         if isinstance(wanted, web.Response):
             return wanted
+        if problem := _common.parts_problem(messages, _common.IMAGE_PARTS):
+            return _bad_request(problem)
+        if problem := openai.logprobs_problem(body, openai.COMPATIBLE):
+            return _bad_request(problem)
+        logprobs = None
         tools = None if body.get("tool_choice") == "none" else body.get("tools")
         schema = None
         if wanted is not None and wanted[0] in ("json", "json_object"):
@@ -199,6 +204,9 @@ def setup(server: FakeServer) -> None:
         if limit is not None and not calls and len(thought) + len(said) > limit:
             thought, said = thought[:limit], said[: max(0, limit - len(thought))]
             reasoning, text, finish = "".join(thought), "".join(said), "length"
+        if body.get("logprobs"):
+            top = body.get("top_logprobs")
+            logprobs = {"content": _common.token_logprobs(said, top)}
         prompt = sum(_common.count_tokens(openai._text(m.get("content"))) for m in messages)
         counts = openai.usage(prompt, len(thought) + len(said) + len(calls))
         cid = f"chatcmpl-{next(_ids)}"
@@ -214,7 +222,7 @@ def setup(server: FakeServer) -> None:
                 "reasoning": reasoning or None,
             }
             choices = [
-                {"index": i, "message": message, "logprobs": None, "finish_reason": finish,
+                {"index": i, "message": message, "logprobs": logprobs, "finish_reason": finish,
                  "stop_reason": None}
                 for i in range(int(body.get("n") or 1))
             ]  # fmt: skip
@@ -225,13 +233,24 @@ def setup(server: FakeServer) -> None:
             return _common.sse({**base, "object": "chat.completion.chunk", "choices": choices,
                                 **extra})  # fmt: skip
 
-        def delta(content: dict[str, Any], finish: str | None = None) -> bytes:
-            return chunk([{"index": 0, "delta": content, "logprobs": None,
+        def delta(
+            content: dict[str, Any], finish: str | None = None, logprobs: Any = None
+        ) -> bytes:
+            return chunk([{"index": 0, "delta": content, "logprobs": logprobs,
                            "finish_reason": finish}])  # fmt: skip
 
         chunks = [delta({"role": "assistant", "content": ""})]
         chunks += [delta({"reasoning": piece}) for piece in thought]
-        chunks += [delta({"content": piece}) for piece in said]
+        top = body.get("top_logprobs")
+        chunks += [
+            delta(
+                {"content": piece},
+                logprobs={"content": _common.token_logprobs([piece], top)}
+                if body.get("logprobs")
+                else None,
+            )
+            for piece in said
+        ]
         for i, call in enumerate(calls):  # each call's arguments in two halves
             args = call["function"]["arguments"]
             half = len(args) // 2
