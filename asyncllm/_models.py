@@ -83,7 +83,7 @@ def modern_params(
     refuse = sorted(refused & out.keys())
     if refuse:
         raise ConfigurationError(
-            f"{backend} cannot take {refuse[0]}: its API has no such parameter "
+            f"{backend} cannot take {', '.join(refuse)}: its API has no such parameter "
             "(see the README's feature table)"
         )
     get = out.get

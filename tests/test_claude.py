@@ -6,7 +6,8 @@ import asyncio
 import base64
 import json
 from functools import cache
-from typing import Any
+from operator import itemgetter
+from typing import Any, ClassVar
 
 import aiohttp
 import jsonschema
@@ -17,7 +18,20 @@ import asyncllm
 from asyncllm.backends.claude import output_schema, tool_choice_body
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
 from asyncllm.testing.fakes import anthropic as fake
-from tests.chat_contract import NO_WAIT, ChatContract, Colour, Item, Order, Tree, get_weather
+from tests.chat_contract import (
+    FILE_URL,
+    IMAGE_B64,
+    IMAGE_URL,
+    NO_WAIT,
+    PDF_B64,
+    ChatContract,
+    Colour,
+    Item,
+    Order,
+    Tree,
+    get_weather,
+    wire_table,
+)
 from tests.chat_contract import Counts as Open
 from tests.specs import SPECS
 
@@ -39,6 +53,30 @@ class TestClaudeContract(ChatContract):
     reasoning_options = {"thinking": {"type": "enabled", "budget_tokens": 1024}, "max_tokens": 2048}
     length_options = {"max_tokens": 3}
     signed_history = True
+    # max_completion_tokens is max_tokens; parallel_tool_calls=False is tool_choice's
+    # disable_parallel_tool_use; no logprobs, store or prompt cache key.
+    wire = wire_table(
+        ("logprobs", "top_logprobs", "store", "prompt_cache_key"),
+        max_completion_tokens=itemgetter("max_tokens"),
+        parallel_tool_calls=lambda body: not body["tool_choice"]["disable_parallel_tool_use"],
+    )
+    media: ClassVar[dict[str, Any]] = {
+        "image_data": {
+            "type": "image",
+            "source": {"type": "base64", "media_type": "image/png", "data": IMAGE_B64},
+        },
+        "image_url": {"type": "image", "source": {"type": "url", "url": IMAGE_URL}},
+        "file_data": {
+            "type": "document",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": PDF_B64},
+            "title": "paper.pdf",
+        },
+        "file_id": {"type": "document", "source": {"type": "file", "file_id": "file-abc123"}},
+        "file_url": {"type": "document", "source": {"type": "url", "url": FILE_URL}},
+    }
+
+    def wire_media(self, body: Any) -> list[Any]:
+        return [b for b in body["messages"][-1]["content"] if b["type"] != "text"]
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.Claude(api_key="test", base_url=server.url(), **kwargs)

@@ -21,7 +21,11 @@ from asyncllm.testing import FakeServer, MockResponse, MockTransport
 from asyncllm.testing.fakes import _common
 from asyncllm.testing.fakes.gemini import CORRUPTED_SIGNATURE, Signer
 from tests.chat_contract import (
+    FILE_URL,
+    IMAGE_B64,
+    IMAGE_URL,
     NO_WAIT,
+    PDF_B64,
     ChatContract,
     Colour,
     Counts,
@@ -29,6 +33,7 @@ from tests.chat_contract import (
     Order,
     Tree,
     get_weather,
+    wire_table,
 )
 from tests.specs import SPECS
 
@@ -47,6 +52,24 @@ class TestGeminiContract(ChatContract):
     reasoning_options: ClassVar[dict[str, Any] | None] = {"include_thoughts": True}
     length_options: ClassVar[dict[str, Any]] = {"max_tokens": 3}
     signed_history = True
+    # The limit is maxOutputTokens, logprobs responseLogprobs and logprobs (the count).
+    wire = wire_table(
+        ("parallel_tool_calls", "service_tier", "store", "metadata", "prompt_cache_key"),
+        max_tokens=lambda body: body["generationConfig"]["maxOutputTokens"],
+        max_completion_tokens=lambda body: body["generationConfig"]["maxOutputTokens"],
+        logprobs=lambda body: body["generationConfig"]["responseLogprobs"],
+        top_logprobs=lambda body: body["generationConfig"]["logprobs"],
+    )
+    media: ClassVar[dict[str, Any]] = {
+        "image_data": {"inlineData": {"mimeType": "image/png", "data": IMAGE_B64}},
+        "image_url": {"fileData": {"fileUri": IMAGE_URL, "mimeType": "image/png"}},
+        "file_data": {"inlineData": {"mimeType": "application/pdf", "data": PDF_B64}},
+        "file_id": {"fileData": {"fileUri": "file-abc123"}},
+        "file_url": {"fileData": {"fileUri": FILE_URL, "mimeType": "application/pdf"}},
+    }
+
+    def wire_media(self, body: Any) -> list[Any]:
+        return [p for p in body["contents"][-1]["parts"] if "text" not in p]
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.Gemini(api_key="g-test", base_url=server.url("/v1beta"), **kwargs)

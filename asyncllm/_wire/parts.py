@@ -34,7 +34,8 @@ DEFAULT_DOCUMENT_TYPE = "application/pdf"
 @dataclass(frozen=True, slots=True)
 class Media:
     """An image or a document, as one of: inline ``data`` (base64, with its ``media_type``), an
-    http(s) ``url``, or a vendor's ``file_id``. ``filename`` and ``detail`` where given."""
+    http(s) ``url``, or a vendor's ``file_id``. ``filename`` and ``detail`` where given; for a
+    URL or an id, ``media_type`` is what the name's extension says (None if nothing)."""
 
     kind: Literal["image", "document"]
     media_type: str | None = None
@@ -65,6 +66,11 @@ def _base64(where: str, text: str) -> str:
     return text
 
 
+def _guess(name: str | None) -> str | None:
+    """The media type a file name or URL path names by its extension, if any."""
+    return mimetypes.guess_type(name)[0] if name else None
+
+
 def _http(url: str) -> bool:
     return url.startswith(("http://", "https://"))
 
@@ -82,7 +88,7 @@ def read_media(part: Mapping[str, Any], where: str) -> Media:
         if detail is not None and not isinstance(detail, str):
             raise ConfigurationError(f"{where}: image_url detail must be a string")
         if _http(url):
-            return Media("image", url=url, detail=detail)
+            return Media("image", media_type=_guess(url), url=url, detail=detail)
         match = DATA_URL.fullmatch(url)
         if match is None:
             raise ConfigurationError(
@@ -106,7 +112,7 @@ def read_media(part: Mapping[str, Any], where: str) -> Media:
         raise ConfigurationError(f"{where}: file.file_url must be an http(s) URL")
     if sum(v is not None for v in (data, file_id, url)) != 1:
         raise ConfigurationError(f"{where}: a file part needs one of file_data, file_id, file_url")
-    guessed = mimetypes.guess_type(filename)[0] if filename else None
+    guessed = _guess(filename or url)
     if data is None:
         return Media("document", media_type=guessed, url=url, file_id=file_id, filename=filename)
     match = DATA_URL.fullmatch(data)

@@ -56,6 +56,7 @@ from .._validate import (
     check_str,
     check_str_list,
 )
+from .._wire.parts import MEDIA_PARTS, read_media, refuse
 from ..streaming import ChatStream, Stream
 
 T = TypeVar("T")
@@ -329,11 +330,14 @@ def _content(content: Any, where: str) -> tuple[str, list[str]]:
             if not isinstance(part.get("text"), str):
                 raise ConfigurationError(f"{where}.content[{j}]: a text part needs a string 'text'")
             texts.append(part["text"])
-        elif kind == "image_url":
-            url = part.get("image_url")
-            if isinstance(url, Mapping):
-                url = url.get("url")
-            images.append(_image(url, f"{where}.content[{j}]"))
+        elif kind in MEDIA_PARTS:
+            here = f"{where}.content[{j}]"
+            media = read_media(part, here)
+            if media.kind != "image":
+                raise refuse(media, "Ollama", here)
+            if media.data is None:  # fetching it would make the SDK a proxy: the caller does
+                raise refuse(media, "Ollama", here, " by URL: it takes images inline (data:)")
+            images.append(media.data)
         else:
             raise ConfigurationError(f"{where}.content[{j}]: Ollama cannot take a {kind!r} part")
     return "".join(texts), images
