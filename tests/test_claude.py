@@ -436,10 +436,93 @@ async def test_images(client: asyncllm.Claude, server: FakeServer) -> None:
     }
 
 
+CACHE = {"type": "ephemeral"}
+
+
+async def test_cache_control_and_documents_reach_the_wire(
+    client: asyncllm.Claude, server: FakeServer
+) -> None:
+    """``cache_control`` on system blocks, text, image and file parts and Anthropic-form tools
+    goes out where the API reads it; a plain-text file is a text document; the body is what the
+    SDK's types take."""
+    text_file = base64.b64encode(b"line one\nline two").decode()
+    tool = {"name": "lookup", "input_schema": {"type": "object"}, "cache_control": CACHE}
+    await client.chat(
+        [
+            {"role": "user", "content": [
+                {"type": "text", "text": "read these", "cache_control": CACHE},
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"},
+                 "cache_control": CACHE},
+                {"type": "file", "file": {"file_data": text_file, "filename": "notes.txt"},
+                 "cache_control": CACHE},
+            ]},
+        ],
+        model=MODEL,
+        system=[{"type": "text", "text": "be brief", "cache_control": CACHE}],
+        tools=[tool],
+        parallel_tool_calls=False,
+        service_tier="standard_only",
+        metadata={"user_id": "u-7"},
+    )  # fmt: skip
+    body = sent(server)
+    check("MessageCreateParamsNonStreaming", body)
+    assert body["system"] == [{"type": "text", "text": "be brief", "cache_control": CACHE}]
+    assert body["tools"] == [tool]
+    text, picture, document = body["messages"][0]["content"]
+    assert text["cache_control"] == picture["cache_control"] == document["cache_control"] == CACHE
+    assert document == {
+        "type": "document",
+        "source": {"type": "text", "media_type": "text/plain", "data": "line one\nline two"},
+        "title": "notes.txt",
+        "cache_control": CACHE,
+    }
+    assert body["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+    assert (body["service_tier"], body["metadata"]) == ("standard_only", {"user_id": "u-7"})
+
+
+async def test_parallel_tool_calls_keeps_the_tool_choice(
+    client: asyncllm.Claude, server: FakeServer
+) -> None:
+    ask = [{"role": "user", "content": "weather?"}]
+    await client.chat(ask, model=MODEL, tools=[get_weather], tool_choice="any",
+                      parallel_tool_calls=True)  # fmt: skip
+    assert sent(server)["tool_choice"] == {"type": "any", "disable_parallel_tool_use": False}
+    await client.chat(ask, model=MODEL, tools=[get_weather], tool_choice="none",
+                      parallel_tool_calls=False)  # fmt: skip
+    assert sent(server)["tool_choice"] == {"type": "none"}  # "none" takes no such field
+    await client.chat(ask, model=MODEL, parallel_tool_calls=False)
+    assert "tool_choice" not in sent(server)  # no tools: nothing to say
+
+
 @pytest.mark.parametrize(
     ("messages", "kwargs", "message"),
     [
         ([{"role": "user", "content": "x"}], {"temperature": 1.5}, "temperature"),
+        ([{"role": "user", "content": "x"}], {"metadata": {"team": "a"}}, "only user_id"),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "file", "file": {"file_data": "AAAA", "filename": "a.docx"}}
+                    ],
+                }
+            ],
+            {},
+            "application/pdf, text/plain",
+        ),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "file", "file": {"file_data": "//79", "filename": "a.txt"}}
+                    ],
+                }
+            ],
+            {},
+            "UTF-8",
+        ),
         ([{"role": "user", "content": "x"}], {"max_tokens": 0}, "max_tokens"),
         ([{"role": "user", "content": "x"}], {"stop": 5}, "stop"),
         ([{"role": "user", "content": "x"}], {"metadata": "u"}, "metadata"),

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -1149,3 +1150,38 @@ async def test_tool_parameters_are_sent_as_json_schema(client: Gemini, server: F
     assert first.tool_calls[0].args() == {"size": 2, "count": 5}  # the fake read the schema
     await client.chat([user("x")], model=MODEL, tools=[{"name": "ping"}])
     assert server.requests[-1].json["tools"] == [{"functionDeclarations": [{"name": "ping"}]}]
+
+
+async def test_cached_content_logprobs_and_media_follow_the_proto(
+    client: Gemini, server: FakeServer
+) -> None:
+    """``cached_content``, the logprobs fields and the media parts are where the proto has them."""
+    pdf = base64.b64encode(b"%PDF-1.4").decode()
+    content = [
+        {"type": "text", "text": "read"},
+        {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{pdf}"}},
+        {"type": "file", "file": {"file_id": "files/abc", "filename": "a.pdf"}},
+    ]
+    r = await client.chat(
+        [{"role": "user", "content": content}],
+        model=MODEL,
+        cached_content="cachedContents/c-1",
+        logprobs=True,
+        top_logprobs=3,
+        max_completion_tokens=40,
+    )
+    body = server.requests[-1].json
+    assert check_against_proto(body, "GenerateContentRequest") == []
+    assert body["cachedContent"] == "cachedContents/c-1"
+    assert body["generationConfig"] == {
+        "maxOutputTokens": 40,
+        "responseLogprobs": True,
+        "logprobs": 3,
+    }
+    assert body["contents"][0]["parts"][1:] == [
+        {"inlineData": {"mimeType": "application/pdf", "data": pdf}},
+        {"fileData": {"fileUri": "files/abc", "mimeType": "application/pdf"}},
+    ]
+    assert r.logprobs is not None and len(r.logprobs[0].top_logprobs) == 3
+    with pytest.raises(asyncllm.ConfigurationError, match="cached_content"):
+        await client.chat([user("x")], model=MODEL, cached_content="")
