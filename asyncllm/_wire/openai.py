@@ -141,7 +141,7 @@ class _WireChoice(BaseModel):
     index: int = 0
     message: _WireMessage
     finish_reason: str | None = None
-    logprobs: Any = None  # read (token_logprobs) only when the answer has them
+    # logprobs are read from the payload itself, when the choice has them (see _parse_chat).
 
 
 class _WireChat(BaseModel):
@@ -182,7 +182,8 @@ class _WireChunkChoice(BaseModel):
     index: int = 0
     delta: _WireDelta = Field(default_factory=_WireDelta)
     finish_reason: str | None = None
-    logprobs: Any = None
+    # logprobs are read from the payload itself, when a choice has them (see _chunk): a
+    # declared field would cost every chunk a validation.
 
 
 class _WireChunk(BaseModel):
@@ -447,8 +448,9 @@ class OpenAIChat(HttpBackend):
         # refusal and reasoning only when the answer has them: each field given costs a
         # validation on every call, and most answers have neither.
         extra: dict[str, Any] = _said_apart(said) if said else {}
-        if wire.choices[0].logprobs is not None:
-            extra["logprobs"] = _logprobs(wire.choices[0].logprobs)
+        logprobs = payload["choices"][0].get("logprobs")
+        if logprobs is not None:
+            extra["logprobs"] = _logprobs(logprobs)
         return ChatResponse(
             text=first.content or "",
             message=first,
@@ -579,8 +581,9 @@ class OpenAIChat(HttpBackend):
             delta = said.content or ""
             if said.__pydantic_extra__:
                 extra = _said_apart(said.__pydantic_extra__)
-            if choice.logprobs is not None:
-                extra["logprobs"] = _logprobs(choice.logprobs)
+            logprobs = payload["choices"][0].get("logprobs")
+            if logprobs is not None:
+                extra["logprobs"] = _logprobs(logprobs)
             finish = choice.finish_reason
             for c in choice.delta.tool_calls or ():
                 calls.append(
