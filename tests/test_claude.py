@@ -509,7 +509,7 @@ async def test_parallel_tool_calls_keeps_the_tool_choice(
                 }
             ],
             {},
-            "application/pdf, text/plain",
+            "application/pdf, text/plain, not None",
         ),
         (
             [

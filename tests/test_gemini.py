@@ -1185,3 +1185,6 @@ async def test_cached_content_logprobs_and_media_follow_the_proto(
     assert r.logprobs is not None and len(r.logprobs[0].top_logprobs) == 3
     with pytest.raises(asyncllm.ConfigurationError, match="cached_content"):
         await client.chat([user("x")], model=MODEL, cached_content="")
+    unnamed = {"type": "file", "file": {"file_data": pdf, "filename": "a.docx"}}
+    with pytest.raises(asyncllm.ConfigurationError, match="media type"):
+        await client.chat([{"role": "user", "content": [unnamed]}], model=MODEL)

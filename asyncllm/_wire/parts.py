@@ -5,7 +5,8 @@ A message's ``content`` may hold, besides text parts:
 - ``{"type": "image_url", "image_url": {"url": ...}}``: a ``data:`` URL (base64) or an
   http(s) URL;
 - ``{"type": "file", "file": {...}}``: a document (a PDF, say), with ``file_data`` (a base64
-  ``data:`` URL, or bare base64 with a ``filename`` that names its type), ``file_id`` (a file
+  ``data:`` URL, or bare base64 with a ``filename`` whose extension names its type, a PDF
+  without one), ``file_id`` (a file
   uploaded to the vendor), or ``file_url`` (an http(s) URL: not OpenAI's chat form, but what
   Claude's and Gemini's APIs take).
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import mimetypes
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +30,24 @@ MEDIA_PARTS = frozenset({"image_url", "file"})
 DATA_URL = re.compile(r"data:(?P<media>[^;,]+)(?:;[^;,]*)*;base64,(?P<data>.*)", re.DOTALL)
 # What a document is taken to be when nothing names its type (OpenAI's file parts are PDFs).
 DEFAULT_DOCUMENT_TYPE = "application/pdf"
+# The media types named by the extensions the vendors' image and document inputs take. A table of
+# our own: the standard library's mimetypes reads the system's files on first use, which would
+# block the event loop.
+MEDIA_TYPES = {
+    ".pdf": "application/pdf",
+    ".txt": "text/plain",
+    ".md": "text/markdown",
+    ".html": "text/html",
+    ".csv": "text/csv",
+    ".json": "application/json",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".heic": "image/heic",
+    ".heif": "image/heif",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +86,11 @@ def _base64(where: str, text: str) -> str:
 
 
 def _guess(name: str | None) -> str | None:
-    """The media type a file name or URL path names by its extension, if any."""
-    return mimetypes.guess_type(name)[0] if name else None
+    """The media type a file name or URL path names by its extension (``MEDIA_TYPES``), if any."""
+    if not name:
+        return None
+    path = name.split("?", 1)[0].split("#", 1)[0]
+    return MEDIA_TYPES.get(posixpath.splitext(path)[1].lower())
 
 
 def _http(url: str) -> bool:
@@ -116,6 +138,9 @@ def read_media(part: Mapping[str, Any], where: str) -> Media:
     if data is None:
         return Media("document", media_type=guessed, url=url, file_id=file_id, filename=filename)
     match = DATA_URL.fullmatch(data)
-    media_type = match["media"].lower() if match else guessed or DEFAULT_DOCUMENT_TYPE
+    # Bare base64 takes its type from the file name; with no name, it is taken for a PDF.
+    media_type = match["media"].lower() if match else guessed
+    if media_type is None and filename is None:
+        media_type = DEFAULT_DOCUMENT_TYPE
     raw = match["data"] if match else data
     return Media("document", media_type=media_type, data=_base64(where, raw), filename=filename)

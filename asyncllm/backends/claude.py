@@ -5,7 +5,8 @@ Messages arrive in the common (OpenAI-style) form and are translated here: syste
 messages become ``system``; assistant ``tool_calls`` become ``tool_use`` blocks; consecutive
 ``role: tool`` results become one user message of ``tool_result`` blocks; ``image_url`` parts
 become ``image`` blocks and ``file`` parts ``document`` blocks (base64, url or Files API
-sources; a part's ``cache_control`` comes along, as it does on text parts and system blocks).
+sources; a part's ``cache_control`` comes along, as it does on text parts and system blocks; a
+``file_id`` needs the Files API beta, ``betas=["files-api-2025-04-14"]``).
 Blocks already in Anthropic's own form pass through unchanged.
 
 Extended thinking: an answer's ``thinking`` and ``redacted_thinking`` blocks are kept verbatim

@@ -274,6 +274,11 @@ def _media_part(part: Mapping[str, Any], where: str) -> dict[str, Any]:
     ``mime_type`` key on the part names it for a URL that does not)."""
     media = read_media(part, where)
     if media.data is not None:
+        if media.media_type is None:
+            raise ConfigurationError(
+                f"{where}: Gemini needs the file's media type: send a data: URL, or a filename "
+                "with a known extension"
+            )
         return {"inlineData": {"mimeType": media.media_type, "data": media.data}}
     file_data: dict[str, Any] = {"fileUri": media.url or media.file_id}
     mime = media.media_type or part.get("mime_type")
