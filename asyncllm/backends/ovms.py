@@ -34,6 +34,7 @@ from .._validate import (
     path_segment,
 )
 from .._wire.openai import CompletionOptions, CompletionParams, OpenAICompletions
+from .._wire.responses import OVMS_RESPONSES, ResponsesSupport, ServesResponses
 
 __all__ = [
     "DATATYPES",
@@ -593,7 +594,7 @@ def _from_b64(value: Any) -> Any:
 # -- the client ----------------------------------------------------------------------------------
 
 
-class OVMS(OpenAICompletions):
+class OVMS(ServesResponses, OpenAICompletions):
     """``OVMS(base_url=..., model=..., version=...)``: base from ``OVMS_API_URL`` (default
     ``http://localhost:9000``), optional Bearer key from ``OVMS_API_KEY`` for a gateway in front.
 
@@ -609,6 +610,10 @@ class OVMS(OpenAICompletions):
     returns its reasoning in ``r.reasoning`` (``chunk.reasoning`` in a stream); for Qwen3-style
     templates, ``extra_body={"chat_template_kwargs": {"enable_thinking": ...}}`` turns it on or off.
 
+    ``responses`` (``/v3/responses``): create and stream with function tools; OVMS takes no
+    instructions, ``text.format``, ``previous_response_id``, ``store`` or ``background`` and
+    serves no other Responses route, so those are refused before sending.
+
     Of the ``ModernParams``, OVMS takes ``max_completion_tokens`` and ``logprobs`` (in ``chat``
     only: its streams carry none); the others are a ConfigurationError. Images go as
     ``image_url`` parts (VLM servables); files are refused.
@@ -623,6 +628,8 @@ class OVMS(OpenAICompletions):
     models_path: ClassVar[str] = "/v3/models"
     completions_path: ClassVar[str] = "/v3/completions"
     rerank_path: ClassVar[str] = "/v3/rerank"
+    responses_path: ClassVar[str] = "/v3/responses"
+    responses_support: ClassVar[ResponsesSupport] = OVMS_RESPONSES
     # What the chat API reference lists as unsupported, or does not list at all.
     refused_params: ClassVar[frozenset[str]] = frozenset(
         {"top_logprobs", "parallel_tool_calls", "service_tier", "store", "metadata"}
