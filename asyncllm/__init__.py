@@ -31,6 +31,7 @@ from ._exceptions import (
     ConfigurationError,
     ConflictError,
     ContentBlockedError,
+    FileNotDownloadableError,
     InternalServerError,
     LengthFinishReasonError,
     NotFoundError,
@@ -48,6 +49,7 @@ from ._models import (
     ChatChunk,
     ChatResponse,
     EmbeddingResponse,
+    HttpInfo,
     Message,
     ModelInfo,
     ModernParams,
@@ -60,6 +62,8 @@ from ._models import (
     tool_result,
 )
 from ._options import BodyOptions, CallOptions, ClientOptions, EngineClientOptions, HttpOptions
+from ._platform._batch import BatchCounts, BatchJob, BatchJobResult, BatchRequest, run_batch_job
+from ._platform._files import Deleted, FileObject
 from ._wire.responses import (
     FunctionCallArgumentsDeltaEvent,
     FunctionCallArgumentsDoneEvent,
@@ -108,6 +112,10 @@ __all__ = [
     "AuthenticationError",
     "BackendStats",
     "BadRequestError",
+    "BatchCounts",
+    "BatchJob",
+    "BatchJobResult",
+    "BatchRequest",
     "BodyOptions",
     "BreakerConfig",
     "BreakerState",
@@ -123,13 +131,17 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "ContentBlockedError",
+    "Deleted",
     "Dispatcher",
     "EmbeddingResponse",
     "EngineClientOptions",
+    "FileNotDownloadableError",
+    "FileObject",
     "FunctionCallArgumentsDeltaEvent",
     "FunctionCallArgumentsDoneEvent",
     "Gemini",
     "Groq",
+    "HttpInfo",
     "HttpOptions",
     "InputTokenCount",
     "InternalServerError",
@@ -179,6 +191,7 @@ __all__ = [
     "get_dispatcher",
     "parse_retry_after",
     "request_context",
+    "run_batch_job",
     "tool_result",
 ]
 

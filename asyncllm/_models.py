@@ -12,7 +12,7 @@ import logging
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, Literal, Union, overload
+from typing import Any, Generic, Literal, NamedTuple, Union, overload
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from typing_extensions import TypedDict, TypeVar
@@ -124,11 +124,77 @@ class OpenModel(BaseModel):
 
 
 class Usage(OpenModel):
-    """Token counts; backends add their own extras (durations, cache tokens) as extra fields."""
+    """Token counts, with one meaning on every backend: ``prompt_tokens`` includes the tokens
+    read from (or written to) a prompt cache, ``completion_tokens`` includes reasoning tokens.
+    Backends keep their own counts (durations, Claude's cache reads and writes, Gemini's
+    thoughts) as extra fields."""
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+
+    # Read on access, from the extras: a declared field would cost every answer a validation.
+    @property
+    def cached_tokens(self) -> int | None:
+        """Prompt tokens read from the server's prompt cache (part of ``prompt_tokens``), where
+        the API reports them: OpenAI-shaped ``prompt_tokens_details``, Claude's
+        ``cache_read_input_tokens``, Gemini's ``cachedContentTokenCount``; None otherwise."""
+        return _count(self.__pydantic_extra__, "cached_tokens", "prompt_tokens_details")
+
+    @property
+    def reasoning_tokens(self) -> int | None:
+        """Completion tokens the model spent reasoning (part of ``completion_tokens``), where the
+        API reports them: OpenAI-shaped ``completion_tokens_details``, Gemini's
+        ``thoughtsTokenCount``; None otherwise."""
+        return _count(self.__pydantic_extra__, "reasoning_tokens", "completion_tokens_details")
+
+
+def _count(extra: dict[str, Any] | None, name: str, details: str) -> int | None:
+    """A count a backend set as an extra ``name``, or that the OpenAI shape nests in
+    ``details``."""
+    if not extra:
+        return None
+    value = extra.get(name)
+    if value is None:
+        nested = extra.get(details)
+        value = nested.get(name) if isinstance(nested, Mapping) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class HttpInfo(NamedTuple):
+    """The HTTP status and headers of the response a call's answer came from (for a stream, the
+    one its chunks are read from): ``r.http.status``, ``r.http.headers["x-ratelimit-..."]``.
+
+    ``headers`` is the response's own case-insensitive mapping, not a copy."""
+
+    status: int
+    headers: Mapping[str, str]
+
+
+# Where an answer keeps what ``http`` is built from: a key of the instance's ``__dict__`` and
+# no field, so an answer pays one store for it, and pydantic leaves it out of dumps,
+# comparisons and ``repr`` (as it does a ``cached_property``'s value).
+HTTP_KEY = "_http"
+
+
+class HasHttp:
+    """An answer that read from an HTTP response: ``http`` gives its status and headers."""
+
+    __slots__ = ()
+
+    @property
+    def http(self) -> HttpInfo | None:
+        """The status and headers of the HTTP response this came from; None for an answer built
+        otherwise (say, by hand in a test)."""
+        source = self.__dict__.get(HTTP_KEY)
+        return None if source is None else HttpInfo(source.status, source.headers)
+
+
+def keep_http(answer: Any, source: Any) -> None:
+    """Let ``answer`` (a ``HasHttp``) give ``source``'s status and headers (anything with
+    ``status`` and ``headers``: the call's metadata, another answer's ``HttpInfo``) as
+    ``answer.http``, read only when asked for."""
+    answer.__dict__[HTTP_KEY] = source
 
 
 class TopLogprob(OpenModel):
@@ -193,8 +259,10 @@ class Message(OpenModel):
         return out
 
 
-class ChatResponse(BaseModel, Generic[P]):
-    """One chat completion. ``text`` is the first choice's text ("" when it only calls tools).
+class ChatResponse(HasHttp, BaseModel, Generic[P]):
+    """One chat completion. ``text``, ``message``, ``tool_calls`` and ``finish_reason`` are the
+    first choice's; ``choices`` holds every choice's message, in index order (more than one
+    with ``n`` > 1), streamed or not.
 
     With ``response_format``, ``parsed`` is the answer validated into the model (or the decoded
     JSON for a schema dict), None when the model refused (``refusal`` says why) or only called
@@ -231,10 +299,12 @@ class ToolCallDelta(BaseModel):
 
 class ChatChunk(BaseModel):
     """A piece of a streamed answer: text, reasoning and refusal deltas, tool-call pieces; the
-    last carries ``finish_reason`` and ``usage``. ``message_extra``, on the last chunk where a
-    backend has any, is what it keeps on the final message to send back (signed thinking).
+    last carries ``finish_reason`` and ``usage``. ``index`` is the choice it belongs to (0 but
+    with ``n`` > 1). ``message_extra``, on the last chunk where a backend has any, is what it
+    keeps on the final message to send back (signed thinking).
     ``logprobs``: the log probabilities of this chunk's tokens, when the call asked for them."""
 
+    index: int = 0
     delta: str = ""
     reasoning: str = ""
     refusal: str = ""
@@ -248,7 +318,7 @@ class ChatChunk(BaseModel):
     raw: Any = None
 
 
-class EmbeddingResponse(BaseModel):
+class EmbeddingResponse(HasHttp, BaseModel):
     """Vectors in the order of the inputs."""
 
     vectors: list[list[float]]

@@ -24,6 +24,12 @@ says in class attributes (a test skips only by them, saying which):
   limit, with the API's own finish reason.
 - ``signed_history``: the API needs the reasoning of a tool-calling turn sent back (Claude's
   signed thinking, Gemini's thought signatures), and its fake refuses a history without it.
+- ``streamed_choices``: ``stream_chat(n=2)`` streams two choices; False where the API gives
+  one choice a stream (``n`` > 1 is then a ``ConfigurationError``, nothing sent).
+- ``streamed_tool_finish``: a streamed tool call ends with a finish reason; False where the
+  API sends none (TGI), so that ``final().finish_reason`` is None there.
+- ``usage_counts``: which of ``cached_tokens`` and ``reasoning_tokens`` the API reports (given
+  ``reasoning_options`` for the latter); the others are None.
 
 The typed parameters and media parts, by what the API takes:
 
@@ -43,6 +49,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from operator import itemgetter
 from typing import Any, ClassVar, Literal
@@ -185,6 +192,9 @@ class ChatContract:
     reasoning_options: ClassVar[dict[str, Any] | None] = None
     length_options: ClassVar[dict[str, Any]] = {"max_tokens": 3}
     signed_history: ClassVar[bool] = False
+    streamed_choices: ClassVar[bool] = True
+    streamed_tool_finish: ClassVar[bool] = True
+    usage_counts: ClassVar[frozenset[str]] = frozenset()
     # The typed parameters and the media parts (see the module docstring).
     wire: ClassVar[Mapping[str, WireReader | None]] = OPENAI_WIRE
     stream_logprobs: ClassVar[bool] = True
@@ -408,6 +418,107 @@ class ChatContract:
             assert stripped != sent, "the assistant message carries no reasoning to send back"
             with pytest.raises(asyncllm.BadRequestError):
                 await client.chat([*ask, stripped, result], model=self.model, **options)
+
+    # -- the streamed answer, choices, usage and the HTTP response ----------------------------
+
+    def final_cases(self) -> list[dict[str, Any]]:
+        """Call options whose streamed ``final()`` must equal the non-streamed answer: plain
+        text, a tool call, and reasoning and structured output where the API has them."""
+        cases: list[dict[str, Any]] = [{}, {"tools": [get_weather]}]
+        if self.reasoning_options is not None:
+            cases.append(dict(self.reasoning_options))
+        if self.structured:
+            cases.append({"response_format": Order})
+        return cases
+
+    async def test_final_is_the_answer_a_call_gives(self, client: Any) -> None:
+        ask = [{"role": "user", "content": "weather in Paris?"}]
+        for options in self.final_cases():
+            r = await client.chat(ask, model=self.model, **options)
+            chunks, final = await read_all(client.stream_chat(ask, model=self.model, **options))
+            expected = answer_of(r)
+            if final.tool_calls and not self.streamed_tool_finish:
+                assert final.finish_reason is None
+                expected["finish_reason"] = None
+            assert answer_of(final) == expected, options
+            assert "".join(c.delta for c in chunks) == r.text
+            assert all(c.index == 0 for c in chunks)
+            assert final.request_id == chunks[0].request_id
+
+    async def test_two_choices_stream_apart(self, client: Any, server: FakeServer) -> None:
+        ask = [{"role": "user", "content": "two of them"}]
+        if not self.streamed_choices:
+            with pytest.raises(asyncllm.ConfigurationError):
+                await read_all(client.stream_chat(ask, model=self.model, n=2))
+            assert server.request_count == 0
+            return
+        one = await client.chat(ask, model=self.model)
+        chunks, final = await read_all(client.stream_chat(ask, model=self.model, n=2))
+        assert {c.index for c in chunks if c.delta} == {0, 1}
+        for index in (0, 1):
+            said = "".join(c.delta for c in chunks if c.index == index)
+            assert said == one.text == final.choices[index].content
+        assert len(final.choices) == 2
+        assert (final.text, final.message, final.finish_reason) == (
+            one.text,
+            final.choices[0],
+            one.finish_reason,
+        )
+
+    async def test_usage_has_one_meaning(self, client: Any) -> None:
+        options = dict(self.reasoning_options or {})
+        r = await client.chat(ASK_THOUGHT, model=self.model, **options)
+        _, final = await read_all(client.stream_chat(ASK_THOUGHT, model=self.model, **options))
+        for usage in (r.usage, final.usage):
+            assert usage is not None
+            assert usage.prompt_tokens and usage.completion_tokens
+            assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+            for name in ("cached_tokens", "reasoning_tokens"):
+                count = getattr(usage, name)
+                if name in self.usage_counts:
+                    assert isinstance(count, int), name
+                else:
+                    assert count is None, name
+            assert (usage.cached_tokens or 0) <= usage.prompt_tokens
+            assert (usage.reasoning_tokens or 0) < usage.completion_tokens
+        assert final.usage == r.usage
+
+    async def test_the_http_response_is_within_reach(self, client: Any) -> None:
+        ask = [{"role": "user", "content": "headers please"}]
+        r = await client.chat(ask, model=self.model)
+        assert r.http is not None and r.http.status == 200
+        assert "json" in r.http.headers["content-type"]  # the response's own, any case
+        assert r.http.headers["Content-Type"] == r.http.headers["content-type"]
+        assert "http" not in r.model_dump()
+        async with client.stream_chat(ask, model=self.model) as stream:
+            assert stream.http is None  # nothing has arrived yet
+            first = await stream.__anext__()
+            assert first.request_id == stream.request_id
+            assert stream.http is not None and stream.http.status == 200
+            kind = stream.http.headers["content-type"]
+            assert "event-stream" in kind or "ndjson" in kind, kind
+            final = await stream.final()
+        assert final.http == stream.http
+
+
+def answer_of(r: Any) -> dict[str, Any]:
+    """What a streamed and a non-streamed answer must share: the fields of a ``ChatResponse``
+    but the request's own (ids, raw body, headers). What the server makes anew for every call
+    is left out: tool call ids, reasoning signatures (Claude's, Gemini's); tool arguments are
+    compared as JSON (TGI sends an object, or text as the model wrote it)."""
+    fields = set(asyncllm.ChatResponse.model_fields) - {"request_id", "server_request_id", "raw"}
+    dump = r.model_dump(include=fields)
+    for message in [dump["message"], *dump["choices"]]:
+        for call in message.get("tool_calls") or ():
+            call["id"], call["arguments"] = "id", json.loads(call["arguments"])
+        for key in ("thinking_blocks", "gemini_parts"):
+            for block in message.get(key) or ():
+                for name in ("signature", "thoughtSignature"):
+                    if name in block:
+                        block[name] = "signed"
+    for call in dump["tool_calls"]:
+        call["id"], call["arguments"] = "id", json.loads(call["arguments"])
+    return dump
 
     # -- typed parameters and media parts ---------------------------------------------------------
 

@@ -46,6 +46,8 @@ PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAW
 
 class TestClaudeContract(ChatContract):
     protocol = "anthropic"
+    streamed_choices = False  # the Messages API has no n
+    usage_counts = frozenset({"cached_tokens"})
     structured = True
     open_maps_refused = True  # the API takes additionalProperties: false only
     refusal_prompt = "REFUSE THIS"
@@ -613,7 +615,12 @@ async def test_response_fields(client: asyncllm.Claude, server: FakeServer) -> N
     assert r.model == MODEL
     assert r.usage is not None
     assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (1, 2, 3)
-    assert r.usage.model_extra == {"cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    assert r.usage.model_extra == {
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "cached_tokens": 0,
+    }
+    assert (r.usage.cached_tokens, r.usage.reasoning_tokens) == (0, None)
 
 
 async def test_mixed_content_response() -> None:
@@ -635,7 +642,12 @@ async def test_mixed_content_response() -> None:
         ],
         "stop_reason": "tool_use",
         "stop_sequence": None,
-        "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 7},
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "cache_read_input_tokens": 7,
+            "cache_creation_input_tokens": 3,
+        },
     }
     check("Message", message, strict=False)
     transport = MockTransport(
@@ -647,8 +659,14 @@ async def test_mixed_content_response() -> None:
     assert r.tool_calls == [
         asyncllm.ToolCall(id="toolu_1", name="get_weather", arguments='{"city": "Zürich"}')
     ]
-    assert r.usage is not None and r.usage.total_tokens == 15
-    assert r.usage.model_extra == {"cache_read_input_tokens": 7}
+    # input_tokens leaves out the cache reads and writes, which prompt_tokens counts
+    assert r.usage is not None and (r.usage.prompt_tokens, r.usage.total_tokens) == (20, 25)
+    assert r.usage.cached_tokens == 7
+    assert r.usage.model_extra == {
+        "cache_read_input_tokens": 7,
+        "cache_creation_input_tokens": 3,
+        "cached_tokens": 7,
+    }
     assert r.server_request_id == "req_server"
     assert transport.requests[-1].url == "https://api.anthropic.com/v1/messages"
 

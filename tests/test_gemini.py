@@ -44,6 +44,8 @@ MODEL = "fake-chat"
 
 class TestGeminiContract(ChatContract):
     protocol = "gemini"
+    streamed_choices = False  # candidateCount (n) on chat only
+    usage_counts = frozenset({"reasoning_tokens"})  # cachedContentTokenCount only with a cache
     # A Gemini 3 model: the fake then signs its answers and refuses a function call of the
     # current turn sent back without its signature, as Gemini 3 does.
     model = "gemini-3-flash-preview"
@@ -733,7 +735,7 @@ async def test_error_event_in_a_stream_carries_retry_info_and_untyped_codes_stay
     [
         ("chat", ([user("x")],), {"model": MODEL, "temprature": 0.5}),
         ("chat", ([user("x")],), {"model": MODEL, "extra_bdy": {}}),
-        ("stream_chat", ([user("x")],), {"model": MODEL, "n": 2}),
+        ("stream_chat", ([user("x")],), {"model": MODEL, "temprature": 0.5}),
         ("embed", (["a", "b"],), {"model": "fake-embed", "task": "RETRIEVAL_QUERY"}),
         ("count_tokens", ([user("x")],), {"model": MODEL, "priorty": 1}),
         ("models", (), {"extra_body": {"a": 1}}),  # a GET has no body to merge into

@@ -17,6 +17,7 @@ from .._models import (
     ChatResponse,
     EmbeddingResponse,
     GenerationParams,
+    HasHttp,
     M,
     Message,
     Messages,
@@ -103,7 +104,7 @@ class CompletionChoice(BaseModel):
     stop_reason: int | str | None = None
 
 
-class CompletionResponse(BaseModel):
+class CompletionResponse(HasHttp, BaseModel):
     """A text completion; ``text`` is the first choice's."""
 
     text: str
@@ -141,7 +142,7 @@ class _WireChoice(BaseModel):
     index: int = 0
     message: _WireMessage
     finish_reason: str | None = None
-    # logprobs are read from the payload itself, when the choice has them (see _parse_chat).
+    logprobs: Any = None  # parsed (token_logprobs) only when the answer has them
 
 
 class _WireChat(BaseModel):
@@ -251,6 +252,47 @@ def _said_apart(said: Mapping[str, Any]) -> dict[str, str]:
     if isinstance(reasoning, str) and reasoning:
         out["reasoning"] = reasoning
     return out
+
+
+def _choice_chunk(
+    choice: _WireChunkChoice,
+    usage: Usage | None,
+    model: str | None,
+    meta: Meta,
+    payload: Any,
+    position: int = 0,
+) -> ChatChunk:
+    said = choice.delta
+    calls: list[ToolCallDelta] = []
+    if said.tool_calls:
+        for c in said.tool_calls:
+            calls.append(
+                ToolCallDelta(
+                    index=c.index,
+                    id=c.id,
+                    name=c.function.name if c.function else None,
+                    arguments=(c.function.arguments or "") if c.function else "",
+                )
+            )
+    # reasoning, refusal and the choice index only when the chunk has them (see _parse_chat).
+    extra: dict[str, Any] = _said_apart(said.__pydantic_extra__) if said.__pydantic_extra__ else {}
+    if choice.index:
+        extra["index"] = choice.index
+    # logprobs read from the payload's choice (at ``position``) when it has them: a declared
+    # wire field would cost every chunk a validation.
+    logprobs = payload["choices"][position].get("logprobs")
+    if logprobs is not None:
+        extra["logprobs"] = _logprobs(logprobs)
+    return ChatChunk(
+        delta=said.content or "",
+        tool_calls=calls,
+        finish_reason=choice.finish_reason,
+        usage=usage,
+        model=model,
+        request_id=meta.request_id,
+        raw=payload,
+        **extra,
+    )
 
 
 def _message(wire: _WireMessage) -> Message:
@@ -366,6 +408,9 @@ class OpenAIChat(HttpBackend):
     stream_logprobs: ClassVar[bool] = True
     # The media parts the server takes (``_wire.parts``): images, and on OpenAI files.
     media_parts: ClassVar[frozenset[str]] = frozenset({"image_url"})
+    # Whether the server answers ``n`` > 1 with that many choices; one that does not (it
+    # refuses, or ignores ``n``) makes ``n`` > 1 a ConfigurationError before anything is sent.
+    multiple_choices: ClassVar[bool] = True
 
     def _with_model(self, body: dict[str, Any], model: str | None) -> dict[str, Any]:
         """``body`` with the call's model (or the client's) under "model"; without one, an error
@@ -396,6 +441,8 @@ class OpenAIChat(HttpBackend):
             if "max_tokens" in sampling and self.max_tokens_field != "max_tokens":
                 sampling[self.max_tokens_field] = sampling.pop("max_tokens")
             body.update(sampling)
+            if body.get("n", 1) != 1 and not self.multiple_choices:
+                raise ConfigurationError(f"{self.backend} gives one choice: n must be 1")
         if not MODERN_KEYS.isdisjoint(params):  # the common call: one set comparison
             body.update(self._modern_body(params, stream))
         get = params.get
@@ -442,15 +489,16 @@ class OpenAIChat(HttpBackend):
 
     def _parse_chat(self, payload: Any, meta: Meta) -> ChatResponse:
         wire = _WireChat.model_validate(payload)
+        if len(wire.choices) > 1:  # n > 1: in index order, as a stream's final() has them
+            wire.choices.sort(key=lambda c: c.index)
         choices = [_message(c.message) for c in wire.choices]
         first = choices[0]
         said = wire.choices[0].message.__pydantic_extra__
         # refusal and reasoning only when the answer has them: each field given costs a
         # validation on every call, and most answers have neither.
         extra: dict[str, Any] = _said_apart(said) if said else {}
-        logprobs = payload["choices"][0].get("logprobs")
-        if logprobs is not None:
-            extra["logprobs"] = _logprobs(logprobs)
+        if wire.choices[0].logprobs is not None:
+            extra["logprobs"] = _logprobs(wire.choices[0].logprobs)
         return ChatResponse(
             text=first.content or "",
             message=first,
@@ -529,7 +577,9 @@ class OpenAIChat(HttpBackend):
                 "stream_chat",
                 "POST",
                 self.chat_path,
-                lambda response, meta: self._decode_sse(response, meta, self._chunk),
+                lambda response, meta: self._decode_sse(
+                    response, meta, self._chunk, more=self._other_choices
+                ),
                 options,
                 body=self._chat_body(messages, options, True, fmt),
                 allowed=self.chat_keys,
@@ -544,6 +594,7 @@ class OpenAIChat(HttpBackend):
         meta: Meta,
         parse: Callable[[Any, Meta], T],
         ended: Callable[[Any], bool] | None = None,
+        more: Callable[[Any, Meta], list[T]] | None = None,
     ) -> AsyncIterator[T]:
         """The events of an SSE stream through ``parse``, up to ``[DONE]``; an event that is an
         error body raises the typed error it stands for.
@@ -551,7 +602,9 @@ class OpenAIChat(HttpBackend):
         A body that ends without ``[DONE]`` is complete only if ``ended`` says so of the events
         seen (called with each payload, it answers whether the stream is complete as of that
         one); by default, when every choice seen has its ``finish_reason`` (some compatible
-        servers never send ``[DONE]``). Otherwise the answer was cut: APIConnectionError."""
+        servers never send ``[DONE]``). Otherwise the answer was cut: APIConnectionError.
+        ``more`` gives the items of an event's later choices, asked only of an event (a JSON
+        object, as ``parse`` has checked) with more than one."""
         if ended is None:
             ended = ChoiceEnds()
         complete = False
@@ -564,46 +617,32 @@ class OpenAIChat(HttpBackend):
             item = self._parse(parse, payload, meta)
             complete = ended(payload)
             yield item
+            if more is not None and len(payload.get("choices") or ()) > 1:
+                for other in self._parse(more, payload, meta):
+                    yield other
         if not complete:
             raise self._cut_short(meta, "data: [DONE]")
 
     @staticmethod
     def _chunk(payload: Any, meta: Meta) -> ChatChunk:
+        """The chunk of an event's first choice (or of none: the usage chunk); the others, with
+        ``n`` > 1, come from ``_other_choices``."""
         wire = _WireChunk.model_validate(payload)
-        delta = ""
-        calls: list[ToolCallDelta] = []
-        finish = None
-        # reasoning and refusal only when the chunk has them (see _parse_chat).
-        extra: dict[str, Any] = {}
-        if wire.choices:
-            choice = wire.choices[0]
-            said = choice.delta
-            delta = said.content or ""
-            if said.__pydantic_extra__:
-                extra = _said_apart(said.__pydantic_extra__)
-            logprobs = payload["choices"][0].get("logprobs")
-            if logprobs is not None:
-                extra["logprobs"] = _logprobs(logprobs)
-            finish = choice.finish_reason
-            for c in choice.delta.tool_calls or ():
-                calls.append(
-                    ToolCallDelta(
-                        index=c.index,
-                        id=c.id,
-                        name=c.function.name if c.function else None,
-                        arguments=(c.function.arguments or "") if c.function else "",
-                    )
-                )
-        return ChatChunk(
-            delta=delta,
-            tool_calls=calls,
-            finish_reason=finish,
-            usage=wire.usage,
-            model=wire.model,
-            request_id=meta.request_id,
-            raw=payload,
-            **extra,
-        )
+        if not wire.choices:
+            return ChatChunk(
+                usage=wire.usage, model=wire.model, request_id=meta.request_id, raw=payload
+            )
+        return _choice_chunk(wire.choices[0], wire.usage, wire.model, meta, payload)
+
+    @staticmethod
+    def _other_choices(payload: Any, meta: Meta) -> list[ChatChunk]:
+        """The chunks of an event's choices after its first, for a server that sends several
+        choices in one event (most send one an event)."""
+        wire = _WireChunk.model_validate(payload)
+        return [
+            _choice_chunk(c, None, wire.model, meta, payload, position)
+            for position, c in enumerate(wire.choices[1:], 1)
+        ]
 
     async def models(self, **options: Unpack[HttpOptions]) -> list[ModelInfo]:
         """The models the server offers."""

@@ -53,6 +53,7 @@ from .._models import (
     parse_as,
 )
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
+from .._platform.anthropic import Batches, Files
 from .._structured import OutputFormat, finish, output_format
 from .._validate import check_int, check_number, check_stop, check_str_list
 from .._wire.parts import MEDIA_PARTS, read_media
@@ -477,6 +478,9 @@ def _thinking_blocks(value: Any, where: str) -> list[dict[str, Any]]:
 
 
 def _usage(fields: Mapping[str, Any]) -> Usage | None:
+    """Usage in the common meaning: the API's ``input_tokens`` leaves out the prompt tokens read
+    from the cache and those written to it, which ``prompt_tokens`` counts (both stay as
+    extras, and the reads are ``cached_tokens``)."""
     if not fields:
         return None
     prompt = fields.get("input_tokens")
@@ -486,6 +490,14 @@ def _usage(fields: Mapping[str, Any]) -> Usage | None:
         for k, v in fields.items()
         if k not in ("input_tokens", "output_tokens") and v is not None
     }
+    read = extras.get("cache_read_input_tokens")
+    written = extras.get("cache_creation_input_tokens")
+    if isinstance(read, int):
+        extras["cached_tokens"] = read
+    if prompt is not None:
+        prompt += (read if isinstance(read, int) else 0) + (
+            written if isinstance(written, int) else 0
+        )
     total = (prompt or 0) + (completion or 0) if prompt is not None or completion else None
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total, **extras)
 
@@ -1071,6 +1083,16 @@ class Claude(HttpBackend):
                 return found
             after = page.last_id or page.data[-1].id  # parse made sure it is a new one
             seen.add(after)
+
+    @property
+    def files(self) -> Files:
+        """Anthropic's Files API (beta): upload, list, retrieve, delete, download."""
+        return Files(self)
+
+    @property
+    def batches(self) -> Batches:
+        """Message Batches; ``asyncllm.run_batch_job`` runs one end to end."""
+        return Batches(self)
 
 
 Anthropic = Claude

@@ -59,6 +59,7 @@ from .._models import (
     parse_as,
 )
 from .._options import BodyOptions, HttpOptions, keys_of
+from .._platform.gemini import Batches, Files
 from .._structured import OutputFormat, check_schema, finish, output_format
 from .._validate import (
     check_bool,
@@ -535,9 +536,16 @@ def _usage(meta: _UsageMetadata | None) -> Usage | None:
     if meta is None:
         return None
     extras = meta.model_dump(include=_USAGE_EXTRAS, exclude_none=True)
+    completion = meta.candidates_token_count
+    thoughts = meta.thoughts_token_count
+    if thoughts is not None:  # the common meaning: completion tokens include reasoning
+        extras["reasoning_tokens"] = thoughts
+        completion = (completion or 0) + thoughts
+    if meta.cached_content_token_count is not None:  # already within promptTokenCount
+        extras["cached_tokens"] = meta.cached_content_token_count
     return Usage(
         prompt_tokens=meta.prompt_token_count,
-        completion_tokens=meta.candidates_token_count,
+        completion_tokens=completion,
         total_tokens=meta.total_token_count,
         **extras,
     )
@@ -587,9 +595,11 @@ def _logprobs(candidate: _Candidate) -> list[TokenLogprob] | None:
 def _candidate_message(candidate: _Candidate) -> tuple[Message, str | None]:
     """The candidate as a common-form message, and its reasoning (the thoughts' text)."""
     texts, thoughts, calls = _read_parts(candidate)
+    text = "".join(texts)
     fields: dict[str, Any] = {
         "role": "assistant",
-        "content": "".join(texts),
+        # No text beside tool calls is None, as in the common form (and a stream's final()).
+        "content": text if text or not calls else None,
         "tool_calls": calls or None,
     }
     parts = candidate.content.parts if candidate.content is not None else []
@@ -1130,3 +1140,13 @@ class Gemini(HttpBackend):
                 return out
             seen.add(token)
         return out
+
+    @property
+    def files(self) -> Files:
+        """Gemini's Files API: resumable uploads, list, retrieve, delete, download."""
+        return Files(self)
+
+    @property
+    def batches(self) -> Batches:
+        """Batch generation; ``asyncllm.run_batch_job`` runs one end to end."""
+        return Batches(self)

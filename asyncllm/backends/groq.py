@@ -28,6 +28,7 @@ from .._exceptions import ConfigurationError
 from .._http._backend import Meta
 from .._models import ChatChunk, ChatResponse, M, Messages, P, Usage
 from .._options import BodyOptions, ClientOptions, keys_of
+from .._platform.openai import Audio
 from .._structured import OutputFormat
 from .._validate import check_bool
 from .._wire.openai import ChatParams, OpenAICompatible
@@ -154,6 +155,8 @@ class Groq(ServesResponses, OpenAICompatible):
     default_base_url: ClassVar[str | None] = GROQ_BASE_URL
     base_url_env: ClassVar[tuple[str, ...]] = ("GROQ_BASE_URL",)
     api_key_env: ClassVar[tuple[str, ...]] = ("GROQ_API_KEY",)
+    # "Only n=1 is supported" (the API reference); more is a 400.
+    multiple_choices: ClassVar[bool] = False
     api_key_required: ClassVar[bool] = True
     chat_keys: ClassVar[frozenset[str]] = GROQ_CHAT_KEYS
     responses_support: ClassVar[ResponsesSupport] = GROQ_RESPONSES
@@ -273,3 +276,8 @@ class Groq(ServesResponses, OpenAICompatible):
             if isinstance(extra, Mapping) and isinstance(extra.get("usage"), Mapping):
                 chunk.usage = Usage.model_validate(extra["usage"])
         return chunk
+
+    @property
+    def audio(self) -> Audio:
+        """Transcriptions and translations (``/audio/...``), the audio streamed up."""
+        return Audio(self)

@@ -639,7 +639,9 @@ class Ollama(HttpBackend):
         calls = _tool_calls(wire.message)
         text = wire.message.content or ""
         thinking = {"thinking": wire.message.thinking} if wire.message.thinking else {}
-        message = Message(role="assistant", content=text, tool_calls=calls or None, **thinking)
+        # No text beside tool calls is None, as in the common form (and a stream's final()).
+        content = text if text or not calls else None
+        message = Message(role="assistant", content=content, tool_calls=calls or None, **thinking)
         return OllamaChatResponse(
             text=text,
             message=message,

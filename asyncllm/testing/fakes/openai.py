@@ -82,7 +82,9 @@ class Rules:
     docstring). ``reasoning``: called with the request body, says where the model's reasoning
     (``reasoning_text``) goes: None for nowhere (the model does not reason, or it is hidden), a
     message and delta field name ("reasoning", "reasoning_content"), or ``INLINE``; an error
-    response it returns answers the request instead. ``parts``: the content part types the
+    response it returns answers the request instead. ``usage_details``: usage has OpenAI's
+    ``prompt_tokens_details`` and ``completion_tokens_details`` (nothing cached, no hidden
+    reasoning: zeros, as the API reports them then). ``parts``: the content part types the
     server takes (others are a 400). ``logprobs``: the server returns token log probabilities
     when asked (False: a 400, as Groq answers); ``stream_logprobs``: in streams too.
     """
@@ -91,13 +93,21 @@ class Rules:
     refusals: bool = False
     json_word: bool = False
     reasoning: Callable[[dict[str, Any]], str | web.Response | None] | None = None
+    usage_details: bool = False
     parts: frozenset[str] = _common.IMAGE_PARTS
     logprobs: bool = True
     stream_logprobs: bool = True
 
 
-# OpenAI itself: strict structured outputs, refusals, and no reasoning text in chat completions.
-OPENAI = Rules(strict_schemas=True, refusals=True, json_word=True, parts=_common.OPENAI_PARTS)
+# OpenAI itself: strict structured outputs, refusals, no reasoning text in chat completions,
+# usage with its details (cached prompt tokens, reasoning tokens), and file parts.
+OPENAI = Rules(
+    strict_schemas=True,
+    refusals=True,
+    json_word=True,
+    usage_details=True,
+    parts=_common.OPENAI_PARTS,
+)
 # An OpenAI-compatible server that takes a schema as it is and never refuses.
 COMPATIBLE = Rules()
 
@@ -392,7 +402,15 @@ def routes(prefix: str = "/v1", rules: Rules = COMPATIBLE) -> list[tuple[str, st
         reasoning, refusal, text = ("".join(p) for p in (said.reasoning, said.refusal, said.text))
         calls, finish = said.calls, said.finish
         prompt = sum(_common.count_tokens(_text(m.get("content"))) for m in messages)
-        counts = usage(prompt, said.tokens())
+        counts: dict[str, Any] = usage(prompt, said.tokens())
+        if rules.usage_details:
+            counts["prompt_tokens_details"] = {"cached_tokens": 0, "audio_tokens": 0}
+            counts["completion_tokens_details"] = {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            }
         cid = f"chatcmpl-{next(_ids)}"
         headers = {"x-request-id": f"srv-{cid}"}
         base = {
@@ -401,8 +419,8 @@ def routes(prefix: str = "/v1", rules: Rules = COMPATIBLE) -> list[tuple[str, st
             "created": int(time.time()),
             "model": body["model"],
         }
+        n = int(body.get("n") or 1)
         if not body.get("stream"):
-            n = int(body.get("n") or 1)
             message: dict[str, Any] = {"role": "assistant", "content": text or None}
             if where is not None and where != INLINE and reasoning:
                 message[where] = reasoning
@@ -424,31 +442,37 @@ def routes(prefix: str = "/v1", rules: Rules = COMPATIBLE) -> list[tuple[str, st
         def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
             return _common.sse({**chunk_base, "choices": choices, **extra})
 
-        def delta(content: dict[str, Any], finish: str | None = None) -> bytes:
-            return chunk([{"index": 0, "delta": content, "finish_reason": finish}])
+        chunks: list[bytes] = []
+
+        def delta(content: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> None:
+            """The piece for every choice, one event each, interleaved (as the API sends n>1)."""
+            for i in range(n):
+                choice = {"index": i, "delta": content, "finish_reason": finish}
+                if logprobs is not None:
+                    choice["logprobs"] = {"content": logprobs, "refusal": None}
+                chunks.append(chunk([choice]))
 
         first: dict[str, Any] = {"role": "assistant", "content": None if refusal else ""}
         if rules.refusals:
             first["refusal"] = None
-        chunks = [delta(first)]
+        delta(first)
         if where is not None and where != INLINE:
-            chunks += [delta({where: piece}) for piece in said.reasoning]
-        chunks += [delta({"refusal": piece}) for piece in said.refusal]
-        if body.get("logprobs") and rules.stream_logprobs:
-            for piece in said.text:  # each piece a token, with its logprobs
-                logprobs = {"content": _common.token_logprobs([piece], top), "refusal": None}
-                choice = {"index": 0, "delta": {"content": piece}, "logprobs": logprobs}
-                chunks.append(chunk([{**choice, "finish_reason": None}]))
-        else:
-            chunks += [delta({"content": piece}) for piece in said.text]
+            for piece in said.reasoning:
+                delta({where: piece})
+        for piece in said.refusal:
+            delta({"refusal": piece})
+        for piece in said.text:
+            if body.get("logprobs") and rules.stream_logprobs:  # each piece a token
+                delta({"content": piece}, logprobs=_common.token_logprobs([piece], top))
+            else:
+                delta({"content": piece})
         for i, call in enumerate(calls):  # each call's arguments in two halves
             args = call["function"]["arguments"]
             half = len(args) // 2
             head = {"name": call["function"]["name"], "arguments": args[:half]}
-            chunks.append(delta({"tool_calls": [{"index": i, **call, "function": head}]}))
-            rest = {"index": i, "function": {"arguments": args[half:]}}
-            chunks.append(delta({"tool_calls": [rest]}))
-        chunks.append(delta({}, finish))
+            delta({"tool_calls": [{"index": i, **call, "function": head}]})
+            delta({"tool_calls": [{"index": i, "function": {"arguments": args[half:]}}]})
+        delta({}, finish)
         if (body.get("stream_options") or {}).get("include_usage"):
             chunks.append(chunk([], usage=counts))
         chunks.append(_common.DONE)
@@ -513,3 +537,7 @@ def setup(
         responses = _responses.OPENAI
     if responses is not None:
         _responses.setup(server, prefix or "/v1", responses)
+    if prefix is None:
+        from . import _openai_platform  # files and batches, which only OpenAI itself serves here
+
+        _openai_platform.setup(server)

@@ -102,6 +102,9 @@ def setup(server: FakeServer) -> None:
         if path != "/v1/chat/completions":
             server.add_route(method, path, handler, error_body=openai.error_body)
     _responses.setup(server, "/v1", _responses.VLLM)
+    from . import _openai_platform
+
+    _openai_platform.setup_audio(server, "/v1")
     vocab: dict[str, int] = {}
     pieces_by_id: dict[int, str] = {}
     ignored: list[list[str]] = []
@@ -234,33 +237,33 @@ def setup(server: FakeServer) -> None:
             return _common.sse({**base, "object": "chat.completion.chunk", "choices": choices,
                                 **extra})  # fmt: skip
 
-        def delta(
-            content: dict[str, Any], finish: str | None = None, logprobs: Any = None
-        ) -> bytes:
-            return chunk([{"index": 0, "delta": content, "logprobs": logprobs,
-                           "finish_reason": finish}])  # fmt: skip
-
-        chunks = [delta({"role": "assistant", "content": ""})]
-        chunks += [delta({"reasoning": piece}) for piece in thought]
+        n = int(body.get("n") or 1)
         top = body.get("top_logprobs")
-        chunks += [
-            delta(
-                {"content": piece},
-                logprobs={"content": _common.token_logprobs([piece], top)}
-                if body.get("logprobs")
-                else None,
+
+        def delta(content: dict[str, Any], finish: str | None = None) -> list[bytes]:
+            """The piece for every choice, an event each (vLLM sends one choice an event), with
+            the logprobs of a content piece when asked."""
+            piece = content.get("content")
+            logprobs = (
+                {"content": _common.token_logprobs([piece], top)}
+                if body.get("logprobs") and piece
+                else None
             )
-            for piece in said
-        ]
+            return [chunk([{"index": i, "delta": content, "logprobs": logprobs,
+                            "finish_reason": finish}]) for i in range(n)]  # fmt: skip
+
+        chunks = delta({"role": "assistant", "content": ""})
+        for piece in thought:
+            chunks += delta({"reasoning": piece})
+        for piece in said:
+            chunks += delta({"content": piece})
         for i, call in enumerate(calls):  # each call's arguments in two halves
             args = call["function"]["arguments"]
             half = len(args) // 2
             first = {"name": call["function"]["name"], "arguments": args[:half]}
-            chunks.append(delta({"tool_calls": [{"index": i, **call, "function": first}]}))
-            chunks.append(
-                delta({"tool_calls": [{"index": i, "function": {"arguments": args[half:]}}]})
-            )
-        chunks.append(delta({}, finish))
+            chunks += delta({"tool_calls": [{"index": i, **call, "function": first}]})
+            chunks += delta({"tool_calls": [{"index": i, "function": {"arguments": args[half:]}}]})
+        chunks += delta({}, finish)
         if (body.get("stream_options") or {}).get("include_usage"):
             chunks.append(chunk([], usage=counts))
         chunks.append(_common.DONE)
