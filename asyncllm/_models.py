@@ -20,7 +20,8 @@ from typing_extensions import TypedDict, TypeVar
 from ._exceptions import ConfigurationError, ResponseValidationError
 from ._http import _json
 from ._structured import strict_schema
-from ._validate import check_str
+from ._validate import check_bool, check_int, check_name, check_str
+from ._wire.parts import MEDIA_PARTS
 
 M = TypeVar("M", bound=BaseModel)
 # What ``ChatResponse.parsed`` holds: for type checkers only, never parametrized at run time.
@@ -44,6 +45,76 @@ class GenerationParams(TypedDict, total=False):
     max_tokens: int | None
     stop: str | Sequence[str] | None
     seed: int | None
+
+
+class ModernParams(TypedDict, total=False):
+    """The newer chat parameters every chat backend declares, so that a call reads the same on
+    each; a backend whose API has no counterpart for one raises ConfigurationError before
+    sending (its docstring and the README's feature table say which).
+
+    ``max_completion_tokens``: the output limit, reasoning included (give it or ``max_tokens``,
+    which means the same here, not both). ``parallel_tool_calls``: False asks for one tool call
+    at most per turn. ``logprobs`` and ``top_logprobs`` (0 to 20, with ``logprobs=True``): the
+    answer's token log probabilities, parsed into ``ChatResponse.logprobs`` and
+    ``ChatChunk.logprobs``. ``service_tier``: the vendor's processing tier ("auto", "flex"...).
+    ``store`` and ``metadata`` (string keys and values): keep the completion, tagged, on the
+    vendor's side. ``prompt_cache_key``: groups requests that share a prompt prefix for caching.
+    """
+
+    max_completion_tokens: int | None
+    parallel_tool_calls: bool | None
+    logprobs: bool | None
+    top_logprobs: int | None
+    service_tier: str | None
+    store: bool | None
+    metadata: Mapping[str, str] | None
+    prompt_cache_key: str | None
+
+
+MODERN_KEYS: frozenset[str] = frozenset(ModernParams.__optional_keys__)
+
+
+def modern_params(
+    params: Mapping[str, Any], refused: frozenset[str], backend: str
+) -> dict[str, Any]:
+    """The ``ModernParams`` given in ``params`` (None means not given), checked: a parameter in
+    ``refused`` (what the backend's API cannot take) is a ConfigurationError naming it and the
+    backend. Called only when a call gives one of them, so a plain call pays nothing."""
+    out = {k: params[k] for k in MODERN_KEYS & params.keys() if params[k] is not None}
+    refuse = sorted(refused & out.keys())
+    if refuse:
+        raise ConfigurationError(
+            f"{backend} cannot take {', '.join(refuse)}: its API has no such parameter "
+            "(see the README's feature table)"
+        )
+    get = out.get
+    check_int("max_completion_tokens", get("max_completion_tokens"), 1)
+    if "max_completion_tokens" in out and params.get("max_tokens") is not None:
+        raise ConfigurationError("give max_tokens or max_completion_tokens, not both")
+    check_bool("parallel_tool_calls", get("parallel_tool_calls"))
+    check_bool("logprobs", get("logprobs"))
+    top = get("top_logprobs")
+    check_int("top_logprobs", top, 0)
+    if top is not None:
+        if top > MAX_TOP_LOGPROBS:
+            raise ConfigurationError(f"top_logprobs must be <= {MAX_TOP_LOGPROBS}")
+        if get("logprobs") is not True:
+            raise ConfigurationError("top_logprobs needs logprobs=True")
+    check_name("service_tier", get("service_tier"))
+    check_bool("store", get("store"))
+    check_name("prompt_cache_key", get("prompt_cache_key"))
+    metadata = get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+        ):
+            raise ConfigurationError("metadata must be a mapping of strings to strings")
+        out["metadata"] = dict(metadata)
+    return out
+
+
+# OpenAI's bound on top_logprobs, which the other APIs that take it share or exceed.
+MAX_TOP_LOGPROBS = 20
 
 
 class OpenModel(BaseModel):
@@ -127,6 +198,22 @@ def keep_http(answer: Any, source: Any) -> None:
     answer.__dict__[HTTP_KEY] = source
 
 
+class TopLogprob(OpenModel):
+    """One candidate token at a position, with its log probability; ``bytes`` is its UTF-8
+    encoding where the API gives it (a token may be part of a character)."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    """A token of the answer, with its log probability and the most likely alternatives at
+    its position (as many as ``top_logprobs`` asked for, or fewer)."""
+
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
 class ToolCall(BaseModel):
     """A model's request to run a tool. ``arguments`` is the JSON text the model produced; for a
     call of an OpenAI ``custom`` tool (``type="custom"``), the free text it wrote as the input."""
@@ -189,7 +276,8 @@ class ChatResponse(HasHttp, BaseModel, Generic[P]):
     JSON for a schema dict), None when the model refused (``refusal`` says why) or only called
     tools. ``reasoning`` is the model's reasoning text, where the API returns it; what a backend
     needs to send it back in the next turn (Claude's signed thinking blocks, Gemini's thought
-    signatures) stays on ``message``.
+    signatures) stays on ``message``. ``logprobs``: the first choice's tokens with their log
+    probabilities, when the call asked for them (``logprobs=True``) and the API returns them.
     """
 
     text: str
@@ -204,6 +292,7 @@ class ChatResponse(HasHttp, BaseModel, Generic[P]):
     parsed: P | None = None
     refusal: str | None = None
     reasoning: str | None = None
+    logprobs: list[TokenLogprob] | None = None
     raw: Any = None
 
 
@@ -223,7 +312,8 @@ class ChatChunk(BaseModel):
     """A piece of a streamed answer: text, reasoning and refusal deltas, tool-call pieces; the
     last carries ``finish_reason`` and ``usage``. ``index`` is the choice it belongs to (0 but
     with ``n`` > 1). ``message_extra``, on the last chunk where a backend has any, is what it
-    keeps on the final message to send back (signed thinking)."""
+    keeps on the final message to send back (signed thinking).
+    ``logprobs``: the log probabilities of this chunk's tokens, when the call asked for them."""
 
     index: int = 0
     delta: str = ""
@@ -234,6 +324,7 @@ class ChatChunk(BaseModel):
     finish_reason: str | None = None
     usage: Usage | None = None
     model: str | None = None
+    logprobs: list[TokenLogprob] | None = None
     request_id: str
     raw: Any = None
 
@@ -253,6 +344,16 @@ class ModelInfo(OpenModel):
     owned_by: str | None = None
     created: int | None = None
     raw: Any = None
+
+
+_TOKEN_LOGPROBS = TypeAdapter(list[TokenLogprob])
+
+
+def token_logprobs(items: Any) -> list[TokenLogprob] | None:
+    """Token log probabilities from a list in OpenAI's shape (``{"token", "logprob", "bytes",
+    "top_logprobs"}``, which Ollama and TGI share); None for none. Anything else is an invalid
+    answer (a pydantic error, which the caller's parse turns into ResponseValidationError)."""
+    return None if items is None else _TOKEN_LOGPROBS.validate_python(items)
 
 
 def from_json(model: type[M], payload: Any, /, **fields: Any) -> M:
@@ -445,12 +546,17 @@ _logger = logging.getLogger("asyncllm")
 
 
 def normalize_messages(
-    messages: Any, keep: frozenset[str] = frozenset(), custom_calls: bool = False
+    messages: Any,
+    keep: frozenset[str] = frozenset(),
+    custom_calls: bool = False,
+    media: Callable[[Mapping[str, Any], str], object] | None = None,
 ) -> list[dict[str, Any]]:
     """Plain dicts or pydantic models in, checked plain dicts out; bad input never reaches a server.
     Reasoning keys (``REASONING_KEYS``) other than those in ``keep`` are dropped. Calls of
     OpenAI's ``custom`` tools are taken only with ``custom_calls`` (a backend whose wire has
-    them); elsewhere they are a ``ConfigurationError``."""
+    them); elsewhere they are a ``ConfigurationError``. ``media``, if given, is called with each
+    image or file part (``_wire.parts.MEDIA_PARTS``) and where it is, to check that the backend
+    takes it: only content lists are looked at, so a text message pays nothing."""
     if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
         raise ConfigurationError("messages must be a list of messages")
     if not messages:
@@ -482,8 +588,13 @@ def normalize_messages(
         content = item.get("content")
         if content is not None and not isinstance(content, (str, list)):
             raise ConfigurationError(f"messages[{i}].content must be a str, a list or None")
-        if isinstance(content, list) and not all(isinstance(p, Mapping) for p in content):
-            raise ConfigurationError(f"messages[{i}].content parts must be dicts")
+        if isinstance(content, list):
+            if not all(isinstance(p, Mapping) for p in content):
+                raise ConfigurationError(f"messages[{i}].content parts must be dicts")
+            if media is not None:
+                for j, part in enumerate(content):
+                    if part.get("type") in MEDIA_PARTS:
+                        media(part, f"messages[{i}].content[{j}]")
         if content is None and not item.get("tool_calls") and role != "assistant":
             raise ConfigurationError(f"messages[{i}] has no content")
         if role == "tool" and not isinstance(item.get("tool_call_id"), str):

@@ -39,14 +39,28 @@ Tools, likewise:
   (``builtin_on_wire`` finds it in the request; ``builtin_sent_back`` finds, in the next
   request, what the answer holds of it); None where the backend has none. ``builtin_kinds``:
   every kind of built-in tool it takes (any other is a ``ConfigurationError`` naming it).
+The typed parameters and media parts, by what the API takes:
+
+- ``wire``: for ``max_tokens`` and each ``ModernParams``, a function that reads the value a call
+  gave back out of the request body the server received (wherever and however the backend
+  writes it), or None where the API has no counterpart: then a ``ConfigurationError`` naming
+  the parameter, before anything is sent. ``OPENAI_WIRE`` by default; ``wire_table`` builds
+  another.
+- ``stream_logprobs``: streams carry logprobs too (False: asking a stream for them is a
+  ``ConfigurationError``).
+- ``media``: for each part of ``MEDIA``, the part as the backend sends it (``wire_media`` reads
+  the sent parts back), or None where the API cannot take it (a ``ConfigurationError`` naming
+  the part type).
 """
 
 from __future__ import annotations
 
+import base64
 import enum
 import json
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
+from operator import itemgetter
 from typing import Any, ClassVar, Literal
 
 import pytest
@@ -107,6 +121,63 @@ class Tree(BaseModel):
     children: list[Tree] = []
 
 
+# -- typed parameters and media parts --------------------------------------------------------------
+
+# The call options that give each parameter (and what it needs beside it).
+PARAMETERS: dict[str, dict[str, Any]] = {
+    "max_tokens": {"max_tokens": 50},
+    "max_completion_tokens": {"max_completion_tokens": 50},
+    "parallel_tool_calls": {"parallel_tool_calls": False, "tools": [get_weather]},
+    "logprobs": {"logprobs": True},
+    "top_logprobs": {"logprobs": True, "top_logprobs": 2},
+    "service_tier": {"service_tier": "auto"},
+    "store": {"store": True},
+    "metadata": {"metadata": {"user_id": "u-1"}},
+    "prompt_cache_key": {"prompt_cache_key": "k-1"},
+}
+WireReader = Callable[[Any], Any]
+# Each parameter where OpenAI's chat API puts it, under its own name.
+OPENAI_WIRE: dict[str, WireReader | None] = {name: itemgetter(name) for name in PARAMETERS}
+
+
+def wire_table(
+    refused: tuple[str, ...] = (), **readers: WireReader | None
+) -> dict[str, WireReader | None]:
+    """``OPENAI_WIRE`` with the ``refused`` parameters None and ``readers`` in place of others."""
+    return {**OPENAI_WIRE, **dict.fromkeys(refused), **readers}
+
+
+IMAGE_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()
+PDF_B64 = base64.b64encode(b"%PDF-1.4 a fake document").decode()
+IMAGE_URL = "https://example.invalid/cat.png"
+FILE_URL = "https://example.invalid/paper.pdf"
+# Content parts in the common (OpenAI) form: images inline and by URL, documents inline, by a
+# vendor's file id and by URL.
+MEDIA: dict[str, dict[str, Any]] = {
+    "image_data": {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{IMAGE_B64}"}},
+    "image_url": {"type": "image_url", "image_url": {"url": IMAGE_URL}},
+    "file_data": {
+        "type": "file",
+        "file": {"filename": "paper.pdf", "file_data": f"data:application/pdf;base64,{PDF_B64}"},
+    },
+    "file_id": {"type": "file", "file": {"file_id": "file-abc123"}},
+    "file_url": {"type": "file", "file": {"file_url": FILE_URL}},
+}
+# What OpenAI-shaped servers that take images only do with them: send them as they are.
+IMAGES_ONLY: dict[str, Any] = {
+    "image_data": MEDIA["image_data"],
+    "image_url": MEDIA["image_url"],
+    "file_data": None,
+    "file_id": None,
+    "file_url": None,
+}
+
+
+def openai_media(body: Any) -> list[Any]:
+    """The parts other than text of the last message an OpenAI-shaped body sends."""
+    return [p for p in body["messages"][-1]["content"] if p.get("type") != "text"]
+
+
 ASK_ORDER = [{"role": "user", "content": "the order as JSON"}]
 ASK_WEATHER = [{"role": "user", "content": "weather in Paris?"}]
 # A built-in tool of each vendor that has them: a backend takes its own, and refuses the others.
@@ -141,6 +212,13 @@ class ChatContract:
     streamed_choices: ClassVar[bool] = True
     streamed_tool_finish: ClassVar[bool] = True
     usage_counts: ClassVar[frozenset[str]] = frozenset()
+    # The typed parameters and the media parts (see the module docstring).
+    wire: ClassVar[Mapping[str, WireReader | None]] = OPENAI_WIRE
+    stream_logprobs: ClassVar[bool] = True
+    media: ClassVar[Mapping[str, Any]] = IMAGES_ONLY
+
+    def wire_media(self, body: Any) -> list[Any]:
+        return openai_media(body)
 
     # What the API has for tools (see the module docstring).
     strict_tools: ClassVar[bool] = True
@@ -587,3 +665,76 @@ def answer_of(r: Any) -> dict[str, Any]:
     for call in dump["tool_calls"]:
         call["id"], call["arguments"] = "id", json.loads(call["arguments"])
     return dump
+
+    # -- typed parameters and media parts ---------------------------------------------------------
+
+    @pytest.mark.parametrize("name", list(PARAMETERS))
+    async def test_a_typed_parameter_goes_on_the_wire_or_is_refused(
+        self, client: Any, server: FakeServer, name: str
+    ) -> None:
+        options = PARAMETERS[name]
+        read = self.wire[name]
+        ask = [{"role": "user", "content": "hello parameters"}]
+        if read is None:
+            with pytest.raises(asyncllm.ConfigurationError, match=name):
+                await client.chat(ask, model=self.model, **options)
+            with pytest.raises(asyncllm.ConfigurationError, match=name):
+                await read_all(client.stream_chat(ask, model=self.model, **options))
+            assert server.request_count == 0
+            return
+        await client.chat(ask, model=self.model, **options)
+        assert read(server.requests[-1].json) == options[name]
+        if "logprobs" in options and not self.stream_logprobs:
+            return  # tried in test_logprobs_are_parsed
+        await read_all(client.stream_chat(ask, model=self.model, **options))
+        assert read(server.requests[-1].json) == options[name]
+
+    async def test_max_tokens_and_max_completion_tokens_are_one_limit(self, client: Any) -> None:
+        with pytest.raises(asyncllm.ConfigurationError, match="not both"):
+            await client.chat(
+                [{"role": "user", "content": "x"}],
+                model=self.model,
+                max_tokens=5,
+                max_completion_tokens=5,
+            )
+
+    async def test_logprobs_are_parsed(self, client: Any) -> None:
+        if self.wire["logprobs"] is None:
+            pytest.skip("this API returns no logprobs")
+        ask = [{"role": "user", "content": "hello log probabilities"}]
+        top = self.wire["top_logprobs"] is not None
+        options = PARAMETERS["top_logprobs" if top else "logprobs"]
+        r = await client.chat(ask, model=self.model, **options)
+        assert r.logprobs, "no logprobs parsed"
+        assert "".join(t.token for t in r.logprobs) == r.text
+        for token in r.logprobs:
+            assert isinstance(token, asyncllm.TokenLogprob) and token.logprob <= 0
+            if top:
+                assert len(token.top_logprobs) == 2
+                assert token.top_logprobs[0].token == token.token
+        plain = await client.chat(ask, model=self.model)
+        assert plain.logprobs is None
+        if not self.stream_logprobs:
+            with pytest.raises(asyncllm.ConfigurationError, match="logprobs"):
+                await read_all(client.stream_chat(ask, model=self.model, **options))
+            return
+        chunks, _ = await read_all(client.stream_chat(ask, model=self.model, **options))
+        streamed = [t for c in chunks for t in c.logprobs or ()]
+        assert [t.token for t in streamed] == [t.token for t in r.logprobs]
+
+    @pytest.mark.parametrize("kind", list(MEDIA))
+    async def test_a_media_part_is_translated_or_refused(
+        self, client: Any, server: FakeServer, kind: str
+    ) -> None:
+        part = MEDIA[kind]
+        ask = [{"role": "user", "content": [{"type": "text", "text": "describe this"}, part]}]
+        expected = self.media[kind]
+        if expected is None:
+            with pytest.raises(asyncllm.ConfigurationError) as info:
+                await client.chat(ask, model=self.model)
+            assert repr(part["type"]) in str(info.value)
+            assert server.request_count == 0
+            return
+        r = await client.chat(ask, model=self.model)
+        assert r.text == "echo: describe this"
+        assert self.wire_media(server.requests[-1].json) == [expected]

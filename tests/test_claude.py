@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 from functools import cache
+from operator import itemgetter
 from typing import Any, ClassVar
 
 import aiohttp
@@ -17,7 +18,20 @@ import asyncllm
 from asyncllm.backends.claude import output_schema, tool_choice_body
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
 from asyncllm.testing.fakes import anthropic as fake
-from tests.chat_contract import NO_WAIT, ChatContract, Colour, Item, Order, Tree, get_weather
+from tests.chat_contract import (
+    FILE_URL,
+    IMAGE_B64,
+    IMAGE_URL,
+    NO_WAIT,
+    PDF_B64,
+    ChatContract,
+    Colour,
+    Item,
+    Order,
+    Tree,
+    get_weather,
+    wire_table,
+)
 from tests.chat_contract import Counts as Open
 from tests.specs import SPECS
 
@@ -56,6 +70,31 @@ class TestClaudeContract(ChatContract):
         # The answer's server_tool_use and its web_search_tool_result, in the assistant turn.
         kinds = [b["type"] for b in body["messages"][1]["content"]]
         return kinds[:2] == ["server_tool_use", "web_search_tool_result"] and "tool_use" in kinds
+
+    # max_completion_tokens is max_tokens; parallel_tool_calls=False is tool_choice's
+    # disable_parallel_tool_use; no logprobs, store or prompt cache key.
+    wire = wire_table(
+        ("logprobs", "top_logprobs", "store", "prompt_cache_key"),
+        max_completion_tokens=itemgetter("max_tokens"),
+        parallel_tool_calls=lambda body: not body["tool_choice"]["disable_parallel_tool_use"],
+    )
+    media: ClassVar[dict[str, Any]] = {
+        "image_data": {
+            "type": "image",
+            "source": {"type": "base64", "media_type": "image/png", "data": IMAGE_B64},
+        },
+        "image_url": {"type": "image", "source": {"type": "url", "url": IMAGE_URL}},
+        "file_data": {
+            "type": "document",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": PDF_B64},
+            "title": "paper.pdf",
+        },
+        "file_id": {"type": "document", "source": {"type": "file", "file_id": "file-abc123"}},
+        "file_url": {"type": "document", "source": {"type": "url", "url": FILE_URL}},
+    }
+
+    def wire_media(self, body: Any) -> list[Any]:
+        return [b for b in body["messages"][-1]["content"] if b["type"] != "text"]
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.Claude(api_key="test", base_url=server.url(), **kwargs)
@@ -415,10 +454,93 @@ async def test_images(client: asyncllm.Claude, server: FakeServer) -> None:
     }
 
 
+CACHE = {"type": "ephemeral"}
+
+
+async def test_cache_control_and_documents_reach_the_wire(
+    client: asyncllm.Claude, server: FakeServer
+) -> None:
+    """``cache_control`` on system blocks, text, image and file parts and Anthropic-form tools
+    goes out where the API reads it; a plain-text file is a text document; the body is what the
+    SDK's types take."""
+    text_file = base64.b64encode(b"line one\nline two").decode()
+    tool = {"name": "lookup", "input_schema": {"type": "object"}, "cache_control": CACHE}
+    await client.chat(
+        [
+            {"role": "user", "content": [
+                {"type": "text", "text": "read these", "cache_control": CACHE},
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"},
+                 "cache_control": CACHE},
+                {"type": "file", "file": {"file_data": text_file, "filename": "notes.txt"},
+                 "cache_control": CACHE},
+            ]},
+        ],
+        model=MODEL,
+        system=[{"type": "text", "text": "be brief", "cache_control": CACHE}],
+        tools=[tool],
+        parallel_tool_calls=False,
+        service_tier="standard_only",
+        metadata={"user_id": "u-7"},
+    )  # fmt: skip
+    body = sent(server)
+    check("MessageCreateParamsNonStreaming", body)
+    assert body["system"] == [{"type": "text", "text": "be brief", "cache_control": CACHE}]
+    assert body["tools"] == [tool]
+    text, picture, document = body["messages"][0]["content"]
+    assert text["cache_control"] == picture["cache_control"] == document["cache_control"] == CACHE
+    assert document == {
+        "type": "document",
+        "source": {"type": "text", "media_type": "text/plain", "data": "line one\nline two"},
+        "title": "notes.txt",
+        "cache_control": CACHE,
+    }
+    assert body["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+    assert (body["service_tier"], body["metadata"]) == ("standard_only", {"user_id": "u-7"})
+
+
+async def test_parallel_tool_calls_keeps_the_tool_choice(
+    client: asyncllm.Claude, server: FakeServer
+) -> None:
+    ask = [{"role": "user", "content": "weather?"}]
+    await client.chat(ask, model=MODEL, tools=[get_weather], tool_choice="any",
+                      parallel_tool_calls=True)  # fmt: skip
+    assert sent(server)["tool_choice"] == {"type": "any", "disable_parallel_tool_use": False}
+    await client.chat(ask, model=MODEL, tools=[get_weather], tool_choice="none",
+                      parallel_tool_calls=False)  # fmt: skip
+    assert sent(server)["tool_choice"] == {"type": "none"}  # "none" takes no such field
+    await client.chat(ask, model=MODEL, parallel_tool_calls=False)
+    assert "tool_choice" not in sent(server)  # no tools: nothing to say
+
+
 @pytest.mark.parametrize(
     ("messages", "kwargs", "message"),
     [
         ([{"role": "user", "content": "x"}], {"temperature": 1.5}, "temperature"),
+        ([{"role": "user", "content": "x"}], {"metadata": {"team": "a"}}, "only user_id"),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "file", "file": {"file_data": "AAAA", "filename": "a.docx"}}
+                    ],
+                }
+            ],
+            {},
+            "application/pdf, text/plain, not None",
+        ),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "file", "file": {"file_data": "//79", "filename": "a.txt"}}
+                    ],
+                }
+            ],
+            {},
+            "UTF-8",
+        ),
         ([{"role": "user", "content": "x"}], {"max_tokens": 0}, "max_tokens"),
         ([{"role": "user", "content": "x"}], {"stop": 5}, "stop"),
         ([{"role": "user", "content": "x"}], {"metadata": "u"}, "metadata"),

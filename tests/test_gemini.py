@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -21,7 +22,11 @@ from asyncllm.testing import FakeServer, MockResponse, MockTransport
 from asyncllm.testing.fakes import _common
 from asyncllm.testing.fakes.gemini import CORRUPTED_SIGNATURE, Signer
 from tests.chat_contract import (
+    FILE_URL,
+    IMAGE_B64,
+    IMAGE_URL,
     NO_WAIT,
+    PDF_B64,
     ChatContract,
     Colour,
     Counts,
@@ -29,6 +34,7 @@ from tests.chat_contract import (
     Order,
     Tree,
     get_weather,
+    wire_table,
 )
 from tests.specs import SPECS
 
@@ -65,6 +71,25 @@ class TestGeminiContract(ChatContract):
         # The code the model ran and its result, in the model's turn.
         parts = body["contents"][1]["parts"]
         return {"executableCode", "codeExecutionResult"} <= {k for p in parts for k in p}
+
+    # The limit is maxOutputTokens, logprobs responseLogprobs and logprobs (the count).
+    wire = wire_table(
+        ("parallel_tool_calls", "service_tier", "store", "metadata", "prompt_cache_key"),
+        max_tokens=lambda body: body["generationConfig"]["maxOutputTokens"],
+        max_completion_tokens=lambda body: body["generationConfig"]["maxOutputTokens"],
+        logprobs=lambda body: body["generationConfig"]["responseLogprobs"],
+        top_logprobs=lambda body: body["generationConfig"]["logprobs"],
+    )
+    media: ClassVar[dict[str, Any]] = {
+        "image_data": {"inlineData": {"mimeType": "image/png", "data": IMAGE_B64}},
+        "image_url": {"fileData": {"fileUri": IMAGE_URL, "mimeType": "image/png"}},
+        "file_data": {"inlineData": {"mimeType": "application/pdf", "data": PDF_B64}},
+        "file_id": {"fileData": {"fileUri": "file-abc123"}},
+        "file_url": {"fileData": {"fileUri": FILE_URL, "mimeType": "application/pdf"}},
+    }
+
+    def wire_media(self, body: Any) -> list[Any]:
+        return [p for p in body["contents"][-1]["parts"] if "text" not in p]
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.Gemini(api_key="g-test", base_url=server.url("/v1beta"), **kwargs)
@@ -1144,3 +1169,41 @@ async def test_tool_parameters_are_sent_as_json_schema(client: Gemini, server: F
     assert first.tool_calls[0].args() == {"size": 2, "count": 5}  # the fake read the schema
     await client.chat([user("x")], model=MODEL, tools=[{"name": "ping"}])
     assert server.requests[-1].json["tools"] == [{"functionDeclarations": [{"name": "ping"}]}]
+
+
+async def test_cached_content_logprobs_and_media_follow_the_proto(
+    client: Gemini, server: FakeServer
+) -> None:
+    """``cached_content``, the logprobs fields and the media parts are where the proto has them."""
+    pdf = base64.b64encode(b"%PDF-1.4").decode()
+    content = [
+        {"type": "text", "text": "read"},
+        {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{pdf}"}},
+        {"type": "file", "file": {"file_id": "files/abc", "filename": "a.pdf"}},
+    ]
+    r = await client.chat(
+        [{"role": "user", "content": content}],
+        model=MODEL,
+        cached_content="cachedContents/c-1",
+        logprobs=True,
+        top_logprobs=3,
+        max_completion_tokens=40,
+    )
+    body = server.requests[-1].json
+    assert check_against_proto(body, "GenerateContentRequest") == []
+    assert body["cachedContent"] == "cachedContents/c-1"
+    assert body["generationConfig"] == {
+        "maxOutputTokens": 40,
+        "responseLogprobs": True,
+        "logprobs": 3,
+    }
+    assert body["contents"][0]["parts"][1:] == [
+        {"inlineData": {"mimeType": "application/pdf", "data": pdf}},
+        {"fileData": {"fileUri": "files/abc", "mimeType": "application/pdf"}},
+    ]
+    assert r.logprobs is not None and len(r.logprobs[0].top_logprobs) == 3
+    with pytest.raises(asyncllm.ConfigurationError, match="cached_content"):
+        await client.chat([user("x")], model=MODEL, cached_content="")
+    unnamed = {"type": "file", "file": {"file_data": pdf, "filename": "a.docx"}}
+    with pytest.raises(asyncllm.ConfigurationError, match="media type"):
+        await client.chat([{"role": "user", "content": [unnamed]}], model=MODEL)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from operator import itemgetter
 from typing import Any, ClassVar
 
 import pytest
@@ -15,7 +16,7 @@ from asyncllm.backends.groq import (
     parse_duration,
 )
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
-from tests.chat_contract import NO_WAIT, ChatContract
+from tests.chat_contract import NO_WAIT, ChatContract, wire_table
 from tests.helpers import chat_json
 
 
@@ -26,6 +27,11 @@ class TestGroqContract(ChatContract):
     reasoning_options: ClassVar[dict[str, Any] | None] = {"reasoning_format": "parsed"}
     builtin_tool: ClassVar[dict[str, Any] | None] = {"type": "browser_search"}
     builtin_kinds = frozenset({"browser_search", "code_interpreter"})
+    # What Groq documents as not supported is refused; max_tokens is deprecated there.
+    wire = wire_table(
+        ("logprobs", "top_logprobs", "store", "metadata", "prompt_cache_key"),
+        max_tokens=itemgetter("max_completion_tokens"),
+    )
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.Groq(api_key="gsk-test", base_url=server.url("/openai/v1"), **kwargs)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import jsonschema
 import pytest
@@ -19,7 +19,14 @@ from asyncllm.backends.ollama import (
     ollama_host,
 )
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
-from tests.chat_contract import NO_WAIT, ChatContract, get_weather
+from tests.chat_contract import (
+    IMAGE_B64,
+    MEDIA,
+    NO_WAIT,
+    ChatContract,
+    get_weather,
+    wire_table,
+)
 from tests.specs import SPECS
 
 SPEC = SPECS / "ollama.openapi.yaml"
@@ -38,6 +45,17 @@ class TestOllamaContract(ChatContract):
     length_options = {"max_tokens": 3}
     signed_history = False  # thinking is sent back as it came, unsigned
     strict_tools = False  # Ollama does not hold tool calls to their schemas
+    # The limit is options.num_predict; logprobs go as they are.
+    wire = wire_table(
+        ("parallel_tool_calls", "service_tier", "store", "metadata", "prompt_cache_key"),
+        max_tokens=lambda body: body["options"]["num_predict"],
+        max_completion_tokens=lambda body: body["options"]["num_predict"],
+    )
+    # Images inline only (Ollama fetches nothing), as base64 in the message's images.
+    media: ClassVar[dict[str, Any]] = {**dict.fromkeys(MEDIA), "image_data": IMAGE_B64}
+
+    def wire_media(self, body: Any) -> list[Any]:
+        return list(body["messages"][-1].get("images", []))
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.Ollama(base_url=server.url(), **kwargs)

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import asyncllm
 from asyncllm.backends.opea import OPEA, parse_bytes_literal
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
 from asyncllm.testing.fakes import _common
-from tests.chat_contract import NO_WAIT, ChatContract
+from tests.chat_contract import NO_WAIT, ChatContract, wire_table
 
 SERVICES = ("gateway", "llm", "embedding", "retriever", "reranking", "guardrails", "dataprep")
 # Quotes of both kinds, a newline, a tab, a backslash and non-ASCII: every escape repr() writes.
@@ -67,6 +68,10 @@ class TestOPEAContract(ChatContract):
     protocol = "opea"
     structured = False  # OPEA's LLM service takes JSON mode only, no schema (see below)
     strict_tools = False  # OPEA's ChatCompletionRequest has no strict on its functions
+    # OPEA's ChatCompletionRequest: max_tokens only, no store, metadata or prompt_cache_key.
+    wire = wire_table(
+        ("store", "metadata", "prompt_cache_key"), max_completion_tokens=itemgetter("max_tokens")
+    )
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return OPEA(llm_url=server.url(), **kwargs)

@@ -7,6 +7,7 @@ import gc
 import json
 import logging
 import struct
+from operator import itemgetter
 from typing import Any, ClassVar
 
 import aiohttp
@@ -18,7 +19,7 @@ from pydantic import BaseModel
 import asyncllm
 from asyncllm.testing import FakeServer, MockResponse
 from asyncllm.testing.fakes import _common
-from tests.chat_contract import ChatContract
+from tests.chat_contract import MEDIA, ChatContract, wire_table
 from tests.helpers import chat_json, ok
 from tests.helpers import client as mock_client
 from tests.specs import SPECS
@@ -41,6 +42,10 @@ class TestOpenAIContract(ChatContract):
         return body.get("web_search_options") == {"search_context_size": "low"} and [
             t["type"] for t in body["tools"]
         ] == ["function"]
+
+    # max_tokens goes out as max_completion_tokens, which reasoning models need.
+    wire = wire_table(max_tokens=itemgetter("max_completion_tokens"))
+    media: ClassVar[dict[str, Any]] = {**MEDIA, "file_url": None}  # files inline or by id
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.OpenAI(api_key="sk-test", base_url=server.url("/v1"), **kwargs)

@@ -20,7 +20,7 @@ import asyncllm
 from asyncllm.backends.ovms import DATATYPES, OVMS, Tensor
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
 from asyncllm.testing.fakes import ovms as fake
-from tests.chat_contract import NO_WAIT, ChatContract
+from tests.chat_contract import NO_WAIT, ChatContract, wire_table
 from tests.specs import SPECS
 
 SPEC = SPECS / "kserve/open-inference-protocol.open_inference_rest.yaml"
@@ -34,6 +34,17 @@ class TestOVMSContract(ChatContract):
     reasoning_options: ClassVar[dict[str, Any] | None] = {
         "extra_body": {"chat_template_kwargs": {"enable_thinking": True}}
     }
+    wire = wire_table(
+        (
+            "top_logprobs",
+            "parallel_tool_calls",
+            "service_tier",
+            "store",
+            "metadata",
+            "prompt_cache_key",
+        )
+    )
+    stream_logprobs = False  # OVMS returns logprobs in whole answers only
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.OVMS(base_url=server.url(), **kwargs)

@@ -1,6 +1,6 @@
-"""The README's structured-output and reasoning table, and its tools table, say what the chat
-contract tests prove: each row is read and checked against its backend's contract hooks
-(tests/chat_contract.py), so the tables cannot drift from what the fakes and clients do."""
+"""The README's feature tables say what the chat contract tests prove: each row is read and
+checked against its backend's contract hooks (tests/chat_contract.py), so the tables cannot
+drift from what the fakes and clients do."""
 
 from __future__ import annotations
 
@@ -39,9 +39,9 @@ CONTRACTS: dict[str, type[ChatContract]] = {
 }
 
 
-def feature_rows(marker_text: str = "<!-- features:") -> dict[str, list[str]]:
+def feature_rows(table: str = "features") -> dict[str, list[str]]:
     text = README.read_text(encoding="utf-8")
-    marker = text.index(marker_text)
+    marker = text.index(f"<!-- {table}:")
     rows: dict[str, list[str]] = {}
     for line in text[marker:].splitlines()[3:]:
         if not line.startswith("|"):
@@ -55,12 +55,12 @@ def feature_rows(marker_text: str = "<!-- features:") -> dict[str, list[str]]:
 
 def test_every_chat_backend_has_a_row() -> None:
     assert list(feature_rows()) == list(CONTRACTS)
-    assert list(feature_rows("<!-- tools:")) == list(CONTRACTS)
+    assert list(feature_rows("tools")) == list(CONTRACTS)
 
 
 @pytest.mark.parametrize("name", list(CONTRACTS))
 def test_the_tools_row_says_what_the_contract_proves(name: str) -> None:
-    strict, builtin = feature_rows("<!-- tools:")[name]
+    strict, builtin = feature_rows("tools")[name]
     hooks: Any = CONTRACTS[name]
     assert (strict == "refused") is (not hooks.strict_tools)
     assert (builtin == "none") is (hooks.builtin_tool is None)
@@ -83,3 +83,47 @@ def test_the_row_says_what_the_contract_proves(name: str) -> None:
         options = hooks.reasoning_options.get("extra_body", hooks.reasoning_options)
         assert any(key in reasoning for key in options), (reasoning, options)
     assert (sent_back != "no") is hooks.signed_history
+
+
+class _Path(dict[str, Any]):
+    """A body that records the keys a wire reader looks up: where it reads the value from."""
+
+    def __init__(self, path: list[str]) -> None:
+        super().__init__()
+        self.path = path
+
+    def __getitem__(self, key: str) -> Any:
+        self.path.append(key)
+        return self
+
+
+def _where(read: Any) -> str:
+    path: list[str] = []
+    read(_Path(path))
+    return ".".join(path)
+
+
+def test_every_chat_backend_has_a_parameter_row() -> None:
+    assert list(feature_rows("parameters")) == list(CONTRACTS)
+
+
+@pytest.mark.parametrize("name", list(CONTRACTS))
+def test_the_parameter_row_says_what_the_contract_proves(name: str) -> None:
+    max_tokens, max_completion, refused, logprobs, images, documents = feature_rows("parameters")[
+        name
+    ]
+    hooks: Any = CONTRACTS[name]
+    wire, media = hooks.wire, hooks.media
+    assert max_tokens == f"`{_where(wire['max_tokens'])}`"
+    assert max_completion == f"`{_where(wire['max_completion_tokens'])}`"
+    named = re.findall(r"`(\w+)`", refused) if refused != "none" else []
+    assert sorted(named) == sorted(k for k, read in wire.items() if read is None)
+    if wire["logprobs"] is None:
+        assert logprobs == "no"
+    else:
+        assert logprobs == ("calls and streams" if hooks.stream_logprobs else "calls only")
+    assert media["image_data"] is not None
+    assert images == ("data: URLs only" if media["image_url"] is None else "data: and http(s) URLs")
+    kinds = {"file_data": "inline", "file_id": "file id", "file_url": "URL"}
+    taken = [word for kind, word in kinds.items() if media[kind] is not None]
+    assert documents == (", ".join(taken) or "no")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import json
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel
 import asyncllm
 from asyncllm.backends.tgi import TGI
 from asyncllm.testing import FakeServer
-from tests.chat_contract import NO_WAIT, ChatContract, get_weather
+from tests.chat_contract import NO_WAIT, ChatContract, get_weather, wire_table
 from tests.specs import SPECS
 
 SPEC = SPECS / "tgi.openapi.json"
@@ -28,6 +29,11 @@ class TestTGIContract(ChatContract):
     reasoning_options = None  # nor a reasoning field
     length_options = {"max_tokens": 3}
     signed_history = False
+    # TGI's ChatRequest: max_tokens the one limit, logprobs, no vendor fields.
+    wire = wire_table(
+        ("parallel_tool_calls", "service_tier", "store", "metadata", "prompt_cache_key"),
+        max_completion_tokens=itemgetter("max_tokens"),
+    )
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.TGI(base_url=server.url(), **kwargs)

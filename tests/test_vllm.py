@@ -13,7 +13,7 @@ from pydantic import BaseModel
 import asyncllm
 from asyncllm.backends.vllm import VLLM
 from asyncllm.testing import FakeServer, MockResponse, MockTransport
-from tests.chat_contract import ChatContract
+from tests.chat_contract import ChatContract, wire_table
 
 NO_WAIT = asyncllm.RetryConfig(max_retries=3, initial_delay=0.0, max_delay=0.0)
 USER = [{"role": "user", "content": "hello there"}]
@@ -27,6 +27,7 @@ class TestVLLMContract(ChatContract):
     reasoning_options = {"chat_template_kwargs": {"enable_thinking": True}}
     length_options = {"max_tokens": 3}
     signed_history = False
+    wire = wire_table(("service_tier", "store", "metadata", "prompt_cache_key"))
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.VLLM(base_url=server.url("/v1"), **kwargs)

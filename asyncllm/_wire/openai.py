@@ -12,6 +12,7 @@ from .._exceptions import ConfigurationError
 from .._http._backend import HttpBackend, Meta
 from .._http._transport import Response
 from .._models import (
+    MODERN_KEYS,
     ChatChunk,
     ChatResponse,
     EmbeddingResponse,
@@ -21,26 +22,33 @@ from .._models import (
     Message,
     Messages,
     ModelInfo,
+    ModernParams,
     Tool,
     ToolCall,
     ToolCallDelta,
     Usage,
     coerce_tools,
+    modern_params,
     normalize_messages,
+    token_logprobs,
 )
 from .._options import BodyOptions, HttpOptions, check_keys, keys_of
 from .._structured import OutputFormat, finish, output_format
 from .._tools import ToolRunner
 from .._validate import check_bool, check_int, check_number, check_stop, check_str, check_str_list
 from ..streaming import ChatStream
+from .parts import read_media, refuse
 
 T = TypeVar("T")
 
 
-class ChatParams(GenerationParams, total=False):
+class ChatParams(GenerationParams, ModernParams, total=False):
     """The parameters of an OpenAI-shaped chat call, shared by ``chat`` and ``stream_chat``.
 
-    ``model`` defaults to the client's. ``tools``: functions, pydantic models, ``asyncllm.Tool``
+    ``model`` defaults to the client's. The ``ModernParams`` (``max_completion_tokens``,
+    ``parallel_tool_calls``, ``logprobs``, ``top_logprobs``, ``service_tier``, ``store``,
+    ``metadata``, ``prompt_cache_key``) go out as OpenAI names them, on the servers that take
+    them (each backend's docstring says which it refuses). ``tools``: functions, pydantic models, ``asyncllm.Tool``
     or OpenAI tool dicts. ``tool_choice``: "auto", "none", "required", a tool name or a dict.
     ``reasoning_effort`` ("minimal", "low", "medium", "high"...) for reasoning models.
     Anything else the server takes goes in ``extra_body``. (``response_format`` is a parameter
@@ -142,6 +150,7 @@ class _WireChoice(BaseModel):
     index: int = 0
     message: _WireMessage
     finish_reason: str | None = None
+    logprobs: Any = None  # parsed (token_logprobs) only when the answer has them
 
 
 class _WireChat(BaseModel):
@@ -188,6 +197,8 @@ class _WireChunkChoice(BaseModel):
     index: int = 0
     delta: _WireDelta = Field(default_factory=_WireDelta)
     finish_reason: str | None = None
+    # logprobs are read from the payload itself, when a choice has them (see _chunk): a
+    # declared field would cost every chunk a validation.
 
 
 class _WireChunk(BaseModel):
@@ -270,7 +281,12 @@ def _tool_call(wire: _WireToolCall) -> ToolCall:
 
 
 def _choice_chunk(
-    choice: _WireChunkChoice, usage: Usage | None, model: str | None, meta: Meta, payload: Any
+    choice: _WireChunkChoice,
+    usage: Usage | None,
+    model: str | None,
+    meta: Meta,
+    payload: Any,
+    position: int = 0,
 ) -> ChatChunk:
     said = choice.delta
     calls: list[ToolCallDelta] = []
@@ -296,6 +312,11 @@ def _choice_chunk(
     extra: dict[str, Any] = _said_apart(said.__pydantic_extra__) if said.__pydantic_extra__ else {}
     if choice.index:
         extra["index"] = choice.index
+    # logprobs read from the payload's choice (at ``position``) when it has them: a declared
+    # wire field would cost every chunk a validation.
+    logprobs = payload["choices"][position].get("logprobs")
+    if logprobs is not None:
+        extra["logprobs"] = _logprobs(logprobs)
     return ChatChunk(
         delta=said.content or "",
         tool_calls=calls,
@@ -339,6 +360,13 @@ def sampling_body(params: Mapping[str, Any]) -> dict[str, Any]:
         check_int("n", n, 1)
         body["n"] = n
     return body
+
+
+def _logprobs(value: Any) -> list[Any] | None:
+    """The tokens of a choice's ``logprobs`` (``{"content": [...]}``), parsed."""
+    if not isinstance(value, Mapping):
+        raise ValueError("a choice's logprobs must be an object")
+    return token_logprobs(value.get("content"))
 
 
 def tool_choice_body(value: Any) -> Any:
@@ -406,6 +434,17 @@ class OpenAIChat(HttpBackend, ToolRunner):
     # The vendor tools (``Tool.kind``) the server takes in ``tools`` beside functions: none on
     # an OpenAI-compatible server; OpenAI's own adds ``custom`` (and web search).
     builtin_tools: ClassVar[frozenset[str]] = frozenset()
+    # The ModernParams the server's API cannot take: ConfigurationError before sending.
+    refused_params: ClassVar[frozenset[str]] = frozenset()
+    # The body field ``max_tokens`` goes out as, and ``max_completion_tokens``: the same limit,
+    # under the name the server reads (OpenAI refuses max_tokens for its reasoning models; TGI
+    # and OPEA know only max_tokens).
+    max_tokens_field: ClassVar[str] = "max_tokens"
+    max_completion_tokens_field: ClassVar[str] = "max_completion_tokens"
+    # Whether streams carry logprobs (OVMS returns them only in whole answers).
+    stream_logprobs: ClassVar[bool] = True
+    # The media parts the server takes (``_wire.parts``): images, and on OpenAI files.
+    media_parts: ClassVar[frozenset[str]] = frozenset({"image_url"})
     # Whether the server answers ``n`` > 1 with that many choices; one that does not (it
     # refuses, or ignores ``n``) makes ``n`` > 1 a ConfigurationError before anything is sent.
     multiple_choices: ClassVar[bool] = True
@@ -433,11 +472,18 @@ class OpenAIChat(HttpBackend, ToolRunner):
         if not params.keys() <= self.chat_keys:  # a misspelt keyword first, before any check
             check_keys(params, self.chat_keys, "stream_chat" if stream else "chat")
         body = self._with_model({}, params.get("model"))
-        body["messages"] = normalize_messages(messages, custom_calls="custom" in self.builtin_tools)
+        body["messages"] = normalize_messages(
+            messages, custom_calls="custom" in self.builtin_tools, media=self._check_media
+        )
         if not SAMPLING_KEYS.isdisjoint(params):
-            body.update(sampling_body(params))
+            sampling = sampling_body(params)
+            if "max_tokens" in sampling and self.max_tokens_field != "max_tokens":
+                sampling[self.max_tokens_field] = sampling.pop("max_tokens")
+            body.update(sampling)
             if body.get("n", 1) != 1 and not self.multiple_choices:
                 raise ConfigurationError(f"{self.backend} gives one choice: n must be 1")
+        if not MODERN_KEYS.isdisjoint(params):  # the common call: one set comparison
+            body.update(self._modern_body(params, stream))
         get = params.get
         if (user := get("user")) is not None:
             check_str("user", user)
@@ -490,6 +536,27 @@ class OpenAIChat(HttpBackend, ToolRunner):
         ``body`` some other way."""
         return tool.to_openai()
 
+    def _modern_body(self, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
+        """The ``ModernParams`` given, checked, under the names this server reads."""
+        body = modern_params(params, self.refused_params, self.backend)
+        if stream and body.get("logprobs") and not self.stream_logprobs:
+            raise ConfigurationError(
+                f"{self.backend} returns no logprobs in streams: use chat() for them"
+            )
+        limit = body.pop("max_completion_tokens", None)
+        if limit is not None:
+            body[self.max_completion_tokens_field] = limit
+        return body
+
+    def _check_media(self, part: Mapping[str, Any], where: str) -> None:
+        """An image or file part, checked, sent as it is if this server takes its kind (files
+        only inline or by id: OpenAI's chat has no file URLs)."""
+        media = read_media(part, where)
+        if media.part_type not in self.media_parts:
+            raise refuse(media, self.backend, where)
+        if media.kind == "document" and media.url is not None:
+            raise refuse(media, self.backend, where, " by URL: send file_data or file_id")
+
     def _parse_chat(self, payload: Any, meta: Meta) -> ChatResponse:
         wire = _WireChat.model_validate(payload)
         if len(wire.choices) > 1:  # n > 1: in index order, as a stream's final() has them
@@ -499,7 +566,9 @@ class OpenAIChat(HttpBackend, ToolRunner):
         said = wire.choices[0].message.__pydantic_extra__
         # refusal and reasoning only when the answer has them: each field given costs a
         # validation on every call, and most answers have neither.
-        extra = _said_apart(said) if said else {}
+        extra: dict[str, Any] = _said_apart(said) if said else {}
+        if wire.choices[0].logprobs is not None:
+            extra["logprobs"] = _logprobs(wire.choices[0].logprobs)
         return ChatResponse(
             text=first.content or "",
             message=first,
@@ -640,7 +709,10 @@ class OpenAIChat(HttpBackend, ToolRunner):
         """The chunks of an event's choices after its first, for a server that sends several
         choices in one event (most send one an event)."""
         wire = _WireChunk.model_validate(payload)
-        return [_choice_chunk(c, None, wire.model, meta, payload) for c in wire.choices[1:]]
+        return [
+            _choice_chunk(c, None, wire.model, meta, payload, position)
+            for position, c in enumerate(wire.choices[1:], 1)
+        ]
 
     async def models(self, **options: Unpack[HttpOptions]) -> list[ModelInfo]:
         """The models the server offers."""

@@ -4,7 +4,10 @@
 Messages arrive in the common (OpenAI-style) form and are translated here: system and developer
 messages become ``system``; assistant ``tool_calls`` become ``tool_use`` blocks; consecutive
 ``role: tool`` results become one user message of ``tool_result`` blocks; ``image_url`` parts
-become ``image`` blocks. Blocks already in Anthropic's own form pass through unchanged.
+become ``image`` blocks and ``file`` parts ``document`` blocks (base64, url or Files API
+sources; a part's ``cache_control`` comes along, as it does on text parts and system blocks; a
+``file_id`` needs the Files API beta, ``betas=["files-api-2025-04-14"]``).
+Blocks already in Anthropic's own form pass through unchanged.
 
 Extended thinking: an answer's ``thinking`` and ``redacted_thinking`` blocks are kept verbatim
 (signatures included) on ``r.message`` as ``thinking_blocks`` and sent back first in that
@@ -15,6 +18,7 @@ rules (``output_schema``).
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import typing
@@ -31,18 +35,21 @@ from .._exceptions import ConfigurationError
 from .._http._backend import ErrorInfo, HttpBackend, Meta
 from .._http._transport import Response
 from .._models import (
+    MODERN_KEYS,
     ChatChunk,
     ChatResponse,
     M,
     Message,
     Messages,
     ModelInfo,
+    ModernParams,
     OpenModel,
     ToolCall,
     ToolCallDelta,
     Usage,
     call_arguments,
     coerce_tools,
+    modern_params,
     normalize_messages,
     parse_as,
 )
@@ -51,6 +58,7 @@ from .._platform.anthropic import Batches, Files
 from .._structured import OutputFormat, finish, output_format
 from .._tools import ToolRunner
 from .._validate import check_int, check_number, check_stop, check_str_list
+from .._wire.parts import MEDIA_PARTS, read_media
 from ..streaming import ChatStream
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
@@ -75,10 +83,11 @@ ERROR_STATUS: dict[str, int] = {
 }
 
 IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
-_DATA_URL = re.compile(r"data:(?P<media>[^;,]+)(?:;[^;,]*)*;base64,(?P<data>.*)", re.DOTALL)
 _TEXT_BLOCK_FIELDS = frozenset({"type", "text", "cache_control", "citations"})
 # OpenAI content parts that have no Anthropic counterpart here.
-_UNSUPPORTED_PARTS = frozenset({"input_audio", "file", "audio", "refusal"})
+_UNSUPPORTED_PARTS = frozenset({"input_audio", "audio", "refusal"})
+# What a document block takes inline: PDFs as base64, plain text as its text.
+DOCUMENT_MEDIA_TYPES = frozenset({"application/pdf", "text/plain"})
 _THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
 # The message key that carries signed thinking blocks into the next turn (see REASONING_KEYS).
 _KEEP = frozenset({"thinking_blocks", "claude_content"})
@@ -132,26 +141,35 @@ class _WireTokensCount(BaseModel):
 # -- common form -> Anthropic ----------------------------------------------------------------------
 
 
-def _image_block(part: Mapping[str, Any], where: str) -> dict[str, Any]:
-    image = part.get("image_url")
-    url = image.get("url") if isinstance(image, Mapping) else image
-    if not isinstance(url, str) or not url:
-        raise ConfigurationError(f"{where}: image_url needs a url")
-    if url.startswith("data:"):
-        match = _DATA_URL.fullmatch(url)
-        if match is None:
-            raise ConfigurationError(f"{where}: a data: image URL must be base64-encoded")
-        media = match["media"].lower()
-        if media not in IMAGE_MEDIA_TYPES:
+def _media_block(part: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """An ``image_url`` or ``file`` part as an ``image`` or ``document`` block, with a base64,
+    url or file (Files API) source; the part's ``cache_control`` comes along."""
+    media = read_media(part, where)
+    if media.data is not None:
+        allowed = IMAGE_MEDIA_TYPES if media.kind == "image" else DOCUMENT_MEDIA_TYPES
+        if media.media_type not in allowed:
             raise ConfigurationError(
-                f"{where}: image type {media!r} is not one of {sorted(IMAGE_MEDIA_TYPES)}"
+                f"{where}: Claude takes {media.kind}s of type {', '.join(sorted(allowed))}, "
+                f"not {media.media_type!r}"
             )
-        source: dict[str, Any] = {"type": "base64", "media_type": media, "data": match["data"]}
-    elif url.startswith(("http://", "https://")):
-        source = {"type": "url", "url": url}
+        if media.media_type == "text/plain":  # a plain-text document is sent as its text
+            try:
+                text = base64.b64decode(media.data).decode()
+            except UnicodeDecodeError as exc:
+                raise ConfigurationError(f"{where}: a text/plain file must be UTF-8") from exc
+            source: dict[str, Any] = {"type": "text", "media_type": "text/plain", "data": text}
+        else:
+            source = {"type": "base64", "media_type": media.media_type, "data": media.data}
+    elif media.url is not None:
+        source = {"type": "url", "url": media.url}
     else:
-        raise ConfigurationError(f"{where}: image URL must be a data: or http(s) URL")
-    return {"type": "image", "source": source}
+        source = {"type": "file", "file_id": media.file_id}
+    block: dict[str, Any] = {"type": media.kind, "source": source}
+    if media.kind == "document" and media.filename:
+        block["title"] = media.filename
+    if part.get("cache_control") is not None:
+        block["cache_control"] = part["cache_control"]
+    return block
 
 
 def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
@@ -170,8 +188,8 @@ def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
             if part["text"]:
                 # Like image parts, rebuilt: the fields Anthropic's text block has, no others.
                 blocks.append({k: v for k, v in part.items() if k in _TEXT_BLOCK_FIELDS})
-        elif kind == "image_url":
-            blocks.append(_image_block(part, here))
+        elif kind in MEDIA_PARTS:
+            blocks.append(_media_block(part, here))
         elif not isinstance(kind, str) or kind in _UNSUPPORTED_PARTS:
             raise ConfigurationError(f"{here}: Claude does not take {kind!r} content parts")
         else:  # already an Anthropic block (image, document, thinking, ...)
@@ -732,13 +750,18 @@ Thinking = ThinkingEnabled | ThinkingAdaptive | ThinkingDisabled
 Effort = Literal["low", "medium", "high", "xhigh", "max"]
 
 
-class ChatParams(MessagesParams, total=False):
+class ChatParams(MessagesParams, ModernParams, total=False):
     """The parameters of ``chat`` and ``stream_chat``, shared by both.
 
     ``max_tokens`` defaults to the client's (the API requires one). ``temperature`` (0 to 1),
     ``top_p`` and ``top_k`` are sent only when given: recent models refuse non-default sampling
     values (400), and the current SDK types no longer list them. ``stop`` goes out as
-    ``stop_sequences``. ``metadata``: say, ``{"user_id": ...}``. ``thinking``:
+    ``stop_sequences``. ``metadata``: ``{"user_id": ...}`` (the one key the API takes).
+    ``max_completion_tokens`` is ``max_tokens``; ``parallel_tool_calls=False`` goes out as
+    ``tool_choice.disable_parallel_tool_use``; ``service_tier`` ("auto", "standard_only") as
+    it is; ``logprobs``, ``top_logprobs``, ``store`` and ``prompt_cache_key`` have no
+    counterpart (ConfigurationError; caching is asked for with ``cache_control`` on blocks,
+    parts and Anthropic-form tools). ``thinking``:
     ``{"type": "enabled", "budget_tokens": 2048}``, ``{"type": "adaptive"}`` or
     ``{"type": "disabled"}``; ``effort`` ("low", "medium", "high"...) goes out as
     ``output_config.effort``. Anything else the API takes goes in ``extra_body``.
@@ -751,7 +774,6 @@ class ChatParams(MessagesParams, total=False):
     top_p: float | None
     top_k: int | None
     stop: str | Sequence[str] | None
-    metadata: Mapping[str, Any] | None
     thinking: Thinking | None
     effort: Effort | None
 
@@ -765,6 +787,8 @@ class CountTokensOptions(MessagesParams, BodyOptions, total=False):
 
 
 CHAT_KEYS = keys_of(ChatOptions)
+# The ModernParams the Messages API has no counterpart for.
+CLAUDE_REFUSED = frozenset({"logprobs", "top_logprobs", "store", "prompt_cache_key"})
 COUNT_TOKENS_KEYS = keys_of(CountTokensOptions)
 
 
@@ -882,20 +906,26 @@ class Claude(HttpBackend, ToolRunner):
         check_number("temperature", temperature, 0, 1)
         check_number("top_p", top_p, 0, 1)
         check_int("top_k", top_k, 0)
-        metadata = params.get("metadata")
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise ConfigurationError("metadata must be a mapping")
+        modern = {} if MODERN_KEYS.isdisjoint(params) else self._modern(params)
         stops = check_stop(params.get("stop"))
         body = self._request_body(messages, params)
-        body["max_tokens"] = self.default_max_tokens if max_tokens is None else max_tokens
+        if max_tokens is None:
+            max_tokens = modern.get("max_completion_tokens", self.default_max_tokens)
+        body["max_tokens"] = max_tokens
         optional = {
             "temperature": temperature,
             "top_p": top_p,
             "top_k": top_k,
             "stop_sequences": [stops] if isinstance(stops, str) else stops,
-            "metadata": None if metadata is None else dict(metadata),
+            "metadata": modern.get("metadata"),
+            "service_tier": modern.get("service_tier"),
         }
         body.update((k, v) for k, v in optional.items() if v is not None)
+        if modern.get("parallel_tool_calls") is not None and "tools" in body:
+            choice = dict(body.get("tool_choice") or {"type": "auto"})
+            if choice.get("type") != "none":
+                choice["disable_parallel_tool_use"] = not modern["parallel_tool_calls"]
+                body["tool_choice"] = choice
         if (thinking := params.get("thinking")) is not None:
             body["thinking"] = _thinking_body(thinking)
         effort = params.get("effort")
@@ -911,6 +941,14 @@ class Claude(HttpBackend, ToolRunner):
         if stream:
             body["stream"] = True
         return body
+
+    def _modern(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``ModernParams`` given, checked; ``metadata`` holds only ``user_id`` here."""
+        modern = modern_params(params, CLAUDE_REFUSED, self.backend)
+        metadata = modern.get("metadata")
+        if metadata is not None and not metadata.keys() <= {"user_id"}:
+            raise ConfigurationError("Claude's metadata takes only user_id")
+        return modern
 
     # -- answers ----------------------------------------------------------------------------------
 

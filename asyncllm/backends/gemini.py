@@ -37,6 +37,7 @@ from .._http import _json
 from .._http._backend import ErrorInfo, HttpBackend, Meta, default_error_info
 from .._http._transport import Response
 from .._models import (
+    MODERN_KEYS,
     ChatChunk,
     ChatResponse,
     EmbeddingResponse,
@@ -45,6 +46,8 @@ from .._models import (
     Message,
     Messages,
     ModelInfo,
+    ModernParams,
+    TokenLogprob,
     Tool,
     ToolCall,
     ToolCallDelta,
@@ -52,6 +55,7 @@ from .._models import (
     call_arguments,
     coerce_tools,
     message_text,
+    modern_params,
     normalize_messages,
     parse_as,
 )
@@ -63,12 +67,14 @@ from .._validate import (
     check_bool,
     check_int,
     check_model,
+    check_name,
     check_number,
     check_stop,
     check_str,
     check_str_list,
     given,
 )
+from .._wire.parts import MEDIA_PARTS, read_media
 from ..streaming import ChatStream
 
 __all__ = ["GEMINI_BASE_URL", "ContentBlockedError", "Gemini", "ThinkingLevel"]
@@ -93,7 +99,6 @@ _BLOCKED_FINISH = frozenset(
     }
 )
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
-_DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
 
 # ``thinkingConfig.thinkingLevel``, for Gemini 3 (2.5 takes ``thinkingBudget`` instead).
 ThinkingLevel = Literal["minimal", "low", "medium", "high", "xhigh"]
@@ -102,7 +107,7 @@ _THINKING_LEVELS = frozenset(get_args(ThinkingLevel))
 # -- the keyword arguments of the calls -----------------------------------------------------------
 
 
-class ChatParams(GenerationParams, total=False):
+class ChatParams(GenerationParams, ModernParams, total=False):
     """The parameters ``chat`` and ``stream_chat`` share, sent as a ``GenerateContentRequest``.
 
     ``model``: ``gemini-2.0-flash``, ``models/...`` or ``tunedModels/...``; the client's by
@@ -117,8 +122,13 @@ class ChatParams(GenerationParams, total=False):
     ``include_thoughts``, ``thinking_level`` (Gemini 3: "minimal" to "xhigh", as the model takes) and
     ``thinking_budget`` (Gemini 2.5: tokens, 0 off, -1 dynamic) go in ``thinkingConfig``; the API
     takes a level or a budget, not both. ``generation_config``: raw ``generationConfig`` fields,
-    applied last (for fields this SDK does not name). (``response_format`` is a parameter of its
-    own, so that ``parsed`` is typed by the model it names.)
+    applied last (for fields this SDK does not name). ``cached_content``: the name of a context
+    cache (``cachedContents/...``) the request reads its prefix from. Of the ``ModernParams``:
+    ``max_completion_tokens`` is ``maxOutputTokens`` (thoughts included); ``logprobs`` and
+    ``top_logprobs`` go out as ``responseLogprobs`` and ``logprobs`` and come back parsed
+    (``r.logprobs``); ``parallel_tool_calls``, ``service_tier``, ``store``, ``metadata`` and
+    ``prompt_cache_key`` have no counterpart (ConfigurationError). (``response_format`` is a
+    parameter of its own, so that ``parsed`` is typed by the model it names.)
     """
 
     top_k: int | None
@@ -129,6 +139,7 @@ class ChatParams(GenerationParams, total=False):
     thinking_level: ThinkingLevel | None
     thinking_budget: int | None
     generation_config: Mapping[str, Any] | None
+    cached_content: str | None
 
 
 class StreamChatOptions(ChatParams, BodyOptions, total=False):
@@ -143,6 +154,10 @@ class ChatOptions(StreamChatOptions, total=False):
 
 
 CHAT_KEYS = keys_of(ChatOptions)
+# The ModernParams the Gemini API has no counterpart for.
+GEMINI_REFUSED = frozenset(
+    {"parallel_tool_calls", "service_tier", "store", "metadata", "prompt_cache_key"}
+)
 STREAM_CHAT_KEYS = keys_of(StreamChatOptions)
 
 
@@ -177,6 +192,21 @@ class _Candidate(_Wire):
     finish_message: str | None = None
     index: int | None = None
     safety_ratings: list[dict[str, Any]] | None = None
+    logprobs_result: Any = None
+
+
+class _LogprobCandidate(_Wire):
+    token: str = ""
+    log_probability: float = 0.0
+
+
+class _TopCandidates(_Wire):
+    candidates: list[_LogprobCandidate] = Field(default_factory=list)
+
+
+class _LogprobsResult(_Wire):
+    top_candidates: list[_TopCandidates] = Field(default_factory=list)
+    chosen_candidates: list[_LogprobCandidate] = Field(default_factory=list)
 
 
 class _PromptFeedback(_Wire):
@@ -244,33 +274,41 @@ def model_resource(model: str) -> str:
     return name
 
 
+def _media_part(part: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """An image or file part: inline data as ``inlineData``; a URL or an uploaded file's id
+    (``files/...``, or its URI) as ``fileData``, with the MIME type where it is known (a
+    ``mime_type`` key on the part names it for a URL that does not)."""
+    media = read_media(part, where)
+    if media.data is not None:
+        if media.media_type is None:
+            raise ConfigurationError(
+                f"{where}: Gemini needs the file's media type: send a data: URL, or a filename "
+                "with a known extension"
+            )
+        return {"inlineData": {"mimeType": media.media_type, "data": media.data}}
+    file_data: dict[str, Any] = {"fileUri": media.url or media.file_id}
+    mime = media.media_type or part.get("mime_type")
+    if isinstance(mime, str):
+        file_data["mimeType"] = mime
+    return {"fileData": file_data}
+
+
 def _parts(content: Any, index: int) -> list[dict[str, Any]]:
-    """Common-form content as Gemini parts: text, data URLs as ``inlineData``, other URLs as
-    ``fileData``; parts already in Gemini's form pass through."""
+    """Common-form content as Gemini parts: text, inline images and files as ``inlineData``,
+    those by URL or file id as ``fileData``; parts already in Gemini's form pass through."""
     if content is None:
         return []
     if isinstance(content, str):
         return [{"text": content}]
     out: list[dict[str, Any]] = []
-    for part in content:
+    for position, part in enumerate(content):
         kind = part.get("type")
         if kind == "text":
             if not isinstance(part.get("text"), str):
                 raise ConfigurationError(f"messages[{index}] has a text part without string text")
             out.append({"text": part["text"]})
-        elif kind == "image_url":
-            spec = part.get("image_url")
-            url = spec.get("url") if isinstance(spec, Mapping) else spec
-            if not isinstance(url, str):
-                raise ConfigurationError(f"messages[{index}] has an image_url part without a url")
-            match = _DATA_URL.fullmatch(url)
-            if match:
-                out.append({"inlineData": {"mimeType": match["mime"], "data": match["data"]}})
-            else:
-                file_data: dict[str, Any] = {"fileUri": url}
-                if isinstance(part.get("mime_type"), str):
-                    file_data["mimeType"] = part["mime_type"]
-                out.append({"fileData": file_data})
+        elif kind in MEDIA_PARTS:
+            out.append(_media_part(part, f"messages[{index}].content[{position}]"))
         elif kind is None and len(part) >= 1 and set(part) <= _NATIVE_PART_KEYS:
             out.append(dict(part))
         else:
@@ -567,6 +605,28 @@ def _read_parts(
     return texts, thoughts, calls
 
 
+def _logprobs(candidate: _Candidate) -> list[TokenLogprob] | None:
+    """A candidate's ``logprobsResult`` as token logprobs: each chosen token, with the top
+    candidates at its position (``topCandidates``, one entry per chosen token)."""
+    result = candidate.logprobs_result
+    if result is None:
+        return None
+    wire = _LogprobsResult.model_validate(result)
+    tops = wire.top_candidates
+    return [
+        TokenLogprob(
+            token=chosen.token,
+            logprob=chosen.log_probability,
+            top_logprobs=[
+                {"token": c.token, "logprob": c.log_probability} for c in tops[i].candidates
+            ]
+            if i < len(tops)
+            else [],
+        )
+        for i, chosen in enumerate(wire.chosen_candidates)
+    ]
+
+
 def _candidate_message(candidate: _Candidate) -> tuple[Message, str | None]:
     """The candidate as a common-form message, and its reasoning (the thoughts' text)."""
     texts, thoughts, calls = _read_parts(candidate)
@@ -755,6 +815,15 @@ class Gemini(HttpBackend, ToolRunner):
         settings = _safety_settings(get("safety_settings"))
         if settings is not None:
             body["safetySettings"] = settings
+        if (cached := get("cached_content")) is not None:
+            check_name("cached_content", cached)
+            body["cachedContent"] = cached
+        if not MODERN_KEYS.isdisjoint(params):
+            modern = modern_params(params, GEMINI_REFUSED, self.backend)
+            max_tokens = modern.get("max_completion_tokens", max_tokens)
+            logprobs, top = modern.get("logprobs"), modern.get("top_logprobs")
+        else:
+            logprobs = top = None
         stops = check_stop(get("stop"))
         config = given(
             temperature=temperature,
@@ -764,6 +833,8 @@ class Gemini(HttpBackend, ToolRunner):
             stopSequences=[stops] if isinstance(stops, str) else stops,
             seed=seed,
             candidateCount=n,
+            responseLogprobs=logprobs,
+            logprobs=top,
         )
         if fmt is not None:
             config.update(_response_format(fmt))
@@ -831,6 +902,7 @@ class Gemini(HttpBackend, ToolRunner):
             server_request_id=wire.response_id,
             choices=choices,
             reasoning=read[0][1],
+            logprobs=_logprobs(candidates[0]),
             raw=payload,
         )
 
@@ -974,6 +1046,7 @@ class Gemini(HttpBackend, ToolRunner):
                 finish_reason=finish,
                 usage=_usage(wire.usage_metadata),
                 model=wire.model_version,
+                logprobs=_logprobs(wire.candidates[0]) if wire.candidates else None,
                 request_id=meta.request_id,
                 raw=payload,
             )

@@ -146,6 +146,11 @@ class Groq(ServesResponses, OpenAICompatible):
 
     ``tools`` takes, beside functions (``strict`` sent), the built-in tools of Groq's GPT-OSS
     models, ``{"type": "browser_search"}`` and ``{"type": "code_interpreter"}``, which Groq runs.
+    ``max_tokens`` goes out as ``max_completion_tokens`` (Groq deprecated ``max_tokens``);
+    ``parallel_tool_calls`` and ``service_tier`` are taken, while ``logprobs``,
+    ``top_logprobs``, ``store``, ``metadata`` and ``prompt_cache_key``, which Groq documents as
+    not supported, are a ConfigurationError. Images go as ``image_url`` parts (vision models);
+    files are refused.
     """
 
     backend: ClassVar[str] = "groq"
@@ -158,6 +163,10 @@ class Groq(ServesResponses, OpenAICompatible):
     chat_keys: ClassVar[frozenset[str]] = GROQ_CHAT_KEYS
     responses_support: ClassVar[ResponsesSupport] = GROQ_RESPONSES
     builtin_tools: ClassVar[frozenset[str]] = frozenset({"browser_search", "code_interpreter"})
+    max_tokens_field: ClassVar[str] = "max_completion_tokens"
+    refused_params: ClassVar[frozenset[str]] = frozenset(
+        {"logprobs", "top_logprobs", "store", "metadata", "prompt_cache_key"}
+    )
 
     def __init__(self, **options: Unpack[ClientOptions]) -> None:
         self._rate_limits: GroqRateLimits | None = None

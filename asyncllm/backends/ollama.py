@@ -23,6 +23,7 @@ from .._exceptions import ConfigurationError
 from .._http._backend import HttpBackend, Meta
 from .._http._transport import Response
 from .._models import (
+    MODERN_KEYS,
     ChatChunk,
     ChatResponse,
     EmbeddingResponse,
@@ -31,6 +32,7 @@ from .._models import (
     Message,
     Messages,
     ModelInfo,
+    ModernParams,
     OpenModel,
     P,
     Tool,
@@ -39,8 +41,10 @@ from .._models import (
     Usage,
     call_arguments,
     coerce_tools,
+    modern_params,
     normalize_messages,
     parse_as,
+    token_logprobs,
 )
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
 from .._structured import OutputFormat, finish, output_format
@@ -54,6 +58,7 @@ from .._validate import (
     check_str,
     check_str_list,
 )
+from .._wire.parts import MEDIA_PARTS, read_media, refuse
 from ..streaming import ChatStream, Stream
 
 T = TypeVar("T")
@@ -254,6 +259,7 @@ class _WireStats(BaseModel):
 
 class _WireChat(_WireStats):
     message: _WireMessage
+    logprobs: Any = None  # parsed (token_logprobs) only when the answer has them
 
 
 class _WireGenerate(_WireStats):
@@ -326,11 +332,14 @@ def _content(content: Any, where: str) -> tuple[str, list[str]]:
             if not isinstance(part.get("text"), str):
                 raise ConfigurationError(f"{where}.content[{j}]: a text part needs a string 'text'")
             texts.append(part["text"])
-        elif kind == "image_url":
-            url = part.get("image_url")
-            if isinstance(url, Mapping):
-                url = url.get("url")
-            images.append(_image(url, f"{where}.content[{j}]"))
+        elif kind in MEDIA_PARTS:
+            here = f"{where}.content[{j}]"
+            media = read_media(part, here)
+            if media.kind != "image":
+                raise refuse(media, "Ollama", here)
+            if media.data is None:  # fetching it would make the SDK a proxy: the caller does
+                raise refuse(media, "Ollama", here, " by URL: it takes images inline (data:)")
+            images.append(media.data)
         else:
             raise ConfigurationError(f"{where}.content[{j}]: Ollama cannot take a {kind!r} part")
     return "".join(texts), images
@@ -408,9 +417,12 @@ class SamplingParams(GenerationParams, total=False):
     think: Think | None
 
 
-class ChatParams(SamplingParams, total=False):
+class ChatParams(SamplingParams, ModernParams, total=False):
     """``SamplingParams`` plus ``tools``: functions, pydantic models, ``asyncllm.Tool`` or
-    OpenAI tool dicts."""
+    OpenAI tool dicts. Of the ``ModernParams``: ``max_completion_tokens`` is ``num_predict``
+    (as ``max_tokens`` is); ``logprobs`` and ``top_logprobs`` go out as they are and come back
+    parsed; ``parallel_tool_calls``, ``service_tier``, ``store``, ``metadata`` and
+    ``prompt_cache_key`` have no counterpart (ConfigurationError)."""
 
     tools: Sequence[Any] | None
 
@@ -466,6 +478,10 @@ CHAT_KEYS = keys_of(ChatOptions)
 GENERATE_KEYS = keys_of(GenerateOptions)
 EMBED_KEYS = keys_of(EmbedOptions)
 PULL_KEYS = keys_of(PullOptions)
+# The ModernParams Ollama's chat API has no counterpart for.
+OLLAMA_REFUSED = frozenset(
+    {"parallel_tool_calls", "service_tier", "store", "metadata", "prompt_cache_key"}
+)
 # The named settings that go into Ollama's ``options``, where ``max_tokens`` is ``num_predict``.
 _NAMED_OPTIONS = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "num_ctx", "seed", "stop")
 
@@ -621,6 +637,12 @@ class Ollama(HttpBackend, ToolRunner):
             # strict=False is what Ollama does anyway: not sent (its Tool has no such field).
             "tools": [_ollama_tool(t) for t in coerced] if coerced else None,
         }
+        if not MODERN_KEYS.isdisjoint(params):
+            modern = modern_params(params, OLLAMA_REFUSED, self.backend)
+            limit = modern.pop("max_completion_tokens", None)
+            if limit is not None:  # as max_tokens is: num_predict, checked there
+                params = {**params, "max_tokens": limit}
+            fields.update(modern)
         body = self._sampling_body(params, stream, fields)
         if fmt is not None:
             if params.get("format") is not None:
@@ -647,6 +669,7 @@ class Ollama(HttpBackend, ToolRunner):
             request_id=meta.request_id,
             choices=[message],
             reasoning=wire.message.thinking,
+            logprobs=token_logprobs(wire.logprobs),
             raw=payload,
         )
 
@@ -750,6 +773,7 @@ class Ollama(HttpBackend, ToolRunner):
                 finish_reason=_finish(wire, called) if wire.done else None,
                 usage=wire.usage() if wire.done else None,
                 model=wire.model,
+                logprobs=token_logprobs(wire.logprobs),
                 request_id=meta.request_id,
                 raw=payload,
             )

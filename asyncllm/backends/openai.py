@@ -34,6 +34,10 @@ class OpenAI(ServesResponses, OpenAICompatible):
     come back with ``type="custom"`` and the free-text input in ``arguments``) and
     ``{"type": "web_search", ...}``, which chat completions take as ``web_search_options``
     (the rest of the dict), for the search models.
+    ``max_tokens`` goes out as ``max_completion_tokens`` (OpenAI's reasoning models refuse
+    ``max_tokens``, which OpenAI has deprecated); every ``ModernParams`` is taken. Content parts
+    may be images (``image_url``: a data: or http(s) URL) and files (``file``: ``file_data`` or
+    ``file_id``).
     """
 
     backend: ClassVar[str] = "openai"
@@ -42,6 +46,8 @@ class OpenAI(ServesResponses, OpenAICompatible):
     api_key_env: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY",)
     api_key_required: ClassVar[bool] = True
     builtin_tools: ClassVar[frozenset[str]] = frozenset({"custom", "web_search"})
+    max_tokens_field: ClassVar[str] = "max_completion_tokens"
+    media_parts: ClassVar[frozenset[str]] = frozenset({"image_url", "file"})
 
     def __init__(
         self,

@@ -613,6 +613,10 @@ class OVMS(ServesResponses, OpenAICompletions):
     ``responses`` (``/v3/responses``): create and stream with function tools; OVMS takes no
     instructions, ``text.format``, ``previous_response_id``, ``store`` or ``background`` and
     serves no other Responses route, so those are refused before sending.
+
+    Of the ``ModernParams``, OVMS takes ``max_completion_tokens`` and ``logprobs`` (in ``chat``
+    only: its streams carry none); the others are a ConfigurationError. Images go as
+    ``image_url`` parts (VLM servables); files are refused.
     """
 
     backend: ClassVar[str] = "ovms"
@@ -629,6 +633,12 @@ class OVMS(ServesResponses, OpenAICompletions):
     rerank_path: ClassVar[str] = "/v3/rerank"
     responses_path: ClassVar[str] = "/v3/responses"
     responses_support: ClassVar[ResponsesSupport] = OVMS_RESPONSES
+    # What the chat API reference lists as unsupported, or does not list at all.
+    refused_params: ClassVar[frozenset[str]] = frozenset(
+        {"top_logprobs", "parallel_tool_calls", "service_tier", "store", "metadata"}
+        | {"prompt_cache_key"}
+    )
+    stream_logprobs: ClassVar[bool] = False
 
     def __init__(
         self, *, version: int | str | None = None, **options: Unpack[ClientOptions]

@@ -338,6 +338,11 @@ class TGI(OpenAIChat):
     ``model`` defaults to "tgi". ``response_format`` (a pydantic model class or a JSON schema
     with properties at its root) is sent as TGI's JSON grammar and the answer parsed into
     ``parsed``; TGI takes no tools with it, nor a bare ``{"type": "json_object"}``.
+
+    ``max_completion_tokens`` goes out as ``max_tokens`` (the one limit TGI reads); ``logprobs``
+    and ``top_logprobs`` are taken, while ``parallel_tool_calls``, ``service_tier``, ``store``,
+    ``metadata`` and ``prompt_cache_key``, which TGI's ChatRequest lacks, are a
+    ConfigurationError. Images go as ``image_url`` parts (VLMs); files are refused.
     """
 
     backend: ClassVar[str] = "tgi"
@@ -347,6 +352,10 @@ class TGI(OpenAIChat):
     api_key_env: ClassVar[tuple[str, ...]] = ("HF_TOKEN", "HF_API_TOKEN")
     chat_path: ClassVar[str] = "/v1/chat/completions"
     models_path: ClassVar[str] = "/v1/models"
+    max_completion_tokens_field: ClassVar[str] = "max_tokens"
+    refused_params: ClassVar[frozenset[str]] = frozenset(
+        {"parallel_tool_calls", "service_tier", "store", "metadata", "prompt_cache_key"}
+    )
 
     def __init__(self, **options: Unpack[ClientOptions]) -> None:
         options.setdefault("model", "tgi")

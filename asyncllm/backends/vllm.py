@@ -274,6 +274,12 @@ class VLLM(ServesResponses, OpenAICompletions):
     ``responses``: create, stream, retrieve and cancel; ``store``, ``previous_response_id`` and
     ``background`` work on a server started with ``VLLM_ENABLE_RESPONSES_API_STORE=1`` (without
     it vLLM ignores ``store`` and refuses ``background``). No delete, input items or counting.
+
+    ``max_tokens`` and ``max_completion_tokens`` go out as given (vLLM takes both);
+    ``parallel_tool_calls``, ``logprobs`` and ``top_logprobs`` are taken, while
+    ``service_tier``, ``store``, ``metadata`` and ``prompt_cache_key``, which vLLM would ignore,
+    are a ConfigurationError. Images go as ``image_url`` parts (multimodal models); files are
+    refused.
     """
 
     backend: ClassVar[str] = "vllm"
@@ -283,6 +289,9 @@ class VLLM(ServesResponses, OpenAICompletions):
     chat_keys: ClassVar[frozenset[str]] = VLLM_CHAT_KEYS
     completion_keys: ClassVar[frozenset[str]] = COMPLETION_KEYS
     responses_support: ClassVar[ResponsesSupport] = VLLM_RESPONSES
+    refused_params: ClassVar[frozenset[str]] = frozenset(
+        {"service_tier", "store", "metadata", "prompt_cache_key"}
+    )
 
     def __init__(self, *, root_url: str | None = None, **options: Unpack[ClientOptions]) -> None:
         super().__init__(**options)

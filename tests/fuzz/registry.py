@@ -194,6 +194,25 @@ user = opt("user", [None, "u-1"], texts | junk)
 embed_inputs = pos(
     "inputs", st.sampled_from(["x", ["a", "b"]]), st.lists(texts | flat_junk, max_size=3) | junk
 )
+
+
+def _a_string(value: Any) -> bool:
+    """A vendor's name for a tier goes out as given (vendors add tiers over time)."""
+    return isinstance(value, str)
+
+
+# The ModernParams, on every chat backend (refused where its API has no counterpart); Claude
+# declares its own metadata (user_id only).
+MODERN = [
+    opt("max_completion_tokens", st.integers(1, 5000), bad_ints),
+    opt("parallel_tool_calls", [None, True, False], junk),
+    opt("logprobs", [None, True, False], junk),
+    opt("top_logprobs", st.integers(0, 20), bad_ints),
+    opt("service_tier", [None, "auto"], texts | junk, raw=_a_string),
+    opt("store", [None, True, False], junk),
+    opt("prompt_cache_key", [None, "k-1"], texts | junk),
+]
+metadata = opt("metadata", [None, {}, {"user_id": "u-1"}], junk)
 # Keys as text: a SecretStr, or a key that is no text at all, is tried in test_input's SHARED.
 api_key = opt("api_key", ["k", "sk-test-0123"], texts)
 default_headers = opt("default_headers", [None, {"x-team": "a"}], bad_headers)
@@ -277,6 +296,7 @@ CLAUDE_CHAT = [
     opt("response_format", [None, Answer, {"type": "object", "properties": {}}], bad_response_formats),
     opt("thinking", [None, {"type": "enabled", "budget_tokens": 1024}, {"type": "disabled"}, {"type": "adaptive"}], junk),
     opt("effort", [None, "low", "high"], texts | junk),
+    *MODERN,
     *CLAUDE_BODY,
 ]  # fmt: skip
 CLAUDE_SCHEMAS = {
@@ -365,6 +385,9 @@ GEMINI_GENERATE = [
     opt("thinking_budget", [None, -1, 0, 1024], bad_ints),
     opt("safety_settings", [None, SAFETY], st.lists(safety, max_size=2) | junk, raw=_strings_only),
     opt("generation_config", [None, {"responseMimeType": "text/plain"}], junk, raw=always),
+    opt("cached_content", [None, "cachedContents/c-1"], texts | junk),
+    *MODERN,
+    metadata,
     *EXTRA,
     *COMMON,
 ]  # fmt: skip
@@ -456,6 +479,8 @@ OPENAI_CHAT_ARGS = [
     opt("reasoning_effort", [None, "low", "high"], texts | junk),
     user,
     opt("n", st.integers(1, 4), bad_ints),
+    *MODERN,
+    metadata,
     *EXTRA,
     *COMMON,
 ]
@@ -549,6 +574,8 @@ OLLAMA_CHAT_ARGS = [
     ),
     *OLLAMA_SAMPLING,
     *OLLAMA_GENERATION,
+    *MODERN,
+    metadata,
 ]
 ollama_name = st.sampled_from(["llama3", "llama3:latest", "library/x:1b"])
 OLLAMA_SCHEMAS = {

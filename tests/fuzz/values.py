@@ -429,6 +429,16 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     "deadline": timeouts_ok,
     "max_retries": st.integers(0, 3),
     "extra_query": st.dictionaries(st.sampled_from(["api-version", "tenant"]), visible, max_size=2),
+    # ModernParams (top_logprobs without logprobs=True, or with max_tokens both limits, is a
+    # ConfigurationError unsent: the random calls try those too).
+    "max_completion_tokens": st.integers(1, 4096),
+    "parallel_tool_calls": st.booleans(),
+    "logprobs": st.booleans(),
+    "top_logprobs": st.integers(0, 20),
+    "service_tier": st.sampled_from(["auto", "default", "flex"]),
+    "store": st.booleans(),
+    "metadata": st.dictionaries(st.sampled_from(["user_id", "team"]), visible, max_size=2),
+    "prompt_cache_key": nonempty,
 }
 
 # -- OVMS tensors: nested lists, Tensors of every datatype, numpy arrays ----------------------------

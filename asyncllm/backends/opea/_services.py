@@ -364,7 +364,12 @@ class _OpenAIShaped(_Service, OpenAICompatible):
 
 
 class _LLM(_OpenAIShaped):
-    """The LLM microservice: OpenAI chat (``chat``, ``stream_chat``) at ``/v1/chat/completions``."""
+    """The LLM microservice: OpenAI chat (``chat``, ``stream_chat``) at ``/v1/chat/completions``.
+
+    Its ChatCompletionRequest has ``max_tokens`` (``max_completion_tokens`` goes out as it),
+    ``parallel_tool_calls``, ``logprobs``, ``top_logprobs`` and ``service_tier``, and no
+    ``store``, ``metadata`` or ``prompt_cache_key`` (a ConfigurationError). Images go as
+    ``image_url`` parts; files are refused."""
 
     backend: ClassVar[str] = "opea-llm"
     # OPEA's ChatCompletionRequest has no strict on its functions: a strict tool is refused.
@@ -372,6 +377,8 @@ class _LLM(_OpenAIShaped):
     default_base_url: ClassVar[str | None] = "http://localhost:9000"
     base_url_env: ClassVar[tuple[str, ...]] = ("OPEA_LLM_ENDPOINT",)
     chat_path: ClassVar[str] = "/v1/chat/completions"
+    max_completion_tokens_field: ClassVar[str] = "max_tokens"
+    refused_params: ClassVar[frozenset[str]] = frozenset({"store", "metadata", "prompt_cache_key"})
 
     def _response_format_body(self, fmt: OutputFormat) -> dict[str, Any]:
         """OPEA's ChatCompletionRequest takes JSON mode only (``response_format`` of type "text"

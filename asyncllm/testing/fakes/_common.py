@@ -226,3 +226,83 @@ def guarded(check: Callable[[web.Request], web.Response | None], handler: Handle
         return refused if refused is not None else await handler(request)
 
     return answer
+
+
+def token_logprobs(tokens: Iterable[str], top: int | None) -> list[dict[str, Any]]:
+    """Log probabilities in OpenAI's shape (which Ollama's and TGI's share) for the answer's
+    tokens: each token with a made-up, deterministic log probability and ``top`` alternatives,
+    the token itself first."""
+    out: list[dict[str, Any]] = []
+    for i, token in enumerate(tokens):
+        logprob = -0.25 * (i % 4 + 1)
+        alternatives = [(token, logprob)]
+        alternatives += [(f"alt{k}", logprob - k - 1) for k in range(1, top or 0)]
+        out.append(
+            {
+                "token": token,
+                "logprob": logprob,
+                "bytes": list(token.encode()),
+                "top_logprobs": [
+                    {"token": t, "logprob": lp, "bytes": list(t.encode())}
+                    for t, lp in alternatives[: top or 0]
+                ],
+            }
+        )
+    return out
+
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_DATA_URL = re.compile(r"data:[\w.+-]+/[\w.+-]+;base64,(?P<data>.*)", re.DOTALL)
+
+
+def base64_problem(text: Any) -> str | None:
+    """Why ``text`` is not base64 (as servers decode it), or None."""
+    if not isinstance(text, str) or len(text) % 4 or not _BASE64.fullmatch(text):
+        return "is not valid base64"
+    return None
+
+
+def media_url_problem(url: Any) -> str | None:
+    """Why an image URL is neither a base64 data: URL nor an http(s) URL, or None."""
+    if not isinstance(url, str) or not url:
+        return "needs a url"
+    if url.startswith(("http://", "https://")):
+        return None
+    match = _DATA_URL.fullmatch(url)
+    return "is no data: or http(s) URL" if match is None else base64_problem(match["data"])
+
+
+# The content part types OpenAI's chat takes; most compatible servers take text and images.
+OPENAI_PARTS = frozenset({"text", "image_url", "file", "input_audio"})
+IMAGE_PARTS = frozenset({"text", "image_url"})
+
+
+def parts_problem(messages: list[Any], allowed: frozenset[str]) -> str | None:
+    """The first content part of ``messages`` a server taking ``allowed`` part types refuses,
+    with why; None when it takes them all. Shapes as OpenAI checks them: an ``image_url`` with
+    a url, a ``file`` with ``file_data`` (base64, or a data: URL) or ``file_id``."""
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for j, part in enumerate(content):
+            where = f"messages[{i}].content[{j}]"
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in allowed:
+                return f"{where}: unsupported content part type {kind!r}"
+            problem = None
+            if kind == "image_url":
+                spec = part.get("image_url")
+                problem = media_url_problem(spec.get("url") if isinstance(spec, dict) else None)
+            elif kind == "file":
+                spec = part.get("file")
+                spec = spec if isinstance(spec, dict) else {}
+                data, file_id = spec.get("file_data"), spec.get("file_id")
+                if (data is None) == (file_id is None):
+                    problem = "needs file_data or file_id"
+                elif data is not None:
+                    match = _DATA_URL.fullmatch(data) if isinstance(data, str) else None
+                    problem = base64_problem(match["data"] if match else data)
+            if problem is not None:
+                return f"{where}: {kind} {problem}"
+    return None

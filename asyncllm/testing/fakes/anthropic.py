@@ -272,10 +272,53 @@ def _check_block(block: dict[str, Any], where: str) -> None:
         raise _Invalid(f"{where}: thinking blocks need thinking and signature strings")
     if kind == "redacted_thinking" and not isinstance(block.get("data"), str):
         raise _Invalid(f"{where}.data: Field required")
-    if kind == "image":
+    if kind in _SOURCES:
         source = block.get("source")
-        if not isinstance(source, dict) or source.get("type") not in ("base64", "url", "file"):
+        tag = source.get("type") if isinstance(source, dict) else None
+        if tag not in _SOURCES[kind]:
             raise _Invalid(f"{where}.source: Input tag does not match any of the expected tags")
+        assert isinstance(source, dict)
+        if (tag, source.get("media_type")) == ("base64", None) or (
+            tag == "base64" and source["media_type"] not in _BASE64_TYPES[kind]
+        ):
+            raise _Invalid(f"{where}.source.media_type: Input should be {_BASE64_TYPES[kind]}")
+        needs = {"base64": "data", "text": "data", "url": "url", "file": "file_id"}.get(tag)
+        if needs is not None and not isinstance(source.get(needs), str):
+            raise _Invalid(f"{where}.source.{needs}: Field required")
+        if tag == "base64" and (problem := _common.base64_problem(source["data"])):
+            raise _Invalid(f"{where}.source.data: {problem}")
+
+
+# The source types of image and document blocks, and the media types base64 sources take.
+_SOURCES = {
+    "image": ("base64", "url", "file"),
+    "document": ("base64", "text", "url", "file", "content"),
+}
+_BASE64_TYPES = {
+    "image": ("image/jpeg", "image/png", "image/gif", "image/webp"),
+    "document": ("application/pdf",),
+}
+
+
+def _check_request_fields(body: dict[str, Any]) -> None:
+    """``metadata`` (``user_id`` only), ``service_tier`` and ``tool_choice``'s
+    ``disable_parallel_tool_use`` as the API checks them."""
+    metadata = body.get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise _Invalid("metadata: Input should be a valid dictionary")
+        extra = sorted(set(metadata) - {"user_id"})
+        if extra:
+            raise _Invalid(f"metadata.{extra[0]}: Extra inputs are not permitted")
+    tier = body.get("service_tier")
+    if tier is not None and tier not in ("auto", "standard_only"):
+        raise _Invalid("service_tier: Input should be 'auto' or 'standard_only'")
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and "disable_parallel_tool_use" in choice:
+        if choice.get("type") == "none":
+            raise _Invalid("tool_choice.none.disable_parallel_tool_use: Extra inputs are not permitted")  # fmt: skip
+        if not isinstance(choice["disable_parallel_tool_use"], bool):
+            raise _Invalid("tool_choice.disable_parallel_tool_use: Input should be a valid boolean")  # fmt: skip
 
 
 # -- extended thinking -----------------------------------------------------------------------------
@@ -721,6 +764,7 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
                 raise _Invalid("max_tokens: Field required")
             if max_tokens < 1:
                 raise _Invalid("max_tokens: Input should be greater than or equal to 1")
+            _check_request_fields(body)
             schema = _output_schema(body)
             thinks = _thinks(body, request.headers)
             if thinks:

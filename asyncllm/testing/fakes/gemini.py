@@ -133,7 +133,40 @@ def _check_contents(contents: Any) -> list[dict[str, Any]]:
                 isinstance(response.get("name"), str) and isinstance(response.get("response"), dict)
             ):
                 raise _Invalid(f"contents[{i}]: functionResponse needs a name and a response")
+            _check_media(part, i)
     return contents
+
+
+def _check_media(part: Any, index: int) -> None:
+    """A Blob (``inlineData``: a MIME type and base64 bytes) or a FileData (``fileData``: a
+    ``fileUri``), as the API checks them."""
+    if not isinstance(part, dict):
+        return
+    blob, file_data = part.get("inlineData"), part.get("fileData")
+    if blob is not None:
+        if not isinstance(blob, dict) or not isinstance(blob.get("mimeType"), str):
+            raise _Invalid(f"contents[{index}]: inlineData needs a mimeType")
+        if problem := _common.base64_problem(blob.get("data")):
+            raise _Invalid(f"contents[{index}]: inlineData.data {problem}")
+    if file_data is not None and not (
+        isinstance(file_data, dict) and isinstance(file_data.get("fileUri"), str)
+    ):
+        raise _Invalid(f"contents[{index}]: fileData needs a fileUri")
+
+
+def _logprobs_result(tokens: list[str], top: int | None) -> dict[str, Any]:
+    """A LogprobsResult for ``tokens``: the chosen token at each step, and ``top`` candidates."""
+    entries = _common.token_logprobs(tokens, top)
+
+    def candidate(entry: dict[str, Any]) -> dict[str, Any]:
+        return {"token": entry["token"], "logProbability": entry["logprob"]}
+
+    return {
+        "topCandidates": [
+            {"candidates": [candidate(t) for t in e["top_logprobs"]]} for e in entries
+        ],
+        "chosenCandidates": [candidate(e) for e in entries],
+    }
 
 
 def _lower_types(schema: Any) -> Any:
@@ -441,6 +474,13 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
         if not isinstance(body, dict):
             raise _Invalid("request body must be a JSON object")
         config = body.get("generationConfig") or {}
+        if config.get("logprobs") is not None and not config.get("responseLogprobs"):
+            raise _Invalid("logprobs is only allowed when responseLogprobs is true")
+        cached = body.get("cachedContent")
+        if cached is not None and not (
+            isinstance(cached, str) and cached.startswith("cachedContents/")
+        ):
+            raise _Invalid("cachedContent must be a cachedContents/... name")
         thinks, shows = thinking_of(model, config)
         text, calls = plan_reply(body)
         if model.startswith("gemini-3"):
@@ -481,6 +521,10 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
             {"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": i}
             for i in range(n)
         ]
+        if config.get("responseLogprobs"):
+            result = _logprobs_result(_common.pieces(text) if text else [], config.get("logprobs"))
+            for each in candidates:
+                each["logprobsResult"] = result
         return {"candidates": candidates, "usageMetadata": usage, "modelVersion": model, "responseId": rid}  # fmt: skip
 
     server.state["gemini.answer"] = answer  # batch generation answers each request with it
@@ -502,6 +546,7 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
         except _Invalid as exc:
             return _error(400, str(exc))
         events: list[dict[str, Any]] = []
+        config = request["json"].get("generationConfig") or {}
         base = {"modelVersion": model, "responseId": whole["responseId"]}
         candidates = whole.get("candidates")
         if not candidates or "content" not in candidates[0]:
@@ -516,6 +561,8 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
                 signature = part.get("thoughtSignature", signature)
                 for piece in _common.pieces(part["text"]) if part["text"] else ():
                     events.append(stream_event([{**part, "text": piece}] if part.get("thought") else [{"text": piece}], base))  # fmt: skip
+                    if "logprobsResult" in candidates[0] and not part.get("thought"):
+                        events[-1]["candidates"][0]["logprobsResult"] = _logprobs_result([piece], config.get("logprobs"))  # fmt: skip
             if signature is not None:
                 events.append(stream_event([{"text": "", "thoughtSignature": signature}], base))
             last = events[-1] if events else {"candidates": [{"index": 0}], **base}

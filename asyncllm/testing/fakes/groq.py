@@ -11,7 +11,8 @@ or a ``reasoning_effort`` other than "none"): ``reasoning_format`` "parsed" (and
 ``include_reasoning: true``) put it in ``message.reasoning`` (``delta.reasoning`` in a stream),
 "raw" (the default otherwise) in the content between ``<think>`` tags, "hidden" (and
 ``include_reasoning: false``) nowhere. As on Groq, ``reasoning_format`` and ``include_reasoning``
-together, or "raw" with JSON mode or tools, are a 400. Groq has no refusal field.
+together, or "raw" with JSON mode or tools, are a 400. Groq has no refusal field, and
+``logprobs`` is a 400 (Groq documents it as not supported).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ GROQ = openai.Rules(
     strict_schemas=True,
     tool_types=frozenset({"function", "browser_search", "code_interpreter"}),
     reasoning=reasoning,
+    logprobs=False,
 )
 
 

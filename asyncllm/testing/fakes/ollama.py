@@ -88,7 +88,10 @@ def _num_predict(body: dict[str, Any]) -> int | None:
 
 
 def _images_ok(images: Any) -> bool:
-    return images is None or (isinstance(images, list) and all(isinstance(i, str) for i in images))
+    """Images as Ollama decodes them: a list of base64 strings (no URLs, no data: prefix)."""
+    return images is None or (
+        isinstance(images, list) and all(_common.base64_problem(i) is None for i in images)
+    )
 
 
 def plan_reply(
@@ -177,6 +180,10 @@ def setup(server: FakeServer) -> None:
                  "done": True, "done_reason": reason}
             )  # fmt: skip
         text, calls = plan_reply(messages, body.get("tools"), body.get("format"))
+
+        def logprobs(tokens: list[str]) -> list[dict[str, Any]]:
+            return _common.token_logprobs(tokens, body.get("top_logprobs"))
+
         prompt = sum(_common.count_tokens(str(m.get("content", ""))) for m in messages)
         thinking = f"thinking about: {text}" if body.get("think") else ""
         # The model thinks, then answers, a word piece a token, up to options.num_predict.
@@ -198,9 +205,10 @@ def setup(server: FakeServer) -> None:
                 message["thinking"] = thinking
             if calls:
                 message["tool_calls"] = calls
-            return web.json_response(
-                {**base, "message": message, "done": True, "done_reason": reason, **stats}
-            )
+            answer = {**base, "message": message, "done": True, "done_reason": reason, **stats}
+            if body.get("logprobs"):
+                answer["logprobs"] = logprobs(said)
+            return web.json_response(answer)
         lines: list[dict[str, Any]] = [
             {**base, "message": {"role": "assistant", "content": "", "thinking": piece},
              "done": False}
@@ -210,6 +218,8 @@ def setup(server: FakeServer) -> None:
             lines.append(
                 {**base, "message": {"role": "assistant", "content": piece}, "done": False}
             )
+            if body.get("logprobs"):
+                lines[-1]["logprobs"] = logprobs([piece])
             if failing:
                 lines.append({"error": MODEL_FAILURE})
                 return await _ndjson(request, lines)

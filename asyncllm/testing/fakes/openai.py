@@ -84,7 +84,9 @@ class Rules:
     message and delta field name ("reasoning", "reasoning_content"), or ``INLINE``; an error
     response it returns answers the request instead. ``usage_details``: usage has OpenAI's
     ``prompt_tokens_details`` and ``completion_tokens_details`` (nothing cached, no hidden
-    reasoning: zeros, as the API reports them then).
+    reasoning: zeros, as the API reports them then). ``parts``: the content part types the
+    server takes (others are a 400). ``logprobs``: the server returns token log probabilities
+    when asked (False: a 400, as Groq answers); ``stream_logprobs``: in streams too.
     """
 
     strict_schemas: bool = False
@@ -93,6 +95,9 @@ class Rules:
     json_word: bool = False
     reasoning: Callable[[dict[str, Any]], str | web.Response | None] | None = None
     usage_details: bool = False
+    parts: frozenset[str] = _common.IMAGE_PARTS
+    logprobs: bool = True
+    stream_logprobs: bool = True
 
 
 # OpenAI itself: strict structured outputs, custom tools, refusals, no reasoning text in chat
@@ -103,6 +108,7 @@ OPENAI = Rules(
     refusals=True,
     json_word=True,
     usage_details=True,
+    parts=_common.OPENAI_PARTS,
 )
 # An OpenAI-compatible server that takes a schema as it is and never refuses.
 COMPATIBLE = Rules()
@@ -241,6 +247,22 @@ def token_limit(body: dict[str, Any]) -> int | web.Response | None:
             )
             return _bad_request(message, key, "integer_below_min_value")
         return value
+    return None
+
+
+def logprobs_problem(body: dict[str, Any], rules: Rules) -> str | None:
+    """Why the server refuses the body's ``logprobs`` and ``top_logprobs``, or None: OpenAI's
+    bounds (``top_logprobs`` 0 to 20, only with ``logprobs``), or a server without them."""
+    logprobs, top = body.get("logprobs"), body.get("top_logprobs")
+    if logprobs is not None and not isinstance(logprobs, bool):
+        return "Invalid type for 'logprobs': expected a boolean."
+    if logprobs and not rules.logprobs:
+        return "'logprobs' is not supported with this model"
+    if top is not None:
+        if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20:
+            return "Invalid 'top_logprobs': expected an integer between 0 and 20."
+        if not logprobs:
+            return "'logprobs' must be set to true when 'top_logprobs' is given."
     return None
 
 
@@ -400,6 +422,11 @@ def routes(prefix: str = "/v1", rules: Rules = COMPATIBLE) -> list[tuple[str, st
         limit = token_limit(body)
         if isinstance(limit, web.Response):
             return limit
+        if problem := _common.parts_problem(messages, rules.parts):
+            return _bad_request(problem, param="messages")
+        if problem := logprobs_problem(body, rules):
+            return _bad_request(problem, param="logprobs")
+        top = body.get("top_logprobs") if body.get("logprobs") else None
         if rules.strict_schemas and (problem := strict_refusal(body)):
             return _bad_request(problem, param="response_format")
         if (refused := tools_refusal(body, rules)) is not None:
@@ -445,8 +472,12 @@ def routes(prefix: str = "/v1", rules: Rules = COMPATIBLE) -> list[tuple[str, st
                 message["refusal"] = refusal or None
             if calls:
                 message["tool_calls"] = calls
+            logprobs = None
+            if body.get("logprobs"):
+                tokens = _common.token_logprobs(said.refusal + said.text, top)
+                logprobs = {"content": tokens, "refusal": None}
             choices = [
-                {"index": i, "message": message, "finish_reason": finish, "logprobs": None}
+                {"index": i, "message": message, "finish_reason": finish, "logprobs": logprobs}
                 for i in range(n)
             ]
             return web.json_response({**base, "choices": choices, "usage": counts}, headers=headers)
@@ -457,10 +488,13 @@ def routes(prefix: str = "/v1", rules: Rules = COMPATIBLE) -> list[tuple[str, st
 
         chunks: list[bytes] = []
 
-        def delta(content: dict[str, Any], finish: str | None = None) -> None:
+        def delta(content: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> None:
             """The piece for every choice, one event each, interleaved (as the API sends n>1)."""
             for i in range(n):
-                chunks.append(chunk([{"index": i, "delta": content, "finish_reason": finish}]))
+                choice = {"index": i, "delta": content, "finish_reason": finish}
+                if logprobs is not None:
+                    choice["logprobs"] = {"content": logprobs, "refusal": None}
+                chunks.append(chunk([choice]))
 
         first: dict[str, Any] = {"role": "assistant", "content": None if refusal else ""}
         if rules.refusals:
@@ -472,7 +506,10 @@ def routes(prefix: str = "/v1", rules: Rules = COMPATIBLE) -> list[tuple[str, st
         for piece in said.refusal:
             delta({"refusal": piece})
         for piece in said.text:
-            delta({"content": piece})
+            if body.get("logprobs") and rules.stream_logprobs:  # each piece a token
+                delta({"content": piece}, logprobs=_common.token_logprobs([piece], top))
+            else:
+                delta({"content": piece})
         for i, call in enumerate(calls):  # each call's arguments in two halves
             if call["type"] == "custom":  # a custom tool's input, whole
                 delta({"tool_calls": [{"index": i, **call}]})

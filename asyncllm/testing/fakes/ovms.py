@@ -67,7 +67,7 @@ def _reasoning(body: dict[str, Any]) -> str | None:
 
 
 # /v3 chat: OpenAI's shape, reasoning from the servable's reasoning parser, no strict checks.
-CHAT_RULES = openai.Rules(reasoning=_reasoning)
+CHAT_RULES = openai.Rules(reasoning=_reasoning, stream_logprobs=False)
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
     "UINT8": (0, 2**8 - 1),

@@ -411,6 +411,9 @@ def setup(server: FakeServer) -> None:
             )
         ):  # TGI's Tool: {"type": "function", "function": {name, description, arguments}}
             return _error("validation", "Input validation error: tools: unknown variant")
+        # TGI's MessageChunk: text and image_url parts only (serde refuses others: a 422).
+        if problem := _common.parts_problem(messages, _common.IMAGE_PARTS):
+            return _error("validation", f"Failed to deserialize the JSON body: {problem}")
         # What the chat request becomes: a generation with these parameters (TGI's
         # ChatRequest::try_into_generate), validated as any other.
         temperature, presence = body.get("temperature"), body.get("presence_penalty")
@@ -448,6 +451,19 @@ def setup(server: FakeServer) -> None:
         else:
             tokens, text, finish = _tokens(text, params)
         usage = openai.usage(prompt_tokens, len(tokens))
+
+        def logprobs(said: list[str]) -> dict[str, Any] | None:
+            """TGI's ChatCompletionLogprobs for ``said`` (tokens with their top_n_tokens), when
+            the request asks for them."""
+            if not body.get("logprobs"):
+                return None
+            content = _common.token_logprobs(said, body.get("top_logprobs"))
+            for token in content:  # TGI's tokens and alternatives carry no bytes
+                del token["bytes"]
+                for alternative in token["top_logprobs"]:
+                    del alternative["bytes"]
+            return {"content": content}
+
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": text}
             if calls:
@@ -460,14 +476,21 @@ def setup(server: FakeServer) -> None:
             choice = {
                 "index": 0,
                 "message": message,
-                "logprobs": None,
+                "logprobs": logprobs([t["text"] for t in tokens if not t["special"]]),
                 "finish_reason": _chat_finish(finish),
             }
             answer = {"object": "chat.completion", **base, "choices": [choice], "usage": usage}
             return web.json_response(answer)
 
-        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        def chunk(
+            delta: dict[str, Any], finish_reason: str | None = None, said: Any = None
+        ) -> bytes:
+            choice = {
+                "index": 0,
+                "delta": delta,
+                "logprobs": None if said is None else logprobs(said),
+                "finish_reason": finish_reason,
+            }
             return _event({"object": "chat.completion.chunk", **base, "choices": [choice]})
 
         chunks: list[bytes] = []
@@ -489,6 +512,7 @@ def setup(server: FakeServer) -> None:
                     chunk(
                         {"role": "assistant", "content": content},
                         _chat_finish(finish) if last else None,
+                        [content] if content else None,
                     )
                 )
         if (body.get("stream_options") or {}).get("include_usage"):

@@ -186,6 +186,11 @@ def setup(server: FakeServer) -> None:
             return wanted
         if (refused := openai.tools_refusal(body, openai.COMPATIBLE)) is not None:
             return refused  # function tools only (strict taken: it guides the call's JSON)
+        if problem := _common.parts_problem(messages, _common.IMAGE_PARTS):
+            return _bad_request(problem)
+        if problem := openai.logprobs_problem(body, openai.COMPATIBLE):
+            return _bad_request(problem)
+        logprobs = None
         tools = None if body.get("tool_choice") == "none" else body.get("tools")
         schema = None
         if wanted is not None and wanted[0] in ("json", "json_object"):
@@ -205,6 +210,9 @@ def setup(server: FakeServer) -> None:
         if limit is not None and not calls and len(thought) + len(said) > limit:
             thought, said = thought[:limit], said[: max(0, limit - len(thought))]
             reasoning, text, finish = "".join(thought), "".join(said), "length"
+        if body.get("logprobs"):
+            top = body.get("top_logprobs")
+            logprobs = {"content": _common.token_logprobs(said, top)}
         prompt = sum(_common.count_tokens(openai._text(m.get("content"))) for m in messages)
         counts = openai.usage(prompt, len(thought) + len(said) + len(calls))
         cid = f"chatcmpl-{next(_ids)}"
@@ -220,7 +228,7 @@ def setup(server: FakeServer) -> None:
                 "reasoning": reasoning or None,
             }
             choices = [
-                {"index": i, "message": message, "logprobs": None, "finish_reason": finish,
+                {"index": i, "message": message, "logprobs": logprobs, "finish_reason": finish,
                  "stop_reason": None}
                 for i in range(int(body.get("n") or 1))
             ]  # fmt: skip
@@ -232,10 +240,18 @@ def setup(server: FakeServer) -> None:
                                 **extra})  # fmt: skip
 
         n = int(body.get("n") or 1)
+        top = body.get("top_logprobs")
 
         def delta(content: dict[str, Any], finish: str | None = None) -> list[bytes]:
-            """The piece for every choice, an event each (vLLM sends one choice an event)."""
-            return [chunk([{"index": i, "delta": content, "logprobs": None,
+            """The piece for every choice, an event each (vLLM sends one choice an event), with
+            the logprobs of a content piece when asked."""
+            piece = content.get("content")
+            logprobs = (
+                {"content": _common.token_logprobs([piece], top)}
+                if body.get("logprobs") and piece
+                else None
+            )
+            return [chunk([{"index": i, "delta": content, "logprobs": logprobs,
                             "finish_reason": finish}]) for i in range(n)]  # fmt: skip
 
         chunks = delta({"role": "assistant", "content": ""})
