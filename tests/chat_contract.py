@@ -26,6 +26,8 @@ says in class attributes (a test skips only by them, saying which):
   signed thinking, Gemini's thought signatures), and its fake refuses a history without it.
 - ``streamed_choices``: ``stream_chat(n=2)`` streams two choices; False where the API gives
   one choice a stream (``n`` > 1 is then a ``ConfigurationError``, nothing sent).
+- ``chat_choices``: ``chat(n=2)`` answers two choices; False where the API gives one (``n`` > 1
+  is then a ``ConfigurationError``, nothing sent).
 - ``streamed_tool_finish``: a streamed tool call ends with a finish reason; False where the
   API sends none (TGI), so that ``final().finish_reason`` is None there.
 - ``usage_counts``: which of ``cached_tokens`` and ``reasoning_tokens`` the API reports (given
@@ -39,6 +41,7 @@ Tools, likewise:
   (``builtin_on_wire`` finds it in the request; ``builtin_sent_back`` finds, in the next
   request, what the answer holds of it); None where the backend has none. ``builtin_kinds``:
   every kind of built-in tool it takes (any other is a ``ConfigurationError`` naming it).
+
 The typed parameters and media parts, by what the API takes:
 
 - ``wire``: for ``max_tokens`` and each ``ModernParams``, a function that reads the value a call
@@ -210,6 +213,7 @@ class ChatContract:
     length_options: ClassVar[dict[str, Any]] = {"max_tokens": 3}
     signed_history: ClassVar[bool] = False
     streamed_choices: ClassVar[bool] = True
+    chat_choices: ClassVar[bool] = True
     streamed_tool_finish: ClassVar[bool] = True
     usage_counts: ClassVar[frozenset[str]] = frozenset()
     # The typed parameters and the media parts (see the module docstring).
@@ -610,6 +614,18 @@ class ChatContract:
             final.choices[0],
             one.finish_reason,
         )
+
+    async def test_two_choices_in_one_answer(self, client: Any, server: FakeServer) -> None:
+        ask = [{"role": "user", "content": "two of them"}]
+        if not self.chat_choices:
+            with pytest.raises(asyncllm.ConfigurationError):
+                await client.chat(ask, model=self.model, n=2)
+            assert server.request_count == 0
+            return
+        one = await client.chat(ask, model=self.model)
+        r = await client.chat(ask, model=self.model, n=2)
+        assert [c.content for c in r.choices] == [one.text, one.text]
+        assert r.message == r.choices[0]
 
     async def test_usage_has_one_meaning(self, client: Any) -> None:
         options = dict(self.reasoning_options or {})

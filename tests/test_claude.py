@@ -46,7 +46,7 @@ PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAW
 
 class TestClaudeContract(ChatContract):
     protocol = "anthropic"
-    streamed_choices = False  # the Messages API has no n
+    streamed_choices = chat_choices = False  # the Messages API has no n
     usage_counts = frozenset({"cached_tokens"})
     structured = True
     open_maps_refused = True  # the API takes additionalProperties: false only

@@ -22,7 +22,7 @@ from tests.helpers import chat_json
 
 class TestGroqContract(ChatContract):
     protocol = "groq"
-    streamed_choices = False  # "Only n=1 is supported"
+    streamed_choices = chat_choices = False  # "Only n=1 is supported"
     open_maps_refused = True  # sent as a strict schema
     reasoning_options: ClassVar[dict[str, Any] | None] = {"reasoning_format": "parsed"}
     builtin_tool: ClassVar[dict[str, Any] | None] = {"type": "browser_search"}

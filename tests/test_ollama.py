@@ -37,7 +37,7 @@ USER = [{"role": "user", "content": "hello world"}]
 
 class TestOllamaContract(ChatContract):
     protocol = "ollama"
-    streamed_choices = False  # Ollama has no n
+    streamed_choices = chat_choices = False  # Ollama has no n
     structured = True
     open_maps_refused = False  # format takes the schema as it is, open maps too
     refusal_prompt = None  # Ollama has no refusals

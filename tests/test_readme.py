@@ -127,3 +127,22 @@ def test_the_parameter_row_says_what_the_contract_proves(name: str) -> None:
     kinds = {"file_data": "inline", "file_id": "file id", "file_url": "URL"}
     taken = [word for kind, word in kinds.items() if media[kind] is not None]
     assert documents == (", ".join(taken) or "no")
+
+
+def test_every_chat_backend_has_a_streams_row() -> None:
+    assert list(feature_rows("streams")) == list(CONTRACTS)
+
+
+@pytest.mark.parametrize("name", list(CONTRACTS))
+def test_the_streams_row_says_what_the_contract_proves(name: str) -> None:
+    final, streamed, chat, cached, reasoning, http = feature_rows("streams")[name]
+    hooks: Any = CONTRACTS[name]
+    assert final == ("yes" if hooks.streamed_tool_finish else "yes (tool calls: no finish reason)")
+    assert (streamed == "yes") is hooks.streamed_choices
+    assert (streamed == "`ConfigurationError`") is (not hooks.streamed_choices)
+    assert chat.startswith("yes") is hooks.chat_choices
+    assert (chat == "`ConfigurationError`") is (not hooks.chat_choices)
+    # "yes" where the contract's fake reports the count; "where reported" / "no" otherwise.
+    assert cached.startswith("yes") is ("cached_tokens" in hooks.usage_counts)
+    assert reasoning.startswith("yes") is ("reasoning_tokens" in hooks.usage_counts)
+    assert http == "yes"
