@@ -40,7 +40,7 @@ import sys
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -60,6 +60,7 @@ from ..streaming import Stream
 from ._backoff import BackoffSchedule, breaker_verdict, is_retryable
 from ._breaker import BreakerState, CircuitBreaker
 from ._context import _request_id, new_request_id
+from ._observe import AUTO, CallObserver, Observer, default_observer
 from ._tracking import RequestRecord, RequestStatus, RequestTracker
 
 logger = logging.getLogger("asyncllm")
@@ -77,11 +78,13 @@ class Priority(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """What one attempt needs to know: its request ID, its number (1-based) and its time limit."""
+    """What one attempt needs to know: its request ID, its number (1-based), its time limit, and
+    the headers an observer asks it to send (trace context), if any."""
 
     request_id: str
     number: int
     timeout: float | None
+    headers: Mapping[str, str] | None = None
 
 
 class _Job:
@@ -102,7 +105,20 @@ class _Job:
 
 
 @dataclass(slots=True)
+class TokenUsage:
+    """Tokens of one backend's calls to one model, summed over the calls that reported any."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(slots=True)
 class BackendStats:
+    """One backend's counters. Latency is from a call's start to its end; ``queued_*`` is the
+    part spent waiting for a slot, ``service_*`` the rest (attempts, retries, backoff), each
+    over the last successful calls. ``usage`` is keyed by model ("-" where none was known)."""
+
     backend: str
     queued: int
     in_flight: int
@@ -117,6 +133,11 @@ class BackendStats:
     latency_p50: float | None
     latency_p95: float | None
     info: dict[str, Any]
+    queued_p50: float | None = None
+    queued_p95: float | None = None
+    service_p50: float | None = None
+    service_p95: float | None = None
+    usage: dict[str, TokenUsage] | None = None
 
 
 def _percentile(sorted_values: list[float], q: float) -> float | None:
@@ -137,9 +158,12 @@ class Lane:
         retry: RetryConfig,
         breaker: BreakerConfig,
         host: str | None = None,
+        kind: str | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.name = name
+        # What kind of backend this is (say, "claude"), whatever the lane is named.
+        self.kind = kind or name
         # The backend's host (say, "api.openai.com:443"), if its client told us: for messages.
         self.host = host
         self.limits = limits
@@ -158,6 +182,8 @@ class Lane:
         self._closing: asyncio.Event | None = None
         self.succeeded = self.failed = self.retried = self.cancelled = self.rejected = 0
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.queue_times: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.usage: dict[str, TokenUsage] = {}
         # Free-form facts a backend reports (say, rate-limit headers); shown in stats.
         self.info: dict[str, Any] = {}
 
@@ -465,8 +491,22 @@ class Lane:
                 )
         self.dispatcher._lanes.pop(self.name, None)
 
+    def add_usage(
+        self, model: str | None, input_tokens: int | None, output_tokens: int | None
+    ) -> None:
+        usage = self.usage.get(model or "-")
+        if usage is None:
+            usage = self.usage[model or "-"] = TokenUsage()
+        usage.calls += 1
+        usage.input_tokens += input_tokens or 0
+        usage.output_tokens += output_tokens or 0
+
     def stats(self) -> BackendStats:
         latencies = sorted(self.latencies)
+        queued = sorted(self.queue_times)
+        # Service time per call: its latency less its time queued, pairwise (both deques get an
+        # entry per successful call).
+        service = sorted(t - q for t, q in zip(self.latencies, self.queue_times, strict=True))
         return BackendStats(
             backend=self.name,
             queued=self.queued,
@@ -482,6 +522,14 @@ class Lane:
             latency_p50=_percentile(latencies, 0.5),
             latency_p95=_percentile(latencies, 0.95),
             info=dict(self.info),
+            queued_p50=_percentile(queued, 0.5),
+            queued_p95=_percentile(queued, 0.95),
+            service_p50=_percentile(service, 0.5),
+            service_p95=_percentile(service, 0.95),
+            usage={
+                model: TokenUsage(u.calls, u.input_tokens, u.output_tokens)
+                for model, u in self.usage.items()
+            },
         )
 
 
@@ -494,6 +542,8 @@ class Dispatcher:
     queued at t + p * aging, so LOW work cannot starve behind a steady stream of HIGH work. Without
     it, priority is strict: a LOW call waits for as long as HIGH calls keep the backend busy.
     ``clock``, ``sleep`` and ``rng`` are injectable so that tests of timing never wait.
+    ``observer`` watches every call for telemetry (see ``_observe``): by default OpenTelemetry's
+    where ``opentelemetry-api`` is installed, else none; None turns it off.
     """
 
     def __init__(
@@ -506,6 +556,7 @@ class Dispatcher:
         tracker_max_records: int | None = None,
         max_in_flight: int | None = None,
         aging: float | None = None,
+        observer: Observer | None = AUTO,
     ) -> None:
         check_int("max_in_flight", max_in_flight, 1)
         check_positive("aging", aging)
@@ -527,6 +578,9 @@ class Dispatcher:
         # One entry per lane waiting for a global slot: (its best job's key, lane).
         self._queue: asyncio.PriorityQueue[tuple[tuple[float, int], Lane]] = asyncio.PriorityQueue()
         self.closed = False
+        self.observer: Observer | None = default_observer() if observer is AUTO else observer
+        if self.observer is not None:
+            self.observer.attach(self)
 
     # -- lanes -------------------------------------------------------------------------------
 
@@ -538,9 +592,11 @@ class Dispatcher:
         retry: RetryConfig | None = None,
         breaker: BreakerConfig | None = None,
         host: str | None = None,
+        kind: str | None = None,
     ) -> Lane:
         """Register a backend instance; a taken name gets a numeric suffix. ``host``, the
-        backend's host (and port), is named by its ``CircuitOpenError``."""
+        backend's host (and port), is named by its ``CircuitOpenError``; ``kind``, the kind of
+        backend (its client's ``backend``), is reported to telemetry."""
         if self.closed:
             raise ClientClosedError("dispatcher is closed", backend=name)
         unique = name
@@ -555,6 +611,7 @@ class Dispatcher:
             retry or RetryConfig(),
             breaker or BreakerConfig(),
             host,
+            kind,
         )
         self._lanes[unique] = lane
         return lane
@@ -580,20 +637,38 @@ class Dispatcher:
 
     # -- running calls -----------------------------------------------------------------------
 
-    def _begin(self, lane: Lane, operation: str, priority: int, request_id: str) -> RequestRecord:
+    def _begin(
+        self, lane: Lane, operation: str, priority: int, request_id: str, model: str | None
+    ) -> RequestRecord:
         if not isinstance(priority, int):
             raise ConfigurationError("priority must be an int or a Priority")
-        return self.tracker.add(
-            RequestRecord(request_id, lane.name, operation, int(priority), self.clock())
-        )
+        record = RequestRecord(request_id, lane.name, operation, int(priority), self.clock())
+        if model is not None:
+            record.model = model
+        return self.tracker.add(record)
 
-    def _finish(self, lane: Lane, record: RequestRecord, exc: BaseException | None) -> None:
+    def _finish(
+        self,
+        lane: Lane,
+        record: RequestRecord,
+        exc: BaseException | None,
+        watch: CallObserver | None,
+        answer: Any = None,
+    ) -> None:
+        """Record how the call ended; ``answer``, what it returned (for a stream: its last item
+        that carried usage, else its last item), is read for token usage and the model."""
         now = self.clock()
         record.finished_at = now
+        response_model: str | None = None
         if exc is None:
             record.status = RequestStatus.SUCCEEDED
             lane.succeeded += 1
-            lane.latencies.append(now - record.enqueued_at)
+            enqueued = record.enqueued_at
+            lane.latencies.append(now - enqueued)
+            lane.queue_times.append((record.started_at or enqueued) - enqueued)
+            usage = getattr(answer, "usage", None)
+            if usage is not None:
+                response_model = _usage(lane, record, usage, answer)
         elif isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
             record.status = RequestStatus.CANCELLED
             lane.cancelled += 1
@@ -601,6 +676,10 @@ class Dispatcher:
             record.status = RequestStatus.FAILED
             record.last_error = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"[:300]
             lane.failed += 1
+        if watch is not None:
+            watch.call_ended(record, response_model or getattr(answer, "model", None), exc)
+        if logger.isEnabledFor(logging.DEBUG):
+            _log_finished(record, exc)
 
     def _retry_delay(
         self,
@@ -630,7 +709,16 @@ class Dispatcher:
             record.attempts,
             type(error).__name__,
             delay,
-            extra={"request_id": record.request_id, "backend": lane.name},
+            extra={
+                "request_id": record.request_id,
+                "backend": lane.name,
+                "model": record.model,
+                "operation": record.operation,
+                "attempt": record.attempts,
+                "status": error.status_code,
+                "error_type": type(error).__name__,
+                "retry_delay": delay,
+            },
         )
         return delay
 
@@ -680,11 +768,13 @@ class Dispatcher:
         deadline_at: float | None,
         max_retries: int | None,
         hold: bool,
+        watch: CallObserver | None,
     ) -> tuple[T, bool]:
         """The one attempt loop, for calls and streams: take a slot (at once, or by waiting in
         the lane), run ``attempt`` in the caller's task, give the slot back, and on a retryable
         error wait out the backoff without a slot and go again. Returns the result and its probe
-        flag; with ``hold`` a success keeps its slot (a stream gives it back when it ends).
+        flag; with ``hold`` a success keeps its slot (a stream gives it back when it ends), and
+        its attempt stays open for ``watch`` until the stream ends.
 
         The breaker hears of the call once, when it gives up (see the module docstring)."""
         rid = record.request_id
@@ -694,6 +784,7 @@ class Dispatcher:
         error: APIError | None = None
         verdict: bool | None = None
         counted = False
+        waited = 0.0
         while True:
             if error is not None and lane.breaker.state is BreakerState.OPEN:
                 raise lane.refuse_retry(error)
@@ -729,18 +820,27 @@ class Dispatcher:
             record.status = RequestStatus.RUNNING
             if record.started_at is None:
                 record.started_at = self.clock()
+            headers = None if watch is None else watch.attempt_started(record.attempts, waited)
             try:
                 result = await attempt(
-                    Attempt(rid, record.attempts, self._attempt_timeout(timeout, deadline_at))
+                    Attempt(
+                        rid, record.attempts, self._attempt_timeout(timeout, deadline_at), headers
+                    )
                 )
             except APIError as exc:
                 error = self._label(exc, lane, rid, record.attempts)
-            except BaseException:
+                if watch is not None:
+                    watch.attempt_ended(error)
+            except BaseException as exc:
                 lane.release(probe, None)
+                if watch is not None:
+                    watch.attempt_ended(exc)
                 raise
             else:
                 if not hold:
                     lane.release(probe, True)
+                    if watch is not None:
+                        watch.attempt_ended(None)
                 return result, probe
             verdict = breaker_verdict(error)
             if lane.closed:
@@ -766,6 +866,7 @@ class Dispatcher:
             else:
                 lane.release(False, None)  # no verdict until the call ends
             await self._backoff(lane, record, error, delay)
+            waited = delay
 
     async def run(
         self,
@@ -778,20 +879,24 @@ class Dispatcher:
         deadline: float | None = None,
         request_id: str | None = None,
         max_retries: int | None = None,
+        model: str | None = None,
     ) -> T:
         """Run ``attempt`` under the lane's limits, retrying per its policy (``max_retries``
-        overrides the lane's count for this call); returns its result."""
+        overrides the lane's count for this call); returns its result. ``model``, the model the
+        call asks for, is kept on its record and reported to telemetry."""
         rid = request_id or _request_id.get() or new_request_id()
-        record = self._begin(lane, operation, priority, rid)
+        record = self._begin(lane, operation, priority, rid, model)
+        observer = self.observer
+        watch = None if observer is None else observer.start_call(record, lane)
         deadline_at = None if deadline is None else self.clock() + deadline
         try:
             result, _ = await self._attempts(
-                lane, record, attempt, priority, timeout, deadline_at, max_retries, False
+                lane, record, attempt, priority, timeout, deadline_at, max_retries, False, watch
             )
         except BaseException as exc:
-            self._finish(lane, record, exc)
+            self._finish(lane, record, exc, watch)
             raise
-        self._finish(lane, record, None)
+        self._finish(lane, record, None, watch, result)
         return result
 
     def stream(
@@ -805,12 +910,13 @@ class Dispatcher:
         deadline: float | None = None,
         request_id: str | None = None,
         max_retries: int | None = None,
+        model: str | None = None,
     ) -> Stream[T]:
         """Like ``run`` for a stream: retried only until its first item reaches the caller."""
         rid = request_id or _request_id.get() or new_request_id()
         return Stream(
             self._stream(
-                lane, operation, open_stream, priority, timeout, deadline, rid, max_retries
+                lane, operation, open_stream, priority, timeout, deadline, rid, max_retries, model
             ),
             rid,
         )
@@ -825,8 +931,11 @@ class Dispatcher:
         deadline: float | None,
         rid: str,
         max_retries: int | None,
+        model: str | None,
     ) -> AsyncIterator[T]:
-        record = self._begin(lane, operation, priority, rid)
+        record = self._begin(lane, operation, priority, rid, model)
+        observer = self.observer
+        watch = None if observer is None else observer.start_call(record, lane)
         deadline_at = None if deadline is None else self.clock() + deadline
 
         async def first_item(a: Attempt) -> tuple[AsyncIterator[T], T | None, bool]:
@@ -843,27 +952,41 @@ class Dispatcher:
 
         try:
             (source, first, empty), probe = await self._attempts(
-                lane, record, first_item, priority, timeout, deadline_at, max_retries, True
+                lane, record, first_item, priority, timeout, deadline_at, max_retries, True, watch
             )
         except BaseException as exc:
-            self._finish(lane, record, exc)
+            self._finish(lane, record, exc, watch)
             raise
         outcome: bool | None = None
         failure: APIError | None = None
+        # The last item, or the last that carried usage: what _finish reads usage and model from.
+        last: Any = None
         try:
             if not empty:
+                last = first
                 yield first  # type: ignore[misc]  # not empty: the first item is a T
+                held = getattr(first, "usage", None) is not None
                 async for item in source:
+                    if getattr(item, "usage", None) is not None:
+                        last, held = item, True
+                    elif not held:
+                        last = item
                     yield item
             outcome = True
-            self._finish(lane, record, None)
+            if watch is not None:
+                watch.attempt_ended(None)
+            self._finish(lane, record, None, watch, last)
         except APIError as exc:
             failure = self._label(exc, lane, rid, record.attempts)
             outcome = breaker_verdict(failure)
-            self._finish(lane, record, exc)
+            if watch is not None:
+                watch.attempt_ended(failure)
+            self._finish(lane, record, exc, watch)
             raise
         except BaseException as exc:
-            self._finish(lane, record, exc)
+            if watch is not None:
+                watch.attempt_ended(exc)
+            self._finish(lane, record, exc, watch)
             raise
         finally:
             try:
@@ -878,6 +1001,9 @@ class Dispatcher:
         return {name: lane.stats() for name, lane in self._lanes.items()}
 
     def stats_table(self) -> str:
+        """The stats as a table. Time queued (waiting for a slot) and service time (attempts,
+        retries and backoff) are shown apart, p50/p95 in ms over the last successful calls, so
+        a saturated backend reads as queueing, not as a slow server; tokens are summed."""
         header = (
             "backend",
             "queued",
@@ -888,11 +1014,19 @@ class Dispatcher:
             "cancelled",
             "rejected",
             "breaker",
-            "p50 ms",
-            "p95 ms",
+            "queued p50/p95 ms",
+            "service p50/p95 ms",
+            "tokens in/out",
         )
+
+        def ms(p50: float | None, p95: float | None) -> str:
+            return "-" if p50 is None or p95 is None else f"{p50 * 1000:.1f}/{p95 * 1000:.1f}"
+
         rows = [header]
         for s in self.stats().values():
+            usage = s.usage or {}
+            tokens_in = sum(u.input_tokens for u in usage.values())
+            tokens_out = sum(u.output_tokens for u in usage.values())
             rows.append(
                 (
                     s.backend,
@@ -904,8 +1038,9 @@ class Dispatcher:
                     str(s.cancelled),
                     str(s.rejected),
                     s.breaker,
-                    "-" if s.latency_p50 is None else f"{s.latency_p50 * 1000:.1f}",
-                    "-" if s.latency_p95 is None else f"{s.latency_p95 * 1000:.1f}",
+                    ms(s.queued_p50, s.queued_p95),
+                    ms(s.service_p50, s.service_p95),
+                    f"{tokens_in}/{tokens_out}" if usage else "-",
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -928,6 +1063,49 @@ class Dispatcher:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _usage(lane: Lane, record: RequestRecord, usage: Any, answer: Any) -> str | None:
+    """Put an answer's token counts on its record and the lane's sums; returns the answer's
+    model. Counts are read by name, so any ``Usage``-like object serves."""
+    input_tokens = getattr(usage, "prompt_tokens", None)
+    output_tokens = getattr(usage, "completion_tokens", None)
+    if input_tokens is None and output_tokens is None:
+        return None
+    record.input_tokens = input_tokens
+    record.output_tokens = output_tokens
+    model: str | None = getattr(answer, "model", None)
+    lane.add_usage(record.model or model, input_tokens, output_tokens)
+    return model
+
+
+def _log_finished(record: RequestRecord, exc: BaseException | None) -> None:
+    """The one DEBUG record per finished call, its facts in ``extra`` for JSON formatters."""
+    latency = (record.finished_at or record.enqueued_at) - record.enqueued_at
+    queued = record.queued_time
+    logger.debug(
+        "%s %s %s: %s after %d attempt(s) in %.1f ms (%.1f ms queued)",
+        record.backend,
+        record.operation,
+        record.model or "-",
+        record.status.value,
+        record.attempts,
+        latency * 1000,
+        (queued or 0.0) * 1000,
+        extra={
+            "request_id": record.request_id,
+            "backend": record.backend,
+            "model": record.model,
+            "operation": record.operation,
+            "attempt": record.attempts,
+            "status": record.status.value,
+            "error_type": None if exc is None else type(exc).__name__,
+            "latency": latency,
+            "queued_time": queued,
+            "input_tokens": record.input_tokens,
+            "output_tokens": record.output_tokens,
+        },
+    )
 
 
 async def _aclose(source: AsyncIterator[Any]) -> None:
