@@ -65,12 +65,13 @@ def default_observer() -> Observer | None:
     """One OpenTelemetry observer per process, or None where ``opentelemetry-api`` is not
     installed (then nothing of it is imported)."""
     if not _default:
-        found = importlib.util.find_spec("opentelemetry") is not None
-        if found:
-            try:
-                found = importlib.util.find_spec("opentelemetry.trace") is not None
-            except ImportError:
-                found = False
+        try:
+            found = (
+                importlib.util.find_spec("opentelemetry") is not None
+                and importlib.util.find_spec("opentelemetry.trace") is not None
+            )
+        except (ImportError, ValueError):  # a broken or blocked install counts as none
+            found = False
         if found:
             from ..integrations.otel import OTelObserver
 
