@@ -30,6 +30,12 @@ excerpt, the server's own ``server_request_id``, once retries ran out ``attempts
 request is known its ``method`` and ``url`` (without userinfo or query). A call that reached the
 backend always raises its own error, never ``CircuitOpenError``: if the breaker opened while it
 ran (or because it failed), its error says so in ``circuit_open`` and a note.
+
+A call that creates something (a background response, a batch, a fine-tuning job, an upload) is
+retried only while it cannot have been applied: when the request never left (``unsent``), or on
+429 or 503 with ``Retry-After``; never after a timeout, a dropped connection or another 5xx,
+which could create it twice (unless it carries an idempotency key its vendor honours). Its
+error's ``may_have_been_applied`` says whether to look before sending it again.
 """
 
 from __future__ import annotations
@@ -171,6 +177,9 @@ class APIError(AsyncLLMError):
         self.attempts = 1
         # Set by the transport/dispatcher: whether the server asked us (not) to retry.
         self.should_retry: bool | None = None
+        # Set by the transport when the request provably never left: the connection was refused,
+        # the name did not resolve, the connect timed out. Nothing can have been applied then.
+        self.unsent = False
         # Set by a backend whose error says nothing certain of its health (OPEA's bare 500 also
         # answers a request it cannot read): the circuit breaker then gets no verdict from it.
         self.spares_breaker = False
@@ -184,6 +193,20 @@ class APIError(AsyncLLMError):
     @property
     def status(self) -> int | None:
         return self.status_code
+
+    @property
+    def may_have_been_applied(self) -> bool:
+        """Whether the server may have carried out the request (created the job, stored the
+        file) although the call failed: True after a timeout, a dropped connection, a 5xx, or an
+        answer that broke its protocol; False when the request never left (``unsent``), or the
+        server refused it (3xx, 4xx, or 503 with ``Retry-After``, which asks for the request again
+        later). Before sending a creating call again after True, look whether it took effect."""
+        if self.unsent:
+            return False
+        status = self.status_code
+        if status is None:
+            return True
+        return status >= 500 and not (status == 503 and self.retry_after is not None)
 
     def _details(self) -> list[str]:
         parts = []

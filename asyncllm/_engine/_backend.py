@@ -190,9 +190,15 @@ class Backend:
         )
 
     def _run(
-        self, call: Call, operation: str, attempt: Callable[[Attempt], Awaitable[T]]
+        self,
+        call: Call,
+        operation: str,
+        attempt: Callable[[Attempt], Awaitable[T]],
+        creates: bool = False,
     ) -> Coroutine[Any, Any, T]:
         """One call through the dispatcher: ``attempt`` runs once per try, in the caller's task.
+        ``creates``: the call creates something, so it is retried only while it cannot have been
+        applied (``may_resend``).
         (A plain function returning the dispatcher's coroutine: no frame of its own per call.)"""
         return call.lane.dispatcher.run(
             call.lane,
@@ -204,12 +210,18 @@ class Backend:
             request_id=call.request_id,
             max_retries=call.max_retries,
             model=call.model,
+            creates=creates,
         )
 
     def _run_stream(
-        self, call: Call, operation: str, open_stream: Callable[[Attempt], AsyncIterator[T]]
+        self,
+        call: Call,
+        operation: str,
+        open_stream: Callable[[Attempt], AsyncIterator[T]],
+        creates: bool = False,
     ) -> Stream[T]:
-        """A stream through the dispatcher, retried only until its first item is read."""
+        """A stream through the dispatcher, retried only until its first item is read (and one
+        that ``creates`` something only as ``_run`` says)."""
         return call.lane.dispatcher.stream(
             call.lane,
             operation,
@@ -220,6 +232,7 @@ class Backend:
             request_id=call.request_id,
             max_retries=call.max_retries,
             model=call.model,
+            creates=creates,
         )
 
     # -- lifecycle --------------------------------------------------------------------------------

@@ -35,6 +35,18 @@ def is_retryable(exc: BaseException) -> bool:
     return False
 
 
+def may_resend(exc: APIError) -> bool:
+    """Whether a call that creates something may be sent again after ``exc`` (besides
+    ``is_retryable``): only if the request provably never left (``unsent``: refused, unresolved,
+    connect timed out), or the server refused it and said when to come back (429 or 503 with
+    ``Retry-After``). A timeout, a dropped connection or another 5xx may have created the thing
+    already, and a second send would create it twice: that call fails instead, and its error's
+    ``may_have_been_applied`` tells the caller to look before trying again."""
+    if exc.unsent:
+        return True
+    return exc.status_code in (429, 503) and exc.retry_after is not None
+
+
 def breaker_verdict(exc: APIError) -> bool | None:
     """What a failed call says of its backend's health, for the circuit breaker.
 

@@ -57,7 +57,7 @@ from .._exceptions import (
 )
 from .._validate import check_int, check_positive
 from ..streaming import Stream
-from ._backoff import BackoffSchedule, breaker_verdict, is_retryable
+from ._backoff import BackoffSchedule, breaker_verdict, is_retryable, may_resend
 from ._breaker import BreakerState, CircuitBreaker
 from ._context import _request_id, new_request_id
 from ._observe import AUTO, CallObserver, Observer, default_observer
@@ -689,11 +689,25 @@ class Dispatcher:
         schedule: BackoffSchedule,
         deadline_at: float | None,
         max_retries: int | None,
+        creates: bool = False,
     ) -> float:
-        """The wait before the next attempt, or raise ``error`` if we must not retry."""
+        """The wait before the next attempt, or raise ``error`` if we must not retry (a call that
+        ``creates`` something also only as ``may_resend`` allows)."""
         retry = lane.retry
         limit = retry.max_retries if max_retries is None else max_retries
         if not is_retryable(error) or record.attempts > limit:
+            raise error
+        if creates and not may_resend(error):
+            if sys.version_info >= (3, 11):
+                error.add_note(
+                    "not retried: this call creates something, and is sent again only when it"
+                    " never left or the server asked for it later (429/503 with Retry-After);"
+                    + (
+                        " it may have been applied: look before sending it again"
+                        if error.may_have_been_applied
+                        else " it was not applied"
+                    )
+                )
             raise error
         if error.retry_after is not None and error.retry_after > retry.max_retry_after:
             raise error
@@ -769,12 +783,14 @@ class Dispatcher:
         max_retries: int | None,
         hold: bool,
         watch: CallObserver | None,
+        creates: bool = False,
     ) -> tuple[T, bool]:
         """The one attempt loop, for calls and streams: take a slot (at once, or by waiting in
         the lane), run ``attempt`` in the caller's task, give the slot back, and on a retryable
         error wait out the backoff without a slot and go again. Returns the result and its probe
         flag; with ``hold`` a success keeps its slot (a stream gives it back when it ends), and
         its attempt stays open for ``watch`` until the stream ends.
+        ``creates``: the call creates something, so it is retried only as ``may_resend`` allows.
 
         The breaker hears of the call once, when it gives up (see the module docstring)."""
         rid = record.request_id
@@ -853,7 +869,9 @@ class Dispatcher:
             if schedule is None:
                 schedule = BackoffSchedule(lane.retry, self.rng)
             try:
-                delay = self._retry_delay(lane, record, error, schedule, deadline_at, max_retries)
+                delay = self._retry_delay(
+                    lane, record, error, schedule, deadline_at, max_retries, creates
+                )
             except BaseException:
                 # The call gives up: its one verdict goes with its slot, before the slot can go
                 # to a queued call (which an opening breaker then refuses).
@@ -880,10 +898,13 @@ class Dispatcher:
         request_id: str | None = None,
         max_retries: int | None = None,
         model: str | None = None,
+        creates: bool = False,
     ) -> T:
         """Run ``attempt`` under the lane's limits, retrying per its policy (``max_retries``
-        overrides the lane's count for this call); returns its result. ``model``, the model the
-        call asks for, is kept on its record and reported to telemetry."""
+        overrides the lane's count for this call); returns its result. A call that ``creates``
+        something (a background response, a batch, an upload) is retried only while it cannot
+        have been applied (``may_resend``). ``model``, the model the call asks for, is kept on
+        its record and reported to telemetry."""
         rid = request_id or _request_id.get() or new_request_id()
         record = self._begin(lane, operation, priority, rid, model)
         observer = self.observer
@@ -891,7 +912,16 @@ class Dispatcher:
         deadline_at = None if deadline is None else self.clock() + deadline
         try:
             result, _ = await self._attempts(
-                lane, record, attempt, priority, timeout, deadline_at, max_retries, False, watch
+                lane,
+                record,
+                attempt,
+                priority,
+                timeout,
+                deadline_at,
+                max_retries,
+                False,
+                watch,
+                creates,
             )
         except BaseException as exc:
             self._finish(lane, record, exc, watch)
@@ -911,12 +941,22 @@ class Dispatcher:
         request_id: str | None = None,
         max_retries: int | None = None,
         model: str | None = None,
+        creates: bool = False,
     ) -> Stream[T]:
         """Like ``run`` for a stream: retried only until its first item reaches the caller."""
         rid = request_id or _request_id.get() or new_request_id()
         return Stream(
             self._stream(
-                lane, operation, open_stream, priority, timeout, deadline, rid, max_retries, model
+                lane,
+                operation,
+                open_stream,
+                priority,
+                timeout,
+                deadline,
+                rid,
+                max_retries,
+                model,
+                creates,
             ),
             rid,
         )
@@ -932,6 +972,7 @@ class Dispatcher:
         rid: str,
         max_retries: int | None,
         model: str | None,
+        creates: bool,
     ) -> AsyncIterator[T]:
         record = self._begin(lane, operation, priority, rid, model)
         observer = self.observer
@@ -952,7 +993,16 @@ class Dispatcher:
 
         try:
             (source, first, empty), probe = await self._attempts(
-                lane, record, first_item, priority, timeout, deadline_at, max_retries, True, watch
+                lane,
+                record,
+                first_item,
+                priority,
+                timeout,
+                deadline_at,
+                max_retries,
+                True,
+                watch,
+                creates,
             )
         except BaseException as exc:
             self._finish(lane, record, exc, watch)

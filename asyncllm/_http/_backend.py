@@ -436,6 +436,11 @@ class HttpBackend(Backend):
     # ConfigurationError naming api_key_env[0]; at another URL (a proxy, a local server) it is not.
     api_key_required: ClassVar[bool] = False
     server_request_id_header: ClassVar[str | None] = None
+    # The header under which the vendor honours an idempotency key (it answers a repeat of the
+    # key with the first request's result): a creating call that carries it, in the client's
+    # default_headers or the call's extra_headers, is retried like any call. None: the vendor
+    # honours none (OpenAI, Anthropic and Gemini document none), so the header changes nothing.
+    idempotency_header: ClassVar[str | None] = None
 
     def __init__(self, **options: Unpack[ClientOptions]) -> None:
         check_keys(options, self.client_keys, type(self).__name__)
@@ -787,6 +792,16 @@ class HttpBackend(Backend):
             raise error
         return response
 
+    def _keyed(self, prepared: Prepared) -> bool:
+        """Whether the call carries an idempotency key its vendor honours (``idempotency_header``),
+        which makes a creating call safe to send again."""
+        name = self.idempotency_header
+        if name is None:
+            return False
+        wanted = name.lower()
+        sources = (self._headers, prepared.extra_headers or {})
+        return any(key.lower() == wanted for headers in sources for key in headers)
+
     def _meta(self, response: Response, request_id: str) -> Meta:
         headers = response.headers
         server_id = self._server_request_id(headers)
@@ -807,6 +822,7 @@ class HttpBackend(Backend):
         raw_body: bool = False,
         data: Callable[[], Any] | None = None,
         allowed: frozenset[str] | None = None,
+        creates: bool = False,
     ) -> Coroutine[Any, Any, T]:
         """One JSON exchange through the dispatcher. ``parse`` gets the decoded body (or the raw
         bytes with ``raw_body``) and ``request_id`` is always set on what it returns or raises.
@@ -816,7 +832,9 @@ class HttpBackend(Backend):
         ``options`` are the call's keyword arguments; ``allowed`` names the keys it may hold
         (default: the HTTP options, and ``extra_body`` when there is a JSON ``body``). ``data``
         builds a non-JSON body (say, a multipart form) anew for every attempt, since a sent form
-        is spent; it may be a coroutine function."""
+        is spent; it may be a coroutine function. ``creates``: the call creates something (a
+        background response, a batch, a file), so it is retried only while it cannot have been
+        applied, unless it carries an idempotency key the vendor honours."""
         prepared = self._prepare(operation, options, allowed, body, params)
         request_id = prepared.call.request_id
 
@@ -835,7 +853,7 @@ class HttpBackend(Backend):
                 raise self._validation_error(exc, raw, request_id) from exc
             return self._parse(parse, payload, meta)
 
-        return self._run(prepared.call, operation, attempt)
+        return self._run(prepared.call, operation, attempt, creates and not self._keyed(prepared))
 
     async def _probe(self, operation: str, path: str, options: Mapping[str, Any]) -> bool:
         """A health or readiness check: True on 2xx, False when the server answers that it is
@@ -868,6 +886,7 @@ class HttpBackend(Backend):
         data: Callable[[], Any] | None = None,
         allowed: frozenset[str] | None = None,
         sse: bool = True,
+        creates: bool = False,
     ) -> Stream[T]:
         """A streamed exchange: ``decode`` turns the open response into items as they arrive,
         and raises (``_cut_short``) when the body ends before its protocol's end.
@@ -879,7 +898,7 @@ class HttpBackend(Backend):
         Bounded in time: the call's ``timeout`` is the longest wait for the next item (pings and
         comments do not count), its ``deadline`` bounds the whole call, reading included (time the
         caller spends between items counts); either is an ``APITimeoutError``. ``aclose`` ends
-        open streams with ``ClientClosedError``."""
+        open streams with ``ClientClosedError``. ``creates`` as for ``_request``."""
         prepared = self._prepare(operation, options, allowed, body, params)
         call = prepared.call
         request_id = call.request_id
@@ -916,7 +935,9 @@ class HttpBackend(Backend):
                 streams.discard(guard)
                 guard.close()
 
-        stream = self._run_stream(call, operation, open_stream)
+        stream = self._run_stream(
+            call, operation, open_stream, creates and not self._keyed(prepared)
+        )
         return stream if deadline is None else _DeadlineStream(stream, deadline)
 
     def _lines(self, response: Response) -> AsyncIterable[bytes]:

@@ -206,7 +206,9 @@ class Transport(abc.ABC):
       (the client turns 3xx, 4xx and 5xx into errors and calls ``close()`` on every response);
     - honour ``request.timeout`` (seconds; None for none), raising ``APITimeoutError``;
     - raise ``APIConnectionError`` (or a subclass) when no answer came, and ``ClientClosedError``
-      once closed; the client retries connection errors as the retry policy says;
+      once closed; the client retries connection errors as the retry policy says; set the
+      error's ``unsent`` when the request provably never left (connection refused, name not
+      resolved, connect timed out): only then is a call that creates something sent again;
     - be safe to use from many tasks of one event loop at once.
 
     ``asyncllm.testing.MockTransport`` answers from a function, with no I/O.
@@ -343,7 +345,21 @@ class _AiohttpResponse(Response):
         self._resp.release() if self._resp.content.at_eof() else self._resp.close()
 
 
+# aiohttp's error for a connect that timed out (3.10 on): no byte of the request left.
+_CONNECT_TIMEOUT: tuple[type[BaseException], ...] = tuple(
+    getattr(aiohttp, name) for name in ("ConnectionTimeoutError",) if hasattr(aiohttp, name)
+)
+
+
 def _connection_error(exc: BaseException) -> APIConnectionError:
+    """The error of a request that got no answer; ``unsent`` where it provably never left (no
+    connection was made), which is what lets a creating call be sent again."""
+    error = _classify(exc)
+    error.unsent = isinstance(exc, (aiohttp.ClientConnectorError, *_CONNECT_TIMEOUT))
+    return error
+
+
+def _classify(exc: BaseException) -> APIConnectionError:
     if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
         return APITimeoutError(f"request timed out ({type(exc).__name__})")
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
