@@ -2,7 +2,7 @@
 
 Where ``opentelemetry-api`` is installed, every dispatcher reports to one ``OTelObserver``
 (through the engine's observer interface, ``asyncllm._engine._observe``); with no SDK configured
-it checks that about once a second and does nothing more, and without the package nothing of
+it checks that every hundred calls and does nothing more, and without the package nothing of
 this module is imported.
 
 Traces follow the OpenTelemetry GenAI semantic conventions, version ``SEMCONV_VERSION``
@@ -22,7 +22,6 @@ breaker state per backend.
 from __future__ import annotations
 
 import os
-import time
 import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -91,7 +90,9 @@ OPERATIONS = {
     "stream_generate": "text_completion",
 }
 BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
-RECHECK_SECONDS = 1.0
+# Global providers are looked up again every this many calls: an SDK set after the first call
+# is picked up, and a call costs no clock read.
+RECHECK_CALLS = 100
 
 
 def _latest_only() -> bool:
@@ -148,8 +149,8 @@ class _Instruments:
 class OTelObserver(Observer):
     """Reports calls to OpenTelemetry (see the module docstring).
 
-    By default it uses the global tracer and meter providers, looked up again about once a
-    second so that providers set after the first call are picked up; ``tracer_provider`` and
+    By default it uses the global tracer and meter providers, looked up again every
+    ``RECHECK_CALLS`` calls so that providers set after the first call are picked up; ``tracer_provider`` and
     ``meter_provider`` fix them instead. Give it to ``asyncllm.Dispatcher(observer=...)``.
     """
 
@@ -165,7 +166,7 @@ class OTelObserver(Observer):
         self._seen: tuple[Any, Any] = (None, None)
         self.tracer: Tracer | None = None
         self.instruments: _Instruments | None = None
-        self._next_check = -1.0
+        self._countdown = 0
         self.latest_only = _latest_only()
         self._dispatchers: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
 
@@ -175,10 +176,10 @@ class OTelObserver(Observer):
     def _refresh(self) -> None:
         if self._fixed:
             tp, mp = self._tracer_provider, self._meter_provider
-            self._next_check = float("inf")
+            self._countdown = 1 << 62
         else:
             tp, mp = trace.get_tracer_provider(), metrics.get_meter_provider()
-            self._next_check = time.monotonic() + RECHECK_SECONDS
+            self._countdown = RECHECK_CALLS
         if tp is not self._seen[0]:
             self.tracer = (
                 None
@@ -196,7 +197,8 @@ class OTelObserver(Observer):
         self._seen = (tp, mp)
 
     def start_call(self, record: RequestRecord, lane: Lane) -> CallObserver | None:
-        if time.monotonic() >= self._next_check:
+        self._countdown -= 1
+        if self._countdown < 0:
             self._refresh()
         if self.tracer is None and self.instruments is None:
             return None
