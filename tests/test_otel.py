@@ -214,3 +214,19 @@ print("clean")
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "clean"
+
+
+async def test_a_stream_closed_early_is_cancelled_not_an_error(
+    telemetry: Telemetry, server: FakeServer
+) -> None:
+    async with asyncllm.Dispatcher(observer=telemetry.observer) as d:
+        client = asyncllm.OpenAI(api_key="k", base_url=server.url("/v1"), dispatcher=d)
+        async with client.stream_chat(USER, model="fake-chat") as stream:
+            await stream.__anext__()
+        await client.aclose()
+    attempt, call = telemetry.finished()
+    assert attempt.status.status_code is StatusCode.UNSET
+    assert call.status.status_code is StatusCode.UNSET
+    assert (call.attributes or {})[otel.OUTCOME] == "cancelled"
+    outcomes = {p.attributes[otel.OUTCOME]: p.value for p in telemetry.metrics()[otel.CALLS]}
+    assert outcomes == {"cancelled": 1}

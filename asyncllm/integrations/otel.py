@@ -21,6 +21,7 @@ breaker state per backend.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import weakref
 from collections.abc import Iterable, Mapping
@@ -305,10 +306,11 @@ class _Call(CallObserver):
         return carrier
 
     def attempt_ended(self, error: BaseException | None) -> None:
+        """An attempt cut short by cancellation (the caller left) is no error."""
         span, self.attempt = self.attempt, None
         if span is None:
             return
-        if error is not None and not isinstance(error, GeneratorExit):
+        if error is not None and not isinstance(error, (GeneratorExit, asyncio.CancelledError)):
             status = getattr(error, "status_code", None)
             if status is not None:
                 span.set_attribute("http.response.status_code", status)
