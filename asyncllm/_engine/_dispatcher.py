@@ -42,7 +42,7 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from .._config import BreakerConfig, LimitsConfig, RetryConfig
 from .._constants import DEFAULT_CLOSE_TIMEOUT, LATENCY_WINDOW
@@ -76,15 +76,18 @@ class Priority(enum.IntEnum):
     LOW = 2
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(NamedTuple):
     """What one attempt needs to know: its request ID, its number (1-based), its time limit, and
-    the headers an observer asks it to send (trace context), if any."""
+    the headers an observer asks it to send (trace context), if any. A NamedTuple built with
+    ``tuple.__new__``: one is made per attempt, and a frozen dataclass cost ten times as much."""
 
     request_id: str
     number: int
     timeout: float | None
     headers: Mapping[str, str] | None = None
+
+
+_tuple_new = tuple.__new__
 
 
 class _Job:
@@ -183,7 +186,8 @@ class Lane:
         self.succeeded = self.failed = self.retried = self.cancelled = self.rejected = 0
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.queue_times: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self.usage: dict[str, TokenUsage] = {}
+        # Per model: [calls, input tokens, output tokens]; lists, so that a call adds cheaply.
+        self.usage: dict[str, list[int]] = {}
         # Free-form facts a backend reports (say, rate-limit headers); shown in stats.
         self.info: dict[str, Any] = {}
 
@@ -491,16 +495,6 @@ class Lane:
                 )
         self.dispatcher._lanes.pop(self.name, None)
 
-    def add_usage(
-        self, model: str | None, input_tokens: int | None, output_tokens: int | None
-    ) -> None:
-        usage = self.usage.get(model or "-")
-        if usage is None:
-            usage = self.usage[model or "-"] = TokenUsage()
-        usage.calls += 1
-        usage.input_tokens += input_tokens or 0
-        usage.output_tokens += output_tokens or 0
-
     def stats(self) -> BackendStats:
         latencies = sorted(self.latencies)
         queued = sorted(self.queue_times)
@@ -526,10 +520,7 @@ class Lane:
             queued_p95=_percentile(queued, 0.95),
             service_p50=_percentile(service, 0.5),
             service_p95=_percentile(service, 0.95),
-            usage={
-                model: TokenUsage(u.calls, u.input_tokens, u.output_tokens)
-                for model, u in self.usage.items()
-            },
+            usage={model: TokenUsage(*sums) for model, sums in self.usage.items()},
         )
 
 
@@ -659,7 +650,6 @@ class Dispatcher:
         that carried usage, else its last item), is read for token usage and the model."""
         now = self.clock()
         record.finished_at = now
-        response_model: str | None = None
         if exc is None:
             record.status = RequestStatus.SUCCEEDED
             lane.succeeded += 1
@@ -668,7 +658,18 @@ class Dispatcher:
             lane.queue_times.append((record.started_at or enqueued) - enqueued)
             usage = getattr(answer, "usage", None)
             if usage is not None:
-                response_model = _usage(lane, record, usage, answer)
+                input_tokens = getattr(usage, "prompt_tokens", None)
+                output_tokens = getattr(usage, "completion_tokens", None)
+                if input_tokens is not None or output_tokens is not None:
+                    record.input_tokens = input_tokens
+                    record.output_tokens = output_tokens
+                    key = record.model or getattr(answer, "model", None) or "-"
+                    sums = lane.usage.get(key)
+                    if sums is None:
+                        sums = lane.usage[key] = [0, 0, 0]
+                    sums[0] += 1
+                    sums[1] += input_tokens or 0
+                    sums[2] += output_tokens or 0
         elif isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
             record.status = RequestStatus.CANCELLED
             lane.cancelled += 1
@@ -677,7 +678,7 @@ class Dispatcher:
             record.last_error = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"[:300]
             lane.failed += 1
         if watch is not None:
-            watch.call_ended(record, response_model or getattr(answer, "model", None), exc)
+            watch.call_ended(record, getattr(answer, "model", None), exc)
         if logger.isEnabledFor(logging.DEBUG):
             _log_finished(record, exc)
 
@@ -839,8 +840,14 @@ class Dispatcher:
             headers = None if watch is None else watch.attempt_started(record.attempts, waited)
             try:
                 result = await attempt(
-                    Attempt(
-                        rid, record.attempts, self._attempt_timeout(timeout, deadline_at), headers
+                    _tuple_new(
+                        Attempt,
+                        (
+                            rid,
+                            record.attempts,
+                            self._attempt_timeout(timeout, deadline_at),
+                            headers,
+                        ),
                     )
                 )
             except APIError as exc:
@@ -1113,20 +1120,6 @@ class Dispatcher:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-def _usage(lane: Lane, record: RequestRecord, usage: Any, answer: Any) -> str | None:
-    """Put an answer's token counts on its record and the lane's sums; returns the answer's
-    model. Counts are read by name, so any ``Usage``-like object serves."""
-    input_tokens = getattr(usage, "prompt_tokens", None)
-    output_tokens = getattr(usage, "completion_tokens", None)
-    if input_tokens is None and output_tokens is None:
-        return None
-    record.input_tokens = input_tokens
-    record.output_tokens = output_tokens
-    model: str | None = getattr(answer, "model", None)
-    lane.add_usage(record.model or model, input_tokens, output_tokens)
-    return model
 
 
 def _log_finished(record: RequestRecord, exc: BaseException | None) -> None:

@@ -32,7 +32,7 @@ class RequestRecord:
     """One call. Times are on the dispatcher's clock. No headers, bodies or keys are kept.
 
     ``model`` is the model the call asked for (where the client knows it); the token counts are
-    the answer's (for a stream, its last chunk that had any), None where it gave none.
+    the answer's (for a stream, the last chunk's that had any), None where it gave none.
     """
 
     request_id: str
@@ -46,6 +46,7 @@ class RequestRecord:
     finished_at: float | None = None
     last_error: str | None = None
     model: str | None = None
+    # Plain ints, not the answer's Usage object: a kept record holds no object for the GC.
     input_tokens: int | None = None
     output_tokens: int | None = None
 
