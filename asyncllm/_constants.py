@@ -46,3 +46,8 @@ MESSAGE_CHARS = 1000
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 REQUEST_ID_HEADER = "X-Request-ID"
+
+# asyncllm.batch: items submitted and not yet written at most (memory follows this, not the
+# input; the client's own limits decide the concurrency), and seconds between progress redraws.
+DEFAULT_BATCH_WINDOW = 256
+BATCH_PROGRESS_INTERVAL = 0.2

@@ -223,21 +223,37 @@ def finish(response: Any, fmt: OutputFormat | None, backend: str | None = None) 
     """Set ``response.parsed`` from its text: the validated model (or the decoded JSON without
     one). A refusal leaves ``parsed`` None (see ``response.refusal``), as does an answer that
     calls tools (its text, if any, is what the model said before calling them: "Let me
-    check."). An answer cut at the token limit raises ``LengthFinishReasonError``; one that does
-    not parse or validate raises ``StructuredOutputError`` with the text."""
+    check."). Errors as ``structured_value`` raises them."""
     if fmt is None or response.refusal or response.tool_calls:
         return response
-    text: str = response.text
+    response.parsed = structured_value(
+        response.text, fmt, response.finish_reason, response, response.request_id, backend
+    )
+    return response
+
+
+def structured_value(
+    text: str,
+    fmt: OutputFormat,
+    finish_reason: str | None,
+    response: Any,
+    request_id: str | None,
+    backend: str | None = None,
+) -> Any:
+    """The answer ``text`` parsed for ``fmt``: the validated model, or the decoded JSON without
+    one. An answer cut at the token limit (``finish_reason`` in ``LENGTH_REASONS``) raises
+    ``LengthFinishReasonError``; one that does not parse or validate raises
+    ``StructuredOutputError``; both carry the text and ``response``."""
     where = {
         "backend": backend,
-        "request_id": response.request_id,
+        "request_id": request_id,
         "body": text,
         "response": response,
     }
-    if response.finish_reason in LENGTH_REASONS:
+    if finish_reason in LENGTH_REASONS:
         raise LengthFinishReasonError(
             f"the structured answer was cut at the token limit after {len(text)} characters "
-            f"(finish_reason {response.finish_reason!r}): raise max_tokens",
+            f"(finish_reason {finish_reason!r}): raise max_tokens",
             text=text,
             **where,
         )
@@ -257,5 +273,4 @@ def finish(response: Any, fmt: OutputFormat | None, backend: str | None = None) 
                 text=text,
                 **where,
             ) from exc
-    response.parsed = value
-    return response
+    return value

@@ -30,3 +30,16 @@ def test_benchmark_script_runs_and_prints_its_tables() -> None:
         assert title in out
     assert "asyncllm " in out and "raw aiohttp + typed reply" in out
     assert "bench-not-a-key" not in out  # the benchmark's stand-in key is never printed
+
+
+def test_batch_benchmark_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "batch.py"), "--items", "2000"],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "OpenAI.chat (MockTransport)" in done.stdout
+    assert "resume over 500 written lines" in done.stdout

@@ -122,3 +122,18 @@ async def test_a_retry_logs_at_info_with_its_fields(caplog: pytest.LogCaptureFix
     assert (record.attempt, record.status, record.model) == (1, 503, "m")  # type: ignore[attr-defined]
     assert record.error_type == "InternalServerError"  # type: ignore[attr-defined]
     await c.aclose()
+
+
+async def test_usage_under_the_responses_api_names_counts_too() -> None:
+    from types import SimpleNamespace
+
+    d = asyncllm.Dispatcher(observer=None)
+    lane = d.lane("responses")
+
+    async def attempt(_: Any) -> Any:
+        return SimpleNamespace(usage=SimpleNamespace(input_tokens=3, output_tokens=4), model="r-1")
+
+    await d.run(lane, "responses.create", attempt, request_id="r")
+    record = d.tracker.get("r")
+    assert record is not None and (record.input_tokens, record.output_tokens) == (3, 4)
+    assert d.stats()["responses"].usage == {"r-1": TokenUsage(1, 3, 4)}

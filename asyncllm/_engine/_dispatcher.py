@@ -660,6 +660,9 @@ class Dispatcher:
             if usage is not None:
                 input_tokens = getattr(usage, "prompt_tokens", None)
                 output_tokens = getattr(usage, "completion_tokens", None)
+                if input_tokens is None and output_tokens is None:  # the Responses API's names
+                    input_tokens = getattr(usage, "input_tokens", None)
+                    output_tokens = getattr(usage, "output_tokens", None)
                 if input_tokens is not None or output_tokens is not None:
                     record.input_tokens = input_tokens
                     record.output_tokens = output_tokens

@@ -31,6 +31,7 @@ from .._options import BodyOptions, ClientOptions, keys_of
 from .._structured import OutputFormat
 from .._validate import check_bool
 from .._wire.openai import ChatParams, OpenAICompatible
+from .._wire.responses import GROQ_RESPONSES, ResponsesSupport, ServesResponses
 from ..streaming import ChatStream
 
 __all__ = [
@@ -134,11 +135,13 @@ class GroqChatResponse(ChatResponse[P], Generic[P]):
     rate_limits: GroqRateLimits | None = None
 
 
-class Groq(OpenAICompatible):
+class Groq(ServesResponses, OpenAICompatible):
     """``Groq(api_key=..., base_url=...)``: key from ``GROQ_API_KEY`` (required for Groq's own
     URL), base from ``GROQ_BASE_URL`` (default ``https://api.groq.com/openai/v1``).
 
     ``chat`` returns a ``GroqChatResponse``; ``rate_limits`` holds the latest limits seen.
+    ``responses``: create and stream (structured output and built-in tools included), no stored
+    state (``store``, ``previous_response_id``, ``background``, retrieve and the rest refused).
     """
 
     backend: ClassVar[str] = "groq"
@@ -147,6 +150,7 @@ class Groq(OpenAICompatible):
     api_key_env: ClassVar[tuple[str, ...]] = ("GROQ_API_KEY",)
     api_key_required: ClassVar[bool] = True
     chat_keys: ClassVar[frozenset[str]] = GROQ_CHAT_KEYS
+    responses_support: ClassVar[ResponsesSupport] = GROQ_RESPONSES
 
     def __init__(self, **options: Unpack[ClientOptions]) -> None:
         self._rate_limits: GroqRateLimits | None = None

@@ -9,11 +9,12 @@ from typing_extensions import Unpack
 from .._engine._context import check_header_value
 from .._options import ClientOptions
 from .._wire.openai import OpenAICompatible
+from .._wire.responses import ServesResponses
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
-class OpenAI(OpenAICompatible):
+class OpenAI(ServesResponses, OpenAICompatible):
     """``OpenAI(api_key=..., base_url=...)``: key from ``OPENAI_API_KEY``, base from
     ``OPENAI_BASE_URL`` (default ``https://api.openai.com/v1``). Any OpenAI-compatible server works.
     ``organization`` and ``project`` are sent as OpenAI's headers of those names.
@@ -22,6 +23,9 @@ class OpenAI(OpenAICompatible):
     cannot express, such as ``dict[str, int]``, is a ConfigurationError before sending) and gives
     the validated answer in ``parsed``, or the model's refusal in ``refusal``. Chat completions
     return no reasoning text; ``reasoning_effort`` sets how much a reasoning model thinks.
+
+    ``responses`` is the Responses API, all of it (create, stream, retrieve, cancel, delete,
+    input items, input token counting; store, background, previous_response_id).
     """
 
     backend: ClassVar[str] = "openai"

@@ -34,6 +34,7 @@ from .._validate import (
     path_segment,
 )
 from .._wire.openai import CompletionOptions, CompletionParams, OpenAICompletions
+from .._wire.responses import OVMS_RESPONSES, ResponsesSupport, ServesResponses
 
 __all__ = [
     "DATATYPES",
@@ -593,7 +594,7 @@ def _from_b64(value: Any) -> Any:
 # -- the client ----------------------------------------------------------------------------------
 
 
-class OVMS(OpenAICompletions):
+class OVMS(ServesResponses, OpenAICompletions):
     """``OVMS(base_url=..., model=..., version=...)``: base from ``OVMS_API_URL`` (default
     ``http://localhost:9000``), optional Bearer key from ``OVMS_API_KEY`` for a gateway in front.
 
@@ -608,6 +609,10 @@ class OVMS(OpenAICompletions):
     XGrammar, and parses the answer into ``parsed``. A servable deployed with a reasoning parser
     returns its reasoning in ``r.reasoning`` (``chunk.reasoning`` in a stream); for Qwen3-style
     templates, ``extra_body={"chat_template_kwargs": {"enable_thinking": ...}}`` turns it on or off.
+
+    ``responses`` (``/v3/responses``): create and stream with function tools; OVMS takes no
+    instructions, ``text.format``, ``previous_response_id``, ``store`` or ``background`` and
+    serves no other Responses route, so those are refused before sending.
     """
 
     backend: ClassVar[str] = "ovms"
@@ -619,6 +624,8 @@ class OVMS(OpenAICompletions):
     models_path: ClassVar[str] = "/v3/models"
     completions_path: ClassVar[str] = "/v3/completions"
     rerank_path: ClassVar[str] = "/v3/rerank"
+    responses_path: ClassVar[str] = "/v3/responses"
+    responses_support: ClassVar[ResponsesSupport] = OVMS_RESPONSES
 
     def __init__(
         self, *, version: int | str | None = None, **options: Unpack[ClientOptions]

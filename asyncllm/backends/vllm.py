@@ -49,6 +49,7 @@ from .._wire.openai import ChatOptions, ChatParams, OpenAICompletions
 from .._wire.openai import CompletionChoice as CompletionChoice  # vLLM's public names
 from .._wire.openai import CompletionParams as OpenAICompletionParams
 from .._wire.openai import CompletionResponse as CompletionResponse
+from .._wire.responses import VLLM_RESPONSES, ResponsesSupport, ServesResponses
 from ..streaming import ChatStream
 
 VLLM_BASE_URL = "http://localhost:8000/v1"
@@ -258,7 +259,7 @@ def _sampling_extras(params: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
-class VLLM(OpenAICompletions):
+class VLLM(ServesResponses, OpenAICompletions):
     """``VLLM(base_url=..., api_key=..., root_url=...)``: base from ``VLLM_BASE_URL`` (default
     ``http://localhost:8000/v1``), optional key from ``VLLM_API_KEY``. vLLM's own routes go to
     ``root_url``: by default ``base_url`` without its trailing ``/v1`` (give it when a proxy
@@ -268,6 +269,10 @@ class VLLM(OpenAICompletions):
     ``chat_template_kwargs`` besides the OpenAI parameters; ``response_format`` is sent as
     ``structured_outputs``. Every call takes the call options (``BodyOptions``, or
     ``HttpOptions`` on the GET routes).
+
+    ``responses``: create, stream, retrieve and cancel; ``store``, ``previous_response_id`` and
+    ``background`` work on a server started with ``VLLM_ENABLE_RESPONSES_API_STORE=1`` (without
+    it vLLM ignores ``store`` and refuses ``background``). No delete, input items or counting.
     """
 
     backend: ClassVar[str] = "vllm"
@@ -276,6 +281,7 @@ class VLLM(OpenAICompletions):
     api_key_env: ClassVar[tuple[str, ...]] = ("VLLM_API_KEY",)
     chat_keys: ClassVar[frozenset[str]] = VLLM_CHAT_KEYS
     completion_keys: ClassVar[frozenset[str]] = COMPLETION_KEYS
+    responses_support: ClassVar[ResponsesSupport] = VLLM_RESPONSES
 
     def __init__(self, *, root_url: str | None = None, **options: Unpack[ClientOptions]) -> None:
         super().__init__(**options)

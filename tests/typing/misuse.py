@@ -17,5 +17,8 @@ async def main() -> None:
     await client.models(extra_body={"a": 1})  # E
     await client.with_options(max_concurrent_requests=2).models()  # E
     asyncllm.Ollama("http://127.0.0.1:11434")  # E
+    await client.responses.create(input="hi", priorty=0)  # E
+    client.responses.stream(input="hi", max_retry=1)  # E
+    await client.responses.retrieve("resp_1", extra_body={"a": 1})  # E
     await client.chat(messages, model="m", priority=0, max_retries=2, deadline=5.0)
     await client.with_options(timeout=5, max_retries=0).embed(["a"], model="e")

@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import FakeServer
-from . import openai
+from . import _responses, openai
 
 PREFIX = "/openai/v1"
 REASONING_FORMATS = ("parsed", "raw", "hidden")
@@ -81,7 +81,7 @@ def default_rate_limits() -> dict[str, Any]:
 
 
 def setup(server: FakeServer, prefix: str = PREFIX) -> None:
-    openai.setup(server, prefix=prefix, rules=GROQ)
+    openai.setup(server, prefix=prefix, rules=GROQ, responses=_responses.GROQ)
     limits = server.state.setdefault("groq_rate_limits", default_rate_limits())
 
     async def add_headers(request: web.Request, response: web.StreamResponse) -> None:

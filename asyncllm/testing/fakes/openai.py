@@ -1,5 +1,5 @@
 """The OpenAI protocol under ``/v1``: chat (JSON and SSE), embeddings (``float`` or
-``base64``), models (list and retrieve).
+``base64``), models (list and retrieve), and the Responses API (``_responses``).
 
 Chat follows the shared conversation rule (``_common``), and as the real API does:
 
@@ -33,7 +33,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import FakeServer, Handler
-from . import _common
+from . import _common, _responses
 
 _ids = itertools.count(1)
 
@@ -460,10 +460,20 @@ def routes(prefix: str = "/v1", rules: Rules = COMPATIBLE) -> list[tuple[str, st
     ]
 
 
-def setup(server: FakeServer, prefix: str | None = None, rules: Rules | None = None) -> None:
-    """The OpenAI protocol itself (no ``prefix``: ``/v1`` with ``OPENAI``'s rules), or another
-    server's OpenAI routes under ``prefix`` (with ``COMPATIBLE`` rules unless given)."""
+def setup(
+    server: FakeServer,
+    prefix: str | None = None,
+    rules: Rules | None = None,
+    responses: _responses.ResponseRules | None = None,
+) -> None:
+    """The OpenAI protocol itself (no ``prefix``: ``/v1`` with ``OPENAI``'s rules, and the whole
+    Responses API), or another server's OpenAI routes under ``prefix`` (with ``COMPATIBLE`` rules
+    unless given, and the part of the Responses API ``responses`` says, if any)."""
     if rules is None:
         rules = OPENAI if prefix is None else COMPATIBLE
     for method, path, handler in routes(prefix or "/v1", rules):
         server.add_route(method, path, handler, error_body=error_body)
+    if prefix is None and responses is None:
+        responses = _responses.OPENAI
+    if responses is not None:
+        _responses.setup(server, prefix or "/v1", responses)

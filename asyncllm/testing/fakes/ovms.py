@@ -54,7 +54,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from .. import FakeServer
-from . import _common, openai
+from . import _common, _responses, openai
 
 MODEL = "fake-model"
 VERSIONS = ("1", "2")
@@ -745,4 +745,4 @@ def setup(server: FakeServer) -> None:
         ("POST", "/v3/rerank", rerank),
     ):
         server.add_route(method, path, handler, error_body=error_body)
-    openai.setup(server, prefix="/v3", rules=CHAT_RULES)
+    openai.setup(server, prefix="/v3", rules=CHAT_RULES, responses=_responses.OVMS)

@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import FakeServer
-from . import _common, openai
+from . import _common, _responses, openai
 
 VERSION = "0.0.0-fake"
 MAX_MODEL_LEN = 4096
@@ -101,6 +101,7 @@ def setup(server: FakeServer) -> None:
     for method, path, handler in openai.routes("/v1"):  # chat is vLLM's own, below
         if path != "/v1/chat/completions":
             server.add_route(method, path, handler, error_body=openai.error_body)
+    _responses.setup(server, "/v1", _responses.VLLM)
     vocab: dict[str, int] = {}
     pieces_by_id: dict[int, str] = {}
     ignored: list[list[str]] = []
