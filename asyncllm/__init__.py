@@ -31,6 +31,7 @@ from ._exceptions import (
     ConfigurationError,
     ConflictError,
     ContentBlockedError,
+    FileNotDownloadableError,
     InternalServerError,
     LengthFinishReasonError,
     NotFoundError,
@@ -57,6 +58,8 @@ from ._models import (
     tool_result,
 )
 from ._options import BodyOptions, CallOptions, ClientOptions, EngineClientOptions, HttpOptions
+from ._platform._batch import BatchCounts, BatchJob, BatchJobResult, BatchRequest, run_batch_job
+from ._platform._files import Deleted, FileObject
 from ._wire.responses import (
     FunctionCallArgumentsDeltaEvent,
     FunctionCallArgumentsDoneEvent,
@@ -105,6 +108,10 @@ __all__ = [
     "AuthenticationError",
     "BackendStats",
     "BadRequestError",
+    "BatchCounts",
+    "BatchJob",
+    "BatchJobResult",
+    "BatchRequest",
     "BodyOptions",
     "BreakerConfig",
     "BreakerState",
@@ -120,9 +127,12 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "ContentBlockedError",
+    "Deleted",
     "Dispatcher",
     "EmbeddingResponse",
     "EngineClientOptions",
+    "FileNotDownloadableError",
+    "FileObject",
     "FunctionCallArgumentsDeltaEvent",
     "FunctionCallArgumentsDoneEvent",
     "Gemini",
@@ -174,6 +184,7 @@ __all__ = [
     "get_dispatcher",
     "parse_retry_after",
     "request_context",
+    "run_batch_job",
     "tool_result",
 ]
 

@@ -2,6 +2,7 @@
 
     AsyncLLMError
     ├── ConfigurationError      bad arguments or settings; raised before anything is sent (ValueError)
+    │   └── FileNotDownloadableError  the vendor serves no content for this file (an upload)
     ├── ClientClosedError       the client or dispatcher was closed before the call could finish
     ├── QueueFullError          the backend's queue stayed full for longer than ``queue_timeout``
     ├── CircuitOpenError        the backend failed repeatedly; calls fail fast until ``retry_at``
@@ -114,6 +115,11 @@ class AsyncLLMError(Exception):
 
 class ConfigurationError(AsyncLLMError, ValueError):
     """Invalid arguments or settings; nothing was sent."""
+
+
+class FileNotDownloadableError(ConfigurationError):
+    """The vendor does not serve this file's content: Anthropic and Gemini serve only files their
+    own tools or models produced, not uploads. Raised before the download is sent."""
 
 
 class ClientClosedError(AsyncLLMError):

@@ -47,6 +47,7 @@ from .._models import (
     parse_as,
 )
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
+from .._platform.anthropic import Batches, Files
 from .._structured import OutputFormat, finish, output_format
 from .._validate import check_int, check_number, check_stop, check_str_list
 from ..streaming import ChatStream
@@ -1034,6 +1035,16 @@ class Claude(HttpBackend):
                 return found
             after = page.last_id or page.data[-1].id  # parse made sure it is a new one
             seen.add(after)
+
+    @property
+    def files(self) -> Files:
+        """Anthropic's Files API (beta): upload, list, retrieve, delete, download."""
+        return Files(self)
+
+    @property
+    def batches(self) -> Batches:
+        """Message Batches; ``asyncllm.run_batch_job`` runs one end to end."""
+        return Batches(self)
 
 
 Anthropic = Claude

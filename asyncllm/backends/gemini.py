@@ -55,6 +55,7 @@ from .._models import (
     parse_as,
 )
 from .._options import BodyOptions, HttpOptions, keys_of
+from .._platform.gemini import Batches, Files
 from .._structured import OutputFormat, check_schema, finish, output_format
 from .._validate import (
     check_bool,
@@ -1057,3 +1058,13 @@ class Gemini(HttpBackend):
                 return out
             seen.add(token)
         return out
+
+    @property
+    def files(self) -> Files:
+        """Gemini's Files API: resumable uploads, list, retrieve, delete, download."""
+        return Files(self)
+
+    @property
+    def batches(self) -> Batches:
+        """Batch generation; ``asyncllm.run_batch_job`` runs one end to end."""
+        return Batches(self)

@@ -28,6 +28,7 @@ from .._exceptions import ConfigurationError
 from .._http._backend import Meta
 from .._models import ChatChunk, ChatResponse, M, Messages, P, Usage
 from .._options import BodyOptions, ClientOptions, keys_of
+from .._platform.openai import Audio
 from .._structured import OutputFormat
 from .._validate import check_bool
 from .._wire.openai import ChatParams, OpenAICompatible
@@ -263,3 +264,8 @@ class Groq(ServesResponses, OpenAICompatible):
             if isinstance(extra, Mapping) and isinstance(extra.get("usage"), Mapping):
                 chunk.usage = Usage.model_validate(extra["usage"])
         return chunk
+
+    @property
+    def audio(self) -> Audio:
+        """Transcriptions and translations (``/audio/...``), the audio streamed up."""
+        return Audio(self)

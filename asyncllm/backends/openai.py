@@ -8,6 +8,7 @@ from typing_extensions import Unpack
 
 from .._engine._context import check_header_value
 from .._options import ClientOptions
+from .._platform.openai import Batches, Files, FineTuning, Moderations, OpenAIAudio
 from .._wire.openai import OpenAICompatible
 from .._wire.responses import ServesResponses
 
@@ -52,3 +53,28 @@ class OpenAI(ServesResponses, OpenAICompatible):
         if self.project:
             headers["OpenAI-Project"] = check_header_value("project", self.project)
         return headers
+
+    @property
+    def files(self) -> Files:
+        """Upload, list, retrieve, delete and download files (``/files``)."""
+        return Files(self)
+
+    @property
+    def batches(self) -> Batches:
+        """OpenAI's Batch API (``/batches``); ``asyncllm.run_batch_job`` runs one end to end."""
+        return Batches(self)
+
+    @property
+    def audio(self) -> OpenAIAudio:
+        """Transcriptions and translations (audio streamed up), and speech (streamed down)."""
+        return OpenAIAudio(self)
+
+    @property
+    def moderations(self) -> Moderations:
+        """The moderation classifier (``/moderations``)."""
+        return Moderations(self)
+
+    @property
+    def fine_tuning(self) -> FineTuning:
+        """Fine-tuning jobs: create, list, retrieve, cancel, events, checkpoints."""
+        return FineTuning(self)

@@ -33,6 +33,7 @@ from .._models import (
     parse_as,
 )
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
+from .._platform.openai import Audio
 from .._structured import OutputFormat
 from .._validate import (
     check_bool,
@@ -531,3 +532,8 @@ class VLLM(ServesResponses, OpenAICompletions):
         return await self._request(
             "score", "POST", self._at_root("/score"), parse, options, body=body
         )
+
+    @property
+    def audio(self) -> Audio:
+        """Transcriptions and translations (``/audio/...``), the audio streamed up."""
+        return Audio(self)

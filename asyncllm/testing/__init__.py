@@ -124,11 +124,14 @@ class FakeServer:
         handler: Handler,
         *,
         error_body: ErrorBody = default_error_body,
+        read_body: bool = True,
     ) -> None:
-        """Serve ``handler`` at ``path`` with faults, counting and recording applied."""
+        """Serve ``handler`` at ``path`` with faults, counting and recording applied.
+        ``read_body=False`` leaves the body to the handler (an upload it streams to disk), and
+        records it as empty."""
 
         async def wrapped(request: web.Request) -> web.StreamResponse:
-            return await self._serve(request, path, handler, error_body)
+            return await self._serve(request, path, handler, error_body, read_body)
 
         self.app.router.add_route(method, path, wrapped)
         self._error_bodies.append((_segments(path), error_body))
@@ -227,14 +230,19 @@ class FakeServer:
         return None
 
     async def _serve(
-        self, request: web.Request, path: str, handler: Handler, error_body: ErrorBody
+        self,
+        request: web.Request,
+        path: str,
+        handler: Handler,
+        error_body: ErrorBody,
+        read_body: bool = True,
     ) -> web.StreamResponse:
         self.request_count += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         self.in_flight_by_path[path] = self.in_flight_by_path.get(path, 0) + 1
         try:
-            body = await request.read()
+            body = await request.read() if read_body else b""
             try:
                 parsed = json.loads(body) if body else None
             except ValueError:

@@ -731,3 +731,21 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
     ):
         guarded = _common.guarded(_check_headers, handler)
         server.add_route(method, prefix + path, guarded, error_body=error_body)
+
+    from . import _anthropic_platform  # the Files API (beta) and Message Batches
+
+    _anthropic_platform.setup(server, prefix)
+
+
+def add_tool_file(
+    server: FakeServer, content: bytes, filename: str, mime_type: str = "text/plain"
+) -> str:
+    """Store a file as Anthropic's tools (code execution, say) make one: downloadable, unlike an
+    upload. Its id."""
+    from ._files import store
+
+    return (
+        store(server, "anthropic", "file_")
+        .add_bytes(content, filename=filename, mime_type=mime_type)
+        .id
+    )

@@ -430,6 +430,8 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
         ]
         return {"candidates": candidates, "usageMetadata": usage, "modelVersion": model, "responseId": rid}  # fmt: skip
 
+    server.state["gemini.answer"] = answer  # batch generation answers each request with it
+
     async def generate(request: web.Request) -> web.StreamResponse:
         model = request.match_info["model"]
         try:
@@ -559,3 +561,18 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
             server.add_route(
                 "GET", path, _common.guarded(check_key, handler), error_body=error_body
             )
+    from . import _gemini_platform  # the Files API and batch generation
+
+    _gemini_platform.setup(server, prefix)
+
+
+def add_generated_file(
+    server: FakeServer, content: bytes, display_name: str, mime_type: str = "video/mp4"
+) -> str:
+    """Store a file as a Gemini model generates one (``source: GENERATED``, downloadable, unlike
+    an upload). Its name."""
+    from ._files import store
+
+    files = store(server, "gemini", "files/up-")
+    file_id = "files/gen-" + files.new_id().rpartition("-")[2]
+    return files.add_bytes(content, filename=display_name, mime_type=mime_type, file_id=file_id).id

@@ -82,6 +82,9 @@ def default_rate_limits() -> dict[str, Any]:
 
 def setup(server: FakeServer, prefix: str = PREFIX) -> None:
     openai.setup(server, prefix=prefix, rules=GROQ, responses=_responses.GROQ)
+    from . import _openai_platform
+
+    _openai_platform.setup_audio(server, prefix)
     limits = server.state.setdefault("groq_rate_limits", default_rate_limits())
 
     async def add_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -477,3 +477,7 @@ def setup(
         responses = _responses.OPENAI
     if responses is not None:
         _responses.setup(server, prefix or "/v1", responses)
+    if prefix is None:
+        from . import _openai_platform  # files and batches, which only OpenAI itself serves here
+
+        _openai_platform.setup(server)

@@ -102,6 +102,9 @@ def setup(server: FakeServer) -> None:
         if path != "/v1/chat/completions":
             server.add_route(method, path, handler, error_body=openai.error_body)
     _responses.setup(server, "/v1", _responses.VLLM)
+    from . import _openai_platform
+
+    _openai_platform.setup_audio(server, "/v1")
     vocab: dict[str, int] = {}
     pieces_by_id: dict[int, str] = {}
     ignored: list[list[str]] = []
