@@ -34,6 +34,7 @@ from ._exceptions import (
     FileNotDownloadableError,
     InternalServerError,
     LengthFinishReasonError,
+    MaxTurnsExceededError,
     NotFoundError,
     OverloadedError,
     PermissionDeniedError,
@@ -42,6 +43,8 @@ from ._exceptions import (
     RequestTooLargeError,
     ResponseValidationError,
     StructuredOutputError,
+    ToolCallError,
+    ToolLoopError,
     UnprocessableEntityError,
 )
 from ._http._transport import Request, Response, Transport
@@ -49,6 +52,7 @@ from ._models import (
     ChatChunk,
     ChatResponse,
     EmbeddingResponse,
+    HttpInfo,
     Message,
     ModelInfo,
     Tool,
@@ -60,6 +64,7 @@ from ._models import (
 from ._options import BodyOptions, CallOptions, ClientOptions, EngineClientOptions, HttpOptions
 from ._platform._batch import BatchCounts, BatchJob, BatchJobResult, BatchRequest, run_batch_job
 from ._platform._files import Deleted, FileObject
+from ._tools import ToolRun
 from ._wire.responses import (
     FunctionCallArgumentsDeltaEvent,
     FunctionCallArgumentsDoneEvent,
@@ -137,11 +142,13 @@ __all__ = [
     "FunctionCallArgumentsDoneEvent",
     "Gemini",
     "Groq",
+    "HttpInfo",
     "HttpOptions",
     "InputTokenCount",
     "InternalServerError",
     "LengthFinishReasonError",
     "LimitsConfig",
+    "MaxTurnsExceededError",
     "Message",
     "ModelInfo",
     "ModelResponse",
@@ -177,6 +184,9 @@ __all__ = [
     "Tool",
     "ToolCall",
     "ToolCallDelta",
+    "ToolCallError",
+    "ToolLoopError",
+    "ToolRun",
     "Transport",
     "UnprocessableEntityError",
     "Usage",

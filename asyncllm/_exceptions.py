@@ -6,6 +6,9 @@
     ├── ClientClosedError       the client or dispatcher was closed before the call could finish
     ├── QueueFullError          the backend's queue stayed full for longer than ``queue_timeout``
     ├── CircuitOpenError        the backend failed repeatedly; calls fail fast until ``retry_at``
+    ├── ToolLoopError           ``run_tools`` stopped; ``messages`` holds the transcript so far
+    │   ├── MaxTurnsExceededError  the model still called tools after ``max_turns`` answers
+    │   └── ToolCallError       a tool failed with ``on_error="raise"`` (its exception: __cause__)
     └── APIError                something went wrong talking to the backend
         ├── APIConnectionError  the request never got an answer (retried)
         │   ├── APITimeoutError the attempt or the deadline ran out (retried; also a TimeoutError)
@@ -61,6 +64,7 @@ __all__ = [
     "ContentBlockedError",
     "InternalServerError",
     "LengthFinishReasonError",
+    "MaxTurnsExceededError",
     "NotFoundError",
     "OverloadedError",
     "PermissionDeniedError",
@@ -69,6 +73,8 @@ __all__ = [
     "RequestTooLargeError",
     "ResponseValidationError",
     "StructuredOutputError",
+    "ToolCallError",
+    "ToolLoopError",
     "UnprocessableEntityError",
     "status_error",
 ]
@@ -155,6 +161,33 @@ class CircuitOpenError(AsyncLLMError):
         self.last_error = last_error
         if last_error is not None:
             self.__cause__ = last_error
+
+
+class ToolLoopError(AsyncLLMError):
+    """``run_tools`` stopped before the model gave a final answer. ``messages`` is the whole
+    transcript so far (the caller's messages, each answer, each tool result), to read or to go
+    on from; ``response`` the last answer."""
+
+    def __init__(self, message: str, *, messages: list[Any], response: Any, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.messages = messages
+        self.response = response
+
+
+class MaxTurnsExceededError(ToolLoopError):
+    """The model still asked for tools in its ``max_turns``-th answer; those calls were not run
+    (the last message of ``messages`` is that answer)."""
+
+
+class ToolCallError(ToolLoopError):
+    """A tool raised, or the model called a tool that is not offered or gave arguments that are
+    no JSON object, and ``run_tools`` was asked to raise (``on_error="raise"``). ``call`` is the
+    model's call; the tool's own exception, if any, is the ``__cause__``. The results of the
+    turn's other calls are not in ``messages``."""
+
+    def __init__(self, message: str, *, call: Any, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.call = call
 
 
 class APIError(AsyncLLMError):

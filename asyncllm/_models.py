@@ -12,13 +12,14 @@ import logging
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, Literal, Union, overload
+from typing import Any, Generic, Literal, NamedTuple, Union, overload
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from typing_extensions import TypedDict, TypeVar
 
 from ._exceptions import ConfigurationError, ResponseValidationError
 from ._http import _json
+from ._structured import strict_schema
 from ._validate import check_str
 
 M = TypeVar("M", bound=BaseModel)
@@ -53,20 +54,87 @@ class OpenModel(BaseModel):
 
 
 class Usage(OpenModel):
-    """Token counts; backends add their own extras (durations, cache tokens) as extra fields."""
+    """Token counts, with one meaning on every backend: ``prompt_tokens`` includes the tokens
+    read from (or written to) a prompt cache, ``completion_tokens`` includes reasoning tokens.
+    Backends keep their own counts (durations, Claude's cache reads and writes, Gemini's
+    thoughts) as extra fields."""
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
 
+    # Read on access, from the extras: a declared field would cost every answer a validation.
+    @property
+    def cached_tokens(self) -> int | None:
+        """Prompt tokens read from the server's prompt cache (part of ``prompt_tokens``), where
+        the API reports them: OpenAI-shaped ``prompt_tokens_details``, Claude's
+        ``cache_read_input_tokens``, Gemini's ``cachedContentTokenCount``; None otherwise."""
+        return _count(self.__pydantic_extra__, "cached_tokens", "prompt_tokens_details")
+
+    @property
+    def reasoning_tokens(self) -> int | None:
+        """Completion tokens the model spent reasoning (part of ``completion_tokens``), where the
+        API reports them: OpenAI-shaped ``completion_tokens_details``, Gemini's
+        ``thoughtsTokenCount``; None otherwise."""
+        return _count(self.__pydantic_extra__, "reasoning_tokens", "completion_tokens_details")
+
+
+def _count(extra: dict[str, Any] | None, name: str, details: str) -> int | None:
+    """A count a backend set as an extra ``name``, or that the OpenAI shape nests in
+    ``details``."""
+    if not extra:
+        return None
+    value = extra.get(name)
+    if value is None:
+        nested = extra.get(details)
+        value = nested.get(name) if isinstance(nested, Mapping) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class HttpInfo(NamedTuple):
+    """The HTTP status and headers of the response a call's answer came from (for a stream, the
+    one its chunks are read from): ``r.http.status``, ``r.http.headers["x-ratelimit-..."]``.
+
+    ``headers`` is the response's own case-insensitive mapping, not a copy."""
+
+    status: int
+    headers: Mapping[str, str]
+
+
+# Where an answer keeps what ``http`` is built from: a key of the instance's ``__dict__`` and
+# no field, so an answer pays one store for it, and pydantic leaves it out of dumps,
+# comparisons and ``repr`` (as it does a ``cached_property``'s value).
+HTTP_KEY = "_http"
+
+
+class HasHttp:
+    """An answer that read from an HTTP response: ``http`` gives its status and headers."""
+
+    __slots__ = ()
+
+    @property
+    def http(self) -> HttpInfo | None:
+        """The status and headers of the HTTP response this came from; None for an answer built
+        otherwise (say, by hand in a test)."""
+        source = self.__dict__.get(HTTP_KEY)
+        return None if source is None else HttpInfo(source.status, source.headers)
+
+
+def keep_http(answer: Any, source: Any) -> None:
+    """Let ``answer`` (a ``HasHttp``) give ``source``'s status and headers (anything with
+    ``status`` and ``headers``: the call's metadata, another answer's ``HttpInfo``) as
+    ``answer.http``, read only when asked for."""
+    answer.__dict__[HTTP_KEY] = source
+
 
 class ToolCall(BaseModel):
-    """A model's request to run a tool. ``arguments`` is the JSON text the model produced."""
+    """A model's request to run a tool. ``arguments`` is the JSON text the model produced; for a
+    call of an OpenAI ``custom`` tool (``type="custom"``), the free text it wrote as the input."""
 
     id: str
     name: str
     arguments: str = "{}"
-    type: Literal["function"] = "function"
+    type: Literal["function", "custom"] = "function"
 
     def args(self) -> dict[str, Any]:
         """The arguments parsed; a model that produced invalid JSON raises ResponseValidationError."""
@@ -83,6 +151,12 @@ class ToolCall(BaseModel):
         return value
 
     def to_openai(self) -> dict[str, Any]:
+        if self.type == "custom":
+            return {
+                "id": self.id,
+                "type": "custom",
+                "custom": {"name": self.name, "input": self.arguments},
+            }
         return {
             "id": self.id,
             "type": "function",
@@ -106,8 +180,10 @@ class Message(OpenModel):
         return out
 
 
-class ChatResponse(BaseModel, Generic[P]):
-    """One chat completion. ``text`` is the first choice's text ("" when it only calls tools).
+class ChatResponse(HasHttp, BaseModel, Generic[P]):
+    """One chat completion. ``text``, ``message``, ``tool_calls`` and ``finish_reason`` are the
+    first choice's; ``choices`` holds every choice's message, in index order (more than one
+    with ``n`` > 1), streamed or not.
 
     With ``response_format``, ``parsed`` is the answer validated into the model (or the decoded
     JSON for a schema dict), None when the model refused (``refusal`` says why) or only called
@@ -132,19 +208,24 @@ class ChatResponse(BaseModel, Generic[P]):
 
 
 class ToolCallDelta(BaseModel):
-    """A piece of a tool call as it streams in; pieces with the same ``index`` belong together."""
+    """A piece of a tool call as it streams in; pieces with the same ``index`` belong together.
+    ``type`` is "custom" on the first piece of a call of an OpenAI custom tool (whose
+    ``arguments`` are then pieces of its free-text input)."""
 
     index: int = 0
     id: str | None = None
     name: str | None = None
     arguments: str = ""
+    type: Literal["function", "custom"] | None = None
 
 
 class ChatChunk(BaseModel):
     """A piece of a streamed answer: text, reasoning and refusal deltas, tool-call pieces; the
-    last carries ``finish_reason`` and ``usage``. ``message_extra``, on the last chunk where a
-    backend has any, is what it keeps on the final message to send back (signed thinking)."""
+    last carries ``finish_reason`` and ``usage``. ``index`` is the choice it belongs to (0 but
+    with ``n`` > 1). ``message_extra``, on the last chunk where a backend has any, is what it
+    keeps on the final message to send back (signed thinking)."""
 
+    index: int = 0
     delta: str = ""
     reasoning: str = ""
     refusal: str = ""
@@ -157,7 +238,7 @@ class ChatChunk(BaseModel):
     raw: Any = None
 
 
-class EmbeddingResponse(BaseModel):
+class EmbeddingResponse(HasHttp, BaseModel):
     """Vectors in the order of the inputs."""
 
     vectors: list[list[float]]
@@ -196,27 +277,35 @@ class Tool(BaseModel):
 
     ``Tool.coerce`` also takes an OpenAI-style dict, a pydantic model class or a plain function
     (its signature and docstring become the schema and description).
+
+    ``strict=True`` asks the server to hold the model's arguments to the schema; a backend that
+    cannot enforce it raises ``ConfigurationError`` rather than drop it. ``builtin`` is a
+    vendor's own tool entry (OpenAI's ``custom`` tools and web search, Claude's server tools,
+    Gemini's ``googleSearch``...), sent as it is by the backend that has it; any other backend
+    raises ``ConfigurationError`` naming it (``kind``).
     """
 
     name: str
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
+    builtin: dict[str, Any] | None = None
+
+    @property
+    def kind(self) -> str:
+        """What the tool is: "function", or a vendor tool's type (``web_search_20250305``,
+        ``custom``) or key (Gemini's ``googleSearch``), which backends check it by."""
+        if self.builtin is None:
+            return "function"
+        kind = self.builtin.get("type")
+        return kind if isinstance(kind, str) else next(iter(self.builtin), "builtin")
 
     @classmethod
     def coerce(cls, value: Any) -> Tool:
         if isinstance(value, Tool):
             return value
         if isinstance(value, Mapping):
-            spec = value.get("function", value) if value.get("type") == "function" else value
-            if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
-                raise ConfigurationError("a tool dict needs a 'name' (or a 'function' with one)")
-            description = spec.get("description") or ""
-            parameters = spec.get("parameters") or {"type": "object", "properties": {}}
-            if not isinstance(description, str):
-                raise ConfigurationError(f"tool {spec['name']!r}: description must be a string")
-            if not isinstance(parameters, Mapping):
-                raise ConfigurationError(f"tool {spec['name']!r}: parameters must be a JSON schema")
-            return cls(name=spec["name"], description=description, parameters=dict(parameters))
+            return cls._from_dict(value)
         if isinstance(value, type) and issubclass(value, BaseModel):
             schema = value.model_json_schema()
             schema.pop("title", None)
@@ -230,7 +319,43 @@ class Tool(BaseModel):
         raise ConfigurationError(f"cannot make a tool from {type(value).__name__}")
 
     @classmethod
-    def from_function(cls, fn: Callable[..., Any]) -> Tool:
+    def _from_dict(cls, value: Mapping[str, Any]) -> Tool:
+        kind = value.get("type")
+        if kind is None and "function" in value:  # OpenAI's form without its type
+            kind = "function"
+        if kind is None and "name" not in value and len(value) == 1:
+            key = next(iter(value))  # Gemini's form: {"googleSearch": {}}
+            if not isinstance(key, str) or not isinstance(value[key], Mapping):
+                raise ConfigurationError("a built-in tool dict must be {name: {settings}}")
+            return cls(name=key, builtin=dict(value))
+        if kind not in (None, "function") and "input_schema" not in value:
+            if not isinstance(kind, str):
+                raise ConfigurationError(f"a tool's type must be a string, not {kind!r}")
+            inner = value.get(kind)
+            name = value.get("name") or (inner.get("name") if isinstance(inner, Mapping) else None)
+            return cls(name=name if isinstance(name, str) else kind, builtin=dict(value))
+        spec = value.get("function", value) if kind == "function" else value
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+            raise ConfigurationError("a tool dict needs a 'name' (or a 'function' with one)")
+        description = spec.get("description") or ""
+        # Claude's own form names the schema input_schema.
+        parameters = spec.get("parameters") or spec.get("input_schema")
+        strict = spec.get("strict")
+        if not isinstance(description, str):
+            raise ConfigurationError(f"tool {spec['name']!r}: description must be a string")
+        if parameters is None:
+            parameters = {"type": "object", "properties": {}}
+        if not isinstance(parameters, Mapping):
+            raise ConfigurationError(f"tool {spec['name']!r}: parameters must be a JSON schema")
+        if strict is not None and not isinstance(strict, bool):
+            raise ConfigurationError(f"tool {spec['name']!r}: strict must be a bool")
+        return cls(
+            name=spec["name"], description=description, parameters=dict(parameters), strict=strict
+        )
+
+    @classmethod
+    def from_function(cls, fn: Callable[..., Any], *, strict: bool | None = None) -> Tool:
+        """The tool ``fn`` describes: its name, its docstring, a schema of its parameters."""
         try:
             hints = typing.get_type_hints(fn)
             signature = inspect.signature(fn)
@@ -251,12 +376,22 @@ class Tool(BaseModel):
             name=fn.__name__,
             description=inspect.cleandoc(fn.__doc__ or ""),
             parameters=schema,
+            strict=strict,
         )
 
     def to_openai(self) -> dict[str, Any]:
-        function: dict[str, Any] = {"name": self.name, "parameters": self.parameters}
+        """OpenAI's tool entry: a function (with ``strict`` when given; a strict one's schema
+        made to strict mode's rules, see ``_structured.strict_schema``), or the built-in entry."""
+        if self.builtin is not None:
+            return dict(self.builtin)
+        parameters = self.parameters
+        if self.strict:
+            parameters = strict_schema(parameters, f"tool {self.name!r}")
+        function: dict[str, Any] = {"name": self.name, "parameters": parameters}
         if self.description:
             function["description"] = self.description
+        if self.strict is not None:
+            function["strict"] = self.strict
         return {"type": "function", "function": function}
 
 
@@ -301,13 +436,21 @@ def coerce_tools(tools: Sequence[Any] | None) -> list[Tool] | None:
 # blocks, Gemini's parts with thought signatures, Ollama's thinking, DeepSeek-style
 # reasoning_content). A backend keeps its own; any other drops them (with a debug log), since
 # they mean nothing to it, and sending them as text would leak another model's reasoning.
-REASONING_KEYS = frozenset({"thinking_blocks", "gemini_parts", "thinking", "reasoning_content"})
+# Claude's ``claude_content`` (an answer's blocks in order, when it holds server tool blocks) is
+# kept and dropped the same way: another backend cannot take a server tool's results.
+REASONING_KEYS = frozenset(
+    {"thinking_blocks", "gemini_parts", "thinking", "reasoning_content", "claude_content"}
+)
 _logger = logging.getLogger("asyncllm")
 
 
-def normalize_messages(messages: Any, keep: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+def normalize_messages(
+    messages: Any, keep: frozenset[str] = frozenset(), custom_calls: bool = False
+) -> list[dict[str, Any]]:
     """Plain dicts or pydantic models in, checked plain dicts out; bad input never reaches a server.
-    Reasoning keys (``REASONING_KEYS``) other than those in ``keep`` are dropped."""
+    Reasoning keys (``REASONING_KEYS``) other than those in ``keep`` are dropped. Calls of
+    OpenAI's ``custom`` tools are taken only with ``custom_calls`` (a backend whose wire has
+    them); elsewhere they are a ``ConfigurationError``."""
     if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
         raise ConfigurationError("messages must be a list of messages")
     if not messages:
@@ -353,15 +496,28 @@ def normalize_messages(messages: Any, keep: frozenset[str] = frozenset()) -> lis
         if calls is not None:
             if not isinstance(calls, (list, tuple)):
                 raise ConfigurationError(f"messages[{i}].tool_calls must be a list")
-            item["tool_calls"] = [_tool_call_dict(c, i) for c in calls]
+            item["tool_calls"] = [_tool_call_dict(c, i, custom_calls) for c in calls]
         out.append(item)
     return out
 
 
-def _tool_call_dict(call: Any, index: int) -> dict[str, Any]:
+def _tool_call_dict(call: Any, index: int, custom_calls: bool) -> dict[str, Any]:
     if isinstance(call, ToolCall):
-        return call.to_openai()
-    if isinstance(call, Mapping) and isinstance(call.get("function"), Mapping):
+        call = call.to_openai()
+    if isinstance(call, Mapping) and call.get("type") == "custom":
+        custom = call.get("custom")
+        if not custom_calls:
+            raise ConfigurationError(
+                f"messages[{index}] holds a call of a custom tool, which only OpenAI takes"
+            )
+        if (
+            isinstance(call.get("id"), str)
+            and isinstance(custom, Mapping)
+            and isinstance(custom.get("name"), str)
+            and isinstance(custom.get("input"), str)
+        ):
+            return dict(call)
+    elif isinstance(call, Mapping) and isinstance(call.get("function"), Mapping):
         function = call["function"]
         if (
             isinstance(call.get("id"), str)

@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from typing_extensions import TypedDict
 
 from ._config import BreakerConfig, RetryConfig
+from ._exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     import os
@@ -149,9 +150,13 @@ CLIENT_KEYS = keys_of(ClientOptions)
 
 
 def check_keys(options: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
-    """Raise the ``TypeError`` Python raises for an unknown keyword argument."""
+    """Raise the ``TypeError`` Python raises for an unknown keyword argument; ``n`` where a call
+    cannot give several choices (Claude, Ollama, a Gemini stream) is a ``ConfigurationError``
+    that says so, since the same call takes it on other backends."""
     if not options.keys() <= allowed:
         unknown = sorted(options.keys() - allowed)
+        if "n" in unknown:
+            raise ConfigurationError(f"{where}() gives one choice here: it takes no n")
         raise TypeError(f"{where}() got an unexpected keyword argument {unknown[0]!r}")
 
 

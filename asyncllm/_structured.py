@@ -176,26 +176,26 @@ def rooted_schema(schema: Mapping[str, Any], what: str) -> dict[str, Any]:
     return out
 
 
-def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+def strict_schema(schema: Mapping[str, Any], what: str = "response_format") -> dict[str, Any]:
     """A copy of ``schema`` that OpenAI's strict mode accepts: every object closed
     (``additionalProperties: false``) with every property required, keywords strict mode refuses
     removed. What it cannot express raises ``ConfigurationError`` naming where: an open map
     (``dict[str, int]``, ``additionalProperties`` a schema or true) and a root that is no object.
     """
-    out = rooted_schema(schema, "response_format")
+    out = rooted_schema(schema, what)
     if out.get("type") != "object":
         raise ConfigurationError(
-            "strict structured output needs an object at the root of the schema "
+            f"{what}: strict mode needs an object at the root of the schema "
             f"(got {out.get('type') or 'no type'}): wrap the value in a model with one field"
         )
-    _close(out, "#")
+    _close(out, "#", what)
     return out
 
 
-def _close(node: Any, where: str) -> None:
+def _close(node: Any, where: str, what: str) -> None:
     if isinstance(node, list):
         for i, item in enumerate(node):
-            _close(item, f"{where}/{i}")
+            _close(item, f"{where}/{i}", what)
         return
     if not isinstance(node, dict):
         return
@@ -205,7 +205,7 @@ def _close(node: Any, where: str) -> None:
         extra = node.get("additionalProperties", False)
         if extra is not False:
             raise ConfigurationError(
-                f"strict structured output cannot express an open map at {where} "
+                f"{what}: strict mode cannot express an open map at {where} "
                 "(additionalProperties): use a model with named fields, or a list of pairs"
             )
         properties = node.setdefault("properties", {})
@@ -214,9 +214,9 @@ def _close(node: Any, where: str) -> None:
     for key, value in node.items():
         if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
             for name, sub in value.items():
-                _close(sub, f"{where}/{key}/{name}")
+                _close(sub, f"{where}/{key}/{name}", what)
         elif key in ("items", "anyOf", "allOf", "oneOf", "prefixItems", "not"):
-            _close(value, f"{where}/{key}")
+            _close(value, f"{where}/{key}", what)
 
 
 def finish(response: Any, fmt: OutputFormat | None, backend: str | None = None) -> Any:

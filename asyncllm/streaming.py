@@ -7,7 +7,7 @@ from typing import Any, Generic, TypeVar
 
 from typing_extensions import Self
 
-from ._models import ChatChunk, ChatResponse, Message, P, ToolCall, Usage
+from ._models import ChatChunk, ChatResponse, HttpInfo, Message, P, ToolCall, Usage, keep_http
 from ._structured import OutputFormat, finish
 
 T = TypeVar("T")
@@ -17,12 +17,27 @@ class Stream(Generic[T]):
     """An async iterator of chunks that holds its backend slot until read to the end or closed.
 
     Use ``async with`` (or read to the end) so the slot and the connection come back promptly.
+    ``http`` is the status and headers of the response the chunks come from, once it has
+    arrived (after the first chunk is read).
     """
 
     def __init__(self, source: AsyncIterator[T], request_id: str) -> None:
         self._source = source
         self.request_id = request_id
         self._started = False
+        # What ``http`` is built from (anything with ``status`` and ``headers``), set by the
+        # HTTP layer as each attempt's response arrives.
+        self.http_source: Any = None
+
+    @property
+    def http(self) -> HttpInfo | None:
+        """The HTTP status and headers of the response being read; None before it has arrived,
+        and for a stream that is not read over HTTP."""
+        source = self.http_source
+        if source is None:
+            inner = self._source
+            return inner.http if isinstance(inner, Stream) else None
+        return HttpInfo(source.status, source.headers)
 
     async def start(self) -> Self:
         """Send the request and wait for the answer's status and first event, without taking a
@@ -92,11 +107,45 @@ class _Replay(Generic[T]):
             await aclose()
 
 
+class _Choice:
+    """What a stream has said so far for one choice."""
+
+    __slots__ = ("calls", "extra", "finish", "reasoning", "refusal", "text")
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.reasoning: list[str] = []
+        self.refusal: list[str] = []
+        self.calls: dict[int, list[Any]] = {}
+        self.extra: dict[str, Any] = {}
+        self.finish: str | None = None
+
+    def message(self) -> Message:
+        text = "".join(self.text)
+        calls = [
+            ToolCall(
+                id=c[0] or f"call_{i}",
+                name=c[1] or "",
+                arguments="".join(c[2]) or ("{}" if c[3] == "function" else ""),
+                type=c[3],  # "custom" for a call of an OpenAI custom tool (free-text input)
+            )
+            for i, c in sorted(self.calls.items())
+        ]
+        return Message(
+            role="assistant",
+            content=text if text or not calls else None,
+            tool_calls=calls or None,
+            **self.extra,
+        )
+
+
 class ChatStream(Stream[ChatChunk], Generic[P]):
     """A chat stream that also builds the whole answer as it is read: ``await stream.final()``
     reads what is left and returns the ``ChatResponse`` a non-streamed call would have (text,
     reasoning, refusal, tool calls assembled from their pieces, finish reason, usage, and
-    ``parsed`` with ``response_format``)."""
+    ``parsed`` with ``response_format``). With ``n`` > 1 each choice is assembled apart, from
+    the chunks with its ``index``: the response's ``choices`` has them all, in index order, and
+    its other fields are the first choice's."""
 
     def __init__(
         self, inner: Stream[ChatChunk], fmt: OutputFormat | None = None, backend: str = ""
@@ -104,34 +153,39 @@ class ChatStream(Stream[ChatChunk], Generic[P]):
         super().__init__(inner, inner.request_id)
         self._fmt = fmt
         self._backend = backend
-        self._text: list[str] = []
-        self._reasoning: list[str] = []
-        self._refusal: list[str] = []
-        self._calls: dict[int, list[Any]] = {}
-        self._extra: dict[str, Any] = {}
+        self._first = _Choice()
+        self._choices: dict[int, _Choice] = {0: self._first}
         self._last: ChatChunk | None = None
         self._usage: Usage | None = None
-        self._finish: str | None = None
         self._model: str | None = None
         self._final: ChatResponse[P] | None = None
 
     async def __anext__(self) -> ChatChunk:
         chunk = await self._source.__anext__()
+        index = chunk.index
+        if index:
+            choice = self._choices.get(index)
+            if choice is None:
+                choice = self._choices[index] = _Choice()
+        else:
+            choice = self._first
+        # Inline, not a method of _Choice: a call would cost every chunk.
         if chunk.delta:
-            self._text.append(chunk.delta)
+            choice.text.append(chunk.delta)
         if chunk.reasoning:
-            self._reasoning.append(chunk.reasoning)
+            choice.reasoning.append(chunk.reasoning)
         if chunk.refusal:
-            self._refusal.append(chunk.refusal)
+            choice.refusal.append(chunk.refusal)
         for piece in chunk.tool_calls:
-            call = self._calls.setdefault(piece.index, [None, None, []])
+            call = choice.calls.setdefault(piece.index, [None, None, [], "function"])
             call[0] = piece.id or call[0]
             call[1] = piece.name or call[1]
             call[2].append(piece.arguments)
+            call[3] = piece.type or call[3]
         if chunk.message_extra:
-            self._extra.update(chunk.message_extra)
+            choice.extra.update(chunk.message_extra)
         if chunk.finish_reason is not None:
-            self._finish = chunk.finish_reason
+            choice.finish = chunk.finish_reason
         if chunk.usage is not None:
             self._usage = chunk.usage
         if chunk.model is not None:
@@ -144,29 +198,24 @@ class ChatStream(Stream[ChatChunk], Generic[P]):
         if self._final is None:
             async for _ in self:
                 pass
-            text = "".join(self._text)
-            calls = [
-                ToolCall(id=c[0] or f"call_{i}", name=c[1] or "", arguments="".join(c[2]) or "{}")
-                for i, c in sorted(self._calls.items())
-            ]
-            message = Message(
-                role="assistant",
-                content=text if text or not calls else None,
-                tool_calls=calls or None,
-                **self._extra,
-            )
+            first = self._first
+            messages = [choice.message() for _, choice in sorted(self._choices.items())]
+            message = messages[0]
             response: ChatResponse[P] = ChatResponse(
-                text=text,
+                text="".join(first.text),
                 message=message,
-                tool_calls=calls,
-                finish_reason=self._finish,
+                tool_calls=message.tool_calls or [],
+                finish_reason=first.finish,
                 usage=self._usage,
                 model=self._model,
                 request_id=self.request_id,
-                choices=[message],
-                refusal="".join(self._refusal) or None,
-                reasoning="".join(self._reasoning) or None,
+                choices=messages,
+                refusal="".join(first.refusal) or None,
+                reasoning="".join(first.reasoning) or None,
                 raw=None if self._last is None else self._last.raw,
             )
+            http = self.http
+            if http is not None:
+                keep_http(response, http)
             self._final = finish(response, self._fmt, self._backend)
         return self._final

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import json
 from functools import cache
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import jsonschema
@@ -32,6 +32,8 @@ PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAW
 
 class TestClaudeContract(ChatContract):
     protocol = "anthropic"
+    streamed_choices = False  # the Messages API has no n
+    usage_counts = frozenset({"cached_tokens"})
     structured = True
     open_maps_refused = True  # the API takes additionalProperties: false only
     refusal_prompt = "REFUSE THIS"
@@ -39,6 +41,21 @@ class TestClaudeContract(ChatContract):
     reasoning_options = {"thinking": {"type": "enabled", "budget_tokens": 1024}, "max_tokens": 2048}
     length_options = {"max_tokens": 3}
     signed_history = True
+    builtin_tool: ClassVar[dict[str, Any] | None] = {
+        "type": "web_search_20250305",
+        "name": "web_search",
+        "max_uses": 1,
+    }
+    # Anthropic's tools are versioned types, server tools and client tools alike.
+    builtin_kinds = frozenset({"web_search_20250305"})
+
+    def strict_on_wire(self, body: dict[str, Any]) -> bool:
+        return any(t.get("strict") is True for t in body.get("tools") or ())
+
+    def builtin_sent_back(self, body: dict[str, Any]) -> bool:
+        # The answer's server_tool_use and its web_search_tool_result, in the assistant turn.
+        kinds = [b["type"] for b in body["messages"][1]["content"]]
+        return kinds[:2] == ["server_tool_use", "web_search_tool_result"] and "tool_use" in kinds
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.Claude(api_key="test", base_url=server.url(), **kwargs)
@@ -492,7 +509,12 @@ async def test_response_fields(client: asyncllm.Claude, server: FakeServer) -> N
     assert r.model == MODEL
     assert r.usage is not None
     assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (1, 2, 3)
-    assert r.usage.model_extra == {"cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    assert r.usage.model_extra == {
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "cached_tokens": 0,
+    }
+    assert (r.usage.cached_tokens, r.usage.reasoning_tokens) == (0, None)
 
 
 async def test_mixed_content_response() -> None:
@@ -514,7 +536,12 @@ async def test_mixed_content_response() -> None:
         ],
         "stop_reason": "tool_use",
         "stop_sequence": None,
-        "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 7},
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "cache_read_input_tokens": 7,
+            "cache_creation_input_tokens": 3,
+        },
     }
     check("Message", message, strict=False)
     transport = MockTransport(
@@ -526,8 +553,14 @@ async def test_mixed_content_response() -> None:
     assert r.tool_calls == [
         asyncllm.ToolCall(id="toolu_1", name="get_weather", arguments='{"city": "Zürich"}')
     ]
-    assert r.usage is not None and r.usage.total_tokens == 15
-    assert r.usage.model_extra == {"cache_read_input_tokens": 7}
+    # input_tokens leaves out the cache reads and writes, which prompt_tokens counts
+    assert r.usage is not None and (r.usage.prompt_tokens, r.usage.total_tokens) == (20, 25)
+    assert r.usage.cached_tokens == 7
+    assert r.usage.model_extra == {
+        "cache_read_input_tokens": 7,
+        "cache_creation_input_tokens": 3,
+        "cached_tokens": 7,
+    }
     assert r.server_request_id == "req_server"
     assert transport.requests[-1].url == "https://api.anthropic.com/v1/messages"
 
@@ -1522,3 +1555,30 @@ async def test_fake_streams_thinking_as_the_api_does(server: FakeServer) -> None
     assert deltas == ["thinking_delta"] * 4 + ["signature_delta"] + ["text_delta"] * 3
     starts = [e["content_block"]["type"] for e in events if e["type"] == "content_block_start"]
     assert starts == ["thinking", "text"]
+
+
+async def test_strict_and_server_tools_follow_the_schema(
+    client: asyncllm.Claude, server: FakeServer
+) -> None:
+    search = {"type": "web_search_20250305", "name": "web_search", "max_uses": 1}
+    tools = [asyncllm.Tool.from_function(get_weather, strict=True), search]
+    ask = [{"role": "user", "content": "weather in Paris?"}]
+    first = await client.chat(ask, model=MODEL, tools=tools)
+    body = sent(server)
+    check("MessageCreateParamsNonStreaming", body)
+    assert body["tools"][0]["strict"] is True and body["tools"][1] == search
+    assert body["tools"][0]["input_schema"]["additionalProperties"] is False
+    check("Message", first.raw)  # the fake's answer, its server tool blocks included
+    assert first.text == "" and [c.name for c in first.tool_calls] == ["get_weather"]
+    result = asyncllm.tool_result(first.tool_calls[0], "sunny")
+    await client.chat([*ask, first.message, result], model=MODEL, tools=tools)
+    check("MessageCreateParamsNonStreaming", sent(server))
+    # Without the server tool's result, the API (and so the fake) refuses the turn.
+    blocks = [
+        b
+        for b in first.message.to_dict()["claude_content"]
+        if b["type"] != "web_search_tool_result"
+    ]
+    broken = {**first.message.to_dict(), "claude_content": blocks}
+    with pytest.raises(asyncllm.BadRequestError, match="server_tool_use"):
+        await client.chat([*ask, broken, result], model=MODEL, tools=tools)

@@ -38,6 +38,8 @@ MODEL = "fake-chat"
 
 class TestGeminiContract(ChatContract):
     protocol = "gemini"
+    streamed_choices = False  # candidateCount (n) on chat only
+    usage_counts = frozenset({"reasoning_tokens"})  # cachedContentTokenCount only with a cache
     # A Gemini 3 model: the fake then signs its answers and refuses a function call of the
     # current turn sent back without its signature, as Gemini 3 does.
     model = "gemini-3-flash-preview"
@@ -47,6 +49,22 @@ class TestGeminiContract(ChatContract):
     reasoning_options: ClassVar[dict[str, Any] | None] = {"include_thoughts": True}
     length_options: ClassVar[dict[str, Any]] = {"max_tokens": 3}
     signed_history = True
+    builtin_tool: ClassVar[dict[str, Any] | None] = {"codeExecution": {}}
+    builtin_kinds = frozenset({"googleSearch", "codeExecution"})
+
+    def strict_on_wire(self, body: dict[str, Any]) -> bool:
+        return bool(body.get("toolConfig") == {"functionCallingConfig": {"mode": "VALIDATED"}})
+
+    def builtin_on_wire(self, body: dict[str, Any]) -> bool:
+        return bool(
+            body["tools"][1:] == [{"codeExecution": {}}]
+            and body["tools"][0]["functionDeclarations"]
+        )
+
+    def builtin_sent_back(self, body: dict[str, Any]) -> bool:
+        # The code the model ran and its result, in the model's turn.
+        parts = body["contents"][1]["parts"]
+        return {"executableCode", "codeExecutionResult"} <= {k for p in parts for k in p}
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.Gemini(api_key="g-test", base_url=server.url("/v1beta"), **kwargs)
@@ -709,7 +727,7 @@ async def test_error_event_in_a_stream_carries_retry_info_and_untyped_codes_stay
     [
         ("chat", ([user("x")],), {"model": MODEL, "temprature": 0.5}),
         ("chat", ([user("x")],), {"model": MODEL, "extra_bdy": {}}),
-        ("stream_chat", ([user("x")],), {"model": MODEL, "n": 2}),
+        ("stream_chat", ([user("x")],), {"model": MODEL, "temprature": 0.5}),
         ("embed", (["a", "b"],), {"model": "fake-embed", "task": "RETRIEVAL_QUERY"}),
         ("count_tokens", ([user("x")],), {"model": MODEL, "priorty": 1}),
         ("models", (), {"extra_body": {"a": 1}}),  # a GET has no body to merge into

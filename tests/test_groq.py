@@ -21,8 +21,11 @@ from tests.helpers import chat_json
 
 class TestGroqContract(ChatContract):
     protocol = "groq"
+    streamed_choices = False  # "Only n=1 is supported"
     open_maps_refused = True  # sent as a strict schema
     reasoning_options: ClassVar[dict[str, Any] | None] = {"reasoning_format": "parsed"}
+    builtin_tool: ClassVar[dict[str, Any] | None] = {"type": "browser_search"}
+    builtin_kinds = frozenset({"browser_search", "code_interpreter"})
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.Groq(api_key="gsk-test", base_url=server.url("/openai/v1"), **kwargs)

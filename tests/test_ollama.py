@@ -30,12 +30,14 @@ USER = [{"role": "user", "content": "hello world"}]
 
 class TestOllamaContract(ChatContract):
     protocol = "ollama"
+    streamed_choices = False  # Ollama has no n
     structured = True
     open_maps_refused = False  # format takes the schema as it is, open maps too
     refusal_prompt = None  # Ollama has no refusals
     reasoning_options = {"think": True}
     length_options = {"max_tokens": 3}
     signed_history = False  # thinking is sent back as it came, unsigned
+    strict_tools = False  # Ollama does not hold tool calls to their schemas
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.Ollama(base_url=server.url(), **kwargs)

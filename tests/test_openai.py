@@ -7,7 +7,7 @@ import gc
 import json
 import logging
 import struct
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import jsonschema
@@ -26,9 +26,21 @@ from tests.specs import SPECS
 
 class TestOpenAIContract(ChatContract):
     protocol = "openai"
+    usage_counts = frozenset({"cached_tokens", "reasoning_tokens"})
     open_maps_refused = True  # strict mode takes no dict[str, int]
     refusal_prompt = "REFUSE THIS"  # message.refusal, content null
     # reasoning_options stays None: chat completions return no reasoning text
+    # Web search goes in web_search_options (chat completions have no tool entry for it).
+    builtin_tool: ClassVar[dict[str, Any] | None] = {
+        "type": "web_search",
+        "search_context_size": "low",
+    }
+    builtin_kinds = frozenset({"custom", "web_search"})
+
+    def builtin_on_wire(self, body: dict[str, Any]) -> bool:
+        return body.get("web_search_options") == {"search_context_size": "low"} and [
+            t["type"] for t in body["tools"]
+        ] == ["function"]
 
     def make_client(self, server: FakeServer, **kwargs: Any) -> Any:
         return asyncllm.OpenAI(api_key="sk-test", base_url=server.url("/v1"), **kwargs)
@@ -112,6 +124,22 @@ async def test_chat_body_validates_against_the_openapi_spec() -> None:
         n=2,
     )
     assert r.parsed == Answer(city="Oslo", temperature=4.5)
+    custom_call = {"id": "c2", "type": "custom", "custom": {"name": "shell", "input": "ls"}}
+    await c.chat(  # strict and custom tools, web search, a custom tool's call and result
+        [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "tool_calls": [custom_call]},
+            {"role": "tool", "tool_call_id": "c2", "content": "a b"},
+        ],
+        model="gpt-4o-mini",
+        tools=[
+            asyncllm.Tool.from_function(get_weather_tool, strict=True),
+            {"type": "custom", "custom": {"name": "shell", "format": {"type": "text"}}},
+            {"type": "web_search", "search_context_size": "low"},
+        ],
+    )
+    assert sent[-1]["tools"][0]["function"]["strict"] is True
+    assert sent[-1]["web_search_options"] == {"search_context_size": "low"}
     async for _ in c.stream_chat([{"role": "user", "content": "x"}], model="gpt-4o-mini"):
         pass
     await c.aclose()
@@ -657,3 +685,155 @@ def chat_json_with(extra: dict[str, Any]) -> dict[str, Any]:
     answer = chat_json("ok")
     answer["choices"][0]["message"].update(extra)
     return answer
+
+
+# -- tools ------------------------------------------------------------------------------------
+
+
+async def test_a_custom_tool_stays_custom_through_a_round_trip(asyncllm_server: FakeServer) -> None:
+    shell = {"type": "custom", "custom": {"name": "shell", "description": "Runs a command."}}
+    ask = [{"role": "user", "content": "list files"}]
+    async with asyncllm.OpenAI(api_key="k", base_url=asyncllm_server.url("/v1")) as c:
+        first = await c.chat(ask, model="m", tools=[shell])
+        assert asyncllm_server.requests[-1].json["tools"] == [shell]
+        call = first.tool_calls[0]
+        assert (call.type, call.name, call.arguments) == ("custom", "shell", "test")
+        async with c.stream_chat(ask, model="m", tools=[shell]) as stream:
+            final = await stream.final()
+        assert [(t.type, t.name, t.arguments) for t in final.tool_calls] == [
+            ("custom", "shell", "test")
+        ]
+        answer = await c.chat([*ask, first.message, asyncllm.tool_result(call, "a b")], model="m")
+        assert answer.text == "tool shell returned: a b"
+        sent = asyncllm_server.requests[-1].json["messages"][1]["tool_calls"]
+        assert sent == [
+            {"id": call.id, "type": "custom", "custom": {"name": "shell", "input": "test"}}
+        ]
+        run = await c.run_tools(ask, model="m", tools=[(shell, lambda text: f"ran {text}")])
+    assert run.response.text == "tool shell returned: ran test"
+
+
+@pytest.mark.parametrize(
+    ("tool", "message"),
+    [
+        (
+            {
+                "type": "function",
+                "function": {
+                    "name": "f",
+                    "strict": True,
+                    "parameters": {"type": "object", "properties": {"a": {"type": "string"}}},
+                },
+            },
+            "Invalid schema for function 'f': In context=(), 'additionalProperties' is required "
+            "to be supplied and to be false.",
+        ),
+        (
+            {"type": "web_search_preview"},
+            "Invalid value: 'web_search_preview'. Supported values are: 'function' and 'custom'.",
+        ),
+    ],
+)
+async def test_the_fake_refuses_tools_as_openai_does(
+    asyncllm_server: FakeServer, tool: dict[str, Any], message: str
+) -> None:
+    async with asyncllm.OpenAI(
+        api_key="k", base_url=asyncllm_server.url("/v1"), max_retries=0
+    ) as c:
+        with pytest.raises(asyncllm.BadRequestError) as info:  # sent as given, past the client
+            await c.chat(
+                [{"role": "user", "content": "x"}], model="m", extra_body={"tools": [tool]}
+            )
+    assert info.value.message == message
+
+
+# -- choices, usage counts and the HTTP response -------------------------------------------------
+
+
+def _event(payload: Any) -> bytes:
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def _delta(index: int, content: str | None, finish: str | None = None) -> dict[str, Any]:
+    delta = {} if content is None else {"content": content}
+    return {"index": index, "delta": delta, "finish_reason": finish}
+
+
+async def test_an_event_with_several_choices_gives_a_chunk_each() -> None:
+    """Some servers put every choice's piece in one event: each becomes its own chunk."""
+    events = [
+        {"model": "m", "choices": [_delta(0, "a"), _delta(1, "x")]},
+        {"model": "m", "choices": [_delta(1, "y"), _delta(0, "b")]},
+        {"model": "m", "choices": [_delta(0, None, "stop"), _delta(1, None, "length")]},
+        {"model": "m", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 4}},
+    ]
+    body = [_event(e) for e in events] + [b"data: [DONE]\n\n"]
+    headers = {"content-type": "text/event-stream", "x-ratelimit-remaining-requests": "7"}
+    c = mock_client(lambda r: MockResponse(chunks=body, headers=headers), model="m")
+    async with c, c.stream_chat([{"role": "user", "content": "hi"}], n=2) as stream:
+        chunks = [chunk async for chunk in stream]
+        final = await stream.final()
+    assert [(ch.index, ch.delta) for ch in chunks if ch.delta] == [
+        (0, "a"),
+        (1, "x"),
+        (1, "y"),
+        (0, "b"),
+    ]
+    assert [m.content for m in final.choices] == ["ab", "xy"]
+    assert (final.text, final.finish_reason) == ("ab", "stop")
+    assert final.usage is not None and final.usage.completion_tokens == 4
+    assert stream.http is not None and stream.http.headers["X-RateLimit-Remaining-Requests"] == "7"
+    assert final.http == stream.http
+
+
+async def test_choices_come_in_index_order() -> None:
+    payload = chat_json()
+    payload["choices"] = [
+        {"index": 1, "message": {"role": "assistant", "content": "second"}},
+        {"index": 0, "message": {"role": "assistant", "content": "first"}},
+    ]
+    c = mock_client(lambda r: MockResponse(json=payload), model="m")
+    async with c:
+        r = await c.chat([{"role": "user", "content": "hi"}], n=2)
+    assert r.text == "first"
+    assert [m.content for m in r.choices] == ["first", "second"]
+
+
+async def test_usage_counts_come_from_the_details() -> None:
+    payload = chat_json()
+    payload["usage"] = {
+        "prompt_tokens": 2006,
+        "completion_tokens": 300,
+        "total_tokens": 2306,
+        "prompt_tokens_details": {"cached_tokens": 1920, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 256, "audio_tokens": 0},
+    }
+    c = mock_client(lambda r: MockResponse(json=payload), model="m")
+    async with c:
+        r = await c.chat([{"role": "user", "content": "hi"}])
+    assert r.usage is not None
+    assert (r.usage.cached_tokens, r.usage.reasoning_tokens) == (1920, 256)
+    assert "cached_tokens" not in r.usage.model_dump()  # read on access, the wire kept as sent
+    assert asyncllm.Usage(prompt_tokens=1).cached_tokens is None
+    assert asyncllm.Usage(prompt_tokens_details={"cached_tokens": True}).cached_tokens is None
+
+
+async def test_every_json_call_has_its_http_response() -> None:
+    embeddings = {
+        "data": [{"index": 0, "embedding": [0.5]}],
+        "model": "e",
+        "usage": {"prompt_tokens": 1, "total_tokens": 1},
+    }
+
+    def handler(request: Any) -> MockResponse:
+        body = chat_json() if request.url.endswith("/chat/completions") else embeddings
+        return MockResponse(201, json=body, headers={"X-Served-By": "unit"})
+
+    c = mock_client(handler, model="m")
+    async with c:
+        r = await c.chat([{"role": "user", "content": "hi"}])
+        e = await c.embed("a")
+    for answer in (r, e):
+        assert answer.http is not None
+        assert (answer.http.status, answer.http.headers["x-served-by"]) == (201, "unit")
+    assert asyncllm.ChatResponse(text="", message=r.message, request_id="x").http is None

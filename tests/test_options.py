@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +299,29 @@ CALLS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         },
     ),
 }
+
+
+def _noop_tool(x: int) -> int:
+    """A tool the 503s never let the model call."""
+    return x
+
+
+def _run_tools_like(chat: Any) -> Any:
+    """``run_tools`` called as the backend's ``chat`` entry calls chat (same messages, model and
+    options), with a tool: the loop passes the call options on to every chat it makes."""
+
+    def call(client: Any, **options: Any) -> Any:
+        looping = types.SimpleNamespace(
+            chat=lambda messages, **kw: client.run_tools(messages, tools=[_noop_tool], **kw)
+        )
+        return chat(looping, **options)
+
+    return call
+
+
+for _, _calls in CALLS.values():
+    if "chat" in _calls:
+        _calls["run_tools"] = _run_tools_like(_calls["chat"])
 
 # Health and readiness probes report the state now: never retried, False on a 5xx.
 PROBES = {

@@ -1,6 +1,6 @@
-"""The README's structured-output and reasoning table says what the chat contract tests prove:
-each row is read and checked against its backend's contract hooks (tests/chat_contract.py), so
-the table cannot drift from what the fakes and clients do."""
+"""The README's structured-output and reasoning table, and its tools table, say what the chat
+contract tests prove: each row is read and checked against its backend's contract hooks
+(tests/chat_contract.py), so the tables cannot drift from what the fakes and clients do."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import asyncllm
 from tests import (
     test_claude,
     test_gemini,
@@ -38,9 +39,9 @@ CONTRACTS: dict[str, type[ChatContract]] = {
 }
 
 
-def feature_rows() -> dict[str, list[str]]:
+def feature_rows(marker_text: str = "<!-- features:") -> dict[str, list[str]]:
     text = README.read_text(encoding="utf-8")
-    marker = text.index("<!-- features:")
+    marker = text.index(marker_text)
     rows: dict[str, list[str]] = {}
     for line in text[marker:].splitlines()[3:]:
         if not line.startswith("|"):
@@ -54,6 +55,18 @@ def feature_rows() -> dict[str, list[str]]:
 
 def test_every_chat_backend_has_a_row() -> None:
     assert list(feature_rows()) == list(CONTRACTS)
+    assert list(feature_rows("<!-- tools:")) == list(CONTRACTS)
+
+
+@pytest.mark.parametrize("name", list(CONTRACTS))
+def test_the_tools_row_says_what_the_contract_proves(name: str) -> None:
+    strict, builtin = feature_rows("<!-- tools:")[name]
+    hooks: Any = CONTRACTS[name]
+    assert (strict == "refused") is (not hooks.strict_tools)
+    assert (builtin == "none") is (hooks.builtin_tool is None)
+    if hooks.builtin_tool is not None:  # the row names the kind of tool the contract offers
+        kind = asyncllm.Tool.coerce(hooks.builtin_tool).kind
+        assert kind in builtin or f'"{kind}"' in builtin, (kind, builtin)
 
 
 @pytest.mark.parametrize("name", list(CONTRACTS))

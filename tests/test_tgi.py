@@ -20,6 +20,8 @@ SPEC = SPECS / "tgi.openapi.json"
 
 class TestTGIContract(ChatContract):
     protocol = "tgi"
+    streamed_choices = False  # the messages API lists n as unused
+    streamed_tool_finish = False  # a streamed tool call ends with no finish reason
     structured = True
     open_maps_refused = False  # the schema is sent as it is; TGI's grammar takes open maps
     refusal_prompt = None  # TGI has no refusals

@@ -42,6 +42,7 @@ from .._exceptions import (
     ResponseValidationError,
     status_error,
 )
+from .._models import HTTP_KEY
 from .._options import (
     BODY_KEYS,
     CLIENT_KEYS,
@@ -846,12 +847,20 @@ class HttpBackend(Backend):
                 response.close()
             meta = self._meta(response, request_id)
             if raw_body:
-                return self._parse(parse, raw, meta)
-            try:
-                payload = _json.loads(raw) if raw else None
-            except ValueError as exc:
-                raise self._validation_error(exc, raw, request_id) from exc
-            return self._parse(parse, payload, meta)
+                answer = self._parse(parse, raw, meta)
+            else:
+                try:
+                    payload = _json.loads(raw) if raw else None
+                except ValueError as exc:
+                    raise self._validation_error(exc, raw, request_id) from exc
+                answer = self._parse(parse, payload, meta)
+            # The status and headers, for ``answer.http`` (a HasHttp) to read if asked; a bare
+            # try costs nothing where contextlib.suppress would cost every call.
+            try:  # noqa: SIM105
+                answer.__dict__[HTTP_KEY] = meta
+            except AttributeError:  # a list, a bool: nothing to keep them on
+                pass
+            return answer
 
         return self._run(prepared.call, operation, attempt, creates and not self._keyed(prepared))
 
@@ -917,6 +926,7 @@ class HttpBackend(Backend):
                 )
                 guard.attach(response)
                 meta = self._meta(response, request_id)
+                stream.http_source = meta  # this attempt's: the one the chunks come from
                 if sse and _is_json(response.headers.get("Content-Type")):
                     raw = await guard.wait(guard.read(ERROR_BODY_LIMIT))
                     raise self._not_a_stream(raw, response, meta)
@@ -935,10 +945,9 @@ class HttpBackend(Backend):
                 streams.discard(guard)
                 guard.close()
 
-        stream = self._run_stream(
-            call, operation, open_stream, creates and not self._keyed(prepared)
-        )
-        return stream if deadline is None else _DeadlineStream(stream, deadline)
+        run = self._run_stream(call, operation, open_stream, creates and not self._keyed(prepared))
+        stream = run if deadline is None else _DeadlineStream(run, deadline)
+        return stream
 
     def _lines(self, response: Response) -> AsyncIterable[bytes]:
         return iter_lines(response.iter_bytes(), self.max_line_bytes, DEFAULT_MAX_NOISE_BYTES)

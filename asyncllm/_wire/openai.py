@@ -16,10 +16,12 @@ from .._models import (
     ChatResponse,
     EmbeddingResponse,
     GenerationParams,
+    HasHttp,
     M,
     Message,
     Messages,
     ModelInfo,
+    Tool,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -28,6 +30,7 @@ from .._models import (
 )
 from .._options import BodyOptions, HttpOptions, check_keys, keys_of
 from .._structured import OutputFormat, finish, output_format
+from .._tools import ToolRunner
 from .._validate import check_bool, check_int, check_number, check_stop, check_str, check_str_list
 from ..streaming import ChatStream
 
@@ -95,7 +98,7 @@ class CompletionChoice(BaseModel):
     stop_reason: int | str | None = None
 
 
-class CompletionResponse(BaseModel):
+class CompletionResponse(HasHttp, BaseModel):
     """A text completion; ``text`` is the first choice's."""
 
     text: str
@@ -113,10 +116,16 @@ class _WireFunction(BaseModel):
     arguments: str = ""
 
 
+class _WireCustom(BaseModel):
+    name: str
+    input: str = ""
+
+
 class _WireToolCall(BaseModel):
     id: str
     type: str = "function"
-    function: _WireFunction
+    function: _WireFunction | None = None
+    custom: _WireCustom | None = None
 
 
 class _WireMessage(BaseModel):
@@ -154,10 +163,16 @@ class _WireDeltaFunction(BaseModel):
     arguments: str | None = None
 
 
+class _WireDeltaCustom(BaseModel):
+    name: str | None = None
+    input: str | None = None
+
+
 class _WireDeltaToolCall(BaseModel):
     index: int = 0
     id: str | None = None
     function: _WireDeltaFunction | None = None
+    custom: _WireDeltaCustom | None = None
 
 
 class _WireDelta(BaseModel):
@@ -242,11 +257,59 @@ def _said_apart(said: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def _tool_call(wire: _WireToolCall) -> ToolCall:
+    if wire.function is not None:
+        return ToolCall(
+            id=wire.id, name=wire.function.name, arguments=wire.function.arguments or "{}"
+        )
+    if wire.custom is not None:  # a custom tool's input is free text, not JSON
+        return ToolCall(
+            id=wire.id, name=wire.custom.name, arguments=wire.custom.input, type="custom"
+        )
+    raise ValueError(f"tool call {wire.id!r} has neither a function nor a custom tool")
+
+
+def _choice_chunk(
+    choice: _WireChunkChoice, usage: Usage | None, model: str | None, meta: Meta, payload: Any
+) -> ChatChunk:
+    said = choice.delta
+    calls: list[ToolCallDelta] = []
+    if said.tool_calls:
+        for c in said.tool_calls:
+            if c.custom is not None:  # a custom tool's call: its input is free text
+                piece = ToolCallDelta(
+                    index=c.index,
+                    id=c.id,
+                    name=c.custom.name,
+                    arguments=c.custom.input or "",
+                    type="custom",
+                )
+            else:
+                piece = ToolCallDelta(
+                    index=c.index,
+                    id=c.id,
+                    name=c.function.name if c.function else None,
+                    arguments=(c.function.arguments or "") if c.function else "",
+                )
+            calls.append(piece)
+    # reasoning, refusal and the choice index only when the chunk has them (see _parse_chat).
+    extra: dict[str, Any] = _said_apart(said.__pydantic_extra__) if said.__pydantic_extra__ else {}
+    if choice.index:
+        extra["index"] = choice.index
+    return ChatChunk(
+        delta=said.content or "",
+        tool_calls=calls,
+        finish_reason=choice.finish_reason,
+        usage=usage,
+        model=model,
+        request_id=meta.request_id,
+        raw=payload,
+        **extra,
+    )
+
+
 def _message(wire: _WireMessage) -> Message:
-    calls = [
-        ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
-        for c in wire.tool_calls or ()
-    ]
+    calls = [_tool_call(c) for c in wire.tool_calls or ()]
     return Message(role=wire.role, content=wire.content, tool_calls=calls or None)
 
 
@@ -321,7 +384,7 @@ def embeddings_parser(count: int) -> Callable[[Any, Meta], EmbeddingResponse]:
     return parse
 
 
-class OpenAIChat(HttpBackend):
+class OpenAIChat(HttpBackend, ToolRunner):
     """A client for a server that speaks OpenAI's chat and models routes (TGI's messages API:
     no embeddings route); ``OpenAICompatible`` adds embeddings."""
 
@@ -337,6 +400,15 @@ class OpenAIChat(HttpBackend):
     # A server that serves one model (say, an OPEA microservice) uses it when a request names
     # none: then a call without a model sends none, instead of raising.
     model_required: ClassVar[bool] = True
+    # Whether the server holds a ``strict`` function tool's arguments to its schema (then
+    # ``strict`` is sent); a server that cannot refuses such a tool with ConfigurationError.
+    tool_strict: ClassVar[bool] = True
+    # The vendor tools (``Tool.kind``) the server takes in ``tools`` beside functions: none on
+    # an OpenAI-compatible server; OpenAI's own adds ``custom`` (and web search).
+    builtin_tools: ClassVar[frozenset[str]] = frozenset()
+    # Whether the server answers ``n`` > 1 with that many choices; one that does not (it
+    # refuses, or ignores ``n``) makes ``n`` > 1 a ConfigurationError before anything is sent.
+    multiple_choices: ClassVar[bool] = True
 
     def _with_model(self, body: dict[str, Any], model: str | None) -> dict[str, Any]:
         """``body`` with the call's model (or the client's) under "model"; without one, an error
@@ -361,9 +433,11 @@ class OpenAIChat(HttpBackend):
         if not params.keys() <= self.chat_keys:  # a misspelt keyword first, before any check
             check_keys(params, self.chat_keys, "stream_chat" if stream else "chat")
         body = self._with_model({}, params.get("model"))
-        body["messages"] = normalize_messages(messages)
+        body["messages"] = normalize_messages(messages, custom_calls="custom" in self.builtin_tools)
         if not SAMPLING_KEYS.isdisjoint(params):
             body.update(sampling_body(params))
+            if body.get("n", 1) != 1 and not self.multiple_choices:
+                raise ConfigurationError(f"{self.backend} gives one choice: n must be 1")
         get = params.get
         if (user := get("user")) is not None:
             check_str("user", user)
@@ -378,15 +452,48 @@ class OpenAIChat(HttpBackend):
         if (tools := get("tools")) is not None:
             coerced = coerce_tools(tools)
             if coerced:
-                body["tools"] = [t.to_openai() for t in coerced]
+                self._tools_body(coerced, body)
         if stream:
             body["stream"] = True
             if self.stream_usage:
                 body["stream_options"] = {"include_usage": True}
         return body
 
+    def _tools_body(self, tools: list[Tool], body: dict[str, Any]) -> None:
+        """``tools`` into ``body``: functions (``strict`` where the server enforces it) and the
+        vendor tools this server has (``builtin_tools``), each checked before anything is sent;
+        a backend whose vendor tool is not a ``tools`` entry (OpenAI's web search) overrides
+        ``_builtin_tool``."""
+        entries = []
+        for tool in tools:
+            if tool.builtin is not None:
+                if tool.kind not in self.builtin_tools:
+                    has = ", ".join(sorted(self.builtin_tools)) or "none"
+                    raise ConfigurationError(
+                        f"{self.backend} has no built-in tool {tool.kind!r} (it has: {has})"
+                    )
+                entry = self._builtin_tool(tool, body)
+                if entry is not None:
+                    entries.append(entry)
+                continue
+            if tool.strict and not self.tool_strict:
+                raise ConfigurationError(
+                    f"{self.backend} cannot hold tool {tool.name!r} to its schema "
+                    "(strict): drop strict=True"
+                )
+            entries.append(tool.to_openai())
+        if entries:
+            body["tools"] = entries
+
+    def _builtin_tool(self, tool: Tool, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``tools`` entry of a vendor tool this server has, or None when it goes into
+        ``body`` some other way."""
+        return tool.to_openai()
+
     def _parse_chat(self, payload: Any, meta: Meta) -> ChatResponse:
         wire = _WireChat.model_validate(payload)
+        if len(wire.choices) > 1:  # n > 1: in index order, as a stream's final() has them
+            wire.choices.sort(key=lambda c: c.index)
         choices = [_message(c.message) for c in wire.choices]
         first = choices[0]
         said = wire.choices[0].message.__pydantic_extra__
@@ -471,7 +578,9 @@ class OpenAIChat(HttpBackend):
                 "stream_chat",
                 "POST",
                 self.chat_path,
-                lambda response, meta: self._decode_sse(response, meta, self._chunk),
+                lambda response, meta: self._decode_sse(
+                    response, meta, self._chunk, more=self._other_choices
+                ),
                 options,
                 body=self._chat_body(messages, options, True, fmt),
                 allowed=self.chat_keys,
@@ -486,6 +595,7 @@ class OpenAIChat(HttpBackend):
         meta: Meta,
         parse: Callable[[Any, Meta], T],
         ended: Callable[[Any], bool] | None = None,
+        more: Callable[[Any, Meta], list[T]] | None = None,
     ) -> AsyncIterator[T]:
         """The events of an SSE stream through ``parse``, up to ``[DONE]``; an event that is an
         error body raises the typed error it stands for.
@@ -493,7 +603,9 @@ class OpenAIChat(HttpBackend):
         A body that ends without ``[DONE]`` is complete only if ``ended`` says so of the events
         seen (called with each payload, it answers whether the stream is complete as of that
         one); by default, when every choice seen has its ``finish_reason`` (some compatible
-        servers never send ``[DONE]``). Otherwise the answer was cut: APIConnectionError."""
+        servers never send ``[DONE]``). Otherwise the answer was cut: APIConnectionError.
+        ``more`` gives the items of an event's later choices, asked only of an event (a JSON
+        object, as ``parse`` has checked) with more than one."""
         if ended is None:
             ended = ChoiceEnds()
         complete = False
@@ -506,43 +618,29 @@ class OpenAIChat(HttpBackend):
             item = self._parse(parse, payload, meta)
             complete = ended(payload)
             yield item
+            if more is not None and len(payload.get("choices") or ()) > 1:
+                for other in self._parse(more, payload, meta):
+                    yield other
         if not complete:
             raise self._cut_short(meta, "data: [DONE]")
 
     @staticmethod
     def _chunk(payload: Any, meta: Meta) -> ChatChunk:
+        """The chunk of an event's first choice (or of none: the usage chunk); the others, with
+        ``n`` > 1, come from ``_other_choices``."""
         wire = _WireChunk.model_validate(payload)
-        delta = ""
-        calls: list[ToolCallDelta] = []
-        finish = None
-        # reasoning and refusal only when the chunk has them (see _parse_chat).
-        extra: dict[str, Any] = {}
-        if wire.choices:
-            choice = wire.choices[0]
-            said = choice.delta
-            delta = said.content or ""
-            if said.__pydantic_extra__:
-                extra = _said_apart(said.__pydantic_extra__)
-            finish = choice.finish_reason
-            for c in choice.delta.tool_calls or ():
-                calls.append(
-                    ToolCallDelta(
-                        index=c.index,
-                        id=c.id,
-                        name=c.function.name if c.function else None,
-                        arguments=(c.function.arguments or "") if c.function else "",
-                    )
-                )
-        return ChatChunk(
-            delta=delta,
-            tool_calls=calls,
-            finish_reason=finish,
-            usage=wire.usage,
-            model=wire.model,
-            request_id=meta.request_id,
-            raw=payload,
-            **extra,
-        )
+        if not wire.choices:
+            return ChatChunk(
+                usage=wire.usage, model=wire.model, request_id=meta.request_id, raw=payload
+            )
+        return _choice_chunk(wire.choices[0], wire.usage, wire.model, meta, payload)
+
+    @staticmethod
+    def _other_choices(payload: Any, meta: Meta) -> list[ChatChunk]:
+        """The chunks of an event's choices after its first, for a server that sends several
+        choices in one event (most send one an event)."""
+        wire = _WireChunk.model_validate(payload)
+        return [_choice_chunk(c, None, wire.model, meta, payload) for c in wire.choices[1:]]
 
     async def models(self, **options: Unpack[HttpOptions]) -> list[ModelInfo]:
         """The models the server offers."""

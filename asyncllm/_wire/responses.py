@@ -517,6 +517,10 @@ def response_tools(tools: Any, support: ResponsesSupport) -> list[dict[str, Any]
         ):
             strict = value["function"].get("strict")
         tool = Tool.coerce(value)
+        if tool.builtin is not None:  # a Gemini-style {"googleSearch": {}}: not a Responses tool
+            raise ConfigurationError(f"Responses have no built-in tool {tool.kind!r}")
+        if strict is None:  # a Tool(strict=True), Tool.from_function(fn, strict=True)
+            strict = tool.strict
         entry: dict[str, Any] = {
             "type": "function",
             "name": tool.name,

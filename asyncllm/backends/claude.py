@@ -49,6 +49,7 @@ from .._models import (
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
 from .._platform.anthropic import Batches, Files
 from .._structured import OutputFormat, finish, output_format
+from .._tools import ToolRunner
 from .._validate import check_int, check_number, check_stop, check_str_list
 from ..streaming import ChatStream
 
@@ -80,7 +81,11 @@ _TEXT_BLOCK_FIELDS = frozenset({"type", "text", "cache_control", "citations"})
 _UNSUPPORTED_PARTS = frozenset({"input_audio", "file", "audio", "refusal"})
 _THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
 # The message key that carries signed thinking blocks into the next turn (see REASONING_KEYS).
-_KEEP = frozenset({"thinking_blocks"})
+_KEEP = frozenset({"thinking_blocks", "claude_content"})
+# The blocks of an answer read into the common message (text, tool calls, reasoning); an answer
+# with any other (a server tool's use and results, say) keeps all its blocks, in order, as
+# ``claude_content``, which the next turn sends back in place of its content and tool calls.
+_COMMON_BLOCKS = frozenset({"text", "tool_use", *_THINKING_TYPES})
 
 
 # Anthropic's stop reasons in the common (OpenAI) words; ``raw`` keeps the original.
@@ -200,8 +205,14 @@ def to_wire(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             content = item["content"]
             out.append({"role": "user", "content": content if isinstance(content, str) else blocks})
         elif role == "assistant":
-            blocks = _blocks(item.get("content"), where)
-            blocks += [_tool_use_block(c, where) for c in item.get("tool_calls") or ()]
+            kept = item.get("claude_content")
+            if kept is not None:
+                if not isinstance(kept, list) or not all(isinstance(b, Mapping) for b in kept):
+                    raise ConfigurationError(f"{where}.claude_content must be a list of blocks")
+                blocks = [dict(b) for b in kept]
+            else:
+                blocks = _blocks(item.get("content"), where)
+                blocks += [_tool_use_block(c, where) for c in item.get("tool_calls") or ()]
             if item.get("thinking_blocks") is not None:  # first, as the answer had them
                 blocks[:0] = _thinking_blocks(item["thinking_blocks"], where)
             if not blocks:
@@ -261,24 +272,38 @@ def tool_choice_body(value: Any) -> Any:
     raise ConfigurationError("tool_choice must be 'auto', 'any', 'none', a tool name or a dict")
 
 
+# The type of every tool of Anthropic's, server-run or client-run: a name and a version date.
+_VERSIONED_TOOL = re.compile(r"[a-z_]+_[0-9]{8}")
+
+
 def _tools_body(tools: Sequence[Any] | None) -> list[dict[str, Any]] | None:
-    """Common tools as ``{name, description, input_schema}``. Dicts already in Anthropic's form
-    (with ``input_schema``, or a server tool's own ``type``) pass through unchanged."""
+    """Common tools as ``{name, description, input_schema}`` (``strict`` when given, a strict
+    tool's schema made to Claude's structured-output rules). Dicts already in Anthropic's form
+    (with ``input_schema``) and its server and client tools (a ``type`` of their own:
+    ``web_search_20250305``, ``code_execution_20250825``, ``bash_20250124``...) pass through
+    unchanged; OpenAI's ``custom`` tools (free text, no schema) Claude has not."""
     coerced = coerce_tools(tools)  # the checks every backend applies
     if tools is None or coerced is None:
         return None
     out: list[dict[str, Any]] = []
     for value, tool in zip(tools, coerced, strict=True):
-        if isinstance(value, Mapping) and (
-            "input_schema" in value or value.get("type") not in (None, "function", "custom")
-        ):
+        if tool.builtin is not None and not _VERSIONED_TOOL.fullmatch(tool.kind):
+            raise ConfigurationError(
+                f"Claude has no built-in tool {tool.kind!r} (Anthropic's tools have versioned "
+                "types, such as web_search_20250305)"
+            )
+        if tool.builtin is not None or (isinstance(value, Mapping) and "input_schema" in value):
             out.append(dict(value))
             continue
         schema = dict(tool.parameters)
         schema.setdefault("type", "object")
+        if tool.strict:
+            schema = output_schema(schema)
         spec: dict[str, Any] = {"name": tool.name, "input_schema": schema}
         if tool.description:
             spec["description"] = tool.description
+        if tool.strict is not None:
+            spec["strict"] = tool.strict
         out.append(spec)
     return out or None
 
@@ -461,6 +486,9 @@ def _thinking_blocks(value: Any, where: str) -> list[dict[str, Any]]:
 
 
 def _usage(fields: Mapping[str, Any]) -> Usage | None:
+    """Usage in the common meaning: the API's ``input_tokens`` leaves out the prompt tokens read
+    from the cache and those written to it, which ``prompt_tokens`` counts (both stay as
+    extras, and the reads are ``cached_tokens``)."""
     if not fields:
         return None
     prompt = fields.get("input_tokens")
@@ -470,6 +498,14 @@ def _usage(fields: Mapping[str, Any]) -> Usage | None:
         for k, v in fields.items()
         if k not in ("input_tokens", "output_tokens") and v is not None
     }
+    read = extras.get("cache_read_input_tokens")
+    written = extras.get("cache_creation_input_tokens")
+    if isinstance(read, int):
+        extras["cached_tokens"] = read
+    if prompt is not None:
+        prompt += (read if isinstance(read, int) else 0) + (
+            written if isinstance(written, int) else 0
+        )
     total = (prompt or 0) + (completion or 0) if prompt is not None or completion else None
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total, **extras)
 
@@ -530,6 +566,24 @@ class _StreamState:
         self.thinking: dict[int, dict[str, Any]] = {}  # content block index -> block so far
         self.reasoned = False  # some reasoning text was given: the next block's is separated
         self.stopped = False
+        # Every block but thinking, rebuilt (text and input JSON as pieces), for an answer with a
+        # block outside _COMMON_BLOCKS (a server tool's): its last chunk carries them all, in
+        # order, as claude_content, as a non-streamed answer keeps them.
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.pieces: dict[int, list[str]] = {}
+        self.others = False
+
+    def _content(self) -> list[dict[str, Any]]:
+        out = []
+        for index in sorted(self.blocks):
+            block = dict(self.blocks[index])
+            joined = "".join(self.pieces.get(index, ()))
+            if block.get("type") == "text":
+                block["text"] = joined
+            elif joined:  # a tool's input, streamed as JSON text
+                block["input"] = json.loads(joined)
+            out.append(block)
+        return out
 
     def _reasoning(self, index: int, text: str, base: dict[str, Any]) -> ChatChunk | None:
         block = self.thinking.get(index)
@@ -555,7 +609,13 @@ class _StreamState:
         base: dict[str, Any] = {"model": self.model, "request_id": meta.request_id, "raw": event}
         if kind == "content_block_start":
             block = event["content_block"]
-            if block.get("type") == "tool_use":
+            btype = block.get("type")
+            if btype not in _THINKING_TYPES:
+                index = _block_index(event)
+                self.blocks[index] = dict(block)
+                self.pieces[index] = [str(block.get("text") or "")] if btype == "text" else []
+                self.others = self.others or btype not in _COMMON_BLOCKS
+            if btype == "tool_use":
                 ordinal = self.tools[_block_index(event)] = len(self.tools)
                 value = block.get("input")
                 start = ToolCallDelta(
@@ -578,11 +638,17 @@ class _StreamState:
             delta = event["delta"]
             dtype = delta.get("type")
             if dtype == "text_delta":
-                return ChatChunk(delta=str(delta["text"]), **base)
+                text = str(delta["text"])
+                self.pieces[_block_index(event)].append(text)
+                return ChatChunk(delta=text, **base)
             if dtype == "input_json_delta":
-                tool = self.tools.get(_block_index(event))
-                if tool is None:
-                    raise ValueError("input_json_delta for a block that is not a tool_use")
+                index = _block_index(event)
+                if index not in self.pieces:
+                    raise ValueError("input_json_delta for a block that is not a tool's")
+                self.pieces[index].append(str(delta["partial_json"]))
+                tool = self.tools.get(index)
+                if tool is None:  # a server tool's input: kept, no tool call of the caller's
+                    return None
                 call = ToolCallDelta(index=tool, arguments=str(delta["partial_json"]))
                 return ChatChunk(tool_calls=[call], **base)
             if dtype == "thinking_delta":
@@ -594,6 +660,9 @@ class _StreamState:
                 block["signature"] += str(delta["signature"])
                 return None
             if dtype == "citations_delta":
+                block = self.blocks.get(_block_index(event))
+                if block is not None:
+                    block["citations"] = [*(block.get("citations") or ()), delta.get("citation")]
                 return ChatChunk(**base)
             return None
         if kind == "message_delta":
@@ -602,9 +671,13 @@ class _StreamState:
             )
             said = event.get("delta") or {}
             stop_reason = said.get("stop_reason")
+            extra: dict[str, Any] = {}
             if self.thinking:
-                blocks = [self.thinking[i] for i in sorted(self.thinking)]
-                base["message_extra"] = {"thinking_blocks": blocks}
+                extra["thinking_blocks"] = [self.thinking[i] for i in sorted(self.thinking)]
+            if self.others:
+                extra["claude_content"] = self._content()
+            if extra:
+                base["message_extra"] = extra
             if stop_reason == "refusal":
                 base["refusal"] = refusal(stop_reason, said.get("stop_details"))
             return ChatChunk(
@@ -708,7 +781,7 @@ def _betas(value: Any) -> list[str]:
     return [check_header_value("betas", b) for b in names]
 
 
-class Claude(HttpBackend):
+class Claude(HttpBackend, ToolRunner):
     """``Claude(api_key=..., base_url=..., betas=None, max_tokens=1024)`` (also
     ``asyncllm.Anthropic``): key from ``ANTHROPIC_API_KEY`` (or ``CLAUDE_API_KEY``; required for
     Anthropic's own URL), base from ``ANTHROPIC_BASE_URL`` (default ``https://api.anthropic.com``).
@@ -848,6 +921,7 @@ class Claude(HttpBackend):
         texts: list[str] = []
         calls: list[ToolCall] = []
         thought: list[dict[str, Any]] = []
+        others = False
         for block in wire.content:
             kind = block.get("type")
             if kind == "text":
@@ -856,10 +930,16 @@ class Claude(HttpBackend):
                 calls.append(_tool_call(block))
             elif kind in _THINKING_TYPES:
                 thought.append(block)
+            else:
+                others = True
         text = "".join(texts)
         # Only what an answer has: the plain answer pays for no reasoning or refusal fields.
         extra: dict[str, Any] = {}
         said: dict[str, Any] = {}
+        if others:
+            extra["claude_content"] = [
+                b for b in wire.content if b.get("type") not in _THINKING_TYPES
+            ]
         if thought:
             extra["thinking_blocks"] = thought
             thinking = [b.get("thinking") for b in thought if b["type"] == "thinking"]

@@ -45,6 +45,7 @@ from .._models import (
     Message,
     Messages,
     ModelInfo,
+    Tool,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -57,6 +58,7 @@ from .._models import (
 from .._options import BodyOptions, HttpOptions, keys_of
 from .._platform.gemini import Batches, Files
 from .._structured import OutputFormat, check_schema, finish, output_format
+from .._tools import ToolRunner
 from .._validate import (
     check_bool,
     check_int,
@@ -107,8 +109,11 @@ class ChatParams(GenerationParams, total=False):
     default. ``temperature`` (0 to 2), ``top_p`` (0 to 1), ``top_k`` (at least 1), ``max_tokens``
     (``maxOutputTokens``), ``stop`` (``stopSequences``) and ``seed`` go in ``generationConfig``.
     ``tools``: functions, pydantic models, ``asyncllm.Tool`` or OpenAI tool dicts, sent as
-    ``functionDeclarations`` with their JSON schema as ``parametersJsonSchema``. ``tool_choice``: "auto", "none", "required" or the name of an
-    offered tool. ``safety_settings``: a list of ``{"category", "threshold"}``.
+    ``functionDeclarations`` with their JSON schema as ``parametersJsonSchema`` (a ``strict``
+    one makes the calling mode ``VALIDATED``), and built-in tools as their own entries beside
+    them (``{"googleSearch": {}}``, ``codeExecution``, ``urlContext``...: ``BUILTIN_TOOLS``).
+    ``tool_choice``: "auto", "none", "required" or the name of an offered tool.
+    ``safety_settings``: a list of ``{"category", "threshold"}``.
     ``include_thoughts``, ``thinking_level`` (Gemini 3: "minimal" to "xhigh", as the model takes) and
     ``thinking_budget`` (Gemini 2.5: tokens, 0 off, -1 dynamic) go in ``thinkingConfig``; the API
     takes a level or a budget, not both. ``generation_config``: raw ``generationConfig`` fields,
@@ -355,7 +360,37 @@ def to_gemini_contents(
     return contents, ({"parts": system} if system else None)
 
 
-def _tool_config(tool_choice: Any, tool_names: list[str]) -> dict[str, Any] | None:
+# Gemini's built-in tools: the Tool fields beside functionDeclarations, by their JSON names
+# (camelCase; the API also reads the proto's snake_case names, sent as given).
+BUILTIN_TOOLS = {
+    "googleSearch": "google_search",
+    "googleSearchRetrieval": "google_search_retrieval",
+    "codeExecution": "code_execution",
+    "urlContext": "url_context",
+    "computerUse": "computer_use",
+    "fileSearch": "file_search",
+    "googleMaps": "google_maps",
+}
+_BUILTIN_NAMES = frozenset(BUILTIN_TOOLS) | frozenset(BUILTIN_TOOLS.values())
+
+
+def _builtin_tool(tool: Tool) -> dict[str, Any]:
+    """A built-in tool's entry (``{"googleSearch": {}}``), its own ``tools`` item beside the
+    function declarations; a tool Gemini has not is a ConfigurationError naming it."""
+    if tool.builtin is None or "type" in tool.builtin or tool.kind not in _BUILTIN_NAMES:
+        raise ConfigurationError(
+            f"Gemini has no built-in tool {tool.kind!r} (it has {', '.join(BUILTIN_TOOLS)})"
+        )
+    return dict(tool.builtin)
+
+
+def _tool_config(
+    tool_choice: Any, tool_names: list[str], strict: bool = False
+) -> dict[str, Any] | None:
+    """``toolConfig`` for ``tool_choice``; a strict tool makes the automatic mode VALIDATED
+    (calls held to their schemas; ANY holds them already)."""
+    if tool_choice in (None, "auto") and strict:
+        return {"functionCallingConfig": {"mode": "VALIDATED"}}
     if tool_choice is None:
         return None
     modes = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
@@ -498,9 +533,16 @@ def _usage(meta: _UsageMetadata | None) -> Usage | None:
     if meta is None:
         return None
     extras = meta.model_dump(include=_USAGE_EXTRAS, exclude_none=True)
+    completion = meta.candidates_token_count
+    thoughts = meta.thoughts_token_count
+    if thoughts is not None:  # the common meaning: completion tokens include reasoning
+        extras["reasoning_tokens"] = thoughts
+        completion = (completion or 0) + thoughts
+    if meta.cached_content_token_count is not None:  # already within promptTokenCount
+        extras["cached_tokens"] = meta.cached_content_token_count
     return Usage(
         prompt_tokens=meta.prompt_token_count,
-        completion_tokens=meta.candidates_token_count,
+        completion_tokens=completion,
         total_tokens=meta.total_token_count,
         **extras,
     )
@@ -528,18 +570,26 @@ def _read_parts(
 def _candidate_message(candidate: _Candidate) -> tuple[Message, str | None]:
     """The candidate as a common-form message, and its reasoning (the thoughts' text)."""
     texts, thoughts, calls = _read_parts(candidate)
+    text = "".join(texts)
     fields: dict[str, Any] = {
         "role": "assistant",
-        "content": "".join(texts),
+        # No text beside tool calls is None, as in the common form (and a stream's final()).
+        "content": text if text or not calls else None,
         "tool_calls": calls or None,
     }
     parts = candidate.content.parts if candidate.content is not None else []
-    if any(part.thought_signature is not None for part in parts):
+    if any(_kept(part) for part in parts):
         # Thought signatures must go back as they came (Gemini 3 refuses a function call of the
-        # current turn without its own), so the message keeps the raw parts; to_gemini_contents
-        # sends them unchanged.
+        # current turn without its own), and so must the code a built-in tool ran and its
+        # result: the message keeps the raw parts; to_gemini_contents sends them unchanged.
         fields["gemini_parts"] = [p.model_dump(by_alias=True, exclude_none=True) for p in parts]
     return Message.model_validate(fields), "".join(thoughts) if thoughts else None
+
+
+def _kept(part: _Part) -> bool:
+    """Whether the answer's parts go back whole: a signed part, or one the common message has no
+    field for (``executableCode``, ``codeExecutionResult`` of the code execution tool)."""
+    return part.thought_signature is not None or bool(part.__pydantic_extra__)
 
 
 def _joined_parts(received: list[_Part]) -> list[dict[str, Any]]:
@@ -607,7 +657,7 @@ def _rpc_details(error: Mapping[str, Any], kind: str) -> Mapping[str, Any] | Non
     return None
 
 
-class Gemini(HttpBackend):
+class Gemini(HttpBackend, ToolRunner):
     """``Gemini(api_key=..., base_url=...)``: key from ``GEMINI_API_KEY`` or ``GOOGLE_API_KEY``
     (sent as ``x-goog-api-key``; required for Google's own URL), base from ``GEMINI_BASE_URL``
     (default ``https://generativelanguage.googleapis.com/v1beta``). ``model=`` sets the model of
@@ -679,9 +729,15 @@ class Gemini(HttpBackend):
         if system is not None:
             body["systemInstruction"] = system
         coerced = coerce_tools(get("tools"))
+        strict = False
         if coerced:
             declarations = []
+            entries: list[dict[str, Any]] = []
             for tool in coerced:
+                if tool.builtin is not None:
+                    entries.append(_builtin_tool(tool))
+                    continue
+                strict = strict or bool(tool.strict)
                 declaration: dict[str, Any] = {"name": tool.name}
                 if tool.description:
                     declaration["description"] = tool.description
@@ -689,8 +745,11 @@ class Gemini(HttpBackend):
                 if schema.get("properties") or "$ref" in schema:  # a recursive model is a $ref
                     declaration["parametersJsonSchema"] = gemini_json_schema(schema)
                 declarations.append(declaration)
-            body["tools"] = [{"functionDeclarations": declarations}]
-        tool_config = _tool_config(get("tool_choice"), [t.name for t in coerced or ()])
+            if declarations:
+                entries.insert(0, {"functionDeclarations": declarations})
+            body["tools"] = entries
+        functions = [t.name for t in coerced or () if t.builtin is None]
+        tool_config = _tool_config(get("tool_choice"), functions, strict)
         if tool_config is not None:
             body["toolConfig"] = tool_config
         settings = _safety_settings(get("safety_settings"))
@@ -900,7 +959,7 @@ class Gemini(HttpBackend):
                 if candidate.content is not None:
                     received += candidate.content.parts
                     for part in candidate.content.parts if not signed else ():
-                        signed = part.thought_signature is not None
+                        signed = _kept(part)
                         if signed:
                             break
                 done = done or finish is not None

@@ -143,15 +143,21 @@ class Groq(ServesResponses, OpenAICompatible):
     ``chat`` returns a ``GroqChatResponse``; ``rate_limits`` holds the latest limits seen.
     ``responses``: create and stream (structured output and built-in tools included), no stored
     state (``store``, ``previous_response_id``, ``background``, retrieve and the rest refused).
+
+    ``tools`` takes, beside functions (``strict`` sent), the built-in tools of Groq's GPT-OSS
+    models, ``{"type": "browser_search"}`` and ``{"type": "code_interpreter"}``, which Groq runs.
     """
 
     backend: ClassVar[str] = "groq"
     default_base_url: ClassVar[str | None] = GROQ_BASE_URL
     base_url_env: ClassVar[tuple[str, ...]] = ("GROQ_BASE_URL",)
     api_key_env: ClassVar[tuple[str, ...]] = ("GROQ_API_KEY",)
+    # "Only n=1 is supported" (the API reference); more is a 400.
+    multiple_choices: ClassVar[bool] = False
     api_key_required: ClassVar[bool] = True
     chat_keys: ClassVar[frozenset[str]] = GROQ_CHAT_KEYS
     responses_support: ClassVar[ResponsesSupport] = GROQ_RESPONSES
+    builtin_tools: ClassVar[frozenset[str]] = frozenset({"browser_search", "code_interpreter"})
 
     def __init__(self, **options: Unpack[ClientOptions]) -> None:
         self._rate_limits: GroqRateLimits | None = None

@@ -33,6 +33,7 @@ from .._models import (
     ModelInfo,
     OpenModel,
     P,
+    Tool,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -43,6 +44,7 @@ from .._models import (
 )
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
 from .._structured import OutputFormat, finish, output_format
+from .._tools import ToolRunner
 from .._validate import (
     check_bool,
     check_int,
@@ -554,7 +556,13 @@ def _finish(wire: _WireStats, called: bool) -> str | None:
     return wire.done_reason
 
 
-class Ollama(HttpBackend):
+def _ollama_tool(tool: Tool) -> dict[str, Any]:
+    entry = tool.to_openai()
+    entry["function"].pop("strict", None)
+    return entry
+
+
+class Ollama(HttpBackend, ToolRunner):
     """``Ollama(base_url=..., api_key=..., model=...)``: base from ``OLLAMA_HOST`` (read the way
     Ollama reads it: ``host:port`` accepted, default ``http://localhost:11434``). No auth unless
     ``api_key`` (or ``OLLAMA_API_KEY``) is set, for servers behind an authenticating proxy or
@@ -600,9 +608,18 @@ class Ollama(HttpBackend):
         fmt: OutputFormat | None = None,
     ) -> dict[str, Any]:
         coerced = coerce_tools(params.get("tools"))
+        for tool in coerced or ():
+            if tool.builtin is not None:
+                raise ConfigurationError(f"Ollama has no built-in tool {tool.kind!r}")
+            if tool.strict:
+                raise ConfigurationError(
+                    f"Ollama cannot hold tool {tool.name!r} to its schema (strict): drop "
+                    "strict=True"
+                )
         fields = {
             "messages": wire_messages(messages),
-            "tools": [t.to_openai() for t in coerced] if coerced else None,
+            # strict=False is what Ollama does anyway: not sent (its Tool has no such field).
+            "tools": [_ollama_tool(t) for t in coerced] if coerced else None,
         }
         body = self._sampling_body(params, stream, fields)
         if fmt is not None:
@@ -617,7 +634,9 @@ class Ollama(HttpBackend):
         calls = _tool_calls(wire.message)
         text = wire.message.content or ""
         thinking = {"thinking": wire.message.thinking} if wire.message.thinking else {}
-        message = Message(role="assistant", content=text, tool_calls=calls or None, **thinking)
+        # No text beside tool calls is None, as in the common form (and a stream's final()).
+        content = text if text or not calls else None
+        message = Message(role="assistant", content=content, tool_calls=calls or None, **thinking)
         return OllamaChatResponse(
             text=text,
             message=message,

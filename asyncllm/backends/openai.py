@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from typing_extensions import Unpack
 
 from .._engine._context import check_header_value
+from .._exceptions import ConfigurationError
+from .._models import Tool
 from .._options import ClientOptions
 from .._platform.openai import Batches, Files, FineTuning, Moderations, OpenAIAudio
 from .._wire.openai import OpenAICompatible
@@ -27,6 +29,11 @@ class OpenAI(ServesResponses, OpenAICompatible):
 
     ``responses`` is the Responses API, all of it (create, stream, retrieve, cancel, delete,
     input items, input token counting; store, background, previous_response_id).
+
+    ``tools`` takes, beside functions (``strict`` sent), OpenAI's ``custom`` tools (their calls
+    come back with ``type="custom"`` and the free-text input in ``arguments``) and
+    ``{"type": "web_search", ...}``, which chat completions take as ``web_search_options``
+    (the rest of the dict), for the search models.
     """
 
     backend: ClassVar[str] = "openai"
@@ -34,6 +41,7 @@ class OpenAI(ServesResponses, OpenAICompatible):
     base_url_env: ClassVar[tuple[str, ...]] = ("OPENAI_BASE_URL",)
     api_key_env: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY",)
     api_key_required: ClassVar[bool] = True
+    builtin_tools: ClassVar[frozenset[str]] = frozenset({"custom", "web_search"})
 
     def __init__(
         self,
@@ -78,3 +86,13 @@ class OpenAI(ServesResponses, OpenAICompatible):
     def fine_tuning(self) -> FineTuning:
         """Fine-tuning jobs: create, list, retrieve, cancel, events, checkpoints."""
         return FineTuning(self)
+
+    def _builtin_tool(self, tool: Tool, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Chat completions have no web search tool entry: its settings go in
+        ``web_search_options``."""
+        if tool.kind != "web_search":
+            return super()._builtin_tool(tool, body)
+        if "web_search_options" in body:
+            raise ConfigurationError("give one web_search tool")
+        body["web_search_options"] = {k: v for k, v in (tool.builtin or {}).items() if k != "type"}
+        return None

@@ -620,6 +620,9 @@ class OVMS(ServesResponses, OpenAICompletions):
     base_url_env: ClassVar[tuple[str, ...]] = ("OVMS_API_URL",)
     api_key_env: ClassVar[tuple[str, ...]] = ("OVMS_API_KEY",)
     chat_path: ClassVar[str] = "/v3/chat/completions"
+    # OVMS guides tool calls only when the servable is started so (enable_tool_guided_generation),
+    # not per request: a strict tool is refused rather than sent unenforced.
+    tool_strict: ClassVar[bool] = False
     embeddings_path: ClassVar[str] = "/v3/embeddings"
     models_path: ClassVar[str] = "/v3/models"
     completions_path: ClassVar[str] = "/v3/completions"

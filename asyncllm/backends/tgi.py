@@ -341,6 +341,8 @@ class TGI(OpenAIChat):
     """
 
     backend: ClassVar[str] = "tgi"
+    # The messages API lists ``n`` as unused: more would come back as one choice.
+    multiple_choices: ClassVar[bool] = False
     base_url_env: ClassVar[tuple[str, ...]] = ("TGI_BASE_URL",)
     api_key_env: ClassVar[tuple[str, ...]] = ("HF_TOKEN", "HF_API_TOKEN")
     chat_path: ClassVar[str] = "/v1/chat/completions"

@@ -121,11 +121,17 @@ CALL_OPTIONS = frozenset(CallOptions.__optional_keys__)  # type: ignore[attr-def
 HTTP_OPTIONS = frozenset(HttpOptions.__optional_keys__)  # type: ignore[attr-defined]
 
 
+# Methods written once for every client, whose arguments are not the backend's: run_tools is the
+# shared tool loop over chat (its own arguments are tested once, in tests/test_tools.py, and the
+# chat options it passes on are fuzzed on each backend's chat).
+SHARED_METHODS = frozenset({"aclose", "with_options", "run_tools"})
+
+
 def public_methods(cls: type) -> list[str]:
     return sorted(
         n
         for n, v in inspect.getmembers(cls)
-        if not n.startswith("_") and inspect.isfunction(v) and n not in ("aclose", "with_options")
+        if not n.startswith("_") and inspect.isfunction(v) and n not in SHARED_METHODS
     )
 
 

@@ -24,6 +24,7 @@ from ..._options import (
     HttpOptions,
     check_keys,
 )
+from ..._tools import ToolRunner
 from ..._validate import check_name
 from ..._wire.openai import ChatOptions, EmbedOptions
 from ...streaming import ChatStream, Stream
@@ -70,7 +71,7 @@ class _Parts(NamedTuple):
 SERVICES = _Parts._fields
 
 
-class OPEA(Backend):
+class OPEA(Backend, ToolRunner):
     """``OPEA(base_url=..., llm_url=..., embedding_url=..., ...)``: the gateway at ``base_url``
     (else ``$OPEA_API_ENDPOINT``, else ``http://localhost:8888``) and each microservice at its own
     URL (``$OPEA_LLM_ENDPOINT`` :9000, ``$OPEA_EMBEDDING_ENDPOINT`` :6000,

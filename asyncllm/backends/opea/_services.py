@@ -367,6 +367,8 @@ class _LLM(_OpenAIShaped):
     """The LLM microservice: OpenAI chat (``chat``, ``stream_chat``) at ``/v1/chat/completions``."""
 
     backend: ClassVar[str] = "opea-llm"
+    # OPEA's ChatCompletionRequest has no strict on its functions: a strict tool is refused.
+    tool_strict: ClassVar[bool] = False
     default_base_url: ClassVar[str | None] = "http://localhost:9000"
     base_url_env: ClassVar[tuple[str, ...]] = ("OPEA_LLM_ENDPOINT",)
     chat_path: ClassVar[str] = "/v1/chat/completions"

@@ -22,6 +22,14 @@ and a tool loop in progress (the assistant turn since the last user text holds `
 whose assistant turn does not start with a thinking block. Thinking in earlier turns may be
 dropped.
 
+Tools: a tool is a custom one (``name`` and ``input_schema``; ``strict: true`` holds its schema
+to the structured-output rules above, a 400 otherwise) or a tool of Anthropic's, whose ``type``
+is versioned (``web_search_20250305``: other types are a 400). With a ``web_search_*`` server tool
+offered, an answer to a user's text starts with a ``server_tool_use`` block and its
+``web_search_tool_result`` (streamed as the API streams them); as the API does, a
+``server_tool_use`` sent back without its result in the same turn is a 400. The model calls the
+first custom tool offered.
+
 A user text that says "REFUSE THIS" is refused: no content, ``stop_reason`` "refusal" and
 ``stop_details``. An answer longer than ``max_tokens`` words is cut (``stop_reason``
 "max_tokens").
@@ -39,6 +47,7 @@ import hmac
 import itertools
 import json
 import os
+import re
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -208,6 +217,9 @@ def _turns(messages: Any) -> list[dict[str, Any]]:
             turns.append({"role": role, "content": blocks, "index": i})
     if turns[0]["role"] != "user":
         raise _Invalid("messages: the first message must use the user role")
+    for turn in turns:
+        if turn["role"] == "assistant":
+            _check_server_results(turn, f"messages.{turn['index']}.content")
     for i, turn in enumerate(turns):
         uses = [b["id"] for b in turn["content"] if b["type"] == "tool_use"]
         if not uses:
@@ -224,8 +236,26 @@ def _turns(messages: Any) -> list[dict[str, Any]]:
     return turns
 
 
+def _check_server_results(turn: dict[str, Any], where: str) -> None:
+    """The API's rule: a server tool's use and its result come in the same assistant turn."""
+    uses = [b for b in turn["content"] if b["type"] == "server_tool_use"]
+    results = {b.get("tool_use_id") for b in turn["content"] if b["type"].endswith("_tool_result")}
+    for use in uses:
+        if use.get("id") not in results:
+            raise _Invalid(
+                f"{where}: `server_tool_use` block with id `{use.get('id')}` was found without a "
+                "corresponding `*_tool_result` block"
+            )
+
+
 def _check_block(block: dict[str, Any], where: str) -> None:
     kind = block["type"]
+    if kind == "server_tool_use" and not (
+        isinstance(block.get("id"), str)
+        and isinstance(block.get("name"), str)
+        and isinstance(block.get("input"), dict)
+    ):
+        raise _Invalid(f"{where}: server_tool_use blocks need id, name and an input object")
     if kind == "text" and (not isinstance(block.get("text"), str) or not block["text"]):
         raise _Invalid(f"{where}: text content blocks must be non-empty")
     if kind == "tool_use" and not (
@@ -450,8 +480,9 @@ def _plan(turns: list[dict[str, Any]], tools: Any) -> tuple[str, list[dict[str, 
             "tool",
         )
         return _common.tool_result_text(name, _text(result.get("content"))), []
-    if isinstance(tools, list) and tools and isinstance(tools[0], dict):
-        tool = tools[0]
+    custom = [t for t in tools or () if t.get("type") in (None, "custom")]
+    if custom:
+        tool = custom[0]
         args = _common.tool_arguments(tool.get("input_schema"))
         use = {
             "type": "tool_use",
@@ -480,6 +511,59 @@ def _input_tokens(body: dict[str, Any], turns: list[dict[str, Any]]) -> int:
     return _common.count_tokens(text.strip())
 
 
+# Anthropic's tools have versioned types (web_search_20250305, code_execution_20250825...).
+_VERSIONED = re.compile(r"[a-z_]+_[0-9]{8}")
+
+
+def _check_tools(tools: Any) -> None:
+    if tools is None:
+        return
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise _Invalid("tools: Input should be a list of objects")
+    for i, tool in enumerate(tools):
+        kind = tool.get("type")
+        if not isinstance(tool.get("name"), str):
+            raise _Invalid(f"tools.{i}.name: Field required")
+        if kind not in (None, "custom"):
+            if not isinstance(kind, str) or not _VERSIONED.fullmatch(kind):
+                raise _Invalid(
+                    f"tools.{i}: Input tag {kind!r} found using 'type' does not match any of the "
+                    "expected tags"
+                )
+            continue
+        if not isinstance(tool.get("input_schema"), dict):
+            raise _Invalid(f"tools.{i}.input_schema: Field required")
+        strict = tool.get("strict")
+        if strict is not None and not isinstance(strict, bool):
+            raise _Invalid(f"tools.{i}.strict: Input should be a valid boolean")
+        if strict:
+            _check_schema(tool["input_schema"])
+
+
+def _searched(turns: list[dict[str, Any]], tools: Any) -> list[dict[str, Any]]:
+    """The server tool blocks an answer starts with: a web search of the user's last text when
+    a ``web_search_*`` tool is offered and the last turn is the user's text."""
+    search = next(
+        (t for t in tools or () if str(t.get("type", "")).startswith("web_search_")), None
+    )
+    last = turns[-1]["content"]
+    if search is None or any(b["type"] == "tool_result" for b in last):
+        return []
+    uid = f"srvtoolu_fake{next(_ids):06d}"
+    query = _last_user_text(turns)
+    result = {
+        "type": "web_search_result",
+        "url": "https://example.com/",
+        "title": f"about {query}",
+        "encrypted_content": base64.b64encode(query.encode()).decode(),
+        "page_age": None,
+    }
+    return [
+        {"type": "server_tool_use", "id": uid, "name": search["name"], "input": {"query": query}},
+        {"type": "web_search_tool_result", "tool_use_id": uid, "content": [result]},
+    ]
+
+
 def _common_body(body: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if not isinstance(body, dict):
         raise _Invalid("request body must be a JSON object")
@@ -487,13 +571,7 @@ def _common_body(body: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         raise _Invalid("model: Field required")
     turns = _turns(body.get("messages"))
     _system_text(body.get("system"))
-    tools = body.get("tools")
-    if tools is not None and not (
-        isinstance(tools, list)
-        and all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in tools)
-        and all(isinstance(t.get("input_schema"), dict) for t in tools if "type" not in t)
-    ):
-        raise _Invalid("tools: each tool needs a name and an input_schema")
+    _check_tools(body.get("tools"))
     return body, turns
 
 
@@ -540,6 +618,22 @@ def _thinking_events(index: int, block: dict[str, Any]) -> Iterator[bytes]:
     yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
 
 
+def _input_events(index: int, block: dict[str, Any]) -> Iterator[bytes]:
+    """A tool's use (a client's or the server's) streamed: the block with an empty input, then
+    the input's JSON in pieces."""
+    start = {"type": "content_block_start", "index": index, "content_block": {**block, "input": {}}}
+    yield _sse("content_block_start", start)
+    args = json.dumps(block["input"])
+    half = len(args) // 2
+    for part in ("", args[:half], args[half:]):
+        delta = {"type": "input_json_delta", "partial_json": part}
+        yield _sse(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": index, "delta": delta},
+        )
+    yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
+
+
 def _events(
     message: dict[str, Any],
     text: str,
@@ -563,6 +657,15 @@ def _events(
     for block in message["content"]:
         if block["type"] in ("thinking", "redacted_thinking"):
             yield from _thinking_events(index, block)
+            index += 1
+    for block in message["content"]:  # a server tool's use (its input streamed), its result
+        if block["type"] == "server_tool_use":
+            yield from _input_events(index, block)
+            index += 1
+        elif block["type"].endswith("_tool_result") and block["type"] != "tool_result":
+            start = {"type": "content_block_start", "index": index, "content_block": block}
+            yield _sse("content_block_start", start)
+            yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
             index += 1
     if text or error is not None:
         yield _sse(
@@ -594,20 +697,7 @@ def _events(
         yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
         index += 1
     for call in calls:
-        block = {**call, "input": {}}
-        yield _sse(
-            "content_block_start",
-            {"type": "content_block_start", "index": index, "content_block": block},
-        )
-        args = json.dumps(call["input"])
-        half = len(args) // 2
-        for part in ("", args[:half], args[half:]):
-            delta = {"type": "input_json_delta", "partial_json": part}
-            yield _sse(
-                "content_block_delta",
-                {"type": "content_block_delta", "index": index, "delta": delta},
-            )
-        yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
+        yield from _input_events(index, call)
         index += 1
     delta = {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]}
     if "stop_details" in message:
@@ -638,6 +728,7 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
             about = _last_user_text(turns)
             refused = REFUSE in about
             text, calls = ("", []) if refused else _plan(turns, body.get("tools"))
+            searched = [] if refused else _searched(turns, body.get("tools"))
         except _Invalid as exc:
             return _error(400, str(exc))
         if schema is not None and not calls and not refused:
@@ -659,7 +750,7 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
             "type": "message",
             "role": "assistant",
             "model": body["model"],
-            "content": thought + content + calls,
+            "content": thought + searched + content + calls,
             "stop_reason": stop_reason,
             "stop_sequence": stop_sequence,
             "usage": {

@@ -7,7 +7,12 @@ google-genai SDK's default). A function declared with ``parametersJsonSchema`` (
 ``parameters_json_schema``) is called with arguments made from that schema. Replies follow
 ``_common``'s rules (a function response that is a lone string under ``output`` or ``result`` is
 that string); function calls carry no id, as Gemini's often do not. Errors (injected ones too)
-are google.rpc.Status bodies. A prompt containing ``BLOCKME`` is refused with
+are google.rpc.Status bodies. Tools: each ``tools`` entry holds ``functionDeclarations`` or one of the built-in tools
+(``googleSearch``, ``codeExecution``, ``urlContext``..., camelCase or the proto's snake_case),
+anything else a 400; ``toolConfig.functionCallingConfig.mode`` is one the API has (``VALIDATED``
+too). With ``codeExecution`` offered, an answer to a user's text starts with the code the model
+ran and its result (``executableCode``, ``codeExecutionResult`` parts). A prompt containing
+``BLOCKME`` is refused with
 ``promptFeedback.blockReason``; one containing ``UNSAFEREPLY`` gets a candidate that stopped for
 ``SAFETY`` with no content. ``server.state["gemini_max_page_size"]`` (default 2) caps the models
 page size, so paging is exercised.
@@ -194,8 +199,55 @@ def answer_format(body: dict[str, Any]) -> dict[str, Any] | None:
     return {} if mime == "application/json" else None
 
 
+BUILTIN_TOOLS = frozenset(
+    {
+        "googleSearch", "google_search", "googleSearchRetrieval", "google_search_retrieval",
+        "codeExecution", "code_execution", "urlContext", "url_context", "computerUse",
+        "computer_use", "fileSearch", "file_search", "googleMaps", "google_maps",
+    }
+)  # fmt: skip
+MODES = frozenset({"MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED"})
+
+
+def _check_tools(body: dict[str, Any]) -> None:
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+            raise _Invalid("Invalid JSON payload received. 'tools' must be a list of Tool")
+        for i, tool in enumerate(tools):
+            for key, value in tool.items():
+                if key in ("functionDeclarations", "function_declarations"):
+                    if not isinstance(value, list):
+                        raise _Invalid(f"tools[{i}].{key} must be a list")
+                elif key not in BUILTIN_TOOLS:
+                    raise _Invalid(
+                        f"Invalid JSON payload received. Unknown name \"{key}\" at 'tools[{i}]': "
+                        "Cannot find field."
+                    )
+                elif not isinstance(value, dict):
+                    raise _Invalid(f"tools[{i}].{key} must be an object")
+    config = _json_field(body.get("toolConfig") or {}, "functionCallingConfig") or {}
+    mode = config.get("mode") if isinstance(config, dict) else None
+    if mode is not None and mode not in MODES:
+        raise _Invalid(f"Invalid value at 'tool_config.function_calling_config.mode' ({mode!r})")
+
+
+def _ran_code(body: dict[str, Any], contents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The parts of the code the model ran, when code execution is offered and the last turn is
+    the user's text."""
+    offered = any("codeExecution" in t or "code_execution" in t for t in body.get("tools") or ())
+    if not offered or any("functionResponse" in p for p in contents[-1]["parts"]):
+        return []
+    code = f"print({_user_text(contents)!r})"
+    return [
+        {"executableCode": {"language": "PYTHON", "code": code}},
+        {"codeExecutionResult": {"outcome": "OUTCOME_OK", "output": _user_text(contents)}},
+    ]
+
+
 def plan_reply(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     """(text, functionCall parts) the fake model answers with."""
+    _check_tools(body)
     contents = _check_contents(body.get("contents"))
     last_parts = contents[-1]["parts"]
     responses = [p["functionResponse"] for p in last_parts if "functionResponse" in p]
@@ -418,6 +470,7 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
         parts = ([{"text": thought, "thought": True}] if thought else []) + (
             [{"text": text}] if text else []
         )
+        parts[len(parts) - bool(text) : len(parts) - bool(text)] = _ran_code(body, body["contents"])
         parts += [dict(call) for call in calls]
         if thinks and parts:
             # Gemini signs the first function call of a step, or else the last part.
@@ -456,7 +509,7 @@ def setup(server: FakeServer, prefix: str = PREFIX) -> None:
         else:
             signature = None
             for part in candidates[0]["content"]["parts"]:
-                if "functionCall" in part:
+                if "text" not in part:  # a function call, code and its result: whole
                     events.append(stream_event([part], base))
                     continue
                 # Text comes word by word; its signature on a last piece with empty text.

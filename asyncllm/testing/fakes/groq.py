@@ -65,7 +65,12 @@ def reasoning(body: dict[str, Any]) -> str | web.Response | None:
     return openai.INLINE
 
 
-GROQ = openai.Rules(strict_schemas=True, reasoning=reasoning)
+# Groq's built-in tools (GPT-OSS models): server-run, offered beside functions.
+GROQ = openai.Rules(
+    strict_schemas=True,
+    tool_types=frozenset({"function", "browser_search", "code_interpreter"}),
+    reasoning=reasoning,
+)
 
 
 def default_rate_limits() -> dict[str, Any]:

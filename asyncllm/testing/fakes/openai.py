@@ -82,17 +82,28 @@ class Rules:
     docstring). ``reasoning``: called with the request body, says where the model's reasoning
     (``reasoning_text``) goes: None for nowhere (the model does not reason, or it is hidden), a
     message and delta field name ("reasoning", "reasoning_content"), or ``INLINE``; an error
-    response it returns answers the request instead.
+    response it returns answers the request instead. ``usage_details``: usage has OpenAI's
+    ``prompt_tokens_details`` and ``completion_tokens_details`` (nothing cached, no hidden
+    reasoning: zeros, as the API reports them then).
     """
 
     strict_schemas: bool = False
+    tool_types: frozenset[str] = frozenset({"function"})
     refusals: bool = False
     json_word: bool = False
     reasoning: Callable[[dict[str, Any]], str | web.Response | None] | None = None
+    usage_details: bool = False
 
 
-# OpenAI itself: strict structured outputs, refusals, and no reasoning text in chat completions.
-OPENAI = Rules(strict_schemas=True, refusals=True, json_word=True)
+# OpenAI itself: strict structured outputs, custom tools, refusals, no reasoning text in chat
+# completions, and usage with its details (cached prompt tokens, reasoning tokens).
+OPENAI = Rules(
+    strict_schemas=True,
+    tool_types=frozenset({"function", "custom"}),
+    refusals=True,
+    json_word=True,
+    usage_details=True,
+)
 # An OpenAI-compatible server that takes a schema as it is and never refuses.
 COMPATIBLE = Rules()
 
@@ -120,9 +131,10 @@ def answer_format(body: Any) -> dict[str, Any] | None:
     return None
 
 
-def _strict_problem(schema: Any, name: str) -> str | None:
-    """OpenAI's message for a strict ``json_schema`` it refuses, or None when it takes it."""
-    prefix = f"Invalid schema for response_format '{name}': "
+def _strict_problem(schema: Any, name: str, what: str = "response_format") -> str | None:
+    """OpenAI's message for a strict ``json_schema`` (or function tool, ``what="function"``) it
+    refuses, or None when it takes it."""
+    prefix = f"Invalid schema for {what} '{name}': "
     if not isinstance(schema, dict):
         return prefix + "schema must be a JSON Schema object."
     if schema.get("type") != "object":
@@ -177,6 +189,40 @@ def strict_refusal(body: dict[str, Any]) -> str | None:
     return _strict_problem(spec.get("schema"), str(spec.get("name", "response")))
 
 
+def tools_refusal(body: dict[str, Any], rules: Rules) -> web.Response | None:
+    """The 400 for ``tools`` the server does not take (a type it has not, a function without a
+    name, a strict one whose schema strict mode refuses), or None."""
+    tools = body.get("tools")
+    if tools is None:
+        return None
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        return _bad_request("Invalid type for 'tools': expected an array of objects.", "tools")
+    kinds = " and ".join(
+        f"'{k}'" for k in sorted(rules.tool_types, key=lambda k: (k != "function", k))
+    )
+    for i, tool in enumerate(tools):
+        kind = tool.get("type")
+        spec = tool.get(kind) if isinstance(kind, str) else None
+        if kind not in rules.tool_types:
+            message = f"Invalid value: '{kind}'. Supported values are: {kinds}."
+            return _bad_request(message, f"tools[{i}].type", "invalid_value")
+        if kind not in ("function", "custom"):  # a server-run tool: its type says all
+            continue
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            return _bad_request(f"Missing required parameter: 'tools[{i}].{kind}.name'.")
+        strict = spec.get("strict")
+        if kind == "function" and strict is not None and not isinstance(strict, bool):
+            return _bad_request(f"Invalid type for 'tools[{i}].function.strict'.")
+        if strict and rules.strict_schemas:
+            problem = _strict_problem(spec.get("parameters"), spec["name"], "function")
+            if problem is not None:
+                return _bad_request(problem, f"tools[{i}].function.parameters")
+    options = body.get("web_search_options")
+    if options is not None and not isinstance(options, dict):
+        return _bad_request("Invalid type for 'web_search_options'.", "web_search_options")
+    return None
+
+
 def token_limit(body: dict[str, Any]) -> int | web.Response | None:
     """The request's token limit (``max_completion_tokens``, else ``max_tokens``), None for
     none, or OpenAI's 400 for a limit that is no positive integer."""
@@ -229,7 +275,7 @@ def plan_reply(
     if last.get("role") == "tool":
         name = last.get("name") or next(
             (
-                c["function"]["name"]
+                (c.get("function") or c.get("custom") or {}).get("name", "tool")
                 for m in messages
                 for c in m.get("tool_calls") or ()
                 if c.get("id") == last.get("tool_call_id")
@@ -237,6 +283,11 @@ def plan_reply(
             "tool",
         )
         return _common.tool_result_text(name, _text(last.get("content"))), []
+    # The first tool the caller runs (a server-run one, such as Groq's browser_search, is not).
+    tools = [t for t in tools or () if t.get("type", "function") in ("function", "custom")]
+    if tools and tools[0].get("type") == "custom":
+        custom = {"name": tools[0]["custom"]["name"], "input": "test"}
+        return "", [{"id": f"call_{next(_ids)}", "type": "custom", "custom": custom}]
     if tools:
         fn = tools[0].get("function", {})
         args = _common.tool_arguments(fn.get("parameters"))
@@ -351,6 +402,8 @@ def routes(prefix: str = "/v1", rules: Rules = COMPATIBLE) -> list[tuple[str, st
             return limit
         if rules.strict_schemas and (problem := strict_refusal(body)):
             return _bad_request(problem, param="response_format")
+        if (refused := tools_refusal(body, rules)) is not None:
+            return refused
         if rules.json_word and not _says_json(body, messages):
             return _bad_request(
                 "'messages' must contain the word 'json' in some form, to use 'response_format' "
@@ -366,7 +419,15 @@ def routes(prefix: str = "/v1", rules: Rules = COMPATIBLE) -> list[tuple[str, st
         reasoning, refusal, text = ("".join(p) for p in (said.reasoning, said.refusal, said.text))
         calls, finish = said.calls, said.finish
         prompt = sum(_common.count_tokens(_text(m.get("content"))) for m in messages)
-        counts = usage(prompt, said.tokens())
+        counts: dict[str, Any] = usage(prompt, said.tokens())
+        if rules.usage_details:
+            counts["prompt_tokens_details"] = {"cached_tokens": 0, "audio_tokens": 0}
+            counts["completion_tokens_details"] = {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            }
         cid = f"chatcmpl-{next(_ids)}"
         headers = {"x-request-id": f"srv-{cid}"}
         base = {
@@ -375,8 +436,8 @@ def routes(prefix: str = "/v1", rules: Rules = COMPATIBLE) -> list[tuple[str, st
             "created": int(time.time()),
             "model": body["model"],
         }
+        n = int(body.get("n") or 1)
         if not body.get("stream"):
-            n = int(body.get("n") or 1)
             message: dict[str, Any] = {"role": "assistant", "content": text or None}
             if where is not None and where != INLINE and reasoning:
                 message[where] = reasoning
@@ -394,25 +455,34 @@ def routes(prefix: str = "/v1", rules: Rules = COMPATIBLE) -> list[tuple[str, st
         def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
             return _common.sse({**chunk_base, "choices": choices, **extra})
 
-        def delta(content: dict[str, Any], finish: str | None = None) -> bytes:
-            return chunk([{"index": 0, "delta": content, "finish_reason": finish}])
+        chunks: list[bytes] = []
+
+        def delta(content: dict[str, Any], finish: str | None = None) -> None:
+            """The piece for every choice, one event each, interleaved (as the API sends n>1)."""
+            for i in range(n):
+                chunks.append(chunk([{"index": i, "delta": content, "finish_reason": finish}]))
 
         first: dict[str, Any] = {"role": "assistant", "content": None if refusal else ""}
         if rules.refusals:
             first["refusal"] = None
-        chunks = [delta(first)]
+        delta(first)
         if where is not None and where != INLINE:
-            chunks += [delta({where: piece}) for piece in said.reasoning]
-        chunks += [delta({"refusal": piece}) for piece in said.refusal]
-        chunks += [delta({"content": piece}) for piece in said.text]
+            for piece in said.reasoning:
+                delta({where: piece})
+        for piece in said.refusal:
+            delta({"refusal": piece})
+        for piece in said.text:
+            delta({"content": piece})
         for i, call in enumerate(calls):  # each call's arguments in two halves
+            if call["type"] == "custom":  # a custom tool's input, whole
+                delta({"tool_calls": [{"index": i, **call}]})
+                continue
             args = call["function"]["arguments"]
             half = len(args) // 2
             head = {"name": call["function"]["name"], "arguments": args[:half]}
-            chunks.append(delta({"tool_calls": [{"index": i, **call, "function": head}]}))
-            rest = {"index": i, "function": {"arguments": args[half:]}}
-            chunks.append(delta({"tool_calls": [rest]}))
-        chunks.append(delta({}, finish))
+            delta({"tool_calls": [{"index": i, **call, "function": head}]})
+            delta({"tool_calls": [{"index": i, "function": {"arguments": args[half:]}}]})
+        delta({}, finish)
         if (body.get("stream_options") or {}).get("include_usage"):
             chunks.append(chunk([], usage=counts))
         chunks.append(_common.DONE)

@@ -399,6 +399,18 @@ def setup(server: FakeServer) -> None:
             return _error("validation", f"response_format: {grammar}")
         if grammar is not None and body.get("tools") is not None:
             return _error("tool_error", "Tool error: Grammar and tools are mutually exclusive")
+        tools = body.get("tools")
+        if tools is not None and not (
+            isinstance(tools, list)
+            and all(
+                isinstance(t, dict)
+                and t.get("type") == "function"
+                and isinstance(t.get("function"), dict)
+                and isinstance(t["function"].get("name"), str)
+                for t in tools
+            )
+        ):  # TGI's Tool: {"type": "function", "function": {name, description, arguments}}
+            return _error("validation", "Input validation error: tools: unknown variant")
         # What the chat request becomes: a generation with these parameters (TGI's
         # ChatRequest::try_into_generate), validated as any other.
         temperature, presence = body.get("temperature"), body.get("presence_penalty")

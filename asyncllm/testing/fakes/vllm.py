@@ -184,6 +184,8 @@ def setup(server: FakeServer) -> None:
         wanted = constraint(body)
         if isinstance(wanted, web.Response):
             return wanted
+        if (refused := openai.tools_refusal(body, openai.COMPATIBLE)) is not None:
+            return refused  # function tools only (strict taken: it guides the call's JSON)
         tools = None if body.get("tool_choice") == "none" else body.get("tools")
         schema = None
         if wanted is not None and wanted[0] in ("json", "json_object"):
@@ -229,22 +231,25 @@ def setup(server: FakeServer) -> None:
             return _common.sse({**base, "object": "chat.completion.chunk", "choices": choices,
                                 **extra})  # fmt: skip
 
-        def delta(content: dict[str, Any], finish: str | None = None) -> bytes:
-            return chunk([{"index": 0, "delta": content, "logprobs": None,
-                           "finish_reason": finish}])  # fmt: skip
+        n = int(body.get("n") or 1)
 
-        chunks = [delta({"role": "assistant", "content": ""})]
-        chunks += [delta({"reasoning": piece}) for piece in thought]
-        chunks += [delta({"content": piece}) for piece in said]
+        def delta(content: dict[str, Any], finish: str | None = None) -> list[bytes]:
+            """The piece for every choice, an event each (vLLM sends one choice an event)."""
+            return [chunk([{"index": i, "delta": content, "logprobs": None,
+                            "finish_reason": finish}]) for i in range(n)]  # fmt: skip
+
+        chunks = delta({"role": "assistant", "content": ""})
+        for piece in thought:
+            chunks += delta({"reasoning": piece})
+        for piece in said:
+            chunks += delta({"content": piece})
         for i, call in enumerate(calls):  # each call's arguments in two halves
             args = call["function"]["arguments"]
             half = len(args) // 2
             first = {"name": call["function"]["name"], "arguments": args[:half]}
-            chunks.append(delta({"tool_calls": [{"index": i, **call, "function": first}]}))
-            chunks.append(
-                delta({"tool_calls": [{"index": i, "function": {"arguments": args[half:]}}]})
-            )
-        chunks.append(delta({}, finish))
+            chunks += delta({"tool_calls": [{"index": i, **call, "function": first}]})
+            chunks += delta({"tool_calls": [{"index": i, "function": {"arguments": args[half:]}}]})
+        chunks += delta({}, finish)
         if (body.get("stream_options") or {}).get("include_usage"):
             chunks.append(chunk([], usage=counts))
         chunks.append(_common.DONE)
