@@ -30,6 +30,7 @@ async def test_start_retries_then_the_first_chunk_is_still_yielded() -> None:
         server.fail_next(2, status=503)
         async with client.stream_chat(USER, model="m") as stream:
             assert await stream.start() is stream
+            assert stream.http is not None and stream.http.status == 200  # the answer arrived
             assert server.request_count == 4  # the plain stream, two failures, this one
             assert client.dispatcher.stats()["openai"].in_flight == 1
             started = [c.delta async for c in stream]
