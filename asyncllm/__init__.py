@@ -15,7 +15,7 @@ from ._config import BreakerConfig, LimitsConfig, RetryConfig
 from ._engine._backoff import parse_retry_after
 from ._engine._breaker import BreakerState
 from ._engine._context import RequestIdFilter, current_request_id, request_context
-from ._engine._dispatcher import BackendStats, Dispatcher, Priority, get_dispatcher
+from ._engine._dispatcher import BackendStats, Dispatcher, Priority, TokenUsage, get_dispatcher
 from ._engine._tracking import RequestRecord, RequestStatus, RequestTracker
 from ._exceptions import (
     APIConnectionError,
@@ -185,6 +185,7 @@ __all__ = [
     "TextDeltaEvent",
     "TextDoneEvent",
     "TokenLogprob",
+    "TokenUsage",
     "Tool",
     "ToolCall",
     "ToolCallDelta",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Generic, TypeVar
 
+from typing_extensions import Self
+
 from ._models import ChatChunk, ChatResponse, HttpInfo, Message, P, ToolCall, Usage, keep_http
 from ._structured import OutputFormat, finish
 
@@ -22,6 +24,7 @@ class Stream(Generic[T]):
     def __init__(self, source: AsyncIterator[T], request_id: str) -> None:
         self._source = source
         self.request_id = request_id
+        self._started = False
         # What ``http`` is built from (anything with ``status`` and ``headers``), set by the
         # HTTP layer as each attempt's response arrives.
         self.http_source: Any = None
@@ -35,6 +38,30 @@ class Stream(Generic[T]):
             inner = self._source
             return inner.http if isinstance(inner, Stream) else None
         return HttpInfo(source.status, source.headers)
+
+    async def start(self) -> Self:
+        """Send the request and wait for the answer's status and first event, without taking a
+        chunk from you: the first ``async for`` step still yields it.
+
+        Opening a stream sends nothing, so its errors would otherwise surface only at the first
+        chunk; after ``start()`` they have been raised here (retried first, as for any stream
+        before its first chunk), which lets a web handler answer with an error status before
+        it commits to a streamed 200. A started stream holds its slot until it is read to the
+        end or closed. Calling it again does nothing.
+        """
+        if self._started:
+            return self
+        self._started = True
+        source = self._source
+        if isinstance(source, Stream):
+            await source.start()
+            return self
+        try:
+            first = await self.__anext__()
+        except StopAsyncIteration:
+            return self
+        self._source = _Replay(first, source)
+        return self
 
     def __aiter__(self) -> Stream[T]:
         return self
@@ -52,6 +79,32 @@ class Stream(Generic[T]):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+class _Replay(Generic[T]):
+    """The item ``start()`` read, then the rest; closing it closes the rest, even unread (an
+    async generator that never ran would skip its ``finally``)."""
+
+    __slots__ = ("_first", "_held", "_rest")
+
+    def __init__(self, first: T, rest: AsyncIterator[T]) -> None:
+        self._first = first
+        self._rest = rest
+        self._held = True
+
+    def __aiter__(self) -> _Replay[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._held:
+            self._held = False
+            return self._first
+        return await self._rest.__anext__()
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 class _Choice:

@@ -25,12 +25,14 @@ def test_import_is_lazy() -> None:
         "import sys, asyncllm; "
         "loaded = [m for m in sys.modules if m.startswith('asyncllm.backends.')]; "
         "print(','.join(sorted(loaded))); "
-        "print('aiobotocore' in sys.modules, 'numpy' in sys.modules, 'yaml' in sys.modules)"
+        "print('aiobotocore' in sys.modules, 'numpy' in sys.modules, 'yaml' in sys.modules); "
+        "print([m for m in ('opentelemetry', 'starlette', 'fastapi') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     lines = out.stdout.splitlines()
     assert lines[0] == ""
     assert lines[1] == "False False False"
+    assert lines[2] == "[]"  # the integrations load only when used
 
 
 def test_unknown_attribute() -> None:

@@ -54,6 +54,7 @@ class Call(NamedTuple):
     timeout: float | None
     deadline: float | None
     max_retries: int | None
+    model: str | None
 
 
 class Backend:
@@ -147,6 +148,7 @@ class Backend:
                 retry=root.retry,
                 breaker=root.breaker,
                 host=root._host(),
+                kind=root.backend,
             )
         return lane
 
@@ -154,8 +156,15 @@ class Backend:
         """The backend's host (and port), for errors that name it; None where there is none."""
         return None
 
-    def _call(self, options: Mapping[str, Any], allowed: frozenset[str], operation: str) -> Call:
-        """Check the call's option names, then resolve its engine settings: once per call."""
+    def _call(
+        self,
+        options: Mapping[str, Any],
+        allowed: frozenset[str],
+        operation: str,
+        model: str | None = None,
+    ) -> Call:
+        """Check the call's option names, then resolve its engine settings: once per call.
+        ``model``, the model the call asks for where known, goes to the tracker and telemetry."""
         if not options.keys() <= allowed:
             check_keys(options, allowed, operation)  # raises, naming the unknown keyword
         if self._defaults:
@@ -176,6 +185,7 @@ class Backend:
                 self.timeout if timeout is None else timeout_value("timeout", timeout),
                 None if deadline is None else timeout_value("deadline", deadline),
                 max_retries,
+                model,
             ),
         )
 
@@ -199,6 +209,7 @@ class Backend:
             deadline=call.deadline,
             request_id=call.request_id,
             max_retries=call.max_retries,
+            model=call.model,
             creates=creates,
         )
 
@@ -220,6 +231,7 @@ class Backend:
             deadline=call.deadline,
             request_id=call.request_id,
             max_retries=call.max_retries,
+            model=call.model,
             creates=creates,
         )
 

@@ -40,9 +40,9 @@ import sys
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from .._config import BreakerConfig, LimitsConfig, RetryConfig
 from .._constants import DEFAULT_CLOSE_TIMEOUT, LATENCY_WINDOW
@@ -60,6 +60,7 @@ from ..streaming import Stream
 from ._backoff import BackoffSchedule, breaker_verdict, is_retryable, may_resend
 from ._breaker import BreakerState, CircuitBreaker
 from ._context import _request_id, new_request_id
+from ._observe import AUTO, CallObserver, Observer, default_observer
 from ._tracking import RequestRecord, RequestStatus, RequestTracker
 
 logger = logging.getLogger("asyncllm")
@@ -75,33 +76,18 @@ class Priority(enum.IntEnum):
     LOW = 2
 
 
-class Attempt:
-    """What one attempt needs to know: its request ID, its number (1-based) and its time limit.
+class Attempt(NamedTuple):
+    """What one attempt needs to know: its request ID, its number (1-based), its time limit, and
+    the headers an observer asks it to send (trace context), if any. A NamedTuple built with
+    ``tuple.__new__``: one is made per attempt, and a frozen dataclass cost ten times as much."""
 
-    A plain slotted class, not a frozen dataclass: one is made per attempt, and a frozen
-    dataclass's ``__init__`` sets each field through ``object.__setattr__``. Treat it as
-    read-only."""
+    request_id: str
+    number: int
+    timeout: float | None
+    headers: Mapping[str, str] | None = None
 
-    __slots__ = ("number", "request_id", "timeout")
 
-    def __init__(self, request_id: str, number: int, timeout: float | None) -> None:
-        self.request_id = request_id
-        self.number = number
-        self.timeout = timeout
-
-    def __repr__(self) -> str:
-        return (
-            f"Attempt(request_id={self.request_id!r}, number={self.number}, timeout={self.timeout})"
-        )
-
-    def _key(self) -> tuple[str, int, float | None]:
-        return (self.request_id, self.number, self.timeout)
-
-    def __eq__(self, other: object) -> bool:
-        return self._key() == other._key() if isinstance(other, Attempt) else NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._key())
+_tuple_new = tuple.__new__
 
 
 class _Job:
@@ -122,7 +108,20 @@ class _Job:
 
 
 @dataclass(slots=True)
+class TokenUsage:
+    """Tokens of one backend's calls to one model, summed over the calls that reported any."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(slots=True)
 class BackendStats:
+    """One backend's counters. Latency is from a call's start to its end; ``queued_*`` is the
+    part spent waiting for a slot, ``service_*`` the rest (attempts, retries, backoff), each
+    over the last successful calls. ``usage`` is keyed by model ("-" where none was known)."""
+
     backend: str
     queued: int
     in_flight: int
@@ -137,6 +136,11 @@ class BackendStats:
     latency_p50: float | None
     latency_p95: float | None
     info: dict[str, Any]
+    queued_p50: float | None = None
+    queued_p95: float | None = None
+    service_p50: float | None = None
+    service_p95: float | None = None
+    usage: dict[str, TokenUsage] | None = None
 
 
 def _percentile(sorted_values: list[float], q: float) -> float | None:
@@ -157,9 +161,12 @@ class Lane:
         retry: RetryConfig,
         breaker: BreakerConfig,
         host: str | None = None,
+        kind: str | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.name = name
+        # What kind of backend this is (say, "claude"), whatever the lane is named.
+        self.kind = kind or name
         # The backend's host (say, "api.openai.com:443"), if its client told us: for messages.
         self.host = host
         self.limits = limits
@@ -178,6 +185,9 @@ class Lane:
         self._closing: asyncio.Event | None = None
         self.succeeded = self.failed = self.retried = self.cancelled = self.rejected = 0
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.queue_times: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        # Per model: [calls, input tokens, output tokens]; lists, so that a call adds cheaply.
+        self.usage: dict[str, list[int]] = {}
         # Free-form facts a backend reports (say, rate-limit headers); shown in stats.
         self.info: dict[str, Any] = {}
 
@@ -487,6 +497,10 @@ class Lane:
 
     def stats(self) -> BackendStats:
         latencies = sorted(self.latencies)
+        queued = sorted(self.queue_times)
+        # Service time per call: its latency less its time queued, pairwise (both deques get an
+        # entry per successful call).
+        service = sorted(t - q for t, q in zip(self.latencies, self.queue_times, strict=True))
         return BackendStats(
             backend=self.name,
             queued=self.queued,
@@ -502,6 +516,11 @@ class Lane:
             latency_p50=_percentile(latencies, 0.5),
             latency_p95=_percentile(latencies, 0.95),
             info=dict(self.info),
+            queued_p50=_percentile(queued, 0.5),
+            queued_p95=_percentile(queued, 0.95),
+            service_p50=_percentile(service, 0.5),
+            service_p95=_percentile(service, 0.95),
+            usage={model: TokenUsage(*sums) for model, sums in self.usage.items()},
         )
 
 
@@ -514,6 +533,8 @@ class Dispatcher:
     queued at t + p * aging, so LOW work cannot starve behind a steady stream of HIGH work. Without
     it, priority is strict: a LOW call waits for as long as HIGH calls keep the backend busy.
     ``clock``, ``sleep`` and ``rng`` are injectable so that tests of timing never wait.
+    ``observer`` watches every call for telemetry (see ``_observe``): by default OpenTelemetry's
+    where ``opentelemetry-api`` is installed, else none; None turns it off.
     """
 
     def __init__(
@@ -526,6 +547,7 @@ class Dispatcher:
         tracker_max_records: int | None = None,
         max_in_flight: int | None = None,
         aging: float | None = None,
+        observer: Observer | None = AUTO,
     ) -> None:
         check_int("max_in_flight", max_in_flight, 1)
         check_positive("aging", aging)
@@ -547,6 +569,9 @@ class Dispatcher:
         # One entry per lane waiting for a global slot: (its best job's key, lane).
         self._queue: asyncio.PriorityQueue[tuple[tuple[float, int], Lane]] = asyncio.PriorityQueue()
         self.closed = False
+        self.observer: Observer | None = default_observer() if observer is AUTO else observer
+        if self.observer is not None:
+            self.observer.attach(self)
 
     # -- lanes -------------------------------------------------------------------------------
 
@@ -558,9 +583,11 @@ class Dispatcher:
         retry: RetryConfig | None = None,
         breaker: BreakerConfig | None = None,
         host: str | None = None,
+        kind: str | None = None,
     ) -> Lane:
         """Register a backend instance; a taken name gets a numeric suffix. ``host``, the
-        backend's host (and port), is named by its ``CircuitOpenError``."""
+        backend's host (and port), is named by its ``CircuitOpenError``; ``kind``, the kind of
+        backend (its client's ``backend``), is reported to telemetry."""
         if self.closed:
             raise ClientClosedError("dispatcher is closed", backend=name)
         unique = name
@@ -575,6 +602,7 @@ class Dispatcher:
             retry or RetryConfig(),
             breaker or BreakerConfig(),
             host,
+            kind,
         )
         self._lanes[unique] = lane
         return lane
@@ -600,20 +628,51 @@ class Dispatcher:
 
     # -- running calls -----------------------------------------------------------------------
 
-    def _begin(self, lane: Lane, operation: str, priority: int, request_id: str) -> RequestRecord:
+    def _begin(
+        self, lane: Lane, operation: str, priority: int, request_id: str, model: str | None
+    ) -> RequestRecord:
         if not isinstance(priority, int):
             raise ConfigurationError("priority must be an int or a Priority")
-        return self.tracker.add(
-            RequestRecord(request_id, lane.name, operation, int(priority), self.clock())
-        )
+        record = RequestRecord(request_id, lane.name, operation, int(priority), self.clock())
+        if model is not None:
+            record.model = model
+        return self.tracker.add(record)
 
-    def _finish(self, lane: Lane, record: RequestRecord, exc: BaseException | None) -> None:
+    def _finish(
+        self,
+        lane: Lane,
+        record: RequestRecord,
+        exc: BaseException | None,
+        watch: CallObserver | None,
+        answer: Any = None,
+    ) -> None:
+        """Record how the call ended; ``answer``, what it returned (for a stream: its last item
+        that carried usage, else its last item), is read for token usage and the model."""
         now = self.clock()
         record.finished_at = now
         if exc is None:
             record.status = RequestStatus.SUCCEEDED
             lane.succeeded += 1
-            lane.latencies.append(now - record.enqueued_at)
+            enqueued = record.enqueued_at
+            lane.latencies.append(now - enqueued)
+            lane.queue_times.append((record.started_at or enqueued) - enqueued)
+            usage = getattr(answer, "usage", None)
+            if usage is not None:
+                input_tokens = getattr(usage, "prompt_tokens", None)
+                output_tokens = getattr(usage, "completion_tokens", None)
+                if input_tokens is None and output_tokens is None:  # the Responses API's names
+                    input_tokens = getattr(usage, "input_tokens", None)
+                    output_tokens = getattr(usage, "output_tokens", None)
+                if input_tokens is not None or output_tokens is not None:
+                    record.input_tokens = input_tokens
+                    record.output_tokens = output_tokens
+                    key = record.model or getattr(answer, "model", None) or "-"
+                    sums = lane.usage.get(key)
+                    if sums is None:
+                        sums = lane.usage[key] = [0, 0, 0]
+                    sums[0] += 1
+                    sums[1] += input_tokens or 0
+                    sums[2] += output_tokens or 0
         elif isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
             record.status = RequestStatus.CANCELLED
             lane.cancelled += 1
@@ -621,6 +680,10 @@ class Dispatcher:
             record.status = RequestStatus.FAILED
             record.last_error = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"[:300]
             lane.failed += 1
+        if watch is not None:
+            watch.call_ended(record, getattr(answer, "model", None), exc)
+        if logger.isEnabledFor(logging.DEBUG):
+            _log_finished(record, exc)
 
     def _retry_delay(
         self,
@@ -664,7 +727,16 @@ class Dispatcher:
             record.attempts,
             type(error).__name__,
             delay,
-            extra={"request_id": record.request_id, "backend": lane.name},
+            extra={
+                "request_id": record.request_id,
+                "backend": lane.name,
+                "model": record.model,
+                "operation": record.operation,
+                "attempt": record.attempts,
+                "status": error.status_code,
+                "error_type": type(error).__name__,
+                "retry_delay": delay,
+            },
         )
         return delay
 
@@ -714,12 +786,14 @@ class Dispatcher:
         deadline_at: float | None,
         max_retries: int | None,
         hold: bool,
+        watch: CallObserver | None,
         creates: bool = False,
     ) -> tuple[T, bool]:
         """The one attempt loop, for calls and streams: take a slot (at once, or by waiting in
         the lane), run ``attempt`` in the caller's task, give the slot back, and on a retryable
         error wait out the backoff without a slot and go again. Returns the result and its probe
-        flag; with ``hold`` a success keeps its slot (a stream gives it back when it ends).
+        flag; with ``hold`` a success keeps its slot (a stream gives it back when it ends), and
+        its attempt stays open for ``watch`` until the stream ends.
         ``creates``: the call creates something, so it is retried only as ``may_resend`` allows.
 
         The breaker hears of the call once, when it gives up (see the module docstring)."""
@@ -730,6 +804,7 @@ class Dispatcher:
         error: APIError | None = None
         verdict: bool | None = None
         counted = False
+        waited = 0.0
         while True:
             if error is not None and lane.breaker.state is BreakerState.OPEN:
                 raise lane.refuse_retry(error)
@@ -765,18 +840,33 @@ class Dispatcher:
             record.status = RequestStatus.RUNNING
             if record.started_at is None:
                 record.started_at = self.clock()
+            headers = None if watch is None else watch.attempt_started(record.attempts, waited)
             try:
                 result = await attempt(
-                    Attempt(rid, record.attempts, self._attempt_timeout(timeout, deadline_at))
+                    _tuple_new(
+                        Attempt,
+                        (
+                            rid,
+                            record.attempts,
+                            self._attempt_timeout(timeout, deadline_at),
+                            headers,
+                        ),
+                    )
                 )
             except APIError as exc:
                 error = self._label(exc, lane, rid, record.attempts)
-            except BaseException:
+                if watch is not None:
+                    watch.attempt_ended(error)
+            except BaseException as exc:
                 lane.release(probe, None)
+                if watch is not None:
+                    watch.attempt_ended(exc)
                 raise
             else:
                 if not hold:
                     lane.release(probe, True)
+                    if watch is not None:
+                        watch.attempt_ended(None)
                 return result, probe
             verdict = breaker_verdict(error)
             if lane.closed:
@@ -804,6 +894,7 @@ class Dispatcher:
             else:
                 lane.release(False, None)  # no verdict until the call ends
             await self._backoff(lane, record, error, delay)
+            waited = delay
 
     async def run(
         self,
@@ -816,23 +907,36 @@ class Dispatcher:
         deadline: float | None = None,
         request_id: str | None = None,
         max_retries: int | None = None,
+        model: str | None = None,
         creates: bool = False,
     ) -> T:
         """Run ``attempt`` under the lane's limits, retrying per its policy (``max_retries``
         overrides the lane's count for this call); returns its result. A call that ``creates``
         something (a background response, a batch, an upload) is retried only while it cannot
-        have been applied (``may_resend``)."""
+        have been applied (``may_resend``). ``model``, the model the call asks for, is kept on
+        its record and reported to telemetry."""
         rid = request_id or _request_id.get() or new_request_id()
-        record = self._begin(lane, operation, priority, rid)
+        record = self._begin(lane, operation, priority, rid, model)
+        observer = self.observer
+        watch = None if observer is None else observer.start_call(record, lane)
         deadline_at = None if deadline is None else self.clock() + deadline
         try:
             result, _ = await self._attempts(
-                lane, record, attempt, priority, timeout, deadline_at, max_retries, False, creates
+                lane,
+                record,
+                attempt,
+                priority,
+                timeout,
+                deadline_at,
+                max_retries,
+                False,
+                watch,
+                creates,
             )
         except BaseException as exc:
-            self._finish(lane, record, exc)
+            self._finish(lane, record, exc, watch)
             raise
-        self._finish(lane, record, None)
+        self._finish(lane, record, None, watch, result)
         return result
 
     def stream(
@@ -846,13 +950,23 @@ class Dispatcher:
         deadline: float | None = None,
         request_id: str | None = None,
         max_retries: int | None = None,
+        model: str | None = None,
         creates: bool = False,
     ) -> Stream[T]:
         """Like ``run`` for a stream: retried only until its first item reaches the caller."""
         rid = request_id or _request_id.get() or new_request_id()
         return Stream(
             self._stream(
-                lane, operation, open_stream, priority, timeout, deadline, rid, max_retries, creates
+                lane,
+                operation,
+                open_stream,
+                priority,
+                timeout,
+                deadline,
+                rid,
+                max_retries,
+                model,
+                creates,
             ),
             rid,
         )
@@ -867,9 +981,12 @@ class Dispatcher:
         deadline: float | None,
         rid: str,
         max_retries: int | None,
+        model: str | None,
         creates: bool,
     ) -> AsyncIterator[T]:
-        record = self._begin(lane, operation, priority, rid)
+        record = self._begin(lane, operation, priority, rid, model)
+        observer = self.observer
+        watch = None if observer is None else observer.start_call(record, lane)
         deadline_at = None if deadline is None else self.clock() + deadline
 
         async def first_item(a: Attempt) -> tuple[AsyncIterator[T], T | None, bool]:
@@ -894,27 +1011,42 @@ class Dispatcher:
                 deadline_at,
                 max_retries,
                 True,
+                watch,
                 creates,
             )
         except BaseException as exc:
-            self._finish(lane, record, exc)
+            self._finish(lane, record, exc, watch)
             raise
         outcome: bool | None = None
         failure: APIError | None = None
+        # The last item, or the last that carried usage: what _finish reads usage and model from.
+        last: Any = None
         try:
             if not empty:
+                last = first
                 yield first  # type: ignore[misc]  # not empty: the first item is a T
+                held = getattr(first, "usage", None) is not None
                 async for item in source:
+                    if getattr(item, "usage", None) is not None:
+                        last, held = item, True
+                    elif not held:
+                        last = item
                     yield item
             outcome = True
-            self._finish(lane, record, None)
+            if watch is not None:
+                watch.attempt_ended(None)
+            self._finish(lane, record, None, watch, last)
         except APIError as exc:
             failure = self._label(exc, lane, rid, record.attempts)
             outcome = breaker_verdict(failure)
-            self._finish(lane, record, exc)
+            if watch is not None:
+                watch.attempt_ended(failure)
+            self._finish(lane, record, exc, watch)
             raise
         except BaseException as exc:
-            self._finish(lane, record, exc)
+            if watch is not None:
+                watch.attempt_ended(exc)
+            self._finish(lane, record, exc, watch)
             raise
         finally:
             try:
@@ -929,6 +1061,9 @@ class Dispatcher:
         return {name: lane.stats() for name, lane in self._lanes.items()}
 
     def stats_table(self) -> str:
+        """The stats as a table. Time queued (waiting for a slot) and service time (attempts,
+        retries and backoff) are shown apart, p50/p95 in ms over the last successful calls, so
+        a saturated backend reads as queueing, not as a slow server; tokens are summed."""
         header = (
             "backend",
             "queued",
@@ -939,11 +1074,19 @@ class Dispatcher:
             "cancelled",
             "rejected",
             "breaker",
-            "p50 ms",
-            "p95 ms",
+            "queued p50/p95 ms",
+            "service p50/p95 ms",
+            "tokens in/out",
         )
+
+        def ms(p50: float | None, p95: float | None) -> str:
+            return "-" if p50 is None or p95 is None else f"{p50 * 1000:.1f}/{p95 * 1000:.1f}"
+
         rows = [header]
         for s in self.stats().values():
+            usage = s.usage or {}
+            tokens_in = sum(u.input_tokens for u in usage.values())
+            tokens_out = sum(u.output_tokens for u in usage.values())
             rows.append(
                 (
                     s.backend,
@@ -955,8 +1098,9 @@ class Dispatcher:
                     str(s.cancelled),
                     str(s.rejected),
                     s.breaker,
-                    "-" if s.latency_p50 is None else f"{s.latency_p50 * 1000:.1f}",
-                    "-" if s.latency_p95 is None else f"{s.latency_p95 * 1000:.1f}",
+                    ms(s.queued_p50, s.queued_p95),
+                    ms(s.service_p50, s.service_p95),
+                    f"{tokens_in}/{tokens_out}" if usage else "-",
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -979,6 +1123,35 @@ class Dispatcher:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _log_finished(record: RequestRecord, exc: BaseException | None) -> None:
+    """The one DEBUG record per finished call, its facts in ``extra`` for JSON formatters."""
+    latency = (record.finished_at or record.enqueued_at) - record.enqueued_at
+    queued = record.queued_time
+    logger.debug(
+        "%s %s %s: %s after %d attempt(s) in %.1f ms (%.1f ms queued)",
+        record.backend,
+        record.operation,
+        record.model or "-",
+        record.status.value,
+        record.attempts,
+        latency * 1000,
+        (queued or 0.0) * 1000,
+        extra={
+            "request_id": record.request_id,
+            "backend": record.backend,
+            "model": record.model,
+            "operation": record.operation,
+            "attempt": record.attempts,
+            "status": record.status.value,
+            "error_type": None if exc is None else type(exc).__name__,
+            "latency": latency,
+            "queued_time": queued,
+            "input_tokens": record.input_tokens,
+            "output_tokens": record.output_tokens,
+        },
+    )
 
 
 async def _aclose(source: AsyncIterator[Any]) -> None:

@@ -29,7 +29,11 @@ FINAL_STATUSES = frozenset({RequestStatus.SUCCEEDED, RequestStatus.FAILED, Reque
 
 @dataclass(slots=True)
 class RequestRecord:
-    """One call. Times are on the dispatcher's clock. No headers, bodies or keys are kept."""
+    """One call. Times are on the dispatcher's clock. No headers, bodies or keys are kept.
+
+    ``model`` is the model the call asked for (where the client knows it); the token counts are
+    the answer's (for a stream, the last chunk's that had any), None where it gave none.
+    """
 
     request_id: str
     backend: str
@@ -41,6 +45,22 @@ class RequestRecord:
     started_at: float | None = None
     finished_at: float | None = None
     last_error: str | None = None
+    model: str | None = None
+    # Plain ints, not the answer's Usage object: a kept record holds no object for the GC.
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+    @property
+    def queued_time(self) -> float | None:
+        """Seconds from the call's start to its first attempt (waiting for a slot)."""
+        return None if self.started_at is None else self.started_at - self.enqueued_at
+
+    @property
+    def service_time(self) -> float | None:
+        """Seconds from the first attempt to the end: attempts, retries and backoff."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
 
 
 def _done_before(record: RequestRecord, horizon: float) -> bool:

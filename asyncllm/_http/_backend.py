@@ -778,7 +778,8 @@ class HttpBackend(Backend):
         """Everything a call decides before it queues (``extra_body`` merged into the body)."""
         if allowed is None:
             allowed = BODY_KEYS if body is not None else HTTP_KEYS
-        call = self._call(options, allowed, operation)
+        model = body.get("model") if type(body) is dict else None
+        call = self._call(options, allowed, operation, model if isinstance(model, str) else None)
         extra_body = options.get("extra_body")
         if extra_body is not None:
             if not isinstance(extra_body, Mapping) or not isinstance(body, dict):
@@ -808,6 +809,8 @@ class HttpBackend(Backend):
         headers[REQUEST_ID_HEADER] = attempt.request_id
         if prepared.extra_headers is not None:
             headers.update(prepared.extra_headers)
+        if attempt.headers is not None:
+            headers.update(attempt.headers)  # an observer's trace context (traceparent)
         if prepared.content is not None:
             headers["Content-Type"] = "application/json"
         if stream:

@@ -1048,7 +1048,9 @@ class S3(Backend):
 
         async def abort() -> None:
             try:
-                urgent = Call(self._get_lane(), call.request_id, Priority.HIGH, None, None, None)
+                urgent = Call(
+                    self._get_lane(), call.request_id, Priority.HIGH, None, None, None, None
+                )
                 await self._api(urgent, "abort_multipart_upload", **upload)
             except ClientClosedError:
                 client = self._owner._s3
