@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -100,6 +100,33 @@ async def paginate(
         if cursor in seen:  # a server that repeats a page would be read forever
             raise ResponseValidationError(f"the listing repeated its page cursor {cursor!r}")
         seen.add(cursor)
+
+
+def listing(
+    client: HttpBackend,
+    operation: str,
+    path: str,
+    options: Mapping[str, Any],
+    *,
+    page: Callable[[Any], tuple[Iterable[Any], str | None]],
+    item: Callable[[Any, Meta], T],
+    cursor: str,
+    params: Mapping[str, str | None],
+) -> AsyncIterator[T]:
+    """Every item of a vendor's paginated ``GET path``, each page its own call: ``page`` reads a
+    page's items and the next cursor (None after the last), ``item`` parses one item, and the
+    cursor goes back as the query parameter named ``cursor``, after ``params`` (checked by the
+    caller when ``list`` is called, so bad arguments raise before anything is sent)."""
+
+    async def fetch(after: str | None) -> tuple[list[T], str | None]:
+        def parse(payload: Any, meta: Meta) -> tuple[list[T], str | None]:
+            items, following = page(payload)
+            return [item(each, meta) for each in items], following
+
+        given = query(**params, **{cursor: after})
+        return await client._request(operation, "GET", path, parse, options, params=given)
+
+    return paginate(fetch)
 
 
 def content_stream(
