@@ -59,6 +59,22 @@ class Deleted(BaseModel):
     server_request_id: str | None = None
 
 
+def deletion(read: Callable[[Any], tuple[str, bool]]) -> Callable[[Any, Meta], Deleted]:
+    """The parser of a delete's answer: ``read`` says, from the vendor's payload, which id is
+    gone and whether it is."""
+
+    def parse(payload: Any, meta: Meta) -> Deleted:
+        deleted_id, deleted = read(payload)
+        return Deleted(
+            id=deleted_id,
+            deleted=deleted,
+            request_id=meta.request_id,
+            server_request_id=meta.server_request_id,
+        )
+
+    return parse
+
+
 def check_id(name: str, value: Any) -> str:
     """An id that goes into a URL path: a non-empty str without ``/``, ``?`` or ``#``, so that
     it cannot reach another endpoint."""

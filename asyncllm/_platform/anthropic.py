@@ -27,6 +27,7 @@ from ._files import (
     check_id,
     check_limit,
     content_stream,
+    deletion,
     listing,
     save,
     upload_options,
@@ -95,6 +96,11 @@ def _id_listing(
     )
 
 
+def _deleted(kind: str) -> Callable[[Any, Meta], Deleted]:
+    """Anthropic answers a delete with the id and a ``type`` of ``kind`` when it is gone."""
+    return deletion(lambda payload: (payload["id"], payload.get("type") == kind))
+
+
 class Files(SubClient["Claude"]):
     """``client.files``: Anthropic's Files API (beta): upload, list, retrieve, delete, and
     download the files Anthropic's tools made.
@@ -136,16 +142,8 @@ class Files(SubClient["Claude"]):
     async def delete(self, file_id: str, **options: Unpack[HttpOptions]) -> Deleted:
         """Delete the file."""
         path = f"/v1/files/{check_id('file_id', file_id)}"
-
-        def parse(payload: Any, meta: Meta) -> Deleted:
-            return Deleted(
-                id=payload["id"],
-                deleted=payload.get("type") == "file_deleted",
-                request_id=meta.request_id,
-                server_request_id=meta.server_request_id,
-            )
-
         opts = with_beta(self._client, options, FILES_BETA)
+        parse = _deleted("file_deleted")
         return await self._client._request("files.delete", "DELETE", path, parse, opts)
 
     async def content(
@@ -250,15 +248,7 @@ class Batches(SubClient["Claude"]):
     async def delete(self, batch_id: str, **options: Unpack[HttpOptions]) -> Deleted:
         """Delete an ended batch and its results (a batch still running must be cancelled)."""
         path = f"{BATCHES}/{check_id('batch_id', batch_id)}"
-
-        def parse(payload: Any, meta: Meta) -> Deleted:
-            return Deleted(
-                id=payload["id"],
-                deleted=payload.get("type") == "message_batch_deleted",
-                request_id=meta.request_id,
-                server_request_id=meta.server_request_id,
-            )
-
+        parse = _deleted("message_batch_deleted")
         return await self._client._request("batches.delete", "DELETE", path, parse, options)
 
     def results(self, batch_id: str, **options: Unpack[HttpOptions]) -> AsyncIterator[Any]:

@@ -30,6 +30,7 @@ from ._files import (
     check_id,
     check_limit,
     content_stream,
+    deletion,
     listing,
     save,
     upload_options,
@@ -166,15 +167,7 @@ class Files(SubClient["Gemini"]):
     async def delete(self, name: str, **options: Unpack[HttpOptions]) -> Deleted:
         """Delete the file."""
         path = "/" + resource("files", name)
-
-        def parse(payload: Any, meta: Meta) -> Deleted:
-            return Deleted(
-                id=path[1:],
-                deleted=True,
-                request_id=meta.request_id,
-                server_request_id=meta.server_request_id,
-            )
-
+        parse = deletion(lambda payload: (path[1:], True))  # Google answers {}
         return await self._client._request("files.delete", "DELETE", path, parse, options)
 
     async def content(
@@ -314,15 +307,7 @@ class Batches(SubClient["Gemini"]):
     async def delete(self, name: str, **options: Unpack[HttpOptions]) -> Deleted:
         """Delete the batch."""
         path = "/" + resource("batches", name)
-
-        def parse(payload: Any, meta: Meta) -> Deleted:
-            return Deleted(
-                id=path[1:],
-                deleted=True,
-                request_id=meta.request_id,
-                server_request_id=meta.server_request_id,
-            )
-
+        parse = deletion(lambda payload: (path[1:], True))  # Google answers {}
         return await self._client._request("batches.delete", "DELETE", path, parse, options)
 
     def list(

@@ -29,6 +29,7 @@ from ._files import (
     check_id,
     check_limit,
     content_stream,
+    deletion,
     listing,
     save,
     upload_options,
@@ -123,15 +124,7 @@ class Files(SubClient[OpenAIChat]):
     async def delete(self, file_id: str, **options: Unpack[HttpOptions]) -> Deleted:
         """Delete the file (retried: deleting twice deletes once)."""
         path = f"/files/{check_id('file_id', file_id)}"
-
-        def parse(payload: Any, meta: Meta) -> Deleted:
-            return Deleted(
-                id=payload["id"],
-                deleted=bool(payload["deleted"]),
-                request_id=meta.request_id,
-                server_request_id=meta.server_request_id,
-            )
-
+        parse = deletion(lambda payload: (payload["id"], bool(payload["deleted"])))
         return await self._client._request("files.delete", "DELETE", path, parse, options)
 
     async def content(
