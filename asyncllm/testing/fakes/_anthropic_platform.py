@@ -164,21 +164,17 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
             }
         )
 
-    async def retrieve(request: web.Request) -> web.StreamResponse:
-        stored = found(request)
-        return stored if isinstance(stored, web.Response) else web.json_response(file_json(stored))
+    @_common.finding(found)
+    async def retrieve(request: web.Request, stored: StoredFile) -> web.StreamResponse:
+        return web.json_response(file_json(stored))
 
-    async def delete(request: web.Request) -> web.StreamResponse:
-        stored = found(request)
-        if isinstance(stored, web.Response):
-            return stored
+    @_common.finding(found)
+    async def delete(request: web.Request, stored: StoredFile) -> web.StreamResponse:
         files.remove(stored.id)
         return web.json_response({"id": stored.id, "type": "file_deleted"})
 
-    async def content(request: web.Request) -> web.StreamResponse:
-        stored = found(request)
-        if isinstance(stored, web.Response):
-            return stored
+    @_common.finding(found)
+    async def content(request: web.Request, stored: StoredFile) -> web.StreamResponse:
         if not stored.downloadable:
             return anthropic._error(400, f"File {stored.id} is not downloadable")
         return await send_file(request, stored)
@@ -208,36 +204,28 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
             return anthropic._error(404, f"batch not found: {request.match_info['batch_id']}")
         return batch
 
-    async def retrieve_batch(request: web.Request) -> web.StreamResponse:
-        batch = batch_of(request)
-        if isinstance(batch, web.Response):
-            return batch
+    @_common.finding(batch_of)
+    async def retrieve_batch(request: web.Request, batch: Batch) -> web.StreamResponse:
         batch.looks += 1
         if batch.looks >= 2:
             batch.end()
         return web.json_response(batch.json())
 
-    async def cancel_batch(request: web.Request) -> web.StreamResponse:
-        batch = batch_of(request)
-        if isinstance(batch, web.Response):
-            return batch
+    @_common.finding(batch_of)
+    async def cancel_batch(request: web.Request, batch: Batch) -> web.StreamResponse:
         if batch.ended_at is None and batch.cancelled_at is None:
             batch.cancelled_at = time.time()
         return web.json_response(batch.json())
 
-    async def delete_batch(request: web.Request) -> web.StreamResponse:
-        batch = batch_of(request)
-        if isinstance(batch, web.Response):
-            return batch
+    @_common.finding(batch_of)
+    async def delete_batch(request: web.Request, batch: Batch) -> web.StreamResponse:
         if batch.ended_at is None:
             return anthropic._error(400, "a batch must end (or be canceled) before it is deleted")
         del batches[batch.id]
         return web.json_response({"id": batch.id, "type": "message_batch_deleted"})
 
-    async def batch_results(request: web.Request) -> web.StreamResponse:
-        batch = batch_of(request)
-        if isinstance(batch, web.Response):
-            return batch
+    @_common.finding(batch_of)
+    async def batch_results(request: web.Request, batch: Batch) -> web.StreamResponse:
         if batch.ended_at is None:
             return anthropic._error(400, f"batch {batch.id} has not ended: no results yet")
         response = web.StreamResponse(headers={"Content-Type": "application/binary"})

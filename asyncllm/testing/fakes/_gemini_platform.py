@@ -196,21 +196,17 @@ def setup(server: FakeServer, prefix: str = gemini.PREFIX) -> None:
             body["nextPageToken"] = base64.urlsafe_b64encode(str(start + size).encode()).decode()
         return web.json_response(body)
 
-    async def get(request: web.Request) -> web.StreamResponse:
-        stored = found(request)
-        return stored if isinstance(stored, web.Response) else web.json_response(file_json(stored))
+    @_common.finding(found)
+    async def get(request: web.Request, stored: StoredFile) -> web.StreamResponse:
+        return web.json_response(file_json(stored))
 
-    async def delete(request: web.Request) -> web.StreamResponse:
-        stored = found(request)
-        if isinstance(stored, web.Response):
-            return stored
+    @_common.finding(found)
+    async def delete(request: web.Request, stored: StoredFile) -> web.StreamResponse:
         files.remove(stored.id)
         return web.json_response({})
 
-    async def download(request: web.Request) -> web.StreamResponse:
-        stored = found(request)
-        if isinstance(stored, web.Response):
-            return stored
+    @_common.finding(found)
+    async def download(request: web.Request, stored: StoredFile) -> web.StreamResponse:
         if not stored.downloadable or request.query.get("alt") != "media":
             return gemini._error(400, "Only generated files can be downloaded.")
         return await send_file(request, stored)
@@ -274,27 +270,21 @@ def setup(server: FakeServer, prefix: str = gemini.PREFIX) -> None:
             return gemini._error(404, f"Batch batches/{request.match_info['id']} not found.")
         return found
 
-    async def get_batch(request: web.Request) -> web.StreamResponse:
-        found = batch_of(request)
-        if isinstance(found, web.Response):
-            return found
-        answer_now = found.json()
-        found.advance(answer)  # the next look finds it one step further
+    @_common.finding(batch_of)
+    async def get_batch(request: web.Request, batch: Batch) -> web.StreamResponse:
+        answer_now = batch.json()
+        batch.advance(answer)  # the next look finds it one step further
         return web.json_response(answer_now)
 
-    async def cancel_batch(request: web.Request) -> web.StreamResponse:
-        found = batch_of(request)
-        if isinstance(found, web.Response):
-            return found
-        if found.state not in ENDED:
-            found.state = "BATCH_STATE_CANCELLED"
+    @_common.finding(batch_of)
+    async def cancel_batch(request: web.Request, batch: Batch) -> web.StreamResponse:
+        if batch.state not in ENDED:
+            batch.state = "BATCH_STATE_CANCELLED"
         return web.json_response({})
 
-    async def delete_batch(request: web.Request) -> web.StreamResponse:
-        found = batch_of(request)
-        if isinstance(found, web.Response):
-            return found
-        del batches[found.name]
+    @_common.finding(batch_of)
+    async def delete_batch(request: web.Request, batch: Batch) -> web.StreamResponse:
+        del batches[batch.name]
         return web.json_response({})
 
     async def list_batches(request: web.Request) -> web.StreamResponse:

@@ -417,18 +417,14 @@ def tuning_routes(server: FakeServer, files: FileStore, prefix: str) -> list[tup
             return _error(404, f"Could not find fine tune job: {request.match_info['job_id']}")
         return job
 
-    async def retrieve(request: web.Request) -> web.StreamResponse:
-        job = job_of(request)
-        if isinstance(job, web.Response):
-            return job
+    @_common.finding(job_of)
+    async def retrieve(request: web.Request, job: TuningJob) -> web.StreamResponse:
         answer = job.json()
         job.advance()  # the next look finds it one step further
         return web.json_response(answer)
 
-    async def cancel(request: web.Request) -> web.StreamResponse:
-        job = job_of(request)
-        if isinstance(job, web.Response):
-            return job
+    @_common.finding(job_of)
+    async def cancel(request: web.Request, job: TuningJob) -> web.StreamResponse:
         if job.status in ("succeeded", "failed", "cancelled"):
             return _error(400, f"Job has already completed: {job.id}")
         job.cancel()
@@ -437,13 +433,13 @@ def tuning_routes(server: FakeServer, files: FileStore, prefix: str) -> list[tup
     async def list_jobs(request: web.Request) -> web.StreamResponse:
         return page([j.json() for j in reversed(jobs.values())], request, 20)
 
-    async def events(request: web.Request) -> web.StreamResponse:
-        job = job_of(request)
-        return job if isinstance(job, web.Response) else page(job.events[::-1], request, 20)
+    @_common.finding(job_of)
+    async def events(request: web.Request, job: TuningJob) -> web.StreamResponse:
+        return page(job.events[::-1], request, 20)
 
-    async def checkpoints(request: web.Request) -> web.StreamResponse:
-        job = job_of(request)
-        return job if isinstance(job, web.Response) else page(job.checkpoints[::-1], request, 10)
+    @_common.finding(job_of)
+    async def checkpoints(request: web.Request, job: TuningJob) -> web.StreamResponse:
+        return page(job.checkpoints[::-1], request, 10)
 
     base = f"{prefix}/fine_tuning/jobs"
     return [
@@ -496,20 +492,18 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
             chosen.reverse()
         return page(chosen, request, 10000)
 
-    async def retrieve_file(request: web.Request) -> web.StreamResponse:
-        stored = found(request)
-        return stored if isinstance(stored, web.Response) else web.json_response(file_json(stored))
+    @_common.finding(found)
+    async def retrieve_file(request: web.Request, stored: StoredFile) -> web.StreamResponse:
+        return web.json_response(file_json(stored))
 
-    async def delete_file(request: web.Request) -> web.StreamResponse:
-        stored = found(request)
-        if isinstance(stored, web.Response):
-            return stored
+    @_common.finding(found)
+    async def delete_file(request: web.Request, stored: StoredFile) -> web.StreamResponse:
         files.remove(stored.id)
         return web.json_response({"id": stored.id, "object": "file", "deleted": True})
 
-    async def file_content(request: web.Request) -> web.StreamResponse:
-        stored = found(request)
-        return stored if isinstance(stored, web.Response) else await send_file(request, stored)
+    @_common.finding(found)
+    async def file_content(request: web.Request, stored: StoredFile) -> web.StreamResponse:
+        return await send_file(request, stored)
 
     async def create_batch(request: web.Request) -> web.StreamResponse:
         body = request["json"]
@@ -551,18 +545,14 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
             return _error(404, f"No batch found with id '{request.match_info['batch_id']}'.")
         return batch
 
-    async def retrieve_batch(request: web.Request) -> web.StreamResponse:
-        batch = batch_of(request)
-        if isinstance(batch, web.Response):
-            return batch
+    @_common.finding(batch_of)
+    async def retrieve_batch(request: web.Request, batch: Batch) -> web.StreamResponse:
         answer = batch.json()
         batch.advance(files)  # the next look finds it one step further
         return web.json_response(answer)
 
-    async def cancel_batch(request: web.Request) -> web.StreamResponse:
-        batch = batch_of(request)
-        if isinstance(batch, web.Response):
-            return batch
+    @_common.finding(batch_of)
+    async def cancel_batch(request: web.Request, batch: Batch) -> web.StreamResponse:
         if batch.status == "completed":
             return _error(400, "Cannot cancel a batch with status 'completed'.")
         batch.cancelled = True
