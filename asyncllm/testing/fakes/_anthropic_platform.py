@@ -25,7 +25,7 @@ from aiohttp import web
 
 from .. import FakeServer
 from . import _common, anthropic
-from ._files import StoredFile, read_form, send_file, store
+from ._files import StoredFile, cursor_page, read_form, send_file, store
 
 
 def file_json(stored: StoredFile) -> dict[str, Any]:
@@ -123,6 +123,15 @@ class Batch:
         }
 
 
+def page(items: list[dict[str, Any]], request: web.Request) -> web.Response:
+    """A page of ``items`` (already in order) after ``?after_id=`` with ``?limit=`` (20)."""
+    try:
+        limit = int(request.query.get("limit", 20))
+    except ValueError:
+        return anthropic._error(400, "limit: Input should be a valid integer")
+    return web.json_response(cursor_page(items, request.query.get("after_id"), limit))
+
+
 def setup(server: FakeServer, prefix: str = "/v1") -> None:
     files = store(server, "anthropic", "file_")
     batches: dict[str, Batch] = server.state.setdefault("anthropic.batches", {})
@@ -145,24 +154,7 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
         return web.json_response(file_json(stored))
 
     async def list_files(request: web.Request) -> web.StreamResponse:
-        items = [file_json(f) for f in reversed(files.files.values())]
-        after = request.query.get("after_id")
-        try:
-            limit = int(request.query.get("limit", 20))
-        except ValueError:
-            return anthropic._error(400, "limit: Input should be a valid integer")
-        if after is not None:
-            ids = [i["id"] for i in items]
-            items = items[ids.index(after) + 1 :] if after in ids else []
-        chosen = items[:limit]
-        return web.json_response(
-            {
-                "data": chosen,
-                "has_more": len(items) > limit,
-                "first_id": chosen[0]["id"] if chosen else None,
-                "last_id": chosen[-1]["id"] if chosen else None,
-            }
-        )
+        return page([file_json(f) for f in reversed(files.files.values())], request)
 
     @_common.finding(found)
     async def retrieve(request: web.Request, stored: StoredFile) -> web.StreamResponse:
@@ -236,21 +228,7 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
         return response
 
     async def list_batches(request: web.Request) -> web.StreamResponse:
-        items = [b.json() for b in reversed(batches.values())]
-        after = request.query.get("after_id")
-        limit = int(request.query.get("limit", 20))
-        if after is not None:
-            ids = [i["id"] for i in items]
-            items = items[ids.index(after) + 1 :] if after in ids else []
-        chosen = items[:limit]
-        return web.json_response(
-            {
-                "data": chosen,
-                "has_more": len(items) > limit,
-                "first_id": chosen[0]["id"] if chosen else None,
-                "last_id": chosen[-1]["id"] if chosen else None,
-            }
-        )
+        return page([b.json() for b in reversed(batches.values())], request)
 
     for method, path, handler, read_body in (
         ("POST", "/messages/batches", create_batch, True),

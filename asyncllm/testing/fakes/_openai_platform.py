@@ -25,7 +25,7 @@ from aiohttp import web
 
 from .. import FakeServer
 from . import _common, openai
-from ._files import FileStore, StoredFile, read_form, send_file, store
+from ._files import FileStore, StoredFile, cursor_page, read_form, send_file, store
 
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/responses")
@@ -54,24 +54,12 @@ def file_json(stored: StoredFile) -> dict[str, Any]:
 
 def page(items: list[dict[str, Any]], request: web.Request, default: int) -> web.Response:
     """A cursor page of ``items`` (already in order) after ``?after=`` with ``?limit=``."""
-    after = request.query.get("after")
     try:
         limit = int(request.query.get("limit", default))
     except ValueError:
         return _error(400, "limit must be an integer", "limit")
-    if after is not None:
-        ids = [i["id"] for i in items]
-        items = items[ids.index(after) + 1 :] if after in ids else []
-    chosen = items[:limit]
-    return web.json_response(
-        {
-            "object": "list",
-            "data": chosen,
-            "first_id": chosen[0]["id"] if chosen else None,
-            "last_id": chosen[-1]["id"] if chosen else None,
-            "has_more": len(items) > limit,
-        }
-    )
+    found = cursor_page(items, request.query.get("after"), limit)
+    return web.json_response({"object": "list", **found})
 
 
 def _answer(body: Any, custom_id: str) -> tuple[int, Any]:
