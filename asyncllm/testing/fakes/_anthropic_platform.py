@@ -137,11 +137,9 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
     batches: dict[str, Batch] = server.state.setdefault("anthropic.batches", {})
     batch_ids = itertools.count(1)
 
-    def found(request: web.Request) -> StoredFile | web.Response:
-        stored = files.files.get(request.match_info["file_id"])
-        if stored is None:
-            return anthropic._error(404, f"File not found: {request.match_info['file_id']}")
-        return stored
+    found = _common.entry(
+        files.files, "file_id", lambda name: anthropic._error(404, f"File not found: {name}")
+    )
 
     async def create(request: web.Request) -> web.StreamResponse:
         if not request.content_type.startswith("multipart/"):
@@ -190,11 +188,9 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
         batches[batch.id] = batch
         return web.json_response(batch.json())
 
-    def batch_of(request: web.Request) -> Batch | web.Response:
-        batch = batches.get(request.match_info["batch_id"])
-        if batch is None:
-            return anthropic._error(404, f"batch not found: {request.match_info['batch_id']}")
-        return batch
+    batch_of = _common.entry(
+        batches, "batch_id", lambda name: anthropic._error(404, f"batch not found: {name}")
+    )
 
     @_common.finding(batch_of)
     async def retrieve_batch(request: web.Request, batch: Batch) -> web.StreamResponse:

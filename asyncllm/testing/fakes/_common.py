@@ -230,6 +230,20 @@ def guarded(check: Callable[[web.Request], web.Response | None], handler: Handle
     return answer
 
 
+def entry(
+    table: Mapping[str, T], param: str, missing: Callable[[str], web.Response], prefix: str = ""
+) -> Callable[[web.Request], T | web.Response]:
+    """A ``find`` for ``finding``: the entry of ``table`` that the path's ``param`` names (its
+    key is ``prefix`` and the name), or ``missing(name)``, the vendor's not-found answer."""
+
+    def find(request: web.Request) -> T | web.Response:
+        name = request.match_info[param]
+        found = table.get(prefix + name)
+        return missing(name) if found is None else found
+
+    return find
+
+
 def finding(
     find: Callable[[web.Request], T | web.Response],
 ) -> Callable[[Callable[[web.Request, T], Awaitable[web.StreamResponse]]], Handler]:

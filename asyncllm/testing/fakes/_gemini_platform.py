@@ -171,15 +171,14 @@ def setup(server: FakeServer, prefix: str = gemini.PREFIX) -> None:
             {"file": file_json(stored)}, headers={"X-Goog-Upload-Status": "final"}
         )
 
-    def found(request: web.Request) -> StoredFile | web.Response:
-        name = f"files/{request.match_info['id']}"
-        stored = files.files.get(name)
-        if stored is None:
-            return gemini._error(
-                403,
-                f"You do not have permission to access the File {request.match_info['id']} or it may not exist.",
-            )
-        return stored
+    found = _common.entry(
+        files.files,
+        "id",
+        lambda name: gemini._error(
+            403, f"You do not have permission to access the File {name} or it may not exist."
+        ),
+        prefix="files/",
+    )
 
     async def list_files(request: web.Request) -> web.StreamResponse:
         try:
@@ -264,11 +263,12 @@ def setup(server: FakeServer, prefix: str = gemini.PREFIX) -> None:
         batches[name] = made
         return web.json_response(made.json())
 
-    def batch_of(request: web.Request) -> Batch | web.Response:
-        found = batches.get(f"batches/{request.match_info['id']}")
-        if found is None:
-            return gemini._error(404, f"Batch batches/{request.match_info['id']} not found.")
-        return found
+    batch_of = _common.entry(
+        batches,
+        "id",
+        lambda name: gemini._error(404, f"Batch batches/{name} not found."),
+        prefix="batches/",
+    )
 
     @_common.finding(batch_of)
     async def get_batch(request: web.Request, batch: Batch) -> web.StreamResponse:

@@ -399,11 +399,9 @@ def tuning_routes(server: FakeServer, files: FileStore, prefix: str) -> list[tup
         jobs[job.id] = job
         return web.json_response(job.json())
 
-    def job_of(request: web.Request) -> TuningJob | web.Response:
-        job = jobs.get(request.match_info["job_id"])
-        if job is None:
-            return _error(404, f"Could not find fine tune job: {request.match_info['job_id']}")
-        return job
+    job_of = _common.entry(
+        jobs, "job_id", lambda name: _error(404, f"Could not find fine tune job: {name}")
+    )
 
     @_common.finding(job_of)
     async def retrieve(request: web.Request, job: TuningJob) -> web.StreamResponse:
@@ -451,11 +449,9 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
     batches: dict[str, Batch] = server.state.setdefault("openai.batches", {})
     batch_ids = itertools.count(1)
 
-    def found(request: web.Request) -> StoredFile | web.Response:
-        stored = files.files.get(request.match_info["file_id"])
-        if stored is None:
-            return _error(404, f"No such File object: {request.match_info['file_id']}", "id")
-        return stored
+    found = _common.entry(
+        files.files, "file_id", lambda name: _error(404, f"No such File object: {name}", "id")
+    )
 
     async def create_file(request: web.Request) -> web.StreamResponse:
         if not request.content_type.startswith("multipart/"):
@@ -527,11 +523,9 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
         batches[batch.id] = batch
         return web.json_response(batch.json())
 
-    def batch_of(request: web.Request) -> Batch | web.Response:
-        batch = batches.get(request.match_info["batch_id"])
-        if batch is None:
-            return _error(404, f"No batch found with id '{request.match_info['batch_id']}'.")
-        return batch
+    batch_of = _common.entry(
+        batches, "batch_id", lambda name: _error(404, f"No batch found with id '{name}'.")
+    )
 
     @_common.finding(batch_of)
     async def retrieve_batch(request: web.Request, batch: Batch) -> web.StreamResponse:
