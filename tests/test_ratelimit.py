@@ -3,6 +3,7 @@ a 429 with Retry-After sets. Every clock here is a fake one."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -22,7 +23,7 @@ from asyncllm._engine._ratelimit import (
     parse_rfc3339,
 )
 from asyncllm.testing import FakeClock, MockResponse
-from tests.helpers import USER, client, ok
+from tests.helpers import USER, client, ok, settle
 
 # 2024-05-01T12:00:00Z
 WALL = 1714564800.0
@@ -380,3 +381,156 @@ async def test_a_block_holds_other_lanes_back_not() -> None:
     assert (await other.chat(USER, model="m")).text == "ok"
     assert clock.sleeps == []
     await dispatcher.aclose()
+
+
+# -- configured request budgets ------------------------------------------------------------------
+
+
+class ManualClock:
+    """A clock whose sleepers wake only when the test advances it, in the order they slept: for
+    the tests where several calls wait at once."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self.now + seconds, future))
+        await future
+
+    async def advance(self, seconds: float) -> None:
+        self.now += seconds
+        due = [f for at, f in self._sleepers if at <= self.now]
+        self._sleepers = [(at, f) for at, f in self._sleepers if at > self.now]
+        for future in due:
+            if not future.done():  # a sleeper that was cancelled
+                future.set_result(None)
+        await settle()
+
+
+def budgeted(handler: Any, dispatcher: asyncllm.Dispatcher, **limits: Any) -> asyncllm.OpenAI:
+    return client(handler, dispatcher, rate_limits=asyncllm.RateLimits(**limits))
+
+
+async def test_requests_per_minute_make_calls_wait_instead_of_collecting_429s() -> None:
+    clock = FakeClock()
+    dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep)
+    arrivals: list[float] = []
+
+    def handler(request: Any) -> MockResponse:
+        arrivals.append(clock())
+        return ok()
+
+    c = budgeted(handler, dispatcher, requests_per_minute=2)
+    for _ in range(4):
+        assert (await c.chat(USER, model="m")).text == "ok"
+    assert arrivals == [1000.0, 1000.0, pytest.approx(1030.0), pytest.approx(1060.0)]
+    assert clock.sleeps == [pytest.approx(30.0), pytest.approx(30.0)]
+    # The budget holds the gate for good, unlike a passed block.
+    assert dispatcher._lanes["openai"].gate is not None
+    await dispatcher.aclose()
+
+
+async def test_every_attempt_spends_a_request() -> None:
+    clock = FakeClock()
+    dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep)
+    responses = [MockResponse(500, json={"error": {"message": "boom"}})]
+    c = budgeted(lambda r: responses.pop(0) if responses else ok(), dispatcher, requests_per_day=2)
+    assert (await c.chat(USER, model="m")).text == "ok"  # two attempts
+    with pytest.raises(asyncllm.RateLimitError) as info:
+        await c.chat(USER, model="m")
+    assert info.value.retry_after == pytest.approx(43200.0, rel=1e-3)
+    assert "max_wait" in info.value.message
+    await dispatcher.aclose()
+
+
+async def test_calls_waiting_for_a_budget_go_in_priority_order() -> None:
+    clock = ManualClock()
+    dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep)
+    arrived: list[str] = []
+
+    def handler(request: Any) -> MockResponse:
+        arrived.append(request.json()["messages"][0]["content"])
+        return ok()
+
+    c = budgeted(handler, dispatcher, requests_per_minute=1, max_wait=600)
+
+    def say(text: str) -> list[dict[str, str]]:
+        return [{"role": "user", "content": text}]
+
+    await c.chat(say("first"), model="m")
+    order = [
+        ("low", asyncllm.Priority.LOW),
+        ("normal", asyncllm.Priority.NORMAL),
+        ("high", asyncllm.Priority.HIGH),
+        ("low-2", asyncllm.Priority.LOW),
+    ]
+    tasks = [asyncio.create_task(c.chat(say(t), model="m", priority=p)) for t, p in order]
+    await settle()
+    assert arrived == ["first"]
+    for _ in range(4):
+        await clock.advance(60)
+    await asyncio.gather(*tasks)
+    assert arrived == ["first", "high", "normal", "low", "low-2"]
+    assert clock() == 1240.0
+    await dispatcher.aclose()
+
+
+async def test_a_budget_wait_past_the_deadline_fails_at_once() -> None:
+    clock = ManualClock()
+    dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep)
+    sent: list[float] = []
+
+    def handler(request: Any) -> MockResponse:
+        sent.append(clock())
+        return ok()
+
+    c = budgeted(handler, dispatcher, requests_per_minute=1)
+    await c.chat(USER, model="m")
+    with pytest.raises(asyncllm.RateLimitError) as info:
+        await c.chat(USER, model="m", deadline=30)
+    assert info.value.retry_after == pytest.approx(60.0)
+    assert "deadline" in info.value.message
+    # One call waits for the next request; another behind it whose deadline comes sooner than
+    # that request fails at once too, without waiting its turn.
+    waiting = asyncio.create_task(c.chat(USER, model="m"))
+    await settle()
+    with pytest.raises(asyncllm.RateLimitError) as behind:
+        await c.chat(USER, model="m", deadline=45)
+    assert behind.value.retry_after == pytest.approx(60.0)
+    await clock.advance(60)
+    await waiting
+    assert sent == [1000.0, 1060.0]
+    assert dispatcher.stats()["openai"].rejected == 2
+    await dispatcher.aclose()
+
+
+async def test_a_cancelled_waiter_passes_its_turn_on() -> None:
+    clock = ManualClock()
+    dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep)
+    c = budgeted(lambda r: ok(), dispatcher, requests_per_minute=1)
+    await c.chat(USER, model="m")
+    head = asyncio.create_task(c.chat(USER, model="m", priority=asyncllm.Priority.HIGH))
+    await settle()
+    behind = asyncio.create_task(c.chat(USER, model="m", priority=asyncllm.Priority.LOW))
+    await settle()
+    head.cancel()
+    await settle()
+    await clock.advance(60)
+    assert (await behind).text == "ok"
+    assert head.cancelled()
+    assert dispatcher._lanes["openai"].gate._waiters == []  # type: ignore[union-attr]
+    await dispatcher.aclose()
+
+
+def test_rate_limits_are_checked_when_made() -> None:
+    with pytest.raises(asyncllm.ConfigurationError):
+        asyncllm.RateLimits(requests_per_minute=0)
+    with pytest.raises(asyncllm.ConfigurationError):
+        asyncllm.RateLimits(requests_per_day=1.5)  # type: ignore[arg-type]
+    with pytest.raises(asyncllm.ConfigurationError):
+        asyncllm.RateLimits(max_wait=-1)

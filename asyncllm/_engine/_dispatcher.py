@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
-from .._config import BreakerConfig, LimitsConfig, RetryConfig
+from .._config import BreakerConfig, LimitsConfig, RateLimits, RetryConfig
 from .._constants import DEFAULT_CLOSE_TIMEOUT, LATENCY_WINDOW
 from .._exceptions import (
     APIError,
@@ -61,7 +61,7 @@ from ._backoff import BackoffSchedule, breaker_verdict, is_retryable, may_resend
 from ._breaker import BreakerState, CircuitBreaker
 from ._context import _request_id, new_request_id
 from ._observe import AUTO, CallObserver, Observer, default_observer
-from ._ratelimit import BudgetStore, MemoryBudgetStore, RateGate, block_lane
+from ._ratelimit import BudgetStore, MemoryBudgetStore, RateGate, block_lane, limit_lane
 from ._tracking import RequestRecord, RequestStatus, RequestTracker
 
 logger = logging.getLogger("asyncllm")
@@ -589,10 +589,12 @@ class Dispatcher:
         breaker: BreakerConfig | None = None,
         host: str | None = None,
         kind: str | None = None,
+        rate_limits: RateLimits | None = None,
     ) -> Lane:
         """Register a backend instance; a taken name gets a numeric suffix. ``host``, the
         backend's host (and port), is named by its ``CircuitOpenError``; ``kind``, the kind of
-        backend (its client's ``backend``), is reported to telemetry."""
+        backend (its client's ``backend``), is reported to telemetry; ``rate_limits``, the
+        request budgets its calls wait for (see ``_ratelimit``)."""
         if self.closed:
             raise ClientClosedError("dispatcher is closed", backend=name)
         unique = name
@@ -610,6 +612,8 @@ class Dispatcher:
             kind,
         )
         self._lanes[unique] = lane
+        if rate_limits is not None:
+            limit_lane(lane, rate_limits, self.budgets)
         return lane
 
     # -- the priority queue ------------------------------------------------------------------
@@ -814,7 +818,7 @@ class Dispatcher:
             if error is not None and lane.breaker.state is BreakerState.OPEN:
                 raise lane.refuse_retry(error)
             if lane.gate is not None:
-                refusal = await lane.gate.admit(rid, deadline_at)
+                refusal = await lane.gate.admit(rid, priority, deadline_at)
                 if refusal is not None:
                     if error is None:
                         raise refusal

@@ -29,6 +29,8 @@ negative (``-1``: "no such limit") value is None.
 from __future__ import annotations
 
 import abc
+import asyncio
+import heapq
 import math
 import re
 import time
@@ -41,6 +43,7 @@ from .._exceptions import ClientClosedError, RateLimitError
 from ._backoff import parse_retry_after
 
 if TYPE_CHECKING:
+    from .._config import RateLimits
     from ._dispatcher import Lane
 
 __all__ = [
@@ -54,6 +57,7 @@ __all__ = [
     "TokenBucket",
     "Window",
     "block_lane",
+    "limit_lane",
     "parse_duration",
     "parse_rate_headers",
     "parse_rfc3339",
@@ -396,54 +400,195 @@ class MemoryBudgetStore(BudgetStore):
 
 
 class RateGate:
-    """One lane's door to its budgets; the lane has one only while it is blocked (a lane with
-    configured budgets will keep one). ``blocked_until`` mirrors the store's, so that a call to an
-    unblocked lane asks nothing of the store."""
+    """One lane's door to its budgets. A lane has one while it is blocked, and for good once it
+    has configured budgets (``budgeted``). ``blocked_until`` mirrors the store's, so that a call to
+    an unblocked lane with no budgets asks nothing of the store.
 
-    __slots__ = ("blocked_until", "lane", "store")
+    Calls that must wait for a budget wait in priority order, then arrival: only the best waiting
+    call asks the store for a lease (and sleeps until one could be had); it wakes the next when it
+    leaves. A call that arrives while others wait joins them rather than take a budget they are
+    waiting for."""
+
+    __slots__ = (
+        "_ready_at",
+        "_seq",
+        "_waiters",
+        "blocked_until",
+        "budgeted",
+        "lane",
+        "max_wait",
+        "store",
+    )
 
     def __init__(self, lane: Lane, store: BudgetStore) -> None:
         self.lane = lane
         self.store = store
         self.blocked_until = -math.inf
+        self.budgeted = False
+        self.max_wait = math.inf
+        self._waiters: list[_Waiter] = []
+        self._seq = 0
+        # When the best waiting call expects its lease: no call behind it is sent sooner.
+        self._ready_at = -math.inf
 
-    async def admit(self, request_id: str, deadline_at: float | None) -> RateLimitError | None:
-        """Wait out the lane's block; returns the error to fail the call with instead, when the
-        block would outlast its deadline or the lane's ``max_retry_after``."""
+    def _refusal(
+        self, request_id: str, wait: float, deadline_at: float | None, now: float
+    ) -> RateLimitError | None:
+        """The error of a call that may not wait ``wait`` seconds, or None if it may."""
         lane = self.lane
-        dispatcher = lane.dispatcher
-        while True:
-            now = dispatcher.clock()
-            wait = self.blocked_until - now
-            if wait <= 0:
-                if lane.gate is self:
-                    lane.gate = None  # nothing left to guard: the hot path is back to one check
+        blocked = self.blocked_until > now
+        if math.isinf(wait):
+            why = "the call is larger than a whole budget"
+        elif blocked and wait > lane.retry.max_retry_after:
+            why = "the block (Retry-After) outlasts the client's max_retry_after"
+        elif not blocked and wait > self.max_wait:
+            why = f"the wait outlasts rate_limits.max_wait ({self.max_wait:g}s)"
+        elif deadline_at is not None and now + wait >= deadline_at:
+            why = "the wait outlasts the call's deadline"
+        else:
+            return None
+        lane.rejected += 1
+        return RateLimitError(
+            f"{lane.name} is rate limited for {wait:.2f}s more and {why}; not sent",
+            backend=lane.name,
+            request_id=request_id,
+            retry_after=None if math.isinf(wait) else wait,
+        )
+
+    async def admit(
+        self, request_id: str, priority: int, deadline_at: float | None
+    ) -> RateLimitError | None:
+        """Wait until the call may be sent: the lane's block is over and its budgets hold one
+        more request. Returns the error to fail the call with instead (see ``_refusal``)."""
+        lane = self.lane
+        clock = lane.dispatcher.clock
+        if not self.budgeted:
+            while True:
+                now = clock()
+                wait = self.blocked_until - now
+                if wait <= 0:
+                    if lane.gate is self:
+                        lane.gate = None  # nothing left to guard: one check per call again
+                    return None
+                refusal = self._refusal(request_id, wait, deadline_at, now)
+                if refusal is not None:
+                    return refusal
+                await self._sleep(request_id, wait)
+        if not self._waiters:
+            now = clock()
+            got = await self.store.lease(lane.name, _ONE_REQUEST, now)
+            if isinstance(got, Lease):
                 return None
-            too_long = wait > lane.retry.max_retry_after
-            if too_long or (deadline_at is not None and self.blocked_until >= deadline_at):
-                lane.rejected += 1
-                why = "the client's max_retry_after" if too_long else "the call's deadline"
-                return RateLimitError(
-                    f"{lane.name} is rate limited (Retry-After) for {wait:.2f}s more, past"
-                    f" {why}; not sent",
-                    backend=lane.name,
-                    request_id=request_id,
-                    retry_after=wait,
-                )
-            await dispatcher.sleep(wait)
-            if lane.closed:
-                raise ClientClosedError(
-                    "client closed while the call waited out a rate limit",
-                    backend=lane.name,
-                    request_id=request_id,
-                )
+            refusal = self._refusal(request_id, got, deadline_at, now)
+            if refusal is not None:
+                return refusal
+        return await self._wait_in_turn(request_id, priority, deadline_at)
+
+    async def _wait_in_turn(
+        self, request_id: str, priority: int, deadline_at: float | None
+    ) -> RateLimitError | None:
+        lane = self.lane
+        clock = lane.dispatcher.clock
+        if self._waiters and deadline_at is not None:
+            now = clock()
+            ahead = self._ready_at - now
+            if ahead > 0:
+                refusal = self._refusal(request_id, ahead, deadline_at, now)
+                if refusal is not None:
+                    return refusal
+        self._seq += 1
+        me = _Waiter(priority, self._seq)
+        heapq.heappush(self._waiters, me)
+        try:
+            while True:
+                if self._waiters[0] is not me:
+                    me.turn = asyncio.get_running_loop().create_future()
+                    if deadline_at is None:
+                        await me.turn
+                    else:
+                        try:
+                            await asyncio.wait_for(me.turn, max(0.0, deadline_at - clock()))
+                        except asyncio.TimeoutError:
+                            lane.rejected += 1
+                            return RateLimitError(
+                                f"{lane.name} is rate limited and the call's deadline passed"
+                                " while it waited its turn; not sent",
+                                backend=lane.name,
+                                request_id=request_id,
+                            )
+                    continue
+                now = clock()
+                got = await self.store.lease(lane.name, _ONE_REQUEST, now)
+                if isinstance(got, Lease):
+                    return None
+                refusal = self._refusal(request_id, got, deadline_at, now)
+                if refusal is not None:
+                    return refusal
+                self._ready_at = now + got
+                await self._sleep(request_id, got)
+        finally:
+            waiters = self._waiters
+            waiters.remove(me)
+            heapq.heapify(waiters)
+            if waiters:
+                turn = waiters[0].turn
+                if turn is not None and not turn.done():
+                    turn.set_result(None)
+
+    async def _sleep(self, request_id: str, seconds: float) -> None:
+        lane = self.lane
+        await lane.dispatcher.sleep(seconds)
+        if lane.closed:
+            raise ClientClosedError(
+                "client closed while the call waited out a rate limit",
+                backend=lane.name,
+                request_id=request_id,
+            )
+
+
+_ONE_REQUEST = Cost(1, 0)
+
+
+class _Waiter:
+    """A call waiting for a budget: ordered by priority, then arrival; ``turn`` is set when it is
+    the best waiting call again."""
+
+    __slots__ = ("key", "turn")
+
+    def __init__(self, priority: int, seq: int) -> None:
+        self.key = (priority, seq)
+        self.turn: asyncio.Future[None] | None = None
+
+    def __lt__(self, other: _Waiter) -> bool:
+        return self.key < other.key
+
+
+def _gate(lane: Lane, store: BudgetStore) -> RateGate:
+    gate = lane.gate
+    if gate is None:
+        gate = lane.gate = RateGate(lane, store)
+    return gate
 
 
 async def block_lane(lane: Lane, seconds: float, store: BudgetStore) -> None:
     """A 429 asked for ``seconds``: block every call of the lane until then (the later of the
     current block and the new one)."""
     until = await store.block(lane.name, lane.dispatcher.clock() + seconds)
-    gate = lane.gate
-    if gate is None:
-        gate = lane.gate = RateGate(lane, store)
+    gate = _gate(lane, store)
     gate.blocked_until = max(gate.blocked_until, until)
+
+
+def limit_lane(lane: Lane, limits: RateLimits, store: MemoryBudgetStore | BudgetStore) -> None:
+    """Give a new lane its configured budgets: its gate stays for good."""
+    if limits.requests_per_minute is None and limits.requests_per_day is None:
+        return
+    if isinstance(store, MemoryBudgetStore):
+        store.configure(
+            lane.name,
+            lane.dispatcher.clock(),
+            requests_per_minute=limits.requests_per_minute,
+            requests_per_day=limits.requests_per_day,
+        )
+    gate = _gate(lane, store)
+    gate.budgeted = True
+    gate.max_wait = limits.max_wait
