@@ -534,3 +534,24 @@ def test_rate_limits_are_checked_when_made() -> None:
         asyncllm.RateLimits(requests_per_day=1.5)  # type: ignore[arg-type]
     with pytest.raises(asyncllm.ConfigurationError):
         asyncllm.RateLimits(max_wait=-1)
+
+
+async def test_a_block_holds_a_budgeted_lane_too() -> None:
+    clock = FakeClock()
+    dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep)
+    handler, arrivals = limited(clock, too_many("10"))
+    c = client(
+        handler,
+        dispatcher,
+        retry=asyncllm.RetryConfig(max_retries=0),
+        rate_limits=asyncllm.RateLimits(requests_per_minute=600),
+    )
+    with pytest.raises(asyncllm.RateLimitError):
+        await c.chat(USER, model="m")
+    assert (await c.chat(USER, model="m")).text == "ok"
+    assert arrivals == [1000.0, pytest.approx(1010.0)]
+    await block_lane(dispatcher._lanes["openai"], 5.0, dispatcher.budgets)
+    with pytest.raises(asyncllm.RateLimitError) as info:
+        await c.chat(USER, model="m", deadline=1)
+    assert info.value.retry_after == pytest.approx(5.0)
+    await dispatcher.aclose()
