@@ -2,7 +2,7 @@
 
 Groq reports its limits on each response (``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``,
 and ``retry-after`` on a 429). They are read into ``GroqRateLimits``: on each chat response
-(``GroqChatResponse.rate_limits``), on the client (``Groq.rate_limits``, the latest seen) and in the
+(``GroqChatResponse.rate_limits``), on the client (``Groq.last_rate_limits``, the latest seen) and in the
 dispatcher stats (``stats()[name].info["rate_limits"]``). Streams end with usage in ``x_groq.usage``.
 
 Reasoning models (qwen3, gpt-oss) take ``reasoning_format`` ("parsed": the reasoning comes apart
@@ -114,7 +114,7 @@ class Groq(ServesResponses, OpenAICompatible):
     """``Groq(api_key=..., base_url=...)``: key from ``GROQ_API_KEY`` (required for Groq's own
     URL), base from ``GROQ_BASE_URL`` (default ``https://api.groq.com/openai/v1``).
 
-    ``chat`` returns a ``GroqChatResponse``; ``rate_limits`` holds the latest limits seen.
+    ``chat`` returns a ``GroqChatResponse``; ``last_rate_limits`` holds the latest limits seen.
     ``responses``: create and stream (structured output and built-in tools included), no stored
     state (``store``, ``previous_response_id``, ``background``, retrieve and the rest refused).
 
@@ -147,9 +147,10 @@ class Groq(ServesResponses, OpenAICompatible):
         super().__init__(**options)
 
     @property
-    def rate_limits(self) -> GroqRateLimits | None:
-        """The latest limits seen by this client (or by the client it came from through
-        ``with_options``)."""
+    def last_rate_limits(self) -> GroqRateLimits | None:
+        """The latest limits Groq reported to this client (or to the client it came from through
+        ``with_options``). Not ``rate_limits``: that is the constructor's option, the budgets
+        this client keeps itself (``asyncllm.RateLimits``)."""
         root = self._root
         assert isinstance(root, Groq)
         return root._rate_limits
