@@ -21,7 +21,7 @@ from aiohttp import web
 
 import asyncllm
 from asyncllm.integrations.fastapi import accepted_request_id
-from asyncllm.testing import FakeServer, Faults
+from asyncllm.testing import FakeServer
 from asyncllm.testing.fakes import _common
 from asyncllm.testing.fakes import openai as openai_fake
 
@@ -41,9 +41,22 @@ def scripted_upstream(server: FakeServer) -> None:
     sends one chunk and then nothing until the client goes away (so only listening for the
     disconnect can notice it); anything else is the fake's own answer."""
     chat = next(h for method, path, h in openai_fake.routes("/v1") if path == CHAT)
+    # Only the plain prompt gets random faults: a scripted one must end in its own error.
+    rng = random.Random(18)
 
     async def answer(request: web.Request) -> web.StreamResponse:
         prompt = request["json"]["messages"][-1]["content"]
+        if prompt == "hello there":  # random 429s and 5xx on top, which the client retries
+            draw = rng.random()
+            if draw < 0.05:
+                return web.json_response(
+                    openai_fake.error_body(429, "slow down"),
+                    status=429,
+                    headers={"Retry-After": "0"},
+                )
+            if draw < 0.15:
+                status = rng.choice((500, 502, 503))
+                return web.json_response(openai_fake.error_body(status, "oops"), status=status)
         if prompt.startswith("fail "):
             status, *after = prompt.split()[1:]
             headers = {"Retry-After": after[0]} if after else {}
@@ -65,9 +78,7 @@ def scripted_upstream(server: FakeServer) -> None:
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[FakeServer]:
-    # Random 5xx and 429s on top, which the service's client retries.
-    faults = Faults(rate_limit_rate=0.05, error_rate=0.1, retry_after="0")
-    async with FakeServer("openai", faults=faults, seed=18) as server:
+    async with FakeServer("openai") as server:
         scripted_upstream(server)
         yield server
 
@@ -90,7 +101,8 @@ CASES: list[tuple[str, dict[str, Any], int, str | None]] = [
     ("fail 403", {}, 502, None),
     ("fail 400", {}, 502, None),
     ("fail 404", {}, 502, None),
-    ("fail 429 999", {}, 429, "999"),
+    # Retry-After 0: a longer one would block the whole client for every later call (#20)
+    ("fail 429 0", {}, 429, "0"),
     ("fail 529 0", {}, 503, "0"),
     ("fail 501", {}, 502, None),
     ("hang", {"deadline": 0.3}, 504, None),
@@ -211,5 +223,9 @@ async def test_an_error_before_the_first_chunk_is_an_http_error(upstream: FakeSe
         ) as r:
             assert r.status == 429 and r.headers["Retry-After"] == "600"
             assert (await r.json())["error"]["request_id"] == "s-1"
+        # The vendor's Retry-After holds the whole client (#20): the next call, an embedding,
+        # is refused at once with the time left, and nothing more reaches the upstream.
+        sent = len(upstream.requests)
         async with http.post(url + "/embed", json={"texts": ["a", "b"]}) as r:
-            assert r.status == 200 and len((await r.json())["vectors"]) == 2
+            assert r.status == 429 and 0 < float(r.headers["Retry-After"]) <= 600
+        assert len(upstream.requests) == sent

@@ -268,7 +268,8 @@ async def test_openai_chat_relayed(openai: asyncllm.OpenAI, fake: FakeServer) ->
     assert request.headers["Authorization"] == f"Bearer {UPSTREAM_KEY}"
     assert request.json["model"] == "fake-chat"
     assert request.json["messages"] == USER
-    assert (request.json["temperature"], request.json["max_tokens"]) == (0.5, 20)
+    # asyncllm sends OpenAI's max_completion_tokens (max_tokens is deprecated there); LiteLLM relays it
+    assert (request.json["temperature"], request.json["max_completion_tokens"]) == (0.5, 20)
 
 
 async def test_openai_stream_mock(openai: asyncllm.OpenAI) -> None:
