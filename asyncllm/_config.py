@@ -82,6 +82,28 @@ class LimitsConfig:
             _at_least("queue_timeout", self.queue_timeout, 0)
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """Per backend instance: the request budgets to keep to, so that calls wait here (in
+    priority order) instead of being sent to collect a 429.
+
+    ``requests_per_minute`` and ``requests_per_day`` refill continuously (a minute's budget comes
+    back at one request every 60/N seconds). A call that would wait longer than ``max_wait``, or
+    past its deadline, fails at once with ``RateLimitError`` carrying ``retry_after``.
+    """
+
+    requests_per_minute: int | None = None
+    requests_per_day: int | None = None
+    max_wait: float = c.DEFAULT_MAX_RATE_WAIT
+
+    def __post_init__(self) -> None:
+        if self.requests_per_minute is not None:
+            _at_least("requests_per_minute", self.requests_per_minute, 1, integer=True)
+        if self.requests_per_day is not None:
+            _at_least("requests_per_day", self.requests_per_day, 1, integer=True)
+        _at_least("max_wait", self.max_wait, 0)
+
+
 def check_timeout(name: str, value: float | None) -> float | None:
     if value is not None and not (finite_number(value) and value > 0):
         raise ConfigurationError(f"{name} must be None or > 0")

@@ -121,7 +121,7 @@ async def test_chat_response_carries_rate_limits() -> None:
     assert isinstance(second, GroqChatResponse)
     assert second.rate_limits is not None
     assert second.rate_limits.remaining_requests == first.rate_limits.remaining_requests - 1
-    assert client.rate_limits == second.rate_limits
+    assert client.last_rate_limits == second.rate_limits
 
 
 async def test_rate_limits_reach_dispatcher_stats() -> None:
@@ -147,9 +147,9 @@ async def test_429_reports_retry_after_and_no_tokens() -> None:
         async with Groq(api_key="gsk", base_url=server.url("/openai/v1"), max_retries=0) as client:
             with pytest.raises(asyncllm.RateLimitError) as info:
                 await client.chat([{"role": "user", "content": "x"}], model="fake-chat")
-            assert client.rate_limits is not None
-            assert client.rate_limits.retry_after == 7.0
-            assert client.rate_limits.remaining_tokens == 0
+            assert client.last_rate_limits is not None
+            assert client.last_rate_limits.retry_after == 7.0
+            assert client.last_rate_limits.remaining_tokens == 0
     assert info.value.retry_after == 7.0
 
 
@@ -172,7 +172,7 @@ async def test_stream_usage_from_x_groq() -> None:
     async with Groq(api_key="gsk", transport=transport, retry=NO_WAIT) as client:
         async with client.stream_chat([{"role": "user", "content": "x"}], model="m") as stream:
             chunks = [c async for c in stream]
-        assert client.rate_limits == GroqRateLimits(limit_tokens=6000)
+        assert client.last_rate_limits == GroqRateLimits(limit_tokens=6000)
     sent = transport.requests[0]
     assert sent.url == GROQ_BASE_URL + "/chat/completions"
     assert sent.headers["Authorization"] == "Bearer gsk"

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from typing_extensions import Self, Unpack
 
-from .._config import BreakerConfig, LimitsConfig, RetryConfig, check_timeout
+from .._config import BreakerConfig, LimitsConfig, RateLimits, RetryConfig, check_timeout
 from .._constants import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_CONCURRENT_REQUESTS,
@@ -90,6 +90,7 @@ class Backend:
             options.get("queue_size", DEFAULT_QUEUE_SIZE),
             options.get("queue_timeout"),
         )
+        self._rate_config: RateLimits | None = options.get("rate_limits")
         self.close_timeout: float = options.get("close_timeout", DEFAULT_CLOSE_TIMEOUT)
         self._dispatcher: Dispatcher | None = options.get("dispatcher")
         self._lane: Lane | None = None
@@ -149,6 +150,7 @@ class Backend:
                 breaker=root.breaker,
                 host=root._host(),
                 kind=root.backend,
+                rate_limits=root._rate_config,
             )
         return lane
 

@@ -70,11 +70,14 @@ def breaker_verdict(exc: APIError) -> bool | None:
 def parse_retry_after(
     headers: Mapping[str, str], now: Callable[[], float] | None = None
 ) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, ``Retry-After`` (seconds or HTTP date); None if absent.
+    """Seconds to wait from ``retry-after-ms`` (Azure also sends it as ``x-ms-retry-after-ms``),
+    ``Retry-After`` (seconds or HTTP date); None if absent or unreadable.
 
     ``now`` returns wall-clock seconds since the epoch, for the HTTP-date form.
     """
     ms = headers.get("retry-after-ms")
+    if ms is None:
+        ms = headers.get("x-ms-retry-after-ms")
     if ms is not None:
         try:
             value = float(ms) / 1000.0

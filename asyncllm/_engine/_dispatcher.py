@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
-from .._config import BreakerConfig, LimitsConfig, RetryConfig
+from .._config import BreakerConfig, LimitsConfig, RateLimits, RetryConfig
 from .._constants import DEFAULT_CLOSE_TIMEOUT, LATENCY_WINDOW
 from .._exceptions import (
     APIError,
@@ -61,6 +61,7 @@ from ._backoff import BackoffSchedule, breaker_verdict, is_retryable, may_resend
 from ._breaker import BreakerState, CircuitBreaker
 from ._context import _request_id, new_request_id
 from ._observe import AUTO, CallObserver, Observer, default_observer
+from ._ratelimit import BudgetStore, MemoryBudgetStore, RateGate, block_lane, limit_lane
 from ._tracking import RequestRecord, RequestStatus, RequestTracker
 
 logger = logging.getLogger("asyncllm")
@@ -190,6 +191,8 @@ class Lane:
         self.usage: dict[str, list[int]] = {}
         # Free-form facts a backend reports (say, rate-limit headers); shown in stats.
         self.info: dict[str, Any] = {}
+        # Set while the lane is rate limited (see ``_ratelimit``); None costs a call one check.
+        self.gate: RateGate | None = None
 
     # -- slots -------------------------------------------------------------------------------
 
@@ -564,6 +567,8 @@ class Dispatcher:
         if tracker_max_records is not None:
             kwargs["max_records"] = tracker_max_records
         self.tracker = RequestTracker(clock=clock, **kwargs)
+        # Every lane's rate budgets and blocks, keyed by lane name.
+        self.budgets: BudgetStore = MemoryBudgetStore()
         self._lanes: dict[str, Lane] = {}
         self._seq = itertools.count()
         # One entry per lane waiting for a global slot: (its best job's key, lane).
@@ -584,10 +589,12 @@ class Dispatcher:
         breaker: BreakerConfig | None = None,
         host: str | None = None,
         kind: str | None = None,
+        rate_limits: RateLimits | None = None,
     ) -> Lane:
         """Register a backend instance; a taken name gets a numeric suffix. ``host``, the
         backend's host (and port), is named by its ``CircuitOpenError``; ``kind``, the kind of
-        backend (its client's ``backend``), is reported to telemetry."""
+        backend (its client's ``backend``), is reported to telemetry; ``rate_limits``, the
+        request budgets its calls wait for (see ``_ratelimit``)."""
         if self.closed:
             raise ClientClosedError("dispatcher is closed", backend=name)
         unique = name
@@ -605,6 +612,8 @@ class Dispatcher:
             kind,
         )
         self._lanes[unique] = lane
+        if rate_limits is not None:
+            limit_lane(lane, rate_limits, self.budgets)
         return lane
 
     # -- the priority queue ------------------------------------------------------------------
@@ -808,6 +817,14 @@ class Dispatcher:
         while True:
             if error is not None and lane.breaker.state is BreakerState.OPEN:
                 raise lane.refuse_retry(error)
+            if lane.gate is not None:
+                refusal = await lane.gate.admit(rid, priority, deadline_at)
+                if refusal is not None:
+                    if error is None:
+                        raise refusal
+                    if not counted and lane.judge(verdict, error):
+                        lane.fill()
+                    raise refusal from error
             probe = lane.acquire_nowait(rid)
             if probe is None:
                 if lane.queued >= lane.limits.queue_size:
@@ -869,6 +886,8 @@ class Dispatcher:
                         watch.attempt_ended(None)
                 return result, probe
             verdict = breaker_verdict(error)
+            if error.status_code == 429 and error.retry_after is not None:
+                await block_lane(lane, error.retry_after, self.budgets)
             if lane.closed:
                 lane.release(probe, None)
                 raise ClientClosedError(

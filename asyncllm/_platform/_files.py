@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -59,6 +59,22 @@ class Deleted(BaseModel):
     server_request_id: str | None = None
 
 
+def deletion(read: Callable[[Any], tuple[str, bool]]) -> Callable[[Any, Meta], Deleted]:
+    """The parser of a delete's answer: ``read`` says, from the vendor's payload, which id is
+    gone and whether it is."""
+
+    def parse(payload: Any, meta: Meta) -> Deleted:
+        deleted_id, deleted = read(payload)
+        return Deleted(
+            id=deleted_id,
+            deleted=deleted,
+            request_id=meta.request_id,
+            server_request_id=meta.server_request_id,
+        )
+
+    return parse
+
+
 def check_id(name: str, value: Any) -> str:
     """An id that goes into a URL path: a non-empty str without ``/``, ``?`` or ``#``, so that
     it cannot reach another endpoint."""
@@ -100,6 +116,33 @@ async def paginate(
         if cursor in seen:  # a server that repeats a page would be read forever
             raise ResponseValidationError(f"the listing repeated its page cursor {cursor!r}")
         seen.add(cursor)
+
+
+def listing(
+    client: HttpBackend,
+    operation: str,
+    path: str,
+    options: Mapping[str, Any],
+    *,
+    page: Callable[[Any], tuple[Iterable[Any], str | None]],
+    item: Callable[[Any, Meta], T],
+    cursor: str,
+    params: Mapping[str, str | None],
+) -> AsyncIterator[T]:
+    """Every item of a vendor's paginated ``GET path``, each page its own call: ``page`` reads a
+    page's items and the next cursor (None after the last), ``item`` parses one item, and the
+    cursor goes back as the query parameter named ``cursor``, after ``params`` (checked by the
+    caller when ``list`` is called, so bad arguments raise before anything is sent)."""
+
+    async def fetch(after: str | None) -> tuple[list[T], str | None]:
+        def parse(payload: Any, meta: Meta) -> tuple[list[T], str | None]:
+            items, following = page(payload)
+            return [item(each, meta) for each in items], following
+
+        given = query(**params, **{cursor: after})
+        return await client._request(operation, "GET", path, parse, options, params=given)
+
+    return paginate(fetch)
 
 
 def content_stream(

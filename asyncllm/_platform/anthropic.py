@@ -8,8 +8,8 @@ the client's own ``betas``. Anthropic serves the content only of files its tools
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from typing_extensions import Unpack
 
@@ -27,8 +27,8 @@ from ._files import (
     check_id,
     check_limit,
     content_stream,
-    paginate,
-    query,
+    deletion,
+    listing,
     save,
     upload_options,
 )
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ..backends.claude import Claude
 
 FILES_BETA = "files-api-2025-04-14"
+T = TypeVar("T")
 
 
 def with_beta(client: Claude, options: Mapping[str, Any], beta: str) -> dict[str, Any]:
@@ -77,6 +78,27 @@ def id_page(payload: Any) -> tuple[list[Any], str | None]:
         raise TypeError("data is not a list")
     last = payload.get("last_id")
     return data, (str(last) if payload.get("has_more") and last and data else None)
+
+
+def _id_listing(
+    client: Claude,
+    operation: str,
+    path: str,
+    item: Callable[[Any, Meta], T],
+    limit: int | None,
+    options: Mapping[str, Any],
+) -> AsyncIterator[T]:
+    """An Anthropic listing: ``id_page`` pages of ``limit``, the cursor sent back as
+    ``after_id``."""
+    params = {"limit": check_limit(limit)}
+    return listing(
+        client, operation, path, options, page=id_page, item=item, cursor="after_id", params=params
+    )
+
+
+def _deleted(kind: str) -> Callable[[Any, Meta], Deleted]:
+    """Anthropic answers a delete with the id and a ``type`` of ``kind`` when it is gone."""
+    return deletion(lambda payload: (payload["id"], payload.get("type") == kind))
 
 
 class Files(SubClient["Claude"]):
@@ -120,16 +142,8 @@ class Files(SubClient["Claude"]):
     async def delete(self, file_id: str, **options: Unpack[HttpOptions]) -> Deleted:
         """Delete the file."""
         path = f"/v1/files/{check_id('file_id', file_id)}"
-
-        def parse(payload: Any, meta: Meta) -> Deleted:
-            return Deleted(
-                id=payload["id"],
-                deleted=payload.get("type") == "file_deleted",
-                request_id=meta.request_id,
-                server_request_id=meta.server_request_id,
-            )
-
         opts = with_beta(self._client, options, FILES_BETA)
+        parse = _deleted("file_deleted")
         return await self._client._request("files.delete", "DELETE", path, parse, opts)
 
     async def content(
@@ -158,21 +172,8 @@ class Files(SubClient["Claude"]):
         self, *, limit: int | None = None, **options: Unpack[HttpOptions]
     ) -> AsyncIterator[FileObject]:
         """Every file (``async for``), a page of ``limit`` at a time."""
-        size = check_limit(limit)
-        client = self._client
-        opts = with_beta(client, options, FILES_BETA)
-
-        async def fetch(after: str | None) -> tuple[Any, str | None]:
-            def parse(payload: Any, meta: Meta) -> tuple[Any, str | None]:
-                items, cursor = id_page(payload)
-                return [file_object(item, meta) for item in items], cursor
-
-            params = query(limit=size, after_id=after)
-            return await client._request(
-                "files.list", "GET", "/v1/files", parse, opts, params=params
-            )
-
-        return paginate(fetch)
+        opts = with_beta(self._client, options, FILES_BETA)
+        return _id_listing(self._client, "files.list", "/v1/files", file_object, limit, opts)
 
 
 # -- Message Batches ----------------------------------------------------------------------------
@@ -247,15 +248,7 @@ class Batches(SubClient["Claude"]):
     async def delete(self, batch_id: str, **options: Unpack[HttpOptions]) -> Deleted:
         """Delete an ended batch and its results (a batch still running must be cancelled)."""
         path = f"{BATCHES}/{check_id('batch_id', batch_id)}"
-
-        def parse(payload: Any, meta: Meta) -> Deleted:
-            return Deleted(
-                id=payload["id"],
-                deleted=payload.get("type") == "message_batch_deleted",
-                request_id=meta.request_id,
-                server_request_id=meta.server_request_id,
-            )
-
+        parse = _deleted("message_batch_deleted")
         return await self._client._request("batches.delete", "DELETE", path, parse, options)
 
     def results(self, batch_id: str, **options: Unpack[HttpOptions]) -> AsyncIterator[Any]:
@@ -280,20 +273,7 @@ class Batches(SubClient["Claude"]):
         self, *, limit: int | None = None, **options: Unpack[HttpOptions]
     ) -> AsyncIterator[BatchJob]:
         """Every batch, newest first (``async for``), a page of ``limit`` at a time."""
-        size = check_limit(limit)
-        client = self._client
-
-        async def fetch(after: str | None) -> tuple[Any, str | None]:
-            def parse(payload: Any, meta: Meta) -> tuple[Any, str | None]:
-                items, cursor = id_page(payload)
-                return [batch_job(item, meta) for item in items], cursor
-
-            params = query(limit=size, after_id=after)
-            return await client._request(
-                "batches.list", "GET", BATCHES, parse, options, params=params
-            )
-
-        return paginate(fetch)
+        return _id_listing(self._client, "batches.list", BATCHES, batch_job, limit, options)
 
     # -- what run_batch_job needs ------------------------------------------------------------------
 

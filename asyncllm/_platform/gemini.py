@@ -10,8 +10,8 @@ it. Gemini serves the content only of files its models generated (``source: GENE
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from typing_extensions import Unpack
@@ -30,15 +30,17 @@ from ._files import (
     check_id,
     check_limit,
     content_stream,
-    paginate,
-    query,
+    deletion,
+    listing,
     save,
     upload_options,
 )
 from ._upload import FileSource, Upload
 
 if TYPE_CHECKING:
-    from ..backends.gemini import Gemini  # noqa: F401 - named in a string (an import cycle)
+    from ..backends.gemini import Gemini
+
+T = TypeVar("T")
 
 
 def resource(prefix: str, name: Any) -> str:
@@ -64,6 +66,28 @@ def file_object(payload: Any, meta: Meta) -> FileObject:
         request_id=meta.request_id,
         server_request_id=meta.server_request_id,
         raw=payload,
+    )
+
+
+def _token_listing(
+    client: Gemini,
+    operation: str,
+    path: str,
+    key: str,
+    item: Callable[[Any, Meta], T],
+    page_size: int | None,
+    options: Mapping[str, Any],
+) -> AsyncIterator[T]:
+    """A Google listing: pages of ``pageSize`` whose items are under ``key`` (left out when
+    there are none), the next page named by ``nextPageToken`` and asked for as ``pageToken``."""
+
+    def page(payload: Any) -> tuple[Any, str | None]:
+        payload = payload or {}
+        return payload.get(key) or (), payload.get("nextPageToken") or None
+
+    params = {"pageSize": check_limit(page_size)}
+    return listing(
+        client, operation, path, options, page=page, item=item, cursor="pageToken", params=params
     )
 
 
@@ -143,15 +167,7 @@ class Files(SubClient["Gemini"]):
     async def delete(self, name: str, **options: Unpack[HttpOptions]) -> Deleted:
         """Delete the file."""
         path = "/" + resource("files", name)
-
-        def parse(payload: Any, meta: Meta) -> Deleted:
-            return Deleted(
-                id=path[1:],
-                deleted=True,
-                request_id=meta.request_id,
-                server_request_id=meta.server_request_id,
-            )
-
+        parse = deletion(lambda payload: (path[1:], True))  # Google answers {}
         return await self._client._request("files.delete", "DELETE", path, parse, options)
 
     async def content(
@@ -179,21 +195,9 @@ class Files(SubClient["Gemini"]):
         self, *, page_size: int | None = None, **options: Unpack[HttpOptions]
     ) -> AsyncIterator[FileObject]:
         """Every file (``async for``), ``page_size`` at a time."""
-        size = check_limit(page_size)
-        client = self._client
-
-        async def fetch(token: str | None) -> tuple[Any, str | None]:
-            def parse(payload: Any, meta: Meta) -> tuple[Any, str | None]:
-                payload = payload or {}
-                items = [file_object(item, meta) for item in payload.get("files") or ()]
-                return items, payload.get("nextPageToken") or None
-
-            params = query(pageSize=size, pageToken=token)
-            return await client._request(
-                "files.list", "GET", "/files", parse, options, params=params
-            )
-
-        return paginate(fetch)
+        return _token_listing(
+            self._client, "files.list", "/files", "files", file_object, page_size, options
+        )
 
 
 # -- batch generation ---------------------------------------------------------------------------
@@ -303,36 +307,16 @@ class Batches(SubClient["Gemini"]):
     async def delete(self, name: str, **options: Unpack[HttpOptions]) -> Deleted:
         """Delete the batch."""
         path = "/" + resource("batches", name)
-
-        def parse(payload: Any, meta: Meta) -> Deleted:
-            return Deleted(
-                id=path[1:],
-                deleted=True,
-                request_id=meta.request_id,
-                server_request_id=meta.server_request_id,
-            )
-
+        parse = deletion(lambda payload: (path[1:], True))  # Google answers {}
         return await self._client._request("batches.delete", "DELETE", path, parse, options)
 
     def list(
         self, *, page_size: int | None = None, **options: Unpack[HttpOptions]
     ) -> AsyncIterator[BatchJob]:
         """Every batch (``async for``), ``page_size`` at a time."""
-        size = check_limit(page_size)
-        client = self._client
-
-        async def fetch(token: str | None) -> tuple[Any, str | None]:
-            def parse(payload: Any, meta: Meta) -> tuple[Any, str | None]:
-                payload = payload or {}
-                items = [batch_job(item, meta) for item in payload.get("operations") or ()]
-                return items, payload.get("nextPageToken") or None
-
-            params = query(pageSize=size, pageToken=token)
-            return await client._request(
-                "batches.list", "GET", "/batches", parse, options, params=params
-            )
-
-        return paginate(fetch)
+        return _token_listing(
+            self._client, "batches.list", "/batches", "operations", batch_job, page_size, options
+        )
 
     # -- what run_batch_job needs ------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ pieces (uploads, pagination, downloads, the creating-call rule) are in ``_upload
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -29,8 +29,8 @@ from ._files import (
     check_id,
     check_limit,
     content_stream,
-    paginate,
-    query,
+    deletion,
+    listing,
     save,
     upload_options,
 )
@@ -64,6 +64,20 @@ def list_page(payload: Any) -> tuple[list[Any], str | None]:
     more = payload.get("has_more") and data
     last = payload.get("last_id") or (data[-1].get("id") if more else None)
     return data, (str(last) if more and last else None)
+
+
+def _cursor_listing(
+    client: OpenAIChat,
+    operation: str,
+    path: str,
+    item: Callable[[Any, Meta], T],
+    params: Mapping[str, str | None],
+    options: Mapping[str, Any],
+) -> AsyncIterator[T]:
+    """An OpenAI cursor listing: ``list_page`` pages, the cursor sent back as ``after``."""
+    return listing(
+        client, operation, path, options, page=list_page, item=item, cursor="after", params=params
+    )
 
 
 class Files(SubClient[OpenAIChat]):
@@ -110,15 +124,7 @@ class Files(SubClient[OpenAIChat]):
     async def delete(self, file_id: str, **options: Unpack[HttpOptions]) -> Deleted:
         """Delete the file (retried: deleting twice deletes once)."""
         path = f"/files/{check_id('file_id', file_id)}"
-
-        def parse(payload: Any, meta: Meta) -> Deleted:
-            return Deleted(
-                id=payload["id"],
-                deleted=bool(payload["deleted"]),
-                request_id=meta.request_id,
-                server_request_id=meta.server_request_id,
-            )
-
+        parse = deletion(lambda payload: (payload["id"], bool(payload["deleted"])))
         return await self._client._request("files.delete", "DELETE", path, parse, options)
 
     async def content(
@@ -153,21 +159,8 @@ class Files(SubClient[OpenAIChat]):
             raise ConfigurationError("purpose must be a str")
         if order not in (None, "asc", "desc"):
             raise ConfigurationError("order must be 'asc' or 'desc'")
-        size = check_limit(limit)
-        client = self._client
-
-        async def fetch(after: str | None) -> tuple[Any, str | None]:
-            params = query(purpose=purpose, limit=size, order=order, after=after)
-
-            def parse(payload: Any, meta: Meta) -> tuple[Any, str | None]:
-                items, cursor = list_page(payload)
-                return [file_object(item, meta) for item in items], cursor
-
-            return await client._request(
-                "files.list", "GET", "/files", parse, options, params=params
-            )
-
-        return paginate(fetch)
+        params = {"purpose": purpose, "limit": check_limit(limit), "order": order}
+        return _cursor_listing(self._client, "files.list", "/files", file_object, params, options)
 
 
 # -- batches ------------------------------------------------------------------------------------
@@ -252,20 +245,8 @@ class Batches(SubClient[OpenAIChat]):
         self, *, limit: int | None = None, **options: Unpack[HttpOptions]
     ) -> AsyncIterator[BatchJob]:
         """Every batch, newest first (``async for``), a page of ``limit`` at a time."""
-        size = check_limit(limit)
-        client = self._client
-
-        async def fetch(after: str | None) -> tuple[Any, str | None]:
-            def parse(payload: Any, meta: Meta) -> tuple[Any, str | None]:
-                items, cursor = list_page(payload)
-                return [batch_job(item, meta) for item in items], cursor
-
-            params = query(limit=size, after=after)
-            return await client._request(
-                "batches.list", "GET", "/batches", parse, options, params=params
-            )
-
-        return paginate(fetch)
+        params = {"limit": check_limit(limit)}
+        return _cursor_listing(self._client, "batches.list", "/batches", batch_job, params, options)
 
     # -- what run_batch_job needs ------------------------------------------------------------------
 
@@ -697,8 +678,13 @@ class Checkpoints(SubClient[OpenAIChat]):
     ) -> AsyncIterator[FineTuningCheckpoint]:
         """Every checkpoint of the job, newest first (``async for``)."""
         path = f"/fine_tuning/jobs/{check_id('job_id', job_id)}/checkpoints"
-        return _listing(
-            self._client, "fine_tuning.checkpoints", path, FineTuningCheckpoint, limit, options
+        return _cursor_listing(
+            self._client,
+            "fine_tuning.checkpoints",
+            path,
+            _plain(FineTuningCheckpoint),
+            {"limit": check_limit(limit)},
+            options,
         )
 
 
@@ -780,49 +766,29 @@ class Jobs(SubClient[OpenAIChat]):
         self, *, limit: int | None = None, **options: Unpack[HttpOptions]
     ) -> AsyncIterator[FineTuningJob]:
         """Every job, newest first (``async for``)."""
-        size = check_limit(limit)
-        client = self._client
-
-        async def fetch(after: str | None) -> tuple[Any, str | None]:
-            def parse(payload: Any, meta: Meta) -> tuple[Any, str | None]:
-                items, cursor = list_page(payload)
-                return [fine_tuning_job(item, meta) for item in items], cursor
-
-            params = query(limit=size, after=after)
-            return await client._request(
-                "fine_tuning.list", "GET", "/fine_tuning/jobs", parse, options, params=params
-            )
-
-        return paginate(fetch)
+        params = {"limit": check_limit(limit)}
+        return _cursor_listing(
+            self._client, "fine_tuning.list", "/fine_tuning/jobs", fine_tuning_job, params, options
+        )
 
     def list_events(
         self, job_id: str, *, limit: int | None = None, **options: Unpack[HttpOptions]
     ) -> AsyncIterator[FineTuningEvent]:
         """The job's events, newest first (``async for``)."""
         path = f"/fine_tuning/jobs/{check_id('job_id', job_id)}/events"
-        return _listing(self._client, "fine_tuning.events", path, FineTuningEvent, limit, options)
+        return _cursor_listing(
+            self._client,
+            "fine_tuning.events",
+            path,
+            _plain(FineTuningEvent),
+            {"limit": check_limit(limit)},
+            options,
+        )
 
 
-def _listing(
-    client: OpenAIChat,
-    operation: str,
-    path: str,
-    kind: type[T],
-    limit: int | None,
-    options: Mapping[str, Any],
-) -> AsyncIterator[T]:
-    """A cursor listing whose items are plain objects of ``kind``."""
-    size = check_limit(limit)
-
-    async def fetch(after: str | None) -> tuple[Any, str | None]:
-        def parse(payload: Any, meta: Meta) -> tuple[Any, str | None]:
-            items, cursor = list_page(payload)
-            return [kind.model_validate(item) for item in items], cursor
-
-        params = query(limit=size, after=after)
-        return await client._request(operation, "GET", path, parse, options, params=params)
-
-    return paginate(fetch)
+def _plain(kind: type[T]) -> Callable[[Any, Meta], T]:
+    """An item parser for items that are plain objects of ``kind`` (no request IDs)."""
+    return lambda payload, meta: kind.model_validate(payload)
 
 
 class FineTuning(SubClient[OpenAIChat]):

@@ -2,7 +2,7 @@
 
 Groq reports its limits on each response (``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``,
 and ``retry-after`` on a 429). They are read into ``GroqRateLimits``: on each chat response
-(``GroqChatResponse.rate_limits``), on the client (``Groq.rate_limits``, the latest seen) and in the
+(``GroqChatResponse.rate_limits``), on the client (``Groq.last_rate_limits``, the latest seen) and in the
 dispatcher stats (``stats()[name].info["rate_limits"]``). Streams end with usage in ``x_groq.usage``.
 
 Reasoning models (qwen3, gpt-oss) take ``reasoning_format`` ("parsed": the reasoning comes apart
@@ -14,8 +14,6 @@ enforces on the models that support strict mode.
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, overload
 
@@ -24,6 +22,7 @@ from typing_extensions import Unpack
 
 from .._engine._backoff import parse_retry_after
 from .._engine._dispatcher import Lane
+from .._engine._ratelimit import parse_duration
 from .._exceptions import ConfigurationError
 from .._http._backend import Meta
 from .._models import ChatChunk, ChatResponse, M, Messages, P, Usage
@@ -63,31 +62,6 @@ class GroqChatOptions(GroqChatParams, BodyOptions, total=False):
 
 
 GROQ_CHAT_KEYS = keys_of(GroqChatOptions)
-
-_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|µs|ns|h|m|s)")
-
-
-def parse_duration(value: str | None) -> float | None:
-    """Seconds from a Go-style duration as Groq sends it ("2m59.56s", "7.66s", "450ms", "1h0m0s");
-    a bare number counts as seconds. None when absent or unreadable (never raises)."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        pos = 0
-        seconds = 0.0
-        while pos < len(text):
-            match = _PART.match(text, pos)
-            if match is None:
-                return None
-            seconds += float(match.group(1)) * _UNITS[match.group(2)]
-            pos = match.end()
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _int(value: str | None) -> int | None:
@@ -140,7 +114,7 @@ class Groq(ServesResponses, OpenAICompatible):
     """``Groq(api_key=..., base_url=...)``: key from ``GROQ_API_KEY`` (required for Groq's own
     URL), base from ``GROQ_BASE_URL`` (default ``https://api.groq.com/openai/v1``).
 
-    ``chat`` returns a ``GroqChatResponse``; ``rate_limits`` holds the latest limits seen.
+    ``chat`` returns a ``GroqChatResponse``; ``last_rate_limits`` holds the latest limits seen.
     ``responses``: create and stream (structured output and built-in tools included), no stored
     state (``store``, ``previous_response_id``, ``background``, retrieve and the rest refused).
 
@@ -173,9 +147,10 @@ class Groq(ServesResponses, OpenAICompatible):
         super().__init__(**options)
 
     @property
-    def rate_limits(self) -> GroqRateLimits | None:
-        """The latest limits seen by this client (or by the client it came from through
-        ``with_options``)."""
+    def last_rate_limits(self) -> GroqRateLimits | None:
+        """The latest limits Groq reported to this client (or to the client it came from through
+        ``with_options``). Not ``rate_limits``: that is the constructor's option, the budgets
+        this client keeps itself (``asyncllm.RateLimits``)."""
         root = self._root
         assert isinstance(root, Groq)
         return root._rate_limits

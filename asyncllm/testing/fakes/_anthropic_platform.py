@@ -25,7 +25,7 @@ from aiohttp import web
 
 from .. import FakeServer
 from . import _common, anthropic
-from ._files import StoredFile, read_form, send_file, store
+from ._files import StoredFile, cursor_page, read_form, send_file, store
 
 
 def file_json(stored: StoredFile) -> dict[str, Any]:
@@ -123,16 +123,23 @@ class Batch:
         }
 
 
+def page(items: list[dict[str, Any]], request: web.Request) -> web.Response:
+    """A page of ``items`` (already in order) after ``?after_id=`` with ``?limit=`` (20)."""
+    try:
+        limit = int(request.query.get("limit", 20))
+    except ValueError:
+        return anthropic._error(400, "limit: Input should be a valid integer")
+    return web.json_response(cursor_page(items, request.query.get("after_id"), limit))
+
+
 def setup(server: FakeServer, prefix: str = "/v1") -> None:
     files = store(server, "anthropic", "file_")
     batches: dict[str, Batch] = server.state.setdefault("anthropic.batches", {})
     batch_ids = itertools.count(1)
 
-    def found(request: web.Request) -> StoredFile | web.Response:
-        stored = files.files.get(request.match_info["file_id"])
-        if stored is None:
-            return anthropic._error(404, f"File not found: {request.match_info['file_id']}")
-        return stored
+    found = _common.entry(
+        files.files, "file_id", lambda name: anthropic._error(404, f"File not found: {name}")
+    )
 
     async def create(request: web.Request) -> web.StreamResponse:
         if not request.content_type.startswith("multipart/"):
@@ -145,40 +152,19 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
         return web.json_response(file_json(stored))
 
     async def list_files(request: web.Request) -> web.StreamResponse:
-        items = [file_json(f) for f in reversed(files.files.values())]
-        after = request.query.get("after_id")
-        try:
-            limit = int(request.query.get("limit", 20))
-        except ValueError:
-            return anthropic._error(400, "limit: Input should be a valid integer")
-        if after is not None:
-            ids = [i["id"] for i in items]
-            items = items[ids.index(after) + 1 :] if after in ids else []
-        chosen = items[:limit]
-        return web.json_response(
-            {
-                "data": chosen,
-                "has_more": len(items) > limit,
-                "first_id": chosen[0]["id"] if chosen else None,
-                "last_id": chosen[-1]["id"] if chosen else None,
-            }
-        )
+        return page([file_json(f) for f in reversed(files.files.values())], request)
 
-    async def retrieve(request: web.Request) -> web.StreamResponse:
-        stored = found(request)
-        return stored if isinstance(stored, web.Response) else web.json_response(file_json(stored))
+    @_common.finding(found)
+    async def retrieve(request: web.Request, stored: StoredFile) -> web.StreamResponse:
+        return web.json_response(file_json(stored))
 
-    async def delete(request: web.Request) -> web.StreamResponse:
-        stored = found(request)
-        if isinstance(stored, web.Response):
-            return stored
+    @_common.finding(found)
+    async def delete(request: web.Request, stored: StoredFile) -> web.StreamResponse:
         files.remove(stored.id)
         return web.json_response({"id": stored.id, "type": "file_deleted"})
 
-    async def content(request: web.Request) -> web.StreamResponse:
-        stored = found(request)
-        if isinstance(stored, web.Response):
-            return stored
+    @_common.finding(found)
+    async def content(request: web.Request, stored: StoredFile) -> web.StreamResponse:
         if not stored.downloadable:
             return anthropic._error(400, f"File {stored.id} is not downloadable")
         return await send_file(request, stored)
@@ -202,42 +188,32 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
         batches[batch.id] = batch
         return web.json_response(batch.json())
 
-    def batch_of(request: web.Request) -> Batch | web.Response:
-        batch = batches.get(request.match_info["batch_id"])
-        if batch is None:
-            return anthropic._error(404, f"batch not found: {request.match_info['batch_id']}")
-        return batch
+    batch_of = _common.entry(
+        batches, "batch_id", lambda name: anthropic._error(404, f"batch not found: {name}")
+    )
 
-    async def retrieve_batch(request: web.Request) -> web.StreamResponse:
-        batch = batch_of(request)
-        if isinstance(batch, web.Response):
-            return batch
+    @_common.finding(batch_of)
+    async def retrieve_batch(request: web.Request, batch: Batch) -> web.StreamResponse:
         batch.looks += 1
         if batch.looks >= 2:
             batch.end()
         return web.json_response(batch.json())
 
-    async def cancel_batch(request: web.Request) -> web.StreamResponse:
-        batch = batch_of(request)
-        if isinstance(batch, web.Response):
-            return batch
+    @_common.finding(batch_of)
+    async def cancel_batch(request: web.Request, batch: Batch) -> web.StreamResponse:
         if batch.ended_at is None and batch.cancelled_at is None:
             batch.cancelled_at = time.time()
         return web.json_response(batch.json())
 
-    async def delete_batch(request: web.Request) -> web.StreamResponse:
-        batch = batch_of(request)
-        if isinstance(batch, web.Response):
-            return batch
+    @_common.finding(batch_of)
+    async def delete_batch(request: web.Request, batch: Batch) -> web.StreamResponse:
         if batch.ended_at is None:
             return anthropic._error(400, "a batch must end (or be canceled) before it is deleted")
         del batches[batch.id]
         return web.json_response({"id": batch.id, "type": "message_batch_deleted"})
 
-    async def batch_results(request: web.Request) -> web.StreamResponse:
-        batch = batch_of(request)
-        if isinstance(batch, web.Response):
-            return batch
+    @_common.finding(batch_of)
+    async def batch_results(request: web.Request, batch: Batch) -> web.StreamResponse:
         if batch.ended_at is None:
             return anthropic._error(400, f"batch {batch.id} has not ended: no results yet")
         response = web.StreamResponse(headers={"Content-Type": "application/binary"})
@@ -248,21 +224,7 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
         return response
 
     async def list_batches(request: web.Request) -> web.StreamResponse:
-        items = [b.json() for b in reversed(batches.values())]
-        after = request.query.get("after_id")
-        limit = int(request.query.get("limit", 20))
-        if after is not None:
-            ids = [i["id"] for i in items]
-            items = items[ids.index(after) + 1 :] if after in ids else []
-        chosen = items[:limit]
-        return web.json_response(
-            {
-                "data": chosen,
-                "has_more": len(items) > limit,
-                "first_id": chosen[0]["id"] if chosen else None,
-                "last_id": chosen[-1]["id"] if chosen else None,
-            }
-        )
+        return page([b.json() for b in reversed(batches.values())], request)
 
     for method, path, handler, read_body in (
         ("POST", "/messages/batches", create_batch, True),

@@ -16,12 +16,14 @@ import re
 import string
 import struct
 import sys
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from .. import Handler
+
+T = TypeVar("T")
 
 DONE = b"data: [DONE]\n\n"
 
@@ -226,6 +228,39 @@ def guarded(check: Callable[[web.Request], web.Response | None], handler: Handle
         return refused if refused is not None else await handler(request)
 
     return answer
+
+
+def entry(
+    table: Mapping[str, T], param: str, missing: Callable[[str], web.Response], prefix: str = ""
+) -> Callable[[web.Request], T | web.Response]:
+    """A ``find`` for ``finding``: the entry of ``table`` that the path's ``param`` names (its
+    key is ``prefix`` and the name), or ``missing(name)``, the vendor's not-found answer."""
+
+    def find(request: web.Request) -> T | web.Response:
+        name = request.match_info[param]
+        found = table.get(prefix + name)
+        return missing(name) if found is None else found
+
+    return find
+
+
+def finding(
+    find: Callable[[web.Request], T | web.Response],
+) -> Callable[[Callable[[web.Request, T], Awaitable[web.StreamResponse]]], Handler]:
+    """A decorator for a handler of one stored thing (a file, a batch, a job): the handler is
+    given what ``find`` finds for the request, or the request gets ``find``'s error answer (the
+    vendor's not-found) without it."""
+
+    def wrap(handler: Callable[[web.Request, T], Awaitable[web.StreamResponse]]) -> Handler:
+        async def answer(request: web.Request) -> web.StreamResponse:
+            found = find(request)
+            if isinstance(found, web.Response):
+                return found
+            return await handler(request, found)
+
+        return answer
+
+    return wrap
 
 
 def token_logprobs(tokens: Iterable[str], top: int | None) -> list[dict[str, Any]]:

@@ -103,6 +103,22 @@ def store(server: FakeServer, name: str, prefix: str) -> FileStore:
     return found
 
 
+def cursor_page(items: list[dict[str, Any]], after: str | None, limit: int) -> dict[str, Any]:
+    """The page of ``items`` (already in order) that follows the item ``after`` names (none
+    when no item has that id), ``limit`` long, in the ``data``/``has_more``/``first_id``/
+    ``last_id`` shape OpenAI's and Anthropic's listings share."""
+    if after is not None:
+        ids = [i["id"] for i in items]
+        items = items[ids.index(after) + 1 :] if after in ids else []
+    chosen = items[:limit]
+    return {
+        "data": chosen,
+        "first_id": chosen[0]["id"] if chosen else None,
+        "last_id": chosen[-1]["id"] if chosen else None,
+        "has_more": len(items) > limit,
+    }
+
+
 async def spool(reader: Any) -> tuple[IO[bytes], int]:
     """Read a multipart part (or a request's ``content``) in pieces into a spooled file: its
     handle and size."""

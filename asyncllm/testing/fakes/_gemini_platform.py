@@ -171,15 +171,14 @@ def setup(server: FakeServer, prefix: str = gemini.PREFIX) -> None:
             {"file": file_json(stored)}, headers={"X-Goog-Upload-Status": "final"}
         )
 
-    def found(request: web.Request) -> StoredFile | web.Response:
-        name = f"files/{request.match_info['id']}"
-        stored = files.files.get(name)
-        if stored is None:
-            return gemini._error(
-                403,
-                f"You do not have permission to access the File {request.match_info['id']} or it may not exist.",
-            )
-        return stored
+    found = _common.entry(
+        files.files,
+        "id",
+        lambda name: gemini._error(
+            403, f"You do not have permission to access the File {name} or it may not exist."
+        ),
+        prefix="files/",
+    )
 
     async def list_files(request: web.Request) -> web.StreamResponse:
         try:
@@ -196,21 +195,17 @@ def setup(server: FakeServer, prefix: str = gemini.PREFIX) -> None:
             body["nextPageToken"] = base64.urlsafe_b64encode(str(start + size).encode()).decode()
         return web.json_response(body)
 
-    async def get(request: web.Request) -> web.StreamResponse:
-        stored = found(request)
-        return stored if isinstance(stored, web.Response) else web.json_response(file_json(stored))
+    @_common.finding(found)
+    async def get(request: web.Request, stored: StoredFile) -> web.StreamResponse:
+        return web.json_response(file_json(stored))
 
-    async def delete(request: web.Request) -> web.StreamResponse:
-        stored = found(request)
-        if isinstance(stored, web.Response):
-            return stored
+    @_common.finding(found)
+    async def delete(request: web.Request, stored: StoredFile) -> web.StreamResponse:
         files.remove(stored.id)
         return web.json_response({})
 
-    async def download(request: web.Request) -> web.StreamResponse:
-        stored = found(request)
-        if isinstance(stored, web.Response):
-            return stored
+    @_common.finding(found)
+    async def download(request: web.Request, stored: StoredFile) -> web.StreamResponse:
         if not stored.downloadable or request.query.get("alt") != "media":
             return gemini._error(400, "Only generated files can be downloaded.")
         return await send_file(request, stored)
@@ -268,33 +263,28 @@ def setup(server: FakeServer, prefix: str = gemini.PREFIX) -> None:
         batches[name] = made
         return web.json_response(made.json())
 
-    def batch_of(request: web.Request) -> Batch | web.Response:
-        found = batches.get(f"batches/{request.match_info['id']}")
-        if found is None:
-            return gemini._error(404, f"Batch batches/{request.match_info['id']} not found.")
-        return found
+    batch_of = _common.entry(
+        batches,
+        "id",
+        lambda name: gemini._error(404, f"Batch batches/{name} not found."),
+        prefix="batches/",
+    )
 
-    async def get_batch(request: web.Request) -> web.StreamResponse:
-        found = batch_of(request)
-        if isinstance(found, web.Response):
-            return found
-        answer_now = found.json()
-        found.advance(answer)  # the next look finds it one step further
+    @_common.finding(batch_of)
+    async def get_batch(request: web.Request, batch: Batch) -> web.StreamResponse:
+        answer_now = batch.json()
+        batch.advance(answer)  # the next look finds it one step further
         return web.json_response(answer_now)
 
-    async def cancel_batch(request: web.Request) -> web.StreamResponse:
-        found = batch_of(request)
-        if isinstance(found, web.Response):
-            return found
-        if found.state not in ENDED:
-            found.state = "BATCH_STATE_CANCELLED"
+    @_common.finding(batch_of)
+    async def cancel_batch(request: web.Request, batch: Batch) -> web.StreamResponse:
+        if batch.state not in ENDED:
+            batch.state = "BATCH_STATE_CANCELLED"
         return web.json_response({})
 
-    async def delete_batch(request: web.Request) -> web.StreamResponse:
-        found = batch_of(request)
-        if isinstance(found, web.Response):
-            return found
-        del batches[found.name]
+    @_common.finding(batch_of)
+    async def delete_batch(request: web.Request, batch: Batch) -> web.StreamResponse:
+        del batches[batch.name]
         return web.json_response({})
 
     async def list_batches(request: web.Request) -> web.StreamResponse:

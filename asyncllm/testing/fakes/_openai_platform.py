@@ -25,7 +25,7 @@ from aiohttp import web
 
 from .. import FakeServer
 from . import _common, openai
-from ._files import FileStore, StoredFile, read_form, send_file, store
+from ._files import FileStore, StoredFile, cursor_page, read_form, send_file, store
 
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/responses")
@@ -54,24 +54,12 @@ def file_json(stored: StoredFile) -> dict[str, Any]:
 
 def page(items: list[dict[str, Any]], request: web.Request, default: int) -> web.Response:
     """A cursor page of ``items`` (already in order) after ``?after=`` with ``?limit=``."""
-    after = request.query.get("after")
     try:
         limit = int(request.query.get("limit", default))
     except ValueError:
         return _error(400, "limit must be an integer", "limit")
-    if after is not None:
-        ids = [i["id"] for i in items]
-        items = items[ids.index(after) + 1 :] if after in ids else []
-    chosen = items[:limit]
-    return web.json_response(
-        {
-            "object": "list",
-            "data": chosen,
-            "first_id": chosen[0]["id"] if chosen else None,
-            "last_id": chosen[-1]["id"] if chosen else None,
-            "has_more": len(items) > limit,
-        }
-    )
+    found = cursor_page(items, request.query.get("after"), limit)
+    return web.json_response({"object": "list", **found})
 
 
 def _answer(body: Any, custom_id: str) -> tuple[int, Any]:
@@ -411,24 +399,18 @@ def tuning_routes(server: FakeServer, files: FileStore, prefix: str) -> list[tup
         jobs[job.id] = job
         return web.json_response(job.json())
 
-    def job_of(request: web.Request) -> TuningJob | web.Response:
-        job = jobs.get(request.match_info["job_id"])
-        if job is None:
-            return _error(404, f"Could not find fine tune job: {request.match_info['job_id']}")
-        return job
+    job_of = _common.entry(
+        jobs, "job_id", lambda name: _error(404, f"Could not find fine tune job: {name}")
+    )
 
-    async def retrieve(request: web.Request) -> web.StreamResponse:
-        job = job_of(request)
-        if isinstance(job, web.Response):
-            return job
+    @_common.finding(job_of)
+    async def retrieve(request: web.Request, job: TuningJob) -> web.StreamResponse:
         answer = job.json()
         job.advance()  # the next look finds it one step further
         return web.json_response(answer)
 
-    async def cancel(request: web.Request) -> web.StreamResponse:
-        job = job_of(request)
-        if isinstance(job, web.Response):
-            return job
+    @_common.finding(job_of)
+    async def cancel(request: web.Request, job: TuningJob) -> web.StreamResponse:
         if job.status in ("succeeded", "failed", "cancelled"):
             return _error(400, f"Job has already completed: {job.id}")
         job.cancel()
@@ -437,13 +419,13 @@ def tuning_routes(server: FakeServer, files: FileStore, prefix: str) -> list[tup
     async def list_jobs(request: web.Request) -> web.StreamResponse:
         return page([j.json() for j in reversed(jobs.values())], request, 20)
 
-    async def events(request: web.Request) -> web.StreamResponse:
-        job = job_of(request)
-        return job if isinstance(job, web.Response) else page(job.events[::-1], request, 20)
+    @_common.finding(job_of)
+    async def events(request: web.Request, job: TuningJob) -> web.StreamResponse:
+        return page(job.events[::-1], request, 20)
 
-    async def checkpoints(request: web.Request) -> web.StreamResponse:
-        job = job_of(request)
-        return job if isinstance(job, web.Response) else page(job.checkpoints[::-1], request, 10)
+    @_common.finding(job_of)
+    async def checkpoints(request: web.Request, job: TuningJob) -> web.StreamResponse:
+        return page(job.checkpoints[::-1], request, 10)
 
     base = f"{prefix}/fine_tuning/jobs"
     return [
@@ -467,11 +449,9 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
     batches: dict[str, Batch] = server.state.setdefault("openai.batches", {})
     batch_ids = itertools.count(1)
 
-    def found(request: web.Request) -> StoredFile | web.Response:
-        stored = files.files.get(request.match_info["file_id"])
-        if stored is None:
-            return _error(404, f"No such File object: {request.match_info['file_id']}", "id")
-        return stored
+    found = _common.entry(
+        files.files, "file_id", lambda name: _error(404, f"No such File object: {name}", "id")
+    )
 
     async def create_file(request: web.Request) -> web.StreamResponse:
         if not request.content_type.startswith("multipart/"):
@@ -496,20 +476,18 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
             chosen.reverse()
         return page(chosen, request, 10000)
 
-    async def retrieve_file(request: web.Request) -> web.StreamResponse:
-        stored = found(request)
-        return stored if isinstance(stored, web.Response) else web.json_response(file_json(stored))
+    @_common.finding(found)
+    async def retrieve_file(request: web.Request, stored: StoredFile) -> web.StreamResponse:
+        return web.json_response(file_json(stored))
 
-    async def delete_file(request: web.Request) -> web.StreamResponse:
-        stored = found(request)
-        if isinstance(stored, web.Response):
-            return stored
+    @_common.finding(found)
+    async def delete_file(request: web.Request, stored: StoredFile) -> web.StreamResponse:
         files.remove(stored.id)
         return web.json_response({"id": stored.id, "object": "file", "deleted": True})
 
-    async def file_content(request: web.Request) -> web.StreamResponse:
-        stored = found(request)
-        return stored if isinstance(stored, web.Response) else await send_file(request, stored)
+    @_common.finding(found)
+    async def file_content(request: web.Request, stored: StoredFile) -> web.StreamResponse:
+        return await send_file(request, stored)
 
     async def create_batch(request: web.Request) -> web.StreamResponse:
         body = request["json"]
@@ -545,24 +523,18 @@ def setup(server: FakeServer, prefix: str = "/v1") -> None:
         batches[batch.id] = batch
         return web.json_response(batch.json())
 
-    def batch_of(request: web.Request) -> Batch | web.Response:
-        batch = batches.get(request.match_info["batch_id"])
-        if batch is None:
-            return _error(404, f"No batch found with id '{request.match_info['batch_id']}'.")
-        return batch
+    batch_of = _common.entry(
+        batches, "batch_id", lambda name: _error(404, f"No batch found with id '{name}'.")
+    )
 
-    async def retrieve_batch(request: web.Request) -> web.StreamResponse:
-        batch = batch_of(request)
-        if isinstance(batch, web.Response):
-            return batch
+    @_common.finding(batch_of)
+    async def retrieve_batch(request: web.Request, batch: Batch) -> web.StreamResponse:
         answer = batch.json()
         batch.advance(files)  # the next look finds it one step further
         return web.json_response(answer)
 
-    async def cancel_batch(request: web.Request) -> web.StreamResponse:
-        batch = batch_of(request)
-        if isinstance(batch, web.Response):
-            return batch
+    @_common.finding(batch_of)
+    async def cancel_batch(request: web.Request, batch: Batch) -> web.StreamResponse:
         if batch.status == "completed":
             return _error(400, "Cannot cancel a batch with status 'completed'.")
         batch.cancelled = True
