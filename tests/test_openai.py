@@ -804,6 +804,59 @@ async def test_choices_come_in_index_order() -> None:
     assert [m.content for m in r.choices] == ["first", "second"]
 
 
+async def test_a_reply_message_is_read_as_it_was_and_checked() -> None:
+    """The reply's message is validated straight into ``Message`` (one pydantic-core pass): what
+    the wire has beside role, content and tool calls stays off the message (refusal and reasoning
+    go to the response; a ``name`` or ``tool_call_id`` in a reply is not read), tool calls arrive
+    as ``ToolCall``s in index order of the choices, and a message the wire model refused (list
+    content, a tool call with neither a function nor a custom tool) is still refused."""
+    payload = chat_json()
+    payload["choices"] = [
+        {
+            "index": 1,
+            "message": {
+                "content": None,
+                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f"}}],
+            },
+        },
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": "first",
+                "refusal": "no",
+                "reasoning": "why",
+                "name": "bot",
+                "tool_call_id": "t",
+            },
+            "finish_reason": "stop",
+        },
+    ]
+    bad_content = chat_json()
+    bad_content["choices"][0]["message"]["content"] = [{"type": "text", "text": "x"}]
+    bad_call = chat_json()
+    bad_call["choices"][0]["message"]["tool_calls"] = [{"id": "c2", "type": "function"}]
+    replies = iter([payload, bad_content, bad_call])
+    c = mock_client(lambda r: MockResponse(json=next(replies)), model="m")
+    async with c:
+        r = await c.chat([{"role": "user", "content": "hi"}], n=2)
+        for _ in range(2):
+            with pytest.raises(asyncllm.ResponseValidationError):
+                await c.chat([{"role": "user", "content": "hi"}])
+    assert r.message == asyncllm.Message(role="assistant", content="first")
+    assert r.message.model_dump() == {
+        "role": "assistant",
+        "content": "first",
+        "tool_calls": None,
+        "tool_call_id": None,
+        "name": None,
+    }
+    assert (r.refusal, r.reasoning, r.finish_reason) == ("no", "why", "stop")
+    second = r.choices[1]
+    assert type(second) is asyncllm.Message and second.role == "assistant"
+    assert second.tool_calls == [asyncllm.ToolCall(id="c1", name="f", arguments="{}")]
+
+
 async def test_usage_counts_come_from_the_details() -> None:
     payload = chat_json()
     payload["usage"] = {

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar, overload
+from typing import Annotated, Any, ClassVar, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema
+from pydantic_core import core_schema
 from typing_extensions import Unpack
 
 from .._exceptions import ConfigurationError
@@ -136,28 +137,76 @@ class _WireToolCall(BaseModel):
     custom: _WireCustom | None = None
 
 
-class _WireMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    role: str = "assistant"
-    content: str | None = None
-    tool_calls: list[_WireToolCall] | None = None
-    # refusal and reasoning (DeepSeek's and vLLM's reasoning_content, vLLM 0.10+ and Groq's
-    # reasoning) are read from the extras: a declared field costs every answer a validation.
+def _tool_calls(wire: list[_WireToolCall]) -> list[ToolCall] | None:
+    return [_tool_call(c) for c in wire] or None
 
 
-class _WireChoice(BaseModel):
-    index: int = 0
-    message: _WireMessage
-    finish_reason: str | None = None
-    logprobs: Any = None  # parsed (token_logprobs) only when the answer has them
+def _reply_message(_source: Any, _handler: Any) -> core_schema.CoreSchema:
+    """The schema that reads an answer's wire message straight into the public ``Message``, in
+    the one pydantic-core pass that validates the whole reply (no wire model, then a second
+    pass building ``Message`` from it). It checks what the wire model checked: ``content`` text
+    or null, ``role`` defaulting to "assistant", tool calls in the wire's shape (made
+    ``ToolCall``s as they are read); ``tool_call_id`` and ``name`` are never read from a reply
+    and extras (refusal, reasoning) are left out of the message, as before: the choice reads
+    them from the raw message (``_WireChoice.said``)."""
+
+    def optional(schema: core_schema.CoreSchema, alias: str | None = None) -> Any:
+        nullable = core_schema.nullable_schema(schema)
+        return core_schema.model_field(
+            core_schema.with_default_schema(nullable, default=None), validation_alias=alias
+        )
+
+    calls = core_schema.no_info_after_validator_function(
+        _tool_calls, core_schema.list_schema(_WireToolCall.__pydantic_core_schema__)
+    )
+    unread = "\x00"  # a key no JSON object from a server has: the field keeps its default
+    fields = {
+        "role": core_schema.model_field(
+            core_schema.with_default_schema(core_schema.str_schema(), default="assistant")
+        ),
+        "content": optional(core_schema.str_schema()),
+        "tool_calls": optional(calls),
+        "tool_call_id": optional(core_schema.str_schema(), unread),
+        "name": optional(core_schema.str_schema(), unread),
+    }
+    return core_schema.model_schema(
+        Message,
+        core_schema.model_fields_schema(fields, extra_behavior="ignore"),
+        config={"extra_fields_behavior": "ignore"},
+    )
 
 
-class _WireChat(BaseModel):
-    id: str | None = None
-    model: str | None = None
-    choices: list[_WireChoice] = Field(min_length=1)
-    usage: Usage | None = None
+def _one_pass_model(build: Callable[[], type[T]]) -> type[T]:
+    """``build()``, with pydantic-core made to compile ``Message`` from the schema given rather
+    than reuse the class's own validator (it reuses a complete model class's validator for any
+    schema naming that class, which would read the wire's tool calls as ``ToolCall``s)."""
+    Message.__pydantic_complete__ = False
+    try:
+        return build()
+    finally:
+        Message.__pydantic_complete__ = True
+
+
+def _wire_chat() -> type[BaseModel]:
+    class _WireChoice(BaseModel):
+        index: int = 0
+        message: Annotated[Any, GetPydanticSchema(_reply_message)]  # a Message
+        # The same wire message, as it came: its refusal and reasoning are read from it, and only
+        # for the first choice (a declared field would cost every answer a validation).
+        said: Any = Field(validation_alias="message")
+        finish_reason: str | None = None
+        logprobs: Any = None  # parsed (token_logprobs) only when the answer has them
+
+    class _WireChat(BaseModel):
+        id: str | None = None
+        model: str | None = None
+        choices: list[_WireChoice] = Field(min_length=1)
+        usage: Usage | None = None
+
+    return _WireChat
+
+
+_WireChat = _one_pass_model(_wire_chat)
 
 
 class _WireCompletions(BaseModel):
@@ -327,11 +376,6 @@ def _choice_chunk(
         raw=payload,
         **extra,
     )
-
-
-def _message(wire: _WireMessage) -> Message:
-    calls = [_tool_call(c) for c in wire.tool_calls or ()]
-    return Message(role=wire.role, content=wire.content, tool_calls=calls or None)
 
 
 SAMPLING_KEYS = frozenset({"temperature", "top_p", "max_tokens", "stop", "seed", "n"})
@@ -558,15 +602,14 @@ class OpenAIChat(HttpBackend, ToolRunner):
             raise refuse(media, self.backend, where, " by URL: send file_data or file_id")
 
     def _parse_chat(self, payload: Any, meta: Meta) -> ChatResponse:
-        wire = _WireChat.model_validate(payload)
+        wire: Any = _WireChat.model_validate(payload)
         if len(wire.choices) > 1:  # n > 1: in index order, as a stream's final() has them
             wire.choices.sort(key=lambda c: c.index)
-        choices = [_message(c.message) for c in wire.choices]
+        choices: list[Message] = [c.message for c in wire.choices]
         first = choices[0]
-        said = wire.choices[0].message.__pydantic_extra__
         # refusal and reasoning only when the answer has them: each field given costs a
         # validation on every call, and most answers have neither.
-        extra: dict[str, Any] = _said_apart(said) if said else {}
+        extra: dict[str, Any] = _said_apart(wire.choices[0].said)
         if wire.choices[0].logprobs is not None:
             extra["logprobs"] = _logprobs(wire.choices[0].logprobs)
         return ChatResponse(
