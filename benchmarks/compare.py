@@ -2,9 +2,11 @@
 
     python benchmarks/compare.py --base main~5 --repeats 5
 
-Checks the base revision out into a temporary git worktree, then runs ``run.py --quick --only
-throughput`` from each checkout in turn (base, head, base, head, ...), so both see the same machine
-load. Each run already measures asyncllm as a ratio to raw aiohttp in that same run; this script
+Checks the base revision out into a temporary git worktree, then runs this checkout's ``run.py
+--quick --only throughput`` against each checkout's ``asyncllm`` in turn (base, head, base, head,
+...), so both see the same machine load and the same harness: each revision's own ``run.py`` would
+measure a base with an older benchmark setup (a harness change once showed as a 25% "regression"
+that one harness did not reproduce). Each run already measures asyncllm as a ratio to raw aiohttp in that same run; this script
 reports, per concurrency, the median and range of those ratios for base and head, and head's
 median over base's. A change is a regression when head / base falls below 0.97.
 """
@@ -26,12 +28,13 @@ RATIO = re.compile(r"(\d+\.\d+) \[[^\]]*\]x")
 
 
 def ratios(checkout: Path) -> list[float]:
-    """asyncllm's calls/s over raw aiohttp's, per concurrency, from one quick throughput run."""
+    """asyncllm's calls/s over raw aiohttp's, per concurrency, from one quick throughput run of
+    this checkout's harness with ``checkout``'s package."""
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     out = subprocess.run(
         [
             sys.executable,
-            str(checkout / "benchmarks" / "run.py"),
+            str(ROOT / "benchmarks" / "run.py"),
             "--quick",
             "--only",
             "throughput",
