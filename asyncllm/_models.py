@@ -20,7 +20,7 @@ from typing_extensions import TypedDict, TypeVar
 from ._exceptions import ConfigurationError, ResponseValidationError
 from ._http import _json
 from ._structured import strict_schema
-from ._validate import check_bool, check_int, check_name, check_str
+from ._validate import check_bool, check_int, check_metadata, check_name, check_str
 from ._wire.parts import MEDIA_PARTS
 
 M = TypeVar("M", bound=BaseModel)
@@ -105,11 +105,7 @@ def modern_params(
     check_name("prompt_cache_key", get("prompt_cache_key"))
     metadata = get("metadata")
     if metadata is not None:
-        if not isinstance(metadata, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
-        ):
-            raise ConfigurationError("metadata must be a mapping of strings to strings")
-        out["metadata"] = dict(metadata)
+        out["metadata"] = check_metadata(metadata)
     return out
 
 

@@ -104,3 +104,13 @@ def path_segment(name: str, value: str) -> str:
         return quote(value, safe="")
     except UnicodeEncodeError as exc:  # a lone surrogate
         raise ConfigurationError(f"{name} is not valid Unicode text") from exc
+
+
+def check_metadata(value: Any) -> dict[str, str]:
+    """OpenAI's ``metadata`` (chat completions and the Responses API alike): string keys and
+    values, copied so that a caller's later change does not reach a queued call."""
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigurationError("metadata must be a mapping of strings to strings")
+    return dict(value)

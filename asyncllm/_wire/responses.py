@@ -29,13 +29,14 @@ from .._structured import OutputFormat, output_format, plain_schema, structured_
 from .._validate import (
     check_bool,
     check_int,
+    check_metadata,
     check_name,
-    check_number,
     check_str,
     check_str_list,
     path_segment,
 )
 from ..streaming import Stream
+from .openai import sampling_body
 
 # -- what each server serves ------------------------------------------------------------------
 
@@ -682,18 +683,9 @@ class Responses:
         if (max_output := get("max_output_tokens")) is not None:
             check_int("max_output_tokens", max_output, 1)
             body["max_output_tokens"] = max_output
-        if (temperature := get("temperature")) is not None:
-            check_number("temperature", temperature, 0, 2)
-            body["temperature"] = temperature
-        if (top_p := get("top_p")) is not None:
-            check_number("top_p", top_p, 0, 1)
-            body["top_p"] = top_p
+        body.update(sampling_body(params))  # temperature and top_p, as chat checks them
         if (metadata := get("metadata")) is not None:
-            if not isinstance(metadata, Mapping) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
-            ):
-                raise ConfigurationError("metadata must be a dict of strings to strings")
-            body["metadata"] = dict(metadata)
+            body["metadata"] = check_metadata(metadata)
         if (include := get("include")) is not None:
             body["include"] = check_str_list("include", include)
         return body, fmt
