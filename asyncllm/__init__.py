@@ -47,6 +47,7 @@ from ._exceptions import (
     ToolLoopError,
     UnprocessableEntityError,
 )
+from ._fallback import Fallback
 from ._http._transport import Request, Response, Transport
 from ._models import (
     ChatChunk,
@@ -139,6 +140,7 @@ __all__ = [
     "Dispatcher",
     "EmbeddingResponse",
     "EngineClientOptions",
+    "Fallback",
     "FileNotDownloadableError",
     "FileObject",
     "FunctionCallArgumentsDeltaEvent",

@@ -33,7 +33,8 @@ Every ``APIError`` carries ``backend``, ``request_id``, ``status_code`` (or None
 excerpt, the server's own ``server_request_id``, once retries ran out ``attempts``, and where the
 request is known its ``method`` and ``url`` (without userinfo or query). A call that reached the
 backend always raises its own error, never ``CircuitOpenError``: if the breaker opened while it
-ran (or because it failed), its error says so in ``circuit_open`` and a note.
+ran (or because it failed), its error says so in ``circuit_open`` and a note. An error raised
+by a ``Fallback`` also carries every member's error in ``fallback_errors``.
 
 A call that creates something (a background response, a batch, a fine-tuning job, an upload) is
 retried only while it cannot have been applied: when the request never left (``unsent``), or on
@@ -95,7 +96,12 @@ def _cut(text: str) -> str:
 
 
 class AsyncLLMError(Exception):
-    """Base of every error asyncllm raises on purpose."""
+    """Base of every error asyncllm raises on purpose.
+
+    ``fallback_errors``: on an error a ``Fallback`` raises, the error of each of its clients it
+    tried, in order, this one last (empty on an error of a single client)."""
+
+    fallback_errors: tuple[AsyncLLMError, ...] = ()
 
     def __init__(
         self, message: str, *, backend: str | None = None, request_id: str | None = None

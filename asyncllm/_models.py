@@ -187,6 +187,16 @@ class HasHttp:
         return None if source is None else HttpInfo(source.status, source.headers)
 
 
+# Where a router (``Fallback``) notes which of its clients answered: kept out of the fields for
+# the same reasons as the HTTP source above.
+BACKEND_KEY = "_backend"
+
+
+def keep_backend(answer: Any, name: str) -> None:
+    """Let ``answer`` (a ``ChatResponse``) say that the client named ``name`` answered it."""
+    answer.__dict__[BACKEND_KEY] = name
+
+
 def keep_http(answer: Any, source: Any) -> None:
     """Let ``answer`` (a ``HasHttp``) give ``source``'s status and headers (anything with
     ``status`` and ``headers``: the call's metadata, another answer's ``HttpInfo``) as
@@ -290,6 +300,13 @@ class ChatResponse(HasHttp, BaseModel, Generic[P]):
     reasoning: str | None = None
     logprobs: list[TokenLogprob] | None = None
     raw: Any = None
+
+    @property
+    def backend(self) -> str | None:
+        """The name of the client that answered, when a ``Fallback`` chose it among several;
+        None for a call made on one client (the one called answered)."""
+        name: str | None = self.__dict__.get(BACKEND_KEY)
+        return name
 
 
 class ToolCallDelta(BaseModel):

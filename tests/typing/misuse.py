@@ -21,4 +21,8 @@ async def main() -> None:
     client.responses.stream(input="hi", max_retry=1)  # E
     await client.responses.retrieve("resp_1", extra_body={"a": 1})  # E
     await client.chat(messages, model="m", priority=0, max_retries=2, deadline=5.0)
+    chain = asyncllm.Fallback([(client, "m"), asyncllm.Claude(model="c"), asyncllm.Ollama()])
+    await chain.chat(messages, priorty=0)  # E
+    asyncllm.Fallback([(client, 4)])  # E
+    print((await chain.chat(messages, deadline=5.0)).backend, chain.stream_chat(messages).backend)
     await client.with_options(timeout=5, max_retries=0).embed(["a"], model="e")
