@@ -271,7 +271,8 @@ class Fallback(ToolRunner):
                 if i + 1 < len(members) and run.failed(member, exc):
                     continue
                 run.raise_(exc)
-            keep_backend(response, _name(member))
+            if response.backend is None:  # a nested chain has named its own member
+                keep_backend(response, _name(member))
             return response
         raise AssertionError("unreachable: the last member returns or raises")  # pragma: no cover
 
@@ -301,14 +302,25 @@ class Fallback(ToolRunner):
 
     async def aclose(self) -> None:
         """Close every member (at once), so that each finishes its running calls as its
-        ``aclose()`` says. Safe to call twice."""
+        ``aclose()`` says; a member whose ``aclose()`` raises does not keep the others open
+        (the first such error is raised after). Safe to call twice."""
         if self._closed:
             return
         self._closed = True
         clients = list({id(m.client): m.client for m in self.members}.values())
+        errors: list[Exception] = []
+
+        async def close(client: ChatClient) -> None:
+            try:
+                await client.aclose()
+            except Exception as exc:  # the others still close; the first error is raised
+                errors.append(exc)
+
         async with anyio.create_task_group() as group:
             for client in clients:
-                group.start_soon(client.aclose)
+                group.start_soon(close, client)
+        if errors:
+            raise errors[0]
 
     async def __aenter__(self) -> Self:
         if self._closed:
@@ -366,7 +378,7 @@ class FallbackStream(ChatStream[P]):
                         run.raise_(exc)
                     raise
             self._current = stream
-            self.backend = _name(member)
+            self.backend = getattr(stream, "backend", None) or _name(member)
             return stream
         raise AssertionError("unreachable: the last member starts or raises")  # pragma: no cover
 
@@ -391,7 +403,7 @@ class FallbackStream(ChatStream[P]):
                 "the stream was closed before it started", backend=self._run.chain.name
             )
         response: ChatResponse[P] = await current.final()
-        if self.backend is not None:
+        if response.backend is None and self.backend is not None:
             keep_backend(response, self.backend)
         return response
 

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 import asyncllm
 from asyncllm._exceptions import CertificateVerificationError, status_error
@@ -459,6 +460,45 @@ async def test_a_stream_stops_at_a_client_error(servers: Any) -> None:
         assert counts(servers) == [1, 0, 0]
 
 
+class City(BaseModel):
+    name: str
+
+
+async def test_structured_output_is_asked_of_and_parsed_by_the_member_that_answers(
+    servers: Any,
+) -> None:
+    async with make_chain(servers) as chain:
+        servers[0].fail_next(2, status=503)
+        r = await chain.chat(USER, response_format=City)
+        assert r.backend == "claude" and isinstance(r.parsed, City)
+        assert servers[1].requests[-1].json["output_config"]["format"]["type"] == "json_schema"
+        async with chain.stream_chat(USER, response_format=City) as stream:
+            final = await stream.final()
+        assert final.backend == "claude" and final.parsed == r.parsed
+
+
+async def test_a_chain_may_be_a_member_and_the_innermost_member_is_named(servers: Any) -> None:
+    a, b, c = servers
+    inner = asyncllm.Fallback(
+        [
+            (asyncllm.OpenAI(api_key="sk-x", base_url=a.url("/v1"), retry=NO_RETRY), GPT),
+            (asyncllm.Claude(api_key="sk-y", base_url=b.url(), retry=NO_RETRY), HAIKU),
+        ]
+    )
+    async with asyncllm.Fallback([inner, (asyncllm.VLLM(base_url=c.url("/v1")), QWEN)]) as chain:
+        a.fail_next(1, status=503)
+        assert (await chain.chat(USER)).backend == "claude"
+        a.fail_next(1, status=503)
+        b.fail_next(1, status=503)
+        assert (await chain.chat(USER)).backend == "vllm"
+        a.fail_next(1, status=503)
+        async with chain.stream_chat(USER) as stream:
+            assert (await stream.final()).backend == "claude"
+            assert stream.backend == "claude"
+    with pytest.raises(asyncllm.ClientClosedError):
+        await inner.chat(USER)  # closed with the chain that owned it
+
+
 # -- cancellation and lifecycle ------------------------------------------------------------------
 
 
@@ -522,6 +562,18 @@ async def test_the_chain_closes_its_members_but_not_a_with_options_view(servers:
     assert (await shared.chat(USER)).text  # still open: the chain had a view of it
     await shared.aclose()
     await chain.aclose()  # twice is fine
+
+
+async def test_a_member_that_fails_to_close_does_not_keep_the_others_open() -> None:
+    class Broken(Spy):
+        async def aclose(self) -> None:
+            raise OSError("socket already gone")
+
+    broken, spy = Broken("broken"), Spy("spy")
+    chain = asyncllm.Fallback([broken, spy, spy])
+    with pytest.raises(OSError, match="already gone"):
+        await chain.aclose()
+    assert spy.closed
 
 
 async def test_run_tools_goes_along_the_chain_each_turn(servers: Any) -> None:
