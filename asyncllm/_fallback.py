@@ -29,6 +29,7 @@ The decisions, in one place:
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -38,7 +39,7 @@ import anyio
 from typing_extensions import Self, Unpack
 
 from ._engine._backend import timeout_value
-from ._engine._context import _request_id, new_request_id, request_context
+from ._engine._context import _request_id, new_request_id
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -141,20 +142,25 @@ def _describe(error: BaseException) -> str:
 class _Run:
     """One call's walk along the chain: the time left, the request ID, the errors so far."""
 
-    def __init__(self, chain: Fallback, options: Mapping[str, Any]) -> None:
+    def __init__(self, chain: Fallback, options: Mapping[str, Any], response_format: Any) -> None:
         self.chain = chain
         deadline = options.get("deadline")
         self.deadline = None if deadline is None else timeout_value("deadline", deadline)
         self.options = dict(options)
+        if response_format is not None:
+            self.options["response_format"] = response_format
         self.request_id = _request_id.get() or new_request_id()
-        self.clock = chain._clock()
+        self.clock = time.monotonic if self.deadline is None else chain._clock()
         self.started: float | None = None
         self.errors: list[AsyncLLMError] = []
 
     def options_for(self, member: Member) -> dict[str, Any] | None:
         """The options of ``member``'s call: its model, what is left of the deadline; None when
-        the deadline has passed."""
-        options = dict(self.options)
+        the deadline has passed. (Never changed after: the member's ``**options`` copies it.)"""
+        options = self.options
+        if member.model is None and self.deadline is None:
+            return options
+        options = dict(options)
         if member.model is not None:
             options["model"] = member.model
         if self.deadline is not None:
@@ -224,15 +230,25 @@ class Fallback(ToolRunner):
         self.members: tuple[Member, ...] = _members(members)
         self.name = "fallback(" + ", ".join(_name(m) for m in self.members) + ")"
         self._closed = False
+        self._clocks: tuple[asyncio.AbstractEventLoop, Callable[[], float]] | None = None
 
     def __repr__(self) -> str:
         members = [_name(m) if m.model is None else (_name(m), m.model) for m in self.members]
         return f"Fallback({members!r})"
 
     def _clock(self) -> Callable[[], float]:
+        """The first member's dispatcher clock, looked up once per event loop (the lookup of
+        the loop's dispatcher costs more than the rest of the chain's work)."""
+        loop = asyncio.get_running_loop()
+        cached = self._clocks
+        if cached is not None and cached[0] is loop:
+            return cached[1]
         dispatcher = getattr(self.members[0].client, "dispatcher", None)
         clock = getattr(dispatcher, "clock", None)
-        return clock if callable(clock) else time.monotonic
+        if not callable(clock):
+            clock = time.monotonic
+        self._clocks = (loop, clock)
+        return clock
 
     def _check_open(self) -> None:
         if self._closed:
@@ -256,24 +272,25 @@ class Fallback(ToolRunner):
         """The first answer along the chain; ``r.backend`` names the member that gave it.
         Raises as ``Fallback`` says: the error that ended the walk, with ``fallback_errors``."""
         self._check_open()
-        run = _Run(self, options)
+        run = _Run(self, options, response_format)
         members = self.members
-        for i, member in enumerate(members):
-            member_options = run.options_for(member)
-            if member_options is None:
-                run.raise_(run.errors[-1], members[i:])
-            if response_format is not None:
-                member_options["response_format"] = response_format
-            try:
-                with request_context(run.request_id):
+        token = _request_id.set(run.request_id)
+        try:
+            for i, member in enumerate(members):
+                member_options = run.options_for(member)
+                if member_options is None:
+                    run.raise_(run.errors[-1], members[i:])
+                try:
                     response = await member.client.chat(messages, **member_options)
-            except Exception as exc:
-                if i + 1 < len(members) and run.failed(member, exc):
-                    continue
-                run.raise_(exc)
-            if response.backend is None:  # a nested chain has named its own member
-                keep_backend(response, _name(member))
-            return response
+                except Exception as exc:
+                    if i + 1 < len(members) and run.failed(member, exc):
+                        continue
+                    run.raise_(exc)
+                if response.backend is None:  # a nested chain has named its own member
+                    keep_backend(response, _name(member))
+                return response
+        finally:
+            _request_id.reset(token)
         raise AssertionError("unreachable: the last member returns or raises")  # pragma: no cover
 
     @overload
@@ -296,8 +313,7 @@ class Fallback(ToolRunner):
         once chosen. An error after that is raised as it is: the chain never moves on once a
         chunk may have reached the caller."""
         self._check_open()
-        extra = {} if response_format is None else {"response_format": response_format}
-        run = _Run(self, {**options, **extra})
+        run = _Run(self, options, response_format)
         return FallbackStream(run, messages)
 
     async def aclose(self) -> None:
@@ -354,11 +370,12 @@ class FallbackStream(ChatStream[P]):
         run = self._run
         run.chain._check_open()
         members = run.chain.members
-        for i, member in enumerate(members):
-            options = run.options_for(member)
-            if options is None:
-                run.raise_(run.errors[-1], members[i:])
-            with request_context(run.request_id):
+        token = _request_id.set(run.request_id)
+        try:
+            for i, member in enumerate(members):
+                options = run.options_for(member)
+                if options is None:
+                    run.raise_(run.errors[-1], members[i:])
                 try:
                     stream = member.client.stream_chat(self._messages, **options)
                 except Exception as exc:
@@ -368,18 +385,16 @@ class FallbackStream(ChatStream[P]):
                 except BaseException as exc:
                     with anyio.CancelScope(shield=True):
                         await stream.aclose()
-                    if (
-                        isinstance(exc, Exception)
-                        and i + 1 < len(members)
-                        and run.failed(member, exc)
-                    ):
+                    if not isinstance(exc, Exception):
+                        raise
+                    if i + 1 < len(members) and run.failed(member, exc):
                         continue
-                    if isinstance(exc, Exception):
-                        run.raise_(exc)
-                    raise
-            self._current = stream
-            self.backend = getattr(stream, "backend", None) or _name(member)
-            return stream
+                    run.raise_(exc)
+                self._current = stream
+                self.backend = getattr(stream, "backend", None) or _name(member)
+                return stream
+        finally:
+            _request_id.reset(token)
         raise AssertionError("unreachable: the last member starts or raises")  # pragma: no cover
 
     async def start(self) -> Self:
