@@ -499,6 +499,20 @@ async def test_a_chain_may_be_a_member_and_the_innermost_member_is_named(servers
         await inner.chat(USER)  # closed with the chain that owned it
 
 
+async def test_a_stream_closed_or_orphaned_before_it_started_sends_nothing(servers: Any) -> None:
+    async with make_chain(servers) as chain:
+        stream = chain.stream_chat(USER)
+        assert stream.http is None and stream.backend is None
+        await stream.aclose()
+        assert [chunk async for chunk in stream] == []
+        with pytest.raises(asyncllm.ClientClosedError):
+            await stream.final()
+        orphan = chain.stream_chat(USER)
+    with pytest.raises(asyncllm.ClientClosedError):
+        await orphan.start()  # its chain was closed before its first read
+    assert counts(servers) == [0, 0, 0]
+
+
 # -- cancellation and lifecycle ------------------------------------------------------------------
 
 
