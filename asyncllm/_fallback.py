@@ -17,7 +17,7 @@ The decisions, in one place:
   member reached after it passed is not tried. It is measured on the first member's
   dispatcher clock (the one tests replace with a ``FakeClock``).
 - Every member's attempt runs under the call's one request ID, so the tracker and the servers'
-  logs tie them together.
+  logs tie them together. Each move on is logged (``asyncllm.fallback``, INFO).
 - The error raised is itself (the last member's, when the chain is exhausted), so callers catch
   the same classes as for one client; ``fallback_errors`` holds every member's error in order,
   and its notes name each one (its class, status, request URL and backend).
@@ -30,6 +30,7 @@ The decisions, in one place:
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
 __all__ = ["Fallback", "moves_on"]
 
 M = TypeVar("M", bound="BaseModel")
+
+logger = logging.getLogger("asyncllm.fallback")
 
 # The statuses of a request that another backend may well answer: 408 (the server gave up
 # waiting for it), 409 (a conflict on the server's side), 429; and every 5xx.
@@ -173,11 +176,20 @@ class _Run:
             options["deadline"] = left
         return options
 
-    def failed(self, member: Member, error: Exception) -> bool:
-        """Note ``error`` of ``member``; whether the chain moves on."""
+    def failed(self, member: Member, error: Exception, following: Member) -> bool:
+        """Note ``error`` of ``member``; whether the chain moves on (to ``following``)."""
         if isinstance(error, AsyncLLMError):
             self.errors.append(error)
-        return moves_on(error)
+        if not moves_on(error):
+            return False
+        logger.info(
+            "fallback: %s failed (%s); trying %s",
+            _name(member),
+            _describe(error),
+            _name(following),
+            extra={"request_id": self.request_id, "backend": _name(member)},
+        )
+        return True
 
     def raise_(self, error: BaseException, untried: Sequence[Member] = ()) -> NoReturn:
         """Raise ``error`` (this walk's last), carrying what the members before it met."""
@@ -283,7 +295,7 @@ class Fallback(ToolRunner):
                 try:
                     response = await member.client.chat(messages, **member_options)
                 except Exception as exc:
-                    if i + 1 < len(members) and run.failed(member, exc):
+                    if i + 1 < len(members) and run.failed(member, exc, members[i + 1]):
                         continue
                     run.raise_(exc)
                 if response.backend is None:  # a nested chain has named its own member
@@ -387,7 +399,7 @@ class FallbackStream(ChatStream[P]):
                         await stream.aclose()
                     if not isinstance(exc, Exception):
                         raise
-                    if i + 1 < len(members) and run.failed(member, exc):
+                    if i + 1 < len(members) and run.failed(member, exc, members[i + 1]):
                         continue
                     run.raise_(exc)
                 self._current = stream

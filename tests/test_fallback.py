@@ -9,6 +9,7 @@ chunk; the chain owns its members.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import socket
 import sys
@@ -120,6 +121,21 @@ async def test_moves_on_for_server_errors_and_transient_4xx(servers: Any, status
         r = await chain.chat(USER)
         assert r.backend == "claude"
         assert counts(servers) == [1, 1, 0]
+
+
+async def test_each_move_on_is_logged_under_the_calls_request_id(
+    servers: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="asyncllm.fallback")
+    async with make_chain(servers) as chain:
+        servers[0].fail_next(1, status=503)
+        r = await chain.chat(USER)
+    (record,) = [r for r in caplog.records if r.name == "asyncllm.fallback"]
+    message = record.getMessage()
+    assert message.startswith("fallback: openai failed (InternalServerError: ")
+    assert message.endswith("; trying claude") and "status=503" in message
+    assert record.request_id == r.request_id  # type: ignore[attr-defined]
+    assert "secret" not in message
 
 
 async def test_a_member_retries_as_its_client_says_before_the_chain_moves_on(
