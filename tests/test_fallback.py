@@ -466,6 +466,34 @@ async def test_an_exhausted_stream_raises_at_start_with_every_error(servers: Any
         await stream.aclose()
 
 
+async def test_streams_of_every_protocol_go_along_the_chain() -> None:
+    """SSE (OpenAI), Gemini's SSE, Ollama's NDJSON: the chain reads each member's own stream."""
+    async with (
+        FakeServer("openai") as a,
+        FakeServer("gemini") as g,
+        FakeServer("ollama") as o,
+    ):
+        chain = asyncllm.Fallback(
+            [
+                (asyncllm.OpenAI(api_key="sk-x", base_url=a.url("/v1"), retry=NO_RETRY), GPT),
+                (
+                    asyncllm.Gemini(api_key="g-x", base_url=g.url("/v1beta"), retry=NO_RETRY),
+                    "fake-chat",
+                ),
+                (asyncllm.Ollama(base_url=o.url(), retry=NO_RETRY), "fake-chat"),
+            ]
+        )
+        async with chain:
+            for failing, expected in (([], "openai"), ([a], "gemini"), ([a, g], "ollama")):
+                for server in failing:
+                    server.fail_next(1, status=503)
+                async with chain.stream_chat(USER) as stream:
+                    text = "".join([chunk.delta async for chunk in stream])
+                    final = await stream.final()
+                assert text and final.text == text
+                assert stream.backend == final.backend == expected
+
+
 async def test_a_stream_stops_at_a_client_error(servers: Any) -> None:
     async with make_chain(servers) as chain:
         servers[0].fail_next(1, status=401)
