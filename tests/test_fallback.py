@@ -287,19 +287,25 @@ async def test_an_exhausted_chain_raises_the_last_error_with_every_members(
 class Spy:
     """A chat client that records each call's options and answers, or raises ``fail``."""
 
-    def __init__(self, name: str, fail: Exception | None = None, clock: Any = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        fail: Exception | None = None,
+        clock: FakeClock | None = None,
+        takes: float = 0.0,
+    ) -> None:
         self.name = name
         self.fail = fail
         self.calls: list[dict[str, Any]] = []
         self.closed = False
-        if clock is not None:
+        if clock is not None:  # as a client's dispatcher has it
             self.dispatcher = SimpleNamespace(clock=clock)
-        self.advance = 0.0
+        self.takes = takes  # seconds each call takes on the clock
 
     async def chat(self, messages: Any, **options: Any) -> asyncllm.ChatResponse:
         self.calls.append(options)
-        if self.advance:
-            self.dispatcher.clock.advance(self.advance)
+        if self.takes:
+            self.dispatcher.clock.advance(self.takes)
         if self.fail is not None:
             raise self.fail
         message = asyncllm.Message(role="assistant", content=self.name)
@@ -318,23 +324,19 @@ def down(name: str) -> asyncllm.APIError:
 
 async def test_each_member_gets_what_is_left_of_the_deadline() -> None:
     clock = FakeClock()
-    first = Spy("first", fail=down("first"), clock=clock)
-    first.advance = 7.0
-    second = Spy("second", fail=down("second"))
-    second_clock_user = Spy("third")
-    chain = asyncllm.Fallback([first, second, second_clock_user])
+    first = Spy("first", fail=down("first"), clock=clock, takes=7.0)
+    second = Spy("second", fail=down("second"), clock=clock, takes=2.5)
+    third = Spy("third")
+    chain = asyncllm.Fallback([first, second, third])
     r = await chain.chat(USER, deadline=10, timeout=4)
     assert r.backend == "third"
-    assert first.calls[0]["deadline"] == 10
-    assert second.calls[0]["deadline"] == pytest.approx(3)
-    assert second_clock_user.calls[0]["deadline"] == pytest.approx(3)
-    assert [c["timeout"] for c in (first.calls[0], second.calls[0])] == [4, 4]  # per attempt
+    assert [s.calls[0]["deadline"] for s in (first, second, third)] == pytest.approx([10, 3, 0.5])
+    assert [s.calls[0]["timeout"] for s in (first, second, third)] == [4, 4, 4]  # per attempt
 
 
 async def test_a_member_reached_after_the_deadline_is_not_tried() -> None:
     clock = FakeClock()
-    first = Spy("first", fail=down("first"), clock=clock)
-    first.advance = 10.5
+    first = Spy("first", fail=down("first"), clock=clock, takes=10.5)
     second = Spy("second")
     chain = asyncllm.Fallback([first, second])
     with pytest.raises(asyncllm.InternalServerError) as info:
