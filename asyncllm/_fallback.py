@@ -30,6 +30,7 @@ The decisions, in one place:
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import sys
 import time
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol, TypeVar, 
 import anyio
 from typing_extensions import Self, Unpack
 
-from ._engine._backend import timeout_value
+from ._engine._backend import _check_call_values, timeout_value
 from ._engine._context import _request_id, new_request_id
 from ._exceptions import (
     APIConnectionError,
@@ -52,6 +53,7 @@ from ._exceptions import (
     RateLimitError,
 )
 from ._models import ChatChunk, ChatResponse, HttpInfo, Messages, P, keep_backend
+from ._options import CALL_KEYS, CallOptions, check_keys
 from ._tools import ToolRunner
 from ._validate import check_model
 from .streaming import ChatStream, Stream
@@ -243,6 +245,9 @@ class Fallback(ToolRunner):
         self.name = "fallback(" + ", ".join(_name(m) for m in self.members) + ")"
         self._closed = False
         self._clocks: tuple[asyncio.AbstractEventLoop, Callable[[], float]] | None = None
+        # A chain from with_options() points at the chain that owns the members.
+        self._root: Fallback = self
+        self._defaults: CallOptions = {}
 
     def __repr__(self) -> str:
         members = [_name(m) if m.model is None else (_name(m), m.model) for m in self.members]
@@ -263,8 +268,20 @@ class Fallback(ToolRunner):
         return clock
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._root._closed:
             raise ClientClosedError("the fallback chain is closed", backend=self.name)
+
+    def with_options(self, **options: Unpack[CallOptions]) -> Self:
+        """A light chain with other per-call defaults (``deadline``, ``timeout``, ``priority``,
+        ``max_retries``) for every call along it; a ``deadline`` still covers the whole chain.
+
+        It owns nothing: its ``aclose()`` does nothing, and closing this chain ends it too."""
+        check_keys(options, CALL_KEYS, "with_options")
+        _check_call_values(options)
+        clone = copy.copy(self)
+        clone._defaults = {**self._defaults, **options}
+        clone._root = self._root
+        return clone
 
     @overload
     async def chat(
@@ -284,7 +301,9 @@ class Fallback(ToolRunner):
         """The first answer along the chain; ``r.backend`` names the member that gave it.
         Raises as ``Fallback`` says: the error that ended the walk, with ``fallback_errors``."""
         self._check_open()
-        run = _Run(self, options, response_format)
+        run = _Run(
+            self, {**self._defaults, **options} if self._defaults else options, response_format
+        )
         members = self.members
         token = _request_id.set(run.request_id)
         try:
@@ -325,14 +344,16 @@ class Fallback(ToolRunner):
         once chosen. An error after that is raised as it is: the chain never moves on once a
         chunk may have reached the caller."""
         self._check_open()
-        run = _Run(self, options, response_format)
+        run = _Run(
+            self, {**self._defaults, **options} if self._defaults else options, response_format
+        )
         return FallbackStream(run, messages)
 
     async def aclose(self) -> None:
         """Close every member (at once), so that each finishes its running calls as its
         ``aclose()`` says; a member whose ``aclose()`` raises does not keep the others open
         (the first such error is raised after). Safe to call twice."""
-        if self._closed:
+        if self._closed or self._root is not self:
             return
         self._closed = True
         clients = list({id(m.client): m.client for m in self.members}.values())
@@ -351,7 +372,7 @@ class Fallback(ToolRunner):
             raise errors[0]
 
     async def __aenter__(self) -> Self:
-        if self._closed:
+        if self._root._closed:
             raise ClientClosedError("a closed fallback chain cannot be reopened", backend=self.name)
         return self
 

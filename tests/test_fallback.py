@@ -334,6 +334,28 @@ async def test_each_member_gets_what_is_left_of_the_deadline() -> None:
     assert [s.calls[0]["timeout"] for s in (first, second, third)] == [4, 4, 4]  # per attempt
 
 
+async def test_with_options_gives_every_call_its_defaults_and_owns_nothing() -> None:
+    clock = FakeClock()
+    first = Spy("first", fail=down("first"), clock=clock, takes=4.0)
+    second = Spy("second")
+    chain = asyncllm.Fallback([first, second])
+    fast = chain.with_options(deadline=10, max_retries=0, priority=asyncllm.Priority.HIGH)
+    assert (await fast.chat(USER, priority=asyncllm.Priority.LOW)).backend == "second"
+    assert second.calls[0]["deadline"] == pytest.approx(6)  # the default deadline is shared too
+    assert second.calls[0]["max_retries"] == 0
+    assert second.calls[0]["priority"] == asyncllm.Priority.LOW  # the call's own wins
+    await fast.aclose()
+    assert not second.closed
+    with pytest.raises(TypeError):
+        chain.with_options(deadlne=3)  # type: ignore[call-arg]
+    with pytest.raises(asyncllm.ConfigurationError):
+        chain.with_options(deadline=-3)
+    await chain.aclose()
+    assert second.closed
+    with pytest.raises(asyncllm.ClientClosedError):
+        await fast.chat(USER)
+
+
 async def test_a_member_reached_after_the_deadline_is_not_tried() -> None:
     clock = FakeClock()
     first = Spy("first", fail=down("first"), clock=clock, takes=10.5)
