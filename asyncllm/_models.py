@@ -172,6 +172,7 @@ class HttpInfo(NamedTuple):
 # no field, so an answer pays one store for it, and pydantic leaves it out of dumps,
 # comparisons and ``repr`` (as it does a ``cached_property``'s value).
 HTTP_KEY = "_http"
+BACKEND_KEY = "_backend"
 
 
 class HasHttp:
@@ -186,14 +187,18 @@ class HasHttp:
         source = self.__dict__.get(HTTP_KEY)
         return None if source is None else HttpInfo(source.status, source.headers)
 
-
-# Where a router (``Fallback``) notes which of its clients answered: kept out of the fields for
-# the same reasons as the HTTP source above.
-BACKEND_KEY = "_backend"
+    @property
+    def backend(self) -> str | None:
+        """The name of the member that answered, when a router chose it among several
+        (``asyncllm.Fallback``); None for an answer from a client called directly, which is the
+        one you called."""
+        name: str | None = self.__dict__.get(BACKEND_KEY)
+        return name
 
 
 def keep_backend(answer: Any, name: str) -> None:
-    """Let ``answer`` (a ``ChatResponse``) say that the client named ``name`` answered it."""
+    """Say on ``answer`` (a ``HasHttp``) which member of a router answered it
+    (``answer.backend``)."""
     answer.__dict__[BACKEND_KEY] = name
 
 
@@ -300,13 +305,6 @@ class ChatResponse(HasHttp, BaseModel, Generic[P]):
     reasoning: str | None = None
     logprobs: list[TokenLogprob] | None = None
     raw: Any = None
-
-    @property
-    def backend(self) -> str | None:
-        """The name of the client that answered, when a ``Fallback`` chose it among several;
-        None for a call made on one client (the one called answered)."""
-        name: str | None = self.__dict__.get(BACKEND_KEY)
-        return name
 
 
 class ToolCallDelta(BaseModel):
