@@ -63,7 +63,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._constants import DEFAULT_MAX_RATE_WAIT, DEFAULT_OUTPUT_TOKENS
-from .._exceptions import BudgetExceededError, ClientClosedError, RateLimitError
+from .._exceptions import (
+    BudgetExceededError,
+    ClientClosedError,
+    ConfigurationError,
+    RateLimitError,
+)
 from ._backoff import parse_retry_after
 
 if TYPE_CHECKING:
@@ -251,11 +256,13 @@ ANTHROPIC_HEADERS = RateDialect(
 )
 
 
-def quota_windows(violations: Any, retry_delay: float | None) -> dict[str, Window]:
+def quota_windows(violations: Any) -> dict[str, Window]:
     """The budgets a Gemini ``google.rpc.QuotaFailure`` names as spent: per violation whose
     ``quotaId`` says what and per when (``GenerateRequestsPerMinutePerProjectPerModel``,
     ``...PerDay...``, ``GenerateContentInputTokensPerModelPerMinute``) and whose ``quotaValue``
-    is its limit, a ``Window(limit, 0, retry_delay)``. Ids it cannot read are skipped."""
+    is its limit, a ``Window(limit, 0, None)``: none left, refilling at the quota's own rate
+    (``RetryInfo``'s delay is when a request is back, not when the budget is whole, and blocks
+    the lane on its own). Ids it cannot read are skipped."""
     windows: dict[str, Window] = {}
     for violation in violations if isinstance(violations, list) else ():
         if not isinstance(violation, Mapping):
@@ -280,7 +287,7 @@ def quota_windows(violations: Any, retry_delay: float | None) -> dict[str, Windo
         else:
             kind = None
         if kind is not None:
-            windows[kind] = Window(limit, 0, retry_delay)
+            windows[kind] = Window(limit, 0, None)
     return windows
 
 
@@ -698,7 +705,9 @@ class RateGate:
             output = self.default_output if operation in _GENERATES else 0
         estimated = self.estimator(payload)
         if isinstance(estimated, bool) or not isinstance(estimated, int) or estimated < 0:
-            raise TypeError("a RateLimits estimator must return an int >= 0")
+            raise ConfigurationError(
+                f"RateLimits.estimator returned {estimated!r}, not an int >= 0; not sent"
+            )
         return Cost(1, estimated + output, output)
 
     async def settle(self, lease: Lease, answer: Any) -> None:

@@ -762,7 +762,7 @@ class Gemini(HttpBackend, ToolRunner):
             code=str(reason) if reason is not None else None if name is None else str(name),
             retry_after=delay,
             status=code if isinstance(code, int) and not isinstance(code, bool) else None,
-            quotas=None if quota is None else quota_windows(quota.get("violations"), delay),
+            quotas=None if quota is None else quota_windows(quota.get("violations")),
         )
 
     def _method_path(self, model: str | None, method: str) -> str:
