@@ -97,6 +97,7 @@ __all__ = [
     "parse_rate_headers",
     "parse_rfc3339",
     "quota_windows",
+    "read_windows",
 ]
 
 # The budgets a vendor can report, by the names its headers use.
@@ -238,11 +239,13 @@ class RateDialect:
     """How a backend reports its budgets, named by its client class (``rate_dialect``).
 
     ``probe``: a header every reply that reports budgets carries; a reply without it is not
-    parsed. ``requests_per_day``: the requests budget the headers name is a day's (Groq's), not a
+    parsed. ``anthropic``: the headers are ``anthropic-ratelimit-*`` (RFC 3339 resets), not
+    ``x-ratelimit-*`` (durations). ``requests_per_day``: the requests budget the headers name is a day's (Groq's), not a
     minute's. ``counts_cached_tokens``: whether prompt tokens read from a cache count against the
     token budgets (not at Groq or Anthropic)."""
 
     probe: str
+    anthropic: bool = False
     requests_per_day: bool = False
     counts_cached_tokens: bool = True
 
@@ -252,7 +255,7 @@ GROQ_HEADERS = RateDialect(
     "x-ratelimit-remaining-requests", requests_per_day=True, counts_cached_tokens=False
 )
 ANTHROPIC_HEADERS = RateDialect(
-    "anthropic-ratelimit-requests-remaining", counts_cached_tokens=False
+    "anthropic-ratelimit-requests-remaining", anthropic=True, counts_cached_tokens=False
 )
 
 
@@ -288,6 +291,54 @@ def quota_windows(violations: Any) -> dict[str, Window]:
             kind = None
         if kind is not None:
             windows[kind] = Window(limit, 0, None)
+    return windows
+
+
+# Per dialect family, the header names of each budget it reports: (kind, limit, remaining, reset).
+_OPENAI_NAMES = tuple(
+    (
+        kind,
+        f"x-ratelimit-limit-{kind}",
+        f"x-ratelimit-remaining-{kind}",
+        f"x-ratelimit-reset-{kind}",
+    )
+    for kind in ("requests", "tokens")
+)
+_ANTHROPIC_NAMES = tuple(
+    (
+        kind,
+        f"anthropic-ratelimit-{kind}-limit",
+        f"anthropic-ratelimit-{kind}-remaining",
+        f"anthropic-ratelimit-{kind}-reset",
+    )
+    for kind in KINDS
+)
+
+
+def read_windows(
+    headers: Mapping[str, str], dialect: RateDialect, now: Callable[[], float] = time.time
+) -> dict[str, Window]:
+    """The budgets one reply reports in its backend's own dialect: ``parse_rate_headers`` for
+    the hot path, which reads only the names the dialect uses and no ``Retry-After`` (a 429's
+    delay reaches the dispatcher through its error)."""
+    windows: dict[str, Window] = {}
+    anthropic = dialect.anthropic
+    for kind, limit_name, remaining_name, reset_name in (
+        _ANTHROPIC_NAMES if anthropic else _OPENAI_NAMES
+    ):
+        limit = headers.get(limit_name)
+        remaining = headers.get(remaining_name)
+        reset = headers.get(reset_name)
+        if limit is None and remaining is None and reset is None:
+            continue
+        if anthropic:
+            reset_at = parse_rfc3339(reset)
+            reset_in = None if reset_at is None else max(0.0, reset_at - now())
+        else:
+            reset_in = parse_duration(reset)
+        found = _window(_count(limit), _count(remaining), reset_in)
+        if found is not None:
+            windows[kind] = found
     return windows
 
 

@@ -31,7 +31,7 @@ from .._engine._backend import Backend, Call
 from .._engine._backoff import parse_retry_after
 from .._engine._context import check_header_value, check_headers
 from .._engine._dispatcher import Attempt, Lane
-from .._engine._ratelimit import Window, learn_limits, parse_rate_headers
+from .._engine._ratelimit import Window, learn_limits, read_windows
 from .._exceptions import (
     APIConnectionError,
     APIError,
@@ -846,9 +846,9 @@ class HttpBackend(Backend):
         self._observe(response.status, response.headers, lane)
         dialect = self.rate_dialect
         if dialect is not None and dialect.probe in response.headers:
-            parsed = parse_rate_headers(response.headers)
-            if parsed is not None and parsed.windows:
-                await learn_limits(lane, parsed.windows, dialect)
+            windows = read_windows(response.headers, dialect)
+            if windows:
+                await learn_limits(lane, windows, dialect)
         if response.status >= 300:
             error: APIError
             try:
