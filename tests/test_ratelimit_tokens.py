@@ -13,6 +13,9 @@ import pytest
 
 import asyncllm
 from asyncllm._engine._ratelimit import (
+    ANTHROPIC_HEADERS,
+    GROQ_HEADERS,
+    OPENAI_HEADERS,
     Cost,
     Lease,
     MemoryBudgetStore,
@@ -20,6 +23,7 @@ from asyncllm._engine._ratelimit import (
     Window,
     estimate_tokens,
     quota_windows,
+    read_windows,
     used_tokens,
 )
 from asyncllm.testing import FakeClock, MockResponse, MockTransport
@@ -672,3 +676,25 @@ async def test_gemini_429_blocks_for_its_retry_delay_and_learns_the_quota() -> N
 )
 def test_quota_windows(violations: Any, windows: dict[str, Window]) -> None:
     assert quota_windows(violations) == windows
+
+
+def test_read_windows_reads_the_backends_own_dialect_only() -> None:
+    headers = {
+        "x-ratelimit-limit-requests": "60",
+        "x-ratelimit-remaining-requests": "-1",  # "no such limit"
+        "x-ratelimit-reset-requests": "soon",  # malformed: as if absent
+        "x-ratelimit-limit-tokens": "-1",
+        "x-ratelimit-remaining-tokens": "-1",
+        "anthropic-ratelimit-requests-limit": "5",
+        "anthropic-ratelimit-requests-remaining": "4",
+        "anthropic-ratelimit-requests-reset": "2024-05-01T12:00:12Z",
+    }
+    assert read_windows(headers, OPENAI_HEADERS) == {"requests": Window(60, None, None)}
+    assert read_windows(headers, GROQ_HEADERS) == {"requests": Window(60, None, None)}
+    assert read_windows(headers, ANTHROPIC_HEADERS, lambda: 1714564800.0) == {
+        "requests": Window(5, 4, 12.0)
+    }
+    assert read_windows({}, OPENAI_HEADERS) == {}
+    assert read_windows({"x-ratelimit-remaining-tokens": "12"}, OPENAI_HEADERS) == {
+        "tokens": Window(None, 12, None)  # Azure: a count with no limit
+    }
