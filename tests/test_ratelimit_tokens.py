@@ -20,6 +20,7 @@ from asyncllm._engine._ratelimit import (
     Lease,
     MemoryBudgetStore,
     RateGate,
+    RateHeaders,
     Window,
     estimate_tokens,
     quota_windows,
@@ -698,3 +699,18 @@ def test_read_windows_reads_the_backends_own_dialect_only() -> None:
     assert read_windows({"x-ratelimit-remaining-tokens": "12"}, OPENAI_HEADERS) == {
         "tokens": Window(None, 12, None)  # Azure: a count with no limit
     }
+
+
+async def test_a_configured_limit_is_a_ceiling_the_vendors_never_raise() -> None:
+    store = MemoryBudgetStore()
+    store.configure("a", 0.0, requests_per_minute=10)
+    await learn_report(store, {"requests": Window(1000, 1000, None)})
+    assert (await store.current("a", 0.0))["requests"].limit == 10
+    await learn_report(store, {"requests": Window(4, 1, None), "tokens": Window(100, 90, None)})
+    current = await store.current("a", 0.0)
+    assert current["requests"] == Window(4, 1, pytest.approx(45.0))  # 3 missing at 4 a minute
+    assert current["tokens"].limit == 100  # a budget the configuration left out
+
+
+async def learn_report(store: MemoryBudgetStore, windows: dict[str, Window]) -> None:
+    await store.report("a", RateHeaders(windows), 0.0)

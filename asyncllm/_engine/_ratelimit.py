@@ -376,12 +376,14 @@ def _amount(kind: str, cost: Cost | Lease) -> int:
 class TokenBucket:
     """A budget that refills continuously: ``capacity`` at most, ``rate`` units a second. A
     per-minute limit L is ``TokenBucket(L, L / 60)``; the vendors' own are of this shape (their
-    reset is the time until the bucket is full again)."""
+    reset is the time until the bucket is full again). ``ceiling``: a configured limit, which a
+    vendor's reported one never raises (a key shared with other programs gets a smaller share)."""
 
     capacity: float
     rate: float
     level: float
     updated: float
+    ceiling: float = math.inf
 
     def refill(self, now: float) -> None:
         if now > self.updated:
@@ -403,9 +405,9 @@ class TokenBucket:
         and how fast it refills: a whole budget in ``period`` at least, faster when the time
         until it is whole says so."""
         self.refill(now)
-        if window.limit is not None and window.limit > 0:
+        if window.limit is not None and window.limit > 0 and window.limit < self.ceiling:
             self.capacity = float(window.limit)
-            self.rate = max(self.rate, self.capacity / period)
+            self.rate = self.capacity / period
         if window.remaining is not None:
             remaining = min(self.capacity, float(window.remaining))
             self.level = min(self.level, remaining)
@@ -482,7 +484,8 @@ class _Budgets:
 class MemoryBudgetStore(BudgetStore):
     """The budgets of one process's lanes, in memory. ``configure`` sets a lane's limits (per
     minute for requests and tokens, per day for requests); a vendor's headers, once reported,
-    override what they name."""
+    lower what they name (a configured limit is a ceiling: they never raise it) and add the
+    budgets the configuration left out."""
 
     def __init__(self) -> None:
         self._lanes: dict[str, _Budgets] = {}
@@ -517,7 +520,7 @@ class MemoryBudgetStore(BudgetStore):
             ("requests-per-day", requests_per_day, _PER_DAY),
         ):
             if limit is not None:
-                budgets.buckets[name] = TokenBucket(limit, limit / period, limit, now)
+                budgets.buckets[name] = TokenBucket(limit, limit / period, limit, now, limit)
         if sub_window is not None and requests_per_minute is not None:
             rate = requests_per_minute / _PER_MINUTE
             burst = max(1.0, rate * sub_window)
@@ -764,8 +767,6 @@ class RateGate:
     async def settle(self, lease: Lease, answer: Any) -> None:
         """The call succeeded (or a stream ended) with ``answer``: settle its tokens with the
         usage it reports; with none, the reservation stands."""
-        if not lease.tokens and not self.budgeted:
-            return
         used = used_tokens(answer, self.counts_cached)
         if used is not None:
             now = self.lane.dispatcher.clock()
