@@ -714,3 +714,17 @@ async def test_a_configured_limit_is_a_ceiling_the_vendors_never_raise() -> None
 
 async def learn_report(store: MemoryBudgetStore, windows: dict[str, Window]) -> None:
     await store.report("a", RateHeaders(windows), 0.0)
+
+
+async def test_a_full_budget_report_keeps_the_learned_rate() -> None:
+    store = MemoryBudgetStore()
+    # 50 a second: 25 missing, whole again in half a second.
+    await learn_report(store, {"requests": Window(50, 25, 0.5)})
+    assert (await store.current("a", 0.0))["requests"].reset_in == pytest.approx(0.5)
+    # A reply that finds it whole (it does not know of our 25 in flight) says nothing of the
+    # rate: 50 a second it stays, and the level stays ours.
+    await learn_report(store, {"requests": Window(50, 50, 0.0)})
+    for _ in range(25):
+        assert isinstance(await store.lease("a", Cost(), 0.0), Lease)
+    assert await store.lease("a", Cost(), 0.0) == pytest.approx(0.02)
+    assert (await store.current("a", 0.0))["requests"].reset_in == pytest.approx(1.0)

@@ -405,8 +405,9 @@ class TokenBucket:
         and how fast it refills: a whole budget in ``period`` at least, faster when the time
         until it is whole says so."""
         self.refill(now)
-        if window.limit is not None and window.limit > 0 and window.limit < self.ceiling:
-            self.capacity = float(window.limit)
+        limit = window.limit
+        if limit is not None and 0 < limit < self.ceiling and limit != self.capacity:
+            self.capacity = float(limit)
             self.rate = self.capacity / period
         if window.remaining is not None:
             remaining = min(self.capacity, float(window.remaining))
