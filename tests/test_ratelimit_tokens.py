@@ -328,7 +328,9 @@ async def test_an_attempt_answered_with_an_error_gives_its_tokens_back() -> None
 async def test_an_attempt_that_timed_out_keeps_its_reservation() -> None:
     clock = FakeClock()
     dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep)
-    answers: list[Any] = [asyncllm.APITimeoutError("slow"), reply(100, 10)]
+    refused = asyncllm.APIConnectionError("connection refused")
+    refused.unsent = True
+    answers: list[Any] = [refused, asyncllm.APITimeoutError("slow"), reply(100, 10)]
 
     def handler(request: Any) -> MockResponse:
         answer = answers.pop(0)
@@ -338,7 +340,8 @@ async def test_an_attempt_that_timed_out_keeps_its_reservation() -> None:
 
     c = budgeted(handler, dispatcher, tokens_per_minute=1000, estimator=fixed(100))
     await c.chat(USER, model="m", max_tokens=100)
-    # The server may have done the timed-out attempt's work: its 200 stay spent.
+    # The refused attempt never left: its 200 come back. The server may have done the timed-out
+    # attempt's work: its 200 stay spent.
     assert await tokens_left(dispatcher) == 690
     await dispatcher.aclose()
 

@@ -904,8 +904,9 @@ class Dispatcher:
                         watch.attempt_ended(None)
                 return result, probe, held
             verdict = breaker_verdict(error)
-            if held is not None and error.status_code is not None:
-                await held[0].give_back(held[1])  # answered with an error: no tokens counted
+            if held is not None and (error.status_code is not None or error.unsent):
+                # Answered with an error, or never sent: no tokens counted.
+                await held[0].give_back(held[1])
             if error.status_code == 429 and error.retry_after is not None:
                 await block_lane(lane, error.retry_after, self.budgets)
             if lane.closed:
