@@ -6,8 +6,8 @@ The decisions, in one place:
 - A member is tried only when the ones before it failed in a way that says nothing against the
   request (``moves_on``): no answer (connection errors, timeouts), a server error (5xx, 529), a
   408 or 409, a rate limit that outlasts the call (a ``RateLimitError``: raised before sending
-  because the wait would pass the deadline or ``max_wait``, or a 429 that outlived the
-  member's retries), an open breaker or a full queue. Everything else is the caller's and is
+  because the wait would pass the deadline or ``max_wait`` or the call exceeds a whole budget,
+  or a 429 that outlived the member's retries), an open breaker or a full queue. Everything else is the caller's and is
   raised at once: other 4xx (the next member would refuse the same request), a
   ``ConfigurationError`` or ``TypeError`` (bad arguments), an answer that breaks its protocol
   or does not fit ``response_format``, a refusal for safety, a closed client, and cancellation.

@@ -687,6 +687,7 @@ async def test_run_tools_goes_along_the_chain_each_turn(servers: Any) -> None:
         (status_error(409, "x"), True),
         (status_error(429, "x"), True),
         (asyncllm.RateLimitError("not sent: the wait passes the deadline"), True),
+        (asyncllm.BudgetExceededError("larger than this member's whole budget"), True),
         (asyncllm.APIConnectionError("refused"), True),
         (asyncllm.APITimeoutError("timed out"), True),
         (CertificateVerificationError("untrusted"), True),
