@@ -40,7 +40,7 @@ import sys
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
@@ -788,25 +788,38 @@ class Dispatcher:
     async def _attempts(
         self,
         lane: Lane,
-        record: RequestRecord,
         attempt: Callable[[Attempt], Awaitable[T]],
         priority: int,
         timeout: float | None,
-        deadline_at: float | None,
         max_retries: int | None,
-        hold: bool,
-        watch: CallObserver | None,
-        creates: bool = False,
-    ) -> tuple[T, bool]:
+        creates: bool,
+        opened: tuple[RequestRecord, CallObserver | None, float | None] | None,
+        operation: str = "",
+        deadline: float | None = None,
+        request_id: str | None = None,
+        model: str | None = None,
+    ) -> Any:
         """The one attempt loop, for calls and streams: take a slot (at once, or by waiting in
         the lane), run ``attempt`` in the caller's task, give the slot back, and on a retryable
-        error wait out the backoff without a slot and go again. Returns the result and its probe
-        flag; with ``hold`` a success keeps its slot (a stream gives it back when it ends), and
-        its attempt stays open for ``watch`` until the stream ends.
+        error wait out the backoff without a slot and go again.
         ``creates``: the call creates something, so it is retried only as ``may_resend`` allows.
 
+        A call (``opened`` None, from ``run``) is begun and finished here, and its result
+        returned: ``run`` hands this coroutine to its caller, so that a queued call holds one
+        frame, not two. A stream (``opened``: the record, observer and deadline that ``_stream``
+        began) gets its first item and that attempt's probe flag; a success keeps its slot (the
+        stream gives it back when it ends) and its attempt stays open for the observer.
+
         The breaker hears of the call once, when it gives up (see the module docstring)."""
-        rid = record.request_id
+        if opened is None:
+            rid = request_id or _request_id.get() or new_request_id()
+            record = self._begin(lane, operation, priority, rid, model)
+            observer = self.observer
+            watch = None if observer is None else observer.start_call(record, lane)
+            deadline_at = None if deadline is None else self.clock() + deadline
+        else:
+            record, watch, deadline_at = opened
+            rid = record.request_id
         schedule: BackoffSchedule | None = None
         # The last attempt's error and its verdict; ``counted`` once the breaker has had this
         # call's verdict (from a half-open probe), so that the call counts at most once.
@@ -814,108 +827,116 @@ class Dispatcher:
         verdict: bool | None = None
         counted = False
         waited = 0.0
-        while True:
-            if error is not None and lane.breaker.state is BreakerState.OPEN:
-                raise lane.refuse_retry(error)
-            if lane.gate is not None:
-                refusal = await lane.gate.admit(rid, priority, deadline_at)
-                if refusal is not None:
-                    if error is None:
-                        raise refusal
-                    if not counted and lane.judge(verdict, error):
-                        lane.fill()
-                    raise refusal from error
-            probe = lane.acquire_nowait(rid)
-            if probe is None:
-                if lane.queued >= lane.limits.queue_size:
-                    await lane._wait_for_room(rid, deadline_at)
-                job = lane.enqueue(priority, rid)
-                ended: BaseException | None = None
-                try:
-                    probe = await lane.wait_job(job, deadline_at)
-                except BaseException as exc:
-                    replaced = lane.abandon(job, exc)
-                    if replaced is not None:
+        try:
+            while True:
+                if error is not None and lane.breaker.state is BreakerState.OPEN:
+                    raise lane.refuse_retry(error)
+                if lane.gate is not None:
+                    refusal = await lane.gate.admit(rid, priority, deadline_at)
+                    if refusal is not None:
                         if error is None:
-                            raise replaced from None
-                        ended = replaced
-                    elif error is not None and isinstance(exc, CircuitOpenError):
-                        ended = exc
-                    else:
-                        raise
+                            raise refusal
+                        if not counted and lane.judge(verdict, error):
+                            lane.fill()
+                        raise refusal from error
+                probe = lane.acquire_nowait(rid)
                 if probe is None:
-                    # A retry the breaker refused, or whose deadline passed while it was queued:
-                    # raised outside the handler, so that no error gets the other as context.
-                    assert error is not None
-                    assert ended is not None
-                    if isinstance(ended, CircuitOpenError):
-                        raise lane.refuse_retry(error)
-                    if not counted and lane.judge(verdict, error):
-                        lane.fill()  # the calls queued behind it fail at once
-                    raise ended from error
-            record.attempts += 1
-            record.status = RequestStatus.RUNNING
-            if record.started_at is None:
-                record.started_at = self.clock()
-            headers = None if watch is None else watch.attempt_started(record.attempts, waited)
-            try:
-                result = await attempt(
-                    _tuple_new(
-                        Attempt,
-                        (
-                            rid,
-                            record.attempts,
-                            self._attempt_timeout(timeout, deadline_at),
-                            headers,
-                        ),
+                    if lane.queued >= lane.limits.queue_size:
+                        await lane._wait_for_room(rid, deadline_at)
+                    job = lane.enqueue(priority, rid)
+                    ended: BaseException | None = None
+                    try:
+                        probe = await lane.wait_job(job, deadline_at)
+                    except BaseException as exc:
+                        replaced = lane.abandon(job, exc)
+                        if replaced is not None:
+                            if error is None:
+                                raise replaced from None
+                            ended = replaced
+                        elif error is not None and isinstance(exc, CircuitOpenError):
+                            ended = exc
+                        else:
+                            raise
+                    if probe is None:
+                        # A retry the breaker refused, or whose deadline passed while it was queued:
+                        # raised outside the handler, so that no error gets the other as context.
+                        assert error is not None
+                        assert ended is not None
+                        if isinstance(ended, CircuitOpenError):
+                            raise lane.refuse_retry(error)
+                        if not counted and lane.judge(verdict, error):
+                            lane.fill()  # the calls queued behind it fail at once
+                        raise ended from error
+                record.attempts += 1
+                record.status = RequestStatus.RUNNING
+                if record.started_at is None:
+                    record.started_at = self.clock()
+                headers = None if watch is None else watch.attempt_started(record.attempts, waited)
+                try:
+                    result = await attempt(
+                        _tuple_new(
+                            Attempt,
+                            (
+                                rid,
+                                record.attempts,
+                                self._attempt_timeout(timeout, deadline_at),
+                                headers,
+                            ),
+                        )
                     )
-                )
-            except APIError as exc:
-                error = self._label(exc, lane, rid, record.attempts)
-                if watch is not None:
-                    watch.attempt_ended(error)
-            except BaseException as exc:
-                lane.release(probe, None)
-                if watch is not None:
-                    watch.attempt_ended(exc)
-                raise
-            else:
-                if not hold:
+                except APIError as exc:
+                    error = self._label(exc, lane, rid, record.attempts)
+                    if watch is not None:
+                        watch.attempt_ended(error)
+                except BaseException as exc:
+                    lane.release(probe, None)
+                    if watch is not None:
+                        watch.attempt_ended(exc)
+                    raise
+                else:
+                    if opened is not None:
+                        return result, probe
                     lane.release(probe, True)
                     if watch is not None:
                         watch.attempt_ended(None)
-                return result, probe
-            verdict = breaker_verdict(error)
-            if error.status_code == 429 and error.retry_after is not None:
-                await block_lane(lane, error.retry_after, self.budgets)
-            if lane.closed:
-                lane.release(probe, None)
-                raise ClientClosedError(
-                    "client closed while the call was running",
-                    backend=lane.name,
-                    request_id=rid,
-                ) from error
-            if schedule is None:
-                schedule = BackoffSchedule(lane.retry, self.rng)
-            try:
-                delay = self._retry_delay(
-                    lane, record, error, schedule, deadline_at, max_retries, creates
-                )
-            except BaseException:
-                # The call gives up: its one verdict goes with its slot, before the slot can go
-                # to a queued call (which an opening breaker then refuses).
-                lane.release(probe, None if counted else verdict, error)
-                raise
-            if probe:
-                # A half-open probe's verdict is its attempt's: it closes or reopens now.
-                counted = verdict is not None
-                lane.release(True, verdict, error)
-            else:
-                lane.release(False, None)  # no verdict until the call ends
-            await self._backoff(lane, record, error, delay)
-            waited = delay
+                    break
+                verdict = breaker_verdict(error)
+                if error.status_code == 429 and error.retry_after is not None:
+                    await block_lane(lane, error.retry_after, self.budgets)
+                if lane.closed:
+                    lane.release(probe, None)
+                    raise ClientClosedError(
+                        "client closed while the call was running",
+                        backend=lane.name,
+                        request_id=rid,
+                    ) from error
+                if schedule is None:
+                    schedule = BackoffSchedule(lane.retry, self.rng)
+                try:
+                    delay = self._retry_delay(
+                        lane, record, error, schedule, deadline_at, max_retries, creates
+                    )
+                except BaseException:
+                    # The call gives up: its one verdict goes with its slot, before the slot can go
+                    # to a queued call (which an opening breaker then refuses).
+                    lane.release(probe, None if counted else verdict, error)
+                    raise
+                if probe:
+                    # A half-open probe's verdict is its attempt's: it closes or reopens now.
+                    counted = verdict is not None
+                    lane.release(True, verdict, error)
+                else:
+                    lane.release(False, None)  # no verdict until the call ends
+                await self._backoff(lane, record, error, delay)
+                waited = delay
+        except BaseException as exc:
+            if opened is None:
+                self._finish(lane, record, exc, watch)
+            raise
+        self._finish(lane, record, None, watch, result)
+        return result
 
-    async def run(
+    def run(
         self,
         lane: Lane,
         operation: str,
@@ -928,35 +949,27 @@ class Dispatcher:
         max_retries: int | None = None,
         model: str | None = None,
         creates: bool = False,
-    ) -> T:
+    ) -> Coroutine[Any, Any, T]:
         """Run ``attempt`` under the lane's limits, retrying per its policy (``max_retries``
         overrides the lane's count for this call); returns its result. A call that ``creates``
         something (a background response, a batch, an upload) is retried only while it cannot
         have been applied (``may_resend``). ``model``, the model the call asks for, is kept on
-        its record and reported to telemetry."""
-        rid = request_id or _request_id.get() or new_request_id()
-        record = self._begin(lane, operation, priority, rid, model)
-        observer = self.observer
-        watch = None if observer is None else observer.start_call(record, lane)
-        deadline_at = None if deadline is None else self.clock() + deadline
-        try:
-            result, _ = await self._attempts(
-                lane,
-                record,
-                attempt,
-                priority,
-                timeout,
-                deadline_at,
-                max_retries,
-                False,
-                watch,
-                creates,
-            )
-        except BaseException as exc:
-            self._finish(lane, record, exc, watch)
-            raise
-        self._finish(lane, record, None, watch, result)
-        return result
+        its record and reported to telemetry.
+        (A plain function returning the attempt loop's coroutine, which begins and finishes
+        the call when awaited: no frame of its own per call.)"""
+        return self._attempts(
+            lane,
+            attempt,
+            priority,
+            timeout,
+            max_retries,
+            creates,
+            None,
+            operation,
+            deadline,
+            request_id,
+            model,
+        )
 
     def stream(
         self,
@@ -1021,18 +1034,16 @@ class Dispatcher:
                 raise
 
         try:
-            (source, first, empty), probe = await self._attempts(
+            began: tuple[tuple[AsyncIterator[T], T | None, bool], bool] = await self._attempts(
                 lane,
-                record,
                 first_item,
                 priority,
                 timeout,
-                deadline_at,
                 max_retries,
-                True,
-                watch,
                 creates,
+                (record, watch, deadline_at),
             )
+            (source, first, empty), probe = began
         except BaseException as exc:
             self._finish(lane, record, exc, watch)
             raise
