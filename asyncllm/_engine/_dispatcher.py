@@ -54,6 +54,7 @@ from .._exceptions import (
     ClientClosedError,
     ConfigurationError,
     QueueFullError,
+    RateLimitError,
 )
 from .._validate import check_int, check_positive
 from ..streaming import Stream
@@ -61,7 +62,15 @@ from ._backoff import BackoffSchedule, breaker_verdict, is_retryable, may_resend
 from ._breaker import BreakerState, CircuitBreaker
 from ._context import _request_id, new_request_id
 from ._observe import AUTO, CallObserver, Observer, default_observer
-from ._ratelimit import BudgetStore, MemoryBudgetStore, RateGate, block_lane, limit_lane
+from ._ratelimit import (
+    BudgetStore,
+    Lease,
+    MemoryBudgetStore,
+    RateDialect,
+    RateGate,
+    block_lane,
+    limit_lane,
+)
 from ._tracking import RequestRecord, RequestStatus, RequestTracker
 
 logger = logging.getLogger("asyncllm")
@@ -590,11 +599,13 @@ class Dispatcher:
         host: str | None = None,
         kind: str | None = None,
         rate_limits: RateLimits | None = None,
+        rate_dialect: RateDialect | None = None,
     ) -> Lane:
         """Register a backend instance; a taken name gets a numeric suffix. ``host``, the
         backend's host (and port), is named by its ``CircuitOpenError``; ``kind``, the kind of
         backend (its client's ``backend``), is reported to telemetry; ``rate_limits``, the
-        request budgets its calls wait for (see ``_ratelimit``)."""
+        budgets its calls wait for, and ``rate_dialect`` how its backend reports them (see
+        ``_ratelimit``)."""
         if self.closed:
             raise ClientClosedError("dispatcher is closed", backend=name)
         unique = name
@@ -613,7 +624,7 @@ class Dispatcher:
         )
         self._lanes[unique] = lane
         if rate_limits is not None:
-            limit_lane(lane, rate_limits, self.budgets)
+            limit_lane(lane, rate_limits, self.budgets, rate_dialect)
         return lane
 
     # -- the priority queue ------------------------------------------------------------------
@@ -798,6 +809,7 @@ class Dispatcher:
         deadline: float | None = None,
         request_id: str | None = None,
         model: str | None = None,
+        payload: Any = None,
     ) -> Any:
         """The one attempt loop, for calls and streams: take a slot (at once, or by waiting in
         the lane), run ``attempt`` in the caller's task, give the slot back, and on a retryable
@@ -807,8 +819,12 @@ class Dispatcher:
         A call (``opened`` None, from ``run``) is begun and finished here, and its result
         returned: ``run`` hands this coroutine to its caller, so that a queued call holds one
         frame, not two. A stream (``opened``: the record, observer and deadline that ``_stream``
-        began) gets its first item and that attempt's probe flag; a success keeps its slot (the
-        stream gives it back when it ends) and its attempt stays open for the observer.
+        began) gets its first item, that attempt's probe flag and its lease (below); a success
+        keeps its slot (the stream gives it back when it ends) and its attempt stays open for
+        the observer.
+        ``payload``: the call's JSON body, which a lane with budgets reads its cost from; a call
+        settles the lease of its successful attempt with its result here, a stream gets it back
+        with its gate, to be settled with its usage.
 
         The breaker hears of the call once, when it gives up (see the module docstring)."""
         if opened is None:
@@ -831,14 +847,20 @@ class Dispatcher:
             while True:
                 if error is not None and lane.breaker.state is BreakerState.OPEN:
                     raise lane.refuse_retry(error)
-                if lane.gate is not None:
-                    refusal = await lane.gate.admit(rid, priority, deadline_at)
-                    if refusal is not None:
+                held: tuple[RateGate, Lease] | None = None
+                gate = lane.gate
+                if gate is not None:
+                    admitted = await gate.admit(
+                        rid, priority, deadline_at, record.operation, payload
+                    )
+                    if isinstance(admitted, RateLimitError):
                         if error is None:
-                            raise refusal
+                            raise admitted
                         if not counted and lane.judge(verdict, error):
                             lane.fill()
-                        raise refusal from error
+                        raise admitted from error
+                    if admitted is not None:
+                        held = (gate, admitted)
                 probe = lane.acquire_nowait(rid)
                 if probe is None:
                     if lane.queued >= lane.limits.queue_size:
@@ -895,12 +917,15 @@ class Dispatcher:
                     raise
                 else:
                     if opened is not None:
-                        return result, probe
+                        return result, probe, held
                     lane.release(probe, True)
                     if watch is not None:
                         watch.attempt_ended(None)
                     break
                 verdict = breaker_verdict(error)
+                if held is not None and (error.status_code is not None or error.unsent):
+                    # Answered with an error, or never sent: no tokens counted.
+                    await held[0].give_back(held[1])
                 if error.status_code == 429 and error.retry_after is not None:
                     await block_lane(lane, error.retry_after, self.budgets)
                 if lane.closed:
@@ -929,6 +954,8 @@ class Dispatcher:
                     lane.release(False, None)  # no verdict until the call ends
                 await self._backoff(lane, record, error, delay)
                 waited = delay
+            if held is not None:
+                await held[0].settle(held[1], result)
         except BaseException as exc:
             if opened is None:
                 self._finish(lane, record, exc, watch)
@@ -949,12 +976,14 @@ class Dispatcher:
         max_retries: int | None = None,
         model: str | None = None,
         creates: bool = False,
+        payload: Any = None,
     ) -> Coroutine[Any, Any, T]:
         """Run ``attempt`` under the lane's limits, retrying per its policy (``max_retries``
         overrides the lane's count for this call); returns its result. A call that ``creates``
         something (a background response, a batch, an upload) is retried only while it cannot
         have been applied (``may_resend``). ``model``, the model the call asks for, is kept on
-        its record and reported to telemetry.
+        its record and reported to telemetry; ``payload``, the call's JSON body, what a lane with
+        rate budgets reserves its tokens by.
         (A plain function returning the attempt loop's coroutine, which begins and finishes
         the call when awaited: no frame of its own per call.)"""
         return self._attempts(
@@ -969,6 +998,7 @@ class Dispatcher:
             deadline,
             request_id,
             model,
+            payload,
         )
 
     def stream(
@@ -984,6 +1014,7 @@ class Dispatcher:
         max_retries: int | None = None,
         model: str | None = None,
         creates: bool = False,
+        payload: Any = None,
     ) -> Stream[T]:
         """Like ``run`` for a stream: retried only until its first item reaches the caller."""
         rid = request_id or _request_id.get() or new_request_id()
@@ -999,6 +1030,7 @@ class Dispatcher:
                 max_retries,
                 model,
                 creates,
+                payload,
             ),
             rid,
         )
@@ -1015,6 +1047,7 @@ class Dispatcher:
         max_retries: int | None,
         model: str | None,
         creates: bool,
+        payload: Any = None,
     ) -> AsyncIterator[T]:
         record = self._begin(lane, operation, priority, rid, model)
         observer = self.observer
@@ -1034,7 +1067,9 @@ class Dispatcher:
                 raise
 
         try:
-            began: tuple[tuple[AsyncIterator[T], T | None, bool], bool] = await self._attempts(
+            began: tuple[
+                tuple[AsyncIterator[T], T | None, bool], bool, tuple[RateGate, Lease] | None
+            ] = await self._attempts(
                 lane,
                 first_item,
                 priority,
@@ -1042,8 +1077,9 @@ class Dispatcher:
                 max_retries,
                 creates,
                 (record, watch, deadline_at),
+                payload=payload,
             )
-            (source, first, empty), probe = began
+            (source, first, empty), probe, leased = began
         except BaseException as exc:
             self._finish(lane, record, exc, watch)
             raise
@@ -1083,6 +1119,10 @@ class Dispatcher:
                 await _aclose(source)
             finally:
                 lane.release(probe, outcome, failure)
+            if leased is not None:
+                # The final usage settles the reservation, even of a stream that failed after
+                # it (a stream cut before it leaves the reservation standing).
+                await leased[0].settle(leased[1], last)
 
     # -- reporting and shutdown -----------------------------------------------------------
 
