@@ -39,7 +39,7 @@ def test_benchmark_script_runs_and_prints_its_tables() -> None:
     # Last, every target figure of the parts that ran, beside its target.
     targets = out[out.index("Issue #16: every target") :]
     assert "CPU ratio, asyncllm (c=64" in targets and ">= 0.85" in targets
-    assert "wall-clock ratio, asyncllm / raw aiohttp, c=64" in targets
+    assert "wall-clock ratio, asyncllm / raw aiohttp, c=64, server answering after 20 ms" in targets
 
 
 def test_streaming_and_import_parts_print_their_targets_as_markdown() -> None:
