@@ -1058,7 +1058,7 @@ def describe_machine() -> None:
     print(f"; load average at start {os.getloadavg()[0]:.2f}")
 
 
-async def main(quick: bool, only: set[str]) -> None:
+async def main(quick: bool, only: set[str], levels: tuple[int, ...] = CONCURRENCY) -> None:
     sizes = QUICK if quick else FULL
 
     def wanted(part: str) -> bool:
@@ -1079,7 +1079,7 @@ async def main(quick: bool, only: set[str]) -> None:
             contenders = await Contenders(fast.url).start()
             try:
                 if wanted("throughput"):
-                    await bench_throughput(contenders, sizes)
+                    await bench_throughput(contenders, sizes, levels=levels)
                 if wanted("latency"):
                     await bench_latency(contenders, sizes)
             finally:
@@ -1141,9 +1141,20 @@ if __name__ == "__main__":
         help="comma-separated parts: "
         "ratio,throughput,latency,backend,cpu,otel,streaming,memory,imports,priority",
     )
+    parser.add_argument(
+        "--concurrency",
+        default=",".join(map(str, CONCURRENCY)),
+        help="comma-separated concurrency levels of the throughput tables (1 and 1b)",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.child:
         child(options.child)
     else:
-        asyncio.run(main(options.quick, {p for p in options.only.split(",") if p}))
+        asyncio.run(
+            main(
+                options.quick,
+                {p for p in options.only.split(",") if p},
+                tuple(int(c) for c in options.concurrency.split(",")),
+            )
+        )
