@@ -1,6 +1,6 @@
 """Calls/s at concurrency 1 of this checkout against another revision, in short paired blocks.
 
-    python benchmarks/paired.py --base main~5 [--head REV] [--rounds 200] [--calls 50]
+    python benchmarks/paired.py --base main~5 [--head REV] [--processes 20] [--rounds 20]
 
 At c=1 one call is in flight, so every stall of the client, the server or the scheduler is wall
 time; on a shared machine, ``compare.py``'s runs of ``run.py --quick`` (50 calls per cell, a few
@@ -9,13 +9,14 @@ itself can show a 25% "change". Here each revision runs in its own long-lived ch
 its client warmed up, against one fast server; the parent asks them in turn for ``--calls`` calls
 of ``OpenAI.chat`` (base, head, head, base, ...), so that each pair of blocks is measured within
 milliseconds of each other, under the same load. Each round gives the ratio of head's calls/s to
-base's (and of their client CPU per call, base's over head's); the table shows the median of the
-rounds' ratios and a percentile bootstrap 90% interval of that median.
+base's (and of their client CPU per call, base's over head's).
 
-A process has a speed of its own (where its memory landed, its hash seed): a revision paired
-with itself in one pair of processes for 300 rounds came out 3% apart, with a bootstrap interval
-that excluded 1. So the rounds are shared among ``--processes`` fresh pairs of processes, and
-that part of the noise averages out as well.
+A process has a speed of its own (which core it shares with the server, where its memory
+landed, its hash seed): a revision paired with itself in one pair of processes for 300 rounds
+came out 3% apart, with a bootstrap interval over rounds that excluded 1. So the rounds run in
+``--processes`` fresh pairs of processes, one after another, and the unit of the statistics is
+the pair: the median of each pair's rounds, then the median over pairs, its range and a
+percentile bootstrap 90% interval over pairs.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import KEY, ServerProcess, bootstrap, med, message, pct
+from run import KEY, ServerProcess, bootstrap, med, message
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,13 +93,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", help="the revision to compare against (required)")
     parser.add_argument("--head", help="the revision to compare (default: this checkout)")
-    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=20, help="rounds per pair of processes")
     parser.add_argument("--calls", type=int, default=50, help="calls per block")
     parser.add_argument(
         "--processes",
         type=int,
-        default=10,
-        help="pairs of child processes, each for an equal share of the rounds",
+        default=20,
+        help="pairs of child processes, one after another",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -107,8 +108,6 @@ def main() -> None:
         return
     if args.base is None:
         parser.error("--base is required")
-    per_pair = max(1, args.rounds // args.processes)
-    contenders: dict[str, Contender] = {}
     with tempfile.TemporaryDirectory() as tmp:
         checkouts = {"base": Path(tmp) / "base", "head": ROOT}
         if args.head is not None:
@@ -125,22 +124,22 @@ def main() -> None:
                         capture_output=True,
                     )
                     made.append(path)
-            rates: list[float] = []
-            cpus: list[float] = []
-            for rnd in range(args.rounds):
-                if rnd % per_pair == 0:  # a fresh pair of processes
-                    if rnd:
-                        for contender in contenders.values():
-                            contender.close()
-                    contenders = {
-                        name: Contender(path, server.url) for name, path in checkouts.items()
-                    }
-                order = ["base", "head"] if rnd % 2 == 0 else ["head", "base"]
-                got = {name: contenders[name].block(args.calls) for name in order}
-                rates.append(got["base"][0] / got["head"][0])
-                cpus.append(got["base"][1] / got["head"][1])
-            for contender in contenders.values():
-                contender.close()
+            # Per pair of processes: the ratio of each of its rounds.
+            rates: list[list[float]] = []
+            cpus: list[list[float]] = []
+            for _ in range(args.processes):
+                contenders = {name: Contender(path, server.url) for name, path in checkouts.items()}
+                rates.append([])
+                cpus.append([])
+                try:
+                    for rnd in range(args.rounds):
+                        order = ["base", "head"] if rnd % 2 == 0 else ["head", "base"]
+                        got = {name: contenders[name].block(args.calls) for name in order}
+                        rates[-1].append(got["base"][0] / got["head"][0])
+                        cpus[-1].append(got["base"][1] / got["head"][1])
+                finally:
+                    for contender in contenders.values():
+                        contender.close()
         finally:
             server.close()
             for path in made:
@@ -150,18 +149,20 @@ def main() -> None:
                 )
     head = args.head or "this checkout"
     print(
-        f"base {args.base} vs head {head}: OpenAI.chat at c=1, {args.rounds} rounds of "
-        f"{args.calls} calls per revision, paired, in {-(-args.rounds // per_pair)} pairs of "
-        f"processes; load average {os.getloadavg()[0]:.2f}\n"
+        f"base {args.base} vs head {head}: OpenAI.chat at c=1, {args.processes} pairs of "
+        f"processes, {args.rounds} rounds of {args.calls} calls each per revision; "
+        f"load average {os.getloadavg()[0]:.2f}\n"
     )
+    print("per pair of processes: the median of its rounds' ratios; over pairs: median [min-max]")
     for title, ratios in (
         ("calls/s, head / base", rates),
         ("client CPU per call, base / head", cpus),
     ):
-        low, high = bootstrap(ratios)
+        pairs = [med(r) for r in ratios]
+        low, high = bootstrap(pairs)
         print(
-            f"{title:34} median {med(ratios):.3f}  bootstrap 90% {low:.3f}-{high:.3f}  "
-            f"quartiles {pct(ratios, 0.25):.3f}-{pct(ratios, 0.75):.3f}"
+            f"{title:34} {med(pairs):.3f} [{min(pairs):.3f}-{max(pairs):.3f}]  bootstrap 90% "
+            f"{low:.3f}-{high:.3f}  (all rounds pooled: {med([x for r in ratios for x in r]):.3f})"
         )
 
 
