@@ -67,6 +67,7 @@ from ._models import (
 from ._options import BodyOptions, CallOptions, ClientOptions, EngineClientOptions, HttpOptions
 from ._platform._batch import BatchCounts, BatchJob, BatchJobResult, BatchRequest, run_batch_job
 from ._platform._files import Deleted, FileObject
+from ._pool import Pool
 from ._tools import ToolRun
 from ._wire.responses import (
     FunctionCallArgumentsDeltaEvent,
@@ -162,6 +163,7 @@ __all__ = [
     "OutputItemEvent",
     "OverloadedError",
     "PermissionDeniedError",
+    "Pool",
     "Priority",
     "QueueFullError",
     "RateLimitError",

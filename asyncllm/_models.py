@@ -172,6 +172,7 @@ class HttpInfo(NamedTuple):
 # no field, so an answer pays one store for it, and pydantic leaves it out of dumps,
 # comparisons and ``repr`` (as it does a ``cached_property``'s value).
 HTTP_KEY = "_http"
+BACKEND_KEY = "_backend"
 
 
 class HasHttp:
@@ -185,6 +186,18 @@ class HasHttp:
         otherwise (say, by hand in a test)."""
         source = self.__dict__.get(HTTP_KEY)
         return None if source is None else HttpInfo(source.status, source.headers)
+
+    @property
+    def backend(self) -> str | None:
+        """The name of the pool member that answered (``asyncllm.Pool``); None for an answer
+        from a client called directly, which is the one you called."""
+        name: str | None = self.__dict__.get(BACKEND_KEY)
+        return name
+
+
+def keep_backend(answer: Any, name: str) -> None:
+    """Say on ``answer`` (a ``HasHttp``) which pool member answered it (``answer.backend``)."""
+    answer.__dict__[BACKEND_KEY] = name
 
 
 def keep_http(answer: Any, source: Any) -> None:
