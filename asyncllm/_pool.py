@@ -375,11 +375,14 @@ class Pool(Backend, Generic[C]):
         return share
 
     def _two(self, usable: list[tuple[_Member, Lane]]) -> list[tuple[_Member, Lane]]:
-        if len(usable) <= 2:
-            pair = list(usable)
-            self._pool.rng.shuffle(pair)
-            return pair
-        return self._pool.rng.sample(usable, 2)
+        """Two members drawn at random, in random order (or the only one)."""
+        n = len(usable)
+        if n == 1:
+            return usable
+        randrange = self._pool.rng.randrange
+        i = randrange(n)
+        j = randrange(n - 1)
+        return [usable[i], usable[j + 1 if j >= i else j]]
 
     async def _pick(
         self, priority: int, deadline_at: float | None, avoid: set[int]
@@ -532,10 +535,10 @@ class Pool(Backend, Generic[C]):
             _request_id.reset(token)
 
     def _pooled_stream(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """A call that returns at once (a stream): made on a member now, so that bad arguments
-        raise here; a ``Stream`` is then read from the member picked when it is first read, and
-        retried on another until its first item arrives. Anything else runs on the member with
-        the most free slots, as it is."""
+        """A call that returns at once: made on a member now, so that bad arguments raise here.
+        A ``Stream`` is then read from the member picked when it is first read, and retried on
+        another until its first item arrives; a coroutine (``pull(stream=False)``) is pooled as
+        an async call is. Anything else runs on the member with the most free slots, as is."""
         options, max_retries, priority, deadline_at = self._options(kwargs)
         rid = _request_id.get() or new_request_id()
         usable = self._usable(set())[1]
@@ -548,8 +551,11 @@ class Pool(Backend, Generic[C]):
             made = getattr(first.caller, method)(*args, **options)
         finally:
             _request_id.reset(token)
+        if inspect.iscoroutine(made):
+            made.close()  # never started: it sent nothing
+            return self._pooled(method, args, kwargs)
         if not isinstance(made, Stream):
-            return made
+            return getattr(first.client, method)(*args, **{**self._defaults, **kwargs})
         holder: list[Stream[Any]] = []
         source = self._stream_items(
             method, args, options, max_retries, priority, deadline_at, rid, made, holder

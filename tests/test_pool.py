@@ -19,7 +19,7 @@ import pytest
 
 import asyncllm
 from asyncllm._engine._ratelimit import block_lane
-from asyncllm.testing import FakeClock, MockResponse
+from asyncllm.testing import FakeClock, MockResponse, MockTransport
 from tests.helpers import USER, Gate, client, ok, settle
 
 TYPING = Path(__file__).parent / "typing" / "pool.py"
@@ -291,6 +291,40 @@ def test_bad_arguments_to_a_pooled_stream_raise_before_anything_is_sent() -> Non
         await pool.aclose()
 
     asyncio.run(go())
+
+
+async def test_a_call_that_returns_an_awaitable_is_pooled_too() -> None:
+    _, d = fake()
+    seen: list[str] = []
+
+    def handler(name: str, status: int) -> Callable[[Any], MockResponse]:
+        def answer(request: Any) -> MockResponse:
+            seen.append(name)
+            if status != 200:
+                return MockResponse(status, json={"error": "down"})
+            return MockResponse(200, json={"status": "success"})
+
+        return answer
+
+    pool = asyncllm.Pool(
+        [
+            asyncllm.Ollama(
+                base_url="http://mock.invalid",
+                transport=MockTransport(handler(name, status)),
+                dispatcher=d,
+                name=name,
+            )
+            for name, status in (("a", 503), ("b", 200))
+        ],
+        rng=random.Random(1),
+    )
+    async with pool:
+        for _ in range(4):
+            progress = await pool.pull("tiny", stream=False)
+            assert progress.status == "success"
+    assert seen.count("b") == 4
+    # A failure on a sent the call to b at once, never to a again.
+    assert "a,a" not in ",".join(seen)
 
 
 # -- ejection ------------------------------------------------------------------------------------
