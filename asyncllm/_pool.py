@@ -363,9 +363,10 @@ class Pool(Backend, Generic[C]):
         limit = lane.limits.max_concurrent_requests
         return (limit - lane.in_flight - lane.queued) / limit
 
-    async def _headroom(self, lane: Lane) -> float:
-        """The scarcer of the member's free slots and its rate budget left, as shares."""
-        share = self._slots(lane)
+    @staticmethod
+    async def _budget_left(lane: Lane, share: float) -> float:
+        """The lesser of ``share`` and the member's rate budget left, as a share; asked of the
+        budget store only for a member that has budgets (a shared store answers remotely)."""
         gate = lane.gate
         if gate is not None and gate.budgeted:
             windows = await gate.store.current(lane.name, lane.dispatcher.clock())
@@ -405,10 +406,16 @@ class Pool(Backend, Generic[C]):
             pair = self._two(usable)
             if len(pair) == 1:
                 return pair[0]
-            a = await self._headroom(pair[0][1])
-            b = await self._headroom(pair[1][1])
+            (first, lane_a), (second, lane_b) = pair
+            # Headroom: the scarcer of free slots and rate budget left, each as a share.
+            a = self._slots(lane_a)
+            if lane_a.gate is not None:
+                a = await self._budget_left(lane_a, a)
+            b = self._slots(lane_b)
+            if lane_b.gate is not None:
+                b = await self._budget_left(lane_b, b)
             # pair is in random order: on a tie the first wins, which is a coin toss.
-            return pair[0] if a >= b else pair[1]
+            return (first, lane_a) if a >= b else (second, lane_b)
 
     async def _wait_turn(self, priority: int, deadline_at: float | None) -> None:
         shared = self._pool
