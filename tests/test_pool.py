@@ -102,6 +102,23 @@ async def test_ties_are_broken_at_random_by_the_injected_rng() -> None:
     assert picks[7] != picks[8]
 
 
+async def test_the_member_with_more_rate_budget_left_gets_the_call() -> None:
+    _, d = fake()
+    spent, fresh = Member(), Member()
+    budget = asyncllm.RateLimits(requests_per_minute=10)
+    a = member(spent, d, "a", rate_limits=budget)
+    b = member(fresh, d, "b", rate_limits=budget)
+    pool = asyncllm.Pool([a, b], rng=random.Random(0), close_members=False)
+    for _ in range(8):
+        await a.chat(USER, model="m")  # a has 2 of its 10 left, b all 10
+    for _ in range(5):
+        assert (await pool.chat(USER, model="m")).backend == "b"
+    assert fresh.requests == 5
+    await pool.aclose()
+    await a.aclose()
+    await b.aclose()
+
+
 async def test_a_member_blocked_by_retry_after_is_skipped() -> None:
     clock, d = fake()
     first, second = Member(), Member()
