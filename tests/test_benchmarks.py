@@ -49,3 +49,18 @@ def test_batch_benchmark_runs() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert "OpenAI.chat (MockTransport)" in done.stdout
     assert "resume over 500 written lines" in done.stdout
+
+
+def test_pool_benchmark_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "pool.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,  # a guard against a hang, not a speed check
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "1. A pool of 3, one answering 503" in done.stdout
+    assert "caller-visible errors: 0 " in done.stdout
+    assert "2. CPU time per chat call" in done.stdout
+    assert "bench-not-a-key" not in done.stdout
