@@ -45,7 +45,7 @@ import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
-from ._engine._backend import Backend
+from ._engine._backend import Backend, _check_call_values
 from ._engine._backoff import BackoffSchedule, is_retryable
 from ._engine._breaker import BreakerState
 from ._engine._context import _request_id, new_request_id
@@ -487,7 +487,10 @@ class Pool(Backend, Generic[C]):
     def _options(
         self, kwargs: dict[str, Any]
     ) -> tuple[dict[str, Any], int | None, int, float | None]:
+        """The call's options under the pool's defaults, checked (the pool reads priority and
+        deadline before any member does); ``max_retries`` taken out, since the pool retries."""
         options = {**self._defaults, **kwargs} if self._defaults else dict(kwargs)
+        _check_call_values(options)
         max_retries = options.pop("max_retries", None)
         priority = options.get("priority", Priority.NORMAL)
         deadline = options.get("deadline")

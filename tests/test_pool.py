@@ -211,7 +211,7 @@ async def test_a_deadline_passes_while_waiting_in_the_pool() -> None:
     held = asyncio.ensure_future(pool.chat(USER, model="m"))
     await settle()
     with pytest.raises(asyncllm.APITimeoutError, match="queued for a pool member"):
-        await pool.chat(USER, model="m", deadline=0.0)
+        await pool.chat(USER, model="m", deadline=0.001)
     gate.release.set()
     await held
     await pool.aclose()
@@ -304,6 +304,10 @@ def test_bad_arguments_to_a_pooled_stream_raise_before_anything_is_sent() -> Non
             pool.stream_chat(USER, model="m", max_retry=1)  # type: ignore[call-arg]
         with pytest.raises(asyncllm.ConfigurationError):
             await pool.chat(USER, model="m", timeout="soon")  # type: ignore[typeddict-item]
+        with pytest.raises(asyncllm.ConfigurationError, match="priority"):
+            await pool.chat(USER, model="m", priority="high")  # type: ignore[typeddict-item]
+        with pytest.raises(asyncllm.ConfigurationError, match="deadline"):
+            pool.stream_chat(USER, model="m", deadline=-1)
         assert sent.requests == 0
         await pool.aclose()
 
