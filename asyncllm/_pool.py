@@ -132,6 +132,8 @@ class _Shared:
         # The pool's calls now on a member (from the pick to the call's end).
         self.running = 0
         self.waiters: list[_Waiter] = []
+        # Waiters woken whose task has not resumed yet.
+        self.woken = 0
         self.seq = itertools.count()
 
 
@@ -399,7 +401,10 @@ class Pool(Backend, Generic[C]):
             if not usable:
                 return self._fallback()
             full = all(self._slots(lane) <= 0 for _, lane in usable)
-            if shared.running and (full or (shared.waiters and not queued)):
+            # A call that comes while others wait (or one of them has been woken and not yet
+            # picked) waits behind them, rather than take the slot that was freed for them.
+            waiting = shared.waiters or shared.woken
+            if shared.running and (full or (waiting and not queued)):
                 await self._wait_turn(priority, deadline_at)
                 queued = True
                 continue
@@ -425,16 +430,19 @@ class Pool(Backend, Generic[C]):
         try:
             if deadline_at is None:
                 await future
+                shared.woken -= 1
             else:
                 remaining = max(0.0, deadline_at - self.dispatcher.clock())
                 try:
                     await asyncio.wait_for(future, remaining)
+                    shared.woken -= 1
                 except asyncio.TimeoutError:
                     raise APITimeoutError(
                         "deadline passed while queued for a pool member", backend=self.name
                     ) from None
         except BaseException:
             if future.done() and not future.cancelled() and future.exception() is None:
+                shared.woken -= 1
                 self._wake_next()  # woken, then cancelled: the turn goes to the next call
             raise
         finally:
@@ -453,6 +461,7 @@ class Pool(Backend, Generic[C]):
             waiter = heapq.heappop(shared.waiters)
             if not waiter.future.done():
                 waiter.future.set_result(None)
+                shared.woken += 1
                 return
 
     # -- calls ----------------------------------------------------------------------------------
