@@ -1,10 +1,12 @@
 """Pools: several clients of one backend (keys, deployments, base URLs) behind one client.
 
-``Pool([OpenAI(api_key=k1), OpenAI(api_key=k2, base_url=...)])`` is an ``OpenAI``: an instance
-of a class made once per member class, ``Pool`` first in its order, so that every call method of
-the member class is there with its own signature for the type checker, and forwarded at run time
-(a ``Pool[OpenAI]`` is typed as ``OpenAI``; see ``Pool.__new__``). Each member keeps its own lane,
-breaker, limits and rate budgets; the pool adds only the choice of member and one health model.
+``Pool([OpenAI(api_key=k1), OpenAI(api_key=k2, base_url=...)])`` is an ``OpenAI``, at run time
+(an instance of a class made once per member class, ``Pool`` first in its order, each call method
+of the member class forwarded) and to the type checker (the return type of ``Pool.__new__``), so
+``mypy --strict`` checks a pooled call against the member class's own signature. mypy has no
+intersection types: a pool variable is annotated with its members' class, and the pool's own
+method, ``stats``, is on every client. Each member keeps its own lane, breaker, limits and rate
+budgets; the pool adds only the choice of member and one health model.
 
 The life of a pooled call:
 
