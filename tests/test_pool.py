@@ -235,6 +235,46 @@ async def test_a_retryable_failure_is_retried_on_another_member() -> None:
     assert len({r.request_id for r in answers}) == 10
 
 
+async def test_a_call_queued_on_a_member_that_is_then_ejected_goes_to_another() -> None:
+    _, d = fake()
+    release_a, release_b = asyncio.Event(), asyncio.Event()
+    b_requests: list[int] = []
+
+    async def failing_later(request: Any) -> MockResponse:
+        await release_a.wait()
+        return failing()
+
+    async def held_first(request: Any) -> MockResponse:
+        b_requests.append(1)
+        if len(b_requests) == 1:
+            await release_b.wait()
+        return ok()
+
+    a = member(failing_later, d, "a", max_concurrent_requests=1, breaker=breaker(60.0))
+    b = member(held_first, d, "b", max_concurrent_requests=1)
+    pool = asyncllm.Pool([a, b], rng=random.Random(1), close_members=False)
+    # Both members' one slot is taken by a direct call: the pool, with nothing of its own in
+    # flight, queues its call on one of them.
+    direct_a = asyncio.ensure_future(a.chat(USER, model="m", max_retries=0))
+    direct_b = asyncio.ensure_future(b.chat(USER, model="m"))
+    await settle()
+    pooled = asyncio.ensure_future(pool.chat(USER, model="m"))
+    await settle()
+    assert pool.stats()["a"].queued == 1  # seed 1 drew a
+    release_a.set()  # the direct call fails, a's breaker opens, the queued call is refused
+    with pytest.raises(asyncllm.InternalServerError):
+        await direct_a
+    await settle()
+    release_b.set()
+    r = await pooled
+    assert r.backend == "b"
+    assert pool.stats()["a"].rejected == 1
+    await direct_b
+    await pool.aclose()
+    await a.aclose()
+    await b.aclose()
+
+
 async def test_a_client_error_is_not_retried_on_another_member() -> None:
     _, d = fake()
     bad = Member(lambda: MockResponse(400, json={"error": {"message": "no"}}))
