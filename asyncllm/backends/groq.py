@@ -31,7 +31,7 @@ from .._platform.openai import Audio
 from .._structured import OutputFormat
 from .._validate import check_bool
 from .._wire.openai import ChatParams, OpenAICompatible
-from .._wire.responses import GROQ_RESPONSES, ResponsesSupport, ServesResponses
+from .._wire.responses_support import GROQ_RESPONSES, ResponsesSupport, ServesResponses
 from ..streaming import ChatStream
 
 __all__ = [

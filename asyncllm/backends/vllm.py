@@ -50,7 +50,7 @@ from .._wire.openai import ChatOptions, ChatParams, OpenAICompletions
 from .._wire.openai import CompletionChoice as CompletionChoice  # vLLM's public names
 from .._wire.openai import CompletionParams as OpenAICompletionParams
 from .._wire.openai import CompletionResponse as CompletionResponse
-from .._wire.responses import VLLM_RESPONSES, ResponsesSupport, ServesResponses
+from .._wire.responses_support import VLLM_RESPONSES, ResponsesSupport, ServesResponses
 from ..streaming import ChatStream
 
 VLLM_BASE_URL = "http://localhost:8000/v1"
