@@ -29,6 +29,7 @@ from .._models import (
     ToolCallDelta,
     Usage,
     coerce_tools,
+    empty_list,
     modern_params,
     normalize_messages,
     token_logprobs,
@@ -252,7 +253,7 @@ class _WireChunkChoice(BaseModel):
 
 class _WireChunk(BaseModel):
     model: str | None = None
-    choices: list[_WireChunkChoice] = Field(default_factory=list)
+    choices: list[_WireChunkChoice] = Field(default_factory=empty_list)
     usage: Usage | None = None
 
 
