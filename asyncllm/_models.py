@@ -120,6 +120,12 @@ def empty_list() -> list[Any]:
     return []
 
 
+# The config of a model only a rare call reads (embeddings, the model list, text completions):
+# pydantic builds its validator on first use instead of at import, about half of what the model
+# costs there (measured in benchmarks/RESULTS.md, "Imports"); validation is the same.
+RARE = ConfigDict(defer_build=True)
+
+
 class OpenModel(BaseModel):
     """A server's object: the fields a model declares are checked, any others it sends are kept
     (a newer server's additions stay readable as attributes and in ``model_dump()``)."""
@@ -335,6 +341,8 @@ class ChatChunk(BaseModel):
 class EmbeddingResponse(HasHttp, BaseModel):
     """Vectors in the order of the inputs."""
 
+    model_config = RARE
+
     vectors: list[list[float]]
     usage: Usage | None = None
     model: str | None = None
@@ -343,6 +351,8 @@ class EmbeddingResponse(HasHttp, BaseModel):
 
 
 class ModelInfo(OpenModel):
+    model_config = RARE
+
     id: str
     owned_by: str | None = None
     created: int | None = None
