@@ -73,7 +73,9 @@ class AdaptiveConcurrency:
     one less, never below 1), at most once per ``min_interval`` seconds and not again until every
     call that was in flight at the last decrease has finished, so one burst of failures counts
     once. A success grows it back while the lane is busy (at least ``utilisation`` of the limit
-    in flight, or calls waiting): one step per limit's worth of such successes. A 429 with rate
+    in flight, or calls waiting): one step per limit's worth of such successes, and at most one
+    per ``min_interval`` (each step probes the server's capacity, and may cost a refusal: the
+    interval bounds that cost whatever the throughput). A 429 with rate
     headers adjusts the rate budgets instead, and connection errors and other 5xx feed the
     breaker; latency is never read (an LLM's grows with its output, not only with load).
 

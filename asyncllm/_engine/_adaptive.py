@@ -51,13 +51,21 @@ class AdaptiveLimit:
     """One lane's AIMD state: its counters and the window of its last decrease. The limit
     itself is ``lane.limit``, which slot acceptance reads."""
 
-    __slots__ = ("_held", "_last_decrease", "_successes", "config", "decreases", "increases")
+    __slots__ = (
+        "_held",
+        "_last_change",
+        "_last_decrease",
+        "_successes",
+        "config",
+        "decreases",
+        "increases",
+    )
 
     def __init__(self, config: AdaptiveConcurrency) -> None:
         self.config = config
         self.decreases = 0
         self.increases = 0
-        self._last_decrease = -math.inf
+        self._last_decrease = self._last_change = -math.inf
         # Successes at high utilisation since the last change of the limit.
         self._successes = 0
         # The attempts in flight at the last decrease, as (record, its attempt number).
@@ -89,7 +97,7 @@ class AdaptiveLimit:
             1, min(lane.limit - 1, math.floor(lane.limit * self.config.decrease_factor))
         )
         self.decreases += 1
-        self._last_decrease = now
+        self._last_decrease = self._last_change = now
         self._successes = 0
         self._held = [(r, r.attempts) for r in dispatcher.tracker.running(lane.name)]
         return True
@@ -97,12 +105,19 @@ class AdaptiveLimit:
     def succeeded(self, lane: Lane, busy: int) -> None:
         """An attempt of the lane succeeded with ``busy`` attempts in flight (itself included)
         while the limit is below its ceiling: grow the limit by one for every limit's worth of
-        successes while the lane is busy. The caller starts the calls a grown limit lets in."""
+        successes while the lane is busy, and at most once per ``min_interval``. Each growth
+        probes the server's capacity (at the capacity, the next call above it is refused), so
+        the interval bounds that cost to one refusal per interval whatever the throughput. The
+        caller starts the calls a grown limit lets in."""
         limit = lane.limit
         if busy < self.config.utilisation * limit and not lane.queued:
             return
         self._successes += 1
         if self._successes >= limit:
+            now = lane.dispatcher.clock()
+            if now - self._last_change < self.config.min_interval:
+                return
             self._successes = 0
+            self._last_change = now
             lane.limit = min(limit + 1, lane.ceiling)
             self.increases += 1
