@@ -18,7 +18,8 @@ The window of a decrease ends when every attempt in flight at the decrease has f
 failures describe the load before the decrease) and ``min_interval`` has passed. The calls in
 flight are read from the request tracker at the decrease, not kept per call, so the path of a
 call that meets no overload pays nothing for this: one comparison of ``limit`` with the ceiling
-when it gives its slot back.
+when it gives its slot back. (A call the tracker has dropped, under a small
+``tracker_max_records``, counts as finished.)
 """
 
 from __future__ import annotations
