@@ -344,6 +344,23 @@ async def test_the_dispatcher_wide_limit_still_bounds_a_lane() -> None:
     await calls.aclose()
 
 
+async def test_with_a_dispatcher_wide_limit_a_grown_limit_lets_a_call_in() -> None:
+    calls = Calls(10, max_in_flight=20)
+    await calls.start(*names("c", 10))
+    for i in range(20):
+        calls.call(f"q{i}")
+    await settle()
+    await calls.end("c0", overloaded())
+    assert calls.lane.in_flight == 9
+    calls.clock.advance(1)
+    for _ in range(9):  # busy successes: each one's slot goes to a waiting call
+        await calls.end(next(iter(calls.running)))
+    assert calls.limit == 10
+    assert calls.lane.in_flight == 10
+    assert calls.dispatcher.in_flight == 10
+    await calls.aclose()
+
+
 async def test_the_stats_table_shows_the_limit_and_its_changes() -> None:
     calls = Calls(10)
     await calls.start(*names("c", 10))
