@@ -71,8 +71,8 @@ class EngineClientOptions(TypedDict, total=False):
     ``queue_size``, ``queue_timeout``: the backend's slots and its queue.
     ``adaptive_concurrency``: how the slots shrink under overload (503, 529, timeouts) and grow
     back, an ``AdaptiveConcurrency``; True (the default) for its defaults, False to keep
-    ``max_concurrent_requests`` fixed. ``rate_limits``: the
-    request budgets calls wait for instead of collecting 429s. ``dispatcher``: run on
+    ``max_concurrent_requests`` fixed. ``rate_limits``: the request and token budgets calls wait
+    for instead of collecting 429s. ``dispatcher``: run on
     this dispatcher instead of the running loop's shared one. ``close_timeout``: how long
     ``aclose()`` lets running calls finish.
     """
