@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 # First, so that modules loaded below (or by them) may read it while this one is half done.
 __version__ = "0.1.0"
 
-from ._config import BreakerConfig, LimitsConfig, RateLimits, RetryConfig
+from ._config import AdaptiveConcurrency, BreakerConfig, LimitsConfig, RateLimits, RetryConfig
 from ._engine._backoff import parse_retry_after
 from ._engine._breaker import BreakerState
 from ._engine._context import RequestIdFilter, current_request_id, request_context
@@ -121,6 +121,7 @@ __all__ = [
     "APIError",
     "APIStatusError",
     "APITimeoutError",
+    "AdaptiveConcurrency",
     "Anthropic",
     "AsyncLLMError",
     "AuthenticationError",

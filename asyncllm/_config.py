@@ -65,22 +65,60 @@ class BreakerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdaptiveConcurrency:
+    """How a backend's concurrency limit follows overload (AIMD), between 1 and its
+    ``max_concurrent_requests``, where it starts.
+
+    Only the server's own overload signals shrink it: a 503, a 529, or an attempt that timed out
+    after it was sent. Each multiplies the limit by ``decrease_factor`` (rounded down, at least
+    one less, never below 1), at most once per ``min_interval`` seconds and not again until every
+    call that was in flight at the last decrease has finished, so one burst of failures counts
+    once. A success grows it back while the lane is busy (at least ``utilisation`` of the limit
+    in flight, or calls waiting): one step per limit's worth of such successes, and at most one
+    per ``min_interval`` (each step probes the server's capacity, and may cost a refusal: the
+    interval bounds that cost whatever the throughput). A 429 with rate
+    headers adjusts the rate budgets instead, and connection errors and other 5xx feed the
+    breaker; latency is never read (an LLM's grows with its output, not only with load).
+
+    On by default: with no overload the limit stays at ``max_concurrent_requests``, so it costs
+    no throughput, and a server that sends no rate headers (a self-hosted one) is protected only
+    by it. Turn it off per client with ``adaptive_concurrency=False``.
+    """
+
+    decrease_factor: float = c.DEFAULT_ADAPTIVE_DECREASE
+    min_interval: float = c.DEFAULT_ADAPTIVE_INTERVAL
+    utilisation: float = c.DEFAULT_ADAPTIVE_UTILISATION
+
+    def __post_init__(self) -> None:
+        if not (finite_number(self.decrease_factor) and 0 < self.decrease_factor < 1):
+            raise ConfigurationError("decrease_factor must be > 0 and < 1")
+        _at_least("min_interval", self.min_interval, 0)
+        if not (finite_number(self.utilisation) and 0 < self.utilisation <= 1):
+            raise ConfigurationError("utilisation must be > 0 and <= 1")
+
+
+@dataclass(frozen=True, slots=True)
 class LimitsConfig:
     """Per backend instance: how many requests run at once and how many may wait.
 
     ``queue_timeout`` is how long a caller waits for room in a full queue: None waits for as
-    long as it takes (backpressure), 0 raises ``QueueFullError`` at once.
+    long as it takes (backpressure), 0 raises ``QueueFullError`` at once. ``adaptive``: how the
+    concurrency limit shrinks under overload and grows back (see ``AdaptiveConcurrency``); None
+    keeps it at ``max_concurrent_requests``.
     """
 
     max_concurrent_requests: int = c.DEFAULT_MAX_CONCURRENT_REQUESTS
     queue_size: int = c.DEFAULT_QUEUE_SIZE
     queue_timeout: float | None = None
+    adaptive: AdaptiveConcurrency | None = AdaptiveConcurrency()
 
     def __post_init__(self) -> None:
         _at_least("max_concurrent_requests", self.max_concurrent_requests, 1, integer=True)
         _at_least("queue_size", self.queue_size, 1, integer=True)
         if self.queue_timeout is not None:
             _at_least("queue_timeout", self.queue_timeout, 0)
+        if self.adaptive is not None and not isinstance(self.adaptive, AdaptiveConcurrency):
+            raise ConfigurationError("adaptive must be an AdaptiveConcurrency or None")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,11 @@ DEFAULT_OUTPUT_TOKENS = 1024
 
 DEFAULT_MAX_CONCURRENT_REQUESTS = 5
 DEFAULT_QUEUE_SIZE = 100
+# Adaptive concurrency (AdaptiveConcurrency): an overload signal multiplies a lane's limit by the
+# factor, at most once per interval (seconds); successes at this share of the limit in use grow it.
+DEFAULT_ADAPTIVE_DECREASE = 0.9
+DEFAULT_ADAPTIVE_INTERVAL = 1.0
+DEFAULT_ADAPTIVE_UTILISATION = 0.9
 
 DEFAULT_FAILURE_THRESHOLD = 5
 DEFAULT_RESET_TIMEOUT = 30.0

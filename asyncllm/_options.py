@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 from typing_extensions import TypedDict
 
-from ._config import BreakerConfig, RateLimits, RetryConfig
+from ._config import AdaptiveConcurrency, BreakerConfig, RateLimits, RetryConfig
 from ._exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -68,8 +68,11 @@ class EngineClientOptions(TypedDict, total=False):
     ``name``: the backend's name in the dispatcher's stats (a taken name gets a suffix).
     ``model``: the model of calls that name none. ``timeout``, ``max_retries``: the per-call
     defaults. ``retry``, ``breaker``: the backoff and breaker settings. ``max_concurrent_requests``,
-    ``queue_size``, ``queue_timeout``: the backend's slots and its queue. ``rate_limits``: the
-    request and token budgets calls wait for instead of collecting 429s. ``dispatcher``: run on
+    ``queue_size``, ``queue_timeout``: the backend's slots and its queue.
+    ``adaptive_concurrency``: how the slots shrink under overload (503, 529, timeouts) and grow
+    back, an ``AdaptiveConcurrency``; True (the default) for its defaults, False to keep
+    ``max_concurrent_requests`` fixed. ``rate_limits``: the request and token budgets calls wait
+    for instead of collecting 429s. ``dispatcher``: run on
     this dispatcher instead of the running loop's shared one. ``close_timeout``: how long
     ``aclose()`` lets running calls finish.
     """
@@ -83,6 +86,7 @@ class EngineClientOptions(TypedDict, total=False):
     max_concurrent_requests: int
     queue_size: int
     queue_timeout: float | None
+    adaptive_concurrency: AdaptiveConcurrency | bool
     rate_limits: RateLimits | None
     dispatcher: Dispatcher | None
     close_timeout: float

@@ -13,8 +13,8 @@ The life of a pooled call:
 * The member is picked when the call is dispatched: a member blocked by ``Retry-After`` or
   ejected (its breaker open) is skipped, and of the rest two are drawn at random and the one
   with more headroom wins (power of two choices), ties at random. Headroom is the scarcer of
-  its free slots (``max_concurrent_requests`` less in flight and queued) and its rate budget
-  left, each as a share. When every usable member is full and the pool has calls of its own in
+  its free slots (its concurrency limit, which adaptive concurrency lowers under overload, less
+  in flight and queued) and its rate budget left, each as a share. When every usable member is full and the pool has calls of its own in
   flight, the call waits in the pool's queue (priority, then arrival) for one of them to end,
   and then picks: it never waits behind one member while another frees up.
 * Each attempt is one call on the member with its retries off (``max_retries=0``), so the
@@ -364,7 +364,7 @@ class Pool(Backend, Generic[C]):
 
     @staticmethod
     def _slots(lane: Lane) -> float:
-        limit = lane.limits.max_concurrent_requests
+        limit = lane.limit  # max_concurrent_requests, or less while overload has shrunk it
         return (limit - lane.in_flight - lane.queued) / limit
 
     @staticmethod

@@ -160,6 +160,7 @@ async def test_streams_report_usage_and_the_gauges_read_the_lanes(
     assert [p.value for p in metrics[otel.IN_FLIGHT]] == [0]
     assert [p.value for p in metrics[otel.QUEUE_DEPTH]] == [0]
     assert [p.value for p in metrics[otel.BREAKER_STATE]] == [0]
+    assert [p.value for p in metrics[otel.CONCURRENCY_LIMIT]] == [5]
     assert sum(p.count for p in metrics[otel.QUEUE_DURATION]) == 1
     [attempt, call] = telemetry.finished()
     assert (call.attributes or {})[otel.GEN_AI_USAGE_OUTPUT_TOKENS] == final.usage.completion_tokens

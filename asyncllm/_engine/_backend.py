@@ -13,7 +13,14 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from typing_extensions import Self, Unpack
 
-from .._config import BreakerConfig, LimitsConfig, RateLimits, RetryConfig, check_timeout
+from .._config import (
+    AdaptiveConcurrency,
+    BreakerConfig,
+    LimitsConfig,
+    RateLimits,
+    RetryConfig,
+    check_timeout,
+)
 from .._constants import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_CONCURRENT_REQUESTS,
@@ -58,6 +65,17 @@ class Call(NamedTuple):
     model: str | None
 
 
+def _adaptive(value: Any) -> AdaptiveConcurrency | None:
+    """The ``adaptive_concurrency`` client option as ``LimitsConfig.adaptive``."""
+    if value is True:
+        return AdaptiveConcurrency()
+    if value is False:
+        return None
+    if isinstance(value, AdaptiveConcurrency):
+        return value
+    raise ConfigurationError("adaptive_concurrency must be True, False or an AdaptiveConcurrency")
+
+
 class Backend:
     """The shared part of every client. Create once, use from many tasks, ``await aclose()``.
 
@@ -92,6 +110,7 @@ class Backend:
             options.get("max_concurrent_requests", DEFAULT_MAX_CONCURRENT_REQUESTS),
             options.get("queue_size", DEFAULT_QUEUE_SIZE),
             options.get("queue_timeout"),
+            _adaptive(options.get("adaptive_concurrency", True)),
         )
         self._rate_config: RateLimits | None = options.get("rate_limits")
         self.close_timeout: float = options.get("close_timeout", DEFAULT_CLOSE_TIMEOUT)

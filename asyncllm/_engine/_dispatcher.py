@@ -7,6 +7,9 @@ that does not waits in its lane, ordered by its key: ``(priority, sequence)``, o
 waited long enough goes before a HIGH one that just came (every heap stays valid, since a key never
 changes once given). A full lane holds its own calls only, so a slow backend never delays another's.
 
+A lane's slots are its ``limit``: ``max_concurrent_requests``, or less while adaptive concurrency
+has shrunk it after overload signals (503, 529, timeouts; see ``_adaptive``).
+
 Above the lanes, ``max_in_flight`` bounds the calls in flight across every backend (unlimited by
 default). Where that limit is what a lane waits for, the lane has one entry in the dispatcher's
 ``asyncio.PriorityQueue``, keyed by its best waiting call's key; a freed global slot goes to the
@@ -58,6 +61,7 @@ from .._exceptions import (
 )
 from .._validate import check_int, check_positive
 from ..streaming import Stream
+from ._adaptive import AdaptiveLimit
 from ._backoff import BackoffSchedule, breaker_verdict, is_retryable, may_resend
 from ._breaker import BreakerState, CircuitBreaker
 from ._context import _request_id, new_request_id
@@ -130,7 +134,10 @@ class TokenUsage:
 class BackendStats:
     """One backend's counters. Latency is from a call's start to its end; ``queued_*`` is the
     part spent waiting for a slot, ``service_*`` the rest (attempts, retries, backoff), each
-    over the last successful calls. ``usage`` is keyed by model ("-" where none was known)."""
+    over the last successful calls. ``usage`` is keyed by model ("-" where none was known).
+    ``concurrency_limit`` is the limit slot acceptance keeps to now (``max_concurrent`` unless
+    adaptive concurrency shrank it), ``limit_decreases`` and ``limit_increases`` how often
+    adaptive concurrency changed it."""
 
     backend: str
     queued: int
@@ -151,6 +158,9 @@ class BackendStats:
     service_p50: float | None = None
     service_p95: float | None = None
     usage: dict[str, TokenUsage] | None = None
+    concurrency_limit: int | None = None
+    limit_decreases: int = 0
+    limit_increases: int = 0
 
 
 def _percentile(sorted_values: list[float], q: float) -> float | None:
@@ -182,6 +192,10 @@ class Lane:
         self.limits = limits
         self.retry = retry
         self.breaker = CircuitBreaker(breaker, dispatcher.clock, name)
+        # Slot acceptance reads ``limit``: ``ceiling`` (max_concurrent_requests) unless adaptive
+        # concurrency has shrunk it (see ``_adaptive``).
+        self.ceiling = self.limit = limits.max_concurrent_requests
+        self.adaptive = None if limits.adaptive is None else AdaptiveLimit(limits.adaptive)
         self.in_flight = 0
         self.queued = 0
         self.closed = False
@@ -231,7 +245,7 @@ class Lane:
     def fill(self) -> None:
         """Start waiting jobs while this lane's slots and the global ones allow, best first; a
         lane that waits only for a global slot gets its entry in the dispatcher's queue."""
-        while self.in_flight < self.limits.max_concurrent_requests:
+        while self.in_flight < self.limit:
             job = self._best()
             if job is None:
                 break
@@ -256,6 +270,8 @@ class Lane:
     def release(self, probe: bool, outcome: bool | None, error: APIError | None = None) -> None:
         """Give a slot back. ``outcome``, the breaker's verdict: True success, False failure
         (``error``), None no verdict (a probe then frees its place)."""
+        if self.limit < self.ceiling and outcome is True and self.adaptive is not None:
+            self.adaptive.succeeded(self, self.in_flight)
         self.in_flight -= 1
         dispatcher = self.dispatcher
         dispatcher.in_flight -= 1
@@ -275,7 +291,7 @@ class Lane:
         else:
             # The freed global slot goes to the best waiting job of any lane, this one included.
             job = self._best()
-            if job is not None and self.in_flight < self.limits.max_concurrent_requests:
+            if job is not None and self.in_flight < self.limit:
                 dispatcher._want(self, job)
             dispatcher._serve()
             if self._heap and dispatcher.in_flight < dispatcher.max_in_flight:
@@ -411,7 +427,7 @@ class Lane:
         breaker = self.breaker
         if breaker._state is not BreakerState.CLOSED and breaker.state is BreakerState.OPEN:
             raise self.circuit_error(request_id)
-        if self.queued or self.in_flight >= self.limits.max_concurrent_requests:
+        if self.queued or self.in_flight >= self.limit:
             return None
         dispatcher = self.dispatcher
         limit = dispatcher.max_in_flight
@@ -513,6 +529,7 @@ class Lane:
         # Service time per call: its latency less its time queued, pairwise (both deques get an
         # entry per successful call).
         service = sorted(t - q for t, q in zip(self.latencies, self.queue_times, strict=True))
+        adaptive = self.adaptive
         return BackendStats(
             backend=self.name,
             queued=self.queued,
@@ -533,6 +550,9 @@ class Lane:
             service_p50=_percentile(service, 0.5),
             service_p95=_percentile(service, 0.95),
             usage={model: TokenUsage(*sums) for model, sums in self.usage.items()},
+            concurrency_limit=self.limit,
+            limit_decreases=0 if adaptive is None else adaptive.decreases,
+            limit_increases=0 if adaptive is None else adaptive.increases,
         )
 
 
@@ -923,6 +943,8 @@ class Dispatcher:
                         watch.attempt_ended(None)
                     break
                 verdict = breaker_verdict(error)
+                if lane.adaptive is not None:
+                    lane.adaptive.overloaded(lane, error)
                 if held is not None and (error.status_code is not None or error.unsent):
                     # Answered with an error, or never sent: no tokens counted.
                     await held[0].give_back(held[1])
@@ -1105,6 +1127,8 @@ class Dispatcher:
         except APIError as exc:
             failure = self._label(exc, lane, rid, record.attempts)
             outcome = breaker_verdict(failure)
+            if lane.adaptive is not None:
+                lane.adaptive.overloaded(lane, failure)
             if watch is not None:
                 watch.attempt_ended(failure)
             self._finish(lane, record, exc, watch)
@@ -1133,7 +1157,9 @@ class Dispatcher:
     def stats_table(self) -> str:
         """The stats as a table. Time queued (waiting for a slot) and service time (attempts,
         retries and backoff) are shown apart, p50/p95 in ms over the last successful calls, so
-        a saturated backend reads as queueing, not as a slow server; tokens are summed."""
+        a saturated backend reads as queueing, not as a slow server; tokens are summed. "limit"
+        is the concurrency limit now over its maximum, "limit -/+" how often adaptive
+        concurrency shrank and grew it, so that overload reads as a lower limit."""
         header = (
             "backend",
             "queued",
@@ -1144,6 +1170,8 @@ class Dispatcher:
             "cancelled",
             "rejected",
             "breaker",
+            "limit",
+            "limit -/+",
             "queued p50/p95 ms",
             "service p50/p95 ms",
             "tokens in/out",
@@ -1168,6 +1196,8 @@ class Dispatcher:
                     str(s.cancelled),
                     str(s.rejected),
                     s.breaker,
+                    f"{s.concurrency_limit}/{s.max_concurrent}",
+                    f"{s.limit_decreases}/{s.limit_increases}",
                     ms(s.queued_p50, s.queued_p95),
                     ms(s.service_p50, s.service_p95),
                     f"{tokens_in}/{tokens_out}" if usage else "-",

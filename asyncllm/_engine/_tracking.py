@@ -133,6 +133,17 @@ class RequestTracker:
             return []
         return list(entry) if type(entry) is list else [entry]  # type: ignore[list-item]
 
+    def running(self, backend: str) -> list[RequestRecord]:
+        """The kept records of ``backend``'s calls in an attempt now (a stream until its end).
+        A walk over every kept record: for rare events only (adaptive concurrency's decrease)."""
+        found: list[RequestRecord] = []
+        for entry in self._by_id.values():
+            records: list[RequestRecord] = entry if type(entry) is list else [entry]  # type: ignore[list-item]
+            for record in records:
+                if record.status is RequestStatus.RUNNING and record.backend == backend:
+                    found.append(record)
+        return found
+
     def _prune(self, now: float) -> None:
         by_id = self._by_id
         while by_id and self._count > self.max_records:

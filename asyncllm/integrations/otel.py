@@ -15,8 +15,8 @@ whose context is sent on the request as ``traceparent``. ``gen_ai.provider.name`
 
 Metrics: ``gen_ai.client.operation.duration`` and ``gen_ai.client.token.usage`` as the
 conventions define them, and asyncllm's own: calls by outcome, errors by type, retries, time
-queued (apart from service time), and, read when exported, queue depth, calls in flight and
-breaker state per backend.
+queued (apart from service time), and, read when exported, queue depth, calls in flight,
+concurrency limit (lowered by adaptive concurrency under overload) and breaker state per backend.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ RETRIES = "asyncllm.client.retries"
 QUEUE_DURATION = "asyncllm.client.queue.duration"
 QUEUE_DEPTH = "asyncllm.client.queue.depth"
 IN_FLIGHT = "asyncllm.client.in_flight"
+CONCURRENCY_LIMIT = "asyncllm.client.concurrency.limit"
 BREAKER_STATE = "asyncllm.client.breaker.state"
 
 # The conventions' advised bucket boundaries.
@@ -139,6 +140,12 @@ class _Instruments:
         )
         meter.create_observable_gauge(
             IN_FLIGHT, [observer._in_flight], unit="{call}", description="Attempts running"
+        )
+        meter.create_observable_gauge(
+            CONCURRENCY_LIMIT,
+            [observer._concurrency_limit],
+            unit="{call}",
+            description="Attempts allowed at once: the maximum, or less after overload",
         )
         meter.create_observable_gauge(
             BREAKER_STATE,
@@ -222,6 +229,9 @@ class OTelObserver(Observer):
 
     def _in_flight(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(lane.in_flight, self._lane_attributes(lane)) for lane in self._lanes()]
+
+    def _concurrency_limit(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(lane.limit, self._lane_attributes(lane)) for lane in self._lanes()]
 
     def _breaker_state(self, options: CallbackOptions) -> Iterable[Observation]:
         return [

@@ -48,7 +48,10 @@ def default_error_body(status: int, message: str) -> Any:
 
 @dataclass
 class Faults:
-    """Random faults, as shares of requests (0.0 to 1.0), drawn from the server's seeded random."""
+    """Random faults, as shares of requests (0.0 to 1.0), drawn from the server's seeded random.
+
+    ``max_concurrency``: a hidden capacity; a request that arrives while that many are being
+    served is answered ``overload_status`` at once, as an overloaded server sheds load."""
 
     rate_limit_rate: float = 0.0
     retry_after: str | None = "0"
@@ -59,6 +62,8 @@ class Faults:
     malformed_rate: float = 0.0
     latency: float = 0.0
     hang_seconds: float = 60.0
+    max_concurrency: int | None = None
+    overload_status: int = 503
 
 
 @dataclass
@@ -81,7 +86,8 @@ class RecordedRequest:
 
 class FakeServer:
     """An aiohttp server on a free loopback port. It counts what it sees: ``requests``,
-    ``request_ids`` (the X-Request-ID of each), ``in_flight`` and ``max_in_flight``."""
+    ``request_ids`` (the X-Request-ID of each), ``in_flight``, ``max_in_flight`` and
+    ``overloaded`` (requests shed above ``faults.max_concurrency``)."""
 
     def __init__(
         self,
@@ -106,6 +112,8 @@ class FakeServer:
         self.request_count = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        # Requests answered ``faults.overload_status`` for being above ``faults.max_concurrency``.
+        self.overloaded = 0
         self.in_flight_by_path: dict[str, int] = {}
         self.overrides: dict[str, Handler] = {}
         self.state: dict[str, Any] = {}
@@ -207,6 +215,7 @@ class FakeServer:
         self.requests.clear()
         self.request_ids.clear()
         self.request_count = 0
+        self.overloaded = 0
         self.max_in_flight = self.in_flight
         self._script.clear()
 
@@ -264,6 +273,11 @@ class FakeServer:
                     parsed,
                 )
             )
+            cap = self.faults.max_concurrency
+            if cap is not None and self.in_flight > cap:
+                self.overloaded += 1
+                shed = _Scripted("status", self.faults.overload_status)
+                return await self._fault(request, shed, error_body)
             if self.faults.latency:
                 await asyncio.sleep(self.faults.latency)
             fault = self._pick_fault()

@@ -1,0 +1,124 @@
+"""Adaptive concurrency: a lane's concurrency limit follows the server's overload signals.
+
+The lane's ``limit`` starts at its ``max_concurrent_requests`` and slot acceptance reads it, not
+the configured maximum: a lane with limit L has at most L calls in flight, and when the limit
+falls below the calls in flight, none starts until enough have finished; the waiting calls keep
+their priority order, since ``Lane.fill`` still starts the best of them first. A stream holds its
+slot until it ends, so it counts like any call.
+
+Each signal feeds one mechanism (see ``AdaptiveConcurrency`` for the rule and its numbers):
+
+* 503, 529, and an attempt that timed out after it was sent: the server is overloaded, so the
+  limit shrinks multiplicatively, once per window.
+* 429: the rate gate's (``_ratelimit``): its headers adjust the budgets, its Retry-After blocks
+  the lane. Shrinking concurrency for it as well would punish the same cause twice.
+* Connection errors (a connect timeout included: nothing was sent) and other 5xx: the breaker's.
+
+The window of a decrease ends when every attempt in flight at the decrease has finished (their
+failures describe the load before the decrease) and ``min_interval`` has passed. The calls in
+flight are read from the request tracker at the decrease, not kept per call, so the path of a
+call that meets no overload pays nothing for this: one comparison of ``limit`` with the ceiling
+when it gives its slot back. (A call the tracker has dropped, under a small
+``tracker_max_records``, counts as finished.)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from .._exceptions import APIError, APITimeoutError
+from ._tracking import RequestRecord, RequestStatus
+
+if TYPE_CHECKING:
+    from .._config import AdaptiveConcurrency
+    from ._dispatcher import Lane
+
+__all__ = ["OVERLOAD_STATUSES", "AdaptiveLimit", "is_overload"]
+
+# The statuses by which a server says it is overloaded: 503 (Service Unavailable) and 529
+# (Anthropic's Overloaded).
+OVERLOAD_STATUSES = frozenset({503, 529})
+
+
+def is_overload(error: APIError) -> bool:
+    """Whether an attempt's error says the server is overloaded (see the module docstring)."""
+    if error.status_code is not None:
+        return error.status_code in OVERLOAD_STATUSES
+    return isinstance(error, APITimeoutError) and not error.unsent
+
+
+class AdaptiveLimit:
+    """One lane's AIMD state: its counters and the window of its last decrease. The limit
+    itself is ``lane.limit``, which slot acceptance reads."""
+
+    __slots__ = (
+        "_held",
+        "_last_change",
+        "_last_decrease",
+        "_successes",
+        "config",
+        "decreases",
+        "increases",
+    )
+
+    def __init__(self, config: AdaptiveConcurrency) -> None:
+        self.config = config
+        self.decreases = 0
+        self.increases = 0
+        self._last_decrease = self._last_change = -math.inf
+        # Successes at high utilisation since the last change of the limit.
+        self._successes = 0
+        # The attempts in flight at the last decrease, as (record, its attempt number).
+        self._held: list[tuple[RequestRecord, int]] = []
+
+    def _in_window(self, now: float) -> bool:
+        """Whether the last decrease's window is still open (see the module docstring)."""
+        if now - self._last_decrease < self.config.min_interval:
+            return True
+        held = self._held
+        if held:
+            self._held = held = [
+                (record, attempt)
+                for record, attempt in held
+                if record.status is RequestStatus.RUNNING and record.attempts == attempt
+            ]
+        return bool(held)
+
+    def overloaded(self, lane: Lane, error: APIError) -> bool:
+        """An attempt of the lane failed with ``error``: shrink the limit if it is an overload
+        signal and the last decrease's window is over. True if the limit shrank."""
+        if not is_overload(error) or lane.limit <= 1:
+            return False
+        dispatcher = lane.dispatcher
+        now = dispatcher.clock()
+        if self._in_window(now):
+            return False
+        lane.limit = max(
+            1, min(lane.limit - 1, math.floor(lane.limit * self.config.decrease_factor))
+        )
+        self.decreases += 1
+        self._last_decrease = self._last_change = now
+        self._successes = 0
+        self._held = [(r, r.attempts) for r in dispatcher.tracker.running(lane.name)]
+        return True
+
+    def succeeded(self, lane: Lane, busy: int) -> None:
+        """An attempt of the lane succeeded with ``busy`` attempts in flight (itself included)
+        while the limit is below its ceiling: grow the limit by one for every limit's worth of
+        successes while the lane is busy, and at most once per ``min_interval``. Each growth
+        probes the server's capacity (at the capacity, the next call above it is refused), so
+        the interval bounds that cost to one refusal per interval whatever the throughput. The
+        caller starts the calls a grown limit lets in."""
+        limit = lane.limit
+        if busy < self.config.utilisation * limit and not lane.queued:
+            return
+        self._successes += 1
+        if self._successes >= limit:
+            now = lane.dispatcher.clock()
+            if now - self._last_change < self.config.min_interval:
+                return
+            self._successes = 0
+            self._last_change = now
+            lane.limit = min(limit + 1, lane.ceiling)
+            self.increases += 1
