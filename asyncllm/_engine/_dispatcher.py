@@ -42,10 +42,10 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from .._config import BreakerConfig, LimitsConfig, RateLimits, RetryConfig
-from .._constants import DEFAULT_CLOSE_TIMEOUT, LATENCY_WINDOW
+from .._constants import DEFAULT_CLOSE_TIMEOUT, DEFAULT_REDIS_LEASE, LATENCY_WINDOW
 from .._exceptions import (
     APIError,
     APITimeoutError,
@@ -61,8 +61,18 @@ from ._backoff import BackoffSchedule, breaker_verdict, is_retryable, may_resend
 from ._breaker import BreakerState, CircuitBreaker
 from ._context import _request_id, new_request_id
 from ._observe import AUTO, CallObserver, Observer, default_observer
-from ._ratelimit import BudgetStore, MemoryBudgetStore, RateGate, block_lane, limit_lane
+from ._ratelimit import (
+    BudgetStore,
+    MemoryBudgetStore,
+    RateGate,
+    block_lane,
+    limit_lane,
+    share_lane,
+)
 from ._tracking import RequestRecord, RequestStatus, RequestTracker
+
+if TYPE_CHECKING:
+    from ._redis import SharedSlots
 
 logger = logging.getLogger("asyncllm")
 
@@ -193,6 +203,8 @@ class Lane:
         self.info: dict[str, Any] = {}
         # Set while the lane is rate limited (see ``_ratelimit``); None costs a call one check.
         self.gate: RateGate | None = None
+        # The lane's concurrency shared with other processes through Redis (see ``_redis``).
+        self.shared: SharedSlots | None = None
 
     # -- slots -------------------------------------------------------------------------------
 
@@ -247,6 +259,8 @@ class Lane:
     def release(self, probe: bool, outcome: bool | None, error: APIError | None = None) -> None:
         """Give a slot back. ``outcome``, the breaker's verdict: True success, False failure
         (``error``), None no verdict (a probe then frees its place)."""
+        if self.shared is not None:
+            self.shared.release()
         self.in_flight -= 1
         dispatcher = self.dispatcher
         dispatcher.in_flight -= 1
@@ -538,6 +552,10 @@ class Dispatcher:
     ``clock``, ``sleep`` and ``rng`` are injectable so that tests of timing never wait.
     ``observer`` watches every call for telemetry (see ``_observe``): by default OpenTelemetry's
     where ``opentelemetry-api`` is installed, else none; None turns it off.
+    ``redis_url`` shares every lane's budgets, ``Retry-After`` blocks and concurrency limit with
+    every process whose dispatcher uses the same Redis (a lane is shared by name; see
+    ``_redis``); a process killed while it holds slots gives them back after ``redis_lease``
+    seconds. Needs the ``asyncllm[redis]`` extra.
     """
 
     def __init__(
@@ -551,8 +569,11 @@ class Dispatcher:
         max_in_flight: int | None = None,
         aging: float | None = None,
         observer: Observer | None = AUTO,
+        redis_url: str | None = None,
+        redis_lease: float = DEFAULT_REDIS_LEASE,
     ) -> None:
         check_int("max_in_flight", max_in_flight, 1)
+        check_positive("redis_lease", redis_lease)
         check_positive("aging", aging)
         self.max_in_flight = max_in_flight
         self.aging = aging
@@ -569,6 +590,12 @@ class Dispatcher:
         self.tracker = RequestTracker(clock=clock, **kwargs)
         # Every lane's rate budgets and blocks, keyed by lane name.
         self.budgets: BudgetStore = MemoryBudgetStore()
+        if redis_url is not None:
+            from ._redis import RedisBudgetStore
+
+            self.budgets = RedisBudgetStore(
+                redis_url, clock=clock, lease_ttl=redis_lease, heartbeat=redis_lease / 5
+            )
         self._lanes: dict[str, Lane] = {}
         self._seq = itertools.count()
         # One entry per lane waiting for a global slot: (its best job's key, lane).
@@ -614,6 +641,8 @@ class Dispatcher:
         self._lanes[unique] = lane
         if rate_limits is not None:
             limit_lane(lane, rate_limits, self.budgets)
+        if self.budgets.shared:
+            share_lane(lane, self.budgets)
         return lane
 
     # -- the priority queue ------------------------------------------------------------------
@@ -853,6 +882,12 @@ class Dispatcher:
                     if not counted and lane.judge(verdict, error):
                         lane.fill()  # the calls queued behind it fail at once
                     raise ended from error
+            if lane.shared is not None:
+                try:
+                    await lane.shared.acquire(rid, deadline_at)
+                except BaseException:
+                    lane.release(probe, None)
+                    raise
             record.attempts += 1
             record.status = RequestStatus.RUNNING
             if record.started_at is None:
@@ -1133,6 +1168,7 @@ class Dispatcher:
         lanes = list(self._lanes.values())
         await asyncio.gather(*(lane.aclose() for lane in lanes))
         self._lanes.clear()
+        await self.budgets.aclose()
         loop = asyncio.get_running_loop()
         if _dispatchers.get(loop) is self:
             del _dispatchers[loop]

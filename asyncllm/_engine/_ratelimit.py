@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from .._exceptions import ClientClosedError, RateLimitError
 from ._backoff import parse_retry_after
@@ -45,6 +45,7 @@ from ._backoff import parse_retry_after
 if TYPE_CHECKING:
     from .._config import RateLimits
     from ._dispatcher import Lane
+    from ._redis import SharedSlots
 
 __all__ = [
     "KINDS",
@@ -61,6 +62,7 @@ __all__ = [
     "parse_duration",
     "parse_rate_headers",
     "parse_rfc3339",
+    "share_lane",
 ]
 
 # The budgets a vendor can report, by the names its headers use.
@@ -263,7 +265,34 @@ class BudgetStore(abc.ABC):
 
     ``now`` is always the dispatcher's clock (monotonic seconds), passed in so that a store keeps
     no clock of its own and tests drive it with a fake one.
+
+    ``shared``: the store is shared with other processes, so every call of every lane asks it
+    (another process's 429 blocks this one's lane) and lanes share their concurrency (``slots``).
     """
+
+    shared: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def configure(
+        self,
+        key: str,
+        now: float,
+        *,
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+        requests_per_day: int | None = None,
+    ) -> None:
+        """Set the lane's configured limits (per minute for requests and tokens, per day for
+        requests)."""
+
+    def slots(self, key: str, limit: int) -> SharedSlots | None:
+        """The lane's concurrency shared with other processes (``limit`` slots in all), or None
+        where concurrency is this process's alone."""
+        return None
+
+    async def aclose(self) -> None:  # noqa: B027 - a store that holds nothing has nothing to do
+        """Let go of what the store holds (connections, leases); the dispatcher's ``aclose``
+        calls it."""
 
     @abc.abstractmethod
     async def lease(self, key: str, cost: Cost, now: float) -> Lease | float:
@@ -578,17 +607,23 @@ async def block_lane(lane: Lane, seconds: float, store: BudgetStore) -> None:
     gate.blocked_until = max(gate.blocked_until, until)
 
 
-def limit_lane(lane: Lane, limits: RateLimits, store: MemoryBudgetStore | BudgetStore) -> None:
+def limit_lane(lane: Lane, limits: RateLimits, store: BudgetStore) -> None:
     """Give a new lane its configured budgets: its gate stays for good."""
     if limits.requests_per_minute is None and limits.requests_per_day is None:
         return
-    if isinstance(store, MemoryBudgetStore):
-        store.configure(
-            lane.name,
-            lane.dispatcher.clock(),
-            requests_per_minute=limits.requests_per_minute,
-            requests_per_day=limits.requests_per_day,
-        )
+    store.configure(
+        lane.name,
+        lane.dispatcher.clock(),
+        requests_per_minute=limits.requests_per_minute,
+        requests_per_day=limits.requests_per_day,
+    )
     gate = _gate(lane, store)
     gate.budgeted = True
     gate.max_wait = limits.max_wait
+
+
+def share_lane(lane: Lane, store: BudgetStore) -> None:
+    """Give a new lane of a shared store its gate for good (another process may block it or
+    spend its budgets at any time) and its share of the fleet's concurrency."""
+    _gate(lane, store).budgeted = True
+    lane.shared = store.slots(lane.name, lane.limits.max_concurrent_requests)

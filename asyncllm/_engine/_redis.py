@@ -1,0 +1,695 @@
+"""Budgets and concurrency shared by every process that uses the same Redis.
+
+``Dispatcher(redis_url=...)`` puts its lanes' budgets here instead of in process memory, so that
+a fleet of processes (uvicorn workers, batch workers, several hosts behind one key) keeps to one
+vendor limit instead of each keeping to its own and multiplying it. A lane is shared by name: two
+processes' lanes called ``openai`` spend from one budget.
+
+Why it is built this way:
+
+* Every read-modify-write is one Lua script, so two processes never read the same level and both
+  spend it. Time inside a script is Redis's own (``TIME``): the processes' clocks may disagree by
+  minutes and it does not matter. The scripts take a time argument only so that tests can check
+  them against a plain Python model (``tests/test_redis.py``); the store never passes one.
+* Every key of one member carries the hash tag ``{member}``, so each script touches one Redis
+  Cluster slot; work that spans members (the heartbeat) is pipelined, one script per member.
+* A missing budget (first use, Redis flushed or restarted) is seeded from what the vendor last
+  reported to this process, aged by its refill rate, or else from a probe allowance of one
+  second's refill: neither a burst (a whole minute's, or a whole day's, budget at once) nor a
+  budget that starts empty and starves. Per-day budgets are therefore never refilled from zero.
+* Concurrency slots are held per process under an expiring lease that one heartbeat renews for
+  all of the process's members. A process killed with SIGKILL stops renewing, and its slots
+  return to the fleet when its lease expires; a process paused past its lease finds, when it
+  resumes, that its slots were counted again as taken (its calls are still in flight) and starts
+  no new work until the fleet is under its limit.
+
+The Redis client (``redis.asyncio``, the ``asyncllm[redis]`` extra) is imported when a store is
+made, so that ``import asyncllm`` never needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .._constants import DEFAULT_REDIS_LEASE, DEFAULT_REDIS_TIMEOUT
+from .._exceptions import APITimeoutError, ConfigurationError
+from ._ratelimit import BudgetStore, Cost, Lease, RateHeaders, Window
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+__all__ = ["RedisBudgetStore", "Scripts", "SharedSlots", "probe_allowance"]
+
+logger = logging.getLogger("asyncllm.redis")
+
+# How long a call that found the fleet's slots all taken waits before asking again (doubling
+# up to the second value).
+_SLOT_POLL = (0.005, 0.1)
+# Budget keys outlive their last write by two days (a per-day budget must survive the day).
+_KEY_TTL_MS = 2 * 86400 * 1000
+
+_PER_MINUTE = 60.0
+_PER_DAY = 86400.0
+
+# -- the scripts ---------------------------------------------------------------------------------
+
+# Shared by every script: the time (the argument in tests, else Redis's clock), number formatting
+# that round-trips a double exactly, and a member's buckets, kept in one hash as "name|part"
+# fields (cap, rate, level, t) next to "blocked" (the time a Retry-After block ends).
+_PRELUDE = """
+local function now_of(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function f(x) return string.format('%.17g', x) end
+local function load(key)
+  local flat = redis.call('HGETALL', key)
+  local buckets, blocked = {}, -math.huge
+  for i = 1, #flat, 2 do
+    local field, value = flat[i], tonumber(flat[i + 1])
+    local sep = string.find(field, '|', 1, true)
+    if sep then
+      local name = string.sub(field, 1, sep - 1)
+      local b = buckets[name]
+      if not b then b = {}; buckets[name] = b end
+      b[string.sub(field, sep + 1)] = value
+    elseif field == 'blocked' then
+      blocked = value
+    end
+  end
+  return buckets, blocked
+end
+local function save(key, name, b)
+  redis.call('HSET', key, name .. '|cap', f(b.cap), name .. '|rate', f(b.rate),
+    name .. '|level', f(b.level), name .. '|t', f(b.t))
+end
+local function refill(b, now)
+  if now > b.t then b.level = math.min(b.cap, b.level + (now - b.t) * b.rate) end
+  b.t = math.max(b.t, now)
+end
+local function wait_for(b, amount, now)
+  refill(b, now)
+  if amount <= b.level then return 0 end
+  if amount > b.cap or b.rate <= 0 then return math.huge end
+  return (amount - b.level) / b.rate
+end
+local function is_tokens(name) return string.find(name, 'tokens', 1, true) ~= nil end
+"""
+
+# KEYS[1] budgets; ARGV: now, requests, tokens, n, then n specs (name, cap, rate, seed) of the
+# process's configured buckets, each created at its seed level if missing.
+# Returns {1, '0'} leased, or {0, seconds to wait} ('inf': never).
+_LEASE = (
+    _PRELUDE
+    + """
+local now = now_of(ARGV[1])
+local requests, tokens = tonumber(ARGV[2]), tonumber(ARGV[3])
+local buckets, blocked = load(KEYS[1])
+for i = 0, tonumber(ARGV[4]) - 1 do
+  local name = ARGV[5 + 4 * i]
+  if not buckets[name] then
+    local cap = tonumber(ARGV[6 + 4 * i])
+    buckets[name] = {cap = cap, rate = tonumber(ARGV[7 + 4 * i]),
+      level = math.min(cap, tonumber(ARGV[8 + 4 * i])), t = now}
+  end
+end
+local wait = math.max(0, blocked - now)
+for name, b in pairs(buckets) do
+  local amount = requests
+  if is_tokens(name) then amount = tokens end
+  if amount > 0 then wait = math.max(wait, wait_for(b, amount, now)) else refill(b, now) end
+end
+if wait <= 0 then
+  for name, b in pairs(buckets) do
+    if is_tokens(name) then b.level = b.level - tokens else b.level = b.level - requests end
+  end
+end
+for name, b in pairs(buckets) do save(KEYS[1], name, b) end
+if next(buckets) ~= nil then redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV]) end
+if wait > 0 then return {0, f(wait)} end
+return {1, '0'}
+"""
+)
+
+# KEYS[1] budgets; ARGV: now, reserved - used tokens. A reply that used more than was reserved
+# takes the level below zero: later calls wait for the debt, as the vendor's bucket would.
+_SETTLE = (
+    _PRELUDE
+    + """
+local now, delta = now_of(ARGV[1]), tonumber(ARGV[2])
+local buckets = load(KEYS[1])
+for name, b in pairs(buckets) do
+  if is_tokens(name) then
+    refill(b, now)
+    b.level = math.min(b.cap, b.level + delta)
+    save(KEYS[1], name, b)
+  end
+end
+return 1
+"""
+)
+
+# KEYS[1] budgets; ARGV: now, n, then n windows (kind, limit, remaining, reset_in; '' for none).
+# What the vendor reported is the truth: its limit, what is left, and how fast it refills.
+_REPORT = (
+    _PRELUDE
+    + """
+local now = now_of(ARGV[1])
+local buckets = load(KEYS[1])
+for i = 0, tonumber(ARGV[2]) - 1 do
+  local kind = ARGV[3 + 4 * i]
+  local limit, remaining, reset_in =
+    tonumber(ARGV[4 + 4 * i]), tonumber(ARGV[5 + 4 * i]), tonumber(ARGV[6 + 4 * i])
+  local b = buckets[kind]
+  if not b and limit then
+    b = {cap = limit, rate = limit / 60, level = limit, t = now}
+    buckets[kind] = b
+  end
+  if b then
+    refill(b, now)
+    if limit and limit > 0 then b.cap = limit end
+    if remaining then
+      b.level = math.min(b.cap, remaining)
+      if reset_in and reset_in > 0 then
+        local missing = b.cap - b.level
+        if missing > 0 then b.rate = missing / reset_in end
+      end
+    end
+    save(KEYS[1], kind, b)
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV])
+return 1
+"""
+)
+
+# KEYS[1] budgets; ARGV: now, seconds. Returns the seconds the member is now blocked for (the
+# later of the current block and the new one).
+_BLOCK = (
+    _PRELUDE
+    + """
+local now = now_of(ARGV[1])
+local _, blocked = load(KEYS[1])
+local ends = math.max(blocked, now + tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 'blocked', f(ends))
+redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV])
+return f(ends - now)
+"""
+)
+
+# KEYS[1] budgets; ARGV: now. Read-only: {blocked seconds, name, cap, level, rate, ...}.
+_CURRENT = (
+    _PRELUDE
+    + """
+local now = now_of(ARGV[1])
+local buckets, blocked = load(KEYS[1])
+local out = {f(math.max(0, blocked - now))}
+for name, b in pairs(buckets) do
+  refill(b, now)
+  table.insert(out, name); table.insert(out, f(b.cap))
+  table.insert(out, f(b.level)); table.insert(out, f(b.rate))
+end
+return out
+"""
+)
+
+# The slot scripts: KEYS[1] a hash (process -> slots it holds), KEYS[2] a sorted set (process ->
+# when its lease expires). A process whose lease expired is forgotten, with its slots. A process
+# that finds its own lease gone (it was paused, or Redis was flushed) puts back the slots it
+# still holds, so the fleet's count is true again, and is told it lapsed.
+_SLOTS_PRELUDE = """
+local function now_of(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function f(x) return string.format('%.17g', x) end
+local function expire_dead(now)
+  local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', f(now))
+  for _, p in ipairs(dead) do
+    redis.call('HDEL', KEYS[1], p)
+    redis.call('ZREM', KEYS[2], p)
+  end
+end
+local function renew(now, proc, ttl, held)
+  local lapsed = 0
+  if held > 0 then
+    if not redis.call('ZSCORE', KEYS[2], proc) then
+      lapsed = 1
+      redis.call('HSET', KEYS[1], proc, held)
+    end
+    redis.call('ZADD', KEYS[2], f(now + ttl), proc)
+  end
+  return lapsed
+end
+"""
+
+# ARGV: now, process, limit, ttl, held (slots this process holds). Returns {taken 0/1, lapsed}.
+_ACQUIRE = (
+    _SLOTS_PRELUDE
+    + """
+local now, proc = now_of(ARGV[1]), ARGV[2]
+local limit, ttl, held = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+expire_dead(now)
+local lapsed = renew(now, proc, ttl, held)
+local total = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
+if total >= limit then return {0, lapsed} end
+redis.call('HINCRBY', KEYS[1], proc, 1)
+redis.call('ZADD', KEYS[2], f(now + ttl), proc)
+return {1, lapsed}
+"""
+)
+
+# ARGV: now, process, n. Gives back n slots (none if the lease lapsed: they are gone already).
+_RELEASE = (
+    _SLOTS_PRELUDE
+    + """
+local proc, n = ARGV[2], tonumber(ARGV[3])
+if not redis.call('ZSCORE', KEYS[2], proc) then return 0 end
+local left = redis.call('HINCRBY', KEYS[1], proc, -n)
+if left <= 0 then
+  redis.call('HDEL', KEYS[1], proc)
+  redis.call('ZREM', KEYS[2], proc)
+end
+return 1
+"""
+)
+
+# ARGV: now, process, ttl, held. Renews the lease (or drops it when nothing is held); returns
+# whether it had lapsed.
+_HEARTBEAT = (
+    _SLOTS_PRELUDE
+    + """
+local now, proc = now_of(ARGV[1]), ARGV[2]
+local ttl, held = tonumber(ARGV[3]), tonumber(ARGV[4])
+expire_dead(now)
+if held <= 0 then
+  redis.call('HDEL', KEYS[1], proc)
+  redis.call('ZREM', KEYS[2], proc)
+  return 0
+end
+return renew(now, proc, ttl, held)
+"""
+)
+
+
+def _arg(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def _number(value: Any) -> float:
+    return float(value.decode() if isinstance(value, bytes) else value)
+
+
+class Scripts:
+    """The Lua scripts, registered on one client, each a coroutine taking its keys and
+    arguments. ``now`` is None in the store (Redis's clock) and a time only in tests."""
+
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+        self._lease = client.register_script(_LEASE)
+        self._settle = client.register_script(_SETTLE)
+        self._report = client.register_script(_REPORT)
+        self._block = client.register_script(_BLOCK)
+        self._current = client.register_script(_CURRENT)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
+        self.heartbeat_script: AsyncScript = client.register_script(_HEARTBEAT)
+
+    async def lease(
+        self,
+        key: str,
+        requests: int,
+        tokens: int,
+        specs: Sequence[tuple[str, float, float, float]],
+        now: float | None = None,
+    ) -> float:
+        """0.0 when leased, else the seconds to wait (``inf``: never)."""
+        args: list[str] = [_arg(now), str(requests), str(tokens), str(len(specs))]
+        for name, cap, rate, seed in specs:
+            args += [name, repr(float(cap)), repr(float(rate)), repr(float(seed))]
+        args.append(str(_KEY_TTL_MS))
+        ok, wait = await self._lease(keys=[key], args=args)
+        return 0.0 if int(ok) else _number(wait)
+
+    async def settle(self, key: str, delta: int, now: float | None = None) -> None:
+        await self._settle(keys=[key], args=[_arg(now), str(delta)])
+
+    async def report(
+        self, key: str, windows: Sequence[tuple[str, Window]], now: float | None = None
+    ) -> None:
+        args: list[str] = [_arg(now), str(len(windows))]
+        for kind, window in windows:
+            args += [kind, _arg(window.limit), _arg(window.remaining), _arg(window.reset_in)]
+        args.append(str(_KEY_TTL_MS))
+        await self._report(keys=[key], args=args)
+
+    async def block(self, key: str, seconds: float, now: float | None = None) -> float:
+        """Returns the seconds the member is now blocked for."""
+        left = await self._block(keys=[key], args=[_arg(now), repr(float(seconds)), _KEY_TTL_MS])
+        return _number(left)
+
+    async def current(
+        self, key: str, now: float | None = None
+    ) -> tuple[float, dict[str, tuple[float, float, float]]]:
+        """The block's seconds left, and per bucket (capacity, level, rate)."""
+        out = await self._current(keys=[key], args=[_arg(now)])
+        buckets = {}
+        for i in range(1, len(out), 4):
+            name = out[i].decode() if isinstance(out[i], bytes) else str(out[i])
+            buckets[name] = (_number(out[i + 1]), _number(out[i + 2]), _number(out[i + 3]))
+        return _number(out[0]), buckets
+
+    async def acquire(
+        self,
+        keys: Sequence[str],
+        process: str,
+        limit: int,
+        ttl: float,
+        held: int,
+        now: float | None = None,
+    ) -> tuple[bool, bool]:
+        """(taken, lapsed): whether a slot was taken, and whether this process's lease had
+        lapsed (its slots are counted again)."""
+        taken, lapsed = await self._acquire(
+            keys=list(keys), args=[_arg(now), process, str(limit), repr(float(ttl)), str(held)]
+        )
+        return bool(int(taken)), bool(int(lapsed))
+
+    async def release(
+        self, keys: Sequence[str], process: str, n: int, now: float | None = None
+    ) -> None:
+        await self._release(keys=list(keys), args=[_arg(now), process, str(n)])
+
+    def heartbeat_args(self, process: str, ttl: float, held: int, now: float | None) -> list[str]:
+        return [_arg(now), process, repr(float(ttl)), str(held)]
+
+
+def budget_key(prefix: str, member: str) -> str:
+    return f"{prefix}:{{{member}}}:budgets"
+
+
+def slot_keys(prefix: str, member: str) -> tuple[str, str]:
+    return f"{prefix}:{{{member}}}:slots", f"{prefix}:{{{member}}}:alive"
+
+
+# -- the store -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Reported:
+    """What the vendor last said of one budget, as this process heard it: the seed of that
+    budget if Redis loses it."""
+
+    capacity: float
+    rate: float
+    level: float
+    at: float  # the dispatcher's clock
+
+
+class SharedSlots:
+    """One member's share of the fleet's concurrency limit, for one process.
+
+    ``acquire`` before an attempt is sent, ``release`` (synchronous, from the lane) when its slot
+    goes back; releases are sent to Redis in batches by a background task. Whatever ``acquire``
+    does (takes a slot, or raises), exactly one ``release`` balances it: the lane gives its slot
+    back once either way.
+    """
+
+    def __init__(self, store: RedisBudgetStore, member: str, limit: int) -> None:
+        self.store = store
+        self.member = member
+        self.limit = limit
+        self.keys = slot_keys(store.prefix, member)
+        # Slots this process holds in Redis, counting releases not yet sent.
+        self.held = 0
+        # Releases to send, and releases owed by acquires that failed (nothing to give back).
+        self._to_release = 0
+        self._unowed = 0
+        self._flushing: asyncio.Task[None] | None = None
+        self.lapses = 0
+        self.waits = 0
+
+    async def acquire(self, request_id: str, deadline_at: float | None) -> None:
+        """Take one of the fleet's slots, waiting (polling Redis) while all are taken. Raises
+        ``APITimeoutError`` if the call's deadline passes first."""
+        store = self.store
+        store._start_heartbeat()
+        delay = _SLOT_POLL[0]
+        try:
+            while True:
+                taken, lapsed = await store.scripts.acquire(
+                    self.keys, store.process, self.limit, store.lease_ttl, self.held
+                )
+                if lapsed:
+                    self._lapsed()
+                if taken:
+                    self.held += 1
+                    return
+                self.waits += 1
+                if deadline_at is not None and store.clock() + delay >= deadline_at:
+                    raise APITimeoutError(
+                        "deadline passed while waiting for a slot shared through Redis",
+                        backend=self.member,
+                        request_id=request_id,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _SLOT_POLL[1])
+        except BaseException:
+            self._unowed += 1
+            raise
+
+    def _lapsed(self) -> None:
+        self.lapses += 1
+        logger.warning(
+            "%s: this process's Redis lease lapsed (paused or Redis flushed); its %d slots are"
+            " counted again",
+            self.member,
+            self.held,
+            extra={"backend": self.member, "request_id": "-"},
+        )
+
+    def release(self) -> None:
+        if self._unowed:
+            self._unowed -= 1
+            return
+        self._to_release += 1
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        store = self.store
+        while self._to_release:
+            n, self._to_release = self._to_release, 0
+            try:
+                await store.scripts.release(self.keys, store.process, n)
+            except Exception:
+                # The lease lapses and the fleet gets the slots back within lease_ttl.
+                logger.exception("%s: could not give %d slots back to Redis", self.member, n)
+            self.held -= n
+
+
+class RedisBudgetStore(BudgetStore):
+    """Budgets, blocks and concurrency slots in Redis, shared by every process using ``url``.
+
+    ``clock`` is the dispatcher's (blocks are handed over in its time and kept in Redis's);
+    ``lease_ttl`` is how long a process's slots outlive its last heartbeat (every
+    ``heartbeat`` seconds); ``timeout`` bounds every Redis call; ``prefix`` begins every key.
+    """
+
+    shared = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        prefix: str = "asyncllm",
+        lease_ttl: float = DEFAULT_REDIS_LEASE,
+        heartbeat: float = DEFAULT_REDIS_LEASE / 5,
+        timeout: float = DEFAULT_REDIS_TIMEOUT,
+    ) -> None:
+        if not (heartbeat > 0 and lease_ttl > heartbeat):
+            raise ConfigurationError("RedisBudgetStore needs 0 < heartbeat < lease_ttl")
+        try:
+            from redis.asyncio import Redis
+        except ImportError as exc:  # pragma: no cover - the extra is installed in the tests
+            raise ConfigurationError(
+                'redis_url needs the redis package: pip install "asyncllm[redis]"'
+            ) from exc
+        self.client: Redis = Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        self.scripts = Scripts(self.client)
+        self.clock = clock
+        self.prefix = prefix
+        self.lease_ttl = lease_ttl
+        self.heartbeat = heartbeat
+        # Unique per process and store: host, pid and a random part (pids are reused).
+        self.process = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._specs: dict[str, list[tuple[str, float, float]]] = {}
+        self._reported: dict[str, dict[str, _Reported]] = {}
+        self._slots: dict[str, SharedSlots] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.heartbeats = 0
+
+    def __repr__(self) -> str:
+        # The URL may carry a password: never shown.
+        return f"RedisBudgetStore(prefix={self.prefix!r}, process={self.process!r})"
+
+    # -- budgets -----------------------------------------------------------------------------
+
+    def configure(
+        self,
+        key: str,
+        now: float,
+        *,
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+        requests_per_day: int | None = None,
+    ) -> None:
+        specs = self._specs.setdefault(key, [])
+        for name, limit, period in (
+            ("requests", requests_per_minute, _PER_MINUTE),
+            ("tokens", tokens_per_minute, _PER_MINUTE),
+            ("requests/day", requests_per_day, _PER_DAY),
+        ):
+            if limit is not None:
+                specs.append((name, float(limit), limit / period))
+
+    def _seeds(self, key: str, now: float) -> list[tuple[str, float, float, float]]:
+        """The configured buckets with the level each starts at if Redis has lost it."""
+        reported = self._reported.get(key, {})
+        seeds = []
+        for name, capacity, rate in self._specs.get(key, ()):
+            last = reported.get(name)
+            if last is not None:
+                level = min(last.capacity, last.level + max(0.0, now - last.at) * last.rate)
+                seeds.append((name, last.capacity, last.rate, level))
+            else:
+                seeds.append((name, capacity, rate, probe_allowance(capacity, rate)))
+        return seeds
+
+    async def lease(self, key: str, cost: Cost, now: float) -> Lease | float:
+        wait = await self.scripts.lease(
+            budget_key(self.prefix, key), cost.requests, cost.tokens, self._seeds(key, now)
+        )
+        if wait > 0:
+            return wait
+        return Lease(key, cost.requests, cost.tokens)
+
+    async def settle(self, lease: Lease, tokens_used: int, now: float) -> None:
+        if lease.tokens != tokens_used:
+            await self.scripts.settle(
+                budget_key(self.prefix, lease.key), lease.tokens - tokens_used
+            )
+
+    async def report(self, key: str, headers: RateHeaders, now: float) -> None:
+        if not headers.windows:
+            return
+        mine = self._reported.setdefault(key, {})
+        for kind, window in headers.windows.items():
+            if window.limit is not None and window.remaining is not None:
+                rate = window.limit / _PER_MINUTE
+                if window.reset_in and window.limit > window.remaining:
+                    rate = (window.limit - window.remaining) / window.reset_in
+                mine[kind] = _Reported(
+                    float(window.limit), rate, float(min(window.remaining, window.limit)), now
+                )
+        await self.scripts.report(budget_key(self.prefix, key), list(headers.windows.items()))
+
+    async def block(self, key: str, until: float) -> float:
+        now = self.clock()
+        left = await self.scripts.block(budget_key(self.prefix, key), max(0.0, until - now))
+        return now + left
+
+    async def current(self, key: str, now: float) -> dict[str, Window]:
+        blocked, buckets = await self.scripts.current(budget_key(self.prefix, key))
+        seen: dict[str, Window] = {}
+        for name, (capacity, level, rate) in buckets.items():
+            missing = capacity - level
+            seen[name] = Window(
+                int(capacity),
+                math.floor(level),
+                missing / rate if missing > 0 and rate > 0 else 0.0,
+            )
+        if blocked > 0:
+            seen["blocked"] = Window(None, None, blocked)
+        return seen
+
+    # -- concurrency -------------------------------------------------------------------------
+
+    def slots(self, key: str, limit: int) -> SharedSlots:
+        found = self._slots.get(key)
+        if found is None:
+            found = self._slots[key] = SharedSlots(self, key, limit)
+        return found
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat_forever())
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            try:
+                await self.beat()
+            except Exception:
+                # Not renewed: the slots lapse after lease_ttl and come back when Redis does.
+                logger.warning("Redis heartbeat failed", exc_info=True)
+
+    async def beat(self, now: float | None = None) -> None:
+        """Renew this process's lease on every member's slots: one script per member (each on
+        its own Cluster slot), pipelined into one round trip."""
+        members = list(self._slots.values())
+        if not members:
+            return
+        script = self.scripts.heartbeat_script
+        async with self.client.pipeline(transaction=False) as pipe:
+            for slots in members:
+                await script(
+                    keys=list(slots.keys),
+                    args=self.scripts.heartbeat_args(self.process, self.lease_ttl, slots.held, now),
+                    client=pipe,
+                )
+            results = await pipe.execute()
+        self.heartbeats += 1
+        for slots, lapsed in zip(members, results, strict=True):
+            if int(lapsed):
+                slots._lapsed()
+
+    async def aclose(self) -> None:
+        """Stop the heartbeat, give back the slots still held, close the connections."""
+        task, self._heartbeat = self._heartbeat, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for slots in self._slots.values():
+            flushing = slots._flushing
+            if flushing is not None:
+                with contextlib.suppress(Exception):
+                    await flushing
+        with contextlib.suppress(Exception):
+            await self.beat()  # drops the leases of members that hold nothing
+        await self.client.aclose()
+
+
+def probe_allowance(capacity: float, rate: float) -> float:
+    """Where a budget Redis has lost starts when the vendor has reported nothing: one second's
+    refill (at least one unit, at most the capacity), so the first calls go out and their replies'
+    headers say the rest."""
+    return min(capacity, max(1.0, rate))

@@ -1,0 +1,461 @@
+"""The Redis store's Lua scripts against a real redis-server (tests/redis_fixtures.py): tables of
+their rules with the time passed explicitly, and hypothesis stateful tests that run random
+sequences of script calls against a plain Python model of the same rules."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from redis.asyncio import Redis
+
+import asyncllm
+from asyncllm._engine._ratelimit import Cost, Lease, RateHeaders, Window
+from asyncllm._engine._redis import (
+    RedisBudgetStore,
+    Scripts,
+    budget_key,
+    probe_allowance,
+    slot_keys,
+)
+from tests.redis_fixtures import RedisServer
+
+T = TypeVar("T")
+KEY = budget_key("t", "m")
+SLOTS = slot_keys("t", "m")
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture
+async def scripts(redis_url: str) -> AsyncIterator[Scripts]:
+    client = Redis.from_url(redis_url)
+    try:
+        yield Scripts(client)
+    finally:
+        await client.aclose()
+
+
+# -- the model -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Bucket:
+    cap: float
+    rate: float
+    level: float
+    t: float
+
+    def refill(self, now: float) -> None:
+        if now > self.t:
+            self.level = min(self.cap, self.level + (now - self.t) * self.rate)
+        self.t = max(self.t, now)
+
+    def wait_for(self, amount: float, now: float) -> float:
+        self.refill(now)
+        if amount <= self.level:
+            return 0.0
+        if amount > self.cap or self.rate <= 0:
+            return math.inf
+        return (amount - self.level) / self.rate
+
+
+@dataclass
+class Model:
+    """The budget rules in plain Python, as the scripts should apply them."""
+
+    buckets: dict[str, Bucket] = field(default_factory=dict)
+    blocked: float = -math.inf
+
+    def lease(
+        self,
+        requests: int,
+        tokens: int,
+        specs: list[tuple[str, float, float, float]],
+        now: float,
+    ) -> float:
+        for name, cap, rate, seed in specs:
+            if name not in self.buckets:
+                self.buckets[name] = Bucket(cap, rate, min(cap, seed), now)
+        wait = max(0.0, self.blocked - now)
+        for name, bucket in self.buckets.items():
+            amount = tokens if "tokens" in name else requests
+            if amount > 0:
+                wait = max(wait, bucket.wait_for(amount, now))
+            else:
+                bucket.refill(now)
+        if wait <= 0:
+            for name, bucket in self.buckets.items():
+                bucket.level -= tokens if "tokens" in name else requests
+        return wait
+
+    def settle(self, delta: int, now: float) -> None:
+        for name, bucket in self.buckets.items():
+            if "tokens" in name:
+                bucket.refill(now)
+                bucket.level = min(bucket.cap, bucket.level + delta)
+
+    def report(self, windows: list[tuple[str, Window]], now: float) -> None:
+        for kind, window in windows:
+            bucket = self.buckets.get(kind)
+            if bucket is None and window.limit is not None:
+                bucket = self.buckets[kind] = Bucket(
+                    window.limit, window.limit / 60, window.limit, now
+                )
+            if bucket is None:
+                continue
+            bucket.refill(now)
+            if window.limit is not None and window.limit > 0:
+                bucket.cap = window.limit
+            if window.remaining is not None:
+                bucket.level = min(bucket.cap, window.remaining)
+                if window.reset_in is not None and window.reset_in > 0:
+                    missing = bucket.cap - bucket.level
+                    if missing > 0:
+                        bucket.rate = missing / window.reset_in
+
+    def block(self, seconds: float, now: float) -> float:
+        self.blocked = max(self.blocked, now + seconds)
+        return self.blocked - now
+
+
+def close(a: float, b: float) -> bool:
+    return a == b or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+# -- tables --------------------------------------------------------------------------------------
+
+
+async def test_a_missing_budget_starts_at_its_seed_and_refills(scripts: Scripts) -> None:
+    spec = [("requests", 60.0, 1.0, 2.0)]
+    assert await scripts.lease(KEY, 1, 0, spec, now=T0) == 0
+    assert await scripts.lease(KEY, 1, 0, spec, now=T0) == 0
+    # The seed (2) is spent: the third waits one refill (1 a second), not a whole minute's burst.
+    assert await scripts.lease(KEY, 1, 0, spec, now=T0) == pytest.approx(1.0)
+    assert await scripts.lease(KEY, 1, 0, spec, now=T0 + 1) == 0
+    blocked, buckets = await scripts.current(KEY, now=T0 + 1)
+    assert blocked == 0
+    assert buckets["requests"] == (60.0, pytest.approx(0.0), 1.0)
+
+
+async def test_a_call_larger_than_the_budget_waits_forever(scripts: Scripts) -> None:
+    assert await scripts.lease(KEY, 0, 500, [("tokens", 100.0, 10.0, 100.0)], now=T0) == math.inf
+
+
+async def test_a_block_holds_every_lease_and_keeps_the_later_time(scripts: Scripts) -> None:
+    assert await scripts.block(KEY, 5, now=T0) == 5
+    assert await scripts.block(KEY, 1, now=T0 + 1) == 4  # the later time stays
+    assert await scripts.lease(KEY, 1, 0, [], now=T0 + 2) == pytest.approx(3)
+    assert await scripts.lease(KEY, 1, 0, [], now=T0 + 5) == 0
+
+
+async def test_a_report_seeds_from_what_the_vendor_said(scripts: Scripts) -> None:
+    # A per-day budget the vendor says is nearly spent is not refilled from zero.
+    await scripts.report(KEY, [("requests", Window(14400, 3, 21600.0))], now=T0)
+    spec = [("requests", 14400.0, 14400 / 86400, 14400.0)]  # configured: would be a burst
+    for _ in range(3):
+        assert await scripts.lease(KEY, 1, 0, spec, now=T0) == 0
+    assert await scripts.lease(KEY, 1, 0, spec, now=T0) > 0
+
+
+async def test_settle_gives_back_or_takes_tokens(scripts: Scripts) -> None:
+    spec = [("tokens", 1000.0, 0.0, 1000.0)]
+    assert await scripts.lease(KEY, 1, 600, spec, now=T0) == 0
+    await scripts.settle(KEY, 600 - 100, now=T0)  # used 100 of 600
+    assert (await scripts.current(KEY, now=T0))[1]["tokens"][1] == 900
+    await scripts.settle(KEY, -1000, now=T0)  # used 1000 more than reserved: a debt
+    assert (await scripts.current(KEY, now=T0))[1]["tokens"][1] == -100
+
+
+async def test_redis_time_is_used_when_no_time_is_passed(scripts: Scripts) -> None:
+    assert await scripts.block(KEY, 30) == pytest.approx(30, abs=0.5)
+    blocked, _ = await scripts.current(KEY)
+    assert 28 < blocked <= 30
+
+
+async def test_slots_are_shared_and_a_dead_process_gives_them_back(scripts: Scripts) -> None:
+    a = [await scripts.acquire(SLOTS, "a", 3, 10, held, now=T0) for held in range(2)]
+    assert a == [(True, False), (True, False)]
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 0, now=T0) == (True, False)
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 1, now=T0 + 1) == (False, False)
+    # "a" stops renewing; after its lease (10 s) its two slots are the fleet's again.
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 1, now=T0 + 9.9) == (False, False)
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 1, now=T0 + 10.5) == (True, False)
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 2, now=T0 + 10.5) == (True, False)
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 3, now=T0 + 10.5) == (False, False)
+    # "a" was only paused: it comes back holding 2, which count again, and it takes no more.
+    assert await scripts.acquire(SLOTS, "a", 3, 10, 2, now=T0 + 11) == (False, True)
+    await scripts.release(SLOTS, "b", 3, now=T0 + 11)
+    assert await scripts.acquire(SLOTS, "a", 3, 10, 2, now=T0 + 11) == (True, False)
+    assert await scripts.acquire(SLOTS, "a", 3, 10, 3, now=T0 + 11) == (False, False)
+
+
+async def test_scripts_survive_a_script_flush(scripts: Scripts, redis_server: RedisServer) -> None:
+    assert await scripts.block(KEY, 5, now=T0) == 5
+    await scripts.client.script_flush()
+    assert await scripts.block(KEY, 1, now=T0) == 5
+
+
+# -- stateful: random sequences against the model ------------------------------------------------
+
+KINDS = ["requests", "tokens", "requests/day", "input-tokens"]
+times = st.floats(0, 120, allow_nan=False)
+windows = st.builds(
+    Window,
+    st.one_of(st.none(), st.integers(0, 5000)),
+    st.one_of(st.none(), st.integers(0, 5000)),
+    st.one_of(st.none(), st.floats(0, 120, allow_nan=False)),
+)
+
+
+def run(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    return loop.run_until_complete(coro)
+
+
+class BudgetMachine(RuleBasedStateMachine):
+    """The budget scripts and the model, fed the same random calls at increasing times."""
+
+    url: str = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.client = Redis.from_url(self.url)
+        self.scripts = Scripts(self.client)
+        self.model = Model()
+        self.now = T0
+
+    @initialize()
+    def empty(self) -> None:
+        run(self.loop, self.client.delete(KEY))
+
+    def teardown(self) -> None:
+        run(self.loop, self.client.aclose())
+        self.loop.close()
+
+    @rule(
+        step=times,
+        requests=st.integers(0, 3),
+        tokens=st.integers(0, 3000),
+        specs=st.lists(
+            st.tuples(
+                st.sampled_from(KINDS),
+                st.integers(1, 5000),
+                st.floats(0, 100, allow_nan=False),
+                st.integers(0, 5000),
+            ),
+            max_size=3,
+            unique_by=lambda spec: spec[0],
+        ),
+    )
+    def lease(
+        self,
+        step: float,
+        requests: int,
+        tokens: int,
+        specs: list[tuple[str, int, float, int]],
+    ) -> None:
+        self.now += step
+        floats = [(n, float(c), r, float(s)) for n, c, r, s in specs]
+        got = run(self.loop, self.scripts.lease(KEY, requests, tokens, floats, now=self.now))
+        expected = self.model.lease(requests, tokens, floats, self.now)
+        assert close(got, expected), (got, expected)
+
+    @rule(step=times, delta=st.integers(-3000, 3000))
+    def settle(self, step: float, delta: int) -> None:
+        self.now += step
+        run(self.loop, self.scripts.settle(KEY, delta, now=self.now))
+        self.model.settle(delta, self.now)
+
+    @rule(step=times, reported=st.lists(st.tuples(st.sampled_from(KINDS), windows), max_size=3))
+    def report(self, step: float, reported: list[tuple[str, Window]]) -> None:
+        self.now += step
+        run(self.loop, self.scripts.report(KEY, reported, now=self.now))
+        self.model.report(reported, self.now)
+
+    @rule(step=times, seconds=st.floats(0, 300, allow_nan=False))
+    def block(self, step: float, seconds: float) -> None:
+        self.now += step
+        got = run(self.loop, self.scripts.block(KEY, seconds, now=self.now))
+        assert close(got, self.model.block(seconds, self.now))
+
+    @invariant()
+    def same_budgets(self) -> None:
+        blocked, buckets = run(self.loop, self.scripts.current(KEY, now=self.now))
+        assert close(blocked, max(0.0, self.model.blocked - self.now))
+        assert set(buckets) == set(self.model.buckets)
+        for name, (cap, level, rate) in buckets.items():
+            bucket = self.model.buckets[name]
+            bucket.refill(self.now)
+            assert close(cap, bucket.cap)
+            assert close(level, bucket.level), (name, level, bucket.level)
+            assert close(rate, bucket.rate)
+
+
+class SlotMachine(RuleBasedStateMachine):
+    """The slot scripts against a model: processes take and give back slots, renew or stop
+    renewing their leases; the fleet never holds more than the limit, counting only live
+    processes, and a lapsed process's slots count again when it comes back."""
+
+    url: str = ""
+    LIMIT = 4
+    TTL = 10.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.client = Redis.from_url(self.url)
+        self.scripts = Scripts(self.client)
+        self.now = T0
+        # The model: per process, slots held by its own count, and when its lease expires.
+        self.held = dict.fromkeys("abc", 0)
+        self.expires: dict[str, float] = {}
+
+    @initialize()
+    def empty(self) -> None:
+        run(self.loop, self.client.delete(*SLOTS))
+
+    def teardown(self) -> None:
+        run(self.loop, self.client.aclose())
+        self.loop.close()
+
+    def _expire(self) -> None:
+        for p, at in list(self.expires.items()):
+            if at <= self.now:
+                del self.expires[p]
+
+    def _renew(self, p: str) -> bool:
+        lapsed = False
+        if self.held[p] > 0:
+            lapsed = p not in self.expires
+            self.expires[p] = self.now + self.TTL
+        return lapsed
+
+    def _counted(self) -> int:
+        return sum(self.held[p] for p in self.expires)
+
+    @rule(step=st.floats(0, 15, allow_nan=False), p=st.sampled_from("abc"))
+    def acquire(self, step: float, p: str) -> None:
+        self.now += step
+        got = run(
+            self.loop,
+            self.scripts.acquire(SLOTS, p, self.LIMIT, self.TTL, self.held[p], now=self.now),
+        )
+        self._expire()
+        lapsed = self._renew(p)
+        taken = self._counted() < self.LIMIT
+        if taken:
+            self.held[p] += 1
+            self.expires[p] = self.now + self.TTL
+        assert got == (taken, lapsed)
+
+    @rule(p=st.sampled_from("abc"))
+    @precondition(lambda self: any(self.held.values()))
+    def release(self, p: str) -> None:
+        if self.held[p] == 0:
+            return
+        run(self.loop, self.scripts.release(SLOTS, p, 1, now=self.now))
+        self.held[p] -= 1
+        if p in self.expires and self.held[p] == 0:
+            del self.expires[p]
+
+    @rule(step=st.floats(0, 15, allow_nan=False), p=st.sampled_from("abc"))
+    def heartbeat(self, step: float, p: str) -> None:
+        self.now += step
+        args = self.scripts.heartbeat_args(p, self.TTL, self.held[p], self.now)
+        got = run(self.loop, self.scripts.heartbeat_script(keys=list(SLOTS), args=args))
+        self._expire()
+        lapsed = False
+        if self.held[p] <= 0:
+            self.expires.pop(p, None)
+        else:
+            lapsed = self._renew(p)
+        assert bool(int(got)) == lapsed
+
+    @invariant()
+    def never_over_the_limit_by_new_work(self) -> None:
+        counted = run(self.loop, self.client.hgetall(SLOTS[0]))
+        alive = run(self.loop, self.client.zrange(SLOTS[1], 0, -1))
+        live = {p.decode() for p in alive}
+        assert live == set(self.expires)
+        assert {p.decode(): int(v) for p, v in counted.items()} == {
+            p: self.held[p] for p in self.expires
+        }
+
+
+stateful = settings(
+    max_examples=40,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+
+
+def test_budget_scripts_match_the_model(redis_url: str) -> None:
+    BudgetMachine.url = redis_url
+    run_machine(BudgetMachine)
+
+
+def test_slot_scripts_match_the_model(redis_url: str) -> None:
+    SlotMachine.url = redis_url
+    run_machine(SlotMachine)
+
+
+def run_machine(machine: type[RuleBasedStateMachine]) -> None:
+    run_state_machine_as_test(machine, settings=stateful)
+
+
+# -- the store behind a dispatcher ---------------------------------------------------------------
+
+
+async def test_a_missing_budget_is_seeded_from_the_last_report(redis_url: str) -> None:
+    clock = [0.0]
+    store = RedisBudgetStore(redis_url, clock=lambda: clock[0], prefix="s")
+    try:
+        store.configure("m", 0.0, requests_per_minute=600)
+        # Nothing reported: a probe allowance (one second's refill, 10), not the whole 600.
+        assert probe_allowance(600, 10) == 10
+        leases = [await store.lease("m", Cost(1, 0), 0.0) for _ in range(11)]
+        assert all(isinstance(got, Lease) for got in leases[:10])
+        assert isinstance(leases[10], float)
+        # The vendor says 5 are left; Redis then loses everything; the seed is what was said.
+        await store.report("m", RateHeaders({"requests": Window(600, 5, 59.5)}), 0.0)
+        await store.client.flushall()
+        leases = [await store.lease("m", Cost(1, 0), 0.0) for _ in range(6)]
+        assert [isinstance(got, Lease) for got in leases] == [True] * 5 + [False]
+        seen = await store.current("m", 0.0)
+        assert seen["requests"].limit == 600
+    finally:
+        await store.aclose()
+
+
+async def test_a_block_travels_between_dispatchers(redis_url: str) -> None:
+    """A 429 with Retry-After seen by one process blocks the lane of every process."""
+    one = asyncllm.Dispatcher(redis_url=redis_url, observer=None)
+    two = asyncllm.Dispatcher(redis_url=redis_url, observer=None)
+    try:
+        lane_one = one.lane("vendor")
+        lane_two = two.lane("vendor")
+        await one.budgets.block("vendor", one.clock() + 30)
+        assert lane_two.gate is not None
+        refusal = await lane_two.gate.admit("r1", 0, two.clock() + 1)
+        assert isinstance(refusal, asyncllm.RateLimitError)
+        assert refusal.retry_after is not None and 28 < refusal.retry_after <= 30
+        assert lane_one.shared is not None and lane_two.shared is not None
+        assert "redis://" not in repr(one.budgets)
+    finally:
+        await one.aclose()
+        await two.aclose()
