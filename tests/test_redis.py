@@ -338,11 +338,13 @@ class SlotMachine(RuleBasedStateMachine):
                 del self.expires[p]
 
     def _renew(self, p: str) -> bool:
-        lapsed = False
-        if self.held[p] > 0:
-            lapsed = p not in self.expires
+        if p in self.expires:
             self.expires[p] = self.now + self.TTL
-        return lapsed
+            return False
+        if self.held[p] > 0:
+            self.expires[p] = self.now + self.TTL
+            return True
+        return False
 
     def _counted(self) -> int:
         return sum(self.held[p] for p in self.expires)
@@ -369,17 +371,16 @@ class SlotMachine(RuleBasedStateMachine):
             return
         run(self.loop, self.scripts.release(SLOTS, p, 1, now=self.now))
         self.held[p] -= 1
-        if p in self.expires and self.held[p] == 0:
-            del self.expires[p]
 
-    @rule(step=st.floats(0, 15, allow_nan=False), p=st.sampled_from("abc"))
-    def heartbeat(self, step: float, p: str) -> None:
+    @rule(step=st.floats(0, 15, allow_nan=False), p=st.sampled_from("abc"), leave=st.booleans())
+    def heartbeat(self, step: float, p: str, leave: bool) -> None:
         self.now += step
-        args = self.scripts.heartbeat_args(p, self.TTL, self.held[p], self.now)
+        held = -1 if leave and not self.held[p] else self.held[p]
+        args = self.scripts.heartbeat_args(p, self.TTL, held, self.now)
         got = run(self.loop, self.scripts.heartbeat_script(keys=list(SLOTS), args=args))
         self._expire()
         lapsed = False
-        if self.held[p] <= 0:
+        if held < 0:
             self.expires.pop(p, None)
         else:
             lapsed = self._renew(p)
@@ -392,7 +393,7 @@ class SlotMachine(RuleBasedStateMachine):
         live = {p.decode() for p in alive}
         assert live == set(self.expires)
         assert {p.decode(): int(v) for p, v in counted.items()} == {
-            p: self.held[p] for p in self.expires
+            p: self.held[p] for p in self.expires if self.held[p]
         }
 
 

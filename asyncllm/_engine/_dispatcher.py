@@ -461,6 +461,8 @@ class Lane:
             self._leave_queue()
         elif future.exception() is None:
             # Granted, but we were cancelled before we could use it.
+            if self.shared is not None:
+                self.shared.never_acquired()
             self.release(future.result(), None)
         if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, AsyncLLMError):
             return APITimeoutError(

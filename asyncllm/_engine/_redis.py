@@ -37,6 +37,7 @@ import os
 import secrets
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -55,7 +56,7 @@ logger = logging.getLogger("asyncllm.redis")
 
 # How long a call that found the fleet's slots all taken waits before asking again (doubling
 # up to the second value).
-_SLOT_POLL = (0.005, 0.1)
+_SLOT_POLL = (0.005, 0.05)
 # Budget keys outlive their last write by two days (a per-day budget must survive the day).
 _KEY_TTL_MS = 2 * 86400 * 1000
 
@@ -226,9 +227,12 @@ return out
 )
 
 # The slot scripts: KEYS[1] a hash (process -> slots it holds), KEYS[2] a sorted set (process ->
-# when its lease expires). A process whose lease expired is forgotten, with its slots. A process
-# that finds its own lease gone (it was paused, or Redis was flushed) puts back the slots it
-# still holds, so the fleet's count is true again, and is told it lapsed.
+# when its lease expires). Redis's count is the truth while a lease lives: a lease ends only by
+# expiring (or by its process leaving), never because its count reached zero, so that a release
+# racing an acquire of the same process cannot end it. A process whose lease expired is
+# forgotten, with its slots. A process that finds its own lease gone (it was paused, or Redis was
+# flushed) puts back the slots it still holds, so the fleet's count is true again, and is told it
+# lapsed.
 _SLOTS_PRELUDE = """
 local function now_of(arg)
   if arg ~= '' then return tonumber(arg) end
@@ -244,15 +248,16 @@ local function expire_dead(now)
   end
 end
 local function renew(now, proc, ttl, held)
-  local lapsed = 0
-  if held > 0 then
-    if not redis.call('ZSCORE', KEYS[2], proc) then
-      lapsed = 1
-      redis.call('HSET', KEYS[1], proc, held)
-    end
+  if redis.call('ZSCORE', KEYS[2], proc) then
     redis.call('ZADD', KEYS[2], f(now + ttl), proc)
+    return 0
   end
-  return lapsed
+  if held > 0 then
+    redis.call('HSET', KEYS[1], proc, held)
+    redis.call('ZADD', KEYS[2], f(now + ttl), proc)
+    return 1
+  end
+  return 0
 end
 """
 
@@ -279,24 +284,20 @@ _RELEASE = (
     + """
 local proc, n = ARGV[2], tonumber(ARGV[3])
 if not redis.call('ZSCORE', KEYS[2], proc) then return 0 end
-local left = redis.call('HINCRBY', KEYS[1], proc, -n)
-if left <= 0 then
-  redis.call('HDEL', KEYS[1], proc)
-  redis.call('ZREM', KEYS[2], proc)
-end
+if redis.call('HINCRBY', KEYS[1], proc, -n) <= 0 then redis.call('HDEL', KEYS[1], proc) end
 return 1
 """
 )
 
-# ARGV: now, process, ttl, held. Renews the lease (or drops it when nothing is held); returns
-# whether it had lapsed.
+# ARGV: now, process, ttl, held. Renews the lease; returns whether it had lapsed. ``held`` -1:
+# the process leaves (its lease and count are dropped).
 _HEARTBEAT = (
     _SLOTS_PRELUDE
     + """
 local now, proc = now_of(ARGV[1]), ARGV[2]
 local ttl, held = tonumber(ARGV[3]), tonumber(ARGV[4])
 expire_dead(now)
-if held <= 0 then
+if held < 0 then
   redis.call('HDEL', KEYS[1], proc)
   redis.call('ZREM', KEYS[2], proc)
   return 0
@@ -440,6 +441,9 @@ class SharedSlots:
         self._to_release = 0
         self._unowed = 0
         self._flushing: asyncio.Task[None] | None = None
+        # Calls of this process waiting for a slot: a slot this process gives back wakes one at
+        # once; the others ask Redis again after a short wait.
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self.lapses = 0
         self.waits = 0
 
@@ -466,8 +470,17 @@ class SharedSlots:
                         backend=self.member,
                         request_id=request_id,
                     )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _SLOT_POLL[1])
+                woken = asyncio.get_running_loop().create_future()
+                self._waiters.append(woken)
+                try:
+                    await asyncio.wait_for(woken, delay)
+                except asyncio.TimeoutError:
+                    delay = min(delay * 2, _SLOT_POLL[1])
+                finally:
+                    if not woken.done():
+                        woken.cancel()
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(woken)
         except BaseException:
             self._unowed += 1
             raise
@@ -481,6 +494,11 @@ class SharedSlots:
             self.held,
             extra={"backend": self.member, "request_id": "-"},
         )
+
+    def never_acquired(self) -> None:
+        """The lane's slot about to be given back never asked for a shared one (its call was
+        cancelled in the lane's queue): its ``release`` gives nothing back."""
+        self._unowed += 1
 
     def release(self) -> None:
         if self._unowed:
@@ -500,6 +518,12 @@ class SharedSlots:
                 # The lease lapses and the fleet gets the slots back within lease_ttl.
                 logger.exception("%s: could not give %d slots back to Redis", self.member, n)
             self.held -= n
+            for _ in range(n):
+                if not self._waiters:
+                    break
+                woken = self._waiters.popleft()
+                if not woken.done():
+                    woken.set_result(None)
 
 
 class RedisBudgetStore(BudgetStore):
@@ -651,9 +675,10 @@ class RedisBudgetStore(BudgetStore):
                 # Not renewed: the slots lapse after lease_ttl and come back when Redis does.
                 logger.warning("Redis heartbeat failed", exc_info=True)
 
-    async def beat(self, now: float | None = None) -> None:
+    async def beat(self, now: float | None = None, *, leaving: bool = False) -> None:
         """Renew this process's lease on every member's slots: one script per member (each on
-        its own Cluster slot), pipelined into one round trip."""
+        its own Cluster slot), pipelined into one round trip. ``leaving``: drop the leases of
+        members that hold nothing (the store is closing)."""
         members = list(self._slots.values())
         if not members:
             return
@@ -662,7 +687,12 @@ class RedisBudgetStore(BudgetStore):
             for slots in members:
                 await script(
                     keys=list(slots.keys),
-                    args=self.scripts.heartbeat_args(self.process, self.lease_ttl, slots.held, now),
+                    args=self.scripts.heartbeat_args(
+                        self.process,
+                        self.lease_ttl,
+                        -1 if leaving and not slots.held else slots.held,
+                        now,
+                    ),
                     client=pipe,
                 )
             results = await pipe.execute()
@@ -684,7 +714,7 @@ class RedisBudgetStore(BudgetStore):
                 with contextlib.suppress(Exception):
                     await flushing
         with contextlib.suppress(Exception):
-            await self.beat()  # drops the leases of members that hold nothing
+            await self.beat(leaving=True)
         await self.client.aclose()
 
 
