@@ -59,3 +59,6 @@ BATCH_PROGRESS_INTERVAL = 0.2
 # lease), and the timeout of every Redis call.
 DEFAULT_REDIS_LEASE = 10.0
 DEFAULT_REDIS_TIMEOUT = 1.0
+# The share of a lane's limits a process keeps while Redis is unreachable if it never saw how
+# many processes share them.
+DEFAULT_REDIS_SHARE = 0.25

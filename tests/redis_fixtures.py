@@ -28,10 +28,12 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    """One redis-server process on ``127.0.0.1:port``."""
+    """One redis-server process on ``127.0.0.1:port`` (a given port: a restart of one that was
+    stopped, its data gone)."""
 
-    def __init__(self, executable: str) -> None:
-        self.port = _free_port()
+    def __init__(self, executable: str, port: int | None = None) -> None:
+        self.executable = executable
+        self.port = port or _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process = subprocess.Popen(
             [

@@ -384,7 +384,8 @@ class SlotMachine(RuleBasedStateMachine):
             self.expires.pop(p, None)
         else:
             lapsed = self._renew(p)
-        assert bool(int(got)) == lapsed
+        assert bool(int(got[0])) == lapsed
+        assert int(got[1]) == len(self.expires)
 
     @invariant()
     def never_over_the_limit_by_new_work(self) -> None:
@@ -460,3 +461,64 @@ async def test_a_block_travels_between_dispatchers(redis_url: str) -> None:
     finally:
         await one.aclose()
         await two.aclose()
+
+
+async def test_degraded_mode_keeps_a_share_and_recovers(redis_server: RedisServer) -> None:
+    """Redis goes away: no call fails and none bursts; this process keeps its share of the last
+    known limits (half: two processes held leases), and shares again once Redis is back, its
+    budgets reseeded rather than refilled whole."""
+    own = RedisServer(redis_server.executable)
+    clock = [100.0]
+    store = RedisBudgetStore(own.url, clock=lambda: clock[0], prefix="d", timeout=0.5)
+    try:
+        store.configure("m", clock[0], requests_per_minute=600)
+        slots = store.slots("m", 8)
+        assert isinstance(await store.lease("m", Cost(1, 0), clock[0]), Lease)
+        assert await slots._take()
+        await store.scripts.acquire(slots.keys, "another process", 8, 10, 0)
+        await store.beat()
+        assert store.fleet == 2
+        assert slots.stats()["state"] == "shared"
+
+        own.stop()
+        # The probe allowance (10) halved: 5 calls now, then a wait; never an error.
+        got = [await store.lease("m", Cost(1, 0), clock[0]) for _ in range(6)]
+        assert [isinstance(g, Lease) for g in got] == [True] * 5 + [False]
+        assert slots.stats()["state"] == "degraded"
+        assert store.degradations == 1
+        # Half of 8 slots, one of them held since before: three more, then none.
+        assert [await slots._take() for _ in range(4)] == [True, True, True, False]
+        slots.release()
+        assert slots.local == 2
+
+        own = RedisServer(redis_server.executable, own.port)  # back, and empty
+        assert isinstance(await store.lease("m", Cost(1, 0), clock[0]), float)  # not retried yet
+        clock[0] += 1.5
+        assert isinstance(await store.lease("m", Cost(1, 0), clock[0]), Lease)
+        assert store.degraded_since is None
+        seen = await store.current("m", clock[0])
+        assert seen["requests"].remaining == 9  # reseeded at the probe allowance, not 600
+        # The slot held since before Redis went away is counted again.
+        assert await slots._take()
+        assert slots.lapses == 1
+        assert int(await store.client.hget(slots.keys[0], store.process)) == 2
+    finally:
+        await store.aclose()
+        own.stop()
+
+
+async def test_a_paused_redis_degrades_instead_of_hanging(redis_url: str) -> None:
+    clock = [0.0]
+    store = RedisBudgetStore(redis_url, clock=lambda: clock[0], prefix="p", timeout=0.3)
+    admin = Redis.from_url(redis_url)
+    try:
+        store.configure("m", 0.0, requests_per_minute=60)
+        assert isinstance(await store.lease("m", Cost(1, 0), 0.0), Lease)
+        await admin.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        # The store's call times out (0.3 s) and is served by the fallback instead.
+        assert isinstance(await store.lease("m", Cost(1, 0), 0.0), Lease | float)
+        assert store.degraded_since is not None
+    finally:
+        await admin.execute_command("CLIENT", "UNPAUSE")
+        await admin.aclose()
+        await store.aclose()

@@ -534,7 +534,9 @@ class Lane:
             breaker_transitions=dict(self.breaker.transitions),
             latency_p50=_percentile(latencies, 0.5),
             latency_p95=_percentile(latencies, 0.95),
-            info=dict(self.info),
+            info=dict(self.info)
+            if self.shared is None
+            else {**self.info, "redis": self.shared.stats()},
             queued_p50=_percentile(queued, 0.5),
             queued_p95=_percentile(queued, 0.95),
             service_p50=_percentile(service, 0.5),

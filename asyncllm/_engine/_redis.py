@@ -42,9 +42,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._constants import DEFAULT_REDIS_LEASE, DEFAULT_REDIS_TIMEOUT
+from .._constants import DEFAULT_REDIS_LEASE, DEFAULT_REDIS_SHARE, DEFAULT_REDIS_TIMEOUT
 from .._exceptions import APITimeoutError, ConfigurationError
-from ._ratelimit import BudgetStore, Cost, Lease, RateHeaders, Window
+from ._ratelimit import (
+    BudgetStore,
+    Cost,
+    Lease,
+    MemoryBudgetStore,
+    RateHeaders,
+    TokenBucket,
+    Window,
+)
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -57,6 +65,8 @@ logger = logging.getLogger("asyncllm.redis")
 # How long a call that found the fleet's slots all taken waits before asking again (doubling
 # up to the second value).
 _SLOT_POLL = (0.005, 0.05)
+# While degraded, Redis is tried again this often (seconds).
+_REDIS_RETRY = 1.0
 # Budget keys outlive their last write by two days (a per-day budget must survive the day).
 _KEY_TTL_MS = 2 * 86400 * 1000
 
@@ -289,20 +299,23 @@ return 1
 """
 )
 
-# ARGV: now, process, ttl, held. Renews the lease; returns whether it had lapsed. ``held`` -1:
-# the process leaves (its lease and count are dropped).
+# ARGV: now, process, ttl, held. Renews the lease; returns {whether it had lapsed, how many
+# processes hold a live lease} (the share each would keep if Redis went away). ``held`` -1: the
+# process leaves (its lease and count are dropped).
 _HEARTBEAT = (
     _SLOTS_PRELUDE
     + """
 local now, proc = now_of(ARGV[1]), ARGV[2]
 local ttl, held = tonumber(ARGV[3]), tonumber(ARGV[4])
 expire_dead(now)
+local lapsed = 0
 if held < 0 then
   redis.call('HDEL', KEYS[1], proc)
   redis.call('ZREM', KEYS[2], proc)
-  return 0
+else
+  lapsed = renew(now, proc, ttl, held)
 end
-return renew(now, proc, ttl, held)
+return {lapsed, redis.call('ZCARD', KEYS[2])}
 """
 )
 
@@ -420,6 +433,9 @@ class _Reported:
     level: float
     at: float  # the dispatcher's clock
 
+    def level_at(self, now: float) -> float:
+        return min(self.capacity, self.level + max(0.0, now - self.at) * self.rate)
+
 
 class SharedSlots:
     """One member's share of the fleet's concurrency limit, for one process.
@@ -444,8 +460,45 @@ class SharedSlots:
         # Calls of this process waiting for a slot: a slot this process gives back wakes one at
         # once; the others ask Redis again after a short wait.
         self._waiters: deque[asyncio.Future[None]] = deque()
+        # Slots taken while Redis was unreachable, counted here only (degraded mode).
+        self.local = 0
         self.lapses = 0
         self.waits = 0
+
+    def stats(self) -> dict[str, Any]:
+        """What ``Dispatcher.stats()`` shows of the lane's sharing (``info["redis"]``)."""
+        store = self.store
+        return {
+            "state": "degraded" if store.degraded_since is not None else "shared",
+            "held": self.held + self.local,
+            "fleet": store.fleet,
+            "waits": self.waits,
+            "lapses": self.lapses,
+            "degradations": store.degradations,
+        }
+
+    async def _take(self) -> bool:
+        """One try at a slot: from Redis, or, while it is unreachable, from this process's
+        share of the limit."""
+        store = self.store
+        if store._reachable():
+            try:
+                taken, lapsed = await store.scripts.acquire(
+                    self.keys, store.process, self.limit, store.lease_ttl, self.held
+                )
+            except store.errors as exc:
+                store._down(exc)
+            else:
+                store._up()
+                if lapsed:
+                    self._lapsed()
+                if taken:
+                    self.held += 1
+                return taken
+        if self.held + self.local < max(1, math.floor(self.limit * store.share())):
+            self.local += 1
+            return True
+        return False
 
     async def acquire(self, request_id: str, deadline_at: float | None) -> None:
         """Take one of the fleet's slots, waiting (polling Redis) while all are taken. Raises
@@ -455,13 +508,7 @@ class SharedSlots:
         delay = _SLOT_POLL[0]
         try:
             while True:
-                taken, lapsed = await store.scripts.acquire(
-                    self.keys, store.process, self.limit, store.lease_ttl, self.held
-                )
-                if lapsed:
-                    self._lapsed()
-                if taken:
-                    self.held += 1
+                if await self._take():
                     return
                 self.waits += 1
                 if deadline_at is not None and store.clock() + delay >= deadline_at:
@@ -504,6 +551,10 @@ class SharedSlots:
         if self._unowed:
             self._unowed -= 1
             return
+        if self.local:
+            self.local -= 1
+            self._wake(1)
+            return
         self._to_release += 1
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
@@ -514,16 +565,19 @@ class SharedSlots:
             n, self._to_release = self._to_release, 0
             try:
                 await store.scripts.release(self.keys, store.process, n)
-            except Exception:
+            except store.errors as exc:
                 # The lease lapses and the fleet gets the slots back within lease_ttl.
-                logger.exception("%s: could not give %d slots back to Redis", self.member, n)
+                store._down(exc)
             self.held -= n
-            for _ in range(n):
-                if not self._waiters:
-                    break
-                woken = self._waiters.popleft()
-                if not woken.done():
-                    woken.set_result(None)
+            self._wake(n)
+
+    def _wake(self, n: int) -> None:
+        for _ in range(n):
+            if not self._waiters:
+                break
+            woken = self._waiters.popleft()
+            if not woken.done():
+                woken.set_result(None)
 
 
 class RedisBudgetStore(BudgetStore):
@@ -532,6 +586,12 @@ class RedisBudgetStore(BudgetStore):
     ``clock`` is the dispatcher's (blocks are handed over in its time and kept in Redis's);
     ``lease_ttl`` is how long a process's slots outlive its last heartbeat (every
     ``heartbeat`` seconds); ``timeout`` bounds every Redis call; ``prefix`` begins every key.
+
+    When Redis fails or does not answer within ``timeout``, the store is degraded (logged, and
+    ``"degraded"`` in the lanes' ``stats().info["redis"]``) rather than failing calls or letting
+    them all through: each process keeps its share of the last known limits (divided by the
+    number of processes last seen holding leases, or ``DEFAULT_REDIS_SHARE`` of them if it never
+    saw one) in memory, and tries Redis again every ``_REDIS_RETRY`` seconds.
     """
 
     shared = True
@@ -554,9 +614,19 @@ class RedisBudgetStore(BudgetStore):
             raise ConfigurationError(
                 'redis_url needs the redis package: pip install "asyncllm[redis]"'
             ) from exc
+        from redis.exceptions import RedisError
+
         self.client: Redis = Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
+        # What a Redis call raises when Redis is unreachable or slow.
+        self.errors: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
+        self.degraded_since: float | None = None
+        self.degradations = 0
+        self._retry_at = -math.inf
+        # Processes last seen holding leases (the heartbeat counts them); None: never seen.
+        self.fleet: int | None = None
+        self._fallback = MemoryBudgetStore()
         self.scripts = Scripts(self.client)
         self.clock = clock
         self.prefix = prefix
@@ -569,6 +639,49 @@ class RedisBudgetStore(BudgetStore):
         self._slots: dict[str, SharedSlots] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self.heartbeats = 0
+
+    # -- degraded mode -----------------------------------------------------------------------
+
+    def share(self) -> float:
+        """This process's share of the fleet's limits while Redis is unreachable."""
+        return 1.0 / self.fleet if self.fleet else DEFAULT_REDIS_SHARE
+
+    def _reachable(self) -> bool:
+        """Whether to ask Redis now: always when connected, once per ``_REDIS_RETRY`` when
+        degraded (so that a down Redis costs a call nothing, and its return is noticed)."""
+        return self.degraded_since is None or self.clock() >= self._retry_at
+
+    def _down(self, exc: BaseException) -> None:
+        now = self.clock()
+        self._retry_at = now + _REDIS_RETRY
+        if self.degraded_since is not None:
+            return
+        self.degraded_since = now
+        self.degradations += 1
+        share = self.share()
+        logger.warning(
+            "Redis unreachable (%s): degraded mode, this process keeps %.3g of the last known"
+            " limits until it is back",
+            type(exc).__name__,
+            share,
+            extra={"backend": "-", "request_id": "-"},
+        )
+        # The budgets this process would have had, less what the others may spend meanwhile.
+        self._fallback = MemoryBudgetStore()
+        for key in set(self._specs) | set(self._reported):
+            buckets = self._fallback._budgets(key).buckets
+            for name, capacity, rate, level in self._learned(key, now):
+                buckets[name] = TokenBucket(capacity * share, rate * share, level * share, now)
+
+    def _up(self) -> None:
+        if self.degraded_since is None:
+            return
+        logger.warning(
+            "Redis reachable again after %.1fs: budgets and slots shared again",
+            self.clock() - self.degraded_since,
+            extra={"backend": "-", "request_id": "-"},
+        )
+        self.degraded_since = None
 
     def __repr__(self) -> str:
         # The URL may carry a password: never shown.
@@ -601,25 +714,46 @@ class RedisBudgetStore(BudgetStore):
         for name, capacity, rate in self._specs.get(key, ()):
             last = reported.get(name)
             if last is not None:
-                level = min(last.capacity, last.level + max(0.0, now - last.at) * last.rate)
-                seeds.append((name, last.capacity, last.rate, level))
+                seeds.append((name, last.capacity, last.rate, last.level_at(now)))
             else:
                 seeds.append((name, capacity, rate, probe_allowance(capacity, rate)))
         return seeds
 
+    def _learned(self, key: str, now: float) -> list[tuple[str, float, float, float]]:
+        """The configured buckets' seeds, and those of the budgets only the vendor reported."""
+        seeds = self._seeds(key, now)
+        configured = {seed[0] for seed in seeds}
+        for name, last in self._reported.get(key, {}).items():
+            if name not in configured:
+                seeds.append((name, last.capacity, last.rate, last.level_at(now)))
+        return seeds
+
     async def lease(self, key: str, cost: Cost, now: float) -> Lease | float:
-        wait = await self.scripts.lease(
-            budget_key(self.prefix, key), cost.requests, cost.tokens, self._seeds(key, now)
-        )
-        if wait > 0:
-            return wait
-        return Lease(key, cost.requests, cost.tokens)
+        if self._reachable():
+            try:
+                wait = await self.scripts.lease(
+                    budget_key(self.prefix, key), cost.requests, cost.tokens, self._seeds(key, now)
+                )
+            except self.errors as exc:
+                self._down(exc)
+            else:
+                self._up()
+                return Lease(key, cost.requests, cost.tokens) if wait <= 0 else wait
+        return await self._fallback.lease(key, cost, now)
 
     async def settle(self, lease: Lease, tokens_used: int, now: float) -> None:
-        if lease.tokens != tokens_used:
-            await self.scripts.settle(
-                budget_key(self.prefix, lease.key), lease.tokens - tokens_used
-            )
+        if lease.tokens == tokens_used:
+            return
+        if self._reachable():
+            try:
+                await self.scripts.settle(
+                    budget_key(self.prefix, lease.key), lease.tokens - tokens_used
+                )
+            except self.errors as exc:
+                self._down(exc)
+            else:
+                return
+        await self._fallback.settle(lease, tokens_used, now)
 
     async def report(self, key: str, headers: RateHeaders, now: float) -> None:
         if not headers.windows:
@@ -633,15 +767,36 @@ class RedisBudgetStore(BudgetStore):
                 mine[kind] = _Reported(
                     float(window.limit), rate, float(min(window.remaining, window.limit)), now
                 )
-        await self.scripts.report(budget_key(self.prefix, key), list(headers.windows.items()))
+        if self._reachable():
+            try:
+                await self.scripts.report(
+                    budget_key(self.prefix, key), list(headers.windows.items())
+                )
+            except self.errors as exc:
+                self._down(exc)
+            else:
+                return
+        await self._fallback.report(key, headers, now)
 
     async def block(self, key: str, until: float) -> float:
         now = self.clock()
-        left = await self.scripts.block(budget_key(self.prefix, key), max(0.0, until - now))
-        return now + left
+        if self._reachable():
+            try:
+                left = await self.scripts.block(budget_key(self.prefix, key), max(0.0, until - now))
+            except self.errors as exc:
+                self._down(exc)
+            else:
+                return now + left
+        return await self._fallback.block(key, until)
 
     async def current(self, key: str, now: float) -> dict[str, Window]:
-        blocked, buckets = await self.scripts.current(budget_key(self.prefix, key))
+        if not self._reachable():
+            return await self._fallback.current(key, now)
+        try:
+            blocked, buckets = await self.scripts.current(budget_key(self.prefix, key))
+        except self.errors as exc:
+            self._down(exc)
+            return await self._fallback.current(key, now)
         seen: dict[str, Window] = {}
         for name, (capacity, level, rate) in buckets.items():
             missing = capacity - level
@@ -669,11 +824,15 @@ class RedisBudgetStore(BudgetStore):
     async def _beat_forever(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat)
+            if not self._reachable():
+                continue
             try:
                 await self.beat()
-            except Exception:
+            except self.errors as exc:
                 # Not renewed: the slots lapse after lease_ttl and come back when Redis does.
-                logger.warning("Redis heartbeat failed", exc_info=True)
+                self._down(exc)
+            else:
+                self._up()
 
     async def beat(self, now: float | None = None, *, leaving: bool = False) -> None:
         """Renew this process's lease on every member's slots: one script per member (each on
@@ -697,7 +856,8 @@ class RedisBudgetStore(BudgetStore):
                 )
             results = await pipe.execute()
         self.heartbeats += 1
-        for slots, lapsed in zip(members, results, strict=True):
+        for slots, (lapsed, fleet) in zip(members, results, strict=True):
+            self.fleet = max(1, int(fleet))
             if int(lapsed):
                 slots._lapsed()
 
