@@ -481,6 +481,11 @@ class SharedSlots:
         """One try at a slot: from Redis, or, while it is unreachable, from this process's
         share of the limit."""
         store = self.store
+        flushing = self._flushing
+        if flushing is not None and not flushing.done():
+            # This process's own slots are on their way back: asking before they arrive would
+            # find the fleet full and poll.
+            await asyncio.shield(flushing)
         if store._reachable():
             try:
                 taken, lapsed = await store.scripts.acquire(
