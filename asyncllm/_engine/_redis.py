@@ -120,7 +120,8 @@ local function is_tokens(name) return string.find(name, 'tokens', 1, true) ~= ni
 """
 
 # KEYS[1] budgets; ARGV: now, requests, tokens, n, then n specs (name, cap, rate, seed) of the
-# process's configured buckets, each created at its seed level if missing.
+# process's configured buckets, each created at its seed level if missing, then force ('1': take
+# it whatever is left, for spend made while Redis was unreachable), then the keys' time to live.
 # Returns {1, '0'} leased, or {0, seconds to wait} ('inf': never).
 _LEASE = (
     _PRELUDE
@@ -142,6 +143,7 @@ for name, b in pairs(buckets) do
   if is_tokens(name) then amount = tokens end
   if amount > 0 then wait = math.max(wait, wait_for(b, amount, now)) else refill(b, now) end
 end
+if ARGV[#ARGV - 1] == '1' then wait = 0 end
 if wait <= 0 then
   for name, b in pairs(buckets) do
     if is_tokens(name) then b.level = b.level - tokens else b.level = b.level - requests end
@@ -350,12 +352,15 @@ class Scripts:
         tokens: int,
         specs: Sequence[tuple[str, float, float, float]],
         now: float | None = None,
+        *,
+        force: bool = False,
     ) -> float:
-        """0.0 when leased, else the seconds to wait (``inf``: never)."""
+        """0.0 when leased, else the seconds to wait (``inf``: never). ``force``: spend it
+        whatever is left (the level may go below zero)."""
         args: list[str] = [_arg(now), str(requests), str(tokens), str(len(specs))]
         for name, cap, rate, seed in specs:
             args += [name, repr(float(cap)), repr(float(rate)), repr(float(seed))]
-        args.append(str(_KEY_TTL_MS))
+        args += ["1" if force else "0", str(_KEY_TTL_MS)]
         ok, wait = await self._lease(keys=[key], args=args)
         return 0.0 if int(ok) else _number(wait)
 
@@ -632,6 +637,10 @@ class RedisBudgetStore(BudgetStore):
         # Processes last seen holding leases (the heartbeat counts them); None: never seen.
         self.fleet: int | None = None
         self._fallback = MemoryBudgetStore()
+        # Per lane, [requests, tokens] spent while degraded: taken from the shared budgets when
+        # Redis is back, so that the fleet's spend stays whole.
+        self._owed: dict[str, list[int]] = {}
+        self._repaying: asyncio.Task[None] | None = None
         self.scripts = Scripts(self.client)
         self.clock = clock
         self.prefix = prefix
@@ -687,6 +696,33 @@ class RedisBudgetStore(BudgetStore):
             extra={"backend": "-", "request_id": "-"},
         )
         self.degraded_since = None
+        if self._owed and (self._repaying is None or self._repaying.done()):
+            self._repaying = asyncio.get_running_loop().create_task(self._repay())
+
+    async def _repay(self) -> None:
+        """Spend in the shared budgets what this process spent while Redis was unreachable."""
+        owed, self._owed = self._owed, {}
+        now = self.clock()
+        for key, (requests, tokens) in owed.items():
+            try:
+                await self.scripts.lease(
+                    budget_key(self.prefix, key),
+                    requests,
+                    max(0, tokens),
+                    self._seeds(key, now),
+                    force=True,
+                )
+            except self.errors as exc:
+                # Still owed: paid when Redis is back again.
+                spent = self._owed.setdefault(key, [0, 0])
+                spent[0] += requests
+                spent[1] += tokens
+                self._down(exc)
+
+    def _spent(self, key: str, requests: int, tokens: int) -> None:
+        spent = self._owed.setdefault(key, [0, 0])
+        spent[0] += requests
+        spent[1] += tokens
 
     def __repr__(self) -> str:
         # The URL may carry a password: never shown.
@@ -744,7 +780,10 @@ class RedisBudgetStore(BudgetStore):
             else:
                 self._up()
                 return Lease(key, cost.requests, cost.tokens) if wait <= 0 else wait
-        return await self._fallback.lease(key, cost, now)
+        got = await self._fallback.lease(key, cost, now)
+        if isinstance(got, Lease):
+            self._spent(key, cost.requests, cost.tokens)
+        return got
 
     async def settle(self, lease: Lease, tokens_used: int, now: float) -> None:
         if lease.tokens == tokens_used:
@@ -758,6 +797,7 @@ class RedisBudgetStore(BudgetStore):
                 self._down(exc)
             else:
                 return
+        self._spent(lease.key, 0, tokens_used - lease.tokens)
         await self._fallback.settle(lease, tokens_used, now)
 
     async def report(self, key: str, headers: RateHeaders, now: float) -> None:
@@ -880,6 +920,10 @@ class RedisBudgetStore(BudgetStore):
                     await flushing
         with contextlib.suppress(Exception):
             await self.beat(leaving=True)
+        repaying = self._repaying
+        if repaying is not None:
+            with contextlib.suppress(Exception):
+                await repaying
         await self.client.aclose()
 
 
