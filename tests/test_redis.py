@@ -541,3 +541,29 @@ async def test_a_paused_redis_degrades_instead_of_hanging(redis_url: str) -> Non
         await admin.execute_command("CLIENT", "UNPAUSE")
         await admin.aclose()
         await store.aclose()
+
+
+async def test_every_script_runs_on_a_redis_cluster(redis_cluster: Any) -> None:
+    """Members on different nodes, every script and the heartbeat: no cross-slot error, since
+    each script touches one member's keys (one hash tag)."""
+    store = RedisBudgetStore(redis_cluster.url, prefix="c")
+    try:
+        assert store.cluster
+        members = [f"member-{i}" for i in range(12)]
+        nodes = {store.client.keyslot(budget_key("c", m)) // 5462 for m in members}
+        assert len(nodes) > 1  # the members' keys are spread over the primaries
+        for member in members:
+            store.configure(member, 0.0, requests_per_minute=600)
+            assert isinstance(await store.lease(member, Cost(1, 0), 0.0), Lease)
+            await store.report(member, RateHeaders({"tokens": Window(1000, 900, 6.0)}), 0.0)
+            await store.settle(Lease(member, 1, 10), 5, 0.0)
+            assert await store.block(member, store.clock() + 5) > store.clock()
+            assert "blocked" in await store.current(member, 0.0)
+            await store.slots(member, 4).acquire("r", None)
+        await store.beat()
+        assert store.fleet == 1
+        assert store.degradations == 0  # no script failed (a failure would degrade, not raise)
+        for member in members:
+            store.slots(member, 4).release()
+    finally:
+        await store.aclose()

@@ -40,7 +40,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .._constants import DEFAULT_REDIS_LEASE, DEFAULT_REDIS_SHARE, DEFAULT_REDIS_TIMEOUT
 from .._exceptions import APITimeoutError, ConfigurationError
@@ -55,7 +55,7 @@ from ._ratelimit import (
 )
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from redis.asyncio import Redis, RedisCluster
     from redis.commands.core import AsyncScript
 
 __all__ = ["RedisBudgetStore", "Scripts", "SharedSlots", "probe_allowance"]
@@ -334,7 +334,7 @@ class Scripts:
     """The Lua scripts, registered on one client, each a coroutine taking its keys and
     arguments. ``now`` is None in the store (Redis's clock) and a time only in tests."""
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis | RedisCluster) -> None:
         self.client = client
         self._lease = client.register_script(_LEASE)
         self._settle = client.register_script(_SETTLE)
@@ -593,6 +593,9 @@ class SharedSlots:
 class RedisBudgetStore(BudgetStore):
     """Budgets, blocks and concurrency slots in Redis, shared by every process using ``url``.
 
+    A ``url`` of the form ``redis+cluster://host:port`` (or ``rediss+cluster://``) is a Redis
+    Cluster: every script touches one member's keys, which share one hash slot.
+
     ``clock`` is the dispatcher's (blocks are handed over in its time and kept in Redis's);
     ``lease_ttl`` is how long a process's slots outlive its last heartbeat (every
     ``heartbeat`` seconds); ``timeout`` bounds every Redis call; ``prefix`` begins every key.
@@ -619,16 +622,26 @@ class RedisBudgetStore(BudgetStore):
         if not (heartbeat > 0 and lease_ttl > heartbeat):
             raise ConfigurationError("RedisBudgetStore needs 0 < heartbeat < lease_ttl")
         try:
-            from redis.asyncio import Redis
+            from redis.asyncio import Redis, RedisCluster
         except ImportError as exc:  # pragma: no cover - the extra is installed in the tests
             raise ConfigurationError(
                 'redis_url needs the redis package: pip install "asyncllm[redis]"'
             ) from exc
         from redis.exceptions import RedisError
 
-        self.client: Redis = Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
+        self.client: Redis | RedisCluster
+        scheme, sep, rest = url.partition("://")
+        self.cluster = scheme in ("redis+cluster", "rediss+cluster") and bool(sep)
+        if self.cluster:
+            self.client = RedisCluster.from_url(
+                f"{scheme.removesuffix('+cluster')}://{rest}",
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+            )
+        else:
+            self.client = Redis.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
         # What a Redis call raises when Redis is unreachable or slow.
         self.errors: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
         self.degraded_since: float | None = None
@@ -887,19 +900,29 @@ class RedisBudgetStore(BudgetStore):
         if not members:
             return
         script = self.scripts.heartbeat_script
-        async with self.client.pipeline(transaction=False) as pipe:
-            for slots in members:
-                await script(
-                    keys=list(slots.keys),
-                    args=self.scripts.heartbeat_args(
-                        self.process,
-                        self.lease_ttl,
-                        -1 if leaving and not slots.held else slots.held,
-                        now,
-                    ),
-                    client=pipe,
-                )
-            results = await pipe.execute()
+        calls = [
+            (
+                list(slots.keys),
+                self.scripts.heartbeat_args(
+                    self.process,
+                    self.lease_ttl,
+                    -1 if leaving and not slots.held else slots.held,
+                    now,
+                ),
+            )
+            for slots in members
+        ]
+        results: list[Any]
+        if self.cluster:
+            # One script per member, each sent to its slot's node, all at once.
+            results = list(
+                await asyncio.gather(*(script(keys=keys, args=args) for keys, args in calls))
+            )
+        else:
+            async with cast("Redis", self.client).pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    await script(keys=keys, args=args, client=pipe)
+                results = await pipe.execute()
         self.heartbeats += 1
         for slots, (lapsed, fleet) in zip(members, results, strict=True):
             self.fleet = max(1, int(fleet))
