@@ -190,20 +190,20 @@ async def test_redis_time_is_used_when_no_time_is_passed(scripts: Scripts) -> No
 
 
 async def test_slots_are_shared_and_a_dead_process_gives_them_back(scripts: Scripts) -> None:
-    a = [await scripts.acquire(SLOTS, "a", 3, 10, held, now=T0) for held in range(2)]
+    a = [(await scripts.acquire(SLOTS, "a", 3, 10, held, now=T0))[:2] for held in range(2)]
     assert a == [(True, False), (True, False)]
-    assert await scripts.acquire(SLOTS, "b", 3, 10, 0, now=T0) == (True, False)
-    assert await scripts.acquire(SLOTS, "b", 3, 10, 1, now=T0 + 1) == (False, False)
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 0, now=T0) == (True, False, 0.0)
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 1, now=T0 + 1) == (False, False, 0.0)
     # "a" stops renewing; after its lease (10 s) its two slots are the fleet's again.
-    assert await scripts.acquire(SLOTS, "b", 3, 10, 1, now=T0 + 9.9) == (False, False)
-    assert await scripts.acquire(SLOTS, "b", 3, 10, 1, now=T0 + 10.5) == (True, False)
-    assert await scripts.acquire(SLOTS, "b", 3, 10, 2, now=T0 + 10.5) == (True, False)
-    assert await scripts.acquire(SLOTS, "b", 3, 10, 3, now=T0 + 10.5) == (False, False)
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 1, now=T0 + 9.9) == (False, False, 0.0)
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 1, now=T0 + 10.5) == (True, False, 0.0)
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 2, now=T0 + 10.5) == (True, False, 0.0)
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 3, now=T0 + 10.5) == (False, False, 0.0)
     # "a" was only paused: it comes back holding 2, which count again, and it takes no more.
-    assert await scripts.acquire(SLOTS, "a", 3, 10, 2, now=T0 + 11) == (False, True)
+    assert await scripts.acquire(SLOTS, "a", 3, 10, 2, now=T0 + 11) == (False, True, 0.0)
     await scripts.release(SLOTS, "b", 3, now=T0 + 11)
-    assert await scripts.acquire(SLOTS, "a", 3, 10, 2, now=T0 + 11) == (True, False)
-    assert await scripts.acquire(SLOTS, "a", 3, 10, 3, now=T0 + 11) == (False, False)
+    assert await scripts.acquire(SLOTS, "a", 3, 10, 2, now=T0 + 11) == (True, False, 0.0)
+    assert await scripts.acquire(SLOTS, "a", 3, 10, 3, now=T0 + 11) == (False, False, 0.0)
 
 
 async def test_scripts_survive_a_script_flush(scripts: Scripts, redis_server: RedisServer) -> None:
@@ -370,7 +370,7 @@ class SlotMachine(RuleBasedStateMachine):
         if taken:
             self.held[p] += 1
             self.expires[p] = self.now + self.TTL
-        assert got == (taken, lapsed)
+        assert got == (taken, lapsed, 0.0)
 
     @rule(p=st.sampled_from("abc"))
     @precondition(lambda self: any(self.held.values()))
@@ -484,7 +484,7 @@ async def test_degraded_mode_keeps_a_share_and_recovers(redis_server: RedisServe
         store.configure("m", clock[0], requests_per_minute=600)
         slots = store.slots("m", 8)
         assert isinstance(await store.lease("m", Cost(1, 0), clock[0]), Lease)
-        assert await slots._take()
+        assert await slots._take("r")
         await store.scripts.acquire(slots.keys, "another process", 8, 10, 0)
         await store.beat()
         assert store.fleet == 2
@@ -497,7 +497,7 @@ async def test_degraded_mode_keeps_a_share_and_recovers(redis_server: RedisServe
         assert slots.stats()["state"] == "degraded"
         assert store.degradations == 1
         # Half of 8 slots, one of them held since before: three more, then none.
-        assert [await slots._take() for _ in range(4)] == [True, True, True, False]
+        assert [await slots._take("r") for _ in range(4)] == [True, True, True, False]
         slots.release()
         assert slots.local == 2
         spent_while_down = 5
@@ -518,7 +518,7 @@ async def test_degraded_mode_keeps_a_share_and_recovers(redis_server: RedisServe
         assert left is not None
         assert 10 - 1 - spent_while_down <= left < 10 - 1
         # The slot held since before Redis went away is counted again.
-        assert await slots._take()
+        assert await slots._take("r")
         assert slots.lapses == 1
         assert int(await store.client.hget(slots.keys[0], store.process)) == 2
     finally:
@@ -567,3 +567,46 @@ async def test_every_script_runs_on_a_redis_cluster(redis_cluster: Any) -> None:
             store.slots(member, 4).release()
     finally:
         await store.aclose()
+
+
+async def test_the_fleets_breaker_opens_with_any_process(scripts: Scripts) -> None:
+    assert await scripts.trip(KEY, 30, now=T0) == 30
+    assert await scripts.trip(KEY, 5, now=T0 + 10) == 20  # the later time stays
+    # No slot while it is open, and how long it stays open.
+    assert await scripts.acquire(SLOTS, "a", 3, 10, 0, now=T0 + 10) == (False, False, 20.0)
+    assert await scripts.acquire(SLOTS, "a", 3, 10, 0, now=T0 + 30) == (True, False, 0.0)
+
+
+async def test_a_breaker_opened_in_one_process_refuses_calls_in_another(redis_url: str) -> None:
+    breaker = asyncllm.BreakerConfig(failure_threshold=1, reset_timeout=30)
+    one = asyncllm.Dispatcher(redis_url=redis_url, observer=None)
+    two = asyncllm.Dispatcher(redis_url=redis_url, observer=None)
+    try:
+        lane_one = one.lane("vendor", breaker=breaker)
+        lane_two = two.lane("vendor", breaker=breaker)
+
+        async def down(attempt: Any) -> int:
+            raise asyncllm.APIConnectionError("connection refused", backend="vendor")
+
+        with pytest.raises(asyncllm.APIConnectionError):
+            await one.run(lane_one, "chat", down, max_retries=0)
+        assert lane_one.shared is not None and lane_one.shared._tripping is not None
+        await lane_one.shared._tripping
+        sent: list[Any] = []
+
+        async def up(attempt: Any) -> int:
+            sent.append(attempt)
+            return 1
+
+        with pytest.raises(asyncllm.CircuitOpenError, match="another process") as refused:
+            await two.run(lane_two, "chat", up)
+        assert sent == []
+        assert 28 < refused.value.retry_in <= 30
+        assert lane_two.breaker.state.value == "open"
+        # Its later calls fail fast here, without asking Redis.
+        with pytest.raises(asyncllm.CircuitOpenError):
+            await two.run(lane_two, "chat", up)
+        assert sent == []
+    finally:
+        await one.aclose()
+        await two.aclose()

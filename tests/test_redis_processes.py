@@ -99,7 +99,7 @@ async def test_a_killed_workers_slots_return_within_the_lease(redis_url: str) ->
     lease = 2.0
     async with FakeServer("openai", faults=Faults(latency=0.2)) as server:
         workers = await start_workers(redis_url, server, 10, 0, lease)
-        slots, alive = slot_keys("asyncllm", "vendor")
+        slots, alive, _ = slot_keys("asyncllm", "vendor")
         client = Redis.from_url(redis_url)
         try:
             victim = workers[0]

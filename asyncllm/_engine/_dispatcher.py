@@ -296,6 +296,8 @@ class Lane:
             if self.breaker.record_failure(probe, error):
                 if error is not None:
                     self.note_open(error)
+                if self.shared is not None:
+                    self.shared.tripped(self.breaker._config.reset_timeout)
                 return True
         elif probe:
             self.breaker.release_probe()
@@ -312,7 +314,9 @@ class Lane:
         if rejected:
             self.rejected += 1
         cause = breaker.opened_by
-        if breaker.opened_from is BreakerState.HALF_OPEN:
+        if breaker.opened_elsewhere:
+            why = "the breaker of another process sharing it through Redis opened"
+        elif breaker.opened_from is BreakerState.HALF_OPEN:
             why = "its half-open probe failed"
         else:
             n = breaker._config.failure_threshold

@@ -626,4 +626,6 @@ def share_lane(lane: Lane, store: BudgetStore) -> None:
     """Give a new lane of a shared store its gate for good (another process may block it or
     spend its budgets at any time) and its share of the fleet's concurrency."""
     _gate(lane, store).budgeted = True
-    lane.shared = store.slots(lane.name, lane.limits.max_concurrent_requests)
+    shared = lane.shared = store.slots(lane.name, lane.limits.max_concurrent_requests)
+    if shared is not None:
+        shared.lane = lane

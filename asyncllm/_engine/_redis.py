@@ -58,6 +58,8 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
     from redis.commands.core import AsyncScript
 
+    from ._dispatcher import Lane
+
 __all__ = ["RedisBudgetStore", "Scripts", "SharedSlots", "probe_allowance"]
 
 logger = logging.getLogger("asyncllm.redis")
@@ -273,7 +275,9 @@ local function renew(now, proc, ttl, held)
 end
 """
 
-# ARGV: now, process, limit, ttl, held (slots this process holds). Returns {taken 0/1, lapsed}.
+# KEYS[3] the member's budgets (for its breaker). ARGV: now, process, limit, ttl, held (slots this
+# process holds). Returns {taken 0/1, lapsed, seconds the fleet's breaker stays open}: none is
+# taken while it is open.
 _ACQUIRE = (
     _SLOTS_PRELUDE
     + """
@@ -281,12 +285,28 @@ local now, proc = now_of(ARGV[1]), ARGV[2]
 local limit, ttl, held = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 expire_dead(now)
 local lapsed = renew(now, proc, ttl, held)
+local opened = redis.call('HGET', KEYS[3], 'breaker')
+if opened and tonumber(opened) > now then return {0, lapsed, f(tonumber(opened) - now)} end
 local total = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
-if total >= limit then return {0, lapsed} end
+if total >= limit then return {0, lapsed, '0'} end
 redis.call('HINCRBY', KEYS[1], proc, 1)
 redis.call('ZADD', KEYS[2], f(now + ttl), proc)
-return {1, lapsed}
+return {1, lapsed, '0'}
+"""
+)
+
+# KEYS[1] budgets; ARGV: now, seconds, keys' time to live. A process's breaker opened: the
+# fleet's stays open until then (the later of this and any current time). Returns its seconds.
+_TRIP = (
+    _PRELUDE
+    + """
+local now = now_of(ARGV[1])
+local current = tonumber(redis.call('HGET', KEYS[1], 'breaker') or '0')
+local ends = math.max(current, now + tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 'breaker', f(ends))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return f(ends - now)
 """
 )
 
@@ -343,6 +363,7 @@ class Scripts:
         self._current = client.register_script(_CURRENT)
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
+        self._trip = client.register_script(_TRIP)
         self.heartbeat_script: AsyncScript = client.register_script(_HEARTBEAT)
 
     async def lease(
@@ -400,13 +421,18 @@ class Scripts:
         ttl: float,
         held: int,
         now: float | None = None,
-    ) -> tuple[bool, bool]:
-        """(taken, lapsed): whether a slot was taken, and whether this process's lease had
-        lapsed (its slots are counted again)."""
-        taken, lapsed = await self._acquire(
+    ) -> tuple[bool, bool, float]:
+        """(taken, lapsed, open_for): whether a slot was taken, whether this process's lease had
+        lapsed (its slots are counted again), and the seconds the fleet's breaker stays open."""
+        taken, lapsed, open_for = await self._acquire(
             keys=list(keys), args=[_arg(now), process, str(limit), repr(float(ttl)), str(held)]
         )
-        return bool(int(taken)), bool(int(lapsed))
+        return bool(int(taken)), bool(int(lapsed)), _number(open_for)
+
+    async def trip(self, key: str, seconds: float, now: float | None = None) -> float:
+        """Open the fleet's breaker for ``seconds`` (or longer, if it already is)."""
+        left = await self._trip(keys=[key], args=[_arg(now), repr(float(seconds)), _KEY_TTL_MS])
+        return _number(left)
 
     async def release(
         self, keys: Sequence[str], process: str, n: int, now: float | None = None
@@ -421,8 +447,14 @@ def budget_key(prefix: str, member: str) -> str:
     return f"{prefix}:{{{member}}}:budgets"
 
 
-def slot_keys(prefix: str, member: str) -> tuple[str, str]:
-    return f"{prefix}:{{{member}}}:slots", f"{prefix}:{{{member}}}:alive"
+def slot_keys(prefix: str, member: str) -> tuple[str, str, str]:
+    """The slot scripts' keys: who holds how many, whose lease ends when, and the budgets (where
+    the fleet's breaker is kept)."""
+    return (
+        f"{prefix}:{{{member}}}:slots",
+        f"{prefix}:{{{member}}}:alive",
+        budget_key(prefix, member),
+    )
 
 
 # -- the store -----------------------------------------------------------------------------------
@@ -467,6 +499,9 @@ class SharedSlots:
         self._waiters: deque[asyncio.Future[None]] = deque()
         # Slots taken while Redis was unreachable, counted here only (degraded mode).
         self.local = 0
+        # The lane these slots are for (its breaker opens when the fleet's does).
+        self.lane: Lane | None = None
+        self._tripping: asyncio.Task[None] | None = None
         self.lapses = 0
         self.waits = 0
 
@@ -482,9 +517,9 @@ class SharedSlots:
             "degradations": store.degradations,
         }
 
-    async def _take(self) -> bool:
+    async def _take(self, request_id: str) -> bool:
         """One try at a slot: from Redis, or, while it is unreachable, from this process's
-        share of the limit."""
+        share of the limit. Raises ``CircuitOpenError`` while the fleet's breaker is open."""
         store = self.store
         flushing = self._flushing
         if flushing is not None and not flushing.done():
@@ -493,7 +528,7 @@ class SharedSlots:
             await asyncio.shield(flushing)
         if store._reachable():
             try:
-                taken, lapsed = await store.scripts.acquire(
+                taken, lapsed, open_for = await store.scripts.acquire(
                     self.keys, store.process, self.limit, store.lease_ttl, self.held
                 )
             except store.errors as exc:
@@ -502,6 +537,10 @@ class SharedSlots:
                 store._up()
                 if lapsed:
                     self._lapsed()
+                if open_for > 0 and self.lane is not None:
+                    # Another process's breaker opened: this one's opens for the rest of it.
+                    self.lane.breaker.trip(open_for)
+                    raise self.lane.circuit_error(request_id)
                 if taken:
                     self.held += 1
                 return taken
@@ -518,7 +557,7 @@ class SharedSlots:
         delay = _SLOT_POLL[0]
         try:
             while True:
-                if await self._take():
+                if await self._take(request_id):
                     return
                 self.waits += 1
                 if deadline_at is not None and store.clock() + delay >= deadline_at:
@@ -551,6 +590,20 @@ class SharedSlots:
             self.held,
             extra={"backend": self.member, "request_id": "-"},
         )
+
+    def tripped(self, seconds: float) -> None:
+        """This process's breaker for the member opened for ``seconds``: so does the fleet's
+        (sent in the background; the lane's calls refuse themselves meanwhile)."""
+        self._tripping = asyncio.get_running_loop().create_task(self._trip(seconds))
+
+    async def _trip(self, seconds: float) -> None:
+        store = self.store
+        if not store._reachable():
+            return
+        try:
+            await store.scripts.trip(self.keys[2], seconds)
+        except store.errors as exc:
+            store._down(exc)
 
     def never_acquired(self) -> None:
         """The lane's slot about to be given back never asked for a shared one (its call was
