@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -610,3 +611,20 @@ async def test_a_breaker_opened_in_one_process_refuses_calls_in_another(redis_ur
     finally:
         await one.aclose()
         await two.aclose()
+
+
+async def test_a_worker_whose_clock_is_minutes_off_sees_the_same_block(redis_url: str) -> None:
+    """Times in Redis are Redis's: a process whose clock is ten minutes ahead blocks the others
+    for the seconds it asked, not ten minutes more or less."""
+    ahead = RedisBudgetStore(redis_url, clock=lambda: time.monotonic() + 600, prefix="k")
+    right = RedisBudgetStore(redis_url, clock=time.monotonic, prefix="k")
+    try:
+        until = await ahead.block("m", ahead.clock() + 30)
+        assert 29 < until - ahead.clock() <= 30
+        wait = await right.lease("m", Cost(1, 0), right.clock())
+        assert isinstance(wait, float) and 29 < wait <= 30
+        seen = await right.current("m", right.clock())
+        assert 29 < (seen["blocked"].reset_in or 0) <= 30
+    finally:
+        await ahead.aclose()
+        await right.aclose()

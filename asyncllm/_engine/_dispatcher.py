@@ -560,10 +560,10 @@ class Dispatcher:
     ``clock``, ``sleep`` and ``rng`` are injectable so that tests of timing never wait.
     ``observer`` watches every call for telemetry (see ``_observe``): by default OpenTelemetry's
     where ``opentelemetry-api`` is installed, else none; None turns it off.
-    ``redis_url`` shares every lane's budgets, ``Retry-After`` blocks and concurrency limit with
-    every process whose dispatcher uses the same Redis (a lane is shared by name; see
-    ``_redis``); a process killed while it holds slots gives them back after ``redis_lease``
-    seconds. Needs the ``asyncllm[redis]`` extra.
+    ``redis_url`` shares every lane's budgets, ``Retry-After`` blocks, concurrency limit and
+    open breaker with every process whose dispatcher uses the same Redis (a lane is shared by
+    name; see ``_redis``); a process killed while it holds slots gives them back after
+    ``redis_lease`` seconds. Needs the ``asyncllm[redis]`` extra.
     """
 
     def __init__(
