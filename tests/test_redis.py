@@ -628,3 +628,18 @@ async def test_a_worker_whose_clock_is_minutes_off_sees_the_same_block(redis_url
     finally:
         await ahead.aclose()
         await right.aclose()
+
+
+@pytest.mark.parametrize(
+    "url", ["http://user:hunter2@cache:6379", "redis://user:hunter2@cache:port", "cache:6379"]
+)
+def test_a_bad_redis_url_is_refused_without_showing_it(url: str) -> None:
+    with pytest.raises(asyncllm.ConfigurationError, match="redis_url") as refused:
+        asyncllm.Dispatcher(redis_url=url, observer=None)
+    assert "hunter2" not in str(refused.value)
+    assert refused.value.__cause__ is None
+
+
+def test_redis_lease_must_be_positive() -> None:
+    with pytest.raises(asyncllm.ConfigurationError):
+        asyncllm.Dispatcher(redis_url="redis://127.0.0.1:1/0", redis_lease=0, observer=None)

@@ -685,16 +685,20 @@ class RedisBudgetStore(BudgetStore):
         self.client: Redis | RedisCluster
         scheme, sep, rest = url.partition("://")
         self.cluster = scheme in ("redis+cluster", "rediss+cluster") and bool(sep)
-        if self.cluster:
-            self.client = RedisCluster.from_url(
-                f"{scheme.removesuffix('+cluster')}://{rest}",
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-            )
-        else:
-            self.client = Redis.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout
-            )
+        try:
+            if self.cluster:
+                self.client = RedisCluster.from_url(
+                    f"{scheme.removesuffix('+cluster')}://{rest}",
+                    socket_timeout=timeout,
+                    socket_connect_timeout=timeout,
+                )
+            else:
+                self.client = Redis.from_url(
+                    url, socket_timeout=timeout, socket_connect_timeout=timeout
+                )
+        except ValueError as exc:
+            # redis-py's reason names no password; the URL itself is never shown.
+            raise ConfigurationError(f"redis_url is not a Redis URL: {exc}") from None
         # What a Redis call raises when Redis is unreachable or slow.
         self.errors: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
         self.degraded_since: float | None = None
