@@ -1,9 +1,10 @@
 """One worker process of the multi-process Redis tests (tests/test_redis_processes.py): an
 ``OpenAI`` client on a dispatcher shared through Redis, with many concurrent callers.
 
-    python -m tests.redis_worker REDIS_URL BASE_URL LIMIT CALLERS CALLS LEASE
+    python -m tests.redis_worker REDIS_URL BASE_URL LIMIT CALLERS CALLS LEASE [RPM]
 
-``CALLS`` calls in all (0: until stdin closes or the process is killed). Prints ``ready`` when
+``CALLS`` calls in all (0: until stdin closes or the process is killed); ``RPM``, a request
+budget per minute shared by the fleet. Prints ``ready`` when
 its dispatcher is up, and at the end one line of JSON: calls that succeeded and failed.
 """
 
@@ -17,7 +18,13 @@ import asyncllm
 
 
 async def main(
-    redis_url: str, base_url: str, limit: int, callers: int, calls: int, lease: float
+    redis_url: str,
+    base_url: str,
+    limit: int,
+    callers: int,
+    calls: int,
+    lease: float,
+    rpm: int | None,
 ) -> None:
     dispatcher = asyncllm.Dispatcher(redis_url=redis_url, redis_lease=lease, observer=None)
     client = asyncllm.OpenAI(
@@ -28,6 +35,7 @@ async def main(
         max_concurrent_requests=limit,
         queue_size=callers * 2,
         max_retries=0,
+        rate_limits=None if rpm is None else asyncllm.RateLimits(requests_per_minute=rpm),
     )
     done = {"ok": 0, "failed": 0}
     left = [calls]
@@ -61,4 +69,5 @@ async def main(
 
 if __name__ == "__main__":
     url, base, limit, callers, calls, lease = sys.argv[1:7]
-    asyncio.run(main(url, base, int(limit), int(callers), int(calls), float(lease)))
+    rpm = int(sys.argv[7]) if len(sys.argv) > 7 else None
+    asyncio.run(main(url, base, int(limit), int(callers), int(calls), float(lease), rpm))

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from redis.asyncio import Redis
 
 from asyncllm._engine._redis import slot_keys
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.timeout(300)
 
 
 async def start_worker(
-    redis_url: str, server: FakeServer, callers: int, calls: int, lease: float
+    redis_url: str, server: FakeServer, callers: int, calls: int, lease: float, *rpm: str
 ) -> asyncio.subprocess.Process:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = await asyncio.create_subprocess_exec(
@@ -43,6 +44,7 @@ async def start_worker(
         str(callers),
         str(calls),
         str(lease),
+        *rpm,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         cwd=ROOT,
@@ -55,11 +57,11 @@ async def start_worker(
 
 
 async def start_workers(
-    redis_url: str, server: FakeServer, callers: int, calls: int, lease: float
+    redis_url: str, server: FakeServer, callers: int, calls: int, lease: float, *rpm: str
 ) -> list[asyncio.subprocess.Process]:
     return list(
         await asyncio.gather(
-            *(start_worker(redis_url, server, callers, calls, lease) for _ in range(WORKERS))
+            *(start_worker(redis_url, server, callers, calls, lease, *rpm) for _ in range(WORKERS))
         )
     )
 
@@ -141,3 +143,64 @@ async def test_a_killed_workers_slots_return_within_the_lease(redis_url: str) ->
             await client.aclose()
         assert all(r["failed"] == 0 for r in survivors)
         assert server.max_in_flight <= LIMIT
+
+
+class Bucket:
+    """The vendor's own request budget: ``capacity`` at most, refilled at ``rate`` a second."""
+
+    def __init__(self, capacity: float, rate: float) -> None:
+        self.capacity = capacity
+        self.rate = rate
+        self.level = capacity
+        self.updated = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.level < 1:
+            return False
+        self.level -= 1
+        return True
+
+
+async def test_four_processes_keep_to_one_request_budget(
+    redis_url: str, server: FakeServer
+) -> None:
+    """A budget of 50 requests a second for the fleet, and a vendor that enforces it with a
+    bucket of two seconds' burst: four processes sharing the budget never get a 429. (Four
+    keeping a budget each would send four probe allowances at once, and more than the vendor's
+    burst.)"""
+    vendor = Bucket(capacity=100, rate=50)
+    refused = []
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        if not vendor.take():
+            refused.append(time.monotonic())
+            return web.json_response(
+                {"error": {"message": "rate limited", "type": "requests", "code": None}},
+                status=429,
+            )
+        return web.json_response(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "gpt-4o-mini",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "hi"},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        )
+
+    server.overrides["/v1/chat/completions"] = chat
+    workers = await start_workers(redis_url, server, 10, 50, 5.0, str(50 * 60))
+    results = [await result(worker) for worker in workers]
+    assert sum(r["ok"] for r in results) == WORKERS * 50
+    assert refused == []
+    assert sum(r["failed"] for r in results) == 0
