@@ -106,6 +106,39 @@ class Model:
                 bucket.level -= tokens if "tokens" in name else requests
         return wait
 
+    def lease_batch(
+        self,
+        want: int,
+        back: int,
+        fleet: int,
+        specs: list[tuple[str, float, float, float]],
+        now: float,
+    ) -> tuple[int, float]:
+        for name, cap, rate, seed in specs:
+            if name not in self.buckets:
+                self.buckets[name] = Bucket(cap, rate, min(cap, seed), now)
+        for name, bucket in self.buckets.items():
+            bucket.refill(now)
+            if back > 0 and "tokens" not in name:
+                bucket.level = min(bucket.cap, bucket.level + back)
+        grant: float = want
+        wait = max(0.0, self.blocked - now)
+        if wait > 0:
+            grant = 0
+        requests = [b for name, b in self.buckets.items() if "tokens" not in name]
+        for bucket in requests:
+            level = bucket.level
+            grant = min(grant, math.floor(level), max(1, math.floor(level / fleet)))
+        if grant < 1:
+            grant = 0
+            if wait <= 0:
+                for bucket in requests:
+                    wait = max(wait, bucket.wait_for(1, now))
+        else:
+            for bucket in requests:
+                bucket.level -= grant
+        return int(grant), wait
+
     def settle(self, delta: int, now: float) -> None:
         for name, bucket in self.buckets.items():
             if "tokens" in name:
@@ -282,6 +315,39 @@ class BudgetMachine(RuleBasedStateMachine):
         )
         expected = self.model.lease(requests, tokens, floats, self.now, force)
         assert close(got, expected), (got, expected)
+
+    @rule(
+        step=times,
+        want=st.integers(0, 70),
+        back=st.integers(0, 10),
+        fleet=st.integers(1, 4),
+        specs=st.lists(
+            st.tuples(
+                st.sampled_from(KINDS),
+                st.integers(1, 5000),
+                st.floats(0, 100, allow_nan=False),
+                st.integers(0, 5000),
+            ),
+            max_size=2,
+            unique_by=lambda spec: spec[0],
+        ),
+    )
+    def lease_batch(
+        self,
+        step: float,
+        want: int,
+        back: int,
+        fleet: int,
+        specs: list[tuple[str, int, float, int]],
+    ) -> None:
+        self.now += step
+        floats = [(n, float(c), r, float(s)) for n, c, r, s in specs]
+        got = run(
+            self.loop,
+            self.scripts.lease_batch(KEY, want, back, fleet, floats, now=self.now),
+        )
+        expected = self.model.lease_batch(want, back, fleet, floats, self.now)
+        assert got[0] == expected[0] and close(got[1], expected[1]), (got, expected)
 
     @rule(step=times, delta=st.integers(-3000, 3000))
     def settle(self, step: float, delta: int) -> None:
@@ -643,3 +709,38 @@ def test_a_bad_redis_url_is_refused_without_showing_it(url: str) -> None:
 def test_redis_lease_must_be_positive() -> None:
     with pytest.raises(asyncllm.ConfigurationError):
         asyncllm.Dispatcher(redis_url="redis://127.0.0.1:1/0", redis_lease=0, observer=None)
+
+
+async def test_budgets_are_leased_in_batches_without_a_round_trip_per_call(redis_url: str) -> None:
+    clock = [0.0]
+    store = RedisBudgetStore(redis_url, clock=lambda: clock[0], prefix="b")
+    trips = []
+    lease_batch = store.scripts.lease_batch
+
+    async def counted(*args: Any, **kwargs: Any) -> tuple[int, float]:
+        got = await lease_batch(*args, **kwargs)
+        trips.append(got[0])
+        return got
+
+    store.scripts.lease_batch = counted  # type: ignore[method-assign]
+    try:
+        await store.report("m", RateHeaders({"requests": Window(1000, 1000, None)}), 0.0)
+        leases = [await store.lease("m", Cost(1, 0), clock[0]) for _ in range(200)]
+        assert all(isinstance(got, Lease) for got in leases)
+        # Batches of 1, 2, 4 ... 64 calls: 9 round trips for 200 calls, not 200.
+        assert trips == [1, 2, 4, 8, 16, 32, 64, 64, 64]
+        left = (await store.current("m", clock[0]))["requests"].remaining
+        assert left is not None and 1000 - sum(trips) <= left < 1000 - sum(trips) + 20
+        # A batch not spent in time is given back with the next one, which is smaller.
+        clock[0] += 1
+        assert isinstance(await store.lease("m", Cost(1, 0), clock[0]), Lease)
+        # (55 of the last 64 were not spent: the next batch is the 9 that were.)
+        assert trips[-1] == 9
+        left = (await store.current("m", clock[0]))["requests"].remaining
+        assert left is not None and 1000 - 255 + 55 - 9 <= left < 1000 - 255 + 55 - 9 + 20
+        # A block (this process's own 429) stops the spending of the batch in hand at once.
+        await store.block("m", store.clock() + 30)
+        wait = await store.lease("m", Cost(1, 0), clock[0])
+        assert isinstance(wait, float) and 29 < wait <= 30
+    finally:
+        await store.aclose()

@@ -69,6 +69,10 @@ logger = logging.getLogger("asyncllm.redis")
 _SLOT_POLL = (0.005, 0.05)
 # While degraded, Redis is tried again this often (seconds).
 _REDIS_RETRY = 1.0
+# A batch of budget leased by a process is spent within this many seconds or given back, and
+# holds at most this many calls.
+_BATCH_FRESH = 0.25
+_BATCH_MAX = 64
 # Budget keys outlive their last write by two days (a per-day budget must survive the day).
 _KEY_TTL_MS = 2 * 86400 * 1000
 
@@ -155,6 +159,55 @@ for name, b in pairs(buckets) do save(KEYS[1], name, b) end
 if next(buckets) ~= nil then redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV]) end
 if wait > 0 then return {0, f(wait)} end
 return {1, '0'}
+"""
+)
+
+# KEYS[1] budgets; ARGV: now, want, back, fleet, n, then n specs (as for _LEASE), then the keys'
+# time to live. A batch of calls of one request each for a process to spend locally: ``back``
+# requests it did not use are given back first; then as many calls as it wants, at most its fair
+# share (what is left divided by the processes sharing it, at least one). Returns {calls
+# granted, seconds to wait when none was}.
+_LEASE_BATCH = (
+    _PRELUDE
+    + """
+local now = now_of(ARGV[1])
+local want, back, fleet = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local buckets, blocked = load(KEYS[1])
+for i = 0, tonumber(ARGV[5]) - 1 do
+  local name = ARGV[6 + 4 * i]
+  if not buckets[name] then
+    local cap = tonumber(ARGV[7 + 4 * i])
+    buckets[name] = {cap = cap, rate = tonumber(ARGV[8 + 4 * i]),
+      level = math.min(cap, tonumber(ARGV[9 + 4 * i])), t = now}
+  end
+end
+for name, b in pairs(buckets) do
+  refill(b, now)
+  if back > 0 and not is_tokens(name) then b.level = math.min(b.cap, b.level + back) end
+end
+local grant = want
+local wait = math.max(0, blocked - now)
+if wait > 0 then grant = 0 end
+for name, b in pairs(buckets) do
+  if not is_tokens(name) then
+    grant = math.min(grant, math.floor(b.level), math.max(1, math.floor(b.level / fleet)))
+  end
+end
+if grant < 1 then
+  grant = 0
+  if wait <= 0 then
+    for name, b in pairs(buckets) do
+      if not is_tokens(name) then wait = math.max(wait, wait_for(b, 1, now)) end
+    end
+  end
+else
+  for name, b in pairs(buckets) do
+    if not is_tokens(name) then b.level = b.level - grant end
+  end
+end
+for name, b in pairs(buckets) do save(KEYS[1], name, b) end
+if next(buckets) ~= nil then redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV]) end
+return {grant, f(wait)}
 """
 )
 
@@ -358,6 +411,7 @@ class Scripts:
         self.client = client
         self._lease = client.register_script(_LEASE)
         self._settle = client.register_script(_SETTLE)
+        self._lease_batch = client.register_script(_LEASE_BATCH)
         self._report = client.register_script(_REPORT)
         self._block = client.register_script(_BLOCK)
         self._current = client.register_script(_CURRENT)
@@ -384,6 +438,23 @@ class Scripts:
         args += ["1" if force else "0", str(_KEY_TTL_MS)]
         ok, wait = await self._lease(keys=[key], args=args)
         return 0.0 if int(ok) else _number(wait)
+
+    async def lease_batch(
+        self,
+        key: str,
+        want: int,
+        back: int,
+        fleet: int,
+        specs: Sequence[tuple[str, float, float, float]],
+        now: float | None = None,
+    ) -> tuple[int, float]:
+        """(calls granted, seconds to wait when none was)."""
+        args: list[str] = [_arg(now), str(want), str(back), str(fleet), str(len(specs))]
+        for name, cap, rate, seed in specs:
+            args += [name, repr(float(cap)), repr(float(rate)), repr(float(seed))]
+        args.append(str(_KEY_TTL_MS))
+        grant, wait = await self._lease_batch(keys=[key], args=args)
+        return int(grant), _number(wait)
 
     async def settle(self, key: str, delta: int, now: float | None = None) -> None:
         await self._settle(keys=[key], args=[_arg(now), str(delta)])
@@ -458,6 +529,19 @@ def slot_keys(prefix: str, member: str) -> tuple[str, str, str]:
 
 
 # -- the store -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Allowance:
+    """Calls of one request each that this process leased from Redis in a batch and spends
+    without a round trip until ``until`` (so that a block or a change of limits reaches it
+    within ``_BATCH_FRESH``). ``want`` doubles while batches run out before they expire and
+    shrinks to what was used when they do not."""
+
+    calls: int = 0
+    granted: int = 0
+    want: int = 1
+    until: float = -math.inf
 
 
 @dataclass(slots=True)
@@ -710,6 +794,7 @@ class RedisBudgetStore(BudgetStore):
         # Per lane, [requests, tokens] spent while degraded: taken from the shared budgets when
         # Redis is back, so that the fleet's spend stays whole.
         self._owed: dict[str, list[int]] = {}
+        self._allowances: dict[str, _Allowance] = {}
         self._repaying: asyncio.Task[None] | None = None
         self.scripts = Scripts(self.client)
         self.clock = clock
@@ -840,6 +925,14 @@ class RedisBudgetStore(BudgetStore):
         return seeds
 
     async def lease(self, key: str, cost: Cost, now: float) -> Lease | float:
+        if cost.requests == 1 and cost.tokens == 0 and self.degraded_since is None:
+            allowance = self._allowances.get(key)
+            if allowance is not None and allowance.calls > 0 and now < allowance.until:
+                allowance.calls -= 1
+                return Lease(key, 1, 0)
+            got = await self._lease_batch(key, now)
+            if got is not None:
+                return got
         if self._reachable():
             try:
                 wait = await self.scripts.lease(
@@ -854,6 +947,47 @@ class RedisBudgetStore(BudgetStore):
         if isinstance(got, Lease):
             self._spent(key, cost.requests, cost.tokens)
         return got
+
+    async def _lease_batch(self, key: str, now: float) -> Lease | float | None:
+        """Lease a batch of one-request calls (see ``_Allowance``) and spend one; None if Redis
+        could not be reached."""
+        allowance = self._allowances.setdefault(key, _Allowance())
+        back, allowance.calls = allowance.calls, 0
+        if back:
+            allowance.want = max(1, allowance.granted - back)
+        elif allowance.granted:
+            allowance.want = min(_BATCH_MAX, allowance.want * 2)
+        try:
+            grant, wait = await self.scripts.lease_batch(
+                budget_key(self.prefix, key),
+                allowance.want,
+                back,
+                self.fleet or 1,
+                self._seeds(key, now),
+            )
+        except self.errors as exc:
+            self._down(exc)
+            return None
+        self._up()
+        allowance.granted = grant
+        if grant < 1:
+            return wait
+        allowance.calls += grant - 1
+        allowance.until = now + _BATCH_FRESH
+        return Lease(key, 1, 0)
+
+    async def _give_back(self) -> None:
+        """Return the calls of the batches not spent (the store is closing)."""
+        allowances, self._allowances = self._allowances, {}
+        for key, allowance in allowances.items():
+            if allowance.calls > 0:
+                await self.scripts.lease_batch(
+                    budget_key(self.prefix, key),
+                    0,
+                    allowance.calls,
+                    1,
+                    self._seeds(key, self.clock()),
+                )
 
     async def settle(self, lease: Lease, tokens_used: int, now: float) -> None:
         if lease.tokens == tokens_used:
@@ -894,6 +1028,8 @@ class RedisBudgetStore(BudgetStore):
         await self._fallback.report(key, headers, now)
 
     async def block(self, key: str, until: float) -> float:
+        # The batch in hand is not spent during the block (nor given back: it stays unused).
+        self._allowances.pop(key, None)
         now = self.clock()
         if self._reachable():
             try:
@@ -1000,6 +1136,8 @@ class RedisBudgetStore(BudgetStore):
                     await flushing
         with contextlib.suppress(Exception):
             await self.beat(leaving=True)
+        with contextlib.suppress(Exception):
+            await self._give_back()
         repaying = self._repaying
         if repaying is not None:
             with contextlib.suppress(Exception):
