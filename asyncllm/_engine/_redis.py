@@ -12,7 +12,8 @@ Why it is built this way:
   minutes and it does not matter. The scripts take a time argument only so that tests can check
   them against a plain Python model (``tests/test_redis.py``); the store never passes one.
 * Every key of one member carries the hash tag ``{member}``, so each script touches one Redis
-  Cluster slot; work that spans members (the heartbeat) is pipelined, one script per member.
+  Cluster slot; work that spans members (the heartbeat) is pipelined, one script per member
+  (on a cluster, sent concurrently, each to its slot's node).
 * A missing budget (first use, Redis flushed or restarted) is seeded from what the vendor last
   reported to this process, aged by its refill rate, or else from a probe allowance of one
   second's refill: neither a burst (a whole minute's, or a whole day's, budget at once) nor a
@@ -22,6 +23,15 @@ Why it is built this way:
   return to the fleet when its lease expires; a process paused past its lease finds, when it
   resumes, that its slots were counted again as taken (its calls are still in flight) and starts
   no new work until the fleet is under its limit.
+* No round trip per call for budgets: a process leases a batch of one-request calls (growing
+  while it spends them, capped at a fair share) and spends it locally for at most
+  ``_BATCH_FRESH`` seconds, so a block set by another process reaches it within that time.
+  Concurrency slots still cost a round trip each (their returns are batched).
+* A breaker that opens in one process opens the fleet's: the slot script refuses slots while it
+  is open, and a process that is refused opens its own breaker for the rest of the time. The
+  counting of failures stays local (sharing every outcome would cost a round trip per call).
+* A Redis that fails or is slow degrades the store instead of failing calls (see
+  ``RedisBudgetStore``); what was spent meanwhile is taken from the shared budgets on return.
 
 The Redis client (``redis.asyncio``, the ``asyncllm[redis]`` extra) is imported when a store is
 made, so that ``import asyncllm`` never needs it.
