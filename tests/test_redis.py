@@ -535,6 +535,7 @@ async def test_a_block_travels_between_dispatchers(redis_url: str) -> None:
         assert refusal.retry_after is not None and 28 < refusal.retry_after <= 30
         assert lane_one.shared is not None and lane_two.shared is not None
         assert "redis://" not in repr(one.budgets)
+        assert one.stats()["vendor"].info["redis"]["state"] == "shared"
     finally:
         await one.aclose()
         await two.aclose()
