@@ -33,6 +33,7 @@ from asyncllm._engine._redis import (
     probe_allowance,
     slot_keys,
 )
+from asyncllm.testing import FakeClock
 from tests.redis_fixtures import RedisServer
 
 T = TypeVar("T")
@@ -226,18 +227,18 @@ async def test_redis_time_is_used_when_no_time_is_passed(scripts: Scripts) -> No
 async def test_slots_are_shared_and_a_dead_process_gives_them_back(scripts: Scripts) -> None:
     a = [(await scripts.acquire(SLOTS, "a", 3, 10, held, now=T0))[:2] for held in range(2)]
     assert a == [(True, False), (True, False)]
-    assert await scripts.acquire(SLOTS, "b", 3, 10, 0, now=T0) == (True, False, 0.0)
-    assert await scripts.acquire(SLOTS, "b", 3, 10, 1, now=T0 + 1) == (False, False, 0.0)
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 0, now=T0) == (True, False, 0.0, 0)
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 1, now=T0 + 1) == (False, False, 0.0, 0)
     # "a" stops renewing; after its lease (10 s) its two slots are the fleet's again.
-    assert await scripts.acquire(SLOTS, "b", 3, 10, 1, now=T0 + 9.9) == (False, False, 0.0)
-    assert await scripts.acquire(SLOTS, "b", 3, 10, 1, now=T0 + 10.5) == (True, False, 0.0)
-    assert await scripts.acquire(SLOTS, "b", 3, 10, 2, now=T0 + 10.5) == (True, False, 0.0)
-    assert await scripts.acquire(SLOTS, "b", 3, 10, 3, now=T0 + 10.5) == (False, False, 0.0)
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 1, now=T0 + 9.9) == (False, False, 0.0, 0)
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 1, now=T0 + 10.5) == (True, False, 0.0, 0)
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 2, now=T0 + 10.5) == (True, False, 0.0, 0)
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 3, now=T0 + 10.5) == (False, False, 0.0, 0)
     # "a" was only paused: it comes back holding 2, which count again, and it takes no more.
-    assert await scripts.acquire(SLOTS, "a", 3, 10, 2, now=T0 + 11) == (False, True, 0.0)
+    assert await scripts.acquire(SLOTS, "a", 3, 10, 2, now=T0 + 11) == (False, True, 0.0, 0)
     await scripts.release(SLOTS, "b", 3, now=T0 + 11)
-    assert await scripts.acquire(SLOTS, "a", 3, 10, 2, now=T0 + 11) == (True, False, 0.0)
-    assert await scripts.acquire(SLOTS, "a", 3, 10, 3, now=T0 + 11) == (False, False, 0.0)
+    assert await scripts.acquire(SLOTS, "a", 3, 10, 2, now=T0 + 11) == (True, False, 0.0, 0)
+    assert await scripts.acquire(SLOTS, "a", 3, 10, 3, now=T0 + 11) == (False, False, 0.0, 0)
 
 
 async def test_scripts_survive_a_script_flush(scripts: Scripts, redis_server: RedisServer) -> None:
@@ -437,7 +438,7 @@ class SlotMachine(RuleBasedStateMachine):
         if taken:
             self.held[p] += 1
             self.expires[p] = self.now + self.TTL
-        assert got == (taken, lapsed, 0.0)
+        assert got == (taken, lapsed, 0.0, 0)
 
     @rule(p=st.sampled_from("abc"))
     @precondition(lambda self: any(self.held.values()))
@@ -641,8 +642,19 @@ async def test_the_fleets_breaker_opens_with_any_process(scripts: Scripts) -> No
     assert await scripts.trip(KEY, 30, now=T0) == 30
     assert await scripts.trip(KEY, 5, now=T0 + 10) == 20  # the later time stays
     # No slot while it is open, and how long it stays open.
-    assert await scripts.acquire(SLOTS, "a", 3, 10, 0, now=T0 + 10) == (False, False, 20.0)
-    assert await scripts.acquire(SLOTS, "a", 3, 10, 0, now=T0 + 30) == (True, False, 0.0)
+    assert await scripts.acquire(SLOTS, "a", 3, 10, 0, now=T0 + 10) == (False, False, 20.0, 0)
+    # Then one probe for the fleet: "a" has it (its retries too); "b" waits for its verdict.
+    assert await scripts.acquire(SLOTS, "a", 3, 10, 0, now=T0 + 30) == (True, False, 0.0, 1)
+    assert await scripts.acquire(SLOTS, "a", 3, 10, 1, now=T0 + 31) == (True, False, 0.0, 1)
+    # (each attempt of the probe renews its claim, for the lease's ten seconds)
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 0, now=T0 + 31) == (False, False, 10.0, 2)
+    await scripts.close(KEY)
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 0, now=T0 + 31) == (True, False, 0.0, 0)
+    # A probe that fails opens the fleet's breaker again; one whose process died expires.
+    assert await scripts.trip(KEY, 30, now=T0 + 40) == 30
+    assert await scripts.acquire(SLOTS, "b", 3, 10, 0, now=T0 + 70) == (True, False, 0.0, 1)
+    assert await scripts.acquire(SLOTS, "a", 3, 10, 0, now=T0 + 75) == (False, False, 5.0, 2)
+    assert await scripts.acquire(SLOTS, "a", 3, 10, 0, now=T0 + 80) == (True, False, 0.0, 1)
 
 
 async def test_a_breaker_opened_in_one_process_refuses_calls_in_another(redis_url: str) -> None:
@@ -745,3 +757,50 @@ async def test_budgets_are_leased_in_batches_without_a_round_trip_per_call(redis
         assert isinstance(wait, float) and 29 < wait <= 30
     finally:
         await store.aclose()
+
+
+async def test_one_process_probes_for_the_fleet(redis_url: str) -> None:
+    """After the fleet's open time, the first process to call probes; the others are refused
+    until its verdict, and its success closes the breaker for all."""
+    breaker = asyncllm.BreakerConfig(failure_threshold=1, reset_timeout=0.05)
+    clocks = [FakeClock(), FakeClock()]
+    one, two = (
+        asyncllm.Dispatcher(redis_url=redis_url, observer=None, clock=clock, sleep=clock.sleep)
+        for clock in clocks
+    )
+    try:
+        lane_one = one.lane("vendor", breaker=breaker)
+        lane_two = two.lane("vendor", breaker=breaker)
+
+        async def down(attempt: Any) -> int:
+            raise asyncllm.APIConnectionError("connection refused", backend="vendor")
+
+        with pytest.raises(asyncllm.APIConnectionError):
+            await one.run(lane_one, "chat", down, max_retries=0)
+        assert lane_one.shared is not None and lane_one.shared._tripping is not None
+        await lane_one.shared._tripping
+        await asyncio.sleep(0.1)  # the fleet's open time, on Redis's clock
+        clocks[0].advance(0.1)  # and on process one's
+        answer = asyncio.Event()
+
+        async def slow(attempt: Any) -> int:
+            await answer.wait()
+            return 1
+
+        async def up(attempt: Any) -> int:
+            return 1
+
+        probe = asyncio.create_task(two.run(lane_two, "chat", slow))
+        while not (lane_two.shared is not None and lane_two.shared._probing):
+            await asyncio.sleep(0)
+        with pytest.raises(asyncllm.CircuitOpenError):
+            await one.run(lane_one, "chat", up)
+        answer.set()
+        assert await probe == 1
+        assert lane_two.shared._tripping is not None
+        await lane_two.shared._tripping
+        clocks[0].advance(1.5)  # past the recheck time of the refused process
+        assert await one.run(lane_one, "chat", up) == 1
+    finally:
+        await one.aclose()
+        await two.aclose()

@@ -260,7 +260,7 @@ class Lane:
         """Give a slot back. ``outcome``, the breaker's verdict: True success, False failure
         (``error``), None no verdict (a probe then frees its place)."""
         if self.shared is not None:
-            self.shared.release()
+            self.shared.release(outcome)
         self.in_flight -= 1
         dispatcher = self.dispatcher
         dispatcher.in_flight -= 1

@@ -83,6 +83,8 @@ _REDIS_RETRY = 1.0
 # holds at most this many calls.
 _BATCH_FRESH = 0.25
 _BATCH_MAX = 64
+# While another process holds the fleet's half-open probe, this one asks again this often.
+_PROBE_RECHECK = 1.0
 # Budget keys outlive their last write by two days (a per-day budget must survive the day).
 _KEY_TTL_MS = 2 * 86400 * 1000
 
@@ -339,8 +341,10 @@ end
 """
 
 # KEYS[3] the member's budgets (for its breaker). ARGV: now, process, limit, ttl, held (slots this
-# process holds). Returns {taken 0/1, lapsed, seconds the fleet's breaker stays open}: none is
-# taken while it is open.
+# process holds). Returns {taken 0/1, lapsed, seconds the fleet's breaker stays open, probing (1:
+# this call is the fleet's probe; 2: refused while another process's probe runs)}:
+# none is taken while it is open. Once its open time is over, one process at a time probes (the
+# first to ask; for ``ttl`` at most, in case it dies): the others are refused until its verdict.
 _ACQUIRE = (
     _SLOTS_PRELUDE
     + """
@@ -348,14 +352,24 @@ local now, proc = now_of(ARGV[1]), ARGV[2]
 local limit, ttl, held = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 expire_dead(now)
 local lapsed = renew(now, proc, ttl, held)
+local probing = 0
 local opened = redis.call('HGET', KEYS[3], 'breaker')
-if opened and tonumber(opened) > now then return {0, lapsed, f(tonumber(opened) - now)} end
+if opened then
+  opened = tonumber(opened)
+  if opened > now then return {0, lapsed, f(opened - now), 0} end
+  local probe = tonumber(redis.call('HGET', KEYS[3], 'probe') or '0')
+  if probe > now and redis.call('HGET', KEYS[3], 'prober') ~= proc then
+    return {0, lapsed, f(probe - now), 2}
+  end
+  probing = 1
+end
 local total = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
-if total >= limit then return {0, lapsed, '0'} end
+if total >= limit then return {0, lapsed, '0', 0} end
 redis.call('HINCRBY', KEYS[1], proc, 1)
 redis.call('ZADD', KEYS[2], f(now + ttl), proc)
-return {1, lapsed, '0'}
+if probing == 1 then redis.call('HSET', KEYS[3], 'probe', f(now + ttl), 'prober', proc) end
+return {1, lapsed, '0', probing}
 """
 )
 
@@ -368,10 +382,17 @@ local now = now_of(ARGV[1])
 local current = tonumber(redis.call('HGET', KEYS[1], 'breaker') or '0')
 local ends = math.max(current, now + tonumber(ARGV[2]))
 redis.call('HSET', KEYS[1], 'breaker', f(ends))
+redis.call('HDEL', KEYS[1], 'probe', 'prober')
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return f(ends - now)
 """
 )
+
+# KEYS[1] budgets. The fleet's probe succeeded: its breaker closes.
+_CLOSE = """
+redis.call('HDEL', KEYS[1], 'breaker', 'probe', 'prober')
+return 1
+"""
 
 # ARGV: now, process, n. Gives back n slots (none if the lease lapsed: they are gone already).
 _RELEASE = (
@@ -428,6 +449,7 @@ class Scripts:
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
         self._trip = client.register_script(_TRIP)
+        self._close = client.register_script(_CLOSE)
         self.heartbeat_script: AsyncScript = client.register_script(_HEARTBEAT)
 
     async def lease(
@@ -502,13 +524,19 @@ class Scripts:
         ttl: float,
         held: int,
         now: float | None = None,
-    ) -> tuple[bool, bool, float]:
-        """(taken, lapsed, open_for): whether a slot was taken, whether this process's lease had
-        lapsed (its slots are counted again), and the seconds the fleet's breaker stays open."""
-        taken, lapsed, open_for = await self._acquire(
+    ) -> tuple[bool, bool, float, int]:
+        """(taken, lapsed, open_for, probing): whether a slot was taken, whether this process's
+        lease had lapsed (its slots are counted again), the seconds the fleet's breaker stays
+        open (or its probe, another process's, may take), and 1 if this call is the fleet's
+        half-open probe, 2 if it was refused because another process's probe runs."""
+        taken, lapsed, open_for, probing = await self._acquire(
             keys=list(keys), args=[_arg(now), process, str(limit), repr(float(ttl)), str(held)]
         )
-        return bool(int(taken)), bool(int(lapsed)), _number(open_for)
+        return bool(int(taken)), bool(int(lapsed)), _number(open_for), int(probing)
+
+    async def close(self, key: str) -> None:
+        """The fleet's half-open probe succeeded: close its breaker."""
+        await self._close(keys=[key])
 
     async def trip(self, key: str, seconds: float, now: float | None = None) -> float:
         """Open the fleet's breaker for ``seconds`` (or longer, if it already is)."""
@@ -596,6 +624,8 @@ class SharedSlots:
         # The lane these slots are for (its breaker opens when the fleet's does).
         self.lane: Lane | None = None
         self._tripping: asyncio.Task[None] | None = None
+        # This process holds the fleet's half-open probe: the next verdict decides it.
+        self._probing = False
         self.lapses = 0
         self.waits = 0
 
@@ -622,7 +652,7 @@ class SharedSlots:
             await asyncio.shield(flushing)
         if store._reachable():
             try:
-                taken, lapsed, open_for = await store.scripts.acquire(
+                taken, lapsed, open_for, probing = await store.scripts.acquire(
                     self.keys, store.process, self.limit, store.lease_ttl, self.held
                 )
             except store.errors as exc:
@@ -632,11 +662,15 @@ class SharedSlots:
                 if lapsed:
                     self._lapsed()
                 if open_for > 0 and self.lane is not None:
-                    # Another process's breaker opened: this one's opens for the rest of it.
+                    # Another process's breaker opened: this one's opens for the rest of it (or,
+                    # while another process probes, until it is worth asking again).
+                    if probing == 2:
+                        open_for = min(open_for, _PROBE_RECHECK)
                     self.lane.breaker.trip(open_for)
                     raise self.lane.circuit_error(request_id)
                 if taken:
                     self.held += 1
+                    self._probing = self._probing or probing == 1
                 return taken
         if self.held + self.local < max(1, math.floor(self.limit * store.share())):
             self.local += 1
@@ -690,6 +724,14 @@ class SharedSlots:
         (sent in the background; the lane's calls refuse themselves meanwhile)."""
         self._tripping = asyncio.get_running_loop().create_task(self._trip(seconds))
 
+    async def _close(self) -> None:
+        store = self.store
+        try:
+            await store.scripts.close(self.keys[2])
+        except store.errors as exc:
+            # The probe's claim expires after lease_ttl and another process probes.
+            store._down(exc)
+
     async def _trip(self, seconds: float) -> None:
         store = self.store
         if not store._reachable():
@@ -704,7 +746,15 @@ class SharedSlots:
         cancelled in the lane's queue): its ``release`` gives nothing back."""
         self._unowed += 1
 
-    def release(self) -> None:
+    def release(self, outcome: bool | None = None) -> None:
+        """Give a slot back (``outcome``: the breaker's verdict on the call, if any, which
+        decides the fleet's half-open probe when this process holds it)."""
+        if self._probing and outcome is not None:
+            self._probing = False
+            if outcome:
+                self._tripping = asyncio.get_running_loop().create_task(self._close())
+            elif self.lane is not None:
+                self.tripped(self.lane.breaker._config.reset_timeout)
         if self._unowed:
             self._unowed -= 1
             return
