@@ -75,6 +75,17 @@ class Bucket:
         return (amount - self.level) / self.rate
 
 
+def amount(name: str, requests: int, tokens: int, output: int) -> int:
+    """What a call takes from the budget ``name`` (as ``_ratelimit._amount``)."""
+    if name == "tokens":
+        return tokens
+    if name == "input-tokens":
+        return tokens - output
+    if name == "output-tokens":
+        return output
+    return requests if name.startswith("requests") else 0
+
+
 @dataclass
 class Model:
     """The budget rules in plain Python, as the scripts should apply them."""
@@ -89,22 +100,23 @@ class Model:
         specs: list[tuple[str, float, float, float]],
         now: float,
         force: bool = False,
+        output: int = 0,
     ) -> float:
         for name, cap, rate, seed in specs:
             if name not in self.buckets:
                 self.buckets[name] = Bucket(cap, rate, min(cap, seed), now)
         wait = max(0.0, self.blocked - now)
         for name, bucket in self.buckets.items():
-            amount = tokens if "tokens" in name else requests
-            if amount > 0:
-                wait = max(wait, bucket.wait_for(amount, now))
+            need = amount(name, requests, tokens, output)
+            if need > 0:
+                wait = max(wait, bucket.wait_for(need, now))
             else:
                 bucket.refill(now)
         if force:
             wait = 0.0
         if wait <= 0:
             for name, bucket in self.buckets.items():
-                bucket.level -= tokens if "tokens" in name else requests
+                bucket.level -= amount(name, requests, tokens, output)
         return wait
 
     def lease_batch(
@@ -114,44 +126,51 @@ class Model:
         fleet: int,
         specs: list[tuple[str, float, float, float]],
         now: float,
-    ) -> tuple[int, float]:
+    ) -> tuple[int, float, bool]:
         for name, cap, rate, seed in specs:
             if name not in self.buckets:
                 self.buckets[name] = Bucket(cap, rate, min(cap, seed), now)
+        has_tokens = False
         for name, bucket in self.buckets.items():
             bucket.refill(now)
-            if back > 0 and "tokens" not in name:
+            if not name.startswith("requests"):
+                has_tokens = True
+            elif back > 0:
                 bucket.level = min(bucket.cap, bucket.level + back)
         grant: float = want
         wait = max(0.0, self.blocked - now)
-        if wait > 0:
+        if wait > 0 or has_tokens:
             grant = 0
-        requests = [b for name, b in self.buckets.items() if "tokens" not in name]
+        requests = [b for name, b in self.buckets.items() if name.startswith("requests")]
         for bucket in requests:
             level = bucket.level
             grant = min(grant, math.floor(level), max(1, math.floor(level / fleet)))
         if grant < 1:
             grant = 0
-            if wait <= 0:
+            if wait <= 0 and not has_tokens:
                 for bucket in requests:
                     wait = max(wait, bucket.wait_for(1, now))
         else:
             for bucket in requests:
                 bucket.level -= grant
-        return int(grant), wait
+        return int(grant), wait, has_tokens
 
-    def settle(self, delta: int, now: float) -> None:
+    def settle(self, reserved: tuple[int, int], used: tuple[int, int], now: float) -> None:
         for name, bucket in self.buckets.items():
-            if "tokens" in name:
+            if not name.startswith("requests"):
                 bucket.refill(now)
-                bucket.level = min(bucket.cap, bucket.level + delta)
+                change = amount(name, 0, *reserved) - amount(name, 0, *used)
+                bucket.level = min(bucket.cap, bucket.level + change)
 
     def report(self, windows: list[tuple[str, Window]], now: float) -> None:
         for kind, window in windows:
             bucket = self.buckets.get(kind)
             if bucket is None and window.limit is not None:
                 bucket = self.buckets[kind] = Bucket(
-                    window.limit, window.limit / 60, window.limit, now
+                    window.limit,
+                    window.limit / (86400 if kind == "requests-per-day" else 60),
+                    window.limit,
+                    now,
                 )
             if bucket is None:
                 continue
@@ -212,9 +231,9 @@ async def test_a_report_seeds_from_what_the_vendor_said(scripts: Scripts) -> Non
 async def test_settle_gives_back_or_takes_tokens(scripts: Scripts) -> None:
     spec = [("tokens", 1000.0, 0.0, 1000.0)]
     assert await scripts.lease(KEY, 1, 600, spec, now=T0) == 0
-    await scripts.settle(KEY, 600 - 100, now=T0)  # used 100 of 600
+    await scripts.settle(KEY, (600, 0), (100, 0), now=T0)  # used 100 of 600
     assert (await scripts.current(KEY, now=T0))[1]["tokens"][1] == 900
-    await scripts.settle(KEY, -1000, now=T0)  # used 1000 more than reserved: a debt
+    await scripts.settle(KEY, (0, 0), (1000, 0), now=T0)  # 1000 more than reserved: a debt
     assert (await scripts.current(KEY, now=T0))[1]["tokens"][1] == -100
 
 
@@ -249,7 +268,7 @@ async def test_scripts_survive_a_script_flush(scripts: Scripts, redis_server: Re
 
 # -- stateful: random sequences against the model ------------------------------------------------
 
-KINDS = ["requests", "tokens", "requests/day", "input-tokens"]
+KINDS = ["requests", "tokens", "requests-per-day", "input-tokens", "output-tokens"]
 times = st.floats(0, 120, allow_nan=False)
 windows = st.builds(
     Window,
@@ -299,6 +318,7 @@ class BudgetMachine(RuleBasedStateMachine):
             unique_by=lambda spec: spec[0],
         ),
         force=st.booleans(),
+        output=st.integers(0, 3000),
     )
     def lease(
         self,
@@ -307,14 +327,18 @@ class BudgetMachine(RuleBasedStateMachine):
         tokens: int,
         specs: list[tuple[str, int, float, int]],
         force: bool,
+        output: int,
     ) -> None:
         self.now += step
+        output = min(output, tokens)
         floats = [(n, float(c), r, float(s)) for n, c, r, s in specs]
         got = run(
             self.loop,
-            self.scripts.lease(KEY, requests, tokens, floats, now=self.now, force=force),
+            self.scripts.lease(
+                KEY, requests, tokens, floats, now=self.now, force=force, output=output
+            ),
         )
-        expected = self.model.lease(requests, tokens, floats, self.now, force)
+        expected = self.model.lease(requests, tokens, floats, self.now, force, output)
         assert close(got, expected), (got, expected)
 
     @rule(
@@ -349,12 +373,19 @@ class BudgetMachine(RuleBasedStateMachine):
         )
         expected = self.model.lease_batch(want, back, fleet, floats, self.now)
         assert got[0] == expected[0] and close(got[1], expected[1]), (got, expected)
+        assert got[2] == expected[2]
 
-    @rule(step=times, delta=st.integers(-3000, 3000))
-    def settle(self, step: float, delta: int) -> None:
+    @rule(
+        step=times,
+        reserved=st.tuples(st.integers(0, 3000), st.integers(0, 3000)),
+        used=st.tuples(st.integers(0, 3000), st.integers(0, 3000)),
+    )
+    def settle(self, step: float, reserved: tuple[int, int], used: tuple[int, int]) -> None:
         self.now += step
-        run(self.loop, self.scripts.settle(KEY, delta, now=self.now))
-        self.model.settle(delta, self.now)
+        reserved = (reserved[0], min(reserved))
+        used = (used[0], min(used))
+        run(self.loop, self.scripts.settle(KEY, reserved, used, now=self.now))
+        self.model.settle(reserved, used, self.now)
 
     @rule(step=times, reported=st.lists(st.tuples(st.sampled_from(KINDS), windows), max_size=3))
     def report(self, step: float, reported: list[tuple[str, Window]]) -> None:
@@ -730,7 +761,7 @@ async def test_budgets_are_leased_in_batches_without_a_round_trip_per_call(redis
     trips = []
     lease_batch = store.scripts.lease_batch
 
-    async def counted(*args: Any, **kwargs: Any) -> tuple[int, float]:
+    async def counted(*args: Any, **kwargs: Any) -> tuple[int, float, bool]:
         got = await lease_batch(*args, **kwargs)
         trips.append(got[0])
         return got

@@ -134,10 +134,22 @@ local function wait_for(b, amount, now)
   if amount > b.cap or b.rate <= 0 then return math.huge end
   return (amount - b.level) / b.rate
 end
-local function is_tokens(name) return string.find(name, 'tokens', 1, true) ~= nil end
+local function is_requests(name) return string.sub(name, 1, 8) == 'requests' end
+local function amount(name, requests, tokens, output)
+  if name == 'tokens' then return tokens end
+  if name == 'input-tokens' then return tokens - output end
+  if name == 'output-tokens' then return output end
+  if is_requests(name) then return requests end
+  return 0
+end
+local function period(name)
+  if name == 'requests-per-day' then return 86400 end
+  return 60
+end
 """
 
-# KEYS[1] budgets; ARGV: now, requests, tokens, n, then n specs (name, cap, rate, seed) of the
+# KEYS[1] budgets; ARGV: now, requests, tokens, output tokens (the part of tokens that is
+# output), n, then n specs (name, cap, rate, seed) of the
 # process's configured buckets, each created at its seed level if missing, then force ('1': take
 # it whatever is left, for spend made while Redis was unreachable), then the keys' time to live.
 # Returns {1, '0'} leased, or {0, seconds to wait} ('inf': never).
@@ -145,27 +157,24 @@ _LEASE = (
     _PRELUDE
     + """
 local now = now_of(ARGV[1])
-local requests, tokens = tonumber(ARGV[2]), tonumber(ARGV[3])
+local requests, tokens, output = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local buckets, blocked = load(KEYS[1])
-for i = 0, tonumber(ARGV[4]) - 1 do
-  local name = ARGV[5 + 4 * i]
+for i = 0, tonumber(ARGV[5]) - 1 do
+  local name = ARGV[6 + 4 * i]
   if not buckets[name] then
-    local cap = tonumber(ARGV[6 + 4 * i])
-    buckets[name] = {cap = cap, rate = tonumber(ARGV[7 + 4 * i]),
-      level = math.min(cap, tonumber(ARGV[8 + 4 * i])), t = now}
+    local cap = tonumber(ARGV[7 + 4 * i])
+    buckets[name] = {cap = cap, rate = tonumber(ARGV[8 + 4 * i]),
+      level = math.min(cap, tonumber(ARGV[9 + 4 * i])), t = now}
   end
 end
 local wait = math.max(0, blocked - now)
 for name, b in pairs(buckets) do
-  local amount = requests
-  if is_tokens(name) then amount = tokens end
-  if amount > 0 then wait = math.max(wait, wait_for(b, amount, now)) else refill(b, now) end
+  local need = amount(name, requests, tokens, output)
+  if need > 0 then wait = math.max(wait, wait_for(b, need, now)) else refill(b, now) end
 end
 if ARGV[#ARGV - 1] == '1' then wait = 0 end
 if wait <= 0 then
-  for name, b in pairs(buckets) do
-    if is_tokens(name) then b.level = b.level - tokens else b.level = b.level - requests end
-  end
+  for name, b in pairs(buckets) do b.level = b.level - amount(name, requests, tokens, output) end
 end
 for name, b in pairs(buckets) do save(KEYS[1], name, b) end
 if next(buckets) ~= nil then redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV]) end
@@ -177,8 +186,9 @@ return {1, '0'}
 # KEYS[1] budgets; ARGV: now, want, back, fleet, n, then n specs (as for _LEASE), then the keys'
 # time to live. A batch of calls of one request each for a process to spend locally: ``back``
 # requests it did not use are given back first; then as many calls as it wants, at most its fair
-# share (what is left divided by the processes sharing it, at least one). Returns {calls
-# granted, seconds to wait when none was}.
+# share (what is left divided by the processes sharing it, at least one). None is granted where
+# the member has token budgets (their calls' costs differ: each is leased on its own). Returns
+# {calls granted, seconds to wait when none was, whether it has token budgets}.
 _LEASE_BATCH = (
     _PRELUDE
     + """
@@ -193,47 +203,57 @@ for i = 0, tonumber(ARGV[5]) - 1 do
       level = math.min(cap, tonumber(ARGV[9 + 4 * i])), t = now}
   end
 end
+local has_tokens = 0
 for name, b in pairs(buckets) do
   refill(b, now)
-  if back > 0 and not is_tokens(name) then b.level = math.min(b.cap, b.level + back) end
+  if is_requests(name) then
+    if back > 0 then b.level = math.min(b.cap, b.level + back) end
+  else
+    has_tokens = 1
+  end
 end
 local grant = want
 local wait = math.max(0, blocked - now)
-if wait > 0 then grant = 0 end
+if wait > 0 or has_tokens == 1 then grant = 0 end
 for name, b in pairs(buckets) do
-  if not is_tokens(name) then
+  if is_requests(name) then
     grant = math.min(grant, math.floor(b.level), math.max(1, math.floor(b.level / fleet)))
   end
 end
 if grant < 1 then
   grant = 0
-  if wait <= 0 then
+  if wait <= 0 and has_tokens == 0 then
     for name, b in pairs(buckets) do
-      if not is_tokens(name) then wait = math.max(wait, wait_for(b, 1, now)) end
+      if is_requests(name) then wait = math.max(wait, wait_for(b, 1, now)) end
     end
   end
 else
   for name, b in pairs(buckets) do
-    if not is_tokens(name) then b.level = b.level - grant end
+    if is_requests(name) then b.level = b.level - grant end
   end
 end
 for name, b in pairs(buckets) do save(KEYS[1], name, b) end
 if next(buckets) ~= nil then redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV]) end
-return {grant, f(wait)}
+return {grant, f(wait), has_tokens}
 """
 )
 
-# KEYS[1] budgets; ARGV: now, reserved - used tokens. A reply that used more than was reserved
-# takes the level below zero: later calls wait for the debt, as the vendor's bucket would.
+# KEYS[1] budgets; ARGV: now, reserved tokens and output tokens, used tokens and output tokens.
+# Each token budget gets back what the reservation took beyond the use, or gives the rest: a
+# reply that used more than was reserved takes the level below zero, and later calls wait for
+# the debt, as the vendor's bucket would.
 _SETTLE = (
     _PRELUDE
     + """
-local now, delta = now_of(ARGV[1]), tonumber(ARGV[2])
+local now = now_of(ARGV[1])
+local tokens, output = tonumber(ARGV[2]), tonumber(ARGV[3])
+local used, used_output = tonumber(ARGV[4]), tonumber(ARGV[5])
 local buckets = load(KEYS[1])
 for name, b in pairs(buckets) do
-  if is_tokens(name) then
+  if not is_requests(name) then
     refill(b, now)
-    b.level = math.min(b.cap, b.level + delta)
+    local change = amount(name, 0, tokens, output) - amount(name, 0, used, used_output)
+    b.level = math.min(b.cap, b.level + change)
     save(KEYS[1], name, b)
   end
 end
@@ -254,7 +274,7 @@ for i = 0, tonumber(ARGV[2]) - 1 do
     tonumber(ARGV[4 + 4 * i]), tonumber(ARGV[5 + 4 * i]), tonumber(ARGV[6 + 4 * i])
   local b = buckets[kind]
   if not b and limit then
-    b = {cap = limit, rate = limit / 60, level = limit, t = now}
+    b = {cap = limit, rate = limit / period(kind), level = limit, t = now}
     buckets[kind] = b
   end
   if b then
@@ -460,11 +480,13 @@ class Scripts:
         specs: Sequence[tuple[str, float, float, float]],
         now: float | None = None,
         *,
+        output: int = 0,
         force: bool = False,
     ) -> float:
-        """0.0 when leased, else the seconds to wait (``inf``: never). ``force``: spend it
-        whatever is left (the level may go below zero)."""
-        args: list[str] = [_arg(now), str(requests), str(tokens), str(len(specs))]
+        """0.0 when leased, else the seconds to wait (``inf``: never). ``output``: the part of
+        ``tokens`` that is output. ``force``: spend it whatever is left (the level may go below
+        zero)."""
+        args: list[str] = [_arg(now), str(requests), str(tokens), str(output), str(len(specs))]
         for name, cap, rate, seed in specs:
             args += [name, repr(float(cap)), repr(float(rate)), repr(float(seed))]
         args += ["1" if force else "0", str(_KEY_TTL_MS)]
@@ -479,17 +501,26 @@ class Scripts:
         fleet: int,
         specs: Sequence[tuple[str, float, float, float]],
         now: float | None = None,
-    ) -> tuple[int, float]:
-        """(calls granted, seconds to wait when none was)."""
+    ) -> tuple[int, float, bool]:
+        """(calls granted, seconds to wait when none was, whether the member has token budgets:
+        then none is granted)."""
         args: list[str] = [_arg(now), str(want), str(back), str(fleet), str(len(specs))]
         for name, cap, rate, seed in specs:
             args += [name, repr(float(cap)), repr(float(rate)), repr(float(seed))]
         args.append(str(_KEY_TTL_MS))
-        grant, wait = await self._lease_batch(keys=[key], args=args)
-        return int(grant), _number(wait)
+        grant, wait, has_tokens = await self._lease_batch(keys=[key], args=args)
+        return int(grant), _number(wait), bool(int(has_tokens))
 
-    async def settle(self, key: str, delta: int, now: float | None = None) -> None:
-        await self._settle(keys=[key], args=[_arg(now), str(delta)])
+    async def settle(
+        self,
+        key: str,
+        reserved: tuple[int, int],
+        used: tuple[int, int],
+        now: float | None = None,
+    ) -> None:
+        """``reserved`` and ``used``: (tokens, the part of them that is output)."""
+        args = [_arg(now), str(reserved[0]), str(reserved[1]), str(used[0]), str(used[1])]
+        await self._settle(keys=[key], args=args)
 
     async def report(
         self, key: str, windows: Sequence[tuple[str, Window]], now: float | None = None
@@ -580,6 +611,8 @@ class _Allowance:
     granted: int = 0
     want: int = 1
     until: float = -math.inf
+    # The member has token budgets: its calls are leased one by one.
+    has_tokens: bool = False
 
 
 @dataclass(slots=True)
@@ -953,15 +986,24 @@ class RedisBudgetStore(BudgetStore):
         requests_per_minute: int | None = None,
         tokens_per_minute: int | None = None,
         requests_per_day: int | None = None,
+        input_tokens_per_minute: int | None = None,
+        output_tokens_per_minute: int | None = None,
+        sub_window: float | None = None,
     ) -> None:
+        """The buckets of ``MemoryBudgetStore.configure``, by the same names, kept in Redis."""
         specs = self._specs.setdefault(key, [])
         for name, limit, period in (
             ("requests", requests_per_minute, _PER_MINUTE),
             ("tokens", tokens_per_minute, _PER_MINUTE),
-            ("requests/day", requests_per_day, _PER_DAY),
+            ("input-tokens", input_tokens_per_minute, _PER_MINUTE),
+            ("output-tokens", output_tokens_per_minute, _PER_MINUTE),
+            ("requests-per-day", requests_per_day, _PER_DAY),
         ):
             if limit is not None:
                 specs.append((name, float(limit), limit / period))
+        if sub_window is not None and requests_per_minute is not None:
+            rate = requests_per_minute / _PER_MINUTE
+            specs.append(("requests-burst", max(1.0, rate * sub_window), rate))
 
     def _seeds(self, key: str, now: float) -> list[tuple[str, float, float, float]]:
         """The configured buckets with the level each starts at if Redis has lost it."""
@@ -985,32 +1027,40 @@ class RedisBudgetStore(BudgetStore):
         return seeds
 
     async def lease(self, key: str, cost: Cost, now: float) -> Lease | float:
-        if cost.requests == 1 and cost.tokens == 0 and self.degraded_since is None:
+        if cost.requests == 1 and self.degraded_since is None:
             allowance = self._allowances.get(key)
-            if allowance is not None and allowance.calls > 0 and now < allowance.until:
-                allowance.calls -= 1
-                return Lease(key, 1, 0)
-            got = await self._lease_batch(key, now)
-            if got is not None:
-                return got
+            if allowance is None or not allowance.has_tokens:
+                if allowance is not None and allowance.calls > 0 and now < allowance.until:
+                    allowance.calls -= 1
+                    return Lease(key, 1, cost.tokens, cost.output_tokens)
+                got = await self._lease_batch(key, cost, now)
+                if got is not None:
+                    return got
         if self._reachable():
             try:
                 wait = await self.scripts.lease(
-                    budget_key(self.prefix, key), cost.requests, cost.tokens, self._seeds(key, now)
+                    budget_key(self.prefix, key),
+                    cost.requests,
+                    cost.tokens,
+                    self._seeds(key, now),
+                    output=cost.output_tokens,
                 )
             except self.errors as exc:
                 self._down(exc)
             else:
                 self._up()
-                return Lease(key, cost.requests, cost.tokens) if wait <= 0 else wait
+                if wait > 0:
+                    return wait
+                return Lease(key, cost.requests, cost.tokens, cost.output_tokens)
         got = await self._fallback.lease(key, cost, now)
         if isinstance(got, Lease):
             self._spent(key, cost.requests, cost.tokens)
         return got
 
-    async def _lease_batch(self, key: str, now: float) -> Lease | float | None:
-        """Lease a batch of one-request calls (see ``_Allowance``) and spend one; None if Redis
-        could not be reached."""
+    async def _lease_batch(self, key: str, cost: Cost, now: float) -> Lease | float | None:
+        """Lease a batch of one-request calls (see ``_Allowance``) and spend one on ``cost``;
+        None if Redis could not be reached or the member has token budgets (then each call is
+        leased on its own)."""
         allowance = self._allowances.setdefault(key, _Allowance())
         back, allowance.calls = allowance.calls, 0
         if back:
@@ -1018,7 +1068,7 @@ class RedisBudgetStore(BudgetStore):
         elif allowance.granted:
             allowance.want = min(_BATCH_MAX, allowance.want * 2)
         try:
-            grant, wait = await self.scripts.lease_batch(
+            grant, wait, has_tokens = await self.scripts.lease_batch(
                 budget_key(self.prefix, key),
                 allowance.want,
                 back,
@@ -1030,17 +1080,20 @@ class RedisBudgetStore(BudgetStore):
             return None
         self._up()
         allowance.granted = grant
+        if has_tokens:
+            allowance.has_tokens = True
+            return None
         if grant < 1:
             return wait
         allowance.calls += grant - 1
         allowance.until = now + _BATCH_FRESH
-        return Lease(key, 1, 0)
+        return Lease(key, 1, cost.tokens, cost.output_tokens)
 
     async def _give_back(self) -> None:
         """Return the calls of the batches not spent (the store is closing)."""
         allowances, self._allowances = self._allowances, {}
         for key, allowance in allowances.items():
-            if allowance.calls > 0:
+            if allowance.calls > 0 and not allowance.has_tokens:
                 await self.scripts.lease_batch(
                     budget_key(self.prefix, key),
                     0,
@@ -1050,19 +1103,29 @@ class RedisBudgetStore(BudgetStore):
                 )
 
     async def settle(self, lease: Lease, tokens_used: int, now: float) -> None:
-        if lease.tokens == tokens_used:
+        # Without a split, the usage is taken as the reservation's own split.
+        output = min(lease.output_tokens, tokens_used)
+        await self.settle_usage(lease, tokens_used - output, output, now)
+
+    async def settle_usage(
+        self, lease: Lease, input_tokens: int, output_tokens: int, now: float
+    ) -> None:
+        used = input_tokens + output_tokens
+        if lease.tokens == used and lease.output_tokens == output_tokens:
             return
         if self._reachable():
             try:
                 await self.scripts.settle(
-                    budget_key(self.prefix, lease.key), lease.tokens - tokens_used
+                    budget_key(self.prefix, lease.key),
+                    (lease.tokens, lease.output_tokens),
+                    (used, output_tokens),
                 )
             except self.errors as exc:
                 self._down(exc)
             else:
                 return
-        self._spent(lease.key, 0, tokens_used - lease.tokens)
-        await self._fallback.settle(lease, tokens_used, now)
+        self._spent(lease.key, 0, used - lease.tokens)
+        await self._fallback.settle_usage(lease, input_tokens, output_tokens, now)
 
     async def report(self, key: str, headers: RateHeaders, now: float) -> None:
         if not headers.windows:
