@@ -60,6 +60,7 @@ class Bucket:
     rate: float
     level: float
     t: float
+    ceil: float = math.inf
 
     def refill(self, now: float) -> None:
         if now > self.t:
@@ -104,7 +105,7 @@ class Model:
     ) -> float:
         for name, cap, rate, seed in specs:
             if name not in self.buckets:
-                self.buckets[name] = Bucket(cap, rate, min(cap, seed), now)
+                self.buckets[name] = Bucket(cap, rate, min(cap, seed), now, cap)
         wait = max(0.0, self.blocked - now)
         for name, bucket in self.buckets.items():
             need = amount(name, requests, tokens, output)
@@ -129,7 +130,7 @@ class Model:
     ) -> tuple[int, float, bool]:
         for name, cap, rate, seed in specs:
             if name not in self.buckets:
-                self.buckets[name] = Bucket(cap, rate, min(cap, seed), now)
+                self.buckets[name] = Bucket(cap, rate, min(cap, seed), now, cap)
         has_tokens = False
         for name, bucket in self.buckets.items():
             bucket.refill(now)
@@ -164,25 +165,24 @@ class Model:
 
     def report(self, windows: list[tuple[str, Window]], now: float) -> None:
         for kind, window in windows:
+            period = 86400 if kind == "requests-per-day" else 60
             bucket = self.buckets.get(kind)
             if bucket is None and window.limit is not None:
-                bucket = self.buckets[kind] = Bucket(
-                    window.limit,
-                    window.limit / (86400 if kind == "requests-per-day" else 60),
-                    window.limit,
-                    now,
-                )
+                limit = window.limit
+                bucket = self.buckets[kind] = Bucket(limit, limit / period, limit, now)
             if bucket is None:
                 continue
             bucket.refill(now)
-            if window.limit is not None and window.limit > 0:
-                bucket.cap = window.limit
+            limit = window.limit
+            if limit is not None and 0 < limit < bucket.ceil and limit != bucket.cap:
+                bucket.cap = limit
+                bucket.rate = limit / period
             if window.remaining is not None:
-                bucket.level = min(bucket.cap, window.remaining)
-                if window.reset_in is not None and window.reset_in > 0:
-                    missing = bucket.cap - bucket.level
-                    if missing > 0:
-                        bucket.rate = missing / window.reset_in
+                left = min(bucket.cap, window.remaining)
+                bucket.level = min(bucket.level, left)
+                missing = bucket.cap - left
+                if window.reset_in is not None and window.reset_in > 0 and missing > 0:
+                    bucket.rate = max(bucket.cap / period, missing / window.reset_in)
 
     def block(self, seconds: float, now: float) -> float:
         self.blocked = max(self.blocked, now + seconds)

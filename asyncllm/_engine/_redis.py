@@ -123,6 +123,7 @@ end
 local function save(key, name, b)
   redis.call('HSET', key, name .. '|cap', f(b.cap), name .. '|rate', f(b.rate),
     name .. '|level', f(b.level), name .. '|t', f(b.t))
+  if b.ceil then redis.call('HSET', key, name .. '|ceil', f(b.ceil)) end
 end
 local function refill(b, now)
   if now > b.t then b.level = math.min(b.cap, b.level + (now - b.t) * b.rate) end
@@ -164,7 +165,7 @@ for i = 0, tonumber(ARGV[5]) - 1 do
   if not buckets[name] then
     local cap = tonumber(ARGV[7 + 4 * i])
     buckets[name] = {cap = cap, rate = tonumber(ARGV[8 + 4 * i]),
-      level = math.min(cap, tonumber(ARGV[9 + 4 * i])), t = now}
+      level = math.min(cap, tonumber(ARGV[9 + 4 * i])), t = now, ceil = cap}
   end
 end
 local wait = math.max(0, blocked - now)
@@ -200,7 +201,7 @@ for i = 0, tonumber(ARGV[5]) - 1 do
   if not buckets[name] then
     local cap = tonumber(ARGV[7 + 4 * i])
     buckets[name] = {cap = cap, rate = tonumber(ARGV[8 + 4 * i]),
-      level = math.min(cap, tonumber(ARGV[9 + 4 * i])), t = now}
+      level = math.min(cap, tonumber(ARGV[9 + 4 * i])), t = now, ceil = cap}
   end
 end
 local has_tokens = 0
@@ -262,7 +263,10 @@ return 1
 )
 
 # KEYS[1] budgets; ARGV: now, n, then n windows (kind, limit, remaining, reset_in; '' for none).
-# What the vendor reported is the truth: its limit, what is left, and how fast it refills.
+# As ``TokenBucket.learn``: a reported limit replaces the capacity unless a configured one (the
+# bucket's ceiling) is lower; what is left only lowers the level (the reply does not know of the
+# calls still in flight); the refill is a whole budget a period at least, faster when the time
+# until it is whole says so.
 _REPORT = (
     _PRELUDE
     + """
@@ -279,12 +283,16 @@ for i = 0, tonumber(ARGV[2]) - 1 do
   end
   if b then
     refill(b, now)
-    if limit and limit > 0 then b.cap = limit end
+    if limit and limit > 0 and (not b.ceil or limit < b.ceil) and limit ~= b.cap then
+      b.cap = limit
+      b.rate = limit / period(kind)
+    end
     if remaining then
-      b.level = math.min(b.cap, remaining)
-      if reset_in and reset_in > 0 then
-        local missing = b.cap - b.level
-        if missing > 0 then b.rate = missing / reset_in end
+      local left = math.min(b.cap, remaining)
+      b.level = math.min(b.level, left)
+      local missing = b.cap - left
+      if reset_in and reset_in > 0 and missing > 0 then
+        b.rate = math.max(b.cap / period(kind), missing / reset_in)
       end
     end
     save(KEYS[1], kind, b)
