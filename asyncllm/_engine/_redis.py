@@ -1121,6 +1121,9 @@ class RedisBudgetStore(BudgetStore):
         used = input_tokens + output_tokens
         if lease.tokens == used and lease.output_tokens == output_tokens:
             return
+        allowance = self._allowances.get(lease.key)
+        if allowance is not None and allowance.granted and not allowance.has_tokens:
+            return  # the member had no token budgets at its last batch: nothing to settle
         if self._reachable():
             try:
                 await self.scripts.settle(
