@@ -835,3 +835,34 @@ async def test_one_process_probes_for_the_fleet(redis_url: str) -> None:
     finally:
         await one.aclose()
         await two.aclose()
+
+
+async def test_token_budgets_are_reserved_and_settled_in_redis(redis_url: str) -> None:
+    """Token budgets (total, input, output) by main's per-kind costs: reserved whole, settled
+    with the usage; such a member's calls are leased one by one, not in batches."""
+    store = RedisBudgetStore(redis_url, prefix="t")
+    try:
+        store.configure(
+            "m",
+            0.0,
+            requests_per_minute=600,
+            tokens_per_minute=60_000,
+            output_tokens_per_minute=6_000,
+            sub_window=1.0,
+        )
+        # The probe allowance: one second's refill of each (1000 tokens, 100 output).
+        lease = await store.lease("m", Cost(1, 600, 100), 0.0)
+        assert isinstance(lease, Lease) and (lease.tokens, lease.output_tokens) == (600, 100)
+        seen = await store.current("m", 0.0)
+        assert {"tokens", "output-tokens", "requests-burst"} <= set(seen)
+        assert 400 <= (seen["tokens"].remaining or 0) < 420
+        assert 0 <= (seen["output-tokens"].remaining or 0) < 10
+        await store.settle_usage(lease, 150, 50, 0.0)  # used 200 of 600, 50 of 100 output
+        seen = await store.current("m", 0.0)
+        assert 800 <= (seen["tokens"].remaining or 0) < 830
+        assert 50 <= (seen["output-tokens"].remaining or 0) < 60
+        assert store._allowances["m"].has_tokens
+        # More output than the budget holds at all: refused at once, not sent.
+        assert await store.lease("m", Cost(1, 7_000, 7_000), 0.0) == math.inf
+    finally:
+        await store.aclose()
