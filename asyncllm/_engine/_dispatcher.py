@@ -300,7 +300,7 @@ class Lane:
                 if error is not None:
                     self.note_open(error)
                 if self.shared is not None:
-                    self.shared.tripped(self.breaker._config.reset_timeout)
+                    self.shared.tripped(self.breaker.open_time)
                 return True
         elif probe:
             self.breaker.release_probe()

@@ -795,7 +795,7 @@ class SharedSlots:
             if outcome:
                 self._tripping = asyncio.get_running_loop().create_task(self._close())
             elif self.lane is not None:
-                self.tripped(self.lane.breaker._config.reset_timeout)
+                self.tripped(self.lane.breaker.open_time)
         if self._unowed:
             self._unowed -= 1
             return
