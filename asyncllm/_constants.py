@@ -60,3 +60,12 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # input; the client's own limits decide the concurrency), and seconds between progress redraws.
 DEFAULT_BATCH_WINDOW = 256
 BATCH_PROGRESS_INTERVAL = 0.2
+
+# Dispatcher(redis_url=...): how long a process's shared concurrency slots outlive its last
+# heartbeat (a SIGKILLed process's slots come back within it; the heartbeat runs five times per
+# lease), and the timeout of every Redis call.
+DEFAULT_REDIS_LEASE = 10.0
+DEFAULT_REDIS_TIMEOUT = 1.0
+# The share of a lane's limits a process keeps while Redis is unreachable if it never saw how
+# many processes share them.
+DEFAULT_REDIS_SHARE = 0.25

@@ -17,6 +17,9 @@ settings.register_profile("repeatable", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
+# A real redis-server per session, for the shared budgets' tests (see tests/redis_fixtures.py).
+pytest_plugins = ["tests.redis_fixtures"]
+
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 

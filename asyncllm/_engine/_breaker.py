@@ -43,6 +43,7 @@ class CircuitBreaker:
         "_state",
         "open_time",
         "opened_by",
+        "opened_elsewhere",
         "opened_from",
         "transitions",
     )
@@ -62,6 +63,7 @@ class CircuitBreaker:
         # While open: the failure that opened it, and the state it opened from.
         self.opened_by: APIError | None = None
         self.opened_from: BreakerState | None = None
+        self.opened_elsewhere = False
 
     @property
     def state(self) -> BreakerState:
@@ -146,9 +148,22 @@ class CircuitBreaker:
             return True
         return False
 
+    def trip(self, seconds: float) -> None:
+        """Open for ``seconds`` because the breaker of another process, for the same backend,
+        opened (shared through Redis): ``opened_by`` stays None, ``opened_elsewhere`` True."""
+        if self._state is BreakerState.OPEN:
+            return
+        self._opened_at = self._clock()
+        self.open_time = seconds
+        self.opened_by = None
+        self.opened_from = self._state
+        self._move(BreakerState.OPEN)
+        self.opened_elsewhere = True
+
     def _move(self, new: BreakerState) -> None:
         old = self._state
         self._state = new
+        self.opened_elsewhere = False
         if new is not BreakerState.HALF_OPEN:
             self._probes = 0
         if new is BreakerState.CLOSED:

@@ -45,10 +45,10 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from .._config import BreakerConfig, LimitsConfig, RateLimits, RetryConfig
-from .._constants import DEFAULT_CLOSE_TIMEOUT, LATENCY_WINDOW
+from .._constants import DEFAULT_CLOSE_TIMEOUT, DEFAULT_REDIS_LEASE, LATENCY_WINDOW
 from .._exceptions import (
     APIError,
     APITimeoutError,
@@ -74,8 +74,12 @@ from ._ratelimit import (
     RateGate,
     block_lane,
     limit_lane,
+    share_lane,
 )
 from ._tracking import RequestRecord, RequestStatus, RequestTracker
+
+if TYPE_CHECKING:
+    from ._redis import SharedSlots
 
 logger = logging.getLogger("asyncllm")
 
@@ -216,6 +220,8 @@ class Lane:
         self.info: dict[str, Any] = {}
         # Set while the lane is rate limited (see ``_ratelimit``); None costs a call one check.
         self.gate: RateGate | None = None
+        # The lane's concurrency shared with other processes through Redis (see ``_redis``).
+        self.shared: SharedSlots | None = None
 
     # -- slots -------------------------------------------------------------------------------
 
@@ -272,6 +278,8 @@ class Lane:
         (``error``), None no verdict (a probe then frees its place)."""
         if self.limit < self.ceiling and outcome is True and self.adaptive is not None:
             self.adaptive.succeeded(self, self.in_flight)
+        if self.shared is not None:
+            self.shared.release(outcome)
         self.in_flight -= 1
         dispatcher = self.dispatcher
         dispatcher.in_flight -= 1
@@ -307,6 +315,8 @@ class Lane:
             if self.breaker.record_failure(probe, error):
                 if error is not None:
                     self.note_open(error)
+                if self.shared is not None:
+                    self.shared.tripped(self.breaker.open_time)
                 return True
         elif probe:
             self.breaker.release_probe()
@@ -323,7 +333,9 @@ class Lane:
         if rejected:
             self.rejected += 1
         cause = breaker.opened_by
-        if breaker.opened_from is BreakerState.HALF_OPEN:
+        if breaker.opened_elsewhere:
+            why = "the breaker of another process sharing it through Redis opened"
+        elif breaker.opened_from is BreakerState.HALF_OPEN:
             why = "its half-open probe failed"
         else:
             n = breaker._config.failure_threshold
@@ -472,6 +484,8 @@ class Lane:
             self._leave_queue()
         elif future.exception() is None:
             # Granted, but we were cancelled before we could use it.
+            if self.shared is not None:
+                self.shared.never_acquired()
             self.release(future.result(), None)
         if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, AsyncLLMError):
             return APITimeoutError(
@@ -544,7 +558,9 @@ class Lane:
             breaker_transitions=dict(self.breaker.transitions),
             latency_p50=_percentile(latencies, 0.5),
             latency_p95=_percentile(latencies, 0.95),
-            info=dict(self.info),
+            info=dict(self.info)
+            if self.shared is None
+            else {**self.info, "redis": self.shared.stats()},
             queued_p50=_percentile(queued, 0.5),
             queued_p95=_percentile(queued, 0.95),
             service_p50=_percentile(service, 0.5),
@@ -567,6 +583,10 @@ class Dispatcher:
     ``clock``, ``sleep`` and ``rng`` are injectable so that tests of timing never wait.
     ``observer`` watches every call for telemetry (see ``_observe``): by default OpenTelemetry's
     where ``opentelemetry-api`` is installed, else none; None turns it off.
+    ``redis_url`` shares every lane's budgets, ``Retry-After`` blocks, concurrency limit and
+    open breaker with every process whose dispatcher uses the same Redis (a lane is shared by
+    name; see ``_redis``); a process killed while it holds slots gives them back after
+    ``redis_lease`` seconds. Needs the ``asyncllm[redis]`` extra.
     """
 
     def __init__(
@@ -580,8 +600,11 @@ class Dispatcher:
         max_in_flight: int | None = None,
         aging: float | None = None,
         observer: Observer | None = AUTO,
+        redis_url: str | None = None,
+        redis_lease: float = DEFAULT_REDIS_LEASE,
     ) -> None:
         check_int("max_in_flight", max_in_flight, 1)
+        check_positive("redis_lease", redis_lease)
         check_positive("aging", aging)
         self.max_in_flight = max_in_flight
         self.aging = aging
@@ -598,6 +621,12 @@ class Dispatcher:
         self.tracker = RequestTracker(clock=clock, **kwargs)
         # Every lane's rate budgets and blocks, keyed by lane name.
         self.budgets: BudgetStore = MemoryBudgetStore()
+        if redis_url is not None:
+            from ._redis import RedisBudgetStore
+
+            self.budgets = RedisBudgetStore(
+                redis_url, clock=clock, lease_ttl=redis_lease, heartbeat=redis_lease / 5
+            )
         self._lanes: dict[str, Lane] = {}
         self._seq = itertools.count()
         # One entry per lane waiting for a global slot: (its best job's key, lane).
@@ -645,6 +674,8 @@ class Dispatcher:
         self._lanes[unique] = lane
         if rate_limits is not None:
             limit_lane(lane, rate_limits, self.budgets, rate_dialect)
+        if self.budgets.shared:
+            share_lane(lane, self.budgets)
         return lane
 
     # -- the priority queue ------------------------------------------------------------------
@@ -909,6 +940,12 @@ class Dispatcher:
                         if not counted and lane.judge(verdict, error):
                             lane.fill()  # the calls queued behind it fail at once
                         raise ended from error
+                if lane.shared is not None:
+                    try:
+                        await lane.shared.acquire(rid, deadline_at)
+                    except BaseException:
+                        lane.release(probe, None)
+                        raise
                 record.attempts += 1
                 record.status = RequestStatus.RUNNING
                 if record.started_at is None:
@@ -1214,6 +1251,7 @@ class Dispatcher:
         lanes = list(self._lanes.values())
         await asyncio.gather(*(lane.aclose() for lane in lanes))
         self._lanes.clear()
+        await self.budgets.aclose()
         loop = asyncio.get_running_loop()
         if _dispatchers.get(loop) is self:
             del _dispatchers[loop]

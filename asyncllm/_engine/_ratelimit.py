@@ -60,7 +60,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from .._constants import DEFAULT_MAX_RATE_WAIT, DEFAULT_OUTPUT_TOKENS
 from .._exceptions import (
@@ -74,6 +74,7 @@ from ._backoff import parse_retry_after
 if TYPE_CHECKING:
     from .._config import RateLimits
     from ._dispatcher import Lane
+    from ._redis import SharedSlots
 
 __all__ = [
     "ANTHROPIC_HEADERS",
@@ -98,6 +99,7 @@ __all__ = [
     "parse_rfc3339",
     "quota_windows",
     "read_windows",
+    "share_lane",
 ]
 
 # The budgets a vendor can report, by the names its headers use.
@@ -434,7 +436,37 @@ class BudgetStore(abc.ABC):
 
     ``now`` is always the dispatcher's clock (monotonic seconds), passed in so that a store keeps
     no clock of its own and tests drive it with a fake one.
+
+    ``shared``: the store is shared with other processes, so every call of every lane asks it
+    (another process's 429 blocks this one's lane) and lanes share their concurrency (``slots``).
     """
+
+    shared: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def configure(
+        self,
+        key: str,
+        now: float,
+        *,
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+        requests_per_day: int | None = None,
+        input_tokens_per_minute: int | None = None,
+        output_tokens_per_minute: int | None = None,
+        sub_window: float | None = None,
+    ) -> None:
+        """Set the lane's configured limits (per minute for requests and tokens, per day for
+        requests; see ``MemoryBudgetStore.configure``)."""
+
+    def slots(self, key: str, limit: int) -> SharedSlots | None:
+        """The lane's concurrency shared with other processes (``limit`` slots in all), or None
+        where concurrency is this process's alone."""
+        return None
+
+    async def aclose(self) -> None:  # noqa: B027 - a store that holds nothing has nothing to do
+        """Let go of what the store holds (connections, leases); the dispatcher's ``aclose``
+        calls it."""
 
     @abc.abstractmethod
     async def lease(self, key: str, cost: Cost, now: float) -> Lease | float:
@@ -962,17 +994,16 @@ def limit_lane(
 ) -> None:
     """Give a new lane its configured budgets: its gate stays for good. ``dialect``, the
     backend's, says whether cached prompt tokens count."""
-    if isinstance(store, MemoryBudgetStore):
-        store.configure(
-            lane.name,
-            lane.dispatcher.clock(),
-            requests_per_minute=limits.requests_per_minute,
-            requests_per_day=limits.requests_per_day,
-            tokens_per_minute=limits.tokens_per_minute,
-            input_tokens_per_minute=limits.input_tokens_per_minute,
-            output_tokens_per_minute=limits.output_tokens_per_minute,
-            sub_window=limits.sub_window,
-        )
+    store.configure(
+        lane.name,
+        lane.dispatcher.clock(),
+        requests_per_minute=limits.requests_per_minute,
+        requests_per_day=limits.requests_per_day,
+        tokens_per_minute=limits.tokens_per_minute,
+        input_tokens_per_minute=limits.input_tokens_per_minute,
+        output_tokens_per_minute=limits.output_tokens_per_minute,
+        sub_window=limits.sub_window,
+    )
     gate = _gate(lane, store)
     gate.budgeted = True
     gate.max_wait = limits.max_wait
@@ -1002,3 +1033,12 @@ async def learn_limits(
         gate.max_wait = DEFAULT_MAX_RATE_WAIT
     if dialect is not None:
         gate.counts_cached = dialect.counts_cached_tokens
+
+
+def share_lane(lane: Lane, store: BudgetStore) -> None:
+    """Give a new lane of a shared store its gate for good (another process may block it or
+    spend its budgets at any time) and its share of the fleet's concurrency."""
+    _gate(lane, store).budgeted = True
+    shared = lane.shared = store.slots(lane.name, lane.limits.max_concurrent_requests)
+    if shared is not None:
+        shared.lane = lane

@@ -1,0 +1,1286 @@
+"""Budgets and concurrency shared by every process that uses the same Redis.
+
+``Dispatcher(redis_url=...)`` puts its lanes' budgets here instead of in process memory, so that
+a fleet of processes (uvicorn workers, batch workers, several hosts behind one key) keeps to one
+vendor limit instead of each keeping to its own and multiplying it. A lane is shared by name: two
+processes' lanes called ``openai`` spend from one budget.
+
+Why it is built this way:
+
+* Every read-modify-write is one Lua script, so two processes never read the same level and both
+  spend it. Time inside a script is Redis's own (``TIME``): the processes' clocks may disagree by
+  minutes and it does not matter. The scripts take a time argument only so that tests can check
+  them against a plain Python model (``tests/test_redis.py``); the store never passes one.
+* Every key of one member carries the hash tag ``{member}``, so each script touches one Redis
+  Cluster slot; work that spans members (the heartbeat) is pipelined, one script per member
+  (on a cluster, sent concurrently, each to its slot's node).
+* A missing budget (first use, Redis flushed or restarted) is seeded from what the vendor last
+  reported to this process, aged by its refill rate, or else from a probe allowance of one
+  second's refill: neither a burst (a whole minute's, or a whole day's, budget at once) nor a
+  budget that starts empty and starves. Per-day budgets are therefore never refilled from zero.
+* Concurrency slots are held per process under an expiring lease that one heartbeat renews for
+  all of the process's members. A process killed with SIGKILL stops renewing, and its slots
+  return to the fleet when its lease expires; a process paused past its lease finds, when it
+  resumes, that its slots were counted again as taken (its calls are still in flight) and starts
+  no new work until the fleet is under its limit.
+* No round trip per call for budgets: a process leases a batch of one-request calls (growing
+  while it spends them, capped at a fair share) and spends it locally for at most
+  ``_BATCH_FRESH`` seconds, so a block set by another process reaches it within that time.
+  Concurrency slots still cost a round trip each (their returns are batched).
+* A breaker that opens in one process opens the fleet's: the slot script refuses slots while it
+  is open, and a process that is refused opens its own breaker for the rest of the time. The
+  counting of failures stays local (sharing every outcome would cost a round trip per call).
+* A Redis that fails or is slow degrades the store instead of failing calls (see
+  ``RedisBudgetStore``); what was spent meanwhile is taken from the shared budgets on return.
+
+The Redis client (``redis.asyncio``, the ``asyncllm[redis]`` extra) is imported when a store is
+made, so that ``import asyncllm`` never needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import secrets
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from .._constants import DEFAULT_REDIS_LEASE, DEFAULT_REDIS_SHARE, DEFAULT_REDIS_TIMEOUT
+from .._exceptions import APITimeoutError, ConfigurationError
+from ._ratelimit import (
+    BudgetStore,
+    Cost,
+    Lease,
+    MemoryBudgetStore,
+    RateHeaders,
+    TokenBucket,
+    Window,
+)
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis, RedisCluster
+    from redis.commands.core import AsyncScript
+
+    from ._dispatcher import Lane
+
+__all__ = ["RedisBudgetStore", "Scripts", "SharedSlots", "probe_allowance"]
+
+logger = logging.getLogger("asyncllm.redis")
+
+# How long a call that found the fleet's slots all taken waits before asking again (doubling
+# up to the second value).
+_SLOT_POLL = (0.005, 0.05)
+# While degraded, Redis is tried again this often (seconds).
+_REDIS_RETRY = 1.0
+# A batch of budget leased by a process is spent within this many seconds or given back, and
+# holds at most this many calls.
+_BATCH_FRESH = 0.25
+_BATCH_MAX = 64
+# While another process holds the fleet's half-open probe, this one asks again this often.
+_PROBE_RECHECK = 1.0
+# Budget keys outlive their last write by two days (a per-day budget must survive the day).
+_KEY_TTL_MS = 2 * 86400 * 1000
+
+_PER_MINUTE = 60.0
+_PER_DAY = 86400.0
+
+# -- the scripts ---------------------------------------------------------------------------------
+
+# Shared by every script: the time (the argument in tests, else Redis's clock), number formatting
+# that round-trips a double exactly, and a member's buckets, kept in one hash as "name|part"
+# fields (cap, rate, level, t) next to "blocked" (the time a Retry-After block ends).
+_PRELUDE = """
+local function now_of(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function f(x) return string.format('%.17g', x) end
+local function load(key)
+  local flat = redis.call('HGETALL', key)
+  local buckets, blocked = {}, -math.huge
+  for i = 1, #flat, 2 do
+    local field, value = flat[i], tonumber(flat[i + 1])
+    local sep = string.find(field, '|', 1, true)
+    if sep then
+      local name = string.sub(field, 1, sep - 1)
+      local b = buckets[name]
+      if not b then b = {}; buckets[name] = b end
+      b[string.sub(field, sep + 1)] = value
+    elseif field == 'blocked' then
+      blocked = value
+    end
+  end
+  return buckets, blocked
+end
+local function save(key, name, b)
+  redis.call('HSET', key, name .. '|cap', f(b.cap), name .. '|rate', f(b.rate),
+    name .. '|level', f(b.level), name .. '|t', f(b.t))
+  if b.ceil then redis.call('HSET', key, name .. '|ceil', f(b.ceil)) end
+end
+local function refill(b, now)
+  if now > b.t then b.level = math.min(b.cap, b.level + (now - b.t) * b.rate) end
+  b.t = math.max(b.t, now)
+end
+local function wait_for(b, amount, now)
+  refill(b, now)
+  if amount <= b.level then return 0 end
+  if amount > b.cap or b.rate <= 0 then return math.huge end
+  return (amount - b.level) / b.rate
+end
+local function is_requests(name) return string.sub(name, 1, 8) == 'requests' end
+local function amount(name, requests, tokens, output)
+  if name == 'tokens' then return tokens end
+  if name == 'input-tokens' then return tokens - output end
+  if name == 'output-tokens' then return output end
+  if is_requests(name) then return requests end
+  return 0
+end
+local function period(name)
+  if name == 'requests-per-day' then return 86400 end
+  return 60
+end
+"""
+
+# KEYS[1] budgets; ARGV: now, requests, tokens, output tokens (the part of tokens that is
+# output), n, then n specs (name, cap, rate, seed) of the
+# process's configured buckets, each created at its seed level if missing, then force ('1': take
+# it whatever is left, for spend made while Redis was unreachable), then the keys' time to live.
+# Returns {1, '0'} leased, or {0, seconds to wait} ('inf': never).
+_LEASE = (
+    _PRELUDE
+    + """
+local now = now_of(ARGV[1])
+local requests, tokens, output = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local buckets, blocked = load(KEYS[1])
+for i = 0, tonumber(ARGV[5]) - 1 do
+  local name = ARGV[6 + 4 * i]
+  if not buckets[name] then
+    local cap = tonumber(ARGV[7 + 4 * i])
+    buckets[name] = {cap = cap, rate = tonumber(ARGV[8 + 4 * i]),
+      level = math.min(cap, tonumber(ARGV[9 + 4 * i])), t = now, ceil = cap}
+  end
+end
+local wait = math.max(0, blocked - now)
+for name, b in pairs(buckets) do
+  local need = amount(name, requests, tokens, output)
+  if need > 0 then wait = math.max(wait, wait_for(b, need, now)) else refill(b, now) end
+end
+if ARGV[#ARGV - 1] == '1' then wait = 0 end
+if wait <= 0 then
+  for name, b in pairs(buckets) do b.level = b.level - amount(name, requests, tokens, output) end
+end
+for name, b in pairs(buckets) do save(KEYS[1], name, b) end
+if next(buckets) ~= nil then redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV]) end
+if wait > 0 then return {0, f(wait)} end
+return {1, '0'}
+"""
+)
+
+# KEYS[1] budgets; ARGV: now, want, back, fleet, n, then n specs (as for _LEASE), then the keys'
+# time to live. A batch of calls of one request each for a process to spend locally: ``back``
+# requests it did not use are given back first; then as many calls as it wants, at most its fair
+# share (what is left divided by the processes sharing it, at least one). None is granted where
+# the member has token budgets (their calls' costs differ: each is leased on its own). Returns
+# {calls granted, seconds to wait when none was, whether it has token budgets}.
+_LEASE_BATCH = (
+    _PRELUDE
+    + """
+local now = now_of(ARGV[1])
+local want, back, fleet = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local buckets, blocked = load(KEYS[1])
+for i = 0, tonumber(ARGV[5]) - 1 do
+  local name = ARGV[6 + 4 * i]
+  if not buckets[name] then
+    local cap = tonumber(ARGV[7 + 4 * i])
+    buckets[name] = {cap = cap, rate = tonumber(ARGV[8 + 4 * i]),
+      level = math.min(cap, tonumber(ARGV[9 + 4 * i])), t = now, ceil = cap}
+  end
+end
+local has_tokens = 0
+for name, b in pairs(buckets) do
+  refill(b, now)
+  if is_requests(name) then
+    if back > 0 then b.level = math.min(b.cap, b.level + back) end
+  else
+    has_tokens = 1
+  end
+end
+local grant = want
+local wait = math.max(0, blocked - now)
+if wait > 0 or has_tokens == 1 then grant = 0 end
+for name, b in pairs(buckets) do
+  if is_requests(name) then
+    grant = math.min(grant, math.floor(b.level), math.max(1, math.floor(b.level / fleet)))
+  end
+end
+if grant < 1 then
+  grant = 0
+  if wait <= 0 and has_tokens == 0 then
+    for name, b in pairs(buckets) do
+      if is_requests(name) then wait = math.max(wait, wait_for(b, 1, now)) end
+    end
+  end
+else
+  for name, b in pairs(buckets) do
+    if is_requests(name) then b.level = b.level - grant end
+  end
+end
+for name, b in pairs(buckets) do save(KEYS[1], name, b) end
+if next(buckets) ~= nil then redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV]) end
+return {grant, f(wait), has_tokens}
+"""
+)
+
+# KEYS[1] budgets; ARGV: now, reserved tokens and output tokens, used tokens and output tokens.
+# Each token budget gets back what the reservation took beyond the use, or gives the rest: a
+# reply that used more than was reserved takes the level below zero, and later calls wait for
+# the debt, as the vendor's bucket would.
+_SETTLE = (
+    _PRELUDE
+    + """
+local now = now_of(ARGV[1])
+local tokens, output = tonumber(ARGV[2]), tonumber(ARGV[3])
+local used, used_output = tonumber(ARGV[4]), tonumber(ARGV[5])
+local buckets = load(KEYS[1])
+for name, b in pairs(buckets) do
+  if not is_requests(name) then
+    refill(b, now)
+    local change = amount(name, 0, tokens, output) - amount(name, 0, used, used_output)
+    b.level = math.min(b.cap, b.level + change)
+    save(KEYS[1], name, b)
+  end
+end
+return 1
+"""
+)
+
+# KEYS[1] budgets; ARGV: now, n, then n windows (kind, limit, remaining, reset_in; '' for none).
+# As ``TokenBucket.learn``: a reported limit replaces the capacity unless a configured one (the
+# bucket's ceiling) is lower; what is left only lowers the level (the reply does not know of the
+# calls still in flight); the refill is a whole budget a period at least, faster when the time
+# until it is whole says so.
+_REPORT = (
+    _PRELUDE
+    + """
+local now = now_of(ARGV[1])
+local buckets = load(KEYS[1])
+for i = 0, tonumber(ARGV[2]) - 1 do
+  local kind = ARGV[3 + 4 * i]
+  local limit, remaining, reset_in =
+    tonumber(ARGV[4 + 4 * i]), tonumber(ARGV[5 + 4 * i]), tonumber(ARGV[6 + 4 * i])
+  local b = buckets[kind]
+  if not b and limit then
+    b = {cap = limit, rate = limit / period(kind), level = limit, t = now}
+    buckets[kind] = b
+  end
+  if b then
+    refill(b, now)
+    if limit and limit > 0 and (not b.ceil or limit < b.ceil) and limit ~= b.cap then
+      b.cap = limit
+      b.rate = limit / period(kind)
+    end
+    if remaining then
+      local left = math.min(b.cap, remaining)
+      b.level = math.min(b.level, left)
+      local missing = b.cap - left
+      if reset_in and reset_in > 0 and missing > 0 then
+        b.rate = math.max(b.cap / period(kind), missing / reset_in)
+      end
+    end
+    save(KEYS[1], kind, b)
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV])
+return 1
+"""
+)
+
+# KEYS[1] budgets; ARGV: now, seconds. Returns the seconds the member is now blocked for (the
+# later of the current block and the new one).
+_BLOCK = (
+    _PRELUDE
+    + """
+local now = now_of(ARGV[1])
+local _, blocked = load(KEYS[1])
+local ends = math.max(blocked, now + tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 'blocked', f(ends))
+redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV])
+return f(ends - now)
+"""
+)
+
+# KEYS[1] budgets; ARGV: now. Read-only: {blocked seconds, name, cap, level, rate, ...}.
+_CURRENT = (
+    _PRELUDE
+    + """
+local now = now_of(ARGV[1])
+local buckets, blocked = load(KEYS[1])
+local out = {f(math.max(0, blocked - now))}
+for name, b in pairs(buckets) do
+  refill(b, now)
+  table.insert(out, name); table.insert(out, f(b.cap))
+  table.insert(out, f(b.level)); table.insert(out, f(b.rate))
+end
+return out
+"""
+)
+
+# The slot scripts: KEYS[1] a hash (process -> slots it holds), KEYS[2] a sorted set (process ->
+# when its lease expires). Redis's count is the truth while a lease lives: a lease ends only by
+# expiring (or by its process leaving), never because its count reached zero, so that a release
+# racing an acquire of the same process cannot end it. A process whose lease expired is
+# forgotten, with its slots. A process that finds its own lease gone (it was paused, or Redis was
+# flushed) puts back the slots it still holds, so the fleet's count is true again, and is told it
+# lapsed.
+_SLOTS_PRELUDE = """
+local function now_of(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function f(x) return string.format('%.17g', x) end
+local function expire_dead(now)
+  local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', f(now))
+  for _, p in ipairs(dead) do
+    redis.call('HDEL', KEYS[1], p)
+    redis.call('ZREM', KEYS[2], p)
+  end
+end
+local function renew(now, proc, ttl, held)
+  if redis.call('ZSCORE', KEYS[2], proc) then
+    redis.call('ZADD', KEYS[2], f(now + ttl), proc)
+    return 0
+  end
+  if held > 0 then
+    redis.call('HSET', KEYS[1], proc, held)
+    redis.call('ZADD', KEYS[2], f(now + ttl), proc)
+    return 1
+  end
+  return 0
+end
+"""
+
+# KEYS[3] the member's budgets (for its breaker). ARGV: now, process, limit, ttl, held (slots this
+# process holds). Returns {taken 0/1, lapsed, seconds the fleet's breaker stays open, probing (1:
+# this call is the fleet's probe; 2: refused while another process's probe runs)}:
+# none is taken while it is open. Once its open time is over, one process at a time probes (the
+# first to ask; for ``ttl`` at most, in case it dies): the others are refused until its verdict.
+_ACQUIRE = (
+    _SLOTS_PRELUDE
+    + """
+local now, proc = now_of(ARGV[1]), ARGV[2]
+local limit, ttl, held = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+expire_dead(now)
+local lapsed = renew(now, proc, ttl, held)
+local probing = 0
+local opened = redis.call('HGET', KEYS[3], 'breaker')
+if opened then
+  opened = tonumber(opened)
+  if opened > now then return {0, lapsed, f(opened - now), 0} end
+  local probe = tonumber(redis.call('HGET', KEYS[3], 'probe') or '0')
+  if probe > now and redis.call('HGET', KEYS[3], 'prober') ~= proc then
+    return {0, lapsed, f(probe - now), 2}
+  end
+  probing = 1
+end
+local total = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
+if total >= limit then return {0, lapsed, '0', 0} end
+redis.call('HINCRBY', KEYS[1], proc, 1)
+redis.call('ZADD', KEYS[2], f(now + ttl), proc)
+if probing == 1 then redis.call('HSET', KEYS[3], 'probe', f(now + ttl), 'prober', proc) end
+return {1, lapsed, '0', probing}
+"""
+)
+
+# KEYS[1] budgets; ARGV: now, seconds, keys' time to live. A process's breaker opened: the
+# fleet's stays open until then (the later of this and any current time). Returns its seconds.
+_TRIP = (
+    _PRELUDE
+    + """
+local now = now_of(ARGV[1])
+local current = tonumber(redis.call('HGET', KEYS[1], 'breaker') or '0')
+local ends = math.max(current, now + tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 'breaker', f(ends))
+redis.call('HDEL', KEYS[1], 'probe', 'prober')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return f(ends - now)
+"""
+)
+
+# KEYS[1] budgets. The fleet's probe succeeded: its breaker closes.
+_CLOSE = """
+redis.call('HDEL', KEYS[1], 'breaker', 'probe', 'prober')
+return 1
+"""
+
+# ARGV: now, process, n. Gives back n slots (none if the lease lapsed: they are gone already).
+_RELEASE = (
+    _SLOTS_PRELUDE
+    + """
+local proc, n = ARGV[2], tonumber(ARGV[3])
+if not redis.call('ZSCORE', KEYS[2], proc) then return 0 end
+if redis.call('HINCRBY', KEYS[1], proc, -n) <= 0 then redis.call('HDEL', KEYS[1], proc) end
+return 1
+"""
+)
+
+# ARGV: now, process, ttl, held. Renews the lease; returns {whether it had lapsed, how many
+# processes hold a live lease} (the share each would keep if Redis went away). ``held`` -1: the
+# process leaves (its lease and count are dropped).
+_HEARTBEAT = (
+    _SLOTS_PRELUDE
+    + """
+local now, proc = now_of(ARGV[1]), ARGV[2]
+local ttl, held = tonumber(ARGV[3]), tonumber(ARGV[4])
+expire_dead(now)
+local lapsed = 0
+if held < 0 then
+  redis.call('HDEL', KEYS[1], proc)
+  redis.call('ZREM', KEYS[2], proc)
+else
+  lapsed = renew(now, proc, ttl, held)
+end
+return {lapsed, redis.call('ZCARD', KEYS[2])}
+"""
+)
+
+
+def _arg(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def _number(value: Any) -> float:
+    return float(value.decode() if isinstance(value, bytes) else value)
+
+
+class Scripts:
+    """The Lua scripts, registered on one client, each a coroutine taking its keys and
+    arguments. ``now`` is None in the store (Redis's clock) and a time only in tests."""
+
+    def __init__(self, client: Redis | RedisCluster) -> None:
+        self.client = client
+        self._lease = client.register_script(_LEASE)
+        self._settle = client.register_script(_SETTLE)
+        self._lease_batch = client.register_script(_LEASE_BATCH)
+        self._report = client.register_script(_REPORT)
+        self._block = client.register_script(_BLOCK)
+        self._current = client.register_script(_CURRENT)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
+        self._trip = client.register_script(_TRIP)
+        self._close = client.register_script(_CLOSE)
+        self.heartbeat_script: AsyncScript = client.register_script(_HEARTBEAT)
+
+    async def lease(
+        self,
+        key: str,
+        requests: int,
+        tokens: int,
+        specs: Sequence[tuple[str, float, float, float]],
+        now: float | None = None,
+        *,
+        output: int = 0,
+        force: bool = False,
+    ) -> float:
+        """0.0 when leased, else the seconds to wait (``inf``: never). ``output``: the part of
+        ``tokens`` that is output. ``force``: spend it whatever is left (the level may go below
+        zero)."""
+        args: list[str] = [_arg(now), str(requests), str(tokens), str(output), str(len(specs))]
+        for name, cap, rate, seed in specs:
+            args += [name, repr(float(cap)), repr(float(rate)), repr(float(seed))]
+        args += ["1" if force else "0", str(_KEY_TTL_MS)]
+        ok, wait = await self._lease(keys=[key], args=args)
+        return 0.0 if int(ok) else _number(wait)
+
+    async def lease_batch(
+        self,
+        key: str,
+        want: int,
+        back: int,
+        fleet: int,
+        specs: Sequence[tuple[str, float, float, float]],
+        now: float | None = None,
+    ) -> tuple[int, float, bool]:
+        """(calls granted, seconds to wait when none was, whether the member has token budgets:
+        then none is granted)."""
+        args: list[str] = [_arg(now), str(want), str(back), str(fleet), str(len(specs))]
+        for name, cap, rate, seed in specs:
+            args += [name, repr(float(cap)), repr(float(rate)), repr(float(seed))]
+        args.append(str(_KEY_TTL_MS))
+        grant, wait, has_tokens = await self._lease_batch(keys=[key], args=args)
+        return int(grant), _number(wait), bool(int(has_tokens))
+
+    async def settle(
+        self,
+        key: str,
+        reserved: tuple[int, int],
+        used: tuple[int, int],
+        now: float | None = None,
+    ) -> None:
+        """``reserved`` and ``used``: (tokens, the part of them that is output)."""
+        args = [_arg(now), str(reserved[0]), str(reserved[1]), str(used[0]), str(used[1])]
+        await self._settle(keys=[key], args=args)
+
+    async def report(
+        self, key: str, windows: Sequence[tuple[str, Window]], now: float | None = None
+    ) -> None:
+        args: list[str] = [_arg(now), str(len(windows))]
+        for kind, window in windows:
+            args += [kind, _arg(window.limit), _arg(window.remaining), _arg(window.reset_in)]
+        args.append(str(_KEY_TTL_MS))
+        await self._report(keys=[key], args=args)
+
+    async def block(self, key: str, seconds: float, now: float | None = None) -> float:
+        """Returns the seconds the member is now blocked for."""
+        left = await self._block(keys=[key], args=[_arg(now), repr(float(seconds)), _KEY_TTL_MS])
+        return _number(left)
+
+    async def current(
+        self, key: str, now: float | None = None
+    ) -> tuple[float, dict[str, tuple[float, float, float]]]:
+        """The block's seconds left, and per bucket (capacity, level, rate)."""
+        out = await self._current(keys=[key], args=[_arg(now)])
+        buckets = {}
+        for i in range(1, len(out), 4):
+            name = out[i].decode() if isinstance(out[i], bytes) else str(out[i])
+            buckets[name] = (_number(out[i + 1]), _number(out[i + 2]), _number(out[i + 3]))
+        return _number(out[0]), buckets
+
+    async def acquire(
+        self,
+        keys: Sequence[str],
+        process: str,
+        limit: int,
+        ttl: float,
+        held: int,
+        now: float | None = None,
+    ) -> tuple[bool, bool, float, int]:
+        """(taken, lapsed, open_for, probing): whether a slot was taken, whether this process's
+        lease had lapsed (its slots are counted again), the seconds the fleet's breaker stays
+        open (or its probe, another process's, may take), and 1 if this call is the fleet's
+        half-open probe, 2 if it was refused because another process's probe runs."""
+        taken, lapsed, open_for, probing = await self._acquire(
+            keys=list(keys), args=[_arg(now), process, str(limit), repr(float(ttl)), str(held)]
+        )
+        return bool(int(taken)), bool(int(lapsed)), _number(open_for), int(probing)
+
+    async def close(self, key: str) -> None:
+        """The fleet's half-open probe succeeded: close its breaker."""
+        await self._close(keys=[key])
+
+    async def trip(self, key: str, seconds: float, now: float | None = None) -> float:
+        """Open the fleet's breaker for ``seconds`` (or longer, if it already is)."""
+        left = await self._trip(keys=[key], args=[_arg(now), repr(float(seconds)), _KEY_TTL_MS])
+        return _number(left)
+
+    async def release(
+        self, keys: Sequence[str], process: str, n: int, now: float | None = None
+    ) -> None:
+        await self._release(keys=list(keys), args=[_arg(now), process, str(n)])
+
+    def heartbeat_args(self, process: str, ttl: float, held: int, now: float | None) -> list[str]:
+        return [_arg(now), process, repr(float(ttl)), str(held)]
+
+
+def budget_key(prefix: str, member: str) -> str:
+    return f"{prefix}:{{{member}}}:budgets"
+
+
+def slot_keys(prefix: str, member: str) -> tuple[str, str, str]:
+    """The slot scripts' keys: who holds how many, whose lease ends when, and the budgets (where
+    the fleet's breaker is kept)."""
+    return (
+        f"{prefix}:{{{member}}}:slots",
+        f"{prefix}:{{{member}}}:alive",
+        budget_key(prefix, member),
+    )
+
+
+# -- the store -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Allowance:
+    """Calls of one request each that this process leased from Redis in a batch and spends
+    without a round trip until ``until`` (so that a block or a change of limits reaches it
+    within ``_BATCH_FRESH``). ``want`` doubles while batches run out before they expire and
+    shrinks to what was used when they do not."""
+
+    calls: int = 0
+    granted: int = 0
+    want: int = 1
+    until: float = -math.inf
+    # The member has token budgets: its calls are leased one by one.
+    has_tokens: bool = False
+
+
+@dataclass(slots=True)
+class _Reported:
+    """What the vendor last said of one budget, as this process heard it: the seed of that
+    budget if Redis loses it."""
+
+    capacity: float
+    rate: float
+    level: float
+    at: float  # the dispatcher's clock
+
+    def level_at(self, now: float) -> float:
+        return min(self.capacity, self.level + max(0.0, now - self.at) * self.rate)
+
+
+class SharedSlots:
+    """One member's share of the fleet's concurrency limit, for one process.
+
+    ``acquire`` before an attempt is sent, ``release`` (synchronous, from the lane) when its slot
+    goes back; releases are sent to Redis in batches by a background task. Whatever ``acquire``
+    does (takes a slot, or raises), exactly one ``release`` balances it: the lane gives its slot
+    back once either way.
+    """
+
+    def __init__(self, store: RedisBudgetStore, member: str, limit: int) -> None:
+        self.store = store
+        self.member = member
+        self.limit = limit
+        self.keys = slot_keys(store.prefix, member)
+        # Slots this process holds in Redis, counting releases not yet sent.
+        self.held = 0
+        # Releases to send, and releases owed by acquires that failed (nothing to give back).
+        self._to_release = 0
+        self._unowed = 0
+        self._flushing: asyncio.Task[None] | None = None
+        # Calls of this process waiting for a slot: a slot this process gives back wakes one at
+        # once; the others ask Redis again after a short wait.
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        # Slots taken while Redis was unreachable, counted here only (degraded mode).
+        self.local = 0
+        # The lane these slots are for (its breaker opens when the fleet's does).
+        self.lane: Lane | None = None
+        self._tripping: asyncio.Task[None] | None = None
+        # This process holds the fleet's half-open probe: the next verdict decides it.
+        self._probing = False
+        self.lapses = 0
+        self.waits = 0
+
+    def stats(self) -> dict[str, Any]:
+        """What ``Dispatcher.stats()`` shows of the lane's sharing (``info["redis"]``)."""
+        store = self.store
+        return {
+            "state": "degraded" if store.degraded_since is not None else "shared",
+            "held": self.held + self.local,
+            "fleet": store.fleet,
+            "waits": self.waits,
+            "lapses": self.lapses,
+            "degradations": store.degradations,
+        }
+
+    async def _take(self, request_id: str) -> bool:
+        """One try at a slot: from Redis, or, while it is unreachable, from this process's
+        share of the limit. Raises ``CircuitOpenError`` while the fleet's breaker is open."""
+        store = self.store
+        flushing = self._flushing
+        if flushing is not None and not flushing.done():
+            # This process's own slots are on their way back: asking before they arrive would
+            # find the fleet full and poll.
+            await asyncio.shield(flushing)
+        if store._reachable():
+            try:
+                taken, lapsed, open_for, probing = await store.scripts.acquire(
+                    self.keys, store.process, self.limit, store.lease_ttl, self.held
+                )
+            except store.errors as exc:
+                store._down(exc)
+            else:
+                store._up()
+                if lapsed:
+                    self._lapsed()
+                if open_for > 0 and self.lane is not None:
+                    # Another process's breaker opened: this one's opens for the rest of it (or,
+                    # while another process probes, until it is worth asking again).
+                    if probing == 2:
+                        open_for = min(open_for, _PROBE_RECHECK)
+                    self.lane.breaker.trip(open_for)
+                    raise self.lane.circuit_error(request_id)
+                if taken:
+                    self.held += 1
+                    self._probing = self._probing or probing == 1
+                return taken
+        if self.held + self.local < max(1, math.floor(self.limit * store.share())):
+            self.local += 1
+            return True
+        return False
+
+    async def acquire(self, request_id: str, deadline_at: float | None) -> None:
+        """Take one of the fleet's slots, waiting (polling Redis) while all are taken. Raises
+        ``APITimeoutError`` if the call's deadline passes first."""
+        store = self.store
+        store._start_heartbeat()
+        delay = _SLOT_POLL[0]
+        try:
+            while True:
+                if await self._take(request_id):
+                    return
+                self.waits += 1
+                if deadline_at is not None and store.clock() + delay >= deadline_at:
+                    raise APITimeoutError(
+                        "deadline passed while waiting for a slot shared through Redis",
+                        backend=self.member,
+                        request_id=request_id,
+                    )
+                woken = asyncio.get_running_loop().create_future()
+                self._waiters.append(woken)
+                try:
+                    await asyncio.wait_for(woken, delay)
+                except asyncio.TimeoutError:
+                    delay = min(delay * 2, _SLOT_POLL[1])
+                finally:
+                    if not woken.done():
+                        woken.cancel()
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(woken)
+        except BaseException:
+            self._unowed += 1
+            raise
+
+    def _lapsed(self) -> None:
+        self.lapses += 1
+        logger.warning(
+            "%s: this process's Redis lease lapsed (paused or Redis flushed); its %d slots are"
+            " counted again",
+            self.member,
+            self.held,
+            extra={"backend": self.member, "request_id": "-"},
+        )
+
+    def tripped(self, seconds: float) -> None:
+        """This process's breaker for the member opened for ``seconds``: so does the fleet's
+        (sent in the background; the lane's calls refuse themselves meanwhile)."""
+        self._tripping = asyncio.get_running_loop().create_task(self._trip(seconds))
+
+    async def _close(self) -> None:
+        store = self.store
+        try:
+            await store.scripts.close(self.keys[2])
+        except store.errors as exc:
+            # The probe's claim expires after lease_ttl and another process probes.
+            store._down(exc)
+
+    async def _trip(self, seconds: float) -> None:
+        store = self.store
+        if not store._reachable():
+            return
+        try:
+            await store.scripts.trip(self.keys[2], seconds)
+        except store.errors as exc:
+            store._down(exc)
+
+    def never_acquired(self) -> None:
+        """The lane's slot about to be given back never asked for a shared one (its call was
+        cancelled in the lane's queue): its ``release`` gives nothing back."""
+        self._unowed += 1
+
+    def release(self, outcome: bool | None = None) -> None:
+        """Give a slot back (``outcome``: the breaker's verdict on the call, if any, which
+        decides the fleet's half-open probe when this process holds it)."""
+        if self._probing and outcome is not None:
+            self._probing = False
+            if outcome:
+                self._tripping = asyncio.get_running_loop().create_task(self._close())
+            elif self.lane is not None:
+                self.tripped(self.lane.breaker.open_time)
+        if self._unowed:
+            self._unowed -= 1
+            return
+        if self.local:
+            self.local -= 1
+            self._wake(1)
+            return
+        self._to_release += 1
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        store = self.store
+        while self._to_release:
+            n, self._to_release = self._to_release, 0
+            try:
+                await store.scripts.release(self.keys, store.process, n)
+            except store.errors as exc:
+                # The lease lapses and the fleet gets the slots back within lease_ttl.
+                store._down(exc)
+            self.held -= n
+            self._wake(n)
+
+    def _wake(self, n: int) -> None:
+        for _ in range(n):
+            if not self._waiters:
+                break
+            woken = self._waiters.popleft()
+            if not woken.done():
+                woken.set_result(None)
+
+
+class RedisBudgetStore(BudgetStore):
+    """Budgets, blocks and concurrency slots in Redis, shared by every process using ``url``.
+
+    A ``url`` of the form ``redis+cluster://host:port`` (or ``rediss+cluster://``) is a Redis
+    Cluster: every script touches one member's keys, which share one hash slot.
+
+    ``clock`` is the dispatcher's (blocks are handed over in its time and kept in Redis's);
+    ``lease_ttl`` is how long a process's slots outlive its last heartbeat (every
+    ``heartbeat`` seconds); ``timeout`` bounds every Redis call; ``prefix`` begins every key.
+
+    When Redis fails or does not answer within ``timeout``, the store is degraded (logged, and
+    ``"degraded"`` in the lanes' ``stats().info["redis"]``) rather than failing calls or letting
+    them all through: each process keeps its share of the last known limits (divided by the
+    number of processes last seen holding leases, or ``DEFAULT_REDIS_SHARE`` of them if it never
+    saw one) in memory, and tries Redis again every ``_REDIS_RETRY`` seconds.
+    """
+
+    shared = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        prefix: str = "asyncllm",
+        lease_ttl: float = DEFAULT_REDIS_LEASE,
+        heartbeat: float = DEFAULT_REDIS_LEASE / 5,
+        timeout: float = DEFAULT_REDIS_TIMEOUT,
+    ) -> None:
+        if not (heartbeat > 0 and lease_ttl > heartbeat):
+            raise ConfigurationError("RedisBudgetStore needs 0 < heartbeat < lease_ttl")
+        try:
+            from redis.asyncio import Redis, RedisCluster
+        except ImportError as exc:  # pragma: no cover - the extra is installed in the tests
+            raise ConfigurationError(
+                'redis_url needs the redis package: pip install "asyncllm[redis]"'
+            ) from exc
+        from redis.exceptions import RedisError
+
+        self.client: Redis | RedisCluster
+        scheme, sep, rest = url.partition("://")
+        self.cluster = scheme in ("redis+cluster", "rediss+cluster") and bool(sep)
+        try:
+            if self.cluster:
+                self.client = RedisCluster.from_url(
+                    f"{scheme.removesuffix('+cluster')}://{rest}",
+                    socket_timeout=timeout,
+                    socket_connect_timeout=timeout,
+                )
+            else:
+                self.client = Redis.from_url(
+                    url, socket_timeout=timeout, socket_connect_timeout=timeout
+                )
+        except ValueError as exc:
+            # redis-py's reason names no password; the URL itself is never shown.
+            raise ConfigurationError(f"redis_url is not a Redis URL: {exc}") from None
+        # What a Redis call raises when Redis is unreachable or slow.
+        self.errors: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
+        self.degraded_since: float | None = None
+        self.degradations = 0
+        self._retry_at = -math.inf
+        # Processes last seen holding leases (the heartbeat counts them); None: never seen.
+        self.fleet: int | None = None
+        self._fallback = MemoryBudgetStore()
+        # Per lane, [requests, tokens] spent while degraded: taken from the shared budgets when
+        # Redis is back, so that the fleet's spend stays whole.
+        self._owed: dict[str, list[int]] = {}
+        self._allowances: dict[str, _Allowance] = {}
+        self._repaying: asyncio.Task[None] | None = None
+        self.scripts = Scripts(self.client)
+        self.clock = clock
+        self.prefix = prefix
+        self.lease_ttl = lease_ttl
+        self.heartbeat = heartbeat
+        # Unique per process and store: host, pid and a random part (pids are reused).
+        self.process = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._specs: dict[str, list[tuple[str, float, float]]] = {}
+        self._reported: dict[str, dict[str, _Reported]] = {}
+        self._slots: dict[str, SharedSlots] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.heartbeats = 0
+
+    # -- degraded mode -----------------------------------------------------------------------
+
+    def share(self) -> float:
+        """This process's share of the fleet's limits while Redis is unreachable."""
+        return 1.0 / self.fleet if self.fleet else DEFAULT_REDIS_SHARE
+
+    def _reachable(self) -> bool:
+        """Whether to ask Redis now: always when connected, once per ``_REDIS_RETRY`` when
+        degraded (so that a down Redis costs a call nothing, and its return is noticed)."""
+        return self.degraded_since is None or self.clock() >= self._retry_at
+
+    def _down(self, exc: BaseException) -> None:
+        now = self.clock()
+        self._retry_at = now + _REDIS_RETRY
+        if self.degraded_since is not None:
+            return
+        self.degraded_since = now
+        self.degradations += 1
+        share = self.share()
+        logger.warning(
+            "Redis unreachable (%s): degraded mode, this process keeps %.3g of the last known"
+            " limits until it is back",
+            type(exc).__name__,
+            share,
+            extra={"backend": "-", "request_id": "-"},
+        )
+        # The budgets this process would have had, less what the others may spend meanwhile.
+        self._fallback = MemoryBudgetStore()
+        for key in set(self._specs) | set(self._reported):
+            buckets = self._fallback._budgets(key).buckets
+            for name, capacity, rate, level in self._learned(key, now):
+                buckets[name] = TokenBucket(capacity * share, rate * share, level * share, now)
+
+    def _up(self) -> None:
+        if self.degraded_since is None:
+            return
+        logger.warning(
+            "Redis reachable again after %.1fs: budgets and slots shared again",
+            self.clock() - self.degraded_since,
+            extra={"backend": "-", "request_id": "-"},
+        )
+        self.degraded_since = None
+        if self._owed and (self._repaying is None or self._repaying.done()):
+            self._repaying = asyncio.get_running_loop().create_task(self._repay())
+
+    async def _repay(self) -> None:
+        """Spend in the shared budgets what this process spent while Redis was unreachable."""
+        owed, self._owed = self._owed, {}
+        now = self.clock()
+        for key, (requests, tokens) in owed.items():
+            try:
+                await self.scripts.lease(
+                    budget_key(self.prefix, key),
+                    requests,
+                    max(0, tokens),
+                    self._seeds(key, now),
+                    force=True,
+                )
+            except self.errors as exc:
+                # Still owed: paid when Redis is back again.
+                spent = self._owed.setdefault(key, [0, 0])
+                spent[0] += requests
+                spent[1] += tokens
+                self._down(exc)
+
+    def _spent(self, key: str, requests: int, tokens: int) -> None:
+        spent = self._owed.setdefault(key, [0, 0])
+        spent[0] += requests
+        spent[1] += tokens
+
+    def __repr__(self) -> str:
+        # The URL may carry a password: never shown.
+        return f"RedisBudgetStore(prefix={self.prefix!r}, process={self.process!r})"
+
+    # -- budgets -----------------------------------------------------------------------------
+
+    def configure(
+        self,
+        key: str,
+        now: float,
+        *,
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+        requests_per_day: int | None = None,
+        input_tokens_per_minute: int | None = None,
+        output_tokens_per_minute: int | None = None,
+        sub_window: float | None = None,
+    ) -> None:
+        """The buckets of ``MemoryBudgetStore.configure``, by the same names, kept in Redis."""
+        specs = self._specs.setdefault(key, [])
+        for name, limit, period in (
+            ("requests", requests_per_minute, _PER_MINUTE),
+            ("tokens", tokens_per_minute, _PER_MINUTE),
+            ("input-tokens", input_tokens_per_minute, _PER_MINUTE),
+            ("output-tokens", output_tokens_per_minute, _PER_MINUTE),
+            ("requests-per-day", requests_per_day, _PER_DAY),
+        ):
+            if limit is not None:
+                specs.append((name, float(limit), limit / period))
+        if sub_window is not None and requests_per_minute is not None:
+            rate = requests_per_minute / _PER_MINUTE
+            specs.append(("requests-burst", max(1.0, rate * sub_window), rate))
+
+    def _seeds(self, key: str, now: float) -> list[tuple[str, float, float, float]]:
+        """The configured buckets with the level each starts at if Redis has lost it."""
+        reported = self._reported.get(key, {})
+        seeds = []
+        for name, capacity, rate in self._specs.get(key, ()):
+            last = reported.get(name)
+            if last is not None:
+                seeds.append((name, last.capacity, last.rate, last.level_at(now)))
+            else:
+                seeds.append((name, capacity, rate, probe_allowance(capacity, rate)))
+        return seeds
+
+    def _learned(self, key: str, now: float) -> list[tuple[str, float, float, float]]:
+        """The configured buckets' seeds, and those of the budgets only the vendor reported."""
+        seeds = self._seeds(key, now)
+        configured = {seed[0] for seed in seeds}
+        for name, last in self._reported.get(key, {}).items():
+            if name not in configured:
+                seeds.append((name, last.capacity, last.rate, last.level_at(now)))
+        return seeds
+
+    async def lease(self, key: str, cost: Cost, now: float) -> Lease | float:
+        if cost.requests == 1 and self.degraded_since is None:
+            allowance = self._allowances.get(key)
+            if allowance is None or not allowance.has_tokens:
+                if allowance is not None and allowance.calls > 0 and now < allowance.until:
+                    allowance.calls -= 1
+                    return Lease(key, 1, cost.tokens, cost.output_tokens)
+                got = await self._lease_batch(key, cost, now)
+                if got is not None:
+                    return got
+        if self._reachable():
+            try:
+                wait = await self.scripts.lease(
+                    budget_key(self.prefix, key),
+                    cost.requests,
+                    cost.tokens,
+                    self._seeds(key, now),
+                    output=cost.output_tokens,
+                )
+            except self.errors as exc:
+                self._down(exc)
+            else:
+                self._up()
+                if wait > 0:
+                    return wait
+                return Lease(key, cost.requests, cost.tokens, cost.output_tokens)
+        got = await self._fallback.lease(key, cost, now)
+        if isinstance(got, Lease):
+            self._spent(key, cost.requests, cost.tokens)
+        return got
+
+    async def _lease_batch(self, key: str, cost: Cost, now: float) -> Lease | float | None:
+        """Lease a batch of one-request calls (see ``_Allowance``) and spend one on ``cost``;
+        None if Redis could not be reached or the member has token budgets (then each call is
+        leased on its own)."""
+        allowance = self._allowances.setdefault(key, _Allowance())
+        back, allowance.calls = allowance.calls, 0
+        if back:
+            allowance.want = max(1, allowance.granted - back)
+        elif allowance.granted:
+            allowance.want = min(_BATCH_MAX, allowance.want * 2)
+        try:
+            grant, wait, has_tokens = await self.scripts.lease_batch(
+                budget_key(self.prefix, key),
+                allowance.want,
+                back,
+                self.fleet or 1,
+                self._seeds(key, now),
+            )
+        except self.errors as exc:
+            self._down(exc)
+            return None
+        self._up()
+        allowance.granted = grant
+        if has_tokens:
+            allowance.has_tokens = True
+            return None
+        if grant < 1:
+            return wait
+        allowance.calls += grant - 1
+        allowance.until = now + _BATCH_FRESH
+        return Lease(key, 1, cost.tokens, cost.output_tokens)
+
+    async def _give_back(self) -> None:
+        """Return the calls of the batches not spent (the store is closing)."""
+        allowances, self._allowances = self._allowances, {}
+        for key, allowance in allowances.items():
+            if allowance.calls > 0 and not allowance.has_tokens:
+                await self.scripts.lease_batch(
+                    budget_key(self.prefix, key),
+                    0,
+                    allowance.calls,
+                    1,
+                    self._seeds(key, self.clock()),
+                )
+
+    async def settle(self, lease: Lease, tokens_used: int, now: float) -> None:
+        # Without a split, the usage is taken as the reservation's own split.
+        output = min(lease.output_tokens, tokens_used)
+        await self.settle_usage(lease, tokens_used - output, output, now)
+
+    async def settle_usage(
+        self, lease: Lease, input_tokens: int, output_tokens: int, now: float
+    ) -> None:
+        used = input_tokens + output_tokens
+        if lease.tokens == used and lease.output_tokens == output_tokens:
+            return
+        allowance = self._allowances.get(lease.key)
+        if allowance is not None and allowance.granted and not allowance.has_tokens:
+            return  # the member had no token budgets at its last batch: nothing to settle
+        if self._reachable():
+            try:
+                await self.scripts.settle(
+                    budget_key(self.prefix, lease.key),
+                    (lease.tokens, lease.output_tokens),
+                    (used, output_tokens),
+                )
+            except self.errors as exc:
+                self._down(exc)
+            else:
+                return
+        self._spent(lease.key, 0, used - lease.tokens)
+        await self._fallback.settle_usage(lease, input_tokens, output_tokens, now)
+
+    async def report(self, key: str, headers: RateHeaders, now: float) -> None:
+        if not headers.windows:
+            return
+        mine = self._reported.setdefault(key, {})
+        for kind, window in headers.windows.items():
+            if window.limit is not None and window.remaining is not None:
+                rate = window.limit / _PER_MINUTE
+                if window.reset_in and window.limit > window.remaining:
+                    rate = (window.limit - window.remaining) / window.reset_in
+                mine[kind] = _Reported(
+                    float(window.limit), rate, float(min(window.remaining, window.limit)), now
+                )
+        if self._reachable():
+            try:
+                await self.scripts.report(
+                    budget_key(self.prefix, key), list(headers.windows.items())
+                )
+            except self.errors as exc:
+                self._down(exc)
+            else:
+                return
+        await self._fallback.report(key, headers, now)
+
+    async def block(self, key: str, until: float) -> float:
+        # The batch in hand is not spent during the block (nor given back: it stays unused).
+        self._allowances.pop(key, None)
+        now = self.clock()
+        if self._reachable():
+            try:
+                left = await self.scripts.block(budget_key(self.prefix, key), max(0.0, until - now))
+            except self.errors as exc:
+                self._down(exc)
+            else:
+                return now + left
+        return await self._fallback.block(key, until)
+
+    async def current(self, key: str, now: float) -> dict[str, Window]:
+        if not self._reachable():
+            return await self._fallback.current(key, now)
+        try:
+            blocked, buckets = await self.scripts.current(budget_key(self.prefix, key))
+        except self.errors as exc:
+            self._down(exc)
+            return await self._fallback.current(key, now)
+        seen: dict[str, Window] = {}
+        for name, (capacity, level, rate) in buckets.items():
+            missing = capacity - level
+            seen[name] = Window(
+                int(capacity),
+                math.floor(level),
+                missing / rate if missing > 0 and rate > 0 else 0.0,
+            )
+        if blocked > 0:
+            seen["blocked"] = Window(None, None, blocked)
+        return seen
+
+    # -- concurrency -------------------------------------------------------------------------
+
+    def slots(self, key: str, limit: int) -> SharedSlots:
+        found = self._slots.get(key)
+        if found is None:
+            found = self._slots[key] = SharedSlots(self, key, limit)
+        return found
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat_forever())
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            if not self._reachable():
+                continue
+            try:
+                await self.beat()
+            except self.errors as exc:
+                # Not renewed: the slots lapse after lease_ttl and come back when Redis does.
+                self._down(exc)
+            else:
+                self._up()
+
+    async def beat(self, now: float | None = None, *, leaving: bool = False) -> None:
+        """Renew this process's lease on every member's slots: one script per member (each on
+        its own Cluster slot), pipelined into one round trip. ``leaving``: drop the leases of
+        members that hold nothing (the store is closing)."""
+        members = list(self._slots.values())
+        if not members:
+            return
+        script = self.scripts.heartbeat_script
+        calls = [
+            (
+                list(slots.keys),
+                self.scripts.heartbeat_args(
+                    self.process,
+                    self.lease_ttl,
+                    -1 if leaving and not slots.held else slots.held,
+                    now,
+                ),
+            )
+            for slots in members
+        ]
+        results: list[Any]
+        if self.cluster:
+            # One script per member, each sent to its slot's node, all at once.
+            results = list(
+                await asyncio.gather(*(script(keys=keys, args=args) for keys, args in calls))
+            )
+        else:
+            async with cast("Redis", self.client).pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    await script(keys=keys, args=args, client=pipe)
+                results = await pipe.execute()
+        self.heartbeats += 1
+        for slots, (lapsed, fleet) in zip(members, results, strict=True):
+            self.fleet = max(1, int(fleet))
+            if int(lapsed):
+                slots._lapsed()
+
+    async def aclose(self) -> None:
+        """Stop the heartbeat, give back the slots still held, close the connections."""
+        task, self._heartbeat = self._heartbeat, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for slots in self._slots.values():
+            flushing = slots._flushing
+            if flushing is not None:
+                with contextlib.suppress(Exception):
+                    await flushing
+        with contextlib.suppress(Exception):
+            await self.beat(leaving=True)
+        with contextlib.suppress(Exception):
+            await self._give_back()
+        repaying = self._repaying
+        if repaying is not None:
+            with contextlib.suppress(Exception):
+                await repaying
+        await self.client.aclose()
+
+
+def probe_allowance(capacity: float, rate: float) -> float:
+    """Where a budget Redis has lost starts when the vendor has reported nothing: one second's
+    refill (at least one unit, at most the capacity), so the first calls go out and their replies'
+    headers say the rest."""
+    return min(capacity, max(1.0, rate))

@@ -1,0 +1,73 @@
+"""One worker process of the multi-process Redis tests (tests/test_redis_processes.py): an
+``OpenAI`` client on a dispatcher shared through Redis, with many concurrent callers.
+
+    python -m tests.redis_worker REDIS_URL BASE_URL LIMIT CALLERS CALLS LEASE [RPM]
+
+``CALLS`` calls in all (0: until stdin closes or the process is killed); ``RPM``, a request
+budget per minute shared by the fleet. Prints ``ready`` when
+its dispatcher is up, and at the end one line of JSON: calls that succeeded and failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import asyncllm
+
+
+async def main(
+    redis_url: str,
+    base_url: str,
+    limit: int,
+    callers: int,
+    calls: int,
+    lease: float,
+    rpm: int | None,
+) -> None:
+    dispatcher = asyncllm.Dispatcher(redis_url=redis_url, redis_lease=lease, observer=None)
+    client = asyncllm.OpenAI(
+        api_key="test",
+        base_url=base_url,
+        dispatcher=dispatcher,
+        name="vendor",
+        max_concurrent_requests=limit,
+        queue_size=callers * 2,
+        max_retries=0,
+        rate_limits=None if rpm is None else asyncllm.RateLimits(requests_per_minute=rpm),
+    )
+    done = {"ok": 0, "failed": 0}
+    left = [calls]
+    stop = asyncio.Event()
+
+    async def caller() -> None:
+        while not stop.is_set():
+            if calls:
+                if left[0] <= 0:
+                    return
+                left[0] -= 1
+            try:
+                await client.chat([{"role": "user", "content": "hi"}], model="gpt-4o-mini")
+                done["ok"] += 1
+            except asyncllm.AsyncLLMError:
+                done["failed"] += 1
+
+    async def watch_stdin() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        stop.set()
+
+    print("ready", flush=True)
+    watcher = asyncio.get_running_loop().create_task(watch_stdin()) if not calls else None
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    await client.aclose()
+    await dispatcher.aclose()
+    print(json.dumps(done), flush=True)
+    if watcher is not None:
+        watcher.cancel()
+
+
+if __name__ == "__main__":
+    url, base, limit, callers, calls, lease = sys.argv[1:7]
+    rpm = int(sys.argv[7]) if len(sys.argv) > 7 else None
+    asyncio.run(main(url, base, int(limit), int(callers), int(calls), float(lease), rpm))
