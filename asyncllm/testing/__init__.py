@@ -28,8 +28,11 @@ from typing import Any
 from aiohttp import web
 
 from .._http._transport import Request, Response, Transport, response_headers
+from ._capacity import Capacity, CapacityMeter
 
 __all__ = [
+    "Capacity",
+    "CapacityMeter",
     "FakeClock",
     "FakeServer",
     "Faults",
@@ -81,7 +84,11 @@ class RecordedRequest:
 
 class FakeServer:
     """An aiohttp server on a free loopback port. It counts what it sees: ``requests``,
-    ``request_ids`` (the X-Request-ID of each), ``in_flight`` and ``max_in_flight``."""
+    ``request_ids`` (the X-Request-ID of each), ``in_flight`` and ``max_in_flight``.
+
+    With ``capacity``, it enforces a vendor's hidden budgets and concurrency cap on every
+    request before anything else (faults included) and reports them in the vendor's headers;
+    ``server.capacity`` (a ``CapacityMeter``) counts what it admitted and refused."""
 
     def __init__(
         self,
@@ -91,6 +98,7 @@ class FakeServer:
         host: str = "127.0.0.1",
         port: int = 0,
         history: int = 10_000,
+        capacity: Capacity | None = None,
     ) -> None:
         self.protocols = protocols or ("openai",)
         self.faults = faults or Faults()
@@ -114,6 +122,10 @@ class FakeServer:
         self._closing = asyncio.Event()
         for name in self.protocols:
             importlib.import_module(f"asyncllm.testing.fakes.{name}").setup(self)
+        self.capacity = None if capacity is None else CapacityMeter(capacity)
+        if self.capacity is not None:
+            # Last, so that the capacity's headers replace any a protocol sets (Groq's).
+            self.app.on_response_prepare.append(self._capacity_headers)
 
     # -- building -------------------------------------------------------------------------
 
@@ -238,6 +250,7 @@ class FakeServer:
         read_body: bool = True,
     ) -> web.StreamResponse:
         self.request_count += 1
+        admitted = False
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         self.in_flight_by_path[path] = self.in_flight_by_path.get(path, 0) + 1
@@ -247,10 +260,7 @@ class FakeServer:
                 parsed = json.loads(body) if body else None
             except ValueError:
                 parsed = None
-            with warnings.catch_warnings():
-                # Handlers read request["json"]; aiohttp 3.12+ would rather have a RequestKey.
-                warnings.simplefilter("ignore")
-                request["json"] = parsed
+            _set(request, "json", parsed)  # what handlers read
             rid = request.headers.get("X-Request-ID")
             if rid is not None:
                 self.request_ids.append(rid)
@@ -264,6 +274,13 @@ class FakeServer:
                     parsed,
                 )
             )
+            if self.capacity is not None:
+                refused, message, headers = self.capacity.admit(parsed)
+                _set(request, _CAPACITY_HEADERS, headers)
+                if refused is not None:
+                    body = error_body(refused, message)
+                    return web.json_response(body, status=refused, headers=_id_header(body))
+                admitted = True
             if self.faults.latency:
                 await asyncio.sleep(self.faults.latency)
             fault = self._pick_fault()
@@ -272,8 +289,21 @@ class FakeServer:
             override = self.overrides.get(path)
             return await (override or handler)(request)
         finally:
+            if admitted:
+                assert self.capacity is not None
+                self.capacity.release()
             self.in_flight -= 1
             self.in_flight_by_path[path] -= 1
+
+    async def _capacity_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        headers = request.get(_CAPACITY_HEADERS)
+        if headers is not None:
+            # The capacity's headers are the only rate headers (not a protocol's canned ones).
+            for name in list(response.headers):
+                if name.lower().startswith(_RATE_HEADERS):
+                    del response.headers[name]
+            for name, value in headers.items():
+                response.headers[name] = value
 
     async def _fault(
         self, request: web.Request, fault: _Scripted, error_body: ErrorBody
@@ -332,6 +362,17 @@ class FakeServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+_CAPACITY_HEADERS = "asyncllm.capacity_headers"
+_RATE_HEADERS = ("x-ratelimit-", "anthropic-ratelimit-", "retry-after", "x-ms-retry-after")
+
+
+def _set(request: web.Request, key: str, value: Any) -> None:
+    with warnings.catch_warnings():
+        # aiohttp 3.12+ would rather have a RequestKey than a string key.
+        warnings.simplefilter("ignore")
+        request[key] = value
 
 
 def _id_header(body: Any) -> dict[str, str]:
