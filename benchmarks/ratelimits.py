@@ -396,7 +396,11 @@ async def pool_with_one_failing(calls: int, setup: Setup) -> list[str] | None:
         await asyncio.gather(*(one(i) for i in range(calls)))
     finally:
         total = time.perf_counter() - began
-        await pool.aclose()
+        close = getattr(pool, "aclose", None)
+        if close is not None:
+            await close()
+        for member in members:
+            await member.aclose()
         for server in servers:
             await server.aclose()
     answered = [server.capacity.admitted if server.capacity else 0 for server in servers]
