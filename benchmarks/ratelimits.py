@@ -202,6 +202,7 @@ async def drive(call: Call, setup: Setup) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     waits: dict[int, list[float]] = {HIGH: [], NORMAL: [], LOW: []}
     errors: dict[str, int] = {}
+    samples: dict[str, str] = {}  # the first message of each kind of error
     start = loop.time()
 
     async def one(i: int, at: float, priority: int) -> None:
@@ -211,7 +212,9 @@ async def drive(call: Call, setup: Setup) -> dict[str, Any]:
         try:
             await call(i, priority)
         except Exception as exc:  # every failure is counted, none stops the run
-            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            kind = type(exc).__name__
+            errors[kind] = errors.get(kind, 0) + 1
+            samples.setdefault(kind, " ".join(str(exc).split())[:160])
         else:
             waits[priority].append(max(0.0, loop.time() - began - setup.delay))
 
@@ -219,6 +222,7 @@ async def drive(call: Call, setup: Setup) -> dict[str, Any]:
     return {
         "total": loop.time() - start,
         "errors": errors,
+        "samples": samples,
         "high_p50": statistics.median(waits[HIGH]) if waits[HIGH] else math.nan,
         "high_p99": pct(waits[HIGH], 0.99),
         "low_p99": pct(waits[LOW], 0.99),
@@ -417,9 +421,19 @@ async def pool_with_one_failing(calls: int, setup: Setup) -> list[str] | None:
 
 
 def machine() -> str:
-    cpus = os.cpu_count()
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                model,
+            )
+    except OSError:
+        pass
     return (
-        f"{platform.system()} {platform.machine()}, {cpus} CPUs, Python {platform.python_version()}"
+        f"{os.cpu_count()} CPUs ({model}); Python {platform.python_version()}; "
+        f"{platform.system()} {platform.release()}; load average at start "
+        f"{os.getloadavg()[0]:.2f}"
     )
 
 
@@ -433,7 +447,7 @@ def main(options: argparse.Namespace) -> int:
         dialect=options.dialect,
         seed=options.seed,
     )
-    print(f"# Rate limits: {setup.calls} calls per contender ({machine()})")
+    print(f"# Rate limits: {setup.calls} calls per contender\n\nmachine: {machine()}")
     print(
         f"\nThe vendor's hidden capacity: {setup.rpm} requests and {setup.tpm} tokens a minute"
         f" ({setup.dialect} headers), at most {setup.vendor_concurrency} requests at once (503"
@@ -443,6 +457,7 @@ def main(options: argparse.Namespace) -> int:
     )
     wanted = [c.strip() for c in options.only.split(",")] if options.only else list(CONTENDERS)
     rows = []
+    results: dict[str, dict[str, Any]] = {}
     for name in wanted:
         python: str | None = sys.executable
         if name == "litellm":
@@ -450,7 +465,7 @@ def main(options: argparse.Namespace) -> int:
             if python is None:
                 rows.append([LABELS[name], "not installed", "", "", "", "", "", "", ""])
                 continue
-        result = run_contender(name, python, setup, timeout=options.timeout)
+        result = results[name] = run_contender(name, python, setup, timeout=options.timeout)
         rows.append(row(name, setup, result))
         print(f"  {LABELS[name]}: done", file=sys.stderr, flush=True)
     table(
@@ -468,6 +483,14 @@ def main(options: argparse.Namespace) -> int:
         ],
         rows,
     )
+    notes = [
+        f"- {LABELS[name]}, {kind}: {text}"
+        for name, result in results.items()
+        for kind, text in sorted(result.get("samples", {}).items())
+    ]
+    if notes:
+        print("\nThe first error of each kind, per contender:\n")
+        print("\n".join(notes))
     pool = asyncio.run(pool_with_one_failing(max(30, setup.calls // 10), setup))
     table(
         "A pool of 3 members, one failing (target: no caller-visible errors)",
