@@ -408,3 +408,37 @@ async def test_openai_sdk_retries_after_the_azure_retry_after_ms(
         if m
     ]
     assert waits == [pytest.approx(0.038)]  # retry-after-ms: 38
+
+
+async def test_a_stream_carries_the_headers_and_a_refusal_comes_before_any_fault(
+    clock: FakeClock,
+) -> None:
+    async with vendor(requests_per_minute=1, clock=clock) as server:
+        server.fail_next(1, status=500)
+        status, h = await post(server, {**chat_body(), "stream": True})
+        assert status == 500  # admitted (the budget spent), then the scripted fault
+        assert h["x-ratelimit-remaining-requests"] == "0"
+        server.fail_next(1, status=500)
+        status, h = await post(server, {**chat_body(), "stream": True})
+        assert status == 429  # refused at the budget: the scripted fault is still there
+        clock.advance(60)
+        assert (await post(server, chat_body()))[0] == 500
+        clock.advance(60)
+        status, h = await post(server, {**chat_body(), "stream": True})
+    assert status == 200
+    assert h["content-type"].startswith("text/event-stream")
+    assert h["x-ratelimit-remaining-requests"] == "0"
+    assert h["x-ratelimit-reset-requests"] == "1m0s"
+
+
+async def test_a_refused_request_can_be_charged_as_openai_charges_it(clock: FakeClock) -> None:
+    async with vendor(requests_per_minute=2, charge_refused=True, clock=clock) as server:
+        for _ in range(2):
+            await post(server, chat_body())
+        status, h = await post(server, chat_body())
+        assert (status, h["retry-after"]) == (429, "30")
+        status, h = await post(server, chat_body())  # the first refusal cost a request
+        assert (status, h["retry-after"]) == (429, "60")
+        assert h["x-ratelimit-reset-requests"] == "2m0s"  # from -2 to 2 at one per 30 s
+        clock.advance(90)
+        assert (await post(server, chat_body()))[0] == 200

@@ -66,7 +66,10 @@ class Capacity:
 
     ``clock`` returns seconds; Anthropic's reset times are read from it as epoch seconds, so a
     ``FakeClock`` gives them in 1970, which a test parses with the same clock. A limit left None
-    is not enforced (nor reported)."""
+    is not enforced (nor reported). ``charge_refused``: a request refused at a budget still pays
+    for it, as OpenAI documents of its own ("unsuccessful requests contribute to your per-minute
+    limit"), so a client that resends at once digs the hole deeper (a budget may go below zero;
+    its reset then outlasts the window)."""
 
     requests_per_minute: int | None = None
     requests_per_day: int | None = None
@@ -76,6 +79,7 @@ class Capacity:
     max_concurrent: int | None = None
     busy_status: int = 429
     busy_retry_after: float | None = None
+    charge_refused: bool = False
     dialect: str = "openai"
     default_max_tokens: int = 16
     clock: Callable[[], float] = field(default=time.time, compare=False)
@@ -261,6 +265,9 @@ class CapacityMeter:
                 wait, short = need, name
         if wait > 0:
             self.rate_limited += 1
+            if config.charge_refused:
+                for name, bucket in self.buckets.items():
+                    bucket.level -= self._cost(name, prompt, output)
             headers = self.headers(now)
             if not math.isinf(wait):
                 headers.update(self._retry_after(wait))
