@@ -14,8 +14,10 @@ per admitted answer. It speaks ``--dialect``'s rate headers. Each contender gets
 
 The load: ``--calls`` calls, 10% HIGH, 45% NORMAL, 45% LOW. The NORMAL and LOW ones are all
 called at once (a backlog far beyond the capacity, so LOW work is throttled for the whole run);
-the HIGH ones arrive spread over most of the run, as urgent calls do. A call's wait is its time
-from being called to its answer, less the vendor's ``--delay``.
+the HIGH ones arrive spread over most of the run, as urgent calls do. A call's wait is from
+being called to the arrival at the vendor of the request it was answered by (the vendor notes
+when each arrived, by an ``x-bench-call`` header): queueing, rate waits, backoff and refused
+attempts, not the vendor's own time.
 
 Reported per contender, beside the targets of issue #20: the share of requests the vendor
 answered 429 (over requests sent), the share it answered 503, the capacity used (requests the
@@ -77,6 +79,8 @@ TARGETS = {"429": "<= 1%", "used": ">= 90%", "high_p99": "< 100 ms"}
 # (about 17 tokens), and the token budget is this many times the request budget.
 TOKENS_PER_REQUEST = 25
 MAX_WAIT = 3600.0  # a LOW call may wait the whole run for its budget
+# Each call says which it is, so the vendor can tell when the request it answered arrived.
+CALL_HEADER = "x-bench-call"
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,9 @@ async def asyncllm_client(url: str, setup: Setup, limits: bool) -> AsyncIterator
     )
 
     async def call(i: int, priority: int) -> object:
-        return await client.chat(message(i), model=MODEL, priority=priority)
+        return await client.chat(
+            message(i), model=MODEL, priority=priority, extra_headers={CALL_HEADER: str(i)}
+        )
 
     async with client:
         yield call
@@ -186,7 +192,12 @@ async def litellm_router(url: str, setup: Setup) -> AsyncIterator[Call]:
     )
 
     async def call(i: int, priority: int) -> object:
-        return await router.acompletion(model="bench", messages=message(i), priority=priority)
+        return await router.acompletion(
+            model="bench",
+            messages=message(i),
+            priority=priority,
+            extra_headers={CALL_HEADER: str(i)},
+        )
 
     yield call
 
@@ -197,10 +208,14 @@ def client_for(name: str, url: str, setup: Setup) -> Any:
     return asyncllm_client(url, setup, limits=name == "limits")
 
 
-async def drive(call: Call, setup: Setup) -> dict[str, Any]:
-    """Run the plan through ``call``; the waits by priority and the errors by type."""
+async def drive(call: Call, setup: Setup, url: str) -> dict[str, Any]:
+    """Run the plan through ``call``; the waits by priority and the errors by type. A call's
+    wait is from its start to the arrival, at the vendor, of the request that was answered
+    (both wall-clock times on this machine): its queueing, rate waits and retries, not the
+    vendor's own time."""
     loop = asyncio.get_running_loop()
-    waits: dict[int, list[float]] = {HIGH: [], NORMAL: [], LOW: []}
+    began: dict[int, float] = {}
+    answered: dict[int, int] = {}
     errors: dict[str, int] = {}
     samples: dict[str, str] = {}  # the first message of each kind of error
     start = loop.time()
@@ -208,7 +223,7 @@ async def drive(call: Call, setup: Setup) -> dict[str, Any]:
     async def one(i: int, at: float, priority: int) -> None:
         if at > 0:
             await asyncio.sleep(max(0.0, start + at - loop.time()))
-        began = loop.time()
+        began[i] = time.time()
         try:
             await call(i, priority)
         except Exception as exc:  # every failure is counted, none stops the run
@@ -216,11 +231,19 @@ async def drive(call: Call, setup: Setup) -> dict[str, Any]:
             errors[kind] = errors.get(kind, 0) + 1
             samples.setdefault(kind, " ".join(str(exc).split())[:160])
         else:
-            waits[priority].append(max(0.0, loop.time() - began - setup.delay))
+            answered[i] = priority
 
     await asyncio.gather(*(one(i, at, p) for i, (at, p) in enumerate(plan(setup))))
+    total = loop.time() - start
+    base = url.removesuffix("/v1")
+    arrivals = await loop.run_in_executor(None, fetch_json, base + "/_capacity/arrivals")
+    waits: dict[int, list[float]] = {HIGH: [], NORMAL: [], LOW: []}
+    for i, priority in answered.items():
+        arrived = arrivals.get(str(i))
+        if arrived is not None:
+            waits[priority].append(max(0.0, arrived - began[i]))
     return {
-        "total": loop.time() - start,
+        "total": total,
         "errors": errors,
         "samples": samples,
         "high_p50": statistics.median(waits[HIGH]) if waits[HIGH] else math.nan,
@@ -229,9 +252,14 @@ async def drive(call: Call, setup: Setup) -> dict[str, Any]:
     }
 
 
+def fetch_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=60) as answer:
+        return json.load(answer)
+
+
 async def contender_main(name: str, url: str, setup: Setup) -> None:
     async with client_for(name, url, setup) as call:
-        result = await drive(call, setup)
+        result = await drive(call, setup, url)
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -266,8 +294,7 @@ class Vendor:
         self.base = f"http://127.0.0.1:{int(line.split()[1])}"
 
     def counts(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.base + "/_capacity", timeout=30) as answer:
-            counts: dict[str, Any] = json.load(answer)
+        counts: dict[str, Any] = fetch_json(self.base + "/_capacity")
         return counts
 
     def close(self) -> None:
@@ -289,11 +316,13 @@ def litellm_python(given: str | None) -> str | None:
 
 def run_contender(name: str, python: str, setup: Setup, timeout: float) -> dict[str, Any]:
     vendor = Vendor(setup)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        # LiteLLM fetches its model cost map from GitHub at import unless told not to.
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }
     try:
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        }
         done = subprocess.run(
             [
                 python,
@@ -313,12 +342,17 @@ def run_contender(name: str, python: str, setup: Setup, timeout: float) -> dict[
         )
         lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
         if done.returncode != 0 or not lines:
-            return {"failed": (done.stderr.strip().splitlines() or ["no output"])[-1][:120]}
+            errors = [x for x in done.stderr.splitlines() if "Error" in x] or ["no result"]
+            return {"failed": f"exit {done.returncode}: {errors[-1].strip()[:100]}"}
         result: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
         result["vendor"] = vendor.counts()
         return result
     except subprocess.TimeoutExpired:
-        return {"failed": f"did not finish in {timeout:.0f} s"}
+        counts = vendor.counts()
+        return {
+            "failed": f"stopped after {timeout:.0f} s: the vendor had seen {counts['sent']}"
+            f" requests and admitted {counts['admitted']}"
+        }
     finally:
         vendor.close()
 

@@ -14,7 +14,8 @@ small machine the client under test, not the server, is what runs out of CPU fir
 ``capacity`` is the ``fake`` with a vendor's hidden capacity: ``--capacity`` holds the keyword
 arguments of ``asyncllm.testing.Capacity`` as JSON, ``--delay`` is the time it takes to answer an
 admitted request, and ``GET /_capacity`` answers what it counted (``CapacityMeter.snapshot``),
-unlimited and uncounted.
+unlimited and uncounted; ``GET /_capacity/arrivals`` the wall-clock time at which each request
+with an ``x-bench-call`` header that was answered 200 arrived, by that header.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from typing import Any
 
 from aiohttp import web
@@ -128,10 +130,26 @@ async def main(kind: str, delay: float, capacity: str) -> None:
             capacity=Capacity(**json.loads(capacity)),
         )
 
+        arrivals: dict[str, float] = {}
+
+        @web.middleware
+        async def note_arrival(request: web.Request, handler: Any) -> web.StreamResponse:
+            arrived = time.time()
+            response: web.StreamResponse = await handler(request)
+            call = request.headers.get("x-bench-call")
+            if call is not None and response.status == 200:
+                arrivals[call] = arrived
+            return response
+
         async def counts(request: web.Request) -> web.Response:
             return web.json_response(server.capacity.snapshot())
 
+        async def arrived(request: web.Request) -> web.Response:
+            return web.json_response(arrivals)
+
+        server.app.middlewares.append(note_arrival)
         server.app.router.add_get("/_capacity", counts)
+        server.app.router.add_get("/_capacity/arrivals", arrived)
         await server.start()
         port = server.port
     else:
