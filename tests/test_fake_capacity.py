@@ -332,8 +332,12 @@ async def test_past_the_concurrency_cap_the_vendor_is_busy(
         hung = [asyncio.create_task(post(server, chat_body())) for _ in range(2)]
         meter = server.capacity
         assert meter is not None
-        while meter.in_flight < 2:
-            await asyncio.sleep(0.001)
+
+        async def both_held() -> None:
+            while meter.in_flight < 2:
+                await asyncio.sleep(0.001)
+
+        await asyncio.wait_for(both_held(), 30)  # a guard against a hang, not a speed check
         refused, h = await post(server, chat_body())
         assert refused == status
         assert h.get("retry-after") == (None if retry_after is None else "2")
