@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,24 +85,54 @@ class LimitsConfig:
 
 @dataclass(frozen=True, slots=True)
 class RateLimits:
-    """Per backend instance: the request budgets to keep to, so that calls wait here (in
-    priority order) instead of being sent to collect a 429.
+    """Per backend instance: the request and token budgets to keep to, so that calls wait here
+    (in priority order) instead of being sent to collect a 429.
 
-    ``requests_per_minute`` and ``requests_per_day`` refill continuously (a minute's budget comes
-    back at one request every 60/N seconds). A call that would wait longer than ``max_wait``, or
-    past its deadline, fails at once with ``RateLimitError`` carrying ``retry_after``.
+    Every budget refills continuously (500 requests a minute come back one every 0.12 s).
+    ``tokens_per_minute`` counts input and output together; ``input_tokens_per_minute`` and
+    ``output_tokens_per_minute`` are the split budgets of vendors that keep them apart
+    (Anthropic). A call reserves its tokens before it is sent (``estimator`` over its JSON body
+    for the input, by default about four characters a token; its ``max_tokens`` for the output,
+    or ``default_output_tokens`` when it names none) and its reply's usage settles the
+    reservation. A call that would wait longer than ``max_wait``, or past its deadline, fails at
+    once with ``RateLimitError`` carrying ``retry_after``; one larger than a whole budget with
+    ``BudgetExceededError``.
+
+    ``sub_window`` (seconds): also hold the per-minute request budget over windows this short,
+    as Azure OpenAI does (a 600-a-minute deployment throttles above 10 requests in a second:
+    ``sub_window=1``; some deployments count over 10 s). None: only the minute counts.
     """
 
     requests_per_minute: int | None = None
     requests_per_day: int | None = None
     max_wait: float = c.DEFAULT_MAX_RATE_WAIT
+    tokens_per_minute: int | None = None
+    input_tokens_per_minute: int | None = None
+    output_tokens_per_minute: int | None = None
+    sub_window: float | None = None
+    estimator: Callable[[Mapping[str, Any]], int] | None = None
+    default_output_tokens: int = c.DEFAULT_OUTPUT_TOKENS
 
     def __post_init__(self) -> None:
-        if self.requests_per_minute is not None:
-            _at_least("requests_per_minute", self.requests_per_minute, 1, integer=True)
-        if self.requests_per_day is not None:
-            _at_least("requests_per_day", self.requests_per_day, 1, integer=True)
+        for name in (
+            "requests_per_minute",
+            "requests_per_day",
+            "tokens_per_minute",
+            "input_tokens_per_minute",
+            "output_tokens_per_minute",
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                _at_least(name, value, 1, integer=True)
         _at_least("max_wait", self.max_wait, 0)
+        _at_least("default_output_tokens", self.default_output_tokens, 0, integer=True)
+        if self.sub_window is not None:
+            if not (finite_number(self.sub_window) and 0 < self.sub_window < 60):
+                raise ConfigurationError("sub_window must be None or seconds in (0, 60)")
+            if self.requests_per_minute is None:
+                raise ConfigurationError("sub_window needs requests_per_minute")
+        if self.estimator is not None and not callable(self.estimator):
+            raise ConfigurationError("estimator must be a callable (body -> input tokens)")
 
 
 def check_timeout(name: str, value: float | None) -> float | None:

@@ -9,6 +9,8 @@ DEFAULT_MAX_RETRY_DELAY = 16.0
 DEFAULT_MAX_RETRY_AFTER = 120.0
 # How long a call may wait for a rate budget (RateLimits.max_wait) before it fails instead.
 DEFAULT_MAX_RATE_WAIT = 60.0
+# The output a call that names no max_tokens is assumed to use when it reserves a token budget.
+DEFAULT_OUTPUT_TOKENS = 1024
 
 DEFAULT_MAX_CONCURRENT_REQUESTS = 5
 DEFAULT_QUEUE_SIZE = 100

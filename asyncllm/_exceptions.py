@@ -26,6 +26,7 @@
             ├── RequestTooLargeError      413
             ├── UnprocessableEntityError  422
             ├── RateLimitError            429 (retried, honouring Retry-After)
+            │   └── BudgetExceededError   larger than a whole rate budget; not sent, never fits
             ├── InternalServerError       5xx (500, 502, 503, 504 retried)
             └── OverloadedError           529 (retried)
 
@@ -56,6 +57,7 @@ __all__ = [
     "AsyncLLMError",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceededError",
     "CertificateVerificationError",
     "CircuitOpenError",
     "ClientClosedError",
@@ -361,6 +363,12 @@ class UnprocessableEntityError(APIStatusError):
 
 class RateLimitError(APIStatusError):
     pass
+
+
+class BudgetExceededError(RateLimitError):
+    """The call alone needs more than a whole rate budget of its backend (say, 50 000 tokens
+    against 40 000 a minute), so no wait would let it through: raised before it is sent, never
+    retried, ``retry_after`` None. Shorten the prompt or ``max_tokens``, or raise the budget."""
 
 
 class InternalServerError(APIStatusError):

@@ -69,7 +69,7 @@ class EngineClientOptions(TypedDict, total=False):
     ``model``: the model of calls that name none. ``timeout``, ``max_retries``: the per-call
     defaults. ``retry``, ``breaker``: the backoff and breaker settings. ``max_concurrent_requests``,
     ``queue_size``, ``queue_timeout``: the backend's slots and its queue. ``rate_limits``: the
-    request budgets calls wait for instead of collecting 429s. ``dispatcher``: run on
+    request and token budgets calls wait for instead of collecting 429s. ``dispatcher``: run on
     this dispatcher instead of the running loop's shared one. ``close_timeout``: how long
     ``aclose()`` lets running calls finish.
     """

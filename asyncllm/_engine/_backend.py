@@ -32,6 +32,7 @@ from .._validate import check_int, check_model
 from ..streaming import Stream
 from ._context import _request_id, new_request_id
 from ._dispatcher import Attempt, Dispatcher, Lane, Priority, get_dispatcher
+from ._ratelimit import RateDialect
 
 T = TypeVar("T")
 
@@ -69,6 +70,8 @@ class Backend:
     backend: ClassVar[str] = "base"
     # The constructor options this class takes (HttpBackend adds the HTTP ones).
     client_keys: ClassVar[frozenset[str]] = ENGINE_CLIENT_KEYS
+    # How the backend reports its rate budgets (headers), if it does: see ``_ratelimit``.
+    rate_dialect: ClassVar[RateDialect | None] = None
 
     def __init__(self, **options: Unpack[EngineClientOptions]) -> None:
         check_keys(options, self.client_keys, type(self).__name__)
@@ -151,6 +154,7 @@ class Backend:
                 host=root._host(),
                 kind=root.backend,
                 rate_limits=root._rate_config,
+                rate_dialect=root.rate_dialect,
             )
         return lane
 
@@ -197,10 +201,11 @@ class Backend:
         operation: str,
         attempt: Callable[[Attempt], Awaitable[T]],
         creates: bool = False,
+        payload: Any = None,
     ) -> Coroutine[Any, Any, T]:
         """One call through the dispatcher: ``attempt`` runs once per try, in the caller's task.
         ``creates``: the call creates something, so it is retried only while it cannot have been
-        applied (``may_resend``).
+        applied (``may_resend``). ``payload``: its JSON body, for rate budgets to estimate by.
         (A plain function returning the dispatcher's coroutine: no frame of its own per call.)"""
         return call.lane.dispatcher.run(
             call.lane,
@@ -213,6 +218,7 @@ class Backend:
             max_retries=call.max_retries,
             model=call.model,
             creates=creates,
+            payload=payload,
         )
 
     def _run_stream(
@@ -221,6 +227,7 @@ class Backend:
         operation: str,
         open_stream: Callable[[Attempt], AsyncIterator[T]],
         creates: bool = False,
+        payload: Any = None,
     ) -> Stream[T]:
         """A stream through the dispatcher, retried only until its first item is read (and one
         that ``creates`` something only as ``_run`` says)."""
@@ -235,6 +242,7 @@ class Backend:
             max_retries=call.max_retries,
             model=call.model,
             creates=creates,
+            payload=payload,
         )
 
     # -- lifecycle --------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from .._exceptions import (
     ClientClosedError,
     ConfigurationError,
     QueueFullError,
+    RateLimitError,
 )
 from .._validate import check_int, check_positive
 from ..streaming import Stream
@@ -61,7 +62,15 @@ from ._backoff import BackoffSchedule, breaker_verdict, is_retryable, may_resend
 from ._breaker import BreakerState, CircuitBreaker
 from ._context import _request_id, new_request_id
 from ._observe import AUTO, CallObserver, Observer, default_observer
-from ._ratelimit import BudgetStore, MemoryBudgetStore, RateGate, block_lane, limit_lane
+from ._ratelimit import (
+    BudgetStore,
+    Lease,
+    MemoryBudgetStore,
+    RateDialect,
+    RateGate,
+    block_lane,
+    limit_lane,
+)
 from ._tracking import RequestRecord, RequestStatus, RequestTracker
 
 logger = logging.getLogger("asyncllm")
@@ -590,11 +599,13 @@ class Dispatcher:
         host: str | None = None,
         kind: str | None = None,
         rate_limits: RateLimits | None = None,
+        rate_dialect: RateDialect | None = None,
     ) -> Lane:
         """Register a backend instance; a taken name gets a numeric suffix. ``host``, the
         backend's host (and port), is named by its ``CircuitOpenError``; ``kind``, the kind of
         backend (its client's ``backend``), is reported to telemetry; ``rate_limits``, the
-        request budgets its calls wait for (see ``_ratelimit``)."""
+        budgets its calls wait for, and ``rate_dialect`` how its backend reports them (see
+        ``_ratelimit``)."""
         if self.closed:
             raise ClientClosedError("dispatcher is closed", backend=name)
         unique = name
@@ -613,7 +624,7 @@ class Dispatcher:
         )
         self._lanes[unique] = lane
         if rate_limits is not None:
-            limit_lane(lane, rate_limits, self.budgets)
+            limit_lane(lane, rate_limits, self.budgets, rate_dialect)
         return lane
 
     # -- the priority queue ------------------------------------------------------------------
@@ -797,13 +808,16 @@ class Dispatcher:
         hold: bool,
         watch: CallObserver | None,
         creates: bool = False,
-    ) -> tuple[T, bool]:
+        payload: Any = None,
+    ) -> tuple[T, bool, tuple[RateGate, Lease] | None]:
         """The one attempt loop, for calls and streams: take a slot (at once, or by waiting in
         the lane), run ``attempt`` in the caller's task, give the slot back, and on a retryable
         error wait out the backoff without a slot and go again. Returns the result and its probe
         flag; with ``hold`` a success keeps its slot (a stream gives it back when it ends), and
         its attempt stays open for ``watch`` until the stream ends.
         ``creates``: the call creates something, so it is retried only as ``may_resend`` allows.
+        ``payload``: the call's JSON body, which a lane with budgets reads its cost from; the
+        lease of the successful attempt comes back with its gate, to be settled with its usage.
 
         The breaker hears of the call once, when it gives up (see the module docstring)."""
         rid = record.request_id
@@ -817,14 +831,18 @@ class Dispatcher:
         while True:
             if error is not None and lane.breaker.state is BreakerState.OPEN:
                 raise lane.refuse_retry(error)
-            if lane.gate is not None:
-                refusal = await lane.gate.admit(rid, priority, deadline_at)
-                if refusal is not None:
+            held: tuple[RateGate, Lease] | None = None
+            gate = lane.gate
+            if gate is not None:
+                admitted = await gate.admit(rid, priority, deadline_at, record.operation, payload)
+                if isinstance(admitted, RateLimitError):
                     if error is None:
-                        raise refusal
+                        raise admitted
                     if not counted and lane.judge(verdict, error):
                         lane.fill()
-                    raise refusal from error
+                    raise admitted from error
+                if admitted is not None:
+                    held = (gate, admitted)
             probe = lane.acquire_nowait(rid)
             if probe is None:
                 if lane.queued >= lane.limits.queue_size:
@@ -884,8 +902,11 @@ class Dispatcher:
                     lane.release(probe, True)
                     if watch is not None:
                         watch.attempt_ended(None)
-                return result, probe
+                return result, probe, held
             verdict = breaker_verdict(error)
+            if held is not None and (error.status_code is not None or error.unsent):
+                # Answered with an error, or never sent: no tokens counted.
+                await held[0].give_back(held[1])
             if error.status_code == 429 and error.retry_after is not None:
                 await block_lane(lane, error.retry_after, self.budgets)
             if lane.closed:
@@ -928,19 +949,21 @@ class Dispatcher:
         max_retries: int | None = None,
         model: str | None = None,
         creates: bool = False,
+        payload: Any = None,
     ) -> T:
         """Run ``attempt`` under the lane's limits, retrying per its policy (``max_retries``
         overrides the lane's count for this call); returns its result. A call that ``creates``
         something (a background response, a batch, an upload) is retried only while it cannot
         have been applied (``may_resend``). ``model``, the model the call asks for, is kept on
-        its record and reported to telemetry."""
+        its record and reported to telemetry; ``payload``, the call's JSON body, what a lane with
+        rate budgets reserves its tokens by."""
         rid = request_id or _request_id.get() or new_request_id()
         record = self._begin(lane, operation, priority, rid, model)
         observer = self.observer
         watch = None if observer is None else observer.start_call(record, lane)
         deadline_at = None if deadline is None else self.clock() + deadline
         try:
-            result, _ = await self._attempts(
+            result, _, held = await self._attempts(
                 lane,
                 record,
                 attempt,
@@ -951,7 +974,10 @@ class Dispatcher:
                 False,
                 watch,
                 creates,
+                payload,
             )
+            if held is not None:
+                await held[0].settle(held[1], result)
         except BaseException as exc:
             self._finish(lane, record, exc, watch)
             raise
@@ -971,6 +997,7 @@ class Dispatcher:
         max_retries: int | None = None,
         model: str | None = None,
         creates: bool = False,
+        payload: Any = None,
     ) -> Stream[T]:
         """Like ``run`` for a stream: retried only until its first item reaches the caller."""
         rid = request_id or _request_id.get() or new_request_id()
@@ -986,6 +1013,7 @@ class Dispatcher:
                 max_retries,
                 model,
                 creates,
+                payload,
             ),
             rid,
         )
@@ -1002,6 +1030,7 @@ class Dispatcher:
         max_retries: int | None,
         model: str | None,
         creates: bool,
+        payload: Any = None,
     ) -> AsyncIterator[T]:
         record = self._begin(lane, operation, priority, rid, model)
         observer = self.observer
@@ -1021,7 +1050,7 @@ class Dispatcher:
                 raise
 
         try:
-            (source, first, empty), probe = await self._attempts(
+            (source, first, empty), probe, leased = await self._attempts(
                 lane,
                 record,
                 first_item,
@@ -1032,6 +1061,7 @@ class Dispatcher:
                 True,
                 watch,
                 creates,
+                payload,
             )
         except BaseException as exc:
             self._finish(lane, record, exc, watch)
@@ -1072,6 +1102,10 @@ class Dispatcher:
                 await _aclose(source)
             finally:
                 lane.release(probe, outcome, failure)
+            if leased is not None:
+                # The final usage settles the reservation, even of a stream that failed after
+                # it (a stream cut before it leaves the reservation standing).
+                await leased[0].settle(leased[1], last)
 
     # -- reporting and shutdown -----------------------------------------------------------
 

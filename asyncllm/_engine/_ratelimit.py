@@ -15,6 +15,24 @@ dispatcher's hook stays the same:
   it; a call whose wait would pass its deadline, or the lane's ``max_retry_after``, fails at once
   with ``RateLimitError`` carrying ``retry_after``.
 
+What a call costs (``RateGate.cost``): one request, and tokens reserved before it is sent, the
+input estimated from its JSON body (``estimate_tokens``: about four characters a token, or the
+``RateLimits.estimator``), the output from its ``max_tokens`` (or the vendor's name for it), else
+``RateLimits.default_output_tokens`` for a call that generates. Embeddings and the like reserve
+input only; file, batch and fine-tuning management costs nothing, not even a request. The reply's
+usage settles the reservation (a stream's final usage); an attempt the server answered with an
+error gives its tokens back (the vendors do not count them), while one that timed out or broke
+keeps its reservation, since the server may have done the work. Groq and Anthropic do not count
+tokens read from a prompt cache (``RateDialect.counts_cached_tokens``), so those are settled as
+unused. A call larger than a whole budget fails at once with ``BudgetExceededError``.
+
+Budgets are configured (``RateLimits``) or learned: the HTTP layer hands the headers of every
+reply whose backend speaks a dialect (``RateDialect``) to ``learn_limits``, which costs a backend
+that speaks none one attribute check, and one header look-up for a reply that carries no
+budgets. From the first reply that names a limit the lane waits for its budgets proactively, as
+a configured one does. A reply's ``remaining`` only ever lowers what the store holds: it does not
+know of the calls still in flight, which the store has already reserved.
+
 The header parsers read every dialect the vendors speak, and never raise: a missing, malformed or
 negative (``-1``: "no such limit") value is None.
 
@@ -23,7 +41,12 @@ negative (``-1``: "no such limit") value is None.
 * Anthropic: ``anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,
   reset}``, the reset an RFC 3339 time.
 * Azure OpenAI: ``x-ratelimit-remaining-{requests,tokens}`` (no reset) and ``retry-after-ms`` /
-  ``x-ms-retry-after-ms`` on a 429 (read by ``parse_retry_after``).
+  ``x-ms-retry-after-ms`` on a 429 (read by ``parse_retry_after``). Its 1 s / 10 s sub-windows
+  (a 600-a-minute deployment throttles above 10 requests in a second) are modelled by
+  ``RateLimits.sub_window``: a second request budget of the per-minute rate over that window.
+* Gemini sends no rate headers: its 429's ``RetryInfo`` blocks the lane (as ``Retry-After``
+  does) and its ``QuotaFailure`` names the quota that ran out (``quota_windows``), which becomes
+  a learned budget.
 """
 
 from __future__ import annotations
@@ -37,9 +60,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .._exceptions import ClientClosedError, RateLimitError
+from .._constants import DEFAULT_MAX_RATE_WAIT, DEFAULT_OUTPUT_TOKENS
+from .._exceptions import (
+    BudgetExceededError,
+    ClientClosedError,
+    ConfigurationError,
+    RateLimitError,
+)
 from ._backoff import parse_retry_after
 
 if TYPE_CHECKING:
@@ -47,20 +76,28 @@ if TYPE_CHECKING:
     from ._dispatcher import Lane
 
 __all__ = [
+    "ANTHROPIC_HEADERS",
+    "GROQ_HEADERS",
     "KINDS",
+    "OPENAI_HEADERS",
     "BudgetStore",
     "Cost",
     "Lease",
     "MemoryBudgetStore",
+    "RateDialect",
     "RateGate",
     "RateHeaders",
     "TokenBucket",
     "Window",
     "block_lane",
+    "estimate_tokens",
+    "learn_limits",
     "limit_lane",
     "parse_duration",
     "parse_rate_headers",
     "parse_rfc3339",
+    "quota_windows",
+    "read_windows",
 ]
 
 # The budgets a vendor can report, by the names its headers use.
@@ -197,27 +234,156 @@ def parse_rate_headers(
     return RateHeaders(windows, retry_after)
 
 
+@dataclass(frozen=True, slots=True)
+class RateDialect:
+    """How a backend reports its budgets, named by its client class (``rate_dialect``).
+
+    ``probe``: a header every reply that reports budgets carries; a reply without it is not
+    parsed. ``anthropic``: the headers are ``anthropic-ratelimit-*`` (RFC 3339 resets), not
+    ``x-ratelimit-*`` (durations). ``requests_per_day``: the requests budget the headers name is a day's (Groq's), not a
+    minute's. ``counts_cached_tokens``: whether prompt tokens read from a cache count against the
+    token budgets (not at Groq or Anthropic)."""
+
+    probe: str
+    anthropic: bool = False
+    requests_per_day: bool = False
+    counts_cached_tokens: bool = True
+
+
+OPENAI_HEADERS = RateDialect("x-ratelimit-remaining-requests")
+GROQ_HEADERS = RateDialect(
+    "x-ratelimit-remaining-requests", requests_per_day=True, counts_cached_tokens=False
+)
+ANTHROPIC_HEADERS = RateDialect(
+    "anthropic-ratelimit-requests-remaining", anthropic=True, counts_cached_tokens=False
+)
+
+
+def quota_windows(violations: Any) -> dict[str, Window]:
+    """The budgets a Gemini ``google.rpc.QuotaFailure`` names as spent: per violation whose
+    ``quotaId`` says what and per when (``GenerateRequestsPerMinutePerProjectPerModel``,
+    ``...PerDay...``, ``GenerateContentInputTokensPerModelPerMinute``) and whose ``quotaValue``
+    is its limit, a ``Window(limit, 0, None)``: none left, refilling at the quota's own rate
+    (``RetryInfo``'s delay is when a request is back, not when the budget is whole, and blocks
+    the lane on its own). Ids it cannot read are skipped."""
+    windows: dict[str, Window] = {}
+    for violation in violations if isinstance(violations, list) else ():
+        if not isinstance(violation, Mapping):
+            continue
+        quota_id = violation.get("quotaId")
+        value = violation.get("quotaValue")
+        limit = _count(str(value)) if isinstance(value, (str, int)) else None
+        if not isinstance(quota_id, str) or not limit:
+            continue
+        name = quota_id.split("-", 1)[0].lower()
+        if "perday" in name:
+            kind = "requests-per-day" if "requests" in name else None
+        elif "perminute" in name:
+            if "inputtoken" in name:
+                kind = "input-tokens"
+            elif "outputtoken" in name:
+                kind = "output-tokens"
+            elif "token" in name:
+                kind = "tokens"
+            else:
+                kind = "requests" if "requests" in name else None
+        else:
+            kind = None
+        if kind is not None:
+            windows[kind] = Window(limit, 0, None)
+    return windows
+
+
+# Per dialect family, the header names of each budget it reports: (kind, limit, remaining, reset).
+_OPENAI_NAMES = tuple(
+    (
+        kind,
+        f"x-ratelimit-limit-{kind}",
+        f"x-ratelimit-remaining-{kind}",
+        f"x-ratelimit-reset-{kind}",
+    )
+    for kind in ("requests", "tokens")
+)
+_ANTHROPIC_NAMES = tuple(
+    (
+        kind,
+        f"anthropic-ratelimit-{kind}-limit",
+        f"anthropic-ratelimit-{kind}-remaining",
+        f"anthropic-ratelimit-{kind}-reset",
+    )
+    for kind in KINDS
+)
+
+
+def read_windows(
+    headers: Mapping[str, str], dialect: RateDialect, now: Callable[[], float] = time.time
+) -> dict[str, Window]:
+    """The budgets one reply reports in its backend's own dialect: ``parse_rate_headers`` for
+    the hot path, which reads only the names the dialect uses and no ``Retry-After`` (a 429's
+    delay reaches the dispatcher through its error)."""
+    windows: dict[str, Window] = {}
+    anthropic = dialect.anthropic
+    for kind, limit_name, remaining_name, reset_name in (
+        _ANTHROPIC_NAMES if anthropic else _OPENAI_NAMES
+    ):
+        limit = headers.get(limit_name)
+        remaining = headers.get(remaining_name)
+        reset = headers.get(reset_name)
+        if limit is None and remaining is None and reset is None:
+            continue
+        if anthropic:
+            reset_at = parse_rfc3339(reset)
+            reset_in = None if reset_at is None else max(0.0, reset_at - now())
+        else:
+            reset_in = parse_duration(reset)
+        found = _window(_count(limit), _count(remaining), reset_in)
+        if found is not None:
+            windows[kind] = found
+    return windows
+
+
 # -- budgets -----------------------------------------------------------------------------------
 
 
 class Cost(NamedTuple):
     """What one call spends: requests (one, or none for file management) and tokens (an estimate
-    before sending; the reply's usage settles it)."""
+    before sending; the reply's usage settles it). ``tokens`` counts input and output;
+    ``output_tokens`` is the part of it that is output (for the vendors' split budgets)."""
 
     requests: int = 1
     tokens: int = 0
+    output_tokens: int = 0
+
+
+_ONE_REQUEST = Cost(1, 0)
+_NOTHING = Cost(0, 0)
+
+
+def _amount(kind: str, cost: Cost | Lease) -> int:
+    """What ``cost`` takes from the budget named ``kind``."""
+    if kind == "tokens":
+        return cost.tokens
+    if kind == "input-tokens":
+        return cost.tokens - cost.output_tokens
+    if kind == "output-tokens":
+        return cost.output_tokens
+    if kind.startswith("requests"):
+        return cost.requests
+    return 0
 
 
 @dataclass(slots=True)
 class TokenBucket:
     """A budget that refills continuously: ``capacity`` at most, ``rate`` units a second. A
     per-minute limit L is ``TokenBucket(L, L / 60)``; the vendors' own are of this shape (their
-    reset is the time until the bucket is full again)."""
+    reset is the time until the bucket is full again). ``ceiling``: a configured limit, which a
+    vendor's reported one never raises (a key shared with other programs gets a smaller share)."""
 
     capacity: float
     rate: float
     level: float
     updated: float
+    ceiling: float = math.inf
 
     def refill(self, now: float) -> None:
         if now > self.updated:
@@ -233,28 +399,33 @@ class TokenBucket:
             return math.inf
         return (amount - self.level) / self.rate
 
-    def learn(self, window: Window, now: float) -> None:
-        """Take what a response reported as the truth: its limit, what is left, and (from the
-        time until it is whole) how fast it refills."""
+    def learn(self, window: Window, now: float, period: float = 60.0) -> None:
+        """Take what a response reported: its limit, what is left (which only lowers the level:
+        the reply does not know of the calls still in flight, which the level already counts),
+        and how fast it refills: a whole budget in ``period`` at least, faster when the time
+        until it is whole says so."""
         self.refill(now)
-        if window.limit is not None and window.limit > 0:
-            self.capacity = float(window.limit)
+        limit = window.limit
+        if limit is not None and 0 < limit < self.ceiling and limit != self.capacity:
+            self.capacity = float(limit)
+            self.rate = self.capacity / period
         if window.remaining is not None:
-            self.level = min(self.capacity, float(window.remaining))
-            if window.reset_in is not None and window.reset_in > 0:
-                missing = self.capacity - self.level
-                if missing > 0:
-                    self.rate = missing / window.reset_in
+            remaining = min(self.capacity, float(window.remaining))
+            self.level = min(self.level, remaining)
+            missing = self.capacity - remaining
+            if window.reset_in is not None and window.reset_in > 0 and missing > 0:
+                self.rate = max(self.capacity / period, missing / window.reset_in)
 
 
 @dataclass(slots=True)
 class Lease:
     """A call's reservation: given back or topped up by ``settle`` when its reply's usage is
-    known."""
+    known. ``output_tokens``: the part of ``tokens`` reserved for output."""
 
     key: str
     requests: int
     tokens: int
+    output_tokens: int = 0
 
 
 class BudgetStore(abc.ABC):
@@ -275,6 +446,13 @@ class BudgetStore(abc.ABC):
         """The reply used ``tokens_used``: give back what the lease over-reserved, or take the
         rest."""
 
+    async def settle_usage(
+        self, lease: Lease, input_tokens: int, output_tokens: int, now: float
+    ) -> None:
+        """Like ``settle``, with the usage split into input and output, for the budgets that
+        count them apart. A store without split budgets need not override it."""
+        await self.settle(lease, input_tokens + output_tokens, now)
+
     @abc.abstractmethod
     async def report(self, key: str, headers: RateHeaders, now: float) -> None:
         """A response's headers said this of the lane's budgets: learn it."""
@@ -294,6 +472,10 @@ _PER_MINUTE = 60.0
 _PER_DAY = 86400.0
 
 
+def _period(kind: str) -> float:
+    return _PER_DAY if kind == "requests-per-day" else _PER_MINUTE
+
+
 @dataclass(slots=True)
 class _Budgets:
     buckets: dict[str, TokenBucket] = field(default_factory=dict)
@@ -303,7 +485,8 @@ class _Budgets:
 class MemoryBudgetStore(BudgetStore):
     """The budgets of one process's lanes, in memory. ``configure`` sets a lane's limits (per
     minute for requests and tokens, per day for requests); a vendor's headers, once reported,
-    override what they name."""
+    lower what they name (a configured limit is a ceiling: they never raise it) and add the
+    budgets the configuration left out."""
 
     def __init__(self) -> None:
         self._lanes: dict[str, _Budgets] = {}
@@ -322,16 +505,27 @@ class MemoryBudgetStore(BudgetStore):
         requests_per_minute: int | None = None,
         tokens_per_minute: int | None = None,
         requests_per_day: int | None = None,
+        input_tokens_per_minute: int | None = None,
+        output_tokens_per_minute: int | None = None,
+        sub_window: float | None = None,
     ) -> None:
-        """Set the lane's configured limits (each starts full)."""
+        """Set the lane's configured limits (each starts full). ``sub_window``: also hold the
+        per-minute request rate over windows this many seconds long (``requests-burst``: at
+        most ``requests_per_minute * sub_window / 60`` at once, never less than one)."""
         budgets = self._budgets(key)
         for name, limit, period in (
             ("requests", requests_per_minute, _PER_MINUTE),
             ("tokens", tokens_per_minute, _PER_MINUTE),
+            ("input-tokens", input_tokens_per_minute, _PER_MINUTE),
+            ("output-tokens", output_tokens_per_minute, _PER_MINUTE),
             ("requests-per-day", requests_per_day, _PER_DAY),
         ):
             if limit is not None:
-                budgets.buckets[name] = TokenBucket(limit, limit / period, limit, now)
+                budgets.buckets[name] = TokenBucket(limit, limit / period, limit, now, limit)
+        if sub_window is not None and requests_per_minute is not None:
+            rate = requests_per_minute / _PER_MINUTE
+            burst = max(1.0, rate * sub_window)
+            budgets.buckets["requests-burst"] = TokenBucket(burst, rate, burst, now)
 
     async def lease(self, key: str, cost: Cost, now: float) -> Lease | float:
         budgets = self._lanes.get(key)
@@ -340,7 +534,7 @@ class MemoryBudgetStore(BudgetStore):
         wait = max(0.0, budgets.blocked_until - now)
         needs = []
         for name, bucket in budgets.buckets.items():
-            amount = cost.tokens if name.endswith("tokens") else cost.requests
+            amount = _amount(name, cost)
             if amount:
                 needs.append((bucket, amount))
                 wait = max(wait, bucket.wait_for(amount, now))
@@ -348,18 +542,28 @@ class MemoryBudgetStore(BudgetStore):
             return wait
         for bucket, amount in needs:
             bucket.level -= amount
-        return Lease(key, cost.requests, cost.tokens)
+        return Lease(key, cost.requests, cost.tokens, cost.output_tokens)
 
     async def settle(self, lease: Lease, tokens_used: int, now: float) -> None:
+        # Without a split, the usage is taken as the reservation's own split.
+        output = min(lease.output_tokens, tokens_used)
+        await self.settle_usage(lease, tokens_used - output, output, now)
+
+    async def settle_usage(
+        self, lease: Lease, input_tokens: int, output_tokens: int, now: float
+    ) -> None:
         budgets = self._lanes.get(lease.key)
         if budgets is None:
             return
-        bucket = budgets.buckets.get("tokens")
-        if bucket is not None:
-            bucket.refill(now)
-            # A reply that used more than was reserved may take the level below zero: the next
-            # calls wait for the debt to refill, as the vendor's own budget would make them.
-            bucket.level = min(bucket.capacity, bucket.level + lease.tokens - tokens_used)
+        used = Cost(0, input_tokens + output_tokens, output_tokens)
+        for kind in ("tokens", "input-tokens", "output-tokens"):
+            bucket = budgets.buckets.get(kind)
+            if bucket is not None:
+                bucket.refill(now)
+                # A reply that used more than was reserved may take the level below zero: the
+                # next calls wait for the debt to refill, as the vendor's own budget would.
+                change = _amount(kind, lease) - _amount(kind, used)
+                bucket.level = min(bucket.capacity, bucket.level + change)
 
     async def report(self, key: str, headers: RateHeaders, now: float) -> None:
         budgets = self._budgets(key)
@@ -369,9 +573,9 @@ class MemoryBudgetStore(BudgetStore):
                 if window.limit is None:
                     continue  # Azure's remaining without a limit: nothing to size a budget by
                 bucket = budgets.buckets[kind] = TokenBucket(
-                    window.limit, window.limit / _PER_MINUTE, window.limit, now
+                    window.limit, window.limit / _period(kind), window.limit, now
                 )
-            bucket.learn(window, now)
+            bucket.learn(window, now, _period(kind))
 
     async def block(self, key: str, until: float) -> float:
         budgets = self._budgets(key)
@@ -396,6 +600,113 @@ class MemoryBudgetStore(BudgetStore):
         return seen
 
 
+# -- what a call costs ---------------------------------------------------------------------------
+
+# Operations that manage stored things rather than run a model: the vendors count them against
+# no request or token budget.
+_FREE = ("files.", "batches.", "fine_tuning.", "uploads.")
+# Operations that generate, and so reserve output tokens even when they name no maximum.
+_GENERATES = frozenset(
+    {"chat", "stream_chat", "completions", "generate", "stream_generate", "responses.create"}
+)
+# Where the vendors put a call's output maximum: top level (OpenAI, Anthropic, Responses), in
+# Gemini's generationConfig, Ollama's options, TGI's parameters.
+_MAX_OUTPUT = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+_NESTED_MAX_OUTPUT = (
+    ("generationConfig", "maxOutputTokens"),
+    ("options", "num_predict"),
+    ("parameters", "max_new_tokens"),
+)
+# Keys whose strings are no prompt text: names, roles, ids, media (a base64 image read as text
+# would count as tens of thousands of tokens).
+_NOT_TEXT = frozenset(
+    {
+        "model",
+        "role",
+        "type",
+        "id",
+        "tool_call_id",
+        "url",
+        "image_url",
+        "data",
+        "file_data",
+        "file_id",
+        "file_uri",
+        "fileUri",
+        "inlineData",
+        "inline_data",
+        "mime_type",
+        "mimeType",
+        "media_type",
+        "source",
+        "detail",
+        "format",
+        "encoding_format",
+        "images",
+        "service_tier",
+        "user",
+        "cache_control",
+    }
+)
+
+
+def _characters(value: Any, depth: int = 0) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if depth > 32:
+        return 0
+    if isinstance(value, Mapping):
+        return sum(
+            _characters(item, depth + 1) for key, item in value.items() if key not in _NOT_TEXT
+        )
+    if isinstance(value, (list, tuple)):
+        return sum(_characters(item, depth + 1) for item in value)
+    return 0
+
+
+def estimate_tokens(body: Mapping[str, Any]) -> int:
+    """The default estimate of a call's input tokens: about four characters a token over the
+    text of its body (messages, system, tools, input), leaving out model names, roles, ids and
+    media. An estimate to reserve by; the reply's usage settles it."""
+    return -(-_characters(body) // 4)
+
+
+def _max_output(body: Mapping[str, Any]) -> int | None:
+    for key in _MAX_OUTPUT:
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    for outer, key in _NESTED_MAX_OUTPUT:
+        inner = body.get(outer)
+        if isinstance(inner, Mapping):
+            value = inner.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                return value
+    return None
+
+
+def used_tokens(answer: Any, counts_cached: bool) -> tuple[int, int] | None:
+    """The input and output tokens a reply's usage reports, as the vendor's budgets count them
+    (without cache reads where ``counts_cached`` is False); None when it reports none."""
+    usage = getattr(answer, "usage", None)
+    if usage is None:
+        return None
+    input_tokens = getattr(usage, "prompt_tokens", None)
+    output_tokens = getattr(usage, "completion_tokens", None)
+    if input_tokens is None and output_tokens is None:  # the Responses API's names
+        input_tokens = getattr(usage, "input_tokens", None)
+        output_tokens = getattr(usage, "output_tokens", None)
+    if not isinstance(input_tokens, int) and not isinstance(output_tokens, int):
+        return None
+    input_tokens = input_tokens if isinstance(input_tokens, int) else 0
+    output_tokens = output_tokens if isinstance(output_tokens, int) else 0
+    if not counts_cached:
+        cached = getattr(usage, "cached_tokens", None)
+        if isinstance(cached, int):
+            input_tokens = max(0, input_tokens - cached)
+    return input_tokens, output_tokens
+
+
 # -- the dispatcher's hook -----------------------------------------------------------------------
 
 
@@ -415,6 +726,9 @@ class RateGate:
         "_waiters",
         "blocked_until",
         "budgeted",
+        "counts_cached",
+        "default_output",
+        "estimator",
         "lane",
         "max_wait",
         "store",
@@ -426,20 +740,66 @@ class RateGate:
         self.blocked_until = -math.inf
         self.budgeted = False
         self.max_wait = math.inf
+        self.estimator: Callable[[Mapping[str, Any]], int] = estimate_tokens
+        self.default_output = DEFAULT_OUTPUT_TOKENS
+        self.counts_cached = True
         self._waiters: list[_Waiter] = []
         self._seq = 0
         # When the best waiting call expects its lease: no call behind it is sent sooner.
         self._ready_at = -math.inf
 
+    def cost(self, operation: str, payload: Any) -> Cost:
+        """What a call of ``operation`` with the JSON body ``payload`` spends (see the module
+        docstring); asked only of a lane with budgets."""
+        if operation.startswith(_FREE):
+            return _NOTHING
+        if not isinstance(payload, Mapping):
+            return _ONE_REQUEST
+        output = _max_output(payload)
+        if output is None:
+            output = self.default_output if operation in _GENERATES else 0
+        estimated = self.estimator(payload)
+        if isinstance(estimated, bool) or not isinstance(estimated, int) or estimated < 0:
+            raise ConfigurationError(
+                f"RateLimits.estimator returned {estimated!r}, not an int >= 0; not sent"
+            )
+        return Cost(1, estimated + output, output)
+
+    async def settle(self, lease: Lease, answer: Any) -> None:
+        """The call succeeded (or a stream ended) with ``answer``: settle its tokens with the
+        usage it reports; with none, the reservation stands."""
+        used = used_tokens(answer, self.counts_cached)
+        if used is not None:
+            now = self.lane.dispatcher.clock()
+            await self.store.settle_usage(lease, used[0], used[1], now)
+
+    async def give_back(self, lease: Lease) -> None:
+        """The server answered the attempt with an error: it counted no tokens, so the
+        reservation comes back (the request stays spent)."""
+        if lease.tokens:
+            await self.store.settle_usage(lease, 0, 0, self.lane.dispatcher.clock())
+
     def _refusal(
-        self, request_id: str, wait: float, deadline_at: float | None, now: float
+        self,
+        request_id: str,
+        wait: float,
+        deadline_at: float | None,
+        now: float,
+        cost: Cost = _ONE_REQUEST,
     ) -> RateLimitError | None:
         """The error of a call that may not wait ``wait`` seconds, or None if it may."""
         lane = self.lane
         blocked = self.blocked_until > now
         if math.isinf(wait):
-            why = "the call is larger than a whole budget"
-        elif blocked and wait > lane.retry.max_retry_after:
+            lane.rejected += 1
+            return BudgetExceededError(
+                f"{lane.name}: the call needs {cost.requests} request(s) and about {cost.tokens}"
+                f" tokens ({cost.output_tokens} of them output), more than a whole rate budget;"
+                " not sent",
+                backend=lane.name,
+                request_id=request_id,
+            )
+        if blocked and wait > lane.retry.max_retry_after:
             why = "the block (Retry-After) outlasts the client's max_retry_after"
         elif not blocked and wait > self.max_wait:
             why = f"the wait outlasts rate_limits.max_wait ({self.max_wait:g}s)"
@@ -456,10 +816,17 @@ class RateGate:
         )
 
     async def admit(
-        self, request_id: str, priority: int, deadline_at: float | None
-    ) -> RateLimitError | None:
-        """Wait until the call may be sent: the lane's block is over and its budgets hold one
-        more request. Returns the error to fail the call with instead (see ``_refusal``)."""
+        self,
+        request_id: str,
+        priority: int,
+        deadline_at: float | None,
+        operation: str = "",
+        payload: Any = None,
+    ) -> Lease | RateLimitError | None:
+        """Wait until the call may be sent: the lane's block is over and its budgets hold what
+        a call of ``operation`` with the body ``payload`` costs (``cost``). Returns its lease
+        (None for a lane with no budgets, only a block), or the error to fail the call with
+        instead (see ``_refusal``)."""
         lane = self.lane
         clock = lane.dispatcher.clock
         if not self.budgeted:
@@ -474,19 +841,31 @@ class RateGate:
                 if refusal is not None:
                     return refusal
                 await self._sleep(request_id, wait)
+        cost = self.cost(operation, payload)
+        now = clock()
         if not self._waiters:
-            now = clock()
-            got = await self.store.lease(lane.name, _ONE_REQUEST, now)
+            got = await self.store.lease(lane.name, cost, now)
             if isinstance(got, Lease):
-                return None
-            refusal = self._refusal(request_id, got, deadline_at, now)
+                return got
+            refusal = self._refusal(request_id, got, deadline_at, now, cost)
             if refusal is not None:
                 return refusal
-        return await self._wait_in_turn(request_id, priority, deadline_at)
+        elif cost.tokens and not await self._fits(cost, now):
+            # Too large for any budget: fail now, not once the calls ahead have gone.
+            return self._refusal(request_id, math.inf, deadline_at, now, cost)
+        return await self._wait_in_turn(request_id, priority, deadline_at, cost)
+
+    async def _fits(self, cost: Cost, now: float) -> bool:
+        """Whether ``cost`` fits in every whole budget of the lane."""
+        windows = await self.store.current(self.lane.name, now)
+        return all(
+            window.limit is None or _amount(kind, cost) <= window.limit
+            for kind, window in windows.items()
+        )
 
     async def _wait_in_turn(
-        self, request_id: str, priority: int, deadline_at: float | None
-    ) -> RateLimitError | None:
+        self, request_id: str, priority: int, deadline_at: float | None, cost: Cost
+    ) -> Lease | RateLimitError:
         lane = self.lane
         clock = lane.dispatcher.clock
         if self._waiters and deadline_at is not None:
@@ -518,10 +897,10 @@ class RateGate:
                             )
                     continue
                 now = clock()
-                got = await self.store.lease(lane.name, _ONE_REQUEST, now)
+                got = await self.store.lease(lane.name, cost, now)
                 if isinstance(got, Lease):
-                    return None
-                refusal = self._refusal(request_id, got, deadline_at, now)
+                    return got
+                refusal = self._refusal(request_id, got, deadline_at, now, cost)
                 if refusal is not None:
                     return refusal
                 self._ready_at = now + got
@@ -544,9 +923,6 @@ class RateGate:
                 backend=lane.name,
                 request_id=request_id,
             )
-
-
-_ONE_REQUEST = Cost(1, 0)
 
 
 class _Waiter:
@@ -578,17 +954,51 @@ async def block_lane(lane: Lane, seconds: float, store: BudgetStore) -> None:
     gate.blocked_until = max(gate.blocked_until, until)
 
 
-def limit_lane(lane: Lane, limits: RateLimits, store: MemoryBudgetStore | BudgetStore) -> None:
-    """Give a new lane its configured budgets: its gate stays for good."""
-    if limits.requests_per_minute is None and limits.requests_per_day is None:
-        return
+def limit_lane(
+    lane: Lane,
+    limits: RateLimits,
+    store: MemoryBudgetStore | BudgetStore,
+    dialect: RateDialect | None = None,
+) -> None:
+    """Give a new lane its configured budgets: its gate stays for good. ``dialect``, the
+    backend's, says whether cached prompt tokens count."""
     if isinstance(store, MemoryBudgetStore):
         store.configure(
             lane.name,
             lane.dispatcher.clock(),
             requests_per_minute=limits.requests_per_minute,
             requests_per_day=limits.requests_per_day,
+            tokens_per_minute=limits.tokens_per_minute,
+            input_tokens_per_minute=limits.input_tokens_per_minute,
+            output_tokens_per_minute=limits.output_tokens_per_minute,
+            sub_window=limits.sub_window,
         )
     gate = _gate(lane, store)
     gate.budgeted = True
     gate.max_wait = limits.max_wait
+    gate.default_output = limits.default_output_tokens
+    if limits.estimator is not None:
+        gate.estimator = limits.estimator
+    if dialect is not None:
+        gate.counts_cached = dialect.counts_cached_tokens
+
+
+async def learn_limits(
+    lane: Lane, windows: Mapping[str, Window], dialect: RateDialect | None = None
+) -> None:
+    """A reply reported these budgets of the lane (its headers, or Gemini's quota details):
+    the store learns them, and from the first that names a limit the lane waits for them before
+    sending, as for configured budgets (within the default ``max_wait``)."""
+    if dialect is not None and dialect.requests_per_day and "requests" in windows:
+        windows = {("requests-per-day" if k == "requests" else k): w for k, w in windows.items()}
+    store = lane.dispatcher.budgets
+    await store.report(lane.name, RateHeaders(windows), lane.dispatcher.clock())
+    gate = lane.gate
+    if gate is None or not gate.budgeted:
+        if all(window.limit is None for window in windows.values()):
+            return  # Azure's remaining counts alone: nothing to wait for
+        gate = _gate(lane, store)
+        gate.budgeted = True
+        gate.max_wait = DEFAULT_MAX_RATE_WAIT
+    if dialect is not None:
+        gate.counts_cached = dialect.counts_cached_tokens

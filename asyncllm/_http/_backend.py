@@ -31,6 +31,7 @@ from .._engine._backend import Backend, Call
 from .._engine._backoff import parse_retry_after
 from .._engine._context import check_header_value, check_headers
 from .._engine._dispatcher import Attempt, Lane
+from .._engine._ratelimit import Window, learn_limits, read_windows
 from .._exceptions import (
     APIConnectionError,
     APIError,
@@ -91,6 +92,8 @@ class Prepared(NamedTuple):
     content: bytes | None
     params: Mapping[str, str] | None
     extra_headers: Mapping[str, str] | None
+    # The JSON body as sent, which rate budgets estimate a call's tokens from.
+    body: Any = None
 
 
 class ErrorInfo(NamedTuple):
@@ -101,7 +104,8 @@ class ErrorInfo(NamedTuple):
     ``kind``: the status whose exception class to use where the vendor's error type says more
     than the status (TGI's "validation" is an ``UnprocessableEntityError`` whatever its status).
     ``retry_after``: a delay the body asks for (Gemini's ``RetryInfo``), used when no header gives
-    one. ``should_retry``: the body's own verdict, if it gives one.
+    one. ``should_retry``: the body's own verdict, if it gives one. ``quotas``: the rate budgets
+    the body says ran out (Gemini's ``QuotaFailure``), which the lane learns.
     """
 
     message: str | None = None
@@ -111,6 +115,7 @@ class ErrorInfo(NamedTuple):
     status: int | None = None
     kind: int | None = None
     should_retry: bool | None = None
+    quotas: Mapping[str, Window] | None = None
 
 
 def _env(names: tuple[str, ...]) -> str | None:
@@ -618,7 +623,9 @@ class HttpBackend(Backend):
             fallback="error in stream",
         )
 
-    async def _status_error(self, response: Response, request_id: str) -> APIError:
+    async def _status_error(
+        self, response: Response, request_id: str, lane: Lane | None = None
+    ) -> APIError:
         try:
             raw = await response.read(ERROR_BODY_LIMIT)
         except APIError:
@@ -628,9 +635,12 @@ class HttpBackend(Backend):
         except ValueError:
             payload = None
         headers = response.headers
+        info = self._error_info(payload)
+        if info.quotas and lane is not None:
+            await learn_limits(lane, info.quotas)
         error = self._error(
             response.status,
-            self._error_info(payload),
+            info,
             request_id,
             raw.decode("utf-8", "replace") if raw else None,
             server_request_id=self._server_request_id(headers),
@@ -792,7 +802,8 @@ class HttpBackend(Backend):
         if extra_headers is not None:
             extra_headers = Headers.masking(check_headers(extra_headers, "extra_headers"))
         content = None if body is None else self._encode(body)
-        return _tuple_new(Prepared, (call, content, params, extra_headers))  # as in Backend._call
+        # tuple.__new__ as in Backend._call
+        return _tuple_new(Prepared, (call, content, params, extra_headers, body))
 
     async def _send(
         self,
@@ -831,14 +842,20 @@ class HttpBackend(Backend):
         except APIError as exc:
             _name_request(exc, method, url)
             raise
-        self._observe(response.status, response.headers, prepared.call.lane)
+        lane = prepared.call.lane
+        self._observe(response.status, response.headers, lane)
+        dialect = self.rate_dialect
+        if dialect is not None and dialect.probe in response.headers:
+            windows = read_windows(response.headers, dialect)
+            if windows:
+                await learn_limits(lane, windows, dialect)
         if response.status >= 300:
             error: APIError
             try:
                 if response.status < 400:
                     error = self._redirect_error(response, attempt.request_id, url)
                 else:
-                    error = await self._status_error(response, attempt.request_id)
+                    error = await self._status_error(response, attempt.request_id, lane)
             finally:
                 response.close()
             _name_request(error, method, url)
@@ -890,7 +907,13 @@ class HttpBackend(Backend):
         applied, unless it carries an idempotency key the vendor honours."""
         prepared = self._prepare(operation, options, allowed, body, params)
         attempt = _Exchange(self, prepared, method, path, parse, raw_body, data)
-        return self._run(prepared.call, operation, attempt, creates and not self._keyed(prepared))
+        return self._run(
+            prepared.call,
+            operation,
+            attempt,
+            creates and not self._keyed(prepared),
+            prepared.body,
+        )
 
     async def _probe(self, operation: str, path: str, options: Mapping[str, Any]) -> bool:
         """A health or readiness check: True on 2xx, False when the server answers that it is
@@ -973,7 +996,9 @@ class HttpBackend(Backend):
                 streams.discard(guard)
                 guard.close()
 
-        run = self._run_stream(call, operation, open_stream, creates and not self._keyed(prepared))
+        run = self._run_stream(
+            call, operation, open_stream, creates and not self._keyed(prepared), prepared.body
+        )
         stream = run if deadline is None else _DeadlineStream(run, deadline)
         return stream
 

@@ -31,6 +31,7 @@ from typing_extensions import NotRequired, TypedDict, Unpack
 
 from .._engine._context import check_header_value
 from .._engine._dispatcher import Lane
+from .._engine._ratelimit import ANTHROPIC_HEADERS, RateDialect
 from .._exceptions import ConfigurationError
 from .._http._backend import ErrorInfo, HttpBackend, Meta
 from .._http._transport import Response
@@ -822,6 +823,7 @@ class Claude(HttpBackend, ToolRunner):
     api_key_env: ClassVar[tuple[str, ...]] = ("ANTHROPIC_API_KEY", "CLAUDE_API_KEY")
     api_key_required: ClassVar[bool] = True
     server_request_id_header: ClassVar[str | None] = "request-id"
+    rate_dialect: ClassVar[RateDialect | None] = ANTHROPIC_HEADERS
     messages_path: ClassVar[str] = "/v1/messages"
     count_tokens_path: ClassVar[str] = "/v1/messages/count_tokens"
     models_path: ClassVar[str] = "/v1/models"

@@ -32,6 +32,7 @@ from pydantic.alias_generators import to_camel
 from typing_extensions import Unpack
 
 from .._engine._fanout import fan_out
+from .._engine._ratelimit import quota_windows
 from .._exceptions import ConfigurationError, ContentBlockedError
 from .._http import _json
 from .._http._backend import ErrorInfo, HttpBackend, Meta, default_error_info
@@ -741,12 +742,16 @@ class Gemini(HttpBackend, ToolRunner):
         (``RESOURCE_EXHAUSTED``); ``code`` is the ErrorInfo detail's ``reason`` (say
         ``API_KEY_INVALID``) when there is one, else the status name; ``status`` is the int
         ``code``, which types an error inside a 200 stream; ``retry_after`` is the RetryInfo
-        detail's ``retryDelay``, used when no header gives a delay."""
+        detail's ``retryDelay``, used when no header gives a delay (the dispatcher blocks the whole
+        client for it, as for ``Retry-After``); ``quotas``, the QuotaFailure detail's spent
+        quotas (``quotaId``, ``quotaValue``), which the client then waits for."""
         error = _rpc_error(payload)
         if error is None:
             return default_error_info(payload)
         retry = _rpc_details(error, "google.rpc.RetryInfo")
         detail = _rpc_details(error, "google.rpc.ErrorInfo")
+        delay = None if retry is None else _duration(retry.get("retryDelay"))
+        quota = _rpc_details(error, "google.rpc.QuotaFailure")
         message = error.get("message")
         name = error.get("status")
         reason = detail.get("reason") if detail is not None else None
@@ -755,8 +760,9 @@ class Gemini(HttpBackend, ToolRunner):
             message=None if message is None else str(message),
             type=None if name is None else str(name),
             code=str(reason) if reason is not None else None if name is None else str(name),
-            retry_after=None if retry is None else _duration(retry.get("retryDelay")),
+            retry_after=delay,
             status=code if isinstance(code, int) and not isinstance(code, bool) else None,
+            quotas=None if quota is None else quota_windows(quota.get("violations")),
         )
 
     def _method_path(self, model: str | None, method: str) -> str:

@@ -22,7 +22,7 @@ from typing_extensions import Unpack
 
 from .._engine._backoff import parse_retry_after
 from .._engine._dispatcher import Lane
-from .._engine._ratelimit import parse_duration
+from .._engine._ratelimit import GROQ_HEADERS, RateDialect, parse_duration
 from .._exceptions import ConfigurationError
 from .._http._backend import Meta
 from .._models import ChatChunk, ChatResponse, M, Messages, P, Usage
@@ -138,6 +138,7 @@ class Groq(ServesResponses, OpenAICompatible):
     responses_support: ClassVar[ResponsesSupport] = GROQ_RESPONSES
     builtin_tools: ClassVar[frozenset[str]] = frozenset({"browser_search", "code_interpreter"})
     max_tokens_field: ClassVar[str] = "max_completion_tokens"
+    rate_dialect: ClassVar[RateDialect | None] = GROQ_HEADERS
     refused_params: ClassVar[frozenset[str]] = frozenset(
         {"logprobs", "top_logprobs", "store", "metadata", "prompt_cache_key"}
     )

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 from typing_extensions import Unpack
 
 from .._engine._context import check_header_value
+from .._engine._ratelimit import OPENAI_HEADERS, RateDialect
 from .._exceptions import ConfigurationError
 from .._models import Tool
 from .._options import ClientOptions
@@ -47,6 +48,7 @@ class OpenAI(ServesResponses, OpenAICompatible):
     api_key_required: ClassVar[bool] = True
     builtin_tools: ClassVar[frozenset[str]] = frozenset({"custom", "web_search"})
     max_tokens_field: ClassVar[str] = "max_completion_tokens"
+    rate_dialect: ClassVar[RateDialect | None] = OPENAI_HEADERS
     media_parts: ClassVar[frozenset[str]] = frozenset({"image_url", "file"})
 
     def __init__(

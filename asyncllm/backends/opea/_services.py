@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict, Unpack
 
+from ..._engine._dispatcher import Lane
 from ..._exceptions import (
     APIConnectionError,
     APIError,
@@ -406,11 +407,13 @@ class _Gateway(_OpenAIShaped):
 
     # Each megaservice answers at /v1/<its name>: "chatqna" at /v1/chatqna, streamed or not.
 
-    async def _status_error(self, response: Response, request_id: str) -> APIError:
+    async def _status_error(
+        self, response: Response, request_id: str, lane: Lane | None = None
+    ) -> APIError:
         """A bare 500 is the megaservice's unhandled exception, for a request it could not read
         as for a microservice that failed: its ``InternalServerError`` says so, is retried as a
         500 is, and spares the gateway's breaker (a bad request says nothing of its health)."""
-        error = await super()._status_error(response, request_id)
+        error = await super()._status_error(response, request_id, lane)
         if error.status_code == 500 and error.body == BARE_500:
             error.message = (
                 "HTTP 500 from the OPEA megaservice, with no detail: its orchestrator answers so "
