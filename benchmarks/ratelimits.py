@@ -27,12 +27,13 @@ and LOW p99 waits.
 
 The contenders:
 
-* ``retries``: ``asyncllm.OpenAI`` as it comes (fixed concurrency, retries honouring
-  ``Retry-After``), no limits configured.
-* ``limits``: the same with ``rate_limits=RateLimits(requests_per_minute=...)`` set to the
-  vendor's hidden request budget.
-* ``learned``: no limits configured, left to learn them from the vendor's headers (today the
-  same client as ``retries``: it improves as the engine learns budgets from headers).
+* ``retries``: ``asyncllm.OpenAI`` reading no rate headers (``rate_dialect = None``): fixed
+  concurrency and retries honouring ``Retry-After`` alone.
+* ``limits``: ``asyncllm.OpenAI`` with ``rate_limits=RateLimits(requests_per_minute=...,
+  tokens_per_minute=...)`` set to the vendor's hidden budgets (and ``sub_window=1`` for Azure),
+  and what it learns from the headers.
+* ``learned``: ``asyncllm.OpenAI`` with no budget configured (``RateLimits(max_wait=...)``
+  only): what it learns from the vendor's headers.
 * ``litellm``: LiteLLM's ``Router`` with the same limits (``rpm``, ``tpm``,
   ``max_parallel_requests``) and priorities (its scheduler), when ``litellm`` is importable by
   this interpreter or by ``--litellm-python`` (never in CI).
@@ -69,15 +70,16 @@ MODEL = "fake-chat"
 HIGH, NORMAL, LOW = 0, 1, 2  # asyncllm.Priority's values; LiteLLM's scheduler also runs 0 first
 CONTENDERS = ("retries", "limits", "learned", "litellm")
 LABELS = {
-    "retries": "asyncllm, fixed concurrency + retries",
+    "retries": "asyncllm, fixed concurrency + retries only",
     "limits": "asyncllm, RateLimits configured",
     "learned": "asyncllm, learned from headers",
     "litellm": "LiteLLM Router, same limits",
 }
 TARGETS = {"429": "<= 1%", "used": ">= 90%", "high_p99": "< 100 ms"}
-# Tokens are not what binds: each call asks its prompt plus the vendor's default max_tokens
-# (about 17 tokens), and the token budget is this many times the request budget.
+# Tokens are not what binds: each call asks its prompt and MAX_TOKENS (about 17 tokens, as the
+# vendor counts them), and the token budget is this many times the request budget.
 TOKENS_PER_REQUEST = 25
+MAX_TOKENS = 16
 MAX_WAIT = 3600.0  # a LOW call may wait the whole run for its budget
 # Each call says which it is, so the vendor can tell when the request it answered arrived.
 CALL_HEADER = "x-bench-call"
@@ -143,13 +145,26 @@ Call = Callable[[int, int], Awaitable[object]]
 
 
 @asynccontextmanager
-async def asyncllm_client(url: str, setup: Setup, limits: bool) -> AsyncIterator[Call]:
+async def asyncllm_client(url: str, setup: Setup, name: str) -> AsyncIterator[Call]:
     import asyncllm
 
-    rate_limits = (
-        asyncllm.RateLimits(requests_per_minute=setup.rpm, max_wait=MAX_WAIT) if limits else None
-    )
-    client = asyncllm.OpenAI(
+    class RetriesOnly(asyncllm.OpenAI):
+        """``OpenAI`` that reads no rate headers: retries (and ``Retry-After``) alone."""
+
+        rate_dialect = None
+
+    rate_limits = None
+    if name == "limits":
+        rate_limits = asyncllm.RateLimits(
+            requests_per_minute=setup.rpm,
+            tokens_per_minute=setup.tpm,
+            sub_window=1.0 if setup.dialect == "azure" else None,
+            max_wait=MAX_WAIT,
+        )
+    elif name == "learned":
+        rate_limits = asyncllm.RateLimits(max_wait=MAX_WAIT)  # no budgets: learned ones only
+    kind = RetriesOnly if name == "retries" else asyncllm.OpenAI
+    client = kind(
         api_key=KEY,
         base_url=url,
         max_concurrent_requests=setup.client_concurrency,
@@ -159,7 +174,11 @@ async def asyncllm_client(url: str, setup: Setup, limits: bool) -> AsyncIterator
 
     async def call(i: int, priority: int) -> object:
         return await client.chat(
-            message(i), model=MODEL, priority=priority, extra_headers={CALL_HEADER: str(i)}
+            message(i),
+            model=MODEL,
+            max_tokens=MAX_TOKENS,
+            priority=priority,
+            extra_headers={CALL_HEADER: str(i)},
         )
 
     async with client:
@@ -195,6 +214,7 @@ async def litellm_router(url: str, setup: Setup) -> AsyncIterator[Call]:
         return await router.acompletion(
             model="bench",
             messages=message(i),
+            max_tokens=MAX_TOKENS,
             priority=priority,
             extra_headers={CALL_HEADER: str(i)},
         )
@@ -205,7 +225,7 @@ async def litellm_router(url: str, setup: Setup) -> AsyncIterator[Call]:
 def client_for(name: str, url: str, setup: Setup) -> Any:
     if name == "litellm":
         return litellm_router(url, setup)
-    return asyncllm_client(url, setup, limits=name == "limits")
+    return asyncllm_client(url, setup, name)
 
 
 async def drive(call: Call, setup: Setup, url: str) -> dict[str, Any]:

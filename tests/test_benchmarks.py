@@ -73,7 +73,7 @@ def test_rate_limit_benchmark_runs() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout
     assert "Rate limits: 429s, capacity used, waits" in out
-    assert "asyncllm, fixed concurrency + retries" in out
+    assert "asyncllm, fixed concurrency + retries only" in out
     assert "asyncllm, RateLimits configured" in out
     assert "A pool of 3 members, one failing" in out
     assert "bench-not-a-key" not in out
