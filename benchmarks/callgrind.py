@@ -1,6 +1,7 @@
 """Instructions per ``OpenAI.chat`` call, counted by callgrind: a figure machine load cannot move.
 
     python benchmarks/callgrind.py          # needs valgrind; prints instructions per call
+    python benchmarks/callgrind.py --stream # instructions per streamed chunk instead
 
 Runs a fresh interpreter under ``valgrind --tool=callgrind`` (``PYTHONHASHSEED=0``) twice, making
 200 and then 600 calls of ``OpenAI.chat`` through ``asyncllm.testing.MockTransport`` (one task,
@@ -8,6 +9,10 @@ no I/O, the reply canned), and reports ``(I600 - I200) / 400``: the instructions
 interpreter start, imports and warm-up cancelled out. Compare two revisions by running it from
 each. Request IDs are seeded (still made per call); two runs of one revision then agree within
 a few hundred instructions per call.
+
+``--stream`` counts a streamed chunk the same way: ``stream_chat`` read to the end over
+``MockTransport``, 100 SSE events per stream, each in its own network chunk (as a server that
+flushes every token sends them), 20 and then 60 streams: ``(I60 - I20) / 4000``.
 """
 
 from __future__ import annotations
@@ -53,7 +58,48 @@ async def calls(n: int) -> None:
     await client.aclose()
 
 
-def count(n: int) -> int:
+STREAM_WORDS = 100
+
+
+def sse(words: int) -> list[bytes]:
+    """An OpenAI chat stream of ``words`` one-word chunks, a finish chunk and ``[DONE]``."""
+    events = [
+        b'data: {"id":"c","object":"chat.completion.chunk","model":"m","choices":[{"index":0,'
+        + b'"delta":{"content":"w%d "},"finish_reason":null}]}\n\n' % i
+        for i in range(words)
+    ]
+    events.append(
+        b'data: {"id":"c","object":"chat.completion.chunk","model":"m","choices":[{"index":0,'
+        b'"delta":{},"finish_reason":"stop"}]}\n\n'
+    )
+    events.append(b"data: [DONE]\n\n")
+    return events
+
+
+async def streams(n: int) -> None:
+    """Warm up with 5 streams, then read ``n`` more to the end."""
+    import asyncllm
+    from asyncllm._engine import _context
+    from asyncllm.testing import MockResponse, MockTransport
+
+    _context._ids.seed(0)
+    events = sse(STREAM_WORDS)
+    client = asyncllm.OpenAI(
+        api_key="bench-not-a-key",
+        base_url="http://bench.invalid/v1",
+        transport=MockTransport(lambda _: MockResponse(chunks=events), history=1),
+        dispatcher=asyncllm.Dispatcher(),
+    )
+    for _ in range(5 + n):
+        count = 0
+        async with client.stream_chat([{"role": "user", "content": "q"}], model="m") as s:
+            async for _chunk in s:
+                count += 1
+        assert count == STREAM_WORDS + 1
+    await client.aclose()
+
+
+def count(n: int, stream: bool = False) -> int:
     """Instructions of a whole interpreter run that makes ``n`` calls."""
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PYTHONHASHSEED": "0"}
@@ -66,6 +112,7 @@ def count(n: int) -> int:
                 str(HERE),
                 "--child",
                 str(n),
+                *(["--stream"] if stream else []),
             ],
             capture_output=True,
             text=True,
@@ -82,15 +129,23 @@ def per_call(low: int = 200, high: int = 600) -> float:
     return (count(high) - count(low)) / (high - low)
 
 
+def per_chunk(low: int = 20, high: int = 60) -> float:
+    return (count(high, True) - count(low, True)) / ((high - low) * (STREAM_WORDS + 1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stream", action="store_true", help="instructions per streamed chunk")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.child is not None:
-        asyncio.run(calls(options.child))
+        asyncio.run(streams(options.child) if options.stream else calls(options.child))
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed")
+    if options.stream:
+        print(f"OpenAI.stream_chat over MockTransport: {per_chunk():,.0f} instructions per chunk")
+        return
     print(f"OpenAI.chat over MockTransport: {per_call():,.0f} instructions per call")
 
 

@@ -36,6 +36,42 @@ def test_benchmark_script_runs_and_prints_its_tables() -> None:
     assert "asyncllm " in out and "raw aiohttp + typed reply" in out
     assert "raw aiohttp + asyncllm's JSON" in out and "Dispatcher(max_in_flight=64)" in out
     assert "bench-not-a-key" not in out  # the benchmark's stand-in key is never printed
+    # Last, every target figure of the parts that ran, beside its target.
+    targets = out[out.index("Issue #16: every target") :]
+    assert "CPU ratio, asyncllm (c=64" in targets and ">= 0.85" in targets
+    assert "wall-clock ratio, asyncllm / raw aiohttp, c=64, server answering after 20 ms" in targets
+
+
+def test_streaming_and_import_parts_print_their_targets_as_markdown() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--quick",
+            "--only",
+            "streaming,imports",
+            "--markdown",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,  # a guard against a hang: each import round starts six interpreters
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "#### 3. Streaming" in out and "#### 5. Import time" in out
+    assert "first chunk ms" in out and "CPU us per chunk" in out
+    lines = out[out.index("Issue #16: every target") :].splitlines()
+    rows = [line for line in lines if line.startswith("| ")]
+    assert rows[0] == "| figure | measured (median [bootstrap 90%]) | target | |"
+    figures = "\n".join(rows)
+    assert "streaming chunks/s, asyncllm / raw aiohttp" in figures and ">= 0.95" in figures
+    assert "streaming time to first chunk" in figures
+    assert "minus import aiohttp, pydantic, ms of wall clock" in figures and "<= 30" in figures
+    # Each judged figure has a verdict.
+    for row in rows[2:]:
+        assert row.rstrip(" |").rsplit("| ", 1)[1] in {"met", "missed", "-"}, row
+    assert "bench-not-a-key" not in out
 
 
 def test_batch_benchmark_runs() -> None:

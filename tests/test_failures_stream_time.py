@@ -278,6 +278,31 @@ async def test_a_server_silent_after_its_first_chunk_is_cut_at_the_idle_timeout(
         await client.aclose()
 
 
+async def test_steady_chunks_outlast_the_timer_armed_at_the_first_and_silence_is_cut() -> None:
+    # One timer serves many waits: it fires during a later wait, sleeps on to that wait's limit,
+    # and cuts only a wait that really outlasts the timeout.
+    async def steady_then_silent(request: web.Request) -> web.StreamResponse:
+        response = await sse_response(request)
+        for i in range(8):  # 1.2 s of chunks, 0.15 s apart: three times the timeout in all
+            await response.write(chunk_event(str(i)))
+            await asyncio.sleep(0.15)
+        await asyncio.sleep(5)
+        return response
+
+    async with serve(steady_then_silent) as url:
+        client = asyncllm.OpenAI(api_key="k", base_url=url, max_retries=0)
+        got: list[str] = []
+        with pytest.raises(asyncllm.APITimeoutError, match="stream idle"):
+
+            async def read() -> None:
+                async for chunk in client.stream_chat(MESSAGES, model="m", timeout=0.4):
+                    got.append(chunk.delta)
+
+            await asyncio.wait_for(read(), 4)
+        assert got == [str(i) for i in range(8)]
+        await client.aclose()
+
+
 # -- 2. event-loop stalls: bombs and floods ----------------------------------------------------
 
 

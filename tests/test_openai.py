@@ -895,3 +895,70 @@ async def test_every_json_call_has_its_http_response() -> None:
         assert answer.http is not None
         assert (answer.http.status, answer.http.headers["x-served-by"]) == (201, "unit")
     assert asyncllm.ChatResponse(text="", message=r.message, request_id="x").http is None
+
+
+# -- the plain chunk, read without the wire models ------------------------------------------------
+
+_CHUNK_TOP = {"id": "c", "object": "chat.completion.chunk", "model": "m"}
+
+
+def _one_choice(choice: Any, **top: Any) -> dict[str, Any]:
+    return {**_CHUNK_TOP, "choices": [choice], **top}
+
+
+@pytest.mark.parametrize(
+    ("payload", "plain"),
+    [
+        (_one_choice({"index": 0, "delta": {"content": "hi"}, "finish_reason": None}), True),
+        (_one_choice({"index": 0, "delta": {"role": "assistant", "content": ""}}), True),
+        (_one_choice({"index": 0, "delta": {}, "finish_reason": "stop"}), True),
+        (_one_choice({"delta": {"content": None}, "logprobs": None}), True),
+        (_one_choice({"index": 0, "delta": {"content": "x"}}, model=None), True),
+        (
+            _one_choice(
+                {"index": 0, "delta": {"content": "x"}, "extra": 1}, system_fingerprint="f"
+            ),
+            True,
+        ),
+        # Everything else goes through the wire models, as before.
+        (_one_choice({"index": 1, "delta": {"content": "x"}}), False),
+        (_one_choice({"index": True, "delta": {"content": "x"}}), False),
+        (_one_choice({"index": 0, "delta": {"content": "x", "refusal": "no"}}), False),
+        (_one_choice({"index": 0, "delta": {"reasoning_content": "hmm"}}), False),
+        (_one_choice({"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "t"}]}}), False),
+        (_one_choice({"index": 0, "delta": {"content": "x"}, "logprobs": {"content": []}}), False),
+        (
+            _one_choice({"index": 0, "delta": {"content": "x"}}, usage=chat_json("x")["usage"]),
+            False,
+        ),
+        ({**_CHUNK_TOP, "choices": []}, False),
+        (
+            {**_CHUNK_TOP, "choices": [{"delta": {"content": "a"}}, {"index": 1, "delta": {}}]},
+            False,
+        ),
+        (_one_choice({"index": 0, "delta": {"content": 5}}), False),
+        (_one_choice({"index": 0, "delta": {"content": "x"}, "finish_reason": 3}), False),
+        (_one_choice({"index": 0, "delta": {"content": "x"}}, model=7), False),
+        (_one_choice({"index": 0, "delta": None}), False),
+        (_one_choice("not a choice"), False),
+    ],
+)
+def test_a_plain_chunk_is_the_chunk_the_wire_models_make(payload: Any, plain: bool) -> None:
+    from asyncllm._http._backend import Meta
+    from asyncllm._wire import openai as wire
+
+    meta = Meta("rid", None, {}, 200)
+    fast = wire._plain_chunk(payload, meta)
+    assert (fast is not None) == plain
+    try:
+        checked = wire._WireChunk.model_validate(payload)
+    except ValueError:
+        assert fast is None  # what the wire models refuse, the plain reading leaves to them
+        return
+    if not checked.choices:
+        assert fast is None
+        return
+    slow = wire._choice_chunk(checked.choices[0], checked.usage, checked.model, meta, payload)
+    if fast is not None:
+        assert fast == slow
+    assert wire.OpenAIChat._chunk(payload, meta) == slow

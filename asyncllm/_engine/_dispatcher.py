@@ -40,7 +40,7 @@ import sys
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
@@ -799,28 +799,43 @@ class Dispatcher:
     async def _attempts(
         self,
         lane: Lane,
-        record: RequestRecord,
         attempt: Callable[[Attempt], Awaitable[T]],
         priority: int,
         timeout: float | None,
-        deadline_at: float | None,
         max_retries: int | None,
-        hold: bool,
-        watch: CallObserver | None,
-        creates: bool = False,
+        creates: bool,
+        opened: tuple[RequestRecord, CallObserver | None, float | None] | None,
+        operation: str = "",
+        deadline: float | None = None,
+        request_id: str | None = None,
+        model: str | None = None,
         payload: Any = None,
-    ) -> tuple[T, bool, tuple[RateGate, Lease] | None]:
+    ) -> Any:
         """The one attempt loop, for calls and streams: take a slot (at once, or by waiting in
         the lane), run ``attempt`` in the caller's task, give the slot back, and on a retryable
-        error wait out the backoff without a slot and go again. Returns the result and its probe
-        flag; with ``hold`` a success keeps its slot (a stream gives it back when it ends), and
-        its attempt stays open for ``watch`` until the stream ends.
+        error wait out the backoff without a slot and go again.
         ``creates``: the call creates something, so it is retried only as ``may_resend`` allows.
-        ``payload``: the call's JSON body, which a lane with budgets reads its cost from; the
-        lease of the successful attempt comes back with its gate, to be settled with its usage.
+
+        A call (``opened`` None, from ``run``) is begun and finished here, and its result
+        returned: ``run`` hands this coroutine to its caller, so that a queued call holds one
+        frame, not two. A stream (``opened``: the record, observer and deadline that ``_stream``
+        began) gets its first item, that attempt's probe flag and its lease (below); a success
+        keeps its slot (the stream gives it back when it ends) and its attempt stays open for
+        the observer.
+        ``payload``: the call's JSON body, which a lane with budgets reads its cost from; a call
+        settles the lease of its successful attempt with its result here, a stream gets it back
+        with its gate, to be settled with its usage.
 
         The breaker hears of the call once, when it gives up (see the module docstring)."""
-        rid = record.request_id
+        if opened is None:
+            rid = request_id or _request_id.get() or new_request_id()
+            record = self._begin(lane, operation, priority, rid, model)
+            observer = self.observer
+            watch = None if observer is None else observer.start_call(record, lane)
+            deadline_at = None if deadline is None else self.clock() + deadline
+        else:
+            record, watch, deadline_at = opened
+            rid = record.request_id
         schedule: BackoffSchedule | None = None
         # The last attempt's error and its verdict; ``counted`` once the breaker has had this
         # call's verdict (from a half-open probe), so that the call counts at most once.
@@ -828,115 +843,127 @@ class Dispatcher:
         verdict: bool | None = None
         counted = False
         waited = 0.0
-        while True:
-            if error is not None and lane.breaker.state is BreakerState.OPEN:
-                raise lane.refuse_retry(error)
-            held: tuple[RateGate, Lease] | None = None
-            gate = lane.gate
-            if gate is not None:
-                admitted = await gate.admit(rid, priority, deadline_at, record.operation, payload)
-                if isinstance(admitted, RateLimitError):
-                    if error is None:
-                        raise admitted
-                    if not counted and lane.judge(verdict, error):
-                        lane.fill()
-                    raise admitted from error
-                if admitted is not None:
-                    held = (gate, admitted)
-            probe = lane.acquire_nowait(rid)
-            if probe is None:
-                if lane.queued >= lane.limits.queue_size:
-                    await lane._wait_for_room(rid, deadline_at)
-                job = lane.enqueue(priority, rid)
-                ended: BaseException | None = None
-                try:
-                    probe = await lane.wait_job(job, deadline_at)
-                except BaseException as exc:
-                    replaced = lane.abandon(job, exc)
-                    if replaced is not None:
-                        if error is None:
-                            raise replaced from None
-                        ended = replaced
-                    elif error is not None and isinstance(exc, CircuitOpenError):
-                        ended = exc
-                    else:
-                        raise
-                if probe is None:
-                    # A retry the breaker refused, or whose deadline passed while it was queued:
-                    # raised outside the handler, so that no error gets the other as context.
-                    assert error is not None
-                    assert ended is not None
-                    if isinstance(ended, CircuitOpenError):
-                        raise lane.refuse_retry(error)
-                    if not counted and lane.judge(verdict, error):
-                        lane.fill()  # the calls queued behind it fail at once
-                    raise ended from error
-            record.attempts += 1
-            record.status = RequestStatus.RUNNING
-            if record.started_at is None:
-                record.started_at = self.clock()
-            headers = None if watch is None else watch.attempt_started(record.attempts, waited)
-            try:
-                result = await attempt(
-                    _tuple_new(
-                        Attempt,
-                        (
-                            rid,
-                            record.attempts,
-                            self._attempt_timeout(timeout, deadline_at),
-                            headers,
-                        ),
+        try:
+            while True:
+                if error is not None and lane.breaker.state is BreakerState.OPEN:
+                    raise lane.refuse_retry(error)
+                held: tuple[RateGate, Lease] | None = None
+                gate = lane.gate
+                if gate is not None:
+                    admitted = await gate.admit(
+                        rid, priority, deadline_at, record.operation, payload
                     )
-                )
-            except APIError as exc:
-                error = self._label(exc, lane, rid, record.attempts)
-                if watch is not None:
-                    watch.attempt_ended(error)
-            except BaseException as exc:
-                lane.release(probe, None)
-                if watch is not None:
-                    watch.attempt_ended(exc)
-                raise
-            else:
-                if not hold:
+                    if isinstance(admitted, RateLimitError):
+                        if error is None:
+                            raise admitted
+                        if not counted and lane.judge(verdict, error):
+                            lane.fill()
+                        raise admitted from error
+                    if admitted is not None:
+                        held = (gate, admitted)
+                probe = lane.acquire_nowait(rid)
+                if probe is None:
+                    if lane.queued >= lane.limits.queue_size:
+                        await lane._wait_for_room(rid, deadline_at)
+                    job = lane.enqueue(priority, rid)
+                    ended: BaseException | None = None
+                    try:
+                        probe = await lane.wait_job(job, deadline_at)
+                    except BaseException as exc:
+                        replaced = lane.abandon(job, exc)
+                        if replaced is not None:
+                            if error is None:
+                                raise replaced from None
+                            ended = replaced
+                        elif error is not None and isinstance(exc, CircuitOpenError):
+                            ended = exc
+                        else:
+                            raise
+                    if probe is None:
+                        # A retry the breaker refused, or whose deadline passed while it was queued:
+                        # raised outside the handler, so that no error gets the other as context.
+                        assert error is not None
+                        assert ended is not None
+                        if isinstance(ended, CircuitOpenError):
+                            raise lane.refuse_retry(error)
+                        if not counted and lane.judge(verdict, error):
+                            lane.fill()  # the calls queued behind it fail at once
+                        raise ended from error
+                record.attempts += 1
+                record.status = RequestStatus.RUNNING
+                if record.started_at is None:
+                    record.started_at = self.clock()
+                headers = None if watch is None else watch.attempt_started(record.attempts, waited)
+                try:
+                    result = await attempt(
+                        _tuple_new(
+                            Attempt,
+                            (
+                                rid,
+                                record.attempts,
+                                self._attempt_timeout(timeout, deadline_at),
+                                headers,
+                            ),
+                        )
+                    )
+                except APIError as exc:
+                    error = self._label(exc, lane, rid, record.attempts)
+                    if watch is not None:
+                        watch.attempt_ended(error)
+                except BaseException as exc:
+                    lane.release(probe, None)
+                    if watch is not None:
+                        watch.attempt_ended(exc)
+                    raise
+                else:
+                    if opened is not None:
+                        return result, probe, held
                     lane.release(probe, True)
                     if watch is not None:
                         watch.attempt_ended(None)
-                return result, probe, held
-            verdict = breaker_verdict(error)
-            if held is not None and (error.status_code is not None or error.unsent):
-                # Answered with an error, or never sent: no tokens counted.
-                await held[0].give_back(held[1])
-            if error.status_code == 429 and error.retry_after is not None:
-                await block_lane(lane, error.retry_after, self.budgets)
-            if lane.closed:
-                lane.release(probe, None)
-                raise ClientClosedError(
-                    "client closed while the call was running",
-                    backend=lane.name,
-                    request_id=rid,
-                ) from error
-            if schedule is None:
-                schedule = BackoffSchedule(lane.retry, self.rng)
-            try:
-                delay = self._retry_delay(
-                    lane, record, error, schedule, deadline_at, max_retries, creates
-                )
-            except BaseException:
-                # The call gives up: its one verdict goes with its slot, before the slot can go
-                # to a queued call (which an opening breaker then refuses).
-                lane.release(probe, None if counted else verdict, error)
-                raise
-            if probe:
-                # A half-open probe's verdict is its attempt's: it closes or reopens now.
-                counted = verdict is not None
-                lane.release(True, verdict, error)
-            else:
-                lane.release(False, None)  # no verdict until the call ends
-            await self._backoff(lane, record, error, delay)
-            waited = delay
+                    break
+                verdict = breaker_verdict(error)
+                if held is not None and (error.status_code is not None or error.unsent):
+                    # Answered with an error, or never sent: no tokens counted.
+                    await held[0].give_back(held[1])
+                if error.status_code == 429 and error.retry_after is not None:
+                    await block_lane(lane, error.retry_after, self.budgets)
+                if lane.closed:
+                    lane.release(probe, None)
+                    raise ClientClosedError(
+                        "client closed while the call was running",
+                        backend=lane.name,
+                        request_id=rid,
+                    ) from error
+                if schedule is None:
+                    schedule = BackoffSchedule(lane.retry, self.rng)
+                try:
+                    delay = self._retry_delay(
+                        lane, record, error, schedule, deadline_at, max_retries, creates
+                    )
+                except BaseException:
+                    # The call gives up: its one verdict goes with its slot, before the slot can go
+                    # to a queued call (which an opening breaker then refuses).
+                    lane.release(probe, None if counted else verdict, error)
+                    raise
+                if probe:
+                    # A half-open probe's verdict is its attempt's: it closes or reopens now.
+                    counted = verdict is not None
+                    lane.release(True, verdict, error)
+                else:
+                    lane.release(False, None)  # no verdict until the call ends
+                await self._backoff(lane, record, error, delay)
+                waited = delay
+            if held is not None:
+                await held[0].settle(held[1], result)
+        except BaseException as exc:
+            if opened is None:
+                self._finish(lane, record, exc, watch)
+            raise
+        self._finish(lane, record, None, watch, result)
+        return result
 
-    async def run(
+    def run(
         self,
         lane: Lane,
         operation: str,
@@ -950,39 +977,29 @@ class Dispatcher:
         model: str | None = None,
         creates: bool = False,
         payload: Any = None,
-    ) -> T:
+    ) -> Coroutine[Any, Any, T]:
         """Run ``attempt`` under the lane's limits, retrying per its policy (``max_retries``
         overrides the lane's count for this call); returns its result. A call that ``creates``
         something (a background response, a batch, an upload) is retried only while it cannot
         have been applied (``may_resend``). ``model``, the model the call asks for, is kept on
         its record and reported to telemetry; ``payload``, the call's JSON body, what a lane with
-        rate budgets reserves its tokens by."""
-        rid = request_id or _request_id.get() or new_request_id()
-        record = self._begin(lane, operation, priority, rid, model)
-        observer = self.observer
-        watch = None if observer is None else observer.start_call(record, lane)
-        deadline_at = None if deadline is None else self.clock() + deadline
-        try:
-            result, _, held = await self._attempts(
-                lane,
-                record,
-                attempt,
-                priority,
-                timeout,
-                deadline_at,
-                max_retries,
-                False,
-                watch,
-                creates,
-                payload,
-            )
-            if held is not None:
-                await held[0].settle(held[1], result)
-        except BaseException as exc:
-            self._finish(lane, record, exc, watch)
-            raise
-        self._finish(lane, record, None, watch, result)
-        return result
+        rate budgets reserves its tokens by.
+        (A plain function returning the attempt loop's coroutine, which begins and finishes
+        the call when awaited: no frame of its own per call.)"""
+        return self._attempts(
+            lane,
+            attempt,
+            priority,
+            timeout,
+            max_retries,
+            creates,
+            None,
+            operation,
+            deadline,
+            request_id,
+            model,
+            payload,
+        )
 
     def stream(
         self,
@@ -1050,19 +1067,19 @@ class Dispatcher:
                 raise
 
         try:
-            (source, first, empty), probe, leased = await self._attempts(
+            began: tuple[
+                tuple[AsyncIterator[T], T | None, bool], bool, tuple[RateGate, Lease] | None
+            ] = await self._attempts(
                 lane,
-                record,
                 first_item,
                 priority,
                 timeout,
-                deadline_at,
                 max_retries,
-                True,
-                watch,
                 creates,
-                payload,
+                (record, watch, deadline_at),
+                payload=payload,
             )
+            (source, first, empty), probe, leased = began
         except BaseException as exc:
             self._finish(lane, record, exc, watch)
             raise

@@ -290,16 +290,21 @@ class _OpenStream(Response):
     (the call's ``timeout``) from now, or the deadline if sooner. The wait for the item (``wait``)
     is cut by a timer at that limit, and every network chunk that arrives meanwhile is checked
     against it: keep-alive pings and comments make chunks but no items, so they do not extend
-    it. ``shut`` (the client's ``aclose``) closes the response and cuts a wait in progress; the
+    it. The timer is armed lazily: a wait whose limit is no sooner than the armed timer's keeps
+    that timer, which on firing sleeps on to the limit of the wait then in progress; so a
+    stream of many items schedules about one timer per ``idle`` seconds, not one per item. ``shut`` (the client's ``aclose``) closes the response and cuts a wait in progress; the
     reader then gets ``ClientClosedError``. Time is the dispatcher's clock; the timer runs on the
     loop's, for the same span.
     """
 
     __slots__ = (
         "_cut",
+        "_due",
         "_released",
         "_response",
         "_task",
+        "_timer",
+        "_timer_at",
         "clock",
         "closed",
         "deadline",
@@ -321,6 +326,11 @@ class _OpenStream(Response):
         self._released = False
         self._task: asyncio.Task[Any] | None = None
         self._cut: str | None = None
+        # The loop time at which the wait in progress is cut (None: no limit), and the timer
+        # armed for it or for an earlier wait's sooner limit (see the class docstring).
+        self._due: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     def attach(self, response: Response) -> None:
         self._response = response
@@ -349,10 +359,17 @@ class _OpenStream(Response):
     async def wait(self, awaitable: Awaitable[T]) -> T:
         """``awaitable``, cut at the limit (``APITimeoutError``) or by ``shut``."""
         limit = self.limit_at
-        handle = None
-        if limit is not None:
+        if limit is None:
+            self._due = None
+        else:
             loop = asyncio.get_running_loop()
-            handle = loop.call_at(loop.time() + (limit - self.clock()), self._fire, "timeout")
+            due = self._due = loop.time() + (limit - self.clock())
+            timer = self._timer
+            if timer is None or due < self._timer_at:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = loop.call_at(due, self._expire)
+                self._timer_at = due
         task = self._task = asyncio.current_task()
         try:
             return await awaitable
@@ -366,8 +383,19 @@ class _OpenStream(Response):
             raise self._closed_error() if cut == "closed" else self._timeout_error() from None
         finally:
             self._task = None
-            if handle is not None:
-                handle.cancel()
+
+    def _expire(self) -> None:
+        """The timer: cut the wait in progress if its limit is this timer's, else sleep on to
+        that wait's limit (a wait that began after the timer was armed)."""
+        self._timer = None
+        due = self._due
+        if self._task is None or due is None:
+            return  # between items (the next wait arms a timer), or a wait without a limit
+        if due > self._timer_at:
+            self._timer = asyncio.get_running_loop().call_at(due, self._expire)
+            self._timer_at = due
+            return
+        self._fire("timeout")
 
     def _fire(self, cut: str) -> None:
         task = self._task
@@ -421,6 +449,10 @@ class _OpenStream(Response):
         return await self._response.read(limit)
 
     def close(self) -> None:
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            timer.cancel()
         if not self._released and self._response is not None:
             self._released = True
             self._response.close()
