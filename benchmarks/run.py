@@ -1271,7 +1271,9 @@ def describe_machine() -> None:
     print(f"; load average at start {os.getloadavg()[0]:.2f}")
 
 
-async def main(quick: bool, only: set[str], markdown: bool = False) -> None:
+async def main(
+    quick: bool, only: set[str], markdown: bool = False, levels: tuple[int, ...] = CONCURRENCY
+) -> None:
     sizes = QUICK if quick else FULL
     if markdown:
         HEADING[0] = "####"
@@ -1297,6 +1299,7 @@ async def main(quick: bool, only: set[str], markdown: bool = False) -> None:
                     await bench_throughput(
                         contenders,
                         sizes,
+                        levels=levels,
                         reported=f"wall-clock ratio, asyncllm / raw aiohttp, c={RATIO_CONCURRENCY}, "
                         f"instant server ({sizes.repeats} repeats)",
                     )
@@ -1370,10 +1373,16 @@ if __name__ == "__main__":
         action="store_true",
         help="tables as RESULTS.md has them, the targets as a table for README and RESULTS.md",
     )
+    parser.add_argument(
+        "--concurrency",
+        default=",".join(map(str, CONCURRENCY)),
+        help="comma-separated concurrency levels of the throughput tables (1 and 1b)",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.child:
         child(options.child)
     else:
         parts = {p for p in options.only.split(",") if p}
-        asyncio.run(main(options.quick, parts, options.markdown))
+        levels = tuple(int(c) for c in options.concurrency.split(","))
+        asyncio.run(main(options.quick, parts, options.markdown, levels))

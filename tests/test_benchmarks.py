@@ -3,6 +3,7 @@ timing belongs to benchmarks/, never to tests)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -113,3 +114,22 @@ def test_rate_limit_benchmark_runs() -> None:
     assert "asyncllm, RateLimits configured" in out
     assert "A pool of 3 members, one failing" in out
     assert "bench-not-a-key" not in out
+
+
+def test_a_call_adds_no_event_loop_turn_over_raw_aiohttp() -> None:
+    """At c=1 every callback the loop runs for a call is a step of its round trip: asyncllm may
+    do more work per step, but no more steps (no extra future hand-off, no body read twice),
+    and no more selector events, than the raw aiohttp call it wraps. Counts, not time."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "turns.py"), "--calls", "100", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,  # a guard against a hang, not a speed check
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    counts = json.loads(done.stdout)
+    raw, ours = counts["raw aiohttp"], counts["asyncllm"]
+    assert raw["events"] == 1.0  # one read event per call: the count is measuring a round trip
+    assert ours["call_soon"] <= raw["call_soon"]
+    assert ours["events"] <= raw["events"]
