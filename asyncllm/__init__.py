@@ -1,6 +1,7 @@
 """asyncllm: asyncio-native clients for AI model and storage APIs, sharing one dispatcher.
 
-Backends load lazily by name, so ``import asyncllm`` stays cheap.
+Backends, the platform APIs and the Responses API load lazily by name, so ``import asyncllm``
+stays cheap.
 """
 
 from __future__ import annotations
@@ -66,27 +67,34 @@ from ._models import (
     tool_result,
 )
 from ._options import BodyOptions, CallOptions, ClientOptions, EngineClientOptions, HttpOptions
-from ._platform._batch import BatchCounts, BatchJob, BatchJobResult, BatchRequest, run_batch_job
-from ._platform._files import Deleted, FileObject
+from ._pool import Pool
 from ._tools import ToolRun
-from ._wire.responses import (
-    FunctionCallArgumentsDeltaEvent,
-    FunctionCallArgumentsDoneEvent,
-    InputTokenCount,
-    ModelResponse,
-    OutputItemEvent,
-    ResponseEvent,
-    ResponseItem,
-    ResponseItemList,
-    ResponseStateEvent,
-    ResponseStream,
-    ResponseUsage,
-    TextDeltaEvent,
-    TextDoneEvent,
-)
 from .streaming import ChatStream, Stream
 
 if TYPE_CHECKING:
+    from ._platform._batch import (
+        BatchCounts,
+        BatchJob,
+        BatchJobResult,
+        BatchRequest,
+        run_batch_job,
+    )
+    from ._platform._files import Deleted, FileObject
+    from ._wire.responses import (
+        FunctionCallArgumentsDeltaEvent,
+        FunctionCallArgumentsDoneEvent,
+        InputTokenCount,
+        ModelResponse,
+        OutputItemEvent,
+        ResponseEvent,
+        ResponseItem,
+        ResponseItemList,
+        ResponseStateEvent,
+        ResponseStream,
+        ResponseUsage,
+        TextDeltaEvent,
+        TextDoneEvent,
+    )
     from .backends.claude import Anthropic, Claude
     from .backends.gemini import Gemini
     from .backends.groq import Groq
@@ -164,6 +172,7 @@ __all__ = [
     "OutputItemEvent",
     "OverloadedError",
     "PermissionDeniedError",
+    "Pool",
     "Priority",
     "QueueFullError",
     "RateLimitError",
@@ -208,14 +217,47 @@ __all__ = [
 ]
 
 
+# The public names that load on first use, by module: the platform APIs (files, batches) and
+# the Responses API build pydantic models that a chat-only program never needs, and each client
+# is a module of its own. ``import asyncllm`` and a first ``OpenAI(...)`` stay cheap that way.
+_LAZY_MODULES = {
+    "asyncllm._platform._batch": (
+        "BatchCounts",
+        "BatchJob",
+        "BatchJobResult",
+        "BatchRequest",
+        "run_batch_job",
+    ),
+    "asyncllm._platform._files": ("Deleted", "FileObject"),
+    "asyncllm._wire.responses": (
+        "FunctionCallArgumentsDeltaEvent",
+        "FunctionCallArgumentsDoneEvent",
+        "InputTokenCount",
+        "ModelResponse",
+        "OutputItemEvent",
+        "ResponseEvent",
+        "ResponseItem",
+        "ResponseItemList",
+        "ResponseStateEvent",
+        "ResponseStream",
+        "ResponseUsage",
+        "TextDeltaEvent",
+        "TextDoneEvent",
+    ),
+}
+_LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
+
+
 def __getattr__(name: str) -> Any:
-    """Load a backend client on first use: the public names not imported above are the clients
-    (those under TYPE_CHECKING), each defined in ``asyncllm.backends.<its name, lowercased>``,
-    but for Anthropic, Claude's other name."""
+    """Load a lazy public name on first use: those in ``_LAZY`` from their module, and the rest
+    of the names not imported above, the clients (those under TYPE_CHECKING), each from
+    ``asyncllm.backends.<its name, lowercased>``, but for Anthropic, Claude's other name."""
     if name not in __all__:
         raise AttributeError(f"module 'asyncllm' has no attribute {name!r}")
-    module = "claude" if name == "Anthropic" else name.lower()
-    value = getattr(importlib.import_module(f"asyncllm.backends.{module}"), name)
+    module = _LAZY.get(name)
+    if module is None:
+        module = "asyncllm.backends." + ("claude" if name == "Anthropic" else name.lower())
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 

@@ -113,6 +113,19 @@ def modern_params(
 MAX_TOP_LOGPROBS = 20
 
 
+def empty_list() -> list[Any]:
+    """``default_factory`` for a list field. Not ``list`` itself: pydantic reads a factory's
+    signature, and a builtin's is parsed from text, which compiles the tokenizer's regexes the
+    first time (about 10 ms of ``import asyncllm``)."""
+    return []
+
+
+# The config of a model only a rare call reads (embeddings, the model list, text completions):
+# pydantic builds its validator on first use instead of at import, about half of what the model
+# costs there (measured in benchmarks/RESULTS.md, "Imports"); validation is the same.
+RARE = ConfigDict(defer_build=True)
+
+
 class OpenModel(BaseModel):
     """A server's object: the fields a model declares are checked, any others it sends are kept
     (a newer server's additions stay readable as attributes and in ``model_dump()``)."""
@@ -172,6 +185,7 @@ class HttpInfo(NamedTuple):
 # no field, so an answer pays one store for it, and pydantic leaves it out of dumps,
 # comparisons and ``repr`` (as it does a ``cached_property``'s value).
 HTTP_KEY = "_http"
+BACKEND_KEY = "_backend"
 
 
 class HasHttp:
@@ -185,6 +199,18 @@ class HasHttp:
         otherwise (say, by hand in a test)."""
         source = self.__dict__.get(HTTP_KEY)
         return None if source is None else HttpInfo(source.status, source.headers)
+
+    @property
+    def backend(self) -> str | None:
+        """The name of the pool member that answered (``asyncllm.Pool``); None for an answer
+        from a client called directly, which is the one you called."""
+        name: str | None = self.__dict__.get(BACKEND_KEY)
+        return name
+
+
+def keep_backend(answer: Any, name: str) -> None:
+    """Say on ``answer`` (a ``HasHttp``) which pool member answered it (``answer.backend``)."""
+    answer.__dict__[BACKEND_KEY] = name
 
 
 def keep_http(answer: Any, source: Any) -> None:
@@ -207,7 +233,7 @@ class TokenLogprob(TopLogprob):
     """A token of the answer, with its log probability and the most likely alternatives at
     its position (as many as ``top_logprobs`` asked for, or fewer)."""
 
-    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+    top_logprobs: list[TopLogprob] = Field(default_factory=empty_list)
 
 
 class ToolCall(BaseModel):
@@ -278,13 +304,13 @@ class ChatResponse(HasHttp, BaseModel, Generic[P]):
 
     text: str
     message: Message
-    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_calls: list[ToolCall] = Field(default_factory=empty_list)
     finish_reason: str | None = None
     usage: Usage | None = None
     model: str | None = None
     request_id: str
     server_request_id: str | None = None
-    choices: list[Message] = Field(default_factory=list)
+    choices: list[Message] = Field(default_factory=empty_list)
     parsed: P | None = None
     refusal: str | None = None
     reasoning: str | None = None
@@ -315,7 +341,7 @@ class ChatChunk(BaseModel):
     delta: str = ""
     reasoning: str = ""
     refusal: str = ""
-    tool_calls: list[ToolCallDelta] = Field(default_factory=list)
+    tool_calls: list[ToolCallDelta] = Field(default_factory=empty_list)
     message_extra: dict[str, Any] | None = None
     finish_reason: str | None = None
     usage: Usage | None = None
@@ -328,6 +354,8 @@ class ChatChunk(BaseModel):
 class EmbeddingResponse(HasHttp, BaseModel):
     """Vectors in the order of the inputs."""
 
+    model_config = RARE
+
     vectors: list[list[float]]
     usage: Usage | None = None
     model: str | None = None
@@ -336,6 +364,8 @@ class EmbeddingResponse(HasHttp, BaseModel):
 
 
 class ModelInfo(OpenModel):
+    model_config = RARE
+
     id: str
     owned_by: str | None = None
     created: int | None = None

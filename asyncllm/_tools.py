@@ -28,8 +28,6 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple, Protocol, cast
 
-import anyio
-import anyio.to_thread
 from pydantic import BaseModel
 
 from ._exceptions import ConfigurationError, MaxTurnsExceededError, ToolCallError
@@ -139,6 +137,8 @@ async def _call(call: ToolCall, functions: Mapping[str, Callable[..., Any]]) -> 
     if _is_async(fn):
         result = await fn(*args, **kwargs)
     else:
+        import anyio.to_thread  # on first use: a chat that runs no tools never loads anyio
+
         result = await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
         if inspect.isawaitable(result):  # a sync function that returns an awaitable
             result = await result
@@ -159,6 +159,8 @@ async def _run_all(
             results[i] = (failed, None)
         except Exception as exc:
             results[i] = (_Failed(f"{call.name!r} raised {type(exc).__name__}: {exc}"), exc)
+
+    import anyio  # on first use: a chat that runs no tools never loads anyio
 
     async with anyio.create_task_group() as group:
         for i, call in enumerate(calls):

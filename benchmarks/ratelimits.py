@@ -442,7 +442,7 @@ async def pool_with_one_failing(calls: int, setup: Setup) -> list[str] | None:
         )
         for server in servers
     ]
-    pool: Any = asyncllm.Pool(members)  # type: ignore[attr-defined]
+    pool: Any = asyncllm.Pool(members)
     errors = 0
     began = time.perf_counter()
     try:

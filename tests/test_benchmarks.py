@@ -116,6 +116,21 @@ def test_rate_limit_benchmark_runs() -> None:
     assert "bench-not-a-key" not in out
 
 
+def test_pool_benchmark_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "pool.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,  # a guard against a hang, not a speed check
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "1. A pool of 3, one answering 503" in done.stdout
+    assert "caller-visible errors: 0 " in done.stdout
+    assert "2. CPU time per chat call" in done.stdout
+    assert "bench-not-a-key" not in done.stdout
+
+
 def test_a_call_adds_no_event_loop_turn_over_raw_aiohttp() -> None:
     """At c=1 every callback the loop runs for a call is a step of its round trip: asyncllm may
     do more work per step, but no more steps (no extra future hand-off, no body read twice),

@@ -94,3 +94,34 @@ def test_a_probe_without_verdict_keeps_it_half_open() -> None:
     b.release_probe()  # what a 429, another 4xx or a TLS failure gives a probe
     assert b.state is BreakerState.HALF_OPEN
     assert b.allows()
+
+
+def test_open_for_lengthens_this_opening_only() -> None:
+    b, clock = make(threshold=1, reset=10)
+    b.record_failure()
+    opened = b.opened_at
+    b.open_for(25)
+    assert b.retry_in() == 25
+    clock.advance(24.9)
+    assert b.state is BreakerState.OPEN
+    clock.advance(0.1)
+    assert b.state is BreakerState.HALF_OPEN
+    b.record_failure(b.acquire())  # the probe fails: a new opening, of the config's length
+    assert b.opened_at == opened + 25
+    assert b.retry_in() == 10
+
+
+def test_probe_now_and_readmit() -> None:
+    b, _ = make(threshold=1, reset=60)
+    b.record_failure()
+    b.probe_now()
+    assert b.state is BreakerState.HALF_OPEN
+    assert b.acquire() is True
+    b.record_failure(probe=True)
+    assert b.state is BreakerState.OPEN
+    b.readmit()
+    assert b.state is BreakerState.CLOSED
+    assert b.consecutive_failures == 0
+    assert b.opened_by is None
+    b.probe_now()  # a closed breaker stays closed
+    assert b.state is BreakerState.CLOSED

@@ -338,7 +338,7 @@ def _public_methods(cls: type) -> set[str]:
         for name in dir(cls)
         if not name.startswith("_")
         and callable(getattr(cls, name))
-        and name not in ("aclose", "with_options")
+        and name not in ("aclose", "with_options", "stats")
     }
 
 

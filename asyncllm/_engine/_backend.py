@@ -31,7 +31,7 @@ from .._options import (
 from .._validate import check_int, check_model
 from ..streaming import Stream
 from ._context import _request_id, new_request_id
-from ._dispatcher import Attempt, Dispatcher, Lane, Priority, get_dispatcher
+from ._dispatcher import Attempt, BackendStats, Dispatcher, Lane, Priority, get_dispatcher
 from ._ratelimit import RateDialect
 
 T = TypeVar("T")
@@ -157,6 +157,14 @@ class Backend:
                 rate_dialect=root.rate_dialect,
             )
         return lane
+
+    def stats(self) -> dict[str, BackendStats]:
+        """This client's counters (as ``Dispatcher.stats`` gives them), keyed by its lane's name:
+        none before its first call; a pool gives one entry per member."""
+        lane = self._root._lane
+        if lane is None or lane.closed:
+            return {}
+        return {lane.name: lane.stats()}
 
     def _host(self) -> str | None:
         """The backend's host (and port), for errors that name it; None where there is none."""

@@ -41,6 +41,7 @@ class CircuitBreaker:
         "_opened_at",
         "_probes",
         "_state",
+        "open_time",
         "opened_by",
         "opened_from",
         "transitions",
@@ -54,6 +55,9 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._probes = 0
+        # How long the current opening lasts: the config's, unless a pool lengthened it
+        # (``open_for``); set anew at each opening.
+        self.open_time = config.reset_timeout
         self.transitions: dict[str, int] = {}
         # While open: the failure that opened it, and the state it opened from.
         self.opened_by: APIError | None = None
@@ -61,10 +65,7 @@ class CircuitBreaker:
 
     @property
     def state(self) -> BreakerState:
-        if (
-            self._state is BreakerState.OPEN
-            and self._clock() - self._opened_at >= self._config.reset_timeout
-        ):
+        if self._state is BreakerState.OPEN and self._clock() - self._opened_at >= self.open_time:
             self._move(BreakerState.HALF_OPEN)
         return self._state
 
@@ -76,7 +77,30 @@ class CircuitBreaker:
         """Seconds until an open breaker lets a probe through (0 when it would now)."""
         if self._state is not BreakerState.OPEN:
             return 0.0
-        return max(0.0, self._opened_at + self._config.reset_timeout - self._clock())
+        return max(0.0, self._opened_at + self.open_time - self._clock())
+
+    @property
+    def opened_at(self) -> float:
+        """When the breaker last opened (on its clock); meaningless before it ever has."""
+        return self._opened_at
+
+    def open_for(self, seconds: float) -> None:
+        """Make the current opening last ``seconds`` from when it opened: a pool's ejection time,
+        which grows with repeated openings."""
+        self.open_time = seconds
+
+    def probe_now(self) -> None:
+        """An open breaker lets a probe through now: a pool whose every member is ejected
+        probes the one ejected first rather than fail outright."""
+        if self.state is BreakerState.OPEN:
+            self._move(BreakerState.HALF_OPEN)
+
+    def readmit(self) -> None:
+        """Close an open breaker without a probe: a pool that may not eject this member (its
+        share of ejected members is at its cap) keeps it in rotation."""
+        if self._state is not BreakerState.CLOSED:
+            self._failures = 0
+            self._move(BreakerState.CLOSED)
 
     def allows(self) -> bool:
         """Whether a call may start now (without taking a probe place)."""
@@ -115,6 +139,7 @@ class CircuitBreaker:
             old is BreakerState.CLOSED and self._failures >= self._config.failure_threshold
         ):
             self._opened_at = self._clock()
+            self.open_time = self._config.reset_timeout
             self.opened_by = error
             self.opened_from = old
             self._move(BreakerState.OPEN)

@@ -14,6 +14,7 @@ from .._http._backend import HttpBackend, Meta
 from .._http._transport import Response
 from .._models import (
     MODERN_KEYS,
+    RARE,
     ChatChunk,
     ChatResponse,
     EmbeddingResponse,
@@ -29,6 +30,7 @@ from .._models import (
     ToolCallDelta,
     Usage,
     coerce_tools,
+    empty_list,
     modern_params,
     normalize_messages,
     token_logprobs,
@@ -99,7 +101,7 @@ COMPLETION_KEYS = keys_of(CompletionOptions)
 class CompletionChoice(BaseModel):
     """One completion; vLLM adds ``stop_reason`` (the stop string or token id that ended it)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     index: int = 0
     text: str
@@ -109,6 +111,8 @@ class CompletionChoice(BaseModel):
 
 class CompletionResponse(HasHttp, BaseModel):
     """A text completion; ``text`` is the first choice's."""
+
+    model_config = RARE
 
     text: str
     choices: list[CompletionChoice]
@@ -210,6 +214,8 @@ _WireChat = _one_pass_model(_wire_chat)
 
 
 class _WireCompletions(BaseModel):
+    model_config = RARE
+
     id: str | None = None
     model: str | None = None
     choices: list[CompletionChoice] = Field(min_length=1)
@@ -252,23 +258,27 @@ class _WireChunkChoice(BaseModel):
 
 class _WireChunk(BaseModel):
     model: str | None = None
-    choices: list[_WireChunkChoice] = Field(default_factory=list)
+    choices: list[_WireChunkChoice] = Field(default_factory=empty_list)
     usage: Usage | None = None
 
 
 class _WireEmbedding(BaseModel):
+    model_config = RARE
+
     index: int
     embedding: list[float]
 
 
 class _WireEmbeddings(BaseModel):
+    model_config = RARE
+
     data: list[_WireEmbedding]
     model: str | None = None
     usage: Usage | None = None
 
 
 class _WireModel(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     id: str
     owned_by: str | None = None
@@ -276,6 +286,8 @@ class _WireModel(BaseModel):
 
 
 class _WireModels(BaseModel):
+    model_config = RARE
+
     data: list[_WireModel]
 
 

@@ -14,14 +14,13 @@ runs on the server): it is retried only while it cannot have been applied (see
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, overload
+from typing import Any, Generic, overload
 
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict, Unpack
 
 from .._exceptions import ConfigurationError
-from .._http._backend import HttpBackend, Meta
+from .._http._backend import Meta
 from .._http._transport import Response
 from .._models import M, OpenModel, P, Tool, ToolCall, message_text
 from .._options import BodyOptions, HttpOptions, keys_of
@@ -37,90 +36,7 @@ from .._validate import (
 )
 from ..streaming import Stream
 from .openai import sampling_body
-
-# -- what each server serves ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ResponsesSupport:
-    """The part of the Responses API a server serves, from its own documentation.
-
-    ``instructions``, ``text_format`` (structured output in ``text.format``),
-    ``previous_response_id``, ``store``, ``background`` and ``builtin_tools`` (``web_search``,
-    ``file_search``, ``code_interpreter``... passed through as given) are create's parameters;
-    ``retrieve``, ``cancel``, ``delete``, ``input_items`` and ``input_tokens`` the other calls.
-    ``note`` is added to the error for what is missing (say, a server flag that enables it).
-    """
-
-    vendor: str
-    instructions: bool = True
-    text_format: bool = True
-    previous_response_id: bool = True
-    store: bool = True
-    background: bool = True
-    builtin_tools: bool = True
-    retrieve: bool = True
-    cancel: bool = True
-    delete: bool = True
-    input_items: bool = True
-    input_tokens: bool = True
-    note: str = ""
-
-    def require(self, feature: str, what: str) -> None:
-        """Raise ``ConfigurationError`` if this server lacks ``feature`` (a field name)."""
-        if not getattr(self, feature):
-            raise ConfigurationError(
-                f"{self.vendor}'s Responses API has no {what}"
-                + (f": {self.note}" if self.note else "")
-            )
-
-
-# OpenAI: everything.
-OPENAI_RESPONSES = ResponsesSupport("OpenAI")
-# vLLM: create and stream, retrieve and cancel; store, previous_response_id and background only
-# on a server started with VLLM_ENABLE_RESPONSES_API_STORE=1 (without it, store is ignored and
-# background answers 400). No delete, input items or token counting.
-VLLM_RESPONSES = ResponsesSupport(
-    "vLLM",
-    delete=False,
-    input_items=False,
-    input_tokens=False,
-    note="vLLM serves create, stream, retrieve and cancel (store, previous_response_id and "
-    "background need a server started with VLLM_ENABLE_RESPONSES_API_STORE=1)",
-)
-# OVMS /v3/responses: create and stream with function tools only; the documented list of
-# parameters it does not take includes instructions, previous_response_id, text, store and
-# background. No other route.
-OVMS_RESPONSES = ResponsesSupport(
-    "OVMS",
-    instructions=False,
-    text_format=False,
-    previous_response_id=False,
-    store=False,
-    background=False,
-    builtin_tools=False,
-    retrieve=False,
-    cancel=False,
-    delete=False,
-    input_items=False,
-    input_tokens=False,
-    note="OVMS serves create and stream with function tools (instructions go in the input as "
-    "a system message; response_format for chat does structured output)",
-)
-# Groq: create and stream, structured output and its built-in tools; no stored state at all.
-GROQ_RESPONSES = ResponsesSupport(
-    "Groq",
-    previous_response_id=False,
-    store=False,
-    background=False,
-    retrieve=False,
-    cancel=False,
-    delete=False,
-    input_items=False,
-    input_tokens=False,
-    note="Groq keeps no state: send the whole conversation as input",
-)
-
+from .responses_support import ResponsesSupport, ServesResponses
 
 # -- what comes back ----------------------------------------------------------------------------
 
@@ -575,19 +491,6 @@ def _response_id(value: Any) -> str:
 
 
 # -- the calls --------------------------------------------------------------------------------
-
-
-class ServesResponses(HttpBackend):
-    """A client whose server serves the Responses API: ``client.responses``."""
-
-    responses_path: ClassVar[str] = "/responses"
-    responses_support: ClassVar[ResponsesSupport] = OPENAI_RESPONSES
-
-    @property
-    def responses(self) -> Responses:
-        """The Responses API: ``create``, ``stream``, ``retrieve``, ``cancel``, ``delete``,
-        ``input_items.list`` and ``input_tokens.count``, as this server serves them."""
-        return Responses(self)
 
 
 class Responses:

@@ -24,7 +24,7 @@ import re
 import typing
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, ClassVar, Literal, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
 from pydantic import BaseModel
 from typing_extensions import NotRequired, TypedDict, Unpack
@@ -55,12 +55,14 @@ from .._models import (
     parse_as,
 )
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
-from .._platform.anthropic import Batches, Files
 from .._structured import OutputFormat, finish, output_format
 from .._tools import ToolRunner
 from .._validate import check_int, check_number, check_stop, check_str_list
 from .._wire.parts import MEDIA_PARTS, read_media
 from ..streaming import ChatStream
+
+if TYPE_CHECKING:
+    from .._platform.anthropic import Batches, Files
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -1159,11 +1161,17 @@ class Claude(HttpBackend, ToolRunner):
     @property
     def files(self) -> Files:
         """Anthropic's Files API (beta): upload, list, retrieve, delete, download."""
+        # loaded on first use: a program that only chats never needs it
+        from .._platform.anthropic import Files
+
         return Files(self)
 
     @property
     def batches(self) -> Batches:
         """Message Batches; ``asyncllm.run_batch_job`` runs one end to end."""
+        # loaded on first use: a program that only chats never needs it
+        from .._platform.anthropic import Batches
+
         return Batches(self)
 
 

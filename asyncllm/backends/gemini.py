@@ -25,7 +25,7 @@ import json
 import math
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, ClassVar, Literal, get_args, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -61,7 +61,6 @@ from .._models import (
     parse_as,
 )
 from .._options import BodyOptions, HttpOptions, keys_of
-from .._platform.gemini import Batches, Files
 from .._structured import OutputFormat, check_schema, finish, output_format
 from .._tools import ToolRunner
 from .._validate import (
@@ -77,6 +76,9 @@ from .._validate import (
 )
 from .._wire.parts import MEDIA_PARTS, read_media
 from ..streaming import ChatStream
+
+if TYPE_CHECKING:
+    from .._platform.gemini import Batches, Files
 
 __all__ = ["GEMINI_BASE_URL", "ContentBlockedError", "Gemini", "ThinkingLevel"]
 
@@ -1200,9 +1202,15 @@ class Gemini(HttpBackend, ToolRunner):
     @property
     def files(self) -> Files:
         """Gemini's Files API: resumable uploads, list, retrieve, delete, download."""
+        # loaded on first use: a program that only chats never needs it
+        from .._platform.gemini import Files
+
         return Files(self)
 
     @property
     def batches(self) -> Batches:
         """Batch generation; ``asyncllm.run_batch_job`` runs one end to end."""
+        # loaded on first use: a program that only chats never needs it
+        from .._platform.gemini import Batches
+
         return Batches(self)

@@ -27,12 +27,14 @@ from .._exceptions import ConfigurationError
 from .._http._backend import Meta
 from .._models import ChatChunk, ChatResponse, M, Messages, P, Usage
 from .._options import BodyOptions, ClientOptions, keys_of
-from .._platform.openai import Audio
 from .._structured import OutputFormat
 from .._validate import check_bool
 from .._wire.openai import ChatParams, OpenAICompatible
-from .._wire.responses import GROQ_RESPONSES, ResponsesSupport, ServesResponses
+from .._wire.responses_support import GROQ_RESPONSES, ResponsesSupport, ServesResponses
 from ..streaming import ChatStream
+
+if TYPE_CHECKING:
+    from .._platform.openai import Audio
 
 __all__ = [
     "GROQ_BASE_URL",
@@ -259,4 +261,7 @@ class Groq(ServesResponses, OpenAICompatible):
     @property
     def audio(self) -> Audio:
         """Transcriptions and translations (``/audio/...``), the audio streamed up."""
+        # loaded on first use: a program that only chats never needs it
+        from .._platform.openai import Audio
+
         return Audio(self)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from typing_extensions import Unpack
 
@@ -11,9 +11,11 @@ from .._engine._ratelimit import OPENAI_HEADERS, RateDialect
 from .._exceptions import ConfigurationError
 from .._models import Tool
 from .._options import ClientOptions
-from .._platform.openai import Batches, Files, FineTuning, Moderations, OpenAIAudio
 from .._wire.openai import OpenAICompatible
-from .._wire.responses import ServesResponses
+from .._wire.responses_support import ServesResponses
+
+if TYPE_CHECKING:
+    from .._platform.openai import Batches, Files, FineTuning, Moderations, OpenAIAudio
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -70,29 +72,42 @@ class OpenAI(ServesResponses, OpenAICompatible):
             headers["OpenAI-Project"] = check_header_value("project", self.project)
         return headers
 
+    # The platform APIs below load on first use (``asyncllm._platform.openai`` and its pydantic
+    # models), so that a client used only for chat does not pay for them at import.
+
     @property
     def files(self) -> Files:
         """Upload, list, retrieve, delete and download files (``/files``)."""
+        from .._platform.openai import Files
+
         return Files(self)
 
     @property
     def batches(self) -> Batches:
         """OpenAI's Batch API (``/batches``); ``asyncllm.run_batch_job`` runs one end to end."""
+        from .._platform.openai import Batches
+
         return Batches(self)
 
     @property
     def audio(self) -> OpenAIAudio:
         """Transcriptions and translations (audio streamed up), and speech (streamed down)."""
+        from .._platform.openai import OpenAIAudio
+
         return OpenAIAudio(self)
 
     @property
     def moderations(self) -> Moderations:
         """The moderation classifier (``/moderations``)."""
+        from .._platform.openai import Moderations
+
         return Moderations(self)
 
     @property
     def fine_tuning(self) -> FineTuning:
         """Fine-tuning jobs: create, list, retrieve, cancel, events, checkpoints."""
+        from .._platform.openai import FineTuning
+
         return FineTuning(self)
 
     def _builtin_tool(self, tool: Tool, body: dict[str, Any]) -> dict[str, Any] | None:

@@ -34,7 +34,7 @@ from .._validate import (
     path_segment,
 )
 from .._wire.openai import CompletionOptions, CompletionParams, OpenAICompletions
-from .._wire.responses import OVMS_RESPONSES, ResponsesSupport, ServesResponses
+from .._wire.responses_support import OVMS_RESPONSES, ResponsesSupport, ServesResponses
 
 __all__ = [
     "DATATYPES",

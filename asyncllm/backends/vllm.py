@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, cast, overload
+from typing import TYPE_CHECKING, Any, ClassVar, cast, overload
 
 from pydantic import BaseModel, TypeAdapter
 from typing_extensions import TypedDict, Unpack
@@ -33,7 +33,6 @@ from .._models import (
     parse_as,
 )
 from .._options import BodyOptions, ClientOptions, HttpOptions, keys_of
-from .._platform.openai import Audio
 from .._structured import OutputFormat
 from .._validate import (
     check_bool,
@@ -50,8 +49,11 @@ from .._wire.openai import ChatOptions, ChatParams, OpenAICompletions
 from .._wire.openai import CompletionChoice as CompletionChoice  # vLLM's public names
 from .._wire.openai import CompletionParams as OpenAICompletionParams
 from .._wire.openai import CompletionResponse as CompletionResponse
-from .._wire.responses import VLLM_RESPONSES, ResponsesSupport, ServesResponses
+from .._wire.responses_support import VLLM_RESPONSES, ResponsesSupport, ServesResponses
 from ..streaming import ChatStream
+
+if TYPE_CHECKING:
+    from .._platform.openai import Audio
 
 VLLM_BASE_URL = "http://localhost:8000/v1"
 
@@ -545,4 +547,7 @@ class VLLM(ServesResponses, OpenAICompletions):
     @property
     def audio(self) -> Audio:
         """Transcriptions and translations (``/audio/...``), the audio streamed up."""
+        # loaded on first use: a program that only chats never needs it
+        from .._platform.openai import Audio
+
         return Audio(self)

@@ -123,8 +123,8 @@ HTTP_OPTIONS = frozenset(HttpOptions.__optional_keys__)  # type: ignore[attr-def
 
 # Methods written once for every client, whose arguments are not the backend's: run_tools is the
 # shared tool loop over chat (its own arguments are tested once, in tests/test_tools.py, and the
-# chat options it passes on are fuzzed on each backend's chat).
-SHARED_METHODS = frozenset({"aclose", "with_options", "run_tools"})
+# chat options it passes on are fuzzed on each backend's chat); stats takes none.
+SHARED_METHODS = frozenset({"aclose", "with_options", "run_tools", "stats"})
 
 
 def public_methods(cls: type) -> list[str]:
