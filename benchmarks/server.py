@@ -1,6 +1,6 @@
 """A loopback OpenAI-compatible server for the benchmarks, run in its own process.
 
-    python benchmarks/server.py [--kind fake|fast] [--delay SECONDS]
+    python benchmarks/server.py [--kind fake|fast|capacity] [--delay SECONDS] [--capacity JSON]
 
 prints ``PORT <n>`` on stdout once it listens, then serves until stdin closes (so it dies with
 its parent) or it is killed.
@@ -10,6 +10,12 @@ its parent) or it is killed.
 the same "echo: <last user text>" reply; it needs a fraction of the CPU per call, so that on a
 small machine the client under test, not the server, is what runs out of CPU first. With
 ``--delay`` it waits that long before each answer, as a real backend would.
+
+``capacity`` is the ``fake`` with a vendor's hidden capacity: ``--capacity`` holds the keyword
+arguments of ``asyncllm.testing.Capacity`` as JSON, ``--delay`` is the time it takes to answer an
+admitted request, and ``GET /_capacity`` answers what it counted (``CapacityMeter.snapshot``),
+unlimited and uncounted; ``GET /_capacity/arrivals`` the wall-clock time at which each request
+with an ``x-bench-call`` header that was answered 200 arrived, by that header.
 """
 
 from __future__ import annotations
@@ -18,9 +24,12 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from typing import Any
 
-from asyncllm.testing import FakeServer
+from aiohttp import web
+
+from asyncllm.testing import Capacity, FakeServer, Faults
 
 
 def _reply(body: bytes) -> bytes:
@@ -108,9 +117,39 @@ async def _until_stdin_closes() -> None:
     await loop.run_in_executor(None, sys.stdin.read)
 
 
-async def main(kind: str, delay: float) -> None:
+async def main(kind: str, delay: float, capacity: str) -> None:
     if kind == "fake":
         server: Any = FakeServer("openai", history=1)
+        await server.start()
+        port = server.port
+    elif kind == "capacity":
+        server = FakeServer(
+            "openai",
+            history=1,
+            faults=Faults(latency=delay),
+            capacity=Capacity(**json.loads(capacity)),
+        )
+
+        arrivals: dict[str, float] = {}
+
+        @web.middleware
+        async def note_arrival(request: web.Request, handler: Any) -> web.StreamResponse:
+            arrived = time.time()
+            response: web.StreamResponse = await handler(request)
+            call = request.headers.get("x-bench-call")
+            if call is not None and response.status == 200:
+                arrivals[call] = arrived
+            return response
+
+        async def counts(request: web.Request) -> web.Response:
+            return web.json_response(server.capacity.snapshot())
+
+        async def arrived(request: web.Request) -> web.Response:
+            return web.json_response(arrivals)
+
+        server.app.middlewares.append(note_arrival)
+        server.app.router.add_get("/_capacity", counts)
+        server.app.router.add_get("/_capacity/arrivals", arrived)
         await server.start()
         port = server.port
     else:
@@ -123,7 +162,7 @@ async def main(kind: str, delay: float) -> None:
     try:
         await _until_stdin_closes()
     finally:
-        if kind == "fake":
+        if kind in ("fake", "capacity"):
             await server.aclose()
         else:
             server.close()
@@ -131,9 +170,10 @@ async def main(kind: str, delay: float) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kind", choices=("fake", "fast"), default="fake")
+    parser.add_argument("--kind", choices=("fake", "fast", "capacity"), default="fake")
     parser.add_argument(
-        "--delay", type=float, default=0.0, help="seconds before each answer (fast)"
+        "--delay", type=float, default=0.0, help="seconds before each answer (fast, capacity)"
     )
+    parser.add_argument("--capacity", default="{}", help="Capacity(**JSON) (capacity)")
     options = parser.parse_args()
-    asyncio.run(main(options.kind, options.delay))
+    asyncio.run(main(options.kind, options.delay, options.capacity))

@@ -26,7 +26,7 @@ from asyncllm import (
 )
 from asyncllm._engine._dispatcher import Attempt, Lane
 from asyncllm._exceptions import APIError, status_error
-from asyncllm.testing import FakeClock, FakeServer
+from asyncllm.testing import Capacity, FakeClock, FakeServer
 from tests.helpers import settle
 
 
@@ -405,9 +405,8 @@ def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
 async def _run_against_capacity(adaptive: bool, calls: int) -> tuple[int, int, int]:
     """``calls`` calls at concurrency 16 against a server that serves 4 at once and answers 503
     above that. Returns the requests the server shed, the lane's final limit, its decreases."""
-    async with FakeServer("openai") as server:
+    async with FakeServer("openai", capacity=Capacity(max_concurrent=4, busy_status=503)) as server:
         server.faults.latency = 0.005
-        server.faults.max_concurrency = 4
         # A clock that runs 100 times faster than the wall's: the one-second interval between
         # decreases passes in 10 ms, the server's service time (backoff does not wait: 0 delay).
         dispatcher = Dispatcher(clock=lambda: time.monotonic() * 100, observer=None)
@@ -428,7 +427,8 @@ async def _run_against_capacity(adaptive: bool, calls: int) -> tuple[int, int, i
         await client.aclose()
         await dispatcher.aclose()
     assert stats.concurrency_limit is not None
-    return server.overloaded, stats.concurrency_limit, stats.limit_decreases
+    assert server.capacity is not None
+    return server.capacity.busy, stats.concurrency_limit, stats.limit_decreases
 
 
 async def test_the_limit_converges_near_a_servers_hidden_capacity() -> None:

@@ -88,6 +88,34 @@ def test_batch_benchmark_runs() -> None:
     assert "resume over 500 written lines" in done.stdout
 
 
+def test_rate_limit_benchmark_runs() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "ratelimits.py"),
+            "--calls",
+            "60",
+            "--seconds",
+            "1",
+            "--vendor-concurrency",
+            "1000",
+            "--only",
+            "retries,limits",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,  # a guard against a hang, not a speed check: the machine may be busy
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "Rate limits: 429s, capacity used, waits" in out
+    assert "asyncllm, fixed concurrency + retries only" in out
+    assert "asyncllm, RateLimits configured" in out
+    assert "A pool of 3 members, one failing" in out
+    assert "bench-not-a-key" not in out
+
+
 def test_pool_benchmark_runs() -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "pool.py"), "--quick"],

@@ -28,8 +28,11 @@ from typing import Any
 from aiohttp import web
 
 from .._http._transport import Request, Response, Transport, response_headers
+from ._capacity import Capacity, CapacityMeter
 
 __all__ = [
+    "Capacity",
+    "CapacityMeter",
     "FakeClock",
     "FakeServer",
     "Faults",
@@ -49,9 +52,7 @@ def default_error_body(status: int, message: str) -> Any:
 @dataclass
 class Faults:
     """Random faults, as shares of requests (0.0 to 1.0), drawn from the server's seeded random.
-
-    ``max_concurrency``: a hidden capacity; a request that arrives while that many are being
-    served is answered ``overload_status`` at once, as an overloaded server sheds load."""
+    (A hidden capacity, shedding requests above a concurrency cap, is ``FakeServer(capacity=...)``.)"""
 
     rate_limit_rate: float = 0.0
     retry_after: str | None = "0"
@@ -62,8 +63,6 @@ class Faults:
     malformed_rate: float = 0.0
     latency: float = 0.0
     hang_seconds: float = 60.0
-    max_concurrency: int | None = None
-    overload_status: int = 503
 
 
 @dataclass
@@ -86,8 +85,11 @@ class RecordedRequest:
 
 class FakeServer:
     """An aiohttp server on a free loopback port. It counts what it sees: ``requests``,
-    ``request_ids`` (the X-Request-ID of each), ``in_flight``, ``max_in_flight`` and
-    ``overloaded`` (requests shed above ``faults.max_concurrency``)."""
+    ``request_ids`` (the X-Request-ID of each), ``in_flight`` and ``max_in_flight``.
+
+    With ``capacity``, it enforces a vendor's hidden budgets and concurrency cap on every
+    request before anything else (faults included) and reports them in the vendor's headers;
+    ``server.capacity`` (a ``CapacityMeter``) counts what it admitted and refused."""
 
     def __init__(
         self,
@@ -97,6 +99,7 @@ class FakeServer:
         host: str = "127.0.0.1",
         port: int = 0,
         history: int = 10_000,
+        capacity: Capacity | None = None,
     ) -> None:
         self.protocols = protocols or ("openai",)
         self.faults = faults or Faults()
@@ -112,8 +115,6 @@ class FakeServer:
         self.request_count = 0
         self.in_flight = 0
         self.max_in_flight = 0
-        # Requests answered ``faults.overload_status`` for being above ``faults.max_concurrency``.
-        self.overloaded = 0
         self.in_flight_by_path: dict[str, int] = {}
         self.overrides: dict[str, Handler] = {}
         self.state: dict[str, Any] = {}
@@ -122,6 +123,10 @@ class FakeServer:
         self._closing = asyncio.Event()
         for name in self.protocols:
             importlib.import_module(f"asyncllm.testing.fakes.{name}").setup(self)
+        self.capacity = None if capacity is None else CapacityMeter(capacity)
+        if self.capacity is not None:
+            # Last, so that the capacity's headers replace any a protocol sets (Groq's).
+            self.app.on_response_prepare.append(self._capacity_headers)
 
     # -- building -------------------------------------------------------------------------
 
@@ -247,6 +252,7 @@ class FakeServer:
         read_body: bool = True,
     ) -> web.StreamResponse:
         self.request_count += 1
+        admitted = False
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         self.in_flight_by_path[path] = self.in_flight_by_path.get(path, 0) + 1
@@ -256,10 +262,7 @@ class FakeServer:
                 parsed = json.loads(body) if body else None
             except ValueError:
                 parsed = None
-            with warnings.catch_warnings():
-                # Handlers read request["json"]; aiohttp 3.12+ would rather have a RequestKey.
-                warnings.simplefilter("ignore")
-                request["json"] = parsed
+            _set(request, "json", parsed)  # what handlers read
             rid = request.headers.get("X-Request-ID")
             if rid is not None:
                 self.request_ids.append(rid)
@@ -273,11 +276,13 @@ class FakeServer:
                     parsed,
                 )
             )
-            cap = self.faults.max_concurrency
-            if cap is not None and self.in_flight > cap:
-                self.overloaded += 1
-                shed = _Scripted("status", self.faults.overload_status)
-                return await self._fault(request, shed, error_body)
+            if self.capacity is not None:
+                refused, message, headers = self.capacity.admit(parsed)
+                _set(request, _CAPACITY_HEADERS, headers)
+                if refused is not None:
+                    body = error_body(refused, message)
+                    return web.json_response(body, status=refused, headers=_id_header(body))
+                admitted = True
             if self.faults.latency:
                 await asyncio.sleep(self.faults.latency)
             fault = self._pick_fault()
@@ -286,8 +291,21 @@ class FakeServer:
             override = self.overrides.get(path)
             return await (override or handler)(request)
         finally:
+            if admitted:
+                assert self.capacity is not None
+                self.capacity.release()
             self.in_flight -= 1
             self.in_flight_by_path[path] -= 1
+
+    async def _capacity_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        headers = request.get(_CAPACITY_HEADERS)
+        if headers is not None:
+            # The capacity's headers are the only rate headers (not a protocol's canned ones).
+            for name in list(response.headers):
+                if name.lower().startswith(_RATE_HEADERS):
+                    del response.headers[name]
+            for name, value in headers.items():
+                response.headers[name] = value
 
     async def _fault(
         self, request: web.Request, fault: _Scripted, error_body: ErrorBody
@@ -346,6 +364,17 @@ class FakeServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+_CAPACITY_HEADERS = "asyncllm.capacity_headers"
+_RATE_HEADERS = ("x-ratelimit-", "anthropic-ratelimit-", "retry-after", "x-ms-retry-after")
+
+
+def _set(request: web.Request, key: str, value: Any) -> None:
+    with warnings.catch_warnings():
+        # aiohttp 3.12+ would rather have a RequestKey than a string key.
+        warnings.simplefilter("ignore")
+        request[key] = value
 
 
 def _id_header(body: Any) -> dict[str, str]:

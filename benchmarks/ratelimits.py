@@ -1,0 +1,587 @@
+"""Rate limits: how close each client comes to a vendor's hidden capacity without collecting
+429s, and whether urgent calls still get through while the rest is throttled. Side by side in
+one run.
+
+    python benchmarks/ratelimits.py             # 10,000 calls per contender (several minutes)
+    python benchmarks/ratelimits.py --quick     # 2,000 calls per contender (about two minutes)
+    python benchmarks/ratelimits.py --litellm-python .venv-litellm/bin/python   # with LiteLLM
+
+The vendor is ``benchmarks/server.py --kind capacity``: the OpenAI fake with a hidden capacity
+(``asyncllm.testing.Capacity``): requests and tokens per minute, sized so that a client using all
+of it finishes in about ``--seconds``, a concurrency cap answered 503, and ``--delay`` seconds
+per admitted answer. It speaks ``--dialect``'s rate headers. Each contender gets a fresh vendor
+(full buckets) and runs in a fresh child process of this script (``--contender``).
+
+The load: ``--calls`` calls, 10% HIGH, 45% NORMAL, 45% LOW. The NORMAL and LOW ones are all
+called at once (a backlog far beyond the capacity, so LOW work is throttled for the whole run);
+the HIGH ones arrive spread over most of the run, as urgent calls do. A call's wait is from
+being called to the arrival at the vendor of the request it was answered by (the vendor notes
+when each arrived, by an ``x-bench-call`` header): queueing, rate waits, backoff and refused
+attempts, not the vendor's own time.
+
+Reported per contender, beside the targets of issue #20: the share of requests the vendor
+answered 429 (over requests sent), the share it answered 503, the capacity used (requests the
+vendor admitted over what its buckets allowed in the contender's total time: full at the start,
+then their refill), the total time, the calls that failed for the caller, and the HIGH p50/p99
+and LOW p99 waits.
+
+The contenders:
+
+* ``retries``: ``asyncllm.OpenAI`` reading no rate headers (``rate_dialect = None``): fixed
+  concurrency and retries honouring ``Retry-After`` alone.
+* ``limits``: ``asyncllm.OpenAI`` with ``rate_limits=RateLimits(requests_per_minute=...,
+  tokens_per_minute=...)`` set to the vendor's hidden budgets (and ``sub_window=1`` for Azure),
+  and what it learns from the headers.
+* ``learned``: ``asyncllm.OpenAI`` with no budget configured (``RateLimits(max_wait=...)``
+  only): what it learns from the vendor's headers.
+* ``litellm``: LiteLLM's ``Router`` with the same limits (``rpm``, ``tpm``,
+  ``max_parallel_requests``) and priorities (its scheduler), when ``litellm`` is importable by
+  this interpreter or by ``--litellm-python`` (never in CI).
+
+``pool_with_one_failing`` (three members, one always failing) runs once ``asyncllm.Pool``
+exists; until then its row says "not available".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+KEY = "bench-not-a-key"  # never a real key; and no key is ever printed
+MODEL = "fake-chat"
+HIGH, NORMAL, LOW = 0, 1, 2  # asyncllm.Priority's values; LiteLLM's scheduler also runs 0 first
+CONTENDERS = ("retries", "limits", "learned", "litellm")
+LABELS = {
+    "retries": "asyncllm, fixed concurrency + retries only",
+    "limits": "asyncllm, RateLimits configured",
+    "learned": "asyncllm, learned from headers",
+    "litellm": "LiteLLM Router, same limits",
+}
+TARGETS = {"429": "<= 1%", "used": ">= 90%", "high_p99": "< 100 ms"}
+# Tokens are not what binds: each call asks its prompt and MAX_TOKENS (about 17 tokens, as the
+# vendor counts them), and the token budget is this many times the request budget.
+TOKENS_PER_REQUEST = 25
+MAX_TOKENS = 16
+MAX_WAIT = 3600.0  # a LOW call may wait the whole run for its budget
+# Each call says which it is, so the vendor can tell when the request it answered arrived.
+CALL_HEADER = "x-bench-call"
+
+
+@dataclass(frozen=True)
+class Setup:
+    calls: int
+    seconds: float  # how long a client using the whole capacity takes
+    delay: float
+    vendor_concurrency: int
+    client_concurrency: int
+    dialect: str
+    seed: int
+
+    @property
+    def rpm(self) -> int:
+        """The hidden request budget: a full minute's bucket at the start plus its refill over
+        ``seconds`` hold all the calls."""
+        return max(1, math.ceil(60 * self.calls / (self.seconds + 60)))
+
+    @property
+    def tpm(self) -> int:
+        return self.rpm * TOKENS_PER_REQUEST
+
+    @property
+    def capacity(self) -> dict[str, Any]:
+        return {
+            "requests_per_minute": self.rpm,
+            "tokens_per_minute": self.tpm,
+            "max_concurrent": self.vendor_concurrency,
+            "busy_status": 503,
+            "dialect": self.dialect,
+        }
+
+
+def plan(setup: Setup) -> list[tuple[float, int]]:
+    """Each call's (start offset in seconds, priority), seeded: every contender gets the same."""
+    rng = random.Random(setup.seed)
+    spread = 0.8 * setup.seconds
+    calls = []
+    for _ in range(setup.calls):
+        draw = rng.random()
+        if draw < 0.10:
+            calls.append((rng.uniform(0, spread), HIGH))
+        else:
+            calls.append((0.0, NORMAL if draw < 0.55 else LOW))
+    return calls
+
+
+def message(i: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"q{i}"}]
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else math.nan
+
+
+# -- the contenders (each in its own child process) -------------------------------------------
+
+Call = Callable[[int, int], Awaitable[object]]
+
+
+@asynccontextmanager
+async def asyncllm_client(url: str, setup: Setup, name: str) -> AsyncIterator[Call]:
+    import asyncllm
+
+    class RetriesOnly(asyncllm.OpenAI):
+        """``OpenAI`` that reads no rate headers: retries (and ``Retry-After``) alone."""
+
+        rate_dialect = None
+
+    rate_limits = None
+    if name == "limits":
+        rate_limits = asyncllm.RateLimits(
+            requests_per_minute=setup.rpm,
+            tokens_per_minute=setup.tpm,
+            sub_window=1.0 if setup.dialect == "azure" else None,
+            max_wait=MAX_WAIT,
+        )
+    elif name == "learned":
+        rate_limits = asyncllm.RateLimits(max_wait=MAX_WAIT)  # no budgets: learned ones only
+    kind = RetriesOnly if name == "retries" else asyncllm.OpenAI
+    client = kind(
+        api_key=KEY,
+        base_url=url,
+        max_concurrent_requests=setup.client_concurrency,
+        queue_size=setup.calls + 1,
+        rate_limits=rate_limits,
+    )
+
+    async def call(i: int, priority: int) -> object:
+        return await client.chat(
+            message(i),
+            model=MODEL,
+            max_tokens=MAX_TOKENS,
+            priority=priority,
+            extra_headers={CALL_HEADER: str(i)},
+        )
+
+    async with client:
+        yield call
+
+
+@asynccontextmanager
+async def litellm_router(url: str, setup: Setup) -> AsyncIterator[Call]:
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    router = litellm.Router(
+        model_list=[
+            {
+                "model_name": "bench",
+                "litellm_params": {
+                    "model": f"openai/{MODEL}",
+                    "api_base": url,
+                    "api_key": KEY,
+                    "rpm": setup.rpm,
+                    "tpm": setup.tpm,
+                    "max_parallel_requests": setup.client_concurrency,
+                },
+            }
+        ],
+        routing_strategy="usage-based-routing-v2",
+        num_retries=5,
+        timeout=MAX_WAIT,
+    )
+
+    async def call(i: int, priority: int) -> object:
+        return await router.acompletion(
+            model="bench",
+            messages=message(i),
+            max_tokens=MAX_TOKENS,
+            priority=priority,
+            extra_headers={CALL_HEADER: str(i)},
+        )
+
+    yield call
+
+
+def client_for(name: str, url: str, setup: Setup) -> Any:
+    if name == "litellm":
+        return litellm_router(url, setup)
+    return asyncllm_client(url, setup, name)
+
+
+async def drive(call: Call, setup: Setup, url: str) -> dict[str, Any]:
+    """Run the plan through ``call``; the waits by priority and the errors by type. A call's
+    wait is from its start to the arrival, at the vendor, of the request that was answered
+    (both wall-clock times on this machine): its queueing, rate waits and retries, not the
+    vendor's own time."""
+    loop = asyncio.get_running_loop()
+    began: dict[int, float] = {}
+    answered: dict[int, int] = {}
+    errors: dict[str, int] = {}
+    samples: dict[str, str] = {}  # the first message of each kind of error
+    start = loop.time()
+
+    async def one(i: int, at: float, priority: int) -> None:
+        if at > 0:
+            await asyncio.sleep(max(0.0, start + at - loop.time()))
+        began[i] = time.time()
+        try:
+            await call(i, priority)
+        except Exception as exc:  # every failure is counted, none stops the run
+            kind = type(exc).__name__
+            errors[kind] = errors.get(kind, 0) + 1
+            samples.setdefault(kind, " ".join(str(exc).split())[:160])
+        else:
+            answered[i] = priority
+
+    await asyncio.gather(*(one(i, at, p) for i, (at, p) in enumerate(plan(setup))))
+    total = loop.time() - start
+    base = url.removesuffix("/v1")
+    arrivals = await loop.run_in_executor(None, fetch_json, base + "/_capacity/arrivals")
+    waits: dict[int, list[float]] = {HIGH: [], NORMAL: [], LOW: []}
+    for i, priority in answered.items():
+        arrived = arrivals.get(str(i))
+        if arrived is not None:
+            waits[priority].append(max(0.0, arrived - began[i]))
+    return {
+        "total": total,
+        "errors": errors,
+        "samples": samples,
+        "high_p50": statistics.median(waits[HIGH]) if waits[HIGH] else math.nan,
+        "high_p99": pct(waits[HIGH], 0.99),
+        "low_p99": pct(waits[LOW], 0.99),
+    }
+
+
+def fetch_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=60) as answer:
+        return json.load(answer)
+
+
+async def contender_main(name: str, url: str, setup: Setup) -> None:
+    async with client_for(name, url, setup) as call:
+        result = await drive(call, setup, url)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# -- the parent: a fresh vendor and child per contender -----------------------------------------
+
+
+class Vendor:
+    """``benchmarks/server.py --kind capacity`` in a child process (it exits when our end of its
+    stdin closes)."""
+
+    def __init__(self, setup: Setup) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "server.py"),
+                "--kind",
+                "capacity",
+                "--delay",
+                str(setup.delay),
+                "--capacity",
+                json.dumps(setup.capacity),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            self.close()
+            raise RuntimeError(f"the vendor did not start: {line!r}")
+        self.base = f"http://127.0.0.1:{int(line.split()[1])}"
+
+    def counts(self) -> dict[str, Any]:
+        counts: dict[str, Any] = fetch_json(self.base + "/_capacity")
+        return counts
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def litellm_python(given: str | None) -> str | None:
+    """The interpreter that can import litellm: ``given``, or this one if it can; else None."""
+    if given:
+        return given
+    return sys.executable if importlib.util.find_spec("litellm") is not None else None
+
+
+def run_contender(name: str, python: str, setup: Setup, timeout: float) -> dict[str, Any]:
+    vendor = Vendor(setup)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        # LiteLLM fetches its model cost map from GitHub at import unless told not to.
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }
+    try:
+        done = subprocess.run(
+            [
+                python,
+                str(Path(__file__).resolve()),
+                "--contender",
+                name,
+                "--url",
+                vendor.base + "/v1",
+                "--setup",
+                json.dumps(asdict(setup)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
+        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if done.returncode != 0 or not lines:
+            errors = [x for x in done.stderr.splitlines() if "Error" in x] or ["no result"]
+            return {"failed": f"exit {done.returncode}: {errors[-1].strip()[:100]}"}
+        result: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
+        result["vendor"] = vendor.counts()
+        return result
+    except subprocess.TimeoutExpired:
+        counts = vendor.counts()
+        return {
+            "failed": f"stopped after {timeout:.0f} s: the vendor had seen {counts['sent']}"
+            f" requests and admitted {counts['admitted']}"
+        }
+    finally:
+        vendor.close()
+
+
+def row(name: str, setup: Setup, result: dict[str, Any]) -> list[str]:
+    label = LABELS[name]
+    if "failed" in result:
+        return [label, result["failed"], "", "", "", "", "", "", ""]
+    counts = result["vendor"]
+    sent = max(1, counts["sent"])
+    from asyncllm.testing import Capacity, CapacityMeter
+
+    # What the vendor's request buckets (Azure's 1 s window too) allowed in the total time.
+    allowed = CapacityMeter(Capacity(**setup.capacity)).allowance(result["total"])
+    failed = sum(result["errors"].values())
+    return [
+        label,
+        f"{100 * counts['rate_limited'] / sent:.1f}%",
+        f"{100 * counts['busy'] / sent:.1f}%",
+        f"{100 * counts['admitted'] / allowed:.0f}%",
+        f"{result['total']:.1f} s",
+        f"{failed}" + (f" ({', '.join(sorted(result['errors']))})" if failed else ""),
+        f"{1000 * result['high_p50']:.0f} ms",
+        f"{1000 * result['high_p99']:.0f} ms",
+        f"{result['low_p99']:.1f} s",
+    ]
+
+
+def table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(f"\n### {title}\n")
+    print("```")
+    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print("```")
+
+
+# -- a pool of three, one failing (once asyncllm.Pool exists) -------------------------------------
+
+
+async def pool_with_one_failing(calls: int, setup: Setup) -> list[str] | None:
+    """Three members behind ``asyncllm.Pool``, each its own fake vendor with a third of the
+    capacity; one answers every request 500. Issue #20's target: the failing member is ejected
+    and the others absorb its share with no caller-visible error. None while asyncllm has no
+    ``Pool``."""
+    import asyncllm
+    from asyncllm.testing import Capacity, FakeServer, Faults
+
+    if not hasattr(asyncllm, "Pool"):
+        return None
+    third = {**setup.capacity, "requests_per_minute": max(1, setup.rpm // 3)}
+    servers = [
+        FakeServer("openai", history=1, capacity=Capacity(**third), faults=Faults(latency=setup.delay)),
+        FakeServer("openai", history=1, capacity=Capacity(**third), faults=Faults(latency=setup.delay)),
+        FakeServer("openai", history=1, capacity=Capacity(**third), faults=Faults(error_rate=1.0, error_statuses=(500,))),
+    ]  # fmt: skip
+    for server in servers:
+        await server.start()
+    members = [
+        asyncllm.OpenAI(
+            api_key=KEY,
+            base_url=server.url("/v1"),
+            max_concurrent_requests=setup.client_concurrency,
+            queue_size=calls + 1,
+        )
+        for server in servers
+    ]
+    pool: Any = asyncllm.Pool(members)
+    errors = 0
+    began = time.perf_counter()
+    try:
+
+        async def one(i: int) -> None:
+            nonlocal errors
+            try:
+                await pool.chat(message(i), model=MODEL)
+            except Exception:  # a caller-visible error: what the pool must not let through
+                errors += 1
+
+        await asyncio.gather(*(one(i) for i in range(calls)))
+    finally:
+        total = time.perf_counter() - began
+        close = getattr(pool, "aclose", None)
+        if close is not None:
+            await close()
+        for member in members:
+            await member.aclose()
+        for server in servers:
+            await server.aclose()
+    answered = [server.capacity.admitted if server.capacity else 0 for server in servers]
+    return [
+        f"{calls} calls over 3 members, one failing",
+        f"{errors}",
+        " / ".join(str(n) for n in answered[:2]),
+        f"{servers[2].request_count}",
+        f"{total:.1f} s",
+    ]
+
+
+# -- main -------------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                model,
+            )
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} CPUs ({model}); Python {platform.python_version()}; "
+        f"{platform.system()} {platform.release()}; load average at start "
+        f"{os.getloadavg()[0]:.2f}"
+    )
+
+
+def main(options: argparse.Namespace) -> int:
+    setup = Setup(
+        calls=options.calls or (2000 if options.quick else 10_000),
+        seconds=options.seconds or (20.0 if options.quick else 60.0),
+        delay=options.delay,
+        vendor_concurrency=options.vendor_concurrency,
+        client_concurrency=options.client_concurrency,
+        dialect=options.dialect,
+        seed=options.seed,
+    )
+    print(f"# Rate limits: {setup.calls} calls per contender\n\nmachine: {machine()}")
+    print(
+        f"\nThe vendor's hidden capacity: {setup.rpm} requests and {setup.tpm} tokens a minute"
+        f" ({setup.dialect} headers), at most {setup.vendor_concurrency} requests at once (503"
+        f" past that), {1000 * setup.delay:.0f} ms per answer. Clients: at most"
+        f" {setup.client_concurrency} requests at once. A client using the whole capacity"
+        f" takes about {setup.seconds:.0f} s."
+    )
+    wanted = [c.strip() for c in options.only.split(",")] if options.only else list(CONTENDERS)
+    rows = []
+    results: dict[str, dict[str, Any]] = {}
+    for name in wanted:
+        python: str | None = sys.executable
+        if name == "litellm":
+            python = litellm_python(options.litellm_python)
+            if python is None:
+                rows.append([LABELS[name], "not installed", "", "", "", "", "", "", ""])
+                continue
+        result = results[name] = run_contender(name, python, setup, timeout=options.timeout)
+        rows.append(row(name, setup, result))
+        print(f"  {LABELS[name]}: done", file=sys.stderr, flush=True)
+    table(
+        "Rate limits: 429s, capacity used, waits",
+        [
+            "contender",
+            f"429 share ({TARGETS['429']})",
+            "503 share",
+            f"capacity used ({TARGETS['used']})",
+            "total time",
+            "caller errors",
+            "HIGH p50 wait",
+            f"HIGH p99 wait ({TARGETS['high_p99']})",
+            "LOW p99 wait",
+        ],
+        rows,
+    )
+    notes = [
+        f"- {LABELS[name]}, {kind}: {text}"
+        for name, result in results.items()
+        for kind, text in sorted(result.get("samples", {}).items())
+    ]
+    if notes:
+        print("\nThe first error of each kind, per contender:\n")
+        print("\n".join(notes))
+    pool = asyncio.run(pool_with_one_failing(max(30, setup.calls // 10), setup))
+    table(
+        "A pool of 3 members, one failing (target: no caller-visible errors)",
+        ["run", "caller errors", "answered by the healthy two", "sent to the failing one", "time"],
+        [pool if pool is not None else ["asyncllm.Pool", "not available", "", "", ""]],
+    )
+    return 0
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2,000 calls, about 20 s each")
+    parser.add_argument("--calls", type=int, default=0, help="calls per contender")
+    parser.add_argument("--seconds", type=float, default=0.0, help="ideal time per contender")
+    parser.add_argument("--delay", type=float, default=0.02, help="vendor's seconds per answer")
+    parser.add_argument("--vendor-concurrency", type=int, default=48)
+    parser.add_argument("--client-concurrency", type=int, default=64)
+    parser.add_argument(
+        "--dialect", default="openai", choices=("openai", "groq", "anthropic", "azure")
+    )
+    parser.add_argument("--seed", type=int, default=20)
+    parser.add_argument("--only", default="", help="contenders, comma-separated")
+    parser.add_argument("--litellm-python", default=None, help="a Python that imports litellm")
+    parser.add_argument("--timeout", type=float, default=900.0, help="per contender")
+    # A child runs one contender against a vendor the parent started.
+    parser.add_argument("--contender", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--setup", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    opts = parse()
+    if opts.contender:
+        asyncio.run(contender_main(opts.contender, opts.url, Setup(**json.loads(opts.setup))))
+    else:
+        sys.exit(main(opts))
