@@ -448,6 +448,32 @@ async def test_a_lane_learns_openais_headers_and_waits_instead_of_collecting_429
     await dispatcher.aclose()
 
 
+async def test_calls_queued_before_the_budgets_were_learned_keep_to_them() -> None:
+    # A backlog made before the first reply passes no gate (none is known yet) and queues for a
+    # slot: the budgets that reply names hold those calls too, when they leave the queue.
+    clock = FakeClock()
+    dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep)
+    arrivals: list[float] = []
+    left = [1, 0, 0]
+
+    async def handler(request: Any) -> MockResponse:
+        arrivals.append(clock())
+        await asyncio.sleep(0)  # the other calls queue for the slot meanwhile
+        return reply(
+            headers={
+                "x-ratelimit-limit-requests": "2",
+                "x-ratelimit-remaining-requests": str(left.pop(0)),
+                "x-ratelimit-reset-requests": "60s",
+            }
+        )
+
+    c = client(handler, dispatcher, max_concurrent_requests=1)
+    await asyncio.gather(*(c.chat(USER, model="m") for _ in range(3)))
+    # The first reply: 2 a minute, 1 left. The second call takes it; the third waits 30 s.
+    assert arrivals == [1000.0, 1000.0, pytest.approx(1030.0)]
+    await dispatcher.aclose()
+
+
 async def test_a_backend_without_a_dialect_reads_no_headers() -> None:
     dispatcher = asyncllm.Dispatcher(clock=FakeClock())
     headers = {"x-ratelimit-limit-requests": "1", "x-ratelimit-remaining-requests": "0"}

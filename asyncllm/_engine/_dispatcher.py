@@ -940,6 +940,27 @@ class Dispatcher:
                         if not counted and lane.judge(verdict, error):
                             lane.fill()  # the calls queued behind it fail at once
                         raise ended from error
+                    if gate is None and lane.gate is not None:
+                        # The lane learned its budgets (a reply named them) while this call
+                        # waited for a slot: it keeps to them too, rather than going out with
+                        # the backlog that was queued before they were known.
+                        gate = lane.gate
+                        try:
+                            admitted = await gate.admit(
+                                rid, priority, deadline_at, record.operation, payload
+                            )
+                        except BaseException:
+                            lane.release(probe, None)
+                            raise
+                        if isinstance(admitted, RateLimitError):
+                            lane.release(probe, None)
+                            if error is None:
+                                raise admitted
+                            if not counted and lane.judge(verdict, error):
+                                lane.fill()
+                            raise admitted from error
+                        if admitted is not None:
+                            held = (gate, admitted)
                 if lane.shared is not None:
                     try:
                         await lane.shared.acquire(rid, deadline_at)
