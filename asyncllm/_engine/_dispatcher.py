@@ -45,7 +45,7 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
 
 from .._config import BreakerConfig, LimitsConfig, RateLimits, RetryConfig
 from .._constants import DEFAULT_CLOSE_TIMEOUT, DEFAULT_REDIS_LEASE, LATENCY_WINDOW
@@ -572,6 +572,22 @@ class Lane:
         )
 
 
+def _refuse(
+    lane: Lane,
+    refusal: RateLimitError,
+    error: APIError | None,
+    verdict: bool | None,
+    counted: bool,
+) -> NoReturn:
+    """Raise the rate gate's refusal: as itself on a first attempt; on a retry, from the last
+    attempt's error, after the breaker has the call's one verdict (unless a probe gave it)."""
+    if error is None:
+        raise refusal
+    if not counted and lane.judge(verdict, error):
+        lane.fill()
+    raise refusal from error
+
+
 class Dispatcher:
     """Queues, limits, retries and tracks the calls of every client on one event loop.
 
@@ -905,11 +921,7 @@ class Dispatcher:
                         rid, priority, deadline_at, record.operation, payload
                     )
                     if isinstance(admitted, RateLimitError):
-                        if error is None:
-                            raise admitted
-                        if not counted and lane.judge(verdict, error):
-                            lane.fill()
-                        raise admitted from error
+                        _refuse(lane, admitted, error, verdict, counted)
                     if admitted is not None:
                         held = (gate, admitted)
                 probe = lane.acquire_nowait(rid)
@@ -954,11 +966,7 @@ class Dispatcher:
                             raise
                         if isinstance(admitted, RateLimitError):
                             lane.release(probe, None)
-                            if error is None:
-                                raise admitted
-                            if not counted and lane.judge(verdict, error):
-                                lane.fill()
-                            raise admitted from error
+                            _refuse(lane, admitted, error, verdict, counted)
                         if admitted is not None:
                             held = (gate, admitted)
                 if lane.shared is not None:
