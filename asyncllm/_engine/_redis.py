@@ -147,6 +147,18 @@ local function period(name)
   if name == 'requests-per-day' then return 86400 end
   return 60
 end
+-- The process's configured buckets (ARGV[5] specs from ARGV[6] on: name, cap, rate, seed
+-- level), each created at its seed level where Redis has none.
+local function seed(buckets, now)
+  for i = 0, tonumber(ARGV[5]) - 1 do
+    local name = ARGV[6 + 4 * i]
+    if not buckets[name] then
+      local cap = tonumber(ARGV[7 + 4 * i])
+      buckets[name] = {cap = cap, rate = tonumber(ARGV[8 + 4 * i]),
+        level = math.min(cap, tonumber(ARGV[9 + 4 * i])), t = now, ceil = cap}
+    end
+  end
+end
 """
 
 # KEYS[1] budgets; ARGV: now, requests, tokens, output tokens (the part of tokens that is
@@ -160,14 +172,7 @@ _LEASE = (
 local now = now_of(ARGV[1])
 local requests, tokens, output = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local buckets, blocked = load(KEYS[1])
-for i = 0, tonumber(ARGV[5]) - 1 do
-  local name = ARGV[6 + 4 * i]
-  if not buckets[name] then
-    local cap = tonumber(ARGV[7 + 4 * i])
-    buckets[name] = {cap = cap, rate = tonumber(ARGV[8 + 4 * i]),
-      level = math.min(cap, tonumber(ARGV[9 + 4 * i])), t = now, ceil = cap}
-  end
-end
+seed(buckets, now)
 local wait = math.max(0, blocked - now)
 for name, b in pairs(buckets) do
   local need = amount(name, requests, tokens, output)
@@ -196,14 +201,7 @@ _LEASE_BATCH = (
 local now = now_of(ARGV[1])
 local want, back, fleet = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local buckets, blocked = load(KEYS[1])
-for i = 0, tonumber(ARGV[5]) - 1 do
-  local name = ARGV[6 + 4 * i]
-  if not buckets[name] then
-    local cap = tonumber(ARGV[7 + 4 * i])
-    buckets[name] = {cap = cap, rate = tonumber(ARGV[8 + 4 * i]),
-      level = math.min(cap, tonumber(ARGV[9 + 4 * i])), t = now, ceil = cap}
-  end
-end
+seed(buckets, now)
 local has_tokens = 0
 for name, b in pairs(buckets) do
   refill(b, now)
