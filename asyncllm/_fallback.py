@@ -237,11 +237,18 @@ class Fallback(ToolRunner):
     ``moves_on``); the ``deadline`` covers the whole chain. The error raised is the one that
     ended the walk (the last member's, when all failed), with every member's error in
     ``fallback_errors``. The chain owns its members: ``aclose()`` (or ``async with``) closes
-    them; give ``client.with_options()`` to keep a client open beyond the chain.
+    them; ``close_members=False`` leaves them open (as ``Pool`` does), and a client given as
+    ``client.with_options()`` stays open beyond the chain either way.
     """
 
-    def __init__(self, members: Sequence[ChatClient | tuple[ChatClient, str]]) -> None:
+    def __init__(
+        self,
+        members: Sequence[ChatClient | tuple[ChatClient, str]],
+        *,
+        close_members: bool = True,
+    ) -> None:
         self.members: tuple[Member, ...] = _members(members)
+        self.close_members = close_members
         self.name = "fallback(" + ", ".join(_name(m) for m in self.members) + ")"
         self._closed = False
         self._clocks: tuple[asyncio.AbstractEventLoop, Callable[[], float]] | None = None
@@ -350,12 +357,15 @@ class Fallback(ToolRunner):
         return FallbackStream(run, messages)
 
     async def aclose(self) -> None:
-        """Close every member (at once), so that each finishes its running calls as its
-        ``aclose()`` says; a member whose ``aclose()`` raises does not keep the others open
-        (the first such error is raised after). Safe to call twice."""
+        """Refuse new calls; with ``close_members`` (the default), close every member (at
+        once), so that each finishes its running calls as its ``aclose()`` says; a member whose
+        ``aclose()`` raises does not keep the others open (the first such error is raised
+        after). Safe to call twice."""
         if self._closed or self._root is not self:
             return
         self._closed = True
+        if not self.close_members:
+            return
         clients = list({id(m.client): m.client for m in self.members}.values())
         errors: list[Exception] = []
 

@@ -646,6 +646,20 @@ async def test_the_chain_closes_its_members_but_not_a_with_options_view(servers:
     await chain.aclose()  # twice is fine
 
 
+async def test_close_members_false_leaves_the_members_open(servers: Any) -> None:
+    a, b, _ = servers
+    first = asyncllm.OpenAI(api_key="sk-x", base_url=a.url("/v1"), model=GPT)
+    second = asyncllm.Claude(api_key="sk-y", base_url=b.url(), model=HAIKU)
+    async with asyncllm.Fallback([first, second], close_members=False) as chain:
+        assert (await chain.chat(USER)).backend == "openai"
+    with pytest.raises(asyncllm.ClientClosedError):
+        await chain.chat(USER)  # the chain is closed...
+    assert (await first.chat(USER)).text  # ...its members are not
+    assert (await second.chat(USER)).text
+    await first.aclose()
+    await second.aclose()
+
+
 async def test_a_member_that_fails_to_close_does_not_keep_the_others_open() -> None:
     class Broken(Spy):
         async def aclose(self) -> None:
