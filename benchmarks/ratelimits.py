@@ -288,7 +288,8 @@ async def contender_main(name: str, url: str, setup: Setup) -> None:
 
 class Vendor:
     """``benchmarks/server.py --kind capacity`` in a child process (it exits when our end of its
-    stdin closes)."""
+    stdin closes). Not ``run.ServerProcess``: this file also runs under LiteLLM's interpreter,
+    which has neither asyncllm nor aiohttp, and ``run.py`` imports both."""
 
     def __init__(self, setup: Setup) -> None:
         self.proc = subprocess.Popen(
