@@ -11,22 +11,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_benchmark_script_runs_and_prints_its_tables() -> None:
+def run_script(script: str, *args: str, timeout: float) -> str:
+    """Run ``benchmarks/<script>`` with ``args`` and return what it printed, after checking it
+    exited cleanly and never printed the benchmarks' stand-in key. ``timeout`` is a guard
+    against a hang, not a speed check: the machine may be busy."""
     done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "run.py"),
-            "--quick",
-            "--only",
-            "ratio,backend,cpu,priority",
-        ],
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
-        timeout=120,  # a guard against a hang, not a speed check: the machine may be busy
+        timeout=timeout,
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    out = done.stdout
+    assert "bench-not-a-key" not in done.stdout
+    return done.stdout
+
+
+def test_benchmark_script_runs_and_prints_its_tables() -> None:
+    out = run_script("run.py", "--quick", "--only", "ratio,backend,cpu,priority", timeout=120)
     for title in (
         "0. CPU ratio",
         "1c. Throughput",
@@ -36,7 +38,6 @@ def test_benchmark_script_runs_and_prints_its_tables() -> None:
         assert title in out
     assert "asyncllm " in out and "raw aiohttp + typed reply" in out
     assert "raw aiohttp + asyncllm's JSON" in out and "Dispatcher(max_in_flight=64)" in out
-    assert "bench-not-a-key" not in out  # the benchmark's stand-in key is never printed
     # Last, every target figure of the parts that ran, beside its target.
     targets = out[out.index("Issue #16: every target") :]
     assert "CPU ratio, asyncllm (c=64" in targets and ">= 0.85" in targets
@@ -44,22 +45,7 @@ def test_benchmark_script_runs_and_prints_its_tables() -> None:
 
 
 def test_streaming_and_import_parts_print_their_targets_as_markdown() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "run.py"),
-            "--quick",
-            "--only",
-            "streaming,imports",
-            "--markdown",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,  # a guard against a hang: each import round starts six interpreters
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = done.stdout
+    out = run_script("run.py", "--quick", "--only", "streaming,imports", "--markdown", timeout=180)
     assert "#### 3. Streaming" in out and "#### 5. Import time" in out
     assert "first chunk ms" in out and "CPU us per chunk" in out
     lines = out[out.index("Issue #16: every target") :].splitlines()
@@ -72,78 +58,46 @@ def test_streaming_and_import_parts_print_their_targets_as_markdown() -> None:
     # Each judged figure has a verdict.
     for row in rows[2:]:
         assert row.rstrip(" |").rsplit("| ", 1)[1] in {"met", "missed", "-"}, row
-    assert "bench-not-a-key" not in out
 
 
 def test_batch_benchmark_runs() -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "batch.py"), "--items", "2000"],
-        capture_output=True,
-        text=True,
-        timeout=50,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "OpenAI.chat (MockTransport)" in done.stdout
-    assert "resume over 500 written lines" in done.stdout
+    out = run_script("batch.py", "--items", "2000", timeout=50)
+    assert "OpenAI.chat (MockTransport)" in out
+    assert "resume over 500 written lines" in out
 
 
 def test_rate_limit_benchmark_runs() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "ratelimits.py"),
-            "--calls",
-            "60",
-            "--seconds",
-            "1",
-            "--vendor-concurrency",
-            "1000",
-            "--only",
-            "retries,limits",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,  # a guard against a hang, not a speed check: the machine may be busy
-        cwd=ROOT,
+    out = run_script(
+        "ratelimits.py",
+        "--calls",
+        "60",
+        "--seconds",
+        "1",
+        "--vendor-concurrency",
+        "1000",
+        "--only",
+        "retries,limits",
+        timeout=120,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = done.stdout
     assert "Rate limits: 429s, capacity used, waits" in out
     assert "asyncllm, fixed concurrency + retries only" in out
     assert "asyncllm, RateLimits configured" in out
     assert "A pool of 3 members, one failing" in out
-    assert "bench-not-a-key" not in out
 
 
 def test_pool_benchmark_runs() -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "pool.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=120,  # a guard against a hang, not a speed check
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "1. A pool of 3, one answering 503" in done.stdout
-    assert "caller-visible errors: 0 " in done.stdout
-    assert "2. CPU time per chat call" in done.stdout
-    assert "bench-not-a-key" not in done.stdout
+    out = run_script("pool.py", "--quick", timeout=120)
+    assert "1. A pool of 3, one answering 503" in out
+    assert "caller-visible errors: 0 " in out
+    assert "2. CPU time per chat call" in out
 
 
 def test_a_call_adds_no_event_loop_turn_over_raw_aiohttp() -> None:
     """At c=1 every callback the loop runs for a call is a step of its round trip: asyncllm may
     do more work per step, but no more steps (no extra future hand-off, no body read twice),
     and no more selector events, than the raw aiohttp call it wraps. Counts, not time."""
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "turns.py"), "--calls", "100", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,  # a guard against a hang, not a speed check
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    counts = json.loads(done.stdout)
+    out = run_script("turns.py", "--calls", "100", "--json", timeout=60)
+    counts = json.loads(out)
     raw, ours = counts["raw aiohttp"], counts["asyncllm"]
     assert raw["events"] == 1.0  # one read event per call: the count is measuring a round trip
     assert ours["call_soon"] <= raw["call_soon"]
