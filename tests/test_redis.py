@@ -270,6 +270,22 @@ async def test_scripts_survive_a_script_flush(scripts: Scripts, redis_server: Re
 
 KINDS = ["requests", "tokens", "requests-per-day", "input-tokens", "output-tokens"]
 times = st.floats(0, 120, allow_nan=False)
+
+
+def bucket_specs(most: int) -> st.SearchStrategy[list[tuple[str, int, float, int]]]:
+    """Up to ``most`` configured buckets of distinct kinds: (name, cap, rate, seed level)."""
+    return st.lists(
+        st.tuples(
+            st.sampled_from(KINDS),
+            st.integers(1, 5000),
+            st.floats(0, 100, allow_nan=False),
+            st.integers(0, 5000),
+        ),
+        max_size=most,
+        unique_by=lambda spec: spec[0],
+    )
+
+
 windows = st.builds(
     Window,
     st.one_of(st.none(), st.integers(0, 5000)),
@@ -307,16 +323,7 @@ class BudgetMachine(RuleBasedStateMachine):
         step=times,
         requests=st.integers(0, 3),
         tokens=st.integers(0, 3000),
-        specs=st.lists(
-            st.tuples(
-                st.sampled_from(KINDS),
-                st.integers(1, 5000),
-                st.floats(0, 100, allow_nan=False),
-                st.integers(0, 5000),
-            ),
-            max_size=3,
-            unique_by=lambda spec: spec[0],
-        ),
+        specs=bucket_specs(3),
         force=st.booleans(),
         output=st.integers(0, 3000),
     )
@@ -346,16 +353,7 @@ class BudgetMachine(RuleBasedStateMachine):
         want=st.integers(0, 70),
         back=st.integers(0, 10),
         fleet=st.integers(1, 4),
-        specs=st.lists(
-            st.tuples(
-                st.sampled_from(KINDS),
-                st.integers(1, 5000),
-                st.floats(0, 100, allow_nan=False),
-                st.integers(0, 5000),
-            ),
-            max_size=2,
-            unique_by=lambda spec: spec[0],
-        ),
+        specs=bucket_specs(2),
     )
     def lease_batch(
         self,
