@@ -514,6 +514,35 @@ class _Budgets:
     blocked_until: float = -math.inf
 
 
+def configured_buckets(
+    requests_per_minute: int | None,
+    tokens_per_minute: int | None,
+    requests_per_day: int | None,
+    input_tokens_per_minute: int | None,
+    output_tokens_per_minute: int | None,
+    sub_window: float | None,
+) -> list[tuple[str, float, float]]:
+    """The buckets configured limits make, as (name, capacity, refill per second): every store
+    keeps these, by these names. ``sub_window`` adds ``requests-burst``, the per-minute request
+    rate held over windows that many seconds long (at most ``requests_per_minute * sub_window /
+    60`` at once, never less than one)."""
+    buckets = [
+        (name, float(limit), limit / period)
+        for name, limit, period in (
+            ("requests", requests_per_minute, _PER_MINUTE),
+            ("tokens", tokens_per_minute, _PER_MINUTE),
+            ("input-tokens", input_tokens_per_minute, _PER_MINUTE),
+            ("output-tokens", output_tokens_per_minute, _PER_MINUTE),
+            ("requests-per-day", requests_per_day, _PER_DAY),
+        )
+        if limit is not None
+    ]
+    if sub_window is not None and requests_per_minute is not None:
+        rate = requests_per_minute / _PER_MINUTE
+        buckets.append(("requests-burst", max(1.0, rate * sub_window), rate))
+    return buckets
+
+
 class MemoryBudgetStore(BudgetStore):
     """The budgets of one process's lanes, in memory. ``configure`` sets a lane's limits (per
     minute for requests and tokens, per day for requests); a vendor's headers, once reported,
@@ -544,20 +573,17 @@ class MemoryBudgetStore(BudgetStore):
         """Set the lane's configured limits (each starts full). ``sub_window``: also hold the
         per-minute request rate over windows this many seconds long (``requests-burst``: at
         most ``requests_per_minute * sub_window / 60`` at once, never less than one)."""
-        budgets = self._budgets(key)
-        for name, limit, period in (
-            ("requests", requests_per_minute, _PER_MINUTE),
-            ("tokens", tokens_per_minute, _PER_MINUTE),
-            ("input-tokens", input_tokens_per_minute, _PER_MINUTE),
-            ("output-tokens", output_tokens_per_minute, _PER_MINUTE),
-            ("requests-per-day", requests_per_day, _PER_DAY),
+        buckets = self._budgets(key).buckets
+        for name, capacity, rate in configured_buckets(
+            requests_per_minute,
+            tokens_per_minute,
+            requests_per_day,
+            input_tokens_per_minute,
+            output_tokens_per_minute,
+            sub_window,
         ):
-            if limit is not None:
-                budgets.buckets[name] = TokenBucket(limit, limit / period, limit, now, limit)
-        if sub_window is not None and requests_per_minute is not None:
-            rate = requests_per_minute / _PER_MINUTE
-            burst = max(1.0, rate * sub_window)
-            budgets.buckets["requests-burst"] = TokenBucket(burst, rate, burst, now)
+            # Its capacity is also its ceiling (no header ever reports a burst window).
+            buckets[name] = TokenBucket(capacity, rate, capacity, now, capacity)
 
     async def lease(self, key: str, cost: Cost, now: float) -> Lease | float:
         budgets = self._lanes.get(key)

@@ -55,6 +55,8 @@ from typing import TYPE_CHECKING, Any, cast
 from .._constants import DEFAULT_REDIS_LEASE, DEFAULT_REDIS_SHARE, DEFAULT_REDIS_TIMEOUT
 from .._exceptions import APITimeoutError, ConfigurationError
 from ._ratelimit import (
+    _PER_DAY,
+    _PER_MINUTE,
     BudgetStore,
     Cost,
     Lease,
@@ -62,6 +64,7 @@ from ._ratelimit import (
     RateHeaders,
     TokenBucket,
     Window,
+    configured_buckets,
 )
 
 if TYPE_CHECKING:
@@ -86,10 +89,7 @@ _BATCH_MAX = 64
 # While another process holds the fleet's half-open probe, this one asks again this often.
 _PROBE_RECHECK = 1.0
 # Budget keys outlive their last write by two days (a per-day budget must survive the day).
-_KEY_TTL_MS = 2 * 86400 * 1000
-
-_PER_MINUTE = 60.0
-_PER_DAY = 86400.0
+_KEY_TTL_MS = 2 * int(_PER_DAY) * 1000
 
 # -- the scripts ---------------------------------------------------------------------------------
 
@@ -997,19 +997,16 @@ class RedisBudgetStore(BudgetStore):
         sub_window: float | None = None,
     ) -> None:
         """The buckets of ``MemoryBudgetStore.configure``, by the same names, kept in Redis."""
-        specs = self._specs.setdefault(key, [])
-        for name, limit, period in (
-            ("requests", requests_per_minute, _PER_MINUTE),
-            ("tokens", tokens_per_minute, _PER_MINUTE),
-            ("input-tokens", input_tokens_per_minute, _PER_MINUTE),
-            ("output-tokens", output_tokens_per_minute, _PER_MINUTE),
-            ("requests-per-day", requests_per_day, _PER_DAY),
-        ):
-            if limit is not None:
-                specs.append((name, float(limit), limit / period))
-        if sub_window is not None and requests_per_minute is not None:
-            rate = requests_per_minute / _PER_MINUTE
-            specs.append(("requests-burst", max(1.0, rate * sub_window), rate))
+        self._specs.setdefault(key, []).extend(
+            configured_buckets(
+                requests_per_minute,
+                tokens_per_minute,
+                requests_per_day,
+                input_tokens_per_minute,
+                output_tokens_per_minute,
+                sub_window,
+            )
+        )
 
     def _seeds(self, key: str, now: float) -> list[tuple[str, float, float, float]]:
         """The configured buckets with the level each starts at if Redis has lost it."""
