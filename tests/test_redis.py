@@ -18,7 +18,6 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
-    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -27,11 +26,15 @@ from redis.asyncio import Redis
 import asyncllm
 from asyncllm._engine._ratelimit import Cost, Lease, RateHeaders, Window
 from asyncllm._engine._redis import (
+    _BATCH_EARLY,
+    _BATCH_FRESH,
+    Claimed,
     RedisBudgetStore,
     Scripts,
     budget_key,
     probe_allowance,
     slot_keys,
+    want_key,
 )
 from asyncllm.testing import FakeClock
 from tests.redis_fixtures import RedisServer
@@ -39,6 +42,7 @@ from tests.redis_fixtures import RedisServer
 T = TypeVar("T")
 KEY = budget_key("t", "m")
 SLOTS = slot_keys("t", "m")
+CLAIM = (*SLOTS, want_key("t", "m"))
 T0 = 1_800_000_000.0
 
 
@@ -127,7 +131,7 @@ class Model:
         fleet: int,
         specs: list[tuple[str, float, float, float]],
         now: float,
-    ) -> tuple[int, float, bool]:
+    ) -> tuple[int, float, bool, float]:
         for name, cap, rate, seed in specs:
             if name not in self.buckets:
                 self.buckets[name] = Bucket(cap, rate, min(cap, seed), now, cap)
@@ -154,7 +158,7 @@ class Model:
         else:
             for bucket in requests:
                 bucket.level -= grant
-        return int(grant), wait, has_tokens
+        return int(grant), wait, has_tokens, max(0.0, self.blocked - now)
 
     def settle(self, reserved: tuple[int, int], used: tuple[int, int], now: float) -> None:
         for name, bucket in self.buckets.items():
@@ -255,9 +259,42 @@ async def test_slots_are_shared_and_a_dead_process_gives_them_back(scripts: Scri
     assert await scripts.acquire(SLOTS, "b", 3, 10, 3, now=T0 + 10.5) == (False, False, 0.0, 0)
     # "a" was only paused: it comes back holding 2, which count again, and it takes no more.
     assert await scripts.acquire(SLOTS, "a", 3, 10, 2, now=T0 + 11) == (False, True, 0.0, 0)
-    await scripts.release(SLOTS, "b", 3, now=T0 + 11)
+    assert (await scripts.claim(CLAIM, "b", 3, 10, 0, 0, now=T0 + 11)).held == 0  # b's calls end
     assert await scripts.acquire(SLOTS, "a", 3, 10, 2, now=T0 + 11) == (True, False, 0.0, 0)
     assert await scripts.acquire(SLOTS, "a", 3, 10, 3, now=T0 + 11) == (False, False, 0.0, 0)
+
+
+async def test_batches_of_slots_keep_to_the_limit_and_to_fair_shares(scripts: Scripts) -> None:
+    def claim(process: str, keep: int, want: int, at: float) -> Coroutine[Any, Any, Claimed]:
+        return scripts.claim(CLAIM, process, 6, 10, keep, want, now=T0 + at)
+
+    # Alone, "a" gets the batch it wants (its share: all it wants).
+    assert await claim("a", 0, 6, 0) == Claimed(6, False, 6, 1, 0.0, False)
+    # "b" wants 4: nothing is free, and each one's share is now 3 (6 water-filled over 6 and 4).
+    assert await claim("b", 0, 4, 0) == Claimed(0, False, 3, 2, 0.0, False)
+    # "a" has all 6 in use: it keeps them, and learns its share.
+    assert await claim("a", 6, 6, 1) == Claimed(6, False, 3, 2, 0.0, False)
+    # Two of its calls ended: it shrinks to its share, and "b" gets the slots.
+    assert await claim("a", 2, 6, 2) == Claimed(3, False, 3, 2, 0.0, False)
+    assert await claim("b", 0, 4, 2) == Claimed(3, False, 3, 2, 0.0, False)
+    # A small want is met whole, and the rest is shared: 1 for "c", then ceil(5 / 2) each.
+    assert await claim("c", 0, 1, 3) == Claimed(0, False, 1, 3, 0.0, False)
+    assert await claim("b", 0, 4, 3) == Claimed(3, False, 3, 3, 0.0, False)
+    assert await claim("a", 1, 6, 4) == Claimed(3, False, 3, 3, 0.0, False)
+    # "a" and "c" die (no renewal): after their leases, their slots and wants are gone.
+    assert await claim("b", 0, 4, 14) == Claimed(4, False, 4, 1, 0.0, False)
+    assert await scripts.client.hkeys(CLAIM[3]) == [b"b"]
+    # A process that was paused past its lease is counted again with the slots it keeps.
+    assert await claim("a", 2, 6, 15) == Claimed(2, True, 3, 2, 0.0, False)
+    # While the fleet's breaker is open, batches shrink to the slots in use; once it is
+    # half-open, they stay so (calls ask one by one, for the fleet's probe).
+    await scripts.trip(KEY, 5, now=T0 + 16)
+    assert await claim("b", 1, 4, 16) == Claimed(1, False, 3, 2, 5.0, False)
+    assert await claim("b", 0, 4, 22) == Claimed(0, False, 3, 2, 0.0, True)
+    await scripts.close(KEY)
+    # A process that leaves drops its lease, count and want.
+    assert await claim("a", 0, -1, 22) == Claimed(0, False, 0, 1, 0.0, False)
+    assert await scripts.client.hget(CLAIM[0], "a") is None
 
 
 async def test_scripts_survive_a_script_flush(scripts: Scripts, redis_server: RedisServer) -> None:
@@ -371,7 +408,7 @@ class BudgetMachine(RuleBasedStateMachine):
         )
         expected = self.model.lease_batch(want, back, fleet, floats, self.now)
         assert got[0] == expected[0] and close(got[1], expected[1]), (got, expected)
-        assert got[2] == expected[2]
+        assert got[2] == expected[2] and close(got[3], expected[3])
 
     @rule(
         step=times,
@@ -410,10 +447,24 @@ class BudgetMachine(RuleBasedStateMachine):
             assert close(rate, bucket.rate)
 
 
+def fair_level(wants: list[int], limit: int) -> int:
+    """The share of the largest wants when ``wants`` add up to more than ``limit``: the limit
+    water-filled over them, each step rounded up (as ``_CLAIM`` does)."""
+    ordered = sorted(wants)
+    left, level = limit, limit
+    for i, want in enumerate(ordered):
+        level = math.ceil(left / (len(ordered) - i))
+        if want >= level:
+            break
+        left -= want
+    return level
+
+
 class SlotMachine(RuleBasedStateMachine):
-    """The slot scripts against a model: processes take and give back slots, renew or stop
-    renewing their leases; the fleet never holds more than the limit, counting only live
-    processes, and a lapsed process's slots count again when it comes back."""
+    """The slot scripts against a model: processes take slots one by one or claim batches,
+    renew or stop renewing their leases; the fleet never holds more than the limit except by
+    what processes keep in use, counting only live processes, fair shares follow the live
+    processes' wants, and a lapsed process's slots count again when it comes back."""
 
     url: str = ""
     LIMIT = 4
@@ -425,13 +476,15 @@ class SlotMachine(RuleBasedStateMachine):
         self.client = Redis.from_url(self.url)
         self.scripts = Scripts(self.client)
         self.now = T0
-        # The model: per process, slots held by its own count, and when its lease expires.
+        # The model: per process, slots held by its own count, when its lease expires, and the
+        # batch it last said it wants.
         self.held = dict.fromkeys("abc", 0)
         self.expires: dict[str, float] = {}
+        self.wants: dict[str, int] = {}
 
     @initialize()
     def empty(self) -> None:
-        run(self.loop, self.client.delete(*SLOTS))
+        run(self.loop, self.client.delete(*CLAIM))
 
     def teardown(self) -> None:
         run(self.loop, self.client.aclose())
@@ -442,11 +495,12 @@ class SlotMachine(RuleBasedStateMachine):
             if at <= self.now:
                 del self.expires[p]
 
-    def _renew(self, p: str) -> bool:
+    def _renew(self, p: str, held: int) -> bool:
         if p in self.expires:
             self.expires[p] = self.now + self.TTL
             return False
-        if self.held[p] > 0:
+        if held > 0:
+            self.held[p] = held
             self.expires[p] = self.now + self.TTL
             return True
         return False
@@ -462,38 +516,57 @@ class SlotMachine(RuleBasedStateMachine):
             self.scripts.acquire(SLOTS, p, self.LIMIT, self.TTL, self.held[p], now=self.now),
         )
         self._expire()
-        lapsed = self._renew(p)
+        lapsed = self._renew(p, self.held[p])
         taken = self._counted() < self.LIMIT
         if taken:
             self.held[p] += 1
             self.expires[p] = self.now + self.TTL
         assert got == (taken, lapsed, 0.0, 0)
 
-    @rule(p=st.sampled_from("abc"))
-    @precondition(lambda self: any(self.held.values()))
-    def release(self, p: str) -> None:
-        if self.held[p] == 0:
-            return
-        run(self.loop, self.scripts.release(SLOTS, p, 1, now=self.now))
-        self.held[p] -= 1
-
-    @rule(step=st.floats(0, 15, allow_nan=False), p=st.sampled_from("abc"), leave=st.booleans())
-    def heartbeat(self, step: float, p: str, leave: bool) -> None:
+    @rule(
+        step=st.floats(0, 15, allow_nan=False),
+        p=st.sampled_from("abc"),
+        keep=st.integers(0, 6),
+        want=st.integers(-1, 6),
+    )
+    def claim(self, step: float, p: str, keep: int, want: int) -> None:
         self.now += step
-        held = -1 if leave and not self.held[p] else self.held[p]
-        args = self.scripts.heartbeat_args(p, self.TTL, held, self.now)
-        got = run(self.loop, self.scripts.heartbeat_script(keys=list(SLOTS), args=args))
+        keep = min(keep, self.held[p])  # a process keeps at most what it holds
+        if want < 0:
+            keep = 0  # and leaves only with none in use
+        got = run(
+            self.loop,
+            self.scripts.claim(CLAIM, p, self.LIMIT, self.TTL, keep, want, now=self.now),
+        )
         self._expire()
-        lapsed = False
-        if held < 0:
+        if want < 0:
             self.expires.pop(p, None)
+            self.wants.pop(p, None)
+            self.held[p] = 0
+            assert got == Claimed(0, False, 0, len(self.expires), 0.0, False)
+            return
+        alive = p in self.expires
+        lapsed = self._renew(p, keep)
+        mine = self.held[p] if alive or lapsed else 0
+        self.held[p] = mine
+        self.expires[p] = self.now + self.TTL
+        if want > 0:
+            self.wants[p] = want
         else:
-            lapsed = self._renew(p)
-        assert bool(int(got[0])) == lapsed
-        assert int(got[1]) == len(self.expires)
+            self.wants.pop(p, None)
+        self.wants = {q: w for q, w in self.wants.items() if q in self.expires}
+        share = want
+        if sum(self.wants.values()) > self.LIMIT:
+            share = min(want, fair_level(list(self.wants.values()), self.LIMIT))
+        total = self._counted()
+        held = share
+        if share > mine:
+            held = mine + max(0, min(share - mine, self.LIMIT - total))
+        self.held[p] = max(held, keep)
+        assert got == Claimed(self.held[p], lapsed, share, len(self.expires), 0.0, False)
 
     @invariant()
-    def never_over_the_limit_by_new_work(self) -> None:
+    def same_slots(self) -> None:
         counted = run(self.loop, self.client.hgetall(SLOTS[0]))
         alive = run(self.loop, self.client.zrange(SLOTS[1], 0, -1))
         live = {p.decode() for p in alive}
@@ -501,6 +574,8 @@ class SlotMachine(RuleBasedStateMachine):
         assert {p.decode(): int(v) for p, v in counted.items()} == {
             p: self.held[p] for p in self.expires if self.held[p]
         }
+        wants = run(self.loop, self.client.hgetall(CLAIM[3]))
+        assert {p.decode(): int(v) for p, v in wants.items()} == self.wants
 
 
 stateful = settings(
@@ -589,15 +664,20 @@ async def test_degraded_mode_keeps_a_share_and_recovers(redis_server: RedisServe
         assert slots.stats()["state"] == "shared"
 
         own.stop()
-        # The probe allowance (10) halved: 5 calls now, then a wait; never an error.
-        got = [await store.lease("m", Cost(1, 0), clock[0]) for _ in range(6)]
-        assert [isinstance(g, Lease) for g in got] == [True] * 5 + [False]
+        # The call left of the batch in hand (taken from the shared budget before), then the
+        # probe allowance (10) halved: 5 calls, then a wait; never an error.
+        assert store._allowances["m"].calls == 1
+        got = [await store.lease("m", Cost(1, 0), clock[0]) for _ in range(7)]
+        assert [isinstance(g, Lease) for g in got] == [True] * 6 + [False]
         assert slots.stats()["state"] == "degraded"
         assert store.degradations == 1
-        # Half of 8 slots, one of them held since before: three more, then none.
+        # The batch of slots (2, one in use) is Redis's count for this process until its lease
+        # ends: its free slot is used; then half of 8 slots, two of them in use: two more.
+        assert slots.held == 2 and slots.busy == 1
         assert [await slots._take("r") for _ in range(4)] == [True, True, True, False]
+        assert (slots.busy, slots.local) == (2, 2)
         slots.release()
-        assert slots.local == 2
+        assert (slots.busy, slots.local) == (2, 1)
         spent_while_down = 5
 
         own = RedisServer(redis_server.executable, own.port)  # back, and empty
@@ -609,16 +689,20 @@ async def test_degraded_mode_keeps_a_share_and_recovers(redis_server: RedisServe
         assert store._repaying is not None
         await store._repaying
         seen = await store.current("m", clock[0])
-        # Reseeded at the probe allowance (10), not 600; less this call, and less what was spent
-        # while Redis was away (settled into the shared budget on its return).
-        # (Redis's clock refills it by 10 a second meanwhile: the bound leaves room for that.)
+        # Reseeded at the probe allowance (10), not 600; less this call and the batch's calls in
+        # hand, and less what was spent while Redis was away (settled into the shared budget on
+        # its return). (Redis's clock refills it by 10 a second meanwhile: the bound leaves room
+        # for that.)
         left = seen["requests"].remaining
+        taken = 1 + store._allowances["m"].calls
         assert left is not None
-        assert 10 - 1 - spent_while_down <= left < 10 - 1
-        # The slot held since before Redis went away is counted again.
+        assert 10 - taken - spent_while_down <= left < 10 - taken
+        # The slots in use since before Redis went away, those taken while it was away too,
+        # are counted again, and the batch grows for this call.
         assert await slots._take("r")
         assert slots.lapses == 1
-        assert int(await store.client.hget(slots.keys[0], store.process)) == 2
+        assert (slots.busy, slots.local) == (4, 0)
+        assert int(await store.client.hget(slots.keys[0], store.process)) == slots.held >= 4
     finally:
         await store.aclose()
         own.stop()
@@ -753,15 +837,30 @@ def test_redis_lease_must_be_positive() -> None:
         asyncllm.Dispatcher(redis_url="redis://127.0.0.1:1/0", redis_lease=0, observer=None)
 
 
+def at_once(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro``, which must finish without suspending (no round trip, no wait)."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coro.close()
+    raise AssertionError("it suspended")
+
+
 async def test_budgets_are_leased_in_batches_without_a_round_trip_per_call(redis_url: str) -> None:
     clock = [0.0]
     store = RedisBudgetStore(redis_url, clock=lambda: clock[0], prefix="b")
-    trips = []
+    # Per refill: (calls wanted, calls given back, calls granted).
+    trips: list[tuple[int, int, int]] = []
     lease_batch = store.scripts.lease_batch
+    hold = asyncio.Event()
+    hold.set()
 
-    async def counted(*args: Any, **kwargs: Any) -> tuple[int, float, bool]:
+    async def counted(*args: Any, **kwargs: Any) -> tuple[int, float, bool, float]:
+        await hold.wait()
         got = await lease_batch(*args, **kwargs)
-        trips.append(got[0])
+        trips.append((args[1], args[2], got[0]))
         return got
 
     store.scripts.lease_batch = counted  # type: ignore[method-assign]
@@ -769,21 +868,140 @@ async def test_budgets_are_leased_in_batches_without_a_round_trip_per_call(redis
         await store.report("m", RateHeaders({"requests": Window(1000, 1000, None)}), 0.0)
         leases = [await store.lease("m", Cost(1, 0), clock[0]) for _ in range(200)]
         assert all(isinstance(got, Lease) for got in leases)
-        # Batches of 1, 2, 4 ... 64 calls: 9 round trips for 200 calls, not 200.
-        assert trips == [1, 2, 4, 8, 16, 32, 64, 64, 64]
+        # Batches of twice what was spent since the last: a few round trips for 200, not 200.
+        assert len(trips) <= 10
+        allowance = store._allowances["m"]
+        granted = sum(grant for _, _, grant in trips)
+        assert granted - allowance.calls == 200
         left = (await store.current("m", clock[0]))["requests"].remaining
-        assert left is not None and 1000 - sum(trips) <= left < 1000 - sum(trips) + 20
-        # A batch not spent in time is given back with the next one, which is smaller.
+        assert left is not None and 1000 - granted <= left < 1000 - granted + 20
+
+        # The next batch is leased in the background before this one runs out: with the refill
+        # held up in Redis, the calls still in hand go out without waiting for it.
+        while allowance.refilling is None:
+            at_once(store.lease("m", Cost(1, 0), clock[0]))
+        hold.clear()
+        await asyncio.sleep(0)  # the refill is on its way
+        assert allowance.refilling is not None and not allowance.refilling.done()
+        while allowance.calls:
+            assert isinstance(at_once(store.lease("m", Cost(1, 0), clock[0])), Lease)
+        hold.set()
+        await allowance.refilling
+        assert allowance.calls > 0
+
+        # A batch not spent in time is given back with the next one.
+        unspent = allowance.calls
         clock[0] += 1
         assert isinstance(await store.lease("m", Cost(1, 0), clock[0]), Lease)
-        # (55 of the last 64 were not spent: the next batch is the 9 that were.)
-        assert trips[-1] == 9
-        left = (await store.current("m", clock[0]))["requests"].remaining
-        assert left is not None and 1000 - 255 + 55 - 9 <= left < 1000 - 255 + 55 - 9 + 20
+        assert trips[-1][1] == unspent
         # A block (this process's own 429) stops the spending of the batch in hand at once.
         await store.block("m", store.clock() + 30)
         wait = await store.lease("m", Cost(1, 0), clock[0])
         assert isinstance(wait, float) and 29 < wait <= 30
+    finally:
+        await store.aclose()
+
+
+async def test_a_block_set_elsewhere_drops_the_batch_at_the_next_refill(redis_url: str) -> None:
+    """Another process's 429: the batch in hand is spent until its refill (at most
+    ``_BATCH_FRESH`` later), which finds the block and drops the rest."""
+    clock = [0.0]
+    one = RedisBudgetStore(redis_url, clock=lambda: clock[0], prefix="x")
+    two = RedisBudgetStore(redis_url, prefix="x")
+    try:
+        await one.report("m", RateHeaders({"requests": Window(1000, 1000, None)}), 0.0)
+        for _ in range(20):
+            assert isinstance(await one.lease("m", Cost(1, 0), clock[0]), Lease)
+        allowance = one._allowances["m"]
+        if allowance.refilling is not None:
+            await allowance.refilling
+        assert allowance.calls > 0
+        await two.block("m", two.clock() + 30)
+        clock[0] += _BATCH_FRESH - _BATCH_EARLY / 2  # the batch is due for its refill
+        assert isinstance(at_once(one.lease("m", Cost(1, 0), clock[0])), Lease)
+        assert allowance.refilling is not None
+        await allowance.refilling
+        assert allowance.calls == 0
+        wait = await one.lease("m", Cost(1, 0), clock[0])
+        assert isinstance(wait, float) and 29 < wait <= 30
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_slots_are_leased_in_batches_and_given_back_on_the_heartbeat(
+    redis_url: str,
+) -> None:
+    store = RedisBudgetStore(redis_url, prefix="sb")
+    slots = store.slots("m", 8)
+    try:
+        await slots.acquire("r1", None)  # the first claim: a batch of 2 (1, and a quarter more)
+        assert (slots.claims, slots.held, slots.busy) == (1, 2, 1)
+        at_once(slots.acquire("r2", None))  # from the batch: no round trip
+        assert (slots.claims, slots.busy) == (1, 2)
+        await slots.acquire("r3", None)  # the batch is full: a claim, for 3 and a quarter more
+        assert (slots.claims, slots.held, slots.busy) == (2, 4, 3)
+        for _ in range(3):
+            slots.release()  # no round trip: the slots stay in the batch
+        assert (slots.claims, slots.held, slots.busy) == (2, 4, 0)
+        assert int(await store.client.hget(slots.keys[0], store.process)) == 4
+        # The heartbeat sizes the batch from the peak since the last (3): 4; then from none.
+        await store.beat()
+        assert (slots.held, slots.peak) == (4, 0)
+        await store.beat()
+        assert slots.held == 0
+        assert await store.client.hget(slots.keys[0], store.process) is None
+    finally:
+        await store.aclose()
+
+
+async def test_a_process_over_its_share_gives_slots_back_as_calls_end(redis_url: str) -> None:
+    """One process holds the whole limit; another comes and waits: once the first knows its
+    fair share (its next claim: here, its heartbeat), each slot it frees goes back to the
+    fleet until it is at its share, and the waiting process gets them."""
+    one = RedisBudgetStore(redis_url, prefix="f")
+    two = RedisBudgetStore(redis_url, prefix="f")
+    mine, theirs = one.slots("m", 4), two.slots("m", 4)
+    try:
+        for i in range(4):
+            await mine.acquire(f"r{i}", None)
+        assert mine.held == mine.busy == 4
+        waiting = asyncio.ensure_future(theirs.acquire("w", None))
+        while not theirs.claims:
+            await asyncio.sleep(0.001)
+        assert not waiting.done() and theirs.held == 0
+        await one.beat()
+        assert (mine.held, mine.share) == (4, 2)  # all 4 in use: none can go back yet
+        mine.release()
+        await asyncio.wait_for(waiting, 10)  # a guard against a hang, not a measure
+        assert (theirs.held, theirs.busy) == (1, 1)
+        assert (mine.held, mine.busy) == (3, 3)
+        for _ in range(3):
+            mine.release()
+        theirs.release()
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_a_paused_process_asks_redis_before_new_work(redis_url: str) -> None:
+    """A process paused past its lease does not spend its batch when it resumes: its next call
+    claims first, learns its lease lapsed, and the slot in use is counted again."""
+    clock = [0.0]
+    store = RedisBudgetStore(redis_url, clock=lambda: clock[0], prefix="z")
+    slots = store.slots("m", 4)
+    try:
+        await slots.acquire("r1", None)
+        assert slots.held == 2 and slots.busy == 1
+        # Paused for 9 s (past the time a batch is trusted: the lease, 10 s, less a heartbeat);
+        # meanwhile another process found the lease expired and dropped it.
+        clock[0] += 9
+        await store.client.zrem(slots.keys[1], store.process)
+        await store.client.hdel(slots.keys[0], store.process)
+        await slots.acquire("r2", None)  # not from the batch: a claim
+        assert slots.claims == 2 and slots.lapses == 1
+        assert slots.busy == 2
+        assert int(await store.client.hget(slots.keys[0], store.process)) == slots.held >= 2
     finally:
         await store.aclose()
 

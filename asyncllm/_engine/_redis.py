@@ -18,18 +18,24 @@ Why it is built this way:
   reported to this process, aged by its refill rate, or else from a probe allowance of one
   second's refill: neither a burst (a whole minute's, or a whole day's, budget at once) nor a
   budget that starts empty and starves. Per-day budgets are therefore never refilled from zero.
-* Concurrency slots are held per process under an expiring lease that one heartbeat renews for
-  all of the process's members. A process killed with SIGKILL stops renewing, and its slots
-  return to the fleet when its lease expires; a process paused past its lease finds, when it
-  resumes, that its slots were counted again as taken (its calls are still in flight) and starts
-  no new work until the fleet is under its limit.
-* No round trip per call for budgets: a process leases a batch of one-request calls (growing
-  while it spends them, capped at a fair share) and spends it locally for at most
-  ``_BATCH_FRESH`` seconds, so a block set by another process reaches it within that time.
-  Concurrency slots still cost a round trip each (their returns are batched).
-* A breaker that opens in one process opens the fleet's: the slot script refuses slots while it
-  is open, and a process that is refused opens its own breaker for the rest of the time. The
-  counting of failures stays local (sharing every outcome would cost a round trip per call).
+* No round trip per call at steady state. Budgets: a process leases a batch of one-request calls
+  (twice what it spent since the last batch, capped at a fair share of what is left), spends it
+  locally for at most ``_BATCH_FRESH`` seconds, so that a block set by another process reaches
+  it within that time, and leases the next in the background before this one runs out or goes
+  stale. Concurrency: a process holds a batch of the fleet's slots (sized from its calls' recent
+  peak; see ``SharedSlots``), takes and gives back slots locally, and resizes the batch when it
+  is full, on its heartbeat, and when it holds more than its fair share while others wait. The
+  batches never add up to more than the limit: each is set by one script that sees them all.
+* Those slots are held per process under an expiring lease that one heartbeat renews for all of
+  the process's members. A process killed with SIGKILL stops renewing, and its slots return to
+  the fleet when its lease expires; a process paused past its lease does not trust its batch
+  when it resumes (it asks Redis before new work), finds that its slots in use were counted
+  again, and starts no new work until the fleet is under its limit.
+* A breaker that opens in one process opens the fleet's: the slot scripts give no batch while it
+  is open (a process learns it on its next claim or heartbeat, and opens its own breaker for the
+  rest of the time), and while it is half-open each call asks for its slot, so that one process
+  probes for the fleet. The counting of failures stays local (sharing every outcome would cost a
+  round trip per call).
 * A Redis that fails or is slow degrades the store instead of failing calls (see
   ``RedisBudgetStore``); what was spent meanwhile is taken from the shared budgets on return.
 
@@ -48,12 +54,13 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .._constants import DEFAULT_REDIS_LEASE, DEFAULT_REDIS_SHARE, DEFAULT_REDIS_TIMEOUT
 from .._exceptions import APITimeoutError, ConfigurationError
+from ._breaker import BreakerState
 from ._ratelimit import (
     _PER_DAY,
     _PER_MINUTE,
@@ -73,9 +80,10 @@ if TYPE_CHECKING:
 
     from ._dispatcher import Lane
 
-__all__ = ["RedisBudgetStore", "Scripts", "SharedSlots", "probe_allowance"]
+__all__ = ["Claimed", "RedisBudgetStore", "Scripts", "SharedSlots", "probe_allowance"]
 
 logger = logging.getLogger("asyncllm.redis")
+T = TypeVar("T")
 
 # How long a call that found the fleet's slots all taken waits before asking again (doubling
 # up to the second value).
@@ -83,9 +91,11 @@ _SLOT_POLL = (0.005, 0.05)
 # While degraded, Redis is tried again this often (seconds).
 _REDIS_RETRY = 1.0
 # A batch of budget leased by a process is spent within this many seconds or given back, and
-# holds at most this many calls.
+# holds at most this many calls; the next is leased in the background this long before the batch
+# goes stale (or once half of it is spent), so that calls do not wait for it.
 _BATCH_FRESH = 0.25
-_BATCH_MAX = 64
+_BATCH_MAX = 256
+_BATCH_EARLY = 0.05
 # While another process holds the fleet's half-open probe, this one asks again this often.
 _PROBE_RECHECK = 1.0
 # Budget keys outlive their last write by two days (a per-day budget must survive the day).
@@ -194,7 +204,8 @@ return {1, '0'}
 # requests it did not use are given back first; then as many calls as it wants, at most its fair
 # share (what is left divided by the processes sharing it, at least one). None is granted where
 # the member has token budgets (their calls' costs differ: each is leased on its own). Returns
-# {calls granted, seconds to wait when none was, whether it has token budgets}.
+# {calls granted, seconds to wait when none was, whether it has token budgets, seconds the member
+# is blocked for} (the block, so that a process refilling early knows to drop the calls it holds).
 _LEASE_BATCH = (
     _PRELUDE
     + """
@@ -233,7 +244,7 @@ else
 end
 for name, b in pairs(buckets) do save(KEYS[1], name, b) end
 if next(buckets) ~= nil then redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV]) end
-return {grant, f(wait), has_tokens}
+return {grant, f(wait), has_tokens, f(math.max(0, blocked - now))}
 """
 )
 
@@ -420,34 +431,70 @@ redis.call('HDEL', KEYS[1], 'breaker', 'probe', 'prober')
 return 1
 """
 
-# ARGV: now, process, n. Gives back n slots (none if the lease lapsed: they are gone already).
-_RELEASE = (
-    _SLOTS_PRELUDE
-    + """
-local proc, n = ARGV[2], tonumber(ARGV[3])
-if not redis.call('ZSCORE', KEYS[2], proc) then return 0 end
-if redis.call('HINCRBY', KEYS[1], proc, -n) <= 0 then redis.call('HDEL', KEYS[1], proc) end
-return 1
-"""
-)
-
-# ARGV: now, process, ttl, held. Renews the lease; returns {whether it had lapsed, how many
-# processes hold a live lease} (the share each would keep if Redis went away). ``held`` -1: the
-# process leaves (its lease and count are dropped).
-_HEARTBEAT = (
+# KEYS[4] the processes' wants (process -> slots it would hold). ARGV: now, process, limit, ttl,
+# keep, want. A process's batch of slots, which it spends and takes back locally: renews its lease,
+# records its want, and sets its count to its want, as far as the fleet's free slots allow, but
+# never below ``keep`` (the slots it has in use, or may take while this runs). When the wants of
+# the live processes add up to more than the limit, each is held to a fair share (the limit
+# water-filled over the wants, rounded up): a process over its share shrinks to it, as far as
+# ``keep`` allows, so that one waiting gets slots on its next claim. While the fleet's breaker is
+# open or half-open, a batch shrinks to ``keep`` (its calls ask one by one, for the probe).
+# ``want`` -1: the process leaves (its lease, count and want are dropped). Returns {slots it now
+# holds, lapsed, its share, live processes, seconds the breaker stays open, 1 if half-open}.
+_CLAIM = (
     _SLOTS_PRELUDE
     + """
 local now, proc = now_of(ARGV[1]), ARGV[2]
-local ttl, held = tonumber(ARGV[3]), tonumber(ARGV[4])
+local limit, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
+local keep, want = tonumber(ARGV[5]), tonumber(ARGV[6])
 expire_dead(now)
-local lapsed = 0
-if held < 0 then
+if want < 0 then
   redis.call('HDEL', KEYS[1], proc)
   redis.call('ZREM', KEYS[2], proc)
-else
-  lapsed = renew(now, proc, ttl, held)
+  redis.call('HDEL', KEYS[4], proc)
+  return {0, 0, 0, redis.call('ZCARD', KEYS[2]), '0', 0}
 end
-return {lapsed, redis.call('ZCARD', KEYS[2])}
+local lapsed = renew(now, proc, ttl, keep)
+redis.call('ZADD', KEYS[2], f(now + ttl), proc)
+if want > 0 then redis.call('HSET', KEYS[4], proc, want) else redis.call('HDEL', KEYS[4], proc) end
+local wants, sum = {}, 0
+local flat = redis.call('HGETALL', KEYS[4])
+for i = 1, #flat, 2 do
+  if redis.call('ZSCORE', KEYS[2], flat[i]) then
+    local w = tonumber(flat[i + 1])
+    table.insert(wants, w)
+    sum = sum + w
+  else
+    redis.call('HDEL', KEYS[4], flat[i])
+  end
+end
+local share = want
+if sum > limit then
+  table.sort(wants)
+  local left, level = limit, limit
+  for i, w in ipairs(wants) do
+    level = math.ceil(left / (#wants - i + 1))
+    if w >= level then break end
+    left = left - w
+  end
+  share = math.min(want, level)
+end
+local open_for, half_open = 0, 0
+local opened = redis.call('HGET', KEYS[3], 'breaker')
+if opened then
+  opened = tonumber(opened)
+  if opened > now then open_for = opened - now else half_open = 1 end
+end
+local target = share
+if opened then target = 0 end
+local mine = tonumber(redis.call('HGET', KEYS[1], proc) or '0')
+local total = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
+local held = target
+if target > mine then held = mine + math.max(0, math.min(target - mine, limit - total)) end
+held = math.max(held, keep)
+if held > 0 then redis.call('HSET', KEYS[1], proc, held) else redis.call('HDEL', KEYS[1], proc) end
+return {held, lapsed, share, redis.call('ZCARD', KEYS[2]), f(open_for), half_open}
 """
 )
 
@@ -473,10 +520,10 @@ class Scripts:
         self._block = client.register_script(_BLOCK)
         self._current = client.register_script(_CURRENT)
         self._acquire = client.register_script(_ACQUIRE)
-        self._release = client.register_script(_RELEASE)
         self._trip = client.register_script(_TRIP)
         self._close = client.register_script(_CLOSE)
-        self.heartbeat_script: AsyncScript = client.register_script(_HEARTBEAT)
+        # Public: the heartbeat pipelines it, one per member (see ``RedisBudgetStore.beat``).
+        self.claim_script: AsyncScript = client.register_script(_CLAIM)
 
     async def lease(
         self,
@@ -507,15 +554,15 @@ class Scripts:
         fleet: int,
         specs: Sequence[tuple[str, float, float, float]],
         now: float | None = None,
-    ) -> tuple[int, float, bool]:
+    ) -> tuple[int, float, bool, float]:
         """(calls granted, seconds to wait when none was, whether the member has token budgets:
-        then none is granted)."""
+        then none is granted, seconds the member is blocked for)."""
         args: list[str] = [_arg(now), str(want), str(back), str(fleet), str(len(specs))]
         for name, cap, rate, seed in specs:
             args += [name, repr(float(cap)), repr(float(rate)), repr(float(seed))]
         args.append(str(_KEY_TTL_MS))
-        grant, wait, has_tokens = await self._lease_batch(keys=[key], args=args)
-        return int(grant), _number(wait), bool(int(has_tokens))
+        grant, wait, has_tokens, blocked = await self._lease_batch(keys=[key], args=args)
+        return int(grant), _number(wait), bool(int(has_tokens)), _number(blocked)
 
     async def settle(
         self,
@@ -580,13 +627,53 @@ class Scripts:
         left = await self._trip(keys=[key], args=[_arg(now), repr(float(seconds)), _KEY_TTL_MS])
         return _number(left)
 
-    async def release(
-        self, keys: Sequence[str], process: str, n: int, now: float | None = None
-    ) -> None:
-        await self._release(keys=list(keys), args=[_arg(now), process, str(n)])
+    async def claim(
+        self,
+        keys: Sequence[str],
+        process: str,
+        limit: int,
+        ttl: float,
+        keep: int,
+        want: int,
+        now: float | None = None,
+    ) -> Claimed:
+        """This process's batch of slots (see ``_CLAIM``): ``keep`` it holds at least, ``want``
+        it would hold (-1: it leaves)."""
+        got = await self.claim_script(
+            keys=list(keys), args=self.claim_args(process, limit, ttl, keep, want, now)
+        )
+        return Claimed.of(got)
 
-    def heartbeat_args(self, process: str, ttl: float, held: int, now: float | None) -> list[str]:
-        return [_arg(now), process, repr(float(ttl)), str(held)]
+    def claim_args(
+        self, process: str, limit: int, ttl: float, keep: int, want: int, now: float | None
+    ) -> list[str]:
+        return [_arg(now), process, str(limit), repr(float(ttl)), str(keep), str(want)]
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What ``_CLAIM`` answered: the slots the process now holds, whether its lease had lapsed,
+    its fair share, the processes holding leases, the seconds the fleet's breaker stays open and
+    whether it is half-open."""
+
+    held: int
+    lapsed: bool
+    share: int
+    fleet: int
+    open_for: float
+    half_open: bool
+
+    @classmethod
+    def of(cls, reply: Any) -> Claimed:
+        held, lapsed, share, fleet, open_for, half_open = reply
+        return cls(
+            int(held),
+            bool(int(lapsed)),
+            int(share),
+            int(fleet),
+            _number(open_for),
+            bool(int(half_open)),
+        )
 
 
 def budget_key(prefix: str, member: str) -> str:
@@ -595,7 +682,7 @@ def budget_key(prefix: str, member: str) -> str:
 
 def slot_keys(prefix: str, member: str) -> tuple[str, str, str]:
     """The slot scripts' keys: who holds how many, whose lease ends when, and the budgets (where
-    the fleet's breaker is kept)."""
+    the fleet's breaker is kept). ``_CLAIM`` takes ``want_key`` after them."""
     return (
         f"{prefix}:{{{member}}}:slots",
         f"{prefix}:{{{member}}}:alive",
@@ -603,20 +690,32 @@ def slot_keys(prefix: str, member: str) -> tuple[str, str, str]:
     )
 
 
+def want_key(prefix: str, member: str) -> str:
+    """Who would hold how many of the member's slots (``_CLAIM``'s fair shares)."""
+    return f"{prefix}:{{{member}}}:wants"
+
+
 # -- the store -----------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
 class _Allowance:
-    """Calls of one request each that this process leased from Redis in a batch and spends
-    without a round trip until ``until`` (so that a block or a change of limits reaches it
-    within ``_BATCH_FRESH``). ``want`` doubles while batches run out before they expire and
-    shrinks to what was used when they do not."""
+    """Calls of one request each that this process leased from Redis in batches and spends
+    without a round trip while they are fresh (until ``until``: a block set by another process
+    reaches this one within ``_BATCH_FRESH``). The next batch is leased in the background before
+    this one runs out or goes stale; its size is twice what was spent since the last, so that
+    a batch lasts about two refills at the current pace."""
 
     calls: int = 0
-    granted: int = 0
-    want: int = 1
     until: float = -math.inf
+    # Calls in hand after the last refill, and spent since it was sent.
+    size: int = 0
+    spent: int = 0
+    # The last refill granted nothing: the seconds until one would be.
+    wait: float = 0.0
+    refilling: asyncio.Task[bool] | None = None
+    # Redis answered a refill: ``has_tokens`` is known.
+    answered: bool = False
     # The member has token budgets: its calls are leased one by one.
     has_tokens: bool = False
 
@@ -638,25 +737,49 @@ class _Reported:
 class SharedSlots:
     """One member's share of the fleet's concurrency limit, for one process.
 
-    ``acquire`` before an attempt is sent, ``release`` (synchronous, from the lane) when its slot
-    goes back; releases are sent to Redis in batches by a background task. Whatever ``acquire``
-    does (takes a slot, or raises), exactly one ``release`` balances it: the lane gives its slot
-    back once either way.
+    The process holds a batch of the fleet's slots in Redis (``held``, under its expiring lease)
+    and spends them locally: ``acquire`` takes one of them without a round trip while the batch
+    has one free and the lease is surely alive (``_valid_until``, on this process's clock: a
+    process paused past its lease asks Redis before it starts new work). The batch is sized from
+    the calls in use and waiting (their peak since the last heartbeat, plus a quarter) and set by
+    ``_CLAIM``: when a call finds it full, on each heartbeat, and when the process holds more than
+    its fair share while other processes wait (then each slot freed goes back). The sum of the
+    batches never exceeds the limit, so neither do the calls in flight.
+
+    While the lane's breaker is not closed, or the fleet's is half-open, each call asks Redis for
+    its slot (``_ACQUIRE``), which lets one process at a time probe for the fleet. Whatever
+    ``acquire`` does (takes a slot, or raises), exactly one ``release`` balances it: the lane
+    gives its slot back once either way.
     """
 
     def __init__(self, store: RedisBudgetStore, member: str, limit: int) -> None:
         self.store = store
         self.member = member
         self.limit = limit
-        self.keys = slot_keys(store.prefix, member)
-        # Slots this process holds in Redis, counting releases not yet sent.
+        self.keys = (*slot_keys(store.prefix, member), want_key(store.prefix, member))
+        # Slots Redis counts for this process, and those of them in use by calls.
         self.held = 0
-        # Releases to send, and releases owed by acquires that failed (nothing to give back).
-        self._to_release = 0
+        self.busy = 0
+        # How many of ``held`` calls may take now: all of them, less, while a claim that may
+        # shrink the batch is on its way, those it may take back.
+        self._usable = 0
+        # This process's fair share while others wait (``held`` above it: freed slots go back).
+        self.share = limit
+        # The most calls in use or waiting since the last heartbeat.
+        self.peak = 0
+        self._valid_until = -math.inf
+        # The fleet's breaker was half-open at the last claim: slots are asked one by one.
+        self._half_open = False
+        # One claim at a time per member, so that each answer sets ``held`` in order.
+        self._lock = asyncio.Lock()
+        self._claiming: asyncio.Task[bool] | None = None
+        self._reclaim = False
+        # Releases owed by acquires that failed (nothing to give back).
         self._unowed = 0
-        self._flushing: asyncio.Task[None] | None = None
-        # Calls of this process waiting for a slot: a slot this process gives back wakes one at
-        # once; the others ask Redis again after a short wait.
+        # Calls asking for a slot the batch did not have (in ``_take``), and calls waiting to
+        # ask again: a slot freed here wakes one at once; the others ask Redis again after a
+        # short wait.
+        self._asking = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         # Slots taken while Redis was unreachable, counted here only (degraded mode).
         self.local = 0
@@ -667,6 +790,7 @@ class SharedSlots:
         self._probing = False
         self.lapses = 0
         self.waits = 0
+        self.claims = 0
 
     def stats(self) -> dict[str, Any]:
         """What ``Dispatcher.stats()`` shows of the lane's sharing (``info["redis"]``)."""
@@ -674,51 +798,169 @@ class SharedSlots:
         return {
             "state": "degraded" if store.degraded_since is not None else "shared",
             "held": self.held + self.local,
+            "in_use": self.busy + self.local,
+            "share": self.share,
             "fleet": store.fleet,
             "waits": self.waits,
             "lapses": self.lapses,
+            "claims": self.claims,
             "degradations": store.degradations,
         }
 
-    async def _take(self, request_id: str) -> bool:
-        """One try at a slot: from Redis, or, while it is unreachable, from this process's
-        share of the limit. Raises ``CircuitOpenError`` while the fleet's breaker is open."""
+    def _closed(self) -> bool:
+        lane = self.lane
+        return lane is None or lane.breaker._state is BreakerState.CLOSED
+
+    def _take_held(self) -> bool:
+        """Take a free slot of the batch, if the batch may be used: no round trip."""
+        if (
+            self.busy < self._usable
+            and not self._half_open
+            and self.store.clock() < self._valid_until
+            and self._closed()
+        ):
+            self.busy += 1
+            if self.busy > self.peak:
+                self.peak = self.busy
+            return True
+        return False
+
+    def _want(self) -> int:
+        """The batch this process would hold: its calls in use and waiting at their peak since
+        the last heartbeat, and a quarter more (so that a little growth costs no claim)."""
+        demand = self.busy + self.local + self._asking + len(self._waiters)
+        peak = self.peak = max(self.peak, demand)
+        return min(self.limit, peak + -(-peak // 4))
+
+    def _keep(self, want: int) -> int:
+        """Slots a claim may not take back: those in use, and, unless the batch must shrink to
+        the fair share, those calls may take while the claim is on its way (up to ``want``). The
+        batch is usable up to it meanwhile."""
+        busy = self.busy + self.local
+        lapsed = self.store.clock() >= self._valid_until
+        keep = busy if lapsed or self.held > self.share else max(busy, min(self.held, want))
+        self._usable = min(self._usable, keep)
+        return keep
+
+    def _apply(self, claimed: Claimed, sent_at: float) -> None:
+        """Take a claim's answer (sent at ``sent_at``, on this process's clock)."""
+        self.claims += 1
         store = self.store
-        flushing = self._flushing
-        if flushing is not None and not flushing.done():
-            # This process's own slots are on their way back: asking before they arrive would
-            # find the fleet full and poll.
-            await asyncio.shield(flushing)
-        if store._reachable():
-            try:
-                taken, lapsed, open_for, probing = await store.scripts.acquire(
-                    self.keys, store.process, self.limit, store.lease_ttl, self.held
-                )
-            except store.errors as exc:
-                store._down(exc)
-            else:
+        store.fleet = max(1, claimed.fleet)
+        if claimed.lapsed:
+            self._lapsed()
+        # Slots taken while Redis was unreachable are counted in Redis now (the claim kept them).
+        self.busy += self.local
+        self.local = 0
+        self.held = self._usable = claimed.held
+        self.share = claimed.share
+        self._valid_until = sent_at + store.lease_ttl - store.heartbeat
+        self._half_open = claimed.half_open
+        if claimed.open_for > 0 and self.lane is not None:
+            # Another process's breaker opened: this one's opens for the rest of it.
+            self.lane.breaker.trip(claimed.open_for)
+        if self.busy < self._usable:
+            self._wake(self._usable - self.busy)
+
+    async def _claim(self) -> bool:
+        """Claim this process's batch (see ``_CLAIM``); False if Redis could not be reached."""
+        store = self.store
+        async with self._lock:
+            while True:
+                self._reclaim = False
+                want = self._want()
+                keep = self._keep(want)
+                sent_at = store.clock()
+                try:
+                    claimed = await store.scripts.claim(
+                        self.keys, store.process, self.limit, store.lease_ttl, keep, want
+                    )
+                except store.errors as exc:
+                    self._usable = self.held
+                    store._down(exc)
+                    return False
                 store._up()
-                if lapsed:
-                    self._lapsed()
-                if open_for > 0 and self.lane is not None:
-                    # Another process's breaker opened: this one's opens for the rest of it (or,
-                    # while another process probes, until it is worth asking again).
-                    if probing == 2:
-                        open_for = min(open_for, _PROBE_RECHECK)
-                    self.lane.breaker.trip(open_for)
+                self._apply(claimed, sent_at)
+                if not self._reclaim:
+                    return True
+
+    def _start_claim(self) -> asyncio.Task[bool]:
+        """Claim in the background, or once more after the claim on its way."""
+        task = self._claiming
+        if task is None or task.done():
+            task = self._claiming = asyncio.get_running_loop().create_task(self._claim())
+        else:
+            self._reclaim = True
+        return task
+
+    async def _take(self, request_id: str) -> bool:
+        """One try at a slot: from the batch, else from Redis, or, while it is unreachable, from
+        this process's share of the limit. Raises ``CircuitOpenError`` while the fleet's breaker
+        is open."""
+        if self._take_held():
+            return True
+        self._asking += 1
+        try:
+            return await self._take_new(request_id)
+        finally:
+            self._asking -= 1
+
+    async def _take_new(self, request_id: str) -> bool:
+        store = self.store
+        if store._reachable():
+            if self._closed() and not self._half_open and await asyncio.shield(self._start_claim()):
+                if self.lane is not None and self.lane.breaker._state is BreakerState.OPEN:
                     raise self.lane.circuit_error(request_id)
-                if taken:
-                    self.held += 1
-                    self._probing = self._probing or probing == 1
-                return taken
-        if self.held + self.local < max(1, math.floor(self.limit * store.share())):
+                if not self._half_open:
+                    return self._take_held()
+            if store._reachable():
+                try:
+                    return await self._take_one(request_id)
+                except store.errors as exc:
+                    store._down(exc)
+        if self.busy + self.local < max(1, math.floor(self.limit * store.share())):
             self.local += 1
             return True
         return False
 
+    async def _take_one(self, request_id: str) -> bool:
+        """Ask Redis for one slot (``_ACQUIRE``), for a call the fleet's half-open breaker must
+        let through, or refuse while another process probes."""
+        store = self.store
+        async with self._lock:
+            sent_at = store.clock()
+            taken, lapsed, open_for, probing = await store.scripts.acquire(
+                self.keys[:3], store.process, self.limit, store.lease_ttl, self.busy + self.local
+            )
+            store._up()
+            if lapsed:
+                # Redis counts the slots in use again, those taken while it was unreachable too.
+                self._lapsed()
+                self.busy += self.local
+                self.local = 0
+                self.held = self._usable = self.busy
+            if taken:
+                self.held += 1
+                self._usable = self.held
+                self.busy += 1
+                self._valid_until = sent_at + store.lease_ttl - store.heartbeat
+        if open_for > 0 and self.lane is not None:
+            # Another process's breaker opened: this one's opens for the rest of it (or, while
+            # another process probes, until it is worth asking again).
+            if probing == 2:
+                open_for = min(open_for, _PROBE_RECHECK)
+            self.lane.breaker.trip(open_for)
+            raise self.lane.circuit_error(request_id)
+        if taken:
+            self._probing = self._probing or probing == 1
+            self._half_open = probing == 1
+        return taken
+
     async def acquire(self, request_id: str, deadline_at: float | None) -> None:
         """Take one of the fleet's slots, waiting (polling Redis) while all are taken. Raises
         ``APITimeoutError`` if the call's deadline passes first."""
+        if self._take_held():
+            return
         store = self.store
         store._start_heartbeat()
         delay = _SLOT_POLL[0]
@@ -751,10 +993,10 @@ class SharedSlots:
     def _lapsed(self) -> None:
         self.lapses += 1
         logger.warning(
-            "%s: this process's Redis lease lapsed (paused or Redis flushed); its %d slots are"
-            " counted again",
+            "%s: this process's Redis lease lapsed (paused or Redis flushed); its %d slots in"
+            " use are counted again",
             self.member,
-            self.held,
+            self.busy + self.local,
             extra={"backend": self.member, "request_id": "-"},
         )
 
@@ -786,11 +1028,13 @@ class SharedSlots:
         self._unowed += 1
 
     def release(self, outcome: bool | None = None) -> None:
-        """Give a slot back (``outcome``: the breaker's verdict on the call, if any, which
-        decides the fleet's half-open probe when this process holds it)."""
+        """Give a slot back to the batch (``outcome``: the breaker's verdict on the call, if
+        any, which decides the fleet's half-open probe when this process holds it). No round
+        trip, unless the batch is over the fair share while others wait."""
         if self._probing and outcome is not None:
             self._probing = False
             if outcome:
+                self._half_open = False
                 self._tripping = asyncio.get_running_loop().create_task(self._close())
             elif self.lane is not None:
                 self.tripped(self.lane.breaker.open_time)
@@ -799,23 +1043,12 @@ class SharedSlots:
             return
         if self.local:
             self.local -= 1
-            self._wake(1)
-            return
-        self._to_release += 1
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.get_running_loop().create_task(self._flush())
-
-    async def _flush(self) -> None:
-        store = self.store
-        while self._to_release:
-            n, self._to_release = self._to_release, 0
-            try:
-                await store.scripts.release(self.keys, store.process, n)
-            except store.errors as exc:
-                # The lease lapses and the fleet gets the slots back within lease_ttl.
-                store._down(exc)
-            self.held -= n
-            self._wake(n)
+        else:
+            self.busy -= 1
+            if self.held > self.share:
+                self._start_claim()  # gives the freed slot back to the fleet
+                return
+        self._wake(1)
 
     def _wake(self, n: int) -> None:
         for _ in range(n):
@@ -894,6 +1127,8 @@ class RedisBudgetStore(BudgetStore):
         # Redis is back, so that the fleet's spend stays whole.
         self._owed: dict[str, list[int]] = {}
         self._allowances: dict[str, _Allowance] = {}
+        # Budget refills and slot claims running in the background.
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._repaying: asyncio.Task[None] | None = None
         self.scripts = Scripts(self.client)
         self.clock = clock
@@ -1032,11 +1267,20 @@ class RedisBudgetStore(BudgetStore):
     async def lease(self, key: str, cost: Cost, now: float) -> Lease | float:
         if cost.requests == 1 and self.degraded_since is None:
             allowance = self._allowances.get(key)
-            if allowance is None or not allowance.has_tokens:
-                if allowance is not None and allowance.calls > 0 and now < allowance.until:
+            if allowance is None:
+                allowance = self._allowances[key] = _Allowance()
+            if not allowance.has_tokens:
+                if allowance.calls > 0 and now < allowance.until:
+                    # The hot path: a call of the batch in hand, no round trip.
                     allowance.calls -= 1
+                    allowance.spent += 1
+                    if allowance.refilling is None and (
+                        allowance.calls * 2 < allowance.size
+                        or now >= allowance.until - _BATCH_EARLY
+                    ):
+                        allowance.refilling = self._spawn(self._refill(key, allowance))
                     return Lease(key, 1, cost.tokens, cost.output_tokens)
-                got = await self._lease_batch(key, cost, now)
+                got = await self._lease_batch(key, allowance, cost)
                 if got is not None:
                     return got
         if self._reachable():
@@ -1060,37 +1304,71 @@ class RedisBudgetStore(BudgetStore):
             self._spent(key, cost.requests, cost.tokens)
         return got
 
-    async def _lease_batch(self, key: str, cost: Cost, now: float) -> Lease | float | None:
-        """Lease a batch of one-request calls (see ``_Allowance``) and spend one on ``cost``;
-        None if Redis could not be reached or the member has token budgets (then each call is
-        leased on its own)."""
-        allowance = self._allowances.setdefault(key, _Allowance())
-        back, allowance.calls = allowance.calls, 0
-        if back:
-            allowance.want = max(1, allowance.granted - back)
-        elif allowance.granted:
-            allowance.want = min(_BATCH_MAX, allowance.want * 2)
+    def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """A background task the store waits for when it closes."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _lease_batch(
+        self, key: str, allowance: _Allowance, cost: Cost
+    ) -> Lease | float | None:
+        """A call from a new batch, once the refill on its way (or one started now) is in:
+        the batch in hand ran out or went stale. None if Redis could not be reached or the
+        member has token budgets (then each call is leased on its own)."""
+        while True:
+            task = allowance.refilling
+            if task is None:
+                task = allowance.refilling = self._spawn(self._refill(key, allowance))
+            if not await asyncio.shield(task) or allowance.has_tokens:
+                return None
+            if allowance.calls > 0 and self.clock() < allowance.until:
+                allowance.calls -= 1
+                allowance.spent += 1
+                return Lease(key, 1, cost.tokens, cost.output_tokens)
+            if allowance.wait > 0:
+                return allowance.wait
+            # Other calls spent the refill first: another.
+
+    async def _refill(self, key: str, allowance: _Allowance) -> bool:
+        """Lease the member's next batch of calls (``_LEASE_BATCH``); False if Redis could not
+        be reached. A stale batch's calls are given back with it; a fresh one's are kept (and
+        stay fresh as long as the new one, since Redis has seen no block since), unless the
+        member is now blocked."""
         try:
-            grant, wait, has_tokens = await self.scripts.lease_batch(
-                budget_key(self.prefix, key),
-                allowance.want,
-                back,
-                self.fleet or 1,
-                self._seeds(key, now),
-            )
-        except self.errors as exc:
-            self._down(exc)
-            return None
-        self._up()
-        allowance.granted = grant
-        if has_tokens:
-            allowance.has_tokens = True
-            return None
-        if grant < 1:
-            return wait
-        allowance.calls += grant - 1
-        allowance.until = now + _BATCH_FRESH
-        return Lease(key, 1, cost.tokens, cost.output_tokens)
+            sent_at = self.clock()
+            back = 0
+            if sent_at >= allowance.until:
+                back, allowance.calls = allowance.calls, 0
+            target = min(_BATCH_MAX, 2 * max(1, allowance.spent))
+            want = max(0 if allowance.calls else 1, target - allowance.calls)
+            allowance.spent = 0
+            try:
+                grant, wait, has_tokens, blocked = await self.scripts.lease_batch(
+                    budget_key(self.prefix, key),
+                    want,
+                    back,
+                    self.fleet or 1,
+                    self._seeds(key, sent_at),
+                )
+            except self.errors as exc:
+                self._down(exc)
+                return False
+            self._up()
+            allowance.answered = True
+            if has_tokens:
+                allowance.has_tokens = True
+                return True
+            if blocked > 0:
+                allowance.calls = 0  # not given back: they stay unused, as in ``block``
+            allowance.calls += grant
+            allowance.size = allowance.calls
+            allowance.wait = wait
+            allowance.until = sent_at + _BATCH_FRESH
+            return True
+        finally:
+            allowance.refilling = None
 
     async def _give_back(self) -> None:
         """Return the calls of the batches not spent (the store is closing)."""
@@ -1117,7 +1395,7 @@ class RedisBudgetStore(BudgetStore):
         if lease.tokens == used and lease.output_tokens == output_tokens:
             return
         allowance = self._allowances.get(lease.key)
-        if allowance is not None and allowance.granted and not allowance.has_tokens:
+        if allowance is not None and allowance.answered and not allowance.has_tokens:
             return  # the member had no token budgets at its last batch: nothing to settle
         if self._reachable():
             try:
@@ -1215,41 +1493,52 @@ class RedisBudgetStore(BudgetStore):
                 self._up()
 
     async def beat(self, now: float | None = None, *, leaving: bool = False) -> None:
-        """Renew this process's lease on every member's slots: one script per member (each on
-        its own Cluster slot), pipelined into one round trip. ``leaving``: drop the leases of
-        members that hold nothing (the store is closing)."""
+        """Renew this process's lease and set its batch of slots (``_CLAIM``) for every member:
+        one script per member (each on its own Cluster slot), pipelined into one round trip.
+        Each batch is sized from its peak since the last beat, which starts again. ``leaving``:
+        the batches shrink to the slots in use, and the members that have none drop their lease
+        (the store is closing)."""
         members = list(self._slots.values())
         if not members:
             return
-        script = self.scripts.heartbeat_script
-        calls = [
-            (
-                list(slots.keys),
-                self.scripts.heartbeat_args(
-                    self.process,
-                    self.lease_ttl,
-                    -1 if leaving and not slots.held else slots.held,
-                    now,
-                ),
-            )
-            for slots in members
-        ]
-        results: list[Any]
-        if self.cluster:
-            # One script per member, each sent to its slot's node, all at once.
-            results = list(
-                await asyncio.gather(*(script(keys=keys, args=args) for keys, args in calls))
-            )
-        else:
-            async with cast("Redis", self.client).pipeline(transaction=False) as pipe:
-                for keys, args in calls:
-                    await script(keys=keys, args=args, client=pipe)
-                results = await pipe.execute()
-        self.heartbeats += 1
-        for slots, (lapsed, fleet) in zip(members, results, strict=True):
-            self.fleet = max(1, int(fleet))
-            if int(lapsed):
-                slots._lapsed()
+        async with contextlib.AsyncExitStack() as locks:
+            for slots in members:
+                await locks.enter_async_context(slots._lock)
+            calls = []
+            for slots in members:
+                in_use = slots.busy + slots.local
+                want = slots._want()
+                slots.peak = in_use + slots._asking + len(slots._waiters)
+                if leaving:
+                    want = 0 if in_use else -1
+                keep = slots._keep(max(0, want))
+                args = self.scripts.claim_args(
+                    self.process, slots.limit, self.lease_ttl, keep, want, now
+                )
+                calls.append((list(slots.keys), args))
+            script = self.scripts.claim_script
+            sent_at = self.clock()
+            results: list[Any]
+            try:
+                if self.cluster:
+                    # One script per member, each sent to its slot's node, all at once.
+                    results = list(
+                        await asyncio.gather(
+                            *(script(keys=keys, args=args) for keys, args in calls)
+                        )
+                    )
+                else:
+                    async with cast("Redis", self.client).pipeline(transaction=False) as pipe:
+                        for keys, args in calls:
+                            await script(keys=keys, args=args, client=pipe)
+                        results = await pipe.execute()
+            except BaseException:
+                for slots in members:
+                    slots._usable = slots.held
+                raise
+            self.heartbeats += 1
+            for slots, reply in zip(members, results, strict=True):
+                slots._apply(Claimed.of(reply), sent_at)
 
     async def aclose(self) -> None:
         """Stop the heartbeat, give back the slots still held, close the connections."""
@@ -1258,11 +1547,14 @@ class RedisBudgetStore(BudgetStore):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await task
         for slots in self._slots.values():
-            flushing = slots._flushing
-            if flushing is not None:
+            claiming = slots._claiming
+            if claiming is not None:
                 with contextlib.suppress(Exception):
-                    await flushing
+                    await claiming
         with contextlib.suppress(Exception):
             await self.beat(leaving=True)
         with contextlib.suppress(Exception):
