@@ -3,6 +3,7 @@ against the fast loopback server (benchmarks/server.py, its own process) and a r
 started here on a free loopback port.
 
     python benchmarks/shared_limits.py [--rate 250] [--seconds 4] [--rounds 20] [--calls 400]
+                                       [--concurrency 32] [--trials 40]
 
 Three measures:
 
@@ -217,7 +218,7 @@ async def main(options: argparse.Namespace) -> None:
         local, shared, ratios = await cpu_pairs(
             port, redis.url, options.rounds, options.calls, options.concurrency
         )
-        spread_ms = await propagation(redis.url)
+        spread_ms = await propagation(redis.url, options.trials)
     finally:
         assert server.stdin is not None
         server.stdin.close()
@@ -256,4 +257,5 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=20, help="paired rounds of the CPU ratio")
     parser.add_argument("--calls", type=int, default=400, help="calls per block of a round")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--trials", type=int, default=40, help="blocks of the propagation")
     asyncio.run(main(parser.parse_args()))

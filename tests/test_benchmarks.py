@@ -4,9 +4,13 @@ timing belongs to benchmarks/, never to tests)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,6 +62,22 @@ def test_streaming_and_import_parts_print_their_targets_as_markdown() -> None:
     # Each judged figure has a verdict.
     for row in rows[2:]:
         assert row.rstrip(" |").rsplit("| ", 1)[1] in {"met", "missed", "-"}, row
+
+
+def test_shared_limits_benchmark_runs_and_prints_each_figure_by_its_target() -> None:
+    if shutil.which("redis-server") is None and os.environ.get("CI") != "true":
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    out = run_script(
+        "shared_limits.py",
+        *("--rate", "200", "--seconds", "1", "--rounds", "2", "--calls", "50"),
+        *("--trials", "3"),
+        timeout=120,
+    )
+    ops = out[out.index("Redis operations per call at steady state: ") :].split()[7]
+    assert float(ops) >= 0
+    assert "target: at most 0.05" in out and "evalsha" in out
+    assert "CPU ratio Redis / in-process: median" in out and "target: at most 1.10" in out
+    assert "429 propagation to another process" in out and "over 3 blocks" in out
 
 
 def test_batch_benchmark_runs() -> None:
