@@ -54,7 +54,7 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -1129,6 +1129,11 @@ class RedisBudgetStore(BudgetStore):
         self._allowances: dict[str, _Allowance] = {}
         # Budget refills and slot claims running in the background.
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Per member: the reports waiting to be sent as one, the task that sends them, and the
+        # time before which a report waits (one was sent less than ``_BATCH_FRESH`` ago).
+        self._reports: dict[str, dict[str, Window]] = {}
+        self._reporting: dict[str, asyncio.Task[None]] = {}
+        self._report_after: dict[str, float] = {}
         self._repaying: asyncio.Task[None] | None = None
         self.scripts = Scripts(self.client)
         self.clock = clock
@@ -1424,15 +1429,45 @@ class RedisBudgetStore(BudgetStore):
                     float(window.limit), rate, float(min(window.remaining, window.limit)), now
                 )
         if self._reachable():
-            try:
-                await self.scripts.report(
-                    budget_key(self.prefix, key), list(headers.windows.items())
-                )
-            except self.errors as exc:
-                self._down(exc)
-            else:
+            pending = self._reports.get(key)
+            if pending is not None:
+                pending.update(headers.windows)  # sent with the report already waiting
+                return
+            if self.clock() < self._report_after.get(key, -math.inf):
+                self._reports[key] = dict(headers.windows)
+                self._reporting[key] = self._spawn(self._report_later(key))
+                return
+            self._report_after[key] = self.clock() + _BATCH_FRESH
+            if await self._send_report(key, headers.windows):
                 return
         await self._fallback.report(key, headers, now)
+
+    async def _send_report(self, key: str, windows: Mapping[str, Window]) -> bool:
+        try:
+            await self.scripts.report(budget_key(self.prefix, key), list(windows.items()))
+        except self.errors as exc:
+            self._down(exc)
+            return False
+        self._up()
+        return True
+
+    async def _report_later(self, key: str) -> None:
+        """Send the member's reports that came within ``_BATCH_FRESH`` of its last one, as one
+        (each window as last reported): a vendor that reports its budgets on every answer costs
+        a round trip per ``_BATCH_FRESH``, not per call."""
+        try:
+            await asyncio.sleep(min(_BATCH_FRESH, max(0.0, self._report_after[key] - self.clock())))
+        finally:
+            self._reporting.pop(key, None)
+        await self._flush_report(key)
+
+    async def _flush_report(self, key: str) -> None:
+        windows = self._reports.pop(key, None)
+        if windows is None:
+            return
+        self._report_after[key] = self.clock() + _BATCH_FRESH
+        if not (self._reachable() and await self._send_report(key, windows)):
+            await self._fallback.report(key, RateHeaders(windows), self.clock())
 
     async def block(self, key: str, until: float) -> float:
         # The batch in hand is not spent during the block (nor given back: it stays unused).
@@ -1547,9 +1582,13 @@ class RedisBudgetStore(BudgetStore):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for task in list(self._tasks):
+        for reporting in list(self._reporting.values()):
+            reporting.cancel()  # waiting for its time: the reports go now
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for key in list(self._reports):
             with contextlib.suppress(Exception):
-                await task
+                await self._flush_report(key)
         for slots in self._slots.values():
             claiming = slots._claiming
             if claiming is not None:
