@@ -391,6 +391,7 @@ class BudgetMachine(RuleBasedStateMachine):
         back=st.integers(0, 10),
         fleet=st.integers(1, 4),
         specs=bucket_specs(2),
+        reported=st.lists(st.tuples(st.sampled_from(KINDS), windows), max_size=2),
     )
     def lease_batch(
         self,
@@ -399,13 +400,18 @@ class BudgetMachine(RuleBasedStateMachine):
         back: int,
         fleet: int,
         specs: list[tuple[str, int, float, int]],
+        reported: list[tuple[str, Window]],
     ) -> None:
         self.now += step
         floats = [(n, float(c), r, float(s)) for n, c, r, s in specs]
         got = run(
             self.loop,
-            self.scripts.lease_batch(KEY, want, back, fleet, floats, now=self.now),
+            self.scripts.lease_batch(
+                KEY, want, back, fleet, floats, now=self.now, reports=reported
+            ),
         )
+        # The reports that came with the batch are learned first.
+        self.model.report(reported, self.now)
         expected = self.model.lease_batch(want, back, fleet, floats, self.now)
         assert got[0] == expected[0] and close(got[1], expected[1]), (got, expected)
         assert got[2] == expected[2] and close(got[3], expected[3])
@@ -900,6 +906,48 @@ async def test_budgets_are_leased_in_batches_without_a_round_trip_per_call(redis
         assert isinstance(wait, float) and 29 < wait <= 30
     finally:
         await store.aclose()
+
+
+async def test_reports_within_a_batch_time_go_to_redis_as_one(redis_url: str) -> None:
+    """A vendor that reports its budget on every answer: the first report goes at once, those
+    that follow within ``_BATCH_FRESH`` wait and go as one (the last of each window), with the
+    next budget batch if it comes first."""
+    clock = [0.0]
+    store = RedisBudgetStore(redis_url, clock=lambda: clock[0], prefix="r")
+    sent: list[int] = []
+    report = store.scripts.report
+
+    async def counted(key: str, windows: Any, now: float | None = None) -> None:
+        sent.append(len(windows))
+        await report(key, windows, now)
+
+    store.scripts.report = counted  # type: ignore[method-assign]
+    try:
+        await store.report("m", RateHeaders({"requests": Window(1000, 900, None)}), 0.0)
+        assert sent == [1]
+        clock[0] = 0.1
+        for remaining in (800, 700):
+            await store.report("m", RateHeaders({"requests": Window(1000, remaining, None)}), 0.1)
+        await store.report("m", RateHeaders({"tokens": Window(5000, 4000, None)}), 0.1)
+        assert sent == [1]  # waiting for their time
+        await store._reporting["m"]
+        assert sent == [1, 2]
+        seen = await store.current("m", clock[0])
+        assert 700 <= (seen["requests"].remaining or 0) < 710
+        assert 4000 <= (seen["tokens"].remaining or 0) < 4010
+        # Within the time again: the next batch of calls takes the report with it.
+        clock[0] = 0.2
+        await store.report("m", RateHeaders({"requests": Window(1000, 100, None)}), 0.2)
+        store.configure("n", 0.0, requests_per_minute=1000)
+        await store.report("n", RateHeaders({"requests": Window(1000, 900, None)}), 0.2)
+        await store.report("n", RateHeaders({"requests": Window(1000, 50, None)}), 0.2)
+        assert isinstance(await store.lease("n", Cost(1, 0), 0.2), Lease)
+        assert "n" not in store._reports
+        seen = await store.current("n", clock[0])
+        assert (seen["requests"].remaining or 0) < 50  # learned before the batch was taken
+    finally:
+        await store.aclose()
+    assert sent == [1, 2, 1, 1]  # "n"'s first, and "m"'s last (at its time, or on closing)
 
 
 async def test_a_block_set_elsewhere_drops_the_batch_at_the_next_refill(redis_url: str) -> None:

@@ -157,6 +157,40 @@ local function period(name)
   if name == 'requests-per-day' then return 86400 end
   return 60
 end
+-- What replies reported, from ARGV[i] on: n, then n windows (kind, limit, remaining, reset_in;
+-- '' for none). As ``TokenBucket.learn``: a reported limit replaces the capacity unless a
+-- configured one (the bucket's ceiling) is lower; what is left only lowers the level (the reply
+-- does not know of the calls still in flight); the refill is a whole budget a period at least,
+-- faster when the time until it is whole says so.
+local function learn(buckets, now, i)
+  for j = 0, tonumber(ARGV[i]) - 1 do
+    local at = i + 1 + 4 * j
+    local kind = ARGV[at]
+    local limit, remaining, reset_in =
+      tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
+    local b = buckets[kind]
+    if not b and limit then
+      b = {cap = limit, rate = limit / period(kind), level = limit, t = now}
+      buckets[kind] = b
+    end
+    if b then
+      refill(b, now)
+      if limit and limit > 0 and (not b.ceil or limit < b.ceil) and limit ~= b.cap then
+        b.cap = limit
+        b.rate = limit / period(kind)
+      end
+      if remaining then
+        local left = math.min(b.cap, remaining)
+        b.level = math.min(b.level, left)
+        local missing = b.cap - left
+        if reset_in and reset_in > 0 and missing > 0 then
+          b.rate = math.max(b.cap / period(kind), missing / reset_in)
+        end
+      end
+      save(KEYS[1], kind, b)
+    end
+  end
+end
 -- The process's configured buckets (ARGV[5] specs from ARGV[6] on: name, cap, rate, seed
 -- level), each created at its seed level where Redis has none.
 local function seed(buckets, now)
@@ -199,9 +233,11 @@ return {1, '0'}
 """
 )
 
-# KEYS[1] budgets; ARGV: now, want, back, fleet, n, then n specs (as for _LEASE), then the keys'
-# time to live. A batch of calls of one request each for a process to spend locally: ``back``
-# requests it did not use are given back first; then as many calls as it wants, at most its fair
+# KEYS[1] budgets; ARGV: now, want, back, fleet, n, then n specs (as for _LEASE), then windows
+# replies reported since the last batch (as for _REPORT: learned first, as they came first), then
+# the keys' time to live. A batch of calls of one request each for a process to spend locally:
+# ``back`` requests it did not use are given back first; then as many calls as it wants, at most
+# its fair
 # share (what is left divided by the processes sharing it, at least one). None is granted where
 # the member has token budgets (their calls' costs differ: each is leased on its own). Returns
 # {calls granted, seconds to wait when none was, whether it has token budgets, seconds the member
@@ -212,6 +248,7 @@ _LEASE_BATCH = (
 local now = now_of(ARGV[1])
 local want, back, fleet = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local buckets, blocked = load(KEYS[1])
+learn(buckets, now, 6 + 4 * tonumber(ARGV[5]))
 seed(buckets, now)
 local has_tokens = 0
 for name, b in pairs(buckets) do
@@ -271,42 +308,13 @@ return 1
 """
 )
 
-# KEYS[1] budgets; ARGV: now, n, then n windows (kind, limit, remaining, reset_in; '' for none).
-# As ``TokenBucket.learn``: a reported limit replaces the capacity unless a configured one (the
-# bucket's ceiling) is lower; what is left only lowers the level (the reply does not know of the
-# calls still in flight); the refill is a whole budget a period at least, faster when the time
-# until it is whole says so.
+# KEYS[1] budgets; ARGV: now, then reported windows (see ``learn``), then the keys' time to live.
 _REPORT = (
     _PRELUDE
     + """
 local now = now_of(ARGV[1])
 local buckets = load(KEYS[1])
-for i = 0, tonumber(ARGV[2]) - 1 do
-  local kind = ARGV[3 + 4 * i]
-  local limit, remaining, reset_in =
-    tonumber(ARGV[4 + 4 * i]), tonumber(ARGV[5 + 4 * i]), tonumber(ARGV[6 + 4 * i])
-  local b = buckets[kind]
-  if not b and limit then
-    b = {cap = limit, rate = limit / period(kind), level = limit, t = now}
-    buckets[kind] = b
-  end
-  if b then
-    refill(b, now)
-    if limit and limit > 0 and (not b.ceil or limit < b.ceil) and limit ~= b.cap then
-      b.cap = limit
-      b.rate = limit / period(kind)
-    end
-    if remaining then
-      local left = math.min(b.cap, remaining)
-      b.level = math.min(b.level, left)
-      local missing = b.cap - left
-      if reset_in and reset_in > 0 and missing > 0 then
-        b.rate = math.max(b.cap / period(kind), missing / reset_in)
-      end
-    end
-    save(KEYS[1], kind, b)
-  end
-end
+learn(buckets, now, 2)
 redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV])
 return 1
 """
@@ -503,6 +511,13 @@ def _arg(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
 
+def _window_args(windows: Sequence[tuple[str, Window]]) -> list[str]:
+    args = [str(len(windows))]
+    for kind, window in windows:
+        args += [kind, _arg(window.limit), _arg(window.remaining), _arg(window.reset_in)]
+    return args
+
+
 def _number(value: Any) -> float:
     return float(value.decode() if isinstance(value, bytes) else value)
 
@@ -554,12 +569,15 @@ class Scripts:
         fleet: int,
         specs: Sequence[tuple[str, float, float, float]],
         now: float | None = None,
+        reports: Sequence[tuple[str, Window]] = (),
     ) -> tuple[int, float, bool, float]:
         """(calls granted, seconds to wait when none was, whether the member has token budgets:
-        then none is granted, seconds the member is blocked for)."""
+        then none is granted, seconds the member is blocked for). ``reports``: windows replies
+        reported since the last batch, learned first (as ``report``)."""
         args: list[str] = [_arg(now), str(want), str(back), str(fleet), str(len(specs))]
         for name, cap, rate, seed in specs:
             args += [name, repr(float(cap)), repr(float(rate)), repr(float(seed))]
+        args += _window_args(reports)
         args.append(str(_KEY_TTL_MS))
         grant, wait, has_tokens, blocked = await self._lease_batch(keys=[key], args=args)
         return int(grant), _number(wait), bool(int(has_tokens)), _number(blocked)
@@ -578,10 +596,7 @@ class Scripts:
     async def report(
         self, key: str, windows: Sequence[tuple[str, Window]], now: float | None = None
     ) -> None:
-        args: list[str] = [_arg(now), str(len(windows))]
-        for kind, window in windows:
-            args += [kind, _arg(window.limit), _arg(window.remaining), _arg(window.reset_in)]
-        args.append(str(_KEY_TTL_MS))
+        args = [_arg(now), *_window_args(windows), str(_KEY_TTL_MS)]
         await self._report(keys=[key], args=args)
 
     async def block(self, key: str, seconds: float, now: float | None = None) -> float:
@@ -1349,6 +1364,9 @@ class RedisBudgetStore(BudgetStore):
             target = min(_BATCH_MAX, 2 * max(1, allowance.spent))
             want = max(0 if allowance.calls else 1, target - allowance.calls)
             allowance.spent = 0
+            # The reports waiting for their time go with it (and are lost with it on a failure:
+            # they are this process's seeds meanwhile).
+            reports = self._reports.pop(key, {})
             try:
                 grant, wait, has_tokens, blocked = await self.scripts.lease_batch(
                     budget_key(self.prefix, key),
@@ -1356,6 +1374,7 @@ class RedisBudgetStore(BudgetStore):
                     back,
                     self.fleet or 1,
                     self._seeds(key, sent_at),
+                    reports=list(reports.items()),
                 )
             except self.errors as exc:
                 self._down(exc)
@@ -1453,8 +1472,9 @@ class RedisBudgetStore(BudgetStore):
 
     async def _report_later(self, key: str) -> None:
         """Send the member's reports that came within ``_BATCH_FRESH`` of its last one, as one
-        (each window as last reported): a vendor that reports its budgets on every answer costs
-        a round trip per ``_BATCH_FRESH``, not per call."""
+        (each window as last reported), unless the next budget batch took them first: a vendor
+        that reports its budgets on every answer costs no round trip of its own while calls
+        flow, and one per ``_BATCH_FRESH`` at most otherwise."""
         try:
             await asyncio.sleep(min(_BATCH_FRESH, max(0.0, self._report_after[key] - self.clock())))
         finally:
