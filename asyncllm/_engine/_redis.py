@@ -1145,7 +1145,8 @@ class RedisBudgetStore(BudgetStore):
         # Budget refills and slot claims running in the background.
         self._tasks: set[asyncio.Task[Any]] = set()
         # Per member: the reports waiting to be sent as one, the task that sends them, and the
-        # time before which a report waits (one was sent less than ``_BATCH_FRESH`` ago).
+        # time (the event loop's) before which a report waits (one was sent, alone or with a
+        # budget batch, less than ``_BATCH_FRESH`` ago).
         self._reports: dict[str, dict[str, Window]] = {}
         self._reporting: dict[str, asyncio.Task[None]] = {}
         self._report_after: dict[str, float] = {}
@@ -1367,6 +1368,8 @@ class RedisBudgetStore(BudgetStore):
             # The reports waiting for their time go with it (and are lost with it on a failure:
             # they are this process's seeds meanwhile).
             reports = self._reports.pop(key, {})
+            if reports:
+                self._report_after[key] = asyncio.get_running_loop().time() + _BATCH_FRESH
             try:
                 grant, wait, has_tokens, blocked = await self.scripts.lease_batch(
                     budget_key(self.prefix, key),
@@ -1452,11 +1455,13 @@ class RedisBudgetStore(BudgetStore):
             if pending is not None:
                 pending.update(headers.windows)  # sent with the report already waiting
                 return
-            if self.clock() < self._report_after.get(key, -math.inf):
+            loop_now = asyncio.get_running_loop().time()
+            if loop_now < self._report_after.get(key, -math.inf):
                 self._reports[key] = dict(headers.windows)
-                self._reporting[key] = self._spawn(self._report_later(key))
+                if key not in self._reporting:
+                    self._reporting[key] = self._spawn(self._report_later(key))
                 return
-            self._report_after[key] = self.clock() + _BATCH_FRESH
+            self._report_after[key] = loop_now + _BATCH_FRESH
             if await self._send_report(key, headers.windows):
                 return
         await self._fallback.report(key, headers, now)
@@ -1475,8 +1480,14 @@ class RedisBudgetStore(BudgetStore):
         (each window as last reported), unless the next budget batch took them first: a vendor
         that reports its budgets on every answer costs no round trip of its own while calls
         flow, and one per ``_BATCH_FRESH`` at most otherwise."""
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.sleep(min(_BATCH_FRESH, max(0.0, self._report_after[key] - self.clock())))
+            # Each budget batch that takes the reports waiting puts the time off again.
+            while True:
+                delay = self._report_after[key] - loop.time()
+                if delay <= 0:
+                    break
+                await asyncio.sleep(min(_BATCH_FRESH, delay))
         finally:
             self._reporting.pop(key, None)
         await self._flush_report(key)
@@ -1485,7 +1496,7 @@ class RedisBudgetStore(BudgetStore):
         windows = self._reports.pop(key, None)
         if windows is None:
             return
-        self._report_after[key] = self.clock() + _BATCH_FRESH
+        self._report_after[key] = asyncio.get_running_loop().time() + _BATCH_FRESH
         if not (self._reachable() and await self._send_report(key, windows)):
             await self._fallback.report(key, RateHeaders(windows), self.clock())
 
