@@ -28,6 +28,7 @@ from asyncllm._engine._ratelimit import Cost, Lease, RateHeaders, Window
 from asyncllm._engine._redis import (
     _BATCH_EARLY,
     _BATCH_FRESH,
+    Batch,
     Claimed,
     RedisBudgetStore,
     Scripts,
@@ -97,6 +98,7 @@ class Model:
 
     buckets: dict[str, Bucket] = field(default_factory=dict)
     blocked: float = -math.inf
+    breaker: float = 0.0  # when the fleet's breaker stops being open
 
     def lease(
         self,
@@ -131,7 +133,7 @@ class Model:
         fleet: int,
         specs: list[tuple[str, float, float, float]],
         now: float,
-    ) -> tuple[int, float, bool, float]:
+    ) -> Batch:
         for name, cap, rate, seed in specs:
             if name not in self.buckets:
                 self.buckets[name] = Bucket(cap, rate, min(cap, seed), now, cap)
@@ -158,7 +160,13 @@ class Model:
         else:
             for bucket in requests:
                 bucket.level -= grant
-        return int(grant), wait, has_tokens, max(0.0, self.blocked - now)
+        return Batch(
+            int(grant), wait, has_tokens, max(0.0, self.blocked - now), max(0.0, self.breaker - now)
+        )
+
+    def trip(self, seconds: float, now: float) -> float:
+        self.breaker = max(self.breaker, now + seconds)
+        return self.breaker - now
 
     def settle(self, reserved: tuple[int, int], used: tuple[int, int], now: float) -> None:
         for name, bucket in self.buckets.items():
@@ -413,8 +421,9 @@ class BudgetMachine(RuleBasedStateMachine):
         # The reports that came with the batch are learned first.
         self.model.report(reported, self.now)
         expected = self.model.lease_batch(want, back, fleet, floats, self.now)
-        assert got[0] == expected[0] and close(got[1], expected[1]), (got, expected)
-        assert got[2] == expected[2] and close(got[3], expected[3])
+        assert got.grant == expected.grant and close(got.wait, expected.wait), (got, expected)
+        assert got.has_tokens == expected.has_tokens and close(got.blocked, expected.blocked)
+        assert close(got.open_for, expected.open_for)
 
     @rule(
         step=times,
@@ -433,6 +442,12 @@ class BudgetMachine(RuleBasedStateMachine):
         self.now += step
         run(self.loop, self.scripts.report(KEY, reported, now=self.now))
         self.model.report(reported, self.now)
+
+    @rule(step=times, seconds=st.floats(0, 300, allow_nan=False))
+    def trip(self, step: float, seconds: float) -> None:
+        self.now += step
+        got = run(self.loop, self.scripts.trip(KEY, seconds, now=self.now))
+        assert close(got, self.model.trip(seconds, self.now))
 
     @rule(step=times, seconds=st.floats(0, 300, allow_nan=False))
     def block(self, step: float, seconds: float) -> None:
@@ -811,6 +826,47 @@ async def test_a_breaker_opened_in_one_process_refuses_calls_in_another(redis_ur
         await two.aclose()
 
 
+async def test_a_breaker_opened_elsewhere_reaches_a_process_spending_its_batches(
+    redis_url: str,
+) -> None:
+    """A process with slots and budget in hand learns of the fleet's open breaker at its next
+    budget batch (within ``_BATCH_FRESH``), not only at its next claim or heartbeat: its calls
+    are refused from then on, none sent."""
+    breaker = asyncllm.BreakerConfig(failure_threshold=1, reset_timeout=30)
+    clock = FakeClock()
+    one = asyncllm.Dispatcher(redis_url=redis_url, observer=None)
+    two = asyncllm.Dispatcher(redis_url=redis_url, observer=None, clock=clock, sleep=clock.sleep)
+    try:
+        lane_one = one.lane("vendor", breaker=breaker)
+        lane_two = two.lane("vendor", breaker=breaker)
+        sent: list[Any] = []
+
+        async def up(attempt: Any) -> int:
+            sent.append(attempt)
+            return 1
+
+        for _ in range(3):
+            assert await two.run(lane_two, "chat", up) == 1
+        assert lane_two.shared is not None and lane_two.shared.held > lane_two.shared.busy
+        sent.clear()
+
+        async def down(attempt: Any) -> int:
+            raise asyncllm.APIConnectionError("connection refused", backend="vendor")
+
+        with pytest.raises(asyncllm.APIConnectionError):
+            await one.run(lane_one, "chat", down, max_retries=0)
+        assert lane_one.shared is not None and lane_one.shared._tripping is not None
+        await lane_one.shared._tripping
+        clock.advance(_BATCH_FRESH)  # the budget in hand is stale: the next call takes a batch
+        with pytest.raises(asyncllm.CircuitOpenError, match="another process"):
+            await two.run(lane_two, "chat", up)
+        assert sent == []
+        assert lane_two.breaker.state.value == "open"
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
 async def test_a_worker_whose_clock_is_minutes_off_sees_the_same_block(redis_url: str) -> None:
     """Times in Redis are Redis's: a process whose clock is ten minutes ahead blocks the others
     for the seconds it asked, not ten minutes more or less."""
@@ -863,7 +919,7 @@ async def test_budgets_are_leased_in_batches_without_a_round_trip_per_call(redis
     hold = asyncio.Event()
     hold.set()
 
-    async def counted(*args: Any, **kwargs: Any) -> tuple[int, float, bool, float]:
+    async def counted(*args: Any, **kwargs: Any) -> Batch:
         await hold.wait()
         got = await lease_batch(*args, **kwargs)
         trips.append((args[1], args[2], got[0]))

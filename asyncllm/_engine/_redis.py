@@ -32,9 +32,9 @@ Why it is built this way:
   when it resumes (it asks Redis before new work), finds that its slots in use were counted
   again, and starts no new work until the fleet is under its limit.
 * A breaker that opens in one process opens the fleet's: the slot scripts give no batch while it
-  is open (a process learns it on its next claim or heartbeat, and opens its own breaker for the
-  rest of the time), and while it is half-open each call asks for its slot, so that one process
-  probes for the fleet. The counting of failures stays local (sharing every outcome would cost a
+  is open, and a process learns it at its next budget batch, claim or heartbeat and opens its
+  own breaker for the rest of the time; while it is half-open each call asks for its slot, so
+  that one process probes for the fleet. The counting of failures stays local (sharing every outcome would cost a
   round trip per call).
 * A Redis that fails or is slow degrades the store instead of failing calls (see
   ``RedisBudgetStore``); what was spent meanwhile is taken from the shared budgets on return.
@@ -56,7 +56,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from .._constants import DEFAULT_REDIS_LEASE, DEFAULT_REDIS_SHARE, DEFAULT_REDIS_TIMEOUT
 from .._exceptions import APITimeoutError, ConfigurationError
@@ -80,7 +80,7 @@ if TYPE_CHECKING:
 
     from ._dispatcher import Lane
 
-__all__ = ["Claimed", "RedisBudgetStore", "Scripts", "SharedSlots", "probe_allowance"]
+__all__ = ["Batch", "Claimed", "RedisBudgetStore", "Scripts", "SharedSlots", "probe_allowance"]
 
 logger = logging.getLogger("asyncllm.redis")
 T = TypeVar("T")
@@ -237,11 +237,12 @@ return {1, '0'}
 # replies reported since the last batch (as for _REPORT: learned first, as they came first), then
 # the keys' time to live. A batch of calls of one request each for a process to spend locally:
 # ``back`` requests it did not use are given back first; then as many calls as it wants, at most
-# its fair
-# share (what is left divided by the processes sharing it, at least one). None is granted where
-# the member has token budgets (their calls' costs differ: each is leased on its own). Returns
-# {calls granted, seconds to wait when none was, whether it has token budgets, seconds the member
-# is blocked for} (the block, so that a process refilling early knows to drop the calls it holds).
+# its fair share (what is left divided by the processes sharing it, at least one). None is
+# granted where the member has token budgets (their calls' costs differ: each is leased on its
+# own). Returns {calls granted, seconds to wait when none was, whether it has token budgets,
+# seconds the member is blocked for, seconds the fleet's breaker stays open}: the block, so that a
+# process refilling early knows to drop the calls it holds, and the breaker, so that it reaches
+# every process spending batches within ``_BATCH_FRESH``.
 _LEASE_BATCH = (
     _PRELUDE
     + """
@@ -281,7 +282,8 @@ else
 end
 for name, b in pairs(buckets) do save(KEYS[1], name, b) end
 if next(buckets) ~= nil then redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV]) end
-return {grant, f(wait), has_tokens, f(math.max(0, blocked - now))}
+local breaker = tonumber(redis.call('HGET', KEYS[1], 'breaker') or '0')
+return {grant, f(wait), has_tokens, f(math.max(0, blocked - now)), f(math.max(0, breaker - now))}
 """
 )
 
@@ -570,17 +572,18 @@ class Scripts:
         specs: Sequence[tuple[str, float, float, float]],
         now: float | None = None,
         reports: Sequence[tuple[str, Window]] = (),
-    ) -> tuple[int, float, bool, float]:
-        """(calls granted, seconds to wait when none was, whether the member has token budgets:
-        then none is granted, seconds the member is blocked for). ``reports``: windows replies
-        reported since the last batch, learned first (as ``report``)."""
+    ) -> Batch:
+        """``reports``: windows replies reported since the last batch, learned first (as
+        ``report``)."""
         args: list[str] = [_arg(now), str(want), str(back), str(fleet), str(len(specs))]
         for name, cap, rate, seed in specs:
             args += [name, repr(float(cap)), repr(float(rate)), repr(float(seed))]
         args += _window_args(reports)
         args.append(str(_KEY_TTL_MS))
-        grant, wait, has_tokens, blocked = await self._lease_batch(keys=[key], args=args)
-        return int(grant), _number(wait), bool(int(has_tokens)), _number(blocked)
+        grant, wait, has_tokens, blocked, open_for = await self._lease_batch(keys=[key], args=args)
+        return Batch(
+            int(grant), _number(wait), bool(int(has_tokens)), _number(blocked), _number(open_for)
+        )
 
     async def settle(
         self,
@@ -663,6 +666,18 @@ class Scripts:
         self, process: str, limit: int, ttl: float, keep: int, want: int, now: float | None
     ) -> list[str]:
         return [_arg(now), process, str(limit), repr(float(ttl)), str(keep), str(want)]
+
+
+class Batch(NamedTuple):
+    """What ``_LEASE_BATCH`` answered: the calls granted, the seconds to wait when none was,
+    whether the member has token budgets (then none is granted), the seconds it is blocked for
+    and the seconds the fleet's breaker stays open."""
+
+    grant: int
+    wait: float
+    has_tokens: bool
+    blocked: float
+    open_for: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -1371,7 +1386,7 @@ class RedisBudgetStore(BudgetStore):
             if reports:
                 self._report_after[key] = asyncio.get_running_loop().time() + _BATCH_FRESH
             try:
-                grant, wait, has_tokens, blocked = await self.scripts.lease_batch(
+                batch = await self.scripts.lease_batch(
                     budget_key(self.prefix, key),
                     want,
                     back,
@@ -1384,14 +1399,18 @@ class RedisBudgetStore(BudgetStore):
                 return False
             self._up()
             allowance.answered = True
-            if has_tokens:
+            slots = self._slots.get(key)
+            if batch.open_for > 0 and slots is not None and slots.lane is not None:
+                # Another process's breaker opened: this one's opens for the rest of it.
+                slots.lane.breaker.trip(batch.open_for)
+            if batch.has_tokens:
                 allowance.has_tokens = True
                 return True
-            if blocked > 0:
+            if batch.blocked > 0:
                 allowance.calls = 0  # not given back: they stay unused, as in ``block``
-            allowance.calls += grant
+            allowance.calls += batch.grant
             allowance.size = allowance.calls
-            allowance.wait = wait
+            allowance.wait = batch.wait
             allowance.until = sent_at + _BATCH_FRESH
             return True
         finally:
