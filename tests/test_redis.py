@@ -1045,13 +1045,18 @@ async def test_slots_are_leased_in_batches_and_given_back_on_the_heartbeat(
         assert (slots.claims, slots.busy) == (1, 2)
         await slots.acquire("r3", None)  # the batch is full: a claim, for 3 and a quarter more
         assert (slots.claims, slots.held, slots.busy) == (2, 4, 3)
-        for _ in range(3):
+        # The call that fills the batch goes at once, and the batch grows in the background.
+        at_once(slots.acquire("r4", None))
+        assert (slots.claims, slots.busy) == (2, 4) and slots._claiming is not None
+        await slots._claiming
+        assert (slots.claims, slots.held) == (3, 5)
+        for _ in range(4):
             slots.release()  # no round trip: the slots stay in the batch
-        assert (slots.claims, slots.held, slots.busy) == (2, 4, 0)
-        assert int(await store.client.hget(slots.keys[0], store.process)) == 4
-        # The heartbeat sizes the batch from the peak since the last (3): 4; then from none.
+        assert (slots.claims, slots.held, slots.busy) == (3, 5, 0)
+        assert int(await store.client.hget(slots.keys[0], store.process)) == 5
+        # The heartbeat sizes the batch from the peak since the last (4): 5; then from none.
         await store.beat()
-        assert (slots.held, slots.peak) == (4, 0)
+        assert (slots.held, slots.peak) == (5, 0)
         await store.beat()
         assert slots.held == 0
         assert await store.client.hget(slots.keys[0], store.process) is None

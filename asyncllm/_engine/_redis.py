@@ -795,8 +795,10 @@ class SharedSlots:
         self._usable = 0
         # This process's fair share while others wait (``held`` above it: freed slots go back).
         self.share = limit
-        # The most calls in use or waiting since the last heartbeat.
+        # The most calls in use or waiting since the last heartbeat, and the batch the last claim
+        # asked for.
         self.peak = 0
+        self._wanted = 0
         self._valid_until = -math.inf
         # The fleet's breaker was half-open at the last claim: slots are asked one by one.
         self._half_open = False
@@ -852,6 +854,10 @@ class SharedSlots:
             self.busy += 1
             if self.busy > self.peak:
                 self.peak = self.busy
+                if self.busy == self.held < self.limit and self.share >= self._wanted:
+                    # The batch is full, and not held back by a fair share: ask for more before a
+                    # call has to wait.
+                    self._start_claim()
             return True
         return False
 
@@ -900,6 +906,7 @@ class SharedSlots:
                 self._reclaim = False
                 want = self._want()
                 keep = self._keep(want)
+                self._wanted = want
                 sent_at = store.clock()
                 try:
                     claimed = await store.scripts.claim(
@@ -1597,6 +1604,7 @@ class RedisBudgetStore(BudgetStore):
                 if leaving:
                     want = 0 if in_use else -1
                 keep = slots._keep(max(0, want))
+                slots._wanted = want
                 args = self.scripts.claim_args(
                     self.process, slots.limit, self.lease_ttl, keep, want, now
                 )
