@@ -4,13 +4,11 @@ timing belongs to benchmarks/, never to tests)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.redis_fixtures import _executable as redis_executable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,8 +63,7 @@ def test_streaming_and_import_parts_print_their_targets_as_markdown() -> None:
 
 
 def test_shared_limits_benchmark_runs_and_prints_each_figure_by_its_target() -> None:
-    if shutil.which("redis-server") is None and os.environ.get("CI") != "true":
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    redis_executable()  # skips where redis-server is missing, except in CI
     out = run_script(
         "shared_limits.py",
         *("--rate", "200", "--seconds", "1", "--rounds", "2", "--calls", "50"),

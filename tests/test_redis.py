@@ -1006,6 +1006,47 @@ async def test_reports_within_a_batch_time_go_to_redis_as_one(redis_url: str) ->
     assert sent == [1, 2, 1, 1]  # "n"'s first, and "m"'s last (at its time, or on closing)
 
 
+async def test_calls_at_steady_state_cost_few_round_trips(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    """The efficiency, loosely (``benchmarks/shared_limits.py`` measures it): 400 calls of 8
+    callers through a dispatcher shared through Redis, with a request budget, cost a few dozen
+    Redis round trips (batches of budget and slots, growing), not one or two per call."""
+    clock = FakeClock()
+    dispatcher = asyncllm.Dispatcher(
+        redis_url=redis_url, observer=None, clock=clock, sleep=clock.sleep
+    )
+    admin = Redis.from_url(redis_url)
+
+    async def scripts_run() -> int:
+        stats = await admin.info("commandstats")
+        return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+
+    try:
+        lane = dispatcher.lane(
+            "vendor",
+            limits=asyncllm.LimitsConfig(max_concurrent_requests=8),
+            rate_limits=asyncllm.RateLimits(requests_per_minute=600_000),
+        )
+
+        async def answer(attempt: Any) -> int:
+            await asyncio.sleep(0)
+            return 1
+
+        async def caller() -> None:
+            for _ in range(50):
+                assert await dispatcher.run(lane, "chat", answer) == 1
+                clock.advance(0.001)  # 400 calls over 0.4 s: the batches go stale meanwhile
+
+        before = await scripts_run()
+        await asyncio.gather(*(caller() for _ in range(8)))
+        trips = await scripts_run() - before
+        assert trips <= 40, trips
+    finally:
+        await dispatcher.aclose()
+        await admin.aclose()
+
+
 async def test_a_block_set_elsewhere_drops_the_batch_at_the_next_refill(redis_url: str) -> None:
     """Another process's 429: the batch in hand is spent until its refill (at most
     ``_BATCH_FRESH`` later), which finds the block and drops the rest."""
