@@ -160,8 +160,14 @@ class Model:
         else:
             for bucket in requests:
                 bucket.level -= grant
+        # (No process waits for slots here: no claim runs on this key.)
         return Batch(
-            int(grant), wait, has_tokens, max(0.0, self.blocked - now), max(0.0, self.breaker - now)
+            int(grant),
+            wait,
+            has_tokens,
+            max(0.0, self.blocked - now),
+            max(0.0, self.breaker - now),
+            False,
         )
 
     def trip(self, seconds: float, now: float) -> float:
@@ -280,6 +286,9 @@ async def test_batches_of_slots_keep_to_the_limit_and_to_fair_shares(scripts: Sc
     assert await claim("a", 0, 6, 0) == Claimed(6, False, 6, 1, 0.0, False)
     # "b" wants 4: nothing is free, and each one's share is now 3 (6 water-filled over 6 and 4).
     assert await claim("b", 0, 4, 0) == Claimed(0, False, 3, 2, 0.0, False)
+    # "b" got less than its share: every process's next budget batch hears of it, for a while.
+    assert (await scripts.lease_batch(KEY, 0, 0, 2, [], now=T0 + 0.1)).starved
+    assert not (await scripts.lease_batch(KEY, 0, 0, 2, [], now=T0 + _BATCH_FRESH)).starved
     # "a" has all 6 in use: it keeps them, and learns its share.
     assert await claim("a", 6, 6, 1) == Claimed(6, False, 3, 2, 0.0, False)
     # Two of its calls ended: it shrinks to its share, and "b" gets the slots.
@@ -423,7 +432,7 @@ class BudgetMachine(RuleBasedStateMachine):
         expected = self.model.lease_batch(want, back, fleet, floats, self.now)
         assert got.grant == expected.grant and close(got.wait, expected.wait), (got, expected)
         assert got.has_tokens == expected.has_tokens and close(got.blocked, expected.blocked)
-        assert close(got.open_for, expected.open_for)
+        assert close(got.open_for, expected.open_for) and got.starved == expected.starved
 
     @rule(
         step=times,
@@ -723,6 +732,8 @@ async def test_degraded_mode_keeps_a_share_and_recovers(redis_server: RedisServe
         assert await slots._take("r")
         assert slots.lapses == 1
         assert (slots.busy, slots.local) == (4, 0)
+        if slots._claiming is not None:
+            await slots._claiming  # the batch may be growing in the background
         assert int(await store.client.hget(slots.keys[0], store.process)) == slots.held >= 4
     finally:
         await store.aclose()
@@ -1106,21 +1117,29 @@ async def test_slots_are_leased_in_batches_and_given_back_on_the_heartbeat(
 
 
 async def test_a_process_over_its_share_gives_slots_back_as_calls_end(redis_url: str) -> None:
-    """One process holds the whole limit; another comes and waits: once the first knows its
-    fair share (its next claim: here, its heartbeat), each slot it frees goes back to the
-    fleet until it is at its share, and the waiting process gets them."""
-    one = RedisBudgetStore(redis_url, prefix="f")
+    """One process holds the whole limit; another comes and waits, which marks the member
+    starved: the first learns it at its next budget batch, claims, and learns its fair share;
+    then each slot it frees goes back to the fleet until it is at its share, and the waiting
+    process gets them."""
+    clock = [0.0]
+    one = RedisBudgetStore(redis_url, clock=lambda: clock[0], prefix="f")
     two = RedisBudgetStore(redis_url, prefix="f")
     mine, theirs = one.slots("m", 4), two.slots("m", 4)
     try:
         for i in range(4):
             await mine.acquire(f"r{i}", None)
+        assert isinstance(await one.lease("m", Cost(1, 0), clock[0]), Lease)
         assert mine.held == mine.busy == 4
+        claims = mine.claims
         waiting = asyncio.ensure_future(theirs.acquire("w", None))
         while not theirs.claims:
             await asyncio.sleep(0.001)
         assert not waiting.done() and theirs.held == 0
-        await one.beat()
+        clock[0] += 1  # the budget in hand is stale: the next call takes a batch, which says
+        assert isinstance(await one.lease("m", Cost(1, 0), clock[0]), Lease)  # "starved"
+        assert mine._claiming is not None
+        await mine._claiming
+        assert mine.claims == claims + 1
         assert (mine.held, mine.share) == (4, 2)  # all 4 in use: none can go back yet
         mine.release()
         await asyncio.wait_for(waiting, 10)  # a guard against a hang, not a measure

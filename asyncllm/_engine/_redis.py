@@ -24,8 +24,9 @@ Why it is built this way:
   it within that time, and leases the next in the background before this one runs out or goes
   stale. Concurrency: a process holds a batch of the fleet's slots (sized from its calls' recent
   peak; see ``SharedSlots``), takes and gives back slots locally, and resizes the batch when it
-  is full, on its heartbeat, and when it holds more than its fair share while others wait. The
-  batches never add up to more than the limit: each is set by one script that sees them all.
+  fills, on its heartbeat, and when it holds more than its fair share while others wait (which
+  it hears of at its next budget batch). The batches never add up to more than the limit: each
+  is set by one script that sees them all.
 * Those slots are held per process under an expiring lease that one heartbeat renews for all of
   the process's members. A process killed with SIGKILL stops renewing, and its slots return to
   the fleet when its lease expires; a process paused past its lease does not trust its batch
@@ -240,9 +241,10 @@ return {1, '0'}
 # its fair share (what is left divided by the processes sharing it, at least one). None is
 # granted where the member has token budgets (their calls' costs differ: each is leased on its
 # own). Returns {calls granted, seconds to wait when none was, whether it has token budgets,
-# seconds the member is blocked for, seconds the fleet's breaker stays open}: the block, so that a
-# process refilling early knows to drop the calls it holds, and the breaker, so that it reaches
-# every process spending batches within ``_BATCH_FRESH``.
+# seconds the member is blocked for, seconds the fleet's breaker stays open, 1 if a process waits
+# for slots}: the block, so that a process refilling early knows to drop the calls it holds, the
+# breaker, so that it reaches every process spending batches within ``_BATCH_FRESH``, and the
+# waiting, so that a process holding slots claims again and learns its fair share.
 _LEASE_BATCH = (
     _PRELUDE
     + """
@@ -283,7 +285,10 @@ end
 for name, b in pairs(buckets) do save(KEYS[1], name, b) end
 if next(buckets) ~= nil then redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV]) end
 local breaker = tonumber(redis.call('HGET', KEYS[1], 'breaker') or '0')
-return {grant, f(wait), has_tokens, f(math.max(0, blocked - now)), f(math.max(0, breaker - now))}
+local starved = 0
+if tonumber(redis.call('HGET', KEYS[1], 'starved') or '0') > now then starved = 1 end
+return {grant, f(wait), has_tokens, f(math.max(0, blocked - now)), f(math.max(0, breaker - now)),
+  starved}
 """
 )
 
@@ -449,10 +454,13 @@ return 1
 # water-filled over the wants, rounded up): a process over its share shrinks to it, as far as
 # ``keep`` allows, so that one waiting gets slots on its next claim. While the fleet's breaker is
 # open or half-open, a batch shrinks to ``keep`` (its calls ask one by one, for the probe).
-# ``want`` -1: the process leaves (its lease, count and want are dropped). Returns {slots it now
-# holds, lapsed, its share, live processes, seconds the breaker stays open, 1 if half-open}.
+# ``want`` -1: the process leaves (its lease, count and want are dropped). A process that gets
+# less than its share marks the member "starved" for ``_BATCH_FRESH`` (in its budgets, where
+# every process's next budget batch sees it). Returns {slots it now holds, lapsed, its share,
+# live processes, seconds the breaker stays open, 1 if half-open}.
 _CLAIM = (
     _SLOTS_PRELUDE
+    + f"local starved_for, key_ttl = {_BATCH_FRESH!r}, {_KEY_TTL_MS}\n"
     + """
 local now, proc = now_of(ARGV[1]), ARGV[2]
 local limit, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -504,6 +512,10 @@ local held = target
 if target > mine then held = mine + math.max(0, math.min(target - mine, limit - total)) end
 held = math.max(held, keep)
 if held > 0 then redis.call('HSET', KEYS[1], proc, held) else redis.call('HDEL', KEYS[1], proc) end
+if held < math.min(want, share) and not opened then
+  redis.call('HSET', KEYS[3], 'starved', f(now + starved_for))
+  redis.call('PEXPIRE', KEYS[3], key_ttl)
+end
 return {held, lapsed, share, redis.call('ZCARD', KEYS[2]), f(open_for), half_open}
 """
 )
@@ -580,9 +592,16 @@ class Scripts:
             args += [name, repr(float(cap)), repr(float(rate)), repr(float(seed))]
         args += _window_args(reports)
         args.append(str(_KEY_TTL_MS))
-        grant, wait, has_tokens, blocked, open_for = await self._lease_batch(keys=[key], args=args)
+        grant, wait, has_tokens, blocked, open_for, starved = await self._lease_batch(
+            keys=[key], args=args
+        )
         return Batch(
-            int(grant), _number(wait), bool(int(has_tokens)), _number(blocked), _number(open_for)
+            int(grant),
+            _number(wait),
+            bool(int(has_tokens)),
+            _number(blocked),
+            _number(open_for),
+            bool(int(starved)),
         )
 
     async def settle(
@@ -670,14 +689,15 @@ class Scripts:
 
 class Batch(NamedTuple):
     """What ``_LEASE_BATCH`` answered: the calls granted, the seconds to wait when none was,
-    whether the member has token budgets (then none is granted), the seconds it is blocked for
-    and the seconds the fleet's breaker stays open."""
+    whether the member has token budgets (then none is granted), the seconds it is blocked for,
+    the seconds the fleet's breaker stays open, and whether a process waits for slots."""
 
     grant: int
     wait: float
     has_tokens: bool
     blocked: float
     open_for: float
+    starved: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -860,6 +880,10 @@ class SharedSlots:
                     self._start_claim()
             return True
         return False
+
+    def wanting(self) -> bool:
+        """Whether calls of this process wait for a slot."""
+        return bool(self._asking or self._waiters)
 
     def _want(self) -> int:
         """The batch this process would hold: its calls in use and waiting at their peak since
@@ -1410,6 +1434,10 @@ class RedisBudgetStore(BudgetStore):
             if batch.open_for > 0 and slots is not None and slots.lane is not None:
                 # Another process's breaker opened: this one's opens for the rest of it.
                 slots.lane.breaker.trip(batch.open_for)
+            if batch.starved and slots is not None and slots.held and not slots.wanting():
+                # Another process waits for slots: claim, to learn this one's fair share (and
+                # give back, as calls end, what is over it).
+                slots._start_claim()
             if batch.has_tokens:
                 allowance.has_tokens = True
                 return True
