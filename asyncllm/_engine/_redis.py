@@ -1641,8 +1641,9 @@ class RedisBudgetStore(BudgetStore):
             sent_at = self.clock()
             results: list[Any]
             try:
-                if self.cluster:
-                    # One script per member, each sent to its slot's node, all at once.
+                if self.cluster or len(calls) == 1:
+                    # One script per member, each sent to its slot's node, all at once (a
+                    # pipeline would ask first whether Redis has the script: a round trip more).
                     results = list(
                         await asyncio.gather(
                             *(script(keys=keys, args=args) for keys, args in calls)
