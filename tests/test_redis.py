@@ -1107,11 +1107,17 @@ async def test_slots_are_leased_in_batches_and_given_back_on_the_heartbeat(
         assert (slots.claims, slots.held, slots.busy) == (3, 5, 0)
         assert int(await store.client.hget(slots.keys[0], store.process)) == 5
         # The heartbeat sizes the batch from the peak since the last (4): 5; then from none.
+        # (With a second member, its claims go in one pipeline.)
+        other = store.slots("n", 2)
+        await other.acquire("o", None)
         await store.beat()
         assert (slots.held, slots.peak) == (5, 0)
+        assert (other.held, other.busy) == (2, 1)
+        other.release()
         await store.beat()
         assert slots.held == 0
         assert await store.client.hget(slots.keys[0], store.process) is None
+        assert await store.client.hget(other.keys[0], store.process) == b"2"  # its peak was 1
     finally:
         await store.aclose()
 
