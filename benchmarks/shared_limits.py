@@ -12,7 +12,8 @@ Three measures:
   from Redis's own ``INFO commandstats``: the commands clients sent (each a round trip; the
   scripts' and the heartbeats' alike), not those run inside scripts. Twice: against the fast
   server, whose answers say nothing of budgets, and against ``server.py --kind capacity``, whose
-  every answer reports the request budget (OpenAI's headers), as real vendors' do.
+  every answer reports the request budget (OpenAI's headers), as real vendors' do; and once more
+  against one that reports a token budget too, whose calls are still leased one by one.
 * CPU per call with Redis coordination over in-process (target: within 10%): both clients live
   in this one process and run blocks of ``--calls`` calls at concurrency ``--concurrency`` in
   turn (local, Redis, Redis, local, ...), so each pair of blocks is measured under the same
@@ -42,9 +43,17 @@ from run import bootstrap, med, pct  # noqa: E402
 import asyncllm  # noqa: E402 - after the path so that this checkout's package is measured
 from tests.redis_fixtures import RedisServer  # noqa: E402
 
-# The vendor of the second count: it reports its request budget on every answer (OpenAI's
-# headers), far above what the benchmark spends.
+# The vendors of the second and third counts: they report their request budget, then their
+# request and token budgets, on every answer (OpenAI's headers), far above what the benchmark
+# spends. A member with token budgets is still leased call by call (each call's cost differs):
+# the third count shows what that costs.
 REPORTING = ("--kind", "capacity", "--capacity", '{"requests_per_minute": 100000000}')
+REPORTING_TOKENS = (
+    "--kind",
+    "capacity",
+    "--capacity",
+    '{"requests_per_minute": 100000000, "tokens_per_minute": 100000000000}',
+)
 
 
 async def start_server(*args: str) -> tuple[asyncio.subprocess.Process, int]:
@@ -217,6 +226,7 @@ async def main(options: argparse.Namespace) -> None:
     redis = RedisServer(executable)
     server, port = await start_server()
     reporting, reporting_port = await start_server(*REPORTING)
+    tokens, tokens_port = await start_server(*REPORTING_TOKENS)
     try:
         ops, achieved = await ops_per_call(
             port, redis.url, options.rate, options.seconds, options.concurrency
@@ -224,12 +234,15 @@ async def main(options: argparse.Namespace) -> None:
         reported_ops, reported_achieved = await ops_per_call(
             reporting_port, redis.url, options.rate, options.seconds, options.concurrency
         )
+        token_ops, token_achieved = await ops_per_call(
+            tokens_port, redis.url, options.rate, options.seconds, options.concurrency
+        )
         local, shared, ratios = await cpu_pairs(
             port, redis.url, options.rounds, options.calls, options.concurrency
         )
         spread_ms = await propagation(redis.url, options.trials)
     finally:
-        for process in (server, reporting):
+        for process in (server, reporting, tokens):
             assert process.stdin is not None
             process.stdin.close()
             await process.wait()
@@ -242,6 +255,7 @@ async def main(options: argparse.Namespace) -> None:
     for title, got, rate in (
         ("a vendor that reports no budget", ops, achieved),
         ("a vendor that reports its budget on every answer", reported_ops, reported_achieved),
+        ("one that reports a token budget too (leased per call)", token_ops, token_achieved),
     ):
         by_command = ", ".join(
             f"{name} {n:.4f}" for name, n in sorted(got.items(), key=lambda o: -o[1])
