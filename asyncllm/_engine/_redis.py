@@ -793,9 +793,10 @@ class SharedSlots:
     has one free and the lease is surely alive (``_valid_until``, on this process's clock: a
     process paused past its lease asks Redis before it starts new work). The batch is sized from
     the calls in use and waiting (their peak since the last heartbeat, plus a quarter) and set by
-    ``_CLAIM``: when a call finds it full, on each heartbeat, and when the process holds more than
-    its fair share while other processes wait (then each slot freed goes back). The sum of the
-    batches never exceeds the limit, so neither do the calls in flight.
+    ``_CLAIM``: in the background when it fills, when a call finds it full, on each heartbeat,
+    when a budget batch says another process waits for slots (``RedisBudgetStore._refill``), and
+    while the process holds more than its fair share (then each slot freed goes back). The sum of
+    the batches never exceeds the limit, so neither do the calls in flight.
 
     While the lane's breaker is not closed, or the fleet's is half-open, each call asks Redis for
     its slot (``_ACQUIRE``), which lets one process at a time probe for the fleet. Whatever
