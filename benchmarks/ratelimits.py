@@ -36,7 +36,8 @@ The contenders:
   only): what it learns from the vendor's headers.
 * ``litellm``: LiteLLM's ``Router`` with the same limits (``rpm``, ``tpm``,
   ``max_parallel_requests``) and priorities (its scheduler), when ``litellm`` is importable by
-  this interpreter or by ``--litellm-python`` (never in CI).
+  this interpreter or by ``--litellm-python`` (never in CI). ``litellm-rpm``: the same without
+  ``max_parallel_requests``, which LiteLLM's pinned version enforces by refusing calls.
 
 ``pool_with_one_failing`` (three members, one always failing) runs once ``asyncllm.Pool``
 exists; until then its row says "not available".
@@ -68,12 +69,14 @@ ROOT = HERE.parent
 KEY = "bench-not-a-key"  # never a real key; and no key is ever printed
 MODEL = "fake-chat"
 HIGH, NORMAL, LOW = 0, 1, 2  # asyncllm.Priority's values; LiteLLM's scheduler also runs 0 first
-CONTENDERS = ("retries", "limits", "learned", "litellm")
+CONTENDERS = ("retries", "limits", "learned", "litellm", "litellm-rpm")
+LITELLM = ("litellm", "litellm-rpm")
 LABELS = {
     "retries": "asyncllm, fixed concurrency + retries only",
     "limits": "asyncllm, RateLimits configured",
     "learned": "asyncllm, learned from headers",
     "litellm": "LiteLLM Router, same limits",
+    "litellm-rpm": "LiteLLM Router, rpm/tpm only",
 }
 TARGETS = {"429": "<= 1%", "used": ">= 90%", "high_p99": "< 100 ms"}
 # Tokens are not what binds: each call asks its prompt and MAX_TOKENS (about 17 tokens, as the
@@ -192,12 +195,15 @@ LITELLM_PRIORITY_OFFSET = 1
 
 
 @asynccontextmanager
-async def litellm_router(url: str, setup: Setup) -> AsyncIterator[Call]:
+async def litellm_router(url: str, setup: Setup, max_parallel: bool) -> AsyncIterator[Call]:
     """LiteLLM's Router configured as its documentation describes for rate limits and priorities:
     the deployment's ``rpm``, ``tpm`` and ``max_parallel_requests`` in ``litellm_params``,
     ``usage-based-routing-v2`` (the strategy that checks them before each call; the shuffle its
     scheduler page recommends for speed only weighs by them), ``num_retries`` as ours,
-    ``polling_interval`` at its documented 30 ms, and each call's ``priority``."""
+    ``polling_interval`` at its documented 30 ms, and each call's ``priority``. Without
+    ``max_parallel``, the deployment has no ``max_parallel_requests`` (LiteLLM then derives one
+    from ``rpm``): its pinned version refuses a call past that limit (a 429 of its own) rather
+    than queueing it, so this row shows its rate limits without those refusals."""
     import litellm
 
     litellm.suppress_debug_info = True
@@ -212,7 +218,7 @@ async def litellm_router(url: str, setup: Setup) -> AsyncIterator[Call]:
                     "api_key": KEY,
                     "rpm": setup.rpm,
                     "tpm": setup.tpm,
-                    "max_parallel_requests": setup.client_concurrency,
+                    **({"max_parallel_requests": setup.client_concurrency} if max_parallel else {}),
                 },
             }
         ],
@@ -235,8 +241,8 @@ async def litellm_router(url: str, setup: Setup) -> AsyncIterator[Call]:
 
 
 def client_for(name: str, url: str, setup: Setup) -> Any:
-    if name == "litellm":
-        return litellm_router(url, setup)
+    if name in LITELLM:
+        return litellm_router(url, setup, max_parallel=name == "litellm")
     return asyncllm_client(url, setup, name)
 
 
@@ -543,7 +549,7 @@ def main(options: argparse.Namespace) -> int:
     results: dict[str, dict[str, Any]] = {}
     for name in wanted:
         python: str | None = sys.executable
-        if name == "litellm":
+        if name in LITELLM:
             python = litellm_python(options.litellm_python)
             if python is None:
                 rows.append([LABELS[name], "not installed", "", "", "", "", "", "", ""])
