@@ -407,16 +407,24 @@ def row(name: str, setup: Setup, result: dict[str, Any]) -> list[str]:
     # What the vendor's request buckets (Azure's 1 s window too) allowed in the total time.
     allowed = CapacityMeter(Capacity(**setup.capacity)).allowance(result["total"])
     failed = sum(result["errors"].values())
+    used = 100 * counts["admitted"] / allowed
+
+    def wait(seconds: float, unit: str) -> str:
+        # NaN: no call of that priority was answered, so it has no wait to report.
+        if math.isnan(seconds):
+            return "none answered"
+        return f"{1000 * seconds:.0f} ms" if unit == "ms" else f"{seconds:.1f} s"
+
     return [
         label,
         f"{100 * counts['rate_limited'] / sent:.1f}%",
         f"{100 * counts['busy'] / sent:.1f}%",
-        f"{100 * counts['admitted'] / allowed:.0f}%",
+        f"{used:.0f}%" if used >= 1 else f"{used:.1f}%",
         f"{result['total']:.1f} s",
         f"{failed}" + (f" ({', '.join(sorted(result['errors']))})" if failed else ""),
-        f"{1000 * result['high_p50']:.0f} ms",
-        f"{1000 * result['high_p99']:.0f} ms",
-        f"{result['low_p99']:.1f} s",
+        wait(result["high_p50"], "ms"),
+        wait(result["high_p99"], "ms"),
+        wait(result["low_p99"], "s"),
     ]
 
 
