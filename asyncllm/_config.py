@@ -73,7 +73,11 @@ class AdaptiveConcurrency:
     after it was sent. Each multiplies the limit by ``decrease_factor`` (rounded down, at least
     one less, never below 1), at most once per ``min_interval`` seconds and not again until every
     call that was in flight at the last decrease has finished, so one burst of failures counts
-    once. A success grows it back while the lane is busy (at least ``utilisation`` of the limit
+    once; within that window each further refusal of those calls lowers the limit to their
+    number less the refused ones (never below half the limit before the decrease), so that at a
+    server's concurrency cap the limit lands on the cap at once. An attempt refused while the
+    lane has more in flight than its new limit retries without a backoff: it waits in the queue,
+    in priority order, for a slot under that limit. A success grows it back while the lane is busy (at least ``utilisation`` of the limit
     in flight, or calls waiting): one step per limit's worth of such successes, and at most one
     per ``min_interval`` (each step probes the server's capacity, and may cost a refusal: the
     interval bounds that cost whatever the throughput). A 429 with rate
