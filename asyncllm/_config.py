@@ -140,6 +140,11 @@ class RateLimits:
     once with ``RateLimitError`` carrying ``retry_after``; one larger than a whole budget with
     ``BudgetExceededError``.
 
+    ``high_reserve``: the share of each budget that calls less urgent than ``Priority.HIGH``
+    leave unspent for HIGH ones while calls wait for the budget, so that a HIGH call arriving
+    at a throttled backend is sent at once instead of waiting its turn for the refill (0: none).
+    Learned budgets keep the default share.
+
     ``sub_window`` (seconds): also hold the per-minute request budget over windows this short,
     as Azure OpenAI does (a 600-a-minute deployment throttles above 10 requests in a second:
     ``sub_window=1``; some deployments count over 10 s). None: only the minute counts.
@@ -154,6 +159,7 @@ class RateLimits:
     sub_window: float | None = None
     estimator: Callable[[Mapping[str, Any]], int] | None = None
     default_output_tokens: int = c.DEFAULT_OUTPUT_TOKENS
+    high_reserve: float = c.DEFAULT_HIGH_RESERVE
 
     def __post_init__(self) -> None:
         for name in (
@@ -168,6 +174,8 @@ class RateLimits:
                 _at_least(name, value, 1, integer=True)
         _at_least("max_wait", self.max_wait, 0)
         _at_least("default_output_tokens", self.default_output_tokens, 0, integer=True)
+        if not (finite_number(self.high_reserve) and 0 <= self.high_reserve < 1):
+            raise ConfigurationError("high_reserve must be >= 0 and < 1")
         if self.sub_window is not None:
             if not (finite_number(self.sub_window) and 0 < self.sub_window < 60):
                 raise ConfigurationError("sub_window must be None or seconds in (0, 60)")

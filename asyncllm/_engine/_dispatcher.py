@@ -304,6 +304,8 @@ class Lane:
             dispatcher._serve()
             if self._heap and dispatcher.in_flight < dispatcher.max_in_flight:
                 self.fill()  # say, a breaker that now refuses: fail or hold this lane's jobs
+        if self.gate is not None:
+            self.gate.room_freed()  # a call waiting for its budget may wait for a slot, too
         if self.in_flight == 0 and self._idle is not None:
             self._idle.set()
 
@@ -523,6 +525,8 @@ class Lane:
             if not waiter.done():
                 waiter.set_result(None)
         self._room_waiters.clear()
+        if self.gate is not None:
+            self.gate.room_freed()
         if self.in_flight:
             self._idle = asyncio.Event()
             try:
@@ -961,7 +965,7 @@ class Dispatcher:
                         gate = lane.gate
                         try:
                             admitted = await gate.admit(
-                                rid, priority, deadline_at, record.operation, payload
+                                rid, priority, deadline_at, record.operation, payload, True
                             )
                         except BaseException:
                             lane.release(probe, None)
