@@ -563,7 +563,8 @@ async def test_a_backlog_leases_its_budget_as_slots_free_not_while_it_queues() -
     for i in range(3):
         answers[i].set_result(None)
         await settle()
-    assert arrived == [("low-0", 1000.0), ("low-1", 1000.0), ("high", 1000.0)]
+    # HIGH waits for no slot in the gate: it takes the last request and goes to the front.
+    assert arrived == [("low-0", 1000.0), ("high", 1000.0), ("low-1", 1000.0)]
     await clock.advance(20)  # the budget's next request
     answers[3].set_result(None)
     await clock.advance(20)
@@ -619,7 +620,7 @@ async def test_a_call_holding_its_slot_does_not_wait_behind_one_waiting_for_that
     # The one slot, held by the call below, and a round's worth of calls queued for it.
     lane.in_flight += 1
     lane.queued += 1
-    waiting = asyncio.create_task(gate.admit("r1", asyncllm.Priority.HIGH, None, "chat", {}))
+    waiting = asyncio.create_task(gate.admit("r1", asyncllm.Priority.NORMAL, None, "chat", {}))
     await settle()
     assert not waiting.done()  # no slot
     holder = asyncio.create_task(gate.admit("r2", asyncllm.Priority.LOW, None, "chat", {}, True))

@@ -105,6 +105,8 @@ __all__ = [
 # Priority.HIGH's value (the dispatcher, which defines it, imports this module): calls this
 # urgent or more may spend a budget's reserve (``RateGate.reserve``).
 _HIGH = 0
+# Where a call that holds its slot waits for its budget: after HIGH calls, before the rest.
+_SLOTTED = 0.5
 
 # The budgets a vendor can report, by the names its headers use.
 KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
@@ -787,7 +789,9 @@ class RateGate:
     waiting call leases when a slot frees (``room_freed``). Otherwise a backlog would lease the
     whole budget at once and hold it while it queued for slots, and a HIGH call coming later
     would find the budget spent by the calls queued ahead of it; with one round queued, a freed
-    slot still starts the next call at once (``Lane.fill``), not after a hand-over here.
+    slot still starts the next call at once (``Lane.fill``), not after a hand-over here. A HIGH
+    call waits for no slot here: it leases as soon as it may and goes to the front of the lane's
+    queue (which may hold a backlog queued before the lane's budgets were learned).
 
     ``reserve``: the share of each budget that calls less urgent than ``Priority.HIGH`` leave for
     HIGH ones while calls wait (the lane is throttled): the best waiting call of lower priority
@@ -921,7 +925,7 @@ class RateGate:
                 await self._sleep(request_id, wait)
         cost = self.cost(operation, payload)
         now = clock()
-        if not self._waiters and (slotted or self._has_room()):
+        if not self._waiters and (slotted or priority <= _HIGH or self._has_room()):
             got = await self.store.lease(lane.name, cost, now)
             if isinstance(got, Lease):
                 return got
@@ -992,12 +996,14 @@ class RateGate:
                 if refusal is not None:
                     return refusal
         self._seq += 1
-        # A call that holds its slot goes first: the best waiting call may be waiting for it.
-        me = _Waiter(-math.inf if slotless else priority, self._seq)
+        # A call that holds its slot goes before every call that may wait for a slot (it may be
+        # waiting for this one), after the HIGH ones, which wait for none.
+        me = _Waiter(min(priority, _SLOTTED) if slotless else priority, self._seq)
         heapq.heappush(self._waiters, me)
-        # ``slotless``: the call waits for no slot, as it holds one, or because its deadline
-        # passed while it waited for one (the lane's queue then fails it as it fails any call
-        # whose deadline passed there).
+        # ``slotless``: the call waits for no slot: it holds one, or it is HIGH (it goes to the
+        # front of the lane's queue, behind no backlog), or its deadline passed while it waited
+        # for one (the lane's queue then fails it as it fails any call whose deadline passed).
+        slotless = slotless or priority <= _HIGH
         try:
             while True:
                 first = self._waiters[0] is me
@@ -1040,8 +1046,11 @@ class RateGate:
                 await self._sleep(request_id, got)
         finally:
             waiters = self._waiters
-            waiters.remove(me)
-            heapq.heapify(waiters)
+            if waiters[0] is me:
+                heapq.heappop(waiters)  # the usual way out: O(log n) with a backlog waiting
+            else:
+                waiters.remove(me)
+                heapq.heapify(waiters)
             if waiters:
                 turn = waiters[0].turn
                 if turn is not None and not turn.done():
