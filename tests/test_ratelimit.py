@@ -593,8 +593,9 @@ async def test_less_urgent_calls_leave_the_reserve_to_high_ones_while_calls_wait
     await settle()
     await clock.advance(3)  # three requests back: the reserve, not yet theirs
     assert arrived[60:] == []
-    await c.chat(say("high"), model="m", priority=asyncllm.Priority.HIGH)
-    assert arrived[60:] == ["high"]  # at once, from the reserve
+    # At once, from the reserve: a deadline shorter than the LOW calls' wait is no matter.
+    await c.chat(say("high"), model="m", priority=asyncllm.Priority.HIGH, deadline=0.5)
+    assert arrived[60:] == ["high"]
     await clock.advance(5)  # 7 left: one LOW call may go, leaving 6
     assert arrived[60:] == ["high", "low-0"]
     for _ in range(2):

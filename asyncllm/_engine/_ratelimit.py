@@ -1033,7 +1033,7 @@ class RateGate:
                         refusal = self._refusal(request_id, short, deadline_at, now, cost)
                         if refusal is not None:
                             return refusal
-                        self._ready_at = now + short
+                        # Not ``_ready_at``: a HIGH call coming meanwhile goes at once.
                         await self._sleep(request_id, short)
                         continue
                 got = await self.store.lease(lane.name, cost, now)
