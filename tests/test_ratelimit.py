@@ -643,6 +643,10 @@ def test_rate_limits_are_checked_when_made() -> None:
         asyncllm.RateLimits(requests_per_day=1.5)  # type: ignore[arg-type]
     with pytest.raises(asyncllm.ConfigurationError):
         asyncllm.RateLimits(max_wait=-1)
+    for reserve in (-0.1, 1.0, math.nan):
+        with pytest.raises(asyncllm.ConfigurationError):
+            asyncllm.RateLimits(high_reserve=reserve)
+    assert asyncllm.RateLimits().high_reserve == 0.02
 
 
 async def test_a_block_holds_a_budgeted_lane_too() -> None:
