@@ -605,6 +605,31 @@ async def test_less_urgent_calls_leave_the_reserve_to_high_ones_while_calls_wait
     await dispatcher.aclose()
 
 
+async def test_the_reserve_is_rounded_to_whole_requests() -> None:
+    """2% of 25 a minute rounds to one request kept for HIGH calls (Azure's one-second window of
+    a 1 500-a-minute deployment is 25); 2% of 2 keeps none (another test's budget)."""
+    clock = ManualClock()
+    dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep)
+    arrived: list[str] = []
+
+    def handler(request: Any) -> MockResponse:
+        arrived.append(request.json()["messages"][0]["content"])
+        return ok()
+
+    c = budgeted(handler, dispatcher, requests_per_minute=25, max_wait=600)
+    await asyncio.gather(*(c.chat(say("first"), model="m") for _ in range(25)))
+    low = asyncio.create_task(c.chat(say("low"), model="m", priority=asyncllm.Priority.LOW))
+    await settle()
+    await clock.advance(2.5)  # one request back: the reserve
+    assert arrived[25:] == []
+    await c.chat(say("high"), model="m", priority=asyncllm.Priority.HIGH)
+    for _ in range(3):
+        await clock.advance(2.5)
+    await low
+    assert arrived[25:] == ["high", "low"]
+    await dispatcher.aclose()
+
+
 async def test_a_call_holding_its_slot_does_not_wait_behind_one_waiting_for_that_slot() -> None:
     """A call that got its slot before the lane's budgets were known leases with the slot in
     hand: it goes before the calls that wait for a slot, or it and they would wait for each

@@ -969,9 +969,9 @@ class RateGate:
             limit, remaining, reset_in = window
             if not amount or limit is None or remaining is None:
                 continue
-            # Whole units, as ``remaining`` is: a budget too small to spare one keeps none, and
-            # the wait below is then never short of what the refill needs.
-            keep = math.floor(self.reserve * limit)
+            # Whole units, as ``remaining`` is (rounded: Azure's 25-a-second window keeps one; a
+            # budget of 2 keeps none), so the wait below is never short of what the refill needs.
+            keep = math.floor(self.reserve * limit + 0.5)
             short = amount + keep - remaining
             if short <= 0 or not keep or amount + keep > limit or not reset_in:
                 continue  # enough; or a reserve this call could never leave: it goes as before
