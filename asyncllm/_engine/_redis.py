@@ -466,17 +466,50 @@ class Scripts:
 
     def __init__(self, client: Redis | RedisCluster) -> None:
         self.client = client
-        self._lease = client.register_script(_LEASE)
-        self._settle = client.register_script(_SETTLE)
-        self._lease_batch = client.register_script(_LEASE_BATCH)
-        self._report = client.register_script(_REPORT)
-        self._block = client.register_script(_BLOCK)
-        self._current = client.register_script(_CURRENT)
-        self._acquire = client.register_script(_ACQUIRE)
-        self._release = client.register_script(_RELEASE)
-        self._trip = client.register_script(_TRIP)
-        self._close = client.register_script(_CLOSE)
+        self._sources: list[str] = []
+        self._loading: asyncio.Task[None] | None = None
+        self._loaded = False
+        self._lease = self._register(_LEASE)
+        self._settle = self._register(_SETTLE)
+        self._lease_batch = self._register(_LEASE_BATCH)
+        self._report = self._register(_REPORT)
+        self._block = self._register(_BLOCK)
+        self._current = self._register(_CURRENT)
+        self._acquire = self._register(_ACQUIRE)
+        self._release = self._register(_RELEASE)
+        self._trip = self._register(_TRIP)
+        self._close = self._register(_CLOSE)
+        self._sources.append(_HEARTBEAT)
         self.heartbeat_script: AsyncScript = client.register_script(_HEARTBEAT)
+
+    def _register(self, source: str) -> Callable[..., Any]:
+        script = self.client.register_script(source)
+        self._sources.append(source)
+
+        async def run(*, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
+            if not self._loaded:
+                await self.load()
+            return await script(keys=keys, args=args)
+
+        return run
+
+    async def load(self) -> None:
+        """Load every script once, before the first call runs one, in one task that the
+        process's callers share. Without it, each of many callers that meet a Redis without the
+        scripts loads them itself; on a Cluster, each load goes to every primary at once, and
+        under that herd redis-py (8.1) was seen to raise an ``AttributeError`` from a connection
+        torn down under it, which no caller could take for Redis being unreachable. (Scripts
+        lost later, to a ``SCRIPT FLUSH`` or a restart, are loaded again by redis-py, per call.)
+        """
+        task = self._loading
+        if task is None or (task.done() and not self._loaded):
+            task = self._loading = asyncio.get_running_loop().create_task(self._load_all())
+        await asyncio.shield(task)
+
+    async def _load_all(self) -> None:
+        for source in self._sources:
+            await self.client.script_load(source)
+        self._loaded = True
 
     async def lease(
         self,
@@ -582,8 +615,9 @@ class Scripts:
 
     async def release(
         self, keys: Sequence[str], process: str, n: int, now: float | None = None
-    ) -> None:
-        await self._release(keys=list(keys), args=[_arg(now), process, str(n)])
+    ) -> bool:
+        """False if this process's lease had lapsed (the slots were gone already)."""
+        return bool(int(await self._release(keys=list(keys), args=[_arg(now), process, str(n)])))
 
     def heartbeat_args(self, process: str, ttl: float, held: int, now: float | None) -> list[str]:
         return [_arg(now), process, repr(float(ttl)), str(held)]
@@ -666,6 +700,9 @@ class SharedSlots:
         # This process holds the fleet's half-open probe: the next verdict decides it.
         self._probing = False
         self.lapses = 0
+        # Slots this process held when it found its lease lapsed: its calls that ran past their
+        # lease, the most by which the fleet may have gone over its limit meanwhile.
+        self.lapsed_slots = 0
         self.waits = 0
 
     def stats(self) -> dict[str, Any]:
@@ -677,6 +714,7 @@ class SharedSlots:
             "fleet": store.fleet,
             "waits": self.waits,
             "lapses": self.lapses,
+            "lapsed_slots": self.lapsed_slots,
             "degradations": store.degradations,
         }
 
@@ -748,13 +786,17 @@ class SharedSlots:
             self._unowed += 1
             raise
 
-    def _lapsed(self) -> None:
+    def _lapsed(self, slots: int | None = None) -> None:
+        """This process's lease had lapsed with ``slots`` (by default all it holds) taken: they
+        were counted again, or, found by a release, were gone already."""
+        slots = self.held if slots is None else slots
         self.lapses += 1
+        self.lapsed_slots += slots
         logger.warning(
-            "%s: this process's Redis lease lapsed (paused or Redis flushed); its %d slots are"
-            " counted again",
+            "%s: this process's Redis lease lapsed (paused or Redis flushed) with %d calls in"
+            " flight, past their lease",
             self.member,
-            self.held,
+            slots,
             extra={"backend": self.member, "request_id": "-"},
         )
 
@@ -810,10 +852,15 @@ class SharedSlots:
         while self._to_release:
             n, self._to_release = self._to_release, 0
             try:
-                await store.scripts.release(self.keys, store.process, n)
+                kept = await store.scripts.release(self.keys, store.process, n)
             except store.errors as exc:
                 # The lease lapses and the fleet gets the slots back within lease_ttl.
                 store._down(exc)
+            else:
+                if not kept:
+                    # The lease lapsed before these calls ended (a pause, or a flush): the
+                    # fleet had their slots back while they ran.
+                    self._lapsed(n)
             self.held -= n
             self._wake(n)
 
@@ -1221,6 +1268,7 @@ class RedisBudgetStore(BudgetStore):
         members = list(self._slots.values())
         if not members:
             return
+        await self.scripts.load()
         script = self.scripts.heartbeat_script
         calls = [
             (
