@@ -4,7 +4,8 @@ many concurrent callers.
 
     python -m tests.redis_worker REDIS_URL BASE_URL LIMIT CALLERS CALLS LEASE [RPM]
 
-``CALLS`` calls in all (0: until stdin closes or the process is killed); ``RPM``, a request
+``CALLS`` calls in all (0: until stdin closes, when the calls under way are cancelled, or the
+process is killed); ``RPM``, a request
 budget per minute shared by the fleet (none: only what the vendor's headers teach). Every call
 names the model ``worker-PID``, so that the fake vendor can tell the workers apart. Prints
 ``ready`` when its dispatcher is up, and at the end one line of JSON: calls that succeeded and
@@ -63,8 +64,19 @@ async def main(
         stop.set()
 
     print("ready", flush=True)
-    watcher = asyncio.get_running_loop().create_task(watch_stdin()) if not calls else None
-    await asyncio.gather(*(caller() for _ in range(callers)))
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(caller()) for _ in range(callers)]
+    watcher = None
+    if not calls:
+        # Until stdin closes; then the calls still running or queued are abandoned (cancelled),
+        # as a worker shutting down would, rather than drained.
+        watcher = loop.create_task(watch_stdin())
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    else:
+        await asyncio.gather(*tasks)
     shared = dispatcher.stats()["vendor"].info.get("redis", {})
     await client.aclose()
     await dispatcher.aclose()

@@ -228,6 +228,26 @@ async def test_a_report_seeds_from_what_the_vendor_said(scripts: Scripts) -> Non
     assert await scripts.lease(KEY, 1, 0, spec, now=T0) > 0
 
 
+async def test_a_learned_budget_counts_the_requests_sent_before_it_was_learned(
+    scripts: Scripts,
+) -> None:
+    """Before the vendor's first reply the member has no request budget, and the calls leased
+    meanwhile go out unmetered. The reply's "remaining" does not count those sent after it: the
+    budget it creates starts lower by every unmetered call (less those given back)."""
+    assert (await scripts.lease_batch(KEY, 5, 0, 1, [], now=T0))[0] == 5
+    assert await scripts.lease(KEY, 1, 0, [], now=T0) == 0.0
+    await scripts.lease_batch(KEY, 0, 2, 1, [], now=T0)  # two of the batch come back
+    await scripts.report(KEY, [("requests", Window(100, 99, 0.6))], now=T0)
+    assert (await scripts.current(KEY, now=T0))[1]["requests"][1] == 95
+    # Counted once: the next reply finds the budget there.
+    await scripts.report(KEY, [("requests", Window(100, 99, 0.6))], now=T0)
+    assert (await scripts.current(KEY, now=T0))[1]["requests"][1] == 95
+    # Calls leased once the budget exists are spent from it, not counted again.
+    assert (await scripts.lease_batch(KEY, 5, 0, 1, [], now=T0))[0] == 5
+    await scripts.report(KEY, [("requests", Window(100, 99, 0.6))], now=T0)
+    assert (await scripts.current(KEY, now=T0))[1]["requests"][1] == 90
+
+
 async def test_settle_gives_back_or_takes_tokens(scripts: Scripts) -> None:
     spec = [("tokens", 1000.0, 0.0, 1000.0)]
     assert await scripts.lease(KEY, 1, 600, spec, now=T0) == 0

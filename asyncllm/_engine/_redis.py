@@ -136,6 +136,18 @@ local function wait_for(b, amount, now)
   return (amount - b.level) / b.rate
 end
 local function is_requests(name) return string.sub(name, 1, 8) == 'requests' end
+-- Requests let through while the member has no request budget yet (before the vendor's first
+-- reply teaches one): the budget the reply creates starts that much lower, since the reply's
+-- "remaining" does not count those sent after it (a few too many are counted: those sent before
+-- it, which it does count).
+local function unmetered(buckets, n)
+  if n == 0 then return end
+  for name, _ in pairs(buckets) do
+    if is_requests(name) then return end
+  end
+  redis.call('HINCRBYFLOAT', KEYS[1], 'unmetered', n)
+  redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV])
+end
 local function amount(name, requests, tokens, output)
   if name == 'tokens' then return tokens end
   if name == 'input-tokens' then return tokens - output end
@@ -181,6 +193,7 @@ end
 if ARGV[#ARGV - 1] == '1' then wait = 0 end
 if wait <= 0 then
   for name, b in pairs(buckets) do b.level = b.level - amount(name, requests, tokens, output) end
+  unmetered(buckets, requests)
 end
 for name, b in pairs(buckets) do save(KEYS[1], name, b) end
 if next(buckets) ~= nil then redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV]) end
@@ -231,6 +244,7 @@ else
     if is_requests(name) then b.level = b.level - grant end
   end
 end
+unmetered(buckets, grant - back)
 for name, b in pairs(buckets) do save(KEYS[1], name, b) end
 if next(buckets) ~= nil then redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV]) end
 return {grant, f(wait), has_tokens}
@@ -270,14 +284,16 @@ _REPORT = (
     + """
 local now = now_of(ARGV[1])
 local buckets = load(KEYS[1])
+local sent = tonumber(redis.call('HGET', KEYS[1], 'unmetered') or '0')
 for i = 0, tonumber(ARGV[2]) - 1 do
   local kind = ARGV[3 + 4 * i]
   local limit, remaining, reset_in =
     tonumber(ARGV[4 + 4 * i]), tonumber(ARGV[5 + 4 * i]), tonumber(ARGV[6 + 4 * i])
-  local b = buckets[kind]
+  local b, fresh = buckets[kind], false
   if not b and limit then
     b = {cap = limit, rate = limit / period(kind), level = limit, t = now}
     buckets[kind] = b
+    fresh = is_requests(kind)
   end
   if b then
     refill(b, now)
@@ -293,8 +309,12 @@ for i = 0, tonumber(ARGV[2]) - 1 do
         b.rate = math.max(b.cap / period(kind), missing / reset_in)
       end
     end
+    if fresh then b.level = b.level - sent end
     save(KEYS[1], kind, b)
   end
+end
+for name, _ in pairs(buckets) do
+  if is_requests(name) then redis.call('HDEL', KEYS[1], 'unmetered'); break end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV])
 return 1
