@@ -466,10 +466,9 @@ class SlotMachine(RuleBasedStateMachine):
         if p in self.expires:
             self.expires[p] = self.now + self.TTL
             return False
-        if self.held[p] > 0:
-            self.expires[p] = self.now + self.TTL
-            return True
-        return False
+        # A process that holds nothing is counted in the fleet all the same.
+        self.expires[p] = self.now + self.TTL
+        return self.held[p] > 0
 
     def _counted(self) -> int:
         return sum(self.held[p] for p in self.expires)
@@ -614,6 +613,10 @@ async def test_degraded_mode_keeps_a_share_and_recovers(redis_server: RedisServe
         assert [isinstance(g, Lease) for g in got] == [True] * 5 + [False]
         assert slots.stats()["state"] == "degraded"
         assert store.degradations == 1
+        # What a reply says meanwhile is the fleet's: this process learns its half of it, and
+        # does not take the whole limit for its own.
+        await store.report("m", RateHeaders({"tokens": Window(60000, 59000, 1.0)}), clock[0])
+        assert (await store.current("m", clock[0]))["tokens"].limit == 30000
         # Half of 8 slots, one of them held since before: three more, then none.
         assert [await slots._take("r") for _ in range(4)] == [True, True, True, False]
         slots.release()

@@ -160,14 +160,21 @@ local function period(name)
   return 60
 end
 -- The process's configured buckets (ARGV[5] specs from ARGV[6] on: name, cap, rate, seed
--- level), each created at its seed level where Redis has none.
+-- level), then the count and specs of the buckets it learned from the vendor alone; each
+-- created at its seed level where Redis has none. A configured capacity is a ceiling (a
+-- vendor's report may lower it, not raise it); a learned one is not.
 local function seed(buckets, now)
-  for i = 0, tonumber(ARGV[5]) - 1 do
-    local name = ARGV[6 + 4 * i]
+  local n = tonumber(ARGV[5])
+  local m = tonumber(ARGV[6 + 4 * n])
+  for i = 0, n + m - 1 do
+    local at = 6 + 4 * i
+    if i >= n then at = at + 1 end
+    local name = ARGV[at]
     if not buckets[name] then
-      local cap = tonumber(ARGV[7 + 4 * i])
-      buckets[name] = {cap = cap, rate = tonumber(ARGV[8 + 4 * i]),
-        level = math.min(cap, tonumber(ARGV[9 + 4 * i])), t = now, ceil = cap}
+      local cap = tonumber(ARGV[at + 1])
+      buckets[name] = {cap = cap, rate = tonumber(ARGV[at + 2]),
+        level = math.min(cap, tonumber(ARGV[at + 3])), t = now}
+      if i < n then buckets[name].ceil = cap end
     end
   end
 end
@@ -377,9 +384,11 @@ local function renew(now, proc, ttl, held)
     redis.call('ZADD', KEYS[2], f(now + ttl), proc)
     return 0
   end
+  -- A process that holds nothing gets a lease too: the fleet's count (the share each keeps if
+  -- Redis goes away) is of every live process, not of those that happened to hold slots.
+  redis.call('ZADD', KEYS[2], f(now + ttl), proc)
   if held > 0 then
     redis.call('HSET', KEYS[1], proc, held)
-    redis.call('ZADD', KEYS[2], f(now + ttl), proc)
     return 1
   end
   return 0
@@ -476,6 +485,19 @@ def _arg(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
 
+def _spec_args(
+    specs: Sequence[tuple[str, float, float, float]],
+    learned: Sequence[tuple[str, float, float, float]],
+) -> list[str]:
+    """The lease scripts' seeds: configured, then learned, each list after its length."""
+    args: list[str] = []
+    for seeds in (specs, learned):
+        args.append(str(len(seeds)))
+        for name, cap, rate, seed in seeds:
+            args += [name, repr(float(cap)), repr(float(rate)), repr(float(seed))]
+    return args
+
+
 def _number(value: Any) -> float:
     return float(value.decode() if isinstance(value, bytes) else value)
 
@@ -541,13 +563,13 @@ class Scripts:
         *,
         output: int = 0,
         force: bool = False,
+        learned: Sequence[tuple[str, float, float, float]] = (),
     ) -> float:
         """0.0 when leased, else the seconds to wait (``inf``: never). ``output``: the part of
         ``tokens`` that is output. ``force``: spend it whatever is left (the level may go below
-        zero)."""
-        args: list[str] = [_arg(now), str(requests), str(tokens), str(output), str(len(specs))]
-        for name, cap, rate, seed in specs:
-            args += [name, repr(float(cap)), repr(float(rate)), repr(float(seed))]
+        zero). ``learned``: seeds, like ``specs``, of the budgets only the vendor reported."""
+        args: list[str] = [_arg(now), str(requests), str(tokens), str(output)]
+        args += _spec_args(specs, learned)
         args += ["1" if force else "0", str(_KEY_TTL_MS)]
         ok, wait = await self._lease(keys=[key], args=args)
         return 0.0 if int(ok) else _number(wait)
@@ -560,12 +582,13 @@ class Scripts:
         fleet: int,
         specs: Sequence[tuple[str, float, float, float]],
         now: float | None = None,
+        *,
+        learned: Sequence[tuple[str, float, float, float]] = (),
     ) -> tuple[int, float, bool]:
         """(calls granted, seconds to wait when none was, whether the member has token budgets:
         then none is granted)."""
-        args: list[str] = [_arg(now), str(want), str(back), str(fleet), str(len(specs))]
-        for name, cap, rate, seed in specs:
-            args += [name, repr(float(cap)), repr(float(rate)), repr(float(seed))]
+        args: list[str] = [_arg(now), str(want), str(back), str(fleet)]
+        args += _spec_args(specs, learned)
         args.append(str(_KEY_TTL_MS))
         grant, wait, has_tokens = await self._lease_batch(keys=[key], args=args)
         return int(grant), _number(wait), bool(int(has_tokens))
@@ -1032,6 +1055,7 @@ class RedisBudgetStore(BudgetStore):
                     max(0, tokens),
                     self._seeds(key, now),
                     force=True,
+                    learned=self._reported_only(key, now),
                 )
             except self.errors as exc:
                 # Still owed: paid when Redis is back again.
@@ -1089,12 +1113,18 @@ class RedisBudgetStore(BudgetStore):
 
     def _learned(self, key: str, now: float) -> list[tuple[str, float, float, float]]:
         """The configured buckets' seeds, and those of the budgets only the vendor reported."""
-        seeds = self._seeds(key, now)
-        configured = {seed[0] for seed in seeds}
-        for name, last in self._reported.get(key, {}).items():
-            if name not in configured:
-                seeds.append((name, last.capacity, last.rate, last.level_at(now)))
-        return seeds
+        return self._seeds(key, now) + self._reported_only(key, now)
+
+    def _reported_only(self, key: str, now: float) -> list[tuple[str, float, float, float]]:
+        """The seeds of the budgets the vendor reported and none configured: where Redis lost
+        one (a restart, a flush), it starts from the vendor's last word, aged by its refill,
+        instead of letting calls through unmetered until the next reply says how few are left."""
+        configured = {name for name, _, _ in self._specs.get(key, ())}
+        return [
+            (name, last.capacity, last.rate, last.level_at(now))
+            for name, last in self._reported.get(key, {}).items()
+            if name not in configured
+        ]
 
     async def lease(self, key: str, cost: Cost, now: float) -> Lease | float:
         if cost.requests == 1 and self.degraded_since is None:
@@ -1114,6 +1144,7 @@ class RedisBudgetStore(BudgetStore):
                     cost.tokens,
                     self._seeds(key, now),
                     output=cost.output_tokens,
+                    learned=self._reported_only(key, now),
                 )
             except self.errors as exc:
                 self._down(exc)
@@ -1144,6 +1175,7 @@ class RedisBudgetStore(BudgetStore):
                 back,
                 self.fleet or 1,
                 self._seeds(key, now),
+                learned=self._reported_only(key, now),
             )
         except self.errors as exc:
             self._down(exc)
@@ -1221,7 +1253,24 @@ class RedisBudgetStore(BudgetStore):
                 self._down(exc)
             else:
                 return
-        await self._fallback.report(key, headers, now)
+        # What the vendor says is the fleet's: this process learns its share of it (a whole
+        # limit would let each process spend the fleet's refill while Redis is away).
+        share = self.share()
+        await self._fallback.report(
+            key,
+            RateHeaders(
+                {
+                    kind: Window(
+                        None if w.limit is None else max(1, math.floor(w.limit * share)),
+                        None if w.remaining is None else math.floor(w.remaining * share),
+                        w.reset_in,
+                    )
+                    for kind, w in headers.windows.items()
+                },
+                headers.retry_after,
+            ),
+            now,
+        )
 
     async def block(self, key: str, until: float) -> float:
         # The batch in hand is not spent during the block (nor given back: it stays unused).
