@@ -1025,10 +1025,14 @@ class RedisBudgetStore(BudgetStore):
             extra={"backend": "-", "request_id": "-"},
         )
         # The budgets this process would have had, less what the others may spend meanwhile.
+        # Each starts at one second's refill at most: what this process last heard of a budget
+        # may be old, and the others have spent from it since (four workers started from their
+        # own last replies sent 8 requests of 12 into a vendor with none left).
         self._fallback = MemoryBudgetStore()
         for key in set(self._specs) | set(self._reported):
             buckets = self._fallback._budgets(key).buckets
             for name, capacity, rate, level in self._learned(key, now):
+                level = min(level, probe_allowance(capacity, rate))
                 buckets[name] = TokenBucket(capacity * share, rate * share, level * share, now)
 
     def _up(self) -> None:
@@ -1363,10 +1367,16 @@ class RedisBudgetStore(BudgetStore):
                     await script(keys=keys, args=args, client=pipe)
                 results = await pipe.execute()
         self.heartbeats += 1
+        counted = 1
         for slots, (lapsed, fleet) in zip(members, results, strict=True):
-            self.fleet = max(1, int(fleet))
+            counted = max(counted, int(fleet))
             if int(lapsed):
                 slots._lapsed()
+        # The count falls by one process a heartbeat at most: after a restart or a flush the
+        # processes register again one by one, and a process that went degraded meanwhile
+        # would keep the whole limit for itself if it believed the first count (a restart
+        # under four workers: 10 of 17 requests answered 429 while Redis was away).
+        self.fleet = counted if self.fleet is None else max(counted, self.fleet - 1)
 
     async def aclose(self) -> None:
         """Stop the heartbeat, give back the slots still held, close the connections."""
