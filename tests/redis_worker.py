@@ -5,7 +5,7 @@ many concurrent callers.
     python -m tests.redis_worker REDIS_URL BASE_URL LIMIT CALLERS CALLS LEASE [RPM]
 
 ``CALLS`` calls in all (0: until stdin closes, when the calls under way are cancelled, or the
-process is killed); ``RPM``, a request
+process is killed; SIGUSR1 stops it starting new calls); ``RPM``, a request
 budget per minute shared by the fleet (none: only what the vendor's headers teach). Every call
 names the model ``worker-PID``, so that the fake vendor can tell the workers apart. Prints
 ``ready`` when its dispatcher is up, and at the end one line of JSON: calls that succeeded and
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 
 import asyncllm
@@ -46,9 +47,12 @@ async def main(
     done = {"ok": 0, "failed": 0}
     left = [calls]
     stop = asyncio.Event()
+    # SIGUSR1: start no new call, finish those under way (their slots go back as they end).
+    drain = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, drain.set)
 
     async def caller() -> None:
-        while not stop.is_set():
+        while not stop.is_set() and not drain.is_set():
             if calls:
                 if left[0] <= 0:
                     return

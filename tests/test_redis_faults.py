@@ -186,14 +186,20 @@ async def test_a_worker_paused_past_its_lease_starts_nothing_new_until_it_has_on
         # Three callers each: twelve for six slots, and the calls still queued at the end take
         # seconds to drain at two seconds a call.
         workers = await start_workers(redis_url, server, 3, 0, LEASE)
-        victim = workers[0]
         client = Redis.from_url(redis_url)
         try:
+            holding: list[asyncio.subprocess.Process] = []
 
-            async def victim_holds() -> bool:
-                return await held_by(client, victim.pid) > 0
+            async def some_hold_slots() -> bool:
+                holding[:] = [w for w in workers if await held_by(client, w.pid)]
+                return bool(holding)
 
-            await until(victim_holds, 30.0, "the victim never held a slot")
+            # A worker that holds slots (not a given one: slots are not handed out fairly, and
+            # a given worker may wait long for its first).
+            await until(some_hold_slots, 30.0, "no worker held a slot")
+            victim = holding[0]
+            workers.remove(victim)
+            workers.insert(0, victim)
             victim.send_signal(signal.SIGSTOP)
             stopped_at = time.monotonic()
             # Its commands already on their way may still land: the count read a moment later
@@ -211,6 +217,11 @@ async def test_a_worker_paused_past_its_lease_starts_nothing_new_until_it_has_on
             victim.send_signal(signal.SIGCONT)
             resumed_at = time.monotonic()
             sent_before = sum(1 for a in seen if a.worker == f"worker-{victim.pid}")
+            # The others finish their calls and start no more: slots are not handed out fairly
+            # between processes (one that gives a slot back takes it again at once), and the
+            # resumed worker was once seen to wait 30 s for one against three busy workers.
+            for other in workers[1:]:
+                other.send_signal(signal.SIGUSR1)
 
             async def sent_again() -> bool:
                 mine = [a for a in seen if a.worker == f"worker-{victim.pid}"]
