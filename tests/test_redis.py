@@ -93,6 +93,13 @@ class Model:
 
     buckets: dict[str, Bucket] = field(default_factory=dict)
     blocked: float = -math.inf
+    # Requests let through while there was no request budget: the one a report creates starts
+    # lower by them.
+    unmetered: float = 0.0
+
+    def _unmetered(self, n: float) -> None:
+        if n and not any(name.startswith("requests") for name in self.buckets):
+            self.unmetered += n
 
     def lease(
         self,
@@ -118,6 +125,7 @@ class Model:
         if wait <= 0:
             for name, bucket in self.buckets.items():
                 bucket.level -= amount(name, requests, tokens, output)
+            self._unmetered(requests)
         return wait
 
     def lease_batch(
@@ -154,6 +162,7 @@ class Model:
         else:
             for bucket in requests:
                 bucket.level -= grant
+        self._unmetered(grant - back)
         return int(grant), wait, has_tokens
 
     def settle(self, reserved: tuple[int, int], used: tuple[int, int], now: float) -> None:
@@ -167,9 +176,11 @@ class Model:
         for kind, window in windows:
             period = 86400 if kind == "requests-per-day" else 60
             bucket = self.buckets.get(kind)
+            fresh = False
             if bucket is None and window.limit is not None:
                 limit = window.limit
                 bucket = self.buckets[kind] = Bucket(limit, limit / period, limit, now)
+                fresh = kind.startswith("requests")
             if bucket is None:
                 continue
             bucket.refill(now)
@@ -183,6 +194,10 @@ class Model:
                 missing = bucket.cap - left
                 if window.reset_in is not None and window.reset_in > 0 and missing > 0:
                     bucket.rate = max(bucket.cap / period, missing / window.reset_in)
+            if fresh:
+                bucket.level -= self.unmetered
+        if any(name.startswith("requests") for name in self.buckets):
+            self.unmetered = 0.0
 
     def block(self, seconds: float, now: float) -> float:
         self.blocked = max(self.blocked, now + seconds)
