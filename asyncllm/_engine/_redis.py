@@ -546,6 +546,8 @@ class Scripts:
         task = self._loading
         if task is None or (task.done() and not self._loaded):
             task = self._loading = asyncio.get_running_loop().create_task(self._load_all())
+            # Its failure is seen by whoever awaits it; none may (all were cancelled).
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
         await asyncio.shield(task)
 
     async def _load_all(self) -> None:
