@@ -99,6 +99,13 @@ class Model:
     buckets: dict[str, Bucket] = field(default_factory=dict)
     blocked: float = -math.inf
     breaker: float = 0.0  # when the fleet's breaker stops being open
+    # Requests let through while there was no request budget: the one a report creates starts
+    # lower by them.
+    unmetered: float = 0.0
+
+    def _unmetered(self, n: float) -> None:
+        if n and not any(name.startswith("requests") for name in self.buckets):
+            self.unmetered += n
 
     def lease(
         self,
@@ -124,6 +131,7 @@ class Model:
         if wait <= 0:
             for name, bucket in self.buckets.items():
                 bucket.level -= amount(name, requests, tokens, output)
+            self._unmetered(requests)
         return wait
 
     def lease_batch(
@@ -133,7 +141,11 @@ class Model:
         fleet: int,
         specs: list[tuple[str, float, float, float]],
         now: float,
+        kept: set[str] | None = None,
     ) -> Batch:
+        """``kept``: the buckets there were before this call's reports (default: before its
+        seeds); calls given back go only to those."""
+        kept = set(self.buckets) if kept is None else kept
         for name, cap, rate, seed in specs:
             if name not in self.buckets:
                 self.buckets[name] = Bucket(cap, rate, min(cap, seed), now, cap)
@@ -142,7 +154,7 @@ class Model:
             bucket.refill(now)
             if not name.startswith("requests"):
                 has_tokens = True
-            elif back > 0:
+            elif back > 0 and name in kept:
                 bucket.level = min(bucket.cap, bucket.level + back)
         grant: float = want
         wait = max(0.0, self.blocked - now)
@@ -160,6 +172,7 @@ class Model:
         else:
             for bucket in requests:
                 bucket.level -= grant
+        self._unmetered(grant - back)
         # (No process waits for slots here: no claim runs on this key.)
         return Batch(
             int(grant),
@@ -185,9 +198,11 @@ class Model:
         for kind, window in windows:
             period = 86400 if kind == "requests-per-day" else 60
             bucket = self.buckets.get(kind)
+            fresh = False
             if bucket is None and window.limit is not None:
                 limit = window.limit
                 bucket = self.buckets[kind] = Bucket(limit, limit / period, limit, now)
+                fresh = kind.startswith("requests")
             if bucket is None:
                 continue
             bucket.refill(now)
@@ -201,6 +216,10 @@ class Model:
                 missing = bucket.cap - left
                 if window.reset_in is not None and window.reset_in > 0 and missing > 0:
                     bucket.rate = max(bucket.cap / period, missing / window.reset_in)
+            if fresh:
+                bucket.level -= self.unmetered
+        if any(name.startswith("requests") for name in self.buckets):
+            self.unmetered = 0.0
 
     def block(self, seconds: float, now: float) -> float:
         self.blocked = max(self.blocked, now + seconds)
@@ -246,6 +265,26 @@ async def test_a_report_seeds_from_what_the_vendor_said(scripts: Scripts) -> Non
     assert await scripts.lease(KEY, 1, 0, spec, now=T0) > 0
 
 
+async def test_a_learned_budget_counts_the_requests_sent_before_it_was_learned(
+    scripts: Scripts,
+) -> None:
+    """Before the vendor's first reply the member has no request budget, and the calls leased
+    meanwhile go out unmetered. The reply's "remaining" does not count those sent after it: the
+    budget it creates starts lower by every unmetered call (less those given back)."""
+    assert (await scripts.lease_batch(KEY, 5, 0, 1, [], now=T0))[0] == 5
+    assert await scripts.lease(KEY, 1, 0, [], now=T0) == 0.0
+    await scripts.lease_batch(KEY, 0, 2, 1, [], now=T0)  # two of the batch come back
+    await scripts.report(KEY, [("requests", Window(100, 99, 0.6))], now=T0)
+    assert (await scripts.current(KEY, now=T0))[1]["requests"][1] == 95
+    # Counted once: the next reply finds the budget there.
+    await scripts.report(KEY, [("requests", Window(100, 99, 0.6))], now=T0)
+    assert (await scripts.current(KEY, now=T0))[1]["requests"][1] == 95
+    # Calls leased once the budget exists are spent from it, not counted again.
+    assert (await scripts.lease_batch(KEY, 5, 0, 1, [], now=T0))[0] == 5
+    await scripts.report(KEY, [("requests", Window(100, 99, 0.6))], now=T0)
+    assert (await scripts.current(KEY, now=T0))[1]["requests"][1] == 90
+
+
 async def test_settle_gives_back_or_takes_tokens(scripts: Scripts) -> None:
     spec = [("tokens", 1000.0, 0.0, 1000.0)]
     assert await scripts.lease(KEY, 1, 600, spec, now=T0) == 0
@@ -284,8 +323,9 @@ async def test_batches_of_slots_keep_to_the_limit_and_to_fair_shares(scripts: Sc
 
     # Alone, "a" gets the batch it wants (its share: all it wants).
     assert await claim("a", 0, 6, 0) == Claimed(6, False, 6, 1, 0.0, False)
-    # "b" wants 4: nothing is free, and each one's share is now 3 (6 water-filled over 6 and 4).
-    assert await claim("b", 0, 4, 0) == Claimed(0, False, 3, 2, 0.0, False)
+    # "b" wants 4: nothing is free. Its fair share is 3 (6 water-filled over 6 and 4), but its
+    # share now is what "a" leaves it: none.
+    assert await claim("b", 0, 4, 0) == Claimed(0, False, 0, 2, 0.0, False)
     # "b" got less than its share: every process's next budget batch hears of it, for a while.
     assert (await scripts.lease_batch(KEY, 0, 0, 2, [], now=T0 + 0.1)).starved
     assert not (await scripts.lease_batch(KEY, 0, 0, 2, [], now=T0 + _BATCH_FRESH)).starved
@@ -294,15 +334,18 @@ async def test_batches_of_slots_keep_to_the_limit_and_to_fair_shares(scripts: Sc
     # Two of its calls ended: it shrinks to its share, and "b" gets the slots.
     assert await claim("a", 2, 6, 2) == Claimed(3, False, 3, 2, 0.0, False)
     assert await claim("b", 0, 4, 2) == Claimed(3, False, 3, 2, 0.0, False)
-    # A small want is met whole, and the rest is shared: 1 for "c", then ceil(5 / 2) each.
-    assert await claim("c", 0, 1, 3) == Claimed(0, False, 1, 3, 0.0, False)
-    assert await claim("b", 0, 4, 3) == Claimed(3, False, 3, 3, 0.0, False)
+    # A small want is met whole, and the rest is shared in whole slots adding up to the limit:
+    # 1 for "c", then 5 over two, the slot left over to the first by name (3 for "a", 2 for
+    # "b"); "a" and "b" leave "c" none for now.
+    assert await claim("c", 0, 1, 3) == Claimed(0, False, 0, 3, 0.0, False)
+    assert await claim("b", 0, 4, 3) == Claimed(2, False, 2, 3, 0.0, False)
     assert await claim("a", 1, 6, 4) == Claimed(3, False, 3, 3, 0.0, False)
     # "a" and "c" die (no renewal): after their leases, their slots and wants are gone.
     assert await claim("b", 0, 4, 14) == Claimed(4, False, 4, 1, 0.0, False)
     assert await scripts.client.hkeys(CLAIM[3]) == [b"b"]
-    # A process that was paused past its lease is counted again with the slots it keeps.
-    assert await claim("a", 2, 6, 15) == Claimed(2, True, 3, 2, 0.0, False)
+    # A process that was paused past its lease is counted again with the slots it keeps; "b"
+    # holds 4 of the 6, so its share is 2.
+    assert await claim("a", 2, 6, 15) == Claimed(2, True, 2, 2, 0.0, False)
     # While the fleet's breaker is open, batches shrink to the slots in use; once it is
     # half-open, they stay so (calls ask one by one, for the fleet's probe).
     await scripts.trip(KEY, 5, now=T0 + 16)
@@ -428,8 +471,9 @@ class BudgetMachine(RuleBasedStateMachine):
             ),
         )
         # The reports that came with the batch are learned first.
+        kept = set(self.model.buckets)
         self.model.report(reported, self.now)
-        expected = self.model.lease_batch(want, back, fleet, floats, self.now)
+        expected = self.model.lease_batch(want, back, fleet, floats, self.now, kept)
         assert got.grant == expected.grant and close(got.wait, expected.wait), (got, expected)
         assert got.has_tokens == expected.has_tokens and close(got.blocked, expected.blocked)
         assert close(got.open_for, expected.open_for) and got.starved == expected.starved
@@ -477,17 +521,20 @@ class BudgetMachine(RuleBasedStateMachine):
             assert close(rate, bucket.rate)
 
 
-def fair_level(wants: list[int], limit: int) -> int:
-    """The share of the largest wants when ``wants`` add up to more than ``limit``: the limit
-    water-filled over them, each step rounded up (as ``_CLAIM`` does)."""
-    ordered = sorted(wants)
-    left, level = limit, limit
-    for i, want in enumerate(ordered):
-        level = math.ceil(left / (len(ordered) - i))
-        if want >= level:
-            break
+def fair_share(wants: dict[str, int], limit: int, process: str) -> int:
+    """``process``'s share when ``wants`` add up to more than ``limit``: the limit water-filled
+    over them, the slots left over one each to the first by name (as ``_CLAIM`` does)."""
+    ordered = sorted(wants.items(), key=lambda pw: pw[1])
+    left = limit
+    for i, (_, want) in enumerate(ordered):
+        rest = len(ordered) - i
+        level = left // rest
+        if want > level:
+            names = sorted(p for p, _ in ordered[i:])
+            extra = names[: left - level * rest]
+            return min(wants.get(process, 0), level + (1 if process in extra else 0))
         left -= want
-    return level
+    return wants.get(process, 0)
 
 
 class SlotMachine(RuleBasedStateMachine):
@@ -529,9 +576,10 @@ class SlotMachine(RuleBasedStateMachine):
         if p in self.expires:
             self.expires[p] = self.now + self.TTL
             return False
+        # A process that holds nothing is counted in the fleet all the same.
+        self.expires[p] = self.now + self.TTL
         if held > 0:
             self.held[p] = held
-            self.expires[p] = self.now + self.TTL
             return True
         return False
 
@@ -585,10 +633,11 @@ class SlotMachine(RuleBasedStateMachine):
         else:
             self.wants.pop(p, None)
         self.wants = {q: w for q, w in self.wants.items() if q in self.expires}
-        share = want
+        fair = want
         if sum(self.wants.values()) > self.LIMIT:
-            share = min(want, fair_level(list(self.wants.values()), self.LIMIT))
+            fair = fair_share(self.wants, self.LIMIT, p)
         total = self._counted()
+        share = min(fair, max(0, self.LIMIT - (total - mine)))
         held = share
         if share > mine:
             held = mine + max(0, min(share - mine, self.LIMIT - total))
@@ -701,6 +750,10 @@ async def test_degraded_mode_keeps_a_share_and_recovers(redis_server: RedisServe
         assert [isinstance(g, Lease) for g in got] == [True] * 6 + [False]
         assert slots.stats()["state"] == "degraded"
         assert store.degradations == 1
+        # What a reply says meanwhile is the fleet's: this process learns its half of it, and
+        # does not take the whole limit for its own.
+        await store.report("m", RateHeaders({"tokens": Window(60000, 59000, 1.0)}), clock[0])
+        assert (await store.current("m", clock[0]))["tokens"].limit == 30000
         # The batch of slots (2, one in use) is Redis's count for this process until its lease
         # ends: its free slot is used; then half of 8 slots, two of them in use: two more.
         assert slots.held == 2 and slots.busy == 1

@@ -147,6 +147,18 @@ local function wait_for(b, amount, now)
   return (amount - b.level) / b.rate
 end
 local function is_requests(name) return string.sub(name, 1, 8) == 'requests' end
+-- Requests let through while the member has no request budget yet (before the vendor's first
+-- reply teaches one): the budget the reply creates starts that much lower, since the reply's
+-- "remaining" does not count those sent after it (a few too many are counted: those sent before
+-- it, which it does count).
+local function unmetered(buckets, n)
+  if n == 0 then return end
+  for name, _ in pairs(buckets) do
+    if is_requests(name) then return end
+  end
+  redis.call('HINCRBYFLOAT', KEYS[1], 'unmetered', n)
+  redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV])
+end
 local function amount(name, requests, tokens, output)
   if name == 'tokens' then return tokens end
   if name == 'input-tokens' then return tokens - output end
@@ -164,15 +176,18 @@ end
 -- does not know of the calls still in flight); the refill is a whole budget a period at least,
 -- faster when the time until it is whole says so.
 local function learn(buckets, now, i)
-  for j = 0, tonumber(ARGV[i]) - 1 do
+  local n = tonumber(ARGV[i])
+  local sent = tonumber(redis.call('HGET', KEYS[1], 'unmetered') or '0')
+  for j = 0, n - 1 do
     local at = i + 1 + 4 * j
     local kind = ARGV[at]
     local limit, remaining, reset_in =
       tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
-    local b = buckets[kind]
+    local b, fresh = buckets[kind], false
     if not b and limit then
       b = {cap = limit, rate = limit / period(kind), level = limit, t = now}
       buckets[kind] = b
+      fresh = is_requests(kind)
     end
     if b then
       refill(b, now)
@@ -188,19 +203,30 @@ local function learn(buckets, now, i)
           b.rate = math.max(b.cap / period(kind), missing / reset_in)
         end
       end
+      if fresh then b.level = b.level - sent end
       save(KEYS[1], kind, b)
     end
   end
+  for name, _ in pairs(buckets) do
+    if is_requests(name) then redis.call('HDEL', KEYS[1], 'unmetered'); break end
+  end
 end
 -- The process's configured buckets (ARGV[5] specs from ARGV[6] on: name, cap, rate, seed
--- level), each created at its seed level where Redis has none.
+-- level), then the count and specs of the buckets it learned from the vendor alone; each
+-- created at its seed level where Redis has none. A configured capacity is a ceiling (a
+-- vendor's report may lower it, not raise it); a learned one is not.
 local function seed(buckets, now)
-  for i = 0, tonumber(ARGV[5]) - 1 do
-    local name = ARGV[6 + 4 * i]
+  local n = tonumber(ARGV[5])
+  local m = tonumber(ARGV[6 + 4 * n])
+  for i = 0, n + m - 1 do
+    local at = 6 + 4 * i
+    if i >= n then at = at + 1 end
+    local name = ARGV[at]
     if not buckets[name] then
-      local cap = tonumber(ARGV[7 + 4 * i])
-      buckets[name] = {cap = cap, rate = tonumber(ARGV[8 + 4 * i]),
-        level = math.min(cap, tonumber(ARGV[9 + 4 * i])), t = now, ceil = cap}
+      local cap = tonumber(ARGV[at + 1])
+      buckets[name] = {cap = cap, rate = tonumber(ARGV[at + 2]),
+        level = math.min(cap, tonumber(ARGV[at + 3])), t = now}
+      if i < n then buckets[name].ceil = cap end
     end
   end
 end
@@ -226,6 +252,7 @@ end
 if ARGV[#ARGV - 1] == '1' then wait = 0 end
 if wait <= 0 then
   for name, b in pairs(buckets) do b.level = b.level - amount(name, requests, tokens, output) end
+  unmetered(buckets, requests)
 end
 for name, b in pairs(buckets) do save(KEYS[1], name, b) end
 if next(buckets) ~= nil then redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV]) end
@@ -251,13 +278,18 @@ _LEASE_BATCH = (
 local now = now_of(ARGV[1])
 local want, back, fleet = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local buckets, blocked = load(KEYS[1])
-learn(buckets, now, 6 + 4 * tonumber(ARGV[5]))
+-- Calls given back return to the budgets they were taken from: not to one Redis lost and this
+-- script makes again (seeded from the vendor's word, which counts them as unspent already).
+local kept = {}
+for name, _ in pairs(buckets) do kept[name] = true end
+local configured = tonumber(ARGV[5])
+learn(buckets, now, 7 + 4 * configured + 4 * tonumber(ARGV[6 + 4 * configured]))
 seed(buckets, now)
 local has_tokens = 0
 for name, b in pairs(buckets) do
   refill(b, now)
   if is_requests(name) then
-    if back > 0 then b.level = math.min(b.cap, b.level + back) end
+    if back > 0 and kept[name] then b.level = math.min(b.cap, b.level + back) end
   else
     has_tokens = 1
   end
@@ -282,6 +314,7 @@ else
     if is_requests(name) then b.level = b.level - grant end
   end
 end
+unmetered(buckets, grant - back)
 for name, b in pairs(buckets) do save(KEYS[1], name, b) end
 if next(buckets) ~= nil then redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV]) end
 local breaker = tonumber(redis.call('HGET', KEYS[1], 'breaker') or '0')
@@ -383,9 +416,11 @@ local function renew(now, proc, ttl, held)
     redis.call('ZADD', KEYS[2], f(now + ttl), proc)
     return 0
   end
+  -- A process that holds nothing gets a lease too: the fleet's count (the share each keeps if
+  -- Redis goes away) is of every live process, not of those that happened to hold slots.
+  redis.call('ZADD', KEYS[2], f(now + ttl), proc)
   if held > 0 then
     redis.call('HSET', KEYS[1], proc, held)
-    redis.call('ZADD', KEYS[2], f(now + ttl), proc)
     return 1
   end
   return 0
@@ -481,22 +516,34 @@ local flat = redis.call('HGETALL', KEYS[4])
 for i = 1, #flat, 2 do
   if redis.call('ZSCORE', KEYS[2], flat[i]) then
     local w = tonumber(flat[i + 1])
-    table.insert(wants, w)
+    table.insert(wants, {w, flat[i]})
     sum = sum + w
   else
     redis.call('HDEL', KEYS[4], flat[i])
   end
 end
-local share = want
+local fair = want
 if sum > limit then
-  table.sort(wants)
-  local left, level = limit, limit
-  for i, w in ipairs(wants) do
-    level = math.ceil(left / (#wants - i + 1))
-    if w >= level then break end
-    left = left - w
+  -- Water-filled: the smallest wants whole, the rest an equal level, the slots left over one
+  -- each to the first of them by name, so that the shares add up to the limit exactly.
+  table.sort(wants, function(a, b) return a[1] < b[1] end)
+  local left = limit
+  for i, pw in ipairs(wants) do
+    local rest = #wants - i + 1
+    local level = math.floor(left / rest)
+    if pw[1] > level then
+      local names = {}
+      for j = i, #wants do table.insert(names, wants[j][2]) end
+      table.sort(names)
+      fair = level
+      for j = 1, left - level * rest do
+        if names[j] == proc then fair = level + 1 end
+      end
+      break
+    end
+    left = left - pw[1]
   end
-  share = math.min(want, level)
+  fair = math.min(want, fair)
 end
 local open_for, half_open = 0, 0
 local opened = redis.call('HGET', KEYS[3], 'breaker')
@@ -504,16 +551,19 @@ if opened then
   opened = tonumber(opened)
   if opened > now then open_for = opened - now else half_open = 1 end
 end
-local target = share
-if opened then target = 0 end
 local mine = tonumber(redis.call('HGET', KEYS[1], proc) or '0')
 local total = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
+-- The share: the fair one, and no more than the others leave (a process paused past its lease
+-- comes back counted over the limit: it gives back its slots as its calls end).
+local share = math.min(fair, math.max(0, limit - (total - mine)))
+local target = share
+if opened then target = 0 end
 local held = target
 if target > mine then held = mine + math.max(0, math.min(target - mine, limit - total)) end
 held = math.max(held, keep)
 if held > 0 then redis.call('HSET', KEYS[1], proc, held) else redis.call('HDEL', KEYS[1], proc) end
-if held < math.min(want, share) and not opened then
+if held < math.min(want, fair) and not opened then
   redis.call('HSET', KEYS[3], 'starved', f(now + starved_for))
   redis.call('PEXPIRE', KEYS[3], key_ttl)
 end
@@ -524,6 +574,19 @@ return {held, lapsed, share, redis.call('ZCARD', KEYS[2]), f(open_for), half_ope
 
 def _arg(value: float | None) -> str:
     return "" if value is None else repr(float(value))
+
+
+def _spec_args(
+    specs: Sequence[tuple[str, float, float, float]],
+    learned: Sequence[tuple[str, float, float, float]],
+) -> list[str]:
+    """The lease scripts' seeds: configured, then learned, each list after its length."""
+    args: list[str] = []
+    for seeds in (specs, learned):
+        args.append(str(len(seeds)))
+        for name, cap, rate, seed in seeds:
+            args += [name, repr(float(cap)), repr(float(rate)), repr(float(seed))]
+    return args
 
 
 def _window_args(windows: Sequence[tuple[str, Window]]) -> list[str]:
@@ -543,17 +606,53 @@ class Scripts:
 
     def __init__(self, client: Redis | RedisCluster) -> None:
         self.client = client
-        self._lease = client.register_script(_LEASE)
-        self._settle = client.register_script(_SETTLE)
-        self._lease_batch = client.register_script(_LEASE_BATCH)
-        self._report = client.register_script(_REPORT)
-        self._block = client.register_script(_BLOCK)
-        self._current = client.register_script(_CURRENT)
-        self._acquire = client.register_script(_ACQUIRE)
-        self._trip = client.register_script(_TRIP)
-        self._close = client.register_script(_CLOSE)
-        # Public: the heartbeat pipelines it, one per member (see ``RedisBudgetStore.beat``).
+        self._sources: list[str] = []
+        self._loading: asyncio.Task[None] | None = None
+        self._loaded = False
+        self._lease = self._register(_LEASE)
+        self._settle = self._register(_SETTLE)
+        self._lease_batch = self._register(_LEASE_BATCH)
+        self._report = self._register(_REPORT)
+        self._block = self._register(_BLOCK)
+        self._current = self._register(_CURRENT)
+        self._acquire = self._register(_ACQUIRE)
+        self._trip = self._register(_TRIP)
+        self._close = self._register(_CLOSE)
+        self._claim = self._register(_CLAIM)
+        # Public, as redis-py's: the heartbeat pipelines it, one per member, after ``load``
+        # (see ``RedisBudgetStore.beat``).
         self.claim_script: AsyncScript = client.register_script(_CLAIM)
+
+    def _register(self, source: str) -> Callable[..., Any]:
+        script = self.client.register_script(source)
+        self._sources.append(source)
+
+        async def run(*, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
+            if not self._loaded:
+                await self.load()
+            return await script(keys=keys, args=args)
+
+        return run
+
+    async def load(self) -> None:
+        """Load every script once, before the first call runs one, in one task that the
+        process's callers share. Without it, each of many callers that meet a Redis without the
+        scripts loads them itself; on a Cluster, each load goes to every primary at once, and
+        under that herd redis-py (8.1) was seen to raise an ``AttributeError`` from a connection
+        torn down under it, which no caller could take for Redis being unreachable. (Scripts
+        lost later, to a ``SCRIPT FLUSH`` or a restart, are loaded again by redis-py, per call.)
+        """
+        task = self._loading
+        if task is None or (task.done() and not self._loaded):
+            task = self._loading = asyncio.get_running_loop().create_task(self._load_all())
+            # Its failure is seen by whoever awaits it; none may (all were cancelled).
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        await asyncio.shield(task)
+
+    async def _load_all(self) -> None:
+        for source in self._sources:
+            await self.client.script_load(source)
+        self._loaded = True
 
     async def lease(
         self,
@@ -565,13 +664,13 @@ class Scripts:
         *,
         output: int = 0,
         force: bool = False,
+        learned: Sequence[tuple[str, float, float, float]] = (),
     ) -> float:
         """0.0 when leased, else the seconds to wait (``inf``: never). ``output``: the part of
         ``tokens`` that is output. ``force``: spend it whatever is left (the level may go below
-        zero)."""
-        args: list[str] = [_arg(now), str(requests), str(tokens), str(output), str(len(specs))]
-        for name, cap, rate, seed in specs:
-            args += [name, repr(float(cap)), repr(float(rate)), repr(float(seed))]
+        zero). ``learned``: seeds, like ``specs``, of the budgets only the vendor reported."""
+        args: list[str] = [_arg(now), str(requests), str(tokens), str(output)]
+        args += _spec_args(specs, learned)
         args += ["1" if force else "0", str(_KEY_TTL_MS)]
         ok, wait = await self._lease(keys=[key], args=args)
         return 0.0 if int(ok) else _number(wait)
@@ -585,12 +684,14 @@ class Scripts:
         specs: Sequence[tuple[str, float, float, float]],
         now: float | None = None,
         reports: Sequence[tuple[str, Window]] = (),
+        *,
+        learned: Sequence[tuple[str, float, float, float]] = (),
     ) -> Batch:
         """``reports``: windows replies reported since the last batch, learned first (as
-        ``report``)."""
-        args: list[str] = [_arg(now), str(want), str(back), str(fleet), str(len(specs))]
-        for name, cap, rate, seed in specs:
-            args += [name, repr(float(cap)), repr(float(rate)), repr(float(seed))]
+        ``report``). ``learned``: seeds, like ``specs``, of the budgets only the vendor
+        reported."""
+        args: list[str] = [_arg(now), str(want), str(back), str(fleet)]
+        args += _spec_args(specs, learned)
         args += _window_args(reports)
         args.append(str(_KEY_TTL_MS))
         grant, wait, has_tokens, blocked, open_for, starved = await self._lease_batch(
@@ -677,7 +778,7 @@ class Scripts:
     ) -> Claimed:
         """This process's batch of slots (see ``_CLAIM``): ``keep`` it holds at least, ``want``
         it would hold (-1: it leaves)."""
-        got = await self.claim_script(
+        got = await self._claim(
             keys=list(keys), args=self.claim_args(process, limit, ttl, keep, want, now)
         )
         return Claimed.of(got)
@@ -843,6 +944,9 @@ class SharedSlots:
         # This process holds the fleet's half-open probe: the next verdict decides it.
         self._probing = False
         self.lapses = 0
+        # Slots this process held when it found its lease lapsed: its calls that ran past their
+        # lease, the most by which the fleet may have gone over its limit meanwhile.
+        self.lapsed_slots = 0
         self.waits = 0
         self.claims = 0
 
@@ -857,6 +961,7 @@ class SharedSlots:
             "fleet": store.fleet,
             "waits": self.waits,
             "lapses": self.lapses,
+            "lapsed_slots": self.lapsed_slots,
             "claims": self.claims,
             "degradations": store.degradations,
         }
@@ -908,14 +1013,16 @@ class SharedSlots:
         """Take a claim's answer (sent at ``sent_at``, on this process's clock)."""
         self.claims += 1
         store = self.store
-        store.fleet = max(1, claimed.fleet)
+        store.fleet = max(store.fleet or 1, claimed.fleet)
         if claimed.lapsed:
             self._lapsed()
         # Slots taken while Redis was unreachable are counted in Redis now (the claim kept them).
         self.busy += self.local
         self.local = 0
-        self.held = self._usable = claimed.held
+        self.held = claimed.held
         self.share = claimed.share
+        # Over its share, the batch is used no further than its share (or its calls in use).
+        self._usable = min(self.held, max(self.busy, self.share))
         self._valid_until = sent_at + store.lease_ttl - store.heartbeat
         self._half_open = claimed.half_open
         if claimed.open_for > 0 and self.lane is not None:
@@ -1054,12 +1161,17 @@ class SharedSlots:
             raise
 
     def _lapsed(self) -> None:
+        """This process's lease had lapsed with calls in flight: Redis counts their slots again
+        (``_CLAIM`` and ``_ACQUIRE`` put them back), but the fleet had them back while they
+        ran past their lease."""
+        slots = self.busy + self.local
         self.lapses += 1
+        self.lapsed_slots += slots
         logger.warning(
-            "%s: this process's Redis lease lapsed (paused or Redis flushed); its %d slots in"
-            " use are counted again",
+            "%s: this process's Redis lease lapsed (paused or Redis flushed) with %d calls in"
+            " flight, past their lease",
             self.member,
-            self.busy + self.local,
+            slots,
             extra={"backend": self.member, "request_id": "-"},
         )
 
@@ -1109,7 +1221,9 @@ class SharedSlots:
         else:
             self.busy -= 1
             if self.held > self.share:
-                self._start_claim()  # gives the freed slot back to the fleet
+                # The freed slot goes back to the fleet (no call here may take it meanwhile).
+                self._usable = min(self._usable, max(self.busy, self.share))
+                self._start_claim()
                 return
         self._wake(1)
 
@@ -1230,6 +1344,12 @@ class RedisBudgetStore(BudgetStore):
             return
         self.degraded_since = now
         self.degradations += 1
+        # The budget batches in hand are dropped, not given back later: Redis may come back
+        # without the budgets they were taken from (a restart), reseeded from the vendor's word,
+        # which counts them as unspent already.
+        for allowance in self._allowances.values():
+            allowance.calls = 0
+            allowance.until = -math.inf
         share = self.share()
         logger.warning(
             "Redis unreachable (%s): degraded mode, this process keeps %.3g of the last known"
@@ -1239,10 +1359,14 @@ class RedisBudgetStore(BudgetStore):
             extra={"backend": "-", "request_id": "-"},
         )
         # The budgets this process would have had, less what the others may spend meanwhile.
+        # Each starts at one second's refill at most: what this process last heard of a budget
+        # may be old, and the others have spent from it since (four workers started from their
+        # own last replies sent 8 requests of 12 into a vendor with none left).
         self._fallback = MemoryBudgetStore()
         for key in set(self._specs) | set(self._reported):
             buckets = self._fallback._budgets(key).buckets
             for name, capacity, rate, level in self._learned(key, now):
+                level = min(level, probe_allowance(capacity, rate))
                 buckets[name] = TokenBucket(capacity * share, rate * share, level * share, now)
 
     def _up(self) -> None:
@@ -1269,6 +1393,7 @@ class RedisBudgetStore(BudgetStore):
                     max(0, tokens),
                     self._seeds(key, now),
                     force=True,
+                    learned=self._reported_only(key, now),
                 )
             except self.errors as exc:
                 # Still owed: paid when Redis is back again.
@@ -1326,12 +1451,18 @@ class RedisBudgetStore(BudgetStore):
 
     def _learned(self, key: str, now: float) -> list[tuple[str, float, float, float]]:
         """The configured buckets' seeds, and those of the budgets only the vendor reported."""
-        seeds = self._seeds(key, now)
-        configured = {seed[0] for seed in seeds}
-        for name, last in self._reported.get(key, {}).items():
-            if name not in configured:
-                seeds.append((name, last.capacity, last.rate, last.level_at(now)))
-        return seeds
+        return self._seeds(key, now) + self._reported_only(key, now)
+
+    def _reported_only(self, key: str, now: float) -> list[tuple[str, float, float, float]]:
+        """The seeds of the budgets the vendor reported and none configured: where Redis lost
+        one (a restart, a flush), it starts from the vendor's last word, aged by its refill,
+        instead of letting calls through unmetered until the next reply says how few are left."""
+        configured = {name for name, _, _ in self._specs.get(key, ())}
+        return [
+            (name, last.capacity, last.rate, last.level_at(now))
+            for name, last in self._reported.get(key, {}).items()
+            if name not in configured
+        ]
 
     async def lease(self, key: str, cost: Cost, now: float) -> Lease | float:
         if cost.requests == 1 and self.degraded_since is None:
@@ -1360,6 +1491,7 @@ class RedisBudgetStore(BudgetStore):
                     cost.tokens,
                     self._seeds(key, now),
                     output=cost.output_tokens,
+                    learned=self._reported_only(key, now),
                 )
             except self.errors as exc:
                 self._down(exc)
@@ -1426,6 +1558,7 @@ class RedisBudgetStore(BudgetStore):
                     self.fleet or 1,
                     self._seeds(key, sent_at),
                     reports=list(reports.items()),
+                    learned=self._reported_only(key, sent_at),
                 )
             except self.errors as exc:
                 self._down(exc)
@@ -1464,6 +1597,7 @@ class RedisBudgetStore(BudgetStore):
                     allowance.calls,
                     1,
                     self._seeds(key, self.clock()),
+                    learned=self._reported_only(key, self.clock()),
                 )
 
     async def settle(self, lease: Lease, tokens_used: int, now: float) -> None:
@@ -1520,7 +1654,33 @@ class RedisBudgetStore(BudgetStore):
             self._report_after[key] = loop_now + _BATCH_FRESH
             if await self._send_report(key, headers.windows):
                 return
-        await self._fallback.report(key, headers, now)
+        await self._report_share(key, headers.windows, now, headers.retry_after)
+
+    async def _report_share(
+        self,
+        key: str,
+        windows: Mapping[str, Window],
+        now: float,
+        retry_after: float | None = None,
+    ) -> None:
+        """What the vendor says is the fleet's: while Redis is away, this process learns its
+        share of it (a whole limit would let each process spend the fleet's refill)."""
+        share = self.share()
+        await self._fallback.report(
+            key,
+            RateHeaders(
+                {
+                    kind: Window(
+                        None if w.limit is None else max(1, math.floor(w.limit * share)),
+                        None if w.remaining is None else math.floor(w.remaining * share),
+                        w.reset_in,
+                    )
+                    for kind, w in windows.items()
+                },
+                retry_after,
+            ),
+            now,
+        )
 
     async def _send_report(self, key: str, windows: Mapping[str, Window]) -> bool:
         try:
@@ -1554,7 +1714,7 @@ class RedisBudgetStore(BudgetStore):
             return
         self._report_after[key] = asyncio.get_running_loop().time() + _BATCH_FRESH
         if not (self._reachable() and await self._send_report(key, windows)):
-            await self._fallback.report(key, RateHeaders(windows), self.clock())
+            await self._report_share(key, windows, self.clock())
 
     async def block(self, key: str, until: float) -> float:
         # The batch in hand is not spent during the block (nor given back: it stays unused).
@@ -1623,6 +1783,7 @@ class RedisBudgetStore(BudgetStore):
         members = list(self._slots.values())
         if not members:
             return
+        await self.scripts.load()
         async with contextlib.AsyncExitStack() as locks:
             for slots in members:
                 await locks.enter_async_context(slots._lock)
@@ -1661,8 +1822,18 @@ class RedisBudgetStore(BudgetStore):
                     slots._usable = slots.held
                 raise
             self.heartbeats += 1
+            before = self.fleet
+            counted = 1
             for slots, reply in zip(members, results, strict=True):
-                slots._apply(Claimed.of(reply), sent_at)
+                claimed = Claimed.of(reply)
+                counted = max(counted, claimed.fleet)
+                slots._apply(claimed, sent_at)
+        # The count falls by one process a heartbeat at most (a claim between heartbeats only
+        # raises it): after a restart or a flush the processes register again one by one, and a
+        # process that went degraded meanwhile would keep the whole limit for itself if it
+        # believed the first count (a restart under four workers: 10 of 17 requests answered 429
+        # while Redis was away).
+        self.fleet = counted if before is None else max(counted, before - 1)
 
     async def aclose(self) -> None:
         """Stop the heartbeat, give back the slots still held, close the connections."""
