@@ -35,6 +35,7 @@ from asyncllm._engine._redis import (
     budget_key,
     probe_allowance,
     slot_keys,
+    starved_key,
     want_key,
 )
 from asyncllm.testing import FakeClock
@@ -43,7 +44,7 @@ from tests.redis_fixtures import RedisServer
 T = TypeVar("T")
 KEY = budget_key("t", "m")
 SLOTS = slot_keys("t", "m")
-CLAIM = (*SLOTS, want_key("t", "m"))
+CLAIM = (*SLOTS, want_key("t", "m"), starved_key(KEY))
 T0 = 1_800_000_000.0
 
 
@@ -612,9 +613,12 @@ class SlotMachine(RuleBasedStateMachine):
         keep = min(keep, self.held[p])  # a process keeps at most what it holds
         if want < 0:
             keep = 0  # and leaves only with none in use
+        believed = self.held[p]
         got = run(
             self.loop,
-            self.scripts.claim(CLAIM, p, self.LIMIT, self.TTL, keep, want, now=self.now),
+            self.scripts.claim(
+                CLAIM, p, self.LIMIT, self.TTL, keep, want, now=self.now, believed=believed
+            ),
         )
         self._expire()
         if want < 0:
@@ -624,8 +628,8 @@ class SlotMachine(RuleBasedStateMachine):
             assert got == Claimed(0, False, 0, len(self.expires), 0.0, False)
             return
         alive = p in self.expires
-        lapsed = self._renew(p, keep)
-        mine = self.held[p] if alive or lapsed else 0
+        lapsed = self._renew(p, keep) or (not alive and believed > 0)
+        mine = self.held[p] if alive else keep
         self.held[p] = mine
         self.expires[p] = self.now + self.TTL
         if want > 0:

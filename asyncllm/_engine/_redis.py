@@ -261,7 +261,7 @@ return {1, '0'}
 """
 )
 
-# KEYS[1] budgets; ARGV: now, want, back, fleet, n, then n specs (as for _LEASE), then windows
+# KEYS[1] budgets, KEYS[2] starved (see _CLAIM); ARGV: now, want, back, fleet, n, then n specs (as for _LEASE), then windows
 # replies reported since the last batch (as for _REPORT: learned first, as they came first), then
 # the keys' time to live. A batch of calls of one request each for a process to spend locally:
 # ``back`` requests it did not use are given back first; then as many calls as it wants, at most
@@ -319,7 +319,7 @@ for name, b in pairs(buckets) do save(KEYS[1], name, b) end
 if next(buckets) ~= nil then redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV]) end
 local breaker = tonumber(redis.call('HGET', KEYS[1], 'breaker') or '0')
 local starved = 0
-if tonumber(redis.call('HGET', KEYS[1], 'starved') or '0') > now then starved = 1 end
+if tonumber(redis.call('GET', KEYS[2]) or '0') > now then starved = 1 end
 return {grant, f(wait), has_tokens, f(math.max(0, blocked - now)), f(math.max(0, breaker - now)),
   starved}
 """
@@ -491,8 +491,8 @@ return 1
 # ``keep`` allows, so that one waiting gets slots on its next claim. While the fleet's breaker is
 # open or half-open, a batch shrinks to ``keep`` (its calls ask one by one, for the probe).
 # ``want`` -1: the process leaves (its lease, count and want are dropped). A process that gets
-# less than its share marks the member "starved" for ``_BATCH_FRESH`` (in its budgets, where
-# every process's next budget batch sees it). Returns {slots it now holds, lapsed, its share,
+# less than its share marks the member "starved" for ``_BATCH_FRESH`` (KEYS[5], which every
+# process's next budget batch reads). Returns {slots it now holds, lapsed, its share,
 # live processes, seconds the breaker stays open, 1 if half-open}.
 _CLAIM = (
     _SLOTS_PRELUDE
@@ -500,7 +500,7 @@ _CLAIM = (
     + """
 local now, proc = now_of(ARGV[1]), ARGV[2]
 local limit, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
-local keep, want = tonumber(ARGV[5]), tonumber(ARGV[6])
+local keep, want, believed = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7] or '0')
 expire_dead(now)
 if want < 0 then
   redis.call('HDEL', KEYS[1], proc)
@@ -508,7 +508,11 @@ if want < 0 then
   redis.call('HDEL', KEYS[4], proc)
   return {0, 0, 0, redis.call('ZCARD', KEYS[2]), '0', 0}
 end
+-- Lapsed: the lease was gone while the process believed it held slots (its calls may all have
+-- ended since: then none is counted again, but the lapse is reported all the same).
+local alive = redis.call('ZSCORE', KEYS[2], proc)
 local lapsed = renew(now, proc, ttl, keep)
+if not alive and believed > 0 then lapsed = 1 end
 redis.call('ZADD', KEYS[2], f(now + ttl), proc)
 if want > 0 then redis.call('HSET', KEYS[4], proc, want) else redis.call('HDEL', KEYS[4], proc) end
 local wants, sum = {}, 0
@@ -564,8 +568,7 @@ if target > mine then held = mine + math.max(0, math.min(target - mine, limit - 
 held = math.max(held, keep)
 if held > 0 then redis.call('HSET', KEYS[1], proc, held) else redis.call('HDEL', KEYS[1], proc) end
 if held < math.min(want, fair) and not opened then
-  redis.call('HSET', KEYS[3], 'starved', f(now + starved_for))
-  redis.call('PEXPIRE', KEYS[3], key_ttl)
+  redis.call('SET', KEYS[5], f(now + starved_for), 'PX', key_ttl)
 end
 return {held, lapsed, share, redis.call('ZCARD', KEYS[2]), f(open_for), half_open}
 """
@@ -695,7 +698,7 @@ class Scripts:
         args += _window_args(reports)
         args.append(str(_KEY_TTL_MS))
         grant, wait, has_tokens, blocked, open_for, starved = await self._lease_batch(
-            keys=[key], args=args
+            keys=[key, starved_key(key)], args=args
         )
         return Batch(
             int(grant),
@@ -775,18 +778,36 @@ class Scripts:
         keep: int,
         want: int,
         now: float | None = None,
+        believed: int = 0,
     ) -> Claimed:
         """This process's batch of slots (see ``_CLAIM``): ``keep`` it holds at least, ``want``
         it would hold (-1: it leaves)."""
         got = await self._claim(
-            keys=list(keys), args=self.claim_args(process, limit, ttl, keep, want, now)
+            keys=list(keys), args=self.claim_args(process, limit, ttl, keep, want, now, believed)
         )
         return Claimed.of(got)
 
     def claim_args(
-        self, process: str, limit: int, ttl: float, keep: int, want: int, now: float | None
+        self,
+        process: str,
+        limit: int,
+        ttl: float,
+        keep: int,
+        want: int,
+        now: float | None,
+        believed: int = 0,
     ) -> list[str]:
-        return [_arg(now), process, str(limit), repr(float(ttl)), str(keep), str(want)]
+        """``believed``: the slots the process believes it holds (a lapse is reported if its
+        lease is gone while it holds any)."""
+        return [
+            _arg(now),
+            process,
+            str(limit),
+            repr(float(ttl)),
+            str(keep),
+            str(want),
+            str(believed),
+        ]
 
 
 class Batch(NamedTuple):
@@ -845,6 +866,13 @@ def slot_keys(prefix: str, member: str) -> tuple[str, str, str]:
 def want_key(prefix: str, member: str) -> str:
     """Who would hold how many of the member's slots (``_CLAIM``'s fair shares)."""
     return f"{prefix}:{{{member}}}:wants"
+
+
+def starved_key(budgets: str) -> str:
+    """Until when a process waits for the member's slots (``_CLAIM`` sets it, ``_LEASE_BATCH``
+    reads it), next to the member's budgets key ``budgets``: a key of its own, so that it never
+    makes a budgets hash with no budget in it."""
+    return budgets.removesuffix(":budgets") + ":starved"
 
 
 # -- the store -----------------------------------------------------------------------------------
@@ -909,7 +937,11 @@ class SharedSlots:
         self.store = store
         self.member = member
         self.limit = limit
-        self.keys = (*slot_keys(store.prefix, member), want_key(store.prefix, member))
+        self.keys = (
+            *slot_keys(store.prefix, member),
+            want_key(store.prefix, member),
+            starved_key(budget_key(store.prefix, member)),
+        )
         # Slots Redis counts for this process, and those of them in use by calls.
         self.held = 0
         self.busy = 0
@@ -947,6 +979,9 @@ class SharedSlots:
         # Slots this process held when it found its lease lapsed: its calls that ran past their
         # lease, the most by which the fleet may have gone over its limit meanwhile.
         self.lapsed_slots = 0
+        # Calls that ended after the batch stopped being trusted (the lease may have lapsed
+        # under them): counted as lapsed if the next claim finds it did.
+        self._late = 0
         self.waits = 0
         self.claims = 0
 
@@ -1016,6 +1051,7 @@ class SharedSlots:
         store.fleet = max(store.fleet or 1, claimed.fleet)
         if claimed.lapsed:
             self._lapsed()
+        self._late = 0
         # Slots taken while Redis was unreachable are counted in Redis now (the claim kept them).
         self.busy += self.local
         self.local = 0
@@ -1043,7 +1079,13 @@ class SharedSlots:
                 sent_at = store.clock()
                 try:
                     claimed = await store.scripts.claim(
-                        self.keys, store.process, self.limit, store.lease_ttl, keep, want
+                        self.keys,
+                        store.process,
+                        self.limit,
+                        store.lease_ttl,
+                        keep,
+                        want,
+                        believed=self.held,
                     )
                 except store.errors as exc:
                     self._usable = self.held
@@ -1164,7 +1206,8 @@ class SharedSlots:
         """This process's lease had lapsed with calls in flight: Redis counts their slots again
         (``_CLAIM`` and ``_ACQUIRE`` put them back), but the fleet had them back while they
         ran past their lease."""
-        slots = self.busy + self.local
+        slots = self.busy + self.local + self._late
+        self._late = 0
         self.lapses += 1
         self.lapsed_slots += slots
         logger.warning(
@@ -1220,6 +1263,8 @@ class SharedSlots:
             self.local -= 1
         else:
             self.busy -= 1
+            if self.store.clock() >= self._valid_until:
+                self._late += 1
             if self.held > self.share:
                 # The freed slot goes back to the fleet (no call here may take it meanwhile).
                 self._usable = min(self._usable, max(self.busy, self.share))
@@ -1797,7 +1842,7 @@ class RedisBudgetStore(BudgetStore):
                 keep = slots._keep(max(0, want))
                 slots._wanted = want
                 args = self.scripts.claim_args(
-                    self.process, slots.limit, self.lease_ttl, keep, want, now
+                    self.process, slots.limit, self.lease_ttl, keep, want, now, slots.held
                 )
                 calls.append((list(slots.keys), args))
             script = self.scripts.claim_script
