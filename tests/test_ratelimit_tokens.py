@@ -893,3 +893,55 @@ async def test_a_mark_leaves_out_what_calls_not_yet_sent_hold() -> None:
     # 3 spent elsewhere, then this one: 10 - 3 - 1 = 6 left.
     await store.report("a", RateHeaders({"requests": Window(10, 6, None)}), 0.0, sent)
     assert (await store.current("a", 0.0))["requests"].remaining == 10 - 3 - 2
+
+
+async def test_a_call_waiting_for_a_learned_budget_waits_without_its_slot() -> None:
+    # One slot. The backlog call passed the gate before any limit was known; once the first
+    # reply says none is left, it waits for the budget without holding the slot, so the HIGH
+    # call that arrives meanwhile, first in line for the budget, is not held behind it.
+    clock = ManualClock()
+    dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep)
+    arrived: list[tuple[str, float]] = []
+    hold = asyncio.Event()
+
+    async def handler(request: Any) -> MockResponse:
+        text = request.json()["messages"][0]["content"]
+        arrived.append((text, clock()))
+        if text == "first":
+            await hold.wait()
+        return reply(
+            headers={
+                "x-ratelimit-limit-requests": "2",
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": "60s",
+            }
+        )
+
+    c = client(
+        handler,
+        dispatcher,
+        max_concurrent_requests=1,
+        rate_limits=asyncllm.RateLimits(max_wait=3600.0),
+    )
+
+    def say(text: str) -> list[dict[str, str]]:
+        return [{"role": "user", "content": text}]
+
+    first = asyncio.create_task(c.chat(say("first"), model="m"))
+    await settle()
+    backlog = asyncio.create_task(c.chat(say("backlog"), model="m"))
+    await settle()
+    hold.set()
+    await first
+    await settle()  # the backlog call has its slot, finds no budget and gives the slot back
+    lane = dispatcher._lanes["openai"]
+    assert lane.in_flight == 0
+    urgent = asyncio.create_task(
+        c.chat(say("urgent"), model="m", priority=asyncllm.Priority.HIGH)
+    )
+    await settle()
+    for _ in range(2):
+        await clock.advance(30)  # 2 a minute: one request back every 30 s
+    await asyncio.gather(backlog, urgent)
+    assert arrived == [("first", 1000.0), ("urgent", 1030.0), ("backlog", 1060.0)]
+    await dispatcher.aclose()

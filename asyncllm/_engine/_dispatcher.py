@@ -912,6 +912,8 @@ class Dispatcher:
         verdict: bool | None = None
         counted = False
         waited = 0.0
+        # A lease that must wait for a budget learned since it was taken, without a slot.
+        stale: Lease | None = None
         try:
             while True:
                 if error is not None and lane.breaker.state is BreakerState.OPEN:
@@ -919,9 +921,14 @@ class Dispatcher:
                 held: tuple[RateGate, Lease] | None = None
                 gate = lane.gate
                 if gate is not None:
-                    admitted = await gate.admit(
-                        rid, priority, deadline_at, record.operation, payload
-                    )
+                    admitted: Lease | RateLimitError | None
+                    if stale is not None:
+                        admitted = await gate.extend(rid, priority, deadline_at, stale)
+                        stale = None
+                    else:
+                        admitted = await gate.admit(
+                            rid, priority, deadline_at, record.operation, payload
+                        )
                     if isinstance(admitted, RateLimitError):
                         _refuse(lane, admitted, error, verdict, counted)
                     if admitted is not None:
@@ -973,15 +980,18 @@ class Dispatcher:
                             held = (gate, admitted)
                     elif held is not None and held[0].store.uncounted(held[1]):
                         # Likewise for a lease taken before the lane learned a budget it
-                        # spends from (a lane whose RateLimits name no budget of their own).
+                        # spends from (a lane whose RateLimits name no budget of their own); but
+                        # one that must wait for it gives its slot back meanwhile, so that calls
+                        # already within the budget are not held up behind it.
                         try:
-                            extended = await held[0].extend(rid, priority, deadline_at, held[1])
+                            extended = await held[0].extend_now(held[1])
                         except BaseException:
                             lane.release(probe, None)
                             raise
-                        if isinstance(extended, RateLimitError):
+                        if not extended:
                             lane.release(probe, None)
-                            _refuse(lane, extended, error, verdict, counted)
+                            stale = held[1]
+                            continue
                 if lane.shared is not None:
                     try:
                         await lane.shared.acquire(rid, deadline_at)

@@ -1041,13 +1041,20 @@ class RateGate:
             return self._refusal(request_id, math.inf, deadline_at, now, cost)
         return await self._wait_in_turn(request_id, priority, deadline_at, cost)
 
+    async def extend_now(self, lease: Lease) -> bool:
+        """Charge ``lease`` in the budgets learned since it was taken if they hold its cost now
+        and no call waits ahead of it; False when it must wait (``extend``)."""
+        if self._waiters:
+            return False
+        return await self.store.extend(lease, self.lane.dispatcher.clock()) <= 0
+
     async def extend(
         self, request_id: str, priority: int, deadline_at: float | None, lease: Lease
     ) -> Lease | RateLimitError:
-        """A call that passed the gate before the lane learned a budget it spends from (its
-        lease was taken while it queued for a slot, or before the first reply named a limit)
-        waits for that budget too, in turn, rather than going out uncounted with the backlog:
-        ``lease`` charged in it, or the error to fail the call with (see ``_refusal``)."""
+        """A call that passed the gate before the lane learned a budget it spends from (it
+        then queued for a slot while the first reply named a limit) waits for that budget too,
+        in turn, rather than going out uncounted with the backlog: ``lease`` charged in it, or
+        the error to fail the call with (see ``_refusal``)."""
         store = self.store
         lane = self.lane
         now = lane.dispatcher.clock()
