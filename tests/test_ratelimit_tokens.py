@@ -21,6 +21,7 @@ from asyncllm._engine._ratelimit import (
     MemoryBudgetStore,
     RateGate,
     RateHeaders,
+    TokenBucket,
     Window,
     estimate_tokens,
     quota_windows,
@@ -936,12 +937,46 @@ async def test_a_call_waiting_for_a_learned_budget_waits_without_its_slot() -> N
     await settle()  # the backlog call has its slot, finds no budget and gives the slot back
     lane = dispatcher._lanes["openai"]
     assert lane.in_flight == 0
-    urgent = asyncio.create_task(
-        c.chat(say("urgent"), model="m", priority=asyncllm.Priority.HIGH)
-    )
+    urgent = asyncio.create_task(c.chat(say("urgent"), model="m", priority=asyncllm.Priority.HIGH))
     await settle()
     for _ in range(2):
         await clock.advance(30)  # 2 a minute: one request back every 30 s
     await asyncio.gather(backlog, urgent)
     assert arrived == [("first", 1000.0), ("urgent", 1030.0), ("backlog", 1060.0)]
     await dispatcher.aclose()
+
+
+async def test_tokens_a_vendor_keeps_after_a_shorter_reply_are_reconciled() -> None:
+    # OpenAI counts a call's max_tokens when it arrives; a reply that used fewer settles the
+    # client's reservation down, but if the vendor keeps them, the next reply says so.
+    store = MemoryBudgetStore()
+    store.configure("a", 0.0, tokens_per_minute=1000)
+
+    async def send() -> Lease:
+        lease = await store.lease("a", Cost(1, 17, 16), 0.0)
+        assert isinstance(lease, Lease)
+        store.sending(lease)
+        return lease
+
+    first = await send()
+    await store.settle_usage(first, 1, 4, 0.0)  # 12 of the 17 come back here
+    second = await send()
+    await send()  # sent before the second's reply is read
+    # The vendor kept all 17 of each: 1000 - 2 * 17 when the second arrived.
+    await store.report("a", RateHeaders({"tokens": Window(1000, 966, None)}), 0.0, second)
+    assert await tokens_left_in(store) == 1000 - 3 * 17
+
+
+async def tokens_left_in(store: MemoryBudgetStore) -> int | None:
+    return (await store.current("a", 0.0))["tokens"].remaining
+
+
+def test_a_refusal_left_uncounted_gives_its_whole_request_back() -> None:
+    # The vendor's remaining is whole and the mark need not be: 59 left where 58.5 were expected
+    # after this request is still the whole request uncounted.
+    bucket = TokenBucket(60.0, 1.0, 58.5, 0.0)
+    bucket.reconcile(59, 58.5, refused=1)
+    assert bucket.level == 59.5
+    counted = TokenBucket(60.0, 1.0, 58.5, 0.0)
+    counted.reconcile(58, 58.5, refused=1)  # it was counted: nothing comes back
+    assert counted.level == 58.0  # (and the level is the vendor's whole 58)

@@ -418,8 +418,8 @@ class TokenBucket:
         program's calls on the same key, tokens it keeps where the reply's usage gave them back
         here), the level drops by the difference, less the corrections made since the call was
         sent. It rises only for an answer that refused the call (``refused``: what the call
-        took from this budget) and left more than expected, by that much at most: the vendor did
-        not count it (as the fake does not count a request refused at its concurrency cap).
+        took from this budget) and left more than expected, by that much: the vendor did not
+        count it (as the fake does not count a request refused at its concurrency cap).
         A reply to a call it counted never raises the level: its ``remaining`` may predate
         requests sent before it that arrived after it."""
         drift = mark - self.corrected - remaining
@@ -427,9 +427,11 @@ class TokenBucket:
             self.level -= drift
             self.corrected += drift
         elif refused and drift < 0:
-            back = min(-drift, refused)
-            self.level = min(self.capacity, self.level + back)
-            self.corrected -= back
+            # The mark counts the call itself: any more left says it was not counted (the
+            # vendor's remaining is whole, the mark need not be, so less than one more is
+            # still the whole request).
+            self.level = min(self.capacity, self.level + refused)
+            self.corrected -= refused
 
     def learn(
         self,
