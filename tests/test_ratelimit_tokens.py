@@ -896,10 +896,14 @@ async def test_a_mark_leaves_out_what_calls_not_yet_sent_hold() -> None:
     assert (await store.current("a", 0.0))["requests"].remaining == 10 - 3 - 2
 
 
-async def test_a_call_waiting_for_a_learned_budget_waits_without_its_slot() -> None:
-    # One slot. The backlog call passed the gate before any limit was known; once the first
-    # reply says none is left, it waits for the budget without holding the slot, so the HIGH
-    # call that arrives meanwhile, first in line for the budget, is not held behind it.
+@pytest.mark.parametrize("rate_limits", [None, asyncllm.RateLimits(max_wait=3600.0)])
+async def test_a_call_waiting_for_a_learned_budget_waits_without_its_slot(
+    rate_limits: asyncllm.RateLimits | None,
+) -> None:
+    # One slot. The backlog call queued before any limit was known (with no gate yet, or past
+    # one that had no budget); once the first reply says none is left, it waits for the budget
+    # without holding the slot, so the HIGH call that arrives meanwhile, first in line for the
+    # budget, is not held behind it.
     clock = ManualClock()
     dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep)
     arrived: list[tuple[str, float]] = []
@@ -918,12 +922,7 @@ async def test_a_call_waiting_for_a_learned_budget_waits_without_its_slot() -> N
             }
         )
 
-    c = client(
-        handler,
-        dispatcher,
-        max_concurrent_requests=1,
-        rate_limits=asyncllm.RateLimits(max_wait=3600.0),
-    )
+    c = client(handler, dispatcher, max_concurrent_requests=1, rate_limits=rate_limits)
 
     def say(text: str) -> list[dict[str, str]]:
         return [{"role": "user", "content": text}]

@@ -962,27 +962,26 @@ class Dispatcher:
                             lane.fill()  # the calls queued behind it fail at once
                         raise ended from error
                     if gate is None and lane.gate is not None:
-                        # The lane learned its budgets (a reply named them) while this call
-                        # waited for a slot: it keeps to them too, rather than going out with
-                        # the backlog that was queued before they were known.
+                        # The lane learned its budgets (a reply named them), or was blocked,
+                        # while this call waited for a slot: it keeps to them too, rather than
+                        # going out with the backlog that was queued before they were known;
+                        # if it must wait, it gives its slot back meanwhile and waits in the
+                        # gate's order, so that calls already within the budget are not held
+                        # up behind it.
                         gate = lane.gate
                         try:
-                            admitted = await gate.admit(
-                                rid, priority, deadline_at, record.operation, payload
-                            )
+                            now_admitted = await gate.admit_now(record.operation, payload)
                         except BaseException:
                             lane.release(probe, None)
                             raise
-                        if isinstance(admitted, RateLimitError):
+                        if now_admitted is False:
                             lane.release(probe, None)
-                            _refuse(lane, admitted, error, verdict, counted)
-                        if admitted is not None:
-                            held = (gate, admitted)
+                            continue
+                        if isinstance(now_admitted, Lease):
+                            held = (gate, now_admitted)
                     elif held is not None and held[0].store.uncounted(held[1]):
                         # Likewise for a lease taken before the lane learned a budget it
-                        # spends from (a lane whose RateLimits name no budget of their own); but
-                        # one that must wait for it gives its slot back meanwhile, so that calls
-                        # already within the budget are not held up behind it.
+                        # spends from (a lane whose RateLimits name no budget of their own).
                         try:
                             extended = await held[0].extend_now(held[1])
                         except BaseException:

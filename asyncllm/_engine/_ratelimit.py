@@ -1043,6 +1043,21 @@ class RateGate:
             return self._refusal(request_id, math.inf, deadline_at, now, cost)
         return await self._wait_in_turn(request_id, priority, deadline_at, cost)
 
+    async def admit_now(self, operation: str = "", payload: Any = None) -> Lease | bool:
+        """``admit`` without waiting: the call's lease, True when it may go without one (no
+        budget, no block), False when it would have to wait (or could never fit: ``admit``
+        says so). Asked by a call that already holds a slot, which it gives back to wait."""
+        lane = self.lane
+        now = lane.dispatcher.clock()
+        if self.blocked_until > now or self._waiters:
+            return False
+        if not self.budgeted:
+            if lane.gate is self:
+                lane.gate = None  # nothing left to guard: one check per call again
+            return True
+        got = await self.store.lease(lane.name, self.cost(operation, payload), now)
+        return got if isinstance(got, Lease) else False
+
     async def extend_now(self, lease: Lease) -> bool:
         """Charge ``lease`` in the budgets learned since it was taken if they hold its cost now
         and no call waits ahead of it; False when it must wait (``extend``)."""
