@@ -30,8 +30,15 @@ Budgets are configured (``RateLimits``) or learned: the HTTP layer hands the hea
 reply whose backend speaks a dialect (``RateDialect``) to ``learn_limits``, which costs a backend
 that speaks none one attribute check, and one header look-up for a reply that carries no
 budgets. From the first reply that names a limit the lane waits for its budgets proactively, as
-a configured one does. A reply's ``remaining`` only ever lowers what the store holds: it does not
-know of the calls still in flight, which the store has already reserved.
+a configured one does; a call that passed the gate before that (its lease has none of the new
+budgets: ``uncounted``) is charged in them when it leaves the slot queue (``extend``), waiting
+for them without its slot. A reply's ``remaining`` only ever lowers what the store holds: it does
+not know of the calls still in flight, which the store has already reserved. The in-memory store
+also reconciles each reply with what it held when that call was sent (the lease's ``marks``,
+taken by ``sending``; ``TokenBucket.reconcile``): what the vendor counted and the store did not
+(calls sent before the first reply, another program on the key, tokens the vendor keeps although
+the reply used fewer) is taken off once, and an error answer that left its request uncounted
+gives it back.
 
 The header parsers read every dialect the vendors speak, and never raise: a missing, malformed or
 negative (``-1``: "no such limit") value is None.
