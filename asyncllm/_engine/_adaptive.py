@@ -15,11 +15,14 @@ Each signal feeds one mechanism (see ``AdaptiveConcurrency`` for the rule and it
 * Connection errors (a connect timeout included: nothing was sent) and other 5xx: the breaker's.
 
 The window of a decrease ends when every attempt in flight at the decrease has finished (their
-failures describe the load before the decrease) and ``min_interval`` has passed. The calls in
-flight are read from the request tracker at the decrease, not kept per call, so the path of a
-call that meets no overload pays nothing for this: one comparison of ``limit`` with the ceiling
-when it gives its slot back. (A call the tracker has dropped, under a small
-``tracker_max_records``, counts as finished.)
+failures describe the load before the decrease) and ``min_interval`` has passed. The window has
+one decrease, sized by what the window sees: ``decrease_factor`` at its first overload signal,
+and, as more of the attempts in flight at the decrease are refused, down to their number less
+the refused ones (never below half the limit before it). At a server's concurrency cap every
+attempt over the cap is refused, so those refusals count how far over it the lane was: the limit
+lands on the cap within one window, where the factor alone, once a second, would take seconds
+of refusals (a burst of a few hundred calls is over before a second decrease). Attempts sent
+after the decrease count for nothing in its window: they went out under the new limit.
 """
 
 from __future__ import annotations
@@ -53,9 +56,13 @@ class AdaptiveLimit:
     itself is ``lane.limit``, which slot acceptance reads."""
 
     __slots__ = (
+        "_floor",
         "_held",
+        "_held_count",
+        "_held_ids",
         "_last_change",
         "_last_decrease",
+        "_refused",
         "_successes",
         "config",
         "decreases",
@@ -71,6 +78,12 @@ class AdaptiveLimit:
         self._successes = 0
         # The attempts in flight at the last decrease, as (record, its attempt number).
         self._held: list[tuple[RequestRecord, int]] = []
+        # The last decrease's window: how many attempts were in flight at it, how many overload
+        # signals it has had since, and the lowest the limit may go in it.
+        self._held_count = 0
+        self._held_ids: frozenset[tuple[str, int]] = frozenset()
+        self._refused = 0
+        self._floor = 1
 
     def _in_window(self, now: float) -> bool:
         """Whether the last decrease's window is still open (see the module docstring)."""
@@ -87,20 +100,35 @@ class AdaptiveLimit:
 
     def overloaded(self, lane: Lane, error: APIError) -> bool:
         """An attempt of the lane failed with ``error``: shrink the limit if it is an overload
-        signal and the last decrease's window is over. True if the limit shrank."""
+        signal, by the factor when the last decrease's window is over, else to what the window's
+        refusals show (see the module docstring). True if the limit shrank."""
         if not is_overload(error) or lane.limit <= 1:
             return False
         dispatcher = lane.dispatcher
         now = dispatcher.clock()
         if self._in_window(now):
-            return False
+            if (error.request_id, error.attempts) not in self._held_ids:
+                return False
+            self._refused += 1
+            admitted = max(self._floor, self._held_count - self._refused)
+            if admitted >= lane.limit:
+                return False
+            lane.limit = admitted
+            self._successes = 0
+            return True
+        held = dispatcher.tracker.running(lane.name)
+        self._floor = max(1, lane.limit // 2)
+        # The attempts in flight, this one included (the tracker may have dropped its record).
+        self._held_count = max(len(held), lane.in_flight)
+        self._refused = 1
         lane.limit = max(
             1, min(lane.limit - 1, math.floor(lane.limit * self.config.decrease_factor))
         )
         self.decreases += 1
         self._last_decrease = self._last_change = now
         self._successes = 0
-        self._held = [(r, r.attempts) for r in dispatcher.tracker.running(lane.name)]
+        self._held = [(r, r.attempts) for r in held]
+        self._held_ids = frozenset((r.request_id, r.attempts) for r in held)
         return True
 
     def succeeded(self, lane: Lane, busy: int) -> None:

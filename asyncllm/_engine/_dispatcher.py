@@ -61,7 +61,7 @@ from .._exceptions import (
 )
 from .._validate import check_int, check_positive
 from ..streaming import Stream
-from ._adaptive import AdaptiveLimit
+from ._adaptive import AdaptiveLimit, is_overload
 from ._backoff import BackoffSchedule, breaker_verdict, is_retryable, may_resend
 from ._breaker import BreakerState, CircuitBreaker
 from ._context import _request_id, new_request_id
@@ -306,6 +306,8 @@ class Lane:
             dispatcher._serve()
             if self._heap and dispatcher.in_flight < dispatcher.max_in_flight:
                 self.fill()  # say, a breaker that now refuses: fail or hold this lane's jobs
+        if self.gate is not None:
+            self.gate.room_freed()  # a call waiting for its budget may wait for a slot, too
         if self.in_flight == 0 and self._idle is not None:
             self._idle.set()
 
@@ -525,6 +527,8 @@ class Lane:
             if not waiter.done():
                 waiter.set_result(None)
         self._room_waiters.clear()
+        if self.gate is not None:
+            self.gate.room_freed()
         if self.in_flight:
             self._idle = asyncio.Event()
             try:
@@ -783,9 +787,11 @@ class Dispatcher:
         deadline_at: float | None,
         max_retries: int | None,
         creates: bool = False,
+        at_once: bool = False,
     ) -> float:
         """The wait before the next attempt, or raise ``error`` if we must not retry (a call that
-        ``creates`` something also only as ``may_resend`` allows)."""
+        ``creates`` something also only as ``may_resend`` allows). ``at_once``: no backoff (the
+        lane's queue paces the retry), and the schedule does not advance."""
         retry = lane.retry
         limit = retry.max_retries if max_retries is None else max_retries
         if not is_retryable(error) or record.attempts > limit:
@@ -804,7 +810,7 @@ class Dispatcher:
             raise error
         if error.retry_after is not None and error.retry_after > retry.max_retry_after:
             raise error
-        delay = schedule.next_delay(error.retry_after)
+        delay = 0.0 if at_once else schedule.next_delay(error.retry_after)
         if deadline_at is not None and self.clock() + delay >= deadline_at:
             raise error
         record.status = RequestStatus.RETRYING
@@ -962,26 +968,27 @@ class Dispatcher:
                             lane.fill()  # the calls queued behind it fail at once
                         raise ended from error
                     if gate is None and lane.gate is not None:
-                        # The lane learned its budgets (a reply named them), or was blocked,
-                        # while this call waited for a slot: it keeps to them too, rather than
-                        # going out with the backlog that was queued before they were known;
-                        # if it must wait, it gives its slot back meanwhile and waits in the
-                        # gate's order, so that calls already within the budget are not held
-                        # up behind it.
+                        # The lane learned its budgets (a reply named them) while this call
+                        # waited for a slot: it keeps to them too, rather than going out with
+                        # the backlog that was queued before they were known.
                         gate = lane.gate
                         try:
-                            now_admitted = await gate.admit_now(record.operation, payload)
+                            admitted = await gate.admit(
+                                rid, priority, deadline_at, record.operation, payload, True
+                            )
                         except BaseException:
                             lane.release(probe, None)
                             raise
-                        if now_admitted is False:
+                        if isinstance(admitted, RateLimitError):
                             lane.release(probe, None)
-                            continue
-                        if isinstance(now_admitted, Lease):
-                            held = (gate, now_admitted)
+                            _refuse(lane, admitted, error, verdict, counted)
+                        if admitted is not None:
+                            held = (gate, admitted)
                     elif held is not None and held[0].store.uncounted(held[1]):
                         # Likewise for a lease taken before the lane learned a budget it
-                        # spends from (a lane whose RateLimits name no budget of their own).
+                        # spends from (a lane whose RateLimits name no budget of their own); if
+                        # it must wait for it, it gives its slot back meanwhile, so that calls
+                        # already within the budget are not held up behind it.
                         try:
                             extended = await held[0].extend_now(held[1])
                         except BaseException:
@@ -1034,8 +1041,17 @@ class Dispatcher:
                         watch.attempt_ended(None)
                     break
                 verdict = breaker_verdict(error)
+                # A refusal for overload while the lane has more in flight than its (now
+                # shrunk) limit is the lane's own excess: its retry waits in the lane's queue,
+                # in priority order, for a slot under the new limit, instead of a backoff.
+                excess = False
                 if lane.adaptive is not None:
                     lane.adaptive.overloaded(lane, error)
+                    excess = (
+                        lane.in_flight > lane.limit
+                        and error.retry_after is None
+                        and is_overload(error)
+                    )
                 if held is not None and (error.status_code is not None or error.unsent):
                     # Answered with an error, or never sent: no tokens counted.
                     await held[0].give_back(held[1])
@@ -1052,7 +1068,7 @@ class Dispatcher:
                     schedule = BackoffSchedule(lane.retry, self.rng)
                 try:
                     delay = self._retry_delay(
-                        lane, record, error, schedule, deadline_at, max_retries, creates
+                        lane, record, error, schedule, deadline_at, max_retries, creates, excess
                     )
                 except BaseException:
                     # The call gives up: its one verdict goes with its slot, before the slot can go
