@@ -137,11 +137,24 @@ async def paced(client: asyncllm.OpenAI, rate: float, seconds: float) -> int:
     return made
 
 
+async def flush(url: str) -> None:
+    """Empty Redis between the parts: each starts from no budget (a token budget one vendor
+    reported would otherwise make the next part's calls leased one by one)."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url)
+    try:
+        await client.flushall()
+    finally:
+        await client.aclose()
+
+
 async def ops_per_call(
     port: int, url: str, rate: float, seconds: float, concurrency: int
 ) -> tuple[dict[str, float], float]:
     """Redis operations per call at steady state, per command, and the calls a second
     achieved."""
+    await flush(url)
     client = make_client(port, concurrency, url)
     try:
         await paced(client, rate, 1.0)  # warm up: connections, scripts, batch sizes
@@ -161,6 +174,7 @@ async def cpu_pairs(
     port: int, url: str, rounds: int, calls: int, concurrency: int
 ) -> tuple[list[float], list[float], list[float]]:
     """Per round: CPU per call in-process, with Redis, and their ratio (Redis / in-process)."""
+    await flush(url)
     local = make_client(port, concurrency, None)
     shared = make_client(port, concurrency, url)
     out: tuple[list[float], list[float], list[float]] = ([], [], [])
