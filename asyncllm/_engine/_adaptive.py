@@ -20,11 +20,17 @@ flight are read from the request tracker at the decrease, not kept per call, so 
 call that meets no overload pays nothing for this: one comparison of ``limit`` with the ceiling
 when it gives its slot back. (A call the tracker has dropped, under a small
 ``tracker_max_records``, counts as finished.)
+
+Through Redis (``Dispatcher(redis_url=...)``) the limit is the fleet's: each change a lane decides
+is told to the store (``AdaptiveLimit.fleet``), which applies it to the fleet's limit at most once
+per ``min_interval`` for the whole fleet and hands every process the result (``adopt``); see
+``_redis``. In one process nothing of this runs.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .._exceptions import APIError, APITimeoutError
@@ -59,6 +65,7 @@ class AdaptiveLimit:
         "_successes",
         "config",
         "decreases",
+        "fleet",
         "increases",
     )
 
@@ -71,6 +78,9 @@ class AdaptiveLimit:
         self._successes = 0
         # The attempts in flight at the last decrease, as (record, its attempt number).
         self._held: list[tuple[RequestRecord, int]] = []
+        # Told of each change of the limit this lane decides (-1 a decrease, +1 an increase):
+        # set by the Redis store, which makes it the fleet's and answers with ``adopt``.
+        self.fleet: Callable[[int], None] | None = None
 
     def _in_window(self, now: float) -> bool:
         """Whether the last decrease's window is still open (see the module docstring)."""
@@ -101,6 +111,8 @@ class AdaptiveLimit:
         self._last_decrease = self._last_change = now
         self._successes = 0
         self._held = [(r, r.attempts) for r in dispatcher.tracker.running(lane.name)]
+        if self.fleet is not None:
+            self.fleet(-1)
         return True
 
     def succeeded(self, lane: Lane, busy: int) -> None:
@@ -122,3 +134,21 @@ class AdaptiveLimit:
             self._last_change = now
             lane.limit = min(limit + 1, lane.ceiling)
             self.increases += 1
+            if self.fleet is not None:
+                self.fleet(1)
+
+    def adopt(self, lane: Lane, limit: int) -> None:
+        """The fleet's limit (shared through Redis) is now ``limit``: the lane takes it, and a
+        decrease made by another process opens this one's window as its own would, so that
+        the failures of the same overload do not shrink the limit again here. The caller starts
+        the calls a grown limit lets in."""
+        limit = max(1, min(limit, lane.ceiling))
+        if limit == lane.limit:
+            return
+        now = lane.dispatcher.clock()
+        if limit < lane.limit:
+            self._last_decrease = now
+            self._held = [(r, r.attempts) for r in lane.dispatcher.tracker.running(lane.name)]
+        self._last_change = now
+        self._successes = 0
+        lane.limit = limit

@@ -25,8 +25,16 @@ Why it is built this way:
   no new work until the fleet is under its limit.
 * No round trip per call for budgets: a process leases a batch of one-request calls (growing
   while it spends them, capped at a fair share) and spends it locally for at most
-  ``_BATCH_FRESH`` seconds, so a block set by another process reaches it within that time.
-  Concurrency slots still cost a round trip each (their returns are batched).
+  ``_BATCH_FRESH`` seconds. Concurrency slots still cost a round trip each (their returns are
+  batched).
+* A block (another process's 429) and a change of the fleet's adaptive concurrency limit are
+  announced on a pub/sub channel by the script that makes them; every process listens, drops the
+  batch in hand at a block and adopts a new limit at once (see ``_listen_forever`` for why not a
+  shorter refill). Announcements may be lost, so the batches' freshness still bounds a block's
+  delay, and the heartbeat carries the limit.
+* The adaptive concurrency limit is the fleet's: a process's decrease (a 503, 529 or timeout)
+  or increase is one script that applies it at most once per ``min_interval`` for the whole
+  fleet (``_ADAPT``), so that every process seeing the same overload shrinks it once.
 * A breaker that opens in one process opens the fleet's: the slot script refuses slots while it
   is open, and a process that is refused opens its own breaker for the rest of the time. The
   counting of failures stays local (sharing every outcome would cost a round trip per call).
@@ -86,6 +94,9 @@ _REDIS_RETRY = 1.0
 # holds at most this many calls.
 _BATCH_FRESH = 0.25
 _BATCH_MAX = 64
+# How long the listener waits for a message before it asks again (a bound, not a poll interval:
+# a message wakes it at once).
+_LISTEN_WAIT = 1.0
 # While another process holds the fleet's half-open probe, this one asks again this often.
 _PROBE_RECHECK = 1.0
 # Budget keys outlive their last write by two days (a per-day budget must survive the day).
@@ -301,8 +312,11 @@ return 1
 """
 )
 
-# KEYS[1] budgets; ARGV: now, seconds. Returns the seconds the member is now blocked for (the
-# later of the current block and the new one).
+# KEYS[1] budgets; ARGV: now, seconds, keys' time to live, channel, sender. Returns the seconds
+# the member is now blocked for (the later of the current block and the new one). A block that
+# ends later than the current one is announced on the channel (when one is given) as
+# "block <sender> <seconds> <budgets key>": every process listening stops spending the batch in
+# hand at once (see ``RedisBudgetStore._signal``).
 _BLOCK = (
     _PRELUDE
     + """
@@ -310,8 +324,45 @@ local now = now_of(ARGV[1])
 local _, blocked = load(KEYS[1])
 local ends = math.max(blocked, now + tonumber(ARGV[2]))
 redis.call('HSET', KEYS[1], 'blocked', f(ends))
-redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if ends > blocked and ARGV[4] ~= '' then
+  redis.call('PUBLISH', ARGV[4], 'block ' .. ARGV[5] .. ' ' .. f(ends - now) .. ' ' .. KEYS[1])
+end
 return f(ends - now)
+"""
+)
+
+# KEYS[1] budgets; ARGV: now, step (-1 a decrease, 1 an increase), ceiling, decrease factor,
+# min interval, keys' time to live, channel, sender. The fleet's adaptive concurrency limit
+# (field "limit"; the ceiling while it has none), changed by AIMD's rule (``_adaptive``) but at
+# most once per interval for the whole fleet: a decrease if none was made within the interval
+# ("limit_down"), an increase if no change was ("limit_changed"), so that N processes seeing the
+# same overload shrink the limit once, not N times. A change is announced on the channel as
+# "limit <sender> <limit> <budgets key>". Returns the fleet's limit.
+_ADAPT = (
+    _PRELUDE
+    + """
+local now = now_of(ARGV[1])
+local step, ceiling = tonumber(ARGV[2]), tonumber(ARGV[3])
+local factor, interval = tonumber(ARGV[4]), tonumber(ARGV[5])
+local got = redis.call('HMGET', KEYS[1], 'limit', 'limit_down', 'limit_changed')
+local limit = math.min(ceiling, tonumber(got[1]) or ceiling)
+local down, changed = tonumber(got[2]) or -math.huge, tonumber(got[3]) or -math.huge
+local new = limit
+if step < 0 and limit > 1 and now - down >= interval then
+  new = math.max(1, math.min(limit - 1, math.floor(limit * factor)))
+  redis.call('HSET', KEYS[1], 'limit_down', f(now))
+elseif step > 0 and limit < ceiling and now - changed >= interval then
+  new = limit + 1
+end
+if new ~= limit then
+  redis.call('HSET', KEYS[1], 'limit', new, 'limit_changed', f(now))
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  if ARGV[7] ~= '' then
+    redis.call('PUBLISH', ARGV[7], 'limit ' .. ARGV[8] .. ' ' .. new .. ' ' .. KEYS[1])
+  end
+end
+return new
 """
 )
 
@@ -432,7 +483,8 @@ return 1
 )
 
 # ARGV: now, process, ttl, held. Renews the lease; returns {whether it had lapsed, how many
-# processes hold a live lease} (the share each would keep if Redis went away). ``held`` -1: the
+# processes hold a live lease (the share each would keep if Redis went away), the fleet's
+# adaptive concurrency limit ('' while it has none; KEYS[3], see _ADAPT)}. ``held`` -1: the
 # process leaves (its lease and count are dropped).
 _HEARTBEAT = (
     _SLOTS_PRELUDE
@@ -447,7 +499,7 @@ if held < 0 then
 else
   lapsed = renew(now, proc, ttl, held)
 end
-return {lapsed, redis.call('ZCARD', KEYS[2])}
+return {lapsed, redis.call('ZCARD', KEYS[2]), redis.call('HGET', KEYS[3], 'limit') or ''}
 """
 )
 
@@ -471,6 +523,7 @@ class Scripts:
         self._lease_batch = client.register_script(_LEASE_BATCH)
         self._report = client.register_script(_REPORT)
         self._block = client.register_script(_BLOCK)
+        self._adapt = client.register_script(_ADAPT)
         self._current = client.register_script(_CURRENT)
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
@@ -537,10 +590,46 @@ class Scripts:
         args.append(str(_KEY_TTL_MS))
         await self._report(keys=[key], args=args)
 
-    async def block(self, key: str, seconds: float, now: float | None = None) -> float:
-        """Returns the seconds the member is now blocked for."""
-        left = await self._block(keys=[key], args=[_arg(now), repr(float(seconds)), _KEY_TTL_MS])
-        return _number(left)
+    async def block(
+        self,
+        key: str,
+        seconds: float,
+        now: float | None = None,
+        *,
+        channel: str = "",
+        sender: str = "",
+    ) -> float:
+        """Returns the seconds the member is now blocked for. A block that ends later than the
+        current one is announced on ``channel`` (none: not announced)."""
+        args = [_arg(now), repr(float(seconds)), str(_KEY_TTL_MS), channel, sender]
+        return _number(await self._block(keys=[key], args=args))
+
+    async def adapt(
+        self,
+        key: str,
+        step: int,
+        ceiling: int,
+        factor: float,
+        interval: float,
+        now: float | None = None,
+        *,
+        channel: str = "",
+        sender: str = "",
+    ) -> int:
+        """Move the fleet's adaptive concurrency limit one ``step`` (-1 down, 1 up) if no
+        change of that kind was made within ``interval`` (see ``_ADAPT``); returns the fleet's
+        limit, changed or not."""
+        args = [
+            _arg(now),
+            str(step),
+            str(ceiling),
+            repr(float(factor)),
+            repr(float(interval)),
+            str(_KEY_TTL_MS),
+            channel,
+            sender,
+        ]
+        return int(await self._adapt(keys=[key], args=args))
 
     async def current(
         self, key: str, now: float | None = None
@@ -667,6 +756,13 @@ class SharedSlots:
         self._probing = False
         self.lapses = 0
         self.waits = 0
+        # The fleet's concurrency limit is at most the configured one (the lane's ceiling);
+        # ``limit`` follows the fleet's adaptive limit (see ``adopt``).
+        self.ceiling = limit
+        # Changes of the fleet's limit this process has sent and not yet heard back from: a
+        # heartbeat's reading meanwhile may predate them, and is not adopted.
+        self._adapting = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def stats(self) -> dict[str, Any]:
         """What ``Dispatcher.stats()`` shows of the lane's sharing (``info["redis"]``)."""
@@ -678,6 +774,7 @@ class SharedSlots:
             "waits": self.waits,
             "lapses": self.lapses,
             "degradations": store.degradations,
+            "limit": self.limit,
         }
 
     async def _take(self, request_id: str) -> bool:
@@ -779,6 +876,54 @@ class SharedSlots:
             await store.scripts.trip(self.keys[2], seconds)
         except store.errors as exc:
             store._down(exc)
+
+    def step(self, step: int) -> None:
+        """The lane's adaptive concurrency moved its limit one ``step`` (-1 down, 1 up): so
+        does the fleet's, at most once per ``min_interval`` for the whole fleet, in the
+        background; the reply (the fleet's limit, changed or not) is adopted. While Redis is
+        unreachable the lane keeps its own change."""
+        self._adapting += 1
+        task = asyncio.get_running_loop().create_task(self._step(step))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _step(self, step: int) -> None:
+        store, lane = self.store, self.lane
+        try:
+            if lane is None or lane.adaptive is None or not store._reachable():
+                return
+            config = lane.adaptive.config
+            try:
+                limit = await store.scripts.adapt(
+                    self.keys[2],
+                    step,
+                    self.ceiling,
+                    config.decrease_factor,
+                    config.min_interval,
+                    channel=store.channel,
+                    sender=store.process,
+                )
+            except store.errors as exc:
+                store._down(exc)
+                return
+            self.adopt(limit)
+        finally:
+            self._adapting -= 1
+
+    def adopt(self, limit: int) -> None:
+        """The fleet's adaptive concurrency limit is ``limit`` (a reply, a heartbeat, another
+        process's announcement): this process's share of the fleet's slots is asked for under
+        it, and the lane's own limit follows (if the lane adapts), starting the calls it now
+        lets in."""
+        limit = max(1, min(limit, self.ceiling))
+        self.limit = limit
+        lane = self.lane
+        if lane is None or lane.adaptive is None or lane.limit == limit:
+            return
+        grew = limit > lane.limit
+        lane.adaptive.adopt(lane, limit)
+        if grew:
+            lane.fill()
 
     def never_acquired(self) -> None:
         """The lane's slot about to be given back never asked for a shared one (its call was
@@ -905,8 +1050,20 @@ class RedisBudgetStore(BudgetStore):
         self._specs: dict[str, list[tuple[str, float, float]]] = {}
         self._reported: dict[str, dict[str, _Reported]] = {}
         self._slots: dict[str, SharedSlots] = {}
+        # The same, by their budgets' key (what announcements name).
+        self._by_key: dict[str, SharedSlots] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self.heartbeats = 0
+        # Blocks and limit changes are announced here by the process that makes them; each
+        # process listens, so they reach it within a Redis hop rather than at its next batch or
+        # heartbeat (which still carry them if an announcement is lost).
+        self.channel = f"{prefix}:signals"
+        self._listener: asyncio.Task[None] | None = None
+        # Set by ``aclose``: the listener stops even if redis-py swallowed its cancellation (a
+        # cancel that lands as its read times out comes back as an empty read).
+        self._closing = False
+        self.listening = asyncio.Event()
+        self.signals = 0
 
     # -- degraded mode -----------------------------------------------------------------------
 
@@ -1162,7 +1319,12 @@ class RedisBudgetStore(BudgetStore):
         now = self.clock()
         if self._reachable():
             try:
-                left = await self.scripts.block(budget_key(self.prefix, key), max(0.0, until - now))
+                left = await self.scripts.block(
+                    budget_key(self.prefix, key),
+                    max(0.0, until - now),
+                    channel=self.channel,
+                    sender=self.process,
+                )
             except self.errors as exc:
                 self._down(exc)
             else:
@@ -1195,11 +1357,75 @@ class RedisBudgetStore(BudgetStore):
         found = self._slots.get(key)
         if found is None:
             found = self._slots[key] = SharedSlots(self, key, limit)
+            self._by_key[found.keys[2]] = found
         return found
 
     def _start_heartbeat(self) -> None:
         if self._heartbeat is None or self._heartbeat.done():
             self._heartbeat = asyncio.get_running_loop().create_task(self._beat_forever())
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.get_running_loop().create_task(self._listen_forever())
+
+    async def _listen_forever(self) -> None:
+        """Hear the fleet's announcements (see ``_signal``) for as long as the store is open.
+
+        Pub/sub, not a shorter refill interval, carries a 429's block to the other processes:
+        an announcement reaches every listener within one Redis hop whatever its traffic, and
+        costs one message per block, where a refill interval short enough to bound the delay
+        (under 250 ms with the round trip) would cost every busy process a round trip per
+        interval for nothing, most of the time. Announcements are at most once (a listener that
+        is reconnecting misses them), so the refills and heartbeats still carry the same state:
+        they bound the delay when one is lost."""
+        while not self._closing:
+            pubsub = self.client.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                self.listening.set()
+                # The fleet's limits as they are now: a change made before this process
+                # listened was announced to the others only.
+                if self._reachable():
+                    await self.beat()
+                while not self._closing:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=_LISTEN_WAIT
+                    )
+                    if message is not None and message.get("type") == "message":
+                        self._signal(message["data"])
+            except self.errors as exc:
+                # The calls' own scripts notice and degrade; the listener tries again.
+                logger.debug(
+                    "Redis listener lost (%s); trying again",
+                    type(exc).__name__,
+                    extra={"backend": "-", "request_id": "-"},
+                )
+            finally:
+                self.listening.clear()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call] # redis-py leaves it untyped
+            if not self._closing:
+                await asyncio.sleep(_REDIS_RETRY)
+
+    def _signal(self, data: bytes | str) -> None:
+        """Another process announced a block ("block <sender> <seconds> <key>": its 429) or a
+        new fleet limit ("limit <sender> <limit> <key>"). A block drops the batch in hand, so
+        the next call asks Redis and waits, and marks the lane's gate blocked; a limit is
+        adopted. Announcements of lanes this process does not have, and its own, are ignored."""
+        text = data.decode() if isinstance(data, bytes) else data
+        parts = text.split(" ", 3)
+        if len(parts) != 4 or parts[1] == self.process:
+            return
+        kind, _, value, key = parts
+        slots = self._by_key.get(key)
+        if slots is None:
+            return
+        self.signals += 1
+        if kind == "block":
+            self._allowances.pop(slots.member, None)
+            gate = None if slots.lane is None else slots.lane.gate
+            if gate is not None:
+                gate.blocked_until = max(gate.blocked_until, self.clock() + float(value))
+        elif kind == "limit":
+            slots.adopt(int(value))
 
     async def _beat_forever(self) -> None:
         while True:
@@ -1246,18 +1472,22 @@ class RedisBudgetStore(BudgetStore):
                     await script(keys=keys, args=args, client=pipe)
                 results = await pipe.execute()
         self.heartbeats += 1
-        for slots, (lapsed, fleet) in zip(members, results, strict=True):
+        for slots, (lapsed, fleet, limit) in zip(members, results, strict=True):
             self.fleet = max(1, int(fleet))
+            if limit and not slots._adapting:
+                slots.adopt(int(limit))
             if int(lapsed):
                 slots._lapsed()
 
     async def aclose(self) -> None:
         """Stop the heartbeat, give back the slots still held, close the connections."""
-        task, self._heartbeat = self._heartbeat, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._closing = True
+        for task in (self._heartbeat, self._listener):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._heartbeat = self._listener = None
         for slots in self._slots.values():
             flushing = slots._flushing
             if flushing is not None:
