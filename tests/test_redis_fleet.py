@@ -267,8 +267,8 @@ async def test_a_block_reaches_a_process_spending_its_batch_by_announcement(
     redis_url: str,
 ) -> None:
     """The other process's batch would be spent for ``_BATCH_FRESH`` on its own clock, which
-    does not move here: only the announcement can stop it. It stops at once: the next call asks
-    Redis (one round trip) and is told to wait out the block."""
+    does not move here: only the announcement can stop it. It stops at once, and its calls wait
+    the block out without a round trip each."""
     clocks = [FakeClock(), FakeClock()]
     one, two = (
         asyncllm.Dispatcher(redis_url=redis_url, observer=None, clock=clock, sleep=clock.sleep)
@@ -307,12 +307,69 @@ async def test_a_block_reaches_a_process_spending_its_batch_by_announcement(
         await until(lambda: store_two.signals == 1, "the announcement of the block")
         assert "vendor" not in store_two._allowances
         assert lane_two.gate is not None and lane_two.gate.blocked_until > clocks[1]() + 29
-        wait = await store_two.lease("vendor", Cost(1, 0), clocks[1]())
-        assert isinstance(wait, float) and 29 < wait <= 30
+        for _ in range(3):
+            wait = await store_two.lease("vendor", Cost(1, 0), clocks[1]())
+            assert isinstance(wait, float) and 29 < wait <= 30
+        assert trips == []
+        # Once the block is over (on this process's clock), the calls ask Redis again.
+        clocks[1].advance(31)
+        await store_two.lease("vendor", Cost(1, 0), clocks[1]())
         assert len(trips) == 1
         # The announcing process does not act on its own announcement.
         store_one = one.budgets
         assert isinstance(store_one, RedisBudgetStore) and store_one.signals == 0
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_a_call_waiting_for_a_slot_is_not_sent_into_an_announced_block(
+    redis_url: str,
+) -> None:
+    """Process two has a call in flight and one waiting for its slot (it passed the gate before
+    any block) when process one gets a 429: the waiting call is not sent into the block (it goes
+    back to the gate, which refuses it here: the block outlasts its deadline)."""
+    clocks = [FakeClock(), FakeClock()]
+    one, two = (
+        asyncllm.Dispatcher(redis_url=redis_url, observer=None, clock=clock, sleep=clock.sleep)
+        for clock in clocks
+    )
+    try:
+        lane_one = one.lane("vendor", limits=asyncllm.LimitsConfig(max_concurrent_requests=2))
+        lane_two = two.lane("vendor", limits=asyncllm.LimitsConfig(max_concurrent_requests=1))
+        store_two = two.budgets
+        assert isinstance(store_two, RedisBudgetStore)
+        answer = asyncio.Event()
+        sent: list[str] = []
+
+        async def held(_: Any) -> str:
+            sent.append("held")
+            await answer.wait()
+            return "held"
+
+        async def waiting(_: Any) -> str:
+            sent.append("waiting")
+            return "waiting"
+
+        first = asyncio.create_task(two.run(lane_two, "chat", held))
+        await until(lambda: sent == ["held"], "the first call is sent")
+        await asyncio.wait_for(store_two.listening.wait(), 10)
+        second = asyncio.create_task(two.run(lane_two, "chat", waiting, deadline=5))
+        await until(lambda: lane_two.queued == 1, "the second call waits for the slot")
+
+        async def limited(_: Any) -> int:
+            raise asyncllm.RateLimitError(
+                "slow down", status_code=429, backend="vendor", retry_after=30.0
+            )
+
+        with pytest.raises(asyncllm.RateLimitError):
+            await one.run(lane_one, "chat", limited, max_retries=0)
+        await until(lambda: store_two.signals == 1, "the announcement of the block")
+        answer.set()
+        assert await first == "held"
+        with pytest.raises(asyncllm.RateLimitError, match="deadline"):
+            await second
+        assert sent == ["held"]
     finally:
         await one.aclose()
         await two.aclose()
@@ -360,7 +417,8 @@ async def test_priority_holds_within_a_process_when_the_leased_budget_is_short(
         assert isinstance(store, RedisBudgetStore) and lane.gate is not None
         # The vendor says nothing is left (another process spent it): 20 a second come back.
         await store.report("vendor", RateHeaders({"requests": Window(1200, 0, 60.0)}), 0.0)
-        await store.block("vendor", one.clock() + 50)  # held until every call waits
+        # Another process's block (unannounced), held until every call waits.
+        await store.scripts.block(budget_key("asyncllm", "vendor"), 50)
         sent: list[str] = []
 
         def call(name: str) -> Callable[[Any], Awaitable[str]]:
@@ -388,3 +446,32 @@ async def test_priority_holds_within_a_process_when_the_leased_budget_is_short(
         assert sent == ["high"] * 5 + ["low"] * 5
     finally:
         await one.aclose()
+
+
+async def test_a_block_this_process_knows_of_holds_while_redis_is_unreachable(
+    redis_server: Any,
+) -> None:
+    """The budgets a degraded process keeps know nothing of blocks; the blocks it heard of (its
+    own 429s, the announced ones) still hold its calls until they end."""
+    from tests.redis_fixtures import RedisServer
+
+    own = RedisServer(redis_server.executable)
+    clock = [100.0]
+    store = RedisBudgetStore(own.url, clock=lambda: clock[0], prefix="d", timeout=0.5)
+    try:
+        store.slots("m", 8)
+        store._signal("block elsewhere 30 " + budget_key("d", "m"))
+        own.stop()
+        await store.current("m", clock[0])  # finds Redis gone: degraded
+        assert store.degraded_since is not None
+        clock[0] += 2  # past the retry interval: a lease would ask Redis, and the fallback
+        wait = await store.lease("m", Cost(1, 0), clock[0])
+        assert wait == 28.0
+        clock[0] += 8
+        assert await store.lease("m", Cost(1, 0), clock[0]) == 20.0
+        clock[0] += 20
+        assert isinstance(await store.lease("m", Cost(1, 0), clock[0]), Lease)
+        assert store.degradations == 1
+    finally:
+        own.stop()
+        await store.aclose()

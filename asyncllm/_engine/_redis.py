@@ -1039,6 +1039,9 @@ class RedisBudgetStore(BudgetStore):
         # Redis is back, so that the fleet's spend stays whole.
         self._owed: dict[str, list[int]] = {}
         self._allowances: dict[str, _Allowance] = {}
+        # Per member, when a block this process knows of ends (its own 429s and the ones
+        # announced): see ``_known_block``.
+        self._blocked: dict[str, float] = {}
         self._repaying: asyncio.Task[None] | None = None
         self.scripts = Scripts(self.client)
         self.clock = clock
@@ -1187,6 +1190,11 @@ class RedisBudgetStore(BudgetStore):
         return seeds
 
     async def lease(self, key: str, cost: Cost, now: float) -> Lease | float:
+        blocked = self._blocked.get(key)
+        if blocked is not None:
+            if blocked > now:
+                return blocked - now
+            del self._blocked[key]
         if cost.requests == 1 and self.degraded_since is None:
             allowance = self._allowances.get(key)
             if allowance is None or not allowance.has_tokens:
@@ -1328,8 +1336,16 @@ class RedisBudgetStore(BudgetStore):
             except self.errors as exc:
                 self._down(exc)
             else:
-                return now + left
-        return await self._fallback.block(key, until)
+                return self._known_block(key, now + left)
+        return self._known_block(key, await self._fallback.block(key, until))
+
+    def _known_block(self, key: str, until: float) -> float:
+        """This process knows the member is blocked until ``until`` (its clock): its calls wait
+        without asking Redis, and still wait if Redis becomes unreachable meanwhile (the
+        degraded budgets know nothing of it)."""
+        until = max(until, self._blocked.get(key, -math.inf))
+        self._blocked[key] = until
+        return until
 
     async def current(self, key: str, now: float) -> dict[str, Window]:
         if not self._reachable():
@@ -1408,7 +1424,7 @@ class RedisBudgetStore(BudgetStore):
     def _signal(self, data: bytes | str) -> None:
         """Another process announced a block ("block <sender> <seconds> <key>": its 429) or a
         new fleet limit ("limit <sender> <limit> <key>"). A block drops the batch in hand, so
-        the next call asks Redis and waits, and marks the lane's gate blocked; a limit is
+        the calls wait it out without asking Redis, and marks the lane's gate blocked; a limit is
         adopted. Announcements of lanes this process does not have, and its own, are ignored."""
         text = data.decode() if isinstance(data, bytes) else data
         parts = text.split(" ", 3)
@@ -1421,9 +1437,10 @@ class RedisBudgetStore(BudgetStore):
         self.signals += 1
         if kind == "block":
             self._allowances.pop(slots.member, None)
+            until = self._known_block(slots.member, self.clock() + float(value))
             gate = None if slots.lane is None else slots.lane.gate
             if gate is not None:
-                gate.blocked_until = max(gate.blocked_until, self.clock() + float(value))
+                gate.blocked_until = max(gate.blocked_until, until)
         elif kind == "limit":
             slots.adopt(int(value))
 
