@@ -382,6 +382,8 @@ async def test_announcements_of_other_lanes_or_malformed_ones_are_ignored(redis_
         store._signal(b"limit other 2 " + budget_key("s", "elsewhere").encode())
         store._signal(b"limit " + store.process.encode() + b" 2 " + budget_key("s", "m").encode())
         store._signal(b"nonsense")
+        store._signal("limit other many " + budget_key("s", "m"))
+        store._signal("block other nan " + budget_key("s", "m"))
         assert store.signals == 0 and slots.limit == 8
         store._signal("limit other 2 " + budget_key("s", "m"))
         assert store.signals == 1 and slots.limit == 2
@@ -475,3 +477,27 @@ async def test_a_block_this_process_knows_of_holds_while_redis_is_unreachable(
     finally:
         own.stop()
         await store.aclose()
+
+
+async def test_announcements_travel_on_a_redis_cluster(redis_cluster: Any) -> None:
+    """On a cluster the scripts publish from the member's node; every listener hears it
+    whichever node it subscribed on (classic pub/sub is broadcast to the whole cluster)."""
+    # (The cluster is not emptied between tests: a prefix of this test's own.)
+    one = RedisBudgetStore(redis_cluster.url, prefix="announce")
+    two = RedisBudgetStore(redis_cluster.url, prefix="announce")
+    try:
+        members = [f"member-{i}" for i in range(6)]
+        for member in members:
+            two.slots(member, 8)
+        two._start_heartbeat()
+        await asyncio.wait_for(two.listening.wait(), 10)
+        for member in members:
+            await one.block(member, one.clock() + 30)
+        await until(lambda: two.signals == len(members), "every member's announcement")
+        for member in members:
+            wait = await two.lease(member, Cost(1, 0), two.clock())
+            assert isinstance(wait, float) and 29 < wait <= 30
+        assert one.degradations == two.degradations == 0
+    finally:
+        await one.aclose()
+        await two.aclose()

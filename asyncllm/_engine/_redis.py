@@ -1393,7 +1393,16 @@ class RedisBudgetStore(BudgetStore):
         is reconnecting misses them), so the refills and heartbeats still carry the same state:
         they bound the delay when one is lost."""
         while not self._closing:
-            pubsub = self.client.pubsub()
+            try:
+                if self.cluster:
+                    # The cluster's pub/sub picks a node by the channel's slot: it needs the
+                    # slot map, which a client has only once it has sent a command.
+                    await cast("RedisCluster", self.client).initialize()
+                pubsub = self.client.pubsub()
+            except self.errors as exc:
+                self._listener_lost(exc)
+                await asyncio.sleep(_REDIS_RETRY)
+                continue
             try:
                 await pubsub.subscribe(self.channel)
                 self.listening.set()
@@ -1408,18 +1417,22 @@ class RedisBudgetStore(BudgetStore):
                     if message is not None and message.get("type") == "message":
                         self._signal(message["data"])
             except self.errors as exc:
-                # The calls' own scripts notice and degrade; the listener tries again.
-                logger.debug(
-                    "Redis listener lost (%s); trying again",
-                    type(exc).__name__,
-                    extra={"backend": "-", "request_id": "-"},
-                )
+                self._listener_lost(exc)
             finally:
                 self.listening.clear()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call] # redis-py leaves it untyped
             if not self._closing:
                 await asyncio.sleep(_REDIS_RETRY)
+
+    def _listener_lost(self, exc: BaseException) -> None:
+        # The calls' own scripts notice an unreachable Redis and degrade; the listener only
+        # tries again.
+        logger.debug(
+            "Redis listener lost (%s); trying again",
+            type(exc).__name__,
+            extra={"backend": "-", "request_id": "-"},
+        )
 
     def _signal(self, data: bytes | str) -> None:
         """Another process announced a block ("block <sender> <seconds> <key>": its 429) or a
@@ -1432,17 +1445,21 @@ class RedisBudgetStore(BudgetStore):
             return
         kind, _, value, key = parts
         slots = self._by_key.get(key)
-        if slots is None:
+        try:
+            number = float(value)
+        except ValueError:
+            return
+        if slots is None or not math.isfinite(number):
             return
         self.signals += 1
         if kind == "block":
             self._allowances.pop(slots.member, None)
-            until = self._known_block(slots.member, self.clock() + float(value))
+            until = self._known_block(slots.member, self.clock() + number)
             gate = None if slots.lane is None else slots.lane.gate
             if gate is not None:
                 gate.blocked_until = max(gate.blocked_until, until)
         elif kind == "limit":
-            slots.adopt(int(value))
+            slots.adopt(int(number))
 
     async def _beat_forever(self) -> None:
         while True:
