@@ -36,7 +36,8 @@ The contenders:
   only): what it learns from the vendor's headers.
 * ``litellm``: LiteLLM's ``Router`` with the same limits (``rpm``, ``tpm``,
   ``max_parallel_requests``) and priorities (its scheduler), when ``litellm`` is importable by
-  this interpreter or by ``--litellm-python`` (never in CI).
+  this interpreter or by ``--litellm-python`` (never in CI). ``litellm-rpm``: the same without
+  ``max_parallel_requests``, which LiteLLM's pinned version enforces by refusing calls.
 
 ``pool_with_one_failing`` (three members, one always failing) runs once ``asyncllm.Pool``
 exists; until then its row says "not available".
@@ -68,12 +69,14 @@ ROOT = HERE.parent
 KEY = "bench-not-a-key"  # never a real key; and no key is ever printed
 MODEL = "fake-chat"
 HIGH, NORMAL, LOW = 0, 1, 2  # asyncllm.Priority's values; LiteLLM's scheduler also runs 0 first
-CONTENDERS = ("retries", "limits", "learned", "litellm")
+CONTENDERS = ("retries", "limits", "learned", "litellm", "litellm-rpm")
+LITELLM = ("litellm", "litellm-rpm")
 LABELS = {
     "retries": "asyncllm, fixed concurrency + retries only",
     "limits": "asyncllm, RateLimits configured",
     "learned": "asyncllm, learned from headers",
     "litellm": "LiteLLM Router, same limits",
+    "litellm-rpm": "LiteLLM Router, rpm/tpm only",
 }
 TARGETS = {"429": "<= 1%", "used": ">= 90%", "high_p99": "< 100 ms"}
 # Tokens are not what binds: each call asks its prompt and MAX_TOKENS (about 17 tokens, as the
@@ -185,8 +188,22 @@ async def asyncllm_client(url: str, setup: Setup, name: str) -> AsyncIterator[Ca
         yield call
 
 
+# LiteLLM's Router reads ``kwargs.get("priority") or default_priority``: a call passing its
+# documented top priority, 0, skips the scheduler altogether. Every call is given our priority
+# plus one (same order), so that all of them go through the scheduler the benchmark measures.
+LITELLM_PRIORITY_OFFSET = 1
+
+
 @asynccontextmanager
-async def litellm_router(url: str, setup: Setup) -> AsyncIterator[Call]:
+async def litellm_router(url: str, setup: Setup, max_parallel: bool) -> AsyncIterator[Call]:
+    """LiteLLM's Router configured as its documentation describes for rate limits and priorities:
+    the deployment's ``rpm``, ``tpm`` and ``max_parallel_requests`` in ``litellm_params``,
+    ``usage-based-routing-v2`` (the strategy that checks them before each call; the shuffle its
+    scheduler page recommends for speed only weighs by them), ``num_retries`` as ours,
+    ``polling_interval`` at its documented 30 ms, and each call's ``priority``. Without
+    ``max_parallel``, the deployment has no ``max_parallel_requests`` (LiteLLM then derives one
+    from ``rpm``): its pinned version refuses a call past that limit (a 429 of its own) rather
+    than queueing it, so this row shows its rate limits without those refusals."""
     import litellm
 
     litellm.suppress_debug_info = True
@@ -201,12 +218,13 @@ async def litellm_router(url: str, setup: Setup) -> AsyncIterator[Call]:
                     "api_key": KEY,
                     "rpm": setup.rpm,
                     "tpm": setup.tpm,
-                    "max_parallel_requests": setup.client_concurrency,
+                    **({"max_parallel_requests": setup.client_concurrency} if max_parallel else {}),
                 },
             }
         ],
         routing_strategy="usage-based-routing-v2",
         num_retries=5,
+        polling_interval=0.03,
         timeout=MAX_WAIT,
     )
 
@@ -215,7 +233,7 @@ async def litellm_router(url: str, setup: Setup) -> AsyncIterator[Call]:
             model="bench",
             messages=message(i),
             max_tokens=MAX_TOKENS,
-            priority=priority,
+            priority=priority + LITELLM_PRIORITY_OFFSET,
             extra_headers={CALL_HEADER: str(i)},
         )
 
@@ -223,8 +241,8 @@ async def litellm_router(url: str, setup: Setup) -> AsyncIterator[Call]:
 
 
 def client_for(name: str, url: str, setup: Setup) -> Any:
-    if name == "litellm":
-        return litellm_router(url, setup)
+    if name in LITELLM:
+        return litellm_router(url, setup, max_parallel=name == "litellm")
     return asyncllm_client(url, setup, name)
 
 
@@ -389,16 +407,24 @@ def row(name: str, setup: Setup, result: dict[str, Any]) -> list[str]:
     # What the vendor's request buckets (Azure's 1 s window too) allowed in the total time.
     allowed = CapacityMeter(Capacity(**setup.capacity)).allowance(result["total"])
     failed = sum(result["errors"].values())
+    used = 100 * counts["admitted"] / allowed
+
+    def wait(seconds: float, unit: str) -> str:
+        # NaN: no call of that priority was answered, so it has no wait to report.
+        if math.isnan(seconds):
+            return "none answered"
+        return f"{1000 * seconds:.0f} ms" if unit == "ms" else f"{seconds:.1f} s"
+
     return [
         label,
         f"{100 * counts['rate_limited'] / sent:.1f}%",
         f"{100 * counts['busy'] / sent:.1f}%",
-        f"{100 * counts['admitted'] / allowed:.0f}%",
+        f"{used:.0f}%" if used >= 1 else f"{used:.1f}%",
         f"{result['total']:.1f} s",
         f"{failed}" + (f" ({', '.join(sorted(result['errors']))})" if failed else ""),
-        f"{1000 * result['high_p50']:.0f} ms",
-        f"{1000 * result['high_p99']:.0f} ms",
-        f"{result['low_p99']:.1f} s",
+        wait(result["high_p50"], "ms"),
+        wait(result["high_p99"], "ms"),
+        wait(result["low_p99"], "s"),
     ]
 
 
@@ -413,14 +439,18 @@ def table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> N
     print("```")
 
 
-# -- a pool of three, one failing (once asyncllm.Pool exists) -------------------------------------
+# -- a pool of three, one failing --------------------------------------------------------------
+
+POOL_MEMBERS = ("healthy-1", "healthy-2", "failing")
 
 
-async def pool_with_one_failing(calls: int, setup: Setup) -> list[str] | None:
+async def pool_with_one_failing(calls: int, setup: Setup) -> tuple[list[list[str]], str] | None:
     """Three members behind ``asyncllm.Pool``, each its own fake vendor with a third of the
     capacity; one answers every request 500. Issue #20's target: the failing member is ejected
-    and the others absorb its share with no caller-visible error. None while asyncllm has no
-    ``Pool``."""
+    and the others absorb its share with no caller-visible error. Returns a row per member
+    (requests its vendor saw, calls it answered by ``r.backend``, its breaker, its ejections and
+    the openings the pool's ejection cap kept in rotation, from ``pool.stats()`` before the pool
+    closes) and a summary line; None while asyncllm has no ``Pool``."""
     import asyncllm
     from asyncllm.testing import Capacity, FakeServer, Faults
 
@@ -434,45 +464,54 @@ async def pool_with_one_failing(calls: int, setup: Setup) -> list[str] | None:
     ]  # fmt: skip
     for server in servers:
         await server.start()
-    members = [
-        asyncllm.OpenAI(
-            api_key=KEY,
-            base_url=server.url("/v1"),
-            max_concurrent_requests=setup.client_concurrency,
-            queue_size=calls + 1,
-        )
-        for server in servers
-    ]
-    pool: Any = asyncllm.Pool(members)
-    errors = 0
+    pool: Any = asyncllm.Pool(
+        [
+            asyncllm.OpenAI(
+                api_key=KEY,
+                base_url=server.url("/v1"),
+                name=name,
+                max_concurrent_requests=setup.client_concurrency,
+                queue_size=calls + 1,
+            )
+            for server, name in zip(servers, POOL_MEMBERS, strict=True)
+        ]
+    )  # it closes its members
+    errors: dict[str, int] = {}
+    answered_by: dict[str, int] = {}
     began = time.perf_counter()
     try:
 
         async def one(i: int) -> None:
-            nonlocal errors
             try:
-                await pool.chat(message(i), model=MODEL)
-            except Exception:  # a caller-visible error: what the pool must not let through
-                errors += 1
+                r = await pool.chat(message(i), model=MODEL)
+            except Exception as exc:  # a caller-visible error: what the pool must not let through
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            else:
+                answered_by[str(r.backend)] = answered_by.get(str(r.backend), 0) + 1
 
         await asyncio.gather(*(one(i) for i in range(calls)))
-    finally:
         total = time.perf_counter() - began
-        close = getattr(pool, "aclose", None)
-        if close is not None:
-            await close()
-        for member in members:
-            await member.aclose()
+        stats = pool.stats()
+    finally:
+        await pool.aclose()
         for server in servers:
             await server.aclose()
-    answered = [server.capacity.admitted if server.capacity else 0 for server in servers]
-    return [
-        f"{calls} calls over 3 members, one failing",
-        f"{errors}",
-        " / ".join(str(n) for n in answered[:2]),
-        f"{servers[2].request_count}",
-        f"{total:.1f} s",
+    rows = [
+        [
+            name,
+            f"{server.request_count}",
+            f"{answered_by.get(name, 0)} ({100 * answered_by.get(name, 0) / calls:.0f}%)",
+            stats[name].breaker,
+            f"{stats[name].info['ejections']}",
+            f"{stats[name].info['readmitted']}",
+        ]
+        for server, name in zip(servers, POOL_MEMBERS, strict=True)
     ]
+    failed = sum(errors.values())
+    summary = f"{calls} calls in {total:.1f} s; caller-visible errors: {failed}" + (
+        f" ({', '.join(f'{k} {v}' for k, v in sorted(errors.items()))})" if failed else ""
+    )
+    return rows, summary
 
 
 # -- main -------------------------------------------------------------------------------------------
@@ -518,7 +557,7 @@ def main(options: argparse.Namespace) -> int:
     results: dict[str, dict[str, Any]] = {}
     for name in wanted:
         python: str | None = sys.executable
-        if name == "litellm":
+        if name in LITELLM:
             python = litellm_python(options.litellm_python)
             if python is None:
                 rows.append([LABELS[name], "not installed", "", "", "", "", "", "", ""])
@@ -550,11 +589,20 @@ def main(options: argparse.Namespace) -> int:
         print("\nThe first error of each kind, per contender:\n")
         print("\n".join(notes))
     pool = asyncio.run(pool_with_one_failing(max(30, setup.calls // 10), setup))
-    table(
-        "A pool of 3 members, one failing (target: no caller-visible errors)",
-        ["run", "caller errors", "answered by the healthy two", "sent to the failing one", "time"],
-        [pool if pool is not None else ["asyncllm.Pool", "not available", "", "", ""]],
-    )
+    title = "A pool of 3 members, one failing (target: no caller-visible errors)"
+    header = [
+        "member",
+        "requests its vendor saw",
+        "calls it answered",
+        "breaker at the end",
+        "ejections",
+        "openings kept in rotation",
+    ]
+    if pool is None:
+        table(title, header, [["asyncllm.Pool", "not available", "", "", "", ""]])
+    else:
+        table(title, header, pool[0])
+        print(pool[1])
     return 0
 
 

@@ -88,6 +88,7 @@ def test_rate_limit_benchmark_runs() -> None:
     assert "asyncllm, fixed concurrency + retries only" in out
     assert "asyncllm, RateLimits configured" in out
     assert "A pool of 3 members, one failing" in out
+    assert "caller-visible errors: 0" in out  # the failing member's share absorbed
 
 
 def test_pool_benchmark_runs() -> None:

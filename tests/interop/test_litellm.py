@@ -38,7 +38,7 @@ import pytest
 from aiohttp import web
 
 import asyncllm
-from asyncllm.testing import FakeServer
+from asyncllm.testing import Capacity, FakeServer
 from asyncllm.testing.fakes import _common
 from tests.interop import USER, WEATHER, clean_environment, group_python
 
@@ -62,8 +62,9 @@ class ThreadedFake:
     """A FakeServer served by an event loop in a background thread, for a session: the proxy,
     another process, calls it at any time, not only while a test's loop runs."""
 
-    def __init__(self, *protocols: str) -> None:
+    def __init__(self, *protocols: str, capacity: Capacity | None = None) -> None:
         self.protocols = protocols
+        self.capacity = capacity
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="fake", daemon=True)
         self._server: FakeServer | None = None
@@ -77,7 +78,7 @@ class ThreadedFake:
         self.thread.start()
 
         async def start() -> FakeServer:
-            return await FakeServer(*self.protocols).start()
+            return await FakeServer(*self.protocols, capacity=self.capacity).start()
 
         self._server = asyncio.run_coroutine_threadsafe(start(), self.loop).result(30)
         return self
@@ -95,6 +96,19 @@ class ThreadedFake:
 @pytest.fixture(scope="session")
 def fake() -> Iterator[FakeServer]:
     with ThreadedFake("openai") as threaded:
+        yield threaded.server
+
+
+# The hidden request budget of the fake behind ``relay-capacity``: small, so that a few calls
+# spend it, and slow to refill (one request every 20 s), so that the tests' own pace does not.
+RELAY_RPM = 3
+
+
+@pytest.fixture(scope="session")
+def capacity_fake() -> Iterator[FakeServer]:
+    """An OpenAI fake with a hidden capacity that speaks OpenAI's rate headers, for the
+    ``relay-capacity`` model. Its budget is spent by the one test that uses it."""
+    with ThreadedFake("openai", capacity=Capacity(requests_per_minute=RELAY_RPM)) as threaded:
         yield threaded.server
 
 
@@ -129,7 +143,10 @@ def _tail(path: Path, chars: int = 4000) -> str:
 
 @pytest.fixture(scope="session")
 def proxy(
-    fake: FakeServer, tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+    fake: FakeServer,
+    capacity_fake: FakeServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    pytestconfig: pytest.Config,
 ) -> Iterator[Proxy]:
     """``litellm --config tests/interop/litellm_config.yaml`` on a free loopback port, with no
     database and nothing fetched from the network, up until the session ends. How long it took
@@ -141,6 +158,7 @@ def proxy(
     url = f"http://127.0.0.1:{port}"
     env = clean_environment(
         ASYNCLLM_FAKE_OPENAI_URL=fake.url("/v1"),
+        ASYNCLLM_FAKE_CAPACITY_URL=capacity_fake.url("/v1"),
         ASYNCLLM_FAKE_OPENAI_KEY=UPSTREAM_KEY,
         ASYNCLLM_LITELLM_MASTER_KEY=key,
         # Everything LiteLLM would otherwise download comes from its own package.
@@ -346,7 +364,13 @@ async def test_openai_embed_one_string(openai: asyncllm.OpenAI) -> None:
 
 async def test_openai_models(openai: asyncllm.OpenAI) -> None:
     models = await openai.models()
-    assert [m.id for m in models] == ["mock", "mock-rate-limited", "relay-chat", "relay-embed"]
+    assert [m.id for m in models] == [
+        "mock",
+        "mock-rate-limited",
+        "relay-capacity",
+        "relay-chat",
+        "relay-embed",
+    ]
     assert all(isinstance(m.created, int) and m.owned_by for m in models)
 
 
@@ -376,6 +400,71 @@ async def test_openai_key_the_proxy_does_not_know(proxy: Proxy) -> None:
     assert info.value.status_code == 400
     assert "No connected db" in info.value.message
     assert "sk-unknown-key" not in f"{info.value} {info.value!r} {info.value.body}"
+
+
+# -- learned rate limits through the proxy -------------------------------------------------------
+
+
+async def test_learned_rate_limits_through_the_proxy(
+    proxy: Proxy, capacity_fake: FakeServer
+) -> None:
+    """Our client keeps to the budget it learns from the vendor's headers relayed by the proxy.
+    LiteLLM relays ``x-ratelimit-{limit,remaining}-*`` as the vendor sent them, but neither
+    ``x-ratelimit-reset-*`` nor a 429's ``Retry-After``: those it sends only under an
+    ``llm_provider-`` prefix, which our client does not read. Without a reset, our client lets
+    a learned budget refill over its whole minute (the slowest a vendor refills); without
+    ``Retry-After``, a relayed 429 still teaches the budget through the headers it carries. (A
+    learned budget is kept per client name in a process, so the second client has its own.)"""
+    meter = capacity_fake.capacity
+    assert meter is not None
+    spent_before = meter.admitted  # what the proxy itself may have asked of the fake
+    per_request = 60 / RELAY_RPM  # seconds in which the vendor's bucket refills one request
+
+    def client(name: str) -> asyncllm.OpenAI:
+        return asyncllm.OpenAI(
+            name=name,
+            api_key=proxy.key,
+            base_url=proxy.url + "/v1",
+            max_retries=0,
+            timeout=30,
+            rate_limits=asyncllm.RateLimits(max_wait=0.5),  # a longer wait fails before sending
+        )
+
+    # 1. A client spends the budget: answered while it lasts, then refused before sending.
+    answered = 0
+    async with client("first") as first:
+        for _ in range(RELAY_RPM + 1):
+            try:
+                reply = await first.chat(USER, model="relay-capacity", max_tokens=5)
+            except asyncllm.RateLimitError as exc:
+                refused = exc
+                break
+            answered += 1
+            assert reply.http is not None
+            headers = reply.http.headers
+            assert headers["x-ratelimit-limit-requests"] == str(RELAY_RPM)
+            assert "x-ratelimit-remaining-requests" in headers
+            # What the premise of this test rests on (revisit it when the pinned LiteLLM moves):
+            assert "x-ratelimit-reset-requests" not in headers
+            assert "llm_provider-x-ratelimit-reset-requests" in headers
+        else:
+            pytest.fail("the client never kept to the budget it was told of")
+    assert answered == RELAY_RPM - spent_before >= 1
+    assert refused.status_code is None  # never sent: no HTTP answer
+    assert refused.retry_after is not None and 0.5 < refused.retry_after <= per_request
+    assert (meter.sent, meter.rate_limited) == (RELAY_RPM, 0)
+
+    # 2. A client that knows nothing collects one 429 and learns from the headers it carries.
+    async with client("second") as second:
+        with pytest.raises(asyncllm.RateLimitError) as relayed:
+            await second.chat(USER, model="relay-capacity", max_tokens=5)
+        assert relayed.value.status_code == 429
+        assert relayed.value.retry_after is None  # the vendor sent one; the proxy did not relay it
+        with pytest.raises(asyncllm.RateLimitError) as held:
+            await second.chat(USER, model="relay-capacity", max_tokens=5)
+        assert held.value.status_code is None
+        assert held.value.retry_after is not None and 0.5 < held.value.retry_after <= per_request
+    assert (meter.sent, meter.rate_limited) == (RELAY_RPM + 1, 1)
 
 
 # -- Claude --------------------------------------------------------------------------------------
@@ -475,7 +564,13 @@ async def test_claude_stream_tool_call_deltas(claude: asyncllm.Claude) -> None:
 
 async def test_claude_models(claude: asyncllm.Claude) -> None:
     models = await claude.models()
-    assert [m.id for m in models] == ["mock", "mock-rate-limited", "relay-chat", "relay-embed"]
+    assert [m.id for m in models] == [
+        "mock",
+        "mock-rate-limited",
+        "relay-capacity",
+        "relay-chat",
+        "relay-embed",
+    ]
     assert all(m.display_name == m.id for m in models)
 
 
