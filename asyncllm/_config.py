@@ -73,7 +73,11 @@ class AdaptiveConcurrency:
     after it was sent. Each multiplies the limit by ``decrease_factor`` (rounded down, at least
     one less, never below 1), at most once per ``min_interval`` seconds and not again until every
     call that was in flight at the last decrease has finished, so one burst of failures counts
-    once. A success grows it back while the lane is busy (at least ``utilisation`` of the limit
+    once; within that window each further refusal of those calls lowers the limit to their
+    number less the refused ones (never below half the limit before the decrease), so that at a
+    server's concurrency cap the limit lands on the cap at once. An attempt refused while the
+    lane has more in flight than its new limit retries without a backoff: it waits in the queue,
+    in priority order, for a slot under that limit. A success grows it back while the lane is busy (at least ``utilisation`` of the limit
     in flight, or calls waiting): one step per limit's worth of such successes, and at most one
     per ``min_interval`` (each step probes the server's capacity, and may cost a refusal: the
     interval bounds that cost whatever the throughput). A 429 with rate
@@ -136,6 +140,11 @@ class RateLimits:
     once with ``RateLimitError`` carrying ``retry_after``; one larger than a whole budget with
     ``BudgetExceededError``.
 
+    ``high_reserve``: the share of each budget that calls less urgent than ``Priority.HIGH``
+    leave unspent for HIGH ones while calls wait for the budget, so that a HIGH call arriving
+    at a throttled backend is sent at once instead of waiting its turn for the refill (0: none).
+    Learned budgets keep the default share.
+
     ``sub_window`` (seconds): also hold the per-minute request budget over windows this short,
     as Azure OpenAI does (a 600-a-minute deployment throttles above 10 requests in a second:
     ``sub_window=1``; some deployments count over 10 s). None: only the minute counts.
@@ -150,6 +159,7 @@ class RateLimits:
     sub_window: float | None = None
     estimator: Callable[[Mapping[str, Any]], int] | None = None
     default_output_tokens: int = c.DEFAULT_OUTPUT_TOKENS
+    high_reserve: float = c.DEFAULT_HIGH_RESERVE
 
     def __post_init__(self) -> None:
         for name in (
@@ -164,6 +174,8 @@ class RateLimits:
                 _at_least(name, value, 1, integer=True)
         _at_least("max_wait", self.max_wait, 0)
         _at_least("default_output_tokens", self.default_output_tokens, 0, integer=True)
+        if not (finite_number(self.high_reserve) and 0 <= self.high_reserve < 1):
+            raise ConfigurationError("high_reserve must be >= 0 and < 1")
         if self.sub_window is not None:
             if not (finite_number(self.sub_window) and 0 < self.sub_window < 60):
                 raise ConfigurationError("sub_window must be None or seconds in (0, 60)")

@@ -11,6 +11,9 @@ DEFAULT_MAX_RETRY_AFTER = 120.0
 DEFAULT_MAX_RATE_WAIT = 60.0
 # The output a call that names no max_tokens is assumed to use when it reserves a token budget.
 DEFAULT_OUTPUT_TOKENS = 1024
+# The share of each rate budget that calls less urgent than HIGH leave for HIGH ones while calls
+# wait for it (RateLimits.high_reserve).
+DEFAULT_HIGH_RESERVE = 0.02
 
 DEFAULT_MAX_CONCURRENT_REQUESTS = 5
 DEFAULT_QUEUE_SIZE = 100

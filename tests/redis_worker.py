@@ -1,17 +1,23 @@
-"""One worker process of the multi-process Redis tests (tests/test_redis_processes.py): an
-``OpenAI`` client on a dispatcher shared through Redis, with many concurrent callers.
+"""One worker process of the multi-process Redis tests (tests/test_redis_processes.py,
+tests/test_redis_faults.py): an ``OpenAI`` client on a dispatcher shared through Redis, with
+many concurrent callers.
 
     python -m tests.redis_worker REDIS_URL BASE_URL LIMIT CALLERS CALLS LEASE [RPM]
 
-``CALLS`` calls in all (0: until stdin closes or the process is killed); ``RPM``, a request
-budget per minute shared by the fleet. Prints ``ready`` when
-its dispatcher is up, and at the end one line of JSON: calls that succeeded and failed.
+``CALLS`` calls in all (0: until stdin closes, when the calls under way are cancelled, or the
+process is killed; SIGUSR1 stops it starting new calls); ``RPM``, a request
+budget per minute shared by the fleet (none: only what the vendor's headers teach). Every call
+names the model ``worker-PID``, so that the fake vendor can tell the workers apart. Prints
+``ready`` when its dispatcher is up, and at the end one line of JSON: calls that succeeded and
+failed, and under ``"redis"`` the lane's ``stats().info["redis"]``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
 
 import asyncllm
@@ -37,18 +43,22 @@ async def main(
         max_retries=0,
         rate_limits=None if rpm is None else asyncllm.RateLimits(requests_per_minute=rpm),
     )
+    model = f"worker-{os.getpid()}"
     done = {"ok": 0, "failed": 0}
     left = [calls]
     stop = asyncio.Event()
+    # SIGUSR1: start no new call, finish those under way (their slots go back as they end).
+    drain = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, drain.set)
 
     async def caller() -> None:
-        while not stop.is_set():
+        while not stop.is_set() and not drain.is_set():
             if calls:
                 if left[0] <= 0:
                     return
                 left[0] -= 1
             try:
-                await client.chat([{"role": "user", "content": "hi"}], model="gpt-4o-mini")
+                await client.chat([{"role": "user", "content": "hi"}], model=model)
                 done["ok"] += 1
             except asyncllm.AsyncLLMError:
                 done["failed"] += 1
@@ -58,11 +68,23 @@ async def main(
         stop.set()
 
     print("ready", flush=True)
-    watcher = asyncio.get_running_loop().create_task(watch_stdin()) if not calls else None
-    await asyncio.gather(*(caller() for _ in range(callers)))
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(caller()) for _ in range(callers)]
+    watcher = None
+    if not calls:
+        # Until stdin closes; then the calls still running or queued are abandoned (cancelled),
+        # as a worker shutting down would, rather than drained.
+        watcher = loop.create_task(watch_stdin())
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    else:
+        await asyncio.gather(*tasks)
+    shared = dispatcher.stats()["vendor"].info.get("redis", {})
     await client.aclose()
     await dispatcher.aclose()
-    print(json.dumps(done), flush=True)
+    print(json.dumps({**done, "redis": shared}), flush=True)
     if watcher is not None:
         watcher.cancel()
 

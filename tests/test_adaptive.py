@@ -42,6 +42,7 @@ class Calls:
         max_concurrent: int = 10,
         adaptive: AdaptiveConcurrency | None = AdaptiveConcurrency(),  # noqa: B008  # frozen
         max_retries: int = 0,
+        retry_delay: float = 0.0,
         **dispatcher: Any,
     ) -> None:
         self.clock = FakeClock()
@@ -52,7 +53,9 @@ class Calls:
         self.lane: Lane = self.dispatcher.lane(
             "b",
             limits=LimitsConfig(max_concurrent, 10_000, None, adaptive),
-            retry=RetryConfig(max_retries=max_retries, initial_delay=0.0, max_delay=0.0),
+            retry=RetryConfig(
+                max_retries=max_retries, initial_delay=retry_delay, max_delay=retry_delay
+            ),
             breaker=BreakerConfig(failure_threshold=1000),
         )
         self.running: dict[str, asyncio.Future[str]] = {}
@@ -117,28 +120,81 @@ async def test_an_overload_signal_shrinks_the_limit_by_the_factor() -> None:
     await calls.aclose()
 
 
-async def test_no_second_decrease_until_the_calls_in_flight_at_the_first_have_finished() -> None:
+async def test_refusals_of_the_calls_in_flight_at_the_decrease_size_its_one_decrease() -> None:
+    """Of the 10 attempts in flight at the decrease, each one refused shows one more over the
+    server's capacity: the window's one decrease goes down to those not refused. A new decrease
+    (by the factor) waits until every one of them has finished."""
     calls = Calls(10)
     await calls.start(*names("c", 10))
     await calls.end("c0", overloaded())
     assert calls.limit == 9
     calls.clock.advance(5)  # the interval is long over: only the calls in flight hold the window
     await calls.end("c1", overloaded())
-    assert calls.limit == 9
-    # c1's end let a new call in; its 503 comes while c2..c9 (in flight at the decrease) run.
+    assert calls.limit == 8  # 10 in flight at the decrease, 2 of them refused
+    await calls.end("c2")
     await calls.start("n0")
     assert "n0" in calls.running
+    # Sent after the decrease, under the new limit: its 503 is no part of the old window.
     await calls.end("n0", overloaded())
-    assert calls.limit == 9
-    for name in names("c", 10)[2:9]:
+    assert calls.limit == 8
+    for name in names("c", 10)[3:9]:
         await calls.end(name)
     # c9 was in flight at the decrease: its own 503 is still the old load speaking.
     await calls.end("c9", overloaded())
-    assert calls.limit == 9
+    assert calls.limit == 7
+    assert calls.dispatcher.stats()["b"].limit_decreases == 1
     await calls.start("n1")
     await calls.end("n1", overloaded())
-    assert calls.limit == 8  # floor(9 * 0.9)
+    assert calls.limit == 6  # floor(7 * 0.9): the window was over
     assert calls.dispatcher.stats()["b"].limit_decreases == 2
+    await calls.aclose()
+
+
+async def test_one_window_at_most_halves_the_limit() -> None:
+    calls = Calls(10)
+    await calls.start(*names("c", 10))
+    for name in names("c", 10):
+        await calls.end(name, overloaded())
+    assert calls.limit == 5
+    assert calls.dispatcher.stats()["b"].limit_decreases == 1
+    await calls.aclose()
+
+
+async def test_a_call_refused_over_the_shrunk_limit_retries_in_the_queue_without_backoff() -> None:
+    """The refused attempt was one of the lane's excess over its new limit: its retry waits for
+    a slot under that limit, in priority order, rather than a backoff (a HIGH call would
+    otherwise wait out seconds of it)."""
+    calls = Calls(4, max_retries=1, retry_delay=10.0)
+    await calls.start(*names("c", 4))
+    await calls.end("c0", overloaded())
+    assert calls.limit == 3
+    assert calls.clock.sleeps == []  # no backoff: c0 waits in the lane's queue
+    assert "c0" not in calls.running
+    calls.call("high", asyncllm.Priority.HIGH)
+    calls.call("low", asyncllm.Priority.LOW)
+    await settle()
+    await calls.end("c1")
+    assert calls.started[4:] == ["high"]
+    await calls.end("c2")
+    assert calls.started[4:] == ["high", "c0"]  # NORMAL, ahead of LOW
+    await calls.end("c0")
+    assert await calls.tasks["c0"] == "c0"
+    assert calls.clock.sleeps == []
+    await calls.aclose()
+
+
+@pytest.mark.parametrize("retry_after", [None, 2.0], ids=["within-the-limit", "retry-after"])
+async def test_other_refused_calls_still_back_off(retry_after: float | None) -> None:
+    calls = Calls(4, max_retries=1, retry_delay=10.0)
+    if retry_after is None:
+        await calls.start("c0")  # one in flight: well within the shrunk limit
+        error = overloaded()
+    else:
+        await calls.start(*names("c", 4))  # over the shrunk limit, but the server named a time
+        error = status_error(503, "busy", retry_after=retry_after)
+    await calls.end("c0", error)
+    assert calls.limit == 3
+    assert len(calls.clock.sleeps) == 1
     await calls.aclose()
 
 

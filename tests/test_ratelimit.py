@@ -527,6 +527,140 @@ async def test_a_cancelled_waiter_passes_its_turn_on() -> None:
     await dispatcher.aclose()
 
 
+def say(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+async def test_a_backlog_leases_its_budget_as_slots_free_not_while_it_queues() -> None:
+    """Calls past one round of slots wait for their budget in turn instead of leasing it and
+    holding it in the queue: a HIGH call coming later finds the budget there."""
+    clock = ManualClock()
+    dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep)
+    arrived: list[tuple[str, float]] = []
+    answers: list[asyncio.Future[None]] = []
+
+    async def handler(request: Any) -> MockResponse:
+        arrived.append((request.json()["messages"][0]["content"], clock()))
+        answers.append(asyncio.get_running_loop().create_future())
+        await answers[-1]
+        return ok()
+
+    c = client(
+        handler,
+        dispatcher,
+        max_concurrent_requests=1,
+        rate_limits=asyncllm.RateLimits(requests_per_minute=3, high_reserve=0),
+    )
+    low = [
+        asyncio.create_task(c.chat(say(f"low-{i}"), model="m", priority=asyncllm.Priority.LOW))
+        for i in range(4)
+    ]
+    await settle()
+    # One sent, one queued for the slot; the two behind them hold no budget while they wait.
+    assert (await dispatcher.budgets.current("openai", clock()))["requests"].remaining == 1
+    high = asyncio.create_task(c.chat(say("high"), model="m", priority=asyncllm.Priority.HIGH))
+    await settle()
+    for i in range(3):
+        answers[i].set_result(None)
+        await settle()
+    # HIGH waits for no slot in the gate: it takes the last request and goes to the front.
+    assert arrived == [("low-0", 1000.0), ("high", 1000.0), ("low-1", 1000.0)]
+    await clock.advance(20)  # the budget's next request
+    answers[3].set_result(None)
+    await clock.advance(20)
+    answers[4].set_result(None)
+    await asyncio.gather(high, *low)
+    assert arrived[3:] == [("low-2", 1020.0), ("low-3", 1040.0)]
+    await dispatcher.aclose()
+
+
+async def test_less_urgent_calls_leave_the_reserve_to_high_ones_while_calls_wait() -> None:
+    clock = ManualClock()
+    dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep)
+    arrived: list[str] = []
+
+    def handler(request: Any) -> MockResponse:
+        arrived.append(request.json()["messages"][0]["content"])
+        return ok()
+
+    # 60 a minute, one a second; a tenth of it (6 requests) kept for HIGH calls.
+    c = budgeted(handler, dispatcher, requests_per_minute=60, high_reserve=0.1, max_wait=600)
+    await asyncio.gather(*(c.chat(say("first"), model="m") for _ in range(60)))
+    low = [
+        asyncio.create_task(c.chat(say(f"low-{i}"), model="m", priority=asyncllm.Priority.LOW))
+        for i in range(3)
+    ]
+    await settle()
+    await clock.advance(3)  # three requests back: the reserve, not yet theirs
+    assert arrived[60:] == []
+    # At once, from the reserve: a deadline shorter than the LOW calls' wait is no matter.
+    await c.chat(say("high"), model="m", priority=asyncllm.Priority.HIGH, deadline=0.5)
+    assert arrived[60:] == ["high"]
+    await clock.advance(5)  # 7 left: one LOW call may go, leaving 6
+    assert arrived[60:] == ["high", "low-0"]
+    for _ in range(2):
+        await clock.advance(1)
+    await asyncio.gather(*low)
+    assert arrived[60:] == ["high", "low-0", "low-1", "low-2"]
+    await dispatcher.aclose()
+
+
+async def test_the_reserve_is_rounded_to_whole_requests() -> None:
+    """2% of 25 a minute rounds to one request kept for HIGH calls (Azure's one-second window of
+    a 1 500-a-minute deployment is 25); 2% of 2 keeps none (another test's budget)."""
+    clock = ManualClock()
+    dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep)
+    arrived: list[str] = []
+
+    def handler(request: Any) -> MockResponse:
+        arrived.append(request.json()["messages"][0]["content"])
+        return ok()
+
+    c = budgeted(handler, dispatcher, requests_per_minute=25, max_wait=600)
+    await asyncio.gather(*(c.chat(say("first"), model="m") for _ in range(25)))
+    low = asyncio.create_task(c.chat(say("low"), model="m", priority=asyncllm.Priority.LOW))
+    await settle()
+    await clock.advance(2.5)  # one request back: the reserve
+    assert arrived[25:] == []
+    await c.chat(say("high"), model="m", priority=asyncllm.Priority.HIGH)
+    for _ in range(3):
+        await clock.advance(2.5)
+    await low
+    assert arrived[25:] == ["high", "low"]
+    await dispatcher.aclose()
+
+
+async def test_a_call_holding_its_slot_does_not_wait_behind_one_waiting_for_that_slot() -> None:
+    """A call that got its slot before the lane's budgets were known leases with the slot in
+    hand: it goes before the calls that wait for a slot, or it and they would wait for each
+    other."""
+    clock = ManualClock()
+    dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep)
+    lane = dispatcher.lane(
+        "b",
+        limits=asyncllm.LimitsConfig(max_concurrent_requests=1),
+        rate_limits=asyncllm.RateLimits(requests_per_minute=60),
+    )
+    gate = lane.gate
+    assert gate is not None
+    # The one slot, held by the call below, and a round's worth of calls queued for it.
+    lane.in_flight += 1
+    lane.queued += 1
+    waiting = asyncio.create_task(gate.admit("r1", asyncllm.Priority.NORMAL, None, "chat", {}))
+    await settle()
+    assert not waiting.done()  # no slot
+    holder = asyncio.create_task(gate.admit("r2", asyncllm.Priority.LOW, None, "chat", {}, True))
+    await settle()
+    assert holder.done()
+    assert isinstance(holder.result(), Lease)
+    lane.in_flight -= 1
+    lane.queued -= 1
+    gate.room_freed()
+    await settle()
+    assert isinstance(waiting.result(), Lease)
+    await dispatcher.aclose()
+
+
 def test_rate_limits_are_checked_when_made() -> None:
     with pytest.raises(asyncllm.ConfigurationError):
         asyncllm.RateLimits(requests_per_minute=0)
@@ -534,6 +668,10 @@ def test_rate_limits_are_checked_when_made() -> None:
         asyncllm.RateLimits(requests_per_day=1.5)  # type: ignore[arg-type]
     with pytest.raises(asyncllm.ConfigurationError):
         asyncllm.RateLimits(max_wait=-1)
+    for reserve in (-0.1, 1.0, math.nan):
+        with pytest.raises(asyncllm.ConfigurationError):
+            asyncllm.RateLimits(high_reserve=reserve)
+    assert asyncllm.RateLimits().high_reserve == 0.02
 
 
 async def test_a_block_holds_a_budgeted_lane_too() -> None:

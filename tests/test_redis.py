@@ -93,6 +93,13 @@ class Model:
 
     buckets: dict[str, Bucket] = field(default_factory=dict)
     blocked: float = -math.inf
+    # Requests let through while there was no request budget: the one a report creates starts
+    # lower by them.
+    unmetered: float = 0.0
+
+    def _unmetered(self, n: float) -> None:
+        if n and not any(name.startswith("requests") for name in self.buckets):
+            self.unmetered += n
 
     def lease(
         self,
@@ -118,6 +125,7 @@ class Model:
         if wait <= 0:
             for name, bucket in self.buckets.items():
                 bucket.level -= amount(name, requests, tokens, output)
+            self._unmetered(requests)
         return wait
 
     def lease_batch(
@@ -154,6 +162,7 @@ class Model:
         else:
             for bucket in requests:
                 bucket.level -= grant
+        self._unmetered(grant - back)
         return int(grant), wait, has_tokens
 
     def settle(self, reserved: tuple[int, int], used: tuple[int, int], now: float) -> None:
@@ -167,9 +176,11 @@ class Model:
         for kind, window in windows:
             period = 86400 if kind == "requests-per-day" else 60
             bucket = self.buckets.get(kind)
+            fresh = False
             if bucket is None and window.limit is not None:
                 limit = window.limit
                 bucket = self.buckets[kind] = Bucket(limit, limit / period, limit, now)
+                fresh = kind.startswith("requests")
             if bucket is None:
                 continue
             bucket.refill(now)
@@ -183,6 +194,10 @@ class Model:
                 missing = bucket.cap - left
                 if window.reset_in is not None and window.reset_in > 0 and missing > 0:
                     bucket.rate = max(bucket.cap / period, missing / window.reset_in)
+            if fresh:
+                bucket.level -= self.unmetered
+        if any(name.startswith("requests") for name in self.buckets):
+            self.unmetered = 0.0
 
     def block(self, seconds: float, now: float) -> float:
         self.blocked = max(self.blocked, now + seconds)
@@ -226,6 +241,26 @@ async def test_a_report_seeds_from_what_the_vendor_said(scripts: Scripts) -> Non
     for _ in range(3):
         assert await scripts.lease(KEY, 1, 0, spec, now=T0) == 0
     assert await scripts.lease(KEY, 1, 0, spec, now=T0) > 0
+
+
+async def test_a_learned_budget_counts_the_requests_sent_before_it_was_learned(
+    scripts: Scripts,
+) -> None:
+    """Before the vendor's first reply the member has no request budget, and the calls leased
+    meanwhile go out unmetered. The reply's "remaining" does not count those sent after it: the
+    budget it creates starts lower by every unmetered call (less those given back)."""
+    assert (await scripts.lease_batch(KEY, 5, 0, 1, [], now=T0))[0] == 5
+    assert await scripts.lease(KEY, 1, 0, [], now=T0) == 0.0
+    await scripts.lease_batch(KEY, 0, 2, 1, [], now=T0)  # two of the batch come back
+    await scripts.report(KEY, [("requests", Window(100, 99, 0.6))], now=T0)
+    assert (await scripts.current(KEY, now=T0))[1]["requests"][1] == 95
+    # Counted once: the next reply finds the budget there.
+    await scripts.report(KEY, [("requests", Window(100, 99, 0.6))], now=T0)
+    assert (await scripts.current(KEY, now=T0))[1]["requests"][1] == 95
+    # Calls leased once the budget exists are spent from it, not counted again.
+    assert (await scripts.lease_batch(KEY, 5, 0, 1, [], now=T0))[0] == 5
+    await scripts.report(KEY, [("requests", Window(100, 99, 0.6))], now=T0)
+    assert (await scripts.current(KEY, now=T0))[1]["requests"][1] == 90
 
 
 async def test_settle_gives_back_or_takes_tokens(scripts: Scripts) -> None:
@@ -446,10 +481,9 @@ class SlotMachine(RuleBasedStateMachine):
         if p in self.expires:
             self.expires[p] = self.now + self.TTL
             return False
-        if self.held[p] > 0:
-            self.expires[p] = self.now + self.TTL
-            return True
-        return False
+        # A process that holds nothing is counted in the fleet all the same.
+        self.expires[p] = self.now + self.TTL
+        return self.held[p] > 0
 
     def _counted(self) -> int:
         return sum(self.held[p] for p in self.expires)
@@ -666,6 +700,10 @@ async def test_degraded_mode_keeps_a_share_and_recovers(redis_server: RedisServe
         assert [isinstance(g, Lease) for g in got] == [True] * 5 + [False]
         assert slots.stats()["state"] == "degraded"
         assert store.degradations == 1
+        # What a reply says meanwhile is the fleet's: this process learns its half of it, and
+        # does not take the whole limit for its own.
+        await store.report("m", RateHeaders({"tokens": Window(60000, 59000, 1.0)}), clock[0])
+        assert (await store.current("m", clock[0]))["tokens"].limit == 30000
         # Half of 8 slots, one of them held since before: three more, then none.
         assert [await slots._take("r") for _ in range(4)] == [True, True, True, False]
         slots.release()

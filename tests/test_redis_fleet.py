@@ -237,6 +237,12 @@ async def test_a_grown_fleet_limit_starts_the_calls_it_lets_in(redis_url: str) -
 
         calls = [asyncio.create_task(one.run(lane, "chat", held)) for _ in range(2)]
         await until(lambda: len(started) == 1 and lane.queued == 1, "one in flight, one queued")
+        # Within the window of the decrease it adopted, a higher fleet limit waits (this lane's
+        # own refusals may still be saying where the server's cap is) ...
+        lane.shared.adopt(2)
+        assert lane.limit == 1 and lane.queued == 1
+        # ... and is taken once the window is over.
+        clock.advance(ADAPTIVE.min_interval)
         lane.shared.adopt(2)
         await until(lambda: len(started) == 2, "the queued call starts")
         gate.set()

@@ -15,16 +15,21 @@ Each signal feeds one mechanism (see ``AdaptiveConcurrency`` for the rule and it
 * Connection errors (a connect timeout included: nothing was sent) and other 5xx: the breaker's.
 
 The window of a decrease ends when every attempt in flight at the decrease has finished (their
-failures describe the load before the decrease) and ``min_interval`` has passed. The calls in
-flight are read from the request tracker at the decrease, not kept per call, so the path of a
-call that meets no overload pays nothing for this: one comparison of ``limit`` with the ceiling
-when it gives its slot back. (A call the tracker has dropped, under a small
-``tracker_max_records``, counts as finished.)
+failures describe the load before the decrease) and ``min_interval`` has passed. The window has
+one decrease, sized by what the window sees: ``decrease_factor`` at its first overload signal,
+and, as more of the attempts in flight at the decrease are refused, down to their number less
+the refused ones (never below half the limit before it). At a server's concurrency cap every
+attempt over the cap is refused, so those refusals count how far over it the lane was: the limit
+lands on the cap within one window, where the factor alone, once a second, would take seconds
+of refusals (a burst of a few hundred calls is over before a second decrease). Attempts sent
+after the decrease count for nothing in its window: they went out under the new limit.
 
-Through Redis (``Dispatcher(redis_url=...)``) the limit is the fleet's: each change a lane decides
-is told to the store (``AdaptiveLimit.fleet``), which applies it to the fleet's limit at most once
-per ``min_interval`` for the whole fleet and hands every process the result (``adopt``); see
-``_redis``. In one process nothing of this runs.
+Through Redis (``Dispatcher(redis_url=...)``) the limit is the fleet's: each decrease that opens
+a window, and each increase, is told to the store (``AdaptiveLimit.fleet``), which applies it to
+the fleet's limit at most once per ``min_interval`` for the whole fleet and hands every process
+the result (``adopt``: another process's decrease opens a window here too); see ``_redis``. The
+shrinking within a window stays the process's own (it counts the refusals of its own calls). In
+one process nothing of this runs.
 """
 
 from __future__ import annotations
@@ -59,9 +64,13 @@ class AdaptiveLimit:
     itself is ``lane.limit``, which slot acceptance reads."""
 
     __slots__ = (
+        "_floor",
         "_held",
+        "_held_count",
+        "_held_ids",
         "_last_change",
         "_last_decrease",
+        "_refused",
         "_successes",
         "config",
         "decreases",
@@ -78,8 +87,14 @@ class AdaptiveLimit:
         self._successes = 0
         # The attempts in flight at the last decrease, as (record, its attempt number).
         self._held: list[tuple[RequestRecord, int]] = []
-        # Told of each change of the limit this lane decides (-1 a decrease, +1 an increase):
-        # set by the Redis store, which makes it the fleet's and answers with ``adopt``.
+        # The last decrease's window: how many attempts were in flight at it, how many overload
+        # signals it has had since, and the lowest the limit may go in it.
+        self._held_count = 0
+        self._held_ids: frozenset[tuple[str, int]] = frozenset()
+        self._refused = 0
+        self._floor = 1
+        # Told of each decrease that opens a window (-1) and each increase (+1): set by the
+        # Redis store, which makes it the fleet's and answers with ``adopt``.
         self.fleet: Callable[[int], None] | None = None
 
     def _in_window(self, now: float) -> bool:
@@ -97,23 +112,41 @@ class AdaptiveLimit:
 
     def overloaded(self, lane: Lane, error: APIError) -> bool:
         """An attempt of the lane failed with ``error``: shrink the limit if it is an overload
-        signal and the last decrease's window is over. True if the limit shrank."""
+        signal, by the factor when the last decrease's window is over, else to what the window's
+        refusals show (see the module docstring). True if the limit shrank."""
         if not is_overload(error) or lane.limit <= 1:
             return False
         dispatcher = lane.dispatcher
         now = dispatcher.clock()
         if self._in_window(now):
-            return False
+            if (error.request_id, error.attempts) not in self._held_ids:
+                return False
+            self._refused += 1
+            admitted = max(self._floor, self._held_count - self._refused)
+            if admitted >= lane.limit:
+                return False
+            lane.limit = admitted
+            self._successes = 0
+            return True
+        held = dispatcher.tracker.running(lane.name)
+        self._floor = max(1, lane.limit // 2)
+        # The attempts in flight, this one included (the tracker may have dropped its record).
+        self._held_count = max(len(held), lane.in_flight)
+        self._refused = 1
         lane.limit = max(
             1, min(lane.limit - 1, math.floor(lane.limit * self.config.decrease_factor))
         )
         self.decreases += 1
         self._last_decrease = self._last_change = now
         self._successes = 0
-        self._held = [(r, r.attempts) for r in dispatcher.tracker.running(lane.name)]
+        self._open_window(lane, held)
         if self.fleet is not None:
             self.fleet(-1)
         return True
+
+    def _open_window(self, lane: Lane, held: list[RequestRecord]) -> None:
+        self._held = [(r, r.attempts) for r in held]
+        self._held_ids = frozenset((r.request_id, r.attempts) for r in held)
 
     def succeeded(self, lane: Lane, busy: int) -> None:
         """An attempt of the lane succeeded with ``busy`` attempts in flight (itself included)
@@ -138,17 +171,27 @@ class AdaptiveLimit:
                 self.fleet(1)
 
     def adopt(self, lane: Lane, limit: int) -> None:
-        """The fleet's limit (shared through Redis) is now ``limit``: the lane takes it, and a
-        decrease made by another process opens this one's window as its own would, so that
-        the failures of the same overload do not shrink the limit again here. The caller starts
-        the calls a grown limit lets in."""
+        """The fleet's limit (shared through Redis) is now ``limit``: the lane takes it. A
+        decrease made by another process opens this one's window as its own would, so that the
+        failures of the same overload do not shrink the limit by the factor again here (they
+        may still shrink it within the window, by their count). A higher limit waits while this
+        lane's own window is open (its refusals are still saying where the server's cap is); a
+        later announcement or heartbeat brings it. The caller starts the calls a grown limit
+        lets in."""
         limit = max(1, min(limit, lane.ceiling))
         if limit == lane.limit:
             return
         now = lane.dispatcher.clock()
-        if limit < lane.limit:
+        if limit > lane.limit:
+            if self._in_window(now):
+                return
+        else:
+            held = lane.dispatcher.tracker.running(lane.name)
+            self._floor = max(1, lane.limit // 2)
+            self._held_count = max(len(held), lane.in_flight)
+            self._refused = 0
             self._last_decrease = now
-            self._held = [(r, r.attempts) for r in lane.dispatcher.tracker.running(lane.name)]
+            self._open_window(lane, held)
         self._last_change = now
         self._successes = 0
         lane.limit = limit

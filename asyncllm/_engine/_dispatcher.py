@@ -61,7 +61,7 @@ from .._exceptions import (
 )
 from .._validate import check_int, check_positive
 from ..streaming import Stream
-from ._adaptive import AdaptiveLimit
+from ._adaptive import AdaptiveLimit, is_overload
 from ._backoff import BackoffSchedule, breaker_verdict, is_retryable, may_resend
 from ._breaker import BreakerState, CircuitBreaker
 from ._context import _request_id, new_request_id
@@ -304,6 +304,8 @@ class Lane:
             dispatcher._serve()
             if self._heap and dispatcher.in_flight < dispatcher.max_in_flight:
                 self.fill()  # say, a breaker that now refuses: fail or hold this lane's jobs
+        if self.gate is not None:
+            self.gate.room_freed()  # a call waiting for its budget may wait for a slot, too
         if self.in_flight == 0 and self._idle is not None:
             self._idle.set()
 
@@ -523,6 +525,8 @@ class Lane:
             if not waiter.done():
                 waiter.set_result(None)
         self._room_waiters.clear()
+        if self.gate is not None:
+            self.gate.room_freed()
         if self.in_flight:
             self._idle = asyncio.Event()
             try:
@@ -781,9 +785,11 @@ class Dispatcher:
         deadline_at: float | None,
         max_retries: int | None,
         creates: bool = False,
+        at_once: bool = False,
     ) -> float:
         """The wait before the next attempt, or raise ``error`` if we must not retry (a call that
-        ``creates`` something also only as ``may_resend`` allows)."""
+        ``creates`` something also only as ``may_resend`` allows). ``at_once``: no backoff (the
+        lane's queue paces the retry), and the schedule does not advance."""
         retry = lane.retry
         limit = retry.max_retries if max_retries is None else max_retries
         if not is_retryable(error) or record.attempts > limit:
@@ -802,7 +808,7 @@ class Dispatcher:
             raise error
         if error.retry_after is not None and error.retry_after > retry.max_retry_after:
             raise error
-        delay = schedule.next_delay(error.retry_after)
+        delay = 0.0 if at_once else schedule.next_delay(error.retry_after)
         if deadline_at is not None and self.clock() + delay >= deadline_at:
             raise error
         record.status = RequestStatus.RETRYING
@@ -959,7 +965,7 @@ class Dispatcher:
                         gate = lane.gate
                         try:
                             admitted = await gate.admit(
-                                rid, priority, deadline_at, record.operation, payload
+                                rid, priority, deadline_at, record.operation, payload, True
                             )
                         except BaseException:
                             lane.release(probe, None)
@@ -1019,8 +1025,17 @@ class Dispatcher:
                         watch.attempt_ended(None)
                     break
                 verdict = breaker_verdict(error)
+                # A refusal for overload while the lane has more in flight than its (now
+                # shrunk) limit is the lane's own excess: its retry waits in the lane's queue,
+                # in priority order, for a slot under the new limit, instead of a backoff.
+                excess = False
                 if lane.adaptive is not None:
                     lane.adaptive.overloaded(lane, error)
+                    excess = (
+                        lane.in_flight > lane.limit
+                        and error.retry_after is None
+                        and is_overload(error)
+                    )
                 if held is not None and (error.status_code is not None or error.unsent):
                     # Answered with an error, or never sent: no tokens counted.
                     await held[0].give_back(held[1])
@@ -1037,7 +1052,7 @@ class Dispatcher:
                     schedule = BackoffSchedule(lane.retry, self.rng)
                 try:
                     delay = self._retry_delay(
-                        lane, record, error, schedule, deadline_at, max_retries, creates
+                        lane, record, error, schedule, deadline_at, max_retries, creates, excess
                     )
                 except BaseException:
                     # The call gives up: its one verdict goes with its slot, before the slot can go

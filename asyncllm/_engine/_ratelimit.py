@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from .._constants import DEFAULT_MAX_RATE_WAIT, DEFAULT_OUTPUT_TOKENS
+from .._constants import DEFAULT_HIGH_RESERVE, DEFAULT_MAX_RATE_WAIT, DEFAULT_OUTPUT_TOKENS
 from .._exceptions import (
     BudgetExceededError,
     ClientClosedError,
@@ -101,6 +101,12 @@ __all__ = [
     "read_windows",
     "share_lane",
 ]
+
+# Priority.HIGH's value (the dispatcher, which defines it, imports this module): calls this
+# urgent or more may spend a budget's reserve (``RateGate.reserve``).
+_HIGH = 0
+# Where a call that holds its slot waits for its budget: after HIGH calls, before the rest.
+_SLOTTED = 0.5
 
 # The budgets a vendor can report, by the names its headers use.
 KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
@@ -776,7 +782,21 @@ class RateGate:
     Calls that must wait for a budget wait in priority order, then arrival: only the best waiting
     call asks the store for a lease (and sleeps until one could be had); it wakes the next when it
     leaves. A call that arrives while others wait joins them rather than take a budget they are
-    waiting for."""
+    waiting for.
+
+    A call leases its budget only while the lane's queue holds less than one limit's worth of
+    calls (one round of slots): past that it waits here instead, in the same order, and the best
+    waiting call leases when a slot frees (``room_freed``). Otherwise a backlog would lease the
+    whole budget at once and hold it while it queued for slots, and a HIGH call coming later
+    would find the budget spent by the calls queued ahead of it; with one round queued, a freed
+    slot still starts the next call at once (``Lane.fill``), not after a hand-over here. A HIGH
+    call waits for no slot here: it leases as soon as it may and goes to the front of the lane's
+    queue (which may hold a backlog queued before the lane's budgets were learned).
+
+    ``reserve``: the share of each budget that calls less urgent than ``Priority.HIGH`` leave for
+    HIGH ones while calls wait (the lane is throttled): the best waiting call of lower priority
+    leases only once its cost leaves that much, so a HIGH call finds a budget at once instead of
+    waiting its turn for the refill. A lane with nothing waiting lends it."""
 
     __slots__ = (
         "_ready_at",
@@ -789,6 +809,7 @@ class RateGate:
         "estimator",
         "lane",
         "max_wait",
+        "reserve",
         "store",
     )
 
@@ -801,6 +822,7 @@ class RateGate:
         self.estimator: Callable[[Mapping[str, Any]], int] = estimate_tokens
         self.default_output = DEFAULT_OUTPUT_TOKENS
         self.counts_cached = True
+        self.reserve = DEFAULT_HIGH_RESERVE
         self._waiters: list[_Waiter] = []
         self._seq = 0
         # When the best waiting call expects its lease: no call behind it is sent sooner.
@@ -880,11 +902,13 @@ class RateGate:
         deadline_at: float | None,
         operation: str = "",
         payload: Any = None,
+        slotted: bool = False,
     ) -> Lease | RateLimitError | None:
         """Wait until the call may be sent: the lane's block is over and its budgets hold what
         a call of ``operation`` with the body ``payload`` costs (``cost``). Returns its lease
         (None for a lane with no budgets, only a block), or the error to fail the call with
-        instead (see ``_refusal``)."""
+        instead (see ``_refusal``). ``slotted``: the call already holds its slot, so it waits
+        for none."""
         lane = self.lane
         clock = lane.dispatcher.clock
         if not self.budgeted:
@@ -901,7 +925,7 @@ class RateGate:
                 await self._sleep(request_id, wait)
         cost = self.cost(operation, payload)
         now = clock()
-        if not self._waiters:
+        if not self._waiters and (slotted or priority <= _HIGH or self._has_room()):
             got = await self.store.lease(lane.name, cost, now)
             if isinstance(got, Lease):
                 return got
@@ -911,7 +935,7 @@ class RateGate:
         elif cost.tokens and not await self._fits(cost, now):
             # Too large for any budget: fail now, not once the calls ahead have gone.
             return self._refusal(request_id, math.inf, deadline_at, now, cost)
-        return await self._wait_in_turn(request_id, priority, deadline_at, cost)
+        return await self._wait_in_turn(request_id, priority, deadline_at, cost, slotted)
 
     async def _fits(self, cost: Cost, now: float) -> bool:
         """Whether ``cost`` fits in every whole budget of the lane."""
@@ -921,8 +945,46 @@ class RateGate:
             for kind, window in windows.items()
         )
 
+    def _has_room(self) -> bool:
+        """Whether the lane's slots and its queue hold less than two limits' worth of calls (see
+        the class docstring; its own slots: a dispatcher-wide limit, which frees slots in other
+        lanes too, is left to the lane's queue), or it is closed (the call then goes on, to
+        fail as any call of a closed lane)."""
+        lane = self.lane
+        return lane.in_flight + lane.queued < 2 * lane.limit or lane.closed
+
+    def room_freed(self) -> None:
+        """The lane gave a slot back: the best waiting call may be waiting for one."""
+        waiters = self._waiters
+        if waiters:
+            turn = waiters[0].turn
+            if turn is not None and not turn.done():
+                turn.set_result(None)
+
+    async def _short_of_reserve(self, cost: Cost, now: float) -> float:
+        """Seconds until every budget holds ``cost`` and the HIGH reserve besides (0: now)."""
+        wait = 0.0
+        for kind, window in (await self.store.current(self.lane.name, now)).items():
+            amount = _amount(kind, cost)
+            limit, remaining, reset_in = window
+            if not amount or limit is None or remaining is None:
+                continue
+            # Whole units, as ``remaining`` is (rounded: Azure's 25-a-second window keeps one; a
+            # budget of 2 keeps none), so the wait below is never short of what the refill needs.
+            keep = math.floor(self.reserve * limit + 0.5)
+            short = amount + keep - remaining
+            if short <= 0 or not keep or amount + keep > limit or not reset_in:
+                continue  # enough; or a reserve this call could never leave: it goes as before
+            wait = max(wait, short * reset_in / (limit - remaining))
+        return wait
+
     async def _wait_in_turn(
-        self, request_id: str, priority: int, deadline_at: float | None, cost: Cost
+        self,
+        request_id: str,
+        priority: int,
+        deadline_at: float | None,
+        cost: Cost,
+        slotless: bool = False,
     ) -> Lease | RateLimitError:
         lane = self.lane
         clock = lane.dispatcher.clock
@@ -934,11 +996,18 @@ class RateGate:
                 if refusal is not None:
                     return refusal
         self._seq += 1
-        me = _Waiter(priority, self._seq)
+        # A call that holds its slot goes before every call that may wait for a slot (it may be
+        # waiting for this one), after the HIGH ones, which wait for none.
+        me = _Waiter(min(priority, _SLOTTED) if slotless else priority, self._seq)
         heapq.heappush(self._waiters, me)
+        # ``slotless``: the call waits for no slot: it holds one, or it is HIGH (it goes to the
+        # front of the lane's queue, behind no backlog), or its deadline passed while it waited
+        # for one (the lane's queue then fails it as it fails any call whose deadline passed).
+        slotless = slotless or priority <= _HIGH
         try:
             while True:
-                if self._waiters[0] is not me:
+                first = self._waiters[0] is me
+                if not first or not (slotless or self._has_room()):
                     me.turn = asyncio.get_running_loop().create_future()
                     if deadline_at is None:
                         await me.turn
@@ -946,6 +1015,9 @@ class RateGate:
                         try:
                             await asyncio.wait_for(me.turn, max(0.0, deadline_at - clock()))
                         except asyncio.TimeoutError:
+                            if first:
+                                slotless = True
+                                continue
                             lane.rejected += 1
                             return RateLimitError(
                                 f"{lane.name} is rate limited and the call's deadline passed"
@@ -955,6 +1027,15 @@ class RateGate:
                             )
                     continue
                 now = clock()
+                if self.reserve and priority > _HIGH:
+                    short = await self._short_of_reserve(cost, now)
+                    if short > 0:
+                        refusal = self._refusal(request_id, short, deadline_at, now, cost)
+                        if refusal is not None:
+                            return refusal
+                        # Not ``_ready_at``: a HIGH call coming meanwhile goes at once.
+                        await self._sleep(request_id, short)
+                        continue
                 got = await self.store.lease(lane.name, cost, now)
                 if isinstance(got, Lease):
                     return got
@@ -965,8 +1046,11 @@ class RateGate:
                 await self._sleep(request_id, got)
         finally:
             waiters = self._waiters
-            waiters.remove(me)
-            heapq.heapify(waiters)
+            if waiters[0] is me:
+                heapq.heappop(waiters)  # the usual way out: O(log n) with a backlog waiting
+            else:
+                waiters.remove(me)
+                heapq.heapify(waiters)
             if waiters:
                 turn = waiters[0].turn
                 if turn is not None and not turn.done():
@@ -989,7 +1073,7 @@ class _Waiter:
 
     __slots__ = ("key", "turn")
 
-    def __init__(self, priority: int, seq: int) -> None:
+    def __init__(self, priority: float, seq: int) -> None:
         self.key = (priority, seq)
         self.turn: asyncio.Future[None] | None = None
 
@@ -1034,6 +1118,7 @@ def limit_lane(
     gate.budgeted = True
     gate.max_wait = limits.max_wait
     gate.default_output = limits.default_output_tokens
+    gate.reserve = limits.high_reserve
     if limits.estimator is not None:
         gate.estimator = limits.estimator
     if dialect is not None:

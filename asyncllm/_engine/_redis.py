@@ -147,6 +147,18 @@ local function wait_for(b, amount, now)
   return (amount - b.level) / b.rate
 end
 local function is_requests(name) return string.sub(name, 1, 8) == 'requests' end
+-- Requests let through while the member has no request budget yet (before the vendor's first
+-- reply teaches one): the budget the reply creates starts that much lower, since the reply's
+-- "remaining" does not count those sent after it (a few too many are counted: those sent before
+-- it, which it does count).
+local function unmetered(buckets, n)
+  if n == 0 then return end
+  for name, _ in pairs(buckets) do
+    if is_requests(name) then return end
+  end
+  redis.call('HINCRBYFLOAT', KEYS[1], 'unmetered', n)
+  redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV])
+end
 local function amount(name, requests, tokens, output)
   if name == 'tokens' then return tokens end
   if name == 'input-tokens' then return tokens - output end
@@ -159,14 +171,21 @@ local function period(name)
   return 60
 end
 -- The process's configured buckets (ARGV[5] specs from ARGV[6] on: name, cap, rate, seed
--- level), each created at its seed level where Redis has none.
+-- level), then the count and specs of the buckets it learned from the vendor alone; each
+-- created at its seed level where Redis has none. A configured capacity is a ceiling (a
+-- vendor's report may lower it, not raise it); a learned one is not.
 local function seed(buckets, now)
-  for i = 0, tonumber(ARGV[5]) - 1 do
-    local name = ARGV[6 + 4 * i]
+  local n = tonumber(ARGV[5])
+  local m = tonumber(ARGV[6 + 4 * n])
+  for i = 0, n + m - 1 do
+    local at = 6 + 4 * i
+    if i >= n then at = at + 1 end
+    local name = ARGV[at]
     if not buckets[name] then
-      local cap = tonumber(ARGV[7 + 4 * i])
-      buckets[name] = {cap = cap, rate = tonumber(ARGV[8 + 4 * i]),
-        level = math.min(cap, tonumber(ARGV[9 + 4 * i])), t = now, ceil = cap}
+      local cap = tonumber(ARGV[at + 1])
+      buckets[name] = {cap = cap, rate = tonumber(ARGV[at + 2]),
+        level = math.min(cap, tonumber(ARGV[at + 3])), t = now}
+      if i < n then buckets[name].ceil = cap end
     end
   end
 end
@@ -192,6 +211,7 @@ end
 if ARGV[#ARGV - 1] == '1' then wait = 0 end
 if wait <= 0 then
   for name, b in pairs(buckets) do b.level = b.level - amount(name, requests, tokens, output) end
+  unmetered(buckets, requests)
 end
 for name, b in pairs(buckets) do save(KEYS[1], name, b) end
 if next(buckets) ~= nil then redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV]) end
@@ -242,6 +262,7 @@ else
     if is_requests(name) then b.level = b.level - grant end
   end
 end
+unmetered(buckets, grant - back)
 for name, b in pairs(buckets) do save(KEYS[1], name, b) end
 if next(buckets) ~= nil then redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV]) end
 return {grant, f(wait), has_tokens}
@@ -281,14 +302,16 @@ _REPORT = (
     + """
 local now = now_of(ARGV[1])
 local buckets = load(KEYS[1])
+local sent = tonumber(redis.call('HGET', KEYS[1], 'unmetered') or '0')
 for i = 0, tonumber(ARGV[2]) - 1 do
   local kind = ARGV[3 + 4 * i]
   local limit, remaining, reset_in =
     tonumber(ARGV[4 + 4 * i]), tonumber(ARGV[5 + 4 * i]), tonumber(ARGV[6 + 4 * i])
-  local b = buckets[kind]
+  local b, fresh = buckets[kind], false
   if not b and limit then
     b = {cap = limit, rate = limit / period(kind), level = limit, t = now}
     buckets[kind] = b
+    fresh = is_requests(kind)
   end
   if b then
     refill(b, now)
@@ -304,8 +327,12 @@ for i = 0, tonumber(ARGV[2]) - 1 do
         b.rate = math.max(b.cap / period(kind), missing / reset_in)
       end
     end
+    if fresh then b.level = b.level - sent end
     save(KEYS[1], kind, b)
   end
+end
+for name, _ in pairs(buckets) do
+  if is_requests(name) then redis.call('HDEL', KEYS[1], 'unmetered'); break end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV])
 return 1
@@ -408,9 +435,11 @@ local function renew(now, proc, ttl, held)
     redis.call('ZADD', KEYS[2], f(now + ttl), proc)
     return 0
   end
+  -- A process that holds nothing gets a lease too: the fleet's count (the share each keeps if
+  -- Redis goes away) is of every live process, not of those that happened to hold slots.
+  redis.call('ZADD', KEYS[2], f(now + ttl), proc)
   if held > 0 then
     redis.call('HSET', KEYS[1], proc, held)
-    redis.call('ZADD', KEYS[2], f(now + ttl), proc)
     return 1
   end
   return 0
@@ -508,6 +537,19 @@ def _arg(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
 
+def _spec_args(
+    specs: Sequence[tuple[str, float, float, float]],
+    learned: Sequence[tuple[str, float, float, float]],
+) -> list[str]:
+    """The lease scripts' seeds: configured, then learned, each list after its length."""
+    args: list[str] = []
+    for seeds in (specs, learned):
+        args.append(str(len(seeds)))
+        for name, cap, rate, seed in seeds:
+            args += [name, repr(float(cap)), repr(float(rate)), repr(float(seed))]
+    return args
+
+
 def _number(value: Any) -> float:
     return float(value.decode() if isinstance(value, bytes) else value)
 
@@ -518,18 +560,53 @@ class Scripts:
 
     def __init__(self, client: Redis | RedisCluster) -> None:
         self.client = client
-        self._lease = client.register_script(_LEASE)
-        self._settle = client.register_script(_SETTLE)
-        self._lease_batch = client.register_script(_LEASE_BATCH)
-        self._report = client.register_script(_REPORT)
-        self._block = client.register_script(_BLOCK)
-        self._adapt = client.register_script(_ADAPT)
-        self._current = client.register_script(_CURRENT)
-        self._acquire = client.register_script(_ACQUIRE)
-        self._release = client.register_script(_RELEASE)
-        self._trip = client.register_script(_TRIP)
-        self._close = client.register_script(_CLOSE)
+        self._sources: list[str] = []
+        self._loading: asyncio.Task[None] | None = None
+        self._loaded = False
+        self._lease = self._register(_LEASE)
+        self._settle = self._register(_SETTLE)
+        self._lease_batch = self._register(_LEASE_BATCH)
+        self._report = self._register(_REPORT)
+        self._block = self._register(_BLOCK)
+        self._adapt = self._register(_ADAPT)
+        self._current = self._register(_CURRENT)
+        self._acquire = self._register(_ACQUIRE)
+        self._release = self._register(_RELEASE)
+        self._trip = self._register(_TRIP)
+        self._close = self._register(_CLOSE)
+        self._sources.append(_HEARTBEAT)
         self.heartbeat_script: AsyncScript = client.register_script(_HEARTBEAT)
+
+    def _register(self, source: str) -> Callable[..., Any]:
+        script = self.client.register_script(source)
+        self._sources.append(source)
+
+        async def run(*, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
+            if not self._loaded:
+                await self.load()
+            return await script(keys=keys, args=args)
+
+        return run
+
+    async def load(self) -> None:
+        """Load every script once, before the first call runs one, in one task that the
+        process's callers share. Without it, each of many callers that meet a Redis without the
+        scripts loads them itself; on a Cluster, each load goes to every primary at once, and
+        under that herd redis-py (8.1) was seen to raise an ``AttributeError`` from a connection
+        torn down under it, which no caller could take for Redis being unreachable. (Scripts
+        lost later, to a ``SCRIPT FLUSH`` or a restart, are loaded again by redis-py, per call.)
+        """
+        task = self._loading
+        if task is None or (task.done() and not self._loaded):
+            task = self._loading = asyncio.get_running_loop().create_task(self._load_all())
+            # Its failure is seen by whoever awaits it; none may (all were cancelled).
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        await asyncio.shield(task)
+
+    async def _load_all(self) -> None:
+        for source in self._sources:
+            await self.client.script_load(source)
+        self._loaded = True
 
     async def lease(
         self,
@@ -541,13 +618,13 @@ class Scripts:
         *,
         output: int = 0,
         force: bool = False,
+        learned: Sequence[tuple[str, float, float, float]] = (),
     ) -> float:
         """0.0 when leased, else the seconds to wait (``inf``: never). ``output``: the part of
         ``tokens`` that is output. ``force``: spend it whatever is left (the level may go below
-        zero)."""
-        args: list[str] = [_arg(now), str(requests), str(tokens), str(output), str(len(specs))]
-        for name, cap, rate, seed in specs:
-            args += [name, repr(float(cap)), repr(float(rate)), repr(float(seed))]
+        zero). ``learned``: seeds, like ``specs``, of the budgets only the vendor reported."""
+        args: list[str] = [_arg(now), str(requests), str(tokens), str(output)]
+        args += _spec_args(specs, learned)
         args += ["1" if force else "0", str(_KEY_TTL_MS)]
         ok, wait = await self._lease(keys=[key], args=args)
         return 0.0 if int(ok) else _number(wait)
@@ -560,12 +637,13 @@ class Scripts:
         fleet: int,
         specs: Sequence[tuple[str, float, float, float]],
         now: float | None = None,
+        *,
+        learned: Sequence[tuple[str, float, float, float]] = (),
     ) -> tuple[int, float, bool]:
         """(calls granted, seconds to wait when none was, whether the member has token budgets:
         then none is granted)."""
-        args: list[str] = [_arg(now), str(want), str(back), str(fleet), str(len(specs))]
-        for name, cap, rate, seed in specs:
-            args += [name, repr(float(cap)), repr(float(rate)), repr(float(seed))]
+        args: list[str] = [_arg(now), str(want), str(back), str(fleet)]
+        args += _spec_args(specs, learned)
         args.append(str(_KEY_TTL_MS))
         grant, wait, has_tokens = await self._lease_batch(keys=[key], args=args)
         return int(grant), _number(wait), bool(int(has_tokens))
@@ -671,8 +749,9 @@ class Scripts:
 
     async def release(
         self, keys: Sequence[str], process: str, n: int, now: float | None = None
-    ) -> None:
-        await self._release(keys=list(keys), args=[_arg(now), process, str(n)])
+    ) -> bool:
+        """False if this process's lease had lapsed (the slots were gone already)."""
+        return bool(int(await self._release(keys=list(keys), args=[_arg(now), process, str(n)])))
 
     def heartbeat_args(self, process: str, ttl: float, held: int, now: float | None) -> list[str]:
         return [_arg(now), process, repr(float(ttl)), str(held)]
@@ -755,6 +834,9 @@ class SharedSlots:
         # This process holds the fleet's half-open probe: the next verdict decides it.
         self._probing = False
         self.lapses = 0
+        # Slots this process held when it found its lease lapsed: its calls that ran past their
+        # lease, the most by which the fleet may have gone over its limit meanwhile.
+        self.lapsed_slots = 0
         self.waits = 0
         # The fleet's concurrency limit is at most the configured one (the lane's ceiling);
         # ``limit`` follows the fleet's adaptive limit (see ``adopt``).
@@ -773,6 +855,7 @@ class SharedSlots:
             "fleet": store.fleet,
             "waits": self.waits,
             "lapses": self.lapses,
+            "lapsed_slots": self.lapsed_slots,
             "degradations": store.degradations,
             "limit": self.limit,
         }
@@ -845,13 +928,17 @@ class SharedSlots:
             self._unowed += 1
             raise
 
-    def _lapsed(self) -> None:
+    def _lapsed(self, slots: int | None = None) -> None:
+        """This process's lease had lapsed with ``slots`` (by default all it holds) taken: they
+        were counted again, or, found by a release, were gone already."""
+        slots = self.held if slots is None else slots
         self.lapses += 1
+        self.lapsed_slots += slots
         logger.warning(
-            "%s: this process's Redis lease lapsed (paused or Redis flushed); its %d slots are"
-            " counted again",
+            "%s: this process's Redis lease lapsed (paused or Redis flushed) with %d calls in"
+            " flight, past their lease",
             self.member,
-            self.held,
+            slots,
             extra={"backend": self.member, "request_id": "-"},
         )
 
@@ -955,10 +1042,15 @@ class SharedSlots:
         while self._to_release:
             n, self._to_release = self._to_release, 0
             try:
-                await store.scripts.release(self.keys, store.process, n)
+                kept = await store.scripts.release(self.keys, store.process, n)
             except store.errors as exc:
                 # The lease lapses and the fleet gets the slots back within lease_ttl.
                 store._down(exc)
+            else:
+                if not kept:
+                    # The lease lapsed before these calls ended (a pause, or a flush): the
+                    # fleet had their slots back while they ran.
+                    self._lapsed(n)
             self.held -= n
             self._wake(n)
 
@@ -1095,10 +1187,14 @@ class RedisBudgetStore(BudgetStore):
             extra={"backend": "-", "request_id": "-"},
         )
         # The budgets this process would have had, less what the others may spend meanwhile.
+        # Each starts at one second's refill at most: what this process last heard of a budget
+        # may be old, and the others have spent from it since (four workers started from their
+        # own last replies sent 8 requests of 12 into a vendor with none left).
         self._fallback = MemoryBudgetStore()
         for key in set(self._specs) | set(self._reported):
             buckets = self._fallback._budgets(key).buckets
             for name, capacity, rate, level in self._learned(key, now):
+                level = min(level, probe_allowance(capacity, rate))
                 buckets[name] = TokenBucket(capacity * share, rate * share, level * share, now)
 
     def _up(self) -> None:
@@ -1125,6 +1221,7 @@ class RedisBudgetStore(BudgetStore):
                     max(0, tokens),
                     self._seeds(key, now),
                     force=True,
+                    learned=self._reported_only(key, now),
                 )
             except self.errors as exc:
                 # Still owed: paid when Redis is back again.
@@ -1182,12 +1279,18 @@ class RedisBudgetStore(BudgetStore):
 
     def _learned(self, key: str, now: float) -> list[tuple[str, float, float, float]]:
         """The configured buckets' seeds, and those of the budgets only the vendor reported."""
-        seeds = self._seeds(key, now)
-        configured = {seed[0] for seed in seeds}
-        for name, last in self._reported.get(key, {}).items():
-            if name not in configured:
-                seeds.append((name, last.capacity, last.rate, last.level_at(now)))
-        return seeds
+        return self._seeds(key, now) + self._reported_only(key, now)
+
+    def _reported_only(self, key: str, now: float) -> list[tuple[str, float, float, float]]:
+        """The seeds of the budgets the vendor reported and none configured: where Redis lost
+        one (a restart, a flush), it starts from the vendor's last word, aged by its refill,
+        instead of letting calls through unmetered until the next reply says how few are left."""
+        configured = {name for name, _, _ in self._specs.get(key, ())}
+        return [
+            (name, last.capacity, last.rate, last.level_at(now))
+            for name, last in self._reported.get(key, {}).items()
+            if name not in configured
+        ]
 
     async def lease(self, key: str, cost: Cost, now: float) -> Lease | float:
         blocked = self._blocked.get(key)
@@ -1212,6 +1315,7 @@ class RedisBudgetStore(BudgetStore):
                     cost.tokens,
                     self._seeds(key, now),
                     output=cost.output_tokens,
+                    learned=self._reported_only(key, now),
                 )
             except self.errors as exc:
                 self._down(exc)
@@ -1242,6 +1346,7 @@ class RedisBudgetStore(BudgetStore):
                 back,
                 self.fleet or 1,
                 self._seeds(key, now),
+                learned=self._reported_only(key, now),
             )
         except self.errors as exc:
             self._down(exc)
@@ -1319,7 +1424,24 @@ class RedisBudgetStore(BudgetStore):
                 self._down(exc)
             else:
                 return
-        await self._fallback.report(key, headers, now)
+        # What the vendor says is the fleet's: this process learns its share of it (a whole
+        # limit would let each process spend the fleet's refill while Redis is away).
+        share = self.share()
+        await self._fallback.report(
+            key,
+            RateHeaders(
+                {
+                    kind: Window(
+                        None if w.limit is None else max(1, math.floor(w.limit * share)),
+                        None if w.remaining is None else math.floor(w.remaining * share),
+                        w.reset_in,
+                    )
+                    for kind, w in headers.windows.items()
+                },
+                headers.retry_after,
+            ),
+            now,
+        )
 
     async def block(self, key: str, until: float) -> float:
         # The batch in hand is not spent during the block (nor given back: it stays unused).
@@ -1481,6 +1603,7 @@ class RedisBudgetStore(BudgetStore):
         members = list(self._slots.values())
         if not members:
             return
+        await self.scripts.load()
         script = self.scripts.heartbeat_script
         calls = [
             (
@@ -1506,12 +1629,18 @@ class RedisBudgetStore(BudgetStore):
                     await script(keys=keys, args=args, client=pipe)
                 results = await pipe.execute()
         self.heartbeats += 1
+        counted = 1
         for slots, (lapsed, fleet, limit) in zip(members, results, strict=True):
-            self.fleet = max(1, int(fleet))
+            counted = max(counted, int(fleet))
             if limit and not slots._adapting:
                 slots.adopt(int(limit))
             if int(lapsed):
                 slots._lapsed()
+        # The count falls by one process a heartbeat at most: after a restart or a flush the
+        # processes register again one by one, and a process that went degraded meanwhile
+        # would keep the whole limit for itself if it believed the first count (a restart
+        # under four workers: 10 of 17 requests answered 429 while Redis was away).
+        self.fleet = counted if self.fleet is None else max(counted, self.fleet - 1)
 
     async def aclose(self) -> None:
         """Stop the heartbeat, give back the slots still held, close the connections."""
