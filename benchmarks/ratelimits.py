@@ -33,7 +33,9 @@ The contenders:
   tokens_per_minute=...)`` set to the vendor's hidden budgets (and ``sub_window=1`` for Azure),
   and what it learns from the headers.
 * ``learned``: ``asyncllm.OpenAI`` with no budget configured (``RateLimits(max_wait=...)``
-  only): what it learns from the vendor's headers.
+  only): what it learns from the vendor's headers. Here and in ``limits`` it reads the headers
+  of ``--dialect`` as the backend that speaks it does (``Claude``'s for anthropic, ``Groq``'s
+  for groq); Azure's carry no limit, so nothing is learned from them.
 * ``litellm``: LiteLLM's ``Router`` with the same limits (``rpm``, ``tpm``,
   ``max_parallel_requests``) and priorities (its scheduler), when ``litellm`` is importable by
   this interpreter or by ``--litellm-python`` (never in CI). ``litellm-rpm``: the same without
@@ -156,6 +158,15 @@ async def asyncllm_client(url: str, setup: Setup, name: str) -> AsyncIterator[Ca
 
         rate_dialect = None
 
+    class Reading(asyncllm.OpenAI):
+        """``OpenAI`` that reads the rate headers of ``--dialect`` (the vendor speaks the OpenAI
+        protocol with them), as the backend that speaks them does."""
+
+        rate_dialect = {
+            "anthropic": asyncllm.Claude.rate_dialect,
+            "groq": asyncllm.Groq.rate_dialect,
+        }.get(setup.dialect, asyncllm.OpenAI.rate_dialect)
+
     rate_limits = None
     if name == "limits":
         rate_limits = asyncllm.RateLimits(
@@ -166,7 +177,7 @@ async def asyncllm_client(url: str, setup: Setup, name: str) -> AsyncIterator[Ca
         )
     elif name == "learned":
         rate_limits = asyncllm.RateLimits(max_wait=MAX_WAIT)  # no budgets: learned ones only
-    kind = RetriesOnly if name == "retries" else asyncllm.OpenAI
+    kind = RetriesOnly if name == "retries" else Reading
     client = kind(
         api_key=KEY,
         base_url=url,

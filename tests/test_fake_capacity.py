@@ -446,3 +446,38 @@ async def test_a_refused_request_can_be_charged_as_openai_charges_it(clock: Fake
         assert h["x-ratelimit-reset-requests"] == "2m0s"  # from -2 to 2 at one per 30 s
         clock.advance(90)
         assert (await post(server, chat_body()))[0] == 200
+
+
+# -- asyncllm against it ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+@pytest.mark.parametrize("rate_limits", [False, True])
+async def test_a_backlog_through_a_learning_client_collects_no_429(
+    clock: FakeClock, dialect: str, rate_limits: bool
+) -> None:
+    # 80 calls at once, 8 at a time, through a client that knows no budget: the first replies
+    # name the vendor's 30 a minute and the whole backlog keeps to it, the calls that were
+    # already queued (or had passed an empty gate) included.
+    import asyncllm
+
+    class Reading(asyncllm.OpenAI):
+        rate_dialect = (
+            asyncllm.Claude.rate_dialect if dialect == "anthropic" else asyncllm.OpenAI.rate_dialect
+        )
+
+    async with vendor("openai", requests_per_minute=30, dialect=dialect, clock=clock) as server:
+        dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep)
+        client = Reading(
+            api_key="k",
+            base_url=server.url("/v1"),
+            dispatcher=dispatcher,
+            max_concurrent_requests=8,
+            rate_limits=asyncllm.RateLimits(max_wait=3600.0) if rate_limits else None,
+        )
+        async with client:
+            calls = [client.chat([{"role": "user", "content": "q"}], model="m") for _ in range(80)]
+            await asyncio.gather(*calls)
+        await dispatcher.aclose()
+        assert server.capacity is not None
+        assert (server.capacity.admitted, server.capacity.rate_limited) == (80, 0)

@@ -21,6 +21,7 @@ from asyncllm._engine._ratelimit import (
     MemoryBudgetStore,
     RateGate,
     RateHeaders,
+    TokenBucket,
     Window,
     estimate_tokens,
     quota_windows,
@@ -757,3 +758,224 @@ async def test_a_full_budget_report_keeps_the_learned_rate() -> None:
         assert isinstance(await store.lease("a", Cost(), 0.0), Lease)
     assert await store.lease("a", Cost(), 0.0) == pytest.approx(0.02)
     assert (await store.current("a", 0.0))["requests"].reset_in == pytest.approx(1.0)
+
+
+async def test_calls_that_passed_a_gate_with_no_budget_yet_keep_to_the_learned_one() -> None:
+    # RateLimits that name no budget of their own give the lane a gate from the start, so the
+    # backlog takes (empty) leases before any reply names a limit: once one does, those calls
+    # wait for it before they are sent, instead of going out uncounted.
+    clock = FakeClock()
+    dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep)
+    arrivals: list[float] = []
+    left = [1, 0, 0]
+
+    async def handler(request: Any) -> MockResponse:
+        arrivals.append(clock())
+        await asyncio.sleep(0)  # the other calls queue for the slot meanwhile
+        return reply(
+            headers={
+                "x-ratelimit-limit-requests": "2",
+                "x-ratelimit-remaining-requests": str(left.pop(0)),
+                "x-ratelimit-reset-requests": "60s",
+            }
+        )
+
+    c = client(
+        handler,
+        dispatcher,
+        max_concurrent_requests=1,
+        rate_limits=asyncllm.RateLimits(max_wait=3600.0),
+    )
+    await asyncio.gather(*(c.chat(USER, model="m") for _ in range(3)))
+    # The first reply: 2 a minute, 1 left. One more call takes it; the last waits for the
+    # refill (30 s; here 60, as the fake clock's sleep moves time before the second reply, whose
+    # remaining of 0 then lowers the refilled level).
+    assert arrivals[:2] == [1000.0, 1000.0]
+    assert arrivals[2] >= 1030.0
+    await dispatcher.aclose()
+
+
+def foreign_use(vendor: list[int]) -> tuple[Any, dict[int, asyncio.Event]]:
+    """A vendor whose ``vendor[0]`` requests are left (another program on the same key spends
+    some): each request takes one and is answered, when its event is set, with what was left."""
+    released: dict[int, asyncio.Event] = {}
+
+    async def handler(request: Any) -> MockResponse:
+        vendor[0] -= 1
+        left = vendor[0]
+        number = len(released)
+        gate = released[number] = asyncio.Event()
+        await gate.wait()
+        return reply(
+            headers={
+                "x-ratelimit-limit-requests": "10",
+                "x-ratelimit-remaining-requests": str(left),
+            }
+        )
+
+    return handler, released
+
+
+async def test_a_reply_is_reconciled_with_what_was_left_when_its_call_was_sent() -> None:
+    clock = FakeClock()
+    dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep)
+    vendor = [10 - 3]
+    handler, released = foreign_use(vendor)
+    c = budgeted(handler, dispatcher, requests_per_minute=10)
+    first = asyncio.ensure_future(c.chat(USER, model="m"))
+    second = asyncio.ensure_future(c.chat(USER, model="m"))
+    await settle()
+    assert vendor == [5] and await tokens_left(dispatcher, "requests") == 8
+    released[0].set()
+    await first
+    # The first reply left 6 where 9 were expected: 3 spent elsewhere, so of the 8 this lane
+    # still counted, 5 are there (the second call's arrival already took one of the 6). The
+    # reply's 6 alone would have left 6.
+    assert await tokens_left(dispatcher, "requests") == 5
+    released[1].set()
+    await second
+    # The second call was sent before that correction: its reply (5 left, 8 expected) is the
+    # same 3, not taken off again.
+    assert await tokens_left(dispatcher, "requests") == 5
+    await dispatcher.aclose()
+
+
+async def test_reconciling_lowers_once_and_raises_only_for_an_uncounted_refusal() -> None:
+    store = MemoryBudgetStore()
+    store.configure("a", 0.0, requests_per_minute=10)
+    leases = []
+    for _ in range(4):
+        lease = await store.lease("a", Cost(1), 0.0)
+        assert isinstance(lease, Lease)
+        store.sending(lease)
+        leases.append(lease)
+
+    async def answer(lease: Lease, left: int, refused: bool = False) -> int | None:
+        window = Window(10, left, None)
+        await store.report("a", RateHeaders({"requests": window}), 0.0, lease, refused)
+        return (await store.current("a", 0.0))["requests"].remaining
+
+    # 3 spent elsewhere before the first arrived: 10 - 3 - 1 = 6 left, 9 expected.
+    assert await answer(leases[0], 6) == 6 - 3  # the three sent since are counted here
+    assert await answer(leases[1], 5) == 3  # the same 3: not taken off twice
+    assert await answer(leases[3], 3) == 3
+    # A reply that left more than expected raises nothing (it may predate calls sent before it).
+    assert await answer(leases[2], 9) == 3
+    refused = await store.lease("a", Cost(1), 0.0)
+    assert isinstance(refused, Lease)
+    store.sending(refused)
+    assert (await store.current("a", 0.0))["requests"].remaining == 2
+    # A refusal that left its request uncounted gives it back: that one, and no more.
+    assert await answer(refused, 8, refused=True) == 3
+
+
+async def test_a_lease_taken_before_the_budget_existed_is_extended_not_reconciled() -> None:
+    store = MemoryBudgetStore()
+    store.configure("a", 0.0)  # RateLimits with no budget: a gate, no buckets
+    early = await store.lease("a", Cost(1, 5, 2), 0.0)
+    assert isinstance(early, Lease) and not store.uncounted(early)
+    await store.report("a", RateHeaders({"requests": Window(2, 2, 60.0)}), 0.0)
+    assert store.uncounted(early)
+    assert await store.extend(early, 0.0) == 0.0
+    assert not store.uncounted(early)
+    again = await store.lease("a", Cost(1, 5, 2), 0.0)
+    assert isinstance(again, Lease)
+    late = await store.lease("a", Cost(1, 5, 2), 0.0)
+    assert late == pytest.approx(30.0)  # both requests are spent: one back in 30 s
+    assert await store.extend(early, 0.0) == 0.0  # charged once only
+
+
+async def test_a_mark_leaves_out_what_calls_not_yet_sent_hold() -> None:
+    # Two calls lease; the later one is sent first (the earlier waits for a slot): the vendor
+    # has seen only that one, and its reply is reconciled with that, not with both leases.
+    store = MemoryBudgetStore()
+    store.configure("a", 0.0, requests_per_minute=10)
+    waiting = await store.lease("a", Cost(1), 0.0)
+    sent = await store.lease("a", Cost(1), 0.0)
+    assert isinstance(waiting, Lease) and isinstance(sent, Lease)
+    store.sending(sent)
+    # 3 spent elsewhere, then this one: 10 - 3 - 1 = 6 left.
+    await store.report("a", RateHeaders({"requests": Window(10, 6, None)}), 0.0, sent)
+    assert (await store.current("a", 0.0))["requests"].remaining == 10 - 3 - 2
+
+
+async def test_a_call_waiting_for_a_learned_budget_waits_without_its_slot() -> None:
+    # One slot. The backlog call passed a gate that had no budget yet; once the first reply says
+    # none is left, it waits for the budget without holding the slot, so the HIGH call that
+    # arrives meanwhile, first in line for the budget, is not held behind it.
+    rate_limits = asyncllm.RateLimits(max_wait=3600.0)
+    clock = ManualClock()
+    dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep)
+    arrived: list[tuple[str, float]] = []
+    hold = asyncio.Event()
+
+    async def handler(request: Any) -> MockResponse:
+        text = request.json()["messages"][0]["content"]
+        arrived.append((text, clock()))
+        if text == "first":
+            await hold.wait()
+        return reply(
+            headers={
+                "x-ratelimit-limit-requests": "2",
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": "60s",
+            }
+        )
+
+    c = client(handler, dispatcher, max_concurrent_requests=1, rate_limits=rate_limits)
+
+    def say(text: str) -> list[dict[str, str]]:
+        return [{"role": "user", "content": text}]
+
+    first = asyncio.create_task(c.chat(say("first"), model="m"))
+    await settle()
+    backlog = asyncio.create_task(c.chat(say("backlog"), model="m"))
+    await settle()
+    hold.set()
+    await first
+    await settle()  # the backlog call has its slot, finds no budget and gives the slot back
+    lane = dispatcher._lanes["openai"]
+    assert lane.in_flight == 0
+    urgent = asyncio.create_task(c.chat(say("urgent"), model="m", priority=asyncllm.Priority.HIGH))
+    await settle()
+    for _ in range(2):
+        await clock.advance(30)  # 2 a minute: one request back every 30 s
+    await asyncio.gather(backlog, urgent)
+    assert arrived == [("first", 1000.0), ("urgent", 1030.0), ("backlog", 1060.0)]
+    await dispatcher.aclose()
+
+
+async def test_tokens_a_vendor_keeps_after_a_shorter_reply_are_reconciled() -> None:
+    # OpenAI counts a call's max_tokens when it arrives; a reply that used fewer settles the
+    # client's reservation down, but if the vendor keeps them, the next reply says so.
+    store = MemoryBudgetStore()
+    store.configure("a", 0.0, tokens_per_minute=1000)
+
+    async def send() -> Lease:
+        lease = await store.lease("a", Cost(1, 17, 16), 0.0)
+        assert isinstance(lease, Lease)
+        store.sending(lease)
+        return lease
+
+    first = await send()
+    await store.settle_usage(first, 1, 4, 0.0)  # 12 of the 17 come back here
+    second = await send()
+    await send()  # sent before the second's reply is read
+    # The vendor kept all 17 of each: 1000 - 2 * 17 when the second arrived.
+    await store.report("a", RateHeaders({"tokens": Window(1000, 966, None)}), 0.0, second)
+    assert await tokens_left_in(store) == 1000 - 3 * 17
+
+
+async def tokens_left_in(store: MemoryBudgetStore) -> int | None:
+    return (await store.current("a", 0.0))["tokens"].remaining
+
+
+def test_a_refusal_left_uncounted_gives_its_whole_request_back() -> None:
+    # The vendor's remaining is whole and the mark need not be: 59 left where 58.5 were expected
+    # after this request is still the whole request uncounted.
+    bucket = TokenBucket(60.0, 1.0, 58.5, 0.0)
+    bucket.reconcile(59, 58.5, refused=1)
+    assert bucket.level == 59.5
+    counted = TokenBucket(60.0, 1.0, 58.5, 0.0)
+    counted.reconcile(58, 58.5, refused=1)  # it was counted: nothing comes back
+    assert counted.level == 58.0  # (and the level is the vendor's whole 58)

@@ -95,14 +95,16 @@ class Priority(enum.IntEnum):
 
 
 class Attempt(NamedTuple):
-    """What one attempt needs to know: its request ID, its number (1-based), its time limit, and
-    the headers an observer asks it to send (trace context), if any. A NamedTuple built with
+    """What one attempt needs to know: its request ID, its number (1-based), its time limit, the
+    headers an observer asks it to send (trace context), if any, and its rate lease, if its lane
+    has budgets (the reply's rate headers are reconciled with it). A NamedTuple built with
     ``tuple.__new__``: one is made per attempt, and a frozen dataclass cost ten times as much."""
 
     request_id: str
     number: int
     timeout: float | None
     headers: Mapping[str, str] | None = None
+    lease: Lease | None = None
 
 
 _tuple_new = tuple.__new__
@@ -916,6 +918,8 @@ class Dispatcher:
         verdict: bool | None = None
         counted = False
         waited = 0.0
+        # A lease that must wait for a budget learned since it was taken, without a slot.
+        stale: Lease | None = None
         try:
             while True:
                 if error is not None and lane.breaker.state is BreakerState.OPEN:
@@ -923,9 +927,14 @@ class Dispatcher:
                 held: tuple[RateGate, Lease] | None = None
                 gate = lane.gate
                 if gate is not None:
-                    admitted = await gate.admit(
-                        rid, priority, deadline_at, record.operation, payload
-                    )
+                    admitted: Lease | RateLimitError | None
+                    if stale is not None:
+                        admitted = await gate.extend(rid, priority, deadline_at, stale)
+                        stale = None
+                    else:
+                        admitted = await gate.admit(
+                            rid, priority, deadline_at, record.operation, payload
+                        )
                     if isinstance(admitted, RateLimitError):
                         _refuse(lane, admitted, error, verdict, counted)
                     if admitted is not None:
@@ -975,6 +984,20 @@ class Dispatcher:
                             _refuse(lane, admitted, error, verdict, counted)
                         if admitted is not None:
                             held = (gate, admitted)
+                    elif held is not None and held[0].store.uncounted(held[1]):
+                        # Likewise for a lease taken before the lane learned a budget it
+                        # spends from (a lane whose RateLimits name no budget of their own); if
+                        # it must wait for it, it gives its slot back meanwhile, so that calls
+                        # already within the budget are not held up behind it.
+                        try:
+                            extended = await held[0].extend_now(held[1])
+                        except BaseException:
+                            lane.release(probe, None)
+                            raise
+                        if not extended:
+                            lane.release(probe, None)
+                            stale = held[1]
+                            continue
                 if lane.shared is not None:
                     try:
                         await lane.shared.acquire(rid, deadline_at)
@@ -996,6 +1019,8 @@ class Dispatcher:
                 if record.started_at is None:
                     record.started_at = self.clock()
                 headers = None if watch is None else watch.attempt_started(record.attempts, waited)
+                if held is not None:
+                    held[0].store.sending(held[1])
                 try:
                     result = await attempt(
                         _tuple_new(
@@ -1005,6 +1030,7 @@ class Dispatcher:
                                 record.attempts,
                                 self._attempt_timeout(timeout, deadline_at),
                                 headers,
+                                None if held is None else held[1],
                             ),
                         )
                     )

@@ -30,8 +30,15 @@ Budgets are configured (``RateLimits``) or learned: the HTTP layer hands the hea
 reply whose backend speaks a dialect (``RateDialect``) to ``learn_limits``, which costs a backend
 that speaks none one attribute check, and one header look-up for a reply that carries no
 budgets. From the first reply that names a limit the lane waits for its budgets proactively, as
-a configured one does. A reply's ``remaining`` only ever lowers what the store holds: it does not
-know of the calls still in flight, which the store has already reserved.
+a configured one does; a call that passed the gate before that (its lease has none of the new
+budgets: ``uncounted``) is charged in them when it leaves the slot queue (``extend``), waiting
+for them without its slot. A reply's ``remaining`` only ever lowers what the store holds: it does
+not know of the calls still in flight, which the store has already reserved. The in-memory store
+also reconciles each reply with what it held when that call was sent (the lease's ``marks``,
+taken by ``sending``; ``TokenBucket.reconcile``): what the vendor counted and the store did not
+(calls sent before the first reply, another program on the key, tokens the vendor keeps although
+the reply used fewer) is taken off once, and an error answer that left its request uncounted
+gives it back.
 
 The header parsers read every dialect the vendors speak, and never raise: a missing, malformed or
 negative (``-1``: "no such limit") value is None.
@@ -392,6 +399,11 @@ class TokenBucket:
     level: float
     updated: float
     ceiling: float = math.inf
+    # Leased by calls not yet sent: the vendor cannot have counted it yet.
+    pending: float = 0.0
+    # What ``reconcile`` has taken off the level so far: a lease's mark counts it, so that the
+    # replies of calls sent before a correction do not make it again.
+    corrected: float = 0.0
 
     def refill(self, now: float) -> None:
         if now > self.updated:
@@ -407,18 +419,58 @@ class TokenBucket:
             return math.inf
         return (amount - self.level) / self.rate
 
-    def learn(self, window: Window, now: float, period: float = 60.0) -> None:
+    def mark(self) -> float:
+        """What the vendor should report left when the request being sent now arrives (the
+        level without what calls not yet sent hold), with the corrections so far (see
+        ``reconcile``)."""
+        return self.level + self.pending + self.corrected
+
+    def reconcile(self, remaining: float, mark: float, refused: float = 0.0) -> None:
+        """A call sent at ``mark`` was answered with ``remaining`` left. When the vendor had
+        counted what this budget had not (requests sent before the budget was known, another
+        program's calls on the same key, tokens it keeps where the reply's usage gave them back
+        here), the level drops by the difference, less the corrections made since the call was
+        sent. It rises only for an answer that refused the call (``refused``: what the call
+        took from this budget) and left more than expected, by that much: the vendor did not
+        count it (as the fake does not count a request refused at its concurrency cap).
+        A reply to a call it counted never raises the level: its ``remaining`` may predate
+        requests sent before it that arrived after it."""
+        drift = mark - self.corrected - remaining
+        if drift > 0:
+            self.level -= drift
+            self.corrected += drift
+        elif refused and drift < 0:
+            # The mark counts the call itself: any more left says it was not counted (the
+            # vendor's remaining is whole, the mark need not be, so less than one more is
+            # still the whole request).
+            self.level = min(self.capacity, self.level + refused)
+            self.corrected -= refused
+
+    def learn(
+        self,
+        window: Window,
+        now: float,
+        period: float = 60.0,
+        mark: float | None = None,
+        refused: float = 0.0,
+    ) -> None:
         """Take what a response reported: its limit, what is left (which only lowers the level:
-        the reply does not know of the calls still in flight, which the level already counts),
-        and how fast it refills: a whole budget in ``period`` at least, faster when the time
-        until it is whole says so."""
+        the reply does not know of the calls still in flight, which the level already counts;
+        with ``mark``, what the level was when the answered call was sent, it is reconciled
+        with that too, see ``reconcile``), and how fast it refills: a whole budget in
+        ``period`` at least, faster when the time until it is whole says so."""
         self.refill(now)
         limit = window.limit
         if limit is not None and 0 < limit < self.ceiling and limit != self.capacity:
             self.capacity = float(limit)
             self.rate = self.capacity / period
+            mark = None  # taken against another capacity
         if window.remaining is not None:
             remaining = min(self.capacity, float(window.remaining))
+            if mark is not None:
+                self.reconcile(remaining, mark, refused)
+                if refused:
+                    return  # a refusal's remaining predates the calls sent since: stale
             self.level = min(self.level, remaining)
             missing = self.capacity - remaining
             if window.reset_in is not None and window.reset_in > 0 and missing > 0:
@@ -434,6 +486,11 @@ class Lease:
     requests: int
     tokens: int
     output_tokens: int = 0
+    # The in-memory store's: the budgets this lease was charged in, and once its call is sent
+    # (``sending``), per budget its ``TokenBucket.mark`` then, for the reply's headers to be
+    # reconciled with.
+    charged: tuple[str, ...] = field(default=(), compare=False)
+    marks: dict[str, float] | None = field(default=None, compare=False)
 
 
 class BudgetStore(abc.ABC):
@@ -479,6 +536,23 @@ class BudgetStore(abc.ABC):
         """Reserve ``cost``: a ``Lease``, or the seconds to wait before it could be had (``inf``
         when it never could: it exceeds a whole budget). A blocked lane's wait is its block."""
 
+    def uncounted(self, lease: Lease) -> bool:
+        """Whether the lane has learned a budget since ``lease`` was taken that the lease's call
+        would spend from (``extend`` charges it). Not a coroutine, and False unless a store
+        learns budgets apart from its leases (the in-memory one)."""
+        return False
+
+    async def extend(self, lease: Lease, now: float) -> float:
+        """Charge ``lease`` in the budgets it was not charged in (learned since it was taken):
+        0 once it is, else the seconds to wait (``inf``: larger than a whole budget)."""
+        return 0.0
+
+    def sending(self, lease: Lease) -> None:  # noqa: B027 - a store that reconciles nothing
+        """The call holding ``lease`` is being sent now (each attempt has its own lease): a store
+        that reconciles the reply's headers with what it held then (``report``'s ``lease``)
+        notes it. Not a coroutine: it runs on every attempt of a lane with budgets, and a
+        shared store has nothing to note."""
+
     @abc.abstractmethod
     async def settle(self, lease: Lease, tokens_used: int, now: float) -> None:
         """The reply used ``tokens_used``: give back what the lease over-reserved, or take the
@@ -492,8 +566,17 @@ class BudgetStore(abc.ABC):
         await self.settle(lease, input_tokens + output_tokens, now)
 
     @abc.abstractmethod
-    async def report(self, key: str, headers: RateHeaders, now: float) -> None:
-        """A response's headers said this of the lane's budgets: learn it."""
+    async def report(
+        self,
+        key: str,
+        headers: RateHeaders,
+        now: float,
+        lease: Lease | None = None,
+        refused: bool = False,
+    ) -> None:
+        """A response's headers said this of the lane's budgets: learn it. ``lease``: the lease
+        of the call the response answered, if it had one (what was left when it was sent);
+        ``refused``: the response refused the call (an error status)."""
 
     @abc.abstractmethod
     async def block(self, key: str, until: float) -> float:
@@ -606,7 +689,48 @@ class MemoryBudgetStore(BudgetStore):
             return wait
         for bucket, amount in needs:
             bucket.level -= amount
-        return Lease(key, cost.requests, cost.tokens, cost.output_tokens)
+            bucket.pending += amount
+        names = tuple(name for name, bucket in budgets.buckets.items() if _amount(name, cost))
+        return Lease(key, cost.requests, cost.tokens, cost.output_tokens, names)
+
+    def uncounted(self, lease: Lease) -> bool:
+        budgets = self._lanes.get(lease.key)
+        if budgets is None or lease.marks is not None:
+            return False
+        return any(name not in lease.charged and _amount(name, lease) for name in budgets.buckets)
+
+    async def extend(self, lease: Lease, now: float) -> float:
+        budgets = self._lanes.get(lease.key)
+        if budgets is None or lease.marks is not None:
+            return 0.0
+        wait = max(0.0, budgets.blocked_until - now)
+        needs = []
+        for name, bucket in budgets.buckets.items():
+            amount = _amount(name, lease)
+            if amount and name not in lease.charged:
+                needs.append((name, bucket, amount))
+                wait = max(wait, bucket.wait_for(amount, now))
+        if wait > 0:
+            return wait
+        for _, bucket, amount in needs:
+            bucket.level -= amount
+            bucket.pending += amount
+        lease.charged += tuple(name for name, _, _ in needs)
+        return 0.0
+
+    def sending(self, lease: Lease) -> None:
+        """Mark what every budget of the lane holds as ``lease``'s call is sent (``report``
+        reconciles its reply with it). A lease never sent (its call cancelled while it waited
+        for a slot) stays pending: the next reconciled reply takes it off once more."""
+        budgets = self._lanes.get(lease.key)
+        if budgets is None or lease.marks is not None:
+            return
+        buckets = budgets.buckets
+        for name in lease.charged:
+            bucket = buckets.get(name)
+            if bucket is not None:
+                bucket.pending -= _amount(name, lease)
+        lease.marks = {name: bucket.mark() for name, bucket in buckets.items()}
 
     async def settle(self, lease: Lease, tokens_used: int, now: float) -> None:
         # Without a split, the usage is taken as the reservation's own split.
@@ -629,8 +753,16 @@ class MemoryBudgetStore(BudgetStore):
                 change = _amount(kind, lease) - _amount(kind, used)
                 bucket.level = min(bucket.capacity, bucket.level + change)
 
-    async def report(self, key: str, headers: RateHeaders, now: float) -> None:
+    async def report(
+        self,
+        key: str,
+        headers: RateHeaders,
+        now: float,
+        lease: Lease | None = None,
+        refused: bool = False,
+    ) -> None:
         budgets = self._budgets(key)
+        marks = None if lease is None else lease.marks
         for kind, window in headers.windows.items():
             bucket = budgets.buckets.get(kind)
             if bucket is None:
@@ -639,7 +771,12 @@ class MemoryBudgetStore(BudgetStore):
                 bucket = budgets.buckets[kind] = TokenBucket(
                     window.limit, window.limit / _period(kind), window.limit, now
                 )
-            bucket.learn(window, now, _period(kind))
+            if marks is None or lease is None:
+                bucket.learn(window, now, _period(kind))
+            else:
+                # Tokens of a refused call come back by ``RateGate.give_back``, not here.
+                back = lease.requests if refused and kind.startswith("requests") else 0
+                bucket.learn(window, now, _period(kind), marks.get(kind), back)
 
     async def block(self, key: str, until: float) -> float:
         budgets = self._budgets(key)
@@ -937,6 +1074,33 @@ class RateGate:
             return self._refusal(request_id, math.inf, deadline_at, now, cost)
         return await self._wait_in_turn(request_id, priority, deadline_at, cost, slotted)
 
+    async def extend_now(self, lease: Lease) -> bool:
+        """Charge ``lease`` in the budgets learned since it was taken if they hold its cost now
+        and no call waits ahead of it; False when it must wait (``extend``)."""
+        if self._waiters:
+            return False
+        return await self.store.extend(lease, self.lane.dispatcher.clock()) <= 0
+
+    async def extend(
+        self, request_id: str, priority: int, deadline_at: float | None, lease: Lease
+    ) -> Lease | RateLimitError:
+        """A call that passed the gate before the lane learned a budget it spends from (it
+        then queued for a slot while the first reply named a limit) waits for that budget too,
+        in turn, rather than going out uncounted with the backlog: ``lease`` charged in it, or
+        the error to fail the call with (see ``_refusal``)."""
+        store = self.store
+        lane = self.lane
+        now = lane.dispatcher.clock()
+        cost = Cost(lease.requests, lease.tokens, lease.output_tokens)
+        if not self._waiters:
+            got = await store.extend(lease, now)
+            if got <= 0:
+                return lease
+            refusal = self._refusal(request_id, got, deadline_at, now, cost)
+            if refusal is not None:
+                return refusal
+        return await self._wait_in_turn(request_id, priority, deadline_at, cost, False, lease)
+
     async def _fits(self, cost: Cost, now: float) -> bool:
         """Whether ``cost`` fits in every whole budget of the lane."""
         windows = await self.store.current(self.lane.name, now)
@@ -985,7 +1149,10 @@ class RateGate:
         deadline_at: float | None,
         cost: Cost,
         slotless: bool = False,
+        extending: Lease | None = None,
     ) -> Lease | RateLimitError:
+        """Wait with the other calls for a lease of ``cost`` (or for ``extending`` to be charged
+        in the budgets it lacks: ``extend``)."""
         lane = self.lane
         clock = lane.dispatcher.clock
         if self._waiters and deadline_at is not None:
@@ -1036,9 +1203,14 @@ class RateGate:
                         # Not ``_ready_at``: a HIGH call coming meanwhile goes at once.
                         await self._sleep(request_id, short)
                         continue
-                got = await self.store.lease(lane.name, cost, now)
-                if isinstance(got, Lease):
-                    return got
+                if extending is None:
+                    got = await self.store.lease(lane.name, cost, now)
+                    if isinstance(got, Lease):
+                        return got
+                else:
+                    got = await self.store.extend(extending, now)
+                    if got <= 0:
+                        return extending
                 refusal = self._refusal(request_id, got, deadline_at, now, cost)
                 if refusal is not None:
                     return refusal
@@ -1126,15 +1298,21 @@ def limit_lane(
 
 
 async def learn_limits(
-    lane: Lane, windows: Mapping[str, Window], dialect: RateDialect | None = None
+    lane: Lane,
+    windows: Mapping[str, Window],
+    dialect: RateDialect | None = None,
+    lease: Lease | None = None,
+    refused: bool = False,
 ) -> None:
     """A reply reported these budgets of the lane (its headers, or Gemini's quota details):
     the store learns them, and from the first that names a limit the lane waits for them before
-    sending, as for configured budgets (within the default ``max_wait``)."""
+    sending, as for configured budgets (within the default ``max_wait``). ``lease``: the lease
+    of the attempt the reply answered, which the store reconciles the reply with; ``refused``:
+    the reply is an error answer."""
     if dialect is not None and dialect.requests_per_day and "requests" in windows:
         windows = {("requests-per-day" if k == "requests" else k): w for k, w in windows.items()}
     store = lane.dispatcher.budgets
-    await store.report(lane.name, RateHeaders(windows), lane.dispatcher.clock())
+    await store.report(lane.name, RateHeaders(windows), lane.dispatcher.clock(), lease, refused)
     gate = lane.gate
     if gate is None or not gate.budgeted:
         if all(window.limit is None for window in windows.values()):

@@ -1403,7 +1403,16 @@ class RedisBudgetStore(BudgetStore):
         self._spent(lease.key, 0, used - lease.tokens)
         await self._fallback.settle_usage(lease, input_tokens, output_tokens, now)
 
-    async def report(self, key: str, headers: RateHeaders, now: float) -> None:
+    async def report(
+        self,
+        key: str,
+        headers: RateHeaders,
+        now: float,
+        lease: Lease | None = None,
+        refused: bool = False,
+    ) -> None:
+        # ``lease`` is not reconciled: the shared budget is spent by other processes' calls too,
+        # which no lease here marks (the headers' remaining lowers it, as before).
         if not headers.windows:
             return
         mine = self._reported.setdefault(key, {})

@@ -880,7 +880,7 @@ class HttpBackend(Backend):
         if dialect is not None and dialect.probe in response.headers:
             windows = read_windows(response.headers, dialect)
             if windows:
-                await learn_limits(lane, windows, dialect)
+                await learn_limits(lane, windows, dialect, attempt.lease, response.status >= 300)
         if response.status >= 300:
             error: APIError
             try:
