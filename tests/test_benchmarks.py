@@ -4,6 +4,7 @@ timing belongs to benchmarks/, never to tests)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +121,16 @@ def test_a_call_adds_no_event_loop_turn_over_raw_aiohttp() -> None:
     assert raw["events"] == 1.0  # one read event per call: the count is measuring a round trip
     assert ours["call_soon"] <= raw["call_soon"]
     assert ours["events"] <= raw["events"]
+
+
+def test_fleet_benchmark_runs() -> None:
+    """Two worker processes sharing a vendor's limits through a redis-server the script starts
+    (skipped where there is none, as the Redis tests are, except in CI)."""
+    redis_executable()  # skips where redis-server is missing, except in CI
+    out = run_script("fleet.py", "--quick", timeout=180)
+    assert "A fleet of 2 processes x 20 callers" in out
+    for row in ("answered 429 (budget overshoot)", "Redis round trips per call"):
+        assert row in out
+    assert "429 propagation p99" in out and "at most 250 ms" in out
+    errors = re.search(r"errors the callers saw\s+(\d+)", out)
+    assert errors is not None and errors.group(1) == "0", out

@@ -693,3 +693,42 @@ async def test_a_block_holds_a_budgeted_lane_too() -> None:
         await c.chat(USER, model="m", deadline=1)
     assert info.value.retry_after == pytest.approx(5.0)
     await dispatcher.aclose()
+
+
+async def test_a_call_waiting_for_a_slot_is_not_sent_into_a_block() -> None:
+    """A call that passed the gate of a budgeted lane before a 429 blocked it, and waited for a
+    slot meanwhile, waits the block out at the gate instead of being sent into it."""
+    clock = FakeClock()
+    dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep, observer=None)
+    lane = dispatcher.lane(
+        "vendor",
+        limits=asyncllm.LimitsConfig(max_concurrent_requests=1),
+        rate_limits=asyncllm.RateLimits(requests_per_minute=600),
+    )
+    answer = asyncio.Event()
+    start = clock()
+    sent: list[tuple[str, float]] = []
+
+    async def limited_first(_: Any) -> int:
+        sent.append(("first", clock()))
+        await answer.wait()
+        raise asyncllm.RateLimitError(
+            "slow down", status_code=429, backend="vendor", retry_after=5.0
+        )
+
+    async def second(_: Any) -> int:
+        sent.append(("second", clock()))
+        return 2
+
+    first = asyncio.create_task(dispatcher.run(lane, "chat", limited_first, max_retries=0))
+    while lane.in_flight < 1:
+        await asyncio.sleep(0)
+    waiting = asyncio.create_task(dispatcher.run(lane, "chat", second))
+    while lane.queued < 1:
+        await asyncio.sleep(0)
+    answer.set()
+    with pytest.raises(asyncllm.RateLimitError):
+        await first
+    assert await waiting == 2
+    assert sent == [("first", start), ("second", pytest.approx(start + 5.0))]
+    await dispatcher.aclose()

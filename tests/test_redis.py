@@ -661,6 +661,74 @@ class SlotMachine(RuleBasedStateMachine):
         assert {p.decode(): int(v) for p, v in wants.items()} == self.wants
 
 
+@dataclass
+class FleetLimit:
+    """The fleet's adaptive concurrency limit as ``_ADAPT`` should keep it: AIMD's steps, at
+    most one decrease per interval and one change of any kind before an increase."""
+
+    limit: int | None = None
+    down: float = -math.inf
+    changed: float = -math.inf
+
+    def adapt(self, step: int, ceiling: int, factor: float, interval: float, now: float) -> int:
+        limit = min(ceiling, ceiling if self.limit is None else self.limit)
+        new = limit
+        if step < 0 and limit > 1 and now - self.down >= interval:
+            new = max(1, min(limit - 1, math.floor(limit * factor)))
+            self.down = now
+        elif step > 0 and limit < ceiling and now - self.changed >= interval:
+            new = limit + 1
+        if new != limit:
+            self.limit, self.changed = new, now
+        return new
+
+
+class LimitMachine(RuleBasedStateMachine):
+    """The adaptive-limit script against ``FleetLimit``: processes with different ceilings step
+    the fleet's limit at random times; a claim (the heartbeat's script) reads the same limit
+    back."""
+
+    url: str = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.client = Redis.from_url(self.url)
+        self.scripts = Scripts(self.client)
+        self.model = FleetLimit()
+        self.now = T0
+
+    @initialize()
+    def empty(self) -> None:
+        run(self.loop, self.client.delete(*CLAIM))
+
+    def teardown(self) -> None:
+        run(self.loop, self.client.aclose())
+        self.loop.close()
+
+    @rule(
+        elapsed=st.floats(0, 3, allow_nan=False),
+        step=st.sampled_from([-1, 1]),
+        ceiling=st.sampled_from([3, 8, 16]),
+        factor=st.sampled_from([0.5, 0.9]),
+        interval=st.sampled_from([0.0, 1.0]),
+    )
+    def adapt(
+        self, elapsed: float, step: int, ceiling: int, factor: float, interval: float
+    ) -> None:
+        self.now += elapsed
+        got = run(self.loop, self.scripts.adapt(KEY, step, ceiling, factor, interval, now=self.now))
+        assert got == self.model.adapt(step, ceiling, factor, interval, self.now)
+        assert 1 <= got <= ceiling
+
+    @invariant()
+    def a_claim_reads_the_fleets_limit(self) -> None:
+        args = self.scripts.claim_args("reader", 16, 10.0, 0, 0, self.now)
+        got = run(self.loop, self.scripts.claim_script(keys=list(CLAIM), args=args))
+        expected = b"" if self.model.limit is None else str(self.model.limit).encode()
+        assert got[6] == expected
+
+
 stateful = settings(
     max_examples=40,
     stateful_step_count=30,
@@ -677,6 +745,11 @@ def test_budget_scripts_match_the_model(redis_url: str) -> None:
 def test_slot_scripts_match_the_model(redis_url: str) -> None:
     SlotMachine.url = redis_url
     run_machine(SlotMachine)
+
+
+def test_the_limit_script_matches_the_model(redis_url: str) -> None:
+    LimitMachine.url = redis_url
+    run_machine(LimitMachine)
 
 
 def run_machine(machine: type[RuleBasedStateMachine]) -> None:

@@ -23,11 +23,19 @@ attempt over the cap is refused, so those refusals count how far over it the lan
 lands on the cap within one window, where the factor alone, once a second, would take seconds
 of refusals (a burst of a few hundred calls is over before a second decrease). Attempts sent
 after the decrease count for nothing in its window: they went out under the new limit.
+
+Through Redis (``Dispatcher(redis_url=...)``) the limit is the fleet's: each decrease that opens
+a window, and each increase, is told to the store (``AdaptiveLimit.fleet``), which applies it to
+the fleet's limit at most once per ``min_interval`` for the whole fleet and hands every process
+the result (``adopt``: another process's decrease opens a window here too); see ``_redis``. The
+shrinking within a window stays the process's own (it counts the refusals of its own calls). In
+one process nothing of this runs.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .._exceptions import APIError, APITimeoutError
@@ -66,6 +74,7 @@ class AdaptiveLimit:
         "_successes",
         "config",
         "decreases",
+        "fleet",
         "increases",
     )
 
@@ -84,6 +93,9 @@ class AdaptiveLimit:
         self._held_ids: frozenset[tuple[str, int]] = frozenset()
         self._refused = 0
         self._floor = 1
+        # Told of each decrease that opens a window (-1) and each increase (+1): set by the
+        # Redis store, which makes it the fleet's and answers with ``adopt``.
+        self.fleet: Callable[[int], None] | None = None
 
     def _in_window(self, now: float) -> bool:
         """Whether the last decrease's window is still open (see the module docstring)."""
@@ -127,9 +139,14 @@ class AdaptiveLimit:
         self.decreases += 1
         self._last_decrease = self._last_change = now
         self._successes = 0
+        self._open_window(lane, held)
+        if self.fleet is not None:
+            self.fleet(-1)
+        return True
+
+    def _open_window(self, lane: Lane, held: list[RequestRecord]) -> None:
         self._held = [(r, r.attempts) for r in held]
         self._held_ids = frozenset((r.request_id, r.attempts) for r in held)
-        return True
 
     def succeeded(self, lane: Lane, busy: int) -> None:
         """An attempt of the lane succeeded with ``busy`` attempts in flight (itself included)
@@ -150,3 +167,31 @@ class AdaptiveLimit:
             self._last_change = now
             lane.limit = min(limit + 1, lane.ceiling)
             self.increases += 1
+            if self.fleet is not None:
+                self.fleet(1)
+
+    def adopt(self, lane: Lane, limit: int) -> None:
+        """The fleet's limit (shared through Redis) is now ``limit``: the lane takes it. A
+        decrease made by another process opens this one's window as its own would, so that the
+        failures of the same overload do not shrink the limit by the factor again here (they
+        may still shrink it within the window, by their count). A higher limit waits while this
+        lane's own window is open (its refusals are still saying where the server's cap is); a
+        later announcement or heartbeat brings it. The caller starts the calls a grown limit
+        lets in."""
+        limit = max(1, min(limit, lane.ceiling))
+        if limit == lane.limit:
+            return
+        now = lane.dispatcher.clock()
+        if limit > lane.limit:
+            if self._in_window(now):
+                return
+        else:
+            held = lane.dispatcher.tracker.running(lane.name)
+            self._floor = max(1, lane.limit // 2)
+            self._held_count = max(len(held), lane.in_flight)
+            self._refused = 0
+            self._last_decrease = now
+            self._open_window(lane, held)
+        self._last_change = now
+        self._successes = 0
+        lane.limit = limit

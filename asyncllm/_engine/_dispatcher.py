@@ -1004,6 +1004,16 @@ class Dispatcher:
                     except BaseException:
                         lane.release(probe, None)
                         raise
+                gate = lane.gate
+                if gate is not None and gate.blocked_until > self.clock():
+                    # A 429 blocked the lane (in this process, or in another one sharing it
+                    # through Redis) while this call waited for its slot: rather than be sent
+                    # into the block, it gives the slot back and waits the block out at the
+                    # gate, in priority order, as a call arriving now does.
+                    lane.release(probe, None)
+                    if held is not None:
+                        await held[0].give_back(held[1])
+                    continue
                 record.attempts += 1
                 record.status = RequestStatus.RUNNING
                 if record.started_at is None:

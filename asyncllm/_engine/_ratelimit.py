@@ -1331,3 +1331,5 @@ def share_lane(lane: Lane, store: BudgetStore) -> None:
     shared = lane.shared = store.slots(lane.name, lane.limits.max_concurrent_requests)
     if shared is not None:
         shared.lane = lane
+        if lane.adaptive is not None:
+            lane.adaptive.fleet = shared.step

@@ -35,8 +35,16 @@ Why it is built this way:
 * A breaker that opens in one process opens the fleet's: the slot scripts give no batch while it
   is open, and a process learns it at its next budget batch, claim or heartbeat and opens its
   own breaker for the rest of the time; while it is half-open each call asks for its slot, so
-  that one process probes for the fleet. The counting of failures stays local (sharing every outcome would cost a
-  round trip per call).
+  that one process probes for the fleet. The counting of failures stays local (sharing every
+  outcome would cost a round trip per call).
+* A block (another process's 429) and a change of the fleet's adaptive concurrency limit are
+  announced on a pub/sub channel by the script that makes them; every process listens, drops the
+  batch in hand at a block and adopts a new limit at once (see ``_listen_forever`` for why not a
+  shorter refill). Announcements may be lost, so the batches' freshness still bounds a block's
+  delay, and the heartbeat carries the limit.
+* The adaptive concurrency limit is the fleet's: a process's decrease (a 503, 529 or timeout)
+  or increase is one script that applies it at most once per ``min_interval`` for the whole
+  fleet (``_ADAPT``), so that every process seeing the same overload shrinks it once.
 * A Redis that fails or is slow degrades the store instead of failing calls (see
   ``RedisBudgetStore``); what was spent meanwhile is taken from the shared budgets on return.
 
@@ -97,6 +105,9 @@ _REDIS_RETRY = 1.0
 _BATCH_FRESH = 0.25
 _BATCH_MAX = 256
 _BATCH_EARLY = 0.05
+# How long the listener waits for a message before it asks again (a bound, not a poll interval:
+# a message wakes it at once).
+_LISTEN_WAIT = 1.0
 # While another process holds the fleet's half-open probe, this one asks again this often.
 _PROBE_RECHECK = 1.0
 # Budget keys outlive their last write by two days (a per-day budget must survive the day).
@@ -360,8 +371,11 @@ return 1
 """
 )
 
-# KEYS[1] budgets; ARGV: now, seconds. Returns the seconds the member is now blocked for (the
-# later of the current block and the new one).
+# KEYS[1] budgets; ARGV: now, seconds, keys' time to live, channel, sender. Returns the seconds
+# the member is now blocked for (the later of the current block and the new one). A block that
+# ends later than the current one is announced on the channel (when one is given) as
+# "block <sender> <seconds> <budgets key>": every process listening stops spending the batch in
+# hand at once (see ``RedisBudgetStore._signal``).
 _BLOCK = (
     _PRELUDE
     + """
@@ -369,8 +383,45 @@ local now = now_of(ARGV[1])
 local _, blocked = load(KEYS[1])
 local ends = math.max(blocked, now + tonumber(ARGV[2]))
 redis.call('HSET', KEYS[1], 'blocked', f(ends))
-redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if ends > blocked and ARGV[4] ~= '' then
+  redis.call('PUBLISH', ARGV[4], 'block ' .. ARGV[5] .. ' ' .. f(ends - now) .. ' ' .. KEYS[1])
+end
 return f(ends - now)
+"""
+)
+
+# KEYS[1] budgets; ARGV: now, step (-1 a decrease, 1 an increase), ceiling, decrease factor,
+# min interval, keys' time to live, channel, sender. The fleet's adaptive concurrency limit
+# (field "limit"; the ceiling while it has none), changed by AIMD's rule (``_adaptive``) but at
+# most once per interval for the whole fleet: a decrease if none was made within the interval
+# ("limit_down"), an increase if no change was ("limit_changed"), so that N processes seeing the
+# same overload shrink the limit once, not N times. A change is announced on the channel as
+# "limit <sender> <limit> <budgets key>". Returns the fleet's limit.
+_ADAPT = (
+    _PRELUDE
+    + """
+local now = now_of(ARGV[1])
+local step, ceiling = tonumber(ARGV[2]), tonumber(ARGV[3])
+local factor, interval = tonumber(ARGV[4]), tonumber(ARGV[5])
+local got = redis.call('HMGET', KEYS[1], 'limit', 'limit_down', 'limit_changed')
+local limit = math.min(ceiling, tonumber(got[1]) or ceiling)
+local down, changed = tonumber(got[2]) or -math.huge, tonumber(got[3]) or -math.huge
+local new = limit
+if step < 0 and limit > 1 and now - down >= interval then
+  new = math.max(1, math.min(limit - 1, math.floor(limit * factor)))
+  redis.call('HSET', KEYS[1], 'limit_down', f(now))
+elseif step > 0 and limit < ceiling and now - changed >= interval then
+  new = limit + 1
+end
+if new ~= limit then
+  redis.call('HSET', KEYS[1], 'limit', new, 'limit_changed', f(now))
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  if ARGV[7] ~= '' then
+    redis.call('PUBLISH', ARGV[7], 'limit ' .. ARGV[8] .. ' ' .. new .. ' ' .. KEYS[1])
+  end
+end
+return new
 """
 )
 
@@ -493,7 +544,8 @@ return 1
 # ``want`` -1: the process leaves (its lease, count and want are dropped). A process that gets
 # less than its share marks the member "starved" for ``_BATCH_FRESH`` (KEYS[5], which every
 # process's next budget batch reads). Returns {slots it now holds, lapsed, its share,
-# live processes, seconds the breaker stays open, 1 if half-open}.
+# live processes, seconds the breaker stays open, 1 if half-open, the fleet's adaptive
+# concurrency limit ('' while it has none; KEYS[3], see _ADAPT)}.
 _CLAIM = (
     _SLOTS_PRELUDE
     + f"local starved_for, key_ttl = {_BATCH_FRESH!r}, {_KEY_TTL_MS}\n"
@@ -506,7 +558,7 @@ if want < 0 then
   redis.call('HDEL', KEYS[1], proc)
   redis.call('ZREM', KEYS[2], proc)
   redis.call('HDEL', KEYS[4], proc)
-  return {0, 0, 0, redis.call('ZCARD', KEYS[2]), '0', 0}
+  return {0, 0, 0, redis.call('ZCARD', KEYS[2]), '0', 0, ''}
 end
 -- Lapsed: the lease was gone while the process believed it held slots (its calls may all have
 -- ended since: then none is counted again, but the lapse is reported all the same).
@@ -570,7 +622,8 @@ if held > 0 then redis.call('HSET', KEYS[1], proc, held) else redis.call('HDEL',
 if held < math.min(want, fair) and not opened then
   redis.call('SET', KEYS[5], f(now + starved_for), 'PX', key_ttl)
 end
-return {held, lapsed, share, redis.call('ZCARD', KEYS[2]), f(open_for), half_open}
+return {held, lapsed, share, redis.call('ZCARD', KEYS[2]), f(open_for), half_open,
+        redis.call('HGET', KEYS[3], 'limit') or ''}
 """
 )
 
@@ -617,6 +670,7 @@ class Scripts:
         self._lease_batch = self._register(_LEASE_BATCH)
         self._report = self._register(_REPORT)
         self._block = self._register(_BLOCK)
+        self._adapt = self._register(_ADAPT)
         self._current = self._register(_CURRENT)
         self._acquire = self._register(_ACQUIRE)
         self._trip = self._register(_TRIP)
@@ -726,10 +780,46 @@ class Scripts:
         args = [_arg(now), *_window_args(windows), str(_KEY_TTL_MS)]
         await self._report(keys=[key], args=args)
 
-    async def block(self, key: str, seconds: float, now: float | None = None) -> float:
-        """Returns the seconds the member is now blocked for."""
-        left = await self._block(keys=[key], args=[_arg(now), repr(float(seconds)), _KEY_TTL_MS])
-        return _number(left)
+    async def block(
+        self,
+        key: str,
+        seconds: float,
+        now: float | None = None,
+        *,
+        channel: str = "",
+        sender: str = "",
+    ) -> float:
+        """Returns the seconds the member is now blocked for. A block that ends later than the
+        current one is announced on ``channel`` (none: not announced)."""
+        args = [_arg(now), repr(float(seconds)), str(_KEY_TTL_MS), channel, sender]
+        return _number(await self._block(keys=[key], args=args))
+
+    async def adapt(
+        self,
+        key: str,
+        step: int,
+        ceiling: int,
+        factor: float,
+        interval: float,
+        now: float | None = None,
+        *,
+        channel: str = "",
+        sender: str = "",
+    ) -> int:
+        """Move the fleet's adaptive concurrency limit one ``step`` (-1 down, 1 up) if no
+        change of that kind was made within ``interval`` (see ``_ADAPT``); returns the fleet's
+        limit, changed or not."""
+        args = [
+            _arg(now),
+            str(step),
+            str(ceiling),
+            repr(float(factor)),
+            repr(float(interval)),
+            str(_KEY_TTL_MS),
+            channel,
+            sender,
+        ]
+        return int(await self._adapt(keys=[key], args=args))
 
     async def current(
         self, key: str, now: float | None = None
@@ -827,7 +917,8 @@ class Batch(NamedTuple):
 class Claimed:
     """What ``_CLAIM`` answered: the slots the process now holds, whether its lease had lapsed,
     its fair share, the processes holding leases, the seconds the fleet's breaker stays open and
-    whether it is half-open."""
+    whether it is half-open, and the fleet's adaptive concurrency limit (None while it has
+    none)."""
 
     held: int
     lapsed: bool
@@ -835,10 +926,11 @@ class Claimed:
     fleet: int
     open_for: float
     half_open: bool
+    limit: int | None = None
 
     @classmethod
     def of(cls, reply: Any) -> Claimed:
-        held, lapsed, share, fleet, open_for, half_open = reply
+        held, lapsed, share, fleet, open_for, half_open, limit = reply
         return cls(
             int(held),
             bool(int(lapsed)),
@@ -846,6 +938,7 @@ class Claimed:
             int(fleet),
             _number(open_for),
             bool(int(half_open)),
+            int(limit) if limit else None,
         )
 
 
@@ -984,6 +1077,13 @@ class SharedSlots:
         self._late = 0
         self.waits = 0
         self.claims = 0
+        # The fleet's concurrency limit is at most the configured one (the lane's ceiling);
+        # ``limit`` follows the fleet's adaptive limit (see ``adopt``).
+        self.ceiling = limit
+        # Changes of the fleet's limit this process has sent and not yet heard back from: a
+        # heartbeat's reading meanwhile may predate them, and is not adopted.
+        self._adapting = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def stats(self) -> dict[str, Any]:
         """What ``Dispatcher.stats()`` shows of the lane's sharing (``info["redis"]``)."""
@@ -999,6 +1099,7 @@ class SharedSlots:
             "lapsed_slots": self.lapsed_slots,
             "claims": self.claims,
             "degradations": store.degradations,
+            "limit": self.limit,
         }
 
     def _closed(self) -> bool:
@@ -1061,6 +1162,8 @@ class SharedSlots:
         self._usable = min(self.held, max(self.busy, self.share))
         self._valid_until = sent_at + store.lease_ttl - store.heartbeat
         self._half_open = claimed.half_open
+        if claimed.limit is not None and not self._adapting:
+            self.adopt(claimed.limit)
         if claimed.open_for > 0 and self.lane is not None:
             # Another process's breaker opened: this one's opens for the rest of it.
             self.lane.breaker.trip(claimed.open_for)
@@ -1240,6 +1343,54 @@ class SharedSlots:
         except store.errors as exc:
             store._down(exc)
 
+    def step(self, step: int) -> None:
+        """The lane's adaptive concurrency moved its limit one ``step`` (-1 down, 1 up): so
+        does the fleet's, at most once per ``min_interval`` for the whole fleet, in the
+        background; the reply (the fleet's limit, changed or not) is adopted. While Redis is
+        unreachable the lane keeps its own change."""
+        self._adapting += 1
+        task = asyncio.get_running_loop().create_task(self._step(step))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _step(self, step: int) -> None:
+        store, lane = self.store, self.lane
+        try:
+            if lane is None or lane.adaptive is None or not store._reachable():
+                return
+            config = lane.adaptive.config
+            try:
+                limit = await store.scripts.adapt(
+                    self.keys[2],
+                    step,
+                    self.ceiling,
+                    config.decrease_factor,
+                    config.min_interval,
+                    channel=store.channel,
+                    sender=store.process,
+                )
+            except store.errors as exc:
+                store._down(exc)
+                return
+            self.adopt(limit)
+        finally:
+            self._adapting -= 1
+
+    def adopt(self, limit: int) -> None:
+        """The fleet's adaptive concurrency limit is ``limit`` (a reply, a heartbeat, another
+        process's announcement): this process's share of the fleet's slots is asked for under
+        it, and the lane's own limit follows (if the lane adapts), starting the calls it now
+        lets in."""
+        limit = max(1, min(limit, self.ceiling))
+        self.limit = limit
+        lane = self.lane
+        if lane is None or lane.adaptive is None or lane.limit == limit:
+            return
+        grew = limit > lane.limit
+        lane.adaptive.adopt(lane, limit)
+        if grew:
+            lane.fill()
+
     def never_acquired(self) -> None:
         """The lane's slot about to be given back never asked for a shared one (its call was
         cancelled in the lane's queue): its ``release`` gives nothing back."""
@@ -1357,6 +1508,9 @@ class RedisBudgetStore(BudgetStore):
         self._reports: dict[str, dict[str, Window]] = {}
         self._reporting: dict[str, asyncio.Task[None]] = {}
         self._report_after: dict[str, float] = {}
+        # Per member, when a block this process knows of ends (its own 429s and the ones
+        # announced): see ``_known_block``.
+        self._blocked: dict[str, float] = {}
         self._repaying: asyncio.Task[None] | None = None
         self.scripts = Scripts(self.client)
         self.clock = clock
@@ -1368,8 +1522,20 @@ class RedisBudgetStore(BudgetStore):
         self._specs: dict[str, list[tuple[str, float, float]]] = {}
         self._reported: dict[str, dict[str, _Reported]] = {}
         self._slots: dict[str, SharedSlots] = {}
+        # The same, by their budgets' key (what announcements name).
+        self._by_key: dict[str, SharedSlots] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self.heartbeats = 0
+        # Blocks and limit changes are announced here by the process that makes them; each
+        # process listens, so they reach it within a Redis hop rather than at its next batch or
+        # heartbeat (which still carry them if an announcement is lost).
+        self.channel = f"{prefix}:signals"
+        self._listener: asyncio.Task[None] | None = None
+        # Set by ``aclose``: the listener stops even if redis-py swallowed its cancellation (a
+        # cancel that lands as its read times out comes back as an empty read).
+        self._closing = False
+        self.listening = asyncio.Event()
+        self.signals = 0
 
     # -- degraded mode -----------------------------------------------------------------------
 
@@ -1510,6 +1676,11 @@ class RedisBudgetStore(BudgetStore):
         ]
 
     async def lease(self, key: str, cost: Cost, now: float) -> Lease | float:
+        blocked = self._blocked.get(key)
+        if blocked is not None:
+            if blocked > now:
+                return blocked - now
+            del self._blocked[key]
         if cost.requests == 1 and self.degraded_since is None:
             allowance = self._allowances.get(key)
             if allowance is None:
@@ -1776,12 +1947,25 @@ class RedisBudgetStore(BudgetStore):
         now = self.clock()
         if self._reachable():
             try:
-                left = await self.scripts.block(budget_key(self.prefix, key), max(0.0, until - now))
+                left = await self.scripts.block(
+                    budget_key(self.prefix, key),
+                    max(0.0, until - now),
+                    channel=self.channel,
+                    sender=self.process,
+                )
             except self.errors as exc:
                 self._down(exc)
             else:
-                return now + left
-        return await self._fallback.block(key, until)
+                return self._known_block(key, now + left)
+        return self._known_block(key, await self._fallback.block(key, until))
+
+    def _known_block(self, key: str, until: float) -> float:
+        """This process knows the member is blocked until ``until`` (its clock): its calls wait
+        without asking Redis, and still wait if Redis becomes unreachable meanwhile (the
+        degraded budgets know nothing of it)."""
+        until = max(until, self._blocked.get(key, -math.inf))
+        self._blocked[key] = until
+        return until
 
     async def current(self, key: str, now: float) -> dict[str, Window]:
         if not self._reachable():
@@ -1809,11 +1993,101 @@ class RedisBudgetStore(BudgetStore):
         found = self._slots.get(key)
         if found is None:
             found = self._slots[key] = SharedSlots(self, key, limit)
+            self._by_key[found.keys[2]] = found
         return found
 
     def _start_heartbeat(self) -> None:
         if self._heartbeat is None or self._heartbeat.done():
             self._heartbeat = asyncio.get_running_loop().create_task(self._beat_forever())
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.get_running_loop().create_task(self._listen_forever())
+
+    async def _read_limits(self) -> None:
+        """Adopt each member's fleet limit as Redis has it now (one read each, not a claim: the
+        batches stay as their last claim sized them)."""
+        for slots in list(self._slots.values()):
+            limit = await self.client.hget(slots.keys[2], "limit")
+            if limit and not slots._adapting:
+                slots.adopt(int(limit))
+
+    async def _listen_forever(self) -> None:
+        """Hear the fleet's announcements (see ``_signal``) for as long as the store is open.
+
+        Pub/sub, not a shorter refill interval, carries a 429's block to the other processes:
+        an announcement reaches every listener within one Redis hop whatever its traffic, and
+        costs one message per block, where a refill interval short enough to bound the delay
+        (under 250 ms with the round trip) would cost every busy process a round trip per
+        interval for nothing, most of the time. Announcements are at most once (a listener that
+        is reconnecting misses them), so the refills and heartbeats still carry the same state:
+        they bound the delay when one is lost."""
+        while not self._closing:
+            try:
+                if self.cluster:
+                    # The cluster's pub/sub picks a node by the channel's slot: it needs the
+                    # slot map, which a client has only once it has sent a command.
+                    await cast("RedisCluster", self.client).initialize()
+                pubsub = self.client.pubsub()
+            except self.errors as exc:
+                self._listener_lost(exc)
+                await asyncio.sleep(_REDIS_RETRY)
+                continue
+            try:
+                await pubsub.subscribe(self.channel)
+                self.listening.set()
+                # The fleet's limits as they are now: a change made before this process
+                # listened was announced to the others only.
+                if self._reachable():
+                    await self._read_limits()
+                while not self._closing:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=_LISTEN_WAIT
+                    )
+                    if message is not None and message.get("type") == "message":
+                        self._signal(message["data"])
+            except self.errors as exc:
+                self._listener_lost(exc)
+            finally:
+                self.listening.clear()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call] # redis-py leaves it untyped
+            if not self._closing:
+                await asyncio.sleep(_REDIS_RETRY)
+
+    def _listener_lost(self, exc: BaseException) -> None:
+        # The calls' own scripts notice an unreachable Redis and degrade; the listener only
+        # tries again.
+        logger.debug(
+            "Redis listener lost (%s); trying again",
+            type(exc).__name__,
+            extra={"backend": "-", "request_id": "-"},
+        )
+
+    def _signal(self, data: bytes | str) -> None:
+        """Another process announced a block ("block <sender> <seconds> <key>": its 429) or a
+        new fleet limit ("limit <sender> <limit> <key>"). A block drops the batch in hand, so
+        the calls wait it out without asking Redis, and marks the lane's gate blocked; a limit is
+        adopted. Announcements of lanes this process does not have, and its own, are ignored."""
+        text = data.decode() if isinstance(data, bytes) else data
+        parts = text.split(" ", 3)
+        if len(parts) != 4 or parts[1] == self.process:
+            return
+        kind, _, value, key = parts
+        slots = self._by_key.get(key)
+        try:
+            number = float(value)
+        except ValueError:
+            return
+        if slots is None or not math.isfinite(number):
+            return
+        self.signals += 1
+        if kind == "block":
+            self._allowances.pop(slots.member, None)
+            until = self._known_block(slots.member, self.clock() + number)
+            gate = None if slots.lane is None else slots.lane.gate
+            if gate is not None:
+                gate.blocked_until = max(gate.blocked_until, until)
+        elif kind == "limit":
+            slots.adopt(int(number))
 
     async def _beat_forever(self) -> None:
         while True:
@@ -1891,11 +2165,13 @@ class RedisBudgetStore(BudgetStore):
 
     async def aclose(self) -> None:
         """Stop the heartbeat, give back the slots still held, close the connections."""
-        task, self._heartbeat = self._heartbeat, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._closing = True
+        for task in (self._heartbeat, self._listener):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._heartbeat = self._listener = None
         for reporting in list(self._reporting.values()):
             reporting.cancel()  # waiting for its time: the reports go now
         if self._tasks:
