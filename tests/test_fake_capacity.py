@@ -481,3 +481,40 @@ async def test_a_backlog_through_a_learning_client_collects_no_429(
         await dispatcher.aclose()
         assert server.capacity is not None
         assert (server.capacity.admitted, server.capacity.rate_limited) == (80, 0)
+
+
+async def test_a_closed_clients_learned_limits_do_not_reach_a_new_client_of_its_name(
+    clock: FakeClock,
+) -> None:
+    # One client spends a vendor's 2 a minute and closes; a new client with the same (default)
+    # name, another key and another server with no limit, starts from nothing it did not learn.
+    import asyncllm
+
+    async with (
+        vendor("openai", requests_per_minute=2, clock=clock) as limited,
+        FakeServer("openai") as free,
+    ):
+        dispatcher = asyncllm.Dispatcher(clock=clock, sleep=clock.sleep)
+        first = asyncllm.OpenAI(
+            api_key="k1",
+            base_url=limited.url("/v1"),
+            dispatcher=dispatcher,
+            max_retries=0,
+            rate_limits=asyncllm.RateLimits(max_wait=0.5),
+        )
+        async with first:
+            for _ in range(2):
+                await first.chat([{"role": "user", "content": "q"}], model="m")
+            with pytest.raises(asyncllm.RateLimitError):
+                await first.chat([{"role": "user", "content": "q"}], model="m")
+        second = asyncllm.OpenAI(
+            api_key="k2",
+            base_url=free.url("/v1"),
+            dispatcher=dispatcher,
+            max_retries=0,
+            rate_limits=asyncllm.RateLimits(max_wait=0.5),
+        )
+        async with second:
+            await second.chat([{"role": "user", "content": "q"}], model="m")
+        await dispatcher.aclose()
+        assert free.request_count == 1

@@ -542,6 +542,7 @@ class Lane:
                     extra={"backend": self.name, "request_id": "-"},
                 )
         self.dispatcher._lanes.pop(self.name, None)
+        self.dispatcher.budgets.forget(self.name)
 
     def stats(self) -> BackendStats:
         latencies = sorted(self.latencies)

@@ -531,6 +531,12 @@ class BudgetStore(abc.ABC):
         """Let go of what the store holds (connections, leases); the dispatcher's ``aclose``
         calls it."""
 
+    def forget(self, key: str) -> None:  # noqa: B027 - a shared store keeps its lanes' budgets
+        """The lane ``key`` closed. A store of this process's budgets drops what it learned of
+        that lane, so that a later client given the same name (another key, another server)
+        does not start from its predecessor's limits and blocks. A shared store keeps them: the
+        name is the fleet's name for one vendor budget, which outlives any one client."""
+
     @abc.abstractmethod
     async def lease(self, key: str, cost: Cost, now: float) -> Lease | float:
         """Reserve ``cost``: a ``Lease``, or the seconds to wait before it could be had (``inf``
@@ -646,6 +652,9 @@ class MemoryBudgetStore(BudgetStore):
         if budgets is None:
             budgets = self._lanes[key] = _Budgets()
         return budgets
+
+    def forget(self, key: str) -> None:
+        self._lanes.pop(key, None)
 
     def configure(
         self,

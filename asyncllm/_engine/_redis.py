@@ -1464,7 +1464,7 @@ class RedisBudgetStore(BudgetStore):
         if not (heartbeat > 0 and lease_ttl > heartbeat):
             raise ConfigurationError("RedisBudgetStore needs 0 < heartbeat < lease_ttl")
         try:
-            from redis.asyncio import Redis, RedisCluster
+            from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
         except ImportError as exc:  # pragma: no cover - the extra is installed in the tests
             raise ConfigurationError(
                 'redis_url needs the redis package: pip install "asyncllm[redis]"'
@@ -1482,8 +1482,17 @@ class RedisBudgetStore(BudgetStore):
                     socket_connect_timeout=timeout,
                 )
             else:
-                self.client = Redis.from_url(
-                    url, socket_timeout=timeout, socket_connect_timeout=timeout
+                # A blocking pool: past its connections, a call waits (up to ``timeout``) for
+                # one to come free instead of raising MaxConnectionsError, which the store would
+                # take for Redis being away (more than 100 call-by-call token leases at once
+                # sent a busy worker degraded for moments).
+                self.client = Redis.from_pool(
+                    BlockingConnectionPool.from_url(
+                        url,
+                        socket_timeout=timeout,
+                        socket_connect_timeout=timeout,
+                        timeout=timeout,
+                    )
                 )
         except ValueError as exc:
             # redis-py's reason names no password; the URL itself is never shown.
