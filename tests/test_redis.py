@@ -28,6 +28,7 @@ from asyncllm._engine._ratelimit import Cost, Lease, RateHeaders, Window
 from asyncllm._engine._redis import (
     _BATCH_EARLY,
     _BATCH_FRESH,
+    TOKEN_KINDS,
     Batch,
     Claimed,
     RedisBudgetStore,
@@ -143,10 +144,13 @@ class Model:
         specs: list[tuple[str, float, float, float]],
         now: float,
         kept: set[str] | None = None,
+        tokens: list[tuple[float, float, float]] | None = None,
     ) -> Batch:
         """``kept``: the buckets there were before this call's reports (default: before its
-        seeds); calls given back go only to those."""
+        seeds); calls and tokens given back go only to those. ``tokens``: per token budget
+        (``TOKEN_KINDS``) the tokens wanted, needed and given back."""
         kept = set(self.buckets) if kept is None else kept
+        asked = dict(zip(TOKEN_KINDS, tokens or [(0.0, 0.0, 0.0)] * 3, strict=True))
         for name, cap, rate, seed in specs:
             if name not in self.buckets:
                 self.buckets[name] = Bucket(cap, rate, min(cap, seed), now, cap)
@@ -155,33 +159,57 @@ class Model:
             bucket.refill(now)
             if not name.startswith("requests"):
                 has_tokens = True
+                given = asked[name][2] if name in asked else 0
+                if given and name in kept:
+                    bucket.level = min(bucket.cap, bucket.level + given)
             elif back > 0 and name in kept:
                 bucket.level = min(bucket.cap, bucket.level + back)
         grant: float = want
         wait = max(0.0, self.blocked - now)
-        if wait > 0 or has_tokens:
+        if wait > 0:
             grant = 0
         requests = [b for name, b in self.buckets.items() if name.startswith("requests")]
         for bucket in requests:
             level = bucket.level
             grant = min(grant, math.floor(level), max(1, math.floor(level / fleet)))
+        # The tokens: all of them or none, each at least what the waiting call needs.
+        token_wait = 0.0
+        for name, bucket in self.buckets.items():
+            need = asked[name][1] if name in asked else 0
+            if need > 0 and need > bucket.level:
+                token_wait = max(token_wait, bucket.wait_for(need, now))
+        tokens_granted = wait <= 0 and token_wait <= 0
         if grant < 1:
             grant = 0
-            if wait <= 0 and not has_tokens:
+            if wait <= 0:
                 for bucket in requests:
                     wait = max(wait, bucket.wait_for(1, now))
         else:
             for bucket in requests:
                 bucket.level -= grant
+        granted: list[int | None] = []
+        for kind in TOKEN_KINDS:
+            bucket = self.buckets.get(kind)
+            if bucket is None:
+                granted.append(None)
+                continue
+            wanted, need, _ = asked[kind]
+            got = 0
+            if tokens_granted:
+                share = min(wanted, math.floor(bucket.level / fleet))
+                got = max(0, min(math.floor(bucket.level), int(max(need, share))))
+                bucket.level -= got
+            granted.append(got)
         self._unmetered(grant - back)
         # (No process waits for slots here: no claim runs on this key.)
         return Batch(
             int(grant),
-            wait,
+            max(wait, token_wait),
             has_tokens,
             max(0.0, self.blocked - now),
             max(0.0, self.breaker - now),
             False,
+            tuple(granted),
         )
 
     def trip(self, seconds: float, now: float) -> float:
@@ -284,6 +312,28 @@ async def test_a_learned_budget_counts_the_requests_sent_before_it_was_learned(
     assert (await scripts.lease_batch(KEY, 5, 0, 1, [], now=T0))[0] == 5
     await scripts.report(KEY, [("requests", Window(100, 99, 0.6))], now=T0)
     assert (await scripts.current(KEY, now=T0))[1]["requests"][1] == 90
+
+
+async def test_a_token_batch_holds_a_fair_share_and_the_waiting_calls_cost_at_least(
+    scripts: Scripts,
+) -> None:
+    """Tokens in a batch: what the process wants, at most its fair share, but always the whole
+    cost of the call waiting for it; none at all while that cost does not fit (then the wait is
+    for it: never, if it is more than the budget's capacity); a debt given back is taken."""
+    specs = [("tokens", 10_000.0, 100.0, 4_000.0)]
+
+    async def batch(want: float, need: float, back: float = 0.0) -> Batch:
+        asked = [(want, need, back), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0)]
+        return await scripts.lease_batch(KEY, 1, 0, 4, specs, now=T0, tokens=asked)
+
+    assert (await batch(3_000, 0)).tokens == (1_000, None, None)  # a quarter of 4000
+    assert (await batch(2_500, 2_500)).tokens == (2_500, None, None)  # more than 3000 / 4
+    got = await batch(600, 600)  # 500 left
+    assert got.tokens == (0, None, None) and close(got.wait, 1.0)
+    got = await batch(20_000, 20_000, back=-200)  # a debt of 200 paid: 300 left
+    assert got.tokens == (0, None, None) and got.wait == math.inf
+    _, buckets = await scripts.current(KEY, now=T0)
+    assert close(buckets["tokens"][1], 300.0)
 
 
 async def test_settle_gives_back_or_takes_tokens(scripts: Scripts) -> None:
@@ -453,6 +503,11 @@ class BudgetMachine(RuleBasedStateMachine):
         fleet=st.integers(1, 4),
         specs=bucket_specs(2),
         reported=st.lists(st.tuples(st.sampled_from(KINDS), windows), max_size=2),
+        tokens=st.lists(
+            st.tuples(st.integers(0, 4000), st.integers(0, 3000), st.integers(-2000, 2000)),
+            min_size=3,
+            max_size=3,
+        ),
     )
     def lease_batch(
         self,
@@ -462,22 +517,26 @@ class BudgetMachine(RuleBasedStateMachine):
         fleet: int,
         specs: list[tuple[str, int, float, int]],
         reported: list[tuple[str, Window]],
+        tokens: list[tuple[int, int, int]],
     ) -> None:
         self.now += step
         floats = [(n, float(c), r, float(s)) for n, c, r, s in specs]
+        # As the store asks: at least what it needs.
+        asked = [(float(max(w, n)), float(n), float(b)) for w, n, b in tokens]
         got = run(
             self.loop,
             self.scripts.lease_batch(
-                KEY, want, back, fleet, floats, now=self.now, reports=reported
+                KEY, want, back, fleet, floats, now=self.now, reports=reported, tokens=asked
             ),
         )
         # The reports that came with the batch are learned first.
         kept = set(self.model.buckets)
         self.model.report(reported, self.now)
-        expected = self.model.lease_batch(want, back, fleet, floats, self.now, kept)
+        expected = self.model.lease_batch(want, back, fleet, floats, self.now, kept, asked)
         assert got.grant == expected.grant and close(got.wait, expected.wait), (got, expected)
         assert got.has_tokens == expected.has_tokens and close(got.blocked, expected.blocked)
         assert close(got.open_for, expected.open_for) and got.starved == expected.starved
+        assert got.tokens == expected.tokens, (got, expected)
 
     @rule(
         step=times,
@@ -1358,10 +1417,22 @@ async def test_one_process_probes_for_the_fleet(redis_url: str) -> None:
         await two.aclose()
 
 
-async def test_token_budgets_are_reserved_and_settled_in_redis(redis_url: str) -> None:
-    """Token budgets (total, input, output) by main's per-kind costs: reserved whole, settled
-    with the usage; such a member's calls are leased one by one, not in batches."""
+async def test_token_budgets_are_leased_in_batches_and_settled_locally(redis_url: str) -> None:
+    """Token budgets (total, input, output) by main's per-kind costs: a batch holds a call's
+    whole cost at least; the reply's usage settles with the batch in hand, without a round
+    trip; a call the batch does not hold gives the batch back and waits for its own cost (or
+    fails at once if no budget could ever hold it); what is left, or owed, goes back on
+    closing."""
     store = RedisBudgetStore(redis_url, prefix="t")
+    settles = 0
+    settle = store.scripts.settle
+
+    async def counted(*args: Any, **kwargs: Any) -> None:
+        nonlocal settles
+        settles += 1
+        await settle(*args, **kwargs)
+
+    store.scripts.settle = counted  # type: ignore[method-assign]
     try:
         store.configure(
             "m",
@@ -1371,19 +1442,42 @@ async def test_token_budgets_are_reserved_and_settled_in_redis(redis_url: str) -
             output_tokens_per_minute=6_000,
             sub_window=1.0,
         )
-        # The probe allowance: one second's refill of each (1000 tokens, 100 output).
+        # The probe allowance: one second's refill of each (1000 tokens, 100 output). The first
+        # batch holds the first call's cost (nothing was spent before it).
         lease = await store.lease("m", Cost(1, 600, 100), 0.0)
         assert isinstance(lease, Lease) and (lease.tokens, lease.output_tokens) == (600, 100)
         seen = await store.current("m", 0.0)
         assert {"tokens", "output-tokens", "requests-burst"} <= set(seen)
         assert 400 <= (seen["tokens"].remaining or 0) < 420
         assert 0 <= (seen["output-tokens"].remaining or 0) < 10
+        allowance = store._allowances["m"]
+        assert allowance.limited == (True, False, True) and allowance.tokens == [0, 0, 0]
         await store.settle_usage(lease, 150, 50, 0.0)  # used 200 of 600, 50 of 100 output
+        assert allowance.tokens == [400, 0, 50] and settles == 0  # back to the batch, not Redis
         seen = await store.current("m", 0.0)
-        assert 800 <= (seen["tokens"].remaining or 0) < 830
-        assert 50 <= (seen["output-tokens"].remaining or 0) < 60
-        assert store._allowances["m"].has_tokens
+        assert 400 <= (seen["tokens"].remaining or 0) < 450
+        # More output than the batch holds: its tokens go back, and the call waits for the
+        # output budget to hold its 100 (about half a second at 100 a second), not sent.
+        wait = await store.lease("m", Cost(1, 500, 100), 0.0)
+        assert isinstance(wait, float) and 0.3 < wait < 0.6, wait
+        assert allowance.tokens == [0, 0, 0]
+        seen = await store.current("m", 0.0)
+        assert 800 <= (seen["tokens"].remaining or 0) < 900
         # More output than the budget holds at all: refused at once, not sent.
         assert await store.lease("m", Cost(1, 7_000, 7_000), 0.0) == math.inf
+        # A reply that used more than its call took leaves a debt in the batch, paid on closing.
+        await asyncio.sleep(0.7)  # Redis's clock: the output budget refills
+        lease = await store.lease("m", Cost(1, 100, 10), 0.0)
+        assert isinstance(lease, Lease)
+        before = await store.current("m", 0.0)
+        await store.settle_usage(lease, 2_000, 10, 0.0)
+        assert allowance.tokens[0] < 0 and settles == 0
     finally:
         await store.aclose()
+    # The batch's tokens came from Redis already; closing paid the 1910 used beyond them.
+    reader = RedisBudgetStore(redis_url, prefix="t")
+    try:
+        after = await reader.current("m", 0.0)
+    finally:
+        await reader.aclose()
+    assert (after["tokens"].remaining or 0) < (before["tokens"].remaining or 0) - 1000

@@ -64,7 +64,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from .._constants import DEFAULT_REDIS_LEASE, DEFAULT_REDIS_SHARE, DEFAULT_REDIS_TIMEOUT
@@ -272,17 +272,23 @@ return {1, '0'}
 """
 )
 
-# KEYS[1] budgets, KEYS[2] starved (see _CLAIM); ARGV: now, want, back, fleet, n, then n specs (as for _LEASE), then windows
-# replies reported since the last batch (as for _REPORT: learned first, as they came first), then
-# the keys' time to live. A batch of calls of one request each for a process to spend locally:
-# ``back`` requests it did not use are given back first; then as many calls as it wants, at most
-# its fair share (what is left divided by the processes sharing it, at least one). None is
-# granted where the member has token budgets (their calls' costs differ: each is leased on its
-# own). Returns {calls granted, seconds to wait when none was, whether it has token budgets,
-# seconds the member is blocked for, seconds the fleet's breaker stays open, 1 if a process waits
-# for slots}: the block, so that a process refilling early knows to drop the calls it holds, the
-# breaker, so that it reaches every process spending batches within ``_BATCH_FRESH``, and the
-# waiting, so that a process holding slots claims again and learns its fair share.
+# KEYS[1] budgets, KEYS[2] starved (see _CLAIM); ARGV: now, want, back, fleet, n, then n specs
+# (as for _LEASE), then windows replies reported since the last batch (as for _REPORT: learned
+# first, as they came first), then for each token budget (tokens, input-tokens, output-tokens)
+# want, need and back, then the keys' time to live. A batch of calls of one request each, and of
+# tokens, for a process to spend locally. The requests and tokens it gives back (``back``; a
+# token debt, negative, is taken) return first; then as many calls as it wants, at most its fair
+# share (what is left divided by the processes sharing it, at least one). Each token budget gives
+# what the process wants of it, at most its fair share but at least ``need`` (the cost of the
+# call waiting for the batch, which must fit whole): the tokens are granted all together or not
+# at all, not while the member is blocked nor while any budget has less than its need (then the
+# wait is for the need: never, if it is more than the budget's capacity). Returns {calls granted,
+# seconds to wait when what was needed was not granted, whether it has token budgets, seconds the
+# member is blocked for, seconds the fleet's breaker stays open, 1 if a process waits for slots,
+# then per token budget the tokens granted (-1: the member has no such budget)}: the block, so
+# that a process refilling early knows to drop what it holds, the breaker, so that it reaches
+# every process spending batches within ``_BATCH_FRESH``, and the waiting, so that a process
+# holding slots claims again and learns its fair share.
 _LEASE_BATCH = (
     _PRELUDE
     + """
@@ -296,26 +302,40 @@ for name, _ in pairs(buckets) do kept[name] = true end
 local configured = tonumber(ARGV[5])
 learn(buckets, now, 7 + 4 * configured + 4 * tonumber(ARGV[6 + 4 * configured]))
 seed(buckets, now)
+local kinds = {'tokens', 'input-tokens', 'output-tokens'}
+local tok = {}
+for k, name in ipairs(kinds) do
+  local at = #ARGV - 12 + 3 * k
+  tok[name] = {want = tonumber(ARGV[at]), need = tonumber(ARGV[at + 1]),
+    back = tonumber(ARGV[at + 2]), grant = -1}
+end
 local has_tokens = 0
 for name, b in pairs(buckets) do
   refill(b, now)
+  local t = tok[name]
   if is_requests(name) then
     if back > 0 and kept[name] then b.level = math.min(b.cap, b.level + back) end
   else
     has_tokens = 1
+    if t and t.back ~= 0 and kept[name] then b.level = math.min(b.cap, b.level + t.back) end
   end
 end
 local grant = want
 local wait = math.max(0, blocked - now)
-if wait > 0 or has_tokens == 1 then grant = 0 end
+if wait > 0 then grant = 0 end
+local token_wait = 0
 for name, b in pairs(buckets) do
+  local t = tok[name]
   if is_requests(name) then
     grant = math.min(grant, math.floor(b.level), math.max(1, math.floor(b.level / fleet)))
+  elseif t and t.need > 0 and t.need > b.level then
+    token_wait = math.max(token_wait, wait_for(b, t.need, now))
   end
 end
+local tokens_granted = wait <= 0 and token_wait <= 0
 if grant < 1 then
   grant = 0
-  if wait <= 0 and has_tokens == 0 then
+  if wait <= 0 then
     for name, b in pairs(buckets) do
       if is_requests(name) then wait = math.max(wait, wait_for(b, 1, now)) end
     end
@@ -325,6 +345,18 @@ else
     if is_requests(name) then b.level = b.level - grant end
   end
 end
+for name, b in pairs(buckets) do
+  local t = tok[name]
+  if t then
+    t.grant = 0
+    if tokens_granted then
+      t.grant = math.max(t.need, math.min(t.want, math.floor(b.level / fleet)))
+      t.grant = math.max(0, math.min(t.grant, math.floor(b.level)))
+      b.level = b.level - t.grant
+    end
+  end
+end
+wait = math.max(wait, token_wait)
 unmetered(buckets, grant - back)
 for name, b in pairs(buckets) do save(KEYS[1], name, b) end
 if next(buckets) ~= nil then redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV]) end
@@ -332,7 +364,7 @@ local breaker = tonumber(redis.call('HGET', KEYS[1], 'breaker') or '0')
 local starved = 0
 if tonumber(redis.call('GET', KEYS[2]) or '0') > now then starved = 1 end
 return {grant, f(wait), has_tokens, f(math.max(0, blocked - now)), f(math.max(0, breaker - now)),
-  starved}
+  starved, tok['tokens'].grant, tok['input-tokens'].grant, tok['output-tokens'].grant}
 """
 )
 
@@ -743,17 +775,20 @@ class Scripts:
         reports: Sequence[tuple[str, Window]] = (),
         *,
         learned: Sequence[tuple[str, float, float, float]] = (),
+        tokens: Sequence[tuple[float, float, float]] = (),
     ) -> Batch:
         """``reports``: windows replies reported since the last batch, learned first (as
         ``report``). ``learned``: seeds, like ``specs``, of the budgets only the vendor
-        reported."""
+        reported. ``tokens``: per token budget (``TOKEN_KINDS``, in order; none given: all
+        zero) the tokens wanted, needed (the waiting call's cost) and given back."""
         args: list[str] = [_arg(now), str(want), str(back), str(fleet)]
         args += _spec_args(specs, learned)
         args += _window_args(reports)
+        for wanted, needed, given in tokens or [(0, 0, 0)] * len(TOKEN_KINDS):
+            args += [repr(float(wanted)), repr(float(needed)), repr(float(given))]
         args.append(str(_KEY_TTL_MS))
-        grant, wait, has_tokens, blocked, open_for, starved = await self._lease_batch(
-            keys=[key, starved_key(key)], args=args
-        )
+        got = await self._lease_batch(keys=[key, starved_key(key)], args=args)
+        grant, wait, has_tokens, blocked, open_for, starved, *granted = got
         return Batch(
             int(grant),
             _number(wait),
@@ -761,6 +796,7 @@ class Scripts:
             _number(blocked),
             _number(open_for),
             bool(int(starved)),
+            tuple(None if int(g) < 0 else int(g) for g in granted),
         )
 
     async def settle(
@@ -901,9 +937,10 @@ class Scripts:
 
 
 class Batch(NamedTuple):
-    """What ``_LEASE_BATCH`` answered: the calls granted, the seconds to wait when none was,
-    whether the member has token budgets (then none is granted), the seconds it is blocked for,
-    the seconds the fleet's breaker stays open, and whether a process waits for slots."""
+    """What ``_LEASE_BATCH`` answered: the calls granted, the seconds to wait when what was
+    needed was not granted, whether the member has token budgets, the seconds it is blocked
+    for, the seconds the fleet's breaker stays open, whether a process waits for slots, and per
+    token budget (``TOKEN_KINDS``) the tokens granted (None: the member has no such budget)."""
 
     grant: int
     wait: float
@@ -911,6 +948,16 @@ class Batch(NamedTuple):
     blocked: float
     open_for: float
     starved: bool
+    tokens: tuple[int | None, ...] = (None, None, None)
+
+
+# The token budgets a batch holds, in the order of ``_LEASE_BATCH``'s arguments.
+TOKEN_KINDS = ("tokens", "input-tokens", "output-tokens")
+
+
+def token_amounts(cost: Cost | Lease) -> tuple[int, int, int]:
+    """What ``cost`` takes from each of ``TOKEN_KINDS``."""
+    return (cost.tokens, cost.tokens - cost.output_tokens, cost.output_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -970,27 +1017,62 @@ def starved_key(budgets: str) -> str:
 
 # -- the store -----------------------------------------------------------------------------------
 
+# The ``charged`` of a lease taken from a batch in hand: it settles with that batch.
+_FROM_BATCH = ("redis-batch",)
+
 
 @dataclass(slots=True)
 class _Allowance:
-    """Calls of one request each that this process leased from Redis in batches and spends
-    without a round trip while they are fresh (until ``until``: a block set by another process
-    reaches this one within ``_BATCH_FRESH``). The next batch is leased in the background before
-    this one runs out or goes stale; its size is twice what was spent since the last, so that
-    a batch lasts about two refills at the current pace."""
+    """Calls of one request each, and tokens, that this process leased from Redis in batches
+    and spends without a round trip while they are fresh (until ``until``: a block set by
+    another process reaches this one within ``_BATCH_FRESH``). The next batch is leased in the
+    background before this one runs out or goes stale; its size is twice what was spent since
+    the last, so that a batch lasts about two refills at the current pace. A call takes its
+    estimated tokens from the batch, and its reply's usage settles with the batch, not with
+    Redis: the tokens it did not use go back to the batch, the extra it used is taken from it
+    (which may go below zero: a debt paid with the next batch)."""
 
     calls: int = 0
     until: float = -math.inf
     # Calls in hand after the last refill, and spent since it was sent.
     size: int = 0
     spent: int = 0
-    # The last refill granted nothing: the seconds until one would be.
+    # Per token budget (``TOKEN_KINDS``): the tokens in hand, after the last refill, and spent
+    # since it was sent; and whether the member has that budget (else nothing limits it).
+    tokens: list[int] = field(default_factory=lambda: [0, 0, 0])
+    token_size: list[int] = field(default_factory=lambda: [0, 0, 0])
+    token_spent: list[int] = field(default_factory=lambda: [0, 0, 0])
+    limited: tuple[bool, ...] = (False, False, False)
+    # The last refill granted less than was needed: the seconds until it would be.
     wait: float = 0.0
     refilling: asyncio.Task[bool] | None = None
-    # Redis answered a refill: ``has_tokens`` is known.
-    answered: bool = False
-    # The member has token budgets: its calls are leased one by one.
-    has_tokens: bool = False
+
+    def fits(self, cost: Cost) -> bool:
+        """Whether the batch in hand holds a call of ``cost`` (one request)."""
+        if self.calls < 1:
+            return False
+        amounts = token_amounts(cost)
+        return all(not on or amounts[k] <= self.tokens[k] for k, on in enumerate(self.limited))
+
+    def take(self, cost: Cost) -> None:
+        self.calls -= 1
+        self.spent += 1
+        for k, amount in enumerate(token_amounts(cost)):
+            if self.limited[k]:
+                self.tokens[k] -= amount
+                self.token_spent[k] += amount
+
+    def settle(self, lease: Lease, used: tuple[int, int, int]) -> None:
+        """A reply's usage (per ``TOKEN_KINDS``) against what its call took from the batch."""
+        for k, reserved in enumerate(token_amounts(lease)):
+            if self.limited[k]:
+                self.tokens[k] += reserved - used[k]
+
+    def low(self) -> bool:
+        """Half of the batch is spent: time to lease the next."""
+        return self.calls * 2 < self.size or any(
+            on and self.tokens[k] * 2 < self.token_size[k] for k, on in enumerate(self.limited)
+        )
 
 
 @dataclass(slots=True)
@@ -1569,6 +1651,7 @@ class RedisBudgetStore(BudgetStore):
         # which counts them as unspent already.
         for allowance in self._allowances.values():
             allowance.calls = 0
+            allowance.tokens = [0, 0, 0]
             allowance.until = -math.inf
         share = self.share()
         logger.warning(
@@ -1694,20 +1777,17 @@ class RedisBudgetStore(BudgetStore):
             allowance = self._allowances.get(key)
             if allowance is None:
                 allowance = self._allowances[key] = _Allowance()
-            if not allowance.has_tokens:
-                if allowance.calls > 0 and now < allowance.until:
-                    # The hot path: a call of the batch in hand, no round trip.
-                    allowance.calls -= 1
-                    allowance.spent += 1
-                    if allowance.refilling is None and (
-                        allowance.calls * 2 < allowance.size
-                        or now >= allowance.until - _BATCH_EARLY
-                    ):
-                        allowance.refilling = self._spawn(self._refill(key, allowance))
-                    return Lease(key, 1, cost.tokens, cost.output_tokens)
-                got = await self._lease_batch(key, allowance, cost)
-                if got is not None:
-                    return got
+            if now < allowance.until and allowance.fits(cost):
+                # The hot path: a call of the batch in hand, no round trip.
+                allowance.take(cost)
+                if allowance.refilling is None and (
+                    allowance.low() or now >= allowance.until - _BATCH_EARLY
+                ):
+                    allowance.refilling = self._spawn(self._refill(key, allowance))
+                return Lease(key, 1, cost.tokens, cost.output_tokens, charged=_FROM_BATCH)
+            got = await self._lease_batch(key, allowance, cost)
+            if got is not None:
+                return got
         if self._reachable():
             try:
                 wait = await self.scripts.lease(
@@ -1741,35 +1821,50 @@ class RedisBudgetStore(BudgetStore):
         self, key: str, allowance: _Allowance, cost: Cost
     ) -> Lease | float | None:
         """A call from a new batch, once the refill on its way (or one started now) is in:
-        the batch in hand ran out or went stale. None if Redis could not be reached or the
-        member has token budgets (then each call is leased on its own)."""
+        the batch in hand ran out, went stale or does not hold this call's tokens. None if
+        Redis could not be reached."""
         while True:
             task = allowance.refilling
             if task is None:
-                task = allowance.refilling = self._spawn(self._refill(key, allowance))
-            if not await asyncio.shield(task) or allowance.has_tokens:
+                task = allowance.refilling = self._spawn(self._refill(key, allowance, cost))
+            if not await asyncio.shield(task):
                 return None
-            if allowance.calls > 0 and self.clock() < allowance.until:
-                allowance.calls -= 1
-                allowance.spent += 1
-                return Lease(key, 1, cost.tokens, cost.output_tokens)
+            if self.clock() < allowance.until and allowance.fits(cost):
+                allowance.take(cost)
+                return Lease(key, 1, cost.tokens, cost.output_tokens, charged=_FROM_BATCH)
             if allowance.wait > 0:
                 return allowance.wait
-            # Other calls spent the refill first: another.
+            # Other calls spent the refill first, or it was leased for less: another.
 
-    async def _refill(self, key: str, allowance: _Allowance) -> bool:
-        """Lease the member's next batch of calls (``_LEASE_BATCH``); False if Redis could not
-        be reached. A stale batch's calls are given back with it; a fresh one's are kept (and
-        stay fresh as long as the new one, since Redis has seen no block since), unless the
-        member is now blocked."""
+    async def _refill(self, key: str, allowance: _Allowance, need: Cost | None = None) -> bool:
+        """Lease the member's next batch of calls and tokens (``_LEASE_BATCH``); False if
+        Redis could not be reached. A stale batch is given back with it; a fresh one's calls and
+        tokens are kept (and stay fresh as long as the new one, since Redis has seen no block
+        since), unless the member is now blocked. ``need``: the call waiting for this batch
+        because the one in hand does not hold its tokens: its tokens are given back (debts
+        paid) and the new batch holds the call's whole cost at least, or says how long until
+        it would (never, if it is more than a whole budget)."""
         try:
             sent_at = self.clock()
             back = 0
+            token_back = [0, 0, 0]
             if sent_at >= allowance.until:
                 back, allowance.calls = allowance.calls, 0
+            if sent_at >= allowance.until or need is not None:
+                token_back, allowance.tokens = allowance.tokens, [0, 0, 0]
             target = min(_BATCH_MAX, 2 * max(1, allowance.spent))
             want = max(0 if allowance.calls else 1, target - allowance.calls)
+            needed = token_amounts(need) if need is not None else (0, 0, 0)
+            tokens = [
+                (
+                    max(needed[k], 2 * allowance.token_spent[k] - allowance.tokens[k]),
+                    needed[k],
+                    token_back[k],
+                )
+                for k in range(len(TOKEN_KINDS))
+            ]
             allowance.spent = 0
+            allowance.token_spent = [0, 0, 0]
             # The reports waiting for their time go with it (and are lost with it on a failure:
             # they are this process's seeds meanwhile).
             reports = self._reports.pop(key, {})
@@ -1784,12 +1879,12 @@ class RedisBudgetStore(BudgetStore):
                     self._seeds(key, sent_at),
                     reports=list(reports.items()),
                     learned=self._reported_only(key, sent_at),
+                    tokens=tokens,
                 )
             except self.errors as exc:
                 self._down(exc)
                 return False
             self._up()
-            allowance.answered = True
             slots = self._slots.get(key)
             if batch.open_for > 0 and slots is not None and slots.lane is not None:
                 # Another process's breaker opened: this one's opens for the rest of it.
@@ -1798,13 +1893,17 @@ class RedisBudgetStore(BudgetStore):
                 # Another process waits for slots: claim, to learn this one's fair share (and
                 # give back, as calls end, what is over it).
                 slots._start_claim()
-            if batch.has_tokens:
-                allowance.has_tokens = True
-                return True
             if batch.blocked > 0:
-                allowance.calls = 0  # not given back: they stay unused, as in ``block``
+                # Not given back: they stay unused, as in ``block`` (a debt is kept).
+                allowance.calls = 0
+                allowance.tokens = [min(0, t) for t in allowance.tokens]
             allowance.calls += batch.grant
             allowance.size = allowance.calls
+            allowance.limited = tuple(g is not None for g in batch.tokens)
+            for k, granted in enumerate(batch.tokens):
+                # A budget the member does not have holds nothing (and owes nothing).
+                allowance.tokens[k] = 0 if granted is None else allowance.tokens[k] + granted
+            allowance.token_size = list(allowance.tokens)
             allowance.wait = batch.wait
             allowance.until = sent_at + _BATCH_FRESH
             return True
@@ -1812,10 +1911,11 @@ class RedisBudgetStore(BudgetStore):
             allowance.refilling = None
 
     async def _give_back(self) -> None:
-        """Return the calls of the batches not spent (the store is closing)."""
+        """Return the calls and tokens of the batches not spent (the store is closing), and pay
+        their token debts."""
         allowances, self._allowances = self._allowances, {}
         for key, allowance in allowances.items():
-            if allowance.calls > 0 and not allowance.has_tokens:
+            if allowance.calls > 0 or any(allowance.tokens):
                 await self.scripts.lease_batch(
                     budget_key(self.prefix, key),
                     0,
@@ -1823,6 +1923,7 @@ class RedisBudgetStore(BudgetStore):
                     1,
                     self._seeds(key, self.clock()),
                     learned=self._reported_only(key, self.clock()),
+                    tokens=[(0, 0, t) for t in allowance.tokens],
                 )
 
     async def settle(self, lease: Lease, tokens_used: int, now: float) -> None:
@@ -1836,9 +1937,14 @@ class RedisBudgetStore(BudgetStore):
         used = input_tokens + output_tokens
         if lease.tokens == used and lease.output_tokens == output_tokens:
             return
-        allowance = self._allowances.get(lease.key)
-        if allowance is not None and allowance.answered and not allowance.has_tokens:
-            return  # the member had no token budgets at its last batch: nothing to settle
+        if lease.charged is _FROM_BATCH:
+            # Settled with the batch in hand, without a round trip: what the call did not use
+            # goes back to it, the extra is taken from it; the next batch returns or pays it.
+            allowance = self._allowances.get(lease.key)
+            if allowance is None:
+                allowance = self._allowances[lease.key] = _Allowance()
+            allowance.settle(lease, (used, input_tokens, output_tokens))
+            return
         if self._reachable():
             try:
                 await self.scripts.settle(
