@@ -13,7 +13,7 @@ Three measures:
   scripts' and the heartbeats' alike), not those run inside scripts. Twice: against the fast
   server, whose answers say nothing of budgets, and against ``server.py --kind capacity``, whose
   every answer reports the request budget (OpenAI's headers), as real vendors' do; and once more
-  against one that reports a token budget too, whose calls are still leased one by one.
+  against one that reports a token budget too, whose tokens are leased in the same batches.
 * CPU per call with Redis coordination over in-process (target: within 10%): both clients live
   in this one process and run blocks of ``--calls`` calls at concurrency ``--concurrency`` in
   turn (local, Redis, Redis, local, ...), so each pair of blocks is measured under the same
@@ -45,8 +45,8 @@ from tests.redis_fixtures import RedisServer  # noqa: E402
 
 # The vendors of the second and third counts: they report their request budget, then their
 # request and token budgets, on every answer (OpenAI's headers), far above what the benchmark
-# spends. A member with token budgets is still leased call by call (each call's cost differs):
-# the third count shows what that costs.
+# spends. A member with token budgets leases its tokens in the same batches as its requests, and
+# settles each reply's usage with the batch in hand: the third count shows what that costs.
 REPORTING = ("--kind", "capacity", "--capacity", '{"requests_per_minute": 100000000}')
 REPORTING_TOKENS = (
     "--kind",
@@ -139,7 +139,7 @@ async def paced(client: asyncllm.OpenAI, rate: float, seconds: float) -> int:
 
 async def flush(url: str) -> None:
     """Empty Redis between the parts: each starts from no budget (a token budget one vendor
-    reported would otherwise make the next part's calls leased one by one)."""
+    reported would otherwise be leased in the next part's batches too)."""
     from redis.asyncio import Redis
 
     client = Redis.from_url(url)
@@ -269,7 +269,7 @@ async def main(options: argparse.Namespace) -> None:
     for title, got, rate in (
         ("a vendor that reports no budget", ops, achieved),
         ("a vendor that reports its budget on every answer", reported_ops, reported_achieved),
-        ("one that reports a token budget too (leased per call)", token_ops, token_achieved),
+        ("one that reports a token budget too", token_ops, token_achieved),
     ):
         by_command = ", ".join(
             f"{name} {n:.4f}" for name, n in sorted(got.items(), key=lambda o: -o[1])

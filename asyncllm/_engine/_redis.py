@@ -19,7 +19,10 @@ Why it is built this way:
   second's refill: neither a burst (a whole minute's, or a whole day's, budget at once) nor a
   budget that starts empty and starves. Per-day budgets are therefore never refilled from zero.
 * No round trip per call at steady state. Budgets: a process leases a batch of one-request calls
-  (twice what it spent since the last batch, capped at a fair share of what is left), spends it
+  and of tokens, in one script run (twice what it spent since the last batch, capped at a fair
+  share of what is left; for tokens, never less than the cost of the call waiting for it), takes
+  each call's estimated tokens from it and settles the reply's usage with it (no round trip: a
+  debt is paid with the next batch), spends it
   locally for at most ``_BATCH_FRESH`` seconds, so that a block set by another process reaches
   it within that time, and leases the next in the background before this one runs out or goes
   stale. Concurrency: a process holds a batch of the fleet's slots (sized from its calls' recent
