@@ -1247,6 +1247,50 @@ async def test_calls_at_steady_state_cost_few_round_trips(
         await admin.aclose()
 
 
+async def test_calls_with_token_budgets_cost_few_round_trips(redis_url: str) -> None:
+    """A member with token budgets (total and output) at steady state: 400 calls, each leased
+    from the batch in hand and settled with its usage, cost a few dozen Redis round trips (the
+    batches), not two per call (a lease and a settlement each, before)."""
+    clock = [0.0]
+    store = RedisBudgetStore(redis_url, clock=lambda: clock[0], prefix="tok")
+    admin = Redis.from_url(redis_url)
+    settles = 0
+    settle = store.scripts.settle
+
+    async def counted(*args: Any, **kwargs: Any) -> None:
+        nonlocal settles
+        settles += 1
+        await settle(*args, **kwargs)
+
+    store.scripts.settle = counted  # type: ignore[method-assign]
+
+    async def scripts_run() -> int:
+        stats = await admin.info("commandstats")
+        return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+
+    try:
+        store.configure(
+            "m",
+            0.0,
+            requests_per_minute=600_000,
+            tokens_per_minute=60_000_000,
+            output_tokens_per_minute=6_000_000,
+        )
+        before = await scripts_run()
+        for _ in range(400):
+            lease = await store.lease("m", Cost(1, 120, 30), clock[0])
+            assert isinstance(lease, Lease)
+            await store.settle_usage(lease, 60, 10, clock[0])  # less than reserved
+            clock[0] += 0.001
+            await asyncio.sleep(0)
+        trips = await scripts_run() - before
+        assert trips <= 40 and settles == 0, (trips, settles)
+        assert store._allowances["m"].limited == (True, False, True)
+    finally:
+        await store.aclose()
+        await admin.aclose()
+
+
 async def test_a_block_set_elsewhere_drops_the_batch_at_the_next_refill(redis_url: str) -> None:
     """Another process's 429: the batch in hand is spent until its refill (at most
     ``_BATCH_FRESH`` later), which finds the block and drops the rest."""
