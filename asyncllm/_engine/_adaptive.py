@@ -6,10 +6,12 @@ falls below the calls in flight, none starts until enough have finished; the wai
 their priority order, since ``Lane.fill`` still starts the best of them first. A stream holds its
 slot until it ends, so it counts like any call.
 
-Each signal feeds one mechanism (see ``AdaptiveConcurrency`` for the rule and its numbers):
+Which signal feeds which mechanism (see ``AdaptiveConcurrency`` for the rule and its numbers):
 
 * 503, 529, and an attempt that timed out after it was sent: the server is overloaded, so the
-  limit shrinks multiplicatively, once per window.
+  limit shrinks multiplicatively, once per window. This is per attempt; the breaker still
+  counts a call whose retries all ended so as one failure (``breaker_verdict``), since a server
+  that answers nothing but 503 is down for its callers and the breaker is what fails them fast.
 * 429: the rate gate's (``_ratelimit``): its headers adjust the budgets, its Retry-After blocks
   the lane. Shrinking concurrency for it as well would punish the same cause twice.
 * Connection errors (a connect timeout included: nothing was sent) and other 5xx: the breaker's.
