@@ -846,6 +846,24 @@ async def test_a_missing_budget_is_seeded_from_the_last_report(redis_url: str) -
         await store.aclose()
 
 
+async def test_a_seed_from_an_old_report_trusts_one_seconds_refill(redis_url: str) -> None:
+    """What the vendor refilled since a report is anyone's: a report heard 10 s ago seeds a lost
+    budget with what it said plus one second's refill, not ten (the other processes may have
+    spent those)."""
+    clock = [0.0]
+    store = RedisBudgetStore(redis_url, clock=lambda: clock[0], prefix="o")
+    try:
+        store.configure("m", 0.0, requests_per_minute=60)
+        # 5 left of 60, 55 back within 55 s: one a second.
+        await store.report("m", RateHeaders({"requests": Window(60, 5, 55.0)}), 0.0)
+        clock[0] = 10.0
+        await store.client.flushall()
+        leases = [await store.lease("m", Cost(1, 0), 10.0) for _ in range(8)]
+        assert [isinstance(got, Lease) for got in leases] == [True] * 6 + [False] * 2
+    finally:
+        await store.aclose()
+
+
 async def test_a_block_travels_between_dispatchers(redis_url: str) -> None:
     """A 429 with Retry-After seen by one process blocks the lane of every process."""
     one = asyncllm.Dispatcher(redis_url=redis_url, observer=None)

@@ -1081,7 +1081,10 @@ class _Allowance:
 @dataclass(slots=True)
 class _Reported:
     """What the vendor last said of one budget, as this process heard it: the seed of that
-    budget if Redis loses it."""
+    budget if Redis loses it. Aged by at most one second's refill (a probe allowance): what the
+    vendor refilled since the report is anyone's, and the other processes of the fleet may have
+    spent it (a worker whose last report was seconds old on a loaded machine seeded the budget
+    above what the vendor had, and the fleet collected 429s)."""
 
     capacity: float
     rate: float
@@ -1089,7 +1092,8 @@ class _Reported:
     at: float  # the dispatcher's clock
 
     def level_at(self, now: float) -> float:
-        return min(self.capacity, self.level + max(0.0, now - self.at) * self.rate)
+        aged = min(1.0, max(0.0, now - self.at))
+        return min(self.capacity, self.level + aged * self.rate)
 
 
 class SharedSlots:
