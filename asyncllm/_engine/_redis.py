@@ -118,16 +118,22 @@ _KEY_TTL_MS = 2 * int(_PER_DAY) * 1000
 
 # -- the scripts ---------------------------------------------------------------------------------
 
-# Shared by every script: the time (the argument in tests, else Redis's clock), number formatting
-# that round-trips a double exactly, and a member's buckets, kept in one hash as "name|part"
-# fields (cap, rate, level, t) next to "blocked" (the time a Retry-After block ends).
-_PRELUDE = """
+# Shared by every script: the time (the argument in tests, else Redis's clock) and number
+# formatting that round-trips a double exactly.
+_CLOCK = """
 local function now_of(arg)
   if arg ~= '' then return tonumber(arg) end
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 local function f(x) return string.format('%.17g', x) end
+"""
+
+# Shared by the budget scripts: the clock, and a member's buckets, kept in one hash as
+# "name|part" fields (cap, rate, level, t) next to "blocked" (the time a Retry-After block ends).
+_PRELUDE = (
+    _CLOCK
+    + """
 local function load(key)
   local flat = redis.call('HGETALL', key)
   local buckets, blocked = {}, -math.huge
@@ -245,6 +251,7 @@ local function seed(buckets, now)
   end
 end
 """
+)
 
 # KEYS[1] budgets; ARGV: now, requests, tokens, output tokens (the part of tokens that is
 # output), n, then n specs (name, cap, rate, seed) of the
@@ -483,13 +490,9 @@ return out
 # forgotten, with its slots. A process that finds its own lease gone (it was paused, or Redis was
 # flushed) puts back the slots it still holds, so the fleet's count is true again, and is told it
 # lapsed.
-_SLOTS_PRELUDE = """
-local function now_of(arg)
-  if arg ~= '' then return tonumber(arg) end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-local function f(x) return string.format('%.17g', x) end
+_SLOTS_PRELUDE = (
+    _CLOCK
+    + """
 local function expire_dead(now)
   local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', f(now))
   for _, p in ipairs(dead) do
@@ -512,6 +515,7 @@ local function renew(now, proc, ttl, held)
   return 0
 end
 """
+)
 
 # KEYS[3] the member's budgets (for its breaker). One slot for one call, for the calls that ask
 # one by one (while the breaker is not closed). ARGV: now, process, limit, ttl, held (slots this
