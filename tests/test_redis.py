@@ -846,20 +846,25 @@ async def test_a_missing_budget_is_seeded_from_the_last_report(redis_url: str) -
         await store.aclose()
 
 
-async def test_a_seed_from_an_old_report_trusts_one_seconds_refill(redis_url: str) -> None:
-    """What the vendor refilled since a report is anyone's: a report heard 10 s ago seeds a lost
-    budget with what it said plus one second's refill, not ten (the other processes may have
-    spent those)."""
+@pytest.mark.parametrize(("age", "granted"), [(0.5, 5), (10.0, 1)])
+async def test_a_seed_from_an_old_report_is_a_probe_allowance(
+    redis_url: str, age: float, granted: int
+) -> None:
+    """A report at most a second old seeds a lost budget with what it said, aged by its refill
+    (5 left and half a second at one a second: 5.5). An older one seeds no more than one second's
+    refill (one call), whatever it said: the other processes may have spent its 5 since."""
     clock = [0.0]
     store = RedisBudgetStore(redis_url, clock=lambda: clock[0], prefix="o")
     try:
         store.configure("m", 0.0, requests_per_minute=60)
         # 5 left of 60, 55 back within 55 s: one a second.
         await store.report("m", RateHeaders({"requests": Window(60, 5, 55.0)}), 0.0)
-        clock[0] = 10.0
+        clock[0] = age
         await store.client.flushall()
-        leases = [await store.lease("m", Cost(1, 0), 10.0) for _ in range(8)]
-        assert [isinstance(got, Lease) for got in leases] == [True] * 6 + [False] * 2
+        leases = [await store.lease("m", Cost(1, 0), age) for _ in range(8)]
+        assert [isinstance(got, Lease) for got in leases] == [True] * granted + [False] * (
+            8 - granted
+        )
     finally:
         await store.aclose()
 

@@ -297,12 +297,12 @@ async def all_renewed(
 
 
 async def test_redis_restarted_flushed_and_paused_under_a_running_fleet() -> None:
-    """Four workers that learned the vendor's request budget (120 a minute) and spent its
-    burst, while Redis is stopped and started again on its port (its data gone), its scripts
+    """Four workers that learned the vendor's request budget (120 a minute) and spent most of
+    its burst, while Redis is stopped and started again on its port (its data gone), its scripts
     flushed, and all its clients paused for two seconds. No worker crashes; each degrades and
     comes back (its stats say so), with its lease; and the budget Redis lost is not refilled:
-    it starts again from what the vendor last said, so the vendor refuses no more than a few
-    requests."""
+    it starts again from what the vendor said within the last second, or from a second's refill,
+    so the vendor refuses no more than a few requests."""
     redis = RedisServer(_executable())
     capacity = Capacity(requests_per_minute=RPM_LEARNED)
     try:
@@ -316,7 +316,10 @@ async def test_redis_restarted_flushed_and_paused_under_a_running_fleet() -> Non
                 bucket = meter.buckets["requests"]
 
                 async def burst_spent() -> bool:
-                    return bucket.level < 5
+                    # Nine tenths of it: the fleet then runs at the refill rate and leaves the
+                    # vendor a few (the HIGH reserve, and the calls sent before the first reply,
+                    # counted twice), 5 to 7 here, so the level need not fall below that.
+                    return bucket.level < 0.1 * RPM_LEARNED
 
                 await until(burst_spent, 30.0, "the fleet never spent the vendor's burst")
                 # Restarted: down for twice the lease, then up on its port with nothing in it.
@@ -324,6 +327,9 @@ async def test_redis_restarted_flushed_and_paused_under_a_running_fleet() -> Non
                 stopped_at = time.monotonic()
                 await asyncio.sleep(2 * LEASE)
                 redis = RedisServer(redis.executable, redis.port)
+                # The test's own connections died with the old server (one may read "closed by
+                # server" on its next command): new ones.
+                await client.connection_pool.disconnect()
                 back = partial(all_renewed, client, workers, await redis_time(client))
                 await until(back, 20.0, "not every worker came back after the restart")
                 back_at = time.monotonic()

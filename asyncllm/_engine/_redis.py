@@ -15,7 +15,8 @@ Why it is built this way:
   Cluster slot; work that spans members (the heartbeat) is pipelined, one script per member
   (on a cluster, sent concurrently, each to its slot's node).
 * A missing budget (first use, Redis flushed or restarted) is seeded from what the vendor last
-  reported to this process, aged by its refill rate, or else from a probe allowance of one
+  reported to this process, aged by its refill rate, while that report is at most a second old
+  (older, the rest of the fleet may have spent it), or else from a probe allowance of one
   second's refill: neither a burst (a whole minute's, or a whole day's, budget at once) nor a
   budget that starts empty and starves. Per-day budgets are therefore never refilled from zero.
 * No round trip per call at steady state. Budgets: a process leases a batch of one-request calls
@@ -108,6 +109,9 @@ _REDIS_RETRY = 1.0
 _BATCH_FRESH = 0.25
 _BATCH_MAX = 256
 _BATCH_EARLY = 0.05
+# What the vendor last reported to this process seeds a budget Redis lost while it is at most
+# this many seconds old (``_Reported``).
+_REPORT_FRESH = 1.0
 # How long the listener waits for a message before it asks again (a bound, not a poll interval:
 # a message wakes it at once).
 _LISTEN_WAIT = 1.0
@@ -1085,10 +1089,11 @@ class _Allowance:
 @dataclass(slots=True)
 class _Reported:
     """What the vendor last said of one budget, as this process heard it: the seed of that
-    budget if Redis loses it. Aged by at most one second's refill (a probe allowance): what the
-    vendor refilled since the report is anyone's, and the other processes of the fleet may have
-    spent it (a worker whose last report was seconds old on a loaded machine seeded the budget
-    above what the vendor had, and the fleet collected 429s)."""
+    budget if Redis loses it. Trusted for one second (``_REPORT_FRESH``), aged by its refill;
+    after that, what it said is no better than a probe allowance (one second's refill), and the
+    seed is the lower of the two. The other processes of the fleet spend from the vendor's budget
+    too, and one process's last word says nothing of what they spent since: a worker whose last
+    report (20 left) was seconds old seeded a restarted Redis with 22 while the vendor had 11."""
 
     capacity: float
     rate: float
@@ -1096,8 +1101,10 @@ class _Reported:
     at: float  # the dispatcher's clock
 
     def level_at(self, now: float) -> float:
-        aged = min(1.0, max(0.0, now - self.at))
-        return min(self.capacity, self.level + aged * self.rate)
+        age = max(0.0, now - self.at)
+        if age > _REPORT_FRESH:
+            return min(self.level + self.rate, probe_allowance(self.capacity, self.rate))
+        return min(self.capacity, self.level + age * self.rate)
 
 
 class SharedSlots:
