@@ -25,16 +25,14 @@ from redis.asyncio import Redis
 
 import asyncllm
 from asyncllm._engine._ratelimit import Cost, Lease, RateHeaders, Window
-from asyncllm._engine._redis import (
-    _BATCH_EARLY,
+from asyncllm._engine._redis import _BATCH_EARLY, RedisBudgetStore, probe_allowance
+from asyncllm._engine._redis_scripts import (
     _BATCH_FRESH,
     TOKEN_KINDS,
     Batch,
     Claimed,
-    RedisBudgetStore,
     Scripts,
     budget_key,
-    probe_allowance,
     slot_keys,
     starved_key,
     want_key,

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from asyncllm._engine._redis import budget_key, slot_keys
+from asyncllm._engine._redis_scripts import budget_key, slot_keys
 from asyncllm.testing import Capacity, FakeServer, Faults
 from tests.redis_fixtures import RedisCluster, RedisServer, _executable
 from tests.test_redis_processes import LIMIT, WORKERS, result, start_worker, start_workers

@@ -16,7 +16,8 @@ from redis.asyncio import Redis
 
 import asyncllm
 from asyncllm._engine._ratelimit import Cost, Lease, RateHeaders, Window
-from asyncllm._engine._redis import RedisBudgetStore, Scripts, budget_key
+from asyncllm._engine._redis import RedisBudgetStore
+from asyncllm._engine._redis_scripts import Scripts, budget_key
 from asyncllm.testing import FakeClock
 
 KEY = budget_key("t", "m")

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
-from asyncllm._engine._redis import slot_keys
+from asyncllm._engine._redis_scripts import slot_keys
 from asyncllm.testing import FakeServer, Faults
 
 ROOT = Path(__file__).resolve().parent.parent
