@@ -42,13 +42,14 @@ import contextlib
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from child import SERVER, Child
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -191,40 +192,6 @@ def fetch_json(url: str) -> Any:
         return json.loads(answer.read())
 
 
-class Child:
-    """A child process that prints one line when it is ready (``PORT n`` or ``READY``)."""
-
-    def __init__(self, args: list[str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        assert self.proc.stdout is not None
-        self.first = self.proc.stdout.readline()
-
-    def tell(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def result(self, timeout: float) -> dict[str, Any]:
-        out, _ = self.proc.communicate(timeout=timeout)
-        for line in out.splitlines():
-            if line.startswith("RESULT "):
-                found: dict[str, Any] = json.loads(line[len("RESULT ") :])
-                return found
-        raise RuntimeError(f"a worker printed no result (exit {self.proc.returncode})")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def round_trips(url: str) -> int:
     """Scripts Redis has run: each is one round trip (the commands inside a script are not)."""
     from redis import Redis
@@ -265,9 +232,8 @@ def main(options: argparse.Namespace) -> int:
         "max_concurrent": options.concurrency,
         "busy_status": 503,
     }
-    here = str(Path(__file__).resolve().parent / "server.py")
     vendors = [
-        Child([here, "--kind", "capacity", "--delay", str(options.delay), "--capacity", spec])
+        Child([SERVER, "--kind", "capacity", "--delay", str(options.delay), "--capacity", spec])
         for spec in (
             json.dumps(capacity),
             json.dumps({"max_concurrent": options.concurrency, "busy_status": 503}),
@@ -275,10 +241,7 @@ def main(options: argparse.Namespace) -> int:
     ]
     workers: list[Child] = []
     try:
-        for vendor in vendors:
-            if not vendor.first.startswith("PORT "):
-                raise RuntimeError(f"the vendor did not start: {vendor.first!r}")
-        base, free = (f"http://127.0.0.1:{int(v.first.split()[1])}" for v in vendors)
+        base, free = (f"http://127.0.0.1:{v.port('the vendor')}" for v in vendors)
         common = [__file__, "--redis", redis.url, "--vendor", base, "--free-vendor", free]
         for name in ("rpm", "concurrency", "callers", "seconds", "warmup", "trials", "period"):
             common += [f"--{name}", str(getattr(options, name))]

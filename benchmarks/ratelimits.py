@@ -66,6 +66,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from child import start_server
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 KEY = "bench-not-a-key"  # never a real key; and no key is ever printed
@@ -317,44 +319,25 @@ async def contender_main(name: str, url: str, setup: Setup) -> None:
 
 class Vendor:
     """``benchmarks/server.py --kind capacity`` in a child process (it exits when our end of its
-    stdin closes). Not ``run.ServerProcess``: this file also runs under LiteLLM's interpreter,
-    which has neither asyncllm nor aiohttp, and ``run.py`` imports both."""
+    stdin closes)."""
 
     def __init__(self, setup: Setup) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(HERE / "server.py"),
-                "--kind",
-                "capacity",
-                "--delay",
-                str(setup.delay),
-                "--capacity",
-                json.dumps(setup.capacity),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
+        self.child, port = start_server(
+            "--kind",
+            "capacity",
+            "--delay",
+            str(setup.delay),
+            "--capacity",
+            json.dumps(setup.capacity),
         )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("PORT "):
-            self.close()
-            raise RuntimeError(f"the vendor did not start: {line!r}")
-        self.base = f"http://127.0.0.1:{int(line.split()[1])}"
+        self.base = f"http://127.0.0.1:{port}"
 
     def counts(self) -> dict[str, Any]:
         counts: dict[str, Any] = fetch_json(self.base + "/_capacity")
         return counts
 
     def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.child.close(5.0)
 
 
 def litellm_python(given: str | None) -> str | None:

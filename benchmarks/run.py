@@ -37,6 +37,7 @@ from typing import Any
 
 import aiohttp
 import pydantic
+from child import start_server
 
 import asyncllm
 from asyncllm import Dispatcher, LimitsConfig, Priority
@@ -44,7 +45,6 @@ from asyncllm._engine._dispatcher import Attempt
 from asyncllm._http import _json as fast_json
 from asyncllm.testing import MockResponse, MockTransport
 
-HERE = Path(__file__).resolve().parent
 KEY = "bench-not-a-key"  # never a real key; and no key is ever printed
 CONCURRENCY = (1, 16, 64, 256)
 BACKEND_DELAY = 0.020  # seconds per answer in table 1c
@@ -215,27 +215,11 @@ class ServerProcess:
     """``benchmarks/server.py`` in a child process; it exits when our end of its stdin closes."""
 
     def __init__(self, kind: str, delay: float = 0.0) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "server.py"), "--kind", kind, "--delay", str(delay)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("PORT "):
-            self.close()
-            raise RuntimeError(f"benchmark server ({kind}) did not start: {line!r}")
-        self.url = f"http://127.0.0.1:{int(line.split()[1])}/v1"
+        self.child, port = start_server("--kind", kind, "--delay", str(delay))
+        self.url = f"http://127.0.0.1:{port}/v1"
 
     def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.child.close(5.0)
 
 
 # -- the contenders ------------------------------------------------------------------------------
