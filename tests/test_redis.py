@@ -955,6 +955,38 @@ async def test_degraded_mode_keeps_a_share_and_recovers(redis_server: RedisServe
         own.stop()
 
 
+async def test_a_429_heard_while_redis_was_away_blocks_the_fleet_on_its_return(
+    redis_server: RedisServer,
+) -> None:
+    """A process answered 429 (Retry-After 30 s) while Redis was unreachable blocks its own
+    calls at once, and the other processes' as soon as Redis is back: they heard nothing of it,
+    and would otherwise send into the vendor's block and collect 429s of their own."""
+    own = RedisServer(redis_server.executable)
+    clock = [100.0]
+    store = RedisBudgetStore(own.url, clock=lambda: clock[0], prefix="u", timeout=0.5)
+    other = RedisBudgetStore(own.url, prefix="u", timeout=0.5)
+    try:
+        assert isinstance(await store.lease("m", Cost(1, 0), clock[0]), Lease)
+        own.stop()
+        await store.block("m", clock[0] + 30)
+        assert store.degraded_since is not None
+        assert await store.lease("m", Cost(1, 0), clock[0]) == 30
+        own = RedisServer(redis_server.executable, own.port)  # back, and empty
+        clock[0] += 1.5
+        assert await store.lease("m", Cost(1, 0), clock[0]) == 28.5  # its own block, still
+        await store.current("m", clock[0])  # asks Redis: back
+        assert store.degraded_since is None
+        await asyncio.sleep(0)
+        assert store._repaying is not None
+        await store._repaying
+        wait = await other.lease("m", Cost(1, 0), other.clock())
+        assert isinstance(wait, float) and 27 < wait <= 28.5
+    finally:
+        await store.aclose()
+        await other.aclose()
+        own.stop()
+
+
 async def test_a_paused_redis_degrades_instead_of_hanging(redis_url: str) -> None:
     clock = [0.0]
     store = RedisBudgetStore(redis_url, clock=lambda: clock[0], prefix="p", timeout=0.3)

@@ -50,7 +50,8 @@ Why it is built this way:
   or increase is one script that applies it at most once per ``min_interval`` for the whole
   fleet (``_ADAPT``), so that every process seeing the same overload shrinks it once.
 * A Redis that fails or is slow degrades the store instead of failing calls (see
-  ``RedisBudgetStore``); what was spent meanwhile is taken from the shared budgets on return.
+  ``RedisBudgetStore``); what was spent meanwhile is taken from the shared budgets on return,
+  and a 429 heard meanwhile blocks the fleet for the rest of its time.
 
 The scripts, and ``Scripts`` that runs them, are in ``_redis_scripts``; this module is the store
 that drives them. The Redis client (``redis.asyncio``, the ``asyncllm[redis]`` extra) is imported
@@ -721,6 +722,9 @@ class RedisBudgetStore(BudgetStore):
         # Per member, when a block this process knows of ends (its own 429s and the ones
         # announced): see ``_known_block``.
         self._blocked: dict[str, float] = {}
+        # Per member, when a block this process heard of while Redis was unreachable ends: the
+        # fleet is told of it on Redis's return (``_repay``), with what was spent meanwhile.
+        self._unannounced: dict[str, float] = {}
         self._repaying: asyncio.Task[None] | None = None
         self.scripts = Scripts(self.client)
         self.clock = clock
@@ -800,11 +804,25 @@ class RedisBudgetStore(BudgetStore):
             extra={"backend": "-", "request_id": "-"},
         )
         self.degraded_since = None
-        if self._owed and (self._repaying is None or self._repaying.done()):
+        if (self._owed or self._unannounced) and (self._repaying is None or self._repaying.done()):
             self._repaying = asyncio.get_running_loop().create_task(self._repay())
 
     async def _repay(self) -> None:
-        """Spend in the shared budgets what this process spent while Redis was unreachable."""
+        """Spend in the shared budgets what this process spent while Redis was unreachable,
+        and block the fleet for what is left of the 429s it was answered meanwhile (the other
+        processes heard nothing of them, and would otherwise collect their own)."""
+        blocks, self._unannounced = self._unannounced, {}
+        for key, until in blocks.items():
+            left = until - self.clock()
+            if left <= 0:
+                continue
+            try:
+                await self.scripts.block(
+                    budget_key(self.prefix, key), left, channel=self.channel, sender=self.process
+                )
+            except self.errors as exc:
+                self._unannounced[key] = max(until, self._unannounced.get(key, -math.inf))
+                self._down(exc)
         owed, self._owed = self._owed, {}
         now = self.clock()
         for key, (requests, tokens) in owed.items():
@@ -1191,7 +1209,9 @@ class RedisBudgetStore(BudgetStore):
                 self._down(exc)
             else:
                 return self._known_block(key, now + left)
-        return self._known_block(key, await self._fallback.block(key, until))
+        until = self._known_block(key, await self._fallback.block(key, until))
+        self._unannounced[key] = until
+        return until
 
     def _known_block(self, key: str, until: float) -> float:
         """This process knows the member is blocked until ``until`` (its clock): its calls wait
@@ -1209,6 +1229,7 @@ class RedisBudgetStore(BudgetStore):
         except self.errors as exc:
             self._down(exc)
             return await self._fallback.current(key, now)
+        self._up()
         seen: dict[str, Window] = {}
         for name, (capacity, level, rate) in buckets.items():
             missing = capacity - level
