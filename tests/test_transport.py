@@ -152,3 +152,16 @@ def test_transport_interface_is_public() -> None:
     from asyncllm.testing import MockTransport
 
     assert issubclass(MockTransport, asyncllm.Transport)
+
+
+def test_a_streams_socket_read_limit_does_not_race_its_idle_timer() -> None:
+    """A stream's waits are cut by its own timer at ``timeout`` ("stream idle"); aiohttp's read
+    limit at the same span raced it and at times named the error "request timed out
+    (SocketTimeoutError)" instead. It is a backstop, later; a plain request keeps one limit."""
+    from asyncllm._http._transport import AiohttpTransport
+
+    t = AiohttpTransport()
+    streamed = t._timeout(0.4, True)
+    assert streamed.total is None and streamed.sock_read == 0.8
+    assert t._timeout(None, True).sock_read is None
+    assert t._timeout(0.4, False).total == 0.4

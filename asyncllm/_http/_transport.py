@@ -698,13 +698,19 @@ class AiohttpTransport(Transport):
             await session.close()
 
     def _timeout(self, timeout: float | None, stream: bool) -> aiohttp.ClientTimeout:
-        """A whole-request limit, or for streams a limit on each wait for data."""
+        """A whole-request limit, or for streams a backstop on each wait for data: the stream's
+        own timer (``_OpenStream``) cuts a wait at ``timeout`` and says it was the stream that
+        fell idle; aiohttp's read timer at the same span raced it, and whichever fired first
+        named the error (at times "request timed out (SocketTimeoutError)"), so it is twice
+        that."""
         key = (timeout, stream)
         cached = self._timeouts.get(key)
         if cached is None:
             if stream:
                 cached = aiohttp.ClientTimeout(
-                    total=None, sock_connect=self._connect_timeout, sock_read=timeout
+                    total=None,
+                    sock_connect=self._connect_timeout,
+                    sock_read=None if timeout is None else 2 * timeout,
                 )
             else:
                 cached = aiohttp.ClientTimeout(total=timeout, sock_connect=self._connect_timeout)
