@@ -24,11 +24,10 @@ from hypothesis.stateful import (
 from redis.asyncio import Redis
 
 import asyncllm
-from asyncllm._engine._ratelimit import Cost, Lease, RateHeaders, Window
+from asyncllm._engine._ratelimit import TOKEN_KINDS, Cost, Lease, RateHeaders, Window
 from asyncllm._engine._redis import _BATCH_EARLY, RedisBudgetStore, probe_allowance
 from asyncllm._engine._redis_scripts import (
     _BATCH_FRESH,
-    TOKEN_KINDS,
     Batch,
     Claimed,
     Scripts,

@@ -88,6 +88,7 @@ __all__ = [
     "GROQ_HEADERS",
     "KINDS",
     "OPENAI_HEADERS",
+    "TOKEN_KINDS",
     "BudgetStore",
     "Cost",
     "Lease",
@@ -117,6 +118,7 @@ _SLOTTED = 0.5
 
 # The budgets a vendor can report, by the names its headers use.
 KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
+TOKEN_KINDS = KINDS[1:]
 
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|µs|ns|h|m|s)")
@@ -687,20 +689,30 @@ class MemoryBudgetStore(BudgetStore):
         budgets = self._lanes.get(key)
         if budgets is None:
             return Lease(key, cost.requests, cost.tokens)
+        got = self._charge(budgets, cost, now)
+        if isinstance(got, float):
+            return got
+        return Lease(key, cost.requests, cost.tokens, cost.output_tokens, got)
+
+    @staticmethod
+    def _charge(
+        budgets: _Budgets, cost: Cost | Lease, now: float, skip: tuple[str, ...] = ()
+    ) -> tuple[str, ...] | float:
+        """Take ``cost`` from every budget of the lane it spends from (but those in ``skip``),
+        from all or none: the names of those charged, or the seconds to wait first."""
         wait = max(0.0, budgets.blocked_until - now)
         needs = []
         for name, bucket in budgets.buckets.items():
             amount = _amount(name, cost)
-            if amount:
-                needs.append((bucket, amount))
+            if amount and name not in skip:
+                needs.append((name, bucket, amount))
                 wait = max(wait, bucket.wait_for(amount, now))
         if wait > 0:
             return wait
-        for bucket, amount in needs:
+        for _, bucket, amount in needs:
             bucket.level -= amount
             bucket.pending += amount
-        names = tuple(name for name, bucket in budgets.buckets.items() if _amount(name, cost))
-        return Lease(key, cost.requests, cost.tokens, cost.output_tokens, names)
+        return tuple(name for name, _, _ in needs)
 
     def uncounted(self, lease: Lease) -> bool:
         budgets = self._lanes.get(lease.key)
@@ -712,19 +724,10 @@ class MemoryBudgetStore(BudgetStore):
         budgets = self._lanes.get(lease.key)
         if budgets is None or lease.marks is not None:
             return 0.0
-        wait = max(0.0, budgets.blocked_until - now)
-        needs = []
-        for name, bucket in budgets.buckets.items():
-            amount = _amount(name, lease)
-            if amount and name not in lease.charged:
-                needs.append((name, bucket, amount))
-                wait = max(wait, bucket.wait_for(amount, now))
-        if wait > 0:
-            return wait
-        for _, bucket, amount in needs:
-            bucket.level -= amount
-            bucket.pending += amount
-        lease.charged += tuple(name for name, _, _ in needs)
+        got = self._charge(budgets, lease, now, lease.charged)
+        if isinstance(got, float):
+            return got
+        lease.charged += got
         return 0.0
 
     def sending(self, lease: Lease) -> None:
@@ -753,7 +756,7 @@ class MemoryBudgetStore(BudgetStore):
         if budgets is None:
             return
         used = Cost(0, input_tokens + output_tokens, output_tokens)
-        for kind in ("tokens", "input-tokens", "output-tokens"):
+        for kind in TOKEN_KINDS:
             bucket = budgets.buckets.get(kind)
             if bucket is not None:
                 bucket.refill(now)
@@ -1127,7 +1130,8 @@ class RateGate:
         return lane.in_flight + lane.queued < 2 * lane.limit or lane.closed
 
     def room_freed(self) -> None:
-        """The lane gave a slot back: the best waiting call may be waiting for one."""
+        """The best waiting call may go now: the lane gave a slot back (it may be waiting for
+        one), or the call ahead of it left (``_wait_in_turn``)."""
         waiters = self._waiters
         if waiters:
             turn = waiters[0].turn
@@ -1232,10 +1236,7 @@ class RateGate:
             else:
                 waiters.remove(me)
                 heapq.heapify(waiters)
-            if waiters:
-                turn = waiters[0].turn
-                if turn is not None and not turn.done():
-                    turn.set_result(None)
+            self.room_freed()
 
     async def _sleep(self, request_id: str, seconds: float) -> None:
         lane = self.lane

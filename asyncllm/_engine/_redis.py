@@ -78,6 +78,7 @@ from .._exceptions import APITimeoutError, ConfigurationError
 from ._breaker import BreakerState
 from ._ratelimit import (
     _PER_MINUTE,
+    TOKEN_KINDS,
     BudgetStore,
     Cost,
     Lease,
@@ -89,7 +90,6 @@ from ._ratelimit import (
 )
 from ._redis_scripts import (
     _BATCH_FRESH,
-    TOKEN_KINDS,
     Claimed,
     Scripts,
     budget_key,

@@ -14,10 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._ratelimit import _PER_DAY, Cost, Lease, Window
+from ._ratelimit import _PER_DAY, TOKEN_KINDS, Cost, Lease, Window
 
 __all__ = [
-    "TOKEN_KINDS",
     "Batch",
     "Claimed",
     "Scripts",
@@ -878,12 +877,9 @@ class Batch(NamedTuple):
     tokens: tuple[int | None, ...] = (None, None, None)
 
 
-# The token budgets a batch holds, in the order of ``_LEASE_BATCH``'s arguments.
-TOKEN_KINDS = ("tokens", "input-tokens", "output-tokens")
-
-
 def token_amounts(cost: Cost | Lease) -> tuple[int, int, int]:
-    """What ``cost`` takes from each of ``TOKEN_KINDS``."""
+    """What ``cost`` takes from each of ``TOKEN_KINDS``: a batch's token budgets, in that
+    order in ``_LEASE_BATCH``'s arguments."""
     return (cost.tokens, cost.tokens - cost.output_tokens, cost.output_tokens)
 
 
