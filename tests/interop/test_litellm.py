@@ -53,6 +53,8 @@ MOCK_TEXT = "Hi from the mock."
 ECHO = "echo: hello there"
 ARGUMENTS = {"city": "test", "days": 1}  # what the fake model calls get_weather with
 CHAT_PATH = "/v1/chat/completions"
+# The models litellm_config.yaml lists, in its order, as the proxy's /v1/models answers them.
+MODELS = ["mock", "mock-rate-limited", "relay-capacity", "relay-chat", "relay-embed"]
 
 
 # -- the fake, on a loop of its own ---------------------------------------------------------------
@@ -364,13 +366,7 @@ async def test_openai_embed_one_string(openai: asyncllm.OpenAI) -> None:
 
 async def test_openai_models(openai: asyncllm.OpenAI) -> None:
     models = await openai.models()
-    assert [m.id for m in models] == [
-        "mock",
-        "mock-rate-limited",
-        "relay-capacity",
-        "relay-chat",
-        "relay-embed",
-    ]
+    assert [m.id for m in models] == MODELS
     assert all(isinstance(m.created, int) and m.owned_by for m in models)
 
 
@@ -564,13 +560,7 @@ async def test_claude_stream_tool_call_deltas(claude: asyncllm.Claude) -> None:
 
 async def test_claude_models(claude: asyncllm.Claude) -> None:
     models = await claude.models()
-    assert [m.id for m in models] == [
-        "mock",
-        "mock-rate-limited",
-        "relay-capacity",
-        "relay-chat",
-        "relay-embed",
-    ]
+    assert [m.id for m in models] == MODELS
     assert all(m.display_name == m.id for m in models)
 
 
