@@ -77,12 +77,13 @@ class AdaptiveConcurrency:
     number less the refused ones (never below half the limit before the decrease), so that at a
     server's concurrency cap the limit lands on the cap at once. An attempt refused while the
     lane has more in flight than its new limit retries without a backoff: it waits in the queue,
-    in priority order, for a slot under that limit. A success grows it back while the lane is busy (at least ``utilisation`` of the limit
-    in flight, or calls waiting): one step per limit's worth of such successes, and at most one
-    per ``min_interval`` (each step probes the server's capacity, and may cost a refusal: the
-    interval bounds that cost whatever the throughput). A 429 with rate
-    headers adjusts the rate budgets instead, and connection errors and other 5xx feed the
-    breaker; latency is never read (an LLM's grows with its output, not only with load).
+    in priority order, for a slot under that limit. A success grows it back while the lane is
+    busy (at least ``utilisation`` of the limit in flight, or calls waiting): one step per
+    limit's worth of such successes, and at most one per ``min_interval`` (each step probes the
+    server's capacity, and may cost a refusal: the interval bounds that cost whatever the
+    throughput). A 429 with rate headers adjusts the rate budgets instead, and connection errors
+    and other 5xx feed the breaker; latency is never read (an LLM's grows with its output, not
+    only with load).
 
     On by default: with no overload the limit stays at ``max_concurrent_requests``, so it costs
     no throughput, and a server that sends no rate headers (a self-hosted one) is protected only

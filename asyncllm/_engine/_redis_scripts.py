@@ -438,9 +438,9 @@ end
 
 # KEYS[3] the member's budgets (for its breaker). One slot for one call, for the calls that ask
 # one by one (while the breaker is not closed). ARGV: now, process, limit, ttl, held (slots this
-# process has in use: counted again if its lease lapsed). Returns {taken 0/1, lapsed, seconds the fleet's breaker stays open, probing (1:
-# this call is the fleet's probe; 2: refused while another process's probe runs)}:
-# none is taken while it is open. Once its open time is over, one process at a time probes (the
+# process has in use: counted again if its lease lapsed). Returns {taken 0/1, lapsed, seconds
+# the fleet's breaker stays open, probing (1: this call is the fleet's probe; 2: refused while
+# another process's probe runs)}: none is taken while it is open. Once its open time is over, one process at a time probes (the
 # first to ask; for ``ttl`` at most, in case it dies): the others are refused until its verdict.
 _ACQUIRE = (
     _SLOTS_PRELUDE

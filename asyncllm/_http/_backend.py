@@ -292,7 +292,8 @@ class _OpenStream(Response):
     against it: keep-alive pings and comments make chunks but no items, so they do not extend
     it. The timer is armed lazily: a wait whose limit is no sooner than the armed timer's keeps
     that timer, which on firing sleeps on to the limit of the wait then in progress; so a
-    stream of many items schedules about one timer per ``idle`` seconds, not one per item. ``shut`` (the client's ``aclose``) closes the response and cuts a wait in progress; the
+    stream of many items schedules about one timer per ``idle`` seconds, not one per item.
+    ``shut`` (the client's ``aclose``) closes the response and cuts a wait in progress; the
     reader then gets ``ClientClosedError``. Time is the dispatcher's clock; the timer runs on the
     loop's, for the same span.
     """
